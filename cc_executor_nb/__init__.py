@@ -1,3 +1,38 @@
-"""cc_executor_nb: run long Claude Code and CLI jobs from Jupyter, streamed live."""
+"""cc_executor_nb: run long Claude Code and CLI jobs from Jupyter, streamed live.
+
+Server side (the "enhanced handler")::
+
+    from cc_executor_nb import (
+        EnhancedWebSocketHandler, ProcessManager, SessionManager, StreamHandler,
+    )
+    handler = EnhancedWebSocketHandler(
+        SessionManager(), ProcessManager(), StreamHandler(), heartbeat_interval=20
+    )
+
+Importing this package has no side effects; names load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "EnhancedWebSocketHandler": "handler",
+    "SessionManager": "session",
+    "ProcessManager": "process",
+    "StreamHandler": "stream",
+    "Client": "client",
+    "connect": "client",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cc_executor_nb' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,0 +1,80 @@
+"""Who may open a session: token, Origin and Host checks, as pure functions.
+
+The checks run before the WebSocket upgrade, so a refused browser or a client without
+the token never reaches the JSON-RPC layer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "WS_PATHS",
+    "Refusal",
+    "check_handshake",
+    "host_name",
+    "is_loopback",
+    "token_matches",
+]
+
+WS_PATHS = ("/ws", "/ws/mcp")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An HTTP refusal: status and a short reason (never echoing the token)."""
+
+    status: int
+    reason: str
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost names and loopback addresses (v4 127/8, v6 ::1)."""
+    host = host.strip("[]").lower()
+    if host in ("localhost", "localhost.", "ip6-localhost") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_name(header: str) -> str:
+    """The host part of a Host header (``[::1]:8003`` gives ``::1``)."""
+    header = header.strip()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def token_matches(header: str | None, token: str) -> bool:
+    """Constant-time check of an ``Authorization: Bearer <token>`` header."""
+    scheme, _, value = (header or "").partition(" ")
+    candidate = value.strip() if scheme.lower() == "bearer" else ""
+    return hmac.compare_digest(candidate.encode(), token.encode())
+
+
+def check_handshake(
+    headers: Mapping[str, str],
+    *,
+    token: str | None,
+    allowed_origins: Collection[str] = (),
+    loopback_bind: bool = True,
+) -> Refusal | None:
+    """Return why a WebSocket handshake must be refused, or None to accept it.
+
+    Order: a foreign Host on a loopback bind (403, DNS rebinding), a browser Origin
+    not on the allow-list (403), then the bearer token (401).
+    """
+    host = headers.get("Host")
+    if loopback_bind and host is not None and not is_loopback(host_name(host)):
+        return Refusal(403, "Forbidden: Host is not a loopback name")
+    origin = headers.get("Origin")
+    if origin is not None and origin not in allowed_origins:
+        return Refusal(403, "Forbidden: Origin not allowed")
+    if token is not None and not token_matches(headers.get("Authorization"), token):
+        return Refusal(401, "Unauthorized: missing or wrong bearer token")
+    return None

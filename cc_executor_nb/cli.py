@@ -1,0 +1,117 @@
+"""The terminal client: ``python -m cc_executor_nb run [options] -- CMD ARGS...``.
+
+Streams a run from a server (``--server URL``; default: a private server started in
+this process) to the terminal: the child's stdout to stdout, its stderr to stderr,
+heartbeats and inactivity as dim lines on stderr. Exits with the child's exit code
+(128 + N when killed by signal N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from typing import TextIO
+
+from .client import Client, connect
+from .errors import CCExecError
+from .events import Completed, Event, Heartbeat, Output, StatusUpdate
+from .handler import EnhancedWebSocketHandler
+from .process import ProcessManager
+from .session import SessionManager
+from .stream import StreamHandler
+
+__all__ = ["exit_status", "main", "render_event"]
+
+
+def exit_status(event: Completed) -> int:
+    """The shell exit status for a completed run."""
+    code = event.exit_code
+    if code is None:
+        return 1
+    return 128 - code if code < 0 else code
+
+
+def render_event(event: Event, out: TextIO, err: TextIO, quiet: bool = False) -> None:
+    """Write one event to the terminal."""
+    if isinstance(event, Output):
+        (err if event.stream == "stderr" else out).write(event.data)
+        (err if event.stream == "stderr" else out).flush()
+    elif quiet:
+        return
+    elif isinstance(event, Heartbeat):
+        err.write("\x1b[2m[heartbeat] alive\x1b[0m\n" if err.isatty() else "[heartbeat] alive\n")
+    elif isinstance(event, StatusUpdate):
+        err.write(f"[status] no output for {event.inactive_seconds:.0f} s\n")
+    elif isinstance(event, Completed):
+        err.write(f"[completed] {event.status}, exit {event.exit_code}\n")
+
+
+@contextlib.asynccontextmanager
+async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
+    if args.server:
+        token = os.environ.get(args.token_env) if args.token_env else None
+        async with await connect(args.server, token) as client:
+            yield client
+        return
+    handler = EnhancedWebSocketHandler(
+        SessionManager(), ProcessManager(), StreamHandler(), heartbeat_interval=args.heartbeat
+    )
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, handler.token) as client:
+            yield client
+    finally:
+        await handler.close()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with _session(args) as client:
+        events = client.run_events(
+            argv=args.command,
+            cwd=args.cwd,
+            timeout=args.timeout,
+            heartbeat_interval=args.heartbeat,
+            inactivity_threshold=args.inactivity,
+        )
+        async for event in events:
+            render_event(event, sys.stdout, sys.stderr, args.quiet)
+            if isinstance(event, Completed):
+                return exit_status(event)
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cc_executor_nb")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="run a command and stream it to the terminal")
+    run.add_argument("--server", help="ws://HOST:PORT/ws of a running server (default: private)")
+    run.add_argument("--token-env", default="CC_EXECUTOR_TOKEN",
+                     help="environment variable holding the server's token")
+    run.add_argument("--cwd")
+    run.add_argument("--timeout", type=float)
+    run.add_argument("--heartbeat", type=float, default=20.0, help="heartbeat interval (s)")
+    run.add_argument("--inactivity", type=float, default=30.0, help="inactivity threshold (s)")
+    run.add_argument("--quiet", action="store_true", help="only the child's output")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m cc_executor_nb`` and the ``ccexec`` script."""
+    args = _parser().parse_args(argv)
+    if args.command[:1] == ["--"]:
+        args.command = args.command[1:]
+    if not args.command:
+        print("error: give a command after --", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args))
+    except CCExecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,142 @@
+"""Typed views of the server's notifications (pure; no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Cancelled",
+    "Completed",
+    "Connected",
+    "Event",
+    "Heartbeat",
+    "Output",
+    "Paused",
+    "ProcessError",
+    "Resumed",
+    "Started",
+    "StatusUpdate",
+    "make_event",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A notification from the server: its method and params."""
+
+    method: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def seq(self) -> int | None:
+        """The run-related sequence number (None for heartbeats and ``connected``)."""
+        seq = self.params.get("seq")
+        return seq if isinstance(seq, int) else None
+
+
+class Connected(Event):
+    """``connected``: the session is open."""
+
+    @property
+    def session_id(self) -> str:
+        """The server's id for this session."""
+        return str(self.params.get("session_id", ""))
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What the server supports (e.g. ``"resume"``)."""
+        return list(self.params.get("capabilities") or [])
+
+
+class Heartbeat(Event):
+    """``heartbeat``: the server is alive."""
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last run notification sent before this beat."""
+        return int(self.params.get("last_seq") or 0)
+
+
+class Started(Event):
+    """``process.started``."""
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        return int(self.params.get("pid") or 0)
+
+
+class Output(Event):
+    """``process.output``: a piece of stdout or stderr."""
+
+    @property
+    def stream(self) -> str:
+        """"stdout" or "stderr"."""
+        return str(self.params.get("type", "stdout"))
+
+    @property
+    def data(self) -> str:
+        """The text."""
+        data = self.params.get("data", "")
+        return data if isinstance(data, str) else str(data)
+
+
+class StatusUpdate(Event):
+    """``process.status``: the child has been silent a while."""
+
+    @property
+    def inactive_seconds(self) -> float:
+        """Seconds since the child last wrote anything."""
+        return float(self.params.get("inactive_seconds") or self.params.get("no_output_for") or 0)
+
+
+class Paused(Event):
+    """``process.paused``."""
+
+
+class Resumed(Event):
+    """``process.resumed``."""
+
+
+class Cancelled(Event):
+    """``process.cancelled``: cancellation started; ``process.completed`` follows."""
+
+
+class Completed(Event):
+    """``process.completed``: the run is over and all output was sent."""
+
+    @property
+    def status(self) -> str:
+        """completed, failed, cancelled or timeout."""
+        return str(self.params.get("status", "failed"))
+
+    @property
+    def exit_code(self) -> int | None:
+        """Exit code; negative signal number when killed."""
+        code = self.params.get("exit_code")
+        return code if isinstance(code, int) else None
+
+
+class ProcessError(Event):
+    """``process.error``: the server's own machinery failed."""
+
+
+_TYPES: dict[str, type[Event]] = {
+    "connected": Connected,
+    "heartbeat": Heartbeat,
+    "process.started": Started,
+    "process.output": Output,
+    "process.status": StatusUpdate,
+    "process.paused": Paused,
+    "process.resumed": Resumed,
+    "process.cancelled": Cancelled,
+    "process.completed": Completed,
+    "process.error": ProcessError,
+}
+
+
+def make_event(method: str, params: Mapping[str, Any]) -> Event:
+    """The typed event for a notification (plain ``Event`` for unknown methods)."""
+    return _TYPES.get(method, Event)(method, params)

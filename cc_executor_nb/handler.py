@@ -1,0 +1,362 @@
+"""The enhanced handler: a WebSocket JSON-RPC 2.0 server that runs and streams CLIs.
+
+Usage, as in the original design::
+
+    handler = EnhancedWebSocketHandler(
+        SessionManager(), ProcessManager(), StreamHandler(), heartbeat_interval=20
+    )
+    await handler.start("127.0.0.1", 8003)
+    ...
+    await handler.close()
+
+The handler is a thin adapter: it moves text between the socket and the pure core in
+``protocol``, and hands runs to ``Execution``. It never times out a stream; it sends a
+heartbeat every ``heartbeat_interval`` seconds and ``process.status`` while a child is
+silent for ``inactivity_threshold`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import secrets
+import time
+from collections.abc import Collection
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from . import __version__, protocol
+from .access import WS_PATHS, check_handshake, is_loopback
+from .errors import (
+    AlreadyRunning,
+    InternalError,
+    InvalidRequest,
+    LimitReached,
+    MethodNotFound,
+    NoProcessRunning,
+    ProtocolError,
+)
+from .execution import Execution
+from .process import ProcessManager, group_members
+from .session import Session, SessionManager
+from .stream import StreamHandler
+
+__all__ = ["CAPABILITIES", "EnhancedWebSocketHandler"]
+
+logger = logging.getLogger("cc_executor_nb.server")
+
+CAPABILITIES = ["execute", "control", "status", "heartbeat", "process.status", "pong"]
+
+
+class EnhancedWebSocketHandler:
+    """Serves sessions over WebSocket; each runs CLI processes and streams them."""
+
+    def __init__(
+        self,
+        session_manager: SessionManager,
+        process_manager: ProcessManager,
+        stream_handler: StreamHandler,
+        heartbeat_interval: float = 20.0,
+        *,
+        # Timing
+        inactivity_threshold: float = 30.0,
+        min_interval: float = 0.1,
+        # Access
+        token: str | None = None,
+        allow_no_token: bool = False,
+        allowed_origins: Collection[str] = (),
+        # Limits
+        max_message_size: int = 1 << 20,
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+    ) -> None:
+        self.sessions = session_manager
+        self.processes = process_manager
+        self.streams = stream_handler
+        self.heartbeat_interval = heartbeat_interval
+        self.inactivity_threshold = inactivity_threshold
+        self.min_interval = min_interval
+        self.token = None if allow_no_token else (token or secrets.token_urlsafe(32))
+        self.allowed_origins = frozenset(allowed_origins)
+        self.max_message_size = max_message_size
+        self.open_timeout = open_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.processes.add_secret(self.token)
+        self.server: Server | None = None
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._loopback = True
+        self._closing = False
+
+    # -- Lifecycle ------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 8003) -> Server:
+        """Bind and start serving; ``port=0`` picks a free port (see ``self.port``)."""
+        self._loopback = is_loopback(host)
+        if self.token is None and not self._loopback:
+            raise ValueError("refusing to serve without a token on a non-loopback address")
+        self.server = await serve(
+            self._serve_connection,
+            host,
+            port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=self.max_message_size,
+            open_timeout=self.open_timeout,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            server_header=f"cc_executor_nb/{__version__}",
+        )
+        self.host, self.port = self.server.sockets[0].getsockname()[:2]
+        logger.info("[ENHANCED] listening on %s", self.url)
+        return self.server
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL clients connect to."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/ws"
+
+    async def close(self) -> None:
+        """Kill every run's group, close every connection, stop listening. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        logger.info("x [ENHANCED] shutting down: %d sessions", len(self.sessions.sessions))
+        await self.processes.shutdown()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    # -- Handshake ------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path not in (*WS_PATHS, "/health"):
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+        refusal = check_handshake(
+            request.headers,
+            token=None if path == "/health" else self.token,
+            allowed_origins=self.allowed_origins,
+            loopback_bind=self._loopback,
+        )
+        if refusal is not None:
+            logger.info("! [ENHANCED] refused %s: %d", path, refusal.status)
+            return connection.respond(refusal.status, refusal.reason + "\n")
+        return self._health() if path == "/health" else None
+
+    def _health(self) -> Response:
+        body = json.dumps(
+            {
+                "status": "healthy",
+                "version": __version__,
+                "sessions": len(self.sessions.sessions),
+                "running": self.sessions.running_count,
+            }
+        ).encode()
+        headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return Response(200, "OK", headers, body)
+
+    # -- Connection -----------------------------------------------------------------
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        try:
+            session = self.sessions.create(
+                ws.send,
+                heartbeat_interval=self.heartbeat_interval,
+                inactivity_threshold=self.inactivity_threshold,
+            )
+        except LimitReached as exc:
+            await ws.send(protocol.dumps(protocol.error_response(None, exc)))
+            await ws.close(1013, "session limit reached")
+            return
+        logger.info("= [ENHANCED] session %s opened", session.id)
+        timers = [
+            asyncio.ensure_future(self._heartbeat_loop(session)),
+            asyncio.ensure_future(self._activity_loop(session)),
+        ]
+        try:
+            await session.send(
+                protocol.notification(
+                    "connected", session.connected_params(__version__, CAPABILITIES)
+                )
+            )
+            async for frame in ws:
+                await self._handle_frame(session, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            for timer in timers:
+                timer.cancel()
+            await asyncio.gather(*timers, return_exceptions=True)
+            await self._end_session(session)
+
+    async def _end_session(self, session: Session) -> None:
+        if session.execution is not None and session.running:
+            logger.info("x [ENHANCED] session %s closed mid-run: killing its group", session.id)
+            await session.execution.abort()
+        self.sessions.remove(session)
+        logger.info("x [ENHANCED] session %s closed", session.id)
+
+    async def _handle_frame(self, session: Session, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            refusal = InvalidRequest("Invalid Request: binary frames are not accepted")
+            incoming = protocol.Incoming([protocol.ErrorResponse(None, refusal.to_error_object())])
+        else:
+            incoming = protocol.parse_incoming(frame)
+        replies: list[dict[str, Any]] = []
+        deferred: list[Execution] = []
+        for item in incoming.items:
+            reply = await self._answer(session, item, deferred)
+            if reply is not None:
+                replies.append(reply)
+        if replies:
+            await session.send(replies if incoming.batch else replies[0])
+        for execution in deferred:
+            execution.begin()
+
+    async def _answer(
+        self, session: Session, item: protocol.Request | protocol.ErrorResponse, deferred: list[Execution]
+    ) -> dict[str, Any] | None:
+        if isinstance(item, protocol.ErrorResponse):
+            return protocol.error_response(item.id, item.error)
+        try:
+            result = await self._dispatch(session, item, deferred)
+        except ProtocolError as exc:
+            error: ProtocolError = exc
+        except Exception:
+            logger.exception("! [ENHANCED] fault while handling %s", item.method)
+            error = InternalError()
+        else:
+            return None if item.is_notification else protocol.response(item.id, result)
+        return None if item.is_notification else protocol.error_response(item.id, error)
+
+    # -- Methods --------------------------------------------------------------------
+
+    async def _dispatch(
+        self, session: Session, request: protocol.Request, deferred: list[Execution]
+    ) -> Any:
+        method = request.method
+        if method == "execute":
+            return await self._execute(session, request.params, deferred)
+        if method == "control":
+            return await self._control(session, request.params)
+        if method == "status":
+            return await self._status(session)
+        if method == "pong":
+            return {"status": "ok"}
+        raise MethodNotFound(f"Method not found: {method[:100]}")
+
+    async def _execute(self, session: Session, params: Any, deferred: list[Execution]) -> dict[str, Any]:
+        spec = protocol.validate_execute(params, self.min_interval)
+        if session.running:
+            raise AlreadyRunning()
+        session.update_settings(spec.heartbeat_interval, spec.inactivity_threshold)
+        process = await self.processes.spawn(spec.argv, spec.cwd, spec.env)
+        output = await self.streams.open(process.stdout_fd, process.stderr_fd)
+        execution = Execution(
+            process,
+            output,
+            session.notify,
+            kill_grace=self.processes.kill_grace,
+            chunk_limit=self.streams.chunk_limit,
+            timeout=spec.timeout,
+        )
+        session.execution = execution
+        deferred.append(execution)
+        return {"status": "started", **execution.pid_fields}
+
+    async def _control(self, session: Session, params: Any) -> dict[str, Any]:
+        kind = protocol.validate_control(params).type
+        execution = session.execution
+        if execution is None or not session.running:
+            raise NoProcessRunning()
+        if kind == "PAUSE":
+            await execution.pause()
+            return {"status": "paused"}
+        if kind == "RESUME":
+            await execution.resume()
+            return {"status": "resumed"}
+        await execution.cancel()
+        return {"status": "cancelled"}
+
+    async def _status(self, session: Session) -> dict[str, Any]:
+        execution = session.execution if session.running else None
+        result: dict[str, Any] = {
+            "session_id": session.id,
+            "state": execution.state if execution else "idle",
+            "pid": execution.process.pid if execution else None,
+            "pgid": execution.process.pgid if execution else None,
+            "elapsed_seconds": execution.elapsed_seconds() if execution else None,
+            "inactive_seconds": execution.inactive_seconds() if execution else None,
+            "last_seq": session.last_seq,
+        }
+        if execution is not None:
+            result["resources"] = await asyncio.to_thread(group_resources, execution.process.pgid)
+        return result
+
+    # -- Timers ---------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, session: Session) -> None:
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + session.heartbeat_interval
+        while True:
+            session.settings_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(session.settings_changed.wait(), max(0.0, next_beat - loop.time()))
+                next_beat = loop.time() + session.heartbeat_interval
+                continue
+            await session.heartbeat()
+            logger.debug("[HEARTBEAT] session %s seq %d", session.id, session.last_seq)
+            next_beat = max(next_beat + session.heartbeat_interval, loop.time())
+
+    async def _activity_loop(self, session: Session) -> None:
+        last_report = 0.0
+        while True:
+            execution = session.execution if session.running else None
+            wait = session.inactivity_threshold
+            if execution is not None:
+                silent_since = max(execution.output.last_output_at, last_report)
+                wait = silent_since + session.inactivity_threshold - time.monotonic()
+                if wait <= 0:
+                    await self._report_silence(session, execution)
+                    last_report = time.monotonic()
+                    continue
+            # Re-evaluate at least every second: the threshold may change mid-sleep.
+            await asyncio.sleep(min(wait, 1.0))
+
+    async def _report_silence(self, session: Session, execution: Execution) -> None:
+        inactive = round(execution.inactive_seconds(), 3)
+        paused = execution.state == "paused"
+        logger.info("[ACTIVITY] pid %d silent for %.1f s", execution.process.pid, inactive)
+        await session.notify(
+            "process.status",
+            {
+                "status": execution.state,
+                **execution.pid_fields,
+                "inactive_seconds": inactive,
+                "no_output_for": inactive,
+                "elapsed_seconds": round(execution.elapsed_seconds(), 3),
+                "message": "Process is paused" if paused else "Process is thinking... (no output yet)",
+            },
+        )
+
+
+def group_resources(pgid: int) -> dict[str, Any]:
+    """CPU, memory and process count summed over a process group (blocking; use a thread)."""
+    members = group_members(pgid)
+    cpu = rss = 0.0
+    for proc in members:
+        with contextlib.suppress(Exception):
+            cpu += proc.cpu_percent(interval=None)
+            rss += proc.memory_info().rss
+    return {"cpu_percent": cpu, "rss_bytes": int(rss), "num_processes": len(members)}

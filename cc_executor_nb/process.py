@@ -1,0 +1,314 @@
+"""Child supervision in one place: spawn, signal the group, escalate, reap.
+
+Every child starts with exec (never a shell), stdin from /dev/null, in a new session
+(so its own process group, whose id we record at spawn), with pipes we create for
+stdout and stderr so the stream reader owns them from the first byte. Signals go to
+the group with ``killpg``; ``ProcessLookupError`` means "already gone". We never
+signal our own group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import psutil
+
+from .errors import CommandNotAllowed, LimitReached, SpawnFailed
+
+__all__ = [
+    "DEFAULT_SECRET_ENV",
+    "UNBUFFERED_NAMES",
+    "ManagedProcess",
+    "ProcessManager",
+    "child_environment",
+    "group_members",
+    "signal_group",
+    "unbuffered_argv",
+]
+
+logger = logging.getLogger("cc_executor_nb.process")
+
+UNBUFFERED_NAMES = frozenset({"claude", "python", "python3", "node", "npm", "npx"})
+DEFAULT_SECRET_ENV = (
+    "CC_EXECUTOR_TOKEN",
+    "JUPYTER_TOKEN",
+    "JPY_API_TOKEN",
+    "JUPYTERHUB_API_TOKEN",
+    "JUPYTER_PASSWORD",
+)
+# Every child carries this variable so that processes which leave the group (setsid)
+# can still be recognised as ours.
+RUN_MARKER_ENV = "CC_EXECUTOR_RUN_ID"
+PIPE_SIZE = 1 << 20
+_POLL = 0.05
+
+
+def unbuffered_argv(argv: list[str], stdbuf: str | None) -> list[str]:
+    """Prefix ``stdbuf -o0 -e0`` for programs known to buffer when piped."""
+    if stdbuf and os.path.basename(argv[0]) in UNBUFFERED_NAMES:
+        return [stdbuf, "-o0", "-e0", *argv]
+    return list(argv)
+
+
+def child_environment(
+    base: Mapping[str, str],
+    overrides: Mapping[str, str] | None,
+    secret_names: Iterable[str],
+    secret_values: Iterable[str] = (),
+) -> dict[str, str]:
+    """The child's environment: ours minus secrets, unbuffered, then the overrides.
+
+    A variable is dropped when its name is a known secret or its value equals one of
+    ``secret_values`` (the server token), wherever it came from.
+    """
+    names = set(secret_names)
+    values = {value for value in secret_values if value}
+    env = {k: v for k, v in base.items() if k not in names}
+    env.update(PYTHONUNBUFFERED="1", NODE_NO_READLINE="1")
+    env.update(overrides or {})
+    return {k: v for k, v in env.items() if v not in values}
+
+
+def _resolve(argv0: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """Find the executable as exec would, so a missing program is a clean -32004."""
+    if "/" in argv0:
+        path = os.path.join(cwd or os.getcwd(), argv0)
+        if not os.path.exists(path):
+            raise _spawn_error(errno.ENOENT, argv0)
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise _spawn_error(errno.EACCES, argv0)
+        return argv0
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise _spawn_error(errno.ENOENT, argv0)
+    return found
+
+
+def _spawn_error(code: int, what: str) -> SpawnFailed:
+    strerror = os.strerror(code)
+    return SpawnFailed(
+        f"could not start {what!r}: {strerror}", {"errno": code, "strerror": strerror}
+    )
+
+
+def _enlarge_pipe(fd: int) -> None:
+    """Grow a pipe so a bursty child never finds it full (Linux only; best effort)."""
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setter is not None:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, setter, PIPE_SIZE)
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group. Return False when the group is gone."""
+    if pgid <= 1 or pgid == os.getpgrp():
+        raise ValueError(f"refusing to signal process group {pgid}")
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes of a group.
+
+    Zombies are skipped: in a container whose init does not reap, orphans linger as
+    zombies and must not count as running.
+    """
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+    return members
+
+
+@dataclass(eq=False)
+class ManagedProcess:
+    """One spawned child: its pid, its group and the read ends of its pipes."""
+
+    argv: list[str]
+    exec_argv: list[str]
+    process: asyncio.subprocess.Process
+    stdout_fd: int
+    stderr_fd: int
+    run_id: str
+    started_at: float = field(default_factory=time.monotonic)
+    paused: bool = False
+    stop_step: str | None = None
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (also its process group id)."""
+        return self.process.pid
+
+    @property
+    def pgid(self) -> int:
+        """The process group, recorded at spawn (the child leads it)."""
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code, negative signal number when killed, None while running."""
+        return self.process.returncode
+
+    async def wait(self) -> int:
+        """Wait for the child to exit and return its code (always reaped)."""
+        return await self.process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP the whole group."""
+        signal_group(self.pgid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT the whole group."""
+        signal_group(self.pgid, signal.SIGCONT)
+        self.paused = False
+
+    async def terminate(self, grace: float) -> str:
+        """SIGCONT+SIGTERM the group, SIGKILL what is left after ``grace`` seconds.
+
+        Returns the step reached: "gone" (nothing to signal), "SIGTERM" or "SIGKILL".
+        """
+        if not self._group_alive():
+            self.stop_step = self.stop_step or "gone"
+            return self.stop_step
+        signal_group(self.pgid, signal.SIGCONT)
+        signal_group(self.pgid, signal.SIGTERM)
+        self.paused = False
+        self.stop_step = "SIGTERM"
+        if await self._wait_group_gone(grace):
+            return self.stop_step
+        logger.info("[ENHANCED] group %d outlived %.1f s grace: SIGKILL", self.pgid, grace)
+        signal_group(self.pgid, signal.SIGKILL)
+        self.stop_step = "SIGKILL"
+        await self._wait_group_gone(5.0)
+        return self.stop_step
+
+    def kill_now(self) -> None:
+        """SIGKILL the group at once (last resort, synchronous)."""
+        with contextlib.suppress(ValueError):
+            signal_group(self.pgid, signal.SIGKILL)
+
+    def _group_alive(self) -> bool:
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return self.returncode is None or bool(group_members(self.pgid))
+
+    async def _wait_group_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.returncode is None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.process.wait(), _POLL)
+                continue
+            if not await asyncio.to_thread(self._group_alive):
+                return True
+            await asyncio.sleep(_POLL)
+        return not await asyncio.to_thread(self._group_alive)
+
+
+class ProcessManager:
+    """Spawns children and keeps every live one, so none can be forgotten."""
+
+    def __init__(
+        self,
+        *,
+        kill_grace: float = 5.0,
+        allowed_commands: Iterable[str] | None = None,
+        max_processes: int | None = None,
+        secret_env_names: Iterable[str] = DEFAULT_SECRET_ENV,
+    ) -> None:
+        self.kill_grace = kill_grace
+        self.allowed_commands = frozenset(allowed_commands) if allowed_commands else None
+        self.max_processes = max_processes
+        self.secret_env_names = tuple(secret_env_names)
+        self.secret_values: set[str] = set()
+        self.running: set[ManagedProcess] = set()
+        self._stdbuf = shutil.which("stdbuf")
+
+    def add_secret(self, value: str | None) -> None:
+        """Never let ``value`` (e.g. the server token) reach a child's environment."""
+        if value:
+            self.secret_values.add(value)
+
+    def check_allowed(self, argv: list[str]) -> None:
+        """Raise CommandNotAllowed unless argv[0]'s name is on the allow-list."""
+        name = os.path.basename(argv[0])
+        if self.allowed_commands is not None and name not in self.allowed_commands:
+            raise CommandNotAllowed(f"command {name!r} is not allowed on this server")
+
+    async def spawn(
+        self, argv: list[str], cwd: str | None = None, env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        """Start ``argv`` in its own process group with piped stdout and stderr."""
+        self.check_allowed(argv)
+        if self.max_processes is not None and len(self.running) >= self.max_processes:
+            raise LimitReached(f"at most {self.max_processes} processes may run at once")
+        run_id = secrets.token_hex(8)
+        child_env = child_environment(
+            os.environ, env, self.secret_env_names, self.secret_values
+        )
+        child_env[RUN_MARKER_ENV] = run_id
+        _resolve(argv[0], child_env, cwd)
+        exec_argv = unbuffered_argv(argv, self._stdbuf)
+        process, out_fd, err_fd = await _start(exec_argv, cwd, child_env)
+        managed = ManagedProcess(argv, exec_argv, process, out_fd, err_fd, run_id)
+        self.running.add(managed)
+        process_done = asyncio.ensure_future(process.wait())
+        process_done.add_done_callback(lambda _: self.running.discard(managed))
+        logger.info("[ENHANCED] started pid %d: %s", managed.pid, argv[0])
+        return managed
+
+    async def shutdown(self) -> None:
+        """Terminate every running group (used on server shutdown)."""
+        await asyncio.gather(
+            *(proc.terminate(self.kill_grace) for proc in list(self.running)),
+            return_exceptions=True,
+        )
+
+
+async def _start(
+    argv: list[str], cwd: str | None, env: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, int, int]:
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    for fd in (out_w, err_w):
+        _enlarge_pipe(fd)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(out_r)
+        os.close(err_r)
+        code = exc.errno or errno.EIO
+        what = exc.filename if exc.filename == cwd else argv[0]
+        raise _spawn_error(code, str(what)) from None
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    return process, out_r, err_r

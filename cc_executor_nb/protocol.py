@@ -1,0 +1,392 @@
+"""The pure JSON-RPC 2.0 core of the wire protocol (see ``shared/PROTOCOL.md``).
+
+Text in, messages out; messages in, text out. No asyncio, no websockets, no I/O:
+everything here is tested with strings alone. The server and client adapters only
+move text between a socket and these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .errors import (
+    InvalidParams,
+    InvalidRequest,
+    ParseError,
+    ProtocolError,
+    error_class_for,
+)
+
+__all__ = [
+    "CONTROL_TYPES",
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "PROTOCOL_VERSION",
+    "ControlParams",
+    "ErrorResponse",
+    "ExecuteParams",
+    "Incoming",
+    "Notification",
+    "Request",
+    "Response",
+    "dumps",
+    "error_response",
+    "loads",
+    "parse_incoming",
+    "parse_server_message",
+    "remote_error",
+    "request",
+    "response",
+    "notification",
+    "validate_control",
+    "validate_execute",
+]
+
+PROTOCOL_VERSION = "1"
+# Limits on what we agree to parse: anything deeper or longer is a parse error, so a
+# hostile frame cannot exhaust the stack or burn CPU on a million-digit integer.
+MAX_DEPTH = 64
+MAX_INT_DIGITS = 40
+CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
+
+Id = Union[str, int, float, None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A call from the peer. ``is_notification`` when it carried no ``id``."""
+
+    method: str
+    params: dict[str, Any] | list[Any] | None = None
+    id: Id = None
+    is_notification: bool = False
+
+
+@dataclass(frozen=True)
+class Notification:
+    """A server-to-client notification (no ``id``)."""
+
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Response:
+    """A successful reply to a request."""
+
+    id: Id
+    result: Any
+
+
+@dataclass(frozen=True)
+class ErrorResponse:
+    """An error reply; ``id`` is None when the request's id could not be read."""
+
+    id: Id
+    error: dict[str, Any]
+
+
+@dataclass
+class Incoming:
+    """One parsed frame: the calls to run and the errors to answer right away.
+
+    ``items`` keeps the frame's order; each item is a Request or an ErrorResponse.
+    """
+
+    items: list[Request | ErrorResponse] = field(default_factory=list)
+    batch: bool = False
+
+
+# -- JSON text -------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ParseError(f"Parse error: {name} is not valid JSON")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ParseError("Parse error: number too large")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ParseError("Parse error: number too large")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a JSON value, computed without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def loads(text: str | bytes) -> Any:
+    """Parse JSON strictly: no NaN/Infinity, bounded numbers and depth.
+
+    Raises ParseError for anything else.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ParseError("Parse error: not UTF-8") from None
+    try:
+        value = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+        )
+    except ParseError:
+        raise
+    except (ValueError, RecursionError):
+        raise ParseError("Parse error: invalid JSON") from None
+    if _depth(value) > MAX_DEPTH:
+        raise ParseError("Parse error: nesting too deep")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Serialize compactly; non-ASCII stays as is (valid in a UTF-8 text frame)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+# -- Parsing requests (server side) ---------------------------------------------------
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int))
+
+
+def _invalid(reason: str, id_: Id = None) -> ErrorResponse:
+    return ErrorResponse(id_, InvalidRequest(f"Invalid Request: {reason}").to_error_object())
+
+
+def _parse_request(obj: Any) -> Request | ErrorResponse:
+    if not isinstance(obj, dict):
+        return _invalid("a request must be an object")
+    has_id = "id" in obj
+    id_ = obj.get("id")
+    if has_id and not _valid_id(id_):
+        return _invalid("id must be a string, a number or null")
+    if obj.get("jsonrpc") != "2.0":
+        return _invalid('jsonrpc must be "2.0"', id_)
+    method = obj.get("method")
+    if not isinstance(method, str):
+        return _invalid("method must be a string", id_)
+    params = obj.get("params")
+    if "params" in obj and not isinstance(params, (dict, list)):
+        return _invalid("params must be an object or an array", id_)
+    return Request(method=method, params=params, id=id_, is_notification=not has_id)
+
+
+def parse_incoming(text: str | bytes) -> Incoming:
+    """Parse one frame from a client into requests and immediate errors."""
+    try:
+        value = loads(text)
+    except ParseError as exc:
+        return Incoming([ErrorResponse(None, exc.to_error_object())])
+    if not isinstance(value, list):
+        return Incoming([_parse_request(value)])
+    if not value:
+        return Incoming([_invalid("empty batch")])
+    return Incoming([_parse_request(item) for item in value], batch=True)
+
+
+# -- Building messages --------------------------------------------------------------
+
+
+def response(id_: Id, result: Any) -> dict[str, Any]:
+    """A success response object."""
+    return {"jsonrpc": "2.0", "id": id_, "result": result}
+
+
+def error_response(id_: Id, error: ProtocolError | dict[str, Any]) -> dict[str, Any]:
+    """An error response object."""
+    body = error.to_error_object() if isinstance(error, ProtocolError) else error
+    return {"jsonrpc": "2.0", "id": id_, "error": body}
+
+
+def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A notification object."""
+    return {"jsonrpc": "2.0", "method": method, "params": params}
+
+
+def request(id_: Id, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A request object (client side)."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
+    if params is not None:
+        message["params"] = params
+    return message
+
+
+# -- Parsing server messages (client side) --------------------------------------------
+
+
+def remote_error(error: Any) -> ProtocolError:
+    """Rebuild the exception for a JSON-RPC error object received from a server."""
+    if not isinstance(error, dict):
+        return ProtocolError("Malformed error object")
+    code = error.get("code")
+    message = error.get("message")
+    exc_class = error_class_for(code if isinstance(code, int) else -32603)
+    exc = exc_class.__new__(exc_class)
+    ProtocolError.__init__(exc, message if isinstance(message, str) else None, error.get("data"))
+    if isinstance(code, int) and exc_class is ProtocolError:
+        exc.code = code  # type: ignore[misc]
+    return exc
+
+
+def _parse_server_item(obj: Any) -> Response | ErrorResponse | Notification | None:
+    if not isinstance(obj, dict) or obj.get("jsonrpc") != "2.0":
+        return None
+    if isinstance(obj.get("method"), str):
+        params = obj.get("params")
+        return Notification(obj["method"], params if isinstance(params, dict) else {})
+    if "result" in obj:
+        return Response(obj.get("id"), obj["result"])
+    if "error" in obj:
+        return ErrorResponse(obj.get("id"), obj["error"])
+    return None
+
+
+def parse_server_message(
+    text: str | bytes,
+) -> list[Response | ErrorResponse | Notification]:
+    """Parse one frame from the server; unreadable items are dropped."""
+    value = loads(text)
+    items = value if isinstance(value, list) else [value]
+    parsed = (_parse_server_item(item) for item in items)
+    return [item for item in parsed if item is not None]
+
+
+# -- Params of the methods ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecuteParams:
+    """Validated params of ``execute``."""
+
+    argv: list[str]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: float | None = None
+    heartbeat_interval: float | None = None
+    inactivity_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ControlParams:
+    """Validated params of ``control``."""
+
+    type: str
+
+
+def _params_object(params: Any) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidParams("params must be an object", "params")
+    return params
+
+
+def _no_nul(value: str, field_name: str) -> str:
+    if "\x00" in value:
+        raise InvalidParams(f"{field_name} contains a NUL character", field_name)
+    return value
+
+
+def _argv_from(params: dict[str, Any]) -> list[str]:
+    has_command, has_argv = "command" in params, "argv" in params
+    if has_command == has_argv:
+        raise InvalidParams("give exactly one of command or argv", "command")
+    if has_command:
+        command = params["command"]
+        if not isinstance(command, str):
+            raise InvalidParams("command must be a string", "command")
+        try:
+            argv = shlex.split(_no_nul(command, "command"))
+        except ValueError as exc:
+            raise InvalidParams(f"command cannot be split: {exc}", "command") from None
+        if not argv:
+            raise InvalidParams("command is empty", "command")
+        return argv
+    argv = params["argv"]
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise InvalidParams("argv must be an array of strings", "argv")
+    if not argv or not argv[0]:
+        raise InvalidParams("argv must not be empty", "argv")
+    return [_no_nul(arg, "argv") for arg in argv]
+
+
+def _optional_seconds(params: dict[str, Any], name: str, minimum: float = 0.0) -> float | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidParams(f"{name} must be a number of seconds or null", name)
+    if not math.isfinite(value) or value < 0:
+        raise InvalidParams(f"{name} must not be negative", name)
+    if value < minimum:
+        raise InvalidParams(f"{name} must be at least {minimum} s", name)
+    return float(value)
+
+
+def _optional_str(params: dict[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidParams(f"{name} must be a string", name)
+    return None if value is None else _no_nul(value, name)
+
+
+def _optional_env(params: dict[str, Any]) -> dict[str, str] | None:
+    env = params.get("env")
+    if env is None:
+        return None
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        raise InvalidParams("env must be an object of string to string", "env")
+    for key, value in env.items():
+        if not key or "=" in key:
+            raise InvalidParams(f"env name {key!r} is not valid", "env")
+        _no_nul(key, "env")
+        _no_nul(value, "env")
+    return dict(env)
+
+
+def validate_execute(params: Any, min_interval: float = 0.1) -> ExecuteParams:
+    """Validate ``execute`` params; raise InvalidParams naming the field."""
+    obj = _params_object(params)
+    return ExecuteParams(
+        argv=_argv_from(obj),
+        cwd=_optional_str(obj, "cwd"),
+        env=_optional_env(obj),
+        timeout=_optional_seconds(obj, "timeout"),
+        heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval),
+        inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
+    )
+
+
+def validate_control(params: Any) -> ControlParams:
+    """Validate ``control`` params; raise InvalidParams naming the field."""
+    obj = _params_object(params)
+    kind = obj.get("type")
+    if not isinstance(kind, str) or kind.upper() not in CONTROL_TYPES:
+        raise InvalidParams("type must be PAUSE, RESUME or CANCEL", "type")
+    return ControlParams(kind.upper())

@@ -1,0 +1,127 @@
+"""Sessions: one per connection, each with its own ``seq`` counter and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import protocol
+from .errors import LimitReached
+from .execution import Execution
+
+__all__ = ["Session", "SessionManager"]
+
+logger = logging.getLogger("cc_executor_nb.session")
+
+Send = Callable[[str], Awaitable[None]]
+
+
+class Session:
+    """The server's side of one connection: numbering, settings, the current run."""
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        heartbeat_interval: float,
+        inactivity_threshold: float,
+    ) -> None:
+        self.id = secrets.token_hex(8)
+        self.resume_token = secrets.token_urlsafe(24)
+        self.heartbeat_interval = heartbeat_interval
+        self.inactivity_threshold = inactivity_threshold
+        self.execution: Execution | None = None
+        self.last_seq = 0
+        self.created_at = time.monotonic()
+        self.last_sent_at = time.monotonic()
+        self.settings_changed = asyncio.Event()
+        self._send = send
+        self._lock = asyncio.Lock()
+
+    @property
+    def running(self) -> bool:
+        """True while a process runs (or is paused) in this session."""
+        return self.execution is not None and not self.execution.finished.is_set()
+
+    async def notify(self, method: str, params: dict[str, Any]) -> int:
+        """Send a run-related notification with the next ``seq``; return that seq."""
+        async with self._lock:
+            self.last_seq += 1
+            seq = self.last_seq
+            await self._send_now(protocol.notification(method, {**params, "seq": seq}))
+        return seq
+
+    async def send(self, message: Any) -> None:
+        """Send a message that carries no seq (responses, heartbeats)."""
+        async with self._lock:
+            await self._send_now(message)
+
+    async def heartbeat(self) -> None:
+        """Send one heartbeat carrying ``last_seq``."""
+        params = {
+            "timestamp": time.time(),
+            "session_id": self.id,
+            "status": "alive",
+            "last_seq": self.last_seq,
+            "interval": self.heartbeat_interval,
+        }
+        await self.send(protocol.notification("heartbeat", params))
+
+    def update_settings(self, heartbeat: float | None, inactivity: float | None) -> None:
+        """Per-session overrides from ``execute``; wakes the timers to pick them up."""
+        if heartbeat is not None:
+            self.heartbeat_interval = heartbeat
+        if inactivity is not None:
+            self.inactivity_threshold = inactivity
+        self.settings_changed.set()
+
+    def connected_params(self, version: str, capabilities: list[str]) -> dict[str, Any]:
+        """The params of the ``connected`` notification."""
+        return {
+            "session_id": self.id,
+            "version": version,
+            "protocol_version": protocol.PROTOCOL_VERSION,
+            "capabilities": capabilities,
+            "heartbeat_interval": self.heartbeat_interval,
+            "inactivity_threshold": self.inactivity_threshold,
+            "resume_token": self.resume_token,
+        }
+
+    async def _send_now(self, message: Any) -> None:
+        await self._send(protocol.dumps(message))
+        self.last_sent_at = time.monotonic()
+
+
+class SessionManager:
+    """Creates and tracks sessions, enforcing the session limit."""
+
+    def __init__(self, *, max_sessions: int | None = None) -> None:
+        self.max_sessions = max_sessions
+        self.sessions: dict[str, Session] = {}
+
+    def create(self, send: Send, *, heartbeat_interval: float, inactivity_threshold: float) -> Session:
+        """Open a session, or raise LimitReached."""
+        if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
+            raise LimitReached(f"session limit reached ({self.max_sessions})")
+        session = Session(
+            send, heartbeat_interval=heartbeat_interval, inactivity_threshold=inactivity_threshold
+        )
+        self.sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        """The live session with this id, if any."""
+        return self.sessions.get(session_id)
+
+    def remove(self, session: Session) -> None:
+        """Forget a session."""
+        self.sessions.pop(session.id, None)
+
+    @property
+    def running_count(self) -> int:
+        """How many sessions run a process now."""
+        return sum(1 for session in self.sessions.values() if session.running)

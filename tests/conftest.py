@@ -1,0 +1,108 @@
+"""Shared fixtures: a real server on 127.0.0.1:0, a real client, the fake CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from cc_executor_nb.client import Client, connect
+from cc_executor_nb.events import Completed, Event
+from cc_executor_nb.handler import EnhancedWebSocketHandler
+from cc_executor_nb.process import ProcessManager
+from cc_executor_nb.session import SessionManager
+from cc_executor_nb.stream import StreamHandler
+
+FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
+TOKEN = "test-token-0123456789"
+
+
+def fake(*args: str) -> list[str]:
+    """argv that runs the fake CLI with ``args``."""
+    return [sys.executable, FAKE_CLI, *args]
+
+
+def make_handler(**kwargs: Any) -> EnhancedWebSocketHandler:
+    """A handler with test-friendly defaults; kwargs override them."""
+    process_options = {k: kwargs.pop(k) for k in ("kill_grace", "allowed_commands", "max_processes") if k in kwargs}
+    stream_options = {k: kwargs.pop(k) for k in ("memory_limit", "chunk_limit") if k in kwargs}
+    sessions = SessionManager(max_sessions=kwargs.pop("max_sessions", None))
+    kwargs.setdefault("heartbeat_interval", 20.0)
+    kwargs.setdefault("token", TOKEN)
+    return EnhancedWebSocketHandler(
+        sessions,
+        ProcessManager(kill_grace=process_options.pop("kill_grace", 2.0), **process_options),
+        StreamHandler(**stream_options),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[EnhancedWebSocketHandler]:
+    """A running handler on a free loopback port."""
+    handler = make_handler()
+    await handler.start("127.0.0.1", 0)
+    yield handler
+    await handler.close()
+
+
+@pytest.fixture
+async def client(server: EnhancedWebSocketHandler) -> AsyncIterator[Client]:
+    """A connected client of ``server``."""
+    async with await connect(server.url, TOKEN) as conn:
+        yield conn
+
+
+async def collect(client: Client, timeout: float = 30.0) -> list[Event]:
+    """Events up to and including process.completed."""
+    events: list[Event] = []
+
+    async def gather() -> None:
+        async for event in client.events():
+            events.append(event)
+            if isinstance(event, Completed):
+                return
+
+    await asyncio.wait_for(gather(), timeout)
+    return events
+
+
+def output_of(events: list[Event], stream: str = "stdout") -> str:
+    """The concatenated output of one stream."""
+    return "".join(e.params["data"] for e in events if e.method == "process.output" and e.params["type"] == stream)
+
+
+def completed(events: list[Event]) -> Completed:
+    """The single process.completed event."""
+    done = [e for e in events if isinstance(e, Completed)]
+    assert len(done) == 1
+    return done[0]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Pids of live (non-zombie) processes in a group."""
+    alive = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                alive.append(proc.pid)
+        except (psutil.Error, ProcessLookupError):
+            continue
+    return alive

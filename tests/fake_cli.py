@@ -1,0 +1,152 @@
+"""A fake CLI that misbehaves on cue; run as ``sys.executable fake_cli.py MODE ARGS``.
+
+Modes:
+  echo TEXT...            print the words and exit 0
+  interleave N            N lines alternating stdout/stderr, flushed one by one
+  bigline BYTES           one line of BYTES 'x' characters with no newline at the end
+  badutf8                 invalid UTF-8 bytes, then a 4-byte character split across writes
+  silence SECONDS         print "before", stay silent, print "after"
+  ticker N DELAY          print "tick i" N times, DELAY seconds apart
+  stubborn N              ignore SIGTERM, fork N grandchildren that ignore it too, write
+                          their pids to stdout, then sleep
+  exit CODE               exit with CODE after printing "bye"
+  signal SIG              kill itself with signal SIG
+  flood BYTES HASHFILE    BYTES of seeded random printable lines; sha256 to HASHFILE
+  prompt TEXT             print TEXT with no newline and sleep 5 s
+  env NAME...             print NAME=value for each name (missing: NAME unset)
+  cwd                     print the working directory
+  argv ARGS...            print each argument on its own line, repr-quoted
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import sys
+import time
+
+
+def _out(data: bytes, stream=None) -> None:
+    stream = stream or sys.stdout.buffer
+    stream.write(data)
+    stream.flush()
+
+
+def echo(*words: str) -> None:
+    print(" ".join(words), flush=True)
+
+
+def interleave(n: str) -> None:
+    for i in range(int(n)):
+        stream = sys.stdout if i % 2 == 0 else sys.stderr
+        print(f"{'out' if i % 2 == 0 else 'err'} {i}", file=stream, flush=True)
+        time.sleep(0.002)
+
+
+def bigline(size: str) -> None:
+    data = b"x" * int(size)
+    view = memoryview(data)
+    for start in range(0, len(data), 1 << 16):
+        _out(view[start : start + (1 << 16)].tobytes())
+
+
+def badutf8() -> None:
+    _out(b"bad \xff\xfe bytes\n")
+    smile = "\U0001F600".encode()
+    _out(b"split " + smile[:2])
+    time.sleep(0.2)
+    _out(smile[2:] + b" done\n")
+
+
+def silence(seconds: str) -> None:
+    print("before", flush=True)
+    time.sleep(float(seconds))
+    print("after", flush=True)
+
+
+def ticker(n: str, delay: str) -> None:
+    for i in range(int(n)):
+        print(f"tick {i}", flush=True)
+        time.sleep(float(delay))
+
+
+def stubborn(n: str) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for _ in range(int(n)):
+        if os.fork() == 0:
+            while True:
+                time.sleep(1)
+    print(os.getpid(), flush=True)
+    while True:
+        time.sleep(1)
+
+
+def exit_with(code: str) -> None:
+    print("bye", flush=True)
+    sys.exit(int(code))
+
+
+def kill_self(sig: str) -> None:
+    os.kill(os.getpid(), int(sig))
+    time.sleep(5)
+
+
+def flood(size: str, hash_file: str) -> None:
+    rng = random.Random(1234)
+    alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 "
+    total, digest = int(size), hashlib.sha256()
+    block = bytearray()
+    while total > 0:
+        line = bytes(rng.choices(alphabet, k=rng.randint(10, 200))) + b"\n"
+        block += line
+        if len(block) >= 1 << 16 or len(block) >= total:
+            piece = bytes(block[:total])
+            digest.update(piece)
+            _out(piece)
+            total -= len(piece)
+            block.clear()
+    with open(hash_file, "w") as handle:
+        handle.write(digest.hexdigest())
+
+
+def prompt(text: str) -> None:
+    _out(text.encode())
+    time.sleep(5)
+
+
+def env(*names: str) -> None:
+    for name in names:
+        value = os.environ.get(name)
+        print(f"{name}={value}" if value is not None else f"{name} unset", flush=True)
+
+
+def cwd() -> None:
+    print(os.getcwd(), flush=True)
+
+
+def argv(*args: str) -> None:
+    for arg in args:
+        print(repr(arg), flush=True)
+
+
+MODES = {
+    "echo": echo,
+    "interleave": interleave,
+    "bigline": bigline,
+    "badutf8": badutf8,
+    "silence": silence,
+    "ticker": ticker,
+    "stubborn": stubborn,
+    "exit": exit_with,
+    "signal": kill_self,
+    "flood": flood,
+    "prompt": prompt,
+    "env": env,
+    "cwd": cwd,
+    "argv": argv,
+}
+
+if __name__ == "__main__":
+    MODES[sys.argv[1]](*sys.argv[2:])

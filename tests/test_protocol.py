@@ -1,0 +1,237 @@
+"""The pure protocol core, tested with strings alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cc_executor_nb import errors, protocol
+
+DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
+
+
+def only_error(text: str) -> protocol.ErrorResponse:
+    items = protocol.parse_incoming(text).items
+    assert len(items) == 1 and isinstance(items[0], protocol.ErrorResponse)
+    return items[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{", "not json", "", "[1,", '{"a":1}}', "\ud800"],
+)
+def test_invalid_json_is_parse_error_with_null_id(text: str) -> None:
+    """Text that is not JSON gives -32700 with id null."""
+    error = only_error(text)
+    assert error.error["code"] == -32700 and error.id is None
+
+
+def test_deep_nesting_is_parse_error() -> None:
+    """Nesting deeper than the limit is -32700, even far beyond the recursion limit."""
+    assert only_error("[" * 100_000 + "]" * 100_000).error["code"] == -32700
+    assert only_error("[" * 65 + "]" * 65).error["code"] == -32700
+
+
+def test_nesting_at_the_limit_is_accepted() -> None:
+    """Params nested up to the limit still parse."""
+    params = "[" * 62 + "]" * 62
+    text = '{"jsonrpc":"2.0","method":"m","id":1,"params":' + params + "}"
+    assert isinstance(protocol.parse_incoming(text).items[0], protocol.Request)
+
+
+@pytest.mark.parametrize("number", ["1" * 41, "-" + "9" * 50, "1e400", "-1e999"])
+def test_huge_numbers_are_parse_errors(number: str) -> None:
+    """Integers beyond 40 digits and floats that overflow are -32700."""
+    assert only_error('{"jsonrpc":"2.0","method":"m","id":' + number + "}").error["code"] == -32700
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_parse_errors(constant: str) -> None:
+    """JSON has no NaN or Infinity: -32700."""
+    assert only_error('{"jsonrpc":"2.0","method":"m","id":' + constant + "}").error["code"] == -32700
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"jsonrpc":"1.0","method":"m","id":1}', "jsonrpc"),
+        ('{"method":"m","id":1}', "jsonrpc"),
+        ('{"jsonrpc":"2.0","method":5,"id":1}', "method"),
+        ('{"jsonrpc":"2.0","id":1}', "method"),
+        ('{"jsonrpc":"2.0","method":"m","params":"x","id":1}', "params"),
+        ('{"jsonrpc":"2.0","method":"m","params":3,"id":1}', "params"),
+        ('{"jsonrpc":"2.0","method":"m","id":true}', "id"),
+        ('{"jsonrpc":"2.0","method":"m","id":{"a":1}}', "id"),
+        ('{"jsonrpc":"2.0","method":"m","id":[1]}', "id"),
+        ("42", "object"),
+        ('"text"', "object"),
+        ("null", "object"),
+    ],
+)
+def test_invalid_request_objects(text: str, reason: str) -> None:
+    """JSON that is not a request object gives -32600 naming the problem."""
+    error = only_error(text)
+    assert error.error["code"] == -32600
+    assert reason in error.error["message"]
+
+
+def test_invalid_request_echoes_a_readable_id() -> None:
+    """When the id itself is valid, the -32600 error carries it."""
+    assert only_error('{"jsonrpc":"1.0","method":"m","id":7}').id == 7
+
+
+def test_bad_id_type_answers_with_null_id() -> None:
+    """A boolean id cannot be echoed: the error's id is null."""
+    assert only_error('{"jsonrpc":"2.0","method":"m","id":false}').id is None
+
+
+def test_empty_batch_is_invalid_request() -> None:
+    """``[]`` is -32600, answered as a single error (not an array)."""
+    incoming = protocol.parse_incoming("[]")
+    assert not incoming.batch and incoming.items[0].error["code"] == -32600  # type: ignore[union-attr]
+
+
+def test_batch_keeps_order_and_mixes_requests_and_errors() -> None:
+    """A batch parses item by item in order; bad items become errors in place."""
+    text = '[{"jsonrpc":"2.0","method":"a","id":1}, 5, {"jsonrpc":"2.0","method":"b"}]'
+    incoming = protocol.parse_incoming(text)
+    assert incoming.batch
+    first, second, third = incoming.items
+    assert isinstance(first, protocol.Request) and first.id == 1
+    assert isinstance(second, protocol.ErrorResponse) and second.error["code"] == -32600
+    assert isinstance(third, protocol.Request) and third.is_notification
+
+
+def test_notification_is_a_request_without_id() -> None:
+    """A request without ``id`` is a notification; ``"id": null`` is not."""
+    note = protocol.parse_incoming('{"jsonrpc":"2.0","method":"pong"}').items[0]
+    call = protocol.parse_incoming('{"jsonrpc":"2.0","method":"pong","id":null}').items[0]
+    assert isinstance(note, protocol.Request) and note.is_notification
+    assert isinstance(call, protocol.Request) and not call.is_notification
+
+
+def test_bytes_input_must_be_utf8() -> None:
+    """Bytes that are not UTF-8 are a parse error."""
+    assert only_error(b"\xff\xfe").error["code"] == -32700  # type: ignore[arg-type]
+
+
+def test_execute_command_is_split_with_shlex() -> None:
+    """``command`` is split with POSIX shell rules, never run by a shell."""
+    spec = protocol.validate_execute({"command": "echo 'a b' \"$(x)\" ;ls"})
+    assert spec.argv == ["echo", "a b", "$(x)", ";ls"]
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({}, "command"),
+        ({"command": "ls", "argv": ["ls"]}, "command"),
+        ({"argv": []}, "argv"),
+        ({"argv": [""]}, "argv"),
+        ({"argv": ["ls", 3]}, "argv"),
+        ({"argv": "ls"}, "argv"),
+        ({"command": ""}, "command"),
+        ({"command": "   "}, "command"),
+        ({"command": "echo 'unterminated"}, "command"),
+        ({"command": 5}, "command"),
+        ({"argv": ["ls", "a\x00b"]}, "argv"),
+        ({"command": "ls\x00"}, "command"),
+        ({"argv": ["ls"], "timeout": -1}, "timeout"),
+        ({"argv": ["ls"], "timeout": "10"}, "timeout"),
+        ({"argv": ["ls"], "timeout": True}, "timeout"),
+        ({"argv": ["ls"], "cwd": 3}, "cwd"),
+        ({"argv": ["ls"], "env": {"A": 1}}, "env"),
+        ({"argv": ["ls"], "env": ["A"]}, "env"),
+        ({"argv": ["ls"], "env": {"A=B": "c"}}, "env"),
+        ({"argv": ["ls"], "env": {"A": "b\x00"}}, "env"),
+        ({"argv": ["ls"], "heartbeat_interval": 0.01}, "heartbeat_interval"),
+        ({"argv": ["ls"], "inactivity_threshold": -2}, "inactivity_threshold"),
+    ],
+)
+def test_bad_execute_params_name_the_field(params: dict, field: str) -> None:
+    """Every bad execute param is -32602 with ``data.field`` naming it."""
+    with pytest.raises(errors.InvalidParams) as info:
+        protocol.validate_execute(params)
+    assert info.value.code == -32602 and info.value.data == {"field": field}
+
+
+def test_execute_params_as_array_are_invalid() -> None:
+    """Positional params are not accepted for execute."""
+    with pytest.raises(errors.InvalidParams):
+        protocol.validate_execute(["ls"])
+
+
+def test_timeout_null_means_no_limit() -> None:
+    """``timeout: null`` and an absent timeout both mean no limit."""
+    assert protocol.validate_execute({"argv": ["ls"], "timeout": None}).timeout is None
+    assert protocol.validate_execute({"argv": ["ls"]}).timeout is None
+    assert protocol.validate_execute({"argv": ["ls"], "timeout": 0.5}).timeout == 0.5
+
+
+@pytest.mark.parametrize("params", [{}, {"type": "STOP"}, {"type": 1}, None])
+def test_bad_control_type(params: dict | None) -> None:
+    """An unknown control type is -32602 naming ``type``."""
+    with pytest.raises(errors.InvalidParams) as info:
+        protocol.validate_control(params)
+    assert info.value.data == {"field": "type"}
+
+
+def test_remote_error_rebuilds_the_exception_class() -> None:
+    """An error object from the server becomes the matching exception."""
+    exc = protocol.remote_error({"code": -32005, "message": "busy"})
+    assert isinstance(exc, errors.AlreadyRunning) and exc.message == "busy"
+    params = protocol.remote_error({"code": -32602, "message": "bad", "data": {"field": "argv"}})
+    assert isinstance(params, errors.InvalidParams) and params.data == {"field": "argv"}
+    unknown = protocol.remote_error({"code": -1, "message": "odd"})
+    assert type(unknown) is errors.ProtocolError and unknown.code == -1
+
+
+def test_every_error_class_has_its_documented_code() -> None:
+    """The exception tree covers each code of the contract's table exactly once."""
+    codes = {errors.error_class_for(code).code for code in DOCUMENTED}
+    assert codes == DOCUMENTED
+
+
+def test_dumps_is_compact_and_keeps_unicode() -> None:
+    """Serialization is compact and leaves non-ASCII text as is."""
+    assert protocol.dumps(protocol.notification("x", {"data": "é"})) == (
+        '{"jsonrpc":"2.0","method":"x","params":{"data":"é"}}'
+    )
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_arbitrary_text_never_crashes_the_parser(text: str) -> None:
+    """Any text parses into requests or documented errors."""
+    for item in protocol.parse_incoming(text).items:
+        if isinstance(item, protocol.ErrorResponse):
+            assert item.error["code"] in DOCUMENTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_arbitrary_json_shapes_never_crash_the_parser(value: object) -> None:
+    """Any JSON value parses into requests or documented errors."""
+    for item in protocol.parse_incoming(json.dumps(value)).items:
+        if isinstance(item, protocol.ErrorResponse):
+            assert item.error["code"] in DOCUMENTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_arbitrary_execute_params_raise_only_invalid_params(value: object) -> None:
+    """Validation of any params value either succeeds or raises InvalidParams."""
+    try:
+        protocol.validate_execute(value)
+    except errors.InvalidParams as exc:
+        assert "field" in exc.data

@@ -1,0 +1,142 @@
+"""Line alignment, decoding and spooling, without processes or sockets."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cc_executor_nb.stream import LineAligner, OutputSpool, coalesce
+
+
+def test_complete_lines_pass_and_partial_waits() -> None:
+    """Complete lines leave at once; the partial line waits."""
+    aligner = LineAligner(limit=100)
+    assert aligner.feed(b"one\ntwo\nthr") == ["one\ntwo\n"]
+    assert aligner.partial == "thr"
+    assert aligner.feed(b"ee\n") == ["three\n"]
+
+
+def test_flush_gives_up_the_partial_line() -> None:
+    """A prompt without newline is released by flush."""
+    aligner = LineAligner()
+    assert aligner.feed(b"Password: ") == []
+    assert aligner.flush() == ["Password: "]
+    assert aligner.flush() == []
+
+
+def test_long_line_leaves_in_limit_sized_pieces() -> None:
+    """A line longer than the limit is cut into pieces of exactly the limit."""
+    aligner = LineAligner(limit=10)
+    pieces = aligner.feed(b"x" * 35)
+    assert pieces == ["x" * 10] * 3 and aligner.partial == "x" * 5
+    assert aligner.feed(b"\n") == ["xxxxx\n"]
+
+
+def test_many_lines_are_grouped_up_to_the_limit_at_newlines() -> None:
+    """Complete lines are grouped into pieces that end at a newline when possible."""
+    aligner = LineAligner(limit=8)
+    assert aligner.feed(b"aa\nbb\ncc\ndd\n") == ["aa\nbb\n", "cc\ndd\n"]
+
+
+def test_multibyte_character_split_across_reads_is_decoded_whole() -> None:
+    """A 4-byte character split across two reads decodes as one character."""
+    aligner = LineAligner()
+    smile = "\U0001F600".encode()
+    assert aligner.feed(b"a" + smile[:1]) == []
+    assert aligner.feed(smile[1:] + b"\n") == ["a\U0001F600\n"]
+
+
+def test_invalid_utf8_is_replaced() -> None:
+    """Invalid bytes become U+FFFD."""
+    assert LineAligner().feed(b"\xff\xfeok\n") == ["\ufffd\ufffdok\n"]
+
+
+def test_truncated_character_at_eof_is_replaced() -> None:
+    """finish flushes a dangling partial character as U+FFFD."""
+    aligner = LineAligner()
+    aligner.feed("é".encode()[:1])
+    assert aligner.finish() == ["\ufffd"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400), st.lists(st.integers(1, 50), max_size=20), st.integers(1, 40))
+def test_pieces_concatenate_to_the_decoded_input(data: bytes, cuts: list[int], limit: int) -> None:
+    """However the bytes are split, the pieces concatenate to the decoded text."""
+    aligner = LineAligner(limit=limit)
+    pieces: list[str] = []
+    pos = 0
+    for size in cuts:
+        pieces += aligner.feed(data[pos : pos + size])
+        pos += size
+        if size % 3 == 0:
+            pieces += aligner.flush()
+    pieces += aligner.feed(data[pos:])
+    pieces += aligner.finish()
+    assert "".join(pieces) == data.decode("utf-8", errors="replace")
+    assert all(len(piece) <= limit for piece in pieces)
+
+
+def test_spool_is_fifo_in_memory() -> None:
+    """Records come out in the order they went in."""
+    spool = OutputSpool(memory_limit=1000)
+    spool.append("stdout", "a\n")
+    spool.append("stderr", "b\n")
+    assert spool.pop(100) == [("stdout", "a\n"), ("stderr", "b\n")]
+    assert spool.empty
+
+
+def test_spool_spills_to_file_and_keeps_order() -> None:
+    """Past the memory limit records go to the file, and order is kept."""
+    spool = OutputSpool(memory_limit=10)
+    records = [("stdout" if i % 3 else "stderr", f"line {i}\n") for i in range(50)]
+    for record in records:
+        spool.append(*record)
+    assert spool.memory_chars <= 10 and spool.spilled_bytes > 0
+    out = []
+    while not spool.empty:
+        out += spool.pop(20)
+    assert out == records
+    spool.close()
+
+
+def test_spool_interleaves_appends_while_draining() -> None:
+    """Appends made while the file drains stay behind the older records."""
+    spool = OutputSpool(memory_limit=5)
+    sent, got = [], []
+    for i in range(200):
+        record = ("stdout", f"{i}é\n")
+        spool.append(*record)
+        sent.append(record)
+        if i % 7 == 0:
+            got += spool.pop(9)
+    while not spool.empty:
+        got += spool.pop(9)
+    assert got == sent
+    spool.close()
+
+
+def test_spool_pop_returns_at_least_one_record() -> None:
+    """A record bigger than max_chars still comes out (never stuck)."""
+    spool = OutputSpool(memory_limit=3)
+    spool.append("stdout", "x" * 50)
+    spool.append("stdout", "y" * 50)
+    assert spool.pop(10) == [("stdout", "x" * 50)]
+    assert spool.pop(10) == [("stdout", "y" * 50)]
+    spool.close()
+
+
+def test_spool_memory_stays_bounded_under_a_flood() -> None:
+    """100,000 records with no reader never hold more than the memory limit."""
+    spool = OutputSpool(memory_limit=4096)
+    for i in range(100_000):
+        spool.append("stdout", f"{i:08d}\n")
+        assert spool.memory_chars <= 4096
+    assert spool.spilled_bytes > 800_000
+    spool.close()
+
+
+def test_coalesce_joins_neighbours_of_one_stream_up_to_limit() -> None:
+    """Neighbouring records of the same stream are joined up to the limit."""
+    records = [("stdout", "a\n"), ("stdout", "b\n"), ("stderr", "c\n"), ("stdout", "d\n")]
+    assert coalesce(records, 10) == [("stdout", "a\nb\n"), ("stderr", "c\n"), ("stdout", "d\n")]
+    assert coalesce([("stdout", "aaa"), ("stdout", "bbb")], 5) == [("stdout", "aaa"), ("stdout", "bbb")]
