@@ -1,0 +1,361 @@
+"""The state of one run, as a plain object driven by protocol notifications.
+
+:class:`RunState` knows nothing about widgets, sockets or event loops. The owner
+feeds it every server notification with :meth:`RunState.apply`, passing the
+method name, the params and the current time (any monotonic clock; the state
+only ever subtracts two of these values). Views read the state and the pure
+helpers below; they never change it.
+
+Example::
+
+    state = RunState()
+    state.apply("process.started", {"pid": 7, "pgid": 7, "argv": ["ls"], "seq": 1}, now=0.0)
+    state.apply("process.output", {"type": "stdout", "data": "a\\n", "seq": 2}, now=0.5)
+    assert state.stdout == "a\\n"
+    assert inactive_for(state, now=3.0) == 2.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any, Literal, NamedTuple
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
+    "Health",
+    "RunState",
+    "Status",
+    "Stream",
+    "Tail",
+    "elapsed",
+    "format_duration",
+    "heartbeat_health",
+    "inactive_for",
+]
+
+Status = Literal[
+    "starting",
+    "running",
+    "thinking",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+    "timeout",
+    "reconnecting",
+    "error",
+]
+Stream = Literal["stdout", "stderr"]
+Health = Literal["ok", "overdue", "lost", "waiting"]
+
+#: Statuses in which a child process is alive and may be controlled.
+ACTIVE_STATUSES: frozenset[str] = frozenset({"running", "thinking", "paused"})
+#: Statuses after which the run will not produce anything more worth showing.
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timeout", "error"})
+_COMPLETION_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+
+# Heartbeat thresholds, in heartbeat intervals.
+OVERDUE_AFTER = 1.5
+LOST_AFTER = 3.0
+
+
+class Tail(NamedTuple):
+    """The last output pieces that fit a character budget."""
+
+    pieces: list[tuple[str, str]]
+    """``(stream, text)`` pairs in output order; the first one may be cut at its start."""
+    cut_chars: int
+    """How many earlier characters were left out (0 when everything fits)."""
+
+    @property
+    def cut(self) -> bool:
+        """Whether anything was left out."""
+        return self.cut_chars > 0
+
+
+@dataclass
+class RunState:
+    """Everything a view needs to show one run, updated by :meth:`apply`.
+
+    Times (``*_at``) are values of the caller's clock passed as ``now``.
+    Notifications carrying a ``seq`` not above :attr:`last_seq` are replays of
+    ones already applied and are ignored, so applying a resumed stream twice is
+    harmless.
+    """
+
+    status: Status = "starting"
+    pid: int | None = None
+    pgid: int | None = None
+    argv: list[str] | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration: float | None = None
+    """Run time reported by the server in ``process.completed``."""
+    session_id: str | None = None
+    connected_at: float | None = None
+    heartbeat_interval: float | None = None
+    inactivity_threshold: float | None = None
+    last_heartbeat_at: float | None = None
+    heartbeat_count: int = 0
+    last_output_at: float | None = None
+    status_count: int = 0
+    """How many ``process.status`` (silence) notifications were seen."""
+    status_message: str | None = None
+    inactive_seconds: float | None = None
+    """The server's silence figure from the latest ``process.status``."""
+    last_seq: int = 0
+    pieces: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    """The full output as ``(stream, text)`` pairs, in arrival order."""
+    output_chars: int = 0
+    _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
+
+    # Reading the output
+
+    @property
+    def stdout(self) -> str:
+        """Everything the child wrote to standard output."""
+        return self._joined("stdout")
+
+    @property
+    def stderr(self) -> str:
+        """Everything the child wrote to standard error."""
+        return self._joined("stderr")
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has reached a final status."""
+        return self.status in FINAL_STATUSES
+
+    @property
+    def active(self) -> bool:
+        """Whether a child process is alive (running, thinking or paused)."""
+        return self.status in ACTIVE_STATUSES
+
+    def tail(self, max_chars: int) -> Tail:
+        """Return the last pieces holding at most ``max_chars`` characters."""
+        kept: list[tuple[str, str]] = []
+        budget = max(0, max_chars)
+        for stream, text in reversed(self.pieces):
+            if budget <= 0:
+                break
+            if len(text) > budget:
+                text = text[-budget:]
+            kept.append((stream, text))
+            budget -= len(text)
+        kept.reverse()
+        shown = max(0, max_chars) - budget
+        return Tail(_merge(kept), self.output_chars - shown)
+
+    def _joined(self, stream: str) -> str:
+        return "".join(text for s, text in self.pieces if s == stream)
+
+    # Changing the state
+
+    def apply(self, method: str, params: Mapping[str, Any], now: float) -> None:
+        """Fold one server notification into the state; unknown methods are ignored."""
+        handler = _HANDLERS.get(method)
+        if handler is None or self._is_replay(params):
+            return
+        handler(self, params, now)
+
+    def mark_reconnecting(self) -> None:
+        """Record that the connection dropped; the next ``connected`` restores the status."""
+        if self.status != "reconnecting" and not self.finished:
+            self._status_before_reconnect = self.status
+            self.status = "reconnecting"
+
+    def _is_replay(self, params: Mapping[str, Any]) -> bool:
+        seq = _int(params.get("seq"))
+        if seq is None:
+            return False
+        if seq <= self.last_seq:
+            return True
+        self.last_seq = seq
+        return False
+
+    def _on_connected(self, params: Mapping[str, Any], now: float) -> None:
+        session_id = _str(params.get("session_id"))
+        if session_id is not None and self.session_id not in (None, session_id):
+            self.last_seq = 0  # A new session numbers its notifications from 1 again.
+        self.session_id = session_id or self.session_id
+        self.connected_at = now
+        self.heartbeat_interval = _num(params.get("heartbeat_interval"), self.heartbeat_interval)
+        self.inactivity_threshold = _num(
+            params.get("inactivity_threshold"), self.inactivity_threshold
+        )
+        if self.status == "reconnecting":
+            self.status = self._status_before_reconnect or "starting"
+            self._status_before_reconnect = None
+
+    def _on_heartbeat(self, params: Mapping[str, Any], now: float) -> None:
+        self.last_heartbeat_at = now
+        self.heartbeat_count += 1
+
+    def _on_started(self, params: Mapping[str, Any], now: float) -> None:
+        self.status = "running"
+        self.pid = _int(params.get("pid"))
+        self.pgid = _int(params.get("pgid"))
+        argv = params.get("argv")
+        if isinstance(argv, list):
+            self.argv = [str(a) for a in argv]
+        self.started_at = now
+
+    def _on_output(self, params: Mapping[str, Any], now: float) -> None:
+        data = params.get("data")
+        if not isinstance(data, str) or not data:
+            return
+        stream = "stderr" if params.get("type") == "stderr" else "stdout"
+        self.pieces.append((stream, data))
+        self.output_chars += len(data)
+        self.last_output_at = now
+        if self.status == "thinking":
+            self.status = "running"
+
+    def _on_status(self, params: Mapping[str, Any], now: float) -> None:
+        self.status_count += 1
+        self.status_message = _str(params.get("message"))
+        inactive = params.get("inactive_seconds", params.get("no_output_for"))
+        self.inactive_seconds = _num(inactive, None)
+        if self.status == "running" and params.get("status", "running") == "running":
+            self.status = "thinking"
+
+    def _on_paused(self, params: Mapping[str, Any], now: float) -> None:
+        if not self.finished:
+            self.status = "paused"
+
+    def _on_resumed(self, params: Mapping[str, Any], now: float) -> None:
+        if not self.finished:
+            self.status = "running"
+
+    def _on_cancelled(self, params: Mapping[str, Any], now: float) -> None:
+        # The process may still be exiting; process.completed will follow.
+        if self.status not in _COMPLETION_STATUSES:
+            self.status = "cancelled"
+
+    def _on_completed(self, params: Mapping[str, Any], now: float) -> None:
+        self.exit_code = _int(params.get("exit_code"))
+        self.status = _completion_status(params.get("status"), self.exit_code)
+        self.duration = _num(params.get("duration_seconds"), None)
+        self.error = _str(params.get("error")) or self.error
+        self.ended_at = now
+
+    def _on_error(self, params: Mapping[str, Any], now: float) -> None:
+        self.error = _str(params.get("error")) or "unknown server error"
+        if self.status not in _COMPLETION_STATUSES:
+            self.status = "error"
+        if self.ended_at is None:
+            self.ended_at = now
+
+
+_HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
+    "connected": RunState._on_connected,
+    "heartbeat": RunState._on_heartbeat,
+    "process.started": RunState._on_started,
+    "process.output": RunState._on_output,
+    "process.status": RunState._on_status,
+    "process.paused": RunState._on_paused,
+    "process.resumed": RunState._on_resumed,
+    "process.cancelled": RunState._on_cancelled,
+    "process.completed": RunState._on_completed,
+    "process.error": RunState._on_error,
+}
+
+
+# Pure helpers for views
+
+
+def heartbeat_health(state: RunState, now: float) -> tuple[Health, float | None]:
+    """Judge the connection from the age of the last heartbeat (or of the connection).
+
+    Returns the verdict and the age in seconds (None when there is nothing to
+    measure from). "overdue" past 1.5 intervals, "lost" past 3; "waiting" before
+    the first beat while not yet overdue, or while the interval is unknown.
+    """
+    beat = state.last_heartbeat_at
+    reference = beat if beat is not None else state.connected_at
+    if reference is None:
+        return "waiting", None
+    age = max(0.0, now - reference)
+    interval = state.heartbeat_interval
+    if not interval or interval <= 0:
+        return "waiting", age
+    if age > LOST_AFTER * interval:
+        return "lost", age
+    if age > OVERDUE_AFTER * interval:
+        return "overdue", age
+    return ("ok" if beat is not None else "waiting"), age
+
+
+def inactive_for(state: RunState, now: float) -> float | None:
+    """Seconds since the last output (or the start) while the process is alive, else None."""
+    if not state.active:
+        return None
+    reference = state.last_output_at if state.last_output_at is not None else state.started_at
+    if reference is None:
+        return None
+    return max(0.0, now - reference)
+
+
+def elapsed(state: RunState, now: float) -> float | None:
+    """Seconds the run has taken so far, or in total once it ended; None before the start."""
+    if state.ended_at is not None and state.duration is not None:
+        return state.duration
+    if state.started_at is None:
+        return None
+    end = state.ended_at if state.ended_at is not None else now
+    return max(0.0, end - state.started_at)
+
+
+def format_duration(seconds: float, *, whole: bool = False) -> str:
+    """Format seconds for people: "0.4 s", "45 s", "3 min 05 s", "1 h 02 min".
+
+    Under ten seconds one decimal is shown unless ``whole`` is true; live
+    timers pass ``whole=True`` so their text changes at most once a second.
+    """
+    seconds = max(0.0, seconds)
+    if seconds < 10 and not whole:
+        return f"{seconds:.1f} s"
+    total = int(seconds)
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        minutes, secs = divmod(total, 60)
+        return f"{minutes} min {secs:02d} s"
+    hours, rest = divmod(total, 3600)
+    return f"{hours} h {rest // 60:02d} min"
+
+
+# Private helpers
+
+
+def _merge(pieces: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Join neighbouring pieces of the same stream."""
+    return [
+        (stream, "".join(t for _, t in group))
+        for stream, group in groupby(pieces, key=lambda p: p[0])
+    ]
+
+
+def _completion_status(value: object, exit_code: int | None) -> Status:
+    if isinstance(value, str) and value in _COMPLETION_STATUSES:
+        return value  # type: ignore[return-value]
+    return "completed" if exit_code == 0 else "failed"
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _num(value: object, default: float | None) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,405 @@
+"""Tests for the pure run state: reducer transitions, health, timers, tail, formatting."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cc_executor_nb.runstate import (
+    RunState,
+    elapsed,
+    format_duration,
+    heartbeat_health,
+    inactive_for,
+)
+
+
+def started(now: float = 0.0, interval: float = 2.0) -> RunState:
+    """A connected state whose process started at ``now``."""
+    state = RunState()
+    state.apply(
+        "connected",
+        {"session_id": "s1", "heartbeat_interval": interval, "inactivity_threshold": 5},
+        now,
+    )
+    state.apply(
+        "process.started",
+        {
+            "status": "started",
+            "pid": 41,
+            "pgid": 41,
+            "argv": ["claude", "-p", "hi"],
+            "seq": 1,
+        },
+        now,
+    )
+    return state
+
+
+def output(state: RunState, stream: str, data: str, now: float) -> None:
+    """Apply one process.output with the next seq."""
+    state.apply(
+        "process.output",
+        {"type": stream, "data": data, "truncated": False, "seq": state.last_seq + 1},
+        now,
+    )
+
+
+def silence(state: RunState, now: float, status: str = "running") -> None:
+    """Apply one process.status (silence report) with the next seq."""
+    params = {
+        "status": status,
+        "inactive_seconds": 30.0,
+        "no_output_for": 30.0,
+        "message": "Process is thinking...",
+        "seq": state.last_seq + 1,
+    }
+    state.apply("process.status", params, now)
+
+
+# Reducer transitions
+
+
+def test_new_state_is_starting() -> None:
+    """A fresh state is 'starting' with no output."""
+    state = RunState()
+    assert (state.status, state.stdout, state.stderr, state.last_seq) == (
+        "starting",
+        "",
+        "",
+        0,
+    )
+
+
+def test_connected_records_session_and_intervals() -> None:
+    """connected stores the session id, both intervals and the connection time."""
+    state = RunState()
+    state.apply(
+        "connected",
+        {
+            "session_id": "s1",
+            "heartbeat_interval": 0.2,
+            "inactivity_threshold": 3,
+            "resume_token": "t",
+        },
+        5.0,
+    )
+    assert (
+        state.session_id,
+        state.heartbeat_interval,
+        state.inactivity_threshold,
+        state.connected_at,
+    ) == ("s1", 0.2, 3.0, 5.0)
+
+
+def test_heartbeat_counts_and_stamps() -> None:
+    """Each heartbeat bumps the count and records its arrival time."""
+    state = started()
+    state.apply("heartbeat", {"status": "alive", "last_seq": 1, "timestamp": 1e9}, 2.0)
+    state.apply("heartbeat", {"status": "alive", "last_seq": 1, "timestamp": 1e9}, 4.0)
+    assert (state.heartbeat_count, state.last_heartbeat_at) == (2, 4.0)
+
+
+def test_started_sets_running_pid_pgid_argv() -> None:
+    """process.started makes the run 'running' and records pid, pgid, argv and start time."""
+    state = started(now=3.0)
+    assert (state.status, state.pid, state.pgid, state.argv, state.started_at) == (
+        "running",
+        41,
+        41,
+        ["claude", "-p", "hi"],
+        3.0,
+    )
+
+
+def test_output_keeps_stdout_and_stderr_apart() -> None:
+    """Interleaved output is kept in order, and each stream concatenates only its own pieces."""
+    state = started()
+    output(state, "stdout", "a\n", 1.0)
+    output(state, "stderr", "warn\n", 1.1)
+    output(state, "stdout", "b\n", 1.2)
+    assert (state.stdout, state.stderr) == ("a\nb\n", "warn\n")
+    assert state.pieces == [("stdout", "a\n"), ("stderr", "warn\n"), ("stdout", "b\n")]
+    assert (state.output_chars, state.last_output_at) == (9, 1.2)
+
+
+def test_status_makes_running_thinking() -> None:
+    """process.status while running turns the run into 'thinking' and is counted."""
+    state = started()
+    silence(state, 30.0)
+    assert (state.status, state.status_count, state.inactive_seconds) == (
+        "thinking",
+        1,
+        30.0,
+    )
+
+
+def test_output_after_thinking_returns_to_running() -> None:
+    """The next output after a silence report puts the run back to 'running'."""
+    state = started()
+    silence(state, 30.0)
+    output(state, "stdout", "done thinking\n", 31.0)
+    assert state.status == "running"
+
+
+def test_status_while_paused_stays_paused() -> None:
+    """A silence report about a paused process leaves it 'paused'."""
+    state = started()
+    state.apply("process.paused", {"status": "paused", "pid": 41, "pgid": 41, "seq": 2}, 1.0)
+    silence(state, 31.0, status="paused")
+    assert (state.status, state.status_count) == ("paused", 1)
+
+
+def test_paused_then_resumed() -> None:
+    """process.paused gives 'paused' and process.resumed gives 'running' again."""
+    state = started()
+    state.apply("process.paused", {"status": "paused", "seq": 2}, 1.0)
+    assert state.status == "paused"
+    state.apply("process.resumed", {"status": "resumed", "seq": 3}, 2.0)
+    assert state.status == "running"
+
+
+def test_cancelled_then_completed() -> None:
+    """process.cancelled marks the run cancelled; the following completion records the exit."""
+    state = started()
+    state.apply("process.cancelled", {"status": "cancelled", "seq": 2}, 1.0)
+    assert (state.status, state.finished, state.ended_at) == ("cancelled", True, None)
+    state.apply(
+        "process.completed",
+        {
+            "status": "cancelled",
+            "exit_code": -15,
+            "duration_seconds": 1.5,
+            "error": None,
+            "seq": 3,
+        },
+        1.5,
+    )
+    assert (state.status, state.exit_code, state.ended_at) == ("cancelled", -15, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"),
+    [
+        ("completed", 0),
+        ("failed", 2),
+        ("failed", -9),
+        ("timeout", -15),
+        ("cancelled", -15),
+    ],
+)
+def test_completed_takes_status_exit_code_and_duration(status: str, exit_code: int) -> None:
+    """process.completed sets the final status, exit code, duration and end time from its params."""
+    state = started()
+    params = {
+        "status": status,
+        "pid": 41,
+        "pgid": 41,
+        "exit_code": exit_code,
+        "duration_seconds": 7.25,
+        "error": None,
+        "seq": 2,
+    }
+    state.apply("process.completed", params, 8.0)
+    assert (
+        state.status,
+        state.exit_code,
+        state.duration,
+        state.ended_at,
+        state.finished,
+    ) == (status, exit_code, 7.25, 8.0, True)
+
+
+def test_completed_with_unknown_status_is_judged_by_exit_code() -> None:
+    """An unrecognised completion status falls back to completed/failed by exit code."""
+    state = started()
+    state.apply("process.completed", {"status": "weird", "exit_code": 3, "seq": 2}, 1.0)
+    assert state.status == "failed"
+
+
+def test_process_error_records_message() -> None:
+    """process.error gives status 'error' with the server's message."""
+    state = started()
+    state.apply("process.error", {"error": "reader crashed", "seq": 2}, 4.0)
+    assert (state.status, state.error, state.finished) == (
+        "error",
+        "reader crashed",
+        True,
+    )
+
+
+def test_unknown_method_is_ignored() -> None:
+    """A notification with an unknown method changes nothing."""
+    state = started()
+    before = repr(state)
+    state.apply("process.teleported", {"seq": 2}, 1.0)
+    assert repr(state) == before
+
+
+def test_replayed_notification_is_ignored() -> None:
+    """A notification whose seq is not above last_seq (a replay) is not applied twice."""
+    state = started()
+    output(state, "stdout", "once\n", 1.0)
+    state.apply("process.output", {"type": "stdout", "data": "once\n", "seq": 2}, 1.0)
+    assert (state.stdout, state.last_seq) == ("once\n", 2)
+
+
+def test_reconnecting_is_undone_by_connected() -> None:
+    """mark_reconnecting() shows 'reconnecting'; the next connected restores the previous status."""
+    state = started()
+    silence(state, 30.0)
+    state.mark_reconnecting()
+    assert state.status == "reconnecting"
+    state.apply("connected", {"session_id": "s1", "heartbeat_interval": 2.0}, 31.0)
+    assert state.status == "thinking"
+
+
+# Heartbeat health
+
+
+@pytest.mark.parametrize(("intervals", "health"), [(1.4, "ok"), (1.6, "overdue"), (3.1, "lost")])
+def test_heartbeat_health_thresholds(intervals: float, health: str) -> None:
+    """The last beat is ok up to 1.5 intervals old, overdue up to 3, then lost."""
+    state = started(interval=2.0)
+    state.apply("heartbeat", {"status": "alive"}, 10.0)
+    assert heartbeat_health(state, 10.0 + intervals * 2.0) == (
+        health,
+        pytest.approx(intervals * 2.0),
+    )
+
+
+def test_heartbeat_health_waits_for_first_beat() -> None:
+    """Before the first beat and within 1.5 intervals of connecting, health is 'waiting'."""
+    state = started(now=0.0, interval=2.0)
+    assert heartbeat_health(state, 1.0) == ("waiting", 1.0)
+
+
+def test_heartbeat_health_overdue_from_connection_start() -> None:
+    """With no beat at all, age is measured from the connection start."""
+    state = started(now=0.0, interval=2.0)
+    assert heartbeat_health(state, 3.2) == ("overdue", 3.2)
+
+
+def test_heartbeat_health_without_connection_is_waiting() -> None:
+    """A state that never connected has nothing to measure from."""
+    assert heartbeat_health(RunState(), 100.0) == ("waiting", None)
+
+
+# Timers
+
+
+def test_inactive_for_counts_from_start_then_last_output() -> None:
+    """Silence is measured from the start, then from the last output."""
+    state = started(now=10.0)
+    assert inactive_for(state, 12.5) == 2.5
+    output(state, "stdout", "x", 13.0)
+    assert inactive_for(state, 20.0) == 7.0
+
+
+def test_inactive_for_is_none_once_finished() -> None:
+    """A finished run has no inactivity timer."""
+    state = started()
+    state.apply("process.completed", {"status": "completed", "exit_code": 0, "seq": 2}, 1.0)
+    assert inactive_for(state, 50.0) is None
+
+
+def test_elapsed_runs_then_uses_server_duration() -> None:
+    """Elapsed time grows while running and is the server's duration after completion."""
+    state = started(now=10.0)
+    assert elapsed(state, 14.0) == 4.0
+    state.apply(
+        "process.completed",
+        {"status": "completed", "exit_code": 0, "duration_seconds": 4.2, "seq": 2},
+        14.3,
+    )
+    assert elapsed(state, 99.0) == 4.2
+
+
+def test_elapsed_is_none_before_start() -> None:
+    """Nothing has elapsed before process.started."""
+    assert elapsed(RunState(), 5.0) is None
+
+
+# Output tail
+
+
+def test_tail_without_cut() -> None:
+    """When everything fits, the tail is the whole output and nothing is cut."""
+    state = started()
+    output(state, "stdout", "abc", 1.0)
+    output(state, "stderr", "de", 1.0)
+    tail = state.tail(100)
+    assert (tail.pieces, tail.cut_chars, tail.cut) == (
+        [("stdout", "abc"), ("stderr", "de")],
+        0,
+        False,
+    )
+
+
+def test_tail_cuts_inside_a_piece_and_counts() -> None:
+    """A bounded tail keeps the last characters, cutting its first piece, and counts the rest."""
+    state = started()
+    output(state, "stdout", "0123456789", 1.0)
+    output(state, "stderr", "ERR", 1.0)
+    output(state, "stdout", "xy", 1.0)
+    tail = state.tail(7)
+    assert (tail.pieces, tail.cut_chars) == (
+        [("stdout", "89"), ("stderr", "ERR"), ("stdout", "xy")],
+        8,
+    )
+
+
+def test_tail_merges_neighbouring_pieces_of_one_stream() -> None:
+    """Consecutive pieces of the same stream come back as one."""
+    state = started()
+    for chunk in ("a", "b", "c"):
+        output(state, "stdout", chunk, 1.0)
+    assert state.tail(10).pieces == [("stdout", "abc")]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["stdout", "stderr"]), st.text(min_size=1, max_size=20)),
+        max_size=30,
+    ),
+    st.integers(min_value=0, max_value=200),
+)
+def test_tail_is_the_last_characters(pieces: list[tuple[str, str]], max_chars: int) -> None:
+    """Any tail joins to the last max_chars characters, and cut + shown is the total."""
+    state = RunState()
+    for seq, (stream, text) in enumerate(pieces, start=1):
+        state.apply("process.output", {"type": stream, "data": text, "seq": seq}, 0.0)
+    whole = "".join(text for _, text in pieces)
+    tail = state.tail(max_chars)
+    shown = "".join(text for _, text in tail.pieces)
+    assert shown == (whole[-max_chars:] if max_chars else "")
+    assert tail.cut_chars + len(shown) == len(whole)
+
+
+# Formatting
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.4, "0.4 s"),
+        (1.24, "1.2 s"),
+        (45, "45 s"),
+        (59.9, "59 s"),
+        (185, "3 min 05 s"),
+        (3720, "1 h 02 min"),
+        (-1, "0.0 s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    """Durations read as seconds, minutes and seconds, or hours and minutes."""
+    assert format_duration(seconds) == text
+
+
+def test_format_duration_whole_drops_tenths() -> None:
+    """whole=True shows whole seconds, so live timers change at most once a second."""
+    assert (format_duration(3.7, whole=True), format_duration(0.2, whole=True)) == (
+        "3 s",
+        "0 s",
+    )

@@ -1,0 +1,699 @@
+"""Tests for RunView (through a dummy comm, no browser), Coalescer and TextView."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import comm
+import ipywidgets as widgets
+import pytest
+
+from cc_executor_nb.runstate import RunState
+from cc_executor_nb.widgets import Coalescer, RunView, TextView, output_html
+
+# A dummy comm, after ipywidgets' own widgets/tests/utils.py: widgets open one at
+# construction and send every state update through it, so its messages are the
+# traffic a browser would receive.
+
+
+class DummyComm:
+    """A comm that records what a widget sends instead of talking to a kernel."""
+
+    kernel = "Truthy"
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.comm_id = uuid.uuid4().hex
+        self.messages: list[Any] = []
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_msg(self, callback: Any) -> None:
+        pass
+
+    def send(self, data: Any = None, buffers: Any = None, **kwargs: Any) -> None:
+        self.messages.append(data)
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def comms(monkeypatch: pytest.MonkeyPatch) -> list[DummyComm]:
+    """Route every new widget's comm to a recording DummyComm; return them all."""
+    created: list[DummyComm] = []
+
+    def create_comm(**kwargs: Any) -> DummyComm:
+        created.append(DummyComm(**kwargs))
+        return created[-1]
+
+    monkeypatch.setattr(comm, "create_comm", create_comm)
+    monkeypatch.setattr(comm, "get_comm_manager", lambda: {})
+    return created
+
+
+def sent(comms: list[DummyComm]) -> int:
+    """How many messages all widgets have sent so far."""
+    return sum(len(c.messages) for c in comms)
+
+
+@pytest.fixture
+def make_view(comms: list[DummyComm]) -> Iterator[Callable[..., RunView]]:
+    """Build RunViews on the dummy comm and close them afterwards."""
+    views: list[RunView] = []
+
+    def make(**kwargs: Any) -> RunView:
+        kwargs.setdefault("on_pause", lambda: None)
+        kwargs.setdefault("on_resume", lambda: None)
+        kwargs.setdefault("on_cancel", lambda: None)
+        views.append(RunView("demo run", **kwargs))
+        return views[-1]
+
+    yield make
+    for view in views:
+        view.close()
+
+
+def running(now: float = 0.0, interval: float = 2.0) -> RunState:
+    """A connected state whose process started at ``now``."""
+    state = RunState()
+    state.apply(
+        "connected",
+        {"session_id": "s", "heartbeat_interval": interval, "inactivity_threshold": 5},
+        now,
+    )
+    state.apply(
+        "process.started",
+        {"pid": 9, "pgid": 9, "argv": ["claude", "-p", "x"], "seq": 1},
+        now,
+    )
+    return state
+
+
+def emit(state: RunState, method: str, now: float, **params: Any) -> None:
+    """Apply a run notification with the next seq."""
+    state.apply(method, {**params, "seq": state.last_seq + 1}, now)
+
+
+def in_status(status: str) -> RunState:
+    """A running state driven into ``status`` by the notifications that cause it."""
+    state = running()
+    if status == "thinking":
+        emit(state, "process.status", 1.0, status="running", inactive_seconds=30)
+    elif status == "paused":
+        emit(state, "process.paused", 1.0, status="paused")
+    elif status == "reconnecting":
+        state.mark_reconnecting()
+    elif status == "error":
+        emit(state, "process.error", 1.0, error="boom")
+    elif status != "running":
+        emit(
+            state,
+            "process.completed",
+            1.0,
+            status=status,
+            exit_code=0 if status == "completed" else 1,
+            duration_seconds=1.2,
+        )
+    return state
+
+
+# RunView: comm traffic
+
+
+def test_render_without_change_sends_nothing(
+    make_view: Callable[..., RunView], comms: list[DummyComm]
+) -> None:
+    """Rendering an unchanged state a second time sends no comm message."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.5, type="stdout", data="hello\n")
+    view.render(state, 0.5)
+    before = sent(comms)
+    view.render(state, 0.5)
+    view.render(state, 0.7)  # Same whole seconds everywhere: still nothing to send.
+    assert sent(comms) == before
+
+
+def test_new_output_sends_one_message_from_output_widget(
+    make_view: Callable[..., RunView], comms: list[DummyComm]
+) -> None:
+    """Appending output sends exactly one message, on the output widget's comm."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.2, type="stdout", data="one\n")
+    view.render(state, 0.2)
+    before = sent(comms)
+    emit(state, "process.output", 0.3, type="stdout", data="two\n")
+    view.render(state, 0.3)
+    assert sent(comms) - before == 1
+    assert view.output.comm.messages[-1]["state"].keys() == {"value"}
+
+
+def test_render_batches_changes_per_widget(
+    make_view: Callable[..., RunView], comms: list[DummyComm]
+) -> None:
+    """A render that changes two traits of one widget sends one message for it (hold_sync)."""
+    view, state = make_view(), running()
+    view.render(state, 0.0)
+    before = len(view.badge.comm.messages)
+    emit(state, "process.paused", 1.0, status="paused")
+    view.render(state, 1.0)
+    assert len(view.badge.comm.messages) - before == 1
+    assert view.badge.comm.messages[-1]["state"].keys() == {"value", "_dom_classes"}
+
+
+def test_render_from_another_thread(
+    make_view: Callable[..., RunView], comms: list[DummyComm]
+) -> None:
+    """render() works from a non-main thread and its messages go out from there."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="from a thread\n")
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            view.render(state, 0.1)
+        except BaseException as exc:  # Re-raised below, in the test's thread.
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(10)
+    assert not errors
+    assert "from a thread" in view.output.value
+
+
+# RunView: content
+
+
+def test_output_html_escapes_script_and_img() -> None:
+    """Markup in child output reaches the HTML value escaped, never as live tags."""
+    state = running()
+    emit(state, "process.output", 0.1, type="stdout", data="<script>alert(1)</script>\n")
+    emit(
+        state,
+        "process.output",
+        0.2,
+        type="stderr",
+        data='<img src=x onerror="alert(2)">\n',
+    )
+    value = output_html(state)
+    assert "<script>" not in value and "<img" not in value
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in value
+    assert "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in value
+
+
+def test_view_output_is_escaped(make_view: Callable[..., RunView]) -> None:
+    """The output widget's value holds escaped child text, in a <pre>."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="<b>bold?</b> & more")
+    view.render(state, 0.1)
+    assert (
+        "<pre" in view.output.value and "&lt;b&gt;bold?&lt;/b&gt; &amp; more" in view.output.value
+    )
+
+
+def test_stderr_is_told_apart(make_view: Callable[..., RunView]) -> None:
+    """stderr text sits in a ccx-stderr span; stdout text does not."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="plain\n")
+    emit(state, "process.output", 0.2, type="stderr", data="oops\n")
+    view.render(state, 0.2)
+    assert 'class="ccx-stderr"' in view.output.value
+    assert view.output.value.count("ccx-stderr") == 1
+    assert "plain\n<span" in view.output.value
+
+
+def test_long_output_shows_tail_and_cut_line(make_view: Callable[..., RunView]) -> None:
+    """Output over max_chars shows only the tail and says how many characters were left out."""
+    view, state = make_view(max_chars=100), running()
+    emit(state, "process.output", 0.1, type="stdout", data="A" * 1000 + "Z" * 100)
+    view.render(state, 0.1)
+    assert "… 1000 earlier characters not shown (full output in run.stdout)" in view.output.value
+    assert "Z" * 100 in view.output.value and "A" not in view.output.value.split("<pre")[1]
+
+
+def test_output_area_hidden_until_output(make_view: Callable[..., RunView]) -> None:
+    """The output area stays hidden while there is no output."""
+    view, state = make_view(), running()
+    view.render(state, 0.1)
+    assert view.output.layout.display == "none"
+    emit(state, "process.output", 0.2, type="stdout", data="x")
+    view.render(state, 0.2)
+    assert view.output.layout.display is None
+
+
+def test_title_and_badge_escape_text(comms: list[DummyComm]) -> None:
+    """A label with markup and the status badge are escaped, the badge classed per status."""
+    view = RunView("<i>x</i>")
+    try:
+        view.render(in_status("thinking"), 1.0)
+        assert "&lt;i&gt;x&lt;/i&gt;" in view.title.value
+        assert "ccx-status-thinking" in view.badge.value and ">thinking<" in view.badge.value
+        assert view.badge._dom_classes == ("ccx-badge", "ccx-status-thinking")
+    finally:
+        view.close()
+
+
+def test_title_falls_back_to_argv(comms: list[DummyComm]) -> None:
+    """Without a label the title is the shell-quoted argv."""
+    view = RunView()
+    try:
+        view.render(running(), 0.0)
+        assert "claude -p x" in view.title.value
+    finally:
+        view.close()
+
+
+BUTTON_STATES = {
+    "running": (True, False, True),
+    "thinking": (True, False, True),
+    "paused": (False, True, True),
+    "reconnecting": (False, False, False),
+    "completed": (False, False, False),
+    "failed": (False, False, False),
+    "cancelled": (False, False, False),
+    "timeout": (False, False, False),
+    "error": (False, False, False),
+}
+
+
+@pytest.mark.parametrize("status", BUTTON_STATES)
+def test_buttons_enabled_per_status(make_view: Callable[..., RunView], status: str) -> None:
+    """Pause only when running, Resume only when paused, Cancel while alive, none when finished."""
+    view, state = make_view(), in_status(status)
+    view.render(state, 2.0)
+    enabled = tuple(not view.buttons[name].disabled for name in ("pause", "resume", "cancel"))
+    assert (state.status, enabled) == (status, BUTTON_STATES[status])
+
+
+def test_button_without_callback_is_hidden_and_disabled(
+    make_view: Callable[..., RunView],
+) -> None:
+    """A button whose callback is None is hidden and never enabled."""
+    view = make_view(on_pause=None)
+    view.render(running(), 0.0)
+    assert (view.pause_button.layout.display, view.pause_button.disabled) == (
+        "none",
+        True,
+    )
+
+
+def test_button_click_calls_callback(make_view: Callable[..., RunView]) -> None:
+    """Clicking Cancel calls on_cancel with no arguments."""
+    calls: list[str] = []
+    view = make_view(on_cancel=lambda: calls.append("cancel"))
+    view.render(running(), 0.0)
+    view.cancel_button.click()
+    assert calls == ["cancel"]
+
+
+@pytest.mark.parametrize(
+    ("age", "health", "text"),
+    [
+        (2.8, "ok", "last beat 2 s ago"),
+        (3.2, "overdue", "last beat 3 s ago (overdue)"),
+        (6.2, "lost", "connection lost (last beat 6 s ago)"),
+    ],
+)
+def test_heartbeat_indicator_per_health(
+    make_view: Callable[..., RunView], age: float, health: str, text: str
+) -> None:
+    """The heartbeat shows its age, with a class for ok, overdue and lost (interval 2 s)."""
+    view, state = make_view(), running(interval=2.0)
+    state.apply("heartbeat", {"status": "alive"}, 10.0)
+    view.render(state, 10.0 + age)
+    assert view.heartbeat._dom_classes == ("ccx-heartbeat", f"ccx-hb-{health}")
+    assert text in view.heartbeat.value
+
+
+def test_heartbeat_beats_on_each_heartbeat(make_view: Callable[..., RunView]) -> None:
+    """Each new heartbeat toggles the heart, so the indicator visibly beats."""
+    view, state = make_view(), running()
+    values = []
+    for n in range(3):
+        state.apply("heartbeat", {"status": "alive"}, float(n))
+        view.render(state, float(n))
+        values.append(view.heartbeat.value)
+    assert values[0] != values[1] and values[0] == values[2]
+    assert ("ccx-beat-1" in values[0], "ccx-beat-0" in values[1]) == (True, True)
+
+
+def test_inactivity_timer_shown_while_silent(make_view: Callable[..., RunView]) -> None:
+    """'no output for N s' appears after a second of silence while running, and goes on output."""
+    view, state = make_view(), running(now=0.0)
+    view.render(state, 0.5)
+    assert view.inactivity.layout.display == "none"
+    view.render(state, 45.3)
+    assert (view.inactivity.value, view.inactivity.layout.display) == (
+        "no output for 45 s",
+        None,
+    )
+    emit(state, "process.output", 45.5, type="stdout", data="x")
+    view.render(state, 45.6)
+    assert view.inactivity.layout.display == "none"
+
+
+def test_inactivity_timer_hidden_while_paused(
+    make_view: Callable[..., RunView],
+) -> None:
+    """A paused run shows no inactivity timer."""
+    view = make_view()
+    view.render(in_status("paused"), 60.0)
+    assert view.inactivity.layout.display == "none"
+
+
+def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
+    """After the run: final status, exit code and duration; no heartbeat or timer."""
+    view, state = make_view(), running()
+    emit(
+        state,
+        "process.completed",
+        1.3,
+        status="failed",
+        exit_code=2,
+        duration_seconds=1.2,
+        error=None,
+    )
+    view.render(state, 1.3)
+    assert ">failed<" in view.badge.value
+    assert "exit code 2" in view.summary.value and view.summary.layout.display is None
+    assert view.clock.value == "took 1.2 s"
+    assert view.heartbeat.layout.display == "none"
+
+
+def test_error_message_is_escaped(make_view: Callable[..., RunView]) -> None:
+    """A server error shown in the summary is escaped."""
+    view, state = make_view(), running()
+    emit(state, "process.error", 1.0, error="<b>bad</b>")
+    view.render(state, 1.0)
+    assert "&lt;b&gt;bad&lt;/b&gt;" in view.summary.value
+
+
+def test_close_leaves_no_widget_behind(comms: list[DummyComm]) -> None:
+    """close() closes every widget the view made, layouts and styles included."""
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    view = RunView("x", on_cancel=lambda: None)
+    view.render(running(), 0.0)
+    view.close()
+    assert set(_instances) == before
+
+
+class RecordingBody:
+    """A Body hook that records its renders."""
+
+    def __init__(self) -> None:
+        self.widget = widgets.HTML("claude view")
+        self.renders: list[float] = []
+
+    def render(self, state: RunState, now: float) -> None:
+        self.renders.append(now)
+
+
+def test_body_hook_is_shown_and_rendered(make_view: Callable[..., RunView]) -> None:
+    """A body widget joins the box and renders with the view; show_output=False hides raw output."""
+    body = RecordingBody()
+    view, state = make_view(body=body, show_output=False), running()
+    emit(state, "process.output", 0.1, type="stdout", data="raw")
+    view.render(state, 0.1)
+    assert body.widget in view.widget.children and body.renders == [0.1]
+    assert view.output.layout.display == "none"
+    for part in (body.widget.layout, body.widget.style, body.widget):
+        part.close()
+
+
+# Coalescer
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeTimers:
+    """A scheduler that queues callbacks until the test fires the due ones."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.pending: list[tuple[float, Callable[[], None]]] = []
+
+    def __call__(self, delay: float, callback: Callable[[], None]) -> None:
+        self.pending.append((self.clock.now + delay, callback))
+
+    def fire_due(self) -> None:
+        due = [cb for when, cb in self.pending if when <= self.clock.now]
+        self.pending = [(when, cb) for when, cb in self.pending if when > self.clock.now]
+        for callback in due:
+            callback()
+
+
+class Counter:
+    """A render function that counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def fake_coalescer(**kwargs: Any) -> tuple[Coalescer, Counter, FakeClock, FakeTimers]:
+    """A Coalescer on a fake clock and fake timers, with a counting render."""
+    clock, render = FakeClock(), Counter()
+    timers = FakeTimers(clock)
+    return (
+        Coalescer(render, clock=clock, schedule=timers, **kwargs),
+        render,
+        clock,
+        timers,
+    )
+
+
+def test_first_poke_renders_at_once() -> None:
+    """A poke after a quiet period renders immediately."""
+    coalescer, render, _, timers = fake_coalescer()
+    coalescer.poke()
+    assert (render.calls, coalescer.dirty, timers.pending) == (1, False, [])
+
+
+def test_pokes_within_interval_arrange_exactly_one_render() -> None:
+    """Pokes inside 1/max_rate of a render schedule a single later render, which then runs."""
+    coalescer, render, clock, timers = fake_coalescer(max_rate=10.0)
+    coalescer.poke()
+    for _ in range(100):
+        clock.now += 0.0005
+        coalescer.poke()
+    assert (render.calls, len(timers.pending), coalescer.due()) == (
+        1,
+        1,
+        pytest.approx(0.05),
+    )
+    clock.now = 0.1
+    timers.fire_due()
+    assert (render.calls, coalescer.dirty) == (2, False)
+
+
+def test_flood_renders_near_the_cap() -> None:
+    """50,000 pokes within 2 s at max_rate 10 give about 20 renders and at most one timer."""
+    coalescer, render, clock, timers = fake_coalescer(max_rate=10.0)
+    most_pending = 0
+    for _ in range(50_000):
+        clock.now += 2.0 / 50_000
+        coalescer.poke()
+        timers.fire_due()
+        most_pending = max(most_pending, len(timers.pending))
+    assert 19 <= render.calls <= 21
+    assert most_pending == 1
+
+
+def test_tick_renders_without_events_but_within_rate() -> None:
+    """tick() re-renders for the passage of time, but not sooner than the rate allows."""
+    coalescer, render, clock, _ = fake_coalescer(max_rate=10.0)
+    coalescer.tick()
+    coalescer.tick()
+    assert render.calls == 1
+    clock.now = 1.0
+    coalescer.tick()
+    assert render.calls == 2
+
+
+def test_flush_renders_regardless_of_rate() -> None:
+    """flush() renders at once even right after another render."""
+    coalescer, render, _, _ = fake_coalescer()
+    coalescer.poke()
+    coalescer.flush()
+    assert (render.calls, coalescer.dirty) == (2, False)
+
+
+def test_run_due_drives_deferred_render_without_scheduler() -> None:
+    """Without a scheduler or loop, the owner's run_due() performs the deferred render."""
+    clock, render = FakeClock(), Counter()
+    coalescer = Coalescer(render, clock=clock)
+    coalescer.poke()
+    coalescer.poke()
+    assert (coalescer.run_due(), render.calls) == (False, 1)
+    clock.now = 0.2
+    assert (coalescer.run_due(), render.calls) == (True, 2)
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An asyncio loop running in its own thread, like the kernel extension's."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        time.sleep(0.005)
+
+
+def test_flood_on_loop_thread_stays_near_cap(loop: asyncio.AbstractEventLoop) -> None:
+    """A 1 s poke flood on the loop thread renders about max_rate times, the last poke included."""
+    render = Counter()
+    coalescer = Coalescer(render, max_rate=10.0)
+    coalescer.attach(loop)
+
+    async def flood() -> tuple[int, float]:
+        start, pokes = time.monotonic(), 0
+        while time.monotonic() - start < 1.0:
+            coalescer.poke()
+            pokes += 1
+            if pokes % 200 == 0:
+                await asyncio.sleep(0)  # Let the loop's timers run, as a real client would.
+        return pokes, time.monotonic() - start
+
+    pokes, took = asyncio.run_coroutine_threadsafe(flood(), loop).result(30)
+    wait_until(lambda: not coalescer.dirty)
+    coalescer.detach()
+    assert pokes > 1000
+    assert 5 <= render.calls <= took * 10 + 3
+
+
+def test_pokes_from_other_thread_are_rendered_by_loop(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Pokes from a foreign thread inside the interval end in one render on the loop's timer."""
+    rendered_on: list[str] = []
+    clock = (
+        FakeClock()
+    )  # Frozen while poking, so however slow the machine all pokes share one interval.
+    coalescer = Coalescer(
+        lambda: rendered_on.append(threading.current_thread().name),
+        max_rate=10.0,
+        clock=clock,
+    )
+    coalescer.attach(loop)
+    for _ in range(1000):
+        coalescer.poke()
+    clock.now = 1.0
+    wait_until(lambda: not coalescer.dirty)
+    coalescer.detach()
+    assert len(rendered_on) == 2
+    assert rendered_on[0] == threading.current_thread().name and rendered_on[1] != rendered_on[0]
+
+
+def test_attached_ticker_renders_and_detach_stops_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """attach() ticks renders without pokes; after detach() no tick renders any more."""
+    render = Counter()
+    coalescer = Coalescer(render, max_rate=100.0, tick_interval=0.02)
+    coalescer.attach(loop)
+    wait_until(lambda: render.calls >= 3)
+    coalescer.detach()
+    stopped_at = render.calls
+    later = threading.Event()
+    # Timers fire in time order, so any tick still armed would run before this one.
+    loop.call_soon_threadsafe(loop.call_later, 0.2, later.set)
+    assert later.wait(10)
+    assert (render.calls, coalescer.attached) == (stopped_at, False)
+
+
+def test_coalescer_drives_run_view_from_loop(
+    make_view: Callable[..., RunView], loop: asyncio.AbstractEventLoop
+) -> None:
+    """Notifications applied on the loop thread reach the widgets through the coalescer."""
+    view, state = make_view(), running(now=time.monotonic())
+    coalescer = Coalescer(lambda: view.render(state, time.monotonic()))
+    coalescer.attach(loop)
+
+    def feed() -> None:
+        for n in range(500):
+            emit(
+                state,
+                "process.output",
+                time.monotonic(),
+                type="stdout",
+                data=f"line {n}\n",
+            )
+            coalescer.poke()
+
+    start = time.monotonic()
+    loop.call_soon_threadsafe(feed)
+    wait_until(lambda: "line 499" in view.output.value)
+    took = time.monotonic() - start
+    coalescer.detach()
+    assert 1 <= coalescer.render_count <= took * 10 + 2 < 500
+
+
+# TextView
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "line"),
+    [
+        ("heartbeat", {"status": "alive", "last_seq": 3}, "[heartbeat] alive"),
+        (
+            "process.status",
+            {"status": "running", "inactive_seconds": 12.4, "seq": 4},
+            "[status] no output for 12 s",
+        ),
+        ("process.output", {"type": "stdout", "data": "hi\n", "seq": 5}, "hi\n"),
+        (
+            "process.completed",
+            {"status": "completed", "exit_code": 0, "duration_seconds": 1.2, "seq": 6},
+            "[completed] exit 0 in 1.2 s",
+        ),
+        (
+            "process.completed",
+            {"status": "failed", "exit_code": 1, "duration_seconds": 75, "error": None},
+            "[failed] exit 1 in 1 min 15 s",
+        ),
+        (
+            "process.started",
+            {"pid": 7, "argv": ["claude", "-p", "two words"]},
+            "[started] pid 7 claude -p 'two words'",
+        ),
+        ("process.paused", {"status": "paused"}, "[paused]"),
+        ("process.error", {"error": "reader crashed"}, "[error] reader crashed"),
+        ("process.unknown", {}, None),
+    ],
+)
+def test_text_view_lines(method: str, params: dict[str, Any], line: str | None) -> None:
+    """Each notification becomes its documented plain-text line (or nothing)."""
+    assert TextView().render_event(method, params) == line
+
+
+def test_text_view_can_mute_heartbeats() -> None:
+    """heartbeats=False drops heartbeat lines."""
+    assert TextView(heartbeats=False).render_event("heartbeat", {"status": "alive"}) is None
