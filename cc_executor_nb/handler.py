@@ -22,6 +22,7 @@ import contextlib
 import http
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Collection
@@ -48,9 +49,28 @@ from .process import ProcessManager, group_members
 from .session import Session, SessionManager
 from .stream import StreamHandler
 
-__all__ = ["CAPABILITIES", "EnhancedWebSocketHandler"]
+__all__ = ["CAPABILITIES", "EnhancedWebSocketHandler", "SecretRedactor"]
 
 logger = logging.getLogger("cc_executor_nb.server")
+
+_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+class SecretRedactor(logging.Filter):
+    """Blank out bearer tokens (websockets logs request headers at DEBUG level)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if _BEARER.search(message):
+            record.msg, record.args = _BEARER.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def _install_redactor() -> None:
+    for name in ("websockets.server", "websockets.client", "cc_executor_nb"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, SecretRedactor) for f in target.filters):
+            target.addFilter(SecretRedactor())
 
 CAPABILITIES = ["execute", "control", "status", "heartbeat", "process.status", "pong"]
 
@@ -102,6 +122,7 @@ class EnhancedWebSocketHandler:
     async def start(self, host: str = "127.0.0.1", port: int = 8003) -> Server:
         """Bind and start serving; ``port=0`` picks a free port (see ``self.port``)."""
         self._loopback = is_loopback(host)
+        _install_redactor()
         if self.token is None and not self._loopback:
             raise ValueError("refusing to serve without a token on a non-loopback address")
         self.server = await serve(

@@ -95,18 +95,15 @@ def kill_self(sig: str) -> None:
 
 def flood(size: str, hash_file: str) -> None:
     rng = random.Random(1234)
-    alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 "
+    # Random bytes mapped onto letters, digits, spaces and about one newline in 64.
+    alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ-_.,;:!?"
+    table = bytes(alphabet[i % len(alphabet)] if i % 64 else 10 for i in range(256))
     total, digest = int(size), hashlib.sha256()
-    block = bytearray()
     while total > 0:
-        line = bytes(rng.choices(alphabet, k=rng.randint(10, 200))) + b"\n"
-        block += line
-        if len(block) >= 1 << 16 or len(block) >= total:
-            piece = bytes(block[:total])
-            digest.update(piece)
-            _out(piece)
-            total -= len(piece)
-            block.clear()
+        piece = rng.randbytes(min(total, 1 << 16)).translate(table)
+        digest.update(piece)
+        _out(piece)
+        total -= len(piece)
     with open(hash_file, "w") as handle:
         handle.write(digest.hexdigest())
 

@@ -1,0 +1,150 @@
+"""Access control: token, Origin, Host; refusals happen before the upgrade."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
+
+from cc_executor_nb.access import check_handshake, host_name, is_loopback, token_matches
+from cc_executor_nb.client import connect
+
+from .conftest import TOKEN, make_handler
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.5.6.7", "localhost", "::1", "[::1]", "LOCALHOST", "a.localhost"])
+def test_loopback_names(host: str) -> None:
+    """Loopback addresses and localhost names are recognised."""
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "evil.com", "localhost.evil.com", "", "::"])
+def test_foreign_names(host: str) -> None:
+    """Anything else is not loopback."""
+    assert not is_loopback(host)
+
+
+@pytest.mark.parametrize(
+    "header, host",
+    [("127.0.0.1:8003", "127.0.0.1"), ("[::1]:8003", "::1"), ("localhost", "localhost"), ("evil.com:80", "evil.com")],
+)
+def test_host_header_parsing(header: str, host: str) -> None:
+    """The host part is taken from a Host header with or without a port."""
+    assert host_name(header) == host
+
+
+def test_token_compare() -> None:
+    """Only the exact bearer token matches."""
+    assert token_matches(f"Bearer {TOKEN}", TOKEN)
+    assert token_matches(f"bearer {TOKEN}", TOKEN)
+    assert not token_matches(f"Bearer {TOKEN}x", TOKEN)
+    assert not token_matches(TOKEN, TOKEN)
+    assert not token_matches(None, TOKEN)
+    assert not token_matches("Basic abc", TOKEN)
+
+
+def test_refusal_order_and_reasons_never_echo_the_token() -> None:
+    """Host is checked first, then Origin, then the token; reasons hold no token."""
+    good = {"Host": "127.0.0.1:1", "Authorization": f"Bearer {TOKEN}"}
+    assert check_handshake(good, token=TOKEN) is None
+    assert check_handshake({**good, "Host": "evil.com"}, token=TOKEN).status == 403
+    assert check_handshake({**good, "Origin": "http://x"}, token=TOKEN).status == 403
+    assert check_handshake({**good, "Origin": "http://x"}, token=TOKEN, allowed_origins={"http://x"}) is None
+    wrong = check_handshake({**good, "Authorization": "Bearer nope"}, token=TOKEN)
+    assert wrong.status == 401 and TOKEN not in wrong.reason and "nope" not in wrong.reason
+    assert check_handshake({"Host": "evil.com"}, token=None, loopback_bind=False) is None
+
+
+async def handshake_status(url: str, **headers: str) -> int:
+    """The HTTP status a WebSocket handshake gets (101 when it succeeds)."""
+    try:
+        async with ws_connect(url, additional_headers=headers, proxy=None):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def raw_handshake(port: int, host_header: str) -> bytes:
+    """Send a handshake by hand with the given Host header; return the status line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {TOKEN}\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    return line
+
+
+async def test_no_token_is_401(server) -> None:
+    """A handshake without a token is refused with 401."""
+    assert await handshake_status(server.url) == 401
+
+
+async def test_wrong_token_is_401(server) -> None:
+    """A handshake with a wrong token is refused with 401."""
+    assert await handshake_status(server.url, Authorization="Bearer wrong") == 401
+
+
+async def test_right_token_is_accepted(server) -> None:
+    """The right token opens a session."""
+    assert await handshake_status(server.url, Authorization=f"Bearer {TOKEN}") == 101
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:8888", "https://evil.example", "null"])
+async def test_any_browser_origin_is_403(server, origin) -> None:
+    """A handshake with an Origin not on the (empty) allow-list is refused with 403."""
+    assert await handshake_status(server.url, Authorization=f"Bearer {TOKEN}", Origin=origin) == 403
+
+
+async def test_allowed_origin_is_accepted() -> None:
+    """An Origin on the allow-list is accepted."""
+    handler = make_handler(allowed_origins=["http://localhost:8888"])
+    await handler.start("127.0.0.1", 0)
+    try:
+        status = await handshake_status(handler.url, Authorization=f"Bearer {TOKEN}", Origin="http://localhost:8888")
+        assert status == 101
+    finally:
+        await handler.close()
+
+
+async def test_foreign_host_header_is_403(server) -> None:
+    """On a loopback bind a Host that is not loopback is refused (DNS rebinding)."""
+    assert b" 403 " in await raw_handshake(server.port, "evil.example:80")
+    assert b" 101 " in await raw_handshake(server.port, f"localhost:{server.port}")
+
+
+async def test_unknown_path_is_404(server) -> None:
+    """Only /ws, /ws/mcp and /health are served."""
+    url = server.url.replace("/ws", "/other")
+    assert await handshake_status(url, Authorization=f"Bearer {TOKEN}") == 404
+
+
+async def test_non_loopback_bind_without_token_refuses_to_start() -> None:
+    """Serving without a token is loopback-only."""
+    handler = make_handler(token=None, allow_no_token=True)
+    with pytest.raises(ValueError, match="without a token"):
+        await handler.start("0.0.0.0", 0)
+
+
+async def test_explicit_no_token_on_loopback_works() -> None:
+    """The explicit no-token opt-in works on loopback."""
+    handler = make_handler(token=None, allow_no_token=True)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url) as client:
+            assert client.session_id
+    finally:
+        await handler.close()
+
+
+async def test_default_handler_generates_a_token() -> None:
+    """Without a token argument the handler makes a random one (secure by default)."""
+    handler = make_handler(token=None)
+    assert handler.token and len(handler.token) >= 32

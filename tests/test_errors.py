@@ -1,0 +1,297 @@
+"""Every row of the contract's error table, over a real connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from cc_executor_nb import errors, protocol
+from cc_executor_nb.client import connect
+from cc_executor_nb.handler import EnhancedWebSocketHandler
+from cc_executor_nb.session import Session
+
+from .conftest import TOKEN, collect, fake, make_handler, wait_until
+
+DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
+
+
+@pytest.fixture
+async def raw(server: EnhancedWebSocketHandler) -> AsyncIterator[ClientConnection]:
+    """A bare WebSocket (no client library) past the ``connected`` notification."""
+    async with ws_connect(
+        server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None
+    ) as ws:
+        assert json.loads(await ws.recv())["method"] == "connected"
+        yield ws
+
+
+async def reply(ws: ClientConnection, text: str | bytes) -> object:
+    """Send a frame and return the next non-notification message."""
+    await ws.send(text)
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if isinstance(message, list) or "method" not in message:
+            return message
+
+
+async def test_parse_error_has_null_id(raw) -> None:
+    """-32700: not JSON, answered with id null; the connection stays open."""
+    message = await reply(raw, "{not json")
+    assert message["id"] is None and message["error"]["code"] == -32700
+    again = await reply(raw, '{"jsonrpc":"2.0","id":2,"method":"status"}')
+    assert again["id"] == 2 and again["result"]["state"] == "idle"
+
+
+@pytest.mark.parametrize("text", ['{"jsonrpc":"2.0","id":1,"method":"status","x":' + "[" * 80 + "]" * 80 + "}", '{"jsonrpc":"2.0","id":1e999,"method":"status"}'])
+async def test_parse_error_for_deep_nesting_and_huge_numbers(raw, text) -> None:
+    """-32700 also covers nesting too deep and numbers too large."""
+    message = await reply(raw, text)
+    assert message["error"]["code"] == -32700 and message["id"] is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"jsonrpc":"1.0","id":1,"method":"status"}', '{"jsonrpc":"2.0","id":1,"method":7}',
+     '{"jsonrpc":"2.0","id":1,"method":"status","params":"x"}', '{"jsonrpc":"2.0","id":true,"method":"status"}', "[]"],
+)
+async def test_invalid_request(raw, text) -> None:
+    """-32600: JSON that is not a valid request, including the empty batch."""
+    message = await reply(raw, text)
+    assert message["error"]["code"] == -32600
+
+
+async def test_binary_frame_is_invalid_request(raw) -> None:
+    """A binary frame gets -32600 (the contract is JSON text frames)."""
+    message = await reply(raw, b'{"jsonrpc":"2.0","id":1,"method":"status"}')
+    assert message["error"]["code"] == -32600 and message["id"] is None
+
+
+async def test_unknown_method_echoes_id(raw) -> None:
+    """-32601 carries the request's id."""
+    message = await reply(raw, '{"jsonrpc":"2.0","id":"abc","method":"nope"}')
+    assert message == {"jsonrpc": "2.0", "id": "abc", "error": {"code": -32601, "message": "Method not found: nope"}}
+
+
+async def test_bad_params_name_the_field(client) -> None:
+    """-32602 with data.field, for a missing command and a bad control type."""
+    with pytest.raises(errors.InvalidParams) as info:
+        await client.call("execute", {"cwd": "/"})
+    assert info.value.data == {"field": "command"}
+    with pytest.raises(errors.InvalidParams) as info:
+        await client.call("execute", {"argv": ["echo", "a\x00"]})
+    assert info.value.data == {"field": "argv"}
+    with pytest.raises(errors.InvalidParams) as info:
+        await client.call("execute", {"argv": ["echo"], "timeout": -1})
+    assert info.value.data == {"field": "timeout"}
+    await client.execute(argv=["sleep", "5"])
+    with pytest.raises(errors.InvalidParams) as info:
+        await client.control("STOP")
+    assert info.value.data == {"field": "type"}
+    await client.cancel()
+    await collect(client)
+
+
+async def test_internal_fault_is_generic(server, client, monkeypatch, caplog) -> None:
+    """-32603 hides the details from the client and logs them on the server."""
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(server.processes, "spawn", broken)
+    with pytest.raises(errors.InternalError) as info:
+        await client.execute(argv=["echo"])
+    assert "secret detail" not in info.value.message
+    assert "secret detail" in caplog.text
+    assert (await client.status())["state"] == "idle"
+
+
+async def test_session_limit() -> None:
+    """-32000 when the session limit is reached; the first session is unaffected."""
+    handler = make_handler(max_sessions=1)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as first:
+            async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
+                message = json.loads(await ws.recv())
+                assert message["error"]["code"] == -32000 and message["id"] is None
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd.code == 1013
+            assert (await first.status())["state"] == "idle"
+    finally:
+        await handler.close()
+
+
+async def test_process_limit() -> None:
+    """-32000 when the running-process limit is reached."""
+    handler = make_handler(max_processes=1)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as one, await connect(handler.url, TOKEN) as two:
+            await one.execute(argv=["sleep", "5"])
+            with pytest.raises(errors.LimitReached):
+                await two.execute(argv=["sleep", "5"])
+            await one.cancel()
+            await collect(one)
+    finally:
+        await handler.close()
+
+
+async def test_command_not_allowed() -> None:
+    """-32001 when argv[0]'s name is not on the allow-list (compared by name)."""
+    handler = make_handler(allowed_commands=["echo"])
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            with pytest.raises(errors.CommandNotAllowed):
+                await client.execute(argv=["ls"])
+            await client.execute(argv=["/bin/echo", "ok"])
+            assert (await collect(client))[-1].params["status"] == "completed"
+    finally:
+        await handler.close()
+
+
+async def test_control_on_idle_session(client) -> None:
+    """-32002 for control with no process running."""
+    with pytest.raises(errors.NoProcessRunning):
+        await client.pause()
+
+
+async def test_resume_is_not_offered_yet(client) -> None:
+    """Until resume lands, it is an unknown method and not in the capabilities."""
+    with pytest.raises(errors.MethodNotFound):
+        await client.call("resume", {"session_id": "x", "resume_token": "y", "last_seq": 0})
+    assert "resume" not in (await client.wait_connected()).capabilities
+
+
+async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
+    """-32004 with errno and strerror for a missing program and a missing cwd."""
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=["definitely-not-a-program-xyz"])
+    assert info.value.data["errno"] == 2 and info.value.data["strerror"]
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=["python3", "-c", "print(1)"], cwd=str(tmp_path / "missing"))
+    assert info.value.data["errno"] == 2
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=[str(tmp_path)])
+    assert info.value.data["errno"] == 13
+
+
+async def test_already_running(client) -> None:
+    """-32005 for a second execute while a process runs."""
+    await client.execute(argv=["sleep", "5"])
+    with pytest.raises(errors.AlreadyRunning):
+        await client.execute(argv=["echo"])
+    await client.cancel()
+    await collect(client)
+
+
+async def test_notifications_never_get_a_response(raw) -> None:
+    """A request without id gets no response, not even an error."""
+    await raw.send('{"jsonrpc":"2.0","method":"nope"}')
+    await raw.send('{"jsonrpc":"2.0","method":"pong"}')
+    await raw.send('{"jsonrpc":"2.0","method":"control","params":{"type":"PAUSE"}}')
+    message = await reply(raw, '{"jsonrpc":"2.0","id":9,"method":"status"}')
+    assert message["id"] == 9
+
+
+async def test_pong_request_is_accepted(raw) -> None:
+    """``pong`` with an id is answered and otherwise ignored."""
+    message = await reply(raw, '{"jsonrpc":"2.0","id":3,"method":"pong"}')
+    assert message["id"] == 3 and "result" in message
+
+
+async def test_batch_gets_one_response_per_request_with_id(raw) -> None:
+    """A batch is answered with an array: one entry per request that had an id."""
+    batch = json.dumps([
+        {"jsonrpc": "2.0", "id": 1, "method": "status"},
+        {"jsonrpc": "2.0", "method": "status"},
+        {"jsonrpc": "2.0", "id": 2, "method": "nope"},
+        5,
+    ])
+    message = await reply(raw, batch)
+    assert isinstance(message, list) and len(message) == 3
+    assert message[0]["id"] == 1 and message[1]["error"]["code"] == -32601
+    assert message[2]["error"]["code"] == -32600 and message[2]["id"] is None
+
+
+async def test_batch_of_notifications_gets_nothing(raw) -> None:
+    """A batch with only notifications gets no response at all."""
+    await raw.send('[{"jsonrpc":"2.0","method":"pong"},{"jsonrpc":"2.0","method":"nope"}]')
+    message = await reply(raw, '{"jsonrpc":"2.0","id":4,"method":"status"}')
+    assert message["id"] == 4
+
+
+async def test_oversized_frame_closes_with_1009(server) -> None:
+    """A frame over the inbound limit is a frame-level fault: close code 1009."""
+    async with ws_connect(server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None, max_size=None) as ws:
+        await ws.recv()
+        await ws.send("x" * (server.max_message_size + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd.code == 1009
+
+
+async def test_client_fails_pending_requests_when_connection_drops() -> None:
+    """A request still pending when the connection drops fails with ConnectionLost."""
+    from websockets.asyncio.server import serve
+
+    async def silent_peer(ws) -> None:
+        await ws.send(protocol.dumps(protocol.notification("connected", {"session_id": "s"})))
+        await ws.recv()  # the request: never answered; drop the connection instead
+        await ws.close(1011, "gone")
+
+    async with serve(silent_peer, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws")
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), 10)
+        assert client.closed
+        with pytest.raises(errors.ConnectionLost):
+            await client.call("status")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=12,
+)
+requests = st.fixed_dictionaries(
+    {"jsonrpc": st.sampled_from(["2.0", "1.0", 2]), "method": st.sampled_from(["execute", "control", "status", "pong", "resume", "x"]) | st.text(max_size=5)},
+    optional={"id": st.integers() | st.text(max_size=5) | st.none() | st.booleans(), "params": json_values},
+)
+frames = st.text(max_size=200) | requests.map(json.dumps) | st.lists(requests, max_size=4).map(json.dumps) | json_values.map(json.dumps)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames)
+def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) -> None:
+    """Arbitrary frames fed to the dispatcher give only documented errors, never a crash."""
+    handler = make_handler(allowed_commands=["no-such-allowed-program"])
+    sent: list[str] = []
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async def feed() -> None:
+        session = Session(send, heartbeat_interval=20, inactivity_threshold=30)
+        await handler._handle_frame(session, frame)
+        assert session.execution is None
+
+    asyncio.run(feed())
+    for text in sent:
+        message = json.loads(text)
+        for item in message if isinstance(message, list) else [message]:
+            if "error" in item:
+                assert item["error"]["code"] in DOCUMENTED - {-32603}
+            else:
+                assert "result" in item

@@ -1,0 +1,224 @@
+"""The standalone server and the terminal client, as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cc_executor_nb.client import connect
+from cc_executor_nb.events import Completed, Output
+
+from .conftest import fake, group_alive, wait_until
+
+SERVER = [sys.executable, "-m", "cc_executor_nb.server"]
+
+
+@dataclass
+class ServerProcess:
+    """A server child with its URL and everything it printed."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def finish(self, sig: int = signal.SIGKILL) -> int:
+        """Signal the server (if still running), reap it and close its pipe."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(30)
+        if self.reader is not None:
+            self.reader.join(10)
+        self.proc.stdout.close()
+        return code
+
+
+def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start the server and wait for its ``listening on`` line."""
+    proc = subprocess.Popen(
+        [*SERVER, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        match = re.match(r"listening on (ws://\S+)", line)
+        if match:
+            reader = threading.Thread(target=lambda: lines.extend(l.rstrip("\n") for l in proc.stdout), daemon=True)
+            reader.start()
+            return ServerProcess(proc, match.group(1), lines, reader)
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    raise AssertionError("server did not start: " + "\n".join(lines))
+
+
+@pytest.fixture
+def token_server() -> Iterator[ServerProcess]:
+    """A standalone server with a known token."""
+    server = start_server("--token", "standalone-token", "--kill-grace", "1")
+    yield server
+    server.finish()
+
+
+def test_generated_token_goes_to_a_private_file_never_the_log() -> None:
+    """Without --token, a random token is written to a 0600 file whose path is printed."""
+    server = start_server("--log-level", "DEBUG", env={"CC_EXECUTOR_TOKEN": ""})
+    path = re.search(r"token written to (\S+)", server.output()).group(1)
+    token = Path(path).read_text().strip()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(token) >= 32
+
+    async def use() -> None:
+        async with await connect(server.url, token) as client:
+            await client.execute(argv=["echo", "hi"])
+            async for event in client.events():
+                if isinstance(event, Completed):
+                    break
+
+    asyncio.run(use())
+    assert server.finish(signal.SIGTERM) == 0
+    assert "[PROCESS COMPLETED]" in server.output()
+    assert token not in server.output()
+    os.unlink(path)
+
+
+def test_token_from_environment(tmp_path) -> None:
+    """CC_EXECUTOR_TOKEN is used when --token is absent."""
+    server = start_server(env={"CC_EXECUTOR_TOKEN": "env-token"})
+    try:
+        async def use() -> str:
+            async with await connect(server.url, "env-token") as client:
+                return client.session_id
+
+        assert asyncio.run(use())
+    finally:
+        server.finish()
+
+
+def test_non_loopback_without_token_refuses_to_start() -> None:
+    """--no-token on a non-loopback address exits with an error."""
+    proc = subprocess.run([*SERVER, "--host", "0.0.0.0", "--port", "0", "--no-token"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "without a token" in proc.stderr
+
+
+def test_log_tags_and_sigterm_with_three_runs(token_server) -> None:
+    """SIGTERM with three runs kills every group and exits 0; log lines carry the tags."""
+
+    async def start_runs() -> list[int]:
+        pgids = []
+        for _ in range(3):
+            client = await connect(token_server.url, "standalone-token")
+            pgids.append((await client.execute(argv=fake("stubborn", "1")))["pgid"])
+        assert await wait_until(lambda: all(len(group_alive(p)) == 2 for p in pgids))
+        return pgids
+
+    async def main() -> list[int]:
+        pgids = await start_runs()
+        assert await asyncio.to_thread(token_server.finish, signal.SIGTERM) == 0
+        return pgids
+
+    pgids = asyncio.run(main())
+    assert all(not group_alive(p) for p in pgids)
+    log = token_server.output()
+    assert "[ENHANCED]" in log and "standalone-token" not in log
+
+
+def test_hundred_megabytes_with_a_slow_reader_arrive_exactly(token_server, tmp_path) -> None:
+    """100 MB through server and client: sha256 equal, server memory bounded while the client stalls."""
+    size = 100 * 1024 * 1024
+    hash_file = tmp_path / "sha"
+    server_proc = psutil.Process(token_server.proc.pid)
+    baseline = server_proc.memory_info().rss
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], server_proc.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+
+    async def consume() -> tuple[str, int, float]:
+        digest, received, stalls = hashlib.sha256(), 0, 0
+        started = time.monotonic()
+        async with await connect(token_server.url, "standalone-token", max_events=64) as client:
+            await client.execute(argv=fake("flood", str(size), str(hash_file)))
+            async for event in client.events():
+                if isinstance(event, Output):
+                    assert event.stream == "stdout"
+                    data = event.data.encode()
+                    digest.update(data)
+                    received += len(data)
+                    if stalls < 2 and received > (stalls + 1) * 20 * 1024 * 1024:
+                        stalls += 1
+                        await asyncio.sleep(2.0)  # a reader that stops for seconds
+                elif isinstance(event, Completed):
+                    assert event.params["status"] == "completed"
+                    break
+        return digest.hexdigest(), received, time.monotonic() - started
+
+    sha, received, seconds = asyncio.run(consume())
+    done.set()
+    sampler.join()
+    growth = (peak[0] - baseline) / 2**20
+    print(f"\n100 MB run: {received / 2**20:.1f} MiB in {seconds:.1f} s "
+          f"({received / 2**20 / seconds:.1f} MiB/s incl. 4 s of stalls); "
+          f"server RSS {baseline / 2**20:.1f} MiB -> peak {peak[0] / 2**20:.1f} MiB (+{growth:.1f} MiB)")
+    assert received == size
+    assert sha == hash_file.read_text()
+    assert growth < 64
+
+
+def test_terminal_client_streams_and_exits_with_the_child_code() -> None:
+    """``python -m cc_executor_nb run -- CMD`` prints the output and exits with its code."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("exit", "7")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 7 and proc.stdout == "bye\n"
+    assert "[completed] failed, exit 7" in proc.stderr
+
+
+def test_terminal_client_shows_heartbeats_and_inactivity_on_stderr(token_server) -> None:
+    """Against a server, heartbeats and inactivity appear on stderr, output on stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cc_executor_nb", "run", "--server", token_server.url, "--heartbeat", "0.2",
+         "--inactivity", "0.4", "--", *fake("silence", "1.5")],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "CC_EXECUTOR_TOKEN": "standalone-token"},
+    )
+    assert proc.returncode == 0 and proc.stdout == "before\nafter\n"
+    assert "[heartbeat] alive" in proc.stderr and "[status] no output for" in proc.stderr
+
+
+def test_terminal_client_reports_signal_deaths_as_128_plus_n() -> None:
+    """A child killed by SIGKILL makes the terminal client exit 137."""
+    proc = subprocess.run([sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("signal", "9")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 137
