@@ -13,6 +13,14 @@ fails with ``ConnectionLost`` when the connection closes. Notifications become t
 ``events()`` iterator. The iterator's buffer is bounded (``max_events``): a consumer
 that stops reading makes the client stop reading the socket, which in turn makes the
 server spool the output, so nothing piles up in memory on either side.
+
+Reconnection: when the connection drops without a close frame (network loss, a
+sleeping laptop) or three heartbeats in a row are missed, the client reconnects with
+backoff and sends ``resume`` with the last ``seq`` it saw; the server replays what was
+missed, so listeners see no gap and no duplicate. Listeners are told with synthetic
+events: ``client.reconnecting``, ``client.reconnected``, ``client.output_gap`` (the
+server no longer had part of the output; never skipped silently) and
+``client.disconnected`` (gave up).
 """
 
 from __future__ import annotations
@@ -21,15 +29,17 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import protocol
-from .errors import ConnectionLost, ProtocolError
+from .errors import ConnectionLost, OutputGap, ProtocolError
 from .events import Completed, Connected, Event, make_event
 
 __all__ = ["Client", "connect"]
@@ -38,15 +48,49 @@ logger = logging.getLogger("cc_executor_nb.client")
 
 Listener = Callable[[Event], None]
 _CLOSED = object()
+_BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class _Dialer:
+    """How to open (and re-open) the WebSocket."""
+
+    url: str
+    token: str | None
+    open_timeout: float
+    max_size: int | None
+    ping_interval: float | None
+    ping_timeout: float | None
+
+    async def dial(self) -> ClientConnection:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return await ws_connect(
+            self.url,
+            additional_headers=headers,
+            compression=None,
+            max_size=self.max_size,
+            open_timeout=self.open_timeout,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            proxy=None,
+        )
 
 
 class Client:
     """One session with a server. Create it with ``connect``."""
 
     def __init__(
-        self, ws: ClientConnection, *, max_events: int = 4096, buffer_events: bool = True
+        self,
+        ws: ClientConnection,
+        *,
+        dialer: _Dialer | None = None,
+        max_events: int = 4096,
+        buffer_events: bool = True,
+        auto_reconnect: bool = True,
+        reconnect_timeout: float = 300.0,
     ) -> None:
         self._ws = ws
+        self._dialer = dialer
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue(max_events)
@@ -54,14 +98,21 @@ class Client:
         self._connected: asyncio.Future[Connected] = asyncio.get_running_loop().create_future()
         self._buffer_events = buffer_events
         self._end_marker: asyncio.Future[None] | None = None
-        self._reader = asyncio.ensure_future(self._read_loop())
+        self._closing = False
+        self.auto_reconnect = auto_reconnect and dialer is not None
+        self.reconnect_timeout = reconnect_timeout
+        self.heartbeat_interval: float | None = None
+        self.last_seq = 0
+        self.reconnects = 0
+        self._last_frame_at = time.monotonic()
+        self._reader = asyncio.ensure_future(self._run())
         self.close_reason: str | None = None
 
     # -- Session ---------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
-        """True once the connection is gone."""
+        """True once the connection is gone for good."""
         return self._reader.done()
 
     async def wait_connected(self, timeout: float | None = 10.0) -> Connected:
@@ -73,7 +124,6 @@ class Client:
         """The server's session id, once connected."""
         done = self._connected.done() and not self._connected.exception()
         return self._connected.result().session_id if done else None
-
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event)`` for every notification, on the loop, in order."""
         self._listeners.append(listener)
@@ -94,6 +144,7 @@ class Client:
 
     async def close(self) -> None:
         """Close the connection cleanly (the server then ends any run at once)."""
+        self._closing = True
         await self._ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
@@ -141,7 +192,10 @@ class Client:
             "inactivity_threshold": inactivity_threshold,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
-        return dict(await self.call("execute", params))
+        result = dict(await self.call("execute", params))
+        if heartbeat_interval is not None:
+            self.heartbeat_interval = heartbeat_interval
+        return result
 
     async def control(self, kind: str) -> dict[str, Any]:
         """PAUSE, RESUME or CANCEL the running process."""
@@ -174,15 +228,110 @@ class Client:
 
     # -- Reading ---------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    async def _run(self) -> None:
+        try:
+            while True:
+                clean = await self._read_connection()
+                self._fail_pending()
+                if clean or not self._may_resume() or not await self._reconnect():
+                    return
+        finally:
+            self._finish()
+
+    async def _read_connection(self) -> bool:
+        """Read until the connection closes; True when it closed cleanly."""
+        watchdog = asyncio.ensure_future(self._watch_heartbeats(self._ws))
         try:
             async for frame in self._ws:
+                self._last_frame_at = time.monotonic()
                 await self._dispatch(frame)
         except ConnectionClosed as exc:
             self.close_reason = str(exc)
         finally:
-            self.close_reason = self.close_reason or _describe_close(self._ws)
-            self._fail_pending()
+            watchdog.cancel()
+        self.close_reason = self.close_reason or _describe_close(self._ws)
+        return self._closing or self._ws.protocol.close_rcvd is not None
+
+    async def _watch_heartbeats(self, ws: ClientConnection) -> None:
+        """Three missed heartbeats count as a dropped connection."""
+        while True:
+            interval = self.heartbeat_interval or 20.0
+            # Re-read the interval at least every second: execute() may shorten it.
+            await asyncio.sleep(min(interval / 2, 1.0))
+            if time.monotonic() - self._last_frame_at > 3 * interval:
+                logger.warning("! no heartbeat for %.1f s: dropping the connection", 3 * interval)
+                ws.transport.abort()
+                return
+
+    def _may_resume(self) -> bool:
+        if not self.auto_reconnect or self._closing or not self._connected.done():
+            return False
+        return not self._connected.exception() and "resume" in self._connected.result().capabilities
+
+    async def _reconnect(self) -> bool:
+        """Dial again with backoff and resume; False when it gave up."""
+        assert self._dialer is not None
+        deadline = time.monotonic() + self.reconnect_timeout
+        for attempt in itertools.count(1):
+            await self._notify_local("client.reconnecting", {"attempt": attempt, "reason": self.close_reason})
+            await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
+            try:
+                ws = await self._dialer.dial()
+            except InvalidStatus as exc:
+                return await self._give_up(f"reconnect refused: HTTP {exc.response.status_code}")
+            except Exception as exc:  # network errors of every kind: try again
+                if time.monotonic() > deadline:
+                    return await self._give_up(f"reconnect failed: {exc}")
+                continue
+            outcome = await self._resume_on(ws)
+            if outcome is not None:
+                return outcome
+            if time.monotonic() > deadline:
+                return await self._give_up("reconnect timed out")
+        return False
+
+    async def _resume_on(self, ws: ClientConnection) -> bool | None:
+        """Resume on a fresh connection: True resumed, False fatal, None retry later."""
+        session = self._connected.result()
+        last_seq = self.last_seq
+        try:
+            await asyncio.wait_for(ws.recv(), self._dialer.open_timeout if self._dialer else 10)
+            while True:
+                try:
+                    result = await self._resume_call(ws, session, last_seq)
+                    break
+                except OutputGap as gap:
+                    first = int((gap.data or {}).get("first_available_seq", last_seq + 1))
+                    await self._notify_local("client.output_gap", {"missing_from": last_seq + 1, "missing_to": first - 1})
+                    last_seq = self.last_seq = first - 1
+        except ProtocolError as exc:
+            await ws.close()
+            return await self._give_up(f"resume refused: {exc}")
+        except (ConnectionClosed, asyncio.TimeoutError, OSError):
+            return None
+        self._ws = ws
+        self._last_frame_at = time.monotonic()
+        self.reconnects += 1
+        await self._notify_local("client.reconnected", {"session_id": result.get("session_id"), "last_seq": last_seq})
+        return True
+
+    async def _resume_call(self, ws: ClientConnection, session: Connected, last_seq: int) -> dict[str, Any]:
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        params = {"session_id": session.session_id, "resume_token": session.params.get("resume_token", ""), "last_seq": last_seq}
+        await ws.send(protocol.dumps(protocol.request(request_id, "resume", params)))
+        while not future.done():
+            await self._dispatch(await ws.recv())
+        return dict(future.result())
+
+    async def _give_up(self, reason: str) -> bool:
+        self.close_reason = reason
+        await self._notify_local("client.disconnected", {"reason": reason})
+        return False
+
+    async def _notify_local(self, method: str, params: dict[str, Any]) -> None:
+        await self._deliver(make_event(method, params))
 
     async def _dispatch(self, frame: str | bytes) -> None:
         try:
@@ -210,8 +359,18 @@ class Client:
             future.set_exception(protocol.remote_error(item.error))
 
     async def _deliver(self, event: Event) -> None:
-        if isinstance(event, Connected) and not self._connected.done():
+        seq = event.seq
+        if seq is not None:
+            if seq <= self.last_seq:
+                return  # already delivered before a reconnect
+            self.last_seq = seq
+        if isinstance(event, Connected):
+            if self._connected.done():
+                return
             self._connected.set_result(event)
+            self.heartbeat_interval = float(event.params.get("heartbeat_interval") or 20.0)
+        elif event.method == "heartbeat" and isinstance(event.params.get("interval"), (int, float)):
+            self.heartbeat_interval = float(event.params["interval"])
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -226,8 +385,11 @@ class Client:
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+
+    def _finish(self) -> None:
+        self._fail_pending()
         if not self._connected.done():
-            self._connected.set_exception(error)
+            self._connected.set_exception(ConnectionLost(self.close_reason or "connection closed"))
             self._connected.exception()  # retrieved: a caller may never ask
         try:
             self._queue.put_nowait(_CLOSED)
@@ -251,19 +413,18 @@ async def connect(
     buffer_events: bool = True,
     ping_interval: float | None = 20.0,
     ping_timeout: float | None = 20.0,
+    auto_reconnect: bool = True,
+    reconnect_timeout: float = 300.0,
 ) -> Client:
     """Open a session. ``token`` goes in ``Authorization: Bearer``; no Origin is sent."""
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    ws = await ws_connect(
-        url,
-        additional_headers=headers,
-        compression=None,
-        max_size=max_size,
-        open_timeout=open_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
-        proxy=None,
+    dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout)
+    client = Client(
+        await dialer.dial(),
+        dialer=dialer,
+        max_events=max_events,
+        buffer_events=buffer_events,
+        auto_reconnect=auto_reconnect,
+        reconnect_timeout=reconnect_timeout,
     )
-    client = Client(ws, max_events=max_events, buffer_events=buffer_events)
     await client.wait_connected(open_timeout)
     return client

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import http
 import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -38,14 +39,18 @@ from .access import WS_PATHS, check_handshake, is_loopback
 from .errors import (
     AlreadyRunning,
     InternalError,
+    InvalidParams,
     InvalidRequest,
     LimitReached,
     MethodNotFound,
     NoProcessRunning,
+    OutputGap,
     ProtocolError,
+    UnknownSession,
 )
 from .execution import Execution
 from .process import ProcessManager, group_members
+from .replay import ReplayLog
 from .session import Session, SessionManager
 from .stream import StreamHandler
 
@@ -72,7 +77,7 @@ def _install_redactor() -> None:
         if not any(isinstance(f, SecretRedactor) for f in target.filters):
             target.addFilter(SecretRedactor())
 
-CAPABILITIES = ["execute", "control", "status", "heartbeat", "process.status", "pong"]
+CAPABILITIES = ["execute", "control", "status", "resume", "heartbeat", "process.status", "pong"]
 
 
 class EnhancedWebSocketHandler:
@@ -92,6 +97,9 @@ class EnhancedWebSocketHandler:
         token: str | None = None,
         allow_no_token: bool = False,
         allowed_origins: Collection[str] = (),
+        # Reliability
+        detach_ttl: float = 600.0,
+        replay_limit: int = 256 << 20,
         # Limits
         max_message_size: int = 1 << 20,
         open_timeout: float = 10.0,
@@ -107,6 +115,8 @@ class EnhancedWebSocketHandler:
         self.token = None if allow_no_token else (token or secrets.token_urlsafe(32))
         self.allowed_origins = frozenset(allowed_origins)
         self.max_message_size = max_message_size
+        self.detach_ttl = detach_ttl
+        self.replay_limit = replay_limit
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -191,67 +201,99 @@ class EnhancedWebSocketHandler:
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         try:
-            session = self.sessions.create(
-                ws.send,
-                heartbeat_interval=self.heartbeat_interval,
-                inactivity_threshold=self.inactivity_threshold,
-            )
+            session = self._open_session(ws)
         except LimitReached as exc:
             await ws.send(protocol.dumps(protocol.error_response(None, exc)))
             await ws.close(1013, "session limit reached")
             return
-        logger.info("= [ENHANCED] session %s opened", session.id)
-        timers = [
-            asyncio.ensure_future(self._heartbeat_loop(session)),
-            asyncio.ensure_future(self._activity_loop(session)),
-        ]
+        link = _Link(ws, session)
         try:
             await session.send(
-                protocol.notification(
-                    "connected", session.connected_params(__version__, CAPABILITIES)
-                )
+                protocol.notification("connected", session.connected_params(__version__, CAPABILITIES))
             )
             async for frame in ws:
-                await self._handle_frame(session, frame)
+                await self._handle_frame(link, frame)
         except ConnectionClosed:
             pass
         finally:
-            for timer in timers:
-                timer.cancel()
-            await asyncio.gather(*timers, return_exceptions=True)
+            await self._connection_lost(link)
+
+    def _open_session(self, ws: ServerConnection) -> Session:
+        replay = ReplayLog(self.replay_limit, self.streams.spool_dir) if self.detach_ttl > 0 else None
+        session = self.sessions.create(
+            ws.send,
+            heartbeat_interval=self.heartbeat_interval,
+            inactivity_threshold=self.inactivity_threshold,
+            replay=replay,
+        )
+        session.connection = ws
+        session.tasks = [
+            asyncio.ensure_future(self._heartbeat_loop(session)),
+            asyncio.ensure_future(self._activity_loop(session)),
+        ]
+        logger.info("= [ENHANCED] session %s opened", session.id)
+        return session
+
+    async def _connection_lost(self, link: _Link) -> None:
+        session = link.session
+        if session.connection is not link.ws:
+            return  # the session moved to another connection (resume)
+        clean = link.ws.protocol.close_rcvd is not None
+        if clean or self.detach_ttl <= 0 or self._closing:
             await self._end_session(session)
+            return
+        session.detach()
+        logger.info("= [ENHANCED] session %s detached: kept for %g s", session.id, self.detach_ttl)
+        session.tasks.append(asyncio.ensure_future(self._expire_detached(session)))
+
+    async def _expire_detached(self, session: Session) -> None:
+        while session.detached_at is not None:
+            left = session.detached_at + self.detach_ttl - time.monotonic()
+            if left <= 0:
+                logger.info("x [ENHANCED] session %s not resumed within %g s", session.id, self.detach_ttl)
+                await self._end_session(session)
+                return
+            await asyncio.sleep(left)
 
     async def _end_session(self, session: Session) -> None:
         if session.execution is not None and session.running:
-            logger.info("x [ENHANCED] session %s closed mid-run: killing its group", session.id)
+            logger.info("x [ENHANCED] session %s ended mid-run: killing its group", session.id)
             await session.execution.abort()
+        current = asyncio.current_task()
+        timers = [task for task in session.tasks if task is not current]
+        for task in timers:
+            task.cancel()
+        await asyncio.gather(*timers, return_exceptions=True)
         self.sessions.remove(session)
         logger.info("x [ENHANCED] session %s closed", session.id)
 
-    async def _handle_frame(self, session: Session, frame: str | bytes) -> None:
+    async def _handle_frame(self, link: _Link, frame: str | bytes) -> None:
         if isinstance(frame, bytes):
             refusal = InvalidRequest("Invalid Request: binary frames are not accepted")
             incoming = protocol.Incoming([protocol.ErrorResponse(None, refusal.to_error_object())])
         else:
             incoming = protocol.parse_incoming(frame)
         replies: list[dict[str, Any]] = []
-        deferred: list[Execution] = []
+        deferred: list[Callable[[], Awaitable[None]]] = []
         for item in incoming.items:
-            reply = await self._answer(session, item, deferred)
+            reply = await self._answer(link, item, deferred)
             if reply is not None:
                 replies.append(reply)
         if replies:
-            await session.send(replies if incoming.batch else replies[0])
-        for execution in deferred:
-            execution.begin()
+            await link.reply(replies if incoming.batch else replies[0])
+        for action in deferred:
+            await action()
 
     async def _answer(
-        self, session: Session, item: protocol.Request | protocol.ErrorResponse, deferred: list[Execution]
+        self,
+        link: _Link,
+        item: protocol.Request | protocol.ErrorResponse,
+        deferred: list[Callable[[], Awaitable[None]]],
     ) -> dict[str, Any] | None:
         if isinstance(item, protocol.ErrorResponse):
             return protocol.error_response(item.id, item.error)
         try:
-            result = await self._dispatch(session, item, deferred)
+            result = await self._dispatch(link, item, deferred)
         except ProtocolError as exc:
             error: ProtocolError = exc
         except Exception:
@@ -264,9 +306,14 @@ class EnhancedWebSocketHandler:
     # -- Methods --------------------------------------------------------------------
 
     async def _dispatch(
-        self, session: Session, request: protocol.Request, deferred: list[Execution]
+        self,
+        link: _Link,
+        request: protocol.Request,
+        deferred: list[Callable[[], Awaitable[None]]],
     ) -> Any:
-        method = request.method
+        method, session = request.method, link.session
+        if method == "resume":
+            return await self._resume(link, request.params, deferred)
         if method == "execute":
             return await self._execute(session, request.params, deferred)
         if method == "control":
@@ -277,7 +324,9 @@ class EnhancedWebSocketHandler:
             return {"status": "ok"}
         raise MethodNotFound(f"Method not found: {method[:100]}")
 
-    async def _execute(self, session: Session, params: Any, deferred: list[Execution]) -> dict[str, Any]:
+    async def _execute(
+        self, session: Session, params: Any, deferred: list[Callable[[], Awaitable[None]]]
+    ) -> dict[str, Any]:
         spec = protocol.validate_execute(params, self.min_interval)
         if session.running:
             raise AlreadyRunning()
@@ -293,8 +342,43 @@ class EnhancedWebSocketHandler:
             timeout=spec.timeout,
         )
         session.execution = execution
-        deferred.append(execution)
+        deferred.append(_started(execution))
         return {"status": "started", **execution.pid_fields}
+
+    async def _resume(
+        self, link: _Link, params: Any, deferred: list[Callable[[], Awaitable[None]]]
+    ) -> dict[str, Any]:
+        spec = protocol.validate_resume(params)
+        target = self.sessions.get(spec.session_id)
+        if target is None or not hmac.compare_digest(
+            target.resume_token.encode(), spec.resume_token.encode()
+        ):
+            raise UnknownSession()
+        if spec.last_seq > target.last_seq:
+            raise InvalidParams("last_seq is ahead of the session", "last_seq")
+        if target.replay is not None and spec.last_seq + 1 < target.replay.first_seq:
+            raise OutputGap(data={"first_available_seq": target.replay.first_seq})
+        if link.session is not target and link.session.running:
+            raise AlreadyRunning("this connection already runs a process; resume on a new one")
+        previous, old_ws = link.session, target.connection
+        target.detach()
+        if old_ws is not None and old_ws is not link.ws:
+            await old_ws.close(4000, "session resumed on another connection")
+        link.session = target
+        if previous is not target:
+            await self._end_session(previous)
+        deferred.append(lambda: self._replay(link, target, spec.last_seq))
+        logger.info("= [ENHANCED] session %s resumed after seq %d", target.id, spec.last_seq)
+        return {"status": "resumed", "session_id": target.id, "last_seq": target.last_seq}
+
+    async def _replay(self, link: _Link, session: Session, last_seq: int) -> None:
+        try:
+            count = await session.attach(link.ws.send, link.ws, last_seq)
+        except OutputGap as exc:
+            # The log moved on between the check and the replay: say so, never skip.
+            await link.ws.send(protocol.dumps(protocol.error_response(None, exc)))
+            return
+        logger.info("= [ENHANCED] session %s replayed %d notifications", session.id, count)
 
     async def _control(self, session: Session, params: Any) -> dict[str, Any]:
         kind = protocol.validate_control(params).type
@@ -336,7 +420,9 @@ class EnhancedWebSocketHandler:
                 await asyncio.wait_for(session.settings_changed.wait(), max(0.0, next_beat - loop.time()))
                 next_beat = loop.time() + session.heartbeat_interval
                 continue
-            await session.heartbeat()
+            if session.attached:
+                with contextlib.suppress(ConnectionClosed):
+                    await session.heartbeat()
             logger.debug("[HEARTBEAT] session %s seq %d", session.id, session.last_seq)
             next_beat = max(next_beat + session.heartbeat_interval, loop.time())
 
@@ -370,6 +456,28 @@ class EnhancedWebSocketHandler:
                 "message": "Process is paused" if paused else "Process is thinking... (no output yet)",
             },
         )
+
+
+class _Link:
+    """One WebSocket connection and the session it carries (which resume can change)."""
+
+    def __init__(self, ws: ServerConnection, session: Session) -> None:
+        self.ws = ws
+        self.session = session
+
+    async def reply(self, message: Any) -> None:
+        """Answer on this connection (through the session while it is attached here)."""
+        if self.session.connection is self.ws:
+            await self.session.send(message)
+        else:
+            await self.ws.send(protocol.dumps(message))
+
+
+def _started(execution: Execution) -> Callable[[], Awaitable[None]]:
+    async def begin() -> None:
+        execution.begin()
+
+    return begin
 
 
 def group_resources(pgid: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "ControlParams",
     "ErrorResponse",
     "ExecuteParams",
+    "ResumeParams",
     "Incoming",
     "Notification",
     "Request",
@@ -44,6 +45,7 @@ __all__ = [
     "notification",
     "validate_control",
     "validate_execute",
+    "validate_resume",
 ]
 
 PROTOCOL_VERSION = "1"
@@ -293,6 +295,15 @@ class ExecuteParams:
 
 
 @dataclass(frozen=True)
+class ResumeParams:
+    """Validated params of ``resume``."""
+
+    session_id: str
+    resume_token: str
+    last_seq: int
+
+
+@dataclass(frozen=True)
 class ControlParams:
     """Validated params of ``control``."""
 
@@ -390,3 +401,15 @@ def validate_control(params: Any) -> ControlParams:
     if not isinstance(kind, str) or kind.upper() not in CONTROL_TYPES:
         raise InvalidParams("type must be PAUSE, RESUME or CANCEL", "type")
     return ControlParams(kind.upper())
+
+
+def validate_resume(params: Any) -> ResumeParams:
+    """Validate ``resume`` params; raise InvalidParams naming the field."""
+    obj = _params_object(params)
+    for name in ("session_id", "resume_token"):
+        if not isinstance(obj.get(name), str) or not obj[name]:
+            raise InvalidParams(f"{name} must be a non-empty string", name)
+    last_seq = obj.get("last_seq")
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+        raise InvalidParams("last_seq must be a non-negative integer", "last_seq")
+    return ResumeParams(obj["session_id"], obj["resume_token"], last_seq)

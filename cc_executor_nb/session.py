@@ -1,4 +1,9 @@
-"""Sessions: one per connection, each with its own ``seq`` counter and settings."""
+"""Sessions: one per connection, each with its own ``seq`` counter and settings.
+
+A session can outlive its connection: after an abrupt drop it is *detached* (no
+``send``), its run goes on, and every seq'd notification is kept in its replay log
+until a new connection resumes it or the detach TTL runs out.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Any
 from . import protocol
 from .errors import LimitReached
 from .execution import Execution
+from .replay import ReplayLog
 
 __all__ = ["Session", "SessionManager"]
 
@@ -25,22 +31,32 @@ class Session:
 
     def __init__(
         self,
-        send: Send,
+        send: Send | None,
         *,
         heartbeat_interval: float,
         inactivity_threshold: float,
+        replay: ReplayLog | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.resume_token = secrets.token_urlsafe(24)
         self.heartbeat_interval = heartbeat_interval
         self.inactivity_threshold = inactivity_threshold
         self.execution: Execution | None = None
+        self.replay = replay
         self.last_seq = 0
         self.created_at = time.monotonic()
         self.last_sent_at = time.monotonic()
+        self.detached_at: float | None = None
         self.settings_changed = asyncio.Event()
+        self.connection: Any = None
+        self.tasks: list[asyncio.Task[Any]] = []
         self._send = send
         self._lock = asyncio.Lock()
+
+    @property
+    def attached(self) -> bool:
+        """True while a connection carries this session."""
+        return self._send is not None
 
     @property
     def running(self) -> bool:
@@ -52,13 +68,43 @@ class Session:
         async with self._lock:
             self.last_seq += 1
             seq = self.last_seq
-            await self._send_now(protocol.notification(method, {**params, "seq": seq}))
+            text = protocol.dumps(protocol.notification(method, {**params, "seq": seq}))
+            if self.replay is None:
+                await self._send_text(text)
+            else:
+                # Kept first, so a send lost with a dying connection can be replayed.
+                self.replay.append(seq, text)
+                await self._send_kept(text)
         return seq
 
     async def send(self, message: Any) -> None:
         """Send a message that carries no seq (responses, heartbeats)."""
         async with self._lock:
-            await self._send_now(message)
+            if self._send is not None:
+                await self._send_text(protocol.dumps(message))
+
+    def detach(self) -> None:
+        """The connection is gone: keep running, keep recording, send nothing."""
+        self._send = None
+        self.connection = None
+        self.detached_at = time.monotonic()
+
+    async def attach(self, send: Send, connection: Any, last_seq: int) -> int:
+        """Carry on over a new connection: replay everything after ``last_seq``.
+
+        Raises OutputGap when part of it is no longer kept. Returns how many
+        notifications were replayed.
+        """
+        async with self._lock:
+            texts = self.replay.since(last_seq) if self.replay is not None else iter(())
+            count = 0
+            for text in texts:
+                await send(text)
+                count += 1
+            self._send = send
+            self.connection = connection
+            self.detached_at = None
+        return count
 
     async def heartbeat(self) -> None:
         """Send one heartbeat carrying ``last_seq``."""
@@ -91,9 +137,18 @@ class Session:
             "resume_token": self.resume_token,
         }
 
-    async def _send_now(self, message: Any) -> None:
-        await self._send(protocol.dumps(message))
-        self.last_sent_at = time.monotonic()
+    async def _send_text(self, text: str) -> None:
+        if self._send is not None:
+            await self._send(text)
+            self.last_sent_at = time.monotonic()
+
+    async def _send_kept(self, text: str) -> None:
+        try:
+            await self._send_text(text)
+        except Exception:
+            # The connection died mid-send; the text is in the replay log and the
+            # connection handler detaches the session.
+            self._send = None
 
 
 class SessionManager:
@@ -103,12 +158,22 @@ class SessionManager:
         self.max_sessions = max_sessions
         self.sessions: dict[str, Session] = {}
 
-    def create(self, send: Send, *, heartbeat_interval: float, inactivity_threshold: float) -> Session:
+    def create(
+        self,
+        send: Send,
+        *,
+        heartbeat_interval: float,
+        inactivity_threshold: float,
+        replay: ReplayLog | None = None,
+    ) -> Session:
         """Open a session, or raise LimitReached."""
         if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
             raise LimitReached(f"session limit reached ({self.max_sessions})")
         session = Session(
-            send, heartbeat_interval=heartbeat_interval, inactivity_threshold=inactivity_threshold
+            send,
+            heartbeat_interval=heartbeat_interval,
+            inactivity_threshold=inactivity_threshold,
+            replay=replay,
         )
         self.sessions[session.id] = session
         return session
@@ -118,8 +183,10 @@ class SessionManager:
         return self.sessions.get(session_id)
 
     def remove(self, session: Session) -> None:
-        """Forget a session."""
+        """Forget a session and drop its replay log."""
         self.sessions.pop(session.id, None)
+        if session.replay is not None:
+            session.replay.close()
 
     @property
     def running_count(self) -> int:

@@ -11,7 +11,7 @@ Modes:
                           their pids to stdout, then sleep
   exit CODE               exit with CODE after printing "bye"
   signal SIG              kill itself with signal SIG
-  flood BYTES HASHFILE    BYTES of seeded random printable lines; sha256 to HASHFILE
+  flood BYTES HASHFILE [RATE]  BYTES of seeded random lines (at RATE bytes/s); sha256 to HASHFILE
   prompt TEXT             print TEXT with no newline and sleep 5 s
   env NAME...             print NAME=value for each name (missing: NAME unset)
   cwd                     print the working directory
@@ -93,8 +93,9 @@ def kill_self(sig: str) -> None:
     time.sleep(5)
 
 
-def flood(size: str, hash_file: str) -> None:
+def flood(size: str, hash_file: str, rate: str = "0") -> None:
     rng = random.Random(1234)
+    pace, started, sent = float(rate), time.monotonic(), 0
     # Random bytes mapped onto letters, digits, spaces and about one newline in 64.
     alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ-_.,;:!?"
     table = bytes(alphabet[i % len(alphabet)] if i % 64 else 10 for i in range(256))
@@ -104,6 +105,9 @@ def flood(size: str, hash_file: str) -> None:
         digest.update(piece)
         _out(piece)
         total -= len(piece)
+        sent += len(piece)
+        if pace > 0:
+            time.sleep(max(0.0, started + sent / pace - time.monotonic()))
     with open(hash_file, "w") as handle:
         handle.write(digest.hexdigest())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from cc_executor_nb import errors, protocol
 from cc_executor_nb.client import connect
-from cc_executor_nb.handler import EnhancedWebSocketHandler
+from cc_executor_nb.handler import EnhancedWebSocketHandler, _Link
 from cc_executor_nb.session import Session
 
 from .conftest import TOKEN, collect, fake, make_handler, wait_until
@@ -165,11 +166,34 @@ async def test_control_on_idle_session(client) -> None:
         await client.pause()
 
 
-async def test_resume_is_not_offered_yet(client) -> None:
-    """Until resume lands, it is an unknown method and not in the capabilities."""
-    with pytest.raises(errors.MethodNotFound):
-        await client.call("resume", {"session_id": "x", "resume_token": "y", "last_seq": 0})
-    assert "resume" not in (await client.wait_connected()).capabilities
+async def test_resume_of_unknown_session_or_bad_token(client, server) -> None:
+    """-32006 for an unknown session id and for a wrong resume token."""
+    connected = await client.wait_connected()
+    with pytest.raises(errors.UnknownSession):
+        await client.call("resume", {"session_id": "nope", "resume_token": "x", "last_seq": 0})
+    async with await connect(server.url, TOKEN) as other:
+        with pytest.raises(errors.UnknownSession):
+            await other.call("resume", {"session_id": connected.session_id, "resume_token": "wrong", "last_seq": 0})
+    assert "resume" in connected.capabilities
+
+
+async def test_resume_beyond_the_replay_buffer_is_a_gap(tmp_path) -> None:
+    """-32003 with data.first_available_seq when the notifications are no longer kept."""
+    handler = make_handler(replay_limit=64 * 1024, chunk_limit=4096)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as first:
+            connected = await first.wait_connected()
+            await first.execute(argv=fake("flood", str(1 << 20), str(tmp_path / "sha")))
+            await collect(first)
+            async with await connect(handler.url, TOKEN) as second:
+                with pytest.raises(errors.OutputGap) as info:
+                    await second.call("resume", {"session_id": connected.session_id,
+                                                 "resume_token": connected.params["resume_token"], "last_seq": 0})
+                first_available = info.value.data["first_available_seq"]
+                assert 1 < first_available <= handler.sessions.get(connected.session_id).last_seq
+    finally:
+        await handler.close()
 
 
 async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
@@ -284,7 +308,7 @@ def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) ->
 
     async def feed() -> None:
         session = Session(send, heartbeat_interval=20, inactivity_threshold=30)
-        await handler._handle_frame(session, frame)
+        await handler._handle_frame(_Link(SimpleNamespace(send=send), session), frame)
         assert session.execution is None
 
     asyncio.run(feed())

@@ -1,0 +1,98 @@
+"""The replay buffer behind ``resume``: every seq'd notification, bounded, on disk.
+
+Notifications are appended as serialized text to segment files (anonymous temporary
+files). When the kept size passes ``limit`` bytes, whole old segments are dropped and
+``first_seq`` moves on; asking for anything older is an ``OutputGap`` (-32003) that
+names the first seq still available. Memory holds only a small index per notification.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .errors import OutputGap
+
+__all__ = ["ReplayLog"]
+
+
+@dataclass(eq=False)
+class _Segment:
+    fd: int
+    first_seq: int
+    entries: list[tuple[int, int, int]] = field(default_factory=list)  # seq, offset, length
+    size: int = 0
+
+    def read(self, offset: int, length: int) -> str:
+        return os.pread(self.fd, length, offset).decode("utf-8", "surrogatepass")
+
+
+class ReplayLog:
+    """Append-only log of (seq, text), bounded to about ``limit`` bytes."""
+
+    def __init__(self, limit: int = 256 << 20, spool_dir: str | None = None) -> None:
+        self.limit = limit
+        self.spool_dir = spool_dir
+        self._segments: collections.deque[_Segment] = collections.deque()
+        self._size = 0
+        self.last_seq = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes kept now."""
+        return self._size
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq still available (``last_seq + 1`` when nothing is kept)."""
+        return self._segments[0].first_seq if self._segments else self.last_seq + 1
+
+    def append(self, seq: int, text: str) -> None:
+        """Record the notification with this seq (seqs must rise)."""
+        body = text.encode("utf-8", "surrogatepass")
+        segment = self._writable_segment(seq)
+        os.pwrite(segment.fd, body, segment.size)
+        segment.entries.append((seq, segment.size, len(body)))
+        segment.size += len(body)
+        self._size += len(body)
+        self.last_seq = seq
+        self._trim()
+
+    def since(self, last_seq: int) -> Iterator[str]:
+        """Texts of every notification with seq > ``last_seq``, in order.
+
+        Raises OutputGap when some of them are no longer kept.
+        """
+        if last_seq + 1 < self.first_seq:
+            raise OutputGap(data={"first_available_seq": self.first_seq})
+        return self._iter_since(last_seq)
+
+    def close(self) -> None:
+        """Drop everything and close the files."""
+        while self._segments:
+            os.close(self._segments.popleft().fd)
+        self._size = 0
+
+    def _iter_since(self, last_seq: int) -> Iterator[str]:
+        for segment in list(self._segments):
+            if segment.entries and segment.entries[-1][0] <= last_seq:
+                continue
+            for seq, offset, length in segment.entries:
+                if seq > last_seq:
+                    yield segment.read(offset, length)
+
+    def _writable_segment(self, seq: int) -> _Segment:
+        if not self._segments or self._segments[-1].size >= max(self.limit // 4, 1):
+            fd, path = tempfile.mkstemp(prefix="ccexec-replay-", dir=self.spool_dir)
+            os.unlink(path)
+            self._segments.append(_Segment(fd, seq))
+        return self._segments[-1]
+
+    def _trim(self) -> None:
+        while self._size > self.limit and len(self._segments) > 1:
+            oldest = self._segments.popleft()
+            self._size -= oldest.size
+            os.close(oldest.fd)

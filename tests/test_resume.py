@@ -1,0 +1,186 @@
+"""Resume: a run outlives a dropped connection and the client carries on without loss."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from cc_executor_nb.client import connect
+from cc_executor_nb.events import Completed, Output
+
+from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of, wait_until
+from .proxy import FaultyProxy
+
+
+@pytest.fixture
+async def resumable():
+    """A handler with a short detach TTL, behind a proxy that can cut connections."""
+    handler = make_handler(detach_ttl=30.0, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    yield handler, proxy
+    await proxy.close()
+    await handler.close()
+
+
+async def test_abrupt_drop_is_resumed_without_gap_or_duplicate(resumable, tmp_path) -> None:
+    """A cut connection mid-stream: the client reconnects, output is exact, seq has no gap."""
+    handler, proxy = resumable
+    client = await connect(proxy.url(), TOKEN, max_events=8)  # a reader that lags behind
+    seqs, methods = [], []
+    client.add_listener(lambda e: (seqs.append(e.seq) if e.seq is not None else None, methods.append(e.method)))
+    await client.execute(argv=fake("flood", str(8 << 20), str(tmp_path / "sha")))
+    assert await wait_until(lambda: len(seqs) > 5)
+    proxy.drop()
+    events = await collect(client, timeout=60)
+    assert client.reconnects == 1
+    assert "client.reconnecting" in methods and "client.reconnected" in methods
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert hashlib.sha256(output_of(events).encode()).hexdigest() == (tmp_path / "sha").read_text()
+    assert completed(events).params["status"] == "completed"
+    await client.close()
+
+
+async def test_run_keeps_going_while_detached(resumable) -> None:
+    """Output produced while no client is connected is replayed on resume."""
+    handler, proxy = resumable
+    client = await connect(proxy.url(), TOKEN, auto_reconnect=False)
+    connected = await client.wait_connected()
+    await client.execute(argv=fake("ticker", "10", "0.05"))
+    assert await wait_until(lambda: client.last_seq >= 2)
+    seen = client.last_seq
+    proxy.drop()
+    session = handler.sessions.get(connected.session_id)
+    assert await wait_until(lambda: session.execution.finished.is_set(), timeout=10)
+    assert not session.attached
+    async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "resume", "params": {
+            "session_id": connected.session_id, "resume_token": connected.params["resume_token"], "last_seq": seen}}))
+        reply = json.loads(await ws.recv())
+        assert reply["result"]["session_id"] == connected.session_id
+        replayed = []
+        while not replayed or replayed[-1]["method"] != "process.completed":
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if "seq" in message.get("params", {}):
+                replayed.append(message)
+        assert [m["params"]["seq"] for m in replayed] == list(range(seen + 1, seen + 1 + len(replayed)))
+    await client.close()
+
+
+async def test_detach_ttl_expiry_kills_the_group() -> None:
+    """With no client back within the TTL, the run's group is killed and the session dropped."""
+    handler = make_handler(detach_ttl=0.5, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN, auto_reconnect=False)
+        pgid = (await client.execute(argv=fake("stubborn", "2")))["pgid"]
+        assert await wait_until(lambda: len(group_alive(pgid)) == 3)
+        proxy.drop()
+        assert await wait_until(lambda: not handler.sessions.sessions, timeout=0.5 + 1.0 + 3)
+        assert not group_alive(pgid)
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
+async def test_detach_ttl_zero_kills_on_disconnect() -> None:
+    """``detach_ttl=0`` restores kill-on-disconnect for abrupt drops too."""
+    handler = make_handler(detach_ttl=0, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN)
+        pgid = (await client.execute(argv=["sleep", "30"]))["pgid"]
+        proxy.drop()
+        assert await wait_until(lambda: not group_alive(pgid), timeout=3)
+        assert await wait_until(lambda: client.closed, timeout=5)
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
+async def test_clean_close_still_ends_the_run_at_once(resumable) -> None:
+    """A client that closes cleanly ends its run at once, whatever the TTL."""
+    handler, proxy = resumable
+    client = await connect(proxy.url(), TOKEN)
+    pgid = (await client.execute(argv=["sleep", "30"]))["pgid"]
+    await client.close()
+    assert await wait_until(lambda: not group_alive(pgid), timeout=3)
+    assert await wait_until(lambda: not handler.sessions.sessions)
+
+
+async def test_missed_heartbeats_make_the_client_reconnect(resumable) -> None:
+    """A frozen path (no bytes, no close) is detected after three heartbeats and resumed."""
+    handler, proxy = resumable
+    client = await connect(proxy.url(), TOKEN)
+    noticed: list[float] = []
+    client.add_listener(lambda e: noticed.append(time.monotonic()) if e.method == "client.reconnecting" else None)
+    await client.execute(argv=fake("ticker", "30", "0.1"), heartbeat_interval=0.2)
+    assert await wait_until(lambda: client.last_seq >= 3)
+    frozen_at = time.monotonic()
+    proxy.freeze()
+    assert await wait_until(lambda: bool(noticed), timeout=5)
+    assert 0.6 <= noticed[0] - frozen_at < 1.5  # three 0.2 s intervals, checked every 0.1 s
+    proxy.thaw()
+    events = await collect(client, timeout=30)
+    assert client.reconnects == 1
+    assert output_of(events).count("tick") >= 1
+    await client.close()
+
+
+async def test_resume_takes_the_session_from_a_stale_connection(resumable) -> None:
+    """Resuming while the server still holds the old connection moves the session over."""
+    handler, proxy = resumable
+    first = await connect(handler.url, TOKEN, auto_reconnect=False)
+    connected = await first.wait_connected()
+    await first.execute(argv=fake("ticker", "20", "0.05"))
+    second = await connect(handler.url, TOKEN)
+    result = await second.call("resume", {"session_id": connected.session_id,
+                                          "resume_token": connected.params["resume_token"], "last_seq": 0})
+    assert result["session_id"] == connected.session_id
+    events = []
+    async for event in second.events():
+        events.append(event)
+        if isinstance(event, Completed):
+            break
+    assert output_of(events) == "".join(f"tick {i}\n" for i in range(20))
+    assert await wait_until(lambda: first.closed)
+    assert len(handler.sessions.sessions) == 1
+    await second.close()
+
+
+async def test_resume_with_last_seq_ahead_is_invalid(client) -> None:
+    """A last_seq beyond what the session sent is -32602 naming last_seq."""
+    from cc_executor_nb.errors import InvalidParams
+
+    connected = await client.wait_connected()
+    with pytest.raises(InvalidParams) as info:
+        await client.call("resume", {"session_id": connected.session_id,
+                                     "resume_token": connected.params["resume_token"], "last_seq": 99})
+    assert info.value.data == {"field": "last_seq"}
+
+
+async def test_ten_drops_during_a_stream_lose_nothing(resumable, tmp_path) -> None:
+    """Ten forced drops during a 20 MB stream still assemble the exact bytes."""
+    handler, proxy = resumable
+    client = await connect(proxy.url(), TOKEN, max_events=8)
+    chunks: list[str] = []
+    client.add_listener(lambda e: chunks.append(e.data) if isinstance(e, Output) else None)
+    await client.execute(argv=fake("flood", str(20 << 20), str(tmp_path / "sha"), str(8 << 20)))
+    reading = asyncio.ensure_future(collect(client, timeout=120))
+    for drop in range(10):
+        target = len(chunks) + 3
+        assert await wait_until(lambda: len(chunks) >= target, timeout=20)
+        proxy.drop()
+        assert await wait_until(lambda: client.reconnects == drop + 1, timeout=20)
+    await reading
+    assert client.reconnects == 10
+    assert hashlib.sha256("".join(chunks).encode()).hexdigest() == (tmp_path / "sha").read_text()
+    await client.close()
