@@ -1,0 +1,78 @@
+"""A local mock of the Anthropic Messages API for running the real ``claude`` CLI offline.
+
+Start it, point the CLI at it, and run prompts that pick a scenario::
+
+    with DemoBackend() as backend:
+        env = {**os.environ, **demo_environment(backend.url, config_dir)}
+        subprocess.run([find_claude(), "-p", "--output-format", "stream-json",
+                        "--verbose", "--", "write 3 haikus"], env=env)
+
+or from a shell: ``python -m cc_executor_nb.demo [--port N] [--host 127.0.0.1]``.
+``python -m cc_executor_nb.demo.record`` re-records ``tests/data/streamjson``
+with the real CLI.
+
+Endpoints: ``POST /v1/messages`` (``stream: true`` gives server-sent events,
+``stream: false`` one JSON message), ``POST /v1/messages/count_tokens``,
+``GET /health``; anything else answers an Anthropic-style 404.
+
+Scenarios
+---------
+The reply is chosen from the text of the last user message (case-insensitive;
+``<system-reminder>`` blocks the CLI adds are ignored). The first rule that
+matches wins, in this order:
+
+``echo: TEXT``
+    (at the start) replies exactly ``TEXT``.
+``error NNN`` / ``overloaded``
+    HTTP ``NNN`` (400-599; ``overloaded`` means 529) with the Anthropic error
+    JSON, e.g. ``{"type": "error", "error": {"type": "overloaded_error",
+    "message": "Overloaded"}}``. The CLI retries these; bound it with
+    ``demo_environment(..., max_retries=0)`` (``CLAUDE_CODE_MAX_RETRIES``).
+``markdown xss``
+    Markdown plus ``<img src=x onerror=alert(1)>`` and
+    ``<script>alert(2)</script>``, for sanitisation tests.
+``tool``
+    A Bash ``tool_use`` running ``echo hi``; after the tool result comes back,
+    ``The command printed: hi``. The CLI counts ``echo`` as read-only and runs
+    it even in the default permission mode, so no extra flag is needed.
+``haiku`` / ``haikus``
+    ``N haikus`` (``write 3 haikus``; default 1), numbered and deterministic.
+``think`` / ``thinking``
+    Sends nothing at all, not even headers, for ``think for N seconds``
+    (default ``DemoSettings.think_seconds``, 5), then a thinking block and a
+    short answer.
+``story``
+    An ``N word story`` (default 500) of exactly N words by ``str.split()``,
+    streamed in many text deltas at ``at W words per second`` (default
+    ``DemoSettings.words_per_second``, 2000).
+``huge`` / ``big reply``
+    One text delta of ``N bytes`` (default 2,000,000) with no newline, made of
+    10-byte records ``"%09d|" % offset``.
+arithmetic
+    ``what is 2+2`` (or ``calculate``/``compute``, or a bare expression):
+    integers with ``+ - * /`` and parentheses, parsed without ``eval``;
+    replies ``4``.
+anything else
+    A short greeting (``Hello! This is the cc_executor_nb demo backend.``).
+
+Side requests the CLI may send (a one-token quota probe, or a system prompt
+without tools such as title generation) get the one-word reply ``Demo``
+without scenario detection. Usage numbers depend only on the prompt and the
+reply, so costs are deterministic.
+"""
+
+from __future__ import annotations
+
+from .env import DEMO_API_KEY, demo_environment, find_claude, write_demo_config
+from .scenarios import DemoSettings
+from .server import DemoBackend, RequestRecord
+
+__all__ = [
+    "DEMO_API_KEY",
+    "DemoBackend",
+    "DemoSettings",
+    "RequestRecord",
+    "demo_environment",
+    "find_claude",
+    "write_demo_config",
+]

@@ -1,0 +1,150 @@
+"""Environment and executable lookup for running the real ``claude`` CLI
+against `DemoBackend`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEMO_API_KEY", "demo_environment", "find_claude", "write_demo_config"]
+
+# Not a secret: the demo backend accepts any key. It only has to look like a
+# key so that the CLI skips its login flow.
+DEMO_API_KEY = "sk-ant-demo-0000000000000000000000000000"
+
+_INSTALL_HINT = (
+    "the claude CLI was not found. Install it with `npm ci` in the "
+    "cc_executor_nb project (it pins @anthropic-ai/claude-code in package.json), "
+    "or globally with `npm install -g @anthropic-ai/claude-code`, "
+    "or pass the path of the executable."
+)
+
+
+def demo_environment(
+    base_url: str,
+    config_dir: str,
+    *,
+    max_retries: int | None = None,
+    trusted_dirs: Iterable[str] = (),
+) -> dict[str, str]:
+    """Environment variables that point a child ``claude`` at the demo backend.
+
+    Merge the result over ``os.environ`` for the child. ``config_dir`` becomes
+    the CLI's private ``CLAUDE_CONFIG_DIR``; it is created and seeded so that
+    no onboarding, API-key or folder-trust prompt appears (``trusted_dirs``
+    are marked trusted for interactive runs; ``-p`` runs never ask). The
+    user's own ``~/.claude`` is never read or written. ``max_retries`` sets
+    ``CLAUDE_CODE_MAX_RETRIES``, the CLI's number of retries of a failed API
+    call (about ten by default, with backoff from 0.5 s; it clamps values
+    above 15); use 0 or 1 in tests so that error scenarios end in seconds.
+    """
+    write_demo_config(config_dir, trusted_dirs=trusted_dirs)
+    env = {
+        # Where the Messages API lives, and a key the CLI will accept as set.
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_API_KEY": DEMO_API_KEY,
+        # Keeps history, sessions and settings away from the user's ~/.claude.
+        "CLAUDE_CONFIG_DIR": str(config_dir),
+        # Stops telemetry, error reporting, feature-flag fetches, the
+        # auto-updater and the quota probe: the backend is the only peer.
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # Each of these is implied by the line above; they are set too so
+        # that an older or newer CLI that reads only the specific switch
+        # stays offline as well.
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        # Never try to install an IDE extension from a demo run.
+        "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
+        # Empty values hide the user's other credentials and providers, which
+        # would otherwise win over the demo key or send traffic elsewhere.
+        "ANTHROPIC_AUTH_TOKEN": "",
+        "CLAUDE_CODE_OAUTH_TOKEN": "",
+        "CLAUDE_CODE_USE_BEDROCK": "",
+        "CLAUDE_CODE_USE_VERTEX": "",
+        "CLAUDE_CODE_USE_FOUNDRY": "",
+        # A proxy configured for the user must not swallow loopback traffic.
+        "NO_PROXY": "127.0.0.1,localhost,::1",
+        "no_proxy": "127.0.0.1,localhost,::1",
+    }
+    if max_retries is not None:
+        env["CLAUDE_CODE_MAX_RETRIES"] = str(max_retries)
+    return env
+
+
+def write_demo_config(config_dir: str, *, trusted_dirs: Iterable[str] = ()) -> Path:
+    """Create ``config_dir/.claude.json`` with first-run prompts answered.
+
+    Keys the CLI wrote there before (it keeps state in the same file) are
+    preserved. Returns the path of the file.
+    """
+    directory = Path(config_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".claude.json"
+    config = _read_json(path)
+    config.update(_first_run_answers(config))
+    projects = config.setdefault("projects", {})
+    for trusted in trusted_dirs:
+        projects.setdefault(str(Path(trusted).resolve()), {})["hasTrustDialogAccepted"] = True
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _first_run_answers(config: dict[str, Any]) -> dict[str, Any]:
+    responses = config.get("customApiKeyResponses") or {}
+    approved = list(responses.get("approved") or [])
+    # The CLI remembers an approved key by its last 20 characters.
+    if DEMO_API_KEY[-20:] not in approved:
+        approved.append(DEMO_API_KEY[-20:])
+    return {
+        "hasCompletedOnboarding": True,
+        "theme": config.get("theme", "dark"),
+        "autoUpdates": False,
+        "customApiKeyResponses": {
+            "approved": approved,
+            "rejected": list(responses.get("rejected") or []),
+        },
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def find_claude(configured: str | None = None) -> str:
+    """Return the ``claude`` executable to run.
+
+    Order: ``configured`` (a path or a command name), then
+    ``node_modules/.bin/claude`` under the project root or the current
+    directory, then ``claude`` on ``PATH``. Raises `FileNotFoundError` with
+    install instructions when none exists.
+    """
+    if configured:
+        found = shutil.which(configured)
+        if found:
+            return found
+        raise FileNotFoundError(f"{configured!r} is not an executable; {_INSTALL_HINT}")
+    for candidate in _local_candidates():
+        if os.access(candidate, os.X_OK) and candidate.is_file():
+            return str(candidate)
+    found = shutil.which("claude")
+    if found:
+        return found
+    raise FileNotFoundError(_INSTALL_HINT)
+
+
+def _local_candidates() -> list[Path]:
+    # The package sits one level below the project root in a source checkout;
+    # the current directory covers a project that depends on this package.
+    project_root = Path(__file__).resolve().parents[2]
+    relative = Path("node_modules", ".bin", "claude")
+    return [project_root / relative, Path.cwd() / relative]
