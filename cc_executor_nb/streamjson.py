@@ -1,0 +1,789 @@
+"""Parse the ``claude`` CLI's stream-json output into a live run model.
+
+The CLI, run as ``claude -p PROMPT --output-format stream-json --verbose
+--include-partial-messages``, prints one JSON event per line. This module turns
+that text into a :class:`ClaudeRun`: the answer so far, the thinking, the tool
+calls, the API retries and the final result. It is pure: text goes in, state
+comes out; there is no I/O and no asyncio here, so the parser is tested with
+strings alone.
+
+The parser never raises on what the CLI prints. Unknown event types are
+counted, lines that are not JSON objects are kept (bounded) as raw text, and
+an event whose fields have unexpected types is counted as malformed.
+
+Two rules come from how the CLI behaves:
+
+* Live text is built from ``stream_event`` deltas, but the ``assistant``
+  message that follows is authoritative. When a stream fails midway the CLI
+  retries without streaming, so partial deltas of a message that is never
+  confirmed are dropped as soon as a different message starts or arrives.
+* An API failure arrives as a ``result`` with ``subtype: "success"`` and
+  ``is_error: true``; :attr:`ClaudeRun.is_error` looks at both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ApiRetry",
+    "ClaudeRun",
+    "LineSplitter",
+    "Phase",
+    "ToolCall",
+    "ToolStatus",
+    "summary",
+]
+
+Phase = Literal["starting", "thinking", "writing", "tool", "done"]
+ToolStatus = Literal["pending", "done"]
+
+
+class LineSplitter:
+    """Split a stream of text into complete lines, keeping the unfinished one.
+
+    The pieces of an unfinished line are kept in a list and joined once, when
+    its newline arrives, so a line of many megabytes fed in small chunks costs
+    linear time. A trailing carriage return is removed from every line.
+    """
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self._pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Number of characters held for the unfinished line."""
+        return self._pending
+
+    def feed(self, text: str) -> list[str]:
+        """Add ``text``; return the lines it completed, without their newlines."""
+        if "\n" not in text:
+            if text:
+                self._pieces.append(text)
+                self._pending += len(text)
+            return []
+        parts = text.split("\n")
+        self._pieces.append(parts[0])
+        lines = ["".join(self._pieces), *parts[1:-1]]
+        rest = parts[-1]
+        self._pieces = [rest] if rest else []
+        self._pending = len(rest)
+        return [_strip_cr(line) for line in lines]
+
+    def flush(self) -> str:
+        """Return the unfinished line (``""`` if none) and forget it."""
+        rest = _strip_cr("".join(self._pieces))
+        self._pieces = []
+        self._pending = 0
+        return rest
+
+
+@dataclass
+class ToolCall:
+    """One tool call of the run.
+
+    ``input`` is a partial JSON string while the call is being streamed, and
+    the parsed object once it is complete. ``result`` is the tool's output as
+    text, set together with ``status = "done"``. ``parent_tool_use_id`` is set
+    for calls made by a subagent.
+    """
+
+    id: str
+    name: str
+    input: dict[str, Any] | str = ""
+    result: str | None = None
+    is_error: bool = False
+    status: ToolStatus = "pending"
+    parent_tool_use_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiRetry:
+    """One ``system``/``api_retry`` notice: the CLI is about to retry the API.
+
+    ``message`` is the CLI's error category or message (``"overloaded"``,
+    ``"rate_limit"``, ...), ``""`` when none was given.
+    """
+
+    attempt: int | None
+    max_retries: int | None
+    delay_seconds: float | None
+    error_status: int | None
+    message: str
+
+
+@dataclass
+class _Block:
+    """A content block being streamed: its kind and its text pieces so far."""
+
+    kind: str
+    pieces: list[str] = field(default_factory=list)
+    tool_id: str | None = None
+
+
+@dataclass
+class _Message:
+    """One top-level assistant message: streamed blocks and confirmed blocks.
+
+    ``final`` holds the content blocks of ``assistant`` events in order; its
+    n-th entry replaces the streamed block with index n.
+    """
+
+    id: str
+    live: dict[int, _Block] = field(default_factory=dict)
+    final: list[dict[str, Any]] = field(default_factory=list)
+
+
+_KIND_BY_TYPE = {
+    "text": "text",
+    "thinking": "thinking",
+    "redacted_thinking": "thinking",
+    "tool_use": "tool_use",
+    "server_tool_use": "tool_use",
+    "mcp_tool_use": "tool_use",
+}
+_PHASE_BY_KIND: dict[str, Phase] = {
+    "text": "writing",
+    "thinking": "thinking",
+    "tool_use": "tool",
+}
+_DELTA_KIND = {
+    "text_delta": ("text", "text"),
+    "thinking_delta": ("thinking", "thinking"),
+    "input_json_delta": ("tool_use", "partial_json"),
+}
+_QUIET_STREAM_EVENTS = frozenset({"message_delta", "message_stop", "ping", "error"})
+
+# Retry fields have been spelled several ways across CLI versions; the first
+# present wins. Keys ending in "ms" are milliseconds, the others seconds.
+_ATTEMPT_KEYS = ("attempt", "retry_attempt", "retryAttempt")
+_MAX_RETRY_KEYS = ("max_retries", "maxRetries", "max_attempts", "maxAttempts")
+_DELAY_MS_KEYS = ("retry_delay_ms", "retryDelayMs", "retry_in_ms", "retryInMs", "delay_ms")
+_DELAY_S_KEYS = ("retry_delay", "delay_seconds", "retry_after", "delay")
+_STATUS_KEYS = ("error_status", "errorStatus", "status", "status_code")
+
+_API_STATUS_RE = re.compile(r"API Error:?\s*(\d{3})\b")
+_INT_RE = re.compile(r"-?\d{1,18}", re.ASCII)
+_FLOAT_RE = re.compile(r"-?\d{1,18}(\.\d{1,18})?", re.ASCII)
+_EXCEPTIONS_OF_BAD_EVENTS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
+
+
+class ClaudeRun:
+    """The state of one ``claude`` run, built from its stream-json output.
+
+    Feed it text with :meth:`feed` (any chunking) or whole lines with
+    :meth:`feed_line`, and call :meth:`feed_eof` at the end of the stream.
+    :attr:`version` grows with every applied line, so a view can skip
+    re-rendering when it has not changed. A run is not thread-safe: feed it
+    and read it from one thread, or guard both with one lock.
+
+    Attributes set from events: ``session_id``, ``model``, ``tools``,
+    ``cwd`` and ``init`` (the whole init event) from ``system``/``init``;
+    ``retries`` from ``system``/``api_retry``; ``thinking_tokens`` (the CLI's
+    estimate, also sent when thinking text is not shown) from
+    ``system``/``thinking_tokens``; ``result``, ``is_error``,
+    ``api_error_status``, ``cost_usd``, ``usage``, ``num_turns``,
+    ``duration_ms`` and ``duration_api_ms`` from ``result``. Diagnostics:
+    ``raw_lines`` (non-JSON lines, the last :attr:`MAX_RAW_LINES`),
+    ``unknown_events`` and ``malformed_events``.
+    """
+
+    # Limits
+    MAX_RAW_LINES = 200
+    MAX_RAW_LINE_CHARS = 2000
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.tools: list[str] = []
+        self.cwd: str | None = None
+        self.init: dict[str, Any] | None = None
+        self.retries: list[ApiRetry] = []
+        self.thinking_tokens: int | None = None
+        self.result: dict[str, Any] | None = None
+        self.is_error = False
+        self.api_error_status: int | None = None
+        self.cost_usd: float | None = None
+        self.usage: dict[str, Any] = {}
+        self.num_turns: int | None = None
+        self.duration_ms: int | None = None
+        self.duration_api_ms: int | None = None
+        self.raw_lines: deque[str] = deque(maxlen=self.MAX_RAW_LINES)
+        self.unknown_events = 0
+        self.malformed_events = 0
+        self.phase: Phase = "starting"
+        self.version = 0
+        self._splitter = LineSplitter()
+        self._messages: dict[str, _Message] = {}
+        self._current: _Message | None = None
+        self._anonymous = 0
+        self._tools: dict[str, ToolCall] = {}
+        self._inputs: dict[str, list[str]] = {}
+        self._dirty_inputs: set[str] = set()
+        self._joined: tuple[int, str, str] = (0, "", "")
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClaudeRun phase={self.phase} session={self.session_id} "
+            f"text={len(self.text)} chars tools={len(self._tools)} v{self.version}>"
+        )
+
+    # Feeding
+
+    def feed(self, text: str) -> int:
+        """Apply every line that ``text`` completes; return how many."""
+        lines = self._splitter.feed(text)
+        for line in lines:
+            self.feed_line(line)
+        return len(lines)
+
+    def feed_eof(self) -> None:
+        """Apply the last line if the stream did not end with a newline."""
+        rest = self._splitter.flush()
+        if rest:
+            self.feed_line(rest)
+
+    def feed_line(self, line: str) -> None:
+        """Apply one line of output; blank lines are ignored. Never raises."""
+        stripped = line.strip()
+        if not stripped:
+            return
+        self.version += 1
+        try:
+            event = json.loads(stripped)
+        except (ValueError, RecursionError):
+            event = None
+        if not isinstance(event, dict):
+            self._keep_raw(line)
+            return
+        try:
+            self._apply(event)
+        except _EXCEPTIONS_OF_BAD_EVENTS:
+            # A field of an unexpected shape must not stop the stream: count
+            # the event and keep its text for diagnosis.
+            self.malformed_events += 1
+            self._keep_raw(line)
+
+    # Derived views
+
+    @property
+    def text(self) -> str:
+        """The assistant's text over the run, messages joined by blank lines."""
+        return self._texts()[1]
+
+    @property
+    def thinking(self) -> str:
+        """The assistant's thinking over the run, blocks joined by blank lines."""
+        return self._texts()[2]
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Tool calls in the order they started."""
+        for tool_id in self._dirty_inputs:
+            tool = self._tools.get(tool_id)
+            if tool is not None and tool.status == "pending":
+                tool.input = "".join(self._inputs.get(tool_id, ()))
+        self._dirty_inputs.clear()
+        return list(self._tools.values())
+
+    @property
+    def subtype(self) -> str | None:
+        """The result's subtype (``"success"``, ``"error_max_turns"``, ...)."""
+        return None if self.result is None else _get_str(self.result, "subtype")
+
+    @property
+    def answer(self) -> str:
+        """What to show as the answer: the error, the result text, or the text."""
+        if self.is_error:
+            return self.error_message
+        result_text = None if self.result is None else _get_str(self.result, "result")
+        return result_text or self.text
+
+    @property
+    def error_message(self) -> str:
+        """The error of a failed run in plain words; ``""`` if it did not fail."""
+        if not self.is_error or self.result is None:
+            return ""
+        return _error_of_result(self.result)
+
+    # Dispatch
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        if self.session_id is None:
+            self.session_id = _get_str(event, "session_id", "sessionId")
+        handler = _HANDLERS.get(_get_str(event, "type") or "")
+        if handler is None:
+            self.unknown_events += 1
+            return
+        handler(self, event)
+
+    def _keep_raw(self, line: str) -> None:
+        limit = self.MAX_RAW_LINE_CHARS
+        self.raw_lines.append(line if len(line) <= limit else line[:limit] + "…")
+
+    # system
+
+    def _on_system(self, event: dict[str, Any]) -> None:
+        subtype = _get_str(event, "subtype")
+        if subtype == "init":
+            self._on_init(event)
+        elif subtype == "api_retry":
+            self.retries.append(_parse_retry(event))
+        elif subtype == "thinking_tokens":
+            self.thinking_tokens = _get_int(event, "estimated_tokens") or self.thinking_tokens
+            self.phase = "thinking"
+        # Other subtypes (hooks, status, compaction) carry nothing we show.
+
+    def _on_init(self, event: dict[str, Any]) -> None:
+        self.init = event
+        self.session_id = _get_str(event, "session_id", "sessionId") or self.session_id
+        self.model = _get_str(event, "model") or self.model
+        self.cwd = _get_str(event, "cwd") or self.cwd
+        self.tools = [name for name in map(_tool_name, _get_list(event, "tools")) if name]
+
+    # stream_event
+
+    def _on_stream_event(self, event: dict[str, Any]) -> None:
+        if _get_str(event, "parent_tool_use_id"):
+            return  # A subagent's stream is not part of the main answer.
+        inner = _get_dict(event, "event")
+        kind = _get_str(inner, "type") or ""
+        handler = _STREAM_HANDLERS.get(kind)
+        if handler is not None:
+            handler(self, inner)
+        elif kind not in _QUIET_STREAM_EVENTS:
+            self.unknown_events += 1
+
+    def _on_message_start(self, inner: dict[str, Any]) -> None:
+        message = _get_dict(inner, "message")
+        self._drop_unconfirmed()
+        self._current = self._message(_get_str(message, "id"))
+        self._note_model(message)
+
+    def _on_block_start(self, inner: dict[str, Any]) -> None:
+        message = self._streaming_message()
+        block = _get_dict(inner, "content_block")
+        kind = _KIND_BY_TYPE.get(_get_str(block, "type") or "", "other")
+        live = _Block(kind)
+        text = _get_str(block, "text", "thinking")
+        if text and kind in ("text", "thinking"):
+            live.pieces.append(text)
+        if kind == "tool_use":
+            live.tool_id = self._start_tool(block)
+        message.live[self._block_index(inner, message)] = live
+        self.phase = _PHASE_BY_KIND.get(kind, self.phase)
+
+    def _on_block_delta(self, inner: dict[str, Any]) -> None:
+        delta = _get_dict(inner, "delta")
+        kind, key = _DELTA_KIND.get(_get_str(delta, "type") or "", ("", ""))
+        piece = _get_str(delta, key) if key else None
+        if piece is None:
+            return  # signature_delta, citations_delta: nothing to show.
+        message = self._streaming_message()
+        index = self._block_index(inner, message)
+        block = message.live.get(index)
+        if block is None or block.kind != kind:
+            block = message.live[index] = _Block(kind)
+            if kind == "tool_use":
+                block.tool_id = self._start_tool({})
+        if block.tool_id is not None:
+            pieces = self._inputs.get(block.tool_id)
+            if pieces is None:
+                return  # The input is complete or confirmed; late pieces are stale.
+            pieces.append(piece)
+            self._dirty_inputs.add(block.tool_id)
+        else:
+            block.pieces.append(piece)
+        self.phase = _PHASE_BY_KIND[kind]
+
+    def _on_block_stop(self, inner: dict[str, Any]) -> None:
+        if self._current is None:
+            return
+        block = self._current.live.get(self._block_index(inner, self._current))
+        if block is None or block.tool_id is None or block.tool_id not in self._inputs:
+            return
+        tool = self._tools.get(block.tool_id)
+        pieces = self._inputs.pop(block.tool_id)
+        self._dirty_inputs.discard(block.tool_id)
+        if tool is not None:
+            tool.input = _parse_input("".join(pieces))
+
+    # assistant, user
+
+    def _on_assistant(self, event: dict[str, Any]) -> None:
+        message = _get_dict(event, "message")
+        content = _content_blocks(message)
+        parent = _get_str(event, "parent_tool_use_id")
+        message_id = _get_str(message, "id")
+        if not parent:
+            self._drop_unconfirmed(keep=message_id)
+        for block in content:
+            if _KIND_BY_TYPE.get(_get_str(block, "type") or "") == "tool_use":
+                self._confirm_tool(block, parent)
+        if parent:
+            return  # A subagent's text is not part of the main answer.
+        target = self._message(message_id)
+        target.final = _merge_content(target.final, content)
+        self._note_model(message)
+        if content:
+            last_kind = _KIND_BY_TYPE.get(_get_str(content[-1], "type") or "", "")
+            self.phase = _PHASE_BY_KIND.get(last_kind, self.phase)
+
+    def _on_user(self, event: dict[str, Any]) -> None:
+        for block in _content_blocks(_get_dict(event, "message")):
+            if _get_str(block, "type") == "tool_result":
+                self._finish_tool(block, _get_str(event, "parent_tool_use_id"))
+
+    # result
+
+    def _on_result(self, event: dict[str, Any]) -> None:
+        self.result = event
+        subtype = _get_str(event, "subtype")
+        self.is_error = event.get("is_error") is True or subtype not in (None, "success")
+        self.api_error_status = _get_int(event, "api_error_status")
+        if self.api_error_status is None and self.is_error:
+            self.api_error_status = _status_in_text(_get_str(event, "result") or "")
+        self.cost_usd = _get_float(event, "total_cost_usd", "cost_usd")
+        self.usage = _get_dict(event, "usage")
+        self.num_turns = _get_int(event, "num_turns")
+        self.duration_ms = _get_int(event, "duration_ms")
+        self.duration_api_ms = _get_int(event, "duration_api_ms")
+        if self.model is None:
+            self.model = next(iter(_get_dict(event, "modelUsage")), None)
+        self.session_id = _get_str(event, "session_id") or self.session_id
+        self.phase = "done"
+
+    # Messages
+
+    def _message(self, message_id: str | None) -> _Message:
+        if message_id is None:
+            self._anonymous += 1
+            message_id = f"\0anonymous-{self._anonymous}"
+        message = self._messages.get(message_id)
+        if message is None:
+            message = self._messages[message_id] = _Message(message_id)
+        return message
+
+    def _streaming_message(self) -> _Message:
+        if self._current is None:
+            self._current = self._message(None)
+        return self._current
+
+    def _drop_unconfirmed(self, keep: str | None = None) -> None:
+        """Forget streamed messages that no ``assistant`` event confirmed."""
+        doomed = [m for m in self._messages.values() if not m.final and m.id != keep]
+        for message in doomed:
+            del self._messages[message.id]
+            for block in message.live.values():
+                if block.tool_id is not None:
+                    self._forget_tool(block.tool_id)
+            if self._current is message:
+                self._current = None
+
+    def _note_model(self, message: dict[str, Any]) -> None:
+        model = _get_str(message, "model")
+        # Synthetic messages (API errors) name their model "<synthetic>".
+        if self.model is None and model and not model.startswith("<"):
+            self.model = model
+
+    @staticmethod
+    def _block_index(inner: dict[str, Any], message: _Message) -> int:
+        index = _get_int(inner, "index")
+        return index if index is not None else max(message.live, default=-1) + 1
+
+    def _texts(self) -> tuple[int, str, str]:
+        if self._joined[0] != self.version:
+            texts: list[str] = []
+            thoughts: list[str] = []
+            for message in self._messages.values():
+                for kind, text in _message_blocks(message):
+                    if text.strip():
+                        (texts if kind == "text" else thoughts).append(text)
+            self._joined = (self.version, "\n\n".join(texts), "\n\n".join(thoughts))
+        return self._joined
+
+    # Tools
+
+    def _start_tool(self, block: dict[str, Any]) -> str:
+        tool_id = _get_str(block, "id") or f"\0tool-{len(self._tools) + 1}"
+        if tool_id not in self._tools:
+            self._tools[tool_id] = ToolCall(tool_id, _get_str(block, "name") or "")
+        self._inputs[tool_id] = []
+        self._dirty_inputs.add(tool_id)
+        return tool_id
+
+    def _confirm_tool(self, block: dict[str, Any], parent: str | None) -> None:
+        tool_id = _get_str(block, "id")
+        if tool_id is None:
+            return
+        tool = self._tools.get(tool_id)
+        if tool is None:
+            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent)
+        tool.name = _get_str(block, "name") or tool.name
+        tool.input = _get_dict(block, "input")
+        self._inputs.pop(tool_id, None)
+        self._dirty_inputs.discard(tool_id)
+
+    def _finish_tool(self, block: dict[str, Any], parent: str | None) -> None:
+        tool_id = _get_str(block, "tool_use_id") or f"\0tool-{len(self._tools) + 1}"
+        tool = self._tools.get(tool_id)
+        if tool is None:
+            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent)
+        tool.result = _tool_result_text(block.get("content"))
+        tool.is_error = block.get("is_error") is True
+        tool.status = "done"
+
+    def _forget_tool(self, tool_id: str) -> None:
+        tool = self._tools.get(tool_id)
+        if tool is not None and tool.status == "pending":
+            del self._tools[tool_id]
+            self._inputs.pop(tool_id, None)
+            self._dirty_inputs.discard(tool_id)
+
+
+_Handler = Callable[[ClaudeRun, dict[str, Any]], None]
+_HANDLERS: dict[str, _Handler] = {
+    "system": ClaudeRun._on_system,
+    "stream_event": ClaudeRun._on_stream_event,
+    "assistant": ClaudeRun._on_assistant,
+    "user": ClaudeRun._on_user,
+    "result": ClaudeRun._on_result,
+}
+_STREAM_HANDLERS: dict[str, _Handler] = {
+    "message_start": ClaudeRun._on_message_start,
+    "content_block_start": ClaudeRun._on_block_start,
+    "content_block_delta": ClaudeRun._on_block_delta,
+    "content_block_stop": ClaudeRun._on_block_stop,
+}
+
+
+def summary(run: ClaudeRun) -> dict[str, Any]:
+    """Facts for a footer: status, cost, tokens, turns, duration, model, session.
+
+    ``status`` is ``"running"`` until the result arrives, then ``"success"`` or
+    ``"error"``. Token counts come from the result's ``usage``; any value the
+    CLI did not report is ``None``.
+    """
+    usage = run.usage
+    status = "running" if run.result is None else "error" if run.is_error else "success"
+    return {
+        "status": status,
+        "subtype": run.subtype,
+        "cost_usd": run.cost_usd,
+        "input_tokens": _get_int(usage, "input_tokens"),
+        "output_tokens": _get_int(usage, "output_tokens"),
+        "cache_read_tokens": _get_int(usage, "cache_read_input_tokens"),
+        "cache_creation_tokens": _get_int(usage, "cache_creation_input_tokens"),
+        "turns": run.num_turns,
+        "duration_ms": run.duration_ms,
+        "duration_api_ms": run.duration_api_ms,
+        "model": run.model,
+        "session_id": run.session_id,
+        "api_error_status": run.api_error_status,
+        "tool_calls": len(run.tool_calls),
+        "retries": len(run.retries),
+    }
+
+
+# Helpers over untrusted JSON: each returns None or an empty value when the
+# field is missing or has another type.
+
+
+def _get_str(obj: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def _get_int(obj: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and math.isfinite(value):
+            return int(value)
+        if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+            return int(value)
+    return None
+
+
+def _get_float(obj: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            number = _finite_float(value)
+            if number is not None:
+                return number
+    return None
+
+
+def _finite_float(value: int | float | str) -> float | None:
+    if isinstance(value, str) and not _FLOAT_RE.fullmatch(value.strip()):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _get_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _get_list(obj: dict[str, Any], key: str) -> list[Any]:
+    value = obj.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _strip_cr(line: str) -> str:
+    return line[:-1] if line.endswith("\r") else line
+
+
+def _tool_name(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    return _get_str(value, "name") if isinstance(value, dict) else None
+
+
+def _content_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The content blocks of an API message; a bare string is one text block."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def _merge_content(
+    final: list[dict[str, Any]], content: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Merge a new ``assistant`` event into the blocks already confirmed.
+
+    The CLI may send one event per content block or resend the whole message;
+    a resend starts with the blocks we have, anything else is appended.
+    """
+    if content[: len(final)] == final:
+        return list(content)
+    return final + content
+
+
+def _message_blocks(message: _Message) -> list[tuple[str, str]]:
+    """``(kind, text)`` for each block: confirmed where known, else streamed."""
+    blocks = []
+    for index, block in enumerate(message.final):
+        kind = _KIND_BY_TYPE.get(_get_str(block, "type") or "", "other")
+        text = (_get_str(block, kind) or "") if kind in ("text", "thinking") else ""
+        live = message.live.get(index)
+        # Some models confirm thinking with an empty text after streaming it.
+        if not text and kind == "thinking" and live is not None and live.kind == kind:
+            text = "".join(live.pieces)
+        blocks.append((kind, text))
+    for index in sorted(i for i in message.live if i >= len(message.final)):
+        live = message.live[index]
+        blocks.append((live.kind, "".join(live.pieces)))
+    return blocks
+
+
+def _parse_input(text: str) -> dict[str, Any] | str:
+    """A completed tool input as an object, or the text if it is not one."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except (ValueError, RecursionError):
+        return text
+    return value if isinstance(value, dict) else text
+
+
+def _tool_result_text(content: Any) -> str:
+    """A ``tool_result`` content (string or list of blocks) as plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(_result_block_text(block) for block in content)
+    return json.dumps(content, ensure_ascii=False)
+
+
+def _result_block_text(block: Any) -> str:
+    if isinstance(block, dict):
+        text = _get_str(block, "text")
+        if text is not None:
+            return text
+        return f"[{_get_str(block, 'type') or 'content'}]"
+    return block if isinstance(block, str) else json.dumps(block, ensure_ascii=False)
+
+
+def _parse_retry(event: dict[str, Any]) -> ApiRetry:
+    delay_ms = _get_float(event, *_DELAY_MS_KEYS)
+    delay = delay_ms / 1000 if delay_ms is not None else _get_float(event, *_DELAY_S_KEYS)
+    return ApiRetry(
+        attempt=_get_int(event, *_ATTEMPT_KEYS),
+        max_retries=_get_int(event, *_MAX_RETRY_KEYS),
+        delay_seconds=delay,
+        error_status=_get_int(event, *_STATUS_KEYS),
+        message=_error_text(event.get("error")) or _get_str(event, "message") or "",
+    )
+
+
+def _error_text(value: Any, depth: int = 0) -> str:
+    """The message inside an error value: a string, or ``{"message": ...}``."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict) or depth > 3:
+        return ""
+    return (
+        _get_str(value, "message")
+        or _error_text(value.get("error"), depth + 1)
+        or _get_str(value, "type")
+        or ""
+    )
+
+
+def _status_in_text(text: str) -> int | None:
+    match = _API_STATUS_RE.search(text)
+    return int(match.group(1)) if match else None
+
+
+def _plain_error(text: str) -> str:
+    """``API Error: 529 {"error": {"message": "Overloaded"}}`` -> ``API Error: 529 Overloaded``."""
+    start = text.find("{")
+    if start < 0:
+        return text.strip()
+    try:
+        body = json.loads(text[start:])
+    except (ValueError, RecursionError):
+        return text.strip()
+    message = _error_text(body)
+    return f"{text[:start].strip()} {message}".strip() if message else text.strip()
+
+
+def _error_of_result(result: dict[str, Any]) -> str:
+    text = _get_str(result, "result")
+    if text and text.strip():
+        return _plain_error(text)
+    errors = [e for e in map(_error_text, _get_list(result, "errors")) if e]
+    if errors:
+        return "\n".join(errors)
+    subtype = _get_str(result, "subtype") or "error"
+    if subtype == "error_max_turns":
+        turns = _get_int(result, "num_turns")
+        return f"Stopped after reaching the maximum number of turns ({turns})."
+    return f"Claude run failed ({subtype})."

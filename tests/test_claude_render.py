@@ -1,0 +1,495 @@
+"""Tests for the HTML rendering of a Claude run: sanitizing, Markdown, retries, tools, footer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cc_executor_nb import claude_render
+from cc_executor_nb.claude_render import (
+    format_cost,
+    format_duration,
+    format_seconds,
+    render_answer_html,
+    render_claude_html,
+    render_error_html,
+    render_footer_html,
+    render_retries_html,
+    render_thinking_html,
+    render_tool_cards_html,
+    retry_text,
+    status_name,
+    tool_input_summary,
+)
+from cc_executor_nb.streamjson import ApiRetry, ClaudeRun
+
+XSS = "<img src=x onerror=alert(1)>\n\n<script>alert(2)</script>\n\n[x](javascript:alert(3))"
+SAFE_SCHEMES = ("http:", "https:", "mailto:")
+DANGEROUS_TAGS = {"script", "style", "iframe", "img", "object", "embed", "svg", "math", "form"}
+
+
+class TagCollector(HTMLParser):
+    """Collects every start tag with its attributes, as a browser would see them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Record one start tag."""
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags_of(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    """The start tags of an HTML fragment."""
+    collector = TagCollector()
+    collector.feed(html)
+    collector.close()
+    return collector.tags
+
+
+def assert_inert(html: str) -> None:
+    """No dangerous tag, no event-handler attribute, no href outside http/https/mailto."""
+    for tag, attrs in tags_of(html):
+        assert tag not in DANGEROUS_TAGS, tag
+        assert not [name for name in attrs if name.startswith("on")], attrs
+        href = (attrs.get("href") or "https:").strip().lower()
+        assert href.startswith(SAFE_SCHEMES), href
+
+
+@pytest.fixture(params=["nh3", "markdown-it only"])
+def sanitizer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Run a test with nh3 cleaning, and again as if nh3 were not installed."""
+    if request.param == "nh3" and claude_render._nh3 is None:
+        pytest.skip("nh3 is not installed")
+    if request.param != "nh3":
+        monkeypatch.setattr(claude_render, "_nh3", None)
+    yield request.param
+
+
+def line(**event: Any) -> str:
+    """One stream-json line."""
+    return json.dumps(event)
+
+
+def run_of(*lines: str) -> ClaudeRun:
+    """A run fed the given lines."""
+    run = ClaudeRun()
+    for each in lines:
+        run.feed_line(each)
+    return run
+
+
+def answered(text: str) -> ClaudeRun:
+    """A finished run whose answer is ``text``."""
+    return run_of(
+        line(type="assistant", message={"id": "m1", "content": [{"type": "text", "text": text}]}),
+        line(type="result", subtype="success", is_error=False, result=text),
+    )
+
+
+# Sanitizing
+
+
+def test_xss_answer_has_no_script_tag(sanitizer: str) -> None:
+    """A <script> in the answer never becomes a script element."""
+    assert "<script" not in render_answer_html(XSS).lower()
+
+
+def test_xss_answer_has_no_onerror_attribute(sanitizer: str) -> None:
+    """An <img onerror> in the answer is text, not an element with a handler."""
+    html = render_answer_html(XSS)
+    assert "<img" not in html and all("onerror" not in attrs for _, attrs in tags_of(html))
+
+
+def test_xss_answer_has_no_javascript_href(sanitizer: str) -> None:
+    """A javascript: link in the answer never becomes an href."""
+    html = render_answer_html(XSS)
+    assert 'href="javascript:' not in html.lower() and not [t for t in tags_of(html) if t[0] == "a"]
+
+
+@pytest.mark.parametrize(
+    "markdown",
+    [
+        "[x](JaVaScRiPt:alert(1))",
+        "<javascript:alert(1)>",
+        "[x](java&#115;cript:alert(1))",
+        "[x][r]\n\n[r]: javascript:alert(1)",
+        "[x](data:text/html,<script>alert(1)</script>)",
+        "[x](vbscript:msgbox(1))",
+        '<a href="javascript:alert(1)">x</a>',
+        "<iframe src=https://evil></iframe>",
+        "<style>body{display:none}</style>",
+        "<svg onload=alert(1)>",
+    ],
+)
+def test_other_attacks_are_inert(sanitizer: str, markdown: str) -> None:
+    """Obfuscated schemes, reference links, raw tags and autolinks all render inert."""
+    assert_inert(render_answer_html(markdown))
+
+
+def test_images_are_not_rendered(sanitizer: str) -> None:
+    """Markdown images do not become <img> elements (nothing is fetched)."""
+    assert "<img" not in render_answer_html("![pixel](https://example.com/p.png)")
+
+
+def test_relative_links_are_not_rendered(sanitizer: str) -> None:
+    """A relative link stays text: only http, https and mailto become links."""
+    assert "<a " not in render_answer_html("[up](../secret) [frag](#x)")
+
+
+def test_https_link_opens_in_new_tab(sanitizer: str) -> None:
+    """An https link keeps its href and opens in a new tab with noopener."""
+    (attrs,) = [
+        a for tag, a in tags_of(render_answer_html("[docs](https://example.com/a)")) if tag == "a"
+    ]
+    assert (attrs["href"], attrs["target"], "noopener" in (attrs["rel"] or "")) == (
+        "https://example.com/a",
+        "_blank",
+        True,
+    )
+
+
+def test_mailto_link_is_kept(sanitizer: str) -> None:
+    """A mailto link is rendered as a link."""
+    assert 'href="mailto:a@example.com"' in render_answer_html("[mail](mailto:a@example.com)")
+
+
+# fmt: off
+MARKUP = [
+    *"<>\"'=/:;&#()[]!*`~|-\n ajvs", "javascript:", "JaVa\tScript:", "http:", "data:", "](",
+    "[x]", "<script>", "<img src=x onerror=alert(1)>", "<a href=", "&#58;", "&#x6A;", "```",
+    "\n\n", "<", "%3C", "\\", "mailto:",
+]
+# fmt: on
+
+
+def render_without_nh3(markdown: str) -> str:
+    """Render as if nh3 were not installed (a fixture cannot wrap hypothesis examples)."""
+    saved = claude_render._nh3
+    claude_render._nh3 = None
+    try:
+        return render_answer_html(markdown)
+    finally:
+        claude_render._nh3 = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(MARKUP), max_size=40).map("".join))
+def test_any_markdown_renders_inert(markdown: str) -> None:
+    """Any mix of markup fragments renders inert, with and without nh3."""
+    assert_inert(render_answer_html(markdown))
+    assert_inert(render_without_nh3(markdown))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=40), st.text(max_size=80))
+def test_untrusted_run_text_is_inert(text: str, name: str, tool_text: str) -> None:
+    """Model text, tool names, inputs and results render inert everywhere in the run."""
+    tool = {"type": "tool_use", "id": "t1", "name": name, "input": {"command": tool_text}}
+    content = [{"type": "thinking", "thinking": text}, {"type": "text", "text": text}, tool]
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": tool_text}
+    run = run_of(
+        line(type="system", subtype="init", session_id=name, model=name),
+        line(type="assistant", message={"id": "m1", "content": content}),
+        line(type="user", message={"content": [tool_result]}),
+        line(type="system", subtype="api_retry", attempt=1, error=text),
+        line(type="result", subtype="success", is_error=True, result=text),
+    )
+    assert_inert(render_claude_html(run))
+
+
+# Markdown
+
+
+def test_bold_renders_strong(sanitizer: str) -> None:
+    """**bold** becomes <strong>."""
+    assert "<strong>bold</strong>" in render_answer_html("**bold**")
+
+
+def test_code_fence_renders_pre_code(sanitizer: str) -> None:
+    """A fenced code block becomes <pre><code> with its content escaped."""
+    html = render_answer_html("```python\nif a < b:\n    pass\n```")
+    assert "<pre><code" in html and "if a &lt; b:" in html
+
+
+def test_table_and_strikethrough_render(sanitizer: str) -> None:
+    """GFM tables and ~~strikethrough~~ are enabled."""
+    html = render_answer_html("| a | b |\n|---|---|\n| 1 | 2 |\n\n~~gone~~")
+    assert "<table>" in html and "<s>gone</s>" in html
+
+
+def test_blank_answer_renders_nothing() -> None:
+    """Whitespace-only Markdown renders as an empty string."""
+    assert render_answer_html("  \n") == ""
+
+
+# Thinking and tools
+
+
+def test_thinking_is_collapsed_and_escaped() -> None:
+    """Thinking sits in a closed <details> with its text escaped."""
+    run = run_of(
+        line(
+            type="assistant",
+            message={"id": "m1", "content": [{"type": "thinking", "thinking": "<b>hm</b>"}]},
+        )
+    )
+    html = render_thinking_html(run)
+    assert html.startswith('<details class="cc-thinking">') and "&lt;b&gt;hm&lt;/b&gt;" in html
+
+
+def test_no_thinking_renders_nothing() -> None:
+    """A run without thinking renders no thinking block."""
+    assert render_thinking_html(ClaudeRun()) == ""
+
+
+def tool_run(command: str, output: str | None, is_error: bool = False) -> ClaudeRun:
+    """A run with one Bash call, finished when ``output`` is given."""
+    tool = {"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": command}}
+    lines = [line(type="assistant", message={"id": "m1", "content": [tool]})]
+    if output is not None:
+        result = {
+            "type": "tool_result",
+            "tool_use_id": "t1",
+            "content": output,
+            "is_error": is_error,
+        }
+        lines.append(line(type="user", message={"content": [result]}))
+    return run_of(*lines)
+
+
+def test_tool_card_shows_name_input_and_folded_result() -> None:
+    """A finished call shows its name, input and a collapsed, escaped result."""
+    html = render_tool_cards_html(tool_run("ls -la", "a.txt\n<b>.txt"))
+    expected = [
+        '<strong class="cc-tool-name">Bash</strong>',
+        "ls -la",
+        "<details>",
+        "&lt;b&gt;.txt",
+    ]
+    assert all(part in html for part in expected)
+
+
+def test_tool_card_marks_pending_and_error() -> None:
+    """A pending call is marked running and a failed one error."""
+    pending = render_tool_cards_html(tool_run("sleep 9", None))
+    failed = render_tool_cards_html(tool_run("false", "exit 1", is_error=True))
+    assert "cc-tool-running" in pending and "cc-tool-error" in failed
+
+
+def test_tool_input_is_truncated() -> None:
+    """A long input is cut to 120 characters ending with an ellipsis."""
+    summary = tool_input_summary({"command": "x" * 500})
+    assert (len(summary), summary[-1]) == (120, "…")
+
+
+def test_tool_input_summary_prefers_telling_field() -> None:
+    """The file path is shown alone; other inputs fall back to compact JSON."""
+    shown = (tool_input_summary({"file_path": "/a/b.py", "limit": 3}), tool_input_summary({"n": 1}))
+    assert shown == ("/a/b.py", '{"n":1}')
+
+
+def test_no_tools_renders_nothing() -> None:
+    """A run without tool calls renders no tool cards."""
+    assert render_tool_cards_html(ClaudeRun()) == ""
+
+
+# Retries and errors
+
+
+def test_retry_text_exact() -> None:
+    """A 529 retry reads exactly as specified."""
+    assert (
+        retry_text(ApiRetry(3, 10, 4.0, 529, "overloaded"))
+        == "API overloaded (529), retry 3 of 10 in 4 s"
+    )
+
+
+def test_retry_text_rate_limit_with_fraction() -> None:
+    """A 429 retry names the rate limit and keeps one decimal of the delay."""
+    assert (
+        retry_text(ApiRetry(1, 10, 1.5, 429, "rate_limit"))
+        == "API rate limited (429), retry 1 of 10 in 1.5 s"
+    )
+
+
+def test_retry_text_without_status_uses_category() -> None:
+    """Without a status the CLI's error category names the problem."""
+    assert retry_text(ApiRetry(2, None, None, None, "rate_limit")) == "API rate limited, retry 2"
+
+
+@pytest.mark.parametrize(
+    ("status", "name"),
+    [
+        (401, "unauthorized"),
+        (429, "rate limited"),
+        (500, "server error"),
+        (529, "overloaded"),
+        (418, "request error"),
+        (599, "server error"),
+        (None, "error"),
+    ],
+)
+def test_status_names(status: int | None, name: str) -> None:
+    """HTTP statuses map to short names, with 4xx/5xx fallbacks."""
+    assert status_name(status) == name
+
+
+def retry_line(attempt: int) -> str:
+    """An api_retry line for a 529 with the given attempt."""
+    return line(
+        type="system",
+        subtype="api_retry",
+        attempt=attempt,
+        max_retries=10,
+        retry_delay_ms=4000,
+        error_status=529,
+    )
+
+
+def test_retries_html_shows_latest_while_live() -> None:
+    """While the run is live, only the latest retry is shown."""
+    html = render_retries_html(run_of(retry_line(1), retry_line(3)))
+    assert "retry 3 of 10 in 4 s" in html and "retry 1 of" not in html
+
+
+def test_retries_html_hidden_when_done() -> None:
+    """A finished run shows no retry line."""
+    run = run_of(retry_line(1), line(type="result", subtype="success", is_error=False, result="ok"))
+    assert render_retries_html(run) == ""
+
+
+def error_run() -> ClaudeRun:
+    """A run that ended with an overloaded API error."""
+    message = (
+        'API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    )
+    return run_of(
+        line(
+            type="assistant",
+            message={
+                "id": "m1",
+                "model": "<synthetic>",
+                "content": [{"type": "text", "text": message}],
+            },
+        ),
+        line(type="result", subtype="success", is_error=True, result=message, api_error_status=529),
+    )
+
+
+def test_error_html_names_status_and_message() -> None:
+    """An API error shows its status name, code and plain message."""
+    html = render_error_html(error_run())
+    assert "API overloaded (529)" in html and "API Error: 529 Overloaded" in html
+
+
+def test_error_html_empty_for_success() -> None:
+    """A successful run renders no error block."""
+    assert render_error_html(answered("fine")) == ""
+
+
+def test_error_run_shows_error_not_raw_blob() -> None:
+    """The whole render of an API error shows the plain error, not the JSON blob."""
+    html = render_claude_html(error_run())
+    assert "cc-error" in html and "overloaded_error" not in html and "cc-answer" not in html
+
+
+# Footer
+
+
+def test_footer_fields() -> None:
+    """The footer shows cost, tokens, turns, duration, model and session id."""
+    usage = {"input_tokens": 1200, "output_tokens": 34, "cache_read_input_tokens": 5000}
+    run = run_of(
+        line(type="system", subtype="init", session_id="abc-123", model="claude-sonnet-4-5"),
+        line(type="result", subtype="success", is_error=False, result="ok", total_cost_usd=0.0123,
+             usage=usage, num_turns=2, duration_ms=4567),
+    )  # fmt: skip
+    html = render_footer_html(run)
+    parts = ["$0.0123", "1,200 in / 34 out tokens", "cache 5,000 read", "2 turns", "4.6 s",
+             "claude-sonnet-4-5", "session abc-123"]  # fmt: skip
+    assert [part for part in parts if part not in html] == []
+
+
+def test_footer_while_running() -> None:
+    """Before the result, the footer says the run is in progress."""
+    html = render_footer_html(
+        run_of(line(type="system", subtype="init", session_id="s", model="m"))
+    )
+    assert "running…" in html and "$" not in html
+
+
+def test_footer_escapes_model_name() -> None:
+    """A hostile model name is escaped in the footer."""
+    html = render_footer_html(
+        run_of(line(type="system", subtype="init", model="<script>x</script>"))
+    )
+    assert "<script" not in html
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(850, "850 ms"), (12_345, "12.3 s"), (125_000, "2 min 05 s"), (3_725_000, "1 h 02 min")],
+)
+def test_format_duration(value: float, text: str) -> None:
+    """Durations read naturally from milliseconds to hours."""
+    assert format_duration(value) == text
+
+
+def test_format_cost_and_seconds() -> None:
+    """Cost has four decimals; whole-second delays have no decimal."""
+    assert (format_cost(0.0123), format_seconds(4.0), format_seconds(12.4)) == (
+        "$0.0123",
+        "4 s",
+        "12 s",
+    )
+
+
+# Everything
+
+
+def test_claude_html_stitches_parts() -> None:
+    """A finished run renders its answer and footer inside one container."""
+    html = render_claude_html(answered("**done**"))
+    assert (
+        html.startswith('<div class="cc-run">')
+        and "<strong>done</strong>" in html
+        and "cc-footer" in html
+    )
+
+
+RECORDINGS = sorted((Path(__file__).parent / "data" / "streamjson").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.stem)
+def test_recordings_render_inert(path: Path) -> None:
+    """Every real recording renders, and renders inert."""
+    run = ClaudeRun()
+    run.feed(path.read_text(encoding="utf-8"))
+    run.feed_eof()
+    assert_inert(render_claude_html(run))
+
+
+def test_recorded_markdown_xss_renders_markdown_not_markup() -> None:
+    """The recorded hostile answer keeps its Markdown and loses its markup."""
+    path = Path(__file__).parent / "data" / "streamjson" / "markdown_xss.jsonl"
+    if not path.is_file():
+        pytest.skip("no recording markdown_xss.jsonl")
+    run = ClaudeRun()
+    run.feed(path.read_text(encoding="utf-8"))
+    html = render_claude_html(run)
+    assert "<strong>bold</strong>" in html and "<script" not in html and "<img" not in html
+
+
+def test_hidden_thinking_shows_token_estimate() -> None:
+    """While thinking text is not streamed, the token estimate is shown."""
+    run = run_of(line(type="system", subtype="thinking_tokens", estimated_tokens=1234))
+    assert "Thinking… (~1,234 tokens)" in render_thinking_html(run)

@@ -1,0 +1,802 @@
+"""Tests for the pure stream-json parser: line splitting, events, errors, fuzzing, recordings."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cc_executor_nb.streamjson import ApiRetry, ClaudeRun, LineSplitter, summary
+
+RECORDINGS = Path(__file__).parent / "data" / "streamjson"
+
+
+def line(**event: Any) -> str:
+    """One stream-json line."""
+    return json.dumps(event)
+
+
+def stream(inner: dict[str, Any], parent: str | None = None) -> str:
+    """A stream_event line wrapping one raw API event."""
+    return line(
+        type="stream_event", event=inner, session_id="s1", parent_tool_use_id=parent, uuid="u"
+    )
+
+
+def start(message_id: str) -> str:
+    """message_start for a message id."""
+    return stream(
+        {
+            "type": "message_start",
+            "message": {"id": message_id, "model": "claude-test", "content": []},
+        }
+    )
+
+
+def block_start(index: int, block: dict[str, Any]) -> str:
+    """content_block_start at an index."""
+    return stream({"type": "content_block_start", "index": index, "content_block": block})
+
+
+def delta(index: int, kind: str, **fields: Any) -> str:
+    """content_block_delta of a given delta type."""
+    return stream(
+        {"type": "content_block_delta", "index": index, "delta": {"type": kind, **fields}}
+    )
+
+
+def stop(index: int) -> str:
+    """content_block_stop at an index."""
+    return stream({"type": "content_block_stop", "index": index})
+
+
+def assistant(message_id: str, *content: dict[str, Any], parent: str | None = None) -> str:
+    """An assistant message with content blocks."""
+    message = {
+        "id": message_id,
+        "model": "claude-test",
+        "role": "assistant",
+        "content": list(content),
+    }
+    return line(type="assistant", message=message, parent_tool_use_id=parent, session_id="s1")
+
+
+def text(value: str) -> dict[str, Any]:
+    """A text content block."""
+    return {"type": "text", "text": value}
+
+
+def init() -> str:
+    """A system/init line."""
+    return line(
+        type="system",
+        subtype="init",
+        session_id="s1",
+        model="claude-test",
+        tools=["Bash", "Read"],
+        cwd="/w",
+    )
+
+
+def result(**fields: Any) -> str:
+    """A result line with success defaults."""
+    event = {
+        "type": "result",
+        "subtype": "success",
+        "is_error": False,
+        "result": "",
+        "session_id": "s1",
+    }
+    return line(**{**event, **fields})
+
+
+def run_of(*lines: str) -> ClaudeRun:
+    """A run fed the given lines."""
+    run = ClaudeRun()
+    for each in lines:
+        run.feed_line(each)
+    return run
+
+
+def streamed_text(message_id: str, *pieces: str) -> list[str]:
+    """The stream events of a message with one text block made of pieces."""
+    deltas = [delta(0, "text_delta", text=piece) for piece in pieces]
+    return [start(message_id), block_start(0, text("")), *deltas]
+
+
+# LineSplitter
+
+
+def test_splitter_returns_complete_lines_and_keeps_partial() -> None:
+    """Complete lines come out; the unfinished tail waits for its newline."""
+    splitter = LineSplitter()
+    assert splitter.feed("a\nb\nc") == ["a", "b"]
+    assert splitter.feed("d\n") == ["cd"]
+
+
+def test_splitter_chunk_without_newline_returns_nothing() -> None:
+    """A chunk with no newline only grows the pending line."""
+    splitter = LineSplitter()
+    assert (splitter.feed("abc"), splitter.pending) == ([], 3)
+
+
+def test_splitter_flush_returns_rest_once() -> None:
+    """flush returns the unfinished line, then nothing."""
+    splitter = LineSplitter()
+    splitter.feed("x\nrest")
+    assert (splitter.flush(), splitter.flush(), splitter.pending) == ("rest", "", 0)
+
+
+def test_splitter_strips_carriage_returns() -> None:
+    """CRLF line endings yield lines without the CR."""
+    assert LineSplitter().feed("a\r\nb\r\n") == ["a", "b"]
+
+
+def test_splitter_joins_megabyte_line_from_pieces() -> None:
+    """A 5 MB line fed in 64 KiB pieces comes out whole and only once."""
+    big = "x" * (5 * 1024 * 1024)
+    splitter = LineSplitter()
+    pieces = [big[i : i + 65536] for i in range(0, len(big), 65536)]
+    out = [found for piece in pieces for found in splitter.feed(piece)] + splitter.feed("\n")
+    assert out == [big]
+
+
+# init, text, thinking
+
+
+def test_init_sets_session_model_tools_cwd() -> None:
+    """system/init fills session_id, model, tools and cwd."""
+    run = run_of(init())
+    assert (run.session_id, run.model, run.tools, run.cwd) == (
+        "s1",
+        "claude-test",
+        ["Bash", "Read"],
+        "/w",
+    )
+
+
+def test_text_deltas_accumulate_live() -> None:
+    """Text deltas of the current message build the text while it streams."""
+    run = run_of(*streamed_text("m1", "Hel", "lo ", "world"))
+    assert (run.text, run.phase) == ("Hello world", "writing")
+
+
+def test_assistant_message_replaces_deltas() -> None:
+    """The assistant message's text is authoritative over the deltas."""
+    run = run_of(*streamed_text("m1", "Helo wrld"), stop(0), assistant("m1", text("Hello world")))
+    assert run.text == "Hello world"
+
+
+def test_midway_failed_stream_is_replaced_by_final_message() -> None:
+    """Partial deltas of a failed stream vanish when the non-streamed retry arrives."""
+    run = run_of(*streamed_text("m1", "The ans"), assistant("m2", text("The answer is 42.")))
+    assert run.text == "The answer is 42."
+
+
+def test_restreamed_message_drops_unconfirmed_partial() -> None:
+    """A new message_start forgets an earlier message that was never confirmed."""
+    run = run_of(*streamed_text("m1", "The ans"), *streamed_text("m2", "The answer"))
+    assert run.text == "The answer"
+
+
+def test_confirmed_message_survives_next_message_start() -> None:
+    """A message confirmed by an assistant event stays when the next one starts."""
+    run = run_of(
+        *streamed_text("m1", "One."), assistant("m1", text("One.")), *streamed_text("m2", "Two")
+    )
+    assert run.text == "One.\n\nTwo"
+
+
+def test_split_assistant_events_confirm_blocks_in_order() -> None:
+    """One assistant event per block confirms each block at its position."""
+    run = run_of(
+        start("m1"),
+        block_start(0, {"type": "thinking", "thinking": ""}),
+        delta(0, "thinking_delta", thinking="let me see"),
+        stop(0),
+        assistant("m1", {"type": "thinking", "thinking": "let me see"}),
+        block_start(1, text("")),
+        delta(1, "text_delta", text="Answ"),
+    )
+    assert (run.thinking, run.text) == ("let me see", "Answ")
+
+
+def test_thinking_deltas_accumulate() -> None:
+    """Thinking deltas build the thinking text and set the thinking phase."""
+    run = run_of(
+        start("m1"),
+        block_start(0, {"type": "thinking", "thinking": ""}),
+        delta(0, "thinking_delta", thinking="Hmm, "),
+        delta(0, "thinking_delta", thinking="two plus two."),
+    )
+    assert (run.thinking, run.phase, run.text) == ("Hmm, two plus two.", "thinking", "")
+
+
+def test_empty_confirmed_thinking_keeps_streamed_thinking() -> None:
+    """A thinking block confirmed with empty text keeps what was streamed."""
+    run = run_of(
+        start("m1"),
+        block_start(0, {"type": "thinking", "thinking": ""}),
+        delta(0, "thinking_delta", thinking="secret sauce"),
+        assistant("m1", {"type": "thinking", "thinking": "", "signature": "sig"}),
+    )
+    assert run.thinking == "secret sauce"
+
+
+def test_signature_delta_changes_nothing_visible() -> None:
+    """A signature delta adds no text or thinking."""
+    run = run_of(
+        start("m1"),
+        block_start(0, {"type": "thinking", "thinking": "a"}),
+        delta(0, "signature_delta", signature="zz"),
+    )
+    assert (run.thinking, run.text) == ("a", "")
+
+
+def test_multi_turn_texts_join_with_blank_lines() -> None:
+    """Texts of several assistant messages are joined by a blank line."""
+    run = run_of(assistant("m1", text("Let me check.")), assistant("m2", text("It is 4.")))
+    assert run.text == "Let me check.\n\nIt is 4."
+
+
+def test_answer_is_result_text_when_present() -> None:
+    """answer is the result's text, not the whole transcript."""
+    run = run_of(
+        assistant("m1", text("Let me check.")),
+        assistant("m2", text("It is 4.")),
+        result(result="It is 4."),
+    )
+    assert (run.answer, run.text) == ("It is 4.", "Let me check.\n\nIt is 4.")
+
+
+def test_answer_falls_back_to_text_before_result() -> None:
+    """Before the result, answer is the live text."""
+    assert run_of(*streamed_text("m1", "So far")).answer == "So far"
+
+
+def test_subagent_text_is_not_part_of_answer() -> None:
+    """Assistant text and deltas with a parent_tool_use_id stay out of text."""
+    run = run_of(
+        assistant("m9", text("sub says"), parent="toolu_1"),
+        stream({"type": "message_start", "message": {"id": "m8"}}, parent="toolu_1"),
+        assistant("m1", text("main says")),
+    )
+    assert run.text == "main says"
+
+
+def test_string_content_counts_as_text() -> None:
+    """An assistant message whose content is a bare string is text."""
+    run = run_of(line(type="assistant", message={"id": "m1", "content": "plain"}))
+    assert run.text == "plain"
+
+
+# result
+
+
+def test_success_result_fills_totals() -> None:
+    """A success result sets cost, usage, turns, durations and the done phase."""
+    usage = {
+        "input_tokens": 12,
+        "output_tokens": 34,
+        "cache_read_input_tokens": 5000,
+        "cache_creation_input_tokens": 70,
+    }
+    run = run_of(
+        init(),
+        result(
+            result="4",
+            total_cost_usd=0.0123,
+            usage=usage,
+            num_turns=2,
+            duration_ms=4567,
+            duration_api_ms=4000,
+        ),
+    )
+    facts = (
+        run.is_error,
+        run.cost_usd,
+        run.usage,
+        run.num_turns,
+        run.duration_ms,
+        run.duration_api_ms,
+        run.phase,
+    )
+    assert facts == (False, 0.0123, usage, 2, 4567, 4000, "done")
+
+
+def test_api_error_result_is_error_despite_success_subtype() -> None:
+    """subtype success with is_error true and api_error_status 529 is a failed run."""
+    message = (
+        'API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    )
+    run = run_of(result(is_error=True, result=message, api_error_status=529))
+    assert (run.is_error, run.api_error_status, run.subtype) == (True, 529, "success")
+
+
+def test_api_error_answer_is_plain_message() -> None:
+    """The answer of an API error carries the error message without the JSON blob."""
+    message = (
+        'API Error: 529 {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    )
+    run = run_of(result(is_error=True, result=message, api_error_status=529))
+    assert run.answer == "API Error: 529 Overloaded"
+
+
+def test_api_error_status_read_from_text_when_missing() -> None:
+    """Without api_error_status the status is taken from 'API Error: NNN' text."""
+    run = run_of(result(is_error=True, result="API Error: 429 rate limited"))
+    assert run.api_error_status == 429
+
+
+def test_error_subtype_without_result_uses_errors_list() -> None:
+    """error_during_execution shows its errors list as the answer."""
+    run = run_of(
+        line(
+            type="result", subtype="error_during_execution", is_error=True, errors=["boom", "bang"]
+        )
+    )
+    assert (run.is_error, run.answer) == (True, "boom\nbang")
+
+
+def test_max_turns_error_is_explained() -> None:
+    """error_max_turns without text says the turn limit was reached."""
+    run = run_of(line(type="result", subtype="error_max_turns", is_error=False, num_turns=3))
+    assert (run.is_error, run.answer) == (
+        True,
+        "Stopped after reaching the maximum number of turns (3).",
+    )
+
+
+def test_synthetic_model_name_is_ignored() -> None:
+    """An API-error message's '<synthetic>' model does not become the run's model."""
+    run = run_of(
+        line(type="assistant", message={"id": "m1", "model": "<synthetic>", "content": [text("x")]})
+    )
+    assert run.model is None
+
+
+def test_model_taken_from_model_usage_if_unknown() -> None:
+    """Without init, the model comes from the result's modelUsage."""
+    run = run_of(result(modelUsage={"claude-haiku": {"inputTokens": 1}}))
+    assert run.model == "claude-haiku"
+
+
+def test_summary_reports_footer_facts() -> None:
+    """summary gathers status, cost, tokens, turns, duration, model and session."""
+    usage = {
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cache_read_input_tokens": 3,
+        "cache_creation_input_tokens": 4,
+    }
+    run = run_of(
+        init(), result(result="ok", total_cost_usd=0.5, usage=usage, num_turns=1, duration_ms=10)
+    )
+    facts = summary(run)
+    expected = {
+        "status": "success",
+        "cost_usd": 0.5,
+        "input_tokens": 1,
+        "output_tokens": 2,
+        "cache_read_tokens": 3,
+        "cache_creation_tokens": 4,
+        "turns": 1,
+        "duration_ms": 10,
+        "model": "claude-test",
+        "session_id": "s1",
+    }
+    assert {key: facts[key] for key in expected} == expected
+
+
+def test_summary_status_running_then_error() -> None:
+    """summary's status is running before the result and error after a failed one."""
+    run = run_of(init())
+    before = summary(run)["status"]
+    run.feed_line(result(is_error=True, result="API Error: 500 x"))
+    assert (before, summary(run)["status"]) == ("running", "error")
+
+
+# api_retry
+
+
+def test_api_retry_fields_are_parsed() -> None:
+    """system/api_retry becomes an ApiRetry with the delay in seconds."""
+    event = dict(
+        type="system",
+        subtype="api_retry",
+        attempt=3,
+        max_retries=10,
+        retry_delay_ms=4000,
+        error_status=529,
+        error="overloaded",
+    )
+    run = run_of(line(**event))
+    assert run.retries == [
+        ApiRetry(
+            attempt=3, max_retries=10, delay_seconds=4.0, error_status=529, message="overloaded"
+        )
+    ]
+
+
+def test_api_retry_accepts_other_spellings() -> None:
+    """Alternative field names and an error object are understood."""
+    event = dict(
+        type="system",
+        subtype="api_retry",
+        retryAttempt=2,
+        maxRetries=5,
+        delay=1.5,
+        status=429,
+        error={"message": "Slow down"},
+    )
+    run = run_of(line(**event))
+    assert run.retries == [
+        ApiRetry(attempt=2, max_retries=5, delay_seconds=1.5, error_status=429, message="Slow down")
+    ]
+
+
+def test_api_retry_tolerates_missing_fields() -> None:
+    """A bare api_retry yields an ApiRetry of Nones."""
+    run = run_of(line(type="system", subtype="api_retry", error_status=None))
+    assert run.retries == [ApiRetry(None, None, None, None, "")]
+
+
+# Tools
+
+
+def tool_stream(tool_id: str = "toolu_1") -> list[str]:
+    """A message streaming a Bash tool_use whose input arrives in pieces."""
+    return [
+        start("m1"),
+        block_start(0, {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {}}),
+        delta(0, "input_json_delta", partial_json='{"comm'),
+        delta(0, "input_json_delta", partial_json='and": "ls -la"}'),
+    ]
+
+
+def test_tool_input_is_partial_json_while_streaming() -> None:
+    """While streaming, a tool call's input is the partial JSON text."""
+    run = run_of(*tool_stream())
+    tool = run.tool_calls[0]
+    assert (tool.id, tool.name, tool.input, tool.status, run.phase) == (
+        "toolu_1",
+        "Bash",
+        '{"command": "ls -la"}',
+        "pending",
+        "tool",
+    )
+
+
+def test_tool_input_parsed_at_block_stop() -> None:
+    """content_block_stop turns the streamed input into an object."""
+    run = run_of(*tool_stream(), stop(0))
+    assert run.tool_calls[0].input == {"command": "ls -la"}
+
+
+def test_tool_result_completes_call() -> None:
+    """A user tool_result sets the result text and marks the call done."""
+    tool_use = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+    tool_result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": "a\nb",
+        "is_error": False,
+    }
+    run = run_of(
+        *tool_stream(),
+        stop(0),
+        assistant("m1", tool_use),
+        line(type="user", message={"role": "user", "content": [tool_result]}),
+    )
+    tool = run.tool_calls[0]
+    assert (len(run.tool_calls), tool.input, tool.result, tool.is_error, tool.status) == (
+        1,
+        {"command": "ls"},
+        "a\nb",
+        False,
+        "done",
+    )
+
+
+def test_tool_result_blocks_and_error_flag() -> None:
+    """A list-of-blocks tool_result is joined and is_error is kept."""
+    content = [
+        {"type": "text", "text": "first"},
+        {"type": "text", "text": "second"},
+        {"type": "image"},
+    ]
+    tool_result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_9",
+        "content": content,
+        "is_error": True,
+    }
+    run = run_of(line(type="user", message={"content": [tool_result]}))
+    tool = run.tool_calls[0]
+    assert (tool.result, tool.is_error, tool.status) == ("first\nsecond\n[image]", True, "done")
+
+
+def test_unconfirmed_streamed_tool_is_dropped_with_its_message() -> None:
+    """A tool call from a failed stream disappears when another message arrives."""
+    tool_use = {"type": "tool_use", "id": "toolu_2", "name": "Read", "input": {"file_path": "/x"}}
+    run = run_of(*tool_stream("toolu_1"), assistant("m2", tool_use))
+    assert [(t.id, t.input) for t in run.tool_calls] == [("toolu_2", {"file_path": "/x"})]
+
+
+def test_subagent_tool_call_records_parent() -> None:
+    """A subagent's tool_use is listed with its parent_tool_use_id."""
+    tool_use = {"type": "tool_use", "id": "toolu_5", "name": "Grep", "input": {"pattern": "x"}}
+    run = run_of(assistant("m7", tool_use, parent="toolu_task"))
+    assert run.tool_calls[0].parent_tool_use_id == "toolu_task"
+
+
+# Robustness
+
+
+def test_unknown_event_type_is_counted() -> None:
+    """An unknown event type is counted, not raised."""
+    run = run_of(line(type="mystery", x=1), stream({"type": "brand_new"}))
+    assert run.unknown_events == 2
+
+
+def test_non_json_line_is_kept_raw() -> None:
+    """A line that is not JSON is kept in raw_lines."""
+    run = run_of("Error: something went wrong", "[1, 2]")
+    assert list(run.raw_lines) == ["Error: something went wrong", "[1, 2]"]
+
+
+def test_raw_lines_are_bounded() -> None:
+    """Only the last MAX_RAW_LINES raw lines are kept, each truncated."""
+    run = run_of(*(f"junk {i}" for i in range(ClaudeRun.MAX_RAW_LINES + 5)), "y" * 5000)
+    assert (len(run.raw_lines), run.raw_lines[0], len(run.raw_lines[-1])) == (
+        ClaudeRun.MAX_RAW_LINES,
+        "junk 6",
+        ClaudeRun.MAX_RAW_LINE_CHARS + 1,
+    )
+
+
+def test_wrong_typed_fields_do_not_raise() -> None:
+    """Fields of the wrong type are ignored without error."""
+    run = run_of(
+        line(type="system", subtype="init", session_id=5, model=["x"], tools="Bash", cwd=None),
+        line(type="assistant", message="nope"),
+        line(
+            type="user",
+            message={"content": [{"type": "tool_result", "tool_use_id": 3, "content": {"a": 1}}]},
+        ),
+        stream(
+            {
+                "type": "content_block_delta",
+                "index": "0",
+                "delta": {"type": "text_delta", "text": 7},
+            }
+        ),
+        line(type="result", usage=[1], total_cost_usd="cheap", num_turns="2"),
+    )
+    assert (run.malformed_events, run.num_turns, run.cost_usd, run.usage) == (0, 2, None, {})
+
+
+def test_version_bumps_per_line_but_not_for_blank() -> None:
+    """Every applied line bumps version; blank lines do not."""
+    run = run_of(init(), "", "   ", "junk")
+    assert run.version == 2
+
+
+def test_feed_splits_chunks_and_eof_applies_last_line() -> None:
+    """feed handles arbitrary chunking; feed_eof applies an unterminated last line."""
+    text_ = "\n".join([init(), *streamed_text("m1", "ab", "cd"), result(result="abcd")])
+    run = ClaudeRun()
+    for i in range(0, len(text_), 7):
+        run.feed(text_[i : i + 7])
+    before = run.result
+    run.feed_eof()
+    assert (before, run.answer, run.text) == (None, "abcd", "abcd")
+
+
+def test_five_megabyte_line_in_64k_pieces(record_property: Any) -> None:
+    """A 5 MB assistant line fed in 64 KiB pieces parses to the full text."""
+    big = "word " * (1024 * 1024)
+    data = assistant("m1", text(big)) + "\n"
+    run = ClaudeRun()
+    began = time.perf_counter()
+    for i in range(0, len(data), 65536):
+        run.feed(data[i : i + 65536])
+    record_property("seconds", time.perf_counter() - began)
+    assert run.text == big
+
+
+def test_many_small_deltas_stay_linear() -> None:
+    """Fifty thousand tiny deltas build the whole text (pieces, not repeated concatenation)."""
+    run = run_of(*streamed_text("m1", *(["ab"] * 50_000)))
+    assert run.text == "ab" * 50_000
+
+
+# Fuzzing
+
+# fmt: off
+_KEYS = st.sampled_from([
+    "type", "subtype", "event", "message", "content", "index", "delta", "text", "thinking",
+    "partial_json", "id", "name", "input", "tool_use_id", "is_error", "result", "usage",
+    "session_id", "model", "tools", "attempt", "max_retries", "retry_delay_ms", "error_status",
+    "error", "parent_tool_use_id", "content_block", "api_error_status", "total_cost_usd",
+    "num_turns", "duration_ms", "modelUsage", "errors",
+])
+_NAMES = st.sampled_from([
+    "system", "init", "api_retry", "stream_event", "assistant", "user", "result",
+    "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+    "text_delta", "thinking_delta", "input_json_delta", "text", "thinking", "tool_use",
+    "tool_result", "success", "m1", "toolu_1",
+])
+# fmt: on
+_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | _NAMES
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=30,
+)
+_EVENTS = st.builds(
+    lambda kind, rest: {**rest, "type": kind},
+    st.sampled_from(["system", "stream_event", "assistant", "user", "result", "other"]),
+    st.dictionaries(_KEYS, _VALUES, max_size=6),
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def touch(run: ClaudeRun) -> None:
+    """Read every derived view, which must not raise either."""
+    _ = (
+        run.text,
+        run.thinking,
+        run.tool_calls,
+        run.answer,
+        run.error_message,
+        summary(run),
+        repr(run),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(), max_size=8))
+def test_arbitrary_text_never_raises(chunks: list[str]) -> None:
+    """Feeding arbitrary text in arbitrary chunks never raises."""
+    run = ClaudeRun()
+    for chunk in chunks:
+        run.feed(chunk)
+    run.feed_eof()
+    touch(run)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_JSON, max_size=8))
+def test_arbitrary_json_values_never_raise(values: list[Any]) -> None:
+    """Arbitrary JSON values as lines never raise."""
+    run = run_of(*(json.dumps(value) for value in values))
+    touch(run)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_EVENTS, max_size=10))
+def test_event_shaped_garbage_is_never_malformed(events: list[dict[str, Any]]) -> None:
+    """Events of known types with fields of any shape apply without a single malformed event."""
+    run = run_of(*(json.dumps(event) for event in events))
+    touch(run)
+    assert run.malformed_events == 0
+
+
+# Recordings of the real CLI
+
+_RECORDED = sorted(RECORDINGS.glob("*.jsonl")) if RECORDINGS.is_dir() else []
+
+
+def recorded_run(path: Path) -> ClaudeRun:
+    """A run fed a recording in 4 KiB chunks."""
+    run = ClaudeRun()
+    data = path.read_text(encoding="utf-8", errors="replace")
+    for i in range(0, len(data), 4096):
+        run.feed(data[i : i + 4096])
+    run.feed_eof()
+    return run
+
+
+@pytest.mark.parametrize("path", _RECORDED, ids=lambda p: p.stem)
+def test_recording_parses_to_result(path: Path) -> None:
+    """A real recording parses without malformed events and reaches its result."""
+    run = recorded_run(path)
+    touch(run)
+    assert (run.malformed_events, run.result is not None, run.phase) == (0, True, "done")
+
+
+@pytest.mark.parametrize("path", _RECORDED, ids=lambda p: p.stem)
+def test_recording_sets_session_and_model(path: Path) -> None:
+    """A real recording yields the session id and the model."""
+    run = recorded_run(path)
+    assert run.session_id and run.model
+
+
+@pytest.mark.parametrize("path", _RECORDED, ids=lambda p: p.stem)
+def test_recording_answer_is_consistent(path: Path) -> None:
+    """A successful recording's answer is in its text; a failed one has an error message."""
+    run = recorded_run(path)
+    if run.is_error:
+        assert run.error_message
+    else:
+        assert run.answer and run.answer.strip() in run.text
+
+
+def recording(name: str) -> ClaudeRun:
+    """A named recording fed whole, skipping when it has not been recorded."""
+    path = RECORDINGS / f"{name}.jsonl"
+    if not path.is_file():
+        pytest.skip(f"no recording {path.name}")
+    return recorded_run(path)
+
+
+def test_recorded_529_is_an_api_error_with_retry() -> None:
+    """The recorded 529 run is an error with its status, retry and plain message."""
+    run = recording("error_529")
+    (retry,) = run.retries
+    facts = (run.is_error, run.subtype, run.api_error_status, run.answer[:25])
+    assert facts == (True, "success", 529, "API Error: 529 Overloaded")
+    assert (retry.attempt, retry.error_status, retry.message) == (1, 529, "overloaded")
+    assert retry.delay_seconds is not None and 0 < retry.delay_seconds < 60
+
+
+def test_recorded_tool_run_has_call_and_both_turns() -> None:
+    """The recorded tool run has one finished Bash call and both turns' text."""
+    run = recording("tool")
+    calls = [(t.name, t.input, t.result, t.status) for t in run.tool_calls]
+    assert calls == [("Bash", {"command": "echo hi", "description": "Print hi"}, "hi", "done")]
+    assert run.text == "I will run a command.\n\nThe command printed: hi"
+
+
+def test_recorded_thinking_is_separate_from_answer() -> None:
+    """The recorded thinking run keeps thinking out of the answer."""
+    run = recording("think")
+    assert (
+        run.thinking.startswith("The user asked me")
+        and run.answer == "Done thinking. The answer is 42."
+    )
+
+
+def test_recorded_tool_input_is_partial_mid_stream() -> None:
+    """Replaying the tool recording, the call is pending right after its input delta."""
+    path = RECORDINGS / "tool.jsonl"
+    if not path.is_file():
+        pytest.skip("no recording tool.jsonl")
+    run = ClaudeRun()
+    for each in path.read_text(encoding="utf-8").splitlines():
+        run.feed_line(each)
+        if '"input_json_delta"' in each:
+            break
+    tool = run.tool_calls[0]
+    partial = '{"command":"echo hi","description":"Print hi"}'
+    assert (tool.status, tool.input, run.phase) == ("pending", partial, "tool")
+
+
+def test_thinking_tokens_estimate_is_kept() -> None:
+    """system/thinking_tokens records the estimate and enters the thinking phase."""
+    run = run_of(
+        line(
+            type="system", subtype="thinking_tokens", estimated_tokens=18, estimated_tokens_delta=18
+        )
+    )
+    assert (run.thinking_tokens, run.phase) == (18, "thinking")
+
+
+def test_late_input_delta_does_not_undo_confirmed_input() -> None:
+    """An input delta after the assistant confirmed the call leaves the object input."""
+    tool_use = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls -la"}}
+    late = delta(0, "input_json_delta", partial_json="garbage")
+    run = run_of(*tool_stream(), assistant("m1", tool_use), late)
+    assert run.tool_calls[0].input == {"command": "ls -la"}
