@@ -15,7 +15,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .process import ManagedProcess
+from .process import RUN_MARKER_ENV, ManagedProcess
+from .watchdog import marked_processes
 from .stream import RunOutput, coalesce
 
 __all__ = ["Execution", "Notify", "completion_status"]
@@ -158,11 +159,17 @@ class Execution:
         await self._complete(exit_code)
 
     async def _await_eof(self) -> None:
+        """Wait for the pipes to close; stragglers of the group are then terminated.
+
+        A run owns its process group: once the leader has exited and the pipes are
+        closed (or held past EOF_GRACE), whatever is left in the group is stopped, so
+        no process of a finished run lingers unseen.
+        """
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.output.eof.wait(), EOF_GRACE)
-            return
-        logger.info("[ENHANCED] group %d still holds the pipes: terminating", self.process.pgid)
-        await self.terminate()
+        if self._terminating is None and await asyncio.to_thread(self.process.group_alive):
+            logger.info("[ENHANCED] group %d outlived its leader: terminating", self.process.pgid)
+            await self.terminate()
         await self.output.eof.wait()
 
     async def _pump(self) -> None:
@@ -175,6 +182,12 @@ class Execution:
     async def _complete(self, exit_code: int) -> None:
         status = completion_status(exit_code, self.stopped_by)
         duration = self.elapsed_seconds()
+        escaped = await asyncio.to_thread(marked_processes, RUN_MARKER_ENV, self.process.run_id)
+        if escaped:
+            logger.warning(
+                "! [ENHANCED] pid %d left processes outside its group (setsid): %s",
+                self.process.pid, [proc.pid for proc in escaped],
+            )
         logger.info(
             "[PROCESS COMPLETED] pid %d status %s exit %d in %.2f s",
             self.process.pid, status, exit_code, duration,
@@ -187,6 +200,7 @@ class Execution:
                 "exit_code": exit_code,
                 "duration_seconds": round(duration, 6),
                 "error": _exit_error(exit_code, self.stopped_by, self.timeout),
+                "escaped_pids": [proc.pid for proc in escaped],
             },
         )
         self.output.close()

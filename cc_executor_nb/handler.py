@@ -105,6 +105,7 @@ class EnhancedWebSocketHandler:
         open_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
+        close_timeout: float = 1.0,
     ) -> None:
         self.sessions = session_manager
         self.processes = process_manager
@@ -120,6 +121,7 @@ class EnhancedWebSocketHandler:
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
         self.processes.add_secret(self.token)
         self.server: Server | None = None
         self.host = "127.0.0.1"
@@ -145,6 +147,8 @@ class EnhancedWebSocketHandler:
             open_timeout=self.open_timeout,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
+            # A dead peer never answers our close frame: do not wait long for it.
+            close_timeout=self.close_timeout,
             server_header=f"cc_executor_nb/{__version__}",
         )
         self.host, self.port = self.server.sockets[0].getsockname()[:2]

@@ -18,6 +18,8 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,14 +27,17 @@ from dataclasses import dataclass, field
 import psutil
 
 from .errors import CommandNotAllowed, LimitReached, SpawnFailed
+from .watchdog import SERVER_MARKER_ENV, kill_marked
 
 __all__ = [
     "DEFAULT_SECRET_ENV",
+    "RUN_MARKER_ENV",
     "UNBUFFERED_NAMES",
     "ManagedProcess",
     "ProcessManager",
     "child_environment",
     "group_members",
+    "kill_escapees",
     "signal_group",
     "unbuffered_argv",
 ]
@@ -135,6 +140,14 @@ def group_members(pgid: int) -> list[psutil.Process]:
     return members
 
 
+def kill_escapees(run_id: str) -> list[int]:
+    """SIGKILL processes of a run that left its group (found by the run marker)."""
+    pids = kill_marked(RUN_MARKER_ENV, run_id)
+    if pids:
+        logger.warning("! [ENHANCED] killed processes that escaped their group: %s", pids)
+    return pids
+
+
 @dataclass(eq=False)
 class ManagedProcess:
     """One spawned child: its pid, its group and the read ends of its pipes."""
@@ -183,6 +196,11 @@ class ManagedProcess:
 
         Returns the step reached: "gone" (nothing to signal), "SIGTERM" or "SIGKILL".
         """
+        step = await self._stop_group(grace)
+        await asyncio.to_thread(kill_escapees, self.run_id)
+        return step
+
+    async def _stop_group(self, grace: float) -> str:
         if not self._group_alive():
             self.stop_step = self.stop_step or "gone"
             return self.stop_step
@@ -202,6 +220,10 @@ class ManagedProcess:
         """SIGKILL the group at once (last resort, synchronous)."""
         with contextlib.suppress(ValueError):
             signal_group(self.pgid, signal.SIGKILL)
+
+    def group_alive(self) -> bool:
+        """True while any (non-zombie) process of the group lives (blocking)."""
+        return self._group_alive()
 
     def _group_alive(self) -> bool:
         try:
@@ -242,7 +264,9 @@ class ProcessManager:
         self.secret_env_names = tuple(secret_env_names)
         self.secret_values: set[str] = set()
         self.running: set[ManagedProcess] = set()
+        self.server_id = secrets.token_hex(8)
         self._stdbuf = shutil.which("stdbuf")
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     def add_secret(self, value: str | None) -> None:
         """Never let ``value`` (e.g. the server token) reach a child's environment."""
@@ -267,22 +291,61 @@ class ProcessManager:
             os.environ, env, self.secret_env_names, self.secret_values
         )
         child_env[RUN_MARKER_ENV] = run_id
+        child_env[SERVER_MARKER_ENV] = self.server_id
         _resolve(argv[0], child_env, cwd)
         exec_argv = unbuffered_argv(argv, self._stdbuf)
+        self._ensure_watchdog()
         process, out_fd, err_fd = await _start(exec_argv, cwd, child_env)
         managed = ManagedProcess(argv, exec_argv, process, out_fd, err_fd, run_id)
         self.running.add(managed)
+        self._tell_watchdog(f"+{managed.pgid}")
         process_done = asyncio.ensure_future(process.wait())
-        process_done.add_done_callback(lambda _: self.running.discard(managed))
+        process_done.add_done_callback(lambda _: self._forget(managed))
         logger.info("[ENHANCED] started pid %d: %s", managed.pid, argv[0])
         return managed
 
     async def shutdown(self) -> None:
-        """Terminate every running group (used on server shutdown)."""
+        """Terminate every running group, then dismiss the watchdog."""
         await asyncio.gather(
             *(proc.terminate(self.kill_grace) for proc in list(self.running)),
             return_exceptions=True,
         )
+        await asyncio.to_thread(kill_marked, SERVER_MARKER_ENV, self.server_id)
+        self.stop_watchdog()
+
+    def stop_watchdog(self) -> None:
+        """Close the watchdog's stdin (it then finds nothing to kill) and reap it."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is None:
+            return
+        with contextlib.suppress(OSError):
+            watchdog.stdin.close()  # type: ignore[union-attr]
+        try:
+            watchdog.wait(5)
+        except subprocess.TimeoutExpired:
+            watchdog.kill()
+            watchdog.wait()
+
+    def _ensure_watchdog(self) -> None:
+        if self._watchdog is None or self._watchdog.poll() is not None:
+            # Own session: signals aimed at the kernel's or terminal's group miss it.
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "cc_executor_nb.watchdog", self.server_id],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _tell_watchdog(self, line: str) -> None:
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._watchdog.stdin.write(line.encode() + b"\n")
+                self._watchdog.stdin.flush()
+
+    def _forget(self, managed: ManagedProcess) -> None:
+        self.running.discard(managed)
+        self._tell_watchdog(f"-{managed.pgid}")
+
 
 
 async def _start(

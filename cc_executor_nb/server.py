@@ -60,6 +60,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-sessions", type=int, default=None, help="at most this many sessions")
     parser.add_argument("--max-processes", type=int, default=None, help="at most this many running processes")
     parser.add_argument("--max-message-size", type=int, default=1 << 20, help="largest inbound frame in bytes")
+    parser.add_argument("--handshake-timeout", type=_seconds, default=10.0,
+                        help="seconds a client has to finish the WebSocket handshake (default 10)")
+    parser.add_argument("--ping-interval", type=_seconds, default=20.0,
+                        help="seconds between WebSocket pings (default 20; 0 disables)")
+    parser.add_argument("--ping-timeout", type=_seconds, default=20.0,
+                        help="seconds to wait for a pong before dropping a dead peer (default 20)")
+    parser.add_argument("--detach-ttl", type=_seconds, default=600.0,
+                        help="seconds a run outlives an abrupt drop, waiting for resume (default 600; 0 kills at once)")
+    parser.add_argument("--replay-limit", type=int, default=256 << 20,
+                        help="bytes of notifications kept per session for resume (default 256 MiB)")
     parser.add_argument("--kill-grace", type=_seconds, default=5.0,
                         help="seconds between SIGTERM and SIGKILL on cancel (default 5)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -98,6 +108,11 @@ def build_handler(args: argparse.Namespace, token: str | None) -> EnhancedWebSoc
         allow_no_token=args.no_token,
         allowed_origins=_names(args.allowed_origins),
         max_message_size=args.max_message_size,
+        open_timeout=args.handshake_timeout,
+        ping_interval=args.ping_interval or None,
+        ping_timeout=args.ping_timeout or None,
+        detach_ttl=args.detach_ttl,
+        replay_limit=args.replay_limit,
     )
 
 

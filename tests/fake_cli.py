@@ -9,6 +9,9 @@ Modes:
   ticker N DELAY          print "tick i" N times, DELAY seconds apart
   stubborn N              ignore SIGTERM, fork N grandchildren that ignore it too, write
                           their pids to stdout, then sleep
+  escape N                like stubborn, plus one grandchild that leaves the group (setsid);
+                          prints the grandchildren's pids (the escapee first)
+  daemon                  leave a setsid'd process with closed pipes behind; exit 0
   exit CODE               exit with CODE after printing "bye"
   signal SIG              kill itself with signal SIG
   flood BYTES HASHFILE [RATE]  BYTES of seeded random lines (at RATE bytes/s); sha256 to HASHFILE
@@ -83,6 +86,35 @@ def stubborn(n: str) -> None:
         time.sleep(1)
 
 
+def escape(n: str) -> None:
+    """Fork N stubborn grandchildren in the group and one that leaves it with setsid."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    pids = []
+    for i in range(int(n) + 1):
+        pid = os.fork()
+        if pid == 0:
+            if i == 0:
+                os.setsid()
+            while True:
+                time.sleep(1)
+        pids.append(pid)
+    print(" ".join(map(str, pids)), flush=True)
+    while True:
+        time.sleep(1)
+
+
+def daemon() -> None:
+    """Leave a setsid'd process behind (pipes closed) and exit 0 at once."""
+    if os.fork() == 0:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        time.sleep(60)
+        os._exit(0)
+    print("started", flush=True)
+
+
 def exit_with(code: str) -> None:
     print("bye", flush=True)
     sys.exit(int(code))
@@ -141,6 +173,8 @@ MODES = {
     "ticker": ticker,
     "stubborn": stubborn,
     "exit": exit_with,
+    "escape": escape,
+    "daemon": daemon,
     "signal": kill_self,
     "flood": flood,
     "prompt": prompt,

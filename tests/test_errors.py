@@ -19,7 +19,7 @@ from cc_executor_nb.client import connect
 from cc_executor_nb.handler import EnhancedWebSocketHandler, _Link
 from cc_executor_nb.session import Session
 
-from .conftest import TOKEN, collect, fake, make_handler, wait_until
+from .conftest import TOKEN, collect, fake, make_handler
 
 DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
 

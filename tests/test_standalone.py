@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -24,57 +23,7 @@ from cc_executor_nb.events import Completed, Output
 
 from .conftest import fake, group_alive, wait_until
 
-SERVER = [sys.executable, "-m", "cc_executor_nb.server"]
-
-
-@dataclass
-class ServerProcess:
-    """A server child with its URL and everything it printed."""
-
-    proc: subprocess.Popen[str]
-    url: str
-    lines: list[str] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def finish(self, sig: int = signal.SIGKILL) -> int:
-        """Signal the server (if still running), reap it and close its pipe."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(30)
-        if self.reader is not None:
-            self.reader.join(10)
-        self.proc.stdout.close()
-        return code
-
-
-def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start the server and wait for its ``listening on`` line."""
-    proc = subprocess.Popen(
-        [*SERVER, "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        match = re.match(r"listening on (ws://\S+)", line)
-        if match:
-            reader = threading.Thread(target=lambda: lines.extend(l.rstrip("\n") for l in proc.stdout), daemon=True)
-            reader.start()
-            return ServerProcess(proc, match.group(1), lines, reader)
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
-    raise AssertionError("server did not start: " + "\n".join(lines))
+from .servers import SERVER, ServerProcess, start_server
 
 
 @pytest.fixture

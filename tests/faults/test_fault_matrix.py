@@ -1,0 +1,346 @@
+"""The fault matrix: each row forces one fault and asserts the outcome, with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+from websockets.asyncio.client import connect as ws_connect
+
+from cc_executor_nb import errors
+from cc_executor_nb.client import connect
+from cc_executor_nb.events import Completed, Output
+
+from ..conftest import TOKEN, collect, completed, fake, group_alive, make_handler, wait_until
+from ..proxy import FaultyProxy
+from ..servers import start_server
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
+
+
+async def test_ten_tcp_drops_during_100_mb(tmp_path, record) -> None:
+    """10 forced TCP drops during 100 MB of random output: the client's sha256 equals the source."""
+    handler = make_handler(detach_ttl=60.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN, max_events=16)
+        digest, sizes = hashlib.sha256(), []
+
+        def take(event) -> None:
+            if isinstance(event, Output):
+                data = event.data.encode()
+                digest.update(data)
+                sizes.append(len(data))
+
+        client.add_listener(take)
+        await client.execute(argv=fake("flood", str(100 << 20), str(tmp_path / "sha"), str(25 << 20)))
+        reading = asyncio.ensure_future(collect(client, timeout=200))
+        for drop in range(10):
+            target = len(sizes) + 5
+            assert await wait_until(lambda: len(sizes) >= target, timeout=30)
+            proxy.drop()
+            assert await wait_until(lambda: client.reconnects == drop + 1, timeout=30)
+        await reading
+        assert sum(sizes) == 100 << 20
+        assert digest.hexdigest() == (tmp_path / "sha").read_text()
+        record("10 TCP drops in 100 MB", "sha256 equal, no gap", f"{client.reconnects} resumes, sha256 equal")
+        await client.close()
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
+async def test_resume_after_the_buffer_limit(tmp_path, record) -> None:
+    """Resuming from before the replay buffer gives -32003 with the first available seq."""
+    handler = make_handler(replay_limit=256 * 1024, chunk_limit=4096)
+    await handler.start("127.0.0.1", 0)
+    try:
+        first = await connect(handler.url, TOKEN, auto_reconnect=False)
+        hello = await first.wait_connected()
+        await first.execute(argv=fake("flood", str(4 << 20), str(tmp_path / "sha")))
+        await collect(first)
+        second = await connect(handler.url, TOKEN)
+        with pytest.raises(errors.OutputGap) as info:
+            await second.call("resume", {"session_id": hello.session_id, "resume_token": hello.params["resume_token"], "last_seq": 0})
+        available = info.value.data["first_available_seq"]
+        assert available > 1
+        result = await second.call("resume", {"session_id": hello.session_id, "resume_token": hello.params["resume_token"],
+                                              "last_seq": available - 1})
+        assert result["session_id"] == hello.session_id
+        record("resume past the buffer", "-32003 + first_available_seq", f"-32003, first_available_seq={available}")
+        await second.close()
+    finally:
+        await handler.close()
+
+
+async def test_resume_with_wrong_token_or_unknown_session(server, record) -> None:
+    """A wrong resume token or an unknown session is -32006; the session is untouched."""
+    owner = await connect(server.url, TOKEN)
+    hello = await owner.wait_connected()
+    intruder = await connect(server.url, TOKEN)
+    for params in ({"session_id": hello.session_id, "resume_token": "guess", "last_seq": 0},
+                   {"session_id": "0" * 16, "resume_token": hello.params["resume_token"], "last_seq": 0}):
+        with pytest.raises(errors.UnknownSession):
+            await intruder.call("resume", params)
+    assert (await owner.status())["session_id"] == hello.session_id
+    record("resume: wrong token / unknown session", "-32006, owner unaffected", "-32006 twice, owner still attached")
+    await intruder.close()
+    await owner.close()
+
+
+async def test_detach_ttl_expiry_kills_the_group(record) -> None:
+    """No resume within the detach TTL: the run's group is killed."""
+    handler = make_handler(detach_ttl=1.0, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN, auto_reconnect=False)
+        pgid = (await client.execute(argv=fake("stubborn", "2")))["pgid"]
+        assert await wait_until(lambda: len(group_alive(pgid)) == 3)
+        dropped = time.monotonic()
+        proxy.drop()
+        assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
+        record("detach TTL 1 s expires", "group killed", f"group gone {time.monotonic() - dropped:.1f} s after the drop")
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
+CLIENT_SCRIPT = textwrap.dedent("""
+    import asyncio, sys
+    from cc_executor_nb.client import connect
+    async def main():
+        client = await connect(sys.argv[1], sys.argv[2], auto_reconnect=False)
+        await client.execute(argv=["sleep", "60"])
+        print("running", flush=True)
+        await asyncio.sleep(60)
+    asyncio.run(main())
+""")
+
+
+async def test_client_frozen_with_sigstop_is_detected(record) -> None:
+    """A client frozen with SIGSTOP stops answering pings and is dropped within interval + timeout."""
+    handler = make_handler(ping_interval=0.5, ping_timeout=0.5, detach_ttl=1.0, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENT_SCRIPT, handler.url, TOKEN,
+                                                stdout=asyncio.subprocess.PIPE)
+    try:
+        assert (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() == b"running"
+        session = next(iter(handler.sessions.sessions.values()))
+        pgid = session.execution.process.pgid
+        frozen = time.monotonic()
+        proc.send_signal(signal.SIGSTOP)
+        assert await wait_until(lambda: not session.attached, timeout=5)
+        detected = time.monotonic() - frozen
+        # Ping interval + pong timeout, then at most the close timeout (1 s) for the dead
+        # peer's close frame, plus scheduling slack on a busy 2-core machine.
+        assert detected <= 0.5 + 0.5 + 1.0 + 0.5
+        assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
+        record("client frozen (SIGSTOP)", "dropped within ping interval+timeout+close timeout (2 s)", f"detected after {detected:.2f} s; run killed at TTL")
+    finally:
+        proc.kill()
+        await proc.wait()
+        await handler.close()
+
+
+async def _kill_server_with_runs(count: int, sig: int) -> tuple[int, list[int], float]:
+    """Start a standalone server with ``count`` stubborn runs, signal it, wait for its exit.
+
+    Returns the exit code, the runs' pgids and the time the signal was sent.
+    """
+    server = start_server("--token", TOKEN, "--kill-grace", "1")
+    clients = [await connect(server.url, TOKEN, auto_reconnect=False) for _ in range(count)]
+    pgids = [(await c.execute(argv=fake("stubborn", "1")))["pgid"] for c in clients]
+    assert await wait_until(lambda: all(len(group_alive(p)) == 2 for p in pgids))
+    signalled = time.monotonic()
+    code = await asyncio.to_thread(server.finish, sig)
+    for client in clients:
+        await client.close()
+    return code, pgids, signalled
+
+
+async def test_server_sigterm_with_three_runs(record) -> None:
+    """SIGTERM: every group is gone and the server exits 0."""
+    code, pgids, signalled = await _kill_server_with_runs(3, signal.SIGTERM)
+    assert code == 0
+    assert all(not group_alive(p) for p in pgids)
+    record("server SIGTERM, 3 runs", "all groups gone, exit 0", f"exit 0 after {time.monotonic() - signalled:.1f} s, 0 left")
+
+
+async def test_server_sigkill_leaves_no_children(record) -> None:
+    """SIGKILL of the server: the watchdog kills its children within 2 s."""
+    code, pgids, signalled = await _kill_server_with_runs(2, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert await wait_until(lambda: all(not group_alive(p) for p in pgids), timeout=2.0)
+    record("server SIGKILL, 2 runs", "children gone within 2 s", f"gone after {time.monotonic() - signalled:.2f} s")
+
+
+async def test_child_ignoring_sigterm(client, server, record) -> None:
+    """CANCEL of a child that ignores SIGTERM escalates to SIGKILL after the grace."""
+    server.processes.kill_grace = 1.0
+    pgid = (await client.execute(argv=fake("stubborn", "0")))["pgid"]
+    await anext(e async for e in client.events() if isinstance(e, Output))  # SIGTERM now ignored
+    started = time.monotonic()
+    await client.cancel()
+    done = completed(await collect(client))
+    assert done.exit_code == -9 and not group_alive(pgid)
+    record("child ignores SIGTERM", "SIGKILL after 1 s grace", f"exit -9 after {time.monotonic() - started:.1f} s")
+
+
+async def test_grandchildren_and_a_setsid_escapee_are_killed(client, server, record) -> None:
+    """CANCEL kills the group's grandchildren and the one that escaped with setsid."""
+    server.processes.kill_grace = 1.0
+    pgid = (await client.execute(argv=fake("escape", "2")))["pgid"]
+    first = await anext(e async for e in client.events() if isinstance(e, Output))
+    pids = [int(p) for p in first.data.split()]
+    escapee = psutil.Process(pids[0])
+    assert os.getpgid(escapee.pid) != pgid
+    await client.cancel()
+    await collect(client)
+    assert await wait_until(lambda: not group_alive(pgid) and not _alive(pids[0]), timeout=3)
+    record("grandchildren + setsid escapee", "all killed on cancel", f"{len(pids)} grandchildren gone (escapee {pids[0]} by marker)")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_normal_completion_names_an_escapee(client, record) -> None:
+    """A run that leaves a setsid'd daemon completes and names it in escaped_pids."""
+    await client.execute(argv=fake("daemon"))
+    done = completed(await collect(client))
+    assert done.params["status"] == "completed" and len(done.params["escaped_pids"]) == 1
+    psutil.Process(done.params["escaped_pids"][0]).kill()
+    record("escapee after normal exit", "named (warning)", f"escaped_pids={done.params['escaped_pids']}")
+
+
+def test_one_gib_flood_to_a_slow_client(tmp_path, record) -> None:
+    """1 GiB to a client that stalls: the server's memory stays bounded, every byte arrives."""
+    server = start_server("--token", TOKEN)
+    try:
+        proc = psutil.Process(server.proc.pid)
+        baseline, peak, stop = proc.memory_info().rss, [0], threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+
+        async def consume() -> tuple[int, str]:
+            digest, received = hashlib.sha256(), 0
+            async with await connect(server.url, TOKEN, max_events=32) as client:
+                await client.execute(argv=fake("flood", str(1 << 30), str(tmp_path / "sha")))
+                async for event in client.events():
+                    if isinstance(event, Output):
+                        digest.update(event.data.encode())
+                        received += len(event.data)
+                        if received // (256 << 20) != (received - len(event.data)) // (256 << 20):
+                            await asyncio.sleep(2)  # stall every 256 MiB
+                    elif isinstance(event, Completed):
+                        return received, digest.hexdigest()
+            return received, ""
+
+        received, sha = asyncio.run(consume())
+        stop.set()
+        sampler.join()
+        growth = (peak[0] - baseline) / 2**20
+        print(f"\n1 GiB flood: server RSS {baseline / 2**20:.1f} -> peak {peak[0] / 2**20:.1f} MiB (+{growth:.1f} MiB)")
+        assert received == 1 << 30 and sha == (tmp_path / "sha").read_text()
+        assert growth <= 64
+        record("1 GiB flood, slow client", "RSS growth <= 64 MiB, bytes exact", f"+{growth:.1f} MiB, sha256 equal")
+    finally:
+        server.finish()
+
+
+async def test_session_and_process_caps(record) -> None:
+    """Caps refuse the extra session or process with -32000; others go on."""
+    handler = make_handler(max_sessions=2, max_processes=1)
+    await handler.start("127.0.0.1", 0)
+    try:
+        one, two = await connect(handler.url, TOKEN), await connect(handler.url, TOKEN)
+        async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as third:
+            assert json.loads(await third.recv())["error"]["code"] == -32000
+        await one.execute(argv=["sleep", "10"])
+        with pytest.raises(errors.LimitReached):
+            await two.execute(argv=["sleep", "10"])
+        assert (await one.status())["state"] == "running"
+        await one.cancel()
+        await collect(one)
+        record("session cap 2, process cap 1", "-32000, others unaffected", "third session and second process refused")
+    finally:
+        await handler.close()
+
+
+async def test_slowloris_handshakes_do_not_block_a_good_client(record) -> None:
+    """200 half-open handshakes: a good client still connects; they are cut at the handshake timeout."""
+    handler = make_handler(open_timeout=2.0)
+    await handler.start("127.0.0.1", 0)
+    writers = []
+    try:
+        for _ in range(200):
+            reader, writer = await asyncio.open_connection("127.0.0.1", handler.port)
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+            writers.append((reader, writer))
+        started = time.monotonic()
+        async with await connect(handler.url, TOKEN) as good:
+            await good.execute(argv=["echo", "ok"])
+            assert completed(await collect(good)).exit_code == 0
+        good_seconds = time.monotonic() - started
+        closed = await asyncio.gather(*(asyncio.wait_for(r.read(), 10) for r, _ in writers))
+        assert all(data == b"" or data.startswith(b"HTTP/1.1") for data in closed)
+        record("200 half-open handshakes", "good client served; stalled ones cut at 2 s",
+               f"good run in {good_seconds:.2f} s; 200 cut")
+    finally:
+        for _, writer in writers:
+            writer.close()
+        await handler.close()
+
+
+async def test_connect_disconnect_churn_leaks_nothing(record) -> None:
+    """50 clients connecting and disconnecting 20 times leave no tasks, fds or processes."""
+    handler = make_handler()
+    await handler.start("127.0.0.1", 0)
+    me = psutil.Process()
+    try:
+        warm = await connect(handler.url, TOKEN)
+        await warm.execute(argv=["true"])  # starts the watchdog before the baseline
+        await collect(warm)
+        await warm.close()
+        await asyncio.sleep(0)
+        tasks, fds = len(asyncio.all_tasks()), me.num_fds()
+        children = {p.pid for p in me.children(recursive=True)}
+
+        async def churn(i: int) -> None:
+            for round_ in range(20):
+                client = await connect(handler.url, TOKEN)
+                if round_ % 5 == 0:
+                    await client.execute(argv=["true"])
+                    await collect(client)
+                await client.close()
+
+        await asyncio.gather(*(churn(i) for i in range(50)))
+        assert await wait_until(lambda: not handler.sessions.sessions)
+        assert await wait_until(lambda: len(asyncio.all_tasks()) <= tasks)
+        assert await wait_until(lambda: me.num_fds() <= fds)
+        assert {p.pid for p in me.children(recursive=True)} <= children
+        record("50 clients x 20 connects", "no leaked tasks, fds, processes",
+               f"tasks {len(asyncio.all_tasks())}/{tasks}, fds {me.num_fds()}/{fds}")
+    finally:
+        await handler.close()
