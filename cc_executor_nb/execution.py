@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .process import RUN_MARKER_ENV, ManagedProcess
+from .progress import Progress, ProgressEstimator
 from .watchdog import marked_processes
 from .stream import RunOutput, coalesce
 
@@ -59,8 +60,12 @@ class Execution:
         kill_grace: float,
         chunk_limit: int,
         timeout: float | None = None,
+        estimator: ProgressEstimator | None = None,
+        on_success: Callable[[float, int], Awaitable[None]] | None = None,
     ) -> None:
         self.process = process
+        self.estimator = estimator or ProgressEstimator(process.argv)
+        self._on_success = on_success
         self.output = output
         self._notify = notify
         self.kill_grace = kill_grace
@@ -90,6 +95,11 @@ class Execution:
     def elapsed_seconds(self) -> float:
         """Seconds since the child started."""
         return time.monotonic() - self.started_at
+
+    def progress(self) -> Progress:
+        """How far along the run is (``basis`` "none" when nothing can tell)."""
+        finished = self.process.returncode is not None and self.output.eof.is_set()
+        return self.estimator.estimate(self.elapsed_seconds(), time.monotonic(), finished)
 
     def begin(self) -> None:
         """Announce the run and start pumping output (after the execute response)."""
@@ -174,7 +184,9 @@ class Execution:
 
     async def _pump(self) -> None:
         while (records := await self.output.next_batch(self.chunk_limit * 4)) is not None:
+            now = time.monotonic()
             for stream, text in coalesce(records, self.chunk_limit):
+                self.estimator.feed(stream, text, now)
                 await self._notify(
                     "process.output", {"type": stream, "data": text, "truncated": False}
                 )
@@ -183,6 +195,9 @@ class Execution:
         status = completion_status(exit_code, self.stopped_by)
         duration = self.elapsed_seconds()
         escaped = await asyncio.to_thread(marked_processes, RUN_MARKER_ENV, self.process.run_id)
+        if status == "completed" and self._on_success is not None:
+            # Recorded before the client hears of the end, so its next run can use it.
+            await self._on_success(duration, sum(self.output.bytes_read.values()))
         if escaped:
             logger.warning(
                 "! [ENHANCED] pid %d left processes outside its group (setsid): %s",

@@ -49,8 +49,10 @@ from .errors import (
     UnknownSession,
 )
 from .execution import Execution
-from .process import ProcessManager, group_members
+from .process import ProcessManager
+from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
 from .replay import ReplayLog
+from .resources import ResourceSampler
 from .session import Session, SessionManager
 from .stream import StreamHandler
 
@@ -77,7 +79,11 @@ def _install_redactor() -> None:
         if not any(isinstance(f, SecretRedactor) for f in target.filters):
             target.addFilter(SecretRedactor())
 
-CAPABILITIES = ["execute", "control", "status", "resume", "heartbeat", "process.status", "pong"]
+CAPABILITIES = [
+    "execute", "control", "status", "resume", "heartbeat", "process.status", "process.metrics", "pong",
+]
+HEARTBEAT_MODES = ("fixed", "adaptive")
+_DEFAULT = "default"
 
 
 class EnhancedWebSocketHandler:
@@ -93,6 +99,9 @@ class EnhancedWebSocketHandler:
         # Timing
         inactivity_threshold: float = 30.0,
         min_interval: float = 0.1,
+        heartbeat_mode: str = "fixed",
+        min_heartbeat_interval: float = 1.0,
+        metrics_interval: float = 1.0,
         # Access
         token: str | None = None,
         allow_no_token: bool = False,
@@ -106,13 +115,23 @@ class EnhancedWebSocketHandler:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         close_timeout: float = 1.0,
+        # Progress
+        history_path: str | None = _DEFAULT,
     ) -> None:
+        if heartbeat_mode not in HEARTBEAT_MODES:
+            raise ValueError(f"heartbeat_mode must be one of {HEARTBEAT_MODES}")
         self.sessions = session_manager
         self.processes = process_manager
         self.streams = stream_handler
         self.heartbeat_interval = heartbeat_interval
         self.inactivity_threshold = inactivity_threshold
         self.min_interval = min_interval
+        self.heartbeat_mode = heartbeat_mode
+        self.min_heartbeat_interval = min_heartbeat_interval
+        self.metrics_interval = metrics_interval
+        path = default_history_path() if history_path == _DEFAULT else history_path
+        self.history = HistoryStore(path) if path else None
+        self.resources = ResourceSampler()
         self.token = None if allow_no_token else (token or secrets.token_urlsafe(32))
         self.allowed_origins = frozenset(allowed_origins)
         self.max_message_size = max_message_size
@@ -234,6 +253,7 @@ class EnhancedWebSocketHandler:
         session.tasks = [
             asyncio.ensure_future(self._heartbeat_loop(session)),
             asyncio.ensure_future(self._activity_loop(session)),
+            asyncio.ensure_future(self._metrics_loop(session)),
         ]
         logger.info("= [ENHANCED] session %s opened", session.id)
         return session
@@ -335,6 +355,8 @@ class EnhancedWebSocketHandler:
         if session.running:
             raise AlreadyRunning()
         session.update_settings(spec.heartbeat_interval, spec.inactivity_threshold)
+        key = fingerprint(spec.argv, spec.cwd)
+        past = await asyncio.to_thread(self.history.durations, key) if self.history else []
         process = await self.processes.spawn(spec.argv, spec.cwd, spec.env)
         output = await self.streams.open(process.stdout_fd, process.stderr_fd)
         execution = Execution(
@@ -344,6 +366,8 @@ class EnhancedWebSocketHandler:
             kill_grace=self.processes.kill_grace,
             chunk_limit=self.streams.chunk_limit,
             timeout=spec.timeout,
+            estimator=ProgressEstimator(spec.argv, past),
+            on_success=self._recorder(key),
         )
         session.execution = execution
         deferred.append(_started(execution))
@@ -410,25 +434,64 @@ class EnhancedWebSocketHandler:
             "last_seq": session.last_seq,
         }
         if execution is not None:
-            result["resources"] = await asyncio.to_thread(group_resources, execution.process.pgid)
+            result.update(await self._measures(execution))
         return result
+
+    async def _measures(self, execution: Execution) -> dict[str, Any]:
+        """Progress and resources of a live run."""
+        return {
+            "progress": execution.progress().to_dict(),
+            "resources": await self.resources.figures(execution.process.pgid),
+        }
+
+    def _recorder(self, key: str) -> Callable[[float, int], Awaitable[None]]:
+        async def record(duration: float, output_bytes: int) -> None:
+            if self.history is not None:
+                await asyncio.to_thread(self.history.record, key, duration, output_bytes)
+
+        return record
 
     # -- Timers ---------------------------------------------------------------------
 
     async def _heartbeat_loop(self, session: Session) -> None:
         loop = asyncio.get_running_loop()
-        next_beat = loop.time() + session.heartbeat_interval
+        interval = session.heartbeat_interval
+        next_beat = loop.time() + interval
         while True:
             session.settings_changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(session.settings_changed.wait(), max(0.0, next_beat - loop.time()))
-                next_beat = loop.time() + session.heartbeat_interval
+                interval = session.heartbeat_interval
+                next_beat = loop.time() + interval
                 continue
-            if session.attached:
+            interval = self._beat_interval(session, interval)
+            if self._beat_due(session, interval) and session.attached:
                 with contextlib.suppress(ConnectionClosed):
-                    await session.heartbeat()
-            logger.debug("[HEARTBEAT] session %s seq %d", session.id, session.last_seq)
-            next_beat = max(next_beat + session.heartbeat_interval, loop.time())
+                    await session.heartbeat(interval)
+                logger.debug("[HEARTBEAT] session %s seq %d", session.id, session.last_seq)
+            next_beat = self._next_beat(session, next_beat, interval, loop.time())
+
+    def _beat_interval(self, session: Session, current: float) -> float:
+        """Fixed: the session's interval. Adaptive: halve it while the child is silent."""
+        base = session.heartbeat_interval
+        if self.heartbeat_mode == "fixed":
+            return base
+        execution = session.execution if session.running else None
+        if execution is None or execution.inactive_seconds() < session.inactivity_threshold:
+            return base
+        return max(min(self.min_heartbeat_interval, base), current / 2)
+
+    def _beat_due(self, session: Session, interval: float) -> bool:
+        """Adaptive mode skips a beat when other traffic went out within the interval."""
+        if self.heartbeat_mode == "fixed":
+            return True
+        return time.monotonic() - session.last_sent_at >= interval * 0.999
+
+    def _next_beat(self, session: Session, previous: float, interval: float, now: float) -> float:
+        if self.heartbeat_mode == "fixed":
+            return max(previous + interval, now)
+        # Counted from the last message of any kind: that is what the client saw.
+        return now + max(interval - (time.monotonic() - session.last_sent_at), 0.0)
 
     async def _activity_loop(self, session: Session) -> None:
         last_report = 0.0
@@ -458,8 +521,28 @@ class EnhancedWebSocketHandler:
                 "no_output_for": inactive,
                 "elapsed_seconds": round(execution.elapsed_seconds(), 3),
                 "message": "Process is paused" if paused else "Process is thinking... (no output yet)",
+                **await self._measures(execution),
             },
         )
+
+    async def _metrics_loop(self, session: Session) -> None:
+        """``process.metrics`` (progress and resources) every ``metrics_interval`` s of a run."""
+        if self.metrics_interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.metrics_interval)
+            execution = session.execution if session.running else None
+            if execution is not None:
+                await session.notify(
+                    "process.metrics",
+                    {
+                        "status": execution.state,
+                        **execution.pid_fields,
+                        "elapsed_seconds": round(execution.elapsed_seconds(), 3),
+                        "inactive_seconds": round(execution.inactive_seconds(), 3),
+                        **await self._measures(execution),
+                    },
+                )
 
 
 class _Link:
@@ -482,14 +565,3 @@ def _started(execution: Execution) -> Callable[[], Awaitable[None]]:
         execution.begin()
 
     return begin
-
-
-def group_resources(pgid: int) -> dict[str, Any]:
-    """CPU, memory and process count summed over a process group (blocking; use a thread)."""
-    members = group_members(pgid)
-    cpu = rss = 0.0
-    for proc in members:
-        with contextlib.suppress(Exception):
-            cpu += proc.cpu_percent(interval=None)
-            rss += proc.memory_info().rss
-    return {"cpu_percent": cpu, "rss_bytes": int(rss), "num_processes": len(members)}

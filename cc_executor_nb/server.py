@@ -53,6 +53,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--inactivity-threshold", type=_seconds, default=30.0,
                         help="seconds of silence before process.status (default 30)")
+    parser.add_argument("--heartbeat-mode", choices=("fixed", "adaptive"), default="fixed",
+                        help="fixed: a beat every interval; adaptive: skip beats while other "
+                             "messages flow, beat faster while the child is silent (default fixed)")
+    parser.add_argument("--min-heartbeat-interval", type=_seconds, default=1.0,
+                        help="shortest interval of the adaptive mode (default 1)")
+    parser.add_argument("--metrics-interval", type=_seconds, default=1.0,
+                        help="seconds between process.metrics (progress, resources) of a run; 0 disables")
+    parser.add_argument("--history-db", default=None,
+                        help="SQLite file of earlier run durations for progress estimates "
+                             "(default: ~/.cache/cc_executor_nb/history.sqlite3)")
+    parser.add_argument("--no-history", action="store_true", help="keep no run history")
     parser.add_argument("--allowed-commands", default="",
                         help="comma-separated program names allowed as argv[0] (default: all)")
     parser.add_argument("--allowed-origins", default="",
@@ -104,6 +115,10 @@ def build_handler(args: argparse.Namespace, token: str | None) -> EnhancedWebSoc
         StreamHandler(),
         heartbeat_interval=args.heartbeat_interval,
         inactivity_threshold=args.inactivity_threshold,
+        heartbeat_mode=args.heartbeat_mode,
+        min_heartbeat_interval=args.min_heartbeat_interval,
+        metrics_interval=args.metrics_interval,
+        history_path=None if args.no_history else (args.history_db or "default"),
         token=token,
         allow_no_token=args.no_token,
         allowed_origins=_names(args.allowed_origins),

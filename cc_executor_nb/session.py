@@ -106,14 +106,14 @@ class Session:
             self.detached_at = None
         return count
 
-    async def heartbeat(self) -> None:
-        """Send one heartbeat carrying ``last_seq``."""
+    async def heartbeat(self, interval: float | None = None) -> None:
+        """Send one heartbeat carrying ``last_seq`` and the current beat interval."""
         params = {
             "timestamp": time.time(),
             "session_id": self.id,
             "status": "alive",
             "last_seq": self.last_seq,
-            "interval": self.heartbeat_interval,
+            "interval": interval or self.heartbeat_interval,
         }
         await self.send(protocol.notification("heartbeat", params))
 

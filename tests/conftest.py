@@ -35,6 +35,7 @@ def make_handler(**kwargs: Any) -> EnhancedWebSocketHandler:
     stream_options = {k: kwargs.pop(k) for k in ("memory_limit", "chunk_limit") if k in kwargs}
     sessions = SessionManager(max_sessions=kwargs.pop("max_sessions", None))
     kwargs.setdefault("heartbeat_interval", 20.0)
+    kwargs.setdefault("history_path", None)  # never the user's cache in tests
     kwargs.setdefault("token", TOKEN)
     return EnhancedWebSocketHandler(
         sessions,

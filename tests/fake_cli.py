@@ -12,6 +12,8 @@ Modes:
   escape N                like stubborn, plus one grandchild that leaves the group (setsid);
                           prints the grandchildren's pids (the escapee first)
   daemon                  leave a setsid'd process with closed pipes behind; exit 0
+  words N RATE PROMPT...  print N words at RATE words/s (PROMPT is only there to be read)
+  burn SECONDS MB         hold MB of memory and spin the CPU for SECONDS
   exit CODE               exit with CODE after printing "bye"
   signal SIG              kill itself with signal SIG
   flood BYTES HASHFILE [RATE]  BYTES of seeded random lines (at RATE bytes/s); sha256 to HASHFILE
@@ -115,6 +117,28 @@ def daemon() -> None:
     print("started", flush=True)
 
 
+def words(n: str, per_second: str, *prompt: str) -> None:
+    """Print N words at a pace (the prompt arguments are only there to be read)."""
+    count, pace = int(n), float(per_second)
+    started = time.monotonic()
+    for i in range(count):
+        print(f"word{i}", end="\n" if i % 10 == 9 else " ", flush=True)
+        time.sleep(max(0.0, started + (i + 1) / pace - time.monotonic()))
+    print(flush=True)
+
+
+def burn(seconds: str, megabytes: str) -> None:
+    """Hold MEGABYTES of memory and spin the CPU for SECONDS."""
+    hoard = bytearray(int(megabytes) << 20)
+    for i in range(0, len(hoard), 4096):
+        hoard[i] = 1
+    print("burning", flush=True)
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        sum(range(10000))
+    print(len(hoard), flush=True)
+
+
 def exit_with(code: str) -> None:
     print("bye", flush=True)
     sys.exit(int(code))
@@ -173,6 +197,8 @@ MODES = {
     "ticker": ticker,
     "stubborn": stubborn,
     "exit": exit_with,
+    "words": words,
+    "burn": burn,
     "escape": escape,
     "daemon": daemon,
     "signal": kill_self,

@@ -40,7 +40,7 @@ class ServerProcess:
 def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
     """Start the server and wait for its ``listening on`` line."""
     proc = subprocess.Popen(
-        [*SERVER, "--port", "0", *args],
+        [*SERVER, "--port", "0", "--no-history", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -1,0 +1,172 @@
+"""Adaptive heartbeat, progress estimation and resource monitoring, end to end."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from cc_executor_nb.client import connect
+from cc_executor_nb.events import Event, Heartbeat, Output
+from cc_executor_nb.progress import HistoryStore, ProgressEstimator, count_units, prompt_target
+
+from .conftest import TOKEN, collect, completed, fake, make_handler
+
+
+@pytest.fixture
+async def started():
+    """Start handlers with given options; close them all at the end."""
+    handlers = []
+
+    async def start(**options):
+        handler = make_handler(**options)
+        await handler.start("127.0.0.1", 0)
+        handlers.append(handler)
+        return handler, await connect(handler.url, TOKEN)
+
+    yield start
+    for handler in handlers:
+        await handler.close()
+
+
+def beats(events: list[Event]) -> list[Heartbeat]:
+    return [e for e in events if isinstance(e, Heartbeat)]
+
+
+def metrics(events: list[Event]) -> list[Event]:
+    return [e for e in events if e.method == "process.metrics"]
+
+
+async def test_fixed_heartbeat_beats_every_interval_even_with_traffic(started) -> None:
+    """Fixed mode: one beat per interval while output flows."""
+    _, client = await started(heartbeat_mode="fixed")
+    await client.execute(argv=fake("ticker", "40", "0.05"), heartbeat_interval=0.2)
+    events = await collect(client)
+    assert len(beats(events)) >= 7
+    assert all(b.params["interval"] == 0.2 for b in beats(events))
+
+
+async def test_adaptive_heartbeat_skips_beats_while_output_flows(started) -> None:
+    """Adaptive mode: traffic proves liveness, so no beat goes out while output flows."""
+    _, client = await started(heartbeat_mode="adaptive", metrics_interval=0)
+    await client.execute(argv=fake("ticker", "40", "0.05"), heartbeat_interval=0.3, inactivity_threshold=5)
+    events = await collect(client)
+    assert len(beats(events)) <= 1
+
+
+async def test_adaptive_heartbeat_shortens_while_the_child_is_silent(started) -> None:
+    """Adaptive mode: past the inactivity threshold the interval halves down to the minimum."""
+    _, client = await started(heartbeat_mode="adaptive", min_heartbeat_interval=0.1, metrics_interval=0)
+    await client.execute(argv=fake("silence", "2.5"), heartbeat_interval=0.8, inactivity_threshold=0.5)
+    intervals = [b.params["interval"] for b in beats(await collect(client))]
+    assert intervals[0] == 0.8 or intervals[0] == 0.4
+    assert min(intervals) == 0.1
+    assert intervals == sorted(intervals, reverse=True)
+
+
+def test_prompt_targets_are_found() -> None:
+    """"N words/items/haikus/lines" is read from the arguments."""
+    assert prompt_target(["claude", "-p", "--", "Write a 5,000-word story"]).count == 5000
+    assert prompt_target(["claude", "-p", "--", "write 3 haikus"]).unit == "haiku"
+    assert prompt_target(["x", "list 12 items please"]).unit == "item"
+    assert prompt_target(["echo", "hello"]) is None
+    assert prompt_target(["x", "version 2.5 words"]) is None
+
+
+def test_units_are_counted() -> None:
+    """Words, list items, haikus (three-line stanzas) and lines are counted."""
+    assert count_units("a b  c\nd", "word") == 4
+    assert count_units("- a\n* b\n1. c\nplain", "item") == 3
+    assert count_units("l1\nl2\nl3\n\nm1\nm2\nm3\n\nshort", "haiku") == 2
+
+
+async def test_word_target_reports_rising_fractions_that_end_near_one(started) -> None:
+    """A run asked for 300 words reports progress that rises and ends near 1."""
+    _, client = await started(metrics_interval=0.2)
+    await client.execute(argv=fake("words", "300", "200", "write a 300 word story"))
+    events = await collect(client)
+    fractions = [m.params["progress"]["fraction"] for m in metrics(events)]
+    assert len(fractions) >= 4 and fractions == sorted(fractions)
+    assert fractions[-1] >= 0.9 and fractions[0] < 0.6
+    assert {m.params["progress"]["basis"] for m in metrics(events)} == {"prompt:words"}
+    assert any(m.params["progress"]["eta_seconds"] for m in metrics(events))
+
+
+async def test_command_run_three_times_gets_an_eta_on_the_fourth(started, tmp_path) -> None:
+    """History: no estimate for the first three runs, an ETA from the fourth on."""
+    _, client = await started(history_path=str(tmp_path / "history.sqlite3"), metrics_interval=0.2)
+    bases = []
+    for _ in range(4):
+        await client.execute(argv=fake("silence", "0.7"))
+        events = await collect(client)
+        bases.append({m.params["progress"]["basis"] for m in metrics(events)})
+        last = metrics(events)[-1].params["progress"]
+    assert bases[:3] == [{"none"}] * 3
+    assert bases[3] == {"history"} and last["eta_seconds"] is not None and 0 < last["fraction"] < 1
+
+
+async def test_corrupt_history_means_no_estimate_never_a_failure(started, tmp_path) -> None:
+    """A corrupt database gives basis none and the run completes."""
+    path = tmp_path / "history.sqlite3"
+    path.write_bytes(b"not a database" * 100)
+    _, client = await started(history_path=str(path), metrics_interval=0.2)
+    await client.execute(argv=fake("silence", "0.5"))
+    events = await collect(client)
+    assert completed(events).params["status"] == "completed"
+    assert {m.params["progress"]["basis"] for m in metrics(events)} == {"none"}
+
+
+def test_locked_history_is_skipped(tmp_path) -> None:
+    """A database locked by another writer is skipped quickly, with no estimate."""
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path)
+    store.record("k", 1.0, 1)
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        store.record("k", 2.0, 1)
+        assert store.durations("k") == []
+    finally:
+        holder.rollback()
+        holder.close()
+    assert store.durations("k") == [1.0]
+
+
+def test_no_estimate_without_a_basis() -> None:
+    """Without a target or history, fraction and ETA are null (no fake bar)."""
+    estimate = ProgressEstimator(["sleep", "1"]).estimate(0.5, 0.5)
+    assert estimate.to_dict() == {"fraction": None, "eta_seconds": None, "basis": "none"}
+
+
+async def test_status_request_carries_resources_and_progress(started) -> None:
+    """A status request during a live run carries resources and progress."""
+    _, client = await started(metrics_interval=0.3)
+    await client.execute(argv=fake("burn", "2.5", "200"))
+    seen_status = None
+    async for event in client.events():
+        if isinstance(event, Output) and event.data.startswith("burning") and seen_status is None:
+            seen_status = await client.status()
+        if event.method == "process.completed":
+            break
+    assert seen_status is not None and seen_status["resources"]["num_processes"] >= 1
+    assert "progress" in seen_status
+
+
+async def test_metrics_carry_cpu_and_memory(started) -> None:
+    """process.metrics reports the group's CPU and memory while it burns."""
+    _, client = await started(metrics_interval=0.3)
+    await client.execute(argv=fake("burn", "2.0", "200"))
+    events = await collect(client)
+    resources = [m.params["resources"] for m in metrics(events)]
+    assert max(r["cpu_percent"] for r in resources) > 50
+    assert max(r["rss_bytes"] for r in resources) > 200 << 20
+    assert all(r["num_processes"] >= 1 for r in resources)
+
+
+async def test_silence_status_carries_progress_and_resources(started) -> None:
+    """process.status includes progress and resources."""
+    _, client = await started(metrics_interval=0)
+    await client.execute(argv=fake("silence", "1.2"), inactivity_threshold=0.4)
+    statuses = [e for e in await collect(client) if e.method == "process.status"]
+    assert statuses and all("progress" in s.params and "resources" in s.params for s in statuses)
+    assert statuses[0].params["resources"]["num_processes"] >= 1
