@@ -62,3 +62,38 @@ def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess
     proc.wait()
     proc.stdout.close()
     raise AssertionError("server did not start: " + "\n".join(lines))
+
+
+class PeakRss:
+    """Samples a process's resident memory in a thread; ``growth_mib`` once stopped."""
+
+    def __init__(self, pid: int, every: float = 0.02) -> None:
+        import psutil
+
+        self._proc = psutil.Process(pid)
+        self.baseline = self.peak = self._proc.memory_info().rss
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth_mib(self) -> float:
+        """Peak minus baseline, in MiB."""
+        return (self.peak - self.baseline) / 2**20
+
+    def describe(self) -> str:
+        """"RSS a -> peak b MiB (+c MiB)"."""
+        return f"RSS {self.baseline / 2**20:.1f} -> peak {self.peak / 2**20:.1f} MiB (+{self.growth_mib:.1f} MiB)"
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self._every)

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from cc_executor_nb.client import connect
-from cc_executor_nb.events import Completed, Output
+from cc_executor_nb.events import Completed
 
 from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of, wait_until
 from .proxy import FaultyProxy
@@ -165,22 +165,3 @@ async def test_resume_with_last_seq_ahead_is_invalid(client) -> None:
         await client.call("resume", {"session_id": connected.session_id,
                                      "resume_token": connected.params["resume_token"], "last_seq": 99})
     assert info.value.data == {"field": "last_seq"}
-
-
-async def test_ten_drops_during_a_stream_lose_nothing(resumable, tmp_path) -> None:
-    """Ten forced drops during a 20 MB stream still assemble the exact bytes."""
-    handler, proxy = resumable
-    client = await connect(proxy.url(), TOKEN, max_events=8)
-    chunks: list[str] = []
-    client.add_listener(lambda e: chunks.append(e.data) if isinstance(e, Output) else None)
-    await client.execute(argv=fake("flood", str(20 << 20), str(tmp_path / "sha"), str(8 << 20)))
-    reading = asyncio.ensure_future(collect(client, timeout=120))
-    for drop in range(10):
-        target = len(chunks) + 3
-        assert await wait_until(lambda: len(chunks) >= target, timeout=20)
-        proxy.drop()
-        assert await wait_until(lambda: client.reconnects == drop + 1, timeout=20)
-    await reading
-    assert client.reconnects == 10
-    assert hashlib.sha256("".join(chunks).encode()).hexdigest() == (tmp_path / "sha").read_text()
-    await client.close()

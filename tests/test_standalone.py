@@ -10,12 +10,10 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from cc_executor_nb.client import connect
@@ -23,7 +21,7 @@ from cc_executor_nb.events import Completed, Output
 
 from .conftest import fake, group_alive, wait_until
 
-from .servers import SERVER, ServerProcess, start_server
+from .servers import SERVER, PeakRss, ServerProcess, start_server
 
 
 @pytest.fixture
@@ -101,19 +99,6 @@ def test_hundred_megabytes_with_a_slow_reader_arrive_exactly(token_server, tmp_p
     """100 MB through server and client: sha256 equal, server memory bounded while the client stalls."""
     size = 100 * 1024 * 1024
     hash_file = tmp_path / "sha"
-    server_proc = psutil.Process(token_server.proc.pid)
-    baseline = server_proc.memory_info().rss
-    peak = [baseline]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], server_proc.memory_info().rss)
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-
     async def consume() -> tuple[str, int, float]:
         digest, received, stalls = hashlib.sha256(), 0, 0
         started = time.monotonic()
@@ -133,16 +118,13 @@ def test_hundred_megabytes_with_a_slow_reader_arrive_exactly(token_server, tmp_p
                     break
         return digest.hexdigest(), received, time.monotonic() - started
 
-    sha, received, seconds = asyncio.run(consume())
-    done.set()
-    sampler.join()
-    growth = (peak[0] - baseline) / 2**20
+    with PeakRss(token_server.proc.pid) as rss:
+        sha, received, seconds = asyncio.run(consume())
     print(f"\n100 MB run: {received / 2**20:.1f} MiB in {seconds:.1f} s "
-          f"({received / 2**20 / seconds:.1f} MiB/s incl. 4 s of stalls); "
-          f"server RSS {baseline / 2**20:.1f} MiB -> peak {peak[0] / 2**20:.1f} MiB (+{growth:.1f} MiB)")
+          f"({received / 2**20 / seconds:.1f} MiB/s incl. 4 s of stalls); server {rss.describe()}")
     assert received == size
     assert sha == hash_file.read_text()
-    assert growth < 64
+    assert rss.growth_mib < 64
 
 
 def test_terminal_client_streams_and_exits_with_the_child_code() -> None:

@@ -7,10 +7,8 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import psutil
@@ -23,7 +21,7 @@ from cc_executor_nb.events import Completed, Output
 
 from ..conftest import TOKEN, collect, completed, fake, group_alive, make_handler, wait_until
 from ..proxy import FaultyProxy
-from ..servers import start_server
+from ..servers import PeakRss, start_server
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -232,17 +230,6 @@ def test_one_gib_flood_to_a_slow_client(tmp_path, record) -> None:
     """1 GiB to a client that stalls: the server's memory stays bounded, every byte arrives."""
     server = start_server("--token", TOKEN)
     try:
-        proc = psutil.Process(server.proc.pid)
-        baseline, peak, stop = proc.memory_info().rss, [0], threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], proc.memory_info().rss)
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-
         async def consume() -> tuple[int, str]:
             digest, received = hashlib.sha256(), 0
             async with await connect(server.url, TOKEN, max_events=32) as client:
@@ -257,14 +244,12 @@ def test_one_gib_flood_to_a_slow_client(tmp_path, record) -> None:
                         return received, digest.hexdigest()
             return received, ""
 
-        received, sha = asyncio.run(consume())
-        stop.set()
-        sampler.join()
-        growth = (peak[0] - baseline) / 2**20
-        print(f"\n1 GiB flood: server RSS {baseline / 2**20:.1f} -> peak {peak[0] / 2**20:.1f} MiB (+{growth:.1f} MiB)")
+        with PeakRss(server.proc.pid) as rss:
+            received, sha = asyncio.run(consume())
+        print(f"\n1 GiB flood: server {rss.describe()}")
         assert received == 1 << 30 and sha == (tmp_path / "sha").read_text()
-        assert growth <= 64
-        record("1 GiB flood, slow client", "RSS growth <= 64 MiB, bytes exact", f"+{growth:.1f} MiB, sha256 equal")
+        assert rss.growth_mib <= 64
+        record("1 GiB flood, slow client", "RSS growth <= 64 MiB, bytes exact", f"+{rss.growth_mib:.1f} MiB, sha256 equal")
     finally:
         server.finish()
 
