@@ -9,6 +9,12 @@ Server side (the "enhanced handler")::
         SessionManager(), ProcessManager(), StreamHandler(), heartbeat_interval=20
     )
 
+In a notebook::
+
+    %load_ext cc_executor_nb
+    %ccexec -c "pytest -q" --wait        # or a Claude prompt: %ccexec Explain this repo
+    r = cc_executor_nb.run("make", command=True)   # the same from Python
+
 Importing this package has no side effects; names load on first use.
 """
 
@@ -26,6 +32,12 @@ _EXPORTS = {
     "StreamHandler": "stream",
     "Client": "client",
     "connect": "client",
+    "CCExec": "config",
+    "Run": "handle",
+    "run": "api",
+    "arun": "api",
+    "load_ipython_extension": "magic",
+    "unload_ipython_extension": "magic",
 }
 
 __all__ = ["__version__", *_EXPORTS]

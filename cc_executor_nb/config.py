@@ -1,0 +1,134 @@
+"""User configuration of the notebook extension: the ``CCExec`` traitlets Configurable.
+
+Set values in a running kernel with ``%config``::
+
+    %config CCExec.heartbeat_interval = 5
+    %config CCExec.claude_args = ["--max-turns", "3"]
+
+or for every session in ``ipython_config.py``::
+
+    c.CCExec.default_server = "ws://gpu-box:8003/ws"
+    c.CCExec.token_env = "GPU_BOX_TOKEN"
+
+The extension creates one ``CCExec`` parented to the IPython shell, so both ways
+apply. The Python API (``cc_executor_nb.run``) reads the same object and lets
+explicit keyword arguments override it. Durations are seconds and accept fractions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
+from traitlets.config import Configurable
+
+__all__ = ["CCExec", "OUTPUT_MODES"]
+
+#: How runs are shown: "auto" picks widgets inside a Jupyter kernel, text elsewhere.
+OUTPUT_MODES = ("auto", "widget", "text")
+
+
+class CCExec(Configurable):
+    """Settings of the ``%ccexec`` magic and of ``cc_executor_nb.run``."""
+
+    # Where runs go
+
+    default_server = Unicode(
+        "",
+        help="WebSocket URL (ws://HOST:PORT/ws) of the server that runs jobs. "
+        "Empty: a private server started inside this kernel on 127.0.0.1.",
+    ).tag(config=True)
+    token_env = Unicode(
+        "CC_EXECUTOR_TOKEN",
+        help="Name of the environment variable holding the token of a remote server "
+        "(the token itself is never stored in the configuration nor echoed).",
+    ).tag(config=True)
+
+    # Timing
+
+    heartbeat_interval = Float(
+        20.0, help="Seconds between the server's heartbeats for each run's session."
+    ).tag(config=True)
+    inactivity_threshold = Float(
+        30.0,
+        help="Seconds without output after which the server reports the process as "
+        "'thinking' (and again every as many seconds while the silence lasts).",
+    ).tag(config=True)
+    timeout = Float(
+        None,
+        allow_none=True,
+        help="Default total wall-clock limit of a run in seconds; None: no limit at all.",
+    ).tag(config=True)
+    kill_grace = Float(
+        5.0,
+        help="Seconds between SIGTERM and SIGKILL when a run is cancelled "
+        "(in-kernel server only).",
+    ).tag(config=True)
+
+    # What may run
+
+    claude_command = Unicode(
+        "",
+        help="Path or name of the claude executable. Empty: node_modules/.bin/claude of "
+        "the project or the current directory, then claude on PATH.",
+    ).tag(config=True)
+    claude_args = List(
+        Unicode(), help="Extra arguments appended to every claude command line."
+    ).tag(config=True)
+    model = Unicode(
+        "", help="Default --model for claude runs. Empty: the CLI's own default."
+    ).tag(config=True)
+    allowed_commands = List(
+        Unicode(),
+        help="Program names (argv[0]'s base name) the in-kernel server may start. "
+        "Empty: any program.",
+    ).tag(config=True)
+    demo = Bool(
+        False,
+        help="Point claude runs at the built-in offline demo API instead of Anthropic's.",
+    ).tag(config=True)
+
+    # Display
+
+    output_mode = Enum(
+        OUTPUT_MODES,
+        default_value="auto",
+        help="How runs are shown: 'widget' (live ipywidgets view), 'text' (plain lines "
+        "in the cell output) or 'auto' (widgets inside a Jupyter kernel, text elsewhere).",
+    ).tag(config=True)
+    max_output_chars = Int(
+        20000,
+        help="How many of the last output characters the live view shows "
+        "(the Run object always keeps the full output).",
+    ).tag(config=True)
+    max_updates_per_second = Float(
+        10.0, help="Upper bound on widget updates per second for one run."
+    ).tag(config=True)
+
+    @validate("heartbeat_interval", "inactivity_threshold", "max_updates_per_second")
+    def _positive(self, proposal: Any) -> float:
+        return _check(proposal, allow_zero=False)
+
+    @validate("kill_grace")
+    def _not_negative(self, proposal: Any) -> float:
+        return _check(proposal, allow_zero=True)
+
+    @validate("timeout")
+    def _timeout(self, proposal: Any) -> float | None:
+        return None if proposal.value is None else _check(proposal, allow_zero=False)
+
+    @validate("max_output_chars")
+    def _chars(self, proposal: Any) -> int:
+        if proposal.value < 0:
+            raise TraitError("CCExec.max_output_chars must not be negative")
+        return int(proposal.value)
+
+
+def _check(proposal: Any, *, allow_zero: bool) -> float:
+    value = float(proposal.value)
+    name = proposal.trait.name
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise TraitError(f"CCExec.{name} must be {kind} finite number, not {value!r}")
+    return value

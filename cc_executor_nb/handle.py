@@ -1,0 +1,487 @@
+"""The handle of one run: state, output, control, waiting and display.
+
+A :class:`Run` is made on the caller's thread (a cell), then driven on the kernel's
+background loop (:mod:`cc_executor_nb.kernel_loop`) through one connection of its
+own (one connection is one session, and a session runs one process at a time)::
+
+    client listener (loop thread) -> RunState.apply -> interpreter.feed -> presenter.update
+
+The presenter (:mod:`cc_executor_nb.presenter`) coalesces widget renders to a few a
+second; the Run keeps the full output and every event. Control methods and
+:meth:`Run.wait` may be called from any thread except the loop's; ``await run``
+waits on the awaiting loop without blocking it.
+
+For Claude runs an optional *interpreter* (see :class:`Interpreter`) is fed every
+output piece; the fields ``text``, ``result``, ``cost_usd``, ``usage``,
+``session_id``, ``model``, ``tool_calls`` and ``is_error`` read from it and are
+None (or empty) without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import shlex
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .client import Client, connect
+from .errors import CCExecError, ConnectionLost, NoProcessRunning
+from .events import Completed, Event, Output, ProcessError, make_event
+from .kernel_loop import KernelLoop
+from .runstate import RunState, elapsed, format_duration
+
+if TYPE_CHECKING:
+    from .presenter import Presenter
+    from .widgets import RunView
+
+__all__ = ["Interpreter", "Run", "RunSpec", "Target"]
+
+logger = logging.getLogger("cc_executor_nb.handle")
+
+CONTROL_TIMEOUT = 10.0
+
+
+@runtime_checkable
+class Interpreter(Protocol):
+    """Reads a run's output as it arrives (e.g. Claude's stream-json).
+
+    ``feed`` is called on the loop thread for every output piece, in order. The Run
+    reads the Claude fields (``text``, ``result``, ``cost_usd``, ``usage``,
+    ``session_id``, ``model``, ``tool_calls``, ``is_error``) as plain attributes;
+    missing ones read as None. An optional ``finish()`` is called once, when the run
+    ends.
+    """
+
+    def feed(self, stream: str, text: str) -> object:
+        """Take one piece of ``stream`` ("stdout" or "stderr")."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run, in the terms of the protocol's ``execute`` params."""
+
+    command: str | None = None
+    """A command line, split with shlex by the server; or"""
+    argv: list[str] | None = None
+    """an argument vector run as is."""
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None
+    timeout: float | None = None
+    heartbeat_interval: float | None = None
+    inactivity_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.command is None) == (self.argv is None):
+            raise ValueError("give exactly one of command and argv")
+
+    @property
+    def label(self) -> str:
+        """The command as one line."""
+        return self.command if self.command is not None else shlex.join(self.argv or [])
+
+    def execute_params(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`Client.execute`."""
+        return {
+            "command": self.command,
+            "argv": self.argv,
+            "cwd": self.cwd,
+            "env": dict(self.env) if self.env is not None else None,
+            "timeout": self.timeout,
+            "heartbeat_interval": self.heartbeat_interval,
+            "inactivity_threshold": self.inactivity_threshold,
+        }
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run goes: a server URL and its token (never shown in reprs)."""
+
+    url: str
+    token: str | None = field(default=None, repr=False)
+
+
+class Run:
+    """One run of a command or of a Claude prompt: live state, output and control.
+
+    Attributes: ``state`` (the :class:`RunState`), ``events`` (every event received,
+    in order: the server's notifications, the client's ``client.*`` connection events,
+    and local ones without ``seq`` such as a failure to connect),
+    ``options`` (what the caller asked for), ``view`` (the widget view, if any),
+    ``interpreter`` (see :class:`Interpreter`).
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        target: Target,
+        *,
+        label: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        interpreter: Interpreter | None = None,
+        settle_timeout: float = 15.0,
+    ) -> None:
+        self.spec = spec
+        self.target = target
+        self.label = label or spec.label
+        self.options: dict[str, Any] = dict(options or {})
+        self.interpreter = interpreter
+        self.settle_timeout = settle_timeout
+        self.state = RunState()
+        self.events: list[Event] = []
+        self.view: RunView | None = None
+        self.presenter: Presenter | None = None
+        self._kernel_loop: KernelLoop | None = None
+        self._client: Client | None = None
+        self._cancel_requested = False
+        self._ended: asyncio.Event | None = None
+        self._done: concurrent.futures.Future[Run] = concurrent.futures.Future()
+        self._done.set_running_or_notify_cancel()  # nobody may cancel the run's outcome
+        self._finished = threading.Event()
+        self._shown_in: object = None
+
+    # -- Reading ----------------------------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """starting, running, thinking, paused, completed, failed, cancelled, timeout or error."""
+        return self.state.status
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code (negative signal number when killed); None until the end."""
+        return self.state.exit_code
+
+    @property
+    def error(self) -> str | None:
+        """Why the run failed or stopped early, if the server or the client said."""
+        return self.state.error
+
+    @property
+    def stdout(self) -> str:
+        """Everything the process wrote to stdout so far."""
+        return self.state.stdout
+
+    @property
+    def stderr(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        return self.state.stderr
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the run took (the server's figure), or has taken so far."""
+        return elapsed(self.state, time.monotonic())
+
+    @property
+    def done(self) -> bool:
+        """Whether the run is over and its handle will not change any more."""
+        return self._done.done()
+
+    # -- Claude fields (from the interpreter) ------------------------------------------
+
+    @property
+    def text(self) -> str | None:
+        """Claude's answer text so far."""
+        return self._interpreted("text")
+
+    @property
+    def result(self) -> Any:
+        """Claude's final result."""
+        return self._interpreted("result")
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The run's cost in US dollars, as reported by Claude."""
+        return self._interpreted("cost_usd")
+
+    @property
+    def usage(self) -> Any:
+        """Token usage, as reported by Claude."""
+        return self._interpreted("usage")
+
+    @property
+    def session_id(self) -> str | None:
+        """Claude's session id (not the executor's; see ``state.session_id``)."""
+        return self._interpreted("session_id")
+
+    @property
+    def model(self) -> str | None:
+        """The model Claude used."""
+        return self._interpreted("model")
+
+    @property
+    def tool_calls(self) -> list[Any]:
+        """Claude's tool calls so far."""
+        return list(self._interpreted("tool_calls") or [])
+
+    @property
+    def is_error(self) -> bool | None:
+        """Whether Claude reported an error."""
+        return self._interpreted("is_error")
+
+    def _interpreted(self, name: str) -> Any:
+        return getattr(self.interpreter, name, None) if self.interpreter is not None else None
+
+    # -- Starting (caller's thread) -----------------------------------------------------
+
+    def start(self, kernel_loop: KernelLoop) -> Run:
+        """Drive the run on ``kernel_loop``; returns at once."""
+        if self._kernel_loop is not None:
+            raise RuntimeError("this run was already started")
+        self._kernel_loop = kernel_loop
+        if self.presenter is not None:
+            self.presenter.attach(kernel_loop.loop)
+        kernel_loop.submit(self._drive())
+        return self
+
+    # -- Control (any thread but the loop's) ---------------------------------------------
+
+    def cancel(self, timeout: float | None = CONTROL_TIMEOUT) -> Run:
+        """Cancel the run (SIGTERM, then SIGKILL after the grace). Returns self."""
+        self._cancel_requested = True
+        return self._control("CANCEL", timeout)
+
+    def pause(self, timeout: float | None = CONTROL_TIMEOUT) -> Run:
+        """Pause the process group (SIGSTOP). Returns self."""
+        return self._control("PAUSE", timeout)
+
+    def resume(self, timeout: float | None = CONTROL_TIMEOUT) -> Run:
+        """Resume the process group (SIGCONT). Returns self."""
+        return self._control("RESUME", timeout)
+
+    def _control(self, kind: str, timeout: float | None) -> Run:
+        loop = self._kernel_loop
+        if loop is None or self.done:
+            return self
+        future = loop.submit(self._send_control(kind))
+        if not loop.on_loop_thread():
+            future.result(timeout)
+        return self
+
+    async def _send_control(self, kind: str) -> None:
+        client = self._client
+        if client is None or self.done:
+            return  # not started yet: _drive sends a pending CANCEL itself
+        with contextlib.suppress(NoProcessRunning, ConnectionLost):
+            await client.control(kind)
+
+    # -- Waiting ---------------------------------------------------------------------
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block the calling thread until the run ends; returns self.
+
+        Raises TimeoutError when ``timeout`` seconds pass first (the run goes on).
+        A KeyboardInterrupt (a kernel interrupt) cancels the run, waits for it to
+        end, then propagates.
+        """
+        if self._kernel_loop is None:
+            raise RuntimeError("this run was never started")
+        if self._kernel_loop.on_loop_thread():
+            raise RuntimeError("Run.wait() would block the loop thread; use 'await run'")
+        try:
+            if not self._wait_finished(timeout):
+                raise TimeoutError(f"run still {self.status} after {timeout} s")
+        except KeyboardInterrupt:
+            self._cancel_after_interrupt()
+            raise
+        return self
+
+    def _wait_finished(self, timeout: float | None) -> bool:
+        # Waiting in slices keeps the main thread responsive to signals on every platform.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._finished.is_set():
+            remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self._finished.wait(remaining)
+        return True
+
+    def _cancel_after_interrupt(self) -> None:
+        try:
+            self.cancel()
+            self._wait_finished(self.settle_timeout)
+        except (CCExecError, TimeoutError, concurrent.futures.TimeoutError):
+            logger.warning("! could not confirm the cancellation of %s", self.label)
+
+    def __await__(self) -> Generator[Any, None, Run]:
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> Run:
+        # shield: cancelling the awaiting task must not cancel the run's shared outcome.
+        return await asyncio.shield(asyncio.wrap_future(self._done))
+
+    def add_done_callback(self, callback: Callable[[Run], object]) -> None:
+        """Call ``callback(run)`` once the run is over (at once if it is)."""
+        self._done.add_done_callback(lambda future: callback(future.result()))
+
+    # -- Display ---------------------------------------------------------------------
+
+    def show(self) -> None:
+        """Display the run in the current cell, at most once per cell."""
+        cell = _current_cell()
+        if self.presenter is None or (cell is not None and cell == self._shown_in):
+            return
+        self._shown_in = cell
+        self.presenter.show()
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        if self.presenter is None:
+            return {"text/plain": repr(self)}
+        return dict(self.presenter.mimebundle())
+
+    def __repr__(self) -> str:
+        parts = [f"<Run {self.label!r}: {self.status}"]
+        if self.exit_code is not None:
+            parts.append(f"exit {self.exit_code}")
+        duration = self.duration
+        if duration is not None:
+            parts.append(format_duration(duration))
+        return ", ".join(parts) + ">"
+
+    # -- Driving (loop thread) ----------------------------------------------------------
+
+    async def _drive(self) -> None:
+        self._ended = asyncio.Event()
+        client: Client | None = None
+        try:
+            client = await connect(self.target.url, self.target.token, buffer_events=False)
+            await self._execute(client)
+        except asyncio.CancelledError:
+            await self._cancel_on_shutdown(client)
+            self._settle_locally("cancelled: the background loop was stopped")
+            raise
+        except Exception as exc:
+            self._fail(_describe(exc))
+        finally:
+            await _close(client)
+            self._finish()
+
+    async def _execute(self, client: Client) -> None:
+        self._on_event(await client.wait_connected())
+        client.add_listener(self._on_event)
+        closed = asyncio.ensure_future(_until_closed(client))
+        try:
+            if self._cancel_requested:
+                self._settle_locally("cancelled before it started")
+                return
+            await client.execute(**self.spec.execute_params())
+            self._client = client
+            if self._cancel_requested:
+                await self._send_control("CANCEL")
+            await self._until_ended(closed)
+        finally:
+            closed.cancel()
+        if not self.state.finished:
+            self._fail(f"connection lost: {client.close_reason or 'closed'}")
+
+    async def _until_ended(self, closed: asyncio.Future[None]) -> None:
+        assert self._ended is not None
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait([ended, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+
+    async def _cancel_on_shutdown(self, client: Client | None) -> None:
+        """The loop is stopping: cancel the process and give it a moment to report."""
+        if client is None or self._client is None or self.state.finished:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._cancel_and_settle(client), self.settle_timeout)
+
+    async def _cancel_and_settle(self, client: Client) -> None:
+        assert self._ended is not None
+        with contextlib.suppress(NoProcessRunning):
+            await client.cancel()
+        await self._ended.wait()
+
+    def _on_event(self, event: Event) -> None:
+        """Fold one event in (loop thread, in order): server notifications and client events."""
+        self.events.append(event)
+        now = time.monotonic()
+        self.state.apply(event.method, event.params, now)
+        _fold_connection_event(self.state, event, now)
+        if isinstance(event, Output) and self.interpreter is not None:
+            interpreter = self.interpreter
+            _log_errors(lambda: interpreter.feed(event.stream, event.data))
+        if self.presenter is not None:
+            self.presenter.update(event)
+        if isinstance(event, (Completed, ProcessError)) and self._ended is not None:
+            self._ended.set()
+
+    def _fail(self, message: str) -> None:
+        if not self.state.finished:
+            self._on_event(make_event("process.error", {"error": message}))
+
+    def _settle_locally(self, message: str) -> None:
+        """End the run as cancelled without the server's word (it never started, or is gone)."""
+        if not self.state.finished:
+            params = {"status": "cancelled", "exit_code": None, "error": message}
+            self._on_event(make_event("process.completed", params))
+
+    def _finish(self) -> None:
+        finish = getattr(self.interpreter, "finish", None)
+        if callable(finish):
+            _log_errors(finish)
+        if self.presenter is not None:
+            _log_errors(self.presenter.finish)
+        self._done.set_result(self)
+        self._finished.set()
+
+
+def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
+    """The client's own events: a dropped connection being re-established, or back."""
+    if event.method == "client.reconnecting":
+        state.mark_reconnecting()
+    elif event.method == "client.reconnected":
+        state.apply("connected", {"session_id": event.params.get("session_id")}, now)
+
+
+async def _until_closed(client: Client) -> None:
+    """Return when the connection closes (the event iterator ends then)."""
+    async for _event in client.events():
+        pass
+
+
+async def _close(client: Client | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            await client.close()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, CCExecError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _log_errors(func: Callable[[], object]) -> None:
+    try:
+        func()
+    except Exception:
+        logger.exception("! run clean-up step failed")
+
+
+def _current_cell() -> object:
+    """An id of the cell being run (kernel message id, else execution count), or None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None:
+        return None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None:
+        with contextlib.suppress(Exception):
+            return kernel.get_parent().get("header", {}).get("msg_id")
+    return shell.execution_count

@@ -1,0 +1,240 @@
+"""The ``%ccexec`` / ``%%ccexec`` magic and the extension's load and unload hooks.
+
+``%load_ext cc_executor_nb`` only registers the magic and its settings
+(:class:`~cc_executor_nb.config.CCExec`, shown by ``%config CCExec``); the background
+loop and the in-kernel server start with the first run. ``%unload_ext`` stops runs,
+server, loop and thread; ``%reload_ext`` does that and loads afresh, keeping the
+``%config`` settings.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+import shlex
+from collections.abc import Sequence
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from . import api
+from .config import CCExec
+from .handle import Run
+from .kernel_loop import stop_shared_loop
+
+__all__ = [
+    "CCExecMagics",
+    "Token",
+    "load_ipython_extension",
+    "split_line",
+    "unload_ipython_extension",
+]
+
+# A token is a run of non-blank characters and quoted strings; a lone quote is a
+# literal (prompts are full of apostrophes).
+_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"\\])*"|'[^']*'|["'])+""")
+
+
+class Token(str):
+    """A word of the magic's line: its unquoted value, and where it sits in the line."""
+
+    raw: str
+    start: int
+    end: int
+    index: int
+
+    def __new__(cls, raw: str, start: int, index: int) -> Token:
+        token = super().__new__(cls, _unquote(raw))
+        token.raw, token.start, token.end, token.index = raw, start, start + len(raw), index
+        return token
+
+
+def split_line(line: str) -> list[Token]:
+    """Split a magic line like a POSIX shell, keeping each word's place in the line."""
+    return [Token(m.group(), m.start(), i) for i, m in enumerate(_TOKEN.finditer(line))]
+
+
+def _unquote(raw: str) -> str:
+    try:
+        words = shlex.split(raw)
+    except ValueError:
+        return raw
+    return words[0] if len(words) == 1 else raw
+
+
+def text_of(line: str, tokens: Sequence[Token]) -> str:
+    """The text the words came from: the exact span of the line when they are adjacent.
+
+    A single fully quoted word is unquoted (``-c "echo hi"`` gives ``echo hi``).
+    """
+    if not tokens:
+        return ""
+    if len(tokens) == 1 and _is_quoted(tokens[0].raw):
+        return str(tokens[0])
+    adjacent = all(b.index == a.index + 1 for a, b in zip(tokens, tokens[1:]))
+    if adjacent:
+        return line[tokens[0].start : tokens[-1].end]
+    return " ".join(token.raw for token in tokens)
+
+
+def _is_quoted(raw: str) -> bool:
+    return len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" and _unquote(raw) != raw
+
+
+@magics_class
+class CCExecMagics(Magics):
+    """Run Claude Code prompts and long CLI jobs from the notebook, streamed live.
+
+    Settings: ``%config CCExec`` lists them; ``%config CCExec.NAME = VALUE`` sets one.
+    """
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.settings = CCExec(parent=self)
+        if hasattr(shell, "configurables"):
+            shell.configurables.append(self.settings)
+
+    @magic_arguments()
+    @argument("-c", "--command", action="store_true",
+              help="the text is a command line (split like a POSIX shell, run without a "
+              "shell), not a Claude prompt; quote it when it has options of its own")
+    @argument("-w", "--wait", action="store_true",
+              help="block until the run ends; interrupting the kernel cancels the run")
+    @argument("-o", "--out", metavar="NAME",
+              help="also bind the Run to NAME in the user namespace")
+    @argument("-s", "--server", metavar="URL",
+              help="ws://HOST:PORT/ws of a remote server (default: CCExec.default_server, "
+              "else a private server in this kernel)")
+    @argument("--token-env", metavar="NAME",
+              help="environment variable holding the remote server's token "
+              "(default: CCExec.token_env)")
+    @argument("--model", help="the Claude model (default: CCExec.model)")
+    @argument("--cwd", metavar="DIR", help="working directory of the process")
+    @argument("-e", "--env", metavar="NAME=VALUE", action="append", default=[],
+              help="extra environment variable for the process (repeatable)")
+    @argument("--timeout", metavar="SECONDS", type=float,
+              help="cancel the run after this many seconds (default: no limit)")
+    @argument("--heartbeat", metavar="SECONDS", type=float,
+              help="seconds between heartbeats (default: CCExec.heartbeat_interval)")
+    @argument("--inactivity", metavar="SECONDS", type=float,
+              help="seconds of silence before the run shows as thinking "
+              "(default: CCExec.inactivity_threshold)")
+    @argument("-q", "--quiet", action="store_true",
+              help="no widget: print plain text into the cell")
+    @argument("--raw", action="store_true", help="show the raw output lines")
+    @argument("--demo", action="store_true",
+              help="run Claude against the built-in offline demo API")
+    @argument("text", nargs="*",
+              help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
+    @line_cell_magic
+    def ccexec(self, line: str, cell: str | None = None) -> Run:
+        """Run a Claude prompt, or with -c a command line, and show it live.
+
+        The magic returns at once (unless -w) and the kernel stays free while the run
+        streams; the returned Run has .status, .exit_code, .stdout, .stderr,
+        .duration, .events, .wait(), .cancel(), .pause(), .resume(), and can be
+        awaited. Examples::
+
+          %ccexec Summarise README.md in three bullet points
+          %ccexec -c "pytest -q" --wait -o tests
+          %%ccexec --model sonnet
+          Review this diff for bugs: ...
+        """
+        args, text = self._parse(line, cell)
+        run = self._start(args, text)
+        if args.out:
+            self.shell.user_ns[args.out] = run
+        return run.wait() if args.wait else run
+
+    def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
+        tokens = split_line(line)
+        # Everything after a "--" word is text, however much it looks like options.
+        cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
+        args = self.ccexec.parser.parse_intermixed_args(tokens[:cut])
+        text = text_of(line, [*args.text, *tokens[cut + 1 :]])
+        if cell is not None and cell.strip():
+            if text:
+                raise UsageError("give the prompt either on the %%ccexec line or in the cell")
+            text = cell.strip() if args.command else cell.strip("\n")
+        if not text.strip():
+            what = "command line" if args.command else "prompt"
+            raise UsageError(f"%ccexec needs a {what} (see %ccexec?)")
+        if args.out and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
+            raise UsageError(f"-o/--out needs a Python name, not {args.out!r}")
+        return args, text
+
+    def _start(self, args: Any, text: str) -> Run:
+        try:
+            return api.run(
+                text,
+                command=args.command,
+                server=args.server,
+                token_env=args.token_env,
+                cwd=args.cwd,
+                env=_env_pairs(args.env),
+                timeout=args.timeout,
+                heartbeat=args.heartbeat,
+                inactivity=args.inactivity,
+                model=args.model,
+                quiet=args.quiet,
+                raw=args.raw,
+                demo=True if args.demo else None,
+                settings=self.settings,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+
+    def forget(self) -> None:
+        """Leave the shell: drop the settings from %config, keeping their values for a reload."""
+        shell = self.shell
+        if shell is None:
+            return
+        _remember(shell, self.settings)
+        for configurable in (self.settings, self):
+            if configurable in shell.configurables:
+                shell.configurables.remove(configurable)
+
+
+def _env_pairs(pairs: Sequence[str]) -> dict[str, str] | None:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-e/--env needs NAME=VALUE, not {pair!r}")
+        env[name] = value
+    return env or None
+
+
+def _remember(shell: Any, settings: CCExec) -> None:
+    """Copy settings changed with %config into the shell's config, where a reload reads them."""
+    changed = {
+        name: getattr(settings, name)
+        for name, trait in settings.traits(config=True).items()
+        if getattr(settings, name) != trait.default()
+    }
+    if changed and hasattr(shell, "config"):
+        shell.config.CCExec.update(changed)
+
+
+# Extension hooks
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext cc_executor_nb``: register %ccexec and %%ccexec and the CCExec settings."""
+    shell.register_magics(CCExecMagics(shell))
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    """``%unload_ext cc_executor_nb``: stop every run, the server, the loop and its thread."""
+    from .claude import stop_demo
+
+    stop_shared_loop()
+    stop_demo()
+    manager = shell.magics_manager
+    magics = manager.registry.pop(CCExecMagics.__name__, None)
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop("ccexec", None)
+    if isinstance(magics, CCExecMagics):
+        magics.forget()

@@ -1,0 +1,194 @@
+"""How a run reaches the cell that started it, from the kernel's background loop thread.
+
+A :class:`~cc_executor_nb.handle.Run` hands every event to one presenter, on the loop
+thread, right after folding it into its :class:`~cc_executor_nb.runstate.RunState`:
+
+- :class:`WidgetPresenter` (Jupyter front ends with widgets). The
+  :class:`~cc_executor_nb.widgets.RunView` is built and displayed on the kernel's
+  main thread, so its ``comm_open`` belongs to the cell. Afterwards only trait
+  changes travel: the loop thread renders through a
+  :class:`~cc_executor_nb.widgets.Coalescer` (at most ``max_rate`` renders a
+  second, a 1 s tick for timers), and each render sends ``comm_msg`` updates
+  through the kernel's IOPub socket, which is thread-safe (it hands frames to the
+  kernel's IO thread). Front ends route comm messages by comm id, so the view keeps
+  updating while the kernel is idle or busy with another cell.
+- :class:`TextPresenter` (terminal IPython, ``--quiet``, ``output_mode="text"``).
+  It turns events into plain lines with :class:`~cc_executor_nb.widgets.TextView`
+  and writes them from the loop thread. Inside a kernel, ``sys.stdout`` is
+  ipykernel's ``OutStream``, which sends ``stream`` messages for the parent header
+  of the *current context*; the presenter captures the cell's parent header when
+  the run is shown and sets it around each write (``set_thread_parent``), so every
+  line lands in the cell that started the run, even after that cell has finished
+  (JupyterLab and Notebook keep a cell's output area listening until it runs
+  again). Headless runners such as nbclient stop collecting a cell's output when
+  it finishes: there, use ``--wait`` so the run ends inside its cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TextIO
+
+from .events import Event, Output
+from .runstate import RunState
+from .widgets import Coalescer, RunView, TextView
+
+__all__ = [
+    "Presenter",
+    "TextPresenter",
+    "WidgetPresenter",
+    "kernel_has_widgets",
+]
+
+
+class Presenter(Protocol):
+    """Shows one run. ``update`` and ``finish`` run on the loop thread, ``show`` on the caller's."""
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start any timers on the loop (called once, before the first event)."""
+        ...
+
+    def update(self, event: Event) -> None:
+        """The run's state changed because of ``event``."""
+        ...
+
+    def finish(self) -> None:
+        """The run ended: show the final state and stop timers."""
+        ...
+
+    def show(self) -> None:
+        """Display the run in the current cell (main thread)."""
+        ...
+
+    def mimebundle(self) -> dict[str, Any]:
+        """The run's MIME bundle for ``_repr_mimebundle_``."""
+        ...
+
+
+def kernel_has_widgets(shell: object | None) -> bool:
+    """Whether ``shell`` runs inside a Jupyter kernel, where widgets can reach a front end."""
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+class WidgetPresenter:
+    """Drives a :class:`RunView` from the loop thread through one :class:`Coalescer`."""
+
+    def __init__(self, state: RunState, view: RunView, *, max_rate: float = 10.0) -> None:
+        self.state = state
+        self.view = view
+        self.coalescer = Coalescer(self._render, max_rate)
+        self._render()
+
+    def _render(self) -> None:
+        self.view.render(self.state, time.monotonic())
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the coalescer's ticker and deferred renders on ``loop``."""
+        self.coalescer.attach(loop)
+
+    def update(self, event: Event) -> None:
+        """Ask for a render; the coalescer keeps the rate under the cap."""
+        self.coalescer.poke()
+
+    def finish(self) -> None:
+        """Stop the ticker, then render the final state at once."""
+        self.coalescer.detach()
+        self.coalescer.flush()
+
+    def show(self) -> None:
+        """Display the view (one more synchronised view of the same widgets)."""
+        from IPython.display import display
+
+        display(self.view.widget)
+
+    def mimebundle(self) -> dict[str, Any]:
+        """The widget's own bundle."""
+        return dict(self.view._repr_mimebundle_())
+
+
+class TextPresenter:
+    """Writes each event as plain text to the streams of the cell that showed the run."""
+
+    def __init__(self, describe: Callable[[], str], *, view: TextView | None = None) -> None:
+        self._describe = describe
+        self.view = view or TextView(heartbeats=False)
+        self._lock = threading.Lock()
+        self._backlog: list[Event] = []
+        self._sink: _Sink | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to start: text is written as events come."""
+
+    def update(self, event: Event) -> None:
+        """Write the event's text now if the run is shown, else keep it for ``show``."""
+        with self._lock:
+            if self._sink is None:
+                self._backlog.append(event)
+            else:
+                self._sink.write_event(self.view, event)
+
+    def finish(self) -> None:
+        """Make sure everything written so far leaves the process."""
+        with self._lock:
+            if self._sink is not None:
+                self._sink.flush()
+
+    def show(self) -> None:
+        """Bind output to the current cell, write what came so far, then follow live."""
+        with self._lock:
+            if self._sink is not None:
+                return
+            self._sink = _Sink.capture()
+            for event in self._backlog:
+                self._sink.write_event(self.view, event)
+            self._backlog.clear()
+
+    def mimebundle(self) -> dict[str, Any]:
+        """A one-line text summary of the run."""
+        return {"text/plain": self._describe()}
+
+
+class _Sink:
+    """The caller's stdout/stderr and, in a kernel, the parent header to write under."""
+
+    def __init__(self, out: TextIO, err: TextIO, parent: Mapping[str, Any] | None) -> None:
+        self.out, self.err, self.parent = out, err, parent
+
+    @classmethod
+    def capture(cls) -> _Sink:
+        """The current streams and the current cell's parent header (call on the cell's thread)."""
+        parent = getattr(sys.stdout, "parent_header", None)
+        return cls(sys.stdout, sys.stderr, dict(parent) if parent else None)
+
+    def write_event(self, view: TextView, event: Event) -> None:
+        if event.method == "connected":
+            return  # session bookkeeping, not news to the reader
+        text = view.render_event(event.method, event.params)
+        if text is None:
+            return
+        if isinstance(event, Output):
+            self.write(self.err if event.stream == "stderr" else self.out, text)
+        else:
+            self.write(self.out, text + "\n")
+
+    def write(self, stream: TextIO, text: str) -> None:
+        setter = getattr(stream, "set_thread_parent", None)
+        if self.parent is None or setter is None:
+            stream.write(text)
+            stream.flush()
+            return
+        # ipykernel's OutStream buffers per parent header and flushes on its IO thread.
+        token = setter(self.parent)
+        try:
+            stream.write(text)
+        finally:
+            stream.reset_thread_parent(token)  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        for stream in (self.out, self.err):
+            if getattr(stream, "set_thread_parent", None) is None:
+                stream.flush()

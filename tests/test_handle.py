@@ -1,0 +1,284 @@
+"""The Run handle, in process: a real server on a private background loop, no kernel."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cc_executor_nb.handle import Run, RunSpec, Target
+from cc_executor_nb.kernel_loop import KernelLoop
+from cc_executor_nb.presenter import TextPresenter, WidgetPresenter
+from cc_executor_nb.widgets import RunView
+
+from .conftest import fake, group_alive, make_handler
+from .proxy import FaultyProxy
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def bg() -> Iterator[KernelLoop]:
+    """A private background loop serving a real handler (kill grace 1 s)."""
+    loop = KernelLoop(lambda: make_handler(kill_grace=1.0), thread_name="ccx-handle-test")
+    loop.start()
+    yield loop
+    loop.stop()
+
+
+def target(loop: KernelLoop) -> Target:
+    assert loop.server is not None
+    return Target(loop.server.url, loop.server.token)
+
+
+def start(loop: KernelLoop, argv: list[str], **kwargs: Any) -> Run:
+    """Start a run of ``argv`` on ``loop``; kwargs go to Run()."""
+    spec = RunSpec(argv=argv, heartbeat_interval=kwargs.pop("heartbeat", 20.0))
+    presenter = kwargs.pop("presenter", None)
+    run = Run(spec, target(loop), **kwargs)
+    run.presenter = presenter
+    return run.start(loop)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.01)
+
+
+def test_wait_returns_the_finished_run(bg: KernelLoop) -> None:
+    """wait() blocks until the end and returns the run with status, exit code, output and duration."""
+    run = start(bg, fake("interleave", "4")).wait(20)
+    assert run.status == "completed" and run.exit_code == 0
+    assert run.stdout == "out 0\nout 2\n" and run.stderr == "err 1\nerr 3\n"
+    assert run.duration is not None and run.duration >= 0 and run.done
+
+
+def test_events_are_kept_in_order(bg: KernelLoop) -> None:
+    """events holds connected, started, output... and completed, with increasing seq."""
+    run = start(bg, fake("echo", "hi")).wait(20)
+    methods = [e.method for e in run.events]
+    assert methods[0] == "connected" and methods[1] == "process.started"
+    assert methods[-1] == "process.completed"
+    seqs = [e.seq for e in run.events if e.seq is not None]
+    assert seqs == sorted(seqs)
+
+
+def test_failed_run_reports_its_exit_code(bg: KernelLoop) -> None:
+    """A non-zero exit ends as failed with that code."""
+    run = start(bg, fake("exit", "3")).wait(20)
+    assert (run.status, run.exit_code, run.stdout) == ("failed", 3, "bye\n")
+
+
+def test_wait_timeout_raises_and_the_run_goes_on(bg: KernelLoop) -> None:
+    """wait(timeout) raises TimeoutError without stopping the run."""
+    run = start(bg, fake("ticker", "30", "0.1"))
+    with pytest.raises(TimeoutError):
+        run.wait(0.3)
+    assert not run.done
+    run.cancel().wait(20)
+
+
+def test_cancel_ends_the_run_cancelled(bg: KernelLoop) -> None:
+    """cancel() makes the run end with status cancelled and kills its group."""
+    run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
+    wait_for(lambda: run.status == "running")
+    run.cancel().wait(20)
+    assert run.status == "cancelled" and run.exit_code is not None
+    assert run.state.pgid is not None and group_alive(run.state.pgid) == []
+
+
+def test_pause_and_resume(bg: KernelLoop) -> None:
+    """pause() and resume() move the run to paused and back to running."""
+    run = start(bg, fake("ticker", "100", "0.05"))
+    wait_for(lambda: run.status == "running")
+    run.pause()
+    wait_for(lambda: run.status == "paused")
+    run.resume()
+    wait_for(lambda: run.status == "running")
+    run.cancel().wait(20)
+
+
+def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:
+    """A run cancelled before it starts ends cancelled without a process."""
+    spec = RunSpec(argv=[sys.executable, "-c", "print('should not run')"])
+    run = Run(spec, target(bg))
+    run.cancel()
+    run.start(bg).wait(20)
+    assert run.status == "cancelled" and run.state.pid is None and run.stdout == ""
+
+
+def test_keyboard_interrupt_during_wait_cancels_the_run(bg: KernelLoop) -> None:
+    """A KeyboardInterrupt while waiting cancels the run, waits for its end, then propagates."""
+    run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
+    wait_for(lambda: run.status == "running")
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
+    assert run.done and run.status == "cancelled"
+    assert time.monotonic() - began < 10
+
+
+async def test_await_does_not_block_the_awaiting_loop(bg: KernelLoop) -> None:
+    """await run finishes with the run while the awaiting loop keeps running other tasks."""
+    run = start(bg, fake("ticker", "5", "0.1"))
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        result = await run
+    finally:
+        ticker.cancel()
+    assert result is run and run.status == "completed" and ticks >= 10
+
+
+async def test_cancelling_an_await_leaves_the_run_alone(bg: KernelLoop) -> None:
+    """Cancelling the task that awaits a run does not cancel the run's outcome."""
+    run = start(bg, fake("ticker", "3", "0.1"))
+    waiter = asyncio.ensure_future(run._wait_async())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    assert (await run).status == "completed"
+
+
+def test_spawn_failure_ends_in_error(bg: KernelLoop) -> None:
+    """A program that cannot start ends the run with status error and the server's reason."""
+    run = start(bg, ["/nonexistent/program"]).wait(20)
+    assert run.status == "error" and run.error and "nonexistent" in run.error
+
+
+def test_unreachable_server_ends_in_error() -> None:
+    """A server that cannot be reached ends the run with status error."""
+    loop = KernelLoop(thread_name="ccx-no-server").start()
+    try:
+        run = Run(RunSpec(argv=["true"]), Target("ws://127.0.0.1:9/ws", "x"))
+        run.start(loop).wait(20)
+        assert run.status == "error" and run.error
+    finally:
+        loop.stop()
+
+
+def test_stopping_the_loop_cancels_a_live_run(bg: KernelLoop) -> None:
+    """Stopping the background loop mid-run cancels the process and ends the run."""
+    run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
+    wait_for(lambda: run.status == "running")
+    pgid = run.state.pgid
+    bg.stop()
+    assert run.done and run.status == "cancelled"
+    assert pgid is not None and group_alive(pgid) == []
+
+
+class Recorder:
+    """An interpreter that records what it is fed and exposes Claude fields."""
+
+    def __init__(self) -> None:
+        self.fed: list[tuple[str, str]] = []
+        self.finished = False
+        self.cost_usd = 0.25
+
+    def feed(self, stream: str, text: str) -> None:
+        self.fed.append((stream, text))
+
+    def finish(self) -> None:
+        self.finished = True
+
+    @property
+    def text(self) -> str:
+        return "".join(text for stream, text in self.fed if stream == "stdout")
+
+
+def test_interpreter_is_fed_every_output_piece(bg: KernelLoop) -> None:
+    """The interpreter gets each output piece in order, finish() at the end, and backs the Claude fields."""
+    recorder = Recorder()
+    run = start(bg, fake("interleave", "4"), interpreter=recorder).wait(20)
+    assert "".join(t for s, t in recorder.fed if s == "stderr") == run.stderr
+    assert run.text == run.stdout and run.cost_usd == 0.25 and recorder.finished
+    assert run.model is None and run.tool_calls == []
+
+
+def test_claude_fields_are_empty_without_an_interpreter(bg: KernelLoop) -> None:
+    """Without an interpreter the Claude fields read None (tool_calls: empty)."""
+    run = start(bg, fake("echo", "x")).wait(20)
+    fields = (run.text, run.result, run.cost_usd, run.usage, run.session_id, run.model, run.is_error)
+    assert fields == (None,) * 7 and run.tool_calls == []
+
+
+def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:
+    """The text presenter writes the output to stdout/stderr and start/end lines to stdout."""
+    run = Run(RunSpec(argv=fake("interleave", "2")), target(bg))
+    run.presenter = TextPresenter(lambda: repr(run))
+    run.show()
+    run.start(bg).wait(20)
+    out, err = capsys.readouterr()
+    assert "[started]" in out and "out 0\n" in out and "[completed] exit 0" in out
+    assert err == "err 1\n" and "[connected]" not in out
+
+
+def test_text_presenter_replays_what_came_before_show(
+    bg: KernelLoop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Showing a run after it ended prints its whole transcript once."""
+    run = Run(RunSpec(argv=fake("echo", "late")), target(bg))
+    run.presenter = TextPresenter(lambda: repr(run))
+    run.start(bg).wait(20)
+    assert capsys.readouterr().out == ""
+    run.presenter.show()
+    run.presenter.show()
+    assert capsys.readouterr().out.splitlines().count("late") == 1
+
+
+def test_widget_updates_stay_under_the_rate_cap(bg: KernelLoop) -> None:
+    """A fast-printing run renders its widget at most ~10 times a second, and ends with the final state."""
+    run = Run(RunSpec(argv=fake("ticker", "400", "0.003")), target(bg))
+    view = RunView("ticker", on_cancel=run.cancel)
+    run.presenter = presenter = WidgetPresenter(run.state, view, max_rate=10.0)
+    run.start(bg).wait(30)
+    events = sum(1 for e in run.events if e.method == "process.output")
+    renders = presenter.coalescer.render_count
+    assert run.duration is not None
+    assert renders <= 10 * run.duration + 3 < events
+    assert "completed" in view.badge.value and "tick 399" in view.output.value
+    view.close()
+
+
+def test_repr_names_the_command_and_status(bg: KernelLoop) -> None:
+    """repr(run) shows the label, status and exit code."""
+    run = start(bg, ["true"]).wait(20)
+    assert repr(run).startswith("<Run 'true': completed, exit 0")
+
+
+async def _drop(proxy: FaultyProxy) -> None:
+    proxy.drop()
+
+
+def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:
+    """A connection cut mid-run shows as reconnecting, then resumes with no output lost."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=5)
+    try:
+        run = Run(RunSpec(argv=fake("ticker", "30", "0.03")), Target(proxy.url(), bg.server.token))
+        run.start(bg)
+        wait_for(lambda: "tick 5" in run.stdout)
+        bg.call(_drop(proxy), timeout=5)
+        run.wait(30)
+    finally:
+        bg.call(proxy.close(), timeout=10)
+    assert run.status == "completed"
+    assert run.stdout == "".join(f"tick {i}\n" for i in range(30))
+    methods = [e.method for e in run.events]
+    assert "client.reconnecting" in methods and "client.reconnected" in methods

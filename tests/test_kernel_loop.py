@@ -1,0 +1,199 @@
+"""The background loop thread's lifecycle, in process (no kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from cc_executor_nb import kernel_loop
+from cc_executor_nb.kernel_loop import LOOP_THREAD_NAME, KernelLoop, LoopStopped
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeServer:
+    """Records start and close; fails to start on demand."""
+
+    url = "ws://127.0.0.1:1/ws"
+    token = "t"
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.fail = fail
+        self.started_on: threading.Thread | None = None
+        self.closed = False
+
+    async def start(self, host: str, port: int) -> None:
+        self.started_on = threading.current_thread()
+        if self.fail is not None:
+            raise self.fail
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def loop_threads(name: str = LOOP_THREAD_NAME) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name]
+
+
+@pytest.fixture
+def private_loop():
+    loop = KernelLoop(FakeServer, thread_name="ccx-test-loop")
+    yield loop
+    loop.stop()
+
+
+def test_start_returns_with_the_loop_running(private_loop: KernelLoop) -> None:
+    """start() returns only once the loop runs, on a named daemon thread, with the server started there."""
+    private_loop.start()
+    assert private_loop.running
+    assert private_loop.thread is not None and private_loop.thread.daemon
+    assert private_loop.server.started_on is private_loop.thread  # type: ignore[union-attr]
+    assert len(loop_threads("ccx-test-loop")) == 1
+
+
+def test_start_is_idempotent(private_loop: KernelLoop) -> None:
+    """A second start() keeps the one thread."""
+    private_loop.start()
+    thread = private_loop.thread
+    private_loop.start()
+    assert private_loop.thread is thread and len(loop_threads("ccx-test-loop")) == 1
+
+
+def test_start_reraises_startup_errors_and_leaves_no_thread() -> None:
+    """A server that fails to start makes start() raise that error, with no thread left behind."""
+    loop = KernelLoop(lambda: FakeServer(OSError(98, "Address already in use")), thread_name="ccx-fail")
+    with pytest.raises(OSError, match="Address already in use"):
+        loop.start()
+    assert not loop.running and loop.thread is None
+    assert loop_threads("ccx-fail") == []
+
+
+def test_stop_is_idempotent_and_joins_the_thread(private_loop: KernelLoop) -> None:
+    """stop() closes the server, ends the thread, and can be called again harmlessly."""
+    private_loop.start()
+    server = private_loop.server
+    private_loop.stop()
+    private_loop.stop()
+    assert server.closed  # type: ignore[union-attr]
+    assert loop_threads("ccx-test-loop") == [] and not private_loop.running
+
+
+def test_stop_before_start_is_a_no_op() -> None:
+    """stop() on a loop that never started does nothing."""
+    KernelLoop().stop()
+
+
+def test_call_runs_the_coroutine_on_the_loop_thread(private_loop: KernelLoop) -> None:
+    """call() returns the coroutine's result, computed on the loop thread."""
+    private_loop.start()
+
+    async def where() -> str:
+        return threading.current_thread().name
+
+    assert private_loop.call(where(), timeout=5) == "ccx-test-loop"
+
+
+def test_call_propagates_exceptions(private_loop: KernelLoop) -> None:
+    """An exception raised on the loop reaches the caller."""
+    private_loop.start()
+
+    async def boom() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        private_loop.call(boom(), timeout=5)
+
+
+def test_call_times_out(private_loop: KernelLoop) -> None:
+    """call() gives up after its timeout with TimeoutError."""
+    private_loop.start()
+    with pytest.raises(TimeoutError):
+        private_loop.call(asyncio.sleep(10), timeout=0.1)
+
+
+def test_call_from_the_loop_thread_is_refused(private_loop: KernelLoop) -> None:
+    """call() on the loop thread raises instead of deadlocking."""
+    private_loop.start()
+
+    async def nested() -> str:
+        try:
+            private_loop.call(asyncio.sleep(0), timeout=1)
+        except RuntimeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "deadlock" in private_loop.call(nested(), timeout=5)
+
+
+def test_submit_after_stop_raises_loop_stopped(private_loop: KernelLoop) -> None:
+    """submit() on a stopped loop raises LoopStopped (and closes the coroutine)."""
+    private_loop.start()
+    private_loop.stop()
+    with pytest.raises(LoopStopped):
+        private_loop.submit(asyncio.sleep(0))
+
+
+def test_stop_cancels_tracked_tasks(private_loop: KernelLoop) -> None:
+    """Tasks submitted to the loop are cancelled by stop() and their clean-up runs."""
+    private_loop.start()
+    began, cleaned = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        began.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.set()
+
+    future = private_loop.submit(forever())
+    assert began.wait(5)
+    private_loop.stop()
+    assert cleaned.is_set() and future.cancelled()
+
+
+def test_the_loop_restarts_after_stop(private_loop: KernelLoop) -> None:
+    """A stopped loop can start again with a fresh thread."""
+    private_loop.start()
+    first = private_loop.thread
+    private_loop.stop()
+    private_loop.start()
+    assert private_loop.running and private_loop.thread is not first
+
+
+def test_shared_loop_is_one_per_process() -> None:
+    """shared_loop() starts once and returns the same loop; stop_shared_loop() leaves no thread."""
+    try:
+        first = kernel_loop.shared_loop(FakeServer)
+        assert kernel_loop.shared_loop(FakeServer) is first
+        assert kernel_loop.current_shared_loop() is first
+        assert len(loop_threads()) == 1
+    finally:
+        kernel_loop.stop_shared_loop()
+    kernel_loop.stop_shared_loop()
+    assert kernel_loop.current_shared_loop() is None and loop_threads() == []
+
+
+def test_interpreter_exit_kills_running_children(tmp_path) -> None:
+    """A Python process that exits mid-run (as a kernel does on shutdown) cancels it cleanly and at once."""
+    script = (
+        "import sys, time, cc_executor_nb\n"
+        "r = cc_executor_nb.run([sys.executable, '-c', 'import time; time.sleep(60)'],"
+        " command=True, display=False)\n"
+        "deadline = time.monotonic() + 20\n"
+        "while r.state.pid is None and time.monotonic() < deadline: time.sleep(0.01)\n"
+        "print(r.state.pid, flush=True)\n"
+    )
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=40, cwd=tmp_path
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert time.monotonic() - began < 10
+    pid = int(done.stdout.strip())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

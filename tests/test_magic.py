@@ -1,0 +1,334 @@
+"""The %ccexec magic, its settings and the Python API, in an in-process IPython shell."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets import TraitError
+from traitlets.config import Config
+
+import cc_executor_nb
+import cc_executor_nb.claude
+from cc_executor_nb.config import CCExec
+from cc_executor_nb.handle import Run, RunSpec, Target
+from cc_executor_nb.kernel_loop import LOOP_THREAD_NAME, current_shared_loop
+from cc_executor_nb.magic import CCExecMagics, split_line, text_of
+
+from .kernel_utils import ccexec, fake_command, py
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def shell() -> Iterator[InteractiveShell]:
+    """The in-process shell with the extension loaded; unloaded (and its settings forgotten) after."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    ipython = InteractiveShell.instance(config=config)
+    ipython.run_line_magic("load_ext", "cc_executor_nb")
+    yield ipython
+    ipython.run_line_magic("unload_ext", "cc_executor_nb")
+    ipython.config.pop("CCExec", None)
+
+
+def loop_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == LOOP_THREAD_NAME)
+
+
+def magic(shell: InteractiveShell, line: str) -> Run:
+    result = shell.run_line_magic("ccexec", line.removeprefix("%ccexec "))
+    assert isinstance(result, Run)
+    return result
+
+
+@pytest.fixture
+def echo_claude(tmp_path: Path) -> str:
+    """A stand-in 'claude' executable that prints each argument on its own line."""
+    script = tmp_path / "claude"
+    script.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+# Loading
+
+
+def test_load_ext_registers_the_magic_and_starts_nothing(shell: InteractiveShell) -> None:
+    """%load_ext adds %ccexec / %%ccexec and the CCExec settings but no loop thread."""
+    assert shell.find_line_magic("ccexec") and shell.find_cell_magic("ccexec")
+    assert any(isinstance(c, CCExec) for c in shell.configurables)
+    assert loop_threads() == 0 and current_shared_loop() is None
+
+
+def test_unload_ext_removes_magic_settings_and_thread(shell: InteractiveShell) -> None:
+    """%unload_ext stops the loop thread and removes the magic and its configurables."""
+    magic(shell, ccexec("true", "-w", "-q"))
+    assert loop_threads() == 1
+    shell.run_line_magic("unload_ext", "cc_executor_nb")
+    assert loop_threads() == 0
+    assert shell.find_line_magic("ccexec") is None
+    assert not any(isinstance(c, (CCExec, CCExecMagics)) for c in shell.configurables)
+    shell.run_line_magic("load_ext", "cc_executor_nb")
+
+
+def test_reload_ext_twice_leaves_one_loop_thread(shell: InteractiveShell) -> None:
+    """Reloading twice, with a run before and after, leaves exactly one loop thread."""
+    magic(shell, ccexec("true", "-w", "-q"))
+    shell.run_line_magic("reload_ext", "cc_executor_nb")
+    shell.run_line_magic("reload_ext", "cc_executor_nb")
+    assert loop_threads() == 0
+    assert magic(shell, ccexec("true", "-w", "-q")).status == "completed"
+    assert loop_threads() == 1
+
+
+def test_reload_ext_keeps_config_settings(shell: InteractiveShell) -> None:
+    """Values set with %config survive %reload_ext."""
+    shell.run_line_magic("config", "CCExec.heartbeat_interval = 0.5")
+    shell.run_line_magic("reload_ext", "cc_executor_nb")
+    assert shell.run_line_magic("config", "CCExec.heartbeat_interval") == 0.5
+
+
+# Running
+
+
+def test_quiet_wait_prints_and_returns_the_finished_run(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """%ccexec -c ... -w -q prints the output as text and returns the completed Run."""
+    run = magic(shell, ccexec(py("print('hi')"), "--wait", "--quiet"))
+    assert (run.status, run.exit_code, run.stdout) == ("completed", 0, "hi\n")
+    out = capsys.readouterr().out
+    assert "\nhi\n" in out and "[completed] exit 0" in out
+
+
+def test_text_mode_is_automatic_outside_a_kernel(shell: InteractiveShell) -> None:
+    """Without a Jupyter kernel the run has no widget view (plain text instead)."""
+    run = magic(shell, ccexec("true", "-w"))
+    assert run.view is None
+
+
+def test_widget_mode_can_be_forced(shell: InteractiveShell) -> None:
+    """CCExec.output_mode = 'widget' gives the run a widget view that ends completed."""
+    shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
+    run = magic(shell, ccexec("true", "-w"))
+    assert run.view is not None and "completed" in run.view.badge.value
+    run.view.close()
+
+
+def test_out_binds_the_run_in_the_user_namespace(shell: InteractiveShell) -> None:
+    """-o NAME binds the Run to NAME."""
+    run = magic(shell, ccexec("true", "-w", "-q", "-o", "result"))
+    assert shell.user_ns["result"] is run
+
+
+def test_quoted_command_keeps_its_arguments(shell: InteractiveShell) -> None:
+    """A quoted command line is split by the server like a POSIX shell would."""
+    run = magic(shell, ccexec(fake_command("argv", "a b", "c"), "-w", "-q"))
+    assert run.stdout == "'a b'\n'c'\n"
+
+
+def test_command_after_double_dash_keeps_its_options(shell: InteractiveShell) -> None:
+    """After --, the rest of the line is the command, its own options and quotes included."""
+    line = "-w -q -c -- " + fake_command("argv", "-c", "x y")
+    assert magic(shell, line).stdout == "'-c'\n'x y'\n"
+
+
+def test_cell_magic_takes_the_body(shell: InteractiveShell) -> None:
+    """%%ccexec -c runs the cell body as the command line."""
+    run = shell.run_cell_magic("ccexec", "-c -w -q", fake_command("echo", "from", "cell") + "\n")
+    assert isinstance(run, Run) and run.stdout == "from cell\n"
+
+
+def test_config_values_reach_the_run(shell: InteractiveShell) -> None:
+    """%config CCExec settings become the run's execute params unless an option overrides them."""
+    shell.run_line_magic("config", "CCExec.heartbeat_interval = 0.5")
+    shell.run_line_magic("config", "CCExec.inactivity_threshold = 7")
+    run = magic(shell, ccexec("true", "-w", "-q", "--inactivity", "3"))
+    assert (run.spec.heartbeat_interval, run.spec.inactivity_threshold) == (0.5, 3.0)
+    assert run.spec.timeout is None
+
+
+def test_env_and_cwd_options_reach_the_process(shell: InteractiveShell, tmp_path: Path) -> None:
+    """-e NAME=VALUE and --cwd DIR apply to the child."""
+    line = ccexec(fake_command("env", "CCX_X"), "-w", "-q", "-e", "CCX_X=1")
+    assert magic(shell, line).stdout == "CCX_X=1\n"
+    line = ccexec(fake_command("cwd"), "-w", "-q", "--cwd", shlex.quote(str(tmp_path)))
+    assert magic(shell, line).stdout == f"{tmp_path}\n"
+
+
+def test_prompt_goes_to_claude_verbatim(shell: InteractiveShell, echo_claude: str) -> None:
+    """A prompt, apostrophes and quotes included, reaches claude -p exactly as typed."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    run = magic(shell, """What's "this" repo? -w -q --model opus""")
+    argv = run.stdout.splitlines()
+    assert argv[-1] == """What's "this" repo?""" and "-p" in argv and "stream-json" in argv
+    assert argv[argv.index("--model") + 1] == "opus"
+    assert run.options["prompt"] == """What's "this" repo?""" and run.options["model"] == "opus"
+
+
+def test_demo_flag_is_recorded(shell: InteractiveShell, echo_claude: str) -> None:
+    """--demo is stored on the run's options for the Claude layer."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    try:
+        assert magic(shell, "hello --demo -w -q").options["demo"] is True
+    finally:
+        stop_demo = getattr(cc_executor_nb.claude, "stop_demo", None)
+        if stop_demo is not None:
+            stop_demo()  # the Claude layer may have started its offline backend
+
+
+def test_missing_claude_is_a_usage_error(shell: InteractiveShell) -> None:
+    """Without a claude executable a prompt raises UsageError with install advice."""
+    shell.run_line_magic("config", "CCExec.claude_command = '/nonexistent/claude'")
+    with pytest.raises(UsageError, match="not an executable") as info:
+        magic(shell, "hello")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--bogus -c true", "unrecognized arguments: --bogus"),
+        ("--timeout -1 -c true", "timeout must be a positive number"),
+        ("--timeout soon -c true", "invalid float value"),
+        ("--heartbeat 0 -c true", "heartbeat must be a positive number"),
+        ("", "needs a prompt"),
+        ("-c -w", "needs a command line"),
+        ("-o 1x -c true", "needs a Python name"),
+        ("-e NOVALUE -c true", "NAME=VALUE"),
+        ("-c ''", "needs a command line"),
+    ],
+)
+def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str, message: str) -> None:
+    """Bad options and empty input raise UsageError with a one-line message."""
+    with pytest.raises(UsageError, match=message) as info:
+        shell.run_line_magic("ccexec", line)
+    assert "\n" not in str(info.value)
+
+
+def test_prompt_on_line_and_in_cell_is_a_usage_error(shell: InteractiveShell) -> None:
+    """%%ccexec refuses a prompt given both on the line and in the cell."""
+    with pytest.raises(UsageError, match="either"):
+        shell.run_cell_magic("ccexec", "hello", "world\n")
+
+
+def test_help_lists_the_options(shell: InteractiveShell) -> None:
+    """%ccexec? shows the docstring with every option."""
+    doc = shell.find_line_magic("ccexec").__doc__ or ""
+    for option in ("--command", "--wait", "--out", "--server", "--token-env", "--model",
+                   "--cwd", "--timeout", "--heartbeat", "--inactivity", "--quiet", "--raw",
+                   "--demo", "%%ccexec"):
+        assert option in doc
+
+
+def test_run_shows_once_per_cell(shell: InteractiveShell) -> None:
+    """A Run displays itself once per cell, and again in a later cell."""
+
+    class Counting:
+        shown = 0
+
+        def show(self) -> None:
+            self.shown += 1
+
+    run = Run(RunSpec(argv=["true"]), Target("ws://127.0.0.1:9/ws"))
+    run.presenter = counting = Counting()
+    run.show()
+    run._ipython_display_()
+    shell.execution_count += 1
+    run.show()
+    assert counting.shown == 2
+
+
+# Settings
+
+
+def test_settings_validate_durations() -> None:
+    """Non-positive durations are refused by the traits."""
+    with pytest.raises(TraitError):
+        CCExec(heartbeat_interval=-1)
+    with pytest.raises(TraitError):
+        CCExec(timeout=0)
+    assert CCExec(timeout=None).timeout is None
+
+
+def test_every_setting_has_help() -> None:
+    """Each configurable trait carries help text for %config and ipython_config.py."""
+    for name, trait in CCExec.class_traits(config=True).items():
+        assert trait.help, name
+
+
+def test_config_file_values_apply(tmp_path: Path) -> None:
+    """Values from the shell's config (ipython_config.py) reach CCExec."""
+    config = Config()
+    config.CCExec.max_output_chars = 123
+    assert CCExec(config=config).max_output_chars == 123
+
+
+# The Python API
+
+
+def test_api_run_accepts_an_argv_list(shell: InteractiveShell) -> None:
+    """run([...], command=True) runs the argv as is."""
+    run = cc_executor_nb.run(
+        [sys.executable, "-c", "import sys; print(sys.argv[1:])", "a b"],
+        command=True, wait=True, quiet=True,
+    )
+    assert run.stdout == "['a b']\n"
+
+
+def test_api_run_rejects_bad_input(shell: InteractiveShell) -> None:
+    """run() raises ValueError for an empty command or a bad timeout."""
+    with pytest.raises(ValueError, match="empty"):
+        cc_executor_nb.run("  ", command=True)
+    with pytest.raises(ValueError, match="timeout"):
+        cc_executor_nb.run("true", command=True, timeout=-5)
+
+
+def test_api_run_without_wait_returns_at_once(shell: InteractiveShell) -> None:
+    """run() without wait returns a live run; cancel() ends it."""
+    run = cc_executor_nb.run(py("import time; time.sleep(30)"), command=True, quiet=True)
+    assert not run.done
+    run.cancel().wait(20)
+    assert run.status == "cancelled"
+
+
+async def test_arun_awaits_the_end(shell: InteractiveShell) -> None:
+    """await arun(...) returns the finished run."""
+    run = await cc_executor_nb.arun(fake_command("echo", "async"), command=True, quiet=True)
+    assert (run.status, run.stdout) == ("completed", "async\n")
+
+
+def test_remote_server_token_comes_from_the_environment(
+    shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--server uses the token from the --token-env variable."""
+    monkeypatch.setenv("CCX_TEST_TOKEN", "s3cret")
+    run = magic(shell, ccexec("true", "-q", "-s", "ws://127.0.0.1:9/ws", "--token-env", "CCX_TEST_TOKEN"))
+    run.wait(20)
+    assert run.target.token == "s3cret" and run.status == "error"
+    assert "s3cret" not in repr(run.target) and "s3cret" not in (run.error or "")
+
+
+# Line splitting
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('"echo hi" --wait', "echo hi"),
+        ("What's up, doc?", "What's up, doc?"),
+        ('say "a b"  now', 'say "a b"  now'),
+        ("'python -c \"print(1)\"'", 'python -c "print(1)"'),
+    ],
+)
+def test_text_of_keeps_the_typed_text(line: str, expected: str) -> None:
+    """The prompt or command text is taken from the line as typed (a fully quoted word unquoted)."""
+    tokens = [t for t in split_line(line) if not t.startswith("--")]
+    assert text_of(line, tokens) == expected
