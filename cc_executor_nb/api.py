@@ -61,6 +61,14 @@ def run(
     quiet: bool = False,
     raw: bool = False,
     demo: bool | None = None,
+    resume: str | None = None,
+    continue_session: bool = False,
+    allowed_tools: Sequence[str] = (),
+    permission_mode: str | None = None,
+    max_turns: int | None = None,
+    append_system_prompt: str | None = None,
+    claude_args: Sequence[str] = (),
+    max_retries: int | None = None,
     display: bool = True,
     label: str | None = None,
     settings: CCExec | None = None,
@@ -73,7 +81,10 @@ def run(
     ``token_env``) select a remote server. ``timeout``, ``heartbeat`` and
     ``inactivity`` are seconds. ``quiet`` prints plain text instead of showing a
     widget; ``display=False`` shows nothing (``display(run)`` later). ``model``,
-    ``raw`` and ``demo`` shape Claude runs.
+    ``raw``, ``demo``, ``resume`` (a Claude session id), ``continue_session`` (follow
+    up the last Claude run of this kernel, else the CLI's latest conversation),
+    ``allowed_tools``, ``permission_mode``, ``max_turns``, ``append_system_prompt``,
+    ``claude_args`` (extra CLI arguments) and ``max_retries`` shape Claude runs.
 
     Raises ValueError for bad arguments and FileNotFoundError when a Claude prompt
     is given and no claude executable exists.
@@ -82,7 +93,20 @@ def run(
     if command:
         what, extras = _command(prompt_or_command)
     else:
-        options = _claude_options(settings, model=model, raw=raw, demo=demo)
+        options = _claude_options(
+            settings,
+            model=model,
+            raw=raw,
+            demo=demo,
+            resume=resume or (settings.last_session_id if continue_session else None),
+            continue_session=continue_session and not (resume or settings.last_session_id),
+            allowed_tools=tuple(allowed_tools),
+            permission_mode=permission_mode,
+            max_turns=max_turns,
+            append_system_prompt=append_system_prompt,
+            extra_args=tuple(claude_args),
+            max_retries=max_retries,
+        )
         what, extras = _claude(_prompt_text(prompt_or_command), options)
     spec = RunSpec(
         **what,
@@ -100,6 +124,8 @@ def run(
         settle_timeout=settings.kill_grace + 10.0,
     )
     handle.presenter = _presenter(handle, settings, quiet=quiet, body=extras.body)
+    if not command:
+        handle.add_done_callback(lambda done: _remember_session(settings, done))
     if display:
         handle.show()
     handle.start(kernel_loop)
@@ -143,15 +169,28 @@ class _Extras:
 
 
 def _claude_options(
-    settings: CCExec, *, model: str | None, raw: bool, demo: bool | None
+    settings: CCExec,
+    *,
+    model: str | None,
+    raw: bool,
+    demo: bool | None,
+    extra_args: tuple[str, ...],
+    **claude: Any,
 ) -> ClaudeOptions:
     return ClaudeOptions(
         command=settings.claude_command or None,
-        args=tuple(settings.claude_args),
+        args=(*settings.claude_args, *extra_args),
         model=model or settings.model or None,
         demo=settings.demo if demo is None else demo,
         raw=raw,
+        **claude,
     )
+
+
+def _remember_session(settings: CCExec, done: Run) -> None:
+    """The session id of the last Claude run is what ``--continue`` resumes."""
+    if done.session_id:
+        settings.last_session_id = done.session_id
 
 
 def _command(what: str | Sequence[str]) -> tuple[dict[str, Any], _Extras]:
@@ -288,6 +327,8 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
         on_cancel=handle.cancel,
         max_chars=settings.max_output_chars,
         body=body,
+        # The rendered conversation replaces the raw JSONL (shown with --raw).
+        show_output=body is None,
     )
     handle.view = view
     return WidgetPresenter(handle.state, view, max_rate=settings.max_updates_per_second)

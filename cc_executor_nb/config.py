@@ -45,6 +45,12 @@ class CCExec(Configurable):
         "(the token itself is never stored in the configuration nor echoed).",
     ).tag(config=True)
 
+    last_session_id = Unicode(
+        "",
+        help="Session id of the last Claude run in this kernel (what --continue resumes); "
+        "kept by the extension, not a setting.",
+    )
+
     # Timing
 
     heartbeat_interval = Float(

@@ -225,6 +225,31 @@ class Run:
         """Whether Claude reported an error."""
         return self._interpreted("is_error")
 
+    @property
+    def answer(self) -> str | None:
+        """Claude's final answer (the result text; for an API error, its message)."""
+        return self._interpreted("answer")
+
+    @property
+    def api_error_status(self) -> int | None:
+        """The HTTP status of an API error Claude reported (e.g. 529), else None."""
+        return self._interpreted("api_error_status")
+
+    @property
+    def thinking(self) -> str | None:
+        """Claude's thinking text, when the model streamed it."""
+        return self._interpreted("thinking")
+
+    @property
+    def num_turns(self) -> int | None:
+        """Agent turns Claude took."""
+        return self._interpreted("num_turns")
+
+    @property
+    def retries(self) -> list[Any]:
+        """API retries Claude reported (attempt, delay, status)."""
+        return list(self._interpreted("retries") or [])
+
     def _interpreted(self, name: str) -> Any:
         return getattr(self.interpreter, name, None) if self.interpreter is not None else None
 

@@ -126,6 +126,19 @@ class CCExecMagics(Magics):
     @argument("--raw", action="store_true", help="show the raw output lines")
     @argument("--demo", action="store_true",
               help="run Claude against the built-in offline demo API")
+    @argument("--resume", metavar="SESSION_ID", help="continue this Claude session")
+    @argument("--continue", dest="continue_session", action="store_true",
+              help="follow up the last Claude run of this kernel (else the CLI's latest)")
+    @argument("--allowed-tools", metavar="RULE", action="append", default=[],
+              help="a tool the CLI may use without asking, e.g. \"Bash(git:*)\" (repeatable)")
+    @argument("--permission-mode", metavar="MODE",
+              help="the CLI's permission mode (default, acceptEdits, plan, bypassPermissions)")
+    @argument("--max-turns", metavar="N", type=int, help="stop after N agent turns")
+    @argument("--append-system-prompt", metavar="TEXT", help="text added to the system prompt")
+    @argument("--claude-arg", metavar="ARG", action="append", default=[],
+              help="an extra argument for the claude CLI (repeatable; --claude-arg=--flag)")
+    @argument("--max-retries", metavar="N", type=int,
+              help="retries of a failed API call (CLAUDE_CODE_MAX_RETRIES)")
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
     @line_cell_magic
@@ -181,6 +194,14 @@ class CCExecMagics(Magics):
                 quiet=args.quiet,
                 raw=args.raw,
                 demo=True if args.demo else None,
+                resume=args.resume,
+                continue_session=args.continue_session,
+                allowed_tools=args.allowed_tools,
+                permission_mode=args.permission_mode,
+                max_turns=args.max_turns,
+                append_system_prompt=args.append_system_prompt,
+                claude_args=args.claude_arg,
+                max_retries=args.max_retries,
                 settings=self.settings,
             )
         except (ValueError, FileNotFoundError) as exc:

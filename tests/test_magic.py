@@ -173,6 +173,46 @@ def test_prompt_goes_to_claude_verbatim(shell: InteractiveShell, echo_claude: st
     assert run.options["prompt"] == """What's "this" repo?""" and run.options["model"] == "opus"
 
 
+def test_claude_options_reach_the_cli(shell: InteractiveShell, echo_claude: str) -> None:
+    """Every Claude option of the magic lands before the "--" that precedes the prompt."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    line = ("--resume abc --allowed-tools 'Bash(git:*)' --allowed-tools Read --permission-mode plan "
+            "--max-turns 3 --append-system-prompt 'be brief' --claude-arg=--effort --max-retries 1 "
+            "-w -q -- -starts with a dash")
+    argv = magic(shell, line).stdout.splitlines()
+    cut = argv.index("--")
+    assert argv[cut + 1:] == ["-starts with a dash"]
+    head = argv[:cut]
+    assert head[head.index("--resume") + 1] == "abc"
+    assert head[head.index("--allowed-tools") + 1 : head.index("--allowed-tools") + 3] == ["Bash(git:*)", "Read"]
+    assert head[head.index("--permission-mode") + 1] == "plan"
+    assert head[head.index("--max-turns") + 1] == "3"
+    assert head[head.index("--append-system-prompt") + 1] == "be brief"
+    assert "--effort" in head
+
+
+def test_continue_without_history_asks_the_cli_for_its_latest(shell: InteractiveShell, echo_claude: str) -> None:
+    """--continue before any Claude run in this kernel passes --continue to the CLI."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    argv = magic(shell, "--continue -w -q follow up").stdout.splitlines()
+    assert "--continue" in argv[: argv.index("--")] and "--resume" not in argv
+
+
+@pytest.mark.claude
+@pytest.mark.skipif(not Path("node_modules/.bin/claude").exists(), reason="node_modules/.bin/claude is absent: run npm ci")
+def test_continue_resumes_the_last_claude_session(shell: InteractiveShell) -> None:
+    """--continue resumes the session id of this kernel's last Claude run (real CLI, demo API)."""
+    try:
+        first = magic(shell, "--demo -w -q echo: first")
+        assert first.status == "completed" and first.session_id
+        second = magic(shell, "--demo --continue -w -q echo: second")
+        argv = second.state.argv
+        assert argv[argv.index("--resume") + 1] == first.session_id
+        assert second.text == "second" and second.session_id == first.session_id
+    finally:
+        cc_executor_nb.claude.stop_demo()
+
+
 def test_demo_flag_is_recorded(shell: InteractiveShell, echo_claude: str) -> None:
     """--demo is stored on the run's options for the Claude layer."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
