@@ -33,6 +33,7 @@ __all__ = [
     "elapsed",
     "format_duration",
     "heartbeat_health",
+    "next_beat_in",
     "inactive_for",
 ]
 
@@ -76,6 +77,9 @@ class Tail(NamedTuple):
         return self.cut_chars > 0
 
 
+HISTORY = 60
+"""How many resource samples a RunState keeps for the sparkline."""
+
 @dataclass
 class RunState:
     """Everything a view needs to show one run, updated by :meth:`apply`.
@@ -112,6 +116,14 @@ class RunState:
     pieces: list[tuple[str, str]] = field(default_factory=list, repr=False)
     """The full output as ``(stream, text)`` pairs, in arrival order."""
     output_chars: int = 0
+    last_message_at: float | None = None
+    """When the server last sent anything: any message proves the connection alive."""
+    progress: dict[str, Any] | None = None
+    """The latest ``{"fraction", "eta_seconds", "basis"}`` from the server."""
+    resources: dict[str, Any] | None = None
+    """The latest ``{"cpu_percent", "rss_bytes", "num_processes"}`` of the run's group."""
+    cpu_history: list[float] = field(default_factory=list, repr=False)
+    """Recent CPU figures (at most ``HISTORY``), oldest first, for a sparkline."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
 
     # Reading the output
@@ -158,10 +170,23 @@ class RunState:
 
     def apply(self, method: str, params: Mapping[str, Any], now: float) -> None:
         """Fold one server notification into the state; unknown methods are ignored."""
+        if not method.startswith("client."):
+            self.last_message_at = now
         handler = _HANDLERS.get(method)
         if handler is None or self._is_replay(params):
             return
         handler(self, params, now)
+        self._take_measures(params)
+
+    def _take_measures(self, params: Mapping[str, Any]) -> None:
+        progress, resources = params.get("progress"), params.get("resources")
+        if isinstance(progress, Mapping):
+            self.progress = dict(progress)
+        if isinstance(resources, Mapping):
+            self.resources = dict(resources)
+            cpu = _num(resources.get("cpu_percent"), None)
+            if cpu is not None:
+                self.cpu_history = [*self.cpu_history[-(HISTORY - 1) :], cpu]
 
     def mark_reconnecting(self) -> None:
         """Record that the connection dropped; the next ``connected`` restores the status."""
@@ -195,6 +220,8 @@ class RunState:
     def _on_heartbeat(self, params: Mapping[str, Any], now: float) -> None:
         self.last_heartbeat_at = now
         self.heartbeat_count += 1
+        # Adaptive servers say the current interval in each beat.
+        self.heartbeat_interval = _num(params.get("interval"), self.heartbeat_interval)
 
     def _on_started(self, params: Mapping[str, Any], now: float) -> None:
         self.status = "running"
@@ -263,6 +290,7 @@ _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
     "process.cancelled": RunState._on_cancelled,
     "process.completed": RunState._on_completed,
     "process.error": RunState._on_error,
+    "process.metrics": lambda state, params, now: None,  # measures only (taken by apply)
 }
 
 
@@ -277,7 +305,8 @@ def heartbeat_health(state: RunState, now: float) -> tuple[Health, float | None]
     the first beat while not yet overdue, or while the interval is unknown.
     """
     beat = state.last_heartbeat_at
-    reference = beat if beat is not None else state.connected_at
+    # Any message proves the connection alive; "ok" needs at least one real beat.
+    reference = _latest(beat, state.last_message_at) or state.connected_at
     if reference is None:
         return "waiting", None
     age = max(0.0, now - reference)
@@ -289,6 +318,19 @@ def heartbeat_health(state: RunState, now: float) -> tuple[Health, float | None]
     if age > OVERDUE_AFTER * interval:
         return "overdue", age
     return ("ok" if beat is not None else "waiting"), age
+
+
+def next_beat_in(state: RunState, now: float) -> float | None:
+    """Seconds until the next heartbeat is due (any message resets the count), or None."""
+    reference = _latest(state.last_heartbeat_at, state.last_message_at) or state.connected_at
+    if reference is None or not state.heartbeat_interval or state.finished:
+        return None
+    return max(0.0, reference + state.heartbeat_interval - now)
+
+
+def _latest(*times: float | None) -> float | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
 
 
 def inactive_for(state: RunState, now: float) -> float | None:

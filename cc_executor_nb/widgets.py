@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import math
 import shlex
 import threading
 import time
@@ -45,6 +46,7 @@ from .runstate import (
     format_duration,
     heartbeat_health,
     inactive_for,
+    next_beat_in,
 )
 
 __all__ = [
@@ -52,6 +54,9 @@ __all__ = [
     "Coalescer",
     "RunView",
     "TextView",
+    "progress_text",
+    "resources_text",
+    "sparkline",
     "badge_html",
     "heartbeat_html",
     "output_html",
@@ -119,7 +124,7 @@ def heartbeat_html(state: RunState, now: float) -> tuple[str, Health]:
     color = HEALTH_COLORS[health]
     beat = state.heartbeat_count % 2
     glyph = {"lost": "✕", "waiting": "○"}.get(health, "♡" if beat else "♥")
-    text = _heartbeat_text(state, health, age)
+    text = _heartbeat_text(state, health, age, now)
     return (
         f'<span class="ccx-heart ccx-beat-{beat}" style="color:{color}">{glyph}</span> '
         f'<span class="ccx-hb-text" style="color:{color if health != "ok" else "inherit"}">'
@@ -153,7 +158,7 @@ def _piece_html(stream: str, text: str) -> str:
     return escaped
 
 
-def _heartbeat_text(state: RunState, health: Health, age: float | None) -> str:
+def _heartbeat_text(state: RunState, health: Health, age: float | None, now: float) -> str:
     if health == "waiting" or age is None:
         return "waiting for heartbeat"
     ago = format_duration(age, whole=True)
@@ -162,7 +167,50 @@ def _heartbeat_text(state: RunState, health: Health, age: float | None) -> str:
     )
     if health == "lost":
         return f"connection lost ({since})"
-    return f"{since} (overdue)" if health == "overdue" else since
+    if health == "overdue":
+        return f"{since} (overdue)"
+    upcoming = next_beat_in(state, now)
+    if upcoming is None:
+        return since
+    # A countdown rounds up, so it changes once per whole second like the other timers.
+    return f"{since} · next in ~{format_duration(math.ceil(upcoming), whole=True)}"
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], top: float = 100.0) -> str:
+    """A text sparkline of values from 0 to ``top`` (at least one block per value)."""
+    scale = max(top, max(values, default=0.0), 1e-9)
+    return "".join(_SPARKS[min(int(v / scale * (len(_SPARKS) - 1) + 0.5), len(_SPARKS) - 1)] for v in values)
+
+
+def progress_text(progress: dict[str, object] | None) -> str:
+    """'42% · about 12 s left · counted against the prompt's words', or '' without an estimate."""
+    if not progress or not isinstance(progress.get("fraction"), (int, float)):
+        return ""
+    parts = [f"{float(progress['fraction']) * 100:.0f}%"]  # type: ignore[arg-type]
+    eta = progress.get("eta_seconds")
+    if isinstance(eta, (int, float)):
+        parts.append(f"about {format_duration(float(eta), whole=True)} left")
+    basis = str(progress.get("basis") or "")
+    if basis.startswith("prompt:"):
+        parts.append(f"counted against the prompt's {basis.split(':', 1)[1]}")
+    elif basis == "history":
+        parts.append("from earlier runs of this command")
+    return " · ".join(parts)
+
+
+def resources_text(resources: dict[str, object] | None, cpu_history: list[float]) -> str:
+    """'CPU 97% ▂▅█ · memory 212.4 MB · 2 processes', or '' before the first sample."""
+    if not resources:
+        return ""
+    cpu = float(resources.get("cpu_percent") or 0.0)  # type: ignore[arg-type]
+    rss = int(resources.get("rss_bytes") or 0)  # type: ignore[call-overload]
+    count = int(resources.get("num_processes") or 0)  # type: ignore[call-overload]
+    spark = f" {sparkline(cpu_history[-20:])}" if len(cpu_history) > 1 else ""
+    plural = "es" if count != 1 else ""
+    return f"CPU {cpu:.0f}%{spark} · memory {rss / 1e6:.1f} MB · {count} process{plural}"
 
 
 def _title_html(label: str | None, state: RunState) -> str:
@@ -249,15 +297,23 @@ class RunView:
         self.inactivity = widgets.HTML()
         self.summary = widgets.HTML()
         self.output = widgets.HTML()
-        for hidden in (self.inactivity, self.summary, self.output):
-            hidden.layout.display = "none"
+        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0)
+        self.progress_label = widgets.HTML()
+        self.resources = widgets.HTML()
+        hidden = (self.inactivity, self.summary, self.output)
+        for widget in (*hidden, self.progress, self.progress_label, self.resources):
+            widget.layout.display = "none"
 
     def _assemble(self) -> widgets.VBox:
         status_row = widgets.HBox([self.badge, self.heartbeat, self.clock, self.inactivity])
         status_row.layout.grid_gap = "1em"
+        progress_row = widgets.HBox([self.progress, self.progress_label, self.resources])
+        progress_row.layout.grid_gap = "1em"
         button_row = widgets.HBox(list(self.buttons.values()))
         extra = [self.body.widget] if self.body is not None else []
-        box = widgets.VBox([self.title, status_row, self.summary, self.output, *extra, button_row])
+        box = widgets.VBox(
+            [self.title, status_row, progress_row, self.summary, self.output, *extra, button_row]
+        )
         box.add_class("ccx-run")
         return box
 
@@ -272,6 +328,9 @@ class RunView:
             self.inactivity,
             self.summary,
             self.output,
+            self.progress,
+            self.progress_label,
+            self.resources,
         ]
         buttons = [self.pause_button, self.resume_button, self.cancel_button]
         return views + buttons + [w.layout for w in views]
@@ -283,6 +342,7 @@ class RunView:
                 for widget in self._synced:
                     stack.enter_context(widget.hold_sync())
                 self._render_status(state, now)
+                self._render_measures(state)
                 self._render_output(state)
                 self._render_buttons(state)
             if self.body is not None:
@@ -303,6 +363,18 @@ class RunView:
         summary = _summary_html(state)
         _assign(self.summary, "value", summary)
         _show(self.summary, bool(summary))
+
+    def _render_measures(self, state: RunState) -> None:
+        """Progress bar with ETA only when an estimate exists; CPU and memory while live."""
+        label = "" if state.finished else progress_text(state.progress)
+        if label:
+            _assign(self.progress, "value", float(state.progress["fraction"]))  # type: ignore[index]
+        _assign(self.progress_label, "value", html.escape(label))
+        _show(self.progress, bool(label))
+        _show(self.progress_label, bool(label))
+        figures = "" if state.finished else resources_text(state.resources, state.cpu_history)
+        _assign(self.resources, "value", html.escape(figures))
+        _show(self.resources, bool(figures))
 
     def _render_output(self, state: RunState) -> None:
         visible = self.show_output and state.output_chars > 0

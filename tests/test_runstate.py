@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from cc_executor_nb.runstate import (
     elapsed,
     format_duration,
     heartbeat_health,
+    next_beat_in,
     inactive_for,
 )
 
@@ -229,12 +232,40 @@ def test_process_error_records_message() -> None:
     )
 
 
-def test_unknown_method_is_ignored() -> None:
-    """A notification with an unknown method changes nothing."""
+def test_unknown_method_only_proves_the_connection_alive() -> None:
+    """An unknown method changes nothing but the time of the last message from the server."""
     state = started()
-    before = repr(state)
+    before = dataclasses.replace(state, last_message_at=1.0)
     state.apply("process.teleported", {"seq": 2}, 1.0)
-    assert repr(state) == before
+    assert repr(state) == repr(before)
+
+
+def test_any_message_counts_as_proof_of_life() -> None:
+    """Output long after the last heartbeat keeps the heartbeat indicator healthy."""
+    state = started()
+    state.apply("connected", {"heartbeat_interval": 2.0}, 0.0)
+    state.apply("heartbeat", {"last_seq": 1}, 1.0)
+    assert heartbeat_health(state, 8.0)[0] == "lost"
+    state.apply("process.output", {"type": "stdout", "data": "x\n", "seq": 2}, 7.5)
+    assert heartbeat_health(state, 8.0) == ("ok", 0.5)
+    assert next_beat_in(state, 8.0) == 1.5
+
+
+def test_heartbeat_interval_follows_the_beats() -> None:
+    """An adaptive server's current interval, carried by each beat, becomes the expectation."""
+    state = started()
+    state.apply("heartbeat", {"interval": 0.5}, 1.0)
+    assert state.heartbeat_interval == 0.5
+
+
+def test_metrics_bring_progress_and_resources() -> None:
+    """process.metrics and process.status fill progress, resources and the CPU history."""
+    state = started()
+    state.apply("process.metrics", {"seq": 2, "progress": {"fraction": 0.5, "eta_seconds": 3, "basis": "history"},
+                                    "resources": {"cpu_percent": 90.0, "rss_bytes": 5, "num_processes": 1}}, 1.0)
+    state.apply("process.status", {"seq": 3, "resources": {"cpu_percent": 10.0, "rss_bytes": 6, "num_processes": 1}}, 2.0)
+    assert state.progress == {"fraction": 0.5, "eta_seconds": 3, "basis": "history"}
+    assert state.resources["rss_bytes"] == 6 and state.cpu_history == [90.0, 10.0]
 
 
 def test_replayed_notification_is_ignored() -> None:

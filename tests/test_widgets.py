@@ -697,3 +697,39 @@ def test_text_view_lines(method: str, params: dict[str, Any], line: str | None) 
 def test_text_view_can_mute_heartbeats() -> None:
     """heartbeats=False drops heartbeat lines."""
     assert TextView(heartbeats=False).render_event("heartbeat", {"status": "alive"}) is None
+
+
+# Progress and resources
+
+
+def test_progress_bar_shows_only_with_an_estimate(make_view) -> None:
+    """No estimate, no bar; an estimate shows the bar, its percentage and the ETA."""
+    view, state = make_view(), running()
+    emit(state, "process.metrics", 1.0, progress={"fraction": None, "eta_seconds": None, "basis": "none"})
+    view.render(state, 1.0)
+    assert view.progress.layout.display == "none" and view.progress_label.layout.display == "none"
+    emit(state, "process.metrics", 2.0, progress={"fraction": 0.42, "eta_seconds": 12, "basis": "prompt:words"})
+    view.render(state, 2.0)
+    assert view.progress.layout.display is None and view.progress.value == 0.42
+    assert view.progress_label.value == "42% · about 12 s left · counted against the prompt&#x27;s words"
+
+
+def test_resources_show_cpu_memory_and_a_sparkline(make_view) -> None:
+    """CPU, memory and process count appear live, with a sparkline of recent CPU."""
+    view, state = make_view(), running()
+    for i, cpu in enumerate([10.0, 50.0, 100.0]):
+        emit(state, "process.metrics", 1.0 + i, resources={"cpu_percent": cpu, "rss_bytes": 212_400_000, "num_processes": 2})
+    view.render(state, 4.0)
+    assert view.resources.value == "CPU 100% ▂▅█ · memory 212.4 MB · 2 processes"
+    emit(state, "process.completed", 5.0, status="completed", exit_code=0)
+    view.render(state, 5.0)
+    assert view.resources.layout.display == "none" and view.progress.layout.display == "none"
+
+
+def test_heartbeat_text_shows_the_next_expected_beat(make_view) -> None:
+    """The indicator says when the next beat is due, counted from the last message."""
+    view, state = make_view(), running(interval=20.0)
+    state.apply("heartbeat", {"last_seq": state.last_seq, "interval": 20.0}, 1.0)
+    emit(state, "process.output", 6.0, type="stdout", data="x\n")
+    view.render(state, 7.0)
+    assert "next in ~19 s" in view.heartbeat.value
