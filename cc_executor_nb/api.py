@@ -285,9 +285,19 @@ def _server_factory(settings: CCExec) -> Callable[[], Any]:
             StreamHandler(),
             heartbeat_interval=settings.heartbeat_interval,
             inactivity_threshold=settings.inactivity_threshold,
+            heartbeat_mode=settings.heartbeat_mode,
+            min_heartbeat_interval=settings.min_heartbeat_interval,
+            history_path=_history_path(settings),
         )
 
     return make
+
+
+def _history_path(settings: CCExec) -> str | None:
+    path = settings.history_path.strip()
+    if path.lower() == "none":
+        return None
+    return path or "default"
 
 
 def _apply_server_settings(server: Any, settings: CCExec) -> None:
@@ -296,6 +306,9 @@ def _apply_server_settings(server: Any, settings: CCExec) -> None:
     if processes is not None:
         processes.kill_grace = settings.kill_grace
         processes.allowed_commands = frozenset(settings.allowed_commands) or None
+    if getattr(server, "heartbeat_mode", None) is not None:
+        server.heartbeat_mode = settings.heartbeat_mode
+        server.min_heartbeat_interval = settings.min_heartbeat_interval
 
 
 def _target(

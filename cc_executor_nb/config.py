@@ -66,6 +66,22 @@ class CCExec(Configurable):
         allow_none=True,
         help="Default total wall-clock limit of a run in seconds; None: no limit at all.",
     ).tag(config=True)
+    heartbeat_mode = Enum(
+        ("fixed", "adaptive"),
+        default_value="fixed",
+        help="In-kernel server: 'fixed' sends a heartbeat every interval; 'adaptive' skips "
+        "beats while other messages flow and beats faster (down to min_heartbeat_interval) "
+        "while the process is silent past the inactivity threshold.",
+    ).tag(config=True)
+    min_heartbeat_interval = Float(
+        1.0,
+        help="Shortest heartbeat interval of the adaptive mode, in seconds (in-kernel server).",
+    ).tag(config=True)
+    history_path = Unicode(
+        "",
+        help="SQLite file of earlier run durations used for progress estimates (in-kernel "
+        "server). Empty: ~/.cache/cc_executor_nb/history.sqlite3; 'none' keeps no history.",
+    ).tag(config=True)
     kill_grace = Float(
         5.0,
         help="Seconds between SIGTERM and SIGKILL when a run is cancelled "
