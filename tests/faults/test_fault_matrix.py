@@ -329,3 +329,23 @@ async def test_connect_disconnect_churn_leaks_nothing(record) -> None:
                f"tasks {len(asyncio.all_tasks())}/{tasks}, fds {me.num_fds()}/{fds}")
     finally:
         await handler.close()
+
+
+@pytest.mark.kernel
+def test_kernel_restart_with_a_run_in_progress_leaves_no_orphan(tmp_path, record) -> None:
+    """An abrupt kernel restart (SIGKILL of the kernel) mid-run: the run's group dies too."""
+    from ..kernel_utils import KernelHarness, ccexec, fake_command
+
+    harness = KernelHarness.start(tmp_path)
+    try:
+        harness.ok("%load_ext cc_executor_nb")
+        harness.ok(ccexec(fake_command("stubborn", "2"), "-o", "r"))
+        harness.wait_until("r.status == 'running' and r.stdout != ''")
+        pgid = harness.value("r.state.pgid")
+        assert len(group_alive(pgid)) == 3
+        restarted = time.monotonic()
+        harness.manager.restart_kernel(now=True)
+        assert asyncio.run(wait_until(lambda: not group_alive(pgid), timeout=5))
+        record("kernel restart mid-run", "no orphan", f"group gone {time.monotonic() - restarted:.2f} s after restart")
+    finally:
+        harness.shutdown()
