@@ -190,6 +190,8 @@ class EnhancedWebSocketHandler:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        for session in list(self.sessions.sessions.values()):
+            await self._end_session(session)  # detached ones have no connection to close
 
     # -- Handshake ------------------------------------------------------------------
 
@@ -263,7 +265,8 @@ class EnhancedWebSocketHandler:
         if session.connection is not link.ws:
             return  # the session moved to another connection (resume)
         clean = link.ws.protocol.close_rcvd is not None
-        if clean or self.detach_ttl <= 0 or self._closing:
+        never_ran = session.execution is None  # nothing to resume
+        if clean or never_ran or self.detach_ttl <= 0 or self._closing:
             await self._end_session(session)
             return
         session.detach()
