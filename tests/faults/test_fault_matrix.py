@@ -202,8 +202,8 @@ async def test_grandchildren_and_a_setsid_escapee_are_killed(client, server, rec
     pgid = (await client.execute(argv=fake("escape", "2")))["pgid"]
     first = await anext(e async for e in client.events() if isinstance(e, Output))
     pids = [int(p) for p in first.data.split()]
-    escapee = psutil.Process(pids[0])
-    assert os.getpgid(escapee.pid) != pgid
+    # The grandchild calls setsid right after fork; give it the moment it needs.
+    assert await wait_until(lambda: os.getpgid(pids[0]) != pgid, timeout=5)
     await client.cancel()
     await collect(client)
     assert await wait_until(lambda: not group_alive(pgid) and not _alive(pids[0]), timeout=3)
