@@ -130,6 +130,13 @@ def state_of(status: str, exit_code: int | None = 0) -> RunState:
     return state
 
 
+@pytest.fixture(autouse=True)
+def close_widgets() -> Iterator[None]:
+    """Close the widgets each test made (else they are torn down at interpreter exit)."""
+    yield
+    ipywidgets.Widget.close_all()
+
+
 def body_for(interpreter: ClaudeInterpreter) -> ClaudeBody:
     """The body claude_body builds for a rendered (not raw) run."""
     body = claude_body(interpreter, ClaudeOptions())
