@@ -1,0 +1,516 @@
+"""Benchmarks of the enhanced handler over loopback: server and client in two processes.
+
+Each function takes the Mode and returns table rows. The server is a fresh
+``python -m cc_executor_nb.server`` child for every benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from cc_executor_nb.client import Client, connect
+from cc_executor_nb.errors import CCExecError
+from cc_executor_nb.events import Completed, Event, Heartbeat, Output
+
+from .harness import (
+    MB,
+    MIB,
+    PRODUCER,
+    Mode,
+    Row,
+    RssSampler,
+    ServerProcess,
+    median,
+    percentile,
+    producer,
+    run_server,
+)
+from .pipe_reference import producer_alone, read_pipe
+
+__all__ = ["concurrency", "idle_cost", "latency", "memory", "partial_line", "throughput"]
+
+RUN_TIMEOUT = 600.0
+
+
+# -- Helpers ------------------------------------------------------------------------
+
+
+def light_producer(size: int) -> list[str]:
+    """``size`` bytes of identical 80-byte lines from coreutils (``yes | head``).
+
+    A hundred Python producers starting at once would cost the machine ~2.5 CPU
+    seconds of interpreter start-up, competing with the server it is meant to load;
+    ``sh``, ``yes`` and ``head`` start in about a millisecond.
+    """
+    line = "y" * 79
+    return ["/bin/sh", "-c", f"yes {line} | head -c {int(size)}"]
+
+
+async def _open(server: ServerProcess, **kwargs: Any) -> Client:
+    return await connect(server.url, server.token, **kwargs)
+
+
+async def _drain_run(client: Client, argv: list[str], on_output: Callable[[str], None]) -> Completed:
+    """Execute ``argv`` and feed every stdout piece to ``on_output`` until completion."""
+    await client.execute(argv=argv)
+    async for event in client.events():
+        if isinstance(event, Output):
+            if event.stream == "stdout":
+                on_output(event.data)
+        elif isinstance(event, Completed):
+            return event
+    raise RuntimeError(f"connection closed during the run: {client.close_reason}")
+
+
+def _stamps(data: str, now_ns: int, into: list[float]) -> None:
+    """Latencies (ms) of every ``T <ns>`` line in ``data`` received at ``now_ns``."""
+    for line in data.splitlines():
+        if line.startswith("T "):
+            into.append((now_ns - int(line[2:])) / 1e6)
+
+
+def _ms(values: list[float]) -> str:
+    return "/".join(f"{v:.3g}" for v in values)
+
+
+# -- Throughput ---------------------------------------------------------------------
+
+
+def _own_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+async def _stack_throughput(server: ServerProcess, size: int) -> tuple[float, int, float, float]:
+    """One run of ``size`` bytes through server and client.
+
+    Returns (MB/s, bytes received, server CPU seconds, client CPU seconds).
+    """
+    received = 0
+
+    def count(data: str) -> None:
+        nonlocal received
+        received += len(data)  # ASCII: characters are bytes
+
+    async with await _open(server) as client:
+        cpu_server, cpu_client = server.cpu_seconds(), _own_cpu()
+        started = time.perf_counter()
+        done = await asyncio.wait_for(_drain_run(client, producer("lines", str(size)), count), RUN_TIMEOUT)
+        seconds = time.perf_counter() - started
+        cpu_server, cpu_client = server.cpu_seconds() - cpu_server, _own_cpu() - cpu_client
+    if done.status != "completed":
+        raise RuntimeError(f"throughput run ended {done.status}")
+    return size / MB / seconds, received, cpu_server / seconds, cpu_client / seconds
+
+
+async def throughput(mode: Mode) -> list[Row]:
+    """200 MB of 80-byte lines: through server and client vs a plain asyncio pipe read."""
+    size = mode.throughput_bytes
+    argv = producer("lines", str(size))
+    stack, pipe, alone, server_cpu, client_cpu = [], [], [], [], []
+    with run_server() as server:
+        for _ in range(mode.repeats):
+            alone.append(size / MB / producer_alone(argv))
+            got, seconds = await read_pipe(argv)
+            if got != size:
+                raise RuntimeError(f"pipe read got {got} of {size} bytes")
+            pipe.append(size / MB / seconds)
+            rate, received, cpu_s, cpu_c = await _stack_throughput(server, size)
+            if received != size:
+                raise RuntimeError(f"client got {received} of {size} bytes")
+            stack.append(rate)
+            server_cpu.append(cpu_s)
+            client_cpu.append(cpu_c)
+    ratios = [s / p for s, p in zip(stack, pipe, strict=True)]
+    ref = (f"pipe read {median(pipe):.0f} MB/s; producer alone {median(alone):.0f} MB/s; "
+           f"busy: server {median(server_cpu):.0%}, client {median(client_cpu):.0%} of a core")
+    return [
+        Row("throughput", median(stack), "MB/s", ">= 250", ref, samples=stack),
+        Row("throughput / pipe read", median(ratios), "ratio", ">= 0.3",
+            f"pipe read {median(pipe):.0f} MB/s", samples=ratios),
+    ]
+
+
+# -- Latency ------------------------------------------------------------------------
+
+
+async def _stack_latency(server: ServerProcess, lines: int) -> list[float]:
+    samples: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Output):
+            _stamps(event.data, time.monotonic_ns(), samples)
+
+    async with await _open(server) as client:
+        client.add_listener(on_event)
+        await asyncio.wait_for(_drain_run(client, producer("ticker", str(lines), "0.01"), lambda _: None),
+                               RUN_TIMEOUT)
+    if len(samples) != lines:
+        raise RuntimeError(f"latency run: {len(samples)} of {lines} stamps arrived")
+    return samples
+
+
+async def _pipe_latency(lines: int) -> list[float]:
+    samples: list[float] = []
+    pending = bytearray()
+
+    def on_data(data: bytes, now_ns: int) -> None:
+        pending.extend(data)
+        cut = pending.rfind(b"\n") + 1
+        _stamps(pending[:cut].decode(), now_ns, samples)
+        del pending[:cut]
+
+    await read_pipe(producer("ticker", str(lines), "0.01"), on_data)
+    return samples
+
+
+async def latency(mode: Mode) -> list[Row]:
+    """A line every 10 ms, stamped by the child: write to the client's receipt."""
+    p50, p99, ref50, ref99 = [], [], [], []
+    with run_server() as server:
+        for _ in range(mode.repeats):
+            direct = await _pipe_latency(mode.latency_lines)
+            ref50.append(percentile(direct, 50))
+            ref99.append(percentile(direct, 99))
+            samples = await _stack_latency(server, mode.latency_lines)
+            p50.append(percentile(samples, 50))
+            p99.append(percentile(samples, 99))
+    per_run = f"{mode.latency_lines} lines x {mode.repeats} runs"
+    return [
+        Row("latency p50", median(p50), "ms", "<= 1",
+            f"pipe read p50 {median(ref50):.3f} ms; {per_run}", samples=p50),
+        Row("latency p99", median(p99), "ms", "<= 5",
+            f"pipe read p99 {median(ref99):.3f} ms; runs {_ms(p99)}", samples=p99),
+    ]
+
+
+# -- Partial line -------------------------------------------------------------------
+
+
+async def _stack_partial(server: ServerProcess) -> float:
+    seen: list[float] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Output) and not seen and "Password " in event.data:
+            stamp = int(event.data.split("Password ", 1)[1].split(":", 1)[0])
+            seen.append((time.monotonic_ns() - stamp) / 1e6)
+
+    async with await _open(server) as client:
+        client.add_listener(on_event)
+        await asyncio.wait_for(_drain_run(client, producer("prompt", "0.3"), lambda _: None), RUN_TIMEOUT)
+    if not seen:
+        raise RuntimeError("the prompt never reached the client")
+    return seen[0]
+
+
+async def _pipe_partial() -> float:
+    seen: list[float] = []
+
+    def on_data(data: bytes, now_ns: int) -> None:
+        if not seen and b": " in data:
+            seen.append((now_ns - int(data.split(b" ")[1].rstrip(b":"))) / 1e6)
+
+    await read_pipe(producer("prompt", "0.3"), on_data)
+    return seen[0]
+
+
+async def partial_line(mode: Mode) -> list[Row]:
+    """A prompt without a newline: time until the client sees it."""
+    stack, direct = [], []
+    with run_server() as server:
+        for _ in range(mode.partial_repeats):
+            direct.append(await _pipe_partial())
+            stack.append(await _stack_partial(server))
+    return [Row("partial line", median(stack), "ms", "<= 100",
+                f"pipe read {median(direct):.2f} ms; server flushes partial lines after 50 ms",
+                samples=stack)]
+
+
+# -- Concurrency --------------------------------------------------------------------
+
+
+@dataclass
+class _Tracker:
+    """Listener state for one of many concurrent sessions."""
+
+    received: int = 0
+    beats: list[tuple[float, float]] = field(default_factory=list)  # (server stamp, receipt)
+    reconnects: int = 0
+    failure: str | None = None
+    done: asyncio.Future[Completed] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Output):
+            self.received += len(event.data)
+        elif isinstance(event, Heartbeat):
+            self.beats.append((float(event.params["timestamp"]), time.time()))
+        elif isinstance(event, Completed) and not self.done.done():
+            self.done.set_result(event)
+        elif event.method == "client.reconnecting":
+            self.reconnects += 1
+        elif event.method == "client.disconnected" and not self.done.done():
+            self.failure = "client gave up reconnecting"
+            self.done.set_exception(RuntimeError(self.failure))
+
+
+async def _open_tracked(server: ServerProcess) -> tuple[Client, _Tracker]:
+    client = await _open(server, buffer_events=False)
+    tracker = _Tracker()
+    client.add_listener(tracker)  # before any await: no heartbeat can slip past
+    return client, tracker
+
+
+def _lateness(
+    beats: list[tuple[float, float]], sent: float, answered: float, interval: float
+) -> tuple[list[float], float]:
+    """(lateness of each beat after the run started, longest silence across ``execute``), in ms.
+
+    A beat's lateness is how much longer than ``interval`` the client waited for it since
+    the previous beat (receipt times; 0 when on time): what a client watching heartbeats
+    sees. Only pairs of beats stamped after ``answered`` count, because ``execute``
+    restarts the session's heartbeat timer somewhere between ``sent`` and ``answered``,
+    which legitimately stretches one gap; the gap across it (last beat before ``sent`` to
+    first after ``answered``) is returned apart, minus one interval.
+    """
+    before = [recv for stamp, recv in beats if stamp < sent]
+    after = [recv for stamp, recv in beats if stamp > answered]
+    late = [max(0.0, (b - a - interval) * 1e3) for a, b in itertools.pairwise(after)]
+    across = (after[0] - before[-1] - interval) * 1e3 if before and after else float("nan")
+    return late, across
+
+
+def _stamp_lateness(beats: list[tuple[float, float]], answered: float, interval: float) -> list[float]:
+    """Like ``_lateness`` but from the server's own stamps: how late its timer fired."""
+    stamps = [stamp for stamp, _ in beats if stamp > answered]
+    return [max(0.0, (b - a - interval) * 1e3) for a, b in itertools.pairwise(stamps)]
+
+
+async def _execute_timed(client: Client, tracker: _Tracker, argv: list[str]) -> float:
+    """Start the run; the time its reply arrived. A failed execute fails the tracker."""
+    try:
+        await client.execute(argv=argv)
+    except CCExecError as exc:
+        tracker.failure = f"execute failed: {type(exc).__name__}"
+        if not tracker.done.done():
+            tracker.done.set_exception(RuntimeError(tracker.failure))
+    return time.time()
+
+
+@dataclass
+class _Concurrent:
+    """What one concurrent run measured."""
+
+    exact: int
+    lateness: list[float]
+    stamp_lateness: list[float]
+    across: list[float]
+    answered_after: float
+    rate: float
+    reconnects: int
+    failures: collections.Counter[str]
+    server_busy: float
+    client_busy: float
+
+
+async def _concurrent_run(server: ServerProcess, mode: Mode, interval: float) -> _Concurrent:
+    opened = await asyncio.gather(*(_open_tracked(server) for _ in range(mode.sessions)))
+    try:
+        # Every session gets a beat on the old schedule first (the reference phase).
+        await asyncio.sleep(interval * 1.2)
+        argv = light_producer(mode.session_bytes)
+        sent = time.time()
+        started = time.perf_counter()
+        cpu_server, cpu_client = server.cpu_seconds(), _own_cpu()
+        answered = await asyncio.gather(*(_execute_timed(client, t, argv) for client, t in opened))
+        results = await asyncio.wait_for(asyncio.gather(*(t.done for _, t in opened), return_exceptions=True),
+                                         RUN_TIMEOUT)
+        seconds = time.perf_counter() - started
+        cpu_server, cpu_client = server.cpu_seconds() - cpu_server, _own_cpu() - cpu_client
+        # A run shorter than an interval (smoke mode) still needs a beat or two to measure.
+        await asyncio.sleep(max(0.0, sent + 2.2 * interval - time.time()))
+    finally:
+        await asyncio.gather(*(client.close() for client, _ in opened), return_exceptions=True)
+    exact = sum(1 for (_, t), r in zip(opened, results, strict=True)
+                if isinstance(r, Completed) and r.status == "completed" and t.received == mode.session_bytes)
+    failures = collections.Counter(t.failure for _, t in opened if t.failure)
+    lateness, stamp_lateness, across = [], [], []
+    for (_, tracker), at in zip(opened, answered, strict=True):
+        late, gap = _lateness(tracker.beats, sent, at, interval)
+        lateness.extend(late)
+        stamp_lateness.extend(_stamp_lateness(tracker.beats, at, interval))
+        across.append(gap)
+    return _Concurrent(exact, lateness, stamp_lateness, across, max(answered) - sent,
+                       mode.sessions * mode.session_bytes / MB / seconds, sum(t.reconnects for _, t in opened),
+                       failures, cpu_server / seconds, cpu_client / seconds)
+
+
+async def concurrency(mode: Mode) -> list[Row]:
+    """Many sessions streaming at once, heartbeat every second: bytes exact, beats on time."""
+    interval = 1.0
+    runs: list[_Concurrent] = []
+    with run_server("--heartbeat-interval", str(interval), "--max-sessions", str(mode.sessions + 5)) as server:
+        for _ in range(mode.repeats):
+            runs.append(await _concurrent_run(server, mode, interval))
+    exact = [float(r.exact) for r in runs]
+    total = f"{mode.sessions} x {mode.session_bytes / MB:g} MB"
+    ref = (f"{total}; aggregate {median([r.rate for r in runs]):.0f} MB/s; busy: server "
+           f"{median([r.server_busy for r in runs]):.0%}, client {median([r.client_busy for r in runs]):.0%} "
+           f"of a core; all {mode.sessions} execute replies took {median([r.answered_after for r in runs]):.2f} s; "
+           f"reconnects {sum(r.reconnects for r in runs)}")
+    failures = sum((r.failures for r in runs), collections.Counter())
+    if failures:
+        ref += "; " + ", ".join(f"{n} x {why}" for why, n in failures.items())
+    rows = [Row("concurrency sessions exact", min(exact), "sessions", f"= {mode.sessions}", ref, samples=exact)]
+    p99s = [percentile(r.lateness, 99) for r in runs if r.lateness]
+    if p99s:
+        across = [a for r in runs for a in r.across if not math.isnan(a)]
+        beats = median([len(r.lateness) for r in runs])
+        across_text = f"; longest beat gap across execute +{max(across):.0f} ms" if across else ""
+        stamped = median([percentile(r.stamp_lateness, 99) for r in runs if r.stamp_lateness] or [float("nan")])
+        rows.append(Row("concurrency heartbeat p99", median(p99s), "ms late", "<= 100",
+                        f"runs {_ms(p99s)}, worst gap +{max(max(r.lateness) for r in runs if r.lateness):.0f}; "
+                        f"client-seen gap beyond the 1 s interval, {beats:.0f} gaps/run; server timer p99 "
+                        f"{stamped:.0f} ms{across_text}", samples=p99s))
+    else:
+        rows.append(Row("concurrency heartbeat p99", None, "ms late", "<= 100", note="no heartbeat measured"))
+    return rows
+
+
+# -- Memory -------------------------------------------------------------------------
+
+
+def _producer_gone_at(process: psutil.Process, stop: threading.Event) -> Callable[[], float | None]:
+    """A poller (run in a thread) returning when the server's producer child exited.
+
+    Only children running ``producer.py`` count: the server keeps other children (its
+    orphan watchdog) for its whole life.
+    """
+
+    def producers() -> bool:
+        found = False
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                found = found or PRODUCER in child.cmdline()
+        return found
+
+    def poll() -> float | None:
+        seen = False
+        while not stop.is_set():
+            try:
+                alive = producers()
+            except psutil.Error:
+                return None
+            seen = seen or alive
+            if seen and not alive:
+                return time.perf_counter()
+            time.sleep(0.05)
+        return None
+
+    return poll
+
+
+def _spool_bytes(pid: int) -> int:
+    """Bytes in the server's temporary files (output spool, replay log), deleted or not."""
+    total = 0
+    fd_dir = f"/proc/{pid}/fd"
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                if "ccexec-" in os.readlink(f"{fd_dir}/{fd}"):
+                    total += os.stat(f"{fd_dir}/{fd}").st_size
+    return total
+
+
+class _DiskSampler(threading.Thread):
+    """Peak of ``_spool_bytes`` while running."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.peak = max(self.peak, _spool_bytes(self.pid))
+
+
+async def memory(mode: Mode) -> list[Row]:
+    """A child writes far more than the client reads (10 MB/s): server RSS growth."""
+    size, rate = mode.memory_bytes, 10 * MB
+    received = 0
+    with run_server() as server:
+        async with await _open(server, max_events=16) as client:
+            await asyncio.sleep(0.2)
+            stop = threading.Event()
+            disk = _DiskSampler(server.ps.pid)
+            disk.start()
+            with RssSampler(server.ps) as rss:
+                started = time.perf_counter()
+                writer_done = asyncio.ensure_future(asyncio.to_thread(_producer_gone_at(server.ps, stop)))
+                await client.execute(argv=producer("lines", str(size)))
+                async for event in client.events():
+                    if isinstance(event, Output):
+                        received += len(event.data)
+                        ahead = received / rate - (time.perf_counter() - started)
+                        if ahead > 0:
+                            await asyncio.sleep(ahead)
+                    elif isinstance(event, Completed):
+                        break
+                seconds = time.perf_counter() - started
+                stop.set()
+                disk.stop.set()
+                finished_at = await writer_done
+    if received != size:
+        raise RuntimeError(f"memory run: client got {received} of {size} bytes")
+    wrote = f"child done in {finished_at - started:.1f} s" if finished_at else "child exit not seen"
+    ref = (f"baseline RSS {rss.baseline / MIB:.0f} MiB; {size / MIB:.0f} MiB read in {seconds:.0f} s "
+           f"({received / MB / seconds:.1f} MB/s); {wrote}; temp files peaked at {disk.peak / MIB:.0f} MiB")
+    return [Row("memory RSS growth", rss.growth / MIB, "MiB", "<= 64", ref)]
+
+
+# -- Idle cost ----------------------------------------------------------------------
+
+
+def _count_beat(beats: list[int], index: int, event: Event) -> None:
+    if isinstance(event, Heartbeat):
+        beats[index] += 1
+
+
+async def idle_cost(mode: Mode) -> list[Row]:
+    """Idle sessions with a heartbeat every second: the server's CPU share."""
+    interval = 1.0
+    with run_server("--heartbeat-interval", str(interval)) as server:
+        await asyncio.sleep(0.5)
+        before = server.cpu_seconds()
+        await asyncio.sleep(mode.idle_reference_seconds)
+        empty = (server.cpu_seconds() - before) / mode.idle_reference_seconds * 100
+        beats: list[int] = []
+        clients = [await _open(server, buffer_events=False) for _ in range(mode.idle_sessions)]
+        for index, client in enumerate(clients):
+            beats.append(0)
+            client.add_listener(lambda event, i=index: _count_beat(beats, i, event))
+        try:
+            await asyncio.sleep(1.0)
+            window = mode.idle_seconds / mode.idle_windows
+            shares = []
+            for _ in range(mode.idle_windows):
+                before = server.cpu_seconds()
+                await asyncio.sleep(window)
+                shares.append((server.cpu_seconds() - before) / window * 100)
+        finally:
+            for client in clients:
+                await client.close()
+    ref = (f"no sessions {empty:.2f}%; {mode.idle_sessions} sessions x {mode.idle_seconds:g} s, "
+           f"{median(beats):.0f} beats per session")
+    return [Row("idle CPU", median(shares), "% of a core", "<= 1", ref, samples=shares)]
