@@ -242,7 +242,9 @@ class Client:
         """Read until the connection closes; True when it closed cleanly."""
         watchdog = asyncio.ensure_future(self._watch_heartbeats(self._ws))
         try:
-            async for frame in self._ws:
+            while True:
+                # Text frames as raw UTF-8 bytes: the JSON parser validates them itself.
+                frame = await self._ws.recv(decode=False)
                 self._last_frame_at = time.monotonic()
                 await self._dispatch(frame)
         except ConnectionClosed as exc:

@@ -132,7 +132,7 @@ class EnhancedWebSocketHandler:
         path = default_history_path() if history_path == _DEFAULT else history_path
         self.history = HistoryStore(path) if path else None
         self.resources = ResourceSampler()
-        self.token = None if allow_no_token else (token or secrets.token_urlsafe(32))
+        self.token = None if allow_no_token else (token or secrets.token_hex(32))
         self.allowed_origins = frozenset(allowed_origins)
         self.max_message_size = max_message_size
         self.detach_ttl = detach_ttl
@@ -246,7 +246,7 @@ class EnhancedWebSocketHandler:
     def _open_session(self, ws: ServerConnection) -> Session:
         replay = ReplayLog(self.replay_limit, self.streams.spool_dir) if self.detach_ttl > 0 else None
         session = self.sessions.create(
-            ws.send,
+            _text_sender(ws),
             heartbeat_interval=self.heartbeat_interval,
             inactivity_threshold=self.inactivity_threshold,
             replay=replay,
@@ -404,7 +404,7 @@ class EnhancedWebSocketHandler:
 
     async def _replay(self, link: _Link, session: Session, last_seq: int) -> None:
         try:
-            count = await session.attach(link.ws.send, link.ws, last_seq)
+            count = await session.attach(_text_sender(link.ws), link.ws, last_seq)
         except OutputGap as exc:
             # The log moved on between the check and the replay: say so, never skip.
             await link.ws.send(protocol.dumps(protocol.error_response(None, exc)))
@@ -561,6 +561,15 @@ class _Link:
             await self.session.send(message)
         else:
             await self.ws.send(protocol.dumps(message))
+
+
+def _text_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
+    """Send serialized JSON (UTF-8 bytes) as a text frame, without a decode round trip."""
+
+    async def send(data: bytes) -> None:
+        await ws.send(data, text=True)
+
+    return send
 
 
 def _started(execution: Execution) -> Callable[[], Awaitable[None]]:

@@ -26,12 +26,12 @@ class _Segment:
     entries: list[tuple[int, int, int]] = field(default_factory=list)  # seq, offset, length
     size: int = 0
 
-    def read(self, offset: int, length: int) -> str:
-        return os.pread(self.fd, length, offset).decode("utf-8", "surrogatepass")
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
 
 
 class ReplayLog:
-    """Append-only log of (seq, text), bounded to about ``limit`` bytes."""
+    """Append-only log of (seq, serialized notification), bounded to about ``limit`` bytes."""
 
     def __init__(self, limit: int = 256 << 20, spool_dir: str | None = None) -> None:
         self.limit = limit
@@ -50,9 +50,8 @@ class ReplayLog:
         """The oldest seq still available (``last_seq + 1`` when nothing is kept)."""
         return self._segments[0].first_seq if self._segments else self.last_seq + 1
 
-    def append(self, seq: int, text: str) -> None:
-        """Record the notification with this seq (seqs must rise)."""
-        body = text.encode("utf-8", "surrogatepass")
+    def append(self, seq: int, body: bytes) -> None:
+        """Record the serialized notification with this seq (seqs must rise)."""
         segment = self._writable_segment(seq)
         os.pwrite(segment.fd, body, segment.size)
         segment.entries.append((seq, segment.size, len(body)))
@@ -61,8 +60,8 @@ class ReplayLog:
         self.last_seq = seq
         self._trim()
 
-    def since(self, last_seq: int) -> Iterator[str]:
-        """Texts of every notification with seq > ``last_seq``, in order.
+    def since(self, last_seq: int) -> Iterator[bytes]:
+        """The serialized form of every notification with seq > ``last_seq``, in order.
 
         Raises OutputGap when some of them are no longer kept.
         """
@@ -76,7 +75,7 @@ class ReplayLog:
             os.close(self._segments.popleft().fd)
         self._size = 0
 
-    def _iter_since(self, last_seq: int) -> Iterator[str]:
+    def _iter_since(self, last_seq: int) -> Iterator[bytes]:
         for segment in list(self._segments):
             if segment.entries and segment.entries[-1][0] <= last_seq:
                 continue

@@ -138,7 +138,7 @@ def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
     token = args.token or os.environ.get("CC_EXECUTOR_TOKEN")
     if token:
         return token, None
-    token = secrets.token_urlsafe(32)
+    token = secrets.token_hex(32)  # hex: never starts with "-", so "--token X" always parses
     return token, write_token_file(token, args.token_file)
 
 

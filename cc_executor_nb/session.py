@@ -23,7 +23,8 @@ __all__ = ["Session", "SessionManager"]
 
 logger = logging.getLogger("cc_executor_nb.session")
 
-Send = Callable[[str], Awaitable[None]]
+Send = Callable[[bytes], Awaitable[None]]
+"""Sends one serialized message (UTF-8 JSON) as a text frame."""
 
 
 class Session:
@@ -68,7 +69,7 @@ class Session:
         async with self._lock:
             self.last_seq += 1
             seq = self.last_seq
-            text = protocol.dumps(protocol.notification(method, {**params, "seq": seq}))
+            text = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq}))
             if self.replay is None:
                 await self._send_text(text)
             else:
@@ -81,7 +82,7 @@ class Session:
         """Send a message that carries no seq (responses, heartbeats)."""
         async with self._lock:
             if self._send is not None:
-                await self._send_text(protocol.dumps(message))
+                await self._send_text(protocol.dumps_bytes(message))
 
     def detach(self) -> None:
         """The connection is gone: keep running, keep recording, send nothing."""
@@ -119,11 +120,15 @@ class Session:
 
     def update_settings(self, heartbeat: float | None, inactivity: float | None) -> None:
         """Per-session overrides from ``execute``; wakes the timers to pick them up."""
-        if heartbeat is not None:
-            self.heartbeat_interval = heartbeat
-        if inactivity is not None:
-            self.inactivity_threshold = inactivity
-        self.settings_changed.set()
+        changed = False
+        if heartbeat is not None and heartbeat != self.heartbeat_interval:
+            self.heartbeat_interval, changed = heartbeat, True
+        if inactivity is not None and inactivity != self.inactivity_threshold:
+            self.inactivity_threshold, changed = inactivity, True
+        if changed:
+            # Only a real change restarts the beat timer: an execute that repeats the
+            # interval must not push the next beat back (up to two intervals late).
+            self.settings_changed.set()
 
     def connected_params(self, version: str, capabilities: list[str]) -> dict[str, Any]:
         """The params of the ``connected`` notification."""
@@ -137,12 +142,12 @@ class Session:
             "resume_token": self.resume_token,
         }
 
-    async def _send_text(self, text: str) -> None:
+    async def _send_text(self, text: bytes) -> None:
         if self._send is not None:
             await self._send(text)
             self.last_sent_at = time.monotonic()
 
-    async def _send_kept(self, text: str) -> None:
+    async def _send_kept(self, text: bytes) -> None:
         try:
             await self._send_text(text)
         except Exception:
