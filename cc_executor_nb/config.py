@@ -125,7 +125,10 @@ class CCExec(Configurable):
         "(the Run object always keeps the full output).",
     ).tag(config=True)
     max_updates_per_second = Float(
-        10.0, help="Upper bound on widget updates per second for one run."
+        6.0,
+        help="Upper bound on view renders per second for one run. A render sends at most "
+        "two widget messages (header and output), and the header changes about once a "
+        "second, so 6 keeps a flooding run near 10 widget messages per second.",
     ).tag(config=True)
 
     @validate("heartbeat_interval", "inactivity_threshold", "max_updates_per_second")

@@ -58,6 +58,7 @@ __all__ = [
     "resources_text",
     "sparkline",
     "badge_html",
+    "header_html",
     "heartbeat_html",
     "output_html",
 ]
@@ -130,6 +131,55 @@ def heartbeat_html(state: RunState, now: float) -> tuple[str, Health]:
         f'<span class="ccx-hb-text" style="color:{color if health != "ok" else "inherit"}">'
         f"{html.escape(text)}</span>"
     ), health
+
+
+def header_html(state: RunState, now: float, label: str | None = None) -> str:
+    """Everything but the output in one HTML value, so a render is one message.
+
+    Title; status badge, heartbeat indicator (while live), elapsed time and the
+    inactivity timer; the progress bar with ETA (only with an estimate); CPU and
+    memory (while live); after the run, exit code and error.
+    """
+    live = not state.finished
+    parts = [
+        _title_html(label, state),
+        "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
+        badge_html(state),
+    ]
+    if live:
+        beat, health = heartbeat_html(state, now)
+        parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
+    parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
+    silence = _silence_text(state, now)
+    if silence:
+        parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
+    parts.append("</div>")
+    if live:
+        parts.append(_measures_html(state))
+    parts.append(_summary_html(state))
+    return "".join(parts)
+
+
+def _measures_html(state: RunState) -> str:
+    """Progress bar and ETA (only with an estimate), then CPU and memory."""
+    label = progress_text(state.progress)
+    figures = resources_text(state.resources, state.cpu_history)
+    pieces = []
+    if label:
+        width = max(0.0, min(float(state.progress["fraction"]), 1.0)) * 100  # type: ignore[index]
+        pieces.append(
+            '<span class="ccx-progress" style="display:inline-flex;align-items:center;gap:.5em">'
+            '<span style="display:inline-block;width:12em;height:.7em;background:#e9ecef;'
+            'border-radius:4px"><span class="ccx-progress-bar" style="display:block;height:100%;'
+            f'width:{width:.1f}%;background:#0d6efd;border-radius:4px"></span></span>'
+            f"{html.escape(label)}</span>"
+        )
+    if figures:
+        pieces.append(f'<span class="ccx-resources">{html.escape(figures)}</span>')
+    if not pieces:
+        return ""
+    row = "<div class='ccx-measures' style='display:flex;gap:1em;flex-wrap:wrap'>"
+    return row + "".join(pieces) + "</div>"
 
 
 def output_html(state: RunState, max_chars: int = 20000, *, height: str = "24em") -> str:
@@ -242,7 +292,7 @@ def _summary_html(state: RunState) -> str:
     parts = [] if state.exit_code is None else [f"exit code {state.exit_code}"]
     if state.error:
         parts.append(f'<span style="{STDERR_STYLE}">{html.escape(state.error)}</span>')
-    return '<span class="ccx-summary">' + " · ".join(parts) + "</span>"
+    return '<div class="ccx-summary">' + " · ".join(parts) + "</div>"
 
 
 def _assign(obj: HasTraits, name: str, value: object) -> None:
@@ -290,50 +340,24 @@ class RunView:
         self.widget = self._assemble()
 
     def _build_widgets(self) -> None:
-        self.title = widgets.HTML()
-        self.badge = widgets.HTML()
-        self.heartbeat = widgets.HTML()
-        self.clock = widgets.HTML()
-        self.inactivity = widgets.HTML()
-        self.summary = widgets.HTML()
+        # Two synced widgets: a render changes at most the header and the output, so it
+        # costs at most two comm messages however much of the state moved.
+        self.header = widgets.HTML()
         self.output = widgets.HTML()
-        self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0)
-        self.progress_label = widgets.HTML()
-        self.resources = widgets.HTML()
-        hidden = (self.inactivity, self.summary, self.output)
-        for widget in (*hidden, self.progress, self.progress_label, self.resources):
-            widget.layout.display = "none"
+        self.output.layout.display = "none"
 
     def _assemble(self) -> widgets.VBox:
-        status_row = widgets.HBox([self.badge, self.heartbeat, self.clock, self.inactivity])
-        status_row.layout.grid_gap = "1em"
-        progress_row = widgets.HBox([self.progress, self.progress_label, self.resources])
-        progress_row.layout.grid_gap = "1em"
         button_row = widgets.HBox(list(self.buttons.values()))
         extra = [self.body.widget] if self.body is not None else []
-        box = widgets.VBox(
-            [self.title, status_row, progress_row, self.summary, self.output, *extra, button_row]
-        )
+        box = widgets.VBox([self.header, self.output, *extra, button_row])
         box.add_class("ccx-run")
         return box
 
     @property
     def _synced(self) -> list[widgets.Widget]:
         """Every widget whose traits render() may change."""
-        views = [
-            self.title,
-            self.badge,
-            self.heartbeat,
-            self.clock,
-            self.inactivity,
-            self.summary,
-            self.output,
-            self.progress,
-            self.progress_label,
-            self.resources,
-        ]
         buttons = [self.pause_button, self.resume_button, self.cancel_button]
-        return views + buttons + [w.layout for w in views]
+        return [self.header, self.output, self.output.layout, *buttons]
 
     def render(self, state: RunState, now: float) -> None:
         """Bring every widget up to date with ``state`` at ``now`` (any thread; no asyncio)."""
@@ -342,39 +366,14 @@ class RunView:
                 for widget in self._synced:
                     stack.enter_context(widget.hold_sync())
                 self._render_status(state, now)
-                self._render_measures(state)
                 self._render_output(state)
                 self._render_buttons(state)
             if self.body is not None:
                 self.body.render(state, now)
 
     def _render_status(self, state: RunState, now: float) -> None:
-        _assign(self.title, "value", _title_html(self.label, state))
-        _assign(self.badge, "value", badge_html(state))
-        _assign(self.badge, "_dom_classes", ("ccx-badge", f"ccx-status-{state.status}"))
-        beat, health = heartbeat_html(state, now)
-        _assign(self.heartbeat, "value", beat)
-        _assign(self.heartbeat, "_dom_classes", ("ccx-heartbeat", f"ccx-hb-{health}"))
-        _show(self.heartbeat, not state.finished)
-        _assign(self.clock, "value", _clock_text(state, now))
-        silence = _silence_text(state, now)
-        _assign(self.inactivity, "value", html.escape(silence))
-        _show(self.inactivity, bool(silence))
-        summary = _summary_html(state)
-        _assign(self.summary, "value", summary)
-        _show(self.summary, bool(summary))
-
-    def _render_measures(self, state: RunState) -> None:
-        """Progress bar with ETA only when an estimate exists; CPU and memory while live."""
-        label = "" if state.finished else progress_text(state.progress)
-        if label:
-            _assign(self.progress, "value", float(state.progress["fraction"]))  # type: ignore[index]
-        _assign(self.progress_label, "value", html.escape(label))
-        _show(self.progress, bool(label))
-        _show(self.progress_label, bool(label))
-        figures = "" if state.finished else resources_text(state.resources, state.cpu_history)
-        _assign(self.resources, "value", html.escape(figures))
-        _show(self.resources, bool(figures))
+        _assign(self.header, "value", header_html(state, now, self.label))
+        _assign(self.header, "_dom_classes", ("ccx-header", f"ccx-status-{state.status}"))
 
     def _render_output(self, state: RunState) -> None:
         visible = self.show_output and state.output_chars > 0

@@ -248,6 +248,6 @@ def iter_state(updates: list[Received]) -> Iterator[dict[str, Any]]:
 
 #: Kernel-side code listing the comm ids of a Run's view (the Run is bound to NAME).
 VIEW_IDS = (
-    "[w.model_id for w in ({0}.view.title, {0}.view.badge, {0}.view.heartbeat, {0}.view.clock,"
-    " {0}.view.inactivity, {0}.view.summary, {0}.view.output, *{0}.view.buttons.values())]"
+    "[w.model_id for w in ({0}.view.header, {0}.view.output, {0}.view.output.layout,"
+    " *{0}.view.buttons.values())]"
 )

@@ -252,7 +252,7 @@ def test_widget_updates_stay_under_the_rate_cap(bg: KernelLoop) -> None:
     renders = presenter.coalescer.render_count
     assert run.duration is not None
     assert renders <= 10 * run.duration + 3 < events
-    assert "completed" in view.badge.value and "tick 399" in view.output.value
+    assert "completed" in view.header.value and "tick 399" in view.output.value
     view.close()
 
 

@@ -118,7 +118,7 @@ def test_widget_mode_can_be_forced(shell: InteractiveShell) -> None:
     """CCExec.output_mode = 'widget' gives the run a widget view that ends completed."""
     shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
     run = magic(shell, ccexec("true", "-w"))
-    assert run.view is not None and "completed" in run.view.badge.value
+    assert run.view is not None and "completed" in run.view.header.value
     run.view.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import threading
 import time
@@ -159,11 +161,28 @@ def test_render_batches_changes_per_widget(
     """A render that changes two traits of one widget sends one message for it (hold_sync)."""
     view, state = make_view(), running()
     view.render(state, 0.0)
-    before = len(view.badge.comm.messages)
+    before = len(view.header.comm.messages)
     emit(state, "process.paused", 1.0, status="paused")
     view.render(state, 1.0)
-    assert len(view.badge.comm.messages) - before == 1
-    assert view.badge.comm.messages[-1]["state"].keys() == {"value", "_dom_classes"}
+    assert len(view.header.comm.messages) - before == 1
+    assert view.header.comm.messages[-1]["state"].keys() == {"value", "_dom_classes"}
+
+
+def test_a_render_costs_at_most_two_messages_besides_buttons(
+    make_view: Callable[..., RunView], comms: list[DummyComm]
+) -> None:
+    """Status, heartbeat, timers, progress and resources all travel in the one header message."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.0, type="stdout", data="first\n")  # output area shown
+    view.render(state, 0.0)
+    buttons = [b.comm for b in view.buttons.values()]
+    before = sent(comms) - sum(len(c.messages) for c in buttons)
+    state.apply("heartbeat", {"status": "alive", "interval": 2.0}, 4.0)
+    emit(state, "process.output", 4.0, type="stdout", data="x\n")
+    emit(state, "process.metrics", 4.0, progress={"fraction": 0.5, "eta_seconds": 4, "basis": "history"},
+         resources={"cpu_percent": 50.0, "rss_bytes": 10, "num_processes": 1})
+    view.render(state, 9.0)
+    assert sent(comms) - sum(len(c.messages) for c in buttons) - before == 2
 
 
 def test_render_from_another_thread(
@@ -252,9 +271,9 @@ def test_title_and_badge_escape_text(comms: list[DummyComm]) -> None:
     view = RunView("<i>x</i>")
     try:
         view.render(in_status("thinking"), 1.0)
-        assert "&lt;i&gt;x&lt;/i&gt;" in view.title.value
-        assert "ccx-status-thinking" in view.badge.value and ">thinking<" in view.badge.value
-        assert view.badge._dom_classes == ("ccx-badge", "ccx-status-thinking")
+        assert "&lt;i&gt;x&lt;/i&gt;" in view.header.value
+        assert "ccx-status-thinking" in view.header.value and ">thinking<" in view.header.value
+        assert view.header._dom_classes == ("ccx-header", "ccx-status-thinking")
     finally:
         view.close()
 
@@ -264,7 +283,7 @@ def test_title_falls_back_to_argv(comms: list[DummyComm]) -> None:
     view = RunView()
     try:
         view.render(running(), 0.0)
-        assert "claude -p x" in view.title.value
+        assert "claude -p x" in view.header.value
     finally:
         view.close()
 
@@ -327,8 +346,8 @@ def test_heartbeat_indicator_per_health(
     view, state = make_view(), running(interval=2.0)
     state.apply("heartbeat", {"status": "alive"}, 10.0)
     view.render(state, 10.0 + age)
-    assert view.heartbeat._dom_classes == ("ccx-heartbeat", f"ccx-hb-{health}")
-    assert text in view.heartbeat.value
+    assert f'class="ccx-heartbeat ccx-hb-{health}"' in view.header.value
+    assert text in view.header.value
 
 
 def test_heartbeat_beats_on_each_heartbeat(make_view: Callable[..., RunView]) -> None:
@@ -338,7 +357,7 @@ def test_heartbeat_beats_on_each_heartbeat(make_view: Callable[..., RunView]) ->
     for n in range(3):
         state.apply("heartbeat", {"status": "alive"}, float(n))
         view.render(state, float(n))
-        values.append(view.heartbeat.value)
+        values.append(re.search(r'<span class="ccx-heart[^>]*>[^<]*</span>', view.header.value).group())
     assert values[0] != values[1] and values[0] == values[2]
     assert ("ccx-beat-1" in values[0], "ccx-beat-0" in values[1]) == (True, True)
 
@@ -347,15 +366,12 @@ def test_inactivity_timer_shown_while_silent(make_view: Callable[..., RunView]) 
     """'no output for N s' appears after a second of silence while running, and goes on output."""
     view, state = make_view(), running(now=0.0)
     view.render(state, 0.5)
-    assert view.inactivity.layout.display == "none"
+    assert "ccx-inactivity" not in view.header.value
     view.render(state, 45.3)
-    assert (view.inactivity.value, view.inactivity.layout.display) == (
-        "no output for 45 s",
-        None,
-    )
+    assert '<span class="ccx-inactivity">no output for 45 s</span>' in view.header.value
     emit(state, "process.output", 45.5, type="stdout", data="x")
     view.render(state, 45.6)
-    assert view.inactivity.layout.display == "none"
+    assert "ccx-inactivity" not in view.header.value
 
 
 def test_inactivity_timer_hidden_while_paused(
@@ -364,7 +380,7 @@ def test_inactivity_timer_hidden_while_paused(
     """A paused run shows no inactivity timer."""
     view = make_view()
     view.render(in_status("paused"), 60.0)
-    assert view.inactivity.layout.display == "none"
+    assert "ccx-inactivity" not in view.header.value
 
 
 def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
@@ -380,10 +396,10 @@ def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
         error=None,
     )
     view.render(state, 1.3)
-    assert ">failed<" in view.badge.value
-    assert "exit code 2" in view.summary.value and view.summary.layout.display is None
-    assert view.clock.value == "took 1.2 s"
-    assert view.heartbeat.layout.display == "none"
+    assert ">failed<" in view.header.value
+    assert '<div class="ccx-summary">exit code 2</div>' in view.header.value
+    assert '<span class="ccx-clock">took 1.2 s</span>' in view.header.value
+    assert "ccx-heartbeat" not in view.header.value
 
 
 def test_error_message_is_escaped(make_view: Callable[..., RunView]) -> None:
@@ -391,7 +407,7 @@ def test_error_message_is_escaped(make_view: Callable[..., RunView]) -> None:
     view, state = make_view(), running()
     emit(state, "process.error", 1.0, error="<b>bad</b>")
     view.render(state, 1.0)
-    assert "&lt;b&gt;bad&lt;/b&gt;" in view.summary.value
+    assert "&lt;b&gt;bad&lt;/b&gt;" in view.header.value and "<b>bad" not in view.header.value
 
 
 def test_close_leaves_no_widget_behind(comms: list[DummyComm]) -> None:
@@ -707,11 +723,11 @@ def test_progress_bar_shows_only_with_an_estimate(make_view) -> None:
     view, state = make_view(), running()
     emit(state, "process.metrics", 1.0, progress={"fraction": None, "eta_seconds": None, "basis": "none"})
     view.render(state, 1.0)
-    assert view.progress.layout.display == "none" and view.progress_label.layout.display == "none"
+    assert "ccx-progress" not in view.header.value
     emit(state, "process.metrics", 2.0, progress={"fraction": 0.42, "eta_seconds": 12, "basis": "prompt:words"})
     view.render(state, 2.0)
-    assert view.progress.layout.display is None and view.progress.value == 0.42
-    assert view.progress_label.value == "42% · about 12 s left · counted against the prompt&#x27;s words"
+    assert "width:42.0%" in view.header.value
+    assert "42% · about 12 s left · counted against the prompt&#x27;s words" in view.header.value
 
 
 def test_resources_show_cpu_memory_and_a_sparkline(make_view) -> None:
@@ -720,10 +736,10 @@ def test_resources_show_cpu_memory_and_a_sparkline(make_view) -> None:
     for i, cpu in enumerate([10.0, 50.0, 100.0]):
         emit(state, "process.metrics", 1.0 + i, resources={"cpu_percent": cpu, "rss_bytes": 212_400_000, "num_processes": 2})
     view.render(state, 4.0)
-    assert view.resources.value == "CPU 100% ▂▅█ · memory 212.4 MB · 2 processes"
+    assert '<span class="ccx-resources">CPU 100% ▂▅█ · memory 212.4 MB · 2 processes</span>' in view.header.value
     emit(state, "process.completed", 5.0, status="completed", exit_code=0)
     view.render(state, 5.0)
-    assert view.resources.layout.display == "none" and view.progress.layout.display == "none"
+    assert "ccx-resources" not in view.header.value and "ccx-progress" not in view.header.value
 
 
 def test_heartbeat_text_shows_the_next_expected_beat(make_view) -> None:
@@ -732,4 +748,4 @@ def test_heartbeat_text_shows_the_next_expected_beat(make_view) -> None:
     state.apply("heartbeat", {"last_seq": state.last_seq, "interval": 20.0}, 1.0)
     emit(state, "process.output", 6.0, type="stdout", data="x\n")
     view.render(state, 7.0)
-    assert "next in ~19 s" in view.heartbeat.value
+    assert "next in ~19 s" in view.header.value
