@@ -98,7 +98,7 @@ async def test_resume_with_wrong_token_or_unknown_session(server, record) -> Non
 
 
 async def test_detach_ttl_expiry_kills_the_group(record) -> None:
-    """No resume within the detach TTL: the run's group is killed."""
+    """No resume within the detach TTL: the run's group is killed and the session dropped."""
     handler = make_handler(detach_ttl=1.0, kill_grace=1.0)
     await handler.start("127.0.0.1", 0)
     proxy = await FaultyProxy(handler.port).start()
@@ -109,6 +109,7 @@ async def test_detach_ttl_expiry_kills_the_group(record) -> None:
         dropped = time.monotonic()
         proxy.drop()
         assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
+        assert await wait_until(lambda: not handler.sessions.sessions)
         record("detach TTL 1 s expires", "group killed", f"group gone {time.monotonic() - dropped:.1f} s after the drop")
     finally:
         await proxy.close()
