@@ -467,22 +467,28 @@ class EnhancedWebSocketHandler:
                 interval = session.heartbeat_interval
                 next_beat = loop.time() + interval
                 continue
-            interval = self._beat_interval(session, interval)
+            interval = self._beat_interval(session)
             if self._beat_due(session, interval) and session.attached:
                 with contextlib.suppress(ConnectionClosed):
                     await session.heartbeat(interval)
                 logger.debug("[HEARTBEAT] session %s seq %d", session.id, session.last_seq)
             next_beat = self._next_beat(session, next_beat, interval, loop.time())
 
-    def _beat_interval(self, session: Session, current: float) -> float:
-        """Fixed: the session's interval. Adaptive: halve it while the child is silent."""
+    def _beat_interval(self, session: Session) -> float:
+        """Fixed: the session's interval. Adaptive: halved for every threshold of silence.
+
+        Silent for one threshold: half the interval; for two: a quarter; and so on, down
+        to ``min_heartbeat_interval``, so the user sees life most when nothing else moves.
+        """
         base = session.heartbeat_interval
-        if self.heartbeat_mode == "fixed":
-            return base
         execution = session.execution if session.running else None
-        if execution is None or execution.inactive_seconds() < session.inactivity_threshold:
+        if self.heartbeat_mode == "fixed" or execution is None:
             return base
-        return max(min(self.min_heartbeat_interval, base), current / 2)
+        silence, threshold = execution.inactive_seconds(), session.inactivity_threshold
+        if silence < threshold:
+            return base
+        halvings = 1 + int((silence - threshold) // threshold)
+        return max(min(self.min_heartbeat_interval, base), base / 2**halvings)
 
     def _beat_due(self, session: Session, interval: float) -> bool:
         """Adaptive mode skips a beat when other traffic went out within the interval."""
@@ -493,8 +499,12 @@ class EnhancedWebSocketHandler:
     def _next_beat(self, session: Session, previous: float, interval: float, now: float) -> float:
         if self.heartbeat_mode == "fixed":
             return max(previous + interval, now)
-        # Counted from the last message of any kind: that is what the client saw.
-        return now + max(interval - (time.monotonic() - session.last_sent_at), 0.0)
+        # Counted from the last message of any kind: that is what the client saw. While a
+        # run is live, look again at least every minimum interval: silence shortens it.
+        wait = max(interval - (time.monotonic() - session.last_sent_at), 0.0)
+        if session.running:
+            wait = min(wait, self.min_heartbeat_interval)
+        return now + wait
 
     async def _activity_loop(self, session: Session) -> None:
         last_report = 0.0
