@@ -23,8 +23,11 @@ setup: $(VENV)/.installed node_modules/.installed
 demo: setup
 	$(PY) -m cc_executor_nb.selftest --all --demo
 
+NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(NBVAL_ARGS) notebooks/ $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache

@@ -1,0 +1,412 @@
+"""The example notebooks in JupyterLab, in a real headless Chromium, checked as a person sees them.
+
+JupyterLab serves a temporary copy of ``notebooks/`` on 127.0.0.1 with a token; Playwright
+drives Debian's Chromium (``/usr/bin/chromium``; no browser is downloaded), runs every cell
+with Run > Run All Cells and reads the rendered widgets from the page. Screenshots go to
+``test-artifacts/browser/`` (the path is printed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# JupyterLab settings for a quiet, predictable page: every cell stays in the DOM (no
+# windowing), the notebook's kernel starts without a "Select Kernel" dialog even when
+# the page asks before the kernel specs have loaded, and no news or update checks
+# (there is no network to ask).
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none",
+        "autoStartDefaultKernel": True,
+    },
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+}
+# Any alert() the page runs (the demo's XSS payloads call alert) is recorded instead.
+TRAP_ALERTS = "window.alert = () => { window.__xss = (window.__xss || 0) + 1; };"
+# One snapshot of a run's widget, read from the DOM in one go.
+VIEW_STATE = """cell => {
+  const run = cell.querySelector('.ccx-run');
+  if (!run) return null;
+  const text = selector => {
+    const node = run.querySelector(selector);
+    return node ? node.textContent.trim() : null;
+  };
+  const heart = run.querySelector('.ccx-heart');
+  const silence = (run.textContent.match(/no output for (?:\\d+ (?:h|min) )?\\d+ (?:s|min)/) || [null])[0];
+  return {
+    status: text('span.ccx-badge'),
+    heart: heart ? `${heart.className} ${heart.textContent}` : null,
+    heartbeat: text('.ccx-hb-text'),
+    silence: silence,
+    answer: text('.cc-answer'),
+    footer: text('.cc-footer'),
+  };
+}"""
+
+T = TypeVar("T")
+
+
+@dataclass
+class Lab:
+    """A running JupyterLab server."""
+
+    url: str
+    token: str
+    root: Path
+
+    def notebook_url(self, name: str) -> str:
+        """The notebook alone in a fresh workspace of its own (no tabs restored)."""
+        workspace = name.split("_", 1)[0]
+        return f"{self.url}lab/workspaces/nb{workspace}/tree/{name}?reset&token={self.token}"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's Chromium; CI installs it (.ci/run), elsewhere the tests skip without it."""
+    if not os.access(CHROMIUM, os.X_OK):
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def artifacts(pytestconfig: pytest.Config) -> Path:
+    """A fresh screenshot folder, announced on the terminal (also with output captured)."""
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\nbrowser screenshots: {ARTIFACTS}")
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, chromium: str, artifacts: Path) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 (a free port, a token) serving a copy of the notebooks."""
+    home = tmp_path_factory.mktemp("lab")
+    root = home / "notebooks"
+    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    settings = home / "settings"
+    for name, values in LAB_SETTINGS.items():
+        path = settings / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    token = secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "IPYTHONDIR": str(home / "ipython"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    argv = [
+        sys.executable, "-m", "jupyterlab", "--no-browser",
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port=0", f"--ServerApp.root_dir={root}",
+        f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={home / 'workspaces'}",
+        "--ServerApp.allow_root=True",  # CI runs as root
+        "--ServerApp.terminals_enabled=False", "--LabApp.extension_manager=readonly",
+        "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]  # fmt: skip
+    log = (home / "jupyterlab.log").open("w")
+    server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = None
+    try:
+        url = _server_url(home / "runtime", server)
+        yield Lab(url, token, root)
+    finally:
+        _stop_server(server, url, token)
+        log.close()
+        shutil.copy(home / "jupyterlab.log", artifacts / "jupyterlab.log")
+
+
+def _server_url(runtime: Path, server: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
+    """The server's base URL from its runtime file, once it serves."""
+    def ready() -> str | None:
+        if server.poll() is not None:
+            raise RuntimeError(f"jupyterlab exited with {server.returncode} (log: {ARTIFACTS})")
+        for info in runtime.glob(f"jpserver-{server.pid}.json"):
+            data = json.loads(info.read_text() or "{}")
+            if data.get("port"):
+                return f"http://127.0.0.1:{data['port']}{data.get('base_url', '/')}"
+        return None
+
+    return poll(ready, timeout, "JupyterLab to start", interval=0.2)
+
+
+def _stop_server(server: subprocess.Popen[bytes], url: str | None, token: str) -> None:
+    """Ask the server to shut down (it stops its kernels), then make sure it is gone."""
+    if url is not None and server.poll() is None:
+        request = urllib.request.Request(
+            f"{url}api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
+        )
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
+        try:
+            direct.open(request, timeout=10).close()
+        except OSError:
+            pass
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Any]:
+    """Headless Chromium driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, artifacts: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh page in which alert() sets window.__xss and dialogs are recorded.
+
+    Its last state is kept as ``<test name>-last.png``, which is what to look at when
+    a test fails.
+    """
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    context.add_init_script(TRAP_ALERTS)
+    tab = context.new_page()
+    tab.dialogs = []
+    tab.on("dialog", lambda dialog: (tab.dialogs.append(dialog.message), dialog.dismiss()))
+    console: list[str] = []
+    tab.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    tab.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+    yield tab
+    tab.screenshot(path=str(artifacts / f"{request.node.name}-last.png"), full_page=True)
+    (artifacts / f"{request.node.name}-console.log").write_text("\n".join(console) + "\n")
+    context.close()
+
+
+# Helpers
+
+
+def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def open_and_run_all(page: Any, lab: Lab, name: str) -> None:
+    """Open a notebook, wait for its kernel, clear the stored outputs, then Run > Run All Cells."""
+    page.goto(lab.notebook_url(name))
+    poll(lambda: _kernel_ready(page), 60, f"the kernel of {name}")
+    page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook becomes the current widget
+    poll(lambda: menu(page, "Edit", "editmenu:clear-all") and _cleared(page), 20, "cleared cells")
+    poll(lambda: menu(page, "Run", "runmenu:run-all"), 20, "Run All Cells to be enabled")
+    poll(lambda: _prompts(page)[0] != "[ ]:", 30, "Run All Cells to start")
+
+
+def menu(page: Any, title: str, command: str) -> bool:
+    """Click a menu bar entry, then one of its items (a JupyterLab command id).
+
+    Returns False, with the menu closed again, while the item is disabled (before the
+    notebook is the current widget, for instance).
+    """
+    page.locator(".lm-MenuBar-item").filter(has_text=re.compile(f"^{title}$")).click()
+    item = page.locator(f'.lm-Menu-item[data-command="{command}"]')
+    item.wait_for()
+    if "lm-mod-disabled" in (item.get_attribute("class") or ""):
+        page.keyboard.press("Escape")
+        return False
+    item.click()
+    return True
+
+
+def _cleared(page: Any) -> bool:
+    prompts = _prompts(page)
+    return bool(prompts) and all(p == "[ ]:" for p in prompts)
+
+
+def _kernel_ready(page: Any) -> bool:
+    """Whether the notebook's kernel is idle; accepts a kernel dialog should one appear."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        dialog.locator(".jp-mod-accept").click()
+        return False
+    return bool(page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count())
+
+
+def _prompts(page: Any) -> list[str]:
+    return [p.strip() for p in page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+
+
+def code_cell(page: Any, source: str) -> Any:
+    """The code cell whose source contains ``source``."""
+    return page.locator(".jp-CodeCell").filter(has=page.locator(".jp-InputArea", has_text=source))
+
+
+def prompt(cell: Any) -> str:
+    """The cell's input prompt: "[*]:" while it runs."""
+    return str(cell.locator(".jp-InputPrompt").inner_text()).strip()
+
+
+def view(cell: Any) -> dict[str, Any] | None:
+    """What the cell's run widget shows now, or None before it renders."""
+    return cell.evaluate(VIEW_STATE)  # type: ignore[no-any-return]
+
+
+def screenshot(page: Any, cell: Any, name: str) -> Path:
+    """A screenshot of the page with ``cell`` in view."""
+    cell.scroll_into_view_if_needed()
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def wait_for_all_cells(page: Any, timeout: float) -> None:
+    """Until no cell is running or queued ("[*]") and every code cell has run."""
+    def done() -> bool:
+        prompts = _prompts(page)
+        return bool(prompts) and all(re.fullmatch(r"\[\d+\]:", p) for p in prompts)
+
+    poll(done, timeout, "every cell to finish")
+
+
+# Tests
+
+
+def test_quickstart_streams_the_answer_and_keeps_html_inert(
+    lab: Lab, page: Any, artifacts: Path
+) -> None:
+    """01_quickstart: the widget renders, the story grows live, the footer shows status and cost, XSS stays text."""
+    open_and_run_all(page, lab, "01_quickstart.ipynb")
+    story = code_cell(page, "write a 300 word story")
+    first = poll(lambda: _with_words(view(story), 1), 60, "the story's first words")
+    screenshot(page, story, "01-story-streaming-1.png")
+    assert first["status"] == "running", first
+    grown = poll(lambda: _with_words(view(story), _words(first) + 30), 20, "the story to grow")
+    screenshot(page, story, "01-story-streaming-2.png")
+    print(f"story words on screen: {_words(first)} then {_words(grown)}")
+
+    final = poll(lambda: _finished(view(story)), 30, "the story run to finish")
+    assert final["status"] == "completed" and _words(final) == 300, final
+    assert re.search(r"\$\d+\.\d{4}", final["footer"]), final["footer"]
+    screenshot(page, story, "01-story-final.png")
+
+    echo = view(code_cell(page, "echo: hello from the notebook"))
+    assert echo is not None and echo["status"] == "completed", echo
+    assert echo["answer"] == "hello from the notebook" and "$" in echo["footer"], echo
+
+    xss_cell = code_cell(page, 'xss = %ccexec --demo --wait "markdown xss"')
+    xss = poll(lambda: _finished(view(xss_cell)), 60, "the markdown xss run to finish")
+    answer = xss_cell.locator(".cc-answer")
+    assert "Demo report" in xss["answer"]
+    assert "<img src=x onerror=alert(1)>" in xss["answer"]  # shown as text
+    assert answer.locator("img, script").count() == 0
+    assert page.locator("script", has_text="alert(2)").count() == 0
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    screenshot(page, xss_cell, "01-markdown-xss.png")
+    wait_for_all_cells(page, 60)
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+    assert page.locator(".ccx-run").count() == 4  # one live widget per run
+
+
+def test_long_thinking_widget_ticks_while_another_cell_keeps_the_kernel_busy(
+    lab: Lab, page: Any, artifacts: Path
+) -> None:
+    """02_long_thinking: heartbeat and silence timer change between screenshots while time.sleep(5) runs."""
+    open_and_run_all(page, lab, "02_long_thinking.ipynb")
+    think = code_cell(page, '"think for 8 seconds"')
+    sleeper = code_cell(page, "time.sleep(5)")
+
+    def busy_and_silent() -> dict[str, Any] | None:
+        state = view(think)
+        ok = state and state["silence"] and state["heart"] and prompt(sleeper) == "[*]:"
+        return state if ok else None
+
+    before = poll(busy_and_silent, 60, "the sleep cell to run while the run is silent")
+    shot1 = screenshot(page, think, "02-thinking-busy-1.png")
+    taken = time.monotonic()
+
+    def changed() -> dict[str, Any] | None:
+        state = view(think)
+        moved = (
+            state
+            and time.monotonic() - taken >= 1
+            and state["heart"] != before["heart"]
+            and state["silence"] != before["silence"]
+        )
+        return state if moved else None
+
+    after = poll(changed, 4, "the heartbeat and the silence timer to change")
+    still_busy = prompt(sleeper)
+    shot2 = screenshot(page, think, "02-thinking-busy-2.png")
+    print(f"\nbefore: {before}\nafter:  {after}\nscreenshots: {shot1.name}, {shot2.name}")
+    # The cell above it has finished, so "[*]" means running, not queued.
+    assert re.fullmatch(r"\[\d+\]:", prompt(think)), prompt(think)
+    assert still_busy == "[*]:", "the sleep cell finished before the second look"
+    assert after["status"] == "thinking", after
+
+    final = poll(lambda: _finished(view(think)), 30, "the thinking run to finish")
+    assert final["status"] == "completed", final
+    assert final["answer"] == "Done thinking. The answer is 42.", final
+    assert re.search(r"\$\d+\.\d{4}", final["footer"]), final["footer"]
+    screenshot(page, think, "02-thinking-final.png")
+    wait_for_all_cells(page, 60)
+    late = view(code_cell(page, "--timeout 2"))
+    assert late is not None and late["status"] == "timeout", late
+
+
+def _words(state: dict[str, Any]) -> int:
+    return len((state.get("answer") or "").split())
+
+
+def _with_words(state: dict[str, Any] | None, at_least: int) -> dict[str, Any] | None:
+    return state if state and _words(state) >= at_least else None
+
+
+def _finished(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    final = ("completed", "failed", "cancelled", "timeout", "error")
+    return state if state and state["status"] in final and state["footer"] else None
