@@ -106,6 +106,7 @@ def run(
             append_system_prompt=append_system_prompt,
             extra_args=tuple(claude_args),
             max_retries=max_retries,
+            remote=bool(server or settings.default_server),
         )
         what, extras = _claude(_prompt_text(prompt_or_command), options)
     spec = RunSpec(

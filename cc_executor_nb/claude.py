@@ -105,6 +105,8 @@ class ClaudeOptions:
     """``--append-system-prompt``: text added to the end of the system prompt."""
     max_retries: int | None = None
     """``CLAUDE_CODE_MAX_RETRIES`` for the child; None: the CLI's default (demo: 2)."""
+    remote: bool = False
+    """The run goes to a remote server: name the executable, let that server find it."""
 
 
 # Command line
@@ -121,7 +123,13 @@ def claude_argv(prompt: str, options: ClaudeOptions) -> list[str]:
     from .demo.env import find_claude
 
     option_args = claude_option_args(options)
-    return [find_claude(options.command or None), *STREAM_ARGS, *option_args, "--", prompt]
+    # A remote server has its own file system: send the configured name (or "claude")
+    # for its PATH lookup instead of a path that only exists on this machine.
+    if options.remote:
+        executable = options.command or "claude"
+    else:
+        executable = find_claude(options.command or None)
+    return [executable, *STREAM_ARGS, *option_args, "--", prompt]
 
 
 def claude_option_args(options: ClaudeOptions) -> list[str]:
@@ -425,7 +433,8 @@ def claude_body_html(
     ``status`` and ``exit_code`` are the process's (see ``RunState``); ``stderr`` is
     shown, escaped, only in that note.
     """
-    parts = [_waiting_html(run, status), render_claude_html(run)]
+    ended = status in _FINAL_STATUSES
+    parts = [_waiting_html(run, status), render_claude_html(run, process_ended=ended)]
     if status in _FINAL_STATUSES and run.result is None:
         parts.append(_no_result_html(run, status, exit_code, stderr))
     # MathJax would typeset "$" pairs in model text; these classes make it skip the body.
@@ -433,6 +442,7 @@ def claude_body_html(
 
 
 _FINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout", "error"})
+_ENDINGS = {"timeout": "timed out", "cancelled": "was cancelled", "error": "failed"}
 _NOTE_CHARS = 4000
 _MUTED = "opacity:0.75;font-size:smaller"
 
@@ -444,7 +454,7 @@ def _waiting_html(run: ClaudeRun, status: str) -> str:
 
 
 def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: str) -> str:
-    title = f"No result from Claude: the run {status}"
+    title = f"No result from Claude: the run {_ENDINGS.get(status, status)}"
     if exit_code is not None:
         title += f" with exit code {exit_code}"
     detail = "\n".join([*run.raw_lines, stderr.strip()]).strip()[-_NOTE_CHARS:]

@@ -319,10 +319,15 @@ def format_duration(ms: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def render_footer_html(run: ClaudeRun) -> str:
-    """Cost, tokens, turns, duration, model and session id in one muted line."""
+def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
+    """Cost, tokens, turns, duration, model and session id in one muted line.
+
+    ``process_ended``: the process is gone, so a run without a result is no longer
+    "running…" (the note about the missing result says what happened).
+    """
     facts = summary(run)
-    items = [_status_label(facts["status"])]
+    status = facts["status"]
+    items = [_status_label("" if process_ended and status == "running" else status)]
     if facts["cost_usd"] is not None:
         items.append(format_cost(facts["cost_usd"]))
     items.extend(_token_items(facts))
@@ -361,14 +366,14 @@ def _plural(count: int) -> str:
 # Everything
 
 
-def render_claude_html(run: ClaudeRun) -> str:
+def render_claude_html(run: ClaudeRun, process_ended: bool = False) -> str:
     """The whole run: thinking, tool cards, answer or error, retry line, footer."""
     parts = [render_thinking_html(run), render_tool_cards_html(run)]
     if run.is_error:
         parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
     else:
         parts.append(render_answer_html(run.answer))
-    parts += [render_retries_html(run), render_footer_html(run)]
+    parts += [render_retries_html(run), render_footer_html(run, process_ended)]
     return '<div class="cc-run">' + "".join(parts) + "</div>"
 
 

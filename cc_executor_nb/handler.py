@@ -533,7 +533,7 @@ class EnhancedWebSocketHandler:
                 "inactive_seconds": inactive,
                 "no_output_for": inactive,
                 "elapsed_seconds": round(execution.elapsed_seconds(), 3),
-                "message": "Process is paused" if paused else "Process is thinking... (no output yet)",
+                "message": _silence_message(paused, execution.output.bytes_read, inactive),
                 **await self._measures(execution),
             },
         )
@@ -556,6 +556,14 @@ class EnhancedWebSocketHandler:
                         **await self._measures(execution),
                     },
                 )
+
+
+def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float) -> str:
+    if paused:
+        return "Process is paused"
+    if not any(bytes_read.values()):
+        return "Process is thinking... (no output yet)"
+    return f"Process is thinking... (no output for {inactive:.0f} s)"
 
 
 class _Link:

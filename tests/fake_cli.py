@@ -12,7 +12,7 @@ Modes:
   escape N                like stubborn, plus one grandchild that leaves the group (setsid);
                           prints the grandchildren's pids (the escapee first)
   daemon                  leave a setsid'd process with closed pipes behind; exit 0
-  words N RATE PROMPT...  print N words at RATE words/s (PROMPT is only there to be read)
+  words N RATE PROMPT...  print N words at RATE words/s, then linger 0.8 s (PROMPT is only read)
   burn SECONDS MB         hold MB of memory and spin the CPU for SECONDS
   exit CODE               exit with CODE after printing "bye"
   signal SIG              kill itself with signal SIG
@@ -125,6 +125,7 @@ def words(n: str, per_second: str, *prompt: str) -> None:
         print(f"word{i}", end="\n" if i % 10 == 9 else " ", flush=True)
         time.sleep(max(0.0, started + (i + 1) / pace - time.monotonic()))
     print(flush=True)
+    time.sleep(0.8)  # linger, so observers sample the finished output before the exit
 
 
 def burn(seconds: str, megabytes: str) -> None:

@@ -496,3 +496,17 @@ def test_selftest_needs_credentials_or_demo() -> None:
     """Only a set credential variable counts as real-API credentials."""
     assert not has_credentials({"ANTHROPIC_API_KEY": ""})
     assert has_credentials({"ANTHROPIC_API_KEY": "sk-x"})
+
+
+def test_remote_runs_name_the_executable_instead_of_a_local_path() -> None:
+    """For a remote server the argv starts with the configured name (or "claude"), unresolved."""
+    assert claude_argv("hi", ClaudeOptions(remote=True))[0] == "claude"
+    assert claude_argv("hi", ClaudeOptions(remote=True, command="/opt/bin/claude"))[0] == "/opt/bin/claude"
+    assert claude_argv("hi", ClaudeOptions(remote=True, command="/nonexistent/claude"))[-2:] == ["--", "hi"]
+
+
+def test_a_run_that_ended_without_result_is_not_shown_running() -> None:
+    """After a timeout the footer drops "running…" and the note says the run timed out."""
+    page = claude_body_html(ClaudeRun(), status="timeout", exit_code=-15)
+    assert "running…" not in page and "the run timed out with exit code -15" in page
+    assert "running…" in claude_body_html(ClaudeRun(), status="running")

@@ -97,7 +97,7 @@ async def test_command_run_three_times_gets_an_eta_on_the_fourth(started, tmp_pa
     _, client = await started(history_path=str(tmp_path / "history.sqlite3"), metrics_interval=0.2)
     bases = []
     for _ in range(4):
-        await client.execute(argv=fake("silence", "0.7"))
+        await client.execute(argv=fake("silence", "1.0"))
         events = await collect(client)
         bases.append({m.params["progress"]["basis"] for m in metrics(events)})
         last = metrics(events)[-1].params["progress"]
