@@ -14,12 +14,13 @@ import codecs
 import collections
 import contextlib
 import os
-import struct
-import tempfile
 import time
 from collections.abc import Callable
 
+from .files import anonymous_file, pread_all, pwrite_all
+
 __all__ = [
+    "CHUNK_LIMIT",
     "STREAMS",
     "LineAligner",
     "OutputSpool",
@@ -29,7 +30,12 @@ __all__ = [
 ]
 
 STREAMS = ("stdout", "stderr")
-_HEADER = struct.Struct(">BI")
+CHUNK_LIMIT = 160 * 1024
+"""Characters per ``process.output`` piece. Even if every one needed a 6-byte JSON escape
+(control characters), the message stays under 1 MiB, the default frame limit of
+websockets clients; for ordinary text, fewer and larger frames cost less per byte."""
+PIPE_READ_SIZE = 1 << 20
+"""Bytes asked of a pipe per read: as much as the enlarged pipe holds."""
 
 Record = tuple[str, str]
 
@@ -56,7 +62,7 @@ class LineAligner:
     ``finish``. A line longer than ``limit`` leaves in ``limit``-sized pieces.
     """
 
-    def __init__(self, limit: int = 65536) -> None:
+    def __init__(self, limit: int = CHUNK_LIMIT) -> None:
         self.limit = limit
         self.partial = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -88,49 +94,54 @@ class OutputSpool:
     """A FIFO of (stream, text) records: memory first, spilling to a file when full.
 
     Memory holds at most about ``memory_limit`` characters. Past that, records are
-    appended to an anonymous temporary file until the reader has drained it, so order
-    is kept and memory stays bounded however far the reader falls behind.
+    gathered into batches of at most ``batch_chars`` and each batch is appended to an
+    anonymous temporary file with one write; the reader takes a whole batch back with
+    one read. Order is kept (memory, then the file, then the batch being gathered) and
+    memory stays bounded however far the reader falls behind.
     """
 
     def __init__(self, memory_limit: int = 8 << 20, spool_dir: str | None = None) -> None:
         self.memory_limit = memory_limit
         self.spool_dir = spool_dir
+        self.batch_chars = max(min(1 << 18, memory_limit // 8), 1)
         self._memory: collections.deque[Record] = collections.deque()
         self._memory_chars = 0
+        self._tail: list[Record] = []
+        self._tail_chars = 0
         self._file: int | None = None
+        self._batches: collections.deque[tuple[int, list[tuple[int, int]]]] = collections.deque()
         self._write_pos = 0
-        self._read_pos = 0
         self.spilled_bytes = 0
 
     @property
     def empty(self) -> bool:
         """True when nothing is waiting."""
-        return not self._memory and self._write_pos == self._read_pos
+        return not (self._memory or self._batches or self._tail)
 
     @property
     def memory_chars(self) -> int:
-        """Characters held in memory right now."""
-        return self._memory_chars
+        """Characters held in memory right now (queued and being batched)."""
+        return self._memory_chars + self._tail_chars
 
     def append(self, stream: str, text: str) -> None:
         """Queue one record."""
-        if self._write_pos > self._read_pos or self._memory_chars + len(text) > self.memory_limit:
-            self._spill(stream, text)
+        if self._batches or self._tail or self._memory_chars + len(text) > self.memory_limit - self.batch_chars:
+            self._gather(stream, text)
             return
         self._memory.append((stream, text))
         self._memory_chars += len(text)
 
     def pop(self, max_chars: int) -> list[Record]:
         """Take the oldest records, about ``max_chars`` characters (at least one record)."""
+        if not self._memory:
+            self._refill()
         records: list[Record] = []
         taken = 0
         while self._memory and (not records or taken + len(self._memory[0][1]) <= max_chars):
             record = self._memory.popleft()
-            self._memory_chars -= len(record[1])
             taken += len(record[1])
             records.append(record)
-        if not self._memory and taken < max_chars:
-            records.extend(self._read_file(max_chars - taken, bool(records)))
+        self._memory_chars -= taken
         return records
 
     def close(self) -> None:
@@ -139,32 +150,48 @@ class OutputSpool:
             os.close(self._file)
             self._file = None
 
-    def _spill(self, stream: str, text: str) -> None:
-        if self._file is None:
-            self._file, path = tempfile.mkstemp(prefix="ccexec-spool-", dir=self.spool_dir)
-            os.unlink(path)
-        body = text.encode("utf-8", "surrogatepass")
-        header = _HEADER.pack(STREAMS.index(stream), len(body))
-        os.pwrite(self._file, header + body, self._write_pos)
-        self._write_pos += len(header) + len(body)
-        self.spilled_bytes += len(body)
+    def _gather(self, stream: str, text: str) -> None:
+        if self._tail_chars + len(text) > self.batch_chars:
+            self._write_tail()
+        self._tail.append((stream, text))
+        self._tail_chars += len(text)
+        if self._tail_chars >= self.batch_chars:
+            self._write_tail()
 
-    def _read_file(self, max_chars: int, have_some: bool) -> list[Record]:
-        records: list[Record] = []
-        taken = 0
-        while self._read_pos < self._write_pos and (not (records or have_some) or taken < max_chars):
+    def _write_tail(self) -> None:
+        if not self._tail:
+            return
+        if self._file is None:
+            self._file = anonymous_file("ccexec-spool-", self.spool_dir)
+        bodies = [text.encode("utf-8", "surrogatepass") for _, text in self._tail]
+        data = b"".join(bodies)
+        pwrite_all(self._file, data, self._write_pos)
+        sizes = [(STREAMS.index(stream), len(body)) for (stream, _), body in zip(self._tail, bodies)]
+        self._batches.append((self._write_pos, sizes))
+        self._write_pos += len(data)
+        self.spilled_bytes += len(data)
+        self._tail, self._tail_chars = [], 0
+
+    def _refill(self) -> None:
+        """Memory ran dry: bring back the oldest batch from the file, or the gathering one."""
+        if self._batches:
+            offset, sizes = self._batches.popleft()
             assert self._file is not None
-            kind, size = _HEADER.unpack(os.pread(self._file, _HEADER.size, self._read_pos))
-            body = os.pread(self._file, size, self._read_pos + _HEADER.size)
-            self._read_pos += _HEADER.size + size
-            text = body.decode("utf-8", "surrogatepass")
-            records.append((STREAMS[kind], text))
-            taken += len(text)
-        if self._read_pos == self._write_pos and self._file is not None:
-            # Drained: start the file over so it never outgrows the backlog.
-            os.ftruncate(self._file, 0)
-            self._read_pos = self._write_pos = 0
-        return records
+            data = pread_all(self._file, sum(size for _, size in sizes), offset)
+            position = 0
+            for kind, size in sizes:
+                text = str(data[position : position + size], "utf-8", "surrogatepass")
+                self._memory.append((STREAMS[kind], text))
+                self._memory_chars += len(text)
+                position += size
+            if not self._batches:
+                # Drained: later batches reuse the file from its start, so it never
+                # grows past the largest backlog.
+                self._write_pos = 0
+        elif self._tail:
+            self._memory.extend(self._tail)
+            self._memory_chars += self._tail_chars
+            self._tail, self._tail_chars = [], 0
 
 
 def coalesce(records: list[Record], limit: int) -> list[Record]:
@@ -224,6 +251,8 @@ class RunOutput:
                 ),
                 pipe,
             )
+            # asyncio reads 256 KiB per wake-up by default; the pipe holds 1 MiB.
+            transport.max_size = PIPE_READ_SIZE  # type: ignore[attr-defined]
             self._transports.append(transport)
 
     async def next_batch(self, max_chars: int) -> list[Record] | None:
@@ -280,7 +309,7 @@ class StreamHandler:
     def __init__(
         self,
         *,
-        chunk_limit: int = 65536,
+        chunk_limit: int = CHUNK_LIMIT,
         partial_flush_delay: float = 0.05,
         memory_limit: int = 8 << 20,
         spool_dir: str | None = None,

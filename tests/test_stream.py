@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cc_executor_nb.stream import LineAligner, OutputSpool, coalesce
+from cc_executor_nb import protocol
+from cc_executor_nb.stream import CHUNK_LIMIT, LineAligner, OutputSpool, coalesce
 
 
 def test_complete_lines_pass_and_partial_waits() -> None:
@@ -135,8 +138,70 @@ def test_spool_memory_stays_bounded_under_a_flood() -> None:
     spool.close()
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(min_value=1, max_value=200),
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(["stdout", "stderr"]), st.text(min_size=1, max_size=40)),
+            st.integers(min_value=1, max_value=120),
+        ),
+        max_size=150,
+    ),
+)
+def test_spool_is_fifo_under_any_mix_of_appends_and_pops(limit: int, steps: list) -> None:
+    """Whatever mix of appends and pops, records come out whole and in order."""
+    spool = OutputSpool(memory_limit=limit)
+    sent, got = [], []
+    for step in steps:
+        if isinstance(step, tuple):
+            spool.append(*step)
+            sent.append(step)
+        else:
+            got += spool.pop(step)
+        assert spool.memory_chars <= max(limit, 40)
+    while not spool.empty:
+        got += spool.pop(50)
+    assert got == sent
+    spool.close()
+
+
+def test_spool_writes_a_batch_at_a_time(monkeypatch) -> None:
+    """Spilled records reach the file in batches, not one write per record."""
+    writes = []
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, pos: writes.append(len(data)) or real_pwrite(fd, data, pos))
+    spool = OutputSpool(memory_limit=8000)  # batches of 1000 characters
+    for i in range(10_000):
+        spool.append("stdout", f"{i:08d}\n")
+    assert spool.spilled_bytes > 80_000
+    assert len(writes) <= spool.spilled_bytes // 900
+    spool.close()
+
+
+def test_spool_file_is_reused_once_drained() -> None:
+    """After the backlog drains, the next spill starts the file over: it never grows past the largest backlog."""
+    spool = OutputSpool(memory_limit=800)
+    for _round in range(5):
+        for i in range(1000):
+            spool.append("stdout", f"{i:08d}\n")
+        while not spool.empty:
+            spool.pop(500)
+    assert spool._file is not None
+    assert os.fstat(spool._file).st_size < 10_000
+    spool.close()
+
+
 def test_coalesce_joins_neighbours_of_one_stream_up_to_limit() -> None:
     """Neighbouring records of the same stream are joined up to the limit."""
     records = [("stdout", "a\n"), ("stdout", "b\n"), ("stderr", "c\n"), ("stdout", "d\n")]
     assert coalesce(records, 10) == [("stdout", "a\nb\n"), ("stderr", "c\n"), ("stdout", "d\n")]
     assert coalesce([("stdout", "aaa"), ("stdout", "bbb")], 5) == [("stdout", "aaa"), ("stdout", "bbb")]
+
+
+def test_a_full_piece_of_control_characters_fits_a_1_mib_frame() -> None:
+    """Even when every character needs a 6-byte escape, a process.output message stays under 1 MiB."""
+    piece = "\x01" * CHUNK_LIMIT
+    message = protocol.notification("process.output", {"type": "stdout", "data": piece, "truncated": False, "seq": 2**53})
+    assert len(protocol.dumps_bytes(message)) < 1 << 20
+    assert len(protocol.dumps(message).encode()) < 1 << 20
