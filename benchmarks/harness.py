@@ -92,7 +92,7 @@ FULL = Mode(
     widget_lines=100_000,
     widget_seconds=5.0,
     cold_starts=3,
-    claude_runs=5,
+    claude_runs=21,
 )
 
 SMOKE = Mode(

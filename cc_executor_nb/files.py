@@ -7,7 +7,7 @@ import tempfile
 
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
-__all__ = ["anonymous_file", "pread_all", "pwrite_all", "pwritev_all"]
+__all__ = ["anonymous_file", "pread_all", "pwritev_all"]
 
 
 def anonymous_file(prefix: str, directory: str | None) -> int:
@@ -15,14 +15,6 @@ def anonymous_file(prefix: str, directory: str | None) -> int:
     fd, path = tempfile.mkstemp(prefix=prefix, dir=directory)
     os.unlink(path)
     return fd
-
-
-def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (retrying short writes)."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
 
 
 def pwritev_all(fd: int, buffers: list[bytes], offset: int) -> int:
@@ -44,8 +36,12 @@ def pwritev_all(fd: int, buffers: list[bytes], offset: int) -> int:
 
 def pread_all(fd: int, size: int, offset: int) -> memoryview:
     """Read exactly ``size`` bytes at ``offset``; OSError if the file ends first."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size:
+        return memoryview(data)
     view = memoryview(bytearray(size))
-    done = 0
+    view[: len(data)] = data
+    done = len(data)
     while done < size:
         got = os.preadv(fd, [view[done:]], offset + done)
         if got == 0:

@@ -358,10 +358,12 @@ class EnhancedWebSocketHandler:
         if session.running:
             raise AlreadyRunning()
         session.update_settings(spec.heartbeat_interval, spec.inactivity_threshold)
-        key = fingerprint(spec.argv, spec.cwd)
-        past = await asyncio.to_thread(self.history.durations, key) if self.history else []
         process = await self.processes.spawn(spec.argv, spec.cwd, spec.env)
         output = await self.streams.open(process.stdout_fd, process.stderr_fd)
+        # The run history is read once the child is on its way, not before: a lookup
+        # costs about a millisecond, and the child's first output must not wait for it.
+        key = fingerprint(spec.argv, spec.cwd)
+        past = await asyncio.to_thread(self.history.durations, key) if self.history else []
         execution = Execution(
             process,
             output,

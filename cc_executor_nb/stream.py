@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 
-from .files import anonymous_file, pread_all, pwrite_all
+from .files import anonymous_file, pread_all, pwritev_all
 
 __all__ = [
     "CHUNK_LIMIT",
@@ -40,16 +40,22 @@ PIPE_READ_SIZE = 1 << 20
 Record = tuple[str, str]
 
 
-def _pieces(text: str, limit: int) -> list[str]:
-    """Split ``text`` into pieces of at most ``limit`` characters, at newlines if possible."""
+def _pieces(text: str, limit: int, stop: int | None = None) -> list[str]:
+    """Split ``text[:stop]`` into pieces of at most ``limit`` characters, at newlines if possible.
+
+    Each piece is sliced straight from ``text`` (one copy per character).
+    """
+    stop = len(text) if stop is None else stop
+    if stop <= limit and stop == len(text):
+        return [text] if text else []
     pieces, start = [], 0
-    while len(text) - start > limit:
+    while stop - start > limit:
         cut = text.rfind("\n", start, start + limit) + 1
         end = cut if cut > start else start + limit
         pieces.append(text[start:end])
         start = end
-    if start < len(text):
-        pieces.append(text[start:])
+    if start < stop:
+        pieces.append(text[start:stop])
     return pieces
 
 
@@ -71,11 +77,11 @@ class LineAligner:
         """Decode ``data`` and return the complete pieces it finishes."""
         text = self.partial + self._decoder.decode(data)
         cut = text.rfind("\n") + 1
-        pieces = _pieces(text[:cut], self.limit) if cut else []
-        rest = text[cut:]
-        whole = len(rest) - len(rest) % self.limit
-        pieces.extend(rest[i : i + self.limit] for i in range(0, whole, self.limit))
-        self.partial = rest[whole:]
+        pieces = _pieces(text, self.limit, cut) if cut else []
+        # What follows the last newline: whole pieces of a too-long line leave now.
+        whole = cut + (len(text) - cut) // self.limit * self.limit
+        pieces.extend(text[i : i + self.limit] for i in range(cut, whole, self.limit))
+        self.partial = text[whole:] if whole < len(text) else ""
         return pieces
 
     def flush(self) -> list[str]:
@@ -164,12 +170,11 @@ class OutputSpool:
         if self._file is None:
             self._file = anonymous_file("ccexec-spool-", self.spool_dir)
         bodies = [text.encode("utf-8", "surrogatepass") for _, text in self._tail]
-        data = b"".join(bodies)
-        pwrite_all(self._file, data, self._write_pos)
+        written = pwritev_all(self._file, bodies, self._write_pos)
         sizes = [(STREAMS.index(stream), len(body)) for (stream, _), body in zip(self._tail, bodies)]
         self._batches.append((self._write_pos, sizes))
-        self._write_pos += len(data)
-        self.spilled_bytes += len(data)
+        self._write_pos += written
+        self.spilled_bytes += written
         self._tail, self._tail_chars = [], 0
 
     def _refill(self) -> None:

@@ -169,13 +169,30 @@ def test_spool_is_fifo_under_any_mix_of_appends_and_pops(limit: int, steps: list
 def test_spool_writes_a_batch_at_a_time(monkeypatch) -> None:
     """Spilled records reach the file in batches, not one write per record."""
     writes = []
-    real_pwrite = os.pwrite
-    monkeypatch.setattr(os, "pwrite", lambda fd, data, pos: writes.append(len(data)) or real_pwrite(fd, data, pos))
+    real_pwritev = os.pwritev
+    monkeypatch.setattr(os, "pwritev", lambda fd, buffers, pos: writes.append(pos) or real_pwritev(fd, buffers, pos))
     spool = OutputSpool(memory_limit=8000)  # batches of 1000 characters
     for i in range(10_000):
         spool.append("stdout", f"{i:08d}\n")
     assert spool.spilled_bytes > 80_000
     assert len(writes) <= spool.spilled_bytes // 900
+    spool.close()
+
+
+def test_spool_carries_on_after_short_writes_and_reads(monkeypatch) -> None:
+    """A write or read that moves only part of a batch is carried on where it stopped."""
+    real_pwritev, real_preadv, real_pread = os.pwritev, os.preadv, os.pread
+    monkeypatch.setattr(os, "pwritev", lambda fd, buffers, pos: real_pwritev(fd, [bytes(buffers[0])[:7]], pos))
+    monkeypatch.setattr(os, "pread", lambda fd, size, pos: real_pread(fd, min(size, 5), pos))
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, pos: real_preadv(fd, [buffers[0][:11]], pos))
+    spool = OutputSpool(memory_limit=200)
+    sent = [("stdout" if i % 2 else "stderr", f"line {i} é\n") for i in range(300)]
+    for record in sent:
+        spool.append(*record)
+    got = []
+    while not spool.empty:
+        got += spool.pop(64)
+    assert got == sent and spool.spilled_bytes > 2000
     spool.close()
 
 
