@@ -343,6 +343,7 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
         body=body,
         # The rendered conversation replaces the raw JSONL (shown with --raw).
         show_output=body is None,
+        state=handle.state,
     )
     handle.view = view
     return WidgetPresenter(handle.state, view, max_rate=settings.max_updates_per_second)

@@ -325,6 +325,8 @@ class RunView:
         body: Body | None = None,
         show_output: bool = True,
         output_height: str = "24em",
+        state: RunState | None = None,
+        now: float | None = None,
     ) -> None:
         self.label = label
         self.max_chars = max_chars
@@ -332,26 +334,30 @@ class RunView:
         self.show_output = show_output
         self.output_height = output_height
         self._lock = threading.RLock()
-        self._build_widgets()
-        self.pause_button = _button("Pause", "pause", "", on_pause)
-        self.resume_button = _button("Resume", "play", "", on_resume)
-        self.cancel_button = _button("Cancel", "stop", "danger", on_cancel)
         self._callbacks = {"pause": on_pause, "resume": on_resume, "cancel": on_cancel}
+        # Every widget is created with the values of the first render (of ``state``), so
+        # they travel in the comm_open messages instead of a burst of updates after them.
+        self._build_widgets(state, time.monotonic() if now is None else now)
+        enabled = self._enabled(state) if state is not None else {}
+        self.pause_button = _button("Pause", "pause", "", on_pause, enabled.get("pause", False))
+        self.resume_button = _button("Resume", "play", "", on_resume, enabled.get("resume", False))
+        self.cancel_button = _button("Cancel", "stop", "danger", on_cancel, enabled.get("cancel", False))
         self.widget = self._assemble()
 
-    def _build_widgets(self) -> None:
+    def _build_widgets(self, state: RunState | None, now: float) -> None:
         # Two synced widgets: a render changes at most the header and the output, so it
         # costs at most two comm messages however much of the state moved.
-        self.header = widgets.HTML()
-        self.output = widgets.HTML()
-        self.output.layout.display = "none"
+        self.header = widgets.HTML(**self._header_traits(state, now) if state is not None else {})
+        visible = state is not None and self._output_visible(state)
+        self.output = widgets.HTML(
+            value=self._output_value(state) if state is not None and visible else "",
+            layout=widgets.Layout(display=None if visible else "none"),
+        )
 
     def _assemble(self) -> widgets.VBox:
         button_row = widgets.HBox(list(self.buttons.values()))
         extra = [self.body.widget] if self.body is not None else []
-        box = widgets.VBox([self.header, self.output, *extra, button_row])
-        box.add_class("ccx-run")
-        return box
+        return widgets.VBox([self.header, self.output, *extra, button_row], _dom_classes=("ccx-run",))
 
     @property
     def _synced(self) -> list[widgets.Widget]:
@@ -371,32 +377,41 @@ class RunView:
             if self.body is not None:
                 self.body.render(state, now)
 
-    def _render_status(self, state: RunState, now: float) -> None:
-        _assign(self.header, "value", header_html(state, now, self.label))
-        _assign(self.header, "_dom_classes", ("ccx-header", f"ccx-status-{state.status}"))
+    def _header_traits(self, state: RunState, now: float) -> dict[str, Any]:
+        return {
+            "value": header_html(state, now, self.label),
+            "_dom_classes": ("ccx-header", f"ccx-status-{state.status}"),
+        }
 
-    def _render_output(self, state: RunState) -> None:
-        visible = self.show_output and state.output_chars > 0
-        if visible:
-            _assign(
-                self.output,
-                "value",
-                output_html(state, self.max_chars, height=self.output_height),
-            )
-        _show(self.output, visible)
+    def _output_visible(self, state: RunState) -> bool:
+        return self.show_output and state.output_chars > 0
 
-    def _render_buttons(self, state: RunState) -> None:
-        enabled = {
+    def _output_value(self, state: RunState) -> str:
+        return output_html(state, self.max_chars, height=self.output_height)
+
+    def _enabled(self, state: RunState) -> dict[str, bool]:
+        """Which buttons may be clicked in ``state`` (a button without a callback never)."""
+        allowed = {
             "pause": state.status in ("running", "thinking"),
             "resume": state.status == "paused",
             "cancel": state.status in ACTIVE_STATUSES,
         }
+        return {name: allowed[name] and self._callbacks[name] is not None for name in allowed}
+
+    def _render_status(self, state: RunState, now: float) -> None:
+        for name, value in self._header_traits(state, now).items():
+            _assign(self.header, name, value)
+
+    def _render_output(self, state: RunState) -> None:
+        visible = self._output_visible(state)
+        if visible:
+            _assign(self.output, "value", self._output_value(state))
+        _show(self.output, visible)
+
+    def _render_buttons(self, state: RunState) -> None:
+        enabled = self._enabled(state)
         for name, button in self.buttons.items():
-            _assign(
-                button,
-                "disabled",
-                not (enabled[name] and self._callbacks[name] is not None),
-            )
+            _assign(button, "disabled", not enabled[name])
 
     @property
     def buttons(self) -> dict[str, widgets.Button]:
@@ -427,12 +442,14 @@ def _close_tree(widget: widgets.Widget, keep: widgets.Widget | None) -> None:
     widget.close()
 
 
-def _button(description: str, icon: str, style: str, callback: Callback | None) -> widgets.Button:
-    button = widgets.Button(description=description, icon=icon, button_style=style, disabled=True)
-    button.layout.width = "auto"
-    if callback is None:
-        button.layout.display = "none"
-    else:
+def _button(
+    description: str, icon: str, style: str, callback: Callback | None, enabled: bool
+) -> widgets.Button:
+    layout = widgets.Layout(width="auto", display="none" if callback is None else None)
+    button = widgets.Button(
+        description=description, icon=icon, button_style=style, disabled=not enabled, layout=layout
+    )
+    if callback is not None:
         button.on_click(lambda _button: callback())
     return button
 

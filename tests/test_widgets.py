@@ -141,6 +141,21 @@ def test_render_without_change_sends_nothing(
     assert sent(comms) == before
 
 
+@pytest.mark.parametrize("status", ["starting", "running", "paused", "completed"])
+def test_a_view_built_from_a_state_sends_no_update_for_its_first_render(
+    comms: list[DummyComm], status: str
+) -> None:
+    """Built from the state, every widget opens with the first render's values: no burst after the opens."""
+    state = RunState() if status == "starting" else in_status(status)
+    if status != "starting":
+        emit(state, "process.output", 1.0, type="stdout", data="hello\n")
+    callbacks = {"on_pause": lambda: None, "on_resume": lambda: None, "on_cancel": lambda: None}
+    view = RunView("demo run", state=state, now=2.0, **callbacks)
+    view.render(state, 2.0)
+    assert sent(comms) == 0
+    view.close()
+
+
 def test_new_output_sends_one_message_from_output_widget(
     make_view: Callable[..., RunView], comms: list[DummyComm]
 ) -> None:
