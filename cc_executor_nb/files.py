@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
+
+RELEASE_IN_THREAD = 8 << 20
+"""Files at least this big are closed in a worker thread (see ``release``)."""
 
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
-__all__ = ["anonymous_file", "pread_all", "pwritev_all"]
+__all__ = ["anonymous_file", "pread_all", "pwritev_all", "release"]
 
 
 def anonymous_file(prefix: str, directory: str | None) -> int:
@@ -48,3 +53,24 @@ def pread_all(fd: int, size: int, offset: int) -> memoryview:
             raise OSError(f"file ended {size - done} bytes early")
         done += got
     return view
+
+
+def release(fd: int) -> None:
+    """Close a temporary file; a big one in a worker thread.
+
+    The last close of an unlinked file frees its blocks, which for hundreds of MiB takes
+    tens of milliseconds: on the event loop, that would hold up every heartbeat.
+    """
+    try:
+        big = os.fstat(fd).st_size >= RELEASE_IN_THREAD
+    except OSError:
+        big = False
+    if big:
+        threading.Thread(target=_close_quietly, args=(fd,), name="ccexec-release", daemon=True).start()
+    else:
+        _close_quietly(fd)
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)

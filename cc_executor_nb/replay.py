@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import collections
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import OutputGap
+from .files import anonymous_file, release
 
 __all__ = ["ReplayLog"]
 
@@ -72,7 +72,7 @@ class ReplayLog:
     def close(self) -> None:
         """Drop everything and close the files."""
         while self._segments:
-            os.close(self._segments.popleft().fd)
+            release(self._segments.popleft().fd)
         self._size = 0
 
     def _iter_since(self, last_seq: int) -> Iterator[bytes]:
@@ -85,13 +85,11 @@ class ReplayLog:
 
     def _writable_segment(self, seq: int) -> _Segment:
         if not self._segments or self._segments[-1].size >= max(self.limit // 4, 1):
-            fd, path = tempfile.mkstemp(prefix="ccexec-replay-", dir=self.spool_dir)
-            os.unlink(path)
-            self._segments.append(_Segment(fd, seq))
+            self._segments.append(_Segment(anonymous_file("ccexec-replay-", self.spool_dir), seq))
         return self._segments[-1]
 
     def _trim(self) -> None:
         while self._size > self.limit and len(self._segments) > 1:
             oldest = self._segments.popleft()
             self._size -= oldest.size
-            os.close(oldest.fd)
+            release(oldest.fd)

@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 
-from .files import anonymous_file, pread_all, pwritev_all
+from .files import anonymous_file, pread_all, pwritev_all, release
 
 __all__ = [
     "CHUNK_LIMIT",
@@ -153,7 +153,7 @@ class OutputSpool:
     def close(self) -> None:
         """Release the spool file."""
         if self._file is not None:
-            os.close(self._file)
+            release(self._file)
             self._file = None
 
     def _gather(self, stream: str, text: str) -> None:

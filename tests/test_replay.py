@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,3 +54,25 @@ def test_old_notifications_past_the_limit_are_a_gap() -> None:
     assert gap.value.data == {"first_available_seq": first}
     assert len(list(log.since(first - 1))) == 400 - first + 1
     log.close()
+
+
+def test_closing_a_big_log_frees_its_files() -> None:
+    """Closing releases every segment file, a big one from a worker thread."""
+    log = ReplayLog(limit=64 << 20)
+    for seq in range(1, 21):
+        log.append(seq, b"w" * (1 << 20))
+    fds = [segment.fd for segment in log._segments]
+    log.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_is_open(fd) for fd in fds):
+        time.sleep(0.01)
+    assert not any(_is_open(fd) for fd in fds)
+    assert log.size == 0 and list(log.since(log.last_seq)) == []
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
