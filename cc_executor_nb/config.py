@@ -125,10 +125,11 @@ class CCExec(Configurable):
         "(the Run object always keeps the full output).",
     ).tag(config=True)
     max_updates_per_second = Float(
-        6.0,
-        help="Upper bound on view renders per second for one run. A render sends at most "
-        "two widget messages (header and output), and the header changes about once a "
-        "second, so 6 keeps a flooding run near 10 widget messages per second.",
+        5.0,
+        help="Upper bound on view renders per second for one run. A render sends one "
+        "widget message per widget that changed: usually the output, the header about "
+        "once a second, and five at the start of a run (buttons, output shown, status). "
+        "5 keeps a flooding run at or under 10 widget messages in any second.",
     ).tag(config=True)
 
     @validate("heartbeat_interval", "inactivity_threshold", "max_updates_per_second")
