@@ -10,10 +10,12 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import json
 import math
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -356,12 +358,30 @@ async def _concurrent_run(server: ServerProcess, mode: Mode, interval: float) ->
                        failures, cpu_server / seconds, cpu_client / seconds)
 
 
+async def _wait_no_sessions(server: ServerProcess, timeout: float = 30.0) -> float:
+    """Poll ``/health`` until the server holds no session; the seconds that took."""
+    started = time.perf_counter()
+    url = server.url.replace("ws://", "http://", 1).rsplit("/", 1)[0] + "/health"
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+            if json.load(response)["sessions"] == 0:
+                return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"sessions still open {timeout:g} s after their clients closed")
+        await asyncio.sleep(0.02)
+
+
 async def concurrency(mode: Mode) -> list[Row]:
     """Many sessions streaming at once, heartbeat every second: bytes exact, beats on time."""
     interval = 1.0
     runs: list[_Concurrent] = []
     with run_server("--heartbeat-interval", str(interval), "--max-sessions", str(mode.sessions + 5)) as server:
-        for _ in range(mode.repeats):
+        settled: list[float] = []
+        for repeat in range(mode.repeats):
+            if repeat:
+                # The last repeat's sessions end on the server just after their clients
+                # close: wait for them, or the next 100 would find the session cap full.
+                settled.append(await _wait_no_sessions(server))
             runs.append(await _concurrent_run(server, mode, interval))
     exact = [float(r.exact) for r in runs]
     total = f"{mode.sessions} x {mode.session_bytes / MB:g} MB"
@@ -369,6 +389,8 @@ async def concurrency(mode: Mode) -> list[Row]:
            f"{median([r.server_busy for r in runs]):.0%}, client {median([r.client_busy for r in runs]):.0%} "
            f"of a core; all {mode.sessions} execute replies took {median([r.answered_after for r in runs]):.2f} s; "
            f"reconnects {sum(r.reconnects for r in runs)}")
+    if settled:
+        ref += f"; sessions gone {max(settled) * 1e3:.0f} ms after the last close"
     failures = sum((r.failures for r in runs), collections.Counter())
     if failures:
         ref += "; " + ", ".join(f"{n} x {why}" for why, n in failures.items())

@@ -358,17 +358,13 @@ class EnhancedWebSocketHandler:
         if session.running:
             raise AlreadyRunning()
         session.update_settings(spec.heartbeat_interval, spec.inactivity_threshold)
+        process = await self.processes.spawn(spec.argv, spec.cwd, spec.env)
+        output = await self.streams.open(process.stdout_fd, process.stderr_fd)
+        # The run history is read once the child is on its way. Before, the lookup (about
+        # a millisecond) delayed the start; alongside, its worker thread held the GIL the
+        # spawn needed (up to a 5 ms switch interval).
         key = fingerprint(spec.argv, spec.cwd)
-        # The run history is read in a worker thread while the child starts: a lookup
-        # costs about a millisecond, and the child's first output must not wait for it.
-        lookup = asyncio.ensure_future(self._past_durations(key))
-        try:
-            process = await self.processes.spawn(spec.argv, spec.cwd, spec.env)
-            output = await self.streams.open(process.stdout_fd, process.stderr_fd)
-        except BaseException:
-            lookup.cancel()
-            raise
-        past = await lookup
+        past = await asyncio.to_thread(self.history.durations, key) if self.history else []
         execution = Execution(
             process,
             output,
@@ -382,9 +378,6 @@ class EnhancedWebSocketHandler:
         session.execution = execution
         deferred.append(_started(execution))
         return {"status": "started", **execution.pid_fields}
-
-    async def _past_durations(self, key: str) -> list[float]:
-        return await asyncio.to_thread(self.history.durations, key) if self.history else []
 
     async def _resume(
         self, link: _Link, params: Any, deferred: list[Callable[[], Awaitable[None]]]
