@@ -186,10 +186,12 @@ class Execution:
         while (records := await self.output.next_batch(self.chunk_limit * 4)) is not None:
             now = time.monotonic()
             for stream, text in coalesce(records, self.chunk_limit):
-                self.estimator.feed(stream, text, now)
                 await self._notify(
                     "process.output", {"type": stream, "data": text, "truncated": False}
                 )
+                # After the send: for Claude the estimator parses stream-json, which must
+                # not stand between the CLI's output and the client.
+                self.estimator.feed(stream, text, now)
 
     async def _complete(self, exit_code: int) -> None:
         status = completion_status(exit_code, self.stopped_by)
