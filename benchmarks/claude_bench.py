@@ -40,6 +40,7 @@ __all__ = ["claude_missing", "overhead"]
 CLAUDE = BENCH_DIR.parent / "node_modules" / ".bin" / "claude"
 PROMPT = "echo: hi"
 RUN_TIMEOUT = 120.0
+SETTLE = 0.3
 _TAP = re.compile(rb"TAP start=(\d+) first=(\d+)")
 _EVENT = '"type":"stream_event"'
 
@@ -162,7 +163,11 @@ async def overhead(mode: Mode) -> list[Row]:
         with run_server() as server:
             await _direct(env, str(work))  # warm the CLI's caches; not counted
             for _ in range(mode.claude_runs):
+                # A pause before each run, so the last one's teardown (the CLI exiting,
+                # the server's end-of-run scan and history write) overlaps neither start.
+                await asyncio.sleep(SETTLE)
                 direct.append(await _direct(env, str(work)))
+                await asyncio.sleep(SETTLE)
                 stack.append(await asyncio.wait_for(_through_stack(server.url, server.token, env, str(work)),
                                                     RUN_TIMEOUT))
     # Each stack run follows a direct run; the median of the pairs' differences is less

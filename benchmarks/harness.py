@@ -72,6 +72,7 @@ class Mode:
     widget_seconds: float
     cold_starts: int
     claude_runs: int
+    throughput_repeats: int
 
 
 FULL = Mode(
@@ -92,7 +93,8 @@ FULL = Mode(
     widget_lines=100_000,
     widget_seconds=5.0,
     cold_starts=3,
-    claude_runs=21,
+    claude_runs=41,
+    throughput_repeats=7,
 )
 
 SMOKE = Mode(
@@ -114,6 +116,7 @@ SMOKE = Mode(
     widget_seconds=1.0,
     cold_starts=1,
     claude_runs=1,
+    throughput_repeats=1,
 )
 
 

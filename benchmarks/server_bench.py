@@ -123,7 +123,7 @@ async def throughput(mode: Mode) -> list[Row]:
     argv = producer("lines", str(size))
     stack, pipe, alone, server_cpu, client_cpu = [], [], [], [], []
     with run_server() as server:
-        for _ in range(mode.repeats):
+        for _ in range(mode.throughput_repeats):
             alone.append(size / MB / producer_alone(argv))
             got, seconds = await read_pipe(argv)
             if got != size:
