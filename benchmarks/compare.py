@@ -66,16 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=200, help="MB per throughput run")
     args = parser.parse_args(argv)
     trees = [tree.resolve() for tree in args.trees]
-    results: dict[Path, list[dict[str, float]]] = {tree: [] for tree in trees}
+    # One list per position: the same tree given twice (an A/A run) shows the noise.
+    results: list[list[dict[str, float]]] = [[] for _ in trees]
     for round_number in range(1, args.rounds + 1):
-        for tree in trees:
+        for tree, kept in zip(trees, results):
             runs = _run_tree(tree, args.size * 1_000_000)
-            results[tree].extend(runs)
+            kept.extend(runs)
             shown = "  ".join(f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f}" for run in runs)
             print(f"# round {round_number} {tree}: {shown}", flush=True)
     print(f"throughput of {args.size} MB: medians of {2 * args.rounds} runs per tree, interleaved")
     print(f"{'tree':40} " + " ".join(f"{column:>12}" for column in COLUMNS))
-    for tree, runs in results.items():
+    for tree, runs in zip(trees, results):
         print(f"{str(tree)[-40:]:40} " + " ".join(f"{median([r[c] for r in runs]):12.3f}" for c in COLUMNS))
     return 0
 
