@@ -21,7 +21,7 @@ node_modules/.installed: package.json package-lock.json
 setup: $(VENV)/.installed node_modules/.installed
 
 demo: setup
-	$(PY) -m cc_executor_nb.selftest --all --demo
+	$(PY) -m cc_executor_nb.demo.selftest --all --demo
 
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 

@@ -26,18 +26,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "EnhancedWebSocketHandler": "handler",
-    "SessionManager": "session",
-    "ProcessManager": "process",
-    "StreamHandler": "stream",
+    "EnhancedWebSocketHandler": "server.handler",
+    "SessionManager": "server.session",
+    "ProcessManager": "server.supervisor",
+    "StreamHandler": "server.streams",
     "Client": "client",
     "connect": "client",
-    "CCExec": "config",
-    "Run": "handle",
-    "run": "api",
-    "arun": "api",
-    "load_ipython_extension": "magic",
-    "unload_ipython_extension": "magic",
+    "CCExec": "kernel.config",
+    "Run": "kernel.run",
+    "run": "kernel.api",
+    "arun": "kernel.api",
+    "load_ipython_extension": "kernel.magic",
+    "unload_ipython_extension": "kernel.magic",
 }
 
 __all__ = ["__version__", *_EXPORTS]

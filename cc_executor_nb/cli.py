@@ -19,10 +19,10 @@ from typing import TextIO
 from .client import Client, connect
 from .errors import CCExecError
 from .events import Completed, Event, Heartbeat, Output, StatusUpdate
-from .handler import EnhancedWebSocketHandler
-from .process import ProcessManager
-from .session import SessionManager
-from .stream import StreamHandler
+from .server.handler import EnhancedWebSocketHandler
+from .server.supervisor import ProcessManager
+from .server.session import SessionManager
+from .server.streams import StreamHandler
 
 __all__ = ["exit_status", "main", "render_event"]
 

@@ -15,10 +15,10 @@ import pytest
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Completed, Event
-from cc_executor_nb.handler import EnhancedWebSocketHandler
-from cc_executor_nb.process import ProcessManager
-from cc_executor_nb.session import SessionManager
-from cc_executor_nb.stream import StreamHandler
+from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+from cc_executor_nb.server.supervisor import ProcessManager
+from cc_executor_nb.server.session import SessionManager
+from cc_executor_nb.server.streams import StreamHandler
 
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 TOKEN = "test-token-0123456789"

@@ -8,7 +8,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from cc_executor_nb.access import check_handshake, host_name, is_loopback, token_matches
+from cc_executor_nb.server.access import check_handshake, host_name, is_loopback, token_matches
 from cc_executor_nb.client import connect
 
 from .conftest import TOKEN, make_handler

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cc_executor_nb.claude import (
+from cc_executor_nb.claude.options import (
     ClaudeOptions,
     claude_argv,
     claude_environment,
@@ -19,8 +19,8 @@ from cc_executor_nb.claude import (
     stop_demo,
 )
 from cc_executor_nb.demo.texts import huge_text
-from cc_executor_nb.handler import EnhancedWebSocketHandler
-from cc_executor_nb.selftest import CASES, Observation, count_haikus, observe_run
+from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+from cc_executor_nb.demo.selftest import CASES, Observation, count_haikus, observe_run
 
 from .conftest import TOKEN
 
@@ -167,9 +167,9 @@ async def test_hostile_prompt_reaches_the_cli_literally(
 
 
 def test_selftest_passes_offline() -> None:
-    """`python -m cc_executor_nb.selftest --all --demo` exits 0 with PASS for every case."""
+    """`python -m cc_executor_nb.demo.selftest --all --demo` exits 0 with PASS for every case."""
     completed = subprocess.run(
-        [sys.executable, "-m", "cc_executor_nb.selftest", "--all", "--demo"],
+        [sys.executable, "-m", "cc_executor_nb.demo.selftest", "--all", "--demo"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

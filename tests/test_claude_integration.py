@@ -14,7 +14,7 @@ import comm
 import ipywidgets
 import pytest
 
-from cc_executor_nb.claude import (
+from cc_executor_nb.claude.options import (
     DEMO_MAX_RETRIES,
     ClaudeBody,
     ClaudeInterpreter,
@@ -28,9 +28,9 @@ from cc_executor_nb.claude import (
     stop_demo,
 )
 from cc_executor_nb.events import make_event
-from cc_executor_nb.handle import Interpreter, Run, RunSpec, Target
-from cc_executor_nb.runstate import RunState
-from cc_executor_nb.selftest import (
+from cc_executor_nb.kernel.run import Interpreter, Run, RunSpec, Target
+from cc_executor_nb.kernel.runstate import RunState
+from cc_executor_nb.demo.selftest import (
     CASES,
     Case,
     Observation,
@@ -42,8 +42,8 @@ from cc_executor_nb.selftest import (
     has_credentials,
     select_cases,
 )
-from cc_executor_nb.streamjson import ClaudeRun
-from cc_executor_nb.widgets import RunView
+from cc_executor_nb.claude.streamjson import ClaudeRun
+from cc_executor_nb.kernel.views import RunView
 
 pytestmark = pytest.mark.timeout(30)
 

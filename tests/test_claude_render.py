@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cc_executor_nb import claude_render
-from cc_executor_nb.claude_render import (
+from cc_executor_nb.claude import render as claude_render
+from cc_executor_nb.claude.render import (
     format_cost,
     format_duration,
     format_seconds,
@@ -28,7 +28,7 @@ from cc_executor_nb.claude_render import (
     status_name,
     tool_input_summary,
 )
-from cc_executor_nb.streamjson import ApiRetry, ClaudeRun
+from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun
 
 XSS = "<img src=x onerror=alert(1)>\n\n<script>alert(2)</script>\n\n[x](javascript:alert(3))"
 SAFE_SCHEMES = ("http:", "https:", "mailto:")

@@ -16,8 +16,8 @@ from websockets.exceptions import ConnectionClosed
 
 from cc_executor_nb import errors, protocol
 from cc_executor_nb.client import connect
-from cc_executor_nb.handler import EnhancedWebSocketHandler, _Link
-from cc_executor_nb.session import Session
+from cc_executor_nb.server.handler import EnhancedWebSocketHandler, _Link
+from cc_executor_nb.server.session import Session
 
 from .conftest import TOKEN, collect, fake, make_handler
 

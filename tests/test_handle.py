@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from cc_executor_nb.handle import Run, RunSpec, Target
-from cc_executor_nb.kernel_loop import KernelLoop
-from cc_executor_nb.presenter import TextPresenter, WidgetPresenter
-from cc_executor_nb.widgets import RunView
+from cc_executor_nb.kernel.run import Run, RunSpec, Target
+from cc_executor_nb.kernel.loop import KernelLoop
+from cc_executor_nb.kernel.presenter import TextPresenter, WidgetPresenter
+from cc_executor_nb.kernel.views import RunView
 
 from .conftest import fake, group_alive, make_handler
 from .proxy import FaultyProxy

@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 
-from cc_executor_nb import kernel_loop
-from cc_executor_nb.kernel_loop import LOOP_THREAD_NAME, KernelLoop, LoopStopped
+from cc_executor_nb.kernel import loop as kernel_loop
+from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, KernelLoop, LoopStopped
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cc_executor_nb.errors import OutputGap
-from cc_executor_nb.replay import ReplayLog
+from cc_executor_nb.server.replay import ReplayLog
 
 
 def _body(seq: int) -> bytes:

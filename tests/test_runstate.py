@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cc_executor_nb.runstate import (
+from cc_executor_nb.kernel.runstate import (
     RunState,
     elapsed,
     format_duration,

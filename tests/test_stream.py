@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cc_executor_nb import protocol
-from cc_executor_nb.stream import CHUNK_LIMIT, LineAligner, OutputSpool, coalesce
+from cc_executor_nb.server.streams import CHUNK_LIMIT, LineAligner, OutputSpool, coalesce
 
 
 def test_complete_lines_pass_and_partial_waits() -> None:

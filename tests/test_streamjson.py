@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cc_executor_nb.streamjson import ApiRetry, ClaudeRun, LineSplitter, summary
+from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun, LineSplitter, summary
 
 RECORDINGS = Path(__file__).parent / "data" / "streamjson"
 

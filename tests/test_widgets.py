@@ -15,8 +15,8 @@ import comm
 import ipywidgets as widgets
 import pytest
 
-from cc_executor_nb.runstate import RunState
-from cc_executor_nb.widgets import Coalescer, RunView, TextView, output_html
+from cc_executor_nb.kernel.runstate import RunState
+from cc_executor_nb.kernel.views import Coalescer, RunView, TextView, output_html
 
 # A dummy comm, after ipywidgets' own widgets/tests/utils.py: widgets open one at
 # construction and send every state update through it, so its messages are the

@@ -1,7 +1,7 @@
 """The ``%ccexec`` / ``%%ccexec`` magic and the extension's load and unload hooks.
 
 ``%load_ext cc_executor_nb`` only registers the magic and its settings
-(:class:`~cc_executor_nb.config.CCExec`, shown by ``%config CCExec``); the background
+(:class:`~cc_executor_nb.kernel.config.CCExec`, shown by ``%config CCExec``); the background
 loop and the in-kernel server start with the first run. ``%unload_ext`` stops runs,
 server, loop and thread; ``%reload_ext`` does that and loads afresh, keeping the
 ``%config`` settings.
@@ -21,8 +21,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from . import api
 from .config import CCExec
-from .handle import Run
-from .kernel_loop import stop_shared_loop
+from .run import Run
+from .loop import stop_shared_loop
 
 __all__ = [
     "CCExecMagics",
@@ -249,7 +249,7 @@ def load_ipython_extension(shell: Any) -> None:
 
 def unload_ipython_extension(shell: Any) -> None:
     """``%unload_ext cc_executor_nb``: stop every run, the server, the loop and its thread."""
-    from .claude import stop_demo
+    from ..claude.options import stop_demo
 
     stop_shared_loop()
     stop_demo()

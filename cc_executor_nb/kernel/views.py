@@ -1,4 +1,4 @@
-"""Views over a :class:`~cc_executor_nb.runstate.RunState`, and the one rate-limited update path.
+"""Views over a :class:`~cc_executor_nb.kernel.runstate.RunState`, and the one rate-limited update path.
 
 - :class:`RunView` is a thin ipywidgets 8 view: :meth:`RunView.render` copies the
   state into the widgets, assigning only values that changed, inside

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
-from .errors import CCExecError
+from ..errors import CCExecError
 
 __all__ = [
     "LOOP_THREAD_NAME",
@@ -42,7 +42,7 @@ __all__ = [
     "stop_shared_loop",
 ]
 
-logger = logging.getLogger("cc_executor_nb.kernel_loop")
+logger = logging.getLogger("cc_executor_nb.kernel.loop")
 
 LOOP_THREAD_NAME = "cc_executor_nb-loop"
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The orphan watchdog: ``python -m cc_executor_nb.watchdog SERVER_ID``.
+"""The orphan watchdog: ``python -m cc_executor_nb.server.watchdog SERVER_ID``.
 
 Why a separate process: if the server dies by SIGKILL (a kernel restart, the OOM
 killer) no code of ours runs, and children in their own process groups would live on
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     """Wait for the server to go away, then kill what it left behind."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cc_executor_nb.watchdog SERVER_ID", file=sys.stderr)
+        print("usage: python -m cc_executor_nb.server.watchdog SERVER_ID", file=sys.stderr)
         return 2
     # Interrupts meant for the server's terminal or kernel must not stop us early.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

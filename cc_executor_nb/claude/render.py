@@ -1,4 +1,4 @@
-"""Render a :class:`~cc_executor_nb.streamjson.ClaudeRun` as HTML for the widget.
+"""Render a :class:`~cc_executor_nb.claude.streamjson.ClaudeRun` as HTML for the widget.
 
 Pure functions from a run to HTML strings; the widget only puts them on the
 page. Every piece of text that comes from the model or a tool is untrusted and

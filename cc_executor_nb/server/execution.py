@@ -15,14 +15,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .process import RUN_MARKER_ENV, ManagedProcess
+from .supervisor import RUN_MARKER_ENV, ManagedProcess
 from .progress import Progress, ProgressEstimator
 from .watchdog import marked_processes
-from .stream import RunOutput, coalesce
+from .streams import RunOutput, coalesce
 
 __all__ = ["Execution", "Notify", "completion_status"]
 
-logger = logging.getLogger("cc_executor_nb.execution")
+logger = logging.getLogger("cc_executor_nb.server.execution")
 
 Notify = Callable[[str, dict[str, Any]], Awaitable[int]]
 

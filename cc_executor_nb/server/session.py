@@ -14,14 +14,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import protocol
-from .errors import LimitReached
+from .. import protocol
+from ..errors import LimitReached
 from .execution import Execution
 from .replay import ReplayLog
 
 __all__ = ["Session", "SessionManager"]
 
-logger = logging.getLogger("cc_executor_nb.session")
+logger = logging.getLogger("cc_executor_nb.server.session")
 
 Send = Callable[[bytes], Awaitable[None]]
 """Sends one serialized message (UTF-8 JSON) as a text frame."""

@@ -14,11 +14,11 @@ and everything Claude-specific::
   and a prompt that starts with a dash is taken literally.
 - :func:`claude_environment` returns, for ``demo=True``, the environment of the shared
   offline demo backend (started lazily, once per process; :func:`stop_demo` stops it).
-- :class:`ClaudeInterpreter` implements :class:`~cc_executor_nb.handle.Interpreter` over
-  a :class:`~cc_executor_nb.streamjson.ClaudeRun`, behind a lock: it is fed on the loop
+- :class:`ClaudeInterpreter` implements :class:`~cc_executor_nb.kernel.run.Interpreter` over
+  a :class:`~cc_executor_nb.claude.streamjson.ClaudeRun`, behind a lock: it is fed on the loop
   thread and read from the widget's and the user's threads.
 - :class:`ClaudeBody` is the widget body: the conversation rendered by
-  :mod:`~cc_executor_nb.claude_render` (which sanitizes every piece of model text).
+  :mod:`~cc_executor_nb.claude.render` (which sanitizes every piece of model text).
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .claude_render import render_claude_html
+from .render import render_claude_html
 from .streamjson import ApiRetry, ClaudeRun, Phase, ToolCall
 
 if TYPE_CHECKING:
     import ipywidgets
 
-    from .demo.server import DemoBackend
-    from .handle import Interpreter
-    from .runstate import RunState
-    from .widgets import Body
+    from ..demo.server import DemoBackend
+    from ..kernel.run import Interpreter
+    from ..kernel.runstate import RunState
+    from ..kernel.views import Body
 
 __all__ = [
     "DEMO_MAX_RETRIES",
@@ -120,7 +120,7 @@ def claude_argv(prompt: str, options: ClaudeOptions) -> list[str]:
     ``FileNotFoundError`` (with install advice) when no claude executable exists,
     and ValueError for contradictory or malformed options.
     """
-    from .demo.env import find_claude
+    from ..demo.env import find_claude
 
     option_args = claude_option_args(options)
     # A remote server has its own file system: send the configured name (or "claude")
@@ -234,7 +234,7 @@ class _SharedDemo:
     def _ensure_started(self) -> DemoBackend:
         if self._backend is not None:
             return self._backend
-        from .demo import DemoBackend, demo_environment
+        from ..demo import DemoBackend, demo_environment
 
         root = tempfile.mkdtemp(prefix="cc-executor-demo-")
         try:
@@ -270,7 +270,7 @@ _SHARED_DEMO = _SharedDemo()
 class ClaudeInterpreter:
     """Reads a run's stream-json into a :class:`ClaudeRun`; safe across threads.
 
-    Implements :class:`~cc_executor_nb.handle.Interpreter`: stdout goes to
+    Implements :class:`~cc_executor_nb.kernel.run.Interpreter`: stdout goes to
     :meth:`ClaudeRun.feed`, stderr is kept aside (its last :data:`MAX_STDERR_CHARS`
     characters), :meth:`finish` applies an unterminated last line. Every field read
     takes the same lock as feeding; mutable values are returned as copies. Use
@@ -468,7 +468,7 @@ def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: 
 
 
 class ClaudeBody:
-    """A :class:`~cc_executor_nb.widgets.Body`: the conversation in an ``HTML`` widget.
+    """A :class:`~cc_executor_nb.kernel.views.Body`: the conversation in an ``HTML`` widget.
 
     :meth:`render` re-renders only when the interpreter's version or the process's
     status changed; the presenter already limits how often it is called.

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from .errors import OutputGap
+from ..errors import OutputGap
 from .files import anonymous_file, release
 
 __all__ = ["ReplayLog"]

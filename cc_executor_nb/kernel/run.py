@@ -1,12 +1,12 @@
 """The handle of one run: state, output, control, waiting and display.
 
 A :class:`Run` is made on the caller's thread (a cell), then driven on the kernel's
-background loop (:mod:`cc_executor_nb.kernel_loop`) through one connection of its
+background loop (:mod:`cc_executor_nb.kernel.loop`) through one connection of its
 own (one connection is one session, and a session runs one process at a time)::
 
     client listener (loop thread) -> RunState.apply -> interpreter.feed -> presenter.update
 
-The presenter (:mod:`cc_executor_nb.presenter`) coalesces widget renders to a few a
+The presenter (:mod:`cc_executor_nb.kernel.presenter`) coalesces widget renders to a few a
 second; the Run keeps the full output and every event. Control methods and
 :meth:`Run.wait` may be called from any thread except the loop's; ``await run``
 waits on the awaiting loop without blocking it.
@@ -30,19 +30,19 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .client import Client, connect
-from .errors import CCExecError, ConnectionLost, NoProcessRunning
-from .events import Completed, Event, Output, ProcessError, make_event
-from .kernel_loop import KernelLoop
+from ..client import Client, connect
+from ..errors import CCExecError, ConnectionLost, NoProcessRunning
+from ..events import Completed, Event, Output, ProcessError, make_event
+from .loop import KernelLoop
 from .runstate import RunState, elapsed, format_duration
 
 if TYPE_CHECKING:
     from .presenter import Presenter
-    from .widgets import RunView
+    from .views import RunView
 
 __all__ = ["Interpreter", "Run", "RunSpec", "Target"]
 
-logger = logging.getLogger("cc_executor_nb.handle")
+logger = logging.getLogger("cc_executor_nb.kernel.run")
 
 CONTROL_TIMEOUT = 10.0
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from .errors import CommandNotAllowed, LimitReached, SpawnFailed
+from ..errors import CommandNotAllowed, LimitReached, SpawnFailed
 from .watchdog import SERVER_MARKER_ENV, kill_marked
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
     "unbuffered_argv",
 ]
 
-logger = logging.getLogger("cc_executor_nb.process")
+logger = logging.getLogger("cc_executor_nb.server.supervisor")
 
 UNBUFFERED_NAMES = frozenset({"claude", "python", "python3", "node", "npm", "npx"})
 DEFAULT_SECRET_ENV = (
@@ -330,7 +330,7 @@ class ProcessManager:
         if self._watchdog is None or self._watchdog.poll() is not None:
             # Own session: signals aimed at the kernel's or terminal's group miss it.
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-m", "cc_executor_nb.watchdog", self.server_id],
+                [sys.executable, "-m", "cc_executor_nb.server.watchdog", self.server_id],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,

@@ -10,10 +10,10 @@
 
     r = await ccx.arun("make test", command=True)      # in a cell: waits, kernel stays free
 
-Settings come from the extension's :class:`~cc_executor_nb.config.CCExec` (``%config
+Settings come from the extension's :class:`~cc_executor_nb.kernel.config.CCExec` (``%config
 CCExec.x = ...``, ``ipython_config.py``); keyword arguments override them. Without
 ``server`` (or ``CCExec.default_server``) runs go to a private server on the
-kernel's background loop (:mod:`cc_executor_nb.kernel_loop`).
+kernel's background loop (:mod:`cc_executor_nb.kernel.loop`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .claude import (
+from ..claude.options import (
     ClaudeOptions,
     claude_argv,
     claude_body,
@@ -32,12 +32,12 @@ from .claude import (
     claude_interpreter,
 )
 from .config import CCExec
-from .handle import Interpreter, Run, RunSpec, Target
-from .kernel_loop import KernelLoop, shared_loop
+from .run import Interpreter, Run, RunSpec, Target
+from .loop import KernelLoop, shared_loop
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
 
 if TYPE_CHECKING:
-    from .widgets import Body
+    from .views import Body
 
 __all__ = ["arun", "current_settings", "run"]
 
@@ -73,7 +73,7 @@ def run(
     label: str | None = None,
     settings: CCExec | None = None,
 ) -> Run:
-    """Start a run and return its :class:`~cc_executor_nb.handle.Run` at once.
+    """Start a run and return its :class:`~cc_executor_nb.kernel.run.Run` at once.
 
     ``prompt_or_command`` is a Claude prompt, or with ``command=True`` a command line
     (split with shlex by the server) or an argv list. ``wait`` blocks until the run
@@ -275,10 +275,10 @@ def _kernel_loop(settings: CCExec, *, remote: bool) -> KernelLoop:
 
 def _server_factory(settings: CCExec) -> Callable[[], Any]:
     def make() -> Any:
-        from .handler import EnhancedWebSocketHandler
-        from .process import ProcessManager
-        from .session import SessionManager
-        from .stream import StreamHandler
+        from ..server.handler import EnhancedWebSocketHandler
+        from ..server.supervisor import ProcessManager
+        from ..server.session import SessionManager
+        from ..server.streams import StreamHandler
 
         return EnhancedWebSocketHandler(
             SessionManager(),
@@ -332,7 +332,7 @@ def _target(
 def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None) -> Presenter:
     if _output_mode(settings, quiet) == "text":
         return TextPresenter(lambda: repr(handle))
-    from .widgets import RunView
+    from .views import RunView
 
     view = RunView(
         handle.label,

@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Sequence
 
 from .handler import EnhancedWebSocketHandler
-from .process import ProcessManager
+from .supervisor import ProcessManager
 from .session import SessionManager
-from .stream import StreamHandler
+from .streams import StreamHandler
 
 __all__ = ["build_handler", "main", "parse_args", "write_token_file"]
 
@@ -176,6 +176,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     return asyncio.run(_serve(args))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

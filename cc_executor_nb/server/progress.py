@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .streamjson import ClaudeRun
+from ..claude.streamjson import ClaudeRun
 
 __all__ = [
     "MIN_HISTORY",
@@ -40,7 +40,7 @@ __all__ = [
     "prompt_target",
 ]
 
-logger = logging.getLogger("cc_executor_nb.progress")
+logger = logging.getLogger("cc_executor_nb.server.progress")
 
 MIN_HISTORY = 3
 _TARGET = re.compile(

@@ -34,9 +34,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from . import __version__, protocol
+from .. import __version__
+from .. import protocol
 from .access import WS_PATHS, check_handshake, is_loopback
-from .errors import (
+from ..errors import (
     AlreadyRunning,
     InternalError,
     InvalidParams,
@@ -49,12 +50,12 @@ from .errors import (
     UnknownSession,
 )
 from .execution import Execution
-from .process import ProcessManager
+from .supervisor import ProcessManager
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
 from .replay import ReplayLog
 from .resources import ResourceSampler
 from .session import Session, SessionManager
-from .stream import StreamHandler
+from .streams import StreamHandler
 
 __all__ = ["CAPABILITIES", "EnhancedWebSocketHandler", "SecretRedactor"]
 
