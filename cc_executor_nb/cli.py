@@ -18,11 +18,9 @@ from typing import TextIO
 
 from .client import Client, connect
 from .errors import CCExecError
+from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD
 from .events import Completed, Event, Heartbeat, Output, StatusUpdate
-from .server.handler import EnhancedWebSocketHandler
-from .server.supervisor import ProcessManager
-from .server.session import SessionManager
-from .server.streams import StreamHandler
+from .server.config import ServerSettings, build_server
 
 __all__ = ["exit_status", "main", "render_event"]
 
@@ -57,9 +55,7 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
         async with await connect(args.server, token) as client:
             yield client
         return
-    handler = EnhancedWebSocketHandler(
-        SessionManager(), ProcessManager(), StreamHandler(), heartbeat_interval=args.heartbeat
-    )
+    handler = build_server(ServerSettings(heartbeat_interval=args.heartbeat))
     await handler.start("127.0.0.1", 0)
     try:
         async with await connect(handler.url, handler.token) as client:
@@ -93,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="environment variable holding the server's token")
     run.add_argument("--cwd")
     run.add_argument("--timeout", type=float)
-    run.add_argument("--heartbeat", type=float, default=20.0, help="heartbeat interval (s)")
-    run.add_argument("--inactivity", type=float, default=30.0, help="inactivity threshold (s)")
+    run.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, help="heartbeat interval (s)")
+    run.add_argument("--inactivity", type=float, default=DEFAULT_INACTIVITY_THRESHOLD, help="inactivity threshold (s)")
     run.add_argument("--quiet", action="store_true", help="only the child's output")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     return parser

@@ -38,6 +38,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from . import methods
 from . import protocol
 from .errors import ConnectionLost, OutputGap, ProtocolError
 from .events import Completed, Connected, Event, make_event
@@ -181,6 +182,7 @@ class Client:
         timeout: float | None = None,
         heartbeat_interval: float | None = None,
         inactivity_threshold: float | None = None,
+        kill_grace: float | None = None,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``."""
         params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
@@ -190,16 +192,17 @@ class Client:
             "timeout": timeout,
             "heartbeat_interval": heartbeat_interval,
             "inactivity_threshold": inactivity_threshold,
+            "kill_grace": kill_grace,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
-        result = dict(await self.call("execute", params))
+        result = dict(await self.call(methods.EXECUTE, params))
         if heartbeat_interval is not None:
             self.heartbeat_interval = heartbeat_interval
         return result
 
     async def control(self, kind: str) -> dict[str, Any]:
         """PAUSE, RESUME or CANCEL the running process."""
-        return dict(await self.call("control", {"type": kind}))
+        return dict(await self.call(methods.CONTROL, {"type": kind}))
 
     async def pause(self) -> dict[str, Any]:
         """SIGSTOP the run's process group."""
@@ -215,7 +218,7 @@ class Client:
 
     async def status(self) -> dict[str, Any]:
         """The session's state, pid, timings and resources."""
-        return dict(await self.call("status"))
+        return dict(await self.call(methods.STATUS))
 
     async def run_events(self, command: str | None = None, **kwargs: Any) -> AsyncIterator[Event]:
         """Execute and yield this run's events up to and including ``process.completed``."""
@@ -268,14 +271,14 @@ class Client:
     def _may_resume(self) -> bool:
         if not self.auto_reconnect or self._closing or not self._connected.done():
             return False
-        return not self._connected.exception() and "resume" in self._connected.result().capabilities
+        return not self._connected.exception() and methods.RESUME in self._connected.result().capabilities
 
     async def _reconnect(self) -> bool:
         """Dial again with backoff and resume; False when it gave up."""
         assert self._dialer is not None
         deadline = time.monotonic() + self.reconnect_timeout
         for attempt in itertools.count(1):
-            await self._notify_local("client.reconnecting", {"attempt": attempt, "reason": self.close_reason})
+            await self._notify_local(methods.CLIENT_RECONNECTING, {"attempt": attempt, "reason": self.close_reason})
             await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
             try:
                 ws = await self._dialer.dial()
@@ -304,7 +307,7 @@ class Client:
                     break
                 except OutputGap as gap:
                     first = int((gap.data or {}).get("first_available_seq", last_seq + 1))
-                    await self._notify_local("client.output_gap", {"missing_from": last_seq + 1, "missing_to": first - 1})
+                    await self._notify_local(methods.CLIENT_OUTPUT_GAP, {"missing_from": last_seq + 1, "missing_to": first - 1})
                     last_seq = self.last_seq = first - 1
         except ProtocolError as exc:
             await ws.close()
@@ -314,7 +317,7 @@ class Client:
         self._ws = ws
         self._last_frame_at = time.monotonic()
         self.reconnects += 1
-        await self._notify_local("client.reconnected", {"session_id": result.get("session_id"), "last_seq": last_seq})
+        await self._notify_local(methods.CLIENT_RECONNECTED, {"session_id": result.get("session_id"), "last_seq": last_seq})
         return True
 
     async def _resume_call(self, ws: ClientConnection, session: Connected, last_seq: int) -> dict[str, Any]:
@@ -322,14 +325,14 @@ class Client:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         params = {"session_id": session.session_id, "resume_token": session.params.get("resume_token", ""), "last_seq": last_seq}
-        await ws.send(protocol.dumps(protocol.request(request_id, "resume", params)))
+        await ws.send(protocol.dumps(protocol.request(request_id, methods.RESUME, params)))
         while not future.done():
             await self._dispatch(await ws.recv())
         return dict(future.result())
 
     async def _give_up(self, reason: str) -> bool:
         self.close_reason = reason
-        await self._notify_local("client.disconnected", {"reason": reason})
+        await self._notify_local(methods.CLIENT_DISCONNECTED, {"reason": reason})
         return False
 
     async def _notify_local(self, method: str, params: dict[str, Any]) -> None:
@@ -371,7 +374,7 @@ class Client:
                 return
             self._connected.set_result(event)
             self.heartbeat_interval = float(event.params.get("heartbeat_interval") or 20.0)
-        elif event.method == "heartbeat" and isinstance(event.params.get("interval"), (int, float)):
+        elif event.method == methods.HEARTBEAT and isinstance(event.params.get("interval"), (int, float)):
             self.heartbeat_interval = float(event.params["interval"])
         for listener in list(self._listeners):
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from . import methods
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,16 +126,16 @@ class ProcessError(Event):
 
 
 _TYPES: dict[str, type[Event]] = {
-    "connected": Connected,
-    "heartbeat": Heartbeat,
-    "process.started": Started,
-    "process.output": Output,
-    "process.status": StatusUpdate,
-    "process.paused": Paused,
-    "process.resumed": Resumed,
-    "process.cancelled": Cancelled,
-    "process.completed": Completed,
-    "process.error": ProcessError,
+    methods.CONNECTED: Connected,
+    methods.HEARTBEAT: Heartbeat,
+    methods.PROCESS_STARTED: Started,
+    methods.PROCESS_OUTPUT: Output,
+    methods.PROCESS_STATUS: StatusUpdate,
+    methods.PROCESS_PAUSED: Paused,
+    methods.PROCESS_RESUMED: Resumed,
+    methods.PROCESS_CANCELLED: Cancelled,
+    methods.PROCESS_COMPLETED: Completed,
+    methods.PROCESS_ERROR: ProcessError,
 }
 
 

@@ -28,6 +28,10 @@ from .errors import (
 
 __all__ = [
     "CONTROL_TYPES",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_INACTIVITY_THRESHOLD",
+    "DEFAULT_KILL_GRACE",
+    "MIN_INTERVAL",
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
     "PROTOCOL_VERSION",
@@ -55,6 +59,13 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = "1"
+
+# Defaults of the contract, in seconds (every duration accepts fractions).
+DEFAULT_HEARTBEAT_INTERVAL = 20.0
+DEFAULT_INACTIVITY_THRESHOLD = 30.0
+DEFAULT_KILL_GRACE = 5.0
+MIN_INTERVAL = 0.1
+"""The shortest heartbeat interval or inactivity threshold a server accepts."""
 # Limits on what we agree to parse: anything deeper or longer is a parse error, so a
 # hostile frame cannot exhaust the stack or burn CPU on a million-digit integer.
 MAX_DEPTH = 64
@@ -323,6 +334,7 @@ class ExecuteParams:
     timeout: float | None = None
     heartbeat_interval: float | None = None
     inactivity_threshold: float | None = None
+    kill_grace: float | None = None
 
 
 @dataclass(frozen=True)
@@ -412,7 +424,7 @@ def _optional_env(params: dict[str, Any]) -> dict[str, str] | None:
     return dict(env)
 
 
-def validate_execute(params: Any, min_interval: float = 0.1) -> ExecuteParams:
+def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> ExecuteParams:
     """Validate ``execute`` params; raise InvalidParams naming the field."""
     obj = _params_object(params)
     return ExecuteParams(
@@ -422,6 +434,7 @@ def validate_execute(params: Any, min_interval: float = 0.1) -> ExecuteParams:
         timeout=_optional_seconds(obj, "timeout"),
         heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval),
         inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
+        kill_grace=_optional_seconds(obj, "kill_grace"),
     )
 
 

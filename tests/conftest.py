@@ -15,10 +15,8 @@ import pytest
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Completed, Event
+from cc_executor_nb.server.config import ServerSettings, build_server
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
-from cc_executor_nb.server.supervisor import ProcessManager
-from cc_executor_nb.server.session import SessionManager
-from cc_executor_nb.server.streams import StreamHandler
 
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 TOKEN = "test-token-0123456789"
@@ -29,20 +27,17 @@ def fake(*args: str) -> list[str]:
     return [sys.executable, FAKE_CLI, *args]
 
 
-def make_handler(**kwargs: Any) -> EnhancedWebSocketHandler:
-    """A handler with test-friendly defaults; kwargs override them."""
-    process_options = {k: kwargs.pop(k) for k in ("kill_grace", "allowed_commands", "max_processes") if k in kwargs}
-    stream_options = {k: kwargs.pop(k) for k in ("memory_limit", "chunk_limit") if k in kwargs}
-    sessions = SessionManager(max_sessions=kwargs.pop("max_sessions", None))
-    kwargs.setdefault("heartbeat_interval", 20.0)
-    kwargs.setdefault("history_path", None)  # never the user's cache in tests
-    kwargs.setdefault("token", TOKEN)
-    return EnhancedWebSocketHandler(
-        sessions,
-        ProcessManager(kill_grace=process_options.pop("kill_grace", 2.0), **process_options),
-        StreamHandler(**stream_options),
-        **kwargs,
-    )
+TEST_SETTINGS = ServerSettings(token=TOKEN, kill_grace=2.0, history_path=None)
+"""Test-friendly server settings: a known token, a short kill grace, never the user's cache."""
+
+
+def make_handler(**changes: Any) -> EnhancedWebSocketHandler:
+    """A handler built by the one server factory from ``TEST_SETTINGS`` with ``changes``."""
+    if "allowed_commands" in changes:
+        changes["allowed_commands"] = tuple(changes["allowed_commands"] or ())
+    if "allowed_origins" in changes:
+        changes["allowed_origins"] = tuple(changes["allowed_origins"])
+    return build_server(TEST_SETTINGS.replace(**changes))
 
 
 @pytest.fixture

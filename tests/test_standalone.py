@@ -33,7 +33,7 @@ def token_server() -> Iterator[ServerProcess]:
 
 
 def test_generated_token_goes_to_a_private_file_never_the_log() -> None:
-    """Without --token, a random token is written to a 0600 file whose path is printed."""
+    """Without --token, a random token goes to a 0600 file whose path is printed, removed at shutdown."""
     server = start_server("--log-level", "DEBUG", env={"CC_EXECUTOR_TOKEN": ""})
     path = re.search(r"token written to (\S+)", server.output()).group(1)
     token = Path(path).read_text().strip()
@@ -50,7 +50,7 @@ def test_generated_token_goes_to_a_private_file_never_the_log() -> None:
     assert server.finish(signal.SIGTERM) == 0
     assert "[PROCESS COMPLETED]" in server.output()
     assert token not in server.output()
-    os.unlink(path)
+    assert not Path(path).exists(), "a generated token file is removed at shutdown"
 
 
 def test_token_from_environment(tmp_path) -> None:

@@ -40,6 +40,7 @@ from typing import Any
 
 from websockets.exceptions import WebSocketException
 
+from .. import methods
 from ..claude.options import ClaudeOptions, claude_argv, claude_environment, demo_backend, stop_demo
 from ..client import Client, connect
 from ..errors import CCExecError
@@ -105,7 +106,7 @@ class Observation:
     def during_run(self) -> list[TimedEvent]:
         """The events from ``process.started`` on."""
         start = next(
-            (i for i, t in enumerate(self.events) if t.event.method == "process.started"),
+            (i for i, t in enumerate(self.events) if t.event.method == methods.PROCESS_STARTED),
             len(self.events),
         )
         return list(self.events[start:])
@@ -113,12 +114,12 @@ class Observation:
     @property
     def heartbeats(self) -> int:
         """Heartbeats received while the process ran."""
-        return sum(t.event.method == "heartbeat" for t in self.during_run)
+        return sum(t.event.method == methods.HEARTBEAT for t in self.during_run)
 
     @property
     def statuses(self) -> int:
         """``process.status`` messages (the process was silent a while)."""
-        return sum(t.event.method == "process.status" for t in self.events)
+        return sum(t.event.method == methods.PROCESS_STATUS for t in self.events)
 
     @property
     def outputs(self) -> list[TimedEvent]:
@@ -567,14 +568,9 @@ async def _server(url: str | None, token_env: str) -> AsyncIterator[tuple[str, s
     if url:
         yield url, os.environ.get(token_env) or None
         return
-    from ..server.handler import EnhancedWebSocketHandler
-    from ..server.supervisor import ProcessManager
-    from ..server.session import SessionManager
-    from ..server.streams import StreamHandler
+    from ..server.config import ServerSettings, build_server
 
-    handler = EnhancedWebSocketHandler(
-        SessionManager(), ProcessManager(), StreamHandler(), heartbeat_interval=1.0
-    )
+    handler = build_server(ServerSettings(heartbeat_interval=1.0))
     await handler.start("127.0.0.1", 0)
     try:
         yield handler.url, handler.token

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..claude.options import (
@@ -33,6 +33,7 @@ from ..claude.options import (
 )
 from .config import CCExec
 from .run import Interpreter, Run, RunSpec, Target
+from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .loop import KernelLoop, shared_loop
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
 
@@ -237,6 +238,7 @@ def _timing(
         "inactivity_threshold": _seconds(
             "inactivity", settings.inactivity_threshold if inactivity is None else inactivity
         ),
+        "kill_grace": settings.kill_grace,
     }
 
 
@@ -267,49 +269,32 @@ def _shorten(text: str) -> str:
 
 
 def _kernel_loop(settings: CCExec, *, remote: bool) -> KernelLoop:
-    kernel_loop = shared_loop(_server_factory(settings))
+    kernel_loop = shared_loop()
     if not remote:
-        _apply_server_settings(kernel_loop.server, settings)
+        wanted = in_kernel_server_settings(settings)
+        kernel_loop.use_server(wanted, lambda: build_server(wanted))
     return kernel_loop
 
 
-def _server_factory(settings: CCExec) -> Callable[[], Any]:
-    def make() -> Any:
-        from ..server.handler import EnhancedWebSocketHandler
-        from ..server.supervisor import ProcessManager
-        from ..server.session import SessionManager
-        from ..server.streams import StreamHandler
+def in_kernel_server_settings(settings: CCExec) -> ServerSettings:
+    """The server-level part of ``settings`` (per-run values travel in ``execute``).
 
-        return EnhancedWebSocketHandler(
-            SessionManager(),
-            ProcessManager(kill_grace=settings.kill_grace, allowed_commands=settings.allowed_commands),
-            StreamHandler(),
-            heartbeat_interval=settings.heartbeat_interval,
-            inactivity_threshold=settings.inactivity_threshold,
-            heartbeat_mode=settings.heartbeat_mode,
-            min_heartbeat_interval=settings.min_heartbeat_interval,
-            history_path=_history_path(settings),
-        )
-
-    return make
+    When it changes, the next run gets a new in-kernel server; the old one finishes its
+    runs and closes.
+    """
+    return ServerSettings(
+        heartbeat_mode=settings.heartbeat_mode,
+        min_heartbeat_interval=settings.min_heartbeat_interval,
+        allowed_commands=tuple(settings.allowed_commands),
+        history_path=_history_path(settings),
+    )
 
 
 def _history_path(settings: CCExec) -> str | None:
     path = settings.history_path.strip()
     if path.lower() == "none":
         return None
-    return path or "default"
-
-
-def _apply_server_settings(server: Any, settings: CCExec) -> None:
-    """Settings that belong to the in-kernel server may change between runs."""
-    processes = getattr(server, "processes", None)
-    if processes is not None:
-        processes.kill_grace = settings.kill_grace
-        processes.allowed_commands = frozenset(settings.allowed_commands) or None
-    if getattr(server, "heartbeat_mode", None) is not None:
-        server.heartbeat_mode = settings.heartbeat_mode
-        server.min_heartbeat_interval = settings.min_heartbeat_interval
+    return path or DEFAULT_HISTORY
 
 
 def _target(

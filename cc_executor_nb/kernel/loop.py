@@ -62,6 +62,10 @@ class Server(Protocol):
         """Kill every run and stop serving."""
         ...
 
+    async def wait_idle(self) -> None:
+        """Return once the server has no session (then it may be closed)."""
+        ...
+
 
 class LoopStopped(CCExecError, RuntimeError):
     """The background loop is not running (never started, or stopped)."""
@@ -89,6 +93,8 @@ class KernelLoop:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.server: Server | None = None
+        self._server_key: object = None
+        self._retired: set[asyncio.Task[None]] = set()
 
     # -- State ------------------------------------------------------------------------
 
@@ -165,8 +171,50 @@ class KernelLoop:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        retired = list(self._retired)
+        for task in retired:
+            task.cancel()
+        await asyncio.gather(*retired, return_exceptions=True)
         if self.server is not None:
             await self.server.close()
+
+    # -- The server -------------------------------------------------------------------
+
+    def use_server(self, key: object, factory: Callable[[], Server]) -> Server:
+        """The loop's server for ``key`` (compared with ``==``), started if needed.
+
+        A server is never changed once it runs: when ``key`` differs from the current
+        server's, a new server starts for new runs and the old one is retired: it keeps
+        serving its runs (and their reconnects) and closes once it has no session.
+        """
+        with self._lock:
+            current = self.server
+            if current is not None and self._server_key == key:
+                return current
+            server = self.call(self._start_server(factory))
+            self.server, self._server_key = server, key
+        if current is not None:
+            self.submit(self._retire(current))
+        return server
+
+    async def _start_server(self, factory: Callable[[], Server]) -> Server:
+        server = factory()
+        await server.start("127.0.0.1", 0)
+        return server
+
+    async def _retire(self, server: Server) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        # Retirement outlives the submitting call: keep it off the tracked tasks so that
+        # stop() closes the server instead of abandoning it half-way.
+        self._tasks.discard(task)
+        self._retired.add(task)
+        try:
+            await server.wait_idle()
+        finally:
+            self._retired.discard(task)
+            await server.close()
+            logger.debug("x retired a server whose settings changed")
 
     # -- The thread -------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TextIO
 
+from .. import methods
 from ..events import Event, Output
 from .runstate import RunState
 from .views import Coalescer, RunView, TextView
@@ -165,7 +166,7 @@ class _Sink:
         return cls(sys.stdout, sys.stderr, dict(parent) if parent else None)
 
     def write_event(self, view: TextView, event: Event) -> None:
-        if event.method == "connected":
+        if event.method == methods.CONNECTED:
             return  # session bookkeeping, not news to the reader
         text = view.render_event(event.method, event.params)
         if text is None:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .. import methods
 from ..client import Client, connect
 from ..errors import CCExecError, ConnectionLost, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
@@ -76,6 +77,7 @@ class RunSpec:
     timeout: float | None = None
     heartbeat_interval: float | None = None
     inactivity_threshold: float | None = None
+    kill_grace: float | None = None
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -96,6 +98,7 @@ class RunSpec:
             "timeout": self.timeout,
             "heartbeat_interval": self.heartbeat_interval,
             "inactivity_threshold": self.inactivity_threshold,
+            "kill_grace": self.kill_grace,
         }
 
 
@@ -445,13 +448,13 @@ class Run:
 
     def _fail(self, message: str) -> None:
         if not self.state.finished:
-            self._on_event(make_event("process.error", {"error": message}))
+            self._on_event(make_event(methods.PROCESS_ERROR, {"error": message}))
 
     def _settle_locally(self, message: str) -> None:
         """End the run as cancelled without the server's word (it never started, or is gone)."""
         if not self.state.finished:
             params = {"status": "cancelled", "exit_code": None, "error": message}
-            self._on_event(make_event("process.completed", params))
+            self._on_event(make_event(methods.PROCESS_COMPLETED, params))
 
     def _finish(self) -> None:
         finish = getattr(self.interpreter, "finish", None)
@@ -468,7 +471,7 @@ def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
     if event.method == "client.reconnecting":
         state.mark_reconnecting()
     elif event.method == "client.reconnected":
-        state.apply("connected", {"session_id": event.params.get("session_id")}, now)
+        state.apply(methods.CONNECTED, {"session_id": event.params.get("session_id")}, now)
 
 
 async def _until_closed(client: Client) -> None:

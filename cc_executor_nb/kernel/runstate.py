@@ -9,13 +9,15 @@ helpers below; they never change it.
 Example::
 
     state = RunState()
-    state.apply("process.started", {"pid": 7, "pgid": 7, "argv": ["ls"], "seq": 1}, now=0.0)
-    state.apply("process.output", {"type": "stdout", "data": "a\\n", "seq": 2}, now=0.5)
+    state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["ls"], "seq": 1}, now=0.0)
+    state.apply(methods.PROCESS_OUTPUT, {"type": "stdout", "data": "a\\n", "seq": 2}, now=0.5)
     assert state.stdout == "a\\n"
     assert inactive_for(state, now=3.0) == 2.5
 """
 
 from __future__ import annotations
+
+from .. import methods
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -280,17 +282,17 @@ class RunState:
 
 
 _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
-    "connected": RunState._on_connected,
-    "heartbeat": RunState._on_heartbeat,
-    "process.started": RunState._on_started,
-    "process.output": RunState._on_output,
-    "process.status": RunState._on_status,
-    "process.paused": RunState._on_paused,
-    "process.resumed": RunState._on_resumed,
-    "process.cancelled": RunState._on_cancelled,
-    "process.completed": RunState._on_completed,
-    "process.error": RunState._on_error,
-    "process.metrics": lambda state, params, now: None,  # measures only (taken by apply)
+    methods.CONNECTED: RunState._on_connected,
+    methods.HEARTBEAT: RunState._on_heartbeat,
+    methods.PROCESS_STARTED: RunState._on_started,
+    methods.PROCESS_OUTPUT: RunState._on_output,
+    methods.PROCESS_STATUS: RunState._on_status,
+    methods.PROCESS_PAUSED: RunState._on_paused,
+    methods.PROCESS_RESUMED: RunState._on_resumed,
+    methods.PROCESS_CANCELLED: RunState._on_cancelled,
+    methods.PROCESS_COMPLETED: RunState._on_completed,
+    methods.PROCESS_ERROR: RunState._on_error,
+    methods.PROCESS_METRICS: lambda state, params, now: None,  # measures only (taken by apply)
 }
 
 

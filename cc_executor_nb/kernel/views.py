@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import ipywidgets as widgets
 from traitlets import HasTraits
 
+from .. import methods
 from .runstate import (
     ACTIVE_STATUSES,
     Health,
@@ -670,7 +671,7 @@ class TextView:
 
     def render_event(self, method: str, params: Mapping[str, Any]) -> str | None:
         """Return the text for one notification, or None to show nothing."""
-        if method == "heartbeat" and not self.heartbeats:
+        if method == methods.HEARTBEAT and not self.heartbeats:
             return None
         formatter = _TEXT_FORMATTERS.get(method)
         return formatter(params) if formatter is not None else None
@@ -722,14 +723,14 @@ def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
 
 
 _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
-    "connected": _text_connected,
-    "heartbeat": _text_heartbeat,
-    "process.started": _text_started,
-    "process.output": _text_output,
-    "process.status": _text_status,
-    "process.paused": _text_tag("paused"),
-    "process.resumed": _text_tag("resumed"),
-    "process.cancelled": _text_tag("cancelled"),
-    "process.completed": _text_completed,
-    "process.error": _text_error,
+    methods.CONNECTED: _text_connected,
+    methods.HEARTBEAT: _text_heartbeat,
+    methods.PROCESS_STARTED: _text_started,
+    methods.PROCESS_OUTPUT: _text_output,
+    methods.PROCESS_STATUS: _text_status,
+    methods.PROCESS_PAUSED: _text_tag("paused"),
+    methods.PROCESS_RESUMED: _text_tag("resumed"),
+    methods.PROCESS_CANCELLED: _text_tag("cancelled"),
+    methods.PROCESS_COMPLETED: _text_completed,
+    methods.PROCESS_ERROR: _text_error,
 }

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import methods
 from .supervisor import RUN_MARKER_ENV, ManagedProcess
 from .progress import Progress, ProgressEstimator
 from .watchdog import marked_processes
@@ -111,18 +112,18 @@ class Execution:
     async def pause(self) -> None:
         """SIGSTOP the group and tell the client."""
         self.process.pause()
-        await self._notify("process.paused", {"status": "paused", **self.pid_fields})
+        await self._notify(methods.PROCESS_PAUSED, {"status": "paused", **self.pid_fields})
 
     async def resume(self) -> None:
         """SIGCONT the group and tell the client."""
         self.process.resume()
-        await self._notify("process.resumed", {"status": "resumed", **self.pid_fields})
+        await self._notify(methods.PROCESS_RESUMED, {"status": "resumed", **self.pid_fields})
 
     async def cancel(self, reason: str = "cancelled") -> None:
         """Start the SIGTERM/SIGKILL escalation and tell the client."""
         self.stopped_by = self.stopped_by or reason
         self.terminate()
-        await self._notify("process.cancelled", {"status": "cancelled", **self.pid_fields})
+        await self._notify(methods.PROCESS_CANCELLED, {"status": "cancelled", **self.pid_fields})
 
     def terminate(self) -> asyncio.Task[str]:
         """Escalate SIGTERM then SIGKILL on the group, once; returns the task."""
@@ -159,7 +160,7 @@ class Execution:
 
     async def _run(self) -> None:
         started = {"status": "started", **self.pid_fields, "argv": self.process.argv}
-        await self._notify("process.started", {**started, "exec_argv": self.process.exec_argv})
+        await self._notify(methods.PROCESS_STARTED, {**started, "exec_argv": self.process.exec_argv})
         pump = self._spawn(self._pump())
         exit_code = await self.process.wait()
         await self._await_eof()
@@ -187,7 +188,7 @@ class Execution:
             now = time.monotonic()
             for stream, text in coalesce(records, self.chunk_limit):
                 await self._notify(
-                    "process.output", {"type": stream, "data": text, "truncated": False}
+                    methods.PROCESS_OUTPUT, {"type": stream, "data": text, "truncated": False}
                 )
                 # After the send: for Claude the estimator parses stream-json, which must
                 # not stand between the CLI's output and the client.
@@ -210,7 +211,7 @@ class Execution:
             self.process.pid, status, exit_code, duration,
         )
         await self._notify(
-            "process.completed",
+            methods.PROCESS_COMPLETED,
             {
                 "status": status,
                 **self.pid_fields,

@@ -34,8 +34,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .. import methods
 from .. import __version__
 from .. import protocol
+from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from .access import WS_PATHS, check_handshake, is_loopback
 from ..errors import (
     AlreadyRunning,
@@ -49,6 +51,7 @@ from ..errors import (
     ProtocolError,
     UnknownSession,
 )
+from .config import ServerSettings
 from .execution import Execution
 from .supervisor import ProcessManager
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
@@ -81,7 +84,8 @@ def _install_redactor() -> None:
             target.addFilter(SecretRedactor())
 
 CAPABILITIES = [
-    "execute", "control", "status", "resume", "heartbeat", "process.status", "process.metrics", "pong",
+    methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
+    methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG,
 ]
 HEARTBEAT_MODES = ("fixed", "adaptive")
 _DEFAULT = "default"
@@ -95,11 +99,11 @@ class EnhancedWebSocketHandler:
         session_manager: SessionManager,
         process_manager: ProcessManager,
         stream_handler: StreamHandler,
-        heartbeat_interval: float = 20.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         *,
         # Timing
-        inactivity_threshold: float = 30.0,
-        min_interval: float = 0.1,
+        inactivity_threshold: float = DEFAULT_INACTIVITY_THRESHOLD,
+        min_interval: float = MIN_INTERVAL,
         heartbeat_mode: str = "fixed",
         min_heartbeat_interval: float = 1.0,
         metrics_interval: float = 1.0,
@@ -118,9 +122,12 @@ class EnhancedWebSocketHandler:
         close_timeout: float = 1.0,
         # Progress
         history_path: str | None = _DEFAULT,
+        settings: ServerSettings | None = None,
     ) -> None:
         if heartbeat_mode not in HEARTBEAT_MODES:
             raise ValueError(f"heartbeat_mode must be one of {HEARTBEAT_MODES}")
+        self.settings = settings
+        """What :func:`~cc_executor_nb.server.config.build_server` made this from (else None)."""
         self.sessions = session_manager
         self.processes = process_manager
         self.streams = stream_handler
@@ -181,6 +188,10 @@ class EnhancedWebSocketHandler:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"ws://{host}:{self.port}/ws"
 
+    async def wait_idle(self) -> None:
+        """Return once no session is open (a retired in-kernel server then closes)."""
+        await self.sessions.idle.wait()
+
     async def close(self) -> None:
         """Kill every run's group, close every connection, stop listening. Idempotent."""
         if self._closing:
@@ -235,7 +246,7 @@ class EnhancedWebSocketHandler:
         link = _Link(ws, session)
         try:
             await session.send(
-                protocol.notification("connected", session.connected_params(__version__, CAPABILITIES))
+                protocol.notification(methods.CONNECTED, session.connected_params(__version__, CAPABILITIES))
             )
             async for frame in ws:
                 await self._handle_frame(link, frame)
@@ -340,15 +351,15 @@ class EnhancedWebSocketHandler:
         deferred: list[Callable[[], Awaitable[None]]],
     ) -> Any:
         method, session = request.method, link.session
-        if method == "resume":
+        if method == methods.RESUME:
             return await self._resume(link, request.params, deferred)
-        if method == "execute":
+        if method == methods.EXECUTE:
             return await self._execute(session, request.params, deferred)
-        if method == "control":
+        if method == methods.CONTROL:
             return await self._control(session, request.params)
-        if method == "status":
+        if method == methods.STATUS:
             return await self._status(session)
-        if method == "pong":
+        if method == methods.PONG:
             return {"status": "ok"}
         raise MethodNotFound(f"Method not found: {method[:100]}")
 
@@ -370,7 +381,7 @@ class EnhancedWebSocketHandler:
             process,
             output,
             session.notify,
-            kill_grace=self.processes.kill_grace,
+            kill_grace=self.processes.kill_grace if spec.kill_grace is None else spec.kill_grace,
             chunk_limit=self.streams.chunk_limit,
             timeout=spec.timeout,
             estimator=ProgressEstimator(spec.argv, past),
@@ -530,7 +541,7 @@ class EnhancedWebSocketHandler:
         paused = execution.state == "paused"
         logger.info("[ACTIVITY] pid %d silent for %.1f s", execution.process.pid, inactive)
         await session.notify(
-            "process.status",
+            methods.PROCESS_STATUS,
             {
                 "status": execution.state,
                 **execution.pid_fields,
@@ -551,7 +562,7 @@ class EnhancedWebSocketHandler:
             execution = session.execution if session.running else None
             if execution is not None:
                 await session.notify(
-                    "process.metrics",
+                    methods.PROCESS_METRICS,
                     {
                         "status": execution.state,
                         **execution.pid_fields,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import methods
 from .. import protocol
 from ..errors import LimitReached
 from .execution import Execution
@@ -116,7 +117,7 @@ class Session:
             "last_seq": self.last_seq,
             "interval": interval or self.heartbeat_interval,
         }
-        await self.send(protocol.notification("heartbeat", params))
+        await self.send(protocol.notification(methods.HEARTBEAT, params))
 
     def update_settings(self, heartbeat: float | None, inactivity: float | None) -> None:
         """Per-session overrides from ``execute``; wakes the timers to pick them up."""
@@ -162,6 +163,9 @@ class SessionManager:
     def __init__(self, *, max_sessions: int | None = None) -> None:
         self.max_sessions = max_sessions
         self.sessions: dict[str, Session] = {}
+        self.idle = asyncio.Event()
+        """Set while no session is open."""
+        self.idle.set()
 
     def create(
         self,
@@ -181,6 +185,7 @@ class SessionManager:
             replay=replay,
         )
         self.sessions[session.id] = session
+        self.idle.clear()
         return session
 
     def get(self, session_id: str) -> Session | None:
@@ -192,6 +197,8 @@ class SessionManager:
         self.sessions.pop(session.id, None)
         if session.replay is not None:
             session.replay.close()
+        if not self.sessions:
+            self.idle.set()
 
     @property
     def running_count(self) -> int:

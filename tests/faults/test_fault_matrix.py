@@ -276,7 +276,7 @@ async def test_session_and_process_caps(record) -> None:
 
 async def test_slowloris_handshakes_do_not_block_a_good_client(record) -> None:
     """200 half-open handshakes: a good client still connects; they are cut at the handshake timeout."""
-    handler = make_handler(open_timeout=2.0)
+    handler = make_handler(handshake_timeout=2.0)
     await handler.start("127.0.0.1", 0)
     writers = []
     try:

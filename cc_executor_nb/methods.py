@@ -1,0 +1,59 @@
+"""The wire vocabulary: one constant per JSON-RPC method and notification.
+
+Pure: no I/O, no asyncio. Every module that sends, dispatches or folds a message
+names it through these constants, so a method is spelled in exactly one place.
+The README's protocol section documents each one.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CLIENT_DISCONNECTED",
+    "CLIENT_OUTPUT_GAP",
+    "CLIENT_RECONNECTED",
+    "CLIENT_RECONNECTING",
+    "CONNECTED",
+    "CONTROL",
+    "EXECUTE",
+    "HEARTBEAT",
+    "PONG",
+    "PROCESS_CANCELLED",
+    "PROCESS_COMPLETED",
+    "PROCESS_ERROR",
+    "PROCESS_METRICS",
+    "PROCESS_OUTPUT",
+    "PROCESS_PAUSED",
+    "PROCESS_RESUMED",
+    "PROCESS_STARTED",
+    "PROCESS_STATUS",
+    "RESUME",
+    "STATUS",
+]
+
+# Requests (client to server)
+EXECUTE: Final = "execute"
+CONTROL: Final = "control"
+STATUS: Final = "status"
+RESUME: Final = "resume"
+PONG: Final = "pong"
+
+# Notifications (server to client)
+CONNECTED: Final = "connected"
+HEARTBEAT: Final = "heartbeat"
+PROCESS_STARTED: Final = "process.started"
+PROCESS_OUTPUT: Final = "process.output"
+PROCESS_STATUS: Final = "process.status"
+PROCESS_METRICS: Final = "process.metrics"
+PROCESS_PAUSED: Final = "process.paused"
+PROCESS_RESUMED: Final = "process.resumed"
+PROCESS_CANCELLED: Final = "process.cancelled"
+PROCESS_COMPLETED: Final = "process.completed"
+PROCESS_ERROR: Final = "process.error"
+
+# Local events the client makes itself (never on the wire)
+CLIENT_RECONNECTING: Final = "client.reconnecting"
+CLIENT_RECONNECTED: Final = "client.reconnected"
+CLIENT_OUTPUT_GAP: Final = "client.output_gap"
+CLIENT_DISCONNECTED: Final = "client.disconnected"
