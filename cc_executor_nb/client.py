@@ -41,6 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from . import methods
 from . import protocol
 from .errors import ConnectionLost, OutputGap, ProtocolError
+from .protocol import FROM_ARGUMENTS
 from .events import Completed, Connected, Event, make_event
 
 __all__ = ["Client", "connect"]
@@ -183,8 +184,13 @@ class Client:
         heartbeat_interval: float | None = None,
         inactivity_threshold: float | None = None,
         kill_grace: float | None = None,
+        progress_target: dict[str, Any] | None | Any = FROM_ARGUMENTS,
     ) -> dict[str, Any]:
-        """Start a process: give ``command`` (split with shlex) or ``argv``."""
+        """Start a process: give ``command`` (split with shlex) or ``argv``.
+
+        ``progress_target`` (``{"count", "unit"}`` or None to count nothing) replaces the
+        target the server would find in the arguments.
+        """
         params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
         optional = {
             "cwd": cwd,
@@ -195,6 +201,8 @@ class Client:
             "kill_grace": kill_grace,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
+        if progress_target is not FROM_ARGUMENTS:
+            params["progress_target"] = progress_target
         result = dict(await self.call(methods.EXECUTE, params))
         if heartbeat_interval is not None:
             self.heartbeat_interval = heartbeat_interval

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ACTIVE_STATUSES",
+    "FINAL_STATUSES",
     "Cancelled",
     "Completed",
     "Connected",
@@ -22,6 +24,12 @@ __all__ = [
     "StatusUpdate",
     "make_event",
 ]
+
+
+#: Statuses of a run in which a child process is alive and may be controlled.
+ACTIVE_STATUSES: frozenset[str] = frozenset({"running", "thinking", "paused"})
+#: Statuses after which a run will not produce anything more worth showing.
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timeout", "error"})
 
 
 @dataclass(frozen=True)

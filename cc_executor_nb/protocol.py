@@ -18,6 +18,7 @@ try:  # orjson serializes several times faster; the standard library is the fall
 except ImportError:  # pragma: no cover - orjson is a dependency
     orjson = None  # type: ignore[assignment]
 
+from .targets import Target, target_from_wire
 from .errors import (
     InvalidParams,
     InvalidRequest,
@@ -38,6 +39,7 @@ __all__ = [
     "ControlParams",
     "ErrorResponse",
     "ExecuteParams",
+    "FROM_ARGUMENTS",
     "ResumeParams",
     "Incoming",
     "Notification",
@@ -73,6 +75,9 @@ MAX_INT_DIGITS = 40
 CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
 
 Id = Union[str, int, float, None]
+
+FROM_ARGUMENTS: Any = object()
+"""``progress_target`` when ``execute`` gave none: the server looks in the arguments."""
 
 
 @dataclass(frozen=True)
@@ -335,6 +340,8 @@ class ExecuteParams:
     heartbeat_interval: float | None = None
     inactivity_threshold: float | None = None
     kill_grace: float | None = None
+    progress_target: Target | None | Any = FROM_ARGUMENTS
+    """What output counts toward: a Target, None (count nothing), or FROM_ARGUMENTS."""
 
 
 @dataclass(frozen=True)
@@ -435,7 +442,20 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval),
         inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
         kill_grace=_optional_seconds(obj, "kill_grace"),
+        progress_target=_progress_target(obj),
     )
+
+
+def _progress_target(params: dict[str, Any]) -> Target | None | Any:
+    if "progress_target" not in params:
+        return FROM_ARGUMENTS
+    value = params["progress_target"]
+    if value is None:
+        return None
+    try:
+        return target_from_wire(value)
+    except ValueError as exc:
+        raise InvalidParams(f"progress_target {exc}", "progress_target") from None
 
 
 def validate_control(params: Any) -> ControlParams:

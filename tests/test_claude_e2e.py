@@ -11,13 +11,8 @@ from typing import Any
 
 import pytest
 
-from cc_executor_nb.claude.options import (
-    ClaudeOptions,
-    claude_argv,
-    claude_environment,
-    demo_backend,
-    stop_demo,
-)
+from cc_executor_nb.claude.options import ClaudeOptions, claude_argv, claude_environment
+from cc_executor_nb.demo.shared import demo_backend, stop_demo
 from cc_executor_nb.demo.texts import huge_text
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 from cc_executor_nb.demo.selftest import CASES, Observation, count_haikus, observe_run
@@ -54,7 +49,7 @@ async def run_prompt(
     **options: Any,
 ) -> Observation:
     """Run one prompt through the server with the demo environment."""
-    claude = ClaudeOptions(command=str(LOCAL_CLAUDE), demo=True, **options)
+    claude = ClaudeOptions(executable=str(LOCAL_CLAUDE), demo=True, **options)
     return await observe_run(
         server.url,
         TOKEN,

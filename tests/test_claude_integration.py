@@ -14,19 +14,15 @@ import comm
 import ipywidgets
 import pytest
 
+from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.options import (
     DEMO_MAX_RETRIES,
-    ClaudeBody,
-    ClaudeInterpreter,
     ClaudeOptions,
     claude_argv,
-    claude_body,
-    claude_body_html,
     claude_environment,
-    claude_interpreter,
-    demo_backend,
-    stop_demo,
 )
+from cc_executor_nb.claude.render import ClaudeBody, claude_body_html
+from cc_executor_nb.demo.shared import demo_backend, stop_demo
 from cc_executor_nb.events import make_event
 from cc_executor_nb.kernel.run import Interpreter, Run, RunSpec, Target
 from cc_executor_nb.kernel.runstate import RunState
@@ -138,10 +134,8 @@ def close_widgets() -> Iterator[None]:
 
 
 def body_for(interpreter: ClaudeInterpreter) -> ClaudeBody:
-    """The body claude_body builds for a rendered (not raw) run."""
-    body = claude_body(interpreter, ClaudeOptions())
-    assert isinstance(body, ClaudeBody)
-    return body
+    """The body a rendered (not raw) run shows."""
+    return ClaudeBody(interpreter)
 
 
 # Command line
@@ -149,13 +143,13 @@ def body_for(interpreter: ClaudeInterpreter) -> ClaudeBody:
 
 def test_argv_shape(exe: str) -> None:
     """The fixed streaming flags come first and the prompt last, after `--`."""
-    assert claude_argv("hi", ClaudeOptions(command=exe)) == [exe, *HEAD, "--", "hi"]
+    assert claude_argv("hi", ClaudeOptions(executable=exe)) == [exe, *HEAD, "--", "hi"]
 
 
 @pytest.mark.parametrize("prompt", ["--foo", "-p", "--", "--help is not an option"])
 def test_leading_dash_prompt_follows_the_separator(exe: str, prompt: str) -> None:
     """A prompt that looks like an option is the element right after the one `--`."""
-    argv = claude_argv(prompt, ClaudeOptions(command=exe))
+    argv = claude_argv(prompt, ClaudeOptions(executable=exe))
     assert argv[-2:] == ["--", prompt]
     assert argv.index("--") == len(argv) - 2
 
@@ -163,7 +157,7 @@ def test_leading_dash_prompt_follows_the_separator(exe: str, prompt: str) -> Non
 def test_prompt_is_one_literal_element(exe: str) -> None:
     """Shell syntax, quotes and newlines stay inside one argv element, untouched."""
     prompt = "$(touch x) `id` 'a' \"b\" ; rm -rf / \n second line"
-    assert claude_argv(prompt, ClaudeOptions(command=exe))[-1] == prompt
+    assert claude_argv(prompt, ClaudeOptions(executable=exe))[-1] == prompt
 
 
 @pytest.mark.parametrize(
@@ -180,7 +174,7 @@ def test_prompt_is_one_literal_element(exe: str) -> None:
         ({"permission_mode": "plan"}, ["--permission-mode", "plan"]),
         ({"max_turns": 3}, ["--max-turns", "3"]),
         ({"append_system_prompt": "-be brief"}, ["--append-system-prompt", "-be brief"]),
-        ({"args": ("--effort", "high")}, ["--effort", "high"]),
+        ({"claude_args": ("--effort", "high")}, ["--effort", "high"]),
         ({"model": "", "resume": "", "permission_mode": "", "allowed_tools": ""}, []),
     ],
 )
@@ -188,21 +182,21 @@ def test_each_option_goes_before_the_separator(
     exe: str, options: dict[str, Any], expected: list[str]
 ) -> None:
     """Every option becomes its CLI flag between the fixed flags and `--`."""
-    argv = claude_argv("p", ClaudeOptions(command=exe, **options))
+    argv = claude_argv("p", ClaudeOptions(executable=exe, **options))
     assert argv == [exe, *HEAD, *expected, "--", "p"]
 
 
 def test_all_options_in_order(exe: str) -> None:
     """With everything set, options keep a fixed order and raw args come last."""
     options = ClaudeOptions(
-        command=exe,
+        executable=exe,
         model="m",
         resume="s1",
         allowed_tools=("Read",),
         permission_mode="acceptEdits",
         max_turns=2,
         append_system_prompt="x",
-        args=("--raw",),
+        claude_args=("--raw",),
     )
     assert claude_argv("p", options)[len(HEAD) + 1 :] == [
         "--model", "m", "--resume", "s1", "--allowed-tools", "Read",
@@ -224,13 +218,13 @@ def test_all_options_in_order(exe: str) -> None:
 def test_bad_options_raise_value_error(exe: str, options: dict[str, Any]) -> None:
     """Contradictory or malformed options are refused before anything runs."""
     with pytest.raises(ValueError):
-        claude_argv("p", ClaudeOptions(command=exe, **options))
+        claude_argv("p", ClaudeOptions(executable=exe, **options))
 
 
 def test_missing_cli_gives_install_advice(tmp_path: Path) -> None:
     """A missing executable raises FileNotFoundError saying how to install the CLI."""
     with pytest.raises(FileNotFoundError, match="npm"):
-        claude_argv("p", ClaudeOptions(command=str(tmp_path / "missing")))
+        claude_argv("p", ClaudeOptions(executable=str(tmp_path / "missing")))
 
 
 # Environment and the shared demo backend
@@ -291,9 +285,8 @@ def test_stop_demo_stops_the_backend_and_removes_its_files(no_demo: None) -> Non
 
 
 def test_interpreter_implements_the_protocol() -> None:
-    """claude_interpreter returns a handle Interpreter, for raw runs too."""
-    for options in (ClaudeOptions(), ClaudeOptions(raw=True)):
-        assert isinstance(claude_interpreter(options), Interpreter)
+    """The Claude interpreter is a Run Interpreter (feed, finish, snapshot, progress)."""
+    assert isinstance(ClaudeInterpreter(), Interpreter)
 
 
 @pytest.mark.parametrize("name", ["echo", "story", "tool", "think", "error_529"])
@@ -302,18 +295,20 @@ def test_interpreter_matches_the_parser_over_a_recording(name: str) -> None:
     interpreter, run = fed(name), parsed(name)
     fields = ("text", "answer", "result", "cost_usd", "usage", "session_id", "model",
               "is_error", "api_error_status", "thinking", "num_turns", "phase", "version")  # fmt: skip
+    view = interpreter.snapshot()
     for field in fields:
-        assert getattr(interpreter, field) == getattr(run, field), field
-    assert [t.id for t in interpreter.tool_calls] == [t.id for t in run.tool_calls]
-    assert interpreter.retries == run.retries
+        assert getattr(view, field) == getattr(run, field), field
+    assert [t.id for t in view.tool_calls] == [t.id for t in run.tool_calls]
+    assert list(view.retries) == run.retries
 
 
 def test_interpreter_keeps_stderr_aside() -> None:
     """Stderr never reaches the stream-json parser; it is kept for the view."""
     interpreter = ClaudeInterpreter()
     interpreter.feed("stderr", '{"type":"result","result":"fake"}\n')
-    assert (interpreter.result, interpreter.version) == (None, 0)
-    assert interpreter.stderr == '{"type":"result","result":"fake"}\n'
+    view = interpreter.snapshot()
+    assert view.result is None and view.text == ""
+    assert view.stderr == '{"type":"result","result":"fake"}\n'
 
 
 def test_finish_applies_an_unterminated_last_line() -> None:
@@ -321,10 +316,11 @@ def test_finish_applies_an_unterminated_last_line() -> None:
     interpreter = ClaudeInterpreter()
     last = recording("echo").rstrip("\n")
     interpreter.feed("stdout", last)
-    assert interpreter.result is None
+    assert interpreter.snapshot().result is None
     interpreter.finish()
     interpreter.finish()
-    assert interpreter.result is not None and interpreter.text == parsed("echo").text
+    view = interpreter.snapshot()
+    assert view.result is not None and view.text == parsed("echo").text
 
 
 def test_run_handle_forwards_the_claude_fields() -> None:
@@ -332,7 +328,8 @@ def test_run_handle_forwards_the_claude_fields() -> None:
     interpreter = fed("error_529")
     handle = Run(RunSpec(argv=["claude"]), Target("ws://127.0.0.1:1/ws"), interpreter=interpreter)
     assert handle.is_error is True
-    assert handle.session_id == interpreter.session_id and handle.session_id
+    assert handle.session_id == interpreter.snapshot().session_id and handle.session_id
+    assert handle.claude is interpreter.snapshot(), "one cached snapshot until the next piece"
     assert handle.result is not None and handle.result["api_error_status"] == 529
 
 
@@ -354,16 +351,12 @@ def test_reads_from_another_thread_see_whole_lines() -> None:
             seen.append(len(run.text.split()))
     feeder.join()
     assert seen == sorted(seen)
-    assert len(interpreter.answer.split()) == 300
+    assert len(interpreter.snapshot().answer.split()) == 300
 
 
 # Widget body
 
 
-def test_raw_runs_have_no_body() -> None:
-    """With raw the view shows the JSONL lines, so no body is built."""
-    assert claude_body(ClaudeInterpreter(), ClaudeOptions(raw=True)) is None
-    assert claude_body(None, ClaudeOptions()) is None
 
 
 def test_body_renders_the_conversation(comms: None) -> None:
@@ -374,7 +367,7 @@ def test_body_renders_the_conversation(comms: None) -> None:
     assert isinstance(body.widget, ipywidgets.HTML)
     value = body.widget.value
     assert "Morning kernel wakes" in value and "cc-footer" in value
-    assert f"session {interpreter.session_id}" in value
+    assert f"session {interpreter.snapshot().session_id}" in value
     assert "mathjax_ignore" in value
 
 
@@ -501,8 +494,8 @@ def test_selftest_needs_credentials_or_demo() -> None:
 def test_remote_runs_name_the_executable_instead_of_a_local_path() -> None:
     """For a remote server the argv starts with the configured name (or "claude"), unresolved."""
     assert claude_argv("hi", ClaudeOptions(remote=True))[0] == "claude"
-    assert claude_argv("hi", ClaudeOptions(remote=True, command="/opt/bin/claude"))[0] == "/opt/bin/claude"
-    assert claude_argv("hi", ClaudeOptions(remote=True, command="/nonexistent/claude"))[-2:] == ["--", "hi"]
+    assert claude_argv("hi", ClaudeOptions(remote=True, executable="/opt/bin/claude"))[0] == "/opt/bin/claude"
+    assert claude_argv("hi", ClaudeOptions(remote=True, executable="/nonexistent/claude"))[-2:] == ["--", "hi"]
 
 
 def test_a_run_that_ended_without_result_is_not_shown_running() -> None:

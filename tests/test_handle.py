@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import _thread
 import asyncio
 import sys
@@ -197,9 +199,12 @@ class Recorder:
     def finish(self) -> None:
         self.finished = True
 
-    @property
-    def text(self) -> str:
-        return "".join(text for stream, text in self.fed if stream == "stdout")
+    def snapshot(self) -> SimpleNamespace:
+        text = "".join(text for stream, text in self.fed if stream == "stdout")
+        return SimpleNamespace(text=text, cost_usd=self.cost_usd)
+
+    def progress(self, now: float, finished: bool) -> None:
+        return None
 
 
 def test_interpreter_is_fed_every_output_piece(bg: KernelLoop) -> None:

@@ -15,7 +15,7 @@ from traitlets import TraitError
 from traitlets.config import Config
 
 import cc_executor_nb
-import cc_executor_nb.claude.options
+import cc_executor_nb.demo.shared
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop
@@ -210,7 +210,7 @@ def test_continue_resumes_the_last_claude_session(shell: InteractiveShell) -> No
         assert argv[argv.index("--resume") + 1] == first.session_id
         assert second.text == "second" and second.session_id == first.session_id
     finally:
-        cc_executor_nb.claude.options.stop_demo()
+        cc_executor_nb.demo.shared.stop_demo()
 
 
 def test_demo_flag_is_recorded(shell: InteractiveShell, echo_claude: str) -> None:
@@ -219,7 +219,7 @@ def test_demo_flag_is_recorded(shell: InteractiveShell, echo_claude: str) -> Non
     try:
         assert magic(shell, "hello --demo -w -q").options["demo"] is True
     finally:
-        stop_demo = getattr(cc_executor_nb.claude.options, "stop_demo", None)
+        stop_demo = getattr(cc_executor_nb.demo.shared, "stop_demo", None)
         if stop_demo is not None:
             stop_demo()  # the Claude layer may have started its offline backend
 

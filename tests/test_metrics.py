@@ -8,7 +8,8 @@ import pytest
 
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Event, Heartbeat, Output
-from cc_executor_nb.server.progress import HistoryStore, ProgressEstimator, count_units, prompt_target
+from cc_executor_nb.server.progress import HistoryStore, ProgressEstimator
+from cc_executor_nb.targets import count_units, prompt_target
 
 from .conftest import TOKEN, collect, completed, fake, make_handler
 

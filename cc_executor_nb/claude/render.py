@@ -15,10 +15,12 @@ import functools
 import json
 from html import escape
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from markdown_it import MarkdownIt
 
+from ..events import FINAL_STATUSES
+from .interpreter import ClaudeInterpreter
 from .streamjson import ApiRetry, ClaudeRun, ToolCall, summary
 
 _nh3: ModuleType | None
@@ -28,6 +30,9 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
     _nh3 = None
 
 __all__ = [
+    "ClaudeBody",
+    "RunStatus",
+    "claude_body_html",
     "format_cost",
     "format_duration",
     "format_seconds",
@@ -382,3 +387,92 @@ def _text_besides_error(run: ClaudeRun) -> str:
     text = run.text.strip()
     raw = run.result.get("result") if run.result is not None else None
     return "" if text in (run.error_message.strip(), str(raw).strip()) else run.text
+
+
+# The conversation as a widget body
+
+
+class RunStatus(Protocol):
+    """What the body needs of the process's state (the kernel's ``RunState`` fits)."""
+
+    status: str
+    exit_code: int | None
+
+
+def claude_body_html(
+    run: ClaudeRun, *, status: str = "running", exit_code: int | None = None, stderr: str = ""
+) -> str:
+    """The conversation as sanitized HTML, with a note when the run ended without a result.
+
+    ``status`` and ``exit_code`` are the process's (see ``RunState``); ``stderr`` is
+    shown, escaped, only in that note.
+    """
+    ended = status in FINAL_STATUSES
+    parts = [_waiting_html(run, status), render_claude_html(run, process_ended=ended)]
+    if status in FINAL_STATUSES and run.result is None:
+        parts.append(_no_result_html(run, status, exit_code, stderr))
+    # MathJax would typeset "$" pairs in model text; these classes make it skip the body.
+    return f'<div class="ccx-claude tex2jax_ignore mathjax_ignore">{"".join(parts)}</div>'
+
+
+_ENDINGS = {"timeout": "timed out", "cancelled": "was cancelled", "error": "failed"}
+_NOTE_CHARS = 4000
+_MUTED = "opacity:0.75;font-size:smaller"
+
+
+def _waiting_html(run: ClaudeRun, status: str) -> str:
+    if run.phase != "starting" or run.text or status in FINAL_STATUSES:
+        return ""
+    return f'<div class="cc-waiting" style="{_MUTED}">Waiting for Claude…</div>'
+
+
+def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: str) -> str:
+    title = f"No result from Claude: the run {_ENDINGS.get(status, status)}"
+    if exit_code is not None:
+        title += f" with exit code {exit_code}"
+    detail = "\n".join([*run.raw_lines, stderr.strip()]).strip()[-_NOTE_CHARS:]
+    body = (
+        f'<pre style="white-space:pre-wrap;margin:0">{escape(detail)}</pre>' if detail else ""
+    )
+    return (
+        f'<div class="cc-no-result" style="color:#b00020"><strong>{escape(title)}</strong>'
+        f"{body}</div>"
+    )
+
+
+class ClaudeBody:
+    """A :class:`~cc_executor_nb.kernel.views.Body`: the conversation in an ``HTML`` widget.
+
+    :meth:`render` re-renders only when the interpreter's version or the process's
+    status changed; the presenter already limits how often it is called.
+    """
+
+    def __init__(self, interpreter: ClaudeInterpreter) -> None:
+        import ipywidgets  # only the renderer imports widgets, and only when one is made
+
+        self.interpreter = interpreter
+        self.render_count = 0
+        self._key: tuple[int, str, int | None] | None = None
+        self._widget = ipywidgets.HTML(value=self._html("starting", None))
+        self._widget.add_class("ccx-claude-body")
+
+    @property
+    def widget(self) -> Any:
+        """The HTML widget holding the rendered conversation."""
+        return self._widget
+
+    def render(self, state: RunStatus, now: float) -> None:
+        """Bring the widget up to date with the interpreter and ``state``."""
+        key = (self.interpreter.version, state.status, state.exit_code)
+        if key == self._key:
+            return
+        self._key = key
+        value = self._html(state.status, state.exit_code)
+        if value != self._widget.value:
+            self._widget.value = value
+        self.render_count += 1
+
+    def _html(self, status: str, exit_code: int | None) -> str:
+        stderr = self.interpreter.snapshot().stderr
+        with self.interpreter.locked() as run:
+            return claude_body_html(run, status=status, exit_code=exit_code, stderr=stderr)

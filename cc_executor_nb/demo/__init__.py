@@ -63,7 +63,8 @@ reply, so costs are deterministic.
 
 from __future__ import annotations
 
-from .env import DEMO_API_KEY, demo_environment, find_claude, write_demo_config
+from ..claude.executable import find_claude
+from .env import DEMO_API_KEY, demo_environment, write_demo_config
 from .scenarios import DemoSettings
 from .server import DemoBackend, RequestRecord
 

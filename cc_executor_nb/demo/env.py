@@ -11,18 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_API_KEY", "demo_environment", "find_claude", "write_demo_config"]
+__all__ = ["DEMO_API_KEY", "demo_environment", "write_demo_config"]
 
 # Not a secret: the demo backend accepts any key. It only has to look like a
 # key so that the CLI skips its login flow.
 DEMO_API_KEY = "sk-ant-demo-0000000000000000000000000000"
 
-_INSTALL_HINT = (
-    "the claude CLI was not found. Install it with `npm ci` in the "
-    "cc_executor_nb project (it pins @anthropic-ai/claude-code in package.json), "
-    "or globally with `npm install -g @anthropic-ai/claude-code`, "
-    "or pass the path of the executable."
-)
 
 
 def demo_environment(
@@ -118,33 +112,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (FileNotFoundError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
-
-
-def find_claude(configured: str | None = None) -> str:
-    """Return the ``claude`` executable to run.
-
-    Order: ``configured`` (a path or a command name), then
-    ``node_modules/.bin/claude`` under the project root or the current
-    directory, then ``claude`` on ``PATH``. Raises `FileNotFoundError` with
-    install instructions when none exists.
-    """
-    if configured:
-        found = shutil.which(configured)
-        if found:
-            return found
-        raise FileNotFoundError(f"{configured!r} is not an executable; {_INSTALL_HINT}")
-    for candidate in _local_candidates():
-        if os.access(candidate, os.X_OK) and candidate.is_file():
-            return str(candidate)
-    found = shutil.which("claude")
-    if found:
-        return found
-    raise FileNotFoundError(_INSTALL_HINT)
-
-
-def _local_candidates() -> list[Path]:
-    # The package sits one level below the project root in a source checkout;
-    # the current directory covers a project that depends on this package.
-    project_root = Path(__file__).resolve().parents[2]
-    relative = Path("node_modules", ".bin", "claude")
-    return [project_root / relative, Path.cwd() / relative]

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .env import demo_environment, find_claude
+from ..claude.executable import find_claude
+from .env import demo_environment
 from .scenarios import DemoSettings
 from .server import DemoBackend
 

@@ -41,7 +41,8 @@ from typing import Any
 from websockets.exceptions import WebSocketException
 
 from .. import methods
-from ..claude.options import ClaudeOptions, claude_argv, claude_environment, demo_backend, stop_demo
+from ..claude.options import ClaudeOptions, claude_argv, claude_environment
+from .shared import demo_backend, stop_demo
 from ..client import Client, connect
 from ..errors import CCExecError
 from ..events import Completed, Event, Output, ProcessError
@@ -707,7 +708,7 @@ def _options(args: argparse.Namespace) -> ClaudeOptions:
         )
     if args.timeout <= 0:
         raise ValueError("--timeout must be positive")
-    options = ClaudeOptions(command=args.claude, model=args.model, demo=args.demo)
+    options = ClaudeOptions(executable=args.claude, model=args.model, demo=args.demo)
     claude_argv("", options)  # FileNotFoundError with install advice when there is no CLI
     return options
 

@@ -10,128 +10,97 @@
 
     r = await ccx.arun("make test", command=True)      # in a cell: waits, kernel stays free
 
-Settings come from the extension's :class:`~cc_executor_nb.kernel.config.CCExec` (``%config
-CCExec.x = ...``, ``ipython_config.py``); keyword arguments override them. Without
-``server`` (or ``CCExec.default_server``) runs go to a private server on the
-kernel's background loop (:mod:`cc_executor_nb.kernel.loop`).
+The keywords are the fields of :class:`~cc_executor_nb.kernel.options.RunOptions` and
+:class:`~cc_executor_nb.claude.options.ClaudeOptions` (also given whole as ``options=``
+and ``claude=``). Settings come from the extension's
+:class:`~cc_executor_nb.kernel.config.CCExec` (``%config CCExec.x = ...``,
+``ipython_config.py``); keywords override them. Without ``server`` (or
+``CCExec.default_server``) runs go to a private server on the kernel's background loop
+(:mod:`cc_executor_nb.kernel.loop`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..claude.options import (
-    ClaudeOptions,
-    claude_argv,
-    claude_body,
-    claude_environment,
-    claude_interpreter,
-)
-from .config import CCExec
-from .run import Interpreter, Run, RunSpec, Target
+from ..claude.interpreter import ClaudeInterpreter
+from ..claude.options import ClaudeOptions, claude_argv, claude_environment
+from ..declare import from_values, keywords
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
+from .config import CCExec
 from .loop import KernelLoop, shared_loop
+from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
+from .run import Interpreter, Run, RunSpec, Target
 
 if TYPE_CHECKING:
     from .views import Body
 
-__all__ = ["arun", "current_settings", "run"]
+__all__ = ["arun", "current_settings", "in_kernel_server_settings", "resolve_options", "run"]
 
 LABEL_CHARS = 80
+_RUN_KEYWORDS = keywords(RunOptions)
+_CLAUDE_KEYWORDS = keywords(ClaudeOptions)
 
 
 def run(
     prompt_or_command: str | Sequence[str],
+    options: RunOptions | None = None,
     *,
-    command: bool = False,
-    wait: bool = False,
-    server: str | None = None,
-    token: str | None = None,
-    token_env: str | None = None,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
-    heartbeat: float | None = None,
-    inactivity: float | None = None,
-    model: str | None = None,
-    quiet: bool = False,
-    raw: bool = False,
-    demo: bool | None = None,
-    resume: str | None = None,
-    continue_session: bool = False,
-    allowed_tools: Sequence[str] = (),
-    permission_mode: str | None = None,
-    max_turns: int | None = None,
-    append_system_prompt: str | None = None,
-    claude_args: Sequence[str] = (),
-    max_retries: int | None = None,
-    display: bool = True,
-    label: str | None = None,
+    claude: ClaudeOptions | None = None,
     settings: CCExec | None = None,
+    **given: Any,
 ) -> Run:
     """Start a run and return its :class:`~cc_executor_nb.kernel.run.Run` at once.
 
     ``prompt_or_command`` is a Claude prompt, or with ``command=True`` a command line
-    (split with shlex by the server) or an argv list. ``wait`` blocks until the run
-    ends (a KeyboardInterrupt cancels it). ``server``/``token`` (or the variable named
-    ``token_env``) select a remote server. ``timeout``, ``heartbeat`` and
-    ``inactivity`` are seconds. ``quiet`` prints plain text instead of showing a
-    widget; ``display=False`` shows nothing (``display(run)`` later). ``model``,
-    ``raw``, ``demo``, ``resume`` (a Claude session id), ``continue_session`` (follow
-    up the last Claude run of this kernel, else the CLI's latest conversation),
-    ``allowed_tools``, ``permission_mode``, ``max_turns``, ``append_system_prompt``,
-    ``claude_args`` (extra CLI arguments) and ``max_retries`` shape Claude runs.
+    (split with shlex by the server) or an argv list. Every other keyword is a field of
+    :class:`RunOptions` (``wait``, ``server``, ``token``, ``token_env``, ``cwd``, ``env``,
+    ``timeout``, ``heartbeat``, ``inactivity``, ``quiet``, ``display``, ``label``) or of
+    :class:`ClaudeOptions` (``model``, ``raw``, ``demo``, ``resume``,
+    ``continue_session``, ``allowed_tools``, ``permission_mode``, ``max_turns``,
+    ``append_system_prompt``, ``claude_args``, ``max_retries``); ``options=`` and
+    ``claude=`` give them whole. ``wait`` blocks until the run ends (a KeyboardInterrupt
+    cancels it); ``display=False`` shows nothing (``display(run)`` later).
 
-    Raises ValueError for bad arguments and FileNotFoundError when a Claude prompt
-    is given and no claude executable exists.
+    Raises TypeError for an unknown keyword, ValueError for bad values and
+    FileNotFoundError when a Claude prompt is given and no claude executable exists.
     """
     settings = settings or current_settings()
-    if command:
+    run_options, claude_options = resolve_options(settings, options, claude, given)
+    remote = bool(run_options.server)
+    if run_options.command:
         what, extras = _command(prompt_or_command)
     else:
-        options = _claude_options(
-            settings,
-            model=model,
-            raw=raw,
-            demo=demo,
-            resume=resume or (settings.last_session_id if continue_session else None),
-            continue_session=continue_session and not (resume or settings.last_session_id),
-            allowed_tools=tuple(allowed_tools),
-            permission_mode=permission_mode,
-            max_turns=max_turns,
-            append_system_prompt=append_system_prompt,
-            extra_args=tuple(claude_args),
-            max_retries=max_retries,
-            remote=bool(server or settings.default_server),
-        )
-        what, extras = _claude(_prompt_text(prompt_or_command), options)
+        prompt = _prompt_text(prompt_or_command)
+        what, extras = _claude(prompt, _with_session(settings, claude_options))
     spec = RunSpec(
         **what,
-        cwd=cwd,
-        env=_merge_env(env, extras.env),
-        **_timing(settings, timeout, heartbeat, inactivity),
+        cwd=run_options.cwd,
+        env=_merge_env(run_options.env, extras.env),
+        **_timing(settings, run_options),
     )
-    kernel_loop = _kernel_loop(settings, remote=bool(server or settings.default_server))
+    kernel_loop = _kernel_loop(settings, remote=remote)
     handle = Run(
         spec,
-        _target(kernel_loop, settings, server, token, token_env),
-        label=label or extras.label,
-        options=extras.options | {"quiet": quiet, "wait": wait, "server": server},
+        _target(kernel_loop, settings, run_options),
+        label=run_options.label or extras.label,
+        options=extras.options | {"quiet": run_options.quiet, "wait": run_options.wait, "server": run_options.server},
         interpreter=extras.interpreter,
         settle_timeout=settings.kill_grace + 10.0,
     )
-    handle.presenter = _presenter(handle, settings, quiet=quiet, body=extras.body)
-    if not command:
+    handle.presenter = _presenter(handle, settings, quiet=run_options.quiet, body=extras.body)
+    if not run_options.command:
         handle.add_done_callback(lambda done: _remember_session(settings, done))
-    if display:
+    if run_options.display:
         handle.show()
     handle.start(kernel_loop)
-    return handle.wait() if wait else handle
+    return handle.wait() if run_options.wait else handle
 
 
 async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
@@ -149,6 +118,39 @@ def current_settings() -> CCExec:
     magics = shell.magics_manager.registry.get("CCExecMagics")
     settings = getattr(magics, "settings", None)
     return settings if isinstance(settings, CCExec) else CCExec(parent=shell)
+
+
+def resolve_options(
+    settings: CCExec,
+    options: RunOptions | None,
+    claude: ClaudeOptions | None,
+    given: Mapping[str, Any],
+) -> tuple[RunOptions, ClaudeOptions]:
+    """Both option sets from whole values, keywords and the configured defaults.
+
+    Keywords override the whole values; a value still unset takes its ``CCExec``
+    default. Raises TypeError for a keyword neither set declares.
+    """
+    unknown = set(given) - _RUN_KEYWORDS - _CLAUDE_KEYWORDS
+    if unknown:
+        raise TypeError(f"run() got an unexpected keyword argument {sorted(unknown)[0]!r}")
+    configured = lambda name: getattr(settings, name)  # noqa: E731 - a one-line reader
+    run_values = _values(options) | {k: v for k, v in given.items() if k in _RUN_KEYWORDS}
+    claude_values = _values(claude) | {k: v for k, v in given.items() if k in _CLAUDE_KEYWORDS}
+    run_options = from_values(RunOptions, run_values, defaults=configured)
+    claude_options = from_values(ClaudeOptions, claude_values, defaults=configured)
+    return run_options, dataclasses.replace(claude_options, remote=bool(run_options.server))
+
+
+def _values(options: object | None) -> dict[str, Any]:
+    """The fields of an options value that differ from their defaults (None: none)."""
+    if options is None:
+        return {}
+    return {
+        f.name: getattr(options, f.name)
+        for f in dataclasses.fields(options)  # type: ignore[arg-type]
+        if getattr(options, f.name) != f.default
+    }
 
 
 # Building the run
@@ -170,23 +172,15 @@ class _Extras:
         self.interpreter, self.body = interpreter, body
 
 
-def _claude_options(
-    settings: CCExec,
-    *,
-    model: str | None,
-    raw: bool,
-    demo: bool | None,
-    extra_args: tuple[str, ...],
-    **claude: Any,
-) -> ClaudeOptions:
-    return ClaudeOptions(
-        command=settings.claude_command or None,
-        args=(*settings.claude_args, *extra_args),
-        model=model or settings.model or None,
-        demo=settings.demo if demo is None else demo,
-        raw=raw,
-        **claude,
-    )
+def _with_session(settings: CCExec, options: ClaudeOptions) -> ClaudeOptions:
+    """``continue_session`` resumes the given or this kernel's last Claude session if any.
+
+    Without either, the CLI's own ``--continue`` (its latest conversation) is used.
+    """
+    resume = options.resume or settings.last_session_id
+    if options.continue_session and resume:
+        return dataclasses.replace(options, resume=resume, continue_session=False)
+    return options
 
 
 def _remember_session(settings: CCExec, done: Run) -> None:
@@ -208,15 +202,22 @@ def _command(what: str | Sequence[str]) -> tuple[dict[str, Any], _Extras]:
 
 def _claude(prompt: str, options: ClaudeOptions) -> tuple[dict[str, Any], _Extras]:
     argv = claude_argv(prompt, options)
-    interpreter = claude_interpreter(options)
+    interpreter = ClaudeInterpreter(prompt=prompt)
     extras = _Extras(
         _shorten("claude: " + prompt),
         {"prompt": prompt, "model": options.model, "demo": options.demo, "raw": options.raw},
         env=claude_environment(options),
         interpreter=interpreter,
-        body=claude_body(interpreter, options),
+        body=None if options.raw else _claude_body(interpreter),
     )
-    return {"argv": argv}, extras
+    # The interpreter counts the answer against the prompt's target; the server counts nothing.
+    return {"argv": argv, "progress_target": None}, extras
+
+
+def _claude_body(interpreter: ClaudeInterpreter) -> Body:
+    from ..claude.render import ClaudeBody
+
+    return ClaudeBody(interpreter)
 
 
 def _prompt_text(what: str | Sequence[str]) -> str:
@@ -227,17 +228,11 @@ def _prompt_text(what: str | Sequence[str]) -> str:
     return what
 
 
-def _timing(
-    settings: CCExec, timeout: float | None, heartbeat: float | None, inactivity: float | None
-) -> dict[str, float | None]:
+def _timing(settings: CCExec, options: RunOptions) -> dict[str, float | None]:
     return {
-        "timeout": _seconds("timeout", settings.timeout if timeout is None else timeout, True),
-        "heartbeat_interval": _seconds(
-            "heartbeat", settings.heartbeat_interval if heartbeat is None else heartbeat
-        ),
-        "inactivity_threshold": _seconds(
-            "inactivity", settings.inactivity_threshold if inactivity is None else inactivity
-        ),
+        "timeout": _seconds("timeout", options.timeout, True),
+        "heartbeat_interval": _seconds("heartbeat", options.heartbeat),
+        "inactivity_threshold": _seconds("inactivity", options.inactivity),
         "kill_grace": settings.kill_grace,
     }
 
@@ -297,17 +292,10 @@ def _history_path(settings: CCExec) -> str | None:
     return path or DEFAULT_HISTORY
 
 
-def _target(
-    kernel_loop: KernelLoop,
-    settings: CCExec,
-    server: str | None,
-    token: str | None,
-    token_env: str | None,
-) -> Target:
-    url = server or settings.default_server
-    if url:
-        name = token_env or settings.token_env
-        return Target(url, token or (os.environ.get(name) if name else None))
+def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> Target:
+    if options.server:
+        name = options.token_env or settings.token_env
+        return Target(options.server, options.token or (os.environ.get(name) if name else None))
     local = kernel_loop.server
     if local is None:
         raise RuntimeError("the in-kernel server is not running")

@@ -12,15 +12,18 @@ from __future__ import annotations
 import keyword
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
+from ..claude.options import ClaudeOptions
+from ..declare import declared
 from . import api
 from .config import CCExec
+from .options import RunOptions
 from .run import Run
 from .loop import stop_shared_loop
 
@@ -83,6 +86,24 @@ def _is_quoted(raw: str) -> bool:
     return len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" and _unquote(raw) != raw
 
 
+def declared_arguments() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the flags declared by RunOptions and ClaudeOptions to a magic's parser."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for cls in (ClaudeOptions, RunOptions):
+            for f, spec in reversed(declared(cls)):
+                if spec.flags:
+                    func = argument(*spec.flags, **spec.argparse_kwargs(f.name))(func)
+        return func
+
+    return decorate
+
+
+_OPTION_NAMES = tuple(
+    f.name for cls in (RunOptions, ClaudeOptions) for f, spec in declared(cls) if spec.flags
+)
+
+
 @magics_class
 class CCExecMagics(Magics):
     """Run Claude Code prompts and long CLI jobs from the notebook, streamed live.
@@ -97,48 +118,8 @@ class CCExecMagics(Magics):
             shell.configurables.append(self.settings)
 
     @magic_arguments()
-    @argument("-c", "--command", action="store_true",
-              help="the text is a command line (split like a POSIX shell, run without a "
-              "shell), not a Claude prompt; quote it when it has options of its own")
-    @argument("-w", "--wait", action="store_true",
-              help="block until the run ends; interrupting the kernel cancels the run")
-    @argument("-o", "--out", metavar="NAME",
-              help="also bind the Run to NAME in the user namespace")
-    @argument("-s", "--server", metavar="URL",
-              help="ws://HOST:PORT/ws of a remote server (default: CCExec.default_server, "
-              "else a private server in this kernel)")
-    @argument("--token-env", metavar="NAME",
-              help="environment variable holding the remote server's token "
-              "(default: CCExec.token_env)")
-    @argument("--model", help="the Claude model (default: CCExec.model)")
-    @argument("--cwd", metavar="DIR", help="working directory of the process")
-    @argument("-e", "--env", metavar="NAME=VALUE", action="append", default=[],
-              help="extra environment variable for the process (repeatable)")
-    @argument("--timeout", metavar="SECONDS", type=float,
-              help="cancel the run after this many seconds (default: no limit)")
-    @argument("--heartbeat", metavar="SECONDS", type=float,
-              help="seconds between heartbeats (default: CCExec.heartbeat_interval)")
-    @argument("--inactivity", metavar="SECONDS", type=float,
-              help="seconds of silence before the run shows as thinking "
-              "(default: CCExec.inactivity_threshold)")
-    @argument("-q", "--quiet", action="store_true",
-              help="no widget: print plain text into the cell")
-    @argument("--raw", action="store_true", help="show the raw output lines")
-    @argument("--demo", action="store_true",
-              help="run Claude against the built-in offline demo API")
-    @argument("--resume", metavar="SESSION_ID", help="continue this Claude session")
-    @argument("--continue", dest="continue_session", action="store_true",
-              help="follow up the last Claude run of this kernel (else the CLI's latest)")
-    @argument("--allowed-tools", metavar="RULE", action="append", default=[],
-              help="a tool the CLI may use without asking, e.g. \"Bash(git:*)\" (repeatable)")
-    @argument("--permission-mode", metavar="MODE",
-              help="the CLI's permission mode (default, acceptEdits, plan, bypassPermissions)")
-    @argument("--max-turns", metavar="N", type=int, help="stop after N agent turns")
-    @argument("--append-system-prompt", metavar="TEXT", help="text added to the system prompt")
-    @argument("--claude-arg", metavar="ARG", action="append", default=[],
-              help="an extra argument for the claude CLI (repeatable; --claude-arg=--flag)")
-    @argument("--max-retries", metavar="N", type=int,
-              help="retries of a failed API call (CLAUDE_CODE_MAX_RETRIES)")
+    @declared_arguments()
+    @argument("-o", "--out", metavar="NAME", help="also bind the Run to NAME in the user namespace")
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
     @line_cell_magic
@@ -147,7 +128,7 @@ class CCExecMagics(Magics):
 
         The magic returns at once (unless -w) and the kernel stays free while the run
         streams; the returned Run has .status, .exit_code, .stdout, .stderr,
-        .duration, .events, .wait(), .cancel(), .pause(), .resume(), and can be
+        .duration, .events, .claude, .wait(), .cancel(), .pause(), .resume(), and can be
         awaited. Examples::
 
           %ccexec Summarise README.md in three bullet points
@@ -179,31 +160,11 @@ class CCExecMagics(Magics):
         return args, text
 
     def _start(self, args: Any, text: str) -> Run:
+        values = {name: getattr(args, name) for name in _OPTION_NAMES}
+        values["env"] = _env_pairs(args.env or ())
+        values["wait"] = False  # the magic waits itself, once -o has bound the run
         try:
-            return api.run(
-                text,
-                command=args.command,
-                server=args.server,
-                token_env=args.token_env,
-                cwd=args.cwd,
-                env=_env_pairs(args.env),
-                timeout=args.timeout,
-                heartbeat=args.heartbeat,
-                inactivity=args.inactivity,
-                model=args.model,
-                quiet=args.quiet,
-                raw=args.raw,
-                demo=True if args.demo else None,
-                resume=args.resume,
-                continue_session=args.continue_session,
-                allowed_tools=args.allowed_tools,
-                permission_mode=args.permission_mode,
-                max_turns=args.max_turns,
-                append_system_prompt=args.append_system_prompt,
-                claude_args=args.claude_arg,
-                max_retries=args.max_retries,
-                settings=self.settings,
-            )
+            return api.run(text, settings=self.settings, **values)
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
 
@@ -249,7 +210,7 @@ def load_ipython_extension(shell: Any) -> None:
 
 def unload_ipython_extension(shell: Any) -> None:
     """``%unload_ext cc_executor_nb``: stop every run, the server, the loop and its thread."""
-    from ..claude.options import stop_demo
+    from ..demo.shared import stop_demo
 
     stop_shared_loop()
     stop_demo()

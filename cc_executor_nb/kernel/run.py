@@ -34,6 +34,8 @@ from .. import methods
 from ..client import Client, connect
 from ..errors import CCExecError, ConnectionLost, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
+from ..protocol import FROM_ARGUMENTS
+from ..targets import Progress
 from .loop import KernelLoop
 from .runstate import RunState, elapsed, format_duration
 
@@ -46,21 +48,34 @@ __all__ = ["Interpreter", "Run", "RunSpec", "Target"]
 logger = logging.getLogger("cc_executor_nb.kernel.run")
 
 CONTROL_TIMEOUT = 10.0
+# Notifications that carry the server's progress figures: the interpreter's take over.
+_MEASURED = frozenset({methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PROCESS_COMPLETED})
 
 
 @runtime_checkable
 class Interpreter(Protocol):
     """Reads a run's output as it arrives (e.g. Claude's stream-json).
 
-    ``feed`` is called on the loop thread for every output piece, in order. The Run
-    reads the Claude fields (``text``, ``result``, ``cost_usd``, ``usage``,
-    ``session_id``, ``model``, ``tool_calls``, ``is_error``) as plain attributes;
-    missing ones read as None. An optional ``finish()`` is called once, when the run
-    ends.
+    ``feed`` is called on the loop thread for every output piece, in order, and
+    ``finish`` once when the run ends. ``snapshot`` gives an immutable view of what it
+    understood (``run.claude``); ``progress`` an estimate toward a target the
+    interpreter knows (None when it knows none).
     """
 
     def feed(self, stream: str, text: str) -> object:
         """Take one piece of ``stream`` ("stdout" or "stderr")."""
+        ...
+
+    def finish(self) -> object:
+        """The run is over."""
+        ...
+
+    def snapshot(self) -> Any:
+        """What the interpreter understood so far, as one consistent value."""
+        ...
+
+    def progress(self, now: float, finished: bool) -> Progress | None:
+        """Progress toward the interpreter's target, or None."""
         ...
 
 
@@ -78,6 +93,8 @@ class RunSpec:
     heartbeat_interval: float | None = None
     inactivity_threshold: float | None = None
     kill_grace: float | None = None
+    progress_target: Any = FROM_ARGUMENTS
+    """``{"count", "unit"}``, None (the server counts nothing) or FROM_ARGUMENTS."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -99,6 +116,7 @@ class RunSpec:
             "heartbeat_interval": self.heartbeat_interval,
             "inactivity_threshold": self.inactivity_threshold,
             "kill_grace": self.kill_grace,
+            "progress_target": self.progress_target,
         }
 
 
@@ -108,6 +126,17 @@ class Target:
 
     url: str
     token: str | None = field(default=None, repr=False)
+
+
+def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
+    """A read-only attribute of :class:`Run` taken from ``run.claude`` (None without one)."""
+
+    def read(self: Run) -> Any:
+        view = self.claude
+        value = getattr(view, name, None) if view is not None else None
+        return list(value or ()) if sequence else value
+
+    return property(read, doc=doc)
 
 
 class Run:
@@ -186,75 +215,31 @@ class Run:
         """Whether the run is over and its handle will not change any more."""
         return self._done.done()
 
-    # -- Claude fields (from the interpreter) ------------------------------------------
+    # -- Claude (from the interpreter) -------------------------------------------------
 
     @property
-    def text(self) -> str | None:
-        """Claude's answer text so far."""
-        return self._interpreted("text")
+    def claude(self) -> Any:
+        """A consistent snapshot of everything Claude reported so far
+        (:class:`~cc_executor_nb.claude.interpreter.ClaudeView`); None for commands.
 
-    @property
-    def result(self) -> Any:
-        """Claude's final result."""
-        return self._interpreted("result")
+        ``run.text``, ``run.cost_usd`` and the other Claude attributes read from it.
+        """
+        interpreter = self.interpreter
+        return interpreter.snapshot() if interpreter is not None else None
 
-    @property
-    def cost_usd(self) -> float | None:
-        """The run's cost in US dollars, as reported by Claude."""
-        return self._interpreted("cost_usd")
-
-    @property
-    def usage(self) -> Any:
-        """Token usage, as reported by Claude."""
-        return self._interpreted("usage")
-
-    @property
-    def session_id(self) -> str | None:
-        """Claude's session id (not the executor's; see ``state.session_id``)."""
-        return self._interpreted("session_id")
-
-    @property
-    def model(self) -> str | None:
-        """The model Claude used."""
-        return self._interpreted("model")
-
-    @property
-    def tool_calls(self) -> list[Any]:
-        """Claude's tool calls so far."""
-        return list(self._interpreted("tool_calls") or [])
-
-    @property
-    def is_error(self) -> bool | None:
-        """Whether Claude reported an error."""
-        return self._interpreted("is_error")
-
-    @property
-    def answer(self) -> str | None:
-        """Claude's final answer (the result text; for an API error, its message)."""
-        return self._interpreted("answer")
-
-    @property
-    def api_error_status(self) -> int | None:
-        """The HTTP status of an API error Claude reported (e.g. 529), else None."""
-        return self._interpreted("api_error_status")
-
-    @property
-    def thinking(self) -> str | None:
-        """Claude's thinking text, when the model streamed it."""
-        return self._interpreted("thinking")
-
-    @property
-    def num_turns(self) -> int | None:
-        """Agent turns Claude took."""
-        return self._interpreted("num_turns")
-
-    @property
-    def retries(self) -> list[Any]:
-        """API retries Claude reported (attempt, delay, status)."""
-        return list(self._interpreted("retries") or [])
-
-    def _interpreted(self, name: str) -> Any:
-        return getattr(self.interpreter, name, None) if self.interpreter is not None else None
+    text = _claude_field("text", "Claude's answer text so far.")
+    answer = _claude_field("answer", "Claude's final answer (the result text; for an API error, its message).")
+    result = _claude_field("result", "Claude's final ``result`` event.")
+    cost_usd = _claude_field("cost_usd", "The run's cost in US dollars, as reported by Claude.")
+    usage = _claude_field("usage", "Token usage, as reported by Claude.")
+    session_id = _claude_field("session_id", "Claude's session id (not the executor's; see ``state.session_id``).")
+    model = _claude_field("model", "The model Claude used.")
+    is_error = _claude_field("is_error", "Whether Claude reported an error.")
+    api_error_status = _claude_field("api_error_status", "The HTTP status of an API error Claude reported (e.g. 529).")
+    thinking = _claude_field("thinking", "Claude's thinking text, when the model streamed it.")
+    num_turns = _claude_field("num_turns", "Agent turns Claude took.")
+    tool_calls = _claude_field("tool_calls", "Claude's tool calls so far.", sequence=True)
+    retries = _claude_field("retries", "API retries Claude reported (attempt, delay, status).", sequence=True)
 
     # -- Starting (caller's thread) -----------------------------------------------------
 
@@ -438,13 +423,22 @@ class Run:
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
         _fold_connection_event(self.state, event, now)
-        if isinstance(event, Output) and self.interpreter is not None:
-            interpreter = self.interpreter
-            _log_errors(lambda: interpreter.feed(event.stream, event.data))
+        interpreter = self.interpreter
+        if interpreter is not None:
+            if isinstance(event, Output):
+                _log_errors(lambda: interpreter.feed(event.stream, event.data))
+            elif event.method in _MEASURED:
+                self._take_progress(interpreter, now)
         if self.presenter is not None:
             self.presenter.update(event)
         if isinstance(event, (Completed, ProcessError)) and self._ended is not None:
             self._ended.set()
+
+    def _take_progress(self, interpreter: Interpreter, now: float) -> None:
+        """The interpreter's estimate, when it has one, replaces the server's."""
+        progress = interpreter.progress(now, self.state.finished)
+        if progress is not None:
+            self.state.progress = progress.to_dict()
 
     def _fail(self, message: str) -> None:
         if not self.state.finished:
@@ -457,9 +451,10 @@ class Run:
             self._on_event(make_event(methods.PROCESS_COMPLETED, params))
 
     def _finish(self) -> None:
-        finish = getattr(self.interpreter, "finish", None)
-        if callable(finish):
-            _log_errors(finish)
+        interpreter = self.interpreter
+        if interpreter is not None:
+            _log_errors(interpreter.finish)
+            _log_errors(lambda: self._take_progress(interpreter, time.monotonic()))
         if self.presenter is not None:
             _log_errors(self.presenter.finish)
         self._done.set_result(self)

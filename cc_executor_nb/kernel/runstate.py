@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from .. import methods
+from ..events import ACTIVE_STATUSES, FINAL_STATUSES
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,10 +55,6 @@ Status = Literal[
 Stream = Literal["stdout", "stderr"]
 Health = Literal["ok", "overdue", "lost", "waiting"]
 
-#: Statuses in which a child process is alive and may be controlled.
-ACTIVE_STATUSES: frozenset[str] = frozenset({"running", "thinking", "paused"})
-#: Statuses after which the run will not produce anything more worth showing.
-FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timeout", "error"})
 _COMPLETION_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
 
 # Heartbeat thresholds, in heartbeat intervals.
@@ -233,6 +230,9 @@ class RunState:
         if isinstance(argv, list):
             self.argv = [str(a) for a in argv]
         self.started_at = now
+        # The run's own timing (execute may override the session's defaults).
+        self.heartbeat_interval = _num(params.get("heartbeat_interval"), self.heartbeat_interval)
+        self.inactivity_threshold = _num(params.get("inactivity_threshold"), self.inactivity_threshold)
 
     def _on_output(self, params: Mapping[str, Any], now: float) -> None:
         data = params.get("data")

@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import methods
 from .supervisor import RUN_MARKER_ENV, ManagedProcess
-from .progress import Progress, ProgressEstimator
+from ..targets import Progress
+from .progress import ProgressEstimator
 from .watchdog import marked_processes
 from .streams import RunOutput, coalesce
 
@@ -63,8 +64,11 @@ class Execution:
         timeout: float | None = None,
         estimator: ProgressEstimator | None = None,
         on_success: Callable[[float, int], Awaitable[None]] | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.process = process
+        self.settings = dict(settings or {})
+        """The run's effective timing, announced in ``process.started``."""
         self.estimator = estimator or ProgressEstimator(process.argv)
         self._on_success = on_success
         self.output = output
@@ -160,7 +164,9 @@ class Execution:
 
     async def _run(self) -> None:
         started = {"status": "started", **self.pid_fields, "argv": self.process.argv}
-        await self._notify(methods.PROCESS_STARTED, {**started, "exec_argv": self.process.exec_argv})
+        await self._notify(
+            methods.PROCESS_STARTED, {**started, "exec_argv": self.process.exec_argv, **self.settings}
+        )
         pump = self._spawn(self._pump())
         exit_code = await self.process.wait()
         await self._await_eof()

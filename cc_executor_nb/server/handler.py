@@ -384,8 +384,13 @@ class EnhancedWebSocketHandler:
             kill_grace=self.processes.kill_grace if spec.kill_grace is None else spec.kill_grace,
             chunk_limit=self.streams.chunk_limit,
             timeout=spec.timeout,
-            estimator=ProgressEstimator(spec.argv, past),
+            estimator=ProgressEstimator(spec.argv, past, spec.progress_target),
             on_success=self._recorder(key),
+            settings={
+                "heartbeat_interval": session.heartbeat_interval,
+                "inactivity_threshold": session.inactivity_threshold,
+                "timeout": spec.timeout,
+            },
         )
         session.execution = execution
         deferred.append(_started(execution))

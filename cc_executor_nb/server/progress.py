@@ -1,11 +1,13 @@
-"""Progress estimation for a run: from the prompt's own target, or from history.
+"""Progress estimation for a run: from a target (the prompt's own), or from history.
 
 Bases, best first:
 
-- ``"prompt:words"`` (or ``items``, ``haikus``, ``lines``): the prompt asks for N of
-  something ("write a 5000 word story", "list 20 items") and the output so far is
-  counted against N. For ``claude`` stream-json runs the answer text is counted, not
-  the JSON around it.
+- ``"prompt:words"`` (or ``items``, ``haikus``, ``lines``): the run has a target of N of
+  something, found in its arguments ("write a 5000 word story", "list 20 items") or
+  given by the client in ``execute`` (``progress_target``), and the output so far is
+  counted against N. A client that interprets the output itself (the Claude interpreter
+  counts the answer, not the stream-json around it) sends ``progress_target: null``:
+  the server then counts nothing and knows nothing of Claude.
 - ``"history"``: the same command (argv and cwd, fingerprinted) completed successfully
   at least ``MIN_HISTORY`` times before; the median duration gives the fraction and
   the ETA. Kept in an SQLite database in the user's cache directory. A corrupt, locked
@@ -19,81 +21,26 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sqlite3
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..claude.streamjson import ClaudeRun
+from ..protocol import FROM_ARGUMENTS
+from ..targets import Progress, Target, progress_toward, prompt_target
 
 __all__ = [
     "MIN_HISTORY",
     "HistoryStore",
-    "Progress",
     "ProgressEstimator",
-    "Target",
     "default_history_path",
     "fingerprint",
-    "prompt_target",
 ]
 
-logger = logging.getLogger("cc_executor_nb.server.progress")
+logger = logging.getLogger("cc_executor_nb.progress")
 
 MIN_HISTORY = 3
-_TARGET = re.compile(
-    r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d{1,6})[\s-]*(words?|items?|haikus?|lines?)\b", re.IGNORECASE
-)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress estimate as it travels in ``process.status`` and ``process.metrics``."""
-
-    fraction: float | None = None
-    eta_seconds: float | None = None
-    basis: str = "none"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The wire form."""
-        return {"fraction": self.fraction, "eta_seconds": self.eta_seconds, "basis": self.basis}
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the prompt asks for: ``count`` of ``unit`` (words, items, haikus, lines)."""
-
-    count: int
-    unit: str
-
-
-def prompt_target(argv: list[str]) -> Target | None:
-    """The first "N words/items/haikus/lines" in the arguments, if any."""
-    for arg in reversed(argv[1:]):
-        match = _TARGET.search(arg)
-        if match:
-            count = int(match.group(1).replace(",", ""))
-            unit = match.group(2).lower().rstrip("s")
-            return Target(count, unit) if count > 0 else None
-    return None
-
-
-def _is_stream_json(argv: list[str]) -> bool:
-    return os.path.basename(argv[0]) == "claude" and "stream-json" in argv
-
-
-def count_units(text: str, unit: str) -> int:
-    """How many words, items, haikus or lines ``text`` holds."""
-    if unit == "word":
-        return len(text.split())
-    if unit == "line":
-        return sum(1 for line in text.splitlines() if line.strip())
-    if unit == "item":
-        return sum(1 for line in text.splitlines() if re.match(r"\s*(?:[-*+]|\d+[.)])\s+\S", line))
-    blocks = [b for b in re.split(r"\n\s*\n", text) if len(b.strip().splitlines()) >= 3]
-    return len(blocks)
 
 
 def fingerprint(argv: list[str], cwd: str | None) -> str:
@@ -154,9 +101,10 @@ class HistoryStore:
 class ProgressEstimator:
     """Follows one run's output and estimates how far along it is."""
 
-    def __init__(self, argv: list[str], history: list[float] | None = None) -> None:
-        self.target = prompt_target(argv)
-        self._claude = ClaudeRun() if _is_stream_json(argv) else None
+    def __init__(
+        self, argv: list[str], history: list[float] | None = None, target: Target | None | Any = FROM_ARGUMENTS
+    ) -> None:
+        self.target: Target | None = prompt_target(argv[1:]) if target is FROM_ARGUMENTS else target
         self._plain: list[str] = []
         self._history = sorted(history or [])
         self._first_output: float | None = None
@@ -167,34 +115,18 @@ class ProgressEstimator:
             return
         if self._first_output is None:
             self._first_output = now
-        if self._claude is not None:
-            self._claude.feed(text)
-        else:
-            self._plain.append(text)
+        self._plain.append(text)
 
     def estimate(self, elapsed: float, now: float, finished: bool = False) -> Progress:
         """The best estimate available now."""
         if self.target is not None:
-            return self._from_target(now, finished)
+            self._plain = ["".join(self._plain)]
+            return progress_toward(
+                self.target, self._plain[0], first_output_at=self._first_output, now=now, finished=finished
+            )
         if len(self._history) >= MIN_HISTORY:
             return self._from_history(elapsed, finished)
         return Progress()
-
-    def _text(self) -> str:
-        if self._claude is not None:
-            return self._claude.answer if self._claude.result is not None else self._claude.text
-        self._plain = ["".join(self._plain)]
-        return self._plain[0]
-
-    def _from_target(self, now: float, finished: bool) -> Progress:
-        assert self.target is not None
-        done = count_units(self._text(), self.target.unit)
-        fraction = 1.0 if finished else min(done / self.target.count, 1.0)
-        eta = None
-        if self._first_output is not None and done and not finished:
-            rate = done / max(now - self._first_output, 1e-3)
-            eta = round(max(self.target.count - done, 0) / rate, 1)
-        return Progress(round(fraction, 4), eta, f"prompt:{self.target.unit}s")
 
     def _from_history(self, elapsed: float, finished: bool) -> Progress:
         expected = statistics.median(self._history)

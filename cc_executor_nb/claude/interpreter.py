@@ -1,0 +1,172 @@
+"""The Claude interpreter of a run: stream-json in, a consistent snapshot out.
+
+:class:`ClaudeInterpreter` is fed every output piece of a run on the kernel's loop
+thread and read from the widget's and the user's threads, so it holds its
+:class:`~cc_executor_nb.claude.streamjson.ClaudeRun` behind a lock. Readers take a
+:class:`ClaudeView`: an immutable snapshot of every field, taken under the lock (and
+cached until the next line is applied), so ``run.claude.text`` and
+``run.claude.cost_usd`` always come from the same moment.
+
+It also counts the answer against the prompt's target ("a 500 word story") for the
+progress bar: the server counts nothing for Claude runs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..targets import Progress, Target, progress_toward, prompt_target
+from .streamjson import ApiRetry, ClaudeRun, Phase, ToolCall
+
+__all__ = ["MAX_STDERR_CHARS", "ClaudeInterpreter", "ClaudeView"]
+
+MAX_STDERR_CHARS = 64_000
+"""How much of the CLI's stderr the interpreter keeps (the tail)."""
+
+
+@dataclass(frozen=True)
+class ClaudeView:
+    """Everything known about a Claude run at one moment (``run.claude``)."""
+
+    text: str = ""
+    """The assistant's text so far."""
+    answer: str = ""
+    """The result text, the error in plain words, or the text so far."""
+    thinking: str = ""
+    """The assistant's thinking so far."""
+    result: dict[str, Any] | None = None
+    """The final ``result`` event, None until it arrives."""
+    cost_usd: float | None = None
+    """The run's cost in US dollars, as reported by the CLI."""
+    usage: dict[str, Any] = field(default_factory=dict)
+    """Token usage from the result."""
+    session_id: str | None = None
+    """Claude's session id (for ``--resume``)."""
+    model: str | None = None
+    """The model the CLI reported."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Tool calls in the order they started."""
+    is_error: bool = False
+    """Whether Claude reported an error (an API failure included)."""
+    api_error_status: int | None = None
+    """The HTTP status of an API failure, e.g. 529."""
+    retries: tuple[ApiRetry, ...] = ()
+    """The API retries announced so far."""
+    num_turns: int | None = None
+    """Agent turns, from the result."""
+    phase: Phase = "starting"
+    """starting, thinking, writing, tool or done."""
+    stderr: str = ""
+    """The tail of the CLI's stderr."""
+    version: int = 0
+    """Grows with every applied line; unchanged means nothing new."""
+
+
+class ClaudeInterpreter:
+    """Reads a run's stream-json into a :class:`ClaudeRun`; safe across threads.
+
+    Implements the kernel's ``Interpreter``: stdout goes to :meth:`ClaudeRun.feed`,
+    stderr is kept aside (its last :data:`MAX_STDERR_CHARS` characters), :meth:`finish`
+    applies an unterminated last line. Read with :meth:`snapshot`, or hold
+    :meth:`locked` to render the run itself consistently.
+    """
+
+    def __init__(self, run: ClaudeRun | None = None, *, prompt: str = "") -> None:
+        self._lock = threading.RLock()
+        self._run = run if run is not None else ClaudeRun()
+        self._stderr: list[str] = []
+        self._stderr_chars = 0
+        self._stderr_version = 0
+        self._view: ClaudeView | None = None
+        self.target: Target | None = prompt_target([prompt]) if prompt else None
+        self._first_answer_at: float | None = None
+        self.finished = False
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"<ClaudeInterpreter {self._run!r}>"
+
+    # Feeding (loop thread)
+
+    def feed(self, stream: str, text: str) -> None:
+        """Take one output piece of ``stream`` ("stdout" or "stderr")."""
+        with self._lock:
+            if stream == "stdout":
+                self._run.feed(text)
+                if self._first_answer_at is None and self._run.text:
+                    self._first_answer_at = time.monotonic()
+            else:
+                self._keep_stderr(text)
+            self._view = None
+
+    def finish(self) -> None:
+        """The run is over: apply a last line that had no newline. Idempotent."""
+        with self._lock:
+            if not self.finished:
+                self._run.feed_eof()
+                self.finished = True
+                self._view = None
+
+    def _keep_stderr(self, text: str) -> None:
+        self._stderr.append(text)
+        self._stderr_chars += len(text)
+        self._stderr_version += 1
+        if self._stderr_chars > 2 * MAX_STDERR_CHARS:
+            tail = "".join(self._stderr)[-MAX_STDERR_CHARS:]
+            self._stderr, self._stderr_chars = [tail], len(tail)
+
+    # Reading (any thread)
+
+    def snapshot(self) -> ClaudeView:
+        """Every field at this moment, consistent (cached until the next piece)."""
+        with self._lock:
+            if self._view is None:
+                self._view = self._take_view()
+            return self._view
+
+    def _take_view(self) -> ClaudeView:
+        run = self._run
+        return ClaudeView(
+            text=run.text,
+            answer=run.answer,
+            thinking=run.thinking,
+            result=None if run.result is None else dict(run.result),
+            cost_usd=run.cost_usd,
+            usage=dict(run.usage),
+            session_id=run.session_id,
+            model=run.model,
+            tool_calls=tuple(replace(call) for call in run.tool_calls),
+            is_error=run.is_error,
+            api_error_status=run.api_error_status,
+            retries=tuple(run.retries),
+            num_turns=run.num_turns,
+            phase=run.phase,
+            stderr="".join(self._stderr)[-MAX_STDERR_CHARS:],
+            version=run.version + self._stderr_version,
+        )
+
+    def progress(self, now: float, finished: bool) -> Progress | None:
+        """Progress of the answer toward the prompt's target; None without a target."""
+        if self.target is None:
+            return None
+        with self._lock:
+            text = self._run.answer if self._run.result is not None else self._run.text
+            first = self._first_answer_at
+        return progress_toward(self.target, text, first_output_at=first, now=now, finished=finished)
+
+    @contextmanager
+    def locked(self) -> Iterator[ClaudeRun]:
+        """Hold the lock and give the run itself, e.g. to render it consistently."""
+        with self._lock:
+            yield self._run
+
+    @property
+    def version(self) -> int:
+        """Grows with every applied line; unchanged means nothing new to show."""
+        with self._lock:
+            return self._run.version + self._stderr_version

@@ -1,0 +1,123 @@
+"""Declare an option once; derive the magic's flags, the API's keywords and the defaults.
+
+An options dataclass marks each field with :func:`option`, which records how people
+spell it (``--model``), its help, and which ``CCExec`` setting gives its default::
+
+    @dataclass(frozen=True)
+    class ClaudeOptions:
+        model: str | None = option(None, "--model", help="the Claude model", config="model")
+
+:func:`add_arguments` puts every declared flag on an ``argparse`` parser (the magic's),
+:func:`from_values` builds the dataclass from parsed values or keyword arguments, and
+:func:`keywords` lists the names the Python API accepts. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+__all__ = ["Flag", "add_arguments", "declared", "from_values", "keywords", "option"]
+
+Kind = Literal["value", "switch", "repeat"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How one option is spelled for people, and where its default comes from."""
+
+    flags: tuple[str, ...]
+    """Magic (and CLI) flags; empty for options of the Python API only."""
+    help: str
+    metavar: str | None = None
+    kind: Kind = "value"
+    """value: takes one argument; switch: on when given; repeat: may be given many times."""
+    type: Callable[[str], Any] | None = None
+    config: str | None = None
+    """The ``CCExec`` setting that gives the default when the option is not given."""
+    extends: bool = False
+    """For sequences: the configured items come first and the given ones are added."""
+
+    def argparse_kwargs(self, dest: str) -> dict[str, Any]:
+        """Keyword arguments for ``parser.add_argument(*self.flags, ...)``."""
+        kwargs: dict[str, Any] = {"dest": dest, "help": self.help}
+        if self.kind == "switch":
+            kwargs.update(action="store_true", default=None)
+        elif self.kind == "repeat":
+            kwargs.update(action="append", default=None, metavar=self.metavar)
+        else:
+            kwargs.update(metavar=self.metavar, default=None)
+        if self.type is not None and self.kind != "switch":
+            kwargs["type"] = self.type
+        return kwargs
+
+
+def option(
+    default: Any,
+    *flags: str,
+    help: str,  # noqa: A002 - the argparse name
+    metavar: str | None = None,
+    kind: Kind = "value",
+    type: Callable[[str], Any] | None = None,  # noqa: A002 - the argparse name
+    config: str | None = None,
+    extends: bool = False,
+) -> Any:
+    """A dataclass field carrying its :class:`Flag`."""
+    spec = Flag(tuple(flags), help, metavar, kind, type, config, extends)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use an immutable default (a tuple) for a declared option")
+    return field(default=default, metadata={"flag": spec})
+
+
+def declared(cls: type) -> list[tuple[Field[Any], Flag]]:
+    """The fields of ``cls`` that carry a :class:`Flag`, in declaration order."""
+    return [(f, f.metadata["flag"]) for f in fields(cls) if "flag" in f.metadata]
+
+
+def keywords(cls: type) -> frozenset[str]:
+    """The keyword names a dataclass accepts."""
+    return frozenset(f.name for f in fields(cls))
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add every declared flag of ``cls`` to ``parser`` (``dest`` is the field name)."""
+    for f, spec in declared(cls):
+        if spec.flags:
+            parser.add_argument(*spec.flags, **spec.argparse_kwargs(f.name))
+
+
+def from_values(
+    cls: type[T],
+    values: Mapping[str, Any],
+    *,
+    defaults: Callable[[str], Any] | None = None,
+) -> T:
+    """Build ``cls`` from ``values``; a missing or None value takes its config default.
+
+    ``defaults(config_name)`` reads a configured default (e.g. from ``CCExec``); the
+    field's own default applies when neither gives one. Unknown names raise TypeError.
+    """
+    unknown = set(values) - keywords(cls)
+    if unknown:
+        raise TypeError(f"unexpected option {sorted(unknown)[0]!r}")
+    given = {k: _coerce(f, values[f.name]) for f in fields(cls) if (k := f.name) in values and values[k] is not None}
+    for f, spec in declared(cls):
+        configured = defaults(spec.config) if spec.config and defaults is not None else None
+        if configured in (None, "", (), []):
+            continue
+        if f.name not in given:
+            given[f.name] = _coerce(f, configured)
+        elif spec.extends:
+            given[f.name] = (*_coerce(f, configured), *given[f.name])
+    return cls(**given)
+
+
+def _coerce(f: Field[Any], value: Any) -> Any:
+    """Sequences become tuples (the dataclasses are frozen and hashable)."""
+    is_sequence_default = f.default is not MISSING and isinstance(f.default, tuple)
+    if is_sequence_default and isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return tuple(value)
+    return value

@@ -1,0 +1,67 @@
+"""The options of a run that are not Claude's, declared once (magic flags, API keywords).
+
+:class:`RunOptions` and :class:`~cc_executor_nb.claude.options.ClaudeOptions` together
+are everything ``%ccexec`` and :func:`cc_executor_nb.run` accept: the magic's parser is
+built from their declarations and the API's keywords are their field names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..declare import option
+
+__all__ = ["RunOptions"]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a run goes, and how it is shown."""
+
+    # What the text is, and waiting for it
+    command: bool = option(
+        False, "-c", "--command", kind="switch",
+        help="the text is a command line (split like a POSIX shell, run without a shell), "
+        "not a Claude prompt; quote it when it has options of its own",
+    )
+    wait: bool = option(
+        False, "-w", "--wait", kind="switch",
+        help="block until the run ends; interrupting the kernel cancels the run",
+    )
+    # Where it runs
+    server: str | None = option(
+        None, "-s", "--server", metavar="URL", config="default_server",
+        help="ws://HOST:PORT/ws of a remote server (default: CCExec.default_server, else a "
+        "private server in this kernel)",
+    )
+    token: str | None = field(default=None, repr=False)
+    """The remote server's token (Python API only; the magic reads ``token_env``)."""
+    token_env: str | None = option(
+        None, "--token-env", metavar="NAME", config="token_env",
+        help="environment variable holding the remote server's token (default: CCExec.token_env)",
+    )
+    cwd: str | None = option(None, "--cwd", metavar="DIR", help="working directory of the process")
+    env: Mapping[str, str] | None = option(
+        None, "-e", "--env", metavar="NAME=VALUE", kind="repeat",
+        help="extra environment variable for the process (repeatable)",
+    )
+    # Timing (seconds)
+    timeout: float | None = option(
+        None, "--timeout", metavar="SECONDS", type=float, config="timeout",
+        help="cancel the run after this many seconds (default: no limit)",
+    )
+    heartbeat: float | None = option(
+        None, "--heartbeat", metavar="SECONDS", type=float, config="heartbeat_interval",
+        help="seconds between heartbeats (default: CCExec.heartbeat_interval)",
+    )
+    inactivity: float | None = option(
+        None, "--inactivity", metavar="SECONDS", type=float, config="inactivity_threshold",
+        help="seconds of silence before the run shows as thinking (default: CCExec.inactivity_threshold)",
+    )
+    # Display
+    quiet: bool = option(False, "-q", "--quiet", kind="switch", help="no widget: print plain text into the cell")
+    display: bool = True
+    """Show the run in the current cell (Python API only; ``display(run)`` later)."""
+    label: str | None = None
+    """The title of the run's view (Python API only; default: the prompt or command)."""
