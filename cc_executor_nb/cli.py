@@ -19,7 +19,9 @@ from typing import TextIO
 from .client import Client, connect
 from .errors import CCExecError
 from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD
-from .events import Completed, Event, Heartbeat, Output, StatusUpdate
+from . import methods
+from .events import Completed, Event, Output
+from .kernel.textview import TextView
 from .server.config import ServerSettings, build_server
 
 __all__ = ["exit_status", "main", "render_event"]
@@ -33,19 +35,20 @@ def exit_status(event: Completed) -> int:
     return 128 - code if code < 0 else code
 
 
-def render_event(event: Event, out: TextIO, err: TextIO, quiet: bool = False) -> None:
-    """Write one event to the terminal."""
-    if isinstance(event, Output):
-        (err if event.stream == "stderr" else out).write(event.data)
-        (err if event.stream == "stderr" else out).flush()
-    elif quiet:
+def render_event(event: Event, view: TextView, out: TextIO, err: TextIO) -> None:
+    """Write one event to the terminal: output to its stream, notices to stderr."""
+    if event.method == methods.CONNECTED:
         return
-    elif isinstance(event, Heartbeat):
-        err.write("\x1b[2m[heartbeat] alive\x1b[0m\n" if err.isatty() else "[heartbeat] alive\n")
-    elif isinstance(event, StatusUpdate):
-        err.write(f"[status] no output for {event.inactive_seconds:.0f} s\n")
-    elif isinstance(event, Completed):
-        err.write(f"[completed] {event.status}, exit {event.exit_code}\n")
+    text = view.render_event(event.method, event.params)
+    if text is None:
+        return
+    if isinstance(event, Output):
+        stream = err if event.stream == "stderr" else out
+        stream.write(text)
+        stream.flush()
+        return
+    err.write((f"\x1b[2m{text}\x1b[0m" if err.isatty() else text) + "\n")
+    err.flush()
 
 
 @contextlib.asynccontextmanager
@@ -73,8 +76,9 @@ async def _run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat,
             inactivity_threshold=args.inactivity,
         )
+        view = TextView(heartbeats=not args.quiet, notices=not args.quiet)
         async for event in events:
-            render_event(event, sys.stdout, sys.stderr, args.quiet)
+            render_event(event, view, sys.stdout, sys.stderr)
             if isinstance(event, Completed):
                 return exit_status(event)
     return 1

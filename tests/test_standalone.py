@@ -134,7 +134,7 @@ def test_terminal_client_streams_and_exits_with_the_child_code() -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 7 and proc.stdout == "bye\n"
-    assert "[completed] failed, exit 7" in proc.stderr
+    assert "[failed] exit 7" in proc.stderr  # the one text renderer (kernel.textview)
 
 
 def test_terminal_client_shows_heartbeats_and_inactivity_on_stderr(token_server) -> None:

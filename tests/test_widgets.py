@@ -16,7 +16,10 @@ import ipywidgets as widgets
 import pytest
 
 from cc_executor_nb.kernel.runstate import RunState
-from cc_executor_nb.kernel.views import Coalescer, RunView, TextView, output_html
+from cc_executor_nb.kernel.coalescer import Coalescer
+from cc_executor_nb.kernel.html import output_html
+from cc_executor_nb.kernel.textview import TextView
+from cc_executor_nb.kernel.views import RunView
 
 # A dummy comm, after ipywidgets' own widgets/tests/utils.py: widgets open one at
 # construction and send every state update through it, so its messages are the

@@ -5,8 +5,6 @@ against `DemoBackend`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any

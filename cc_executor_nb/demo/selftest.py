@@ -509,7 +509,7 @@ async def observe_run(
         error = await _execute_and_wait(client, reader, list(argv), params, wait)
     finally:
         reader.cancel()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(OSError, CCExecError):  # the connection was already broken
             await client.close()
     return Observation(tuple(events), time.monotonic() - started, error)
 

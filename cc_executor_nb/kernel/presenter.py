@@ -7,13 +7,13 @@ thread, right after folding it into its :class:`~cc_executor_nb.kernel.runstate.
   :class:`~cc_executor_nb.kernel.views.RunView` is built and displayed on the kernel's
   main thread, so its ``comm_open`` belongs to the cell. Afterwards only trait
   changes travel: the loop thread renders through a
-  :class:`~cc_executor_nb.kernel.views.Coalescer` (at most ``max_rate`` renders a
+  :class:`~cc_executor_nb.kernel.coalescer.Coalescer` (at most ``max_rate`` renders a
   second, a 1 s tick for timers), and each render sends ``comm_msg`` updates
   through the kernel's IOPub socket, which is thread-safe (it hands frames to the
   kernel's IO thread). Front ends route comm messages by comm id, so the view keeps
   updating while the kernel is idle or busy with another cell.
 - :class:`TextPresenter` (terminal IPython, ``--quiet``, ``output_mode="text"``).
-  It turns events into plain lines with :class:`~cc_executor_nb.kernel.views.TextView`
+  It turns events into plain lines with :class:`~cc_executor_nb.kernel.textview.TextView`
   and writes them from the loop thread. Inside a kernel, ``sys.stdout`` is
   ipykernel's ``OutStream``, which sends ``stream`` messages for the parent header
   of the *current context*; the presenter captures the cell's parent header when
@@ -31,12 +31,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
 from ..events import Event, Output
 from .runstate import RunState
-from .views import Coalescer, RunView, TextView
+from .coalescer import Coalescer
+from .textview import TextView
+
+if TYPE_CHECKING:
+    from .views import RunView
 
 __all__ = [
     "Presenter",

@@ -408,8 +408,10 @@ class Run:
         """The loop is stopping: cancel the process and give it a moment to report."""
         if client is None or self._client is None or self.state.finished:
             return
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.wait_for(self._cancel_and_settle(client), self.settle_timeout)
+        except (asyncio.TimeoutError, CCExecError) as exc:
+            logger.warning("! could not confirm the cancellation of %s: %s", self.label, _describe(exc))
 
     async def _cancel_and_settle(self, client: Client) -> None:
         assert self._ended is not None
@@ -477,8 +479,10 @@ async def _until_closed(client: Client) -> None:
 
 async def _close(client: Client | None) -> None:
     if client is not None:
-        with contextlib.suppress(Exception):
+        try:
             await client.close()
+        except (OSError, CCExecError) as exc:  # the connection was already broken
+            logger.debug("closing the run's connection: %s", exc)
 
 
 def _describe(exc: Exception) -> str:
@@ -503,8 +507,10 @@ def _current_cell() -> object:
     shell = get_ipython()
     if shell is None:
         return None
-    kernel = getattr(shell, "kernel", None)
-    if kernel is not None:
-        with contextlib.suppress(Exception):
-            return kernel.get_parent().get("header", {}).get("msg_id")
+    get_parent = getattr(getattr(shell, "kernel", None), "get_parent", None)
+    if callable(get_parent):
+        parent = get_parent()
+        header = parent.get("header") if isinstance(parent, dict) else None
+        if isinstance(header, dict):
+            return header.get("msg_id")
     return shell.execution_count

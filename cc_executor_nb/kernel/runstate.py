@@ -108,7 +108,6 @@ class RunState:
     last_output_at: float | None = None
     status_count: int = 0
     """How many ``process.status`` (silence) notifications were seen."""
-    status_message: str | None = None
     inactive_seconds: float | None = None
     """The server's silence figure from the latest ``process.status``."""
     last_seq: int = 0
@@ -247,7 +246,6 @@ class RunState:
 
     def _on_status(self, params: Mapping[str, Any], now: float) -> None:
         self.status_count += 1
-        self.status_message = _str(params.get("message"))
         inactive = params.get("inactive_seconds", params.get("no_output_for"))
         self.inactive_seconds = _num(inactive, None)
         if self.status == "running" and params.get("status", "running") == "running":

@@ -53,6 +53,7 @@ from ..errors import (
 )
 from .config import ServerSettings
 from .execution import Execution
+from .heartbeat import MODES, BeatPolicy
 from .supervisor import ProcessManager
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
 from .replay import ReplayLog
@@ -87,7 +88,6 @@ CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG,
 ]
-HEARTBEAT_MODES = ("fixed", "adaptive")
 _DEFAULT = "default"
 
 
@@ -124,8 +124,8 @@ class EnhancedWebSocketHandler:
         history_path: str | None = _DEFAULT,
         settings: ServerSettings | None = None,
     ) -> None:
-        if heartbeat_mode not in HEARTBEAT_MODES:
-            raise ValueError(f"heartbeat_mode must be one of {HEARTBEAT_MODES}")
+        if heartbeat_mode not in MODES:
+            raise ValueError(f"heartbeat_mode must be one of {MODES}")
         self.settings = settings
         """What :func:`~cc_executor_nb.server.config.build_server` made this from (else None)."""
         self.sessions = session_manager
@@ -134,8 +134,7 @@ class EnhancedWebSocketHandler:
         self.heartbeat_interval = heartbeat_interval
         self.inactivity_threshold = inactivity_threshold
         self.min_interval = min_interval
-        self.heartbeat_mode = heartbeat_mode
-        self.min_heartbeat_interval = min_heartbeat_interval
+        self.beat_policy = BeatPolicy(heartbeat_mode, min_heartbeat_interval)  # type: ignore[arg-type]
         self.metrics_interval = metrics_interval
         path = default_history_path() if history_path == _DEFAULT else history_path
         self.history = HistoryStore(path) if path else None
@@ -487,44 +486,21 @@ class EnhancedWebSocketHandler:
                 interval = session.heartbeat_interval
                 next_beat = loop.time() + interval
                 continue
-            interval = self._beat_interval(session)
-            if self._beat_due(session, interval) and session.attached:
+            execution = session.execution if session.running else None
+            silence = execution.inactive_seconds() if execution is not None else None
+            policy = self.beat_policy
+            interval = policy.interval(session.heartbeat_interval, silence, session.inactivity_threshold)
+            if policy.due(interval, time.monotonic() - session.last_sent_at) and session.attached:
                 with contextlib.suppress(ConnectionClosed):
                     await session.heartbeat(interval)
                 logger.debug("[HEARTBEAT] session %s seq %d", session.id, session.last_seq)
-            next_beat = self._next_beat(session, next_beat, interval, loop.time())
-
-    def _beat_interval(self, session: Session) -> float:
-        """Fixed: the session's interval. Adaptive: halved for every threshold of silence.
-
-        Silent for one threshold: half the interval; for two: a quarter; and so on, down
-        to ``min_heartbeat_interval``, so the user sees life most when nothing else moves.
-        """
-        base = session.heartbeat_interval
-        execution = session.execution if session.running else None
-        if self.heartbeat_mode == "fixed" or execution is None:
-            return base
-        silence, threshold = execution.inactive_seconds(), session.inactivity_threshold
-        if silence < threshold:
-            return base
-        halvings = 1 + int((silence - threshold) // threshold)
-        return max(min(self.min_heartbeat_interval, base), base / 2**halvings)
-
-    def _beat_due(self, session: Session, interval: float) -> bool:
-        """Adaptive mode skips a beat when other traffic went out within the interval."""
-        if self.heartbeat_mode == "fixed":
-            return True
-        return time.monotonic() - session.last_sent_at >= interval * 0.999
-
-    def _next_beat(self, session: Session, previous: float, interval: float, now: float) -> float:
-        if self.heartbeat_mode == "fixed":
-            return max(previous + interval, now)
-        # Counted from the last message of any kind: that is what the client saw. While a
-        # run is live, look again at least every minimum interval: silence shortens it.
-        wait = max(interval - (time.monotonic() - session.last_sent_at), 0.0)
-        if session.running:
-            wait = min(wait, self.min_heartbeat_interval)
-        return now + wait
+            next_beat = policy.next_wait(
+                interval,
+                previous=next_beat,
+                now=loop.time(),
+                since_last_message=time.monotonic() - session.last_sent_at,
+                live=session.running,
+            )
 
     async def _activity_loop(self, session: Session) -> None:
         last_report = 0.0

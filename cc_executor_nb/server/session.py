@@ -46,7 +46,6 @@ class Session:
         self.execution: Execution | None = None
         self.replay = replay
         self.last_seq = 0
-        self.created_at = time.monotonic()
         self.last_sent_at = time.monotonic()
         self.detached_at: float | None = None
         self.settings_changed = asyncio.Event()

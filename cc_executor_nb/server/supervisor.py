@@ -216,11 +216,6 @@ class ManagedProcess:
         await self._wait_group_gone(5.0)
         return self.stop_step
 
-    def kill_now(self) -> None:
-        """SIGKILL the group at once (last resort, synchronous)."""
-        with contextlib.suppress(ValueError):
-            signal_group(self.pgid, signal.SIGKILL)
-
     def group_alive(self) -> bool:
         """True while any (non-zombie) process of the group lives (blocking)."""
         return self._group_alive()

@@ -1,0 +1,244 @@
+"""Pure HTML builders for a run's view: status badge, heartbeat, timers, measures, output.
+
+Functions from a :class:`~cc_executor_nb.kernel.runstate.RunState` (and a time) to HTML
+strings; :class:`~cc_executor_nb.kernel.views.RunView` only puts them in widgets. Child
+output is untrusted: every piece of text goes through :func:`html.escape` first.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shlex
+
+from .runstate import (
+    Health,
+    RunState,
+    elapsed,
+    format_duration,
+    heartbeat_health,
+    inactive_for,
+    next_beat_in,
+)
+
+__all__ = [
+    "HEALTH_COLORS",
+    "NO_MATH_CLASSES",
+    "STATUS_COLORS",
+    "STDERR_STYLE",
+    "badge_html",
+    "header_html",
+    "heartbeat_html",
+    "output_html",
+    "progress_text",
+    "resources_text",
+    "sparkline",
+]
+
+STATUS_COLORS: dict[str, str] = {
+    "starting": "#6c757d",
+    "running": "#0d6efd",
+    "thinking": "#6f42c1",
+    "paused": "#fd7e14",
+    "completed": "#198754",
+    "failed": "#dc3545",
+    "cancelled": "#495057",
+    "timeout": "#d63384",
+    "reconnecting": "#b58900",
+    "error": "#dc3545",
+}
+HEALTH_COLORS: dict[str, str] = {
+    "ok": "#dc3545",
+    "waiting": "#6c757d",
+    "overdue": "#fd7e14",
+    "lost": "#6c757d",
+}
+STDERR_STYLE = "color:#b00020;background:#fff0f0"
+# MathJax typesets HTML widget content; these classes make it leave child output alone.
+NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
+
+
+def badge_html(state: RunState) -> str:
+    """The status badge: escaped status text on a colour per status."""
+    color = STATUS_COLORS.get(state.status, "#6c757d")
+    text = html.escape(state.status)
+    return (
+        f'<span class="ccx-badge ccx-status-{text}" style="background:{color};color:#fff;'
+        f'padding:1px 8px;border-radius:9px;font-weight:600">{text}</span>'
+    )
+
+
+def heartbeat_html(state: RunState, now: float) -> tuple[str, Health]:
+    """The heartbeat indicator and its health; the heart glyph alternates with each beat."""
+    health, age = heartbeat_health(state, now)
+    color = HEALTH_COLORS[health]
+    beat = state.heartbeat_count % 2
+    glyph = {"lost": "✕", "waiting": "○"}.get(health, "♡" if beat else "♥")
+    text = _heartbeat_text(state, health, age, now)
+    return (
+        f'<span class="ccx-heart ccx-beat-{beat}" style="color:{color}">{glyph}</span> '
+        f'<span class="ccx-hb-text" style="color:{color if health != "ok" else "inherit"}">'
+        f"{html.escape(text)}</span>"
+    ), health
+
+
+def header_html(state: RunState, now: float, label: str | None = None) -> str:
+    """Everything but the output in one HTML value, so a render is one message.
+
+    Title; status badge, heartbeat indicator (while live), elapsed time and the
+    inactivity timer; the progress bar with ETA (only with an estimate); CPU and
+    memory (while live); after the run, exit code and error.
+    """
+    live = not state.finished
+    parts = [
+        _title_html(label, state),
+        "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
+        badge_html(state),
+    ]
+    if live:
+        beat, health = heartbeat_html(state, now)
+        parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
+    parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
+    silence = _silence_text(state, now)
+    if silence:
+        parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
+    parts.append("</div>")
+    if live:
+        parts.append(_measures_html(state))
+    parts.append(_summary_html(state))
+    return "".join(parts)
+
+
+def _measures_html(state: RunState) -> str:
+    """Progress bar and ETA (only with an estimate), then CPU and memory."""
+    label = progress_text(state.progress)
+    figures = resources_text(state.resources, state.cpu_history)
+    pieces = []
+    if label:
+        width = max(0.0, min(float(state.progress["fraction"]), 1.0)) * 100  # type: ignore[index]
+        pieces.append(
+            '<span class="ccx-progress" style="display:inline-flex;align-items:center;gap:.5em">'
+            '<span style="display:inline-block;width:12em;height:.7em;background:#e9ecef;'
+            'border-radius:4px"><span class="ccx-progress-bar" style="display:block;height:100%;'
+            f'width:{width:.1f}%;background:#0d6efd;border-radius:4px"></span></span>'
+            f"{html.escape(label)}</span>"
+        )
+    if figures:
+        pieces.append(f'<span class="ccx-resources">{html.escape(figures)}</span>')
+    if not pieces:
+        return ""
+    row = "<div class='ccx-measures' style='display:flex;gap:1em;flex-wrap:wrap'>"
+    return row + "".join(pieces) + "</div>"
+
+
+def output_html(state: RunState, max_chars: int = 20000, *, height: str = "24em") -> str:
+    """The output tail as escaped HTML, stderr tinted, in a scroll box pinned to its end."""
+    tail = state.tail(max_chars)
+    body = "".join(_piece_html(stream, text) for stream, text in tail.pieces)
+    note = ""
+    if tail.cut:
+        note = (
+            '<div class="ccx-cut" style="color:#6c757d;font-style:italic">'
+            f"… {tail.cut_chars} earlier characters not shown (full output in run.stdout)</div>"
+        )
+    # A column-reverse flex box starts scrolled to its end, so new output stays in view.
+    return (
+        f'<div class="ccx-output {NO_MATH_CLASSES}" style="max-height:{html.escape(height)};'
+        'overflow:auto;display:flex;flex-direction:column-reverse"><div>'
+        f'{note}<pre style="margin:0;white-space:pre-wrap;word-break:break-word">{body}</pre>'
+        "</div></div>"
+    )
+
+
+def _piece_html(stream: str, text: str) -> str:
+    escaped = html.escape(text)
+    if stream == "stderr":
+        return f'<span class="ccx-stderr" style="{STDERR_STYLE}">{escaped}</span>'
+    return escaped
+
+
+def _heartbeat_text(state: RunState, health: Health, age: float | None, now: float) -> str:
+    if health == "waiting" or age is None:
+        return "waiting for heartbeat"
+    ago = format_duration(age, whole=True)
+    since = (
+        f"last beat {ago} ago" if state.last_heartbeat_at is not None else f"no heartbeat for {ago}"
+    )
+    if health == "lost":
+        return f"connection lost ({since})"
+    if health == "overdue":
+        return f"{since} (overdue)"
+    upcoming = next_beat_in(state, now)
+    if upcoming is None:
+        return since
+    # A countdown rounds up, so it changes once per whole second like the other timers.
+    return f"{since} · next in ~{format_duration(math.ceil(upcoming), whole=True)}"
+
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], top: float = 100.0) -> str:
+    """A text sparkline of values from 0 to ``top`` (at least one block per value)."""
+    scale = max(top, max(values, default=0.0), 1e-9)
+    return "".join(_SPARKS[min(int(v / scale * (len(_SPARKS) - 1) + 0.5), len(_SPARKS) - 1)] for v in values)
+
+
+def progress_text(progress: dict[str, object] | None) -> str:
+    """'42% · about 12 s left · counted against the prompt's words', or '' without an estimate."""
+    if not progress or not isinstance(progress.get("fraction"), (int, float)):
+        return ""
+    parts = [f"{float(progress['fraction']) * 100:.0f}%"]  # type: ignore[arg-type]
+    eta = progress.get("eta_seconds")
+    if isinstance(eta, (int, float)):
+        parts.append(f"about {format_duration(float(eta), whole=True)} left")
+    basis = str(progress.get("basis") or "")
+    if basis.startswith("prompt:"):
+        parts.append(f"counted against the prompt's {basis.split(':', 1)[1]}")
+    elif basis == "history":
+        parts.append("from earlier runs of this command")
+    return " · ".join(parts)
+
+
+def resources_text(resources: dict[str, object] | None, cpu_history: list[float]) -> str:
+    """'CPU 97% ▂▅█ · memory 212.4 MB · 2 processes', or '' before the first sample."""
+    if not resources:
+        return ""
+    cpu = float(resources.get("cpu_percent") or 0.0)  # type: ignore[arg-type]
+    rss = int(resources.get("rss_bytes") or 0)  # type: ignore[call-overload]
+    count = int(resources.get("num_processes") or 0)  # type: ignore[call-overload]
+    spark = f" {sparkline(cpu_history[-20:])}" if len(cpu_history) > 1 else ""
+    plural = "es" if count != 1 else ""
+    return f"CPU {cpu:.0f}%{spark} · memory {rss / 1e6:.1f} MB · {count} process{plural}"
+
+
+def _title_html(label: str | None, state: RunState) -> str:
+    if label is None:
+        label = shlex.join(state.argv) if state.argv else "run"
+    return f'<b class="ccx-title" style="font-family:monospace">{html.escape(label)}</b>'
+
+
+def _clock_text(state: RunState, now: float) -> str:
+    seconds = elapsed(state, now)
+    if seconds is None:
+        return ""
+    if state.ended_at is not None:
+        return f"took {format_duration(seconds)}"
+    return f"elapsed {format_duration(seconds, whole=True)}"
+
+
+def _silence_text(state: RunState, now: float) -> str:
+    """'no output for N s' while running and silent for at least a second, else ''."""
+    silent = inactive_for(state, now)
+    if state.status not in ("running", "thinking") or silent is None or silent < 1:
+        return ""
+    return f"no output for {format_duration(silent, whole=True)}"
+
+
+def _summary_html(state: RunState) -> str:
+    if not state.finished:
+        return ""
+    parts = [] if state.exit_code is None else [f"exit code {state.exit_code}"]
+    if state.error:
+        parts.append(f'<span style="{STDERR_STYLE}">{html.escape(state.error)}</span>')
+    return '<div class="ccx-summary">' + " · ".join(parts) + "</div>"

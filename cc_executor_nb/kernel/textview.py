@@ -1,0 +1,101 @@
+"""Plain-text rendering of a run's notifications, for terminals, ``--quiet`` and logs.
+
+No widgets here: the terminal client (``python -m cc_executor_nb run``) and the text
+presenter in a kernel use the same renderer.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import methods
+from .runstate import format_duration
+
+__all__ = ["TextView"]
+
+
+class TextView:
+    """Render notifications as plain lines for terminals and logs.
+
+    Output text is returned as is (it already carries its own newlines); every
+    other line is one ``[tag] message`` without a trailing newline. Returns None
+    for notifications not worth a line (and for heartbeats when ``heartbeats``
+    is false).
+    """
+
+    def __init__(self, *, heartbeats: bool = True, notices: bool = True) -> None:
+        self.heartbeats = heartbeats
+        self.notices = notices
+
+    def render_event(self, method: str, params: Mapping[str, Any]) -> str | None:
+        """Return the text for one notification, or None to show nothing.
+
+        With ``notices=False`` only the child's output is rendered.
+        """
+        if method == methods.HEARTBEAT and not self.heartbeats:
+            return None
+        if method != methods.PROCESS_OUTPUT and not self.notices:
+            return None
+        formatter = _TEXT_FORMATTERS.get(method)
+        return formatter(params) if formatter is not None else None
+
+
+def _text_connected(params: Mapping[str, Any]) -> str:
+    return f"[connected] session {params.get('session_id', '?')}"
+
+
+def _text_heartbeat(params: Mapping[str, Any]) -> str:
+    return f"[heartbeat] {params.get('status', 'alive')}"
+
+
+def _text_started(params: Mapping[str, Any]) -> str:
+    argv = params.get("argv")
+    command = shlex.join(str(a) for a in argv) if isinstance(argv, list) else ""
+    return f"[started] pid {params.get('pid', '?')} {command}".rstrip()
+
+
+def _text_output(params: Mapping[str, Any]) -> str | None:
+    data = params.get("data")
+    return data if isinstance(data, str) and data else None
+
+
+def _text_status(params: Mapping[str, Any]) -> str:
+    silent = params.get("inactive_seconds", params.get("no_output_for"))
+    paused = "paused, " if params.get("status") == "paused" else ""
+    if not isinstance(silent, (int, float)):
+        return f"[status] {paused}no output yet"
+    return f"[status] {paused}no output for {format_duration(silent, whole=True)}"
+
+
+def _text_completed(params: Mapping[str, Any]) -> str:
+    status = params.get("status") if isinstance(params.get("status"), str) else "completed"
+    line = f"[{status}] exit {params.get('exit_code', '?')}"
+    duration = params.get("duration_seconds")
+    if isinstance(duration, (int, float)):
+        line += f" in {format_duration(duration)}"
+    error = params.get("error")
+    return line + (f": {error}" if error else "")
+
+
+def _text_error(params: Mapping[str, Any]) -> str:
+    return f"[error] {params.get('error', 'unknown server error')}"
+
+
+def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda params: f"[{tag}]"
+
+
+_TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
+    methods.CONNECTED: _text_connected,
+    methods.HEARTBEAT: _text_heartbeat,
+    methods.PROCESS_STARTED: _text_started,
+    methods.PROCESS_OUTPUT: _text_output,
+    methods.PROCESS_STATUS: _text_status,
+    methods.PROCESS_PAUSED: _text_tag("paused"),
+    methods.PROCESS_RESUMED: _text_tag("resumed"),
+    methods.PROCESS_CANCELLED: _text_tag("cancelled"),
+    methods.PROCESS_COMPLETED: _text_completed,
+    methods.PROCESS_ERROR: _text_error,
+}

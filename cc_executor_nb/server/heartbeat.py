@@ -1,0 +1,55 @@
+"""The heartbeat schedule, as pure functions of numbers (tested without a clock or a socket).
+
+``fixed`` mode: a beat every ``interval`` seconds. ``adaptive`` mode: a beat is skipped
+when other traffic went out within the interval (traffic already proves liveness), and
+while a run has been silent for a threshold or more the interval halves per threshold of
+silence, down to ``minimum``, so the user sees life most when nothing else moves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["MODES", "BeatPolicy"]
+
+Mode = Literal["fixed", "adaptive"]
+MODES: tuple[Mode, ...] = ("fixed", "adaptive")
+
+
+@dataclass(frozen=True)
+class BeatPolicy:
+    """How one server schedules beats: its mode and the adaptive floor (seconds)."""
+
+    mode: Mode = "fixed"
+    minimum: float = 1.0
+
+    def interval(self, base: float, silence: float | None, threshold: float) -> float:
+        """The interval now: ``base``, or halved per ``threshold`` of ``silence`` (adaptive).
+
+        ``silence`` is None when no run is live.
+        """
+        if self.mode == "fixed" or silence is None or silence < threshold:
+            return base
+        halvings = 1 + int((silence - threshold) // threshold)
+        return max(min(self.minimum, base), base / 2**halvings)
+
+    def due(self, interval: float, since_last_message: float) -> bool:
+        """Whether to send the beat now (adaptive skips it after recent traffic)."""
+        return self.mode == "fixed" or since_last_message >= interval * 0.999
+
+    def next_wait(
+        self, interval: float, *, previous: float, now: float, since_last_message: float, live: bool
+    ) -> float:
+        """When to look again, as an absolute time on the caller's clock.
+
+        Fixed: one interval after the previous beat. Adaptive: one interval after the
+        last message of any kind (what the client saw), and while a run is live at least
+        every ``minimum`` seconds, since silence shortens the interval.
+        """
+        if self.mode == "fixed":
+            return max(previous + interval, now)
+        wait = max(interval - since_last_message, 0.0)
+        if live:
+            wait = min(wait, self.minimum)
+        return now + wait
