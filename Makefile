@@ -1,12 +1,13 @@
 # Two commands for a fresh machine (see README.md):
 #   make demo   set everything up, then run the main job offline (Claude CLI + demo backend)
 #   make test   set everything up, then run the whole test suite
+# `make lint` (which `make test` runs first) type-checks with mypy --strict and lints with ruff.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test clean
+.PHONY: setup demo lint test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +26,11 @@ demo: setup
 
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
-test: setup
+lint: setup
+	$(PY) -m mypy
+	$(PY) -m ruff check cc_executor_nb tests benchmarks
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest $(NBVAL_ARGS) notebooks/ $(PYTEST_ARGS)
 

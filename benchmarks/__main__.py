@@ -73,7 +73,7 @@ def _run_one(name: str, mode: Mode) -> tuple[list[Row], bool]:
     function = BENCHMARKS[name][0]
     try:
         return asyncio.run(function(mode)), True
-    except Exception as exc:  # noqa: BLE001 - a benchmark that breaks must not hide the others
+    except Exception as exc:  # a benchmark that breaks must not hide the others
         traceback.print_exc(file=sys.stderr)
         return _failed_rows(name, f"error: {type(exc).__name__}"), False
 

@@ -173,7 +173,7 @@ async def overhead(mode: Mode) -> list[Row]:
     # Each stack run follows a direct run; the median of the pairs' differences is less
     # swayed by drifting load than a difference of medians (printed too).
     paired = median([
-        (s["spawn"] + s["deliver"]) - (d["spawn"] + d["deliver"]) for s, d in zip(stack, direct)
+        (s["spawn"] + s["deliver"]) - (d["spawn"] + d["deliver"]) for s, d in zip(stack, direct, strict=True)
     ]) / 1e6
     of_medians = (_med(stack, "spawn") - _med(direct, "spawn")) + (_med(stack, "deliver") - _med(direct, "deliver"))
     ref = (f"difference of medians {of_medians:.2f} ms: spawn {_med(stack, 'spawn'):.1f} vs "

@@ -69,14 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # One list per position: the same tree given twice (an A/A run) shows the noise.
     results: list[list[dict[str, float]]] = [[] for _ in trees]
     for round_number in range(1, args.rounds + 1):
-        for tree, kept in zip(trees, results):
+        for tree, kept in zip(trees, results, strict=True):
             runs = _run_tree(tree, args.size * 1_000_000)
             kept.extend(runs)
             shown = "  ".join(f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f}" for run in runs)
             print(f"# round {round_number} {tree}: {shown}", flush=True)
     print(f"throughput of {args.size} MB: medians of {2 * args.rounds} runs per tree, interleaved")
     print(f"{'tree':40} " + " ".join(f"{column:>12}" for column in COLUMNS))
-    for tree, runs in zip(trees, results):
+    for tree, runs in zip(trees, results, strict=True):
         print(f"{str(tree)[-40:]:40} " + " ".join(f"{median([r[c] for r in runs]):12.3f}" for c in COLUMNS))
     return 0
 

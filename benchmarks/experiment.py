@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.variants:
             try:
                 results[name].append(asyncio.run(_measure(args.workload, VARIANTS[name], env)))
-            except Exception as exc:  # noqa: BLE001 - e.g. orjson missing: report, go on
+            except Exception as exc:  # e.g. orjson missing: report, go on
                 print(f"# round {round_ + 1} {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             else:
                 print(f"# round {round_ + 1} {name}: {results[name][-1]}", file=sys.stderr)

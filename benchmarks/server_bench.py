@@ -363,7 +363,7 @@ async def _wait_no_sessions(server: ServerProcess, timeout: float = 30.0) -> flo
     started = time.perf_counter()
     url = server.url.replace("ws://", "http://", 1).rsplit("/", 1)[0] + "/health"
     while True:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
             if json.load(response)["sessions"] == 0:
                 return time.perf_counter() - started
         if time.perf_counter() - started > timeout:

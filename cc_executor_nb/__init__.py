@@ -40,7 +40,23 @@ _EXPORTS = {
     "unload_ipython_extension": "kernel.magic",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# Spelled out (not built from _EXPORTS) so static tools can read it; tests/test_layout.py
+# checks that the two agree.
+__all__ = [
+    "CCExec",
+    "Client",
+    "EnhancedWebSocketHandler",
+    "ProcessManager",
+    "Run",
+    "SessionManager",
+    "StreamHandler",
+    "__version__",
+    "arun",
+    "connect",
+    "load_ipython_extension",
+    "run",
+    "unload_ipython_extension",
+]
 
 
 def __getattr__(name: str) -> Any:

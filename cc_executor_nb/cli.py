@@ -16,12 +16,12 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TextIO
 
+from . import methods
 from .client import Client, connect
 from .errors import CCExecError
-from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD
-from . import methods
 from .events import Completed, Event, Output
 from .kernel.textview import TextView
+from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD
 from .server.config import ServerSettings, build_server
 
 __all__ = ["exit_status", "main", "render_event"]

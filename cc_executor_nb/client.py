@@ -30,19 +30,18 @@ import contextlib
 import itertools
 import logging
 import time
-from dataclasses import dataclass
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from . import methods
-from . import protocol
+from . import methods, protocol
 from .errors import ConnectionLost, OutputGap, ProtocolError
-from .protocol import FROM_ARGUMENTS
 from .events import Completed, Connected, Event, make_event
+from .protocol import FROM_ARGUMENTS
 
 __all__ = ["Client", "connect"]
 
@@ -184,7 +183,7 @@ class Client:
         heartbeat_interval: float | None = None,
         inactivity_threshold: float | None = None,
         kill_grace: float | None = None,
-        progress_target: dict[str, Any] | None | Any = FROM_ARGUMENTS,
+        progress_target: dict[str, Any] | Any | None = FROM_ARGUMENTS,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
@@ -315,24 +314,30 @@ class Client:
                     break
                 except OutputGap as gap:
                     first = int((gap.data or {}).get("first_available_seq", last_seq + 1))
-                    await self._notify_local(methods.CLIENT_OUTPUT_GAP, {"missing_from": last_seq + 1, "missing_to": first - 1})
+                    missing = {"missing_from": last_seq + 1, "missing_to": first - 1}
+                    await self._notify_local(methods.CLIENT_OUTPUT_GAP, missing)
                     last_seq = self.last_seq = first - 1
         except ProtocolError as exc:
             await ws.close()
             return await self._give_up(f"resume refused: {exc}")
-        except (ConnectionClosed, asyncio.TimeoutError, OSError):
+        except (TimeoutError, ConnectionClosed, OSError):
             return None
         self._ws = ws
         self._last_frame_at = time.monotonic()
         self.reconnects += 1
-        await self._notify_local(methods.CLIENT_RECONNECTED, {"session_id": result.get("session_id"), "last_seq": last_seq})
+        reconnected = {"session_id": result.get("session_id"), "last_seq": last_seq}
+        await self._notify_local(methods.CLIENT_RECONNECTED, reconnected)
         return True
 
     async def _resume_call(self, ws: ClientConnection, session: Connected, last_seq: int) -> dict[str, Any]:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        params = {"session_id": session.session_id, "resume_token": session.params.get("resume_token", ""), "last_seq": last_seq}
+        params = {
+            "session_id": session.session_id,
+            "resume_token": session.params.get("resume_token", ""),
+            "last_seq": last_seq,
+        }
         await ws.send(protocol.dumps(protocol.request(request_id, methods.RESUME, params)))
         while not future.done():
             await self._dispatch(await ws.recv())

@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["Flag", "add_arguments", "declared", "from_values", "keywords", "option"]
 
 Kind = Literal["value", "switch", "repeat"]
-T = TypeVar("T")
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,10 @@ class Flag:
 def option(
     default: Any,
     *flags: str,
-    help: str,  # noqa: A002 - the argparse name
+    help: str,  # shadows the builtin: the argparse name
     metavar: str | None = None,
     kind: Kind = "value",
-    type: Callable[[str], Any] | None = None,  # noqa: A002 - the argparse name
+    type: Callable[[str], Any] | None = None,  # shadows the builtin: the argparse name
     config: str | None = None,
     extends: bool = False,
 ) -> Any:

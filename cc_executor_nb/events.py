@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import methods
-
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import methods
 
 __all__ = [
     "ACTIVE_STATUSES",

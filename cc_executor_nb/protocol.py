@@ -11,14 +11,15 @@ import json
 import math
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 try:  # orjson serializes several times faster; the standard library is the fallback.
     import orjson
-except ImportError:  # pragma: no cover - orjson is a dependency
-    orjson = None  # type: ignore[assignment]
 
-from .targets import Target, target_from_wire
+    _ORJSON = True
+except ImportError:  # pragma: no cover - orjson is a dependency
+    _ORJSON = False
+
 from .errors import (
     InvalidParams,
     InvalidRequest,
@@ -26,35 +27,36 @@ from .errors import (
     ProtocolError,
     error_class_for,
 )
+from .targets import Target, target_from_wire
 
 __all__ = [
     "CONTROL_TYPES",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_INACTIVITY_THRESHOLD",
     "DEFAULT_KILL_GRACE",
-    "MIN_INTERVAL",
+    "FROM_ARGUMENTS",
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
+    "MIN_INTERVAL",
     "PROTOCOL_VERSION",
     "ControlParams",
     "ErrorResponse",
     "ExecuteParams",
-    "FROM_ARGUMENTS",
-    "ResumeParams",
     "Incoming",
     "Notification",
     "Request",
     "Response",
+    "ResumeParams",
     "dumps",
     "dumps_bytes",
     "error_response",
     "loads",
+    "notification",
     "parse_incoming",
     "parse_server_message",
     "remote_error",
     "request",
     "response",
-    "notification",
     "validate_control",
     "validate_execute",
     "validate_resume",
@@ -74,7 +76,7 @@ MAX_DEPTH = 64
 MAX_INT_DIGITS = 40
 CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
 
-Id = Union[str, int, float, None]
+Id = str | int | float | None
 
 FROM_ARGUMENTS: Any = object()
 """``progress_target`` when ``execute`` gave none: the server looks in the arguments."""
@@ -195,7 +197,7 @@ def dumps_bytes(value: Any) -> bytes:
     64 bits) fall back to the standard library with ASCII escapes, which is still valid
     UTF-8 and the same JSON.
     """
-    if orjson is not None:
+    if _ORJSON:
         try:
             return orjson.dumps(value)
         except (TypeError, orjson.JSONEncodeError):
@@ -205,7 +207,7 @@ def dumps_bytes(value: Any) -> bytes:
 
 def _loads_trusted(text: str | bytes) -> Any:
     """Parse a frame from our own server: orjson when present (depth and size bounded)."""
-    if orjson is None:
+    if not _ORJSON:
         return loads(text)
     try:
         return orjson.loads(text)
@@ -340,7 +342,7 @@ class ExecuteParams:
     heartbeat_interval: float | None = None
     inactivity_threshold: float | None = None
     kill_grace: float | None = None
-    progress_target: Target | None | Any = FROM_ARGUMENTS
+    progress_target: Target | Any | None = FROM_ARGUMENTS
     """What output counts toward: a Target, None (count nothing), or FROM_ARGUMENTS."""
 
 
@@ -446,7 +448,7 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
     )
 
 
-def _progress_target(params: dict[str, Any]) -> Target | None | Any:
+def _progress_target(params: dict[str, Any]) -> Target | Any | None:
     if "progress_target" not in params:
         return FROM_ARGUMENTS
     value = params["progress_target"]

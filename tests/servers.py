@@ -55,7 +55,7 @@ def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess
         lines.append(line.rstrip("\n"))
         match = re.match(r"listening on (ws://\S+)", line)
         if match:
-            reader = threading.Thread(target=lambda: lines.extend(l.rstrip("\n") for l in proc.stdout), daemon=True)
+            reader = threading.Thread(target=lambda: lines.extend(out.rstrip("\n") for out in proc.stdout), daemon=True)
             reader.start()
             return ServerProcess(proc, match.group(1), lines, reader)
     proc.kill()

@@ -8,8 +8,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from cc_executor_nb.server.access import check_handshake, host_name, is_loopback, token_matches
 from cc_executor_nb.client import connect
+from cc_executor_nb.server.access import check_handshake, host_name, is_loopback, token_matches
 
 from .conftest import TOKEN, make_handler
 

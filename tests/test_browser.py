@@ -178,10 +178,8 @@ def _stop_server(server: subprocess.Popen[bytes], url: str | None, token: str) -
             f"{url}api/shutdown", method="POST", headers={"Authorization": f"token {token}"}
         )
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
-        try:
+        with contextlib.suppress(OSError):
             direct.open(request, timeout=10).close()
-        except OSError:
-            pass
     try:
         server.wait(timeout=20)
     except subprocess.TimeoutExpired:

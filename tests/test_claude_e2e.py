@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from cc_executor_nb.claude.options import ClaudeOptions, claude_argv, claude_environment
+from cc_executor_nb.demo.selftest import CASES, Observation, count_haikus, observe_run
 from cc_executor_nb.demo.shared import demo_backend, stop_demo
 from cc_executor_nb.demo.texts import huge_text
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
-from cc_executor_nb.demo.selftest import CASES, Observation, count_haikus, observe_run
 
 from .conftest import TOKEN
 

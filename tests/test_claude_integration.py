@@ -22,10 +22,7 @@ from cc_executor_nb.claude.options import (
     claude_environment,
 )
 from cc_executor_nb.claude.render import ClaudeBody, claude_body_html
-from cc_executor_nb.demo.shared import demo_backend, stop_demo
-from cc_executor_nb.events import make_event
-from cc_executor_nb.kernel.run import Interpreter, Run, RunSpec, Target
-from cc_executor_nb.kernel.runstate import RunState
+from cc_executor_nb.claude.streamjson import ClaudeRun
 from cc_executor_nb.demo.selftest import (
     CASES,
     Case,
@@ -38,7 +35,10 @@ from cc_executor_nb.demo.selftest import (
     has_credentials,
     select_cases,
 )
-from cc_executor_nb.claude.streamjson import ClaudeRun
+from cc_executor_nb.demo.shared import demo_backend, stop_demo
+from cc_executor_nb.events import make_event
+from cc_executor_nb.kernel.run import Interpreter, Run, RunSpec, Target
+from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.views import RunView
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,7 +91,7 @@ class DummyComm:
 @pytest.fixture
 def comms(monkeypatch: pytest.MonkeyPatch) -> None:
     """Give every new widget a DummyComm."""
-    monkeypatch.setattr(comm, "create_comm", lambda **kwargs: DummyComm(**kwargs))
+    monkeypatch.setattr(comm, "create_comm", DummyComm)
     monkeypatch.setattr(comm, "get_comm_manager", dict)
 
 

@@ -417,7 +417,7 @@ def test_find_claude_explains_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """With nothing installed the error names both npm install commands."""
-    monkeypatch.setattr("cc_executor_nb.claude.executable._local_candidates", lambda: [])
+    monkeypatch.setattr("cc_executor_nb.claude.executable._local_candidates", list)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="npm install -g @anthropic-ai/claude-code"):
         find_claude()

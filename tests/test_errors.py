@@ -21,15 +21,14 @@ from cc_executor_nb.server.session import Session
 
 from .conftest import TOKEN, collect, fake, make_handler
 
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
 
 
 @pytest.fixture
 async def raw(server: EnhancedWebSocketHandler) -> AsyncIterator[ClientConnection]:
     """A bare WebSocket (no client library) past the ``connected`` notification."""
-    async with ws_connect(
-        server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None
-    ) as ws:
+    async with ws_connect(server.url, additional_headers=AUTH, proxy=None) as ws:
         assert json.loads(await ws.recv())["method"] == "connected"
         yield ws
 
@@ -51,7 +50,10 @@ async def test_parse_error_has_null_id(raw) -> None:
     assert again["id"] == 2 and again["result"]["state"] == "idle"
 
 
-@pytest.mark.parametrize("text", ['{"jsonrpc":"2.0","id":1,"method":"status","x":' + "[" * 80 + "]" * 80 + "}", '{"jsonrpc":"2.0","id":1e999,"method":"status"}'])
+@pytest.mark.parametrize("text", [
+    '{"jsonrpc":"2.0","id":1,"method":"status","x":' + "[" * 80 + "]" * 80 + "}",
+    '{"jsonrpc":"2.0","id":1e999,"method":"status"}',
+])
 async def test_parse_error_for_deep_nesting_and_huge_numbers(raw, text) -> None:
     """-32700 also covers nesting too deep and numbers too large."""
     message = await reply(raw, text)
@@ -120,7 +122,7 @@ async def test_session_limit() -> None:
     await handler.start("127.0.0.1", 0)
     try:
         async with await connect(handler.url, TOKEN) as first:
-            async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
+            async with ws_connect(handler.url, additional_headers=AUTH, proxy=None) as ws:
                 message = json.loads(await ws.recv())
                 assert message["error"]["code"] == -32000 and message["id"] is None
                 with pytest.raises(ConnectionClosed) as closed:
@@ -256,7 +258,7 @@ async def test_batch_of_notifications_gets_nothing(raw) -> None:
 
 async def test_oversized_frame_closes_with_1009(server) -> None:
     """A frame over the inbound limit is a frame-level fault: close code 1009."""
-    async with ws_connect(server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None, max_size=None) as ws:
+    async with ws_connect(server.url, additional_headers=AUTH, proxy=None, max_size=None) as ws:
         await ws.recv()
         await ws.send("x" * (server.max_message_size + 1))
         with pytest.raises(ConnectionClosed) as closed:
@@ -290,10 +292,18 @@ json_values = st.recursive(
     max_leaves=12,
 )
 requests = st.fixed_dictionaries(
-    {"jsonrpc": st.sampled_from(["2.0", "1.0", 2]), "method": st.sampled_from(["execute", "control", "status", "pong", "resume", "x"]) | st.text(max_size=5)},
+    {
+        "jsonrpc": st.sampled_from(["2.0", "1.0", 2]),
+        "method": st.sampled_from(["execute", "control", "status", "pong", "resume", "x"]) | st.text(max_size=5),
+    },
     optional={"id": st.integers() | st.text(max_size=5) | st.none() | st.booleans(), "params": json_values},
 )
-frames = st.text(max_size=200) | requests.map(json.dumps) | st.lists(requests, max_size=4).map(json.dumps) | json_values.map(json.dumps)
+frames = (
+    st.text(max_size=200)
+    | requests.map(json.dumps)
+    | st.lists(requests, max_size=4).map(json.dumps)
+    | json_values.map(json.dumps)
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

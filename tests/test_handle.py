@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import _thread
 import asyncio
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from cc_executor_nb.kernel.run import Run, RunSpec, Target
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import TextPresenter, WidgetPresenter
+from cc_executor_nb.kernel.run import Run, RunSpec, Target
 from cc_executor_nb.kernel.views import RunView
 
 from .conftest import fake, group_alive, make_handler

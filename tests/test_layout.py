@@ -79,3 +79,11 @@ def test_forbidden_finds_a_relative_import(tmp_path: Path) -> None:
         ]
     finally:
         fake.unlink()
+
+
+def test_package_all_lists_exactly_the_lazy_exports() -> None:
+    """The package's spelled-out ``__all__`` and its lazy ``_EXPORTS`` table name the same things."""
+    import cc_executor_nb
+
+    assert sorted(cc_executor_nb.__all__) == sorted(["__version__", *cc_executor_nb._EXPORTS])
+    assert all(getattr(cc_executor_nb, name) is not None for name in cc_executor_nb.__all__)

@@ -17,9 +17,9 @@ from traitlets.config import Config
 import cc_executor_nb
 import cc_executor_nb.demo.shared
 from cc_executor_nb.kernel.config import CCExec
-from cc_executor_nb.kernel.run import Run, RunSpec, Target
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop
 from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
+from cc_executor_nb.kernel.run import Run, RunSpec, Target
 
 from .kernel_utils import ccexec, fake_command, py
 
@@ -199,7 +199,9 @@ def test_continue_without_history_asks_the_cli_for_its_latest(shell: Interactive
 
 
 @pytest.mark.claude
-@pytest.mark.skipif(not Path("node_modules/.bin/claude").exists(), reason="node_modules/.bin/claude is absent: run npm ci")
+@pytest.mark.skipif(
+    not Path("node_modules/.bin/claude").exists(), reason="node_modules/.bin/claude is absent: run npm ci"
+)
 def test_continue_resumes_the_last_claude_session(shell: InteractiveShell) -> None:
     """--continue resumes the session id of this kernel's last Claude run (real CLI, demo API)."""
     try:

@@ -30,7 +30,7 @@ async def resumable():
 
 async def test_abrupt_drop_is_resumed_without_gap_or_duplicate(resumable, tmp_path) -> None:
     """A cut connection mid-stream: the client reconnects, output is exact, seq has no gap."""
-    handler, proxy = resumable
+    _handler, proxy = resumable
     client = await connect(proxy.url(), TOKEN, max_events=8)  # a reader that lags behind
     seqs, methods = [], []
     client.add_listener(lambda e: (seqs.append(e.seq) if e.seq is not None else None, methods.append(e.method)))
@@ -56,7 +56,7 @@ async def test_run_keeps_going_while_detached(resumable) -> None:
     seen = client.last_seq
     proxy.drop()
     session = handler.sessions.get(connected.session_id)
-    assert await wait_until(lambda: session.execution.finished.is_set(), timeout=10)
+    assert await wait_until(session.execution.finished.is_set, timeout=10)
     assert not session.attached
     async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
         await ws.recv()
@@ -101,7 +101,7 @@ async def test_clean_close_still_ends_the_run_at_once(resumable) -> None:
 
 async def test_missed_heartbeats_make_the_client_reconnect(resumable) -> None:
     """A frozen path (no bytes, no close) is detected after three heartbeats and resumed."""
-    handler, proxy = resumable
+    _handler, proxy = resumable
     client = await connect(proxy.url(), TOKEN)
     noticed: list[float] = []
     client.add_listener(lambda e: noticed.append(time.monotonic()) if e.method == "client.reconnecting" else None)
@@ -120,7 +120,7 @@ async def test_missed_heartbeats_make_the_client_reconnect(resumable) -> None:
 
 async def test_resume_takes_the_session_from_a_stale_connection(resumable) -> None:
     """Resuming while the server still holds the old connection moves the session over."""
-    handler, proxy = resumable
+    handler, _proxy = resumable
     first = await connect(handler.url, TOKEN, auto_reconnect=False)
     connected = await first.wait_connected()
     await first.execute(argv=fake("ticker", "20", "0.05"))

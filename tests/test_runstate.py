@@ -13,8 +13,8 @@ from cc_executor_nb.kernel.runstate import (
     elapsed,
     format_duration,
     heartbeat_health,
-    next_beat_in,
     inactive_for,
+    next_beat_in,
 )
 
 
@@ -261,9 +261,11 @@ def test_heartbeat_interval_follows_the_beats() -> None:
 def test_metrics_bring_progress_and_resources() -> None:
     """process.metrics and process.status fill progress, resources and the CPU history."""
     state = started()
-    state.apply("process.metrics", {"seq": 2, "progress": {"fraction": 0.5, "eta_seconds": 3, "basis": "history"},
-                                    "resources": {"cpu_percent": 90.0, "rss_bytes": 5, "num_processes": 1}}, 1.0)
-    state.apply("process.status", {"seq": 3, "resources": {"cpu_percent": 10.0, "rss_bytes": 6, "num_processes": 1}}, 2.0)
+    progress = {"fraction": 0.5, "eta_seconds": 3, "basis": "history"}
+    busy = {"cpu_percent": 90.0, "rss_bytes": 5, "num_processes": 1}
+    idle = {"cpu_percent": 10.0, "rss_bytes": 6, "num_processes": 1}
+    state.apply("process.metrics", {"seq": 2, "progress": progress, "resources": busy}, 1.0)
+    state.apply("process.status", {"seq": 3, "resources": idle}, 2.0)
     assert state.progress == {"fraction": 0.5, "eta_seconds": 3, "basis": "history"}
     assert state.resources["rss_bytes"] == 6 and state.cpu_history == [90.0, 10.0]
 

@@ -219,6 +219,7 @@ def test_coalesce_joins_neighbours_of_one_stream_up_to_limit() -> None:
 def test_a_full_piece_of_control_characters_fits_a_1_mib_frame() -> None:
     """Even when every character needs a 6-byte escape, a process.output message stays under 1 MiB."""
     piece = "\x01" * CHUNK_LIMIT
-    message = protocol.notification("process.output", {"type": "stdout", "data": piece, "truncated": False, "seq": 2**53})
+    params = {"type": "stdout", "data": piece, "truncated": False, "seq": 2**53}
+    message = protocol.notification("process.output", params)
     assert len(protocol.dumps_bytes(message)) < 1 << 20
     assert len(protocol.dumps(message).encode()) < 1 << 20

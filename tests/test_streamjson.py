@@ -406,15 +406,15 @@ def test_summary_status_running_then_error() -> None:
 
 def test_api_retry_fields_are_parsed() -> None:
     """system/api_retry becomes an ApiRetry with the delay in seconds."""
-    event = dict(
-        type="system",
-        subtype="api_retry",
-        attempt=3,
-        max_retries=10,
-        retry_delay_ms=4000,
-        error_status=529,
-        error="overloaded",
-    )
+    event = {
+        "type": "system",
+        "subtype": "api_retry",
+        "attempt": 3,
+        "max_retries": 10,
+        "retry_delay_ms": 4000,
+        "error_status": 529,
+        "error": "overloaded",
+    }
     run = run_of(line(**event))
     assert run.retries == [
         ApiRetry(
@@ -425,15 +425,15 @@ def test_api_retry_fields_are_parsed() -> None:
 
 def test_api_retry_accepts_other_spellings() -> None:
     """Alternative field names and an error object are understood."""
-    event = dict(
-        type="system",
-        subtype="api_retry",
-        retryAttempt=2,
-        maxRetries=5,
-        delay=1.5,
-        status=429,
-        error={"message": "Slow down"},
-    )
+    event = {
+        "type": "system",
+        "subtype": "api_retry",
+        "retryAttempt": 2,
+        "maxRetries": 5,
+        "delay": 1.5,
+        "status": 429,
+        "error": {"message": "Slow down"},
+    }
     run = run_of(line(**event))
     assert run.retries == [
         ApiRetry(attempt=2, max_retries=5, delay_seconds=1.5, error_status=429, message="Slow down")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import asyncio
+import re
 import threading
 import time
 import uuid
@@ -15,9 +14,9 @@ import comm
 import ipywidgets as widgets
 import pytest
 
-from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.coalescer import Coalescer
 from cc_executor_nb.kernel.html import output_html
+from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.textview import TextView
 from cc_executor_nb.kernel.views import RunView
 
@@ -58,7 +57,7 @@ def comms(monkeypatch: pytest.MonkeyPatch) -> list[DummyComm]:
         return created[-1]
 
     monkeypatch.setattr(comm, "create_comm", create_comm)
-    monkeypatch.setattr(comm, "get_comm_manager", lambda: {})
+    monkeypatch.setattr(comm, "get_comm_manager", dict)
     return created
 
 
@@ -752,7 +751,8 @@ def test_resources_show_cpu_memory_and_a_sparkline(make_view) -> None:
     """CPU, memory and process count appear live, with a sparkline of recent CPU."""
     view, state = make_view(), running()
     for i, cpu in enumerate([10.0, 50.0, 100.0]):
-        emit(state, "process.metrics", 1.0 + i, resources={"cpu_percent": cpu, "rss_bytes": 212_400_000, "num_processes": 2})
+        resources = {"cpu_percent": cpu, "rss_bytes": 212_400_000, "num_processes": 2}
+        emit(state, "process.metrics", 1.0 + i, resources=resources)
     view.render(state, 4.0)
     assert '<span class="ccx-resources">CPU 100% ▂▅█ · memory 212.4 MB · 2 processes</span>' in view.header.value
     emit(state, "process.completed", 5.0, status="completed", exit_code=0)

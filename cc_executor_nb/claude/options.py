@@ -148,10 +148,7 @@ def claude_argv(prompt: str, options: ClaudeOptions) -> list[str]:
     option_args = claude_option_args(options)
     # A remote server has its own file system: send the configured name (or "claude")
     # for its PATH lookup instead of a path that only exists on this machine.
-    if options.remote:
-        executable = options.executable or "claude"
-    else:
-        executable = find_claude(options.executable or None)
+    executable = (options.executable or "claude") if options.remote else find_claude(options.executable or None)
     return [executable, *STREAM_ARGS, *option_args, "--", prompt]
 
 

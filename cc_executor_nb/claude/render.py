@@ -101,7 +101,7 @@ _PRE = "white-space:pre-wrap;margin:0;max-height:20em;overflow:auto"
 class _SafeMarkdown(MarkdownIt):
     """CommonMark without raw HTML or images, whose links must be http(s)/mailto."""
 
-    def validateLink(self, url: str) -> bool:  # noqa: N802 - markdown-it's name.
+    def validateLink(self, url: str) -> bool:  # markdown-it's name
         """Accept only absolute http, https and mailto URLs."""
         return url.strip().lower().startswith(_SAFE_SCHEMES)
 
@@ -393,10 +393,20 @@ def _text_besides_error(run: ClaudeRun) -> str:
 
 
 class RunStatus(Protocol):
-    """What the body needs of the process's state (the kernel's ``RunState`` fits)."""
+    """What the body needs of the process's state (the kernel's ``RunState`` fits).
 
-    status: str
-    exit_code: int | None
+    Read-only, so a state whose ``status`` is a narrower type (a Literal) fits too.
+    """
+
+    @property
+    def status(self) -> str:
+        """The process's status (``running``, ``completed``, ...)."""
+        ...
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the process ended, else None."""
+        ...
 
 
 def claude_body_html(

@@ -42,11 +42,11 @@ from websockets.exceptions import WebSocketException
 
 from .. import methods
 from ..claude.options import ClaudeOptions, claude_argv, claude_environment
-from .shared import demo_backend, stop_demo
+from ..claude.streamjson import ClaudeRun
 from ..client import Client, connect
 from ..errors import CCExecError
 from ..events import Completed, Event, Output, ProcessError
-from ..claude.streamjson import ClaudeRun
+from .shared import demo_backend, stop_demo
 
 __all__ = [
     "CASES",

@@ -77,7 +77,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if urlsplit(self.path).path in ("/", "/health"):
             self._send_json(200, {"status": "ok"})
-            self._record("GET", "/health", "health", False, 200)
+            self._record(RequestRecord("GET", "/health", "health", False, 200))
         else:
             self._not_found("GET")
 
@@ -129,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay and backend.wait_stopping(reply.delay):
             return
         status = reply.error.status if reply.error else 200
-        self._record("POST", "/v1/messages", reply.scenario, stream, status, reply.prompt)
+        self._record(RequestRecord("POST", "/v1/messages", reply.scenario, stream, status, reply.prompt))
         if reply.error:
             self._send_error(reply.error)
         elif stream:
@@ -139,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _count_tokens(self, request: dict[str, Any]) -> None:
         self._backend().log(f"< POST {self.path}")
-        self._record("POST", "/v1/messages/count_tokens", "count_tokens", False, 200)
+        self._record(RequestRecord("POST", "/v1/messages/count_tokens", "count_tokens", False, 200))
         self._send_json(200, count_tokens(request))
 
     def _stream(self, request: dict[str, Any], reply: Reply) -> None:
@@ -178,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_found(self, method: str) -> None:
         self._backend().log(f"! {method} {self.path}: no such endpoint")
-        self._record(method, urlsplit(self.path).path, "not_found", False, 404)
+        self._record(RequestRecord(method, urlsplit(self.path).path, "not_found", False, 404))
         self._send_error(ApiError(404, "not_found_error", f"Not found: {self.path}"))
 
     def _send_error(self, error: ApiError) -> None:
@@ -196,10 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _record(
-        self, method: str, path: str, scenario: str, stream: bool, status: int, prompt: str = ""
-    ) -> None:
-        self._backend().record(RequestRecord(method, path, scenario, stream, status, prompt))
+    def _record(self, record: RequestRecord) -> None:
+        self._backend().record(record)
 
 
 def _content_length(header: str | None) -> int | None:

@@ -79,11 +79,14 @@ def run(
     else:
         prompt = _prompt_text(prompt_or_command)
         what, extras = _claude(prompt, _with_session(settings, claude_options))
-    spec = RunSpec(
-        **what,
+    spec = dataclasses.replace(
+        what,
         cwd=run_options.cwd,
         env=_merge_env(run_options.env, extras.env),
-        **_timing(settings, run_options),
+        timeout=_seconds("timeout", run_options.timeout, True),
+        heartbeat_interval=_seconds("heartbeat", run_options.heartbeat),
+        inactivity_threshold=_seconds("inactivity", run_options.inactivity),
+        kill_grace=settings.kill_grace,
     )
     kernel_loop = _kernel_loop(settings, remote=remote)
     handle = Run(
@@ -142,13 +145,13 @@ def resolve_options(
     return run_options, dataclasses.replace(claude_options, remote=bool(run_options.server))
 
 
-def _values(options: object | None) -> dict[str, Any]:
+def _values(options: RunOptions | ClaudeOptions | None) -> dict[str, Any]:
     """The fields of an options value that differ from their defaults (None: none)."""
     if options is None:
         return {}
     return {
         f.name: getattr(options, f.name)
-        for f in dataclasses.fields(options)  # type: ignore[arg-type]
+        for f in dataclasses.fields(options)
         if getattr(options, f.name) != f.default
     }
 
@@ -189,18 +192,18 @@ def _remember_session(settings: CCExec, done: Run) -> None:
         settings.last_session_id = done.session_id
 
 
-def _command(what: str | Sequence[str]) -> tuple[dict[str, Any], _Extras]:
+def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     if isinstance(what, str):
         if not what.strip():
             raise ValueError("the command is empty")
-        return {"command": what}, _Extras(_shorten(what), {"command": what})
+        return RunSpec(command=what), _Extras(_shorten(what), {"command": what})
     argv = [str(arg) for arg in what]
     if not argv:
         raise ValueError("the command is empty")
-    return {"argv": argv}, _Extras(_shorten(shlex.join(argv)), {"command": argv})
+    return RunSpec(argv=argv), _Extras(_shorten(shlex.join(argv)), {"command": argv})
 
 
-def _claude(prompt: str, options: ClaudeOptions) -> tuple[dict[str, Any], _Extras]:
+def _claude(prompt: str, options: ClaudeOptions) -> tuple[RunSpec, _Extras]:
     argv = claude_argv(prompt, options)
     interpreter = ClaudeInterpreter(prompt=prompt)
     extras = _Extras(
@@ -211,7 +214,7 @@ def _claude(prompt: str, options: ClaudeOptions) -> tuple[dict[str, Any], _Extra
         body=None if options.raw else _claude_body(interpreter),
     )
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
-    return {"argv": argv, "progress_target": None}, extras
+    return RunSpec(argv=argv, progress_target=None), extras
 
 
 def _claude_body(interpreter: ClaudeInterpreter) -> Body:
@@ -226,15 +229,6 @@ def _prompt_text(what: str | Sequence[str]) -> str:
     if not what.strip():
         raise ValueError("the prompt is empty")
     return what
-
-
-def _timing(settings: CCExec, options: RunOptions) -> dict[str, float | None]:
-    return {
-        "timeout": _seconds("timeout", options.timeout, True),
-        "heartbeat_interval": _seconds("heartbeat", options.heartbeat),
-        "inactivity_threshold": _seconds("inactivity", options.inactivity),
-        "kill_grace": settings.kill_grace,
-    }
 
 
 def _seconds(name: str, value: float | None, optional: bool = False) -> float | None:

@@ -23,7 +23,7 @@ from typing import Any
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
-__all__ = ["CCExec", "OUTPUT_MODES"]
+__all__ = ["OUTPUT_MODES", "CCExec"]
 
 #: How runs are shown: "auto" picks widgets inside a Jupyter kernel, text elsewhere.
 OUTPUT_MODES = ("auto", "widget", "text")

@@ -51,8 +51,15 @@ T = TypeVar("T")
 class Server(Protocol):
     """What the loop needs from a server (the enhanced handler fits)."""
 
-    url: str
-    token: str | None
+    @property
+    def url(self) -> str:
+        """The ``ws://`` address clients connect to."""
+        ...
+
+    @property
+    def token(self) -> str | None:
+        """The token clients must present (None: none needed)."""
+        ...
 
     async def start(self, host: str, port: int) -> object:
         """Bind and serve."""
@@ -293,23 +300,40 @@ def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 # The process-wide loop
 
-_shared_lock = threading.Lock()
-_shared: KernelLoop | None = None
-_atexit_registered = False
+
+class _SharedLoop:
+    """The one process-wide loop: started on first use, dropped by ``stop`` (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.loop: KernelLoop | None = None
+        self._atexit_registered = False
+
+    def get(self, server_factory: Callable[[], Server] | None) -> KernelLoop:
+        with self._lock:
+            if self.loop is None:
+                candidate = KernelLoop(server_factory)
+                candidate.start()
+                self.loop = candidate
+                if not self._atexit_registered:
+                    _register_exit_hook(stop_shared_loop)
+                    self._atexit_registered = True
+            return self.loop
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, self.loop = self.loop, None
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.stop()
+
+
+_SHARED = _SharedLoop()
 
 
 def shared_loop(server_factory: Callable[[], Server] | None = None) -> KernelLoop:
     """The process-wide loop, started on first use with ``server_factory``'s server."""
-    global _shared, _atexit_registered
-    with _shared_lock:
-        if _shared is None:
-            candidate = KernelLoop(server_factory)
-            candidate.start()
-            _shared = candidate
-            if not _atexit_registered:
-                _register_exit_hook(stop_shared_loop)
-                _atexit_registered = True
-        return _shared
+    return _SHARED.get(server_factory)
 
 
 def _register_exit_hook(hook: Callable[[], None]) -> None:
@@ -337,14 +361,9 @@ def _register_exit_hook(hook: Callable[[], None]) -> None:
 
 def current_shared_loop() -> KernelLoop | None:
     """The process-wide loop if it runs, else None (never starts one)."""
-    return _shared
+    return _SHARED.loop
 
 
 def stop_shared_loop() -> None:
     """Stop the process-wide loop and everything on it; no-op when none runs."""
-    global _shared
-    with _shared_lock:
-        loop, _shared = _shared, None
-    if loop is not None:
-        with contextlib.suppress(RuntimeError):
-            loop.stop()
+    _SHARED.stop()

@@ -9,23 +9,25 @@ server, loop and thread; ``%reload_ext`` does that and loads afresh, keeping the
 
 from __future__ import annotations
 
+import itertools
 import keyword
 import re
 import shlex
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets.config import Configurable
 
 from ..claude.options import ClaudeOptions
 from ..declare import declared
 from . import api
 from .config import CCExec
+from .loop import stop_shared_loop
 from .options import RunOptions
 from .run import Run
-from .loop import stop_shared_loop
 
 __all__ = [
     "CCExecMagics",
@@ -46,11 +48,12 @@ class Token(str):
     raw: str
     start: int
     end: int
-    index: int
+    position: int
+    """The word's number in the line (``index`` would hide ``str.index``)."""
 
-    def __new__(cls, raw: str, start: int, index: int) -> Token:
+    def __new__(cls, raw: str, start: int, position: int) -> Token:
         token = super().__new__(cls, _unquote(raw))
-        token.raw, token.start, token.end, token.index = raw, start, start + len(raw), index
+        token.raw, token.start, token.end, token.position = raw, start, start + len(raw), position
         return token
 
 
@@ -76,7 +79,7 @@ def text_of(line: str, tokens: Sequence[Token]) -> str:
         return ""
     if len(tokens) == 1 and _is_quoted(tokens[0].raw):
         return str(tokens[0])
-    adjacent = all(b.index == a.index + 1 for a, b in zip(tokens, tokens[1:]))
+    adjacent = all(b.position == a.position + 1 for a, b in itertools.pairwise(tokens))
     if adjacent:
         return line[tokens[0].start : tokens[-1].end]
     return " ".join(token.raw for token in tokens)
@@ -139,6 +142,7 @@ class CCExecMagics(Magics):
         args, text = self._parse(line, cell)
         run = self._start(args, text)
         if args.out:
+            assert self.shell is not None, "a magic is only called through its shell"
             self.shell.user_ns[args.out] = run
         return run.wait() if args.wait else run
 
@@ -174,9 +178,11 @@ class CCExecMagics(Magics):
         if shell is None:
             return
         _remember(shell, self.settings)
+        # IPython infers list[InteractiveShell] from its ``[self]``; it holds any Configurable.
+        configurables = cast("list[Configurable]", shell.configurables)
         for configurable in (self.settings, self):
-            if configurable in shell.configurables:
-                shell.configurables.remove(configurable)
+            if configurable in configurables:
+                configurables.remove(configurable)
 
 
 def _env_pairs(pairs: Sequence[str]) -> dict[str, str] | None:

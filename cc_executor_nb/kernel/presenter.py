@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
 from ..events import Event, Output
-from .runstate import RunState
 from .coalescer import Coalescer
+from .runstate import RunState
 from .textview import TextView
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ class WidgetPresenter:
         """Display the view (one more synchronised view of the same widgets)."""
         from IPython.display import display
 
-        display(self.view.widget)
+        # IPython's display() carries no annotations.
+        display(self.view.widget)  # type: ignore[no-untyped-call]
 
     def mimebundle(self) -> dict[str, Any]:
         """The widget's own bundle."""

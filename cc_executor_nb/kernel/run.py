@@ -171,7 +171,7 @@ class Run:
         self.presenter: Presenter | None = None
         self._kernel_loop: KernelLoop | None = None
         self._client: Client | None = None
-        self._cancel_requested = False
+        self._cancel_requested = threading.Event()  # set by any thread, read on the loop
         self._ended: asyncio.Event | None = None
         self._done: concurrent.futures.Future[Run] = concurrent.futures.Future()
         self._done.set_running_or_notify_cancel()  # nobody may cancel the run's outcome
@@ -257,7 +257,7 @@ class Run:
 
     def cancel(self, timeout: float | None = CONTROL_TIMEOUT) -> Run:
         """Cancel the run (SIGTERM, then SIGKILL after the grace). Returns self."""
-        self._cancel_requested = True
+        self._cancel_requested.set()
         return self._control("CANCEL", timeout)
 
     def pause(self, timeout: float | None = CONTROL_TIMEOUT) -> Run:
@@ -383,12 +383,12 @@ class Run:
         client.add_listener(self._on_event)
         closed = asyncio.ensure_future(_until_closed(client))
         try:
-            if self._cancel_requested:
+            if self._cancel_requested.is_set():
                 self._settle_locally("cancelled before it started")
                 return
             await client.execute(**self.spec.execute_params())
             self._client = client
-            if self._cancel_requested:
+            if self._cancel_requested.is_set():
                 await self._send_control("CANCEL")
             await self._until_ended(closed)
         finally:
@@ -400,7 +400,8 @@ class Run:
         assert self._ended is not None
         ended = asyncio.ensure_future(self._ended.wait())
         try:
-            await asyncio.wait([ended, closed], return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [ended, closed]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
 
@@ -410,7 +411,7 @@ class Run:
             return
         try:
             await asyncio.wait_for(self._cancel_and_settle(client), self.settle_timeout)
-        except (asyncio.TimeoutError, CCExecError) as exc:
+        except (TimeoutError, CCExecError) as exc:
             logger.warning("! could not confirm the cancellation of %s: %s", self.label, _describe(exc))
 
     async def _cancel_and_settle(self, client: Client) -> None:

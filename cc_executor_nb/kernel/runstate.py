@@ -17,13 +17,13 @@ Example::
 
 from __future__ import annotations
 
-from .. import methods
-from ..events import ACTIVE_STATUSES, FINAL_STATUSES
-
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, Literal, NamedTuple
+
+from .. import methods
+from ..events import ACTIVE_STATUSES, FINAL_STATUSES
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -36,8 +36,8 @@ __all__ = [
     "elapsed",
     "format_duration",
     "heartbeat_health",
-    "next_beat_in",
     "inactive_for",
+    "next_beat_in",
 ]
 
 Status = Literal[
@@ -153,10 +153,9 @@ class RunState:
         for stream, text in reversed(self.pieces):
             if budget <= 0:
                 break
-            if len(text) > budget:
-                text = text[-budget:]
-            kept.append((stream, text))
-            budget -= len(text)
+            piece = text[-budget:]  # all of it when it fits
+            kept.append((stream, piece))
+            budget -= len(piece)
         kept.reverse()
         shown = max(0, max_chars) - budget
         return Tail(_merge(kept), self.output_chars - shown)

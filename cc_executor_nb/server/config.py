@@ -23,7 +23,6 @@ from ..protocol import (
     DEFAULT_KILL_GRACE,
     MIN_INTERVAL,
 )
-
 from .streams import CHUNK_LIMIT
 
 if TYPE_CHECKING:

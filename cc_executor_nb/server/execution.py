@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import methods
-from .supervisor import RUN_MARKER_ENV, ManagedProcess
 from ..targets import Progress
 from .progress import ProgressEstimator
-from .watchdog import marked_processes
 from .streams import RunOutput, coalesce
+from .supervisor import RUN_MARKER_ENV, ManagedProcess
+from .watchdog import marked_processes
 
 __all__ = ["Execution", "Notify", "completion_status"]
 

@@ -34,11 +34,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .. import methods
-from .. import __version__
-from .. import protocol
-from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
-from .access import WS_PATHS, check_handshake, is_loopback
+from .. import __version__, methods, protocol
 from ..errors import (
     AlreadyRunning,
     InternalError,
@@ -51,15 +47,17 @@ from ..errors import (
     ProtocolError,
     UnknownSession,
 )
+from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
+from .access import WS_PATHS, check_handshake, is_loopback
 from .config import ServerSettings
 from .execution import Execution
 from .heartbeat import MODES, BeatPolicy
-from .supervisor import ProcessManager
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
 from .replay import ReplayLog
 from .resources import ResourceSampler
 from .session import Session, SessionManager
 from .streams import StreamHandler
+from .supervisor import ProcessManager
 
 __all__ = ["CAPABILITIES", "EnhancedWebSocketHandler", "SecretRedactor"]
 
@@ -134,7 +132,7 @@ class EnhancedWebSocketHandler:
         self.heartbeat_interval = heartbeat_interval
         self.inactivity_threshold = inactivity_threshold
         self.min_interval = min_interval
-        self.beat_policy = BeatPolicy(heartbeat_mode, min_heartbeat_interval)  # type: ignore[arg-type]
+        self.beat_policy = BeatPolicy(heartbeat_mode, min_heartbeat_interval)
         self.metrics_interval = metrics_interval
         path = default_history_path() if history_path == _DEFAULT else history_path
         self.history = HistoryStore(path) if path else None

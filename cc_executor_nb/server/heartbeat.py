@@ -8,6 +8,7 @@ silence, down to ``minimum``, so the user sees life most when nothing else moves
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,7 +33,8 @@ class BeatPolicy:
         if self.mode == "fixed" or silence is None or silence < threshold:
             return base
         halvings = 1 + int((silence - threshold) // threshold)
-        return max(min(self.minimum, base), base / 2**halvings)
+        # ldexp halves exactly and underflows to 0.0 where base / 2**halvings would overflow.
+        return max(min(self.minimum, base), math.ldexp(base, -halvings))
 
     def due(self, interval: float, since_last_message: float) -> bool:
         """Whether to send the beat now (adaptive skips it after recent traffic)."""

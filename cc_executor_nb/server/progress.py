@@ -102,7 +102,7 @@ class ProgressEstimator:
     """Follows one run's output and estimates how far along it is."""
 
     def __init__(
-        self, argv: list[str], history: list[float] | None = None, target: Target | None | Any = FROM_ARGUMENTS
+        self, argv: list[str], history: list[float] | None = None, target: Target | Any | None = FROM_ARGUMENTS
     ) -> None:
         self.target: Target | None = prompt_target(argv[1:]) if target is FROM_ARGUMENTS else target
         self._plain: list[str] = []

@@ -14,8 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import methods
-from .. import protocol
+from .. import methods, protocol
 from ..errors import LimitReached
 from .execution import Execution
 from .replay import ReplayLog

@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import collections
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -171,7 +172,7 @@ class OutputSpool:
             self._file = anonymous_file("ccexec-spool-", self.spool_dir)
         bodies = [text.encode("utf-8", "surrogatepass") for _, text in self._tail]
         written = pwritev_all(self._file, bodies, self._write_pos)
-        sizes = [(STREAMS.index(stream), len(body)) for (stream, _), body in zip(self._tail, bodies)]
+        sizes = [(STREAMS.index(stream), len(body)) for (stream, _), body in zip(self._tail, bodies, strict=True)]
         self._batches.append((self._write_pos, sizes))
         self._write_pos += written
         self.spilled_bytes += written
@@ -242,20 +243,15 @@ class RunOutput:
         self._ready = asyncio.Event()
         self._transports: list[asyncio.BaseTransport] = []
         self.last_output_at = time.monotonic()
-        self.bytes_read = {name: 0 for name in STREAMS}
+        self.bytes_read = dict.fromkeys(STREAMS, 0)
         self.eof = asyncio.Event()
 
     async def attach(self, stdout_fd: int, stderr_fd: int) -> None:
         """Start reading both pipes (takes ownership of the fds)."""
-        for name, fd in zip(STREAMS, (stdout_fd, stderr_fd)):
+        for name, fd in zip(STREAMS, (stdout_fd, stderr_fd), strict=True):
             pipe = os.fdopen(fd, "rb", buffering=0)
             self._open.add(name)
-            transport, _ = await self._loop.connect_read_pipe(
-                lambda name=name: _PipeProtocol(
-                    lambda data: self._on_data(name, data), lambda: self._on_eof(name)
-                ),
-                pipe,
-            )
+            transport, _ = await self._loop.connect_read_pipe(functools.partial(self._protocol, name), pipe)
             # asyncio reads 256 KiB per wake-up by default; the pipe holds 1 MiB.
             transport.max_size = PIPE_READ_SIZE  # type: ignore[attr-defined]
             self._transports.append(transport)
@@ -276,6 +272,10 @@ class RunOutput:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
         self.spool.close()
+
+    def _protocol(self, name: str) -> _PipeProtocol:
+        """The protocol that feeds pipe ``name`` into this run's output."""
+        return _PipeProtocol(functools.partial(self._on_data, name), functools.partial(self._on_eof, name))
 
     def _push(self, name: str, pieces: list[str]) -> None:
         for piece in pieces:

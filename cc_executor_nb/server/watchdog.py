@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterable
 
 import psutil
 
@@ -68,10 +69,10 @@ def _kill_groups(pgids: set[int], server_id: str) -> None:
                 os.killpg(pgid, signal.SIGKILL)
 
 
-def _read_registrations(stream: object) -> set[int]:
+def _read_registrations(stream: Iterable[str]) -> set[int]:
     pgids: set[int] = set()
-    for line in stream:  # type: ignore[attr-defined]
-        line = line.strip()
+    for raw in stream:
+        line = raw.strip()
         if line[:1] in ("+", "-") and line[1:].isdigit():
             (pgids.add if line[0] == "+" else pgids.discard)(int(line[1:]))
     return pgids

@@ -17,10 +17,10 @@ def record():
     return add
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest hook
+def pytest_terminal_summary(terminalreporter) -> None:  # pytest hook: untyped argument
     if not ROWS:
         return
     widths = [max(len(row[i]) for row in [("fault", "expected", "observed"), *ROWS]) for i in range(3)]
     terminalreporter.section("fault matrix")
     for row in [("fault", "expected", "observed"), tuple("-" * w for w in widths), *ROWS]:
-        terminalreporter.write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)))
+        terminalreporter.write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

@@ -46,9 +46,9 @@ async def test_ten_tcp_drops_during_100_mb(tmp_path, record) -> None:
         reading = asyncio.ensure_future(collect(client, timeout=200))
         for drop in range(10):
             target = len(sizes) + 5
-            assert await wait_until(lambda: len(sizes) >= target, timeout=30)
+            assert await wait_until(lambda target=target: len(sizes) >= target, timeout=30)
             proxy.drop()
-            assert await wait_until(lambda: client.reconnects == drop + 1, timeout=30)
+            assert await wait_until(lambda drop=drop: client.reconnects == drop + 1, timeout=30)
         await reading
         assert sum(sizes) == 100 << 20
         assert digest.hexdigest() == (tmp_path / "sha").read_text()
@@ -69,12 +69,12 @@ async def test_resume_after_the_buffer_limit(tmp_path, record) -> None:
         await first.execute(argv=fake("flood", str(4 << 20), str(tmp_path / "sha")))
         await collect(first)
         second = await connect(handler.url, TOKEN)
+        resume = {"session_id": hello.session_id, "resume_token": hello.params["resume_token"]}
         with pytest.raises(errors.OutputGap) as info:
-            await second.call("resume", {"session_id": hello.session_id, "resume_token": hello.params["resume_token"], "last_seq": 0})
+            await second.call("resume", {**resume, "last_seq": 0})
         available = info.value.data["first_available_seq"]
         assert available > 1
-        result = await second.call("resume", {"session_id": hello.session_id, "resume_token": hello.params["resume_token"],
-                                              "last_seq": available - 1})
+        result = await second.call("resume", {**resume, "last_seq": available - 1})
         assert result["session_id"] == hello.session_id
         record("resume past the buffer", "-32003 + first_available_seq", f"-32003, first_available_seq={available}")
         await second.close()
@@ -110,7 +110,8 @@ async def test_detach_ttl_expiry_kills_the_group(record) -> None:
         proxy.drop()
         assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
         assert await wait_until(lambda: not handler.sessions.sessions)
-        record("detach TTL 1 s expires", "group killed", f"group gone {time.monotonic() - dropped:.1f} s after the drop")
+        gone = time.monotonic() - dropped
+        record("detach TTL 1 s expires", "group killed", f"group gone {gone:.1f} s after the drop")
     finally:
         await proxy.close()
         await handler.close()
@@ -146,7 +147,11 @@ async def test_client_frozen_with_sigstop_is_detected(record) -> None:
         # peer's close frame, plus scheduling slack on a busy 2-core machine.
         assert detected <= 0.5 + 0.5 + 1.0 + 0.5
         assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
-        record("client frozen (SIGSTOP)", "dropped within ping interval+timeout+close timeout (2 s)", f"detected after {detected:.2f} s; run killed at TTL")
+        record(
+            "client frozen (SIGSTOP)",
+            "dropped within ping interval+timeout+close timeout (2 s)",
+            f"detected after {detected:.2f} s; run killed at TTL",
+        )
     finally:
         proc.kill()
         await proc.wait()
@@ -174,7 +179,8 @@ async def test_server_sigterm_with_three_runs(record) -> None:
     code, pgids, signalled = await _kill_server_with_runs(3, signal.SIGTERM)
     assert code == 0
     assert all(not group_alive(p) for p in pgids)
-    record("server SIGTERM, 3 runs", "all groups gone, exit 0", f"exit 0 after {time.monotonic() - signalled:.1f} s, 0 left")
+    took = time.monotonic() - signalled
+    record("server SIGTERM, 3 runs", "all groups gone, exit 0", f"exit 0 after {took:.1f} s, 0 left")
 
 
 async def test_server_sigkill_leaves_no_children(record) -> None:
@@ -208,7 +214,8 @@ async def test_grandchildren_and_a_setsid_escapee_are_killed(client, server, rec
     await client.cancel()
     await collect(client)
     assert await wait_until(lambda: not group_alive(pgid) and not _alive(pids[0]), timeout=3)
-    record("grandchildren + setsid escapee", "all killed on cancel", f"{len(pids)} grandchildren gone (escapee {pids[0]} by marker)")
+    observed = f"{len(pids)} grandchildren gone (escapee {pids[0]} by marker)"
+    record("grandchildren + setsid escapee", "all killed on cancel", observed)
 
 
 def _alive(pid: int) -> bool:
@@ -250,7 +257,8 @@ def test_one_gib_flood_to_a_slow_client(tmp_path, record) -> None:
         print(f"\n1 GiB flood: server {rss.describe()}")
         assert received == 1 << 30 and sha == (tmp_path / "sha").read_text()
         assert rss.growth_mib <= 64
-        record("1 GiB flood, slow client", "RSS growth <= 64 MiB, bytes exact", f"+{rss.growth_mib:.1f} MiB, sha256 equal")
+        observed = f"+{rss.growth_mib:.1f} MiB, sha256 equal"
+        record("1 GiB flood, slow client", "RSS growth <= 64 MiB, bytes exact", observed)
     finally:
         server.finish()
 
@@ -261,7 +269,8 @@ async def test_session_and_process_caps(record) -> None:
     await handler.start("127.0.0.1", 0)
     try:
         one, two = await connect(handler.url, TOKEN), await connect(handler.url, TOKEN)
-        async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as third:
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        async with ws_connect(handler.url, additional_headers=bearer, proxy=None) as third:
             assert json.loads(await third.recv())["error"]["code"] == -32000
         await one.execute(argv=["sleep", "10"])
         with pytest.raises(errors.LimitReached):
