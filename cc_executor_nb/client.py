@@ -41,7 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from . import methods, protocol
 from .errors import ConnectionLost, OutputGap, ProtocolError
 from .events import Completed, Connected, Event, make_event
-from .protocol import FROM_ARGUMENTS
+from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 
 __all__ = ["Client", "connect"]
 
@@ -184,6 +184,7 @@ class Client:
         inactivity_threshold: float | None = None,
         kill_grace: float | None = None,
         progress_target: dict[str, Any] | Any | None = FROM_ARGUMENTS,
+        stdin: str | None = None,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
@@ -198,6 +199,7 @@ class Client:
             "heartbeat_interval": heartbeat_interval,
             "inactivity_threshold": inactivity_threshold,
             "kill_grace": kill_grace,
+            "stdin": stdin,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
         if progress_target is not FROM_ARGUMENTS:
@@ -222,6 +224,21 @@ class Client:
     async def cancel(self) -> dict[str, Any]:
         """SIGTERM, then SIGKILL after the grace, the run's process group."""
         return await self.control("CANCEL")
+
+    async def input(self, data: str) -> dict[str, Any]:
+        """Queue ``data`` for the running process's stdin (the run needs ``stdin="pipe"``).
+
+        Text longer than the protocol's per-request limit goes in several requests, in
+        order; the result is the last one's.
+        """
+        result: dict[str, Any] = {}
+        for piece in _input_pieces(data):
+            result = dict(await self.call(methods.INPUT, {"data": piece}))
+        return result
+
+    async def close_input(self) -> dict[str, Any]:
+        """Close the running process's stdin after everything sent before was written."""
+        return dict(await self.call(methods.INPUT_CLOSE))
 
     async def status(self) -> dict[str, Any]:
         """The session's state, pid, timings and resources."""
@@ -414,6 +431,23 @@ class Client:
         except asyncio.QueueFull:
             # The consumer is behind: the end marker goes in once it makes room.
             self._end_marker = asyncio.ensure_future(self._queue.put(_CLOSED))
+
+
+def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:
+    """``data`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character."""
+    try:
+        raw = data.encode("utf-8")
+    except UnicodeEncodeError:
+        return [data]  # not valid Unicode: the server names the problem (-32602)
+    pieces: list[str] = []
+    start = 0
+    while start < len(raw) or not pieces:
+        end = min(start + limit, len(raw))
+        while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # a continuation byte
+            end -= 1
+        pieces.append(raw[start:end].decode("utf-8"))
+        start = end
+    return pieces
 
 
 def _describe_close(ws: ClientConnection) -> str:

@@ -18,6 +18,8 @@ __all__ = [
     "CONTROL",
     "EXECUTE",
     "HEARTBEAT",
+    "INPUT",
+    "INPUT_CLOSE",
     "PONG",
     "PROCESS_CANCELLED",
     "PROCESS_COMPLETED",
@@ -38,6 +40,10 @@ CONTROL: Final = "control"
 STATUS: Final = "status"
 RESUME: Final = "resume"
 PONG: Final = "pong"
+INPUT: Final = "input"
+"""*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
+INPUT_CLOSE: Final = "input.close"
+"""*(added)* Close the running process's stdin once everything sent before was written."""
 
 # Notifications (server to client)
 CONNECTED: Final = "connected"

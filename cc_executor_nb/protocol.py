@@ -36,13 +36,16 @@ __all__ = [
     "DEFAULT_KILL_GRACE",
     "FROM_ARGUMENTS",
     "MAX_DEPTH",
+    "MAX_INPUT_BYTES",
     "MAX_INT_DIGITS",
     "MIN_INTERVAL",
     "PROTOCOL_VERSION",
+    "STDIN_MODES",
     "ControlParams",
     "ErrorResponse",
     "ExecuteParams",
     "Incoming",
+    "InputParams",
     "Notification",
     "Request",
     "Response",
@@ -59,6 +62,7 @@ __all__ = [
     "response",
     "validate_control",
     "validate_execute",
+    "validate_input",
     "validate_resume",
 ]
 
@@ -75,6 +79,11 @@ MIN_INTERVAL = 0.1
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 40
 CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
+STDIN_MODES = ("null", "pipe")
+MAX_INPUT_BYTES = 256 << 10
+"""The largest ``input`` a server accepts in one request (UTF-8 bytes). Well under the
+default 1 MiB frame limit even when every character needs a JSON escape; the client
+splits longer text into several requests."""
 
 Id = str | int | float | None
 
@@ -344,6 +353,15 @@ class ExecuteParams:
     kill_grace: float | None = None
     progress_target: Target | Any | None = FROM_ARGUMENTS
     """What output counts toward: a Target, None (count nothing), or FROM_ARGUMENTS."""
+    stdin: str = "null"
+    """"null": the child reads /dev/null; "pipe": the client writes with ``input``."""
+
+
+@dataclass(frozen=True)
+class InputParams:
+    """Validated params of ``input``: the text to write to the child's stdin."""
+
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -371,8 +389,13 @@ def _params_object(params: Any) -> dict[str, Any]:
 
 
 def _no_nul(value: str, field_name: str) -> str:
+    """A string that can reach exec: no NUL, and valid Unicode (no lone surrogate)."""
     if "\x00" in value:
         raise InvalidParams(f"{field_name} contains a NUL character", field_name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParams(f"{field_name} contains a lone surrogate (not valid Unicode)", field_name) from None
     return value
 
 
@@ -445,7 +468,30 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
         kill_grace=_optional_seconds(obj, "kill_grace"),
         progress_target=_progress_target(obj),
+        stdin=_stdin_mode(obj),
     )
+
+
+def _stdin_mode(params: dict[str, Any]) -> str:
+    value = params.get("stdin", "null")
+    if value not in STDIN_MODES:
+        raise InvalidParams('stdin must be "null" or "pipe"', "stdin")
+    return str(value)
+
+
+def validate_input(params: Any, max_bytes: int = MAX_INPUT_BYTES) -> InputParams:
+    """Validate ``input`` params; the text must be valid Unicode and at most ``max_bytes``."""
+    obj = _params_object(params)
+    data = obj.get("data")
+    if not isinstance(data, str):
+        raise InvalidParams("data must be a string", "data")
+    try:
+        encoded = data.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParams("data contains a lone surrogate (not valid Unicode)", "data") from None
+    if len(encoded) > max_bytes:
+        raise InvalidParams(f"data is {len(encoded)} bytes; at most {max_bytes} per input", "data")
+    return InputParams(encoded)
 
 
 def _progress_target(params: dict[str, Any]) -> Target | Any | None:
@@ -478,4 +524,5 @@ def validate_resume(params: Any) -> ResumeParams:
     last_seq = obj.get("last_seq")
     if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
         raise InvalidParams("last_seq must be a non-negative integer", "last_seq")
-    return ResumeParams(obj["session_id"], obj["resume_token"], last_seq)
+    session_id = _no_nul(obj["session_id"], "session_id")
+    return ResumeParams(session_id, _no_nul(obj["resume_token"], "resume_token"), last_seq)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -12,6 +13,8 @@ from typing import Any
 
 import psutil
 import pytest
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Completed, Event
@@ -102,3 +105,22 @@ def group_alive(pgid: int) -> list[int]:
         except (psutil.Error, ProcessLookupError):
             continue
     return alive
+
+
+@pytest.fixture
+async def raw(server: EnhancedWebSocketHandler) -> AsyncIterator[ClientConnection]:
+    """A bare WebSocket (no client library) past the ``connected`` notification."""
+    async with ws_connect(
+        server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None
+    ) as ws:
+        assert json.loads(await ws.recv())["method"] == "connected"
+        yield ws
+
+
+async def reply(ws: ClientConnection, text: str | bytes) -> object:
+    """Send a frame and return the next non-notification message."""
+    await ws.send(text)
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if isinstance(message, list) or "method" not in message:
+            return message

@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from cc_executor_nb import errors, protocol
 from cc_executor_nb.client import connect
-from cc_executor_nb.server.handler import EnhancedWebSocketHandler, _Link
+from cc_executor_nb.server.handler import _Link
 from cc_executor_nb.server.session import Session
 
-from .conftest import TOKEN, collect, fake, make_handler
+from .conftest import TOKEN, collect, fake, make_handler, reply
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
-
-
-@pytest.fixture
-async def raw(server: EnhancedWebSocketHandler) -> AsyncIterator[ClientConnection]:
-    """A bare WebSocket (no client library) past the ``connected`` notification."""
-    async with ws_connect(server.url, additional_headers=AUTH, proxy=None) as ws:
-        assert json.loads(await ws.recv())["method"] == "connected"
-        yield ws
-
-
-async def reply(ws: ClientConnection, text: str | bytes) -> object:
-    """Send a frame and return the next non-notification message."""
-    await ws.send(text)
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        if isinstance(message, list) or "method" not in message:
-            return message
 
 
 async def test_parse_error_has_null_id(raw) -> None:

@@ -95,6 +95,8 @@ class RunSpec:
     kill_grace: float | None = None
     progress_target: Any = FROM_ARGUMENTS
     """``{"count", "unit"}``, None (the server counts nothing) or FROM_ARGUMENTS."""
+    stdin: str | None = None
+    """``"pipe"`` to write to the process with ``input``; default: /dev/null."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -117,6 +119,7 @@ class RunSpec:
             "inactivity_threshold": self.inactivity_threshold,
             "kill_grace": self.kill_grace,
             "progress_target": self.progress_target,
+            "stdin": self.stdin,
         }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from .. import methods
 from ..targets import Progress
 from .progress import ProgressEstimator
+from .stdin import ChildInput
 from .streams import RunOutput, coalesce
 from .supervisor import RUN_MARKER_ENV, ManagedProcess
 from .watchdog import marked_processes
@@ -65,10 +66,13 @@ class Execution:
         estimator: ProgressEstimator | None = None,
         on_success: Callable[[float, int], Awaitable[None]] | None = None,
         settings: Mapping[str, Any] | None = None,
+        stdin: ChildInput | None = None,
     ) -> None:
         self.process = process
         self.settings = dict(settings or {})
         """The run's effective timing, announced in ``process.started``."""
+        self.stdin = stdin
+        """The child's stdin when the run was executed with ``stdin: "pipe"``."""
         self.estimator = estimator or ProgressEstimator(process.argv)
         self._on_success = on_success
         self.output = output
@@ -143,7 +147,12 @@ class Execution:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._close_input()
         self.output.close()
+
+    async def _close_input(self) -> None:
+        if self.stdin is not None:
+            await self.stdin.aclose()
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -169,6 +178,7 @@ class Execution:
         )
         pump = self._spawn(self._pump())
         exit_code = await self.process.wait()
+        await self._close_input()
         await self._await_eof()
         await pump
         if self._timer is not None:

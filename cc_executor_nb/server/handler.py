@@ -23,6 +23,7 @@ import hmac
 import http
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -56,6 +57,7 @@ from .progress import HistoryStore, ProgressEstimator, default_history_path, fin
 from .replay import ReplayLog
 from .resources import ResourceSampler
 from .session import Session, SessionManager
+from .stdin import ChildInput
 from .streams import StreamHandler
 from .supervisor import ProcessManager
 
@@ -84,7 +86,7 @@ def _install_redactor() -> None:
 
 CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
-    methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG,
+    methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
 ]
 _DEFAULT = "default"
 
@@ -356,6 +358,10 @@ class EnhancedWebSocketHandler:
             return await self._control(session, request.params)
         if method == methods.STATUS:
             return await self._status(session)
+        if method == methods.INPUT:
+            return self._input(session, request.params)
+        if method == methods.INPUT_CLOSE:
+            return self._close_input(session)
         if method == methods.PONG:
             return {"status": "ok"}
         raise MethodNotFound(f"Method not found: {method[:100]}")
@@ -367,8 +373,9 @@ class EnhancedWebSocketHandler:
         if session.running:
             raise AlreadyRunning()
         session.update_settings(spec.heartbeat_interval, spec.inactivity_threshold)
-        process = await self.processes.spawn(spec.argv, spec.cwd, spec.env)
+        process = await self.processes.spawn(spec.argv, spec.cwd, spec.env, stdin_pipe=spec.stdin == "pipe")
         output = await self.streams.open(process.stdout_fd, process.stderr_fd)
+        stdin = await _open_input(process.stdin_fd)
         # The run history is read once the child is on its way. Before, the lookup (about
         # a millisecond) delayed the start; alongside, its worker thread held the GIL the
         # spawn needed (up to a 5 ms switch interval).
@@ -387,7 +394,9 @@ class EnhancedWebSocketHandler:
                 "heartbeat_interval": session.heartbeat_interval,
                 "inactivity_threshold": session.inactivity_threshold,
                 "timeout": spec.timeout,
+                "stdin": spec.stdin,
             },
+            stdin=stdin,
         )
         session.execution = execution
         deferred.append(_started(execution))
@@ -442,6 +451,26 @@ class EnhancedWebSocketHandler:
         await execution.cancel()
         return {"status": "cancelled"}
 
+    def _input(self, session: Session, params: Any) -> dict[str, Any]:
+        data = protocol.validate_input(params).data
+        stdin = self._piped_input(session)
+        queued = stdin.write(data)
+        return {"status": "queued", "bytes": len(data), "queued_bytes": queued}
+
+    def _close_input(self, session: Session) -> dict[str, Any]:
+        stdin = self._piped_input(session)
+        stdin.close()
+        return {"status": "closing", "queued_bytes": stdin.queued_bytes}
+
+    @staticmethod
+    def _piped_input(session: Session) -> ChildInput:
+        execution = session.execution
+        if execution is None or not session.running:
+            raise NoProcessRunning()
+        if execution.stdin is None:
+            raise InvalidParams('this run reads /dev/null: execute it with stdin "pipe"', "stdin")
+        return execution.stdin
+
     async def _status(self, session: Session) -> dict[str, Any]:
         execution = session.execution if session.running else None
         result: dict[str, Any] = {
@@ -452,6 +481,7 @@ class EnhancedWebSocketHandler:
             "elapsed_seconds": execution.elapsed_seconds() if execution else None,
             "inactive_seconds": execution.inactive_seconds() if execution else None,
             "last_seq": session.last_seq,
+            "stdin": ("pipe" if execution.stdin is not None else "null") if execution else None,
         }
         if execution is not None:
             result.update(await self._measures(execution))
@@ -582,6 +612,19 @@ def _text_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
         await ws.send(data, text=True)
 
     return send
+
+
+async def _open_input(fd: int | None) -> ChildInput | None:
+    if fd is None:
+        return None
+    stdin = ChildInput()
+    try:
+        await stdin.open(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return stdin
 
 
 def _started(execution: Execution) -> Callable[[], Awaitable[None]]:

@@ -1,6 +1,6 @@
 """Child supervision in one place: spawn, signal the group, escalate, reap.
 
-Every child starts with exec (never a shell), stdin from /dev/null, in a new session
+Every child starts with exec (never a shell), stdin from /dev/null (or a pipe we hold), in a new session
 (so its own process group, whose id we record at spawn), with pipes we create for
 stdout and stderr so the stream reader owns them from the first byte. Signals go to
 the group with ``killpg``; ``ProcessLookupError`` means "already gone". We never
@@ -158,6 +158,8 @@ class ManagedProcess:
     stdout_fd: int
     stderr_fd: int
     run_id: str
+    stdin_fd: int | None = None
+    """The write end of the child's stdin pipe (None: its stdin is /dev/null)."""
     started_at: float = field(default_factory=time.monotonic)
     paused: bool = False
     stop_step: str | None = None
@@ -275,9 +277,18 @@ class ProcessManager:
             raise CommandNotAllowed(f"command {name!r} is not allowed on this server")
 
     async def spawn(
-        self, argv: list[str], cwd: str | None = None, env: Mapping[str, str] | None = None
+        self,
+        argv: list[str],
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        stdin_pipe: bool = False,
     ) -> ManagedProcess:
-        """Start ``argv`` in its own process group with piped stdout and stderr."""
+        """Start ``argv`` in its own process group with piped stdout and stderr.
+
+        With ``stdin_pipe`` the child reads a pipe whose write end the returned process
+        holds (``stdin_fd``); otherwise its stdin is /dev/null.
+        """
         self.check_allowed(argv)
         if self.max_processes is not None and len(self.running) >= self.max_processes:
             raise LimitReached(f"at most {self.max_processes} processes may run at once")
@@ -290,8 +301,8 @@ class ProcessManager:
         _resolve(argv[0], child_env, cwd)
         exec_argv = unbuffered_argv(argv, self._stdbuf)
         self._ensure_watchdog()
-        process, out_fd, err_fd = await _start(exec_argv, cwd, child_env)
-        managed = ManagedProcess(argv, exec_argv, process, out_fd, err_fd, run_id)
+        process, out_fd, err_fd, in_fd = await _start(exec_argv, cwd, child_env, stdin_pipe)
+        managed = ManagedProcess(argv, exec_argv, process, out_fd, err_fd, run_id, stdin_fd=in_fd)
         self.running.add(managed)
         self._tell_watchdog(f"+{managed.pgid}")
         process_done = asyncio.ensure_future(process.wait())
@@ -344,29 +355,53 @@ class ProcessManager:
 
 
 async def _start(
-    argv: list[str], cwd: str | None, env: dict[str, str]
-) -> tuple[asyncio.subprocess.Process, int, int]:
-    out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    for fd in (out_w, err_w):
-        _enlarge_pipe(fd)
+    argv: list[str], cwd: str | None, env: dict[str, str], stdin_pipe: bool
+) -> tuple[asyncio.subprocess.Process, int, int, int | None]:
+    """Spawn with our own pipes; on any failure every descriptor we made is closed.
+
+    Returns the process and the read ends of stdout and stderr, and the write end of
+    stdin when ``stdin_pipe`` (else the child's stdin is /dev/null).
+    """
+    ours: list[int] = []  # our ends: kept on success
+    theirs: list[int] = []  # the child's ends: always closed here once it has them
     try:
+        out_r, out_w = _pipe(ours, theirs)
+        err_r, err_w = _pipe(ours, theirs)
+        in_w: int | None = None
+        stdin: int = asyncio.subprocess.DEVNULL
+        if stdin_pipe:
+            in_r, in_w = os.pipe2(os.O_CLOEXEC)
+            theirs.append(in_r)
+            ours.append(in_w)
+            stdin = in_r
+        for fd in (out_w, err_w):
+            _enlarge_pipe(fd)
         process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
+            *argv, stdin=stdin, stdout=out_w, stderr=err_w, cwd=cwd, env=env, start_new_session=True
         )
     except OSError as exc:
-        os.close(out_r)
-        os.close(err_r)
+        _close_all(ours)
         code = exc.errno or errno.EIO
-        what = exc.filename if exc.filename == cwd else argv[0]
+        what = exc.filename if cwd is not None and exc.filename == cwd else argv[0]
         raise _spawn_error(code, str(what)) from None
+    except BaseException:
+        _close_all(ours)
+        raise
     finally:
-        os.close(out_w)
-        os.close(err_w)
-    return process, out_r, err_r
+        _close_all(theirs)
+    return process, out_r, err_r, in_w
+
+
+def _pipe(ours: list[int], theirs: list[int]) -> tuple[int, int]:
+    """A new pipe whose read end is ours and write end the child's (both recorded)."""
+    read, write = os.pipe2(os.O_CLOEXEC)
+    ours.append(read)
+    theirs.append(write)
+    return read, write
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()

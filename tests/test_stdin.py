@@ -1,0 +1,183 @@
+"""Writing to a run's stdin: ``execute`` with ``stdin: "pipe"``, ``input`` and ``input.close``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from cc_executor_nb.client import Client
+from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
+from cc_executor_nb.events import Started
+from cc_executor_nb.protocol import MAX_INPUT_BYTES
+
+from .conftest import collect, completed, output_of, reply
+from .util import eventually_async, scaled
+
+pytestmark = pytest.mark.timeout(60)
+
+CAT = [sys.executable, "-c", "import sys\nfor line in sys.stdin: print('got', line, end='', flush=True)\nprint('eof')"]
+
+
+async def test_input_reaches_the_child_and_close_ends_its_input(client: Client) -> None:
+    """Two inputs arrive in order; input.close gives the child end of file."""
+    await client.execute(argv=CAT, stdin="pipe")
+    first = await client.input("one\n")
+    assert first["status"] == "queued" and first["bytes"] == 4
+    await client.input("two\n")
+    assert (await client.close_input())["status"] == "closing"
+    events = await collect(client)
+    assert output_of(events) == "got one\ngot two\neof\n"
+    assert completed(events).exit_code == 0
+
+
+async def test_many_inputs_keep_their_order(client: Client) -> None:
+    """Five hundred inputs sent back to back come out in the order sent."""
+    await client.execute(argv=CAT, stdin="pipe")
+    for i in range(500):
+        await client.input(f"{i}\n")
+    await client.close_input()
+    lines = output_of(await collect(client)).splitlines()
+    assert lines == [f"got {i}" for i in range(500)] + ["eof"]
+
+
+async def test_started_announces_the_pipe(client: Client) -> None:
+    """process.started and status say whether the run reads a pipe."""
+    await client.execute(argv=CAT, stdin="pipe")
+    status = await client.status()
+    await client.close_input()
+    started = next(e for e in await collect(client) if isinstance(e, Started))
+    assert started.params["stdin"] == "pipe" and status["stdin"] == "pipe"
+
+
+async def test_input_without_a_pipe_is_invalid_params(client: Client) -> None:
+    """A run executed without stdin "pipe" reads /dev/null: input is -32602 naming stdin."""
+    await client.execute(argv=[sys.executable, "-c", "import time; time.sleep(30)"])
+    with pytest.raises(InvalidParams) as info:
+        await client.input("x")
+    assert info.value.data == {"field": "stdin"}
+    await client.cancel()
+    await collect(client)
+
+
+async def test_input_on_an_idle_session_is_no_process(client: Client) -> None:
+    """input and input.close with nothing running are -32002."""
+    with pytest.raises(NoProcessRunning):
+        await client.input("x")
+    with pytest.raises(NoProcessRunning):
+        await client.close_input()
+
+
+async def test_input_after_close_is_refused(client: Client) -> None:
+    """Once input.close was asked, more input is -32002 and nothing after it arrives."""
+    reader = "import sys, time\nprint(sys.stdin.read(), flush=True)\ntime.sleep(0.5)"
+    await client.execute(argv=[sys.executable, "-c", reader], stdin="pipe")
+    await client.input("before")
+    await client.close_input()
+    with pytest.raises(NoProcessRunning, match="input is closed"):
+        await client.input("after")
+    assert output_of(await collect(client)) == "before\n"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"data": 5}, "data"),
+        ({}, "data"),
+        ({"data": "x" * (MAX_INPUT_BYTES + 1)}, "data"),
+    ],
+    ids=["not a string", "missing", "too big"],
+)
+async def test_malformed_input_is_invalid_params(client: Client, params: dict[str, object], field: str) -> None:
+    """Bad input params are -32602 naming the field, and the run goes on."""
+    await client.execute(argv=CAT, stdin="pipe")
+    with pytest.raises(InvalidParams) as info:
+        await client.call("input", params)
+    assert info.value.data == {"field": field}
+    await client.input("still fine\n")
+    await client.close_input()
+    assert output_of(await collect(client)) == "got still fine\neof\n"
+
+
+async def test_a_lone_surrogate_in_input_is_invalid_params(raw: ClientConnection) -> None:
+    """"\\ud800" (a JSON escape no UTF-8 can carry) in input data is -32602, run unharmed."""
+    execute = {"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": CAT, "stdin": "pipe"}}
+    started = await reply(raw, json.dumps(execute))
+    assert started["result"]["status"] == "started"  # type: ignore[index]
+    bad = await reply(raw, '{"jsonrpc":"2.0","id":2,"method":"input","params":{"data":"a\\ud800"}}')
+    assert bad["error"]["code"] == -32602 and bad["error"]["data"] == {"field": "data"}  # type: ignore[index]
+    closed = await reply(raw, '{"jsonrpc":"2.0","id":3,"method":"input.close"}')
+    assert closed["result"]["status"] == "closing"  # type: ignore[index]
+
+
+async def test_bad_stdin_mode_is_invalid_params(client: Client) -> None:
+    """execute with stdin other than "null" or "pipe" is -32602 naming stdin."""
+    with pytest.raises(InvalidParams) as info:
+        await client.call("execute", {"argv": ["true"], "stdin": "tty"})
+    assert info.value.data == {"field": "stdin"}
+
+
+async def test_a_child_that_never_reads_fills_the_queue_but_cancel_still_works(client: Client) -> None:
+    """Input beyond the queue limit is -32000; a CANCEL behind it is answered at once."""
+    await client.execute(argv=[sys.executable, "-c", "import time; time.sleep(60)"], stdin="pipe")
+    chunk = "x" * MAX_INPUT_BYTES
+    with pytest.raises(LimitReached, match="input queue full"):
+        for _ in range(64):  # 64 MiB: far past the pipe and the 8 MiB queue
+            await client.input(chunk)
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    await asyncio.wait_for(client.cancel(), scaled(5))
+    assert loop.time() - asked < scaled(2)
+    done = completed(await collect(client))
+    assert done.params["status"] == "cancelled"
+
+
+async def test_long_input_goes_in_pieces_whole_characters_kept(client: Client) -> None:
+    """The client splits text over the per-request limit; multi-byte characters survive."""
+    text = ("é€😀" * (MAX_INPUT_BYTES // 3)) + "\n"
+    await client.execute(argv=[sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"], stdin="pipe")
+    await client.input(text)
+    await client.close_input()
+    assert output_of(await collect(client, timeout=scaled(30))) == text
+
+
+async def test_a_child_that_exits_without_reading_ends_normally(client: Client) -> None:
+    """Input queued for a child that exits unread is dropped; the run still completes."""
+    await client.execute(argv=[sys.executable, "-c", "print('bye')"], stdin="pipe")
+    await client.input("ignored\n")
+    events = await collect(client)
+    assert output_of(events) == "bye\n" and completed(events).exit_code == 0
+
+
+def _open_fds() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"argv": ["echo", "\ud800"]},
+        {"argv": ["echo", "x"], "env": {"\ud800": "v"}},
+        {"argv": ["echo", "x"], "env": {"NAME": "\udfff"}},
+        {"argv": ["echo", "x"], "cwd": "/tmp/\ud800"},
+        {"command": "echo \ud800"},
+    ],
+    ids=["argv", "env name", "env value", "cwd", "command"],
+)
+async def test_lone_surrogates_are_invalid_params_and_leak_nothing(
+    raw: ClientConnection, params: dict[str, object]
+) -> None:
+    """A lone surrogate anywhere in execute is -32602 naming the field, and 50 leak no descriptor."""
+    # ensure_ascii writes the surrogate as a \\ud800 escape: a valid frame, an invalid string.
+    frame = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {**params, "stdin": "pipe"}})
+    before = _open_fds()
+    for _ in range(50):
+        answer = await reply(raw, frame)
+        assert answer["error"]["code"] == -32602, answer  # type: ignore[index]
+    await eventually_async(lambda: _open_fds() <= before, what="descriptors back to their count")
+    good = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "execute", "params": {"argv": ["true"]}}))
+    assert good["result"]["status"] == "started"  # type: ignore[index]
