@@ -17,8 +17,9 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import psutil
 
@@ -27,7 +28,7 @@ from .harness import FULL, SMOKE, Mode, Row
 
 __all__ = ["BENCHMARKS", "format_table", "main"]
 
-Benchmark = Callable[[Mode], Awaitable[list[Row]]]
+Benchmark = Callable[[Mode], Coroutine[Any, Any, list[Row]]]
 
 # name -> (function, rows it prints when it cannot run); the names are what --only takes.
 BENCHMARKS: dict[str, tuple[Benchmark, list[tuple[str, str, str]]]] = {

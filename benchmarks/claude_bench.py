@@ -29,15 +29,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cc_executor_nb.claude.executable import find_claude
 from cc_executor_nb.client import connect
+from cc_executor_nb.demo import demo_environment
+from cc_executor_nb.demo.record import claude_argv
 from cc_executor_nb.events import Completed, Event, Output
 
-from .harness import BENCH_DIR, Mode, Row, median, producer, run_server
+from .harness import Mode, Row, median, producer, run_server
 from .pipe_reference import read_pipe
 
-__all__ = ["claude_missing", "overhead"]
+__all__ = ["overhead"]
 
-CLAUDE = BENCH_DIR.parent / "node_modules" / ".bin" / "claude"
 PROMPT = "echo: hi"
 RUN_TIMEOUT = 120.0
 SETTLE = 0.3
@@ -45,21 +47,9 @@ _TAP = re.compile(rb"TAP start=(\d+) first=(\d+)")
 _EVENT = '"type":"stream_event"'
 
 
-def claude_missing() -> str | None:
-    """Why the benchmark cannot run, or None when it can."""
-    if not (CLAUDE.exists() and os.access(CLAUDE, os.X_OK)):
-        return "n/a (node_modules/.bin/claude missing)"
-    try:
-        from cc_executor_nb.demo import demo_environment  # noqa: F401
-    except ImportError:
-        return "n/a (cc_executor_nb.demo missing)"
-    return None
-
-
-def _argv() -> list[str]:
-    from cc_executor_nb.demo.record import claude_argv
-
-    return producer("tap", *claude_argv(str(CLAUDE), PROMPT))
+def _argv(claude: str) -> list[str]:
+    """One ``claude -p`` run printing stream-json, under the tap."""
+    return producer("tap", *claude_argv(claude, PROMPT))
 
 
 @contextlib.contextmanager
@@ -95,7 +85,7 @@ def _tap_stamps(stderr: bytes) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-async def _direct(env: dict[str, str], cwd: str) -> dict[str, float]:
+async def _direct(argv: list[str], env: dict[str, str], cwd: str) -> dict[str, float]:
     """One run read from the pipe here: stamps in ns."""
     seen: list[int] = []
     pending = bytearray()
@@ -109,7 +99,7 @@ async def _direct(env: dict[str, str], cwd: str) -> dict[str, float]:
     with tempfile.TemporaryFile() as err:
         started = time.monotonic_ns()
         await asyncio.wait_for(
-            read_pipe(_argv(), on_data, env={**os.environ, **env}, cwd=cwd, stderr=err), RUN_TIMEOUT
+            read_pipe(argv, on_data, env={**os.environ, **env}, cwd=cwd, stderr=err), RUN_TIMEOUT
         )
         err.seek(0)
         tap_start, tap_first = _tap_stamps(err.read())
@@ -118,7 +108,7 @@ async def _direct(env: dict[str, str], cwd: str) -> dict[str, float]:
     return {"spawn": tap_start - started, "deliver": seen[0] - tap_first, "total": seen[0] - started}
 
 
-async def _through_stack(url: str, token: str, env: dict[str, str], cwd: str) -> dict[str, float]:
+async def _through_stack(url: str, token: str, argv: list[str], env: dict[str, str], cwd: str) -> dict[str, float]:
     """One run through server and client: stamps in ns."""
     seen: list[int] = []
     stderr: list[str] = []
@@ -133,7 +123,7 @@ async def _through_stack(url: str, token: str, env: dict[str, str], cwd: str) ->
     async with await connect(url, token) as client:
         client.add_listener(on_event)
         started = time.monotonic_ns()
-        await client.execute(argv=_argv(), env=env, cwd=cwd)
+        await client.execute(argv=argv, env=env, cwd=cwd)
         async for event in client.events():
             if isinstance(event, Completed):
                 break
@@ -149,11 +139,11 @@ def _med(runs: list[dict[str, float]], key: str) -> float:
 
 async def overhead(mode: Mode) -> list[Row]:
     """First stream_event through server and client vs reading the CLI's pipe directly."""
-    missing = claude_missing()
-    if missing:
-        return [Row("claude overhead", None, "ms added", "<= 5", note=missing)]
-    from cc_executor_nb.demo import demo_environment
-
+    try:
+        # As a real run finds it: the project's node_modules first, then PATH.
+        argv = _argv(find_claude())
+    except FileNotFoundError:
+        return [Row("claude overhead", None, "ms added", "<= 5", note="n/a (claude CLI not found: npm ci)")]
     direct: list[dict[str, float]] = []
     stack: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="ccexec-bench-claude-") as tmp, _backend() as base_url:
@@ -161,14 +151,14 @@ async def overhead(mode: Mode) -> list[Row]:
         work = Path(tmp, "work")
         work.mkdir()
         with run_server() as server:
-            await _direct(env, str(work))  # warm the CLI's caches; not counted
+            await _direct(argv, env, str(work))  # warm the CLI's caches; not counted
             for _ in range(mode.claude_runs):
                 # A pause before each run, so the last one's teardown (the CLI exiting,
                 # the server's end-of-run scan and history write) overlaps neither start.
                 await asyncio.sleep(SETTLE)
-                direct.append(await _direct(env, str(work)))
+                direct.append(await _direct(argv, env, str(work)))
                 await asyncio.sleep(SETTLE)
-                stack.append(await asyncio.wait_for(_through_stack(server.url, server.token, env, str(work)),
+                stack.append(await asyncio.wait_for(_through_stack(server.url, server.token, argv, env, str(work)),
                                                     RUN_TIMEOUT))
     # Each stack run follows a direct run; the median of the pairs' differences is less
     # swayed by drifting load than a difference of medians (printed too).

@@ -168,12 +168,15 @@ class ServerProcess:
     ``prefix`` replaces the interpreter, e.g. to run the server under a profiler
     (``[py-spy, record, ..., --, python]``); ``ps`` is then the server itself, found
     among the wrapper's descendants, and ``stop`` signals the server, not the wrapper.
+    ``variant`` names an entry of ``benchmarks.variants.VARIANTS``: the same server and
+    flags, with some settings changed.
     """
 
     def __init__(
         self,
         *flags: str,
         prefix: Sequence[str] = (),
+        variant: str | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -183,8 +186,12 @@ class ServerProcess:
         # that benchmarks neither read nor grow the user's.
         self._cache = tempfile.TemporaryDirectory(prefix="ccexec-bench-cache-")
         child_env = {**os.environ, "XDG_CACHE_HOME": self._cache.name, **(env or {})}
-        argv = [*(prefix or [sys.executable]), "-m", "cc_executor_nb.server", "--port", "0",
-                f"--token={self.token}", *flags]
+        server = ["-m", "cc_executor_nb.server"]
+        if variant is not None:
+            # The launcher keeps "-m cc_executor_nb.server" in its command line: the
+            # server's own flags follow it, and _find_server recognises it.
+            server = ["-m", "benchmarks.variants", variant, *server]
+        argv = [*(prefix or [sys.executable]), *server, "--port", "0", f"--token={self.token}", *flags]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, text=True,
             env=child_env,
@@ -259,10 +266,10 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def run_server(
-    *flags: str, prefix: Sequence[str] = (), env: dict[str, str] | None = None
+    *flags: str, prefix: Sequence[str] = (), variant: str | None = None, env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
-    """A server child for the duration of a ``with`` block."""
-    server = ServerProcess(*flags, prefix=prefix, env=env)
+    """A server child for the duration of a ``with`` block (arguments as ``ServerProcess``)."""
+    server = ServerProcess(*flags, prefix=prefix, variant=variant, env=env)
     try:
         yield server
     finally:

@@ -71,7 +71,7 @@ class Kernel:
     """A fresh ipykernel (this interpreter) with a blocking client; iopub is kept."""
 
     def __init__(self) -> None:
-        from jupyter_client import KernelManager
+        from jupyter_client.manager import KernelManager
 
         self._log = tempfile.TemporaryFile(prefix="ccexec-bench-kernel-")  # noqa: SIM115 - closed in close()
         # The in-kernel server keeps a run history under XDG_CACHE_HOME: a private one.
@@ -178,7 +178,7 @@ def _run_done(k: Kernel) -> bool:
     result = content["user_expressions"]["done"]
     if result.get("status") != "ok":
         raise RuntimeError(f"cannot read {RUN_NAME}.done: {result.get('evalue')}")
-    return result["data"]["text/plain"] == "True"
+    return bool(result["data"]["text/plain"] == "True")
 
 
 def _probe_while_streaming(mode: Mode) -> tuple[list[float], list[float], float]:

@@ -51,7 +51,7 @@ async def read_pipe(
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     started = time.perf_counter()
     try:
         proc = await asyncio.create_subprocess_exec(

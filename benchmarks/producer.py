@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 BLOCK = 1 << 20
 
@@ -113,7 +114,7 @@ def tap(*argv: str) -> None:
     sys.exit(code)
 
 
-MODES = {"lines": lines, "ticker": ticker, "prompt": prompt, "tap": tap}
+MODES: dict[str, Callable[..., None]] = {"lines": lines, "ticker": ticker, "prompt": prompt, "tap": tap}
 
 if __name__ == "__main__":
     MODES[sys.argv[1]](*sys.argv[2:])

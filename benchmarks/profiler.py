@@ -1,14 +1,15 @@
-"""Profile the server (and optionally the client) under one benchmark workload.
+"""Profile the server (and optionally the client) under one workload.
 
-    python -m benchmarks.profiler throughput [--tool py-spy|pyinstrument] [--out DIR] [--client]
+    python -m benchmarks.profiler throughput|latency|concurrency [--tool py-spy|pyinstrument]
+                                  [--variant NAME] [--repeats 3] [--smoke] [--out DIR] [--client]
 
-Workloads: ``throughput`` (three 200 MB runs), ``latency`` (1000 stamped lines, 10 ms
-apart), ``concurrency`` (100 sessions x 5 MB). The server runs as a child under the
-profiler: py-spy (default; sampling from outside, so it barely slows the server) writes
-collapsed stacks, summarised here as the functions with the most samples, self and
-inclusive; pyinstrument writes its own text report. ``--client`` also profiles this
-process (the client) with pyinstrument. Needs the ``bench`` extra (pyinstrument) and,
-for py-spy, the ``py-spy`` package.
+Workloads are those of ``benchmarks/workloads.py`` (full sizes: 200 MB of lines; 500
+stamped lines 10 ms apart; 100 sessions x 5 MB), repeated on one server. The server runs
+as a child under the profiler: py-spy (default; sampling from outside, so it barely slows
+the server) writes collapsed stacks, summarised here as the functions with the most
+samples, self and inclusive; pyinstrument writes its own text report. ``--variant``
+profiles a variant of ``benchmarks/variants.py``; ``--client`` also profiles this process
+(the client) with pyinstrument. Needs the ``bench`` extra (pyinstrument, py-spy).
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .harness import FULL, MB, ServerProcess
-from .server_bench import _concurrent_run, _stack_latency, _stack_throughput
+from .harness import FULL, SMOKE, Mode, ServerProcess
+from .variants import VARIANTS
+from .workloads import WORKLOADS
 
 __all__ = ["main", "summarize_collapsed"]
 
-WORKLOADS = ("throughput", "latency", "concurrency")
 # Leaf frames of threads that wait in a system call (py-spy may count them as active).
 _IDLE = ("ThreadedChildWatcher._do_waitpid", "EpollSelector.select", "_worker ", "Thread.wait", "Condition.wait")
 
@@ -57,21 +58,13 @@ def summarize_collapsed(path: Path, top: int = 25) -> str:
     return "\n".join(lines)
 
 
-async def _workload(name: str, server: ServerProcess) -> str:
+async def _workload(name: str, server: ServerProcess, mode: Mode, repeats: int) -> str:
     started = time.perf_counter()
-    if name == "throughput":
-        runs = [await _stack_throughput(server, 200 * MB) for _ in range(3)]
-        summary = "; ".join(f"{rate:.0f} MB/s (server {cs:.0%}, client {cc:.0%} of a core)"
-                            for rate, _, cs, cc in runs)
-    elif name == "latency":
-        samples = sorted(await _stack_latency(server, 1000))
-        summary = f"p50 {samples[len(samples) // 2]:.3f} ms, p99 {samples[int(len(samples) * 0.99)]:.3f} ms"
-    else:
-        run = await _concurrent_run(server, FULL, 1.0)
-        late = sorted(run.lateness) or [float("nan")]
-        summary = (f"{run.exact} exact, {run.rate:.0f} MB/s, execute replies after {run.answered_after:.2f} s, "
-                   f"heartbeat p99 {late[int(len(late) * 0.99)]:.0f} ms, failures {dict(run.failures)}")
-    return f"{name}: {summary} ({time.perf_counter() - started:.1f} s under the profiler)"
+    runs = []
+    for _ in range(repeats):
+        figures = await WORKLOADS[name].measure(server, mode)
+        runs.append(", ".join(f"{key} {value:.3g}" for key, value in figures.items()))
+    return f"{name}: " + "; ".join(runs) + f" ({time.perf_counter() - started:.1f} s under the profiler)"
 
 
 def _prefix(tool: str, out: Path, name: str) -> tuple[list[str], Path]:
@@ -85,26 +78,27 @@ def _prefix(tool: str, out: Path, name: str) -> tuple[list[str], Path]:
             "--outfile", str(target)], target
 
 
-async def _profile(name: str, tool: str, out: Path, client: bool) -> None:
-    prefix, target = _prefix(tool, out, name)
-    flags = ["--heartbeat-interval", "1", "--max-sessions", "200"] if name == "concurrency" else []
-    server = ServerProcess(*flags, prefix=prefix)
+async def _profile(name: str, args: argparse.Namespace, out: Path) -> None:
+    label = name if args.variant is None else f"{name}-{args.variant}"
+    prefix, target = _prefix(args.tool, out, label)
+    mode = SMOKE if args.smoke else FULL
+    server = ServerProcess(*WORKLOADS[name].flags(mode), prefix=prefix, variant=args.variant)
     profiler = None
-    if client:
+    if args.client:
         from pyinstrument import Profiler
 
         profiler = Profiler(async_mode="disabled")
         profiler.start()
     try:
-        print(await _workload(name, server))
+        print(await _workload(name, server, mode, args.repeats))
     finally:
         if profiler is not None:
             profiler.stop()
-            (out / f"client-{name}.pyinstrument.txt").write_text(profiler.output_text(show_all=True))
+            (out / f"client-{label}.pyinstrument.txt").write_text(profiler.output_text(show_all=True))
         server.stop(timeout=60)
-    if tool == "py-spy":
+    if args.tool == "py-spy":
         summary = summarize_collapsed(target)
-        (out / f"server-{name}.summary.txt").write_text(summary + "\n")
+        (out / f"server-{label}.summary.txt").write_text(summary + "\n")
         print(summary)
     print(f"server profile: {target}")
 
@@ -112,15 +106,18 @@ async def _profile(name: str, tool: str, out: Path, client: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Profile the named workloads; reports go to --out."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profiler", description=__doc__.split("\n")[0])
-    parser.add_argument("workloads", nargs="+", choices=WORKLOADS)
+    parser.add_argument("workloads", nargs="+", choices=list(WORKLOADS))
     parser.add_argument("--tool", choices=("py-spy", "pyinstrument"), default="py-spy")
+    parser.add_argument("--variant", choices=list(VARIANTS), help="profile this variant of the server")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the workload on the one server")
+    parser.add_argument("--smoke", action="store_true", help="smoke sizes: checks that profiling works")
     parser.add_argument("--out", default="benchmarks/profiles", help="directory for the reports")
     parser.add_argument("--client", action="store_true", help="also profile the client (pyinstrument)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in args.workloads:
-        asyncio.run(_profile(name, args.tool, out, args.client))
+        asyncio.run(_profile(name, args, out))
     return 0
 
 

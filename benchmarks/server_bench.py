@@ -1,7 +1,9 @@
 """Benchmarks of the enhanced handler over loopback: server and client in two processes.
 
-Each function takes the Mode and returns table rows. The server is a fresh
-``python -m cc_executor_nb.server`` child for every benchmark.
+Each benchmark takes the Mode and returns table rows. The server is a fresh
+``python -m cc_executor_nb.server`` child for every benchmark. The single measurements
+they repeat (``stack_throughput``, ``stack_latency``, ``concurrent_run``) take any running
+server, so that ``benchmarks.workloads`` can run them against variants of the server too.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import json
 import math
@@ -41,9 +44,26 @@ from .harness import (
 )
 from .pipe_reference import producer_alone, read_pipe
 
-__all__ = ["concurrency", "idle_cost", "latency", "memory", "partial_line", "throughput"]
+__all__ = [
+    "CONCURRENCY_INTERVAL",
+    "ConcurrentRun",
+    "ThroughputRun",
+    "concurrency",
+    "concurrency_flags",
+    "concurrent_run",
+    "idle_cost",
+    "latency",
+    "memory",
+    "partial_line",
+    "stack_latency",
+    "stack_throughput",
+    "throughput",
+    "wait_no_sessions",
+]
 
 RUN_TIMEOUT = 600.0
+CONCURRENCY_INTERVAL = 1.0
+"""Seconds between heartbeats while many sessions stream."""
 
 
 # -- Helpers ------------------------------------------------------------------------
@@ -95,11 +115,20 @@ def _own_cpu() -> float:
     return float(times.user + times.system)
 
 
-async def _stack_throughput(server: ServerProcess, size: int) -> tuple[float, int, float, float]:
-    """One run of ``size`` bytes through server and client.
+@dataclass(frozen=True)
+class ThroughputRun:
+    """One run of output through server and client: its rate and who was busy."""
 
-    Returns (MB/s, bytes received, server CPU seconds, client CPU seconds).
-    """
+    rate: float
+    """MB/s, from the ``execute`` call to ``process.completed``."""
+    server_busy: float
+    """Server CPU seconds per second (a share of one core)."""
+    client_busy: float
+    """This process's CPU seconds per second."""
+
+
+async def stack_throughput(server: ServerProcess, size: int) -> ThroughputRun:
+    """``size`` bytes of 80-byte lines through server and client (raises unless all arrive)."""
     received = 0
 
     def count(data: str) -> None:
@@ -114,7 +143,9 @@ async def _stack_throughput(server: ServerProcess, size: int) -> tuple[float, in
         cpu_server, cpu_client = server.cpu_seconds() - cpu_server, _own_cpu() - cpu_client
     if done.status != "completed":
         raise RuntimeError(f"throughput run ended {done.status}")
-    return size / MB / seconds, received, cpu_server / seconds, cpu_client / seconds
+    if received != size:
+        raise RuntimeError(f"client got {received} of {size} bytes")
+    return ThroughputRun(size / MB / seconds, cpu_server / seconds, cpu_client / seconds)
 
 
 async def throughput(mode: Mode) -> list[Row]:
@@ -129,12 +160,10 @@ async def throughput(mode: Mode) -> list[Row]:
             if got != size:
                 raise RuntimeError(f"pipe read got {got} of {size} bytes")
             pipe.append(size / MB / seconds)
-            rate, received, cpu_s, cpu_c = await _stack_throughput(server, size)
-            if received != size:
-                raise RuntimeError(f"client got {received} of {size} bytes")
-            stack.append(rate)
-            server_cpu.append(cpu_s)
-            client_cpu.append(cpu_c)
+            run = await stack_throughput(server, size)
+            stack.append(run.rate)
+            server_cpu.append(run.server_busy)
+            client_cpu.append(run.client_busy)
     ratios = [s / p for s, p in zip(stack, pipe, strict=True)]
     ref = (f"pipe read {median(pipe):.0f} MB/s; producer alone {median(alone):.0f} MB/s; "
            f"busy: server {median(server_cpu):.0%}, client {median(client_cpu):.0%} of a core")
@@ -148,7 +177,8 @@ async def throughput(mode: Mode) -> list[Row]:
 # -- Latency ------------------------------------------------------------------------
 
 
-async def _stack_latency(server: ServerProcess, lines: int) -> list[float]:
+async def stack_latency(server: ServerProcess, lines: int) -> list[float]:
+    """A stamped line every 10 ms through server and client: each line's latency, ms."""
     samples: list[float] = []
 
     def on_event(event: Event) -> None:
@@ -186,7 +216,7 @@ async def latency(mode: Mode) -> list[Row]:
             direct = await _pipe_latency(mode.latency_lines)
             ref50.append(percentile(direct, 50))
             ref99.append(percentile(direct, 99))
-            samples = await _stack_latency(server, mode.latency_lines)
+            samples = await stack_latency(server, mode.latency_lines)
             p50.append(percentile(samples, 50))
             p99.append(percentile(samples, 99))
     per_run = f"{mode.latency_lines} lines x {mode.repeats} runs"
@@ -311,22 +341,34 @@ async def _execute_timed(client: Client, tracker: _Tracker, argv: list[str]) -> 
 
 
 @dataclass
-class _Concurrent:
-    """What one concurrent run measured."""
+class ConcurrentRun:
+    """What one concurrent run measured (times in ms unless named otherwise)."""
 
     exact: int
+    """Sessions whose run completed with every byte."""
     lateness: list[float]
+    """Each heartbeat gap beyond the interval after the ``execute`` replies, as clients saw it."""
     stamp_lateness: list[float]
+    """The same from the server's own heartbeat timestamps."""
     across: list[float]
+    """Per session, the gap spanning its ``execute`` beyond one interval."""
     answered_after: float
+    """Seconds from sending the ``execute`` requests to the last reply."""
     rate: float
+    """Aggregate MB/s."""
     reconnects: int
     failures: collections.Counter[str]
     server_busy: float
     client_busy: float
 
 
-async def _concurrent_run(server: ServerProcess, mode: Mode, interval: float) -> _Concurrent:
+def concurrency_flags(mode: Mode) -> list[str]:
+    """Server flags for ``concurrent_run``: the beat interval and room for every session."""
+    return ["--heartbeat-interval", f"{CONCURRENCY_INTERVAL:g}", "--max-sessions", str(mode.sessions + 5)]
+
+
+async def concurrent_run(server: ServerProcess, mode: Mode, interval: float = CONCURRENCY_INTERVAL) -> ConcurrentRun:
+    """``mode.sessions`` sessions each stream ``mode.session_bytes`` at once (see ``concurrency_flags``)."""
     opened = await asyncio.gather(*(_open_tracked(server) for _ in range(mode.sessions)))
     try:
         # Every session gets a beat on the old schedule first (the reference phase).
@@ -353,12 +395,12 @@ async def _concurrent_run(server: ServerProcess, mode: Mode, interval: float) ->
         lateness.extend(late)
         stamp_lateness.extend(_stamp_lateness(tracker.beats, at, interval))
         across.append(gap)
-    return _Concurrent(exact, lateness, stamp_lateness, across, max(answered) - sent,
+    return ConcurrentRun(exact, lateness, stamp_lateness, across, max(answered) - sent,
                        mode.sessions * mode.session_bytes / MB / seconds, sum(t.reconnects for _, t in opened),
                        failures, cpu_server / seconds, cpu_client / seconds)
 
 
-async def _wait_no_sessions(server: ServerProcess, timeout: float = 30.0) -> float:
+async def wait_no_sessions(server: ServerProcess, timeout: float = 30.0) -> float:
     """Poll ``/health`` until the server holds no session; the seconds that took."""
     started = time.perf_counter()
     url = server.url.replace("ws://", "http://", 1).rsplit("/", 1)[0] + "/health"
@@ -373,16 +415,16 @@ async def _wait_no_sessions(server: ServerProcess, timeout: float = 30.0) -> flo
 
 async def concurrency(mode: Mode) -> list[Row]:
     """Many sessions streaming at once, heartbeat every second: bytes exact, beats on time."""
-    interval = 1.0
-    runs: list[_Concurrent] = []
-    with run_server("--heartbeat-interval", str(interval), "--max-sessions", str(mode.sessions + 5)) as server:
+    interval = CONCURRENCY_INTERVAL
+    runs: list[ConcurrentRun] = []
+    with run_server(*concurrency_flags(mode)) as server:
         settled: list[float] = []
         for repeat in range(mode.repeats):
             if repeat:
                 # The last repeat's sessions end on the server just after their clients
                 # close: wait for them, or the next 100 would find the session cap full.
-                settled.append(await _wait_no_sessions(server))
-            runs.append(await _concurrent_run(server, mode, interval))
+                settled.append(await wait_no_sessions(server))
+            runs.append(await concurrent_run(server, mode, interval))
     exact = [float(r.exact) for r in runs]
     total = f"{mode.sessions} x {mode.session_bytes / MB:g} MB"
     ref = (f"{total}; aggregate {median([r.rate for r in runs]):.0f} MB/s; busy: server "
@@ -521,7 +563,7 @@ async def idle_cost(mode: Mode) -> list[Row]:
         clients = [await _open(server, buffer_events=False) for _ in range(mode.idle_sessions)]
         for index, client in enumerate(clients):
             beats.append(0)
-            client.add_listener(lambda event, i=index: _count_beat(beats, i, event))
+            client.add_listener(functools.partial(_count_beat, beats, index))
         try:
             await asyncio.sleep(1.0)
             window = mode.idle_seconds / mode.idle_windows
