@@ -20,6 +20,8 @@ __all__ = [
     "HEARTBEAT",
     "INPUT",
     "INPUT_CLOSE",
+    "JOBS_ATTACH",
+    "JOBS_LIST",
     "PONG",
     "PROCESS_CANCELLED",
     "PROCESS_COMPLETED",
@@ -44,6 +46,10 @@ INPUT: Final = "input"
 """*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
 INPUT_CLOSE: Final = "input.close"
 """*(added)* Close the running process's stdin once everything sent before was written."""
+JOBS_LIST: Final = "jobs.list"
+"""*(added)* The server's durable jobs (runs started by ``execute`` with ``durable: true``)."""
+JOBS_ATTACH: Final = "jobs.attach"
+"""*(added)* Follow a durable job on this connection: its notifications from the start, then live."""
 
 # Notifications (server to client)
 CONNECTED: Final = "connected"
