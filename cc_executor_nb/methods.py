@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CLIENT_DETACHED",
     "CLIENT_DISCONNECTED",
     "CLIENT_OUTPUT_GAP",
     "CLIENT_RECONNECTED",
@@ -69,3 +70,5 @@ CLIENT_RECONNECTING: Final = "client.reconnecting"
 CLIENT_RECONNECTED: Final = "client.reconnected"
 CLIENT_OUTPUT_GAP: Final = "client.output_gap"
 CLIENT_DISCONNECTED: Final = "client.disconnected"
+CLIENT_DETACHED: Final = "client.detached"
+"""A handle stopped following a durable job that goes on in its job server."""
