@@ -15,7 +15,7 @@ import pytest
 
 from cc_executor_nb import errors, methods
 from cc_executor_nb.client import Client, connect
-from cc_executor_nb.events import Completed, Event
+from cc_executor_nb.events import Event
 from cc_executor_nb.protocol import SummarySpec
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 from cc_executor_nb.server.joblog import JobLog, SummaryScanner
@@ -226,7 +226,7 @@ async def test_a_second_server_on_the_same_jobs_directory_is_refused(jobs_server
 
 async def test_job_files_are_private(jobs_server) -> None:
     """The jobs directory is 0700 and every file in it 0600 (outputs may hold secrets)."""
-    client, job_id = await started_job(jobs_server, ["echo", "secret"])
+    client, _job_id = await started_job(jobs_server, ["echo", "secret"])
     await collect(client)
     directory = jobs_server.jobs.store.directory
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700

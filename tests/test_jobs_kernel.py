@@ -65,7 +65,8 @@ def test_a_durable_run_survives_a_kernel_restart_and_attach_replays_it_exactly(k
     pid = kernel.value("job.state.pid")
     kernel.wait_until("job.duration is not None and job.duration >= 5", timeout=scaled(30))
     kernel.restart()
-    assert psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE, "the job died with the kernel"
+    alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert alive, "the job died with the kernel"
     load(kernel)
     kernel.ok("%ccexec --attach last -o again")
     kernel.wait_until("again.done", timeout=scaled(60))
@@ -93,7 +94,8 @@ def test_two_kernels_attach_to_one_running_job_and_see_the_same_output(kernels, 
     assert first.value("seen.stdout") == "".join(f"tick {i}\n" for i in range(40))
     server = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
     assert server is not None
-    assert first.value("cc_executor_nb.jobs.server().pid") == second.value("cc_executor_nb.jobs.server().pid") == server.pid
+    pid = "cc_executor_nb.jobs.server().pid"
+    assert first.value(pid) == second.value(pid) == server.pid
     assert second.value("seen.attached") and not first.value("job.attached")
 
 

@@ -15,6 +15,7 @@ the runner exits with the command's status (or dies of the same signal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -48,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give the command after --")
     code = _run(command, args.max_retries)
     if code < 0:
-        # Die of the same signal, so the run's status says what happened to the command.
-        signal.signal(-code, signal.SIG_DFL)
+        # Die of the same signal, so the run's status says what happened to the command
+        # (SIGKILL and SIGSTOP have no handler to reset).
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 
