@@ -19,6 +19,8 @@ import pytest
 from cc_executor_nb.client import connect
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.jobserver import job_server, server_arguments, stop_server
+from cc_executor_nb.server.config import ServerSettings
+from cc_executor_nb.server.main import parse_args
 from cc_executor_nb.server.runtime import (
     RUNTIME_FILE_NAME,
     RuntimeInfo,
@@ -178,3 +180,29 @@ def test_server_arguments_follow_the_settings() -> None:
     assert args[0] == "--jobs" and "--no-history" in args
     assert (value("--idle-exit"), value("--job-retention"), value("--job-storage-limit")) == ("60.0", "120.0", "5000")
     assert (value("--kill-grace"), value("--allowed-commands")) == ("1.5", "python,claude")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"job_retention": -1.0}, "job_retention"),
+    ({"idle_exit": float("nan")}, "idle_exit"),
+    ({"job_storage_limit": -5}, "job_storage_limit"),
+    ({"job_storage_limit": 1.5}, "job_storage_limit"),
+    ({"jobs_dir": " "}, "jobs_dir"),
+])
+def test_server_settings_refuse_bad_job_settings(changes, message) -> None:
+    """ServerSettings validates the job settings like every other: one ValueError naming the field."""
+    with pytest.raises(ValueError, match=message):
+        ServerSettings(**changes)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--idle-exit", "-1"], "--idle-exit"),
+    (["--job-storage-limit", "lots"], "--job-storage-limit"),
+    (["--jobs", "--no-token"], "needs a token"),
+    (["--detach"], "--detach needs --jobs"),
+])
+def test_bad_job_flags_are_usage_errors(argv, message, capsys) -> None:
+    """Bad job flags end in a one-line usage error (exit 2), never a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
