@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -124,24 +123,6 @@ def test_the_job_server_exits_when_idle_and_not_before(runtime_dir) -> None:
     asyncio.run(busy_then_idle())
     eventually(lambda: gone(info.pid), timeout=10, what="the idle job server exiting")
     assert not (runtime_dir / RUNTIME_FILE_NAME).exists()
-
-
-def test_sigkill_of_the_job_server_leaves_no_orphan_and_its_job_is_lost(runtime_dir) -> None:
-    """SIGKILL: the watchdog kills the job's group (grandchildren too); the next server marks the job lost."""
-    assert detach().returncode == 0
-    info = info_of(runtime_dir)
-    job_id, pgid = asyncio.run(start_job(info, fake("stubborn", "2")))
-    eventually(lambda: len(group_alive(pgid)) == 3, what="the job and its two grandchildren running")
-    os.kill(info.pid, signal.SIGKILL)
-    eventually(lambda: not group_alive(pgid), timeout=5, what="the job's processes dying with the server")
-    assert detach().returncode == 0  # the stale runtime file does not stop a new server
-    listed = asyncio.run(_list(info_of(runtime_dir)))
-    assert listed[job_id]["status"] == "lost"
-
-
-async def _list(info: RuntimeInfo) -> dict[str, dict[str, object]]:
-    async with await connect(info.url, info.token) as client:
-        return {job["job_id"]: job for job in await client.jobs()}
 
 
 def test_kernels_share_one_job_server_started_on_demand(runtime_dir) -> None:
