@@ -318,6 +318,8 @@ class JobStore:
         if self._lock_fd is not None:
             return
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(self.directory, 0o700)  # outputs may hold secrets: the owner's alone
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -325,6 +327,8 @@ class JobStore:
             os.close(fd)
             raise JobsDirBusy(f"another job server owns {self.directory}") from None
         self._lock_fd = fd
+        for leftover in self.directory.glob("*.tmp"):  # a record half-saved by a server that died
+            leftover.unlink(missing_ok=True)
         for path in sorted(self.directory.glob("*.json")):
             self._load(path)
         self.prune(time.time())
@@ -349,7 +353,8 @@ class JobStore:
         job = Job(record, JobLog(path.with_suffix(".log")), self.directory)
         if record.status in ACTIVE_STATUSES:
             job.mark_lost()
-            job.save()
+            with contextlib.suppress(OSError):
+                job.save()
             logger.warning("! [JOBS] job %s was left running by a server that died: lost", record.job_id)
         job.log.close()
         self.jobs[record.job_id] = job
