@@ -14,6 +14,8 @@ In a notebook::
     %load_ext cc_executor_nb
     %ccexec -c "pytest -q" --wait        # or a Claude prompt: %ccexec Explain this repo
     r = cc_executor_nb.run("make", command=True)   # the same from Python
+    %ccexec --durable -c "python train.py"   # a job that outlives the kernel
+    cc_executor_nb.jobs(); cc_executor_nb.attach("last")
 
 Importing this package has no side effects; names load on first use.
 """
@@ -36,6 +38,8 @@ _EXPORTS = {
     "Run": "kernel.run",
     "run": "kernel.api",
     "arun": "kernel.api",
+    "jobs": "kernel.jobs",
+    "attach": "kernel.jobs",
     "load_ipython_extension": "kernel.magic",
     "unload_ipython_extension": "kernel.magic",
 }
@@ -52,7 +56,9 @@ __all__ = [
     "StreamHandler",
     "__version__",
     "arun",
+    "attach",
     "connect",
+    "jobs",
     "load_ipython_extension",
     "run",
     "unload_ipython_extension",

@@ -21,6 +21,11 @@ missed, so listeners see no gap and no duplicate. Listeners are told with synthe
 events: ``client.reconnecting``, ``client.reconnected``, ``client.output_gap`` (the
 server no longer had part of the output; never skipped silently) and
 ``client.disconnected`` (gave up).
+
+Durable jobs: ``execute(..., durable=True)`` starts a job the server keeps when this
+connection goes; ``attach(job_id)`` follows one from the start (or after a seq);
+``jobs()`` lists them. A client following a job reconnects by attaching again after
+the last ``seq`` it saw (a job's seq numbering belongs to the job, not the session).
 """
 
 from __future__ import annotations
@@ -104,6 +109,8 @@ class Client:
         self.reconnect_timeout = reconnect_timeout
         self.heartbeat_interval: float | None = None
         self.last_seq = 0
+        self.job_id: str | None = None
+        """The durable job this client follows (started or attached), if any."""
         self.reconnects = 0
         self._last_frame_at = time.monotonic()
         self._reader = asyncio.ensure_future(self._run())
@@ -185,11 +192,17 @@ class Client:
         kill_grace: float | None = None,
         progress_target: dict[str, Any] | Any | None = FROM_ARGUMENTS,
         stdin: str | None = None,
+        durable: bool = False,
+        label: str | None = None,
+        meta: dict[str, Any] | None = None,
+        summary: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
         ``progress_target`` (``{"count", "unit"}`` or None to count nothing) replaces the
-        target the server would find in the arguments.
+        target the server would find in the arguments. ``durable`` makes it a job the
+        server keeps (``label``, ``meta`` and ``summary`` describe it; see the README's
+        protocol section); the result then carries its ``job_id``.
         """
         params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
         optional = {
@@ -204,10 +217,35 @@ class Client:
         params.update({k: v for k, v in optional.items() if v is not None})
         if progress_target is not FROM_ARGUMENTS:
             params["progress_target"] = progress_target
+        if durable:
+            job = {"label": label, "meta": meta, "summary": summary}
+            params.update({"durable": True, **{k: v for k, v in job.items() if v is not None}})
         result = dict(await self.call(methods.EXECUTE, params))
         if heartbeat_interval is not None:
             self.heartbeat_interval = heartbeat_interval
+        if durable:
+            self.job_id = str(result["job_id"])
         return result
+
+    async def attach(self, job_id: str, last_seq: int = 0) -> dict[str, Any]:
+        """Follow a durable job: its notifications after ``last_seq`` arrive, then live ones.
+
+        Returns ``{"status": "attached", "job_id", "last_seq", "job"}``; control,
+        ``status`` and input on this client then act on the job.
+        """
+        # Set before the call: the replay may be read before this coroutine resumes.
+        previous, self.last_seq = self.last_seq, last_seq
+        try:
+            result = dict(await self.call(methods.JOBS_ATTACH, {"job_id": job_id, "last_seq": last_seq}))
+        except BaseException:
+            self.last_seq = previous
+            raise
+        self.job_id = job_id
+        return result
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        """The server's durable jobs, newest first."""
+        return list((await self.call(methods.JOBS_LIST))["jobs"])
 
     async def control(self, kind: str) -> dict[str, Any]:
         """PAUSE, RESUME or CANCEL the running process."""
@@ -295,7 +333,8 @@ class Client:
     def _may_resume(self) -> bool:
         if not self.auto_reconnect or self._closing or not self._connected.done():
             return False
-        return not self._connected.exception() and methods.RESUME in self._connected.result().capabilities
+        needed = methods.JOBS_ATTACH if self.job_id is not None else methods.RESUME
+        return not self._connected.exception() and needed in self._connected.result().capabilities
 
     async def _reconnect(self) -> bool:
         """Dial again with backoff and resume; False when it gave up."""
@@ -324,10 +363,10 @@ class Client:
         session = self._connected.result()
         last_seq = self.last_seq
         try:
-            await asyncio.wait_for(ws.recv(), self._dialer.open_timeout if self._dialer else 10)
+            hello = await asyncio.wait_for(ws.recv(), self._dialer.open_timeout if self._dialer else 10)
             while True:
                 try:
-                    result = await self._resume_call(ws, session, last_seq)
+                    result = await self._resume_call(ws, session, last_seq, hello)
                     break
                 except OutputGap as gap:
                     first = int((gap.data or {}).get("first_available_seq", last_seq + 1))
@@ -346,16 +385,26 @@ class Client:
         await self._notify_local(methods.CLIENT_RECONNECTED, reconnected)
         return True
 
-    async def _resume_call(self, ws: ClientConnection, session: Connected, last_seq: int) -> dict[str, Any]:
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+    async def _resume_call(
+        self, ws: ClientConnection, session: Connected, last_seq: int, hello: str | bytes
+    ) -> dict[str, Any]:
+        """Resume the session, or attach to the followed job again, after ``last_seq``."""
+        if self.job_id is not None:
+            result = await self._call_on(ws, methods.JOBS_ATTACH, {"job_id": self.job_id, "last_seq": last_seq})
+            return {**result, "session_id": _session_of(hello)}
         params = {
             "session_id": session.session_id,
             "resume_token": session.params.get("resume_token", ""),
             "last_seq": last_seq,
         }
-        await ws.send(protocol.dumps(protocol.request(request_id, methods.RESUME, params)))
+        return await self._call_on(ws, methods.RESUME, params)
+
+    async def _call_on(self, ws: ClientConnection, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A request on a connection not yet read by the reader task."""
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        await ws.send(protocol.dumps(protocol.request(request_id, method, params)))
         while not future.done():
             await self._dispatch(await ws.recv())
         return dict(future.result())
@@ -448,6 +497,18 @@ def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:
         pieces.append(raw[start:end].decode("utf-8"))
         start = end
     return pieces
+
+
+def _session_of(hello: str | bytes) -> str | None:
+    """The session id from a ``connected`` frame (None if it is something else)."""
+    try:
+        items = protocol.parse_server_message(hello)
+    except ProtocolError:
+        return None
+    for item in items:
+        if isinstance(item, protocol.Notification) and item.method == methods.CONNECTED:
+            return str(item.params.get("session_id") or "") or None
+    return None
 
 
 def _describe_close(ws: ClientConnection) -> str:

@@ -15,7 +15,8 @@
     │   ├── OutputGap                -32003 resume asked for output no longer buffered
     │   ├── SpawnFailed              -32004 the process could not be started
     │   ├── AlreadyRunning           -32005 a process already runs in this session
-    │   └── UnknownSession           -32006 unknown session or bad resume token
+    │   ├── UnknownSession           -32006 unknown session or bad resume token
+    │   └── UnknownJob               -32007 no durable job with this id (added)
     └── ConnectionLost               the client's connection closed; pending calls fail
 
 This module is pure: no asyncio, no websockets.
@@ -40,6 +41,7 @@ __all__ = [
     "ParseError",
     "ProtocolError",
     "SpawnFailed",
+    "UnknownJob",
     "UnknownSession",
     "error_class_for",
 ]
@@ -155,6 +157,13 @@ class UnknownSession(ProtocolError):
     default_message = "Unknown session or bad resume token"
 
 
+class UnknownJob(ProtocolError):
+    """``jobs.attach`` named a job the server does not have (never, or no longer)."""
+
+    code = -32007
+    default_message = "Unknown job"
+
+
 class ConnectionLost(CCExecError):
     """The connection to the server closed; pending requests fail with this."""
 
@@ -173,6 +182,7 @@ _BY_CODE: dict[int, type[ProtocolError]] = {
         SpawnFailed,
         AlreadyRunning,
         UnknownSession,
+        UnknownJob,
     )
 }
 

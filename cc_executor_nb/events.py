@@ -29,7 +29,7 @@ __all__ = [
 #: Statuses of a run in which a child process is alive and may be controlled.
 ACTIVE_STATUSES: frozenset[str] = frozenset({"running", "thinking", "paused"})
 #: Statuses after which a run will not produce anything more worth showing.
-FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timeout", "error"})
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timeout", "error", "detached"})
 
 
 @dataclass(frozen=True)

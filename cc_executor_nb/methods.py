@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "CLIENT_DETACHED",
     "CLIENT_DISCONNECTED",
     "CLIENT_OUTPUT_GAP",
     "CLIENT_RECONNECTED",
@@ -20,6 +21,8 @@ __all__ = [
     "HEARTBEAT",
     "INPUT",
     "INPUT_CLOSE",
+    "JOBS_ATTACH",
+    "JOBS_LIST",
     "PONG",
     "PROCESS_CANCELLED",
     "PROCESS_COMPLETED",
@@ -44,6 +47,10 @@ INPUT: Final = "input"
 """*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
 INPUT_CLOSE: Final = "input.close"
 """*(added)* Close the running process's stdin once everything sent before was written."""
+JOBS_LIST: Final = "jobs.list"
+"""*(added)* The server's durable jobs (runs started by ``execute`` with ``durable: true``)."""
+JOBS_ATTACH: Final = "jobs.attach"
+"""*(added)* Follow a durable job on this connection: its notifications from the start, then live."""
 
 # Notifications (server to client)
 CONNECTED: Final = "connected"
@@ -63,3 +70,5 @@ CLIENT_RECONNECTING: Final = "client.reconnecting"
 CLIENT_RECONNECTED: Final = "client.reconnected"
 CLIENT_OUTPUT_GAP: Final = "client.output_gap"
 CLIENT_DISCONNECTED: Final = "client.disconnected"
+CLIENT_DETACHED: Final = "client.detached"
+"""A handle stopped following a durable job that goes on in its job server."""

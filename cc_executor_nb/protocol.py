@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,10 +47,13 @@ __all__ = [
     "ExecuteParams",
     "Incoming",
     "InputParams",
+    "JobAttachParams",
+    "JobRequest",
     "Notification",
     "Request",
     "Response",
     "ResumeParams",
+    "SummarySpec",
     "dumps",
     "dumps_bytes",
     "error_response",
@@ -63,7 +67,11 @@ __all__ = [
     "validate_control",
     "validate_execute",
     "validate_input",
+    "validate_job_attach",
+    "validate_job_request",
+    "validate_jobs_list",
     "validate_resume",
+    "wants_job",
 ]
 
 PROTOCOL_VERSION = "1"
@@ -526,3 +534,107 @@ def validate_resume(params: Any) -> ResumeParams:
         raise InvalidParams("last_seq must be a non-negative integer", "last_seq")
     session_id = _no_nul(obj["session_id"], "session_id")
     return ResumeParams(session_id, _no_nul(obj["resume_token"], "resume_token"), last_seq)
+
+
+# -- Durable jobs (added) ---------------------------------------------------------------
+
+MAX_LABEL_CHARS = 1000
+MAX_META_BYTES = 16 << 10
+MAX_SUMMARY_MATCH = 8
+MAX_SUMMARY_FIELDS = 32
+MAX_FIELD_NAME_CHARS = 64
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class SummarySpec:
+    """What a job keeps from its output: fields of the last matching JSON line.
+
+    A stdout line that is a JSON object whose members equal every entry of ``match``
+    replaces the job's summary with its members named in ``fields`` (the server knows
+    nothing of what they mean; Claude clients ask for the cost of a ``result`` line).
+    """
+
+    match: dict[str, Any]
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """The durable part of ``execute`` (``durable: true``): what the job records."""
+
+    label: str | None = None
+    """Shown in ``jobs.list``; None: the command line."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The client's own notes (an object of at most 16 KiB), returned as given."""
+    summary: SummarySpec | None = None
+
+
+@dataclass(frozen=True)
+class JobAttachParams:
+    """Validated params of ``jobs.attach``."""
+
+    job_id: str
+    last_seq: int = 0
+
+
+def wants_job(params: Any) -> bool:
+    """Whether ``execute`` params ask for a durable job (``durable`` present and not false)."""
+    return isinstance(params, dict) and params.get("durable", False) not in (False, None)
+
+
+def validate_job_request(params: Any) -> JobRequest:
+    """Validate the durable fields of ``execute``: ``durable``, ``label``, ``meta``, ``summary``."""
+    obj = _params_object(params)
+    if obj.get("durable") is not True:
+        raise InvalidParams("durable must be true or false", "durable")
+    label = _optional_str(obj, "label")
+    if label is not None and len(label) > MAX_LABEL_CHARS:
+        raise InvalidParams(f"label is longer than {MAX_LABEL_CHARS} characters", "label")
+    return JobRequest(label, _job_meta(obj), _summary_spec(obj.get("summary")))
+
+
+def _job_meta(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("meta")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise InvalidParams("meta must be an object", "meta")
+    if len(dumps_bytes(meta)) > MAX_META_BYTES:
+        raise InvalidParams(f"meta is larger than {MAX_META_BYTES} bytes", "meta")
+    return dict(meta)
+
+
+def _summary_spec(value: Any) -> SummarySpec | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidParams("summary must be an object or null", "summary")
+    match, fields = value.get("match"), value.get("fields")
+    if not isinstance(match, dict) or not 0 < len(match) <= MAX_SUMMARY_MATCH:
+        raise InvalidParams(f"summary.match must be an object of 1 to {MAX_SUMMARY_MATCH} members", "summary")
+    if not all(isinstance(v, _SCALARS) for v in match.values()):
+        raise InvalidParams("summary.match values must be strings, numbers, booleans or null", "summary")
+    if not isinstance(fields, list) or not 0 < len(fields) <= MAX_SUMMARY_FIELDS:
+        raise InvalidParams(f"summary.fields must be an array of 1 to {MAX_SUMMARY_FIELDS} names", "summary")
+    if not all(isinstance(f, str) and 0 < len(f) <= MAX_FIELD_NAME_CHARS for f in fields):
+        raise InvalidParams(f"summary.fields must be names of 1 to {MAX_FIELD_NAME_CHARS} characters", "summary")
+    return SummarySpec(dict(match), tuple(fields))
+
+
+def validate_jobs_list(params: Any) -> None:
+    """Validate ``jobs.list`` params (none are needed; an array is refused)."""
+    _params_object(params)
+
+
+def validate_job_attach(params: Any) -> JobAttachParams:
+    """Validate ``jobs.attach`` params; raise InvalidParams naming the field."""
+    obj = _params_object(params)
+    job_id = obj.get("job_id")
+    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidParams("job_id must be a job id (8 to 64 letters, digits, - or _)", "job_id")
+    last_seq = obj.get("last_seq", 0)
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
+        raise InvalidParams("last_seq must be a non-negative integer", "last_seq")
+    return JobAttachParams(job_id, last_seq)

@@ -111,9 +111,11 @@ class KernelHarness:
         self.log: list[Received] = []
 
     @classmethod
-    def start(cls, cwd: Path, *, ready_timeout: float = 60.0) -> KernelHarness:
+    def start(
+        cls, cwd: Path, *, ready_timeout: float = 60.0, env: dict[str, str] | None = None
+    ) -> KernelHarness:
         manager = KernelManager(kernel_name="python3")
-        env = {**os.environ, "PYTHONWARNINGS": "ignore", "IPYTHONDIR": str(cwd / ".ipython")}
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "IPYTHONDIR": str(cwd / ".ipython"), **(env or {})}
         manager.start_kernel(cwd=str(cwd), env=env)
         client = manager.client()
         client.start_channels()
@@ -121,6 +123,12 @@ class KernelHarness:
         harness = cls(manager, client)
         harness.drain(0.2)
         return harness
+
+    def restart(self, *, ready_timeout: float = 60.0) -> None:
+        """Restart the kernel as a front end would (a graceful shutdown, then a new process)."""
+        self.manager.restart_kernel(now=False)
+        self.client.wait_for_ready(timeout=ready_timeout)
+        self.drain(0.2)
 
     def shutdown(self) -> None:
         """Ask the kernel to shut down (as a front end would); idempotent."""

@@ -20,7 +20,7 @@ from cc_executor_nb.server.session import Session
 from .conftest import TOKEN, collect, fake, make_handler, reply
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006}
+DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32007}
 
 
 async def test_parse_error_has_null_id(raw) -> None:

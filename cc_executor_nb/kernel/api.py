@@ -16,7 +16,8 @@ and ``claude=``). Settings come from the extension's
 :class:`~cc_executor_nb.kernel.config.CCExec` (``%config CCExec.x = ...``,
 ``ipython_config.py``); keywords override them. Without ``server`` (or
 ``CCExec.default_server``) runs go to a private server on the kernel's background loop
-(:mod:`cc_executor_nb.kernel.loop`).
+(:mod:`cc_executor_nb.kernel.loop`); ``durable=True`` runs go to the user's job server
+(:mod:`cc_executor_nb.kernel.jobserver`) and outlive the kernel.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import ClaudeOptions, claude_argv, claude_environment
+from ..claude.options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment
+from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .config import CCExec
+from .jobserver import durable_environment, job_server, notebook_key
 from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
@@ -41,9 +44,19 @@ from .run import Interpreter, Run, RunSpec, Target
 if TYPE_CHECKING:
     from .views import Body
 
-__all__ = ["arun", "current_settings", "in_kernel_server_settings", "resolve_options", "run"]
+__all__ = [
+    "arun",
+    "current_settings",
+    "follow_job",
+    "in_kernel_server_settings",
+    "output_mode",
+    "resolve_options",
+    "run",
+]
 
 LABEL_CHARS = 80
+META_PROMPT_CHARS = 4000
+"""How much of a durable Claude run's prompt its job keeps (to show it again on attach)."""
 _RUN_KEYWORDS = keywords(RunOptions)
 _CLAUDE_KEYWORDS = keywords(ClaudeOptions)
 
@@ -66,19 +79,20 @@ def run(
     ``continue_session``, ``allowed_tools``, ``permission_mode``, ``max_turns``,
     ``append_system_prompt``, ``claude_args``, ``max_retries``); ``options=`` and
     ``claude=`` give them whole. ``wait`` blocks until the run ends (a KeyboardInterrupt
-    cancels it); ``display=False`` shows nothing (``display(run)`` later).
+    cancels it); ``display=False`` shows nothing (``display(run)`` later); ``durable``
+    makes the run a job of the user's job server (see ``cc_executor_nb.jobs``).
 
     Raises TypeError for an unknown keyword, ValueError for bad values and
     FileNotFoundError when a Claude prompt is given and no claude executable exists.
     """
     settings = settings or current_settings()
     run_options, claude_options = resolve_options(settings, options, claude, given)
-    remote = bool(run_options.server)
+    remote, durable = bool(run_options.server), run_options.durable
     if run_options.command:
         what, extras = _command(prompt_or_command)
     else:
         prompt = _prompt_text(prompt_or_command)
-        what, extras = _claude(prompt, _with_session(settings, claude_options))
+        what, extras = _claude(prompt, _with_session(settings, claude_options), durable=durable and not remote)
     spec = dataclasses.replace(
         what,
         cwd=run_options.cwd,
@@ -88,12 +102,17 @@ def run(
         inactivity_threshold=_seconds("inactivity", run_options.inactivity),
         kill_grace=settings.kill_grace,
     )
-    kernel_loop = _kernel_loop(settings, remote=remote)
+    label = run_options.label or extras.label
+    if durable:
+        spec = _durable(spec, label, extras, local=not remote)
+    kernel_loop = _kernel_loop(settings, remote=remote or durable)
     handle = Run(
         spec,
         _target(kernel_loop, settings, run_options),
-        label=run_options.label or extras.label,
-        options=extras.options | {"quiet": run_options.quiet, "wait": run_options.wait, "server": run_options.server},
+        label=label,
+        options=extras.options | {
+            "quiet": run_options.quiet, "wait": run_options.wait, "server": run_options.server, "durable": durable,
+        },
         interpreter=extras.interpreter,
         settle_timeout=settings.kill_grace + 10.0,
     )
@@ -104,6 +123,45 @@ def run(
         handle.show()
     handle.start(kernel_loop)
     return handle.wait() if run_options.wait else handle
+
+
+def follow_job(
+    job: Mapping[str, Any],
+    target: Target,
+    *,
+    settings: CCExec | None = None,
+    quiet: bool = False,
+    display: bool = True,
+) -> Run:
+    """A :class:`Run` that attaches to ``job`` (a ``jobs.list`` entry) on ``target``.
+
+    It is built as a fresh run of the same kind would be: a Claude job gets the Claude
+    interpreter and view, so ``text``, ``cost_usd`` and ``session_id`` read the same.
+    """
+    settings = settings or current_settings()
+    given = job.get("meta")
+    meta: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    argv = [str(arg) for arg in job.get("argv") or ()] or ["?"]
+    if meta.get("kind") == "claude":
+        extras = _claude_extras(str(meta.get("prompt") or ""), {"raw": bool(meta.get("raw"))})
+    else:
+        extras = _Extras(_shorten(shlex.join(argv)), {"command": argv})
+    handle = Run(
+        RunSpec(argv=argv, cwd=job.get("cwd")),
+        target,
+        label=str(job.get("label") or extras.label),
+        options=extras.options | {"quiet": quiet, "attached": True},
+        interpreter=extras.interpreter,
+        settle_timeout=settings.kill_grace + 10.0,
+        job_id=str(job["job_id"]),
+    )
+    handle.presenter = _presenter(handle, settings, quiet=quiet, body=extras.body)
+    if extras.interpreter is not None:
+        handle.add_done_callback(lambda done: _remember_session(settings, done))
+    if display:
+        handle.show()
+    handle.start(shared_loop())
+    return handle
 
 
 async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
@@ -203,18 +261,41 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     return RunSpec(argv=argv), _Extras(_shorten(shlex.join(argv)), {"command": argv})
 
 
-def _claude(prompt: str, options: ClaudeOptions) -> tuple[RunSpec, _Extras]:
-    argv = claude_argv(prompt, options)
-    interpreter = ClaudeInterpreter(prompt=prompt)
-    extras = _Extras(
-        _shorten("claude: " + prompt),
-        {"prompt": prompt, "model": options.model, "demo": options.demo, "raw": options.raw},
-        env=claude_environment(options),
-        interpreter=interpreter,
-        body=None if options.raw else _claude_body(interpreter),
-    )
+def _claude(prompt: str, options: ClaudeOptions, *, durable: bool = False) -> tuple[RunSpec, _Extras]:
+    argv, demo = claude_argv(prompt, options), options.demo
+    if durable and demo:
+        # The kernel's demo backend would die with the kernel: the job carries its own.
+        from ..demo.runner import runner_argv
+
+        retries = DEMO_MAX_RETRIES if options.max_retries is None else options.max_retries
+        argv, options = runner_argv(argv, retries), dataclasses.replace(options, demo=False, max_retries=None)
+    extras = _claude_extras(prompt, {"model": options.model, "demo": demo, "raw": options.raw})
+    extras.env = claude_environment(options)
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
     return RunSpec(argv=argv, progress_target=None), extras
+
+
+def _claude_extras(prompt: str, options: dict[str, Any]) -> _Extras:
+    """Label, interpreter and view of a Claude run of ``prompt`` (fresh or attached)."""
+    interpreter = ClaudeInterpreter(prompt=prompt)
+    return _Extras(
+        _shorten("claude: " + prompt),
+        {"prompt": prompt, **options},
+        interpreter=interpreter,
+        body=None if options.get("raw") else _claude_body(interpreter),
+    )
+
+
+def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool) -> RunSpec:
+    """``spec`` as a durable job; a local job server gets this kernel's cwd and environment."""
+    claude = extras.interpreter is not None
+    meta: dict[str, Any] = {"kind": "claude" if claude else "command", "notebook": notebook_key()}
+    if claude:
+        meta |= {"prompt": str(extras.options.get("prompt", ""))[:META_PROMPT_CHARS], "raw": extras.options.get("raw")}
+    job = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
+    if not local:
+        return dataclasses.replace(spec, job=job)
+    return dataclasses.replace(spec, cwd=spec.cwd or os.getcwd(), env=durable_environment(spec.env), job=job)
 
 
 def _claude_body(interpreter: ClaudeInterpreter) -> Body:
@@ -290,6 +371,9 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> T
     if options.server:
         name = options.token_env or settings.token_env
         return Target(options.server, options.token or (os.environ.get(name) if name else None))
+    if options.durable:
+        info = job_server(settings)
+        return Target(info.url, info.token)
     local = kernel_loop.server
     if local is None:
         raise RuntimeError("the in-kernel server is not running")
@@ -297,7 +381,7 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> T
 
 
 def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None) -> Presenter:
-    if _output_mode(settings, quiet) == "text":
+    if output_mode(settings, quiet) == "text":
         return TextPresenter(lambda: repr(handle))
     from .views import RunView
 
@@ -316,7 +400,8 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
     return WidgetPresenter(handle.state, view, max_rate=settings.max_updates_per_second)
 
 
-def _output_mode(settings: CCExec, quiet: bool) -> str:
+def output_mode(settings: CCExec, quiet: bool) -> str:
+    """"widget" or "text": how a run (or the job table) is shown here."""
     if quiet:
         return "text"
     if settings.output_mode != "auto":

@@ -45,6 +45,26 @@ class CCExec(Configurable):
         "(the token itself is never stored in the configuration nor echoed).",
     ).tag(config=True)
 
+    durable = Bool(
+        False,
+        help="Send every run to the user's job server as a durable job: it outlives this "
+        "kernel (restarts, crashes, culling) and can be attached from any notebook.",
+    ).tag(config=True)
+    job_server_idle_exit = Float(
+        3600.0,
+        help="Seconds the job server (started by a kernel) waits with no running job and no "
+        "connection before it exits by itself; 0: it never does.",
+    ).tag(config=True)
+    job_retention = Float(
+        7 * 24 * 3600.0,
+        help="Seconds the job server keeps a finished job and its output (default a week).",
+    ).tag(config=True)
+    job_storage_limit = Int(
+        1 << 30,
+        help="Bytes the job server's logs of all jobs may take; past it the oldest finished "
+        "jobs are deleted first (a running job never is).",
+    ).tag(config=True)
+
     last_session_id = Unicode(
         "",
         help="Session id of the last Claude run in this kernel (what --continue resumes); "
@@ -136,7 +156,7 @@ class CCExec(Configurable):
     def _positive(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=False)
 
-    @validate("kill_grace")
+    @validate("kill_grace", "job_server_idle_exit", "job_retention")
     def _not_negative(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=True)
 
@@ -144,10 +164,10 @@ class CCExec(Configurable):
     def _timeout(self, proposal: Any) -> float | None:
         return None if proposal.value is None else _check(proposal, allow_zero=False)
 
-    @validate("max_output_chars")
+    @validate("max_output_chars", "job_storage_limit")
     def _chars(self, proposal: Any) -> int:
         if proposal.value < 0:
-            raise TraitError("CCExec.max_output_chars must not be negative")
+            raise TraitError(f"CCExec.{proposal.trait.name} must not be negative")
         return int(proposal.value)
 
 

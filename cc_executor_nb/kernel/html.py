@@ -46,6 +46,7 @@ STATUS_COLORS: dict[str, str] = {
     "timeout": "#d63384",
     "reconnecting": "#b58900",
     "error": "#dc3545",
+    "detached": "#6c757d",
 }
 HEALTH_COLORS: dict[str, str] = {
     "ok": "#dc3545",

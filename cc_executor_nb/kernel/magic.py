@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import os
 import re
 import shlex
 from collections.abc import Callable, Sequence
@@ -23,8 +24,10 @@ from traitlets.config import Configurable
 
 from ..claude.options import ClaudeOptions
 from ..declare import declared
+from ..errors import CCExecError
 from . import api
 from .config import CCExec
+from .jobs import JobsTable, attach, show_jobs
 from .loop import stop_shared_loop
 from .options import RunOptions
 from .run import Run
@@ -123,10 +126,15 @@ class CCExecMagics(Magics):
     @magic_arguments()
     @declared_arguments()
     @argument("-o", "--out", metavar="NAME", help="also bind the Run to NAME in the user namespace")
+    @argument("--jobs", action="store_true",
+              help="show the durable jobs of the job server (a live table) instead of running anything")
+    @argument("--attach", metavar="ID",
+              help="follow a durable job: its output from the start, then live "
+              "(an id, a unique prefix of one, or 'last': this notebook's newest)")
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
     @line_cell_magic
-    def ccexec(self, line: str, cell: str | None = None) -> Run:
+    def ccexec(self, line: str, cell: str | None = None) -> Run | JobsTable:
         """Run a Claude prompt, or with -c a command line, and show it live.
 
         The magic returns at once (unless -w) and the kernel stays free while the run
@@ -138,13 +146,19 @@ class CCExecMagics(Magics):
           %ccexec -c "pytest -q" --wait -o tests
           %%ccexec --model sonnet
           Review this diff for bugs: ...
+
+        Durable jobs live in the user's job server and outlive the kernel::
+
+          %ccexec --durable -c "python train.py"
+          %ccexec --jobs
+          %ccexec --attach last
         """
         args, text = self._parse(line, cell)
-        run = self._start(args, text)
+        result = self._act(args, text)
         if args.out:
             assert self.shell is not None, "a magic is only called through its shell"
-            self.shell.user_ns[args.out] = run
-        return run.wait() if args.wait else run
+            self.shell.user_ns[args.out] = result
+        return result.wait() if args.wait and isinstance(result, Run) else result
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
@@ -156,7 +170,12 @@ class CCExecMagics(Magics):
             if text:
                 raise UsageError("give the prompt either on the %%ccexec line or in the cell")
             text = cell.strip() if args.command else cell.strip("\n")
-        if not text.strip():
+        action = "--jobs" if args.jobs else "--attach" if args.attach else None
+        if action and text.strip():
+            raise UsageError(f"{action} takes no prompt or command")
+        if action == "--attach" and args.durable:
+            raise UsageError("--attach follows a job that exists; --durable starts one")
+        if not text.strip() and not action:
             what = "command line" if args.command else "prompt"
             raise UsageError(f"%ccexec needs a {what} (see %ccexec?)")
         if args.out and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
@@ -172,6 +191,25 @@ class CCExecMagics(Magics):
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
 
+    def _act(self, args: Any, text: str) -> Run | JobsTable:
+        if args.jobs:
+            return self._jobs(args)
+        return self._attach(args) if args.attach else self._start(args, text)
+
+    def _jobs(self, args: Any) -> JobsTable:
+        try:
+            return show_jobs(server=args.server, token=_token(args), quiet=bool(args.quiet), settings=self.settings)
+        except (CCExecError, TimeoutError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+
+    def _attach(self, args: Any) -> Run:
+        try:
+            return attach(
+                args.attach, server=args.server, token=_token(args), quiet=bool(args.quiet), settings=self.settings
+            )
+        except (ValueError, CCExecError, TimeoutError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+
     def forget(self) -> None:
         """Leave the shell: drop the settings from %config, keeping their values for a reload."""
         shell = self.shell
@@ -183,6 +221,11 @@ class CCExecMagics(Magics):
         for configurable in (self.settings, self):
             if configurable in configurables:
                 configurables.remove(configurable)
+
+
+def _token(args: Any) -> str | None:
+    """The token ``--token-env`` names (None: the configured variable is read later)."""
+    return os.environ.get(args.token_env) if args.token_env else None
 
 
 def _env_pairs(pairs: Sequence[str]) -> dict[str, str] | None:

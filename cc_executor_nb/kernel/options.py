@@ -30,6 +30,11 @@ class RunOptions:
         help="block until the run ends; interrupting the kernel cancels the run",
     )
     # Where it runs
+    durable: bool = option(
+        False, "--durable", kind="switch", config="durable",
+        help="a durable job in the user's job server: it outlives this kernel and can be "
+        "attached from any notebook (%%ccexec --jobs, --attach ID)",
+    )
     server: str | None = option(
         None, "-s", "--server", metavar="URL", config="default_server",
         help="ws://HOST:PORT/ws of a remote server (default: CCExec.default_server, else a "

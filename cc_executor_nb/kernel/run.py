@@ -11,6 +11,12 @@ second; the Run keeps the full output and every event. Control methods and
 :meth:`Run.wait` may be called from any thread except the loop's; ``await run``
 waits on the awaiting loop without blocking it.
 
+A *durable* run (``RunSpec.job``) is a job of the user's job server: the run's process
+belongs to the server, not to this handle. Stopping the background loop (a kernel
+shutdown, ``%unload_ext``) then leaves the job running and the handle ``detached``. A
+Run made with ``job_id`` *attaches* to an existing job instead of starting anything:
+it replays the job's notifications (the job's own seq numbering) and then follows it.
+
 For Claude runs an optional *interpreter* (see :class:`Interpreter`) is fed every
 output piece; the fields ``text``, ``result``, ``cost_usd``, ``usage``,
 ``session_id``, ``model``, ``tool_calls`` and ``is_error`` read from it and are
@@ -97,6 +103,8 @@ class RunSpec:
     """``{"count", "unit"}``, None (the server counts nothing) or FROM_ARGUMENTS."""
     stdin: str | None = None
     """``"pipe"`` to write to the process with ``input``; default: /dev/null."""
+    job: Mapping[str, Any] | None = None
+    """A durable job's ``label``, ``meta`` and ``summary``; None: an ordinary run."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -120,6 +128,7 @@ class RunSpec:
             "kill_grace": self.kill_grace,
             "progress_target": self.progress_target,
             "stdin": self.stdin,
+            **({"durable": True, **self.job} if self.job is not None else {}),
         }
 
 
@@ -161,6 +170,7 @@ class Run:
         options: Mapping[str, Any] | None = None,
         interpreter: Interpreter | None = None,
         settle_timeout: float = 15.0,
+        job_id: str | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -180,6 +190,10 @@ class Run:
         self._done.set_running_or_notify_cancel()  # nobody may cancel the run's outcome
         self._finished = threading.Event()
         self._shown_in: object = None
+        self.job_id = job_id
+        """The durable job's id (None for an ordinary run; known once a durable run started)."""
+        self.attached = job_id is not None
+        """True when this handle follows an existing job (``attach``) rather than starting one."""
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -217,6 +231,11 @@ class Run:
     def done(self) -> bool:
         """Whether the run is over and its handle will not change any more."""
         return self._done.done()
+
+    @property
+    def durable(self) -> bool:
+        """Whether the run is a job of a job server (started durable, or attached)."""
+        return self.attached or self.spec.job is not None
 
     # -- Claude (from the interpreter) -------------------------------------------------
 
@@ -356,6 +375,8 @@ class Run:
 
     def __repr__(self) -> str:
         parts = [f"<Run {self.label!r}: {self.status}"]
+        if self.job_id is not None:
+            parts.append(f"job {self.job_id}")
         if self.exit_code is not None:
             parts.append(f"exit {self.exit_code}")
         duration = self.duration
@@ -372,6 +393,9 @@ class Run:
             client = await connect(self.target.url, self.target.token, buffer_events=False)
             await self._execute(client)
         except asyncio.CancelledError:
+            if self.durable:
+                self._detach("the background loop was stopped; the job goes on in the job server")
+                raise
             await self._cancel_on_shutdown(client)
             self._settle_locally("cancelled: the background loop was stopped")
             raise
@@ -386,10 +410,10 @@ class Run:
         client.add_listener(self._on_event)
         closed = asyncio.ensure_future(_until_closed(client))
         try:
-            if self._cancel_requested.is_set():
+            if self._cancel_requested.is_set() and not self.attached:
                 self._settle_locally("cancelled before it started")
                 return
-            await client.execute(**self.spec.execute_params())
+            await self._start_or_attach(client)
             self._client = client
             if self._cancel_requested.is_set():
                 await self._send_control("CANCEL")
@@ -398,6 +422,13 @@ class Run:
             closed.cancel()
         if not self.state.finished:
             self._fail(f"connection lost: {client.close_reason or 'closed'}")
+
+    async def _start_or_attach(self, client: Client) -> None:
+        if self.job_id is not None:
+            await client.attach(self.job_id)
+            return
+        started = await client.execute(**self.spec.execute_params())
+        self.job_id = started.get("job_id")
 
     async def _until_ended(self, closed: asyncio.Future[None]) -> None:
         assert self._ended is not None
@@ -450,6 +481,11 @@ class Run:
         if not self.state.finished:
             self._on_event(make_event(methods.PROCESS_ERROR, {"error": message}))
 
+    def _detach(self, message: str) -> None:
+        """Stop following a durable job that goes on without this handle."""
+        if not self.state.finished:
+            self._on_event(make_event(methods.CLIENT_DETACHED, {"job_id": self.job_id, "reason": message}))
+
     def _settle_locally(self, message: str) -> None:
         """End the run as cancelled without the server's word (it never started, or is gone)."""
         if not self.state.finished:
@@ -473,6 +509,8 @@ def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
         state.mark_reconnecting()
     elif event.method == "client.reconnected":
         state.apply(methods.CONNECTED, {"session_id": event.params.get("session_id")}, now)
+    elif event.method == methods.CLIENT_DETACHED:
+        state.mark_detached(str(event.params.get("reason") or "detached"), now)
 
 
 async def _until_closed(client: Client) -> None:

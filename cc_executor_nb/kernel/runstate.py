@@ -51,6 +51,7 @@ Status = Literal[
     "timeout",
     "reconnecting",
     "error",
+    "detached",
 ]
 Stream = Literal["stdout", "stderr"]
 Health = Literal["ok", "overdue", "lost", "waiting"]
@@ -190,6 +191,12 @@ class RunState:
         if self.status != "reconnecting" and not self.finished:
             self._status_before_reconnect = self.status
             self.status = "reconnecting"
+
+    def mark_detached(self, reason: str, now: float) -> None:
+        """This handle stopped following a durable job that goes on elsewhere (final here)."""
+        if not self.finished:
+            self.status, self.error = "detached", reason
+            self.ended_at = now
 
     def _is_replay(self, params: Mapping[str, Any]) -> bool:
         seq = _int(params.get("seq"))

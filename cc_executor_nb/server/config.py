@@ -28,10 +28,20 @@ from .streams import CHUNK_LIMIT
 if TYPE_CHECKING:
     from .handler import EnhancedWebSocketHandler
 
-__all__ = ["DEFAULT_HISTORY", "ServerSettings", "build_server"]
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_JOB_RETENTION",
+    "DEFAULT_JOB_STORAGE_LIMIT",
+    "ServerSettings",
+    "build_server",
+]
 
 DEFAULT_HISTORY = "default"
 """``history_path`` meaning ``~/.cache/cc_executor_nb/history.sqlite3``."""
+DEFAULT_JOB_RETENTION = 7 * 24 * 3600.0
+"""A week."""
+DEFAULT_JOB_STORAGE_LIMIT = 1 << 30
+"""1 GiB of job logs."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +83,20 @@ class ServerSettings:
     # Progress
     history_path: str | None = DEFAULT_HISTORY
     """SQLite file of run durations; ``"default"``: the user's cache; None: no history."""
+    # Durable jobs (the job server)
+    jobs_dir: str | None = None
+    """Where durable jobs are kept; None: this server refuses ``durable: true``."""
+    job_retention: float = DEFAULT_JOB_RETENTION
+    """Seconds a finished job (record and output) is kept."""
+    job_storage_limit: int = DEFAULT_JOB_STORAGE_LIMIT
+    """Bytes the logs of all jobs may take; past it the oldest finished jobs go first."""
+    idle_exit: float = 0.0
+    """Seconds with no connection and no running job after which the server exits; 0: never."""
 
     def __post_init__(self) -> None:
         for name in ("heartbeat_interval", "inactivity_threshold", "min_heartbeat_interval"):
             _check_seconds(name, getattr(self, name), minimum=MIN_INTERVAL)
-        for name in ("metrics_interval", "kill_grace", "detach_ttl"):
+        for name in ("metrics_interval", "kill_grace", "detach_ttl", "job_retention", "idle_exit"):
             _check_seconds(name, getattr(self, name), minimum=0.0)
         _check_seconds("handshake_timeout", self.handshake_timeout, minimum=MIN_INTERVAL)
         for name in ("ping_interval", "ping_timeout"):
@@ -90,6 +109,9 @@ class ServerSettings:
         _check_count("replay_limit", self.replay_limit, minimum=0)
         _check_count("chunk_limit", self.chunk_limit, minimum=1)
         _check_count("output_memory_limit", self.output_memory_limit, minimum=1)
+        _check_count("job_storage_limit", self.job_storage_limit, minimum=0)
+        if self.jobs_dir is not None and (not isinstance(self.jobs_dir, str) or not self.jobs_dir.strip()):
+            raise ValueError(f"jobs_dir must be a directory path, not {self.jobs_dir!r}")
         for name in ("max_processes", "max_sessions"):
             if getattr(self, name) is not None:
                 _check_count(name, getattr(self, name), minimum=1)
@@ -117,6 +139,7 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
 def build_server(settings: ServerSettings | None = None) -> EnhancedWebSocketHandler:
     """The enhanced handler, assembled from its parts as ``settings`` say (not started)."""
     from .handler import EnhancedWebSocketHandler
+    from .jobs import JobStore
     from .session import SessionManager
     from .streams import StreamHandler
     from .supervisor import ProcessManager
@@ -145,5 +168,8 @@ def build_server(settings: ServerSettings | None = None) -> EnhancedWebSocketHan
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         history_path=settings.history_path,
+        jobs=None if settings.jobs_dir is None else JobStore(
+            settings.jobs_dir, retention=settings.job_retention, storage_limit=settings.job_storage_limit
+        ),
         settings=settings,
     )

@@ -51,8 +51,9 @@ from ..errors import (
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from .access import WS_PATHS, check_handshake, is_loopback
 from .config import ServerSettings
-from .execution import Execution
+from .execution import Execution, Notify
 from .heartbeat import MODES, BeatPolicy
+from .jobs import Job, JobDesk, JobStore, RunOwner
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
 from .replay import ReplayLog
 from .resources import ResourceSampler
@@ -122,6 +123,8 @@ class EnhancedWebSocketHandler:
         close_timeout: float = 1.0,
         # Progress
         history_path: str | None = _DEFAULT,
+        # Durable jobs (server/jobs.py); None: this server keeps none
+        jobs: JobStore | None = None,
         settings: ServerSettings | None = None,
     ) -> None:
         if heartbeat_mode not in MODES:
@@ -149,6 +152,16 @@ class EnhancedWebSocketHandler:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.processes.add_secret(self.token)
+        self.jobs = JobDesk(
+            jobs,
+            launch=self._launch,
+            timers=lambda owner: [self._activity_loop(owner), self._metrics_loop(owner)],
+            heartbeat_interval=heartbeat_interval,
+            inactivity_threshold=inactivity_threshold,
+            min_interval=min_interval,
+            stop_grace=self.processes.kill_grace + 10.0,
+        )
+        self.capabilities = [*CAPABILITIES, *self.jobs.methods]
         self.server: Server | None = None
         self.host = "127.0.0.1"
         self.port = 0
@@ -163,20 +176,25 @@ class EnhancedWebSocketHandler:
         _install_redactor()
         if self.token is None and not self._loopback:
             raise ValueError("refusing to serve without a token on a non-loopback address")
-        self.server = await serve(
-            self._serve_connection,
-            host,
-            port,
-            process_request=self._process_request,
-            compression=None,
-            max_size=self.max_message_size,
-            open_timeout=self.open_timeout,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            # A dead peer never answers our close frame: do not wait long for it.
-            close_timeout=self.close_timeout,
-            server_header=f"cc_executor_nb/{__version__}",
-        )
+        self.jobs.open()
+        try:
+            self.server = await serve(
+                self._serve_connection,
+                host,
+                port,
+                process_request=self._process_request,
+                compression=None,
+                max_size=self.max_message_size,
+                open_timeout=self.open_timeout,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
+                # A dead peer never answers our close frame: do not wait long for it.
+                close_timeout=self.close_timeout,
+                server_header=f"cc_executor_nb/{__version__}",
+            )
+        except BaseException:
+            await self.jobs.shutdown()  # releases the jobs directory
+            raise
         self.host, self.port = self.server.sockets[0].getsockname()[:2]
         logger.info("[ENHANCED] listening on %s", self.url)
         return self.server
@@ -197,6 +215,7 @@ class EnhancedWebSocketHandler:
             return
         self._closing = True
         logger.info("x [ENHANCED] shutting down: %d sessions", len(self.sessions.sessions))
+        await self.jobs.shutdown()
         await self.processes.shutdown()
         if self.server is not None:
             self.server.close()
@@ -227,7 +246,8 @@ class EnhancedWebSocketHandler:
                 "status": "healthy",
                 "version": __version__,
                 "sessions": len(self.sessions.sessions),
-                "running": self.sessions.running_count,
+                "running": self.sessions.running_count + self.jobs.running_count,
+                "jobs": self.jobs.running_count,
             }
         ).encode()
         headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -245,7 +265,7 @@ class EnhancedWebSocketHandler:
         link = _Link(ws, session)
         try:
             await session.send(
-                protocol.notification(methods.CONNECTED, session.connected_params(__version__, CAPABILITIES))
+                protocol.notification(methods.CONNECTED, session.connected_params(__version__, self.capabilities))
             )
             async for frame in ws:
                 await self._handle_frame(link, frame)
@@ -272,6 +292,7 @@ class EnhancedWebSocketHandler:
         return session
 
     async def _connection_lost(self, link: _Link) -> None:
+        self.jobs.leave(link)
         session = link.session
         if session.connection is not link.ws:
             return  # the session moved to another connection (resume)
@@ -350,18 +371,24 @@ class EnhancedWebSocketHandler:
         deferred: list[Callable[[], Awaitable[None]]],
     ) -> Any:
         method, session = request.method, link.session
+        if self.jobs.claims(method, request.params):
+            return await self.jobs.answer(link, method, request.params, deferred)
+        # A connection attached to a durable job controls that job.
+        owner: RunOwner = link.job if link.job is not None else session
         if method == methods.RESUME:
             return await self._resume(link, request.params, deferred)
         if method == methods.EXECUTE:
+            if link.job is not None:
+                raise AlreadyRunning(f"this connection follows job {link.job.id}; execute on another")
             return await self._execute(session, request.params, deferred)
         if method == methods.CONTROL:
-            return await self._control(session, request.params)
+            return await self._control(owner, request.params)
         if method == methods.STATUS:
-            return await self._status(session)
+            return await self._status(owner) | self.jobs.status_fields(link)
         if method == methods.INPUT:
-            return self._input(session, request.params)
+            return self._input(owner, request.params)
         if method == methods.INPUT_CLOSE:
-            return self._close_input(session)
+            return self._close_input(owner)
         if method == methods.PONG:
             return {"status": "ok"}
         raise MethodNotFound(f"Method not found: {method[:100]}")
@@ -373,6 +400,19 @@ class EnhancedWebSocketHandler:
         if session.running:
             raise AlreadyRunning()
         session.update_settings(spec.heartbeat_interval, spec.inactivity_threshold)
+        timing = {
+            "heartbeat_interval": session.heartbeat_interval,
+            "inactivity_threshold": session.inactivity_threshold,
+        }
+        execution = await self._launch(spec, session.notify, timing)
+        session.execution = execution
+        deferred.append(_started(execution))
+        return {"status": "started", **execution.pid_fields}
+
+    async def _launch(
+        self, spec: protocol.ExecuteParams, notify: Notify, announce: dict[str, Any]
+    ) -> Execution:
+        """Spawn the run's process and wrap it (not begun); ``announce`` goes into process.started."""
         process = await self.processes.spawn(spec.argv, spec.cwd, spec.env, stdin_pipe=spec.stdin == "pipe")
         output = await self.streams.open(process.stdout_fd, process.stderr_fd)
         stdin = await _open_input(process.stdin_fd)
@@ -381,26 +421,18 @@ class EnhancedWebSocketHandler:
         # spawn needed (up to a 5 ms switch interval).
         key = fingerprint(spec.argv, spec.cwd)
         past = await asyncio.to_thread(self.history.durations, key) if self.history else []
-        execution = Execution(
+        return Execution(
             process,
             output,
-            session.notify,
+            notify,
             kill_grace=self.processes.kill_grace if spec.kill_grace is None else spec.kill_grace,
             chunk_limit=self.streams.chunk_limit,
             timeout=spec.timeout,
             estimator=ProgressEstimator(spec.argv, past, spec.progress_target),
             on_success=self._recorder(key),
-            settings={
-                "heartbeat_interval": session.heartbeat_interval,
-                "inactivity_threshold": session.inactivity_threshold,
-                "timeout": spec.timeout,
-                "stdin": spec.stdin,
-            },
+            settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin},
             stdin=stdin,
         )
-        session.execution = execution
-        deferred.append(_started(execution))
-        return {"status": "started", **execution.pid_fields}
 
     async def _resume(
         self, link: _Link, params: Any, deferred: list[Callable[[], Awaitable[None]]]
@@ -437,7 +469,7 @@ class EnhancedWebSocketHandler:
             return
         logger.info("= [ENHANCED] session %s replayed %d notifications", session.id, count)
 
-    async def _control(self, session: Session, params: Any) -> dict[str, Any]:
+    async def _control(self, session: RunOwner, params: Any) -> dict[str, Any]:
         kind = protocol.validate_control(params).type
         execution = session.execution
         if execution is None or not session.running:
@@ -451,19 +483,19 @@ class EnhancedWebSocketHandler:
         await execution.cancel()
         return {"status": "cancelled"}
 
-    def _input(self, session: Session, params: Any) -> dict[str, Any]:
+    def _input(self, session: RunOwner, params: Any) -> dict[str, Any]:
         data = protocol.validate_input(params).data
         stdin = self._piped_input(session)
         queued = stdin.write(data)
         return {"status": "queued", "bytes": len(data), "queued_bytes": queued}
 
-    def _close_input(self, session: Session) -> dict[str, Any]:
+    def _close_input(self, session: RunOwner) -> dict[str, Any]:
         stdin = self._piped_input(session)
         stdin.close()
         return {"status": "closing", "queued_bytes": stdin.queued_bytes}
 
     @staticmethod
-    def _piped_input(session: Session) -> ChildInput:
+    def _piped_input(session: RunOwner) -> ChildInput:
         execution = session.execution
         if execution is None or not session.running:
             raise NoProcessRunning()
@@ -471,7 +503,7 @@ class EnhancedWebSocketHandler:
             raise InvalidParams('this run reads /dev/null: execute it with stdin "pipe"', "stdin")
         return execution.stdin
 
-    async def _status(self, session: Session) -> dict[str, Any]:
+    async def _status(self, session: RunOwner) -> dict[str, Any]:
         execution = session.execution if session.running else None
         result: dict[str, Any] = {
             "session_id": session.id,
@@ -530,7 +562,7 @@ class EnhancedWebSocketHandler:
                 live=session.running,
             )
 
-    async def _activity_loop(self, session: Session) -> None:
+    async def _activity_loop(self, session: RunOwner) -> None:
         last_report = 0.0
         while True:
             execution = session.execution if session.running else None
@@ -545,7 +577,7 @@ class EnhancedWebSocketHandler:
             # Re-evaluate at least every second: the threshold may change mid-sleep.
             await asyncio.sleep(min(wait, 1.0))
 
-    async def _report_silence(self, session: Session, execution: Execution) -> None:
+    async def _report_silence(self, session: RunOwner, execution: Execution) -> None:
         inactive = round(execution.inactive_seconds(), 3)
         paused = execution.state == "paused"
         logger.info("[ACTIVITY] pid %d silent for %.1f s", execution.process.pid, inactive)
@@ -562,7 +594,7 @@ class EnhancedWebSocketHandler:
             },
         )
 
-    async def _metrics_loop(self, session: Session) -> None:
+    async def _metrics_loop(self, session: RunOwner) -> None:
         """``process.metrics`` (progress and resources) every ``metrics_interval`` s of a run."""
         if self.metrics_interval <= 0:
             return
@@ -596,6 +628,8 @@ class _Link:
     def __init__(self, ws: ServerConnection, session: Session) -> None:
         self.ws = ws
         self.session = session
+        self.job: Job | None = None
+        """The durable job this connection follows (and controls), if any."""
 
     async def reply(self, message: Any) -> None:
         """Answer on this connection (through the session while it is attached here)."""

@@ -7,6 +7,13 @@ the other two); without any, a random one is written to a 0600 file whose path i
 printed and which is removed at shutdown (the token itself is never logged).
 SIGINT or SIGTERM kills every run's process group and exits 0.
 
+``--jobs`` makes it the user's *job server* (durable jobs, see ``server/jobs.py``): jobs
+under Jupyter's runtime directory, a fresh token written only to the runtime file
+(``server/runtime.py``) that kernels read, any free port. ``--detach`` starts it in the
+background and returns once it listens (exit 3: another job server owns the jobs
+directory). ``python -m cc_executor_nb.server stop`` stops the job server: it cancels
+its jobs first.
+
 Every flag and ``WEBSOCKET_HEARTBEAT_INTERVAL`` is validated: a bad value is a
 one-line usage error (exit 2), never a traceback.
 """
@@ -23,11 +30,30 @@ import secrets
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from .. import __version__
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, DEFAULT_KILL_GRACE
-from .config import DEFAULT_HISTORY, ServerSettings, build_server
+from .config import (
+    DEFAULT_HISTORY,
+    DEFAULT_JOB_RETENTION,
+    DEFAULT_JOB_STORAGE_LIMIT,
+    ServerSettings,
+    build_server,
+)
 from .handler import EnhancedWebSocketHandler
+from .jobs import JobsDirBusy
+from .runtime import (
+    RuntimeInfo,
+    default_jobs_dir,
+    default_runtime_file,
+    read_runtime_file,
+    remove_runtime_file,
+    stop_job_server,
+    write_runtime_file,
+)
 
 __all__ = ["HEARTBEAT_ENV", "TOKEN_ENV", "build_handler", "main", "parse_args", "settings_from", "write_token_file"]
 
@@ -36,6 +62,10 @@ logger = logging.getLogger("cc_executor_nb.server")
 TOKEN_ENV = "CC_EXECUTOR_TOKEN"
 HEARTBEAT_ENV = "WEBSOCKET_HEARTBEAT_INTERVAL"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EXIT_BUSY = 3
+"""Exit status when another job server owns the jobs directory."""
+DETACH_TIMEOUT = 30.0
+LOG_ROTATE_BYTES = 10 << 20
 
 
 def _seconds(text: str) -> float:
@@ -79,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    add("--port", type=_port, default=8003, help="port (default 8003; 0 picks one)")
+    add("--port", type=_port, default=None, help="port (default 8003, with --jobs 0; 0 picks one)")
     add("--token", help=f"bearer token (visible in ps; prefer env {TOKEN_ENV} or --token-file)")
     add("--token-file", help="read the token from this file if it exists, else write a generated one there (0600)")
     add("--no-token", action="store_true", help="serve without a token (loopback only)")
@@ -118,6 +148,25 @@ def _parser() -> argparse.ArgumentParser:
     add("--kill-grace", type=_seconds, default=DEFAULT_KILL_GRACE,
         help=f"seconds between SIGTERM and SIGKILL on cancel (default {DEFAULT_KILL_GRACE:g})")
     add("--log-level", type=_log_level, default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    jobs = parser.add_argument_group("durable jobs (the job server)")
+    jobs.add_argument("--jobs", action="store_true",
+                      help="be the user's job server: keep durable jobs under Jupyter's runtime directory, "
+                      "write the runtime file kernels read, use a fresh token and any free port")
+    jobs.add_argument("--jobs-dir", metavar="DIR",
+                      help="keep durable jobs in DIR (default with --jobs: JUPYTER_RUNTIME_DIR/cc_executor_nb-jobs)")
+    jobs.add_argument("--runtime-file", metavar="PATH",
+                      help="write url, token and pid here (0600) once listening; removed at exit "
+                      "(default with --jobs: JUPYTER_RUNTIME_DIR/cc_executor_nb-jobserver.json)")
+    jobs.add_argument("--job-retention", type=_seconds, default=DEFAULT_JOB_RETENTION, metavar="SECONDS",
+                      help="seconds a finished job and its output are kept (default a week)")
+    jobs.add_argument("--job-storage-limit", type=_count, default=DEFAULT_JOB_STORAGE_LIMIT, metavar="BYTES",
+                      help="bytes all job logs may take; the oldest finished jobs go first (default 1 GiB)")
+    jobs.add_argument("--idle-exit", type=_seconds, default=0.0, metavar="SECONDS",
+                      help="exit after this many seconds with no connection and no running job (default 0: never)")
+    jobs.add_argument("--detach", action="store_true",
+                      help="start in the background (own session; log to --log-file) and exit once it listens")
+    jobs.add_argument("--log-file", metavar="PATH",
+                      help="the detached server's log (default: the runtime file with .log)")
     return parser
 
 
@@ -133,11 +182,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{HEARTBEAT_ENV}: {exc}")
     if args.no_token and (args.token or args.token_file):
         parser.error("--no-token excludes --token and --token-file")
+    _apply_job_defaults(args)
+    if args.no_token and args.runtime_file:
+        parser.error("a job server needs a token: --no-token excludes --jobs and --runtime-file")
+    if args.detach and not args.runtime_file:
+        parser.error("--detach needs --jobs or --runtime-file (readiness is read from the runtime file)")
     try:
         args.settings = settings_from(args, token=None)
     except ValueError as exc:
         parser.error(str(exc))
     return args
+
+
+def _apply_job_defaults(args: argparse.Namespace) -> None:
+    """``--jobs`` fills in the jobs directory, the runtime file and port 0."""
+    if args.jobs:
+        args.jobs_dir = args.jobs_dir or str(default_jobs_dir())
+        args.runtime_file = args.runtime_file or str(default_runtime_file())
+    if args.port is None:
+        args.port = 0 if args.jobs else 8003
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -166,6 +229,10 @@ def settings_from(args: argparse.Namespace, token: str | None) -> ServerSettings
         ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout or None,
         history_path=None if args.no_history else (args.history_db or DEFAULT_HISTORY),
+        jobs_dir=args.jobs_dir,
+        job_retention=args.job_retention,
+        job_storage_limit=args.job_storage_limit,
+        idle_exit=args.idle_exit,
     )
 
 
@@ -199,6 +266,10 @@ def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(token, path of a token file we generated and must remove at shutdown, or None)."""
     if args.no_token:
         return None, None
+    if args.runtime_file and not args.token_file:
+        # A job server's token is fresh and lives only in its runtime file: never the
+        # environment's (a kernel may hold a remote server's token there).
+        return args.token or secrets.token_hex(32), None
     if args.token_file:
         token = _read_token_file(args.token_file)
         if token:
@@ -215,6 +286,10 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         handler = build_handler(args, token)
         await handler.start(args.host, args.port)
+    except JobsDirBusy as exc:
+        print(f"error: {exc}{_running_server(args.runtime_file)}", file=sys.stderr)
+        _remove(token_path)
+        return EXIT_BUSY
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         _remove(token_path)
@@ -225,14 +300,44 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     if token_path:
         print(f"token written to {token_path}", flush=True)
+    if args.runtime_file:
+        info = RuntimeInfo(handler.url, handler.token or "", os.getpid(), args.jobs_dir, __version__, time.time())
+        write_runtime_file(args.runtime_file, info)
     print(f"listening on {handler.url}", flush=True)
+    idle = asyncio.ensure_future(_exit_when_idle(handler, args.settings.idle_exit, stop))
     try:
         await stop.wait()
         await handler.close()
     finally:
+        idle.cancel()
         _remove(token_path)
+        if args.runtime_file:
+            remove_runtime_file(args.runtime_file, os.getpid())
     logger.info("x [ENHANCED] stopped")
     return 0
+
+
+async def _exit_when_idle(handler: EnhancedWebSocketHandler, seconds: float, stop: asyncio.Event) -> None:
+    """Set ``stop`` once no connection and no running job existed for ``seconds`` (0: never)."""
+    if seconds <= 0:
+        return
+    idle_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if handler.sessions.sessions or handler.jobs.running_count:
+            idle_since = None
+        elif idle_since is None:
+            idle_since = now
+        elif now - idle_since >= seconds:
+            logger.info("x [ENHANCED] idle for %g s: exiting", seconds)
+            stop.set()
+            return
+        await asyncio.sleep(min(1.0, seconds / 4))
+
+
+def _running_server(runtime_file: str | None) -> str:
+    info = read_runtime_file(runtime_file) if runtime_file else None
+    return f" (pid {info.pid}, {info.url})" if info is not None else ""
 
 
 def _remove(path: str | None) -> None:
@@ -242,11 +347,104 @@ def _remove(path: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until SIGINT or SIGTERM."""
-    args = parse_args(argv)
+    """Run the server until SIGINT or SIGTERM (or ``stop`` the job server)."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["stop"]:
+        return stop_main(words[1:])
+    args = parse_args(words)
+    if args.detach:
+        return _detach(words, args)
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
     return asyncio.run(_serve(args))
+
+
+# The job server in the background, and stopping it
+
+
+def _detach(words: list[str], args: argparse.Namespace) -> int:
+    """Start the server in its own session, wait for its runtime file, print where it listens.
+
+    The server is spawned by this short-lived process, which exits once the server is
+    ready: the server is then nobody's child but init's (or the subreaper's), so no
+    caller has to reap it, and it lives on when the caller (a kernel) goes.
+    """
+    runtime = Path(args.runtime_file)
+    log_path = Path(args.log_file) if args.log_file else runtime.with_suffix(".log")
+    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _rotate(log_path)
+    argv = [sys.executable, "-m", "cc_executor_nb.server", *(word for word in words if word != "--detach")]
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    log_start = os.fstat(log_fd).st_size
+    null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in ((null_fd, 0), (log_fd, 1), (log_fd, 2))]
+        pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+    finally:
+        os.close(log_fd)
+        os.close(null_fd)
+    return _await_ready(pid, runtime, log_path, log_start)
+
+
+def _await_ready(pid: int, runtime: Path, log_path: Path, log_start: int) -> int:
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            print(_tail(log_path, log_start) or f"error: the server exited with status {code}", file=sys.stderr)
+            return code if code > 0 else 2
+        info = read_runtime_file(runtime)
+        if info is not None and info.pid == pid:
+            print(f"listening on {info.url}", flush=True)
+            print(f"pid {pid}, runtime file {runtime}, log {log_path}", flush=True)
+            return 0
+        time.sleep(0.02)
+    print(f"error: the server did not start within {DETACH_TIMEOUT:g} s (see {log_path})", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    return 2
+
+
+def _rotate(log_path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if log_path.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(log_path, log_path.with_name(log_path.name + ".1"))
+
+
+def _tail(log_path: Path, start: int, lines: int = 5) -> str:
+    """The last lines the server wrote to its log from offset ``start``."""
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def stop_main(argv: Sequence[str]) -> int:
+    """``python -m cc_executor_nb.server stop``: 0 when it stopped the job server, 1 when none ran."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cc_executor_nb.server stop",
+        description="Stop the user's job server: it cancels its jobs (no process is left) and exits.",
+    )
+    parser.add_argument("--runtime-file", metavar="PATH",
+                        help="the job server's runtime file "
+                        "(default: JUPYTER_RUNTIME_DIR/cc_executor_nb-jobserver.json)")
+    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for it (default 60)")
+    args = parser.parse_args(argv)
+    path = args.runtime_file or str(default_runtime_file())
+    try:
+        pid = stop_job_server(path, args.timeout)
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if pid is None:
+        print(f"no job server runs ({path})")
+        return 1
+    print(f"stopped the job server (pid {pid})")
+    return 0

@@ -1,0 +1,269 @@
+"""Durable jobs from the notebook: the job table, attaching, stopping the job server.
+
+::
+
+    %ccexec --durable -c "python train.py"       # a job that outlives this kernel
+    cc_executor_nb.jobs()                         # a table of the jobs, live in a widget
+    run = cc_executor_nb.attach("last")           # follow this notebook's newest job
+    cc_executor_nb.jobs.list()                    # JobInfo values
+    cc_executor_nb.jobs.stop_server()             # cancel every job, stop the job server
+
+``jobs`` is a callable namespace: calling it shows the table, its attributes are the
+other operations. Jobs live in the user's job server (:mod:`.jobserver`), or with
+``server=URL`` (or ``CCExec.default_server``) in a server started with ``--jobs``.
+
+"This notebook" (for ``attach("last")``) is what :func:`.jobserver.notebook_key` names:
+the notebook's path from Jupyter Server (``JPY_SESSION_NAME``), else the kernel's
+connection file; both survive a kernel restart. Every durable run records it in its
+job's ``meta``, so nothing else is kept on this side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..claude.summary import cost_of, session_of
+from ..client import connect
+from ..errors import CCExecError
+from . import api
+from .config import CCExec
+from .jobserver import job_server, notebook_key, stop_server
+from .jobsview import jobs_html, jobs_text, rows_of
+from .loop import shared_loop
+from .run import Run, Target
+
+__all__ = ["JobInfo", "JobsAPI", "JobsTable", "attach", "jobs", "list_jobs", "pick_job"]
+
+REFRESH_SECONDS = 1.0
+"""How often a live table asks the job server for news."""
+_CALL_TIMEOUT = 30.0
+_ACTIVE = frozenset({"running", "paused"})
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One durable job, as ``jobs.list`` described it."""
+
+    job_id: str
+    label: str
+    status: str
+    """running, paused, completed, failed, cancelled, timeout or lost."""
+    exit_code: int | None
+    error: str | None
+    started_at: float
+    """Seconds since the epoch."""
+    ended_at: float | None
+    kind: str
+    """"claude" or "command" (as the starting kernel recorded it)."""
+    notebook: str | None
+    cost_usd: float | None
+    """For Claude jobs, from the result line (None until it came)."""
+    session_id: str | None
+    """Claude's session id, for Claude jobs that finished."""
+    attached: int
+    """Connections following the job now."""
+    wire: Mapping[str, Any] = field(repr=False, compare=False)
+    """Everything the server said."""
+
+    @classmethod
+    def from_wire(cls, job: Mapping[str, Any]) -> JobInfo:
+        """A JobInfo from one ``jobs.list`` entry."""
+        meta, summary = _mapping(job.get("meta")), _mapping(job.get("summary"))
+        return cls(
+            job_id=str(job["job_id"]),
+            label=str(job.get("label") or ""),
+            status=str(job.get("status") or "?"),
+            exit_code=job.get("exit_code") if isinstance(job.get("exit_code"), int) else None,
+            error=job.get("error") if isinstance(job.get("error"), str) else None,
+            started_at=float(job.get("started_at") or 0.0),
+            ended_at=float(job["ended_at"]) if isinstance(job.get("ended_at"), (int, float)) else None,
+            kind=str(meta.get("kind") or "command"),
+            notebook=meta.get("notebook") if isinstance(meta.get("notebook"), str) else None,
+            cost_usd=cost_of(summary),
+            session_id=session_of(summary),
+            attached=int(job.get("attached") or 0),
+            wire=job,
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether the job's process still runs (or is paused)."""
+        return self.status in _ACTIVE
+
+
+def list_jobs(*, server: str | None = None, token: str | None = None, settings: CCExec | None = None) -> list[JobInfo]:
+    """The jobs of the user's job server (or of ``server``), newest first."""
+    target = _target(settings or api.current_settings(), server, token)
+    return shared_loop().call(_fetch(target), _CALL_TIMEOUT)
+
+
+def pick_job(jobs: Sequence[JobInfo], wanted: str, notebook: str) -> JobInfo:
+    """The job ``wanted`` names: "last" (this notebook's newest), an id, or a unique id prefix.
+
+    Raises ValueError saying what matched instead.
+    """
+    if wanted == "last":
+        mine = [job for job in jobs if job.notebook == notebook]
+        if not mine:
+            raise ValueError(f"no job of this notebook ({notebook}) on the job server")
+        return max(mine, key=lambda job: job.started_at)
+    exact = [job for job in jobs if job.job_id == wanted]
+    found = exact or ([job for job in jobs if job.job_id.startswith(wanted)] if len(wanted) >= 4 else [])
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ValueError(f"no job {wanted!r} on the job server (see %ccexec --jobs)")
+    raise ValueError(f"{wanted!r} matches {len(found)} jobs: give more of the id")
+
+
+def attach(
+    job_id: str = "last",
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    wait: bool = False,
+    quiet: bool = False,
+    display: bool = True,
+    settings: CCExec | None = None,
+) -> Run:
+    """A :class:`Run` that replays the job ``job_id`` ("last", an id or a unique prefix), then follows it.
+
+    Pause, Resume and Cancel act on the job; for a Claude job the Run reads the answer,
+    cost and session id as for a fresh run. ``wait`` blocks until the job ends (a
+    KeyboardInterrupt cancels it, as for any run). Raises ValueError when no job matches.
+    """
+    settings = settings or api.current_settings()
+    target = _target(settings, server, token)
+    listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
+    job = pick_job(listing, job_id, notebook_key())
+    run = api.follow_job(job.wire, target, settings=settings, quiet=quiet, display=display)
+    return run.wait() if wait else run
+
+
+class JobsTable:
+    """The jobs as a table: a live widget in a Jupyter front end, plain text elsewhere.
+
+    ``jobs`` holds the latest :class:`JobInfo` list. A live table asks the server again
+    every second while a job runs, then stops; :meth:`refresh` asks once more and
+    :meth:`stop` ends the updates.
+    """
+
+    def __init__(self, target: Target, jobs: list[JobInfo], *, widget: bool, live: bool) -> None:
+        self.target = target
+        self.jobs = jobs
+        self._widget: Any = None
+        self._task: Any = None
+        if widget:
+            import ipywidgets
+
+            self._widget = ipywidgets.HTML(value=jobs_html(rows_of(jobs), time.time()))
+            if live and any(job.active for job in jobs):
+                self._task = shared_loop().submit(self._follow())
+
+    @property
+    def live(self) -> bool:
+        """Whether the table still updates itself."""
+        return self._task is not None and not self._task.done()
+
+    def refresh(self) -> JobsTable:
+        """Ask the server once more and show the answer. Returns self."""
+        self._show(shared_loop().call(_fetch(self.target), _CALL_TIMEOUT))
+        return self
+
+    def stop(self) -> None:
+        """Stop the live updates."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def _show(self, jobs: list[JobInfo]) -> None:
+        self.jobs = jobs
+        if self._widget is not None:
+            self._widget.value = jobs_html(rows_of(jobs), time.time())
+
+    async def _follow(self) -> None:
+        async with await connect(self.target.url, self.target.token, auto_reconnect=False) as client:
+            while True:
+                await asyncio.sleep(REFRESH_SECONDS)
+                jobs = [JobInfo.from_wire(job) for job in await client.jobs()]
+                self._show(jobs)
+                if not any(job.active for job in jobs):
+                    return
+
+    def __repr__(self) -> str:
+        return jobs_text(rows_of(self.jobs), time.time())
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        if self._widget is None:
+            return {"text/plain": repr(self)}
+        return {**self._widget._repr_mimebundle_(**kwargs), "text/plain": repr(self)}
+
+
+def show_jobs(
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    live: bool = True,
+    quiet: bool = False,
+    settings: CCExec | None = None,
+) -> JobsTable:
+    """The job table (a widget in a Jupyter front end unless ``quiet``; text otherwise)."""
+    settings = settings or api.current_settings()
+    target = _target(settings, server, token)
+    listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
+    return JobsTable(target, listing, widget=api.output_mode(settings, quiet) == "widget", live=live)
+
+
+class JobsAPI:
+    """``cc_executor_nb.jobs``: call it for the table; ``list``, ``attach``, ``stop_server``, ``server``."""
+
+    def __call__(
+        self,
+        *,
+        server: str | None = None,
+        token: str | None = None,
+        live: bool = True,
+        quiet: bool = False,
+        settings: CCExec | None = None,
+    ) -> JobsTable:
+        """The job table (see :func:`show_jobs`)."""
+        return show_jobs(server=server, token=token, live=live, quiet=quiet, settings=settings)
+
+    list = staticmethod(list_jobs)
+    attach = staticmethod(attach)
+    stop_server = staticmethod(stop_server)
+    server = staticmethod(job_server)
+
+    def __repr__(self) -> str:
+        return "<cc_executor_nb.jobs: jobs() shows the table; jobs.list(), jobs.attach(ID), jobs.stop_server()>"
+
+
+jobs = JobsAPI()
+"""The callable namespace exported as ``cc_executor_nb.jobs``."""
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _target(settings: CCExec, server: str | None, token: str | None) -> Target:
+    url = server or settings.default_server
+    if url:
+        name = settings.token_env
+        return Target(url, token or (os.environ.get(name) if name else None))
+    info = job_server(settings)
+    return Target(info.url, info.token)
+
+
+async def _fetch(target: Target) -> list[JobInfo]:
+    try:
+        client = await connect(target.url, target.token, auto_reconnect=False)
+    except OSError as exc:
+        raise CCExecError(f"cannot reach the job server at {target.url}: {exc}") from None
+    async with client:
+        return [JobInfo.from_wire(job) for job in await client.jobs()]
+

@@ -1,0 +1,200 @@
+"""The user's job server, seen from a kernel: found, checked, started on demand, stopped.
+
+Durable runs go to ``python -m cc_executor_nb.server --jobs``, one per user and machine,
+outside every kernel. It listens on 127.0.0.1 with a fresh token that lives only in its
+runtime file (0600, ``jupyter_runtime_dir()/cc_executor_nb-jobserver.json``; see
+:mod:`cc_executor_nb.server.runtime`). :func:`job_server` reads that file, checks that
+the process it names is a job server and that it accepts the token, and otherwise starts
+one with ``--detach`` (the server's parent exits once it listens, so no kernel is its
+parent and a kernel restart does not touch it). Kernels serialise this behind a lock
+file, so two kernels never start two servers; the server's own lock on its jobs
+directory would refuse a second one anyway.
+
+Durable runs carry the kernel's environment (minus known secrets) and working
+directory: the job server was started by whichever kernel came first, so its own
+environment is not the one a run expects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from websockets.exceptions import WebSocketException
+from websockets.sync.client import connect as sync_connect
+
+from ..errors import CCExecError
+from ..server.runtime import (
+    RuntimeInfo,
+    default_runtime_file,
+    is_job_server,
+    read_runtime_file,
+    stop_job_server,
+)
+from ..server.supervisor import DEFAULT_SECRET_ENV
+from .config import CCExec
+
+__all__ = [
+    "START_TIMEOUT",
+    "JobServerError",
+    "durable_environment",
+    "job_server",
+    "notebook_key",
+    "server_arguments",
+    "stop_server",
+]
+
+START_TIMEOUT = 60.0
+"""Seconds to wait for the start lock and for a new server to listen."""
+EXIT_BUSY = 3
+"""The server's exit status when another server owns the jobs directory."""
+_PROBE_TIMEOUT = 5.0
+
+
+class JobServerError(CCExecError, RuntimeError):
+    """The job server could not be started or reached."""
+
+
+def job_server(settings: CCExec | None = None) -> RuntimeInfo:
+    """The user's running job server, started (with ``settings``) if none answers."""
+    runtime = default_runtime_file()
+    with _start_lock(runtime.with_suffix(".lock")):
+        info = read_runtime_file(runtime)
+        if info is not None and _answers(info):
+            return info
+        _start(settings or CCExec(), runtime)
+        return _await_answer(runtime)
+
+
+def stop_server(timeout: float = 60.0) -> bool:
+    """Stop the user's job server: its jobs are cancelled and no process is left.
+
+    Returns False when none was running.
+    """
+    return stop_job_server(default_runtime_file(), timeout) is not None
+
+
+def server_arguments(settings: CCExec) -> list[str]:
+    """The job server's command line flags for ``settings``."""
+    history = settings.history_path.strip()
+    args = [
+        "--jobs",
+        "--idle-exit", repr(float(settings.job_server_idle_exit)),
+        "--job-retention", repr(float(settings.job_retention)),
+        "--job-storage-limit", str(int(settings.job_storage_limit)),
+        "--kill-grace", repr(float(settings.kill_grace)),
+        "--heartbeat-mode", settings.heartbeat_mode,
+        "--min-heartbeat-interval", repr(float(settings.min_heartbeat_interval)),
+    ]
+    if history.lower() == "none":
+        args.append("--no-history")
+    elif history:
+        args += ["--history-db", history]
+    if settings.allowed_commands:
+        args += ["--allowed-commands", ",".join(settings.allowed_commands)]
+    return args
+
+
+def durable_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment a durable run asks for: this kernel's, minus secrets, plus ``extra``."""
+    secrets = set(DEFAULT_SECRET_ENV)
+    return {**{k: v for k, v in os.environ.items() if k not in secrets}, **(extra or {})}
+
+
+def notebook_key() -> str:
+    """What identifies "this notebook" across kernel restarts (see the module docstring)."""
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session:
+        return session
+    connection = _connection_file()
+    if connection:
+        return "kernel:" + os.path.basename(connection)
+    return "cwd:" + os.getcwd()
+
+
+def _connection_file() -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        return str(get_connection_file())
+    except (ImportError, RuntimeError):  # not in a kernel
+        return None
+
+
+# Starting
+
+
+@contextlib.contextmanager
+def _start_lock(path: Path) -> Iterator[None]:
+    """Hold ``path`` exclusively (flock), waiting at most START_TIMEOUT seconds."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise JobServerError(f"another process holds {path} (starting the job server?)") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _start(settings: CCExec, runtime: Path) -> None:
+    argv = [
+        sys.executable, "-m", "cc_executor_nb.server", *server_arguments(settings),
+        "--runtime-file", str(runtime), "--detach",
+    ]
+    home = os.path.expanduser("~")
+    proc = subprocess.run(
+        argv,
+        cwd=home if os.path.isdir(home) else "/",
+        env=durable_environment(None),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    if proc.returncode not in (0, EXIT_BUSY):
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise JobServerError("the job server did not start: " + (detail[-1] if detail else f"exit {proc.returncode}"))
+
+
+def _await_answer(runtime: Path) -> RuntimeInfo:
+    """The runtime file of a server that answers (a busy exit means another is starting)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        info = read_runtime_file(runtime)
+        if info is not None and _answers(info):
+            return info
+        time.sleep(0.05)
+    raise JobServerError(f"no job server answers ({runtime}; see its .log next to it)")
+
+
+def _answers(info: RuntimeInfo) -> bool:
+    """Whether the named process is a job server that accepts the token."""
+    if not is_job_server(info.pid):
+        return False
+    try:
+        with sync_connect(
+            info.url,
+            additional_headers={"Authorization": f"Bearer {info.token}"},
+            open_timeout=_PROBE_TIMEOUT,
+            proxy=None,
+            compression=None,
+        ) as ws:
+            ws.recv(timeout=_PROBE_TIMEOUT)  # the "connected" notification
+    except (OSError, TimeoutError, WebSocketException):
+        return False
+    return True

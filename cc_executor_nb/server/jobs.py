@@ -1,0 +1,614 @@
+"""Durable jobs: runs the server owns, kept on disk, followed by any number of connections.
+
+``execute`` with ``durable: true`` starts a *job* instead of a session's run. A job
+belongs to the server, not to a connection: it goes on when every connection closes,
+cleanly or not. Every seq'd notification of its run is appended to the job's log
+(:class:`~cc_executor_nb.server.joblog.JobLog`, line N is seq N). A connection
+*attaches* to a job (``jobs.attach``, or by starting it) and is then sent the log from
+the start (or after ``last_seq``) and everything after it live, at its own pace: each
+attached connection has a follower task that reads the log back, so the job never
+waits for a slow reader and two readers never wait for each other. A connection
+attached to a job controls it: ``control``, ``status``, ``input`` and ``input.close``
+act on the job.
+
+The jobs directory (0700, files 0600) is owned by one server at a time (``.lock``,
+held with ``flock`` while the server lives, released by the kernel however the server
+dies)::
+
+    .lock      ID.json  (the job's record)      ID.log  (its notifications)
+
+Finished jobs are kept ``retention`` seconds, and only while all logs together fit in
+``storage_limit`` bytes: the oldest finished jobs are deleted first; a running job and
+a job someone follows are never deleted. A job still marked running when a server opens
+the directory was left by a server that died (its watchdog killed the processes): it
+becomes ``lost`` and its log ends with a ``process.error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shlex
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from websockets.exceptions import ConnectionClosed
+
+from .. import methods, protocol
+from ..errors import AlreadyRunning, InvalidParams, MethodNotFound, UnknownJob
+from ..protocol import ExecuteParams, JobRequest
+from .execution import Execution, Notify
+from .joblog import JobLog, SummaryScanner
+from .session import Session
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "JOB_METHODS",
+    "Job",
+    "JobDesk",
+    "JobRecord",
+    "JobStore",
+    "JobsDirBusy",
+    "RunOwner",
+    "Window",
+]
+
+logger = logging.getLogger("cc_executor_nb.server.jobs")
+
+JOB_METHODS = (methods.JOBS_LIST, methods.JOBS_ATTACH)
+ACTIVE_STATUSES = frozenset({"running", "paused"})
+LOST_ERROR = "the job server stopped while this job ran (its processes were killed)"
+_READ_BUDGET = 1 << 20
+_RECORD_FORMAT = 1
+
+
+class JobsDirBusy(OSError):
+    """Another live server owns the jobs directory."""
+
+
+class RunOwner(Protocol):
+    """What the handler's timers and control methods need: a session, or a job."""
+
+    @property
+    def id(self) -> str:
+        """The session's or the job's id."""
+        ...
+
+    @property
+    def execution(self) -> Execution | None:
+        """The current (or last) run."""
+        ...
+
+    @property
+    def running(self) -> bool:
+        """True while the run's process lives."""
+        ...
+
+    @property
+    def inactivity_threshold(self) -> float:
+        """Seconds of silence before ``process.status``."""
+        ...
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last notification."""
+        ...
+
+    async def notify(self, method: str, params: dict[str, Any]) -> int:
+        """Send (and keep) a seq'd notification."""
+        ...
+
+
+class Window(Protocol):
+    """One connection as the jobs see it (the handler's link)."""
+
+    ws: Any
+    session: Session
+    job: Job | None
+
+
+Launch = Callable[[ExecuteParams, Notify, dict[str, Any]], Awaitable[Execution]]
+Deferred = list[Callable[[], Awaitable[None]]]
+"""Actions run once the reply to the current request went out."""
+Timer = Coroutine[Any, Any, None]
+Timers = Callable[[RunOwner], list[Timer]]
+
+
+@dataclass
+class JobRecord:
+    """What ``ID.json`` holds, and ``jobs.list`` shows (with a few live figures)."""
+
+    job_id: str
+    label: str
+    argv: list[str]
+    cwd: str | None
+    started_at: float
+    """Wall-clock time (seconds since the epoch)."""
+    heartbeat_interval: float
+    inactivity_threshold: float
+    meta: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+    """running, paused, completed, failed, cancelled, timeout or lost."""
+    exit_code: int | None = None
+    error: str | None = None
+    ended_at: float | None = None
+    duration_seconds: float | None = None
+    pid: int | None = None
+    pgid: int | None = None
+    summary: dict[str, Any] | None = None
+    format: int = _RECORD_FORMAT
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+        """A record from its file's contents (KeyError/TypeError when malformed)."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        record = cls(**known)
+        if not isinstance(record.job_id, str) or not isinstance(record.argv, list):
+            raise TypeError("not a job record")
+        return record
+
+
+class Job:
+    """One durable run: its record, its log, the live execution and who follows it."""
+
+    def __init__(self, record: JobRecord, log: JobLog, directory: Path) -> None:
+        self.record = record
+        self.log = log
+        self.directory = directory
+        self.execution: Execution | None = None
+        self.followers = 0
+        self.scanner: SummaryScanner | None = None
+        self._grew: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- RunOwner ----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The job id (unguessable: 128 random bits)."""
+        return self.record.job_id
+
+    @property
+    def running(self) -> bool:
+        """True while the job's process lives."""
+        return self.execution is not None and not self.execution.finished.is_set()
+
+    @property
+    def inactivity_threshold(self) -> float:
+        """The run's inactivity threshold."""
+        return self.record.inactivity_threshold
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the job's last notification."""
+        return self.log.last_seq
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a final status."""
+        return self.record.status not in ACTIVE_STATUSES
+
+    async def notify(self, method: str, params: dict[str, Any]) -> int:
+        """Number, log and announce one notification of the job's run."""
+        return self.append(method, params)
+
+    def append(self, method: str, params: dict[str, Any]) -> int:
+        """Log one notification with the next seq and wake the followers."""
+        seq = self.log.last_seq + 1
+        line = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq})) + b"\n"
+        self.log.append(line)
+        self._observe(method, params)
+        grew, self._grew = self._grew, None
+        if grew is not None and not grew.done():
+            grew.set_result(None)
+        return seq
+
+    def grew(self) -> asyncio.Future[None]:
+        """A future resolved when the next notification is logged."""
+        if self._grew is None or self._grew.done():
+            self._grew = asyncio.get_running_loop().create_future()
+        return self._grew
+
+    # -- State ---------------------------------------------------------------------------
+
+    def _observe(self, method: str, params: dict[str, Any]) -> None:
+        record = self.record
+        if method == methods.PROCESS_OUTPUT and self.scanner is not None and params.get("type") == "stdout":
+            self.scanner.feed(str(params.get("data", "")))
+        elif method == methods.PROCESS_STARTED:
+            record.pid, record.pgid = params.get("pid"), params.get("pgid")
+        elif method in (methods.PROCESS_PAUSED, methods.PROCESS_RESUMED) and not self.finished:
+            record.status = "paused" if method == methods.PROCESS_PAUSED else "running"
+        elif method == methods.PROCESS_COMPLETED:
+            self._complete(params)
+
+    def _complete(self, params: dict[str, Any]) -> None:
+        record = self.record
+        if self.scanner is not None:
+            self.scanner.finish()
+            record.summary = self.scanner.summary
+        record.status = str(params.get("status", "failed"))
+        record.exit_code = params.get("exit_code")
+        record.error = params.get("error")
+        record.duration_seconds = params.get("duration_seconds")
+        record.ended_at = time.time()
+
+    def info(self) -> dict[str, Any]:
+        """The job as ``jobs.list`` shows it."""
+        record = asdict(self.record)
+        record.pop("format", None)
+        if self.scanner is not None and not self.finished:
+            record["summary"] = self.scanner.summary
+        return {**record, "last_seq": self.last_seq, "log_bytes": self.log.size, "attached": self.followers}
+
+    def save(self) -> None:
+        """Write the record (atomically: a reader never sees half of it)."""
+        path = self.directory / f"{self.id}.json"
+        temporary = path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(asdict(self.record), handle)
+        os.replace(temporary, path)
+
+    def delete(self) -> None:
+        """Remove the job's files."""
+        self.log.delete()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.directory / f"{self.id}.json")
+
+    # -- Running ---------------------------------------------------------------------
+
+    def start(self, execution: Execution, timers: list[Timer], on_end: Callable[[Job], None]) -> None:
+        """Own ``execution``: run the timers while it lives, then record the end."""
+        self.execution = execution
+        self._task = asyncio.ensure_future(self._supervise(execution, timers, on_end))
+
+    async def _supervise(
+        self, execution: Execution, timers: list[Timer], on_end: Callable[[Job], None]
+    ) -> None:
+        tasks = [asyncio.ensure_future(timer) for timer in timers]
+        try:
+            await execution.finished.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            on_end(self)
+
+    async def wait_finished(self, timeout: float) -> bool:
+        """Wait for the run's end; False if it did not come within ``timeout``."""
+        if self._task is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def mark_lost(self) -> None:
+        """The server that ran this job died with it: say so in the log and the record."""
+        self.append(methods.PROCESS_ERROR, {"error": LOST_ERROR})
+        record = self.record
+        record.status, record.error = "lost", LOST_ERROR
+        record.ended_at = record.ended_at or time.time()
+
+
+class JobStore:
+    """The jobs of one directory: created, loaded, listed, pruned."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, retention: float, storage_limit: int) -> None:
+        self.directory = Path(directory)
+        self.retention = retention
+        self.storage_limit = storage_limit
+        self.jobs: dict[str, Job] = {}
+        self._lock_fd: int | None = None
+
+    # -- Lifecycle -------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Take the directory (JobsDirBusy if another live server has it) and load its jobs."""
+        if self._lock_fd is not None:
+            return
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(self.directory, 0o700)  # outputs may hold secrets: the owner's alone
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobsDirBusy(f"another job server owns {self.directory}") from None
+        self._lock_fd = fd
+        for leftover in self.directory.glob("*.tmp"):  # a record half-saved by a server that died
+            leftover.unlink(missing_ok=True)
+        for path in sorted(self.directory.glob("*.json")):
+            self._load(path)
+        self.prune(time.time())
+
+    def close(self) -> None:
+        """Close every log and release the directory. Idempotent."""
+        for job in self.jobs.values():
+            job.log.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _load(self, path: Path) -> None:
+        try:
+            record = JobRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("! [JOBS] ignoring unreadable job record %s: %s", path.name, exc)
+            return
+        if path.stem != record.job_id:
+            logger.warning("! [JOBS] ignoring %s: it names job %r", path.name, record.job_id)
+            return
+        job = Job(record, JobLog(path.with_suffix(".log")), self.directory)
+        if record.status in ACTIVE_STATUSES:
+            job.mark_lost()
+            with contextlib.suppress(OSError):
+                job.save()
+            logger.warning("! [JOBS] job %s was left running by a server that died: lost", record.job_id)
+        job.log.close()
+        self.jobs[record.job_id] = job
+
+    # -- Jobs ------------------------------------------------------------------------
+
+    def create(self, spec: ExecuteParams, request: JobRequest, timing: dict[str, float]) -> Job:
+        """A new job record and an empty log (not yet running)."""
+        job_id = secrets.token_urlsafe(16)
+        record = JobRecord(
+            job_id=job_id,
+            label=request.label if request.label is not None else _command_line(spec.argv),
+            argv=list(spec.argv),
+            cwd=spec.cwd,
+            started_at=time.time(),
+            heartbeat_interval=timing["heartbeat_interval"],
+            inactivity_threshold=timing["inactivity_threshold"],
+            meta=dict(request.meta),
+        )
+        job = Job(record, JobLog(self.directory / f"{job_id}.log", fresh=True), self.directory)
+        if request.summary is not None:
+            job.scanner = SummaryScanner(request.summary)
+        self.jobs[job_id] = job
+        return job
+
+    def discard(self, job: Job) -> None:
+        """Forget a job that never started (its process could not be spawned)."""
+        self.jobs.pop(job.id, None)
+        job.delete()
+
+    def get(self, job_id: str) -> Job | None:
+        """The job with this id, if kept."""
+        return self.jobs.get(job_id)
+
+    def listing(self) -> list[Job]:
+        """Every kept job, newest first."""
+        return sorted(self.jobs.values(), key=lambda job: job.record.started_at, reverse=True)
+
+    @property
+    def running_count(self) -> int:
+        """How many jobs run now."""
+        return sum(1 for job in self.jobs.values() if job.running)
+
+    def prune(self, now: float) -> list[str]:
+        """Delete finished jobs past the retention, then the oldest while over the size limit."""
+        idle = [job for job in self.jobs.values() if job.finished and not job.running and not job.followers]
+        idle.sort(key=lambda job: job.record.ended_at or job.record.started_at)
+        total = sum(job.log.size for job in self.jobs.values())
+        deleted = []
+        for job in idle:
+            ended = job.record.ended_at or job.record.started_at
+            if ended < now - self.retention or total > self.storage_limit:
+                total -= job.log.size
+                self.jobs.pop(job.id, None)
+                job.delete()
+                deleted.append(job.id)
+        if deleted:
+            logger.info("x [JOBS] deleted %d finished jobs (retention or storage limit)", len(deleted))
+        return deleted
+
+
+class JobDesk:
+    """The protocol side of jobs: durable ``execute``, ``jobs.list``, ``jobs.attach``, followers.
+
+    Without a store (no jobs directory) it refuses ``durable: true`` (-32602) and
+    answers ``jobs.*`` with -32601.
+    """
+
+    def __init__(
+        self,
+        store: JobStore | None,
+        *,
+        launch: Launch,
+        timers: Timers,
+        heartbeat_interval: float,
+        inactivity_threshold: float,
+        min_interval: float,
+        stop_grace: float,
+    ) -> None:
+        self.store = store
+        self._launch = launch
+        self._timers = timers
+        self._heartbeat_interval = heartbeat_interval
+        self._inactivity_threshold = inactivity_threshold
+        self._min_interval = min_interval
+        self._stop_grace = stop_grace
+        self._followers: dict[Window, asyncio.Task[None]] = {}
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The ``jobs.*`` methods this server offers (for ``capabilities``)."""
+        return JOB_METHODS if self.store is not None else ()
+
+    @property
+    def running_count(self) -> int:
+        """How many jobs run now."""
+        return self.store.running_count if self.store is not None else 0
+
+    def claims(self, method: str, params: Any) -> bool:
+        """Whether this request is the desk's: ``jobs.*`` or a durable ``execute``."""
+        return method in JOB_METHODS or (method == methods.EXECUTE and protocol.wants_job(params))
+
+    async def answer(self, link: Window, method: str, params: Any, deferred: Deferred) -> Any:
+        """Handle a claimed request (raises the protocol errors)."""
+        if method == methods.EXECUTE:
+            return await self._execute(link, params, deferred)
+        store = self._store()
+        if method == methods.JOBS_LIST:
+            protocol.validate_jobs_list(params)
+            store.prune(time.time())
+            return {"jobs": [job.info() for job in store.listing()]}
+        return self._attach(link, store, params, deferred)
+
+    def status_fields(self, link: Window) -> dict[str, Any]:
+        """Extra ``status`` fields on a connection attached to a job."""
+        if link.job is None:
+            return {}
+        return {"session_id": link.session.id, "job_id": link.job.id}
+
+    def leave(self, link: Window) -> None:
+        """The connection closed: stop following its job."""
+        task = self._followers.pop(link, None)
+        if task is not None:
+            task.cancel()
+        job, link.job = link.job, None
+        if job is not None:
+            job.followers -= 1
+            if job.finished and not job.followers:
+                job.log.close()
+
+    def open(self) -> None:
+        """Take the jobs directory (raises JobsDirBusy)."""
+        if self.store is not None:
+            self.store.open()
+
+    async def shutdown(self) -> None:
+        """Cancel every running job, wait for their ends to be logged, release the directory."""
+        store = self.store
+        if store is None:
+            return
+        running = [job for job in store.jobs.values() if job.running]
+        if running:
+            logger.info("x [JOBS] stopping: cancelling %d running jobs", len(running))
+        for job in running:
+            assert job.execution is not None
+            await job.execution.cancel()
+        await asyncio.gather(*(job.wait_finished(self._stop_grace) for job in running))
+        for task in list(self._followers.values()):
+            task.cancel()
+        await asyncio.gather(*self._followers.values(), return_exceptions=True)
+        store.close()
+
+    # -- Methods -----------------------------------------------------------------------
+
+    def _store(self) -> JobStore:
+        if self.store is None:
+            raise MethodNotFound("this server keeps no durable jobs (start it with --jobs)")
+        return self.store
+
+    async def _execute(self, link: Window, params: Any, deferred: Deferred) -> dict[str, Any]:
+        if self.store is None:
+            raise InvalidParams("this server keeps no durable jobs (start it with --jobs)", "durable")
+        spec = protocol.validate_execute(params, self._min_interval)
+        request = protocol.validate_job_request(params)
+        _check_fresh(link)
+        timing = {
+            "heartbeat_interval": spec.heartbeat_interval or self._heartbeat_interval,
+            "inactivity_threshold": spec.inactivity_threshold or self._inactivity_threshold,
+        }
+        job = self.store.create(spec, request, timing)
+        try:
+            job.save()
+            execution = await self._launch(spec, job.notify, {**timing, "job_id": job.id})
+        except BaseException:
+            self.store.discard(job)
+            raise
+        job.start(execution, self._timers(job), self._ended)
+        logger.info("= [JOBS] job %s started: pid %d", job.id, execution.process.pid)
+        self._follow(link, job, 0, deferred)
+        deferred.append(_begin(execution))
+        return {"status": "started", **execution.pid_fields, "job_id": job.id}
+
+    def _attach(
+        self, link: Window, store: JobStore, params: Any, deferred: Deferred
+    ) -> dict[str, Any]:
+        spec = protocol.validate_job_attach(params)
+        job = store.get(spec.job_id)
+        if job is None:
+            raise UnknownJob(f"no job {spec.job_id!r} on this server (finished jobs are kept a while only)")
+        if spec.last_seq > job.last_seq:
+            raise InvalidParams("last_seq is ahead of the job", "last_seq")
+        _check_fresh(link)
+        self._follow(link, job, spec.last_seq, deferred)
+        logger.info("= [JOBS] session %s attached to job %s after seq %d", link.session.id, job.id, spec.last_seq)
+        return {"status": "attached", "job_id": job.id, "last_seq": job.last_seq, "job": job.info()}
+
+    def _follow(self, link: Window, job: Job, after: int, deferred: Deferred) -> None:
+        link.job = job
+        job.followers += 1
+        link.session.update_settings(job.record.heartbeat_interval, job.inactivity_threshold)
+        link.session.last_seq = after
+
+        async def start() -> None:
+            if link.job is job:  # the connection may have closed before the reply went out
+                self._followers[link] = asyncio.ensure_future(_follow(link, job, after))
+
+        deferred.append(start)
+
+    def _ended(self, job: Job) -> None:
+        try:
+            job.save()
+        except OSError:
+            logger.exception("! [JOBS] could not save job %s", job.id)
+        if not job.followers:
+            job.log.close()
+        logger.info("[JOBS] job %s %s", job.id, job.record.status)
+        if self.store is not None:
+            self.store.prune(time.time())
+
+
+def _check_fresh(link: Window) -> None:
+    """Jobs are attached on a connection that runs nothing itself and follows no job."""
+    if link.job is not None:
+        raise AlreadyRunning(f"this connection already follows job {link.job.id}; use another connection")
+    if link.session.execution is not None:
+        raise AlreadyRunning("this connection has run a process itself; use another connection for jobs")
+
+
+async def _follow(link: Window, job: Job, after: int) -> None:
+    """Send the job's log after ``after``, then each new notification, at the connection's pace."""
+    cursor = after
+    try:
+        while True:
+            grew = job.grew()
+            lines = job.log.read(cursor, _READ_BUDGET)
+            if not lines:
+                # Shielded: the future is shared, and cancelling one follower must not
+                # cancel it for the others.
+                await asyncio.shield(grew)
+                continue
+            for line in lines:
+                await link.ws.send(line[:-1], text=True)
+            cursor += len(lines)
+            link.session.last_seq = cursor  # heartbeats on this connection carry the job's seq
+    except (ConnectionClosed, OSError) as exc:  # the connection closed, or the log is unreadable
+        logger.debug("[JOBS] stopped following job %s: %r", job.id, exc)
+
+
+def _begin(execution: Execution) -> Callable[[], Awaitable[None]]:
+    async def begin() -> None:
+        execution.begin()
+
+    return begin
+
+
+def _command_line(argv: list[str]) -> str:
+    return shlex.join(argv)

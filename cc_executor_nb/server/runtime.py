@@ -1,0 +1,130 @@
+"""The job server's runtime file: how later processes find, check and stop it.
+
+The user's job server (``python -m cc_executor_nb.server --jobs``) writes
+``{"url", "token", "pid", "jobs_dir", "version", "started_at"}`` to a file only its
+owner can read (0600, written whole with a rename), by default
+``jupyter_runtime_dir()/cc_executor_nb-jobserver.json``, once it listens, and removes
+it when it exits (if the file still names it). A server that died by SIGKILL leaves
+the file behind: readers check the pid and the server itself before trusting it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+__all__ = [
+    "JOBS_DIR_NAME",
+    "RUNTIME_FILE_NAME",
+    "RuntimeInfo",
+    "default_jobs_dir",
+    "default_runtime_file",
+    "is_job_server",
+    "read_runtime_file",
+    "remove_runtime_file",
+    "runtime_dir",
+    "stop_job_server",
+    "write_runtime_file",
+]
+
+RUNTIME_FILE_NAME = "cc_executor_nb-jobserver.json"
+JOBS_DIR_NAME = "cc_executor_nb-jobs"
+_SERVER_MODULE = "cc_executor_nb.server"
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """Where the job server listens and how to prove we are its user."""
+
+    url: str
+    token: str = field(repr=False)
+    pid: int
+    jobs_dir: str | None = None
+    version: str = ""
+    started_at: float = 0.0
+
+
+def runtime_dir() -> Path:
+    """Jupyter's runtime directory (``JUPYTER_RUNTIME_DIR`` overrides it)."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return Path(jupyter_runtime_dir())
+
+
+def default_runtime_file() -> Path:
+    """The user's job server runtime file."""
+    return runtime_dir() / RUNTIME_FILE_NAME
+
+
+def default_jobs_dir() -> Path:
+    """Where the user's job server keeps its jobs."""
+    return runtime_dir() / JOBS_DIR_NAME
+
+
+def write_runtime_file(path: str | os.PathLike[str], info: RuntimeInfo) -> None:
+    """Write ``info`` to ``path`` (0600), atomically; the directory is made 0700 if missing."""
+    target = Path(path)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(asdict(info), handle)
+    os.replace(temporary, target)
+
+
+def read_runtime_file(path: str | os.PathLike[str]) -> RuntimeInfo | None:
+    """The file's contents, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        info = RuntimeInfo(**{name: data[name] for name in RuntimeInfo.__dataclass_fields__ if name in data})
+    except (OSError, ValueError, TypeError):
+        return None
+    valid = isinstance(info.url, str) and isinstance(info.token, str) and isinstance(info.pid, int)
+    return info if valid else None
+
+
+def remove_runtime_file(path: str | os.PathLike[str], pid: int) -> None:
+    """Remove the file if it still names ``pid`` (a newer server may have replaced it)."""
+    info = read_runtime_file(path)
+    if info is not None and info.pid == pid:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def is_job_server(pid: int) -> bool:
+    """Whether ``pid`` is a live (non-zombie) ``python -m cc_executor_nb.server`` process."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and _SERVER_MODULE in proc.cmdline()
+    except psutil.Error:
+        return False
+
+
+def stop_job_server(path: str | os.PathLike[str], timeout: float = 30.0) -> int | None:
+    """SIGTERM the server the runtime file names and wait until it is gone.
+
+    The server cancels its jobs (each gets its ``kill_grace``) before it exits. Returns
+    the pid stopped, or None when no job server ran (a stale file is removed). Raises
+    TimeoutError when it is still alive after ``timeout`` seconds.
+    """
+    info = read_runtime_file(path)
+    if info is None:
+        return None
+    if not is_job_server(info.pid):
+        remove_runtime_file(path, info.pid)
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_job_server(info.pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the job server (pid {info.pid}) did not stop within {timeout:g} s")
+        time.sleep(0.05)
+    return info.pid

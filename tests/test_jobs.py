@@ -1,0 +1,364 @@
+"""Durable jobs in the server: owned by the server, kept on disk, followed by many connections."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cc_executor_nb import errors, methods
+from cc_executor_nb.client import Client, connect
+from cc_executor_nb.events import Event
+from cc_executor_nb.protocol import SummarySpec
+from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+from cc_executor_nb.server.joblog import JobLog, SummaryScanner
+from cc_executor_nb.server.jobs import LOST_ERROR, JobRecord, JobsDirBusy, JobStore
+
+from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of, reply
+from .proxy import FaultyProxy
+from .util import eventually_async
+
+pytestmark = pytest.mark.timeout(60)
+
+RESULT = {"match": {"type": "result"}, "fields": ["total_cost_usd", "session_id", "is_error"]}
+
+
+@pytest.fixture
+async def jobs_server(tmp_path: Path):
+    """A handler keeping durable jobs in a private directory."""
+    handler = make_handler(jobs_dir=str(tmp_path / "jobs"), kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    yield handler
+    await handler.close()
+
+
+async def started_job(server: EnhancedWebSocketHandler, argv: list[str], **job: object) -> tuple[Client, str]:
+    """A client that started a durable job, and the job's id."""
+    client = await connect(server.url, TOKEN)
+    result = await client.execute(argv=argv, durable=True, **job)  # type: ignore[arg-type]
+    return client, result["job_id"]
+
+
+async def follow(server: EnhancedWebSocketHandler, job_id: str, last_seq: int = 0) -> list[Event]:
+    """Attach a new connection to the job and collect its notifications to the end."""
+    async with await connect(server.url, TOKEN) as client:
+        await client.attach(job_id, last_seq)
+        return await collect(client)
+
+
+def seq_of(events: list[Event]) -> list[int]:
+    return [e.seq for e in events if e.seq is not None]
+
+
+async def test_a_job_outlives_the_clean_close_of_its_connection_and_replays_exactly(jobs_server, tmp_path) -> None:
+    """Closing the starting connection cleanly leaves the job running; a new one gets every byte (sha256)."""
+    sha = tmp_path / "sha"
+    client, job_id = await started_job(jobs_server, fake("flood", str(2 << 20), str(sha), str(4 << 20)))
+    await client.close()
+    events = await follow(jobs_server, job_id)
+    assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
+    assert completed(events).params["status"] == "completed"
+    assert seq_of(events) == list(range(1, len(seq_of(events)) + 1))
+
+
+async def test_a_job_outlives_an_abrupt_drop_of_its_connection(jobs_server) -> None:
+    """A connection cut without a close frame does not end the job (no detach TTL is involved)."""
+    client, job_id = await started_job(jobs_server, fake("ticker", "6", "0.1"))
+    client._ws.transport.abort()
+    events = await follow(jobs_server, job_id)
+    assert output_of(events) == "".join(f"tick {i}\n" for i in range(6))
+    assert completed(events).params["exit_code"] == 0
+    await client.close()
+
+
+async def test_two_connections_following_one_job_get_the_same_notifications(jobs_server) -> None:
+    """Two attached connections receive identical notifications, seq for seq."""
+    client, job_id = await started_job(jobs_server, fake("ticker", "10", "0.05"))
+    first, second = await asyncio.gather(follow(jobs_server, job_id), follow(jobs_server, job_id))
+    numbered = [[(e.method, dict(e.params)) for e in events if e.seq is not None] for events in (first, second)]
+    assert numbered[0] == numbered[1] and len(numbered[0]) >= 12
+    assert output_of(first) == "".join(f"tick {i}\n" for i in range(10))
+    await client.close()
+
+
+async def test_attach_after_last_seq_sends_only_the_rest(jobs_server) -> None:
+    """jobs.attach with last_seq N replays seq N+1 onwards, nothing earlier."""
+    client, job_id = await started_job(jobs_server, fake("ticker", "5", "0.01"))
+    whole = await collect(client)
+    rest = await follow(jobs_server, job_id, last_seq=3)
+    assert seq_of(rest) == seq_of(whole)[3:]
+    assert [dict(e.params) for e in rest if e.seq] == [dict(e.params) for e in whole if e.seq and e.seq > 3]
+    await client.close()
+
+
+async def test_an_attached_connection_controls_the_job(jobs_server) -> None:
+    """Pause, status, resume, input and cancel from a connection that attached act on the job."""
+    client, job_id = await started_job(jobs_server, ["cat"], stdin="pipe")
+    await client.close()
+    async with await connect(jobs_server.url, TOKEN) as other:
+        await other.attach(job_id)
+        assert (await other.pause())["status"] == "paused"
+        status = await other.status()
+        assert status["state"] == "paused" and status["job_id"] == job_id and status["session_id"] == other.session_id
+        await other.resume()
+        await other.input("hello\n")
+        await eventually_async(lambda: any(e.get("data") == "hello\n" for e in _outputs(jobs_server, job_id)))
+        assert (await other.cancel())["status"] == "cancelled"
+        events = await collect(other)
+    assert completed(events).params["status"] == "cancelled"
+    assert [e.method for e in events if e.method in (methods.PROCESS_PAUSED, methods.PROCESS_RESUMED)] == [
+        methods.PROCESS_PAUSED, methods.PROCESS_RESUMED,
+    ]
+
+
+def _outputs(server: EnhancedWebSocketHandler, job_id: str) -> list[dict[str, object]]:
+    job = server.jobs.store.get(job_id)
+    lines = [json.loads(line) for line in job.log.read(0, 1 << 20)]
+    return [line["params"] for line in lines if line["method"] == methods.PROCESS_OUTPUT]
+
+
+async def test_jobs_list_shows_each_job_with_its_summary(jobs_server) -> None:
+    """jobs.list gives id, label, status, exit code, times, meta and the summary kept from a JSON line."""
+    code = (
+        "import json\n"
+        "print(json.dumps({'type': 'system', 'total_cost_usd': 9}))\n"
+        "print(json.dumps({'total_cost_usd': 0.25, 'type': 'result', 'session_id': 's-1', 'result': 'x' * 9999}))\n"
+    )
+    client, job_id = await started_job(
+        jobs_server, [sys.executable, "-c", code], label="my job", meta={"kind": "test"}, summary=RESULT
+    )
+    await collect(client)
+    listed = {job["job_id"]: job for job in await client.jobs()}
+    job = listed[job_id]
+    assert (job["label"], job["status"], job["exit_code"], job["meta"]) == ("my job", "completed", 0, {"kind": "test"})
+    assert job["summary"] == {"total_cost_usd": 0.25, "session_id": "s-1"}
+    assert job["started_at"] <= job["ended_at"] <= time.time() and job["last_seq"] > 0 and job["log_bytes"] > 0
+    await client.close()
+
+
+async def test_stopping_the_server_cancels_its_jobs_and_the_next_server_replays_them(tmp_path) -> None:
+    """close() cancels running jobs (their groups die); a new server on the directory lists and replays them."""
+    directory = str(tmp_path / "jobs")
+    handler = make_handler(jobs_dir=directory, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    client, job_id = await started_job(handler, fake("ticker", "100", "0.05"))
+    pgid = handler.jobs.store.get(job_id).record.pgid
+    await eventually_async(lambda: handler.jobs.store.get(job_id).last_seq > 3)
+    await handler.close()
+    await client.close()
+    assert not group_alive(pgid)
+    again = make_handler(jobs_dir=directory)
+    await again.start("127.0.0.1", 0)
+    try:
+        events = await follow(again, job_id)
+        assert completed(events).params["status"] == "cancelled"
+        assert output_of(events).startswith("tick 0\ntick 1\n")
+    finally:
+        await again.close()
+
+
+async def test_a_job_left_running_by_a_dead_server_becomes_lost(tmp_path) -> None:
+    """A record still "running" when a server opens the directory is marked lost; its log ends with process.error."""
+    directory = tmp_path / "jobs"
+    directory.mkdir()
+    record = JobRecord("deadbeef0000", "old", ["sleep", "9"], None, time.time() - 5, 20.0, 30.0, pid=1, pgid=1)
+    (directory / "deadbeef0000.json").write_text(json.dumps(record.__dict__))
+    line = {"jsonrpc": "2.0", "method": "process.started", "params": {"pid": 1, "pgid": 1, "seq": 1}}
+    (directory / "deadbeef0000.log").write_text(json.dumps(line) + "\n" + '{"jsonrpc": "2.0", "meth')
+    store = JobStore(directory, retention=3600, storage_limit=1 << 30)
+    store.open()
+    try:
+        job = store.get("deadbeef0000")
+        assert job.record.status == "lost" and job.record.error == LOST_ERROR
+        last = json.loads(job.log.read(1, 1 << 20)[0])
+        assert last["method"] == methods.PROCESS_ERROR and last["params"] == {"error": LOST_ERROR, "seq": 2}
+    finally:
+        store.close()
+
+
+async def test_finished_jobs_go_after_the_retention_and_oldest_first_past_the_size_limit(tmp_path) -> None:
+    """prune() deletes expired jobs, then the oldest finished while over the limit; files and all."""
+    directory = tmp_path / "jobs"
+    store = JobStore(directory, retention=100, storage_limit=250)
+    store.open()
+    now = time.time()
+    for name, ended in (("expired0", now - 500), ("older000", now - 50), ("newer000", now - 10)):
+        record = JobRecord(name, name, ["true"], None, ended - 1, 20.0, 30.0, status="completed", ended_at=ended)
+        (directory / f"{name}.json").write_text(json.dumps(record.__dict__))
+        (directory / f"{name}.log").write_text("x" * 99 + "\n")
+    store.close()
+    store = JobStore(directory, retention=100, storage_limit=250)
+    store.open()  # loading prunes
+    try:
+        assert set(store.jobs) == {"older000", "newer000"}
+        store.storage_limit = 150
+        assert store.prune(now) == ["older000"]
+        assert sorted(p.name for p in directory.iterdir() if p.name != ".lock") == ["newer000.json", "newer000.log"]
+    finally:
+        store.close()
+
+
+async def test_a_running_job_is_never_pruned(jobs_server) -> None:
+    """Even at a zero storage limit a running job and its log stay."""
+    client, job_id = await started_job(jobs_server, fake("ticker", "3", "0.2"))
+    store = jobs_server.jobs.store
+    store.storage_limit, store.retention = 0, 0
+    assert store.prune(time.time()) == []
+    assert store.get(job_id).log.path.exists()
+    await collect(client)
+    await client.close()
+
+
+async def test_a_second_server_on_the_same_jobs_directory_is_refused(jobs_server) -> None:
+    """The directory lock makes a second owner fail with JobsDirBusy; the first goes on."""
+    other = make_handler(jobs_dir=str(jobs_server.jobs.store.directory))
+    with pytest.raises(JobsDirBusy):
+        await other.start("127.0.0.1", 0)
+    assert other.server is None
+
+
+async def test_job_files_are_private(jobs_server) -> None:
+    """The jobs directory is 0700 and every file in it 0600 (outputs may hold secrets)."""
+    client, _job_id = await started_job(jobs_server, ["echo", "secret"])
+    await collect(client)
+    directory = jobs_server.jobs.store.directory
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir()} == {0o600}
+    await client.close()
+
+
+async def test_the_client_reattaches_after_a_dropped_connection(tmp_path) -> None:
+    """A client following a job reconnects by attaching after its last seq: no gap, no duplicate."""
+    handler = make_handler(jobs_dir=str(tmp_path / "jobs"), kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN)
+        seqs: list[int] = []
+        client.add_listener(lambda e: seqs.append(e.seq) if e.seq is not None else None)
+        await client.execute(argv=fake("ticker", "20", "0.03"), durable=True)
+        await eventually_async(lambda: len(seqs) > 3)
+        proxy.drop()
+        events = await collect(client)
+        assert client.reconnects == 1 and seqs == list(range(1, len(seqs) + 1))
+        assert output_of(events) == "".join(f"tick {i}\n" for i in range(20))
+        await client.close()
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
+# -- Malformed requests -----------------------------------------------------------------
+
+MALFORMED = [
+    ("jobs.list", [1], -32602, "params"),
+    ("jobs.attach", None, -32602, "job_id"),
+    ("jobs.attach", {"job_id": 7}, -32602, "job_id"),
+    ("jobs.attach", {"job_id": "../../etc/passwd"}, -32602, "job_id"),
+    ("jobs.attach", {"job_id": "short"}, -32602, "job_id"),
+    ("jobs.attach", {"job_id": "A" * 22, "last_seq": -1}, -32602, "last_seq"),
+    ("jobs.attach", {"job_id": "A" * 22, "last_seq": True}, -32602, "last_seq"),
+    ("jobs.attach", {"job_id": "A" * 22}, -32007, None),
+    ("execute", {"argv": ["true"], "durable": "yes"}, -32602, "durable"),
+    ("execute", {"argv": ["true"], "durable": True, "label": 5}, -32602, "label"),
+    ("execute", {"argv": ["true"], "durable": True, "label": "x" * 1001}, -32602, "label"),
+    ("execute", {"argv": ["true"], "durable": True, "meta": [1]}, -32602, "meta"),
+    ("execute", {"argv": ["true"], "durable": True, "meta": {"x": "y" * 20000}}, -32602, "meta"),
+    ("execute", {"argv": ["true"], "durable": True, "summary": "cost"}, -32602, "summary"),
+    ("execute", {"argv": ["true"], "durable": True, "summary": {"match": {}, "fields": ["a"]}}, -32602, "summary"),
+    ("execute", {"argv": ["true"], "durable": True, "summary": {"match": {"a": [1]}, "fields": ["a"]}}, -32602,
+     "summary"),
+    ("execute", {"argv": ["true"], "durable": True, "summary": {"match": {"a": 1}, "fields": []}}, -32602, "summary"),
+    ("execute", {"argv": ["true"], "durable": True, "summary": {"match": {"a": 1}, "fields": [""]}}, -32602,
+     "summary"),
+    ("execute", {"durable": True}, -32602, "command"),
+]
+
+
+@pytest.mark.parametrize(("method", "params", "code", "field"), MALFORMED, ids=[f"{m}-{f}-{i}" for i, (m, _, _, f)
+                                                                               in enumerate(MALFORMED)])
+async def test_malformed_job_requests_get_their_error(jobs_server, method, params, code, field) -> None:
+    """Each malformed jobs.* or durable execute request gets its JSON-RPC error naming the field."""
+    async with await connect(jobs_server.url, TOKEN) as client:
+        with pytest.raises(errors.ProtocolError) as info:
+            await client.call(method, params)
+        assert info.value.code == code
+        assert (info.value.data or {}).get("field") == field
+        assert (await client.call("pong"))["status"] == "ok"  # the connection stays usable
+    assert not jobs_server.jobs.store.jobs  # nothing was started or kept
+
+
+async def test_attach_with_last_seq_ahead_of_the_job_is_invalid(jobs_server) -> None:
+    """last_seq beyond the job's last notification is -32602 (last_seq)."""
+    client, job_id = await started_job(jobs_server, ["true"])
+    await collect(client)
+    async with await connect(jobs_server.url, TOKEN) as other:
+        with pytest.raises(errors.InvalidParams) as info:
+            await other.attach(job_id, 10_000)
+        assert info.value.data == {"field": "last_seq"}
+    await client.close()
+
+
+async def test_a_connection_follows_one_job_and_runs_nothing_else(jobs_server) -> None:
+    """-32005: a second attach, an execute on an attached connection, a job on one that ran a process."""
+    client, job_id = await started_job(jobs_server, fake("ticker", "3", "0.1"))
+    with pytest.raises(errors.AlreadyRunning):
+        await client.attach(job_id)
+    with pytest.raises(errors.AlreadyRunning):
+        await client.execute(argv=["true"])
+    async with await connect(jobs_server.url, TOKEN) as plain:
+        await plain.execute(argv=["true"])
+        await collect(plain)
+        with pytest.raises(errors.AlreadyRunning):
+            await plain.attach(job_id)
+    await collect(client)
+    await client.close()
+
+
+async def test_a_server_without_jobs_refuses_them(raw) -> None:
+    """Without a jobs directory, durable execute is -32602 (durable) and jobs.* are -32601."""
+    message = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
+                                           "params": {"argv": ["true"], "durable": True}}))
+    assert message["error"]["code"] == -32602 and message["error"]["data"] == {"field": "durable"}
+    for method in ("jobs.list", "jobs.attach"):
+        message = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 2, "method": method}))
+        assert message["error"]["code"] == -32601
+
+
+# -- The log and the summary, without a server --------------------------------------------
+
+
+def test_job_log_reads_ranges_and_an_earlier_log_is_indexed_with_its_cut_tail_dropped(tmp_path) -> None:
+    """Line N is seq N; a reopened log is indexed, and a half-written last line is cut off."""
+    log = JobLog(tmp_path / "a.log", fresh=True)
+    lines = [f'{{"n":{i}}}\n'.encode() for i in range(1, 101)]
+    for line in lines:
+        log.append(line)
+    assert log.read(0, 1) == lines[:1] and log.read(40, 1 << 20) == lines[40:] and log.read(100, 10) == []
+    log.close()
+    with open(tmp_path / "a.log", "ab") as handle:
+        handle.write(b'{"n":10')
+    again = JobLog(tmp_path / "a.log")
+    assert again.last_seq == 100 and again.read(98, 1 << 20) == lines[98:]
+    assert os.path.getsize(tmp_path / "a.log") == sum(map(len, lines))
+    again.close()
+
+
+def test_summary_keeps_the_named_fields_of_the_last_matching_line() -> None:
+    """Lines split across pieces are joined; type-strict matching; big values and other lines are skipped."""
+    scanner = SummaryScanner(SummarySpec({"type": "result", "ok": True}, ("cost", "big", "missing")))
+    scanner.feed('{"type": "result", "ok": 1, "cost": 1}\nnot json {"type": "result"}\n{"type": "res')
+    assert scanner.summary is None
+    scanner.feed('ult", "ok": true, "cost": 2, "big": "' + "b" * 5000 + '"}\n')
+    assert scanner.summary == {"cost": 2}
+    scanner.feed('{"ok": true, "type": "result", "cost": 3}')
+    assert scanner.summary == {"cost": 2}
+    scanner.finish()
+    assert scanner.summary == {"cost": 3}

@@ -1,0 +1,160 @@
+"""Durable jobs from the notebook side, in-process: the magic, the API, the table, the demo runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import cc_executor_nb
+from cc_executor_nb.kernel.jobs import JobInfo, JobsTable, pick_job
+from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
+from cc_executor_nb.kernel.loop import stop_shared_loop
+from cc_executor_nb.kernel.run import Run
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+
+from .kernel_utils import fake_command
+from .util import eventually
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private Jupyter runtime directory; its job server is stopped afterwards."""
+    directory = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
+    yield directory
+    stop_shared_loop()
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=60)
+
+
+@pytest.fixture
+def shell(runtime_dir: Path) -> Iterator[InteractiveShell]:
+    """The in-process shell with the extension loaded (text output: no kernel here)."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    ipython = InteractiveShell.instance(config=config)
+    ipython.run_line_magic("load_ext", "cc_executor_nb")
+    ipython.run_line_magic("config", "CCExec.history_path = 'none'")
+    yield ipython
+    ipython.run_line_magic("unload_ext", "cc_executor_nb")
+    ipython.config.pop("CCExec", None)
+
+
+def line(shell: InteractiveShell, text: str) -> object:
+    return shell.run_line_magic("ccexec", text)
+
+
+def test_magic_starts_lists_and_attaches_a_durable_job(shell, capsys) -> None:
+    """%ccexec --durable, then --jobs (a text table) and --attach by id prefix: the same output and end."""
+    run = line(shell, "--durable -c 'echo durable hello' --wait -o first")
+    assert isinstance(run, Run) and run.durable and not run.attached and run.status == "completed"
+    table = line(shell, "--jobs --quiet")
+    assert isinstance(table, JobsTable) and run.job_id in repr(table) and "completed" in repr(table)
+    again = line(shell, f"--attach {run.job_id[:6]} --wait --quiet")
+    assert isinstance(again, Run) and again.attached and again.job_id == run.job_id
+    assert (again.status, again.exit_code, again.stdout) == ("completed", 0, "durable hello\n")
+    last = cc_executor_nb.attach("last", display=False, wait=True)
+    assert last.job_id == run.job_id
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("--jobs echo hi", "--jobs takes no prompt"),
+    ("--attach last --durable", "--durable starts one"),
+    ("--attach no-such-job", "no job 'no-such-job'"),
+])
+def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> None:
+    """--jobs with a prompt, --attach with --durable and an unknown job are one-line usage errors."""
+    with pytest.raises(UsageError, match=message):
+        line(shell, text)
+
+
+def test_a_stopped_loop_leaves_a_durable_run_detached_and_its_job_running(runtime_dir) -> None:
+    """Stopping the kernel's loop (unload, shutdown) detaches a durable run; the job goes on and completes."""
+    run = cc_executor_nb.run(fake_command("ticker", "15", "0.1"), command=True, durable=True, display=False)
+    eventually(lambda: run.job_id is not None and "tick 1" in run.stdout, what="the durable run streaming")
+    stop_shared_loop()
+    assert run.status == "detached" and run.done and "job goes on" in (run.error or "")
+    jobs = {job.job_id: job for job in cc_executor_nb.jobs.list()}
+    assert jobs[run.job_id].status == "running"
+    again = cc_executor_nb.attach(run.job_id, display=False, wait=True)
+    assert again.stdout == "".join(f"tick {i}\n" for i in range(15))
+
+
+def test_a_durable_run_gets_this_kernels_cwd_and_environment_but_no_secrets(runtime_dir, tmp_path, monkeypatch) -> None:
+    """The job server was started earlier elsewhere; the run still sees this process's cwd and variables."""
+    cc_executor_nb.jobs.server()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CCX_PROBE", "set after the server started")
+    monkeypatch.setenv("JUPYTER_TOKEN", "a-secret")
+    command = fake_command("env", "CCX_PROBE", "JUPYTER_TOKEN")
+    env = cc_executor_nb.run(command, command=True, durable=True, display=False, wait=True)
+    assert env.stdout == "CCX_PROBE=set after the server started\nJUPYTER_TOKEN unset\n"
+    cwd = cc_executor_nb.run(fake_command("cwd"), command=True, durable=True, display=False, wait=True)
+    assert cwd.stdout == f"{tmp_path}\n"
+
+
+def test_the_job_table_widget_follows_a_running_job_to_its_end(shell) -> None:
+    """In widget mode the table updates itself while a job runs, then stops asking."""
+    shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
+    run = line(shell, f"--durable -c {fake_command('ticker', '5', '0.2')!r} -o job")
+    eventually(lambda: run.job_id is not None, what="the job's id")
+    table = line(shell, "--jobs")
+    assert isinstance(table, JobsTable) and table.live
+    eventually(lambda: not table.live, timeout=20, what="the table's updates ending")
+    assert table.jobs[0].status == "completed" and "completed" in table._widget.value
+    assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
+
+
+def info(job_id: str, notebook: str, started: float, **more: object) -> JobInfo:
+    fields = {"label": "x", "status": "completed", "exit_code": 0, "error": None, "ended_at": None,
+              "kind": "command", "cost_usd": None, "session_id": None, "attached": 0, "wire": {}}
+    return JobInfo(job_id=job_id, notebook=notebook, started_at=started, **(fields | more))  # type: ignore[arg-type]
+
+
+def test_pick_job_by_last_of_this_notebook_by_id_and_by_unique_prefix() -> None:
+    """'last' is this notebook's newest; an id or a prefix of 4+ characters that names one job."""
+    jobs = [info("abcd1111", "me", 3.0), info("abcd2222", "other", 9.0), info("zzzz0000", "me", 5.0)]
+    assert pick_job(jobs, "last", "me").job_id == "zzzz0000"
+    assert pick_job(jobs, "abcd2222", "me").job_id == "abcd2222"
+    assert pick_job(jobs, "zzzz", "me").job_id == "zzzz0000"
+    with pytest.raises(ValueError, match="matches 2 jobs"):
+        pick_job(jobs, "abcd", "me")
+    with pytest.raises(ValueError, match="no job of this notebook"):
+        pick_job(jobs, "last", "nobody")
+    with pytest.raises(ValueError, match="no job 'zz'"):
+        pick_job(jobs, "zz", "me")  # too short to be a prefix
+
+
+def test_the_job_table_escapes_what_it_shows() -> None:
+    """Labels are prompts and command lines: the HTML table escapes them; the text table aligns columns."""
+    now = time.time()
+    rows = [JobRow("id1", "running", "<script>alert(1)</script>", now - 5, None, None, 0.01234, 1),
+            JobRow("id2", "lost", "echo 'x'", now - 60, now - 30, -9, None, 0)]
+    page = jobs_html(rows, now)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    text = jobs_text(rows, now).splitlines()
+    assert text[0].split() == ["job", "status", "started", "duration", "exit", "cost", "label"]
+    assert "$0.0123" in text[1] and "-9" in text[2] and text[1].index("running") == text[2].index("lost")
+
+
+def test_the_demo_runner_gives_its_command_a_backend_and_passes_on_its_end() -> None:
+    """demo.runner: the command reaches a live demo API; its exit status and its death by signal come back."""
+    runner = [sys.executable, "-m", "cc_executor_nb.demo.runner", "--"]
+    probe = "import os, urllib.request; print(urllib.request.urlopen(os.environ['ANTHROPIC_BASE_URL']).status)"
+    ok = subprocess.run([*runner, sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                        check=False, env={"NO_PROXY": "127.0.0.1", "PATH": "/usr/bin:/bin"})
+    assert (ok.returncode, ok.stdout) == (0, "200\n"), ok.stderr
+    code = subprocess.run([*runner, sys.executable, "-c", "raise SystemExit(7)"], timeout=60, check=False)
+    killed = subprocess.run([*runner, sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"], timeout=60,
+                            check=False)
+    assert (code.returncode, killed.returncode) == (7, -9)

@@ -1,0 +1,119 @@
+"""Durable jobs in real kernels: they outlive a restart, and any kernel can attach to them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cc_executor_nb.demo.texts import THINK_ANSWER
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file, stop_job_server
+
+from .kernel_utils import KernelHarness, ccexec, fake_command
+from .util import scaled
+
+pytestmark = [pytest.mark.kernel, pytest.mark.slow, pytest.mark.timeout(240)]
+
+TICKS = "".join(f"tick {i}\n" for i in range(200))
+SHA = "__import__('hashlib').sha256({}.stdout.encode()).hexdigest()"
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private Jupyter runtime directory (never the user's); its job server is stopped afterwards."""
+    directory = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
+    yield directory
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=60)
+
+
+@pytest.fixture
+def kernels(tmp_path: Path, runtime_dir: Path) -> Iterator[Callable[[str], KernelHarness]]:
+    """Start kernels for notebooks of the given names, sharing the private runtime directory."""
+    started: list[KernelHarness] = []
+
+    def start(notebook: str) -> KernelHarness:
+        env = {"JUPYTER_RUNTIME_DIR": str(runtime_dir), "JPY_SESSION_NAME": str(tmp_path / notebook)}
+        kernel = KernelHarness.start(tmp_path, env=env)
+        started.append(kernel)
+        load(kernel)
+        return kernel
+
+    yield start
+    for kernel in started:
+        kernel.shutdown()
+
+
+def load(kernel: KernelHarness) -> None:
+    kernel.ok("%load_ext cc_executor_nb\nimport cc_executor_nb\n%config CCExec.history_path = 'none'")
+
+
+def job_id_of(kernel: KernelHarness, name: str) -> str:
+    kernel.wait_until(f"{name}.job_id is not None", timeout=scaled(30))
+    return str(kernel.value(f"{name}.job_id"))
+
+
+def test_a_durable_run_survives_a_kernel_restart_and_attach_replays_it_exactly(kernels) -> None:
+    """A 20 s durable -c run, the kernel restarted after 5 s: `--attach last` gets every byte (sha256) and the end."""
+    kernel = kernels("train.ipynb")
+    kernel.ok(ccexec(fake_command("ticker", "200", "0.1"), "--durable", "-o", "job"))
+    job_id = job_id_of(kernel, "job")
+    pid = kernel.value("job.state.pid")
+    kernel.wait_until("job.duration is not None and job.duration >= 5", timeout=scaled(30))
+    kernel.restart()
+    alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert alive, "the job died with the kernel"
+    load(kernel)
+    kernel.ok("%ccexec --attach last -o again")
+    kernel.wait_until("again.done", timeout=scaled(60))
+    assert kernel.value(SHA.format("again")) == hashlib.sha256(TICKS.encode()).hexdigest()
+    assert kernel.value("(again.status, again.exit_code, again.attached, again.job_id)") == (
+        "completed", 0, True, job_id,
+    )
+    seqs = kernel.value("[e.seq for e in again.events if e.seq is not None]")
+    assert seqs == list(range(1, len(seqs) + 1)), "the attached run saw the job's numbering, whole"
+
+
+def test_two_kernels_attach_to_one_running_job_and_see_the_same_output(kernels, runtime_dir) -> None:
+    """Kernel B finds kernel A's job server, attaches to A's running job; both get the same notifications."""
+    first = kernels("a.ipynb")
+    first.ok(ccexec(fake_command("ticker", "40", "0.1"), "--durable", "--quiet", "-o", "job"))
+    job_id = job_id_of(first, "job")
+    second = kernels("b.ipynb")
+    second.ok(f"seen = cc_executor_nb.attach({job_id!r}, quiet=True)")
+    first.ok(f"seen = cc_executor_nb.attach({job_id[:8]!r}, quiet=True)")
+    for kernel in (first, second):
+        kernel.wait_until("seen.done", timeout=scaled(40))
+    numbered = "[(e.method, e.seq, dict(e.params)) for e in seen.events if e.seq is not None]"
+    assert first.value(numbered) == second.value(numbered)
+    assert first.value("seen.stdout") == second.value("seen.stdout") == first.value("job.stdout")
+    assert first.value("seen.stdout") == "".join(f"tick {i}\n" for i in range(40))
+    server = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert server is not None
+    pid = "cc_executor_nb.jobs.server().pid"
+    assert first.value(pid) == second.value(pid) == server.pid
+    assert second.value("seen.attached") and not first.value("job.attached")
+
+
+def test_a_durable_claude_run_survives_a_restart_with_its_answer_cost_and_session(kernels) -> None:
+    """A durable demo Claude run outlives a restart; after attach its answer, cost and session id read as usual."""
+    kernel = kernels("ask.ipynb")
+    kernel.ok('%ccexec --durable --demo -o ask "think for 6 seconds, then answer"')
+    job_id = job_id_of(kernel, "ask")
+    kernel.restart()
+    load(kernel)
+    listed = kernel.value(f"[(j.status, j.kind) for j in cc_executor_nb.jobs.list() if j.job_id == {job_id!r}]")
+    assert listed == [("running", "claude")], "the job runs on after the restart"
+    kernel.ok("%ccexec --attach last -o again")
+    kernel.wait_until("again.done", timeout=scaled(60))
+    status, answer, cost, session = kernel.value("(again.status, again.answer, again.cost_usd, again.session_id)")
+    assert (status, answer) == ("completed", THINK_ANSWER)
+    assert cost > 0 and re.fullmatch(r"[0-9a-f-]{36}", session)
+    listed = kernel.value(f"[(j.cost_usd, j.session_id) for j in cc_executor_nb.jobs.list() if j.job_id == {job_id!r}]")
+    assert listed == [(cost, session)], "the job list shows the same cost and session"
+    kinds = "(type(again.interpreter).__name__, type(again.view.body).__name__)"
+    assert kernel.value(kinds) == ("ClaudeInterpreter", "ClaudeBody"), "the same interpreter and view as a fresh run"

@@ -1,0 +1,189 @@
+"""The job server as a detached process: started, found, idle, stopped, killed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cc_executor_nb.client import connect
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.jobserver import job_server, server_arguments, stop_server
+from cc_executor_nb.server.config import ServerSettings
+from cc_executor_nb.server.main import parse_args
+from cc_executor_nb.server.runtime import (
+    RUNTIME_FILE_NAME,
+    RuntimeInfo,
+    read_runtime_file,
+    stop_job_server,
+    write_runtime_file,
+)
+
+from .conftest import collect, fake, group_alive
+from .servers import SERVER
+from .util import eventually, scaled
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private Jupyter runtime directory; any job server left in it is stopped afterwards."""
+    directory = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
+    yield directory
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=30)
+
+
+def detach(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m cc_executor_nb.server --jobs --detach ARGS`` in the current environment."""
+    return subprocess.run([*SERVER, "--jobs", "--detach", "--no-history", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def info_of(runtime_dir: Path) -> RuntimeInfo:
+    info = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert info is not None, "no runtime file"
+    return info
+
+
+async def start_job(info: RuntimeInfo, argv: list[str]) -> tuple[str, int]:
+    """Start a durable job and leave at once; returns its id and process group."""
+    async with await connect(info.url, info.token) as client:
+        started = await client.execute(argv=argv, durable=True)
+        return started["job_id"], started["pgid"]
+
+
+def test_detach_starts_a_job_server_that_the_stop_command_stops(runtime_dir) -> None:
+    """--detach returns once it listens, the runtime file is 0600 and names a server nobody here must reap."""
+    proc = detach()
+    assert proc.returncode == 0, proc.stderr
+    info = info_of(runtime_dir)
+    assert f"listening on {info.url}" in proc.stdout and info.url.startswith("ws://127.0.0.1:")
+    assert stat.S_IMODE((runtime_dir / RUNTIME_FILE_NAME).stat().st_mode) == 0o600 and len(info.token) >= 32
+    server = psutil.Process(info.pid)
+    assert server.ppid() != os.getpid() and os.getsid(info.pid) == info.pid  # detached, own session
+    stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=60, check=False)
+    assert stop.returncode == 0 and f"pid {info.pid}" in stop.stdout
+    assert gone(info.pid) and not (runtime_dir / RUNTIME_FILE_NAME).exists()
+    again = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 1 and "no job server runs" in again.stdout
+
+
+def test_a_second_job_server_exits_3_naming_the_first(runtime_dir) -> None:
+    """A second --jobs server finds the jobs directory taken: exit 3, the first one's pid in the message."""
+    assert detach().returncode == 0
+    first = info_of(runtime_dir)
+    second = detach()
+    assert second.returncode == 3 and f"pid {first.pid}" in second.stderr
+    assert info_of(runtime_dir) == first and not gone(first.pid)
+
+
+def test_stopping_the_job_server_cancels_its_jobs_and_leaves_no_process(runtime_dir) -> None:
+    """stop: a job that ignores SIGTERM (with grandchildren) is killed after its grace; its record says cancelled."""
+    assert detach("--kill-grace", "0.5").returncode == 0
+    info = info_of(runtime_dir)
+    job_id, pgid = asyncio.run(start_job(info, fake("stubborn", "2")))
+    eventually(lambda: len(group_alive(pgid)) == 3, what="the job and its two grandchildren running")
+    assert stop_job_server(runtime_dir / RUNTIME_FILE_NAME, timeout=scaled(30)) == info.pid
+    assert not group_alive(pgid) and gone(info.pid)
+    record = json.loads((runtime_dir / "cc_executor_nb-jobs" / f"{job_id}.json").read_text())
+    assert record["status"] == "cancelled"
+
+
+def test_the_job_server_exits_when_idle_and_not_before(runtime_dir) -> None:
+    """--idle-exit: a running job and an open connection keep it; once both are gone it exits and removes its file."""
+    assert detach("--idle-exit", "0.5").returncode == 0
+    info = info_of(runtime_dir)
+
+    async def busy_then_idle() -> None:
+        async with await connect(info.url, info.token) as client:
+            await client.execute(argv=fake("ticker", "3", "0.5"), durable=True)
+            await collect(client)  # 1.5 s of a running job
+            await asyncio.sleep(1.0)  # then a connection with nothing running
+            assert not gone(info.pid)
+
+    asyncio.run(busy_then_idle())
+    eventually(lambda: gone(info.pid), timeout=10, what="the idle job server exiting")
+    assert not (runtime_dir / RUNTIME_FILE_NAME).exists()
+
+
+def test_kernels_share_one_job_server_started_on_demand(runtime_dir) -> None:
+    """job_server() from two threads at once starts one server; later calls find it; stop_server() ends it."""
+    settings = CCExec(history_path="none", job_server_idle_exit=0)
+    found: list[RuntimeInfo] = []
+    threads = [threading.Thread(target=lambda: found.append(job_server(settings))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(found) == 2 and found[0].pid == found[1].pid
+    assert job_server(settings).pid == found[0].pid
+    servers = [p for p in psutil.process_iter(["cmdline"]) if str(runtime_dir) in " ".join(p.info["cmdline"] or ())]
+    assert [p.pid for p in servers] == [found[0].pid]
+    assert stop_server(timeout=30) and gone(found[0].pid)
+    assert not stop_server(timeout=30)
+
+
+def test_a_stale_runtime_file_is_replaced(runtime_dir) -> None:
+    """A runtime file left by a dead server (its pid gone) does not fool job_server(): a new one starts."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_runtime_file(runtime_dir / RUNTIME_FILE_NAME, RuntimeInfo("ws://127.0.0.1:9/ws", "x" * 32, dead.pid))
+    info = job_server(CCExec(history_path="none"))
+    assert info.pid != dead.pid and not gone(info.pid)
+    assert info_of(runtime_dir) == info
+
+
+def test_server_arguments_follow_the_settings() -> None:
+    """The job server's flags come from CCExec: idle exit, retention, storage, grace, history, allow-list."""
+    settings = CCExec(job_server_idle_exit=60, job_retention=120, job_storage_limit=5000, kill_grace=1.5,
+                      history_path="none", allowed_commands=["python", "claude"])
+    args = server_arguments(settings)
+    value = lambda flag: args[args.index(flag) + 1]  # noqa: E731
+    assert args[0] == "--jobs" and "--no-history" in args
+    assert (value("--idle-exit"), value("--job-retention"), value("--job-storage-limit")) == ("60.0", "120.0", "5000")
+    assert (value("--kill-grace"), value("--allowed-commands")) == ("1.5", "python,claude")
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"job_retention": -1.0}, "job_retention"),
+    ({"idle_exit": float("nan")}, "idle_exit"),
+    ({"job_storage_limit": -5}, "job_storage_limit"),
+    ({"job_storage_limit": 1.5}, "job_storage_limit"),
+    ({"jobs_dir": " "}, "jobs_dir"),
+])
+def test_server_settings_refuse_bad_job_settings(changes, message) -> None:
+    """ServerSettings validates the job settings like every other: one ValueError naming the field."""
+    with pytest.raises(ValueError, match=message):
+        ServerSettings(**changes)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--idle-exit", "-1"], "--idle-exit"),
+    (["--job-storage-limit", "lots"], "--job-storage-limit"),
+    (["--jobs", "--no-token"], "needs a token"),
+    (["--detach"], "--detach needs --jobs"),
+])
+def test_bad_job_flags_are_usage_errors(argv, message, capsys) -> None:
+    """Bad job flags end in a one-line usage error (exit 2), never a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
