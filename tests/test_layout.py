@@ -65,7 +65,10 @@ def test_pure_core_imports_no_asyncio_or_io_library(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["textview.py", "claudetext.py", "html.py", "runstate.py", "coalescer.py", "presenter.py", "transcript.py", "display.py"],
+    [
+        "textview.py", "claudetext.py", "html.py", "runstate.py", "coalescer.py", "presenter.py",
+        "transcript.py", "display.py",
+    ],
 )
 def test_text_side_of_the_kernel_imports_no_widgets(name: str) -> None:
     """Text rendering works where ipywidgets is absent: only views.py imports it."""
