@@ -93,6 +93,14 @@ def xss(tmp_path_factory: pytest.TempPathFactory) -> Executed:
     return executed(tmp_path_factory.mktemp("xss"), "xss", '%ccexec --demo --wait "markdown xss"')
 
 
+def test_a_run_that_ends_during_a_later_cell_is_saved_final(tmp_path: Path) -> None:
+    """Without --wait, a run that ends while a later cell runs still leaves its final record in its own cell."""
+    notebook = execute(tmp_path, "later", 'sea = %ccexec --demo "write 3 haikus about the sea"', "sea.wait();")
+    [output] = outputs(notebook)
+    assert WIDGET not in output["data"] and haikus(3) in output["data"]["text/plain"]
+    assert outputs(notebook, cell=2) == []
+
+
 def test_the_executed_notebook_keeps_haikus_and_footer_as_text_and_html(sea: Executed) -> None:
     """The run cell's one output is the final record: the three haikus and the footer, as text and as HTML."""
     notebook, _ = sea

@@ -15,7 +15,11 @@ with "save widget state"). Reopened without it, a widget output shows nothing us
   record alone (``update_display_data``, sent from the kernel's loop thread under each
   cell's parent header, so it reaches cells that have finished). A live front end
   swaps the finished widget for the same picture as static HTML; a saved notebook keeps
-  the answer, tool log and footer with no kernel and no widget state.
+  the answer, tool log and footer with no kernel and no widget state. The update also
+  goes out under the cell executing at that moment, if another one: headless runners
+  (nbclient, ``nbconvert --execute``) only listen to the running cell, and apply a
+  display update to every output with its ``display_id``; JupyterLab ignores an update
+  for an id the receiving cell does not show.
 
 The record is not refreshed while the run is live: any ``update_display_data`` makes
 JupyterLab re-create the widget's view, which would reset scroll positions and
@@ -24,6 +28,7 @@ collapse what the user opened, several times a minute.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import uuid
@@ -89,6 +94,9 @@ class RunDisplay:
             parents, publisher = list(self._parents), self._publisher
         if publisher is None or not parents:
             return
+        current = _executing_request_header()
+        if current is not None and current not in parents:
+            parents.append(current)
         bundle = self.record()
         for parent in parents:
             _publish_update(publisher, parent, bundle, self.display_id)
@@ -103,6 +111,24 @@ def _kernel_display_publisher() -> Any:
     shell = get_ipython()
     publisher = getattr(shell, "display_pub", None)
     return publisher if hasattr(publisher, "set_thread_parent") else None
+
+
+def _executing_request_header() -> dict[str, Any] | None:
+    """The header of the latest execute request the kernel received, if any (any thread)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    get_parent = getattr(getattr(get_ipython(), "kernel", None), "get_parent", None)
+    if not callable(get_parent):
+        return None
+    # In an empty context the kernel answers with its latest request, not the one this
+    # thread's task was started from.
+    parent = contextvars.Context().run(get_parent, "shell")
+    header = parent.get("header") if isinstance(parent, dict) else None
+    if not isinstance(header, dict) or header.get("msg_type") != "execute_request":
+        return None
+    return dict(header)
 
 
 def _publish_update(publisher: Any, parent: dict[str, Any], bundle: Bundle, display_id: str) -> None:
