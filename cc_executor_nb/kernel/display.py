@@ -3,7 +3,8 @@
 A front end keeps a run's display output in the saved notebook, but not the widget's
 state (VS Code, GitHub, nbviewer, ``nbconvert --to html`` never have it; JupyterLab only
 with "save widget state"). Reopened without it, a widget output shows nothing useful
-(JupyterLab: "Error displaying widget: model not found"). So a :class:`RunDisplay`:
+(JupyterLab 4: "Error displaying widget: model not found" with a fresh kernel, "Loading
+widget..." with none). So a :class:`RunDisplay`:
 
 - shows the run with one ``display_data`` carrying a ``display_id``, the widget
   (``application/vnd.jupyter.widget-view+json``) **and** the record of the run so far
