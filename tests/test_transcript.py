@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import mistune
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,10 +24,12 @@ pytestmark = pytest.mark.timeout(60)
 RECORDINGS = Path(__file__).with_name("data") / "streamjson"
 # A renderer that lets raw HTML through, as a careless Markdown viewer would.
 PERMISSIVE = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+# Another parser (nbconvert's), with raw HTML let through too.
+MISTUNE = mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])
 # What Markdown itself produces; any other tag came from raw HTML that got through.
 MARKDOWN_TAGS = {
     "p", "em", "strong", "code", "pre", "a", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
-    "li", "blockquote", "hr", "br", "table", "thead", "tbody", "tr", "th", "td", "s",
+    "li", "blockquote", "hr", "br", "table", "thead", "tbody", "tr", "th", "td", "s", "del",
 }  # fmt: skip
 
 
@@ -255,6 +258,8 @@ def test_safe_markdown_keeps_formatting_and_code() -> None:
         "<!-- <img src=x onerror=alert(1)> -->",
         "`a\n<div onclick=alert(1)>\n`",
         "<a href='`'>`</a>",
+        "`\n`<img src=x onerror=alert(1)>`",
+        "1. x\n   ```\n   code\n<img src=x onerror=alert(1)>\n   ```",
     ],
 )
 def test_safe_markdown_neutralizes_a_known_attack(attack: str) -> None:
@@ -262,6 +267,13 @@ def test_safe_markdown_neutralizes_a_known_attack(attack: str) -> None:
     rendered = PERMISSIVE.render(safe_markdown(attack))
     assert_inert(rendered)
     assert "<img" not in rendered and "javascript:" not in rendered.split("href=")[-1][:12]
+
+
+def test_what_the_line_reading_misses_falls_back_to_a_code_block() -> None:
+    """A code span opened on an earlier line fools the line-by-line pass: the text comes back fenced."""
+    text = "`\n`<img src=x onerror=alert(1)>`"
+    assert safe_markdown(text) == fenced(text)
+    assert safe_markdown(MARKDOWN_XSS) != fenced(MARKDOWN_XSS)  # the usual answer keeps its formatting
 
 
 FRAGMENTS = st.sampled_from([
@@ -274,8 +286,10 @@ FRAGMENTS = st.sampled_from([
 @settings(max_examples=400, deadline=None)
 @given(st.lists(FRAGMENTS, max_size=30).map("".join))
 def test_safe_markdown_output_is_inert_for_any_mix(text: str) -> None:
-    """However the dangerous fragments are mixed, the permissive renderer's HTML stays inert."""
-    assert_inert(PERMISSIVE.render(safe_markdown(text)))
+    """However the dangerous fragments are mixed, two permissive renderers' HTML stays inert."""
+    safe = safe_markdown(text)
+    assert_inert(PERMISSIVE.render(safe))
+    assert_inert(str(MISTUNE(safe)))  # a second parser, not the one safe_markdown checks with
 
 
 def test_markdown_escape_renders_literally() -> None:

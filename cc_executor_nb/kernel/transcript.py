@@ -20,12 +20,15 @@ targets into text; every other untrusted string is escaped or fenced as code.
 
 from __future__ import annotations
 
+import functools
 import html
 import os
 import re
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from markdown_it import MarkdownIt
 
 from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
@@ -384,7 +387,7 @@ def fenced(text: str, info: str = "") -> str:
 
 _FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _BACKTICKS = re.compile(r"`+")
-_ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_ESCAPE_OR_BACKTICKS = re.compile(r"\\[!-/:-@\[-`{-~]|`+")
 _ESCAPED = re.compile(r"(\\[!-/:-@\[-`{-~])")
 _LINK_DEST = re.compile(r"(\]\()(\s*)([^\s)]*)")
 _REF_DEF = re.compile(r"^( {0,3})(\[[^\]\n]+\]:)(\s*)(\S+)", re.MULTILINE)
@@ -397,12 +400,22 @@ _URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")
 def safe_markdown(text: str) -> str:
     """Untrusted Markdown that renders its formatting but no HTML, no image and no unsafe link.
 
-    Outside code (fenced blocks and code spans on one line) ``<`` becomes ``&lt;``, so no
+    Outside code (fenced blocks, and code spans on one line) ``<`` becomes ``&lt;``, so no
     renderer sees a tag, a comment or an autolink; ``![`` becomes ``\\![`` (a link, not
     an image fetched on sight); a link or reference whose target has a scheme other than
     http, https or mailto (after decoding entities and escapes, as renderers do) loses
     its link syntax. Code is left as written: renderers escape it themselves.
+
+    The result is then parsed by a CommonMark parser that lets raw HTML through; if it
+    still finds raw HTML, an image or an unsafe link (the line-by-line reading above can
+    be fooled, e.g. by a code span that starts on an earlier line or a fence that a list
+    item ends), the whole text is returned as one fenced code block instead.
     """
+    candidate = _neutralize(text)
+    return candidate if _inert(candidate) else fenced(text)
+
+
+def _neutralize(text: str) -> str:
     out: list[str] = []
     prose: list[str] = []
     fence: str | None = None
@@ -422,6 +435,32 @@ def safe_markdown(text: str) -> str:
             prose.append(line)
     out.append(_safe_prose("".join(prose)))
     return "".join(out)
+
+
+class _Checker(MarkdownIt):
+    """CommonMark with raw HTML on and every link kept: what a careless renderer would show."""
+
+    def validateLink(self, url: str) -> bool:  # markdown-it's name
+        """Keep every link, so that the check sees unsafe ones too."""
+        return True
+
+
+@functools.cache
+def _checker() -> MarkdownIt:
+    return _Checker("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+def _inert(markdown_text: str) -> bool:
+    """Whether a CommonMark reading of ``markdown_text`` has no raw HTML, image or unsafe link."""
+    pending = list(_checker().parse(markdown_text))
+    while pending:
+        token = pending.pop()
+        if token.type in ("html_block", "html_inline", "image"):
+            return False
+        if token.type == "link_open" and _unsafe_target(str(token.attrGet("href") or "")):
+            return False
+        pending.extend(token.children or ())
+    return True
 
 
 def _closes(line: str, fence: str) -> bool:
@@ -444,20 +483,15 @@ def _safe_line(line: str) -> str:
     """One line of prose, read left to right as CommonMark does: escapes, code spans, the rest."""
     out: list[str] = []
     prose_start = index = 0
-    while index < len(line):
-        char = line[index]
-        if char == "\\" and index + 1 < len(line) and line[index + 1] in _ASCII_PUNCTUATION:
-            index += 2  # an escaped character stays escaped (and literal)
-            continue
-        if char != "`":
-            index += 1
-            continue
-        run = len(line[index:]) - len(line[index:].lstrip("`"))
-        closing = _closing_backticks(line, index + run, run)
+    while (found := _ESCAPE_OR_BACKTICKS.search(line, index)) is not None:
+        index = found.end()
+        if found.group().startswith("\\"):
+            continue  # an escaped character stays escaped (and literal)
+        run = len(found.group())
+        closing = _closing_backticks(line, index, run)
         if closing < 0:
-            index += run  # no closing run: the backticks are literal
-            continue
-        out += [_safe_inline(line[prose_start:index]), line[index : closing + run]]
+            continue  # no closing run: the backticks are literal
+        out += [_safe_inline(line[prose_start : found.start()]), line[found.start() : closing + run]]
         index = prose_start = closing + run
     out.append(_safe_inline(line[prose_start:]))
     return "".join(out)
