@@ -1,9 +1,16 @@
-"""The terminal client: ``python -m cc_executor_nb run [options] -- CMD ARGS...``.
+"""The terminal client: ``python -m cc_executor_nb run -- CMD ARGS...`` and ``... claude PROMPT``.
 
-Streams a run from a server (``--server URL``; default: a private server started in
-this process) to the terminal: the child's stdout to stdout, its stderr to stderr,
-heartbeats and inactivity as dim lines on stderr. Exits with the child's exit code
-(128 + N when killed by signal N).
+``run`` streams any command from a server (``--server URL``; default: a private server
+started in this process) to the terminal: the child's stdout to stdout, its stderr to
+stderr, heartbeats and inactivity as dim lines on stderr, the output verbatim.
+
+``claude`` runs a Claude prompt (``claude -p ... --output-format stream-json``, the options
+of ``%ccexec``: ``--demo``, ``--model``, ``--resume`` ...) and shows it readably with the
+notebook's text renderer: the answer on stdout as it grows; thinking, tool calls, retries
+and Claude's footer (status, cost, tokens, turns, duration, model, session id) as dim
+notes on stderr. ``--raw`` prints the stream-json lines instead.
+
+Both exit with the child's exit code (128 + N when killed by signal N).
 """
 
 from __future__ import annotations
@@ -11,20 +18,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import TextIO
 
 from . import methods
+from .claude.interpreter import ClaudeInterpreter
+from .claude.options import ClaudeOptions, claude_argv, claude_environment
 from .client import Client, connect
+from .declare import add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
-from .kernel.textview import TextView
+from .kernel.claudetext import ClaudeTextView
+from .kernel.textview import Line, LineRenderer, TextView
 from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD
 from .server.config import ServerSettings, build_server
 
 __all__ = ["exit_status", "main", "render_event"]
+
+LABEL_CHARS = 80
 
 
 def exit_status(event: Completed) -> int:
@@ -35,20 +49,26 @@ def exit_status(event: Completed) -> int:
     return 128 - code if code < 0 else code
 
 
-def render_event(event: Event, view: TextView, out: TextIO, err: TextIO) -> None:
-    """Write one event to the terminal: output to its stream, notices to stderr."""
+def render_event(
+    event: Event, view: LineRenderer, out: TextIO, err: TextIO, *, notes: bool = True
+) -> None:
+    """Write one event to the terminal: output to its stream, notes (dim) to stderr.
+
+    ``notes=False`` drops the notes (``--quiet``).
+    """
     if event.method == methods.CONNECTED:
         return
-    text = view.render_event(event.method, event.params)
-    if text is None:
-        return
-    if isinstance(event, Output):
-        stream = err if event.stream == "stderr" else out
-        stream.write(text)
-        stream.flush()
-        return
-    err.write((f"\x1b[2m{text}\x1b[0m" if err.isatty() else text) + "\n")
-    err.flush()
+    for line in view.render(event.method, event.params):
+        if line.kind == "note" and notes:
+            err.write((f"\x1b[2m{line.text}\x1b[0m" if err.isatty() else line.text) + "\n")
+            err.flush()
+        elif line.kind != "note":
+            _write(out if line.kind == "stdout" else err, line)
+
+
+def _write(stream: TextIO, line: Line) -> None:
+    stream.write(line.text)
+    stream.flush()
 
 
 @contextlib.asynccontextmanager
@@ -68,50 +88,121 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    """Run ``args.command`` (a command) or ``args.claude`` (a prompt), rendered to the terminal."""
+    interpreter: ClaudeInterpreter | None = None
+    view: LineRenderer
+    if args.action == "claude":
+        argv, env, interpreter, view = _claude_run(args)
+    else:
+        argv, env = args.command, None
+        view = TextView(heartbeats=not args.quiet, notices=not args.quiet)
     async with _session(args) as client:
         events = client.run_events(
-            argv=args.command,
+            argv=argv,
             cwd=args.cwd,
+            env=env,
             timeout=args.timeout,
             heartbeat_interval=args.heartbeat,
             inactivity_threshold=args.inactivity,
+            # A Claude run's answer is counted by nobody here: the server counts nothing.
+            **({"progress_target": None} if args.action == "claude" else {}),
         )
-        view = TextView(heartbeats=not args.quiet, notices=not args.quiet)
         async for event in events:
-            render_event(event, view, sys.stdout, sys.stderr)
+            if interpreter is not None and isinstance(event, Output):
+                interpreter.feed(event.stream, event.data)
+            render_event(event, view, sys.stdout, sys.stderr, notes=not args.quiet)
             if isinstance(event, Completed):
                 return exit_status(event)
     return 1
 
 
+def _claude_run(
+    args: argparse.Namespace,
+) -> tuple[list[str], dict[str, str] | None, ClaudeInterpreter | None, LineRenderer]:
+    """argv, environment, interpreter (None with --raw) and view of a Claude prompt."""
+    prompt = _prompt(args.prompt)
+    values = {f.name: getattr(args, f.name) for f, spec in declared(ClaudeOptions) if spec.flags}
+    options = dataclasses.replace(from_values(ClaudeOptions, values), remote=bool(args.server))
+    argv, env = claude_argv(prompt, options), claude_environment(options)
+    if options.raw:
+        return argv, env, None, TextView(heartbeats=not args.quiet, notices=not args.quiet)
+    interpreter = ClaudeInterpreter(prompt=prompt)
+    label = " ".join(f"claude: {prompt}".split())
+    label = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+    return argv, env, interpreter, ClaudeTextView(interpreter, label=label, heartbeats=not args.quiet)
+
+
+def _prompt(words: Sequence[str]) -> str:
+    """The prompt words joined by spaces; ``-`` alone reads the prompt from stdin."""
+    prompt = sys.stdin.read() if list(words) == ["-"] else " ".join(words)
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    return prompt
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cc_executor_nb")
     sub = parser.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="run a command and stream it to the terminal")
-    run.add_argument("--server", help="ws://HOST:PORT/ws of a running server (default: private)")
-    run.add_argument("--token-env", default="CC_EXECUTOR_TOKEN",
-                     help="environment variable holding the server's token")
-    run.add_argument("--cwd")
-    run.add_argument("--timeout", type=float)
-    run.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_INTERVAL, help="heartbeat interval (s)")
-    run.add_argument("--inactivity", type=float, default=DEFAULT_INACTIVITY_THRESHOLD, help="inactivity threshold (s)")
-    run.add_argument("--quiet", action="store_true", help="only the child's output")
+    run = sub.add_parser("run", help="run a command and stream its output to the terminal")
+    _common_arguments(run, quiet="only the child's output")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    # Listed here for --help; main() parses "claude" with _claude_parser (options and
+    # prompt words may be mixed, which argparse allows only without subparsers).
+    sub.add_parser("claude", help=_CLAUDE_HELP, add_help=False)
     return parser
+
+
+_CLAUDE_HELP = "run a Claude prompt and show its answer, tool calls and footer"
+
+
+def _claude_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m cc_executor_nb claude",
+        description="Run a Claude prompt (claude -p) and show it readably: the answer on stdout "
+        "as it grows, notes (thinking, tool calls, retries, the footer with cost and session id) "
+        "on stderr. --raw prints the stream-json lines instead.",
+    )
+    _common_arguments(parser, quiet="only the answer (no notes, no footer)")
+    add_arguments(parser, ClaudeOptions)
+    parser.add_argument("prompt", nargs="*", help="the prompt (words are joined by spaces; - reads stdin)")
+    return parser
+
+
+def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
+    parser.add_argument("--server", help="ws://HOST:PORT/ws of a running server (default: private)")
+    parser.add_argument("--token-env", default="CC_EXECUTOR_TOKEN",
+                        help="environment variable holding the server's token")
+    parser.add_argument("--cwd")
+    parser.add_argument("--timeout", type=float)
+    parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_INTERVAL,
+                        help="heartbeat interval (s)")
+    parser.add_argument("--inactivity", type=float, default=DEFAULT_INACTIVITY_THRESHOLD,
+                        help="inactivity threshold (s)")
+    parser.add_argument("--quiet", action="store_true", help=quiet)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cc_executor_nb`` and the ``ccexec`` script."""
-    args = _parser().parse_args(argv)
-    if args.command[:1] == ["--"]:
-        args.command = args.command[1:]
-    if not args.command:
-        print("error: give a command after --", file=sys.stderr)
-        return 2
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["claude"]:
+        args = _claude_parser().parse_intermixed_args(words[1:])
+        args.action = "claude"
+    else:
+        args = _parser().parse_args(words)
+    if args.action == "run":
+        if args.command[:1] == ["--"]:
+            args.command = args.command[1:]
+        if not args.command:
+            print("error: give a command after --", file=sys.stderr)
+            return 2
     try:
         return asyncio.run(_run(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     except CCExecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+

@@ -122,6 +122,24 @@ def lab(tmp_path_factory: pytest.TempPathFactory, chromium: str, artifacts: Path
     home = tmp_path_factory.mktemp("lab")
     root = home / "notebooks"
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    with serve(home, root, artifacts / "jupyterlab.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def kernelless_lab(
+    tmp_path_factory: pytest.TempPathFactory, lab: Lab, artifacts: Path
+) -> Iterator[Lab]:
+    """A second JupyterLab on the same folder that cannot start any kernel (none is allowed)."""
+    home = tmp_path_factory.mktemp("kernelless")
+    no_kernels = "--KernelSpecManager.allowed_kernelspecs=no-such-kernel"
+    with serve(home, lab.root, artifacts / "jupyterlab-kernelless.log", no_kernels) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def serve(home: Path, root: Path, log_copy: Path, *extra: str) -> Iterator[Lab]:
+    """Run JupyterLab with its own settings and Jupyter folders under ``home``, serving ``root``."""
     settings = home / "settings"
     for name, values in LAB_SETTINGS.items():
         path = settings / name
@@ -144,6 +162,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, chromium: str, artifacts: Path
         "--ServerApp.allow_root=True",  # CI runs as root
         "--ServerApp.terminals_enabled=False", "--LabApp.extension_manager=readonly",
         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        *extra,
     ]  # fmt: skip
     log = (home / "jupyterlab.log").open("w")
     server = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -154,7 +173,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, chromium: str, artifacts: Path
     finally:
         _stop_server(server, url, token)
         log.close()
-        shutil.copy(home / "jupyterlab.log", artifacts / "jupyterlab.log")
+        shutil.copy(home / "jupyterlab.log", log_copy)
 
 
 def _server_url(runtime: Path, server: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
@@ -408,3 +427,100 @@ def _with_words(state: dict[str, Any] | None, at_least: int) -> dict[str, Any] |
 def _finished(state: dict[str, Any] | None) -> dict[str, Any] | None:
     final = ("completed", "failed", "cancelled", "timeout", "error")
     return state if state and state["status"] in final and state["footer"] else None
+
+
+# The record of a run, without kernel or widget state
+
+RECORD_NOTEBOOK = "07_the_record.ipynb"
+HAIKU_LINES = ["Morning kernel wakes", "heartbeats tick behind the glass", "read in patient chunks"]
+
+
+def save_notebook(page: Any, lab: Lab, name: str, wanted: str) -> None:
+    """File > Save Notebook, then wait until the file on disk holds ``wanted``."""
+    poll(lambda: menu(page, "File", "docmanager:save"), 20, "Save Notebook to be enabled")
+    poll(lambda: wanted in (lab.root / name).read_text(encoding="utf-8"), 30, f"{name} to be saved")
+
+
+def api(lab: Lab, path: str, method: str = "GET") -> Any:
+    """A call to the server's REST API (loopback, no proxy)."""
+    request = urllib.request.Request(
+        f"{lab.url}api/{path}", method=method, headers={"Authorization": f"token {lab.token}"}
+    )
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with direct.open(request, timeout=10) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def shut_down_kernels(lab: Lab) -> None:
+    """Close every session of the server, which shuts its kernel down."""
+    for session in api(lab, "sessions"):
+        api(lab, f"sessions/{session['id']}", method="DELETE")
+    poll(lambda: api(lab, "kernels") == [] or None, 20, "the kernels to shut down")
+
+
+def choose_no_kernel(page: Any, timeout: float = 15.0) -> None:
+    """Answer the "Select Kernel" dialog a kernelless server shows with "No Kernel", once it came."""
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.wait_for(timeout=timeout * 1000)
+    except Exception:  # Playwright's TimeoutError: no dialog this time
+        return
+    dialog.get_by_role("button", name="No Kernel").click()
+    dialog.wait_for(state="detached", timeout=timeout * 1000)
+
+
+def test_the_record_survives_save_close_and_reopen_without_kernel(
+    lab: Lab, kernelless_lab: Lab, page: Any, artifacts: Path
+) -> None:
+    """07_the_record: run, save, close; reopened where no kernel can start, the haikus and footer are on screen."""
+    open_and_run_all(page, lab, RECORD_NOTEBOOK)
+    wait_for_all_cells(page, 90)
+    sea = code_cell(page, "write 3 haikus about the sea")
+    live = poll(lambda: _finished(view(sea)), 30, "the haiku run's record")
+    assert live["status"] == "completed" and all(line in live["answer"] for line in HAIKU_LINES), live
+    # One view per run on screen, widget or record, never both.
+    assert sea.locator(".ccx-run").count() == 1 and page.locator(".ccx-run").count() == 3
+    screenshot(page, sea, "07-live-record.png")
+    save_notebook(page, lab, RECORD_NOTEBOOK, "Morning kernel wakes<br>")
+    shut_down_kernels(lab)
+
+    page.goto(kernelless_lab.notebook_url(RECORD_NOTEBOOK))
+    choose_no_kernel(page)
+    reopened = code_cell(page, "write 3 haikus about the sea")
+    state = poll(lambda: _finished(view(reopened)), 60, "the saved record to render")
+    path = screenshot(page, reopened, "07-reopened-without-kernel.png")
+    print(f"\nreopened without a kernel: {state}\nscreenshot: {path}")
+    assert api(kernelless_lab, "kernels") == [] and api(lab, "kernels") == []
+    assert all(line in state["answer"] for line in HAIKU_LINES), state
+    assert re.search(r"\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn · .+ · session [0-9a-f-]{36}", state["footer"])
+    assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
+    tool = view(code_cell(page, 'tool = %ccexec --demo --wait "tool"'))
+    assert tool is not None and tool["answer"] == "The command printed: hi", tool
+    xss = code_cell(page, 'xss = %ccexec --demo --wait "markdown xss"')
+    assert "<img src=x onerror=alert(1)>" in (view(xss) or {}).get("answer", "")
+    assert xss.locator(".cc-answer img, .cc-answer script").count() == 0
+    assert page.evaluate("window.__xss") is None and page.dialogs == []
+
+
+def test_the_xss_answer_runs_nowhere_in_saved_and_exported_html(
+    chromium: str, page: Any, tmp_path: Path, artifacts: Path
+) -> None:
+    """run.save() HTML and nbconvert's HTML of the markdown xss run: shown as text, no handler ran."""
+    from .test_nbconvert import execute, export_html
+
+    execute(tmp_path, "xss", '%ccexec --demo --wait -o xss "markdown xss"', 'xss.save("saved.html");')
+    export_html(tmp_path, "xss")
+    pages = {"saved": tmp_path / "saved.html", "exported": tmp_path / "xss.out.html"}
+    for name, path in pages.items():
+        page.goto(path.as_uri(), wait_until="load")
+        answer = page.locator(".cc-answer")
+        assert "<img src=x onerror=alert(1)>" in answer.inner_text(), name
+        assert "<script>alert(2)</script>" in answer.inner_text(), name
+        assert answer.locator("img, script").count() == 0, name
+        page.screenshot(path=str(artifacts / f"xss-{name}.png"), full_page=True)
+        assert page.evaluate("window.__xss") is None and page.dialogs == [], name
+    # The trap works: markup that does run an onerror handler is counted (the exported
+    # page has no Content-Security-Policy; the saved page's forbids inline handlers).
+    page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=\"alert(3)\">')")
+    poll(lambda: page.evaluate("window.__xss") == 1, 10, "the control handler to run")

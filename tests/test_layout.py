@@ -64,7 +64,11 @@ def test_pure_core_imports_no_asyncio_or_io_library(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["textview.py", "html.py", "runstate.py", "coalescer.py", "presenter.py", "jobsview.py"]
+    "name",
+    [
+        "textview.py", "claudetext.py", "html.py", "runstate.py", "coalescer.py", "presenter.py",
+        "transcript.py", "display.py", "jobsview.py",
+    ],
 )
 def test_text_side_of_the_kernel_imports_no_widgets(name: str) -> None:
     """Text rendering works where ipywidgets is absent: only views.py imports it."""

@@ -108,7 +108,9 @@ class _SafeMarkdown(MarkdownIt):
 
 @functools.cache
 def _markdown() -> MarkdownIt:
-    md = _SafeMarkdown("commonmark", {"html": False})
+    # breaks: a single newline in a model's answer is a line break (poems, addresses, short
+    # lines), as chat front ends show it, not a space.
+    md = _SafeMarkdown("commonmark", {"html": False, "breaks": True})
     md.enable(["table", "strikethrough"], ignoreInvalid=True)
     # Remote images would be fetched by the browser as soon as they render.
     md.disable("image")

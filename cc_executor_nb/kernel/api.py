@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..claude.interpreter import ClaudeInterpreter
@@ -34,12 +34,15 @@ from ..claude.options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claud
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
+from .claudetext import ClaudeTextView
 from .config import CCExec
 from .jobserver import durable_environment, job_server, notebook_key
 from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
 from .run import Interpreter, Run, RunSpec, Target
+from .textview import LineRenderer, TextView
+from .transcript import MAX_RECORD_ANSWER_CHARS, Transcript
 
 if TYPE_CHECKING:
     from .views import Body
@@ -382,7 +385,7 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> T
 
 def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None) -> Presenter:
     if output_mode(settings, quiet) == "text":
-        return TextPresenter(lambda: repr(handle))
+        return TextPresenter(lambda: repr(handle), view=_text_view(handle))
     from .views import RunView
 
     view = RunView(
@@ -397,7 +400,24 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
         state=handle.state,
     )
     handle.view = view
-    return WidgetPresenter(handle.state, view, max_rate=settings.max_updates_per_second)
+    return WidgetPresenter(
+        handle.state, view, max_rate=settings.max_updates_per_second, record=_record(handle, settings)
+    )
+
+
+def _text_view(handle: Run) -> LineRenderer:
+    """Claude runs read as their answer and notes; commands (and ``raw``) as their output."""
+    interpreter = handle.interpreter
+    if isinstance(interpreter, ClaudeInterpreter) and not handle.options.get("raw"):
+        return ClaudeTextView(interpreter, label=handle.label)
+    return TextView(heartbeats=False)
+
+
+def _record(handle: Run, settings: CCExec) -> Callable[[], dict[str, Any]]:
+    """The run's record for its display, bounded like the live view."""
+    return lambda: Transcript(
+        handle, output_chars=settings.max_output_chars, answer_chars=MAX_RECORD_ANSWER_CHARS
+    ).bundle()
 
 
 def output_mode(settings: CCExec, quiet: bool) -> str:

@@ -34,10 +34,11 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
-from ..events import Event, Output
+from ..events import Event
 from .coalescer import Coalescer
+from .display import RunDisplay
 from .runstate import RunState
-from .textview import TextView
+from .textview import LineRenderer, TextView
 
 if TYPE_CHECKING:
     from .views import RunView
@@ -80,12 +81,25 @@ def kernel_has_widgets(shell: object | None) -> bool:
 
 
 class WidgetPresenter:
-    """Drives a :class:`RunView` from the loop thread through one :class:`Coalescer`."""
+    """Drives a :class:`RunView` from the loop thread through one :class:`Coalescer`.
 
-    def __init__(self, state: RunState, view: RunView, *, max_rate: float = 10.0) -> None:
+    With ``record`` (the run's record as a MIME bundle), the view is displayed together
+    with the record, and the record replaces it when the run ends
+    (:class:`~cc_executor_nb.kernel.display.RunDisplay`).
+    """
+
+    def __init__(
+        self,
+        state: RunState,
+        view: RunView,
+        *,
+        max_rate: float = 10.0,
+        record: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.state = state
         self.view = view
         self.coalescer = Coalescer(self._render, max_rate)
+        self.display = RunDisplay(record) if record is not None else None
         self._render()
 
     def _render(self) -> None:
@@ -100,28 +114,34 @@ class WidgetPresenter:
         self.coalescer.poke()
 
     def finish(self) -> None:
-        """Stop the ticker, then render the final state at once."""
+        """Stop the ticker, render the final state at once, then put the record in its place."""
         self.coalescer.detach()
         self.coalescer.flush()
+        if self.display is not None:
+            self.display.finish()
 
     def show(self) -> None:
-        """Display the view (one more synchronised view of the same widgets)."""
+        """Display the view (one more synchronised view of the same widgets), with the record."""
+        if self.display is not None:
+            self.display.show(self.view._repr_mimebundle_())
+            return
         from IPython.display import display
 
         # IPython's display() carries no annotations.
         display(self.view.widget)  # type: ignore[no-untyped-call]
 
     def mimebundle(self) -> dict[str, Any]:
-        """The widget's own bundle."""
-        return dict(self.view._repr_mimebundle_())
+        """The widget's bundle with the record while live; the record alone once the run ended."""
+        live = dict(self.view._repr_mimebundle_())
+        return self.display.bundle(live) if self.display is not None else live
 
 
 class TextPresenter:
     """Writes each event as plain text to the streams of the cell that showed the run."""
 
-    def __init__(self, describe: Callable[[], str], *, view: TextView | None = None) -> None:
+    def __init__(self, describe: Callable[[], str], *, view: LineRenderer | None = None) -> None:
         self._describe = describe
-        self.view = view or TextView(heartbeats=False)
+        self.view: LineRenderer = view or TextView(heartbeats=False)
         self._lock = threading.Lock()
         self._backlog: list[Event] = []
         self._sink: _Sink | None = None
@@ -170,16 +190,14 @@ class _Sink:
         parent = getattr(sys.stdout, "parent_header", None)
         return cls(sys.stdout, sys.stderr, dict(parent) if parent else None)
 
-    def write_event(self, view: TextView, event: Event) -> None:
+    def write_event(self, view: LineRenderer, event: Event) -> None:
         if event.method == methods.CONNECTED:
             return  # session bookkeeping, not news to the reader
-        text = view.render_event(event.method, event.params)
-        if text is None:
-            return
-        if isinstance(event, Output):
-            self.write(self.err if event.stream == "stderr" else self.out, text)
-        else:
-            self.write(self.out, text + "\n")
+        for line in view.render(event.method, event.params):
+            if line.kind == "stderr":
+                self.write(self.err, line.text)
+            else:
+                self.write(self.out, line.text + "\n" if line.kind == "note" else line.text)
 
     def write(self, stream: TextIO, text: str) -> None:
         setter = getattr(stream, "set_thread_parent", None)

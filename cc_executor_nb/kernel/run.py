@@ -29,11 +29,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import shlex
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .. import methods
@@ -354,6 +356,29 @@ class Run:
     def add_done_callback(self, callback: Callable[[Run], object]) -> None:
         """Call ``callback(run)`` once the run is over (at once if it is)."""
         self._done.add_done_callback(lambda future: callback(future.result()))
+
+    # -- The record --------------------------------------------------------------------
+
+    def transcript(self) -> str:
+        """The run's record as Markdown: what a saved notebook shows of it.
+
+        For Claude: the prompt, a note on the thinking, the tool log, retries, the answer
+        and the footer (status, cost, tokens, turns, duration, model, session id). For a
+        command: status, exit code and the output tail. Model and child text is made
+        inert (see :func:`~cc_executor_nb.kernel.transcript.safe_markdown`).
+        """
+        from .transcript import Transcript
+
+        return Transcript(self).markdown()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record to ``path``: Markdown (``.md``) or a standalone HTML page (``.html``).
+
+        Returns the path. Raises ValueError for another suffix.
+        """
+        from .transcript import Transcript
+
+        return Transcript(self).save(path)
 
     # -- Display ---------------------------------------------------------------------
 

@@ -8,12 +8,35 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 from .. import methods
 from .runstate import format_duration
 
-__all__ = ["TextView"]
+__all__ = ["Line", "LineRenderer", "TextView"]
+
+LineKind = Literal["stdout", "stderr", "note"]
+
+
+@dataclass(frozen=True)
+class Line:
+    """Text to write: the run's output (``stdout``, ``stderr``) or a note about the run.
+
+    Output carries its own newlines; a ``note`` is one line without one. Terminals put
+    notes on stderr, a notebook cell on stdout.
+    """
+
+    kind: LineKind
+    text: str
+
+
+class LineRenderer(Protocol):
+    """Turns notifications into lines (the :class:`TextView`, or the Claude one)."""
+
+    def render(self, method: str, params: Mapping[str, Any]) -> list[Line]:
+        """The lines one notification adds, in order."""
+        ...
 
 
 class TextView:
@@ -40,6 +63,15 @@ class TextView:
             return None
         formatter = _TEXT_FORMATTERS.get(method)
         return formatter(params) if formatter is not None else None
+
+    def render(self, method: str, params: Mapping[str, Any]) -> list[Line]:
+        """The lines one notification adds: its output, or one note (or nothing)."""
+        text = self.render_event(method, params)
+        if text is None:
+            return []
+        if method == methods.PROCESS_OUTPUT:
+            return [Line("stderr" if params.get("type") == "stderr" else "stdout", text)]
+        return [Line("note", text)]
 
 
 def _text_connected(params: Mapping[str, Any]) -> str:

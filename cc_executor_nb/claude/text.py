@@ -1,0 +1,431 @@
+"""Plain text of a Claude run: for terminals, text mode in notebooks and transcripts.
+
+Pure functions and one small stateful renderer over snapshots of a run
+(:class:`~cc_executor_nb.claude.interpreter.ClaudeView`, or anything with the same
+attributes). No I/O, no widgets::
+
+    renderer = ClaudeTextRenderer()
+    for piece in pieces:                      # the CLI's stream-json output, any chunking
+        interpreter.feed("stdout", piece)
+        write(renderer.render(interpreter.snapshot()))
+    write(renderer.render(interpreter.snapshot(), final=True))
+
+:meth:`ClaudeTextRenderer.render` returns :class:`Chunk` values: ``answer`` chunks are
+the model's text as it grows, in whole lines (a long line is cut at a space, never
+mid-word, and never with a newline added), and ``note`` chunks are one line each:
+
+- ``[thinking] 12 words`` once a thinking block is over (its text stays in
+  ``run.thinking``),
+- ``[retry] API overloaded (529), retry 1 of 2 in 0.5 s`` per API retry,
+- ``[permission] ...`` per permission question and per answer to it (the hook for
+  interactive runs: any ``permission_requests`` the snapshot carries, each with
+  ``tool``, ``input``, ``status`` pending/allowed/denied, ``decided_by`` and
+  ``message``, as attributes or mapping keys),
+- ``[tool] Bash · echo hi → ok, 1 line`` per finished tool call,
+- ``[error] ...`` and ``[result] done · $0.0092 · ... · session ...`` at the end.
+
+Model and tool text is untrusted: control characters (terminal escape sequences
+included) are removed from everything returned here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from .render import format_cost, format_duration, retry_text, status_name, tool_input_summary
+from .streamjson import ApiRetry, ToolCall
+
+__all__ = [
+    "FLUSH_CHARS",
+    "Chunk",
+    "ClaudeSnapshot",
+    "ClaudeTextRenderer",
+    "answer_of",
+    "error_line",
+    "footer_items",
+    "footer_line",
+    "join_chunks",
+    "permission_line",
+    "printable",
+    "render_text",
+    "thinking_line",
+    "tool_line",
+]
+
+FLUSH_CHARS = 160
+"""An unfinished line longer than this is written up to its last space."""
+TOOL_INPUT_CHARS = 80
+TOOL_ERROR_CHARS = 100
+
+ChunkKind = Literal["answer", "note"]
+
+# C0 controls but tab and newline, DEL, and C1 controls (ESC starts terminal escapes).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of text to show: the model's answer (``answer``), or one line about the run (``note``).
+
+    An ``answer`` chunk carries its own newlines; a ``note`` is one line without one.
+    """
+
+    kind: ChunkKind
+    text: str
+
+
+class ClaudeSnapshot(Protocol):
+    """What the text renderer reads of a run (a ``ClaudeView`` has it all)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def answer(self) -> str: ...
+    @property
+    def thinking(self) -> str: ...
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def usage(self) -> dict[str, Any]: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def tool_calls(self) -> Sequence[ToolCall]: ...
+    @property
+    def is_error(self) -> bool: ...
+    @property
+    def api_error_status(self) -> int | None: ...
+    @property
+    def retries(self) -> Sequence[ApiRetry]: ...
+    @property
+    def num_turns(self) -> int | None: ...
+    @property
+    def phase(self) -> str: ...
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters (tabs and newlines stay; ``\\r\\n`` becomes ``\\n``)."""
+    return _CONTROL.sub("", text)
+
+
+# One line each
+
+
+def thinking_line(thinking: str) -> str:
+    """``[thinking] 12 words``: the note that stands for a thinking block."""
+    words = len(thinking.split())
+    return f"[thinking] {words:,} word{_plural(words)}"
+
+
+def tool_line(tool: ToolCall) -> str:
+    """``[tool] Bash · echo hi → ok, 1 line`` (or ``→ error: ...``, ``→ running``)."""
+    name = printable(tool.name or "tool")
+    summary = printable(tool_input_summary(tool.input, TOOL_INPUT_CHARS))
+    head = f"[tool] {name} · {summary}" if summary and summary != "{}" else f"[tool] {name}"
+    return f"{head} → {_tool_outcome(tool)}"
+
+
+def _tool_outcome(tool: ToolCall) -> str:
+    if tool.status != "done":
+        return "no result"
+    result = printable(tool.result or "")
+    if tool.is_error:
+        first = next((line.strip() for line in result.splitlines() if line.strip()), "")
+        return f"error: {_cut(first, TOOL_ERROR_CHARS)}" if first else "error"
+    lines = result.count("\n") + 1 if result else 0
+    return f"ok, {lines} line{_plural(lines)}"
+
+
+def permission_line(item: Any) -> str:
+    """One line for a permission question or its answer (interactive runs).
+
+    ``item`` has ``tool``, ``input``, ``status`` (pending, allowed, denied),
+    ``decided_by`` and ``message``, as attributes or as mapping keys.
+    """
+    tool = printable(str(_field(item, "tool") or "a tool"))
+    status = str(_field(item, "status") or "pending")
+    raw_input = _field(item, "input")
+    summary = printable(tool_input_summary(raw_input, TOOL_INPUT_CHARS)) if isinstance(raw_input, (dict, str)) else ""
+    what = f"{tool} · {summary}" if summary and summary != "{}" else tool
+    if status == "pending":
+        return f"[permission] {what} → waiting for an answer"
+    line = f"[permission] {what} → {printable(status)}"
+    decided_by = _field(item, "decided_by")
+    if decided_by:
+        line += f" by {printable(str(decided_by))}"
+    message = _field(item, "message")
+    return line + (f": {_cut(printable(str(message)), TOOL_ERROR_CHARS)}" if message else "")
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def error_line(view: ClaudeSnapshot, *, shown: str = "") -> str:
+    """``[error] API overloaded (529): ...`` for a failed run; ``""`` otherwise.
+
+    The message is left out when ``shown`` (the text already written) ends with it:
+    the CLI also sends an API error as the assistant's text.
+    """
+    if not view.is_error:
+        return ""
+    status = view.api_error_status
+    title = f"API {status_name(status)} ({status})" if status is not None else "Claude run failed"
+    message = " ".join(printable(view.answer).split())
+    if not message or " ".join(printable(shown).split()).endswith(message):
+        return f"[error] {title}"
+    return f"[error] {title}: {message}"
+
+
+def footer_items(view: ClaudeSnapshot) -> list[str]:
+    """Status, cost, tokens, turns, duration, model and session id, as short items.
+
+    The status is ``done``, ``failed`` or, before Claude's result, ``no result yet``.
+    Figures the CLI did not report are left out.
+    """
+    result = view.result
+    items = ["no result yet" if result is None else "failed" if view.is_error else "done"]
+    if view.cost_usd is not None:
+        items.append(format_cost(view.cost_usd))
+    items.extend(_token_items(view.usage))
+    if view.num_turns is not None:
+        items.append(f"{view.num_turns} turn{_plural(view.num_turns)}")
+    duration = _number(result, "duration_ms") if result is not None else None
+    if duration is not None:
+        items.append(format_duration(duration))
+    if view.model:
+        items.append(printable(view.model))
+    if view.session_id:
+        items.append(f"session {printable(view.session_id)}")
+    return items
+
+
+def footer_line(view: ClaudeSnapshot) -> str:
+    """``[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms · model · session ID``."""
+    return "[result] " + " · ".join(footer_items(view))
+
+
+def _token_items(usage: Mapping[str, Any]) -> list[str]:
+    tokens_in, tokens_out = _number(usage, "input_tokens"), _number(usage, "output_tokens")
+    items = []
+    if tokens_in is not None or tokens_out is not None:
+        items.append(f"{round(tokens_in or 0):,} in / {round(tokens_out or 0):,} out tokens")
+    read = _number(usage, "cache_read_input_tokens") or 0
+    written = _number(usage, "cache_creation_input_tokens") or 0
+    if read or written:
+        items.append(f"cache {round(read):,} read / {round(written):,} written")
+    return items
+
+
+def _number(data: Mapping[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def answer_of(view: ClaudeSnapshot) -> str:
+    """The answer to show: Claude's result text once it came, else the text so far ("" on error)."""
+    if view.is_error:
+        return ""
+    return view.answer if view.result is not None else view.text
+
+
+# A whole run at once
+
+
+def render_text(view: ClaudeSnapshot) -> str:
+    """The run as plain text at once: thinking note, retries, permissions, tools, answer, footer.
+
+    The order is the widget's (what happened, then the answer, then the figures); the
+    :class:`ClaudeTextRenderer` keeps the order things happened in instead.
+    """
+    notes: list[str] = []
+    if view.thinking.strip():
+        notes.append(thinking_line(view.thinking))
+    notes += [f"[retry] {retry_text(retry)}" for retry in view.retries]
+    notes += [permission_line(item) for item in permission_requests(view)]
+    notes += [tool_line(tool) for tool in view.tool_calls if tool.parent_tool_use_id is None]
+    answer = printable(answer_of(view)).strip("\n")
+    parts = ["\n".join(notes)] if notes else []
+    if answer:
+        parts.append(answer)
+    parts.append("\n".join(filter(None, [error_line(view), footer_line(view)])))
+    return "\n\n".join(parts) + "\n"
+
+
+def permission_requests(view: object) -> tuple[Any, ...]:
+    """The snapshot's permission questions, if it carries any (interactive runs)."""
+    items = getattr(view, "permission_requests", None)
+    return tuple(items) if isinstance(items, Iterable) and not isinstance(items, (str, bytes)) else ()
+
+
+def join_chunks(chunks: Iterable[Chunk]) -> str:
+    """The chunks as one text: answers as they are, each note on a line of its own."""
+    return "".join(chunk.text if chunk.kind == "answer" else chunk.text + "\n" for chunk in chunks)
+
+
+# As it happens
+
+
+class ClaudeTextRenderer:
+    """Turns successive snapshots of one run into the text to add, in the order things happened.
+
+    Call :meth:`render` with each new snapshot and once more with ``final=True`` at
+    the end. Every note starts on a line of its own: an unfinished answer line is
+    completed first (that is the only newline the renderer ever adds to the answer).
+    If the answer restarts (the CLI retried a failed stream), a note says so and the
+    new text follows.
+    """
+
+    def __init__(self, *, flush_chars: int = FLUSH_CHARS, footer: bool = True) -> None:
+        self.flush_chars = flush_chars
+        self.footer = footer
+        self._consumed = 0  # characters of ``view.text`` already written
+        self._tail = ""  # the last characters written, to notice a restarted answer
+        self._line_open = False  # the last answer chunk did not end its line
+        self._after_note = False  # a note came after the last answer text
+        self._shown_any = False  # some answer text was written
+        self._thinking_seen = 0
+        self._retries_seen = 0
+        self._tools_seen: set[str] = set()
+        self._permissions_seen: set[tuple[str, str]] = set()
+        self._done = False
+
+    @property
+    def line_open(self) -> bool:
+        """Whether the last answer chunk left its line unfinished."""
+        return self._line_open
+
+    def close_line(self) -> list[Chunk]:
+        """A newline ending an unfinished answer line (before text from elsewhere), or nothing."""
+        if not self._line_open:
+            return []
+        self._line_open = False
+        self._after_note = True
+        return [Chunk("answer", "\n")]
+
+    def render(self, view: ClaudeSnapshot, *, final: bool = False) -> list[Chunk]:
+        """The chunks that ``view`` adds to what was rendered before (all of the rest if ``final``)."""
+        if self._done:
+            return []
+        out: list[Chunk] = []
+        self._thinking(view, final, out)
+        self._retries(view, out)
+        self._permissions(view, out)
+        self._tools(view, final, out)
+        self._answer(view, final, out)
+        if final:
+            self._end(view, out)
+        return out
+
+    # Notes
+
+    def _note(self, text: str, out: list[Chunk]) -> None:
+        if self._line_open:
+            out.append(Chunk("answer", "\n"))
+            self._line_open = False
+        out.append(Chunk("note", text))
+        self._after_note = True
+
+    def _thinking(self, view: ClaudeSnapshot, final: bool, out: list[Chunk]) -> None:
+        thinking = view.thinking
+        if len(thinking) <= self._thinking_seen or (view.phase == "thinking" and not final):
+            return  # nothing new, or still thinking: one note once the block is over
+        new = thinking[self._thinking_seen :]
+        self._thinking_seen = len(thinking)
+        if new.strip():
+            self._note(thinking_line(new), out)
+
+    def _retries(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
+        for retry in view.retries[self._retries_seen :]:
+            self._note(f"[retry] {retry_text(retry)}", out)
+        self._retries_seen = max(self._retries_seen, len(view.retries))
+
+    def _permissions(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
+        for index, item in enumerate(permission_requests(view)):
+            key = (str(_field(item, "id") or index), str(_field(item, "status") or "pending"))
+            if key not in self._permissions_seen:
+                self._permissions_seen.add(key)
+                self._flush_answer(view, out)
+                self._note(permission_line(item), out)
+
+    def _tools(self, view: ClaudeSnapshot, final: bool, out: list[Chunk]) -> None:
+        for tool in view.tool_calls:
+            if tool.id in self._tools_seen or tool.parent_tool_use_id is not None:
+                continue  # a subagent's calls are its own business
+            if tool.status == "done" or final:
+                self._tools_seen.add(tool.id)
+                self._flush_answer(view, out)
+                self._note(tool_line(tool), out)
+
+    # The answer
+
+    def _answer(self, view: ClaudeSnapshot, final: bool, out: list[Chunk]) -> None:
+        text = view.text
+        if self._restarted(text):
+            self._note("[retry] the answer restarted (the API stream was retried)", out)
+            self._consumed, self._tail = 0, ""
+        pending = text[self._consumed :]
+        cut = len(pending) if final else _cut_point(pending, self.flush_chars)
+        if cut:
+            self._write(pending[:cut], out)
+
+    def _flush_answer(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
+        """Write all of the answer so far (a note is about to follow it)."""
+        if not self._restarted(view.text) and len(view.text) > self._consumed:
+            self._write(view.text[self._consumed :], out)
+
+    def _restarted(self, text: str) -> bool:
+        start = self._consumed - len(self._tail)
+        return self._consumed > 0 and (len(text) < self._consumed or text[start : self._consumed] != self._tail)
+
+    def _write(self, piece: str, out: list[Chunk]) -> None:
+        self._consumed += len(piece)
+        self._tail = (self._tail + piece)[-32:]
+        shown = printable(piece)
+        if self._after_note or not self._shown_any:
+            shown = shown.lstrip("\n")  # the separator between messages, after a note or at the start
+        if not shown:
+            return
+        self._after_note, self._shown_any = False, True
+        out.append(Chunk("answer", shown))
+        self._line_open = not shown.endswith("\n")
+
+    def _end(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
+        self._done = True
+        if not self._consumed and answer_of(view).strip():
+            # The answer came whole in the result, never as streamed text.
+            self._write(answer_of(view), out)
+        error = error_line(view, shown=view.text[: self._consumed])
+        if error:
+            self._note(error, out)
+        if self.footer:
+            self._note(footer_line(view), out)
+        elif self._line_open:
+            out.append(Chunk("answer", "\n"))
+            self._line_open = False
+
+
+def _cut_point(pending: str, flush_chars: int) -> int:
+    """How much of the unwritten answer to write now: whole lines, or a long line up to a space."""
+    newline = pending.rfind("\n")
+    if newline >= 0:
+        return newline + 1
+    if len(pending) < flush_chars:
+        return 0
+    space = pending.rfind(" ")
+    return space + 1 if space > 0 else len(pending)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _plural(count: float) -> str:
+    return "" if count == 1 else "s"

@@ -1,0 +1,88 @@
+"""Plain text of a Claude run's notifications: the answer and its notes instead of stream-json.
+
+:class:`ClaudeTextView` is the :class:`~cc_executor_nb.kernel.textview.TextView` of Claude
+runs (text mode in a kernel, terminal IPython, ``python -m cc_executor_nb claude``): the
+CLI's stdout goes through the run's interpreter and comes out as the answer, one note
+per thinking block, retry, permission question and tool call, and Claude's footer
+(:mod:`cc_executor_nb.claude.text`); the run's own notices (start, silence, end) and
+the CLI's stderr are the TextView's. ``--raw`` runs keep the plain TextView and show
+the JSON lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from .. import methods
+from ..claude.text import Chunk, ClaudeSnapshot, ClaudeTextRenderer
+from .textview import Line, TextView
+
+__all__ = ["ClaudeTextView", "SnapshotSource"]
+
+
+class SnapshotSource(Protocol):
+    """What the view reads a run from (a ``ClaudeInterpreter``)."""
+
+    def snapshot(self) -> ClaudeSnapshot:
+        """The run as it is now."""
+        ...
+
+    def finish(self) -> object:
+        """The output is complete: apply a last line without newline (idempotent)."""
+        ...
+
+
+class ClaudeTextView:
+    """Render a Claude run's notifications as readable text (see the module docstring).
+
+    ``interpreter`` is read on each stdout piece, after the piece was fed to it; at the
+    run's end it is told the output is complete. ``label`` names the run in the start
+    line. With ``notices=False`` only the answer (and the CLI's stderr) is rendered.
+    """
+
+    def __init__(
+        self,
+        interpreter: SnapshotSource,
+        *,
+        label: str = "claude",
+        heartbeats: bool = False,
+        notices: bool = True,
+    ) -> None:
+        self.interpreter = interpreter
+        self.label = label
+        self.notices = notices
+        self.text_view = TextView(heartbeats=heartbeats, notices=notices)
+        self.renderer = ClaudeTextRenderer(footer=notices)
+
+    def render(self, method: str, params: Mapping[str, Any]) -> list[Line]:
+        """The lines one notification adds, in order: the answer as ``stdout``, notes, the CLI's ``stderr``."""
+        if method == methods.PROCESS_OUTPUT:
+            return self._output(params)
+        if method in (methods.PROCESS_COMPLETED, methods.PROCESS_ERROR):
+            self.interpreter.finish()  # every byte of output came before this notification
+            lines = self._lines(self.renderer.render(self.interpreter.snapshot(), final=True))
+            return lines + self._notice(method, params)
+        return self._notice(method, params)
+
+    def _output(self, params: Mapping[str, Any]) -> list[Line]:
+        data = params.get("data")
+        if params.get("type") == "stderr":
+            # The CLI's own complaints, as they are: they start on a line of their own.
+            if not isinstance(data, str) or not data:
+                return []
+            return [*self._lines(self.renderer.close_line()), Line("stderr", data)]
+        return self._lines(self.renderer.render(self.interpreter.snapshot()))
+
+    def _notice(self, method: str, params: Mapping[str, Any]) -> list[Line]:
+        if method == methods.PROCESS_STARTED and self.notices:
+            text: str | None = f"[started] pid {params.get('pid', '?')} · {self.label}"
+        else:
+            text = self.text_view.render_event(method, params)
+        if text is None:
+            return []
+        return [*self._lines(self.renderer.close_line()), Line("note", text)]
+
+    @staticmethod
+    def _lines(chunks: list[Chunk]) -> list[Line]:
+        return [Line("stdout" if chunk.kind == "answer" else "note", chunk.text) for chunk in chunks]

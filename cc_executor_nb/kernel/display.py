@@ -1,0 +1,143 @@
+"""The output a run leaves in its cells: the live widget while it runs, its record afterwards.
+
+A front end keeps a run's display output in the saved notebook, but not the widget's
+state (VS Code, GitHub, nbviewer, ``nbconvert --to html`` never have it; JupyterLab only
+with "save widget state"). Reopened without it, a widget output shows nothing useful
+(JupyterLab 4: "Error displaying widget: model not found" with a fresh kernel, "Loading
+widget..." with none). So a :class:`RunDisplay`:
+
+- shows the run with one ``display_data`` carrying a ``display_id``, the widget
+  (``application/vnd.jupyter.widget-view+json``) **and** the record of the run so far
+  (``text/html``, ``text/markdown``, ``text/plain`` from
+  :class:`~cc_executor_nb.kernel.transcript.Transcript`). Front ends that render widgets
+  pick the widget (JupyterLab, Notebook 7 and VS Code rank it first); the others show
+  the record.
+- when the run ends, replaces that output in every cell that showed it with the final
+  record alone (``update_display_data``, sent from the kernel's loop thread under each
+  cell's parent header, so it reaches cells that have finished). A live front end
+  swaps the finished widget for the same picture as static HTML; a saved notebook keeps
+  the answer, tool log and footer with no kernel and no widget state. The update also
+  goes out under the cell executing at that moment, if another one: headless runners
+  (nbclient, ``nbconvert --execute``) only listen to the running cell, and apply a
+  display update to every output with its ``display_id``; JupyterLab ignores an update
+  for an id the receiving cell does not show.
+
+The record is not refreshed while the run is live: any ``update_display_data`` makes
+JupyterLab re-create the widget's view, which would reset scroll positions and
+collapse what the user opened, several times a minute.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["WIDGET_MIME", "RunDisplay"]
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+logger = logging.getLogger("cc_executor_nb.kernel.display")
+
+Bundle = dict[str, Any]
+
+
+class RunDisplay:
+    """One run's display in the cells that show it (see the module docstring).
+
+    ``record`` returns the record's MIME bundle; it is called on the caller's thread
+    by :meth:`show` and on the loop thread by :meth:`finish`.
+    """
+
+    def __init__(self, record: Callable[[], Bundle]) -> None:
+        self.record = record
+        self.display_id = f"ccx-run-{uuid.uuid4().hex}"
+        self._lock = threading.Lock()
+        self._parents: list[dict[str, Any]] = []
+        self._publisher: Any = None
+        self.finished = False
+
+    def bundle(self, live: Mapping[str, Any] | None = None) -> Bundle:
+        """The record, with ``live`` (the widget's bundle) on top while the run is live."""
+        record = self.record()
+        if self.finished or not live:
+            return record
+        return {**record, **{k: v for k, v in live.items() if k != "text/plain"}}
+
+    def show(self, live: Mapping[str, Any] | None = None) -> None:
+        """Display the run in the current cell (main thread); remember the cell for :meth:`finish`."""
+        from IPython.display import display
+
+        with self._lock:
+            bundle = self.bundle(live)
+            # IPython's display() carries no annotations.
+            display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+            self._remember_cell()
+
+    def _remember_cell(self) -> None:
+        publisher = _kernel_display_publisher()
+        if publisher is None:
+            return  # a terminal: what was printed stays printed
+        self._publisher = publisher
+        parent = getattr(publisher, "parent_header", None)
+        if isinstance(parent, dict) and parent and parent not in self._parents:
+            self._parents.append(dict(parent))
+
+    def finish(self) -> None:
+        """Replace the run's output in every cell that showed it with the final record (any thread)."""
+        with self._lock:
+            if self.finished:
+                return
+            self.finished = True
+            parents, publisher = list(self._parents), self._publisher
+        if publisher is None or not parents:
+            return
+        current = _executing_request_header()
+        if current is not None and current not in parents:
+            parents.append(current)
+        bundle = self.record()
+        for parent in parents:
+            _publish_update(publisher, parent, bundle, self.display_id)
+
+
+def _kernel_display_publisher() -> Any:
+    """The kernel's display publisher, if this runs in a kernel that can target a cell."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    publisher = getattr(shell, "display_pub", None)
+    return publisher if hasattr(publisher, "set_thread_parent") else None
+
+
+def _executing_request_header() -> dict[str, Any] | None:
+    """The header of the latest execute request the kernel received, if any (any thread)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    get_parent = getattr(getattr(get_ipython(), "kernel", None), "get_parent", None)
+    if not callable(get_parent):
+        return None
+    # In an empty context the kernel answers with its latest request, not the one this
+    # thread's task was started from.
+    parent = contextvars.Context().run(get_parent, "shell")
+    header = parent.get("header") if isinstance(parent, dict) else None
+    if not isinstance(header, dict) or header.get("msg_type") != "execute_request":
+        return None
+    return dict(header)
+
+
+def _publish_update(publisher: Any, parent: dict[str, Any], bundle: Bundle, display_id: str) -> None:
+    """``update_display_data`` for ``display_id`` under the cell's ``parent`` header."""
+    token = publisher.set_thread_parent(parent)
+    try:
+        publisher.publish(bundle, {}, transient={"display_id": display_id}, update=True)
+    except Exception:  # the kernel is going away: the live view stays as it is
+        logger.exception("! could not publish the record of a run")
+    finally:
+        publisher.reset_thread_parent(token)

@@ -1,0 +1,534 @@
+"""The record of a run that a notebook keeps: Markdown, HTML and plain text.
+
+A :class:`Transcript` reads a run (its label, :class:`~cc_executor_nb.kernel.runstate.RunState`,
+options and, for Claude, its interpreter) and writes what a saved notebook, a file or a
+terminal should show without a kernel or widget state: for Claude the answer, the thinking
+note, the tool log, retries, permission questions and the footer (status, cost, tokens,
+turns, duration, model, session id); for a command its status, exit code and output tail.
+
+- :meth:`Transcript.markdown` is ``run.transcript()``; :meth:`Transcript.document` is the
+  page ``run.save("x.html")`` writes.
+- :meth:`Transcript.bundle` is the ``text/html`` + ``text/markdown`` + ``text/plain``
+  record the run's display carries (:mod:`cc_executor_nb.kernel.display`).
+
+Everything from the model or the child is untrusted. The HTML is the widget's own
+(:mod:`cc_executor_nb.claude.render`: Markdown without raw HTML, then an allow-list
+sanitizer; output escaped). In the Markdown, the model's answer keeps its formatting
+but :func:`safe_markdown` turns raw HTML into text, images into links and unsafe link
+targets into text; every other untrusted string is escaped or fenced as code.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from markdown_it import MarkdownIt
+
+from ..claude.interpreter import ClaudeInterpreter, ClaudeView
+from ..claude.render import (
+    claude_body_html,
+    render_answer_html,
+    render_error_html,
+    render_footer_html,
+    render_thinking_html,
+    render_tool_cards_html,
+    retry_text,
+    tool_input_summary,
+)
+from ..claude.streamjson import ToolCall
+from ..claude.text import (
+    answer_of,
+    error_line,
+    footer_items,
+    permission_line,
+    permission_requests,
+    printable,
+    render_text,
+    thinking_line,
+)
+from .html import NO_MATH_CLASSES, header_html, output_html
+from .runstate import RunState, elapsed, format_duration
+
+__all__ = [
+    "MAX_OUTPUT_CHARS",
+    "MAX_RECORD_ANSWER_CHARS",
+    "Recordable",
+    "Transcript",
+    "code_span",
+    "fenced",
+    "markdown_escape",
+    "safe_markdown",
+]
+
+MAX_OUTPUT_CHARS = 20_000
+"""How much of a command's output (the tail) a transcript keeps, as the widget shows."""
+MAX_RECORD_ANSWER_CHARS = 200_000
+"""How much of Claude's answer the display's record carries; ``run.transcript()`` has all."""
+
+_SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
+
+
+class Recordable(Protocol):
+    """What a transcript reads of a run (a :class:`~cc_executor_nb.kernel.run.Run` has it)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def state(self) -> RunState: ...
+    @property
+    def interpreter(self) -> Any: ...
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+
+class Transcript:
+    """The record of one run at this moment, as Markdown, HTML or plain text.
+
+    ``output_chars`` bounds a command's output tail (and the Claude CLI's stderr note);
+    ``answer_chars`` bounds Claude's answer (None: all of it).
+    """
+
+    def __init__(
+        self,
+        run: Recordable,
+        *,
+        output_chars: int = MAX_OUTPUT_CHARS,
+        answer_chars: int | None = None,
+    ) -> None:
+        self.run = run
+        self.output_chars = output_chars
+        self.answer_chars = answer_chars
+        interpreter = run.interpreter
+        raw = bool(run.options.get("raw"))
+        self.claude = interpreter if isinstance(interpreter, ClaudeInterpreter) and not raw else None
+        self.view: ClaudeView | None = self.claude.snapshot() if self.claude is not None else None
+
+    # Facts shared by every form
+
+    @property
+    def state(self) -> RunState:
+        return self.run.state
+
+    def _status_items(self) -> list[str]:
+        """``completed``, ``exit code 0``, ``took 3.1 s`` and the error, if any."""
+        state = self.state
+        items: list[str] = [state.status]
+        if state.exit_code is not None:
+            items.append(f"exit code {state.exit_code}")
+        seconds = elapsed(state, time.monotonic())
+        if seconds is not None:
+            items.append(f"{'took' if state.finished else 'running for'} {format_duration(seconds)}")
+        return items
+
+    def _prompt(self) -> str | None:
+        """The full prompt when the label does not already show it."""
+        prompt = self.run.options.get("prompt")
+        if not isinstance(prompt, str) or self.claude is None:
+            return None
+        return None if self.run.label == f"claude: {prompt}" else prompt
+
+    def _answer(self) -> tuple[str, int]:
+        """The answer to record and how many characters were left out."""
+        assert self.view is not None
+        answer = answer_of(self.view)
+        limit = self.answer_chars
+        if limit is None or len(answer) <= limit:
+            return answer, 0
+        return answer[:limit], len(answer) - limit
+
+    # Markdown
+
+    def markdown(self) -> str:
+        """The record as Markdown (``run.transcript()``)."""
+        parts = [f"### {markdown_escape(self.run.label)}", self._status_markdown()]
+        prompt = self._prompt()
+        if prompt is not None:
+            parts.append(_quote(prompt))
+        parts += self._claude_markdown() if self.view is not None else self._output_markdown()
+        return "\n\n".join(part for part in parts if part) + "\n"
+
+    def _status_markdown(self) -> str:
+        items = self._status_items()
+        line = " · ".join([f"**{markdown_escape(items[0])}**", *map(markdown_escape, items[1:])])
+        error = self.state.error
+        return line + (f" · {markdown_escape(error)}" if error else "")
+
+    def _claude_markdown(self) -> list[str]:
+        view = self.view
+        assert view is not None
+        parts: list[str] = []
+        if view.thinking.strip():
+            parts.append(f"*{markdown_escape(thinking_line(view.thinking).removeprefix('[thinking] '))} of thinking"
+                         " (in `run.thinking`)*")
+        notes = [f"- {markdown_escape(retry_text(retry))}" for retry in view.retries]
+        notes += [f"- {markdown_escape(permission_line(item).removeprefix('[permission] '))}"
+                  for item in permission_requests(view)]
+        if notes:
+            parts.append("\n".join(notes))
+        tools = [tool for tool in view.tool_calls if tool.parent_tool_use_id is None]
+        if tools:
+            parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
+        answer, cut = self._answer()
+        if answer.strip():
+            parts.append(safe_markdown(printable(answer).strip("\n")))
+        if cut:
+            parts.append(f"*… {cut:,} more characters of the answer: `run.transcript()` has all of it*")
+        error = error_line(view)
+        if error:
+            parts.append(f"**{markdown_escape(error.removeprefix('[error] '))}**")
+        parts += self._no_result_markdown()
+        parts.append("---\n\n" + " · ".join(_footer_markdown(view)))
+        return parts
+
+    def _no_result_markdown(self) -> list[str]:
+        assert self.view is not None
+        if self.view.result is not None or not self.state.finished:
+            return []
+        note = f"**No result from Claude**: the run ended {markdown_escape(self.state.status)}"
+        stderr = self.view.stderr.strip()
+        return [note, fenced(stderr[-self.output_chars :])] if stderr else [note]
+
+    def _output_markdown(self) -> list[str]:
+        parts = []
+        for stream in ("stdout", "stderr"):
+            text = getattr(self.state, stream)
+            if text:
+                tail, cut = _tail(text, self.output_chars)
+                heading = f"**{stream}**" + (f" (the last {len(tail):,} of {len(text):,} characters)" if cut else "")
+                parts += [heading, fenced(printable(tail))]
+        return parts or ["*no output*"]
+
+    # HTML
+
+    def html(self) -> str:
+        """The record as an HTML fragment that looks like the finished widget (sanitized)."""
+        state = self.state
+        parts = [
+            f'<div class="ccx-record ccx-run {NO_MATH_CLASSES}">',
+            f'<div class="ccx-header ccx-status-{html.escape(state.status)}">',
+            header_html(state, time.monotonic(), self.run.label),
+            "</div>",
+        ]
+        prompt = self._prompt()
+        if prompt is not None:
+            parts.append(
+                '<blockquote class="ccx-prompt" style="white-space:pre-wrap;margin:4px 0 4px 1em">'
+                f"{html.escape(prompt)}</blockquote>"
+            )
+        parts.append(self._claude_html() if self.claude is not None else self._output_html())
+        parts.append("</div>")
+        return "".join(parts)
+
+    def _output_html(self) -> str:
+        if not self.state.output_chars:
+            return '<div class="ccx-output" style="opacity:0.75"><em>no output</em></div>'
+        return output_html(self.state, self.output_chars)
+
+    def _claude_html(self) -> str:
+        assert self.claude is not None
+        state = self.state
+        stderr = self.claude.snapshot().stderr[-self.output_chars :]
+        with self.claude.locked() as run:
+            answer, cut = self._answer()
+            if not cut:
+                return claude_body_html(run, status=state.status, exit_code=state.exit_code, stderr=stderr)
+            # The answer is cut: the same pieces as the widget's, with the head of the answer.
+            note = (f'<div style="opacity:0.75"><em>… {cut:,} more characters of the answer: '
+                    "<code>run.transcript()</code> has all of it</em></div>")
+            return (
+                f'<div class="ccx-claude {NO_MATH_CLASSES}"><div class="cc-run">'
+                + render_thinking_html(run) + render_tool_cards_html(run) + render_answer_html(answer) + note
+                + render_error_html(run) + render_footer_html(run, process_ended=state.finished)
+                + "</div></div>"
+            )
+
+    def document(self) -> str:
+        """A standalone HTML page of the record (what ``run.save("x.html")`` writes).
+
+        Its Content-Security-Policy allows no script, no image and no remote load.
+        """
+        title = html.escape(self.run.label)
+        return (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            "style-src 'unsafe-inline'\">\n"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{title}</title>\n<style>{_PAGE_STYLE}</style>\n</head>\n"
+            f"<body>\n{self.html()}\n</body></html>\n"
+        )
+
+    # Plain text
+
+    def text(self) -> str:
+        """The record as plain text: a title line, the status, then the answer and notes or the output."""
+        lines = [printable(self.run.label), " · ".join(self._status_items())]
+        if self.state.error:
+            lines[-1] += f" · {printable(self.state.error)}"
+        prompt = self._prompt()
+        body = [f"> {printable(prompt)}"] if prompt is not None else []
+        if self.view is not None:
+            body.append(self._claude_text())
+        else:
+            body += self._output_text()
+        return "\n".join(lines) + "\n\n" + "\n\n".join(part.strip("\n") for part in body if part) + "\n"
+
+    def _claude_text(self) -> str:
+        assert self.view is not None
+        text = render_text(self.view)
+        answer, cut = self._answer()
+        if cut:
+            text = text.replace(answer_of(self.view), answer + f"\n… {cut:,} more characters", 1)
+        if self.view.result is None and self.state.finished:
+            text += f"[no result] the run ended {self.state.status} without Claude's result\n"
+        return text
+
+    def _output_text(self) -> list[str]:
+        parts = []
+        for stream in ("stdout", "stderr"):
+            text = getattr(self.state, stream)
+            if text:
+                tail, cut = _tail(text, self.output_chars)
+                note = f" (the last {len(tail):,} of {len(text):,} characters)" if cut else ""
+                parts.append(f"[{stream}]{note}\n{printable(tail)}")
+        return parts or ["[no output]"]
+
+    # All of it
+
+    def bundle(self) -> dict[str, str]:
+        """``text/plain``, ``text/markdown`` and ``text/html`` of the record."""
+        return {"text/plain": self.text(), "text/markdown": self.markdown(), "text/html": self.html()}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the Markdown (``.md``, ``.markdown``) or the HTML page (``.html``, ``.htm``) to ``path``."""
+        target = Path(path)
+        kind = _SUFFIXES.get(target.suffix.lower())
+        if kind is None:
+            raise ValueError(f"save() writes .md or .html files, not {target.suffix or 'a name without suffix'!r}")
+        content = self.markdown() if kind == "markdown" else self.document()
+        target.write_text(content, encoding="utf-8")
+        return target
+
+
+_PAGE_STYLE = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60em;"
+    "margin:2em auto;padding:0 1em;line-height:1.45}"
+    "pre,code{font-family:ui-monospace,monospace}pre{background:#f6f8fa;padding:.5em}"
+)
+
+
+def _tail(text: str, limit: int) -> tuple[str, bool]:
+    return (text, False) if len(text) <= limit else (text[-limit:], True)
+
+
+def _tool_markdown(tool: ToolCall) -> str:
+    mark = "…" if tool.status != "done" else "✗" if tool.is_error else "✓"
+    name = markdown_escape(printable(tool.name or "tool"))
+    summary = printable(tool_input_summary(tool.input))
+    item = f"- {mark} **{name}**" + (f" {code_span(summary)}" if summary and summary != "{}" else "")
+    if tool.status != "done":
+        return item + " (no result)"
+    result = printable(tool.result or "")
+    if tool.is_error:
+        first = next((line.strip() for line in result.splitlines() if line.strip()), "")
+        return item + (f" → error: {markdown_escape(first[:100])}" if first else " → error")
+    lines = result.count("\n") + 1 if result else 0
+    return item + f" → {lines} line{'' if lines == 1 else 's'}"
+
+
+def _footer_markdown(view: ClaudeView) -> list[str]:
+    items = footer_items(view)
+    rendered = []
+    for item in items:
+        if item.startswith("session "):
+            rendered.append("session " + code_span(item.removeprefix("session ")))
+        else:
+            rendered.append(markdown_escape(item))
+    return rendered
+
+
+def _quote(text: str) -> str:
+    return "\n".join("> " + markdown_escape(line) if line.strip() else ">" for line in printable(text).splitlines())
+
+
+# Markdown helpers
+
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>&$~|])")
+_MD_LINE_START = re.compile(r"^([#>+=-]|\d+[.)])")
+
+
+def markdown_escape(text: str) -> str:
+    """``text`` as literal inline Markdown on one line (what would format or link is escaped)."""
+    flat = _MD_INLINE.sub(r"\\\1", " ".join(printable(text).split()))
+    return _MD_LINE_START.sub(lambda m: m.group(1)[:-1] + "\\" + m.group(1)[-1], flat)
+
+
+def code_span(text: str) -> str:
+    """``text`` (on one line) as an inline code span, whatever backticks it holds."""
+    flat = " ".join(text.split())
+    longest = max((len(run) for run in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
+
+
+def fenced(text: str, info: str = "") -> str:
+    """``text`` as a fenced code block, with a fence longer than any backtick run inside."""
+    longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    body = text if text.endswith("\n") else text + "\n"
+    return f"{fence}{info}\n{body}{fence}"
+
+
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
+_BACKTICKS = re.compile(r"`+")
+_ESCAPE_OR_BACKTICKS = re.compile(r"\\[!-/:-@\[-`{-~]|`+")
+_ESCAPED = re.compile(r"(\\[!-/:-@\[-`{-~])")
+_LINK_DEST = re.compile(r"(\]\()(\s*)([^\s)]*)")
+_REF_DEF = re.compile(r"^( {0,3})(\[[^\]\n]+\]:)(\s*)(\S+)", re.MULTILINE)
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.\-]*):")
+_SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+_BACKSLASH_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+_URL_IGNORED = re.compile(r"[\x00-\x20\x7f]")
+
+
+def safe_markdown(text: str) -> str:
+    """Untrusted Markdown that renders its formatting but no HTML, no image and no unsafe link.
+
+    Outside code (fenced blocks, and code spans on one line) ``<`` becomes ``&lt;``, so no
+    renderer sees a tag, a comment or an autolink; ``![`` becomes ``\\![`` (a link, not
+    an image fetched on sight); a link or reference whose target has a scheme other than
+    http, https or mailto (after decoding entities and escapes, as renderers do) loses
+    its link syntax. Code is left as written: renderers escape it themselves.
+
+    The result is then parsed by a CommonMark parser that lets raw HTML through; if it
+    still finds raw HTML, an image or an unsafe link (the line-by-line reading above can
+    be fooled, e.g. by a code span that starts on an earlier line or a fence that a list
+    item ends), the whole text is returned as one fenced code block instead.
+    """
+    candidate = _neutralize(text)
+    return candidate if _inert(candidate) else fenced(text)
+
+
+def _neutralize(text: str) -> str:
+    out: list[str] = []
+    prose: list[str] = []
+    fence: str | None = None
+    for line in text.splitlines(keepends=True):
+        if fence is not None:
+            out.append(line)
+            if _closes(line, fence):
+                fence = None
+            continue
+        opened = _FENCE_OPEN.match(line.rstrip("\n"))
+        if opened and not (opened.group(1)[0] == "`" and "`" in opened.group(2)):
+            out.append(_safe_prose("".join(prose)))
+            prose = []
+            fence = opened.group(1)
+            out.append(line)
+        else:
+            prose.append(line)
+    out.append(_safe_prose("".join(prose)))
+    return "".join(out)
+
+
+class _Checker(MarkdownIt):
+    """CommonMark with raw HTML on and every link kept: what a careless renderer would show."""
+
+    def validateLink(self, url: str) -> bool:  # markdown-it's name
+        """Keep every link, so that the check sees unsafe ones too."""
+        return True
+
+
+@functools.cache
+def _checker() -> MarkdownIt:
+    return _Checker("commonmark", {"html": True}).enable(["table", "strikethrough"])
+
+
+def _inert(markdown_text: str) -> bool:
+    """Whether a CommonMark reading of ``markdown_text`` has no raw HTML, image or unsafe link."""
+    pending = list(_checker().parse(markdown_text))
+    while pending:
+        token = pending.pop()
+        if token.type in ("html_block", "html_inline", "image"):
+            return False
+        if token.type == "link_open" and _unsafe_target(str(token.attrGet("href") or "")):
+            return False
+        pending.extend(token.children or ())
+    return True
+
+
+def _closes(line: str, fence: str) -> bool:
+    stripped = line.strip()
+    return (
+        len(line) - len(line.lstrip(" ")) <= 3
+        and len(stripped) >= len(fence)
+        and set(stripped) == {fence[0]}
+    )
+
+
+def _safe_prose(text: str) -> str:
+    if not text:
+        return text
+    text = _REF_DEF.sub(_neutralize_definition, text)
+    return "".join(_safe_line(line) for line in text.splitlines(keepends=True))
+
+
+def _safe_line(line: str) -> str:
+    """One line of prose, read left to right as CommonMark does: escapes, code spans, the rest."""
+    out: list[str] = []
+    prose_start = index = 0
+    while (found := _ESCAPE_OR_BACKTICKS.search(line, index)) is not None:
+        index = found.end()
+        if found.group().startswith("\\"):
+            continue  # an escaped character stays escaped (and literal)
+        run = len(found.group())
+        closing = _closing_backticks(line, index, run)
+        if closing < 0:
+            continue  # no closing run: the backticks are literal
+        out += [_safe_inline(line[prose_start : found.start()]), line[found.start() : closing + run]]
+        index = prose_start = closing + run
+    out.append(_safe_inline(line[prose_start:]))
+    return "".join(out)
+
+
+def _closing_backticks(line: str, start: int, run: int) -> int:
+    """Where a backtick run of exactly ``run`` starts at or after ``start``, or -1."""
+    for match in _BACKTICKS.finditer(line, start):
+        if len(match.group()) == run:
+            return match.start()
+    return -1
+
+
+def _safe_inline(text: str) -> str:
+    """Prose outside code: no tag can open, no image loads, no unsafe link stays a link."""
+    pieces = _ESCAPED.split(text)
+    # split() keeps the escaped pairs at odd positions: those stay as they are.
+    for position in range(0, len(pieces), 2):
+        pieces[position] = pieces[position].replace("<", "&lt;").replace("![", "\\![")
+    return _LINK_DEST.sub(_neutralize_link, "".join(pieces))
+
+
+def _neutralize_link(match: re.Match[str]) -> str:
+    if _unsafe_target(match.group(3)):
+        return "]\\(" + match.group(2) + match.group(3)
+    return match.group(0)
+
+
+def _neutralize_definition(match: re.Match[str]) -> str:
+    if _unsafe_target(match.group(4)):
+        return match.group(1) + "\\" + match.group(2) + match.group(3) + match.group(4)
+    return match.group(0)
+
+
+def _unsafe_target(target: str) -> bool:
+    """Whether a link target, read as a renderer and a browser would, has a scheme we do not allow."""
+    decoded = _URL_IGNORED.sub("", html.unescape(_BACKSLASH_ESCAPE.sub(r"\1", target.strip("<>"))))
+    scheme = _SCHEME.match(decoded.lower())
+    return scheme is not None and scheme.group(1) not in _SAFE_SCHEMES
+

@@ -1,0 +1,257 @@
+"""The plain-text renderer of Claude runs (claude/text.py), over the recorded streams and made-up snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cc_executor_nb.claude.interpreter import ClaudeInterpreter, ClaudeView
+from cc_executor_nb.claude.streamjson import ToolCall
+from cc_executor_nb.claude.text import (
+    Chunk,
+    ClaudeTextRenderer,
+    footer_line,
+    join_chunks,
+    permission_line,
+    printable,
+    render_text,
+    tool_line,
+)
+from cc_executor_nb.demo.texts import THINKING_TEXT, haikus
+
+pytestmark = pytest.mark.timeout(30)
+
+RECORDINGS = Path(__file__).with_name("data") / "streamjson"
+NAMES = sorted(path.stem for path in RECORDINGS.glob("*.jsonl"))
+
+
+def recording(name: str) -> str:
+    return (RECORDINGS / f"{name}.jsonl").read_text(encoding="utf-8")
+
+
+def result_of(name: str) -> dict[str, Any]:
+    """The recording's result event (read here, never printed: some lines are long)."""
+    lines = [json.loads(line) for line in recording(name).splitlines() if line.strip()]
+    return next(event for event in lines if event.get("type") == "result")
+
+
+def stream(name: str, piece: int = 97) -> tuple[list[Chunk], ClaudeInterpreter]:
+    """Feed a recording in ``piece``-character pieces, rendering after each; then the final render."""
+    data = recording(name)
+    interpreter, renderer, chunks = ClaudeInterpreter(), ClaudeTextRenderer(), []
+    for start in range(0, len(data), piece):
+        interpreter.feed("stdout", data[start : start + piece])
+        chunks += renderer.render(interpreter.snapshot())
+    interpreter.finish()
+    chunks += renderer.render(interpreter.snapshot(), final=True)
+    return chunks, interpreter
+
+
+def answer_text(chunks: list[Chunk]) -> str:
+    return "".join(chunk.text for chunk in chunks if chunk.kind == "answer")
+
+
+def notes(chunks: list[Chunk]) -> list[str]:
+    return [chunk.text for chunk in chunks if chunk.kind == "note"]
+
+
+def view(**fields: Any) -> ClaudeView:
+    return ClaudeView(**fields)
+
+
+# The recorded streams
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_json_line_reaches_the_text(name: str) -> None:
+    """Whatever the recording, the rendered text carries no stream-json event."""
+    text = join_chunks(stream(name)[0])
+    assert '{"type":' not in text and '"session_id":' not in text
+
+
+def test_haikus_come_out_as_the_answer_with_the_footer() -> None:
+    """The three haikus come out as written, followed by one footer line with cost, tokens and session."""
+    chunks, interpreter = stream("haiku")
+    assert answer_text(chunks).strip() == haikus(3)
+    result = result_of("haiku")
+    assert notes(chunks) == [footer_line(interpreter.snapshot())]
+    footer = notes(chunks)[0]
+    assert footer.startswith("[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms")
+    assert footer.endswith(f"claude-opus-5-5 · session {result['session_id']}")
+
+
+def test_a_long_answer_streams_in_whole_lines_and_words_without_added_newlines() -> None:
+    """The story streams as it grows: chunks end at a line end or a space, and no newline is added."""
+    chunks, interpreter = stream("story", piece=200)
+    answers = [chunk.text for chunk in chunks if chunk.kind == "answer"]
+    text = interpreter.snapshot().text
+    assert "".join(answers) == text + "\n"  # the final newline ends the last line before the footer
+    assert len(answers) > 10, "the answer came in one piece instead of growing"
+    # All but the last words (written at the end) and the newline closing them.
+    assert answers[-1] == "\n" and all(piece.endswith(("\n", " ")) for piece in answers[:-2])
+
+
+def test_thinking_is_one_note_and_its_text_stays_out() -> None:
+    """A thinking block shows as one '[thinking] N words' note; the thinking text is not printed."""
+    chunks, _ = stream("think")
+    text = join_chunks(chunks)
+    assert notes(chunks)[0] == f"[thinking] {len(THINKING_TEXT.split())} words"
+    assert THINKING_TEXT not in text
+    assert answer_text(chunks).strip() == "Done thinking. The answer is 42."
+
+
+def test_a_tool_call_is_one_line_between_the_texts_around_it() -> None:
+    """The tool call's line, with its outcome, sits between the text before and after it."""
+    lines = join_chunks(stream("tool")[0]).splitlines()
+    assert lines[:3] == [
+        "I will run a command.",
+        "[tool] Bash · echo hi → ok, 1 line",
+        "The command printed: hi",
+    ]
+    assert lines[3].startswith("[result] done · $0.0165") and len(lines) == 4
+
+
+def test_an_api_error_shows_the_retry_the_error_and_a_failed_footer() -> None:
+    """error_529: a retry note, the error once (not repeated after the same text), a 'failed' footer."""
+    chunks, _ = stream("error_529")
+    found = notes(chunks)
+    assert found[0] == "[retry] API overloaded (529), retry 1 of 1 in 0.6 s"
+    assert found[1] == "[error] API overloaded (529)"
+    assert found[2].startswith("[result] failed · $0.0000")
+    assert join_chunks(chunks).count("API Error: 529 Overloaded") == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_whole_run_at_once_has_the_answer_and_the_footer(name: str) -> None:
+    """render_text of a finished recording holds the result's answer (or its error) and the footer."""
+    interpreter = ClaudeInterpreter()
+    interpreter.feed("stdout", recording(name))
+    interpreter.finish()
+    snapshot = interpreter.snapshot()
+    text = render_text(snapshot)
+    assert text.rstrip("\n").endswith(footer_line(snapshot))
+    if not snapshot.is_error:
+        assert printable(snapshot.answer).strip() in text
+
+
+def test_the_whole_run_at_once_lists_tools_before_the_answer() -> None:
+    """render_text keeps the widget's order: the tool log, then the answer, then the footer."""
+    interpreter = ClaudeInterpreter()
+    interpreter.feed("stdout", recording("tool"))
+    interpreter.finish()
+    text = render_text(interpreter.snapshot())
+    assert text.index("[tool] Bash · echo hi") < text.index("The command printed: hi") < text.index("[result]")
+
+
+# Made-up snapshots
+
+
+def test_a_restarted_answer_is_announced_and_written_again() -> None:
+    """When the text no longer starts with what was written (a retried stream), a note says so."""
+    renderer = ClaudeTextRenderer()
+    first = renderer.render(view(text="The first try of an answer\n", phase="writing"))
+    again = renderer.render(view(text="A second try\n", phase="writing"))
+    assert answer_text(first) == "The first try of an answer\n"
+    assert notes(again) == ["[retry] the answer restarted (the API stream was retried)"]
+    assert answer_text(again) == "A second try\n"
+
+
+def test_an_unfinished_short_line_waits_for_its_end() -> None:
+    """A short line without its newline is held back until it ends (no one-delta-per-line output)."""
+    renderer = ClaudeTextRenderer()
+    assert renderer.render(view(text="Hel", phase="writing")) == []
+    assert renderer.render(view(text="Hello wor", phase="writing")) == []
+    assert answer_text(renderer.render(view(text="Hello world\nNe", phase="writing"))) == "Hello world\n"
+
+
+def test_a_note_ends_an_unfinished_answer_line_first() -> None:
+    """A note never lands in the middle of an answer line: the line is completed first."""
+    renderer = ClaudeTextRenderer(flush_chars=10)
+    started = renderer.render(view(text="one two three four", phase="writing"))
+    assert answer_text(started) == "one two three " and renderer.line_open
+    tool = ToolCall("t1", "Read", {"file_path": "/etc/hosts"}, result="a\nb", status="done")
+    chunks = renderer.render(view(text="one two three four", phase="tool", tool_calls=(tool,)))
+    assert join_chunks(chunks) == "four\n[tool] Read · /etc/hosts → ok, 2 lines\n"
+
+
+def test_terminal_escapes_in_model_and_tool_text_are_removed() -> None:
+    """Control characters (an escape sequence that would retitle the terminal) never reach the output."""
+    tool = ToolCall("t1", "Bash\x1b[31m", {"command": "ls\x07"}, result="\x1b]0;pwned\x07x", status="done")
+    chunks = ClaudeTextRenderer().render(
+        view(text="\x1b]0;pwned\x07hi\x9b\n", phase="done", tool_calls=(tool,), result={}), final=True
+    )
+    text = join_chunks(chunks)
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    assert "]0;pwnedhi\n" in text
+
+
+def test_a_failed_tool_shows_the_first_line_of_its_error() -> None:
+    """A tool error shows as '→ error: ' and its first non-empty line."""
+    result = "\nFile does not exist.\nmore"
+    tool = ToolCall("t", "Read", {"file_path": "/nope"}, result=result, is_error=True, status="done")
+    assert tool_line(tool) == "[tool] Read · /nope → error: File does not exist."
+
+
+def test_a_tool_without_result_at_the_end_says_so() -> None:
+    """A call still pending when the run ends gets its line, marked 'no result'."""
+    tool = ToolCall("t", "Bash", {"command": "sleep 100"})
+    chunks = ClaudeTextRenderer().render(view(phase="tool", tool_calls=(tool,)), final=True)
+    assert "[tool] Bash · sleep 100 → no result" in notes(chunks)
+
+
+def test_subagent_tool_calls_are_left_out() -> None:
+    """Calls made inside a subagent (parent_tool_use_id set) are not the run's own tool log."""
+    inner = ToolCall("inner", "Grep", {"pattern": "x"}, result="", status="done", parent_tool_use_id="outer")
+    chunks = ClaudeTextRenderer().render(view(phase="done", tool_calls=(inner,), result={}), final=True)
+    assert not any("Grep" in note for note in notes(chunks))
+
+
+@dataclasses.dataclass(frozen=True)
+class InteractiveView(ClaudeView):
+    """A snapshot of an interactive run, which carries permission questions."""
+
+    permission_requests: tuple[dict[str, Any], ...] = ()
+
+
+def test_permission_questions_and_answers_are_notes() -> None:
+    """Each permission question shows once when asked and once when answered (the hook for interactive runs)."""
+    renderer = ClaudeTextRenderer()
+    ask = {"id": "p1", "tool": "Bash", "input": {"command": "rm -rf build"}, "status": "pending"}
+    asked = renderer.render(InteractiveView(phase="tool", permission_requests=(ask,)))
+    again = renderer.render(InteractiveView(phase="tool", permission_requests=(ask,)))
+    denied = {**ask, "status": "denied", "decided_by": "user", "message": "not now"}
+    answered = renderer.render(InteractiveView(phase="tool", permission_requests=(denied,)))
+    assert notes(asked) == ["[permission] Bash · rm -rf build → waiting for an answer"]
+    assert again == []
+    assert notes(answered) == ["[permission] Bash · rm -rf build → denied by user: not now"]
+
+
+def test_permission_line_reads_attributes_too() -> None:
+    """A permission request object with attributes (not a mapping) renders the same way."""
+    request = dataclasses.make_dataclass("Request", ["tool", "input", "status", "decided_by", "message"])
+    line = permission_line(request("Edit", {"file_path": "a.py"}, "allowed", "policy", ""))
+    assert line == "[permission] Edit · a.py → allowed by policy"
+
+
+def test_footer_leaves_out_what_was_not_reported() -> None:
+    """Before the result only 'no result yet' (and what is known) shows: no made-up figures."""
+    assert footer_line(view(model="m", session_id="s")) == "[result] no result yet · m · session s"
+
+
+def test_final_render_happens_once() -> None:
+    """After the final render nothing more comes out, whatever is passed."""
+    renderer = ClaudeTextRenderer()
+    renderer.render(view(text="a\n", result={}, phase="done"), final=True)
+    assert renderer.render(view(text="a\nb\n", result={}, phase="done"), final=True) == []
+
+
+def test_an_answer_that_came_only_in_the_result_is_written() -> None:
+    """A run whose text never streamed still shows its answer (the result's) at the end."""
+    chunks = ClaudeTextRenderer().render(
+        view(answer="Only in the result", result={"result": "Only in the result"}, phase="done"), final=True
+    )
+    assert answer_text(chunks) == "Only in the result\n"

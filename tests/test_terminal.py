@@ -1,0 +1,109 @@
+"""Claude runs in terminals: IPython driven through a pseudo-terminal, and ``python -m cc_executor_nb claude``.
+
+The real CLI against the demo backend.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from cc_executor_nb.demo.texts import haikus
+
+pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
+FOOTER = re.compile(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn · \d+ ms · "
+                    r"claude-opus-5-5 · session [0-9a-f-]{36}")
+
+
+def environment(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "IPYTHONDIR": str(tmp / "ipython"),
+        "PYTHONWARNINGS": "ignore",
+        "TERM": "xterm",
+    }
+
+
+def screen_text(raw: str) -> str:
+    """What the terminal shows, roughly: escape sequences removed, lines ended with \\n."""
+    return ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "")
+
+
+def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
+    """In terminal IPython (prompt_toolkit on a pty) a Claude run prints its haikus and footer, no JSON."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=60, dimensions=(50, 220),
+    )
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('run = %ccexec --demo --wait "write 3 haikus about the sea"')
+        child.expect(r"In \[3\]")
+        shown = screen_text(child.before)
+        child.sendline("print(run.status, run.cost_usd)")
+        child.expect(r"In \[4\]")
+        after = screen_text(child.before)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    print(shown)
+    assert haikus(3) in shown
+    assert FOOTER.search(shown) and "[completed] exit 0" in shown
+    assert '{"type":' not in shown and "stream_event" not in shown
+    assert re.search(r"completed 0\.009\d+\n", after)
+
+
+def run_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", *args]
+    return subprocess.run(argv, check=False, cwd=tmp, env=environment(tmp), capture_output=True, text=True, timeout=90)
+
+
+def test_cli_prints_the_answer_on_stdout_and_notes_on_stderr(tmp_path: Path) -> None:
+    """python -m cc_executor_nb claude: stdout is the answer alone; the notes and footer go to stderr."""
+    done = run_cli(tmp_path, "write", "3", "haikus", "about", "the", "sea")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == haikus(3) + "\n"
+    assert done.stderr.startswith("[started] pid ") and FOOTER.search(done.stderr)
+    assert "[completed] exit 0" in done.stderr
+
+
+def test_cli_shows_tool_calls_between_the_texts(tmp_path: Path) -> None:
+    """The tool call is a note on stderr; the texts before and after it are on stdout."""
+    done = run_cli(tmp_path, "--quiet", "tool")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "I will run a command.\nThe command printed: hi\n"
+    assert done.stderr == ""  # --quiet: no notes at all
+
+
+def test_cli_raw_prints_the_stream_json(tmp_path: Path) -> None:
+    """--raw prints the CLI's JSON lines on stdout."""
+    done = run_cli(tmp_path, "--raw", "--quiet", "echo: raw")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('{"type":"system","subtype":"init"')
+
+
+def test_cli_reads_the_prompt_from_stdin(tmp_path: Path) -> None:
+    """A lone - reads the prompt from stdin."""
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "--quiet", "-"]
+    done = subprocess.run(argv, check=False, cwd=tmp_path, env=environment(tmp_path),
+                          input="echo: from stdin\n", capture_output=True, text=True, timeout=90)
+    assert done.stdout == "from stdin\n", done.stderr
+
+
+def test_cli_rejects_an_empty_prompt(tmp_path: Path) -> None:
+    """No prompt is a usage error (exit 2) with a one-line message, and nothing runs."""
+    done = run_cli(tmp_path)
+    assert done.returncode == 2 and done.stderr == "error: the prompt is empty\n"

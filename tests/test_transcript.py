@@ -1,0 +1,306 @@
+"""The record of a run (kernel/transcript.py): Markdown, HTML and text, made inert, saved to files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import mistune
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
+
+from cc_executor_nb import methods
+from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
+from cc_executor_nb.kernel.runstate import RunState
+from cc_executor_nb.kernel.transcript import Transcript, code_span, fenced, markdown_escape, safe_markdown
+
+pytestmark = pytest.mark.timeout(60)
+
+RECORDINGS = Path(__file__).with_name("data") / "streamjson"
+# A renderer that lets raw HTML through, as a careless Markdown viewer would.
+PERMISSIVE = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+# Another parser (nbconvert's), with raw HTML let through too.
+MISTUNE = mistune.create_markdown(escape=False, plugins=["table", "strikethrough"])
+# What Markdown itself produces; any other tag came from raw HTML that got through.
+MARKDOWN_TAGS = {
+    "p", "em", "strong", "code", "pre", "a", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
+    "li", "blockquote", "hr", "br", "table", "thead", "tbody", "tr", "th", "td", "s", "del",
+}  # fmt: skip
+
+
+def finished_state(status: str = "completed", exit_code: int = 0, pieces: tuple[tuple[str, str], ...] = ()) -> RunState:
+    state = RunState()
+    state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["x"], "seq": 1}, now=0.0)
+    for seq, (stream, data) in enumerate(pieces, start=2):
+        state.apply(methods.PROCESS_OUTPUT, {"type": stream, "data": data, "seq": seq}, now=0.5)
+    params = {"status": status, "exit_code": exit_code, "duration_seconds": 1.5, "seq": 100}
+    state.apply(methods.PROCESS_COMPLETED, params, now=1.5)
+    return state
+
+
+def claude_run(name: str, prompt: str = "a prompt", **options: Any) -> SimpleNamespace:
+    """A finished Claude run replayed from a recording."""
+    interpreter = ClaudeInterpreter(prompt=prompt)
+    interpreter.feed("stdout", (RECORDINGS / f"{name}.jsonl").read_text(encoding="utf-8"))
+    interpreter.finish()
+    return SimpleNamespace(
+        label=f"claude: {prompt}", state=finished_state(), interpreter=interpreter,
+        options={"prompt": prompt, **options},
+    )
+
+
+def command_run(*pieces: tuple[str, str], status: str = "failed", exit_code: int = 3) -> SimpleNamespace:
+    return SimpleNamespace(
+        label="sh -c 'make test'", state=finished_state(status, exit_code, pieces), interpreter=None,
+        options={"command": "sh -c 'make test'"},
+    )
+
+
+def tags(html_text: str) -> set[str]:
+    return {tag.lower() for tag in re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", html_text)}
+
+
+def assert_inert(html_text: str) -> None:
+    """No tag but Markdown's own, no event handler, no script URL."""
+    assert tags(html_text) <= MARKDOWN_TAGS, tags(html_text) - MARKDOWN_TAGS
+    assert not re.search(r"<[^>]*\son\w+\s*=", html_text, re.IGNORECASE)
+    assert not re.search(r"href=\"\s*(javascript|vbscript|data):", html_text, re.IGNORECASE)
+
+
+# Claude runs
+
+
+def test_markdown_of_a_claude_run_has_title_status_answer_and_footer() -> None:
+    """run.transcript() of the haiku run: the title, the status line, the haikus and the footer."""
+    md = Transcript(claude_run("haiku", "write 3 haikus")).markdown()
+    assert md.startswith("### claude: write 3 haikus\n\n**completed** · exit code 0 · took 1.5 s\n\n")
+    assert haikus(3) in md
+    footer = md.rstrip("\n").rsplit("\n", 1)[-1]
+    assert footer.startswith(r"done · \$0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms · claude-opus-5-5")
+    assert re.search(r"session `[0-9a-f-]{36}`$", footer)
+
+
+def test_markdown_lists_the_tool_calls_before_the_answer() -> None:
+    """The tool log is a list with each call's outcome, above the answer."""
+    md = Transcript(claude_run("tool")).markdown()
+    assert "**Tools**\n\n- ✓ **Bash** `echo hi` → 1 line" in md
+    assert md.index("**Tools**") < md.index("The command printed: hi")
+
+
+def test_markdown_notes_thinking_and_retries_without_their_text() -> None:
+    """Thinking is a one-line note; an API retry and the error are named."""
+    think = Transcript(claude_run("think")).markdown()
+    assert "*12 words of thinking (in `run.thinking`)*" in think and "carefully" not in think
+    failed = Transcript(claude_run("error_529")).markdown()
+    assert "- API overloaded (529), retry 1 of 1 in 0.6 s" in failed
+    assert "**API overloaded (529): API Error: 529 Overloaded." in failed
+
+
+def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:
+    """When the label does not show the whole prompt, the record quotes it (escaped)."""
+    prompt = "write 3 haikus\n<b>about</b> the sea"
+    run = claude_run("haiku", prompt)
+    run.label = "claude: write 3 haikus <b>about</b>…"
+    md = Transcript(run).markdown()
+    assert "> write 3 haikus\n> \\<b\\>about\\</b\\> the sea" in md
+    assert "<b>" not in Transcript(run).html()
+
+
+def test_the_html_record_is_the_widgets_conversation_under_its_header() -> None:
+    """The HTML has the header (title, badge, time), the rendered answer and the footer."""
+    page = Transcript(claude_run("haiku", "write 3 haikus")).html()
+    assert page.startswith('<div class="ccx-record ccx-run tex2jax_ignore mathjax_ignore">')
+    assert 'class="ccx-badge ccx-status-completed"' in page and "took 1.5 s" in page
+    assert "Morning kernel wakes<br>\nstreams of tokens softly flow" in page  # a line break per line
+    assert re.search(r'class="cc-footer"[^>]*>\$0\.0092 · 2,004 in / 61 out tokens', page)
+
+
+def test_plain_text_record_has_title_status_answer_and_footer() -> None:
+    """text/plain: the title, the status line, the answer, the footer line."""
+    text = Transcript(claude_run("haiku", "write 3 haikus")).text()
+    lines = text.splitlines()
+    assert lines[:2] == ["claude: write 3 haikus", "completed · exit code 0 · took 1.5 s"]
+    assert haikus(3) in text and lines[-1].startswith("[result] done · $0.0092")
+
+
+def test_the_xss_answer_is_inert_in_html_and_markdown() -> None:
+    """The markdown xss answer: no img or script element in the HTML, nor in any Markdown rendering."""
+    bundle = Transcript(claude_run("markdown_xss")).bundle()
+    record = bundle["text/html"]
+    assert "<img" not in record and "<script" not in record
+    assert "&lt;img src=x onerror=alert(1)&gt;" in record  # shown as text
+    rendered = PERMISSIVE.render(bundle["text/markdown"])
+    assert_inert(rendered)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rendered and "<h1>Demo report</h1>" in rendered
+    assert "<img src=x onerror=alert(1)>" in bundle["text/plain"]  # plain text is text
+
+
+def test_raw_claude_runs_record_their_json_lines() -> None:
+    """With raw, a Claude run is recorded like a command: its stream-json output, fenced."""
+    run = claude_run("echo", raw=True)
+    data = (RECORDINGS / "echo.jsonl").read_text(encoding="utf-8")
+    run.state = finished_state(pieces=(("stdout", data),))
+    md = Transcript(run, output_chars=len(data)).markdown()
+    assert '{"type":"system"' in md and "```\n{" in md
+
+
+def test_a_claude_run_without_result_says_so_with_the_clis_stderr() -> None:
+    """A run that ended without Claude's result gets a note and the CLI's stderr, fenced."""
+    interpreter = ClaudeInterpreter()
+    interpreter.feed("stderr", "Error: <b>boom</b>\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: x", state=finished_state("failed", 1), interpreter=interpreter,
+                          options={"prompt": "x"})
+    md = Transcript(run).markdown()
+    assert "**No result from Claude**: the run ended failed" in md
+    assert "```\nError: <b>boom</b>\n```" in md
+    assert_inert(PERMISSIVE.render(md))
+    assert "[no result]" in Transcript(run).text()
+
+
+def test_the_displayed_answer_is_cut_with_a_note() -> None:
+    """answer_chars bounds the answer in every form and says how much was left out."""
+    transcript = Transcript(claude_run("story"), answer_chars=100)
+    total = len(transcript.view.answer) if transcript.view else 0
+    for form in (transcript.markdown(), transcript.html(), transcript.text()):
+        assert f"{total - 100:,} more characters" in form
+    assert transcript.view is not None and transcript.view.answer[100:200] not in transcript.markdown()
+
+
+# Commands
+
+
+def test_a_command_record_has_status_exit_code_and_output_tails() -> None:
+    """A command: status and exit code, stdout and stderr tails as fenced blocks."""
+    run = command_run(("stdout", "to stdout\n"), ("stderr", "to <stderr>\n"))
+    md = Transcript(run).markdown()
+    assert md.startswith("### sh -c 'make test'\n\n**failed** · exit code 3 · took 1.5 s")
+    assert "**stdout**\n\n```\nto stdout\n```" in md
+    assert "**stderr**\n\n```\nto <stderr>\n```" in md
+    html_record = Transcript(run).html()
+    assert "to &lt;stderr&gt;" in html_record and "<stderr>" not in html_record
+
+
+def test_output_with_backtick_fences_cannot_break_out_of_its_block() -> None:
+    """Output holding ``` and HTML stays inside one fenced block."""
+    run = command_run(("stdout", "```\n<img src=x onerror=alert(1)>\n````\n"))
+    md = Transcript(run).markdown()
+    assert "`````\n```\n<img" in md
+    assert_inert(PERMISSIVE.render(md))
+
+
+def test_only_the_tail_of_a_long_output_is_kept() -> None:
+    """output_chars keeps the last characters and says how many there were."""
+    run = command_run(("stdout", "x" * 500 + "END\n"), status="completed", exit_code=0)
+    md = Transcript(run, output_chars=50).markdown()
+    assert "(the last 50 of 504 characters)" in md and md.count("x") < 60 and "END" in md
+
+
+def test_a_command_without_output_says_so() -> None:
+    """No output: the record says so instead of an empty block."""
+    assert "*no output*" in Transcript(command_run(status="completed", exit_code=0)).markdown()
+
+
+# Saving
+
+
+def test_save_writes_markdown_or_a_page_by_suffix(tmp_path: Path) -> None:
+    """.md gets the Markdown; .html a standalone page that allows no script, image or remote load."""
+    transcript = Transcript(claude_run("markdown_xss"))
+    md = transcript.save(tmp_path / "run.md")
+    page = transcript.save(tmp_path / "run.HTML")
+    assert md.read_text(encoding="utf-8") == transcript.markdown()
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and transcript.html() in text
+    assert "default-src 'none'; style-src 'unsafe-inline'" in text
+    assert "<script" not in text and "<img" not in text
+
+
+def test_save_refuses_another_suffix(tmp_path: Path) -> None:
+    """Any other suffix is a ValueError naming it, and nothing is written."""
+    with pytest.raises(ValueError, match=r"\.md or \.html.*'\.txt'"):
+        Transcript(command_run()).save(tmp_path / "run.txt")
+    assert not (tmp_path / "run.txt").exists()
+
+
+# Markdown helpers
+
+
+def test_safe_markdown_keeps_formatting_and_code() -> None:
+    """Headings, emphasis, lists, links and code (with its <tags>) render as before."""
+    md = safe_markdown(MARKDOWN_XSS + "\nInline `<b>kept</b>` and\n\n~~~\n<i>x</i>\n~~~\n")
+    rendered = PERMISSIVE.render(md)
+    assert "<h1>Demo report</h1>" in rendered and "<strong>bold</strong>" in rendered
+    assert '<a href="https://example.com">link</a>' in rendered
+    assert "<code>&lt;b&gt;kept&lt;/b&gt;</code>" in rendered and "&lt;i&gt;x&lt;/i&gt;" in rendered
+    assert "print('done')" in rendered
+    assert_inert(rendered)
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "[x](javascript:alert(1))",
+        "[x](JaVaScRiPt:alert(1))",
+        "[x](&#106;avascript:alert(1))",
+        "[x](java&#x09;script:alert(1))",
+        "[x](javascript\\:alert(1))",
+        "[x](\njavascript:alert(1))",
+        "[x][r]\n\n[r]: javascript:alert(1)",
+        "[x](data:text/html;base64,PHNjcmlwdD4=)",
+        "<javascript:alert(1)>",
+        "![x](https://tracker.example/pixel.png)",
+        "<!-- <img src=x onerror=alert(1)> -->",
+        "`a\n<div onclick=alert(1)>\n`",
+        "<a href='`'>`</a>",
+        "`\n`<img src=x onerror=alert(1)>`",
+        "1. x\n   ```\n   code\n<img src=x onerror=alert(1)>\n   ```",
+    ],
+)
+def test_safe_markdown_neutralizes_a_known_attack(attack: str) -> None:
+    """Each classic injection renders without a tag, handler, image or script URL."""
+    rendered = PERMISSIVE.render(safe_markdown(attack))
+    assert_inert(rendered)
+    assert "<img" not in rendered and "javascript:" not in rendered.split("href=")[-1][:12]
+
+
+def test_what_the_line_reading_misses_falls_back_to_a_code_block() -> None:
+    """A code span opened on an earlier line fools the line-by-line pass: the text comes back fenced."""
+    text = "`\n`<img src=x onerror=alert(1)>`"
+    assert safe_markdown(text) == fenced(text)
+    assert safe_markdown(MARKDOWN_XSS) != fenced(MARKDOWN_XSS)  # the usual answer keeps its formatting
+
+
+FRAGMENTS = st.sampled_from([
+    "<", ">", "<img src=x onerror=alert(1)>", "<script>", "</script>", "`", "``", "```", "~~~",
+    "\n", "\n\n", "    ", "[", "]", "(", ")", "](", "javascript:", "&#106;", "&lt;", "!", "\\",
+    "<!--", "-->", "<div>", "a", " ", "*", "# ", "> ", "- ", "1. ", "|", "http://x", ":",
+])  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(FRAGMENTS, max_size=30).map("".join))
+def test_safe_markdown_output_is_inert_for_any_mix(text: str) -> None:
+    """However the dangerous fragments are mixed, two permissive renderers' HTML stays inert."""
+    safe = safe_markdown(text)
+    assert_inert(PERMISSIVE.render(safe))
+    assert_inert(str(MISTUNE(safe)))  # a second parser, not the one safe_markdown checks with
+
+
+def test_markdown_escape_renders_literally() -> None:
+    """Escaped text renders as the same characters, not as Markdown or HTML."""
+    text = "# *a* _b_ [c](d) <e> `f` $5 & ~g~ | 1. h"
+    rendered = PERMISSIVE.render(markdown_escape(text))
+    assert rendered == "<p># *a* _b_ [c](d) &lt;e&gt; `f` $5 &amp; ~g~ | 1. h</p>\n"
+
+
+def test_code_span_and_fence_hold_any_backticks() -> None:
+    """A code span or fence is longer than any backtick run inside, so the content stays code."""
+    assert PERMISSIVE.render(code_span("a `` b")) == "<p><code>a `` b</code></p>\n"
+    block = fenced("x\n```\n<b>y</b>")
+    assert PERMISSIVE.render(block) == "<pre><code>x\n```\n&lt;b&gt;y&lt;/b&gt;\n</code></pre>\n"
