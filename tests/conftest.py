@@ -6,13 +6,13 @@ import asyncio
 import json
 import os
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from pytest_timeout import get_env_settings
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
@@ -21,6 +21,8 @@ from cc_executor_nb.events import Completed, Event
 from cc_executor_nb.server.config import ServerSettings, build_server
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 
+from .util import scaled
+
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 TOKEN = "test-token-0123456789"
 
@@ -28,6 +30,17 @@ TOKEN = "test-token-0123456789"
 def fake(*args: str) -> list[str]:
     """argv that runs the fake CLI with ``args``."""
     return [sys.executable, FAKE_CLI, *args]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stretch every test's timeout (its own mark, else the configured default) by the time scale."""
+    default = get_env_settings(config).timeout
+    for item in items:
+        mark = item.get_closest_marker("timeout")
+        args, kwargs = (list(mark.args), dict(mark.kwargs)) if mark is not None else ([], {})
+        seconds = args.pop(0) if args else kwargs.pop("timeout", default)
+        if seconds:  # 0 or None: no timeout, nothing to stretch
+            item.add_marker(pytest.mark.timeout(scaled(float(seconds)), *args, **kwargs), append=False)
 
 
 TEST_SETTINGS = ServerSettings(token=TOKEN, kill_grace=2.0, history_path=None)
@@ -60,7 +73,7 @@ async def client(server: EnhancedWebSocketHandler) -> AsyncIterator[Client]:
 
 
 async def collect(client: Client, timeout: float = 30.0) -> list[Event]:
-    """Events up to and including process.completed."""
+    """Events up to and including process.completed (within ``scaled(timeout)`` seconds)."""
     events: list[Event] = []
 
     async def gather() -> None:
@@ -69,7 +82,7 @@ async def collect(client: Client, timeout: float = 30.0) -> list[Event]:
             if isinstance(event, Completed):
                 return
 
-    await asyncio.wait_for(gather(), timeout)
+    await asyncio.wait_for(gather(), scaled(timeout))
     return events
 
 
@@ -83,16 +96,6 @@ def completed(events: list[Event]) -> Completed:
     done = [e for e in events if isinstance(e, Completed)]
     assert len(done) == 1
     return done[0]
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(interval)
-    return predicate()
 
 
 def group_alive(pgid: int) -> list[int]:
@@ -121,6 +124,6 @@ async def reply(ws: ClientConnection, text: str | bytes) -> object:
     """Send a frame and return the next non-notification message."""
     await ws.send(text)
     while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        message = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
         if isinstance(message, list) or "method" not in message:
             return message

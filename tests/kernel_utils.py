@@ -16,14 +16,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from .conftest import FAKE_CLI
+from .util import eventually, scaled
 
 Message = dict[str, Any]
+T = TypeVar("T")
 
 #: The loop thread's name, as the kernel sees it.
 LOOP_THREAD = "cc_executor_nb-loop"
@@ -119,7 +121,7 @@ class KernelHarness:
         manager.start_kernel(cwd=str(cwd), env=env)
         client = manager.client()
         client.start_channels()
-        client.wait_for_ready(timeout=ready_timeout)
+        client.wait_for_ready(timeout=scaled(ready_timeout))
         harness = cls(manager, client)
         harness.drain(0.2)
         return harness
@@ -165,13 +167,24 @@ class KernelHarness:
         return got
 
     def watch(self, predicate: Callable[[Received], bool], timeout: float = 30.0) -> Received:
-        """Read IOPub until a message satisfies ``predicate``."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            received = self._next(min(left, 0.1))
-            if received is not None and predicate(received):
-                return received
-        raise TimeoutError("no matching IOPub message before the deadline")
+        """Read IOPub until a message satisfies ``predicate`` (within ``scaled(timeout)`` s)."""
+
+        def matching() -> Received | None:
+            received = self._next(0.1)
+            return received if received is not None and predicate(received) else None
+
+        return eventually(matching, timeout=timeout, interval=0, what="a matching IOPub message")
+
+    def until(self, check: Callable[[], T], timeout: float = 30.0, what: str = "the condition") -> T:
+        """Poll ``check`` (which may look at ``log``), reading IOPub between polls."""
+
+        def polled() -> T:
+            value = check()
+            if not value:
+                self.drain(0.1)
+            return value
+
+        return eventually(polled, timeout=timeout, interval=0, what=what)
 
     # Executing
 
@@ -180,17 +193,20 @@ class KernelHarness:
         return self.client.execute(code, allow_stdin=False), time.monotonic()
 
     def finish(self, msg_id: str, started: float, timeout: float = 60.0) -> Execution:
-        """Wait for a submitted request's reply and its idle status."""
-        deadline = started + timeout
+        """Wait (``scaled(timeout)`` s at most) for a submitted request's reply and its idle status."""
         reply: dict[str, Any] | None = None
         idle: Received | None = self._idle_of(msg_id)
-        while reply is None or idle is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"request {msg_id} did not finish within {timeout} s")
+
+        def finished() -> bool:
+            nonlocal reply, idle
             reply = reply or self._poll_reply(msg_id)
             received = self._next(0.05)
             if received is not None and _is_idle(received, msg_id):
                 idle = received
+            return reply is not None and idle is not None
+
+        eventually(finished, timeout=timeout, interval=0, what=f"request {msg_id} to finish")
+        assert reply is not None and idle is not None
         during = [r for r in self.log if started <= r.at <= idle.at]
         return Execution(msg_id, reply, started, idle.at, during)
 
@@ -221,13 +237,8 @@ class KernelHarness:
         return ast.literal_eval(self.ok(code, timeout).stream().strip())
 
     def wait_until(self, expression: str, timeout: float = 30.0) -> None:
-        """Poll ``expression`` in the kernel until it is true."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.value(f"bool({expression})"):
-                return
-            self.drain(0.1)
-        raise TimeoutError(f"{expression} stayed false for {timeout} s")
+        """Poll ``expression`` in the kernel until it is true (within ``scaled(timeout)`` s)."""
+        self.until(lambda: self.value(f"bool({expression})"), timeout, what=expression)
 
 
 def _is_idle(received: Received, msg_id: str) -> bool:

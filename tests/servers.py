@@ -11,6 +11,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .util import eventually, scaled
+
 SERVER = [sys.executable, "-m", "cc_executor_nb.server"]
 
 
@@ -30,9 +32,9 @@ class ServerProcess:
         """Signal the server (if still running), reap it and close its pipe."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(30)
+        code = self.proc.wait(scaled(30))
         if self.reader is not None:
-            self.reader.join(10)
+            self.reader.join(scaled(10))
         self.proc.stdout.close()
         return code
 
@@ -47,21 +49,26 @@ def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess
         env={**os.environ, **(env or {})},
     )
     lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def listening() -> str | None:
+        """The URL once the server printed it; reads one more line otherwise."""
         line = proc.stdout.readline()
         if not line:
-            break
+            raise AssertionError("the server exited")
         lines.append(line.rstrip("\n"))
         match = re.match(r"listening on (ws://\S+)", line)
-        if match:
-            reader = threading.Thread(target=lambda: lines.extend(out.rstrip("\n") for out in proc.stdout), daemon=True)
-            reader.start()
-            return ServerProcess(proc, match.group(1), lines, reader)
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
-    raise AssertionError("server did not start: " + "\n".join(lines))
+        return match.group(1) if match else None
+
+    try:
+        url = eventually(listening, timeout=20, interval=0, what="the server's 'listening on' line")
+    except AssertionError as failure:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        raise AssertionError(f"server did not start ({failure}): " + "\n".join(lines)) from None
+    reader = threading.Thread(target=lambda: lines.extend(out.rstrip("\n") for out in proc.stdout), daemon=True)
+    reader.start()
+    return ServerProcess(proc, url, lines, reader)
 
 
 class PeakRss:

@@ -12,6 +12,7 @@ from cc_executor_nb.client import connect
 from cc_executor_nb.server.access import check_handshake, host_name, is_loopback, token_matches
 
 from .conftest import TOKEN, make_handler
+from .util import scaled
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.5.6.7", "localhost", "::1", "[::1]", "LOCALHOST", "a.localhost"])
@@ -77,7 +78,7 @@ async def raw_handshake(port: int, host_header: str) -> bytes:
         ).encode()
     )
     await writer.drain()
-    line = await asyncio.wait_for(reader.readline(), 10)
+    line = await asyncio.wait_for(reader.readline(), scaled(10))
     writer.close()
     return line
 

@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from .util import eventually, scaled
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -198,12 +200,12 @@ def _stop_server(server: subprocess.Popen[bytes], url: str | None, token: str) -
         )
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
         with contextlib.suppress(OSError):
-            direct.open(request, timeout=10).close()
+            direct.open(request, timeout=scaled(10)).close()
     try:
-        server.wait(timeout=20)
+        server.wait(timeout=scaled(20))
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=10)
+        server.wait(timeout=scaled(10))
 
 
 @pytest.fixture(scope="module")
@@ -244,15 +246,8 @@ def page(browser: Any, artifacts: Path, request: pytest.FixtureRequest) -> Itera
 
 
 def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """``util.eventually`` at the page's pace: each look is a round trip to the browser."""
+    return eventually(check, timeout=timeout, interval=interval, what=what)
 
 
 def open_and_run_all(page: Any, lab: Lab, name: str) -> None:

@@ -18,6 +18,7 @@ from cc_executor_nb.demo.texts import huge_text
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 
 from .conftest import TOKEN
+from .util import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
@@ -58,7 +59,7 @@ async def run_prompt(
         cwd=str(cwd),
         heartbeat_interval=heartbeat,
         inactivity_threshold=inactivity,
-        wait=45.0,
+        wait=scaled(45.0),
     )
 
 
@@ -168,7 +169,7 @@ def test_selftest_passes_offline() -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=55,
+        timeout=scaled(55),
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

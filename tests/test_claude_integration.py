@@ -41,6 +41,8 @@ from cc_executor_nb.kernel.run import Interpreter, Run, RunSpec, Target
 from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.views import RunView
 
+from .util import scaled
+
 pytestmark = pytest.mark.timeout(30)
 
 RECORDINGS = Path(__file__).parent / "data" / "streamjson"
@@ -270,12 +272,12 @@ def test_stop_demo_stops_the_backend_and_removes_its_files(no_demo: None) -> Non
     env = claude_environment(ClaudeOptions(demo=True))
     assert env is not None
     url, config = env["ANTHROPIC_BASE_URL"], Path(env["CLAUDE_CONFIG_DIR"])
-    with urllib.request.urlopen(url + "/health", timeout=5) as response:
+    with urllib.request.urlopen(url + "/health", timeout=scaled(5)) as response:
         assert response.status == 200
     stop_demo()
     stop_demo()
     with pytest.raises(urllib.error.URLError):
-        urllib.request.urlopen(url + "/health", timeout=5)
+        urllib.request.urlopen(url + "/health", timeout=scaled(5))
     assert not config.exists()
     again = claude_environment(ClaudeOptions(demo=True))
     assert again is not None and again["CLAUDE_CONFIG_DIR"] != str(config)

@@ -21,6 +21,8 @@ from cc_executor_nb.demo.record import claude_argv, normalize, run_claude
 from cc_executor_nb.demo.scenarios import plan_reply
 from cc_executor_nb.demo.texts import huge_text
 
+from .util import eventually, scaled
+
 pytestmark = pytest.mark.timeout(60)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +58,7 @@ def post(url: str, body: dict[str, Any] | bytes, path: str = "/v1/messages") -> 
     request = urllib.request.Request(url + path, data=data, method="POST")
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=scaled(30)) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         with error:
@@ -284,7 +286,7 @@ def test_think_sends_nothing_before_the_delay(backend: DemoBackend) -> None:
     )
     started = time.monotonic()
     # urlopen returns as soon as the status line and headers are in.
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(request, timeout=scaled(30)) as response:
         first_byte = time.monotonic() - started
         events = parse_sse(response.read())
     assert first_byte >= 0.55
@@ -317,15 +319,13 @@ def test_stop_cuts_a_silent_request_short() -> None:
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 10
-    while not running.requests_in_flight() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    eventually(running.requests_in_flight, what="the request in flight")
     started = time.monotonic()
     running.stop()
     running.stop()
-    caller.join(timeout=10)
+    caller.join(timeout=scaled(10))
     assert not caller.is_alive()
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < scaled(5)
     assert errors
 
 
@@ -371,7 +371,7 @@ def test_module_runs_in_the_foreground() -> None:
         assert reply_text(url, "echo: up") == "up"
     finally:
         process.terminate()
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=scaled(10)) == 0
         if process.stdout is not None:
             process.stdout.close()
 
@@ -457,7 +457,7 @@ def run_cli(
     env = demo_environment(backend.url, str(tmp_path / "config"), max_retries=max_retries)
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
-    completed = run_claude(claude_argv(claude, prompt), env, str(workdir), timeout=50)
+    completed = run_claude(claude_argv(claude, prompt), env, str(workdir), timeout=scaled(50))
     events = [json.loads(line) for line in completed.stdout.splitlines()]
     assert events and events[-1]["type"] == "result", completed.stderr
     return events, completed

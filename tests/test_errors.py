@@ -18,6 +18,7 @@ from cc_executor_nb.server.handler import _Link
 from cc_executor_nb.server.session import Session
 
 from .conftest import TOKEN, collect, fake, make_handler, reply
+from .util import scaled
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32007}
@@ -244,7 +245,7 @@ async def test_oversized_frame_closes_with_1009(server) -> None:
         await ws.send("x" * (server.max_message_size + 1))
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                await asyncio.wait_for(ws.recv(), 10)
+                await asyncio.wait_for(ws.recv(), scaled(10))
         assert closed.value.rcvd.code == 1009
 
 
@@ -261,7 +262,7 @@ async def test_client_fails_pending_requests_when_connection_drops() -> None:
         port = peer.sockets[0].getsockname()[1]
         client = await connect(f"ws://127.0.0.1:{port}/ws")
         with pytest.raises(errors.ConnectionLost):
-            await asyncio.wait_for(client.call("status"), 10)
+            await asyncio.wait_for(client.call("status"), scaled(10))
         assert client.closed
         with pytest.raises(errors.ConnectionLost):
             await client.call("status")

@@ -20,6 +20,7 @@ from cc_executor_nb.kernel.views import RunView
 
 from .conftest import fake, group_alive, make_handler
 from .proxy import FaultyProxy
+from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,17 +48,9 @@ def start(loop: KernelLoop, argv: list[str], **kwargs: Any) -> Run:
     return run.start(loop)
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.01)
-
-
 def test_wait_returns_the_finished_run(bg: KernelLoop) -> None:
     """wait() blocks until the end and returns the run with status, exit code, output and duration."""
-    run = start(bg, fake("interleave", "4")).wait(20)
+    run = start(bg, fake("interleave", "4")).wait(scaled(20))
     assert run.status == "completed" and run.exit_code == 0
     assert run.stdout == "out 0\nout 2\n" and run.stderr == "err 1\nerr 3\n"
     assert run.duration is not None and run.duration >= 0 and run.done
@@ -65,7 +58,7 @@ def test_wait_returns_the_finished_run(bg: KernelLoop) -> None:
 
 def test_events_are_kept_in_order(bg: KernelLoop) -> None:
     """events holds connected, started, output... and completed, with increasing seq."""
-    run = start(bg, fake("echo", "hi")).wait(20)
+    run = start(bg, fake("echo", "hi")).wait(scaled(20))
     methods = [e.method for e in run.events]
     assert methods[0] == "connected" and methods[1] == "process.started"
     assert methods[-1] == "process.completed"
@@ -75,7 +68,7 @@ def test_events_are_kept_in_order(bg: KernelLoop) -> None:
 
 def test_failed_run_reports_its_exit_code(bg: KernelLoop) -> None:
     """A non-zero exit ends as failed with that code."""
-    run = start(bg, fake("exit", "3")).wait(20)
+    run = start(bg, fake("exit", "3")).wait(scaled(20))
     assert (run.status, run.exit_code, run.stdout) == ("failed", 3, "bye\n")
 
 
@@ -85,14 +78,14 @@ def test_wait_timeout_raises_and_the_run_goes_on(bg: KernelLoop) -> None:
     with pytest.raises(TimeoutError):
         run.wait(0.3)
     assert not run.done
-    run.cancel().wait(20)
+    run.cancel().wait(scaled(20))
 
 
 def test_cancel_ends_the_run_cancelled(bg: KernelLoop) -> None:
     """cancel() makes the run end with status cancelled and kills its group."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
-    wait_for(lambda: run.status == "running")
-    run.cancel().wait(20)
+    eventually(lambda: run.status == "running", what="the run running")
+    run.cancel().wait(scaled(20))
     assert run.status == "cancelled" and run.exit_code is not None
     assert run.state.pgid is not None and group_alive(run.state.pgid) == []
 
@@ -100,12 +93,12 @@ def test_cancel_ends_the_run_cancelled(bg: KernelLoop) -> None:
 def test_pause_and_resume(bg: KernelLoop) -> None:
     """pause() and resume() move the run to paused and back to running."""
     run = start(bg, fake("ticker", "100", "0.05"))
-    wait_for(lambda: run.status == "running")
+    eventually(lambda: run.status == "running", what="the run running")
     run.pause()
-    wait_for(lambda: run.status == "paused")
+    eventually(lambda: run.status == "paused", what="status paused")
     run.resume()
-    wait_for(lambda: run.status == "running")
-    run.cancel().wait(20)
+    eventually(lambda: run.status == "running", what="status running again")
+    run.cancel().wait(scaled(20))
 
 
 def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:
@@ -113,20 +106,20 @@ def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:
     spec = RunSpec(argv=[sys.executable, "-c", "print('should not run')"])
     run = Run(spec, target(bg))
     run.cancel()
-    run.start(bg).wait(20)
+    run.start(bg).wait(scaled(20))
     assert run.status == "cancelled" and run.state.pid is None and run.stdout == ""
 
 
 def test_keyboard_interrupt_during_wait_cancels_the_run(bg: KernelLoop) -> None:
     """A KeyboardInterrupt while waiting cancels the run, waits for its end, then propagates."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
-    wait_for(lambda: run.status == "running")
+    eventually(lambda: run.status == "running", what="the run running")
     threading.Timer(0.2, _thread.interrupt_main).start()
     began = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run.wait()
     assert run.done and run.status == "cancelled"
-    assert time.monotonic() - began < 10
+    assert time.monotonic() - began < scaled(10)
 
 
 async def test_await_does_not_block_the_awaiting_loop(bg: KernelLoop) -> None:
@@ -159,7 +152,7 @@ async def test_cancelling_an_await_leaves_the_run_alone(bg: KernelLoop) -> None:
 
 def test_spawn_failure_ends_in_error(bg: KernelLoop) -> None:
     """A program that cannot start ends the run with status error and the server's reason."""
-    run = start(bg, ["/nonexistent/program"]).wait(20)
+    run = start(bg, ["/nonexistent/program"]).wait(scaled(20))
     assert run.status == "error" and run.error and "nonexistent" in run.error
 
 
@@ -168,7 +161,7 @@ def test_unreachable_server_ends_in_error() -> None:
     loop = KernelLoop(thread_name="ccx-no-server").start()
     try:
         run = Run(RunSpec(argv=["true"]), Target("ws://127.0.0.1:9/ws", "x"))
-        run.start(loop).wait(20)
+        run.start(loop).wait(scaled(20))
         assert run.status == "error" and run.error
     finally:
         loop.stop()
@@ -177,7 +170,7 @@ def test_unreachable_server_ends_in_error() -> None:
 def test_stopping_the_loop_cancels_a_live_run(bg: KernelLoop) -> None:
     """Stopping the background loop mid-run cancels the process and ends the run."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
-    wait_for(lambda: run.status == "running")
+    eventually(lambda: run.status == "running", what="the run running")
     pgid = run.state.pgid
     bg.stop()
     assert run.done and run.status == "cancelled"
@@ -209,7 +202,7 @@ class Recorder:
 def test_interpreter_is_fed_every_output_piece(bg: KernelLoop) -> None:
     """The interpreter gets each output piece in order, finish() at the end, and backs the Claude fields."""
     recorder = Recorder()
-    run = start(bg, fake("interleave", "4"), interpreter=recorder).wait(20)
+    run = start(bg, fake("interleave", "4"), interpreter=recorder).wait(scaled(20))
     assert "".join(t for s, t in recorder.fed if s == "stderr") == run.stderr
     assert run.text == run.stdout and run.cost_usd == 0.25 and recorder.finished
     assert run.model is None and run.tool_calls == []
@@ -217,7 +210,7 @@ def test_interpreter_is_fed_every_output_piece(bg: KernelLoop) -> None:
 
 def test_claude_fields_are_empty_without_an_interpreter(bg: KernelLoop) -> None:
     """Without an interpreter the Claude fields read None (tool_calls: empty)."""
-    run = start(bg, fake("echo", "x")).wait(20)
+    run = start(bg, fake("echo", "x")).wait(scaled(20))
     fields = (run.text, run.result, run.cost_usd, run.usage, run.session_id, run.model, run.is_error)
     assert fields == (None,) * 7 and run.tool_calls == []
 
@@ -227,7 +220,7 @@ def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFix
     run = Run(RunSpec(argv=fake("interleave", "2")), target(bg))
     run.presenter = TextPresenter(lambda: repr(run))
     run.show()
-    run.start(bg).wait(20)
+    run.start(bg).wait(scaled(20))
     out, err = capsys.readouterr()
     assert "[started]" in out and "out 0\n" in out and "[completed] exit 0" in out
     assert err == "err 1\n" and "[connected]" not in out
@@ -239,7 +232,7 @@ def test_text_presenter_replays_what_came_before_show(
     """Showing a run after it ended prints its whole transcript once."""
     run = Run(RunSpec(argv=fake("echo", "late")), target(bg))
     run.presenter = TextPresenter(lambda: repr(run))
-    run.start(bg).wait(20)
+    run.start(bg).wait(scaled(20))
     assert capsys.readouterr().out == ""
     run.presenter.show()
     run.presenter.show()
@@ -251,7 +244,7 @@ def test_widget_updates_stay_under_the_rate_cap(bg: KernelLoop) -> None:
     run = Run(RunSpec(argv=fake("ticker", "400", "0.003")), target(bg))
     view = RunView("ticker", on_cancel=run.cancel)
     run.presenter = presenter = WidgetPresenter(run.state, view, max_rate=10.0)
-    run.start(bg).wait(30)
+    run.start(bg).wait(scaled(30))
     events = sum(1 for e in run.events if e.method == "process.output")
     renders = presenter.coalescer.render_count
     assert run.duration is not None
@@ -262,7 +255,7 @@ def test_widget_updates_stay_under_the_rate_cap(bg: KernelLoop) -> None:
 
 def test_repr_names_the_command_and_status(bg: KernelLoop) -> None:
     """repr(run) shows the label, status and exit code."""
-    run = start(bg, ["true"]).wait(20)
+    run = start(bg, ["true"]).wait(scaled(20))
     assert repr(run).startswith("<Run 'true': completed, exit 0")
 
 
@@ -273,15 +266,15 @@ async def _drop(proxy: FaultyProxy) -> None:
 def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:
     """A connection cut mid-run shows as reconnecting, then resumes with no output lost."""
     assert bg.server is not None
-    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=5)
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
     try:
         run = Run(RunSpec(argv=fake("ticker", "30", "0.03")), Target(proxy.url(), bg.server.token))
         run.start(bg)
-        wait_for(lambda: "tick 5" in run.stdout)
-        bg.call(_drop(proxy), timeout=5)
-        run.wait(30)
+        eventually(lambda: "tick 5" in run.stdout, what="six ticks")
+        bg.call(_drop(proxy), timeout=scaled(5))
+        run.wait(scaled(30))
     finally:
-        bg.call(proxy.close(), timeout=10)
+        bg.call(proxy.close(), timeout=scaled(10))
     assert run.status == "completed"
     assert run.stdout == "".join(f"tick {i}\n" for i in range(30))
     methods = [e.method for e in run.events]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .kernel_utils import (
     fake_command,
     py,
 )
+from .util import eventually, scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
@@ -44,17 +44,17 @@ def fresh_kernel(tmp_path: Path) -> Iterator[KernelHarness]:
     harness.shutdown()
 
 
-def process_gone(pid: int, timeout: float = 15.0) -> bool:
-    """Poll until ``pid`` no longer runs (a zombie counts as gone)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
+def gone(pid: int) -> bool:
+    """Whether ``pid`` no longer runs (a zombie counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def assert_gone(pid: int) -> None:
+    """Fail unless ``pid`` ends within ``scaled(15)`` s."""
+    eventually(lambda: gone(pid), timeout=15, interval=0.05, what=f"process {pid} to end")
 
 
 def shows_status(status: str) -> object:
@@ -74,9 +74,9 @@ def test_magic_returns_at_once_and_the_kernel_stays_free(kernel: KernelHarness) 
     """Without --wait the magic returns well under a second and other cells run while the process does."""
     execution = kernel.ok(ccexec(py("import time; time.sleep(3)"), "-o", "bg"))
     print(f"\nnon-blocking %ccexec returned in {execution.seconds * 1000:.0f} ms")
-    assert execution.seconds < 0.5
+    assert execution.seconds < scaled(0.5)
     other = kernel.ok("print(6 * 7)")
-    assert other.stream() == "42\n" and other.seconds < 0.5
+    assert other.stream() == "42\n" and other.seconds < scaled(0.5)
     assert kernel.value("bg.status") == "running"
     kernel.wait_until("bg.done", timeout=20)
     assert kernel.value("(bg.status, bg.exit_code)") == ("completed", 0)
@@ -129,7 +129,8 @@ def test_cancel_from_the_run(kernel: KernelHarness) -> None:
     pid = kernel.value("c1.state.pid")
     kernel.ok("c1.cancel()")
     kernel.wait_until("c1.done")
-    assert kernel.value("c1.status") == "cancelled" and process_gone(pid)
+    assert kernel.value("c1.status") == "cancelled"
+    assert_gone(pid)
 
 
 def test_cancel_from_the_button(kernel: KernelHarness) -> None:
@@ -149,9 +150,9 @@ def test_interrupt_during_wait_cancels_the_run(kernel: KernelHarness) -> None:
     kernel.manager.interrupt_kernel()
     execution = kernel.finish(msg_id, sent, timeout=30)
     assert execution.error is not None and execution.error[0] == "KeyboardInterrupt"
-    assert execution.seconds < 15
+    assert execution.seconds < scaled(15)
     assert kernel.value("(slow.status, slow.done)") == ("cancelled", True)
-    assert process_gone(kernel.value("slow.state.pid"))
+    assert_gone(kernel.value("slow.state.pid"))
     assert kernel.value("1 + 1") == 2
 
 
@@ -216,7 +217,7 @@ def test_unload_ext_leaves_no_thread_and_no_child(fresh_kernel: KernelHarness) -
     fresh_kernel.ok("%unload_ext cc_executor_nb")
     assert fresh_kernel.value(LOOP_THREADS) == 0
     assert fresh_kernel.value("u.status") == "cancelled"
-    assert process_gone(pid)
+    assert_gone(pid)
     children = psutil.Process(fresh_kernel.pid).children(recursive=True)
     assert [c for c in children if c.status() != psutil.STATUS_ZOMBIE] == []
 
@@ -227,5 +228,5 @@ def test_kernel_shutdown_kills_running_children(fresh_kernel: KernelHarness) -> 
     fresh_kernel.wait_until("s.status == 'running'")
     pid = fresh_kernel.value("s.state.pid")
     fresh_kernel.shutdown()
-    assert process_gone(pid)
+    assert_gone(pid)
 

@@ -14,6 +14,8 @@ import pytest
 from cc_executor_nb.kernel import loop as kernel_loop
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, KernelLoop, LoopStopped
 
+from .util import scaled
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -96,7 +98,7 @@ def test_call_runs_the_coroutine_on_the_loop_thread(private_loop: KernelLoop) ->
     async def where() -> str:
         return threading.current_thread().name
 
-    assert private_loop.call(where(), timeout=5) == "ccx-test-loop"
+    assert private_loop.call(where(), timeout=scaled(5)) == "ccx-test-loop"
 
 
 def test_call_propagates_exceptions(private_loop: KernelLoop) -> None:
@@ -107,7 +109,7 @@ def test_call_propagates_exceptions(private_loop: KernelLoop) -> None:
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
-        private_loop.call(boom(), timeout=5)
+        private_loop.call(boom(), timeout=scaled(5))
 
 
 def test_call_times_out(private_loop: KernelLoop) -> None:
@@ -128,7 +130,7 @@ def test_call_from_the_loop_thread_is_refused(private_loop: KernelLoop) -> None:
             return str(exc)
         return "no error"
 
-    assert "deadlock" in private_loop.call(nested(), timeout=5)
+    assert "deadlock" in private_loop.call(nested(), timeout=scaled(5))
 
 
 def test_submit_after_stop_raises_loop_stopped(private_loop: KernelLoop) -> None:
@@ -152,7 +154,7 @@ def test_stop_cancels_tracked_tasks(private_loop: KernelLoop) -> None:
             cleaned.set()
 
     future = private_loop.submit(forever())
-    assert began.wait(5)
+    assert began.wait(scaled(5))
     private_loop.stop()
     assert cleaned.is_set() and future.cancelled()
 
@@ -185,15 +187,15 @@ def test_interpreter_exit_kills_running_children(tmp_path) -> None:
         "import sys, time, cc_executor_nb\n"
         "r = cc_executor_nb.run([sys.executable, '-c', 'import time; time.sleep(60)'],"
         " command=True, display=False)\n"
-        "deadline = time.monotonic() + 20\n"
+        f"deadline = time.monotonic() + {scaled(20)}\n"  # a child script: tests.util is not importable there
         "while r.state.pid is None and time.monotonic() < deadline: time.sleep(0.01)\n"
         "print(r.state.pid, flush=True)\n"
     )
     began = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=40, cwd=tmp_path, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(40), cwd=tmp_path, check=False
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert time.monotonic() - began < 10
+    assert time.monotonic() - began < scaled(10)
     pid = int(done.stdout.strip())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -22,6 +22,7 @@ from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
 
 from .kernel_utils import ccexec, fake_command, py
+from .util import scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -337,7 +338,7 @@ def test_api_run_without_wait_returns_at_once(shell: InteractiveShell) -> None:
     """run() without wait returns a live run; cancel() ends it."""
     run = cc_executor_nb.run(py("import time; time.sleep(30)"), command=True, quiet=True)
     assert not run.done
-    run.cancel().wait(20)
+    run.cancel().wait(scaled(20))
     assert run.status == "cancelled"
 
 
@@ -353,7 +354,7 @@ def test_remote_server_token_comes_from_the_environment(
     """--server uses the token from the --token-env variable."""
     monkeypatch.setenv("CCX_TEST_TOKEN", "s3cret")
     run = magic(shell, ccexec("true", "-q", "-s", "ws://127.0.0.1:9/ws", "--token-env", "CCX_TEST_TOKEN"))
-    run.wait(20)
+    run.wait(scaled(20))
     assert run.target.token == "s3cret" and run.status == "error"
     assert "s3cret" not in repr(run.target) and "s3cret" not in (run.error or "")
 

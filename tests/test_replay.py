@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +10,8 @@ from hypothesis import strategies as st
 
 from cc_executor_nb.errors import OutputGap
 from cc_executor_nb.server.replay import ReplayLog
+
+from .util import eventually
 
 
 def _body(seq: int) -> bytes:
@@ -63,10 +64,7 @@ def test_closing_a_big_log_frees_its_files() -> None:
         log.append(seq, b"w" * (1 << 20))
     fds = [segment.fd for segment in log._segments]
     log.close()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_is_open(fd) for fd in fds):
-        time.sleep(0.01)
-    assert not any(_is_open(fd) for fd in fds)
+    eventually(lambda: not any(_is_open(fd) for fd in fds), timeout=5, what="every segment file closed")
     assert log.size == 0 and list(log.since(log.last_seq)) == []
 
 

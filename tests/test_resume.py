@@ -13,8 +13,9 @@ from websockets.asyncio.client import connect as ws_connect
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed
 
-from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of, wait_until
+from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of
 from .proxy import FaultyProxy
+from .util import eventually_async, scaled
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ async def test_abrupt_drop_is_resumed_without_gap_or_duplicate(resumable, tmp_pa
     seqs, methods = [], []
     client.add_listener(lambda e: (seqs.append(e.seq) if e.seq is not None else None, methods.append(e.method)))
     await client.execute(argv=fake("flood", str(8 << 20), str(tmp_path / "sha")))
-    assert await wait_until(lambda: len(seqs) > 5)
+    await eventually_async(lambda: len(seqs) > 5, what="six notifications")
     proxy.drop()
     events = await collect(client, timeout=60)
     assert client.reconnects == 1
@@ -52,11 +53,11 @@ async def test_run_keeps_going_while_detached(resumable) -> None:
     client = await connect(proxy.url(), TOKEN, auto_reconnect=False)
     connected = await client.wait_connected()
     await client.execute(argv=fake("ticker", "10", "0.05"))
-    assert await wait_until(lambda: client.last_seq >= 2)
+    await eventually_async(lambda: client.last_seq >= 2, what="two notifications")
     seen = client.last_seq
     proxy.drop()
     session = handler.sessions.get(connected.session_id)
-    assert await wait_until(session.execution.finished.is_set, timeout=10)
+    await eventually_async(session.execution.finished.is_set, what="the run to finish while detached")
     assert not session.attached
     async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
         await ws.recv()
@@ -66,7 +67,7 @@ async def test_run_keeps_going_while_detached(resumable) -> None:
         assert reply["result"]["session_id"] == connected.session_id
         replayed = []
         while not replayed or replayed[-1]["method"] != "process.completed":
-            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            message = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
             if "seq" in message.get("params", {}):
                 replayed.append(message)
         assert [m["params"]["seq"] for m in replayed] == list(range(seen + 1, seen + 1 + len(replayed)))
@@ -82,8 +83,8 @@ async def test_detach_ttl_zero_kills_on_disconnect() -> None:
         client = await connect(proxy.url(), TOKEN)
         pgid = (await client.execute(argv=["sleep", "30"]))["pgid"]
         proxy.drop()
-        assert await wait_until(lambda: not group_alive(pgid), timeout=3)
-        assert await wait_until(lambda: client.closed, timeout=5)
+        await eventually_async(lambda: not group_alive(pgid), timeout=3, what="the group gone")
+        await eventually_async(lambda: client.closed, timeout=5, what="the client closed")
     finally:
         await proxy.close()
         await handler.close()
@@ -95,8 +96,8 @@ async def test_clean_close_still_ends_the_run_at_once(resumable) -> None:
     client = await connect(proxy.url(), TOKEN)
     pgid = (await client.execute(argv=["sleep", "30"]))["pgid"]
     await client.close()
-    assert await wait_until(lambda: not group_alive(pgid), timeout=3)
-    assert await wait_until(lambda: not handler.sessions.sessions)
+    await eventually_async(lambda: not group_alive(pgid), timeout=3, what="the group gone")
+    await eventually_async(lambda: not handler.sessions.sessions, what="the session dropped")
 
 
 async def test_missed_heartbeats_make_the_client_reconnect(resumable) -> None:
@@ -106,11 +107,11 @@ async def test_missed_heartbeats_make_the_client_reconnect(resumable) -> None:
     noticed: list[float] = []
     client.add_listener(lambda e: noticed.append(time.monotonic()) if e.method == "client.reconnecting" else None)
     await client.execute(argv=fake("ticker", "30", "0.1"), heartbeat_interval=0.2)
-    assert await wait_until(lambda: client.last_seq >= 3)
+    await eventually_async(lambda: client.last_seq >= 3, what="three notifications")
     frozen_at = time.monotonic()
     proxy.freeze()
-    assert await wait_until(lambda: bool(noticed), timeout=5)
-    assert 0.6 <= noticed[0] - frozen_at < 1.5  # three 0.2 s intervals, checked every 0.1 s
+    await eventually_async(lambda: noticed, timeout=5, what="client.reconnecting")
+    assert 0.6 <= noticed[0] - frozen_at < scaled(1.5)  # three 0.2 s intervals, checked every 0.1 s
     proxy.thaw()
     events = await collect(client, timeout=30)
     assert client.reconnects == 1
@@ -134,7 +135,7 @@ async def test_resume_takes_the_session_from_a_stale_connection(resumable) -> No
         if isinstance(event, Completed):
             break
     assert output_of(events) == "".join(f"tick {i}\n" for i in range(20))
-    assert await wait_until(lambda: first.closed)
+    await eventually_async(lambda: first.closed, what="the stale connection closed")
     assert len(handler.sessions.sessions) == 1
     await second.close()
 

@@ -19,8 +19,9 @@ import pytest
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Output
 
-from .conftest import fake, group_alive, wait_until
+from .conftest import fake, group_alive
 from .servers import SERVER, PeakRss, ServerProcess, start_server
+from .util import eventually_async, scaled
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_token_from_environment(tmp_path) -> None:
 def test_non_loopback_without_token_refuses_to_start() -> None:
     """--no-token on a non-loopback address exits with an error."""
     proc = subprocess.run([*SERVER, "--host", "0.0.0.0", "--port", "0", "--no-token"],
-                          capture_output=True, text=True, timeout=30, check=False)
+                          capture_output=True, text=True, timeout=scaled(30), check=False)
     assert proc.returncode == 2 and "without a token" in proc.stderr
 
 
@@ -80,7 +81,7 @@ def test_log_tags_and_sigterm_with_three_runs(token_server) -> None:
         for _ in range(3):
             client = await connect(token_server.url, "standalone-token")
             pgids.append((await client.execute(argv=fake("stubborn", "1")))["pgid"])
-        assert await wait_until(lambda: all(len(group_alive(p)) == 2 for p in pgids))
+        await eventually_async(lambda: all(len(group_alive(p)) == 2 for p in pgids), what="3 runs, a grandchild each")
         return pgids
 
     async def main() -> list[int]:
@@ -130,7 +131,7 @@ def test_terminal_client_streams_and_exits_with_the_child_code() -> None:
     """``python -m cc_executor_nb run -- CMD`` prints the output and exits with its code."""
     proc = subprocess.run(
         [sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("exit", "7")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=scaled(60), check=False,
     )
     assert proc.returncode == 7 and proc.stdout == "bye\n"
     assert "[failed] exit 7" in proc.stderr  # the one text renderer (kernel.textview)
@@ -141,7 +142,7 @@ def test_terminal_client_shows_heartbeats_and_inactivity_on_stderr(token_server)
     proc = subprocess.run(
         [sys.executable, "-m", "cc_executor_nb", "run", "--server", token_server.url, "--heartbeat", "0.2",
          "--inactivity", "0.4", "--", *fake("silence", "1.5")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=scaled(60), check=False,
         env={**os.environ, "CC_EXECUTOR_TOKEN": "standalone-token"},
     )
     assert proc.returncode == 0 and proc.stdout == "before\nafter\n"
@@ -151,5 +152,5 @@ def test_terminal_client_shows_heartbeats_and_inactivity_on_stderr(token_server)
 def test_terminal_client_reports_signal_deaths_as_128_plus_n() -> None:
     """A child killed by SIGKILL makes the terminal client exit 137."""
     proc = subprocess.run([sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("signal", "9")],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=scaled(60), check=False)
     assert proc.returncode == 137

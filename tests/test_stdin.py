@@ -142,7 +142,7 @@ async def test_long_input_goes_in_pieces_whole_characters_kept(client: Client) -
     await client.execute(argv=[sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"], stdin="pipe")
     await client.input(text)
     await client.close_input()
-    assert output_of(await collect(client, timeout=scaled(30))) == text
+    assert output_of(await collect(client, timeout=30)) == text
 
 
 async def test_a_child_that_exits_without_reading_ends_normally(client: Client) -> None:

@@ -20,6 +20,8 @@ from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.textview import TextView
 from cc_executor_nb.kernel.views import RunView
 
+from .util import eventually, scaled
+
 # A dummy comm, after ipywidgets' own widgets/tests/utils.py: widgets open one at
 # construction and send every state update through it, so its messages are the
 # traffic a browser would receive.
@@ -218,8 +220,8 @@ def test_render_from_another_thread(
 
     thread = threading.Thread(target=work)
     thread.start()
-    thread.join(10)
-    assert not errors
+    thread.join(scaled(10))
+    assert not thread.is_alive() and not errors
     assert "from a thread" in view.output.value
 
 
@@ -588,16 +590,8 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     thread.start()
     yield loop
     loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
+    thread.join(scaled(10))
     loop.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        time.sleep(0.005)
 
 
 def test_flood_on_loop_thread_stays_near_cap(loop: asyncio.AbstractEventLoop) -> None:
@@ -615,8 +609,8 @@ def test_flood_on_loop_thread_stays_near_cap(loop: asyncio.AbstractEventLoop) ->
                 await asyncio.sleep(0)  # Let the loop's timers run, as a real client would.
         return pokes, time.monotonic() - start
 
-    pokes, took = asyncio.run_coroutine_threadsafe(flood(), loop).result(30)
-    wait_until(lambda: not coalescer.dirty)
+    pokes, took = asyncio.run_coroutine_threadsafe(flood(), loop).result(scaled(30))
+    eventually(lambda: not coalescer.dirty, interval=0.005, what="the last render")
     coalescer.detach()
     assert pokes > 1000
     assert 5 <= render.calls <= took * 10 + 3
@@ -639,7 +633,7 @@ def test_pokes_from_other_thread_are_rendered_by_loop(
     for _ in range(1000):
         coalescer.poke()
     clock.now = 1.0
-    wait_until(lambda: not coalescer.dirty)
+    eventually(lambda: not coalescer.dirty, interval=0.005, what="the last render")
     coalescer.detach()
     assert len(rendered_on) == 2
     assert rendered_on[0] == threading.current_thread().name and rendered_on[1] != rendered_on[0]
@@ -652,13 +646,13 @@ def test_attached_ticker_renders_and_detach_stops_it(
     render = Counter()
     coalescer = Coalescer(render, max_rate=100.0, tick_interval=0.02)
     coalescer.attach(loop)
-    wait_until(lambda: render.calls >= 3)
+    eventually(lambda: render.calls >= 3, interval=0.005, what="three ticks")
     coalescer.detach()
     stopped_at = render.calls
     later = threading.Event()
     # Timers fire in time order, so any tick still armed would run before this one.
     loop.call_soon_threadsafe(loop.call_later, 0.2, later.set)
-    assert later.wait(10)
+    assert later.wait(scaled(10))
     assert (render.calls, coalescer.attached) == (stopped_at, False)
 
 
@@ -683,7 +677,7 @@ def test_coalescer_drives_run_view_from_loop(
 
     start = time.monotonic()
     loop.call_soon_threadsafe(feed)
-    wait_until(lambda: "line 499" in view.output.value)
+    eventually(lambda: "line 499" in view.output.value, interval=0.005, what="the last line shown")
     took = time.monotonic() - start
     coalescer.detach()
     assert 1 <= coalescer.render_count <= took * 10 + 2 < 500

@@ -19,9 +19,10 @@ from cc_executor_nb import errors
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Output
 
-from ..conftest import TOKEN, collect, completed, fake, group_alive, make_handler, wait_until
+from ..conftest import TOKEN, collect, completed, fake, group_alive, make_handler
 from ..proxy import FaultyProxy
 from ..servers import PeakRss, start_server
+from ..util import eventually, eventually_async, scaled
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -46,9 +47,9 @@ async def test_ten_tcp_drops_during_100_mb(tmp_path, record) -> None:
         reading = asyncio.ensure_future(collect(client, timeout=200))
         for drop in range(10):
             target = len(sizes) + 5
-            assert await wait_until(lambda target=target: len(sizes) >= target, timeout=30)
+            await eventually_async(lambda target=target: len(sizes) >= target, timeout=30, what="5 more outputs")
             proxy.drop()
-            assert await wait_until(lambda drop=drop: client.reconnects == drop + 1, timeout=30)
+            await eventually_async(lambda drop=drop: client.reconnects == drop + 1, timeout=30, what="the resume")
         await reading
         assert sum(sizes) == 100 << 20
         assert digest.hexdigest() == (tmp_path / "sha").read_text()
@@ -105,11 +106,11 @@ async def test_detach_ttl_expiry_kills_the_group(record) -> None:
     try:
         client = await connect(proxy.url(), TOKEN, auto_reconnect=False)
         pgid = (await client.execute(argv=fake("stubborn", "2")))["pgid"]
-        assert await wait_until(lambda: len(group_alive(pgid)) == 3)
+        await eventually_async(lambda: len(group_alive(pgid)) == 3, what="the child and 2 grandchildren")
         dropped = time.monotonic()
         proxy.drop()
-        assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
-        assert await wait_until(lambda: not handler.sessions.sessions)
+        await eventually_async(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3, what="the group gone")
+        await eventually_async(lambda: not handler.sessions.sessions, what="the session dropped")
         gone = time.monotonic() - dropped
         record("detach TTL 1 s expires", "group killed", f"group gone {gone:.1f} s after the drop")
     finally:
@@ -136,17 +137,17 @@ async def test_client_frozen_with_sigstop_is_detected(record) -> None:
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CLIENT_SCRIPT, handler.url, TOKEN,
                                                 stdout=asyncio.subprocess.PIPE)
     try:
-        assert (await asyncio.wait_for(proc.stdout.readline(), 20)).strip() == b"running"
+        assert (await asyncio.wait_for(proc.stdout.readline(), scaled(20))).strip() == b"running"
         session = next(iter(handler.sessions.sessions.values()))
         pgid = session.execution.process.pgid
         frozen = time.monotonic()
         proc.send_signal(signal.SIGSTOP)
-        assert await wait_until(lambda: not session.attached, timeout=5)
+        await eventually_async(lambda: not session.attached, timeout=5, what="the frozen client detached")
         detected = time.monotonic() - frozen
         # Ping interval + pong timeout, then at most the close timeout (1 s) for the dead
         # peer's close frame, plus scheduling slack on a busy 2-core machine.
-        assert detected <= 0.5 + 0.5 + 1.0 + 0.5
-        assert await wait_until(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3)
+        assert detected <= scaled(0.5 + 0.5 + 1.0 + 0.5)
+        await eventually_async(lambda: not group_alive(pgid), timeout=1.0 + 1.0 + 3, what="the group gone")
         record(
             "client frozen (SIGSTOP)",
             "dropped within ping interval+timeout+close timeout (2 s)",
@@ -166,7 +167,7 @@ async def _kill_server_with_runs(count: int, sig: int) -> tuple[int, list[int], 
     server = start_server("--token", TOKEN, "--kill-grace", "1")
     clients = [await connect(server.url, TOKEN, auto_reconnect=False) for _ in range(count)]
     pgids = [(await c.execute(argv=fake("stubborn", "1")))["pgid"] for c in clients]
-    assert await wait_until(lambda: all(len(group_alive(p)) == 2 for p in pgids))
+    await eventually_async(lambda: all(len(group_alive(p)) == 2 for p in pgids), what="every run with its grandchild")
     signalled = time.monotonic()
     code = await asyncio.to_thread(server.finish, sig)
     for client in clients:
@@ -187,7 +188,7 @@ async def test_server_sigkill_leaves_no_children(record) -> None:
     """SIGKILL of the server: the watchdog kills its children within 2 s."""
     code, pgids, signalled = await _kill_server_with_runs(2, signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert await wait_until(lambda: all(not group_alive(p) for p in pgids), timeout=2.0)
+    await eventually_async(lambda: all(not group_alive(p) for p in pgids), timeout=2.0, what="every group gone")
     record("server SIGKILL, 2 runs", "children gone within 2 s", f"gone after {time.monotonic() - signalled:.2f} s")
 
 
@@ -210,10 +211,10 @@ async def test_grandchildren_and_a_setsid_escapee_are_killed(client, server, rec
     first = await anext(e async for e in client.events() if isinstance(e, Output))
     pids = [int(p) for p in first.data.split()]
     # The grandchild calls setsid right after fork; give it the moment it needs.
-    assert await wait_until(lambda: os.getpgid(pids[0]) != pgid, timeout=5)
+    await eventually_async(lambda: os.getpgid(pids[0]) != pgid, timeout=5, what="the escapee's setsid")
     await client.cancel()
     await collect(client)
-    assert await wait_until(lambda: not group_alive(pgid) and not _alive(pids[0]), timeout=3)
+    await eventually_async(lambda: not group_alive(pgid) and not _alive(pids[0]), timeout=3, what="all of them gone")
     observed = f"{len(pids)} grandchildren gone (escapee {pids[0]} by marker)"
     record("grandchildren + setsid escapee", "all killed on cancel", observed)
 
@@ -298,7 +299,7 @@ async def test_slowloris_handshakes_do_not_block_a_good_client(record) -> None:
             await good.execute(argv=["echo", "ok"])
             assert completed(await collect(good)).exit_code == 0
         good_seconds = time.monotonic() - started
-        closed = await asyncio.gather(*(asyncio.wait_for(r.read(), 10) for r, _ in writers))
+        closed = await asyncio.gather(*(asyncio.wait_for(r.read(), scaled(10)) for r, _ in writers))
         assert all(data == b"" or data.startswith(b"HTTP/1.1") for data in closed)
         record("200 half-open handshakes", "good client served; stalled ones cut at 2 s",
                f"good run in {good_seconds:.2f} s; 200 cut")
@@ -331,9 +332,9 @@ async def test_connect_disconnect_churn_leaks_nothing(record) -> None:
                 await client.close()
 
         await asyncio.gather(*(churn(i) for i in range(50)))
-        assert await wait_until(lambda: not handler.sessions.sessions)
-        assert await wait_until(lambda: len(asyncio.all_tasks()) <= tasks)
-        assert await wait_until(lambda: me.num_fds() <= fds)
+        await eventually_async(lambda: not handler.sessions.sessions, what="every session dropped")
+        await eventually_async(lambda: len(asyncio.all_tasks()) <= tasks, what="the task count back")
+        await eventually_async(lambda: me.num_fds() <= fds, what="the descriptor count back")
         assert {p.pid for p in me.children(recursive=True)} <= children
         record("50 clients x 20 connects", "no leaked tasks, fds, processes",
                f"tasks {len(asyncio.all_tasks())}/{tasks}, fds {me.num_fds()}/{fds}")
@@ -355,7 +356,7 @@ def test_kernel_restart_with_a_run_in_progress_leaves_no_orphan(tmp_path, record
         assert len(group_alive(pgid)) == 3
         restarted = time.monotonic()
         harness.manager.restart_kernel(now=True)
-        assert asyncio.run(wait_until(lambda: not group_alive(pgid), timeout=5))
+        eventually(lambda: not group_alive(pgid), timeout=5, what="the group gone")
         record("kernel restart mid-run", "no orphan", f"group gone {time.monotonic() - restarted:.2f} s after restart")
     finally:
         harness.shutdown()
