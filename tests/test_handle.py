@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 from cc_executor_nb.kernel.loop import KernelLoop
@@ -93,12 +94,20 @@ def test_cancel_ends_the_run_cancelled(bg: KernelLoop) -> None:
 def test_pause_and_resume(bg: KernelLoop) -> None:
     """pause() and resume() move the run to paused and back to running."""
     run = start(bg, fake("ticker", "100", "0.05"))
-    eventually(lambda: run.status == "running", what="the run running")
+    eventually(lambda: "tick 1\n" in run.stdout, what="the first ticks")
+    assert run.status == "running"
+    child = psutil.Process(run.state.pid)
     run.pause()
     eventually(lambda: run.status == "paused", what="status paused")
+    eventually(lambda: child.status() == psutil.STATUS_STOPPED, what="the child stopped")
     run.resume()
     eventually(lambda: run.status == "running", what="status running again")
+    assert child.status() != psutil.STATUS_STOPPED
+    ticks = run.stdout.count("tick")
+    eventually(lambda: run.stdout.count("tick") > ticks, what="ticks after the resume")
     run.cancel().wait(scaled(20))
+    methods = [e.method for e in run.events]
+    assert methods.index("process.paused") < methods.index("process.resumed")
 
 
 def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:

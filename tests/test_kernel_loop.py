@@ -88,7 +88,10 @@ def test_stop_is_idempotent_and_joins_the_thread(private_loop: KernelLoop) -> No
 
 def test_stop_before_start_is_a_no_op() -> None:
     """stop() on a loop that never started does nothing."""
-    KernelLoop().stop()
+    loop = KernelLoop(FakeServer, thread_name="ccx-never-started")
+    loop.stop()
+    assert not loop.running and loop.thread is None and loop.server is None
+    assert loop_threads("ccx-never-started") == []
 
 
 def test_call_runs_the_coroutine_on_the_loop_thread(private_loop: KernelLoop) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from typing import Any
 
+import psutil
 import pytest
 
 from cc_executor_nb.client import connect
-from cc_executor_nb.events import Event, Heartbeat, Output
+from cc_executor_nb.events import Completed, Event, Heartbeat, Output
 from cc_executor_nb.server.progress import HistoryStore, ProgressEstimator
 from cc_executor_nb.targets import count_units, prompt_target
 
@@ -153,13 +156,44 @@ async def test_status_request_carries_resources_and_progress(started) -> None:
     assert "progress" in seen_status
 
 
+def cpu_seconds(proc: psutil.Process) -> tuple[float, float] | None:
+    """(now, the process's CPU seconds so far) while it runs; None once it exited."""
+    try:
+        with proc.oneshot():
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            times = proc.cpu_times()
+    except psutil.Error:
+        return None
+    return time.monotonic(), times.user + times.system
+
+
 async def test_metrics_carry_cpu_and_memory(started) -> None:
     """process.metrics reports the group's CPU and memory while it burns."""
     _, client = await started(metrics_interval=0.3)
-    await client.execute(argv=fake("burn", "2.0", "200"))
-    events = await collect(client)
-    resources = [m.params["resources"] for m in metrics(events)]
-    assert max(r["cpu_percent"] for r in resources) > 50
+    child = psutil.Process((await client.execute(argv=fake("burn", "2.0", "200")))["pid"])
+    resources: list[dict[str, Any]] = []  # sampled while the child still ran
+    spinning: tuple[float, float] | None = None
+    latest: tuple[float, float] | None = None
+    async for event in client.events():
+        now = cpu_seconds(child)
+        if isinstance(event, Output) and event.data.startswith("burning"):
+            spinning = now
+        elif event.method == "process.metrics" and now is not None:
+            resources.append(event.params["resources"])
+            latest = now if spinning is not None else None
+        if isinstance(event, Completed):
+            break
+    assert spinning is not None and latest is not None and latest[0] > spinning[0]
+    # The CPU the child really got while it spun, from its own CPU time: a whole core on a
+    # quiet machine, less when other work shares the cores. The server's busiest sample
+    # must show at least half of that (its samples tile the same span, so their peak is
+    # at least their mean), and no more than the machine has.
+    got = 100 * (latest[1] - spinning[1]) / (latest[0] - spinning[0])
+    peak = max(r["cpu_percent"] for r in resources)
+    print(f"\nburning child: {got:.0f}% CPU measured from its CPU time; server's peak figure {peak:.0f}%")
+    assert got > 5, "the burning child got next to no CPU: nothing to compare"
+    assert 0.5 * got <= peak <= 100 * (psutil.cpu_count() or 1) + 10
     assert max(r["rss_bytes"] for r in resources) > 200 << 20
     assert all(r["num_processes"] >= 1 for r in resources)
 

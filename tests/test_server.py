@@ -61,8 +61,8 @@ async def test_stdout_and_stderr_are_kept_apart(client) -> None:
 async def test_output_chunks_are_line_aligned(client) -> None:
     """Each process.output holds whole lines when lines are short."""
     await client.execute(argv=fake("interleave", "40"))
-    events = await collect(client)
-    assert all(e.data.endswith("\n") for e in events if isinstance(e, Output))
+    outputs = [e for e in await collect(client) if isinstance(e, Output)]
+    assert outputs and all(e.data.endswith("\n") for e in outputs)
 
 
 async def test_five_megabyte_line_without_newline_arrives_whole(server, client) -> None:
@@ -103,6 +103,7 @@ async def test_heartbeats_carry_last_seq(client) -> None:
     """A heartbeat reports the seq of the last run notification sent before it."""
     await client.execute(argv=fake("silence", "0.8"), heartbeat_interval=0.2)
     events = await collect(client)
+    assert any(isinstance(e, Heartbeat) for e in events), "no heartbeat during a 0.8 s silence"
     last_seq = 0
     for event in events:
         if isinstance(event, Heartbeat):
@@ -226,10 +227,12 @@ async def test_no_timeout_unless_given(client) -> None:
 
 async def test_partial_line_is_flushed_after_a_quiet_period(client) -> None:
     """A prompt without newline reaches the client while the child still runs."""
-    await client.execute(argv=fake("prompt", "Continue? [y/N] "))
+    child = psutil.Process((await client.execute(argv=fake("prompt", "Continue? [y/N] ")))["pid"])
     async for event in client.events():
+        assert event.method != "process.completed", "the prompt came only with the exit"
         if isinstance(event, Output):
             assert event.data == "Continue? [y/N] "
+            assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
             break
     await client.cancel()
     await collect(client)
@@ -277,11 +280,16 @@ async def test_status_reports_idle_and_running(client) -> None:
     """status answers idle with no run, and running with pid, timings and resources."""
     idle = await client.status()
     assert idle["state"] == "idle" and idle["pid"] is None and idle["session_id"] == client.session_id
+    printed: list[str] = []
+    client.add_listener(lambda e: printed.append(e.data) if isinstance(e, Output) else None)
+    asked = time.monotonic()
     result = await client.execute(argv=fake("silence", "5"))
-    await asyncio.sleep(0.3)
+    await eventually_async(lambda: "before\n" in printed, what="the child's first line")
     busy = await client.status()
+    since_asked = time.monotonic() - asked
     assert busy["state"] == "running" and busy["pid"] == result["pid"]
-    assert busy["elapsed_seconds"] > 0.2 and busy["inactive_seconds"] >= 0
+    assert 0 < busy["elapsed_seconds"] <= since_asked
+    assert 0 <= busy["inactive_seconds"] <= busy["elapsed_seconds"]
     assert busy["resources"]["num_processes"] >= 1 and busy["resources"]["rss_bytes"] > 0
     await client.cancel()
     await collect(client)
