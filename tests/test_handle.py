@@ -154,8 +154,12 @@ async def test_cancelling_an_await_leaves_the_run_alone(bg: KernelLoop) -> None:
     """Cancelling the task that awaits a run does not cancel the run's outcome."""
     run = start(bg, fake("ticker", "3", "0.1"))
     waiter = asyncio.ensure_future(run._wait_async())
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # one turn of the loop: the waiter runs up to its await on the run
+    assert not waiter.done()
     waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not run.done
     assert (await run).status == "completed"
 
 

@@ -192,11 +192,15 @@ def test_quiet_mode_prints_plain_text(kernel: KernelHarness) -> None:
 def test_quiet_mode_without_wait_writes_to_its_own_cell(kernel: KernelHarness) -> None:
     """Text printed after a --quiet cell has finished still carries that cell's parent header."""
     execution = kernel.ok(ccexec(fake_command("silence", "0.5"), "--quiet", "-o", "q"))
+
+    def late_text() -> str:
+        return "".join(
+            r.content["text"] for r in kernel.log
+            if r.at > execution.ended and r.type == "stream" and r.parent_id == execution.msg_id
+        )
+
+    kernel.until(lambda: "after\n" in late_text(), what="'after' printed under the --quiet cell")
     kernel.wait_until("q.done")
-    kernel.drain(0.5)
-    late = [r for r in kernel.log if r.at > execution.ended and r.type == "stream"
-            and r.parent_id == execution.msg_id]
-    assert "after\n" in "".join(r.content["text"] for r in late)
 
 
 def test_reload_ext_twice_leaves_one_loop_thread(fresh_kernel: KernelHarness) -> None:

@@ -127,17 +127,18 @@ async def test_idle_session_still_gets_heartbeats(server) -> None:
 
 async def test_pause_stops_output_until_resume(client) -> None:
     """PAUSE stops the group (no output while paused); RESUME lets it go on."""
-    await client.execute(argv=fake("ticker", "60", "0.05"))
+    pid = (await client.execute(argv=fake("ticker", "60", "0.05")))["pid"]
     seen: list[tuple[float, str]] = []
     client.add_listener(lambda e: seen.append((time.monotonic(), e.method)))
     await eventually_async(lambda: sum(m == "process.output" for _, m in seen) >= 2, what="two outputs")
     assert (await client.pause())["status"] == "paused"
-    await asyncio.sleep(0.2)  # let output already in flight land
-    paused_at = time.monotonic()
+    await eventually_async(lambda: psutil.Process(pid).status() == psutil.STATUS_STOPPED, what="the child stopped")
+    stopped_at = time.monotonic()
     state = await client.status()
     assert state["state"] == "paused"
-    await asyncio.sleep(0.8)
-    during = [m for t, m in seen if t > paused_at and m == "process.output"]
+    in_flight = scaled(0.2)  # lines written just before the stop may still be crossing the pipe and socket
+    await asyncio.sleep(in_flight + 0.8)  # the behaviour under test: 0.8 s paused (16 ticks had it not held)
+    during = [m for t, m in seen if t > stopped_at + in_flight and m == "process.output"]
     assert during == []
     assert (await client.resume())["status"] == "resumed"
     events = await collect(client)
