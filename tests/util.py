@@ -2,10 +2,12 @@
 
 Every time-sensitive assertion and every deadline goes through :func:`scaled`, so a slow
 machine (or a loaded CI runner) can stretch them all at once with the environment
-variable ``CCX_TEST_TIME_SCALE`` (default 1; e.g. 3 on a busy 2-core box). Waiting
-for something to happen is :func:`eventually` (threads) or :func:`eventually_async`
-(coroutines): poll with a deadline, never a fixed sleep, and fail with a message that
-says what never happened.
+variable ``CCX_TEST_TIME_SCALE`` (default 1; e.g. 3 on a busy 2-core box); conftest.py
+stretches every test's pytest-timeout by the same factor. Waiting for something to
+happen is :func:`eventually` (threads) or :func:`eventually_async` (coroutines): poll
+with a deadline, never a fixed sleep, and fail with a message that says what never
+happened. A sleep stays only where it is the behaviour under test (a child that is
+silent for 2 s, a reader that stalls), with any tolerance around it ``scaled()``.
 """
 
 from __future__ import annotations
