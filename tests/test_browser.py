@@ -256,8 +256,24 @@ def open_and_run_all(page: Any, lab: Lab, name: str) -> None:
     poll(lambda: _kernel_ready(page), 60, f"the kernel of {name}")
     page.locator(".jp-Notebook .jp-Cell").first.click()  # the notebook becomes the current widget
     poll(lambda: menu(page, "Edit", "editmenu:clear-all") and _cleared(page), 20, "cleared cells")
-    poll(lambda: menu(page, "Run", "runmenu:run-all"), 20, "Run All Cells to be enabled")
-    poll(lambda: _prompts(page)[0] != "[ ]:", 30, "Run All Cells to start")
+    clicks: list[float] = []
+
+    def started() -> bool:
+        """Whether a cell is queued or ran; clicks Run All Cells while none is.
+
+        On a loaded machine the click can land before the notebook's session has its
+        kernel attached: JupyterLab then queues nothing and says nothing. Every prompt
+        still blank means nothing was queued, so clicking again cannot run a cell twice.
+        """
+        if _prompts(page)[0] != "[ ]:":
+            return True
+        if (not clicks or time.monotonic() - clicks[-1] > scaled(5)) and menu(page, "Run", "runmenu:run-all"):
+            clicks.append(time.monotonic())
+        return False
+
+    poll(started, 40, "Run All Cells to start")
+    if len(clicks) > 1:
+        print(f"\n{name}: Run All Cells clicked {len(clicks)} times before a cell was queued")
 
 
 def menu(page: Any, title: str, command: str) -> bool:
@@ -343,7 +359,11 @@ def test_quickstart_streams_the_answer_and_keeps_html_inert(
     print(f"story words on screen: {_words(first)} then {_words(grown)}")
 
     final = poll(lambda: _finished(view(story)), 30, "the story run to finish")
-    assert final["status"] == "completed" and _words(final) == 300, final
+    assert final["status"] == "completed", final
+    # The badge and the answer are separate widgets: the answer's last update can land a
+    # moment after the status; what the page settles on is the whole story.
+    final = poll(lambda: _with_words(view(story), 300), 10, "the whole story on screen")
+    assert _words(final) == 300, final
     assert re.search(r"\$\d+\.\d{4}", final["footer"]), final["footer"]
     screenshot(page, story, "01-story-final.png")
 
@@ -384,10 +404,14 @@ def test_long_thinking_widget_ticks_while_another_cell_keeps_the_kernel_busy(
 
     def changed() -> dict[str, Any] | None:
         state = view(think)
+        # The CLI's start-up output can reset the silence timer (a slow start on a busy
+        # machine): what counts is a timer that is running again, in the thinking phase.
         moved = (
             state
             and time.monotonic() - taken >= 1
+            and state["status"] == "thinking"
             and state["heart"] != before["heart"]
+            and state["silence"]
             and state["silence"] != before["silence"]
         )
         return state if moved else None
