@@ -129,7 +129,7 @@ class KernelHarness:
     def restart(self, *, ready_timeout: float = 60.0) -> None:
         """Restart the kernel as a front end would (a graceful shutdown, then a new process)."""
         self.manager.restart_kernel(now=False)
-        self.client.wait_for_ready(timeout=ready_timeout)
+        self.client.wait_for_ready(timeout=scaled(ready_timeout))
         self.drain(0.2)
 
     def shutdown(self) -> None:

@@ -466,7 +466,7 @@ def api(lab: Lab, path: str, method: str = "GET") -> Any:
         f"{lab.url}api/{path}", method=method, headers={"Authorization": f"token {lab.token}"}
     )
     direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with direct.open(request, timeout=10) as response:
+    with direct.open(request, timeout=scaled(10)) as response:
         body = response.read()
     return json.loads(body) if body else None
 
@@ -482,11 +482,11 @@ def choose_no_kernel(page: Any, timeout: float = 15.0) -> None:
     """Answer the "Select Kernel" dialog a kernelless server shows with "No Kernel", once it came."""
     dialog = page.locator(".jp-Dialog")
     try:
-        dialog.wait_for(timeout=timeout * 1000)
+        dialog.wait_for(timeout=scaled(timeout) * 1000)
     except Exception:  # Playwright's TimeoutError: no dialog this time
         return
     dialog.get_by_role("button", name="No Kernel").click()
-    dialog.wait_for(state="detached", timeout=timeout * 1000)
+    dialog.wait_for(state="detached", timeout=scaled(timeout) * 1000)
 
 
 def test_the_record_survives_save_close_and_reopen_without_kernel(

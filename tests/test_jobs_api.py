@@ -21,7 +21,7 @@ from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .kernel_utils import fake_command
-from .util import eventually
+from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,7 +34,7 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
     yield directory
     stop_shared_loop()
-    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=60)
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
 
 
 @pytest.fixture
@@ -151,10 +151,10 @@ def test_the_demo_runner_gives_its_command_a_backend_and_passes_on_its_end() -> 
     """demo.runner: the command reaches a live demo API; its exit status and its death by signal come back."""
     runner = [sys.executable, "-m", "cc_executor_nb.demo.runner", "--"]
     probe = "import os, urllib.request; print(urllib.request.urlopen(os.environ['ANTHROPIC_BASE_URL']).status)"
-    ok = subprocess.run([*runner, sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+    ok = subprocess.run([*runner, sys.executable, "-c", probe], capture_output=True, text=True, timeout=scaled(60),
                         check=False, env={"NO_PROXY": "127.0.0.1", "PATH": "/usr/bin:/bin"})
     assert (ok.returncode, ok.stdout) == (0, "200\n"), ok.stderr
-    code = subprocess.run([*runner, sys.executable, "-c", "raise SystemExit(7)"], timeout=60, check=False)
-    killed = subprocess.run([*runner, sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"], timeout=60,
+    code = subprocess.run([*runner, sys.executable, "-c", "raise SystemExit(7)"], timeout=scaled(60), check=False)
+    killed = subprocess.run([*runner, sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"], timeout=scaled(60),
                             check=False)
     assert (code.returncode, killed.returncode) == (7, -9)

@@ -28,7 +28,7 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     directory = tmp_path / "runtime"
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
     yield directory
-    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=60)
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def load(kernel: KernelHarness) -> None:
 
 
 def job_id_of(kernel: KernelHarness, name: str) -> str:
-    kernel.wait_until(f"{name}.job_id is not None", timeout=scaled(30))
+    kernel.wait_until(f"{name}.job_id is not None", timeout=30)
     return str(kernel.value(f"{name}.job_id"))
 
 
@@ -63,13 +63,13 @@ def test_a_durable_run_survives_a_kernel_restart_and_attach_replays_it_exactly(k
     kernel.ok(ccexec(fake_command("ticker", "200", "0.1"), "--durable", "-o", "job"))
     job_id = job_id_of(kernel, "job")
     pid = kernel.value("job.state.pid")
-    kernel.wait_until("job.duration is not None and job.duration >= 5", timeout=scaled(30))
+    kernel.wait_until("job.duration is not None and job.duration >= 5", timeout=30)
     kernel.restart()
     alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     assert alive, "the job died with the kernel"
     load(kernel)
     kernel.ok("%ccexec --attach last -o again")
-    kernel.wait_until("again.done", timeout=scaled(60))
+    kernel.wait_until("again.done", timeout=60)
     assert kernel.value(SHA.format("again")) == hashlib.sha256(TICKS.encode()).hexdigest()
     assert kernel.value("(again.status, again.exit_code, again.attached, again.job_id)") == (
         "completed", 0, True, job_id,
@@ -87,7 +87,7 @@ def test_two_kernels_attach_to_one_running_job_and_see_the_same_output(kernels, 
     second.ok(f"seen = cc_executor_nb.attach({job_id!r}, quiet=True)")
     first.ok(f"seen = cc_executor_nb.attach({job_id[:8]!r}, quiet=True)")
     for kernel in (first, second):
-        kernel.wait_until("seen.done", timeout=scaled(40))
+        kernel.wait_until("seen.done", timeout=40)
     numbered = "[(e.method, e.seq, dict(e.params)) for e in seen.events if e.seq is not None]"
     assert first.value(numbered) == second.value(numbered)
     assert first.value("seen.stdout") == second.value("seen.stdout") == first.value("job.stdout")
@@ -109,7 +109,7 @@ def test_a_durable_claude_run_survives_a_restart_with_its_answer_cost_and_sessio
     listed = kernel.value(f"[(j.status, j.kind) for j in cc_executor_nb.jobs.list() if j.job_id == {job_id!r}]")
     assert listed == [("running", "claude")], "the job runs on after the restart"
     kernel.ok("%ccexec --attach last -o again")
-    kernel.wait_until("again.done", timeout=scaled(60))
+    kernel.wait_until("again.done", timeout=60)
     status, answer, cost, session = kernel.value("(again.status, again.answer, again.cost_usd, again.session_id)")
     assert (status, answer) == ("completed", THINK_ANSWER)
     assert cost > 0 and re.fullmatch(r"[0-9a-f-]{36}", session)

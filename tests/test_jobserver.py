@@ -41,13 +41,13 @@ def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     directory = tmp_path / "runtime"
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
     yield directory
-    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=30)
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(30))
 
 
 def detach(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m cc_executor_nb.server --jobs --detach ARGS`` in the current environment."""
     return subprocess.run([*SERVER, "--jobs", "--detach", "--no-history", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=scaled(60), check=False)
 
 
 def gone(pid: int) -> bool:
@@ -80,10 +80,10 @@ def test_detach_starts_a_job_server_that_the_stop_command_stops(runtime_dir) -> 
     assert stat.S_IMODE((runtime_dir / RUNTIME_FILE_NAME).stat().st_mode) == 0o600 and len(info.token) >= 32
     server = psutil.Process(info.pid)
     assert server.ppid() != os.getpid() and os.getsid(info.pid) == info.pid  # detached, own session
-    stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=60, check=False)
+    stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
     assert stop.returncode == 0 and f"pid {info.pid}" in stop.stdout
     assert gone(info.pid) and not (runtime_dir / RUNTIME_FILE_NAME).exists()
-    again = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=60, check=False)
+    again = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
     assert again.returncode == 1 and "no job server runs" in again.stdout
 
 
@@ -133,13 +133,13 @@ def test_kernels_share_one_job_server_started_on_demand(runtime_dir) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        thread.join(scaled(60))
     assert len(found) == 2 and found[0].pid == found[1].pid
     assert job_server(settings).pid == found[0].pid
     servers = [p for p in psutil.process_iter(["cmdline"]) if str(runtime_dir) in " ".join(p.info["cmdline"] or ())]
     assert [p.pid for p in servers] == [found[0].pid]
-    assert stop_server(timeout=30) and gone(found[0].pid)
-    assert not stop_server(timeout=30)
+    assert stop_server(timeout=scaled(30)) and gone(found[0].pid)
+    assert not stop_server(timeout=scaled(30))
 
 
 def test_a_stale_runtime_file_is_replaced(runtime_dir) -> None:

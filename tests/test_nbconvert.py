@@ -20,6 +20,8 @@ import pytest
 
 from cc_executor_nb.demo.texts import haikus
 
+from .util import scaled
+
 pytestmark = [pytest.mark.kernel, pytest.mark.claude, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +39,7 @@ def nbconvert(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "PYTHONWARNINGS": "ignore",
     }
     argv = [sys.executable, "-m", "nbconvert", *args]
-    done = subprocess.run(argv, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(argv, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=scaled(150))
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

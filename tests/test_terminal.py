@@ -16,6 +16,8 @@ import pytest
 
 from cc_executor_nb.demo.texts import haikus
 
+from .util import scaled
+
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +45,7 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
     """In terminal IPython (prompt_toolkit on a pty) a Claude run prints its haikus and footer, no JSON."""
     child = pexpect.spawn(
         sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=60, dimensions=(50, 220),
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
     )
     try:
         child.expect(r"In \[1\]")
@@ -68,7 +70,8 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
 
 def run_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", *args]
-    return subprocess.run(argv, check=False, cwd=tmp, env=environment(tmp), capture_output=True, text=True, timeout=90)
+    env = environment(tmp)
+    return subprocess.run(argv, check=False, cwd=tmp, env=env, capture_output=True, text=True, timeout=scaled(90))
 
 
 def test_cli_prints_the_answer_on_stdout_and_notes_on_stderr(tmp_path: Path) -> None:
@@ -99,7 +102,7 @@ def test_cli_reads_the_prompt_from_stdin(tmp_path: Path) -> None:
     """A lone - reads the prompt from stdin."""
     argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "--quiet", "-"]
     done = subprocess.run(argv, check=False, cwd=tmp_path, env=environment(tmp_path),
-                          input="echo: from stdin\n", capture_output=True, text=True, timeout=90)
+                          input="echo: from stdin\n", capture_output=True, text=True, timeout=scaled(90))
     assert done.stdout == "from stdin\n", done.stderr
 
 

@@ -20,7 +20,7 @@ from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file, 
 
 from ..conftest import TOKEN, collect, completed, fake, group_alive, make_handler
 from ..servers import SERVER
-from ..util import eventually, eventually_async
+from ..util import eventually, eventually_async, scaled
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -63,7 +63,7 @@ def test_job_server_sigkill_kills_the_jobs_and_the_next_marks_them_lost(tmp_path
     """SIGKILL of a job server with a job (and grandchildren): all gone; the next server lists the job as lost."""
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
     start = [*SERVER, "--jobs", "--detach", "--no-history"]
-    assert subprocess.run(start, env=env, capture_output=True, timeout=60, check=False).returncode == 0
+    assert subprocess.run(start, env=env, capture_output=True, timeout=scaled(60), check=False).returncode == 0
     info = read_runtime_file(tmp_path / RUNTIME_FILE_NAME)
     assert info is not None
 
@@ -79,10 +79,10 @@ def test_job_server_sigkill_kills_the_jobs_and_the_next_marks_them_lost(tmp_path
         killed = time.monotonic()
         eventually(lambda: not group_alive(pgid), timeout=5, what="the job's group dying with its server")
         gone = time.monotonic() - killed
-        assert subprocess.run(start, env=env, capture_output=True, timeout=60, check=False).returncode == 0
+        assert subprocess.run(start, env=env, capture_output=True, timeout=scaled(60), check=False).returncode == 0
         record_path = tmp_path / "cc_executor_nb-jobs" / f"{job_id}.json"
         assert json.loads(record_path.read_text())["status"] == "lost"
         record("job server SIGKILL, 1 job + 2 grandchildren", "all gone; next server: lost",
                f"gone after {gone:.2f} s; job lost")
     finally:
-        stop_job_server(tmp_path / RUNTIME_FILE_NAME, timeout=60)
+        stop_job_server(tmp_path / RUNTIME_FILE_NAME, timeout=scaled(60))
