@@ -192,6 +192,7 @@ class Client:
         kill_grace: float | None = None,
         progress_target: dict[str, Any] | Any | None = FROM_ARGUMENTS,
         stdin: str | None = None,
+        capture: str | None = None,
         durable: bool = False,
         label: str | None = None,
         meta: dict[str, Any] | None = None,
@@ -200,9 +201,11 @@ class Client:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
         ``progress_target`` (``{"count", "unit"}`` or None to count nothing) replaces the
-        target the server would find in the arguments. ``durable`` makes it a job the
-        server keeps (``label``, ``meta`` and ``summary`` describe it; see the README's
-        protocol section); the result then carries its ``job_id``.
+        target the server would find in the arguments; ``capture`` ("file" or "pipe")
+        chooses how the server captures the output (None: its default, "file").
+        ``durable`` makes it a job the server keeps (``label``, ``meta`` and ``summary``
+        describe it; see the README's protocol section); the result then carries its
+        ``job_id``.
         """
         params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
         optional = {
@@ -213,6 +216,7 @@ class Client:
             "inactivity_threshold": inactivity_threshold,
             "kill_grace": kill_grace,
             "stdin": stdin,
+            "capture": capture,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
         if progress_target is not FROM_ARGUMENTS:

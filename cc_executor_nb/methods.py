@@ -28,6 +28,7 @@ __all__ = [
     "PROCESS_COMPLETED",
     "PROCESS_ERROR",
     "PROCESS_METRICS",
+    "PROCESS_NOTICE",
     "PROCESS_OUTPUT",
     "PROCESS_PAUSED",
     "PROCESS_RESUMED",
@@ -64,6 +65,9 @@ PROCESS_RESUMED: Final = "process.resumed"
 PROCESS_CANCELLED: Final = "process.cancelled"
 PROCESS_COMPLETED: Final = "process.completed"
 PROCESS_ERROR: Final = "process.error"
+PROCESS_NOTICE: Final = "process.notice"
+"""*(added)* Something the run must know: a disk limit reached (replay dropped, process
+held or released), a capture file truncated by the process itself."""
 
 # Local events the client makes itself (never on the wire)
 CLIENT_RECONNECTING: Final = "client.reconnecting"

@@ -31,6 +31,7 @@ from .errors import (
 from .targets import Target, target_from_wire
 
 __all__ = [
+    "CAPTURE_MODES",
     "CONTROL_TYPES",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_INACTIVITY_THRESHOLD",
@@ -88,6 +89,9 @@ MAX_DEPTH = 64
 MAX_INT_DIGITS = 40
 CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
 STDIN_MODES = ("null", "pipe")
+CAPTURE_MODES = ("file", "pipe")
+"""How a child's stdout and stderr are captured: regular files the server follows (no
+byte can be dropped by a writer that exits early) or pipes."""
 MAX_INPUT_BYTES = 256 << 10
 """The largest ``input`` a server accepts in one request (UTF-8 bytes). Well under the
 default 1 MiB frame limit even when every character needs a JSON escape; the client
@@ -363,6 +367,8 @@ class ExecuteParams:
     """What output counts toward: a Target, None (count nothing), or FROM_ARGUMENTS."""
     stdin: str = "null"
     """"null": the child reads /dev/null; "pipe": the client writes with ``input``."""
+    capture: str | None = None
+    """"file" or "pipe"; None: the server's default ("file")."""
 
 
 @dataclass(frozen=True)
@@ -477,7 +483,15 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         kill_grace=_optional_seconds(obj, "kill_grace"),
         progress_target=_progress_target(obj),
         stdin=_stdin_mode(obj),
+        capture=_capture_mode(obj),
     )
+
+
+def _capture_mode(params: dict[str, Any]) -> str | None:
+    value = params.get("capture")
+    if value is not None and value not in CAPTURE_MODES:
+        raise InvalidParams('capture must be "file", "pipe" or null', "capture")
+    return None if value is None else str(value)
 
 
 def _stdin_mode(params: dict[str, Any]) -> str:

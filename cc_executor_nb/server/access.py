@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "SINGLE_HEADERS",
     "WS_PATHS",
     "Refusal",
     "check_handshake",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 WS_PATHS = ("/ws", "/ws/mcp")
+SINGLE_HEADERS = ("Host", "Origin", "Authorization")
+"""Headers that may appear once: with two values, which one was checked is unclear."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,15 @@ def check_handshake(
 ) -> Refusal | None:
     """Return why a WebSocket handshake must be refused, or None to accept it.
 
-    Order: a foreign Host on a loopback bind (403, DNS rebinding), a browser Origin
-    not on the allow-list (403), then the bearer token (401).
+    Order: a header of :data:`SINGLE_HEADERS` given twice (400), a foreign Host on a
+    loopback bind (403, DNS rebinding), a browser Origin not on the allow-list (403),
+    then the bearer token (401).
     """
+    get_all = getattr(headers, "get_all", None)
+    if get_all is not None:
+        for name in SINGLE_HEADERS:
+            if len(get_all(name)) > 1:
+                return Refusal(400, f"Bad Request: more than one {name} header")
     host = headers.get("Host")
     if loopback_bind and host is not None and not is_loopback(host_name(host)):
         return Refusal(403, "Forbidden: Host is not a loopback name")

@@ -3,7 +3,9 @@
 An ``Execution`` sends ``process.started``, then every piece of output in order as
 ``process.output``, and ``process.completed`` exactly once, after the child exited
 and all its output was sent. It never times a stream out: only an explicit total
-``timeout`` ends a run early.
+``timeout`` ends a run early. Its end never hangs either: a process that left the
+group and still holds the output is named (``escaped_pids``) and, on cancel, killed;
+the run then ends without what it might still write.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import methods
 from ..targets import Progress
+from .disk import DiskUse
 from .progress import ProgressEstimator
 from .stdin import ChildInput
 from .streams import RunOutput, coalesce
@@ -29,9 +34,18 @@ logger = logging.getLogger("cc_executor_nb.server.execution")
 
 Notify = Callable[[str, dict[str, Any]], Awaitable[int]]
 
-# After the leader exits, stragglers of its group that still hold the pipes get this
-# long to finish writing before the group is terminated.
+# After the leader exits, stragglers of its group that still hold the output get this
+# long to finish writing before the group is terminated; processes outside the group
+# that hold it get as long again before the run ends without them.
 EOF_GRACE = 1.0
+_QUIET_POLL = 0.05
+
+
+async def _within(event: asyncio.Event, seconds: float) -> bool:
+    """Whether ``event`` is set within ``seconds``."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
 
 
 def completion_status(exit_code: int, stopped_by: str | None) -> str:
@@ -67,6 +81,7 @@ class Execution:
         on_success: Callable[[float, int], Awaitable[None]] | None = None,
         settings: Mapping[str, Any] | None = None,
         stdin: ChildInput | None = None,
+        disk: DiskUse | None = None,
     ) -> None:
         self.process = process
         self.settings = dict(settings or {})
@@ -86,6 +101,13 @@ class Execution:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._terminating: asyncio.Task[str] | None = None
+        self.survivors: list[int] = []
+        """Processes outside the group that held the output when the run ended."""
+        output.on_rewritten = self._rewritten
+        output.on_backlog = self._backlog
+        self.disk = disk
+        if disk is not None:
+            disk.hold, disk.release = self.hold, self.release
 
     @property
     def state(self) -> str:
@@ -110,12 +132,48 @@ class Execution:
         finished = self.process.returncode is not None and self.output.eof.is_set()
         return self.estimator.estimate(self.elapsed_seconds(), time.monotonic(), finished)
 
-    def begin(self) -> None:
-        """Announce the run and start pumping output (after the execute response)."""
-        self._spawn(self._run())
-        if self.timeout is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.timeout, self._expire)
+    async def begin(self) -> None:
+        """Announce the run (``process.started``) and start pumping its output.
+
+        Called after the ``execute`` response; the pump starts even if the
+        announcement could not be sent (the connection's end then aborts the run).
+        """
+        try:
+            started = {"status": "started", **self.pid_fields, "argv": self.process.argv}
+            await self._notify(
+                methods.PROCESS_STARTED, {**started, "exec_argv": self.process.exec_argv, **self.settings}
+            )
+        finally:
+            self._spawn(self._run())
+            if self.timeout is not None:
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(self.timeout, self._expire)
+
+    def hold(self, scope: str) -> None:
+        """The disk budget is full: stop the group until :meth:`release`, and say so."""
+        self.process.hold("disk")
+        logger.warning("! [ENHANCED] pid %d held: its output waits on disk (%s limit)", self.process.pid, scope)
+        self.post_notice(
+            {
+                "kind": "disk_limit",
+                "action": "held",
+                "scope": scope,
+                "message": f"the {scope} disk limit is reached: the process is stopped "
+                "until the client has read more of its output",
+            }
+        )
+
+    def release(self) -> None:
+        """The disk budget has room again: continue the group, and say so."""
+        if self.finished.is_set():
+            return
+        self.process.release("disk")
+        logger.info("[ENHANCED] pid %d released: the disk budget has room again", self.process.pid)
+        self.post_notice({"kind": "disk_limit", "action": "released", "message": "the process continues"})
+
+    def post_notice(self, params: dict[str, Any]) -> None:
+        """Send a ``process.notice`` soon (never from inside another send)."""
+        self._spawn(self._notify(methods.PROCESS_NOTICE, {**params, **self.pid_fields}))
 
     async def pause(self) -> None:
         """SIGSTOP the group and tell the client."""
@@ -148,7 +206,12 @@ class Execution:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_input()
+        self._release_disk()
         self.output.close()
+
+    def _release_disk(self) -> None:
+        if self.disk is not None:
+            self.disk.run_ended()
 
     async def _close_input(self) -> None:
         if self.stdin is not None:
@@ -172,10 +235,6 @@ class Execution:
         self._spawn(self.cancel("timeout"))
 
     async def _run(self) -> None:
-        started = {"status": "started", **self.pid_fields, "argv": self.process.argv}
-        await self._notify(
-            methods.PROCESS_STARTED, {**started, "exec_argv": self.process.exec_argv, **self.settings}
-        )
         pump = self._spawn(self._pump())
         exit_code = await self.process.wait()
         await self._close_input()
@@ -186,18 +245,58 @@ class Execution:
         await self._complete(exit_code)
 
     async def _await_eof(self) -> None:
-        """Wait for the pipes to close; stragglers of the group are then terminated.
+        """Wait for the end of the output, never forever.
 
-        A run owns its process group: once the leader has exited and the pipes are
-        closed (or held past EOF_GRACE), whatever is left in the group is stopped, so
-        no process of a finished run lingers unseen.
+        A run owns its process group: once the leader has exited, stragglers of the
+        group get EOF_GRACE to finish writing, then whatever is left of the group is
+        stopped. Processes outside the group that still hold the output (a
+        ``setsid`` with a cleared environment escapes the run marker) get EOF_GRACE
+        more; then they are named, killed if the run was cancelled, and the output
+        ends with a last read. Without inotify's count of writers, the end is: group
+        gone, marked processes gone (or the grace over), a last read.
         """
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.output.eof.wait(), EOF_GRACE)
+        output = self.output
+        if output.counting:
+            if await _within(output.eof, EOF_GRACE):
+                return
+        else:
+            await self._until_quiet(EOF_GRACE)
         if self._terminating is None and await asyncio.to_thread(self.process.group_alive):
             logger.info("[ENHANCED] group %d outlived its leader: terminating", self.process.pgid)
             await self.terminate()
-        await self.output.eof.wait()
+        elif self._terminating is not None:
+            await self._terminating
+        if output.counting and await _within(output.eof, EOF_GRACE):
+            return
+        if output.counting:
+            await self._name_survivors()
+        output.finish_capture()
+        await output.eof.wait()
+
+    async def _until_quiet(self, grace: float) -> None:
+        """Wait until the group and the run's marked processes are gone, at most ``grace``."""
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and await asyncio.to_thread(self._anyone_left):
+            await asyncio.sleep(_QUIET_POLL)
+
+    def _anyone_left(self) -> bool:
+        return self.process.group_alive() or bool(marked_processes(RUN_MARKER_ENV, self.process.run_id))
+
+    async def _name_survivors(self) -> None:
+        """Processes outside the group hold the output: name them; kill them on cancel."""
+        holders = await asyncio.to_thread(self.output.holders)
+        if not holders:
+            return
+        self.survivors = holders
+        kill = self.stopped_by is not None
+        logger.warning(
+            "! [ENHANCED] pid %d: processes outside its group still hold its output: %s (%s)",
+            self.process.pid, holders, "killed" if kill else "left running; the run ends without them",
+        )
+        if kill:
+            for pid in holders:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     async def _pump(self) -> None:
         while (records := await self.output.next_batch(self.chunk_limit * 4)) is not None:
@@ -209,18 +308,38 @@ class Execution:
                 # After the send: for Claude the estimator parses stream-json, which must
                 # not stand between the CLI's output and the client.
                 self.estimator.feed(stream, text, now)
+                self.output.check_capture()
+
+    def _backlog(self, stream: str, behind: bool) -> None:
+        """The child writes faster than its capture is read: hold it, as a full pipe would."""
+        if behind:
+            self.process.hold(f"backlog:{stream}")
+        else:
+            self.process.release(f"backlog:{stream}")
+
+    def _rewritten(self, stream: str, truncated: bool) -> None:
+        self.post_notice(
+            {
+                "kind": "capture_reopened",
+                "stream": stream,
+                "truncated": truncated,
+                "message": f"the process reopened its own {stream} by path for writing "
+                '(e.g. "echo x > /dev/stdout"): with capture "file" that truncates it, and output '
+                'not yet read is lost; run it with capture "pipe"',
+            }
+        )
 
     async def _complete(self, exit_code: int) -> None:
         status = completion_status(exit_code, self.stopped_by)
         duration = self.elapsed_seconds()
-        escaped = await asyncio.to_thread(marked_processes, RUN_MARKER_ENV, self.process.run_id)
+        marked = await asyncio.to_thread(marked_processes, RUN_MARKER_ENV, self.process.run_id)
+        escaped = sorted({proc.pid for proc in marked} | set(self.survivors))
         if status == "completed" and self._on_success is not None:
             # Recorded before the client hears of the end, so its next run can use it.
             await self._on_success(duration, sum(self.output.bytes_read.values()))
         if escaped:
             logger.warning(
-                "! [ENHANCED] pid %d left processes outside its group (setsid): %s",
-                self.process.pid, [proc.pid for proc in escaped],
+                "! [ENHANCED] pid %d left processes outside its group (setsid): %s", self.process.pid, escaped
             )
         logger.info(
             "[PROCESS COMPLETED] pid %d status %s exit %d in %.2f s",
@@ -234,8 +353,9 @@ class Execution:
                 "exit_code": exit_code,
                 "duration_seconds": round(duration, 6),
                 "error": _exit_error(exit_code, self.stopped_by, self.timeout),
-                "escaped_pids": [proc.pid for proc in escaped],
+                "escaped_pids": escaped,
             },
         )
+        self._release_disk()
         self.output.close()
         self.finished.set()

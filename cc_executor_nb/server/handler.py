@@ -23,6 +23,7 @@ import hmac
 import http
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -31,7 +32,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -51,6 +52,7 @@ from ..errors import (
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from .access import WS_PATHS, check_handshake, is_loopback
 from .config import ServerSettings
+from .disk import DiskBudget, DiskUse
 from .execution import Execution, Notify
 from .heartbeat import MODES, BeatPolicy
 from .jobs import Job, JobDesk, JobStore, RunOwner
@@ -66,28 +68,63 @@ __all__ = ["CAPABILITIES", "EnhancedWebSocketHandler", "SecretRedactor"]
 
 logger = logging.getLogger("cc_executor_nb.server")
 
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+_AUTH_HEADER = re.compile(
+    r"(?im)^([<>] (?:(?:proxy-)?authorization|cookie|set-cookie|[\w-]*(?:token|secret|api-key)[\w-]*))(: ).*$"
+)
+_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[^\s,;]+")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:access_token|token|auth|key|api_key|apikey|password)=)[^&\s#]*")
+_REDACTED = "[redacted]"
 
 
 class SecretRedactor(logging.Filter):
-    """Blank out bearer tokens (websockets logs request headers at DEBUG level)."""
+    """Blank out credentials in log records, whatever form a client sent them in.
+
+    websockets logs every request line and header at DEBUG level: the value of any
+    ``Authorization``, ``Cookie`` or token-like header is replaced, as are
+    ``Bearer``/``Basic``/``Token`` credentials, ``token=``-style query parameters and
+    every known secret (the server token) wherever it appears.
+    """
+
+    def __init__(self, secrets_: Collection[str] = ()) -> None:
+        super().__init__()
+        self.secrets = {value for value in secrets_ if value}
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if _BEARER.search(message):
-            record.msg, record.args = _BEARER.sub(r"\1[redacted]", message), ()
+        cleaned = self.redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
         return True
 
+    def redact(self, text: str) -> str:
+        """``text`` with every credential replaced by ``[redacted]``."""
+        for value in self.secrets:
+            text = text.replace(value, _REDACTED)
+        text = _AUTH_HEADER.sub(rf"\1\2{_REDACTED}", text)
+        text = _CREDENTIAL.sub(rf"\1\2{_REDACTED}", text)
+        return _QUERY_SECRET.sub(rf"\1{_REDACTED}", text)
 
-def _install_redactor() -> None:
-    for name in ("websockets.server", "websockets.client", "cc_executor_nb"):
+
+_LOGGER_PREFIXES = ("cc_executor_nb", "websockets")
+
+
+def _install_redactor(secret: str | None) -> None:
+    """Put one redactor on every logger of ours and of websockets (filters do not inherit)."""
+    names = {name for name in logging.Logger.manager.loggerDict if name.startswith(_LOGGER_PREFIXES)}
+    names |= {"cc_executor_nb", "cc_executor_nb.server", "websockets.server", "websockets.client"}
+    for name in names:
         target = logging.getLogger(name)
-        if not any(isinstance(f, SecretRedactor) for f in target.filters):
-            target.addFilter(SecretRedactor())
+        redactor = next((f for f in target.filters if isinstance(f, SecretRedactor)), None)
+        if redactor is None:
+            redactor = SecretRedactor()
+            target.addFilter(redactor)
+        if secret:
+            redactor.secrets.add(secret)
 
 CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
+    methods.PROCESS_NOTICE,
 ]
 _DEFAULT = "default"
 
@@ -115,7 +152,9 @@ class EnhancedWebSocketHandler:
         # Reliability
         detach_ttl: float = 600.0,
         replay_limit: int = 256 << 20,
+        disk: DiskBudget | None = None,
         # Limits
+        max_connections: int | None = None,
         max_message_size: int = 1 << 20,
         open_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
@@ -129,6 +168,11 @@ class EnhancedWebSocketHandler:
     ) -> None:
         if heartbeat_mode not in MODES:
             raise ValueError(f"heartbeat_mode must be one of {MODES}")
+        for name, value in (("heartbeat_interval", heartbeat_interval),
+                            ("inactivity_threshold", inactivity_threshold), ("min_interval", min_interval)):
+            _check_interval(name, value)
+        if not (metrics_interval >= 0 and math.isfinite(metrics_interval)):
+            raise ValueError(f"metrics_interval must be a finite number >= 0, not {metrics_interval!r}")
         self.settings = settings
         """What :func:`~cc_executor_nb.server.config.build_server` made this from (else None)."""
         self.sessions = session_manager
@@ -147,6 +191,8 @@ class EnhancedWebSocketHandler:
         self.max_message_size = max_message_size
         self.detach_ttl = detach_ttl
         self.replay_limit = replay_limit
+        self.disk = disk or DiskBudget(spool_dir=stream_handler.spool_dir)
+        self.max_connections = max_connections
         self.open_timeout = open_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -173,7 +219,7 @@ class EnhancedWebSocketHandler:
     async def start(self, host: str = "127.0.0.1", port: int = 8003) -> Server:
         """Bind and start serving; ``port=0`` picks a free port (see ``self.port``)."""
         self._loopback = is_loopback(host)
-        _install_redactor()
+        _install_redactor(self.token)
         if self.token is None and not self._loopback:
             raise ValueError("refusing to serve without a token on a non-loopback address")
         self.jobs.open()
@@ -222,6 +268,7 @@ class EnhancedWebSocketHandler:
             await self.server.wait_closed()
         for session in list(self.sessions.sessions.values()):
             await self._end_session(session)  # detached ones have no connection to close
+        self.streams.close()
 
     # -- Handshake ------------------------------------------------------------------
 
@@ -229,16 +276,35 @@ class EnhancedWebSocketHandler:
         path = request.path.split("?", 1)[0]
         if path not in (*WS_PATHS, "/health"):
             return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
-        refusal = check_handshake(
-            request.headers,
-            token=None if path == "/health" else self.token,
-            allowed_origins=self.allowed_origins,
-            loopback_bind=self._loopback,
-        )
+        try:
+            refusal = check_handshake(
+                request.headers,
+                token=None if path == "/health" else self.token,
+                allowed_origins=self.allowed_origins,
+                loopback_bind=self._loopback,
+            )
+        except MultipleValuesError as exc:
+            # websockets refuses to pick one of several values; neither do we.
+            logger.info("! [ENHANCED] refused %s: 400 (duplicate %s header)", path, exc)
+            return connection.respond(http.HTTPStatus.BAD_REQUEST, f"Bad Request: duplicate {exc} header\n")
         if refusal is not None:
             logger.info("! [ENHANCED] refused %s: %d", path, refusal.status)
             return connection.respond(refusal.status, refusal.reason + "\n")
-        return self._health() if path == "/health" else None
+        if path == "/health":
+            return self._health()
+        if self._too_many_connections():
+            logger.info("! [ENHANCED] refused %s: 503 (more than %d connections)", path, self.max_connections)
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections\n")
+        return None
+
+    def _too_many_connections(self) -> bool:
+        if self.max_connections is None or self.server is None:
+            return False
+        # Handshakes under way count too (each holds a descriptor): websockets keeps one
+        # handler task per connection from its accept, this one's included.
+        tasks = getattr(self.server, "handler_tasks", None)
+        count = len(tasks) if isinstance(tasks, set) else len(self.server.connections) + 1
+        return count > self.max_connections
 
     def _health(self) -> Response:
         body = json.dumps(
@@ -275,13 +341,24 @@ class EnhancedWebSocketHandler:
             await self._connection_lost(link)
 
     def _open_session(self, ws: ServerConnection) -> Session:
-        replay = ReplayLog(self.replay_limit, self.streams.spool_dir) if self.detach_ttl > 0 else None
-        session = self.sessions.create(
-            _text_sender(ws),
-            heartbeat_interval=self.heartbeat_interval,
-            inactivity_threshold=self.inactivity_threshold,
-            replay=replay,
-        )
+        disk = self.disk.use()
+        replay = None
+        if self.detach_ttl > 0:
+            limits = [limit for limit in (self.disk.session_limit, self.disk.limit) if limit is not None]
+            replay = ReplayLog(
+                self.replay_limit, self.streams.spool_dir, segment_limit=min(limits, default=None), disk=disk
+            )
+        try:
+            session = self.sessions.create(
+                _text_sender(ws),
+                heartbeat_interval=self.heartbeat_interval,
+                inactivity_threshold=self.inactivity_threshold,
+                replay=replay,
+                disk=disk,
+            )
+        except LimitReached:
+            disk.close()
+            raise
         session.connection = ws
         session.tasks = [
             asyncio.ensure_future(self._heartbeat_loop(session)),
@@ -333,21 +410,28 @@ class EnhancedWebSocketHandler:
         else:
             incoming = protocol.parse_incoming(frame)
         replies: list[dict[str, Any]] = []
-        deferred: list[Callable[[], Awaitable[None]]] = []
-        for item in incoming.items:
-            reply = await self._answer(link, item, deferred)
-            if reply is not None:
-                replies.append(reply)
-        if replies:
-            await link.reply(replies if incoming.batch else replies[0])
-        for action in deferred:
-            await action()
+        deferred: list[Callable[[], Awaitable[Any]]] = []
+        session = link.session
+        if incoming.batch:
+            session.hold(deferred)  # what the batch causes is told after its response
+        try:
+            for item in incoming.items:
+                reply = await self._answer(link, item, deferred)
+                if reply is not None:
+                    replies.append(reply)
+            if replies:
+                await link.reply(replies if incoming.batch else replies[0])
+        finally:
+            # Even when the reply could not be sent (the connection dropped): a run
+            # that was started must begin, or it would never end.
+            session.unhold()
+            await _run_all(deferred)
 
     async def _answer(
         self,
         link: _Link,
         item: protocol.Request | protocol.ErrorResponse,
-        deferred: list[Callable[[], Awaitable[None]]],
+        deferred: list[Callable[[], Awaitable[Any]]],
     ) -> dict[str, Any] | None:
         if isinstance(item, protocol.ErrorResponse):
             return protocol.error_response(item.id, item.error)
@@ -368,7 +452,7 @@ class EnhancedWebSocketHandler:
         self,
         link: _Link,
         request: protocol.Request,
-        deferred: list[Callable[[], Awaitable[None]]],
+        deferred: list[Callable[[], Awaitable[Any]]],
     ) -> Any:
         method, session = request.method, link.session
         if self.jobs.claims(method, request.params):
@@ -394,7 +478,7 @@ class EnhancedWebSocketHandler:
         raise MethodNotFound(f"Method not found: {method[:100]}")
 
     async def _execute(
-        self, session: Session, params: Any, deferred: list[Callable[[], Awaitable[None]]]
+        self, session: Session, params: Any, deferred: list[Callable[[], Awaitable[Any]]]
     ) -> dict[str, Any]:
         spec = protocol.validate_execute(params, self.min_interval)
         if session.running:
@@ -404,17 +488,32 @@ class EnhancedWebSocketHandler:
             "heartbeat_interval": session.heartbeat_interval,
             "inactivity_threshold": session.inactivity_threshold,
         }
-        execution = await self._launch(spec, session.notify, timing)
+        execution = await self._launch(spec, session.notify, timing, session.disk)
         session.execution = execution
-        deferred.append(_started(execution))
+        deferred.append(execution.begin)
         return {"status": "started", **execution.pid_fields}
 
     async def _launch(
-        self, spec: protocol.ExecuteParams, notify: Notify, announce: dict[str, Any]
+        self,
+        spec: protocol.ExecuteParams,
+        notify: Notify,
+        announce: dict[str, Any],
+        disk: DiskUse | None = None,
     ) -> Execution:
-        """Spawn the run's process and wrap it (not begun); ``announce`` goes into process.started."""
-        process = await self.processes.spawn(spec.argv, spec.cwd, spec.env, stdin_pipe=spec.stdin == "pipe")
-        output = await self.streams.open(process.stdout_fd, process.stderr_fd)
+        """Spawn the run's process and wrap it (not begun); ``announce`` goes into process.started.
+
+        ``disk`` is the share of the disk budget its spool and capture files count against
+        (a session's; None for a durable job, bounded by the job storage limit).
+        """
+        capture = spec.capture or self.streams.capture
+        process = await self.processes.spawn(
+            spec.argv,
+            spec.cwd,
+            spec.env,
+            output=lambda: self.streams.child_output(capture),
+            stdin_pipe=spec.stdin == "pipe",
+        )
+        output = await self.streams.open(process.output, disk)
         stdin = await _open_input(process.stdin_fd)
         # The run history is read once the child is on its way. Before, the lookup (about
         # a millisecond) delayed the start; alongside, its worker thread held the GIL the
@@ -430,12 +529,13 @@ class EnhancedWebSocketHandler:
             timeout=spec.timeout,
             estimator=ProgressEstimator(spec.argv, past, spec.progress_target),
             on_success=self._recorder(key),
-            settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin},
+            settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin, "capture": capture},
             stdin=stdin,
+            disk=disk,
         )
 
     async def _resume(
-        self, link: _Link, params: Any, deferred: list[Callable[[], Awaitable[None]]]
+        self, link: _Link, params: Any, deferred: list[Callable[[], Awaitable[Any]]]
     ) -> dict[str, Any]:
         spec = protocol.validate_resume(params)
         target = self.sessions.get(spec.session_id)
@@ -589,7 +689,9 @@ class EnhancedWebSocketHandler:
                 "inactive_seconds": inactive,
                 "no_output_for": inactive,
                 "elapsed_seconds": round(execution.elapsed_seconds(), 3),
-                "message": _silence_message(paused, execution.output.bytes_read, inactive),
+                "message": _silence_message(
+                    paused, execution.output.bytes_read, inactive, held="disk" in execution.process.holds
+                ),
                 **await self._measures(execution),
             },
         )
@@ -614,9 +716,11 @@ class EnhancedWebSocketHandler:
                 )
 
 
-def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float) -> str:
+def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float, *, held: bool = False) -> str:
     if paused:
         return "Process is paused"
+    if held:
+        return "Process is held until the client reads more of its output (disk limit)"
     if not any(bytes_read.values()):
         return "Process is thinking... (no output yet)"
     return f"Process is thinking... (no output for {inactive:.0f} s)"
@@ -661,8 +765,18 @@ async def _open_input(fd: int | None) -> ChildInput | None:
     return stdin
 
 
-def _started(execution: Execution) -> Callable[[], Awaitable[None]]:
-    async def begin() -> None:
-        execution.begin()
+async def _run_all(actions: list[Callable[[], Awaitable[Any]]]) -> None:
+    """Await each action in order; one that fails does not keep the others from running."""
+    for action in actions:
+        try:
+            await action()
+        except (ConnectionClosed, OSError) as exc:
+            logger.debug("[ENHANCED] deferred step could not send: %r", exc)
 
-    return begin
+
+def _check_interval(name: str, value: float) -> None:
+    """A heartbeat interval, threshold or floor: finite and at least MIN_INTERVAL."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number of seconds, not {value!r}")
+    if value < MIN_INTERVAL:
+        raise ValueError(f"{name} must be at least {MIN_INTERVAL:g} s, not {value!r}")

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ..protocol import MIN_INTERVAL
+
 __all__ = ["MODES", "BeatPolicy"]
 
 Mode = Literal["fixed", "adaptive"]
@@ -24,6 +26,16 @@ class BeatPolicy:
 
     mode: Mode = "fixed"
     minimum: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"heartbeat mode must be one of {MODES}, not {self.mode!r}")
+        minimum = self.minimum
+        if isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not math.isfinite(minimum):
+            raise ValueError(f"min_heartbeat_interval must be a finite number of seconds, not {minimum!r}")
+        if minimum < MIN_INTERVAL:
+            # A floor of 0 would make a silent session beat in a busy loop.
+            raise ValueError(f"min_heartbeat_interval must be at least {MIN_INTERVAL:g} s, not {minimum!r}")
 
     def interval(self, base: float, silence: float | None, threshold: float) -> float:
         """The interval now: ``base``, or halved per ``threshold`` of ``silence`` (adaptive).

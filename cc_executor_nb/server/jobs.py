@@ -534,7 +534,7 @@ class JobDesk:
         job.start(execution, self._timers(job), self._ended)
         logger.info("= [JOBS] job %s started: pid %d", job.id, execution.process.pid)
         self._follow(link, job, 0, deferred)
-        deferred.append(_begin(execution))
+        deferred.append(execution.begin)
         return {"status": "started", **execution.pid_fields, "job_id": job.id}
 
     def _attach(
@@ -601,13 +601,6 @@ async def _follow(link: Window, job: Job, after: int) -> None:
             link.session.last_seq = cursor  # heartbeats on this connection carry the job's seq
     except (ConnectionClosed, OSError) as exc:  # the connection closed, or the log is unreadable
         logger.debug("[JOBS] stopped following job %s: %r", job.id, exc)
-
-
-def _begin(execution: Execution) -> Callable[[], Awaitable[None]]:
-    async def begin() -> None:
-        execution.begin()
-
-    return begin
 
 
 def _command_line(argv: list[str]) -> str:

@@ -15,7 +15,8 @@ directory). ``python -m cc_executor_nb.server stop`` stops the job server: it ca
 its jobs first.
 
 Every flag and ``WEBSOCKET_HEARTBEAT_INTERVAL`` is validated: a bad value is a
-one-line usage error (exit 2), never a traceback.
+one-line usage error (exit 2), never a traceback. Sizes take a suffix (``100M``,
+``4GiB``; powers of 1024).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from .runtime import (
     stop_job_server,
     write_runtime_file,
 )
+from .supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
 
 __all__ = ["HEARTBEAT_ENV", "TOKEN_ENV", "build_handler", "main", "parse_args", "settings_from", "write_token_file"]
 
@@ -95,6 +97,21 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _size(text: str) -> int:
+    """Bytes: an integer with an optional K, M, G or T suffix (``B``/``iB`` allowed)."""
+    raw = text.strip().lower().removesuffix("b").removesuffix("i")
+    number, unit = (raw[:-1], raw[-1]) if raw[-1:].isalpha() else (raw, "")
+    try:
+        if unit not in _UNITS:
+            raise ValueError(unit)
+        return int(number) * _UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size in bytes (e.g. 100M): {text!r}") from None
+
+
 def _log_level(text: str) -> str:
     level = text.upper()
     if level not in LOG_LEVELS:
@@ -132,9 +149,16 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated programs allowed as argv[0] (default: all); see the README")
     add("--allowed-origins", default="",
         help="comma-separated browser origins allowed to connect (default: none)")
-    add("--max-sessions", type=_count, default=None, help="at most this many sessions")
-    add("--max-processes", type=_count, default=None, help="at most this many running processes")
-    add("--max-message-size", type=_count, default=1 << 20, help="largest inbound frame in bytes")
+    add("--secret-env", default=",".join(DEFAULT_SECRET_ENV),
+        help="comma-separated patterns of variables never passed to a child (default: see the README)")
+    add("--keep-env", default=",".join(DEFAULT_KEEP_ENV),
+        help="comma-separated patterns passed even when a secret pattern matches (default: "
+        "what claude needs, ANTHROPIC_*, CLAUDE_*, AWS_*, GOOGLE_*, CLOUD_ML_*)")
+    add("--max-sessions", type=_count, default=128, help="at most this many sessions (default 128)")
+    add("--max-processes", type=_count, default=128, help="at most this many running processes (default 128)")
+    add("--max-connections", type=_count, default=512,
+        help="at most this many connections, handshakes under way included (default 512)")
+    add("--max-message-size", type=_size, default=1 << 20, help="largest inbound frame in bytes")
     add("--handshake-timeout", type=_seconds, default=10.0,
         help="seconds a client has to finish the WebSocket handshake (default 10)")
     add("--ping-interval", type=_seconds, default=20.0,
@@ -143,8 +167,16 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for a pong before dropping a dead peer (default 20)")
     add("--detach-ttl", type=_seconds, default=600.0,
         help="seconds a run outlives an abrupt drop, waiting for resume (default 600; 0 kills at once)")
-    add("--replay-limit", type=_count, default=256 << 20,
-        help="bytes of notifications kept per session for resume (default 256 MiB)")
+    add("--replay-limit", type=_size, default=256 << 20,
+        help="bytes of notifications kept per session for resume (default 256M)")
+    add("--capture", choices=("file", "pipe"), default="file",
+        help="how runs capture stdout/stderr unless execute says: file (default; nothing can be "
+        "dropped) or pipe")
+    add("--spool-dir", default=None, help="directory of the temporary files (default: the temp dir)")
+    add("--disk-limit", type=_size, default=4 << 30,
+        help="bytes of temporary files for the whole server (default 4G; 0: no limit)")
+    add("--session-disk-limit", type=_size, default=1 << 30,
+        help="bytes of temporary files per session (default 1G; 0: no limit)")
     add("--kill-grace", type=_seconds, default=DEFAULT_KILL_GRACE,
         help=f"seconds between SIGTERM and SIGKILL on cancel (default {DEFAULT_KILL_GRACE:g})")
     add("--log-level", type=_log_level, default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -220,10 +252,17 @@ def settings_from(args: argparse.Namespace, token: str | None) -> ServerSettings
         allowed_origins=_names(args.allowed_origins),
         kill_grace=args.kill_grace,
         allowed_commands=_names(args.allowed_commands),
+        secret_env=_names(args.secret_env),
+        keep_env=_names(args.keep_env),
         max_processes=args.max_processes,
         max_sessions=args.max_sessions,
+        capture=args.capture,
+        spool_dir=args.spool_dir,
         detach_ttl=args.detach_ttl,
         replay_limit=args.replay_limit,
+        disk_limit=args.disk_limit or None,
+        session_disk_limit=args.session_disk_limit or None,
+        max_connections=args.max_connections,
         max_message_size=args.max_message_size,
         handshake_timeout=args.handshake_timeout,
         ping_interval=args.ping_interval or None,
@@ -283,6 +322,13 @@ def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 async def _serve(args: argparse.Namespace) -> int:
     token, token_path = _resolve_token(args)
+    if args.token:
+        print(
+            f"warning: --token shows the token to anyone who can list processes (ps); "
+            f"prefer {TOKEN_ENV} or --token-file",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         handler = build_handler(args, token)
         await handler.start(args.host, args.port)

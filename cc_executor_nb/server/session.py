@@ -8,6 +8,7 @@ until a new connection resumes it or the detach TTL runs out.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -16,6 +17,7 @@ from typing import Any
 
 from .. import methods, protocol
 from ..errors import LimitReached
+from .disk import DiskUse
 from .execution import Execution
 from .replay import ReplayLog
 
@@ -37,6 +39,7 @@ class Session:
         heartbeat_interval: float,
         inactivity_threshold: float,
         replay: ReplayLog | None = None,
+        disk: DiskUse | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.resume_token = secrets.token_urlsafe(24)
@@ -50,8 +53,14 @@ class Session:
         self.settings_changed = asyncio.Event()
         self.connection: Any = None
         self.tasks: list[asyncio.Task[Any]] = []
+        self.disk = disk
+        """This session's share of the server's disk budget (replay, spool, capture)."""
+        if disk is not None:
+            disk.replay, disk.replay_dropped = replay, self._replay_dropped
         self._send = send
         self._lock = asyncio.Lock()
+        self._held: list[Callable[[], Awaitable[Any]]] | None = None
+        self._posted: set[asyncio.Task[Any]] = set()
 
     @property
     def attached(self) -> bool:
@@ -63,8 +72,23 @@ class Session:
         """True while a process runs (or is paused) in this session."""
         return self.execution is not None and not self.execution.finished.is_set()
 
+    def hold(self, queue: list[Callable[[], Awaitable[Any]]]) -> None:
+        """Queue notifications in ``queue`` (numbered when sent) until :meth:`unhold`.
+
+        A batch holds them, so that what its requests cause is told after the batch's
+        response and after the ``process.started`` of an ``execute`` earlier in it.
+        """
+        self._held = queue
+
+    def unhold(self) -> None:
+        """Stop queueing; the holder sends what was queued, in order."""
+        self._held = None
+
     async def notify(self, method: str, params: dict[str, Any]) -> int:
-        """Send a run-related notification with the next ``seq``; return that seq."""
+        """Send a run-related notification with the next ``seq``; return that seq (0: held)."""
+        if self._held is not None:
+            self._held.append(functools.partial(self.notify, method, params))
+            return 0
         async with self._lock:
             self.last_seq += 1
             seq = self.last_seq
@@ -76,6 +100,32 @@ class Session:
                 self.replay.append(seq, text)
                 await self._send_kept(text)
         return seq
+
+    def post(self, method: str, params: dict[str, Any]) -> None:
+        """Send a notification soon, from code that must not wait (or is inside a send)."""
+        task = asyncio.ensure_future(self.notify(method, params))
+        self._posted.add(task)
+        task.add_done_callback(self._posted.discard)
+
+    def _replay_dropped(self, first_available: int, scope: str) -> None:
+        logger.warning(
+            "! [ENHANCED] session %s: %s disk limit reached, replay before seq %d dropped",
+            self.id, scope, first_available,
+        )
+        execution = self.execution if self.running else None
+        pids = execution.pid_fields if execution is not None else {}
+        self.post(
+            methods.PROCESS_NOTICE,
+            {
+                "kind": "disk_limit",
+                "action": "replay_dropped",
+                "scope": scope,
+                "first_available_seq": first_available,
+                "message": f"the {scope} disk limit is reached: notifications before seq "
+                f"{first_available} are no longer kept for resume",
+                **pids,
+            },
+        )
 
     async def send(self, message: Any) -> None:
         """Send a message that carries no seq (responses, heartbeats)."""
@@ -172,6 +222,7 @@ class SessionManager:
         heartbeat_interval: float,
         inactivity_threshold: float,
         replay: ReplayLog | None = None,
+        disk: DiskUse | None = None,
     ) -> Session:
         """Open a session, or raise LimitReached."""
         if self.max_sessions is not None and len(self.sessions) >= self.max_sessions:
@@ -181,6 +232,7 @@ class SessionManager:
             heartbeat_interval=heartbeat_interval,
             inactivity_threshold=inactivity_threshold,
             replay=replay,
+            disk=disk,
         )
         self.sessions[session.id] = session
         self.idle.clear()
@@ -195,6 +247,8 @@ class SessionManager:
         self.sessions.pop(session.id, None)
         if session.replay is not None:
             session.replay.close()
+        if session.disk is not None:
+            session.disk.close()
         if not self.sessions:
             self.idle.set()
 

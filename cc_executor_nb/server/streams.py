@@ -1,10 +1,10 @@
 """Reading a child's output: chunked, decoded, line-aligned, spooled, never stalled.
 
-The pipes are read by asyncio protocols in chunks (never ``readline()``) as fast as
-the child writes: the ``claude`` CLI makes its stdout non-blocking and silently drops
-output when the pipe is full, so the reader must never wait for the client. Decoded,
-line-aligned pieces go into an ``OutputSpool``: a bounded memory queue that spills to
-a per-run file, which the sender drains at the client's pace.
+What the child writes goes to capture files or pipes (see
+:mod:`~cc_executor_nb.server.capture`), read in chunks (never ``readline()``) as
+fast as the child writes. Decoded, line-aligned pieces go into an ``OutputSpool``: a
+bounded memory queue that spills to a per-run file, which the sender drains at the
+client's pace, so the reader never waits for the client.
 """
 
 from __future__ import annotations
@@ -14,11 +14,18 @@ import codecs
 import collections
 import contextlib
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from .capture import CAPTURE_MODES, CaptureFile, ChildOutput, FileOutput, Follower, PipeOutput
 from .files import anonymous_file, pread_all, pwritev_all, release
+from .linuxio import holders_of, punch_hole
+
+if TYPE_CHECKING:
+    from .disk import DiskUse
 
 __all__ = [
     "CHUNK_LIMIT",
@@ -30,6 +37,8 @@ __all__ = [
     "coalesce",
 ]
 
+logger = logging.getLogger("cc_executor_nb.server.streams")
+
 STREAMS = ("stdout", "stderr")
 CHUNK_LIMIT = 160 * 1024
 """Characters per ``process.output`` piece. Even if every one needed a 6-byte JSON escape
@@ -37,6 +46,15 @@ CHUNK_LIMIT = 160 * 1024
 websockets clients; for ordinary text, fewer and larger frames cost less per byte."""
 PIPE_READ_SIZE = 1 << 20
 """Bytes asked of a pipe per read: as much as the enlarged pipe holds."""
+FILE_READ_SIZE = 1 << 20
+"""Bytes asked of a capture file per read."""
+READ_BUDGET = 8 << 20
+"""Bytes read from one capture file before the reader yields to the loop."""
+BACKLOG_LIMIT = 16 << 20
+"""Unread bytes in a capture file past which the child is held until the reader has
+caught up (to a quarter of it): the back-pressure a full pipe would give."""
+SPOOL_PUNCH_EVERY = 1 << 20
+"""Bytes of spool file taken back between two hole punches."""
 
 Record = tuple[str, str]
 
@@ -104,12 +122,17 @@ class OutputSpool:
     gathered into batches of at most ``batch_chars`` and each batch is appended to an
     anonymous temporary file with one write; the reader takes a whole batch back with
     one read. Order is kept (memory, then the file, then the batch being gathered) and
-    memory stays bounded however far the reader falls behind.
+    memory stays bounded however far the reader falls behind. Batches taken back are
+    punched out of the file, so it holds about what is still to be sent; ``disk``
+    (the session's share of the disk budget) is told of every byte on disk.
     """
 
-    def __init__(self, memory_limit: int = 8 << 20, spool_dir: str | None = None) -> None:
+    def __init__(
+        self, memory_limit: int = 8 << 20, spool_dir: str | None = None, *, disk: DiskUse | None = None
+    ) -> None:
         self.memory_limit = memory_limit
         self.spool_dir = spool_dir
+        self.disk = disk
         self.batch_chars = max(min(1 << 18, memory_limit // 8), 1)
         self._memory: collections.deque[Record] = collections.deque()
         self._memory_chars = 0
@@ -118,7 +141,12 @@ class OutputSpool:
         self._file: int | None = None
         self._batches: collections.deque[tuple[int, list[tuple[int, int]]]] = collections.deque()
         self._write_pos = 0
+        self._punched = 0
+        self._read_back = 0
+        self._can_punch = True
         self.spilled_bytes = 0
+        self.disk_bytes = 0
+        """Bytes written to the file and not yet taken back."""
 
     @property
     def empty(self) -> bool:
@@ -152,10 +180,11 @@ class OutputSpool:
         return records
 
     def close(self) -> None:
-        """Release the spool file."""
+        """Release the spool file (and its share of the disk budget)."""
         if self._file is not None:
             release(self._file)
             self._file = None
+        self._account(-self.disk_bytes)
 
     def _gather(self, stream: str, text: str) -> None:
         if self._tail_chars + len(text) > self.batch_chars:
@@ -177,27 +206,53 @@ class OutputSpool:
         self._write_pos += written
         self.spilled_bytes += written
         self._tail, self._tail_chars = [], 0
+        self._account(written)
 
     def _refill(self) -> None:
         """Memory ran dry: bring back the oldest batch from the file, or the gathering one."""
         if self._batches:
             offset, sizes = self._batches.popleft()
             assert self._file is not None
-            data = pread_all(self._file, sum(size for _, size in sizes), offset)
+            total = sum(size for _, size in sizes)
+            data = pread_all(self._file, total, offset)
             position = 0
             for kind, size in sizes:
                 text = str(data[position : position + size], "utf-8", "surrogatepass")
                 self._memory.append((STREAMS[kind], text))
                 self._memory_chars += len(text)
                 position += size
-            if not self._batches:
-                # Drained: later batches reuse the file from its start, so it never
-                # grows past the largest backlog.
-                self._write_pos = 0
+            self._taken_back(offset + total)
         elif self._tail:
             self._memory.extend(self._tail)
             self._memory_chars += self._tail_chars
             self._tail, self._tail_chars = [], 0
+
+    def _taken_back(self, end: int) -> None:
+        """Everything up to ``end`` was read back: give its blocks back (in steps)."""
+        self._account(-(end - self._read_back))
+        self._read_back = end
+        if end - self._punched >= SPOOL_PUNCH_EVERY:
+            self._punch(end)
+        if not self._batches:
+            # Drained: later batches reuse the file from its start, so it never grows
+            # past the largest backlog (less what was punched).
+            self._write_pos = self._punched = self._read_back = 0
+
+    def _punch(self, end: int) -> None:
+        assert self._file is not None
+        if self._can_punch and end > self._punched:
+            try:
+                self._can_punch = punch_hole(self._file, self._punched, end - self._punched)
+            except OSError:
+                self._can_punch = False
+        self._punched = end
+
+    def _account(self, delta: int) -> None:
+        delta = max(delta, -self.disk_bytes)
+        if delta:
+            self.disk_bytes += delta
+            if self.disk is not None:
+                self.disk.change(delta)
 
 
 def coalesce(records: list[Record], limit: int) -> list[Record]:
@@ -225,36 +280,198 @@ class _PipeProtocol(asyncio.Protocol):
         self._on_eof()
 
 
-class RunOutput:
-    """The live output of one run: two pipes read into one spool.
+class _FileReader:
+    """Reads one capture file as it grows, in bounded steps, until its writers are gone.
 
-    ``last_output_at`` (monotonic) is the time the child last wrote anything;
-    ``next_batch`` waits for records and returns None once both pipes hit end of file
-    and everything was taken.
+    Woken by the follower (inotify or a timer). Each wake-up reads at most
+    ``READ_BUDGET`` bytes, then yields to the loop and goes on, so a backlog (after the
+    loop was held) never stalls heartbeats. The end is reached once nobody can write
+    any more (the count fell to 0, or :meth:`finish` said so) and a read found nothing.
     """
 
-    def __init__(self, handler: StreamHandler, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        capture: CaptureFile,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        on_data: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+        on_rewritten: Callable[[bool], None],
+        on_disk: Callable[[int], None],
+        on_backlog: Callable[[bool], None],
+    ) -> None:
+        self.capture = capture
+        self._loop = loop
+        self._on_data = on_data
+        self._on_eof = on_eof
+        self._on_rewritten = on_rewritten
+        self._on_disk = on_disk
+        self._on_backlog = on_backlog
+        self.behind = False
+        self.allocated = 0
+        """The file's disk blocks as last told to ``on_disk``."""
+        self._later: asyncio.Handle | None = None
+        self._told = False
+        self.forced = False
+        self.done = False
+        capture.listener = self.wake
+
+    def wake(self) -> None:
+        """The file may have changed: read now (unless a read is already scheduled)."""
+        if self._later is None and not self.done:
+            self._drain()
+
+    def finish(self) -> None:
+        """Nobody writes any more (the run decided): read what is left, then end."""
+        self.forced = True
+        self.wake()
+
+    def stop(self) -> None:
+        """Read no more (the run's output is being closed)."""
+        self.done = True
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
+
+    def _drain(self) -> None:
+        self._later = None
+        capture = self.capture
+        if self.done or capture.read_fd < 0:
+            return
+        truncated = capture.reopened and capture.truncated()
+        if truncated:
+            capture.restart()  # what is there now was written after the truncation
+        if (truncated or capture.rewritten) and not self._told:
+            self._told = True
+            logger.warning("! [ENHANCED] the child reopened its %s by path for writing", capture.name)
+            self._on_rewritten(truncated)
+        budget = READ_BUDGET
+        while budget > 0:
+            data = capture.read(FILE_READ_SIZE)
+            if data:
+                self._on_data(data)
+                budget -= len(data)
+                capture.punch_behind()
+                self._account()  # a child far ahead is held at once, not after the step
+            if len(data) < FILE_READ_SIZE:
+                break
+        else:
+            self._later = self._loop.call_soon(self._drain)
+            return
+        if self.forced or (capture.counted and capture.writers <= 0):
+            self.done = True
+            self._on_eof()
+
+    def check(self) -> None:
+        """Look at the file's size now (between other work on the loop)."""
+        if not self.done:
+            self._account()
+
+    def _account(self) -> None:
+        """Tell the disk budget what the file holds; hold a child that outruns us."""
+        allocated, backlog = self.capture.usage()
+        if allocated != self.allocated:
+            self._on_disk(allocated - self.allocated)
+            self.allocated = allocated
+        behind = backlog > (BACKLOG_LIMIT // 4 if self.behind else BACKLOG_LIMIT)
+        if behind != self.behind:
+            self.behind = behind
+            self._on_backlog(behind)
+
+    def closed(self) -> None:
+        """The file is gone: its blocks leave the budget."""
+        if self.allocated:
+            self._on_disk(-self.allocated)
+            self.allocated = 0
+
+
+class RunOutput:
+    """The live output of one run: two pipes or two capture files, read into one spool.
+
+    ``last_output_at`` (monotonic) is the time the child last wrote anything;
+    ``next_batch`` waits for records and returns None once both streams ended and
+    everything was taken.
+    """
+
+    def __init__(
+        self, handler: StreamHandler, loop: asyncio.AbstractEventLoop, disk: DiskUse | None = None
+    ) -> None:
         self._handler = handler
         self._loop = loop
-        self.spool = OutputSpool(handler.memory_limit, handler.spool_dir)
+        self.spool = OutputSpool(handler.memory_limit, handler.spool_dir, disk=disk)
         self._aligners = {name: LineAligner(handler.chunk_limit) for name in STREAMS}
         self._open: set[str] = set()
         self._flush_timer: asyncio.TimerHandle | None = None
         self._ready = asyncio.Event()
         self._transports: list[asyncio.BaseTransport] = []
+        self._readers: list[_FileReader] = []
+        self._child_output: ChildOutput | None = None
         self.last_output_at = time.monotonic()
         self.bytes_read = dict.fromkeys(STREAMS, 0)
         self.eof = asyncio.Event()
+        self.on_backlog: Callable[[str, bool], None] | None = None
+        """Called with the stream's name and True when its capture file has more than
+        BACKLOG_LIMIT unread bytes, and False once the reader caught up."""
+        self.on_rewritten: Callable[[str, bool], None] | None = None
+        """Called with the stream's name (and whether a truncation was seen) when the
+        child reopened its capture file by path for writing (output may be lost)."""
 
-    async def attach(self, stdout_fd: int, stderr_fd: int) -> None:
-        """Start reading both pipes (takes ownership of the fds)."""
-        for name, fd in zip(STREAMS, (stdout_fd, stderr_fd), strict=True):
+    @property
+    def mode(self) -> str:
+        """"file" or "pipe"."""
+        return self._child_output.mode if self._child_output is not None else "pipe"
+
+    @property
+    def counting(self) -> bool:
+        """Whether the end of output is known without the run's help.
+
+        True for pipes and for capture files whose writers inotify counts; False when
+        the files are polled or the count was lost (then :meth:`finish_capture` ends them).
+        """
+        return all(reader.capture.counted for reader in self._readers)
+
+    async def attach(self, child_output: ChildOutput) -> None:
+        """Start reading what the child writes (takes ownership of ``child_output``)."""
+        self._child_output = child_output
+        if isinstance(child_output, FileOutput):
+            for name, capture in zip(STREAMS, child_output.files, strict=True):
+                self._open.add(name)
+                self._readers.append(self._file_reader(name, capture))
+            for reader in self._readers:
+                reader.wake()  # the child may have written (or even ended) already
+            return
+        assert isinstance(child_output, PipeOutput)
+        fds, child_output.read_fds = list(child_output.read_fds), []
+        for name, fd in zip(STREAMS, fds, strict=True):
             pipe = os.fdopen(fd, "rb", buffering=0)
             self._open.add(name)
             transport, _ = await self._loop.connect_read_pipe(functools.partial(self._protocol, name), pipe)
             # asyncio reads 256 KiB per wake-up by default; the pipe holds 1 MiB.
             transport.max_size = PIPE_READ_SIZE  # type: ignore[attr-defined]
             self._transports.append(transport)
+
+    def finish_capture(self) -> None:
+        """Nothing of the run can write any more, or what still could is abandoned:
+        read what is there and end both streams."""
+        for reader in self._readers:
+            reader.finish()
+        for transport in self._transports:
+            transport.close()
+
+    def holders(self) -> list[int]:
+        """Pids of other processes still holding the run's output open (blocking)."""
+        fds = [reader.capture.read_fd for reader in self._readers if reader.capture.read_fd >= 0]
+        for transport in self._transports:
+            pipe = transport.get_extra_info("pipe")
+            with contextlib.suppress(ValueError, OSError):
+                fds.append(pipe.fileno())
+        return sorted({pid for fd in fds for pid in holders_of(fd)})
+
+    def check_capture(self) -> None:
+        """Account for the capture files now and hold a child far ahead of the reader
+        (the sender calls this between sends, so a busy loop still notices in time)."""
+        for reader in self._readers:
+            reader.check()
 
     async def next_batch(self, max_chars: int) -> list[Record] | None:
         """Wait for queued output; None when the run's output is complete."""
@@ -266,16 +483,41 @@ class RunOutput:
         return self.spool.pop(max_chars)
 
     def close(self) -> None:
-        """Stop reading (if still open) and drop the spool file."""
+        """Stop reading (if still open) and drop the spool and capture files."""
         for transport in self._transports:
             transport.close()
         if self._flush_timer is not None:
             self._flush_timer.cancel()
+        for reader in self._readers:
+            reader.stop()
+        if self._child_output is not None:
+            self._child_output.close()
+        for reader in self._readers:
+            reader.closed()
         self.spool.close()
 
     def _protocol(self, name: str) -> _PipeProtocol:
         """The protocol that feeds pipe ``name`` into this run's output."""
         return _PipeProtocol(functools.partial(self._on_data, name), functools.partial(self._on_eof, name))
+
+    def _file_reader(self, name: str, capture: CaptureFile) -> _FileReader:
+        return _FileReader(
+            capture,
+            self._loop,
+            on_data=functools.partial(self._on_data, name),
+            on_eof=functools.partial(self._on_eof, name),
+            on_rewritten=functools.partial(self._rewritten, name),
+            on_disk=self._capture_disk,
+            on_backlog=functools.partial(self._backlog, name),
+        )
+
+    def _backlog(self, name: str, behind: bool) -> None:
+        if self.on_backlog is not None:
+            self.on_backlog(name, behind)
+
+    def _capture_disk(self, delta: int) -> None:
+        if self.spool.disk is not None:
+            self.spool.disk.change(delta)
 
     def _push(self, name: str, pieces: list[str]) -> None:
         for piece in pieces:
@@ -298,6 +540,10 @@ class RunOutput:
         for name, aligner in self._aligners.items():
             self._push(name, aligner.flush())
 
+    def _rewritten(self, name: str, truncated: bool) -> None:
+        if self.on_rewritten is not None:
+            self.on_rewritten(name, truncated)
+
     def _on_eof(self, name: str) -> None:
         if name not in self._open:
             return
@@ -309,7 +555,11 @@ class RunOutput:
 
 
 class StreamHandler:
-    """Configuration and factory for run outputs (one ``RunOutput`` per run)."""
+    """Configuration and factory for run outputs (one ``RunOutput`` per run).
+
+    Owns the server's :class:`~cc_executor_nb.server.capture.Follower` (one inotify
+    instance for every capture file); :meth:`close` releases it.
+    """
 
     def __init__(
         self,
@@ -318,20 +568,35 @@ class StreamHandler:
         partial_flush_delay: float = 0.05,
         memory_limit: int = 8 << 20,
         spool_dir: str | None = None,
+        capture: str = "file",
+        follower: Follower | None = None,
     ) -> None:
+        if capture not in CAPTURE_MODES:
+            raise ValueError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
         self.chunk_limit = chunk_limit
         self.partial_flush_delay = partial_flush_delay
         self.memory_limit = memory_limit
         self.spool_dir = spool_dir
+        self.capture = capture
+        """The default capture of a run ("file" or "pipe"); ``execute`` may choose."""
+        self.follower = follower or Follower()
 
-    async def open(self, stdout_fd: int, stderr_fd: int) -> RunOutput:
-        """Start reading a child's pipes; the returned output owns the fds."""
-        output = RunOutput(self, asyncio.get_running_loop())
+    def child_output(self, mode: str | None = None) -> ChildOutput:
+        """New descriptors for a child's stdout and stderr (``mode`` or the default)."""
+        if (mode or self.capture) == "pipe":
+            return PipeOutput()
+        return FileOutput(self.follower, self.spool_dir)
+
+    async def open(self, child_output: ChildOutput, disk: DiskUse | None = None) -> RunOutput:
+        """Start reading what a child writes; the returned output owns the descriptors."""
+        output = RunOutput(self, asyncio.get_running_loop(), disk)
         try:
-            await output.attach(stdout_fd, stderr_fd)
+            await output.attach(child_output)
         except BaseException:
-            for fd in (stdout_fd, stderr_fd):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            child_output.close()
             raise
         return output
+
+    def close(self) -> None:
+        """Release the follower (the server is closing)."""
+        self.follower.close()

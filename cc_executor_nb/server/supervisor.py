@@ -1,10 +1,11 @@
 """Child supervision in one place: spawn, signal the group, escalate, reap.
 
-Every child starts with exec (never a shell), stdin from /dev/null (or a pipe we hold), in a new session
-(so its own process group, whose id we record at spawn), with pipes we create for
-stdout and stderr so the stream reader owns them from the first byte. Signals go to
-the group with ``killpg``; ``ProcessLookupError`` means "already gone". We never
-signal our own group.
+Every child starts with exec (never a shell), stdin from /dev/null (or a pipe we
+hold), in a new session (so its own process group, whose id we record at spawn),
+with stdout and stderr made for it before the spawn (capture files or pipes, see
+:mod:`~cc_executor_nb.server.capture`), so the stream reader owns them from the
+first byte. Signals go to the group with ``killpg``; ``ProcessLookupError`` means
+"already gone". We never signal our own group.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
+import fnmatch
 import logging
 import os
 import secrets
@@ -21,22 +22,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import psutil
 
 from ..errors import CommandNotAllowed, LimitReached, SpawnFailed
+from .capture import ChildOutput
 from .watchdog import SERVER_MARKER_ENV, kill_marked
 
 __all__ = [
+    "DEFAULT_KEEP_ENV",
     "DEFAULT_SECRET_ENV",
+    "GUARDED_ENV",
     "RUN_MARKER_ENV",
     "UNBUFFERED_NAMES",
     "ManagedProcess",
     "ProcessManager",
     "child_environment",
     "group_members",
+    "is_secret",
     "kill_escapees",
     "signal_group",
     "unbuffered_argv",
@@ -46,16 +51,45 @@ logger = logging.getLogger("cc_executor_nb.server.supervisor")
 
 UNBUFFERED_NAMES = frozenset({"claude", "python", "python3", "node", "npm", "npx"})
 DEFAULT_SECRET_ENV = (
+    # The notebook's and the server's own credentials: never the job's business.
     "CC_EXECUTOR_TOKEN",
     "JUPYTER_TOKEN",
-    "JPY_API_TOKEN",
-    "JUPYTERHUB_API_TOKEN",
     "JUPYTER_PASSWORD",
+    "JPY_API_TOKEN",
+    "JUPYTERHUB_*",
+    # Credentials by their usual names.
+    "*_TOKEN",
+    "*_SECRET",
+    "*_SECRET_KEY",
+    "*_PASSWORD",
+    "*_PASSWD",
+    "*_API_KEY",
+    "*_ACCESS_KEY",
+    "*_PRIVATE_KEY",
 )
+"""Names (``fnmatch`` patterns) of the server's variables that never reach a child."""
+DEFAULT_KEEP_ENV = (
+    # What the claude CLI itself needs: the Anthropic API, Bedrock (AWS), Vertex (Google).
+    "ANTHROPIC_*",
+    "CLAUDE_*",
+    "AWS_*",
+    "GOOGLE_*",
+    "CLOUD_ML_*",
+)
+"""Patterns kept even when a secret pattern matches them."""
+GUARDED_ENV = (
+    "PATH", "LD_*", "DYLD_*", "NODE_OPTIONS", "NODE_PATH", "PYTHONPATH", "PYTHONHOME",
+    "PYTHONSTARTUP", "PYTHONEXECUTABLE", "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT",
+    "RUBYLIB", "BASH_ENV", "ENV", "BASH_FUNC_*", "SHELLOPTS", "BASHOPTS", "PS4", "GCONV_PATH",
+    "LOCPATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "GIT_SSH", "GIT_SSH_COMMAND",
+    "GIT_EXEC_PATH", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_CONFIG_*", "GIT_EDITOR", "GIT_PAGER",
+    "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "BROWSER",
+)
+"""Variables a request's ``env`` may not set while an allow-list is set: each one can
+make an allowed program load or start other code."""
 # Every child carries this variable so that processes which leave the group (setsid)
 # can still be recognised as ours.
 RUN_MARKER_ENV = "CC_EXECUTOR_RUN_ID"
-PIPE_SIZE = 1 << 20
 _POLL = 0.05
 
 
@@ -71,18 +105,30 @@ def child_environment(
     overrides: Mapping[str, str] | None,
     secret_names: Iterable[str],
     secret_values: Iterable[str] = (),
+    keep_names: Iterable[str] = DEFAULT_KEEP_ENV,
 ) -> dict[str, str]:
     """The child's environment: ours minus secrets, unbuffered, then the overrides.
 
-    A variable is dropped when its name is a known secret or its value equals one of
-    ``secret_values`` (the server token), wherever it came from.
+    A variable of ours is dropped when its name matches a pattern of ``secret_names``
+    and none of ``keep_names``; any variable (the request's too) is dropped when its
+    value equals one of ``secret_values`` (the server token). The request's own
+    variables are otherwise kept: the client asked for them.
     """
-    names = set(secret_names)
+    secret, keep = tuple(secret_names), tuple(keep_names)
     values = {value for value in secret_values if value}
-    env = {k: v for k, v in base.items() if k not in names}
+    env = {k: v for k, v in base.items() if not is_secret(k, secret, keep)}
     env.update(PYTHONUNBUFFERED="1", NODE_NO_READLINE="1")
     env.update(overrides or {})
     return {k: v for k, v in env.items() if v not in values}
+
+
+def is_secret(name: str, secret: Iterable[str] = DEFAULT_SECRET_ENV, keep: Iterable[str] = DEFAULT_KEEP_ENV) -> bool:
+    """Whether a variable named ``name`` must stay out of a child's environment."""
+    return _matches(name, tuple(secret)) and not _matches(name, tuple(keep))
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def _resolve(argv0: str, env: Mapping[str, str], cwd: str | None) -> str:
@@ -105,14 +151,6 @@ def _spawn_error(code: int, what: str) -> SpawnFailed:
     return SpawnFailed(
         f"could not start {what!r}: {strerror}", {"errno": code, "strerror": strerror}
     )
-
-
-def _enlarge_pipe(fd: int) -> None:
-    """Grow a pipe so a bursty child never finds it full (Linux only; best effort)."""
-    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setter is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, setter, PIPE_SIZE)
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -150,18 +188,22 @@ def kill_escapees(run_id: str) -> list[int]:
 
 @dataclass(eq=False)
 class ManagedProcess:
-    """One spawned child: its pid, its group and the read ends of its pipes."""
+    """One spawned child: its pid, its group and what it writes its output to."""
 
     argv: list[str]
     exec_argv: list[str]
     process: asyncio.subprocess.Process
-    stdout_fd: int
-    stderr_fd: int
+    output: ChildOutput
+    """The capture files or pipes of its stdout and stderr (the reader takes them over)."""
     run_id: str
     stdin_fd: int | None = None
     """The write end of the child's stdin pipe (None: its stdin is /dev/null)."""
     started_at: float = field(default_factory=time.monotonic)
     paused: bool = False
+    """Paused by the client (PAUSE)."""
+    holds: set[str] = field(default_factory=set)
+    """Why the server holds the group: "disk" (the disk budget is full), "backlog" (the
+    child writes faster than its capture is read). Empty: not held."""
     stop_step: str | None = None
 
     @property
@@ -189,9 +231,24 @@ class ManagedProcess:
         self.paused = True
 
     def resume(self) -> None:
-        """SIGCONT the whole group."""
-        signal_group(self.pgid, signal.SIGCONT)
+        """SIGCONT the whole group (unless the server holds it)."""
         self.paused = False
+        if not self.holds:
+            signal_group(self.pgid, signal.SIGCONT)
+
+    def hold(self, reason: str) -> None:
+        """SIGSTOP the group until :meth:`release` of every reason (the server's own pause)."""
+        if self.returncode is None and not self.holds:
+            signal_group(self.pgid, signal.SIGSTOP)
+        self.holds.add(reason)
+
+    def release(self, reason: str) -> None:
+        """Drop one reason to hold; SIGCONT once none is left (unless the client paused)."""
+        if reason not in self.holds:
+            return
+        self.holds.discard(reason)
+        if not self.holds and not self.paused:
+            signal_group(self.pgid, signal.SIGCONT)
 
     async def terminate(self, grace: float) -> str:
         """SIGCONT+SIGTERM the group, SIGKILL what is left after ``grace`` seconds.
@@ -209,6 +266,7 @@ class ManagedProcess:
         signal_group(self.pgid, signal.SIGCONT)
         signal_group(self.pgid, signal.SIGTERM)
         self.paused = False
+        self.holds.clear()
         self.stop_step = "SIGTERM"
         if await self._wait_group_gone(grace):
             return self.stop_step
@@ -254,11 +312,13 @@ class ProcessManager:
         allowed_commands: Iterable[str] | None = None,
         max_processes: int | None = None,
         secret_env_names: Iterable[str] = DEFAULT_SECRET_ENV,
+        keep_env_names: Iterable[str] = DEFAULT_KEEP_ENV,
     ) -> None:
         self.kill_grace = kill_grace
         self.allowed_commands = frozenset(allowed_commands) if allowed_commands else None
         self.max_processes = max_processes
         self.secret_env_names = tuple(secret_env_names)
+        self.keep_env_names = tuple(keep_env_names)
         self.secret_values: set[str] = set()
         self.running: set[ManagedProcess] = set()
         self.server_id = secrets.token_hex(8)
@@ -270,11 +330,34 @@ class ProcessManager:
         if value:
             self.secret_values.add(value)
 
-    def check_allowed(self, argv: list[str]) -> None:
-        """Raise CommandNotAllowed unless argv[0]'s name is on the allow-list."""
-        name = os.path.basename(argv[0])
-        if self.allowed_commands is not None and name not in self.allowed_commands:
-            raise CommandNotAllowed(f"command {name!r} is not allowed on this server")
+    def check_allowed(self, argv: list[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+        """The program to exec for ``argv``: an absolute path while an allow-list is set.
+
+        With an allow-list, argv[0] is looked up as exec would (on our ``PATH``, or
+        relative to ``cwd``), resolved to a real absolute path and compared with the
+        entries resolved the same way; ``env`` may not set any of :data:`GUARDED_ENV`.
+        Raises CommandNotAllowed (or SpawnFailed for a program that does not exist).
+        """
+        if self.allowed_commands is None:
+            return argv[0]
+        guarded = sorted(name for name in env or {} if _matches(name, GUARDED_ENV))
+        if guarded:
+            raise CommandNotAllowed(
+                f"env may not set {guarded[0]} while the server has an allow-list", {"field": "env"}
+            )
+        path = os.environ.get("PATH", os.defpath)
+        program = os.path.abspath(_resolve(argv[0], {"PATH": path}, cwd))
+        if os.path.realpath(program) not in self._allowed_paths(path):
+            raise CommandNotAllowed(f"command {argv[0]!r} ({program}) is not allowed on this server")
+        return program
+
+    def _allowed_paths(self, path: str) -> set[str]:
+        allowed = set()
+        for entry in self.allowed_commands or ():
+            found = entry if os.path.isabs(entry) else shutil.which(entry, path=path)
+            if found:
+                allowed.add(os.path.realpath(found))
+        return allowed
 
     async def spawn(
         self,
@@ -282,27 +365,32 @@ class ProcessManager:
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         *,
+        output: Callable[[], ChildOutput],
         stdin_pipe: bool = False,
     ) -> ManagedProcess:
-        """Start ``argv`` in its own process group with piped stdout and stderr.
+        """Start ``argv`` in its own process group, writing to ``output()``'s descriptors.
 
-        With ``stdin_pipe`` the child reads a pipe whose write end the returned process
-        holds (``stdin_fd``); otherwise its stdin is /dev/null.
+        ``output`` makes the child's stdout and stderr (capture files or pipes); it is
+        called inside the spawn's clean-up, so nothing leaks when anything fails. With
+        ``stdin_pipe`` the child reads a pipe whose write end the returned process holds
+        (``stdin_fd``); otherwise its stdin is /dev/null.
         """
-        self.check_allowed(argv)
+        program = self.check_allowed(argv, env, cwd)
         if self.max_processes is not None and len(self.running) >= self.max_processes:
             raise LimitReached(f"at most {self.max_processes} processes may run at once")
         run_id = secrets.token_hex(8)
         child_env = child_environment(
-            os.environ, env, self.secret_env_names, self.secret_values
+            os.environ, env, self.secret_env_names, self.secret_values, self.keep_env_names
         )
         child_env[RUN_MARKER_ENV] = run_id
         child_env[SERVER_MARKER_ENV] = self.server_id
         _resolve(argv[0], child_env, cwd)
-        exec_argv = unbuffered_argv(argv, self._stdbuf)
+        exec_argv = unbuffered_argv([program, *argv[1:]], self._stdbuf)
         self._ensure_watchdog()
-        process, out_fd, err_fd, in_fd = await _start(exec_argv, cwd, child_env, stdin_pipe)
-        managed = ManagedProcess(argv, exec_argv, process, out_fd, err_fd, run_id, stdin_fd=in_fd)
+        process, child_output, in_fd = await _start(
+            exec_argv, cwd, env=child_env, make_output=output, stdin_pipe=stdin_pipe, name=argv[0]
+        )
+        managed = ManagedProcess(argv, exec_argv, process, child_output, run_id, stdin_fd=in_fd)
         self.running.add(managed)
         self._tell_watchdog(f"+{managed.pgid}")
         process_done = asyncio.ensure_future(process.wait())
@@ -355,18 +443,25 @@ class ProcessManager:
 
 
 async def _start(
-    argv: list[str], cwd: str | None, env: dict[str, str], stdin_pipe: bool
-) -> tuple[asyncio.subprocess.Process, int, int, int | None]:
-    """Spawn with our own pipes; on any failure every descriptor we made is closed.
+    argv: list[str],
+    cwd: str | None,
+    *,
+    env: dict[str, str],
+    make_output: Callable[[], ChildOutput],
+    stdin_pipe: bool,
+    name: str,
+) -> tuple[asyncio.subprocess.Process, ChildOutput, int | None]:
+    """Spawn writing to ``make_output()``; on any failure every descriptor made is closed.
 
-    Returns the process and the read ends of stdout and stderr, and the write end of
-    stdin when ``stdin_pipe`` (else the child's stdin is /dev/null).
+    Returns the process, its output (whose child ends are closed here once the child
+    has them) and the write end of its stdin when ``stdin_pipe`` (else /dev/null).
+    A failure is SpawnFailed naming ``name`` (the requested argv[0]) or the ``cwd``.
     """
-    ours: list[int] = []  # our ends: kept on success
-    theirs: list[int] = []  # the child's ends: always closed here once it has them
+    output: ChildOutput | None = None
+    ours: list[int] = []  # our end of stdin: kept on success
+    theirs: list[int] = []  # the child's end of stdin: always closed here
     try:
-        out_r, out_w = _pipe(ours, theirs)
-        err_r, err_w = _pipe(ours, theirs)
+        output = make_output()
         in_w: int | None = None
         stdin: int = asyncio.subprocess.DEVNULL
         if stdin_pipe:
@@ -374,30 +469,29 @@ async def _start(
             theirs.append(in_r)
             ours.append(in_w)
             stdin = in_r
-        for fd in (out_w, err_w):
-            _enlarge_pipe(fd)
+        out_w, err_w = output.child_fds()
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=stdin, stdout=out_w, stderr=err_w, cwd=cwd, env=env, start_new_session=True
         )
     except OSError as exc:
-        _close_all(ours)
+        _abandon(output, ours)
         code = exc.errno or errno.EIO
-        what = exc.filename if cwd is not None and exc.filename == cwd else argv[0]
+        what = exc.filename if cwd is not None and exc.filename == cwd else name
         raise _spawn_error(code, str(what)) from None
     except BaseException:
-        _close_all(ours)
+        _abandon(output, ours)
         raise
     finally:
         _close_all(theirs)
-    return process, out_r, err_r, in_w
+        if output is not None:
+            output.close_child_ends()
+    return process, output, in_w
 
 
-def _pipe(ours: list[int], theirs: list[int]) -> tuple[int, int]:
-    """A new pipe whose read end is ours and write end the child's (both recorded)."""
-    read, write = os.pipe2(os.O_CLOEXEC)
-    ours.append(read)
-    theirs.append(write)
-    return read, write
+def _abandon(output: ChildOutput | None, fds: list[int]) -> None:
+    if output is not None:
+        output.close()
+    _close_all(fds)
 
 
 def _close_all(fds: list[int]) -> None:
