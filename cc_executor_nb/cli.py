@@ -19,9 +19,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import math
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TextIO
 
 from . import methods
@@ -32,8 +33,9 @@ from .declare import add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.claudetext import ClaudeTextView
+from .kernel.run import judged
 from .kernel.textview import Line, LineRenderer, TextView
-from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD
+from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from .server.config import ServerSettings, build_server
 
 __all__ = ["exit_status", "main", "render_event"]
@@ -42,9 +44,9 @@ LABEL_CHARS = 80
 
 
 def exit_status(event: Completed) -> int:
-    """The shell exit status for a completed run."""
+    """The shell exit status for a completed run (1 for a failed run that exited 0)."""
     code = event.exit_code
-    if code is None:
+    if code is None or (code == 0 and event.status != "completed"):
         return 1
     return 128 - code if code < 0 else code
 
@@ -104,12 +106,16 @@ async def _run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             heartbeat_interval=args.heartbeat,
             inactivity_threshold=args.inactivity,
+            capture=args.capture,
             # A Claude run's answer is counted by nobody here: the server counts nothing.
             **({"progress_target": None} if args.action == "claude" else {}),
         )
-        async for event in events:
-            if interpreter is not None and isinstance(event, Output):
-                interpreter.feed(event.stream, event.data)
+        async for received in events:
+            event = received
+            if interpreter is not None and isinstance(received, Output):
+                interpreter.feed(received.stream, received.data)
+            if interpreter is not None and isinstance(received, Completed):
+                event = judged(received, interpreter)  # no result event: failed, never completed
             render_event(event, view, sys.stdout, sys.stderr, notes=not args.quiet)
             if isinstance(event, Completed):
                 return exit_status(event)
@@ -138,6 +144,21 @@ def _prompt(words: Sequence[str]) -> str:
     if not prompt.strip():
         raise ValueError("the prompt is empty")
     return prompt
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds of at least ``minimum`` (0 excluded)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not math.isfinite(value) or value <= 0 or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= {max(minimum, 0):g} (not 0)")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -173,11 +194,13 @@ def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
     parser.add_argument("--token-env", default="CC_EXECUTOR_TOKEN",
                         help="environment variable holding the server's token")
     parser.add_argument("--cwd")
-    parser.add_argument("--timeout", type=float)
-    parser.add_argument("--heartbeat", type=float, default=DEFAULT_HEARTBEAT_INTERVAL,
-                        help="heartbeat interval (s)")
-    parser.add_argument("--inactivity", type=float, default=DEFAULT_INACTIVITY_THRESHOLD,
-                        help="inactivity threshold (s)")
+    parser.add_argument("--timeout", type=_seconds(0.0))
+    parser.add_argument("--heartbeat", type=_seconds(MIN_INTERVAL), default=DEFAULT_HEARTBEAT_INTERVAL,
+                        help="heartbeat interval (s, at least 0.1)")
+    parser.add_argument("--inactivity", type=_seconds(MIN_INTERVAL), default=DEFAULT_INACTIVITY_THRESHOLD,
+                        help="inactivity threshold (s, at least 0.1)")
+    parser.add_argument("--capture", choices=("file", "pipe"), default=None,
+                        help="how the server captures the output (default: the server's, file)")
     parser.add_argument("--quiet", action="store_true", help=quiet)
 
 

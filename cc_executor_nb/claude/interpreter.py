@@ -150,6 +150,17 @@ class ClaudeInterpreter:
             version=run.version + self._stderr_version,
         )
 
+    def incomplete(self) -> str | None:
+        """Why the stream cannot be whole: it ended without Claude's ``result`` event.
+
+        A CLI that exits while its output is still queued (2.1.197 does when its stdout
+        pipe is full) leaves exactly that: a prefix, exit code 0, no ``result``.
+        """
+        with self._lock:
+            if self._run.result is not None:
+                return None
+        return "the output was incomplete: Claude's stream ended without a result event"
+
     def progress(self, now: float, finished: bool) -> Progress | None:
         """Progress of the answer toward the prompt's target; None without a target."""
         if self.target is None:

@@ -33,6 +33,7 @@ from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
+from ..protocol import CAPTURE_MODES, MIN_INTERVAL
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
 from .config import CCExec
@@ -101,13 +102,14 @@ def run(
         cwd=run_options.cwd,
         env=_merge_env(run_options.env, extras.env),
         timeout=_seconds("timeout", run_options.timeout, True),
-        heartbeat_interval=_seconds("heartbeat", run_options.heartbeat),
-        inactivity_threshold=_seconds("inactivity", run_options.inactivity),
+        heartbeat_interval=_seconds("heartbeat", run_options.heartbeat, minimum=MIN_INTERVAL),
+        inactivity_threshold=_seconds("inactivity", run_options.inactivity, minimum=MIN_INTERVAL),
         kill_grace=settings.kill_grace,
+        capture=_capture(run_options.capture),
     )
     label = run_options.label or extras.label
     if durable:
-        spec = _durable(spec, label, extras, local=not remote)
+        spec = _durable(spec, label, extras, local=not remote, settings=settings)
     kernel_loop = _kernel_loop(settings, remote=remote or durable)
     handle = Run(
         spec,
@@ -289,7 +291,7 @@ def _claude_extras(prompt: str, options: dict[str, Any]) -> _Extras:
     )
 
 
-def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool) -> RunSpec:
+def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, settings: CCExec) -> RunSpec:
     """``spec`` as a durable job; a local job server gets this kernel's cwd and environment."""
     claude = extras.interpreter is not None
     meta: dict[str, Any] = {"kind": "claude" if claude else "command", "notebook": notebook_key()}
@@ -298,7 +300,8 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool) -> RunS
     job = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
     if not local:
         return dataclasses.replace(spec, job=job)
-    return dataclasses.replace(spec, cwd=spec.cwd or os.getcwd(), env=durable_environment(spec.env), job=job)
+    env = durable_environment(spec.env, settings.secret_env, settings.keep_env)
+    return dataclasses.replace(spec, cwd=spec.cwd or os.getcwd(), env=env, job=job)
 
 
 def _claude_body(interpreter: ClaudeInterpreter) -> Body:
@@ -315,14 +318,22 @@ def _prompt_text(what: str | Sequence[str]) -> str:
     return what
 
 
-def _seconds(name: str, value: float | None, optional: bool = False) -> float | None:
+def _seconds(name: str, value: float | None, optional: bool = False, *, minimum: float = 0.0) -> float | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number of seconds, not {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum:g} s, not {value!r}")
     return float(value)
+
+
+def _capture(value: str | None) -> str | None:
+    if value is not None and value not in CAPTURE_MODES:
+        raise ValueError(f"capture must be 'file' or 'pipe', not {value!r}")
+    return value
 
 
 def _merge_env(
@@ -359,6 +370,12 @@ def in_kernel_server_settings(settings: CCExec) -> ServerSettings:
         heartbeat_mode=settings.heartbeat_mode,
         min_heartbeat_interval=settings.min_heartbeat_interval,
         allowed_commands=tuple(settings.allowed_commands),
+        secret_env=tuple(settings.secret_env),
+        keep_env=tuple(settings.keep_env),
+        capture=settings.capture,
+        spool_dir=settings.spool_dir or None,
+        disk_limit=settings.disk_limit or None,
+        session_disk_limit=settings.session_disk_limit or None,
         history_path=_history_path(settings),
     )
 

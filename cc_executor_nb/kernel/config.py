@@ -23,6 +23,10 @@ from typing import Any
 from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
+from ..protocol import CAPTURE_MODES, MIN_INTERVAL
+from ..server.config import MIN_DISK_LIMIT
+from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
+
 __all__ = ["OUTPUT_MODES", "CCExec"]
 
 #: How runs are shown: "auto" picks widgets inside a Jupyter kernel, text elsewhere.
@@ -123,8 +127,44 @@ class CCExec(Configurable):
     ).tag(config=True)
     allowed_commands = List(
         Unicode(),
-        help="Program names (argv[0]'s base name) the in-kernel server may start. "
-        "Empty: any program.",
+        help="Programs the in-kernel server may start: names (looked up on PATH) or absolute "
+        "paths, compared as resolved absolute paths; while set, a run's env may not set PATH, "
+        "LD_* and the like. Not a sandbox. Empty: any program.",
+    ).tag(config=True)
+    secret_env = List(
+        Unicode(),
+        default_value=list(DEFAULT_SECRET_ENV),
+        help="Patterns (fnmatch) of this kernel's environment variables that runs never get "
+        "(in-kernel server): tokens, passwords, API keys by their usual names.",
+    ).tag(config=True)
+    keep_env = List(
+        Unicode(),
+        default_value=list(DEFAULT_KEEP_ENV),
+        help="Patterns of variables runs get even when a secret_env pattern matches them "
+        "(default: what claude needs: ANTHROPIC_*, CLAUDE_*, AWS_*, GOOGLE_*, CLOUD_ML_*).",
+    ).tag(config=True)
+
+    # Output and disk
+
+    capture = Enum(
+        CAPTURE_MODES,
+        default_value="file",
+        help="How a run's stdout and stderr reach the server: 'file' (regular files the server "
+        "follows: no output can be lost, whatever the reader's delays) or 'pipe' (for programs "
+        "that reopen /dev/stdout with truncation, e.g. 'echo x > /dev/stdout').",
+    ).tag(config=True)
+    spool_dir = Unicode(
+        "",
+        help="Directory of the in-kernel server's temporary files (capture, spool, replay; all "
+        "unlinked). Empty: the system's temporary directory.",
+    ).tag(config=True)
+    disk_limit = Int(
+        4 << 30,
+        help="Bytes of temporary files the in-kernel server may keep in all (0: no limit). "
+        "When reached, old replay is dropped, then a run is held until its output is read.",
+    ).tag(config=True)
+    session_disk_limit = Int(
+        1 << 30, help="The same for one run's session (0: no limit)."
     ).tag(config=True)
     demo = Bool(
         False,
@@ -152,9 +192,24 @@ class CCExec(Configurable):
         "5 keeps a flooding run at or under 10 widget messages in any second.",
     ).tag(config=True)
 
-    @validate("heartbeat_interval", "inactivity_threshold", "max_updates_per_second")
+    @validate("heartbeat_interval", "inactivity_threshold", "min_heartbeat_interval")
+    def _interval(self, proposal: Any) -> float:
+        value = _check(proposal, allow_zero=False)
+        if value < MIN_INTERVAL:
+            # Shorter beats would keep a core busy for nothing.
+            raise TraitError(f"CCExec.{proposal.trait.name} must be at least {MIN_INTERVAL:g} s, not {value!r}")
+        return value
+
+    @validate("max_updates_per_second")
     def _positive(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=False)
+
+    @validate("disk_limit", "session_disk_limit")
+    def _disk(self, proposal: Any) -> int:
+        value = int(proposal.value)
+        if value != 0 and value < MIN_DISK_LIMIT:
+            raise TraitError(f"CCExec.{proposal.trait.name} must be 0 (no limit) or at least {MIN_DISK_LIMIT} bytes")
+        return value
 
     @validate("kill_grace", "job_server_idle_exit", "job_retention")
     def _not_negative(self, proposal: Any) -> float:

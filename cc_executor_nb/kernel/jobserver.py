@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from websockets.exceptions import WebSocketException
@@ -37,7 +37,7 @@ from ..server.runtime import (
     read_runtime_file,
     stop_job_server,
 )
-from ..server.supervisor import DEFAULT_SECRET_ENV
+from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, is_secret
 from .config import CCExec
 
 __all__ = [
@@ -98,13 +98,20 @@ def server_arguments(settings: CCExec) -> list[str]:
         args += ["--history-db", history]
     if settings.allowed_commands:
         args += ["--allowed-commands", ",".join(settings.allowed_commands)]
+    args += ["--secret-env", ",".join(settings.secret_env), "--keep-env", ",".join(settings.keep_env)]
     return args
 
 
-def durable_environment(extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The environment a durable run asks for: this kernel's, minus secrets, plus ``extra``."""
-    secrets = set(DEFAULT_SECRET_ENV)
-    return {**{k: v for k, v in os.environ.items() if k not in secrets}, **(extra or {})}
+def durable_environment(
+    extra: Mapping[str, str] | None,
+    secret: Iterable[str] = DEFAULT_SECRET_ENV,
+    keep: Iterable[str] = DEFAULT_KEEP_ENV,
+) -> dict[str, str]:
+    """The environment a durable run asks for: this kernel's, minus secrets (the patterns
+    of ``secret`` not matched by ``keep``, as for any run), plus ``extra``."""
+    secret, keep = tuple(secret), tuple(keep)
+    own = {k: v for k, v in os.environ.items() if not is_secret(k, secret, keep)}
+    return {**own, **(extra or {})}
 
 
 def notebook_key() -> str:

@@ -47,6 +47,11 @@ class RunOptions:
         help="environment variable holding the remote server's token (default: CCExec.token_env)",
     )
     cwd: str | None = option(None, "--cwd", metavar="DIR", help="working directory of the process")
+    capture: str | None = option(
+        None, "--capture", metavar="file|pipe", config="capture",
+        help="how the server captures the output: file (default: nothing can be lost) or pipe "
+        "(for scripts that reopen /dev/stdout with truncation)",
+    )
     env: Mapping[str, str] | None = option(
         None, "-e", "--env", metavar="NAME=VALUE", kind="repeat",
         help="extra environment variable for the process (repeatable)",

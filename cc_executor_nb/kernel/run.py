@@ -45,13 +45,14 @@ from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import FROM_ARGUMENTS
 from ..targets import Progress
 from .loop import KernelLoop
+from .output import OutputStore
 from .runstate import RunState, elapsed, format_duration
 
 if TYPE_CHECKING:
     from .presenter import Presenter
     from .views import RunView
 
-__all__ = ["Interpreter", "Run", "RunSpec", "Target"]
+__all__ = ["Interpreter", "Run", "RunSpec", "Target", "judged"]
 
 logger = logging.getLogger("cc_executor_nb.kernel.run")
 
@@ -67,7 +68,9 @@ class Interpreter(Protocol):
     ``feed`` is called on the loop thread for every output piece, in order, and
     ``finish`` once when the run ends. ``snapshot`` gives an immutable view of what it
     understood (``run.claude``); ``progress`` an estimate toward a target the
-    interpreter knows (None when it knows none).
+    interpreter knows (None when it knows none). An interpreter may also have
+    ``incomplete() -> str | None``: why the output it read cannot be whole (a Claude
+    stream without its ``result``), which turns a ``completed`` run into a ``failed`` one.
     """
 
     def feed(self, stream: str, text: str) -> object:
@@ -105,6 +108,8 @@ class RunSpec:
     """``{"count", "unit"}``, None (the server counts nothing) or FROM_ARGUMENTS."""
     stdin: str | None = None
     """``"pipe"`` to write to the process with ``input``; default: /dev/null."""
+    capture: str | None = None
+    """``"file"`` or ``"pipe"``: how the server captures the output (None: its default)."""
     job: Mapping[str, Any] | None = None
     """A durable job's ``label``, ``meta`` and ``summary``; None: an ordinary run."""
 
@@ -130,6 +135,7 @@ class RunSpec:
             "kill_grace": self.kill_grace,
             "progress_target": self.progress_target,
             "stdin": self.stdin,
+            "capture": self.capture,
             **({"durable": True, **self.job} if self.job is not None else {}),
         }
 
@@ -223,6 +229,15 @@ class Run:
     def stderr(self) -> str:
         """Everything the process wrote to stderr so far."""
         return self.state.stderr
+
+    @property
+    def output(self) -> OutputStore:
+        """The whole output, for huge runs: ``iter_chunks()``, ``tail(n)``, ``path``.
+
+        The first few MiB stay in memory, the rest on disk; ``stdout`` and ``stderr``
+        read from it.
+        """
+        return self.state.output
 
     @property
     def duration(self) -> float | None:
@@ -481,9 +496,11 @@ class Run:
 
     def _on_event(self, event: Event) -> None:
         """Fold one event in (loop thread, in order): server notifications and client events."""
-        self.events.append(event)
+        if isinstance(event, Completed) and self.interpreter is not None:
+            event = judged(event, self.interpreter)
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
+        self.events.append(self.state.output.keep(event))  # output text lives in the store
         _fold_connection_event(self.state, event, now)
         interpreter = self.interpreter
         if interpreter is not None:
@@ -526,6 +543,23 @@ class Run:
             _log_errors(self.presenter.finish)
         self._done.set_result(self)
         self._finished.set()
+
+
+def judged(event: Completed, interpreter: Interpreter) -> Event:
+    """A ``completed`` whose output the interpreter finds incomplete becomes ``failed``.
+
+    The interpreter is finished first (a last line without a newline counts); its
+    ``incomplete()`` (when it has one) gives the reason, put in ``error`` with the exit code.
+    """
+    incomplete = getattr(interpreter, "incomplete", None)
+    if event.status != "completed" or incomplete is None:
+        return event
+    _log_errors(interpreter.finish)  # a last line without a newline counts
+    reason = incomplete()
+    if not isinstance(reason, str):
+        return event
+    error = f"{reason} (exit code {event.exit_code})"
+    return make_event(event.method, {**event.params, "status": "failed", "error": error, "incomplete": True})
 
 
 def _fold_connection_event(state: RunState, event: Event, now: float) -> None:

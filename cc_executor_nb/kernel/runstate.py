@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 
 from .. import methods
 from ..events import ACTIVE_STATUSES, FINAL_STATUSES
+from .output import OutputStore
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -112,8 +113,8 @@ class RunState:
     inactive_seconds: float | None = None
     """The server's silence figure from the latest ``process.status``."""
     last_seq: int = 0
-    pieces: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    """The full output as ``(stream, text)`` pairs, in arrival order."""
+    output: OutputStore = field(default_factory=OutputStore, repr=False, compare=False)
+    """The full output, in arrival order: memory first, a file past a few MiB."""
     output_chars: int = 0
     last_message_at: float | None = None
     """When the server last sent anything: any message proves the connection alive."""
@@ -130,12 +131,17 @@ class RunState:
     @property
     def stdout(self) -> str:
         """Everything the child wrote to standard output."""
-        return self._joined("stdout")
+        return self.output.text("stdout")
 
     @property
     def stderr(self) -> str:
         """Everything the child wrote to standard error."""
-        return self._joined("stderr")
+        return self.output.text("stderr")
+
+    @property
+    def pieces(self) -> list[tuple[str, str]]:
+        """The full output as ``(stream, text)`` pairs in order (neighbours of a stream joined)."""
+        return list(self.output.iter_pieces())
 
     @property
     def finished(self) -> bool:
@@ -149,20 +155,9 @@ class RunState:
 
     def tail(self, max_chars: int) -> Tail:
         """Return the last pieces holding at most ``max_chars`` characters."""
-        kept: list[tuple[str, str]] = []
-        budget = max(0, max_chars)
-        for stream, text in reversed(self.pieces):
-            if budget <= 0:
-                break
-            piece = text[-budget:]  # all of it when it fits
-            kept.append((stream, piece))
-            budget -= len(piece)
-        kept.reverse()
-        shown = max(0, max_chars) - budget
+        kept = self.output.tail_pieces(max_chars)
+        shown = sum(len(text) for _, text in kept)
         return Tail(_merge(kept), self.output_chars - shown)
-
-    def _joined(self, stream: str) -> str:
-        return "".join(text for s, text in self.pieces if s == stream)
 
     # Changing the state
 
@@ -244,7 +239,7 @@ class RunState:
         if not isinstance(data, str) or not data:
             return
         stream = "stderr" if params.get("type") == "stderr" else "stdout"
-        self.pieces.append((stream, data))
+        self.output.append(stream, data)
         self.output_chars += len(data)
         self.last_output_at = now
         if self.status == "thinking":
