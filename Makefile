@@ -19,7 +19,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# An older claude CLI (2.1.197) for the capture tests: it exits while output is still
+# queued for a full pipe, the loss file capture prevents (tests/test_claude_capture.py).
+CLI_197 := tests/cli-2.1.197
+$(CLI_197)/node_modules/.installed: $(CLI_197)/package.json $(CLI_197)/package-lock.json
+	npm ci --prefix $(CLI_197) --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed $(CLI_197)/node_modules/.installed
 
 demo: setup
 	$(PY) -m cc_executor_nb.demo.selftest --all --demo
@@ -35,4 +42,4 @@ test: lint
 	$(PY) -m pytest $(NBVAL_ARGS) notebooks/ $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache
+	rm -rf $(VENV) node_modules $(CLI_197)/node_modules .pytest_cache

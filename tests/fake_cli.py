@@ -21,6 +21,11 @@ Modes:
   env NAME...             print NAME=value for each name (missing: NAME unset)
   cwd                     print the working directory
   argv ARGS...            print each argument on its own line, repr-quoted
+  hasty BYTES DELAY       after DELAY s, write BYTES of numbered lines and "END" like a
+                          Node/Bun CLI: stdout non-blocking, what the stream refuses is
+                          dropped, exit 0 at once (a pipe nobody drains loses the tail)
+  late BYTES DELAY        print "a"; a child in the group writes BYTES "x" and a newline
+                          DELAY s after the leader has exited
 """
 
 from __future__ import annotations
@@ -189,6 +194,26 @@ def argv(*args: str) -> None:
         print(repr(arg), flush=True)
 
 
+def hasty(size: str, delay: str) -> None:
+    time.sleep(float(delay))
+    os.set_blocking(1, False)
+    data = b"".join(b"%09d|%s\n" % (i, b"x" * 89) for i in range(int(size) // 100)) + b"END\n"
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(1, view) :]
+        except BlockingIOError:
+            break  # the rest was still queued in memory when the CLI exited: gone
+
+
+def late(size: str, delay: str) -> None:
+    print("a", flush=True)
+    if os.fork() == 0:
+        time.sleep(float(delay))
+        _out(b"x" * int(size) + b"\n")
+        os._exit(0)
+
+
 MODES = {
     "echo": echo,
     "interleave": interleave,
@@ -208,6 +233,8 @@ MODES = {
     "env": env,
     "cwd": cwd,
     "argv": argv,
+    "hasty": hasty,
+    "late": late,
 }
 
 if __name__ == "__main__":

@@ -39,10 +39,13 @@ class ServerProcess:
         return code
 
 
-def start_server(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start the server and wait for its ``listening on`` line."""
+def start_server(*args: str, env: dict[str, str] | None = None, launcher: list[str] | None = None) -> ServerProcess:
+    """Start the server and wait for its ``listening on`` line.
+
+    ``launcher`` replaces ``python -m cc_executor_nb.server`` (e.g. to set a limit first).
+    """
     proc = subprocess.Popen(
-        [*SERVER, "--port", "0", "--no-history", *args],
+        [*(launcher or SERVER), "--port", "0", "--no-history", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -103,4 +106,41 @@ class PeakRss:
     def _sample(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self._every)
+
+
+def temp_file_bytes(pid: int) -> int:
+    """Disk held by a server's temporary files (capture, spool, replay): allocated bytes."""
+    total = 0
+    base = f"/proc/{pid}/fd"
+    for name in os.listdir(base):
+        try:
+            if "ccexec-" in os.readlink(f"{base}/{name}"):
+                total += os.stat(f"{base}/{name}").st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+class PeakDisk:
+    """Samples the disk a server's temporary files hold, in a thread; ``peak`` once stopped."""
+
+    def __init__(self, pid: int, every: float = 0.01) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakDisk:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, temp_file_bytes(self.pid))
             time.sleep(self._every)

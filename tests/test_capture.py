@@ -1,0 +1,185 @@
+"""Capture that cannot drop: stdout and stderr as followed files, and the pipe alternative."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from cc_executor_nb.client import Client, connect
+from cc_executor_nb.errors import InvalidParams
+from cc_executor_nb.events import Started
+from cc_executor_nb.server.capture import Follower
+from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+
+from .conftest import TOKEN, collect, completed, fake, make_handler, output_of
+from .util import eventually_async, scaled
+
+pytestmark = pytest.mark.timeout(90)
+
+SIX_MB = 6_000_000
+FULL_HASTY = SIX_MB // 100 * 100 + len("END\n")
+
+
+def temp_files(pid: int) -> list[str]:
+    """The server's open temporary files (capture, spool, replay), by their names."""
+    found = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if "ccexec-" in target:
+            found.append(target)
+    return found
+
+
+async def test_file_capture_is_the_default_and_announced(client: Client) -> None:
+    """A run's output goes through capture files by default, and process.started says so."""
+    await client.execute(argv=fake("interleave", "6"))
+    events = await collect(client)
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.params["capture"] == "file"
+    assert output_of(events) == "out 0\nout 2\nout 4\n"
+    assert output_of(events, "stderr") == "err 1\nerr 3\nerr 5\n"
+
+
+@pytest.mark.parametrize(("capture", "complete"), [("file", True), ("pipe", False)])
+async def test_a_writer_that_drops_on_a_full_pipe_loses_nothing_with_file_capture(
+    client: Client, capture: str, complete: bool
+) -> None:
+    """6 MB from a writer that drops what a full pipe refuses, while the loop is held 1.5 s.
+
+    With files every byte arrives; with a pipe only what it held (the reason files are
+    the default): the same race the claude CLI 2.1.197 loses when a kernel holds the GIL.
+    """
+    await client.execute(argv=fake("hasty", str(SIX_MB), "0.3"), capture=capture)
+    time.sleep(scaled(1.5))  # holds this loop (the server's) like a cell holding the GIL
+    events = await collect(client, timeout=scaled(60))
+    received = len(output_of(events).encode())
+    assert completed(events).exit_code == 0
+    assert (received == FULL_HASTY) is complete, f"{received} of {FULL_HASTY} bytes"
+    if not complete:
+        assert received <= 2 << 20  # about one pipe-full
+
+
+@pytest.mark.parametrize("capture", ["file", "pipe"])
+async def test_output_written_after_the_leader_exits_is_kept(client: Client, capture: str) -> None:
+    """A child of the group writing 5 MB 0.5 s after the leader exited: all of it arrives."""
+    await client.execute(argv=fake("late", "5000000", "0.5"), capture=capture)
+    events = await collect(client)
+    assert output_of(events) == "a\n" + "x" * 5_000_000 + "\n"
+    assert completed(events).params["status"] == "completed"
+
+
+async def test_closing_stdout_early_is_not_the_end_of_the_run(client: Client) -> None:
+    """A child that closes its stdout goes on; what it writes to stderr later arrives."""
+    script = "echo a; exec >&-; sleep 0.5; echo b >&2"
+    await client.execute(argv=["sh", "-c", script])
+    events = await collect(client)
+    assert (output_of(events), output_of(events, "stderr")) == ("a\n", "b\n")
+
+
+REOPEN = "sleep 0.2; seq 1 1000; sleep 0.3; echo b > /dev/stdout; echo c"
+SEQ = "".join(f"{i}\n" for i in range(1, 1001))
+
+
+async def test_reopening_stdout_by_path_is_reported_with_file_capture(client: Client) -> None:
+    """The known hazard of files: `echo b > /dev/stdout` truncates the capture. A
+    process.notice says so; what was not read yet (the loop was held) is lost."""
+    await client.execute(argv=["sh", "-c", REOPEN], capture="file")
+    time.sleep(scaled(1.5))
+    events = await collect(client)
+    notices = [e.params for e in events if e.method == "process.notice"]
+    assert [n["kind"] for n in notices] == ["capture_reopened"] and notices[0]["stream"] == "stdout"
+    assert output_of(events).endswith("b\nc\n") and output_of(events) != SEQ + "b\nc\n"
+
+
+async def test_reopening_stdout_by_path_keeps_everything_with_pipe_capture(client: Client) -> None:
+    """The same script with capture "pipe": every line, in order, and no notice."""
+    await client.execute(argv=["sh", "-c", REOPEN], capture="pipe")
+    time.sleep(scaled(1.5))
+    events = await collect(client)
+    assert output_of(events) == SEQ + "b\nc\n"
+    assert not [e for e in events if e.method == "process.notice"]
+
+
+async def test_bad_capture_is_invalid_params(client: Client) -> None:
+    """capture other than "file", "pipe" or null is -32602 naming the field."""
+    with pytest.raises(InvalidParams) as info:
+        await client.call("execute", {"argv": ["true"], "capture": "tty"})
+    assert info.value.data == {"field": "capture"}
+
+
+@pytest.fixture
+async def polling() -> EnhancedWebSocketHandler:
+    """A server whose follower has no inotify: capture files are polled."""
+    handler = make_handler()
+    handler.streams.follower = Follower(use_inotify=False)
+    await handler.start("127.0.0.1", 0)
+    yield handler
+    await handler.close()
+
+
+async def test_without_inotify_files_are_polled_and_the_run_decides_the_end(polling) -> None:
+    """No inotify: output is still exact, including what the group writes after the leader."""
+    async with await connect(polling.url, TOKEN) as client:
+        await client.execute(argv=fake("late", "1000000", "0.3"))
+        events = await collect(client)
+    assert output_of(events) == "a\n" + "x" * 1_000_000 + "\n"
+
+
+async def test_an_inotify_overflow_falls_back_without_losing_output(server, client: Client) -> None:
+    """Lost inotify events (queue overflow) mid-run: the run still ends with every line."""
+    await client.execute(argv=fake("ticker", "20", "0.02"))
+    server.streams.follower._overflowed()  # what an IN_Q_OVERFLOW does
+    events = await collect(client)
+    assert output_of(events) == "".join(f"tick {i}\n" for i in range(20))
+    assert server.streams.follower.overflows == 1
+
+
+async def test_temporary_files_go_with_their_session(server) -> None:
+    """Capture files go when the run ends; replay and spool files when the session ends."""
+    async with await connect(server.url, TOKEN) as client:
+        await client.execute(argv=fake("flood", str(20 << 20), "/dev/null"))
+        await collect(client, timeout=scaled(60))
+        await eventually_async(
+            lambda: not [name for name in temp_files(os.getpid()) if "stdout" in name or "stderr" in name],
+            what="capture files closed after the run",
+        )
+        assert temp_files(os.getpid())  # the session's replay log is still there
+    await eventually_async(
+        lambda: not temp_files(os.getpid()) and not server.sessions.sessions, what="temporary files gone"
+    )
+    assert server.disk.used == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+async def test_on_linux_the_end_of_output_comes_from_inotify(server, client: Client) -> None:
+    """With inotify the run knows the end of its output by itself (the count of writers)."""
+    await client.execute(argv=["sleep", "0.5"])
+    execution = next(iter(server.sessions.sessions.values())).execution
+    counting = execution.output.counting
+    await collect(client)
+    assert counting and execution.output.mode == "file"
+
+
+def test_a_run_asks_for_its_capture(tmp_path) -> None:
+    """RunSpec(capture=...) (the magic's --capture, CCExec.capture) reaches the server."""
+    from cc_executor_nb.kernel.loop import KernelLoop
+    from cc_executor_nb.kernel.run import Run, RunSpec, Target
+
+    loop = KernelLoop(make_handler, thread_name="ccx-capture-test").start()
+    try:
+        assert loop.server is not None
+        target = Target(loop.server.url, loop.server.token)
+        captures = []
+        for capture in ("pipe", "file"):
+            run = Run(RunSpec(argv=["echo", "hi"], capture=capture), target).start(loop).wait(30)
+            started = next(e for e in run.events if isinstance(e, Started))
+            captures.append((started.params["capture"], run.stdout))
+    finally:
+        loop.stop()
+    assert captures == [("pipe", "hi\n"), ("file", "hi\n")]

@@ -1,0 +1,156 @@
+"""Claude's output through a busy kernel: byte-exact with the pinned CLI and with 2.1.197.
+
+The claude CLI 2.1.197 makes its stdout non-blocking and exits while output is still
+queued for a full pipe: in a kernel, a cell holding the GIL stops the in-kernel server
+from draining the pipe, and the end of the reply is lost (exit 0, no ``result``). With
+the default capture (files) nothing can be lost; with ``capture="pipe"`` the loss is
+possible, and then the run must say ``failed``, never ``completed``.
+
+The demo API runs in its own process, so the held GIL stops only the kernel. Each
+run's output is compared with the same prompt run straight into a file, after the
+fields that differ from one run to the next (ids, timings) are blanked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cc_executor_nb.claude.options import STREAM_ARGS
+from cc_executor_nb.demo.env import demo_environment
+
+from .kernel_utils import KernelHarness
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIS = {
+    "pinned": ROOT / "node_modules" / ".bin" / "claude",
+    "2.1.197": ROOT / "tests" / "cli-2.1.197" / "node_modules" / ".bin" / "claude",
+}
+PROMPT = "huge reply"  # the demo's 2 MB answer: about 6 MB of stream-json
+HOLD_SECONDS = 3.0
+_VOLATILE = re.compile(
+    rb'"(session_id|uuid|id|api_message_id|messaging_socket_path|request_id|timestamp)":"[^"]*"|"(\w+_ms)":\d+'
+)
+_MESSAGE_ID = re.compile(rb"msg_demo_\d+")
+
+pytestmark = [pytest.mark.kernel, pytest.mark.claude, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def normalized(data: bytes) -> bytes:
+    """``data`` with the values that differ between two runs of one prompt blanked."""
+    blanked = _VOLATILE.sub(lambda m: b'"%s":"*"' % (m.group(1) or m.group(2)), data)
+    return _MESSAGE_ID.sub(b"msg_demo_*", blanked)
+
+
+def _cli(version: str) -> Path:
+    cli = CLIS[version]
+    if not cli.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{cli} is missing: make setup installs it")
+        pytest.skip(f"{cli} is not installed (make setup)")
+    return cli
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[dict[str, str]]:
+    """The demo API in its own process; yields the environment that points claude at it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cc_executor_nb.demo", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    try:
+        url = proc.stdout.readline().split()[-1]
+        yield demo_environment(url, tempfile.mkdtemp(prefix="ccx-capture-cfg-"), max_retries=0)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stdout.close()
+
+
+def reference(cli: Path, env: dict[str, str], cwd: Path) -> bytes:
+    """The prompt's output with claude's stdout a plain file (nothing can be lost)."""
+    target = cwd / "reference.jsonl"
+    with open(target, "wb") as out:
+        subprocess.run([str(cli), *STREAM_ARGS, "--", PROMPT], stdout=out, env={**os.environ, **env},
+                       cwd=cwd, timeout=120, check=True)
+    return target.read_bytes()
+
+
+def three_runs_while_the_gil_is_held(
+    harness: KernelHarness, cli: Path, env: dict[str, str], out: Path, capture: str
+) -> list[tuple[str, str | None, bool]]:
+    """Start three runs, hold the GIL 3 s in the next cell, wait; write each stdout to out/N.
+
+    Returns (status, error, has_result) per run.
+    """
+    harness.ok("%load_ext cc_executor_nb")
+    harness.ok("import time, cc_executor_nb as ccx\n"
+               "t = time.perf_counter(); sum(range(10**7)); PER = time.perf_counter() - t")
+    harness.ok(
+        f"runs = [ccx.run({PROMPT!r}, executable={str(cli)!r}, env={env!r}, capture={capture!r},"
+        " display=False) for _ in range(3)]"
+    )
+    held = harness.ok(
+        f"t = time.perf_counter(); sum(range(int(10**7 * {HOLD_SECONDS} / PER)));"
+        " print(round(time.perf_counter() - t, 1))"
+    ).stream()
+    assert float(held) >= HOLD_SECONDS * 0.5, f"the GIL was held only {held} s"
+    harness.wait_until("all(r.done for r in runs)", timeout=180)
+    harness.ok(
+        "for i, r in enumerate(runs):\n"
+        f"    open({str(out)!r} + f'/{{i}}.jsonl', 'w', encoding='utf-8', newline='').write(r.stdout)"
+    )
+    return [tuple(item) for item in harness.value("[(r.status, r.error, r.result is not None) for r in runs]")]
+
+
+@pytest.mark.parametrize("version", ["pinned", "2.1.197"])
+def test_three_concurrent_2_mb_replies_while_the_gil_is_held_are_byte_exact(
+    version: str, backend: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three 2 MB replies in a kernel while another cell holds the GIL for 3 s: every run is
+    completed and its bytes equal the same prompt run straight into a file."""
+    cli = _cli(version)
+    expected = normalized(reference(cli, backend, tmp_path))
+    harness = KernelHarness.start(tmp_path)
+    try:
+        outcomes = three_runs_while_the_gil_is_held(harness, cli, backend, tmp_path, "file")
+    finally:
+        harness.shutdown()
+    sizes = [len((tmp_path / f"{i}.jsonl").read_bytes()) for i in range(3)]
+    with capsys.disabled():
+        print(f"\nclaude {version}, capture file: {sizes} bytes vs {len(expected)} (normalized), {outcomes}")
+    assert outcomes == [("completed", None, True)] * 3
+    for i in range(3):
+        assert normalized((tmp_path / f"{i}.jsonl").read_bytes()) == expected, f"run {i}"
+
+
+@pytest.mark.parametrize("version", ["pinned", "2.1.197"])
+def test_with_pipe_capture_a_cut_reply_is_failed_never_completed(
+    version: str, backend: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same with capture "pipe": a run is completed only with every byte; a cut one is
+    failed with "the output was incomplete" (2.1.197 loses the end of at least one)."""
+    cli = _cli(version)
+    expected = normalized(reference(cli, backend, tmp_path))
+    harness = KernelHarness.start(tmp_path)
+    try:
+        outcomes = three_runs_while_the_gil_is_held(harness, cli, backend, tmp_path, "pipe")
+    finally:
+        harness.shutdown()
+    exact = [normalized((tmp_path / f"{i}.jsonl").read_bytes()) == expected for i in range(3)]
+    with capsys.disabled():
+        print(f"\nclaude {version}, capture pipe: exact {exact}, {outcomes}")
+    for whole, (status, error, has_result) in zip(exact, outcomes, strict=True):
+        if whole:
+            assert (status, has_result) == ("completed", True)
+        else:
+            assert status == "failed" and "output was incomplete" in (error or "") and not has_result
+    if version == "2.1.197":
+        assert not all(exact), "2.1.197 with pipes lost nothing: the GIL hold did not bite"

@@ -1,0 +1,116 @@
+"""The disk budget: replay dropped first, then the run held, released under the low mark."""
+
+from __future__ import annotations
+
+import pytest
+
+from cc_executor_nb.errors import OutputGap
+from cc_executor_nb.server.disk import DiskBudget, DiskUse, high_mark, low_mark
+from cc_executor_nb.server.replay import ReplayLog
+from cc_executor_nb.server.streams import OutputSpool
+
+pytestmark = pytest.mark.timeout(60)
+
+MIB = 1 << 20
+LIMIT = 64 * MIB
+
+
+class Calls:
+    """Records what the budget asked of a session."""
+
+    def __init__(self, use: DiskUse) -> None:
+        self.use = use
+        self.held: list[str] = []
+        self.released_at: list[int] = []
+        self.dropped: list[tuple[int, str]] = []
+        use.hold, use.release = self.held.append, self.release
+        use.replay_dropped = lambda seq, scope: self.dropped.append((seq, scope))
+
+    def release(self) -> None:
+        self.released_at.append(self.use.used)
+
+
+def session(budget: DiskBudget, replay_limit: int = 256 * MIB) -> tuple[DiskUse, ReplayLog, Calls]:
+    use = budget.use()
+    limits = [limit for limit in (budget.session_limit, budget.limit) if limit is not None]
+    replay = ReplayLog(replay_limit, segment_limit=min(limits, default=None), disk=use)
+    use.replay = replay
+    return use, replay, Calls(use)
+
+
+def fill(replay: ReplayLog, megabytes: int, first_seq: int = 1) -> int:
+    body = b"x" * (64 << 10)
+    seq = first_seq
+    for _ in range(megabytes * 16):
+        replay.append(seq, body)
+        seq += 1
+    return seq
+
+
+def test_a_session_over_its_limit_drops_its_oldest_replay_and_says_so() -> None:
+    """Replay past the high mark of the session limit: the oldest segment goes, with the first
+    seq kept."""
+    budget = DiskBudget(session_limit=LIMIT, reserve=0)
+    use, replay, calls = session(budget)
+    fill(replay, 80)
+    assert calls.dropped and all(scope == "session" for _, scope in calls.dropped)
+    assert replay.first_seq == calls.dropped[-1][0] > 1
+    assert use.used == replay.size < high_mark(LIMIT) and budget.peak < LIMIT
+    assert len(calls.dropped) == len(set(calls.dropped))  # one notice per drop, never repeated
+    with pytest.raises(OutputGap) as info:
+        replay.since(0)
+    assert info.value.data == {"first_available_seq": replay.first_seq}
+    assert not calls.held  # dropping replay was enough
+
+
+def test_a_spool_over_the_limit_holds_the_run_until_it_drains_to_half() -> None:
+    """Output waiting for a slow client past the high mark: the run is held; under the low
+    mark it goes on."""
+    budget = DiskBudget(session_limit=LIMIT, reserve=0)
+    use, _replay, calls = session(budget)
+    spool = OutputSpool(memory_limit=MIB, disk=use)
+    piece = "y" * (64 << 10)
+    while not calls.held:
+        spool.append("stdout", piece)
+    assert calls.held == ["session"] and use.held == "session"
+    assert high_mark(LIMIT) <= use.used < LIMIT
+    while not calls.released_at and not spool.empty:
+        spool.pop(len(piece))
+    assert len(calls.released_at) == 1 and calls.released_at[0] < low_mark(LIMIT) and use.held is None
+    spool.close()
+    assert use.used == 0 == budget.used
+
+
+def test_the_server_limit_drops_the_oldest_replay_of_any_session() -> None:
+    """Two sessions against a server limit: the older replay goes first, wherever it is."""
+    budget = DiskBudget(limit=LIMIT, reserve=0)
+    old, old_replay, _ = session(budget)
+    new, new_replay, _ = session(budget)
+    order: list[str] = []
+    old.replay_dropped = lambda seq, scope: order.append(f"old {scope}")
+    new.replay_dropped = lambda seq, scope: order.append(f"new {scope}")
+    fill(old_replay, 20)
+    fill(new_replay, 40)
+    assert order[0] == "old server" and "new server" in order
+    assert budget.peak < LIMIT and budget.used == old.used + new.used
+
+
+def test_the_free_space_reserve_counts_as_a_limit(tmp_path) -> None:
+    """A file system with less free space than the reserve is a limit reached ("disk")."""
+    budget = DiskBudget(spool_dir=str(tmp_path), reserve=1 << 62)
+    _use, replay, calls = session(budget)
+    replay.append(1, b"z" * 1024)
+    assert calls.held == ["disk"]
+
+
+def test_a_segment_dropped_during_a_replay_is_a_gap_not_a_skip() -> None:
+    """The budget drops a segment while a resume is reading it: OutputGap, never a silent skip."""
+    replay = ReplayLog(64 * MIB)
+    for seq in range(1, 2000):
+        replay.append(seq, b"w" * 4096)
+    reading = replay.since(0)
+    next(reading)
+    replay.drop_oldest()
+    with pytest.raises(OutputGap):
+        list(reading)
+    replay.close()

@@ -1,0 +1,119 @@
+"""The kernel-side output store: the whole output, a few MiB in memory, the rest in a file."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from cc_executor_nb.events import Output, make_event
+from cc_executor_nb.kernel.output import RECENT_CHARS, OutputStore
+from cc_executor_nb.kernel.runstate import RunState
+
+pytestmark = pytest.mark.timeout(60)
+
+TEXT = "é€😀 mixed widths\n"
+
+
+def filled(memory_limit: int = 1 << 10, lines: int = 500) -> tuple[OutputStore, str, str]:
+    """A store past its memory limit, with the stdout and stderr it was given."""
+    store = OutputStore(memory_limit=memory_limit)
+    out, err = [], []
+    for i in range(lines):
+        text = f"{i} {TEXT}"
+        (err if i % 7 == 0 else out).append(text)
+        store.append("stderr" if i % 7 == 0 else "stdout", text)
+    return store, "".join(out), "".join(err)
+
+
+def test_small_output_stays_in_memory_and_reads_back_whole() -> None:
+    """Under the memory limit nothing is written to disk; each stream reads back exactly."""
+    store, out, err = filled(memory_limit=1 << 20, lines=50)
+    assert store._path is None
+    assert (store.text("stdout"), store.text("stderr")) == (out, err)
+
+
+def test_past_the_memory_limit_the_output_moves_to_a_file_whole() -> None:
+    """Past the limit the log lives in a file (path); streams and the whole read back exactly."""
+    store, out, err = filled()
+    with open(store.path, encoding="utf-8") as handle:
+        whole = handle.read()
+    assert store._memory is None and len(whole) == len(out) + len(err)
+    assert (store.text("stdout"), store.text("stderr")) == (out, err)
+    assert sorted(whole.splitlines()) == sorted((out + err).splitlines())
+
+
+def test_chunks_never_split_a_character_and_join_to_the_text() -> None:
+    """iter_chunks in 5-byte steps: every chunk decodes, and they join to the stream's text."""
+    store, out, _ = filled()
+    chunks = list(store.iter_chunks("stdout", size=5))
+    assert len(chunks) > 100 and "".join(chunks) == out
+
+
+def test_tail_gives_the_last_lines_of_a_stream_or_of_both() -> None:
+    """tail(n) is the last n lines, like tail -n; of one stream when asked."""
+    store, out, err = filled()
+    assert store.tail(3, "stdout") == "".join(out.splitlines(keepends=True)[-3:])
+    assert store.tail(2, "stderr") == "".join(err.splitlines(keepends=True)[-2:])
+    assert store.tail(1) == f"499 {TEXT}"
+    assert store.tail(0) == ""
+
+
+def test_the_view_tail_holds_the_latest_characters_in_order() -> None:
+    """tail_pieces(n) keeps the last n characters, streams told apart, from memory or disk."""
+    store, _, _ = filled()
+    everything = store.text()
+    for budget in (10, 1000, RECENT_CHARS + 5):
+        pieces = store.tail_pieces(budget)
+        assert "".join(text for _, text in pieces) == everything[-budget:]
+    assert {stream for stream, _ in store.tail_pieces(2000)} == {"stdout", "stderr"}
+
+
+def test_kept_output_events_read_their_text_from_the_store() -> None:
+    """An output event kept in run.events carries no copy: its data is read on demand, equal."""
+    store = OutputStore(memory_limit=64)
+    event = make_event("process.output", {"type": "stdout", "data": "x" * 100 + "\n", "seq": 3})
+    store.append("stdout", event.params["data"])
+    kept = store.keep(event)
+    assert isinstance(kept, Output) and kept is not event
+    assert kept.data == event.data and dict(kept.params) == dict(event.params) and kept.seq == 3
+
+
+def test_readers_on_another_thread_see_whole_pieces() -> None:
+    """A thread reading stdout while the loop appends always sees whole lines."""
+    store = OutputStore(memory_limit=4096)
+    done = threading.Event()
+    seen: list[str] = []
+
+    def read() -> None:
+        while not done.is_set():
+            seen.append(store.text("stdout"))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for i in range(3000):
+        store.append("stdout", f"line {i}\n")
+    done.set()
+    reader.join()
+    assert all(text.endswith("\n") or not text for text in seen)
+    assert store.text("stdout") == "".join(f"line {i}\n" for i in range(3000))
+
+
+def test_close_removes_the_file() -> None:
+    """close() (and the store's collection) removes its file."""
+    store, _, _ = filled()
+    path = store.path
+    store.close()
+    assert not os.path.exists(path)
+
+
+def test_run_state_reads_its_output_from_the_store() -> None:
+    """RunState.stdout, stderr, pieces and tail come from its OutputStore."""
+    state = RunState()
+    state.output = OutputStore(memory_limit=16)
+    for seq, (stream, text) in enumerate([("stdout", "a\n"), ("stderr", "warn\n"), ("stdout", "b" * 40 + "\n")], 1):
+        state.apply("process.output", {"type": stream, "data": text, "seq": seq}, float(seq))
+    assert (state.stdout, state.stderr) == ("a\n" + "b" * 40 + "\n", "warn\n")
+    assert state.pieces == [("stdout", "a\n"), ("stderr", "warn\n"), ("stdout", "b" * 40 + "\n")]
+    assert state.tail(5).pieces == [("stdout", "bbbb\n")] and state.tail(5).cut_chars == state.output_chars - 5

@@ -1,0 +1,94 @@
+"""Secrets stay out of children and logs: the child environment's patterns, the log redactor."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cc_executor_nb.client import Client, connect
+from cc_executor_nb.server.handler import SecretRedactor
+from cc_executor_nb.server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, child_environment
+
+from .conftest import TOKEN, collect, fake, make_handler, output_of
+
+pytestmark = pytest.mark.timeout(60)
+
+SERVER_ENV = {
+    "HOME": "/home/u",
+    "JUPYTER_TOKEN": "j",
+    "JUPYTERHUB_OAUTH_CALLBACK_URL": "u",
+    "GITHUB_TOKEN": "g",
+    "DB_PASSWORD": "p",
+    "OPENAI_API_KEY": "o",
+    "ANTHROPIC_API_KEY": "a",
+    "CLAUDE_CODE_OAUTH_TOKEN": "c",
+    "AWS_SECRET_ACCESS_KEY": "s",
+    "AWS_SESSION_TOKEN": "t",
+}
+
+
+def test_the_default_patterns_drop_credentials_and_keep_what_claude_needs() -> None:
+    """Tokens, passwords and API keys go; the Anthropic, Claude and cloud credentials stay."""
+    env = child_environment(SERVER_ENV, None, DEFAULT_SECRET_ENV, (), DEFAULT_KEEP_ENV)
+    kept = {name for name in SERVER_ENV if name in env}
+    needed = {"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+    assert kept == {"HOME", *needed}
+
+
+def test_a_request_may_pass_a_variable_the_patterns_would_drop() -> None:
+    """The request's own env is what the client asked for: it is kept (unless it is the token)."""
+    env = child_environment(SERVER_ENV, {"HF_TOKEN": "h", "LEAK": "tok"}, DEFAULT_SECRET_ENV, {"tok"})
+    assert env["HF_TOKEN"] == "h" and "LEAK" not in env
+
+
+@pytest.fixture
+async def configured(monkeypatch: pytest.MonkeyPatch):
+    """A server that drops DB_* and keeps GITHUB_TOKEN, with both set in its environment."""
+    for name, value in (("DB_HOST", "db.example"), ("GITHUB_TOKEN", "ghp"), ("MY_API_KEY", "k")):
+        monkeypatch.setenv(name, value)
+    handler = make_handler(secret_env=("DB_*", "*_API_KEY"), keep_env=("GITHUB_*",))
+    await handler.start("127.0.0.1", 0)
+    yield handler
+    await handler.close()
+
+
+async def test_the_lists_are_configurable(configured) -> None:
+    """--secret-env / --keep-env (ServerSettings) replace the defaults for the children."""
+    async with await connect(configured.url, TOKEN) as client:
+        await client.execute(argv=fake("env", "DB_HOST", "GITHUB_TOKEN", "MY_API_KEY"))
+        assert output_of(await collect(client)) == "DB_HOST unset\nGITHUB_TOKEN=ghp\nMY_API_KEY unset\n"
+
+
+async def test_a_child_never_sees_the_server_token(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A variable holding the server's token is dropped whatever its name."""
+    monkeypatch.setenv("INNOCENT_NAME", TOKEN)
+    await client.execute(argv=fake("env", "INNOCENT_NAME"))
+    assert output_of(await collect(client)) == "INNOCENT_NAME unset\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "< Authorization: Basic c3VwZXItc2VjcmV0",
+        "< Authorization: super-secret",
+        "< authorization: Token super-secret",
+        "< Cookie: session=super-secret",
+        "< X-Api-Token: super-secret",
+        "< GET /ws?token=super-secret HTTP/1.1",
+        "< GET /ws?a=1&access_token=super-secret HTTP/1.1",
+        "connecting with Bearer super-secret",
+        "the value super-secret appeared in a message",
+    ],
+)
+def test_the_redactor_blanks_credentials_in_any_form(line: str) -> None:
+    """Headers, schemes, query parameters and the known token itself become [redacted]."""
+    redacted = SecretRedactor({"super-secret"}).redact(line)
+    assert "super-secret" not in redacted and "c3VwZXItc2VjcmV0" not in redacted and "[redacted]" in redacted
+
+
+def test_the_redactor_leaves_ordinary_lines_alone() -> None:
+    """A line without credentials is logged as it is."""
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "< Host: %s", ("127.0.0.1:8003",), None)
+    SecretRedactor({"super-secret"}).filter(record)
+    assert record.getMessage() == "< Host: 127.0.0.1:8003"
