@@ -56,7 +56,7 @@ class ReplayLog:
     ) -> None:
         self.limit = limit
         self.spool_dir = spool_dir
-        self.segment_size = max(min(limit // 4, (segment_limit or limit) // 8), 1 << 16)
+        self.segment_size = max(min(limit // 4, (segment_limit or limit) // 8), 1)
         self.disk = disk
         self._segments: collections.deque[_Segment] = collections.deque()
         self._size = 0
