@@ -71,3 +71,16 @@ def test_the_widget_says_plainly_that_claude_gave_no_result(bg: KernelLoop) -> N
     header = header_html(run.state, time.monotonic(), "claude: haikus")
     assert "No result from Claude: the run failed with exit code 0" in body
     assert "the output was incomplete" in header and "exit code 0" in header
+
+
+def test_the_terminal_client_exits_1_for_an_incomplete_claude_run() -> None:
+    """python -m cc_executor_nb claude judges the end the same way: failed, exit status 1."""
+    from cc_executor_nb.cli import exit_status
+    from cc_executor_nb.events import make_event
+    from cc_executor_nb.kernel.run import judged
+
+    interpreter = ClaudeInterpreter()
+    for line in RECORDING.read_text().splitlines(keepends=True)[:-1]:
+        interpreter.feed("stdout", line)
+    event = judged(make_event("process.completed", {"status": "completed", "exit_code": 0}), interpreter)
+    assert isinstance(event, Completed) and event.status == "failed" and exit_status(event) == 1
