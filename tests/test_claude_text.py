@@ -115,6 +115,13 @@ def test_a_tool_call_is_one_line_between_the_texts_around_it() -> None:
     assert lines[3].startswith("[result] done · $0.0165") and len(lines) == 4
 
 
+def test_a_tool_call_in_one_batch_with_the_text_after_it_stays_between_the_texts() -> None:
+    """The tool line goes where the call came, even when the later text arrived with it."""
+    chunks, _ = stream("tool", piece=len(recording("tool")))
+    lines = join_chunks(chunks).splitlines()
+    assert lines[:3] == ["I will run a command.", "[tool] Bash · echo hi → ok, 1 line", "The command printed: hi"]
+
+
 def test_an_api_error_shows_the_retry_the_error_and_a_failed_footer() -> None:
     """error_529: a retry note, the error once (not repeated after the same text), a 'failed' footer."""
     chunks, _ = stream("error_529")

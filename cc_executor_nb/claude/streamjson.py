@@ -102,6 +102,8 @@ class ToolCall:
     is_error: bool = False
     status: ToolStatus = "pending"
     parent_tool_use_id: str | None = None
+    text_offset: int | None = None
+    """How much of the run's text came before this call (where a transcript shows it)."""
 
 
 @dataclass(frozen=True)
@@ -522,7 +524,7 @@ class ClaudeRun:
     def _start_tool(self, block: dict[str, Any]) -> str:
         tool_id = _get_str(block, "id") or f"\0tool-{len(self._tools) + 1}"
         if tool_id not in self._tools:
-            self._tools[tool_id] = ToolCall(tool_id, _get_str(block, "name") or "")
+            self._tools[tool_id] = ToolCall(tool_id, _get_str(block, "name") or "", text_offset=len(self.text))
         self._inputs[tool_id] = []
         self._dirty_inputs.add(tool_id)
         return tool_id
@@ -533,7 +535,7 @@ class ClaudeRun:
             return
         tool = self._tools.get(tool_id)
         if tool is None:
-            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent)
+            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent, text_offset=len(self.text))
         tool.name = _get_str(block, "name") or tool.name
         tool.input = _get_dict(block, "input")
         self._inputs.pop(tool_id, None)

@@ -361,7 +361,7 @@ class ClaudeTextRenderer:
                 continue  # a subagent's calls are its own business
             if tool.status == "done" or final:
                 self._tools_seen.add(tool.id)
-                self._flush_answer(view, out)
+                self._flush_answer(view, out, upto=tool.text_offset)
                 self._note(tool_line(tool), out)
 
     # The answer
@@ -376,10 +376,11 @@ class ClaudeTextRenderer:
         if cut:
             self._write(pending[:cut], out)
 
-    def _flush_answer(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
-        """Write all of the answer so far (a note is about to follow it)."""
-        if not self._restarted(view.text) and len(view.text) > self._consumed:
-            self._write(view.text[self._consumed :], out)
+    def _flush_answer(self, view: ClaudeSnapshot, out: list[Chunk], upto: int | None = None) -> None:
+        """Write the answer so far, or up to ``upto`` (where a tool call came): a note follows."""
+        end = len(view.text) if upto is None else min(upto, len(view.text))
+        if not self._restarted(view.text) and end > self._consumed:
+            self._write(view.text[self._consumed : end], out)
 
     def _restarted(self, text: str) -> bool:
         start = self._consumed - len(self._tail)
