@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..targets import Progress, Target, progress_toward, prompt_target
-from .streamjson import ApiRetry, ClaudeRun, Phase, ToolCall
+from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
 
 __all__ = ["MAX_STDERR_CHARS", "ClaudeInterpreter", "ClaudeView"]
 
@@ -63,6 +63,10 @@ class ClaudeView:
     """starting, thinking, writing, tool or done."""
     stderr: str = ""
     """The tail of the CLI's stderr."""
+    turns: int = 0
+    """Turns begun in a conversation (host mode); 0 for a one-shot run."""
+    turn_open: bool = False
+    """Whether the latest turn has no result yet."""
     version: int = 0
     """Grows with every applied line; unchanged means nothing new."""
 
@@ -103,6 +107,23 @@ class ClaudeInterpreter:
             else:
                 self._keep_stderr(text)
             self._view = None
+
+    def begin_turn(self, prompt: str) -> int:
+        """A user message goes to the CLI: what follows is a new turn (host mode)."""
+        with self._lock:
+            self._view = None
+            return self._run.begin_turn(prompt)
+
+    def note_interrupt(self) -> None:
+        """The current turn is being interrupted by us."""
+        with self._lock:
+            self._run.note_interrupt()
+            self._view = None
+
+    def take_signals(self) -> list[Signal]:
+        """Control messages and turn ends read since the last call (see ClaudeRun.take_signals)."""
+        with self._lock:
+            return self._run.take_signals()
 
     def finish(self) -> None:
         """The run is over: apply a last line that had no newline. Idempotent."""
@@ -147,6 +168,8 @@ class ClaudeInterpreter:
             num_turns=run.num_turns,
             phase=run.phase,
             stderr="".join(self._stderr)[-MAX_STDERR_CHARS:],
+            turns=len(run.turns),
+            turn_open=run.turn_open,
             version=run.version + self._stderr_version,
         )
 
