@@ -103,7 +103,8 @@ def test_deny_always_carries_a_message() -> None:
 
 def test_failure_is_an_error_response() -> None:
     """An unsupported request is answered with subtype error, so the CLI does not wait."""
-    assert written(control.failure("u1", "nope"))["response"] == {"subtype": "error", "request_id": "u1", "error": "nope"}
+    expected = {"subtype": "error", "request_id": "u1", "error": "nope"}
+    assert written(control.failure("u1", "nope"))["response"] == expected
 
 
 def test_always_rules_prefer_the_exact_command_and_stay_in_the_session() -> None:
@@ -210,7 +211,8 @@ def test_bash_shows_the_command() -> None:
 
 def test_edit_shows_a_unified_diff() -> None:
     """Edit: the path, then removed and added lines with a hunk header."""
-    readable = readable_input("Edit", {"file_path": "/p/a.py", "old_string": "x = 1\ny = 2", "new_string": "x = 1\ny = 3"})
+    change = {"file_path": "/p/a.py", "old_string": "x = 1\ny = 2", "new_string": "x = 1\ny = 3"}
+    readable = readable_input("Edit", change)
     kinds = [(line.kind, line.text) for line in readable.lines]
     assert readable.summary == "/p/a.py"
     assert kinds[0] == ("path", "/p/a.py")

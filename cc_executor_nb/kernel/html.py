@@ -47,6 +47,7 @@ STATUS_COLORS: dict[str, str] = {
     "reconnecting": "#b58900",
     "error": "#dc3545",
     "detached": "#6c757d",
+    "needs you": "#e8590c",
 }
 HEALTH_COLORS: dict[str, str] = {
     "ok": "#dc3545",
@@ -60,11 +61,14 @@ NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
 
 
 def badge_html(state: RunState) -> str:
-    """The status badge: escaped status text on a colour per status."""
-    color = STATUS_COLORS.get(state.status, "#6c757d")
-    text = html.escape(state.status)
+    """The status badge: escaped status text on a colour per status ("needs you" while a
+    permission question waits for a person)."""
+    label = "needs you" if state.needs_you else state.status
+    color = STATUS_COLORS.get(label, "#6c757d")
+    text = html.escape(label)
+    css = html.escape(label.replace(" ", "-"))
     return (
-        f'<span class="ccx-badge ccx-status-{text}" style="background:{color};color:#fff;'
+        f'<span class="ccx-badge ccx-status-{css}" style="background:{color};color:#fff;'
         f'padding:1px 8px;border-radius:9px;font-weight:600">{text}</span>'
     )
 
@@ -229,7 +233,12 @@ def _clock_text(state: RunState, now: float) -> str:
 
 
 def _silence_text(state: RunState, now: float) -> str:
-    """'no output for N s' while running and silent for at least a second, else ''."""
+    """'no output for N s' while running and silent for at least a second, else ''.
+
+    While a question waits: 'waiting for you for N s' (never a timeout).
+    """
+    if state.needs_you and state.waiting_since is not None:
+        return f"waiting for you for {format_duration(max(0.0, now - state.waiting_since), whole=True)}"
     silent = inactive_for(state, now)
     if state.status not in ("running", "thinking") or silent is None or silent < 1:
         return ""

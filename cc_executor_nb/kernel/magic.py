@@ -253,16 +253,22 @@ def _remember(shell: Any, settings: CCExec) -> None:
 
 
 def load_ipython_extension(shell: Any) -> None:
-    """``%load_ext cc_executor_nb``: register %ccexec and %%ccexec and the CCExec settings."""
+    """``%load_ext cc_executor_nb``: register %ccexec and %%ccexec and the CCExec settings,
+    and follow the shell's cells (where Claude's questions can be asked)."""
+    from .prompter import prompter_for
+
     shell.register_magics(CCExecMagics(shell))
+    prompter_for(shell).register()
 
 
 def unload_ipython_extension(shell: Any) -> None:
     """``%unload_ext cc_executor_nb``: stop every run, the server, the loop and its thread."""
     from ..demo.shared import stop_demo
+    from .prompter import forget_prompter
 
     stop_shared_loop()
     stop_demo()
+    forget_prompter(shell)
     manager = shell.magics_manager
     magics = manager.registry.pop(CCExecMagics.__name__, None)
     for kind in ("line", "cell"):

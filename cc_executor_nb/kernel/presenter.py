@@ -62,6 +62,10 @@ class Presenter(Protocol):
         """The run's state changed because of ``event``."""
         ...
 
+    def refresh(self) -> None:
+        """Something shown changed without an event (e.g. a conversation's queue)."""
+        ...
+
     def finish(self) -> None:
         """The run ended: show the final state and stop timers."""
         ...
@@ -113,6 +117,10 @@ class WidgetPresenter:
         """Ask for a render; the coalescer keeps the rate under the cap."""
         self.coalescer.poke()
 
+    def refresh(self) -> None:
+        """Ask for a render (through the same coalescer)."""
+        self.coalescer.poke()
+
     def finish(self) -> None:
         """Stop the ticker, render the final state at once, then put the record in its place."""
         self.coalescer.detach()
@@ -156,6 +164,9 @@ class TextPresenter:
                 self._backlog.append(event)
             else:
                 self._sink.write_event(self.view, event)
+
+    def refresh(self) -> None:
+        """Nothing to do: text follows events."""
 
     def finish(self) -> None:
         """Make sure everything written so far leaves the process."""

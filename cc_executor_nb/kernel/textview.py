@@ -119,6 +119,38 @@ def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
     return lambda params: f"[{tag}]"
 
 
+# A conversation's local events (interactive Claude runs)
+
+_ANSWER_HINT = "answer with run.approve(), run.approve(always=True) or run.deny('why')"
+_DECIDED = {"allowed": "allowed", "denied": "denied", "cancelled": "withdrawn"}
+
+
+def _text_question(params: Mapping[str, Any]) -> str | None:
+    request = params.get("request")
+    if not isinstance(request, Mapping):
+        return None
+    what = f"{request.get('tool', 'tool')}: {request.get('summary', '')}".rstrip(": ")
+    status = request.get("status")
+    if status == "pending":
+        return f"[needs you] Claude asks to use {what} ({_ANSWER_HINT})"
+    line = f"[{_DECIDED.get(str(status), status)}] {what}"
+    if request.get("decided_by"):
+        line += f" (by {request['decided_by']})"
+    message = request.get("message")
+    return line + (f": {message}" if status == "denied" and message else "")
+
+
+def _text_turn(params: Mapping[str, Any]) -> str | None:
+    status, turn = params.get("status"), params.get("turn")
+    if status == "running":
+        return f"[turn {turn}] follow-up sent" if isinstance(turn, int) and turn > 1 else None
+    return f"[turn {turn} {status}] run.send('...') follows up; run.end() ends the conversation"
+
+
+def _text_notice(params: Mapping[str, Any]) -> str:
+    return f"[note] {params.get('message', '')}"
+
+
 _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     methods.CONNECTED: _text_connected,
     methods.HEARTBEAT: _text_heartbeat,
@@ -130,4 +162,7 @@ _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     methods.PROCESS_CANCELLED: _text_tag("cancelled"),
     methods.PROCESS_COMPLETED: _text_completed,
     methods.PROCESS_ERROR: _text_error,
+    methods.CONVERSATION_QUESTION: _text_question,
+    methods.CONVERSATION_TURN: _text_turn,
+    methods.CONVERSATION_NOTICE: _text_notice,
 }
