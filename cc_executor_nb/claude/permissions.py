@@ -108,6 +108,8 @@ class ConversationView:
     """When the process went idle (a ``time.monotonic()`` value), None while busy."""
     idle_timeout: float | None = None
     notices: tuple[str, ...] = ()
+    asked_on_stdin: tuple[str, ...] = ()
+    """Questions being asked in a busy cell's input box (or on the terminal) right now."""
     version: int = 0
 
     @property

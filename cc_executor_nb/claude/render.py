@@ -573,10 +573,11 @@ _CARD_BOX = (
 )
 
 
-def permission_card_html(request: PermissionRequest, waiting: int = 0) -> str:
+def permission_card_html(request: PermissionRequest, waiting: int = 0, *, on_stdin: bool = False) -> str:
     """The question: which tool, why, and its input made readable (command, diff, path).
 
-    Everything from the CLI is escaped. ``waiting``: how many more questions follow.
+    Everything from the CLI is escaped. ``waiting``: how many more questions follow;
+    ``on_stdin``: the question is also asked in the busy cell's input box.
     """
     readable = readable_input(request.tool, request.input)
     lines = "".join(_card_line(line) for line in readable.lines)
@@ -584,15 +585,20 @@ def permission_card_html(request: PermissionRequest, waiting: int = 0) -> str:
         lines += _card_line(Line("note", f"… {readable.cut} more lines not shown"))
     about = f'<div style="{_MUTED}">{escape(request.description)}</div>' if request.description else ""
     blocked = (
-        f'<div style="{_MUTED}">outside the allowed paths: <code>{escape(request.blocked_path)}</code></div>'
+        f'<div style="{_MUTED}">path: <code>{escape(request.blocked_path)}</code></div>'
         if request.blocked_path else ""
     )
     more = f'<div style="{_MUTED}">{waiting} more question{_plural(waiting)} waiting</div>' if waiting else ""
+    busy = (
+        '<div class="cc-approval-stdin" style="color:#a66a00">The kernel is busy: answer in the input box '
+        "below this run (a click here waits until the cell ends).</div>"
+        if on_stdin else ""
+    )
     return (
         f'<div class="cc-approval" style="{_CARD_BOX}">'
         f'<div class="cc-approval-title"><strong>Claude wants to use {escape(request.tool)}</strong></div>'
         f'{about}<pre class="cc-approval-input" style="{_PRE};max-height:24em;font-size:smaller">{lines}</pre>'
-        f"{blocked}{more}</div>"
+        f"{blocked}{more}{busy}</div>"
     )
 
 
@@ -776,7 +782,8 @@ class ClaudeBody:
         if first.id != self._shown_request:
             self._shown_request = first.id
             _set(self.reason, "value", "")
-        _set(self.card, "value", permission_card_html(first, len(pending) - 1))
+        on_stdin = first.id in view.asked_on_stdin
+        _set(self.card, "value", permission_card_html(first, len(pending) - 1, on_stdin=on_stdin))
 
     def _render_follow_up(self, view: ConversationView, alive: bool) -> None:
         open_ = view.accepts_input and (alive or view.mode == "starting")

@@ -127,6 +127,7 @@ class Conversation:
         self._close_after_turn = False
         self._idle_since: float | None = None
         self._notices: list[str] = []
+        self._on_stdin: set[str] = set()
         self._view = ConversationView(idle_timeout=self.idle_timeout)
         self._ids = itertools.count(1)
         self._init_id = ""
@@ -383,7 +384,14 @@ class Conversation:
             current = self._view.requests
             return any(r.id == request.id and r.pending for r in current) and self._mode in ("live", "ending")
 
-        self.prompter.offer(Question(request, answer, is_open))
+        def asking(on: bool) -> None:
+            loop.call_soon_threadsafe(lambda: self._mark_stdin(request.id, on))
+
+        self.prompter.offer(Question(request, answer, is_open, asking))
+
+    def _mark_stdin(self, request_id: str, on: bool) -> None:
+        (self._on_stdin.add if on else self._on_stdin.discard)(request_id)
+        self._publish()
 
     def _withdrawn(self, request_id: str) -> None:
         request = self._requests.get(request_id)
@@ -556,6 +564,7 @@ class Conversation:
             idle_since=self._idle_since,
             idle_timeout=self.idle_timeout,
             notices=tuple(self._notices),
+            asked_on_stdin=tuple(sorted(self._on_stdin)),
             version=self._view.version + 1,
         )
         if self._hooks is not None:

@@ -75,10 +75,12 @@ class Question:
         request: PermissionRequest,
         answer: Callable[[Answer, str], object],
         is_open: Callable[[], bool],
+        asking: Callable[[bool], object] | None = None,
     ) -> None:
         self.request = request
         self._answer = answer
         self._is_open = is_open
+        self._asking = asking
         self._lock = threading.Lock()
         self._claimed = False
 
@@ -102,6 +104,11 @@ class Question:
     def answer(self, answer: Answer, via: str) -> None:
         """Give the person's answer (ignored by the conversation once decided)."""
         self._answer(answer, via)
+
+    def asking(self, on: bool) -> None:
+        """The question is (no longer) shown in an input box: the card says so."""
+        if self._asking is not None:
+            self._asking(on)
 
     def deny_for_nobody(self) -> None:
         """Nobody can answer: deny with :data:`NOBODY_MESSAGE`."""
@@ -298,6 +305,13 @@ class Prompter:
     # Both ways
 
     def _ask_until_answered(self, question: Question, read: Callable[[str], str | None]) -> None:
+        question.asking(True)
+        try:
+            self._read_answer(question, read)
+        finally:
+            question.asking(False)
+
+    def _read_answer(self, question: Question, read: Callable[[str], str | None]) -> None:
         prompt = f"{question_text(question.request)}\n{ANSWER_HELP} > "
         while question.is_open():
             try:
