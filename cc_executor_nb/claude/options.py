@@ -16,6 +16,7 @@ element: it is never shell text, and a prompt that starts with a dash is taken l
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,10 +49,10 @@ DEMO_MAX_RETRIES = 2
 
 
 def approve_mode(text: str) -> str:
-    """The ``--approve`` value: ask, all or none (ValueError otherwise)."""
+    """The ``--approve`` value: ask, all or none (argparse shows the error as it is)."""
     mode = text.strip().lower()
     if mode not in APPROVE_MODES:
-        raise ValueError(f"--approve takes ask, all or none, not {text!r}")
+        raise argparse.ArgumentTypeError(f"takes ask, all or none, not {text!r}")
     return mode
 
 
