@@ -20,10 +20,11 @@ import cc_executor_nb as ccx
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.demo.shared import stop_demo
 from cc_executor_nb.kernel.config import CCExec
-from cc_executor_nb.kernel.loop import stop_shared_loop
+from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
 from cc_executor_nb.kernel.run import Run
 
+from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
 from .util import eventually, scaled
 
@@ -339,6 +340,33 @@ def test_answering_twice_is_refused(tmp_path: Path) -> None:
     ended(run)
 
 
+async def _drop(proxy: FaultyProxy) -> None:
+    proxy.drop()
+
+
+def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path: Path, remote: ServerProcess) -> None:
+    """The connection drops while a question waits: the client resumes, heartbeats go on, the answer works."""
+    helper = KernelLoop(thread_name="proxy-loop").start()
+    try:
+        proxy = helper.call(FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0])).start())
+        run = start("bash: echo again > resumed.txt && cat resumed.txt", tmp_path,
+                    server=proxy.url(), token=REMOTE_TOKEN)
+        question(run)
+        helper.call(_drop(proxy))
+        eventually(lambda: any(e.method == "client.reconnected" for e in run.events), timeout=20,
+                   what="the client to resume")
+        beats = run.state.heartbeat_count
+        eventually(lambda: run.state.heartbeat_count > beats, timeout=10, what="a heartbeat after the resume")
+        assert run.pending is not None and run.state.needs_you
+        run.approve()
+        turn_over(run)
+        assert run.answer == "I ran `echo again > resumed.txt && cat resumed.txt`. Output: again"
+        ended(run)
+        helper.call(proxy.close())
+    finally:
+        helper.stop()
+
+
 # One-shot mode
 
 
@@ -372,3 +400,25 @@ def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
     assert sum(e.method == "process.started" for e in run.events) == 2
     with pytest.raises(RuntimeError, match="one-shot"):
         run.send("more")
+
+
+def test_a_cli_that_never_answers_falls_back_after_the_handshake_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No stream-json answer in time: the attempt is cancelled and the run goes one-shot, with a note."""
+    from cc_executor_nb.kernel import conversation
+
+    monkeypatch.setattr(conversation, "HANDSHAKE_TIMEOUT", 2.0)
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "--input-format" ]; then exec sleep 60; fi; done\n'
+        f'exec {CLAUDE} "$@"\n'
+    )
+    fake.chmod(0o755)
+    run = ccx.run("echo: after a silent start", executable=str(fake), demo=True, display=False,
+                  cwd=str(tmp_path), settings=settings(), wait=True)
+    assert (run.status, run.exit_code, run.answer) == ("completed", 0, "after a silent start")
+    assert run.conversation is not None and not run.interactive
+    (notice,) = run.conversation.view().notices
+    assert "no stream-json answer within 2 s" in notice

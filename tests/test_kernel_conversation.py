@@ -110,7 +110,7 @@ def test_without_stdin_a_busy_cell_denies_unless_it_answers(kernel: KernelHarnes
     slow = kernel.run(
         's = %ccexec --demo "bash: touch slow.txt"\n'
         "while s.pending is None: time.sleep(0.05)\n"
-        f"time.sleep({scaled(3)})",
+        f"time.sleep({scaled(5)})",
         timeout=scaled(60),
     )
     assert slow.ok

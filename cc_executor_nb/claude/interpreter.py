@@ -89,6 +89,7 @@ class ClaudeInterpreter:
         self._view: ClaudeView | None = None
         self.target: Target | None = prompt_target([prompt]) if prompt else None
         self._first_answer_at: float | None = None
+        self._text_before_turn = 0
         self.finished = False
 
     def __repr__(self) -> str:
@@ -102,16 +103,23 @@ class ClaudeInterpreter:
         with self._lock:
             if stream == "stdout":
                 self._run.feed(text)
-                if self._first_answer_at is None and self._run.text:
+                if self._first_answer_at is None and len(self._run.text) > self._text_before_turn:
                     self._first_answer_at = time.monotonic()
             else:
                 self._keep_stderr(text)
             self._view = None
 
     def begin_turn(self, prompt: str) -> int:
-        """A user message goes to the CLI: what follows is a new turn (host mode)."""
+        """A user message goes to the CLI: what follows is a new turn (host mode).
+
+        Progress then counts this turn's answer against this prompt's target.
+        """
         with self._lock:
             self._view = None
+            if self._run.turns:  # the first prompt's target was taken at construction
+                self.target = prompt_target([prompt]) if prompt else None
+                self._first_answer_at = None
+                self._text_before_turn = len(self._run.text)
             return self._run.begin_turn(prompt)
 
     def note_interrupt(self) -> None:
@@ -178,7 +186,11 @@ class ClaudeInterpreter:
         if self.target is None:
             return None
         with self._lock:
-            text = self._run.answer if self._run.result is not None else self._run.text
+            run = self._run
+            if len(run.turns) > 1:
+                text = run.answer  # the current turn's text, or its result
+            else:
+                text = run.answer if run.result is not None else run.text
             first = self._first_answer_at
         return progress_toward(self.target, text, first_output_at=first, now=now, finished=finished)
 

@@ -741,8 +741,14 @@ class ClaudeBody:
 
     @property
     def widget(self) -> Any:
-        """The widget to place in the run's view."""
+        """The widget to place in the run's view (the conversation's HTML, or a box with
+        it, the approval card and the follow-up row)."""
         return self._box
+
+    @property
+    def html(self) -> Any:
+        """The HTML widget holding the rendered conversation."""
+        return self._widget
 
     # Rendering (the presenter's rate)
 

@@ -104,7 +104,7 @@ class Conversation:
         fallback: RunSpec | None = None,
         prompter: Prompter | None = None,
         on_turn_end: Callable[[], object] | None = None,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        handshake_timeout: float | None = None,
     ) -> None:
         self.prompt = prompt
         self.interpreter = interpreter
@@ -114,7 +114,7 @@ class Conversation:
         self.fallback = fallback
         self.prompter = prompter
         self.on_turn_end = on_turn_end
-        self.handshake_timeout = handshake_timeout
+        self.handshake_timeout = HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
         self.cli_info: dict[str, Any] = {}
         """The CLI's answer to ``initialize`` (``claude_code_version``, ``pid``, ...)."""
         self._mode: ConversationMode = "starting"
@@ -182,7 +182,9 @@ class Conversation:
                 return self._go_live()
             return []
         if isinstance(event, Completed):
-            if self.fallback is None:
+            # Only a CLI that ended by itself lacks host mode; a timeout or a cancel does not say.
+            ended_by_itself = event.params.get("status") in ("completed", "failed")
+            if self.fallback is None or not (ended_by_itself or self._fallback_reason):
                 return [*self._go_live(), event]
             self._held.append(event)
             self._prepare_fallback(event)

@@ -13,7 +13,7 @@ busy in a cell that allows stdin       in that cell's input box (Jupyter's stdin
                                        the run, else from a worker thread
 busy in a cell without stdin           nowhere: denied with a clear message, at once
 (nbconvert/nbclient, allow_stdin off)  when that cell waits for the run, else once it
-                                       has run half a second without answering (a cell
+                                       has run two seconds without answering (a cell
                                        that answers, ``run.approve()``, is quicker)
 not a kernel (terminal IPython, a      on the terminal while the caller waits
 script)                                (``run.wait()``); without a terminal, denied
@@ -39,7 +39,9 @@ from typing import Any, Literal
 from ..claude.permissions import ANSWER_HELP, Answer, PermissionRequest, parse_answer, question_text
 
 __all__ = [
+    "NOBODY_GRACE",
     "NOBODY_MESSAGE",
+    "STDIN_GRACE",
     "CellContext",
     "Prompter",
     "Question",
@@ -61,6 +63,9 @@ NOBODY_MESSAGE = (
 STDIN_GRACE = 0.5
 """Seconds a new cell runs before a question is asked in its input box: a cell that
 answers the question itself (``run.approve()``) is not interrupted by a prompt."""
+NOBODY_GRACE = 2.0
+"""Seconds a cell without an input box gets to answer a question itself before it is
+denied (a script's ``while run.pending is None: ...; run.approve()``)."""
 _POLL = 0.1
 
 
@@ -225,12 +230,13 @@ class Prompter:
     def _ask_in_cell(self, question: Question, cell: CellContext) -> None:
         # A grace after the cell started and after the question came: a cell that answers
         # itself gets no prompt, and a cell waiting in run.wait() asks with input() itself.
-        deadline = max(cell.started, time.monotonic()) + STDIN_GRACE
+        nobody = route(kernel=True, cell=cell, waiting=False, tty=False) == "nobody"
+        deadline = max(cell.started, time.monotonic()) + (NOBODY_GRACE if nobody else STDIN_GRACE)
         while time.monotonic() < deadline:
             if not self._still(question, cell):
                 return
             time.sleep(_POLL)
-        if route(kernel=True, cell=cell, waiting=False, tty=False) == "nobody":
+        if nobody:
             if self._still(question, cell):
                 question.deny_for_nobody()
             return

@@ -689,14 +689,15 @@ class Run:
         if interpreter is not None:
             if isinstance(event, Output):
                 _log_errors(lambda: interpreter.feed(event.stream, event.data))
-            elif event.method in _MEASURED:
+            elif event.method in _MEASURED or event.method == methods.CONVERSATION_TURN:
                 self._take_progress(interpreter, now)
         if self.presenter is not None:
             self.presenter.update(event)
 
     def _take_progress(self, interpreter: Interpreter, now: float) -> None:
         """The interpreter's estimate, when it has one, replaces the server's."""
-        progress = interpreter.progress(now, self.state.finished)
+        # A turn's end is the end of what its prompt asked for.
+        progress = interpreter.progress(now, self.state.finished or self.state.between_turns)
         if progress is not None:
             self.state.progress = progress.to_dict()
 
