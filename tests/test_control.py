@@ -243,6 +243,12 @@ def test_long_inputs_are_bounded() -> None:
     assert len(readable.lines) == 200 and readable.cut == 5002 - 200
 
 
+def test_every_line_of_a_command_is_in_the_question() -> None:
+    """A multi-line command shows all its lines in the terminal form, not only the first."""
+    text = question_text(PermissionRequest("r", "Bash", {"command": "ls\nrm -rf build"}))
+    assert text.splitlines() == ["Claude asks to use Bash: ls", "  $ rm -rf build"]
+
+
 def test_question_text_is_a_short_plain_prompt() -> None:
     """The terminal form: tool and summary, the description, the diff lines, bounded."""
     request = PermissionRequest("r", "Edit", {"file_path": "/a", "old_string": "old", "new_string": "new"},
@@ -283,3 +289,15 @@ def test_request_from_a_question_is_pending() -> None:
     assert (request.id, request.tool, request.status, request.decided_by, request.pending) == (
         "ed2e4aa1", "Bash", "pending", None, True)
     assert request.tool_use_id == "toolu_r0_bash" and request.blocked_path == "/tmp/x/made-by-bash"
+
+
+def test_control_characters_never_reach_the_terminal() -> None:
+    """An escape sequence in a command (or the tool name) is shown as \\x1b, not sent to the terminal."""
+    request = PermissionRequest("r", "Bash", {"command": "rm -rf /tmp/x\x1b[2K\recho harmless"},
+                                description="tidy\x07")
+    text = question_text(request)
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert "rm -rf /tmp/x\\x1b[2K\\x0decho harmless" in text and "(tidy\\x07)" in text
+    assert readable_input("Bash", request.input).summary == "rm -rf /tmp/x\\x1b[2K\\x0decho harmless"
+    odd = question_text(PermissionRequest("r", "Tool\x1b[8m", {}))
+    assert "\x1b" not in odd and "Tool\\x1b[8m" in odd

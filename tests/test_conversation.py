@@ -422,3 +422,56 @@ def test_a_cli_that_never_answers_falls_back_after_the_handshake_timeout(
     assert run.conversation is not None and not run.interactive
     (notice,) = run.conversation.view().notices
     assert "no stream-json answer within 2 s" in notice
+
+
+TERMINAL_SCRIPT = """
+import cc_executor_nb as ccx
+from cc_executor_nb.kernel.config import CCExec
+settings = CCExec(history_path="none")
+run = ccx.run("bash: echo typed > typed.txt && cat typed.txt", executable={claude!r}, demo=True,
+              settings=settings, wait=True)
+print("STATUS", run.status, "|", run.answer, "|", run.permission_requests[0].decided_by, flush=True)
+run.end().wait()
+"""
+
+
+def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
+    """Outside a kernel, wait() on a terminal asks the question there; "y" runs the command."""
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    script = TERMINAL_SCRIPT.format(claude=str(CLAUDE))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=follower, stdout=follower, stderr=follower,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float) -> bytes:
+        nonlocal seen
+        deadline = time.monotonic() + scaled(timeout)
+        while marker not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    break
+        assert marker in seen, seen.decode(errors="replace")
+        return seen
+
+    try:
+        text = read_until(b"y = allow", 60).decode()
+        assert "Claude asks to use Bash: echo typed > typed.txt && cat typed.txt" in text
+        os.write(leader, b"y\n")
+        read_until(b"STATUS", 60)
+        assert proc.wait(scaled(30)) == 0
+        assert b"STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in seen
+        assert (tmp_path / "typed.txt").read_text() == "typed\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)

@@ -221,6 +221,13 @@ def test_a_follow_up_after_an_interrupt_is_read_without_the_marker() -> None:
     content = [{"type": "text", "text": "[Request interrupted by user]\nwhat is 6*7"}]
     request = {"messages": [{"role": "user", "content": content}], "tools": [{"name": "Bash"}]}
     assert plan_reply(request, DemoSettings()).text == "42"
+    merged = [  # as CLI 2.0 sends it
+        {"type": "text", "text": "write a 5000 word story"},
+        {"type": "text", "text": "[Request interrupted by user]"},
+        {"type": "text", "text": "what is 6*7"},
+    ]
+    request = {"messages": [{"role": "user", "content": merged}], "tools": [{"name": "Bash"}]}
+    assert plan_reply(request, DemoSettings()).text == "42"
 
 
 def test_side_requests_get_a_quick_fixed_answer() -> None:

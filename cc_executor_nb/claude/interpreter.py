@@ -187,10 +187,8 @@ class ClaudeInterpreter:
             return None
         with self._lock:
             run = self._run
-            if len(run.turns) > 1:
-                text = run.answer  # the current turn's text, or its result
-            else:
-                text = run.answer if run.result is not None else run.text
+            # In a conversation the answer is the current turn's text, or its result.
+            text = run.answer if len(run.turns) > 1 or run.result is not None else run.text
             first = self._first_answer_at
         return progress_toward(self.target, text, first_output_at=first, now=now, finished=finished)
 

@@ -149,9 +149,8 @@ def readable_input(tool: str, tool_input: Mapping[str, Any]) -> Readable:
 
 
 def _bash(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
-    command = _text(tool_input, "command")
-    lines = [Line("command", _clip(part)) for part in command.splitlines() or [""]]
-    return command.splitlines()[0] if command else "", lines
+    parts = _lines(_text(tool_input, "command"))
+    return parts[0] if parts else "", [Line("command", _clip(part)) for part in parts or [""]]
 
 
 def _path_only(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
@@ -180,8 +179,7 @@ def _multi_edit(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
 
 def _write(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
     path = _text(tool_input, "file_path")
-    content = _text(tool_input, "content")
-    body = content.splitlines()
+    body = _lines(_text(tool_input, "content"))
     # The old content is not known here (the file may be on a remote machine): every
     # line is shown as written.
     hunk = Line("hunk", f"@@ write {len(body)} line{'' if len(body) == 1 else 's'} @@")
@@ -193,7 +191,7 @@ def _notebook_edit(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
     mode = _text(tool_input, "edit_mode") or "replace"
     cell = _text(tool_input, "cell_id")
     head = Line("hunk", f"@@ {mode} cell {cell} @@".replace("  ", " "))
-    body = [Line("add", "+" + _clip(text)) for text in _text(tool_input, "new_source").splitlines()]
+    body = [Line("add", "+" + _clip(text)) for text in _lines(_text(tool_input, "new_source"))]
     return path, [Line("path", path), head, *body]
 
 
@@ -227,7 +225,7 @@ _READERS = {
 def _diff(old: str, new: str) -> list[Line]:
     """A unified diff of two snippets, without file headers."""
     lines: list[Line] = []
-    diff = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=3)
+    diff = difflib.unified_diff(_lines(old), _lines(new), lineterm="", n=3)
     for text in diff:
         if text.startswith(("---", "+++")):
             continue
@@ -238,13 +236,33 @@ def _diff(old: str, new: str) -> list[Line]:
     return lines
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at newlines only (a lone ``\\r`` stays, shown escaped), CRLF ends removed."""
+    if not text:
+        return []
+    parts = text.split("\n")
+    if parts[-1] == "":
+        parts.pop()
+    return [part.removesuffix("\r") for part in parts]
+
+
 def _text(mapping: Mapping[str, Any], key: str) -> str:
     value = mapping.get(key)
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
 def _clip(text: str) -> str:
+    text = _printable(text)
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
+
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Control characters shown as ``\\xNN``: a model's command must not drive the terminal
+    (an escape sequence could hide what it asks to run)."""
+    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 # The question as text (terminal, the cell's input box)
@@ -253,11 +271,15 @@ def _clip(text: str) -> str:
 def question_text(request: PermissionRequest, *, max_lines: int = TEXT_PROMPT_LINES) -> str:
     """The question in plain lines: what Claude wants to do and the readable input."""
     readable = readable_input(request.tool, request.input)
-    head = f"Claude asks to use {request.tool}"
+    head = f"Claude asks to use {_printable(request.tool)}"
     lines = [f"{head}: {readable.summary}" if readable.summary else head]
     if request.description and request.description != readable.summary:
-        lines.append(f"  ({request.description})")
-    details = [ln for ln in readable.lines if ln.kind not in ("command", "path")]
+        lines.append(f"  ({_clip(request.description)})")
+    # The first command line is in the heading; every other one is shown (a second line
+    # of a shell command is a command too).
+    commands = [ln for ln in readable.lines if ln.kind == "command"]
+    details = [Line("command", f"$ {ln.text}") for ln in commands[1:]]
+    details += [ln for ln in readable.lines if ln.kind not in ("command", "path")]
     shown = details[:max_lines]
     lines += [f"  {ln.text}" for ln in shown]
     hidden = len(details) - len(shown) + readable.cut

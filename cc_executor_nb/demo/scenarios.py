@@ -206,9 +206,13 @@ def _is_reminder(text: str) -> bool:
 
 
 def _without_markers(text: str) -> str:
-    """The text without the CLI's interrupt markers (a follow-up after an interrupt has one)."""
-    lines = [line for line in text.splitlines() if line.strip() not in _INTERRUPT_MARKERS]
-    return "\n".join(lines).strip() if len(lines) != len(text.splitlines()) else text
+    """What follows the CLI's last interrupt marker: a follow-up written after an interrupt
+    comes with the marker, and some CLIs (2.0) repeat the interrupted prompt before it."""
+    lines = text.splitlines()
+    marks = [i for i, line in enumerate(lines) if line.strip() in _INTERRUPT_MARKERS]
+    if not marks:
+        return text
+    return "\n".join(lines[marks[-1] + 1 :]).strip()
 
 
 def _system_text(system: Any) -> str:
