@@ -468,6 +468,14 @@ def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
         os.write(leader, b"y\n")
         read_until(b"STATUS", 60)
         assert proc.wait(scaled(30)) == 0
+        while select.select([leader], [], [], 0.2)[0]:  # the rest of the output, up to the end
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
         assert b"STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in seen
         assert (tmp_path / "typed.txt").read_text() == "typed\n"
     finally:

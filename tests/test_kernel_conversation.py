@@ -132,7 +132,8 @@ def test_without_stdin_a_waiting_cell_gets_an_immediate_denial(kernel: KernelHar
 def test_the_cards_allow_button_answers_while_the_kernel_is_idle(kernel: KernelHarness, tmp_path: Path) -> None:
     """Kernel idle: a click on the approval card's Allow (a comm message) runs the command."""
     kernel.ok('r = %ccexec --demo "write: clicked.txt"')
-    kernel.wait_until("r.pending is not None", timeout=scaled(60))
+    # The card shows once the view renders (a few times a second), after the question came.
+    kernel.wait_until("'Claude wants to use Write' in r.view.body.card.value", timeout=scaled(60))
     card = kernel.value("r.view.body.card.value")
     assert "Claude wants to use Write" in card and "+Hello from the cc_executor_nb demo." in card
     kernel.click(kernel.value("r.view.body.allow_button.model_id"))
@@ -145,7 +146,7 @@ def test_a_click_reaches_a_cell_that_awaits_the_run(kernel: KernelHarness, tmp_p
     """`await r` keeps the kernel's loop running: the widget's Deny click gets through (ipykernel 7),
     though the cell's input box asks too."""
     kernel.ok('r = %ccexec --demo "bash: touch awaited.txt"')
-    kernel.wait_until("r.pending is not None", timeout=scaled(60))
+    kernel.wait_until("'Claude wants to use Bash' in r.view.body.card.value", timeout=scaled(60))
     deny = kernel.value("r.view.body.deny_button.model_id")
     msg_id, started = kernel.submit("await r\nprint(r.status)", allow_stdin=True)
     assert kernel.input_request(timeout=scaled(10))["parent_header"]["msg_id"] == msg_id
