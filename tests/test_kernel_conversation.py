@@ -167,3 +167,23 @@ def test_follow_up_box_sends_a_second_turn(kernel: KernelHarness) -> None:
     assert kernel.value("(r.answer, r.alive, len([e for e in r.events if e.method == 'process.started']))") == (
         "two", True, 1)
     kernel.wait_until(f"{body}.follow_up.value == ''", timeout=scaled(10))
+
+
+def test_two_questions_at_once_are_asked_one_after_the_other(kernel: KernelHarness, tmp_path: Path) -> None:
+    """Two runs ask while one cell waits for both: its input box asks one question, then the other."""
+    kernel.ok('a = %ccexec --demo "bash: touch first.txt"\nb = %ccexec --demo "bash: touch second.txt"')
+    busy = (
+        "import time\n"
+        "while {'starting', 'running', 'thinking'} & {a.status, b.status}:\n"
+        "    time.sleep(0.1)\n"
+        "print(a.status, b.status)"
+    )
+    msg_id, started = kernel.submit(busy, allow_stdin=True)
+    asked = []
+    for _ in range(2):
+        asked.append(kernel.input_request(timeout=scaled(60))["content"]["prompt"].splitlines()[0])
+        kernel.answer_input("y")
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok and execution.stream() == "completed completed\n", execution.error
+    assert sorted(asked) == ["Claude asks to use Bash: touch first.txt", "Claude asks to use Bash: touch second.txt"]
+    assert (tmp_path / "first.txt").exists() and (tmp_path / "second.txt").exists()

@@ -240,8 +240,10 @@ class Prompter:
             if self._still(question, cell):
                 question.deny_for_nobody()
             return
-        if not self._stdin.acquire(blocking=False):
-            return  # another question is on stdin; this one is asked when offered again
+        # Another question may be on stdin (two runs ask at once): wait for our turn.
+        while not self._stdin.acquire(timeout=_POLL):
+            if not self._still(question, cell):
+                return
         try:
             if question.claim():
                 try:
