@@ -140,7 +140,10 @@ class CCExecMagics(Magics):
         The magic returns at once (unless -w) and the kernel stays free while the run
         streams; the returned Run has .status, .exit_code, .stdout, .stderr,
         .duration, .events, .claude, .wait(), .cancel(), .pause(), .resume(), and can be
-        awaited. Examples::
+        awaited. A Claude run is a conversation: its permission questions show as an
+        approval card (or in the cell's input box while the kernel is busy), and
+        .pending, .approve(), .deny(message=...), .send(prompt), .interrupt(), .end()
+        drive it from code; -w returns when the first turn ends. Examples::
 
           %ccexec Summarise README.md in three bullet points
           %ccexec -c "pytest -q" --wait -o tests
