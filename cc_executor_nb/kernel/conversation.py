@@ -322,6 +322,8 @@ class Conversation:
         )
         logger.warning("! %s", self._fallback_reason)
         self._held.clear()
+        if self._writer is not None:
+            self._writer.cancel()  # nothing more goes to that process
 
     def _handshake_expired(self) -> None:
         if self._mode != "starting":
@@ -405,7 +407,9 @@ class Conversation:
             return
         self._turn_running = False
         self._cancel_timer("interrupt")
-        status = "cancelled" if self._interrupting else "failed" if _is_error(result) else "completed"
+        # An interrupt that came after the turn had finished leaves it completed.
+        failed = _is_error(result)
+        status = "cancelled" if self._interrupting and failed else "failed" if failed else "completed"
         self._interrupting = False
         self._cancel_pending("the turn ended")
         self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent})
