@@ -80,7 +80,8 @@ CLIENT_DETACHED: Final = "client.detached"
 # Local events of a conversation with an interactive CLI (the kernel makes them; never
 # on the wire). The kernel folds them into a run's state like notifications.
 CONVERSATION_TURN: Final = "conversation.turn"
-"""``{"status": "running"|"completed"|"failed"|"cancelled", "turn": N}``: a turn began or ended."""
+"""``{"status": "running"|"completed"|"failed"|"cancelled", "turn": N, "last": bool}``: a turn
+began or ended (``last``: the conversation ends with it)."""
 CONVERSATION_QUESTION: Final = "conversation.question"
 """``{"pending": N, "request": {...}}``: a permission question was asked or answered."""
 CONVERSATION_NOTICE: Final = "conversation.notice"

@@ -237,10 +237,10 @@ def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
          {"pending": 1, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}},
          "[needs you] Claude asks to use Bash: touch x (answer with run.approve(), "
          "run.approve(always=True) or run.deny('why'))"),
-        ("conversation.question",
+        ("conversation.question",  # answers are the Claude text view's [permission] lines
          {"pending": 0, "request": {"tool": "Bash", "summary": "touch x", "status": "denied",
                                     "decided_by": "stdin", "message": "no"}},
-         "[denied] Bash: touch x (by stdin): no"),
+         None),
         ("conversation.turn", {"status": "completed", "turn": 1},
          "[turn 1 completed] run.send('...') follows up; run.end() ends the conversation"),
         ("conversation.turn", {"status": "running", "turn": 2}, "[turn 2] follow-up sent"),
@@ -251,3 +251,45 @@ def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
 def test_conversation_events_as_text(method: str, params: dict[str, Any], line: str | None) -> None:
     """Terminals and --quiet get one line per question, decision, turn end and notice."""
     assert TextView().render_event(method, params) == line
+
+
+# Text mode and the record of a conversation
+
+
+def turn_lines(message_id: str, answer: str) -> list[str]:
+    """The stream-json lines of one turn that answers ``answer``."""
+    return [*streamed_text(message_id, answer), assistant(message_id, text(answer)), result(result=answer)]
+
+
+def test_text_renders_each_turn_then_its_footer_once() -> None:
+    """A turn's end writes the rest of its answer and a footer; the next turn goes on; the end adds none twice."""
+    from cc_executor_nb.claude.text import ClaudeTextRenderer, join_chunks
+
+    interpreter = ClaudeInterpreter(prompt="one")
+    renderer = ClaudeTextRenderer()
+    interpreter.begin_turn("one")
+    for line in turn_lines("m1", "first answer"):
+        interpreter.feed("stdout", line + "\n")
+    first = join_chunks(renderer.render(interpreter.snapshot(), turn=True))
+    assert first.startswith("first answer\n") and "[result] done" in first
+    interpreter.begin_turn("two")
+    for line in turn_lines("m2", "second answer"):
+        interpreter.feed("stdout", line + "\n")
+    second = join_chunks(renderer.render(interpreter.snapshot(), turn=True))
+    assert second.startswith("second answer\n") and second.count("[result] done") == 1
+    assert join_chunks(renderer.render(interpreter.snapshot(), final=True)) == ""
+
+
+def test_the_snapshot_carries_the_questions_for_text_and_record() -> None:
+    """The conversation's questions reach run.claude, the text renderer's [permission] lines and the record."""
+    from cc_executor_nb.claude.text import ClaudeTextRenderer, join_chunks
+
+    interpreter = ClaudeInterpreter(prompt="edit")
+    version = interpreter.version
+    interpreter.set_permission_requests((EDIT,))
+    assert interpreter.version > version and interpreter.snapshot().permission_requests == (EDIT,)
+    renderer = ClaudeTextRenderer()
+    pending = join_chunks(renderer.render(interpreter.snapshot()))
+    assert "[permission] Edit · /w/a.txt → waiting for an answer" in pending
+    interpreter.set_permission_requests((dataclasses.replace(EDIT, status="denied", decided_by="stdin", message="no"),))
+    assert "[permission] Edit · /w/a.txt → denied by stdin: no" in join_chunks(renderer.render(interpreter.snapshot()))

@@ -367,6 +367,28 @@ def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path
         helper.stop()
 
 
+# One-shot use of an interactive run
+
+
+def test_wait_true_is_the_one_shot_use_and_still_asks(tmp_path: Path) -> None:
+    """wait=True: the question is answered (by the policy here), then the conversation ends with its turn."""
+    run = start("bash: touch waited.txt", tmp_path, wait=True, on_permission=lambda request: "allow")
+    assert run.done and (run.status, run.exit_code, run.alive) == ("completed", 0, False)
+    assert run.interactive and (tmp_path / "waited.txt").exists()
+    assert [(q.status, q.decided_by) for q in run.permission_requests] == [("allowed", "policy")]
+    ends = [e for e in run.events if e.method == "conversation.turn" and e.params["status"] != "running"]
+    assert [e.params["last"] for e in ends] == [True]
+
+
+def test_arun_is_the_one_shot_use_too(tmp_path: Path) -> None:
+    """await arun(...): the answer, and the process gone with exit code 0."""
+    import asyncio
+
+    run = asyncio.run(ccx.arun("echo: awaited", executable=str(CLAUDE), demo=True, display=False,
+                               cwd=str(tmp_path), settings=settings()))
+    assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "awaited")
+
+
 # One-shot mode
 
 

@@ -60,8 +60,9 @@ def test_wait_asks_on_the_cells_stdin_and_the_answer_completes_the_run(
     execution = kernel.finish(msg_id, started, timeout=scaled(60))
     assert execution.ok, execution.error
     assert (tmp_path / "asked.txt").read_text() == "via stdin\n"
-    assert kernel.value("(r.status, r.alive, r.answer)") == (
-        "completed", True, "I ran `echo via stdin > asked.txt && cat asked.txt`. Output: via stdin")
+    # --wait is the one-shot use: the conversation ended with its turn.
+    assert kernel.value("(r.status, r.alive, r.exit_code, r.answer)") == (
+        "completed", False, 0, "I ran `echo via stdin > asked.txt && cat asked.txt`. Output: via stdin")
     assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "stdin")]
 
 
@@ -80,7 +81,8 @@ def test_an_unclear_answer_is_asked_again_and_a_reason_reaches_claude(kernel: Ke
 
 def test_a_question_while_another_cell_runs_is_asked_in_that_cell(kernel: KernelHarness, tmp_path: Path) -> None:
     """A cell that waits in a loop for the run (a deadlock with widgets alone) gets the question."""
-    kernel.ok('r = %ccexec --demo "bash: echo busy > busy.txt && cat busy.txt"')
+    shown = kernel.submit('r = %ccexec --demo "bash: echo busy > busy.txt && cat busy.txt"', allow_stdin=True)
+    assert kernel.finish(*shown).ok
     msg_id, started = kernel.submit(BUSY_UNTIL_THE_TURN_ENDS, allow_stdin=True)
     request = kernel.input_request(timeout=scaled(60))
     assert request["parent_header"]["msg_id"] == msg_id
@@ -89,6 +91,9 @@ def test_a_question_while_another_cell_runs_is_asked_in_that_cell(kernel: Kernel
     execution = kernel.finish(msg_id, started, timeout=scaled(60))
     assert execution.ok and execution.stream() == "completed\n"
     assert (tmp_path / "busy.txt").read_text() == "busy\n"
+    # The process lives on for a follow-up, and a front end with an input box keeps the widget.
+    assert kernel.value("r.alive") is True
+    assert not [m for m in kernel.log if m.type == "update_display_data"]
     assert kernel.value("[(q.status, q.decided_by, q.always) for q in r.permission_requests]") == [
         ("allowed", "stdin", True)]
 
@@ -159,7 +164,8 @@ def test_a_click_reaches_a_cell_that_awaits_the_run(kernel: KernelHarness, tmp_p
 
 def test_follow_up_box_sends_a_second_turn(kernel: KernelHarness) -> None:
     """The follow-up text box and Send: a second turn in the same process."""
-    kernel.ok('r = %ccexec --demo --wait "echo: one"')
+    kernel.ok('r = %ccexec --demo "echo: one"')
+    kernel.wait_until("r.status == 'completed'", timeout=scaled(60))
     body = "r.view.body"
     kernel.ok(f"{body}.follow_up.value = 'echo: two'")
     kernel.click(kernel.value(f"{body}.send_button.model_id"))

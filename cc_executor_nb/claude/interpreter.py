@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..targets import Progress, Target, progress_toward, prompt_target
+from .permissions import PermissionRequest
 from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
 
 __all__ = ["MAX_STDERR_CHARS", "ClaudeInterpreter", "ClaudeView"]
@@ -65,6 +66,8 @@ class ClaudeView:
     """The tail of the CLI's stderr."""
     turns: int = 0
     """Turns begun in a conversation (host mode); 0 for a one-shot run."""
+    permission_requests: tuple[PermissionRequest, ...] = ()
+    """The conversation's permission questions (host mode), oldest first."""
     turn_open: bool = False
     """Whether the latest turn has no result yet."""
     version: int = 0
@@ -90,6 +93,8 @@ class ClaudeInterpreter:
         self.target: Target | None = prompt_target([prompt]) if prompt else None
         self._first_answer_at: float | None = None
         self._text_before_turn = 0
+        self._requests: tuple[PermissionRequest, ...] = ()
+        self._requests_version = 0
         self.finished = False
 
     def __repr__(self) -> str:
@@ -127,6 +132,14 @@ class ClaudeInterpreter:
         with self._lock:
             self._run.note_interrupt()
             self._view = None
+
+    def set_permission_requests(self, requests: tuple[PermissionRequest, ...]) -> None:
+        """The conversation's questions as they are now (text views and the record show them)."""
+        with self._lock:
+            if requests != self._requests:
+                self._requests = requests
+                self._requests_version += 1
+                self._view = None
 
     def take_signals(self) -> list[Signal]:
         """Control messages and turn ends read since the last call (see ClaudeRun.take_signals)."""
@@ -178,7 +191,8 @@ class ClaudeInterpreter:
             stderr="".join(self._stderr)[-MAX_STDERR_CHARS:],
             turns=len(run.turns),
             turn_open=run.turn_open,
-            version=run.version + self._stderr_version,
+            permission_requests=self._requests,
+            version=run.version + self._stderr_version + self._requests_version,
         )
 
     def progress(self, now: float, finished: bool) -> Progress | None:
@@ -202,4 +216,4 @@ class ClaudeInterpreter:
     def version(self) -> int:
         """Grows with every applied line; unchanged means nothing new to show."""
         with self._lock:
-            return self._run.version + self._stderr_version
+            return self._run.version + self._stderr_version + self._requests_version

@@ -28,6 +28,7 @@ __all__ = [
     "Readable",
     "RequestStatus",
     "parse_answer",
+    "printable",
     "question_text",
     "readable_input",
 ]
@@ -252,14 +253,14 @@ def _text(mapping: Mapping[str, Any], key: str) -> str:
 
 
 def _clip(text: str) -> str:
-    text = _printable(text)
+    text = printable(text)
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
 
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """Control characters shown as ``\\xNN``: a model's command must not drive the terminal
     (an escape sequence could hide what it asks to run)."""
     return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
@@ -271,7 +272,7 @@ def _printable(text: str) -> str:
 def question_text(request: PermissionRequest, *, max_lines: int = TEXT_PROMPT_LINES) -> str:
     """The question in plain lines: what Claude wants to do and the readable input."""
     readable = readable_input(request.tool, request.input)
-    head = f"Claude asks to use {_printable(request.tool)}"
+    head = f"Claude asks to use {printable(request.tool)}"
     lines = [f"{head}: {readable.summary}" if readable.summary else head]
     if request.description and request.description != readable.summary:
         lines.append(f"  ({_clip(request.description)})")

@@ -22,6 +22,7 @@ and ``claude=``). Settings come from the extension's
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import os
@@ -57,6 +58,7 @@ __all__ = [
     "output_mode",
     "resolve_options",
     "run",
+    "wait_one_shot",
 ]
 
 LABEL_CHARS = 80
@@ -84,8 +86,9 @@ def run(
     ``continue_session``, ``allowed_tools``, ``permission_mode``, ``max_turns``,
     ``append_system_prompt``, ``claude_args``, ``max_retries``, ``interactive``,
     ``approve``, ``on_permission``, ``idle_timeout``); ``options=`` and ``claude=``
-    give them whole. ``wait`` blocks until the run ends, or for a Claude conversation
-    until its first turn ends (a KeyboardInterrupt cancels it); ``display=False`` shows
+    give them whole. ``wait`` blocks until the run ends (a Claude conversation then ends
+    with its first turn: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
+    ``display=False`` shows
     nothing (``display(run)`` later); ``durable`` makes the run a job of the user's job
     server (see ``cc_executor_nb.jobs``).
 
@@ -138,7 +141,21 @@ def run(
     if run_options.display:
         handle.show()
     handle.start(kernel_loop)
-    return handle.wait() if run_options.wait else handle
+    return wait_one_shot(handle) if run_options.wait else handle
+
+
+def wait_one_shot(handle: Run) -> Run:
+    """``--wait`` / ``wait=True``, the one-shot use: block until the run ends.
+
+    A Claude conversation still asks its questions (in the cell's input box while this
+    blocks), then ends with its first turn, so the run reads as a one-shot run always
+    did: ``done``, ``exit_code``, and the record in place of the widget. (``run.wait()``
+    on a conversation returns at the end of the current turn and leaves the process for a
+    follow-up; ``--continue`` follows up a one-shot run in a new process.)
+    """
+    if handle.conversation is not None and not handle.done:
+        handle.end()  # the input closes once the first turn has its result
+    return handle.wait()
 
 
 def follow_job(
@@ -181,11 +198,14 @@ def follow_job(
 
 
 async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
-    """Like :func:`run` (same keywords but ``wait``), awaiting the end (or the first turn's)
-    without blocking the loop."""
+    """Like :func:`run` with ``wait=True`` (the one-shot use), awaiting the end without
+    blocking the loop."""
     if "wait" in options:
         raise TypeError("arun() always waits; do not pass wait=")
-    return await run(prompt_or_command, **options)
+    handle = run(prompt_or_command, **options)
+    if handle.conversation is not None and not handle.done:
+        await asyncio.get_running_loop().run_in_executor(None, handle.end)
+    return await handle
 
 
 def current_settings() -> CCExec:

@@ -125,6 +125,7 @@ class Conversation:
         self._turn_running = False
         self._interrupting = False
         self._close_after_turn = False
+        self._end_when_live: str | None = None
         self._idle_since: float | None = None
         self._notices: list[str] = []
         self._on_stdin: set[str] = set()
@@ -274,7 +275,10 @@ class Conversation:
 
     def end(self, reason: str = "end") -> None:
         """Close the input once the current turn (if any) has its result; the process exits."""
-        if self._mode not in ("starting", "live"):
+        if self._mode == "starting":
+            self._end_when_live = reason  # the handshake decides between host mode and one-shot first
+            return
+        if self._mode != "live":
             return
         dropped = len(self._queue)
         self._queue.clear()
@@ -305,6 +309,8 @@ class Conversation:
         self._cancel_timer("handshake")
         self._set_mode("live")
         held, self._held = self._held, []
+        if self._end_when_live is not None:
+            self.end(self._end_when_live)
         return held
 
     def _prepare_fallback(self, completed: Completed) -> None:
@@ -412,7 +418,8 @@ class Conversation:
         status = "cancelled" if self._interrupting and failed else "failed" if failed else "completed"
         self._interrupting = False
         self._cancel_pending("the turn ended")
-        self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent})
+        last = self._close_after_turn or self._mode == "ending"
+        self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent, "last": last})
         self._turn_ended.set()
         self._call_turn_end()
         if self._queue and self._mode == "live":
@@ -561,6 +568,7 @@ class Conversation:
         self._publish()
 
     def _publish(self) -> None:
+        self.interpreter.set_permission_requests(tuple(self._requests.values()))
         self._view = ConversationView(
             mode=self._mode,
             requests=tuple(self._requests.values()),
@@ -634,11 +642,11 @@ def _policy_answer(verdict: Any) -> Answer | None:
 
 def _summary(request: PermissionRequest) -> dict[str, Any]:
     """A question as plain JSON for the run's events and the text view."""
-    from ..claude.permissions import readable_input
+    from ..claude.permissions import printable, readable_input
 
     return {
         "id": request.id,
-        "tool": request.tool,
+        "tool": printable(request.tool),
         "summary": readable_input(request.tool, request.input).summary,
         "status": request.status,
         "decided_by": request.decided_by,

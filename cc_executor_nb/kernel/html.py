@@ -87,14 +87,17 @@ def heartbeat_html(state: RunState, now: float) -> tuple[str, Health]:
     ), health
 
 
-def header_html(state: RunState, now: float, label: str | None = None) -> str:
+def header_html(state: RunState, now: float, label: str | None = None, *, record: bool = False) -> str:
     """Everything but the output in one HTML value, so a render is one message.
 
     Title; status badge, heartbeat indicator (while live), elapsed time and the
     inactivity timer; the progress bar with ETA (only with an estimate); CPU and
-    memory (while live); after the run, exit code and error.
+    memory (while live); after the run, exit code and error. ``record``: for a saved
+    record, where a conversation between turns shows no live parts (no heartbeat,
+    measures or running clock: its footer has the turn's time).
     """
-    live = not state.finished
+    idle_turn = record and state.between_turns
+    live = not state.finished and not idle_turn
     parts = [
         _title_html(label, state),
         "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
@@ -103,7 +106,8 @@ def header_html(state: RunState, now: float, label: str | None = None) -> str:
     if live:
         beat, health = heartbeat_html(state, now)
         parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
-    parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
+    if not idle_turn:
+        parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
     silence = _silence_text(state, now)
     if silence:
         parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')

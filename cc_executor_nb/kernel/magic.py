@@ -143,7 +143,8 @@ class CCExecMagics(Magics):
         awaited. A Claude run is a conversation: its permission questions show as an
         approval card (or in the cell's input box while the kernel is busy), and
         .pending, .approve(), .deny(message=...), .send(prompt), .interrupt(), .end()
-        drive it from code; -w returns when the first turn ends. Examples::
+        drive it from code (without -w: -w is the one-shot use, the conversation ends
+        with its first turn). Examples::
 
           %ccexec Summarise README.md in three bullet points
           %ccexec -c "pytest -q" --wait -o tests
@@ -161,7 +162,7 @@ class CCExecMagics(Magics):
         if args.out:
             assert self.shell is not None, "a magic is only called through its shell"
             self.shell.user_ns[args.out] = result
-        return result.wait() if args.wait and isinstance(result, Run) else result
+        return api.wait_one_shot(result) if args.wait and isinstance(result, Run) else result
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)

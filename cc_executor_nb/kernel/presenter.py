@@ -114,7 +114,15 @@ class WidgetPresenter:
         self.coalescer.attach(loop)
 
     def update(self, event: Event) -> None:
-        """Ask for a render; the coalescer keeps the rate under the cap."""
+        """Ask for a render; the coalescer keeps the rate under the cap.
+
+        At the end of a conversation's turn the view renders at once, and the display may
+        put the record in its place (see :meth:`RunDisplay.turn_ended`).
+        """
+        if self.display is not None and _turn_ended(event):
+            self.coalescer.flush()
+            self.display.turn_ended()
+            return
         self.coalescer.poke()
 
     def refresh(self) -> None:
@@ -142,6 +150,12 @@ class WidgetPresenter:
         """The widget's bundle with the record while live; the record alone once the run ended."""
         live = dict(self.view._repr_mimebundle_())
         return self.display.bundle(live) if self.display is not None else live
+
+
+def _turn_ended(event: Event) -> bool:
+    """A conversation's turn ended and its process lives on (the last turn is the run's end)."""
+    params = event.params
+    return event.method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last")
 
 
 class TextPresenter:

@@ -122,26 +122,22 @@ def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
 # A conversation's local events (interactive Claude runs)
 
 _ANSWER_HINT = "answer with run.approve(), run.approve(always=True) or run.deny('why')"
-_DECIDED = {"allowed": "allowed", "denied": "denied", "cancelled": "withdrawn"}
 
 
 def _text_question(params: Mapping[str, Any]) -> str | None:
+    """A question waiting for a person, with how to answer it (answers are the Claude text
+    view's ``[permission]`` lines)."""
     request = params.get("request")
-    if not isinstance(request, Mapping):
+    if not isinstance(request, Mapping) or request.get("status") != "pending":
         return None
     what = f"{request.get('tool', 'tool')}: {request.get('summary', '')}".rstrip(": ")
-    status = request.get("status")
-    if status == "pending":
-        return f"[needs you] Claude asks to use {what} ({_ANSWER_HINT})"
-    line = f"[{_DECIDED.get(str(status), status)}] {what}"
-    if request.get("decided_by"):
-        line += f" (by {request['decided_by']})"
-    message = request.get("message")
-    return line + (f": {message}" if status == "denied" and message else "")
+    return f"[needs you] Claude asks to use {what} ({_ANSWER_HINT})"
 
 
 def _text_turn(params: Mapping[str, Any]) -> str | None:
     status, turn = params.get("status"), params.get("turn")
+    if params.get("last"):
+        return None  # the conversation ends with this turn: the process's end says the rest
     if status == "running":
         return f"[turn {turn}] follow-up sent" if isinstance(turn, int) and turn > 1 else None
     return f"[turn {turn} {status}] run.send('...') follows up; run.end() ends the conversation"
