@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Flag", "add_arguments", "declared", "from_values", "keywords", "option"]
 
-Kind = Literal["value", "switch", "repeat"]
+Kind = Literal["value", "switch", "off", "repeat"]
 T = TypeVar("T", bound="DataclassInstance")
 
 
@@ -37,7 +37,8 @@ class Flag:
     help: str
     metavar: str | None = None
     kind: Kind = "value"
-    """value: takes one argument; switch: on when given; repeat: may be given many times."""
+    """value: takes one argument; switch: on when given; off: a ``--no-x`` flag, false when
+    given; repeat: may be given many times."""
     type: Callable[[str], Any] | None = None
     config: str | None = None
     """The ``CCExec`` setting that gives the default when the option is not given."""
@@ -49,11 +50,13 @@ class Flag:
         kwargs: dict[str, Any] = {"dest": dest, "help": self.help}
         if self.kind == "switch":
             kwargs.update(action="store_true", default=None)
+        elif self.kind == "off":
+            kwargs.update(action="store_false", default=None)
         elif self.kind == "repeat":
             kwargs.update(action="append", default=None, metavar=self.metavar)
         else:
             kwargs.update(metavar=self.metavar, default=None)
-        if self.type is not None and self.kind != "switch":
+        if self.type is not None and self.kind not in ("switch", "off"):
             kwargs["type"] = self.type
         return kwargs
 

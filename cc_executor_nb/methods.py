@@ -17,6 +17,10 @@ __all__ = [
     "CLIENT_RECONNECTING",
     "CONNECTED",
     "CONTROL",
+    "CONVERSATION_ENDING",
+    "CONVERSATION_NOTICE",
+    "CONVERSATION_QUESTION",
+    "CONVERSATION_TURN",
     "EXECUTE",
     "HEARTBEAT",
     "INPUT",
@@ -76,3 +80,15 @@ CLIENT_OUTPUT_GAP: Final = "client.output_gap"
 CLIENT_DISCONNECTED: Final = "client.disconnected"
 CLIENT_DETACHED: Final = "client.detached"
 """A handle stopped following a durable job that goes on in its job server."""
+
+# Local events of a conversation with an interactive CLI (the kernel makes them; never
+# on the wire). The kernel folds them into a run's state like notifications.
+CONVERSATION_TURN: Final = "conversation.turn"
+"""``{"status": "running"|"completed"|"failed"|"cancelled", "turn": N, "last": bool}``: a turn
+began or ended (``last``: the conversation ends with it)."""
+CONVERSATION_QUESTION: Final = "conversation.question"
+"""``{"pending": N, "request": {...}}``: a permission question was asked or answered."""
+CONVERSATION_NOTICE: Final = "conversation.notice"
+"""``{"message": str}``: something the person should know (a fall-back, an automatic deny)."""
+CONVERSATION_ENDING: Final = "conversation.ending"
+"""``{"reason": "end"|"idle"|"cancel"}``: the conversation's input is being closed."""

@@ -188,9 +188,38 @@ class KernelHarness:
 
     # Executing
 
-    def submit(self, code: str) -> tuple[str, float]:
-        """Send an execute request without waiting; returns its msg_id and send time."""
-        return self.client.execute(code, allow_stdin=False), time.monotonic()
+    def submit(self, code: str, *, allow_stdin: bool = False) -> tuple[str, float]:
+        """Send an execute request without waiting; returns its msg_id and send time.
+
+        ``allow_stdin``: the front end answers ``input()`` (see :meth:`input_request`).
+        """
+        return self.client.execute(code, allow_stdin=allow_stdin), time.monotonic()
+
+    # The stdin channel (a front end's input box)
+
+    def input_request(self, timeout: float = 30.0) -> Message:
+        """The next ``input_request`` the kernel sends on the stdin channel."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg: Message = self.client.get_stdin_msg(timeout=min(left, 0.1))
+            except queue.Empty:
+                self._next(0)  # keep reading IOPub meanwhile
+                continue
+            if msg["header"]["msg_type"] == "input_request":
+                return msg
+        raise TimeoutError("no input_request before the deadline")
+
+    def answer_input(self, value: str) -> None:
+        """Type ``value`` into the input box and press Enter (an ``input_reply``)."""
+        self.client.input(value)
+
+    # Widgets
+
+    def click(self, model_id: str) -> None:
+        """Click a button widget, as the front end does (a comm_msg on the shell channel)."""
+        content = {"comm_id": model_id, "data": {"method": "custom", "content": {"event": "click"}}}
+        self.client.shell_channel.send(self.client.session.msg("comm_msg", content))
 
     def finish(self, msg_id: str, started: float, timeout: float = 60.0) -> Execution:
         """Wait (``scaled(timeout)`` s at most) for a submitted request's reply and its idle status."""

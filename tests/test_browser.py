@@ -435,6 +435,75 @@ def test_long_thinking_widget_ticks_while_another_cell_keeps_the_kernel_busy(
     assert late is not None and late["status"] == "timeout", late
 
 
+APPROVAL_CELLS = [
+    "%load_ext cc_executor_nb",
+    'from pathlib import Path\nPath("notes.txt").write_text("hello world\\nsecond line\\n")',
+    'edit = %ccexec --demo "edit: notes.txt: hello world => goodbye world"',
+]
+
+
+def write_notebook(path: Path, cells: list[str]) -> None:
+    """A notebook of code cells with no outputs."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, str(path))
+
+
+def test_approval_card_shows_the_diff_and_allow_completes_the_run(lab: Lab, page: Any, artifacts: Path) -> None:
+    """An Edit asks: the card shows the tool and its diff, the badge says "needs you"; Allow completes the run."""
+    write_notebook(lab.root / "90_approval.ipynb", APPROVAL_CELLS)
+    open_and_run_all(page, lab, "90_approval.ipynb")
+    cell = code_cell(page, "edit = %ccexec")
+    card = cell.locator(".ccx-approval")
+    poll(lambda: card.is_visible() and "Claude wants to use Edit" in card.inner_text(), 90, "the approval card")
+    removed, added = cell.locator(".cc-line-remove"), cell.locator(".cc-line-add")
+    assert removed.inner_text().strip() == "-hello world" and removed.is_visible()
+    assert added.inner_text().strip() == "+goodbye world" and added.is_visible()
+    state = view(cell)
+    assert state is not None and state["status"] == "needs you", state
+    shot = screenshot(page, card, "90-edit-approval-card.png")
+    print(f"\napproval card: {shot}")
+    cell.locator(".ccx-approval button").filter(has_text=re.compile(r"^\s*Allow\s*$")).click()
+    final = poll(lambda: _answered(view(cell)), 60, "the edit run to finish its turn")
+    assert final["status"] == "completed" and final["answer"].startswith("I edited notes.txt"), final
+    assert not card.is_visible()
+    assert "allowed by you" in cell.locator(".cc-decision").inner_text()
+    assert (lab.root / "notes.txt").read_text() == "goodbye world\nsecond line\n"
+    screenshot(page, cell, "90-edit-allowed.png")
+
+
+def test_a_waiting_cell_asks_in_its_input_box(lab: Lab, page: Any, artifacts: Path) -> None:
+    """--wait keeps the kernel busy: the question appears as the cell's input box; "y" + Enter completes the run."""
+    cells = ["%load_ext cc_executor_nb",
+             'typed = %ccexec --demo --wait "bash: echo typed > typed.txt && cat typed.txt"']
+    write_notebook(lab.root / "91_stdin.ipynb", cells)
+    open_and_run_all(page, lab, "91_stdin.ipynb")
+    cell = code_cell(page, "typed = %ccexec")
+    box = cell.locator(".jp-Stdin-input")
+    poll(lambda: box.count() and box.is_visible(), 90, "the input box of the waiting cell")
+    prompt = cell.locator(".jp-Stdin-prompt").inner_text()
+    assert "Claude asks to use Bash: echo typed > typed.txt && cat typed.txt" in prompt, prompt
+    state = view(cell)
+    assert state is not None and state["status"] == "needs you", state
+    note = cell.locator(".cc-approval-stdin")
+    poll(lambda: note.count() and note.is_visible(), 10, "the card to point at the input box")
+    screenshot(page, cell, "91-stdin-question.png")
+    box.fill("y")
+    box.press("Enter")
+    wait_for_all_cells(page, 60)
+    final = poll(lambda: _answered(view(cell)), 30, "the run to finish its turn")
+    assert final["status"] == "completed" and "Output: typed" in final["answer"], final
+    assert (lab.root / "typed.txt").read_text() == "typed\n"
+    screenshot(page, cell, "91-stdin-answered.png")
+
+
+def _answered(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    return state if state and state["status"] in ("completed", "failed") and state["answer"] else None
+
+
 def _words(state: dict[str, Any]) -> int:
     return len((state.get("answer") or "").split())
 

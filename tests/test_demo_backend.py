@@ -164,6 +164,72 @@ def test_tool_result_is_found_behind_system_turns() -> None:
     assert (reply.tool_call, reply.text) == (None, "The command printed: hi")
 
 
+# Scenarios that need approval (host mode)
+
+
+def conversation_so_far(prompt: str, *results: tuple[str, bool]) -> dict[str, Any]:
+    """A request body: the prompt, then one tool_use and its result per entry."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    for n, (content, is_error) in enumerate(results, 1):
+        tool_id = f"toolu_demo_{n:04d}"
+        messages.append({"role": "assistant", "content": [
+            {"type": "text", "text": f"Step {n}."}, {"type": "tool_use", "id": tool_id, "name": "T", "input": {}}]})
+        messages.append({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": tool_id, "content": content, "is_error": is_error}]})
+    return {"messages": messages, "tools": [{"name": "Bash"}]}
+
+
+def test_bash_scenario_runs_the_command_then_reports_its_output() -> None:
+    """bash: CMD asks for one Bash call, then quotes its output."""
+    first = plan_reply(conversation_so_far("bash: echo hi > a.txt"), DemoSettings())
+    assert first.tool_call is not None and (first.scenario, first.tool_call.name) == ("bash", "Bash")
+    assert first.tool_call.input["command"] == "echo hi > a.txt"
+    done = plan_reply(conversation_so_far("bash: echo hi > a.txt", ("hi", False)), DemoSettings())
+    assert (done.tool_call, done.text) == (None, "I ran `echo hi > a.txt`. Output: hi")
+
+
+def test_a_refused_call_is_quoted_back() -> None:
+    """A denied call's result (the user's reason) is what the reply repeats."""
+    done = plan_reply(conversation_so_far("bash: touch x", ("Not today", True)), DemoSettings())
+    assert done.text == "The command was not run: Not today"
+
+
+def test_bash_twice_asks_the_same_call_again_with_a_new_id() -> None:
+    """bash twice: the second call repeats the command with an id new to the conversation."""
+    second = plan_reply(conversation_so_far("bash twice: touch x", ("ok", False)), DemoSettings())
+    assert second.tool_call is not None and second.tool_call.input["command"] == "touch x"
+    assert second.tool_call.id == "toolu_demo_0002"
+    done = plan_reply(conversation_so_far("bash twice: touch x", ("ok", False), ("ok", False)), DemoSettings())
+    assert done.text.count("I ran `touch x`") == 2
+
+
+def test_edit_reads_then_edits_and_write_writes() -> None:
+    """edit: PATH: OLD => NEW is a Read then an Edit; write: PATH[: TEXT] is one Write."""
+    read = plan_reply(conversation_so_far("edit: a.txt: hello => bye"), DemoSettings())
+    edit = plan_reply(conversation_so_far("edit: a.txt: hello => bye", ("1\thello", False)), DemoSettings())
+    assert read.tool_call is not None and read.tool_call.name == "Read"
+    assert edit.tool_call is not None and edit.tool_call.input == {
+        "file_path": "a.txt", "old_string": "hello", "new_string": "bye"}
+    write = plan_reply(conversation_so_far("write: b.txt: some words"), DemoSettings())
+    assert write.tool_call is not None and write.tool_call.input == {"file_path": "b.txt", "content": "some words\n"}
+    done = plan_reply(conversation_so_far("write: b.txt", ("File created", False)), DemoSettings())
+    assert done.text == "I wrote b.txt: File created"
+
+
+def test_a_follow_up_after_an_interrupt_is_read_without_the_marker() -> None:
+    """The CLI puts "[Request interrupted by user]" before a follow-up: the scenario still matches."""
+    content = [{"type": "text", "text": "[Request interrupted by user]\nwhat is 6*7"}]
+    request = {"messages": [{"role": "user", "content": content}], "tools": [{"name": "Bash"}]}
+    assert plan_reply(request, DemoSettings()).text == "42"
+    merged = [  # as CLI 2.0 sends it
+        {"type": "text", "text": "write a 5000 word story"},
+        {"type": "text", "text": "[Request interrupted by user]"},
+        {"type": "text", "text": "what is 6*7"},
+    ]
+    request = {"messages": [{"role": "user", "content": merged}], "tools": [{"name": "Bash"}]}
+    assert plan_reply(request, DemoSettings()).text == "42"
+
+
 def test_side_requests_get_a_quick_fixed_answer() -> None:
     """Quota probes and tool-less side prompts never trigger a scenario."""
     quota = request_body("write a 5000 word story", stream=False, max_tokens=1)

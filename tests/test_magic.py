@@ -216,6 +216,41 @@ def test_continue_resumes_the_last_claude_session(shell: InteractiveShell) -> No
         cc_executor_nb.demo.shared.stop_demo()
 
 
+def test_no_interactive_runs_the_one_shot_command_line(shell: InteractiveShell, echo_claude: str) -> None:
+    """--no-interactive: the prompt after "--" on the command line, no conversation, no stdin."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    run = magic(shell, "--no-interactive -w -q say hi")
+    argv = run.stdout.splitlines()
+    assert argv[-2:] == ["--", "say hi"] and "--input-format" not in argv
+    assert run.conversation is None and not run.interactive and run.options["interactive"] is False
+
+
+def test_conversation_flags_reach_the_conversation(shell: InteractiveShell, echo_claude: str) -> None:
+    """--approve and --idle-timeout shape the conversation; host mode is asked for with stdin piped."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    run = magic(shell, "--approve all --idle-timeout 5 -w -q say hi")
+    assert run.conversation is not None
+    assert (run.conversation.policy, run.conversation.idle_timeout) == ("all", 5.0)
+    first = next(e for e in run.events if e.method == "process.started")
+    assert "--permission-prompt-tool" in first.params["argv"] and first.params["stdin"] == "pipe"
+    assert "--permission-prompts" not in first.params["argv"]
+
+
+def test_conversation_settings_come_from_ccexec(shell: InteractiveShell, echo_claude: str) -> None:
+    """CCExec.permission_policy (a callable here), idle_timeout and interactive are the defaults."""
+
+    def policy(request: object) -> str:
+        return "deny"
+
+    settings = shell.magics_manager.registry["CCExecMagics"].settings
+    settings.claude_command, settings.permission_policy, settings.idle_timeout = echo_claude, policy, 0.0
+    run = magic(shell, "-w -q say hi")
+    assert run.conversation is not None
+    assert run.conversation.policy is policy and run.conversation.idle_timeout is None
+    settings.interactive = False
+    assert magic(shell, "-w -q say hi").conversation is None
+
+
 def test_demo_flag_is_recorded(shell: InteractiveShell, echo_claude: str) -> None:
     """--demo is stored on the run's options for the Claude layer."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
@@ -247,6 +282,8 @@ def test_missing_claude_is_a_usage_error(shell: InteractiveShell) -> None:
         ("-o 1x -c true", "needs a Python name"),
         ("-e NOVALUE -c true", "NAME=VALUE"),
         ("-c ''", "needs a command line"),
+        ("--approve maybe hello", "--approve: takes ask, all or none, not 'maybe'"),
+        ("--idle-timeout -1 hello", "idle_timeout must be a non-negative number"),
     ],
 )
 def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str, message: str) -> None:
@@ -299,6 +336,17 @@ def test_settings_validate_durations() -> None:
     with pytest.raises(TraitError):
         CCExec(timeout=0)
     assert CCExec(timeout=None).timeout is None
+
+
+def test_conversation_settings_validate() -> None:
+    """idle_timeout is not negative (0: never); permission_policy is a mode or a callable."""
+    with pytest.raises(TraitError):
+        CCExec(idle_timeout=-1)
+    with pytest.raises(TraitError):
+        CCExec(permission_policy="sometimes")
+    assert CCExec(idle_timeout=0).idle_timeout == 0
+    assert CCExec(permission_policy="all").permission_policy == "all"
+    assert CCExec().permission_policy == "ask" and CCExec().interactive is True
 
 
 def test_every_setting_has_help() -> None:

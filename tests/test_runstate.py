@@ -436,3 +436,106 @@ def test_format_duration_whole_drops_tenths() -> None:
         "3 s",
         "0 s",
     )
+
+
+# Conversations: turns in one live process (local conversation.* events)
+
+
+def turn(state: RunState, status: str, now: float = 1.0) -> None:
+    """Apply one conversation.turn event."""
+    state.apply("conversation.turn", {"status": status, "turn": state.turns + (status == "running")}, now)
+
+
+def completion(state: RunState, exit_code: int, status: str | None = None, now: float = 9.0) -> None:
+    """Apply the process's process.completed."""
+    params = {"status": status or ("completed" if exit_code == 0 else "failed"), "exit_code": exit_code,
+              "duration_seconds": 9.0, "seq": state.last_seq + 1}
+    state.apply("process.completed", params, now)
+
+
+def test_a_turn_end_is_final_status_while_the_process_lives() -> None:
+    """After a turn's result: status completed, the process alive, the run not finished."""
+    state = started()
+    turn(state, "running")
+    turn(state, "completed")
+    assert (state.status, state.alive, state.finished, state.exit_code) == ("completed", True, False, None)
+    assert state.between_turns and state.turns == 1
+
+
+def test_a_follow_up_runs_again_and_counts_turns() -> None:
+    """A follow-up turn sets running again; a failed turn is failed, the process still alive."""
+    state = started()
+    turn(state, "running")
+    turn(state, "completed")
+    turn(state, "running")
+    assert (state.status, state.between_turns, state.turns) == ("running", False, 2)
+    turn(state, "failed")
+    assert (state.status, state.alive, state.finished) == ("failed", True, False)
+
+
+def test_an_ended_conversation_takes_its_last_turn_status() -> None:
+    """After conversation.ending, exit code 1 after an interrupted turn reads as that turn's status."""
+    state = started()
+    turn(state, "running")
+    turn(state, "cancelled")
+    state.apply("conversation.ending", {"reason": "end"}, 2.0)
+    completion(state, 1)
+    assert (state.status, state.exit_code, state.alive, state.finished) == ("cancelled", 1, False, True)
+
+
+def test_a_process_that_dies_unasked_keeps_the_servers_status() -> None:
+    """Without conversation.ending a non-zero exit between turns is a failure."""
+    state = started()
+    turn(state, "running")
+    turn(state, "completed")
+    completion(state, 1)
+    assert (state.status, state.finished) == ("failed", True)
+
+
+def test_cancel_between_turns_is_cancelled() -> None:
+    """process.cancelled between turns makes the run cancelled and finished at once."""
+    state = started()
+    turn(state, "running")
+    turn(state, "completed")
+    state.apply("process.cancelled", {"status": "cancelled", "seq": state.last_seq + 1}, 2.0)
+    assert (state.status, state.finished) == ("cancelled", True)
+    completion(state, -15, "cancelled")
+    assert (state.status, state.exit_code) == ("cancelled", -15)
+
+
+def test_pending_questions_say_needs_you_until_answered() -> None:
+    """conversation.question counts waiting questions; needs_you only while the process lives."""
+    state = started()
+    state.apply("conversation.question", {"pending": 1}, 3.0)
+    assert state.needs_you and state.waiting_since == 3.0
+    state.apply("conversation.question", {"pending": 2}, 4.0)
+    assert state.waiting_since == 3.0
+    state.apply("conversation.question", {"pending": 0}, 5.0)
+    assert not state.needs_you and state.waiting_since is None
+    state.apply("conversation.question", {"pending": 1}, 6.0)
+    completion(state, 0)
+    assert not state.needs_you and state.pending_questions == 0
+
+
+def test_conversation_events_prove_nothing_about_the_server() -> None:
+    """Local events do not count as messages from the server (the heartbeat health)."""
+    state = started(now=0.0)
+    turn(state, "running", now=50.0)
+    assert state.last_message_at == 0.0
+
+
+def test_pause_between_turns_resumes_to_the_turn_status() -> None:
+    """A paused idle process resumes as completed (between turns), not running."""
+    state = started()
+    turn(state, "running")
+    turn(state, "completed")
+    state.apply("process.paused", {"status": "paused", "seq": state.last_seq + 1}, 2.0)
+    state.apply("process.resumed", {"status": "resumed", "seq": state.last_seq + 1}, 3.0)
+    assert state.status == "completed" and not state.finished
+
+
+def test_a_turn_before_the_process_started_only_counts() -> None:
+    """A turn event before process.started counts the turn but leaves the status starting."""
+    state = RunState()
+    turn(state, "running")
+    assert (state.status, state.turns) == ("starting", 1)

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun, LineSplitter, summary
+from cc_executor_nb.claude.control import ControlAnswer, PermissionAsked, RequestWithdrawn
+from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun, LineSplitter, TurnEnded, summary
 
 RECORDINGS = Path(__file__).parent / "data" / "streamjson"
 
@@ -624,13 +625,13 @@ _KEYS = st.sampled_from([
     "partial_json", "id", "name", "input", "tool_use_id", "is_error", "result", "usage",
     "session_id", "model", "tools", "attempt", "max_retries", "retry_delay_ms", "error_status",
     "error", "parent_tool_use_id", "content_block", "api_error_status", "total_cost_usd",
-    "num_turns", "duration_ms", "modelUsage", "errors",
+    "num_turns", "duration_ms", "modelUsage", "errors", "request", "request_id", "response",
 ])
 _NAMES = st.sampled_from([
     "system", "init", "api_retry", "stream_event", "assistant", "user", "result",
     "message_start", "content_block_start", "content_block_delta", "content_block_stop",
     "text_delta", "thinking_delta", "input_json_delta", "text", "thinking", "tool_use",
-    "tool_result", "success", "m1", "toolu_1",
+    "tool_result", "success", "m1", "toolu_1", "can_use_tool", "interrupt",
 ])
 # fmt: on
 _LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | _NAMES
@@ -641,7 +642,10 @@ _VALUES = st.recursive(
 )
 _EVENTS = st.builds(
     lambda kind, rest: {**rest, "type": kind},
-    st.sampled_from(["system", "stream_event", "assistant", "user", "result", "other"]),
+    st.sampled_from([
+        "system", "stream_event", "assistant", "user", "result", "other",
+        "control_request", "control_response", "control_cancel_request",
+    ]),
     st.dictionaries(_KEYS, _VALUES, max_size=6),
 )
 _JSON = st.recursive(
@@ -800,3 +804,116 @@ def test_late_input_delta_does_not_undo_confirmed_input() -> None:
     late = delta(0, "input_json_delta", partial_json="garbage")
     run = run_of(*tool_stream(), assistant("m1", tool_use), late)
     assert run.tool_calls[0].input == {"command": "ls -la"}
+
+
+# Host mode: turns and control lines
+
+
+def question(request_id: str = "q1", tool_use_id: str = "toolu_1") -> str:
+    """A can_use_tool control request for a Bash call."""
+    request = {"subtype": "can_use_tool", "tool_name": "Bash", "input": {"command": "touch x"},
+               "tool_use_id": tool_use_id, "permission_suggestions": []}
+    return line(type="control_request", request_id=request_id, request=request)
+
+
+def conversation(*turns: tuple[str, list[str]]) -> ClaudeRun:
+    """A run fed turn by turn: each prompt begins a turn, then its lines."""
+    run = ClaudeRun()
+    for prompt, lines in turns:
+        run.begin_turn(prompt)
+        for each in lines:
+            run.feed_line(each)
+    return run
+
+
+def test_control_lines_become_signals_not_unknown_events() -> None:
+    """Questions, withdrawals and answers are queued as signals, in order, and counted as known."""
+    run = run_of(
+        question("q1"),
+        line(type="control_cancel_request", request_id="q1"),
+        line(type="control_response", response={"subtype": "success", "request_id": "init-1", "response": {}}),
+    )
+    signals = run.take_signals()
+    assert [type(s) for s in signals] == [PermissionAsked, RequestWithdrawn, ControlAnswer]
+    assert run.unknown_events == 0 and run.take_signals() == []
+
+
+def test_a_control_line_without_an_id_is_dropped() -> None:
+    """A control request without an id cannot be answered: no signal, no error."""
+    run = run_of(line(type="control_request", request={"subtype": "can_use_tool"}))
+    assert run.take_signals() == [] and run.malformed_events == 0 and run.unknown_events == 0
+
+
+def test_each_result_ends_its_turn_with_a_signal() -> None:
+    """Every result (one per turn) is a TurnEnded signal and the turn's own result."""
+    run = conversation(
+        ("first", [init(), *streamed_text("m1", "one"), assistant("m1", text("one")), result(result="one")]),
+        ("second", [init(), *streamed_text("m2", "two"), assistant("m2", text("two")), result(result="two")]),
+    )
+    ends = [s for s in run.take_signals() if isinstance(s, TurnEnded)]
+    assert [e.result["result"] for e in ends] == ["one", "two"]
+    assert [t.result["result"] for t in run.turns if t.result] == ["one", "two"]
+
+
+def test_repeated_init_keeps_the_session() -> None:
+    """system/init comes again at each turn: the session id stays, nothing is counted as bad."""
+    run = conversation(("a", [init(), result(result="1")]), ("b", [init(), result(result="2")]))
+    assert run.session_id == "s1" and run.unknown_events == 0 and run.malformed_events == 0
+
+
+def test_turn_views_split_text_and_tools_by_turn() -> None:
+    """Each turn has its own prompt, text, tool calls and result."""
+    run = conversation(
+        ("list files", [*tool_stream("toolu_a"), assistant("m0", {"type": "tool_use", "id": "toolu_a",
+                                                                      "name": "Bash", "input": {}}),
+                        *streamed_text("m1", "listed"), assistant("m1", text("listed")), result(result="listed")]),
+        ("now count", [*streamed_text("m2", "three"), assistant("m2", text("three")), result(result="three")]),
+    )
+    first, second = run.turn_views()
+    assert (first.prompt, first.text, [t.id for t in first.tools], first.answer) == (
+        "list files", "listed", ["toolu_a"], "listed")
+    assert (second.prompt, second.text, second.tools, second.answer) == ("now count", "three", (), "three")
+
+
+def test_answer_follows_the_open_turn() -> None:
+    """While a later turn runs, the answer is that turn's text so far, not the last result."""
+    run = conversation(("a", [*streamed_text("m1", "old"), assistant("m1", text("old")), result(result="old")]))
+    run.begin_turn("b")
+    assert run.turn_open and run.answer == "" and summary(run)["status"] == "running"
+    for each in streamed_text("m2", "ne", "w"):
+        run.feed_line(each)
+    assert run.answer == "new"
+    run.feed_line(result(result="new"))
+    assert not run.turn_open and run.answer == "new" and summary(run)["status"] == "success"
+
+
+def test_an_interrupted_turn_is_marked() -> None:
+    """note_interrupt marks the open turn; its error result keeps the partial text."""
+    run = conversation(("story", streamed_text("m1", "Once upon")))
+    run.note_interrupt()
+    run.feed_line(result(subtype="error_during_execution", is_error=True, result=None))
+    (turn,) = run.turn_views()
+    assert turn.interrupted and turn.is_error and turn.answer == "Once upon"
+
+
+def test_interrupt_without_an_open_turn_changes_nothing() -> None:
+    """No turn open: note_interrupt is a no-op."""
+    run = conversation(("a", [result(result="done")]))
+    version = run.version
+    run.note_interrupt()
+    assert run.version == version and not run.turns[-1].interrupted
+
+
+def test_one_shot_run_has_one_implicit_turn() -> None:
+    """Without begin_turn (one-shot mode) there is one turn holding everything."""
+    run = run_of(*streamed_text("m1", "hi"), assistant("m1", text("hi")), result(result="hi"))
+    (turn,) = run.turn_views()
+    assert (turn.index, turn.prompt, turn.answer) == (0, "", "hi") and run.turns == []
+
+
+def test_signals_are_bounded() -> None:
+    """A run nobody drains keeps at most MAX_SIGNALS signals."""
+    run = ClaudeRun()
+    for i in range(ClaudeRun.MAX_SIGNALS + 5):
+        run.feed_line(question(f"q{i}"))
+    assert len(run.signals) == ClaudeRun.MAX_SIGNALS

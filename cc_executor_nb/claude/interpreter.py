@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..targets import Progress, Target, progress_toward, prompt_target
-from .streamjson import ApiRetry, ClaudeRun, Phase, ToolCall
+from .permissions import PermissionRequest
+from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
 
 __all__ = ["MAX_STDERR_CHARS", "ClaudeInterpreter", "ClaudeView"]
 
@@ -63,6 +64,12 @@ class ClaudeView:
     """starting, thinking, writing, tool or done."""
     stderr: str = ""
     """The tail of the CLI's stderr."""
+    turns: int = 0
+    """Turns begun in a conversation (host mode); 0 for a one-shot run."""
+    permission_requests: tuple[PermissionRequest, ...] = ()
+    """The conversation's permission questions (host mode), oldest first."""
+    turn_open: bool = False
+    """Whether the latest turn has no result yet."""
     version: int = 0
     """Grows with every applied line; unchanged means nothing new."""
 
@@ -85,6 +92,9 @@ class ClaudeInterpreter:
         self._view: ClaudeView | None = None
         self.target: Target | None = prompt_target([prompt]) if prompt else None
         self._first_answer_at: float | None = None
+        self._text_before_turn = 0
+        self._requests: tuple[PermissionRequest, ...] = ()
+        self._requests_version = 0
         self.finished = False
 
     def __repr__(self) -> str:
@@ -98,11 +108,43 @@ class ClaudeInterpreter:
         with self._lock:
             if stream == "stdout":
                 self._run.feed(text)
-                if self._first_answer_at is None and self._run.text:
+                if self._first_answer_at is None and len(self._run.text) > self._text_before_turn:
                     self._first_answer_at = time.monotonic()
             else:
                 self._keep_stderr(text)
             self._view = None
+
+    def begin_turn(self, prompt: str) -> int:
+        """A user message goes to the CLI: what follows is a new turn (host mode).
+
+        Progress then counts this turn's answer against this prompt's target.
+        """
+        with self._lock:
+            self._view = None
+            if self._run.turns:  # the first prompt's target was taken at construction
+                self.target = prompt_target([prompt]) if prompt else None
+                self._first_answer_at = None
+                self._text_before_turn = len(self._run.text)
+            return self._run.begin_turn(prompt)
+
+    def note_interrupt(self) -> None:
+        """The current turn is being interrupted by us."""
+        with self._lock:
+            self._run.note_interrupt()
+            self._view = None
+
+    def set_permission_requests(self, requests: tuple[PermissionRequest, ...]) -> None:
+        """The conversation's questions as they are now (text views and the record show them)."""
+        with self._lock:
+            if requests != self._requests:
+                self._requests = requests
+                self._requests_version += 1
+                self._view = None
+
+    def take_signals(self) -> list[Signal]:
+        """Control messages and turn ends read since the last call (see ClaudeRun.take_signals)."""
+        with self._lock:
+            return self._run.take_signals()
 
     def finish(self) -> None:
         """The run is over: apply a last line that had no newline. Idempotent."""
@@ -147,7 +189,10 @@ class ClaudeInterpreter:
             num_turns=run.num_turns,
             phase=run.phase,
             stderr="".join(self._stderr)[-MAX_STDERR_CHARS:],
-            version=run.version + self._stderr_version,
+            turns=len(run.turns),
+            turn_open=run.turn_open,
+            permission_requests=self._requests,
+            version=run.version + self._stderr_version + self._requests_version,
         )
 
     def incomplete(self) -> str | None:
@@ -166,7 +211,9 @@ class ClaudeInterpreter:
         if self.target is None:
             return None
         with self._lock:
-            text = self._run.answer if self._run.result is not None else self._run.text
+            run = self._run
+            # In a conversation the answer is the current turn's text, or its result.
+            text = run.answer if len(run.turns) > 1 or run.result is not None else run.text
             first = self._first_answer_at
         return progress_toward(self.target, text, first_output_at=first, now=now, finished=finished)
 
@@ -180,4 +227,4 @@ class ClaudeInterpreter:
     def version(self) -> int:
         """Grows with every applied line; unchanged means nothing new to show."""
         with self._lock:
-            return self._run.version + self._stderr_version
+            return self._run.version + self._stderr_version + self._requests_version

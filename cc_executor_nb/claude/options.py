@@ -1,40 +1,59 @@
 """What shapes a Claude run, declared once: the magic's flags, the API's keywords and the argv.
 
 Each field of :class:`ClaudeOptions` is declared with :func:`~cc_executor_nb.declare.option`
-(its flag, help and ``CCExec`` default). :func:`claude_argv` turns the options into a
-non-interactive, streaming command line::
+(its flag, help and ``CCExec`` default). Two command lines come from them:
 
     options = ClaudeOptions(model="sonnet", demo=True)
-    argv = claude_argv("Summarise README.md", options)   # [claude, "-p", ..., "--", prompt]
+    argv = claude_host_argv(options)                     # host mode: the prompt goes on stdin
+    argv = claude_argv("Summarise README.md", options)   # one-shot: [claude, "-p", ..., "--", prompt]
     env = claude_environment(options)                    # demo: points the CLI at the mock
 
-Options come first and the prompt last, after ``--``, as one argv element: it is never
-shell text, and a prompt that starts with a dash is taken literally.
+In host mode (``interactive``, the default) the CLI's permission questions come to the
+notebook and follow-ups go to the same process (:mod:`cc_executor_nb.claude.control`).
+In the one-shot mode options come first and the prompt last, after ``--``, as one argv
+element: it is never shell text, and a prompt that starts with a dash is taken literally.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..declare import option
+from .control import HOST_ARGS
 from .executable import find_claude
 
 __all__ = [
+    "APPROVE_MODES",
     "DEMO_MAX_RETRIES",
     "STREAM_ARGS",
     "ClaudeOptions",
+    "approve_mode",
     "claude_argv",
     "claude_environment",
+    "claude_host_argv",
     "claude_option_args",
 ]
+
+APPROVE_MODES = ("ask", "all", "none")
+"""How permission questions are answered: ask a person, allow all, deny all."""
 
 STREAM_ARGS = ("-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages")
 """What makes a run non-interactive and streaming, right after the executable."""
 
 DEMO_MAX_RETRIES = 2
 """API retries in demo mode unless the options say otherwise: error scenarios end fast."""
+
+
+def approve_mode(text: str) -> str:
+    """The ``--approve`` value: ask, all or none (argparse shows the error as it is)."""
+    mode = text.strip().lower()
+    if mode not in APPROVE_MODES:
+        raise argparse.ArgumentTypeError(f"takes ask, all or none, not {text!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,28 @@ class ClaudeOptions:
         (), "--claude-arg", metavar="ARG", kind="repeat", config="claude_args", extends=True,
         help="an extra argument for the claude CLI (repeatable; --claude-arg=--flag)",
     )
+    # The conversation (host mode)
+    interactive: bool = option(
+        True, "--no-interactive", kind="off", config="interactive",
+        help="one-shot mode: the prompt goes on the command line, no permission question "
+        "reaches the notebook and there are no follow-ups (for CLIs without host mode)",
+    )
+    approve: str | None = option(
+        None, "--approve", metavar="ask|all|none", type=approve_mode,
+        help="how Claude's permission questions are answered: ask (the default: the widget, "
+        "or the cell's input box while the kernel is busy), all (allow every call), none "
+        "(deny every call)",
+    )
+    on_permission: Callable[[Any], Any] | str | None = option(  # noqa: RUF009 - option() builds a field
+        None, config="permission_policy",
+        help="a policy for permission questions: callable(request) -> 'allow', 'deny' or "
+        "None (ask), or one of ask, all, none (default: CCExec.permission_policy)",
+    )
+    idle_timeout: float | None = option(
+        None, "--idle-timeout", metavar="SECONDS", type=float, config="idle_timeout",
+        help="end a live conversation after this many seconds without a follow-up "
+        "(default: CCExec.idle_timeout, 600; 0: never)",
+    )
 
     def check(self) -> None:
         """Raise ValueError for contradictory or malformed options."""
@@ -100,6 +141,22 @@ class ClaudeOptions:
         bad = [rule for rule in self.tool_rules() if not rule.strip() or rule.startswith("-")]
         if bad:
             raise ValueError(f"not a tool rule: {bad[0]!r}")
+        if self.approve is not None and self.approve not in APPROVE_MODES:
+            raise ValueError(f"approve must be ask, all or none, not {self.approve!r}")
+        policy = self.on_permission
+        if policy is not None and not callable(policy) and policy not in APPROVE_MODES:
+            raise ValueError(f"on_permission must be a callable or ask, all or none, not {policy!r}")
+        timeout = self.idle_timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not math.isfinite(timeout) or timeout < 0):
+            raise ValueError(f"idle_timeout must be a non-negative number of seconds, not {timeout!r}")
+
+    @property
+    def policy(self) -> Callable[[Any], Any] | str:
+        """How questions are answered: ``approve`` when given, else ``on_permission``, else ask."""
+        if self.approve is not None:
+            return self.approve
+        return self.on_permission if self.on_permission is not None else "ask"
 
     def tool_rules(self) -> list[str]:
         """The allowed-tool rules; one string is one element (the CLI splits it on commas)."""
@@ -146,10 +203,23 @@ def claude_argv(prompt: str, options: ClaudeOptions) -> list[str]:
     and ValueError for contradictory or malformed options.
     """
     option_args = claude_option_args(options)
+    return [_executable(options), *STREAM_ARGS, *option_args, "--", prompt]
+
+
+def claude_host_argv(options: ClaudeOptions) -> list[str]:
+    """The argv of a claude run in host mode: ``[claude, *HOST_ARGS, *options]``.
+
+    The prompt is not in it: it goes to the CLI's stdin as the first user message.
+    Raises like :func:`claude_argv`.
+    """
+    option_args = claude_option_args(options)
+    return [_executable(options), *HOST_ARGS, *option_args]
+
+
+def _executable(options: ClaudeOptions) -> str:
     # A remote server has its own file system: send the configured name (or "claude")
     # for its PATH lookup instead of a path that only exists on this machine.
-    executable = (options.executable or "claude") if options.remote else find_claude(options.executable or None)
-    return [executable, *STREAM_ARGS, *option_args, "--", prompt]
+    return (options.executable or "claude") if options.remote else find_claude(options.executable or None)
 
 
 def claude_option_args(options: ClaudeOptions) -> list[str]:

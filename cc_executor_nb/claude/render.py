@@ -7,6 +7,12 @@ markdown-it-py with raw HTML disabled and links restricted to http, https and
 mailto, and then, when ``nh3`` is installed, cleaned again against a short
 allow-list (no images, scripts, styles, frames or event handlers) as defence
 in depth.
+
+A conversation (host mode) adds an approval card per permission question (the tool,
+its input made readable: the command, a diff, the path; Allow, Always allow, Deny with
+an optional reason) and a follow-up row (a text box, Send, Interrupt, End). Their
+buttons call the run's controls; every widget change still happens in
+:meth:`ClaudeBody.render`, which the presenter calls at its limited rate.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from markdown_it import MarkdownIt
 
 from ..events import FINAL_STATUSES
 from .interpreter import ClaudeInterpreter
-from .streamjson import ApiRetry, ClaudeRun, ToolCall, summary
+from .permissions import ConversationView, Line, PermissionRequest, readable_input
+from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary
 
 _nh3: ModuleType | None
 try:
@@ -31,11 +38,13 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
 
 __all__ = [
     "ClaudeBody",
+    "Controls",
     "RunStatus",
     "claude_body_html",
     "format_cost",
     "format_duration",
     "format_seconds",
+    "permission_card_html",
     "render_answer_html",
     "render_claude_html",
     "render_error_html",
@@ -43,6 +52,7 @@ __all__ = [
     "render_retries_html",
     "render_thinking_html",
     "render_tool_cards_html",
+    "render_turns_html",
     "retry_text",
     "status_name",
     "tool_input_summary",
@@ -184,22 +194,62 @@ def _head(text: str, limit: int) -> str:
 # Tools
 
 
-def render_tool_cards_html(run: ClaudeRun) -> str:
-    """One compact card per tool call: status, name, short input, folded result."""
-    tools = run.tool_calls
+def render_tool_cards_html(
+    run: ClaudeRun, decisions: dict[str, PermissionRequest] | None = None
+) -> str:
+    """One compact card per tool call: status, name, short input, folded result.
+
+    ``decisions`` (permission requests by ``tool_use_id``) add who allowed or denied it.
+    """
+    return _tool_cards(run.tool_calls, decisions or {})
+
+
+def _tool_cards(tools: list[ToolCall] | tuple[ToolCall, ...], decisions: dict[str, PermissionRequest]) -> str:
     if not tools:
         return ""
-    return '<div class="cc-tools">' + "".join(map(_tool_card, tools)) + "</div>"
+    return '<div class="cc-tools">' + "".join(_tool_card(t, decisions.get(t.id)) for t in tools) + "</div>"
 
 
-def _tool_card(tool: ToolCall) -> str:
+def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None) -> str:
     state, icon = _tool_state(tool)
     head = (
         f'<span class="cc-tool-status">{icon}</span> '
         f'<strong class="cc-tool-name">{escape(tool.name or "tool")}</strong> '
         f'<code class="cc-tool-input">{escape(tool_input_summary(tool.input))}</code>'
+        f"{_decision_html(decision)}"
     )
     return f'<div class="cc-tool cc-tool-{state}" style="{_CARD}">{head}{_tool_result(tool)}</div>'
+
+
+_DECIDED_BY = {
+    "widget": "by you",
+    "stdin": "by you",
+    "code": "from code",
+    "policy": "by the policy",
+    "auto": "automatically",
+    "cli": "by Claude",
+}
+
+
+def _decision_html(request: PermissionRequest | None) -> str:
+    """``allowed by you`` / ``denied by the policy: reason`` after a tool's input."""
+    if request is None or request.pending:
+        return ""
+    who = _DECIDED_BY.get(request.decided_by or "", "")
+    verb = {"allowed": "always allowed" if request.always else "allowed"}.get(request.status, request.status)
+    text = " ".join(part for part in (verb, who) if part)
+    if request.status == "denied" and request.message:
+        text += f": {_clip_line(request.message, MAX_TOOL_INPUT_CHARS)}"
+    color = "#198754" if request.status == "allowed" else "#b00020" if request.status == "denied" else "#6c757d"
+    return (
+        f' <span class="cc-decision cc-decision-{escape(request.status)}" style="color:{color};{_MUTED}">'
+        f"{escape(text)}</span>"
+    )
+
+
+def _clip_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _tool_state(tool: ToolCall) -> tuple[str, str]:
@@ -373,15 +423,62 @@ def _plural(count: int) -> str:
 # Everything
 
 
-def render_claude_html(run: ClaudeRun, process_ended: bool = False) -> str:
-    """The whole run: thinking, tool cards, answer or error, retry line, footer."""
-    parts = [render_thinking_html(run), render_tool_cards_html(run)]
-    if run.is_error:
-        parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
+def render_claude_html(
+    run: ClaudeRun, process_ended: bool = False, decisions: dict[str, PermissionRequest] | None = None
+) -> str:
+    """The whole run: thinking, tool cards, answer or error, retry line, footer.
+
+    A conversation of several turns shows each turn (see :func:`render_turns_html`).
+    """
+    if len(run.turns) > 1:
+        parts = [render_thinking_html(run), render_turns_html(run, decisions)]
     else:
-        parts.append(render_answer_html(run.answer))
+        parts = [render_thinking_html(run), render_tool_cards_html(run, decisions)]
+        if run.is_error and run.turns and run.turns[-1].interrupted:
+            parts += [render_answer_html(run.text), _INTERRUPTED]
+        elif run.is_error:
+            parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
+        else:
+            parts.append(render_answer_html(run.answer))
     parts += [render_retries_html(run), render_footer_html(run, process_ended)]
     return '<div class="cc-run">' + "".join(parts) + "</div>"
+
+
+_INTERRUPTED = f'<div class="cc-interrupted" style="{_MUTED}">⏹ Interrupted</div>'
+_PROMPT_STYLE = (
+    "border-left:3px solid #0d6efd;padding:2px 8px;margin:8px 0 4px;white-space:pre-wrap;"
+    "background:#0d6efd0d"
+)
+
+
+def render_turns_html(run: ClaudeRun, decisions: dict[str, PermissionRequest] | None = None) -> str:
+    """Each turn of a conversation: the prompt (after the first), its tools, its answer."""
+    parts = []
+    for turn in run.turn_views():
+        parts.append(_turn_html(turn, decisions or {}))
+    return '<div class="cc-turns">' + "".join(parts) + "</div>"
+
+
+def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
+    prompt = ""
+    if turn.index > 0:
+        prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(turn.prompt)}</div>'
+    body = [prompt, _tool_cards(turn.tools, decisions)]
+    if turn.interrupted and turn.result is not None:
+        body += [render_answer_html(turn.text), _INTERRUPTED]
+    elif turn.is_error and turn.result is not None:
+        message = _error_of_turn(turn)
+        body += [render_answer_html(turn.text if turn.text.strip() != message.strip() else ""),
+                 f'<div class="cc-error" style="color:#b00020">{escape(message)}</div>']
+    else:
+        body.append(render_answer_html(turn.answer))
+    return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
+
+
+def _error_of_turn(turn: TurnView) -> str:
+    run = ClaudeRun()
+    run.result, run.is_error = turn.result, True
+    return run.error_message or "The turn failed."
 
 
 def _text_besides_error(run: ClaudeRun) -> str:
@@ -412,15 +509,20 @@ class RunStatus(Protocol):
 
 
 def claude_body_html(
-    run: ClaudeRun, *, status: str = "running", exit_code: int | None = None, stderr: str = ""
+    run: ClaudeRun,
+    *,
+    status: str = "running",
+    exit_code: int | None = None,
+    stderr: str = "",
+    decisions: dict[str, PermissionRequest] | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
     ``status`` and ``exit_code`` are the process's (see ``RunState``); ``stderr`` is
-    shown, escaped, only in that note.
+    shown, escaped, only in that note. ``decisions``: permission requests by tool_use_id.
     """
     ended = status in FINAL_STATUSES
-    parts = [_waiting_html(run, status), render_claude_html(run, process_ended=ended)]
+    parts = [_waiting_html(run, status), render_claude_html(run, process_ended=ended, decisions=decisions)]
     if status in FINAL_STATUSES and run.result is None:
         parts.append(_no_result_html(run, status, exit_code, stderr))
     # MathJax would typeset "$" pairs in model text; these classes make it skip the body.
@@ -452,39 +554,300 @@ def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: 
     )
 
 
-class ClaudeBody:
-    """A :class:`~cc_executor_nb.kernel.views.Body`: the conversation in an ``HTML`` widget.
+# The approval card
 
-    :meth:`render` re-renders only when the interpreter's version or the process's
-    status changed; the presenter already limits how often it is called.
+
+_LINE_STYLES = {
+    "command": "font-family:monospace;font-weight:600",
+    "path": "font-family:monospace",
+    "add": "background:#e6ffec;color:#116329",
+    "remove": "background:#ffebe9;color:#82071e",
+    "hunk": "color:#0550ae;opacity:0.8",
+    "context": "",
+    "text": "",
+    "note": _MUTED,
+}
+_CARD_BOX = (
+    "border:2px solid #fd7e14;border-radius:6px;padding:6px 10px;margin:6px 0;"
+    "background:#fff8f0"
+)
+
+
+def permission_card_html(request: PermissionRequest, waiting: int = 0, *, on_stdin: bool = False) -> str:
+    """The question: which tool, why, and its input made readable (command, diff, path).
+
+    Everything from the CLI is escaped. ``waiting``: how many more questions follow;
+    ``on_stdin``: the question is also asked in the busy cell's input box.
+    """
+    readable = readable_input(request.tool, request.input)
+    lines = "".join(_card_line(line) for line in readable.lines)
+    if readable.cut:
+        lines += _card_line(Line("note", f"… {readable.cut} more lines not shown"))
+    about = f'<div style="{_MUTED}">{escape(request.description)}</div>' if request.description else ""
+    blocked = (
+        f'<div style="{_MUTED}">path: <code>{escape(request.blocked_path)}</code></div>'
+        if request.blocked_path else ""
+    )
+    more = f'<div style="{_MUTED}">{waiting} more question{_plural(waiting)} waiting</div>' if waiting else ""
+    busy = (
+        '<div class="cc-approval-stdin" style="color:#a66a00">The kernel is busy: answer in the input box '
+        "below this run (a click here waits until the cell ends).</div>"
+        if on_stdin else ""
+    )
+    return (
+        f'<div class="cc-approval" style="{_CARD_BOX}">'
+        f'<div class="cc-approval-title"><strong>Claude wants to use {escape(request.tool)}</strong></div>'
+        f'{about}<pre class="cc-approval-input" style="{_PRE};max-height:24em;font-size:smaller">{lines}</pre>'
+        f"{blocked}{more}{busy}</div>"
+    )
+
+
+def _card_line(line: Line) -> str:
+    style = _LINE_STYLES.get(line.kind, "")
+    text = f"$ {line.text}" if line.kind == "command" else line.text
+    return f'<div class="cc-line cc-line-{line.kind}" style="{style}">{escape(text) or "&nbsp;"}</div>'
+
+
+def _follow_up_note(view: ConversationView, alive: bool) -> str:
+    notices = "".join(
+        f'<div class="cc-notice" style="color:#a66a00">{escape(text)}</div>' for text in view.notices
+    )
+    if view.mode == "one-shot" or (not alive and view.mode != "starting"):
+        return notices
+    if view.mode == "ending":
+        hint = "Ending: the process exits once the current turn is over."
+    elif view.turn_running:
+        queued = f" ({view.queued} follow-up{_plural(view.queued)} waiting)" if view.queued else ""
+        hint = f"Claude is working{queued}. A follow-up sent now runs after this turn."
+    else:
+        idle = (
+            f" It ends by itself after {format_seconds(view.idle_timeout)} without one."
+            if view.idle_timeout else ""
+        )
+        hint = f"The process stays alive for a follow-up (here or with run.send()); End closes it.{idle}"
+    return notices + f'<div class="cc-follow-up-note" style="{_MUTED}">{escape(hint)}</div>'
+
+
+class Controls(Protocol):
+    """What the body's buttons call (the kernel's ``Run`` fits)."""
+
+    def decide(
+        self, request_id: str | None, allow: bool, *, always: bool = ..., message: str = ..., via: str = ...,
+        strict: bool = ...,
+    ) -> object:
+        """Answer a permission question."""
+        ...
+
+    def send(self, prompt: str) -> object:
+        """A follow-up turn."""
+        ...
+
+    def interrupt(self) -> object:
+        """Stop the current turn."""
+        ...
+
+    def end(self) -> object:
+        """Close the conversation."""
+        ...
+
+
+class ConversationSource(Protocol):
+    """Where the body reads the conversation (the kernel's ``Conversation`` fits)."""
+
+    def view(self) -> ConversationView:
+        """The conversation now."""
+        ...
+
+
+class ClaudeBody:
+    """A :class:`~cc_executor_nb.kernel.views.Body`: the conversation as widgets.
+
+    The rendered conversation is one ``HTML`` widget. With a conversation (host mode)
+    come an approval card (shown while a question waits) and a follow-up row; their
+    buttons call :meth:`bind`'s controls. :meth:`render` re-renders only when the
+    interpreter's version, the conversation's or the process's status changed; the
+    presenter already limits how often it is called.
     """
 
-    def __init__(self, interpreter: ClaudeInterpreter) -> None:
+    def __init__(
+        self,
+        interpreter: ClaudeInterpreter,
+        conversation: ConversationSource | None = None,
+        *,
+        show_answer: bool = True,
+    ) -> None:
         import ipywidgets  # only the renderer imports widgets, and only when one is made
 
         self.interpreter = interpreter
+        self.conversation = conversation
+        self.show_answer = show_answer
         self.render_count = 0
-        self._key: tuple[int, str, int | None] | None = None
-        self._widget = ipywidgets.HTML(value=self._html("starting", None))
+        self.controls: Controls | None = None
+        self._key: tuple[Any, ...] | None = None
+        self._shown_request: str | None = None
+        self._sent_seen = 0
+        self._widget = ipywidgets.HTML(value=self._html("starting", None) if show_answer else "")
         self._widget.add_class("ccx-claude-body")
+        self._parts: list[Any] = []
+        self._box = self._widget
+        if conversation is not None:
+            self._build_conversation(ipywidgets)
+
+    def _build_conversation(self, ipywidgets: Any) -> None:
+        hidden = {"display": "none"}
+
+        def button(description: str, icon: str, style: str = "") -> Any:
+            layout = ipywidgets.Layout(width="auto")
+            return ipywidgets.Button(description=description, icon=icon, button_style=style, layout=layout)
+
+        self.card = ipywidgets.HTML(value="")
+        self.allow_button = button("Allow", "check", "success")
+        self.always_button = button("Always allow", "check-double")
+        self.deny_button = button("Deny", "times", "danger")
+        self.reason = ipywidgets.Text(
+            placeholder="reason for Claude (optional)", layout=ipywidgets.Layout(width="24em")
+        )
+        answers = ipywidgets.HBox([self.allow_button, self.always_button, self.deny_button, self.reason])
+        self.card_box = ipywidgets.VBox([self.card, answers], layout=ipywidgets.Layout(**hidden))
+        self.card_box.add_class("ccx-approval")
+        self.follow_up = ipywidgets.Textarea(
+            placeholder="Follow up… (sent to the same Claude session)",
+            layout=ipywidgets.Layout(width="32em", height="3.2em"),
+        )
+        self.send_button = button("Send", "paper-plane", "primary")
+        self.interrupt_button = button("Interrupt", "hand-paper")
+        self.end_button = button("End", "stop-circle")
+        self.note = ipywidgets.HTML(value="")
+        row = ipywidgets.HBox([self.follow_up, self.send_button, self.interrupt_button, self.end_button])
+        self.follow_up_box = ipywidgets.VBox([row, self.note], layout=ipywidgets.Layout(**hidden))
+        self.follow_up_box.add_class("ccx-follow-up")
+        self.allow_button.on_click(lambda _b: self._answer(True))
+        self.always_button.on_click(lambda _b: self._answer(True, always=True))
+        self.deny_button.on_click(lambda _b: self._answer(False))
+        self.send_button.on_click(lambda _b: self._send())
+        self.interrupt_button.on_click(lambda _b: self._call(lambda c: c.interrupt()))
+        self.end_button.on_click(lambda _b: self._call(lambda c: c.end()))
+        self._parts = [
+            self.card, self.allow_button, self.always_button, self.deny_button, self.reason,
+            self.card_box.layout, self.follow_up, self.send_button, self.interrupt_button, self.end_button,
+            self.note, self.follow_up_box.layout,
+        ]
+        self._box = ipywidgets.VBox([self._widget, self.card_box, self.follow_up_box])
+        self._box.add_class("ccx-claude")
+
+    def bind(self, controls: Controls) -> None:
+        """What the buttons call (the run)."""
+        self.controls = controls
 
     @property
     def widget(self) -> Any:
+        """The widget to place in the run's view (the conversation's HTML, or a box with
+        it, the approval card and the follow-up row)."""
+        return self._box
+
+    @property
+    def html(self) -> Any:
         """The HTML widget holding the rendered conversation."""
         return self._widget
 
+    # Rendering (the presenter's rate)
+
     def render(self, state: RunStatus, now: float) -> None:
-        """Bring the widget up to date with the interpreter and ``state``."""
-        key = (self.interpreter.version, state.status, state.exit_code)
+        """Bring the widgets up to date with the interpreter, the conversation and ``state``."""
+        view = self.conversation.view() if self.conversation is not None else None
+        alive = bool(getattr(state, "alive", False))
+        key = (self.interpreter.version, state.status, state.exit_code, view.version if view else None, alive)
         if key == self._key:
             return
         self._key = key
-        value = self._html(state.status, state.exit_code)
-        if value != self._widget.value:
-            self._widget.value = value
+        decisions = _decisions(view)
+        if self.show_answer:
+            value = self._html(state.status, state.exit_code, decisions)
+            if value != self._widget.value:
+                self._widget.value = value
+        if view is not None:
+            self._render_conversation(view, alive)
         self.render_count += 1
 
-    def _html(self, status: str, exit_code: int | None) -> str:
+    def _render_conversation(self, view: ConversationView, alive: bool) -> None:
+        from contextlib import ExitStack
+
+        with ExitStack() as stack:
+            for part in self._parts:
+                stack.enter_context(part.hold_sync())
+            self._render_card(view)
+            self._render_follow_up(view, alive)
+
+    def _render_card(self, view: ConversationView) -> None:
+        pending = view.pending
+        first = pending[0] if pending else None
+        _set(self.card_box.layout, "display", None if first else "none")
+        if first is None:
+            self._shown_request = None
+            return
+        if first.id != self._shown_request:
+            self._shown_request = first.id
+            _set(self.reason, "value", "")
+        on_stdin = first.id in view.asked_on_stdin
+        _set(self.card, "value", permission_card_html(first, len(pending) - 1, on_stdin=on_stdin))
+
+    def _render_follow_up(self, view: ConversationView, alive: bool) -> None:
+        open_ = view.accepts_input and (alive or view.mode == "starting")
+        _set(self.follow_up_box.layout, "display", None if open_ or view.notices else "none")
+        for widget in (self.follow_up, self.send_button, self.end_button):
+            _set(widget, "disabled", not open_)
+        _set(self.interrupt_button, "disabled", not (open_ and view.turn_running and view.mode == "live"))
+        if view.sent > self._sent_seen:
+            if self._sent_seen:  # a follow-up went out: empty the box for the next one
+                _set(self.follow_up, "value", "")
+            self._sent_seen = view.sent
+        _set(self.note, "value", _follow_up_note(view, alive))
+
+    def _html(
+        self, status: str, exit_code: int | None, decisions: dict[str, PermissionRequest] | None = None
+    ) -> str:
         stderr = self.interpreter.snapshot().stderr
         with self.interpreter.locked() as run:
-            return claude_body_html(run, status=status, exit_code=exit_code, stderr=stderr)
+            return claude_body_html(run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions)
+
+    # Buttons (the kernel's main thread)
+
+    def _answer(self, allow: bool, *, always: bool = False) -> None:
+        request_id = self._shown_request
+        if request_id is None:
+            return
+        message = "" if allow else str(self.reason.value)
+        self._call(lambda c: c.decide(request_id, allow, always=always, message=message, via="widget"))
+
+    def _send(self) -> None:
+        text = str(self.follow_up.value).strip()
+        if text:
+            self._call(lambda c: c.send(text))
+
+    def _call(self, action: Any) -> None:
+        controls = self.controls
+        if controls is None:
+            return
+        try:
+            action(controls)
+        except (RuntimeError, ValueError) as exc:
+            # A click that came too late (the conversation ended, the question was
+            # withdrawn) says why instead of raising in the front end's comm handler.
+            self._notify(str(exc))
+
+    def _notify(self, message: str) -> None:
+        note = getattr(self, "note", None)
+        if note is not None:
+            note.value = f'<div class="cc-notice" style="color:#b00020">{escape(message)}</div>'
+
+
+def _decisions(view: ConversationView | None) -> dict[str, PermissionRequest]:
+    if view is None:
+        return {}
+    return {r.tool_use_id: r for r in view.requests if r.tool_use_id}
+
+
+def _set(widget: Any, name: str, value: object) -> None:
+    """Set a trait only when it differs (no comm message for a no-op)."""
+    if getattr(widget, name) != value:
+        setattr(widget, name, value)

@@ -19,6 +19,13 @@ Two rules come from how the CLI behaves:
   confirmed are dropped as soon as a different message starts or arrives.
 * An API failure arrives as a ``result`` with ``subtype: "success"`` and
   ``is_error: true``; :attr:`ClaudeRun.is_error` looks at both.
+
+In host mode (:mod:`cc_executor_nb.claude.control`) one process holds a conversation:
+each user message is a *turn* that ends with its own ``result`` (``system``/``init``
+comes again at the start of every turn), and control lines (questions, answers,
+withdrawals) travel among the events. :meth:`ClaudeRun.begin_turn` marks where a turn
+starts; control messages and turn ends are queued as *signals* for whoever drives the
+conversation (:meth:`ClaudeRun.take_signals`); the parser only reads them.
 """
 
 from __future__ import annotations
@@ -31,13 +38,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .control import ControlMessage, parse_control
+
 __all__ = [
     "ApiRetry",
     "ClaudeRun",
     "LineSplitter",
     "Phase",
+    "Signal",
     "ToolCall",
     "ToolStatus",
+    "TurnEnded",
+    "TurnView",
     "summary",
 ]
 
@@ -104,6 +116,52 @@ class ToolCall:
     parent_tool_use_id: str | None = None
     text_offset: int | None = None
     """How much of the run's text came before this call (where a transcript shows it)."""
+    turn: int = 0
+    """The conversation turn the call belongs to (0 for the first)."""
+
+
+@dataclass(frozen=True)
+class TurnEnded:
+    """A signal: the current turn ended with this ``result`` event."""
+
+    result: dict[str, Any]
+
+
+Signal = ControlMessage | TurnEnded
+"""What :meth:`ClaudeRun.take_signals` hands to the conversation's driver."""
+
+
+@dataclass(frozen=True)
+class TurnView:
+    """One turn of a conversation as the renderer shows it."""
+
+    index: int
+    prompt: str
+    text: str
+    tools: tuple[ToolCall, ...]
+    result: dict[str, Any] | None
+    interrupted: bool
+
+    @property
+    def answer(self) -> str:
+        """The result text when the turn succeeded, else its text so far."""
+        result = self.result
+        text = _get_str(result, "result") if result is not None and not _is_error_result(result) else None
+        return text or self.text
+
+    @property
+    def is_error(self) -> bool:
+        """Whether the turn ended with an error (an interrupt counts as one)."""
+        return self.result is not None and _is_error_result(self.result)
+
+
+@dataclass
+class _Turn:
+    """A turn: the prompt that started it, its result once it came, and whether we interrupted it."""
+
+    prompt: str
+    result: dict[str, Any] | None = None
+    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,6 +199,7 @@ class _Message:
     id: str
     live: dict[int, _Block] = field(default_factory=dict)
     final: list[dict[str, Any]] = field(default_factory=list)
+    turn: int = 0
 
 
 _KIND_BY_TYPE = {
@@ -208,6 +267,7 @@ class ClaudeRun:
     # Limits
     MAX_RAW_LINES = 200
     MAX_RAW_LINE_CHARS = 2000
+    MAX_SIGNALS = 10_000
 
     def __init__(self) -> None:
         self.session_id: str | None = None
@@ -238,6 +298,8 @@ class ClaudeRun:
         self._inputs: dict[str, list[str]] = {}
         self._dirty_inputs: set[str] = set()
         self._joined: tuple[int, str, str] = (0, "", "")
+        self.turns: list[_Turn] = []
+        self.signals: deque[Signal] = deque(maxlen=self.MAX_SIGNALS)
 
     def __repr__(self) -> str:
         return (
@@ -259,6 +321,55 @@ class ClaudeRun:
         rest = self._splitter.flush()
         if rest:
             self.feed_line(rest)
+
+    # Turns (host mode)
+
+    def begin_turn(self, prompt: str) -> int:
+        """A user message was sent: what follows belongs to a new turn. Returns its index."""
+        self.turns.append(_Turn(prompt))
+        self.version += 1
+        if self.phase == "done":
+            self.phase = "starting"
+        return len(self.turns) - 1
+
+    def note_interrupt(self) -> None:
+        """We asked the CLI to interrupt the current turn."""
+        if self.turns and self.turns[-1].result is None:
+            self.turns[-1].interrupted = True
+            self.version += 1
+
+    def take_signals(self) -> list[Signal]:
+        """Control messages and turn ends parsed since the last call, in order."""
+        signals = list(self.signals)
+        self.signals.clear()
+        return signals
+
+    @property
+    def turn_open(self) -> bool:
+        """Whether a turn was begun and has no result yet."""
+        return bool(self.turns) and self.turns[-1].result is None
+
+    @property
+    def _turn_index(self) -> int:
+        return max(0, len(self.turns) - 1)
+
+    def turn_views(self) -> list[TurnView]:
+        """Every turn with its own text, tool calls and result (at least one)."""
+        count = max(1, len(self.turns))
+        texts: list[list[str]] = [[] for _ in range(count)]
+        for message in self._messages.values():
+            texts[min(message.turn, count - 1)] += [
+                text for kind, text in _message_blocks(message) if kind == "text" and text.strip()
+            ]
+        tools = self.tool_calls
+        views = []
+        for index in range(count):
+            turn = self.turns[index] if index < len(self.turns) else _Turn("", self.result)
+            views.append(TurnView(
+                index, turn.prompt, "\n\n".join(texts[index]),
+                tuple(t for t in tools if min(t.turn, count - 1) == index), turn.result, turn.interrupted,
+            ))
+        return views
 
     def feed_line(self, line: str) -> None:
         """Apply one line of output; blank lines are ignored. Never raises."""
@@ -310,7 +421,12 @@ class ClaudeRun:
 
     @property
     def answer(self) -> str:
-        """What to show as the answer: the error, the result text, or the text."""
+        """What to show as the answer: the error, the result text, or the text.
+
+        In a conversation: the latest turn's (while it runs, its text so far).
+        """
+        if len(self.turns) > 1 and self.turn_open:
+            return self.turn_views()[-1].text
         if self.is_error:
             return self.error_message
         result_text = None if self.result is None else _get_str(self.result, "result")
@@ -469,6 +585,18 @@ class ClaudeRun:
             self.model = next(iter(_get_dict(event, "modelUsage")), None)
         self.session_id = _get_str(event, "session_id") or self.session_id
         self.phase = "done"
+        if self.turns and self.turns[-1].result is None:
+            self.turns[-1].result = event
+        self.signals.append(TurnEnded(event))
+
+    # control lines (host mode)
+
+    def _on_control(self, event: dict[str, Any]) -> None:
+        # A control line we could not answer (no request id) is dropped: the CLI
+        # never sends one, and there is nothing to do with it.
+        message = parse_control(event)
+        if message is not None:
+            self.signals.append(message)
 
     # Messages
 
@@ -478,7 +606,7 @@ class ClaudeRun:
             message_id = f"\0anonymous-{self._anonymous}"
         message = self._messages.get(message_id)
         if message is None:
-            message = self._messages[message_id] = _Message(message_id)
+            message = self._messages[message_id] = _Message(message_id, turn=self._turn_index)
         return message
 
     def _streaming_message(self) -> _Message:
@@ -524,7 +652,9 @@ class ClaudeRun:
     def _start_tool(self, block: dict[str, Any]) -> str:
         tool_id = _get_str(block, "id") or f"\0tool-{len(self._tools) + 1}"
         if tool_id not in self._tools:
-            self._tools[tool_id] = ToolCall(tool_id, _get_str(block, "name") or "", text_offset=len(self.text))
+            self._tools[tool_id] = ToolCall(
+                tool_id, _get_str(block, "name") or "", turn=self._turn_index, text_offset=len(self.text)
+            )
         self._inputs[tool_id] = []
         self._dirty_inputs.add(tool_id)
         return tool_id
@@ -535,7 +665,9 @@ class ClaudeRun:
             return
         tool = self._tools.get(tool_id)
         if tool is None:
-            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent, text_offset=len(self.text))
+            tool = self._tools[tool_id] = ToolCall(
+                tool_id, "", parent_tool_use_id=parent, turn=self._turn_index, text_offset=len(self.text)
+            )
         tool.name = _get_str(block, "name") or tool.name
         tool.input = _get_dict(block, "input")
         self._inputs.pop(tool_id, None)
@@ -545,7 +677,7 @@ class ClaudeRun:
         tool_id = _get_str(block, "tool_use_id") or f"\0tool-{len(self._tools) + 1}"
         tool = self._tools.get(tool_id)
         if tool is None:
-            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent)
+            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent, turn=self._turn_index)
         tool.result = _tool_result_text(block.get("content"))
         tool.is_error = block.get("is_error") is True
         tool.status = "done"
@@ -565,6 +697,9 @@ _HANDLERS: dict[str, _Handler] = {
     "assistant": ClaudeRun._on_assistant,
     "user": ClaudeRun._on_user,
     "result": ClaudeRun._on_result,
+    "control_request": ClaudeRun._on_control,
+    "control_response": ClaudeRun._on_control,
+    "control_cancel_request": ClaudeRun._on_control,
 }
 _STREAM_HANDLERS: dict[str, _Handler] = {
     "message_start": ClaudeRun._on_message_start,
@@ -582,7 +717,8 @@ def summary(run: ClaudeRun) -> dict[str, Any]:
     CLI did not report is ``None``.
     """
     usage = run.usage
-    status = "running" if run.result is None else "error" if run.is_error else "success"
+    open_turn = run.result is None or run.turn_open
+    status = "running" if open_turn else "error" if run.is_error else "success"
     return {
         "status": status,
         "subtype": run.subtype,
@@ -654,6 +790,10 @@ def _get_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
 def _get_list(obj: dict[str, Any], key: str) -> list[Any]:
     value = obj.get(key)
     return value if isinstance(value, list) else []
+
+
+def _is_error_result(result: dict[str, Any]) -> bool:
+    return result.get("is_error") is True or _get_str(result, "subtype") not in (None, "success")
 
 
 def _strip_cr(line: str) -> str:

@@ -230,7 +230,12 @@ def _number(data: Mapping[str, Any], key: str) -> float | None:
 
 
 def answer_of(view: ClaudeSnapshot) -> str:
-    """The answer to show: Claude's result text once it came, else the text so far ("" on error)."""
+    """The answer to show: Claude's result text once it came, else the text so far ("" on error).
+
+    A conversation of several turns: every turn's text.
+    """
+    if getattr(view, "turns", 0) > 1:
+        return view.text
     if view.is_error:
         return ""
     return view.answer if view.result is not None else view.text
@@ -296,6 +301,7 @@ class ClaudeTextRenderer:
         self._tools_seen: set[str] = set()
         self._permissions_seen: set[tuple[str, str]] = set()
         self._done = False
+        self._footer_at: int | None = None  # _consumed when a turn's footer was written
 
     @property
     def line_open(self) -> bool:
@@ -310,18 +316,23 @@ class ClaudeTextRenderer:
         self._after_note = True
         return [Chunk("answer", "\n")]
 
-    def render(self, view: ClaudeSnapshot, *, final: bool = False) -> list[Chunk]:
-        """The chunks that ``view`` adds to what was rendered before (all of the rest if ``final``)."""
+    def render(self, view: ClaudeSnapshot, *, final: bool = False, turn: bool = False) -> list[Chunk]:
+        """The chunks that ``view`` adds to what was rendered before (all of the rest if ``final``).
+
+        ``turn``: a conversation's turn ended and the process lives on: the rest of this
+        turn and its footer, and rendering goes on with the next turn.
+        """
         if self._done:
             return []
         out: list[Chunk] = []
+        final = final or turn
         self._thinking(view, final, out)
         self._retries(view, out)
         self._permissions(view, out)
         self._tools(view, final, out)
         self._answer(view, final, out)
         if final:
-            self._end(view, out)
+            self._end(view, out, turn=turn)
         return out
 
     # Notes
@@ -398,8 +409,11 @@ class ClaudeTextRenderer:
         out.append(Chunk("answer", shown))
         self._line_open = not shown.endswith("\n")
 
-    def _end(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
-        self._done = True
+    def _end(self, view: ClaudeSnapshot, out: list[Chunk], *, turn: bool = False) -> None:
+        self._done = not turn
+        if self._footer_at is not None and self._footer_at == self._consumed and not out:
+            return  # the last turn's footer is already written and nothing came since
+        self._footer_at = self._consumed if turn else None
         if not self._consumed and answer_of(view).strip():
             # The answer came whole in the result, never as streamed text.
             self._write(answer_of(view), out)

@@ -23,6 +23,20 @@ matches wins, in this order:
 
 ``echo: TEXT``
     (at the start) replies exactly ``TEXT``.
+``bash: COMMAND``
+    (at the start) a Bash ``tool_use`` running ``COMMAND``; once its result comes
+    back, ``I ran `COMMAND`. Output: ...``, or, when the call was refused,
+    ``The command was not run: REASON`` (the deny message, quoted). A command that
+    writes (``touch x``, ``echo hi > f``) makes the CLI ask for approval.
+``bash twice: COMMAND``
+    the same Bash call twice in one turn (new tool ids), then both results:
+    "always allow" on the first answers the second without a question.
+``write: PATH`` / ``write: PATH: TEXT``
+    a Write of ``TEXT`` (default ``Hello from the cc_executor_nb demo.``), then
+    ``I wrote PATH: ...`` or ``I did not change PATH: REASON``.
+``edit: PATH: OLD => NEW``
+    a Read of ``PATH``, then an Edit replacing ``OLD`` with ``NEW`` (the approval
+    card shows its diff), then ``I edited PATH: ...``.
 ``error NNN`` / ``overloaded``
     HTTP ``NNN`` (400-599; ``overloaded`` means 529) with the Anthropic error
     JSON, e.g. ``{"type": "error", "error": {"type": "overloaded_error",
@@ -44,7 +58,9 @@ matches wins, in this order:
 ``story``
     An ``N word story`` (default 500) of exactly N words by ``str.split()``,
     streamed in many text deltas at ``at W words per second`` (default
-    ``DemoSettings.words_per_second``, 2000).
+    ``DemoSettings.words_per_second``, 2000). ``a 5000 word story at 200 words per
+    second`` streams for 25 s: long enough to interrupt (the CLI drops the request;
+    the backend takes that quietly).
 ``huge`` / ``big reply``
     One text delta of ``N bytes`` (default 2,000,000) with no newline, made of
     10-byte records ``"%09d|" % offset``.
@@ -54,6 +70,11 @@ arithmetic
     replies ``4``.
 anything else
     A short greeting (``Hello! This is the cc_executor_nb demo backend.``).
+
+Tool ids are new in each conversation (``toolu_demo_0001``, ``0002``, ...): the CLI
+drops a ``tool_use`` whose id it has seen. A follow-up written after an interrupt
+carries the CLI's ``[Request interrupted by user]`` marker, which scenario detection
+skips.
 
 Side requests the CLI may send (a one-token quota probe, or a system prompt
 without tools such as title generation) get the one-word reply ``Demo``

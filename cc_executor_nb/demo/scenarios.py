@@ -9,7 +9,7 @@ listed in the docstring of :mod:`cc_executor_nb.demo`.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import texts
@@ -63,6 +63,15 @@ _WORDS_PER_SECOND = re.compile(r"(\d+(?:\.\d+)?)\s*words?\s+(?:per|a|/)\s*s(?:ec
 _HUGE = re.compile(r"\bhuge\b|\bbig reply\b")
 _HUGE_BYTES = re.compile(r"(\d+)\s*bytes?\b")
 _TOOL = re.compile(r"\btool\b")
+# Scenarios that need the user's approval (host mode); the prefix picks them.
+_BASH = re.compile(r"^\s*bash(?P<twice>\s+twice)?:\s*(?P<command>\S.*?)\s*$", re.IGNORECASE | re.DOTALL)
+_WRITE = re.compile(r"^\s*write:\s*(?P<path>[^:\n]+?)\s*(?::\s*(?P<content>.*?)\s*)?$", re.IGNORECASE | re.DOTALL)
+_EDIT = re.compile(
+    r"^\s*edit:\s*(?P<path>[^:\n]+?)\s*:\s*(?P<old>.+?)\s*=>\s*(?P<new>.*?)\s*$", re.IGNORECASE | re.DOTALL
+)
+# What the CLI puts before a follow-up written after an interrupt.
+_INTERRUPT_MARKERS = ("[Request interrupted by user]", "[Request interrupted by user for tool use]")
+WRITE_CONTENT = "Hello from the cc_executor_nb demo.\n"
 _ARITHMETIC_CUE = re.compile(r"\bwhat(?:\s+is|'s)\b|\bcalculate\b|\bcompute\b|\bhow much is\b")
 
 
@@ -136,10 +145,17 @@ def plan_reply(request: dict[str, Any], settings: DemoSettings) -> Reply:
         return Reply(text_chunks=(AUXILIARY_TEXT,), scenario="auxiliary")
     messages = request.get("messages") or []
     prompt = prompt_text(messages)
+    stepped = _plan_approval_scenario(prompt, messages)
+    if stepped is not None:
+        return stepped
     tool_result = _last_tool_result(messages)
     if tool_result is not None:
         return _after_tool(prompt, tool_result)
-    return _plan_for_prompt(prompt, settings)
+    reply = _plan_for_prompt(prompt, settings)
+    if reply.tool_call is not None:
+        call = ToolCall(_next_tool_id(messages), reply.tool_call.name, reply.tool_call.input)
+        reply = replace(reply, tool_call=call)
+    return reply
 
 
 def is_auxiliary(request: dict[str, Any]) -> bool:
@@ -176,17 +192,27 @@ def prompt_text(messages: list[dict[str, Any]]) -> str:
 
 def _human_text(content: Any) -> str:
     if isinstance(content, str):
-        return "" if _is_reminder(content) else content
+        return "" if _is_reminder(content) else _without_markers(content)
     parts = [
         block.get("text", "")
         for block in content or []
         if isinstance(block, dict) and block.get("type") == "text"
     ]
-    return "\n".join(part for part in parts if part and not _is_reminder(part))
+    return _without_markers("\n".join(part for part in parts if part and not _is_reminder(part)))
 
 
 def _is_reminder(text: str) -> bool:
     return text.lstrip().startswith("<system-reminder>")
+
+
+def _without_markers(text: str) -> str:
+    """What follows the CLI's last interrupt marker: a follow-up written after an interrupt
+    comes with the marker, and some CLIs (2.0) repeat the interrupted prompt before it."""
+    lines = text.splitlines()
+    marks = [i for i, line in enumerate(lines) if line.strip() in _INTERRUPT_MARKERS]
+    if not marks:
+        return text
+    return "\n".join(lines[marks[-1] + 1 :]).strip()
 
 
 def _system_text(system: Any) -> str:
@@ -208,6 +234,33 @@ def _last_tool_result(messages: list[dict[str, Any]]) -> str | None:
         if isinstance(block, dict) and block.get("type") == "tool_result":
             return _tool_result_text(block.get("content"))
     return None
+
+
+def _turn_tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """``(text, is_error)`` of every tool result since the user's last own words."""
+    found: list[tuple[str, bool]] = []
+    for message in reversed(messages):
+        if message.get("role") == "assistant" or message.get("role") == "system":
+            continue
+        content = message.get("content")
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        found[:0] = [(_tool_result_text(b.get("content")), b.get("is_error") is True) for b in results]
+        if _human_text(content):
+            break
+    return found
+
+
+def _next_tool_id(messages: list[dict[str, Any]]) -> str:
+    """A tool_use id new to the conversation (the CLI drops a repeated one)."""
+    used = sum(
+        1
+        for message in messages
+        if message.get("role") == "assistant" and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if isinstance(block, dict) and block.get("type") == "tool_use"
+    )
+    return f"toolu_demo_{used + 1:04d}"
 
 
 def _tool_result_text(content: Any) -> str:
@@ -266,6 +319,67 @@ def _plan_tool(prompt: str, lowered: str, settings: DemoSettings) -> Reply | Non
         scenario="tool",
         prompt=prompt,
     )
+
+
+# Scenarios that need approval: one tool call per step, then a reply that quotes the
+# results (a denied call's result is the user's message, which the reply repeats).
+
+
+def _plan_approval_scenario(prompt: str, messages: list[dict[str, Any]]) -> Reply | None:
+    calls_and_scenario = _approval_calls(prompt)
+    if calls_and_scenario is None:
+        return None
+    scenario, calls, conclude = calls_and_scenario
+    results = _turn_tool_results(messages)
+    step = len(results)
+    if step < len(calls):
+        name, tool_input = calls[step]
+        call = ToolCall(_next_tool_id(messages), name, tool_input)
+        text = f"Step {step + 1} of {len(calls)}."
+        return Reply(text_chunks=(text,), tool_call=call, scenario=scenario, prompt=prompt)
+    return _text_reply(scenario, prompt, conclude(results))
+
+
+_Calls = tuple[str, list[tuple[str, dict[str, Any]]], Any]
+
+
+def _approval_calls(prompt: str) -> _Calls | None:
+    bash = _BASH.match(prompt)
+    if bash:
+        command = bash.group("command")
+        call = ("Bash", {"command": command, "description": "Run a demo command"})
+        calls = [call, call] if bash.group("twice") else [call]
+        return "bash", calls, lambda results: _conclude_bash(command, results)
+    edit = _EDIT.match(prompt)
+    if edit:
+        path, old, new = edit.group("path"), edit.group("old"), edit.group("new")
+        change = {"file_path": path, "old_string": old, "new_string": new}
+        calls = [("Read", {"file_path": path}), ("Edit", change)]
+        return "edit", calls, lambda results: _conclude_file("edited", path, results[-1:])
+    write = _WRITE.match(prompt)
+    if write:
+        path = write.group("path")
+        content = f"{write.group('content')}\n" if write.group("content") else WRITE_CONTENT
+        calls = [("Write", {"file_path": path, "content": content})]
+        return "write", calls, lambda results: _conclude_file("wrote", path, results)
+    return None
+
+
+def _conclude_bash(command: str, results: list[tuple[str, bool]]) -> str:
+    lines = []
+    for text, is_error in results:
+        if is_error:
+            lines.append(f"The command was not run: {text.strip()}")
+        else:
+            lines.append(f"I ran `{command}`. Output: {text.strip() or '(none)'}")
+    return "\n\n".join(lines)
+
+
+def _conclude_file(done: str, path: str, results: list[tuple[str, bool]]) -> str:
+    text, is_error = results[-1] if results else ("", True)
+    if is_error:
+        return f"I did not change {path}: {text.strip()}"
+    return f"I {done} {path}: {text.strip()}"
 
 
 def _after_tool(prompt: str, result: str) -> Reply:

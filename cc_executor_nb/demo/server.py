@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +55,15 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         self.backend = backend
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that goes away (an interrupted turn drops its request, even during a
+        # "think" silence before any byte) is normal here, not a traceback on stderr.
+        error = sys.exc_info()[1]
+        if isinstance(error, (BrokenPipeError, ConnectionResetError)):
+            self.backend.log(f"! client went away: {error!r}")
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -22,6 +22,7 @@ and ``claude=``). Settings come from the extension's
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import os
@@ -30,17 +31,19 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment
+from ..claude.options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment, claude_host_argv
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
 from .config import CCExec
+from .conversation import Conversation
 from .jobserver import durable_environment, job_server, notebook_key
 from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
+from .prompter import prompter_for
 from .run import Interpreter, Run, RunSpec, Target
 from .textview import LineRenderer, TextView
 from .transcript import MAX_RECORD_ANSWER_CHARS, Transcript
@@ -56,6 +59,7 @@ __all__ = [
     "output_mode",
     "resolve_options",
     "run",
+    "wait_one_shot",
 ]
 
 LABEL_CHARS = 80
@@ -81,10 +85,19 @@ def run(
     ``timeout``, ``heartbeat``, ``inactivity``, ``quiet``, ``display``, ``label``) or of
     :class:`ClaudeOptions` (``model``, ``raw``, ``demo``, ``resume``,
     ``continue_session``, ``allowed_tools``, ``permission_mode``, ``max_turns``,
-    ``append_system_prompt``, ``claude_args``, ``max_retries``); ``options=`` and
-    ``claude=`` give them whole. ``wait`` blocks until the run ends (a KeyboardInterrupt
-    cancels it); ``display=False`` shows nothing (``display(run)`` later); ``durable``
-    makes the run a job of the user's job server (see ``cc_executor_nb.jobs``).
+    ``append_system_prompt``, ``claude_args``, ``max_retries``, ``interactive``,
+    ``approve``, ``on_permission``, ``idle_timeout``); ``options=`` and ``claude=``
+    give them whole. ``wait`` blocks until the run ends (a Claude conversation then ends
+    with its first turn: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
+    ``display=False`` shows
+    nothing (``display(run)`` later); ``durable`` makes the run a job of the user's job
+    server (see ``cc_executor_nb.jobs``).
+
+    A Claude run is interactive by default (``interactive=False``: one-shot; a durable
+    run is always one-shot): its permission questions come to the notebook
+    (``on_permission=callable(request) -> "allow" | "deny" | None`` or
+    ``approve="all"`` answers them by policy) and ``run.send()`` follows up in the same
+    process until ``run.end()``.
 
     Raises TypeError for an unknown keyword, ValueError for bad values and
     FileNotFoundError when a Claude prompt is given and no claude executable exists.
@@ -96,17 +109,13 @@ def run(
         what, extras = _command(prompt_or_command)
     else:
         prompt = _prompt_text(prompt_or_command)
-        what, extras = _claude(prompt, _with_session(settings, claude_options), durable=durable and not remote)
-    spec = dataclasses.replace(
-        what,
-        cwd=run_options.cwd,
-        env=_merge_env(run_options.env, extras.env),
-        timeout=_seconds("timeout", run_options.timeout, True),
-        heartbeat_interval=_seconds("heartbeat", run_options.heartbeat, minimum=MIN_INTERVAL),
-        inactivity_threshold=_seconds("inactivity", run_options.inactivity, minimum=MIN_INTERVAL),
-        kill_grace=settings.kill_grace,
-        capture=_capture(run_options.capture),
-    )
+        what, extras = _claude(
+            prompt, _with_session(settings, claude_options), settings, durable=durable and not remote
+        )
+    spec = _complete(what, settings, run_options, extras)
+    conversation = extras.conversation
+    if conversation is not None and conversation.fallback is not None:
+        conversation.fallback = _complete(conversation.fallback, settings, run_options, extras)
     label = run_options.label or extras.label
     if durable:
         spec = _durable(spec, label, extras, local=not remote, settings=settings)
@@ -120,14 +129,34 @@ def run(
         },
         interpreter=extras.interpreter,
         settle_timeout=settings.kill_grace + 10.0,
+        conversation=conversation,
+        prompter=conversation.prompter if conversation is not None else None,
     )
     handle.presenter = _presenter(handle, settings, quiet=run_options.quiet, body=extras.body)
+    if extras.body is not None and hasattr(extras.body, "bind"):
+        extras.body.bind(handle)
+    if conversation is not None:
+        conversation.on_turn_end = lambda: _remember_session(settings, handle)
     if not run_options.command:
         handle.add_done_callback(lambda done: _remember_session(settings, done))
     if run_options.display:
         handle.show()
     handle.start(kernel_loop)
-    return handle.wait() if run_options.wait else handle
+    return wait_one_shot(handle) if run_options.wait else handle
+
+
+def wait_one_shot(handle: Run) -> Run:
+    """``--wait`` / ``wait=True``, the one-shot use: block until the run ends.
+
+    A Claude conversation still asks its questions (in the cell's input box while this
+    blocks), then ends with its first turn, so the run reads as a one-shot run always
+    did: ``done``, ``exit_code``, and the record in place of the widget. (``run.wait()``
+    on a conversation returns at the end of the current turn and leaves the process for a
+    follow-up; ``--continue`` follows up a one-shot run in a new process.)
+    """
+    if handle.conversation is not None and not handle.done:
+        handle.end()  # the input closes once the first turn has its result
+    return handle.wait()
 
 
 def follow_job(
@@ -170,10 +199,14 @@ def follow_job(
 
 
 async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
-    """Like :func:`run` (same keywords but ``wait``), awaiting the end without blocking the loop."""
+    """Like :func:`run` with ``wait=True`` (the one-shot use), awaiting the end without
+    blocking the loop."""
     if "wait" in options:
         raise TypeError("arun() always waits; do not pass wait=")
-    return await run(prompt_or_command, **options)
+    handle = run(prompt_or_command, **options)
+    if handle.conversation is not None and not handle.done:
+        await asyncio.get_running_loop().run_in_executor(None, handle.end)
+    return await handle
 
 
 def current_settings() -> CCExec:
@@ -233,9 +266,25 @@ class _Extras:
         env: Mapping[str, str] | None = None,
         interpreter: Interpreter | None = None,
         body: Body | None = None,
+        conversation: Conversation | None = None,
     ) -> None:
         self.label, self.options, self.env = label, options, env
         self.interpreter, self.body = interpreter, body
+        self.conversation = conversation
+
+
+def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Extras) -> RunSpec:
+    """``what`` with the run's place, environment and timing."""
+    return dataclasses.replace(
+        what,
+        cwd=options.cwd,
+        env=_merge_env(options.env, extras.env),
+        timeout=_seconds("timeout", options.timeout, True),
+        heartbeat_interval=_seconds("heartbeat", options.heartbeat, minimum=MIN_INTERVAL),
+        inactivity_threshold=_seconds("inactivity", options.inactivity, minimum=MIN_INTERVAL),
+        kill_grace=settings.kill_grace,
+        capture=_capture(options.capture),
+    )
 
 
 def _with_session(settings: CCExec, options: ClaudeOptions) -> ClaudeOptions:
@@ -266,7 +315,9 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     return RunSpec(argv=argv), _Extras(_shorten(shlex.join(argv)), {"command": argv})
 
 
-def _claude(prompt: str, options: ClaudeOptions, *, durable: bool = False) -> tuple[RunSpec, _Extras]:
+def _claude(
+    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False
+) -> tuple[RunSpec, _Extras]:
     argv, demo = claude_argv(prompt, options), options.demo
     if durable and demo:
         # The kernel's demo backend would die with the kernel: the job carries its own.
@@ -274,20 +325,49 @@ def _claude(prompt: str, options: ClaudeOptions, *, durable: bool = False) -> tu
 
         retries = DEMO_MAX_RETRIES if options.max_retries is None else options.max_retries
         argv, options = runner_argv(argv, retries), dataclasses.replace(options, demo=False, max_retries=None)
-    extras = _claude_extras(prompt, {"model": options.model, "demo": demo, "raw": options.raw})
+    # A durable job outlives this kernel: its questions could not reach it, so it is one-shot.
+    interactive = options.interactive and not durable
+    extras = _claude_extras(
+        prompt,
+        {"model": options.model, "demo": demo, "raw": options.raw, "interactive": interactive},
+        conversation=(options, settings) if interactive else None,
+    )
     extras.env = claude_environment(options)
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
-    return RunSpec(argv=argv, progress_target=None), extras
+    one_shot = RunSpec(argv=argv, progress_target=None)
+    if extras.conversation is None:
+        return one_shot, extras
+    extras.conversation.fallback = one_shot
+    return RunSpec(argv=claude_host_argv(options), progress_target=None, stdin="pipe"), extras
 
 
-def _claude_extras(prompt: str, options: dict[str, Any]) -> _Extras:
-    """Label, interpreter and view of a Claude run of ``prompt`` (fresh or attached)."""
+def _claude_extras(
+    prompt: str, options: dict[str, Any], *, conversation: tuple[ClaudeOptions, CCExec] | None = None
+) -> _Extras:
+    """Label, interpreter and view of a Claude run of ``prompt`` (fresh or attached);
+    with ``conversation`` (its options and settings), the conversation of host mode."""
     interpreter = ClaudeInterpreter(prompt=prompt)
+    talk = _conversation(prompt, interpreter, *conversation) if conversation is not None else None
+    raw = bool(options.get("raw"))
     return _Extras(
         _shorten("claude: " + prompt),
         {"prompt": prompt, **options},
         interpreter=interpreter,
-        body=None if options.get("raw") else _claude_body(interpreter),
+        conversation=talk,
+        body=None if raw and talk is None else _claude_body(interpreter, talk, raw),
+    )
+
+
+def _conversation(
+    prompt: str, interpreter: ClaudeInterpreter, options: ClaudeOptions, settings: CCExec
+) -> Conversation:
+    return Conversation(
+        prompt,
+        interpreter,
+        policy=options.policy,
+        idle_timeout=options.idle_timeout,
+        grace=settings.kill_grace,
+        prompter=_prompter(),
     )
 
 
@@ -304,10 +384,17 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
     return dataclasses.replace(spec, cwd=spec.cwd or os.getcwd(), env=env, job=job)
 
 
-def _claude_body(interpreter: ClaudeInterpreter) -> Body:
+def _claude_body(interpreter: ClaudeInterpreter, conversation: Conversation | None, raw: bool) -> Body:
     from ..claude.render import ClaudeBody
 
-    return ClaudeBody(interpreter)
+    return ClaudeBody(interpreter, conversation, show_answer=not raw)
+
+
+def _prompter() -> Any:
+    """The shell's prompter (following its cells), or one for a terminal or script."""
+    prompter = prompter_for(_shell())
+    prompter.register()
+    return prompter
 
 
 def _prompt_text(what: str | Sequence[str]) -> str:
@@ -413,7 +500,7 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
         max_chars=settings.max_output_chars,
         body=body,
         # The rendered conversation replaces the raw JSONL (shown with --raw).
-        show_output=body is None,
+        show_output=body is None or handle.options.get("raw") is True,
         state=handle.state,
     )
     handle.view = view

@@ -63,6 +63,10 @@ class ClaudeTextView:
             self.interpreter.finish()  # every byte of output came before this notification
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), final=True))
             return lines + self._notice(method, params)
+        if method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last"):
+            # A conversation's turn ended (the process lives on): its answer and footer now.
+            lines = self._lines(self.renderer.render(self.interpreter.snapshot(), turn=True))
+            return lines + self._notice(method, params)
         return self._notice(method, params)
 
     def _output(self, params: Mapping[str, Any]) -> list[Line]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from traitlets import Bool, Enum, Float, Int, List, TraitError, Unicode, validate
+from traitlets import Bool, Callable, Enum, Float, Int, List, TraitError, Unicode, Union, validate
 from traitlets.config import Configurable
 
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL
@@ -171,6 +171,29 @@ class CCExec(Configurable):
         help="Point claude runs at the built-in offline demo API instead of Anthropic's.",
     ).tag(config=True)
 
+    # Claude conversations
+
+    interactive = Bool(
+        True,
+        help="Run claude in host mode: its permission questions come to the notebook, "
+        "follow-ups (run.send) go to the same process, interrupts keep the session. "
+        "False: the one-shot mode (prompt on the command line, no questions), also what "
+        "a CLI without host mode falls back to.",
+    ).tag(config=True)
+    permission_policy = Union(
+        [Enum(("ask", "all", "none")), Callable()],
+        default_value="ask",
+        help="How Claude's permission questions are answered: 'ask' a person (the widget, "
+        "or the cell's input box while the kernel is busy), 'all' (allow every call), "
+        "'none' (deny every call), or a callable(request) returning 'allow', 'deny' or "
+        "None (ask).",
+    ).tag(config=True)
+    idle_timeout = Float(
+        600.0,
+        help="Seconds a live Claude conversation waits for a follow-up before it ends by "
+        "itself (0: never). Nothing is lost: the run keeps everything it received.",
+    ).tag(config=True)
+
     # Display
 
     output_mode = Enum(
@@ -211,7 +234,7 @@ class CCExec(Configurable):
             raise TraitError(f"CCExec.{proposal.trait.name} must be 0 (no limit) or at least {MIN_DISK_LIMIT} bytes")
         return value
 
-    @validate("kill_grace", "job_server_idle_exit", "job_retention")
+    @validate("kill_grace", "job_server_idle_exit", "job_retention", "idle_timeout")
     def _not_negative(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=True)
 

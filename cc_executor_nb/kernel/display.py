@@ -24,7 +24,11 @@ widget..." with none). So a :class:`RunDisplay`:
 
 The record is not refreshed while the run is live: any ``update_display_data`` makes
 JupyterLab re-create the widget's view, which would reset scroll positions and
-collapse what the user opened, several times a minute.
+collapse what the user opened, several times a minute. One exception: a Claude
+conversation lives on after each turn (for a follow-up), so where no person can use the
+widget (every cell that showed the run came from a front end without an input box:
+nbclient, ``nbconvert --execute``, papermill) the record of each finished turn replaces
+it at once (:meth:`RunDisplay.turn_ended`), as the final record would.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class RunDisplay:
         self._lock = threading.Lock()
         self._parents: list[dict[str, Any]] = []
         self._publisher: Any = None
+        self._person = False  # a cell that showed the run came from a front end with an input box
         self.finished = False
 
     def bundle(self, live: Mapping[str, Any] | None = None) -> Bundle:
@@ -82,6 +87,7 @@ class RunDisplay:
         if publisher is None:
             return  # a terminal: what was printed stays printed
         self._publisher = publisher
+        self._person = self._person or _front_end_has_stdin()
         parent = getattr(publisher, "parent_header", None)
         if isinstance(parent, dict) and parent and parent not in self._parents:
             self._parents.append(dict(parent))
@@ -92,6 +98,18 @@ class RunDisplay:
             if self.finished:
                 return
             self.finished = True
+        self._publish_record()
+
+    def turn_ended(self) -> None:
+        """A conversation's turn ended and its process lives on: where nobody can use the
+        widget (a headless runner), put the record so far in its place now (any thread)."""
+        with self._lock:
+            if self.finished or self._person:
+                return
+        self._publish_record()
+
+    def _publish_record(self) -> None:
+        with self._lock:
             parents, publisher = list(self._parents), self._publisher
         if publisher is None or not parents:
             return
@@ -112,6 +130,15 @@ def _kernel_display_publisher() -> Any:
     shell = get_ipython()
     publisher = getattr(shell, "display_pub", None)
     return publisher if hasattr(publisher, "set_thread_parent") else None
+
+
+def _front_end_has_stdin() -> bool:
+    """Whether the request being executed came from a front end with an input box."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return bool(getattr(getattr(get_ipython(), "kernel", None), "_allow_stdin", False))
 
 
 def _executing_request_header() -> dict[str, Any] | None:

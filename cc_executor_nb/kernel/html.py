@@ -47,6 +47,7 @@ STATUS_COLORS: dict[str, str] = {
     "reconnecting": "#b58900",
     "error": "#dc3545",
     "detached": "#6c757d",
+    "needs you": "#e8590c",
 }
 HEALTH_COLORS: dict[str, str] = {
     "ok": "#dc3545",
@@ -60,11 +61,14 @@ NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
 
 
 def badge_html(state: RunState) -> str:
-    """The status badge: escaped status text on a colour per status."""
-    color = STATUS_COLORS.get(state.status, "#6c757d")
-    text = html.escape(state.status)
+    """The status badge: escaped status text on a colour per status ("needs you" while a
+    permission question waits for a person)."""
+    label = "needs you" if state.needs_you else state.status
+    color = STATUS_COLORS.get(label, "#6c757d")
+    text = html.escape(label)
+    css = html.escape(label.replace(" ", "-"))
     return (
-        f'<span class="ccx-badge ccx-status-{text}" style="background:{color};color:#fff;'
+        f'<span class="ccx-badge ccx-status-{css}" style="background:{color};color:#fff;'
         f'padding:1px 8px;border-radius:9px;font-weight:600">{text}</span>'
     )
 
@@ -83,14 +87,17 @@ def heartbeat_html(state: RunState, now: float) -> tuple[str, Health]:
     ), health
 
 
-def header_html(state: RunState, now: float, label: str | None = None) -> str:
+def header_html(state: RunState, now: float, label: str | None = None, *, record: bool = False) -> str:
     """Everything but the output in one HTML value, so a render is one message.
 
     Title; status badge, heartbeat indicator (while live), elapsed time and the
     inactivity timer; the progress bar with ETA (only with an estimate); CPU and
-    memory (while live); after the run, exit code and error.
+    memory (while live); after the run, exit code and error. ``record``: for a saved
+    record, where a conversation between turns shows no live parts (no heartbeat,
+    measures or running clock: its footer has the turn's time).
     """
-    live = not state.finished
+    idle_turn = record and state.between_turns
+    live = not state.finished and not idle_turn
     parts = [
         _title_html(label, state),
         "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
@@ -99,7 +106,8 @@ def header_html(state: RunState, now: float, label: str | None = None) -> str:
     if live:
         beat, health = heartbeat_html(state, now)
         parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
-    parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
+    if not idle_turn:
+        parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
     silence = _silence_text(state, now)
     if silence:
         parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
@@ -229,7 +237,12 @@ def _clock_text(state: RunState, now: float) -> str:
 
 
 def _silence_text(state: RunState, now: float) -> str:
-    """'no output for N s' while running and silent for at least a second, else ''."""
+    """'no output for N s' while running and silent for at least a second, else ''.
+
+    While a question waits: 'waiting for you for N s' (never a timeout).
+    """
+    if state.needs_you and state.waiting_since is not None:
+        return f"waiting for you for {format_duration(max(0.0, now - state.waiting_since), whole=True)}"
     silent = inactive_for(state, now)
     if state.status not in ("running", "thinking") or silent is None or silent < 1:
         return ""

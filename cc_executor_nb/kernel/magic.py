@@ -140,7 +140,11 @@ class CCExecMagics(Magics):
         The magic returns at once (unless -w) and the kernel stays free while the run
         streams; the returned Run has .status, .exit_code, .stdout, .stderr,
         .duration, .events, .claude, .wait(), .cancel(), .pause(), .resume(), and can be
-        awaited. Examples::
+        awaited. A Claude run is a conversation: its permission questions show as an
+        approval card (or in the cell's input box while the kernel is busy), and
+        .pending, .approve(), .deny(message=...), .send(prompt), .interrupt(), .end()
+        drive it from code (without -w: -w is the one-shot use, the conversation ends
+        with its first turn). Examples::
 
           %ccexec Summarise README.md in three bullet points
           %ccexec -c "pytest -q" --wait -o tests
@@ -158,7 +162,7 @@ class CCExecMagics(Magics):
         if args.out:
             assert self.shell is not None, "a magic is only called through its shell"
             self.shell.user_ns[args.out] = result
-        return result.wait() if args.wait and isinstance(result, Run) else result
+        return api.wait_one_shot(result) if args.wait and isinstance(result, Run) else result
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
@@ -253,16 +257,22 @@ def _remember(shell: Any, settings: CCExec) -> None:
 
 
 def load_ipython_extension(shell: Any) -> None:
-    """``%load_ext cc_executor_nb``: register %ccexec and %%ccexec and the CCExec settings."""
+    """``%load_ext cc_executor_nb``: register %ccexec and %%ccexec and the CCExec settings,
+    and follow the shell's cells (where Claude's questions can be asked)."""
+    from .prompter import prompter_for
+
     shell.register_magics(CCExecMagics(shell))
+    prompter_for(shell).register()
 
 
 def unload_ipython_extension(shell: Any) -> None:
     """``%unload_ext cc_executor_nb``: stop every run, the server, the loop and its thread."""
     from ..demo.shared import stop_demo
+    from .prompter import forget_prompter
 
     stop_shared_loop()
     stop_demo()
+    forget_prompter(shell)
     manager = shell.magics_manager
     magics = manager.registry.pop(CCExecMagics.__name__, None)
     for kind in ("line", "cell"):

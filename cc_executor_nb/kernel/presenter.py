@@ -62,6 +62,10 @@ class Presenter(Protocol):
         """The run's state changed because of ``event``."""
         ...
 
+    def refresh(self) -> None:
+        """Something shown changed without an event (e.g. a conversation's queue)."""
+        ...
+
     def finish(self) -> None:
         """The run ended: show the final state and stop timers."""
         ...
@@ -110,7 +114,19 @@ class WidgetPresenter:
         self.coalescer.attach(loop)
 
     def update(self, event: Event) -> None:
-        """Ask for a render; the coalescer keeps the rate under the cap."""
+        """Ask for a render; the coalescer keeps the rate under the cap.
+
+        At the end of a conversation's turn the view renders at once, and the display may
+        put the record in its place (see :meth:`RunDisplay.turn_ended`).
+        """
+        if self.display is not None and _turn_ended(event):
+            self.coalescer.flush()
+            self.display.turn_ended()
+            return
+        self.coalescer.poke()
+
+    def refresh(self) -> None:
+        """Ask for a render (through the same coalescer)."""
         self.coalescer.poke()
 
     def finish(self) -> None:
@@ -136,6 +152,12 @@ class WidgetPresenter:
         return self.display.bundle(live) if self.display is not None else live
 
 
+def _turn_ended(event: Event) -> bool:
+    """A conversation's turn ended and its process lives on (the last turn is the run's end)."""
+    params = event.params
+    return event.method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last")
+
+
 class TextPresenter:
     """Writes each event as plain text to the streams of the cell that showed the run."""
 
@@ -156,6 +178,9 @@ class TextPresenter:
                 self._backlog.append(event)
             else:
                 self._sink.write_event(self.view, event)
+
+    def refresh(self) -> None:
+        """Nothing to do: text follows events."""
 
     def finish(self) -> None:
         """Make sure everything written so far leaves the process."""

@@ -17,6 +17,13 @@ shutdown, ``%unload_ext``) then leaves the job running and the handle ``detached
 Run made with ``job_id`` *attaches* to an existing job instead of starting anything:
 it replays the job's notifications (the job's own seq numbering) and then follows it.
 
+An interactive Claude run also has a *conversation*
+(:mod:`cc_executor_nb.kernel.conversation`): the process takes several turns, asks
+permission questions (``run.permission_requests``, ``run.approve()``, ``run.deny()``)
+and takes follow-ups (``run.send()``) until ``run.end()``. :meth:`Run.wait` and
+``await run`` return when the current turn ends; the process may live on
+(``run.alive``), and ``run.done`` becomes true only when it is gone.
+
 For Claude runs an optional *interpreter* (see :class:`Interpreter`) is fed every
 output piece; the fields ``text``, ``result``, ``cost_usd``, ``usage``,
 ``session_id``, ``model``, ``tool_calls`` and ``is_error`` read from it and are
@@ -36,9 +43,10 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import methods
+from ..claude.permissions import Answer, PermissionRequest
 from ..client import Client, connect
 from ..errors import CCExecError, ConnectionLost, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
@@ -49,8 +57,12 @@ from .output import OutputStore
 from .runstate import RunState, elapsed, format_duration
 
 if TYPE_CHECKING:
+    from .conversation import Conversation
     from .presenter import Presenter
+    from .prompter import Prompter
     from .views import RunView
+
+T = TypeVar("T")
 
 __all__ = ["Interpreter", "Run", "RunSpec", "Target", "judged"]
 
@@ -179,6 +191,8 @@ class Run:
         interpreter: Interpreter | None = None,
         settle_timeout: float = 15.0,
         job_id: str | None = None,
+        conversation: Conversation | None = None,
+        prompter: Prompter | None = None,
     ) -> None:
         self.spec = spec
         self.target = target
@@ -202,6 +216,11 @@ class Run:
         """The durable job's id (None for an ordinary run; known once a durable run started)."""
         self.attached = job_id is not None
         """True when this handle follows an existing job (``attach``) rather than starting one."""
+        self.conversation = conversation
+        self.prompter = prompter
+        self._idle = threading.Event()  # no turn runs: what wait() and await wait for
+        self._idle_lock = threading.Lock()
+        self._idle_waiters: list[concurrent.futures.Future[Run]] = []
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -280,6 +299,115 @@ class Run:
     tool_calls = _claude_field("tool_calls", "Claude's tool calls so far.", sequence=True)
     retries = _claude_field("retries", "API retries Claude reported (attempt, delay, status).", sequence=True)
 
+    # -- A conversation (interactive Claude runs) ----------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process runs (between turns of a conversation too)."""
+        return self.state.alive
+
+    @property
+    def interactive(self) -> bool:
+        """Whether the run takes questions and follow-ups (host mode, not one-shot)."""
+        return self.conversation is not None and self.conversation.interactive
+
+    @property
+    def permission_requests(self) -> list[PermissionRequest]:
+        """Every permission question of the run, oldest first (each an immutable value)."""
+        return list(self.conversation.view().requests) if self.conversation is not None else []
+
+    @property
+    def pending(self) -> PermissionRequest | None:
+        """The first question still waiting for an answer, or None."""
+        pending = self.conversation.view().pending if self.conversation is not None else ()
+        return pending[0] if pending else None
+
+    def approve(self, request: PermissionRequest | str | None = None, *, always: bool = False) -> Run:
+        """Allow a question (default: the first pending one). Returns self.
+
+        ``always``: allow such calls for the rest of this run (the CLI's "don't ask
+        again", kept in the process, never in your settings). ValueError when nothing
+        is pending or the question was already decided.
+        """
+        self.decide(_request_id(request), True, always=always, via="code", strict=True)
+        return self
+
+    def deny(self, request: PermissionRequest | str | None = None, message: str = "") -> Run:
+        """Refuse a question (default: the first pending one); ``message`` reaches the model."""
+        self.decide(_request_id(request), False, message=message, via="code", strict=True)
+        return self
+
+    def decide(
+        self,
+        request_id: str | None,
+        allow: bool,
+        *,
+        always: bool = False,
+        message: str = "",
+        via: str = "widget",
+        strict: bool = False,
+    ) -> PermissionRequest | None:
+        """Answer a question on behalf of a front end (``via``: who answered).
+
+        Not strict (the default): a question already decided is ignored (a late click).
+        """
+        answer = Answer(allow, always=always, message=message)
+        return self._converse(lambda c: c.decide(request_id, answer, via=via, strict=strict))
+
+    def send(self, prompt: str) -> Run:
+        """A follow-up in the same process (same Claude session): a new turn. Returns self.
+
+        Sent at once when the last turn is over, else after it. ``wait()`` then waits
+        for this turn. RuntimeError when the conversation is over or the run is one-shot.
+        """
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("the follow-up is empty")
+        was_idle = self._idle.is_set()
+        self._idle.clear()
+        try:
+            self._converse(lambda c: c.send(prompt))
+        except BaseException:
+            if was_idle:
+                self._idle.set()
+            raise
+        return self
+
+    def interrupt(self) -> Run:
+        """Stop the current turn gracefully: it ends with a result, the process stays.
+
+        SIGTERM follows only if no result comes within the kill grace. Returns self.
+        """
+        self._converse(lambda c: c.interrupt())
+        return self
+
+    def end(self) -> Run:
+        """Close the conversation's input: the current turn (if any) finishes, then the
+        process exits. ``wait()`` then waits for the exit. Returns self."""
+        if self.conversation is None:
+            raise RuntimeError("this run has no conversation (a command, or a one-shot Claude run)")
+        if not self.done:
+            self._idle.clear()
+        self._converse(lambda c: c.end())
+        if self.done:
+            self._set_idle(True)
+        return self
+
+    def _converse(self, action: Callable[[Conversation], T], timeout: float | None = CONTROL_TIMEOUT) -> T:
+        """Run ``action`` on the conversation, on the loop thread."""
+        conversation = self.conversation
+        if conversation is None:
+            raise RuntimeError("this run has no conversation (a command, or a one-shot Claude run)")
+        loop = self._kernel_loop
+        if loop is None:
+            raise RuntimeError("this run was never started")
+        if loop.on_loop_thread():
+            return action(conversation)
+
+        async def act() -> T:
+            return action(conversation)
+
+        return loop.submit(act()).result(timeout)
+
     # -- Starting (caller's thread) -----------------------------------------------------
 
     def start(self, kernel_loop: KernelLoop) -> Run:
@@ -320,14 +448,20 @@ class Run:
         client = self._client
         if client is None or self.done:
             return  # not started yet: _drive sends a pending CANCEL itself
+        if kind == "CANCEL" and self.conversation is not None:
+            await self.conversation.cancel()  # interrupts the turn first
+            return
         with contextlib.suppress(NoProcessRunning, ConnectionLost):
             await client.control(kind)
 
     # -- Waiting ---------------------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> Run:
-        """Block the calling thread until the run ends; returns self.
+        """Block the calling thread until the run ends, or its current turn; returns self.
 
+        For a conversation, "the current turn": the process may live on for a follow-up
+        (``alive``). A permission question that comes meanwhile is asked here, in the
+        cell's input box or on the terminal, when nobody could click the widget.
         Raises TimeoutError when ``timeout`` seconds pass first (the run goes on).
         A KeyboardInterrupt (a kernel interrupt) cancels the run, waits for it to
         end, then propagates.
@@ -337,12 +471,23 @@ class Run:
         if self._kernel_loop.on_loop_thread():
             raise RuntimeError("Run.wait() would block the loop thread; use 'await run'")
         try:
-            if not self._wait_finished(timeout):
+            if not self._wait_idle(timeout):
                 raise TimeoutError(f"run still {self.status} after {timeout} s")
         except KeyboardInterrupt:
             self._cancel_after_interrupt()
             raise
         return self
+
+    def _wait_idle(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._idle.is_set():
+            if self.prompter is not None:
+                self.prompter.while_waiting()  # may ask a question here (and block for the answer)
+            remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self._idle.wait(remaining)
+        return True
 
     def _wait_finished(self, timeout: float | None) -> bool:
         # Waiting in slices keeps the main thread responsive to signals on every platform.
@@ -365,8 +510,25 @@ class Run:
         return self._wait_async().__await__()
 
     async def _wait_async(self) -> Run:
+        with self._idle_lock:
+            if self._idle.is_set():
+                return self
+            waiter: concurrent.futures.Future[Run] = concurrent.futures.Future()
+            self._idle_waiters.append(waiter)
         # shield: cancelling the awaiting task must not cancel the run's shared outcome.
-        return await asyncio.shield(asyncio.wrap_future(self._done))
+        return await asyncio.shield(asyncio.wrap_future(waiter))
+
+    def _set_idle(self, idle: bool) -> None:
+        """No turn runs (or the run is over): wake wait() and await; or a turn runs again."""
+        if not idle:
+            self._idle.clear()
+            return
+        with self._idle_lock:
+            self._idle.set()
+            waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(self)
 
     def add_done_callback(self, callback: Callable[[Run], object]) -> None:
         """Call ``callback(run)`` once the run is over (at once if it is)."""
@@ -453,22 +615,45 @@ class Run:
             if self._cancel_requested.is_set() and not self.attached:
                 self._settle_locally("cancelled before it started")
                 return
-            await self._start_or_attach(client)
-            self._client = client
-            if self._cancel_requested.is_set():
-                await self._send_control("CANCEL")
-            await self._until_ended(closed)
+            spec: RunSpec | None = self.spec
+            while spec is not None:
+                await self._start_or_attach(client, spec)
+                self._client = client
+                if self._cancel_requested.is_set():
+                    await self._send_control("CANCEL")
+                elif self.conversation is not None and self.conversation.interactive:
+                    self.conversation.start(client, self._hooks())
+                await self._until_ended(closed)
+                spec = self._fallback()
         finally:
             closed.cancel()
         if not self.state.finished:
             self._fail(f"connection lost: {client.close_reason or 'closed'}")
 
-    async def _start_or_attach(self, client: Client) -> None:
+    async def _start_or_attach(self, client: Client, spec: RunSpec) -> None:
         if self.job_id is not None:
             await client.attach(self.job_id)
             return
-        started = await client.execute(**self.spec.execute_params())
+        started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
+
+    def _hooks(self) -> Any:
+        from .conversation import Hooks
+
+        presenter = self.presenter
+        return Hooks(
+            emit=lambda method, params: self._on_event(make_event(method, params)),
+            set_idle=self._set_idle,
+            changed=presenter.refresh if presenter is not None else lambda: None,
+        )
+
+    def _fallback(self) -> RunSpec | None:
+        """The one-shot run to start when the CLI turned out to lack host mode."""
+        spec = self.conversation.take_fallback() if self.conversation is not None else None
+        if spec is not None and self._ended is not None:
+            self.spec = spec
+            self._ended.clear()
+        return spec
 
     async def _until_ended(self, closed: asyncio.Future[None]) -> None:
         assert self._ended is not None
@@ -495,7 +680,22 @@ class Run:
         await self._ended.wait()
 
     def _on_event(self, event: Event) -> None:
-        """Fold one event in (loop thread, in order): server notifications and client events."""
+        """Take one event (loop thread, in order): server notifications, client and local events.
+
+        A conversation may hold the process's first output back (until it proves host
+        mode) and acts on each event once it is folded in.
+        """
+        conversation = self.conversation
+        admitted = conversation.admit(event) if conversation is not None else [event]
+        for item in admitted:
+            self._fold(item)
+            if conversation is not None:
+                conversation.react(item)
+        if isinstance(event, (Completed, ProcessError)) and self._ended is not None:
+            self._ended.set()
+
+    def _fold(self, event: Event) -> None:
+        """Fold one event into the state, the interpreter and the view."""
         if isinstance(event, Completed) and self.interpreter is not None:
             event = judged(event, self.interpreter)
         now = time.monotonic()
@@ -506,16 +706,15 @@ class Run:
         if interpreter is not None:
             if isinstance(event, Output):
                 _log_errors(lambda: interpreter.feed(event.stream, event.data))
-            elif event.method in _MEASURED:
+            elif event.method in _MEASURED or event.method == methods.CONVERSATION_TURN:
                 self._take_progress(interpreter, now)
         if self.presenter is not None:
             self.presenter.update(event)
-        if isinstance(event, (Completed, ProcessError)) and self._ended is not None:
-            self._ended.set()
 
     def _take_progress(self, interpreter: Interpreter, now: float) -> None:
         """The interpreter's estimate, when it has one, replaces the server's."""
-        progress = interpreter.progress(now, self.state.finished)
+        # A turn's end is the end of what its prompt asked for.
+        progress = interpreter.progress(now, self.state.finished or self.state.between_turns)
         if progress is not None:
             self.state.progress = progress.to_dict()
 
@@ -543,6 +742,15 @@ class Run:
             _log_errors(self.presenter.finish)
         self._done.set_result(self)
         self._finished.set()
+        self._set_idle(True)
+
+
+def _request_id(request: PermissionRequest | str | None) -> str | None:
+    if request is None or isinstance(request, str):
+        return request
+    if isinstance(request, PermissionRequest):
+        return request.id
+    raise TypeError(f"not a permission request: {request!r}")
 
 
 def judged(event: Completed, interpreter: Interpreter) -> Event:

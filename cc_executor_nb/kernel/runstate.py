@@ -6,6 +6,11 @@ method name, the params and the current time (any monotonic clock; the state
 only ever subtracts two of these values). Views read the state and the pure
 helpers below; they never change it.
 
+A conversation with an interactive CLI (several turns in one process) adds local
+``conversation.*`` events: a turn's end sets the status to ``completed`` (or
+``failed``, ``cancelled``) while the process stays :attr:`RunState.alive`;
+:attr:`RunState.finished` means the process is gone too.
+
 Example::
 
     state = RunState()
@@ -58,6 +63,9 @@ Stream = Literal["stdout", "stderr"]
 Health = Literal["ok", "overdue", "lost", "waiting"]
 
 _COMPLETION_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"})
+_TURN_STATUSES = frozenset({"running", "completed", "failed", "cancelled"})
+# Events made on this side (the client's, a conversation's): they prove nothing about the server.
+_LOCAL_PREFIXES = ("client.", "conversation.")
 
 # Heartbeat thresholds, in heartbeat intervals.
 OVERDUE_AFTER = 1.5
@@ -124,7 +132,23 @@ class RunState:
     """The latest ``{"cpu_percent", "rss_bytes", "num_processes"}`` of the run's group."""
     cpu_history: list[float] = field(default_factory=list, repr=False)
     """Recent CPU figures (at most ``HISTORY``), oldest first, for a sparkline."""
+    # Conversations (several turns in one process)
+    alive: bool = False
+    """Whether the process runs (from ``process.started`` to its end)."""
+    turns: int = 0
+    """Turns begun in a conversation."""
+    turn_status: Status | None = None
+    """How the latest turn ended (None while it runs, or without a conversation)."""
+    pending_questions: int = 0
+    """Permission questions waiting for a person."""
+    waiting_since: float | None = None
+    """When the oldest pending question came (None while none waits)."""
+    ending: bool = False
+    """The conversation's input is being closed: the process is expected to exit."""
+    between_turns: bool = False
+    """A turn ended and the process waits for a follow-up: the status is final, the run is not."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
+    _status_before_pause: Status | None = field(default=None, init=False, repr=False)
 
     # Reading the output
 
@@ -145,8 +169,17 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        """Whether the run has reached a final status."""
-        return self.status in FINAL_STATUSES
+        """Whether the run has reached a final status and its process is gone.
+
+        Between the turns of a conversation the status is final (``completed``) but the
+        process lives on: not finished.
+        """
+        return self.status in FINAL_STATUSES and not self.between_turns
+
+    @property
+    def needs_you(self) -> bool:
+        """Whether a live run waits for a person's answer."""
+        return self.pending_questions > 0 and self.alive
 
     @property
     def active(self) -> bool:
@@ -162,8 +195,8 @@ class RunState:
     # Changing the state
 
     def apply(self, method: str, params: Mapping[str, Any], now: float) -> None:
-        """Fold one server notification into the state; unknown methods are ignored."""
-        if not method.startswith("client."):
+        """Fold one server notification (or local event) into the state; unknown methods are ignored."""
+        if not method.startswith(_LOCAL_PREFIXES):
             self.last_message_at = now
         handler = _HANDLERS.get(method)
         if handler is None or self._is_replay(params):
@@ -224,6 +257,9 @@ class RunState:
 
     def _on_started(self, params: Mapping[str, Any], now: float) -> None:
         self.status = "running"
+        self.alive = True
+        self.ending, self.turn_status, self.pending_questions = False, None, 0
+        self.between_turns = False
         self.pid = _int(params.get("pid"))
         self.pgid = _int(params.get("pgid"))
         argv = params.get("argv")
@@ -253,31 +289,83 @@ class RunState:
             self.status = "thinking"
 
     def _on_paused(self, params: Mapping[str, Any], now: float) -> None:
-        if not self.finished:
+        if not self.finished and self.status != "paused":
+            self._status_before_pause = self.status
             self.status = "paused"
 
     def _on_resumed(self, params: Mapping[str, Any], now: float) -> None:
         if not self.finished:
-            self.status = "running"
+            # Between two turns a resumed process is idle again, not running.
+            before = self._status_before_pause
+            self.status = before if before in FINAL_STATUSES else "running"
+            self._status_before_pause = None
 
     def _on_cancelled(self, params: Mapping[str, Any], now: float) -> None:
         # The process may still be exiting; process.completed will follow.
-        if self.status not in _COMPLETION_STATUSES:
+        if self.status not in _COMPLETION_STATUSES or self.between_turns:
             self.status = "cancelled"
+        self.between_turns = False
 
     def _on_completed(self, params: Mapping[str, Any], now: float) -> None:
         self.exit_code = _int(params.get("exit_code"))
-        self.status = _completion_status(params.get("status"), self.exit_code)
+        status = _completion_status(params.get("status"), self.exit_code)
+        # A conversation we ended: the CLI's exit code follows its last turn (1 after an
+        # interrupted one), so that turn's status is the run's.
+        if self.ending and self.turn_status is not None and status in ("completed", "failed"):
+            status = self.turn_status
+        self.status = status
+        self.alive, self.pending_questions, self.waiting_since = False, 0, None
+        self.between_turns = False
         self.duration = _num(params.get("duration_seconds"), None)
         self.error = _str(params.get("error")) or self.error
         self.ended_at = now
 
     def _on_error(self, params: Mapping[str, Any], now: float) -> None:
+        self.alive, self.pending_questions, self.waiting_since = False, 0, None
+        self.between_turns = False
         self.error = _str(params.get("error")) or "unknown server error"
         if self.status not in _COMPLETION_STATUSES:
             self.status = "error"
         if self.ended_at is None:
             self.ended_at = now
+
+
+    # Conversations (local events)
+
+    def _on_turn(self, params: Mapping[str, Any], now: float) -> None:
+        status = params.get("status")
+        if status not in _TURN_STATUSES:
+            return
+        if status == "running":
+            self.turns += 1
+            self.turn_status = None
+            self.between_turns = False
+        elif self.alive:
+            self.turn_status = status
+            self.between_turns = True
+        if self.alive:
+            self._set_live_status(status)
+
+    def _set_live_status(self, status: Status) -> None:
+        if self.status == "reconnecting":
+            self._status_before_reconnect = status
+        elif self.status == "paused":
+            self._status_before_pause = status
+        else:
+            self.status = status
+
+    def _on_question(self, params: Mapping[str, Any], now: float) -> None:
+        pending = _int(params.get("pending"))
+        if pending is not None and pending >= 0:
+            if pending and not self.pending_questions:
+                self.waiting_since = now
+            elif not pending:
+                self.waiting_since = None
+            self.pending_questions = pending
+
+    def _on_ending(self, params: Mapping[str, Any], now: float) -> None:
+        if self.alive:
+            self.ending = True
 
 
 _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
@@ -292,6 +380,9 @@ _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
     methods.PROCESS_COMPLETED: RunState._on_completed,
     methods.PROCESS_ERROR: RunState._on_error,
     methods.PROCESS_METRICS: lambda state, params, now: None,  # measures only (taken by apply)
+    methods.CONVERSATION_TURN: RunState._on_turn,
+    methods.CONVERSATION_QUESTION: RunState._on_question,
+    methods.CONVERSATION_ENDING: RunState._on_ending,
 }
 
 

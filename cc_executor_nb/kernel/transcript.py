@@ -122,7 +122,8 @@ class Transcript:
         if state.exit_code is not None:
             items.append(f"exit code {state.exit_code}")
         seconds = elapsed(state, time.monotonic())
-        if seconds is not None:
+        # Between the turns of a conversation the process lives on: the footer has the turn's time.
+        if seconds is not None and not state.between_turns:
             items.append(f"{'took' if state.finished else 'running for'} {format_duration(seconds)}")
         return items
 
@@ -212,7 +213,7 @@ class Transcript:
         parts = [
             f'<div class="ccx-record ccx-run {NO_MATH_CLASSES}">',
             f'<div class="ccx-header ccx-status-{html.escape(state.status)}">',
-            header_html(state, time.monotonic(), self.run.label),
+            header_html(state, time.monotonic(), self.run.label, record=True),
             "</div>",
         ]
         prompt = self._prompt()
@@ -237,7 +238,11 @@ class Transcript:
         with self.claude.locked() as run:
             answer, cut = self._answer()
             if not cut:
-                return claude_body_html(run, status=state.status, exit_code=state.exit_code, stderr=stderr)
+                requests = self.view.permission_requests if self.view is not None else ()
+                decisions = {r.tool_use_id: r for r in requests if r.tool_use_id}
+                return claude_body_html(
+                    run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions
+                )
             # The answer is cut: the same pieces as the widget's, with the head of the answer.
             note = (f'<div style="opacity:0.75"><em>… {cut:,} more characters of the answer: '
                     "<code>run.transcript()</code> has all of it</em></div>")

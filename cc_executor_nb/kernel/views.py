@@ -143,7 +143,8 @@ class RunView:
         allowed = {
             "pause": state.status in ("running", "thinking"),
             "resume": state.status == "paused",
-            "cancel": state.status in ACTIVE_STATUSES,
+            # Between the turns of a conversation the process lives on: it may be cancelled.
+            "cancel": state.status in ACTIVE_STATUSES or state.between_turns,
         }
         return {name: allowed[name] and self._callbacks[name] is not None for name in allowed}
 

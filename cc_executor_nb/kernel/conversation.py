@@ -1,0 +1,655 @@
+"""A live conversation with the claude CLI in host mode: turns, questions, interrupt and end.
+
+One :class:`Conversation` drives one claude process started with
+:func:`~cc_executor_nb.claude.options.claude_host_argv` and ``stdin: "pipe"``. It lives
+on the kernel's background loop; :class:`~cc_executor_nb.kernel.run.Run` hands it every
+event and exposes its actions as methods (``run.approve()``, ``run.send()``, ...)::
+
+    start    write ``initialize`` and the prompt (the first user message) to stdin
+    admit    hold the process's output until a stream-json line proves host mode; a CLI
+             that ends first (no host mode) is retried with the one-shot command line
+    react    a question -> the policy -> a person (the card, the cell's input box, the
+             terminal; see :mod:`~cc_executor_nb.kernel.prompter`) -> allow/deny on stdin;
+             a ``result`` ends the turn; the process's end cancels what is pending
+
+Turns: the run is ``running`` while a turn runs and ``completed`` (``failed``,
+``cancelled`` when interrupted) after its result, while the process stays alive for a
+follow-up; a follow-up sent during a turn waits for its end. Nothing here has a timeout
+on a question; a process idle between turns is ended after ``idle_timeout`` seconds.
+Everything written goes through one ordered writer (``Client.input``), only after the
+CLI's last result is its input closed (older CLIs lose buffered output otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import itertools
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import methods
+from ..claude import control
+from ..claude.control import ControlAnswer, PermissionAsked, RequestWithdrawn, UnsupportedRequest
+from ..claude.interpreter import ClaudeInterpreter
+from ..claude.permissions import Answer, ConversationMode, ConversationView, PermissionRequest
+from ..claude.streamjson import LineSplitter, Signal, TurnEnded
+from ..client import Client
+from ..errors import CCExecError, ConnectionLost, InvalidParams, NoProcessRunning
+from ..events import Completed, Event, Output, ProcessError
+from .prompter import Prompter, Question
+from .runstate import format_duration
+
+if TYPE_CHECKING:
+    from .run import RunSpec
+
+__all__ = [
+    "HANDSHAKE_TIMEOUT",
+    "POLICY_DENY_MESSAGE",
+    "Conversation",
+    "Hooks",
+    "Policy",
+]
+
+logger = logging.getLogger("cc_executor_nb.kernel.conversation")
+
+Policy = Callable[[PermissionRequest], Any] | str
+"""``"ask"``, ``"all"``, ``"none"``, or ``callable(request) -> "allow" | "always" | "deny" | None``."""
+
+# Timeouts (seconds)
+HANDSHAKE_TIMEOUT = 30.0
+"""Without one stream-json line by then, the CLI is taken to lack host mode."""
+CANCEL_INTERRUPT_WAIT = 2.0
+"""Cancel interrupts the turn first and waits this long for its result."""
+EXIT_AFTER_END = 10.0
+"""After the input is closed, the process gets this long (plus the kill grace) to exit."""
+
+POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
+_WRITE_RETRY = 0.1
+
+
+@dataclasses.dataclass
+class Hooks:
+    """What the conversation may do to its run (all called on the loop thread)."""
+
+    emit: Callable[[str, dict[str, Any]], None]
+    """Fold a local ``conversation.*`` event into the run (state, view, events)."""
+    set_idle: Callable[[bool], None]
+    """No turn runs (True) or one runs again (False): what ``run.wait()`` waits for."""
+    changed: Callable[[], None]
+    """Something shown changed: ask the view for a render."""
+
+
+class Conversation:
+    """The turns, questions and input of one claude process in host mode (loop thread).
+
+    Readers on other threads use :meth:`view` (an immutable snapshot). Actions run on
+    the loop thread; :class:`~cc_executor_nb.kernel.run.Run` hops there.
+    """
+
+    def __init__(
+        self,
+        prompt: str,
+        interpreter: ClaudeInterpreter,
+        *,
+        policy: Policy = "ask",
+        idle_timeout: float | None = 600.0,
+        grace: float = 5.0,
+        fallback: RunSpec | None = None,
+        prompter: Prompter | None = None,
+        on_turn_end: Callable[[], object] | None = None,
+        handshake_timeout: float | None = None,
+    ) -> None:
+        self.prompt = prompt
+        self.interpreter = interpreter
+        self.policy = policy
+        self.idle_timeout = idle_timeout or None
+        self.grace = grace
+        self.fallback = fallback
+        self.prompter = prompter
+        self.on_turn_end = on_turn_end
+        self.handshake_timeout = HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
+        self.cli_info: dict[str, Any] = {}
+        """The CLI's answer to ``initialize`` (``claude_code_version``, ``pid``, ...)."""
+        self._mode: ConversationMode = "starting"
+        self._one_shot = False
+        self._requests: dict[str, PermissionRequest] = {}
+        self._queue: deque[str] = deque()
+        self._sent = 0
+        self._turn_running = False
+        self._interrupting = False
+        self._close_after_turn = False
+        self._end_when_live: str | None = None
+        self._idle_since: float | None = None
+        self._notices: list[str] = []
+        self._on_stdin: set[str] = set()
+        self._view = ConversationView(idle_timeout=self.idle_timeout)
+        self._ids = itertools.count(1)
+        self._init_id = ""
+        # Wiring, set by start()
+        self._client: Client | None = None
+        self._hooks: Hooks | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._turn_ended = asyncio.Event()
+        # The handshake
+        self._held: list[Event] = []
+        self._splitter = LineSplitter()
+        self._fallback_reason: str | None = None
+
+    def __repr__(self) -> str:
+        view = self._view
+        return f"<Conversation {view.mode} turns={view.sent} pending={len(view.pending)}>"
+
+    # -- Reading (any thread) -------------------------------------------------------------
+
+    def view(self) -> ConversationView:
+        """Everything a person sees of the conversation now (immutable)."""
+        return self._view
+
+    @property
+    def interactive(self) -> bool:
+        """False once the run fell back to the one-shot mode."""
+        return not self._one_shot
+
+    # -- Wiring (loop thread) -----------------------------------------------------------------
+
+    def start(self, client: Client, hooks: Hooks) -> None:
+        """The process runs: send ``initialize`` and the prompt; wait for a sign of host mode."""
+        self._client, self._hooks = client, hooks
+        self._loop = asyncio.get_running_loop()
+        self._writer = asyncio.ensure_future(self._write_all())
+        self._init_id = self._next_id("init")
+        self._write(control.initialize(self._init_id))
+        self._begin_turn(self.prompt)
+        self._timer("handshake", self.handshake_timeout, self._handshake_expired)
+
+    def admit(self, event: Event) -> list[Event]:
+        """The events to fold now: the process's output is held until it proves host mode."""
+        if self._mode != "starting":
+            return [event]
+        if isinstance(event, Output):
+            self._held.append(event)
+            if event.stream == "stdout" and _has_stream_json(self._splitter.feed(event.data)):
+                return self._go_live()
+            return []
+        if isinstance(event, Completed):
+            # Only a CLI that ended by itself lacks host mode; a timeout or a cancel does not say.
+            ended_by_itself = event.params.get("status") in ("completed", "failed")
+            if self.fallback is None or not (ended_by_itself or self._fallback_reason):
+                return [*self._go_live(), event]
+            self._held.append(event)
+            self._prepare_fallback(event)
+            return []
+        if isinstance(event, ProcessError):
+            return [*self._go_live(), event]
+        return [event]
+
+    def take_fallback(self) -> RunSpec | None:
+        """After the process ended: the one-shot run to start instead, or None."""
+        if self._mode != "fallback" or self.fallback is None:
+            return None
+        self._one_shot = True
+        self._set_mode("one-shot")
+        self._turn_running = False
+        self._notice(self._fallback_reason or "This claude CLI has no host mode: it ran one-shot.")
+        return self.fallback
+
+    def react(self, event: Event) -> None:
+        """After ``event`` was folded (the interpreter has read it): act on what it means."""
+        if isinstance(event, Output) and event.stream == "stdout":
+            signals = self.interpreter.take_signals()
+            if self._mode in ("live", "ending"):
+                for signal in signals:
+                    self._handle(signal)
+        elif isinstance(event, (Completed, ProcessError)) and self._mode not in ("fallback", "starting"):
+            self._process_ended()
+
+    # -- Actions (loop thread) -----------------------------------------------------------
+
+    def decide(
+        self, request_id: str | None, answer: Answer, *, via: str, strict: bool = True
+    ) -> PermissionRequest | None:
+        """Answer a question (the first pending one when ``request_id`` is None).
+
+        ``strict``: an unknown or already decided question raises ValueError; otherwise
+        (a late click, a stale prompt) it is ignored and None is returned.
+        """
+        request = self._find(request_id, strict=strict)
+        if request is None:
+            return None
+        if not request.pending:
+            if strict:
+                raise ValueError(f"the question {request.id} was already {request.status}")
+            return None
+        if answer.allow:
+            rules = (
+                control.session_permissions(request.tool, request.input, request.suggestions)
+                if answer.always else []
+            )
+            self._write(control.allow(request.id, request.input, rules))
+            decided = dataclasses.replace(request, status="allowed", decided_by=via, always=answer.always)
+        else:
+            message = answer.message.strip() or control.DEFAULT_DENY_MESSAGE
+            self._write(control.deny(request.id, message))
+            decided = dataclasses.replace(request, status="denied", decided_by=via, message=message)
+        self._update_request(decided)
+        return decided
+
+    def send(self, prompt: str) -> None:
+        """A follow-up turn: sent now, or after the current turn's result."""
+        if self._one_shot:
+            raise RuntimeError(
+                "this run is one-shot (no host mode): start a new run with --continue to follow up"
+            )
+        if self._mode not in ("starting", "live"):
+            raise RuntimeError(f"the conversation is {self._mode}: no more input goes to this process")
+        if self._turn_running or self._mode == "starting":
+            self._queue.append(prompt)
+            self._publish()
+            return
+        self._begin_turn(prompt)
+
+    def interrupt(self) -> bool:
+        """Stop the current turn (the CLI ends it with a result); False when none runs.
+
+        If no result comes within the grace, the process is cancelled (SIGTERM).
+        """
+        if not self._turn_running or self._mode not in ("live", "ending"):
+            return False
+        if not self._interrupting:
+            self._interrupting = True
+            self.interpreter.note_interrupt()
+            self._write(control.interrupt(self._next_id("interrupt")))
+            self._timer("interrupt", self.grace, self._interrupt_expired)
+        return True
+
+    def end(self, reason: str = "end") -> None:
+        """Close the input once the current turn (if any) has its result; the process exits."""
+        if self._mode == "starting":
+            self._end_when_live = reason  # the handshake decides between host mode and one-shot first
+            return
+        if self._mode != "live":
+            return
+        dropped = len(self._queue)
+        self._queue.clear()
+        self._set_mode("ending")
+        self._cancel_timer("idle")
+        self._emit(methods.CONVERSATION_ENDING, {"reason": reason})
+        if dropped:
+            self._notice(f"{dropped} follow-up{'s' if dropped > 1 else ''} not sent: the conversation was ended")
+        if self._turn_running:
+            self._close_after_turn = True
+        else:
+            self._close_input()
+
+    async def cancel(self) -> None:
+        """Interrupt the turn (if one runs), give it a moment to end, then cancel the process."""
+        if self._mode in ("over", "fallback"):
+            return
+        self.fallback = None  # a cancelled start is not a CLI without host mode
+        self._queue.clear()
+        if self.interrupt():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._turn_ended.wait(), CANCEL_INTERRUPT_WAIT)
+        await self._control_cancel()
+
+    # -- The handshake --------------------------------------------------------------------
+
+    def _go_live(self) -> list[Event]:
+        self._cancel_timer("handshake")
+        self._set_mode("live")
+        held, self._held = self._held, []
+        if self._end_when_live is not None:
+            self.end(self._end_when_live)
+        return held
+
+    def _prepare_fallback(self, completed: Completed) -> None:
+        self._cancel_timer("handshake")
+        self._set_mode("fallback")
+        stderr = "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
+        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
+        why = self._fallback_reason or (
+            f"it exited with code {completed.params.get('exit_code')}" + (f": {first[:200]}" if first else "")
+        )
+        self._fallback_reason = (
+            f"This claude CLI did not start in host mode ({why}), so it ran one-shot: no "
+            "permission question reaches the notebook and run.send() cannot follow up. "
+            "Use --no-interactive (CCExec.interactive = False) to skip the attempt."
+        )
+        logger.warning("! %s", self._fallback_reason)
+        self._held.clear()
+        if self._writer is not None:
+            self._writer.cancel()  # nothing more goes to that process
+
+    def _handshake_expired(self) -> None:
+        if self._mode != "starting":
+            return
+        self._fallback_reason = f"no stream-json answer within {self.handshake_timeout:g} s"
+        logger.warning("! claude did not answer in host mode within %g s: cancelling it", self.handshake_timeout)
+        self._spawn(self._control_cancel())
+
+    # -- Signals from the CLI ------------------------------------------------------------
+
+    def _handle(self, signal: Signal) -> None:
+        if isinstance(signal, PermissionAsked):
+            self._asked(signal)
+        elif isinstance(signal, RequestWithdrawn):
+            self._withdrawn(signal.request_id)
+        elif isinstance(signal, TurnEnded):
+            self._turn_end(signal.result)
+        elif isinstance(signal, ControlAnswer):
+            if signal.request_id == self._init_id and signal.ok:
+                self.cli_info = dict(signal.response)
+        elif isinstance(signal, UnsupportedRequest):
+            logger.info("claude sent a control request this notebook does not serve: %s", signal.subtype)
+            self._write(control.failure(signal.request_id, f"{signal.subtype} is not supported by cc_executor_nb"))
+
+    def _asked(self, asked: PermissionAsked) -> None:
+        request = PermissionRequest.from_asked(asked)
+        self._requests[request.id] = request
+        self._question_changed(request)
+        policy = self.policy
+        if policy == "all":
+            self.decide(request.id, Answer(True), via="policy", strict=False)
+        elif policy == "none":
+            self.decide(request.id, Answer(False, message=POLICY_DENY_MESSAGE), via="policy", strict=False)
+        elif callable(policy):
+            self._spawn(self._ask_policy(policy, request))
+        else:
+            self._ask_people(request)
+
+    async def _ask_policy(self, policy: Callable[[PermissionRequest], Any], request: PermissionRequest) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            verdict = await loop.run_in_executor(None, policy, request)
+        except Exception:
+            logger.exception("! the permission policy failed on %s; asking a person", request.tool)
+            verdict = None
+        answer = _policy_answer(verdict)
+        if answer is not None:
+            self.decide(request.id, answer, via="policy", strict=False)
+        elif self._requests[request.id].pending:
+            self._ask_people(self._requests[request.id])
+
+    def _ask_people(self, request: PermissionRequest) -> None:
+        if self.prompter is None:
+            return  # answered from code (run.approve / run.deny) or the card
+        loop = self._loop
+        assert loop is not None
+
+        def answer(given: Answer, via: str) -> None:
+            loop.call_soon_threadsafe(lambda: self.decide(request.id, given, via=via, strict=False))
+
+        def is_open() -> bool:
+            current = self._view.requests
+            return any(r.id == request.id and r.pending for r in current) and self._mode in ("live", "ending")
+
+        def asking(on: bool) -> None:
+            loop.call_soon_threadsafe(lambda: self._mark_stdin(request.id, on))
+
+        self.prompter.offer(Question(request, answer, is_open, asking))
+
+    def _mark_stdin(self, request_id: str, on: bool) -> None:
+        (self._on_stdin.add if on else self._on_stdin.discard)(request_id)
+        self._publish()
+
+    def _withdrawn(self, request_id: str) -> None:
+        request = self._requests.get(request_id)
+        if request is not None and request.pending:
+            self._update_request(dataclasses.replace(request, status="cancelled", decided_by="cli"))
+
+    def _turn_end(self, result: Mapping[str, Any]) -> None:
+        if not self._turn_running:
+            return
+        self._turn_running = False
+        self._cancel_timer("interrupt")
+        # An interrupt that came after the turn had finished leaves it completed.
+        failed = _is_error(result)
+        status = "cancelled" if self._interrupting and failed else "failed" if failed else "completed"
+        self._interrupting = False
+        self._cancel_pending("the turn ended")
+        last = self._close_after_turn or self._mode == "ending"
+        self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent, "last": last})
+        self._turn_ended.set()
+        self._call_turn_end()
+        if self._queue and self._mode == "live":
+            self._begin_turn(self._queue.popleft())
+            return
+        if self._close_after_turn:
+            self._close_input()  # end() was asked during the turn: wait() waits for the exit
+            self._publish()
+            return
+        if self._mode == "live":
+            self._idle_since = time.monotonic()
+            if self.idle_timeout:
+                self._timer("idle", self.idle_timeout, self._idle_expired)
+        self._publish()
+        self._set_idle(True)
+
+    def _call_turn_end(self) -> None:
+        if self.on_turn_end is not None:
+            try:
+                self.on_turn_end()
+            except Exception:
+                logger.exception("! a turn-end callback failed")
+
+    def _process_ended(self) -> None:
+        if self._mode == "over":
+            return
+        self._set_mode("over")
+        self._turn_running = False
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        self._cancel_pending("the process ended")
+        self._turn_ended.set()
+        self._queue.clear()
+        self._publish()
+        if self._writer is not None:
+            self._writer.cancel()
+
+    # -- Turns and input -------------------------------------------------------------------
+
+    def _begin_turn(self, prompt: str) -> None:
+        self.interpreter.begin_turn(prompt)
+        self._write(control.user_message(prompt))
+        self._sent += 1
+        self._turn_running = True
+        self._turn_ended.clear()
+        self._idle_since = None
+        self._cancel_timer("idle")
+        self._set_idle(False)
+        self._emit(methods.CONVERSATION_TURN, {"status": "running", "turn": self._sent})
+        self._publish()
+
+    def _close_input(self) -> None:
+        self._close_after_turn = False
+        self._outbox.put_nowait(None)
+        self._timer("exit", EXIT_AFTER_END + self.grace, self._exit_expired)
+
+    def _idle_expired(self) -> None:
+        if self._mode == "live" and not self._turn_running:
+            spent = format_duration(self.idle_timeout or 0, whole=True)
+            self._notice(f"Ended after {spent} without a follow-up (idle_timeout); everything is kept.")
+            self.end("idle")
+
+    def _interrupt_expired(self) -> None:
+        if self._turn_running and self._interrupting:
+            self._notice(f"No result {self.grace:g} s after the interrupt: the process was cancelled.")
+            self._spawn(self._control_cancel())
+
+    def _exit_expired(self) -> None:
+        if self._mode == "ending":
+            self._notice("The process did not exit after its input was closed: it was cancelled.")
+            self._spawn(self._control_cancel())
+
+    async def _control_cancel(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(NoProcessRunning, ConnectionLost):
+            await client.cancel()
+
+    def _write(self, message: Mapping[str, Any]) -> None:
+        self._outbox.put_nowait(control.line(message))
+
+    async def _write_all(self) -> None:
+        """The one writer: lines in order, then (None) closing the input."""
+        while True:
+            item = await self._outbox.get()
+            client = self._client
+            assert client is not None
+            if item is None:
+                await self._deliver(client.close_input)
+                return
+            await self._deliver(functools.partial(client.input, item))
+
+    async def _deliver(self, call: Callable[[], Any]) -> None:
+        client = self._client
+        assert client is not None
+        while True:
+            try:
+                await call()
+                return
+            except ConnectionLost:
+                if client.closed:
+                    return
+                await asyncio.sleep(_WRITE_RETRY)  # the client reconnects and resumes the session
+            except (NoProcessRunning, InvalidParams) as exc:
+                logger.debug("the process no longer reads its input: %s", exc)
+                return
+            except CCExecError:
+                logger.exception("! writing to claude's input failed")
+                return
+
+    # -- Bookkeeping -------------------------------------------------------------------------
+
+    def _find(self, request_id: str | None, *, strict: bool) -> PermissionRequest | None:
+        if request_id is None:
+            request = next((r for r in self._requests.values() if r.pending), None)
+            if request is None and strict:
+                raise ValueError("no permission question is pending")
+            return request
+        request = self._requests.get(request_id)
+        if request is None and strict:
+            raise ValueError(f"no permission question {request_id!r} in this run")
+        return request
+
+    def _update_request(self, request: PermissionRequest) -> None:
+        self._requests[request.id] = request
+        self._question_changed(request)
+
+    def _question_changed(self, request: PermissionRequest) -> None:
+        self._publish()
+        pending = sum(1 for r in self._requests.values() if r.pending)
+        self._emit(methods.CONVERSATION_QUESTION, {"pending": pending, "request": _summary(request)})
+
+    def _cancel_pending(self, why: str) -> None:
+        for request in list(self._requests.values()):
+            if request.pending:
+                self._update_request(dataclasses.replace(request, status="cancelled", message=why))
+
+    def _notice(self, message: str) -> None:
+        self._notices.append(message)
+        self._publish()
+        self._emit(methods.CONVERSATION_NOTICE, {"message": message})
+
+    def _set_mode(self, mode: ConversationMode) -> None:
+        self._mode = mode
+        self._publish()
+
+    def _publish(self) -> None:
+        self.interpreter.set_permission_requests(tuple(self._requests.values()))
+        self._view = ConversationView(
+            mode=self._mode,
+            requests=tuple(self._requests.values()),
+            turn_running=self._turn_running,
+            queued=len(self._queue),
+            sent=self._sent,
+            idle_since=self._idle_since,
+            idle_timeout=self.idle_timeout,
+            notices=tuple(self._notices),
+            asked_on_stdin=tuple(sorted(self._on_stdin)),
+            version=self._view.version + 1,
+        )
+        if self._hooks is not None:
+            self._hooks.changed()
+
+    def _emit(self, method: str, params: dict[str, Any]) -> None:
+        if self._hooks is not None:
+            self._hooks.emit(method, params)
+
+    def _set_idle(self, idle: bool) -> None:
+        if self._hooks is not None:
+            self._hooks.set_idle(idle)
+
+    def _spawn(self, work: Any) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _next_id(self, kind: str) -> str:
+        return f"ccx-{kind}-{next(self._ids)}"
+
+    def _timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer(name)
+        loop = self._loop or asyncio.get_running_loop()
+        self._timers[name] = loop.call_later(delay, callback)
+
+    def _cancel_timer(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+
+def _has_stream_json(lines: list[str]) -> bool:
+    """Whether any of ``lines`` is a stream-json event (a JSON object with a type)."""
+    for text in lines:
+        try:
+            event = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(event, dict) and isinstance(event.get("type"), str):
+            return True
+    return False
+
+
+def _is_error(result: Mapping[str, Any]) -> bool:
+    return result.get("is_error") is True or result.get("subtype") not in (None, "success")
+
+
+def _policy_answer(verdict: Any) -> Answer | None:
+    if verdict in ("allow", True):
+        return Answer(True)
+    if verdict == "always":
+        return Answer(True, always=True)
+    if verdict in ("deny", False):
+        return Answer(False, message=POLICY_DENY_MESSAGE)
+    if verdict is not None:
+        logger.warning("! the permission policy answered %r (not allow, always, deny or None): asking", verdict)
+    return None
+
+
+def _summary(request: PermissionRequest) -> dict[str, Any]:
+    """A question as plain JSON for the run's events and the text view."""
+    from ..claude.permissions import printable, readable_input
+
+    return {
+        "id": request.id,
+        "tool": printable(request.tool),
+        "summary": readable_input(request.tool, request.input).summary,
+        "status": request.status,
+        "decided_by": request.decided_by,
+        "message": request.message,
+        "always": request.always,
+    }

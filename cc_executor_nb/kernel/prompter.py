@@ -1,0 +1,393 @@
+"""Who can answer a permission question, and where to ask it, so a busy kernel never deadlocks.
+
+Widget clicks reach the kernel on the shell channel, behind the cell that runs; while a
+cell blocks (``%ccexec ... --wait``, ``run.wait()``, ``time.sleep``) a question shown in
+a widget cannot be answered. So a question goes where a person can answer it:
+
+=====================================  ===============================================
+the kernel is ...                      the question is asked ...
+=====================================  ===============================================
+idle (a widget front end)              on the run's approval card (no timeout)
+busy in a cell that allows stdin       in that cell's input box (Jupyter's stdin
+                                       channel): by ``input()`` when the cell waits for
+                                       the run, else from a worker thread
+busy in a cell without stdin           nowhere: denied with a clear message, at once
+(nbconvert/nbclient, allow_stdin off)  when that cell waits for the run, else once it
+                                       has run two seconds without answering (a cell
+                                       that answers, ``run.approve()``, is quicker)
+not a kernel (terminal IPython, a      on the terminal while the caller waits
+script)                                (``run.wait()``); without a terminal, denied
+=====================================  ===============================================
+
+:class:`Prompter` tracks the running cell with IPython's ``pre_run_cell`` and
+``post_run_cell`` events, asks at most one question on stdin at a time, and stops asking
+when the question was answered another way. :func:`route` is the pure decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..claude.permissions import ANSWER_HELP, Answer, PermissionRequest, parse_answer, question_text
+
+__all__ = [
+    "NOBODY_GRACE",
+    "NOBODY_MESSAGE",
+    "STDIN_GRACE",
+    "CellContext",
+    "Prompter",
+    "Question",
+    "Route",
+    "forget_prompter",
+    "prompter_for",
+    "route",
+]
+
+logger = logging.getLogger("cc_executor_nb.kernel.prompter")
+
+Route = Literal["card", "stdin", "terminal", "nobody"]
+
+NOBODY_MESSAGE = (
+    "Denied automatically: nobody could answer this question in the notebook (the kernel "
+    "was busy and the front end offers no input box, e.g. nbconvert). Set a policy "
+    "(--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
+)
+STDIN_GRACE = 0.5
+"""Seconds a new cell runs before a question is asked in its input box: a cell that
+answers the question itself (``run.approve()``) is not interrupted by a prompt."""
+NOBODY_GRACE = 2.0
+"""Seconds a cell without an input box gets to answer a question itself before it is
+denied (a script's ``while run.pending is None: ...; run.approve()``)."""
+_POLL = 0.1
+
+
+class Question:
+    """One question offered to people: claimed by one asker at a time, answered once.
+
+    ``answer(answer, via)`` and ``is_open()`` are the conversation's (thread-safe).
+    """
+
+    def __init__(
+        self,
+        request: PermissionRequest,
+        answer: Callable[[Answer, str], object],
+        is_open: Callable[[], bool],
+        asking: Callable[[bool], object] | None = None,
+    ) -> None:
+        self.request = request
+        self._answer = answer
+        self._is_open = is_open
+        self._asking = asking
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def is_open(self) -> bool:
+        """Whether the CLI still waits for an answer to this question."""
+        return self._is_open()
+
+    def claim(self) -> bool:
+        """Become the one asker of this question; False when another one asks it."""
+        with self._lock:
+            if self._claimed or not self.is_open():
+                return False
+            self._claimed = True
+            return True
+
+    def release(self) -> None:
+        """Stop asking (the question may be asked elsewhere again)."""
+        with self._lock:
+            self._claimed = False
+
+    def answer(self, answer: Answer, via: str) -> None:
+        """Give the person's answer (ignored by the conversation once decided)."""
+        self._answer(answer, via)
+
+    def asking(self, on: bool) -> None:
+        """The question is (no longer) shown in an input box: the card says so."""
+        if self._asking is not None:
+            self._asking(on)
+
+    def deny_for_nobody(self) -> None:
+        """Nobody can answer: deny with :data:`NOBODY_MESSAGE`."""
+        self._answer(Answer(False, message=NOBODY_MESSAGE), "auto")
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """The running cell's request, as the kernel routes its stdin: taken when it starts."""
+
+    ident: Any
+    parent: dict[str, Any]
+    allow_stdin: bool
+    started: float
+
+
+def route(*, kernel: bool, cell: CellContext | None, waiting: bool, tty: bool) -> Route:
+    """Where a person can answer now (see the module's table).
+
+    ``waiting``: the caller blocks in ``run.wait()`` (outside a kernel, on the terminal).
+    """
+    if kernel:
+        if cell is None:
+            return "card"
+        return "stdin" if cell.allow_stdin else "nobody"
+    if waiting:
+        return "terminal" if tty else "nobody"
+    return "card"  # nothing blocks: run.approve() from code, or a widget elsewhere
+
+
+class Prompter:
+    """Asks open questions on stdin (the running cell's, or the terminal's) or denies them."""
+
+    def __init__(self, shell: Any = None) -> None:
+        self._shell = shell
+        self._kernel = getattr(shell, "kernel", None) if shell is not None else None
+        self._stdin = threading.Lock()  # one question on stdin at a time
+        self._questions: list[Question] = []
+        self._guard = threading.Lock()
+        self._cell: CellContext | None = None
+        self._registered = False
+
+    @property
+    def in_kernel(self) -> bool:
+        """Whether questions can go to a Jupyter front end."""
+        return self._kernel is not None
+
+    # IPython's cell events (main thread)
+
+    def register(self) -> None:
+        """Follow the shell's cells (idempotent).
+
+        Called from a cell (the first run, or ``%load_ext``), it takes that cell as the
+        running one: its ``pre_run_cell`` has already passed.
+        """
+        if self._shell is None or self._registered or not self.in_kernel:
+            return
+        self._shell.events.register("pre_run_cell", self._cell_started)
+        self._shell.events.register("post_run_cell", self._cell_finished)
+        self._registered = True
+        if threading.current_thread() is threading.main_thread():
+            self._cell_started()
+
+    def unregister(self) -> None:
+        """Stop following the shell's cells and stop asking (idempotent)."""
+        if self._registered:
+            for name, callback in (("pre_run_cell", self._cell_started), ("post_run_cell", self._cell_finished)):
+                with contextlib.suppress(ValueError):
+                    self._shell.events.unregister(name, callback)
+            self._registered = False
+        self._cell = None
+
+    def _cell_started(self, info: object = None) -> None:
+        kernel = self._kernel
+        try:
+            ident = kernel._parent_ident["shell"]  # type: ignore[union-attr]
+            parent = dict(kernel.get_parent("shell"))  # type: ignore[union-attr]
+            allow = bool(kernel._allow_stdin)  # type: ignore[union-attr]
+        except (AttributeError, KeyError, TypeError):
+            logger.debug("! this kernel does not expose its stdin routing; questions wait for the card")
+            return
+        self._cell = CellContext(ident, parent, allow, time.monotonic())
+        for question in self._open():
+            self._route(question)
+
+    def _cell_finished(self, result: object = None) -> None:
+        self._cell = None
+
+    # Questions (the conversation's loop thread)
+
+    def offer(self, question: Question) -> None:
+        """A question needs a person: ask it where someone can answer, or deny it."""
+        with self._guard:
+            self._questions = [q for q in self._questions if q.is_open()] + [question]
+        self._route(question)
+
+    def _open(self) -> list[Question]:
+        with self._guard:
+            self._questions = [q for q in self._questions if q.is_open()]
+            return list(self._questions)
+
+    def _route(self, question: Question) -> None:
+        if not self.in_kernel:
+            return  # outside a kernel only a waiting caller asks (while_waiting)
+        cell = self._cell
+        if cell is not None:  # busy: ask in that cell's input box, or deny if it has none
+            worker = threading.Thread(
+                target=self._ask_in_cell, args=(question, cell), name="cc_executor_nb-ask", daemon=True
+            )
+            worker.start()
+
+    # Asking on the running cell's stdin from a worker thread (kernel busy with a cell)
+
+    def _ask_in_cell(self, question: Question, cell: CellContext) -> None:
+        # A grace after the cell started and after the question came: a cell that answers
+        # itself gets no prompt, and a cell waiting in run.wait() asks with input() itself.
+        nobody = route(kernel=True, cell=cell, waiting=False, tty=False) == "nobody"
+        deadline = max(cell.started, time.monotonic()) + (NOBODY_GRACE if nobody else STDIN_GRACE)
+        while time.monotonic() < deadline:
+            if not self._still(question, cell):
+                return
+            time.sleep(_POLL)
+        if nobody:
+            if self._still(question, cell):
+                question.deny_for_nobody()
+            return
+        # Another question may be on stdin (two runs ask at once): wait for our turn.
+        while not self._stdin.acquire(timeout=_POLL):
+            if not self._still(question, cell):
+                return
+        try:
+            if question.claim():
+                try:
+                    self._ask_until_answered(question, lambda prompt: self._stdin_request(prompt, question, cell))
+                finally:
+                    question.release()
+        finally:
+            self._stdin.release()
+
+    def _still(self, question: Question, cell: CellContext) -> bool:
+        return question.is_open() and self._cell is cell
+
+    def _stdin_request(self, prompt: str, question: Question, cell: CellContext) -> str | None:
+        """Send an input_request for ``cell`` and poll for the reply while the question is open.
+
+        ipykernel's own ``raw_input`` routes by the calling thread's context and waits
+        forever; here the cell's identity was taken when it started, and the wait ends
+        when the question is answered elsewhere or the cell finishes.
+        """
+        import zmq
+
+        kernel = self._kernel
+        session, socket = kernel.session, kernel.stdin_socket  # type: ignore[union-attr]
+        _drain(socket, zmq)
+        content = {"prompt": prompt, "password": False}
+        session.send(socket, "input_request", content, cell.parent, ident=cell.ident)
+        while self._still(question, cell):
+            if socket.poll(int(_POLL * 1000)):
+                _ident, reply = session.recv(socket, mode=zmq.NOBLOCK)
+                if reply is not None:
+                    value = reply.get("content", {}).get("value", "")
+                    return value if isinstance(value, str) else ""
+        return None
+
+    # Asking from the waiting thread (run.wait(): a --wait cell, or the terminal)
+
+    def while_waiting(self) -> None:
+        """Called by ``run.wait()`` between waits: ask the open questions here, one at a time.
+
+        Only the main thread asks (a cell's, or a terminal's); other waiting threads leave
+        the questions to the card, the cell's input box or code.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for question in self._open():
+            cell = self._cell
+            where = route(kernel=self.in_kernel, cell=cell, waiting=True, tty=_is_tty())
+            if where == "nobody":
+                question.deny_for_nobody()
+            elif where in ("stdin", "terminal"):
+                self._ask_here(question)
+            # "card": the kernel is not busy with this thread's cell (a thread other
+            # than the main one waits); the card or code answers.
+
+    def _ask_here(self, question: Question) -> None:
+        if not self._stdin.acquire(blocking=False):
+            return
+        try:
+            if question.claim():
+                try:
+                    self._ask_until_answered(question, _input)
+                finally:
+                    question.release()
+        finally:
+            self._stdin.release()
+
+    # Both ways
+
+    def _ask_until_answered(self, question: Question, read: Callable[[str], str | None]) -> None:
+        question.asking(True)
+        try:
+            self._read_answer(question, read)
+        finally:
+            question.asking(False)
+
+    def _read_answer(self, question: Question, read: Callable[[str], str | None]) -> None:
+        prompt = f"{question_text(question.request)}\n{ANSWER_HELP} > "
+        while question.is_open():
+            try:
+                text = read(prompt)
+            except EOFError:
+                text = None
+            except _stdin_refused() as exc:
+                logger.info("no input box here (%s): the question is denied", exc)
+                question.deny_for_nobody()
+                return
+            if text is None:
+                return  # stopped asking: answered elsewhere, or the cell ended
+            answer = parse_answer(text)
+            if answer is not None:
+                question.answer(answer, "stdin")
+                return
+            prompt = f"Please answer {ANSWER_HELP} > "
+
+
+def _input(prompt: str) -> str:
+    return input(prompt)
+
+
+def _is_tty() -> bool:
+    stdin = sys.stdin
+    try:
+        return stdin is not None and stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _stdin_refused() -> tuple[type[BaseException], ...]:
+    """The error ipykernel raises for input() when the front end has no stdin."""
+    try:
+        from IPython.core.error import StdinNotImplementedError
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return (NotImplementedError,)
+    return (StdinNotImplementedError, NotImplementedError)
+
+
+def _drain(socket: Any, zmq: Any) -> None:
+    """Drop stale input replies (a box answered after its question was decided)."""
+    while True:
+        try:
+            socket.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+# One prompter per shell (it follows that shell's cells); made on first use.
+_BY_SHELL: weakref.WeakKeyDictionary[Any, Prompter] = weakref.WeakKeyDictionary()
+_BY_SHELL_LOCK = threading.Lock()
+
+
+def prompter_for(shell: Any) -> Prompter:
+    """The shell's prompter (one per shell), or a new one without a shell."""
+    if shell is None:
+        return Prompter(None)
+    with _BY_SHELL_LOCK:
+        prompter = _BY_SHELL.get(shell)
+        if prompter is None:
+            prompter = _BY_SHELL[shell] = Prompter(shell)
+        return prompter
+
+
+def forget_prompter(shell: Any) -> None:
+    """Stop following the shell's cells (the extension's unload)."""
+    with _BY_SHELL_LOCK:
+        prompter = _BY_SHELL.pop(shell, None) if shell is not None else None
+    if prompter is not None:
+        prompter.unregister()

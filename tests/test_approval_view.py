@@ -1,0 +1,295 @@
+"""What a person sees of a conversation, without a browser: the approval card, the follow-up
+row, the turns, the badge and the text lines (widgets through a dummy comm)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+from cc_executor_nb.claude.permissions import ConversationView, PermissionRequest
+from cc_executor_nb.claude.render import ClaudeBody, permission_card_html, render_claude_html
+from cc_executor_nb.claude.streamjson import ClaudeRun
+from cc_executor_nb.kernel.html import badge_html, header_html
+from cc_executor_nb.kernel.runstate import RunState
+from cc_executor_nb.kernel.textview import TextView
+
+from .test_claude_render import assert_inert
+from .test_streamjson import assistant, result, streamed_text, text
+from .test_widgets import DummyComm, comms  # noqa: F401 - the fixture is used by name
+
+pytestmark = pytest.mark.timeout(30)
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+EDIT = PermissionRequest(
+    "q-edit", "Edit", {"file_path": "/w/a.txt", "old_string": "hello", "new_string": "goodbye"},
+    description="a.txt", tool_use_id="toolu_1",
+)
+
+
+class Source:
+    """A conversation as the body reads it: one replaceable view."""
+
+    def __init__(self, view: ConversationView) -> None:
+        self.current = view
+
+    def view(self) -> ConversationView:
+        return self.current
+
+    def update(self, **changes: Any) -> None:
+        self.current = dataclasses.replace(self.current, version=self.current.version + 1, **changes)
+
+
+class Controls:
+    """Records what the body's buttons ask for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def decide(self, request_id: str | None, allow: bool, **kwargs: Any) -> None:
+        self.calls.append(("decide", request_id, allow, kwargs))
+
+    def send(self, prompt: str) -> None:
+        self.calls.append(("send", prompt))
+
+    def interrupt(self) -> None:
+        self.calls.append(("interrupt",))
+
+    def end(self) -> None:
+        raise RuntimeError("the conversation is over: no more input goes to this process")
+
+
+@dataclasses.dataclass
+class State:
+    """The process state the body reads."""
+
+    status: str = "running"
+    exit_code: int | None = None
+    alive: bool = True
+
+
+@pytest.fixture
+def body(comms: list[DummyComm]) -> Iterator[tuple[ClaudeBody, Source, Controls]]:  # noqa: F811
+    """A Claude body over a live conversation with no question yet."""
+    source = Source(ConversationView(mode="live", sent=1))
+    controls = Controls()
+    made = ClaudeBody(ClaudeInterpreter(), source)
+    made.bind(controls)
+    yield made, source, controls
+    made.widget.close()
+
+
+# The card's HTML
+
+
+def test_the_card_shows_the_tool_and_the_diff() -> None:
+    """An Edit's card names the tool and shows -old / +new lines."""
+    html = permission_card_html(EDIT)
+    assert "Claude wants to use Edit" in html
+    assert ">-hello</div>" in html and ">+goodbye</div>" in html and "cc-line-remove" in html
+
+
+def test_the_card_escapes_everything_from_the_cli() -> None:
+    """A hostile command, description, path and tool name stay text."""
+    request = PermissionRequest(f"q{HOSTILE}", f"Bash{HOSTILE}", {"command": HOSTILE},
+                                description=HOSTILE, blocked_path=HOSTILE)
+    html = permission_card_html(request, waiting=2, on_stdin=True)
+    assert_inert(html)
+    assert "&lt;script&gt;" in html and "2 more questions waiting" in html and "input box" in html
+
+
+def test_turns_show_later_prompts_escaped_and_the_interrupt() -> None:
+    """A conversation renders each turn: the follow-up prompt as text, an interrupted turn marked."""
+    run = ClaudeRun()
+    run.begin_turn("first")
+    for line in [*streamed_text("m1", "one"), assistant("m1", text("one")), result(result="one")]:
+        run.feed_line(line)
+    run.begin_turn(f"second {HOSTILE}")
+    for line in streamed_text("m2", "partial"):
+        run.feed_line(line)
+    run.note_interrupt()
+    run.feed_line(result(subtype="error_during_execution", is_error=True, result=None))
+    html = render_claude_html(run)
+    assert_inert(html)
+    assert 'class="cc-prompt"' in html and "second &lt;script&gt;" in html
+    assert "Interrupted" in html and "partial" in html and "one" in html
+    assert "Claude run failed" not in html  # an interrupt is not shown as an error
+
+
+def test_a_decided_call_says_who_decided() -> None:
+    """Tool cards carry the decision: allowed by you, or denied with the reason."""
+    run = ClaudeRun()
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "Edit", "input": {"file_path": "/w/a.txt"}}
+    run.feed_line(assistant("m1", tool))
+    allowed = dataclasses.replace(EDIT, status="allowed", decided_by="widget")
+    assert "allowed by you" in render_claude_html(run, decisions={"toolu_1": allowed})
+    denied = dataclasses.replace(EDIT, status="denied", decided_by="policy", message=HOSTILE)
+    html = render_claude_html(run, decisions={"toolu_1": denied})
+    assert "denied by the policy: &lt;script&gt;" in html
+    assert_inert(html)
+
+
+# The widgets
+
+
+def test_the_card_appears_with_a_question_and_goes_with_its_answer(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """Hidden without a question; shown (with the diff) while one waits; hidden once decided."""
+    widget, source, _ = body
+    widget.render(State(), 0.0)
+    assert widget.card_box.layout.display == "none"
+    source.update(requests=(EDIT,))
+    widget.render(State(), 1.0)
+    assert widget.card_box.layout.display is None and "+goodbye" in widget.card.value
+    source.update(requests=(dataclasses.replace(EDIT, status="allowed", decided_by="widget"),))
+    widget.render(State(), 2.0)
+    assert widget.card_box.layout.display == "none"
+
+
+def test_the_buttons_answer_the_question_shown(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """Allow, Always allow and Deny (with the typed reason) decide the shown question, via the widget."""
+    widget, source, controls = body
+    source.update(requests=(EDIT,))
+    widget.render(State(), 0.0)
+    widget.allow_button.click()
+    widget.always_button.click()
+    widget.reason.value = "not that file"
+    widget.deny_button.click()
+    assert controls.calls == [
+        ("decide", "q-edit", True, {"always": False, "message": "", "via": "widget"}),
+        ("decide", "q-edit", True, {"always": True, "message": "", "via": "widget"}),
+        ("decide", "q-edit", False, {"always": False, "message": "not that file", "via": "widget"}),
+    ]
+
+
+def test_the_follow_up_row_sends_and_empties_after_the_turn_begins(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """Send passes the text; the box empties once the conversation counts the new turn."""
+    widget, source, controls = body
+    source.update(turn_running=False)
+    widget.render(State(status="completed"), 0.0)
+    assert widget.follow_up_box.layout.display is None and not widget.send_button.disabled
+    assert widget.interrupt_button.disabled  # no turn runs
+    widget.follow_up.value = "  and now the tests  "
+    widget.send_button.click()
+    assert controls.calls == [("send", "and now the tests")]
+    source.update(sent=2, turn_running=True)
+    widget.render(State(), 1.0)
+    assert widget.follow_up.value == "" and not widget.interrupt_button.disabled
+    widget.interrupt_button.click()
+    assert controls.calls[-1] == ("interrupt",)
+
+
+def test_a_late_click_says_why_instead_of_raising(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """End after the conversation is over: the note says so; nothing raises in the comm handler."""
+    widget, _, _ = body
+    widget.end_button.click()
+    assert "the conversation is over" in widget.note.value
+
+
+def test_the_row_closes_with_the_process(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """Once the process is gone there is nothing to follow up: the row hides, the notices stay."""
+    widget, source, _ = body
+    source.update(mode="over", turn_running=False)
+    widget.render(State(status="completed", exit_code=0, alive=False), 0.0)
+    assert widget.follow_up_box.layout.display == "none"
+    source.update(notices=("Ended after 10 min 00 s without a follow-up (idle_timeout); everything is kept.",))
+    widget.render(State(status="completed", exit_code=0, alive=False), 1.0)
+    assert widget.follow_up_box.layout.display is None and "without a follow-up" in widget.note.value
+    assert widget.send_button.disabled
+
+
+def test_renders_are_skipped_when_nothing_changed(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """Same interpreter version, conversation version and status: no new render."""
+    widget, source, _ = body
+    widget.render(State(), 0.0)
+    count = widget.render_count
+    widget.render(State(), 5.0)
+    assert widget.render_count == count
+    source.update(queued=1)
+    widget.render(State(), 6.0)
+    assert widget.render_count == count + 1
+
+
+# Badge, header and text
+
+
+def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
+    """A pending question: "needs you" in the attention colour, "waiting for you for N s"."""
+    state = RunState()
+    state.apply("process.started", {"pid": 1, "pgid": 1, "argv": ["claude"], "seq": 1}, 0.0)
+    state.apply("conversation.question", {"pending": 1}, 10.0)
+    assert ">needs you<" in badge_html(state) and "#e8590c" in badge_html(state)
+    assert "waiting for you for 25 s" in header_html(state, 35.0)
+    state.apply("conversation.question", {"pending": 0}, 40.0)
+    assert ">running<" in badge_html(state)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "line"),
+    [
+        ("conversation.question",
+         {"pending": 1, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}},
+         "[needs you] Claude asks to use Bash: touch x (answer with run.approve(), "
+         "run.approve(always=True) or run.deny('why'))"),
+        ("conversation.question",  # answers are the Claude text view's [permission] lines
+         {"pending": 0, "request": {"tool": "Bash", "summary": "touch x", "status": "denied",
+                                    "decided_by": "stdin", "message": "no"}},
+         None),
+        ("conversation.turn", {"status": "completed", "turn": 1},
+         "[turn 1 completed] run.send('...') follows up; run.end() ends the conversation"),
+        ("conversation.turn", {"status": "running", "turn": 2}, "[turn 2] follow-up sent"),
+        ("conversation.turn", {"status": "running", "turn": 1}, None),
+        ("conversation.notice", {"message": "hello"}, "[note] hello"),
+    ],
+)
+def test_conversation_events_as_text(method: str, params: dict[str, Any], line: str | None) -> None:
+    """Terminals and --quiet get one line per question, decision, turn end and notice."""
+    assert TextView().render_event(method, params) == line
+
+
+# Text mode and the record of a conversation
+
+
+def turn_lines(message_id: str, answer: str) -> list[str]:
+    """The stream-json lines of one turn that answers ``answer``."""
+    return [*streamed_text(message_id, answer), assistant(message_id, text(answer)), result(result=answer)]
+
+
+def test_text_renders_each_turn_then_its_footer_once() -> None:
+    """A turn's end writes the rest of its answer and a footer; the next turn goes on; the end adds none twice."""
+    from cc_executor_nb.claude.text import ClaudeTextRenderer, join_chunks
+
+    interpreter = ClaudeInterpreter(prompt="one")
+    renderer = ClaudeTextRenderer()
+    interpreter.begin_turn("one")
+    for line in turn_lines("m1", "first answer"):
+        interpreter.feed("stdout", line + "\n")
+    first = join_chunks(renderer.render(interpreter.snapshot(), turn=True))
+    assert first.startswith("first answer\n") and "[result] done" in first
+    interpreter.begin_turn("two")
+    for line in turn_lines("m2", "second answer"):
+        interpreter.feed("stdout", line + "\n")
+    second = join_chunks(renderer.render(interpreter.snapshot(), turn=True))
+    assert second.startswith("second answer\n") and second.count("[result] done") == 1
+    assert join_chunks(renderer.render(interpreter.snapshot(), final=True)) == ""
+
+
+def test_the_snapshot_carries_the_questions_for_text_and_record() -> None:
+    """The conversation's questions reach run.claude, the text renderer's [permission] lines and the record."""
+    from cc_executor_nb.claude.text import ClaudeTextRenderer, join_chunks
+
+    interpreter = ClaudeInterpreter(prompt="edit")
+    version = interpreter.version
+    interpreter.set_permission_requests((EDIT,))
+    assert interpreter.version > version and interpreter.snapshot().permission_requests == (EDIT,)
+    renderer = ClaudeTextRenderer()
+    pending = join_chunks(renderer.render(interpreter.snapshot()))
+    assert "[permission] Edit · /w/a.txt → waiting for an answer" in pending
+    interpreter.set_permission_requests((dataclasses.replace(EDIT, status="denied", decided_by="stdin", message="no"),))
+    assert "[permission] Edit · /w/a.txt → denied by stdin: no" in join_chunks(renderer.render(interpreter.snapshot()))

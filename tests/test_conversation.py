@@ -1,0 +1,507 @@
+"""Interactive Claude runs end to end: the real claude CLI against the demo API, through the
+real server and client (the in-kernel one, and a standalone server as a subprocess).
+
+Approvals, denials, "always", a question left pending with heartbeats, interrupt, follow-ups
+in the same process, the idle end, policies, and the fall-back for a CLI without host mode.
+``CCX_TEST_CLAUDE=/path/to/claude`` runs them against another CLI (e.g. an older one).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cc_executor_nb as ccx
+from cc_executor_nb.claude.permissions import PermissionRequest
+from cc_executor_nb.demo.shared import stop_demo
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
+from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
+from cc_executor_nb.kernel.run import Run
+
+from .proxy import FaultyProxy
+from .servers import ServerProcess, start_server
+from .util import eventually, scaled
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLAUDE = Path(os.environ.get("CCX_TEST_CLAUDE") or REPO_ROOT / "node_modules" / ".bin" / "claude")
+REMOTE_TOKEN = "conversation-test-token-0123456789"
+
+pytestmark = [
+    pytest.mark.claude,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not CLAUDE.exists(), reason=f"{CLAUDE} is absent: run `npm ci` in the project root"),
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def clean_up() -> Iterator[None]:
+    """Stop the shared loop (and every run on it) and the demo backend after the module."""
+    yield
+    stop_shared_loop()
+    stop_demo()
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[ServerProcess]:
+    """A standalone server as a subprocess, on loopback with a token."""
+    server = start_server("--token", REMOTE_TOKEN, "--kill-grace", "2")
+    yield server
+    server.finish()
+
+
+@pytest.fixture(params=["local", "remote"])
+def where(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Run on the in-kernel server, or on the standalone one."""
+    if request.param == "local":
+        return {}
+    server: ServerProcess = request.getfixturevalue("remote")
+    return {"server": server.url, "token": REMOTE_TOKEN}
+
+
+def settings() -> CCExec:
+    """Settings for tests: no history file, a short kill grace."""
+    config = CCExec()
+    config.history_path = "none"
+    config.kill_grace = 2.0
+    return config
+
+
+def start(prompt: str, cwd: Path, **options: Any) -> Run:
+    """An interactive Claude run against the demo API, shown nowhere."""
+    options.setdefault("heartbeat", 1.0)
+    return ccx.run(
+        prompt, executable=str(CLAUDE), demo=True, display=False, cwd=str(cwd), settings=settings(), **options
+    )
+
+
+def question(run: Run, timeout: float = 30.0) -> PermissionRequest:
+    """The run's first pending question, once it is asked."""
+    return eventually(lambda: run.pending, timeout=timeout, what="a permission question")
+
+
+def turn_over(run: Run, timeout: float = 30.0) -> Run:
+    """Wait for the current turn to end (no question may be pending)."""
+    return run.wait(scaled(timeout))
+
+
+def ended(run: Run, timeout: float = 30.0) -> Run:
+    """End the conversation and wait for the process to exit."""
+    run.end()
+    eventually(lambda: run.done, timeout=timeout, what="the process to exit")
+    return run
+
+
+# Questions
+
+
+def test_approve_runs_the_command_and_the_answer_reports_it(tmp_path: Path, where: dict[str, Any]) -> None:
+    """Allow: the Bash command writes the file and Claude's answer quotes its output."""
+    run = start("bash: echo hello > notes.txt && cat notes.txt", tmp_path, **where)
+    asked = question(run)
+    assert (asked.tool, asked.input["command"], run.state.needs_you) == (
+        "Bash", "echo hello > notes.txt && cat notes.txt", True)
+    run.approve()
+    turn_over(run)
+    assert run.status == "completed" and run.alive
+    assert (tmp_path / "notes.txt").read_text() == "hello\n"
+    assert run.answer == "I ran `echo hello > notes.txt && cat notes.txt`. Output: hello"
+    (decided,) = run.permission_requests
+    assert (decided.status, decided.decided_by, decided.always) == ("allowed", "code", False)
+    ended(run)
+
+
+def test_deny_with_a_message_writes_nothing_and_the_model_quotes_it(tmp_path: Path, where: dict[str, Any]) -> None:
+    """Deny with a reason: no file, and Claude's next message repeats the reason."""
+    run = start("bash: touch denied.txt", tmp_path, **where)
+    question(run)
+    run.deny(message="Not today: use the staging directory")
+    turn_over(run)
+    assert not (tmp_path / "denied.txt").exists()
+    assert run.answer == "The command was not run: Not today: use the staging directory"
+    (decided,) = run.permission_requests
+    assert (decided.status, decided.message) == ("denied", "Not today: use the staging directory")
+    ended(run)
+
+
+def test_always_answers_the_second_identical_call_without_asking(tmp_path: Path, where: dict[str, Any]) -> None:
+    """Always allow: the same command a second time runs without a second question."""
+    run = start("bash twice: touch twice.txt", tmp_path, **where)
+    question(run)
+    run.approve(always=True)
+    turn_over(run)
+    assert run.status == "completed"
+    assert [r.status for r in run.permission_requests] == ["allowed"]
+    assert run.permission_requests[0].always
+    bash = [t for t in run.tool_calls if t.name == "Bash"]
+    assert len(bash) == 2 and all(t.status == "done" and not t.is_error for t in bash)
+    assert run.answer.count("I ran `touch twice.txt`") == 2
+    assert not (tmp_path / ".claude").exists()  # the rule stayed in the process, not in a settings file
+    ended(run)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_question_pending_a_minute_keeps_heartbeats_and_never_times_out(tmp_path: Path) -> None:
+    """Pending 60 s with heartbeat 1 s: heartbeats keep coming, no timeout, then approval completes."""
+    run = start("bash: echo late > late.txt && cat late.txt", tmp_path, heartbeat=1.0, inactivity=5.0)
+    question(run)
+    asked_at = time.monotonic()
+    beats_before = run.state.heartbeat_count
+    time.sleep(60)  # the subject of the test: a person takes a minute to answer
+    waited = time.monotonic() - asked_at
+    assert run.pending is not None and run.status in ("running", "thinking") and run.state.needs_you
+    assert run.state.heartbeat_count - beats_before >= 50, (waited, run.state.heartbeat_count)
+    assert not any(e.method == "process.completed" for e in run.events)
+    run.approve()
+    turn_over(run)
+    assert run.status == "completed" and (tmp_path / "late.txt").read_text() == "late\n"
+    assert run.result is not None and run.result["duration_ms"] >= 60_000
+    ended(run)
+
+
+# Turns
+
+
+def test_a_follow_up_continues_the_same_process_and_session(tmp_path: Path, where: dict[str, Any]) -> None:
+    """run.send after a turn: same process, same Claude session id, a second answer."""
+    run = start("echo: first answer", tmp_path, **where)
+    turn_over(run)
+    assert (run.status, run.answer, run.alive, run.exit_code) == ("completed", "first answer", True, None)
+    pid, session = run.state.pid, run.session_id
+    run.send("echo: second answer")
+    assert run.status == "running"
+    turn_over(run)
+    assert (run.status, run.answer) == ("completed", "second answer")
+    assert run.state.pid == pid and run.session_id == session and session
+    assert sum(e.method == "process.started" for e in run.events) == 1
+    assert run.state.turns == 2 and "first answer" in run.text and "second answer" in run.text
+    ended(run)
+    assert (run.status, run.exit_code) == ("completed", 0)
+
+
+def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
+    tmp_path: Path, where: dict[str, Any]
+) -> None:
+    """Interrupt during a 5000-word story: a result within 2 s; after end() the process exits on its own."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path, **where)
+    eventually(lambda: len(run.text.split()) >= 40, timeout=30, what="the story to stream")
+    asked = time.monotonic()
+    run.interrupt()
+    turn_over(run)
+    took = time.monotonic() - asked
+    assert took < scaled(2.0), took
+    assert run.status == "cancelled" and run.alive
+    assert run.result is not None and run.result["subtype"] == "error_during_execution"
+    assert 40 <= len(run.text.split()) < 5000
+    ended(run, timeout=10)
+    assert run.exit_code in (0, 1) and run.status == "cancelled"  # exited by itself: never signalled
+    assert not any(e.method == "process.cancelled" for e in run.events)
+
+
+def test_a_follow_up_after_an_interrupt_is_answered(tmp_path: Path) -> None:
+    """After an interrupted turn the same process takes the next prompt."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=30, what="the story to stream")
+    turn_over(run.interrupt())
+    run.send("what is 6*7")
+    turn_over(run)
+    assert (run.status, run.answer) == ("completed", "42")
+    ended(run)
+
+
+def test_a_follow_up_sent_during_a_turn_runs_after_it(tmp_path: Path) -> None:
+    """send() while a turn runs: queued, then its own turn once the first has its result."""
+    run = start("write a 300 word story at 300 words per second", tmp_path)
+    eventually(lambda: run.text, timeout=30, what="the story to start")
+    run.send("echo: queued")
+    assert run.conversation is not None and run.conversation.view().queued == 1
+    eventually(lambda: run.answer == "queued" and run.status == "completed", timeout=30, what="the queued turn")
+    assert len(run.text.split()) >= 300 and run.state.turns == 2
+    ended(run)
+
+
+def test_end_during_a_turn_lets_it_finish_then_exits(tmp_path: Path) -> None:
+    """end() while a turn runs: the turn completes (its whole answer), then the process exits 0."""
+    run = start("write a 200 word story at 200 words per second", tmp_path)
+    eventually(lambda: run.text, timeout=30, what="the story to start")
+    run.end()
+    run.wait(scaled(30))  # after end(), wait() waits for the exit
+    assert run.done and (run.status, run.exit_code) == ("completed", 0)
+    assert len(run.answer.split()) == 200
+
+
+def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path) -> None:
+    """idle_timeout: with no follow-up the process exits by itself; the answer is kept."""
+    run = start("echo: still here", tmp_path, idle_timeout=1.0)
+    turn_over(run)
+    eventually(lambda: run.done, timeout=15, what="the idle process to end")
+    assert (run.status, run.exit_code, run.answer) == ("completed", 0, "still here")
+    assert run.conversation is not None
+    assert any("without a follow-up" in notice for notice in run.conversation.view().notices)
+    with pytest.raises(RuntimeError, match="over"):
+        run.send("too late")
+
+
+def test_cancel_interrupts_the_turn_first(tmp_path: Path) -> None:
+    """cancel() during a turn: the turn ends with its result, then the process is cancelled."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=30, what="the story to stream")
+    run.cancel()
+    eventually(lambda: run.done, timeout=15, what="the cancelled run to end")
+    assert run.status == "cancelled"
+    assert run.result is not None and run.result["subtype"] == "error_during_execution"
+    methods = [e.method for e in run.events]
+    turn_end = max(i for i, e in enumerate(run.events) if e.method == "conversation.turn"
+                   and e.params.get("status") == "cancelled")
+    assert turn_end < methods.index("process.cancelled")
+
+
+# Policies and who answers
+
+
+def test_a_policy_callable_answers_and_is_recorded(tmp_path: Path) -> None:
+    """on_permission: the callable sees the request; "allow" runs the command, decided by the policy."""
+    seen: list[PermissionRequest] = []
+
+    def policy(request: PermissionRequest) -> str:
+        seen.append(request)
+        return "allow"
+
+    run = start("bash: touch by-policy.txt", tmp_path, on_permission=policy)
+    turn_over(run)
+    assert (tmp_path / "by-policy.txt").exists()
+    assert [r.tool for r in seen] == ["Bash"]
+    assert [(r.status, r.decided_by) for r in run.permission_requests] == [("allowed", "policy")]
+    ended(run)
+
+
+def test_approve_none_denies_every_call(tmp_path: Path) -> None:
+    """--approve none: the call is denied with the policy's message; nothing is written."""
+    run = start("write: refused.txt", tmp_path, approve="none")
+    turn_over(run)
+    assert not (tmp_path / "refused.txt").exists()
+    assert [(r.tool, r.status, r.decided_by) for r in run.permission_requests] == [("Write", "denied", "policy")]
+    assert "Denied by the notebook's permission policy." in run.answer
+    ended(run)
+
+
+def test_a_policy_returning_none_asks_a_person(tmp_path: Path) -> None:
+    """A policy that returns None leaves the question to a person (here: code)."""
+    run = start("write: asked.txt", tmp_path, on_permission=lambda request: None)
+    asked = question(run)
+    assert asked.tool == "Write" and asked.input["content"]
+    run.approve(asked)
+    turn_over(run)
+    assert (tmp_path / "asked.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
+    ended(run)
+
+
+def test_an_edit_question_carries_the_change(tmp_path: Path) -> None:
+    """Edit asks with the old and new text (the card's diff); allowed, the file changes."""
+    (tmp_path / "notes.txt").write_text("hello world\n")
+    run = start("edit: notes.txt: hello => goodbye", tmp_path)
+    asked = question(run)
+    assert (asked.tool, asked.input["old_string"], asked.input["new_string"]) == ("Edit", "hello", "goodbye")
+    run.approve()
+    turn_over(run)
+    assert (tmp_path / "notes.txt").read_text() == "goodbye world\n"
+    ended(run)
+
+
+def test_waiting_where_nobody_can_answer_denies_at_once(tmp_path: Path) -> None:
+    """wait() with no terminal and no kernel: the question is denied at once, never a hang."""
+    run = start("bash: touch never.txt", tmp_path)
+    question(run)
+    started = time.monotonic()
+    turn_over(run)
+    assert time.monotonic() - started < scaled(10)
+    (decided,) = run.permission_requests
+    assert (decided.status, decided.decided_by, decided.message) == ("denied", "auto", NOBODY_MESSAGE)
+    assert not (tmp_path / "never.txt").exists()
+    ended(run)
+
+
+def test_answering_twice_is_refused(tmp_path: Path) -> None:
+    """A decided question cannot be decided again; with nothing pending approve() says so."""
+    run = start("bash: touch answered.txt", tmp_path)
+    asked = question(run)
+    run.approve(asked)
+    with pytest.raises(ValueError, match="already allowed"):
+        run.deny(asked)
+    turn_over(run)
+    with pytest.raises(ValueError, match="no permission question is pending"):
+        run.approve()
+    ended(run)
+
+
+async def _drop(proxy: FaultyProxy) -> None:
+    proxy.drop()
+
+
+def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path: Path, remote: ServerProcess) -> None:
+    """The connection drops while a question waits: the client resumes, heartbeats go on, the answer works."""
+    helper = KernelLoop(thread_name="proxy-loop").start()
+    try:
+        proxy = helper.call(FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0])).start())
+        run = start("bash: echo again > resumed.txt && cat resumed.txt", tmp_path,
+                    server=proxy.url(), token=REMOTE_TOKEN)
+        question(run)
+        helper.call(_drop(proxy))
+        eventually(lambda: any(e.method == "client.reconnected" for e in run.events), timeout=20,
+                   what="the client to resume")
+        beats = run.state.heartbeat_count
+        eventually(lambda: run.state.heartbeat_count > beats, timeout=10, what="a heartbeat after the resume")
+        assert run.pending is not None and run.state.needs_you
+        run.approve()
+        turn_over(run)
+        assert run.answer == "I ran `echo again > resumed.txt && cat resumed.txt`. Output: again"
+        ended(run)
+        helper.call(proxy.close())
+    finally:
+        helper.stop()
+
+
+# One-shot use of an interactive run
+
+
+def test_wait_true_is_the_one_shot_use_and_still_asks(tmp_path: Path) -> None:
+    """wait=True: the question is answered (by the policy here), then the conversation ends with its turn."""
+    run = start("bash: touch waited.txt", tmp_path, wait=True, on_permission=lambda request: "allow")
+    assert run.done and (run.status, run.exit_code, run.alive) == ("completed", 0, False)
+    assert run.interactive and (tmp_path / "waited.txt").exists()
+    assert [(q.status, q.decided_by) for q in run.permission_requests] == [("allowed", "policy")]
+    ends = [e for e in run.events if e.method == "conversation.turn" and e.params["status"] != "running"]
+    assert [e.params["last"] for e in ends] == [True]
+
+
+def test_arun_is_the_one_shot_use_too(tmp_path: Path) -> None:
+    """await arun(...): the answer, and the process gone with exit code 0."""
+    import asyncio
+
+    run = asyncio.run(ccx.arun("echo: awaited", executable=str(CLAUDE), demo=True, display=False,
+                               cwd=str(tmp_path), settings=settings()))
+    assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "awaited")
+
+
+# One-shot mode
+
+
+def test_no_interactive_is_the_one_shot_argv_mode(tmp_path: Path) -> None:
+    """interactive=False: the prompt on the command line, the process ends with the answer."""
+    run = start("echo: one shot", tmp_path, interactive=False, wait=True)
+    assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "one shot")
+    assert run.state.argv is not None and run.state.argv[-2:] == ["--", "echo: one shot"]
+    with pytest.raises(RuntimeError, match="no conversation"):
+        run.send("more")
+
+
+def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
+    """A claude that rejects the host-mode flags: one-shot run instead, with a clear note."""
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "--input-format" ]; then\n'
+        "  echo \"error: unknown option '--input-format'\" >&2; exit 1; fi; done\n"
+        f'exec {CLAUDE} "$@"\n'
+    )
+    fake.chmod(0o755)
+    run = ccx.run("echo: from an old cli", executable=str(fake), demo=True, display=False, cwd=str(tmp_path),
+                  settings=settings(), wait=True)
+    assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "from an old cli")
+    assert not run.interactive and run.conversation is not None
+    (notice,) = run.conversation.view().notices
+    assert "did not start in host mode" in notice and "unknown option '--input-format'" in notice
+    assert "--no-interactive" in notice
+    assert "unknown option" not in run.stderr  # the failed attempt's output is not the run's
+    assert sum(e.method == "process.started" for e in run.events) == 2
+    with pytest.raises(RuntimeError, match="one-shot"):
+        run.send("more")
+
+
+def test_a_cli_that_never_answers_falls_back_after_the_handshake_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No stream-json answer in time: the attempt is cancelled and the run goes one-shot, with a note."""
+    from cc_executor_nb.kernel import conversation
+
+    monkeypatch.setattr(conversation, "HANDSHAKE_TIMEOUT", 2.0)
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "--input-format" ]; then exec sleep 60; fi; done\n'
+        f'exec {CLAUDE} "$@"\n'
+    )
+    fake.chmod(0o755)
+    run = ccx.run("echo: after a silent start", executable=str(fake), demo=True, display=False,
+                  cwd=str(tmp_path), settings=settings(), wait=True)
+    assert (run.status, run.exit_code, run.answer) == ("completed", 0, "after a silent start")
+    assert run.conversation is not None and not run.interactive
+    (notice,) = run.conversation.view().notices
+    assert "no stream-json answer within 2 s" in notice
+
+
+TERMINAL_SCRIPT = """
+import cc_executor_nb as ccx
+from cc_executor_nb.kernel.config import CCExec
+settings = CCExec(history_path="none")
+run = ccx.run("bash: echo typed > typed.txt && cat typed.txt", executable={claude!r}, demo=True,
+              settings=settings, wait=True)
+print("STATUS", run.status, "|", run.answer, "|", run.permission_requests[0].decided_by, flush=True)
+run.end().wait()
+"""
+
+
+def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
+    """Outside a kernel, wait() on a terminal asks the question there; "y" runs the command."""
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    script = TERMINAL_SCRIPT.format(claude=str(CLAUDE))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=follower, stdout=follower, stderr=follower,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    os.close(follower)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float) -> bytes:
+        nonlocal seen
+        deadline = time.monotonic() + scaled(timeout)
+        while marker not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.1)
+            if ready:
+                try:
+                    seen += os.read(leader, 65536)
+                except OSError:
+                    break
+        assert marker in seen, seen.decode(errors="replace")
+        return seen
+
+    try:
+        text = read_until(b"y = allow", 60).decode()
+        assert "Claude asks to use Bash: echo typed > typed.txt && cat typed.txt" in text
+        os.write(leader, b"y\n")
+        read_until(b"STATUS", 60)
+        assert proc.wait(scaled(30)) == 0
+        while select.select([leader], [], [], 0.2)[0]:  # the rest of the output, up to the end
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert b"STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in seen
+        assert (tmp_path / "typed.txt").read_text() == "typed\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(leader)

@@ -1,0 +1,195 @@
+"""Permission questions in a real kernel: answered through stdin while the kernel is busy, or
+with the widget's buttons when it is not; never a deadlock, never a hang.
+
+The real claude CLI runs against the demo API; the kernel is driven over ZMQ like a front
+end (``allow_stdin`` as JupyterLab sets it, or off as nbconvert does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .kernel_utils import KernelHarness
+from .util import scaled
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.claude,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not CLAUDE.exists(), reason="node_modules/.bin/claude is absent: run `npm ci`"),
+]
+
+BUSY_UNTIL_THE_TURN_ENDS = (
+    "import time\n"
+    "while r.status in ('starting', 'running', 'thinking'):\n"
+    "    time.sleep(0.1)\n"
+    "print(r.status)"
+)
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[KernelHarness]:
+    """A kernel of its own (cwd: a fresh folder) with the extension and the project's claude."""
+    harness = KernelHarness.start(tmp_path)
+    harness.ok("%load_ext cc_executor_nb")
+    harness.ok(f"%config CCExec.claude_command = {str(CLAUDE)!r}\n%config CCExec.history_path = 'none'")
+    yield harness
+    harness.shutdown()
+
+
+def test_wait_asks_on_the_cells_stdin_and_the_answer_completes_the_run(
+    kernel: KernelHarness, tmp_path: Path
+) -> None:
+    """%ccexec --wait: the question comes as the cell's input_request; "y" runs the command."""
+    msg_id, started = kernel.submit(
+        '%ccexec --demo --wait -o r "bash: echo via stdin > asked.txt && cat asked.txt"', allow_stdin=True
+    )
+    request = kernel.input_request(timeout=scaled(60))
+    assert request["parent_header"]["msg_id"] == msg_id
+    prompt = request["content"]["prompt"]
+    assert prompt.startswith("Claude asks to use Bash: echo via stdin > asked.txt && cat asked.txt")
+    assert "y = allow" in prompt and "n = deny" in prompt
+    kernel.answer_input("y")
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok, execution.error
+    assert (tmp_path / "asked.txt").read_text() == "via stdin\n"
+    # --wait is the one-shot use: the conversation ended with its turn.
+    assert kernel.value("(r.status, r.alive, r.exit_code, r.answer)") == (
+        "completed", False, 0, "I ran `echo via stdin > asked.txt && cat asked.txt`. Output: via stdin")
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "stdin")]
+
+
+def test_an_unclear_answer_is_asked_again_and_a_reason_reaches_claude(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A typo gets the question again; "n: reason" denies and Claude quotes the reason."""
+    msg_id, started = kernel.submit('%ccexec --demo --wait -o r "bash: touch nope.txt"', allow_stdin=True)
+    kernel.input_request(timeout=scaled(60))
+    kernel.answer_input("maybe")
+    again = kernel.input_request(timeout=scaled(10))
+    assert again["content"]["prompt"].startswith("Please answer")
+    kernel.answer_input("n: not in this folder")
+    assert kernel.finish(msg_id, started, timeout=scaled(60)).ok
+    assert not (tmp_path / "nope.txt").exists()
+    assert kernel.value("r.answer") == "The command was not run: not in this folder"
+
+
+def test_a_question_while_another_cell_runs_is_asked_in_that_cell(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A cell that waits in a loop for the run (a deadlock with widgets alone) gets the question."""
+    shown = kernel.submit('r = %ccexec --demo "bash: echo busy > busy.txt && cat busy.txt"', allow_stdin=True)
+    assert kernel.finish(*shown).ok
+    msg_id, started = kernel.submit(BUSY_UNTIL_THE_TURN_ENDS, allow_stdin=True)
+    request = kernel.input_request(timeout=scaled(60))
+    assert request["parent_header"]["msg_id"] == msg_id
+    assert request["content"]["prompt"].startswith("Claude asks to use Bash: echo busy > busy.txt")
+    kernel.answer_input("a")
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok and execution.stream() == "completed\n"
+    assert (tmp_path / "busy.txt").read_text() == "busy\n"
+    # The process lives on for a follow-up, and a front end with an input box keeps the widget.
+    assert kernel.value("r.alive") is True
+    assert not [m for m in kernel.log if m.type == "update_display_data"]
+    assert kernel.value("[(q.status, q.decided_by, q.always) for q in r.permission_requests]") == [
+        ("allowed", "stdin", True)]
+
+
+def test_without_stdin_a_busy_cell_denies_unless_it_answers(kernel: KernelHarness, tmp_path: Path) -> None:
+    """allow_stdin off: a busy cell that answers itself (run.approve()) is quicker than the denial."""
+    execution = kernel.run(
+        'r = %ccexec --demo "bash: touch scripted.txt"\n'
+        "import time\n"
+        "while r.pending is None: time.sleep(0.05)\n"
+        "r.approve()\n"
+        "r.wait()\n"
+        "print(r.status)",
+        timeout=scaled(60),
+    )
+    assert execution.ok and execution.stream() == "completed\n", execution.error
+    assert (tmp_path / "scripted.txt").exists()
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "code")]
+    slow = kernel.run(
+        's = %ccexec --demo "bash: touch slow.txt"\n'
+        "while s.pending is None: time.sleep(0.05)\n"
+        f"time.sleep({scaled(5)})",
+        timeout=scaled(60),
+    )
+    assert slow.ok
+    assert kernel.value("[(q.status, q.decided_by) for q in s.permission_requests]") == [("denied", "auto")]
+
+
+def test_without_stdin_a_waiting_cell_gets_an_immediate_denial(kernel: KernelHarness, tmp_path: Path) -> None:
+    """allow_stdin off (nbconvert): nobody can answer, so the question is denied at once, no hang."""
+    started = time.monotonic()
+    execution = kernel.run('%ccexec --demo --wait -o r "bash: touch unattended.txt"', timeout=scaled(60))
+    assert execution.ok, execution.error
+    assert time.monotonic() - started < scaled(30)
+    assert not (tmp_path / "unattended.txt").exists()
+    decided = kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]")
+    assert decided == [("denied", "auto")]
+    assert "nobody could answer" in kernel.value("r.answer")
+
+
+def test_the_cards_allow_button_answers_while_the_kernel_is_idle(kernel: KernelHarness, tmp_path: Path) -> None:
+    """Kernel idle: a click on the approval card's Allow (a comm message) runs the command."""
+    kernel.ok('r = %ccexec --demo "write: clicked.txt"')
+    # The card shows once the view renders (a few times a second), after the question came.
+    kernel.wait_until("'Claude wants to use Write' in r.view.body.card.value", timeout=scaled(60))
+    card = kernel.value("r.view.body.card.value")
+    assert "Claude wants to use Write" in card and "+Hello from the cc_executor_nb demo." in card
+    kernel.click(kernel.value("r.view.body.allow_button.model_id"))
+    kernel.wait_until("r.status == 'completed'", timeout=scaled(60))
+    assert (tmp_path / "clicked.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "widget")]
+
+
+def test_a_click_reaches_a_cell_that_awaits_the_run(kernel: KernelHarness, tmp_path: Path) -> None:
+    """`await r` keeps the kernel's loop running: the widget's Deny click gets through (ipykernel 7),
+    though the cell's input box asks too."""
+    kernel.ok('r = %ccexec --demo "bash: touch awaited.txt"')
+    kernel.wait_until("'Claude wants to use Bash' in r.view.body.card.value", timeout=scaled(60))
+    deny = kernel.value("r.view.body.deny_button.model_id")
+    msg_id, started = kernel.submit("await r\nprint(r.status)", allow_stdin=True)
+    assert kernel.input_request(timeout=scaled(10))["parent_header"]["msg_id"] == msg_id
+    kernel.click(deny)
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok and execution.stream() == "completed\n"
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("denied", "widget")]
+    assert not (tmp_path / "awaited.txt").exists()
+
+
+def test_follow_up_box_sends_a_second_turn(kernel: KernelHarness) -> None:
+    """The follow-up text box and Send: a second turn in the same process."""
+    kernel.ok('r = %ccexec --demo "echo: one"')
+    kernel.wait_until("r.status == 'completed'", timeout=scaled(60))
+    body = "r.view.body"
+    kernel.ok(f"{body}.follow_up.value = 'echo: two'")
+    kernel.click(kernel.value(f"{body}.send_button.model_id"))
+    kernel.wait_until("r.state.turns == 2 and r.status == 'completed'", timeout=scaled(60))
+    assert kernel.value("(r.answer, r.alive, len([e for e in r.events if e.method == 'process.started']))") == (
+        "two", True, 1)
+    kernel.wait_until(f"{body}.follow_up.value == ''", timeout=scaled(10))
+
+
+def test_two_questions_at_once_are_asked_one_after_the_other(kernel: KernelHarness, tmp_path: Path) -> None:
+    """Two runs ask while one cell waits for both: its input box asks one question, then the other."""
+    kernel.ok('a = %ccexec --demo "bash: touch first.txt"\nb = %ccexec --demo "bash: touch second.txt"')
+    busy = (
+        "import time\n"
+        "while {'starting', 'running', 'thinking'} & {a.status, b.status}:\n"
+        "    time.sleep(0.1)\n"
+        "print(a.status, b.status)"
+    )
+    msg_id, started = kernel.submit(busy, allow_stdin=True)
+    asked = []
+    for _ in range(2):
+        asked.append(kernel.input_request(timeout=scaled(60))["content"]["prompt"].splitlines()[0])
+        kernel.answer_input("y")
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok and execution.stream() == "completed completed\n", execution.error
+    assert sorted(asked) == ["Claude asks to use Bash: touch first.txt", "Claude asks to use Bash: touch second.txt"]
+    assert (tmp_path / "first.txt").exists() and (tmp_path / "second.txt").exists()
