@@ -22,7 +22,6 @@ and ``claude=``). Settings come from the extension's
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import os
@@ -87,8 +86,8 @@ def run(
     ``continue_session``, ``allowed_tools``, ``permission_mode``, ``max_turns``,
     ``append_system_prompt``, ``claude_args``, ``max_retries``, ``interactive``,
     ``approve``, ``on_permission``, ``idle_timeout``); ``options=`` and ``claude=``
-    give them whole. ``wait`` blocks until the run ends (a Claude conversation then ends
-    with its first turn: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
+    give them whole. ``wait`` blocks until the run ends (for a Claude conversation, until
+    its turn ends: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
     ``display=False`` shows
     nothing (``display(run)`` later); ``durable`` makes the run a job of the user's job
     server (see ``cc_executor_nb.jobs``).
@@ -146,16 +145,16 @@ def run(
 
 
 def wait_one_shot(handle: Run) -> Run:
-    """``--wait`` / ``wait=True``, the one-shot use: block until the run ends.
+    """``--wait`` / ``wait=True``, the one-shot use: block until the run ends, or for a
+    Claude conversation until its turn ends.
 
-    A Claude conversation still asks its questions (in the cell's input box while this
-    blocks), then ends with its first turn, so the run reads as a one-shot run always
-    did: ``done``, ``exit_code``, and the record in place of the widget. (``run.wait()``
-    on a conversation returns at the end of the current turn and leaves the process for a
-    follow-up; ``--continue`` follows up a one-shot run in a new process.)
+    A conversation still asks its questions (in the cell's input box while this blocks);
+    when the turn has its result the run reads as a one-shot run always did (status,
+    answer, cost, and the record in place of the widget), while the process stays
+    ``alive`` for ``run.send()`` until ``run.end()`` or the idle timeout (``exit_code``
+    is None until then).
     """
-    if handle.conversation is not None and not handle.done:
-        handle.end()  # the input closes once the first turn has its result
+    handle.one_shot = True
     return handle.wait()
 
 
@@ -204,8 +203,7 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     if "wait" in options:
         raise TypeError("arun() always waits; do not pass wait=")
     handle = run(prompt_or_command, **options)
-    if handle.conversation is not None and not handle.done:
-        await asyncio.get_running_loop().run_in_executor(None, handle.end)
+    handle.one_shot = True
     return await handle
 
 
@@ -505,7 +503,11 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
     )
     handle.view = view
     return WidgetPresenter(
-        handle.state, view, max_rate=settings.max_updates_per_second, record=_record(handle, settings)
+        handle.state,
+        view,
+        max_rate=settings.max_updates_per_second,
+        record=_record(handle, settings),
+        keep_widget=lambda: not handle.one_shot,
     )
 
 

@@ -292,6 +292,14 @@ class Conversation:
         else:
             self._close_input()
 
+    async def close(self, reason: str) -> None:
+        """Stop the conversation for good (the kernel goes away): between turns its input
+        is closed and the CLI exits by itself; during a turn, see :meth:`cancel`."""
+        if self._mode == "live" and not self._turn_running:
+            self.end(reason)
+        elif self._mode not in ("ending", "over"):
+            await self.cancel()
+
     async def cancel(self) -> None:
         """Interrupt the turn (if one runs), give it a moment to end, then cancel the process."""
         if self._mode in ("over", "fallback"):
