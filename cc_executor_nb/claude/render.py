@@ -228,6 +228,7 @@ _DECIDED_BY = {
     "policy": "by the policy",
     "auto": "automatically",
     "cli": "by Claude",
+    "elsewhere": "elsewhere",
 }
 
 

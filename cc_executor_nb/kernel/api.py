@@ -23,6 +23,7 @@ and ``claude=``). Settings come from the extension's
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shlex
@@ -92,11 +93,11 @@ def run(
     nothing (``display(run)`` later); ``durable`` makes the run a job of the user's job
     server (see ``cc_executor_nb.jobs``).
 
-    A Claude run is interactive by default (``interactive=False``: one-shot; a durable
-    run is always one-shot): its permission questions come to the notebook
-    (``on_permission=callable(request) -> "allow" | "deny" | None`` or
-    ``approve="all"`` answers them by policy) and ``run.send()`` follows up in the same
-    process until ``run.end()``.
+    A Claude run is interactive by default (``interactive=False``: one-shot): its
+    permission questions come to the notebook (``on_permission=callable(request) ->
+    "allow" | "deny" | None`` or ``approve="all"`` answers them by policy) and
+    ``run.send()`` follows up in the same process until ``run.end()``. A durable one too:
+    any kernel that attaches to its job takes the conversation over.
 
     Raises TypeError for an unknown keyword, ValueError for bad values and
     FileNotFoundError when a Claude prompt is given and no claude executable exists.
@@ -109,7 +110,7 @@ def run(
     else:
         prompt = _prompt_text(prompt_or_command)
         what, extras = _claude(
-            prompt, _with_session(settings, claude_options), settings, durable=durable and not remote
+            prompt, _with_session(settings, claude_options), settings, durable=durable, local=not remote
         )
     spec = _complete(what, settings, run_options, extras)
     conversation = extras.conversation
@@ -169,16 +170,26 @@ def follow_job(
     """A :class:`Run` that attaches to ``job`` (a ``jobs.list`` entry) on ``target``.
 
     It is built as a fresh run of the same kind would be: a Claude job gets the Claude
-    interpreter and view, so ``text``, ``cost_usd`` and ``session_id`` read the same.
+    interpreter and view, so ``text``, ``cost_usd`` and ``session_id`` read the same; a
+    Claude job in host mode gets its conversation (questions still pending after the
+    replay are asked here, with this kernel's policy; ``send()``, ``end()`` ...).
     """
     settings = settings or current_settings()
     given = job.get("meta")
     meta: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     argv = [str(arg) for arg in job.get("argv") or ()] or ["?"]
     if meta.get("kind") == "claude":
-        extras = _claude_extras(str(meta.get("prompt") or ""), {"raw": bool(meta.get("raw"))})
+        talk = None
+        if meta.get("interactive") is True:
+            _, claude_options = resolve_options(settings, None, None, {})
+            talk = (claude_options, settings)
+        extras = _claude_extras(
+            str(meta.get("prompt") or ""), {"raw": bool(meta.get("raw")), "interactive": talk is not None},
+            conversation=talk, replay_until=int(job.get("last_seq") or 0),
+        )
     else:
         extras = _Extras(_shorten(shlex.join(argv)), {"command": argv})
+    conversation = extras.conversation
     handle = Run(
         RunSpec(argv=argv, cwd=job.get("cwd")),
         target,
@@ -187,8 +198,14 @@ def follow_job(
         interpreter=extras.interpreter,
         settle_timeout=settings.kill_grace + 10.0,
         job_id=str(job["job_id"]),
+        conversation=conversation,
+        prompter=conversation.prompter if conversation is not None else None,
     )
     handle.presenter = _presenter(handle, settings, quiet=quiet, body=extras.body)
+    if extras.body is not None and hasattr(extras.body, "bind"):
+        extras.body.bind(handle)
+    if conversation is not None:
+        conversation.on_turn_end = lambda: _remember_session(settings, handle)
     if extras.interpreter is not None:
         handle.add_done_callback(lambda done: _remember_session(settings, done))
     if display:
@@ -314,38 +331,50 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
 
 
 def _claude(
-    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False
+    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False, local: bool = True
 ) -> tuple[RunSpec, _Extras]:
-    argv, demo = claude_argv(prompt, options), options.demo
-    if durable and demo:
+    demo = options.demo
+    wrap: Callable[[list[str]], list[str]] = list
+    if durable and local and demo:
         # The kernel's demo backend would die with the kernel: the job carries its own.
         from ..demo.runner import runner_argv
 
         retries = DEMO_MAX_RETRIES if options.max_retries is None else options.max_retries
-        argv, options = runner_argv(argv, retries), dataclasses.replace(options, demo=False, max_retries=None)
-    # A durable job outlives this kernel: its questions could not reach it, so it is one-shot.
-    interactive = options.interactive and not durable
+        wrap = functools.partial(runner_argv, max_retries=retries)
+        options = dataclasses.replace(options, demo=False, max_retries=None)
+    interactive = options.interactive
     extras = _claude_extras(
         prompt,
         {"model": options.model, "demo": demo, "raw": options.raw, "interactive": interactive},
         conversation=(options, settings) if interactive else None,
+        durable=durable,
     )
     extras.env = claude_environment(options)
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
-    one_shot = RunSpec(argv=argv, progress_target=None)
+    one_shot = RunSpec(argv=wrap(claude_argv(prompt, options)), progress_target=None)
     if extras.conversation is None:
         return one_shot, extras
-    extras.conversation.fallback = one_shot
-    return RunSpec(argv=claude_host_argv(options), progress_target=None, stdin="pipe"), extras
+    if not durable:
+        # A durable job cannot be started again on its connection: it has no fall-back.
+        extras.conversation.fallback = one_shot
+    return RunSpec(argv=wrap(claude_host_argv(options)), progress_target=None, stdin="pipe"), extras
 
 
 def _claude_extras(
-    prompt: str, options: dict[str, Any], *, conversation: tuple[ClaudeOptions, CCExec] | None = None
+    prompt: str,
+    options: dict[str, Any],
+    *,
+    conversation: tuple[ClaudeOptions, CCExec] | None = None,
+    durable: bool = False,
+    replay_until: int | None = None,
 ) -> _Extras:
     """Label, interpreter and view of a Claude run of ``prompt`` (fresh or attached);
-    with ``conversation`` (its options and settings), the conversation of host mode."""
+    with ``conversation`` (its options and settings), the conversation of host mode
+    (``durable``: a job's; ``replay_until``: attached to a job, whose replay ends there)."""
     interpreter = ClaudeInterpreter(prompt=prompt)
-    talk = _conversation(prompt, interpreter, *conversation) if conversation is not None else None
+    talk = None
+    if conversation is not None:
+        talk = _conversation(prompt, interpreter, *conversation, durable=durable, replay_until=replay_until)
     raw = bool(options.get("raw"))
     return _Extras(
         _shorten("claude: " + prompt),
@@ -357,7 +386,13 @@ def _claude_extras(
 
 
 def _conversation(
-    prompt: str, interpreter: ClaudeInterpreter, options: ClaudeOptions, settings: CCExec
+    prompt: str,
+    interpreter: ClaudeInterpreter,
+    options: ClaudeOptions,
+    settings: CCExec,
+    *,
+    durable: bool = False,
+    replay_until: int | None = None,
 ) -> Conversation:
     return Conversation(
         prompt,
@@ -366,6 +401,8 @@ def _conversation(
         idle_timeout=options.idle_timeout,
         grace=settings.kill_grace,
         prompter=_prompter(),
+        durable=durable,
+        replay_until=replay_until,
     )
 
 
@@ -375,7 +412,13 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
     meta: dict[str, Any] = {"kind": "claude" if claude else "command", "notebook": notebook_key()}
     if claude:
         meta |= {"prompt": str(extras.options.get("prompt", ""))[:META_PROMPT_CHARS], "raw": extras.options.get("raw")}
-    job = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
+    job: dict[str, Any] = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
+    conversation = extras.conversation
+    if conversation is not None:
+        # Any kernel that attaches takes the conversation over; nobody attached for the
+        # idle timeout: the job server closes its input (the CLI then ends by itself).
+        meta["interactive"] = True
+        job["stdin_idle_timeout"] = conversation.idle_timeout
     if not local:
         return dataclasses.replace(spec, job=job)
     env = durable_environment(spec.env, settings.secret_env, settings.keep_env)

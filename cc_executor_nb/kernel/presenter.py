@@ -164,17 +164,23 @@ class WidgetPresenter:
 
 
 def _turn_ended(event: Event) -> bool:
-    """A conversation's turn ended and its process lives on (the last turn is the run's end)."""
+    """A conversation's turn ended and its process lives on (the last turn is the run's end).
+
+    Turns read from an attached job's replay (``replay``) are history: no update for them.
+    """
     params = event.params
-    return event.method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last")
+    return (
+        event.method == methods.CONVERSATION_TURN and params.get("status") != "running"
+        and not params.get("last") and not params.get("replay")
+    )
 
 
 def _follow_up_started(event: Event) -> bool:
-    """A conversation's second (or later) turn started."""
+    """A conversation's second (or later) turn started (not in a replay)."""
     params, turn = event.params, event.params.get("turn")
     return (
         event.method == methods.CONVERSATION_TURN and params.get("status") == "running"
-        and isinstance(turn, int) and turn > 1
+        and isinstance(turn, int) and turn > 1 and not params.get("replay")
     )
 
 

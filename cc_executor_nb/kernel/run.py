@@ -618,14 +618,17 @@ class Run:
             if self._cancel_requested.is_set() and not self.attached:
                 self._settle_locally("cancelled before it started")
                 return
+            conversation = self.conversation
+            if conversation is not None and conversation.attached:
+                conversation.bind(client, self._hooks())  # the job's replay comes with the attach
             spec: RunSpec | None = self.spec
             while spec is not None:
                 await self._start_or_attach(client, spec)
                 self._client = client
                 if self._cancel_requested.is_set():
                     await self._send_control("CANCEL")
-                elif self.conversation is not None and self.conversation.interactive:
-                    self.conversation.start(client, self._hooks())
+                elif conversation is not None and conversation.interactive and not conversation.attached:
+                    conversation.start(client, self._hooks())
                 await self._until_ended(closed)
                 spec = self._fallback()
         finally:
