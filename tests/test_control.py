@@ -333,7 +333,8 @@ def test_parse_sent_reads_back_every_line_this_module_writes() -> None:
     {"type": "control_request", "request": {"subtype": "interrupt"}},
     {"type": "control_request", "request_id": "r", "request": {"subtype": "frobnicate"}},
     {"type": "control_response", "response": {"subtype": "error", "request_id": "r", "error": "x"}},
-    {"type": "control_response", "response": {"subtype": "success", "request_id": 5, "response": {"behavior": "allow"}}},
+    {"type": "control_response",
+     "response": {"subtype": "success", "request_id": 5, "response": {"behavior": "allow"}}},
     {"type": "control_response", "response": "not an object"},
 ])
 def test_parse_sent_ignores_what_it_does_not_write(message: dict[str, object]) -> None:

@@ -142,3 +142,21 @@ def test_a_question_pending_when_the_kernel_restarted_is_asked_after_attach(kern
     kernel.ok("again.end()")
     kernel.wait_until("again.done", timeout=60)
     assert kernel.value("(again.status, again.exit_code)") == ("completed", 0)
+
+
+def test_the_approval_card_of_an_attached_kernel_answers_the_jobs_question(kernels, tmp_path: Path) -> None:
+    """Kernel B attaches to kernel A's durable job while a Write waits: B's card shows it, a click on Allow
+    writes the file, and A's run reads the question as decided elsewhere."""
+    first = kernels("a.ipynb")
+    first.ok('%ccexec --durable --demo -o job "write: carded.txt"')
+    job_id = job_id_of(first, "job")
+    first.wait_until("job.pending is not None", timeout=60)
+    second = kernels("b.ipynb")
+    second.ok(f"seen = cc_executor_nb.attach({job_id!r})")
+    second.wait_until("'Claude wants to use Write' in seen.view.body.card.value", timeout=scaled(60))
+    second.click(second.value("seen.view.body.allow_button.model_id"))
+    second.wait_until("seen.status == 'completed'", timeout=scaled(60))
+    assert (tmp_path / "carded.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
+    assert second.value("[(q.status, q.decided_by) for q in seen.permission_requests]") == [("allowed", "widget")]
+    first.wait_until("job.status == 'completed'", timeout=scaled(60))
+    assert first.value("[(q.status, q.decided_by) for q in job.permission_requests]") == [("allowed", "elsewhere")]
