@@ -177,6 +177,12 @@ class CCExec(Configurable):
         "this many dollars. None: no limit.",
     ).tag(config=True)
 
+    # Batches
+
+    batch_concurrency = Int(
+        4, help="How many runs of a batch (cc_executor_nb.map, %%ccexec --each) run at once by default."
+    ).tag(config=True)
+
     # Usage limits
 
     auto_resume = Bool(
@@ -274,6 +280,12 @@ class CCExec(Configurable):
         if not str(proposal.value).strip():
             raise TraitError("CCExec.resume_prompt must not be empty")
         return str(proposal.value)
+
+    @validate("batch_concurrency")
+    def _at_least_one(self, proposal: Any) -> int:
+        if int(proposal.value) < 1:
+            raise TraitError("CCExec.batch_concurrency must be at least 1")
+        return int(proposal.value)
 
     @validate("max_output_chars", "job_storage_limit", "max_resumes")
     def _chars(self, proposal: Any) -> int:
