@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -139,7 +140,7 @@ def test_pause_queue_lets_running_runs_finish_and_starts_nothing(settings: CCExe
                                display=False, settings=settings)
     batch.pause()
     eventually(lambda: batch.runs[0].done, timeout=20, what="the first run's end")
-    time.sleep(0.3)  # give a wrongly running queue the chance to start the next one
+    batch.loop.call(asyncio.sleep(0))  # the loop has acted on that end (it would have started the next)
     assert [item.status for item in batch.items[1:]] == ["queued", "queued"] and batch.status == "paused"
     batch.resume().wait(scaled(30))
     assert [run.status for run in batch.runs] == ["completed"] * 3

@@ -82,15 +82,13 @@ class BatchItem:
     """queued, placing (handed to a cluster, not started yet), started or skipped."""
     worker: str | None = None
     """Where the run runs (a Dask worker's address), when not here."""
-    dead: bool = False
-    """Never started and never will (the loop stopped): finished without a run."""
     row: Row | None = None
     """The final row, once the run is over."""
 
     @property
     def finished(self) -> bool:
         """Whether nothing more will happen to this item."""
-        return self.dead or self.run.done
+        return self.run.done
 
 
 class Placement(Protocol):
@@ -247,7 +245,7 @@ class Batch:
 
     def results(self) -> list[str | None]:
         """Each item's result in input order: Claude's text, or a command's stdout; None if it never ran."""
-        return [None if item.dead or item.status == "skipped" else _result_of(item.run) for item in self.items]
+        return [None if item.status == "skipped" else _result_of(item.run) for item in self.items]
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame, one row per item (pandas must be installed; it is not a dependency)."""
@@ -421,10 +419,11 @@ class Batch:
         try:
             self.placement.start(item, self)
         except LoopStopped:
-            item.dead, item.status = True, "skipped"
+            item.status = "skipped"
+            item.run.abandon("skipped: the background loop was stopped", status="cancelled")
         except Exception as exc:
-            logger.exception("! could not start item %d of a batch: %s", item.index, exc)
-            item.dead, item.status = True, "skipped"
+            logger.exception("! could not start item %d of a batch", item.index)
+            item.run.abandon(f"could not start: {type(exc).__name__}: {exc}")
 
     def _ended(self, item: BatchItem) -> None:
         item.row = self._row(item, time.time())
@@ -454,7 +453,8 @@ class Batch:
                 continue
             if item.status == "placing":
                 self.placement.cancel(item)
-            if item.status in ("placing", "started"):
+                item.run.abandon("cancelled before the run started", status="cancelled")
+            elif item.status == "started":
                 item.run.cancel()
 
     def _skip_queued(self) -> None:
@@ -462,11 +462,7 @@ class Batch:
         for item in self.items:
             if item.status == "queued":
                 item.status = "skipped"
-                item.run.cancel()
-                try:
-                    item.run.start(self.loop)  # settles as cancelled without starting anything
-                except LoopStopped:
-                    item.dead = True
+                item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
 
     def _set_paused(self, paused: bool) -> None:
         if self.paused != paused:
@@ -477,13 +473,22 @@ class Batch:
         if not self._syncing:
             self._on_loop(lambda: self._set_paused(paused))
 
-    def placed(self, item: BatchItem, start: Callable[[], None], worker: str | None = None) -> None:
-        """A placement found where ``item`` runs: ``start()`` starts its handle (any thread)."""
+    def placed(
+        self, item: BatchItem, start: Callable[[], None], worker: str | None = None,
+        stray: Callable[[], object] | None = None,
+    ) -> None:
+        """A placement found where ``item`` runs: ``start()`` starts its handle (any thread).
+
+        When the item no longer waits for it (cancelled meanwhile, or a second start of
+        the same item), ``stray()`` is called instead, to stop what was started.
+        """
 
         def go() -> None:
-            item.worker = worker
-            if item.finished:
+            if item.finished or item.status != "placing":
+                if stray is not None:
+                    stray()
                 return
+            item.worker = worker
             item.status = "started"
             start()
             if self.cancelled or (self.budget_spent and self.on_budget == "cancel"):
@@ -569,8 +574,8 @@ class Batch:
         if item.row is not None:
             return item.row
         run = item.run
-        if item.status in ("queued", "placing") or (item.dead and not run.done):
-            return Row(item.index, run.label, "skipped" if item.dead else item.status, worker=item.worker)
+        if item.status in ("queued", "placing") and not run.done:
+            return Row(item.index, run.label, item.status, worker=item.worker)
         status = "skipped" if item.status == "skipped" else run.status
         view = run.claude
         if view is not None and not run.done and (view.waiting_until is not None or view.usage_limit is not None):
@@ -652,8 +657,8 @@ def _wait_event(event: threading.Event, timeout: float | None) -> bool:
 
 
 def _result_of(run: Run) -> str | None:
-    if not run.done and run.state.started_at is None:
-        return None
+    if run.state.started_at is None:
+        return None  # never started (queued, skipped, or its placement failed)
     return str(run.text or "") if run.interpreter is not None else run.stdout
 
 
@@ -684,12 +689,12 @@ def _record_of(item: BatchItem) -> dict[str, Any]:
     return {
         "item": item.item,
         "label": run.label,
-        "status": "skipped" if item.status == "skipped" or item.dead else run.status,
+        "status": "skipped" if item.status == "skipped" else run.status,
         "exit_code": run.exit_code,
         "duration": run.duration,
         "cost_usd": run.cost_usd,
         "session_id": run.session_id,
-        "result": None if item.status == "skipped" or item.dead else _result_of(run),
+        "result": None if item.status == "skipped" else _result_of(run),
         "error": run.error,
         "worker": item.worker,
     }
@@ -743,8 +748,7 @@ def map(
     if cluster is not None:
         from ..cluster.placement import DaskPlacement
 
-        placement = DaskPlacement(cluster, loop, [p.claude for p in prepared], texts, settings=settings,
-                                  resources=resources, command=bool(run_keywords.get("command")))
+        placement = DaskPlacement(cluster, loop, prepared, texts, settings=settings, resources=resources)
     batch = Batch(
         [p.run for p in prepared], inputs, loop,
         concurrency=concurrency, max_budget_usd=max_budget_usd, on_budget=on_budget,
