@@ -302,3 +302,16 @@ def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> 
     shell.user_ns.update(names=["a"], text="abc")
     with pytest.raises(UsageError, match=message):
         shell.run_line_magic("ccexec", line)
+
+
+def test_abandon_ends_a_never_started_run_without_a_process(settings: CCExec) -> None:
+    """Run.abandon settles a run that never started (error or cancelled) and is a no-op once it did."""
+    from cc_executor_nb.kernel.api import prepare
+
+    failed = prepare("echo hi", command=True, view=False, settings=settings).run.abandon("the task failed")
+    assert (failed.done, failed.status, failed.error, failed.state.pid) == (True, "error", "the task failed", None)
+    skipped = prepare("echo hi", command=True, view=False, settings=settings).run.abandon("skipped", status="cancelled")
+    assert (skipped.status, skipped.error) == ("cancelled", "skipped") and skipped.wait(1) is skipped
+    prepared = prepare("echo hi", command=True, view=False, settings=settings)
+    ran = prepared.run.start(prepared.loop).wait(scaled(20))
+    assert ran.abandon("too late").status == "completed" and ran.error is None

@@ -325,3 +325,16 @@ def test_text_mode_notes_the_limit_and_the_resume_once_each() -> None:
         notes += [chunk.text for chunk in renderer.render(interpreter.snapshot()) if chunk.kind == "note"]
     assert [note.split(" ")[0] for note in notes] == ["[limit]", "[resume]", "[resume]"]
     assert notes[0].endswith("(in 10 s)") and notes[1:] == ["[resume] waiting", "[resume] resuming"]
+
+
+def test_the_footer_says_when_the_cost_is_an_estimate() -> None:
+    """Off Anthropic's API the footer's tooltip says the cost is an estimate; on it, nothing is added."""
+    from cc_executor_nb.claude.render import render_footer_html
+
+    result = line(type="result", subtype="success", is_error=False, result="4", total_cost_usd=0.01)
+    custom, billed = ClaudeRun(), ClaudeRun()
+    key = "ANTHROPIC_API_KEY"
+    custom.feed(line(type="system", subtype="init", served_by_anthropic=False, apiKeySource=key) + result)
+    billed.feed(line(type="system", subtype="init", served_by_anthropic=True, apiKeySource=key) + result)
+    assert 'title="the cost is an estimate (custom endpoint)">$0.0100' in render_footer_html(custom)
+    assert "title=" not in render_footer_html(billed) and "$0.0100" in render_footer_html(billed)

@@ -419,7 +419,11 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
     if facts["session_id"]:
         items.append(f"session {facts['session_id']}")
     text = " · ".join(escape(item) for item in items if item)
-    return f'<div class="cc-footer" style="{_MUTED}">{text}</div>'
+    reason = run.cost_estimate_reason if facts["cost_usd"] is not None else None
+    # Off Anthropic's own API (a gateway, a proxy, the demo) or on a subscription, the CLI's
+    # cost is what the tokens would cost at list prices, not the bill.
+    note = f' title="{escape(f"the cost is an estimate ({reason})", quote=True)}"' if reason else ""
+    return f'<div class="cc-footer" style="{_MUTED}"{note}>{text}</div>'
 
 
 def _status_label(status: str) -> str:

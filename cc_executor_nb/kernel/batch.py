@@ -47,7 +47,7 @@ from .coalescer import Coalescer
 from .config import CCExec
 from .display import RunDisplay
 from .loop import KernelLoop, LoopStopped, shared_loop
-from .run import Run
+from .run import Run, _current_cell
 
 if TYPE_CHECKING:
     from .presenter import Presenter, WidgetPresenter
@@ -203,6 +203,7 @@ class Batch:
         self._expanded: dict[int, WidgetPresenter] = {}
         self._syncing = False
         self._complete = False
+        self._shown_in: object = None
         for item, presenter in zip(self.items, self._presenters, strict=True):
             item.run.presenter = presenter
             self._watch(item)
@@ -323,7 +324,11 @@ class Batch:
     # -- Display (caller's thread) -------------------------------------------------------
 
     def show(self) -> None:
-        """Display the batch in the current cell: its widget (with a record), or its text."""
+        """Display the batch in the current cell (at most once per cell): its widget (with a record), or its text."""
+        cell = _current_cell()
+        if cell is not None and cell == self._shown_in:
+            return
+        self._shown_in = cell
         if self.mode == "text":
             from .presenter import _Sink
 

@@ -484,6 +484,8 @@ class Run:
         end, then propagates.
         """
         if self._kernel_loop is None:
+            if self.done:  # ended without starting (abandon)
+                return self
             raise RuntimeError("this run was never started")
         if self._kernel_loop.on_loop_thread():
             raise RuntimeError("Run.wait() would block the loop thread; use 'await run'")
