@@ -84,7 +84,7 @@ def test_a_batch_of_8_spreads_over_both_workers_and_streams_live(
     assert [run.status for run in batch.runs] == ["completed"] * 8
     assert batch.results() == ["".join(f"r{i} {n}\n" for n in range(8)) for i in range(8)]
     assert len(workers) == 2
-    assert all(run.attached and run.target.url.startswith("ws://127.0.0.1:") for run in batch.runs)
+    assert all(run.job_id and run.target.url.startswith("ws://127.0.0.1:") for run in batch.runs)
 
 
 def test_cancel_of_one_run_kills_its_process_on_its_worker(
@@ -165,3 +165,19 @@ def test_the_plugin_travels_without_its_handler() -> None:
     copy.__dict__.update(plugin.__getstate__())
     assert (copy.token, copy.kill_grace, copy.state) == ("t0ken", 2.0, None)
     assert sys.modules.get("cc_executor_nb.cluster") is not None
+
+
+def test_stopping_the_kernels_loop_cancels_the_runs_on_the_workers(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A kernel shutdown (the loop stopped) cancels a placed run: its process on the worker is killed."""
+    _local, client = cluster
+    batch = cc_executor_nb.map([py("import time; time.sleep(120)")], command=True, cluster=client,
+                               display=False, settings=settings)
+    run = batch.runs[0]
+    eventually(lambda: run.state.pid is not None and run.status == "running", timeout=60, what="the run")
+    pid = run.state.pid
+    assert pid is not None
+    stop_shared_loop()
+    assert run.status == "cancelled" and run.done
+    eventually(lambda: not alive(pid), timeout=15, what="the run's process gone")

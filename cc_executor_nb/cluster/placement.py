@@ -151,8 +151,11 @@ class DaskPlacement:
         )
 
     def _attach(self, entry: BatchItem, target: Target, job_id: str) -> None:
+        # With a job id the run attaches to the job. It is not marked ``attached`` (following
+        # someone else's job): the batch started it, so a kernel shutdown cancels it like a
+        # local run, rather than leaving a job nobody holds the token of.
         run = entry.run
-        run.target, run.job_id, run.attached = target, job_id, True
+        run.target, run.job_id = target, job_id
         run.start(self.loop)
 
     def _stop_stray(self, target: Target, job_id: str) -> None:

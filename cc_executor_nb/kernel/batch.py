@@ -128,8 +128,9 @@ class LocalPlacement:
 class _RowPresenter:
     """A batch run's presenter: tells the batch something changed; drives an expanded widget if any."""
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: Batch, index: int) -> None:
         self.batch = batch
+        self.index = index
         self.inner: Presenter | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -149,11 +150,15 @@ class _RowPresenter:
             inner.finish()
 
     def show(self) -> None:
-        """A batch's run is shown in the batch (``batch.expand(i)``)."""
+        """Displaying a batch's run shows its full widget (the one ``batch.expand(i)`` makes)."""
+        if self.batch.mode == "widget":
+            from IPython.display import display
+
+            display(self.batch.expand(self.index))  # type: ignore[no-untyped-call]
 
     def mimebundle(self) -> dict[str, Any]:
-        """Text only: the widget lives in the batch."""
-        return {"text/plain": "a run of a batch"}
+        """Text: the run's one-line summary."""
+        return {"text/plain": repr(self.batch.items[self.index].run)}
 
 
 class Batch:
@@ -193,7 +198,7 @@ class Batch:
         self._finished = threading.Event()
         self._done: concurrent.futures.Future[Batch] = concurrent.futures.Future()
         self._done.set_running_or_notify_cancel()
-        self._presenters = [_RowPresenter(self) for _ in self.items]
+        self._presenters = [_RowPresenter(self, item.index) for item in self.items]
         self._wake: asyncio.TimerHandle | None = None
         self._said: set[int] = set()
         self._last_state = "running"
@@ -410,6 +415,7 @@ class Batch:
     def _pump(self) -> None:
         """Start queued items while the queue allows."""
         now = time.time()
+        self._update_hold(now)  # a limit that just came holds the queue before anything starts
         for item in self.items:
             if item.status != "queued":
                 continue
@@ -489,9 +495,10 @@ class Batch:
         """
 
         def go() -> None:
-            if item.finished or item.status != "placing":
+            if item.finished or item.status != "placing" or item.run.cancel_requested:
                 if stray is not None:
                     stray()
+                item.run.abandon("cancelled before the run started", status="cancelled")
                 return
             item.worker = worker
             item.status = "started"

@@ -271,6 +271,11 @@ class Run:
         return self._done.done()
 
     @property
+    def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called (the run may not have ended yet)."""
+        return self._cancel_requested.is_set()
+
+    @property
     def durable(self) -> bool:
         """Whether the run is a job of a job server (started durable, or attached)."""
         return self.attached or self.spec.job is not None
