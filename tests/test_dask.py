@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing.resource_tracker
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,17 @@ from .util import eventually, scaled
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 TICKER = py("import sys, time\nfor i in range(int(sys.argv[2])):\n print(sys.argv[1], i, flush=True); time.sleep(0.25)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_resource_tracker_left() -> Iterator[None]:
+    """Workers started with multiprocessing's spawn leave its resource tracker as a child of this
+    process for its whole life; it is stopped after the module (other tests check this process
+    has no children left). Its ``_stop`` is private: without it the tracker stays, harmlessly."""
+    yield
+    stop = getattr(multiprocessing.resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 @pytest.fixture(scope="module")
