@@ -114,9 +114,13 @@ class LocalPlacement:
         self.loop = loop
 
     def start(self, entry: BatchItem, batch: Batch) -> None:
-        """Start the run at once."""
+        """Start the run at once; a conversation (host mode) ends with its first turn."""
         entry.status = "started"
         entry.run.start(self.loop)
+        if entry.run.conversation is not None:
+            # As ``wait=True`` does: questions still come, and the process exits once the
+            # first turn has its result, so the run frees its slot.
+            entry.run.end()
 
     def cancel(self, entry: BatchItem) -> None:
         """Nothing is ever placed without starting."""
@@ -141,6 +145,13 @@ class _RowPresenter:
         inner = self.inner
         if inner is not None:
             inner.update(event)
+        self.batch._poke()
+
+    def refresh(self) -> None:
+        """Something shown changed without an event (a conversation's question)."""
+        inner = self.inner
+        if inner is not None:
+            inner.refresh()
         self.batch._poke()
 
     def finish(self) -> None:
@@ -752,6 +763,10 @@ def map(
         raise TypeError(f"map() takes no per-run {bad[0]!r} (it applies to the whole batch)")
     if run_max_budget_usd is not None:
         run_keywords["max_budget_usd"] = run_max_budget_usd
+    if cluster is not None:
+        if run_keywords.get("interactive"):
+            raise ValueError("runs on a cluster are one-shot: their questions could not reach this notebook")
+        run_keywords["interactive"] = False
     concurrency = settings.batch_concurrency if concurrency is None else concurrency
     _check_batch(concurrency, max_budget_usd, on_budget)
     prepared = [api.prepare(text, settings=settings, view=False, **run_keywords) for text in texts]
