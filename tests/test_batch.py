@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -315,3 +316,24 @@ def test_abandon_ends_a_never_started_run_without_a_process(settings: CCExec) ->
     prepared = prepare("echo hi", command=True, view=False, settings=settings)
     ran = prepared.run.start(prepared.loop).wait(scaled(20))
     assert ran.abandon("too late").status == "completed" and ran.error is None
+
+
+@pytest.mark.claude
+def test_approvals_apply_to_batch_runs(settings: CCExec, tmp_path: Path) -> None:
+    """Batch runs are conversations: a policy answers their questions, or code answers a pending one."""
+    # touch, not echo: the CLI runs read-only commands such as echo without asking.
+    by_policy = cc_executor_nb.map("bash: touch {item}.txt", ["one", "two"], demo=True, approve="all",
+                                   cwd=str(tmp_path), display=False, settings=settings)
+    asked = cc_executor_nb.map(["bash: touch three.txt"], demo=True, cwd=str(tmp_path), display=False,
+                               settings=settings)
+    run = asked.runs[0]
+    eventually(lambda: run.pending is not None, timeout=30, what="the question of the unanswered run")
+    assert asked.status == "running" and not run.done and not (tmp_path / "three.txt").exists()
+    run.approve()
+    by_policy.wait(scaled(60))
+    asked.wait(scaled(60))
+    assert [r.status for r in by_policy.runs + asked.runs] == ["completed"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt", "three.txt", "two.txt"]
+    texts = by_policy.results() + asked.results()
+    assert all(f"touch {word}.txt" in text for word, text in zip(["one", "two", "three"], texts, strict=True))
+    assert [r.permission_requests[0].decided_by for r in by_policy.runs + asked.runs] == ["policy", "policy", "code"]
