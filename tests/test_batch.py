@@ -62,6 +62,15 @@ class AliveSampler:
         return self.most
 
 
+def _family(pid: int) -> set[int]:
+    """A process and all its descendants (empty when it is gone)."""
+    try:
+        process = psutil.Process(pid)
+        return {pid} | {child.pid for child in process.children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
 def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -337,3 +346,19 @@ def test_approvals_apply_to_batch_runs(settings: CCExec, tmp_path: Path) -> None
     texts = by_policy.results() + asked.results()
     assert all(f"touch {word}.txt" in text for word, text in zip(["one", "two", "three"], texts, strict=True))
     assert [r.permission_requests[0].decided_by for r in by_policy.runs + asked.runs] == ["policy", "policy", "code"]
+
+
+@pytest.mark.claude
+def test_cancel_all_of_demo_prompts_leaves_no_process(settings: CCExec) -> None:
+    """Cancel all during 8 thinking demo prompts (concurrency 4): every CLI, its group and its children are gone."""
+    batch = cc_executor_nb.map(["think for 60 seconds"] * 8, demo=True, concurrency=4, display=False,
+                               settings=settings)
+    eventually(lambda: sum(run.state.pid is not None for run in batch.runs) == 4, timeout=30, what="4 runs started")
+    groups = [run.state.pgid for run in batch.runs if run.state.pgid is not None]
+    family = {pid for run in batch.runs if run.state.pid is not None for pid in _family(run.state.pid)}
+    batch.cancel().wait(scaled(30))
+    print(f"\ncancel all: {len(groups)} groups, {len(family)} processes before the cancel")
+    assert [run.status for run in batch.runs] == ["cancelled"] * 8
+    assert [item.status for item in batch.items].count("skipped") == 4 and len(groups) == 4
+    eventually(lambda: all(group_alive(pgid) == [] for pgid in groups) and not any(_alive(pid) for pid in family),
+               timeout=15, what="every process of the batch gone")
