@@ -191,3 +191,27 @@ def test_an_attached_runs_policy_answers_a_pending_question(runtime_dir: Path, t
     other.wait(scaled(60))
     assert (tmp_path / "by-policy.txt").exists()
     assert [(r.id, r.status, r.decided_by) for r in other.permission_requests] == [(asked.id, "allowed", "policy")]
+
+
+def test_a_durable_run_of_a_cli_without_host_mode_says_to_run_it_one_shot(runtime_dir: Path, tmp_path: Path) -> None:
+    """A CLI that rejects host mode: the durable run (no retry on its job) ends failed with a note naming
+    --no-interactive; with interactive=False the same CLI completes as a durable job."""
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "--input-format" ]; then echo "error: unknown option '
+        "'--input-format'\" >&2; exit 1; fi; done\n"
+        f'exec {CLAUDE} "$@"\n'
+    )
+    fake.chmod(0o755)
+    run = ccx.run("echo: from an old cli", executable=str(fake), demo=True, durable=True, display=False,
+                  cwd=str(tmp_path), settings=settings())
+    eventually(lambda: run.done, timeout=60, what="the attempt's end")
+    assert (run.status, run.exit_code) == ("failed", 1)
+    assert run.conversation is not None
+    (notice,) = run.conversation.view().notices
+    assert "did not start in host mode" in notice and "unknown option '--input-format'" in notice
+    assert "--no-interactive" in notice
+    one_shot = ccx.run("echo: from an old cli", executable=str(fake), demo=True, durable=True, display=False,
+                       cwd=str(tmp_path), settings=settings(), interactive=False, wait=True)
+    assert one_shot.done and (one_shot.status, one_shot.answer) == ("completed", "from an old cli")

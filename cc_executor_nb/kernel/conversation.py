@@ -223,7 +223,15 @@ class Conversation:
         if isinstance(event, Completed):
             # Only a CLI that ended by itself lacks host mode; a timeout or a cancel does not say.
             ended_by_itself = event.params.get("status") in ("completed", "failed")
-            if self.fallback is None or not (ended_by_itself or self._fallback_reason):
+            if not (ended_by_itself or self._fallback_reason):
+                return [*self._go_live(), event]
+            if self.fallback is None:
+                # A durable job cannot be run again on its connection: say why it ended.
+                self._notice(
+                    f"This claude CLI did not start in host mode ({self._why_not_host_mode(event)}); a "
+                    "durable run has no one-shot retry. Run it with --no-interactive "
+                    "(interactive=False, CCExec.interactive = False)."
+                )
                 return [*self._go_live(), event]
             self._held.append(event)
             self._prepare_fallback(event)
@@ -366,11 +374,7 @@ class Conversation:
     def _prepare_fallback(self, completed: Completed) -> None:
         self._cancel_timer("handshake")
         self._set_mode("fallback")
-        stderr = "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
-        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
-        why = self._fallback_reason or (
-            f"it exited with code {completed.params.get('exit_code')}" + (f": {first[:200]}" if first else "")
-        )
+        why = self._why_not_host_mode(completed)
         self._fallback_reason = (
             f"This claude CLI did not start in host mode ({why}), so it ran one-shot: no "
             "permission question reaches the notebook and run.send() cannot follow up. "
@@ -380,6 +384,14 @@ class Conversation:
         self._held.clear()
         if self._writer is not None:
             self._writer.cancel()  # nothing more goes to that process
+
+    def _why_not_host_mode(self, completed: Completed) -> str:
+        """The handshake's timeout, or how the CLI exited (with the first line of its stderr)."""
+        stderr = "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
+        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
+        return self._fallback_reason or (
+            f"it exited with code {completed.params.get('exit_code')}" + (f": {first[:200]}" if first else "")
+        )
 
     def _handshake_expired(self) -> None:
         if self._mode != "starting":
