@@ -763,10 +763,6 @@ def map(
         raise TypeError(f"map() takes no per-run {bad[0]!r} (it applies to the whole batch)")
     if run_max_budget_usd is not None:
         run_keywords["max_budget_usd"] = run_max_budget_usd
-    if cluster is not None:
-        if run_keywords.get("interactive"):
-            raise ValueError("runs on a cluster are one-shot: their questions could not reach this notebook")
-        run_keywords["interactive"] = False
     concurrency = settings.batch_concurrency if concurrency is None else concurrency
     _check_batch(concurrency, max_budget_usd, on_budget)
     prepared = [api.prepare(text, settings=settings, view=False, **run_keywords) for text in texts]
