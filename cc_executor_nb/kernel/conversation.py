@@ -454,15 +454,22 @@ class Conversation:
         loop = self._loop
         assert loop is not None
 
+        # The loop may be gone with the question still pending: a durable run detached
+        # (the kernel's loop stopped) leaves its job, and its questions, to others.
+        def on_loop(action: Callable[[], object]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(action)
+
         def answer(given: Answer, via: str) -> None:
-            loop.call_soon_threadsafe(lambda: self.decide(request.id, given, via=via, strict=False))
+            on_loop(lambda: self.decide(request.id, given, via=via, strict=False))
 
         def is_open() -> bool:
             current = self._view.requests
-            return any(r.id == request.id and r.pending for r in current) and self._mode in ("live", "ending")
+            pending = any(r.id == request.id and r.pending for r in current)
+            return pending and self._mode in ("live", "ending") and not loop.is_closed()
 
         def asking(on: bool) -> None:
-            loop.call_soon_threadsafe(lambda: self._mark_stdin(request.id, on))
+            on_loop(lambda: self._mark_stdin(request.id, on))
 
         self.prompter.offer(Question(request, answer, is_open, asking))
 
