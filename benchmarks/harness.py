@@ -68,6 +68,7 @@ class Mode:
     idle_reference_seconds: float
     kernel_bytes: int
     kernel_probes: int
+    ingest_bytes: int
     widget_lines: int
     widget_seconds: float
     cold_starts: int
@@ -90,6 +91,7 @@ FULL = Mode(
     idle_reference_seconds=10.0,
     kernel_bytes=100 * MB,
     kernel_probes=20,
+    ingest_bytes=1 << 30,
     widget_lines=100_000,
     widget_seconds=5.0,
     cold_starts=3,
@@ -112,6 +114,7 @@ SMOKE = Mode(
     idle_reference_seconds=1.0,
     kernel_bytes=4 * MB,
     kernel_probes=3,
+    ingest_bytes=8 * MB,
     widget_lines=5_000,
     widget_seconds=1.0,
     cold_starts=1,
