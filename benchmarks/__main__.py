@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from . import claude_bench, kernel_bench, server_bench
+from . import claude_bench, kernel_bench, peer_bench, server_bench
 from .harness import FULL, SMOKE, Mode, Row
 
 __all__ = ["BENCHMARKS", "format_table", "main"]
@@ -48,6 +48,7 @@ BENCHMARKS: dict[str, tuple[Benchmark, list[tuple[str, str, str]]]] = {
                                              ("widget bytes", "KB max msg", "view-bounded")]),
     "cold-start": (kernel_bench.cold_start, [("cold start", "ms", "<= 300")]),
     "claude": (claude_bench.overhead, [("claude overhead", "ms added", "<= 5")]),
+    "peers": (peer_bench.peers, peer_bench.ROWS),
 }
 
 HEADER = ("benchmark", "figure", "unit", "target", "reference (same run)")

@@ -69,6 +69,7 @@ class Mode:
     kernel_bytes: int
     kernel_probes: int
     ingest_bytes: int
+    peer_tries: int
     widget_lines: int
     widget_seconds: float
     cold_starts: int
@@ -92,6 +93,7 @@ FULL = Mode(
     kernel_bytes=100 * MB,
     kernel_probes=20,
     ingest_bytes=1 << 30,
+    peer_tries=10,
     widget_lines=100_000,
     widget_seconds=5.0,
     cold_starts=3,
@@ -115,6 +117,7 @@ SMOKE = Mode(
     kernel_bytes=4 * MB,
     kernel_probes=3,
     ingest_bytes=8 * MB,
+    peer_tries=1,
     widget_lines=5_000,
     widget_seconds=1.0,
     cold_starts=1,
