@@ -75,6 +75,10 @@ class Mode:
     cold_starts: int
     claude_runs: int
     throughput_repeats: int
+    approval_runs: int
+    approval_questions: int
+    interrupt_runs: int
+    attach_bytes: int
 
 
 FULL = Mode(
@@ -99,6 +103,10 @@ FULL = Mode(
     cold_starts=3,
     claude_runs=41,
     throughput_repeats=7,
+    approval_runs=5,
+    approval_questions=40,
+    interrupt_runs=10,
+    attach_bytes=100 * MB,
 )
 
 SMOKE = Mode(
@@ -123,6 +131,10 @@ SMOKE = Mode(
     cold_starts=1,
     claude_runs=1,
     throughput_repeats=1,
+    approval_runs=1,
+    approval_questions=3,
+    interrupt_runs=1,
+    attach_bytes=4 * MB,
 )
 
 
