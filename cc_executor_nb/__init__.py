@@ -16,6 +16,7 @@ In a notebook::
     r = cc_executor_nb.run("make", command=True)   # the same from Python
     %ccexec --durable -c "python train.py"   # a job that outlives the kernel
     cc_executor_nb.jobs(); cc_executor_nb.attach("last")
+    b = cc_executor_nb.map("Summarise {item}", files)   # many runs as one Batch
 
 Importing this package has no side effects; names load on first use.
 """
@@ -39,6 +40,8 @@ _EXPORTS = {
     "run": "kernel.api",
     "arun": "kernel.api",
     "jobs": "kernel.jobs",
+    "map": "kernel.batch",
+    "Batch": "kernel.batch",
     "attach": "kernel.jobs",
     "load_ipython_extension": "kernel.magic",
     "unload_ipython_extension": "kernel.magic",
@@ -47,6 +50,7 @@ _EXPORTS = {
 # Spelled out (not built from _EXPORTS) so static tools can read it; tests/test_layout.py
 # checks that the two agree.
 __all__ = [
+    "Batch",
     "CCExec",
     "Client",
     "EnhancedWebSocketHandler",
@@ -60,6 +64,7 @@ __all__ = [
     "connect",
     "jobs",
     "load_ipython_extension",
+    "map",
     "run",
     "unload_ipython_extension",
 ]

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl as ssl_module
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -67,12 +68,16 @@ class _Dialer:
     max_size: int | None
     ping_interval: float | None
     ping_timeout: float | None
+    ssl: ssl_module.SSLContext | None = None
 
     async def dial(self) -> ClientConnection:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        # websockets refuses ssl=None for wss:// (it means "no TLS"): leave it out then.
+        tls: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
         return await ws_connect(
             self.url,
             additional_headers=headers,
+            **tls,
             compression=None,
             max_size=self.max_size,
             open_timeout=self.open_timeout,
@@ -532,9 +537,14 @@ async def connect(
     ping_timeout: float | None = 20.0,
     auto_reconnect: bool = True,
     reconnect_timeout: float = 300.0,
+    ssl: ssl_module.SSLContext | None = None,
 ) -> Client:
-    """Open a session. ``token`` goes in ``Authorization: Bearer``; no Origin is sent."""
-    dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout)
+    """Open a session. ``token`` goes in ``Authorization: Bearer``; no Origin is sent.
+
+    ``ssl`` is the TLS context of a ``wss://`` URL (default: the system's trust store for
+    ``wss://``, none for ``ws://``).
+    """
+    dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout, ssl)
     client = Client(
         await dialer.dial(),
         dialer=dialer,

@@ -94,8 +94,9 @@ def three_runs_while_the_gil_is_held(
     harness.ok("import time, cc_executor_nb as ccx\n"
                "t = time.perf_counter(); sum(range(10**7)); PER = time.perf_counter() - t")
     harness.ok(
+        # One-shot runs (the CLI's argv mode), as the reference: the bytes are compared.
         f"runs = [ccx.run({PROMPT!r}, executable={str(cli)!r}, env={env!r}, capture={capture!r},"
-        " display=False) for _ in range(3)]"
+        " interactive=False, display=False) for _ in range(3)]"
     )
     held = harness.ok(
         f"t = time.perf_counter(); sum(range(int(10**7 * {HOLD_SECONDS} / PER)));"

@@ -93,3 +93,28 @@ def test_package_all_lists_exactly_the_lazy_exports() -> None:
 
     assert sorted(cc_executor_nb.__all__) == sorted(["__version__", *cc_executor_nb._EXPORTS])
     assert all(getattr(cc_executor_nb, name) is not None for name in cc_executor_nb.__all__)
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(PACKAGE.rglob("*.py")) if "cluster" not in p.parts],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_cluster_package_imports_dask(path: Path) -> None:
+    """dask and distributed are an optional extra: only cc_executor_nb.cluster imports them."""
+    assert forbidden(path, ("dask", "distributed")) == []
+
+
+def test_a_local_batch_imports_neither_dask_nor_pandas() -> None:
+    """Importing the package and running a batch without a cluster loads no dask, distributed or pandas."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cc_executor_nb\n"
+        "from cc_executor_nb.kernel.config import CCExec\n"
+        "b = cc_executor_nb.map(['echo hi'], command=True, display=False, wait=True,"
+        " settings=CCExec(history_path='none'))\n"
+        "assert b.results() == ['hi\\n'], b.results()\n"
+        "print(sorted(m for m in ('dask', 'distributed', 'pandas') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

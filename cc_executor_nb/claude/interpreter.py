@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..targets import Progress, Target, progress_toward, prompt_target
+from .limits import UsageLimit
 from .permissions import PermissionRequest
 from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
 
@@ -56,6 +57,18 @@ class ClaudeView:
     """Whether Claude reported an error (an API failure included)."""
     api_error_status: int | None = None
     """The HTTP status of an API failure, e.g. 529."""
+    usage_limit: UsageLimit | None = None
+    """The usage or rate limit refusing the run now (with its reset time), else None."""
+    usage_limits: tuple[UsageLimit, ...] = ()
+    """Every limit that refused the run, oldest first."""
+    waiting_until: float | None = None
+    """When an auto-resumed run will resume (epoch seconds) while it waits for a reset."""
+    resumes: int = 0
+    """How many times the run resumed its session after a limit (``auto_resume``)."""
+    resume_note: str | None = None
+    """The auto-resume wrapper's last word (waiting, resuming, or why it stopped)."""
+    cost_estimate_reason: str | None = None
+    """Why ``cost_usd`` is an estimate, not the bill (``custom endpoint``, ``subscription``)."""
     retries: tuple[ApiRetry, ...] = ()
     """The API retries announced so far."""
     num_turns: int | None = None
@@ -85,7 +98,7 @@ class ClaudeInterpreter:
 
     def __init__(self, run: ClaudeRun | None = None, *, prompt: str = "") -> None:
         self._lock = threading.RLock()
-        self._run = run if run is not None else ClaudeRun()
+        self._run = run if run is not None else ClaudeRun(clock=time.time)
         self._stderr: list[str] = []
         self._stderr_chars = 0
         self._stderr_version = 0
@@ -185,6 +198,12 @@ class ClaudeInterpreter:
             tool_calls=tuple(replace(call) for call in run.tool_calls),
             is_error=run.is_error,
             api_error_status=run.api_error_status,
+            usage_limit=run.usage_limit,
+            usage_limits=tuple(run.usage_limits),
+            waiting_until=run.waiting_until,
+            resumes=run.resumes,
+            resume_note=run.resume_note,
+            cost_estimate_reason=run.cost_estimate_reason,
             retries=tuple(run.retries),
             num_turns=run.num_turns,
             phase=run.phase,

@@ -105,6 +105,15 @@ class ClaudeOptions:
         None, "--max-retries", metavar="N", type=int,
         help="retries of a failed API call (CLAUDE_CODE_MAX_RETRIES)",
     )
+    max_budget_usd: float | None = option(
+        None, "--max-budget-usd", metavar="USD", type=float, config="max_budget_usd",
+        help="stop the run once it has spent this many dollars (the CLI's --max-budget-usd)",
+    )
+    auto_resume: bool = option(
+        False, "--auto-resume", kind="switch", config="auto_resume",
+        help="when a usage or rate limit stops the run, wait for the reset and resume the same "
+        "Claude session (--resume SESSION_ID with CCExec.resume_prompt)",
+    )
     claude_args: tuple[str, ...] = option(
         (), "--claude-arg", metavar="ARG", kind="repeat", config="claude_args", extends=True,
         help="an extra argument for the claude CLI (repeatable; --claude-arg=--flag)",
@@ -138,6 +147,7 @@ class ClaudeOptions:
             raise ValueError("give either resume (a session id) or continue, not both")
         _check_count("max_turns", self.max_turns, minimum=1)
         _check_count("max_retries", self.max_retries, minimum=0)
+        _check_dollars("max_budget_usd", self.max_budget_usd)
         bad = [rule for rule in self.tool_rules() if not rule.strip() or rule.startswith("-")]
         if bad:
             raise ValueError(f"not a tool rule: {bad[0]!r}")
@@ -174,6 +184,13 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
         raise ValueError(f"{name} must be {kind} integer, not {value!r}")
 
 
+def _check_dollars(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of dollars, not {value!r}")
+
+
 # Command line: how each option becomes arguments, in this order.
 
 def _tool_args(options: ClaudeOptions) -> list[str]:
@@ -191,6 +208,7 @@ _ARGV: list[Callable[[ClaudeOptions], list[str]]] = [
     lambda o: ["--permission-mode", o.permission_mode] if o.permission_mode else [],
     lambda o: ["--max-turns", str(o.max_turns)] if o.max_turns is not None else [],
     lambda o: ["--append-system-prompt", o.append_system_prompt] if o.append_system_prompt else [],
+    lambda o: ["--max-budget-usd", f"{o.max_budget_usd:g}"] if o.max_budget_usd is not None else [],
 ]
 
 

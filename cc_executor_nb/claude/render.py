@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from html import escape
 from types import ModuleType
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from markdown_it import MarkdownIt
 
 from ..events import FINAL_STATUSES
 from .interpreter import ClaudeInterpreter
+from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, readable_input
 from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary
 
@@ -49,6 +51,7 @@ __all__ = [
     "render_claude_html",
     "render_error_html",
     "render_footer_html",
+    "render_limit_html",
     "render_retries_html",
     "render_thinking_html",
     "render_tool_cards_html",
@@ -331,6 +334,25 @@ def render_retries_html(run: ClaudeRun) -> str:
     )
 
 
+def render_limit_html(run: ClaudeRun, now: float, *, ended: bool = False) -> str:
+    """The usage or rate limit holding the run, with a countdown to its reset; ``""`` without one.
+
+    ``now`` is epoch seconds. While an auto-resumed run waits, the line says when it resumes.
+    """
+    limit, until = run.usage_limit, run.waiting_until
+    if until is not None and not ended:
+        left = max(0, round(until - now))
+        what = describe_limit(limit, now) if limit is not None else "waiting for a limit to reset"
+        text = f"{what} · resuming the session in {format_seconds(left)}"
+    elif limit is not None:
+        text = describe_limit(limit, now)
+        if ended and run.session_id:
+            text += f" · resume with --resume {run.session_id}"
+    else:
+        return ""
+    return f'<div class="cc-limit" style="color:#a66a00">⏳ {escape(text)}</div>'
+
+
 def render_error_html(run: ClaudeRun) -> str:
     """A failed run's error in plain words with its status; ``""`` if it did not fail."""
     if not run.is_error:
@@ -397,7 +419,11 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
     if facts["session_id"]:
         items.append(f"session {facts['session_id']}")
     text = " · ".join(escape(item) for item in items if item)
-    return f'<div class="cc-footer" style="{_MUTED}">{text}</div>'
+    reason = run.cost_estimate_reason if facts["cost_usd"] is not None else None
+    # Off Anthropic's own API (a gateway, a proxy, the demo) or on a subscription, the CLI's
+    # cost is what the tokens would cost at list prices, not the bill.
+    note = f' title="{escape(f"the cost is an estimate ({reason})", quote=True)}"' if reason else ""
+    return f'<div class="cc-footer" style="{_MUTED}"{note}>{text}</div>'
 
 
 def _status_label(status: str) -> str:
@@ -515,14 +541,17 @@ def claude_body_html(
     exit_code: int | None = None,
     stderr: str = "",
     decisions: dict[str, PermissionRequest] | None = None,
+    now: float | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
     ``status`` and ``exit_code`` are the process's (see ``RunState``); ``stderr`` is
     shown, escaped, only in that note. ``decisions``: permission requests by tool_use_id.
+    ``now`` (epoch seconds, default the clock's) counts down to a usage limit's reset.
     """
     ended = status in FINAL_STATUSES
-    parts = [_waiting_html(run, status), render_claude_html(run, process_ended=ended, decisions=decisions)]
+    limit = render_limit_html(run, time.time() if now is None else now, ended=ended)
+    parts = [_waiting_html(run, status), render_claude_html(run, process_ended=ended, decisions=decisions), limit]
     if status in FINAL_STATUSES and run.result is None:
         parts.append(_no_result_html(run, status, exit_code, stderr))
     # MathJax would typeset "$" pairs in model text; these classes make it skip the body.
@@ -756,7 +785,11 @@ class ClaudeBody:
         """Bring the widgets up to date with the interpreter, the conversation and ``state``."""
         view = self.conversation.view() if self.conversation is not None else None
         alive = bool(getattr(state, "alive", False))
-        key = (self.interpreter.version, state.status, state.exit_code, view.version if view else None, alive)
+        snapshot = self.interpreter.snapshot()
+        # A limit's countdown changes every second; nothing else does without new output.
+        limited = snapshot.usage_limit is not None or snapshot.waiting_until is not None
+        tick = int(time.time()) if limited else None
+        key = (self.interpreter.version, state.status, state.exit_code, view.version if view else None, alive, tick)
         if key == self._key:
             return
         self._key = key

@@ -26,6 +26,13 @@ comes again at the start of every turn), and control lines (questions, answers,
 withdrawals) travel among the events. :meth:`ClaudeRun.begin_turn` marks where a turn
 starts; control messages and turn ends are queued as *signals* for whoever drives the
 conversation (:meth:`ClaudeRun.take_signals`); the parser only reads them.
+
+Usage and rate limits (``rate_limit_event``, ``api_retry`` with 429, an error result
+naming a reset time; see :mod:`cc_executor_nb.claude.limits`) set
+:attr:`ClaudeRun.usage_limit`. A run started with ``auto_resume`` goes through
+:mod:`cc_executor_nb.claude.autoresume`, whose own lines (``type: "cc_executor_nb"``)
+say when it waits for a reset and when it resumes the session; one stream may then hold
+several processes of the same Claude session, one after another.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .control import ControlMessage, parse_control
+from .limits import UsageLimit, cost_estimate_reason, limit_from_event, limit_from_result, limit_from_retry
 
 __all__ = [
     "ApiRetry",
@@ -177,6 +185,8 @@ class ApiRetry:
     delay_seconds: float | None
     error_status: int | None
     message: str
+    at: float | None = field(default=None, compare=False)
+    """When the notice was read (epoch seconds), if the parser has a clock; not part of equality."""
 
 
 @dataclass
@@ -259,7 +269,11 @@ class ClaudeRun:
     estimate, also sent when thinking text is not shown) from
     ``system``/``thinking_tokens``; ``result``, ``is_error``,
     ``api_error_status``, ``cost_usd``, ``usage``, ``num_turns``,
-    ``duration_ms`` and ``duration_api_ms`` from ``result``. Diagnostics:
+    ``duration_ms`` and ``duration_api_ms`` from ``result``; ``usage_limit`` (the
+    limit refusing the run now, see :mod:`.limits`), ``usage_limits`` (every refusal
+    seen), ``rate_limit_info`` (the latest ``rate_limit_event``), ``waiting_until`` and
+    ``resumes`` (auto-resume). ``clock`` (epoch seconds; default None) stamps API retries
+    and reads reset times given in words; without it those stay unknown. Diagnostics:
     ``raw_lines`` (non-JSON lines, the last :attr:`MAX_RAW_LINES`),
     ``unknown_events`` and ``malformed_events``.
     """
@@ -269,7 +283,8 @@ class ClaudeRun:
     MAX_RAW_LINE_CHARS = 2000
     MAX_SIGNALS = 10_000
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock
         self.session_id: str | None = None
         self.model: str | None = None
         self.tools: list[str] = []
@@ -285,6 +300,12 @@ class ClaudeRun:
         self.num_turns: int | None = None
         self.duration_ms: int | None = None
         self.duration_api_ms: int | None = None
+        self.rate_limit_info: dict[str, Any] | None = None
+        self.usage_limit: UsageLimit | None = None
+        self.usage_limits: list[UsageLimit] = []
+        self.waiting_until: float | None = None
+        self.resumes = 0
+        self.resume_note: str | None = None
         self.raw_lines: deque[str] = deque(maxlen=self.MAX_RAW_LINES)
         self.unknown_events = 0
         self.malformed_events = 0
@@ -300,6 +321,7 @@ class ClaudeRun:
         self._joined: tuple[int, str, str] = (0, "", "")
         self.turns: list[_Turn] = []
         self.signals: deque[Signal] = deque(maxlen=self.MAX_SIGNALS)
+        self._synthetic: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -433,6 +455,12 @@ class ClaudeRun:
         return result_text or self.text
 
     @property
+    def cost_estimate_reason(self) -> str | None:
+        """Why ``cost_usd`` is only an estimate of the bill (``custom endpoint``,
+        ``subscription``), or None when it is the bill or nothing says otherwise."""
+        return cost_estimate_reason(self.init)
+
+    @property
     def error_message(self) -> str:
         """The error of a failed run in plain words; ``""`` if it did not fail."""
         if not self.is_error or self.result is None:
@@ -461,7 +489,9 @@ class ClaudeRun:
         if subtype == "init":
             self._on_init(event)
         elif subtype == "api_retry":
-            self.retries.append(_parse_retry(event))
+            retry = _parse_retry(event, self._now())
+            self.retries.append(retry)
+            self._note_limit(limit_from_retry(retry.error_status, retry.delay_seconds, retry.at, retry.message))
         elif subtype == "thinking_tokens":
             self.thinking_tokens = _get_int(event, "estimated_tokens") or self.thinking_tokens
             self.phase = "thinking"
@@ -490,6 +520,8 @@ class ClaudeRun:
     def _on_message_start(self, inner: dict[str, Any]) -> None:
         message = _get_dict(inner, "message")
         self._drop_unconfirmed()
+        if self.usage_limit is not None and self.usage_limit.source == "api_retry":
+            self.usage_limit = None  # the retry went through
         self._current = self._message(_get_str(message, "id"))
         self._note_model(message)
 
@@ -550,6 +582,8 @@ class ClaudeRun:
         message_id = _get_str(message, "id")
         if not parent:
             self._drop_unconfirmed(keep=message_id)
+        if event.get("is_api_error_message") is True and message_id is not None:
+            self._synthetic.add(message_id)
         for block in content:
             if _KIND_BY_TYPE.get(_get_str(block, "type") or "") == "tool_use":
                 self._confirm_tool(block, parent)
@@ -588,6 +622,63 @@ class ClaudeRun:
         if self.turns and self.turns[-1].result is None:
             self.turns[-1].result = event
         self.signals.append(TurnEnded(event))
+        self._limit_of_result(event)
+
+    def _limit_of_result(self, event: dict[str, Any]) -> None:
+        """An error result caused by a limit keeps (or finds) that limit; any other result ends it."""
+        found = limit_from_result(event, self._now())
+        if found is None:
+            self.usage_limit = None
+            return
+        current = self.usage_limit
+        if current is not None and current.source == "rate_limit_event":
+            return  # the event's reset time is exact; the words have minutes only
+        if current is not None and found.resets_at is None and current.resets_at is not None:
+            found = UsageLimit(found.kind, current.resets_at, found.source, found.message)
+        self._note_limit(found)
+
+    # rate_limit_event (what the API's rate-limit headers said)
+
+    def _on_rate_limit(self, event: dict[str, Any]) -> None:
+        info = _get_dict(event, "rate_limit_info")
+        self.rate_limit_info = info
+        limit = limit_from_event(info)
+        if limit is not None:
+            self._note_limit(limit)
+        elif self.usage_limit is not None and self.usage_limit.source == "rate_limit_event":
+            self.usage_limit = None  # allowed again
+
+    def _note_limit(self, limit: UsageLimit | None) -> None:
+        if limit is not None:
+            self.usage_limit = limit
+            self.usage_limits.append(limit)
+
+    def _now(self) -> float | None:
+        return self.clock() if self.clock is not None else None
+
+    # cc_executor_nb lines (the auto-resume wrapper's)
+
+    def _on_wrapper(self, event: dict[str, Any]) -> None:
+        subtype = _get_str(event, "subtype")
+        if subtype == "auto_resume_wait":
+            self.waiting_until = _get_float(event, "resumes_at")
+            self.resume_note = _get_str(event, "message")
+        elif subtype == "auto_resume":
+            self.resumes += 1
+            self.waiting_until = None
+            self.usage_limit = None
+            self.resume_note = _get_str(event, "message")
+            self._forget_synthetic()
+            self.phase = "starting"
+        elif subtype == "auto_resume_stopped":
+            self.waiting_until = None
+            self.resume_note = _get_str(event, "message")
+
+    def _forget_synthetic(self) -> None:
+        """The CLI's own error messages (``is_api_error_message``) are not part of a resumed answer."""
+        for message_id in self._synthetic:
+            self._messages.pop(message_id, None)
+        self._synthetic.clear()
 
     # control lines (host mode)
 
@@ -700,6 +791,8 @@ _HANDLERS: dict[str, _Handler] = {
     "control_request": ClaudeRun._on_control,
     "control_response": ClaudeRun._on_control,
     "control_cancel_request": ClaudeRun._on_control,
+    "rate_limit_event": ClaudeRun._on_rate_limit,
+    "cc_executor_nb": ClaudeRun._on_wrapper,
 }
 _STREAM_HANDLERS: dict[str, _Handler] = {
     "message_start": ClaudeRun._on_message_start,
@@ -873,7 +966,7 @@ def _result_block_text(block: Any) -> str:
     return block if isinstance(block, str) else json.dumps(block, ensure_ascii=False)
 
 
-def _parse_retry(event: dict[str, Any]) -> ApiRetry:
+def _parse_retry(event: dict[str, Any], at: float | None = None) -> ApiRetry:
     delay_ms = _get_float(event, *_DELAY_MS_KEYS)
     delay = delay_ms / 1000 if delay_ms is not None else _get_float(event, *_DELAY_S_KEYS)
     return ApiRetry(
@@ -882,6 +975,7 @@ def _parse_retry(event: dict[str, Any]) -> ApiRetry:
         delay_seconds=delay,
         error_status=_get_int(event, *_STATUS_KEYS),
         message=_error_text(event.get("error")) or _get_str(event, "message") or "",
+        at=at,
     )
 
 
@@ -928,4 +1022,8 @@ def _error_of_result(result: dict[str, Any]) -> str:
     if subtype == "error_max_turns":
         turns = _get_int(result, "num_turns")
         return f"Stopped after reaching the maximum number of turns ({turns})."
+    if subtype == "error_max_budget_usd":
+        cost = _get_float(result, "total_cost_usd", "cost_usd")
+        spent = f" (${cost:.4f} spent)" if cost is not None else ""
+        return f"Stopped: the run reached its budget (--max-budget-usd){spent}."
     return f"Claude run failed ({subtype})."

@@ -17,6 +17,8 @@ mid-word, and never with a newline added), and ``note`` chunks are one line each
 - ``[thinking] 12 words`` once a thinking block is over (its text stays in
   ``run.thinking``),
 - ``[retry] API overloaded (529), retry 1 of 2 in 0.5 s`` per API retry,
+- ``[limit] 5-hour usage limit · resets 00:57:16 (in 4 s)`` when a usage limit refuses
+  the run, and ``[resume] ...`` when an auto-resumed run waits for the reset and resumes,
 - ``[permission] ...`` per permission question and per answer to it (the hook for
   interactive runs: any ``permission_requests`` the snapshot carries, each with
   ``tool``, ``input``, ``status`` pending/allowed/denied, ``decided_by`` and
@@ -31,10 +33,12 @@ included) are removed from everything returned here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .limits import UsageLimit, describe_limit
 from .render import format_cost, format_duration, retry_text, status_name, tool_input_summary
 from .streamjson import ApiRetry, ToolCall
 
@@ -48,6 +52,7 @@ __all__ = [
     "footer_items",
     "footer_line",
     "join_chunks",
+    "limit_line",
     "permission_line",
     "printable",
     "render_text",
@@ -168,6 +173,17 @@ def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
 
 
+def limit_line(limit: UsageLimit, now: float) -> str:
+    """``[limit] 5-hour usage limit · resets 00:57:16 (in 4 s)``."""
+    return "[limit] " + printable(describe_limit(limit, now))
+
+
+def _limit_of(view: object) -> UsageLimit | None:
+    """The snapshot's usage limit, if it carries one (an API retry says it in its own note)."""
+    limit = getattr(view, "usage_limit", None)
+    return limit if isinstance(limit, UsageLimit) and limit.source != "api_retry" else None
+
+
 def error_line(view: ClaudeSnapshot, *, shown: str = "") -> str:
     """``[error] API overloaded (529): ...`` for a failed run; ``""`` otherwise.
 
@@ -254,6 +270,9 @@ def render_text(view: ClaudeSnapshot) -> str:
     if view.thinking.strip():
         notes.append(thinking_line(view.thinking))
     notes += [f"[retry] {retry_text(retry)}" for retry in view.retries]
+    limit = _limit_of(view)
+    if limit is not None:
+        notes.append(limit_line(limit, time.time()))
     notes += [permission_line(item) for item in permission_requests(view)]
     notes += [tool_line(tool) for tool in view.tool_calls if tool.parent_tool_use_id is None]
     answer = printable(answer_of(view)).strip("\n")
@@ -288,9 +307,14 @@ class ClaudeTextRenderer:
     new text follows.
     """
 
-    def __init__(self, *, flush_chars: int = FLUSH_CHARS, footer: bool = True) -> None:
+    def __init__(
+        self, *, flush_chars: int = FLUSH_CHARS, footer: bool = True, clock: Callable[[], float] = time.time
+    ) -> None:
         self.flush_chars = flush_chars
         self.footer = footer
+        self.clock = clock
+        self._limit_seen: UsageLimit | None = None
+        self._resume_seen: tuple[int, str] | None = None
         self._consumed = 0  # characters of ``view.text`` already written
         self._tail = ""  # the last characters written, to notice a restarted answer
         self._line_open = False  # the last answer chunk did not end its line
@@ -328,6 +352,7 @@ class ClaudeTextRenderer:
         final = final or turn
         self._thinking(view, final, out)
         self._retries(view, out)
+        self._limits(view, out)
         self._permissions(view, out)
         self._tools(view, final, out)
         self._answer(view, final, out)
@@ -357,6 +382,17 @@ class ClaudeTextRenderer:
         for retry in view.retries[self._retries_seen :]:
             self._note(f"[retry] {retry_text(retry)}", out)
         self._retries_seen = max(self._retries_seen, len(view.retries))
+
+    def _limits(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
+        limit = _limit_of(view)
+        if limit is not None and limit != self._limit_seen:
+            self._limit_seen = limit
+            self._note(limit_line(limit, self.clock()), out)
+        note = getattr(view, "resume_note", None)
+        key = (int(getattr(view, "resumes", 0) or 0), str(note))
+        if isinstance(note, str) and note and key != self._resume_seen:
+            self._resume_seen = key
+            self._note("[resume] " + printable(note), out)
 
     def _permissions(self, view: ClaudeSnapshot, out: list[Chunk]) -> None:
         for index, item in enumerate(permission_requests(view)):

@@ -21,6 +21,13 @@ The reply is chosen from the text of the last user message (case-insensitive;
 ``<system-reminder>`` blocks the CLI adds are ignored). The first rule that
 matches wins, in this order:
 
+``usage limit reset in N s`` / ``rate limit reset in N s``
+    Opens a limit window of N seconds for the whole demo account: every main request
+    gets HTTP 429 with the headers of a subscription's usage limit
+    (``anthropic-ratelimit-unified-*``, ``x-should-retry: false``) or of an API key's
+    rate limit (``retry-after``, ``anthropic-ratelimit-requests-*``); the same
+    conversation is answered after the reset, with the task after "then" (see
+    :mod:`.limits`).
 ``echo: TEXT``
     (at the start) replies exactly ``TEXT``.
 ``bash: COMMAND``

@@ -9,11 +9,22 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_API_KEY", "demo_environment", "write_demo_config"]
+__all__ = ["DEMO_API_KEY", "DEMO_GATEWAY_TOKEN", "demo_environment", "write_demo_config"]
 
 # Not a secret: the demo backend accepts any key. It only has to look like a
 # key so that the CLI skips its login flow.
 DEMO_API_KEY = "sk-ant-demo-0000000000000000000000000000"
+
+# Not a secret either: an unsigned JWT whose audience is "claude-gateway" (expiring in
+# 2100). With it on a custom ANTHROPIC_BASE_URL the CLI treats the demo backend as a
+# Claude gateway and reads the usage-limit headers a subscription gets
+# (anthropic-ratelimit-unified-*), reporting them as rate_limit_event lines; with the
+# API key alone it ignores them (found by experiment with the pinned CLI, 2.1.332). The
+# backend checks neither credential.
+DEMO_GATEWAY_TOKEN = (
+    "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."
+    "eyJhdWQiOiJjbGF1ZGUtZ2F0ZXdheSIsInN1YiI6ImNjLWV4ZWN1dG9yLW5iLWRlbW8iLCJleHAiOjQxMDI0NDQ4MDB9."
+)
 
 
 
@@ -53,9 +64,11 @@ def demo_environment(
         "DISABLE_ERROR_REPORTING": "1",
         # Never try to install an IDE extension from a demo run.
         "CLAUDE_CODE_IDE_SKIP_AUTO_INSTALL": "1",
+        # The demo stands for a Claude gateway (see DEMO_GATEWAY_TOKEN); it also hides
+        # the user's own bearer token.
+        "ANTHROPIC_AUTH_TOKEN": DEMO_GATEWAY_TOKEN,
         # Empty values hide the user's other credentials and providers, which
         # would otherwise win over the demo key or send traffic elsewhere.
-        "ANTHROPIC_AUTH_TOKEN": "",
         "CLAUDE_CODE_OAUTH_TOKEN": "",
         "CLAUDE_CODE_USE_BEDROCK": "",
         "CLAUDE_CODE_USE_VERTEX": "",

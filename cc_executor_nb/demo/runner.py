@@ -33,9 +33,10 @@ __all__ = ["main", "runner_argv"]
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def runner_argv(argv: Sequence[str], max_retries: int) -> list[str]:
-    """``argv`` wrapped in the runner (with this interpreter)."""
-    return [sys.executable, "-m", "cc_executor_nb.demo.runner", "--max-retries", str(max_retries), "--", *argv]
+def runner_argv(argv: Sequence[str], max_retries: int, *, python: str | None = None) -> list[str]:
+    """``argv`` wrapped in the runner (with ``python``, default this interpreter)."""
+    runner = [python or sys.executable, "-m", "cc_executor_nb.demo.runner"]
+    return [*runner, "--max-retries", str(max_retries), "--", *argv]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

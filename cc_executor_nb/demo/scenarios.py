@@ -14,6 +14,7 @@ from typing import Any
 
 from . import texts
 from .arithmetic import ExpressionError, evaluate, find_expression, format_number
+from .limits import LIMIT_ANSWER, follow_on, limit_scenario
 
 __all__ = [
     "AUXILIARY_TEXT",
@@ -285,6 +286,20 @@ def _text_reply(scenario: str, prompt: str, text: str) -> Reply:
     return Reply(text_chunks=(text,), scenario=scenario, prompt=prompt)
 
 
+def _plan_limit(prompt: str, lowered: str, settings: DemoSettings) -> Reply | None:
+    """After its window (see :mod:`.limits`), a limit prompt is answered: its task after "then"."""
+    if limit_scenario(prompt) is None:
+        return None
+    rest = follow_on(prompt)
+    if rest and limit_scenario(rest) is None:
+        reply = _plan_for_prompt(rest, settings)
+        return Reply(
+            text_chunks=reply.text_chunks, chunk_times=reply.chunk_times, thinking=reply.thinking,
+            tool_call=reply.tool_call, delay=reply.delay, error=reply.error, scenario="limit", prompt=prompt,
+        )
+    return _text_reply("limit", prompt, LIMIT_ANSWER)
+
+
 def _plan_error(prompt: str, lowered: str, settings: DemoSettings) -> Reply | None:
     match = _ERROR.search(lowered)
     if match:
@@ -467,6 +482,7 @@ def _number(pattern: re.Pattern[str], text: str, default: float) -> float:
 
 # Checked in order; the first planner that recognises the prompt wins.
 _PLANNERS = (
+    _plan_limit,
     _plan_error,
     _plan_xss,
     _plan_tool,

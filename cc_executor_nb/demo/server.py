@@ -20,8 +20,9 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from .limits import LimitRefusal, LimitWindows
 from .messages import Step, count_tokens, message_json, stream_steps
-from .scenarios import ApiError, DemoSettings, Reply, plan_reply
+from .scenarios import ApiError, DemoSettings, Reply, is_auxiliary, plan_reply, prompt_text
 
 __all__ = ["DemoBackend", "RequestRecord"]
 
@@ -131,6 +132,10 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(request.get("messages"), list):
             self._send_error(ApiError(400, "invalid_request_error", "messages: Field required"))
             return
+        refusal = self._limit_refusal(backend, request)
+        if refusal is not None:
+            self._refuse(refusal, request)
+            return
         reply = plan_reply(request, backend.settings)
         stream = bool(request.get("stream"))
         backend.log(f"< POST {self.path} scenario={reply.scenario} stream={stream}")
@@ -146,6 +151,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(request, reply)
         else:
             self._send_json(200, message_json(request, reply, backend.next_message_id()))
+
+    def _limit_refusal(self, backend: DemoBackend, request: dict[str, Any]) -> LimitRefusal | None:
+        if is_auxiliary(request):
+            return None
+        prompt = prompt_text(request.get("messages") or [])
+        # The CLI names its session in every request; a resumed session keeps the name.
+        conversation = self.headers.get("X-Claude-Code-Session-Id") or prompt
+        return backend.limits.check(conversation, prompt)
+
+    def _refuse(self, refusal: LimitRefusal, request: dict[str, Any]) -> None:
+        prompt = prompt_text(request.get("messages") or [])
+        self._backend().log(f"< POST {self.path} refused: {refusal.kind} limit for {refusal.retry_after} s")
+        self._record(RequestRecord("POST", "/v1/messages", f"{refusal.kind}_limit", bool(request.get("stream")),
+                                   429, prompt))
+        self._send_error(ApiError(429, "rate_limit_error", refusal.message), refusal.headers())
 
     def _count_tokens(self, request: dict[str, Any]) -> None:
         self._backend().log(f"< POST {self.path}")
@@ -191,11 +211,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._record(RequestRecord(method, urlsplit(self.path).path, "not_found", False, 404))
         self._send_error(ApiError(404, "not_found_error", f"Not found: {self.path}"))
 
-    def _send_error(self, error: ApiError) -> None:
+    def _send_error(self, error: ApiError, headers: Iterable[tuple[str, str]] = ()) -> None:
         self._backend().log(f"> {error.status} {error.type}")
-        self._send_json(error.status, error.body())
+        self._send_json(error.status, error.body(), headers)
 
-    def _send_json(self, status: int, body: dict[str, Any]) -> None:
+    def _send_json(self, status: int, body: dict[str, Any], headers: Iterable[tuple[str, str]] = ()) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
         # http.server knows no phrase for 529; the real API says "Overloaded".
         phrase = "Overloaded" if status == 529 else None
@@ -203,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("request-id", self._backend().next_request_id())
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -248,6 +270,8 @@ class DemoBackend:
         self._counters = {"msg": 0, "req": 0}
         self._in_flight = 0
         self._records: list[RequestRecord] = []
+        self.limits = LimitWindows()
+        """The account's usage and rate limit windows (see :mod:`.limits`)."""
 
     # Lifecycle
 

@@ -30,8 +30,9 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..claude.command import ResumeSettings, claude_command
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment, claude_host_argv
+from ..claude.options import ClaudeOptions, claude_host_argv
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL
@@ -52,14 +53,18 @@ if TYPE_CHECKING:
     from .views import Body
 
 __all__ = [
+    "Prepared",
     "arun",
     "current_settings",
     "follow_job",
     "in_kernel_server_settings",
     "output_mode",
+    "prepare",
     "resolve_options",
+    "resume_settings",
     "run",
     "wait_one_shot",
+    "widget_presenter",
 ]
 
 LABEL_CHARS = 80
@@ -102,6 +107,36 @@ def run(
     Raises TypeError for an unknown keyword, ValueError for bad values and
     FileNotFoundError when a Claude prompt is given and no claude executable exists.
     """
+    prepared = prepare(prompt_or_command, options, claude=claude, settings=settings, **given)
+    handle, run_options = prepared.run, prepared.options
+    if run_options.display:
+        handle.show()
+    handle.start(prepared.loop)
+    return wait_one_shot(handle) if run_options.wait else handle
+
+
+class Prepared:
+    """A run built but not started: the handle, the loop to start it on, the options."""
+
+    def __init__(self, run: Run, loop: KernelLoop, options: RunOptions, claude: ClaudeOptions) -> None:
+        self.run, self.loop, self.options, self.claude = run, loop, options, claude
+
+
+def prepare(
+    prompt_or_command: str | Sequence[str],
+    options: RunOptions | None = None,
+    *,
+    claude: ClaudeOptions | None = None,
+    settings: CCExec | None = None,
+    view: bool = True,
+    **given: Any,
+) -> Prepared:
+    """Build a run as :func:`run` would, without showing or starting it.
+
+    ``view=False`` makes no view at all (no widget is created, nothing is sent to a front
+    end): the caller sets ``run.presenter`` itself (a batch does, and adds a widget later
+    with :func:`widget_presenter`). Start it with ``prepared.run.start(prepared.loop)``.
+    """
     settings = settings or current_settings()
     run_options, claude_options = resolve_options(settings, options, claude, given)
     remote, durable = bool(run_options.server), run_options.durable
@@ -109,9 +144,8 @@ def run(
         what, extras = _command(prompt_or_command)
     else:
         prompt = _prompt_text(prompt_or_command)
-        what, extras = _claude(
-            prompt, _with_session(settings, claude_options), settings, durable=durable and not remote
-        )
+        claude_options = _with_session(settings, claude_options)
+        what, extras = _claude(prompt, claude_options, settings, durable=durable and not remote)
     spec = _complete(what, settings, run_options, extras)
     conversation = extras.conversation
     if conversation is not None and conversation.fallback is not None:
@@ -132,17 +166,22 @@ def run(
         conversation=conversation,
         prompter=conversation.prompter if conversation is not None else None,
     )
-    handle.presenter = _presenter(handle, settings, quiet=run_options.quiet, body=extras.body)
-    if extras.body is not None and hasattr(extras.body, "bind"):
-        extras.body.bind(handle)
+    if view:
+        handle.presenter = _presenter(handle, settings, quiet=run_options.quiet)
     if conversation is not None:
         conversation.on_turn_end = lambda: _remember_session(settings, handle)
     if not run_options.command:
         handle.add_done_callback(lambda done: _remember_session(settings, done))
-    if run_options.display:
-        handle.show()
-    handle.start(kernel_loop)
-    return wait_one_shot(handle) if run_options.wait else handle
+    return Prepared(handle, kernel_loop, run_options, claude_options)
+
+
+def widget_presenter(handle: Run, settings: CCExec | None = None) -> WidgetPresenter:
+    """A live widget view for a run made without one (``prepare(view=False)``), not displayed.
+
+    The view is shown by putting ``presenter.view.widget`` into a widget tree; it has no
+    record of its own (the owner of the tree keeps the record).
+    """
+    return _widget_presenter(handle, settings or current_settings(), record=False)
 
 
 def wait_one_shot(handle: Run) -> Run:
@@ -189,7 +228,7 @@ def follow_job(
         settle_timeout=settings.kill_grace + 10.0,
         job_id=str(job["job_id"]),
     )
-    handle.presenter = _presenter(handle, settings, quiet=quiet, body=extras.body)
+    handle.presenter = _presenter(handle, settings, quiet=quiet)
     if extras.interpreter is not None:
         handle.add_done_callback(lambda done: _remember_session(settings, done))
     if display:
@@ -265,11 +304,10 @@ class _Extras:
         *,
         env: Mapping[str, str] | None = None,
         interpreter: Interpreter | None = None,
-        body: Body | None = None,
         conversation: Conversation | None = None,
     ) -> None:
         self.label, self.options, self.env = label, options, env
-        self.interpreter, self.body = interpreter, body
+        self.interpreter = interpreter
         self.conversation = conversation
 
 
@@ -318,21 +356,19 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
 def _claude(
     prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False
 ) -> tuple[RunSpec, _Extras]:
-    argv, demo = claude_argv(prompt, options), options.demo
-    if durable and demo:
-        # The kernel's demo backend would die with the kernel: the job carries its own.
-        from ..demo.runner import runner_argv
-
-        retries = DEMO_MAX_RETRIES if options.max_retries is None else options.max_retries
-        argv, options = runner_argv(argv, retries), dataclasses.replace(options, demo=False, max_retries=None)
+    # A durable job outlives the kernel's demo backend: it carries its own (own_demo). A
+    # remote server runs the wrappers with its own python3.
+    python = "python3" if options.remote else None
+    argv, env = claude_command(prompt, options, resume=resume_settings(settings), own_demo=durable, python=python)
     # A durable job outlives this kernel: its questions could not reach it, so it is one-shot.
-    interactive = options.interactive and not durable
+    # auto_resume wraps the one-shot CLI in its supervisor (claude/autoresume.py): one-shot too.
+    interactive = options.interactive and not durable and not options.auto_resume
     extras = _claude_extras(
         prompt,
-        {"model": options.model, "demo": demo, "raw": options.raw, "interactive": interactive},
+        {"model": options.model, "demo": options.demo, "raw": options.raw, "interactive": interactive},
         conversation=(options, settings) if interactive else None,
     )
-    extras.env = claude_environment(options)
+    extras.env = env
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
     one_shot = RunSpec(argv=argv, progress_target=None)
     if extras.conversation is None:
@@ -341,20 +377,21 @@ def _claude(
     return RunSpec(argv=claude_host_argv(options), progress_target=None, stdin="pipe"), extras
 
 
+def resume_settings(settings: CCExec) -> ResumeSettings:
+    """How ``auto_resume`` resumes, from ``settings``."""
+    return ResumeSettings(settings.resume_prompt, settings.max_resumes, settings.auto_resume_max_wait)
+
+
 def _claude_extras(
     prompt: str, options: dict[str, Any], *, conversation: tuple[ClaudeOptions, CCExec] | None = None
 ) -> _Extras:
-    """Label, interpreter and view of a Claude run of ``prompt`` (fresh or attached);
-    with ``conversation`` (its options and settings), the conversation of host mode."""
+    """Label and interpreter of a Claude run of ``prompt`` (fresh or attached); with
+    ``conversation`` (its options and settings), the conversation of host mode. (Its
+    widget body is made with its widget view, if it gets one.)"""
     interpreter = ClaudeInterpreter(prompt=prompt)
     talk = _conversation(prompt, interpreter, *conversation) if conversation is not None else None
-    raw = bool(options.get("raw"))
     return _Extras(
-        _shorten("claude: " + prompt),
-        {"prompt": prompt, **options},
-        interpreter=interpreter,
-        conversation=talk,
-        body=None if raw and talk is None else _claude_body(interpreter, talk, raw),
+        _shorten("claude: " + prompt), {"prompt": prompt, **options}, interpreter=interpreter, conversation=talk
     )
 
 
@@ -384,10 +421,15 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
     return dataclasses.replace(spec, cwd=spec.cwd or os.getcwd(), env=env, job=job)
 
 
-def _claude_body(interpreter: ClaudeInterpreter, conversation: Conversation | None, raw: bool) -> Body:
+def _body_of(handle: Run) -> Body | None:
+    """The widget body of a Claude run: its conversation (unless raw without questions)."""
+    interpreter, talk = handle.interpreter, handle.conversation
+    raw = bool(handle.options.get("raw"))
+    if not isinstance(interpreter, ClaudeInterpreter) or (raw and talk is None):
+        return None
     from ..claude.render import ClaudeBody
 
-    return ClaudeBody(interpreter, conversation, show_answer=not raw)
+    return ClaudeBody(interpreter, talk, show_answer=not raw)
 
 
 def _prompter() -> Any:
@@ -487,11 +529,16 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> T
     return Target(local.url, local.token)
 
 
-def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None) -> Presenter:
+def _presenter(handle: Run, settings: CCExec, *, quiet: bool) -> Presenter:
     if output_mode(settings, quiet) == "text":
         return TextPresenter(lambda: repr(handle), view=_text_view(handle))
+    return _widget_presenter(handle, settings, record=True)
+
+
+def _widget_presenter(handle: Run, settings: CCExec, *, record: bool) -> WidgetPresenter:
     from .views import RunView
 
+    body = _body_of(handle)
     view = RunView(
         handle.label,
         on_pause=handle.pause,
@@ -504,9 +551,14 @@ def _presenter(handle: Run, settings: CCExec, *, quiet: bool, body: Body | None)
         state=handle.state,
     )
     handle.view = view
-    return WidgetPresenter(
-        handle.state, view, max_rate=settings.max_updates_per_second, record=_record(handle, settings)
+    presenter = WidgetPresenter(
+        handle.state, view, max_rate=settings.max_updates_per_second,
+        record=_record(handle, settings) if record else None,
     )
+    bind = getattr(body, "bind", None)
+    if callable(bind):
+        bind(handle)  # the body's buttons act on the run
+    return presenter
 
 
 def _text_view(handle: Run) -> LineRenderer:

@@ -170,6 +170,39 @@ class CCExec(Configurable):
         False,
         help="Point claude runs at the built-in offline demo API instead of Anthropic's.",
     ).tag(config=True)
+    max_budget_usd = Float(
+        None,
+        allow_none=True,
+        help="Default --max-budget-usd of claude runs: the CLI stops a run once it has spent "
+        "this many dollars. None: no limit.",
+    ).tag(config=True)
+
+    # Batches
+
+    batch_concurrency = Int(
+        4, help="How many runs of a batch (cc_executor_nb.map, %%ccexec --each) run at once by default."
+    ).tag(config=True)
+
+    # Usage limits
+
+    auto_resume = Bool(
+        False,
+        help="When a usage or rate limit stops a claude run, wait for the reset and resume "
+        "the same Claude session (--resume SESSION_ID with resume_prompt).",
+    ).tag(config=True)
+    resume_prompt = Unicode(
+        "Continue where you left off.",
+        help="The prompt that resumes a Claude session after a usage limit reset (auto_resume).",
+    ).tag(config=True)
+    auto_resume_max_wait = Float(
+        6 * 3600.0,
+        help="Longest wait, in seconds, for a reset before resuming (auto_resume); a limit "
+        "that resets later ends the run as it is.",
+    ).tag(config=True)
+    max_resumes = Int(
+        5,
+        help="How many times one run may resume its session after a limit (auto_resume).",
+    ).tag(config=True)
 
     # Claude conversations
 
@@ -234,15 +267,27 @@ class CCExec(Configurable):
             raise TraitError(f"CCExec.{proposal.trait.name} must be 0 (no limit) or at least {MIN_DISK_LIMIT} bytes")
         return value
 
-    @validate("kill_grace", "job_server_idle_exit", "job_retention", "idle_timeout")
+    @validate("kill_grace", "job_server_idle_exit", "job_retention", "idle_timeout", "auto_resume_max_wait")
     def _not_negative(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=True)
 
-    @validate("timeout")
+    @validate("timeout", "max_budget_usd")
     def _timeout(self, proposal: Any) -> float | None:
         return None if proposal.value is None else _check(proposal, allow_zero=False)
 
-    @validate("max_output_chars", "job_storage_limit")
+    @validate("resume_prompt")
+    def _prompt(self, proposal: Any) -> str:
+        if not str(proposal.value).strip():
+            raise TraitError("CCExec.resume_prompt must not be empty")
+        return str(proposal.value)
+
+    @validate("batch_concurrency")
+    def _at_least_one(self, proposal: Any) -> int:
+        if int(proposal.value) < 1:
+            raise TraitError("CCExec.batch_concurrency must be at least 1")
+        return int(proposal.value)
+
+    @validate("max_output_chars", "job_storage_limit", "max_resumes")
     def _chars(self, proposal: Any) -> int:
         if proposal.value < 0:
             raise TraitError(f"CCExec.{proposal.trait.name} must not be negative")

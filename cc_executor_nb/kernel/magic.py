@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -29,8 +29,11 @@ from . import api
 from .config import CCExec
 from .jobs import JobsTable, attach, show_jobs
 from .loop import stop_shared_loop
-from .options import RunOptions
+from .options import BatchOptions, RunOptions
 from .run import Run
+
+if TYPE_CHECKING:
+    from .batch import Batch
 
 __all__ = [
     "CCExecMagics",
@@ -96,7 +99,7 @@ def declared_arguments() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add the flags declared by RunOptions and ClaudeOptions to a magic's parser."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        for cls in (ClaudeOptions, RunOptions):
+        for cls in (BatchOptions, ClaudeOptions, RunOptions):
             for f, spec in reversed(declared(cls)):
                 if spec.flags:
                     func = argument(*spec.flags, **spec.argparse_kwargs(f.name))(func)
@@ -108,6 +111,7 @@ def declared_arguments() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 _OPTION_NAMES = tuple(
     f.name for cls in (RunOptions, ClaudeOptions) for f, spec in declared(cls) if spec.flags
 )
+_BATCH_NAMES = tuple(f.name for f, spec in declared(BatchOptions) if spec.flags and f.name != "each")
 
 
 @magics_class
@@ -134,7 +138,7 @@ class CCExecMagics(Magics):
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
     @line_cell_magic
-    def ccexec(self, line: str, cell: str | None = None) -> Run | JobsTable:
+    def ccexec(self, line: str, cell: str | None = None) -> Run | JobsTable | Batch:
         """Run a Claude prompt, or with -c a command line, and show it live.
 
         The magic returns at once (unless -w) and the kernel stays free while the run
@@ -156,13 +160,20 @@ class CCExecMagics(Magics):
           %ccexec --durable -c "python train.py"
           %ccexec --jobs
           %ccexec --attach last
+
+        Many runs as one Batch, once per item of an iterable (``{item}`` is filled in)::
+
+          %%ccexec --each files --concurrency 8 --batch-budget-usd 5
+          Summarise {item} in three bullet points.
         """
         args, text = self._parse(line, cell)
         result = self._act(args, text)
         if args.out:
             assert self.shell is not None, "a magic is only called through its shell"
             self.shell.user_ns[args.out] = result
-        return api.wait_one_shot(result) if args.wait and isinstance(result, Run) else result
+        if args.wait and isinstance(result, Run):
+            return api.wait_one_shot(result)
+        return result.wait() if args.wait and not isinstance(result, JobsTable) else result
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
@@ -179,6 +190,11 @@ class CCExecMagics(Magics):
             raise UsageError(f"{action} takes no prompt or command")
         if action == "--attach" and args.durable:
             raise UsageError("--attach follows a job that exists; --durable starts one")
+        if action and args.each:
+            raise UsageError(f"{action} takes no --each")
+        given = [name for name in _BATCH_NAMES if getattr(args, name) is not None]
+        if given and not args.each:
+            raise UsageError(f"--{given[0].replace('_', '-')} needs --each NAME")
         if not text.strip() and not action:
             what = "command line" if args.command else "prompt"
             raise UsageError(f"%ccexec needs a {what} (see %ccexec?)")
@@ -195,10 +211,39 @@ class CCExecMagics(Magics):
         except (ValueError, FileNotFoundError) as exc:
             raise UsageError(str(exc).splitlines()[0]) from None
 
-    def _act(self, args: Any, text: str) -> Run | JobsTable:
+    def _act(self, args: Any, text: str) -> Run | JobsTable | Batch:
         if args.jobs:
             return self._jobs(args)
+        if args.each:
+            return self._batch(args, text)
         return self._attach(args) if args.attach else self._start(args, text)
+
+    def _batch(self, args: Any, text: str) -> Batch:
+        from .batch import map as batch_map
+
+        values = {name: getattr(args, name) for name in _OPTION_NAMES if name not in ("wait", "quiet")}
+        values["env"] = _env_pairs(args.env or ())
+        # --max-budget-usd is each run's; --batch-budget-usd the batch's (map's max_budget_usd).
+        values["run_max_budget_usd"] = values.pop("max_budget_usd")
+        try:
+            return batch_map(
+                text, self._user_value(args.each, "--each"),
+                concurrency=args.concurrency, max_budget_usd=args.batch_budget_usd,
+                on_budget=args.on_budget or "finish",
+                cluster=self._user_value(args.cluster, "--cluster") if args.cluster else None,
+                quiet=bool(args.quiet), settings=self.settings, **values,
+            )
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            raise UsageError(str(exc).splitlines()[0]) from None
+
+    def _user_value(self, name: str, flag: str) -> Any:
+        assert self.shell is not None, "a magic is only called through its shell"
+        if name not in self.shell.user_ns:
+            raise UsageError(f"{flag} {name}: no such name in the notebook")
+        value = self.shell.user_ns[name]
+        if flag == "--each" and (isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")):
+            raise UsageError(f"--each {name}: not an iterable of items ({type(value).__name__})")
+        return value
 
     def _jobs(self, args: Any) -> JobsTable:
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..declare import option
 
-__all__ = ["RunOptions"]
+__all__ = ["BatchOptions", "RunOptions"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,31 @@ class RunOptions:
     """Show the run in the current cell (Python API only; ``display(run)`` later)."""
     label: str | None = None
     """The title of the run's view (Python API only; default: the prompt or command)."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs (``%ccexec --each``; ``cc_executor_nb.map`` takes them as keywords)."""
+
+    each: str | None = option(
+        None, "--each", metavar="NAME",
+        help="run once per item of the iterable NAME in the user namespace, {item} in the prompt (or "
+        "command) filled in with it: returns a Batch",
+    )
+    concurrency: int | None = option(
+        None, "--concurrency", metavar="N", type=int, config="batch_concurrency",
+        help="how many runs of the batch run at once (default: CCExec.batch_concurrency)",
+    )
+    batch_budget_usd: float | None = option(
+        None, "--batch-budget-usd", metavar="USD", type=float,
+        help="no new run of the batch starts once its runs have spent this many dollars "
+        "(map(max_budget_usd=...))",
+    )
+    on_budget: str | None = option(
+        None, "--on-budget", metavar="finish|cancel",
+        help="when the batch budget is spent, let running runs finish (default) or cancel them",
+    )
+    cluster: str | None = option(
+        None, "--cluster", metavar="NAME",
+        help="a dask.distributed Client in the user namespace: the batch runs on its workers",
+    )

@@ -158,6 +158,8 @@ class Target:
 
     url: str
     token: str | None = field(default=None, repr=False)
+    ssl: Any = field(default=None, repr=False, compare=False)
+    """The client TLS context of a ``wss://`` server (an ``ssl.SSLContext``), if it needs one."""
 
 
 def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
@@ -267,6 +269,11 @@ class Run:
     def done(self) -> bool:
         """Whether the run is over and its handle will not change any more."""
         return self._done.done()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called (the run may not have ended yet)."""
+        return self._cancel_requested.is_set()
 
     @property
     def durable(self) -> bool:
@@ -435,6 +442,21 @@ class Run:
         """Resume the process group (SIGCONT). Returns self."""
         return self._control("RESUME", timeout)
 
+    def abandon(self, reason: str, *, status: str = "error") -> Run:
+        """End a run that was never started, without starting it: ``status`` ``error`` (or
+        ``cancelled``) with ``reason`` as its error. Returns self; no-op once started or over.
+
+        For owners of runs that decide not to run them after all (a batch's queue).
+        """
+        if self._kernel_loop is not None or self.done:
+            return self
+        if status == "cancelled":
+            self._settle_locally(reason)
+        else:
+            self._fail(reason)
+        self._finish()
+        return self
+
     def _control(self, kind: str, timeout: float | None) -> Run:
         loop = self._kernel_loop
         if loop is None or self.done:
@@ -467,6 +489,8 @@ class Run:
         end, then propagates.
         """
         if self._kernel_loop is None:
+            if self.done:  # ended without starting (abandon)
+                return self
             raise RuntimeError("this run was never started")
         if self._kernel_loop.on_loop_thread():
             raise RuntimeError("Run.wait() would block the loop thread; use 'await run'")
@@ -592,7 +616,7 @@ class Run:
         self._ended = asyncio.Event()
         client: Client | None = None
         try:
-            client = await connect(self.target.url, self.target.token, buffer_events=False)
+            client = await connect(self.target.url, self.target.token, buffer_events=False, ssl=self.target.ssl)
             await self._execute(client)
         except asyncio.CancelledError:
             if self.durable:

@@ -29,6 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
+from ssl import SSLContext
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -212,12 +213,17 @@ class EnhancedWebSocketHandler:
         self.host = "127.0.0.1"
         self.port = 0
         self._loopback = True
+        self.tls = False
+        """Whether the server speaks TLS (``wss://``)."""
         self._closing = False
 
     # -- Lifecycle ------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 8003) -> Server:
-        """Bind and start serving; ``port=0`` picks a free port (see ``self.port``)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 8003, *, ssl: SSLContext | None = None) -> Server:
+        """Bind and start serving; ``port=0`` picks a free port (see ``self.port``).
+
+        With ``ssl`` (a server-side TLS context) the server speaks ``wss://``.
+        """
         self._loopback = is_loopback(host)
         _install_redactor(self.token)
         if self.token is None and not self._loopback:
@@ -237,11 +243,13 @@ class EnhancedWebSocketHandler:
                 # A dead peer never answers our close frame: do not wait long for it.
                 close_timeout=self.close_timeout,
                 server_header=f"cc_executor_nb/{__version__}",
+                ssl=ssl,
             )
         except BaseException:
             await self.jobs.shutdown()  # releases the jobs directory
             raise
         self.host, self.port = self.server.sockets[0].getsockname()[:2]
+        self.tls = ssl is not None
         logger.info("[ENHANCED] listening on %s", self.url)
         return self.server
 
@@ -249,7 +257,7 @@ class EnhancedWebSocketHandler:
     def url(self) -> str:
         """The WebSocket URL clients connect to."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://{host}:{self.port}/ws"
 
     async def wait_idle(self) -> None:
         """Return once no session is open (a retired in-kernel server then closes)."""

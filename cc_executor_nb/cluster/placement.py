@@ -1,0 +1,187 @@
+"""The notebook side of Dask placement: a batch's runs as tasks on a ``dask.distributed`` cluster.
+
+:class:`DaskPlacement` is a batch :class:`~cc_executor_nb.kernel.batch.Placement`. For
+each run the batch starts it submits one task (:func:`~.worker.run_on_worker`) with the
+run's *recipe* (its prompt and options, or its command line; the worker builds the
+command itself) and the batch's ``resources`` (e.g. ``{"claude": 1}``: the task holds
+them on its worker while the run lives, so ``dask-worker --resources claude=2`` bounds
+the runs per worker). Dask decides where. When the worker has started the run (a
+durable job on its handler) it logs an event on the batch's topic; the placement then
+points the batch's :class:`~cc_executor_nb.kernel.run.Run` at that job and starts it:
+the run attaches, replays from the job's first notification and follows it live,
+straight from the worker, with heartbeats, cancel and reconnects as for any run.
+
+:func:`ensure_plugin` registers the worker plugin once per ``Client`` (with a fresh
+token); the handlers come up on every current and future worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..client import connect
+from ..errors import CCExecError
+from ..kernel.api import Prepared, resume_settings
+from ..kernel.config import CCExec
+from ..kernel.loop import KernelLoop, LoopStopped
+from ..kernel.run import Target
+from .worker import HandlerPlugin, Recipe, run_on_worker
+
+if TYPE_CHECKING:
+    from ..kernel.batch import Batch, BatchItem
+
+__all__ = ["DaskPlacement", "ensure_plugin", "recipe_of"]
+
+logger = logging.getLogger("cc_executor_nb.cluster")
+
+_PLUGINS: dict[str, tuple[str, str]] = {}
+_PLUGINS_LOCK = threading.Lock()
+META_PROMPT_CHARS = 4000
+
+
+def ensure_plugin(client: Any, settings: CCExec, *, allow_plaintext: bool = False) -> tuple[str, str]:
+    """The plugin name and token of ``client``'s cluster handlers, registering the plugin once."""
+    with _PLUGINS_LOCK:
+        known = _PLUGINS.get(client.id)
+        if known is not None:
+            return known
+        name, token = f"cc_executor_nb-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
+        client.register_plugin(HandlerPlugin(token, allow_plaintext=allow_plaintext, kill_grace=settings.kill_grace),
+                               name=name)
+        _PLUGINS[client.id] = (name, token)
+        return name, token
+
+
+def client_ssl(client: Any) -> Any:
+    """The client TLS context for the workers' handlers, when the cluster's comms use TLS."""
+    address = str(getattr(client.scheduler, "address", "") or "")
+    if not address.startswith("tls://"):
+        return None
+    return client.security.get_connection_args("client")["ssl_context"]
+
+
+def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) -> Recipe:
+    """What a worker needs to build and start ``prepared``'s run (never this kernel's environment)."""
+    run, spec = prepared.run, prepared.run.spec
+    execute = {
+        "cwd": spec.cwd, "env": dict(prepared.options.env) if prepared.options.env else None,
+        "timeout": spec.timeout, "heartbeat_interval": spec.heartbeat_interval,
+        "inactivity_threshold": spec.inactivity_threshold, "kill_grace": spec.kill_grace,
+    }
+    meta: dict[str, Any] = {"kind": "command", "batch": batch}
+    if prepared.options.command:
+        return Recipe("command", command=spec.command, argv=spec.argv, execute=execute, label=run.label, meta=meta)
+    options = {f.name: getattr(prepared.claude, f.name) for f in dataclasses.fields(prepared.claude)}
+    prompt = str(text)
+    meta |= {"kind": "claude", "prompt": prompt[:META_PROMPT_CHARS], "raw": bool(prepared.claude.raw)}
+    return Recipe("claude", prompt=prompt, options=options, resume=dataclasses.asdict(resume_settings(settings)),
+                  execute=execute, label=run.label, meta=meta)
+
+
+class DaskPlacement:
+    """Places a batch's runs on a Dask cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        client: Any,
+        loop: KernelLoop,
+        prepared: Sequence[Prepared],
+        texts: Sequence[Any],
+        *,
+        settings: CCExec,
+        resources: Mapping[str, float] | None = None,
+    ) -> None:
+        self.client = client
+        self.loop = loop
+        self.topic = f"cc_executor_nb-batch-{uuid.uuid4().hex}"
+        self.recipes = [recipe_of(p, text, settings, batch=self.topic) for p, text in zip(prepared, texts, strict=True)]
+        self.plugin_name, self.token = ensure_plugin(client, settings)
+        self.ssl = client_ssl(client)
+        self.resources = dict(resources) if resources else None
+        self.futures: dict[int, Any] = {}
+        self.batch: Batch | None = None
+        client.subscribe_topic(self.topic, self._on_event)
+
+    def start(self, entry: BatchItem, batch: Batch) -> None:
+        """Submit the run's task; the run starts when its worker says where the job is."""
+        self.batch = batch
+        future = self.client.submit(
+            run_on_worker, self.recipes[entry.index], self.plugin_name, self.topic, entry.index,
+            key=f"{self.topic}-{entry.index}", pure=False, resources=self.resources,
+        )
+        self.futures[entry.index] = future
+        future.add_done_callback(lambda done: self._task_done(entry, done))
+
+    def cancel(self, entry: BatchItem) -> None:
+        """Withdraw a task that has not started its run (Dask never runs it, or the job is stopped)."""
+        future = self.futures.get(entry.index)
+        if future is not None:
+            future.cancel()
+
+    def close(self) -> None:
+        """The batch is over: stop listening and let Dask forget the tasks."""
+        try:
+            self.client.unsubscribe_topic(self.topic)
+        except Exception:  # the client may be closed already
+            logger.debug("unsubscribing %s", self.topic, exc_info=True)
+        self.futures.clear()
+
+    # Events from the workers (on the Dask client's thread)
+
+    def _on_event(self, event: Any) -> None:
+        _timestamp, message = event
+        batch = self.batch
+        if batch is None or not isinstance(message, dict):
+            return
+        index = int(message["index"])
+        entry = batch.items[index]
+        target = Target(str(message["url"]), self.token, ssl=self.ssl)
+        job_id = str(message["job_id"])
+        batch.placed(
+            entry,
+            start=lambda: self._attach(entry, target, job_id),
+            worker=str(message.get("worker") or ""),
+            stray=lambda: self._stop_stray(target, job_id),
+        )
+
+    def _attach(self, entry: BatchItem, target: Target, job_id: str) -> None:
+        # With a job id the run attaches to the job. It is not marked ``attached`` (following
+        # someone else's job): the batch started it, so a kernel shutdown cancels it like a
+        # local run, rather than leaving a job nobody holds the token of.
+        run = entry.run
+        run.target, run.job_id = target, job_id
+        run.start(self.loop)
+
+    def _stop_stray(self, target: Target, job_id: str) -> None:
+        """A job nobody waits for any more (its item was cancelled, or Dask ran the task again): cancel it."""
+        try:
+            self.loop.submit(_cancel_job(target, job_id))
+        except LoopStopped:
+            logger.warning("! could not cancel the stray job %s at %s", job_id, target.url)
+
+    def _task_done(self, entry: BatchItem, future: Any) -> None:
+        """A task that failed before its run started ends the run with the task's error."""
+        if future.status != "error" or self.batch is None:
+            return
+        try:
+            error = future.exception()
+        except Exception as exc:  # cancelled, or the client is gone
+            error = exc
+        reason = f"the Dask task failed: {type(error).__name__}: {error}"
+        batch = self.batch
+        batch._on_loop(lambda: entry.run.abandon(reason) if entry.status == "placing" else None)
+
+
+async def _cancel_job(target: Target, job_id: str) -> None:
+    try:
+        async with await connect(target.url, target.token, auto_reconnect=False, ssl=target.ssl) as client:
+            await client.attach(job_id)
+            await client.control("CANCEL")
+    except (OSError, CCExecError) as exc:
+        logger.warning("! cancelling the stray job %s: %s", job_id, exc)

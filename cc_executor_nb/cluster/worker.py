@@ -1,0 +1,201 @@
+"""The worker side of Dask placement: an enhanced handler per worker, and the task of one run.
+
+:class:`HandlerPlugin` is a ``distributed`` worker plugin. On each worker it starts an
+enhanced handler (:func:`~cc_executor_nb.server.config.build_server`, with a private jobs
+directory) on a loop thread of its own (:class:`~cc_executor_nb.kernel.loop.KernelLoop`):
+
+- a worker on a loopback address (a ``LocalCluster``) binds 127.0.0.1;
+- a worker whose Dask comms use TLS (``tls://``: ``distributed.security.Security``)
+  binds the worker's own address and speaks ``wss://`` with the worker's Dask TLS
+  certificate, requiring a client certificate of the cluster's CA (as Dask does);
+- any other worker (plain TCP on a non-loopback address) refuses, unless the plugin was
+  made with ``allow_plaintext=True`` (the token then crosses the network in clear).
+
+Every handler checks the same token, made by the notebook for the cluster. The plugin's
+teardown (the worker closing, the plugin removed) stops the handler, which kills its
+runs' process groups; a worker killed outright takes them with it through the
+handler's watchdog.
+
+:func:`run_on_worker` is the task of one run. It builds the run's command on the worker
+(its own claude executable, its own Python), starts it as a durable job on the local
+handler, logs a Dask event ``{"index", "job_id", "url", "worker"}`` on the batch's topic
+so the notebook attaches to the job, then follows the job to its end and returns its
+outcome. The task, and with it the worker resources it holds, lives as long as the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from ..claude.command import ResumeSettings, claude_command
+from ..claude.options import ClaudeOptions
+from ..client import connect
+from ..events import Completed, ProcessError
+from ..kernel.loop import KernelLoop
+from ..server.access import is_loopback
+from ..server.config import ServerSettings, build_server
+
+__all__ = ["HandlerPlugin", "HandlerState", "Recipe", "run_on_worker"]
+
+logger = logging.getLogger("cc_executor_nb.cluster")
+
+
+@dataclass(frozen=True)
+class HandlerState:
+    """A worker's running handler: where it listens, and its loop."""
+
+    url: str
+    loop: KernelLoop
+    server: Any
+    jobs_dir: str
+    ssl: Any = None
+    """The client TLS context the worker's own tasks connect with (its Dask worker certificate)."""
+
+
+class HandlerPlugin(WorkerPlugin):
+    """Starts an enhanced handler on each worker (see the module docstring)."""
+
+    def __init__(self, token: str, *, allow_plaintext: bool = False, kill_grace: float = 5.0) -> None:
+        self.token = token
+        self.allow_plaintext = allow_plaintext
+        self.kill_grace = kill_grace
+        self.state: HandlerState | None = None
+        self.error: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # What travels to the workers: the settings, never a running handler.
+        return {"token": self.token, "allow_plaintext": self.allow_plaintext, "kill_grace": self.kill_grace,
+                "state": None, "error": None}
+
+    async def setup(self, worker: Any) -> None:
+        """Start the handler on its own thread (the worker's loop is not blocked)."""
+        try:
+            self.state = await asyncio.to_thread(self._start, worker.address, worker.security)
+        except Exception as exc:  # the task reports it; the worker itself is fine
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.exception("! could not start the cc_executor_nb handler on %s", worker.address)
+
+    async def teardown(self, worker: Any) -> None:
+        """Stop the handler: its runs' process groups are killed, its jobs directory removed."""
+        state, self.state = self.state, None
+        if state is not None:
+            await asyncio.to_thread(_stop, state)
+
+    def _start(self, address: str, security: Any) -> HandlerState:
+        host, ssl = self._binding(address, security)
+        client_ssl = security.get_connection_args("worker")["ssl_context"] if ssl is not None else None
+        jobs_dir = tempfile.mkdtemp(prefix="cc-executor-worker-jobs-")
+        settings = ServerSettings(token=self.token, jobs_dir=jobs_dir, history_path=None, kill_grace=self.kill_grace)
+        loop = KernelLoop(thread_name="cc_executor_nb-worker").start()
+        try:
+            server = build_server(settings)
+            loop.call(server.start(host, 0, ssl=ssl), timeout=60.0)
+        except BaseException:
+            loop.stop()
+            shutil.rmtree(jobs_dir, ignore_errors=True)
+            raise
+        return HandlerState(server.url, loop, server, jobs_dir, client_ssl)
+
+    def _binding(self, address: str, security: Any) -> tuple[str, Any]:
+        """Where to listen and with which TLS context, from the worker's Dask address."""
+        scheme = address.split("://", 1)[0] if "://" in address else "tcp"
+        if scheme == "inproc":
+            return "127.0.0.1", None
+        host = urlsplit(address).hostname or "127.0.0.1"
+        if scheme == "tls":
+            return host, security.get_listen_args("worker")["ssl_context"]
+        if is_loopback(host):
+            return "127.0.0.1", None
+        if self.allow_plaintext:
+            return host, None
+        raise RuntimeError(
+            f"the worker listens on {address} without TLS: give the cluster Dask TLS security "
+            "(distributed.security.Security), or allow plain connections with allow_plaintext=True"
+        )
+
+
+def _stop(state: HandlerState) -> None:
+    try:
+        state.loop.call(state.server.close(), timeout=120.0)
+    finally:
+        state.loop.stop()
+        shutil.rmtree(state.jobs_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one run is, in terms a worker can build its command from."""
+
+    kind: str
+    """``claude`` or ``command``."""
+    prompt: str | None = None
+    options: Mapping[str, Any] | None = None
+    """The ClaudeOptions fields (``claude``)."""
+    resume: Mapping[str, Any] | None = None
+    """The ResumeSettings fields (``claude``)."""
+    command: str | None = None
+    argv: list[str] | None = None
+    execute: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace."""
+    label: str = ""
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def execute_params(self) -> dict[str, Any]:
+        """The durable ``execute`` params, with the command built here, on the worker."""
+        params: dict[str, Any] = {**self.execute, "durable": True, "label": self.label, "meta": dict(self.meta)}
+        if self.kind == "claude":
+            options = ClaudeOptions(**{**(self.options or {}), "remote": False})
+            resume = ResumeSettings(**self.resume) if self.resume else None
+            argv, env = claude_command(self.prompt or "", options, resume=resume, own_demo=True, python=sys.executable)
+            params.update(argv=argv, env={**(env or {}), **(params.get("env") or {})} or None, progress_target=None)
+        elif self.argv is not None:
+            params["argv"] = list(self.argv)
+        else:
+            params["command"] = self.command
+        return params
+
+
+def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> dict[str, Any]:
+    """The task of one run (see the module docstring): its outcome, once the run is over."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    plugin = worker.plugins.get(plugin_name)
+    state = plugin.state if isinstance(plugin, HandlerPlugin) else None
+    if not isinstance(plugin, HandlerPlugin) or state is None:
+        why = getattr(plugin, "error", None) or "the cc_executor_nb plugin is not set up on this worker"
+        raise RuntimeError(f"no cc_executor_nb handler on {worker.address}: {why}")
+    token = plugin.token
+
+    def publish(job_id: str, pid: int | None) -> None:
+        worker.log_event(topic, {"index": index, "job_id": job_id, "url": state.url, "worker": worker.address,
+                                 "pid": pid})
+
+    outcome = state.loop.call(_start_and_follow(state.url, token, recipe.execute_params(), publish, state.ssl))
+    return {**outcome, "worker": worker.address, "index": index}
+
+
+async def _start_and_follow(url: str, token: str, params: dict[str, Any], publish: Any, ssl: Any) -> dict[str, Any]:
+    """Start the durable job, say where, follow it to the end (on the handler's loop)."""
+    async with await connect(url, token, ssl=ssl) as client:
+        started = await client.execute(**params)
+        job_id = str(started["job_id"])
+        publish(job_id, started.get("pid"))
+        async for event in client.events():
+            if isinstance(event, Completed):
+                return {"job_id": job_id, "status": event.params.get("status"),
+                        "exit_code": event.params.get("exit_code")}
+            if isinstance(event, ProcessError):
+                return {"job_id": job_id, "status": "error", "exit_code": None, "error": event.params.get("error")}
+    return {"job_id": job_id, "status": "error", "exit_code": None, "error": "the connection to the handler closed"}

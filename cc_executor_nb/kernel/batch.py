@@ -1,0 +1,800 @@
+"""Many runs as one: :func:`map` and the :class:`Batch` handle.
+
+::
+
+    import cc_executor_nb as ccx
+
+    batch = ccx.map(["what is 2+2", "write a haiku"], demo=True)        # prompts
+    batch = ccx.map("Summarise {item}", files, concurrency=8)           # a template and items
+    batch = ccx.map("wc -l {item}", files, command=True)                # command lines
+    batch = ccx.map(prompts, max_budget_usd=5.0, auto_resume=True)      # a budget; wait out usage limits
+    batch = ccx.map(prompts, cluster=dask_client, resources={"claude": 1})   # on Dask workers
+
+    batch.wait(); batch.results(); batch.to_dataframe(); batch.runs[3].transcript()
+
+and in a notebook ``%%ccexec --each files`` over a cell whose body is the template.
+
+Every item is an ordinary :class:`~cc_executor_nb.kernel.run.Run` (its own session,
+interpreter, transcript, controls), built up front without a view. A queue on the
+kernel's background loop starts them, at most ``concurrency`` at once, in input order,
+and stops starting new ones when the queue is paused, cancelled, out of budget, or held
+by a usage limit (until its reset). One coalescing path renders the batch: at most
+``CCExec.max_updates_per_second`` renders a second for the whole batch, each one HTML
+message, however many runs it holds; a run's own widget is made only when its row is
+expanded.
+
+Scheduling happens on the loop thread only; the public methods may be called from any
+other thread (a cell, a button).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import shlex
+import statistics
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..events import Event
+from . import api
+from .batchview import BatchView, Row, Summary, batch_html, eta, row_text, summary_text
+from .coalescer import Coalescer
+from .config import CCExec
+from .display import RunDisplay
+from .loop import KernelLoop, LoopStopped, shared_loop
+from .run import Run, _current_cell
+
+if TYPE_CHECKING:
+    from .presenter import Presenter, WidgetPresenter
+
+__all__ = ["Batch", "BatchItem", "Placement", "fill", "map"]
+
+logger = logging.getLogger("cc_executor_nb.kernel.batch")
+
+ON_BUDGET = ("finish", "cancel")
+_BATCH_KEYWORDS = frozenset({"wait", "display", "quiet", "label"})
+_ACTIVE = frozenset({"running", "thinking", "paused", "starting", "reconnecting"})
+
+
+def fill(template: str, item: Any, index: int, *, command: bool = False) -> str:
+    """``template`` with ``{item}`` (and ``{index}``) replaced; other braces stay as they are.
+
+    In a command line the item is quoted for the shell-like split (``wc -l {item}`` with
+    ``my file.txt`` stays one argument).
+    """
+    text = str(item)
+    return template.replace("{item}", shlex.quote(text) if command else text).replace("{index}", str(index))
+
+
+@dataclass
+class BatchItem:
+    """One item of a batch: its input, its run, and where the queue is with it."""
+
+    index: int
+    item: Any
+    run: Run
+    status: str = "queued"
+    """queued, placing (handed to a cluster, not started yet), started or skipped."""
+    worker: str | None = None
+    """Where the run runs (a Dask worker's address), when not here."""
+    row: Row | None = None
+    """The final row, once the run is over."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether nothing more will happen to this item."""
+        return self.run.done
+
+
+class Placement(Protocol):
+    """Where a batch's runs go. Called on the loop thread."""
+
+    def start(self, entry: BatchItem, batch: Batch) -> None:
+        """Start ``entry``'s run (or hand it to where it will start)."""
+        ...
+
+    def cancel(self, entry: BatchItem) -> None:
+        """Withdraw an entry that was handed over but has not started."""
+        ...
+
+    def close(self) -> None:
+        """The batch is over."""
+        ...
+
+
+class LocalPlacement:
+    """Runs go to this kernel's server (or the one the run options name)."""
+
+    def __init__(self, loop: KernelLoop) -> None:
+        self.loop = loop
+
+    def start(self, entry: BatchItem, batch: Batch) -> None:
+        """Start the run at once; a conversation (host mode) ends with its first turn."""
+        entry.status = "started"
+        entry.run.start(self.loop)
+        if entry.run.conversation is not None:
+            # As ``wait=True`` does: questions still come, and the process exits once the
+            # first turn has its result, so the run frees its slot.
+            entry.run.end()
+
+    def cancel(self, entry: BatchItem) -> None:
+        """Nothing is ever placed without starting."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _RowPresenter:
+    """A batch run's presenter: tells the batch something changed; drives an expanded widget if any."""
+
+    def __init__(self, batch: Batch, index: int) -> None:
+        self.batch = batch
+        self.index = index
+        self.inner: Presenter | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to start: the batch's coalescer ticks."""
+
+    def update(self, event: Event) -> None:
+        """Ask the batch for a render; feed the expanded widget."""
+        inner = self.inner
+        if inner is not None:
+            inner.update(event)
+        self.batch._poke()
+
+    def refresh(self) -> None:
+        """Something shown changed without an event (a conversation's question)."""
+        inner = self.inner
+        if inner is not None:
+            inner.refresh()
+        self.batch._poke()
+
+    def finish(self) -> None:
+        """The run ended: the expanded widget shows its final state."""
+        inner = self.inner
+        if inner is not None:
+            inner.finish()
+
+    def show(self) -> None:
+        """Displaying a batch's run shows its full widget (the one ``batch.expand(i)`` makes)."""
+        if self.batch.mode == "widget":
+            from IPython.display import display
+
+            display(self.batch.expand(self.index))  # type: ignore[no-untyped-call]
+
+    def mimebundle(self) -> dict[str, Any]:
+        """Text: the run's one-line summary."""
+        return {"text/plain": repr(self.batch.items[self.index].run)}
+
+
+class Batch:
+    """Many runs with one queue, one view and one set of controls (see the module docstring).
+
+    ``runs`` are the items' :class:`Run` handles in input order (a queued item's run has
+    not started: its status is ``starting``; ``items[i].status`` says ``queued``).
+    """
+
+    def __init__(
+        self,
+        runs: Sequence[Run],
+        inputs: Sequence[Any],
+        loop: KernelLoop,
+        *,
+        concurrency: int = 4,
+        max_budget_usd: float | None = None,
+        on_budget: str = "finish",
+        placement: Placement | None = None,
+        settings: CCExec | None = None,
+        mode: str = "widget",
+    ) -> None:
+        _check_batch(concurrency, max_budget_usd, on_budget)
+        self.settings = settings or CCExec()
+        self.loop = loop
+        self.items = [BatchItem(i, item, run) for i, (item, run) in enumerate(zip(inputs, runs, strict=True))]
+        self.concurrency = concurrency
+        self.max_budget_usd = max_budget_usd
+        self.on_budget = on_budget
+        self.placement: Placement = placement or LocalPlacement(loop)
+        self.mode = mode
+        self.paused = False
+        self.cancelled = False
+        self.budget_spent = False
+        self.hold_until: float | None = None
+        """While a usage limit holds the queue: when it resets (epoch seconds)."""
+        self._finished = threading.Event()
+        self._done: concurrent.futures.Future[Batch] = concurrent.futures.Future()
+        self._done.set_running_or_notify_cancel()
+        self._presenters = [_RowPresenter(self, item.index) for item in self.items]
+        self._wake: asyncio.TimerHandle | None = None
+        self._said: set[int] = set()
+        self._last_state = "running"
+        self._view: BatchView | None = None
+        self._display: RunDisplay | None = None
+        self._sink: Any = None
+        self._expanded: dict[int, WidgetPresenter] = {}
+        self._syncing = False
+        self._complete = False
+        self._shown_in: object = None
+        for item, presenter in zip(self.items, self._presenters, strict=True):
+            item.run.presenter = presenter
+            self._watch(item)
+        self.coalescer = Coalescer(self._refresh, self.settings.max_updates_per_second)
+
+    def _watch(self, item: BatchItem) -> None:
+        item.run.add_done_callback(lambda _run: self._on_loop(lambda: self._ended(item)))
+
+    # -- Reading ---------------------------------------------------------------------
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every item's run, in input order."""
+        return [item.run for item in self.items]
+
+    @property
+    def done(self) -> bool:
+        """Whether every item is over."""
+        return self._done.done()
+
+    @property
+    def cost_usd(self) -> float:
+        """The sum of the runs' reported costs so far (see ``cost_note``)."""
+        return float(sum(cost for run in self.runs if (cost := run.cost_usd) is not None))
+
+    @property
+    def cost_note(self) -> str | None:
+        """Why the total is an estimate rather than the bill (``custom endpoint``, ``subscription``), if so."""
+        for run in self.runs:
+            view = run.claude
+            reason = getattr(view, "cost_estimate_reason", None) if view is not None else None
+            if reason:
+                return str(reason)
+        return None
+
+    @property
+    def status(self) -> str:
+        """running, paused, held, budget, cancelled or done."""
+        return self._state(time.time())
+
+    def results(self) -> list[str | None]:
+        """Each item's result in input order: Claude's text, or a command's stdout; None if it never ran."""
+        return [None if item.status == "skipped" else _result_of(item.run) for item in self.items]
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame, one row per item (pandas must be installed; it is not a dependency)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError("Batch.to_dataframe() needs pandas: pip install pandas") from None
+        return pandas.DataFrame([_record_of(item) for item in self.items])
+
+    def rows(self, now: float | None = None) -> list[Row]:
+        """The table's rows as they are now."""
+        now = time.time() if now is None else now
+        return [self._row(item, now) for item in self.items]
+
+    def summary(self, now: float | None = None) -> Summary:
+        """The aggregate bar's figures as they are now."""
+        now = time.time() if now is None else now
+        rows = self.rows(now)
+        return self._summary(rows, now)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Run:
+        return self.items[index].run
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __repr__(self) -> str:
+        return f"<Batch of {len(self.items)}: {summary_text(self.summary())}>"
+
+    # -- Control (any thread) -----------------------------------------------------------
+
+    def cancel(self) -> Batch:
+        """Cancel all: no new run starts, running ones are cancelled (their processes killed)."""
+        self._on_loop(self._cancel_all)
+        return self
+
+    def pause(self) -> Batch:
+        """Pause the queue: running runs go on, no new one starts until :meth:`resume`."""
+        self._on_loop(lambda: self._set_paused(True))
+        return self
+
+    def resume(self) -> Batch:
+        """Resume the queue."""
+        self._on_loop(lambda: self._set_paused(False))
+        return self
+
+    def wait(self, timeout: float | None = None) -> Batch:
+        """Block until every item is over; returns self.
+
+        Raises TimeoutError when ``timeout`` seconds pass first (the batch goes on). A
+        KeyboardInterrupt (a kernel interrupt) cancels the batch, waits for it, then
+        propagates.
+        """
+        if self.loop.on_loop_thread():
+            raise RuntimeError("Batch.wait() would block the loop thread; use 'await batch'")
+        try:
+            if not _wait_event(self._finished, timeout):
+                raise TimeoutError(f"batch still {self.status} after {timeout} s")
+        except KeyboardInterrupt:
+            self.cancel()
+            _wait_event(self._finished, self.settings.kill_grace + 30.0)
+            raise
+        return self
+
+    def __await__(self) -> Generator[Any, None, Batch]:
+        return asyncio.shield(asyncio.wrap_future(self._done)).__await__()
+
+    def add_done_callback(self, callback: Callable[[Batch], object]) -> None:
+        """Call ``callback(batch)`` once every item is over."""
+        self._done.add_done_callback(lambda future: callback(future.result()))
+
+    # -- Display (caller's thread) -------------------------------------------------------
+
+    def show(self) -> None:
+        """Display the batch in the current cell (at most once per cell): its widget (with a record), or its text."""
+        cell = _current_cell()
+        if cell is not None and cell == self._shown_in:
+            return
+        self._shown_in = cell
+        if self.mode == "text":
+            from .presenter import _Sink
+
+            if self._sink is None:
+                self._sink = _Sink.capture()
+            return
+        if self._view is None:
+            self._view = BatchView(
+                [item.run.label for item in self.items],
+                on_cancel=self.cancel,
+                on_pause=self._on_pause_button,
+                expand=self.expand,
+                collapse=self.collapse,
+                html_value=self._html(time.time()),
+            )
+            self._display = RunDisplay(self._record)
+        assert self._display is not None
+        self._display.show(self._view._repr_mimebundle_())
+
+    def _ipython_display_(self) -> None:
+        self.show()
+
+    def expand(self, index: int) -> Any:
+        """The full widget of run ``index`` (made now, then kept live until :meth:`collapse`)."""
+        presenter = self._expanded.get(index)
+        if presenter is None:
+            run = self.items[index].run
+            presenter = api.widget_presenter(run, self.settings)
+            self._expanded[index] = presenter
+            self._presenters[index].inner = presenter
+            if run.done:
+                presenter.finish()
+            else:
+                presenter.attach(self.loop.loop)
+        return presenter.view.widget
+
+    def collapse(self, index: int) -> None:
+        """Stop the widget of run ``index`` (its renders) and close it."""
+        presenter = self._expanded.pop(index, None)
+        self._presenters[index].inner = None
+        if presenter is not None:
+            presenter.coalescer.detach()
+            presenter.view.close()
+            if presenter.view.body is not None:
+                presenter.view.body.widget.close()
+
+    # -- Starting (caller's thread) --------------------------------------------------------
+
+    def start(self) -> Batch:
+        """Start the queue on the loop; returns at once."""
+        self.coalescer.attach(self.loop.loop)
+        self._on_loop(self._pump)
+        return self
+
+    # -- The queue (loop thread) ----------------------------------------------------------
+
+    def _on_loop(self, func: Callable[[], object]) -> None:
+        if self.loop.on_loop_thread():
+            func()
+            return
+        try:
+            self.loop.loop.call_soon_threadsafe(func)
+        except (LoopStopped, RuntimeError):
+            logger.warning("! the background loop is gone: the batch cannot act any more")
+
+    def _poke(self) -> None:
+        self.coalescer.poke()
+
+    def _in_flight(self) -> int:
+        return sum(1 for item in self.items if item.status in ("placing", "started") and not item.finished)
+
+    def _can_start(self, now: float) -> bool:
+        if self.paused or self.cancelled or self.budget_spent:
+            return False
+        if self.hold_until is not None and now < self.hold_until:
+            return False
+        return self._in_flight() < self.concurrency
+
+    def _pump(self) -> None:
+        """Start queued items while the queue allows."""
+        now = time.time()
+        self._update_hold(now)  # a limit that just came holds the queue before anything starts
+        for item in self.items:
+            if item.status != "queued":
+                continue
+            if not self._can_start(now):
+                break
+            self._start(item)
+        self._check_done()
+        self._poke()
+
+    def _start(self, item: BatchItem) -> None:
+        item.status = "placing"
+        try:
+            self.placement.start(item, self)
+        except LoopStopped:
+            item.status = "skipped"
+            item.run.abandon("skipped: the background loop was stopped", status="cancelled")
+        except Exception as exc:
+            logger.exception("! could not start item %d of a batch", item.index)
+            item.run.abandon(f"could not start: {type(exc).__name__}: {exc}")
+
+    def _ended(self, item: BatchItem) -> None:
+        item.row = self._row(item, time.time())
+        self._say_row(item.row)
+        self._check_budget()
+        self._pump()
+
+    def _check_budget(self) -> None:
+        if self.max_budget_usd is None or self.budget_spent or self.cost_usd < self.max_budget_usd:
+            return
+        self.budget_spent = True
+        self._skip_queued()
+        if self.on_budget == "cancel":
+            self._cancel_running()
+
+    def _cancel_all(self) -> None:
+        if self.done:
+            return
+        self.cancelled = True
+        self._skip_queued()
+        self._cancel_running()
+        self._pump()
+
+    def _cancel_running(self) -> None:
+        for item in self.items:
+            if item.finished:
+                continue
+            if item.status == "placing":
+                self.placement.cancel(item)
+                item.run.abandon("cancelled before the run started", status="cancelled")
+            elif item.status == "started":
+                item.run.cancel()
+
+    def _skip_queued(self) -> None:
+        """Queued items will not run: their handles end cancelled, without a process."""
+        for item in self.items:
+            if item.status == "queued":
+                item.status = "skipped"
+                item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
+
+    def _set_paused(self, paused: bool) -> None:
+        if self.paused != paused:
+            self.paused = paused
+            self._pump()
+
+    def _on_pause_button(self, paused: bool) -> None:
+        if not self._syncing:
+            self._on_loop(lambda: self._set_paused(paused))
+
+    def placed(
+        self, item: BatchItem, start: Callable[[], None], worker: str | None = None,
+        stray: Callable[[], object] | None = None,
+    ) -> None:
+        """A placement found where ``item`` runs: ``start()`` starts its handle (any thread).
+
+        When the item no longer waits for it (cancelled meanwhile, or a second start of
+        the same item), ``stray()`` is called instead, to stop what was started.
+        """
+
+        def go() -> None:
+            if item.finished or item.status != "placing" or item.run.cancel_requested:
+                if stray is not None:
+                    stray()
+                item.run.abandon("cancelled before the run started", status="cancelled")
+                return
+            item.worker = worker
+            item.status = "started"
+            start()
+            if self.cancelled or (self.budget_spent and self.on_budget == "cancel"):
+                item.run.cancel()  # it started while the batch was being cancelled
+            self._poke()
+
+        self._on_loop(go)
+
+    def _check_done(self) -> None:
+        if self._complete or not all(item.finished for item in self.items):
+            return
+        self._complete = True
+        self.coalescer.detach()
+        self.coalescer.flush()
+        self.placement.close()
+        if self._display is not None:
+            self._display.finish()
+        self._say(summary_text(self.summary()))
+        self._done.set_result(self)
+        self._finished.set()
+
+    # -- Rendering (loop thread) -----------------------------------------------------------
+
+    def _refresh(self) -> None:
+        """The one coalesced path: rows, holds, the queue, then the view."""
+        now = time.time()
+        self._update_hold(now)
+        if self._can_start(now) and any(item.status == "queued" for item in self.items):
+            self._pump_soon()
+        if self._view is not None:
+            self._syncing = True
+            try:
+                self._view.render(self._html(now), finished=self.done or self._all_finished(), paused=self.paused)
+            finally:
+                self._syncing = False
+        state = self._state(now)
+        if state not in (self._last_state, "done"):
+            self._last_state = state
+            self._say(summary_text(self.summary(now)))
+
+    def _pump_soon(self) -> None:
+        self.loop.loop.call_soon(self._pump)
+
+    def _all_finished(self) -> bool:
+        return all(item.finished for item in self.items)
+
+    def _update_hold(self, now: float) -> None:
+        """A usage limit on any run holds the queue until the latest reset among them."""
+        until = None
+        for item in self.items:
+            if item.status != "started":
+                continue
+            view = item.run.claude
+            if view is None:
+                continue
+            for moment in (getattr(view.usage_limit, "resets_at", None), view.waiting_until):
+                if moment is not None and moment > now:
+                    until = moment if until is None else max(until, moment)
+        if until != self.hold_until:
+            self.hold_until = until
+            if until is not None:
+                self._wake_at(until)
+
+    def _wake_at(self, until: float) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake = self.loop.loop.call_later(max(0.0, until - time.time()) + 0.05, self._pump)
+
+    def _state(self, now: float) -> str:
+        if self._complete:
+            return "done"
+        if self.cancelled:
+            return "cancelled"
+        if self.budget_spent:
+            return "budget"
+        if self.paused:
+            return "paused"
+        if self.hold_until is not None and now < self.hold_until:
+            return "held"
+        return "running"
+
+    def _row(self, item: BatchItem, now: float) -> Row:
+        if item.row is not None:
+            return item.row
+        run = item.run
+        if item.status in ("queued", "placing") and not run.done:
+            return Row(item.index, run.label, item.status, worker=item.worker)
+        status = "skipped" if item.status == "skipped" else run.status
+        view = run.claude
+        if view is not None and not run.done and (view.waiting_until is not None or view.usage_limit is not None):
+            status = "waiting"
+        return Row(item.index, run.label, status, run.duration, run.cost_usd, _last_line(run, now), item.worker)
+
+    def _summary(self, rows: Sequence[Row], now: float) -> Summary:
+        done = [row for row in rows if row.finished]
+        running = [row for row in rows if not row.finished and row.status not in ("queued", "placing")]
+        durations = [row.elapsed for row in done if row.status == "completed" and row.elapsed is not None]
+        mean = statistics.fmean(durations) if durations else None
+        queued = sum(1 for row in rows if row.status in ("queued", "placing"))
+        message = ""
+        state = self._state(now)
+        if state == "held" and self.hold_until is not None:
+            message = f"a usage limit resets in {max(0, round(self.hold_until - now))} s"
+        elif state == "budget":
+            message = "no new runs"
+        return Summary(
+            total=len(rows),
+            done=len(done),
+            running=len(running),
+            queued=queued,
+            failed=sum(1 for row in done if row.status in ("failed", "error", "timeout")),
+            skipped=sum(1 for row in done if row.status == "skipped"),
+            cost_usd=self.cost_usd if any(run.cost_usd is not None for run in self.runs) else None,
+            cost_note=self.cost_note,
+            eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency),
+            state=state,
+            message=message,
+            budget_usd=self.max_budget_usd,
+        )
+
+    def _html(self, now: float) -> str:
+        rows = self.rows(now)
+        return batch_html(self._summary(rows, now), rows)
+
+    def _record(self) -> dict[str, Any]:
+        """What a saved notebook keeps of the batch: the table as HTML and as text."""
+        now = time.time()
+        rows = self.rows(now)
+        text = "\n".join([summary_text(self._summary(rows, now)), *(row_text(row) for row in rows)])
+        return {"text/html": batch_html(self._summary(rows, now), rows), "text/plain": text}
+
+    def _say_row(self, row: Row) -> None:
+        if row.index not in self._said:
+            self._said.add(row.index)
+            self._say(row_text(row))
+
+    def _say(self, line: str) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.write(sink.out, line + "\n")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        if self._view is None or self._display is None:
+            return {"text/plain": repr(self)}
+        return self._display.bundle(self._view._repr_mimebundle_())
+
+
+def _check_batch(concurrency: object, budget: object, on_budget: object) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
+        raise ValueError(f"max_budget_usd must be a positive number of dollars, not {budget!r}")
+    if on_budget not in ON_BUDGET:
+        raise ValueError(f"on_budget must be 'finish' or 'cancel', not {on_budget!r}")
+
+
+def _wait_event(event: threading.Event, timeout: float | None) -> bool:
+    # Waiting in slices keeps the main thread responsive to signals on every platform.
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not event.is_set():
+        remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+        if remaining <= 0:
+            return False
+        event.wait(remaining)
+    return True
+
+
+def _result_of(run: Run) -> str | None:
+    if run.state.started_at is None:
+        return None  # never started (queued, skipped, or its placement failed)
+    return str(run.text or "") if run.interpreter is not None else run.stdout
+
+
+def _last_line(run: Run, now: float) -> str:
+    """The run's latest line: Claude's text (or a limit note), or the output's last line."""
+    view = run.claude
+    if view is not None:
+        limit = view.usage_limit
+        if limit is not None and not run.done:
+            from ..claude.limits import describe_limit
+
+            return describe_limit(limit, now)
+        text = view.text or (view.answer if view.result is not None else "")
+        return _last_of(text)
+    tail = run.state.tail(2000)
+    return _last_of("".join(text for _stream, text in tail.pieces))
+
+
+def _last_of(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _record_of(item: BatchItem) -> dict[str, Any]:
+    run = item.run
+    return {
+        "item": item.item,
+        "label": run.label,
+        "status": "skipped" if item.status == "skipped" else run.status,
+        "exit_code": run.exit_code,
+        "duration": run.duration,
+        "cost_usd": run.cost_usd,
+        "session_id": run.session_id,
+        "result": None if item.status == "skipped" else _result_of(run),
+        "error": run.error,
+        "worker": item.worker,
+    }
+
+
+# The API
+
+
+def map(
+    prompts: str | Iterable[Any],
+    items: Iterable[Any] | None = None,
+    *,
+    concurrency: int | None = None,
+    max_budget_usd: float | None = None,
+    on_budget: str = "finish",
+    cluster: Any = None,
+    resources: Mapping[str, float] | None = None,
+    run_max_budget_usd: float | None = None,
+    wait: bool = False,
+    display: bool = True,
+    quiet: bool = False,
+    settings: CCExec | None = None,
+    **run_keywords: Any,
+) -> Batch:
+    """Run many prompts (or command lines) as one :class:`Batch`, and return it at once.
+
+    ``prompts`` is a list of prompts, or with ``items`` a template whose ``{item}`` (and
+    ``{index}``) each item fills in. ``concurrency`` runs at most that many at once
+    (default ``CCExec.batch_concurrency``, 4); ``max_budget_usd`` stops starting new runs
+    once the runs' reported costs reach it (``on_budget="cancel"`` also cancels the
+    running ones; default ``"finish"`` lets them finish); ``run_max_budget_usd`` is each
+    run's own ``--max-budget-usd``. ``cluster`` (a ``dask.distributed.Client``) places
+    the runs on Dask workers (``resources``, e.g. ``{"claude": 1}``, are what each run
+    holds there). ``wait`` blocks until all are over; ``display=False`` shows nothing
+    (``display(batch)`` later); ``quiet`` prints text lines instead of the widget. Every
+    other keyword is a keyword of :func:`~cc_executor_nb.kernel.api.run` for each run
+    (``command``, ``demo``, ``model``, ``auto_resume``, ``timeout``, ...).
+    """
+    settings = settings or api.current_settings()
+    inputs, texts = _texts(prompts, items, command=bool(run_keywords.get("command")))
+    bad = sorted(set(run_keywords) & _BATCH_KEYWORDS)
+    if bad:
+        raise TypeError(f"map() takes no per-run {bad[0]!r} (it applies to the whole batch)")
+    if run_max_budget_usd is not None:
+        run_keywords["max_budget_usd"] = run_max_budget_usd
+    if cluster is not None:
+        if run_keywords.get("interactive"):
+            raise ValueError("runs on a cluster are one-shot: their questions could not reach this notebook")
+        run_keywords["interactive"] = False
+    concurrency = settings.batch_concurrency if concurrency is None else concurrency
+    _check_batch(concurrency, max_budget_usd, on_budget)
+    prepared = [api.prepare(text, settings=settings, view=False, **run_keywords) for text in texts]
+    loop = prepared[0].loop if prepared else shared_loop()
+    placement: Placement | None = None
+    if cluster is not None:
+        from ..cluster.placement import DaskPlacement
+
+        placement = DaskPlacement(cluster, loop, prepared, texts, settings=settings, resources=resources)
+    batch = Batch(
+        [p.run for p in prepared], inputs, loop,
+        concurrency=concurrency, max_budget_usd=max_budget_usd, on_budget=on_budget,
+        placement=placement, settings=settings, mode=api.output_mode(settings, quiet),
+    )
+    if display:
+        batch.show()
+    batch.start()
+    return batch.wait() if wait else batch
+
+
+def _texts(prompts: str | Iterable[Any], items: Iterable[Any] | None, *, command: bool) -> tuple[list[Any], list[Any]]:
+    """The inputs (for results and tables) and the prompt or command of each run."""
+    if items is None:
+        if isinstance(prompts, str):
+            raise TypeError("map() takes a list of prompts, or a template and the items to fill it with")
+        given = list(prompts)
+        return given, given
+    if not isinstance(prompts, str):
+        raise TypeError("with items, the first argument is a template string with {item}")
+    values = list(items)
+    return values, [fill(prompts, value, index, command=command) for index, value in enumerate(values)]

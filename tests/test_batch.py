@@ -1,0 +1,364 @@
+"""Batches in process: the queue, concurrency, results, budgets, cancel all, usage-limit holds, views, the magic."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+import cc_executor_nb
+from cc_executor_nb.kernel.batch import Batch, fill
+from cc_executor_nb.kernel.batchview import Row, Summary, batch_html, eta, row_text, summary_text
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.loop import stop_shared_loop
+
+from .conftest import group_alive
+from .kernel_utils import py
+from .test_widgets import (
+    DummyComm,
+    comms,  # noqa: F401 - a fixture, requested by name
+    sent,
+)
+from .util import eventually, scaled
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def settings() -> Iterator[CCExec]:
+    """Text-mode settings without run history; the shared loop (and its runs) stop afterwards."""
+    yield CCExec(history_path="none", output_mode="text", kill_grace=1.0)
+    stop_shared_loop()
+
+
+class AliveSampler:
+    """Counts, every 10 ms, the batch's runs whose process is alive; keeps the maximum."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch, self.most, self.samples = batch, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            alive = sum(1 for run in self.batch.runs if run.state.pid is not None and _alive(run.state.pid))
+            self.most, self.samples = max(self.most, alive), self.samples + 1
+            self._stop.wait(0.01)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.most
+
+
+def _family(pid: int) -> set[int]:
+    """A process and all its descendants (empty when it is gone)."""
+    try:
+        process = psutil.Process(pid)
+        return {pid} | {child.pid for child in process.children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# Pure pieces
+
+
+def test_fill_replaces_item_and_index_and_quotes_commands() -> None:
+    """{item} and {index} are filled in; other braces stay; in a command the item stays one argument."""
+    assert fill('Summarise {item} as {"json": true} (#{index})', "a.txt", 3) == 'Summarise a.txt as {"json": true} (#3)'
+    assert fill("wc -l {item}", "my file.txt", 0, command=True) == "wc -l 'my file.txt'"
+
+
+def test_rows_and_bar_are_escaped() -> None:
+    """Labels, last lines and worker names from children are escaped in the table."""
+    rows = [Row(0, "<img src=x onerror=alert(1)>", "completed", 1.5, 0.01, "<script>x</script>", "tcp://<w>")]
+    summary = Summary(1, 1, 0, 0, 0, 0, 0.01, "custom endpoint", None, "done")
+    page = batch_html(summary, rows)
+    assert "<img" not in page and "<script" not in page and "&lt;script&gt;" in page and "&lt;w&gt;" in page
+    assert "≈ $0.0100 (estimate: custom endpoint)" in page
+
+
+def test_summary_and_row_text() -> None:
+    """The text forms carry the counts, cost, queue state and each row's status, time, cost, label and last line."""
+    summary = Summary(20, 12, 4, 4, 1, 0, 0.1234, None, 12.0, "held", "a usage limit resets in 3 s", 1.0)
+    assert summary_text(summary) == (
+        "[batch] 12/20 · 12 done · 4 running · 4 queued · 1 failed · $0.1234 of $1.0000 budget · ETA 12 s · "
+        "held: a usage limit resets in 3 s"
+    )
+    assert row_text(Row(3, "claude: write\na haiku", "completed", 1.2, 0.0081, "the end")) == (
+        "#3 completed · 1.2 s · $0.0081 · claude: write a haiku → the end"
+    )
+
+
+def test_eta_from_the_mean_of_finished_runs() -> None:
+    """Queued work plus what running runs have left, spread over the slots; None before any finished."""
+    assert eta(10.0, queued=4, running_elapsed=[2.0, 9.0], slots=2) == 25
+    assert eta(None, queued=4, running_elapsed=[], slots=2) is None
+
+
+# Commands
+
+
+def test_commands_run_at_most_concurrency_at_once_and_results_keep_input_order(settings: CCExec) -> None:
+    """8 commands, concurrency 3: never more than 3 processes alive, all complete, stdout in input order."""
+    code = "import random, sys, time; time.sleep(random.uniform(0.2, 0.6)); print(sys.argv[1])"
+    batch = cc_executor_nb.map(py(code) + " {item}", [f"n{i}" for i in range(8)], command=True, concurrency=3,
+                               display=False, settings=settings)
+    sampler = AliveSampler(batch)
+    batch.wait(scaled(60))
+    most = sampler.stop()
+    print(f"\nat most {most} of 8 alive at once (concurrency 3), {sampler.samples} samples")
+    assert [run.status for run in batch.runs] == ["completed"] * 8
+    assert batch.results() == [f"n{i}\n" for i in range(8)]
+    assert 2 <= most <= 3 and batch.status == "done"
+
+
+def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> None:
+    """Cancel all: the 2 running processes (and their groups) are gone, the 4 queued never start."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)")] * 6, command=True, concurrency=2,
+                               display=False, settings=settings)
+    eventually(lambda: sum(run.status == "running" for run in batch.runs) == 2, timeout=20, what="2 running")
+    groups = [run.state.pgid for run in batch.runs if run.state.pgid is not None]
+    batch.cancel().wait(scaled(30))
+    statuses = [item.status for item in batch.items]
+    assert [run.status for run in batch.runs] == ["cancelled"] * 6 and statuses.count("skipped") == 4
+    assert len(groups) == 2 and all(group_alive(pgid) == [] for pgid in groups)
+    assert batch.status == "done" and batch.results()[2:] == [None] * 4
+
+
+def test_pause_queue_lets_running_runs_finish_and_starts_nothing(settings: CCExec) -> None:
+    """Paused after the first start: the running one completes, the rest wait until resume()."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(0.5); print('x')")] * 3, command=True, concurrency=1,
+                               display=False, settings=settings)
+    batch.pause()
+    eventually(lambda: batch.runs[0].done, timeout=20, what="the first run's end")
+    batch.loop.call(asyncio.sleep(0))  # the loop has acted on that end (it would have started the next)
+    assert [item.status for item in batch.items[1:]] == ["queued", "queued"] and batch.status == "paused"
+    batch.resume().wait(scaled(30))
+    assert [run.status for run in batch.runs] == ["completed"] * 3
+
+
+def test_text_mode_prints_each_end_and_the_total(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:
+    """In text mode a line per finished run, then the summary line."""
+    batch = cc_executor_nb.map(["echo one", "echo two"], command=True, settings=settings, wait=True)
+    out = capsys.readouterr().out
+    assert "#0 completed" in out and "echo one → one" in out and "#1 completed" in out
+    assert out.rstrip().splitlines()[-1].startswith("[batch] 2/2 · 2 done")
+    assert "2 done" in repr(batch)
+
+
+def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
+    """The DataFrame has the items, statuses, exit codes and results in input order."""
+    batch = cc_executor_nb.map("echo {item}", ["a", "b"], command=True, display=False, settings=settings, wait=True)
+    frame = batch.to_dataframe()
+    assert list(frame["item"]) == ["a", "b"] and list(frame["status"]) == ["completed"] * 2
+    assert list(frame["result"]) == ["a\n", "b\n"] and list(frame["exit_code"]) == [0, 0]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda s: cc_executor_nb.map("echo hi", command=True, settings=s), "list of prompts"),
+    (lambda s: cc_executor_nb.map(["a"], ["b"], settings=s), "template string"),
+    (lambda s: cc_executor_nb.map(["a"], concurrency=0, settings=s), "concurrency"),
+    (lambda s: cc_executor_nb.map(["a"], max_budget_usd=-1, settings=s), "max_budget_usd"),
+    (lambda s: cc_executor_nb.map(["a"], on_budget="stop", settings=s), "on_budget"),
+    (lambda s: cc_executor_nb.map(["a"], label="x", settings=s), "'label'"),
+])
+def test_bad_batch_arguments_are_refused(settings: CCExec, call: Any, message: str) -> None:
+    """A string without items, items without a template, bad limits and per-run display keywords: clear errors."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        call(settings)
+
+
+# The widget
+
+
+def test_the_widget_renders_one_html_message_per_render_and_expands_a_run_lazily(
+    settings: CCExec, request: pytest.FixtureRequest
+) -> None:
+    """Showing a batch makes only the table, buttons and selector; a run's widget is made when expanded."""
+    made_comms: list[DummyComm] = request.getfixturevalue("comms")
+    settings.output_mode = "widget"
+    batch = cc_executor_nb.map([py("print('hi')")] * 3, command=True, display=False, settings=settings)
+    batch.show()
+    made = len(made_comms)
+    batch.wait(scaled(30))
+    view = batch._view
+    assert view is not None and "3/3" in view.table.value
+    assert len(made_comms) == made, "no run made a widget of its own"
+    table_messages = len(view.table.comm.messages)
+    other = sum(len(w.comm.messages) for w in (view.cancel_button, view.pause_button, view.selector, view.expanded))
+    print(f"\n{batch.coalescer.render_count} renders: {table_messages} table messages, {other} others")
+    assert 1 <= table_messages <= batch.coalescer.render_count and other <= 2
+    widget = batch.expand(1)
+    assert len(made_comms) > made and widget is batch._expanded[1].view.widget
+    assert "completed" in batch._expanded[1].view.header.value
+    batch.collapse(1)
+    assert batch._expanded == {} and sent(made_comms) > 0
+
+
+# The real CLI against the demo backend
+
+
+@pytest.mark.claude
+def test_twenty_demo_prompts_with_concurrency_4(settings: CCExec) -> None:
+    """20 demo prompts, concurrency 4: all complete, at most 4 alive at once, results in order, total = sum."""
+    prompts = [f"what is {n}+{n}" for n in range(20)]
+    started = time.monotonic()
+    batch = cc_executor_nb.map(prompts, demo=True, concurrency=4, display=False, settings=settings)
+    sampler = AliveSampler(batch)
+    batch.wait(scaled(100))
+    most = sampler.stop()
+    costs = [run.cost_usd for run in batch.runs]
+    print(f"\n20 demo runs in {time.monotonic() - started:.1f} s; at most {most} alive at once "
+          f"({sampler.samples} samples); total ${batch.cost_usd:.4f} ({batch.cost_note})")
+    assert [run.status for run in batch.runs] == ["completed"] * 20
+    assert batch.results() == [str(2 * n) for n in range(20)]
+    assert 2 <= most <= 4
+    assert batch.cost_usd == sum(costs) and all(cost and cost > 0 for cost in costs)
+    assert batch.cost_note == "custom endpoint"
+
+
+@pytest.mark.claude
+def test_a_batch_budget_stops_new_runs_once_reached(settings: CCExec) -> None:
+    """A $0.02 budget, one at a time, ~$0.008 a run: three runs complete, the other three never start."""
+    batch = cc_executor_nb.map([f"what is {n}*2" for n in range(6)], demo=True, concurrency=1, max_budget_usd=0.02,
+                               display=False, settings=settings, wait=True)
+    statuses = [item.status for item in batch.items]
+    assert [run.status for run in batch.runs[:3]] == ["completed"] * 3
+    assert statuses[3:] == ["skipped"] * 3 and [run.state.pid for run in batch.runs[3:]] == [None] * 3
+    assert batch.cost_usd >= 0.02 and batch.summary().state == "done"
+    assert batch.results()[3:] == [None] * 3
+
+
+@pytest.mark.claude
+def test_on_budget_cancel_cancels_the_running_runs(settings: CCExec) -> None:
+    """With on_budget="cancel", the budget spent by one run cancels the one still thinking."""
+    batch = cc_executor_nb.map(["think for 30 seconds", "what is 1+1"], demo=True, concurrency=2,
+                               max_budget_usd=0.001, on_budget="cancel", display=False, settings=settings)
+    batch.wait(scaled(40))
+    assert batch.runs[1].status == "completed" and batch.runs[0].status == "cancelled"
+    assert batch.runs[0].duration is not None and batch.runs[0].duration < 25
+
+
+@pytest.mark.claude
+def test_a_usage_limit_holds_the_queue_until_its_reset(settings: CCExec) -> None:
+    """A run refused by a 3 s usage limit (auto_resume) holds the queue: the third item waits for the reset."""
+    batch = cc_executor_nb.map(
+        ["usage limit reset in 3 s, then what is 1+1", "what is 2+2", "what is 3+3"], demo=True, auto_resume=True,
+        concurrency=2, display=False, settings=settings,
+    )
+    eventually(lambda: batch.status == "held", timeout=30, what="the queue held by the usage limit")
+    assert batch.items[2].status == "queued" and batch.hold_until is not None
+    reset = batch.hold_until
+    batch.wait(scaled(60))
+    third_started = batch.runs[2].events[1]
+    assert [run.status for run in batch.runs] == ["completed"] * 3
+    assert batch.results() == ["2", "4", "6"] and batch.runs[0].claude.resumes == 1
+    assert third_started.method == "process.started" and time.time() > reset
+
+
+# The magic
+
+
+@pytest.fixture
+def shell(settings: CCExec) -> Iterator[InteractiveShell]:
+    """The in-process shell with the extension loaded (text output: no kernel here)."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    ipython = InteractiveShell.instance(config=config)
+    ipython.run_line_magic("load_ext", "cc_executor_nb")
+    ipython.run_line_magic("config", "CCExec.history_path = 'none'")
+    yield ipython
+    ipython.run_line_magic("unload_ext", "cc_executor_nb")
+    ipython.config.pop("CCExec", None)
+
+
+def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
+    """%%ccexec -c --each NAME fills {item} from the namespace, binds -o and waits with --wait."""
+    shell.user_ns["names"] = ["ann", "bob"]
+    body = f"{sys.executable} -c 'print(1)' {{item}}"
+    batch = shell.run_cell_magic("ccexec", "-c --each names --concurrency 2 --wait -o b", body)
+    assert isinstance(batch, Batch) and shell.user_ns["b"] is batch and batch.done
+    assert [run.spec.command for run in batch.runs] == [f"{sys.executable} -c 'print(1)' ann",
+                                                         f"{sys.executable} -c 'print(1)' bob"]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("--each missing -c echo {item}", "no such name"),
+    ("--each text -c echo {item}", "not an iterable"),
+    ("--concurrency 2 -c echo hi", "--concurrency needs --each"),
+    ("--each names --jobs", "--jobs takes no"),
+])
+def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> None:
+    """A missing or non-iterable name, batch flags without --each, --each with --jobs: one-line usage errors."""
+    shell.user_ns.update(names=["a"], text="abc")
+    with pytest.raises(UsageError, match=message):
+        shell.run_line_magic("ccexec", line)
+
+
+def test_abandon_ends_a_never_started_run_without_a_process(settings: CCExec) -> None:
+    """Run.abandon settles a run that never started (error or cancelled) and is a no-op once it did."""
+    from cc_executor_nb.kernel.api import prepare
+
+    failed = prepare("echo hi", command=True, view=False, settings=settings).run.abandon("the task failed")
+    assert (failed.done, failed.status, failed.error, failed.state.pid) == (True, "error", "the task failed", None)
+    skipped = prepare("echo hi", command=True, view=False, settings=settings).run.abandon("skipped", status="cancelled")
+    assert (skipped.status, skipped.error) == ("cancelled", "skipped") and skipped.wait(1) is skipped
+    prepared = prepare("echo hi", command=True, view=False, settings=settings)
+    ran = prepared.run.start(prepared.loop).wait(scaled(20))
+    assert ran.abandon("too late").status == "completed" and ran.error is None
+
+
+@pytest.mark.claude
+def test_approvals_apply_to_batch_runs(settings: CCExec, tmp_path: Path) -> None:
+    """Batch runs are conversations: a policy answers their questions, or code answers a pending one."""
+    # touch, not echo: the CLI runs read-only commands such as echo without asking.
+    by_policy = cc_executor_nb.map("bash: touch {item}.txt", ["one", "two"], demo=True, approve="all",
+                                   cwd=str(tmp_path), display=False, settings=settings)
+    asked = cc_executor_nb.map(["bash: touch three.txt"], demo=True, cwd=str(tmp_path), display=False,
+                               settings=settings)
+    run = asked.runs[0]
+    eventually(lambda: run.pending is not None, timeout=30, what="the question of the unanswered run")
+    assert asked.status == "running" and not run.done and not (tmp_path / "three.txt").exists()
+    run.approve()
+    by_policy.wait(scaled(60))
+    asked.wait(scaled(60))
+    assert [r.status for r in by_policy.runs + asked.runs] == ["completed"] * 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.txt", "three.txt", "two.txt"]
+    texts = by_policy.results() + asked.results()
+    assert all(f"touch {word}.txt" in text for word, text in zip(["one", "two", "three"], texts, strict=True))
+    assert [r.permission_requests[0].decided_by for r in by_policy.runs + asked.runs] == ["policy", "policy", "code"]
+
+
+@pytest.mark.claude
+def test_cancel_all_of_demo_prompts_leaves_no_process(settings: CCExec) -> None:
+    """Cancel all during 8 thinking demo prompts (concurrency 4): every CLI, its group and its children are gone."""
+    batch = cc_executor_nb.map(["think for 60 seconds"] * 8, demo=True, concurrency=4, display=False,
+                               settings=settings)
+    eventually(lambda: sum(run.state.pid is not None for run in batch.runs) == 4, timeout=30, what="4 runs started")
+    groups = [run.state.pgid for run in batch.runs if run.state.pgid is not None]
+    family = {pid for run in batch.runs if run.state.pid is not None for pid in _family(run.state.pid)}
+    batch.cancel().wait(scaled(30))
+    print(f"\ncancel all: {len(groups)} groups, {len(family)} processes before the cancel")
+    assert [run.status for run in batch.runs] == ["cancelled"] * 8
+    assert [item.status for item in batch.items].count("skipped") == 4 and len(groups) == 4
+    eventually(lambda: all(group_alive(pgid) == [] for pgid in groups) and not any(_alive(pid) for pid in family),
+               timeout=15, what="every process of the batch gone")

@@ -1,0 +1,195 @@
+"""Batches on Dask: LocalCluster(n_workers=2, processes=True), the worker handlers, streaming, cancel, TLS, teardown."""
+
+from __future__ import annotations
+
+import multiprocessing.resource_tracker
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+from distributed import Client, LocalCluster
+from distributed.security import Security
+
+import cc_executor_nb
+from cc_executor_nb.cluster.worker import HandlerPlugin
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.loop import stop_shared_loop
+
+from .conftest import group_alive
+from .kernel_utils import py
+from .util import eventually, scaled
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+TICKER = py("import sys, time\nfor i in range(int(sys.argv[2])):\n print(sys.argv[1], i, flush=True); time.sleep(0.25)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_resource_tracker_left() -> Iterator[None]:
+    """Workers started with multiprocessing's spawn leave its resource tracker as a child of this
+    process for its whole life; it is stopped after the module (other tests check this process
+    has no children left). Its ``_stop`` is private: without it the tracker stays, harmlessly."""
+    yield
+    stop = getattr(multiprocessing.resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def settings() -> Iterator[CCExec]:
+    """Text-mode settings without run history; the shared loop stops after the module."""
+    yield CCExec(history_path="none", output_mode="text", kill_grace=1.0)
+    stop_shared_loop()
+
+
+def cluster_pids(cluster: LocalCluster) -> set[int]:
+    """The worker processes of a LocalCluster (nannies and their workers)."""
+    pids: set[int] = set()
+    for nanny in cluster.workers.values():
+        process = getattr(nanny, "process", None)
+        pid = getattr(getattr(process, "process", None), "pid", None)
+        if pid is not None:
+            pids.add(int(pid))
+    return pids
+
+
+def descendants(pids: set[int]) -> set[int]:
+    found: set[int] = set()
+    for pid in pids:
+        try:
+            found |= {child.pid for child in psutil.Process(pid).children(recursive=True)}
+        except psutil.Error:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[tuple[LocalCluster, Client]]:
+    """Two worker processes, each holding 2 of the resource "claude"."""
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=2, resources={"claude": 2},
+                      dashboard_address=":0") as local, Client(local) as client:
+        yield local, client
+
+
+def test_a_batch_of_8_spreads_over_both_workers_and_streams_live(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """8 runs with claude=1 each: both workers used, output seen while runs live, every result in order."""
+    _local, client = cluster
+    batch = cc_executor_nb.map(TICKER + " {item} 8", [f"r{i}" for i in range(8)], command=True, cluster=client,
+                               resources={"claude": 1}, concurrency=8, display=False, settings=settings)
+    live = eventually(lambda: [run for run in batch.runs if run.stdout and not run.done], timeout=60,
+                      what="output from a run that is still running")
+    batch.wait(scaled(120))
+    workers = {item.worker for item in batch.items}
+    print(f"\n8 runs on {len(workers)} workers: {sorted(w or '' for w in workers)}; "
+          f"{len(live)} runs had output while live")
+    assert [run.status for run in batch.runs] == ["completed"] * 8
+    assert batch.results() == ["".join(f"r{i} {n}\n" for n in range(8)) for i in range(8)]
+    assert len(workers) == 2
+    assert all(run.job_id and run.target.url.startswith("ws://127.0.0.1:") for run in batch.runs)
+
+
+def test_cancel_of_one_run_kills_its_process_on_its_worker(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """Cancelling one placed run kills its process group on the worker; the other run completes."""
+    _local, client = cluster
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)"), TICKER + " other 4"], command=True,
+                               cluster=client, resources={"claude": 1}, display=False, settings=settings)
+    sleeper = batch.runs[0]
+    eventually(lambda: sleeper.state.pid is not None and sleeper.status == "running", timeout=60, what="the sleeper")
+    pid, pgid = sleeper.state.pid, sleeper.state.pgid
+    assert pid is not None and pgid is not None and alive(pid)
+    sleeper.cancel()
+    batch.wait(scaled(60))
+    assert sleeper.status == "cancelled" and batch.runs[1].status == "completed"
+    eventually(lambda: not alive(pid) and group_alive(pgid) == [], timeout=15, what="the sleeper's group gone")
+
+
+def test_a_claude_demo_batch_runs_on_the_workers(cluster: tuple[LocalCluster, Client], settings: CCExec) -> None:
+    """Claude demo prompts run on the workers (each job carries its own demo API): answers and costs come back."""
+    _local, client = cluster
+    batch = cc_executor_nb.map(["what is 2+2", "what is 3+3"], demo=True, cluster=client, display=False,
+                               settings=settings, wait=True)
+    assert batch.results() == ["4", "6"] and batch.cost_usd > 0 and all(item.worker for item in batch.items)
+
+
+def test_closing_the_cluster_leaves_no_orphans(settings: CCExec) -> None:
+    """A run still going when the cluster closes is cancelled with its group; no process of the cluster remains."""
+    local = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0")
+    client = Client(local)
+    try:
+        batch = cc_executor_nb.map([py("import time; time.sleep(120)")] * 2, command=True, cluster=client,
+                                   display=False, settings=settings)
+        eventually(lambda: all(run.state.pgid is not None for run in batch.runs), timeout=60, what="both started")
+        groups = [run.state.pgid for run in batch.runs]
+        workers = cluster_pids(local)
+        spawned = descendants(workers)
+        assert spawned, "the workers have children (the runs, the watchdogs)"
+    finally:
+        client.close()
+        local.close()
+    batch.wait(scaled(60))
+    print(f"\nafter close: run statuses {[run.status for run in batch.runs]}, "
+          f"{len(spawned)} processes the workers had spawned")
+    assert all(run.status in ("cancelled", "failed", "error") for run in batch.runs)
+    eventually(lambda: not any(alive(pid) for pid in workers | spawned), timeout=30, what="every process gone")
+    assert all(group_alive(pgid) == [] for pgid in groups if pgid is not None)
+
+
+def test_tls_cluster_handlers_speak_wss_with_the_clusters_certificates(settings: CCExec) -> None:
+    """With Dask TLS (Security.temporary()), the handlers listen with TLS and the runs connect over wss://."""
+    security = Security.temporary()
+    with LocalCluster(n_workers=1, processes=True, threads_per_worker=1, security=security, dashboard_address=":0",
+                      host="127.0.0.1") as local, Client(local, security=security) as client:
+        assert client.scheduler.address.startswith("tls://")
+        batch = cc_executor_nb.map(["echo over tls"], command=True, cluster=client, display=False,
+                                   settings=settings, wait=True)
+    run = batch.runs[0]
+    assert run.status == "completed" and run.stdout == "over tls\n" and run.target.url.startswith("wss://")
+
+
+def test_a_plaintext_remote_worker_is_refused_unless_allowed() -> None:
+    """A worker on a non-loopback address without TLS: the handler refuses, or binds there when allowed."""
+    plugin = HandlerPlugin("t0ken")
+    with pytest.raises(RuntimeError, match="without TLS"):
+        plugin._binding("tcp://10.1.2.3:4567", None)
+    assert HandlerPlugin("t0ken", allow_plaintext=True)._binding("tcp://10.1.2.3:4567", None) == ("10.1.2.3", None)
+    assert plugin._binding("tcp://127.0.0.1:4567", None) == ("127.0.0.1", None)
+    assert plugin._binding("inproc://10.1.2.3/1/2", None) == ("127.0.0.1", None)
+
+
+def test_the_plugin_travels_without_its_handler() -> None:
+    """What is pickled to the workers is the token and settings, never a running handler."""
+    plugin = HandlerPlugin("t0ken", kill_grace=2.0)
+    plugin.state = object()  # type: ignore[assignment]
+    copy: Any = type(plugin).__new__(type(plugin))
+    copy.__dict__.update(plugin.__getstate__())
+    assert (copy.token, copy.kill_grace, copy.state) == ("t0ken", 2.0, None)
+    assert sys.modules.get("cc_executor_nb.cluster") is not None
+
+
+def test_stopping_the_kernels_loop_cancels_the_runs_on_the_workers(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A kernel shutdown (the loop stopped) cancels a placed run: its process on the worker is killed."""
+    _local, client = cluster
+    batch = cc_executor_nb.map([py("import time; time.sleep(120)")], command=True, cluster=client,
+                               display=False, settings=settings)
+    run = batch.runs[0]
+    eventually(lambda: run.state.pid is not None and run.status == "running", timeout=60, what="the run")
+    pid = run.state.pid
+    assert pid is not None
+    stop_shared_loop()
+    assert run.status == "cancelled" and run.done
+    eventually(lambda: not alive(pid), timeout=15, what="the run's process gone")
