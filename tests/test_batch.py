@@ -214,6 +214,23 @@ def test_the_widget_renders_one_html_message_per_render_and_expands_a_run_lazily
     assert batch._expanded == {} and sent(made_comms) > 0
 
 
+def test_the_pause_button_says_resume_while_the_queue_is_paused(settings: CCExec) -> None:
+    """Clicking Pause queue pauses the batch and relabels the button Resume queue; clicking it again resumes."""
+    settings.output_mode = "widget"
+    batch = cc_executor_nb.map([py("import time; time.sleep(0.5)")] * 3, command=True, concurrency=1, display=False,
+                               settings=settings)
+    batch.show()
+    view = batch._view
+    assert view is not None and view.pause_button.description == "Pause queue"
+    view.pause_button.value = True  # what a click in the front end does
+    eventually(lambda: batch.status == "paused" and view.pause_button.description == "Resume queue",
+               timeout=10, what="the paused batch and its Resume label")
+    assert view.pause_button.icon == "play"
+    view.pause_button.value = False
+    batch.wait(scaled(30))
+    assert batch.status == "done" and view.pause_button.description == "Pause queue"
+
+
 # The real CLI against the demo backend
 
 

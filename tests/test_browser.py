@@ -612,3 +612,43 @@ def test_the_xss_answer_runs_nowhere_in_saved_and_exported_html(
     # page has no Content-Security-Policy; the saved page's forbids inline handlers).
     page.evaluate("document.body.insertAdjacentHTML('beforeend', '<img src=x onerror=\"alert(3)\">')")
     poll(lambda: page.evaluate("window.__xss") == 1, 10, "the control handler to run")
+
+
+BATCH_CELLS = [
+    "%load_ext cc_executor_nb\nimport cc_executor_nb as ccx",
+    'batch = ccx.map("sleep {item}", ["2"] * 6, command=True, concurrency=2)',
+]
+
+
+def _batch_state(cell: Any) -> dict[str, Any]:
+    """The batch table's bar, state and row badges as the page shows them."""
+    return cell.evaluate(  # type: ignore[no-any-return]
+        """cell => {
+        const bar = cell.querySelector('.ccx-batch-bar');
+        const state = cell.querySelector('.ccx-batch-state');
+        const badges = [...cell.querySelectorAll('.ccx-batch-table tbody .ccx-badge')];
+        return {bar: bar ? bar.innerText : '', state: state ? state.innerText : '',
+                rows: badges.map(b => b.innerText.trim())};
+    }"""
+    )
+
+
+def test_batch_table_updates_live_and_its_pause_button_holds_the_queue(lab: Lab, page: Any, artifacts: Path) -> None:
+    """A batch's table shows running and queued rows live; Pause queue holds the queue, Resume finishes all 6."""
+    write_notebook(lab.root / "92_batch.ipynb", BATCH_CELLS)
+    open_and_run_all(page, lab, "92_batch.ipynb")
+    cell = code_cell(page, "batch = ccx.map")
+    live = poll(lambda: (s := _batch_state(cell))["rows"].count("running") == 2 and s, 60, "two running rows")
+    assert len(live["rows"]) == 6 and live["rows"].count("queued") + live["rows"].count("completed") == 4, live
+    screenshot(page, cell, "92-batch-running.png")
+    cell.locator(".ccx-batch-view button").filter(has_text="Pause queue").click()
+    paused = poll(lambda: (s := _batch_state(cell))["state"].startswith("paused") and "running" not in s["rows"]
+                  and s, 60, "the paused batch with nothing running")
+    held = paused["rows"].count("queued")
+    assert held >= 2 and paused["rows"].count("completed") == 6 - held, paused
+    screenshot(page, cell, "92-batch-paused.png")
+    cell.locator(".ccx-batch-view button").filter(has_text="Resume queue").click()
+    final = poll(lambda: (s := _batch_state(cell))["rows"] == ["completed"] * 6 and s, 60, "all six runs completed")
+    assert final["bar"].startswith("6/6"), final
+    print(f"\nbatch: paused with {held} queued, then {final['bar']!r}")
+    screenshot(page, cell, "92-batch-done.png")

@@ -144,7 +144,7 @@ async def test_jobs_list_shows_each_job_with_its_summary(jobs_server) -> None:
 
 
 async def test_stopping_the_server_cancels_its_jobs_and_the_next_server_replays_them(tmp_path) -> None:
-    """close() cancels running jobs (their groups die); a new server on the directory lists and replays them."""
+    """close() cancels running jobs (their groups die, their end says the server stopped); a new server replays them."""
     directory = str(tmp_path / "jobs")
     handler = make_handler(jobs_dir=directory, kill_grace=1.0)
     await handler.start("127.0.0.1", 0)
@@ -159,6 +159,7 @@ async def test_stopping_the_server_cancels_its_jobs_and_the_next_server_replays_
     try:
         events = await follow(again, job_id)
         assert completed(events).params["status"] == "cancelled"
+        assert completed(events).params["error"] == "cancelled: the server stopped"
         assert output_of(events).startswith("tick 0\ntick 1\n")
     finally:
         await again.close()

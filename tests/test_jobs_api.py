@@ -71,9 +71,12 @@ def test_magic_starts_lists_and_attaches_a_durable_job(shell, capsys) -> None:
     ("--jobs echo hi", "--jobs takes no prompt"),
     ("--attach last --durable", "--durable starts one"),
     ("--attach no-such-job", "no job 'no-such-job'"),
+    ("--attach last --model opus", "--attach takes no --model"),
+    ("--attach last --continue", "--attach takes no --continue"),
+    ("--jobs --timeout 5", "--jobs takes no --timeout"),
 ])
 def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> None:
-    """--jobs with a prompt, --attach with --durable and an unknown job are one-line usage errors."""
+    """--jobs with a prompt, --attach with --durable or a run's flag, an unknown job: one-line usage errors."""
     with pytest.raises(UsageError, match=message):
         line(shell, text)
 

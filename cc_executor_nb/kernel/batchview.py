@@ -244,7 +244,10 @@ class BatchView:
             self.pause_button.disabled = True
         if self.pause_button.value != paused:
             self.pause_button.value = paused
-            self.pause_button.description = "Resume queue" if paused else "Pause queue"
+        # A click toggles the value before the batch pauses: the label follows the batch.
+        label, icon = ("Resume queue", "play") if paused else ("Pause queue", "pause")
+        if self.pause_button.description != label:
+            self.pause_button.description, self.pause_button.icon = label, icon
 
     def _on_select(self, change: dict[str, Any]) -> None:
         index = int(change["new"])

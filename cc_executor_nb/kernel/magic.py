@@ -108,9 +108,12 @@ def declared_arguments() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return decorate
 
 
-_OPTION_NAMES = tuple(
-    f.name for cls in (RunOptions, ClaudeOptions) for f, spec in declared(cls) if spec.flags
-)
+_OPTION_FLAGS = {
+    f.name: max(spec.flags, key=len) for cls in (RunOptions, ClaudeOptions) for f, spec in declared(cls) if spec.flags
+}
+_OPTION_NAMES = tuple(_OPTION_FLAGS)
+# What --attach and --jobs use; every other run flag is refused there rather than ignored.
+_FOLLOW_NAMES = frozenset({"server", "token_env", "quiet", "wait"})
 _BATCH_NAMES = tuple(f.name for f, spec in declared(BatchOptions) if spec.flags and f.name != "each")
 
 
@@ -190,6 +193,9 @@ class CCExecMagics(Magics):
             raise UsageError(f"{action} takes no prompt or command")
         if action == "--attach" and args.durable:
             raise UsageError("--attach follows a job that exists; --durable starts one")
+        ignored = [name for name in _OPTION_NAMES if name not in _FOLLOW_NAMES and getattr(args, name) is not None]
+        if action and ignored:
+            raise UsageError(f"{action} takes no {_OPTION_FLAGS[ignored[0]]} (it applies to a run that starts)")
         if action and args.each:
             raise UsageError(f"{action} takes no --each")
         given = [name for name in _BATCH_NAMES if getattr(args, name) is not None]

@@ -52,6 +52,8 @@ def completion_status(exit_code: int, stopped_by: str | None) -> str:
     """The ``process.completed`` status for an exit code and how we stopped it."""
     if stopped_by in ("cancelled", "timeout"):
         return stopped_by
+    if stopped_by == "shutdown":
+        return "cancelled"
     return "completed" if exit_code == 0 else "failed"
 
 
@@ -60,6 +62,8 @@ def _exit_error(exit_code: int, stopped_by: str | None, timeout: float | None) -
         return f"timed out after {timeout:g} s"
     if stopped_by == "cancelled":
         return "cancelled by the client"
+    if stopped_by == "shutdown":
+        return "cancelled: the server stopped"
     if exit_code < 0:
         return f"killed by signal {-exit_code}"
     return None if exit_code == 0 else f"exited with code {exit_code}"

@@ -500,7 +500,7 @@ class JobDesk:
             logger.info("x [JOBS] stopping: cancelling %d running jobs", len(running))
         for job in running:
             assert job.execution is not None
-            await job.execution.cancel()
+            await job.execution.cancel("shutdown")
         await asyncio.gather(*(job.wait_finished(self._stop_grace) for job in running))
         for task in list(self._followers.values()):
             task.cancel()
