@@ -68,11 +68,17 @@ class Mode:
     idle_reference_seconds: float
     kernel_bytes: int
     kernel_probes: int
+    ingest_bytes: int
+    peer_tries: int
     widget_lines: int
     widget_seconds: float
     cold_starts: int
     claude_runs: int
     throughput_repeats: int
+    approval_runs: int
+    approval_questions: int
+    interrupt_runs: int
+    attach_bytes: int
 
 
 FULL = Mode(
@@ -90,11 +96,17 @@ FULL = Mode(
     idle_reference_seconds=10.0,
     kernel_bytes=100 * MB,
     kernel_probes=20,
+    ingest_bytes=1 << 30,
+    peer_tries=10,
     widget_lines=100_000,
     widget_seconds=5.0,
     cold_starts=3,
     claude_runs=41,
     throughput_repeats=7,
+    approval_runs=5,
+    approval_questions=40,
+    interrupt_runs=10,
+    attach_bytes=100 * MB,
 )
 
 SMOKE = Mode(
@@ -112,11 +124,17 @@ SMOKE = Mode(
     idle_reference_seconds=1.0,
     kernel_bytes=4 * MB,
     kernel_probes=3,
+    ingest_bytes=8 * MB,
+    peer_tries=1,
     widget_lines=5_000,
     widget_seconds=1.0,
     cold_starts=1,
     claude_runs=1,
     throughput_repeats=1,
+    approval_runs=1,
+    approval_questions=3,
+    interrupt_runs=1,
+    attach_bytes=4 * MB,
 )
 
 

@@ -22,9 +22,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .harness import BENCH_DIR, MB, Mode, Row, median, percentile, producer
+import psutil
 
-__all__ = ["Kernel", "cold_start", "extension_missing", "responsiveness", "widget_traffic"]
+from .harness import BENCH_DIR, MB, MIB, Mode, Row, RssSampler, median, percentile, producer
+
+__all__ = ["Kernel", "cold_start", "extension_missing", "ingest", "responsiveness", "widget_traffic"]
 
 REPLY_TIMEOUT = 120.0
 RUN_NAME = "_ccx_bench_run"
@@ -89,6 +91,23 @@ class Kernel:
             raise
         self.startup_seconds = time.perf_counter() - started
         self.iopub: list[dict[str, Any]] = []
+
+    @property
+    def process(self) -> psutil.Process:
+        """The kernel process (for its memory)."""
+        provisioner = self.km.provisioner
+        pid = getattr(getattr(provisioner, "process", None), "pid", None)
+        if pid is None:
+            raise RuntimeError("cannot find the kernel's pid")
+        return psutil.Process(pid)
+
+    def value(self, expression: str) -> str:
+        """The ``text/plain`` of ``expression`` evaluated in the kernel (not counted as a cell)."""
+        content, _ = self.execute("pass", user_expressions={"v": expression})
+        result = content["user_expressions"]["v"]
+        if result.get("status") != "ok":
+            raise RuntimeError(f"cannot read {expression}: {result.get('evalue')}")
+        return str(result["data"]["text/plain"])
 
     def close(self) -> None:
         """Stop the channels and the kernel process."""
@@ -219,6 +238,62 @@ async def responsiveness(mode: Mode) -> list[Row]:
     return [Row("kernel 1+1 while streaming", median(busy), "ms", "<= 50", ref, samples=busy)]
 
 
+# -- Kernel ingest ------------------------------------------------------------------
+
+
+def _ingest_run(mode: Mode) -> dict[str, Any]:
+    """One big run into a ``Run`` in a fresh kernel, with ``1+1`` probes and RSS sampling."""
+    size = mode.ingest_bytes
+    with kernel() as k:
+        _loaded(k)
+        k.execute(_ccexec(["echo", "warm"], "--wait"))
+        idle = [k.execute("1+1")[1] * 1e3 for _ in range(5)]
+        k.drain()
+        probes: list[float] = []
+        with RssSampler(k.process) as rss:
+            started = time.monotonic()
+            k.execute(_ccexec(producer("lines", str(size)), "-o", RUN_NAME))
+            deadline = started + REPLY_TIMEOUT * 5
+            while time.monotonic() < deadline:
+                for _ in range(5):
+                    probes.append(k.execute("1+1")[1] * 1e3)
+                    time.sleep(0.02)
+                k.drain()
+                if _run_done(k):
+                    break
+            else:
+                raise RuntimeError("the ingest run did not finish in time")
+        # The Run's own clock (CLOCK_MONOTONIC, shared): when process.completed was folded in.
+        ended = float(k.value(f"{RUN_NAME}.state.ended_at"))
+        summary = k.value(f"({RUN_NAME}.status, {RUN_NAME}.output.chars['stdout'])")
+        if summary != f"('completed', {size})":
+            raise RuntimeError(f"ingest run ended as {summary}")
+    return {"rate": size / MB / (ended - started), "seconds": ended - started, "growth": rss.growth / MIB,
+            "baseline": rss.baseline / MIB, "probes": probes, "idle": idle}
+
+
+async def ingest(mode: Mode) -> list[Row]:
+    """1 GiB from a ``-c`` run into a ``Run`` in a real kernel: rate, kernel RSS growth, ``1+1`` meanwhile."""
+    missing = extension_missing()
+    rows = [("kernel ingest", "MB/s", ">= 200"), ("kernel ingest RSS growth", "MiB", "<= 64"),
+            ("kernel ingest 1+1 max", "ms", "<= 50")]
+    if missing:
+        return [Row(name, None, unit, target, note=missing) for name, unit, target in rows]
+    run = await asyncio.to_thread(_ingest_run, mode)
+    probes: list[float] = run["probes"]
+    size = f"{mode.ingest_bytes / MIB:.0f} MiB"
+    return [
+        Row("kernel ingest", run["rate"], "MB/s", ">= 200",
+            f"{size} in {run['seconds']:.1f} s, from the cell's request to process.completed in the Run; "
+            f"widget shown"),
+        Row("kernel ingest RSS growth", run["growth"], "MiB", "<= 64",
+            f"kernel RSS {run['baseline']:.0f} MiB before the run, sampled every 10 ms"),
+        Row("kernel ingest 1+1 max", max(probes), "ms", "<= 50",
+            f"median {median(probes):.1f}, p90 {percentile(probes, 90):.1f} ms over {len(probes)} probes; "
+            f"idle {median(run['idle']):.1f} ms", samples=probes),
+    ]
+
+
 # -- Widget traffic -----------------------------------------------------------------
 
 
@@ -256,6 +331,10 @@ def _widget_run(mode: Mode) -> dict[str, float]:
     updates = [m for m in messages if m["msg_type"] == "comm_msg"]
     front_end = [m for m in messages if m["msg_type"] in ("comm_msg", "comm_open", "display_data",
                                                           "update_display_data", "stream", "execute_result")]
+    # The record that replaces the widget at the end (issue 14) carries the output's tail
+    # three times (text/plain, text/markdown, text/html): measured on its own row.
+    records = [m for m in front_end if m["msg_type"] == "update_display_data"]
+    live = [m for m in front_end if m["msg_type"] != "update_display_data"]
     stamps = [_stamp(m) for m in updates]
     span = max(stamps) - min(stamps) if len(stamps) > 1 else 0.0
     return {
@@ -264,7 +343,8 @@ def _widget_run(mode: Mode) -> dict[str, float]:
         "updates": float(len(updates)),
         "mean_rate": len(updates) / span if span else float(len(updates)),
         "seconds": received - sent,
-        "max_bytes": float(max((message_bytes(m) for m in front_end), default=0)),
+        "max_bytes": float(max((message_bytes(m) for m in live), default=0)),
+        "record_bytes": float(max((message_bytes(m) for m in records), default=0)),
         "total_bytes": float(sum(message_bytes(m) for m in front_end)),
         "output_bytes": float(size),
     }
@@ -275,7 +355,8 @@ async def widget_traffic(mode: Mode) -> list[Row]:
     missing = extension_missing()
     if missing:
         return [Row("widget updates", None, "msg/s peak", "<= ~10", note=missing),
-                Row("widget bytes", None, "KB max msg", f"<= ~{VIEW_CHARS * 1.25 / 1000:.0f}", note=missing)]
+                Row("widget bytes", None, "KB max msg", f"<= ~{VIEW_CHARS * 1.25 / 1000:.0f}", note=missing),
+                Row("record bytes", None, "KB", f"<= ~{VIEW_CHARS * 3.25 / 1000:.0f}", note=missing)]
     runs = [await asyncio.to_thread(_widget_run, mode) for _ in range(max(1, mode.repeats - 1))]
     pick = {key: median([r[key] for r in runs]) for key in runs[0]}
     rate_ref = (f"{pick['updates']:.0f} comm_msg in ~{pick['renders']:.0f} renders over "
@@ -289,6 +370,9 @@ async def widget_traffic(mode: Mode) -> list[Row]:
             samples=[r["peak"] for r in runs]),
         Row("widget bytes", pick["max_bytes"] / 1000, "KB max msg", f"<= ~{VIEW_CHARS * 1.25 / 1000:.0f}",
             bytes_ref, samples=[r["max_bytes"] / 1000 for r in runs]),
+        Row("record bytes", pick["record_bytes"] / 1000, "KB", f"<= ~{VIEW_CHARS * 3.25 / 1000:.0f}",
+            "the final record replacing the widget: the output's tail as text/plain, text/markdown and "
+            "text/html", samples=[r["record_bytes"] / 1000 for r in runs]),
     ]
 
 

@@ -59,6 +59,8 @@ VARIANTS: dict[str, Variant] = {
     "spool-1m": Variant("output spills to disk past 1 Mi characters in memory (default 8 Mi)",
                         {"output_memory_limit": 1 << 20}),
     # Its heartbeat lateness is not comparable: a beat skipped for traffic reads as late.
+    "capture-pipe": Variant("output read from pipes (default: capture files followed with inotify)",
+                            {"capture": "pipe"}),
     "adaptive-beat": Variant("adaptive heartbeats: skipped while other messages flow",
                              {"heartbeat_mode": "adaptive"}),
 }

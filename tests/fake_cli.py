@@ -18,6 +18,7 @@ Modes:
   signal SIG              kill itself with signal SIG
   flood BYTES HASHFILE [RATE]  BYTES of seeded random lines (at RATE bytes/s); sha256 to HASHFILE
   prompt TEXT             print TEXT with no newline and sleep 5 s
+  halves A DELAY B        write A (no newline), wait DELAY s, write B, wait DELAY s, exit
   env NAME...             print NAME=value for each name (missing: NAME unset)
   cwd                     print the working directory
   argv ARGS...            print each argument on its own line, repr-quoted
@@ -49,9 +50,11 @@ def echo(*words: str) -> None:
 
 
 def interleave(n: str) -> None:
+    # One write per line: an unbuffered print() writes the text and the newline apart,
+    # which the server may send as two pieces (as a terminal shows them).
     for i in range(int(n)):
         stream = sys.stdout if i % 2 == 0 else sys.stderr
-        print(f"{'out' if i % 2 == 0 else 'err'} {i}", file=stream, flush=True)
+        _out(f"{'out' if i % 2 == 0 else 'err'} {i}\n".encode(), stream.buffer)
         time.sleep(0.002)
 
 
@@ -71,9 +74,9 @@ def badutf8() -> None:
 
 
 def silence(seconds: str) -> None:
-    print("before", flush=True)
+    _out(b"before\n")
     time.sleep(float(seconds))
-    print("after", flush=True)
+    _out(b"after\n")
 
 
 def ticker(n: str, delay: str) -> None:
@@ -179,6 +182,13 @@ def prompt(text: str) -> None:
     time.sleep(5)
 
 
+def halves(first: str, delay: str, second: str) -> None:
+    _out(first.encode())
+    time.sleep(float(delay))
+    _out(second.encode())
+    time.sleep(float(delay))
+
+
 def env(*names: str) -> None:
     for name in names:
         value = os.environ.get(name)
@@ -230,6 +240,7 @@ MODES = {
     "signal": kill_self,
     "flood": flood,
     "prompt": prompt,
+    "halves": halves,
     "env": env,
     "cwd": cwd,
     "argv": argv,

@@ -70,6 +70,17 @@ def test_the_view_tail_holds_the_latest_characters_in_order() -> None:
     assert {stream for stream, _ in store.tail_pieces(2000)} == {"stdout", "stderr"}
 
 
+def test_last_gives_the_latest_characters_of_a_stream_without_reading_it_all() -> None:
+    """last(n, stream) equals the stream's text[-n:] (wide characters, both streams, memory or disk)."""
+    for memory_limit in (1 << 10, 1 << 20):
+        store, out, err = filled(memory_limit=memory_limit)
+        for budget in (1, 7, 500, len(out) + 10):
+            assert store.last(budget, "stdout") == out[-budget:]
+            assert store.last(budget, "stderr") == err[-budget:]
+        assert store.last(300) == store.text()[-300:]
+        assert store.last(0, "stdout") == ""
+
+
 def test_kept_output_events_read_their_text_from_the_store() -> None:
     """An output event kept in run.events carries no copy: its data is read on demand, equal."""
     store = OutputStore(memory_limit=64)

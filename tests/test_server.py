@@ -59,7 +59,7 @@ async def test_stdout_and_stderr_are_kept_apart(client) -> None:
 
 
 async def test_output_chunks_are_line_aligned(client) -> None:
-    """Each process.output holds whole lines when lines are short."""
+    """Each process.output holds whole lines when the child writes short whole lines."""
     await client.execute(argv=fake("interleave", "40"))
     outputs = [e for e in await collect(client) if isinstance(e, Output)]
     assert outputs and all(e.data.endswith("\n") for e in outputs)
@@ -237,6 +237,15 @@ async def test_partial_line_is_flushed_after_a_quiet_period(client) -> None:
             break
     await client.cancel()
     await collect(client)
+
+
+@pytest.mark.parametrize("capture", ["file", "pipe"])
+async def test_a_partial_line_leaves_once_read_not_with_the_rest_of_its_line(client, capture) -> None:
+    """Half a line, then a pause well under the old 50 ms timer: the half is sent on its own first."""
+    pause = f"{scaled(0.03):g}"
+    await client.execute(argv=fake("halves", "Name: ", pause, "Ada\n"), capture=capture)
+    pieces = [e.data for e in await collect(client) if isinstance(e, Output)]
+    assert pieces == ["Name: ", "Ada\n"]
 
 
 async def test_child_environment_is_unbuffered_and_free_of_secrets(server, client, monkeypatch) -> None:

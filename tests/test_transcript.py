@@ -201,6 +201,15 @@ def test_only_the_tail_of_a_long_output_is_kept() -> None:
     assert "(the last 50 of 504 characters)" in md and md.count("x") < 60 and "END" in md
 
 
+def test_the_record_of_a_huge_output_reads_only_its_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Markdown, text and HTML records never read a stream's whole text (a GiB run stays cheap)."""
+    run = command_run(("stdout", "y" * 100 + "\n"), ("stderr", "oops\n"), ("stdout", "x" * 500 + "END\n"))
+    monkeypatch.setattr(type(run.state.output), "text", lambda *_: pytest.fail("read the whole output"))
+    record = Transcript(run, output_chars=50)
+    assert "(the last 50 of 605 characters)" in record.markdown()
+    assert "(the last 50 of 605 characters)" in record.text() and "END" in record.html()
+
+
 def test_a_command_without_output_says_so() -> None:
     """No output: the record says so instead of an empty block."""
     assert "*no output*" in Transcript(command_run(status="completed", exit_code=0)).markdown()

@@ -171,6 +171,25 @@ class OutputStore:
                         return _last_lines(found, lines)
         return _last_lines(found, lines)
 
+    def last(self, max_chars: int, stream: str | None = None) -> str:
+        """The last ``max_chars`` characters of ``stream`` (or of both, in order).
+
+        Reads at most four bytes per character from the end, however long the output.
+        """
+        if max_chars <= 0:
+            return ""
+        budget = 4 * max_chars
+        chunks = []
+        with self._lock:
+            for start, end in reversed(self._spans(stream)):
+                take = min(end - start, budget)
+                chunks.append(self._read(end - take, end))
+                budget -= take
+                if budget <= 0:
+                    break
+        data = b"".join(reversed(chunks)).lstrip(_CONTINUATION)  # a character cut at the start
+        return data.decode(*_ENCODING)[-max_chars:]
+
     def tail_pieces(self, max_chars: int) -> list[tuple[str, str]]:
         """The last pieces holding at most ``max_chars`` characters (the first may be cut)."""
         with self._lock:

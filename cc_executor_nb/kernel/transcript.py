@@ -198,10 +198,10 @@ class Transcript:
     def _output_markdown(self) -> list[str]:
         parts = []
         for stream in ("stdout", "stderr"):
-            text = getattr(self.state, stream)
-            if text:
-                tail, cut = _tail(text, self.output_chars)
-                heading = f"**{stream}**" + (f" (the last {len(tail):,} of {len(text):,} characters)" if cut else "")
+            tail, total = self._stream_tail(stream)
+            if total:
+                cut = total > len(tail)
+                heading = f"**{stream}**" + (f" (the last {len(tail):,} of {total:,} characters)" if cut else "")
                 parts += [heading, fenced(printable(tail))]
         return parts or ["*no output*"]
 
@@ -296,12 +296,18 @@ class Transcript:
     def _output_text(self) -> list[str]:
         parts = []
         for stream in ("stdout", "stderr"):
-            text = getattr(self.state, stream)
-            if text:
-                tail, cut = _tail(text, self.output_chars)
-                note = f" (the last {len(tail):,} of {len(text):,} characters)" if cut else ""
+            tail, total = self._stream_tail(stream)
+            if total:
+                cut = total > len(tail)
+                note = f" (the last {len(tail):,} of {total:,} characters)" if cut else ""
                 parts.append(f"[{stream}]{note}\n{printable(tail)}")
         return parts or ["[no output]"]
+
+    def _stream_tail(self, stream: str) -> tuple[str, int]:
+        """(the last ``output_chars`` characters of ``stream``, its length): read from the
+        end of the run's output, never the whole of a huge one."""
+        output = self.state.output
+        return output.last(self.output_chars, stream), output.chars[stream]
 
     # All of it
 
@@ -325,10 +331,6 @@ _PAGE_STYLE = (
     "margin:2em auto;padding:0 1em;line-height:1.45}"
     "pre,code{font-family:ui-monospace,monospace}pre{background:#f6f8fa;padding:.5em}"
 )
-
-
-def _tail(text: str, limit: int) -> tuple[str, bool]:
-    return (text, False) if len(text) <= limit else (text[-limit:], True)
 
 
 def _tool_markdown(tool: ToolCall) -> str:

@@ -53,6 +53,10 @@ READ_BUDGET = 8 << 20
 BACKLOG_LIMIT = 16 << 20
 """Unread bytes in a capture file past which the child is held until the reader has
 caught up (to a quarter of it): the back-pressure a full pipe would give."""
+PARTIAL_SETTLE = 0.001
+"""Seconds a partial line waits, once everything written was read, for the rest of its
+line: ``print()`` in an unbuffered Python child writes the text and the newline in two
+writes, which a reader woken at once would otherwise send as two pieces."""
 SPOOL_PUNCH_EVERY = 1 << 20
 """Bytes of spool file taken back between two hole punches."""
 
@@ -83,8 +87,9 @@ class LineAligner:
 
     Decodes UTF-8 incrementally with replacement (a character split across reads is
     decoded whole). ``feed`` returns complete lines, in pieces of at most ``limit``
-    characters; a partial line waits in ``partial`` until more text, ``flush`` or
-    ``finish``. A line longer than ``limit`` leaves in ``limit``-sized pieces.
+    characters; a partial line waits in ``partial`` until more text, ``flush`` (the
+    reader found nothing more to read) or ``finish``. A line longer than ``limit``
+    leaves in ``limit``-sized pieces.
     """
 
     def __init__(self, limit: int = CHUNK_LIMIT) -> None:
@@ -104,7 +109,7 @@ class LineAligner:
         return pieces
 
     def flush(self) -> list[str]:
-        """Give up the partial line now (after a quiet period)."""
+        """Give up the partial line now (the reader has read all there is)."""
         partial, self.partial = self.partial, ""
         return [partial] if partial else []
 
@@ -267,14 +272,23 @@ def coalesce(records: list[Record], limit: int) -> list[Record]:
 
 
 class _PipeProtocol(asyncio.Protocol):
-    """Hands every chunk the pipe yields to a callback; reports end of file."""
+    """Hands every chunk the pipe yields to a callback; reports end of file.
 
-    def __init__(self, on_data: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
+    asyncio reads the pipe once per wake-up, ``max_size`` bytes at most: a shorter
+    chunk means the pipe was empty after it, which ``on_drained`` is told.
+    """
+
+    def __init__(
+        self, on_data: Callable[[bytes], None], on_drained: Callable[[], None], on_eof: Callable[[], None]
+    ) -> None:
         self._on_data = on_data
+        self._on_drained = on_drained
         self._on_eof = on_eof
 
     def data_received(self, data: bytes) -> None:
         self._on_data(data)
+        if len(data) < PIPE_READ_SIZE:
+            self._on_drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_eof()
@@ -295,6 +309,7 @@ class _FileReader:
         loop: asyncio.AbstractEventLoop,
         *,
         on_data: Callable[[bytes], None],
+        on_drained: Callable[[], None],
         on_eof: Callable[[], None],
         on_rewritten: Callable[[bool], None],
         on_disk: Callable[[int], None],
@@ -303,6 +318,7 @@ class _FileReader:
         self.capture = capture
         self._loop = loop
         self._on_data = on_data
+        self._on_drained = on_drained
         self._on_eof = on_eof
         self._on_rewritten = on_rewritten
         self._on_disk = on_disk
@@ -358,6 +374,7 @@ class _FileReader:
         else:
             self._later = self._loop.call_soon(self._drain)
             return
+        self._on_drained()  # everything written so far is read
         if self.forced or (capture.counted and capture.writers <= 0):
             self.done = True
             self._on_eof()
@@ -401,7 +418,7 @@ class RunOutput:
         self.spool = OutputSpool(handler.memory_limit, handler.spool_dir, disk=disk)
         self._aligners = {name: LineAligner(handler.chunk_limit) for name in STREAMS}
         self._open: set[str] = set()
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._settle: dict[str, asyncio.TimerHandle] = {}
         self._ready = asyncio.Event()
         self._transports: list[asyncio.BaseTransport] = []
         self._readers: list[_FileReader] = []
@@ -486,8 +503,8 @@ class RunOutput:
         """Stop reading (if still open) and drop the spool and capture files."""
         for transport in self._transports:
             transport.close()
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
+        for timer in self._settle.values():
+            timer.cancel()
         for reader in self._readers:
             reader.stop()
         if self._child_output is not None:
@@ -498,13 +515,18 @@ class RunOutput:
 
     def _protocol(self, name: str) -> _PipeProtocol:
         """The protocol that feeds pipe ``name`` into this run's output."""
-        return _PipeProtocol(functools.partial(self._on_data, name), functools.partial(self._on_eof, name))
+        return _PipeProtocol(
+            functools.partial(self._on_data, name),
+            functools.partial(self._on_drained, name),
+            functools.partial(self._on_eof, name),
+        )
 
     def _file_reader(self, name: str, capture: CaptureFile) -> _FileReader:
         return _FileReader(
             capture,
             self._loop,
             on_data=functools.partial(self._on_data, name),
+            on_drained=functools.partial(self._on_drained, name),
             on_eof=functools.partial(self._on_eof, name),
             on_rewritten=functools.partial(self._rewritten, name),
             on_disk=self._capture_disk,
@@ -528,17 +550,20 @@ class RunOutput:
     def _on_data(self, name: str, data: bytes) -> None:
         self.last_output_at = time.monotonic()
         self.bytes_read[name] += len(data)
-        aligner = self._aligners[name]
-        self._push(name, aligner.feed(data))
-        if aligner.partial and self._flush_timer is None:
-            self._flush_timer = self._loop.call_later(
-                self._handler.partial_flush_delay, self._flush_partials
-            )
+        self._push(name, self._aligners[name].feed(data))
+        timer = self._settle.pop(name, None)
+        if timer is not None:
+            timer.cancel()
 
-    def _flush_partials(self) -> None:
-        self._flush_timer = None
-        for name, aligner in self._aligners.items():
-            self._push(name, aligner.flush())
+    def _on_drained(self, name: str) -> None:
+        """Everything the child wrote to ``name`` so far is read: a partial line (a
+        prompt) leaves once nothing more came for PARTIAL_SETTLE seconds."""
+        if self._aligners[name].partial and name not in self._settle:
+            self._settle[name] = self._loop.call_later(PARTIAL_SETTLE, self._flush_partial, name)
+
+    def _flush_partial(self, name: str) -> None:
+        self._settle.pop(name, None)
+        self._push(name, self._aligners[name].flush())
 
     def _rewritten(self, name: str, truncated: bool) -> None:
         if self.on_rewritten is not None:
@@ -565,7 +590,6 @@ class StreamHandler:
         self,
         *,
         chunk_limit: int = CHUNK_LIMIT,
-        partial_flush_delay: float = 0.05,
         memory_limit: int = 8 << 20,
         spool_dir: str | None = None,
         capture: str = "file",
@@ -574,7 +598,6 @@ class StreamHandler:
         if capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, not {capture!r}")
         self.chunk_limit = chunk_limit
-        self.partial_flush_delay = partial_flush_delay
         self.memory_limit = memory_limit
         self.spool_dir = spool_dir
         self.capture = capture
