@@ -202,6 +202,7 @@ class Client:
         label: str | None = None,
         meta: dict[str, Any] | None = None,
         summary: dict[str, Any] | None = None,
+        stdin_idle_timeout: float | None = None,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
@@ -210,7 +211,8 @@ class Client:
         chooses how the server captures the output (None: its default, "file").
         ``durable`` makes it a job the server keeps (``label``, ``meta`` and ``summary``
         describe it; see the README's protocol section); the result then carries its
-        ``job_id``.
+        ``job_id``. ``stdin_idle_timeout`` (a durable job with ``stdin="pipe"``): its stdin
+        closes after that many seconds without input while nobody follows the job.
         """
         params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
         optional = {
@@ -227,7 +229,7 @@ class Client:
         if progress_target is not FROM_ARGUMENTS:
             params["progress_target"] = progress_target
         if durable:
-            job = {"label": label, "meta": meta, "summary": summary}
+            job = {"label": label, "meta": meta, "summary": summary, "stdin_idle_timeout": stdin_idle_timeout}
             params.update({"durable": True, **{k: v for k, v in job.items() if v is not None}})
         result = dict(await self.call(methods.EXECUTE, params))
         if heartbeat_interval is not None:

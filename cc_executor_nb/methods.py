@@ -31,6 +31,7 @@ __all__ = [
     "PROCESS_CANCELLED",
     "PROCESS_COMPLETED",
     "PROCESS_ERROR",
+    "PROCESS_INPUT",
     "PROCESS_METRICS",
     "PROCESS_NOTICE",
     "PROCESS_OUTPUT",
@@ -72,6 +73,9 @@ PROCESS_ERROR: Final = "process.error"
 PROCESS_NOTICE: Final = "process.notice"
 """*(added)* Something the run must know: a disk limit reached (replay dropped, process
 held or released), a capture file truncated by the process itself."""
+PROCESS_INPUT: Final = "process.input"
+"""*(added)* A durable job keeps what its stdin was sent: each ``input`` (its ``data``),
+and its close (``closed: true``), so whoever attaches later knows what was written."""
 
 # Local events the client makes itself (never on the wire)
 CLIENT_RECONNECTING: Final = "client.reconnecting"

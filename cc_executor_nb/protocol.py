@@ -369,6 +369,9 @@ class ExecuteParams:
     """"null": the child reads /dev/null; "pipe": the client writes with ``input``."""
     capture: str | None = None
     """"file" or "pipe"; None: the server's default ("file")."""
+    stdin_idle_timeout: float | None = None
+    """A durable job's stdin closes after this many seconds without input while no
+    connection follows the job (None: never)."""
 
 
 @dataclass(frozen=True)
@@ -484,7 +487,19 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         progress_target=_progress_target(obj),
         stdin=_stdin_mode(obj),
         capture=_capture_mode(obj),
+        stdin_idle_timeout=_stdin_idle_timeout(obj),
     )
+
+
+def _stdin_idle_timeout(params: dict[str, Any]) -> float | None:
+    value = _optional_seconds(params, "stdin_idle_timeout", MIN_INTERVAL)
+    if value is None:
+        return None
+    if params.get("stdin") != "pipe":
+        raise InvalidParams('stdin_idle_timeout needs stdin "pipe"', "stdin_idle_timeout")
+    if not wants_job(params):
+        raise InvalidParams("stdin_idle_timeout applies to durable jobs (durable: true)", "stdin_idle_timeout")
+    return value
 
 
 def _capture_mode(params: dict[str, Any]) -> str | None:

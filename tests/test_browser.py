@@ -558,6 +558,12 @@ def choose_no_kernel(page: Any, timeout: float = 15.0) -> None:
     dialog.wait_for(state="detached", timeout=scaled(timeout) * 1000)
 
 
+ALL_RECORDS_FINAL = """() => {
+  const runs = [...document.querySelectorAll('.ccx-run')];
+  return runs.length > 0 && runs.every(run => /exit code 0/.test(run.textContent));
+}"""
+
+
 def test_the_record_survives_save_close_and_reopen_without_kernel(
     lab: Lab, kernelless_lab: Lab, page: Any, artifacts: Path
 ) -> None:
@@ -570,8 +576,14 @@ def test_the_record_survives_save_close_and_reopen_without_kernel(
     # One view per run on screen, widget or record, never both.
     assert sea.locator(".ccx-run").count() == 1 and page.locator(".ccx-run").count() == 3
     screenshot(page, sea, "07-live-record.png")
-    save_notebook(page, lab, RECORD_NOTEBOOK, "Morning kernel wakes<br>")
+    # --wait leaves each conversation alive for a follow-up: the kernel's shutdown ends them, and
+    # each record gets its final form (with the exit code) before the notebook is saved and closed.
     shut_down_kernels(lab)
+    poll(lambda: page.evaluate(ALL_RECORDS_FINAL) or None, 30, "every record's final form")
+    save_notebook(page, lab, RECORD_NOTEBOOK, "Morning kernel wakes<br>")
+    # The file held that text before (the notebook's stored outputs): wait for the save itself.
+    poll(lambda: page.evaluate("() => document.querySelectorAll('.jp-mod-dirty').length === 0") or None, 20,
+         "the notebook to be saved")
 
     page.goto(kernelless_lab.notebook_url(RECORD_NOTEBOOK))
     choose_no_kernel(page)

@@ -244,6 +244,13 @@ def test_permission_line_reads_attributes_too() -> None:
     assert line == "[permission] Edit · a.py → allowed by policy"
 
 
+def test_a_question_answered_by_another_kernel_reads_elsewhere() -> None:
+    """decided_by "elsewhere" (a durable job's question answered by another kernel) reads "allowed elsewhere"."""
+    request = dataclasses.make_dataclass("Request", ["tool", "input", "status", "decided_by", "message"])
+    line = permission_line(request("Bash", {"command": "make"}, "allowed", "elsewhere", ""))
+    assert line == "[permission] Bash · make → allowed elsewhere"
+
+
 def test_footer_leaves_out_what_was_not_reported() -> None:
     """Before the result only 'no result yet' (and what is known) shows: no made-up figures."""
     assert footer_line(view(model="m", session_id="s")) == "[result] no result yet · m · session s"

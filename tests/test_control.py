@@ -301,3 +301,48 @@ def test_control_characters_never_reach_the_terminal() -> None:
     assert readable_input("Bash", request.input).summary == "rm -rf /tmp/x\\x1b[2K\\x0decho harmless"
     odd = question_text(PermissionRequest("r", "Tool\x1b[8m", {}))
     assert "\x1b" not in odd and "Tool\\x1b[8m" in odd
+
+
+# Reading what was written to stdin (a durable job's process.input)
+
+
+def test_parse_sent_reads_back_every_line_this_module_writes() -> None:
+    """A turn, an allow (always: with rules), a deny with its message, an interrupt and initialize read back."""
+    rules = control.session_permissions("Bash", {"command": "touch x"}, ())
+    written = [
+        control.user_message("hello"),
+        control.allow("q1", {"command": "touch x"}),
+        control.allow("q2", {"command": "touch x"}, rules),
+        control.deny("q3", "not here"),
+        control.interrupt("int-1"),
+        control.initialize("init-1"),
+    ]
+    assert [control.parse_sent(json.loads(control.line(m))) for m in written] == [
+        control.TurnSent("hello"),
+        control.AnswerSent("q1", True),
+        control.AnswerSent("q2", True, always=True),
+        control.AnswerSent("q3", False, "not here"),
+        control.InterruptSent("int-1"),
+        control.InitializeSent("init-1"),
+    ]
+
+
+@pytest.mark.parametrize("message", [
+    {},
+    {"type": "something_else"},
+    {"type": "control_request", "request": {"subtype": "interrupt"}},
+    {"type": "control_request", "request_id": "r", "request": {"subtype": "frobnicate"}},
+    {"type": "control_response", "response": {"subtype": "error", "request_id": "r", "error": "x"}},
+    {"type": "control_response",
+     "response": {"subtype": "success", "request_id": 5, "response": {"behavior": "allow"}}},
+    {"type": "control_response", "response": "not an object"},
+])
+def test_parse_sent_ignores_what_it_does_not_write(message: dict[str, object]) -> None:
+    """Other or malformed lines read as None, never an exception."""
+    assert control.parse_sent(message) is None
+
+
+def test_parse_sent_reads_a_prompt_given_as_blocks() -> None:
+    """A user message whose content is a list of text blocks reads as their text."""
+    message = {"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "a"}, {"text": "b"}]}}
+    assert control.parse_sent(message) == control.TurnSent("ab")

@@ -371,22 +371,34 @@ def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path
 
 
 def test_wait_true_is_the_one_shot_use_and_still_asks(tmp_path: Path) -> None:
-    """wait=True: the question is answered (by the policy here), then the conversation ends with its turn."""
+    """wait=True: the question is answered (by the policy here); it returns with the turn, the process stays."""
     run = start("bash: touch waited.txt", tmp_path, wait=True, on_permission=lambda request: "allow")
-    assert run.done and (run.status, run.exit_code, run.alive) == ("completed", 0, False)
-    assert run.interactive and (tmp_path / "waited.txt").exists()
+    assert (run.status, run.exit_code, run.alive, run.done) == ("completed", None, True, False)
+    assert run.interactive and run.one_shot and (tmp_path / "waited.txt").exists()
     assert [(q.status, q.decided_by) for q in run.permission_requests] == [("allowed", "policy")]
     ends = [e for e in run.events if e.method == "conversation.turn" and e.params["status"] != "running"]
-    assert [e.params["last"] for e in ends] == [True]
+    assert [e.params["last"] for e in ends] == [False]
+    run.send("echo: and a follow-up")
+    assert turn_over(run).answer == "and a follow-up" and run.alive
+    assert ended(run).exit_code == 0 and run.status == "completed"
 
 
 def test_arun_is_the_one_shot_use_too(tmp_path: Path) -> None:
-    """await arun(...): the answer, and the process gone with exit code 0."""
+    """await arun(...): the answer once the turn ended; the process lives until end() (then exit code 0)."""
     import asyncio
 
     run = asyncio.run(ccx.arun("echo: awaited", executable=str(CLAUDE), demo=True, display=False,
                                cwd=str(tmp_path), settings=settings()))
-    assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "awaited")
+    assert (run.status, run.exit_code, run.answer, run.alive) == ("completed", None, "awaited", True)
+    assert ended(run).exit_code == 0
+
+
+def test_a_one_shot_run_still_ends_after_the_idle_timeout(tmp_path: Path) -> None:
+    """wait=True leaves the process for a follow-up; left idle, it ends by itself with nothing lost."""
+    run = start("echo: then idle", tmp_path, wait=True, idle_timeout=1.0)
+    assert run.alive and run.answer == "then idle"
+    eventually(lambda: run.done, timeout=30, what="the idle end")
+    assert (run.status, run.exit_code, run.answer) == ("completed", 0, "then idle")
 
 
 # One-shot mode

@@ -193,3 +193,48 @@ def test_stopping_the_kernels_loop_cancels_the_runs_on_the_workers(
     stop_shared_loop()
     assert run.status == "cancelled" and run.done
     eventually(lambda: not alive(pid), timeout=15, what="the run's process gone")
+
+
+def test_a_claude_run_on_a_worker_asks_this_notebook(
+    cluster: tuple[LocalCluster, Client], settings: CCExec, tmp_path: Any
+) -> None:
+    """A demo Bash call on a worker: the question comes to the notebook's run, approve() there runs the
+    command on the worker, and the run ends after its first turn (the process exits 0, the slot is free)."""
+    _local, client = cluster
+    target = tmp_path / "from-the-worker.txt"
+    batch = cc_executor_nb.map([f"bash: touch {target}"], demo=True, cluster=client, display=False, settings=settings)
+    run = batch.runs[0]
+    asked = eventually(lambda: run.pending, timeout=90, what="the question from the worker")
+    assert asked.tool == "Bash" and run.interactive and run.job_id
+    run.approve()
+    batch.wait(scaled(90))
+    assert target.exists()
+    assert (run.status, run.exit_code, run.alive) == ("completed", 0, False)
+    assert [(q.status, q.decided_by) for q in run.permission_requests] == [("allowed", "code")]
+    assert batch.items[0].worker
+
+
+def test_a_workers_task_does_not_hold_a_conversations_input_open(tmp_path: Any) -> None:
+    """The task of a conversation's job (stdin "pipe") watches the job list instead of following the job: with
+    nobody attached its stdin_idle_timeout closes the input, the process ends, the task returns its outcome."""
+    import asyncio
+
+    from cc_executor_nb.cluster.worker import _start_and_follow
+
+    from .conftest import TOKEN, make_handler
+
+    echo = [sys.executable, "-c", "import sys\nfor line in sys.stdin: pass\nprint('eof', flush=True)"]
+    params = {"argv": echo, "durable": True, "stdin": "pipe", "stdin_idle_timeout": 0.5}
+    published: list[str] = []
+
+    async def scenario() -> dict[str, Any]:
+        handler = make_handler(jobs_dir=str(tmp_path / "jobs"), kill_grace=1.0)
+        await handler.start("127.0.0.1", 0)
+        try:
+            start = _start_and_follow(handler.url, TOKEN, params, lambda job_id, pid: published.append(job_id), None)
+            return await asyncio.wait_for(start, scaled(30))
+        finally:
+            await handler.close()
+
+    outcome = asyncio.run(scenario())
+    assert outcome == {"job_id": published[0], "status": "completed", "exit_code": 0}

@@ -118,6 +118,64 @@ async def test_an_attached_connection_controls_the_job(jobs_server) -> None:
     ]
 
 
+ECHO_STDIN = [sys.executable, "-c", "import sys\nfor line in sys.stdin: print('got', line.strip(), flush=True)\n"
+              "print('eof', flush=True)"]
+
+
+async def test_a_jobs_input_is_logged_for_whoever_attaches_later(jobs_server) -> None:
+    """Every input and the input's close are in the job's log (process.input), before what the child answered."""
+    client, job_id = await started_job(jobs_server, ECHO_STDIN, stdin="pipe")
+    await client.input("first\n")
+    await eventually_async(lambda: any(e.get("data") == "got first\n" for e in _outputs(jobs_server, job_id)))
+    await client.input("second\n")
+    await eventually_async(lambda: any(e.get("data") == "got second\n" for e in _outputs(jobs_server, job_id)))
+    await client.close_input()
+    live = await collect(client)
+    await client.close()
+    replayed = await follow(jobs_server, job_id)
+    for events in (live, replayed):
+        story = [(e.method, e.params.get("data"), e.params.get("closed")) for e in events
+                 if e.method in (methods.PROCESS_INPUT, methods.PROCESS_OUTPUT)]
+        assert story == [
+            (methods.PROCESS_INPUT, "first\n", None), (methods.PROCESS_OUTPUT, "got first\n", None),
+            (methods.PROCESS_INPUT, "second\n", None), (methods.PROCESS_OUTPUT, "got second\n", None),
+            (methods.PROCESS_INPUT, "", True), (methods.PROCESS_OUTPUT, "eof\n", None),
+        ], story
+        assert [e.params.get("reason") for e in events if e.params.get("closed")] == ["input.close"]
+
+
+async def test_stdin_idle_timeout_closes_the_input_only_while_nobody_follows(jobs_server) -> None:
+    """stdin_idle_timeout: kept open while a connection follows the job; closed once nobody did for that long."""
+    client, job_id = await started_job(jobs_server, ECHO_STDIN, stdin="pipe", stdin_idle_timeout=0.3)
+    await asyncio.sleep(1.5)  # five timeouts long, attached: the input must stay open
+    job = jobs_server.jobs.store.get(job_id)
+    assert job.running and not job.execution.stdin.closed
+    await client.input("still here\n")
+    await client.close()
+    await eventually_async(lambda: job.finished, timeout=10)  # nobody follows: closed, so the child ends
+    events = await follow(jobs_server, job_id)
+    assert output_of(events) == "got still here\neof\n"
+    [closed] = [e for e in events if e.method == methods.PROCESS_INPUT and e.params.get("closed")]
+    assert closed.params["reason"] == "stdin_idle_timeout"
+    assert completed(events).params["status"] == "completed"
+
+
+async def test_stdin_idle_timeout_needs_a_durable_job_with_a_piped_stdin(jobs_server) -> None:
+    """stdin_idle_timeout without stdin "pipe", on an ordinary run, or under 0.1 s is -32602 naming it."""
+    bad = [
+        {"argv": ["true"], "durable": True, "stdin_idle_timeout": 5},
+        {"argv": ["true"], "stdin": "pipe", "stdin_idle_timeout": 5},
+        {"argv": ["true"], "durable": True, "stdin": "pipe", "stdin_idle_timeout": 0.01},
+        {"argv": ["true"], "durable": True, "stdin": "pipe", "stdin_idle_timeout": "5"},
+    ]
+    async with await connect(jobs_server.url, TOKEN) as client:
+        for params in bad:
+            with pytest.raises(errors.InvalidParams) as info:
+                await client.call("execute", params)
+            assert (info.value.data or {}).get("field") == "stdin_idle_timeout", params
+    assert not jobs_server.jobs.store.jobs
+
+
 def _outputs(server: EnhancedWebSocketHandler, job_id: str) -> list[dict[str, object]]:
     job = server.jobs.store.get(job_id)
     lines = [json.loads(line) for line in job.log.read(0, 1 << 20)]

@@ -100,7 +100,8 @@ def test_two_kernels_attach_to_one_running_job_and_see_the_same_output(kernels, 
 
 
 def test_a_durable_claude_run_survives_a_restart_with_its_answer_cost_and_session(kernels) -> None:
-    """A durable demo Claude run outlives a restart; after attach its answer, cost and session id read as usual."""
+    """A durable demo Claude run outlives a restart; after attach its answer, cost and session id read as usual
+    once its turn ended (the conversation lives on for a follow-up: the run is alive, not done)."""
     kernel = kernels("ask.ipynb")
     kernel.ok('%ccexec --durable --demo -o ask "think for 6 seconds, then answer"')
     job_id = job_id_of(kernel, "ask")
@@ -108,12 +109,54 @@ def test_a_durable_claude_run_survives_a_restart_with_its_answer_cost_and_sessio
     load(kernel)
     listed = kernel.value(f"[(j.status, j.kind) for j in cc_executor_nb.jobs.list() if j.job_id == {job_id!r}]")
     assert listed == [("running", "claude")], "the job runs on after the restart"
-    kernel.ok("%ccexec --attach last -o again")
-    kernel.wait_until("again.done", timeout=60)
+    kernel.ok("%ccexec --attach last --wait -o again", timeout=scaled(60))
     status, answer, cost, session = kernel.value("(again.status, again.answer, again.cost_usd, again.session_id)")
     assert (status, answer) == ("completed", THINK_ANSWER)
+    assert kernel.value("(again.alive, again.done)") == (True, False)
     assert cost > 0 and re.fullmatch(r"[0-9a-f-]{36}", session)
     listed = kernel.value(f"[(j.cost_usd, j.session_id) for j in cc_executor_nb.jobs.list() if j.job_id == {job_id!r}]")
     assert listed == [(cost, session)], "the job list shows the same cost and session"
     kinds = "(type(again.interpreter).__name__, type(again.view.body).__name__)"
     assert kernel.value(kinds) == ("ClaudeInterpreter", "ClaudeBody"), "the same interpreter and view as a fresh run"
+
+
+def test_a_question_pending_when_the_kernel_restarted_is_asked_after_attach(kernels, tmp_path: Path) -> None:
+    """A durable Claude job asks; the kernel restarts unanswered; `--attach last --wait` asks it on the cell's
+    stdin, "y" runs the command, and the job lives on for a follow-up and end() from the new kernel."""
+    kernel = kernels("ask.ipynb")
+    kernel.ok('%ccexec --durable --demo -o job "bash: touch after-restart.txt"')
+    job_id_of(kernel, "job")
+    kernel.wait_until("job.pending is not None", timeout=60)
+    kernel.restart()
+    load(kernel)
+    msg_id, started = kernel.submit("%ccexec --attach last --wait -o again", allow_stdin=True)
+    request = kernel.input_request(timeout=scaled(60))
+    assert request["content"]["prompt"].startswith("Claude asks to use Bash: touch after-restart.txt")
+    kernel.answer_input("y")
+    assert kernel.finish(msg_id, started, timeout=scaled(60)).ok
+    assert (tmp_path / "after-restart.txt").exists()
+    decided = "[(q.status, q.decided_by) for q in again.permission_requests]"
+    assert kernel.value(f"(again.status, again.alive, {decided})") == ("completed", True, [("allowed", "stdin")])
+    kernel.ok("again.send('echo: after the restart'); again.wait()")
+    assert kernel.value("again.answer") == "after the restart"
+    kernel.ok("again.end()")
+    kernel.wait_until("again.done", timeout=60)
+    assert kernel.value("(again.status, again.exit_code)") == ("completed", 0)
+
+
+def test_the_approval_card_of_an_attached_kernel_answers_the_jobs_question(kernels, tmp_path: Path) -> None:
+    """Kernel B attaches to kernel A's durable job while a Write waits: B's card shows it, a click on Allow
+    writes the file, and A's run reads the question as decided elsewhere."""
+    first = kernels("a.ipynb")
+    first.ok('%ccexec --durable --demo -o job "write: carded.txt"')
+    job_id = job_id_of(first, "job")
+    first.wait_until("job.pending is not None", timeout=60)
+    second = kernels("b.ipynb")
+    second.ok(f"seen = cc_executor_nb.attach({job_id!r})")
+    second.wait_until("'Claude wants to use Write' in seen.view.body.card.value", timeout=scaled(60))
+    second.click(second.value("seen.view.body.allow_button.model_id"))
+    second.wait_until("seen.status == 'completed'", timeout=scaled(60))
+    assert (tmp_path / "carded.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
+    assert second.value("[(q.status, q.decided_by) for q in seen.permission_requests]") == [("allowed", "widget")]
+    first.wait_until("job.status == 'completed'", timeout=scaled(60))
+    assert first.value("[(q.status, q.decided_by) for q in job.permission_requests]") == [("allowed", "elsewhere")]

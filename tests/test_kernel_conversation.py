@@ -11,13 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from .kernel_utils import KernelHarness
-from .util import scaled
+from .kernel_utils import KernelHarness, Received
+from .util import eventually, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 pytestmark = [
     pytest.mark.kernel,
@@ -60,9 +62,9 @@ def test_wait_asks_on_the_cells_stdin_and_the_answer_completes_the_run(
     execution = kernel.finish(msg_id, started, timeout=scaled(60))
     assert execution.ok, execution.error
     assert (tmp_path / "asked.txt").read_text() == "via stdin\n"
-    # --wait is the one-shot use: the conversation ended with its turn.
+    # --wait is the one-shot use: it returned with the turn; the process stays for a follow-up.
     assert kernel.value("(r.status, r.alive, r.exit_code, r.answer)") == (
-        "completed", False, 0, "I ran `echo via stdin > asked.txt && cat asked.txt`. Output: via stdin")
+        "completed", True, None, "I ran `echo via stdin > asked.txt && cat asked.txt`. Output: via stdin")
     assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "stdin")]
 
 
@@ -91,9 +93,11 @@ def test_a_question_while_another_cell_runs_is_asked_in_that_cell(kernel: Kernel
     execution = kernel.finish(msg_id, started, timeout=scaled(60))
     assert execution.ok and execution.stream() == "completed\n"
     assert (tmp_path / "busy.txt").read_text() == "busy\n"
-    # The process lives on for a follow-up, and a front end with an input box keeps the widget.
+    # The process lives on for a follow-up; a front end with an input box keeps the widget,
+    # and the one display update of the turn's end carries the record under it.
     assert kernel.value("r.alive") is True
-    assert not [m for m in kernel.log if m.type == "update_display_data"]
+    [update] = [m for m in kernel.log if m.type == "update_display_data" and m.parent_id == shown[0]]
+    assert WIDGET in update.content["data"] and "Output: busy" in update.content["data"]["text/markdown"]
     assert kernel.value("[(q.status, q.decided_by, q.always) for q in r.permission_requests]") == [
         ("allowed", "stdin", True)]
 
@@ -193,3 +197,78 @@ def test_two_questions_at_once_are_asked_one_after_the_other(kernel: KernelHarne
     assert execution.ok and execution.stream() == "completed completed\n", execution.error
     assert sorted(asked) == ["Claude asks to use Bash: touch first.txt", "Claude asks to use Bash: touch second.txt"]
     assert (tmp_path / "first.txt").exists() and (tmp_path / "second.txt").exists()
+
+
+# The record follows the turns; the kernel's end ends the conversation
+
+
+def run_updates(kernel: KernelHarness, cell: str) -> list[Received]:
+    """The display updates the kernel sent so far to the cell ``cell`` (a msg_id), oldest first."""
+    return [m for m in kernel.log if m.type == "update_display_data" and m.parent_id == cell]
+
+
+def person(kernel: KernelHarness, code: str) -> str:
+    """Run ``code`` as JupyterLab would (with an input box), check it succeeded; its msg_id."""
+    msg_id, started = kernel.submit(code, allow_stdin=True)
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok, execution.error
+    return msg_id
+
+
+def test_the_record_follows_each_turn_under_the_widget(kernel: KernelHarness) -> None:
+    """A conversation in a front end with an input box: each turn's end sends one update, the widget over
+    the record of every turn so far."""
+    cell = person(kernel, 'r = %ccexec --demo "echo: first answer"')
+    kernel.until(lambda: len(run_updates(kernel, cell)) == 1, timeout=60, what="the first turn's update")
+    person(kernel, 'r.send("echo: second answer")')
+    kernel.until(lambda: len(run_updates(kernel, cell)) == 2, timeout=60, what="the second turn's update")
+    first, second = (update.content["data"] for update in run_updates(kernel, cell))
+    assert WIDGET in first and WIDGET in second
+    assert "first answer" in first["text/markdown"] and "second answer" not in first["text/markdown"]
+    for mime in ("text/markdown", "text/plain", "text/html"):
+        assert "first answer" in second[mime] and "second answer" in second[mime]
+    kernel.drain(1.0)
+    assert len(run_updates(kernel, cell)) == 2, "no update while a turn runs, one at its end"
+    assert kernel.value("(r.alive, r.state.turns)") == (True, 2)
+
+
+def test_wait_puts_the_record_in_the_widgets_place_and_a_follow_up_brings_the_widget_back(
+    kernel: KernelHarness,
+) -> None:
+    """--wait: the turn's record replaces the widget (the process lives); r.send() shows the widget again,
+    and that turn's end puts the record of both turns in its place."""
+    cell = person(kernel, '%ccexec --demo --wait -o r "echo: waited for"')
+    [ended] = run_updates(kernel, cell)
+    assert WIDGET not in ended.content["data"] and "waited for" in ended.content["data"]["text/plain"]
+    assert kernel.value("(r.status, r.alive, r.exit_code, r.answer)") == ("completed", True, None, "waited for")
+    person(kernel, 'r.send("echo: then more").wait()')
+    back, again = run_updates(kernel, cell)[1:]
+    assert WIDGET in back.content["data"]
+    assert WIDGET not in again.content["data"]
+    assert all(text in again.content["data"]["text/markdown"] for text in ("waited for", "then more"))
+
+
+def test_unload_ends_a_live_conversation_cleanly(kernel: KernelHarness) -> None:
+    """%unload_ext: a conversation between turns is ended (its input closed), the CLI exits 0, nothing is left."""
+    kernel.ok('%ccexec --demo --wait -o r "echo: then unload"')
+    pid = kernel.value("r.state.pid")
+    assert psutil.pid_exists(pid) and kernel.value("r.alive")
+    kernel.ok("%unload_ext cc_executor_nb")
+    assert kernel.value("(r.status, r.exit_code, r.alive, r.done)") == ("completed", 0, False, True)
+    assert not _alive(pid)
+
+
+def test_a_kernel_shutdown_leaves_no_claude_process(kernel: KernelHarness) -> None:
+    """Shutting the kernel down (as a front end does) ends its live conversations: no claude process is left."""
+    kernel.ok('%ccexec --demo --wait -o r "echo: then shut down"')
+    pid = kernel.value("r.state.pid")
+    assert _alive(pid)
+    kernel.shutdown()
+    eventually(lambda: not _alive(pid), timeout=30, what="the claude process to end with the kernel")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

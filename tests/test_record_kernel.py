@@ -112,13 +112,14 @@ def test_raw_runs_record_their_json_lines(kernel: KernelHarness) -> None:
 
 
 def test_quiet_claude_run_prints_the_answer_and_footer_not_json(kernel: KernelHarness) -> None:
-    """--quiet: the haikus, the footer and the end line as text in the cell; no stream-json line."""
+    """--quiet: the haikus, the footer and the turn's end line as text in the cell; no stream-json line."""
     execution = kernel.ok(HAIKUS.replace("--wait", "--wait --quiet"))
     out = execution.stream()
     assert haikus(3) in out and '{"type":' not in out
     lines = out.splitlines()
     assert lines[0].startswith("[started] pid ") and lines[0].endswith(" · claude: write 3 haikus about the sea")
-    assert lines[-2].startswith("[result] done · $0.0") and lines[-1].startswith("[completed] exit 0")
+    # The process stays for a follow-up, so the turn's end closes the text (no exit code yet).
+    assert lines[-2].startswith("[result] done · $0.0") and lines[-1].startswith("[turn 1 completed] run.send(")
     assert not displays(execution)
 
 

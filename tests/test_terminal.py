@@ -63,7 +63,8 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
         child.close(force=True)
     print(shown)
     assert haikus(3) in shown
-    assert FOOTER.search(shown) and "[completed] exit 0" in shown
+    # --wait returns with the turn; the process stays for run.send() (issue 18), so no exit line yet.
+    assert FOOTER.search(shown) and "[turn 1 completed]" in shown
     assert '{"type":' not in shown and "stream_event" not in shown
     assert re.search(r"completed 0\.009\d+\n", after)
 

@@ -22,9 +22,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from .autoresume import SESSION_PLACEHOLDER, autoresume_argv
-from .options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment
+from .options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment, claude_host_argv
 
-__all__ = ["ResumeSettings", "claude_command"]
+__all__ = ["ResumeSettings", "claude_command", "claude_host_command"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,16 @@ def claude_command(
         argv = runner_argv(argv, retries, python=python)
         options = dataclasses.replace(options, demo=False, max_retries=None)
     return argv, claude_environment(options)
+
+
+def claude_host_command(options: ClaudeOptions, *, own_demo: bool = False, python: str | None = None) -> list[str]:
+    """The argv of a Claude run in host mode (the prompt goes to its stdin), wrapped in
+    the demo runner as :func:`claude_command` wraps it (its environment is the one
+    :func:`claude_command` gives). Host mode has no ``auto_resume`` supervisor."""
+    argv = claude_host_argv(options)
+    if own_demo and options.demo:
+        from ..demo.runner import runner_argv
+
+        retries = DEMO_MAX_RETRIES if options.max_retries is None else options.max_retries
+        argv = runner_argv(argv, retries, python=python)
+    return argv

@@ -11,6 +11,7 @@ stdout. This module builds every line we write and reads every control line it w
     asked = parse_control(event)                  # -> PermissionAsked
     write(allow(asked.request_id, asked.input))   # or deny(...), with a message
     write(interrupt("int-1"))                     # ends the turn with a result; the process lives
+    parse_sent(json.loads(line))                  # what a line written to stdin (by anyone) says
 
 Rules measured with the CLI (2.0.0 to 2.1.332): an allow always carries ``updatedInput``
 (older CLIs reject one without it) and a deny always carries a ``message``; "always
@@ -30,10 +31,15 @@ from typing import Any
 __all__ = [
     "DEFAULT_DENY_MESSAGE",
     "HOST_ARGS",
+    "AnswerSent",
     "ControlAnswer",
     "ControlMessage",
+    "InitializeSent",
+    "InterruptSent",
     "PermissionAsked",
     "RequestWithdrawn",
+    "SentMessage",
+    "TurnSent",
     "UnsupportedRequest",
     "allow",
     "deny",
@@ -42,6 +48,7 @@ __all__ = [
     "interrupt",
     "line",
     "parse_control",
+    "parse_sent",
     "session_permissions",
     "user_message",
 ]
@@ -271,3 +278,76 @@ def _str(value: Any) -> str | None:
 
 def _dict(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
+
+
+# Reading what was written to the CLI's stdin (a durable job keeps it: see process.input)
+
+
+@dataclass(frozen=True)
+class TurnSent:
+    """A user message: a turn (the first one is the prompt)."""
+
+    prompt: str
+
+
+@dataclass(frozen=True)
+class AnswerSent:
+    """An answer to a permission question."""
+
+    request_id: str
+    allow: bool
+    message: str = ""
+    always: bool = False
+    """The answer carried "don't ask again" rules."""
+
+
+@dataclass(frozen=True)
+class InterruptSent:
+    """An ``interrupt`` request."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class InitializeSent:
+    """The ``initialize`` request."""
+
+    request_id: str
+
+
+SentMessage = TurnSent | AnswerSent | InterruptSent | InitializeSent
+
+
+def parse_sent(message: Mapping[str, Any]) -> SentMessage | None:
+    """What a decoded stdin line says, for the kinds this module writes; None otherwise.
+
+    Never raises: fields of the wrong type read as absent.
+    """
+    kind = message.get("type")
+    if kind == "user":
+        return TurnSent(_prompt_of(_dict(message.get("message")).get("content")))
+    if kind == "control_request":
+        request_id = _str(message.get("request_id"))
+        subtype = _dict(message.get("request")).get("subtype")
+        if request_id and subtype == "interrupt":
+            return InterruptSent(request_id)
+        if request_id and subtype == "initialize":
+            return InitializeSent(request_id)
+        return None
+    if kind == "control_response":
+        response = _dict(message.get("response"))
+        request_id = _str(response.get("request_id"))
+        answer = _dict(response.get("response"))
+        if not request_id or response.get("subtype") != "success" or "behavior" not in answer:
+            return None
+        allow = answer.get("behavior") == "allow"
+        return AnswerSent(request_id, allow, _str(answer.get("message")) or "", bool(answer.get("updatedPermissions")))
+    return None
+
+
+def _prompt_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_str(_dict(block).get("text")) or "" for block in content)
+    return ""

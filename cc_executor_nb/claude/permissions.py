@@ -54,7 +54,9 @@ class PermissionRequest:
     answered: ``"widget"``, ``"stdin"`` (the cell's input box or the terminal),
     ``"code"`` (``run.approve()``/``run.deny()``), ``"policy"`` (``on_permission`` or
     ``--approve``), ``"auto"`` (nobody could answer, so it was denied), ``"cli"``
-    (withdrawn). ``message`` is the reason given to the model on a deny.
+    (withdrawn), ``"elsewhere"`` (a durable job's question answered by another kernel
+    attached to it, or before this one attached). ``message`` is the reason given to
+    the model on a deny.
     """
 
     id: str

@@ -231,6 +231,7 @@ _DECIDED_BY = {
     "policy": "by the policy",
     "auto": "automatically",
     "cli": "by Claude",
+    "elsewhere": "elsewhere",
 }
 
 

@@ -163,7 +163,9 @@ def permission_line(item: Any) -> str:
         return f"[permission] {what} → waiting for an answer"
     line = f"[permission] {what} → {printable(status)}"
     decided_by = _field(item, "decided_by")
-    if decided_by:
+    if decided_by == "elsewhere":
+        line += " elsewhere"
+    elif decided_by:
         line += f" by {printable(str(decided_by))}"
     message = _field(item, "message")
     return line + (f": {_cut(printable(str(message)), TOOL_ERROR_CHARS)}" if message else "")

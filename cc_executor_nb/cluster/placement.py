@@ -80,8 +80,15 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
     options = {f.name: getattr(prepared.claude, f.name) for f in dataclasses.fields(prepared.claude)}
     prompt = str(text)
     meta |= {"kind": "claude", "prompt": prompt[:META_PROMPT_CHARS], "raw": bool(prepared.claude.raw)}
+    conversation = run.conversation
+    if conversation is not None:
+        # Host mode on the worker; this notebook writes the prompt and answers the questions
+        # once it attached (nobody attached for the idle timeout: the job's input closes).
+        meta["interactive"] = True
+        if conversation.idle_timeout:
+            execute["stdin_idle_timeout"] = conversation.idle_timeout
     return Recipe("claude", prompt=prompt, options=options, resume=dataclasses.asdict(resume_settings(settings)),
-                  execute=execute, label=run.label, meta=meta)
+                  execute=execute, label=run.label, meta=meta, interactive=conversation is not None)
 
 
 class DaskPlacement:
@@ -156,7 +163,14 @@ class DaskPlacement:
         # local run, rather than leaving a job nobody holds the token of.
         run = entry.run
         run.target, run.job_id = target, job_id
+        conversation = run.conversation
+        if conversation is not None:
+            # The conversation starts on the attached connection (initialize and the prompt
+            # go to the job's stdin); a job cannot be run again one-shot on it.
+            conversation.fallback = None
         run.start(self.loop)
+        if conversation is not None:
+            run.end()  # as for a local batch run: the process exits once the first turn has its result
 
     def _stop_stray(self, target: Target, job_id: str) -> None:
         """A job nobody waits for any more (its item was cancelled, or Dask ran the task again): cancel it."""

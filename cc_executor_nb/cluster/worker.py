@@ -21,6 +21,10 @@ handler's watchdog.
 handler, logs a Dask event ``{"index", "job_id", "url", "worker"}`` on the batch's topic
 so the notebook attaches to the job, then follows the job to its end and returns its
 outcome. The task, and with it the worker resources it holds, lives as long as the run.
+A Claude conversation (``Recipe.interactive``) runs the CLI in host mode with its stdin
+piped: the notebook's run writes the prompt and the answers once attached, and the task
+watches the job in the job list instead of following it (a following connection would
+keep the job's ``stdin_idle_timeout`` from closing an input nobody writes any more).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from urllib.parse import urlsplit
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..claude.command import ResumeSettings, claude_command
+from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.options import ClaudeOptions
 from ..client import connect
 from ..events import Completed, ProcessError
@@ -49,6 +53,9 @@ from ..server.config import ServerSettings, build_server
 __all__ = ["HandlerPlugin", "HandlerState", "Recipe", "run_on_worker"]
 
 logger = logging.getLogger("cc_executor_nb.cluster")
+
+_WATCH_INTERVAL = 0.5
+"""Seconds between two looks at a watched job."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,8 @@ class Recipe:
     """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace."""
     label: str = ""
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    interactive: bool = False
+    """A Claude conversation: the CLI in host mode, its stdin piped (the notebook writes it)."""
 
     def execute_params(self) -> dict[str, Any]:
         """The durable ``execute`` params, with the command built here, on the worker."""
@@ -158,6 +167,9 @@ class Recipe:
             options = ClaudeOptions(**{**(self.options or {}), "remote": False})
             resume = ResumeSettings(**self.resume) if self.resume else None
             argv, env = claude_command(self.prompt or "", options, resume=resume, own_demo=True, python=sys.executable)
+            if self.interactive:
+                argv = claude_host_command(options, own_demo=True, python=sys.executable)
+                params["stdin"] = "pipe"
             params.update(argv=argv, env={**(env or {}), **(params.get("env") or {})} or None, progress_target=None)
         elif self.argv is not None:
             params["argv"] = list(self.argv)
@@ -187,15 +199,37 @@ def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> d
 
 
 async def _start_and_follow(url: str, token: str, params: dict[str, Any], publish: Any, ssl: Any) -> dict[str, Any]:
-    """Start the durable job, say where, follow it to the end (on the handler's loop)."""
+    """Start the durable job, say where, follow it to the end (on the handler's loop).
+
+    A conversation's job (stdin "pipe") is watched in the job list instead of followed: a
+    following connection would keep its input open, while with nobody attached (the
+    notebook gone) its ``stdin_idle_timeout`` must close it so the CLI ends by itself.
+    """
     async with await connect(url, token, ssl=ssl) as client:
         started = await client.execute(**params)
         job_id = str(started["job_id"])
         publish(job_id, started.get("pid"))
-        async for event in client.events():
-            if isinstance(event, Completed):
-                return {"job_id": job_id, "status": event.params.get("status"),
-                        "exit_code": event.params.get("exit_code")}
-            if isinstance(event, ProcessError):
-                return {"job_id": job_id, "status": "error", "exit_code": None, "error": event.params.get("error")}
+        if params.get("stdin") != "pipe":
+            return await _follow(client, job_id)
+    return await _watch(url, token, ssl, job_id)
+
+
+async def _follow(client: Any, job_id: str) -> dict[str, Any]:
+    async for event in client.events():
+        if isinstance(event, Completed):
+            return {"job_id": job_id, "status": event.params.get("status"), "exit_code": event.params.get("exit_code")}
+        if isinstance(event, ProcessError):
+            return {"job_id": job_id, "status": "error", "exit_code": None, "error": event.params.get("error")}
     return {"job_id": job_id, "status": "error", "exit_code": None, "error": "the connection to the handler closed"}
+
+
+async def _watch(url: str, token: str, ssl: Any, job_id: str) -> dict[str, Any]:
+    """Poll the job list (on a connection that follows nothing) until the job is over."""
+    async with await connect(url, token, ssl=ssl) as client:
+        while True:
+            job = next((j for j in await client.jobs() if j.get("job_id") == job_id), None)
+            if job is None:
+                return {"job_id": job_id, "status": "error", "exit_code": None, "error": "the job is gone"}
+            if job.get("status") not in ("running", "paused"):
+                return {"job_id": job_id, "status": job.get("status"), "exit_code": job.get("exit_code")}
+            await asyncio.sleep(_WATCH_INTERVAL)

@@ -22,7 +22,6 @@ and ``claude=``). Settings come from the extension's
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import math
 import os
@@ -30,9 +29,9 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..claude.command import ResumeSettings, claude_command
+from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import ClaudeOptions, claude_host_argv
+from ..claude.options import ClaudeOptions
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL
@@ -92,17 +91,17 @@ def run(
     ``continue_session``, ``allowed_tools``, ``permission_mode``, ``max_turns``,
     ``append_system_prompt``, ``claude_args``, ``max_retries``, ``interactive``,
     ``approve``, ``on_permission``, ``idle_timeout``); ``options=`` and ``claude=``
-    give them whole. ``wait`` blocks until the run ends (a Claude conversation then ends
-    with its first turn: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
+    give them whole. ``wait`` blocks until the run ends (for a Claude conversation, until
+    its turn ends: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
     ``display=False`` shows
     nothing (``display(run)`` later); ``durable`` makes the run a job of the user's job
     server (see ``cc_executor_nb.jobs``).
 
-    A Claude run is interactive by default (``interactive=False``: one-shot; a durable
-    run is always one-shot): its permission questions come to the notebook
-    (``on_permission=callable(request) -> "allow" | "deny" | None`` or
-    ``approve="all"`` answers them by policy) and ``run.send()`` follows up in the same
-    process until ``run.end()``.
+    A Claude run is interactive by default (``interactive=False``: one-shot): its
+    permission questions come to the notebook (``on_permission=callable(request) ->
+    "allow" | "deny" | None`` or ``approve="all"`` answers them by policy) and
+    ``run.send()`` follows up in the same process until ``run.end()``. A durable one too:
+    any kernel that attaches to its job takes the conversation over.
 
     Raises TypeError for an unknown keyword, ValueError for bad values and
     FileNotFoundError when a Claude prompt is given and no claude executable exists.
@@ -145,7 +144,7 @@ def prepare(
     else:
         prompt = _prompt_text(prompt_or_command)
         claude_options = _with_session(settings, claude_options)
-        what, extras = _claude(prompt, claude_options, settings, durable=durable and not remote)
+        what, extras = _claude(prompt, claude_options, settings, durable=durable, local=not remote)
     spec = _complete(what, settings, run_options, extras)
     conversation = extras.conversation
     if conversation is not None and conversation.fallback is not None:
@@ -185,16 +184,16 @@ def widget_presenter(handle: Run, settings: CCExec | None = None) -> WidgetPrese
 
 
 def wait_one_shot(handle: Run) -> Run:
-    """``--wait`` / ``wait=True``, the one-shot use: block until the run ends.
+    """``--wait`` / ``wait=True``, the one-shot use: block until the run ends, or for a
+    Claude conversation until its turn ends.
 
-    A Claude conversation still asks its questions (in the cell's input box while this
-    blocks), then ends with its first turn, so the run reads as a one-shot run always
-    did: ``done``, ``exit_code``, and the record in place of the widget. (``run.wait()``
-    on a conversation returns at the end of the current turn and leaves the process for a
-    follow-up; ``--continue`` follows up a one-shot run in a new process.)
+    A conversation still asks its questions (in the cell's input box while this blocks);
+    when the turn has its result the run reads as a one-shot run always did (status,
+    answer, cost, and the record in place of the widget), while the process stays
+    ``alive`` for ``run.send()`` until ``run.end()`` or the idle timeout (``exit_code``
+    is None until then).
     """
-    if handle.conversation is not None and not handle.done:
-        handle.end()  # the input closes once the first turn has its result
+    handle.one_shot = True
     return handle.wait()
 
 
@@ -209,16 +208,26 @@ def follow_job(
     """A :class:`Run` that attaches to ``job`` (a ``jobs.list`` entry) on ``target``.
 
     It is built as a fresh run of the same kind would be: a Claude job gets the Claude
-    interpreter and view, so ``text``, ``cost_usd`` and ``session_id`` read the same.
+    interpreter and view, so ``text``, ``cost_usd`` and ``session_id`` read the same; a
+    Claude job in host mode gets its conversation (questions still pending after the
+    replay are asked here, with this kernel's policy; ``send()``, ``end()`` ...).
     """
     settings = settings or current_settings()
     given = job.get("meta")
     meta: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
     argv = [str(arg) for arg in job.get("argv") or ()] or ["?"]
     if meta.get("kind") == "claude":
-        extras = _claude_extras(str(meta.get("prompt") or ""), {"raw": bool(meta.get("raw"))})
+        talk = None
+        if meta.get("interactive") is True:
+            _, claude_options = resolve_options(settings, None, None, {})
+            talk = (claude_options, settings)
+        extras = _claude_extras(
+            str(meta.get("prompt") or ""), {"raw": bool(meta.get("raw")), "interactive": talk is not None},
+            conversation=talk, replay_until=int(job.get("last_seq") or 0),
+        )
     else:
         extras = _Extras(_shorten(shlex.join(argv)), {"command": argv})
+    conversation = extras.conversation
     handle = Run(
         RunSpec(argv=argv, cwd=job.get("cwd")),
         target,
@@ -227,8 +236,12 @@ def follow_job(
         interpreter=extras.interpreter,
         settle_timeout=settings.kill_grace + 10.0,
         job_id=str(job["job_id"]),
+        conversation=conversation,
+        prompter=conversation.prompter if conversation is not None else None,
     )
     handle.presenter = _presenter(handle, settings, quiet=quiet)
+    if conversation is not None:
+        conversation.on_turn_end = lambda: _remember_session(settings, handle)
     if extras.interpreter is not None:
         handle.add_done_callback(lambda done: _remember_session(settings, done))
     if display:
@@ -243,8 +256,7 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     if "wait" in options:
         raise TypeError("arun() always waits; do not pass wait=")
     handle = run(prompt_or_command, **options)
-    if handle.conversation is not None and not handle.done:
-        await asyncio.get_running_loop().run_in_executor(None, handle.end)
+    handle.one_shot = True
     return await handle
 
 
@@ -354,27 +366,32 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
 
 
 def _claude(
-    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False
+    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False, local: bool = True
 ) -> tuple[RunSpec, _Extras]:
-    # A durable job outlives the kernel's demo backend: it carries its own (own_demo). A
-    # remote server runs the wrappers with its own python3.
+    # A durable job outlives the kernel's demo backend: it carries its own (own_demo; a
+    # durable run on a remote server uses that server's demo). A remote server runs the
+    # wrappers with its own python3.
     python = "python3" if options.remote else None
-    argv, env = claude_command(prompt, options, resume=resume_settings(settings), own_demo=durable, python=python)
-    # A durable job outlives this kernel: its questions could not reach it, so it is one-shot.
-    # auto_resume wraps the one-shot CLI in its supervisor (claude/autoresume.py): one-shot too.
-    interactive = options.interactive and not durable and not options.auto_resume
+    own_demo = durable and local
+    argv, env = claude_command(prompt, options, resume=resume_settings(settings), own_demo=own_demo, python=python)
+    # auto_resume wraps the one-shot CLI in its supervisor (claude/autoresume.py): one-shot.
+    interactive = options.interactive and not options.auto_resume
     extras = _claude_extras(
         prompt,
         {"model": options.model, "demo": options.demo, "raw": options.raw, "interactive": interactive},
         conversation=(options, settings) if interactive else None,
+        durable=durable,
     )
     extras.env = env
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
     one_shot = RunSpec(argv=argv, progress_target=None)
     if extras.conversation is None:
         return one_shot, extras
-    extras.conversation.fallback = one_shot
-    return RunSpec(argv=claude_host_argv(options), progress_target=None, stdin="pipe"), extras
+    if not durable:
+        # A durable job cannot be started again on its connection: it has no fall-back.
+        extras.conversation.fallback = one_shot
+    host = claude_host_command(options, own_demo=own_demo, python=python)
+    return RunSpec(argv=host, progress_target=None, stdin="pipe"), extras
 
 
 def resume_settings(settings: CCExec) -> ResumeSettings:
@@ -383,20 +400,34 @@ def resume_settings(settings: CCExec) -> ResumeSettings:
 
 
 def _claude_extras(
-    prompt: str, options: dict[str, Any], *, conversation: tuple[ClaudeOptions, CCExec] | None = None
+    prompt: str,
+    options: dict[str, Any],
+    *,
+    conversation: tuple[ClaudeOptions, CCExec] | None = None,
+    durable: bool = False,
+    replay_until: int | None = None,
 ) -> _Extras:
     """Label and interpreter of a Claude run of ``prompt`` (fresh or attached); with
-    ``conversation`` (its options and settings), the conversation of host mode. (Its
-    widget body is made with its widget view, if it gets one.)"""
+    ``conversation`` (its options and settings), the conversation of host mode
+    (``durable``: a job's; ``replay_until``: attached to a job, whose replay ends there).
+    (Its widget body is made with its widget view, if it gets one.)"""
     interpreter = ClaudeInterpreter(prompt=prompt)
-    talk = _conversation(prompt, interpreter, *conversation) if conversation is not None else None
+    talk = None
+    if conversation is not None:
+        talk = _conversation(prompt, interpreter, *conversation, durable=durable, replay_until=replay_until)
     return _Extras(
         _shorten("claude: " + prompt), {"prompt": prompt, **options}, interpreter=interpreter, conversation=talk
     )
 
 
 def _conversation(
-    prompt: str, interpreter: ClaudeInterpreter, options: ClaudeOptions, settings: CCExec
+    prompt: str,
+    interpreter: ClaudeInterpreter,
+    options: ClaudeOptions,
+    settings: CCExec,
+    *,
+    durable: bool = False,
+    replay_until: int | None = None,
 ) -> Conversation:
     return Conversation(
         prompt,
@@ -405,6 +436,8 @@ def _conversation(
         idle_timeout=options.idle_timeout,
         grace=settings.kill_grace,
         prompter=_prompter(),
+        durable=durable,
+        replay_until=replay_until,
     )
 
 
@@ -414,7 +447,13 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
     meta: dict[str, Any] = {"kind": "claude" if claude else "command", "notebook": notebook_key()}
     if claude:
         meta |= {"prompt": str(extras.options.get("prompt", ""))[:META_PROMPT_CHARS], "raw": extras.options.get("raw")}
-    job = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
+    job: dict[str, Any] = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
+    conversation = extras.conversation
+    if conversation is not None:
+        # Any kernel that attaches takes the conversation over; nobody attached for the
+        # idle timeout: the job server closes its input (the CLI then ends by itself).
+        meta["interactive"] = True
+        job["stdin_idle_timeout"] = conversation.idle_timeout
     if not local:
         return dataclasses.replace(spec, job=job)
     env = durable_environment(spec.env, settings.secret_env, settings.keep_env)
@@ -554,6 +593,7 @@ def _widget_presenter(handle: Run, settings: CCExec, *, record: bool) -> WidgetP
     presenter = WidgetPresenter(
         handle.state, view, max_rate=settings.max_updates_per_second,
         record=_record(handle, settings) if record else None,
+        keep_widget=lambda: not handle.one_shot,
     )
     bind = getattr(body, "bind", None)
     if callable(bind):

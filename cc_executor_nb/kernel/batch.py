@@ -118,8 +118,8 @@ class LocalPlacement:
         entry.status = "started"
         entry.run.start(self.loop)
         if entry.run.conversation is not None:
-            # As ``wait=True`` does: questions still come, and the process exits once the
-            # first turn has its result, so the run frees its slot.
+            # Questions still come, and the process exits once the first turn has its
+            # result, so the run frees its slot (unlike wait=True, which leaves it alive).
             entry.run.end()
 
     def cancel(self, entry: BatchItem) -> None:
@@ -763,10 +763,6 @@ def map(
         raise TypeError(f"map() takes no per-run {bad[0]!r} (it applies to the whole batch)")
     if run_max_budget_usd is not None:
         run_keywords["max_budget_usd"] = run_max_budget_usd
-    if cluster is not None:
-        if run_keywords.get("interactive"):
-            raise ValueError("runs on a cluster are one-shot: their questions could not reach this notebook")
-        run_keywords["interactive"] = False
     concurrency = settings.batch_concurrency if concurrency is None else concurrency
     _check_batch(concurrency, max_budget_usd, on_budget)
     prepared = [api.prepare(text, settings=settings, view=False, **run_keywords) for text in texts]

@@ -12,6 +12,14 @@ event and exposes its actions as methods (``run.approve()``, ``run.send()``, ...
              terminal; see :mod:`~cc_executor_nb.kernel.prompter`) -> allow/deny on stdin;
              a ``result`` ends the turn; the process's end cancels what is pending
 
+A *durable* conversation (a job of the job server) is told what the job's stdin was
+sent (``process.input``, whoever wrote it): its own lines come back and confirm its
+answers; lines from another kernel attached to the same job are followed (a turn, an
+interrupt, the input's close) and the first answer to a question in the job's log is the
+one that counts (another kernel's answer replaces ours if it came first). An *attached*
+conversation (``replay_until``) starts in the middle: it writes nothing at start, follows
+the job's replay silently, and once the replay is read asks the questions still pending.
+
 Turns: the run is ``running`` while a turn runs and ``completed`` (``failed``,
 ``cancelled`` when interrupted) after its result, while the process stays alive for a
 follow-up; a follow-up sent during a turn waits for its end. Nothing here has a timeout
@@ -36,9 +44,19 @@ from typing import TYPE_CHECKING, Any
 
 from .. import methods
 from ..claude import control
-from ..claude.control import ControlAnswer, PermissionAsked, RequestWithdrawn, UnsupportedRequest
+from ..claude.control import (
+    AnswerSent,
+    ControlAnswer,
+    InitializeSent,
+    InterruptSent,
+    PermissionAsked,
+    RequestWithdrawn,
+    SentMessage,
+    TurnSent,
+    UnsupportedRequest,
+)
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.permissions import Answer, ConversationMode, ConversationView, PermissionRequest
+from ..claude.permissions import Answer, ConversationMode, ConversationView, PermissionRequest, RequestStatus
 from ..claude.streamjson import LineSplitter, Signal, TurnEnded
 from ..client import Client
 from ..errors import CCExecError, ConnectionLost, InvalidParams, NoProcessRunning
@@ -105,6 +123,8 @@ class Conversation:
         prompter: Prompter | None = None,
         on_turn_end: Callable[[], object] | None = None,
         handshake_timeout: float | None = None,
+        durable: bool = False,
+        replay_until: int | None = None,
     ) -> None:
         self.prompt = prompt
         self.interpreter = interpreter
@@ -117,7 +137,13 @@ class Conversation:
         self.handshake_timeout = HANDSHAKE_TIMEOUT if handshake_timeout is None else handshake_timeout
         self.cli_info: dict[str, Any] = {}
         """The CLI's answer to ``initialize`` (``claude_code_version``, ``pid``, ...)."""
-        self._mode: ConversationMode = "starting"
+        self.durable = durable or replay_until is not None
+        """Its writes come back as ``process.input`` (a job of a job server)."""
+        self.attached = replay_until is not None
+        """It follows a job that was started elsewhere (or before this kernel)."""
+        self._replay_until = replay_until or 0
+        self._caught_up = not self._replay_until
+        self._mode: ConversationMode = "live" if self.attached else "starting"
         self._one_shot = False
         self._requests: dict[str, PermissionRequest] = {}
         self._queue: deque[str] = deque()
@@ -145,6 +171,12 @@ class Conversation:
         self._held: list[Event] = []
         self._splitter = LineSplitter()
         self._fallback_reason: str | None = None
+        # What the job's stdin was sent (durable): our lines not yet seen back, and the
+        # questions whose first answer in the job's log is known
+        self._input_lines = LineSplitter()
+        self._echoes: deque[str] = deque()
+        self._confirmed: set[str] = set()
+        self._turns_seen: deque[str] = deque()  # turns another kernel sent during a turn
 
     def __repr__(self) -> str:
         view = self._view
@@ -163,11 +195,17 @@ class Conversation:
 
     # -- Wiring (loop thread) -----------------------------------------------------------------
 
-    def start(self, client: Client, hooks: Hooks) -> None:
-        """The process runs: send ``initialize`` and the prompt; wait for a sign of host mode."""
+    def bind(self, client: Client, hooks: Hooks) -> None:
+        """Wire the conversation to its run (an attached one before the replay comes)."""
+        if self._writer is not None:
+            return
         self._client, self._hooks = client, hooks
         self._loop = asyncio.get_running_loop()
         self._writer = asyncio.ensure_future(self._write_all())
+
+    def start(self, client: Client, hooks: Hooks) -> None:
+        """The process runs: send ``initialize`` and the prompt; wait for a sign of host mode."""
+        self.bind(client, hooks)
         self._init_id = self._next_id("init")
         self._write(control.initialize(self._init_id))
         self._begin_turn(self.prompt)
@@ -185,7 +223,15 @@ class Conversation:
         if isinstance(event, Completed):
             # Only a CLI that ended by itself lacks host mode; a timeout or a cancel does not say.
             ended_by_itself = event.params.get("status") in ("completed", "failed")
-            if self.fallback is None or not (ended_by_itself or self._fallback_reason):
+            if not (ended_by_itself or self._fallback_reason):
+                return [*self._go_live(), event]
+            if self.fallback is None:
+                # A durable job cannot be run again on its connection: say why it ended.
+                self._notice(
+                    f"This claude CLI did not start in host mode ({self._why_not_host_mode(event)}); a "
+                    "durable run has no one-shot retry. Run it with --no-interactive "
+                    "(interactive=False, CCExec.interactive = False)."
+                )
                 return [*self._go_live(), event]
             self._held.append(event)
             self._prepare_fallback(event)
@@ -211,8 +257,12 @@ class Conversation:
             if self._mode in ("live", "ending"):
                 for signal in signals:
                     self._handle(signal)
+        elif event.method == methods.PROCESS_INPUT and self.durable:
+            self._input_seen(event.params)
         elif isinstance(event, (Completed, ProcessError)) and self._mode not in ("fallback", "starting"):
             self._process_ended()
+        if not self._caught_up and (event.seq or 0) >= self._replay_until:
+            self._catch_up()
 
     # -- Actions (loop thread) -----------------------------------------------------------
 
@@ -292,6 +342,14 @@ class Conversation:
         else:
             self._close_input()
 
+    async def close(self, reason: str) -> None:
+        """Stop the conversation for good (the kernel goes away): between turns its input
+        is closed and the CLI exits by itself; during a turn, see :meth:`cancel`."""
+        if self._mode == "live" and not self._turn_running:
+            self.end(reason)
+        elif self._mode not in ("ending", "over"):
+            await self.cancel()
+
     async def cancel(self) -> None:
         """Interrupt the turn (if one runs), give it a moment to end, then cancel the process."""
         if self._mode in ("over", "fallback"):
@@ -316,11 +374,7 @@ class Conversation:
     def _prepare_fallback(self, completed: Completed) -> None:
         self._cancel_timer("handshake")
         self._set_mode("fallback")
-        stderr = "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
-        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
-        why = self._fallback_reason or (
-            f"it exited with code {completed.params.get('exit_code')}" + (f": {first[:200]}" if first else "")
-        )
+        why = self._why_not_host_mode(completed)
         self._fallback_reason = (
             f"This claude CLI did not start in host mode ({why}), so it ran one-shot: no "
             "permission question reaches the notebook and run.send() cannot follow up. "
@@ -330,6 +384,14 @@ class Conversation:
         self._held.clear()
         if self._writer is not None:
             self._writer.cancel()  # nothing more goes to that process
+
+    def _why_not_host_mode(self, completed: Completed) -> str:
+        """The handshake's timeout, or how the CLI exited (with the first line of its stderr)."""
+        stderr = "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
+        first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
+        return self._fallback_reason or (
+            f"it exited with code {completed.params.get('exit_code')}" + (f": {first[:200]}" if first else "")
+        )
 
     def _handshake_expired(self) -> None:
         if self._mode != "starting":
@@ -358,6 +420,11 @@ class Conversation:
         request = PermissionRequest.from_asked(asked)
         self._requests[request.id] = request
         self._question_changed(request)
+        if self._caught_up:
+            self._offer(request)
+
+    def _offer(self, request: PermissionRequest) -> None:
+        """A pending question goes to the policy, else to people."""
         policy = self.policy
         if policy == "all":
             self.decide(request.id, Answer(True), via="policy", strict=False)
@@ -387,15 +454,22 @@ class Conversation:
         loop = self._loop
         assert loop is not None
 
+        # The loop may be gone with the question still pending: a durable run detached
+        # (the kernel's loop stopped) leaves its job, and its questions, to others.
+        def on_loop(action: Callable[[], object]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(action)
+
         def answer(given: Answer, via: str) -> None:
-            loop.call_soon_threadsafe(lambda: self.decide(request.id, given, via=via, strict=False))
+            on_loop(lambda: self.decide(request.id, given, via=via, strict=False))
 
         def is_open() -> bool:
             current = self._view.requests
-            return any(r.id == request.id and r.pending for r in current) and self._mode in ("live", "ending")
+            pending = any(r.id == request.id and r.pending for r in current)
+            return pending and self._mode in ("live", "ending") and not loop.is_closed()
 
         def asking(on: bool) -> None:
-            loop.call_soon_threadsafe(lambda: self._mark_stdin(request.id, on))
+            on_loop(lambda: self._mark_stdin(request.id, on))
 
         self.prompter.offer(Question(request, answer, is_open, asking))
 
@@ -422,6 +496,9 @@ class Conversation:
         self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent, "last": last})
         self._turn_ended.set()
         self._call_turn_end()
+        if self._turns_seen and self._mode == "live":
+            self._turn_begun(self._turns_seen.popleft())  # another kernel's follow-up, already sent
+            return
         if self._queue and self._mode == "live":
             self._begin_turn(self._queue.popleft())
             return
@@ -429,12 +506,15 @@ class Conversation:
             self._close_input()  # end() was asked during the turn: wait() waits for the exit
             self._publish()
             return
-        if self._mode == "live":
+        self._go_idle()
+        self._publish()
+        self._set_idle(True)
+
+    def _go_idle(self) -> None:
+        if self._mode == "live" and self._caught_up:
             self._idle_since = time.monotonic()
             if self.idle_timeout:
                 self._timer("idle", self.idle_timeout, self._idle_expired)
-        self._publish()
-        self._set_idle(True)
 
     def _call_turn_end(self) -> None:
         if self.on_turn_end is not None:
@@ -460,8 +540,12 @@ class Conversation:
     # -- Turns and input -------------------------------------------------------------------
 
     def _begin_turn(self, prompt: str) -> None:
-        self.interpreter.begin_turn(prompt)
         self._write(control.user_message(prompt))
+        self._turn_begun(prompt)
+
+    def _turn_begun(self, prompt: str) -> None:
+        """A user message went to the CLI (from here, or seen in a durable job's input)."""
+        self.interpreter.begin_turn(prompt)
         self._sent += 1
         self._turn_running = True
         self._turn_ended.clear()
@@ -500,7 +584,87 @@ class Conversation:
             await client.cancel()
 
     def _write(self, message: Mapping[str, Any]) -> None:
-        self._outbox.put_nowait(control.line(message))
+        text = control.line(message)
+        if self.durable:
+            self._echoes.append(text.rstrip("\n"))  # the job's process.input will show it
+        self._outbox.put_nowait(text)
+
+    # -- What a durable job's stdin was sent (process.input) -------------------------------
+
+    def _input_seen(self, params: Mapping[str, Any]) -> None:
+        if params.get("closed") is True:
+            self._closed_elsewhere(str(params.get("reason") or "closed"))
+            return
+        data = params.get("data")
+        for text in self._input_lines.feed(data if isinstance(data, str) else ""):
+            mine = text in self._echoes
+            if mine:
+                self._echoes.remove(text)
+            try:
+                message = json.loads(text)
+            except (ValueError, RecursionError):
+                continue
+            sent = control.parse_sent(message) if isinstance(message, dict) else None
+            if sent is not None:
+                self._sent_seen(sent, mine)
+
+    def _sent_seen(self, sent: SentMessage, mine: bool) -> None:
+        if isinstance(sent, AnswerSent):
+            self._answer_seen(sent, mine)
+        elif mine:
+            return
+        elif isinstance(sent, TurnSent):
+            self._turn_seen(sent.prompt)
+        elif isinstance(sent, InterruptSent) and self._turn_running and not self._interrupting:
+            self._interrupting = True
+            self.interpreter.note_interrupt()
+        elif isinstance(sent, InitializeSent):
+            self._init_id = sent.request_id
+
+    def _answer_seen(self, sent: AnswerSent, mine: bool) -> None:
+        """The first answer to a question in the job's log is the one the CLI took."""
+        if sent.request_id in self._confirmed:
+            return
+        self._confirmed.add(sent.request_id)
+        request = self._requests.get(sent.request_id)
+        if mine or request is None or request.status == "cancelled":
+            return
+        status: RequestStatus = "allowed" if sent.allow else "denied"
+        if (request.status, request.message, request.always) == (status, sent.message, sent.always):
+            return  # the same answer (two kernels clicked alike)
+        self._update_request(dataclasses.replace(
+            request, status=status, decided_by="elsewhere", message=sent.message, always=sent.always
+        ))
+
+    def _turn_seen(self, prompt: str) -> None:
+        """Another kernel (or this job's starter, before we attached) sent a turn."""
+        if self._mode not in ("live", "ending"):
+            return
+        if self._turn_running:
+            self._turns_seen.append(prompt)
+            return
+        self._turn_begun(prompt)
+
+    def _closed_elsewhere(self, reason: str) -> None:
+        """The job's input was closed (by another kernel, the job server's idle timeout, or us)."""
+        if self._mode != "live":
+            return
+        self._queue.clear()
+        self._set_mode("ending")
+        self._cancel_timer("idle")
+        self._emit(methods.CONVERSATION_ENDING, {"reason": reason})
+
+    def _catch_up(self) -> None:
+        """An attached conversation has read the job's replay: ask what is still pending."""
+        self._caught_up = True
+        if not self._turn_running:
+            self._go_idle()
+            self._set_idle(True)  # wait() returns at once: no turn runs
+        for request in list(self._requests.values()):
+            if request.pending:
+                self._question_changed(request)
+                self._offer(request)
+        self._publish()
 
     async def _write_all(self) -> None:
         """The one writer: lines in order, then (None) closing the input."""
@@ -586,7 +750,8 @@ class Conversation:
 
     def _emit(self, method: str, params: dict[str, Any]) -> None:
         if self._hooks is not None:
-            self._hooks.emit(method, params)
+            # Read from an attached job's replay: history, not news (no prompt, no display update).
+            self._hooks.emit(method, params if self._caught_up else {**params, "replay": True})
 
     def _set_idle(self, idle: bool) -> None:
         if self._hooks is not None:

@@ -22,13 +22,17 @@ widget..." with none). So a :class:`RunDisplay`:
   display update to every output with its ``display_id``; JupyterLab ignores an update
   for an id the receiving cell does not show.
 
-The record is not refreshed while the run is live: any ``update_display_data`` makes
-JupyterLab re-create the widget's view, which would reset scroll positions and
-collapse what the user opened, several times a minute. One exception: a Claude
-conversation lives on after each turn (for a follow-up), so where no person can use the
-widget (every cell that showed the run came from a front end without an input box:
-nbclient, ``nbconvert --execute``, papermill) the record of each finished turn replaces
-it at once (:meth:`RunDisplay.turn_ended`), as the final record would.
+The record is not refreshed while a turn runs: any ``update_display_data`` makes
+JupyterLab re-create the widget's view, which would reset scroll positions and collapse
+what the user opened, several times a minute. A Claude conversation lives on after each
+turn (for a follow-up), so the display is updated once at each turn's end
+(:meth:`RunDisplay.turn_ended`): it then carries the record of every turn so far, under
+the widget where a person can still use it (a cell from a front end with an input box,
+and a run not used one-shot), else in the widget's place (headless runners: nbclient,
+``nbconvert --execute``, papermill; and ``--wait``/``wait=True``/``arun``, which read as
+a one-shot run always did). When a follow-up turn starts where the record had taken the
+widget's place, the widget comes back (:meth:`RunDisplay.turn_started`), so its approval
+card can be answered.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class RunDisplay:
         self._parents: list[dict[str, Any]] = []
         self._publisher: Any = None
         self._person = False  # a cell that showed the run came from a front end with an input box
+        self._replaced = False  # the record alone stands in the cells (the widget was taken away)
         self.finished = False
 
     def bundle(self, live: Mapping[str, Any] | None = None) -> Bundle:
@@ -100,15 +105,27 @@ class RunDisplay:
             self.finished = True
         self._publish_record()
 
-    def turn_ended(self) -> None:
-        """A conversation's turn ended and its process lives on: where nobody can use the
-        widget (a headless runner), put the record so far in its place now (any thread)."""
+    def turn_ended(self, live: Mapping[str, Any] | None) -> None:
+        """A conversation's turn ended and its process lives on: the cells get the record
+        so far, under the widget (``live``, its bundle) where a person can use it, else in
+        its place (``live`` None: a run used one-shot; or a headless runner). Any thread."""
         with self._lock:
-            if self.finished or self._person:
+            if self.finished:
                 return
-        self._publish_record()
+            keep = live is not None and self._person
+            self._replaced = not keep
+        self._publish_record(live if keep else None)
 
-    def _publish_record(self) -> None:
+    def turn_started(self, live: Mapping[str, Any]) -> None:
+        """A follow-up turn starts: where the record took the widget's place, a person gets
+        the widget back (its approval card, its follow-up box). Any thread."""
+        with self._lock:
+            if self.finished or not self._replaced or not self._person:
+                return
+            self._replaced = False
+        self._publish_record(live)
+
+    def _publish_record(self, live: Mapping[str, Any] | None = None) -> None:
         with self._lock:
             parents, publisher = list(self._parents), self._publisher
         if publisher is None or not parents:
@@ -116,7 +133,7 @@ class RunDisplay:
         current = _executing_request_header()
         if current is not None and current not in parents:
             parents.append(current)
-        bundle = self.record()
+        bundle = self.bundle(live)
         for parent in parents:
             _publish_update(publisher, parent, bundle, self.display_id)
 

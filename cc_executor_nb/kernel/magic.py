@@ -150,8 +150,8 @@ class CCExecMagics(Magics):
         awaited. A Claude run is a conversation: its permission questions show as an
         approval card (or in the cell's input box while the kernel is busy), and
         .pending, .approve(), .deny(message=...), .send(prompt), .interrupt(), .end()
-        drive it from code (without -w: -w is the one-shot use, the conversation ends
-        with its first turn). Examples::
+        drive it from code (-w waits for the turn's end; the process then stays for a
+        follow-up until .end() or the idle timeout). Examples::
 
           %ccexec Summarise README.md in three bullet points
           %ccexec -c "pytest -q" --wait -o tests

@@ -88,8 +88,10 @@ class WidgetPresenter:
     """Drives a :class:`RunView` from the loop thread through one :class:`Coalescer`.
 
     With ``record`` (the run's record as a MIME bundle), the view is displayed together
-    with the record, and the record replaces it when the run ends
-    (:class:`~cc_executor_nb.kernel.display.RunDisplay`).
+    with the record, the record follows each turn of a conversation, and it replaces the
+    view when the run ends (:class:`~cc_executor_nb.kernel.display.RunDisplay`).
+    ``keep_widget`` says whether the view stays above the record between turns (False:
+    a run used one-shot, whose record takes the view's place at each turn's end).
     """
 
     def __init__(
@@ -99,11 +101,13 @@ class WidgetPresenter:
         *,
         max_rate: float = 10.0,
         record: Callable[[], dict[str, Any]] | None = None,
+        keep_widget: Callable[[], bool] = lambda: True,
     ) -> None:
         self.state = state
         self.view = view
         self.coalescer = Coalescer(self._render, max_rate)
         self.display = RunDisplay(record) if record is not None else None
+        self.keep_widget = keep_widget
         self._render()
 
     def _render(self) -> None:
@@ -116,14 +120,21 @@ class WidgetPresenter:
     def update(self, event: Event) -> None:
         """Ask for a render; the coalescer keeps the rate under the cap.
 
-        At the end of a conversation's turn the view renders at once, and the display may
-        put the record in its place (see :meth:`RunDisplay.turn_ended`).
+        At the end of a conversation's turn the view renders at once and the display
+        carries the record so far (:meth:`RunDisplay.turn_ended`); when a follow-up turn
+        starts, the view comes back where the record had taken its place
+        (:meth:`RunDisplay.turn_started`).
         """
         if self.display is not None and _turn_ended(event):
             self.coalescer.flush()
-            self.display.turn_ended()
+            self.display.turn_ended(self._live() if self.keep_widget() else None)
             return
+        if self.display is not None and _follow_up_started(event):
+            self.display.turn_started(self._live())
         self.coalescer.poke()
+
+    def _live(self) -> dict[str, Any]:
+        return dict(self.view._repr_mimebundle_())
 
     def refresh(self) -> None:
         """Ask for a render (through the same coalescer)."""
@@ -153,9 +164,24 @@ class WidgetPresenter:
 
 
 def _turn_ended(event: Event) -> bool:
-    """A conversation's turn ended and its process lives on (the last turn is the run's end)."""
+    """A conversation's turn ended and its process lives on (the last turn is the run's end).
+
+    Turns read from an attached job's replay (``replay``) are history: no update for them.
+    """
     params = event.params
-    return event.method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last")
+    return (
+        event.method == methods.CONVERSATION_TURN and params.get("status") != "running"
+        and not params.get("last") and not params.get("replay")
+    )
+
+
+def _follow_up_started(event: Event) -> bool:
+    """A conversation's second (or later) turn started (not in a replay)."""
+    params, turn = event.params, event.params.get("turn")
+    return (
+        event.method == methods.CONVERSATION_TURN and params.get("status") == "running"
+        and isinstance(turn, int) and turn > 1 and not params.get("replay")
+    )
 
 
 class TextPresenter:

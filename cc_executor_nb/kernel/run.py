@@ -220,6 +220,9 @@ class Run:
         """True when this handle follows an existing job (``attach``) rather than starting one."""
         self.conversation = conversation
         self.prompter = prompter
+        self.one_shot = False
+        """Used one-shot (``--wait``, ``wait=True``, ``arun``): at the end of each turn of a
+        conversation its record takes the widget's place, as when the process ends."""
         self._idle = threading.Event()  # no turn runs: what wait() and await wait for
         self._idle_lock = threading.Lock()
         self._idle_waiters: list[concurrent.futures.Future[Run]] = []
@@ -639,14 +642,17 @@ class Run:
             if self._cancel_requested.is_set() and not self.attached:
                 self._settle_locally("cancelled before it started")
                 return
+            conversation = self.conversation
+            if conversation is not None and conversation.attached:
+                conversation.bind(client, self._hooks())  # the job's replay comes with the attach
             spec: RunSpec | None = self.spec
             while spec is not None:
                 await self._start_or_attach(client, spec)
                 self._client = client
                 if self._cancel_requested.is_set():
                     await self._send_control("CANCEL")
-                elif self.conversation is not None and self.conversation.interactive:
-                    self.conversation.start(client, self._hooks())
+                elif conversation is not None and conversation.interactive and not conversation.attached:
+                    conversation.start(client, self._hooks())
                 await self._until_ended(closed)
                 spec = self._fallback()
         finally:
@@ -689,18 +695,27 @@ class Run:
             ended.cancel()
 
     async def _cancel_on_shutdown(self, client: Client | None) -> None:
-        """The loop is stopping: cancel the process and give it a moment to report."""
+        """The loop is stopping: end the process and give it a moment to report.
+
+        A conversation between turns is ended (its input closed: the CLI exits by itself,
+        ``completed``); one in a turn is interrupted, then cancelled; any other run is
+        cancelled. Whatever is left, the server's close kills.
+        """
         if client is None or self._client is None or self.state.finished:
             return
         try:
-            await asyncio.wait_for(self._cancel_and_settle(client), self.settle_timeout)
+            await asyncio.wait_for(self._stop_and_settle(client), self.settle_timeout)
         except (TimeoutError, CCExecError) as exc:
-            logger.warning("! could not confirm the cancellation of %s: %s", self.label, _describe(exc))
+            logger.warning("! could not confirm the end of %s: %s", self.label, _describe(exc))
 
-    async def _cancel_and_settle(self, client: Client) -> None:
+    async def _stop_and_settle(self, client: Client) -> None:
         assert self._ended is not None
-        with contextlib.suppress(NoProcessRunning):
-            await client.cancel()
+        conversation = self.conversation
+        if conversation is not None and conversation.interactive:
+            await conversation.close("shutdown")
+        else:
+            with contextlib.suppress(NoProcessRunning):
+                await client.cancel()
         await self._ended.wait()
 
     def _on_event(self, event: Event) -> None:

@@ -128,8 +128,8 @@ def _text_question(params: Mapping[str, Any]) -> str | None:
     """A question waiting for a person, with how to answer it (answers are the Claude text
     view's ``[permission]`` lines)."""
     request = params.get("request")
-    if not isinstance(request, Mapping) or request.get("status") != "pending":
-        return None
+    if not isinstance(request, Mapping) or request.get("status") != "pending" or params.get("replay"):
+        return None  # a question of an attached job's history is asked once the replay is read
     what = f"{request.get('tool', 'tool')}: {request.get('summary', '')}".rstrip(": ")
     return f"[needs you] Claude asks to use {what} ({_ANSWER_HINT})"
 

@@ -478,9 +478,9 @@ class EnhancedWebSocketHandler:
         if method == methods.STATUS:
             return await self._status(owner) | self.jobs.status_fields(link)
         if method == methods.INPUT:
-            return self._input(owner, request.params)
+            return self._input(link, owner, request.params)
         if method == methods.INPUT_CLOSE:
-            return self._close_input(owner)
+            return self._close_input(link, owner)
         if method == methods.PONG:
             return {"status": "ok"}
         raise MethodNotFound(f"Method not found: {method[:100]}")
@@ -591,14 +591,19 @@ class EnhancedWebSocketHandler:
         await execution.cancel()
         return {"status": "cancelled"}
 
-    def _input(self, session: RunOwner, params: Any) -> dict[str, Any]:
+    def _input(self, link: _Link, session: RunOwner, params: Any) -> dict[str, Any]:
         data = protocol.validate_input(params).data
         stdin = self._piped_input(session)
         queued = stdin.write(data)
+        if link.job is not None and data:
+            # Logged before the child can read it: whatever it answers comes later in the log.
+            link.job.record_input(data.decode("utf-8"))
         return {"status": "queued", "bytes": len(data), "queued_bytes": queued}
 
-    def _close_input(self, session: RunOwner) -> dict[str, Any]:
+    def _close_input(self, link: _Link, session: RunOwner) -> dict[str, Any]:
         stdin = self._piped_input(session)
+        if link.job is not None and not stdin.closing:
+            link.job.record_input_closed("input.close")
         stdin.close()
         return {"status": "closing", "queued_bytes": stdin.queued_bytes}
 

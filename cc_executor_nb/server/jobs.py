@@ -9,7 +9,10 @@ the start (or after ``last_seq``) and everything after it live, at its own pace:
 attached connection has a follower task that reads the log back, so the job never
 waits for a slow reader and two readers never wait for each other. A connection
 attached to a job controls it: ``control``, ``status``, ``input`` and ``input.close``
-act on the job.
+act on the job. What the job's stdin is sent is logged too (``process.input``), so a
+connection that attaches later knows what was written, whoever wrote it. A job run with
+``stdin_idle_timeout`` closes its stdin once it had no input for that long while no
+connection followed it, so a process that waits for input nobody will send ends.
 
 The jobs directory (0700, files 0600) is owned by one server at a time (``.lock``,
 held with ``flock`` while the server lives, released by the kernel however the server
@@ -166,6 +169,8 @@ class Job:
         self.execution: Execution | None = None
         self.followers = 0
         self.scanner: SummaryScanner | None = None
+        self.input_at = time.monotonic()
+        """When the job's stdin was last written to (or the job started, or was last followed)."""
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -216,6 +221,35 @@ class Job:
         if self._grew is None or self._grew.done():
             self._grew = asyncio.get_running_loop().create_future()
         return self._grew
+
+    def record_input(self, text: str) -> None:
+        """Log what an ``input`` request queued for the job's stdin (``process.input``)."""
+        self.input_at = time.monotonic()
+        self.append(methods.PROCESS_INPUT, {"data": text})
+
+    def record_input_closed(self, reason: str) -> None:
+        """Log that the job's stdin is being closed (``input.close``, or the idle timeout)."""
+        self.input_at = time.monotonic()
+        self.append(methods.PROCESS_INPUT, {"data": "", "closed": True, "reason": reason})
+
+    async def close_input_when_unattended(self, timeout: float) -> None:
+        """Close the run's stdin once it had no input for ``timeout`` s while no connection
+        followed the job (a timer of the job's run)."""
+        execution = self.execution
+        stdin = execution.stdin if execution is not None else None
+        if stdin is None:
+            return
+        poll = max(0.05, min(1.0, timeout / 4))
+        while not stdin.closed:
+            now = time.monotonic()
+            if self.followers:
+                self.input_at = max(self.input_at, now)
+            elif now - self.input_at >= timeout:
+                logger.info("x [JOBS] job %s: no input for %g s, nobody attached: closing its stdin", self.id, timeout)
+                self.record_input_closed("stdin_idle_timeout")
+                stdin.close()
+                return
+            await asyncio.sleep(poll)
 
     # -- State ---------------------------------------------------------------------------
 
@@ -531,7 +565,10 @@ class JobDesk:
         except BaseException:
             self.store.discard(job)
             raise
-        job.start(execution, self._timers(job), self._ended)
+        timers = self._timers(job)
+        if spec.stdin_idle_timeout is not None:
+            timers.append(job.close_input_when_unattended(spec.stdin_idle_timeout))
+        job.start(execution, timers, self._ended)
         logger.info("= [JOBS] job %s started: pid %d", job.id, execution.process.pid)
         self._follow(link, job, 0, deferred)
         deferred.append(execution.begin)

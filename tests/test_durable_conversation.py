@@ -1,0 +1,217 @@
+"""Durable Claude jobs in host mode, in-process: the real claude CLI against the demo API, in
+a job of the real job server, followed by runs of this process (the starter and attached ones).
+
+A durable conversation asks its questions wherever a run follows the job, takes answers and
+follow-ups from any of them, knows what was already answered (the job logs its input), and
+ends by itself (the job server's ``stdin_idle_timeout``) when nobody follows it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cc_executor_nb as ccx
+from cc_executor_nb import methods
+from cc_executor_nb.claude.permissions import PermissionRequest
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.loop import stop_shared_loop
+from cc_executor_nb.kernel.run import Run
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+
+from .util import eventually, scaled
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
+
+pytestmark = [
+    pytest.mark.claude,
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not CLAUDE.exists(), reason=f"{CLAUDE} is absent: run `npm ci` in the project root"),
+]
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private Jupyter runtime directory; the loop and its job server are stopped afterwards."""
+    directory = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
+    yield directory
+    stop_shared_loop()
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
+
+
+def settings(**more: Any) -> CCExec:
+    """Settings for tests: no history file, a short kill grace, and ``more``."""
+    config = CCExec()
+    config.history_path = "none"
+    config.kill_grace = 2.0
+    for name, value in more.items():
+        setattr(config, name, value)
+    return config
+
+
+def start(prompt: str, cwd: Path, **options: Any) -> Run:
+    """A durable interactive Claude run against the demo API, shown nowhere."""
+    return ccx.run(
+        prompt, executable=str(CLAUDE), demo=True, durable=True, display=False, cwd=str(cwd),
+        settings=options.pop("settings", None) or settings(), **options,
+    )
+
+
+def attach(run: Run, **more: Any) -> Run:
+    """Another run of this process attached to ``run``'s job."""
+    job_id = eventually(lambda: run.job_id, timeout=30, what="the job id")
+    return ccx.attach(job_id, display=False, settings=settings(**more))
+
+
+def question(run: Run, timeout: float = 60.0) -> PermissionRequest:
+    """The run's first pending question, once it is asked."""
+    return eventually(lambda: run.pending, timeout=timeout, what="a permission question")
+
+
+def inputs(run: Run) -> list[dict[str, Any]]:
+    """The job's logged input (process.input) as this run saw it."""
+    return [dict(e.params) for e in run.events if e.method == methods.PROCESS_INPUT]
+
+
+def test_a_durable_claude_run_is_interactive(runtime_dir: Path, tmp_path: Path) -> None:
+    """A durable run in host mode asks, takes the answer, follows up in the same process, and ends on end()."""
+    run = start("bash: touch durable.txt", tmp_path)
+    asked = question(run)
+    assert asked.tool == "Bash" and run.interactive and run.durable
+    run.approve()
+    run.wait(scaled(60))
+    assert (tmp_path / "durable.txt").exists() and run.status == "completed" and run.alive
+    session = run.session_id
+    run.send("echo: still the same job")
+    assert run.wait(scaled(60)).answer == "still the same job" and run.session_id == session
+    run.end()
+    eventually(lambda: run.done, timeout=60, what="the job's end")
+    assert (run.status, run.exit_code) == ("completed", 0)
+
+
+def test_an_attached_run_is_asked_the_pending_question_and_its_answer_counts(runtime_dir: Path, tmp_path: Path) -> None:
+    """A run attached while a question is pending gets it after the replay; its approval is the job's answer."""
+    run = start("bash: touch attached.txt", tmp_path)
+    asked = question(run)
+    other = attach(run)
+    assert question(other).id == asked.id and other.attached and other.interactive
+    other.approve()
+    other.wait(scaled(60))
+    assert (tmp_path / "attached.txt").exists() and other.status == "completed"
+    decided = eventually(lambda: [r for r in run.permission_requests if not r.pending], timeout=30,
+                         what="the starter to see the answer")
+    assert [(r.id, r.status, r.decided_by) for r in decided] == [(asked.id, "allowed", "elsewhere")]
+    assert [(r.status, r.decided_by) for r in other.permission_requests] == [("allowed", "code")]
+
+
+def test_a_question_the_policy_answered_is_not_asked_again_on_attach(runtime_dir: Path, tmp_path: Path) -> None:
+    """The starter's policy answered: an attached run shows it decided elsewhere and never asks its own policy."""
+    run = start("bash: touch policy.txt", tmp_path, on_permission=lambda request: "allow")
+    run.wait(scaled(60))
+    assert (tmp_path / "policy.txt").exists()
+    asked_here: list[PermissionRequest] = []
+    other = attach(run, permission_policy=asked_here.append)
+    other.wait(scaled(60))
+    assert [(r.status, r.decided_by) for r in other.permission_requests] == [("allowed", "elsewhere")]
+    assert other.pending is None and asked_here == [] and other.status == "completed" and other.alive
+
+
+def test_a_follow_up_from_an_attached_run_reaches_every_follower(runtime_dir: Path, tmp_path: Path) -> None:
+    """send() on an attached run: the same process answers, and the starter sees the turn and its answer too."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    other = attach(run)
+    other.wait(scaled(60))
+    assert other.answer == "first"
+    other.send("echo: second")
+    assert other.wait(scaled(60)).answer == "second"
+    eventually(lambda: run.answer == "second", timeout=30, what="the starter to follow the turn")
+    assert run.session_id == other.session_id and run.alive
+
+
+def test_end_from_an_attached_run_ends_the_job(runtime_dir: Path, tmp_path: Path) -> None:
+    """end() on an attached run closes the job's input: the CLI exits 0 and both runs end completed."""
+    run = start("echo: to be ended", tmp_path)
+    run.wait(scaled(60))
+    other = attach(run)
+    other.wait(scaled(60))
+    other.end()
+    for each in (other, run):
+        eventually(lambda each=each: each.done, timeout=60, what="the job's end")
+        assert (each.status, each.exit_code) == ("completed", 0)
+    assert [(i.get("closed"), i.get("reason")) for i in inputs(run) if i.get("closed")] == [(True, "input.close")]
+
+
+def test_a_conversation_nobody_follows_ends_by_itself(runtime_dir: Path, tmp_path: Path) -> None:
+    """The starter gone (its loop stopped) with a question pending: after the idle timeout the job's stdin
+    closes, the question is denied by the CLI and the job ends completed with nothing lost."""
+    run = start("bash: touch never.txt", tmp_path, idle_timeout=scaled(2.0))
+    question(run)
+    job_id = run.job_id
+    stop_shared_loop()
+    assert run.status == "detached"
+    again = eventually(lambda: _finished(job_id), timeout=120, what="the job to end by itself")
+    assert (again.status, again.exit_code) == ("completed", 0)
+    assert not (tmp_path / "never.txt").exists()
+    closed = [i for i in inputs(again) if i.get("closed")]
+    assert [i.get("reason") for i in closed] == ["stdin_idle_timeout"]
+    assert [r.status for r in again.permission_requests] == ["cancelled"]
+
+
+def _finished(job_id: str | None) -> Run | None:
+    assert job_id is not None
+    listed = [j for j in ccx.jobs.list() if j.job_id == job_id]
+    if not listed or listed[0].status == "running":
+        return None
+    return ccx.attach(job_id, display=False, wait=True, settings=settings())
+
+
+def test_the_jobs_log_keeps_each_line_before_what_it_caused(runtime_dir: Path, tmp_path: Path) -> None:
+    """process.input in a durable conversation: initialize, the prompt, the answer, each before its effect."""
+    run = start("bash: touch logged.txt", tmp_path, on_permission=lambda request: "allow")
+    run.wait(scaled(60))
+    lines = [json.loads(i["data"]) for i in inputs(run) if i.get("data")]
+    kinds = [(m["type"], m.get("request", {}).get("subtype"), m.get("response", {}).get("response", {}).get("behavior"))
+             for m in lines]
+    assert kinds == [("control_request", "initialize", None), ("user", None, None), ("control_response", None, "allow")]
+
+
+def test_an_attached_runs_policy_answers_a_pending_question(runtime_dir: Path, tmp_path: Path) -> None:
+    """A question nobody answered where the job started goes to the attaching side's policy (approve "all")."""
+    run = start("bash: touch by-policy.txt", tmp_path)
+    asked = question(run)
+    other = attach(run, permission_policy="all")
+    # Not other.wait(): a wait where nobody can answer would deny the starter's own offer of the question.
+    eventually((tmp_path / "by-policy.txt").exists, timeout=60, what="the command to run")
+    assert [(r.id, r.status, r.decided_by) for r in other.permission_requests] == [(asked.id, "allowed", "policy")]
+
+
+def test_a_durable_run_of_a_cli_without_host_mode_says_to_run_it_one_shot(runtime_dir: Path, tmp_path: Path) -> None:
+    """A CLI that rejects host mode: the durable run (no retry on its job) ends failed with a note naming
+    --no-interactive; with interactive=False the same CLI completes as a durable job."""
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "--input-format" ]; then echo "error: unknown option '
+        "'--input-format'\" >&2; exit 1; fi; done\n"
+        f'exec {CLAUDE} "$@"\n'
+    )
+    fake.chmod(0o755)
+    run = ccx.run("echo: from an old cli", executable=str(fake), demo=True, durable=True, display=False,
+                  cwd=str(tmp_path), settings=settings())
+    eventually(lambda: run.done, timeout=60, what="the attempt's end")
+    assert (run.status, run.exit_code) == ("failed", 1)
+    assert run.conversation is not None
+    (notice,) = run.conversation.view().notices
+    assert "did not start in host mode" in notice and "unknown option '--input-format'" in notice
+    assert "--no-interactive" in notice
+    one_shot = ccx.run("echo: from an old cli", executable=str(fake), demo=True, durable=True, display=False,
+                       cwd=str(tmp_path), settings=settings(), interactive=False, wait=True)
+    assert one_shot.done and (one_shot.status, one_shot.answer) == ("completed", "from an old cli")
