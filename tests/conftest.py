@@ -23,6 +23,12 @@ from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 
 from .util import scaled
 
+# Claude's Bash tool starts a login shell; where ~/.bashrc runs `pyenv init` (this image),
+# every such shell takes pyenv's rehash lock, and a shell killed while holding it (a test
+# that cancels a run) leaves the lock behind: each later shell would wait pyenv's 60 s for
+# it. Waiting 2 s bounds that to a delay; the rehash itself is not needed by any test.
+os.environ.setdefault("PYENV_REHASH_TIMEOUT", "2")
+
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 TOKEN = "test-token-0123456789"
 
