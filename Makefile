@@ -6,6 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Login shells of Claude's Bash tool wait at most 2 s for a pyenv rehash lock a killed
+# shell left behind (see tests/conftest.py), in the notebooks too.
+PYENV_REHASH_TIMEOUT ?= 2
+export PYENV_REHASH_TIMEOUT
 
 .PHONY: setup demo lint test clean
 
