@@ -120,11 +120,25 @@ def stop_job_server(path: str | os.PathLike[str], timeout: float = 30.0) -> int 
     if not is_job_server(info.pid):
         remove_runtime_file(path, info.pid)
         return None
+    try:
+        server = psutil.Process(info.pid)
+    except psutil.Error:
+        return info.pid
     with contextlib.suppress(ProcessLookupError):
         os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while is_job_server(info.pid):
+    # Until this very process (its start time too, not a reused pid) is gone or a zombie:
+    # a process on its way out shows an empty command line before it is a zombie.
+    while _alive(server):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the job server (pid {info.pid}) did not stop within {timeout:g} s")
         time.sleep(0.05)
     return info.pid
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs (not exited, not a zombie, its pid not reused)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
