@@ -70,6 +70,7 @@ class Mode:
     kernel_probes: int
     ingest_bytes: int
     peer_tries: int
+    peer_first_tries: int
     widget_lines: int
     widget_seconds: float
     cold_starts: int
@@ -98,6 +99,7 @@ FULL = Mode(
     kernel_probes=20,
     ingest_bytes=1 << 30,
     peer_tries=10,
+    peer_first_tries=30,
     widget_lines=100_000,
     widget_seconds=5.0,
     cold_starts=3,
@@ -126,6 +128,7 @@ SMOKE = Mode(
     kernel_probes=3,
     ingest_bytes=8 * MB,
     peer_tries=1,
+    peer_first_tries=1,
     widget_lines=5_000,
     widget_seconds=1.0,
     cold_starts=1,
