@@ -454,8 +454,11 @@ async def test_a_survivor_holding_stdout_never_hangs_the_run(server, record) -> 
         for pid in survivor:
             psutil.Process(pid).kill()
     async with await connect(server.url, TOKEN) as client:
-        await client.execute(argv=["sh", "-c", f"{SURVIVOR}; echo up; sleep 60"])
+        started_run = await client.execute(argv=["sh", "-c", f"{SURVIVOR}; echo up; sleep 60"])
         await anext(e async for e in client.events() if isinstance(e, Output))
+        # setsid -f returns before its child has left the group: a cancel sent sooner
+        # kills it with the group, and there is no survivor to test.
+        await eventually_async(lambda: _left_the_group(started_run["pgid"]), what="the survivor outside the group")
         cancelled_at = time.monotonic()
         await client.cancel()
         done = completed(await collect(client, timeout=scaled(15)))
@@ -465,6 +468,17 @@ async def test_a_survivor_holding_stdout_never_hangs_the_run(server, record) -> 
         await eventually_async(lambda: not any(_alive(pid) for pid in killed), what="the survivor killed")
     record("setsid env -i holds stdout (defect 3)", "completes (named); cancel ends it, survivor killed",
            f"completed in {ended_in:.1f} s naming {survivor}; cancel done in {cancel_took:.1f} s")
+
+
+def _left_the_group(pgid: int) -> bool:
+    """Whether a ``sleep 40`` of SURVIVOR runs outside process group ``pgid``."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.info["cmdline"] == ["sleep", "40"] and os.getpgid(proc.pid) != pgid:
+                return True
+        except (psutil.Error, OSError):
+            continue
+    return False
 
 
 def _usage_error(args: list[str], env: dict[str, str] | None = None) -> str:
