@@ -68,6 +68,26 @@ def test_closing_a_big_log_frees_its_files() -> None:
     assert log.size == 0 and list(log.since(log.last_seq)) == []
 
 
+def test_short_writes_are_carried_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that takes only part of a notification is carried on: replay gives it whole."""
+    real_pwrite, real_pwritev = os.pwrite, os.pwritev
+
+    def short_pwrite(fd: int, data: bytes, offset: int) -> int:
+        return real_pwrite(fd, bytes(data[:1000]), offset)
+
+    def short_pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        return real_pwritev(fd, [bytes(buffers[0][:1000])], offset)
+
+    monkeypatch.setattr(os, "pwrite", short_pwrite)
+    monkeypatch.setattr(os, "pwritev", short_pwritev)
+    log = ReplayLog(limit=1 << 30)
+    bodies = [bytes([65 + seq]) * 5000 for seq in range(1, 4)]
+    for seq, body in enumerate(bodies, start=1):
+        log.append(seq, body)
+    assert list(log.since(0)) == bodies
+    log.close()
+
+
 def _is_open(fd: int) -> bool:
     try:
         os.fstat(fd)

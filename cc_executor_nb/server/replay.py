@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import OutputGap
-from .files import anonymous_file, release
+from .files import anonymous_file, pwritev_all, release
 
 if TYPE_CHECKING:
     from .disk import DiskUse
@@ -85,7 +85,7 @@ class ReplayLog:
     def append(self, seq: int, body: bytes) -> None:
         """Record the serialized notification with this seq (seqs must rise)."""
         segment = self._writable_segment(seq)
-        os.pwrite(segment.fd, body, segment.size)
+        pwritev_all(segment.fd, [body], segment.size)  # a short write is carried on, not left as a hole
         segment.entries.append((seq, segment.size, len(body)))
         segment.size += len(body)
         self._size += len(body)
