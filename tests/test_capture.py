@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shlex
 import sys
 import time
 
@@ -10,11 +12,13 @@ import pytest
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.errors import InvalidParams
-from cc_executor_nb.events import Started
+from cc_executor_nb.events import Completed, Output, Started
+from cc_executor_nb.server import execution as execution_module
 from cc_executor_nb.server.capture import Follower
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+from cc_executor_nb.server.supervisor import ManagedProcess
 
-from .conftest import TOKEN, collect, completed, fake, make_handler, output_of
+from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of
 from .util import eventually_async, scaled
 
 pytestmark = pytest.mark.timeout(90)
@@ -154,6 +158,83 @@ async def test_temporary_files_go_with_their_session(server) -> None:
         lambda: not temp_files(os.getpid()) and not server.sessions.sessions, what="temporary files gone"
     )
     assert server.disk.used == 0
+
+
+SLOW_SIZE = 48 << 20
+
+
+@pytest.fixture
+async def small_spool() -> EnhancedWebSocketHandler:
+    """A server whose runs queue at most 256 K characters in memory."""
+    handler = make_handler(output_memory_limit=1 << 18)
+    await handler.start("127.0.0.1", 0)
+    yield handler
+    await handler.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+async def test_a_stalled_client_leaves_the_backlog_in_the_capture_file_and_gets_every_byte(
+    small_spool, tmp_path, monkeypatch
+) -> None:
+    """48 MB while the client reads nothing: the child finishes anyway (never held), the
+    backlog waits in the capture file (no spool file), and the run's end neither waits a
+    grace nor stops the group's straggler nor names anyone; then every byte arrives."""
+    graces: list[bool] = []
+    within = execution_module._within
+
+    async def recorded(event, seconds):  # type: ignore[no-untyped-def]
+        graces.append(await within(event, seconds))
+        return graces[-1]
+
+    monkeypatch.setattr(execution_module, "_within", recorded)
+    go, done, sha = tmp_path / "go", tmp_path / "done", tmp_path / "sha"
+    straggler = f"(until [ -e {go} ]; do sleep 0.02; done; touch {done}) >/dev/null 2>&1 &"
+    script = f"{straggler} exec {shlex.join(fake('flood', str(SLOW_SIZE), str(sha)))}"
+    async with await connect(small_spool.url, TOKEN, max_events=2) as client:
+        await client.execute(argv=["sh", "-c", script])
+        execution = next(iter(small_spool.sessions.sessions.values())).execution
+        output = execution.output
+        await eventually_async(lambda: execution.process.returncode is not None, timeout=30, what="the leader's exit")
+        read_at_exit = output.bytes_read["stdout"]
+        await eventually_async(lambda: graces, what="the run past its wait for the writers")
+        go.touch()
+        await eventually_async(lambda: done.exists() and not group_alive(execution.process.pgid),
+                               what="the straggler's own end")
+        digest, received = hashlib.sha256(), 0
+        async for event in client.events():
+            if isinstance(event, Output):
+                digest.update(event.data.encode())
+                received += len(event.data.encode())
+            elif isinstance(event, Completed):
+                break
+    assert read_at_exit < SLOW_SIZE // 2, f"{read_at_exit} of {SLOW_SIZE} bytes read when the child ended"
+    assert output.spool.spilled_bytes == 0
+    assert graces == [True] and execution.survivors == []
+    assert event.params["status"] == "completed" and event.params["escaped_pids"] == []
+    assert (received, digest.hexdigest()) == (SLOW_SIZE, sha.read_text())
+
+
+async def test_a_child_far_ahead_of_the_reader_is_held_until_it_catches_up(
+    client: Client, tmp_path, monkeypatch
+) -> None:
+    """The loop held 1.5 s while a child floods: the reader (not waiting for the client)
+    finds more than BACKLOG_LIMIT unread and holds the child, as a full pipe would; every
+    byte still arrives."""
+    reasons: list[str] = []
+    hold = ManagedProcess.hold
+
+    def recorded(self: ManagedProcess, reason: str) -> None:
+        reasons.append(reason)
+        hold(self, reason)
+
+    monkeypatch.setattr(ManagedProcess, "hold", recorded)
+    size, sha = 64 << 20, tmp_path / "sha"
+    await client.execute(argv=fake("flood", str(size), str(sha)))
+    time.sleep(scaled(1.5))  # holds this loop (the server's): the child runs far ahead
+    events = await collect(client, timeout=60)
+    data = output_of(events).encode()
+    assert "backlog:stdout" in reasons
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (size, sha.read_text())
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")

@@ -102,6 +102,19 @@ def test_spool_spills_to_file_and_keeps_order() -> None:
     spool.close()
 
 
+def test_a_spool_that_may_not_spill_keeps_everything_in_memory_and_says_when_full() -> None:
+    """spill=False (a capture file's spool): no file however much comes; ``full`` past the limit."""
+    spool = OutputSpool(memory_limit=10, spill=False)
+    records = [("stdout", f"line {i}\n") for i in range(50)]
+    fullness = []
+    for record in records:
+        spool.append(*record)
+        fullness.append(spool.full)
+    assert fullness[:1] == [False] and all(fullness[1:]) and spool.spilled_bytes == 0
+    assert spool.pop(1000) == records and not spool.full
+    spool.close()
+
+
 def test_spool_interleaves_appends_while_draining() -> None:
     """Appends made while the file drains stay behind the older records."""
     spool = OutputSpool(memory_limit=5)

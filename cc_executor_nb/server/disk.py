@@ -1,8 +1,9 @@
 """The server's temporary disk, bounded: a limit per session and one for the whole server.
 
 A session keeps three things on disk: its replay log (what was sent, for resume), its
-run's output spool (what waits for a slow client) and its run's capture files (what
-the child wrote and the server has not read yet; normally almost nothing). Each
+run's capture files (what the child wrote and the server has not read yet: with a slow
+client, what waits for it) and, for a run with ``capture="pipe"``, its output spool
+(what waits for a slow client). Each
 session's :class:`DiskUse` is told of every change; the :class:`DiskBudget` adds them
 up. When a session, or the server as a whole, reaches its high mark (the limit less a
 quarter of it, or less 48 MiB if that is more, up to half of it: room for what a

@@ -249,19 +249,28 @@ class Execution:
         await self._complete(exit_code)
 
     async def _await_eof(self) -> None:
-        """Wait for the end of the output, never forever.
+        """Wait until nothing can write any more, then until everything was read.
+
+        The first step never waits forever (see :meth:`_await_writers`); the second has
+        no timeout: a capture file is read at the client's pace, however slow.
+        """
+        await self._await_writers()
+        await self.output.eof.wait()
+
+    async def _await_writers(self) -> None:
+        """Wait until nothing can write to the output any more, never forever.
 
         A run owns its process group: once the leader has exited, stragglers of the
         group get EOF_GRACE to finish writing, then whatever is left of the group is
         stopped. Processes outside the group that still hold the output (a
         ``setsid`` with a cleared environment escapes the run marker) get EOF_GRACE
-        more; then they are named, killed if the run was cancelled, and the output
-        ends with a last read. Without inotify's count of writers, the end is: group
-        gone, marked processes gone (or the grace over), a last read.
+        more; then they are named, killed if the run was cancelled, and abandoned.
+        Without inotify's count of writers, the end is: group gone, marked processes
+        gone (or the grace over). How far the reader is plays no part.
         """
         output = self.output
         if output.counting:
-            if await _within(output.eof, EOF_GRACE):
+            if await _within(output.writers_gone, EOF_GRACE):
                 return
         else:
             await self._until_quiet(EOF_GRACE)
@@ -270,12 +279,11 @@ class Execution:
             await self.terminate()
         elif self._terminating is not None:
             await self._terminating
-        if output.counting and await _within(output.eof, EOF_GRACE):
+        if output.counting and await _within(output.writers_gone, EOF_GRACE):
             return
         if output.counting:
             await self._name_survivors()
         output.finish_capture()
-        await output.eof.wait()
 
     async def _until_quiet(self, grace: float) -> None:
         """Wait until the group and the run's marked processes are gone, at most ``grace``."""

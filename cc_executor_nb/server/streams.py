@@ -1,10 +1,16 @@
-"""Reading a child's output: chunked, decoded, line-aligned, spooled, never stalled.
+"""Reading a child's output: chunked, decoded, line-aligned, bounded in memory.
 
 What the child writes goes to capture files or pipes (see
-:mod:`~cc_executor_nb.server.capture`), read in chunks (never ``readline()``) as
-fast as the child writes. Decoded, line-aligned pieces go into an ``OutputSpool``: a
-bounded memory queue that spills to a per-run file, which the sender drains at the
-client's pace, so the reader never waits for the client.
+:mod:`~cc_executor_nb.server.capture`), read in chunks (never ``readline()``).
+Decoded, line-aligned pieces go into an ``OutputSpool``, a bounded memory queue that
+the sender drains at the client's pace. The child never waits for the client (only
+for the disk budget):
+
+* a capture file is its own spool: when the queue is full, its reader stops and the
+  backlog stays in the file (which is on disk anyway, and punched behind the reader);
+  it reads on once the sender has taken records;
+* a pipe must be read as fast as the child writes, so its queue spills to a per-run
+  file past its memory limit.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ READ_BUDGET = 8 << 20
 """Bytes read from one capture file before the reader yields to the loop."""
 BACKLOG_LIMIT = 16 << 20
 """Unread bytes in a capture file past which the child is held until the reader has
-caught up (to a quarter of it): the back-pressure a full pipe would give."""
+caught up (to a quarter of it): the back-pressure a full pipe would give, when the
+server cannot read as fast as the child writes. A backlog left while the reader waits
+for a slow client holds nobody; the disk budget bounds it."""
 PARTIAL_SETTLE = 0.001
 """Seconds a partial line waits, once everything written was read, for the rest of its
 line: ``print()`` in an unbuffered Python child writes the text and the newline in two
@@ -123,6 +131,9 @@ class LineAligner:
 class OutputSpool:
     """A FIFO of (stream, text) records: memory first, spilling to a file when full.
 
+    With ``spill=False`` it never spills: the writer promises to stop appending while
+    :attr:`full` (a capture file's reader does), so memory stays about the limit.
+
     Memory holds at most about ``memory_limit`` characters. Past that, records are
     gathered into batches of at most ``batch_chars`` and each batch is appended to an
     anonymous temporary file with one write; the reader takes a whole batch back with
@@ -133,9 +144,15 @@ class OutputSpool:
     """
 
     def __init__(
-        self, memory_limit: int = 8 << 20, spool_dir: str | None = None, *, disk: DiskUse | None = None
+        self,
+        memory_limit: int = 8 << 20,
+        spool_dir: str | None = None,
+        *,
+        disk: DiskUse | None = None,
+        spill: bool = True,
     ) -> None:
         self.memory_limit = memory_limit
+        self.spill = spill
         self.spool_dir = spool_dir
         self.disk = disk
         self.batch_chars = max(min(1 << 18, memory_limit // 8), 1)
@@ -163,9 +180,16 @@ class OutputSpool:
         """Characters held in memory right now (queued and being batched)."""
         return self._memory_chars + self._tail_chars
 
+    @property
+    def full(self) -> bool:
+        """Whether memory holds the limit or more (a non-spilling writer waits)."""
+        return self.memory_chars >= self.memory_limit
+
     def append(self, stream: str, text: str) -> None:
         """Queue one record."""
-        if self._batches or self._tail or self._memory_chars + len(text) > self.memory_limit - self.batch_chars:
+        if self.spill and (
+            self._batches or self._tail or self._memory_chars + len(text) > self.memory_limit - self.batch_chars
+        ):
             self._gather(stream, text)
             return
         self._memory.append((stream, text))
@@ -295,12 +319,14 @@ class _PipeProtocol(asyncio.Protocol):
 
 
 class _FileReader:
-    """Reads one capture file as it grows, in bounded steps, until its writers are gone.
+    """Reads one capture file as it grows, in bounded steps, at its consumer's pace.
 
     Woken by the follower (inotify or a timer). Each wake-up reads at most
     ``READ_BUDGET`` bytes, then yields to the loop and goes on, so a backlog (after the
-    loop was held) never stalls heartbeats. The end is reached once nobody can write
-    any more (the count fell to 0, or :meth:`finish` said so) and a read found nothing.
+    loop was held) never stalls heartbeats. While ``room()`` says the consumer is full
+    it reads nothing (``paused``): the backlog waits in the file until :meth:`resume`.
+    Two ends, apart: ``on_closed`` once nobody can write any more (the count fell to 0,
+    or :meth:`finish` said so), ``on_eof`` once, after that, a read found nothing.
     """
 
     def __init__(
@@ -308,34 +334,61 @@ class _FileReader:
         capture: CaptureFile,
         loop: asyncio.AbstractEventLoop,
         *,
+        room: Callable[[], bool],
         on_data: Callable[[bytes], None],
         on_drained: Callable[[], None],
+        on_closed: Callable[[], None],
         on_eof: Callable[[], None],
+        on_written: Callable[[], None],
         on_rewritten: Callable[[bool], None],
         on_disk: Callable[[int], None],
         on_backlog: Callable[[bool], None],
     ) -> None:
         self.capture = capture
         self._loop = loop
+        self._room = room
         self._on_data = on_data
         self._on_drained = on_drained
+        self._on_closed = on_closed
         self._on_eof = on_eof
+        self._on_written = on_written
         self._on_rewritten = on_rewritten
         self._on_disk = on_disk
         self._on_backlog = on_backlog
         self.behind = False
         self.allocated = 0
         """The file's disk blocks as last told to ``on_disk``."""
+        self.paused = False
+        """Stopped until :meth:`resume`: the consumer has no room."""
+        self.client_bound = False
+        """The reader stopped for its consumer since it last caught up with the child:
+        the backlog is the client's, which the disk budget bounds, not BACKLOG_LIMIT."""
+        self._size = 0
         self._later: asyncio.Handle | None = None
         self._told = False
+        self._closed_told = False
         self.forced = False
         self.done = False
         capture.listener = self.wake
 
+    @property
+    def writers_gone(self) -> bool:
+        """Whether nobody can write any more (by the count, or as :meth:`finish` said)."""
+        return self.forced or (self.capture.counted and self.capture.writers <= 0)
+
     def wake(self) -> None:
-        """The file may have changed: read now (unless a read is already scheduled)."""
-        if self._later is None and not self.done:
+        """The file may have changed: read now (unless paused, or a read is scheduled)."""
+        self._check_writers()
+        if self.paused:
+            self._account()  # the file grows while we wait: the disk budget hears of it
+        elif self._later is None and not self.done:
             self._drain()
+
+    def resume(self) -> None:
+        """The consumer has room again: read on (soon, not inside the caller)."""
+        if self.paused and not self.done:
+            self.paused = False
+            self._later = self._loop.call_soon(self._drain)
 
     def finish(self) -> None:
         """Nobody writes any more (the run decided): read what is left, then end."""
@@ -348,6 +401,11 @@ class _FileReader:
         if self._later is not None:
             self._later.cancel()
             self._later = None
+
+    def _check_writers(self) -> None:
+        if not self._closed_told and self.writers_gone:
+            self._closed_told = True
+            self._on_closed()
 
     def _drain(self) -> None:
         self._later = None
@@ -363,6 +421,9 @@ class _FileReader:
             self._on_rewritten(truncated)
         budget = READ_BUDGET
         while budget > 0:
+            if not self._room():
+                self._pause()
+                return
             data = capture.read(FILE_READ_SIZE)
             if data:
                 self._on_data(data)
@@ -374,10 +435,18 @@ class _FileReader:
         else:
             self._later = self._loop.call_soon(self._drain)
             return
+        self.client_bound = False  # caught up with the child
         self._on_drained()  # everything written so far is read
-        if self.forced or (capture.counted and capture.writers <= 0):
+        if self.writers_gone:
+            self._check_writers()
             self.done = True
             self._on_eof()
+
+    def _pause(self) -> None:
+        """The consumer is full: leave the rest in the file (a held child goes on)."""
+        self.paused = True
+        self.client_bound = True
+        self._account()
 
     def check(self) -> None:
         """Look at the file's size now (between other work on the loop)."""
@@ -390,7 +459,13 @@ class _FileReader:
         if allocated != self.allocated:
             self._on_disk(allocated - self.allocated)
             self.allocated = allocated
-        behind = backlog > (BACKLOG_LIMIT // 4 if self.behind else BACKLOG_LIMIT)
+        size = self.capture.offset + backlog
+        if size != self._size:
+            if self.paused and size > self._size:
+                self._on_written()  # nothing is read meanwhile: the size tells
+            self._size = size
+        limit = BACKLOG_LIMIT // 4 if self.behind else BACKLOG_LIMIT
+        behind = not self.client_bound and backlog > limit
         if behind != self.behind:
             self.behind = behind
             self._on_backlog(behind)
@@ -407,7 +482,9 @@ class RunOutput:
 
     ``last_output_at`` (monotonic) is the time the child last wrote anything;
     ``next_batch`` waits for records and returns None once both streams ended and
-    everything was taken.
+    everything was taken. The end comes in two steps: ``writers_gone`` once nothing
+    can write to either stream any more, ``eof`` once, after that, everything was read
+    (capture files are read at the client's pace, so that may be much later).
     """
 
     def __init__(
@@ -418,6 +495,7 @@ class RunOutput:
         self.spool = OutputSpool(handler.memory_limit, handler.spool_dir, disk=disk)
         self._aligners = {name: LineAligner(handler.chunk_limit) for name in STREAMS}
         self._open: set[str] = set()
+        self._writing: set[str] = set()
         self._settle: dict[str, asyncio.TimerHandle] = {}
         self._ready = asyncio.Event()
         self._transports: list[asyncio.BaseTransport] = []
@@ -425,6 +503,7 @@ class RunOutput:
         self._child_output: ChildOutput | None = None
         self.last_output_at = time.monotonic()
         self.bytes_read = dict.fromkeys(STREAMS, 0)
+        self.writers_gone = asyncio.Event()
         self.eof = asyncio.Event()
         self.on_backlog: Callable[[str, bool], None] | None = None
         """Called with the stream's name and True when its capture file has more than
@@ -451,8 +530,11 @@ class RunOutput:
         """Start reading what the child writes (takes ownership of ``child_output``)."""
         self._child_output = child_output
         if isinstance(child_output, FileOutput):
+            # The files hold the backlog: their readers stop when memory is full.
+            self.spool.spill = False
             for name, capture in zip(STREAMS, child_output.files, strict=True):
                 self._open.add(name)
+                self._writing.add(name)
                 self._readers.append(self._file_reader(name, capture))
             for reader in self._readers:
                 reader.wake()  # the child may have written (or even ended) already
@@ -462,6 +544,7 @@ class RunOutput:
         for name, fd in zip(STREAMS, fds, strict=True):
             pipe = os.fdopen(fd, "rb", buffering=0)
             self._open.add(name)
+            self._writing.add(name)
             transport, _ = await self._loop.connect_read_pipe(functools.partial(self._protocol, name), pipe)
             # asyncio reads 256 KiB per wake-up by default; the pipe holds 1 MiB.
             transport.max_size = PIPE_READ_SIZE  # type: ignore[attr-defined]
@@ -497,7 +580,11 @@ class RunOutput:
                 return None
             self._ready.clear()
             await self._ready.wait()
-        return self.spool.pop(max_chars)
+        records = self.spool.pop(max_chars)
+        if self.spool.memory_chars <= self.spool.memory_limit // 2:
+            for reader in self._readers:
+                reader.resume()
+        return records
 
     def close(self) -> None:
         """Stop reading (if still open) and drop the spool and capture files."""
@@ -525,13 +612,22 @@ class RunOutput:
         return _FileReader(
             capture,
             self._loop,
+            room=self._room,
             on_data=functools.partial(self._on_data, name),
             on_drained=functools.partial(self._on_drained, name),
+            on_closed=functools.partial(self._closed, name),
             on_eof=functools.partial(self._on_eof, name),
+            on_written=self._written,
             on_rewritten=functools.partial(self._rewritten, name),
             on_disk=self._capture_disk,
             on_backlog=functools.partial(self._backlog, name),
         )
+
+    def _room(self) -> bool:
+        return not self.spool.full
+
+    def _written(self) -> None:
+        self.last_output_at = time.monotonic()
 
     def _backlog(self, name: str, behind: bool) -> None:
         if self.on_backlog is not None:
@@ -569,9 +665,16 @@ class RunOutput:
         if self.on_rewritten is not None:
             self.on_rewritten(name, truncated)
 
+    def _closed(self, name: str) -> None:
+        """Nothing can write to ``name`` any more (what was written may still be unread)."""
+        self._writing.discard(name)
+        if not self._writing:
+            self.writers_gone.set()
+
     def _on_eof(self, name: str) -> None:
         if name not in self._open:
             return
+        self._closed(name)
         self._push(name, self._aligners[name].finish())
         self._open.discard(name)
         if not self._open:
