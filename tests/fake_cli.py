@@ -158,7 +158,8 @@ def kill_self(sig: str) -> None:
     time.sleep(5)
 
 
-def flood(size: str, hash_file: str, rate: str = "0") -> None:
+def flood(size: str, hash_file: str, rate: str = "0", gate: str = "") -> None:
+    """SIZE bytes of text at RATE bytes/s (0: flat out); then, given GATE, wait for that file to exist."""
     rng = random.Random(1234)
     pace, started, sent = float(rate), time.monotonic(), 0
     # Random bytes mapped onto letters, digits, spaces and about one newline in 64.
@@ -175,6 +176,9 @@ def flood(size: str, hash_file: str, rate: str = "0") -> None:
             time.sleep(max(0.0, started + sent / pace - time.monotonic()))
     with open(hash_file, "w") as handle:
         handle.write(digest.hexdigest())
+    deadline = time.monotonic() + 60
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def prompt(text: str) -> None:

@@ -35,9 +35,13 @@ async def test_abrupt_drop_is_resumed_without_gap_or_duplicate(resumable, tmp_pa
     client = await connect(proxy.url(), TOKEN, max_events=8)  # a reader that lags behind
     seqs, methods = [], []
     client.add_listener(lambda e: (seqs.append(e.seq) if e.seq is not None else None, methods.append(e.method)))
-    await client.execute(argv=fake("flood", str(8 << 20), str(tmp_path / "sha")))
+    # The run cannot end before the drop (it waits for the gate file), so the client cannot
+    # have the whole run in its buffers and must resume to see the rest.
+    gate = tmp_path / "gate"
+    await client.execute(argv=fake("flood", str(8 << 20), str(tmp_path / "sha"), "0", str(gate)))
     await eventually_async(lambda: len(seqs) > 5, what="six notifications")
     proxy.drop()
+    gate.touch()
     events = await collect(client, timeout=60)
     assert client.reconnects == 1
     assert "client.reconnecting" in methods and "client.reconnected" in methods
