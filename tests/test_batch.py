@@ -17,6 +17,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import cc_executor_nb
+from cc_executor_nb.demo.texts import THINK_ANSWER
 from cc_executor_nb.kernel.batch import Batch, fill
 from cc_executor_nb.kernel.batchview import Row, Summary, batch_html, eta, row_text, summary_text
 from cc_executor_nb.kernel.config import CCExec
@@ -278,8 +279,10 @@ def test_on_budget_cancel_cancels_the_running_runs(settings: CCExec) -> None:
 @pytest.mark.claude
 def test_a_usage_limit_holds_the_queue_until_its_reset(settings: CCExec) -> None:
     """A run refused by a 3 s usage limit (auto_resume) holds the queue: the third item waits for the reset."""
+    # The second item thinks for 5 s (when its request beats the limit window; else it is
+    # refused too), so it cannot free its slot before the first one's refusal holds the queue.
     batch = cc_executor_nb.map(
-        ["usage limit reset in 3 s, then what is 1+1", "what is 2+2", "what is 3+3"], demo=True, auto_resume=True,
+        ["usage limit reset in 3 s, then what is 1+1", "think for 5 s", "what is 3+3"], demo=True, auto_resume=True,
         concurrency=2, display=False, settings=settings,
     )
     eventually(lambda: batch.status == "held", timeout=30, what="the queue held by the usage limit")
@@ -288,7 +291,7 @@ def test_a_usage_limit_holds_the_queue_until_its_reset(settings: CCExec) -> None
     batch.wait(scaled(60))
     third_started = batch.runs[2].events[1]
     assert [run.status for run in batch.runs] == ["completed"] * 3
-    assert batch.results() == ["2", "4", "6"] and batch.runs[0].claude.resumes == 1
+    assert batch.results() == ["2", THINK_ANSWER, "6"] and batch.runs[0].claude.resumes == 1
     assert third_started.method == "process.started" and time.time() > reset
 
 
