@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,10 +17,11 @@ from cc_executor_nb.events import Completed, Output, Started
 from cc_executor_nb.server import execution as execution_module
 from cc_executor_nb.server.capture import Follower
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+from cc_executor_nb.server.streams import BACKLOG_LIMIT
 from cc_executor_nb.server.supervisor import ManagedProcess
 
 from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of
-from .util import eventually_async, scaled
+from .util import eventually, eventually_async, scaled
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -217,9 +219,9 @@ async def test_a_stalled_client_leaves_the_backlog_in_the_capture_file_and_gets_
 async def test_a_child_far_ahead_of_the_reader_is_held_until_it_catches_up(
     client: Client, tmp_path, monkeypatch
 ) -> None:
-    """The loop held 1.5 s while a child floods: the reader (not waiting for the client)
-    finds more than BACKLOG_LIMIT unread and holds the child, as a full pipe would; every
-    byte still arrives."""
+    """The loop held while a child floods past BACKLOG_LIMIT: the reader (not waiting for
+    the client) finds more than BACKLOG_LIMIT unread and holds the child, as a full pipe
+    would; every byte still arrives."""
     reasons: list[str] = []
     hold = ManagedProcess.hold
 
@@ -228,13 +230,26 @@ async def test_a_child_far_ahead_of_the_reader_is_held_until_it_catches_up(
         hold(self, reason)
 
     monkeypatch.setattr(ManagedProcess, "hold", recorded)
-    size, sha = 64 << 20, tmp_path / "sha"
-    await client.execute(argv=fake("flood", str(size), str(sha)))
-    time.sleep(scaled(1.5))  # holds this loop (the server's): the child runs far ahead
+    size, sha, go = 64 << 20, tmp_path / "sha", tmp_path / "go"
+    # The child writes nothing before the loop is held: a reader that read first would
+    # fill the run's memory queue, stop for the client and rightly hold nobody.
+    script = f"until [ -e {go} ]; do sleep 0.01; done; exec {shlex.join(fake('flood', str(size), str(sha)))}"
+    pid = (await client.execute(argv=["sh", "-c", script]))["pid"]
+    go.touch()
+    # Holds this loop (the server's) until the child is far ahead, as a cell holding the GIL would.
+    eventually(lambda: _far_ahead(pid, sha), timeout=30, what="the child far ahead of the reader")
     events = await collect(client, timeout=60)
     data = output_of(events).encode()
     assert "backlog:stdout" in reasons
     assert (len(data), hashlib.sha256(data).hexdigest()) == (size, sha.read_text())
+
+
+def _far_ahead(pid: int, done: Path) -> bool:
+    """Whether child ``pid`` wrote over twice BACKLOG_LIMIT to its stdout, or all of it (``done`` exists)."""
+    try:
+        return done.exists() or os.stat(f"/proc/{pid}/fd/1").st_size > 2 * BACKLOG_LIMIT
+    except OSError:  # the child has just exited: ``done`` is there on the next look
+        return False
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
