@@ -162,6 +162,11 @@ class Client:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
+    def _abandon(self) -> None:
+        """Drop a connection that never became a session: no closing handshake to wait for."""
+        self._closing = True
+        self._ws.transport.abort()
+
     async def __aenter__(self) -> Client:
         return self
 
@@ -555,5 +560,9 @@ async def connect(
         auto_reconnect=auto_reconnect,
         reconnect_timeout=reconnect_timeout,
     )
-    await client.wait_connected(open_timeout)
+    try:
+        await client.wait_connected(open_timeout)
+    except BaseException:  # no session (timed out, refused, cancelled): nobody else can close it
+        client._abandon()
+        raise
     return client

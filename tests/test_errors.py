@@ -268,6 +268,32 @@ async def test_client_fails_pending_requests_when_connection_drops() -> None:
             await client.call("status")
 
 
+@pytest.mark.parametrize("ends", ["timeout", "cancel"])
+async def test_a_connect_that_never_gets_its_session_closes_its_connection(ends: str) -> None:
+    """connect() that fails before ``connected`` (its timeout, or its caller cancelled) closes the
+    WebSocket it opened: the peer sees it end (left open, its transport leaks when the loop closes)."""
+    from websockets.asyncio.server import serve
+
+    opened, gone = asyncio.Event(), asyncio.Event()
+
+    async def mute_peer(ws) -> None:  # accepts the handshake, never says "connected"
+        await (await ws.ping())  # answered: the client's connection is open, connect() waits for "connected"
+        opened.set()
+        await ws.wait_closed()
+        gone.set()
+
+    async with serve(mute_peer, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        timeout = scaled(0.5) if ends == "timeout" else scaled(30)
+        attempt = asyncio.ensure_future(connect(f"ws://127.0.0.1:{port}/ws", open_timeout=timeout))
+        if ends == "cancel":
+            await asyncio.wait_for(opened.wait(), scaled(10))
+            attempt.cancel()
+        with pytest.raises((TimeoutError, asyncio.CancelledError)):
+            await attempt
+        await asyncio.wait_for(gone.wait(), scaled(10))
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
