@@ -367,9 +367,14 @@ class Client:
                 if time.monotonic() > deadline:
                     return await self._give_up(f"reconnect failed: {exc}")
                 continue
-            outcome = await self._resume_on(ws)
+            try:
+                outcome = await self._resume_on(ws)
+            except BaseException:  # cancelled mid-resume (the loop is stopping): the new connection too
+                ws.transport.abort()
+                raise
             if outcome is not None:
                 return outcome
+            ws.transport.abort()  # not resumed on it: the next attempt dials a new one
             if time.monotonic() > deadline:
                 return await self._give_up("reconnect timed out")
         return False

@@ -294,6 +294,35 @@ async def test_a_connect_that_never_gets_its_session_closes_its_connection(ends:
         await asyncio.wait_for(gone.wait(), scaled(10))
 
 
+async def test_a_reconnect_that_does_not_resume_closes_the_connection_it_opened() -> None:
+    """A dropped session's client dials again; a peer that never says hello on the new connection: the
+    client gives that connection up (closes it) before the next attempt instead of leaving it open."""
+    from websockets.asyncio.server import serve
+
+    connections = 0
+    gone = asyncio.Event()
+
+    async def peer_that_forgets(ws) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:  # the session, then a drop without a close frame
+            hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
+            await ws.send(protocol.dumps(protocol.notification("connected", hello)))
+            await ws.recv()  # the status request below: the client is in its session
+            ws.transport.abort()
+            return
+        await ws.wait_closed()  # the reconnects: never a hello
+        gone.set()
+
+    async with serve(peer_that_forgets, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", open_timeout=scaled(0.5), reconnect_timeout=scaled(1))
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), scaled(10))
+        await asyncio.wait_for(gone.wait(), scaled(10))
+    await asyncio.wait_for(client.close(), scaled(30))
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
