@@ -110,6 +110,7 @@ class Client:
         self._buffer_events = buffer_events
         self._end_marker: asyncio.Future[None] | None = None
         self._closing = False
+        self._reconnecting = False
         self.auto_reconnect = auto_reconnect and dialer is not None
         self.reconnect_timeout = reconnect_timeout
         self.heartbeat_interval: float | None = None
@@ -158,7 +159,10 @@ class Client:
     async def close(self) -> None:
         """Close the connection cleanly (the server then ends any run at once)."""
         self._closing = True
-        await self._ws.close()
+        if self._reconnecting:
+            self._reader.cancel()  # no connection to close: stop dialling (a new one is aborted)
+        else:
+            await self._ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
@@ -314,8 +318,14 @@ class Client:
             while True:
                 clean = await self._read_connection()
                 self._fail_pending()
-                if clean or not self._may_resume() or not await self._reconnect():
+                if clean or not self._may_resume():
                     return
+                self._reconnecting = True
+                try:
+                    if not await self._reconnect():
+                        return
+                finally:
+                    self._reconnecting = False
         finally:
             self._finish()
 

@@ -323,6 +323,37 @@ async def test_a_reconnect_that_does_not_resume_closes_the_connection_it_opened(
     await asyncio.wait_for(client.close(), scaled(30))
 
 
+async def test_close_while_reconnecting_stops_the_reconnects() -> None:
+    """close() during the reconnect attempts to a server that is gone ends them: the client is closed
+    (it used to go on dialling until reconnect_timeout, holding a loop's shutdown that long)."""
+    from websockets.asyncio.server import serve
+
+    async def peer_that_drops(ws) -> None:
+        hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
+        await ws.send(protocol.dumps(protocol.notification("connected", hello)))
+        await ws.recv()
+        ws.transport.abort()
+
+    async with serve(peer_that_drops, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", reconnect_timeout=300)
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), scaled(10))
+    await asyncio.wait_for(_reconnecting(client), scaled(10))
+    closing = asyncio.ensure_future(client.close())
+    await asyncio.wait([closing], timeout=scaled(10))  # no cancel on timeout: that would end the reconnects
+    finished = closing.done()
+    closing.cancel()
+    assert finished and client.closed
+
+
+async def _reconnecting(client) -> None:
+    """Return at the client's first ``client.reconnecting`` event."""
+    async for event in client.events():
+        if event.method == "client.reconnecting":
+            return
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
