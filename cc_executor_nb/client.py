@@ -110,6 +110,7 @@ class Client:
         self._buffer_events = buffer_events
         self._end_marker: asyncio.Future[None] | None = None
         self._closing = False
+        self._reconnecting = False
         self.auto_reconnect = auto_reconnect and dialer is not None
         self.reconnect_timeout = reconnect_timeout
         self.heartbeat_interval: float | None = None
@@ -158,9 +159,17 @@ class Client:
     async def close(self) -> None:
         """Close the connection cleanly (the server then ends any run at once)."""
         self._closing = True
-        await self._ws.close()
+        if self._reconnecting:
+            self._reader.cancel()  # no connection to close: stop dialling (a new one is aborted)
+        else:
+            await self._ws.close()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+
+    def _abandon(self) -> None:
+        """Drop a connection that never became a session: no closing handshake to wait for."""
+        self._closing = True
+        self._ws.transport.abort()
 
     async def __aenter__(self) -> Client:
         return self
@@ -309,8 +318,14 @@ class Client:
             while True:
                 clean = await self._read_connection()
                 self._fail_pending()
-                if clean or not self._may_resume() or not await self._reconnect():
+                if clean or not self._may_resume():
                     return
+                self._reconnecting = True
+                try:
+                    if not await self._reconnect():
+                        return
+                finally:
+                    self._reconnecting = False
         finally:
             self._finish()
 
@@ -362,9 +377,14 @@ class Client:
                 if time.monotonic() > deadline:
                     return await self._give_up(f"reconnect failed: {exc}")
                 continue
-            outcome = await self._resume_on(ws)
+            try:
+                outcome = await self._resume_on(ws)
+            except BaseException:  # cancelled mid-resume (the loop is stopping): the new connection too
+                ws.transport.abort()
+                raise
             if outcome is not None:
                 return outcome
+            ws.transport.abort()  # not resumed on it: the next attempt dials a new one
             if time.monotonic() > deadline:
                 return await self._give_up("reconnect timed out")
         return False
@@ -555,5 +575,9 @@ async def connect(
         auto_reconnect=auto_reconnect,
         reconnect_timeout=reconnect_timeout,
     )
-    await client.wait_connected(open_timeout)
+    try:
+        await client.wait_connected(open_timeout)
+    except BaseException:  # no session (timed out, refused, cancelled): nobody else can close it
+        client._abandon()
+        raise
     return client

@@ -347,8 +347,9 @@ async def _drop(proxy: FaultyProxy) -> None:
 def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path: Path, remote: ServerProcess) -> None:
     """The connection drops while a question waits: the client resumes, heartbeats go on, the answer works."""
     helper = KernelLoop(thread_name="proxy-loop").start()
+    proxy = FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0]))
     try:
-        proxy = helper.call(FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0])).start())
+        helper.call(proxy.start())
         run = start("bash: echo again > resumed.txt && cat resumed.txt", tmp_path,
                     server=proxy.url(), token=REMOTE_TOKEN)
         question(run)
@@ -362,8 +363,8 @@ def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path
         turn_over(run)
         assert run.answer == "I ran `echo again > resumed.txt && cat resumed.txt`. Output: again"
         ended(run)
-        helper.call(proxy.close())
-    finally:
+    finally:  # failed or not, the proxy's connections are closed before its loop is
+        helper.call(proxy.close(), scaled(30))
         helper.stop()
 
 

@@ -268,6 +268,92 @@ async def test_client_fails_pending_requests_when_connection_drops() -> None:
             await client.call("status")
 
 
+@pytest.mark.parametrize("ends", ["timeout", "cancel"])
+async def test_a_connect_that_never_gets_its_session_closes_its_connection(ends: str) -> None:
+    """connect() that fails before ``connected`` (its timeout, or its caller cancelled) closes the
+    WebSocket it opened: the peer sees it end (left open, its transport leaks when the loop closes)."""
+    from websockets.asyncio.server import serve
+
+    opened, gone = asyncio.Event(), asyncio.Event()
+
+    async def mute_peer(ws) -> None:  # accepts the handshake, never says "connected"
+        await (await ws.ping())  # answered: the client's connection is open, connect() waits for "connected"
+        opened.set()
+        await ws.wait_closed()
+        gone.set()
+
+    async with serve(mute_peer, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        timeout = scaled(0.5) if ends == "timeout" else scaled(30)
+        attempt = asyncio.ensure_future(connect(f"ws://127.0.0.1:{port}/ws", open_timeout=timeout))
+        if ends == "cancel":
+            await asyncio.wait_for(opened.wait(), scaled(10))
+            attempt.cancel()
+        with pytest.raises((TimeoutError, asyncio.CancelledError)):
+            await attempt
+        await asyncio.wait_for(gone.wait(), scaled(10))
+
+
+async def test_a_reconnect_that_does_not_resume_closes_the_connection_it_opened() -> None:
+    """A dropped session's client dials again; a peer that never says hello on the new connection: the
+    client gives that connection up (closes it) before the next attempt instead of leaving it open."""
+    from websockets.asyncio.server import serve
+
+    connections = 0
+    gone = asyncio.Event()
+
+    async def peer_that_forgets(ws) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:  # the session, then a drop without a close frame
+            hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
+            await ws.send(protocol.dumps(protocol.notification("connected", hello)))
+            await ws.recv()  # the status request below: the client is in its session
+            ws.transport.abort()
+            return
+        await ws.wait_closed()  # the reconnects: never a hello
+        gone.set()
+
+    async with serve(peer_that_forgets, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", open_timeout=scaled(0.5), reconnect_timeout=scaled(1))
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), scaled(10))
+        await asyncio.wait_for(gone.wait(), scaled(10))
+    await asyncio.wait_for(client.close(), scaled(30))
+
+
+async def test_close_while_reconnecting_stops_the_reconnects() -> None:
+    """close() during the reconnect attempts to a server that is gone ends them: the client is closed
+    (it used to go on dialling until reconnect_timeout, holding a loop's shutdown that long)."""
+    from websockets.asyncio.server import serve
+
+    async def peer_that_drops(ws) -> None:
+        hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
+        await ws.send(protocol.dumps(protocol.notification("connected", hello)))
+        await ws.recv()
+        ws.transport.abort()
+
+    async with serve(peer_that_drops, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", reconnect_timeout=300)
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), scaled(10))
+    await asyncio.wait_for(_reconnecting(client), scaled(10))
+    closing = asyncio.ensure_future(client.close())
+    await asyncio.wait([closing], timeout=scaled(10))  # no cancel on timeout: that would end the reconnects
+    finished = closing.done()
+    closing.cancel()
+    assert finished and client.closed
+
+
+async def _reconnecting(client) -> None:
+    """Return at the client's first ``client.reconnecting`` event."""
+    async for event in client.events():
+        if event.method == "client.reconnecting":
+            return
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
