@@ -1,11 +1,15 @@
-"""The replay buffer behind ``resume``: every seq'd notification, bounded, on disk.
+"""The replay buffer behind ``resume``: every seq'd notification not yet acknowledged, bounded.
 
-Notifications are appended as serialized text to segment files (anonymous temporary
-files). When the kept size passes ``limit`` bytes, whole old segments are dropped and
-``first_seq`` moves on; asking for anything older is an ``OutputGap`` (-32003) that
-names the first seq still available. The disk budget may drop the oldest segment
-earlier (:meth:`ReplayLog.drop_oldest`). Memory holds only a small index per
-notification.
+The newest notifications are kept in memory, up to ``memory_limit`` bytes (the *tail*).
+Past it, the oldest half of the tail is spilled to segment files (anonymous temporary
+files) in one write. A client's ``ack`` (:meth:`ReplayLog.ack`) says it holds everything
+up to a seq: those notifications are forgotten, from the tail or whole segments, so a
+client that keeps up acknowledging makes the log write nothing to disk. When the kept
+size passes ``limit`` bytes, whole old segments are dropped and ``first_seq`` moves on;
+asking for anything older is an ``OutputGap`` (-32003) that names the first seq still
+available. The disk budget may drop the oldest segment earlier
+(:meth:`ReplayLog.drop_oldest`). With ``memory_limit=0`` every notification is written
+at once. Memory holds the tail and a small index per spilled notification.
 """
 
 from __future__ import annotations
@@ -23,7 +27,25 @@ from .files import anonymous_file, pwritev_all, release
 if TYPE_CHECKING:
     from .disk import DiskUse
 
-__all__ = ["ReplayLog"]
+__all__ = ["MEMORY_TAIL", "SERVER_MEMORY_TAIL", "ReplayLog", "TailPool"]
+
+MEMORY_TAIL = 16 << 20
+"""A session's replay tail in memory, in bytes: a client that acknowledges at least every
+MiB and keeps up within a few socket buffers never makes its replay touch the disk."""
+SERVER_MEMORY_TAIL = 256 << 20
+"""The memory tails of all of a server's sessions together, in bytes."""
+
+
+class TailPool:
+    """The memory the replay tails of many sessions share: past ``limit``, a log appending spills."""
+
+    def __init__(self, limit: int = SERVER_MEMORY_TAIL) -> None:
+        self.limit = limit
+        self.used = 0
+
+    @property
+    def full(self) -> bool:
+        return self.used > self.limit
 
 
 @dataclass(eq=False)
@@ -42,8 +64,10 @@ class ReplayLog:
     """Append-only log of (seq, serialized notification), bounded to about ``limit`` bytes.
 
     Segments hold a quarter of ``limit`` or an eighth of ``segment_limit`` (the disk
-    limit), whichever is less, so dropping the oldest frees a bounded part. ``disk`` is
-    told of every byte.
+    limit), whichever is less, so dropping the oldest frees a bounded part. The memory
+    tail holds at most ``memory_limit`` bytes (and at most a quarter of ``limit``); with a
+    ``pool`` that is over its limit, an append spills the whole tail.
+    ``disk`` is told of every byte written to a segment.
     """
 
     def __init__(
@@ -53,19 +77,34 @@ class ReplayLog:
         *,
         segment_limit: int | None = None,
         disk: DiskUse | None = None,
+        memory_limit: int = 0,
+        pool: TailPool | None = None,
     ) -> None:
         self.limit = limit
         self.spool_dir = spool_dir
         self.segment_size = max(min(limit // 4, (segment_limit or limit) // 8), 1)
+        self.memory_limit = max(min(memory_limit, limit // 4), 0)
         self.disk = disk
         self._segments: collections.deque[_Segment] = collections.deque()
         self._size = 0
+        self._tail: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._tail_size = 0
+        self._pool = pool
         self.last_seq = 0
+        self.acked = 0
+        """The highest seq the client acknowledged (everything up to it is forgotten)."""
+        self.spilled = 0
+        """Bytes written to segment files so far (what reached the disk)."""
 
     @property
     def size(self) -> int:
-        """Bytes kept now."""
+        """Bytes kept on disk now (the memory tail is not counted)."""
         return self._size
+
+    @property
+    def memory_size(self) -> int:
+        """Bytes kept in the memory tail now."""
+        return self._tail_size
 
     @property
     def segments(self) -> int:
@@ -80,19 +119,35 @@ class ReplayLog:
     @property
     def first_seq(self) -> int:
         """The oldest seq still available (``last_seq + 1`` when nothing is kept)."""
-        return self._segments[0].first_seq if self._segments else self.last_seq + 1
+        if self._segments:
+            first = self._segments[0].first_seq
+        elif self._tail:
+            first = self._tail[0][0]
+        else:
+            first = self.last_seq + 1
+        return max(first, self.acked + 1)
 
     def append(self, seq: int, body: bytes) -> None:
         """Record the serialized notification with this seq (seqs must rise)."""
-        segment = self._writable_segment(seq)
-        pwritev_all(segment.fd, [body], segment.size)  # a short write is carried on, not left as a hole
-        segment.entries.append((seq, segment.size, len(body)))
-        segment.size += len(body)
-        self._size += len(body)
         self.last_seq = seq
-        self._trim()
-        if self.disk is not None:
-            self.disk.change(len(body))  # last: the budget may drop segments right away
+        self._tail.append((seq, body))
+        self._grow_tail(len(body))
+        if self._pool is not None and self._pool.full:
+            self._spill(self._tail_size)  # the server's tails together are too big: all of this one
+        elif self._tail_size > self.memory_limit:
+            # Spill the oldest half at once (or all, without a memory tail).
+            self._spill(self._tail_size - self.memory_limit // 2)
+
+    def ack(self, seq: int) -> None:
+        """The client holds everything up to ``seq``: forget it (never beyond ``last_seq``)."""
+        seq = min(seq, self.last_seq)
+        if seq <= self.acked:
+            return
+        self.acked = seq
+        while self._tail and self._tail[0][0] <= seq:
+            self._grow_tail(-len(self._tail.popleft()[1]))
+        while self._segments and self._segments[0].entries and self._segments[0].entries[-1][0] <= seq:
+            self._drop(self._segments.popleft())
 
     def since(self, last_seq: int) -> Iterator[bytes]:
         """The serialized form of every notification with seq > ``last_seq``, in order.
@@ -116,6 +171,8 @@ class ReplayLog:
 
     def close(self) -> None:
         """Drop everything and close the files."""
+        self._tail.clear()
+        self._grow_tail(-self._tail_size)
         while self._segments:
             self._drop(self._segments.popleft())
 
@@ -127,6 +184,7 @@ class ReplayLog:
             self.disk.change(-segment.size)
 
     def _iter_since(self, last_seq: int) -> Iterator[bytes]:
+        tail = list(self._tail)  # taken now: a spill while the replay goes on cannot skip
         for segment in list(self._segments):
             if segment.entries and segment.entries[-1][0] <= last_seq:
                 continue
@@ -136,6 +194,35 @@ class ReplayLog:
                         # Dropped while this replay went on (the disk budget): say so.
                         raise OutputGap(data={"first_available_seq": self.first_seq})
                     yield segment.read(offset, length)
+        for seq, body in tail:
+            if seq > last_seq:
+                yield body
+
+    def _spill(self, amount: int) -> None:
+        """Write the oldest ``amount`` bytes (or more, whole notifications) of the tail to segments."""
+        written = 0
+        while self._tail and written < amount:
+            segment = self._writable_segment(self._tail[0][0])
+            start, bodies = segment.size, []
+            while self._tail and written < amount and segment.size < self.segment_size:
+                seq, body = self._tail.popleft()
+                self._grow_tail(-len(body))
+                segment.entries.append((seq, segment.size, len(body)))
+                segment.size += len(body)
+                bodies.append(body)
+                written += len(body)
+            # One write per segment; a short write is carried on, not left as a hole.
+            pwritev_all(segment.fd, bodies, start)
+        self._size += written
+        self.spilled += written
+        self._trim()
+        if self.disk is not None:
+            self.disk.change(written)  # last: the budget may drop segments right away
+
+    def _grow_tail(self, change: int) -> None:
+        self._tail_size += change
+        if self._pool is not None:
+            self._pool.used += change
 
     def _writable_segment(self, seq: int) -> _Segment:
         if not self._segments or self._segments[-1].size >= self.segment_size:
