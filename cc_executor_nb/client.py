@@ -20,7 +20,10 @@ backoff and sends ``resume`` with the last ``seq`` it saw; the server replays wh
 missed, so listeners see no gap and no duplicate. Listeners are told with synthetic
 events: ``client.reconnecting``, ``client.reconnected``, ``client.output_gap`` (the
 server no longer had part of the output; never skipped silently) and
-``client.disconnected`` (gave up).
+``client.disconnected`` (gave up). After every MiB of frames received, the client sends
+an ``ack`` notification with its ``last_seq`` (servers that list ``ack`` in their
+capabilities): the server keeps only what was not acknowledged, in memory, so a client
+that keeps up makes the server write nothing for resume to disk.
 
 Durable jobs: ``execute(..., durable=True)`` starts a job the server keeps when this
 connection goes; ``attach(job_id)`` follows one from the start (or after a seq);
@@ -56,6 +59,8 @@ logger = logging.getLogger("cc_executor_nb.client")
 Listener = Callable[[Event], None]
 _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+ACK_EVERY = 1 << 20
+"""Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,9 @@ class Client:
         self.job_id: str | None = None
         """The durable job this client follows (started or attached), if any."""
         self.reconnects = 0
+        self.acked = 0
+        """The highest seq this client acknowledged to the server."""
+        self._unacked_bytes = 0
         self._last_frame_at = time.monotonic()
         self._reader = asyncio.ensure_future(self._run())
         self.close_reason: str | None = None
@@ -338,12 +346,28 @@ class Client:
                 frame = await self._ws.recv(decode=False)
                 self._last_frame_at = time.monotonic()
                 await self._dispatch(frame)
+                self._unacked_bytes += len(frame)
+                if self._unacked_bytes >= ACK_EVERY:
+                    await self._ack()
         except ConnectionClosed as exc:
             self.close_reason = str(exc)
         finally:
             watchdog.cancel()
         self.close_reason = self.close_reason or _describe_close(self._ws)
         return self._closing or self._ws.protocol.close_rcvd is not None
+
+    async def _ack(self) -> None:
+        """Tell the server it may forget what this client holds (a notification, no reply)."""
+        self._unacked_bytes = 0
+        if self.last_seq <= self.acked or self.job_id is not None or not self._may_ack():
+            return  # a followed job keeps its log whatever its followers hold
+        self.acked = self.last_seq
+        with contextlib.suppress(ConnectionClosed):  # the reader sees the close next
+            await self._ws.send(protocol.dumps(protocol.notification(methods.ACK, {"seq": self.acked})))
+
+    def _may_ack(self) -> bool:
+        done = self._connected.done() and not self._connected.exception()
+        return done and methods.ACK in self._connected.result().capabilities
 
     async def _watch_heartbeats(self, ws: ClientConnection) -> None:
         """Three missed heartbeats count as a dropped connection."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ACK",
     "CLIENT_DETACHED",
     "CLIENT_DISCONNECTED",
     "CLIENT_OUTPUT_GAP",
@@ -53,6 +54,9 @@ INPUT: Final = "input"
 """*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
 INPUT_CLOSE: Final = "input.close"
 """*(added)* Close the running process's stdin once everything sent before was written."""
+ACK: Final = "ack"
+"""*(added)* The client holds every notification up to ``seq``: the server forgets them
+(they are no longer kept for ``resume``), so a client that keeps up costs no disk."""
 JOBS_LIST: Final = "jobs.list"
 """*(added)* The server's durable jobs (runs started by ``execute`` with ``durable: true``)."""
 JOBS_ATTACH: Final = "jobs.attach"

@@ -65,6 +65,7 @@ __all__ = [
     "remote_error",
     "request",
     "response",
+    "validate_ack",
     "validate_control",
     "validate_execute",
     "validate_input",
@@ -563,6 +564,14 @@ def validate_resume(params: Any) -> ResumeParams:
         raise InvalidParams("last_seq must be a non-negative integer", "last_seq")
     session_id = _no_nul(obj["session_id"], "session_id")
     return ResumeParams(session_id, _no_nul(obj["resume_token"], "resume_token"), last_seq)
+
+
+def validate_ack(params: Any) -> int:
+    """Validate ``ack`` params; return the acknowledged seq (InvalidParams names the field)."""
+    seq = _params_object(params).get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise InvalidParams("seq must be a non-negative integer", "seq")
+    return seq
 
 
 # -- Durable jobs (added) ---------------------------------------------------------------

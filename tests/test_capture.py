@@ -146,9 +146,11 @@ async def test_an_inotify_overflow_falls_back_without_losing_output(server, clie
     assert server.streams.follower.overflows == 1
 
 
-async def test_temporary_files_go_with_their_session(server) -> None:
+async def test_temporary_files_go_with_their_session() -> None:
     """Capture files go when the run ends; replay and spool files when the session ends."""
-    async with await connect(server.url, TOKEN) as client:
+    server = make_handler(replay_memory=0)  # replay written at once: its unacknowledged end stays on disk
+    await server.start("127.0.0.1", 0)
+    async with await connect(server.url, TOKEN, auto_reconnect=False) as client:
         await client.execute(argv=fake("flood", str(20 << 20), "/dev/null"))
         await collect(client, timeout=scaled(60))
         await eventually_async(
@@ -160,6 +162,7 @@ async def test_temporary_files_go_with_their_session(server) -> None:
         lambda: not temp_files(os.getpid()) and not server.sessions.sessions, what="temporary files gone"
     )
     assert server.disk.used == 0
+    await server.close()
 
 
 SLOW_SIZE = 48 << 20

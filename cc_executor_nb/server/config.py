@@ -25,6 +25,7 @@ from ..protocol import (
     DEFAULT_KILL_GRACE,
     MIN_INTERVAL,
 )
+from .replay import MEMORY_TAIL
 from .streams import CHUNK_LIMIT
 from .supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
 
@@ -88,6 +89,8 @@ class ServerSettings:
     # Reliability
     detach_ttl: float = 600.0
     replay_limit: int = 256 << 20
+    replay_memory: int = MEMORY_TAIL
+    """Bytes of a session's newest unacknowledged notifications kept in memory (0: all on disk)."""
     # Disk
     disk_limit: int | None = 4 << 30
     """Bytes of temporary files (spools, replay logs, capture files) for the whole server."""
@@ -142,6 +145,7 @@ class ServerSettings:
     def _check_limits(self) -> None:
         _check_count("max_message_size", self.max_message_size, minimum=1024)
         _check_count("replay_limit", self.replay_limit, minimum=0)
+        _check_count("replay_memory", self.replay_memory, minimum=0)
         _check_count("chunk_limit", self.chunk_limit, minimum=1)
         _check_count("output_memory_limit", self.output_memory_limit, minimum=1)
         _check_count("job_storage_limit", self.job_storage_limit, minimum=0)
@@ -212,6 +216,7 @@ def build_server(settings: ServerSettings | None = None) -> EnhancedWebSocketHan
         allowed_origins=settings.allowed_origins,
         detach_ttl=settings.detach_ttl,
         replay_limit=settings.replay_limit,
+        replay_memory=settings.replay_memory,
         disk=DiskBudget(settings.disk_limit, settings.session_disk_limit, settings.spool_dir),
         max_connections=settings.max_connections,
         max_message_size=settings.max_message_size,

@@ -58,7 +58,7 @@ from .execution import Execution, Notify
 from .heartbeat import MODES, BeatPolicy
 from .jobs import Job, JobDesk, JobStore, RunOwner
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
-from .replay import ReplayLog
+from .replay import MEMORY_TAIL, ReplayLog, TailPool
 from .resources import ResourceSampler
 from .session import Session, SessionManager
 from .stdin import ChildInput
@@ -125,7 +125,7 @@ def _install_redactor(secret: str | None) -> None:
 CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
-    methods.PROCESS_NOTICE,
+    methods.PROCESS_NOTICE, methods.ACK,
 ]
 _DEFAULT = "default"
 
@@ -153,6 +153,7 @@ class EnhancedWebSocketHandler:
         # Reliability
         detach_ttl: float = 600.0,
         replay_limit: int = 256 << 20,
+        replay_memory: int = MEMORY_TAIL,
         disk: DiskBudget | None = None,
         # Limits
         max_connections: int | None = None,
@@ -192,6 +193,9 @@ class EnhancedWebSocketHandler:
         self.max_message_size = max_message_size
         self.detach_ttl = detach_ttl
         self.replay_limit = replay_limit
+        self.replay_memory = replay_memory
+        self.replay_pool = TailPool()
+        """The memory the sessions' replay tails share (256 MiB; past it they spill to disk)."""
         self.disk = disk or DiskBudget(spool_dir=stream_handler.spool_dir)
         self.max_connections = max_connections
         self.open_timeout = open_timeout
@@ -354,7 +358,12 @@ class EnhancedWebSocketHandler:
         if self.detach_ttl > 0:
             limits = [limit for limit in (self.disk.session_limit, self.disk.limit) if limit is not None]
             replay = ReplayLog(
-                self.replay_limit, self.streams.spool_dir, segment_limit=min(limits, default=None), disk=disk
+                self.replay_limit,
+                self.streams.spool_dir,
+                segment_limit=min(limits, default=None),
+                disk=disk,
+                memory_limit=self.replay_memory,
+                pool=self.replay_pool,
             )
         try:
             session = self.sessions.create(
@@ -483,6 +492,8 @@ class EnhancedWebSocketHandler:
             return self._close_input(link, owner)
         if method == methods.PONG:
             return {"status": "ok"}
+        if method == methods.ACK:
+            return self._ack(link, request.params)
         raise MethodNotFound(f"Method not found: {method[:100]}")
 
     async def _execute(
@@ -541,6 +552,15 @@ class EnhancedWebSocketHandler:
             stdin=stdin,
             disk=disk,
         )
+
+    def _ack(self, link: _Link, params: Any) -> dict[str, Any]:
+        """Forget what the client holds; a job's follower changes nothing (a job keeps its log)."""
+        seq = protocol.validate_ack(params)
+        if link.job is not None:
+            return {"status": "acked", "first_available_seq": 1}
+        if seq > link.session.last_seq:
+            raise InvalidParams("seq is ahead of the session", "seq")
+        return {"status": "acked", "first_available_seq": link.session.ack(seq)}
 
     async def _resume(
         self, link: _Link, params: Any, deferred: list[Callable[[], Awaitable[Any]]]

@@ -46,6 +46,7 @@ from .config import (
 )
 from .handler import EnhancedWebSocketHandler
 from .jobs import JobsDirBusy
+from .replay import MEMORY_TAIL
 from .runtime import (
     RuntimeInfo,
     default_jobs_dir,
@@ -169,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a run outlives an abrupt drop, waiting for resume (default 600; 0 kills at once)")
     add("--replay-limit", type=_size, default=256 << 20,
         help="bytes of notifications kept per session for resume (default 256M)")
+    add("--replay-memory", type=_size, default=MEMORY_TAIL,
+        help="bytes of a session's newest unacknowledged notifications kept in memory, not on disk "
+        "(default 16M; 0: all on disk)")
     add("--capture", choices=("file", "pipe"), default="file",
         help="how runs capture stdout/stderr unless execute says: file (default; nothing can be "
         "dropped) or pipe")
@@ -260,6 +264,7 @@ def settings_from(args: argparse.Namespace, token: str | None) -> ServerSettings
         spool_dir=args.spool_dir,
         detach_ttl=args.detach_ttl,
         replay_limit=args.replay_limit,
+        replay_memory=args.replay_memory,
         disk_limit=args.disk_limit or None,
         session_disk_limit=args.session_disk_limit or None,
         max_connections=args.max_connections,

@@ -2,7 +2,8 @@
 
 A session can outlive its connection: after an abrupt drop it is *detached* (no
 ``send``), its run goes on, and every seq'd notification is kept in its replay log
-until a new connection resumes it or the detach TTL runs out.
+until a new connection resumes it or the detach TTL runs out. What the client
+acknowledges (``ack``, or the ``last_seq`` of a ``resume``) is no longer kept.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class Session:
         notifications were replayed.
         """
         async with self._lock:
+            if self.replay is not None:
+                self.replay.ack(last_seq)  # the new connection holds everything up to it
             texts = self.replay.since(last_seq) if self.replay is not None else iter(())
             count = 0
             for text in texts:
@@ -155,6 +158,18 @@ class Session:
             self.connection = connection
             self.detached_at = None
         return count
+
+    def ack(self, seq: int) -> int:
+        """The client holds every notification up to ``seq``; returns the first seq still kept.
+
+        Not under the send lock: a send that waits for a slow reader must not hold up the
+        requests behind an ``ack`` (a CANCEL). A replay going on is not disturbed: the
+        client can only acknowledge what the replay has already sent.
+        """
+        if self.replay is None:
+            return self.last_seq + 1
+        self.replay.ack(seq)
+        return self.replay.first_seq
 
     async def heartbeat(self, interval: float | None = None) -> None:
         """Send one heartbeat carrying ``last_seq`` and the current beat interval."""

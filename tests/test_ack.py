@@ -1,0 +1,97 @@
+"""``ack``: what the client acknowledges, the server no longer keeps for resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from cc_executor_nb import methods
+from cc_executor_nb.client import ACK_EVERY, connect
+from cc_executor_nb.errors import OutputGap
+
+from .conftest import TOKEN, collect, completed, fake, output_of, reply
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _session(server, client):
+    return server.sessions.get(client.session_id)
+
+
+async def test_the_server_offers_ack(client) -> None:
+    """``ack`` is in the capabilities of ``connected``."""
+    assert methods.ACK in (await client.wait_connected()).capabilities
+
+
+async def test_an_acknowledged_seq_is_no_longer_kept_for_resume(server, client) -> None:
+    """After ``ack`` of seq k, resuming from before k is -32003 naming k + 1; from k it replays the rest."""
+    await client.execute(argv=fake("ticker", "5", "0"))
+    events = await collect(client)
+    last = completed(events).seq
+    assert await client.call(methods.ACK, {"seq": last - 2}) == {"status": "acked", "first_available_seq": last - 1}
+    connected = await client.wait_connected()
+    resume = {"session_id": connected.session_id, "resume_token": connected.params["resume_token"]}
+    async with await connect(server.url, TOKEN, auto_reconnect=False) as other:
+        with pytest.raises(OutputGap) as gap:
+            await other.call(methods.RESUME, {**resume, "last_seq": last - 3})
+        assert gap.value.data == {"first_available_seq": last - 1}
+        assert (await other.call(methods.RESUME, {**resume, "last_seq": last - 2}))["status"] == "resumed"
+
+
+async def test_a_client_that_keeps_up_makes_the_replay_write_almost_nothing(server, client, tmp_path) -> None:
+    """64 MiB through a client that acknowledges as it reads: exact, and at most a quarter spilled to disk."""
+    sha = tmp_path / "sha"
+    size = 64 << 20
+    await client.execute(argv=fake("flood", str(size), str(sha)))
+    events = await collect(client, timeout=60)
+    replay = _session(server, client).replay
+    print(f"replay spilled {replay.spilled} of {size} bytes; {client.acked} of {client.last_seq} seq acknowledged")
+    assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
+    assert client.acked > 0 and replay.acked == client.acked
+    assert replay.spilled <= size // 4
+
+
+async def test_resume_acknowledges_what_the_new_connection_holds(server, client) -> None:
+    """A resume from seq k forgets everything up to k, as an ``ack`` would."""
+    await client.execute(argv=fake("ticker", "4", "0"))
+    last = completed(await collect(client)).seq
+    connected = await client.wait_connected()
+    async with await connect(server.url, TOKEN, auto_reconnect=False) as other:
+        params = {"session_id": connected.session_id, "resume_token": connected.params["resume_token"]}
+        await other.call(methods.RESUME, {**params, "last_seq": last - 1})
+        assert server.sessions.get(connected.session_id).replay.first_seq == last
+
+
+async def test_a_client_sends_ack_after_each_mib_it_reads(server, client, tmp_path) -> None:
+    """The client library acknowledges by itself: the session's replay follows the client's acks."""
+    await client.execute(argv=fake("flood", str(3 * ACK_EVERY + 1000), str(tmp_path / "sha")))
+    await collect(client)
+    replay = _session(server, client).replay
+    assert 0 < client.acked <= client.last_seq and replay.acked == client.acked
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"seq": "3"}, "seq must be a non-negative integer"),
+        ({"seq": -1}, "seq must be a non-negative integer"),
+        ({"seq": True}, "seq must be a non-negative integer"),
+        ({}, "seq must be a non-negative integer"),
+        ([1], "params must be an object"),
+        ({"seq": 10**6}, "seq is ahead of the session"),
+    ],
+)
+async def test_a_bad_ack_is_invalid_params_naming_the_field(raw, params, message) -> None:
+    """Malformed or ahead: -32602 with the field named; the connection stays usable."""
+    answer = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 7, "method": "ack", "params": params}))
+    assert answer["error"]["code"] == -32602 and message in answer["error"]["message"]
+    assert answer["error"]["data"]["field"] == ("params" if isinstance(params, list) else "seq")
+    assert (await reply(raw, '{"jsonrpc":"2.0","id":8,"method":"pong"}'))["id"] == 8
+
+
+async def test_a_bad_ack_notification_gets_no_reply(raw) -> None:
+    """An ``ack`` without an id is never answered, not even with an error."""
+    await raw.send('{"jsonrpc":"2.0","method":"ack","params":{"seq":"x"}}')
+    assert (await reply(raw, '{"jsonrpc":"2.0","id":9,"method":"pong"}'))["id"] == 9
