@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 import threading
+from collections.abc import Sequence
 
 RELEASE_IN_THREAD = 8 << 20
 """Files at least this big are closed in a worker thread (see ``release``)."""
@@ -22,7 +23,7 @@ def anonymous_file(prefix: str, directory: str | None) -> int:
     return fd
 
 
-def pwritev_all(fd: int, buffers: list[bytes], offset: int) -> int:
+def pwritev_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:
     """Write the buffers one after another from ``offset``, without joining them first.
 
     Returns the number of bytes written (all of them; short writes are retried).
