@@ -195,3 +195,17 @@ def test_tails_past_their_shared_pool_spill_to_disk() -> None:
     for log in logs:
         log.close()
     assert pool.used == 0
+
+
+def test_a_tail_that_keeps_cycling_reuses_its_blocks() -> None:
+    """64 MiB through a 4 MiB tail, acknowledged every MiB: a handful of blocks, made once."""
+    pool = TailPool()
+    log = ReplayLog(limit=1 << 30, memory_limit=4 << 20, pool=pool)
+    body = bytes(range(256)) * 256  # 64 KiB
+    for seq in range(1, 1025):
+        log.append(seq, body)
+        if seq % 16 == 0:
+            log.ack(seq - 16)  # one MiB behind, as a client that keeps up
+    assert log.spilled == 0 and list(log.since(log.acked)) == [body] * (1024 - log.acked)
+    assert pool.allocated <= 4
+    log.close()

@@ -51,6 +51,8 @@ class TailPool:
         self.limit = limit
         self.used = 0
         self.spare = spare
+        self.allocated = 0
+        """Blocks made so far (the rest were reused)."""
         self._spares: list[bytearray] = []
 
     @property
@@ -61,6 +63,7 @@ class TailPool:
         """A block for at least ``size`` bytes (a spare one when it fits)."""
         if size <= BLOCK and self._spares:
             return self._spares.pop()
+        self.allocated += 1
         return bytearray(max(size, BLOCK))
 
     def give(self, block: bytearray) -> None:
