@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -12,6 +13,7 @@ from cc_executor_nb.client import ACK_EVERY, connect
 from cc_executor_nb.errors import OutputGap
 
 from .conftest import TOKEN, collect, completed, fake, output_of, reply
+from .util import eventually_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,3 +97,51 @@ async def test_a_bad_ack_notification_gets_no_reply(raw) -> None:
     """An ``ack`` without an id is never answered, not even with an error."""
     await raw.send('{"jsonrpc":"2.0","method":"ack","params":{"seq":"x"}}')
     assert (await reply(raw, '{"jsonrpc":"2.0","id":9,"method":"pong"}'))["id"] == 9
+
+
+async def test_an_acknowledging_client_is_sent_at_most_half_the_tail_ahead(server, client, tmp_path) -> None:
+    """Once the client acknowledges, what it has not acknowledged stays under half the memory tail."""
+    replay = _session(server, client).replay
+    peak = 0
+
+    def watch(_event) -> None:
+        nonlocal peak
+        peak = max(peak, replay.memory_size)
+
+    client.add_listener(watch)
+    sha = tmp_path / "sha"
+    await client.execute(argv=fake("flood", str(64 << 20), str(sha)))
+    events = await collect(client, timeout=60)
+    print(f"peak unacknowledged {peak} bytes; window {replay.memory_limit // 2}")
+    assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
+    assert replay.spilled == 0 and 0 < peak <= replay.memory_limit // 2 + (1 << 20)
+
+
+async def test_a_stalled_acknowledging_client_leaves_the_backlog_in_the_capture_file(server, tmp_path) -> None:
+    """A client that acknowledged, then stops reading: the server holds a window, not the run's output."""
+    sha = tmp_path / "sha"
+    async with await connect(server.url, TOKEN, max_events=32) as client:  # ~5 MiB: it acknowledges first
+        await client.execute(argv=fake("flood", str(48 << 20), str(sha)))
+        replay = _session(server, client).replay
+        await eventually_async(lambda: client.acked > 0 and sha.exists(), timeout=30, what="an ack, then the child done")
+        await asyncio.sleep(0.5)  # the server had every chance to send (or spill) more
+        assert replay.spilled == 0 and replay.memory_size <= replay.memory_limit // 2 + (1 << 20)
+        events = await collect(client, timeout=60)
+    assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
+
+
+async def test_a_client_that_never_acknowledges_is_never_waited_for(raw, server, tmp_path) -> None:
+    """A bare WebSocket that sends no ``ack`` gets a 40 MiB run whole; the replay goes to disk instead."""
+    sha = tmp_path / "sha"
+    await raw.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
+                               "params": {"argv": fake("flood", str(40 << 20), str(sha))}}))
+    pieces = []
+    while True:
+        message = json.loads(await asyncio.wait_for(raw.recv(), 30))
+        if message.get("method") == "process.output":
+            pieces.append(message["params"]["data"])
+        elif message.get("method") == "process.completed":
+            break
+    assert hashlib.sha256("".join(pieces).encode()).hexdigest() == sha.read_text()
+    (session,) = server.sessions.sessions.values()
+    assert session.replay.spilled > 0 and not session.acking

@@ -197,6 +197,11 @@ class ReplayLog:
         return self._size
 
     @property
+    def over_window(self) -> bool:
+        """True when half the memory tail is taken (what an acknowledging client may have in flight)."""
+        return self.memory_limit > 0 and self._tail.size >= self.memory_limit // 2
+
+    @property
     def memory_size(self) -> int:
         """Bytes kept in the memory tail now."""
         return self._tail.size

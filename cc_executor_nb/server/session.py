@@ -9,6 +9,7 @@ acknowledges (``ack``, or the ``last_seq`` of a ``resume``) is no longer kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -62,6 +63,9 @@ class Session:
         self._lock = asyncio.Lock()
         self._held: list[Callable[[], Awaitable[Any]]] | None = None
         self._posted: set[asyncio.Task[Any]] = set()
+        self.acking = False
+        """True once the client sent an ``ack``: it is then sent at most a window ahead."""
+        self._acked = asyncio.Event()
 
     @property
     def attached(self) -> bool:
@@ -91,6 +95,7 @@ class Session:
             self._held.append(functools.partial(self.notify, method, params))
             return 0
         async with self._lock:
+            await self._within_window()
             self.last_seq += 1
             seq = self.last_seq
             text = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq}))
@@ -168,8 +173,22 @@ class Session:
         """
         if self.replay is None:
             return self.last_seq + 1
+        self.acking = True
         self.replay.ack(seq)
+        self._acked.set()
         return self.replay.first_seq
+
+    async def _within_window(self) -> None:
+        """A client that acknowledges gets at most half the replay's memory tail unacknowledged.
+
+        So the tail never spills to disk because of what is in flight (socket buffers can
+        hold tens of MiB), and a run's backlog waits where it already is (its capture
+        file). A client that never sent ``ack``, or no connection, is never waited for.
+        """
+        while self.acking and self.attached and self.replay is not None and self.replay.over_window:
+            self._acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), 1.0)  # and look again: a detach ends the wait
 
     async def heartbeat(self, interval: float | None = None) -> None:
         """Send one heartbeat carrying ``last_seq`` and the current beat interval."""
