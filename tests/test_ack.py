@@ -123,7 +123,7 @@ async def test_a_stalled_acknowledging_client_leaves_the_backlog_in_the_capture_
     async with await connect(server.url, TOKEN, max_events=32) as client:  # ~5 MiB: it acknowledges first
         await client.execute(argv=fake("flood", str(48 << 20), str(sha)))
         replay = _session(server, client).replay
-        await eventually_async(lambda: client.acked > 0 and sha.exists(), timeout=30, what="an ack, then the child done")
+        await eventually_async(lambda: client.acked > 0 and sha.exists(), timeout=30, what="an ack, the child done")
         await asyncio.sleep(0.5)  # the server had every chance to send (or spill) more
         assert replay.spilled == 0 and replay.memory_size <= replay.memory_limit // 2 + (1 << 20)
         events = await collect(client, timeout=60)
