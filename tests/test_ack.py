@@ -12,7 +12,7 @@ from cc_executor_nb import methods
 from cc_executor_nb.client import ACK_EVERY, connect
 from cc_executor_nb.errors import OutputGap
 
-from .conftest import TOKEN, collect, completed, fake, output_of, reply
+from .conftest import TOKEN, collect, completed, fake, make_handler, output_of, reply
 from .util import eventually_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -145,3 +145,18 @@ async def test_a_client_that_never_acknowledges_is_never_waited_for(raw, server,
     assert hashlib.sha256("".join(pieces).encode()).hexdigest() == sha.read_text()
     (session,) = server.sessions.sessions.values()
     assert session.replay.spilled > 0 and not session.acking
+
+
+async def test_a_tail_smaller_than_the_window_spills_instead_of_waiting(tmp_path) -> None:
+    """A 16 KiB tail (a 64 KiB replay limit) of 4 KiB pieces, a client acknowledging every MiB: the run ends whole."""
+    handler = make_handler(replay_limit=64 * 1024, chunk_limit=4096)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            sha = tmp_path / "sha"
+            await client.execute(argv=fake("flood", str(4 << 20), str(sha)))
+            events = await collect(client, timeout=30)
+            assert client.acked > 0
+        assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
+    finally:
+        await handler.close()

@@ -27,11 +27,15 @@ from .files import anonymous_file, pwritev_all, release
 if TYPE_CHECKING:
     from .disk import DiskUse
 
-__all__ = ["MEMORY_TAIL", "SERVER_MEMORY_TAIL", "ReplayLog", "TailPool"]
+__all__ = ["MEMORY_TAIL", "SERVER_MEMORY_TAIL", "WINDOW_MIN", "ReplayLog", "TailPool"]
 
 MEMORY_TAIL = 16 << 20
 """A session's replay tail in memory, in bytes: a client that acknowledges at least every
 MiB and keeps up within a few socket buffers never makes its replay touch the disk."""
+WINDOW_MIN = 4 << 20
+"""The least an acknowledging client may have unacknowledged before the server waits for
+it: well above the client library's ``ACK_EVERY`` (1 MiB), so a client that reads always
+reaches its next ``ack`` (a smaller tail spills to disk instead of waiting)."""
 SERVER_MEMORY_TAIL = 256 << 20
 """The memory tails of all of a server's sessions together, in bytes."""
 
@@ -198,8 +202,9 @@ class ReplayLog:
 
     @property
     def over_window(self) -> bool:
-        """True when half the memory tail is taken (what an acknowledging client may have in flight)."""
-        return self.memory_limit > 0 and self._tail.size >= self.memory_limit // 2
+        """True when what an acknowledging client may have in flight is in the memory tail:
+        half of it, and never under ``WINDOW_MIN``."""
+        return self.memory_limit > 0 and self._tail.size >= max(self.memory_limit // 2, WINDOW_MIN)
 
     @property
     def memory_size(self) -> int:
