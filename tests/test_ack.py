@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import signal
+import time
 
 import pytest
 
 from cc_executor_nb import methods
 from cc_executor_nb.client import ACK_EVERY, connect
 from cc_executor_nb.errors import OutputGap
+from cc_executor_nb.events import Completed, Output
 
 from .conftest import TOKEN, collect, completed, fake, make_handler, output_of, reply
+from .servers import start_server
 from .util import eventually_async
 
 pytestmark = pytest.mark.timeout(60)
@@ -160,3 +165,46 @@ async def test_a_tail_smaller_than_the_window_spills_instead_of_waiting(tmp_path
         assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
     finally:
         await handler.close()
+
+
+def test_requests_are_answered_while_the_window_is_full(tmp_path) -> None:
+    """A slow reader that acknowledges, asking ``status`` all along: every answer comes, the run ends whole.
+
+    The server (its own process, so it can run ahead) waits for acks with the window full;
+    a request must still be answered and the acks behind it read, or both sides wait forever.
+    """
+    server = start_server("--token", TOKEN)
+    try:
+        async def run() -> tuple[str, int, float]:
+            sha, answers, slowest = tmp_path / "sha", 0, 0.0
+            async with await connect(server.url, TOKEN, max_events=16) as client:
+                await client.execute(argv=fake("flood", str(48 << 20), str(sha)))
+
+                async def ask() -> None:
+                    nonlocal answers, slowest
+                    while True:
+                        started = time.monotonic()
+                        await asyncio.wait_for(client.call(methods.STATUS), 20)
+                        answers, slowest = answers + 1, max(slowest, time.monotonic() - started)
+                        await asyncio.sleep(0.05)
+
+                asker = asyncio.ensure_future(ask())
+                digest = hashlib.sha256()
+                async for event in client.events():
+                    if isinstance(event, Output):
+                        digest.update(event.data.encode())
+                        await asyncio.sleep(0.002)  # a reader slower than the server
+                    elif isinstance(event, Completed):
+                        break
+                asker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asker
+                assert client.acked > 0
+            assert digest.hexdigest() == sha.read_text()
+            return digest.hexdigest(), answers, slowest
+
+        _sha, answers, slowest = asyncio.run(asyncio.wait_for(run(), 120))
+        print(f"{answers} status answers, slowest {slowest * 1e3:.0f} ms")
+        assert answers >= 3
+    finally:
+        server.finish(signal.SIGTERM)

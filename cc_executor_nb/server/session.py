@@ -94,8 +94,12 @@ class Session:
         if self._held is not None:
             self._held.append(functools.partial(self.notify, method, params))
             return 0
-        async with self._lock:
+        if method == methods.PROCESS_OUTPUT:
+            # Only output waits for the client's acks, and outside the send lock: responses
+            # and the notifications that requests cause (sent from the connection's frame
+            # loop) must never wait, or the acks queued behind them would never be read.
             await self._within_window()
+        async with self._lock:
             self.last_seq += 1
             seq = self.last_seq
             text = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq}))
