@@ -148,6 +148,7 @@ class Session:
         self._send = None
         self.connection = None
         self.detached_at = time.monotonic()
+        self._acked.set()  # an output waiting for acks goes on: nobody is there to send them
 
     async def attach(self, send: Send, connection: Any, last_seq: int) -> int:
         """Carry on over a new connection: replay everything after ``last_seq``.
