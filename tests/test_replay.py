@@ -98,7 +98,7 @@ def _is_open(fd: int) -> bool:
 
 
 def test_a_memory_tail_reaches_the_disk_only_when_it_overflows() -> None:
-    """Under its memory limit nothing is written; past it the oldest half is spilled, and replay is whole."""
+    """Under its memory limit nothing is written; past it the oldest part is spilled, and replay is whole."""
     log = ReplayLog(limit=1 << 30, memory_limit=64 << 10)
     for seq in range(1, 61):
         log.append(seq, bytes([65 + seq % 26]) * 1024)
