@@ -53,7 +53,10 @@ websockets clients; for ordinary text, fewer and larger frames cost less per byt
 PIPE_READ_SIZE = 1 << 20
 """Bytes asked of a pipe per read: as much as the enlarged pipe holds."""
 FILE_READ_SIZE = 1 << 20
-"""Bytes asked of a capture file per read."""
+"""Bytes asked of a capture file per read, once a read came back full."""
+FIRST_READ_SIZE = 64 << 10
+"""Bytes asked of a capture file by the first read of a wake-up: what waits is mostly a
+line or two, and a 1 MiB buffer for them costs 20 times a 64 KiB one (12 vs 0.6 us)."""
 READ_BUDGET = 8 << 20
 """Bytes read from one capture file before the reader yields to the loop."""
 BACKLOG_LIMIT = 16 << 20
@@ -419,19 +422,20 @@ class _FileReader:
             self._told = True
             logger.warning("! [ENHANCED] the child reopened its %s by path for writing", capture.name)
             self._on_rewritten(truncated)
-        budget = READ_BUDGET
+        budget, size = READ_BUDGET, FIRST_READ_SIZE
         while budget > 0:
             if not self._room():
                 self._pause()
                 return
-            data = capture.read(FILE_READ_SIZE)
+            data = capture.read(size)
             if data:
                 self._on_data(data)
                 budget -= len(data)
                 capture.punch_behind()
                 self._account()  # a child far ahead is held at once, not after the step
-            if len(data) < FILE_READ_SIZE:
+            if len(data) < size:
                 break
+            size = FILE_READ_SIZE
         else:
             self._later = self._loop.call_soon(self._drain)
             return
