@@ -1,6 +1,6 @@
-"""Compare the throughput of two or more checkouts of the project, round by round.
+"""Compare the throughput (or latency) of two or more checkouts of the project, round by round.
 
-    python -m benchmarks.compare TREE [TREE ...] [--rounds 4] [--size 200]
+    python -m benchmarks.compare TREE [TREE ...] [--rounds 4] [--size 200] [--workload latency]
 
 ``benchmarks.experiment`` measures settings of this checkout; this measures code: the
 package of whole checkouts (``git worktree add /tmp/before HEAD~3``), server and client
@@ -9,7 +9,8 @@ The measuring code is this checkout's for every tree, so each is measured the sa
 (it needs only the public client: ``connect``, ``execute``, ``events``). Each round runs
 every tree once, in turn, in its own interpreter whose ``cc_executor_nb`` is the tree's:
 two throughput runs through server and client, each after a plain pipe read of the same
-output. Interleaving spreads bursts of outside load over all trees; the medians per tree
+output (``--workload latency``: two runs of stamped lines 10 ms apart, each after the
+same through a plain pipe read). Interleaving spreads bursts of outside load over all trees; the medians per tree
 are printed at the end. Give the same tree twice to see the noise (an A/A run).
 """
 
@@ -24,9 +25,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .harness import BENCH_DIR, MB, median, producer, run_server
+from .harness import BENCH_DIR, MB, median, percentile, producer, run_server
 from .pipe_reference import read_pipe
-from .server_bench import stack_throughput
+from .server_bench import pipe_latency, stack_latency, stack_throughput
 
 __all__ = ["main", "measure_here"]
 
@@ -37,20 +38,27 @@ import sys
 import cc_executor_nb
 sys.path.insert(0, sys.argv[1])
 from benchmarks.compare import measure_here
-measure_here(int(sys.argv[2]))
+measure_here(int(sys.argv[2]), sys.argv[3])
 """
 
-COLUMNS = ("MB/s", "ratio", "server busy", "client busy")
+COLUMNS = {
+    "throughput": ("MB/s", "ratio", "server busy", "client busy"),
+    "latency": ("p50 ms", "p99 ms", "pipe p50 ms", "pipe p99 ms"),
+}
 
 
-def measure_here(size: int) -> None:
-    """Print, as JSON, two throughput runs of this interpreter's cc_executor_nb."""
+def measure_here(size: int, workload: str = "throughput") -> None:
+    """Print, as JSON, two runs of ``workload`` through this interpreter's cc_executor_nb.
+
+    ``size``: bytes per throughput run, or stamped lines (10 ms apart) per latency run.
+    """
     import cc_executor_nb
 
     package = Path(cc_executor_nb.__file__).resolve().parent
     if not package.is_relative_to(Path.cwd().resolve()):
         raise RuntimeError(f"cc_executor_nb comes from {package}, not from the tree {Path.cwd()}")
-    print(json.dumps(asyncio.run(_runs(size))))
+    runs = _runs(size) if workload == "throughput" else _latency_runs(size)
+    print(json.dumps(asyncio.run(runs)))
 
 
 async def _runs(size: int) -> list[dict[str, float]]:
@@ -64,16 +72,33 @@ async def _runs(size: int) -> list[dict[str, float]]:
     return runs
 
 
-def _run_tree(tree: Path, size: int) -> list[dict[str, float]]:
+async def _latency_runs(lines: int) -> list[dict[str, float]]:
+    runs = []
+    with run_server() as server:
+        for _ in range(2):
+            direct = await pipe_latency(lines)
+            samples = await stack_latency(server, lines)
+            runs.append({"p50 ms": percentile(samples, 50), "p99 ms": percentile(samples, 99),
+                         "pipe p50 ms": percentile(direct, 50), "pipe p99 ms": percentile(direct, 99)})
+    return runs
+
+
+def _run_tree(tree: Path, amount: int, workload: str) -> list[dict[str, float]]:
     # The server child inherits the working directory and PYTHONPATH: the tree's too.
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(
-        [sys.executable, "-c", _ONE_TREE, str(BENCH_DIR.parent), str(size)], cwd=tree, env=env,
+        [sys.executable, "-c", _ONE_TREE, str(BENCH_DIR.parent), str(amount), workload], cwd=tree, env=env,
         capture_output=True, text=True, check=False, timeout=600,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{tree}: {done.stderr.strip()[-2000:]}")
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _shown(run: dict[str, float], workload: str) -> str:
+    if workload == "throughput":
+        return f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f}"
+    return f"p50 {run['p50 ms']:.3f} ms p99 {run['p99 ms']:.3f} ms (pipe p50 {run['pipe p50 ms']:.3f} ms)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,20 +107,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("trees", nargs="+", type=Path, help="checkouts of the project")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--size", type=int, default=200, help="MB per throughput run")
+    parser.add_argument("--workload", choices=list(COLUMNS), default="throughput")
+    parser.add_argument("--lines", type=int, default=500, help="stamped lines per latency run (10 ms apart)")
     args = parser.parse_args(argv)
+    columns = COLUMNS[args.workload]
     trees = [tree.resolve() for tree in args.trees]
     # One list per position: the same tree given twice (an A/A run) shows the noise.
     results: list[list[dict[str, float]]] = [[] for _ in trees]
     for round_number in range(1, args.rounds + 1):
         for tree, kept in zip(trees, results, strict=True):
-            runs = _run_tree(tree, args.size * MB)
+            amount = args.size * MB if args.workload == "throughput" else args.lines
+            runs = _run_tree(tree, amount, args.workload)
             kept.extend(runs)
-            shown = "  ".join(f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f}" for run in runs)
+            shown = "  ".join(_shown(run, args.workload) for run in runs)
             print(f"# round {round_number} {tree}: {shown}", flush=True)
-    print(f"throughput of {args.size} MB: medians of {2 * args.rounds} runs per tree, interleaved")
-    print(f"{'tree':40} " + " ".join(f"{column:>12}" for column in COLUMNS))
+    what = f"throughput of {args.size} MB" if args.workload == "throughput" else f"latency of {args.lines} lines"
+    print(f"{what}: medians of {2 * args.rounds} runs per tree, interleaved")
+    print(f"{'tree':40} " + " ".join(f"{column:>12}" for column in columns))
     for tree, runs in zip(trees, results, strict=True):
-        print(f"{str(tree)[-40:]:40} " + " ".join(f"{median([r[c] for r in runs]):12.3f}" for c in COLUMNS))
+        print(f"{str(tree)[-40:]:40} " + " ".join(f"{median([r[c] for r in runs]):12.3f}" for c in columns))
     return 0
 
 

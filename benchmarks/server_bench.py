@@ -57,6 +57,7 @@ __all__ = [
     "latency",
     "memory",
     "partial_line",
+    "pipe_latency",
     "stack_latency",
     "stack_throughput",
     "throughput",
@@ -196,7 +197,8 @@ async def stack_latency(server: ServerProcess, lines: int) -> list[float]:
     return samples
 
 
-async def _pipe_latency(lines: int) -> list[float]:
+async def pipe_latency(lines: int) -> list[float]:
+    """The same stamped lines through a plain pipe read: each line's latency, ms."""
     samples: list[float] = []
     pending = bytearray()
 
@@ -215,7 +217,7 @@ async def latency(mode: Mode) -> list[Row]:
     p50, p99, ref50, ref99 = [], [], [], []
     with run_server() as server:
         for _ in range(mode.repeats):
-            direct = await _pipe_latency(mode.latency_lines)
+            direct = await pipe_latency(mode.latency_lines)
             ref50.append(percentile(direct, 50))
             ref99.append(percentile(direct, 99))
             samples = await stack_latency(server, mode.latency_lines)

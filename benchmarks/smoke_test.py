@@ -48,6 +48,20 @@ def test_compare_measures_each_tree_and_prints_its_medians() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_compare_measures_latency_with_its_pipe_reference() -> None:
+    """``benchmarks.compare --workload latency`` prints p50 and p99 per tree, and the pipe read's."""
+    proc = _run("benchmarks.compare", str(ROOT), "--rounds", "1", "--workload", "latency", "--lines", "20",
+                timeout=110)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rounds = [line for line in proc.stdout.splitlines() if line.startswith("# round 1 ")]
+    assert len(rounds) == 1 and rounds[0].count("(pipe p50 ") == 2, proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("tree "))
+    assert header.split()[1:] == ["p50", "ms", "p99", "ms", "pipe", "p50", "ms", "pipe", "p99", "ms"], header
+    medians = [line for line in proc.stdout.splitlines() if line.startswith(str(ROOT)[-40:])]
+    assert len(medians) == 1 and all(float(v) > 0 for v in medians[0].split()[1:]), proc.stdout
+
+
+@pytest.mark.timeout(120)
 def test_experiment_runs_every_variant_and_prints_its_medians() -> None:
     """``python -m benchmarks.experiment --smoke`` serves every variant and prints a line of medians for each."""
     proc = _run("benchmarks.experiment", "throughput", "--smoke", "--rounds", "1", timeout=110)

@@ -61,6 +61,8 @@ VARIANTS: dict[str, Variant] = {
     # Its heartbeat lateness is not comparable: a beat skipped for traffic reads as late.
     "capture-pipe": Variant("output read from pipes (default: capture files followed with inotify)",
                             {"capture": "pipe"}),
+    "spool-shm": Variant("capture files, spools and replay logs in /dev/shm (default: the temp dir)",
+                         {"spool_dir": "/dev/shm"}),
     "adaptive-beat": Variant("adaptive heartbeats: skipped while other messages flow",
                              {"heartbeat_mode": "adaptive"}),
 }
