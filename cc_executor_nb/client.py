@@ -34,6 +34,7 @@ the last ``seq`` it saw (a job's seq numbering belongs to the job, not the sessi
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -113,7 +114,12 @@ class Client:
         self._listeners: list[Listener] = []
         self._connected: asyncio.Future[Connected] = asyncio.get_running_loop().create_future()
         self._buffer_events = buffer_events
-        self._end_marker: asyncio.Future[None] | None = None
+        self._room = asyncio.Event()
+        """Set when events() took an event (or close() was called): the reader may go on."""
+        self._parked: collections.deque[Any] = collections.deque()
+        """Events (and the end marker) that found the queue full after close(): events()
+        gives them once the queue is empty (no task waits for room, so none is left pending
+        when nobody reads)."""
         self._closing = False
         self._reconnecting = False
         self.auto_reconnect = auto_reconnect and dialer is not None
@@ -158,21 +164,38 @@ class Client:
     async def events(self) -> AsyncIterator[Event]:
         """Every notification in arrival order, until the connection closes."""
         while True:
-            item = await self._queue.get()
+            if self._queue.empty() and self._parked:
+                item = self._parked.popleft()
+            else:
+                item = await self._queue.get()
+            self._room.set()
             if item is _CLOSED:
                 self._queue.put_nowait(_CLOSED)
                 return
             yield item
 
     async def close(self) -> None:
-        """Close the connection cleanly (the server then ends any run at once)."""
+        """Close the connection cleanly (the server then ends any run at once).
+
+        It does not wait for a consumer of :meth:`events` that stopped reading: past a
+        full queue, the events still to come wait in the background, in order, and
+        ``events()`` ends after them. A caller cancelled while it waits is cancelled (and
+        the reader with it).
+        """
         self._closing = True
+        self._room.set()  # a reader waiting for room in the queue parks what it holds
         if self._reconnecting:
             self._reader.cancel()  # no connection to close: stop dialling (a new one is aborted)
         else:
             await self._ws.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        reader = self._reader
+        try:
+            await asyncio.wait((reader,))
+        except asyncio.CancelledError:
+            reader.cancel()
+            raise
+        if not reader.cancelled():
+            reader.result()  # a fault of the reader's own is not swallowed
 
     def _abandon(self) -> None:
         """Drop a connection that never became a session: no closing handshake to wait for."""
@@ -515,8 +538,19 @@ class Client:
                 listener(event)
             except Exception:
                 logger.exception("! event listener failed")
-        if self._buffer_events:
-            await self._queue.put(event)
+        if not self._buffer_events:
+            return
+        while self._queue.full() and not self._closing:
+            self._room.clear()
+            await self._room.wait()  # the consumer is behind: hold the connection
+        self._enqueue(event)  # after close(), nobody need read for the reader to end
+
+    def _enqueue(self, item: Any) -> None:
+        """Put ``item`` in the queue, or after the queue's items once it is full."""
+        if self._parked or self._queue.full():
+            self._parked.append(item)
+        else:
+            self._queue.put_nowait(item)
 
     def _fail_pending(self) -> None:
         error = ConnectionLost(self.close_reason or "connection closed")
@@ -530,11 +564,7 @@ class Client:
         if not self._connected.done():
             self._connected.set_exception(ConnectionLost(self.close_reason or "connection closed"))
             self._connected.exception()  # retrieved: a caller may never ask
-        try:
-            self._queue.put_nowait(_CLOSED)
-        except asyncio.QueueFull:
-            # The consumer is behind: the end marker goes in once it makes room.
-            self._end_marker = asyncio.ensure_future(self._queue.put(_CLOSED))
+        self._enqueue(_CLOSED)  # a consumer behind gets the end marker after what it has yet to read
 
 
 def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:

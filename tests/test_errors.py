@@ -18,7 +18,7 @@ from cc_executor_nb.server.handler import _Link
 from cc_executor_nb.server.session import Session
 
 from .conftest import TOKEN, collect, fake, make_handler, reply
-from .util import scaled
+from .util import eventually_async, scaled
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOCUMENTED = {-32700, -32600, -32601, -32602, -32603, -32000, -32001, -32002, -32003, -32004, -32005, -32006, -32007}
@@ -345,6 +345,77 @@ async def test_close_while_reconnecting_stops_the_reconnects() -> None:
     finished = closing.done()
     closing.cancel()
     assert finished and client.closed
+
+
+async def _chatty_peer(ws) -> None:
+    """A server that answers one call, then sends five outputs and waits for the close."""
+    await ws.send(protocol.dumps(protocol.notification("connected", {"session_id": "s"})))
+    request = json.loads(await ws.recv())  # the client listens now
+    await ws.send(protocol.dumps({"jsonrpc": "2.0", "id": request["id"], "result": {"status": "ok"}}))
+    for seq in range(1, 6):
+        await ws.send(protocol.dumps(protocol.notification("process.output", {"data": str(seq), "seq": seq})))
+    await ws.wait_closed()
+
+
+async def test_close_does_not_wait_for_a_consumer_that_stopped_reading() -> None:
+    """close() with the event queue full and nobody reading returns (it waited for the reader
+    for ever); events() then gives every event, in order, and ends."""
+    from websockets.asyncio.server import serve
+
+    seen: list[object] = []
+    async with serve(_chatty_peer, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", max_events=2)
+        client.add_listener(seen.append)  # each event, before the queue takes it
+        await client.call("status")
+        # `connected` and "1" fill the queue; the reader holds "2" and waits for room.
+        await eventually_async(lambda: len(seen) >= 2, what="the reader holding a third event")
+        closing = asyncio.ensure_future(client.close())
+        await asyncio.wait([closing], timeout=scaled(10))
+        finished = closing.done()
+        closing.cancel()
+        assert finished and client.closed
+        got = [event.params.get("data") async for event in client.events()]
+    assert got == [None, "1", "2", "3", "4", "5"]
+
+
+async def test_close_leaves_no_task_behind_when_nobody_reads() -> None:
+    """Closed with events the queue has no room for, and never read: no task of the client is
+    left pending (the loop's close would destroy it, with a warning)."""
+    from websockets.asyncio.server import serve
+
+    seen: list[object] = []
+    async with serve(_chatty_peer, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", max_events=2)
+        client.add_listener(seen.append)
+        await client.call("status")
+        await eventually_async(lambda: len(seen) >= 2, what="the reader holding a third event")
+        await asyncio.wait_for(client.close(), scaled(10))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        pending = [task for task in asyncio.all_tasks() if not task.done()
+                   and getattr(task.get_coro(), "__qualname__", "").startswith("Client.")]
+        assert pending == []
+        got = [event.params.get("data") async for event in client.events()]
+    assert got == [None, "1", "2", "3", "4", "5"]
+
+
+async def test_a_caller_cancelled_while_close_waits_is_cancelled(server) -> None:
+    """A task cancelled while close() waits for the reader ends cancelled (close() swallowed the
+    cancellation and returned), and the reader is cancelled with it."""
+    client = await connect(server.url, TOKEN)
+    reader = client._reader
+    stuck = asyncio.ensure_future(asyncio.Event().wait())  # a reader that does not end by itself
+    client._reader = stuck
+    closing = asyncio.ensure_future(client.close())
+    await asyncio.wait_for(reader, scaled(10))  # the connection closed: close() now waits for `stuck`
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not closing.done()
+    closing.cancel()
+    await asyncio.wait([closing])
+    assert closing.cancelled() and stuck.cancelled()
 
 
 async def _reconnecting(client) -> None:
