@@ -13,7 +13,8 @@ Rows (each try is a fresh CLI process; the backend is one ``cc_executor_nb.demo`
 
   first text      from the call to the first text the caller can read (ours: ``run.text``
                   polled every millisecond; the SDK: the first ``text_delta`` StreamEvent);
-                  30 tries in full mode, the others 10
+                  30 tries in full mode, the others 10. The CLI's start-up drifts by tens
+                  of ms, so the row also gives the median of the differences try by try
   2 MB reply      ``big reply``: one 2,000,000-byte text delta; complete = the exact text
   paused reader   a 20,000-word story at 40,000 words/s; 20 ms after the first text the
                   reader's event loop is blocked for 2 s (ours: the background loop, where
@@ -330,6 +331,18 @@ def _ms(attempts: list[Attempt], key: str) -> float | None:
     return median(values) * 1e3 if values else None
 
 
+def _paired(ours: list[Attempt], theirs: list[Attempt]) -> float | None:
+    """Median of ours minus theirs over the tries both finished, try by try (ms): the two
+    of a try ran back to back, so drifting load cancels out of each difference."""
+    pairs = [(o.first - t.first) * 1e3 for o, t in zip(ours, theirs, strict=True)
+             if o.first is not None and t.first is not None]
+    return median(pairs) if pairs else None
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.1f} ms"
+
+
 def _text(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} ms"
 
@@ -352,9 +365,11 @@ async def peers(mode: Mode) -> list[Row]:
     ours, client, query = (tallies[name].attempts for name in CONTESTANTS)
     rows = []
     first = {name: _ms(t.attempts["first"], "first") for name, t in tallies.items()}
+    paired = {name: _paired(ours["first"], tallies[name].attempts["first"]) for name in ("client", "query")}
     rows.append(Row("peer first text", first["ours"], "ms", "<= SDK",
                     f"ClaudeSDKClient {_text(first['client'])}, query {_text(first['query'])}; "
-                    f"medians of {mode.peer_first_tries}"))
+                    f"medians of {mode.peer_first_tries}; paired, ours minus each: "
+                    f"{_signed(paired['client'])} / {_signed(paired['query'])}"))
     for scenario, label in (("big", "peer 2 MB reply complete"), ("paused", "peer paused reader complete")):
         done = {name: sum(_complete(scenario, a) for a in t.attempts[scenario]) for name, t in tallies.items()}
         rows.append(Row(label, float(done["ours"]), "of tries", ">= SDK",
