@@ -183,6 +183,21 @@ def _is_result(line: bytes) -> bool:
     return isinstance(message, dict) and message.get("type") == "result"
 
 
+async def _ended(proc: asyncio.subprocess.Process, exiting: bool) -> None:
+    """Wait for ``proc``; signal it first unless it is ``exiting`` by itself (stdout at end).
+
+    A signal sent just after the exit reaps the child in ``Popen.send_signal``'s poll,
+    before asyncio's watcher does: asyncio then warns of an "Unknown child process".
+    """
+    if exiting:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), TIMEOUT / 4)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+    await proc.wait()
+
+
 async def _interrupt_direct(cli: str, env: dict[str, str], cwd: str) -> float:
     """The same, writing the ``interrupt`` request to the CLI's stdin from a plain pipe reader."""
     proc = await asyncio.create_subprocess_exec(
@@ -194,6 +209,7 @@ async def _interrupt_direct(cli: str, env: dict[str, str], cwd: str) -> float:
                       + control.line(control.user_message(INTERRUPT_PROMPT))).encode())
     started = 0.0
     seconds = None
+    read_to_end = False
     try:
         while line := await proc.stdout.readline():
             if not started and b'"text_delta"' in line:
@@ -202,11 +218,9 @@ async def _interrupt_direct(cli: str, env: dict[str, str], cwd: str) -> float:
             elif started and b'"result"' in line and _is_result(line):
                 seconds = time.monotonic() - started
                 proc.stdin.close()
+        read_to_end = True
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        await proc.wait()
+        await _ended(proc, read_to_end)
     if seconds is None:
         raise RuntimeError("the CLI wrote no result after the interrupt")
     return seconds
