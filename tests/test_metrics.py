@@ -97,16 +97,21 @@ async def test_word_target_reports_rising_fractions_that_end_near_one(started) -
 
 
 async def test_command_run_three_times_gets_an_eta_on_the_fourth(started, tmp_path) -> None:
-    """History: no estimate for the first three runs, an ETA from the fourth on."""
+    """History: no estimate for the first three runs, an ETA from the fourth on.
+
+    (A sample taken after the child ended, before ``process.completed``, says 1.0: under
+    load one can be the last, so the run's samples are checked, not only the last.)"""
     _, client = await started(history_path=str(tmp_path / "history.sqlite3"), metrics_interval=0.2)
     bases = []
     for _ in range(4):
         await client.execute(argv=fake("silence", "1.0"))
         events = await collect(client)
         bases.append({m.params["progress"]["basis"] for m in metrics(events)})
-        last = metrics(events)[-1].params["progress"]
+        samples = [m.params["progress"] for m in metrics(events)]
     assert bases[:3] == [{"none"}] * 3
-    assert bases[3] == {"history"} and last["eta_seconds"] is not None and 0 < last["fraction"] < 1
+    assert bases[3] == {"history"}
+    assert all(p["eta_seconds"] is not None and 0 < p["fraction"] <= 1 for p in samples)
+    assert any(0 < p["fraction"] < 1 and p["eta_seconds"] > 0 for p in samples)
 
 
 async def test_corrupt_history_means_no_estimate_never_a_failure(started, tmp_path) -> None:
