@@ -215,3 +215,30 @@ def test_a_durable_run_of_a_cli_without_host_mode_says_to_run_it_one_shot(runtim
     one_shot = ccx.run("echo: from an old cli", executable=str(fake), demo=True, durable=True, display=False,
                        cwd=str(tmp_path), settings=settings(), interactive=False, wait=True)
     assert one_shot.done and (one_shot.status, one_shot.answer) == ("completed", "from an old cli")
+
+
+def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """Attached from a job list read before the question was asked and answered (a jobs table
+    a second old): the replay runs to the attach reply's last seq, so the question is history
+    and the attaching kernel's policy is never asked."""
+    from cc_executor_nb.kernel import api
+    from cc_executor_nb.kernel.jobs import _target, list_jobs
+
+    run = start("bash: touch stale.txt", tmp_path, on_permission=lambda request: "allow")
+    job_id = eventually(lambda: run.job_id, timeout=30, what="the job id")
+    stale = next(job for job in list_jobs(settings=settings()) if job.job_id == job_id)
+    run.wait(scaled(60))
+    assert (tmp_path / "stale.txt").exists()
+    asked_at = next(e.seq for e in run.events
+                    if e.method == methods.PROCESS_OUTPUT and '"can_use_tool"' in e.params["data"])
+    assert asked_at is not None and stale.wire["last_seq"] < asked_at  # the list predates the question
+    asked_here: list[PermissionRequest] = []
+    other_settings = settings(permission_policy=asked_here.append)
+    other = api.follow_job(stale.wire, _target(other_settings, None, None), settings=other_settings, display=False)
+    other.wait(scaled(60))
+    assert [(r.status, r.decided_by) for r in other.permission_requests] == [("allowed", "elsewhere")]
+    assert other.pending is None and asked_here == [] and other.status == "completed" and other.alive
+    other.end()
+    eventually(lambda: run.done, timeout=60, what="the job's end")

@@ -18,7 +18,8 @@ answers; lines from another kernel attached to the same job are followed (a turn
 interrupt, the input's close) and the first answer to a question in the job's log is the
 one that counts (another kernel's answer replaces ours if it came first). An *attached*
 conversation (``replay_until``) starts in the middle: it writes nothing at start, follows
-the job's replay silently, and once the replay is read asks the questions still pending.
+the job's replay silently (up to the job's last ``seq`` as the attach reply gives it), and
+once the replay is read asks the questions still pending.
 
 Turns: the run is ``running`` while a turn runs and ``completed`` (``failed``,
 ``cancelled`` when interrupted) after its result, while the process stays alive for a
@@ -142,7 +143,11 @@ class Conversation:
         self.attached = replay_until is not None
         """It follows a job that was started elsewhere (or before this kernel)."""
         self._replay_until = replay_until or 0
-        self._caught_up = not self._replay_until
+        self._replay_known = not self.attached
+        """Where the replay ends is known: an attached conversation learns it from the
+        attach reply (:meth:`replayed_until`); the job list it was built from can be older."""
+        self._caught_up = not self.attached
+        self._seen_seq = 0
         self._mode: ConversationMode = "live" if self.attached else "starting"
         self._one_shot = False
         self._requests: dict[str, PermissionRequest] = {}
@@ -261,7 +266,8 @@ class Conversation:
             self._input_seen(event.params)
         elif isinstance(event, (Completed, ProcessError)) and self._mode not in ("fallback", "starting"):
             self._process_ended()
-        if not self._caught_up and (event.seq or 0) >= self._replay_until:
+        self._seen_seq = max(self._seen_seq, event.seq or 0)
+        if not self._caught_up and self._replay_known and self._seen_seq >= self._replay_until:
             self._catch_up()
 
     # -- Actions (loop thread) -----------------------------------------------------------
@@ -653,6 +659,16 @@ class Conversation:
         self._set_mode("ending")
         self._cancel_timer("idle")
         self._emit(methods.CONVERSATION_ENDING, {"reason": reason})
+
+    def replayed_until(self, last_seq: int) -> None:
+        """The attach reply: the job's log ended at ``last_seq`` when this run attached, so
+        everything up to it is replay (a question asked and answered after the job list
+        was read is history, not a question to ask again)."""
+        if self._caught_up:
+            return
+        self._replay_until, self._replay_known = last_seq, True
+        if self._seen_seq >= last_seq:
+            self._catch_up()
 
     def _catch_up(self) -> None:
         """An attached conversation has read the job's replay: ask what is still pending."""

@@ -662,7 +662,9 @@ class Run:
 
     async def _start_or_attach(self, client: Client, spec: RunSpec) -> None:
         if self.job_id is not None:
-            await client.attach(self.job_id)
+            attached = await client.attach(self.job_id)
+            if self.conversation is not None:
+                self.conversation.replayed_until(int(attached.get("last_seq") or 0))
             return
         started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
