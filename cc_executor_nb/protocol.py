@@ -55,6 +55,7 @@ __all__ = [
     "Response",
     "ResumeParams",
     "SummarySpec",
+    "command_line",
     "dumps",
     "dumps_bytes",
     "error_response",
@@ -404,6 +405,32 @@ def _params_object(params: Any) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InvalidParams("params must be an object", "params")
     return params
+
+
+_ANSI_C = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as one line of shell words, for people to read (labels, ``[started]``).
+
+    Words are quoted as ``shlex.join`` does, except a word with a control character:
+    that one is written in bash's ANSI-C quoting (``$'%s\\n'``), so a label never
+    breaks its line and never carries a terminal escape (argv may hold untrusted text,
+    e.g. a batch item). Display only: ``shlex.split`` does not read ``$'...'`` back.
+    """
+    return " ".join(_ansi_c(word) if _CONTROL.search(word) else shlex.quote(word) for word in argv)
+
+
+def _ansi_c(word: str) -> str:
+    def escape(char: str) -> str:
+        if char in _ANSI_C:
+            return _ANSI_C[char]
+        if not _CONTROL.match(char):
+            return char
+        return f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}"
+
+    return "$'" + "".join(escape(char) for char in word) + "'"
 
 
 def _no_nul(value: str, field_name: str) -> str:

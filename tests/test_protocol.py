@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
 
 import pytest
 from hypothesis import given, settings
@@ -235,3 +238,23 @@ def test_arbitrary_execute_params_raise_only_invalid_params(value: object) -> No
         protocol.validate_execute(value)
     except errors.InvalidParams as exc:
         assert "field" in exc.data
+
+
+# -- command_line: argv shown to people ----------------------------------------------------
+
+SHOWN_WORDS = ["%s\n", "one", "it's", "a\x1b[2Jb", "tab\there", "back\\slash\n", "", "c1\x85x", "é\x7f", 'q"d', "cr\r"]
+
+
+def test_command_line_reads_back_as_the_same_words_in_bash() -> None:
+    """Every word, control characters included, is read back exactly by bash (ANSI-C quoting for those)."""
+    line = protocol.command_line(["printf", *SHOWN_WORDS])
+    script = "for w in " + line.removeprefix("printf ") + '; do printf "%s\\0" "$w"; done'
+    out = subprocess.run(["bash", "-c", script], capture_output=True, check=True).stdout
+    assert out.decode().split("\0")[:-1] == SHOWN_WORDS
+
+
+def test_command_line_is_one_line_without_control_characters() -> None:
+    """No newline, carriage return or escape reaches the label; plain words are quoted as shlex.join does."""
+    line = protocol.command_line(["printf", *SHOWN_WORDS])
+    assert not re.search(r"[\x00-\x1f\x7f-\x9f]", line), line
+    assert protocol.command_line(["claude", "-p", "two words", "it's"]) == shlex.join(["claude", "-p", "two words", "it's"])

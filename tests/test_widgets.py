@@ -711,6 +711,11 @@ def test_coalescer_drives_run_view_from_loop(
             {"pid": 7, "argv": ["claude", "-p", "two words"]},
             "[started] pid 7 claude -p 'two words'",
         ),
+        (
+            "process.started",
+            {"pid": 7, "argv": ["printf", "%s\n", "a\x1b[2Jb"]},
+            "[started] pid 7 printf $'%s\\n' $'a\\x1b[2Jb'",
+        ),
         ("process.paused", {"status": "paused"}, "[paused]"),
         ("process.error", {"error": "reader crashed"}, "[error] reader crashed"),
         ("process.unknown", {}, None),

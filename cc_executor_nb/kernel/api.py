@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import ClaudeOptions
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
-from ..protocol import CAPTURE_MODES, MIN_INTERVAL
+from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
 from .config import CCExec
@@ -226,7 +225,7 @@ def follow_job(
             conversation=talk, replay_until=int(job.get("last_seq") or 0),
         )
     else:
-        extras = _Extras(_shorten(shlex.join(argv)), {"command": argv})
+        extras = _Extras(_shorten(command_line(argv)), {"command": argv})
     conversation = extras.conversation
     handle = Run(
         RunSpec(argv=argv, cwd=job.get("cwd")),
@@ -362,7 +361,7 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     argv = [str(arg) for arg in what]
     if not argv:
         raise ValueError("the command is empty")
-    return RunSpec(argv=argv), _Extras(_shorten(shlex.join(argv)), {"command": argv})
+    return RunSpec(argv=argv), _Extras(_shorten(command_line(argv)), {"command": argv})
 
 
 def _claude(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 import math
-import shlex
 
+from ..protocol import command_line
 from .runstate import (
     Health,
     RunState,
@@ -223,7 +223,7 @@ def resources_text(resources: dict[str, object] | None, cpu_history: list[float]
 
 def _title_html(label: str | None, state: RunState) -> str:
     if label is None:
-        label = shlex.join(state.argv) if state.argv else "run"
+        label = command_line(state.argv) if state.argv else "run"
     return f'<b class="ccx-title" style="font-family:monospace">{html.escape(label)}</b>'
 
 

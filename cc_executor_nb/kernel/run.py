@@ -37,7 +37,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import shlex
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -50,7 +49,7 @@ from ..claude.permissions import Answer, PermissionRequest
 from ..client import Client, connect
 from ..errors import CCExecError, ConnectionLost, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
-from ..protocol import FROM_ARGUMENTS
+from ..protocol import FROM_ARGUMENTS, command_line
 from ..targets import Progress
 from .loop import KernelLoop
 from .output import OutputStore
@@ -132,7 +131,7 @@ class RunSpec:
     @property
     def label(self) -> str:
         """The command as one line."""
-        return self.command if self.command is not None else shlex.join(self.argv or [])
+        return self.command if self.command is not None else command_line(self.argv or [])
 
     def execute_params(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`Client.execute`."""

@@ -6,12 +6,12 @@ presenter in a kernel use the same renderer.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from .. import methods
+from ..protocol import command_line
 from .runstate import format_duration
 
 __all__ = ["Line", "LineRenderer", "TextView"]
@@ -84,7 +84,7 @@ def _text_heartbeat(params: Mapping[str, Any]) -> str:
 
 def _text_started(params: Mapping[str, Any]) -> str:
     argv = params.get("argv")
-    command = shlex.join(str(a) for a in argv) if isinstance(argv, list) else ""
+    command = command_line([str(a) for a in argv]) if isinstance(argv, list) else ""
     return f"[started] pid {params.get('pid', '?')} {command}".rstrip()
 
 

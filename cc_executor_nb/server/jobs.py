@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import secrets
-import shlex
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
@@ -47,7 +46,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .. import methods, protocol
 from ..errors import AlreadyRunning, InvalidParams, MethodNotFound, UnknownJob
-from ..protocol import ExecuteParams, JobRequest
+from ..protocol import ExecuteParams, JobRequest, command_line
 from .execution import Execution, Notify
 from .joblog import JobLog, SummaryScanner
 from .session import Session
@@ -400,7 +399,7 @@ class JobStore:
         job_id = secrets.token_urlsafe(16)
         record = JobRecord(
             job_id=job_id,
-            label=request.label if request.label is not None else _command_line(spec.argv),
+            label=request.label if request.label is not None else command_line(spec.argv),
             argv=list(spec.argv),
             cwd=spec.cwd,
             started_at=time.time(),
@@ -639,6 +638,3 @@ async def _follow(link: Window, job: Job, after: int) -> None:
     except (ConnectionClosed, OSError) as exc:  # the connection closed, or the log is unreadable
         logger.debug("[JOBS] stopped following job %s: %r", job.id, exc)
 
-
-def _command_line(argv: list[str]) -> str:
-    return shlex.join(argv)
