@@ -34,7 +34,7 @@ from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.claudetext import ClaudeTextView
 from .kernel.run import judged
-from .kernel.textview import Line, LineRenderer, TextView
+from .kernel.textview import LineEnds, LineRenderer, TextView
 from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from .server.config import ServerSettings, build_server
 
@@ -52,25 +52,28 @@ def exit_status(event: Completed) -> int:
 
 
 def render_event(
-    event: Event, view: LineRenderer, out: TextIO, err: TextIO, *, notes: bool = True
+    event: Event, view: LineRenderer, out: TextIO, err: TextIO, *, notes: bool = True, ends: LineEnds | None = None
 ) -> None:
     """Write one event to the terminal: output to its stream, notes (dim) to stderr.
 
-    ``notes=False`` drops the notes (``--quiet``).
+    ``notes=False`` drops the notes (``--quiet``). ``ends`` (kept across events) starts a
+    note on a new line where the output before it stopped mid-line.
     """
     if event.method == methods.CONNECTED:
         return
     for line in view.render(event.method, event.params):
         if line.kind == "note" and notes:
-            err.write((f"\x1b[2m{line.text}\x1b[0m" if err.isatty() else line.text) + "\n")
-            err.flush()
+            text = f"\x1b[2m{line.text}\x1b[0m" if err.isatty() else line.text
+            _write(err, (ends.before_note(err) if ends is not None else "") + text + "\n", ends)
         elif line.kind != "note":
-            _write(out if line.kind == "stdout" else err, line)
+            _write(out if line.kind == "stdout" else err, line.text, ends)
 
 
-def _write(stream: TextIO, line: Line) -> None:
-    stream.write(line.text)
+def _write(stream: TextIO, text: str, ends: LineEnds | None) -> None:
+    stream.write(text)
     stream.flush()
+    if ends is not None:
+        ends.wrote(stream, text)
 
 
 @contextlib.asynccontextmanager
@@ -110,13 +113,14 @@ async def _run(args: argparse.Namespace) -> int:
             # A Claude run's answer is counted by nobody here: the server counts nothing.
             **({"progress_target": None} if args.action == "claude" else {}),
         )
+        ends = LineEnds()
         async for received in events:
             event = received
             if interpreter is not None and isinstance(received, Output):
                 interpreter.feed(received.stream, received.data)
             if interpreter is not None and isinstance(received, Completed):
                 event = judged(received, interpreter)  # no result event: failed, never completed
-            render_event(event, view, sys.stdout, sys.stderr, notes=not args.quiet)
+            render_event(event, view, sys.stdout, sys.stderr, notes=not args.quiet, ends=ends)
             if isinstance(event, Completed):
                 return exit_status(event)
     return 1

@@ -239,6 +239,17 @@ def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFix
     assert err == "err 1\n" and "[connected]" not in out
 
 
+def test_text_presenter_puts_its_end_line_after_output_left_mid_line(
+    bg: KernelLoop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Output without a final newline ("Password: ") is not glued to the run's end line."""
+    run = Run(RunSpec(argv=fake("halves", "no newline", "0", " at the end")), target(bg))
+    run.presenter = TextPresenter(lambda: repr(run))
+    run.show()
+    run.start(bg).wait(scaled(20))
+    assert "\nno newline at the end\n[completed] exit 0" in capsys.readouterr().out
+
+
 def test_text_presenter_replays_what_came_before_show(
     bg: KernelLoop, capsys: pytest.CaptureFixture[str]
 ) -> None:

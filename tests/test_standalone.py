@@ -137,6 +137,17 @@ def test_terminal_client_streams_and_exits_with_the_child_code() -> None:
     assert "[failed] exit 7" in proc.stderr  # the one text renderer (kernel.textview)
 
 
+def test_terminal_client_starts_a_note_on_a_new_line_where_the_output_stopped_mid_line() -> None:
+    """On one terminal (stdout and stderr the same place) the end line follows a newline; the output is exact."""
+    argv = [sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("halves", "no newline", "0", " at the end")]
+    shared = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=scaled(60), check=False)
+    assert "no newline at the end\n[completed] exit 0" in shared.stdout
+    apart = subprocess.run(argv, capture_output=True, text=True, timeout=scaled(60), check=False)
+    assert apart.stdout == "no newline at the end"  # nothing added to the program's own output
+    assert apart.stderr.startswith("[started]") and "\n\n" not in apart.stderr
+
+
 def test_terminal_client_shows_heartbeats_and_inactivity_on_stderr(token_server) -> None:
     """Against a server, heartbeats and inactivity appear on stderr, output on stdout."""
     proc = subprocess.run(

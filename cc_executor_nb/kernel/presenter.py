@@ -38,7 +38,7 @@ from ..events import Event
 from .coalescer import Coalescer
 from .display import RunDisplay
 from .runstate import RunState
-from .textview import LineRenderer, TextView
+from .textview import LineEnds, LineRenderer, TextView
 
 if TYPE_CHECKING:
     from .views import RunView
@@ -234,6 +234,7 @@ class _Sink:
 
     def __init__(self, out: TextIO, err: TextIO, parent: Mapping[str, Any] | None) -> None:
         self.out, self.err, self.parent = out, err, parent
+        self.ends = LineEnds()
 
     @classmethod
     def capture(cls) -> _Sink:
@@ -245,12 +246,13 @@ class _Sink:
         if event.method == methods.CONNECTED:
             return  # session bookkeeping, not news to the reader
         for line in view.render(event.method, event.params):
-            if line.kind == "stderr":
-                self.write(self.err, line.text)
+            if line.kind == "note":
+                self.write(self.out, self.ends.before_note(self.out) + line.text + "\n")
             else:
-                self.write(self.out, line.text + "\n" if line.kind == "note" else line.text)
+                self.write(self.err if line.kind == "stderr" else self.out, line.text)
 
     def write(self, stream: TextIO, text: str) -> None:
+        self.ends.wrote(stream, text)
         setter = getattr(stream, "set_thread_parent", None)
         if self.parent is None or setter is None:
             stream.write(text)

@@ -6,15 +6,16 @@ presenter in a kernel use the same renderer.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TextIO
 
 from .. import methods
 from ..protocol import command_line
 from .runstate import format_duration
 
-__all__ = ["Line", "LineRenderer", "TextView"]
+__all__ = ["Line", "LineEnds", "LineRenderer", "TextView"]
 
 LineKind = Literal["stdout", "stderr", "note"]
 
@@ -37,6 +38,47 @@ class LineRenderer(Protocol):
     def render(self, method: str, params: Mapping[str, Any]) -> list[Line]:
         """The lines one notification adds, in order."""
         ...
+
+
+class LineEnds:
+    """Which destinations the last text left mid-line, so that a note starts a line of its own.
+
+    A child's output ends where it ends (``Password: ``, a failing program's last words
+    without a newline); the note after it (``[failed] exit 3``) must not be glued to it.
+    Streams that write to the same place (a terminal's stdout and stderr) are one
+    destination; the output itself is never changed.
+    """
+
+    def __init__(self) -> None:
+        self._open: set[object] = set()
+
+    def wrote(self, stream: TextIO, text: str) -> None:
+        """Note where ``text``, just written to ``stream``, left its destination."""
+        if not text:
+            return
+        key = _destination(stream)
+        if text.endswith("\n"):
+            self._open.discard(key)
+        else:
+            self._open.add(key)
+
+    def before_note(self, stream: TextIO) -> str:
+        """What to write before a note on ``stream``: a newline if its destination is mid-line."""
+        key = _destination(stream)
+        if key not in self._open:
+            return ""
+        self._open.discard(key)
+        return "\n"
+
+
+def _destination(stream: TextIO) -> object:
+    if hasattr(stream, "set_thread_parent"):  # ipykernel's OutStream: an output area of its own
+        return id(stream)
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no descriptor (io.UnsupportedOperation)
+        return id(stream)
+    return (info.st_dev, info.st_ino)
 
 
 class TextView:
