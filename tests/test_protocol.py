@@ -257,4 +257,5 @@ def test_command_line_is_one_line_without_control_characters() -> None:
     """No newline, carriage return or escape reaches the label; plain words are quoted as shlex.join does."""
     line = protocol.command_line(["printf", *SHOWN_WORDS])
     assert not re.search(r"[\x00-\x1f\x7f-\x9f]", line), line
-    assert protocol.command_line(["claude", "-p", "two words", "it's"]) == shlex.join(["claude", "-p", "two words", "it's"])
+    plain = ["claude", "-p", "two words", "it's"]
+    assert protocol.command_line(plain) == shlex.join(plain)
