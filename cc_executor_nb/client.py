@@ -38,8 +38,10 @@ import collections
 import contextlib
 import itertools
 import logging
+import re
 import ssl as ssl_module
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,17 +51,18 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import methods, protocol
-from .errors import ConnectionLost, OutputGap, ProtocolError
+from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError
 from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "connect", "shown_url"]
 
 logger = logging.getLogger("cc_executor_nb.client")
 
 Listener = Callable[[Event], None]
 _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ACK_EVERY = 1 << 20
 """Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
 
@@ -80,17 +83,20 @@ class _Dialer:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         # websockets refuses ssl=None for wss:// (it means "no TLS"): leave it out then.
         tls: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
-        return await ws_connect(
-            self.url,
-            additional_headers=headers,
-            **tls,
-            compression=None,
-            max_size=self.max_size,
-            open_timeout=self.open_timeout,
-            ping_interval=self.ping_interval,
-            ping_timeout=self.ping_timeout,
-            proxy=None,
-        )
+        try:
+            return await ws_connect(
+                self.url,
+                additional_headers=headers,
+                **tls,
+                compression=None,
+                max_size=self.max_size,
+                open_timeout=self.open_timeout,
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
+                proxy=None,
+            )
+        except InvalidStatus as exc:
+            raise _refused(shown_url(self.url), exc) from None
 
 
 class Client:
@@ -418,8 +424,8 @@ class Client:
             await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
             try:
                 ws = await self._dialer.dial()
-            except InvalidStatus as exc:
-                return await self._give_up(f"reconnect refused: HTTP {exc.response.status_code}")
+            except HandshakeRefused as exc:
+                return await self._give_up(f"reconnect refused: HTTP {exc.status}")
             except Exception as exc:  # network errors of every kind: try again
                 if time.monotonic() > deadline:
                     return await self._give_up(f"reconnect failed: {exc}")
@@ -599,6 +605,26 @@ def _session_of(hello: str | bytes) -> str | None:
 def _describe_close(ws: ClientConnection) -> str:
     code = ws.close_code
     return f"connection closed (code {code}: {ws.close_reason or 'no reason'})"
+
+
+def shown_url(url: str) -> str:
+    """``url`` without user info, query or fragment: what may be printed (never a secret)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "the server"
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _refused(url: str, exc: InvalidStatus) -> HandshakeRefused:
+    """The handshake's HTTP error as a :class:`HandshakeRefused` with the server's reason."""
+    response = exc.response
+    lines = (response.body or b"").decode("utf-8", "replace").strip().splitlines()
+    reason = lines[0] if lines else response.reason_phrase
+    return HandshakeRefused(url, response.status_code, _CONTROLS.sub("", reason)[:200])
 
 
 async def connect(

@@ -31,6 +31,7 @@ __all__ = [
     "CCExecError",
     "CommandNotAllowed",
     "ConnectionLost",
+    "HandshakeRefused",
     "InternalError",
     "InvalidParams",
     "InvalidRequest",
@@ -166,6 +167,18 @@ class UnknownJob(ProtocolError):
 
 class ConnectionLost(CCExecError):
     """The connection to the server closed; pending requests fail with this."""
+
+
+class HandshakeRefused(CCExecError):
+    """The server answered the WebSocket handshake with an HTTP error (401: no or a wrong token).
+
+    ``status`` is the HTTP status and ``reason`` the first line of the server's answer
+    (control characters removed; the server never echoes a token).
+    """
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        self.url, self.status, self.reason = url, status, reason
+        super().__init__(f"{url} refused the connection: HTTP {status}" + (f" ({reason})" if reason else ""))
 
 
 _BY_CODE: dict[int, type[ProtocolError]] = {

@@ -8,7 +8,8 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
 
-from cc_executor_nb.client import connect
+from cc_executor_nb.client import connect, shown_url
+from cc_executor_nb.errors import HandshakeRefused
 from cc_executor_nb.server.access import check_handshake, host_name, is_loopback, token_matches
 
 from .conftest import TOKEN, make_handler
@@ -91,6 +92,23 @@ async def test_no_token_is_401(server) -> None:
 async def test_wrong_token_is_401(server) -> None:
     """A handshake with a wrong token is refused with 401."""
     assert await handshake_status(server.url, Authorization="Bearer wrong") == 401
+
+
+async def test_our_client_says_why_the_server_refused_it(server) -> None:
+    """connect() with a wrong token raises HandshakeRefused: the status and the server's reason, no token."""
+    with pytest.raises(HandshakeRefused) as info:
+        await connect(server.url, "wrong-token")
+    refused = info.value
+    assert (refused.status, refused.reason) == (401, "Unauthorized: missing or wrong bearer token")
+    assert str(refused).startswith(f"{server.url} refused the connection: HTTP 401")
+    assert "wrong-token" not in str(refused) and TOKEN not in str(refused)
+
+
+def test_shown_urls_carry_no_credentials() -> None:
+    """User info, query and fragment (where a secret could be) are left out of URLs put in messages."""
+    assert shown_url("ws://user:secret@127.0.0.1:9/ws?token=abc#x") == "ws://127.0.0.1:9/ws"
+    assert shown_url("wss://[::1]:8443/ws") == "wss://[::1]:8443/ws"
+    assert shown_url("ws://host:notaport/ws") == "the server"
 
 
 async def test_right_token_is_accepted(server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import socket
 import sys
 import threading
 import time
@@ -226,6 +227,25 @@ def test_claude_fields_are_empty_without_an_interpreter(bg: KernelLoop) -> None:
     run = start(bg, fake("echo", "x")).wait(scaled(20))
     fields = (run.text, run.result, run.cost_usd, run.usage, run.session_id, run.model, run.is_error)
     assert fields == (None,) * 7 and run.tool_calls == []
+
+
+def test_a_run_refused_for_its_token_says_what_to_give(bg: KernelLoop) -> None:
+    """A wrong token: the run fails with the server's refusal and where the token comes from, never the token."""
+    assert bg.server is not None
+    run = Run(RunSpec(argv=fake("echo", "x")), Target(bg.server.url, "not-the-token")).start(bg).wait(scaled(20))
+    assert run.status == "error" and run.error is not None
+    assert run.error.startswith(f"{bg.server.url} refused the connection: HTTP 401")
+    assert "CC_EXECUTOR_TOKEN" in run.error and "not-the-token" not in run.error
+
+
+def test_a_run_with_no_server_to_reach_says_so_without_the_urls_secrets(bg: KernelLoop) -> None:
+    """Nothing listens: "cannot reach URL: Connection refused", the URL's user info and query left out."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"ws://user:secret@127.0.0.1:{port}/ws?token=abc"
+    run = Run(RunSpec(argv=fake("echo", "x")), Target(url, None)).start(bg).wait(scaled(20))
+    assert (run.status, run.error) == ("error", f"cannot reach ws://127.0.0.1:{port}/ws: Connection refused")
 
 
 def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import methods
 from ..claude.permissions import Answer, PermissionRequest
-from ..client import Client, connect
-from ..errors import CCExecError, ConnectionLost, NoProcessRunning
+from ..client import Client, connect, shown_url
+from ..errors import CCExecError, ConnectionLost, HandshakeRefused, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import FROM_ARGUMENTS, command_line
 from ..targets import Progress
@@ -628,7 +628,7 @@ class Run:
             self._settle_locally("cancelled: the background loop was stopped")
             raise
         except Exception as exc:
-            self._fail(_describe(exc))
+            self._fail(_describe(exc) if client is not None else _unreachable(self.target.url, exc))
         finally:
             await _close(client)
             self._finish()
@@ -838,6 +838,17 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, CCExecError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _unreachable(url: str, exc: Exception) -> str:
+    """Why the run's connection could not be opened, and what to check."""
+    if isinstance(exc, HandshakeRefused) and exc.status == 401:
+        return (f"{exc}: give the server's token, in the environment variable --token-env or "
+                "CCExec.token_env names (CC_EXECUTOR_TOKEN by default) or as token=...")
+    if isinstance(exc, OSError):
+        reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
+        return f"cannot reach {shown_url(url)}: {reason}"
+    return _describe(exc)
 
 
 def _log_errors(func: Callable[[], object]) -> None:
