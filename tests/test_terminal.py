@@ -15,6 +15,7 @@ import pexpect
 import pytest
 
 from cc_executor_nb.demo.texts import haikus
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .util import scaled
 
@@ -67,6 +68,34 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
     assert FOOTER.search(shown) and "[turn 1 completed]" in shown
     assert '{"type":' not in shown and "stream_event" not in shown
     assert re.search(r"completed 0\.009\d+\n", after)
+
+
+def test_terminal_ipython_runs_a_durable_job(tmp_path: Path) -> None:
+    """%ccexec --durable in terminal IPython: the job runs in the job server and its output shows (no traceback)."""
+    runtime = tmp_path / "runtime"
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env={**environment(tmp_path), "JUPYTER_RUNTIME_DIR": str(runtime)}, cwd=str(tmp_path), encoding="utf-8",
+        timeout=scaled(60), dimensions=(50, 220),
+    )
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('job = %ccexec --durable --wait -c "echo from the job server"')
+        child.expect(r"In \[3\]")
+        shown = screen_text(child.before)
+        child.sendline("print(job.status, job.job_id is not None, job.stdout)")
+        child.expect(r"In \[4\]")
+        after = screen_text(child.before)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+        stop_job_server(runtime / RUNTIME_FILE_NAME, timeout=scaled(30))
+    print(shown)
+    assert "Traceback" not in shown and "from the job server\n" in shown and "[completed] exit 0" in shown
+    assert "completed True from the job server" in after
 
 
 def run_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:

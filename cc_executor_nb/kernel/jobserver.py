@@ -126,11 +126,15 @@ def notebook_key() -> str:
 
 
 def _connection_file() -> str | None:
+    """The kernel's connection file; None outside a kernel (a script, terminal IPython)."""
     try:
         from ipykernel.connect import get_connection_file
-
+        from traitlets.config.configurable import MultipleInstanceError
+    except ImportError:
+        return None
+    try:
         return str(get_connection_file())
-    except (ImportError, RuntimeError):  # not in a kernel
+    except (RuntimeError, MultipleInstanceError):  # terminal IPython's app is the singleton there
         return None
 
 
