@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -188,6 +189,8 @@ async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
     with pytest.raises(errors.SpawnFailed) as info:
         await client.execute(argv=["python3", "-c", "print(1)"], cwd=str(tmp_path / "missing"))
     assert info.value.data["errno"] == 2
+    missing = str(tmp_path / "missing")
+    assert info.value.message == f"could not start 'python3': its working directory {missing!r}: " + os.strerror(2)
     with pytest.raises(errors.SpawnFailed) as info:
         await client.execute(argv=[str(tmp_path)])
     assert info.value.data["errno"] == 13

@@ -146,11 +146,11 @@ def _resolve(argv0: str, env: Mapping[str, str], cwd: str | None) -> str:
     return found
 
 
-def _spawn_error(code: int, what: str) -> SpawnFailed:
+def _spawn_error(code: int, what: str, where: str | None = None) -> SpawnFailed:
+    """-32004 naming the program, and ``where`` the failure lies when it is not the program."""
     strerror = os.strerror(code)
-    return SpawnFailed(
-        f"could not start {what!r}: {strerror}", {"errno": code, "strerror": strerror}
-    )
+    reason = f"{where}: {strerror}" if where else strerror
+    return SpawnFailed(f"could not start {what!r}: {reason}", {"errno": code, "strerror": strerror})
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -476,8 +476,9 @@ async def _start(
     except OSError as exc:
         _abandon(output, ours)
         code = exc.errno or errno.EIO
-        what = exc.filename if cwd is not None and exc.filename == cwd else name
-        raise _spawn_error(code, str(what)) from None
+        if cwd is not None and exc.filename == cwd:
+            raise _spawn_error(code, name, f"its working directory {cwd!r}") from None
+        raise _spawn_error(code, name) from None
     except BaseException:
         _abandon(output, ours)
         raise
