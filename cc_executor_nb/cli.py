@@ -35,7 +35,7 @@ from .events import Completed, Event, Output
 from .kernel.claudetext import ClaudeTextView
 from .kernel.run import judged
 from .kernel.textview import LineEnds, LineRenderer, TextView
-from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
+from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL, one_line
 from .server.config import ServerSettings, build_server
 
 __all__ = ["exit_status", "main", "render_event"]
@@ -137,8 +137,7 @@ def _claude_run(
     if options.raw:
         return argv, env, None, TextView(heartbeats=not args.quiet, notices=not args.quiet)
     interpreter = ClaudeInterpreter(prompt=prompt)
-    label = " ".join(f"claude: {prompt}".split())
-    label = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+    label = one_line(f"claude: {prompt}", LABEL_CHARS)
     return argv, env, interpreter, ClaudeTextView(interpreter, label=label, heartbeats=not args.quiet)
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "error_response",
     "loads",
     "notification",
+    "one_line",
     "parse_incoming",
     "parse_server_message",
     "remote_error",
@@ -420,6 +421,16 @@ def command_line(argv: list[str]) -> str:
     e.g. a batch item). Display only: ``shlex.split`` does not read ``$'...'`` back.
     """
     return " ".join(_ansi_c(word) if _CONTROL.search(word) else shlex.quote(word) for word in argv)
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters, for people to read.
+
+    Whitespace runs become one space, other control characters are dropped (untrusted
+    text's escape sequences lose their ESC) and a cut ends in "…".
+    """
+    line = _CONTROL.sub("", " ".join(text.split()))
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _ansi_c(word: str) -> str:

@@ -112,7 +112,7 @@ def test_summary_and_row_text() -> None:
 def test_row_text_carries_no_control_characters() -> None:
     """A batch item's escape sequences and a child's carriage return never reach the terminal through a row."""
     row = Row(1, "echo 'b\x1b[31mred'", "completed", 0.1, None, "\x1b[2Jwiped\rover\x07")
-    assert row_text(row) == "#1 completed · 0.1 s · echo 'b[31mred' → [2Jwipedover"  # inert without its ESC
+    assert row_text(row) == "#1 completed · 0.1 s · echo 'b[31mred' → [2Jwiped over"  # inert without its ESC
 
 
 def test_eta_from_the_mean_of_finished_runs() -> None:

@@ -150,6 +150,14 @@ def test_the_job_table_escapes_what_it_shows() -> None:
     assert "$0.0123" in text[1] and "-9" in text[2] and text[1].index("running") == text[2].index("lost")
 
 
+def test_the_job_table_keeps_each_job_on_one_inert_line() -> None:
+    """A label with newlines (a multi-line prompt) and an escape sequence is one row without its ESC."""
+    now = time.time()
+    rows = [JobRow("id1", "completed", "claude: line one\nline two\x1b]0;pwned\x07", now - 5, now, 0, None, 0)]
+    text = jobs_text(rows, now).splitlines()
+    assert len(text) == 2 and text[1].endswith("claude: line one line two]0;pwned")
+
+
 def test_the_demo_runner_gives_its_command_a_backend_and_passes_on_its_end() -> None:
     """demo.runner: the command reaches a live demo API; its exit status and its death by signal come back."""
     runner = [sys.executable, "-m", "cc_executor_nb.demo.runner", "--"]

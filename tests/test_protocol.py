@@ -259,3 +259,9 @@ def test_command_line_is_one_line_without_control_characters() -> None:
     assert not re.search(r"[\x00-\x1f\x7f-\x9f]", line), line
     plain = ["claude", "-p", "two words", "it's"]
     assert protocol.command_line(plain) == shlex.join(plain)
+
+
+def test_one_line_is_one_inert_line_within_its_limit() -> None:
+    """Whitespace runs become one space, other control characters go, a cut ends in an ellipsis."""
+    assert protocol.one_line("claude: write\n\ta  haiku\x1b[2J\r", 80) == "claude: write a haiku[2J"
+    assert protocol.one_line("abcdef", 4) == "abc…" and protocol.one_line("abcd", 4) == "abcd"

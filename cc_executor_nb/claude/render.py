@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from markdown_it import MarkdownIt
 
 from ..events import FINAL_STATUSES
+from ..protocol import one_line
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, readable_input
@@ -243,17 +244,12 @@ def _decision_html(request: PermissionRequest | None) -> str:
     verb = {"allowed": "always allowed" if request.always else "allowed"}.get(request.status, request.status)
     text = " ".join(part for part in (verb, who) if part)
     if request.status == "denied" and request.message:
-        text += f": {_clip_line(request.message, MAX_TOOL_INPUT_CHARS)}"
+        text += f": {one_line(request.message, MAX_TOOL_INPUT_CHARS)}"
     color = "#198754" if request.status == "allowed" else "#b00020" if request.status == "denied" else "#6c757d"
     return (
         f' <span class="cc-decision cc-decision-{escape(request.status)}" style="color:{color};{_MUTED}">'
         f"{escape(text)}</span>"
     )
-
-
-def _clip_line(text: str, limit: int) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _tool_state(tool: ToolCall) -> tuple[str, str]:
@@ -286,8 +282,7 @@ def tool_input_summary(tool_input: dict[str, Any] | str, limit: int = MAX_TOOL_I
     alone when present, otherwise the compact JSON of the whole input.
     """
     text = tool_input if isinstance(tool_input, str) else _pick_input(tool_input)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def _pick_input(tool_input: dict[str, Any]) -> str:

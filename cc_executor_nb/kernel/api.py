@@ -33,7 +33,7 @@ from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import ClaudeOptions
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
-from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line
+from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
 from .config import CCExec
@@ -225,7 +225,7 @@ def follow_job(
             conversation=talk, replay_until=int(job.get("last_seq") or 0),
         )
     else:
-        extras = _Extras(_shorten(command_line(argv)), {"command": argv})
+        extras = _Extras(one_line(command_line(argv), LABEL_CHARS), {"command": argv})
     conversation = extras.conversation
     handle = Run(
         RunSpec(argv=argv, cwd=job.get("cwd")),
@@ -357,11 +357,11 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     if isinstance(what, str):
         if not what.strip():
             raise ValueError("the command is empty")
-        return RunSpec(command=what), _Extras(_shorten(what), {"command": what})
+        return RunSpec(command=what), _Extras(one_line(what, LABEL_CHARS), {"command": what})
     argv = [str(arg) for arg in what]
     if not argv:
         raise ValueError("the command is empty")
-    return RunSpec(argv=argv), _Extras(_shorten(command_line(argv)), {"command": argv})
+    return RunSpec(argv=argv), _Extras(one_line(command_line(argv), LABEL_CHARS), {"command": argv})
 
 
 def _claude(
@@ -415,7 +415,8 @@ def _claude_extras(
     if conversation is not None:
         talk = _conversation(prompt, interpreter, *conversation, durable=durable, replay_until=replay_until)
     return _Extras(
-        _shorten("claude: " + prompt), {"prompt": prompt, **options}, interpreter=interpreter, conversation=talk
+        one_line("claude: " + prompt, LABEL_CHARS), {"prompt": prompt, **options},
+        interpreter=interpreter, conversation=talk,
     )
 
 
@@ -509,11 +510,6 @@ def _merge_env(
     if not given and not extra:
         return None
     return {**(extra or {}), **(given or {})}
-
-
-def _shorten(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= LABEL_CHARS else line[: LABEL_CHARS - 1] + "…"
 
 
 # Where it runs and how it is shown

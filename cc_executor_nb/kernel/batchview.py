@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..claude.text import printable
+from ..protocol import one_line
 from .html import NO_MATH_CLASSES, STATUS_COLORS
 from .runstate import format_duration
 
@@ -117,9 +117,8 @@ def row_text(row: Row) -> str:
 
 
 def _one_line(text: str) -> str:
-    """One line without control characters: a label or a child's last line is untrusted text."""
-    line = " ".join(printable(text).split())
-    return line if len(line) <= LAST_LINE_CHARS else line[: LAST_LINE_CHARS - 1] + "…"
+    """A label or a child's last line (untrusted text) on one line, inert."""
+    return one_line(text, LAST_LINE_CHARS)
 
 
 def batch_html(summary: Summary, rows: Sequence[Row], *, now: float = 0.0) -> str:

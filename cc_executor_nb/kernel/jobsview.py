@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..protocol import one_line
 from .html import STATUS_COLORS
 from .runstate import format_duration
 
@@ -46,7 +47,7 @@ def _started(when: float, now: float) -> str:
 
 
 def _cells(row: JobRow, now: float) -> list[str]:
-    label = row.label if len(row.label) <= _LABEL_CHARS else row.label[: _LABEL_CHARS - 1] + "…"
+    label = one_line(row.label, _LABEL_CHARS)  # a prompt or a command line: untrusted, maybe many lines
     return [
         row.job_id,
         row.status,
