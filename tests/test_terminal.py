@@ -42,20 +42,20 @@ def screen_text(raw: str) -> str:
     return ANSI.sub("", raw).replace("\r\n", "\n").replace("\r", "")
 
 
-def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
-    """In terminal IPython (prompt_toolkit on a pty) a Claude run prints its haikus and footer, no JSON."""
+def ipython_session(tmp: Path, run_line: str, then: str, **env: str) -> tuple[str, str]:
+    """Terminal IPython on a pty: load the extension, enter ``run_line``, then ``then``; what each showed."""
     child = pexpect.spawn(
         sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
+        env={**environment(tmp), **env}, cwd=str(tmp), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
     )
     try:
         child.expect(r"In \[1\]")
         child.sendline("%load_ext cc_executor_nb")
         child.expect(r"In \[2\]")
-        child.sendline('run = %ccexec --demo --wait "write 3 haikus about the sea"')
+        child.sendline(run_line)
         child.expect(r"In \[3\]")
         shown = screen_text(child.before)
-        child.sendline("print(run.status, run.cost_usd)")
+        child.sendline(then)
         child.expect(r"In \[4\]")
         after = screen_text(child.before)
         child.sendline("exit")
@@ -63,6 +63,13 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
     finally:
         child.close(force=True)
     print(shown)
+    return shown, after
+
+
+def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
+    """In terminal IPython (prompt_toolkit on a pty) a Claude run prints its haikus and footer, no JSON."""
+    shown, after = ipython_session(tmp_path, 'run = %ccexec --demo --wait "write 3 haikus about the sea"',
+                                   "print(run.status, run.cost_usd)")
     assert haikus(3) in shown
     # --wait returns with the turn; the process stays for run.send() (issue 18), so no exit line yet.
     assert FOOTER.search(shown) and "[turn 1 completed]" in shown
@@ -73,27 +80,12 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
 def test_terminal_ipython_runs_a_durable_job(tmp_path: Path) -> None:
     """%ccexec --durable in terminal IPython: the job runs in the job server and its output shows (no traceback)."""
     runtime = tmp_path / "runtime"
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env={**environment(tmp_path), "JUPYTER_RUNTIME_DIR": str(runtime)}, cwd=str(tmp_path), encoding="utf-8",
-        timeout=scaled(60), dimensions=(50, 220),
-    )
     try:
-        child.expect(r"In \[1\]")
-        child.sendline("%load_ext cc_executor_nb")
-        child.expect(r"In \[2\]")
-        child.sendline('job = %ccexec --durable --wait -c "echo from the job server"')
-        child.expect(r"In \[3\]")
-        shown = screen_text(child.before)
-        child.sendline("print(job.status, job.job_id is not None, job.stdout)")
-        child.expect(r"In \[4\]")
-        after = screen_text(child.before)
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
+        shown, after = ipython_session(tmp_path, 'job = %ccexec --durable --wait -c "echo from the job server"',
+                                       "print(job.status, job.job_id is not None, job.stdout)",
+                                       JUPYTER_RUNTIME_DIR=str(runtime))
     finally:
-        child.close(force=True)
         stop_job_server(runtime / RUNTIME_FILE_NAME, timeout=scaled(30))
-    print(shown)
     assert "Traceback" not in shown and "from the job server\n" in shown and "[completed] exit 0" in shown
     assert "completed True from the job server" in after
 
