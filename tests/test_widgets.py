@@ -707,6 +707,11 @@ def test_coalescer_drives_run_view_from_loop(
             "[failed] exit 1 in 1 min 15 s",
         ),
         (
+            "process.completed",
+            {"status": "cancelled", "exit_code": None, "error": "cancelled: the background loop was stopped"},
+            "[cancelled] the background loop was stopped",
+        ),
+        (
             "process.started",
             {"pid": 7, "argv": ["claude", "-p", "two words"]},
             "[started] pid 7 claude -p 'two words'",

@@ -145,11 +145,15 @@ def _text_status(params: Mapping[str, Any]) -> str:
 
 def _text_completed(params: Mapping[str, Any]) -> str:
     status = params.get("status") if isinstance(params.get("status"), str) else "completed"
-    line = f"[{status}] exit {params.get('exit_code', '?')}"
+    error = params.get("error")
+    code = params.get("exit_code", "?")
+    if code is None:  # settled here, never exited under our eyes: "[cancelled] the loop was stopped"
+        reason = str(error).removeprefix(f"{status}: ") if error else ""
+        return f"[{status}] {reason}".rstrip()
+    line = f"[{status}] exit {code}"
     duration = params.get("duration_seconds")
     if isinstance(duration, (int, float)):
         line += f" in {format_duration(duration)}"
-    error = params.get("error")
     return line + (f": {error}" if error else "")
 
 
