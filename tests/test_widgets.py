@@ -722,6 +722,7 @@ def test_coalescer_drives_run_view_from_loop(
             "[started] pid 7 printf $'%s\\n' $'a\\x1b[2Jb'",
         ),
         ("process.paused", {"status": "paused"}, "[paused]"),
+        ("process.cancelled", {"status": "cancelled", "pid": 7}, "[cancelling]"),
         ("process.error", {"error": "reader crashed"}, "[error] reader crashed"),
         ("process.unknown", {}, None),
     ],

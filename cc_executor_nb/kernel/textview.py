@@ -201,7 +201,7 @@ _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     methods.PROCESS_STATUS: _text_status,
     methods.PROCESS_PAUSED: _text_tag("paused"),
     methods.PROCESS_RESUMED: _text_tag("resumed"),
-    methods.PROCESS_CANCELLED: _text_tag("cancelled"),
+    methods.PROCESS_CANCELLED: _text_tag("cancelling"),  # stopping; the end line follows
     methods.PROCESS_COMPLETED: _text_completed,
     methods.PROCESS_ERROR: _text_error,
     methods.CONVERSATION_QUESTION: _text_question,
