@@ -18,7 +18,7 @@ from cc_executor_nb.client import connect
 from cc_executor_nb.server.handler import _Link
 from cc_executor_nb.server.session import Session
 
-from .conftest import TOKEN, collect, fake, make_handler, reply
+from .conftest import TOKEN, collect, completed, fake, make_handler, output_of, reply
 from .util import eventually_async, scaled
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -194,6 +194,14 @@ async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
     with pytest.raises(errors.SpawnFailed) as info:
         await client.execute(argv=[str(tmp_path)])
     assert info.value.data["errno"] == 13
+
+
+async def test_a_cwd_under_tilde_is_in_the_servers_home(client) -> None:
+    """cwd "~" (a magic's --cwd ~, no shell to expand it) runs in the server user's home."""
+    await client.execute(argv=["python3", "-c", "import os; print(os.getcwd())"], cwd="~")
+    events = await collect(client)
+    assert completed(events).exit_code == 0
+    assert output_of(events).strip() == os.path.realpath(os.path.expanduser("~"))
 
 
 async def test_already_running(client) -> None:

@@ -373,8 +373,11 @@ class ProcessManager:
         ``output`` makes the child's stdout and stderr (capture files or pipes); it is
         called inside the spawn's clean-up, so nothing leaks when anything fails. With
         ``stdin_pipe`` the child reads a pipe whose write end the returned process holds
-        (``stdin_fd``); otherwise its stdin is /dev/null.
+        (``stdin_fd``); otherwise its stdin is /dev/null. A ``cwd`` that starts with ``~``
+        is in this server's user's home (``--cwd ~/project`` from a magic, where no shell
+        expands it).
         """
+        cwd = os.path.expanduser(cwd) if cwd is not None else None
         program = self.check_allowed(argv, env, cwd)
         if self.max_processes is not None and len(self.running) >= self.max_processes:
             raise LimitReached(f"at most {self.max_processes} processes may run at once")
