@@ -54,6 +54,7 @@ from . import methods, protocol
 from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError
 from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
+from .redaction import install_redactor
 
 __all__ = ["Client", "connect", "shown_url"]
 
@@ -80,6 +81,7 @@ class _Dialer:
     ssl: ssl_module.SSLContext | None = None
 
     async def dial(self) -> ClientConnection:
+        _keep_out_of_logs(self.token)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         # websockets refuses ssl=None for wss:// (it means "no TLS"): leave it out then.
         tls: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
@@ -605,6 +607,17 @@ def _session_of(hello: str | bytes) -> str | None:
 def _describe_close(ws: ClientConnection) -> str:
     code = ws.close_code
     return f"connection closed (code {code}: {ws.close_reason or 'no reason'})"
+
+
+_REDACTING: set[str] = set()
+
+
+def _keep_out_of_logs(token: str | None) -> None:
+    """websockets logs the Authorization header and every frame at DEBUG: redact them (once per token)."""
+    key = token or ""
+    if key not in _REDACTING:
+        install_redactor(token)
+        _REDACTING.add(key)
 
 
 def shown_url(url: str) -> str:

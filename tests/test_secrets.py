@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from websockets.frames import Frame, Opcode
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.server.handler import SecretRedactor
@@ -85,6 +86,18 @@ def test_the_redactor_blanks_credentials_in_any_form(line: str) -> None:
     """Headers, schemes, query parameters and the known token itself become [redacted]."""
     redacted = SecretRedactor({"super-secret"}).redact(line)
     assert "super-secret" not in redacted and "c3VwZXItc2VjcmV0" not in redacted and "[redacted]" in redacted
+
+
+def test_the_redactor_keeps_a_data_frames_kind_and_size_but_not_its_payload() -> None:
+    """websockets' DEBUG line for a frame (an execute's env with an API key) loses its payload only."""
+    frame = Frame(Opcode.TEXT, b'{"method":"execute","params":{"argv":["x"],"env":{"API_KEY":"sk-ant-zzz"}}}')
+    record = logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "< %s", (frame,), None)
+    SecretRedactor().filter(record)
+    assert record.getMessage() == f"< TEXT [redacted] [{len(frame.data)} bytes]"
+    beat = Frame(Opcode.PING, b"ab")
+    ping = logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "> %s", (beat,), None)
+    SecretRedactor().filter(ping)
+    assert record.getMessage() != ping.getMessage() == "> PING 'ab' [text, 2 bytes]"
 
 
 def test_the_redactor_leaves_ordinary_lines_alone() -> None:

@@ -19,7 +19,7 @@ import pytest
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Output
 
-from .conftest import fake, group_alive
+from .conftest import collect, fake, group_alive, output_of
 from .servers import SERVER, PeakRss, ServerProcess, start_server
 from .util import eventually_async, scaled
 
@@ -51,6 +51,45 @@ def test_generated_token_goes_to_a_private_file_never_the_log() -> None:
     assert "[PROCESS COMPLETED]" in server.output()
     assert token not in server.output()
     assert not Path(path).exists(), "a generated token file is removed at shutdown"
+
+
+def test_a_debug_log_shows_no_secret_a_request_carried() -> None:
+    """At DEBUG, websockets logs every frame: an execute's env value (an API key) and the output are not in it."""
+    server = start_server("--log-level", "DEBUG", "--token", "standalone-token")
+
+    async def use() -> str:
+        async with await connect(server.url, "standalone-token") as client:
+            await client.execute(argv=["printenv", "API_KEY"], env={"API_KEY": "sk-ant-debug-secret"})
+            return output_of(await collect(client))
+
+    assert asyncio.run(use()) == "sk-ant-debug-secret\n"
+    assert server.finish(signal.SIGTERM) == 0
+    assert "< TEXT [redacted]" in server.output() and "sk-ant-debug-secret" not in server.output()
+
+
+CLIENT_AT_DEBUG = """
+import asyncio, logging, os, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+from cc_executor_nb.client import connect
+
+async def main():
+    async with await connect(sys.argv[1], os.environ["CC_EXECUTOR_TOKEN"]) as client:
+        await client.execute(argv=["echo", "hi"], env={"API_KEY": "sk-ant-client-secret"})
+        async for event in client.events():
+            if event.method == "process.completed":
+                return
+
+asyncio.run(main())
+"""
+
+
+def test_a_client_at_debug_logs_neither_its_token_nor_what_it_sends(token_server) -> None:
+    """A notebook with DEBUG logging on: websockets' client lines carry no Bearer token and no env value."""
+    done = subprocess.run([sys.executable, "-c", CLIENT_AT_DEBUG, token_server.url], capture_output=True, text=True,
+                          timeout=scaled(60), check=False, env={**os.environ, "CC_EXECUTOR_TOKEN": "standalone-token"})
+    assert done.returncode == 0, done.stderr
+    assert "> Authorization: [redacted]" in done.stderr and "> TEXT [redacted]" in done.stderr
+    assert "standalone-token" not in done.stderr and "sk-ant-client-secret" not in done.stderr
 
 
 def test_token_from_environment(tmp_path) -> None:

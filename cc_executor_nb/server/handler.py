@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -51,6 +50,7 @@ from ..errors import (
     UnknownSession,
 )
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
+from ..redaction import SecretRedactor, install_redactor
 from .access import WS_PATHS, check_handshake, is_loopback
 from .config import ServerSettings
 from .disk import DiskBudget, DiskUse
@@ -68,59 +68,6 @@ from .supervisor import ProcessManager
 __all__ = ["CAPABILITIES", "EnhancedWebSocketHandler", "SecretRedactor"]
 
 logger = logging.getLogger("cc_executor_nb.server")
-
-_AUTH_HEADER = re.compile(
-    r"(?im)^([<>] (?:(?:proxy-)?authorization|cookie|set-cookie|[\w-]*(?:token|secret|api-key)[\w-]*))(: ).*$"
-)
-_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[^\s,;]+")
-_QUERY_SECRET = re.compile(r"(?i)([?&](?:access_token|token|auth|key|api_key|apikey|password)=)[^&\s#]*")
-_REDACTED = "[redacted]"
-
-
-class SecretRedactor(logging.Filter):
-    """Blank out credentials in log records, whatever form a client sent them in.
-
-    websockets logs every request line and header at DEBUG level: the value of any
-    ``Authorization``, ``Cookie`` or token-like header is replaced, as are
-    ``Bearer``/``Basic``/``Token`` credentials, ``token=``-style query parameters and
-    every known secret (the server token) wherever it appears.
-    """
-
-    def __init__(self, secrets_: Collection[str] = ()) -> None:
-        super().__init__()
-        self.secrets = {value for value in secrets_ if value}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = self.redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, ()
-        return True
-
-    def redact(self, text: str) -> str:
-        """``text`` with every credential replaced by ``[redacted]``."""
-        for value in self.secrets:
-            text = text.replace(value, _REDACTED)
-        text = _AUTH_HEADER.sub(rf"\1\2{_REDACTED}", text)
-        text = _CREDENTIAL.sub(rf"\1\2{_REDACTED}", text)
-        return _QUERY_SECRET.sub(rf"\1{_REDACTED}", text)
-
-
-_LOGGER_PREFIXES = ("cc_executor_nb", "websockets")
-
-
-def _install_redactor(secret: str | None) -> None:
-    """Put one redactor on every logger of ours and of websockets (filters do not inherit)."""
-    names = {name for name in logging.Logger.manager.loggerDict if name.startswith(_LOGGER_PREFIXES)}
-    names |= {"cc_executor_nb", "cc_executor_nb.server", "websockets.server", "websockets.client"}
-    for name in names:
-        target = logging.getLogger(name)
-        redactor = next((f for f in target.filters if isinstance(f, SecretRedactor)), None)
-        if redactor is None:
-            redactor = SecretRedactor()
-            target.addFilter(redactor)
-        if secret:
-            redactor.secrets.add(secret)
 
 CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
@@ -229,7 +176,7 @@ class EnhancedWebSocketHandler:
         With ``ssl`` (a server-side TLS context) the server speaks ``wss://``.
         """
         self._loopback = is_loopback(host)
-        _install_redactor(self.token)
+        install_redactor(self.token)
         if self.token is None and not self._loopback:
             raise ValueError("refusing to serve without a token on a non-loopback address")
         self.jobs.open()

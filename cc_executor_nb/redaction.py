@@ -1,0 +1,72 @@
+"""Secrets out of the logs: a filter on every logger of ours and of websockets.
+
+Both ends use it: the server for its token and what clients send, a client for the token
+it sends (websockets logs every header and frame at DEBUG level).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Collection
+
+__all__ = ["SecretRedactor", "install_redactor"]
+
+_AUTH_HEADER = re.compile(
+    r"(?im)^([<>] (?:(?:proxy-)?authorization|cookie|set-cookie|[\w-]*(?:token|secret|api-key)[\w-]*))(: ).*$"
+)
+_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[^\s,;]+")
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:access_token|token|auth|key|api_key|apikey|password)=)[^&\s#]*")
+_REDACTED = "[redacted]"
+# websockets' DEBUG line for a data frame: "< TEXT '{...}' [172 bytes]". The payload is
+# requests (an execute's env: API keys) and output (whatever a child printed).
+_FRAME_PAYLOAD = re.compile(r"(?s)^([<>] (?:TEXT|BINARY|CONT)) .*( \[[^\]]*\])$")
+
+
+class SecretRedactor(logging.Filter):
+    """Blank out credentials in log records, whatever form a client sent them in.
+
+    websockets logs every request line and header at DEBUG level: the value of any
+    ``Authorization``, ``Cookie`` or token-like header is replaced, as are
+    ``Bearer``/``Basic``/``Token`` credentials, ``token=``-style query parameters and
+    every known secret (the server token) wherever it appears. Its lines for data frames
+    keep their kind and size but not their payload (an ``execute``'s ``env`` carries API
+    keys; output is whatever a child printed).
+    """
+
+    def __init__(self, secrets_: Collection[str] = ()) -> None:
+        super().__init__()
+        self.secrets = {value for value in secrets_ if value}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self.redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+    def redact(self, text: str) -> str:
+        """``text`` with every credential replaced by ``[redacted]``."""
+        for value in self.secrets:
+            text = text.replace(value, _REDACTED)
+        text = _FRAME_PAYLOAD.sub(rf"\1 {_REDACTED}\2", text)
+        text = _AUTH_HEADER.sub(rf"\1\2{_REDACTED}", text)
+        text = _CREDENTIAL.sub(rf"\1\2{_REDACTED}", text)
+        return _QUERY_SECRET.sub(rf"\1{_REDACTED}", text)
+
+
+_LOGGER_PREFIXES = ("cc_executor_nb", "websockets")
+
+
+def install_redactor(secret: str | None) -> None:
+    """Put one redactor on every logger of ours and of websockets (filters do not inherit)."""
+    names = {name for name in logging.Logger.manager.loggerDict if name.startswith(_LOGGER_PREFIXES)}
+    names |= {"cc_executor_nb", "cc_executor_nb.server", "websockets.server", "websockets.client"}
+    for name in names:
+        target = logging.getLogger(name)
+        redactor = next((f for f in target.filters if isinstance(f, SecretRedactor)), None)
+        if redactor is None:
+            redactor = SecretRedactor()
+            target.addFilter(redactor)
+        if secret:
+            redactor.secrets.add(secret)
