@@ -657,7 +657,9 @@ async def connect(
     """Open a session. ``token`` goes in ``Authorization: Bearer``; no Origin is sent.
 
     ``ssl`` is the TLS context of a ``wss://`` URL (default: the system's trust store for
-    ``wss://``, none for ``ws://``).
+    ``wss://``, none for ``ws://``). Raises :class:`~cc_executor_nb.errors.HandshakeRefused`
+    when the server answers with an HTTP error (401: no or a wrong token), ``OSError``
+    when it cannot be reached.
     """
     dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout, ssl)
     client = Client(
