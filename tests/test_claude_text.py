@@ -22,6 +22,7 @@ from cc_executor_nb.claude.text import (
     tool_line,
 )
 from cc_executor_nb.demo.texts import THINKING_TEXT, haikus
+from cc_executor_nb.kernel.claudetext import ClaudeTextView
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -269,3 +270,27 @@ def test_an_answer_that_came_only_in_the_result_is_written() -> None:
         view(answer="Only in the result", result={"result": "Only in the result"}, phase="done"), final=True
     )
     assert answer_text(chunks) == "Only in the result\n"
+
+
+class _Source:
+    """A run as the text view reads it: a snapshot that the test changes."""
+
+    def __init__(self, snapshot: ClaudeView) -> None:
+        self.snapshot_now = snapshot
+
+    def snapshot(self) -> ClaudeView:
+        return self.snapshot_now
+
+    def finish(self) -> None:
+        return None
+
+
+def test_no_silence_note_while_a_question_waits() -> None:
+    """process.status is no news while Claude waits for an answer (on a terminal it would hit the prompt line)."""
+    ask = {"id": "p1", "tool": "Bash", "input": {"command": "make"}, "status": "pending"}
+    source = _Source(InteractiveView(phase="tool", permission_requests=(ask,)))
+    text_view = ClaudeTextView(source)
+    status = {"status": "running", "inactive_seconds": 30.0}
+    assert text_view.render("process.status", status) == []
+    source.snapshot_now = InteractiveView(phase="tool", permission_requests=({**ask, "status": "allowed"},))
+    assert [line.text for line in text_view.render("process.status", status)] == ["[status] no output for 30 s"]

@@ -464,57 +464,92 @@ import cc_executor_nb as ccx
 from cc_executor_nb.kernel.config import CCExec
 settings = CCExec(history_path="none")
 run = ccx.run("bash: echo typed > typed.txt && cat typed.txt", executable={claude!r}, demo=True,
-              settings=settings, wait=True)
+              settings=settings, wait=True, inactivity={inactivity!r})
 print("STATUS", run.status, "|", run.answer, "|", run.permission_requests[0].decided_by, flush=True)
 run.end().wait()
 """
 
 
+class Terminal:
+    """A Python script on a pseudo-terminal: what it showed so far, and what a person types."""
+
+    def __init__(self, script: str, cwd: Path) -> None:
+        import pty
+        import subprocess
+        import sys
+
+        self.leader, follower = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=follower, stdout=follower,
+                                     stderr=follower, cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+        os.close(follower)
+        self.seen = b""
+
+    def read(self, timeout: float) -> bool:
+        """Add what the script writes within ``timeout`` s; False at the terminal's end."""
+        import select
+
+        if not select.select([self.leader], [], [], timeout)[0]:
+            return True
+        try:
+            chunk = os.read(self.leader, 65536)
+        except OSError:  # EIO: the terminal's other side is closed
+            return False
+        self.seen += chunk
+        return bool(chunk)
+
+    def read_until(self, marker: bytes, timeout: float) -> str:
+        deadline = time.monotonic() + scaled(timeout)
+        while marker not in self.seen and time.monotonic() < deadline and self.read(0.1):
+            pass
+        assert marker in self.seen, self.seen.decode(errors="replace")
+        return self.seen.decode(errors="replace")
+
+    def read_to_end(self) -> str:
+        while self.read(0.2) and self.proc.poll() is None:
+            pass
+        while self.read(0.2):  # the rest of the output, up to the end
+            pass
+        return self.seen.decode(errors="replace")
+
+    def type(self, text: str) -> None:
+        os.write(self.leader, text.encode())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.leader)
+
+
 def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
     """Outside a kernel, wait() on a terminal asks the question there; "y" runs the command."""
-    import pty
-    import select
-    import subprocess
-    import sys
-
-    leader, follower = pty.openpty()
-    script = TERMINAL_SCRIPT.format(claude=str(CLAUDE))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=follower, stdout=follower, stderr=follower,
-                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    os.close(follower)
-    seen = b""
-
-    def read_until(marker: bytes, timeout: float) -> bytes:
-        nonlocal seen
-        deadline = time.monotonic() + scaled(timeout)
-        while marker not in seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 0.1)
-            if ready:
-                try:
-                    seen += os.read(leader, 65536)
-                except OSError:
-                    break
-        assert marker in seen, seen.decode(errors="replace")
-        return seen
-
+    terminal = Terminal(TERMINAL_SCRIPT.format(claude=str(CLAUDE), inactivity=None), tmp_path)
     try:
-        text = read_until(b"y = allow", 60).decode()
+        text = terminal.read_until(b"y = allow", 60)
         assert "Claude asks to use Bash: echo typed > typed.txt && cat typed.txt" in text
-        os.write(leader, b"y\n")
-        read_until(b"STATUS", 60)
-        assert proc.wait(scaled(30)) == 0
-        while select.select([leader], [], [], 0.2)[0]:  # the rest of the output, up to the end
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the terminal's other side is closed
-                break
-            if not chunk:
-                break
-            seen += chunk
-        assert b"STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in seen
+        terminal.type("y\n")
+        terminal.read_until(b"STATUS", 60)
+        assert terminal.proc.wait(scaled(30)) == 0
+        shown = terminal.read_to_end()
+        assert "STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in shown
         assert (tmp_path / "typed.txt").read_text() == "typed\n"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(leader)
+        terminal.close()
+
+
+def test_a_terminal_question_keeps_its_prompt_line_while_nobody_answers(tmp_path: Path) -> None:
+    """No "[status] no output" note lands on the question's prompt while Claude waits for the answer."""
+    terminal = Terminal(TERMINAL_SCRIPT.format(claude=str(CLAUDE), inactivity=0.5), tmp_path)
+    try:
+        terminal.read_until(b"tells Claude) > ", 60)
+        asked_at = len(terminal.seen)
+        deadline = time.monotonic() + 2.5  # five inactivity thresholds
+        while time.monotonic() < deadline:
+            terminal.read(0.1)
+        assert terminal.seen[asked_at:] == b""
+        terminal.type("y\n")
+        terminal.read_until(b"STATUS", 60)
+        assert terminal.proc.wait(scaled(30)) == 0
+        assert "STATUS completed" in terminal.read_to_end()
+    finally:
+        terminal.close()

@@ -48,6 +48,7 @@ __all__ = [
     "ClaudeSnapshot",
     "ClaudeTextRenderer",
     "answer_of",
+    "asks_now",
     "error_line",
     "footer_items",
     "footer_line",
@@ -289,6 +290,11 @@ def permission_requests(view: object) -> tuple[Any, ...]:
     """The snapshot's permission questions, if it carries any (interactive runs)."""
     items = getattr(view, "permission_requests", None)
     return tuple(items) if isinstance(items, Iterable) and not isinstance(items, (str, bytes)) else ()
+
+
+def asks_now(view: object) -> bool:
+    """Whether one of the snapshot's permission questions still waits for an answer."""
+    return any(str(_field(item, "status") or "pending") == "pending" for item in permission_requests(view))
 
 
 def join_chunks(chunks: Iterable[Chunk]) -> str:

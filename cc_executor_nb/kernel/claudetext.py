@@ -5,7 +5,9 @@ runs (text mode in a kernel, terminal IPython, ``python -m cc_executor_nb claude
 CLI's stdout goes through the run's interpreter and comes out as the answer, one note
 per thinking block, retry, permission question and tool call, and Claude's footer
 (:mod:`cc_executor_nb.claude.text`); the run's own notices (start, silence, end) and
-the CLI's stderr are the TextView's. ``--raw`` runs keep the plain TextView and show
+the CLI's stderr are the TextView's, except that a silence is not noted while a
+permission question waits (the question is why; on a terminal the note would land on
+its prompt line). ``--raw`` runs keep the plain TextView and show
 the JSON lines.
 """
 
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from .. import methods
-from ..claude.text import Chunk, ClaudeSnapshot, ClaudeTextRenderer
+from ..claude.text import Chunk, ClaudeSnapshot, ClaudeTextRenderer, asks_now
 from .textview import Line, TextView
 
 __all__ = ["ClaudeTextView", "SnapshotSource"]
@@ -63,6 +65,10 @@ class ClaudeTextView:
             self.interpreter.finish()  # every byte of output came before this notification
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), final=True))
             return lines + self._notice(method, params)
+        if method == methods.PROCESS_STATUS and asks_now(self.interpreter.snapshot()):
+            # Claude is silent because it waits for an answer, which the notes above ask
+            # for; on a terminal this note would land on the question's prompt line.
+            return []
         if method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last"):
             # A conversation's turn ended (the process lives on): its answer and footer now.
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), turn=True))
@@ -90,3 +96,4 @@ class ClaudeTextView:
     @staticmethod
     def _lines(chunks: list[Chunk]) -> list[Line]:
         return [Line("stdout" if chunk.kind == "answer" else "note", chunk.text) for chunk in chunks]
+
