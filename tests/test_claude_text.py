@@ -294,3 +294,14 @@ def test_no_silence_note_while_a_question_waits() -> None:
     assert text_view.render("process.status", status) == []
     source.snapshot_now = InteractiveView(phase="tool", permission_requests=({**ask, "status": "allowed"},))
     assert [line.text for line in text_view.render("process.status", status)] == ["[status] no output for 30 s"]
+
+
+def test_a_note_follows_the_answer_text_that_came_before_it() -> None:
+    """An unfinished answer line held back (no newline yet) is written before a note, not after it."""
+    text_view = ClaudeTextView(_Source(view(text="Step 1 of 1.", phase="writing")))
+    assert text_view.render("process.output", {"type": "stdout", "data": "(a stream-json line)\n"}) == []
+    question = {"request": {"id": "p1", "tool": "Bash", "summary": "make", "status": "pending"}}
+    lines = [(line.kind, line.text) for line in text_view.render("conversation.question", question)]
+    assert lines[:2] == [("stdout", "Step 1 of 1."), ("stdout", "\n")]
+    assert lines[2][0] == "note" and lines[2][1].startswith("[needs you] Claude asks to use Bash: make")
+    assert len(lines) == 3

@@ -348,6 +348,15 @@ class ClaudeTextRenderer:
         self._after_note = True
         return [Chunk("answer", "\n")]
 
+    def end_line(self, view: ClaudeSnapshot) -> list[Chunk]:
+        """The answer text held back so far and a newline ending its line: what goes before
+        a note from elsewhere (the run's notices), so that the note keeps its place in time."""
+        if self._done:
+            return []
+        out: list[Chunk] = []
+        self._flush_answer(view, out)
+        return out + self.close_line()
+
     def render(self, view: ClaudeSnapshot, *, final: bool = False, turn: bool = False) -> list[Chunk]:
         """The chunks that ``view`` adds to what was rendered before (all of the rest if ``final``).
 

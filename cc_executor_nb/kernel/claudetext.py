@@ -81,7 +81,7 @@ class ClaudeTextView:
             # The CLI's own complaints, as they are: they start on a line of their own.
             if not isinstance(data, str) or not data:
                 return []
-            return [*self._lines(self.renderer.close_line()), Line("stderr", data)]
+            return [*self._lines(self.renderer.end_line(self.interpreter.snapshot())), Line("stderr", data)]
         return self._lines(self.renderer.render(self.interpreter.snapshot()))
 
     def _notice(self, method: str, params: Mapping[str, Any]) -> list[Line]:
@@ -91,7 +91,7 @@ class ClaudeTextView:
             text = self.text_view.render_event(method, params)
         if text is None:
             return []
-        return [*self._lines(self.renderer.close_line()), Line("note", text)]
+        return [*self._lines(self.renderer.end_line(self.interpreter.snapshot())), Line("note", text)]
 
     @staticmethod
     def _lines(chunks: list[Chunk]) -> list[Line]:
