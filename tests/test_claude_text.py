@@ -305,3 +305,19 @@ def test_a_note_follows_the_answer_text_that_came_before_it() -> None:
     assert lines[:2] == [("stdout", "Step 1 of 1."), ("stdout", "\n")]
     assert lines[2][0] == "note" and lines[2][1].startswith("[needs you] Claude asks to use Bash: make")
     assert len(lines) == 3
+
+
+def test_a_question_announced_by_the_run_gets_no_second_waiting_line() -> None:
+    """After the run's '[needs you]' notice, the same question's '[permission] ... waiting' line is left out;
+    its answer still gets its line."""
+    ask = {"id": "p1", "tool": "Bash", "input": {"command": "make"}, "status": "pending"}
+    source = _Source(view(phase="tool"))
+    text_view = ClaudeTextView(source)
+    question = {"request": {"id": "p1", "tool": "Bash", "summary": "make", "status": "pending"}}
+    assert [line.text[:11] for line in text_view.render("conversation.question", question)] == ["[needs you]"]
+    source.snapshot_now = InteractiveView(phase="tool", permission_requests=(ask,))
+    assert text_view.render("process.output", {"type": "stdout", "data": "(a line)\n"}) == []
+    source.snapshot_now = InteractiveView(phase="tool", permission_requests=({**ask, "status": "allowed",
+                                                                             "decided_by": "stdin"},))
+    lines = text_view.render("process.output", {"type": "stdout", "data": "(a line)\n"})
+    assert [line.text for line in lines] == ["[permission] Bash · make → allowed by stdin"]

@@ -348,6 +348,11 @@ class ClaudeTextRenderer:
         self._after_note = True
         return [Chunk("answer", "\n")]
 
+    def shown(self, request_id: str, status: str = "pending") -> None:
+        """A permission question's line in this status was shown another way (the run's
+        ``[needs you]`` notice): no ``[permission]`` line repeats it."""
+        self._permissions_seen.add((request_id, status))
+
     def end_line(self, view: ClaudeSnapshot) -> list[Chunk]:
         """The answer text held back so far and a newline ending its line: what goes before
         a note from elsewhere (the run's notices), so that the note keeps its place in time."""

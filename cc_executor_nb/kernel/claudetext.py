@@ -73,7 +73,15 @@ class ClaudeTextView:
             # A conversation's turn ended (the process lives on): its answer and footer now.
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), turn=True))
             return lines + self._notice(method, params)
-        return self._notice(method, params)
+        lines = self._notice(method, params)
+        if method == methods.CONVERSATION_QUESTION and lines:
+            self._asked(params.get("request"))
+        return lines
+
+    def _asked(self, request: object) -> None:
+        """The ``[needs you]`` notice said it: no ``[permission] ... waiting`` line as well."""
+        if isinstance(request, Mapping) and isinstance(request.get("id"), str):
+            self.renderer.shown(request["id"])
 
     def _output(self, params: Mapping[str, Any]) -> list[Line]:
         data = params.get("data")
