@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
 from ..events import Event
@@ -255,7 +255,6 @@ class _Sink:
         self.ends.wrote(stream, text)
         setter = getattr(stream, "set_thread_parent", None)
         if self.parent is None or setter is None:
-            stream = _above_the_prompt(stream)
             stream.write(text)
             stream.flush()
             return
@@ -270,21 +269,3 @@ class _Sink:
         for stream in (self.out, self.err):
             if getattr(stream, "set_thread_parent", None) is None:
                 stream.flush()
-
-
-def _above_the_prompt(stream: TextIO) -> TextIO:
-    """``stream``, or prompt_toolkit's stand-in for it while terminal IPython shows its prompt.
-
-    Terminal IPython replaces ``sys.stdout`` and ``sys.stderr`` with a proxy while it
-    waits at ``In [n]:`` (``patch_stdout``); the proxy draws text above the prompt. A run
-    shown by an earlier cell holds the real streams, whose writes would land on the
-    prompt line, so they go through the proxy while it is there.
-    """
-    patched = sys.modules.get("prompt_toolkit.patch_stdout")
-    proxy_type = getattr(patched, "StdoutProxy", None)
-    current = sys.stdout
-    if proxy_type is None or not isinstance(current, proxy_type) or current is stream:
-        return stream
-    if stream in (sys.__stdout__, sys.__stderr__, getattr(current, "original_stdout", None)):
-        return cast(TextIO, current)
-    return stream
