@@ -27,7 +27,7 @@ from typing import TextIO
 
 from . import methods
 from .claude.interpreter import ClaudeInterpreter
-from .claude.options import ClaudeOptions, claude_argv, claude_environment
+from .claude.options import ClaudeOptions, claude_argv, claude_environment, claude_stdin_argv, fits_one_argument
 from .client import Client, connect
 from .declare import add_arguments, declared, from_values
 from .errors import CCExecError
@@ -92,53 +92,75 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
         await handler.close()
 
 
+@dataclasses.dataclass
+class _Launch:
+    """What ``run`` or ``claude`` starts and how it is shown."""
+
+    argv: list[str]
+    env: dict[str, str] | None
+    view: LineRenderer
+    interpreter: ClaudeInterpreter | None = None
+    """The Claude run's interpreter (None for a command, and with --raw)."""
+    stdin_text: str | None = None
+    """Text for the child's stdin, which is then closed (a prompt too long for argv)."""
+
+
 async def _run(args: argparse.Namespace) -> int:
     """Run ``args.command`` (a command) or ``args.claude`` (a prompt), rendered to the terminal."""
-    interpreter: ClaudeInterpreter | None = None
-    view: LineRenderer
     if args.action == "claude":
-        argv, env, interpreter, view = _claude_run(args)
+        launch = _claude_run(args)
     else:
-        argv, env = args.command, None
-        view = TextView(heartbeats=not args.quiet, notices=not args.quiet)
+        launch = _Launch(args.command, None, TextView(heartbeats=not args.quiet, notices=not args.quiet))
+    interpreter, feed = launch.interpreter, launch.stdin_text
     async with _session(args) as client:
         events = client.run_events(
-            argv=argv,
+            argv=launch.argv,
             cwd=args.cwd,
-            env=env,
+            env=launch.env,
             timeout=args.timeout,
             heartbeat_interval=args.heartbeat,
             inactivity_threshold=args.inactivity,
             capture=args.capture,
             # A Claude run's answer is counted by nobody here: the server counts nothing.
             **({"progress_target": None} if args.action == "claude" else {}),
+            **({"stdin": "pipe"} if feed is not None else {}),
         )
         ends = LineEnds()
         async for received in events:
+            if feed is not None:  # the run has started: run_events awaited execute first
+                await client.input(feed)
+                await client.close_input()
+                feed = None
             event = received
             if interpreter is not None and isinstance(received, Output):
                 interpreter.feed(received.stream, received.data)
             if interpreter is not None and isinstance(received, Completed):
                 event = judged(received, interpreter)  # no result event: failed, never completed
-            render_event(event, view, sys.stdout, sys.stderr, notes=not args.quiet, ends=ends)
+            render_event(event, launch.view, sys.stdout, sys.stderr, notes=not args.quiet, ends=ends)
             if isinstance(event, Completed):
                 return exit_status(event)
     return 1
 
 
-def _claude_run(
-    args: argparse.Namespace,
-) -> tuple[list[str], dict[str, str] | None, ClaudeInterpreter | None, LineRenderer]:
-    """argv, environment, interpreter (None with --raw) and view of a Claude prompt."""
+def _claude_run(args: argparse.Namespace) -> _Launch:
+    """How a Claude prompt runs: its argv, environment, interpreter (None with --raw) and view.
+
+    A prompt too long to be one argument goes to the CLI's stdin instead.
+    """
     prompt = _prompt(args.prompt)
     values = {f.name: getattr(args, f.name) for f, spec in declared(ClaudeOptions) if spec.flags}
     options = dataclasses.replace(from_values(ClaudeOptions, values), remote=bool(args.server))
-    argv, env = claude_argv(prompt, options), claude_environment(options)
+    env = claude_environment(options)
+    if fits_one_argument(prompt):
+        argv, stdin_text = claude_argv(prompt, options), None
+    else:
+        argv, stdin_text = claude_stdin_argv(options), prompt
     if options.raw:
-        return argv, env, None, TextView(heartbeats=not args.quiet, notices=not args.quiet)
+        return _Launch(argv, env, TextView(heartbeats=not args.quiet, notices=not args.quiet), stdin_text=stdin_text)
     interpreter = ClaudeInterpreter(prompt=prompt)
     label = one_line(f"claude: {prompt}", LABEL_CHARS)
-    return argv, env, interpreter, ClaudeTextView(interpreter, label=label, heartbeats=not args.quiet)
+    return _Launch(argv, env, ClaudeTextView(interpreter, label=label, heartbeats=not args.quiet), interpreter,
+                   stdin_text)
 
 
 def _prompt(words: Sequence[str]) -> str:

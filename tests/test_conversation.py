@@ -414,6 +414,26 @@ def test_no_interactive_is_the_one_shot_argv_mode(tmp_path: Path) -> None:
         run.send("more")
 
 
+LONG_PROMPT = "echo: " + "long " * 40_000  # 200,006 bytes: more than one argument may hold
+
+
+def test_a_one_shot_run_refuses_a_prompt_too_long_for_its_command_line(tmp_path: Path) -> None:
+    """interactive=False passes the prompt as an argument: 200 KB is refused up front, with the way out."""
+    with pytest.raises(ValueError, match=r"200,006 bytes.*131,071 bytes; host mode \(the default\) sends it on stdin"):
+        start(LONG_PROMPT, tmp_path, interactive=False)
+
+
+def test_host_mode_takes_a_prompt_too_long_for_a_command_line(tmp_path: Path) -> None:
+    """The default sends the prompt on stdin: 200 KB comes back whole, and no one-shot fall-back is kept
+    (its command line could not hold the prompt)."""
+    run = start(LONG_PROMPT, tmp_path, wait=True)
+    try:
+        assert run.conversation is not None and run.conversation.fallback is None
+        assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip())
+    finally:
+        run.end().wait(scaled(30))
+
+
 def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
     """A claude that rejects the host-mode flags: one-shot run instead, with a clear note."""
     fake = tmp_path / "claude"

@@ -128,6 +128,16 @@ def test_cli_reads_the_prompt_from_stdin(tmp_path: Path) -> None:
     assert done.stdout == "from stdin\n", done.stderr
 
 
+def test_cli_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_path: Path) -> None:
+    """A 200 KB prompt (more than one argument may hold) goes to the CLI's stdin and comes back whole."""
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "--quiet", "-"]
+    words = "z" * 200_000
+    done = subprocess.run(argv, check=False, cwd=tmp_path, env=environment(tmp_path),
+                          input=f"echo: {words}", capture_output=True, text=True, timeout=scaled(90))
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout == words + "\n"
+
+
 def test_cli_rejects_an_empty_prompt(tmp_path: Path) -> None:
     """No prompt is a usage error (exit 2) with a one-line message, and nothing runs."""
     done = run_cli(tmp_path)

@@ -29,6 +29,7 @@ from .executable import find_claude
 __all__ = [
     "APPROVE_MODES",
     "DEMO_MAX_RETRIES",
+    "MAX_ARGUMENT_BYTES",
     "STREAM_ARGS",
     "ClaudeOptions",
     "approve_mode",
@@ -36,6 +37,8 @@ __all__ = [
     "claude_environment",
     "claude_host_argv",
     "claude_option_args",
+    "claude_stdin_argv",
+    "fits_one_argument",
 ]
 
 APPROVE_MODES = ("ask", "all", "none")
@@ -43,6 +46,10 @@ APPROVE_MODES = ("ask", "all", "none")
 
 STREAM_ARGS = ("-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages")
 """What makes a run non-interactive and streaming, right after the executable."""
+
+MAX_ARGUMENT_BYTES = 32 * 4096 - 1
+"""The longest single argument Linux execs (``MAX_ARG_STRLEN``, 32 pages with the NUL):
+a one-shot prompt longer than this in UTF-8 cannot be the argument after ``--``."""
 
 DEMO_MAX_RETRIES = 2
 """API retries in demo mode unless the options say otherwise: error scenarios end fast."""
@@ -222,6 +229,18 @@ def claude_argv(prompt: str, options: ClaudeOptions) -> list[str]:
     """
     option_args = claude_option_args(options)
     return [_executable(options), *STREAM_ARGS, *option_args, "--", prompt]
+
+
+def fits_one_argument(prompt: str) -> bool:
+    """Whether ``prompt`` can be one argument of a command line (see ``MAX_ARGUMENT_BYTES``)."""
+    return len(prompt) <= MAX_ARGUMENT_BYTES // 4 or len(prompt.encode("utf-8", "surrogatepass")) <= MAX_ARGUMENT_BYTES
+
+
+def claude_stdin_argv(options: ClaudeOptions) -> list[str]:
+    """The argv of a one-shot run whose prompt comes on stdin (``claude -p`` reads it there
+    when no prompt follows): for prompts too long to be an argument. Raises like
+    :func:`claude_argv`."""
+    return [_executable(options), *STREAM_ARGS, *claude_option_args(options)]
 
 
 def claude_host_argv(options: ClaudeOptions) -> list[str]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import ClaudeOptions
+from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argument
 from ..claude.summary import RESULT_SUMMARY
 from ..declare import from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
@@ -385,12 +385,25 @@ def _claude(
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
     one_shot = RunSpec(argv=argv, progress_target=None)
     if extras.conversation is None:
+        _check_one_argument(prompt)
         return one_shot, extras
-    if not durable:
-        # A durable job cannot be started again on its connection: it has no fall-back.
+    if not durable and fits_one_argument(prompt):
+        # A durable job cannot be started again on its connection: it has no fall-back
+        # (nor has a prompt that the one-shot command line cannot hold).
         extras.conversation.fallback = one_shot
     host = claude_host_command(options, own_demo=own_demo, python=python)
     return RunSpec(argv=host, progress_target=None, stdin="pipe"), extras
+
+
+def _check_one_argument(prompt: str) -> None:
+    """A one-shot run passes the prompt as one argument: refuse one that exec cannot take."""
+    if not fits_one_argument(prompt):
+        size = len(prompt.encode("utf-8", "surrogatepass"))
+        raise ValueError(
+            f"the prompt is {size:,} bytes: a one-shot run (--no-interactive, --auto-resume) passes it as "
+            f"one command-line argument, which Linux limits to {MAX_ARGUMENT_BYTES:,} bytes; "
+            "host mode (the default) sends it on stdin and has no such limit"
+        )
 
 
 def resume_settings(settings: CCExec) -> ResumeSettings:
