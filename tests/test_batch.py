@@ -172,6 +172,12 @@ def test_text_mode_prints_each_end_and_the_total(settings: CCExec, capsys: pytes
     assert "2 done" in repr(batch)
 
 
+def test_an_empty_batch_is_done_when_map_returns(settings: CCExec) -> None:
+    """No items: nothing to wait for, so map() returns the batch already done (not "running" for a moment)."""
+    batch = cc_executor_nb.map([], command=True, settings=settings, display=False)
+    assert (batch.status, batch.done, batch.results()) == ("done", True, [])
+
+
 def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     """The DataFrame has the items, statuses, exit codes and results in input order."""
     batch = cc_executor_nb.map("echo {item}", ["a", "b"], command=True, display=False, settings=settings, wait=True)

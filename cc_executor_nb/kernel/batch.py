@@ -780,7 +780,9 @@ def map(
     if display:
         batch.show()
     batch.start()
-    return batch.wait() if wait else batch
+    # Nothing to run: the loop settles the batch at once, so it is returned done.
+    empty = not batch.items and not loop.on_loop_thread()
+    return batch.wait() if wait or empty else batch
 
 
 def _texts(prompts: str | Iterable[Any], items: Iterable[Any] | None, *, command: bool) -> tuple[list[Any], list[Any]]:
