@@ -90,6 +90,17 @@ def test_terminal_ipython_runs_a_durable_job(tmp_path: Path) -> None:
     assert "completed True from the job server" in after
 
 
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [('%ccexec -c "echo hi there"', r"<Run 'echo hi there': \w+"),
+     ('__import__("cc_executor_nb").map(["echo a"], command=True)', r"<Batch of 1: \[batch\] ")],
+)
+def test_terminal_ipython_names_a_displayed_run_after_its_out_prompt(tmp_path: Path, line: str, named: str) -> None:
+    """A run or batch shown as a cell's value: its Out[n] prompt names it (its text streams after)."""
+    shown, _after = ipython_session(tmp_path, line, "1")
+    assert re.search(r"Out\[2\]: " + named, shown), shown
+
+
 def run_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", *args]
     env = environment(tmp)

@@ -365,7 +365,10 @@ class Batch:
         self._display.show(self._view._repr_mimebundle_())
 
     def _ipython_display_(self) -> None:
+        from .presenter import name_in_terminal
+
         self.show()
+        name_in_terminal(self)
 
     def expand(self, index: int) -> Any:
         """The full widget of run ``index`` (made now, then kept live until :meth:`collapse`)."""

@@ -48,6 +48,7 @@ __all__ = [
     "TextPresenter",
     "WidgetPresenter",
     "kernel_has_widgets",
+    "name_in_terminal",
 ]
 
 
@@ -82,6 +83,18 @@ class Presenter(Protocol):
 def kernel_has_widgets(shell: object | None) -> bool:
     """Whether ``shell`` runs inside a Jupyter kernel, where widgets can reach a front end."""
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def name_in_terminal(obj: object) -> None:
+    """In terminal IPython, print ``repr(obj)``: a displayed run or batch streams its text
+    as it comes, so the ``Out[n]:`` prompt would otherwise stand alone."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and type(shell).__module__.startswith("IPython.terminal."):
+        print(repr(obj))
 
 
 class WidgetPresenter:

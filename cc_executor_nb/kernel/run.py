@@ -594,7 +594,10 @@ class Run:
         self.presenter.show()
 
     def _ipython_display_(self) -> None:
+        from .presenter import name_in_terminal
+
         self.show()
+        name_in_terminal(self)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if self.presenter is None:
