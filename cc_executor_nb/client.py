@@ -223,13 +223,18 @@ class Client:
         if self.closed:
             raise ConnectionLost(self.close_reason or "connection closed")
         request_id = next(self._ids)
+        # Encoded first: params JSON cannot hold (a TypeError) leave no answer pending.
+        frame = protocol.dumps(protocol.request(request_id, method, params))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._ws.send(protocol.dumps(protocol.request(request_id, method, params)))
+            await self._ws.send(frame)
         except ConnectionClosed as exc:
             self._pending.pop(request_id, None)
             raise ConnectionLost(str(exc)) from None
+        except BaseException:
+            self._pending.pop(request_id, None)
+            raise
         return await future
 
     async def execute(

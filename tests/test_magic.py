@@ -382,6 +382,25 @@ def test_api_run_rejects_bad_input(shell: InteractiveShell) -> None:
         cc_executor_nb.run("true", command=True, timeout=-5)
 
 
+def test_api_run_takes_paths_for_cwd_and_env_values(shell: InteractiveShell, tmp_path: Path) -> None:
+    """cwd=Path(...) and env={"X": Path(...)} run (they failed with "PosixPath is not JSON serializable")."""
+    run = cc_executor_nb.run(["sh", "-c", 'pwd; echo "$X"'], command=True, wait=True, quiet=True,
+                             cwd=tmp_path, env={"X": tmp_path / "data"})
+    assert (run.status, run.stdout) == ("completed", f"{tmp_path}\n{tmp_path / 'data'}\n")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"cwd": 123}, r"cwd must be a path \(str or os.PathLike\), not 123"),
+     ({"env": {"A": 1}}, r"env must map names \(str\) to values \(str or os.PathLike\), not 'A': 1"),
+     ({"env": ["A=b"]}, "env must be a mapping of names to values, not list")],
+)
+def test_api_run_refuses_a_cwd_or_env_it_cannot_send(shell: InteractiveShell, options: dict, message: str) -> None:
+    """A cwd or env the protocol cannot carry is a ValueError before anything starts."""
+    with pytest.raises(ValueError, match=message):
+        cc_executor_nb.run(["true"], command=True, quiet=True, **options)
+
+
 def test_api_run_without_wait_returns_at_once(shell: InteractiveShell) -> None:
     """run() without wait returns a live run; cancel() ends it."""
     run = cc_executor_nb.run(py("import time; time.sleep(30)"), command=True, quiet=True)

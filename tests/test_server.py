@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -274,6 +275,27 @@ async def test_cwd_is_honoured(client, tmp_path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("stdbuf") is None, reason="stdbuf is not installed")
+async def test_a_request_json_cannot_encode_raises_and_leaves_nothing_pending(server) -> None:
+    """call() with params JSON cannot hold raises TypeError at once, and no answer is left waiting
+    (it was failed at the close and logged "Future exception was never retrieved")."""
+    import gc
+
+    unretrieved: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    try:
+        client = await connect(server.url, TOKEN)
+        with pytest.raises(TypeError):
+            await client.call("execute", {"argv": ["pwd"], "cwd": Path("/tmp")})
+        assert (await client.execute(argv=["true"]))["status"] == "started"  # the session still works
+        await client.close()
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert unretrieved == []
+
+
 async def test_known_buffering_programs_run_under_stdbuf(client) -> None:
     """python3 is started as ``stdbuf -o0 -e0 python3 ...``; other programs are not."""
     await client.execute(argv=["python3", "-c", "print(1)"])

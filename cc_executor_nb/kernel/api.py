@@ -326,8 +326,8 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
     """``what`` with the run's place, environment and timing."""
     return dataclasses.replace(
         what,
-        cwd=options.cwd,
-        env=_merge_env(options.env, extras.env),
+        cwd=_directory(options.cwd),
+        env=_merge_env(_environment(options.env), extras.env),
         timeout=_seconds("timeout", options.timeout, True),
         heartbeat_interval=_seconds("heartbeat", options.heartbeat, minimum=MIN_INTERVAL),
         inactivity_threshold=_seconds("inactivity", options.inactivity, minimum=MIN_INTERVAL),
@@ -509,6 +509,32 @@ def _seconds(name: str, value: float | None, optional: bool = False, *, minimum:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum:g} s, not {value!r}")
     return float(value)
+
+
+def _directory(value: object) -> str | None:
+    """``cwd`` as the protocol's string: a ``str`` or ``os.PathLike`` (a ``pathlib.Path``)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        if isinstance(path, str):
+            return path
+    raise ValueError(f"cwd must be a path (str or os.PathLike), not {value!r}")
+
+
+def _environment(value: object) -> dict[str, str] | None:
+    """``env`` as the protocol's object of strings: names are ``str``, values ``str`` or paths."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValueError(f"env must be a mapping of names to values, not {type(value).__name__}")
+    env: dict[str, str] = {}
+    for name, item in value.items():
+        text = os.fspath(item) if isinstance(item, os.PathLike) else item
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise ValueError(f"env must map names (str) to values (str or os.PathLike), not {name!r}: {item!r}")
+        env[name] = text
+    return env
 
 
 def _capture(value: str | None) -> str | None:
