@@ -171,6 +171,27 @@ def test_a_prompt_on_stdin_leaves_the_argv_without_one(exe: str) -> None:
     assert claude_stdin_argv(ClaudeOptions(executable=exe, model="sonnet")) == [exe, *HEAD, "--model", "sonnet"]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"model": 5}, "model must be a string, not 5"),
+     ({"resume": 123}, "resume must be a string, not 123"),
+     ({"append_system_prompt": 7}, "append_system_prompt must be a string, not 7"),
+     ({"allowed_tools": ("Bash", 3)}, "allowed_tools must hold strings, not 3"),
+     ({"claude_args": "--verbose"}, "claude_args must be a list of strings, one per argument"),
+     ({"executable": 42}, "executable must be a path or a command name, not 42")],
+)
+def test_options_that_become_words_must_be_text(options: dict[str, Any], message: str) -> None:
+    """A number where the command line needs text is a ValueError naming the option (it was the server's
+    "argv must be an array of strings")."""
+    with pytest.raises(ValueError, match=message):
+        claude_argv("hi", ClaudeOptions(**options))
+
+
+def test_the_executable_may_be_a_path(exe: str) -> None:
+    """executable=Path(...) becomes a string in the argv (a Path could not be sent)."""
+    assert claude_argv("hi", ClaudeOptions(executable=Path(exe)))[0] == exe  # type: ignore[arg-type]
+
+
 def test_prompt_is_one_literal_element(exe: str) -> None:
     """Shell syntax, quotes and newlines stay inside one argv element, untouched."""
     prompt = "$(touch x) `id` 'a' \"b\" ; rm -rf / \n second line"

@@ -457,6 +457,16 @@ def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
         run.send("more")
 
 
+def test_an_option_both_modes_pass_fails_the_run_without_a_one_shot_retry(tmp_path: Path) -> None:
+    """The real CLI refusing a bad --permission-mode value is no missing host mode: one attempt, its error shown."""
+    run = ccx.run("echo: never", executable=str(CLAUDE), demo=True, display=False, cwd=str(tmp_path),
+                  settings=settings(), permission_mode="yolo", wait=True)
+    assert run.done and (run.status, run.exit_code) == ("failed", 1)
+    assert "option '--permission-mode <mode>' argument 'yolo' is invalid" in run.stderr
+    assert sum(e.method == "process.started" for e in run.events) == 1
+    assert run.conversation is not None and run.conversation.view().notices == ()
+
+
 def test_a_cli_that_never_answers_falls_back_after_the_handshake_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -150,6 +151,7 @@ class ClaudeOptions:
 
     def check(self) -> None:
         """Raise ValueError for contradictory or malformed options."""
+        _check_types(self)
         if self.resume and self.continue_session:
             raise ValueError("give either resume (a session id) or continue, not both")
         _check_count("max_turns", self.max_turns, minimum=1)
@@ -181,6 +183,27 @@ class ClaudeOptions:
         if isinstance(tools, str):
             return [tools] if tools.strip() else []
         return [str(rule) for rule in tools]
+
+
+_TEXT_OPTIONS = ("model", "resume", "permission_mode", "append_system_prompt")
+
+
+def _check_types(options: ClaudeOptions) -> None:
+    """Options that become command-line words must be text (a number would reach the server)."""
+    for name in _TEXT_OPTIONS:
+        value = getattr(options, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, not {value!r}")
+    executable = options.executable
+    if executable is not None and not isinstance(executable, (str, os.PathLike)):
+        raise ValueError(f"executable must be a path or a command name, not {executable!r}")
+    for name in ("allowed_tools", "claude_args"):
+        words: Any = getattr(options, name)
+        if name == "claude_args" and isinstance(words, str):
+            raise ValueError(f"claude_args must be a list of strings, one per argument, not the string {words!r}")
+        bad = [] if isinstance(words, str) else [word for word in words if not isinstance(word, str)]
+        if bad:
+            raise ValueError(f"{name} must hold strings, not {bad[0]!r}")
 
 
 def _check_count(name: str, value: object, *, minimum: int) -> None:
@@ -256,7 +279,8 @@ def claude_host_argv(options: ClaudeOptions) -> list[str]:
 def _executable(options: ClaudeOptions) -> str:
     # A remote server has its own file system: send the configured name (or "claude")
     # for its PATH lookup instead of a path that only exists on this machine.
-    return (options.executable or "claude") if options.remote else find_claude(options.executable or None)
+    configured = os.fspath(options.executable) if options.executable else None
+    return (configured or "claude") if options.remote else find_claude(configured)
 
 
 def claude_option_args(options: ClaudeOptions) -> list[str]:

@@ -38,6 +38,7 @@ import functools
 import itertools
 import json
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -57,6 +58,7 @@ from ..claude.control import (
     UnsupportedRequest,
 )
 from ..claude.interpreter import ClaudeInterpreter
+from ..claude.options import STREAM_ARGS
 from ..claude.permissions import Answer, ConversationMode, ConversationView, PermissionRequest, RequestStatus
 from ..claude.streamjson import LineSplitter, Signal, TurnEnded
 from ..client import Client
@@ -230,6 +232,10 @@ class Conversation:
             ended_by_itself = event.params.get("status") in ("completed", "failed")
             if not (ended_by_itself or self._fallback_reason):
                 return [*self._go_live(), event]
+            if not self._fallback_reason and _refused_a_shared_option(self._held_stderr()):
+                # An option both modes pass (a bad --permission-mode value, say): a one-shot
+                # retry would be refused the same way; the CLI's own message says why.
+                return [*self._go_live(), event]
             if self.fallback is None:
                 # A durable job cannot be run again on its connection: say why it ended.
                 self._notice(
@@ -391,9 +397,12 @@ class Conversation:
         if self._writer is not None:
             self._writer.cancel()  # nothing more goes to that process
 
+    def _held_stderr(self) -> str:
+        return "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
+
     def _why_not_host_mode(self, completed: Completed) -> str:
         """The handshake's timeout, or how the CLI exited (with the first line of its stderr)."""
-        stderr = "".join(e.data for e in self._held if isinstance(e, Output) and e.stream == "stderr")
+        stderr = self._held_stderr()
         first = next((line.strip() for line in stderr.splitlines() if line.strip()), "")
         return self._fallback_reason or (
             f"it exited with code {completed.params.get('exit_code')}" + (f": {first[:200]}" if first else "")
@@ -819,6 +828,17 @@ def _policy_answer(verdict: Any) -> Answer | None:
     if verdict is not None:
         logger.warning("! the permission policy answered %r (not allow, always, deny or None): asking", verdict)
     return None
+
+
+_NAMED_OPTION = re.compile(r"option '(--[A-Za-z0-9-]+)")
+_HOST_ONLY_OPTIONS = frozenset(arg for arg in control.HOST_ARGS if arg.startswith("--")) - set(STREAM_ARGS)
+
+
+def _refused_a_shared_option(stderr: str) -> bool:
+    """Whether the CLI's complaint names only options that one-shot mode passes too
+    (a CLI without host mode names ``--input-format`` or ``--permission-prompt-tool``)."""
+    named = _NAMED_OPTION.findall(stderr)
+    return bool(named) and not any(option in _HOST_ONLY_OPTIONS for option in named)
 
 
 def _summary(request: PermissionRequest) -> dict[str, Any]:
