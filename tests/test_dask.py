@@ -80,6 +80,23 @@ def cluster() -> Iterator[tuple[LocalCluster, Client]]:
         yield local, client
 
 
+def test_a_worker_gets_the_env_as_strings(settings: CCExec, tmp_path: Any) -> None:
+    """A run's env with a path value reaches the worker's recipe as text (a Path could not be sent)."""
+    from cc_executor_nb.cluster.placement import recipe_of
+    from cc_executor_nb.kernel.api import prepare
+
+    prepared = prepare(["true"], command=True, env={"DATA": tmp_path / "data"}, cwd=tmp_path, settings=settings,
+                       view=False)
+    recipe = recipe_of(prepared, "true", settings, batch="b")
+    assert (recipe.execute["env"], recipe.execute["cwd"]) == ({"DATA": str(tmp_path / "data")}, str(tmp_path))
+
+
+def test_a_cluster_that_is_no_client_is_refused() -> None:
+    """An address or a cluster object is a TypeError saying what to pass (not "'str' has no attribute 'id'")."""
+    with pytest.raises(TypeError, match=r"cluster must be a dask.distributed Client, e\.g\. .* not str"):
+        cc_executor_nb.map(["echo a"], command=True, cluster="tcp://127.0.0.1:8786", display=False)
+
+
 def test_a_batch_of_8_spreads_over_both_workers_and_streams_live(
     cluster: tuple[LocalCluster, Client], settings: CCExec
 ) -> None:

@@ -137,6 +137,7 @@ def prepare(
     """
     settings = settings or current_settings()
     run_options, claude_options = resolve_options(settings, options, claude, given)
+    run_options = _sendable(run_options)
     remote, durable = bool(run_options.server), run_options.durable
     if run_options.command:
         what, extras = _command(prompt_or_command)
@@ -326,8 +327,8 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
     """``what`` with the run's place, environment and timing."""
     return dataclasses.replace(
         what,
-        cwd=_directory(options.cwd),
-        env=_merge_env(_environment(options.env), extras.env),
+        cwd=options.cwd,
+        env=_merge_env(options.env, extras.env),
         timeout=_seconds("timeout", options.timeout, True),
         heartbeat_interval=_seconds("heartbeat", options.heartbeat, minimum=MIN_INTERVAL),
         inactivity_threshold=_seconds("inactivity", options.inactivity, minimum=MIN_INTERVAL),
@@ -509,6 +510,13 @@ def _seconds(name: str, value: float | None, optional: bool = False, *, minimum:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum:g} s, not {value!r}")
     return float(value)
+
+
+def _sendable(options: RunOptions) -> RunOptions:
+    """``options`` with ``cwd`` and ``env`` as the protocol's strings (paths allowed), checked."""
+    if options.label is not None and not isinstance(options.label, str):
+        raise ValueError(f"label must be a string, not {options.label!r}")
+    return dataclasses.replace(options, cwd=_directory(options.cwd), env=_environment(options.env))
 
 
 def _directory(value: object) -> str | None:

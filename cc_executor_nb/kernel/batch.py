@@ -34,6 +34,7 @@ import concurrent.futures
 import logging
 import shlex
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -662,6 +663,16 @@ class Batch:
         return self._display.bundle(self._view._repr_mimebundle_())
 
 
+def _check_cluster(cluster: object) -> None:
+    """``cluster`` must be a Dask client (an address or a cluster object is not one)."""
+    client_type = getattr(sys.modules.get("distributed"), "Client", None)
+    if client_type is None or not isinstance(cluster, client_type):
+        raise TypeError(
+            "cluster must be a dask.distributed Client, e.g. Client('tcp://scheduler:8786') or "
+            f"Client(LocalCluster()), not {type(cluster).__name__}"
+        )
+
+
 def _check_batch(concurrency: object, budget: object, on_budget: object) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
@@ -772,6 +783,7 @@ def map(
     loop = prepared[0].loop if prepared else shared_loop()
     placement: Placement | None = None
     if cluster is not None:
+        _check_cluster(cluster)
         from ..cluster.placement import DaskPlacement
 
         placement = DaskPlacement(cluster, loop, prepared, texts, settings=settings, resources=resources)
