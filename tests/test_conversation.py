@@ -457,6 +457,17 @@ def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
         run.send("more")
 
 
+def test_a_follow_up_that_is_no_text_is_refused_as_such(tmp_path: Path) -> None:
+    """send(5) says a follow-up must be a string (it said "the follow-up is empty"); the conversation goes on."""
+    run = start("what is 2+2", tmp_path, wait=True)
+    try:
+        with pytest.raises(ValueError, match="a follow-up must be a string, not 5"):
+            run.send(5)  # type: ignore[arg-type]
+        assert run.send("what is 3+3").wait(scaled(30)).answer.endswith("6")
+    finally:
+        run.end().wait(scaled(30))
+
+
 def test_an_option_both_modes_pass_fails_the_run_without_a_one_shot_retry(tmp_path: Path) -> None:
     """The real CLI refusing a bad --permission-mode value is no missing host mode: one attempt, its error shown."""
     run = ccx.run("echo: never", executable=str(CLAUDE), demo=True, display=False, cwd=str(tmp_path),

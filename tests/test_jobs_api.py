@@ -81,6 +81,19 @@ def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> N
         line(shell, text)
 
 
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: cc_executor_nb.attach(123), 'attach takes "last", a job id or a prefix of one, not 123'),
+    (lambda: cc_executor_nb.attach("  "), 'attach takes "last", a job id or a prefix of one'),
+    (lambda: cc_executor_nb.jobs.list(server="localhost:8000"),
+     "server must be a ws:// or wss:// URL, not 'localhost:8000'"),
+])
+def test_job_calls_refuse_an_id_or_server_they_cannot_use(call, message) -> None:
+    """A job id that is no text, or a server that is no ws:// URL: a ValueError naming it, before any connection
+    (they were "object of type 'int' has no len()" and "'int' object has no attribute 'decode'")."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
 def test_a_stopped_loop_leaves_a_durable_run_detached_and_its_job_running(runtime_dir) -> None:
     """Stopping the kernel's loop (unload, shutdown) detaches a durable run; the job goes on and completes."""
     run = cc_executor_nb.run(fake_command("ticker", "15", "0.1"), command=True, durable=True, display=False)

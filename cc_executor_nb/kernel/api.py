@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Prepared",
     "arun",
+    "check_server_url",
     "current_settings",
     "follow_job",
     "in_kernel_server_settings",
@@ -512,10 +513,17 @@ def _seconds(name: str, value: float | None, optional: bool = False, *, minimum:
     return float(value)
 
 
+def check_server_url(server: object) -> None:
+    """``server`` (None: the in-kernel server) must be a ``ws://`` or ``wss://`` URL."""
+    if server is not None and not (isinstance(server, str) and server.lower().startswith(("ws://", "wss://"))):
+        raise ValueError(f"server must be a ws:// or wss:// URL, not {server!r}")
+
+
 def _sendable(options: RunOptions) -> RunOptions:
     """``options`` with ``cwd`` and ``env`` as the protocol's strings (paths allowed), checked."""
     if options.label is not None and not isinstance(options.label, str):
         raise ValueError(f"label must be a string, not {options.label!r}")
+    check_server_url(options.server or None)
     return dataclasses.replace(options, cwd=_directory(options.cwd), env=_environment(options.env))
 
 

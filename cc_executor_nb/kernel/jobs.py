@@ -137,6 +137,8 @@ def attach(
     cost and session id as for a fresh run. ``wait`` blocks until the job ends (a
     KeyboardInterrupt cancels it, as for any run). Raises ValueError when no job matches.
     """
+    if not isinstance(job_id, str) or not job_id.strip():
+        raise ValueError(f'attach takes "last", a job id or a prefix of one, not {job_id!r}')
     settings = settings or api.current_settings()
     target = _target(settings, server, token)
     listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
@@ -251,6 +253,7 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 
 def _target(settings: CCExec, server: str | None, token: str | None) -> Target:
+    api.check_server_url(server or None)
     url = server or settings.default_server
     if url:
         name = settings.token_env

@@ -369,7 +369,9 @@ class Run:
         Sent at once when the last turn is over, else after it. ``wait()`` then waits
         for this turn. RuntimeError when the conversation is over or the run is one-shot.
         """
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str):
+            raise ValueError(f"a follow-up must be a string, not {prompt!r}")
+        if not prompt.strip():
             raise ValueError("the follow-up is empty")
         was_idle = self._idle.is_set()
         self._idle.clear()
