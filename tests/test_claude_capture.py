@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,8 @@ CLIS = {
 }
 PROMPT = "huge reply"  # the demo's 2 MB answer: about 6 MB of stream-json
 HOLD_SECONDS = 3.0
-"""On a quiet machine; stretched by the time scale, as the CLI's own run is on a loaded one."""
+"""On a quiet machine; stretched by the time scale, and at least three times the reference
+run's own duration (three runs share the machine), so the CLI ends inside the hold."""
 _VOLATILE = re.compile(
     rb'"(session_id|uuid|id|api_message_id|messaging_socket_path|request_id|timestamp)":"[^"]*"|"(\w+_ms)":\d+'
 )
@@ -76,19 +78,22 @@ def backend() -> Iterator[dict[str, str]]:
         proc.stdout.close()
 
 
-def reference(cli: Path, env: dict[str, str], cwd: Path) -> bytes:
-    """The prompt's output with claude's stdout a plain file (nothing can be lost)."""
+def reference(cli: Path, env: dict[str, str], cwd: Path) -> tuple[bytes, float]:
+    """The prompt's output with claude's stdout a plain file (nothing can be lost), and
+    the seconds the CLI took."""
     target = cwd / "reference.jsonl"
+    started = time.monotonic()
     with open(target, "wb") as out:
         subprocess.run([str(cli), *STREAM_ARGS, "--", PROMPT], stdout=out, env={**os.environ, **env},
                        cwd=cwd, timeout=120, check=True)
-    return target.read_bytes()
+    return target.read_bytes(), time.monotonic() - started
 
 
 def three_runs_while_the_gil_is_held(
-    harness: KernelHarness, cli: Path, env: dict[str, str], out: Path, capture: str
+    harness: KernelHarness, cli: Path, env: dict[str, str], out: Path, capture: str, *, cli_seconds: float
 ) -> list[tuple[str, str | None, bool]]:
-    """Start three runs, hold the GIL 3 s (scaled) in the next cell, wait; write each stdout to out/N.
+    """Start three runs, hold the GIL once they run (3 s scaled, and at least 3 x
+    ``cli_seconds``), wait; write each stdout to out/N.
 
     Returns (status, error, has_result) per run.
     """
@@ -100,8 +105,14 @@ def three_runs_while_the_gil_is_held(
         f"runs = [ccx.run({PROMPT!r}, executable={str(cli)!r}, env={env!r}, capture={capture!r},"
         " interactive=False, display=False) for _ in range(3)]"
     )
-    hold = scaled(HOLD_SECONDS)
+    hold = max(scaled(HOLD_SECONDS), 3 * cli_seconds)
     held = harness.ok(
+        # The hold starts once every process runs (the sleeps let the loop spawn them): a
+        # hold that began first would only delay the spawns, and the CLI would then write
+        # to a kernel that reads.
+        "deadline = time.monotonic() + 60\n"
+        "while any(r.status == 'starting' for r in runs) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.002)\n"
         f"t = time.perf_counter(); sum(range(int(10**7 * {hold} / PER)));"
         " print(round(time.perf_counter() - t, 1))"
     ).stream()
@@ -121,10 +132,11 @@ def test_three_concurrent_2_mb_replies_while_the_gil_is_held_are_byte_exact(
     """Three 2 MB replies in a kernel while another cell holds the GIL for 3 s: every run is
     completed and its bytes equal the same prompt run straight into a file."""
     cli = _cli(version)
-    expected = normalized(reference(cli, backend, tmp_path))
+    data, cli_seconds = reference(cli, backend, tmp_path)
+    expected = normalized(data)
     harness = KernelHarness.start(tmp_path)
     try:
-        outcomes = three_runs_while_the_gil_is_held(harness, cli, backend, tmp_path, "file")
+        outcomes = three_runs_while_the_gil_is_held(harness, cli, backend, tmp_path, "file", cli_seconds=cli_seconds)
     finally:
         harness.shutdown()
     sizes = [len((tmp_path / f"{i}.jsonl").read_bytes()) for i in range(3)]
@@ -142,10 +154,11 @@ def test_with_pipe_capture_a_cut_reply_is_failed_never_completed(
     """The same with capture "pipe": a run is completed only with every byte; a cut one is
     failed with "the output was incomplete" (2.1.197 loses the end of at least one)."""
     cli = _cli(version)
-    expected = normalized(reference(cli, backend, tmp_path))
+    data, cli_seconds = reference(cli, backend, tmp_path)
+    expected = normalized(data)
     harness = KernelHarness.start(tmp_path)
     try:
-        outcomes = three_runs_while_the_gil_is_held(harness, cli, backend, tmp_path, "pipe")
+        outcomes = three_runs_while_the_gil_is_held(harness, cli, backend, tmp_path, "pipe", cli_seconds=cli_seconds)
     finally:
         harness.shutdown()
     exact = [normalized((tmp_path / f"{i}.jsonl").read_bytes()) == expected for i in range(3)]
