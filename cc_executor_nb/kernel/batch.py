@@ -49,6 +49,7 @@ from .config import CCExec
 from .display import RunDisplay
 from .loop import KernelLoop, LoopStopped, shared_loop
 from .run import Run, _current_cell
+from .terminaltext import terminal_text
 
 if TYPE_CHECKING:
     from .presenter import Presenter, WidgetPresenter
@@ -711,7 +712,7 @@ def _last_line(run: Run, now: float) -> str:
         text = view.text or (view.answer if view.result is not None else "")
         return _last_of(text)
     tail = run.state.tail(2000)
-    return _last_of("".join(text for _stream, text in tail.pieces))
+    return _last_of(terminal_text("".join(text for _stream, text in tail.pieces)))
 
 
 def _last_of(text: str) -> str:

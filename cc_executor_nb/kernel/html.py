@@ -20,6 +20,7 @@ from .runstate import (
     inactive_for,
     next_beat_in,
 )
+from .terminaltext import ansi_html, overwrite_lines
 
 __all__ = [
     "HEALTH_COLORS",
@@ -160,7 +161,7 @@ def output_html(state: RunState, max_chars: int = 20000, *, height: str = "24em"
 
 
 def _piece_html(stream: str, text: str) -> str:
-    escaped = html.escape(text)
+    escaped = ansi_html(overwrite_lines(text))
     if stream == "stderr":
         return f'<span class="ccx-stderr" style="{STDERR_STYLE}">{escaped}</span>'
     return escaped

@@ -54,6 +54,7 @@ from ..claude.text import (
 )
 from .html import NO_MATH_CLASSES, header_html, output_html
 from .runstate import RunState, elapsed, format_duration
+from .terminaltext import terminal_text
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -202,7 +203,7 @@ class Transcript:
             if total:
                 cut = total > len(tail)
                 heading = f"**{stream}**" + (f" (the last {len(tail):,} of {total:,} characters)" if cut else "")
-                parts += [heading, fenced(printable(tail))]
+                parts += [heading, fenced(printable(terminal_text(tail)))]
         return parts or ["*no output*"]
 
     # HTML
@@ -300,7 +301,7 @@ class Transcript:
             if total:
                 cut = total > len(tail)
                 note = f" (the last {len(tail):,} of {total:,} characters)" if cut else ""
-                parts.append(f"[{stream}]{note}\n{printable(tail)}")
+                parts.append(f"[{stream}]{note}\n{printable(terminal_text(tail))}")
         return parts or ["[no output]"]
 
     def _stream_tail(self, stream: str) -> tuple[str, int]:

@@ -1,0 +1,183 @@
+"""Child output as a terminal would show it, for the widget and the record.
+
+Tools draw progress bars with carriage returns (tqdm, pip, curl) and colour their output
+with ANSI escapes when forced to (``--color=always``, ``FORCE_COLOR``). Shown raw in
+HTML, a progress bar became one line per update (the HTML parser turns ``\\r`` into a
+line break) and colours became ``[31m`` litter. Here:
+
+- :func:`overwrite_lines`: after a carriage return, what follows overwrites the line
+  from its start, character by character, as on a terminal (``\\r\\n`` is a newline);
+- :func:`strip_escapes`: every escape sequence removed (CSI, OSC, the two-byte ones);
+- :func:`ansi_html`: escaped HTML in which SGR colours and weights become ``<span
+  style>`` from a fixed palette (the style never holds text from the output), every other
+  escape removed.
+
+``run.stdout`` keeps the bytes as they came; only what is shown changes. Pure functions.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = ["ansi_html", "overwrite_lines", "strip_escapes", "terminal_text"]
+
+# CSI (ESC [ parameters intermediates final), OSC (ESC ] ... BEL or ST, or cut off at the
+# end), and the other two-byte escapes (ESC and one byte from 0 to _, like ESC 7, or a
+# charset pick); a sequence cut off at the end of the text is removed too.
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()][0-9A-Za-z]?|[0-?@-Z\\-_]?)")
+_SGR = re.compile(r"\x1b\[([0-9;:]*)m")
+_ESCAPE_OR_CHAR = re.compile(_ESCAPE.pattern + r"|.", re.DOTALL)
+
+_PALETTE = (
+    "#3e424d", "#e75c58", "#00a250", "#b8860b", "#208ffb", "#d160c4", "#60c6c8", "#c5c1b4",
+    "#282c36", "#b22b31", "#007427", "#b27d12", "#0065ca", "#a03196", "#258f8f", "#a1a6b2",
+)
+"""Standard then bright colours 0-15 (the notebook's own ANSI palette, readable on white)."""
+
+
+def terminal_text(text: str) -> str:
+    """``text`` as plain text a terminal would leave: lines overwritten, escapes removed."""
+    return strip_escapes(overwrite_lines(text))
+
+
+def strip_escapes(text: str) -> str:
+    """``text`` without escape sequences."""
+    return _ESCAPE.sub("", text) if "\x1b" in text else text
+
+
+def overwrite_lines(text: str) -> str:
+    """Each line as a terminal leaves it after its carriage returns.
+
+    ``"50%\\r100%"`` is ``"100%"``; ``"abcdef\\rXY"`` is ``"XYcdef"``; escapes take no
+    column, so a coloured bar redrawn overwrites its visible characters only.
+    """
+    if "\r" not in text:
+        return text
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "\n".join(_overwritten(line) if "\r" in line else line for line in lines)
+
+
+def _overwritten(line: str) -> str:
+    shown: list[str] = []
+    for segment in line.split("\r"):
+        cells = _cells(segment)
+        shown = cells + shown[len(cells) :]
+    return "".join(shown)
+
+
+def _cells(segment: str) -> list[str]:
+    """One entry per visible character, each with the escapes that precede it."""
+    cells: list[str] = []
+    pending = ""
+    for match in _ESCAPE_OR_CHAR.finditer(segment):
+        token = match.group()
+        if token.startswith("\x1b"):
+            pending += token
+        else:
+            cells.append(pending + token)
+            pending = ""
+    if pending:  # escapes after the last character: they belong to it (a colour reset)
+        if cells:
+            cells[-1] += pending
+        else:
+            cells.append(pending)
+    return cells
+
+
+@dataclass(frozen=True)
+class _Style:
+    fg: str = ""
+    bg: str = ""
+    bold: bool = False
+    dim: bool = False
+    italic: bool = False
+    underline: bool = False
+
+    def css(self) -> str:
+        parts = [f"color:{self.fg}"] if self.fg else []
+        parts += [f"background-color:{self.bg}"] if self.bg else []
+        parts += ["font-weight:bold"] if self.bold else []
+        parts += ["opacity:.7"] if self.dim else []
+        parts += ["font-style:italic"] if self.italic else []
+        parts += ["text-decoration:underline"] if self.underline else []
+        return ";".join(parts)
+
+
+_PLAIN = _Style()
+_FLAGS: dict[int, dict[str, Any]] = {
+    1: {"bold": True}, 2: {"dim": True}, 3: {"italic": True}, 4: {"underline": True},
+    22: {"bold": False, "dim": False}, 23: {"italic": False}, 24: {"underline": False},
+}
+
+
+def ansi_html(text: str) -> str:
+    """``text`` escaped for HTML, its SGR colours and weights as styled spans."""
+    if "\x1b" not in text:
+        return html.escape(text)
+    out: list[str] = []
+    style = _PLAIN
+    position = 0
+    for match in _ESCAPE.finditer(text):
+        out.append(_span(style, text[position : match.start()]))
+        sgr = _SGR.fullmatch(match.group())
+        if sgr is not None:
+            style = _apply(style, sgr.group(1))
+        position = match.end()
+    out.append(_span(style, text[position:]))
+    return "".join(out)
+
+
+def _span(style: _Style, text: str) -> str:
+    if not text:
+        return ""
+    escaped = html.escape(text)
+    css = style.css()
+    return f'<span style="{css}">{escaped}</span>' if css else escaped
+
+
+def _apply(style: _Style, parameters: str) -> _Style:
+    codes = [int(code) if code.isdigit() else 0 for code in re.split("[;:]", parameters)] if parameters else [0]
+    index = 0
+    while index < len(codes):
+        code = codes[index]
+        index += 1
+        if code == 0:
+            style = _PLAIN
+        elif code in _FLAGS:
+            style = replace(style, **_FLAGS[code])
+        elif code in (38, 48):
+            colour, index = _extended(codes, index)
+            style = replace(style, fg=colour) if code == 38 else replace(style, bg=colour)
+        elif code in (39, 49):
+            style = replace(style, fg="") if code == 39 else replace(style, bg="")
+        elif 30 <= code <= 37 or 90 <= code <= 97:
+            style = replace(style, fg=_PALETTE[code - 30 if code < 90 else code - 82])
+        elif 40 <= code <= 47 or 100 <= code <= 107:
+            style = replace(style, bg=_PALETTE[code - 40 if code < 100 else code - 92])
+    return style
+
+
+def _extended(codes: list[int], index: int) -> tuple[str, int]:
+    """A 256-colour (``5;n``) or true-colour (``2;r;g;b``) pick: its CSS and the next index."""
+    kind = codes[index] if index < len(codes) else None
+    if kind == 5 and index + 1 < len(codes):
+        return _colour_256(codes[index + 1]), index + 2
+    if kind == 2 and index + 3 < len(codes):
+        red, green, blue = (min(value, 255) for value in codes[index + 1 : index + 4])
+        return f"rgb({red},{green},{blue})", index + 4
+    return "", len(codes)  # malformed: ignore the rest of the sequence
+
+
+def _colour_256(number: int) -> str:
+    if number < 16:
+        return _PALETTE[number]
+    if number < 232:
+        number -= 16
+        levels = (number // 36, number // 6 % 6, number % 6)
+        red, green, blue = (0 if level == 0 else 55 + 40 * level for level in levels)
+        return f"rgb({red},{green},{blue})"
+    grey = 8 + 10 * (min(number, 255) - 232)
+    return f"rgb({grey},{grey},{grey})"

@@ -1,0 +1,117 @@
+"""Child output shown as a terminal would (kernel/terminaltext.py): progress bars drawn
+with carriage returns, ANSI colours, other escapes; then through a real run's record."""
+
+from __future__ import annotations
+
+import html
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import cc_executor_nb
+from cc_executor_nb.kernel.terminaltext import ansi_html, overwrite_lines, strip_escapes, terminal_text
+
+pytestmark = pytest.mark.timeout(60)
+
+RED, RESET = "\x1b[31m", "\x1b[0m"
+_OUR_SPAN = re.compile(r'<span style="[a-z:;#(),.0-9-]*">|</span>')
+
+
+def test_a_progress_bar_redrawn_with_carriage_returns_shows_its_last_state() -> None:
+    assert overwrite_lines("epoch 1\n 10%\r 50%\r100%\ndone\n") == "epoch 1\n100%\ndone\n"
+
+
+def test_a_shorter_redraw_overwrites_only_its_own_columns() -> None:
+    assert overwrite_lines("abcdef\rXY") == "XYcdef"
+
+
+def test_crlf_is_a_newline_not_an_overwrite() -> None:
+    assert overwrite_lines("one\r\ntwo\r\n") == "one\ntwo\n"
+
+
+def test_escapes_take_no_column_when_a_coloured_bar_is_redrawn() -> None:
+    drawn = overwrite_lines(f"{RED} 10%{RESET}\r{RED} 20%{RESET}")
+    assert drawn == f"{RED} 20%{RESET}"
+
+
+def test_strip_escapes_removes_csi_osc_two_byte_and_cut_off_sequences() -> None:
+    text = "\x1b]0;title\x07a\x1b[1;31mb\x1b[0m\x1b[2Kc\x1b7d\x1b8\x1b(Be\x1b]8;;http://x\x1b\\f\x1b[3"
+    assert strip_escapes(text) == "abcdef"
+
+
+def test_terminal_text_is_what_a_terminal_leaves_as_plain_text() -> None:
+    assert terminal_text(f"{RED}50%{RESET}\r{RED}100%{RESET}\n") == "100%\n"
+
+
+def test_sgr_colours_become_spans_from_the_palette() -> None:
+    assert ansi_html(f"a{RED}red{RESET}b") == 'a<span style="color:#e75c58">red</span>b'
+
+
+def test_bold_underline_and_background_combine_until_reset() -> None:
+    shown = ansi_html("\x1b[1;4;42mx\x1b[22my\x1b[0mz")
+    assert shown == (
+        '<span style="background-color:#00a250;font-weight:bold;text-decoration:underline">x</span>'
+        '<span style="background-color:#00a250;text-decoration:underline">y</span>z'
+    )
+
+
+def test_256_and_true_colours() -> None:
+    assert ansi_html("\x1b[38;5;196mr\x1b[48;2;1;2;3mb") == (
+        '<span style="color:rgb(255,0,0)">r</span><span style="color:rgb(255,0,0);background-color:rgb(1,2,3)">b</span>'
+    )
+
+
+def test_text_inside_a_colour_is_escaped() -> None:
+    assert ansi_html(f'{RED}<img src=x onerror="alert(1)">') == (
+        '<span style="color:#e75c58">&lt;img src=x onerror=&quot;alert(1)&quot;&gt;</span>'
+    )
+
+
+def test_a_sequence_that_is_no_sgr_cannot_reach_the_style() -> None:
+    text = '\x1b[38;2;1;2;3";onmouseover="alert(1)mX'
+    shown = ansi_html(text)
+    assert "<" not in shown and shown == html.escape(strip_escapes(text))
+
+
+_PIECES = ["\x1b", "[", "]", "3", "8", ";", "m", "5", "2", "\r", "\n", "<", '"', "&", "a", "\x07"]
+
+
+@given(st.text(alphabet=st.sampled_from(_PIECES)))
+def test_html_for_any_mix_is_our_spans_around_the_escaped_plain_text(text: str) -> None:
+    shown = ansi_html(text)
+    assert "\x1b" not in shown
+    assert html.unescape(_OUR_SPAN.sub("", shown)) == strip_escapes(text)
+    assert "<" not in _OUR_SPAN.sub("", shown)
+
+
+# A real run: what the record and the widget show
+
+
+def test_a_real_runs_record_shows_the_bar_at_its_end_and_colours_without_litter(tmp_path: Path) -> None:
+    script = (
+        "import sys, time\n"
+        "for pct in range(0, 101, 10):\n"
+        "    sys.stderr.write(f'\\rtraining {pct:3d}%'); sys.stderr.flush()\n"
+        "sys.stderr.write('\\n')\n"
+        "print('\\x1b[32mPASSED\\x1b[0m 3 tests')\n"
+    )
+    run = cc_executor_nb.run([sys.executable, "-c", script], command=True, display=False, wait=True)
+    assert run.status == "completed"
+    assert "\r" in run.stderr and "\x1b[32m" in run.stdout  # the data itself is kept as it came
+    markdown = run.save(tmp_path / "run.md").read_text(encoding="utf-8")
+    page = run.save(tmp_path / "run.html").read_text(encoding="utf-8")
+    assert "training 100%" in markdown and "training  90%" not in markdown
+    assert "PASSED 3 tests" in markdown and "[32m" not in markdown
+    assert '<span style="color:#00a250">PASSED</span> 3 tests' in page
+    assert "\x1b" not in page and "[32m" not in page and "training  90%" not in page
+
+
+def test_a_batch_rows_last_line_is_the_bars_latest_state_without_escapes() -> None:
+    script = "import sys; sys.stdout.write('\\x1b[33m 40%\\x1b[0m\\r\\x1b[33m100%\\x1b[0m done\\n')"
+    batch = cc_executor_nb.map([[sys.executable, "-c", script]], command=True, display=False, wait=True)
+    (row,) = batch.rows()
+    assert (row.status, row.last_line) == ("completed", "100% done")
