@@ -1,4 +1,4 @@
-"""Child output shown as a terminal would (kernel/terminaltext.py): progress bars drawn
+"""Child output shown as a terminal would (terminaltext.py): progress bars drawn
 with carriage returns, ANSI colours, other escapes; then through a real run's record."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cc_executor_nb
-from cc_executor_nb.kernel.terminaltext import ansi_html, overwrite_lines, strip_escapes, terminal_text
+from cc_executor_nb.terminaltext import ansi_html, overwrite_lines, strip_escapes, terminal_text
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,3 +115,21 @@ def test_a_batch_rows_last_line_is_the_bars_latest_state_without_escapes() -> No
     batch = cc_executor_nb.map([[sys.executable, "-c", script]], command=True, display=False, wait=True)
     (row,) = batch.rows()
     assert (row.status, row.last_line) == ("completed", "100% done")
+
+
+@pytest.mark.claude
+def test_claudes_tool_result_in_colour_is_drawn_not_littered(tmp_path: Path) -> None:
+    """The claude CLI passes a Bash tool's escapes through in its result."""
+    prompt = "bash: printf '\\033[31mred\\033[0m\\r\\033[32mgreen\\033[0m'"
+    run = cc_executor_nb.run(prompt, demo=True, approve="all", display=False, wait=True)
+    assert run.status == "completed"
+    (tool,) = run.tool_calls
+    assert tool.result == "\x1b[31mred\x1b[0m\r\x1b[32mgreen\x1b[0m"  # as the CLI reported it
+    page = run.save(tmp_path / "run.html").read_text(encoding="utf-8")
+    (shown,) = re.findall(r"<details>.*?</details>", page, re.DOTALL)  # the tool's result
+    assert shown.endswith('><span style="color:#00a250">green</span></pre></details>')  # the redraw, coloured
+    assert "red" not in shown and "[3" not in shown
+    answer = page[page.index('class="cc-answer"') :]  # the demo quotes the output in its answer
+    assert "Output: red<br>" in answer and "[3" not in answer.split("Output:")[1] and "\x1b" not in page
+    markdown = run.transcript()
+    assert "Output: red" in markdown and "[3" not in markdown.split("Output:")[1]

@@ -28,6 +28,7 @@ from markdown_it import MarkdownIt
 
 from ..events import FINAL_STATUSES
 from ..protocol import one_line
+from ..terminaltext import ansi_html, overwrite_lines, strip_escapes
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, readable_input
@@ -157,10 +158,11 @@ def _sanitize(html: str) -> str:
 
 
 def render_answer_html(markdown_text: str) -> str:
-    """Render untrusted Markdown to safe HTML (no raw HTML, images or unsafe links)."""
+    """Render untrusted Markdown to safe HTML (no raw HTML, images or unsafe links, and no
+    terminal escapes: a tool's coloured output quoted in an answer)."""
     if not markdown_text.strip():
         return ""
-    return f'<div class="cc-answer">{_sanitize(_markdown().render(markdown_text))}</div>'
+    return f'<div class="cc-answer">{_sanitize(_markdown().render(strip_escapes(markdown_text)))}</div>'
 
 
 # Thinking
@@ -265,7 +267,7 @@ def _tool_result(tool: ToolCall) -> str:
     label = "error" if tool.is_error else "result"
     return (
         f'<details><summary style="{_MUTED}">{label} · {lines} line{_plural(lines)}</summary>'
-        f'<pre style="{_PRE}">{escape(_head(tool.result, MAX_TOOL_RESULT_CHARS))}</pre></details>'
+        f'<pre style="{_PRE}">{ansi_html(overwrite_lines(_head(tool.result, MAX_TOOL_RESULT_CHARS)))}</pre></details>'
     )
 
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ..terminaltext import terminal_text
 from .limits import UsageLimit, describe_limit
 from .render import format_cost, format_duration, retry_text, status_name, tool_input_summary
 from .streamjson import ApiRetry, ToolCall
@@ -141,7 +142,7 @@ def tool_line(tool: ToolCall) -> str:
 def _tool_outcome(tool: ToolCall) -> str:
     if tool.status != "done":
         return "no result"
-    result = printable(tool.result or "")
+    result = printable(terminal_text(tool.result or ""))
     if tool.is_error:
         first = next((line.strip() for line in result.splitlines() if line.strip()), "")
         return f"error: {_cut(first, TOOL_ERROR_CHARS)}" if first else "error"

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import Event
+from ..terminaltext import terminal_text
 from . import api
 from .batchview import BatchView, Row, Summary, batch_html, eta, row_text, summary_text
 from .coalescer import Coalescer
@@ -49,7 +50,6 @@ from .config import CCExec
 from .display import RunDisplay
 from .loop import KernelLoop, LoopStopped, shared_loop
 from .run import Run, _current_cell
-from .terminaltext import terminal_text
 
 if TYPE_CHECKING:
     from .presenter import Presenter, WidgetPresenter

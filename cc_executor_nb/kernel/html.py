@@ -11,6 +11,7 @@ import html
 import math
 
 from ..protocol import command_line
+from ..terminaltext import ansi_html, overwrite_lines
 from .runstate import (
     Health,
     RunState,
@@ -20,7 +21,6 @@ from .runstate import (
     inactive_for,
     next_beat_in,
 )
-from .terminaltext import ansi_html, overwrite_lines
 
 __all__ = [
     "HEALTH_COLORS",

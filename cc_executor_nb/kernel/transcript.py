@@ -52,9 +52,9 @@ from ..claude.text import (
     render_text,
     thinking_line,
 )
+from ..terminaltext import strip_escapes, terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html
 from .runstate import RunState, elapsed, format_duration
-from .terminaltext import terminal_text
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -178,7 +178,7 @@ class Transcript:
             parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
         answer, cut = self._answer()
         if answer.strip():
-            parts.append(safe_markdown(printable(answer).strip("\n")))
+            parts.append(safe_markdown(printable(strip_escapes(answer)).strip("\n")))
         if cut:
             parts.append(f"*… {cut:,} more characters of the answer: `run.transcript()` has all of it*")
         error = error_line(view)
@@ -341,7 +341,7 @@ def _tool_markdown(tool: ToolCall) -> str:
     item = f"- {mark} **{name}**" + (f" {code_span(summary)}" if summary and summary != "{}" else "")
     if tool.status != "done":
         return item + " (no result)"
-    result = printable(tool.result or "")
+    result = printable(terminal_text(tool.result or ""))
     if tool.is_error:
         first = next((line.strip() for line in result.splitlines() if line.strip()), "")
         return item + (f" → error: {markdown_escape(first[:100])}" if first else " → error")
