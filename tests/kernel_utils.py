@@ -239,10 +239,6 @@ class KernelHarness:
         during = [r for r in self.log if started <= r.at <= idle.at]
         return Execution(msg_id, reply, started, idle.at, during)
 
-    def went_idle(self, msg_id: str) -> bool:
-        """Whether the request's idle status was read (see :meth:`until`)."""
-        return self._idle_of(msg_id) is not None
-
     def _idle_of(self, msg_id: str) -> Received | None:
         return next((r for r in self.log if _is_idle(r, msg_id)), None)
 

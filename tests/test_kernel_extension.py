@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,11 +147,7 @@ def test_interrupt_during_wait_cancels_the_run(kernel: KernelHarness) -> None:
     """A kernel interrupt during %ccexec --wait cancels the run, and the kernel stays usable."""
     msg_id, sent = kernel.submit(ccexec(SLEEP_30, "--wait", "-o", "slow"))
     kernel.watch(shows_status("running"), timeout=20)
-    for _ in range(3):  # again when the request goes on: Python drops a KeyboardInterrupt
-        kernel.manager.interrupt_kernel()  # that lands in a finalizer run in the main thread
-        with contextlib.suppress(AssertionError):
-            kernel.until(lambda: kernel.went_idle(msg_id), timeout=5, what="the interrupted cell's end")
-            break
+    kernel.manager.interrupt_kernel()
     execution = kernel.finish(msg_id, sent, timeout=30)
     assert execution.error is not None and execution.error[0] == "KeyboardInterrupt"
     assert execution.seconds < scaled(15)
