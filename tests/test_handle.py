@@ -120,29 +120,14 @@ def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:
     assert run.status == "cancelled" and run.state.pid is None and run.stdout == ""
 
 
-def _interrupt_main_until_cancelled(run: Run, stop: threading.Event) -> None:
-    """Interrupt the main thread after 0.2 s, and again each (scaled) second while the run
-    has no cancel: Python drops a KeyboardInterrupt that lands in a finalizer (``__del__``,
-    run by the garbage collector in the main thread; "Exception ignored in ..."), which a
-    long test session makes likely now and then (CI saw one lost)."""
-    delay = 0.2
-    while not stop.wait(delay) and not run.cancel_requested:
-        _thread.interrupt_main()
-        delay = scaled(1.0)
-
-
 def test_keyboard_interrupt_during_wait_cancels_the_run(bg: KernelLoop) -> None:
     """A KeyboardInterrupt while waiting cancels the run, waits for its end, then propagates."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
     eventually(lambda: run.status == "running", what="the run running")
-    stop = threading.Event()
-    threading.Thread(target=_interrupt_main_until_cancelled, args=(run, stop), daemon=True).start()
+    threading.Timer(0.2, _thread.interrupt_main).start()
     began = time.monotonic()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run.wait()
-    finally:
-        stop.set()
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
     assert run.done and run.status == "cancelled"
     assert time.monotonic() - began < scaled(10)
 
