@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import signal
 import socket
 import sys
 import threading
@@ -120,6 +121,19 @@ def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:
     assert run.status == "cancelled" and run.state.pid is None and run.stdout == ""
 
 
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """Python's own SIGINT handler for the test: a suite started with SIGINT ignored (a
+    background job without job control, ``nohup ... &``) has none, and then
+    ``_thread.interrupt_main()`` does nothing."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+@pytest.mark.usefixtures("sigint_raises")
 def test_keyboard_interrupt_during_wait_cancels_the_run(bg: KernelLoop) -> None:
     """A KeyboardInterrupt while waiting cancels the run, waits for its end, then propagates."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
