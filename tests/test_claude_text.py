@@ -194,7 +194,33 @@ def test_terminal_escapes_in_model_and_tool_text_are_removed() -> None:
     )
     text = join_chunks(chunks)
     assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
-    assert "]0;pwnedhi\n" in text
+    assert "pwned" not in text and "hi\n" in text  # the whole sequence goes, not just its ESC
+    assert "[tool] Bash · ls → ok" in text  # no "[31m" after the tool's name
+
+
+def test_colours_in_the_answer_leave_no_litter() -> None:
+    """An answer with SGR colours reads as its words: no ``[31m`` left where an ESC was removed."""
+    coloured = "the \x1b[31mred\x1b[0m word and \x1b[1;32mbold green\x1b[0m\n"
+    streamed = ClaudeTextRenderer().render(view(text=coloured, phase="done", result={}), final=True)
+    assert answer_text(streamed) == "the red word and bold green\n"
+    whole = render_text(view(text=coloured, answer=coloured, phase="done", result={}))
+    assert "the red word and bold green" in whole and "[" not in whole.split("\n\n")[0]
+
+
+def test_a_long_line_is_never_cut_inside_an_escape() -> None:
+    """A forced cut of a long line that would split ``ESC[31m`` waits for the whole sequence."""
+    renderer = ClaudeTextRenderer(flush_chars=10)
+    text = "x" * 9 + "\x1b[31mredredred\x1b[0m" + "y" * 12
+    shown = ""
+    for end in range(1, len(text) + 1):  # every prefix, as deltas could cut it
+        shown += answer_text(renderer.render(view(text=text[:end], phase="writing")))
+    shown += answer_text(renderer.render(view(text=text, phase="done", result={}), final=True))
+    assert shown.rstrip("\n") == "x" * 9 + "redredred" + "y" * 12
+
+
+def test_printable_drops_escape_sequences_and_controls() -> None:
+    """``printable`` removes whole escape sequences (CSI, OSC) and the other controls; tabs and newlines stay."""
+    assert printable("a\x1b[31mb\x1b]8;;http://x\x07c\x1b[0m\td\x07\n") == "abc\td\n"
 
 
 def test_a_failed_tool_shows_the_first_line_of_its_error() -> None:

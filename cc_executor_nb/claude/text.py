@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ..terminaltext import terminal_text
+from ..terminaltext import strip_escapes, terminal_text
 from .limits import UsageLimit, describe_limit
 from .render import format_cost, format_duration, retry_text, status_name, tool_input_summary
 from .streamjson import ApiRetry, ToolCall
@@ -69,6 +69,9 @@ TOOL_ERROR_CHARS = 100
 
 ChunkKind = Literal["answer", "note"]
 
+_ESCAPE_CHARS = 64
+"""How far back a cut of the answer looks for an escape it would split (longer ones are rare)."""
+_WHOLE_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[0-?@-Z\\-_])")
 # C0 controls but tab and newline, DEL, and C1 controls (ESC starts terminal escapes).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -118,8 +121,9 @@ class ClaudeSnapshot(Protocol):
 
 
 def printable(text: str) -> str:
-    """``text`` without control characters (tabs and newlines stay; ``\\r\\n`` becomes ``\\n``)."""
-    return _CONTROL.sub("", text)
+    """``text`` without escape sequences and control characters (tabs and newlines stay;
+    ``\\r\\n`` becomes ``\\n``): ``\\x1b[31mred`` is ``red``, not ``[31mred``."""
+    return _CONTROL.sub("", strip_escapes(text))
 
 
 # One line each
@@ -494,7 +498,12 @@ def _cut_point(pending: str, flush_chars: int) -> int:
     if len(pending) < flush_chars:
         return 0
     space = pending.rfind(" ")
-    return space + 1 if space > 0 else len(pending)
+    cut = space + 1 if space > 0 else len(pending)
+    # Never inside an escape sequence: its two halves would each be shown as litter.
+    escape = pending.rfind("\x1b", max(0, cut - _ESCAPE_CHARS), cut)
+    if escape > 0 and not _WHOLE_ESCAPE.match(pending, escape, cut):
+        return escape
+    return cut
 
 
 def _cut(text: str, limit: int) -> str:
