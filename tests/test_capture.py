@@ -182,8 +182,9 @@ async def test_a_stalled_client_leaves_the_backlog_in_the_capture_file_and_gets_
     small_spool, tmp_path, monkeypatch
 ) -> None:
     """48 MB while the client reads nothing: the child finishes anyway (never held), the
-    backlog waits in the capture file (no spool file), and the run's end neither waits a
-    grace nor stops the group's straggler nor names anyone; then every byte arrives."""
+    backlog waits in the capture file (no spool file), and the run's end waits no grace for
+    writers (there are none) and neither stops the group's straggler, which ends within the
+    group's grace, nor names anyone; then every byte arrives."""
     graces: list[bool] = []
     within = execution_module._within
 
@@ -217,6 +218,20 @@ async def test_a_stalled_client_leaves_the_backlog_in_the_capture_file_and_gets_
     assert graces == [True] and execution.survivors == []
     assert event.params["status"] == "completed" and event.params["escaped_pids"] == []
     assert (received, digest.hexdigest()) == (SLOW_SIZE, sha.read_text())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+async def test_a_background_child_that_holds_no_output_is_stopped_after_the_grace(client: Client, tmp_path) -> None:
+    """``sleep 60 >/dev/null 2>&1 &`` holds no output but is in the run's group: once the
+    leader exits it gets the 1 s grace, then is terminated; nobody is named as escaped."""
+    pid_file = tmp_path / "pid"
+    await client.execute(argv=["sh", "-c", f"sleep 60 >/dev/null 2>&1 & echo $! > {pid_file}; echo started"])
+    events = await collect(client)
+    done = completed(events)
+    sleeper = int(pid_file.read_text())
+    assert output_of(events) == "started\n"
+    assert (done.params["status"], done.params["exit_code"], done.params["escaped_pids"]) == ("completed", 0, [])
+    assert sleeper not in group_alive(done.params["pgid"]), "the background sleep outlived its run"
 
 
 async def test_a_child_far_ahead_of_the_reader_is_held_until_it_catches_up(

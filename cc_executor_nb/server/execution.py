@@ -270,20 +270,35 @@ class Execution:
         """
         output = self.output
         if output.counting:
+            deadline = time.monotonic() + EOF_GRACE
             if await _within(output.writers_gone, EOF_GRACE):
+                # Nobody writes any more; the rest of the group (a child that redirected its
+                # output elsewhere) still gets what is left of the grace, then is stopped.
+                await self._stop_group(deadline)
                 return
         else:
             await self._until_quiet(EOF_GRACE)
-        if self._terminating is None and await asyncio.to_thread(self.process.group_alive):
-            logger.info("[ENHANCED] group %d outlived its leader: terminating", self.process.pgid)
-            await self.terminate()
-        elif self._terminating is not None:
-            await self._terminating
+        await self._stop_group()
         if output.counting and await _within(output.writers_gone, EOF_GRACE):
             return
         if output.counting:
             await self._name_survivors()
         output.finish_capture()
+
+    async def _stop_group(self, deadline: float | None = None) -> None:
+        """Stop what is left of the group once ``deadline`` passed (or await the stop under way)."""
+        if self._terminating is not None:
+            await self._terminating
+            return
+        alive = await asyncio.to_thread(self.process.group_alive)
+        while alive and deadline is not None and time.monotonic() < deadline:
+            await asyncio.sleep(_QUIET_POLL)
+            alive = await asyncio.to_thread(self.process.group_alive)
+        if alive and self._terminating is None:
+            logger.info("[ENHANCED] group %d outlived its leader: terminating", self.process.pgid)
+            await self.terminate()
+        elif self._terminating is not None:
+            await self._terminating
 
     async def _until_quiet(self, grace: float) -> None:
         """Wait until the group and the run's marked processes are gone, at most ``grace``."""
