@@ -33,7 +33,8 @@ from .declare import add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.claudetext import ClaudeTextView
-from .kernel.run import judged
+from .kernel.api import check_server_url
+from .kernel.run import judged, unreachable
 from .kernel.textview import LineEnds, LineRenderer, TextView
 from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL, one_line
 from .server.config import ServerSettings, build_server
@@ -79,8 +80,13 @@ def _write(stream: TextIO, text: str, ends: LineEnds | None) -> None:
 @contextlib.asynccontextmanager
 async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
     if args.server:
+        check_server_url(args.server)
         token = os.environ.get(args.token_env) if args.token_env else None
-        async with await connect(args.server, token) as client:
+        try:
+            remote = await connect(args.server, token)
+        except (OSError, CCExecError, TimeoutError) as exc:
+            raise CCExecError(unreachable(args.server, exc)) from None
+        async with remote as client:
             yield client
         return
     handler = build_server(ServerSettings(heartbeat_interval=args.heartbeat))

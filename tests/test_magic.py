@@ -395,7 +395,9 @@ def test_api_run_takes_paths_for_cwd_and_env_values(shell: InteractiveShell, tmp
      ({"env": {"A": 1}}, r"env must map names \(str\) to values \(str or os.PathLike\), not 'A': 1"),
      ({"env": ["A=b"]}, "env must be a mapping of names to values, not list"),
      ({"label": 5}, "label must be a string, not 5"),
-     ({"server": "localhost:8000"}, "server must be a ws:// or wss:// URL, not 'localhost:8000'")],
+     ({"server": "localhost:8000"}, "server must be a ws:// or wss:// URL, not 'localhost:8000'"),
+     ({"server": "http://user:s3cret@host:1/ws?token=abc"},  # the password and token never show
+      r"server must be a ws:// or wss:// URL, not 'http://host:1/ws'$")],
 )
 def test_api_run_refuses_a_cwd_or_env_it_cannot_send(shell: InteractiveShell, options: dict, message: str) -> None:
     """A cwd or env the protocol cannot carry is a ValueError before anything starts."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,30 @@ def test_cli_rejects_an_empty_prompt(tmp_path: Path) -> None:
     """No prompt is a usage error (exit 2) with a one-line message, and nothing runs."""
     done = run_cli(tmp_path)
     assert done.returncode == 2 and done.stderr == "error: the prompt is empty\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_command_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "cc_executor_nb", "run", *args]
+    return subprocess.run(argv, check=False, cwd=tmp, env=environment(tmp), capture_output=True, text=True,
+                          timeout=scaled(60))
+
+
+def test_cli_says_in_one_line_that_the_server_cannot_be_reached(tmp_path: Path) -> None:
+    """``--server`` with nobody listening: exit 1 and one line naming the URL and the reason, no traceback."""
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    done = run_command_cli(tmp_path, "--server", url, "--", "true")
+    assert (done.returncode, done.stderr) == (1, f"error: cannot reach {url}: Connection refused\n")
+
+
+def test_cli_refuses_a_server_that_is_no_websocket_url_without_showing_its_secrets(tmp_path: Path) -> None:
+    """An http:// URL is a usage error (exit 2) before any connection; its password and token never show."""
+    done = run_command_cli(tmp_path, "--server", "http://user:s3cret@127.0.0.1:1/ws?token=abc", "--", "true")
+    assert done.returncode == 2
+    assert done.stderr == "error: server must be a ws:// or wss:// URL, not 'http://127.0.0.1:1/ws'\n"
+

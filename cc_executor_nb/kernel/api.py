@@ -32,6 +32,7 @@ from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argument
 from ..claude.summary import RESULT_SUMMARY
+from ..client import shown_url
 from ..declare import from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
@@ -516,7 +517,8 @@ def _seconds(name: str, value: float | None, optional: bool = False, *, minimum:
 def check_server_url(server: object) -> None:
     """``server`` (None: the in-kernel server) must be a ``ws://`` or ``wss://`` URL."""
     if server is not None and not (isinstance(server, str) and server.lower().startswith(("ws://", "wss://"))):
-        raise ValueError(f"server must be a ws:// or wss:// URL, not {server!r}")
+        shown = shown_url(server) if isinstance(server, str) else server  # never a password or token
+        raise ValueError(f"server must be a ws:// or wss:// URL, not {shown!r}")
 
 
 def _sendable(options: RunOptions) -> RunOptions:

@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Interpreter", "Run", "RunSpec", "Target", "judged"]
+__all__ = ["Interpreter", "Run", "RunSpec", "Target", "judged", "unreachable"]
 
 logger = logging.getLogger("cc_executor_nb.kernel.run")
 
@@ -633,7 +633,7 @@ class Run:
             self._settle_locally("cancelled: the background loop was stopped")
             raise
         except Exception as exc:
-            self._fail(_describe(exc) if client is not None else _unreachable(self.target.url, exc))
+            self._fail(_describe(exc) if client is not None else unreachable(self.target.url, exc))
         finally:
             await _close(client)
             self._finish()
@@ -845,8 +845,8 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _unreachable(url: str, exc: Exception) -> str:
-    """Why the run's connection could not be opened, and what to check."""
+def unreachable(url: str, exc: Exception) -> str:
+    """Why a connection to ``url`` could not be opened, and what to check (no secret of the URL)."""
     if isinstance(exc, HandshakeRefused) and exc.status == 401:
         return (f"{exc}: give the server's token, in the environment variable --token-env or "
                 "CCExec.token_env names (CC_EXECUTOR_TOKEN by default) or as token=...")
