@@ -148,7 +148,7 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
     statuses = [item.status for item in batch.items]
     assert [run.status for run in batch.runs] == ["cancelled"] * 6 and statuses.count("skipped") == 4
     assert len(groups) == 2 and all(group_alive(pgid) == [] for pgid in groups)
-    assert batch.status == "done" and batch.results()[2:] == [None] * 4
+    assert batch.status == "cancelled" and batch.done and batch.results()[2:] == [None] * 4  # it says how it ended
 
 
 def test_pause_queue_lets_running_runs_finish_and_starts_nothing(settings: CCExec) -> None:
@@ -274,7 +274,7 @@ def test_a_batch_budget_stops_new_runs_once_reached(settings: CCExec) -> None:
     statuses = [item.status for item in batch.items]
     assert [run.status for run in batch.runs[:3]] == ["completed"] * 3
     assert statuses[3:] == ["skipped"] * 3 and [run.state.pid for run in batch.runs[3:]] == [None] * 3
-    assert batch.cost_usd >= 0.02 and batch.summary().state == "done"
+    assert batch.cost_usd >= 0.02 and batch.status == batch.summary().state == "budget"  # the budget stopped it
     assert batch.results()[3:] == [None] * 3
 
 
@@ -286,6 +286,16 @@ def test_on_budget_cancel_cancels_the_running_runs(settings: CCExec) -> None:
     batch.wait(scaled(40))
     assert batch.runs[1].status == "completed" and batch.runs[0].status == "cancelled"
     assert batch.runs[0].duration is not None and batch.runs[0].duration < 25
+    assert batch.status == "budget"
+
+
+@pytest.mark.claude
+def test_a_budget_crossed_by_the_last_run_stops_nothing_and_the_batch_ends_done(settings: CCExec) -> None:
+    """The only run spends past the budget as it ends: nothing was kept from running, so ``done``."""
+    batch = cc_executor_nb.map(["what is 1+1"], demo=True, max_budget_usd=0.001, display=False, settings=settings,
+                               wait=True)
+    assert batch.runs[0].status == "completed" and batch.cost_usd > 0.001
+    assert batch.status == "done"
 
 
 @pytest.mark.claude

@@ -206,6 +206,8 @@ class Batch:
         self.paused = False
         self.cancelled = False
         self.budget_spent = False
+        self._budget_stopped = False
+        """The budget kept runs from starting (or cancelled them): the batch ends ``budget``."""
         self.hold_until: float | None = None
         """While a usage limit holds the queue: when it resets (epoch seconds)."""
         self._finished = threading.Event()
@@ -462,7 +464,8 @@ class Batch:
         if self.max_budget_usd is None or self.budget_spent or self.cost_usd < self.max_budget_usd:
             return
         self.budget_spent = True
-        self._skip_queued()
+        running = any(not item.finished and item.status != "queued" for item in self.items)
+        self._budget_stopped = self._skip_queued() > 0 or (running and self.on_budget == "cancel")
         if self.on_budget == "cancel":
             self._cancel_running()
 
@@ -484,12 +487,13 @@ class Batch:
             elif item.status == "started":
                 item.run.cancel()
 
-    def _skip_queued(self) -> None:
-        """Queued items will not run: their handles end cancelled, without a process."""
-        for item in self.items:
-            if item.status == "queued":
-                item.status = "skipped"
-                item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
+    def _skip_queued(self) -> int:
+        """Queued items will not run: their handles end cancelled, without a process; how many."""
+        queued = [item for item in self.items if item.status == "queued"]
+        for item in queued:
+            item.status = "skipped"
+            item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
+        return len(queued)
 
     def _set_paused(self, paused: bool) -> None:
         if self.paused != paused:
@@ -587,7 +591,8 @@ class Batch:
 
     def _state(self, now: float) -> str:
         if self._complete:
-            return "done"
+            # How it ended stays readable: a cancelled batch, or one whose budget stopped runs.
+            return "cancelled" if self.cancelled else "budget" if self._budget_stopped else "done"
         if self.cancelled:
             return "cancelled"
         if self.budget_spent:
