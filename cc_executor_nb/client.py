@@ -580,8 +580,14 @@ class Client:
         self._enqueue(_CLOSED)  # a consumer behind gets the end marker after what it has yet to read
 
 
+INPUT_FRAME_BUDGET = 768 << 10
+"""The most bytes an ``input`` piece may take as a JSON string (the frame limit is 1 MiB)."""
+
+
 def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:
-    """``data`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character."""
+    """``data`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character, and
+    each small enough once JSON-escaped (a control character takes 6 bytes) to fit the
+    server's default 1 MiB frame."""
     try:
         raw = data.encode("utf-8")
     except UnicodeEncodeError:
@@ -592,9 +598,17 @@ def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:
         end = min(start + limit, len(raw))
         while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # a continuation byte
             end -= 1
-        pieces.append(raw[start:end].decode("utf-8"))
+        pieces += _escaped_within(raw[start:end].decode("utf-8"))
         start = end
     return pieces
+
+
+def _escaped_within(piece: str, budget: int = INPUT_FRAME_BUDGET) -> list[str]:
+    """``piece``, halved until each part's JSON string takes at most ``budget`` bytes."""
+    if len(piece) < 2 or len(protocol.dumps_bytes(piece)) <= budget:
+        return [piece]
+    middle = len(piece) // 2
+    return _escaped_within(piece[:middle], budget) + _escaped_within(piece[middle:], budget)
 
 
 def _session_of(hello: str | bytes) -> str | None:

@@ -145,6 +145,16 @@ async def test_long_input_goes_in_pieces_whole_characters_kept(client: Client) -
     assert output_of(await collect(client, timeout=30)) == text
 
 
+async def test_input_of_control_characters_fits_the_frame_limit(client: Client) -> None:
+    """200,000 control characters (6 bytes each once JSON-escaped, 1.2 MB) go in pieces that
+    fit the server's 1 MiB frame: the connection stays up and every byte arrives."""
+    text = "\x01" * 200_000
+    await client.execute(argv=[sys.executable, "-c", "import sys; print(len(sys.stdin.buffer.read()))"], stdin="pipe")
+    await client.input(text)
+    await client.close_input()
+    assert output_of(await collect(client, timeout=30)) == "200000\n"
+
+
 async def test_a_child_that_exits_without_reading_ends_normally(client: Client) -> None:
     """Input queued for a child that exits unread is dropped; the run still completes."""
     await client.execute(argv=[sys.executable, "-c", "print('bye')"], stdin="pipe")
