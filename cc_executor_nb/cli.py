@@ -32,8 +32,8 @@ from .client import Client, connect
 from .declare import add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
-from .kernel.claudetext import ClaudeTextView
 from .kernel.api import check_server_url
+from .kernel.claudetext import ClaudeTextView
 from .kernel.run import judged, unreachable
 from .kernel.textview import LineEnds, LineRenderer, TextView
 from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL, one_line
