@@ -294,11 +294,9 @@ class Execution:
         while alive and deadline is not None and time.monotonic() < deadline:
             await asyncio.sleep(_QUIET_POLL)
             alive = await asyncio.to_thread(self.process.group_alive)
-        if alive and self._terminating is None:
+        if alive:  # (a cancel that came meanwhile started the stop: terminate() awaits that one)
             logger.info("[ENHANCED] group %d outlived its leader: terminating", self.process.pgid)
             await self.terminate()
-        elif self._terminating is not None:
-            await self._terminating
 
     async def _until_quiet(self, grace: float) -> None:
         """Wait until the group and the run's marked processes are gone, at most ``grace``."""
