@@ -87,7 +87,7 @@ class _Dialer:
         tls: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
         try:
             return await ws_connect(
-                self.url,
+                _without_user_info(self.url),  # websockets would send it as a second Authorization
                 additional_headers=headers,
                 **tls,
                 compression=None,
@@ -637,6 +637,17 @@ def _keep_out_of_logs(token: str | None) -> None:
     if key not in _REDACTING:
         install_redactor(token)
         _REDACTING.add(key)
+
+
+def _without_user_info(url: str) -> str:
+    """``url`` without ``user:password@``: the token goes in the Bearer header, never there."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return url  # websockets names what is wrong with it
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def shown_url(url: str) -> str:

@@ -111,6 +111,14 @@ def test_shown_urls_carry_no_credentials() -> None:
     assert shown_url("ws://host:notaport/ws") == "the server"
 
 
+async def test_user_info_in_the_url_does_not_spoil_the_token(server) -> None:
+    """``ws://user:pw@host/ws`` with the right token connects (the user info went as a second
+    Authorization header: HTTP 400)."""
+    url = server.url.replace("ws://", "ws://user:pw@", 1)
+    async with await connect(url, TOKEN, auto_reconnect=False) as client:
+        assert client.session_id
+
+
 async def test_right_token_is_accepted(server) -> None:
     """The right token opens a session."""
     assert await handshake_status(server.url, Authorization=f"Bearer {TOKEN}") == 101

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 import cc_executor_nb
+from cc_executor_nb.errors import CCExecError
 from cc_executor_nb.kernel.jobs import JobInfo, JobsTable, pick_job
 from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
 from cc_executor_nb.kernel.loop import stop_shared_loop
@@ -79,6 +81,17 @@ def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> N
     """--jobs with a prompt, --attach with --durable or a run's flag, an unknown job: one-line usage errors."""
     with pytest.raises(UsageError, match=message):
         line(shell, text)
+
+
+def test_an_unreachable_job_server_is_named_without_its_secrets() -> None:
+    """jobs.list(server=...) that cannot connect names the URL without user info or query."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(CCExecError) as info:
+        cc_executor_nb.jobs.list(server=f"ws://u:SECRETPW@127.0.0.1:{port}/ws?token=SECRETQ")
+    assert str(info.value).startswith(f"cannot reach the job server at ws://127.0.0.1:{port}/ws: ")
+    assert "SECRET" not in str(info.value)
 
 
 @pytest.mark.parametrize(("call", "message"), [

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..claude.summary import cost_of, session_of
-from ..client import connect
+from ..client import connect, shown_url
 from ..errors import CCExecError
 from . import api
 from .config import CCExec
@@ -266,7 +266,7 @@ async def _fetch(target: Target) -> list[JobInfo]:
     try:
         client = await connect(target.url, target.token, auto_reconnect=False)
     except OSError as exc:
-        raise CCExecError(f"cannot reach the job server at {target.url}: {exc}") from None
+        raise CCExecError(f"cannot reach the job server at {shown_url(target.url)}: {exc}") from None
     async with client:
         return [JobInfo.from_wire(job) for job in await client.jobs()]
 
