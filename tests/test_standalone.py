@@ -53,6 +53,40 @@ def test_generated_token_goes_to_a_private_file_never_the_log() -> None:
     assert not Path(path).exists(), "a generated token file is removed at shutdown"
 
 
+def test_a_token_generated_into_the_users_token_file_is_kept_for_the_next_start(tmp_path: Path) -> None:
+    """--token-file naming a missing file: the generated token goes there (0600) and stays
+    after shutdown, so the next start reads the same token (a temp token file is removed)."""
+    path = tmp_path / "token"
+    first = start_server("--token-file", str(path), env={"CC_EXECUTOR_TOKEN": ""})
+    token = path.read_text().strip()
+    assert f"token written to {path}" in first.output() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.finish(signal.SIGTERM) == 0 and path.read_text().strip() == token
+    second = start_server("--token-file", str(path), env={"CC_EXECUTOR_TOKEN": ""})
+    try:
+        assert "token written to" not in second.output() and path.read_text().strip() == token
+
+        async def connected() -> str | None:
+            async with await connect(second.url, token, auto_reconnect=False) as client:
+                return client.session_id
+
+        assert asyncio.run(connected())
+    finally:
+        second.finish()
+
+
+@pytest.mark.parametrize("kind", ["a directory", "a missing folder", "not text"])
+def test_a_token_file_that_cannot_be_used_is_a_usage_error(tmp_path: Path, kind: str) -> None:
+    """A --token-file that is a directory, in a missing folder or not UTF-8: one line, exit 2 (were tracebacks)."""
+    path = {"a directory": tmp_path, "a missing folder": tmp_path / "no" / "token", "not text": tmp_path / "bin"}[kind]
+    if kind == "not text":
+        path.write_bytes(b"\xff\xfe")
+    done = subprocess.run([sys.executable, "-m", "cc_executor_nb.server", "--port", "0", "--token-file", str(path)],
+                          check=False, capture_output=True, text=True, timeout=scaled(30),
+                          env={**os.environ, "CC_EXECUTOR_TOKEN": ""})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert re.fullmatch(rf"error: cannot (read|write) the token file {re.escape(str(path))}: [^\n]+\n", done.stderr)
+
+
 def test_a_debug_log_shows_no_secret_a_request_carried() -> None:
     """At DEBUG, websockets logs every frame: an execute's env value (an API key) and the output are not in it."""
     server = start_server("--log-level", "DEBUG", "--token", "standalone-token")

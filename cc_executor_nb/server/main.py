@@ -298,16 +298,23 @@ def write_token_file(token: str, path: str | None = None) -> str:
 
 
 def _read_token_file(path: str) -> str | None:
+    """The token in ``path`` (None when the file is missing or blank); ValueError if unreadable."""
     try:
         with open(path, encoding="utf-8") as handle:
             token = handle.read().strip()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ValueError(f"cannot read the token file {path}: {reason}") from None
     return token or None
 
 
 def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """(token, path of a token file we generated and must remove at shutdown, or None)."""
+    """(token, path of a token file we generated, or None).
+
+    ValueError or OSError when ``--token-file`` can be neither read nor written.
+    """
     if args.no_token:
         return None, None
     if args.runtime_file and not args.token_file:
@@ -322,11 +329,21 @@ def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if token:
         return token.strip(), None
     token = secrets.token_hex(32)  # hex: never starts with "-", so "--token X" always parses
-    return token, write_token_file(token, args.token_file)
+    try:
+        return token, write_token_file(token, args.token_file)
+    except OSError as exc:
+        raise ValueError(f"cannot write the token file {args.token_file}: {exc.strerror or exc}") from None
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    token, token_path = _resolve_token(args)
+    try:
+        token, written = _resolve_token(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # A generated token goes with the server, unless it went to the user's --token-file:
+    # kept there, the next start reads the same token and clients keep working.
+    token_path = written if written is not None and not args.token_file else None
     if args.token:
         print(
             f"warning: --token shows the token to anyone who can list processes (ps); "
@@ -349,8 +366,8 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if token_path:
-        print(f"token written to {token_path}", flush=True)
+    if written:
+        print(f"token written to {written}", flush=True)
     if args.runtime_file:
         info = RuntimeInfo(handler.url, handler.token or "", os.getpid(), args.jobs_dir, __version__, time.time())
         write_runtime_file(args.runtime_file, info)
