@@ -186,7 +186,7 @@ def _seconds(minimum: float) -> Callable[[str], float]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
         if not math.isfinite(value) or value <= 0 or value < minimum:
-            raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= {max(minimum, 0):g} (not 0)")
+            raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= {max(minimum, 0):g}, not {text}")
         return value
 
     return parse

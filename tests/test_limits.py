@@ -10,7 +10,7 @@ from websockets.exceptions import InvalidStatus
 
 from cc_executor_nb.client import connect
 from cc_executor_nb.server.config import MIN_DISK_LIMIT, ServerSettings
-from cc_executor_nb.server.main import _size
+from cc_executor_nb.server.main import _size, parse_args, settings_from
 
 from .conftest import TOKEN, make_handler
 
@@ -25,6 +25,16 @@ pytestmark = pytest.mark.timeout(60)
 def test_sizes_take_a_suffix(text: str, size: int) -> None:
     """Sizes are bytes, or K, M, G, T (powers of 1024, with or without B/iB)."""
     assert _size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("flag", "field"),
+    [("--disk-limit", "disk_limit"), ("--session-disk-limit", "session_disk_limit"),
+     ("--replay-limit", "replay_limit"), ("--job-storage-limit", "job_storage_limit")],
+)
+def test_every_size_flag_takes_a_suffix(flag: str, field: str) -> None:
+    """Each size flag reads ``4G`` as 4 GiB (--job-storage-limit said "not an integer: '4G'")."""
+    assert getattr(settings_from(parse_args([flag, "4G"]), "t"), field) == 4 << 30
 
 
 @pytest.mark.parametrize("text", ["", "M", "1.5G", "-", "12X", "ten"])

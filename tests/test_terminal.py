@@ -181,3 +181,9 @@ def test_cli_refuses_a_server_that_is_no_websocket_url_without_showing_its_secre
     assert done.returncode == 2
     assert done.stderr == "error: server must be a ws:// or wss:// URL, not 'http://127.0.0.1:1/ws'\n"
 
+
+def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:
+    """``--heartbeat 0.05`` is a usage error that names 0.05 (it said "(not 0)" whatever was given)."""
+    done = run_command_cli(tmp_path, "--heartbeat", "0.05", "--", "true")
+    assert done.returncode == 2 and "must be a finite number of seconds >= 0.1, not 0.05" in done.stderr
+

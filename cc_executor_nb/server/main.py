@@ -183,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         help="bytes of temporary files per session (default 1G; 0: no limit)")
     add("--kill-grace", type=_seconds, default=DEFAULT_KILL_GRACE,
         help=f"seconds between SIGTERM and SIGKILL on cancel (default {DEFAULT_KILL_GRACE:g})")
-    add("--log-level", type=_log_level, default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add("--log-level", type=_log_level, default="INFO", help=f"{', '.join(LOG_LEVELS)} (default INFO)")
     jobs = parser.add_argument_group("durable jobs (the job server)")
     jobs.add_argument("--jobs", action="store_true",
                       help="be the user's job server: keep durable jobs under Jupyter's runtime directory, "
@@ -195,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
                       "(default with --jobs: JUPYTER_RUNTIME_DIR/cc_executor_nb-jobserver.json)")
     jobs.add_argument("--job-retention", type=_seconds, default=DEFAULT_JOB_RETENTION, metavar="SECONDS",
                       help="seconds a finished job and its output are kept (default a week)")
-    jobs.add_argument("--job-storage-limit", type=_count, default=DEFAULT_JOB_STORAGE_LIMIT, metavar="BYTES",
+    jobs.add_argument("--job-storage-limit", type=_size, default=DEFAULT_JOB_STORAGE_LIMIT, metavar="BYTES",
                       help="bytes all job logs may take; the oldest finished jobs go first (default 1 GiB)")
     jobs.add_argument("--idle-exit", type=_seconds, default=0.0, metavar="SECONDS",
                       help="exit after this many seconds with no connection and no running job (default 0: never)")
