@@ -17,6 +17,7 @@ from cc_executor_nb import errors, methods
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Event
 from cc_executor_nb.protocol import SummarySpec
+from cc_executor_nb.server import jobs as jobs_module
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 from cc_executor_nb.server.joblog import JobLog, SummaryScanner
 from cc_executor_nb.server.jobs import LOST_ERROR, JobRecord, JobsDirBusy, JobStore
@@ -421,3 +422,11 @@ def test_summary_keeps_the_named_fields_of_the_last_matching_line() -> None:
     assert scanner.summary == {"cost": 2}
     scanner.finish()
     assert scanner.summary == {"cost": 3}
+
+
+def test_a_job_id_never_starts_with_a_dash(monkeypatch) -> None:
+    """An id drawn with a leading ``-`` or ``_`` is drawn again (``--attach -AVf...`` read as an option)."""
+    draws = iter(["-AVfjPK8hWj8LMEOl7SZxw", "_BVfjPK8hWj8LMEOl7SZxw", "CVfjPK8hWj8LMEOl7SZxw"])
+    monkeypatch.setattr(jobs_module.secrets, "token_urlsafe", lambda size: next(draws))
+    assert jobs_module.new_job_id() == "CVfjPK8hWj8LMEOl7SZxw"
+

@@ -61,6 +61,7 @@ __all__ = [
     "JobsDirBusy",
     "RunOwner",
     "Window",
+    "new_job_id",
 ]
 
 logger = logging.getLogger("cc_executor_nb.server.jobs")
@@ -396,7 +397,7 @@ class JobStore:
 
     def create(self, spec: ExecuteParams, request: JobRequest, timing: dict[str, float]) -> Job:
         """A new job record and an empty log (not yet running)."""
-        job_id = secrets.token_urlsafe(16)
+        job_id = new_job_id()
         record = JobRecord(
             job_id=job_id,
             label=request.label if request.label is not None else command_line(spec.argv),
@@ -638,3 +639,11 @@ async def _follow(link: Window, job: Job, after: int) -> None:
     except (ConnectionClosed, OSError) as exc:  # the connection closed, or the log is unreadable
         logger.debug("[JOBS] stopped following job %s: %r", job.id, exc)
 
+
+def new_job_id() -> str:
+    """A random URL-safe job id that starts with a letter or digit: one that started with
+    ``-`` (1 in 64) read as an option in ``%ccexec --attach ID``."""
+    while True:
+        job_id = secrets.token_urlsafe(16)
+        if job_id[0].isalnum():
+            return job_id
