@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cc_executor_nb.client import Client, connect
@@ -232,6 +234,27 @@ async def test_a_background_child_that_holds_no_output_is_stopped_after_the_grac
     assert output_of(events) == "started\n"
     assert (done.params["status"], done.params["exit_code"], done.params["escaped_pids"]) == ("completed", 0, [])
     assert sleeper not in group_alive(done.params["pgid"]), "the background sleep outlived its run"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
+async def test_stopping_the_group_after_a_normal_end_leaves_a_setsid_escapee_named_and_alive(
+    client: Client, tmp_path
+) -> None:
+    """The group's straggler is stopped after the grace, but a process that left the group
+    is only named on a normal end (killed on cancel, TTL and shutdown, as the README says)."""
+    pid_file = tmp_path / "pid"
+    script = f"sleep 60 >/dev/null 2>&1 & echo $! > {pid_file}; setsid -f sleep 61 >/dev/null 2>&1; echo started"
+    await client.execute(argv=["sh", "-c", script])
+    done = completed(await collect(client))
+    escaped = done.params["escaped_pids"]
+    try:
+        assert int(pid_file.read_text()) not in group_alive(done.params["pgid"])
+        assert done.params["status"] == "completed" and len(escaped) == 1
+        assert psutil.Process(escaped[0]).cmdline() == ["sleep", "61"]
+    finally:
+        for pid in escaped:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
 
 
 async def test_a_child_far_ahead_of_the_reader_is_held_until_it_catches_up(

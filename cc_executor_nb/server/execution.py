@@ -195,10 +195,11 @@ class Execution:
         self.terminate()
         await self._notify(methods.PROCESS_CANCELLED, {"status": "cancelled", **self.pid_fields})
 
-    def terminate(self) -> asyncio.Task[str]:
-        """Escalate SIGTERM then SIGKILL on the group, once; returns the task."""
+    def terminate(self, *, escapees: bool = True) -> asyncio.Task[str]:
+        """Escalate SIGTERM then SIGKILL on the group, once; returns the task. With
+        ``escapees`` (cancel, timeout, shutdown), processes that left the group are killed too."""
         if self._terminating is None:
-            self._terminating = self._spawn(self.process.terminate(self.kill_grace))
+            self._terminating = self._spawn(self.process.terminate(self.kill_grace, escapees=escapees))
         return self._terminating
 
     async def abort(self) -> None:
@@ -296,7 +297,7 @@ class Execution:
             alive = await asyncio.to_thread(self.process.group_alive)
         if alive:  # (a cancel that came meanwhile started the stop: terminate() awaits that one)
             logger.info("[ENHANCED] group %d outlived its leader: terminating", self.process.pgid)
-            await self.terminate()
+            await self.terminate(escapees=False)  # a normal end names escapees, never kills them
 
     async def _until_quiet(self, grace: float) -> None:
         """Wait until the group and the run's marked processes are gone, at most ``grace``."""
@@ -358,7 +359,7 @@ class Execution:
         status = completion_status(exit_code, self.stopped_by)
         duration = self.elapsed_seconds()
         marked = await asyncio.to_thread(marked_processes, RUN_MARKER_ENV, self.process.run_id)
-        escaped = sorted({proc.pid for proc in marked} | set(self.survivors))
+        escaped = sorted({proc.pid for proc in marked} | set(self.survivors) | set(self.process.escapees_killed))
         if status == "completed" and self._on_success is not None:
             # Recorded before the client hears of the end, so its next run can use it.
             await self._on_success(duration, sum(self.output.bytes_read.values()))

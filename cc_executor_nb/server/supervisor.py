@@ -205,6 +205,8 @@ class ManagedProcess:
     """Why the server holds the group: "disk" (the disk budget is full), "backlog" (the
     child writes faster than its capture is read). Empty: not held."""
     stop_step: str | None = None
+    escapees_killed: list[int] = field(default_factory=list)
+    """Pids of the run's processes outside its group that a stop killed."""
 
     @property
     def pid(self) -> int:
@@ -250,13 +252,16 @@ class ManagedProcess:
         if not self.holds and not self.paused:
             signal_group(self.pgid, signal.SIGCONT)
 
-    async def terminate(self, grace: float) -> str:
-        """SIGCONT+SIGTERM the group, SIGKILL what is left after ``grace`` seconds.
+    async def terminate(self, grace: float, *, escapees: bool = True) -> str:
+        """SIGCONT+SIGTERM the group, SIGKILL what is left after ``grace`` seconds; then,
+        with ``escapees``, SIGKILL the run's processes that left the group (kept in
+        ``escapees_killed``, so the run can still name them).
 
         Returns the step reached: "gone" (nothing to signal), "SIGTERM" or "SIGKILL".
         """
         step = await self._stop_group(grace)
-        await asyncio.to_thread(kill_escapees, self.run_id)
+        if escapees:
+            self.escapees_killed += await asyncio.to_thread(kill_escapees, self.run_id)
         return step
 
     async def _stop_group(self, grace: float) -> str:
