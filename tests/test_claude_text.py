@@ -218,6 +218,17 @@ def test_a_long_line_is_never_cut_inside_an_escape() -> None:
     assert shown.rstrip("\n") == "x" * 9 + "redredred" + "y" * 12
 
 
+def test_an_interrupted_turn_keeps_its_text_and_says_interrupted() -> None:
+    """Text mode: the story so far stays, then ``[interrupted]`` and a footer that says so, not the CLI's diagnostic."""
+    diagnostic = "[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"
+    done = view(text="Once upon a time\n", answer="Once upon a time\n", phase="done", is_error=True, interrupted=True,
+                result={"subtype": "error_during_execution", "is_error": True, "errors": [diagnostic]})
+    chunks = ClaudeTextRenderer().render(done, final=True)
+    assert answer_text(chunks) == "Once upon a time\n"
+    assert notes(chunks)[0] == "[interrupted] the turn was interrupted"
+    assert notes(chunks)[1].startswith("[result] interrupted") and "ede_diagnostic" not in join_chunks(chunks)
+
+
 def test_printable_drops_escape_sequences_and_controls() -> None:
     """``printable`` removes whole escape sequences (CSI, OSC) and the other controls; tabs and newlines stay."""
     assert printable("a\x1b[31mb\x1b]8;;http://x\x07c\x1b[0m\td\x07\n") == "abc\td\n"

@@ -199,6 +199,10 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     assert run.status == "cancelled" and run.alive
     assert run.result is not None and run.result["subtype"] == "error_during_execution"
     assert 40 <= len(run.text.split()) < 5000
+    # The answer and the record keep the story so far, marked interrupted (not the CLI's diagnostic).
+    assert run.answer == run.text and run.claude is not None and run.claude.interrupted
+    record = run.transcript()
+    assert run.text.split("\n")[0] in record and "**Interrupted**" in record and "ede_diagnostic" not in record
     ended(run, timeout=10)
     assert run.exit_code in (0, 1) and run.status == "cancelled"  # exited by itself: never signalled
     assert not any(e.method == "process.cancelled" for e in run.events)

@@ -896,6 +896,16 @@ def test_an_interrupted_turn_is_marked() -> None:
     assert turn.interrupted and turn.is_error and turn.answer == "Once upon"
 
 
+def test_an_interrupted_runs_answer_is_its_text_not_the_clis_diagnostic() -> None:
+    """The CLI's result text for an interrupt is a diagnostic; the answer is what came before it."""
+    run = conversation(("story", streamed_text("m1", "Once upon")))
+    run.note_interrupt()
+    run.feed_line(result(subtype="error_during_execution", is_error=True,
+                         errors=["[ede_diagnostic] result_type=user last_content_type=n/a stop_reason=null"]))
+    assert run.interrupted and run.is_error
+    assert (run.answer, run.error_message) == ("Once upon", "Interrupted.")
+
+
 def test_interrupt_without_an_open_turn_changes_nothing() -> None:
     """No turn open: note_interrupt is a no-op."""
     run = conversation(("a", [result(result="done")]))

@@ -55,6 +55,8 @@ class ClaudeView:
     """Tool calls in the order they started."""
     is_error: bool = False
     """Whether Claude reported an error (an API failure included)."""
+    interrupted: bool = False
+    """Whether the latest turn ended because it was interrupted (``is_error`` is then True)."""
     api_error_status: int | None = None
     """The HTTP status of an API failure, e.g. 529."""
     usage_limit: UsageLimit | None = None
@@ -197,6 +199,7 @@ class ClaudeInterpreter:
             model=run.model,
             tool_calls=tuple(replace(call) for call in run.tool_calls),
             is_error=run.is_error,
+            interrupted=run.interrupted,
             api_error_status=run.api_error_status,
             usage_limit=run.usage_limit,
             usage_limits=tuple(run.usage_limits),

@@ -447,8 +447,10 @@ class ClaudeRun:
 
         In a conversation: the latest turn's (while it runs, its text so far).
         """
-        if len(self.turns) > 1 and self.turn_open:
+        if len(self.turns) > 1 and (self.turn_open or self.interrupted):
             return self.turn_views()[-1].text
+        if self.interrupted:
+            return self.text  # what came before the interrupt, not the CLI's diagnostic
         if self.is_error:
             return self.error_message
         result_text = None if self.result is None else _get_str(self.result, "result")
@@ -461,10 +463,18 @@ class ClaudeRun:
         return cost_estimate_reason(self.init)
 
     @property
+    def interrupted(self) -> bool:
+        """Whether the latest turn ended because we interrupted it (``run.interrupt()``)."""
+        return self.is_error and bool(self.turns) and self.turns[-1].interrupted and self.turns[-1].result is not None
+
+    @property
     def error_message(self) -> str:
-        """The error of a failed run in plain words; ``""`` if it did not fail."""
+        """The error of a failed run in plain words (``"Interrupted."`` for an interrupted
+        turn: the CLI's own text for it is a diagnostic); ``""`` if it did not fail."""
         if not self.is_error or self.result is None:
             return ""
+        if self.interrupted:
+            return "Interrupted."
         return _error_of_result(self.result)
 
     # Dispatch

@@ -111,6 +111,8 @@ class ClaudeSnapshot(Protocol):
     @property
     def is_error(self) -> bool: ...
     @property
+    def interrupted(self) -> bool: ...
+    @property
     def api_error_status(self) -> int | None: ...
     @property
     def retries(self) -> Sequence[ApiRetry]: ...
@@ -200,6 +202,8 @@ def error_line(view: ClaudeSnapshot, *, shown: str = "") -> str:
     """
     if not view.is_error:
         return ""
+    if view.interrupted:
+        return "[interrupted] the turn was interrupted"
     status = view.api_error_status
     title = f"API {status_name(status)} ({status})" if status is not None else "Claude run failed"
     message = " ".join(printable(view.answer).split())
@@ -211,11 +215,12 @@ def error_line(view: ClaudeSnapshot, *, shown: str = "") -> str:
 def footer_items(view: ClaudeSnapshot) -> list[str]:
     """Status, cost, tokens, turns, duration, model and session id, as short items.
 
-    The status is ``done``, ``failed`` or, before Claude's result, ``no result yet``.
+    The status is ``done``, ``interrupted``, ``failed`` or, before Claude's result, ``no result yet``.
     Figures the CLI did not report are left out.
     """
     result = view.result
-    items = ["no result yet" if result is None else "failed" if view.is_error else "done"]
+    ended = "interrupted" if view.interrupted else "failed" if view.is_error else "done"
+    items = ["no result yet" if result is None else ended]
     if view.cost_usd is not None:
         items.append(format_cost(view.cost_usd))
     items.extend(_token_items(view.usage))
@@ -258,8 +263,8 @@ def answer_of(view: ClaudeSnapshot) -> str:
 
     A conversation of several turns: every turn's text.
     """
-    if getattr(view, "turns", 0) > 1:
-        return view.text
+    if getattr(view, "turns", 0) > 1 or view.interrupted:
+        return view.text  # (an interrupted turn: what came before the interrupt)
     if view.is_error:
         return ""
     return view.answer if view.result is not None else view.text

@@ -182,7 +182,9 @@ class Transcript:
         if cut:
             parts.append(f"*… {cut:,} more characters of the answer: `run.transcript()` has all of it*")
         error = error_line(view)
-        if error:
+        if view.interrupted:
+            parts.append("**Interrupted**")
+        elif error:
             parts.append(f"**{markdown_escape(error.removeprefix('[error] '))}**")
         parts += self._no_result_markdown()
         parts.append("---\n\n" + " · ".join(_footer_markdown(view)))
