@@ -500,9 +500,7 @@ def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
 
 
 def _error_of_turn(turn: TurnView) -> str:
-    run = ClaudeRun()
-    run.result, run.is_error = turn.result, True
-    return run.error_message or "The turn failed."
+    return turn.error_message or "The turn failed."
 
 
 def _text_besides_error(run: ClaudeRun) -> str:

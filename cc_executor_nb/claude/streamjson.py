@@ -162,6 +162,13 @@ class TurnView:
         """Whether the turn ended with an error (an interrupt counts as one)."""
         return self.result is not None and _is_error_result(self.result)
 
+    @property
+    def error_message(self) -> str:
+        """The turn's error in plain words (``"Interrupted."`` when we interrupted it); ``""`` if none."""
+        if not self.is_error or self.result is None:
+            return ""
+        return "Interrupted." if self.interrupted else _error_of_result(self.result) or "The turn failed."
+
 
 @dataclass
 class _Turn:

@@ -41,7 +41,7 @@ from ..claude.render import (
     retry_text,
     tool_input_summary,
 )
-from ..claude.streamjson import ToolCall
+from ..claude.streamjson import ToolCall, TurnView
 from ..claude.text import (
     answer_of,
     error_line,
@@ -173,12 +173,25 @@ class Transcript:
                   for item in permission_requests(view)]
         if notes:
             parts.append("\n".join(notes))
+        if view.turns > 1 and self.claude is not None:
+            with self.claude.locked() as run:
+                turns = run.turn_views()
+            parts += self._turns_markdown(turns)
+        else:
+            parts += self._answer_markdown(view)
+        parts += self._no_result_markdown()
+        parts.append("---\n\n" + " · ".join(_footer_markdown(view)))
+        return parts
+
+    def _answer_markdown(self, view: ClaudeView) -> list[str]:
+        """One turn: its tools, the answer (cut to ``answer_chars``) and how it failed."""
+        parts = []
         tools = [tool for tool in view.tool_calls if tool.parent_tool_use_id is None]
         if tools:
             parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
         answer, cut = self._answer()
         if answer.strip():
-            parts.append(safe_markdown(printable(strip_escapes(answer)).strip("\n")))
+            parts.append(_answer_text(answer))
         if cut:
             parts.append(f"*… {cut:,} more characters of the answer: `run.transcript()` has all of it*")
         error = error_line(view)
@@ -186,8 +199,30 @@ class Transcript:
             parts.append("**Interrupted**")
         elif error:
             parts.append(f"**{markdown_escape(error.removeprefix('[error] '))}**")
-        parts += self._no_result_markdown()
-        parts.append("---\n\n" + " · ".join(_footer_markdown(view)))
+        return parts
+
+    def _turns_markdown(self, turns: list[TurnView]) -> list[str]:
+        """A conversation: each turn's follow-up prompt, tools, answer and how it ended."""
+        parts: list[str] = []
+        budget = self.answer_chars
+        for turn in turns:
+            if turn.index > 0:
+                parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
+            tools = [tool for tool in turn.tools if tool.parent_tool_use_id is None]
+            if tools:
+                parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
+            text = turn.text if turn.is_error else turn.answer
+            if budget is not None and len(text) > budget:
+                parts.append(_answer_text(text[:budget]))
+                parts.append(f"*… {len(text) - budget:,} more characters of this answer: `run.text` has all of it*")
+                budget = 0
+            elif text.strip():
+                parts.append(_answer_text(text))
+                budget = None if budget is None else budget - len(text)
+            if turn.is_error and turn.result is not None:
+                message = turn.error_message.rstrip(".") if turn.interrupted else turn.error_message
+                if message.strip() != text.strip():
+                    parts.append(f"**{markdown_escape(message)}**")
         return parts
 
     def _no_result_markdown(self) -> list[str]:
@@ -360,6 +395,11 @@ def _footer_markdown(view: ClaudeView) -> list[str]:
         else:
             rendered.append(markdown_escape(item))
     return rendered
+
+
+def _answer_text(text: str) -> str:
+    """Claude's text as inert Markdown (escapes and controls removed)."""
+    return safe_markdown(printable(strip_escapes(text)).strip("\n"))
 
 
 def _quote(text: str) -> str:
