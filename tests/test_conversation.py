@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import cc_executor_nb as ccx
+from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.demo.shared import stop_demo
 from cc_executor_nb.kernel.config import CCExec
@@ -219,6 +220,20 @@ def test_a_follow_up_after_an_interrupt_is_answered(tmp_path: Path) -> None:
     ended(run)
 
 
+def test_the_markdown_record_keeps_each_turn_with_its_follow_up_prompt(tmp_path: Path) -> None:
+    """transcript(): the first answer, then "Follow-up 1" with its prompt quoted and its own
+    answer, in order (the answers ran together, the follow-up prompt missing)."""
+    run = start("what is 2+2", tmp_path)
+    turn_over(run)
+    run.send("write 3 haikus about the sea")
+    turn_over(run)
+    ended(run)
+    record = run.transcript()
+    first, follow_up = record.index("\n4\n"), record.index("**Follow-up 1**\n\n> write 3 haikus about the sea")
+    haiku = record.index(haikus(3).splitlines()[0].replace(".", "\\."))
+    assert first < follow_up < haiku
+
+
 def test_a_follow_up_sent_during_a_turn_runs_after_it(tmp_path: Path) -> None:
     """send() while a turn runs: queued, then its own turn once the first has its result."""
     run = start("write a 300 word story at 300 words per second", tmp_path)
@@ -264,6 +279,28 @@ def test_cancel_interrupts_the_turn_first(tmp_path: Path) -> None:
     turn_end = max(i for i, e in enumerate(run.events) if e.method == "conversation.turn"
                    and e.params.get("status") == "cancelled")
     assert turn_end < methods.index("process.cancelled")
+
+
+def test_after_cancel_wait_waits_for_the_process_and_send_is_refused(tmp_path: Path) -> None:
+    """cancel() then wait(): wait returns once the process is gone (it returned at the turn's
+    end, the process still alive); a send() after cancel() is a RuntimeError, never lost."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=30, what="the story to stream")
+    run.cancel()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        run.send("what is 2+2")
+    run.wait(scaled(20))
+    assert run.done and not run.alive and run.exit_code is not None and run.status == "cancelled"
+
+
+def test_cancel_between_turns_makes_wait_wait_for_the_end(tmp_path: Path) -> None:
+    """A live conversation between turns, cancelled: wait() returns with the process gone."""
+    run = start("echo: first", tmp_path)
+    turn_over(run)
+    assert run.alive
+    run.cancel()
+    run.wait(scaled(20))
+    assert run.done and not run.alive and run.exit_code is not None
 
 
 # Policies and who answers

@@ -156,8 +156,8 @@ class Conversation:
         self._queue: deque[str] = deque()
         self._sent = 0
         self._turn_running = False
-        self._interrupting = False
-        self._close_after_turn = False
+        # An interrupt was asked; end() was asked during a turn; cancel() was asked (the process is being stopped).
+        self._interrupting = self._close_after_turn = self._cancelled = False
         self._end_when_live: str | None = None
         self._idle_since: float | None = None
         self._notices: list[str] = []
@@ -313,6 +313,8 @@ class Conversation:
             raise RuntimeError(
                 "this run is one-shot (no host mode): start a new run with --continue to follow up"
             )
+        if self._cancelled:
+            raise RuntimeError("the run was cancelled: no more input goes to this process")
         if self._mode not in ("starting", "live"):
             raise RuntimeError(f"the conversation is {self._mode}: no more input goes to this process")
         if self._turn_running or self._mode == "starting":
@@ -368,6 +370,10 @@ class Conversation:
             return
         self.fallback = None  # a cancelled start is not a CLI without host mode
         self._queue.clear()
+        # From here wait() and await wait for the process's end, not the turn's, and
+        # send() is refused: a follow-up would go to a process being stopped.
+        self._cancelled = True
+        self._set_idle(False)
         if self.interrupt():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._turn_ended.wait(), CANCEL_INTERRUPT_WAIT)
@@ -523,7 +529,8 @@ class Conversation:
             return
         self._go_idle()
         self._publish()
-        self._set_idle(True)
+        if not self._cancelled:
+            self._set_idle(True)  # (cancelled: idle once the process is gone)
 
     def _go_idle(self) -> None:
         if self._mode == "live" and self._caught_up:
