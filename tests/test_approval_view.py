@@ -237,6 +237,9 @@ def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
          {"pending": 1, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}},
          "[needs you] Claude asks to use Bash: touch x (answer with run.approve(), "
          "run.approve(always=True) or run.deny('why'))"),
+        ("conversation.question",  # the run's policy answers it: nobody is asked
+         {"pending": 1, "policy": True, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}},
+         None),
         ("conversation.question",  # answers are the Claude text view's [permission] lines
          {"pending": 0, "request": {"tool": "Bash", "summary": "touch x", "status": "denied",
                                     "decided_by": "stdin", "message": "no"}},

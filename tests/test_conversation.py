@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 import cc_executor_nb as ccx
-from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.demo.shared import stop_demo
+from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
@@ -319,6 +319,8 @@ def test_a_policy_callable_answers_and_is_recorded(tmp_path: Path) -> None:
     assert (tmp_path / "by-policy.txt").exists()
     assert [r.tool for r in seen] == ["Bash"]
     assert [(r.status, r.decided_by) for r in run.permission_requests] == [("allowed", "policy")]
+    asked = [e.params for e in run.events if e.method == "conversation.question" and e.params["request"]["status"] == "pending"]
+    assert [params.get("policy") for params in asked] == [True]  # text mode prints no "[needs you]" for it
     ended(run)
 
 
@@ -337,6 +339,8 @@ def test_a_policy_returning_none_asks_a_person(tmp_path: Path) -> None:
     run = start("write: asked.txt", tmp_path, on_permission=lambda request: None)
     asked = question(run)
     assert asked.tool == "Write" and asked.input["content"]
+    pending = [e.params for e in run.events if e.method == "conversation.question" and e.params["request"]["status"] == "pending"]
+    assert [params.get("policy") for params in pending] == [True, None]  # then it is a question for people
     run.approve(asked)
     turn_over(run)
     assert (tmp_path / "asked.txt").read_text() == "Hello from the cc_executor_nb demo.\n"

@@ -440,7 +440,8 @@ class Conversation:
     def _asked(self, asked: PermissionAsked) -> None:
         request = PermissionRequest.from_asked(asked)
         self._requests[request.id] = request
-        self._question_changed(request)
+        to_policy = self._caught_up and (self.policy in ("all", "none") or callable(self.policy))
+        self._question_changed(request, to_policy=to_policy)
         if self._caught_up:
             self._offer(request)
 
@@ -467,6 +468,7 @@ class Conversation:
         if answer is not None:
             self.decide(request.id, answer, via="policy", strict=False)
         elif self._requests[request.id].pending:
+            self._question_changed(self._requests[request.id])  # now it is a question for people
             self._ask_people(self._requests[request.id])
 
     def _ask_people(self, request: PermissionRequest) -> None:
@@ -744,10 +746,12 @@ class Conversation:
         self._requests[request.id] = request
         self._question_changed(request)
 
-    def _question_changed(self, request: PermissionRequest) -> None:
+    def _question_changed(self, request: PermissionRequest, *, to_policy: bool = False) -> None:
+        """Publish the change; ``to_policy``: a pending question the policy answers, not people."""
         self._publish()
         pending = sum(1 for r in self._requests.values() if r.pending)
-        self._emit(methods.CONVERSATION_QUESTION, {"pending": pending, "request": _summary(request)})
+        params = {"pending": pending, "request": _summary(request)}
+        self._emit(methods.CONVERSATION_QUESTION, {**params, "policy": True} if to_policy else params)
 
     def _cancel_pending(self, why: str) -> None:
         for request in list(self._requests.values()):

@@ -176,6 +176,8 @@ def _text_question(params: Mapping[str, Any]) -> str | None:
     request = params.get("request")
     if not isinstance(request, Mapping) or request.get("status") != "pending" or params.get("replay"):
         return None  # a question of an attached job's history is asked once the replay is read
+    if params.get("policy"):
+        return None  # the run's policy answers it (its [permission] line says how)
     what = f"{request.get('tool', 'tool')}: {request.get('summary', '')}".rstrip(": ")
     return f"[needs you] Claude asks to use {what} ({_ANSWER_HINT})"
 
