@@ -86,6 +86,12 @@ def question(run: Run, timeout: float = 30.0) -> PermissionRequest:
     return eventually(lambda: run.pending, timeout=timeout, what="a permission question")
 
 
+def pending_questions(run: Run) -> list[dict[str, Any]]:
+    """The params of the run's ``conversation.question`` events that announce a pending question."""
+    return [event.params for event in run.events
+            if event.method == "conversation.question" and event.params["request"]["status"] == "pending"]
+
+
 def turn_over(run: Run, timeout: float = 30.0) -> Run:
     """Wait for the current turn to end (no question may be pending)."""
     return run.wait(scaled(timeout))
@@ -319,8 +325,7 @@ def test_a_policy_callable_answers_and_is_recorded(tmp_path: Path) -> None:
     assert (tmp_path / "by-policy.txt").exists()
     assert [r.tool for r in seen] == ["Bash"]
     assert [(r.status, r.decided_by) for r in run.permission_requests] == [("allowed", "policy")]
-    asked = [e.params for e in run.events if e.method == "conversation.question" and e.params["request"]["status"] == "pending"]
-    assert [params.get("policy") for params in asked] == [True]  # text mode prints no "[needs you]" for it
+    assert [params.get("policy") for params in pending_questions(run)] == [True]  # text mode prints no "[needs you]" for it
     ended(run)
 
 
@@ -339,8 +344,7 @@ def test_a_policy_returning_none_asks_a_person(tmp_path: Path) -> None:
     run = start("write: asked.txt", tmp_path, on_permission=lambda request: None)
     asked = question(run)
     assert asked.tool == "Write" and asked.input["content"]
-    pending = [e.params for e in run.events if e.method == "conversation.question" and e.params["request"]["status"] == "pending"]
-    assert [params.get("policy") for params in pending] == [True, None]  # then it is a question for people
+    assert [params.get("policy") for params in pending_questions(run)] == [True, None]  # then it is a question for people
     run.approve(asked)
     turn_over(run)
     assert (tmp_path / "asked.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
