@@ -325,7 +325,8 @@ def test_a_policy_callable_answers_and_is_recorded(tmp_path: Path) -> None:
     assert (tmp_path / "by-policy.txt").exists()
     assert [r.tool for r in seen] == ["Bash"]
     assert [(r.status, r.decided_by) for r in run.permission_requests] == [("allowed", "policy")]
-    assert [params.get("policy") for params in pending_questions(run)] == [True]  # text mode prints no "[needs you]" for it
+    # Announced as the policy's: text mode prints no "[needs you]" for it.
+    assert [params.get("policy") for params in pending_questions(run)] == [True]
     ended(run)
 
 
@@ -344,7 +345,9 @@ def test_a_policy_returning_none_asks_a_person(tmp_path: Path) -> None:
     run = start("write: asked.txt", tmp_path, on_permission=lambda request: None)
     asked = question(run)
     assert asked.tool == "Write" and asked.input["content"]
-    assert [params.get("policy") for params in pending_questions(run)] == [True, None]  # then it is a question for people
+    # The policy's first, then (it returned None) a question for people.
+    eventually(lambda: len(pending_questions(run)) == 2, timeout=10, what="the question handed to people")
+    assert [params.get("policy") for params in pending_questions(run)] == [True, None]
     run.approve(asked)
     turn_over(run)
     assert (tmp_path / "asked.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
