@@ -187,3 +187,22 @@ def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:
     done = run_command_cli(tmp_path, "--heartbeat", "0.05", "--", "true")
     assert done.returncode == 2 and "must be a finite number of seconds >= 0.1, not 0.05" in done.stderr
 
+
+CONTINUE_SCRIPT = """
+import cc_executor_nb as ccx
+first = ccx.run("what is 2+2", demo=True, wait=True, quiet=True)
+second = ccx.run("what is 3+3", demo=True, wait=True, quiet=True, continue_session=True)
+argv = second.spec.argv
+print("SESSIONS", first.session_id, argv[argv.index("--resume") + 1] if "--resume" in argv else "--continue")
+"""
+
+
+def test_continue_session_in_a_script_resumes_the_scripts_last_claude_run(tmp_path: Path) -> None:
+    """A plain script (no IPython): continue_session resumes this script's last Claude session
+    (it used the CLI's own --continue: settings were fresh on every call, the session not kept)."""
+    done = subprocess.run([sys.executable, "-c", CONTINUE_SCRIPT], check=False, cwd=tmp_path,
+                          env=environment(tmp_path), capture_output=True, text=True, timeout=scaled(120))
+    assert done.returncode == 0, done.stderr[-2000:]
+    session, resumed = re.search(r"^SESSIONS (\S+) (\S+)$", done.stdout, re.MULTILINE).groups()
+    assert resumed == session and len(session) > 8
+

@@ -262,11 +262,19 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     return await handle
 
 
+_SCRIPT_SETTINGS: list[CCExec] = []
+"""Outside IPython: the one settings object of the process (it keeps ``last_session_id``)."""
+
+
 def current_settings() -> CCExec:
-    """The extension's settings if it is loaded, else fresh ones from the shell's config."""
+    """The extension's settings if it is loaded, else fresh ones from the shell's config;
+    outside IPython (a script), the same settings for the whole process, so that
+    ``continue_session`` follows up this script's last Claude run."""
     shell = _shell()
     if shell is None:
-        return CCExec()
+        if not _SCRIPT_SETTINGS:
+            _SCRIPT_SETTINGS.append(CCExec())
+        return _SCRIPT_SETTINGS[0]
     magics = shell.magics_manager.registry.get("CCExecMagics")
     settings = getattr(magics, "settings", None)
     return settings if isinstance(settings, CCExec) else CCExec(parent=shell)
