@@ -230,6 +230,14 @@ def test_save_writes_markdown_or_a_page_by_suffix(tmp_path: Path) -> None:
     assert "<script" not in text and "<img" not in text
 
 
+def test_save_expands_a_tilde_to_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``save("~/run.md")`` writes into the home directory, not into a folder named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    saved = Transcript(command_run()).save("~/run.md")
+    assert saved == tmp_path / "run.md" and saved.exists() and not (tmp_path / "~").exists()
+
+
 def test_save_refuses_another_suffix(tmp_path: Path) -> None:
     """Any other suffix is a ValueError naming it, and nothing is written."""
     with pytest.raises(ValueError, match=r"\.md or \.html.*'\.txt'"):

@@ -354,8 +354,9 @@ class Transcript:
         return {"text/plain": self.text(), "text/markdown": self.markdown(), "text/html": self.html()}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the Markdown (``.md``, ``.markdown``) or the HTML page (``.html``, ``.htm``) to ``path``."""
-        target = Path(path)
+        """Write the Markdown (``.md``, ``.markdown``) or the HTML page (``.html``, ``.htm``) to
+        ``path`` (``~`` is your home, as in a shell)."""
+        target = Path(path).expanduser()
         kind = _SUFFIXES.get(target.suffix.lower())
         if kind is None:
             raise ValueError(f"save() writes .md or .html files, not {target.suffix or 'a name without suffix'!r}")
