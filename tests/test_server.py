@@ -15,6 +15,7 @@ import pytest
 
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Heartbeat, Output, Started, StatusUpdate
+from cc_executor_nb.server.handler import _silence_message
 
 from .conftest import (
     TOKEN,
@@ -96,6 +97,8 @@ async def test_silence_brings_heartbeats_and_status_without_timeout(client) -> N
     assert all(s.params["status"] == "running" for s in statuses)
     # "before" was printed first, so the notice counts the silence, not "no output yet".
     assert all(s.params["message"].startswith("Process is thinking... (no output for") for s in statuses)
+    # Under 10 s with a tenth: the first says 0.5 s, never "0 s".
+    assert statuses[0].params["message"] == f"Process is thinking... (no output for {inactive[0]:.1f} s)"
     assert output_of(events) == "before\nafter\n"
     assert completed(events).params["status"] == "completed"
 
@@ -364,3 +367,15 @@ async def test_shutdown_kills_every_group() -> None:
     for c in clients:
         await eventually_async(lambda c=c: c.closed, what="the client to see the close")
     assert not psutil.Process().children()
+
+
+@pytest.mark.parametrize(
+    ("holds", "message"),
+    [({"disk"}, "Process is held until the client reads more of its output (disk limit)"),
+     ({"backlog:stdout"}, "Process is held until the client reads more of its output"),
+     (set(), "Process is thinking... (no output for 0.5 s)")],
+)
+def test_a_silence_report_says_when_the_server_holds_the_process(holds: set[str], message: str) -> None:
+    """A child the server holds (disk limit, or far ahead of a slow client) is not "thinking"."""
+    assert _silence_message(False, {"stdout": 10}, 0.5, holds) == message
+

@@ -669,9 +669,7 @@ class EnhancedWebSocketHandler:
                 "inactive_seconds": inactive,
                 "no_output_for": inactive,
                 "elapsed_seconds": round(execution.elapsed_seconds(), 3),
-                "message": _silence_message(
-                    paused, execution.output.bytes_read, inactive, held="disk" in execution.process.holds
-                ),
+                "message": _silence_message(paused, execution.output.bytes_read, inactive, execution.process.holds),
                 **await self._measures(execution),
             },
         )
@@ -696,14 +694,18 @@ class EnhancedWebSocketHandler:
                 )
 
 
-def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float, *, held: bool = False) -> str:
+def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float, holds: Collection[str] = ()) -> str:
     if paused:
         return "Process is paused"
-    if held:
+    if "disk" in holds:
         return "Process is held until the client reads more of its output (disk limit)"
+    if holds:  # a backlog: the child wrote far more than the client has taken yet
+        return "Process is held until the client reads more of its output"
     if not any(bytes_read.values()):
         return "Process is thinking... (no output yet)"
-    return f"Process is thinking... (no output for {inactive:.0f} s)"
+    return f"Process is thinking... (no output for {inactive:.1f} s)" if inactive < 10 else (
+        f"Process is thinking... (no output for {inactive:.0f} s)"
+    )
 
 
 class _Link:
