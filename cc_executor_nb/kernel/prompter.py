@@ -56,8 +56,8 @@ logger = logging.getLogger("cc_executor_nb.kernel.prompter")
 Route = Literal["card", "stdin", "terminal", "nobody"]
 
 NOBODY_MESSAGE = (
-    "Denied automatically: nobody could answer this question in the notebook (the kernel "
-    "was busy and the front end offers no input box, e.g. nbconvert). Set a policy "
+    "Denied automatically: nobody could answer this question (no terminal, and no input box: "
+    "a busy kernel under nbconvert, or a script run without a terminal). Set a policy "
     "(--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
 )
 STDIN_GRACE = 0.5
