@@ -24,6 +24,7 @@ from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
 from cc_executor_nb.kernel.run import Run
+from cc_executor_nb.kernel.transcript import Transcript
 
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
@@ -238,6 +239,12 @@ def test_the_markdown_record_keeps_each_turn_with_its_follow_up_prompt(tmp_path:
     first, follow_up = record.index("\n4\n"), record.index("**Follow-up 1**\n\n> write 3 haikus about the sea")
     haiku = record.index(haikus(3).splitlines()[0].replace(".", "\\."))
     assert first < follow_up < haiku
+    # The text record (text/plain) too, and a footer that says which figures are the last turn's.
+    text = Transcript(run).text()
+    first, follow_up = text.index("\n4\n"), text.index("[follow-up 1]\n> write 3 haikus about the sea")
+    assert first < follow_up < text.index(haikus(3).splitlines()[0])
+    footer = text.strip().splitlines()[-1]
+    assert footer.startswith("[result] done · $") and " · 2 turns · last turn " in footer
 
 
 def test_a_follow_up_sent_during_a_turn_runs_after_it(tmp_path: Path) -> None:

@@ -407,11 +407,20 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
     items = [_status_label("" if process_ended and status == "running" else status)]
     if facts["cost_usd"] is not None:
         items.append(format_cost(facts["cost_usd"]))
-    items.extend(_token_items(facts))
-    if facts["turns"] is not None:
-        items.append(f"{facts['turns']} turn{_plural(facts['turns'])}")
+    latest = _token_items(facts)
     if facts["duration_ms"] is not None:
-        items.append(format_duration(facts["duration_ms"]))
+        latest.append(format_duration(facts["duration_ms"]))
+    if len(run.turns) > 1:
+        # A conversation: the cost is the session's so far, the tokens and time the last turn's.
+        items.append(f"{len(run.turns)} turns")
+        if latest:
+            items.append("last turn " + ", ".join(latest))
+    else:
+        items.extend(_token_items(facts))
+        if facts["turns"] is not None:
+            items.append(f"{facts['turns']} turn{_plural(facts['turns'])}")
+        if facts["duration_ms"] is not None:
+            items.append(format_duration(facts["duration_ms"]))
     if facts["model"]:
         items.append(facts["model"])
     if facts["session_id"]:

@@ -223,12 +223,19 @@ def footer_items(view: ClaudeSnapshot) -> list[str]:
     items = ["no result yet" if result is None else ended]
     if view.cost_usd is not None:
         items.append(format_cost(view.cost_usd))
-    items.extend(_token_items(view.usage))
-    if view.num_turns is not None:
-        items.append(f"{view.num_turns} turn{_plural(view.num_turns)}")
     duration = _number(result, "duration_ms") if result is not None else None
-    if duration is not None:
-        items.append(format_duration(duration))
+    tokens, took = _token_items(view.usage), [format_duration(duration)] if duration is not None else []
+    turns = getattr(view, "turns", 0)
+    if turns > 1:
+        # A conversation: the cost is the session's so far, the tokens and time the last turn's.
+        items.append(f"{turns} turns")
+        if tokens or took:
+            items.append("last turn " + ", ".join(tokens + took))
+    else:
+        items += tokens
+        if view.num_turns is not None:
+            items.append(f"{view.num_turns} turn{_plural(view.num_turns)}")
+        items += took
     if view.model:
         items.append(printable(view.model))
     if view.session_id:

@@ -46,11 +46,13 @@ from ..claude.text import (
     answer_of,
     error_line,
     footer_items,
+    footer_line,
     permission_line,
     permission_requests,
     printable,
     render_text,
     thinking_line,
+    tool_line,
 )
 from ..terminaltext import strip_escapes, terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html
@@ -323,6 +325,10 @@ class Transcript:
 
     def _claude_text(self) -> str:
         assert self.view is not None
+        if self.view.turns > 1 and self.claude is not None:
+            with self.claude.locked() as run:
+                turns = run.turn_views()
+            return self._turns_text(turns)
         text = render_text(self.view)
         answer, cut = self._answer()
         if cut:
@@ -330,6 +336,35 @@ class Transcript:
         if self.view.result is None and self.state.finished:
             text += f"[no result] the run ended {self.state.status} without Claude's result\n"
         return text
+
+    def _turns_text(self, turns: list[TurnView]) -> str:
+        """A conversation as text: the run's notes, then each turn (its follow-up prompt,
+        tools, answer and how it ended), then Claude's footer."""
+        view = self.view
+        assert view is not None
+        notes = [thinking_line(view.thinking)] if view.thinking.strip() else []
+        notes += [permission_line(item) for item in permission_requests(view)]
+        parts = ["\n".join(notes)] if notes else []
+        budget = self.answer_chars
+        for turn in turns:
+            if turn.index > 0:
+                parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
+            tools = [tool_line(tool) for tool in turn.tools if tool.parent_tool_use_id is None]
+            if tools:
+                parts.append("\n".join(tools))
+            text = printable(strip_escapes(turn.text if turn.is_error else turn.answer)).strip("\n")
+            if budget is not None and len(text) > budget:
+                text, budget = text[:budget] + f"\n… {len(text) - budget:,} more characters", 0
+            elif budget is not None:
+                budget -= len(text)
+            if text:
+                parts.append(text)
+            if turn.interrupted and turn.result is not None:
+                parts.append("[interrupted] the turn was interrupted")
+            elif turn.is_error and turn.result is not None and turn.error_message.strip() != text.strip():
+                parts.append(f"[error] {printable(turn.error_message)}")
+        parts.append(footer_line(view))
+        return "\n\n".join(parts) + "\n"
 
     def _output_text(self) -> list[str]:
         parts = []
