@@ -227,6 +227,8 @@ def test_the_record_follows_each_turn_under_the_widget(kernel: KernelHarness) ->
     assert "first answer" in first["text/markdown"] and "second answer" not in first["text/markdown"]
     for mime in ("text/markdown", "text/plain", "text/html"):
         assert "first answer" in second[mime] and "second answer" in second[mime]
+    # The footer says which figures are the last turn's (the cost is the session's so far).
+    assert all(" · 2 turns · last turn " in second[mime] for mime in ("text/plain", "text/html"))
     kernel.drain(1.0)
     assert len(run_updates(kernel, cell)) == 2, "no update while a turn runs, one at its end"
     assert kernel.value("(r.alive, r.state.turns)") == (True, 2)
@@ -246,6 +248,16 @@ def test_wait_puts_the_record_in_the_widgets_place_and_a_follow_up_brings_the_wi
     assert WIDGET in back.content["data"]
     assert WIDGET not in again.content["data"]
     assert all(text in again.content["data"]["text/markdown"] for text in ("waited for", "then more"))
+
+
+def test_a_waited_run_shown_again_shows_its_record_not_the_widget(kernel: KernelHarness) -> None:
+    """--wait, then ``r`` in a later cell: the record alone (the widget came back, and a headless runner,
+    which applies the update to every output with that display id, saved the widget in both cells)."""
+    person(kernel, '%ccexec --demo --wait -o r "echo: waited for"')
+    cell = person(kernel, "r")
+    [shown] = [m for m in kernel.log if m.type == "display_data" and m.parent_id == cell]
+    assert WIDGET not in shown.content["data"] and "waited for" in shown.content["data"]["text/plain"]
+    assert kernel.value("r.alive") is True
 
 
 def test_unload_ends_a_live_conversation_cleanly(kernel: KernelHarness) -> None:

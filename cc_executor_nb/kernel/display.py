@@ -71,9 +71,10 @@ class RunDisplay:
         self.finished = False
 
     def bundle(self, live: Mapping[str, Any] | None = None) -> Bundle:
-        """The record, with ``live`` (the widget's bundle) on top while the run is live."""
+        """The record, with ``live`` (the widget's bundle) on top while the run is live and
+        the widget was not taken away (a run used one-shot keeps its record when shown again)."""
         record = self.record()
-        if self.finished or not live:
+        if self.finished or self._replaced or not live:
             return record
         return {**record, **{k: v for k, v in live.items() if k != "text/plain"}}
 
