@@ -88,6 +88,12 @@ def test_fill_replaces_item_and_index_and_quotes_commands() -> None:
     assert fill("wc -l {item}", "my file.txt", 0, command=True) == "wc -l 'my file.txt'"
 
 
+def test_fill_inserts_an_item_that_holds_a_placeholder_as_it_is() -> None:
+    """An item with ``{index}`` or ``{item}`` in its text is not filled again (one pass)."""
+    assert fill("echo {item} #{index}", "use {index} here", 4) == "echo use {index} here #4"
+    assert fill("{index}: {item}", "x{item}y", 0) == "0: x{item}y"
+
+
 def test_rows_and_bar_are_escaped() -> None:
     """Labels, last lines and worker names from children are escaped in the table."""
     rows = [Row(0, "<img src=x onerror=alert(1)>", "completed", 1.5, 0.01, "<script>x</script>", "tcp://<w>")]

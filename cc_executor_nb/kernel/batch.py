@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import shlex
 import statistics
 import sys
@@ -61,6 +62,7 @@ logger = logging.getLogger("cc_executor_nb.kernel.batch")
 ON_BUDGET = ("finish", "cancel")
 _BATCH_KEYWORDS = frozenset({"wait", "display", "quiet", "label"})
 _ACTIVE = frozenset({"running", "thinking", "paused", "starting", "reconnecting"})
+_PLACEHOLDER = re.compile(r"\{item\}|\{index\}")
 
 
 def fill(template: str, item: Any, index: int, *, command: bool = False) -> str:
@@ -70,7 +72,9 @@ def fill(template: str, item: Any, index: int, *, command: bool = False) -> str:
     ``my file.txt`` stays one argument).
     """
     text = str(item)
-    return template.replace("{item}", shlex.quote(text) if command else text).replace("{index}", str(index))
+    values = {"{item}": shlex.quote(text) if command else text, "{index}": str(index)}
+    # One pass: an item that itself holds "{index}" or "{item}" is inserted as it is.
+    return _PLACEHOLDER.sub(lambda match: values[match.group()], template)
 
 
 @dataclass
