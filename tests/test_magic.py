@@ -96,6 +96,18 @@ def test_reload_ext_keeps_config_settings(shell: InteractiveShell) -> None:
     assert shell.run_line_magic("config", "CCExec.heartbeat_interval") == 0.5
 
 
+@pytest.mark.parametrize("setting", ["kill_grace = -1", 'capture = "tty"', "min_heartbeat_interval = 0"])
+def test_a_refused_config_value_does_not_stop_a_reload(shell: InteractiveShell, setting: str) -> None:
+    """%config refuses the value but IPython keeps it in the shell's config: %reload_ext still
+    loads (it raised the TraitError and left %ccexec gone), keeping the setting's previous value."""
+    shell.run_line_magic("config", "CCExec.heartbeat_interval = 0.5")
+    shell.run_line_magic("config", f"CCExec.{setting}")  # shown as an error, not raised
+    shell.run_line_magic("reload_ext", "cc_executor_nb")
+    assert magic(shell, ccexec("echo hi", "-w", "-q")).stdout == "hi\n"
+    assert shell.run_line_magic("config", "CCExec.heartbeat_interval") == 0.5
+    assert setting.split()[0] not in shell.config.CCExec
+
+
 # Running
 
 

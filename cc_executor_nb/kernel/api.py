@@ -37,7 +37,7 @@ from ..declare import from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
-from .config import CCExec
+from .config import CCExec, checked_settings
 from .conversation import Conversation
 from .jobserver import durable_environment, job_server, notebook_key
 from .loop import KernelLoop, shared_loop
@@ -277,7 +277,7 @@ def current_settings() -> CCExec:
         return _SCRIPT_SETTINGS[0]
     magics = shell.magics_manager.registry.get("CCExecMagics")
     settings = getattr(magics, "settings", None)
-    return settings if isinstance(settings, CCExec) else CCExec(parent=shell)
+    return settings if isinstance(settings, CCExec) else checked_settings(shell)
 
 
 def resolve_options(

@@ -17,7 +17,9 @@ explicit keyword arguments override it. Durations are seconds and accept fractio
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from typing import Any
 
 from traitlets import Bool, Callable, Enum, Float, Int, List, TraitError, Unicode, Union, validate
@@ -27,7 +29,9 @@ from ..protocol import CAPTURE_MODES, MIN_INTERVAL
 from ..server.config import MIN_DISK_LIMIT
 from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
 
-__all__ = ["OUTPUT_MODES", "CCExec"]
+__all__ = ["OUTPUT_MODES", "CCExec", "checked_settings"]
+
+logger = logging.getLogger("cc_executor_nb.kernel.config")
 
 #: How runs are shown: "auto" picks widgets inside a Jupyter kernel, text elsewhere.
 OUTPUT_MODES = ("auto", "widget", "text")
@@ -301,3 +305,40 @@ def _check(proposal: Any, *, allow_zero: bool) -> float:
         kind = "a non-negative" if allow_zero else "a positive"
         raise TraitError(f"CCExec.{name} must be {kind} finite number, not {value!r}")
     return value
+
+
+_REJECTED = re.compile(r"CCExec\.(\w+)|'(\w+)' trait of a CCExec")
+
+
+def checked_settings(parent: Any) -> CCExec:
+    """``CCExec(parent=parent)``, leaving out a configured value that CCExec rejects.
+
+    IPython's ``%config`` keeps a value in the shell's config even when the setting refused
+    it (the TraitError is shown and the setting keeps its old value). Read again, as by
+    ``%reload_ext``, it would fail and leave the extension unloaded; so such a value is
+    dropped from the config, with a warning, and the setting keeps its default.
+    """
+    while True:
+        try:
+            return CCExec(parent=parent)
+        except TraitError as exc:
+            found = _REJECTED.search(str(exc))
+            name = (found.group(1) or found.group(2)) if found else None
+            if name is None or not _drop_setting(parent, name):
+                raise
+            logger.warning("! ignored the configured CCExec.%s: %s", name, exc)
+
+
+def _drop_setting(parent: Any, name: str) -> bool:
+    """Remove ``CCExec.name`` from the config of ``parent`` and of its parents; whether any held it."""
+    dropped, seen = False, set()
+    while parent is not None and id(parent) not in seen:
+        seen.add(id(parent))
+        config = getattr(parent, "config", None)
+        section = config.get("CCExec") if config is not None and "CCExec" in config else None
+        if section is not None and name in section:
+            del section[name]
+            dropped = True
+        parent = getattr(parent, "parent", None) or getattr(parent, "shell", None)
+    return dropped
+

@@ -26,7 +26,7 @@ from ..claude.options import ClaudeOptions
 from ..declare import declared
 from ..errors import CCExecError
 from . import api
-from .config import CCExec
+from .config import CCExec, checked_settings
 from .jobs import JobsTable, attach, show_jobs
 from .loop import stop_shared_loop
 from .options import BatchOptions, RunOptions
@@ -126,7 +126,7 @@ class CCExecMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.settings = CCExec(parent=self)
+        self.settings = checked_settings(self)
         if hasattr(shell, "configurables"):
             shell.configurables.append(self.settings)
 
