@@ -76,6 +76,7 @@ def test_magic_starts_lists_and_attaches_a_durable_job(shell, capsys) -> None:
     ("--attach last --model opus", "--attach takes no --model"),
     ("--attach last --continue", "--attach takes no --continue"),
     ("--jobs --timeout 5", "--jobs takes no --timeout"),
+    ('--attach ""', 'attach takes "last", a job id or a prefix of one'),  # (it said "needs a prompt")
 ])
 def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> None:
     """--jobs with a prompt, --attach with --durable or a run's flag, an unknown job: one-line usage errors."""

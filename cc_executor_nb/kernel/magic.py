@@ -188,7 +188,7 @@ class CCExecMagics(Magics):
             if text:
                 raise UsageError("give the prompt either on the %%ccexec line or in the cell")
             text = cell.strip() if args.command else cell.strip("\n")
-        action = "--jobs" if args.jobs else "--attach" if args.attach else None
+        action = "--jobs" if args.jobs else "--attach" if args.attach is not None else None
         if action and text.strip():
             raise UsageError(f"{action} takes no prompt or command")
         if action == "--attach" and args.durable:
@@ -222,7 +222,7 @@ class CCExecMagics(Magics):
             return self._jobs(args)
         if args.each:
             return self._batch(args, text)
-        return self._attach(args) if args.attach else self._start(args, text)
+        return self._attach(args) if args.attach is not None else self._start(args, text)
 
     def _batch(self, args: Any, text: str) -> Batch:
         from .batch import map as batch_map
