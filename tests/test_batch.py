@@ -178,6 +178,16 @@ def test_text_mode_prints_each_end_and_the_total(settings: CCExec, capsys: pytes
     assert "2 done" in repr(batch)
 
 
+def test_text_mode_prints_a_cancelled_batchs_totals_once(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch that ends cancelled says its totals once (the final "cancelled" state came out a second time)."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(30)")] * 3, command=True, concurrency=1, settings=settings)
+    eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
+    batch.cancel().wait(scaled(30))
+    batch.loop.call(asyncio.sleep(0.3))  # any refresh still due has run
+    totals = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[batch] 3/3")]
+    assert len(totals) == 1 and totals[0].endswith("· cancelled"), totals
+
+
 def test_an_empty_batch_is_done_when_map_returns(settings: CCExec) -> None:
     """No items: nothing to wait for, so map() returns the batch already done (not "running" for a moment)."""
     batch = cc_executor_nb.map([], command=True, settings=settings, display=False)

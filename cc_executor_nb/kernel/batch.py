@@ -561,7 +561,9 @@ class Batch:
             finally:
                 self._syncing = False
         state = self._state(now)
-        if state not in (self._last_state, "done"):
+        # (Once complete, _check_done said the totals: a batch that ended cancelled or
+        # stopped by its budget must not say them twice.)
+        if state not in (self._last_state, "done") and not self._complete:
             self._last_state = state
             self._say(summary_text(self.summary(now)))
 
