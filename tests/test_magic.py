@@ -105,7 +105,7 @@ def test_a_refused_config_value_does_not_stop_a_reload(shell: InteractiveShell, 
     shell.run_line_magic("reload_ext", "cc_executor_nb")
     assert magic(shell, ccexec("echo hi", "-w", "-q")).stdout == "hi\n"
     assert shell.run_line_magic("config", "CCExec.heartbeat_interval") == 0.5
-    assert setting.split()[0] not in shell.config.CCExec
+    assert setting.split(maxsplit=1)[0] not in shell.config.CCExec
 
 
 # Running
