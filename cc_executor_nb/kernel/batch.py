@@ -398,9 +398,7 @@ class Batch:
         self._presenters[index].inner = None
         if presenter is not None:
             presenter.coalescer.detach()
-            presenter.view.close()
-            if presenter.view.body is not None:
-                presenter.view.body.widget.close()
+            presenter.view.close(body=True)
 
     # -- Starting (caller's thread) --------------------------------------------------------
 

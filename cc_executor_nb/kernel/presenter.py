@@ -149,6 +149,13 @@ class WidgetPresenter:
     def _live(self) -> dict[str, Any]:
         return dict(self.view._repr_mimebundle_())
 
+    def _live_or_none(self) -> dict[str, Any] | None:
+        """The widget's bundle, or None when the run's end closed the widgets meanwhile."""
+        try:
+            return self._live()
+        except TypeError:  # a closed widget has no comm left to name
+            return None
+
     def refresh(self) -> None:
         """Ask for a render (through the same coalescer)."""
         self.coalescer.poke()
@@ -159,11 +166,14 @@ class WidgetPresenter:
         self.coalescer.flush()
         if self.display is not None:
             self.display.finish()
+            # The record took the widget's place in every cell: its models would only
+            # linger in the kernel and in a saved notebook's widget state.
+            self.view.close(body=True)
 
     def show(self) -> None:
         """Display the view (one more synchronised view of the same widgets), with the record."""
         if self.display is not None:
-            self.display.show(self.view._repr_mimebundle_())
+            self.display.show(None if self.display.finished else self._live_or_none())
             return
         from IPython.display import display
 
@@ -172,6 +182,8 @@ class WidgetPresenter:
 
     def mimebundle(self) -> dict[str, Any]:
         """The widget's bundle with the record while live; the record alone once the run ended."""
+        if self.display is not None and self.display.finished:
+            return self.display.bundle()  # the record alone (the widgets are closed)
         live = dict(self.view._repr_mimebundle_())
         return self.display.bundle(live) if self.display is not None else live
 

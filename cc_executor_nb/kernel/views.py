@@ -172,9 +172,9 @@ class RunView:
             "cancel": self.cancel_button,
         }
 
-    def close(self) -> None:
-        """Close every widget the view made, layouts and styles included (not the body's)."""
-        keep = self.body.widget if self.body is not None else None
+    def close(self, *, body: bool = False) -> None:
+        """Close every widget the view made, layouts and styles included; the body's too with ``body``."""
+        keep = self.body.widget if self.body is not None and not body else None
         _close_tree(self.widget, keep)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
