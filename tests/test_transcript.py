@@ -15,9 +15,17 @@ from markdown_it import MarkdownIt
 
 from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
-from cc_executor_nb.kernel.transcript import Transcript, code_span, fenced, markdown_escape, safe_markdown
+from cc_executor_nb.kernel.transcript import (
+    Transcript,
+    _tool_markdown,
+    code_span,
+    fenced,
+    markdown_escape,
+    safe_markdown,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,6 +98,13 @@ def test_markdown_lists_the_tool_calls_before_the_answer() -> None:
     md = Transcript(claude_run("tool")).markdown()
     assert "**Tools**\n\n- ✓ **Bash** `echo hi` → 1 line" in md
     assert md.index("**Tools**") < md.index("The command printed: hi")
+
+
+def test_a_long_tool_error_is_cut_with_an_ellipsis() -> None:
+    """A failed tool's first line is cut at 100 characters and says so with "…" (it was cut silently)."""
+    tool = ToolCall("t1", "Bash", {"command": "make"}, result="E" * 150 + "\nmore", status="done", is_error=True)
+    line = _tool_markdown(tool)
+    assert line.endswith(" → error: " + "E" * 99 + "…")
 
 
 def test_markdown_notes_thinking_and_retries_without_their_text() -> None:

@@ -45,6 +45,7 @@ from .streamjson import ApiRetry, ToolCall
 
 __all__ = [
     "FLUSH_CHARS",
+    "TOOL_ERROR_CHARS",
     "Chunk",
     "ClaudeSnapshot",
     "ClaudeTextRenderer",

@@ -43,6 +43,7 @@ from ..claude.render import (
 )
 from ..claude.streamjson import ToolCall, TurnView
 from ..claude.text import (
+    TOOL_ERROR_CHARS,
     answer_of,
     error_line,
     footer_items,
@@ -417,7 +418,8 @@ def _tool_markdown(tool: ToolCall) -> str:
     result = printable(terminal_text(tool.result or ""))
     if tool.is_error:
         first = next((line.strip() for line in result.splitlines() if line.strip()), "")
-        return item + (f" → error: {markdown_escape(first[:100])}" if first else " → error")
+        cut = first if len(first) <= TOOL_ERROR_CHARS else first[: TOOL_ERROR_CHARS - 1] + "…"
+        return item + (f" → error: {markdown_escape(cut)}" if first else " → error")
     lines = result.count("\n") + 1 if result else 0
     return item + f" → {lines} line{'' if lines == 1 else 's'}"
 
