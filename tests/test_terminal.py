@@ -206,3 +206,68 @@ def test_continue_session_in_a_script_resumes_the_scripts_last_claude_run(tmp_pa
     session, resumed = re.search(r"^SESSIONS (\S+) (\S+)$", done.stdout, re.MULTILINE).groups()
     assert resumed == session and len(session) > 8
 
+
+
+CSI = re.compile(r"\x1b\[([0-9;?]*)([ -/]*[@-~])")
+
+
+def screen_lines(raw: str) -> list[str]:
+    """The lines a terminal would show for ``raw``: \\r, \\n, cursor left/right and erases applied.
+
+    Enough of a terminal to see where text lands relative to IPython's prompt (which
+    prompt_toolkit draws, erases and draws again); other escape sequences change nothing.
+    """
+    lines, column, at = [""], 0, 0
+    while at < len(raw):
+        match = CSI.match(raw, at)
+        if match:
+            count = int(match.group(1)) if match.group(1).isdigit() else 1
+            final = match.group(2)
+            if final == "D":
+                column = max(0, column - count)
+            elif final == "C":
+                column += count
+            elif final in ("J", "K"):
+                lines[-1] = lines[-1][:column]
+            at = match.end()
+            continue
+        char = raw[at]
+        at += 1
+        if char == "\r":
+            column = 0
+        elif char == "\n":
+            lines.append("")
+            column = 0
+        elif char >= " ":
+            line = lines[-1].ljust(column)
+            lines[-1] = line[:column] + char + line[column + 1 :]
+            column += 1
+    return lines
+
+
+def test_terminal_ipython_draws_background_output_above_its_prompt(tmp_path: Path) -> None:
+    """Text of a run that goes on after its cell (no --wait) appears on lines of its own above
+    the prompt; it was written where the cursor stood, on the prompt's line (``In [3]: late``)."""
+    seen = []
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
+    )
+    child.logfile_read = type("Log", (), {"write": lambda _self, text: seen.append(text), "flush": lambda _self: None})()
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline("""r = %ccexec -c "bash -c 'sleep 1; echo late line; sleep 0.3'\"""")
+        child.expect(r"In \[3\]")
+        child.expect(r"\[completed\] exit 0")
+        child.expect(r"In \[3\]")  # the prompt drawn again below it
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = screen_lines("".join(seen))
+    assert "late line" in shown, shown
+    assert any(re.fullmatch(r"\[completed\] exit 0 in [\d.]+ s", line) for line in shown), shown
+    assert not [line for line in shown
+                if line.startswith("In [3]:") and line.rstrip() not in ("In [3]:", "In [3]: exit")], shown

@@ -254,6 +254,23 @@ class TextPresenter:
         return {"text/plain": self._describe()}
 
 
+def _over_prompt(stream: TextIO) -> TextIO:
+    """Where text for ``stream`` goes now: prompt_toolkit's proxy while terminal IPython waits at its prompt.
+
+    Terminal IPython replaces ``sys.stdout`` and ``sys.stderr`` by a ``StdoutProxy``
+    (``patch_stdout``) only while it shows its prompt. A run's sink holds the terminal's
+    own stream, captured while the cell ran; written to straight, its text would land on
+    the prompt's line (``In [3]: [completed] exit 0``). The proxy draws it above the
+    prompt instead, in the order written.
+    """
+    current = sys.stdout
+    if current is stream or type(current).__name__ != "StdoutProxy":
+        return stream
+    if stream is sys.__stdout__ or stream is sys.__stderr__:
+        return current
+    return stream
+
+
 class _Sink:
     """The caller's stdout/stderr and, in a kernel, the parent header to write under."""
 
@@ -280,8 +297,9 @@ class _Sink:
         self.ends.wrote(stream, text)
         setter = getattr(stream, "set_thread_parent", None)
         if self.parent is None or setter is None:
-            stream.write(text)
-            stream.flush()
+            target = _over_prompt(stream)
+            target.write(text)
+            target.flush()
             return
         # ipykernel's OutStream buffers per parent header and flushes on its IO thread.
         token = setter(self.parent)
