@@ -5,6 +5,7 @@ The real CLI against the demo backend.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -248,12 +249,12 @@ def screen_lines(raw: str) -> list[str]:
 def test_terminal_ipython_draws_background_output_above_its_prompt(tmp_path: Path) -> None:
     """Text of a run that goes on after its cell (no --wait) appears on lines of its own above
     the prompt; it was written where the cursor stood, on the prompt's line (``In [3]: late``)."""
-    seen = []
+    seen = io.StringIO()
     child = pexpect.spawn(
         sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
         env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
     )
-    child.logfile_read = type("Log", (), {"write": lambda _self, text: seen.append(text), "flush": lambda _self: None})()
+    child.logfile_read = seen
     try:
         child.expect(r"In \[1\]")
         child.sendline("%load_ext cc_executor_nb")
@@ -266,7 +267,7 @@ def test_terminal_ipython_draws_background_output_above_its_prompt(tmp_path: Pat
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-    shown = screen_lines("".join(seen))
+    shown = screen_lines(seen.getvalue())
     assert "late line" in shown, shown
     assert any(re.fullmatch(r"\[completed\] exit 0 in [\d.]+ s", line) for line in shown), shown
     assert not [line for line in shown
