@@ -386,6 +386,57 @@ def test_waiting_where_nobody_can_answer_denies_at_once(tmp_path: Path) -> None:
     ended(run)
 
 
+def test_an_interrupted_question_is_withdrawn_not_denied_for_nobody(tmp_path: Path) -> None:
+    """interrupt() then wait() with nobody to ask: the question ends cancelled by the CLI (it was
+    denied by "auto" for nobody before the CLI withdrew it), and wait() returns with the turn."""
+    run = start("bash: touch interrupted.txt", tmp_path)
+    question(run)
+    run.interrupt()
+    turn_over(run)
+    (withdrawn,) = run.permission_requests
+    assert (withdrawn.status, withdrawn.decided_by) == ("cancelled", "cli")
+    assert not (tmp_path / "interrupted.txt").exists()
+    ended(run)
+
+
+def test_an_async_policy_is_awaited(tmp_path: Path) -> None:
+    """An ``async def`` policy's verdict counts (its coroutine was never awaited: a person was asked)."""
+
+    async def policy(request: PermissionRequest) -> str:
+        return "allow"
+
+    run = start("bash: touch by-async-policy.txt", tmp_path, on_permission=policy)
+    turn_over(run)
+    assert [(r.status, r.decided_by) for r in run.permission_requests] == [("allowed", "policy")]
+    assert (tmp_path / "by-async-policy.txt").exists()
+    ended(run)
+
+
+@pytest.mark.parametrize("verdict", [1, 1.0, 0])
+def test_a_policy_answering_a_number_asks_a_person(tmp_path: Path, verdict: float) -> None:
+    """Only "allow", "always", "deny" (and True/False) are answers: 1 and 0 compared equal to True
+    and False, and 1 allowed the call."""
+    run = start("bash: touch numbered.txt", tmp_path, on_permission=lambda request: verdict)
+    asked = question(run)
+    eventually(lambda: len(pending_questions(run)) == 2, timeout=10, what="the question handed to people")
+    assert run.permission_requests[0].status == "pending"
+    run.deny(asked)
+    turn_over(run)
+    assert [(r.status, r.decided_by) for r in run.permission_requests] == [("denied", "code")]
+    ended(run)
+
+
+def test_a_cancelled_turn_offers_no_follow_up(tmp_path: Path) -> None:
+    """cancel() during a turn: its turn event is the last one (text mode said "run.send('...')
+    follows up" although send() is refused after a cancel)."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=30, what="the story to stream")
+    run.cancel()
+    run.wait(scaled(20))
+    (turn,) = [e.params for e in run.events if e.method == "conversation.turn" and e.params["status"] != "running"]
+    assert turn["status"] == "cancelled" and turn["last"] is True
+
+
 def test_answering_twice_is_refused(tmp_path: Path) -> None:
     """A decided question cannot be decided again; with nothing pending approve() says so."""
     run = start("bash: touch answered.txt", tmp_path)
@@ -633,6 +684,59 @@ def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
         shown = terminal.read_to_end()
         assert "STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in shown
         assert (tmp_path / "typed.txt").read_text() == "typed\n"
+    finally:
+        terminal.close()
+
+
+WAITING_SCRIPT = """
+import time
+import cc_executor_nb as ccx
+from cc_executor_nb.kernel.config import CCExec
+settings = CCExec(history_path="none")
+run = ccx.run("bash: echo typed > typed.txt", executable={claude!r}, demo=True, settings=settings, quiet=True)
+while not run.pending:
+    time.sleep(0.05)
+{then}
+started = time.monotonic()
+try:
+    run.wait(timeout=3)
+    print("RETURNED", flush=True)
+except TimeoutError:
+    print("TIMEOUT", flush=True)
+print("WAITED %.1f" % (time.monotonic() - started), [(r.status, r.decided_by) for r in run.permission_requests],
+      flush=True)
+run.cancel()
+run.wait()
+"""
+
+
+def waited(text: str) -> float:
+    return float(text.split("WAITED ", 1)[1].split(maxsplit=1)[0])
+
+
+def test_a_terminal_question_withdrawn_by_an_interrupt_stops_being_asked(tmp_path: Path) -> None:
+    """interrupt() then wait() on a terminal: wait returns with the turn, the question cancelled by
+    the CLI; it asked the withdrawn question and waited until somebody typed an answer."""
+    terminal = Terminal(WAITING_SCRIPT.format(claude=str(CLAUDE), then="run.interrupt()"), tmp_path)
+    try:
+        text = terminal.read_until(b"WAITED", 30)
+        assert "RETURNED" in text and waited(text) < 2.5, text
+        assert "[('cancelled', 'cli')]" in text
+        assert terminal.proc.wait(scaled(30)) == 0
+    finally:
+        terminal.close()
+
+
+def test_wait_keeps_its_timeout_while_asking_on_the_terminal(tmp_path: Path) -> None:
+    """wait(timeout=3) with a question asked on the terminal and nobody typing: TimeoutError after
+    about 3 s, the question still pending (the prompt blocked the timeout until an answer came)."""
+    terminal = Terminal(WAITING_SCRIPT.format(claude=str(CLAUDE), then="pass"), tmp_path)
+    try:
+        text = terminal.read_until(b"WAITED", 30)
+        assert "y = allow" in text and "TIMEOUT" in text
+        assert 2.9 <= waited(text) < 5.0, text
+        assert "[('pending', None)]" in text
+        assert terminal.proc.wait(scaled(30)) == 0
     finally:
         terminal.close()
 

@@ -35,13 +35,14 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import itertools
 import json
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import methods
@@ -460,7 +461,7 @@ class Conversation:
     async def _ask_policy(self, policy: Callable[[PermissionRequest], Any], request: PermissionRequest) -> None:
         loop = asyncio.get_running_loop()
         try:
-            verdict = await loop.run_in_executor(None, policy, request)
+            verdict = await loop.run_in_executor(None, _call_policy, policy, request)
         except Exception:
             logger.exception("! the permission policy failed on %s; asking a person", request.tool)
             verdict = None
@@ -487,6 +488,10 @@ class Conversation:
             on_loop(lambda: self.decide(request.id, given, via=via, strict=False))
 
         def is_open() -> bool:
+            # A question of a turn being interrupted or a run being cancelled is about to be
+            # withdrawn by the CLI: nobody is asked it any more (nor denied it for nobody).
+            if self._interrupting or self._cancelled:
+                return False
             current = self._view.requests
             pending = any(r.id == request.id and r.pending for r in current)
             return pending and self._mode in ("live", "ending") and not loop.is_closed()
@@ -515,7 +520,7 @@ class Conversation:
         status = "cancelled" if self._interrupting and failed else "failed" if failed else "completed"
         self._interrupting = False
         self._cancel_pending("the turn ended")
-        last = self._close_after_turn or self._mode == "ending"
+        last = self._close_after_turn or self._mode == "ending" or self._cancelled  # no follow-up after a cancel
         self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent, "last": last})
         self._turn_ended.set()
         self._call_turn_end()
@@ -829,12 +834,25 @@ def _is_error(result: Mapping[str, Any]) -> bool:
     return result.get("is_error") is True or result.get("subtype") not in (None, "success")
 
 
+def _call_policy(policy: Callable[[PermissionRequest], Any], request: PermissionRequest) -> Any:
+    """The policy's verdict, on a worker thread; an ``async def`` policy runs on a loop of its own."""
+    verdict = policy(request)
+    if inspect.isawaitable(verdict):
+        return asyncio.run(_awaited(verdict))
+    return verdict
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 def _policy_answer(verdict: Any) -> Answer | None:
-    if verdict in ("allow", True):
+    # Compared by identity and type: 1 == True and 0 == False must not pass for answers.
+    if verdict is True or (isinstance(verdict, str) and verdict == "allow"):
         return Answer(True)
-    if verdict == "always":
+    if isinstance(verdict, str) and verdict == "always":
         return Answer(True, always=True)
-    if verdict in ("deny", False):
+    if verdict is False or (isinstance(verdict, str) and verdict == "deny"):
         return Answer(False, message=POLICY_DENY_MESSAGE)
     if verdict is not None:
         logger.warning("! the permission policy answered %r (not allow, always, deny or None): asking", verdict)

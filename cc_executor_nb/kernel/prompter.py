@@ -256,21 +256,25 @@ class Prompter:
     def _still(self, question: Question, cell: CellContext) -> bool:
         return question.is_open() and self._cell is cell
 
-    def _stdin_request(self, prompt: str, question: Question, cell: CellContext) -> str | None:
+    def _stdin_request(
+        self, prompt: str, question: Question, cell: CellContext, deadline: float | None = None
+    ) -> str | None:
         """Send an input_request for ``cell`` and poll for the reply while the question is open.
 
         ipykernel's own ``raw_input`` routes by the calling thread's context and waits
         forever; here the cell's identity was taken when it started, and the wait ends
-        when the question is answered elsewhere or the cell finishes.
+        when the question is answered elsewhere, the cell finishes or ``deadline``
+        (``time.monotonic()``) passes.
         """
         import zmq
 
         kernel = self._kernel
         session, socket = kernel.session, kernel.stdin_socket  # type: ignore[union-attr]
         _drain(socket, zmq)
+        _flush_output()
         content = {"prompt": prompt, "password": False}
         session.send(socket, "input_request", content, cell.parent, ident=cell.ident)
-        while self._still(question, cell):
+        while self._still(question, cell) and not _past(deadline):
             if socket.poll(int(_POLL * 1000)):
                 _ident, reply = session.recv(socket, mode=zmq.NOBLOCK)
                 if reply is not None:
@@ -280,11 +284,13 @@ class Prompter:
 
     # Asking from the waiting thread (run.wait(): a --wait cell, or the terminal)
 
-    def while_waiting(self) -> None:
+    def while_waiting(self, deadline: float | None = None) -> None:
         """Called by ``run.wait()`` between waits: ask the open questions here, one at a time.
 
         Only the main thread asks (a cell's, or a terminal's); other waiting threads leave
-        the questions to the card, the cell's input box or code.
+        the questions to the card, the cell's input box or code. Asking stops when the
+        question is answered another way or withdrawn (an interrupt), and at ``deadline``
+        (``time.monotonic()``: the caller's timeout), with the question still open.
         """
         if threading.current_thread() is not threading.main_thread():
             return
@@ -294,17 +300,23 @@ class Prompter:
             if where == "nobody":
                 question.deny_for_nobody()
             elif where in ("stdin", "terminal"):
-                self._ask_here(question)
+                self._ask_here(question, cell, deadline)
             # "card": the kernel is not busy with this thread's cell (a thread other
             # than the main one waits); the card or code answers.
 
-    def _ask_here(self, question: Question) -> None:
+    def _ask_here(self, question: Question, cell: CellContext | None, deadline: float | None) -> None:
         if not self._stdin.acquire(blocking=False):
             return
+
+        def read(prompt: str) -> str | None:
+            if cell is not None:
+                return self._stdin_request(prompt, question, cell, deadline)
+            return _terminal_answer(prompt, question, deadline)
+
         try:
             if question.claim():
                 try:
-                    self._ask_until_answered(question, _input)
+                    self._ask_until_answered(question, read)
                 finally:
                     question.release()
         finally:
@@ -339,8 +351,49 @@ class Prompter:
             prompt = f"Please answer {ANSWER_HELP} > "
 
 
-def _input(prompt: str) -> str:
-    return input(prompt)
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _flush_output() -> None:
+    """Let what was printed before a question reach the front end before its input box."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+
+
+def _terminal_answer(prompt: str, question: Question, deadline: float | None) -> str | None:
+    """Ask on the terminal; None once the question closes or ``deadline`` passes unanswered.
+
+    Like ``input()``, but it polls: a question answered from code or withdrawn by the CLI
+    (an interrupt) stops being asked, and the caller's timeout is kept. What was typed
+    of an abandoned answer is discarded, so it does not reach the next prompt.
+    """
+    import select
+
+    out, stdin = sys.stdout, sys.stdin
+    out.write(prompt)
+    out.flush()
+    while question.is_open() and not _past(deadline):
+        if select.select([stdin], [], [], _POLL)[0]:
+            line = stdin.readline()
+            if not line:
+                raise EOFError
+            return line.rstrip("\r\n")
+    out.write("\n")
+    out.flush()
+    _discard_typed(stdin)
+    return None
+
+
+def _discard_typed(stdin: Any) -> None:
+    try:
+        import termios
+
+        termios.tcflush(stdin.fileno(), termios.TCIFLUSH)
+    except (ImportError, OSError, ValueError, AttributeError):
+        pass
 
 
 def _is_tty() -> bool:

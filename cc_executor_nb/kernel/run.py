@@ -510,7 +510,9 @@ class Run:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._idle.is_set():
             if self.prompter is not None:
-                self.prompter.while_waiting()  # may ask a question here (and block for the answer)
+                self.prompter.while_waiting(deadline)  # may ask a question here, until the deadline
+                if self._idle.is_set():
+                    return True  # the answer (or the question's withdrawal) let the turn end
             remaining = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
             if remaining <= 0:
                 return False
