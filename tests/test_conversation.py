@@ -9,6 +9,7 @@ in the same process, the idle end, policies, and the fall-back for a CLI without
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,22 @@ def test_the_markdown_record_keeps_each_turn_with_its_follow_up_prompt(tmp_path:
     assert first < follow_up < text.index(haikus(3).splitlines()[0])
     footer = text.strip().splitlines()[-1]
     assert footer.startswith("[result] done · $") and " · 2 turns · last turn " in footer
+
+
+def test_a_failed_turn_reads_as_a_failure_in_the_records(tmp_path: Path) -> None:
+    """A turn that failed (a usage limit), then a follow-up: the records show the limit as the
+    turn's failure, never as its answer (it read as an ordinary answer in Markdown and text)."""
+    run = start("usage limit reset in 1 s, then what is 2+2", tmp_path)
+    turn_over(run)
+    time.sleep(1.5)  # past the limit's reset: the follow-up is answered
+    run.send("what is 3+3")
+    turn_over(run)
+    ended(run)
+    record, text = run.transcript(), Transcript(run).text()
+    (failure,) = re.findall(r"^\[error\] (You've hit your .*limit.*)$", text, re.MULTILINE)
+    assert text.count(failure) == 1 and text.index(failure) < text.index("[follow-up 1]") < text.index("\n4\n")
+    shown = record.replace("\\", "")  # Markdown escapes
+    assert f"**{failure}**" in shown and shown.count(failure) == 1
 
 
 def test_a_follow_up_sent_during_a_turn_runs_after_it(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ class Transcript:
             tools = [tool for tool in turn.tools if tool.parent_tool_use_id is None]
             if tools:
                 parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
-            text = turn.text if turn.is_error else turn.answer
+            text, failure = _turn_text_and_failure(turn)
             if budget is not None and len(text) > budget:
                 parts.append(_answer_text(text[:budget]))
                 parts.append(f"*… {len(text) - budget:,} more characters of this answer: `run.text` has all of it*")
@@ -222,10 +222,8 @@ class Transcript:
             elif text.strip():
                 parts.append(_answer_text(text))
                 budget = None if budget is None else budget - len(text)
-            if turn.is_error and turn.result is not None:
-                message = turn.error_message.rstrip(".") if turn.interrupted else turn.error_message
-                if message.strip() != text.strip():
-                    parts.append(f"**{markdown_escape(message)}**")
+            if failure:
+                parts.append(f"**{markdown_escape(failure)}**")
         return parts
 
     def _no_result_markdown(self) -> list[str]:
@@ -353,7 +351,8 @@ class Transcript:
             tools = [tool_line(tool) for tool in turn.tools if tool.parent_tool_use_id is None]
             if tools:
                 parts.append("\n".join(tools))
-            text = printable(strip_escapes(turn.text if turn.is_error else turn.answer)).strip("\n")
+            raw, failure = _turn_text_and_failure(turn)
+            text = printable(strip_escapes(raw)).strip("\n")
             if budget is not None and len(text) > budget:
                 text, budget = text[:budget] + f"\n… {len(text) - budget:,} more characters", 0
             elif budget is not None:
@@ -362,8 +361,8 @@ class Transcript:
                 parts.append(text)
             if turn.interrupted and turn.result is not None:
                 parts.append("[interrupted] the turn was interrupted")
-            elif turn.is_error and turn.result is not None and turn.error_message.strip() != text.strip():
-                parts.append(f"[error] {printable(turn.error_message)}")
+            elif failure:
+                parts.append(f"[error] {printable(failure)}")
         parts.append(footer_line(view))
         return "\n\n".join(parts) + "\n"
 
@@ -438,6 +437,22 @@ def _footer_markdown(view: ClaudeView) -> list[str]:
 def _answer_text(text: str) -> str:
     """Claude's text as inert Markdown (escapes and controls removed)."""
     return safe_markdown(printable(strip_escapes(text)).strip("\n"))
+
+
+def _turn_text_and_failure(turn: TurnView) -> tuple[str, str]:
+    """A turn's text for the record, and the line that says how it failed ("" if it did not).
+
+    A failed turn's text is often the failure itself (a usage limit, an API error): it is
+    then shown once, as the failure, never as if it were Claude's answer.
+    """
+    if not turn.is_error:
+        return turn.answer, ""
+    if turn.result is None:
+        return turn.text, ""
+    if turn.interrupted:
+        return turn.text, turn.error_message.rstrip(".") or "Interrupted"
+    message = turn.error_message or "The turn failed."
+    return ("" if turn.text.strip() == message.strip() else turn.text), message
 
 
 def _quote(text: str) -> str:
