@@ -104,6 +104,51 @@ async def test_clean_close_still_ends_the_run_at_once(resumable) -> None:
     await eventually_async(lambda: not handler.sessions.sessions, what="the session dropped")
 
 
+async def _raw_session(handler) -> tuple[object, dict]:
+    """A bare websockets connection to ``handler`` and its ``connected`` params."""
+    ws = await ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None)
+    connected = json.loads(await ws.recv())["params"]
+    return ws, connected
+
+
+async def test_a_close_the_client_reports_as_a_failure_keeps_the_run(resumable) -> None:
+    """A close frame with 1011 (what websockets sends when its keepalive ping timed out, e.g.
+    while the server was stopped) is a drop, not an end: the run goes on and is resumed
+    whole. Any close frame counted as clean, and the run was killed."""
+    handler, _proxy = resumable
+    ws, connected = await _raw_session(handler)
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
+                              "params": {"argv": fake("ticker", "10", "0.05")}}))
+    pgid = json.loads(await ws.recv())["result"]["pgid"]
+    await ws.close(1011, "keepalive ping timeout")
+    session = handler.sessions.get(connected["session_id"])
+    await eventually_async(lambda: session.detached_at is not None, what="the session detached")
+    assert group_alive(pgid)
+    async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as again:
+        await again.recv()
+        await again.send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "resume", "params": {
+            "session_id": connected["session_id"], "resume_token": connected["resume_token"], "last_seq": 0}}))
+        assert json.loads(await again.recv())["result"]["status"] == "resumed"
+        output, status = "", None
+        while status is None:
+            message = json.loads(await asyncio.wait_for(again.recv(), scaled(10)))
+            if message.get("method") == "process.output":
+                output += message["params"]["data"]
+            elif message.get("method") == "process.completed":
+                status = message["params"]["status"]
+    assert status == "completed" and output == "".join(f"tick {i}\n" for i in range(10))
+
+
+async def test_going_away_ends_the_run_like_a_normal_close(resumable) -> None:
+    """1001 (going away) is a deliberate close too: the run ends at once."""
+    handler, _proxy = resumable
+    ws, _connected = await _raw_session(handler)
+    await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["sleep", "30"]}}))
+    pgid = json.loads(await ws.recv())["result"]["pgid"]
+    await ws.close(1001, "bye")
+    await eventually_async(lambda: not group_alive(pgid), timeout=3, what="the group gone")
+
+
 async def test_missed_heartbeats_make_the_client_reconnect(resumable) -> None:
     """A frozen path (no bytes, no close) is detected after three heartbeats and resumed."""
     _handler, proxy = resumable

@@ -34,6 +34,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, CloseCode
 from websockets.http11 import Request, Response
 
 from .. import __version__, methods, protocol
@@ -337,7 +338,7 @@ class EnhancedWebSocketHandler:
         session = link.session
         if session.connection is not link.ws:
             return  # the session moved to another connection (resume)
-        clean = link.ws.protocol.close_rcvd is not None
+        clean = _closed_on_purpose(link.ws.protocol.close_rcvd)
         never_ran = session.execution is None  # nothing to resume
         if clean or never_ran or self.detach_ttl <= 0 or self._closing:
             await self._end_session(session)
@@ -356,6 +357,7 @@ class EnhancedWebSocketHandler:
             await asyncio.sleep(left)
 
     async def _end_session(self, session: Session) -> None:
+        session.ending = True  # a resume arriving while the run is killed must not attach to it
         if session.execution is not None and session.running:
             logger.info("x [ENHANCED] session %s ended mid-run: killing its group", session.id)
             await session.execution.abort()
@@ -514,7 +516,7 @@ class EnhancedWebSocketHandler:
     ) -> dict[str, Any]:
         spec = protocol.validate_resume(params)
         target = self.sessions.get(spec.session_id)
-        if target is None or not hmac.compare_digest(
+        if target is None or target.ending or not hmac.compare_digest(
             target.resume_token.encode(), spec.resume_token.encode()
         ):
             raise UnknownSession()
@@ -723,6 +725,19 @@ class _Link:
             await self.session.send(message)
         else:
             await self.ws.send(protocol.dumps(message))
+
+
+_DELIBERATE_CLOSES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY})
+
+
+def _closed_on_purpose(close: Close | None) -> bool:
+    """Whether the client ended the connection on purpose (1000, 1001): its session ends.
+
+    A close frame with another code is a failure the client reports as it gives up, e.g.
+    1011 when its keepalive ping timed out because this server was stopped a while: the
+    run is kept for ``--detach-ttl``, as after a drop without any close frame.
+    """
+    return close is not None and close.code in _DELIBERATE_CLOSES
 
 
 def _text_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:

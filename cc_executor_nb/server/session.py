@@ -52,6 +52,8 @@ class Session:
         self.last_seq = 0
         self.last_sent_at = time.monotonic()
         self.detached_at: float | None = None
+        self.ending = False
+        """Set once the session is being ended: it can no longer be resumed."""
         self.settings_changed = asyncio.Event()
         self.connection: Any = None
         self.tasks: list[asyncio.Task[Any]] = []
