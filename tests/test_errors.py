@@ -145,6 +145,34 @@ async def test_command_not_allowed() -> None:
         await handler.close()
 
 
+def _script(path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho {text}\n")
+    path.chmod(0o755)
+
+
+async def test_an_allowed_relative_program_is_the_one_in_cwd(tmp_path, monkeypatch) -> None:
+    """With an allow-list, ``./tool`` is the tool in the request's ``cwd``: it was resolved
+    against the server's own directory, so the allowed tool was refused and a tool of the
+    same name in the server's directory, if allowed, ran instead."""
+    _script(tmp_path / "work" / "tool", "from-cwd")
+    _script(tmp_path / "server" / "tool", "from-server-directory")
+    monkeypatch.chdir(tmp_path / "server")
+    for allowed, expected in [(tmp_path / "work" / "tool", "from-cwd\n"), (tmp_path / "server" / "tool", None)]:
+        handler = make_handler(allowed_commands=[str(allowed)])
+        await handler.start("127.0.0.1", 0)
+        try:
+            async with await connect(handler.url, TOKEN) as client:
+                if expected is None:
+                    with pytest.raises(errors.CommandNotAllowed, match=str(tmp_path / "work" / "tool")):
+                        await client.execute(argv=["./tool"], cwd=str(tmp_path / "work"))
+                    continue
+                await client.execute(argv=["./tool"], cwd=str(tmp_path / "work"))
+                assert output_of(await collect(client)) == expected
+        finally:
+            await handler.close()
+
+
 async def test_control_on_idle_session(client) -> None:
     """-32002 for control with no process running."""
     with pytest.raises(errors.NoProcessRunning):

@@ -132,14 +132,18 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _resolve(argv0: str, env: Mapping[str, str], cwd: str | None) -> str:
-    """Find the executable as exec would, so a missing program is a clean -32004."""
+    """Find the executable as exec would, so a missing program is a clean -32004.
+
+    A name with a ``/`` is relative to ``cwd`` (the child's directory), never to the
+    server's own: the path returned is the one the child runs.
+    """
     if "/" in argv0:
-        path = os.path.join(cwd or os.getcwd(), argv0)
+        path = os.path.abspath(os.path.join(cwd or os.getcwd(), argv0))
         if not os.path.exists(path):
             raise _spawn_error(errno.ENOENT, argv0)
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise _spawn_error(errno.EACCES, argv0)
-        return argv0
+        return path
     found = shutil.which(argv0, path=env.get("PATH", os.defpath))
     if found is None:
         raise _spawn_error(errno.ENOENT, argv0)
