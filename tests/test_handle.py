@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import re
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import psutil
 import pytest
 
+from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
-from cc_executor_nb.kernel.presenter import TextPresenter, WidgetPresenter
+from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
 from cc_executor_nb.kernel.views import RunView
+from cc_executor_nb.server.streams import CHUNK_LIMIT
 
 from .conftest import fake, group_alive, make_handler
 from .proxy import FaultyProxy
@@ -295,6 +299,26 @@ def test_text_presenter_replays_what_came_before_show(
     run.presenter.show()
     run.presenter.show()
     assert capsys.readouterr().out.splitlines().count("late") == 1
+
+
+def test_a_text_run_not_shown_keeps_only_the_newest_output_for_show(
+    bg: KernelLoop, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``display=False`` text runs kept every output event until shown (a 300 MB run grew the
+    process by 300 MB); now the backlog keeps the newest 1 MiB and says what it left out."""
+    size = 6 << 20
+    run = Run(RunSpec(argv=fake("flood", str(size), str(tmp_path / "sha"))), target(bg))
+    run.presenter = TextPresenter(lambda: repr(run))
+    run.start(bg).wait(scaled(60))
+    assert len(run.stdout) == size  # the run keeps it all
+    kept = sum(len(e.data) for e in run.presenter._backlog if isinstance(e, Output))
+    assert BACKLOG_CHARS <= kept <= 2 * BACKLOG_CHARS + CHUNK_LIMIT
+    run.presenter.show()
+    out = capsys.readouterr().out
+    skipped = int(re.search(r"\[… ([\d,]+) characters of earlier output not shown", out).group(1).replace(",", ""))
+    assert skipped + kept == size
+    assert out.startswith("[started]") and "[completed] exit 0" in out
+    assert run.stdout[-kept:] in out
 
 
 def test_widget_updates_stay_under_the_rate_cap(bg: KernelLoop) -> None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
-from ..events import Event
+from ..events import Event, Output
 from .coalescer import Coalescer
 from .display import RunDisplay
 from .runstate import RunState
@@ -209,14 +209,25 @@ def _follow_up_started(event: Event) -> bool:
     )
 
 
+BACKLOG_CHARS = 1 << 20
+"""Characters of output a text run not shown yet keeps for when it is shown (the newest)."""
+
+
 class TextPresenter:
-    """Writes each event as plain text to the streams of the cell that showed the run."""
+    """Writes each event as plain text to the streams of the cell that showed the run.
+
+    Until the run is shown (``display=False`` runs may never be), events wait in a
+    backlog that keeps every note but only the newest :data:`BACKLOG_CHARS` characters
+    of output: the run itself keeps all of it (``run.stdout``, ``run.output``).
+    """
 
     def __init__(self, describe: Callable[[], str], *, view: LineRenderer | None = None) -> None:
         self._describe = describe
         self.view: LineRenderer = view or TextView(heartbeats=False)
         self._lock = threading.Lock()
         self._backlog: list[Event] = []
+        self._backlog_chars = 0
+        self._skipped_chars = 0
         self._sink: _Sink | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -226,9 +237,31 @@ class TextPresenter:
         """Write the event's text now if the run is shown, else keep it for ``show``."""
         with self._lock:
             if self._sink is None:
-                self._backlog.append(event)
+                self._keep(event)
             else:
                 self._sink.write_event(self.view, event)
+
+    def _keep(self, event: Event) -> None:
+        self._backlog.append(event)
+        if isinstance(event, Output):
+            self._backlog_chars += len(event.data)
+            if self._backlog_chars > 2 * BACKLOG_CHARS:  # trimmed now and then, not per event
+                self._trim_backlog()
+
+    def _trim_backlog(self) -> None:
+        """Drop the oldest output events down to :data:`BACKLOG_CHARS` characters; keep every note."""
+        kept: list[Event] = []
+        budget = BACKLOG_CHARS
+        for event in reversed(self._backlog):
+            if isinstance(event, Output):
+                if budget <= 0:
+                    self._skipped_chars += len(event.data)
+                    continue
+                budget -= len(event.data)
+            kept.append(event)
+        kept.reverse()
+        self._backlog = kept
+        self._backlog_chars = BACKLOG_CHARS - budget
 
     def refresh(self) -> None:
         """Nothing to do: text follows events."""
@@ -245,9 +278,15 @@ class TextPresenter:
             if self._sink is not None:
                 return
             self._sink = _Sink.capture()
+            skipped = self._skipped_chars if isinstance(self.view, TextView) else 0
             for event in self._backlog:
+                if skipped and isinstance(event, Output):
+                    self._sink.note(f"[… {skipped:,} characters of earlier output not shown: "
+                                    "run.stdout and run.output have them]")
+                    skipped = 0
                 self._sink.write_event(self.view, event)
             self._backlog.clear()
+            self._backlog_chars = self._skipped_chars = 0
 
     def mimebundle(self) -> dict[str, Any]:
         """A one-line text summary of the run."""
@@ -289,9 +328,13 @@ class _Sink:
             return  # session bookkeeping, not news to the reader
         for line in view.render(event.method, event.params):
             if line.kind == "note":
-                self.write(self.out, self.ends.before_note(self.out) + line.text + "\n")
+                self.note(line.text)
             else:
                 self.write(self.err if line.kind == "stderr" else self.out, line.text)
+
+    def note(self, text: str) -> None:
+        """A line of its own on stdout."""
+        self.write(self.out, self.ends.before_note(self.out) + text + "\n")
 
     def write(self, stream: TextIO, text: str) -> None:
         self.ends.wrote(stream, text)
