@@ -13,6 +13,8 @@ class FaultyProxy:
         self.target_port = target_port
         self.port = 0
         self.frozen = asyncio.Event()
+        self.refusing = False
+        """While set, new connections are cut at once (the server looks unreachable)."""
         self.drops = 0
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -55,6 +57,9 @@ class FaultyProxy:
         assert task is not None
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+        if self.refusing:
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:

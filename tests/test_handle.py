@@ -22,6 +22,7 @@ from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
+from cc_executor_nb.kernel.transcript import Transcript
 from cc_executor_nb.kernel.views import RunView
 from cc_executor_nb.server.streams import CHUNK_LIMIT
 
@@ -343,6 +344,48 @@ def test_repr_names_the_command_and_status(bg: KernelLoop) -> None:
 
 async def _drop(proxy: FaultyProxy) -> None:
     proxy.drop()
+
+
+async def _refuse_and_drop(proxy: FaultyProxy, refusing: bool) -> None:
+    proxy.refusing = refusing
+    if refusing:
+        proxy.drop()
+
+
+def test_output_lost_while_disconnected_is_said_in_text_and_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gap (the server dropped output nobody had acknowledged while the client was away) was
+    only an event: the run read "completed" everywhere. Text mode now says "[gap]", and the
+    status line of every record "output incomplete"."""
+    loop = KernelLoop(lambda: make_handler(kill_grace=1.0, replay_limit=2 << 20), thread_name="ccx-gap-test")
+    loop.start()
+    assert loop.server is not None
+    proxy = loop.call(FaultyProxy(loop.server.port).start(), timeout=scaled(5))
+    gate, sha = tmp_path / "gate", tmp_path / "sha"
+    script = f"while [ ! -e {gate} ]; do sleep 0.01; done; exec \"$@\""
+    try:
+        run = Run(RunSpec(argv=["sh", "-c", script, "sh", *fake("flood", str(8 << 20), str(sha))]),
+                  Target(proxy.url(), loop.server.token))
+        run.presenter = TextPresenter(lambda: repr(run))
+        run.show()
+        run.start(loop)
+        eventually(lambda: run.state.pid is not None, what="the run to start")
+        loop.call(_refuse_and_drop(proxy, True), timeout=scaled(5))  # away before any ack
+        gate.touch()
+        eventually(sha.exists, timeout=30, what="the child to write everything")
+        time.sleep(0.5)
+        loop.call(_refuse_and_drop(proxy, False), timeout=scaled(5))
+        run.wait(scaled(60))
+    finally:
+        loop.call(proxy.close(), timeout=scaled(10))
+        loop.stop()
+    assert run.state.lost_notifications > 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\[gap\] output lost: notifications \d+-\d+ were no longer kept by the server$", out, re.M)
+    status_line = Transcript(run).text().splitlines()[1]
+    assert status_line.startswith("completed · exit code 0") and "output incomplete: " in status_line
+    assert "output incomplete: " in run.transcript()
 
 
 def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:

@@ -51,6 +51,36 @@ async def test_abrupt_drop_is_resumed_without_gap_or_duplicate(resumable, tmp_pa
     await client.close()
 
 
+async def test_output_made_while_an_acking_client_is_away_is_never_dropped(tmp_path) -> None:
+    """A client that acknowledges is away while its run writes 12 MiB, past a 4 MiB replay
+    limit: the output waits in its capture file and the resume gets all of it. It was read
+    into the replay log, whose oldest part was dropped: a gap (client.output_gap)."""
+    handler = make_handler(detach_ttl=30.0, kill_grace=1.0, replay_limit=4 << 20)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN)
+        got = []
+        client.add_listener(got.append)
+        gate, sha = tmp_path / "gate", tmp_path / "sha"
+        await client.execute(argv=fake("flood", str(12 << 20), str(sha), str(6 << 20), str(gate)))
+        await eventually_async(lambda: len(output_of(got)) > (3 << 19), what="1.5 MiB (an ack sent)")
+        proxy.refusing = True
+        proxy.drop()
+        await eventually_async(sha.exists, timeout=30, what="the child to write everything")
+        await asyncio.sleep(0.5)  # the server reads on while nobody is there
+        proxy.refusing = False
+        gate.touch()
+        events = await collect(client, timeout=60)
+        assert "client.output_gap" not in [e.method for e in got]
+        assert hashlib.sha256(output_of(events).encode()).hexdigest() == sha.read_text()
+        assert completed(events).params["status"] == "completed"
+        await client.close()
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
 async def test_run_keeps_going_while_detached(resumable) -> None:
     """Output produced while no client is connected is replayed on resume."""
     handler, proxy = resumable

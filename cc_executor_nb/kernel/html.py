@@ -254,6 +254,7 @@ def _summary_html(state: RunState) -> str:
     if not state.finished:
         return ""
     parts = [] if state.exit_code is None else [f"exit code {state.exit_code}"]
-    if state.error:
-        parts.append(f'<span style="{STDERR_STYLE}">{html.escape(state.error)}</span>')
+    for problem in (state.error, state.lost_note):
+        if problem:
+            parts.append(f'<span style="{STDERR_STYLE}">{html.escape(problem)}</span>')
     return '<div class="ccx-summary">' + " · ".join(parts) + "</div>"

@@ -825,6 +825,8 @@ def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
         state.apply(methods.CONNECTED, {"session_id": event.params.get("session_id")}, now)
     elif event.method == methods.CLIENT_DETACHED:
         state.mark_detached(str(event.params.get("reason") or "detached"), now)
+    elif event.method == methods.CLIENT_OUTPUT_GAP:
+        state.mark_gap(event.params.get("missing_from"), event.params.get("missing_to"))
 
 
 async def _until_closed(client: Client) -> None:

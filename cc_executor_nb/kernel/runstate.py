@@ -147,6 +147,8 @@ class RunState:
     """The conversation's input is being closed: the process is expected to exit."""
     between_turns: bool = False
     """A turn ended and the process waits for a follow-up: the status is final, the run is not."""
+    lost_notifications: int = 0
+    """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
     _status_before_pause: Status | None = field(default=None, init=False, repr=False)
 
@@ -219,6 +221,20 @@ class RunState:
         if self.status != "reconnecting" and not self.finished:
             self._status_before_reconnect = self.status
             self.status = "reconnecting"
+
+    def mark_gap(self, missing_from: object, missing_to: object) -> None:
+        """Notifications ``missing_from``..``missing_to`` were lost while the connection was down."""
+        first, last = _int(missing_from), _int(missing_to)
+        if first is not None and last is not None and last >= first:
+            self.lost_notifications += last - first + 1
+
+    @property
+    def lost_note(self) -> str:
+        """"output incomplete: ..." when notifications were lost, else ""."""
+        count = self.lost_notifications
+        if not count:
+            return ""
+        return f"output incomplete: {count:,} notification{'s' if count > 1 else ''} lost while disconnected"
 
     def mark_detached(self, reason: str, now: float) -> None:
         """This handle stopped following a durable job that goes on elsewhere (final here)."""

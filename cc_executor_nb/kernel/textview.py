@@ -101,8 +101,8 @@ class TextView:
         """
         if method == methods.HEARTBEAT and not self.heartbeats:
             return None
-        if method != methods.PROCESS_OUTPUT and not self.notices:
-            return None
+        if method not in (methods.PROCESS_OUTPUT, methods.CLIENT_OUTPUT_GAP) and not self.notices:
+            return None  # lost output is said even then: what was shown is incomplete
         formatter = _TEXT_FORMATTERS.get(method)
         return formatter(params) if formatter is not None else None
 
@@ -161,6 +161,11 @@ def _text_error(params: Mapping[str, Any]) -> str:
     return f"[error] {params.get('error', 'unknown server error')}"
 
 
+def _text_gap(params: Mapping[str, Any]) -> str:
+    first, last = params.get("missing_from", "?"), params.get("missing_to", "?")
+    return f"[gap] output lost: notifications {first}-{last} were no longer kept by the server"
+
+
 def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
     return lambda params: f"[{tag}]"
 
@@ -206,6 +211,7 @@ _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     methods.PROCESS_CANCELLED: _text_tag("cancelling"),  # stopping; the end line follows
     methods.PROCESS_COMPLETED: _text_completed,
     methods.PROCESS_ERROR: _text_error,
+    methods.CLIENT_OUTPUT_GAP: _text_gap,
     methods.CONVERSATION_QUESTION: _text_question,
     methods.CONVERSATION_TURN: _text_turn,
     methods.CONVERSATION_NOTICE: _text_notice,

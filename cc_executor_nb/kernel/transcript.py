@@ -129,6 +129,8 @@ class Transcript:
         # Between the turns of a conversation the process lives on: the footer has the turn's time.
         if seconds is not None and not state.between_turns:
             items.append(f"{'took' if state.finished else 'running for'} {format_duration(seconds)}")
+        if state.lost_note:
+            items.append(state.lost_note)
         return items
 
     def _prompt(self) -> str | None:

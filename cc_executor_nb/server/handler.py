@@ -357,7 +357,7 @@ class EnhancedWebSocketHandler:
             await asyncio.sleep(left)
 
     async def _end_session(self, session: Session) -> None:
-        session.ending = True  # a resume arriving while the run is killed must not attach to it
+        session.mark_ending()  # a resume arriving while the run is killed must not attach to it
         if session.execution is not None and session.running:
             logger.info("x [ENHANCED] session %s ended mid-run: killing its group", session.id)
             await session.execution.abort()

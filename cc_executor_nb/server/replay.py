@@ -209,6 +209,12 @@ class ReplayLog:
         return self.memory_limit > 0 and self._tail.size >= max(self.memory_limit // 2, WINDOW_MIN)
 
     @property
+    def over_detached_window(self) -> bool:
+        """True when the log (memory and disk) holds half its limit: past it, a client away
+        could only be kept by dropping what it has not received."""
+        return self._size + self._tail.size >= self.limit // 2
+
+    @property
     def memory_size(self) -> int:
         """Bytes kept in the memory tail now."""
         return self._tail.size

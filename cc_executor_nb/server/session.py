@@ -150,7 +150,12 @@ class Session:
         self._send = None
         self.connection = None
         self.detached_at = time.monotonic()
-        self._acked.set()  # an output waiting for acks goes on: nobody is there to send them
+        self._acked.set()  # an output waiting for acks looks again, with the detached window
+
+    def mark_ending(self) -> None:
+        """The session is being ended: not resumable, and its output no longer waits for acks."""
+        self.ending = True
+        self._acked.set()
 
     async def attach(self, send: Send, connection: Any, last_seq: int) -> int:
         """Carry on over a new connection: replay everything after ``last_seq``.
@@ -169,6 +174,7 @@ class Session:
             self._send = send
             self.connection = connection
             self.detached_at = None
+        self._acked.set()  # an output held while detached goes on
         return count
 
     def ack(self, seq: int) -> int:
@@ -190,12 +196,18 @@ class Session:
 
         So the tail never spills to disk because of what is in flight (socket buffers can
         hold tens of MiB), and a run's backlog waits where it already is (its capture
-        file). A client that never sent ``ack``, or no connection, is never waited for.
+        file). While such a client is away (detached), output waits once the log holds
+        half its limit: what it has not received is never dropped to make room, it is
+        still in the capture file when the client resumes. A client that never sent
+        ``ack`` is never waited for; nor is a session being ended.
         """
-        while self.acking and self.attached and self.replay is not None and self.replay.over_window:
+        while self.acking and not self.ending and self.replay is not None and self._over_window(self.replay):
             self._acked.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._acked.wait(), 1.0)  # and look again: a detach ends the wait
+
+    def _over_window(self, replay: ReplayLog) -> bool:
+        return replay.over_window if self.attached else replay.over_detached_window
 
     async def heartbeat(self, interval: float | None = None) -> None:
         """Send one heartbeat carrying ``last_seq`` and the current beat interval."""
