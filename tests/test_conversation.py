@@ -215,6 +215,11 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     ended(run, timeout=10)
     assert run.exit_code in (0, 1) and run.status == "cancelled"  # exited by itself: never signalled
     assert not any(e.method == "process.cancelled" for e in run.events)
+    # The CLI's exit 1 for the interrupted turn is no failure: text mode read "[failed] exit 1 ...:
+    # exited with code 1", and run.error said so.
+    assert run.error is None
+    (end,) = [e for e in run.events if e.method == "process.completed"]
+    assert end.params["status"] == "cancelled" and not end.params.get("error")
 
 
 def test_a_follow_up_after_an_interrupt_is_answered(tmp_path: Path) -> None:
@@ -721,7 +726,7 @@ try:
 except TimeoutError:
     print("TIMEOUT", flush=True)
 print("WAITED %.1f" % (time.monotonic() - started), [(r.status, r.decided_by) for r in run.permission_requests],
-      flush=True)
+      "END", flush=True)
 run.cancel()
 run.wait()
 """
@@ -736,7 +741,7 @@ def test_a_terminal_question_withdrawn_by_an_interrupt_stops_being_asked(tmp_pat
     the CLI; it asked the withdrawn question and waited until somebody typed an answer."""
     terminal = Terminal(WAITING_SCRIPT.format(claude=str(CLAUDE), then="run.interrupt()"), tmp_path)
     try:
-        text = terminal.read_until(b"WAITED", 30)
+        text = terminal.read_until(b" END", 30)
         assert "RETURNED" in text and waited(text) < 2.5, text
         assert "[('cancelled', 'cli')]" in text
         assert terminal.proc.wait(scaled(30)) == 0
@@ -749,7 +754,7 @@ def test_wait_keeps_its_timeout_while_asking_on_the_terminal(tmp_path: Path) -> 
     about 3 s, the question still pending (the prompt blocked the timeout until an answer came)."""
     terminal = Terminal(WAITING_SCRIPT.format(claude=str(CLAUDE), then="pass"), tmp_path)
     try:
-        text = terminal.read_until(b"WAITED", 30)
+        text = terminal.read_until(b" END", 30)
         assert "y = allow" in text and "TIMEOUT" in text
         assert 2.9 <= waited(text) < 5.0, text
         assert "[('pending', None)]" in text

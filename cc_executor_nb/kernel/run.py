@@ -744,7 +744,7 @@ class Run:
     def _fold(self, event: Event) -> None:
         """Fold one event into the state, the interpreter and the view."""
         if isinstance(event, Completed) and self.interpreter is not None:
-            event = judged(event, self.interpreter)
+            event = ended_after_interrupt(judged(event, self.interpreter), self.state)
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
         self.events.append(self.state.output.keep(event))  # output text lives in the store
@@ -815,6 +815,18 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
         return event
     error = f"{reason} (exit code {event.exit_code})"
     return make_event(event.method, {**event.params, "status": "failed", "error": error, "incomplete": True})
+
+
+def ended_after_interrupt(event: Event, state: RunState) -> Event:
+    """A conversation we ended after an interrupted turn: the CLI exits 1 for that turn.
+
+    That is how the interrupted turn ended, not a failure of the process: the run ends
+    ``cancelled`` (as its turn did) without "exited with code 1" (it read ``[failed]``).
+    """
+    if (isinstance(event, Completed) and state.ending and state.turn_status == "cancelled"
+            and event.exit_code == 1 and event.status == "failed"):
+        return make_event(event.method, {**event.params, "status": "cancelled", "error": None})
+    return event
 
 
 def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
