@@ -13,7 +13,7 @@ RELEASE_IN_THREAD = 8 << 20
 
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 
-__all__ = ["anonymous_file", "pread_all", "pwritev_all", "release"]
+__all__ = ["anonymous_file", "append_all", "pread_all", "pwritev_all", "release"]
 
 
 def anonymous_file(prefix: str, directory: str | None) -> int:
@@ -21,6 +21,13 @@ def anonymous_file(prefix: str, directory: str | None) -> int:
     fd, path = tempfile.mkstemp(prefix=prefix, dir=directory)
     os.unlink(path)
     return fd
+
+
+def append_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` at the end of a file opened with ``O_APPEND`` (short writes are retried)."""
+    written = 0
+    while written < len(data):
+        written += os.write(fd, data[written:])
 
 
 def pwritev_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> int:

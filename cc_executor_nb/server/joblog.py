@@ -22,7 +22,7 @@ from typing import Any
 from .. import protocol
 from ..errors import ProtocolError
 from ..protocol import SummarySpec
-from .files import pread_all
+from . import files
 
 __all__ = ["MAX_SUMMARY_LINE", "MAX_SUMMARY_VALUE", "JobLog", "SummaryScanner"]
 
@@ -64,10 +64,7 @@ class JobLog:
     def append(self, line: bytes) -> None:
         """Add one line (``line`` ends with a newline and holds no other)."""
         offsets = self._index()
-        fd = self._open()
-        written = 0
-        while written < len(line):
-            written += os.write(fd, line[written:])
+        files.append_all(self._open(), line)
         offsets.append(self._size)
         self._size += len(line)
 
@@ -82,7 +79,7 @@ class JobLog:
         while last < count and offsets[last] - start < budget:
             last += 1
         end = offsets[last] if last < count else self._size
-        data = pread_all(self._open(), end - start, start)
+        data = files.pread_all(self._open(), end - start, start)
         bounds = [*offsets[after + 1 : last], end]
         lines, position = [], start
         for bound in bounds:
