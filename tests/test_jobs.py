@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
+import logging
 import os
 import stat
 import sys
@@ -17,6 +19,7 @@ from cc_executor_nb import errors, methods
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Event
 from cc_executor_nb.protocol import SummarySpec
+from cc_executor_nb.server import files
 from cc_executor_nb.server import jobs as jobs_module
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 from cc_executor_nb.server.joblog import JobLog, SummaryScanner
@@ -392,6 +395,67 @@ async def test_a_server_without_jobs_refuses_them(raw) -> None:
         assert message["error"]["code"] == -32601
 
 
+# -- A log that cannot be written ---------------------------------------------------------
+
+LOG_FULL = "the job's log could not be written: No space left on device"
+
+
+def disk_with_room(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Job logs get ``room`` bytes in all, then act as on a full disk: a write is cut short, and fails (ENOSPC)."""
+    real, left = files.append_all, [room]
+
+    def append_all(fd: int, data: bytes) -> None:
+        if len(data) > left[0]:
+            os.write(fd, data[: left[0]])
+            left[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        left[0] -= len(data)
+        real(fd, data)
+
+    monkeypatch.setattr(files, "append_all", append_all)
+
+
+async def test_a_job_whose_log_cannot_be_written_ends_failed_naming_the_cause(jobs_server, monkeypatch) -> None:
+    """Its group is stopped; the client gets process.error, then process.completed once, both with the cause."""
+    disk_with_room(monkeypatch, 4096)
+    client, job_id = await started_job(jobs_server, fake("ticker", "100000", "0.01"))
+    events = await collect(client)
+    assert [e.params["error"] for e in events if e.method == methods.PROCESS_ERROR] == [LOG_FULL]
+    assert (completed(events).params["status"], completed(events).params["error"]) == ("failed", LOG_FULL)
+    assert not group_alive(jobs_server.jobs.store.get(job_id).record.pgid)
+    await client.close()
+
+
+async def test_a_job_whose_log_failed_is_listed_failed_with_the_cause(jobs_server, monkeypatch) -> None:
+    """jobs.list shows the job failed, its error the log's failure (not running for ever)."""
+    disk_with_room(monkeypatch, 4096)
+    client, job_id = await started_job(jobs_server, fake("ticker", "100000", "0.01"))
+    await collect(client)
+    listed = {job["job_id"]: job for job in await client.jobs()}
+    assert (listed[job_id]["status"], listed[job_id]["error"]) == ("failed", LOG_FULL)
+    await client.close()
+
+
+async def test_cancel_on_a_job_whose_log_failed_says_the_job_is_over(jobs_server, monkeypatch) -> None:
+    """Once the failed job ended, cancel from a connection attached to it is -32002, not an internal error."""
+    disk_with_room(monkeypatch, 4096)
+    client, _job_id = await started_job(jobs_server, fake("ticker", "100000", "0.01"))
+    await collect(client)
+    with pytest.raises(errors.NoProcessRunning):
+        await client.cancel()
+    await client.close()
+
+
+async def test_a_job_log_failure_is_one_warning_in_the_server_log(jobs_server, monkeypatch, caplog) -> None:
+    """The server logs the failure once, with the job and the cause, however many writes it refused."""
+    disk_with_room(monkeypatch, 4096)
+    client, job_id = await started_job(jobs_server, fake("ticker", "100000", "0.01"))
+    await collect(client)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and job_id in warnings[0] and "No space left on device" in warnings[0]
+    await client.close()
+
+
 # -- The log and the summary, without a server --------------------------------------------
 
 
@@ -409,6 +473,19 @@ def test_job_log_reads_ranges_and_an_earlier_log_is_indexed_with_its_cut_tail_dr
     assert again.last_seq == 100 and again.read(98, 1 << 20) == lines[98:]
     assert os.path.getsize(tmp_path / "a.log") == sum(map(len, lines))
     again.close()
+
+
+def test_a_job_log_that_cannot_be_written_keeps_its_lines_in_memory_and_its_file_whole(tmp_path, monkeypatch) -> None:
+    """After a failed write the file ends on its last whole line; every line, written or not, reads back as its seq."""
+    disk_with_room(monkeypatch, 15)
+    log = JobLog(tmp_path / "a.log", fresh=True)
+    lines = [b"one 12345\n", b"two 12345\n", b"three\n"]
+    for line in lines:
+        log.append(line)
+    assert log.error is not None and log.error.errno == errno.ENOSPC
+    assert log.last_seq == 3 and log.read(0, 1 << 20) + log.read(1, 1 << 20) == lines and log.read(3, 10) == []
+    assert (tmp_path / "a.log").read_bytes() == lines[0]
+    log.close()
 
 
 def test_summary_keeps_the_named_fields_of_the_last_matching_line() -> None:

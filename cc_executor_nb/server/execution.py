@@ -50,7 +50,7 @@ async def _within(event: asyncio.Event, seconds: float) -> bool:
 
 def completion_status(exit_code: int, stopped_by: str | None) -> str:
     """The ``process.completed`` status for an exit code and how we stopped it."""
-    if stopped_by in ("cancelled", "timeout"):
+    if stopped_by in ("cancelled", "timeout", "failed"):
         return stopped_by
     if stopped_by == "shutdown":
         return "cancelled"
@@ -101,6 +101,8 @@ class Execution:
         self.timeout = timeout
         self.started_at = time.monotonic()
         self.stopped_by: str | None = None
+        self.failure: str | None = None
+        """Why the run's owner stopped it (see :meth:`fail`), the error it ends with."""
         self.finished = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -194,6 +196,13 @@ class Execution:
         self.stopped_by = self.stopped_by or reason
         self.terminate()
         await self._notify(methods.PROCESS_CANCELLED, {"status": "cancelled", **self.pid_fields})
+
+    def fail(self, error: str) -> None:
+        """The run cannot go on (its job's log cannot be written): stop the group, escapees
+        too, and end ``failed`` with ``error``. Its owner already told the client why."""
+        self.failure = self.failure or error
+        self.stopped_by = self.stopped_by or "failed"
+        self.terminate()
 
     def terminate(self, *, escapees: bool = True) -> asyncio.Task[str]:
         """Escalate SIGTERM then SIGKILL on the group, once; returns the task. With
@@ -378,7 +387,7 @@ class Execution:
                 **self.pid_fields,
                 "exit_code": exit_code,
                 "duration_seconds": round(duration, 6),
-                "error": _exit_error(exit_code, self.stopped_by, self.timeout),
+                "error": self.failure or _exit_error(exit_code, self.stopped_by, self.timeout),
                 "escaped_pids": escaped,
             },
         )

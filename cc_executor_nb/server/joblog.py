@@ -4,7 +4,10 @@
 line N is seq N, because a job numbers its notifications 1, 2, 3 ... with no gap and
 appends each one as it is made. Memory holds only the start offset of each line, so
 any range of seqs is read back with one ``pread``; a log written by an earlier server
-is indexed on first use (one pass over the file).
+is indexed on first use (one pass over the file). A write that fails (a full disk, a
+quota, an I/O error) leaves the file cut at its last whole line; that line and every
+later one are then kept in memory only, still read back as their seqs, and ``error``
+says why, for the job to end.
 
 :class:`SummaryScanner` watches a job's stdout for JSON lines that match what the
 client asked for (``summary`` in ``execute``) and keeps the named members of the last
@@ -41,6 +44,9 @@ class JobLog:
         self._fd: int | None = None
         self._offsets: array[int] | None = None
         self._size = 0
+        self._unwritten: list[bytes] = []
+        self.error: OSError | None = None
+        """Why a write failed; from then on lines are kept in memory only."""
         if fresh:
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             self._fd = os.open(path, flags, 0o600)
@@ -49,7 +55,7 @@ class JobLog:
     @property
     def last_seq(self) -> int:
         """The seq of the last line (0 when empty)."""
-        return len(self._index())
+        return len(self._index()) + len(self._unwritten)
 
     @property
     def size(self) -> int:
@@ -62,9 +68,17 @@ class JobLog:
             return 0
 
     def append(self, line: bytes) -> None:
-        """Add one line (``line`` ends with a newline and holds no other)."""
+        """Add one line (``line`` ends with a newline and holds no other); never raises
+        for a failed write, which sets ``error`` instead."""
         offsets = self._index()
-        files.append_all(self._open(), line)
+        if self.error is None:
+            try:
+                files.append_all(self._open(), line)
+            except OSError as exc:
+                self._fail(exc)
+        if self.error is not None:
+            self._unwritten.append(line)
+            return
         offsets.append(self._size)
         self._size += len(line)
 
@@ -73,7 +87,7 @@ class JobLog:
         offsets = self._index()
         count = len(offsets)
         if after >= count:
-            return []
+            return self._unwritten[after - count :]
         start = offsets[after]
         last = after + 1  # the seq of the last line taken
         while last < count and offsets[last] - start < budget:
@@ -99,6 +113,12 @@ class JobLog:
         self.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+
+    def _fail(self, error: OSError) -> None:
+        """Cut what the failed write left of its line: the file ends on a whole line."""
+        self.error = error
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._open(), self._size)
 
     def _open(self) -> int:
         if self._fd is None:

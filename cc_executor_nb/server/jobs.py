@@ -206,7 +206,14 @@ class Job:
         return self.append(method, params)
 
     def append(self, method: str, params: dict[str, Any]) -> int:
-        """Log one notification with the next seq and wake the followers."""
+        """Log one notification with the next seq and wake the followers.
+
+        Once the log cannot be written, output is dropped (it could not be kept, and the
+        job is being stopped); the other notifications are kept in memory to the end.
+        """
+        failed = self.log.error is not None
+        if failed and method == methods.PROCESS_OUTPUT:
+            return self.log.last_seq
         seq = self.log.last_seq + 1
         line = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq})) + b"\n"
         self.log.append(line)
@@ -214,6 +221,8 @@ class Job:
         grew, self._grew = self._grew, None
         if grew is not None and not grew.done():
             grew.set_result(None)
+        if not failed and self.log.error is not None:
+            self._log_failed(self.log.error)
         return seq
 
     def grew(self) -> asyncio.Future[None]:
@@ -250,6 +259,14 @@ class Job:
                 stdin.close()
                 return
             await asyncio.sleep(poll)
+
+    def _log_failed(self, error: OSError) -> None:
+        """The log cannot be written: what the job does from now on could not be kept, so it ends."""
+        reason = f"the job's log could not be written: {error.strerror or error}"
+        logger.warning("! [JOBS] job %s: %s; stopping it", self.id, reason)
+        self.append(methods.PROCESS_ERROR, {"error": reason})
+        if self.execution is not None and self.running:
+            self.execution.fail(reason)
 
     # -- State ---------------------------------------------------------------------------
 
@@ -603,8 +620,8 @@ class JobDesk:
     def _ended(self, job: Job) -> None:
         try:
             job.save()
-        except OSError:
-            logger.exception("! [JOBS] could not save job %s", job.id)
+        except OSError as exc:  # a full disk, most likely: one line, no traceback
+            logger.warning("! [JOBS] could not save job %s: %s", job.id, exc)
         if not job.followers:
             job.log.close()
         logger.info("[JOBS] job %s %s", job.id, job.record.status)
