@@ -227,14 +227,21 @@ async def test_stopping_the_server_cancels_its_jobs_and_the_next_server_replays_
         await again.close()
 
 
+def left_running(directory: Path, started_at: float) -> Path:
+    """The files of job deadbeef0000 as a server that died while it ran leaves them; returns the log's path."""
+    directory.mkdir()
+    record = JobRecord("deadbeef0000", "old", ["sleep", "9"], None, started_at, 20.0, 30.0, pid=1, pgid=1)
+    (directory / "deadbeef0000.json").write_text(json.dumps(record.__dict__))
+    line = {"jsonrpc": "2.0", "method": "process.started", "params": {"pid": 1, "pgid": 1, "seq": 1}}
+    log = directory / "deadbeef0000.log"
+    log.write_text(json.dumps(line) + "\n" + '{"jsonrpc": "2.0", "meth')
+    return log
+
+
 async def test_a_job_left_running_by_a_dead_server_becomes_lost(tmp_path) -> None:
     """A record still "running" when a server opens the directory is marked lost; its log ends with process.error."""
     directory = tmp_path / "jobs"
-    directory.mkdir()
-    record = JobRecord("deadbeef0000", "old", ["sleep", "9"], None, time.time() - 5, 20.0, 30.0, pid=1, pgid=1)
-    (directory / "deadbeef0000.json").write_text(json.dumps(record.__dict__))
-    line = {"jsonrpc": "2.0", "method": "process.started", "params": {"pid": 1, "pgid": 1, "seq": 1}}
-    (directory / "deadbeef0000.log").write_text(json.dumps(line) + "\n" + '{"jsonrpc": "2.0", "meth')
+    left_running(directory, time.time() - 5)
     store = JobStore(directory, retention=3600, storage_limit=1 << 30)
     store.open()
     try:
@@ -242,6 +249,20 @@ async def test_a_job_left_running_by_a_dead_server_becomes_lost(tmp_path) -> Non
         assert job.record.status == "lost" and job.record.error == LOST_ERROR
         last = json.loads(job.log.read(1, 1 << 20)[0])
         assert last["method"] == methods.PROCESS_ERROR and last["params"] == {"error": LOST_ERROR, "seq": 2}
+    finally:
+        store.close()
+
+
+async def test_a_lost_job_ended_when_its_log_was_last_written(tmp_path) -> None:
+    """A lost job's ended_at is its log's last change (its last sign of life), not when the next server started."""
+    directory = tmp_path / "jobs"
+    died = time.time() - 40
+    log = left_running(directory, died - 3)
+    os.utime(log, (died, died))
+    store = JobStore(directory, retention=3600, storage_limit=1 << 30)
+    store.open()
+    try:
+        assert store.get("deadbeef0000").record.ended_at == pytest.approx(died, abs=0.01)
     finally:
         store.close()
 

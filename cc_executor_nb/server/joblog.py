@@ -67,6 +67,14 @@ class JobLog:
         except OSError:
             return 0
 
+    @property
+    def modified_at(self) -> float | None:
+        """When the file last changed (seconds since the epoch), None if it cannot be told."""
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return None
+
     def append(self, line: bytes) -> None:
         """Add one line (``line`` ends with a newline and holds no other); never raises
         for a failed write, which sets ``error`` instead."""

@@ -344,12 +344,17 @@ class Job:
             return False
         return True
 
-    def mark_lost(self) -> None:
-        """The server that ran this job died with it: say so in the log and the record."""
+    def mark_lost(self, now: float) -> None:
+        """The server that ran this job died with it: say so in the log and the record.
+
+        It ended when its log last changed (a job logs its silence too, every inactivity
+        threshold), read before our own line changes it, not when this server started.
+        """
+        died = _lost_at(self.record.started_at, self.log.modified_at, now)
         self.append(methods.PROCESS_ERROR, {"error": LOST_ERROR})
         record = self.record
         record.status, record.error = "lost", LOST_ERROR
-        record.ended_at = record.ended_at or time.time()
+        record.ended_at = record.ended_at or died
 
 
 class JobStore:
@@ -403,7 +408,7 @@ class JobStore:
             return
         job = Job(record, JobLog(path.with_suffix(".log")), self.directory)
         if record.status in ACTIVE_STATUSES:
-            job.mark_lost()
+            job.mark_lost(time.time())
             with contextlib.suppress(OSError):
                 job.save()
             logger.warning("! [JOBS] job %s was left running by a server that died: lost", record.job_id)
@@ -655,6 +660,13 @@ async def _follow(link: Window, job: Job, after: int) -> None:
             link.session.last_seq = cursor  # heartbeats on this connection carry the job's seq
     except (ConnectionClosed, OSError) as exc:  # the connection closed, or the log is unreadable
         logger.debug("[JOBS] stopped following job %s: %r", job.id, exc)
+
+
+def _lost_at(started_at: float, log_changed_at: float | None, now: float) -> float:
+    """When a lost job ended: its log's last change, if that lies between its start and now."""
+    if log_changed_at is None:
+        return started_at
+    return min(max(log_changed_at, started_at), now)
 
 
 def new_job_id() -> str:
