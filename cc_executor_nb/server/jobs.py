@@ -24,7 +24,9 @@ Finished jobs are kept ``retention`` seconds, and only while all logs together f
 ``storage_limit`` bytes: the oldest finished jobs are deleted first; a running job and
 a job someone follows are never deleted. A job still marked running when a server opens
 the directory was left by a server that died (its watchdog killed the processes): it
-becomes ``lost`` and its log ends with a ``process.error``.
+becomes ``lost`` and its log ends with a ``process.error``. A job whose log cannot be
+written (a full disk) is stopped: its output could no longer be kept; it ends ``failed``
+after a ``process.error`` that names the cause.
 """
 
 from __future__ import annotations
