@@ -267,6 +267,33 @@ async def test_a_lost_job_ended_when_its_log_was_last_written(tmp_path) -> None:
         store.close()
 
 
+async def test_a_finished_job_whose_log_lost_its_end_gets_one_on_the_next_start(tmp_path) -> None:
+    """A job ended failed, but its log's last lines could not be written (a full disk): the next
+    server appends process.error with the record's error, so a follower ends (it waited for ever)."""
+    directory = tmp_path / "jobs"
+    left_running(directory, time.time() - 5)
+    record = json.loads((directory / "deadbeef0000.json").read_text())
+    record.update(status="failed", error=LOG_FULL, ended_at=time.time() - 1)
+    (directory / "deadbeef0000.json").write_text(json.dumps(record))
+    log = directory / "deadbeef0000.log"
+    log.write_text(log.read_text().split("\n")[0] + "\n")  # cut at its last whole line
+    store = JobStore(directory, retention=3600, storage_limit=1 << 30)
+    store.open()
+    try:
+        job = store.get("deadbeef0000")
+        assert job.record.status == "failed"
+        last = json.loads(job.log.read(1, 1 << 20)[0])
+        assert last["method"] == methods.PROCESS_ERROR and last["params"] == {"error": LOG_FULL, "seq": 2}
+    finally:
+        store.close()
+    store = JobStore(directory, retention=3600, storage_limit=1 << 30)  # and only once
+    store.open()
+    try:
+        assert store.get("deadbeef0000").log.last_seq == 2
+    finally:
+        store.close()
+
+
 async def test_finished_jobs_go_after_the_retention_and_oldest_first_past_the_size_limit(tmp_path) -> None:
     """prune() deletes expired jobs, then the oldest finished while over the limit; files and all."""
     directory = tmp_path / "jobs"

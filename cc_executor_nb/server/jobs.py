@@ -359,6 +359,19 @@ class Job:
         record.ended_at = record.ended_at or died
 
 
+def _log_cut_short(log: JobLog) -> bool:
+    """Whether a finished job's log ends on a notification that is not its last word
+    (``process.completed`` or ``process.error``): its end could not be written."""
+    last = log.last_seq
+    lines = log.read(last - 1, 1) if last else []
+    try:
+        message = json.loads(lines[0]) if lines else None
+    except ValueError:
+        return False  # not a log this server wrote: left as it is
+    method = message.get("method") if isinstance(message, dict) else None
+    return isinstance(method, str) and method not in (methods.PROCESS_COMPLETED, methods.PROCESS_ERROR)
+
+
 class JobStore:
     """The jobs of one directory: created, loaded, listed, pruned."""
 
@@ -414,6 +427,9 @@ class JobStore:
             with contextlib.suppress(OSError):
                 job.save()
             logger.warning("! [JOBS] job %s was left running by a server that died: lost", record.job_id)
+        elif _log_cut_short(job.log):
+            # Its end could not be written (a full disk): followers would wait for ever.
+            job.append(methods.PROCESS_ERROR, {"error": record.error or "the job's log ends before its end"})
         job.log.close()
         self.jobs[record.job_id] = job
 
