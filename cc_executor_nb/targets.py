@@ -67,6 +67,10 @@ def target_from_wire(value: Any) -> Target | None:
     return Target(count, str(unit))
 
 
+RATE_WINDOW = 0.5
+"""Seconds of output before its rate gives an ETA."""
+
+
 def count_units(text: str, unit: str) -> int:
     """How many words, items, haikus or lines ``text`` holds."""
     if unit == "word":
@@ -86,7 +90,8 @@ def progress_toward(
     done = count_units(text, target.unit)
     fraction = 1.0 if finished else min(done / target.count, 1.0)
     eta = None
-    if first_output_at is not None and done and not finished:
-        rate = done / max(now - first_output_at, 1e-3)
+    # A rate needs time to measure: the first piece of output alone made "ETA 0 s" at 20 %.
+    if first_output_at is not None and done and not finished and now - first_output_at >= RATE_WINDOW:
+        rate = done / (now - first_output_at)
         eta = round(max(target.count - done, 0) / rate, 1)
     return Progress(round(fraction, 4), eta, f"prompt:{target.unit}s")

@@ -12,7 +12,7 @@ import pytest
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Event, Heartbeat, Output
 from cc_executor_nb.server.progress import HistoryStore, ProgressEstimator
-from cc_executor_nb.targets import count_units, prompt_target
+from cc_executor_nb.targets import Target, count_units, progress_toward, prompt_target
 
 from .conftest import TOKEN, collect, completed, fake, make_handler
 
@@ -82,6 +82,16 @@ def test_units_are_counted() -> None:
     assert count_units("a b  c\nd", "word") == 4
     assert count_units("- a\n* b\n1. c\nplain", "item") == 3
     assert count_units("l1\nl2\nl3\n\nm1\nm2\nm3\n\nshort", "haiku") == 2
+
+
+def test_no_eta_from_the_first_instant_of_output() -> None:
+    """Two words of ten, 1 ms after the first output: no ETA yet (it said 0.0 s at 20 %); a
+    second later, the rate gives one."""
+    target = Target(10, "word")
+    early = progress_toward(target, "a b", first_output_at=100.0, now=100.001, finished=False)
+    assert (early.fraction, early.eta_seconds) == (0.2, None)
+    later = progress_toward(target, "a b", first_output_at=100.0, now=101.0, finished=False)
+    assert later.eta_seconds == 4.0
 
 
 async def test_word_target_reports_rising_fractions_that_end_near_one(started) -> None:
