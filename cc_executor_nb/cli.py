@@ -8,7 +8,10 @@ stderr, heartbeats and inactivity as dim lines on stderr, the output verbatim.
 of ``%ccexec``: ``--demo``, ``--model``, ``--resume`` ...) and shows it readably with the
 notebook's text renderer: the answer on stdout as it grows; thinking, tool calls, retries
 and Claude's footer (status, cost, tokens, turns, duration, model, session id) as dim
-notes on stderr. ``--raw`` prints the stream-json lines instead.
+notes on stderr. ``--raw`` prints the stream-json lines instead. The run is one-shot:
+nobody is asked for permission and there is no follow-up, so the flags of a conversation
+(``--approve``, ``--idle-timeout``, ``--no-interactive``) are refused; ``--auto-resume``
+wraps the CLI in its supervisor as in the notebook.
 
 Both exit with the child's exit code (128 + N when killed by signal N).
 """
@@ -26,8 +29,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TextIO
 
 from . import methods
+from .claude.command import claude_command
 from .claude.interpreter import ClaudeInterpreter
-from .claude.options import ClaudeOptions, claude_argv, claude_environment, claude_stdin_argv, fits_one_argument
+from .claude.options import ClaudeOptions, claude_environment, claude_stdin_argv, fits_one_argument
 from .client import Client, connect
 from .declare import add_arguments, declared, from_values
 from .errors import CCExecError
@@ -156,11 +160,13 @@ def _claude_run(args: argparse.Namespace) -> _Launch:
     prompt = _prompt(args.prompt)
     values = {f.name: getattr(args, f.name) for f, spec in declared(ClaudeOptions) if spec.flags}
     options = dataclasses.replace(from_values(ClaudeOptions, values), remote=bool(args.server))
-    env = claude_environment(options)
     if fits_one_argument(prompt):
-        argv, stdin_text = claude_argv(prompt, options), None
+        (argv, env), stdin_text = claude_command(prompt, options), None
+    elif options.auto_resume:
+        raise ValueError("a prompt longer than one command-line argument goes to the CLI's stdin, "
+                         "which --auto-resume cannot resend: give a shorter prompt or no --auto-resume")
     else:
-        argv, stdin_text = claude_stdin_argv(options), prompt
+        argv, env, stdin_text = claude_stdin_argv(options), claude_environment(options), prompt
     if options.raw:
         return _Launch(argv, env, TextView(heartbeats=not args.quiet, notices=not args.quiet), stdin_text=stdin_text)
     interpreter = ClaudeInterpreter(prompt=prompt)
@@ -210,14 +216,40 @@ _CLAUDE_HELP = "run a Claude prompt and show its answer, tool calls and footer"
 def _claude_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m cc_executor_nb claude",
-        description="Run a Claude prompt (claude -p) and show it readably: the answer on stdout "
-        "as it grows, notes (thinking, tool calls, retries, the footer with cost and session id) "
-        "on stderr. --raw prints the stream-json lines instead.",
+        description="Run a Claude prompt one-shot (claude -p) and show it readably: the answer on "
+        "stdout as it grows, notes (thinking, tool calls, retries, the footer with cost and session "
+        "id) on stderr. --raw prints the stream-json lines instead. Nobody is asked for permission "
+        "(allow tools up front with --allowed-tools or --permission-mode) and there is no follow-up.",
     )
     _common_arguments(parser, quiet="only the answer (no notes, no footer)")
-    add_arguments(parser, ClaudeOptions)
+    add_arguments(parser, ClaudeOptions, skip=CONVERSATION_OPTIONS)
+    _refused_arguments(parser)
     parser.add_argument("prompt", nargs="*", help="the prompt (words are joined by spaces; - reads stdin)")
     return parser
+
+
+CONVERSATION_OPTIONS = ("interactive", "approve", "idle_timeout")
+"""Options of a conversation (host mode), which a one-shot run cannot have."""
+
+
+def _refused_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``CONVERSATION_OPTIONS``, hidden from ``--help``: given, they are refused
+    with the reason (argparse would only say "unrecognized arguments")."""
+    for f, spec in declared(ClaudeOptions):
+        if f.name in CONVERSATION_OPTIONS:
+            kwargs = {**spec.argparse_kwargs(f.name), "help": argparse.SUPPRESS}
+            kwargs.pop("type", None)
+            parser.add_argument(*spec.flags, **kwargs)
+
+
+def _refused(args: argparse.Namespace) -> str | None:
+    """Why a conversation flag given to ``claude`` cannot be honoured (None when none was given)."""
+    for f, spec in declared(ClaudeOptions):
+        if f.name in CONVERSATION_OPTIONS and getattr(args, f.name) is not None:
+            return (f"{spec.flags[0]} does not apply here: the terminal client runs Claude one-shot (claude -p), "
+                    "so it cannot ask for approval or follow up; allow tools up front with --allowed-tools or "
+                    "--permission-mode, or use a notebook, IPython or the Python API for approvals")
+    return None
 
 
 def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
@@ -241,6 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["claude"]:
         args = _claude_parser().parse_intermixed_args(words[1:])
         args.action = "claude"
+        refused = _refused(args)
+        if refused is not None:
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
     else:
         args = _parser().parse_args(words)
     if args.action == "run":

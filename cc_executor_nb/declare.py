@@ -15,7 +15,7 @@ spell it (``--model``), its help, and which ``CCExec`` setting gives its default
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -88,10 +88,10 @@ def keywords(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add every declared flag of ``cls`` to ``parser`` (``dest`` is the field name)."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: Collection[str] = ()) -> None:
+    """Add every declared flag of ``cls`` but the fields in ``skip`` to ``parser`` (``dest`` is the field name)."""
     for f, spec in declared(cls):
-        if spec.flags:
+        if spec.flags and f.name not in skip:
             parser.add_argument(*spec.flags, **spec.argparse_kwargs(f.name))
 
 

@@ -5,6 +5,7 @@ The real CLI against the demo backend.
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from cc_executor_nb import cli
 from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
@@ -187,6 +189,45 @@ def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:
     """``--heartbeat 0.05`` is a usage error that names 0.05 (it said "(not 0)" whatever was given)."""
     done = run_command_cli(tmp_path, "--heartbeat", "0.05", "--", "true")
     assert done.returncode == 2 and "must be a finite number of seconds >= 0.1, not 0.05" in done.stderr
+
+
+@pytest.mark.parametrize("flags", [["--approve", "all"], ["--idle-timeout", "5"], ["--no-interactive"]])
+def test_cli_refuses_the_flags_of_a_conversation_and_says_why(tmp_path: Path, flags: list[str]) -> None:
+    """``claude --approve all`` ran anyway, asking nobody (the tool was denied): now one line, exit 2, nothing runs."""
+    done = run_cli(tmp_path, *flags, "bash: touch made")
+    assert done.returncode == 2 and done.stdout == "" and not (tmp_path / "made").exists()
+    assert re.fullmatch(rf"error: {flags[0]} does not apply here: the terminal client runs Claude one-shot "
+                        r"\(claude -p\), so it cannot ask for approval or follow up; [^\n]+ for approvals\n",
+                        done.stderr), done.stderr
+
+
+def test_cli_auto_resume_waits_out_a_usage_limit(tmp_path: Path) -> None:
+    """``claude --auto-resume`` resumes the session after the limit's reset (the flag was ignored: exit 1)."""
+    done = run_cli(tmp_path, "--auto-resume", "usage limit reset in 2 s, then what is 2+2")
+    assert done.returncode == 0, done.stderr
+    assert "[resume] resuming session " in done.stderr and "[result] done" in done.stderr
+
+
+def readme_synopsis_flags(command: str) -> set[str]:
+    """The flags the README's synopsis of ``python -m cc_executor_nb COMMAND`` names."""
+    section = (ROOT / "README.md").read_text().split("## The terminal client", 1)[1].split("\n## ", 1)[0]
+    block = re.search(rf"```bash\npython -m cc_executor_nb {command} (.*?)```", section, re.DOTALL).group(1)
+    return set(re.findall(r"\[(--[a-z-]+)", block))
+
+
+def help_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags ``--help`` lists (hidden ones and -h/--help left out)."""
+    return {flag for action in parser._actions if action.help != argparse.SUPPRESS
+            for flag in action.option_strings if flag.startswith("--") and flag != "--help"}
+
+
+def test_the_readme_synopses_list_the_flags_help_lists() -> None:
+    """The README's synopses of run and claude name exactly what --help lists (it left out
+    --max-budget-usd and --auto-resume, and --help listed flags the client ignored)."""
+    run = next(action for action in cli._parser()._actions if isinstance(action, argparse._SubParsersAction))
+    run_flags = help_flags(run.choices["run"])
+    assert readme_synopsis_flags("run") == run_flags
+    assert readme_synopsis_flags("claude") | run_flags == help_flags(cli._claude_parser())
 
 
 CONTINUE_SCRIPT = """
