@@ -33,7 +33,7 @@ from .claude.command import claude_command
 from .claude.interpreter import ClaudeInterpreter
 from .claude.options import ClaudeOptions, claude_environment, claude_stdin_argv, fits_one_argument
 from .client import Client, connect
-from .declare import add_arguments, declared, from_values
+from .declare import OneLineParser, add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.api import check_server_url
@@ -199,7 +199,7 @@ def _seconds(minimum: float) -> Callable[[str], float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cc_executor_nb")
+    parser = OneLineParser(prog="python -m cc_executor_nb")
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a command and stream its output to the terminal")
     _common_arguments(run, quiet="only the child's output")
@@ -214,7 +214,7 @@ _CLAUDE_HELP = "run a Claude prompt and show its answer, tool calls and footer"
 
 
 def _claude_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m cc_executor_nb claude",
         description="Run a Claude prompt one-shot (claude -p) and show it readably: the answer on "
         "stdout as it grows, notes (thinking, tool calls, retries, the footer with cost and session "

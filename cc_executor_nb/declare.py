@@ -9,7 +9,9 @@ spell it (``--model``), its help, and which ``CCExec`` setting gives its default
 
 :func:`add_arguments` puts every declared flag on an ``argparse`` parser (the magic's),
 :func:`from_values` builds the dataclass from parsed values or keyword arguments, and
-:func:`keywords` lists the names the Python API accepts. Pure: no I/O.
+:func:`keywords` lists the names the Python API accepts. :class:`OneLineParser` is the
+command lines' ``argparse`` parser, whose usage error is one line. Pure: no I/O of its
+own (argparse prints usage errors and help).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["Flag", "add_arguments", "declared", "from_values", "keywords", "option"]
+__all__ = ["Flag", "OneLineParser", "add_arguments", "declared", "from_values", "keywords", "option"]
 
 Kind = Literal["value", "switch", "off", "repeat"]
 T = TypeVar("T", bound="DataclassInstance")
@@ -93,6 +95,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: Collectio
     for f, spec in declared(cls):
         if spec.flags and f.name not in skip:
             parser.add_argument(*spec.flags, **spec.argparse_kwargs(f.name))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage error is one line on stderr, exit 2.
+
+    argparse prints the whole usage block first (36 lines for the server), which buries
+    the one line that says what is wrong; ``--help`` still shows the block.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def from_values(

@@ -87,6 +87,18 @@ def test_a_token_file_that_cannot_be_used_is_a_usage_error(tmp_path: Path, kind:
     assert re.fullmatch(rf"error: cannot (read|write) the token file {re.escape(str(path))}: [^\n]+\n", done.stderr)
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--port", "70000"], "argument --port: port must be 0..65535, not 70000"),
+    (["--detach"], "--detach needs --jobs or --runtime-file (readiness is read from the runtime file)"),
+    (["stop", "--timeout", "soon"], "argument --timeout: not a number of seconds: 'soon'"),
+])
+def test_a_bad_flag_is_one_line(argv: list[str], message: str) -> None:
+    """A bad flag prints one line, exit 2 (argparse printed its 36-line usage block before it)."""
+    done = subprocess.run([sys.executable, "-m", "cc_executor_nb.server", *argv],
+                          check=False, capture_output=True, text=True, timeout=scaled(30))
+    assert (done.returncode, done.stderr) == (2, f"error: {message} (see --help)\n")
+
+
 def test_a_debug_log_shows_no_secret_a_request_carried() -> None:
     """At DEBUG, websockets logs every frame: an execute's env value (an API key) and the output are not in it."""
     server = start_server("--log-level", "DEBUG", "--token", "standalone-token")

@@ -191,6 +191,17 @@ def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:
     assert done.returncode == 2 and "must be a finite number of seconds >= 0.1, not 0.05" in done.stderr
 
 
+def test_cli_usage_errors_are_one_line(tmp_path: Path) -> None:
+    """A bad flag is one line on stderr, exit 2 (argparse printed its usage block first)."""
+    done = run_command_cli(tmp_path, "--capture", "disk", "--", "true")
+    assert done.returncode == 2
+    assert re.fullmatch(r"error: argument --capture: invalid choice: 'disk' \(choose from [^\n]+\) \(see --help\)\n",
+                        done.stderr), done.stderr
+    done = run_cli(tmp_path, "--max-turns", "many", "hi")
+    assert done.returncode == 2
+    assert done.stderr == "error: argument --max-turns: invalid int value: 'many' (see --help)\n"
+
+
 @pytest.mark.parametrize("flags", [["--approve", "all"], ["--idle-timeout", "5"], ["--no-interactive"]])
 def test_cli_refuses_the_flags_of_a_conversation_and_says_why(tmp_path: Path, flags: list[str]) -> None:
     """``claude --approve all`` ran anyway, asking nobody (the tool was denied): now one line, exit 2, nothing runs."""

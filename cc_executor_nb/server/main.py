@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from ..declare import OneLineParser
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, DEFAULT_KILL_GRACE
 from .config import (
     DEFAULT_HISTORY,
@@ -121,7 +122,7 @@ def _log_level(text: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m cc_executor_nb.server",
         description="cc_executor_nb enhanced handler: run and stream CLI processes over WebSocket.",
     )
@@ -496,7 +497,7 @@ def _tail(log_path: Path, start: int, lines: int = 5) -> str:
 
 def stop_main(argv: Sequence[str]) -> int:
     """``python -m cc_executor_nb.server stop``: 0 when it stopped the job server, 1 when none ran."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m cc_executor_nb.server stop",
         description="Stop the user's job server: it cancels its jobs (no process is left) and exits.",
     )
