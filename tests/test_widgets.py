@@ -695,6 +695,16 @@ def test_coalescer_drives_run_view_from_loop(
             {"status": "running", "inactive_seconds": 12.4, "seq": 4},
             "[status] no output for 12 s",
         ),
+        (
+            "process.status",
+            {"status": "running", "inactive_seconds": 0.5, "seq": 4},
+            "[status] no output for 0.5 s",
+        ),
+        (
+            "process.status",
+            {"status": "running", "inactive_seconds": 1.04, "seq": 4},
+            "[status] no output for 1.0 s",
+        ),
         ("process.output", {"type": "stdout", "data": "hi\n", "seq": 5}, "hi\n"),
         (
             "process.completed",

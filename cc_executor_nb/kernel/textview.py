@@ -140,7 +140,9 @@ def _text_status(params: Mapping[str, Any]) -> str:
     paused = "paused, " if params.get("status") == "paused" else ""
     if not isinstance(silent, (int, float)):
         return f"[status] {paused}no output yet"
-    return f"[status] {paused}no output for {format_duration(silent, whole=True)}"
+    # One line per status, never redrawn: tenths under ten seconds, as the server's message
+    # (a 0.5 s threshold said "0 s", then "1 s").
+    return f"[status] {paused}no output for {format_duration(silent)}"
 
 
 def _text_completed(params: Mapping[str, Any]) -> str:
