@@ -18,6 +18,7 @@ import pytest
 
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Output
+from cc_executor_nb.server.main import _resolve_token, parse_args
 
 from .conftest import collect, fake, group_alive, output_of
 from .servers import SERVER, PeakRss, ServerProcess, start_server
@@ -85,6 +86,20 @@ def test_a_token_file_that_cannot_be_used_is_a_usage_error(tmp_path: Path, kind:
                           env={**os.environ, "CC_EXECUTOR_TOKEN": ""})
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert re.fullmatch(rf"error: cannot (read|write) the token file {re.escape(str(path))}: [^\n]+\n", done.stderr)
+
+
+def test_a_token_given_is_used_and_never_written_to_a_missing_token_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--token-file PATH`` (missing) and ``CC_EXECUTOR_TOKEN`` or ``--token``: that token, nothing written."""
+    path = tmp_path / "token"
+    monkeypatch.setenv("CC_EXECUTOR_TOKEN", " env-token ")
+    assert _resolve_token(parse_args(["--token-file", str(path)])) == ("env-token", None)
+    assert _resolve_token(parse_args(["--token-file", str(path), "--token", "flag-token"])) == ("flag-token", None)
+    assert not path.exists()
+    monkeypatch.delenv("CC_EXECUTOR_TOKEN")
+    token, written = _resolve_token(parse_args(["--token-file", str(path)]))
+    assert written == str(path) and path.read_text() == token + "\n"
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -1,10 +1,11 @@
 """The standalone server: ``python -m cc_executor_nb.server``.
 
 Binds 127.0.0.1:8003 by default and prints ``listening on ws://HOST:PORT/ws`` once
-ready. The token comes from ``--token-file`` (read when the file exists), the
-``CC_EXECUTOR_TOKEN`` environment variable, or ``--token`` (visible in ``ps``: prefer
-the other two); without any, a random one is written to a 0600 file whose path is
-printed and which is removed at shutdown (the token itself is never logged).
+ready. The token comes from ``--token-file`` (read when the file exists), ``--token``
+(visible in ``ps``: prefer the others) or the ``CC_EXECUTOR_TOKEN`` environment
+variable; without any, a random one is written to ``--token-file`` (kept) or to a 0600
+file whose path is printed and which is removed at shutdown (the token itself is never
+logged).
 SIGINT or SIGTERM kills every run's process group and exits 0.
 
 ``--jobs`` makes it the user's *job server* (durable jobs, see ``server/jobs.py``): jobs
