@@ -466,6 +466,9 @@ def test_approval_card_shows_the_diff_and_allow_completes_the_run(lab: Lab, page
     assert state is not None and state["status"] == "needs you", state
     shot = screenshot(page, card, "90-edit-approval-card.png")
     print(f"\napproval card: {shot}")
+    # The card carries its own text colour (a dark theme's white was unreadable on its cream).
+    assert card.locator(".cc-approval").evaluate("e => getComputedStyle(e).color") == "rgb(31, 35, 40)"
+    _controls_stay_whole_in_a_narrow_window(page, cell, artifacts)
     cell.locator(".ccx-approval button").filter(has_text=re.compile(r"^\s*Allow\s*$")).click()
     final = poll(lambda: _answered(view(cell)), 60, "the edit run to finish its turn")
     assert final["status"] == "completed" and final["answer"].startswith("I edited notes.txt"), final
@@ -473,6 +476,28 @@ def test_approval_card_shows_the_diff_and_allow_completes_the_run(lab: Lab, page
     assert "allowed by you" in cell.locator(".cc-decision").inner_text()
     assert (lab.root / "notes.txt").read_text() == "goodbye world\nsecond line\n"
     screenshot(page, cell, "90-edit-allowed.png")
+
+
+_WHOLE_AND_INSIDE = """(el, area) => {
+    const box = el.getBoundingClientRect(), out = area.getBoundingClientRect();
+    return [el.innerText.trim(), el.scrollWidth <= el.clientWidth + 1, box.right <= out.right + 1];
+}"""
+
+
+def _controls_stay_whole_in_a_narrow_window(page: Any, cell: Any, artifacts: Path) -> None:
+    """At 700 px the answer and follow-up buttons wrap: none is cut ("All…") or pushed out of the output area."""
+    wide = page.viewport_size
+    page.set_viewport_size({"width": 700, "height": wide["height"]})
+    try:
+        time.sleep(0.5)  # the layout settles
+        area = cell.locator(".jp-OutputArea-output").first.element_handle()
+        buttons = cell.locator(".ccx-approval button, .ccx-follow-up button")
+        found = [buttons.nth(i).evaluate(_WHOLE_AND_INSIDE, area) for i in range(buttons.count())
+                 if buttons.nth(i).is_visible()]
+        screenshot(page, cell, "90-edit-approval-700px.png")
+        assert len(found) >= 3 and all(whole and inside for _text, whole, inside in found), found
+    finally:
+        page.set_viewport_size(wide)
 
 
 def test_a_waiting_cell_asks_in_its_input_box(lab: Lab, page: Any, artifacts: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
 
 from .kernel_utils import ccexec, fake_command, py
-from .util import scaled
+from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -429,6 +431,53 @@ async def test_arun_awaits_the_end(shell: InteractiveShell) -> None:
     """await arun(...) returns the finished run."""
     run = await cc_executor_nb.arun(fake_command("echo", "async"), command=True, quiet=True)
     assert (run.status, run.stdout) == ("completed", "async\n")
+
+
+async def test_a_cancelled_arun_cancels_its_run(shell: InteractiveShell) -> None:
+    """asyncio.wait_for(arun(...), 1) times out: the run is cancelled (it went on with nobody
+    holding it: a sleep, or a Claude process until its idle timeout)."""
+    started: list[Run] = []
+    original = Run.start
+
+    def remember(self: Run, loop: object) -> Run:
+        started.append(self)
+        return original(self, loop)  # type: ignore[arg-type]
+
+    Run.start = remember  # type: ignore[method-assign]
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(cc_executor_nb.arun(py("import time; time.sleep(30)"), command=True, quiet=True),
+                                   timeout=1.0)
+    finally:
+        Run.start = original  # type: ignore[method-assign]
+    (run,) = started
+    await asyncio.to_thread(run.wait, scaled(20))
+    assert run.status == "cancelled"
+
+
+def test_run_with_wait_on_the_loop_thread_is_refused_before_it_starts(
+    shell: InteractiveShell, tmp_path: Path
+) -> None:
+    """run(..., wait=True) from a done callback (the loop thread) raises before starting a process
+    (it started one, then said "would block"); wait() on a finished run returns there."""
+    marker = tmp_path / "started"
+    outcome: list[object] = []
+
+    def on_done(done: Run) -> None:
+        outcome.append(done.wait())  # finished: returns at once, even here
+        try:
+            cc_executor_nb.run(py(f"open({str(marker)!r}, 'w'); import time; time.sleep(30)"),
+                               command=True, quiet=True, wait=True)
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    first = cc_executor_nb.run("true", command=True, quiet=True)
+    first.add_done_callback(on_done)
+    first.wait(scaled(20))
+    eventually(lambda: len(outcome) == 2, what="the callback")
+    assert outcome[0] is first and "would block the loop thread" in str(outcome[1])
+    time.sleep(1.0)
+    assert not marker.exists()
 
 
 def test_remote_server_token_comes_from_the_environment(

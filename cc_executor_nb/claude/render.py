@@ -603,7 +603,7 @@ _LINE_STYLES = {
 }
 _CARD_BOX = (
     "border:2px solid #fd7e14;border-radius:6px;padding:6px 10px;margin:6px 0;"
-    "background:#fff8f0"
+    "background:#fff8f0;color:#1f2328"  # its own text colour: a dark theme's white is unreadable on it
 )
 
 
@@ -731,28 +731,33 @@ class ClaudeBody:
         hidden = {"display": "none"}
 
         def button(description: str, icon: str, style: str = "") -> Any:
-            layout = ipywidgets.Layout(width="auto")
+            layout = ipywidgets.Layout(width="auto", flex="0 0 auto")  # never cut to "All…"
             return ipywidgets.Button(description=description, icon=icon, button_style=style, layout=layout)
 
+        def stretchy(width: str, least: str, **extra: str) -> Any:
+            return ipywidgets.Layout(flex=f"1 1 {least}", min_width=least, max_width=width, **extra)
+
+        # Rows wrap in a narrow output area: every control stays whole and on screen.
+        wrapping = {"flex_flow": "row wrap", "align_items": "center"}
         self.card = ipywidgets.HTML(value="")
         self.allow_button = button("Allow", "check", "success")
         self.always_button = button("Always allow", "check-double")
         self.deny_button = button("Deny", "times", "danger")
-        self.reason = ipywidgets.Text(
-            placeholder="reason for Claude (optional)", layout=ipywidgets.Layout(width="24em")
-        )
-        answers = ipywidgets.HBox([self.allow_button, self.always_button, self.deny_button, self.reason])
+        self.reason = ipywidgets.Text(placeholder="reason for Claude (optional)", layout=stretchy("24em", "10em"))
+        answers = ipywidgets.HBox([self.allow_button, self.always_button, self.deny_button, self.reason],
+                                  layout=ipywidgets.Layout(**wrapping))
         self.card_box = ipywidgets.VBox([self.card, answers], layout=ipywidgets.Layout(**hidden))
         self.card_box.add_class("ccx-approval")
         self.follow_up = ipywidgets.Textarea(
             placeholder="Follow up… (sent to the same Claude session)",
-            layout=ipywidgets.Layout(width="32em", height="3.2em"),
+            layout=stretchy("32em", "12em", height="3.2em"),
         )
         self.send_button = button("Send", "paper-plane", "primary")
         self.interrupt_button = button("Interrupt", "hand-paper")
         self.end_button = button("End", "stop-circle")
         self.note = ipywidgets.HTML(value="")
-        row = ipywidgets.HBox([self.follow_up, self.send_button, self.interrupt_button, self.end_button])
+        row = ipywidgets.HBox([self.follow_up, self.send_button, self.interrupt_button, self.end_button],
+                              layout=ipywidgets.Layout(**wrapping))
         self.follow_up_box = ipywidgets.VBox([row, self.note], layout=ipywidgets.Layout(**hidden))
         self.follow_up_box.add_class("ccx-follow-up")
         self.allow_button.on_click(lambda _b: self._answer(True))

@@ -22,6 +22,7 @@ and ``claude=``). Settings come from the extension's
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import os
@@ -109,6 +110,8 @@ def run(
     """
     prepared = prepare(prompt_or_command, options, claude=claude, settings=settings, **given)
     handle, run_options = prepared.run, prepared.options
+    if run_options.wait and prepared.loop.on_loop_thread():  # refused before anything starts
+        raise RuntimeError("run(..., wait=True) would block the loop thread; use 'await arun(...)'")
     if run_options.display:
         handle.show()
     handle.start(prepared.loop)
@@ -259,7 +262,11 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         raise TypeError("arun() always waits; do not pass wait=")
     handle = run(prompt_or_command, **options)
     handle.one_shot = True
-    return await handle
+    try:
+        return await handle
+    except asyncio.CancelledError:
+        handle.cancel()  # nobody else holds this run: a cancelled (or timed out) arun() stops it
+        raise
 
 
 _SCRIPT_SETTINGS: list[CCExec] = []

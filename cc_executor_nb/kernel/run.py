@@ -496,6 +496,8 @@ class Run:
             if self.done:  # ended without starting (abandon)
                 return self
             raise RuntimeError("this run was never started")
+        if self.done or self._idle.is_set():
+            return self  # nothing to wait for, wherever it is called from (a done callback)
         if self._kernel_loop.on_loop_thread():
             raise RuntimeError("Run.wait() would block the loop thread; use 'await run'")
         try:
