@@ -295,4 +295,4 @@ def test_the_snapshot_carries_the_questions_for_text_and_record() -> None:
     pending = join_chunks(renderer.render(interpreter.snapshot()))
     assert "[permission] Edit · /w/a.txt → waiting for an answer" in pending
     interpreter.set_permission_requests((dataclasses.replace(EDIT, status="denied", decided_by="stdin", message="no"),))
-    assert "[permission] Edit · /w/a.txt → denied by stdin: no" in join_chunks(renderer.render(interpreter.snapshot()))
+    assert "[permission] Edit · /w/a.txt → denied by you: no" in join_chunks(renderer.render(interpreter.snapshot()))

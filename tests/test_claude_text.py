@@ -275,11 +275,19 @@ def test_permission_questions_and_answers_are_notes() -> None:
     assert notes(answered) == ["[permission] Bash · rm -rf build → denied by user: not now"]
 
 
+def test_permission_line_says_always_and_who_as_the_widget_does() -> None:
+    """"always allowed by you", as the widget and the HTML record say (the text and Markdown
+    records said "allowed by widget", dropping "always")."""
+    line = permission_line({"tool": "Bash", "input": {"command": "touch t1"}, "status": "allowed",
+                            "decided_by": "widget", "always": True, "message": ""})
+    assert line == "[permission] Bash · touch t1 → always allowed by you"
+
+
 def test_permission_line_reads_attributes_too() -> None:
     """A permission request object with attributes (not a mapping) renders the same way."""
     request = dataclasses.make_dataclass("Request", ["tool", "input", "status", "decided_by", "message"])
     line = permission_line(request("Edit", {"file_path": "a.py"}, "allowed", "policy", ""))
-    assert line == "[permission] Edit · a.py → allowed by policy"
+    assert line == "[permission] Edit · a.py → allowed by the policy"
 
 
 def test_a_question_answered_by_another_kernel_reads_elsewhere() -> None:
@@ -357,4 +365,4 @@ def test_a_question_announced_by_the_run_gets_no_second_waiting_line() -> None:
     source.snapshot_now = InteractiveView(phase="tool", permission_requests=({**ask, "status": "allowed",
                                                                              "decided_by": "stdin"},))
     lines = text_view.render("process.output", {"type": "stdout", "data": "(a line)\n"})
-    assert [line.text for line in lines] == ["[permission] Bash · make → allowed by stdin"]
+    assert [line.text for line in lines] == ["[permission] Bash · make → allowed by you"]

@@ -906,6 +906,17 @@ def test_an_interrupted_runs_answer_is_its_text_not_the_clis_diagnostic() -> Non
     assert (run.answer, run.error_message) == ("Once upon", "Interrupted.")
 
 
+def test_an_interrupted_runs_html_footer_says_interrupted_not_failed() -> None:
+    """The HTML footer reads "interrupted" as the badge and the text footer do (it read "failed")."""
+    from cc_executor_nb.claude.render import render_footer_html
+
+    run = conversation(("story", streamed_text("m1", "Once upon")))
+    run.note_interrupt()
+    run.feed_line(result(subtype="error_during_execution", is_error=True, result=None))
+    footer = render_footer_html(run, process_ended=True)
+    assert ">interrupted · " in footer and "failed" not in footer
+
+
 def test_interrupt_without_an_open_turn_changes_nothing() -> None:
     """No turn open: note_interrupt is a no-op."""
     run = conversation(("a", [result(result="done")]))

@@ -238,13 +238,19 @@ _DECIDED_BY = {
 }
 
 
+def decision_words(status: str, decided_by: str | None, always: bool = False) -> str:
+    """How a question was decided, in the same words in every view: ``always allowed by you``,
+    ``denied by the policy``, ``allowed from code``, ``cancelled by Claude``."""
+    who = _DECIDED_BY.get(decided_by or "", f"by {decided_by}" if decided_by else "")
+    verb = "always allowed" if status == "allowed" and always else status
+    return " ".join(part for part in (verb, who) if part)
+
+
 def _decision_html(request: PermissionRequest | None) -> str:
     """``allowed by you`` / ``denied by the policy: reason`` after a tool's input."""
     if request is None or request.pending:
         return ""
-    who = _DECIDED_BY.get(request.decided_by or "", "")
-    verb = {"allowed": "always allowed" if request.always else "allowed"}.get(request.status, request.status)
-    text = " ".join(part for part in (verb, who) if part)
+    text = decision_words(request.status, request.decided_by, request.always)
     if request.status == "denied" and request.message:
         text += f": {one_line(request.message, MAX_TOOL_INPUT_CHARS)}"
     color = "#198754" if request.status == "allowed" else "#b00020" if request.status == "denied" else "#6c757d"
@@ -404,6 +410,8 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
     """
     facts = summary(run)
     status = facts["status"]
+    if status == "error" and run.turns and run.turns[-1].interrupted:
+        status = "interrupted"  # as the badge, the text footer and the Markdown say (not "failed")
     items = [_status_label("" if process_ended and status == "running" else status)]
     if facts["cost_usd"] is not None:
         items.append(format_cost(facts["cost_usd"]))
@@ -434,7 +442,7 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
 
 
 def _status_label(status: str) -> str:
-    return {"running": "running…", "error": "failed"}.get(status, "")
+    return {"running": "running…", "error": "failed", "interrupted": "interrupted"}.get(status, "")
 
 
 def _token_items(facts: dict[str, Any]) -> list[str]:

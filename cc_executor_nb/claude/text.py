@@ -40,7 +40,7 @@ from typing import Any, Literal, Protocol
 
 from ..terminaltext import strip_escapes, terminal_text
 from .limits import UsageLimit, describe_limit
-from .render import format_cost, format_duration, retry_text, status_name, tool_input_summary
+from .render import decision_words, format_cost, format_duration, retry_text, status_name, tool_input_summary
 from .streamjson import ApiRetry, ToolCall
 
 __all__ = [
@@ -170,12 +170,9 @@ def permission_line(item: Any) -> str:
     what = f"{tool} · {summary}" if summary and summary != "{}" else tool
     if status == "pending":
         return f"[permission] {what} → waiting for an answer"
-    line = f"[permission] {what} → {printable(status)}"
     decided_by = _field(item, "decided_by")
-    if decided_by == "elsewhere":
-        line += " elsewhere"
-    elif decided_by:
-        line += f" by {printable(str(decided_by))}"
+    words = decision_words(status, str(decided_by) if decided_by else None, bool(_field(item, "always")))
+    line = f"[permission] {what} → {printable(words)}"
     message = _field(item, "message")
     return line + (f": {_cut(printable(str(message)), TOOL_ERROR_CHARS)}" if message else "")
 
