@@ -21,7 +21,7 @@ import pytest
 from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
-from cc_executor_nb.kernel.run import Run, RunSpec, Target
+from cc_executor_nb.kernel.run import UNREACHABLE_CANCEL, Run, RunSpec, Target
 from cc_executor_nb.kernel.transcript import Transcript
 from cc_executor_nb.kernel.views import RunView
 from cc_executor_nb.server.streams import CHUNK_LIMIT
@@ -386,6 +386,22 @@ def test_output_lost_while_disconnected_is_said_in_text_and_record(
     status_line = Transcript(run).text().splitlines()[1]
     assert status_line.startswith("completed · exit code 0") and "output incomplete: " in status_line
     assert "output incomplete: " in run.transcript()
+
+
+def test_cancel_while_the_server_cannot_be_reached_ends_the_run_here(bg: KernelLoop) -> None:
+    """cancel() while reconnecting (a dead server or Dask worker): the run ends cancelled at once
+    (it stayed "reconnecting" for the client's five minutes, then ended "error")."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=["sleep", "30"]), Target(proxy.url(), bg.server.token)).start(bg)
+        eventually(lambda: run.state.pid is not None, what="the run to start")
+        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
+        eventually(lambda: run.status == "reconnecting", what="reconnecting")
+        run.cancel().wait(scaled(5))
+    finally:
+        bg.call(proxy.close(), timeout=scaled(10))
+    assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
 
 
 def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:

@@ -474,6 +474,12 @@ class Run:
         client = self._client
         if client is None or self.done:
             return  # not started yet: _drive sends a pending CANCEL itself
+        if kind == "CANCEL" and self.state.status == "reconnecting":
+            # The server cannot be reached (it died, or its machine or Dask worker did): the
+            # run ends here, cancelled; a server that is only unreachable kills the run
+            # when its session's detach TTL runs out.
+            self._settle_locally(UNREACHABLE_CANCEL)
+            return
         if kind == "CANCEL" and self.conversation is not None:
             await self.conversation.cancel()  # interrupts the turn first
             return
@@ -792,6 +798,12 @@ class Run:
         self._done.set_result(self)
         self._finished.set()
         self._set_idle(True)
+
+
+UNREACHABLE_CANCEL = (
+    "cancelled while the server could not be reached (if it is still alive, it ends the run "
+    "once the connection's detach TTL runs out)"
+)
 
 
 def _request_id(request: PermissionRequest | str | None) -> str | None:
