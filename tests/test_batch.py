@@ -407,6 +407,24 @@ def test_approvals_apply_to_batch_runs(settings: CCExec, tmp_path: Path) -> None
 
 
 @pytest.mark.claude
+def test_a_batch_run_waiting_for_a_person_says_so(
+    settings: CCExec, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text mode prints the question with the run to answer it on, and its row reads "needs you"
+    (the batch stalled with no sign of why: the row said "running")."""
+    batch = cc_executor_nb.map(["bash: touch asked.txt"], demo=True, cwd=str(tmp_path), quiet=True,
+                               settings=settings)
+    run = batch.runs[0]
+    eventually(lambda: run.pending is not None, timeout=30, what="the question")
+    eventually(lambda: batch.rows()[0].status == "needs you", timeout=5, what="the row to say so")
+    run.deny(message="not in a test")
+    batch.wait(scaled(60))
+    out = capsys.readouterr().out
+    assert "#0 [needs you] Claude asks to use Bash: touch asked.txt" in out and "(this run is batch.runs[0])" in out
+    assert batch.rows()[0].status == "completed" and not (tmp_path / "asked.txt").exists()
+
+
+@pytest.mark.claude
 def test_cancel_all_of_demo_prompts_leaves_no_process(settings: CCExec) -> None:
     """Cancel all during 8 thinking demo prompts (concurrency 4): every CLI, its group and its children are gone."""
     batch = cc_executor_nb.map(["think for 60 seconds"] * 8, demo=True, concurrency=4, display=False,

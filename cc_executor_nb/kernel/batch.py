@@ -42,6 +42,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .. import methods
 from ..events import Event
 from ..terminaltext import terminal_text
 from . import api
@@ -51,6 +52,7 @@ from .config import CCExec
 from .display import RunDisplay
 from .loop import KernelLoop, LoopStopped, shared_loop
 from .run import Run, _current_cell
+from .textview import TextView
 
 if TYPE_CHECKING:
     from .presenter import Presenter, WidgetPresenter
@@ -135,6 +137,10 @@ class LocalPlacement:
         """Nothing to release."""
 
 
+_QUESTIONS = TextView(heartbeats=False)
+"""Renders a run's questions as text (``[needs you] Claude asks to use ...``)."""
+
+
 class _RowPresenter:
     """A batch run's presenter: tells the batch something changed; drives an expanded widget if any."""
 
@@ -147,10 +153,14 @@ class _RowPresenter:
         """Nothing to start: the batch's coalescer ticks."""
 
     def update(self, event: Event) -> None:
-        """Ask the batch for a render; feed the expanded widget."""
+        """Ask the batch for a render; feed the expanded widget; say a question that needs a person."""
         inner = self.inner
         if inner is not None:
             inner.update(event)
+        if event.method == methods.CONVERSATION_QUESTION:
+            asked = _QUESTIONS.render_event(event.method, event.params)  # None: the policy answers it
+            if asked is not None:
+                self.batch._say(f"#{self.index} {asked} (this run is batch.runs[{self.index}])")
         self.batch._poke()
 
     def refresh(self) -> None:
@@ -614,6 +624,8 @@ class Batch:
         if item.status in ("queued", "placing") and not run.done:
             return Row(item.index, run.label, item.status, worker=item.worker)
         status = "skipped" if item.status == "skipped" else run.status
+        if run.state.needs_you and not run.done:
+            status = "needs you"  # the slot is held until someone answers
         view = run.claude
         if view is not None and not run.done and (view.waiting_until is not None or view.usage_limit is not None):
             status = "waiting"
