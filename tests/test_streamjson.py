@@ -917,6 +917,21 @@ def test_an_interrupted_runs_html_footer_says_interrupted_not_failed() -> None:
     assert ">interrupted · " in footer and "failed" not in footer
 
 
+def test_an_interrupted_story_keeps_its_real_progress() -> None:
+    """A 3000-word story interrupted after a few words: its progress stays a few words' worth
+    at its end (it read 100 %: any end counted as all the prompt asked for)."""
+    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+
+    interpreter = ClaudeInterpreter(prompt="write a 3000 word story")
+    interpreter.begin_turn("write a 3000 word story")
+    for line in streamed_text("m1", "Once upon a time there was"):
+        interpreter.feed("stdout", line + "\n")
+    interpreter.note_interrupt()
+    interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, result=None) + "\n")
+    progress = interpreter.progress(time.time(), True)
+    assert progress is not None and progress.fraction is not None and progress.fraction < 0.01
+
+
 def test_interrupt_without_an_open_turn_changes_nothing() -> None:
     """No turn open: note_interrupt is a no-op."""
     run = conversation(("a", [result(result="done")]))

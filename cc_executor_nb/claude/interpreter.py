@@ -237,7 +237,10 @@ class ClaudeInterpreter:
             # In a conversation the answer is the current turn's text, or its result.
             text = run.answer if len(run.turns) > 1 or run.result is not None else run.text
             first = self._first_answer_at
-        return progress_toward(self.target, text, first_output_at=first, now=now, finished=finished)
+            # Only an answer that ended well is all its prompt asked for: an interrupted or
+            # failed one keeps its real fraction (a story stopped at 4 % read 100 %).
+            complete = finished and not run.is_error
+        return progress_toward(self.target, text, first_output_at=first, now=now, finished=complete)
 
     @contextmanager
     def locked(self) -> Iterator[ClaudeRun]:
