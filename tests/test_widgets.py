@@ -775,10 +775,36 @@ def test_resources_show_cpu_memory_and_a_sparkline(make_view) -> None:
     assert "ccx-resources" not in view.header.value and "ccx-progress" not in view.header.value
 
 
-def test_heartbeat_text_shows_the_next_expected_beat(make_view) -> None:
-    """The indicator says when the next beat is due, counted from the last message."""
+def test_heartbeat_text_counts_down_to_the_next_beat_while_other_messages_flow(make_view) -> None:
+    """The next beat is due an interval after the last beat (the server's fixed clock): the
+    countdown goes down while metrics come every second, and the age is the beat's (it read
+    "last beat 0 s ago · next in ~20 s" at every sample, counted from the last message)."""
     view, state = make_view(), running(interval=20.0)
     state.apply("heartbeat", {"last_seq": state.last_seq, "interval": 20.0}, 1.0)
-    emit(state, "process.output", 6.0, type="stdout", data="x\n")
-    view.render(state, 7.0)
+    shown = []
+    for second in (6.0, 11.0):
+        emit(state, "process.metrics", second, resources={"cpu_percent": 1.0})
+        view.render(state, second + 0.5)
+        shown.append(view.header.value)
+    assert "last beat 5 s ago · next in ~15 s" in shown[0] and "last beat 10 s ago · next in ~10 s" in shown[1]
+
+
+def test_before_the_first_beat_the_indicator_says_alive_and_when_it_comes(make_view) -> None:
+    """Messages but no beat yet: "alive · first beat in ~N s" (it said "waiting for heartbeat"
+    for the first interval while metrics came every second)."""
+    view, state = make_view(), running(interval=20.0)
+    connected = state.connected_at
+    assert connected is not None
+    emit(state, "process.metrics", connected + 5.0, resources={"cpu_percent": 1.0})
+    view.render(state, connected + 5.5)
+    assert "alive · first beat in ~15 s" in view.header.value
+
+
+def test_heartbeat_text_after_the_beat_is_due_counts_from_the_last_message(make_view) -> None:
+    """An adaptive server skips beats while other messages flow: past the due beat, the
+    countdown is from the last message."""
+    view, state = make_view(), running(interval=20.0)
+    state.apply("heartbeat", {"last_seq": state.last_seq, "interval": 20.0}, 1.0)
+    emit(state, "process.output", 22.0, type="stdout", data="x\n")
+    view.render(state, 23.0)
     assert "next in ~19 s" in view.header.value

@@ -168,12 +168,15 @@ def _piece_html(stream: str, text: str) -> str:
 
 
 def _heartbeat_text(state: RunState, health: Health, age: float | None, now: float) -> str:
+    beat = state.last_heartbeat_at
     if health == "waiting" or age is None:
-        return "waiting for heartbeat"
-    ago = format_duration(age, whole=True)
-    since = (
-        f"last beat {ago} ago" if state.last_heartbeat_at is not None else f"no heartbeat for {ago}"
-    )
+        first = next_beat_in(state, now) if beat is None and age is not None else None
+        if first is None:
+            return "waiting for heartbeat"
+        return f"alive · first beat in ~{format_duration(math.ceil(first), whole=True)}"
+    # The age of the beat itself: other messages keep the health "ok", but are no beats.
+    ago = format_duration(age if beat is None else max(0.0, now - beat), whole=True)
+    since = f"last beat {ago} ago" if beat is not None else f"no heartbeat for {ago}"
     if health == "lost":
         return f"connection lost ({since})"
     if health == "overdue":

@@ -429,11 +429,22 @@ def heartbeat_health(state: RunState, now: float) -> tuple[Health, float | None]
 
 
 def next_beat_in(state: RunState, now: float) -> float | None:
-    """Seconds until the next heartbeat is due (any message resets the count), or None."""
-    reference = _latest(state.last_heartbeat_at, state.last_message_at) or state.connected_at
-    if reference is None or not state.heartbeat_interval or state.finished:
+    """Seconds until the next heartbeat is due, or None.
+
+    One interval after the last beat (or the connection, before the first), as a server
+    on its fixed clock sends them; once that has passed (an adaptive server skips beats
+    while other messages flow), one interval after the last message of any kind.
+    """
+    interval = state.heartbeat_interval
+    if not interval or state.finished:
         return None
-    return max(0.0, reference + state.heartbeat_interval - now)
+    scheduled = state.last_heartbeat_at if state.last_heartbeat_at is not None else state.connected_at
+    if scheduled is not None and scheduled + interval > now:
+        return scheduled + interval - now
+    reference = _latest(state.last_heartbeat_at, state.last_message_at) or state.connected_at
+    if reference is None:
+        return None
+    return max(0.0, reference + interval - now)
 
 
 def _latest(*times: float | None) -> float | None:
