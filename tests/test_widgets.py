@@ -789,6 +789,16 @@ def test_heartbeat_text_counts_down_to_the_next_beat_while_other_messages_flow(m
     assert "last beat 5 s ago · next in ~15 s" in shown[0] and "last beat 10 s ago · next in ~10 s" in shown[1]
 
 
+def test_between_turns_the_clock_says_how_long_it_waits_for_a_follow_up(make_view) -> None:
+    """A completed turn, the process alive: the clock reads "waiting for a follow-up for 40 s",
+    not an elapsed time still counting next to "completed" (it looked like a stuck run)."""
+    view, state = make_view(), running(interval=20.0)
+    state.apply("conversation.turn", {"status": "running", "turn": 1}, 1.0)
+    state.apply("conversation.turn", {"status": "completed", "turn": 1}, 10.0)
+    view.render(state, 50.0)
+    assert "waiting for a follow-up for 40 s" in view.header.value and "elapsed" not in view.header.value
+
+
 def test_before_the_first_beat_the_indicator_says_alive_and_when_it_comes(make_view) -> None:
     """Messages but no beat yet: "alive · first beat in ~N s" (it said "waiting for heartbeat"
     for the first interval while metrics came every second)."""

@@ -237,6 +237,9 @@ def _clock_text(state: RunState, now: float) -> str:
         return ""
     if state.ended_at is not None:
         return f"took {format_duration(seconds)}"
+    if state.between_turns and state.turn_ended_at is not None:
+        # The turn is over ("completed"): a clock still counting would read as a stuck run.
+        return f"waiting for a follow-up for {format_duration(max(0.0, now - state.turn_ended_at), whole=True)}"
     return f"elapsed {format_duration(seconds, whole=True)}"
 
 

@@ -147,6 +147,8 @@ class RunState:
     """The conversation's input is being closed: the process is expected to exit."""
     between_turns: bool = False
     """A turn ended and the process waits for a follow-up: the status is final, the run is not."""
+    turn_ended_at: float | None = None
+    """When the latest turn ended (the process then waits for a follow-up)."""
     lost_notifications: int = 0
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
@@ -359,6 +361,7 @@ class RunState:
         elif self.alive:
             self.turn_status = status
             self.between_turns = True
+            self.turn_ended_at = now
         if self.alive:
             self._set_live_status(status)
 
