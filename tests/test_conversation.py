@@ -258,9 +258,12 @@ def test_a_failed_turn_reads_as_a_failure_in_the_records(tmp_path: Path) -> None
     turn's failure, never as its answer (it read as an ordinary answer in Markdown and text)."""
     run = start("usage limit reset in 1 s, then what is 2+2", tmp_path)
     turn_over(run)
+    # Between the turns, run.error says why the turn failed (it was None with status failed).
+    assert run.status == "failed" and run.error is not None and "limit" in run.error
     time.sleep(1.5)  # past the limit's reset: the follow-up is answered
     run.send("what is 3+3")
     turn_over(run)
+    assert run.status == "completed" and run.error is None  # the latest turn went well
     ended(run)
     record, text = run.transcript(), Transcript(run).text()
     (failure,) = re.findall(r"^\[error\] (You've hit your .*limit.*)$", text, re.MULTILINE)

@@ -240,8 +240,14 @@ class Run:
 
     @property
     def error(self) -> str | None:
-        """Why the run failed or stopped early, if the server or the client said."""
-        return self.state.error
+        """Why the run failed or stopped early, if the server or the client said; between the
+        turns of a conversation, why its latest turn failed (Claude's message)."""
+        state = self.state
+        if state.error is None and state.between_turns and state.turn_status == "failed":
+            view = self.claude  # a failed turn's answer is its error in plain words
+            message = view.answer.strip() if view is not None and view.is_error else ""
+            return message or "the turn failed"
+        return state.error
 
     @property
     def stdout(self) -> str:
