@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Completed, Event
+from cc_executor_nb.redaction import SecretRedactor
 from cc_executor_nb.server.config import ServerSettings, build_server
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 
@@ -47,6 +49,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         seconds = args.pop(0) if args else kwargs.pop("timeout", default)
         if seconds:  # 0 or None: no timeout, nothing to stretch
             item.add_marker(pytest.mark.timeout(scaled(float(seconds)), *args, **kwargs), append=False)
+
+
+@pytest.fixture(autouse=True)
+def _redactor_secrets_per_test() -> Iterator[None]:
+    """Each test starts with the log redactors' secrets it found and leaves none of its own.
+
+    A client adds the token it sends to a process-wide redactor; without this, a test that
+    connects with the token "x" made every later log line in the process read
+    "[redacted]" for each "x" (a random job id in a checked warning, one run in three).
+    """
+    redactors = [
+        f
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+        for f in logger.filters
+        if isinstance(f, SecretRedactor)
+    ]
+    before = [set(r.secrets) for r in redactors]
+    yield
+    for redactor, secrets in zip(redactors, before, strict=True):
+        redactor.secrets = secrets
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            for f in logger.filters:
+                if isinstance(f, SecretRedactor) and f not in redactors:
+                    f.secrets = set()
 
 
 TEST_SETTINGS = ServerSettings(token=TOKEN, kill_grace=2.0, history_path=None)
