@@ -420,6 +420,7 @@ def test_tail_is_the_last_characters(pieces: list[tuple[str, str]], max_chars: i
         (1.24, "1.2 s"),
         (45, "45 s"),
         (59.9, "59 s"),
+        (9.96, "10 s"),
         (185, "3 min 05 s"),
         (3720, "1 h 02 min"),
         (-1, "0.0 s"),

@@ -391,9 +391,9 @@ def format_seconds(seconds: float) -> str:
 
 def format_duration(ms: float) -> str:
     """A run's duration: ``850 ms``, ``12.3 s``, ``2 min 05 s``, ``1 h 02 min``."""
-    if ms < 1000:
+    if round(ms) < 1000:  # 999.6 ms is "1.0 s", not "1000 ms"
         return f"{round(ms)} ms"
-    if ms < 60_000:
+    if round(ms / 100) < 600:  # 59.96 s is "1 min 00 s", not "60.0 s"
         return f"{ms / 1000:.1f} s"
     minutes, seconds = divmod(round(ms / 1000), 60)
     if minutes < 60:

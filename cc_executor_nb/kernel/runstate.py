@@ -482,8 +482,10 @@ def format_duration(seconds: float, *, whole: bool = False) -> str:
     timers pass ``whole=True`` so their text changes at most once a second.
     """
     seconds = max(0.0, seconds)
-    if seconds < 10 and not whole:
-        return f"{seconds:.1f} s"
+    if not whole:
+        seconds = round(seconds, 1)  # 9.96 s is "10 s", not "10.0 s"
+        if seconds < 10:
+            return f"{seconds:.1f} s"
     total = int(seconds)
     if total < 60:
         return f"{total} s"
