@@ -601,3 +601,13 @@ def test_claude_survives_a_silent_api(claude: str, backend: DemoBackend, tmp_pat
     events, _ = run_cli(claude, backend, tmp_path, "think for 3 seconds")
     assert events[-1]["result"] == "Done thinking. The answer is 42."
     assert events[-1]["duration_api_ms"] >= 3000
+
+
+@pytest.mark.parametrize("module", [
+    "cc_executor_nb.demo", "cc_executor_nb.demo.selftest", "cc_executor_nb.demo.record", "cc_executor_nb.demo.runner",
+])
+def test_a_demo_tools_bad_flag_is_one_line(module: str) -> None:
+    """A demo tool's bad flag prints one line, exit 2 (argparse printed its whole usage block before it)."""
+    done = subprocess.run([sys.executable, "-m", module, "--bogus"],
+                          check=False, capture_output=True, text=True, timeout=scaled(30))
+    assert (done.returncode, done.stderr) == (2, "error: unrecognized arguments: --bogus (see --help)\n")

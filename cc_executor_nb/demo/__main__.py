@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from ..declare import OneLineParser
 from .scenarios import DemoSettings
 from .server import DemoBackend
 
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m cc_executor_nb.demo",
         description="Mock Anthropic Messages API for running the claude CLI offline.",
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..claude.executable import find_claude
+from ..declare import OneLineParser
 from .env import demo_environment
 from .scenarios import DemoSettings
 from .server import DemoBackend
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m cc_executor_nb.demo.record")
+    parser = OneLineParser(prog="python -m cc_executor_nb.demo.record")
     parser.add_argument("out_dir", nargs="?", default="tests/data/streamjson")
     parser.add_argument("--only", nargs="+", choices=sorted(RECORDINGS), help="scenarios to record")
     parser.add_argument("--claude", help="path of the claude executable")

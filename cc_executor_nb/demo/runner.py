@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from types import FrameType
 
+from ..declare import OneLineParser
 from .env import demo_environment
 from .server import DemoBackend
 
@@ -41,7 +42,7 @@ def runner_argv(argv: Sequence[str], max_retries: int, *, python: str | None = N
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the backend, run the command with the demo environment, return its status."""
-    parser = argparse.ArgumentParser(prog="python -m cc_executor_nb.demo.runner", description=__doc__)
+    parser = OneLineParser(prog="python -m cc_executor_nb.demo.runner", description=__doc__)
     parser.add_argument("--max-retries", type=int, default=2, help="CLAUDE_CODE_MAX_RETRIES (default 2)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
     args = parser.parse_args(argv)

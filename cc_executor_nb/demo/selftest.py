@@ -44,6 +44,7 @@ from .. import methods
 from ..claude.options import ClaudeOptions, claude_argv, claude_environment
 from ..claude.streamjson import ClaudeRun
 from ..client import Client, connect
+from ..declare import OneLineParser
 from ..errors import CCExecError
 from ..events import Completed, Event, Output, ProcessError
 from .shared import demo_backend, stop_demo
@@ -620,7 +621,7 @@ def _banner(cases: Sequence[Case], options: ClaudeOptions, url: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m cc_executor_nb.demo.selftest",
         description=(
             "Run the claude CLI end to end through the executor's WebSocket server and "
