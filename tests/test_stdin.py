@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -17,6 +18,12 @@ from cc_executor_nb.protocol import MAX_INPUT_BYTES
 
 from .conftest import collect, completed, output_of, reply
 from .util import eventually_async, scaled
+
+# Children that wait for a gate file, so that a request the test sends reaches them alive
+# (a child that ended first made the request fail on a loaded machine: 41 in 100 tries).
+_WAIT_FOR_GATE = "\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.01)"
+_READ_THEN_WAIT = "import os, sys, time\nprint(sys.stdin.read(), flush=True)" + _WAIT_FOR_GATE
+_PRINT_THEN_WAIT = "import os, sys, time\nprint('bye', flush=True)" + _WAIT_FOR_GATE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,14 +79,15 @@ async def test_input_on_an_idle_session_is_no_process(client: Client) -> None:
         await client.close_input()
 
 
-async def test_input_after_close_is_refused(client: Client) -> None:
+async def test_input_after_close_is_refused(client: Client, tmp_path: Path) -> None:
     """Once input.close was asked, more input is -32002 and nothing after it arrives."""
-    reader = "import sys, time\nprint(sys.stdin.read(), flush=True)\ntime.sleep(0.5)"
-    await client.execute(argv=[sys.executable, "-c", reader], stdin="pipe")
+    gate = tmp_path / "gate"
+    await client.execute(argv=[sys.executable, "-c", _READ_THEN_WAIT, str(gate)], stdin="pipe")
     await client.input("before")
     await client.close_input()
     with pytest.raises(NoProcessRunning, match="input is closed"):
         await client.input("after")
+    gate.touch()  # the child stays until here, so the refusal is for the closed input, not an ended run
     assert output_of(await collect(client)) == "before\n"
 
 
@@ -155,10 +163,12 @@ async def test_input_of_control_characters_fits_the_frame_limit(client: Client) 
     assert output_of(await collect(client, timeout=30)) == "200000\n"
 
 
-async def test_a_child_that_exits_without_reading_ends_normally(client: Client) -> None:
+async def test_a_child_that_exits_without_reading_ends_normally(client: Client, tmp_path: Path) -> None:
     """Input queued for a child that exits unread is dropped; the run still completes."""
-    await client.execute(argv=[sys.executable, "-c", "print('bye')"], stdin="pipe")
+    gate = tmp_path / "gate"
+    await client.execute(argv=[sys.executable, "-c", _PRINT_THEN_WAIT, str(gate)], stdin="pipe")
     await client.input("ignored\n")
+    gate.touch()  # the input is queued: now the child exits without reading it
     events = await collect(client)
     assert output_of(events) == "bye\n" and completed(events).exit_code == 0
 
