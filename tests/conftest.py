@@ -51,6 +51,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(scaled(float(seconds)), *args, **kwargs), append=False)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's own ``$XDG_CACHE_HOME``: a run's history (progress estimates from earlier
+    runs of a command) never comes from, nor goes to, the user's ``~/.cache``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _redactor_secrets_per_test() -> Iterator[None]:
     """Each test starts with the log redactors' secrets it found and leaves none of its own.
