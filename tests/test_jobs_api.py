@@ -16,10 +16,12 @@ from traitlets.config import Config
 
 import cc_executor_nb
 from cc_executor_nb.errors import CCExecError
+from cc_executor_nb.kernel.html import header_html
 from cc_executor_nb.kernel.jobs import JobInfo, JobsTable, pick_job
 from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
+from cc_executor_nb.kernel.transcript import markdown_escape
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .kernel_utils import fake_command
@@ -69,6 +71,15 @@ def test_magic_starts_lists_and_attaches_a_durable_job(shell, capsys) -> None:
     assert last.job_id == run.job_id
 
 
+def test_a_durable_runs_text_and_record_name_its_job(shell, capsys) -> None:
+    """The id to attach with is in the [started] line, the widget's header and the record."""
+    run = line(shell, "--durable -c 'echo durable hello' --wait")
+    assert isinstance(run, Run) and run.job_id
+    assert f"[started] pid {run.state.pid} · job {run.job_id} · echo durable hello\n" in capsys.readouterr().out
+    assert markdown_escape(f"job {run.job_id}") in run.transcript()
+    assert f'<span class="ccx-job">job {run.job_id}</span>' in header_html(run.state, time.monotonic())
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("--jobs echo hi", "--jobs takes no prompt"),
     ("--attach last --durable", "--durable starts one"),
@@ -114,6 +125,8 @@ def test_a_stopped_loop_leaves_a_durable_run_detached_and_its_job_running(runtim
     eventually(lambda: run.job_id is not None and "tick 1" in run.stdout, what="the durable run streaming")
     stop_shared_loop()
     assert run.status == "detached" and run.done and "job goes on" in (run.error or "")
+    # The record names the job to attach to, and does not say the job "took" the time followed.
+    assert markdown_escape(f"job {run.job_id}") in run.transcript() and "followed for" in run.transcript()
     jobs = {job.job_id: job for job in cc_executor_nb.jobs.list()}
     assert jobs[run.job_id].status == "running"
     again = cc_executor_nb.attach(run.job_id, display=False, wait=True)

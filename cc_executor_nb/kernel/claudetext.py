@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .. import methods
 from ..claude.text import Chunk, ClaudeSnapshot, ClaudeTextRenderer, asks_now
-from .textview import Line, TextView
+from .textview import Line, TextView, job_words
 
 __all__ = ["ClaudeTextView", "SnapshotSource"]
 
@@ -94,7 +94,7 @@ class ClaudeTextView:
 
     def _notice(self, method: str, params: Mapping[str, Any]) -> list[Line]:
         if method == methods.PROCESS_STARTED and self.notices:
-            text: str | None = f"[started] pid {params.get('pid', '?')} · {self.label}"
+            text: str | None = f"[started] pid {params.get('pid', '?')}{job_words(params)} · {self.label}"
         else:
             text = self.text_view.render_event(method, params)
         if text is None:

@@ -20,6 +20,7 @@ from .runstate import (
     heartbeat_health,
     inactive_for,
     next_beat_in,
+    took_words,
 )
 
 __all__ = [
@@ -109,6 +110,8 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
         parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
     if not idle_turn:
         parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
+    if state.job_id:
+        parts.append(f'<span class="ccx-job">job {html.escape(state.job_id)}</span>')
     silence = _silence_text(state, now)
     if silence:
         parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
@@ -236,7 +239,7 @@ def _clock_text(state: RunState, now: float) -> str:
     if seconds is None:
         return ""
     if state.ended_at is not None:
-        return f"took {format_duration(seconds)}"
+        return f"{took_words(state)} {format_duration(seconds)}"
     if state.between_turns and state.turn_ended_at is not None:
         # The turn is over ("completed"): a clock still counting would read as a stuck run.
         return f"waiting for a follow-up for {format_duration(max(0.0, now - state.turn_ended_at), whole=True)}"

@@ -110,6 +110,8 @@ class RunState:
     duration: float | None = None
     """Run time reported by the server in ``process.completed``."""
     session_id: str | None = None
+    job_id: str | None = None
+    """The durable job this run is (from ``process.started``): the handle to attach to it."""
     connected_at: float | None = None
     heartbeat_interval: float | None = None
     inactivity_threshold: float | None = None
@@ -280,6 +282,9 @@ class RunState:
         self.between_turns = False
         self.pid = _int(params.get("pid"))
         self.pgid = _int(params.get("pgid"))
+        job_id = params.get("job_id")
+        if isinstance(job_id, str) and job_id:
+            self.job_id = job_id
         argv = params.get("argv")
         if isinstance(argv, list):
             self.argv = [str(a) for a in argv]
@@ -473,6 +478,12 @@ def elapsed(state: RunState, now: float) -> float | None:
         return None
     end = state.ended_at if state.ended_at is not None else now
     return max(0.0, end - state.started_at)
+
+
+def took_words(state: RunState) -> str:
+    """How an ended run's time reads: "took", or "followed for" where the run goes on
+    without this handle (a durable job left behind: its own time is not over)."""
+    return "followed for" if state.status == "detached" else "took"
 
 
 def format_duration(seconds: float, *, whole: bool = False) -> str:

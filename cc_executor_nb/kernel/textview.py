@@ -127,7 +127,14 @@ def _text_heartbeat(params: Mapping[str, Any]) -> str:
 def _text_started(params: Mapping[str, Any]) -> str:
     argv = params.get("argv")
     command = command_line([str(a) for a in argv]) if isinstance(argv, list) else ""
-    return f"[started] pid {params.get('pid', '?')} {command}".rstrip()
+    job = job_words(params)
+    return f"[started] pid {params.get('pid', '?')}{job}{' ·' if job else ''} {command}".rstrip()
+
+
+def job_words(params: Mapping[str, Any]) -> str:
+    """`` · job ID`` for a durable job's ``process.started`` (the id to attach with), else ''."""
+    job_id = params.get("job_id")
+    return f" · job {job_id}" if isinstance(job_id, str) and job_id else ""
 
 
 def _text_output(params: Mapping[str, Any]) -> str | None:

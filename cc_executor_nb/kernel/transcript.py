@@ -57,7 +57,7 @@ from ..claude.text import (
 )
 from ..terminaltext import strip_escapes, terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html
-from .runstate import RunState, elapsed, format_duration
+from .runstate import RunState, elapsed, format_duration, took_words
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -128,7 +128,9 @@ class Transcript:
         seconds = elapsed(state, time.monotonic())
         # Between the turns of a conversation the process lives on: the footer has the turn's time.
         if seconds is not None and not state.between_turns:
-            items.append(f"{'took' if state.finished else 'running for'} {format_duration(seconds)}")
+            items.append(f"{took_words(state) if state.finished else 'running for'} {format_duration(seconds)}")
+        if state.job_id:
+            items.append(f"job {state.job_id}")
         if state.lost_note:
             items.append(state.lost_note)
         return items
