@@ -296,3 +296,9 @@ def test_the_snapshot_carries_the_questions_for_text_and_record() -> None:
     assert "[permission] Edit · /w/a.txt → waiting for an answer" in pending
     interpreter.set_permission_requests((dataclasses.replace(EDIT, status="denied", decided_by="stdin", message="no"),))
     assert "[permission] Edit · /w/a.txt → denied by you: no" in join_chunks(renderer.render(interpreter.snapshot()))
+
+
+def test_the_card_shows_a_long_command_whole() -> None:
+    """The approval card shows what runs after 420 blanks (it cut the command at 400 characters)."""
+    html = permission_card_html(PermissionRequest("r", "Bash", {"command": "du -sh ." + " " * 420 + "; echo HIDDEN"}))
+    assert "$ du -sh .⟨420 blanks⟩; echo HIDDEN" in html

@@ -249,6 +249,25 @@ def test_every_line_of_a_command_is_in_the_question() -> None:
     assert text.splitlines() == ["Claude asks to use Bash: ls", "  $ rm -rf build"]
 
 
+PADDED = "du -sh ." + " " * 420 + "; echo HIDDEN > /tmp/x"
+
+
+def test_a_long_command_is_asked_whole_with_its_padding_shown() -> None:
+    """A command past the line limit is never cut: the part after 420 blanks is in the question
+    (it showed 'du -sh .      …', and approving it ran the hidden part)."""
+    text = question_text(PermissionRequest("r", "Bash", {"command": PADDED}))
+    assert text == "Claude asks to use Bash: du -sh .⟨420 blanks⟩; echo HIDDEN > /tmp/x"
+
+
+def test_every_line_of_a_long_command_is_in_the_question() -> None:
+    """A command of more lines than a question shows is shown whole; other inputs stay bounded."""
+    command = "\n".join(f"echo {i}" for i in range(300))
+    readable = readable_input("Bash", {"command": command})
+    assert len(readable.lines) == 300 and readable.cut == 0
+    text = question_text(PermissionRequest("r", "Bash", {"command": command}))
+    assert "$ echo 299" in text and "more line" not in text
+
+
 def test_question_text_is_a_short_plain_prompt() -> None:
     """The terminal form: tool and summary, the description, the diff lines, bounded."""
     request = PermissionRequest("r", "Edit", {"file_path": "/a", "old_string": "old", "new_string": "new"},

@@ -145,15 +145,30 @@ class Readable:
 
 
 def readable_input(tool: str, tool_input: Mapping[str, Any]) -> Readable:
-    """The command for Bash, a unified diff for Edit/MultiEdit/Write, the path for Read, else JSON."""
+    """The command for Bash, a unified diff for Edit/MultiEdit/Write, the path for Read, else JSON.
+
+    A command is shown whole, every line of it (what is cut could be what runs); other
+    inputs keep the first ``MAX_LINES`` lines of ``MAX_LINE_CHARS`` characters each.
+    """
     reader = _READERS.get(tool, _other)
     summary, lines = reader(tool_input)
+    if tool == "Bash":
+        return Readable(summary, tuple(lines))
     return Readable(_clip(summary), tuple(lines[:MAX_LINES]), max(0, len(lines) - MAX_LINES))
 
 
 def _bash(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
-    parts = _lines(_text(tool_input, "command"))
-    return parts[0] if parts else "", [Line("command", _clip(part)) for part in parts or [""]]
+    parts = [command_text(part) for part in _lines(_text(tool_input, "command"))]
+    return parts[0] if parts else "", [Line("command", part) for part in parts or [""]]
+
+
+_PADDING = re.compile(r"(?<=\S)[ \t]{16,}")
+
+
+def command_text(line: str) -> str:
+    """One line of a command to approve, whole: controls shown as ``\\xNN`` and a long run of
+    blanks inside it as ``⟨N blanks⟩`` (padding could push what runs out of sight)."""
+    return _PADDING.sub(lambda match: f"⟨{len(match.group())} blanks⟩", printable(line))
 
 
 def _path_only(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
@@ -279,13 +294,12 @@ def question_text(request: PermissionRequest, *, max_lines: int = TEXT_PROMPT_LI
     if request.description and request.description != readable.summary:
         lines.append(f"  ({_clip(request.description)})")
     # The first command line is in the heading; every other one is shown (a second line
-    # of a shell command is a command too).
-    commands = [ln for ln in readable.lines if ln.kind == "command"]
-    details = [Line("command", f"$ {ln.text}") for ln in commands[1:]]
-    details += [ln for ln in readable.lines if ln.kind not in ("command", "path")]
-    shown = details[:max_lines]
+    # of a shell command is a command too), and never cut.
+    commands = [Line("command", f"$ {ln.text}") for ln in readable.lines if ln.kind == "command"][1:]
+    details = [ln for ln in readable.lines if ln.kind not in ("command", "path")]
+    shown = commands + details[: max(0, max_lines - len(commands))]
     lines += [f"  {ln.text}" for ln in shown]
-    hidden = len(details) - len(shown) + readable.cut
+    hidden = len(commands) + len(details) - len(shown) + readable.cut
     if hidden > 0:
         lines.append(f"  … {hidden} more line{'' if hidden == 1 else 's'}")
     return "\n".join(lines)
