@@ -17,6 +17,7 @@ from pytest_timeout import get_env_settings
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+import cc_executor_nb.client as client_module
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Completed, Event
 from cc_executor_nb.redaction import SecretRedactor
@@ -76,7 +77,10 @@ def _redactor_secrets_per_test() -> Iterator[None]:
         if isinstance(f, SecretRedactor)
     ]
     before = [set(r.secrets) for r in redactors]
+    redacting = set(client_module._REDACTING)  # the client installs each token once
     yield
+    client_module._REDACTING.clear()
+    client_module._REDACTING.update(redacting)
     for redactor, secrets in zip(redactors, before, strict=True):
         redactor.secrets = secrets
     for logger in logging.Logger.manager.loggerDict.values():

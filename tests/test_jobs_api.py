@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -209,3 +211,21 @@ def test_the_demo_runner_gives_its_command_a_backend_and_passes_on_its_end() -> 
     killed = subprocess.run([*runner, sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"], timeout=scaled(60),
                             check=False)
     assert (code.returncode, killed.returncode) == (7, -9)
+
+
+JOBS_AT_DEBUG = """
+import logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+import cc_executor_nb
+cc_executor_nb.jobs.list()
+"""
+
+
+def test_the_job_server_probe_at_debug_logs_no_token(runtime_dir: Path) -> None:
+    """Starting or finding the job server with DEBUG logging on: its token is not in the log
+    (the first probe's Authorization header and 'connected' frame were logged in clear)."""
+    done = subprocess.run([sys.executable, "-c", JOBS_AT_DEBUG], capture_output=True, text=True,
+                          timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    token = json.loads((runtime_dir / RUNTIME_FILE_NAME).read_text())["token"]
+    assert "> Authorization: [redacted]" in done.stderr and token not in done.stderr

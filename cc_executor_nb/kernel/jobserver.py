@@ -30,6 +30,7 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect as sync_connect
 
 from ..errors import CCExecError
+from ..redaction import install_redactor
 from ..server.runtime import (
     RuntimeInfo,
     default_runtime_file,
@@ -197,6 +198,7 @@ def _answers(info: RuntimeInfo) -> bool:
     """Whether the named process is a job server that accepts the token."""
     if not is_job_server(info.pid):
         return False
+    install_redactor(info.token)  # websockets logs the Authorization header and frames at DEBUG
     try:
         with sync_connect(
             info.url,
