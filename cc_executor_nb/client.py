@@ -48,7 +48,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from . import methods, protocol
 from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError
@@ -99,6 +99,8 @@ class _Dialer:
             )
         except InvalidStatus as exc:
             raise _refused(shown_url(self.url), exc) from None
+        except InvalidURI as exc:  # its message is the whole URL, a query's token too
+            raise ValueError(f"{shown_url(self.url)} is not a valid server URL: {exc.msg}") from None
 
 
 class Client:

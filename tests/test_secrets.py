@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from websockets.frames import Frame, Opcode
 
 from cc_executor_nb.client import Client, connect
+from cc_executor_nb.kernel.api import check_server_url
 from cc_executor_nb.server.handler import SecretRedactor
 from cc_executor_nb.server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, child_environment
 
 from .conftest import TOKEN, collect, fake, make_handler, output_of
+from .util import scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,3 +110,27 @@ def test_the_redactor_leaves_ordinary_lines_alone() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "< Host: %s", ("127.0.0.1:8003",), None)
     SecretRedactor({"super-secret"}).filter(record)
     assert record.getMessage() == "< Host: 127.0.0.1:8003"
+
+
+FRAGMENT_URL = "ws://u:PASS@127.0.0.1:9/ws?token=QSECRET#frag"
+
+
+async def test_a_url_websockets_refuses_is_named_without_its_secrets() -> None:
+    """connect() to a URL with a fragment: the error shows neither user info nor query (websockets'
+    InvalidURI printed the whole URL, ?token=... and all)."""
+    with pytest.raises(ValueError) as caught:
+        await connect(FRAGMENT_URL, "x")
+    assert "ws://127.0.0.1:9/ws" in str(caught.value)
+    assert "QSECRET" not in str(caught.value) and "PASS" not in str(caught.value)
+
+
+def test_a_server_url_with_a_fragment_is_one_line_without_its_secrets() -> None:
+    """The notebook's run(server=...) and the terminal client refuse it up front, secrets left out."""
+    with pytest.raises(ValueError, match="must not have a fragment") as caught:
+        check_server_url(FRAGMENT_URL)
+    assert "QSECRET" not in str(caught.value) and "PASS" not in str(caught.value)
+    done = subprocess.run([sys.executable, "-m", "cc_executor_nb", "run", "--server", FRAGMENT_URL, "--", "true"],
+                          capture_output=True, text=True, timeout=scaled(30), check=False,
+                          env={**os.environ, "CC_EXECUTOR_TOKEN": "x"})
+    assert (done.returncode, done.stderr) == (2, "error: server URL 'ws://127.0.0.1:9/ws' must not have a fragment "
+                                                 "('#...')\n")

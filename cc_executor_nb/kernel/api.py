@@ -534,6 +534,8 @@ def check_server_url(server: object) -> None:
     if server is not None and not (isinstance(server, str) and server.lower().startswith(("ws://", "wss://"))):
         shown = shown_url(server) if isinstance(server, str) else server  # never a password or token
         raise ValueError(f"server must be a ws:// or wss:// URL, not {shown!r}")
+    if isinstance(server, str) and "#" in server:  # websockets' refusal would print it whole, query and all
+        raise ValueError(f"server URL {shown_url(server)!r} must not have a fragment ('#...')")
 
 
 def _sendable(options: RunOptions) -> RunOptions:
