@@ -224,6 +224,15 @@ async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
     assert info.value.data["errno"] == 13
 
 
+async def test_a_claude_missing_on_the_servers_path_says_how_to_install_it(client, tmp_path) -> None:
+    """A remote server without claude: -32004 says where it is missing and how to install it
+    (the notebook could only say "No such file or directory")."""
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=["claude", "-p", "hi"], env={"PATH": str(tmp_path)})
+    assert info.value.message.startswith("could not start 'claude': No such file or directory (not on this server's")
+    assert "npm install -g @anthropic-ai/claude-code" in info.value.message
+
+
 async def test_a_cwd_under_tilde_is_in_the_servers_home(client) -> None:
     """cwd "~" (a magic's --cwd ~, no shell to expand it) runs in the server user's home."""
     await client.execute(argv=["python3", "-c", "import os; print(os.getcwd())"], cwd="~")

@@ -154,7 +154,14 @@ def _spawn_error(code: int, what: str, where: str | None = None) -> SpawnFailed:
     """-32004 naming the program, and ``where`` the failure lies when it is not the program."""
     strerror = os.strerror(code)
     reason = f"{where}: {strerror}" if where else strerror
-    return SpawnFailed(f"could not start {what!r}: {reason}", {"errno": code, "strerror": strerror})
+    hint = _CLAUDE_HINT if code == errno.ENOENT and where is None and os.path.basename(what) == "claude" else ""
+    return SpawnFailed(f"could not start {what!r}: {reason}{hint}", {"errno": code, "strerror": strerror})
+
+
+_CLAUDE_HINT = (
+    " (not on this server's PATH: install it on the server's machine with"
+    " `npm install -g @anthropic-ai/claude-code`, or start the server with claude on its PATH)"
+)
 
 
 def signal_group(pgid: int, sig: int) -> bool:
