@@ -369,6 +369,19 @@ async def test_shutdown_kills_every_group() -> None:
     assert not psutil.Process().children()
 
 
+async def test_a_run_alive_when_the_server_stops_ends_cancelled_saying_so() -> None:
+    """The client of a run the stopping server kills gets "cancelled: the server stopped" (it got
+    failed, exit code 143: a Claude conversation waiting for a follow-up read as a failure)."""
+    handler = make_handler(kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    client = await connect(handler.url, TOKEN)
+    await client.execute(argv=["sleep", "30"])
+    events = asyncio.create_task(collect(client))
+    await handler.close()
+    ended = completed(await events).params
+    assert (ended["status"], ended["error"]) == ("cancelled", "cancelled: the server stopped")
+
+
 @pytest.mark.parametrize(
     ("holds", "message"),
     [({"disk"}, "Process is held until the client reads more of its output (disk limit)"),

@@ -197,6 +197,11 @@ class Execution:
         self.terminate()
         await self._notify(methods.PROCESS_CANCELLED, {"status": "cancelled", **self.pid_fields})
 
+    def stopped_by_shutdown(self) -> None:
+        """The server stops and will terminate the group: the run ends ``cancelled``, saying
+        so, not ``failed`` with the SIGTERM's exit code 143."""
+        self.stopped_by = self.stopped_by or "shutdown"
+
     def fail(self, error: str) -> None:
         """The run cannot go on (its job's log cannot be written): stop the group, escapees
         too, and end ``failed`` with ``error``. Its owner already told the client why."""

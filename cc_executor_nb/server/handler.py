@@ -222,6 +222,9 @@ class EnhancedWebSocketHandler:
         self._closing = True
         logger.info("x [ENHANCED] shutting down: %d sessions", len(self.sessions.sessions))
         await self.jobs.shutdown()
+        for session in self.sessions.sessions.values():
+            if session.execution is not None and session.running:
+                session.execution.stopped_by_shutdown()  # it ends "cancelled: the server stopped"
         await self.processes.shutdown()
         if self.server is not None:
             self.server.close()
