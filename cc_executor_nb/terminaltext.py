@@ -8,6 +8,9 @@ line break) and colours became ``[31m`` litter. Here:
 - :func:`overwrite_lines`: after a carriage return, what follows overwrites the line
   from its start, character by character, as on a terminal (``\\r\\n`` is a newline);
 - :func:`strip_escapes`: every escape sequence removed (CSI, OSC, the two-byte ones);
+- :func:`printable`: untrusted text made safe to show anywhere (a terminal, a page, a
+  record that ``cat`` or ``nbconvert --stdout`` prints): escapes and the other control
+  characters removed, bidi controls made visible (:func:`reveal_bidi`);
 - :func:`ansi_html`: escaped HTML in which SGR colours and weights become ``<span
   style>`` from a fixed palette (the style never holds text from the output), every other
   escape removed.
@@ -22,12 +25,19 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["ansi_html", "overwrite_lines", "strip_escapes", "terminal_text"]
+__all__ = ["CONTROL", "ansi_html", "overwrite_lines", "printable", "reveal_bidi", "strip_escapes", "terminal_text"]
 
 # CSI (ESC [ parameters intermediates final), OSC (ESC ] ... BEL or ST, or cut off at the
 # end), and the other two-byte escapes (ESC and one byte from 0 to _, like ESC 7, or a
 # charset pick); a sequence cut off at the end of the text is removed too.
 _ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()][0-9A-Za-z]?|[0-?@-Z\\-_]?)")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 controls but tab and newline, DEL, and the C1 controls (U+009B is a CSI, U+009D an OSC)."""
+# Embeddings, overrides and isolates reorder the text that follows them on screen, so a
+# command shown for approval could read otherwise than it runs ("Trojan Source"). The
+# marks (LRM, RLM, ALM) only steer neutral characters, and right-to-left letters need no
+# control at all: both stay.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
 _ESCAPE_OR_CHAR = re.compile(_ESCAPE.pattern + r"|.", re.DOTALL)
 
@@ -46,6 +56,20 @@ def terminal_text(text: str) -> str:
 def strip_escapes(text: str) -> str:
     """``text`` without escape sequences."""
     return _ESCAPE.sub("", text) if "\x1b" in text else text
+
+
+def printable(text: str) -> str:
+    """Untrusted ``text`` safe to show: escape sequences and control characters removed
+    (tabs and newlines stay, ``\\r\\n`` becomes ``\\n``), bidi controls made visible.
+
+    ``"a\\x1b]0;title\\x07b\\x9b2J"`` is ``"ab2J"``; ``"x\\u202ey"`` is ``"x⟨U+202E⟩y"``.
+    """
+    return reveal_bidi(CONTROL.sub("", strip_escapes(text)))
+
+
+def reveal_bidi(text: str) -> str:
+    """Each bidi embedding, override or isolate control shown as ``⟨U+202E⟩`` instead of acting."""
+    return _BIDI.sub(lambda match: f"⟨U+{ord(match.group()):04X}⟩", text)
 
 
 def overwrite_lines(text: str) -> str:

@@ -198,6 +198,15 @@ def test_terminal_escapes_in_model_and_tool_text_are_removed() -> None:
     assert "[tool] Bash · ls → ok" in text  # no "[31m" after the tool's name
 
 
+def test_bidi_controls_in_tool_lines_and_the_answer_are_shown() -> None:
+    """A tool's name and input and the answer show an override or isolate as ⟨U+202E⟩ (right-to-left
+    letters stay): the line reads as the command runs."""
+    tool = ToolCall("t1", "Bash\u2067", {"command": "echo \u202e; rm x"}, result="", status="done")
+    assert tool_line(tool) == "[tool] Bash⟨U+2067⟩ · echo ⟨U+202E⟩; rm x → ok, 0 lines"
+    chunks = ClaudeTextRenderer().render(view(text="שלום \u202eevil\n", phase="done", result={}), final=True)
+    assert "שלום ⟨U+202E⟩evil\n" in join_chunks(chunks)
+
+
 def test_colours_in_the_answer_leave_no_litter() -> None:
     """An answer with SGR colours reads as its words: no ``[31m`` left where an ESC was removed."""
     coloured = "the \x1b[31mred\x1b[0m word and \x1b[1;32mbold green\x1b[0m\n"

@@ -322,6 +322,16 @@ def test_control_characters_never_reach_the_terminal() -> None:
     assert "\x1b" not in odd and "Tool\\x1b[8m" in odd
 
 
+def test_a_bidi_override_in_a_command_is_shown_not_obeyed() -> None:
+    """A command to approve with U+202E (RLO) or isolates shows them as ⟨U+202E⟩: what a person
+    reads is the order in which the shell runs it."""
+    request = PermissionRequest("r", "Bash", {"command": "echo safe \u202e; rm -rf ~ #"}, description="x\u202d")
+    text = question_text(request)
+    assert "\u202e" not in text and "\u202d" not in text
+    assert "Bash: echo safe ⟨U+202E⟩; rm -rf ~ #" in text and "(x⟨U+202D⟩)" in text
+    assert "use Tool⟨U+2066⟩" in question_text(PermissionRequest("r", "Tool\u2066", {}))
+
+
 # Reading what was written to stdin (a durable job's process.input)
 
 

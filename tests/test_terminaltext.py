@@ -13,11 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cc_executor_nb
-from cc_executor_nb.terminaltext import ansi_html, overwrite_lines, strip_escapes, terminal_text
+from cc_executor_nb.terminaltext import ansi_html, overwrite_lines, printable, strip_escapes, terminal_text
 
 pytestmark = pytest.mark.timeout(60)
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
+# What a terminal would obey: OSC 52 (clipboard), OSC 0 (title), CSI (clear), C1 CSI/OSC/ST, NUL.
+HOSTILE = "\x1b]52;c;UFdOR\x07\x1b]0;PWNED\x07\x1b[2J\x9b2J\x9d0;T\x9c\x00"
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+# Controls a page or a record may never carry raw: C0 but tab and newline, DEL, C1, bidi controls.
+FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _OUR_SPAN = re.compile(r'<span style="[a-z:;#(),.0-9-]*">|</span>')
 
 
@@ -86,6 +91,18 @@ def test_html_for_any_mix_is_our_spans_around_the_escaped_plain_text(text: str) 
     assert "\x1b" not in shown
     assert html.unescape(_OUR_SPAN.sub("", shown)) == strip_escapes(text)
     assert "<" not in _OUR_SPAN.sub("", shown)
+
+
+def test_printable_drops_escapes_and_controls_and_shows_bidi_controls() -> None:
+    """printable: OSC 52/0, CSI, C1 and NUL gone, tab and newline kept, ``\\u202e`` shown as ⟨U+202E⟩."""
+    assert printable(f"a{HOSTILE}b\tc\r\nd\u202ee") == "a2J0;Tb\tc\nd⟨U+202E⟩e"
+    assert printable(BIDI) == "".join(f"⟨U+{ord(char):04X}⟩" for char in BIDI)
+
+
+def test_printable_keeps_right_to_left_text_and_its_marks() -> None:
+    """Ordinary RTL text (Hebrew, Arabic) and the LRM/RLM/ALM marks are no controls: they stay as they are."""
+    text = "שלום עולם \u200f(1)\u200e مرحبا\u061c بالعالم"
+    assert printable(text) == text
 
 
 # A real run: what the record and the widget show

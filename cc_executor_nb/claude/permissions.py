@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..terminaltext import CONTROL, reveal_bidi
 from .control import PermissionAsked
 
 __all__ = [
@@ -274,13 +275,11 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
 
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def printable(text: str) -> str:
-    """Control characters shown as ``\\xNN``: a model's command must not drive the terminal
-    (an escape sequence could hide what it asks to run)."""
-    return _CONTROLS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    """Control characters shown as ``\\xNN`` and bidi controls as ``⟨U+202E⟩``: a model's
+    command must not drive the terminal nor reorder what a person reads (an escape sequence
+    or an override could hide what it asks to run)."""
+    return reveal_bidi(CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text))
 
 
 # The question as text (terminal, the cell's input box)

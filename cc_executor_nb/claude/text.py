@@ -27,7 +27,8 @@ mid-word, and never with a newline added), and ``note`` chunks are one line each
 - ``[error] ...`` and ``[result] done · $0.0092 · ... · session ...`` at the end.
 
 Model and tool text is untrusted: control characters (terminal escape sequences
-included) are removed from everything returned here.
+included) are removed from everything returned here, and bidi controls shown as
+``⟨U+202E⟩`` (:func:`~cc_executor_nb.terminaltext.printable`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ..terminaltext import strip_escapes, terminal_text
+from ..terminaltext import printable, terminal_text
 from .limits import UsageLimit, describe_limit
 from .render import decision_words, format_cost, format_duration, retry_text, status_name, tool_input_summary
 from .streamjson import ApiRetry, ToolCall
@@ -73,8 +74,6 @@ ChunkKind = Literal["answer", "note"]
 _ESCAPE_CHARS = 64
 """How far back a cut of the answer looks for an escape it would split (longer ones are rare)."""
 _WHOLE_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|[0-?@-Z\\-_])")
-# C0 controls but tab and newline, DEL, and C1 controls (ESC starts terminal escapes).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -121,12 +120,6 @@ class ClaudeSnapshot(Protocol):
     def num_turns(self) -> int | None: ...
     @property
     def phase(self) -> str: ...
-
-
-def printable(text: str) -> str:
-    """``text`` without escape sequences and control characters (tabs and newlines stay;
-    ``\\r\\n`` becomes ``\\n``): ``\\x1b[31mred`` is ``red``, not ``[31mred``."""
-    return _CONTROL.sub("", strip_escapes(text))
 
 
 # One line each
