@@ -13,7 +13,7 @@ line break) and colours became ``[31m`` litter. Here:
   characters removed, bidi controls made visible (:func:`reveal_bidi`);
 - :func:`ansi_html`: escaped HTML in which SGR colours and weights become ``<span
   style>`` from a fixed palette (the style never holds text from the output), every other
-  escape removed.
+  escape removed, and the text between them :func:`printable`.
 
 ``run.stdout`` keeps the bytes as they came; only what is shown changes. Pure functions.
 """
@@ -138,9 +138,10 @@ _FLAGS: dict[int, dict[str, Any]] = {
 
 
 def ansi_html(text: str) -> str:
-    """``text`` escaped for HTML, its SGR colours and weights as styled spans."""
+    """``text`` escaped for HTML, its SGR colours and weights as styled spans (the text
+    :func:`printable`: no other escape or control character, bidi controls visible)."""
     if "\x1b" not in text:
-        return html.escape(text)
+        return html.escape(printable(text))
     out: list[str] = []
     style = _PLAIN
     position = 0
@@ -157,7 +158,7 @@ def ansi_html(text: str) -> str:
 def _span(style: _Style, text: str) -> str:
     if not text:
         return ""
-    escaped = html.escape(text)
+    escaped = html.escape(printable(text))
     css = style.css()
     return f'<span style="{css}">{escaped}</span>' if css else escaped
 

@@ -82,14 +82,19 @@ def test_a_sequence_that_is_no_sgr_cannot_reach_the_style() -> None:
     assert "<" not in shown and shown == html.escape(strip_escapes(text))
 
 
-_PIECES = ["\x1b", "[", "]", "3", "8", ";", "m", "5", "2", "\r", "\n", "<", '"', "&", "a", "\x07"]
+_PIECES = [
+    "\x1b", "[", "]", "3", "8", ";", "m", "5", "2", "\r", "\n", "<", '"', "&", "a", "\x07",
+    "\t", "\x00", "\x9b", "\x9d", "\x9c", "\u202e", "\u2066",
+]  # fmt: skip
 
 
 @given(st.text(alphabet=st.sampled_from(_PIECES)))
 def test_html_for_any_mix_is_our_spans_around_the_escaped_plain_text(text: str) -> None:
+    """Whatever the output holds, its HTML is our spans around its printable text: no
+    escape, no other control (C1 and NUL included), bidi controls shown, nothing but spans."""
     shown = ansi_html(text)
-    assert "\x1b" not in shown
-    assert html.unescape(_OUR_SPAN.sub("", shown)) == strip_escapes(text)
+    assert not FORBIDDEN.search(shown) and "\x1b" not in shown
+    assert html.unescape(_OUR_SPAN.sub("", shown)) == printable(text)
     assert "<" not in _OUR_SPAN.sub("", shown)
 
 
@@ -103,6 +108,15 @@ def test_printable_keeps_right_to_left_text_and_its_marks() -> None:
     """Ordinary RTL text (Hebrew, Arabic) and the LRM/RLM/ALM marks are no controls: they stay as they are."""
     text = "שלום עולם \u200f(1)\u200e مرحبا\u061c بالعالم"
     assert printable(text) == text
+
+
+def test_command_output_html_drops_c1_and_nul_but_keeps_colours_redraws_tabs_and_newlines() -> None:
+    """The output's HTML (widget, record): no C1 control or NUL, while SGR colours, a
+    carriage-return redraw, tabs and newlines are drawn as before."""
+    text = f"col1\tcol2\x00\n{RED} 10%{RESET}\r{RED} 99%{RESET}\x9b2J\x9d0;T\x9c\n"
+    shown = ansi_html(overwrite_lines(text))
+    assert not FORBIDDEN.search(shown)
+    assert shown == 'col1\tcol2\n<span style="color:#e75c58"> 99%</span>2J0;T\n'
 
 
 # A real run: what the record and the widget show

@@ -27,6 +27,8 @@ from cc_executor_nb.kernel.transcript import (
     safe_markdown,
 )
 
+from .test_terminaltext import FORBIDDEN
+
 pytestmark = pytest.mark.timeout(60)
 
 RECORDINGS = Path(__file__).with_name("data") / "streamjson"
@@ -199,6 +201,16 @@ def test_a_command_record_has_status_exit_code_and_output_tails() -> None:
     assert "**stderr**\n\n```\nto <stderr>\n```" in md
     html_record = Transcript(run).html()
     assert "to &lt;stderr&gt;" in html_record and "<stderr>" not in html_record
+
+
+def test_a_command_records_html_has_no_c1_control_or_nul() -> None:
+    """C1 controls (CSI, OSC, ST as U+009B, U+009D, U+009C) and NUL in a command's output leave
+    its HTML record; colours, the last redraw of a line, tabs and newlines stay."""
+    stdout = "a\tb\x00\x9b2J\n\x1b[32m 1%\r\x1b[32m99%\x1b[0m\n"
+    run = command_run(("stdout", stdout), ("stderr", "\x9d0;T\x9c\u202e!\n"))
+    record = Transcript(run).html()
+    assert not FORBIDDEN.search(record), FORBIDDEN.findall(record)
+    assert "a\tb2J\n" in record and '<span style="color:#00a250">99%</span>' in record and "⟨U+202E⟩!" in record
 
 
 def test_output_with_backtick_fences_cannot_break_out_of_its_block() -> None:
