@@ -19,6 +19,7 @@ from cc_executor_nb.kernel.textview import TextView
 
 from .test_claude_render import assert_inert
 from .test_streamjson import assistant, result, streamed_text, text
+from .test_terminaltext import FORBIDDEN
 from .test_widgets import DummyComm, comms  # noqa: F401 - the fixture is used by name
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,6 +100,18 @@ def test_the_card_escapes_everything_from_the_cli() -> None:
     html = permission_card_html(request, waiting=2, on_stdin=True)
     assert_inert(html)
     assert "&lt;script&gt;" in html and "2 more questions waiting" in html and "input box" in html
+
+
+def test_the_card_shows_terminal_and_bidi_controls_instead_of_carrying_them() -> None:
+    """OSC 52, OSC 0, CSI, C1, NUL and U+202E in the tool, command, description and path are
+    shown (``\\x1b``, ``⟨U+202E⟩``), never carried raw: the card reads as the command runs."""
+    evil = "\x1b]52;c;UFdOR\x07\x1b]0;T\x07\x1b[2J\x9b\x00\u202e"
+    shown = "\\x1b]52;c;UFdOR\\x07\\x1b]0;T\\x07\\x1b[2J\\x9b\\x00⟨U+202E⟩"
+    bash = PermissionRequest("q", "Bash", {"command": f"ls{evil}"}, description=f"d{evil}", blocked_path=f"/p{evil}")
+    html = permission_card_html(bash) + permission_card_html(PermissionRequest("r", f"Tool{evil}", {}))
+    assert not FORBIDDEN.search(html), FORBIDDEN.findall(html)
+    for part in (f"use Tool{shown}</strong>", f"$ ls{shown}</div>", f">d{shown}</div>", f"<code>/p{shown}</code>"):
+        assert part in html
 
 
 def test_turns_show_later_prompts_escaped_and_the_interrupt() -> None:

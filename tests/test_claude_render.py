@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from cc_executor_nb.claude import render as claude_render
 from cc_executor_nb.claude.render import (
+    claude_body_html,
     format_cost,
     format_duration,
     format_seconds,
@@ -29,6 +30,8 @@ from cc_executor_nb.claude.render import (
     tool_input_summary,
 )
 from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun
+
+from .test_terminaltext import FORBIDDEN
 
 XSS = "<img src=x onerror=alert(1)>\n\n<script>alert(2)</script>\n\n[x](javascript:alert(3))"
 SAFE_SCHEMES = ("http:", "https:", "mailto:")
@@ -189,21 +192,76 @@ def test_any_markdown_renders_inert(markdown: str) -> None:
     assert_inert(render_without_nh3(markdown))
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(max_size=80), st.text(max_size=40), st.text(max_size=80))
-def test_untrusted_run_text_is_inert(text: str, name: str, tool_text: str) -> None:
-    """Model text, tool names, inputs and results render inert everywhere in the run."""
+def hostile_lines(text: str, name: str, tool_text: str, *, is_error: bool = True) -> list[str]:
+    """The stream-json of a run whose every untrusted field holds the given text: thinking,
+    answer, tool name, input and result, model, session id, a retry, the result."""
     tool = {"type": "tool_use", "id": "t1", "name": name, "input": {"command": tool_text}}
     content = [{"type": "thinking", "thinking": text}, {"type": "text", "text": text}, tool]
     tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": tool_text}
-    run = run_of(
+    return [
         line(type="system", subtype="init", session_id=name, model=name),
         line(type="assistant", message={"id": "m1", "content": content}),
         line(type="user", message={"content": [tool_result]}),
         line(type="system", subtype="api_retry", attempt=1, error=text),
-        line(type="result", subtype="success", is_error=True, result=text),
-    )
-    assert_inert(render_claude_html(run))
+        line(type="result", subtype="success", is_error=is_error, result=text),
+    ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=40), st.text(max_size=80))
+def test_untrusted_run_text_is_inert(text: str, name: str, tool_text: str) -> None:
+    """Model text, tool names, inputs and results render inert everywhere in the run."""
+    assert_inert(render_claude_html(run_of(*hostile_lines(text, name, tool_text))))
+
+
+# Terminal and bidi controls: a page or record that ``cat`` or ``nbconvert --stdout``
+# prints must not drive the terminal (OSC 52 writes the clipboard, OSC 0 the title).
+
+HOSTILE = "<script>x</script>\x1b]52;c;UFdOR\x07\x1b]0;PWNED-TITLE\x07\x1b[2J\x9b2J\x9d0;T\x9c\x00\u202e"
+SHOWN = "&lt;script&gt;x&lt;/script&gt;2J0;T⟨U+202E⟩"
+"""HOSTILE as the HTML shows it: escaped, escapes and controls gone, the override visible."""
+_CONTROLLED = st.text(
+    st.one_of(st.sampled_from("\x1b][0;\x07\x9b\x9d\x9c\x00\r\u202e\u2068"), st.characters()), max_size=60
+)
+
+
+def test_thinking_tools_footer_and_answer_carry_no_terminal_or_bidi_controls() -> None:
+    """A run whose thinking, tool name, input and result, model and session id hold OSC 52,
+    OSC 0, CSI, C1, NUL and U+202E renders none of them raw; text, tabs and newlines stay."""
+    run = run_of(*hostile_lines(f"THINK\tcol\nline{HOSTILE}", f"Evil{HOSTILE}", f"ls{HOSTILE}", is_error=False))
+    html = render_claude_html(run)
+    assert not FORBIDDEN.search(html), FORBIDDEN.findall(html)
+    assert f">THINK\tcol\nline{SHOWN}</div></details>" in html  # the thinking
+    assert f'<strong class="cc-tool-name">Evil{SHOWN}</strong>' in html
+    assert f'<code class="cc-tool-input">ls{SHOWN}</code>' in html
+    assert f"Evil{SHOWN} · session Evil{SHOWN}</div>" in html  # the footer's model and session id
+
+
+def test_errors_and_the_clis_stderr_carry_no_terminal_or_bidi_controls() -> None:
+    """A failed run's error message and the note of a run without a result (its raw lines and
+    stderr) render no control raw."""
+    failed = render_claude_html(run_of(*hostile_lines(f"boom{HOSTILE}", "Bash", "ls")))
+    assert not FORBIDDEN.search(failed) and f"boom{SHOWN}</div></div>" in failed
+    cut_off = run_of(line(type="system", subtype="init", session_id="s", model="m"), f"not json{HOSTILE}")
+    note = claude_body_html(cut_off, status="failed", exit_code=1, stderr=f"error{HOSTILE}")
+    assert not FORBIDDEN.search(note) and f"error{SHOWN}</pre>" in note
+
+
+def test_the_answer_shows_bidi_controls_and_keeps_right_to_left_text() -> None:
+    """In the answer an override is shown, not obeyed; Hebrew, Arabic and the RLM mark stay as written."""
+    html = render_answer_html("שלום \u200fمرحبا\n\n`rm -rf ~ \u202e#` \u2066x\u2069")
+    assert not FORBIDDEN.search(html)
+    assert "שלום \u200fمرحبا" in html and "<code>rm -rf ~ ⟨U+202E⟩#</code> ⟨U+2066⟩x⟨U+2069⟩" in html
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CONTROLLED, _CONTROLLED, _CONTROLLED)
+def test_no_control_reaches_the_html_of_any_run(text: str, name: str, tool_text: str) -> None:
+    """Whatever the model, the tools and the CLI send, the run's HTML (the widget's and the
+    record's) holds no control but tab and newline, and no bidi control."""
+    run = run_of(*hostile_lines(text, name, tool_text))
+    html = claude_body_html(run, status="failed", exit_code=1, stderr=text)
+    assert not FORBIDDEN.search(html), FORBIDDEN.findall(html)
 
 
 # Markdown

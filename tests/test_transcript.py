@@ -27,6 +27,7 @@ from cc_executor_nb.kernel.transcript import (
     safe_markdown,
 )
 
+from .test_claude_render import HOSTILE, SHOWN, hostile_lines
 from .test_terminaltext import FORBIDDEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,6 +156,25 @@ def test_the_xss_answer_is_inert_in_html_and_markdown() -> None:
     assert_inert(rendered)
     assert "&lt;img src=x onerror=alert(1)&gt;" in rendered and "<h1>Demo report</h1>" in rendered
     assert "<img src=x onerror=alert(1)>" in bundle["text/plain"]  # plain text is text
+
+
+def test_no_form_of_a_claude_record_carries_terminal_or_bidi_controls(tmp_path: Path) -> None:
+    """A run whose prompt, thinking, tool name, input and result, model and session id hold
+    OSC 52, OSC 0, CSI, C1, NUL and U+202E: the HTML record, the Markdown, the text and the
+    page run.save() writes hold none of them raw (``cat``/``nbconvert --stdout`` stay inert)."""
+    prompt = f"ask{HOSTILE}"
+    interpreter = ClaudeInterpreter(prompt=prompt)
+    lines = hostile_lines(f"THINK\tx\n{HOSTILE}", f"Evil{HOSTILE}", f"ls{HOSTILE}")
+    interpreter.feed("stdout", "\n".join(lines) + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label=f"claude: {prompt[:5]}", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": prompt})
+    transcript = Transcript(run)
+    page = transcript.save(tmp_path / "run.html").read_text(encoding="utf-8")
+    for form in [*transcript.bundle().values(), page]:
+        assert not FORBIDDEN.search(form), FORBIDDEN.findall(form)
+        assert "⟨U+202E⟩" in form
+    assert f"ask{SHOWN}</blockquote>" in page and f"Evil{SHOWN}</strong>" in page
 
 
 def test_raw_claude_runs_record_their_json_lines() -> None:

@@ -1,8 +1,10 @@
 """Render a :class:`~cc_executor_nb.claude.streamjson.ClaudeRun` as HTML for the widget.
 
 Pure functions from a run to HTML strings; the widget only puts them on the
-page. Every piece of text that comes from the model or a tool is untrusted and
-is escaped with :func:`html.escape`. The answer is Markdown: it is rendered by
+page. Every piece of text that comes from the model, a tool or the CLI is untrusted:
+it is made :func:`~cc_executor_nb.terminaltext.printable` (no terminal escape or
+control character, which ``cat`` or ``nbconvert --stdout`` would hand to a terminal,
+and bidi controls visible) and escaped with :func:`html.escape`. The answer is Markdown: it is rendered by
 markdown-it-py with raw HTML disabled and links restricted to http, https and
 mailto, and then, when ``nh3`` is installed, cleaned again against a short
 allow-list (no images, scripts, styles, frames or event handlers) as defence
@@ -28,10 +30,11 @@ from markdown_it import MarkdownIt
 
 from ..events import FINAL_STATUSES
 from ..protocol import one_line
-from ..terminaltext import ansi_html, overwrite_lines, strip_escapes
+from ..terminaltext import ansi_html, overwrite_lines, printable
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, readable_input
+from .permissions import printable as visible_controls
 from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary
 
 _nh3: ModuleType | None
@@ -159,10 +162,16 @@ def _sanitize(html: str) -> str:
 
 def render_answer_html(markdown_text: str) -> str:
     """Render untrusted Markdown to safe HTML (no raw HTML, images or unsafe links, and no
-    terminal escapes: a tool's coloured output quoted in an answer)."""
+    terminal escapes or controls: a tool's coloured output quoted in an answer)."""
     if not markdown_text.strip():
         return ""
-    return f'<div class="cc-answer">{_sanitize(_markdown().render(strip_escapes(markdown_text)))}</div>'
+    return f'<div class="cc-answer">{_sanitize(_markdown().render(printable(_line_feeds(markdown_text))))}</div>'
+
+
+def _line_feeds(text: str) -> str:
+    """CommonMark's line endings as line feeds: a lone carriage return ends a line there,
+    and :func:`printable` would drop it, joining the lines."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 # Thinking
@@ -180,7 +189,7 @@ def render_thinking_html(run: ClaudeRun) -> str:
     label = "Thinking…" if live else "Thinking"
     return (
         f'<details class="cc-thinking"><summary style="{_MUTED}">{label}</summary>'
-        f'<div style="{_PRE};{_MUTED}">{escape(_tail(thinking, MAX_THINKING_CHARS))}</div>'
+        f'<div style="{_PRE};{_MUTED}">{escape(printable(_tail(thinking, MAX_THINKING_CHARS)))}</div>'
         "</details>"
     )
 
@@ -220,7 +229,7 @@ def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None) -> str
     state, icon = _tool_state(tool)
     head = (
         f'<span class="cc-tool-status">{icon}</span> '
-        f'<strong class="cc-tool-name">{escape(tool.name or "tool")}</strong> '
+        f'<strong class="cc-tool-name">{escape(printable(tool.name or "tool"))}</strong> '
         f'<code class="cc-tool-input">{escape(tool_input_summary(tool.input))}</code>'
         f"{_decision_html(decision)}"
     )
@@ -252,7 +261,7 @@ def _decision_html(request: PermissionRequest | None) -> str:
         return ""
     text = decision_words(request.status, request.decided_by, request.always)
     if request.status == "denied" and request.message:
-        text += f": {one_line(request.message, MAX_TOOL_INPUT_CHARS)}"
+        text += f": {one_line(printable(request.message), MAX_TOOL_INPUT_CHARS)}"
     color = "#198754" if request.status == "allowed" else "#b00020" if request.status == "denied" else "#6c757d"
     return (
         f' <span class="cc-decision cc-decision-{escape(request.status)}" style="color:{color};{_MUTED}">'
@@ -284,13 +293,13 @@ _SUMMARY_KEYS = (
 
 
 def tool_input_summary(tool_input: dict[str, Any] | str, limit: int = MAX_TOOL_INPUT_CHARS) -> str:
-    """A one-line preview of a tool's input, at most ``limit`` characters.
+    """A one-line preview of a tool's input, at most ``limit`` characters, :func:`printable`.
 
     The most telling field (command, file path, pattern, URL, ...) is shown
     alone when present, otherwise the compact JSON of the whole input.
     """
     text = tool_input if isinstance(tool_input, str) else _pick_input(tool_input)
-    return one_line(text, limit)
+    return one_line(printable(text), limit)
 
 
 def _pick_input(tool_input: dict[str, Any]) -> str:
@@ -334,7 +343,7 @@ def render_retries_html(run: ClaudeRun) -> str:
     if not run.retries or run.phase == "done":
         return ""
     return (
-        f'<div class="cc-retry" style="color:#a66a00">⟳ {escape(retry_text(run.retries[-1]))}</div>'
+        f'<div class="cc-retry" style="color:#a66a00">⟳ {escape(printable(retry_text(run.retries[-1])))}</div>'
     )
 
 
@@ -354,7 +363,7 @@ def render_limit_html(run: ClaudeRun, now: float, *, ended: bool = False) -> str
             text += f" · resume with --resume {run.session_id}"
     else:
         return ""
-    return f'<div class="cc-limit" style="color:#a66a00">⏳ {escape(text)}</div>'
+    return f'<div class="cc-limit" style="color:#a66a00">⏳ {escape(printable(text))}</div>'
 
 
 def render_error_html(run: ClaudeRun) -> str:
@@ -367,8 +376,8 @@ def render_error_html(run: ClaudeRun) -> str:
     else:
         title = f"Claude run failed ({run.subtype or 'error'})"
     return (
-        f'<div class="cc-error" style="color:#b00020"><strong>{escape(title)}</strong>'
-        f'<div style="white-space:pre-wrap">{escape(run.error_message)}</div></div>'
+        f'<div class="cc-error" style="color:#b00020"><strong>{escape(printable(title))}</strong>'
+        f'<div style="white-space:pre-wrap">{escape(printable(run.error_message))}</div></div>'
     )
 
 
@@ -433,11 +442,11 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
         items.append(facts["model"])
     if facts["session_id"]:
         items.append(f"session {facts['session_id']}")
-    text = " · ".join(escape(item) for item in items if item)
+    text = " · ".join(escape(printable(item)) for item in items if item)
     reason = run.cost_estimate_reason if facts["cost_usd"] is not None else None
     # Off Anthropic's own API (a gateway, a proxy, the demo) or on a subscription, the CLI's
     # cost is what the tokens would cost at list prices, not the bill.
-    note = f' title="{escape(f"the cost is an estimate ({reason})", quote=True)}"' if reason else ""
+    note = f' title="{escape(printable(f"the cost is an estimate ({reason})"), quote=True)}"' if reason else ""
     return f'<div class="cc-footer" style="{_MUTED}"{note}>{text}</div>'
 
 
@@ -503,14 +512,14 @@ def render_turns_html(run: ClaudeRun, decisions: dict[str, PermissionRequest] | 
 def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
     prompt = ""
     if turn.index > 0:
-        prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(turn.prompt)}</div>'
+        prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
     body = [prompt, _tool_cards(turn.tools, decisions)]
     if turn.interrupted and turn.result is not None:
         body += [render_answer_html(turn.text), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
         body += [render_answer_html(turn.text if turn.text.strip() != message.strip() else ""),
-                 f'<div class="cc-error" style="color:#b00020">{escape(message)}</div>']
+                 f'<div class="cc-error" style="color:#b00020">{escape(printable(message))}</div>']
     else:
         body.append(render_answer_html(turn.answer))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
@@ -588,7 +597,7 @@ def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: 
         title += f" with exit code {exit_code}"
     detail = "\n".join([*run.raw_lines, stderr.strip()]).strip()[-_NOTE_CHARS:]
     body = (
-        f'<pre style="white-space:pre-wrap;margin:0">{escape(detail)}</pre>' if detail else ""
+        f'<pre style="white-space:pre-wrap;margin:0">{escape(printable(detail))}</pre>' if detail else ""
     )
     return (
         f'<div class="cc-no-result" style="color:#b00020"><strong>{escape(title)}</strong>'
@@ -618,16 +627,17 @@ _CARD_BOX = (
 def permission_card_html(request: PermissionRequest, waiting: int = 0, *, on_stdin: bool = False) -> str:
     """The question: which tool, why, and its input made readable (command, diff, path).
 
-    Everything from the CLI is escaped. ``waiting``: how many more questions follow;
+    Everything from the CLI is escaped, its control characters shown as ``\\xNN`` and its
+    bidi controls as ``⟨U+202E⟩``. ``waiting``: how many more questions follow;
     ``on_stdin``: the question is also asked in the busy cell's input box.
     """
     readable = readable_input(request.tool, request.input)
     lines = "".join(_card_line(line) for line in readable.lines)
     if readable.cut:
         lines += _card_line(Line("note", f"… {readable.cut} more lines not shown"))
-    about = f'<div style="{_MUTED}">{escape(request.description)}</div>' if request.description else ""
+    about = f'<div style="{_MUTED}">{_visible(request.description)}</div>' if request.description else ""
     blocked = (
-        f'<div style="{_MUTED}">path: <code>{escape(request.blocked_path)}</code></div>'
+        f'<div style="{_MUTED}">path: <code>{_visible(request.blocked_path)}</code></div>'
         if request.blocked_path else ""
     )
     more = f'<div style="{_MUTED}">{waiting} more question{_plural(waiting)} waiting</div>' if waiting else ""
@@ -638,10 +648,15 @@ def permission_card_html(request: PermissionRequest, waiting: int = 0, *, on_std
     )
     return (
         f'<div class="cc-approval" style="{_CARD_BOX}">'
-        f'<div class="cc-approval-title"><strong>Claude wants to use {escape(request.tool)}</strong></div>'
+        f'<div class="cc-approval-title"><strong>Claude wants to use {_visible(request.tool)}</strong></div>'
         f'{about}<pre class="cc-approval-input" style="{_PRE};max-height:24em;font-size:smaller">{lines}</pre>'
         f"{blocked}{more}{busy}</div>"
     )
+
+
+def _visible(text: str) -> str:
+    """CLI text escaped for the card, its controls as ``\\xNN`` and bidi controls as ``⟨U+202E⟩``."""
+    return escape(visible_controls(text))
 
 
 def _card_line(line: Line) -> str:
@@ -652,7 +667,7 @@ def _card_line(line: Line) -> str:
 
 def _follow_up_note(view: ConversationView, alive: bool) -> str:
     notices = "".join(
-        f'<div class="cc-notice" style="color:#a66a00">{escape(text)}</div>' for text in view.notices
+        f'<div class="cc-notice" style="color:#a66a00">{escape(printable(text))}</div>' for text in view.notices
     )
     if view.mode == "one-shot" or (not alive and view.mode != "starting"):
         return notices
@@ -889,7 +904,7 @@ class ClaudeBody:
     def _notify(self, message: str) -> None:
         note = getattr(self, "note", None)
         if note is not None:
-            note.value = f'<div class="cc-notice" style="color:#b00020">{escape(message)}</div>'
+            note.value = f'<div class="cc-notice" style="color:#b00020">{escape(printable(message))}</div>'
 
 
 def _decisions(view: ConversationView | None) -> dict[str, PermissionRequest]:

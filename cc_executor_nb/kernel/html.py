@@ -2,7 +2,9 @@
 
 Functions from a :class:`~cc_executor_nb.kernel.runstate.RunState` (and a time) to HTML
 strings; :class:`~cc_executor_nb.kernel.views.RunView` only puts them in widgets. Child
-output is untrusted: every piece of text goes through :func:`html.escape` first.
+output is untrusted: every piece of text is made
+:func:`~cc_executor_nb.terminaltext.printable` (no terminal escape or control character,
+bidi controls visible) and goes through :func:`html.escape`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import html
 import math
 
 from ..protocol import command_line
-from ..terminaltext import ansi_html, overwrite_lines
+from ..terminaltext import ansi_html, overwrite_lines, printable
 from .runstate import (
     Health,
     RunState,
@@ -111,7 +113,7 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     if not idle_turn:
         parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
     if state.job_id:
-        parts.append(f'<span class="ccx-job">job {html.escape(state.job_id)}</span>')
+        parts.append(f'<span class="ccx-job">job {html.escape(printable(state.job_id))}</span>')
     silence = _silence_text(state, now)
     if silence:
         parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
@@ -231,7 +233,7 @@ def resources_text(resources: dict[str, object] | None, cpu_history: list[float]
 def _title_html(label: str | None, state: RunState) -> str:
     if label is None:
         label = command_line(state.argv) if state.argv else "run"
-    return f'<b class="ccx-title" style="font-family:monospace">{html.escape(label)}</b>'
+    return f'<b class="ccx-title" style="font-family:monospace">{html.escape(printable(label))}</b>'
 
 
 def _clock_text(state: RunState, now: float) -> str:
@@ -265,5 +267,5 @@ def _summary_html(state: RunState) -> str:
     parts = [] if state.exit_code is None else [f"exit code {state.exit_code}"]
     for problem in (state.error, state.lost_note):
         if problem:
-            parts.append(f'<span style="{STDERR_STYLE}">{html.escape(problem)}</span>')
+            parts.append(f'<span style="{STDERR_STYLE}">{html.escape(printable(problem))}</span>')
     return '<div class="ccx-summary">' + " · ".join(parts) + "</div>"

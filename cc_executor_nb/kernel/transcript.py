@@ -55,7 +55,7 @@ from ..claude.text import (
     thinking_line,
     tool_line,
 )
-from ..terminaltext import strip_escapes, terminal_text
+from ..terminaltext import terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html
 from .runstate import RunState, elapsed, format_duration, took_words
 
@@ -263,7 +263,7 @@ class Transcript:
         if prompt is not None:
             parts.append(
                 '<blockquote class="ccx-prompt" style="white-space:pre-wrap;margin:4px 0 4px 1em">'
-                f"{html.escape(prompt)}</blockquote>"
+                f"{html.escape(printable(prompt))}</blockquote>"
             )
         parts.append(self._claude_html() if self.claude is not None else self._output_html())
         parts.append("</div>")
@@ -301,7 +301,7 @@ class Transcript:
 
         Its Content-Security-Policy allows no script, no image and no remote load.
         """
-        title = html.escape(self.run.label)
+        title = html.escape(printable(self.run.label))
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
@@ -356,7 +356,7 @@ class Transcript:
             if tools:
                 parts.append("\n".join(tools))
             raw, failure = _turn_text_and_failure(turn)
-            text = printable(strip_escapes(raw)).strip("\n")
+            text = printable(raw).strip("\n")
             if budget is not None and len(text) > budget:
                 text, budget = text[:budget] + f"\n… {len(text) - budget:,} more characters", 0
             elif budget is not None:
@@ -440,7 +440,7 @@ def _footer_markdown(view: ClaudeView) -> list[str]:
 
 def _answer_text(text: str) -> str:
     """Claude's text as inert Markdown (escapes and controls removed)."""
-    return safe_markdown(printable(strip_escapes(text)).strip("\n"))
+    return safe_markdown(printable(text).strip("\n"))
 
 
 def _turn_text_and_failure(turn: TurnView) -> tuple[str, str]:
