@@ -25,6 +25,7 @@ from cc_executor_nb.kernel.loop import stop_shared_loop
 
 from .conftest import group_alive
 from .kernel_utils import py
+from .test_terminaltext import FORBIDDEN
 from .test_widgets import (
     DummyComm,
     comms,  # noqa: F401 - a fixture, requested by name
@@ -119,6 +120,15 @@ def test_row_text_carries_no_control_characters() -> None:
     """A batch item's escape sequences and a child's carriage return never reach the terminal through a row."""
     row = Row(1, "echo 'b\x1b[31mred'", "completed", 0.1, None, "\x1b[2Jwiped\rover\x07")
     assert row_text(row) == "#1 completed · 0.1 s · echo 'b[31mred' → [2Jwiped over"  # inert without its ESC
+
+
+def test_the_batch_table_carries_no_terminal_or_bidi_control() -> None:
+    """A batch item's label (the cell and its title) and a child's last line hold no control
+    or bidi control raw: the title once carried the label's escape sequences whole."""
+    row = Row(1, "claude: a\x1b]0;T\x07\x9b\x00\u202eb", "completed", 0.1, None, "\x1b]52;c;QQ\x07x\u2066y")
+    page = batch_html(Summary(1, 1, 0, 0, 0, 0, 0.0, None, None, "done"), [row])
+    assert not FORBIDDEN.search(page), FORBIDDEN.findall(page)
+    assert "title='claude: a⟨U+202E⟩b'" in page and "x⟨U+2066⟩y" in page
 
 
 def test_eta_from_the_mean_of_finished_runs() -> None:

@@ -27,6 +27,7 @@ from cc_executor_nb.kernel.transcript import markdown_escape
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .kernel_utils import fake_command
+from .test_terminaltext import FORBIDDEN
 from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(90)
@@ -198,6 +199,15 @@ def test_the_job_table_keeps_each_job_on_one_inert_line() -> None:
     rows = [JobRow("id1", "completed", "claude: line one\nline two\x1b]0;pwned\x07", now - 5, now, 0, None, 0)]
     text = jobs_text(rows, now).splitlines()
     assert len(text) == 2 and text[1].endswith("claude: line one line two]0;pwned")
+
+
+def test_the_job_table_carries_no_terminal_or_bidi_control() -> None:
+    """A job's label in the HTML table (the cell and its title) holds no control or bidi control raw."""
+    now = time.time()
+    rows = [JobRow("id1", "completed", "claude: a\x1b]0;T\x07\x9b\x00\u202eb", now - 5, now, 0, None, 0)]
+    page = jobs_html(rows, now)
+    assert not FORBIDDEN.search(page), FORBIDDEN.findall(page)
+    assert "title='claude: a⟨U+202E⟩b'" in page and "⟨U+202E⟩b</span>" in page
 
 
 def test_the_demo_runner_gives_its_command_a_backend_and_passes_on_its_end() -> None:

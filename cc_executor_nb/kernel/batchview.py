@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import one_line
+from ..terminaltext import printable, reveal_bidi
 from .html import NO_MATH_CLASSES, STATUS_COLORS
 from .runstate import format_duration
 
@@ -117,8 +118,9 @@ def row_text(row: Row) -> str:
 
 
 def _one_line(text: str) -> str:
-    """A label or a child's last line (untrusted text) on one line, inert."""
-    return one_line(text, LAST_LINE_CHARS)
+    """A label or a child's last line (untrusted text) on one line, inert (controls dropped,
+    bidi controls visible)."""
+    return one_line(reveal_bidi(text), LAST_LINE_CHARS)
 
 
 def batch_html(summary: Summary, rows: Sequence[Row], *, now: float = 0.0) -> str:
@@ -185,7 +187,7 @@ def _row_html(row: Row) -> str:
         f"padding:0 6px'>{status}</span>",
         "" if row.elapsed is None else html.escape(format_duration(row.elapsed, whole=not row.finished)),
         html.escape(_cost(row.cost_usd)),
-        f"<span title='{html.escape(row.label, quote=True)}'>{html.escape(label)}</span>{where}",
+        f"<span title='{html.escape(printable(row.label), quote=True)}'>{html.escape(label)}</span>{where}",
         f"<code style='white-space:pre'>{html.escape(_one_line(row.last_line))}</code>",
     ]
     return "<tr>" + "".join(f"<td style='padding:1px 6px'>{cell}</td>" for cell in cells) + "</tr>"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import one_line
+from ..terminaltext import printable, reveal_bidi
 from .html import STATUS_COLORS
 from .runstate import format_duration
 
@@ -47,7 +48,7 @@ def _started(when: float, now: float) -> str:
 
 
 def _cells(row: JobRow, now: float) -> list[str]:
-    label = one_line(row.label, _LABEL_CHARS)  # a prompt or a command line: untrusted, maybe many lines
+    label = one_line(reveal_bidi(row.label), _LABEL_CHARS)  # a prompt or a command line: untrusted, maybe many lines
     return [
         row.job_id,
         row.status,
@@ -94,7 +95,7 @@ def _row_html(row: JobRow, now: float) -> str:
         f"<span class='ccx-badge ccx-status-{cells[1]}' style='background:{color};color:#fff;"
         f"border-radius:4px;padding:0 6px'>{cells[1]}</span>"
     )
-    cells[-1] = f"<span title='{html.escape(row.label, quote=True)}'>{cells[-1]}</span>"
+    cells[-1] = f"<span title='{html.escape(printable(row.label), quote=True)}'>{cells[-1]}</span>"
     return "<tr>" + "".join(f"<td style='padding:2px 8px'>{cell}</td>" for cell in cells) + "</tr>"
 
 
