@@ -19,7 +19,7 @@ from traitlets.config import Config
 import cc_executor_nb
 from cc_executor_nb.errors import CCExecError
 from cc_executor_nb.kernel.html import header_html
-from cc_executor_nb.kernel.jobs import JobInfo, JobsTable, pick_job
+from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
 from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
@@ -177,8 +177,16 @@ def test_pick_job_by_last_of_this_notebook_by_id_and_by_unique_prefix() -> None:
         pick_job(jobs, "abcd", "me")
     with pytest.raises(ValueError, match="no job of this notebook"):
         pick_job(jobs, "last", "nobody")
-    with pytest.raises(ValueError, match="no job 'zz'"):
-        pick_job(jobs, "zz", "me")  # too short to be a prefix
+    with pytest.raises(ValueError, match="no job 'zzzz9'"):
+        pick_job(jobs, "zzzz9", "me")
+
+
+def test_a_prefix_shorter_than_the_minimum_is_named_as_such() -> None:
+    """A prefix under MIN_PREFIX characters says so (it said "no job 'z'" though a job starts with z)."""
+    jobs = [info("zzzz0000", "me", 5.0)]
+    with pytest.raises(ValueError, match=r"^a job id prefix needs at least 4 characters, not 'z' "):
+        pick_job(jobs, "z", "me")
+    assert MIN_PREFIX == 4
 
 
 def test_the_job_table_escapes_what_it_shows() -> None:

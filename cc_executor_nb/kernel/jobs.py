@@ -37,10 +37,12 @@ from .jobsview import jobs_html, jobs_text, rows_of
 from .loop import shared_loop
 from .run import Run, Target
 
-__all__ = ["JobInfo", "JobsAPI", "JobsTable", "attach", "jobs", "list_jobs", "pick_job"]
+__all__ = ["MIN_PREFIX", "JobInfo", "JobsAPI", "JobsTable", "attach", "jobs", "list_jobs", "pick_job"]
 
 REFRESH_SECONDS = 1.0
 """How often a live table asks the job server for news."""
+MIN_PREFIX = 4
+"""The shortest job id prefix ``attach`` takes: a shorter one would too easily name another job."""
 _CALL_TIMEOUT = 30.0
 _ACTIVE = frozenset({"running", "paused"})
 
@@ -113,7 +115,9 @@ def pick_job(jobs: Sequence[JobInfo], wanted: str, notebook: str) -> JobInfo:
             raise ValueError(f"no job of this notebook ({notebook}) on the job server")
         return max(mine, key=lambda job: job.started_at)
     exact = [job for job in jobs if job.job_id == wanted]
-    found = exact or ([job for job in jobs if job.job_id.startswith(wanted)] if len(wanted) >= 4 else [])
+    if not exact and len(wanted) < MIN_PREFIX:
+        raise ValueError(f"a job id prefix needs at least {MIN_PREFIX} characters, not {wanted!r} (see %ccexec --jobs)")
+    found = exact or [job for job in jobs if job.job_id.startswith(wanted)]
     if len(found) == 1:
         return found[0]
     if not found:

@@ -27,7 +27,7 @@ from ..declare import declared
 from ..errors import CCExecError
 from . import api
 from .config import CCExec, checked_settings
-from .jobs import JobsTable, attach, show_jobs
+from .jobs import MIN_PREFIX, JobsTable, attach, show_jobs
 from .loop import stop_shared_loop
 from .options import BatchOptions, RunOptions
 from .run import Run
@@ -137,7 +137,7 @@ class CCExecMagics(Magics):
               help="show the durable jobs of the job server (a live table) instead of running anything")
     @argument("--attach", metavar="ID",
               help="follow a durable job: its output from the start, then live "
-              "(an id, a unique prefix of one, or 'last': this notebook's newest)")
+              f"(an id, a unique prefix of one of {MIN_PREFIX}+ characters, or 'last': this notebook's newest)")
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
     @line_cell_magic
