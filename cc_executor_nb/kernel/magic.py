@@ -188,6 +188,8 @@ class CCExecMagics(Magics):
             if text:
                 raise UsageError("give the prompt either on the %%ccexec line or in the cell")
             text = cell.strip() if args.command else cell.strip("\n")
+        if args.jobs and args.attach is not None:
+            raise UsageError("give either --jobs (the table) or --attach ID (one job), not both")
         action = "--jobs" if args.jobs else "--attach" if args.attach is not None else None
         if action and text.strip():
             raise UsageError(f"{action} takes no prompt or command")
