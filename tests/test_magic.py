@@ -307,6 +307,20 @@ def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str,
     assert "\n" not in str(info.value)
 
 
+def test_a_multi_line_command_cell_is_a_usage_error(shell: InteractiveShell) -> None:
+    """%%ccexec -c runs one command: a second line is refused (its words were added to the first line's)."""
+    with pytest.raises(UsageError, match="runs one command, without a shell") as info:
+        shell.run_cell_magic("ccexec", "-c -w -q", "echo from body\necho second line\n")
+    assert "bash -c" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_command_cell_joins_continued_lines_and_keeps_quoted_newlines(shell: InteractiveShell) -> None:
+    """Blank lines around the body do not count; a trailing backslash continues a line; a quoted newline stays."""
+    body = "\n\n" + fake_command("argv", "a") + " \\\n  b 'c\nd'\n\n"
+    run = shell.run_cell_magic("ccexec", "-c -w -q", body)
+    assert isinstance(run, Run) and run.stdout == "'a'\n'b'\n'c\\nd'\n"
+
+
 def test_prompt_on_line_and_in_cell_is_a_usage_error(shell: InteractiveShell) -> None:
     """%%ccexec refuses a prompt given both on the line and in the cell."""
     with pytest.raises(UsageError, match="either"):

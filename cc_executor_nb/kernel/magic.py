@@ -39,6 +39,7 @@ __all__ = [
     "CCExecMagics",
     "Token",
     "load_ipython_extension",
+    "one_command",
     "split_line",
     "unload_ipython_extension",
 ]
@@ -187,7 +188,7 @@ class CCExecMagics(Magics):
         if cell is not None and cell.strip():
             if text:
                 raise UsageError("give the prompt either on the %%ccexec line or in the cell")
-            text = cell.strip() if args.command else cell.strip("\n")
+            text = one_command(cell) if args.command else cell.strip("\n")
         if args.jobs and args.attach is not None:
             raise UsageError("give either --jobs (the table) or --attach ID (one job), not both")
         action = "--jobs" if args.jobs else "--attach" if args.attach is not None else None
@@ -278,6 +279,28 @@ class CCExecMagics(Magics):
         for configurable in (self.settings, self):
             if configurable in configurables:
                 configurables.remove(configurable)
+
+
+# A command body in shell words: quoted strings (a newline in them stays in the argument), a
+# backslash and the character it escapes (a newline: the line continues), an unquoted newline.
+_BODY_PART = re.compile(r"""'[^']*'?|"(?:\\.|[^"\\])*"?|\\(.?)|(\n)|[^'"\\\n]+""", re.DOTALL)
+
+
+def one_command(body: str) -> str:
+    """The ``%%ccexec -c`` cell body as one command line, its continued lines joined.
+
+    The command runs without a shell, so a second line would only add arguments to the
+    first: a UsageError. Blank lines around the body do not count.
+    """
+    parts = []
+    for match in _BODY_PART.finditer(body.strip()):
+        if match.group(2):
+            raise UsageError(
+                "%%ccexec -c runs one command, without a shell, and this cell has more lines: end a line "
+                "with \\ to continue it, or use bash -c '...', or one cell per command"
+            )
+        parts.append("" if match.group(1) == "\n" else match.group())
+    return "".join(parts)
 
 
 def _token(args: Any) -> str | None:
