@@ -374,6 +374,9 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
     ("--each text -c echo {item}", "not an iterable"),
     ("--concurrency 2 -c echo hi", "--concurrency needs --each"),
     ("--each names --jobs", "--jobs takes no"),
+    # (it named map()'s max_budget_usd, which reads as the per-run --max-budget-usd)
+    ("--each names --batch-budget-usd -2 -c echo {item}",
+     r"^--batch-budget-usd must be a positive number of dollars, not -2.0$"),
 ])
 def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> None:
     """A missing or non-iterable name, batch flags without --each, --each with --jobs: one-line usage errors."""

@@ -34,6 +34,7 @@ __all__ = [
     "STREAM_ARGS",
     "ClaudeOptions",
     "approve_mode",
+    "check_dollars",
     "claude_argv",
     "claude_environment",
     "claude_host_argv",
@@ -156,7 +157,7 @@ class ClaudeOptions:
             raise ValueError("give either resume (a session id) or continue, not both")
         _check_count("max_turns", self.max_turns, minimum=1)
         _check_count("max_retries", self.max_retries, minimum=0)
-        _check_dollars("max_budget_usd", self.max_budget_usd)
+        check_dollars("max_budget_usd", self.max_budget_usd)
         bad = [rule for rule in self.tool_rules() if not rule.strip() or rule.startswith("-")]
         if bad:
             raise ValueError(f"not a tool rule: {bad[0]!r}")
@@ -214,7 +215,8 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
         raise ValueError(f"{name} must be {kind} integer, not {value!r}")
 
 
-def _check_dollars(name: str, value: object) -> None:
+def check_dollars(name: str, value: object) -> None:
+    """``value`` (None: not given) must be a positive, finite number of dollars; the error names ``name``."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

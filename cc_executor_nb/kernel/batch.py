@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import methods
+from ..claude.options import check_dollars
 from ..events import Event
 from ..terminaltext import terminal_text
 from . import api
@@ -698,8 +699,7 @@ def _check_cluster(cluster: object) -> None:
 def _check_batch(concurrency: object, budget: object, on_budget: object) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0):
-        raise ValueError(f"max_budget_usd must be a positive number of dollars, not {budget!r}")
+    check_dollars("max_budget_usd", budget)
     if on_budget not in ON_BUDGET:
         raise ValueError(f"on_budget must be 'finish' or 'cancel', not {on_budget!r}")
 

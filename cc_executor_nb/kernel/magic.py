@@ -22,7 +22,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets.config import Configurable
 
-from ..claude.options import ClaudeOptions
+from ..claude.options import ClaudeOptions, check_dollars
 from ..declare import declared
 from ..errors import CCExecError
 from . import api
@@ -235,6 +235,7 @@ class CCExecMagics(Magics):
         # --max-budget-usd is each run's; --batch-budget-usd the batch's (map's max_budget_usd).
         values["run_max_budget_usd"] = values.pop("max_budget_usd")
         try:
+            check_dollars("--batch-budget-usd", args.batch_budget_usd)  # map() would name its max_budget_usd
             return batch_map(
                 text, self._user_value(args.each, "--each"),
                 concurrency=args.concurrency, max_budget_usd=args.batch_budget_usd,
