@@ -31,9 +31,16 @@ from typing import TextIO
 from . import methods
 from .claude.command import claude_command
 from .claude.interpreter import ClaudeInterpreter
-from .claude.options import ClaudeOptions, claude_environment, claude_stdin_argv, fits_one_argument
+from .claude.options import (
+    HOST_MODE_OPTIONS,
+    ONE_SHOT,
+    ClaudeOptions,
+    claude_environment,
+    claude_stdin_argv,
+    fits_one_argument,
+)
 from .client import Client, connect
-from .declare import OneLineParser, add_arguments, declared, from_values
+from .declare import Flag, OneLineParser, add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.api import check_server_url
@@ -228,27 +235,31 @@ def _claude_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CONVERSATION_OPTIONS = ("interactive", "approve", "idle_timeout")
+CONVERSATION_OPTIONS = ("interactive", *HOST_MODE_OPTIONS)
 """Options of a conversation (host mode), which a one-shot run cannot have."""
+
+
+def _refused_flags() -> list[tuple[str, Flag]]:
+    """The flags of ``CONVERSATION_OPTIONS`` (some are the Python API's only)."""
+    return [(f.name, spec) for f, spec in declared(ClaudeOptions) if f.name in CONVERSATION_OPTIONS and spec.flags]
 
 
 def _refused_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``CONVERSATION_OPTIONS``, hidden from ``--help``: given, they are refused
     with the reason (argparse would only say "unrecognized arguments")."""
-    for f, spec in declared(ClaudeOptions):
-        if f.name in CONVERSATION_OPTIONS:
-            kwargs = {**spec.argparse_kwargs(f.name), "help": argparse.SUPPRESS}
-            kwargs.pop("type", None)
-            parser.add_argument(*spec.flags, **kwargs)
+    for name, spec in _refused_flags():
+        kwargs = {**spec.argparse_kwargs(name), "help": argparse.SUPPRESS}
+        kwargs.pop("type", None)
+        parser.add_argument(*spec.flags, **kwargs)
 
 
 def _refused(args: argparse.Namespace) -> str | None:
     """Why a conversation flag given to ``claude`` cannot be honoured (None when none was given)."""
-    for f, spec in declared(ClaudeOptions):
-        if f.name in CONVERSATION_OPTIONS and getattr(args, f.name) is not None:
-            return (f"{spec.flags[0]} does not apply here: the terminal client runs Claude one-shot (claude -p), "
-                    "so it cannot ask for approval or follow up; allow tools up front with --allowed-tools or "
-                    "--permission-mode, or use a notebook, IPython or the Python API for approvals")
+    for name, spec in _refused_flags():
+        if getattr(args, name) is not None:
+            return (f"{spec.flags[0]} does not apply here: the terminal client {ONE_SHOT}; allow tools up front "
+                    "with --allowed-tools or --permission-mode, or use a notebook, IPython or the Python API "
+                    "for approvals")
     return None
 
 

@@ -10,8 +10,9 @@ spell it (``--model``), its help, and which ``CCExec`` setting gives its default
 :func:`add_arguments` puts every declared flag on an ``argparse`` parser (the magic's),
 :func:`from_values` builds the dataclass from parsed values or keyword arguments, and
 :func:`keywords` lists the names the Python API accepts. :class:`OneLineParser` is the
-command lines' ``argparse`` parser, whose usage error is one line. Pure: no I/O of its
-own (argparse prints usage errors and help).
+command lines' ``argparse`` parser, whose usage error is one line. :class:`OptionError` is a
+bad option whose message each front end spells its own way (the API's keywords, the magic's
+flags). Pure: no I/O of its own (argparse prints usage errors and help).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["Flag", "OneLineParser", "add_arguments", "declared", "from_values", "keywords", "option"]
+__all__ = ["Flag", "OneLineParser", "OptionError", "add_arguments", "declared", "from_values", "keywords", "option"]
 
 Kind = Literal["value", "switch", "off", "repeat"]
 T = TypeVar("T", bound="DataclassInstance")
@@ -106,6 +107,26 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")
+
+
+class OptionError(ValueError):
+    """A bad option value or combination, whose message names options by their field names.
+
+    ``str()`` spells them as the Python API's keywords; :meth:`spelled` as a front end's
+    flags. A name may carry the value that matters (``"interactive=False"``): the API shows
+    it so, a flag already says it (``--no-interactive``). ``values`` fill the template's
+    places after the names (they are never read as a template)::
+
+        OptionError("{0} must be 0 or at least 0.1 s, not {1}", ["idle_timeout"], 0.01)
+    """
+
+    def __init__(self, template: str, names: Iterable[str], *values: object) -> None:
+        self.template, self.names, self.values = template, tuple(names), values
+        super().__init__(self.spelled(str))
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The message with each name spelled by ``spell`` (given the name as raised)."""
+        return self.template.format(*(spell(name) for name in self.names), *self.values)
 
 
 def from_values(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import sys
 import threading
@@ -18,6 +19,7 @@ from traitlets.config import Config
 
 import cc_executor_nb
 import cc_executor_nb.demo.shared
+from cc_executor_nb.claude.options import ClaudeOptions
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop
 from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
@@ -305,6 +307,55 @@ def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str,
     with pytest.raises(UsageError, match=message) as info:
         shell.run_line_magic("ccexec", line)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    ["--model sonnet", "--demo", "--max-turns 3", "--allowed-tools Bash", "--auto-resume", "--raw",
+     "--approve all", "--no-interactive", "--idle-timeout 5", "--resume abc", "--claude-arg=--effort"],
+)
+def test_claude_options_with_a_command_are_a_usage_error(shell: InteractiveShell, flags: str) -> None:
+    """-c with a Claude-only flag is one UsageError naming the flag (they were silently ignored)."""
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("ccexec", f"-c 'echo hi' {flags}")
+    flag = flags.split(maxsplit=1)[0].partition("=")[0]
+    assert str(info.value) == f"a command (-c/--command) takes no Claude option: {flag}"
+
+
+def test_api_refuses_claude_options_for_a_command(shell: InteractiveShell) -> None:
+    """run(..., command=True) with Claude keywords, or a whole ClaudeOptions, is a ValueError naming them."""
+    with pytest.raises(ValueError, match=r"^a command \(command=True\) takes no Claude option: model, approve$"):
+        cc_executor_nb.run("echo hi", command=True, model="sonnet", approve="all")
+    with pytest.raises(ValueError, match=r"takes no Claude option: max_turns$"):
+        cc_executor_nb.run("echo hi", command=True, claude=ClaudeOptions(max_turns=3))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ("--no-interactive --approve all", "--approve does not apply with --no-interactive: it runs Claude one-shot"),
+        ("--auto-resume --approve all", "--approve does not apply with --auto-resume: it runs Claude one-shot"),
+        ("--no-interactive --idle-timeout 5", "--idle-timeout does not apply with --no-interactive"),
+        ("--approve none --idle-timeout 5 --auto-resume", "--approve, --idle-timeout do not apply with --auto-resume"),
+    ],
+)
+def test_conversation_flags_of_a_one_shot_run_are_a_usage_error(
+    shell: InteractiveShell, echo_claude: str, flags: str, message: str
+) -> None:
+    """--approve and --idle-timeout with a one-shot run (no permission channel, no follow-up): refused, not ignored."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    with pytest.raises(UsageError, match=f"^{re.escape(message)}") as info:
+        shell.run_line_magic("ccexec", f"{flags} -w -q 'bash: echo hi > /tmp/z.txt'")
+    assert str(info.value).endswith("allow tools up front with --allowed-tools or --permission-mode")
+
+
+def test_api_refuses_conversation_options_of_a_one_shot_run(shell: InteractiveShell, echo_claude: str) -> None:
+    """run() with approve, on_permission or idle_timeout and interactive=False or auto_resume: a ValueError."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    with pytest.raises(ValueError, match=r"^approve does not apply with interactive=False: "):
+        cc_executor_nb.run("hi", interactive=False, approve="all")
+    with pytest.raises(ValueError, match=r"^on_permission does not apply with auto_resume=True: "):
+        cc_executor_nb.run("hi", auto_resume=True, on_permission=lambda request: "allow")
 
 
 def test_a_multi_line_command_cell_is_a_usage_error(shell: InteractiveShell) -> None:

@@ -19,18 +19,20 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from ..declare import option
+from ..declare import OptionError, option
 from .control import HOST_ARGS
 from .executable import find_claude
 
 __all__ = [
     "APPROVE_MODES",
     "DEMO_MAX_RETRIES",
+    "HOST_MODE_OPTIONS",
     "MAX_ARGUMENT_BYTES",
+    "ONE_SHOT",
     "STREAM_ARGS",
     "ClaudeOptions",
     "approve_mode",
@@ -41,6 +43,8 @@ __all__ = [
     "claude_option_args",
     "claude_stdin_argv",
     "fits_one_argument",
+    "places",
+    "refuse_host_options",
 ]
 
 APPROVE_MODES = ("ask", "all", "none")
@@ -55,6 +59,15 @@ a one-shot prompt longer than this in UTF-8 cannot be the argument after ``--``.
 
 DEMO_MAX_RETRIES = 2
 """API retries in demo mode unless the options say otherwise: error scenarios end fast."""
+
+
+HOST_MODE_OPTIONS = ("approve", "on_permission", "idle_timeout")
+"""The options only a conversation (host mode) uses: who answers its questions, how long it
+waits for a follow-up."""
+
+ONE_SHOT = "runs Claude one-shot (claude -p), so it cannot ask for approval or follow up"
+"""Why a one-shot run refuses :data:`HOST_MODE_OPTIONS`: ``claude -p`` gets no permission
+channel (a tool call it would ask about is refused) and reads no follow-up."""
 
 
 def approve_mode(text: str) -> str:
@@ -213,6 +226,28 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive" if minimum > 0 else "a non-negative"
         raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+
+
+def refuse_host_options(given: Collection[str], options: ClaudeOptions) -> None:
+    """Raise OptionError when ``given`` (the options set by the caller, not by settings)
+    holds one of :data:`HOST_MODE_OPTIONS` while ``options`` run Claude one-shot
+    (``interactive=False``, or ``auto_resume``, whose supervisor runs ``claude -p``)."""
+    if options.interactive and not options.auto_resume:
+        return
+    refused = [name for name in HOST_MODE_OPTIONS if name in given]
+    if refused:
+        mode = "auto_resume=True" if options.auto_resume else "interactive=False"
+        verb = "does" if len(refused) == 1 else "do"
+        raise OptionError(
+            f"{places(3, len(refused))} {verb} not apply with {{0}}: it {ONE_SHOT}; allow tools up front with "
+            "{1} or {2}",
+            [mode, "allowed_tools", "permission_mode", *refused],
+        )
+
+
+def places(first: int, count: int) -> str:
+    """``count`` places of an :class:`OptionError` template from ``first``: ``"{1}, {2}"``."""
+    return ", ".join(f"{{{index}}}" for index in range(first, first + count))
 
 
 def check_dollars(name: str, value: object) -> None:

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argument
+from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argument, places, refuse_host_options
 from ..claude.summary import RESULT_SUMMARY
 from ..client import shown_url
-from ..declare import from_values, keywords
+from ..declare import OptionError, from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
@@ -296,7 +296,9 @@ def resolve_options(
     """Both option sets from whole values, keywords and the configured defaults.
 
     Keywords override the whole values; a value still unset takes its ``CCExec``
-    default. Raises TypeError for a keyword neither set declares.
+    default. Raises TypeError for a keyword neither set declares, and
+    :class:`~cc_executor_nb.declare.OptionError` (a ValueError) for options given that the
+    run would ignore: Claude's for a command, a conversation's for a one-shot Claude run.
     """
     unknown = set(given) - _RUN_KEYWORDS - _CLAUDE_KEYWORDS
     if unknown:
@@ -306,7 +308,22 @@ def resolve_options(
     claude_values = _values(claude) | {k: v for k, v in given.items() if k in _CLAUDE_KEYWORDS}
     run_options = from_values(RunOptions, run_values, defaults=configured)
     claude_options = from_values(ClaudeOptions, claude_values, defaults=configured)
+    _refuse_ignored(run_options, claude_options, _given(ClaudeOptions, claude_values))
     return run_options, dataclasses.replace(claude_options, remote=bool(run_options.server))
+
+
+def _given(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """The fields of ``cls`` that ``values`` set (neither None nor the field's default), in declaration order."""
+    return [f.name for f in dataclasses.fields(cls) if values.get(f.name, f.default) not in (None, f.default)]
+
+
+def _refuse_ignored(run_options: RunOptions, claude_options: ClaudeOptions, claude_given: Sequence[str]) -> None:
+    """Options the caller gave that this run would silently ignore are an error instead."""
+    if not run_options.command:
+        refuse_host_options(claude_given, claude_options)
+    elif claude_given:
+        template = "a command ({0}) takes no Claude option: " + places(1, len(claude_given))
+        raise OptionError(template, ["command=True", *claude_given])
 
 
 def _values(options: RunOptions | ClaudeOptions | None) -> dict[str, Any]:

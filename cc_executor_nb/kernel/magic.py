@@ -23,7 +23,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets.config import Configurable
 
 from ..claude.options import ClaudeOptions, check_dollars
-from ..declare import declared
+from ..declare import OptionError, declared
 from ..errors import CCExecError
 from . import api
 from .config import CCExec, checked_settings
@@ -110,7 +110,7 @@ def declared_arguments() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 _OPTION_FLAGS = {
-    f.name: max(spec.flags, key=len) for cls in (RunOptions, ClaudeOptions) for f, spec in declared(cls) if spec.flags
+    f.name: "/".join(spec.flags) for cls in (RunOptions, ClaudeOptions) for f, spec in declared(cls) if spec.flags
 }
 _OPTION_NAMES = tuple(_OPTION_FLAGS)
 # What --attach and --jobs use; every other run flag is refused there rather than ignored.
@@ -218,7 +218,7 @@ class CCExecMagics(Magics):
         try:
             return api.run(text, settings=self.settings, **values)
         except (ValueError, FileNotFoundError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
+            raise _usage_error(exc) from None
 
     def _act(self, args: Any, text: str) -> Run | JobsTable | Batch:
         if args.jobs:
@@ -244,7 +244,7 @@ class CCExecMagics(Magics):
                 quiet=bool(args.quiet), settings=self.settings, **values,
             )
         except (ValueError, TypeError, FileNotFoundError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
+            raise _usage_error(exc) from None
 
     def _user_value(self, name: str, flag: str) -> Any:
         assert self.shell is not None, "a magic is only called through its shell"
@@ -259,7 +259,7 @@ class CCExecMagics(Magics):
         try:
             return show_jobs(server=args.server, token=_token(args), quiet=bool(args.quiet), settings=self.settings)
         except (CCExecError, TimeoutError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
+            raise _usage_error(exc) from None
 
     def _attach(self, args: Any) -> Run:
         try:
@@ -267,7 +267,7 @@ class CCExecMagics(Magics):
                 args.attach, server=args.server, token=_token(args), quiet=bool(args.quiet), settings=self.settings
             )
         except (ValueError, CCExecError, TimeoutError) as exc:
-            raise UsageError(str(exc).splitlines()[0]) from None
+            raise _usage_error(exc) from None
 
     def forget(self) -> None:
         """Leave the shell: drop the settings from %config, keeping their values for a reload."""
@@ -280,6 +280,18 @@ class CCExecMagics(Magics):
         for configurable in (self.settings, self):
             if configurable in configurables:
                 configurables.remove(configurable)
+
+
+def _usage_error(exc: Exception) -> UsageError:
+    """The one-line UsageError for an error of the API, options named by their flags."""
+    text = exc.spelled(_flag) if isinstance(exc, OptionError) else str(exc)
+    return UsageError(text.splitlines()[0])
+
+
+def _flag(name: str) -> str:
+    """How the magic spells an option field (``interactive=False`` is ``--no-interactive``)."""
+    field = name.partition("=")[0]
+    return _OPTION_FLAGS.get(field, field)
 
 
 # A command body in shell words: quoted strings (a newline in them stays in the argument), a
