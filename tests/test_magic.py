@@ -358,6 +358,16 @@ def test_api_refuses_conversation_options_of_a_one_shot_run(shell: InteractiveSh
         cc_executor_nb.run("hi", auto_resume=True, on_permission=lambda request: "allow")
 
 
+@pytest.mark.parametrize("flags", ["--resume abc --continue", "--continue --resume abc"])
+def test_resume_with_continue_is_a_usage_error(shell: InteractiveShell, echo_claude: str, flags: str) -> None:
+    """--resume ID with --continue is refused (the CLI got only one of them)."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    with pytest.raises(UsageError, match=r"^give either --resume \(a session id\) or --continue, not both$"):
+        shell.run_line_magic("ccexec", f"{flags} -w -q follow up")
+    with pytest.raises(ValueError, match=r"^give either resume \(a session id\) or continue_session, not both$"):
+        cc_executor_nb.run("follow up", resume="abc", continue_session=True)
+
+
 def test_a_multi_line_command_cell_is_a_usage_error(shell: InteractiveShell) -> None:
     """%%ccexec -c runs one command: a second line is refused (its words were added to the first line's)."""
     with pytest.raises(UsageError, match="runs one command, without a shell") as info:

@@ -167,7 +167,7 @@ class ClaudeOptions:
         """Raise ValueError for contradictory or malformed options."""
         _check_types(self)
         if self.resume and self.continue_session:
-            raise ValueError("give either resume (a session id) or continue, not both")
+            raise OptionError("give either {0} (a session id) or {1}, not both", ["resume", "continue_session"])
         _check_count("max_turns", self.max_turns, minimum=1)
         _check_count("max_retries", self.max_retries, minimum=0)
         check_dollars("max_budget_usd", self.max_budget_usd)

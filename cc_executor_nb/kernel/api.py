@@ -376,6 +376,7 @@ def _with_session(settings: CCExec, options: ClaudeOptions) -> ClaudeOptions:
 
     Without either, the CLI's own ``--continue`` (its latest conversation) is used.
     """
+    options.check()  # before resume and continue are merged: given both, the caller is told
     resume = options.resume or settings.last_session_id
     if options.continue_session and resume:
         return dataclasses.replace(options, resume=resume, continue_session=False)
