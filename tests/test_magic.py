@@ -299,7 +299,7 @@ def test_missing_claude_is_a_usage_error(shell: InteractiveShell) -> None:
         ("-e NOVALUE -c true", "NAME=VALUE"),
         ("-c ''", "needs a command line"),
         ("--approve maybe hello", "--approve: takes ask, all or none, not 'maybe'"),
-        ("--idle-timeout -1 hello", "idle_timeout must be a non-negative number"),
+        ("--idle-timeout -1 hello", "--idle-timeout must be a non-negative number"),
     ],
 )
 def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str, message: str) -> None:
@@ -366,6 +366,21 @@ def test_resume_with_continue_is_a_usage_error(shell: InteractiveShell, echo_cla
         shell.run_line_magic("ccexec", f"{flags} -w -q follow up")
     with pytest.raises(ValueError, match=r"^give either resume \(a session id\) or continue_session, not both$"):
         cc_executor_nb.run("follow up", resume="abc", continue_session=True)
+
+
+@pytest.mark.parametrize("durable", ["", "--durable "])
+def test_an_idle_timeout_below_the_minimum_is_a_usage_error(
+    shell: InteractiveShell, echo_claude: str, durable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--idle-timeout 0.01 is refused up front, named as typed (durable runs failed later naming the protocol)."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))  # a job server started by mistake stays private
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    with pytest.raises(UsageError, match=r"^--idle-timeout must be 0 \(never\) or at least 0.1 s, not 0.01$"):
+        shell.run_line_magic("ccexec", f"{durable}--idle-timeout 0.01 -w -q hi")
+    with pytest.raises(ValueError, match=r"^idle_timeout must be 0 \(never\) or at least 0.1 s, not 0.05$"):
+        cc_executor_nb.run("hi", idle_timeout=0.05, durable=bool(durable))
+    with pytest.raises(TraitError, match=r"at least 0\.1 s"):
+        CCExec(idle_timeout=0.01)
 
 
 def test_a_multi_line_command_cell_is_a_usage_error(shell: InteractiveShell) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..declare import OptionError, option
+from ..protocol import MIN_INTERVAL
 from .control import HOST_ARGS
 from .executable import find_claude
 
@@ -179,10 +180,7 @@ class ClaudeOptions:
         policy = self.on_permission
         if policy is not None and not callable(policy) and policy not in APPROVE_MODES:
             raise ValueError(f"on_permission must be a callable or ask, all or none, not {policy!r}")
-        timeout = self.idle_timeout
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not math.isfinite(timeout) or timeout < 0):
-            raise ValueError(f"idle_timeout must be a non-negative number of seconds, not {timeout!r}")
+        _check_idle_timeout(self.idle_timeout)
 
     @property
     def policy(self) -> Callable[[Any], Any] | str:
@@ -226,6 +224,17 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive" if minimum > 0 else "a non-negative"
         raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+
+
+def _check_idle_timeout(timeout: object) -> None:
+    """0 is "never"; a job server refuses a shorter wait than MIN_INTERVAL (its ``stdin_idle_timeout``)."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 0:
+        raise OptionError("{0} must be a non-negative number of seconds, not {1!r}", ["idle_timeout"], timeout)
+    if 0 < timeout < MIN_INTERVAL:
+        template = "{0} must be 0 (never) or at least {1:g} s, not {2!r}"
+        raise OptionError(template, ["idle_timeout"], MIN_INTERVAL, timeout)
 
 
 def refuse_host_options(given: Collection[str], options: ClaudeOptions) -> None:

@@ -271,9 +271,17 @@ class CCExec(Configurable):
             raise TraitError(f"CCExec.{proposal.trait.name} must be 0 (no limit) or at least {MIN_DISK_LIMIT} bytes")
         return value
 
-    @validate("kill_grace", "job_server_idle_exit", "job_retention", "idle_timeout", "auto_resume_max_wait")
+    @validate("kill_grace", "job_server_idle_exit", "job_retention", "auto_resume_max_wait")
     def _not_negative(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=True)
+
+    @validate("idle_timeout")
+    def _idle(self, proposal: Any) -> float:
+        value = _check(proposal, allow_zero=True)
+        if 0 < value < MIN_INTERVAL:
+            # A durable job's stdin_idle_timeout is refused by the job server below that.
+            raise TraitError(f"CCExec.idle_timeout must be 0 (never) or at least {MIN_INTERVAL:g} s, not {value!r}")
+        return value
 
     @validate("timeout", "max_budget_usd")
     def _timeout(self, proposal: Any) -> float | None:
