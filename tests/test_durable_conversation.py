@@ -136,6 +136,20 @@ def test_a_follow_up_from_an_attached_run_reaches_every_follower(runtime_dir: Pa
     assert run.session_id == other.session_id and run.alive
 
 
+def test_a_run_attached_between_turns_lasted_what_its_job_did(runtime_dir: Path, tmp_path: Path) -> None:
+    """An attached run's wait() returns at once between turns: its duration is the job's so far, as the
+    starter's is (it was the attach's few milliseconds)."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    eventually(lambda: (run.duration or 0) > scaled(1.0), what="a second of the job")
+    other = attach(run)
+    other.wait(scaled(60))
+    assert (other.status, other.answer, other.alive) == ("completed", "first", True)
+    before, attached, after = run.duration, other.duration, run.duration
+    assert before is not None and attached is not None and after is not None
+    assert before - scaled(0.3) <= attached <= after + scaled(0.3)
+
+
 def test_end_from_an_attached_run_ends_the_job(runtime_dir: Path, tmp_path: Path) -> None:
     """end() on an attached run closes the job's input: the CLI exits 0 and both runs end completed."""
     run = start("echo: to be ended", tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +25,8 @@ from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.kernel.transcript import markdown_escape
-from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+from cc_executor_nb.server.jobs import LOST_ERROR
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, is_job_server, read_runtime_file, stop_job_server
 
 from .kernel_utils import fake_command
 from .test_terminaltext import FORBIDDEN
@@ -161,6 +163,50 @@ def test_the_job_table_widget_follows_a_running_job_to_its_end(shell) -> None:
     eventually(lambda: not table.live, timeout=20, what="the table's updates ending")
     assert table.jobs[0].status == "completed" and "completed" in table._widget.value
     assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
+
+
+def ticking_job() -> Run:
+    """A durable command run that prints a line every 10 ms for 30 s, once it has printed."""
+    run = cc_executor_nb.run(fake_command("ticker", "3000", "0.01"), command=True, durable=True, display=False)
+    eventually(lambda: run.job_id is not None and "tick 20" in run.stdout, what="the durable run streaming")
+    return run
+
+
+def kill_job_server(runtime_dir: Path) -> None:
+    """SIGKILL the job server the runtime file names (its watchdog kills its jobs; the file stays)."""
+    server = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert server is not None
+    os.kill(server.pid, signal.SIGKILL)
+    eventually(lambda: not is_job_server(server.pid), what="the job server's death")
+
+
+def job_duration(job: JobInfo) -> float:
+    assert job.ended_at is not None
+    return job.ended_at - job.started_at
+
+
+def test_an_attached_lost_job_reads_error_with_the_jobs_own_duration(runtime_dir) -> None:
+    """Attaching to a job its server died under: error, the server's reason, and the job's duration
+    from its record (it was the attach's 0.03 s)."""
+    run = ticking_job()
+    eventually(lambda: (run.duration or 0) > 1.0, what="a second of the job")
+    kill_job_server(runtime_dir)
+    job = {job.job_id: job for job in cc_executor_nb.jobs.list()}[run.job_id]
+    assert job.status == "lost" and job_duration(job) > 1.0
+    again = cc_executor_nb.attach(run.job_id, display=False, wait=True)
+    assert (again.status, again.error, again.attached) == ("error", LOST_ERROR, True)
+    assert again.duration == pytest.approx(job_duration(job), abs=0.05)
+
+
+def test_a_run_attached_to_a_running_job_counts_from_the_jobs_start(runtime_dir) -> None:
+    """An attached run's duration is the job's so far, not the time since the attach."""
+    run = ticking_job()
+    eventually(lambda: (run.duration or 0) > 1.0, what="a second of the job")
+    again = cc_executor_nb.attach(run.job_id, display=False)
+    eventually(lambda: "tick 20" in again.stdout, what="the replay")
+    assert again.duration is not None and again.duration > 1.0
+    assert again.duration == pytest.approx(run.duration, abs=scaled(0.5))
+    run.cancel()
 
 
 def info(job_id: str, notebook: str, started: float, **more: object) -> JobInfo:

@@ -540,3 +540,26 @@ def test_a_turn_before_the_process_started_only_counts() -> None:
     state = RunState()
     turn(state, "running")
     assert (state.status, state.turns) == ("starting", 1)
+
+
+@pytest.mark.parametrize("pinned_first", [True, False])
+def test_an_attached_jobs_times_are_its_own_whether_before_or_after_the_replay(pinned_first) -> None:
+    """A lost job replayed at t=100 (start, then its server's error): its times are the job's, 40..46.8,
+    whichever of the attach reply and the replay comes first."""
+    state = RunState()
+    if pinned_first:
+        state.take_job_times(40.0, 46.8)
+    state.apply("process.started", {"pid": 7, "pgid": 7, "seq": 1}, 100.0)
+    state.apply("process.error", {"error": "the job server stopped", "seq": 2}, 100.01)
+    if not pinned_first:
+        state.take_job_times(40.0, 46.8)
+    assert state.status == "error" and elapsed(state, 200.0) == pytest.approx(6.8)
+
+
+def test_a_running_jobs_attached_run_counts_from_the_jobs_start() -> None:
+    """Attached to a job that runs: the duration so far counts from the job's start, not the replay."""
+    state = RunState()
+    state.take_job_times(40.0, None)
+    state.apply("process.started", {"pid": 7, "pgid": 7, "seq": 1}, 100.0)
+    assert elapsed(state, 101.0) == pytest.approx(61.0)
+

@@ -270,7 +270,10 @@ class Run:
 
     @property
     def duration(self) -> float | None:
-        """Seconds the run took (the server's figure), or has taken so far."""
+        """Seconds the run took (the server's figure), or has taken so far.
+
+        An attached run counts from its job's start (not the attach) to its job's end.
+        """
         return elapsed(self.state, time.monotonic())
 
     @property
@@ -683,11 +686,26 @@ class Run:
     async def _start_or_attach(self, client: Client, spec: RunSpec) -> None:
         if self.job_id is not None:
             attached = await client.attach(self.job_id)
+            self._take_job_times(attached.get("job"))
             if self.conversation is not None:
                 self.conversation.replayed_until(int(attached.get("last_seq") or 0))
             return
         started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
+
+    def _take_job_times(self, job: object) -> None:
+        """The job's start and end (a ``jobs.list`` entry, times since the epoch) become
+        the run's, in its monotonic clock: an attached run lasted what its job did."""
+        if not isinstance(job, Mapping):
+            return
+        wall, now = time.time(), time.monotonic()
+        started, ended = _epoch(job.get("started_at")), _epoch(job.get("ended_at"))
+        self.state.take_job_times(
+            None if started is None else now - max(0.0, wall - started),
+            None if ended is None else now - max(0.0, wall - ended),
+        )
+        if self.presenter is not None:
+            self.presenter.refresh()
 
     def _hooks(self) -> Any:
         from .conversation import Hooks
@@ -859,6 +877,13 @@ def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
         state.mark_detached(str(event.params.get("reason") or "detached"), now)
     elif event.method == methods.CLIENT_OUTPUT_GAP:
         state.mark_gap(event.params.get("missing_from"), event.params.get("missing_to"))
+
+
+def _epoch(value: object) -> float | None:
+    """Seconds since the epoch from a job record, or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 async def _until_closed(client: Client) -> None:

@@ -155,6 +155,8 @@ class RunState:
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
     _status_before_pause: Status | None = field(default=None, init=False, repr=False)
+    _job_started_at: float | None = field(default=None, init=False, repr=False)
+    _job_ended_at: float | None = field(default=None, init=False, repr=False)
 
     # Reading the output
 
@@ -226,6 +228,21 @@ class RunState:
             self._status_before_reconnect = self.status
             self.status = "reconnecting"
 
+    def take_job_times(self, started_at: float | None, ended_at: float | None) -> None:
+        """A followed job's own start and, once it ended, its end (in this state's clock).
+
+        A job's log replays its start (and end) when it is attached, at the attach's time:
+        the run's times are the job's. Either order works: before the replay or after it.
+        """
+        if started_at is not None:
+            self._job_started_at = started_at
+            if self.started_at is not None:
+                self.started_at = started_at
+        if ended_at is not None:
+            self._job_ended_at = ended_at
+            if self.ended_at is not None:
+                self.ended_at = ended_at
+
     def mark_gap(self, missing_from: object, missing_to: object) -> None:
         """Notifications ``missing_from``..``missing_to`` were lost while the connection was down."""
         first, last = _int(missing_from), _int(missing_to)
@@ -288,7 +305,7 @@ class RunState:
         argv = params.get("argv")
         if isinstance(argv, list):
             self.argv = [str(a) for a in argv]
-        self.started_at = now
+        self.started_at = now if self._job_started_at is None else self._job_started_at
         # The run's own timing (execute may override the session's defaults).
         self.heartbeat_interval = _num(params.get("heartbeat_interval"), self.heartbeat_interval)
         self.inactivity_threshold = _num(params.get("inactivity_threshold"), self.inactivity_threshold)
@@ -341,16 +358,20 @@ class RunState:
         self.between_turns = False
         self.duration = _num(params.get("duration_seconds"), None)
         self.error = _str(params.get("error")) or self.error
-        self.ended_at = now
+        self.ended_at = now if self._job_ended_at is None else self._job_ended_at
 
     def _on_error(self, params: Mapping[str, Any], now: float) -> None:
         self.alive, self.pending_questions, self.waiting_since = False, 0, None
         self.between_turns = False
         self.error = _str(params.get("error")) or "unknown server error"
+        if self.ended_at is None:
+            self.ended_at = self._known_end(now)
         if self.status not in _COMPLETION_STATUSES:
             self.status = "error"
-        if self.ended_at is None:
-            self.ended_at = now
+
+    def _known_end(self, now: float) -> float:
+        """When the run ended as far as this side knows: the job's end if its server said."""
+        return now if self._job_ended_at is None else self._job_ended_at
 
 
     # Conversations (local events)
