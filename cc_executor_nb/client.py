@@ -29,6 +29,8 @@ Durable jobs: ``execute(..., durable=True)`` starts a job the server keeps when 
 connection goes; ``attach(job_id)`` follows one from the start (or after a seq);
 ``jobs()`` lists them. A client following a job reconnects by attaching again after
 the last ``seq`` it saw (a job's seq numbering belongs to the job, not the session).
+Given ``locate``, it asks it before each attempt where the server is now: a job server
+that died and was started again listens on another port with another token.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import ssl as ssl_module
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -56,11 +58,13 @@ from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 from .redaction import install_redactor
 
-__all__ = ["Client", "connect", "shown_url"]
+__all__ = ["Client", "Locator", "connect", "shown_url"]
 
 logger = logging.getLogger("cc_executor_nb.client")
 
 Listener = Callable[[Event], None]
+Locator = Callable[[], tuple[str, str | None] | None]
+"""Where the server is now, ``(url, token)``, or None when that is not known."""
 _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -115,9 +119,11 @@ class Client:
         buffer_events: bool = True,
         auto_reconnect: bool = True,
         reconnect_timeout: float = 300.0,
+        locate: Locator | None = None,
     ) -> None:
         self._ws = ws
         self._dialer = dialer
+        self._locate = locate
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._queue: asyncio.Queue[Any] = asyncio.Queue(max_events)
@@ -431,6 +437,7 @@ class Client:
         for attempt in itertools.count(1):
             await self._notify_local(methods.CLIENT_RECONNECTING, {"attempt": attempt, "reason": self.close_reason})
             await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
+            self._relocate()
             try:
                 ws = await self._dialer.dial()
             except HandshakeRefused as exc:
@@ -450,6 +457,20 @@ class Client:
             if time.monotonic() > deadline:
                 return await self._give_up("reconnect timed out")
         return False
+
+    def _relocate(self) -> None:
+        """A job follower dials wherever ``locate`` says the server is now (a resumed
+        session lives in one server process only, so only a job is looked for elsewhere)."""
+        if self._locate is None or self.job_id is None or self._dialer is None:
+            return
+        try:
+            found = self._locate()
+        except Exception:  # a locator that fails leaves the last known address
+            logger.exception("! finding the job server again failed")
+            return
+        if found is not None and found != (self._dialer.url, self._dialer.token):
+            logger.info("= the job server is now at %s", shown_url(found[0]))
+            self._dialer = replace(self._dialer, url=found[0], token=found[1])
 
     async def _resume_on(self, ws: ClientConnection) -> bool | None:
         """Resume on a fresh connection: True resumed, False fatal, None retry later."""
@@ -475,6 +496,8 @@ class Client:
         self._last_frame_at = time.monotonic()
         self.reconnects += 1
         reconnected = {"session_id": result.get("session_id"), "last_seq": last_seq}
+        if isinstance(result.get("job"), dict):
+            reconnected["job"] = result["job"]  # the job as attached again: its times, its status
         await self._notify_local(methods.CLIENT_RECONNECTED, reconnected)
         return True
 
@@ -685,11 +708,14 @@ async def connect(
     auto_reconnect: bool = True,
     reconnect_timeout: float = 300.0,
     ssl: ssl_module.SSLContext | None = None,
+    locate: Locator | None = None,
 ) -> Client:
     """Open a session. ``token`` goes in ``Authorization: Bearer``; no Origin is sent.
 
     ``ssl`` is the TLS context of a ``wss://`` URL (default: the system's trust store for
-    ``wss://``, none for ``ws://``). Raises :class:`~cc_executor_nb.errors.HandshakeRefused`
+    ``wss://``, none for ``ws://``). ``locate``, if given, is called before each reconnect
+    of a client that follows a job and returns the server's ``(url, token)`` now (or None:
+    try the last one again). Raises :class:`~cc_executor_nb.errors.HandshakeRefused`
     when the server answers with an HTTP error (401: no or a wrong token), ``OSError``
     when it cannot be reached.
     """
@@ -701,6 +727,7 @@ async def connect(
         buffer_events=buffer_events,
         auto_reconnect=auto_reconnect,
         reconnect_timeout=reconnect_timeout,
+        locate=locate,
     )
     try:
         await client.wait_connected(open_timeout)

@@ -185,6 +185,22 @@ def job_duration(job: JobInfo) -> float:
     return job.ended_at - job.started_at
 
 
+def test_a_follower_finds_the_restarted_job_server_and_ends_as_its_job_did(runtime_dir) -> None:
+    """The job server SIGKILLed under a followed job, a new one started (which marks it lost): the run
+    re-reads the runtime file, re-attaches there and ends error with the job's own end and duration
+    (it dialled the dead port for five minutes, then ended "reconnect failed" with those minutes as
+    its duration)."""
+    run = ticking_job()
+    kill_job_server(runtime_dir)
+    eventually(lambda: run.status == "reconnecting", what="the run reconnecting")
+    job = {job.job_id: job for job in cc_executor_nb.jobs.list()}[run.job_id]  # starts the next server
+    assert job.status == "lost"
+    run.wait(scaled(20))
+    assert (run.status, run.error) == ("error", LOST_ERROR)
+    assert any(e.method == "client.reconnected" for e in run.events)
+    assert run.duration == pytest.approx(job_duration(job), abs=scaled(0.5))
+
+
 def test_an_attached_lost_job_reads_error_with_the_jobs_own_duration(runtime_dir) -> None:
     """Attaching to a job its server died under: error, the server's reason, and the job's duration
     from its record (it was the attach's 0.03 s)."""

@@ -40,7 +40,7 @@ from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from .claudetext import ClaudeTextView
 from .config import CCExec, checked_settings
 from .conversation import Conversation
-from .jobserver import durable_environment, job_server, notebook_key
+from .jobserver import durable_environment, job_server, job_server_locator, notebook_key
 from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
@@ -648,7 +648,7 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> T
         return Target(options.server, options.token or (os.environ.get(name) if name else None))
     if options.durable:
         info = job_server(settings)
-        return Target(info.url, info.token)
+        return Target(info.url, info.token, locate=job_server_locator())
     local = kernel_loop.server
     if local is None:
         raise RuntimeError("the in-kernel server is not running")

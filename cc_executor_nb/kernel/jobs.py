@@ -32,7 +32,7 @@ from ..client import connect, shown_url
 from ..errors import CCExecError
 from . import api
 from .config import CCExec
-from .jobserver import job_server, notebook_key, stop_server
+from .jobserver import job_server, job_server_locator, notebook_key, stop_server
 from .jobsview import jobs_html, jobs_text, rows_of
 from .loop import shared_loop
 from .run import Run, Target
@@ -263,7 +263,7 @@ def _target(settings: CCExec, server: str | None, token: str | None) -> Target:
         name = settings.token_env
         return Target(url, token or (os.environ.get(name) if name else None))
     info = job_server(settings)
-    return Target(info.url, info.token)
+    return Target(info.url, info.token, locate=job_server_locator())
 
 
 async def _fetch(target: Target) -> list[JobInfo]:

@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from websockets.exceptions import WebSocketException
@@ -46,6 +46,7 @@ __all__ = [
     "JobServerError",
     "durable_environment",
     "job_server",
+    "job_server_locator",
     "notebook_key",
     "server_arguments",
     "stop_server",
@@ -71,6 +72,19 @@ def job_server(settings: CCExec | None = None) -> RuntimeInfo:
             return info
         _start(settings or CCExec(), runtime)
         return _await_answer(runtime)
+
+
+def job_server_locator() -> Callable[[], tuple[str, str] | None]:
+    """Where the user's job server listens now, read from its runtime file at each call
+    (None while there is no file): what a run following a job asks before each reconnect,
+    since a job server that died and was started again has another port and token."""
+    runtime = default_runtime_file()  # this kernel's runtime directory, as when the run began
+
+    def locate() -> tuple[str, str] | None:
+        info = read_runtime_file(runtime)
+        return (info.url, info.token) if info is not None else None
+
+    return locate
 
 
 def stop_server(timeout: float = 60.0) -> bool:

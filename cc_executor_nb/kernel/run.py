@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import methods
 from ..claude.permissions import Answer, PermissionRequest
-from ..client import Client, connect, shown_url
+from ..client import Client, Locator, connect, shown_url
 from ..errors import CCExecError, ConnectionLost, HandshakeRefused, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import FROM_ARGUMENTS, command_line
@@ -159,6 +159,9 @@ class Target:
     token: str | None = field(default=None, repr=False)
     ssl: Any = field(default=None, repr=False, compare=False)
     """The client TLS context of a ``wss://`` server (an ``ssl.SSLContext``), if it needs one."""
+    locate: Locator | None = field(default=None, repr=False, compare=False)
+    """Where the server is now, asked before each reconnect of a run following a job: set
+    for the user's job server, whose address and token change when it is started again."""
 
 
 def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
@@ -642,7 +645,8 @@ class Run:
         self._ended = asyncio.Event()
         client: Client | None = None
         try:
-            client = await connect(self.target.url, self.target.token, buffer_events=False, ssl=self.target.ssl)
+            target = self.target
+            client = await connect(target.url, target.token, buffer_events=False, ssl=target.ssl, locate=target.locate)
             await self._execute(client)
         except asyncio.CancelledError:
             if self.durable:
@@ -781,6 +785,8 @@ class Run:
         self.state.apply(event.method, event.params, now)
         self.events.append(self.state.output.keep(event))  # output text lives in the store
         _fold_connection_event(self.state, event, now)
+        if event.method == methods.CLIENT_RECONNECTED:
+            self._take_job_times(event.params.get("job"))  # attached again: maybe to a new server
         interpreter = self.interpreter
         if interpreter is not None:
             if isinstance(event, Output):
