@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from traitlets.config import Config
 
 import cc_executor_nb
 from cc_executor_nb.errors import CCExecError
+from cc_executor_nb.kernel import run as run_module
 from cc_executor_nb.kernel.html import header_html
 from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
 from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
@@ -199,6 +201,21 @@ def test_a_follower_finds_the_restarted_job_server_and_ends_as_its_job_did(runti
     assert (run.status, run.error) == ("error", LOST_ERROR)
     assert any(e.method == "client.reconnected" for e in run.events)
     assert run.duration == pytest.approx(job_duration(job), abs=scaled(0.5))
+
+
+def test_a_follower_that_gives_up_ends_with_the_run_time_it_knew(runtime_dir, monkeypatch) -> None:
+    """No job server comes back: the run ends error when its reconnects give up, and its duration is
+    the run's up to the last message it had, not that plus the reconnect wait."""
+    # The client's reconnect limit (5 minutes) is no setting: the run's connect gets 2 s here.
+    monkeypatch.setattr(run_module, "connect", functools.partial(run_module.connect, reconnect_timeout=2.0))
+    run = ticking_job()
+    kill_job_server(runtime_dir)
+    killed = run.duration
+    assert killed is not None
+    eventually(lambda: run.status == "reconnecting", what="the run reconnecting")
+    run.wait(scaled(20))
+    assert run.status == "error" and "reconnect failed" in (run.error or "")
+    assert run.duration is not None and killed - scaled(0.5) <= run.duration <= killed + scaled(0.5)
 
 
 def test_an_attached_lost_job_reads_error_with_the_jobs_own_duration(runtime_dir) -> None:

@@ -563,3 +563,11 @@ def test_a_running_jobs_attached_run_counts_from_the_jobs_start() -> None:
     state.apply("process.started", {"pid": 7, "pgid": 7, "seq": 1}, 100.0)
     assert elapsed(state, 101.0) == pytest.approx(61.0)
 
+
+def test_a_run_whose_reconnects_give_up_ended_when_the_server_last_spoke() -> None:
+    """The server last spoke at 10, then the connection dropped; the reconnects give up at 300: the run took 10 s."""
+    state = started(0.0)
+    state.apply("process.output", {"type": "stdout", "data": "x\n", "seq": 2}, 10.0)
+    state.mark_reconnecting()
+    state.apply("process.error", {"error": "connection lost: reconnect failed"}, 300.0)
+    assert state.status == "error" and elapsed(state, 400.0) == pytest.approx(10.0)

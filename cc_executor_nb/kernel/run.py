@@ -275,7 +275,8 @@ class Run:
     def duration(self) -> float | None:
         """Seconds the run took (the server's figure), or has taken so far.
 
-        An attached run counts from its job's start (not the attach) to its job's end.
+        An attached run counts from its job's start (not the attach) to its job's end. A
+        run whose reconnects gave up counts to the last message it had from the server.
         """
         return elapsed(self.state, time.monotonic())
 

@@ -155,6 +155,8 @@ class RunState:
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
     _status_before_pause: Status | None = field(default=None, init=False, repr=False)
+    _heard_before_drop: float | None = field(default=None, init=False, repr=False)
+    """When the server last spoke before the connection dropped (while reconnecting)."""
     _job_started_at: float | None = field(default=None, init=False, repr=False)
     _job_ended_at: float | None = field(default=None, init=False, repr=False)
 
@@ -226,6 +228,7 @@ class RunState:
         """Record that the connection dropped; the next ``connected`` restores the status."""
         if self.status != "reconnecting" and not self.finished:
             self._status_before_reconnect = self.status
+            self._heard_before_drop = self.last_message_at
             self.status = "reconnecting"
 
     def take_job_times(self, started_at: float | None, ended_at: float | None) -> None:
@@ -370,8 +373,14 @@ class RunState:
             self.status = "error"
 
     def _known_end(self, now: float) -> float:
-        """When the run ended as far as this side knows: the job's end if its server said."""
-        return now if self._job_ended_at is None else self._job_ended_at
+        """When the run ended as far as this side knows: the job's end if its server said;
+        for a run that ends while its connection is down (the reconnects gave up), when the
+        server last spoke, not the end of the reconnect wait."""
+        if self._job_ended_at is not None:
+            return self._job_ended_at
+        if self.status == "reconnecting" and self._heard_before_drop is not None:
+            return self._heard_before_drop
+        return now
 
 
     # Conversations (local events)
