@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -332,3 +333,23 @@ def test_the_job_server_probe_at_debug_logs_no_token(runtime_dir: Path) -> None:
     assert done.returncode == 0, done.stderr
     token = json.loads((runtime_dir / RUNTIME_FILE_NAME).read_text())["token"]
     assert "> Authorization: [redacted]" in done.stderr and token not in done.stderr
+
+
+FIRE_AND_FORGET = """
+import sys
+import cc_executor_nb
+run = cc_executor_nb.run(sys.argv[1:], command=True, durable=True, display=False)
+print(run.job_id)
+"""
+
+
+def test_a_script_that_exits_right_after_a_durable_run_leaves_its_job_running(runtime_dir: Path) -> None:
+    """run(durable=True) returns once the job server has the job: the script may end at once
+    (it returned before, and the job was lost with the script's daemon loop thread)."""
+    done = subprocess.run([sys.executable, "-c", FIRE_AND_FORGET, *shlex.split(fake_command("ticker", "5", "0.1"))],
+                          capture_output=True, text=True, timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    assert job_id != "None"
+    again = cc_executor_nb.attach(job_id, display=False, wait=True)
+    assert (again.status, again.stdout) == ("completed", "".join(f"tick {i}\n" for i in range(5)))

@@ -97,7 +97,8 @@ def run(
     its turn ends: see :func:`wait_one_shot`; a KeyboardInterrupt cancels it);
     ``display=False`` shows
     nothing (``display(run)`` later); ``durable`` makes the run a job of the user's job
-    server (see ``cc_executor_nb.jobs``).
+    server (see ``cc_executor_nb.jobs``), and returns once that server has the job (its
+    ``job_id`` known), so the job outlives this process from then on.
 
     A Claude run is interactive by default (``interactive=False``: one-shot): its
     permission questions come to the notebook (``on_permission=callable(request) ->
@@ -115,7 +116,13 @@ def run(
     if run_options.display:
         handle.show()
     handle.start(prepared.loop)
-    return wait_one_shot(handle) if run_options.wait else handle
+    if run_options.wait:
+        return wait_one_shot(handle)
+    if run_options.durable and not prepared.loop.on_loop_thread():
+        # Returned before its job server had it, a job was lost with a script that ended
+        # right after run(): the background loop is a daemon thread.
+        handle.wait_accepted(DURABLE_ACCEPT_TIMEOUT)
+    return handle
 
 
 class Prepared:
@@ -268,6 +275,9 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         handle.cancel()  # nobody else holds this run: a cancelled (or timed out) arun() stops it
         raise
 
+
+DURABLE_ACCEPT_TIMEOUT = 60.0
+"""Seconds ``run(..., durable=True)`` waits at most for its job server to take the job."""
 
 _SCRIPT_SETTINGS: list[CCExec] = []
 """Outside IPython: the one settings object of the process (it keeps ``last_session_id``)."""

@@ -527,6 +527,16 @@ class Run:
             raise
         return self
 
+    def wait_accepted(self, timeout: float) -> Run:
+        """Block until a durable run's job server has its job (``job_id`` known) or the run
+        is over, at most ``timeout`` s; returns self. From then on the job outlives this
+        process: a script may exit at once. Polls (the start takes milliseconds, or a job
+        server's start)."""
+        deadline = time.monotonic() + timeout
+        while self.job_id is None and not self.done and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self
+
     def _wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._idle.is_set():
