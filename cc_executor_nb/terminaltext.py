@@ -38,6 +38,8 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # marks (LRM, RLM, ALM) only steer neutral characters, and right-to-left letters need no
 # control at all: both stay.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(CONTROL.pattern[:-1] + _BIDI.pattern[1:])
+"""Any character :func:`printable` changes (ESC is a C0 control)."""
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
 _ESCAPE_OR_CHAR = re.compile(_ESCAPE.pattern + r"|.", re.DOTALL)
 
@@ -64,6 +66,8 @@ def printable(text: str) -> str:
 
     ``"a\\x1b]0;title\\x07b\\x9b2J"`` is ``"ab2J"``; ``"x\\u202ey"`` is ``"x⟨U+202E⟩y"``.
     """
+    if _UNSAFE.search(text) is None:  # the usual case: one scan instead of three passes
+        return text
     return reveal_bidi(CONTROL.sub("", strip_escapes(text)))
 
 
