@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 import threading
 import time
@@ -87,6 +88,49 @@ def test_fill_replaces_item_and_index_and_quotes_commands() -> None:
     """{item} and {index} are filled in; other braces stay; in a command the item stays one argument."""
     assert fill('Summarise {item} as {"json": true} (#{index})', "a.txt", 3) == 'Summarise a.txt as {"json": true} (#3)'
     assert fill("wc -l {item}", "my file.txt", 0, command=True) == "wc -l 'my file.txt'"
+
+
+def test_fill_splits_a_command_template_before_filling_its_words() -> None:
+    """A command's words come from the template: the item goes in raw, or quoted in a shell's -c script."""
+    def words(template: str, item: str) -> list[str]:
+        return shlex.split(fill(template, item, 7, command=True))
+
+    assert words("cp {item} --file={item} \"--name={item}\" #{index}", "my file.txt") == [
+        "cp", "my file.txt", "--file=my file.txt", "--name=my file.txt", "#7"]
+    assert words("bash -c 'wc -c {item}'", "my file.txt") == ["bash", "-c", "wc -c 'my file.txt'"]
+    assert words("/bin/sh -o errexit -ec 'echo {item}' x {item}", "d;e") == [
+        "/bin/sh", "-o", "errexit", "-ec", "echo 'd;e'", "x", "d;e"]  # only the script is quoted
+    assert words("bash script.sh -c {item}", "d;e") == ["bash", "script.sh", "-c", "d;e"]  # -c of the script
+    assert words("python -c 'print(\"{item}\")'", "a'b") == ["python", "-c", 'print("a\'b")']  # not a shell
+    assert words("echo {item}", "") == ["echo", ""]
+
+
+def test_fill_says_a_command_template_that_cannot_be_split() -> None:
+    """An unclosed quote in a command template is a ValueError naming the template."""
+    with pytest.raises(ValueError, match="cannot be split"):
+        fill("echo 'oops {item}", "x", 0, command=True)
+
+
+def test_command_items_stay_one_argument_in_a_shell_script(settings: CCExec, tmp_path: Path) -> None:
+    """Real shells: 'my file.txt' in bash -c '...' is one file, and 'd;e' in sh -c '...' is text, not a command."""
+    (tmp_path / "my file.txt").write_text("hello")
+    batch = cc_executor_nb.map("bash -c 'wc -c {item}'", ["my file.txt"], command=True, cwd=str(tmp_path),
+                               display=False, settings=settings, wait=True)
+    assert (batch.runs[0].exit_code, batch.results()) == (0, ["5 my file.txt\n"])
+    batch = cc_executor_nb.map("sh -c 'echo {item}'", ["d;e", "$HOME `id` *"], command=True,
+                               display=False, settings=settings, wait=True)
+    assert [run.exit_code for run in batch.runs] == [0, 0]
+    assert batch.results() == ["d;e\n", "$HOME `id` *\n"]
+    batch = cc_executor_nb.map("""sh -c 'printf "%s|" "$1" "$0"' {item} {item}""", ["d;e"], command=True,
+                               display=False, settings=settings, wait=True)
+    assert batch.results() == ["d;e|d;e|"]  # the arguments after the script are plain words
+
+
+def test_command_items_fill_plain_words_raw(settings: CCExec) -> None:
+    """Outside a shell script the item is exactly the word (or its part): no quotes reach the program."""
+    template = py("import sys; print(sys.argv[1:])") + " {item} --file={item} \"--name={item}\""
+    batch = cc_executor_nb.map(template, ["my file.txt"], command=True, display=False, settings=settings, wait=True)
+    assert batch.results() == [repr(["my file.txt", "--file=my file.txt", "--name=my file.txt"]) + "\n"]
 
 
 def test_fill_inserts_an_item_that_holds_a_placeholder_as_it_is() -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import re
 import shlex
 import statistics
@@ -66,18 +67,55 @@ ON_BUDGET = ("finish", "cancel")
 _BATCH_KEYWORDS = frozenset({"wait", "display", "quiet", "label"})
 _ACTIVE = frozenset({"running", "thinking", "paused", "starting", "reconnecting"})
 _PLACEHOLDER = re.compile(r"\{item\}|\{index\}")
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
+"""The shells whose ``-c`` script gets the item shell-quoted (see :func:`fill`)."""
 
 
 def fill(template: str, item: Any, index: int, *, command: bool = False) -> str:
     """``template`` with ``{item}`` (and ``{index}``) replaced; other braces stay as they are.
 
-    In a command line the item is quoted for the shell-like split (``wc -l {item}`` with
-    ``my file.txt`` stays one argument).
+    A command template is split into words first, as the server splits a command (shlex,
+    no shell), then each word is filled: the item goes in as it is, since it is already
+    inside one argument (``wc -l {item}`` with ``my file.txt`` stays one argument). In the
+    script of a shell (``sh``, ``bash``, ``dash``, ``zsh`` or ``ksh`` with ``-c``, or a
+    cluster such as ``-lc``: the first word after its options) the item is shell-quoted,
+    so the inner shell sees it as one word and ``d;e`` stays text. The words are joined
+    back with ``shlex.join``, which the server's split turns into exactly those words.
+    Raises ValueError for a command template that cannot be split (an unclosed quote).
     """
-    text = str(item)
-    values = {"{item}": shlex.quote(text) if command else text, "{index}": str(index)}
+    text, number = str(item), str(index)
+    if not command:
+        return _fill_word(template, text, number)
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise ValueError(f"the command template cannot be split: {exc}: {template!r}") from None
+    script = _script_index(words)
+    quoted = shlex.quote(text)
+    return shlex.join(_fill_word(word, quoted if at == script else text, number) for at, word in enumerate(words))
+
+
+def _fill_word(word: str, item: str, index: str) -> str:
+    values = {"{item}": item, "{index}": index}
     # One pass: an item that itself holds "{index}" or "{item}" is inserted as it is.
-    return _PLACEHOLDER.sub(lambda match: values[match.group()], template)
+    return _PLACEHOLDER.sub(lambda match: values[match.group()], word)
+
+
+def _script_index(words: Sequence[str]) -> int | None:
+    """Where a shell's ``-c`` script is in ``words``: its first operand, if its options hold ``c``."""
+    if not words or os.path.basename(words[0]) not in _SHELLS:
+        return None
+    at, script = 1, False
+    while at < len(words) and words[at].startswith(("-", "+")) and words[at] not in ("-", "--"):
+        word = words[at]
+        if word in ("-o", "+o", "-O", "+O"):
+            at += 2  # an option name follows (-o pipefail)
+            continue
+        script = script or (word.startswith("-") and not word.startswith("--") and "c" in word)
+        at += 1
+    if at < len(words) and words[at] == "--":
+        at += 1
+    return at if script and at < len(words) else None
 
 
 @dataclass
@@ -781,7 +819,8 @@ def map(
     """Run many prompts (or command lines) as one :class:`Batch`, and return it at once.
 
     ``prompts`` is a list of prompts, or with ``items`` a template whose ``{item}`` (and
-    ``{index}``) each item fills in. ``concurrency`` runs at most that many at once
+    ``{index}``) each item fills in (a command template word by word, the item quoted
+    only inside a shell's ``-c`` script: see :func:`fill`). ``concurrency`` runs at most that many at once
     (default ``CCExec.batch_concurrency``, 4); ``max_budget_usd`` stops starting new runs
     once the runs' reported costs reach it (``on_budget="cancel"`` also cancels the
     running ones; default ``"finish"`` lets them finish); ``run_max_budget_usd`` is each

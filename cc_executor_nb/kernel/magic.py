@@ -169,6 +169,10 @@ class CCExecMagics(Magics):
 
           %%ccexec --each files --concurrency 8 --batch-budget-usd 5
           Summarise {item} in three bullet points.
+
+        In a command (``-c``) each word takes the item as it is (``wc -l {item}`` is one
+        argument); in the script of ``sh``/``bash``/``dash``/``zsh``/``ksh -c`` the item is
+        shell-quoted (``bash -c 'wc -c {item}'``).
         """
         args, text = self._parse(line, cell)
         result = self._act(args, text)

@@ -84,7 +84,8 @@ class BatchOptions:
     each: str | None = option(
         None, "--each", metavar="NAME",
         help="run once per item of the iterable NAME in the user namespace, {item} in the prompt (or "
-        "command) filled in with it: returns a Batch",
+        "command) filled in with it: returns a Batch (a command's words each take the item as it is, "
+        "shell-quoted only in the script of sh/bash/dash/zsh/ksh -c)",
     )
     concurrency: int | None = option(
         None, "--concurrency", metavar="N", type=int, config="batch_concurrency",
