@@ -207,8 +207,21 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
     batch.cancel().wait(scaled(30))
     statuses = [item.status for item in batch.items]
     assert [run.status for run in batch.runs] == ["cancelled"] * 6 and statuses.count("skipped") == 4
+    assert statuses.count("cancelled") == 2  # the two that ran say how they ended, not "started"
     assert len(groups) == 2 and all(group_alive(pgid) == [] for pgid in groups)
     assert batch.status == "cancelled" and batch.done and batch.results()[2:] == [None] * 4  # it says how it ended
+
+
+def test_an_items_status_follows_its_run_to_the_end(settings: CCExec) -> None:
+    """items[i].status is queued, then started while its run runs, then the run's final status."""
+    batch = cc_executor_nb.map([py("import sys, time; time.sleep(0.3); sys.exit(int(sys.argv[1]))") + " {item}"][0],
+                               ["0", "3", "0"], command=True, concurrency=1, display=False, settings=settings)
+    eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
+    assert [item.status for item in batch.items] == ["started", "queued", "queued"]
+    batch.wait(scaled(30))
+    assert [item.status for item in batch.items] == [run.status for run in batch.runs] == [
+        "completed", "failed", "completed"]
+    assert [item.stage for item in batch.items] == ["started"] * 3  # the queue's own record
 
 
 def test_pause_queue_lets_running_runs_finish_and_starts_nothing(settings: CCExec) -> None:

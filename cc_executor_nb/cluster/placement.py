@@ -189,7 +189,7 @@ class DaskPlacement:
             error = exc
         reason = f"the Dask task failed: {type(error).__name__}: {error}"
         batch = self.batch
-        batch._on_loop(lambda: entry.run.abandon(reason) if entry.status == "placing" else None)
+        batch._on_loop(lambda: entry.run.abandon(reason) if entry.stage == "placing" else None)
 
 
 async def _cancel_job(target: Target, job_id: str) -> None:

@@ -125,12 +125,24 @@ class BatchItem:
     index: int
     item: Any
     run: Run
-    status: str = "queued"
-    """queued, placing (handed to a cluster, not started yet), started or skipped."""
+    stage: str = "queued"
+    """The queue's own record: queued, placing (handed to a cluster, not started yet),
+    started (it stays so once the run is over) or skipped (never started)."""
     worker: str | None = None
     """Where the run runs (a Dask worker's address), when not here."""
     row: Row | None = None
     """The final row, once the run is over."""
+
+    @property
+    def status(self) -> str:
+        """The item's status: its ``stage`` until its run is over, then ``skipped`` or the run's status.
+
+        (``completed``, ``failed``, ``cancelled``, ... as ``runs[i].status``, never a
+        stale ``started``.)
+        """
+        if self.stage == "skipped" or not self.run.done:
+            return self.stage
+        return self.run.status
 
     @property
     def finished(self) -> bool:
@@ -162,7 +174,7 @@ class LocalPlacement:
 
     def start(self, entry: BatchItem, batch: Batch) -> None:
         """Start the run at once; a conversation (host mode) ends with its first turn."""
-        entry.status = "started"
+        entry.stage = "started"
         entry.run.start(self.loop)
         if entry.run.conversation is not None:
             # Questions still come, and the process exits once the first turn has its
@@ -231,7 +243,8 @@ class Batch:
     """Many runs with one queue, one view and one set of controls (see the module docstring).
 
     ``runs`` are the items' :class:`Run` handles in input order (a queued item's run has
-    not started: its status is ``starting``; ``items[i].status`` says ``queued``).
+    not started: its status is ``starting``; ``items[i].status`` says ``queued``, then
+    ``started``, then how its run ended, or ``skipped``).
     """
 
     def __init__(
@@ -319,7 +332,7 @@ class Batch:
 
     def results(self) -> list[str | None]:
         """Each item's result in input order: Claude's text, or a command's stdout; None if it never ran."""
-        return [None if item.status == "skipped" else _result_of(item.run) for item in self.items]
+        return [None if item.stage == "skipped" else _result_of(item.run) for item in self.items]
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame, one row per item (pandas must be installed; it is not a dependency)."""
@@ -472,7 +485,7 @@ class Batch:
         self.coalescer.poke()
 
     def _in_flight(self) -> int:
-        return sum(1 for item in self.items if item.status in ("placing", "started") and not item.finished)
+        return sum(1 for item in self.items if item.stage in ("placing", "started") and not item.finished)
 
     def _can_start(self, now: float) -> bool:
         if self.paused or self.cancelled or self.budget_spent:
@@ -486,7 +499,7 @@ class Batch:
         now = time.time()
         self._update_hold(now)  # a limit that just came holds the queue before anything starts
         for item in self.items:
-            if item.status != "queued":
+            if item.stage != "queued":
                 continue
             if not self._can_start(now):
                 break
@@ -495,11 +508,11 @@ class Batch:
         self._poke()
 
     def _start(self, item: BatchItem) -> None:
-        item.status = "placing"
+        item.stage = "placing"
         try:
             self.placement.start(item, self)
         except LoopStopped:
-            item.status = "skipped"
+            item.stage = "skipped"
             item.run.abandon("skipped: the background loop was stopped", status="cancelled")
         except Exception as exc:
             logger.exception("! could not start item %d of a batch", item.index)
@@ -515,7 +528,7 @@ class Batch:
         if self.max_budget_usd is None or self.budget_spent or self.cost_usd < self.max_budget_usd:
             return
         self.budget_spent = True
-        running = any(not item.finished and item.status != "queued" for item in self.items)
+        running = any(not item.finished and item.stage != "queued" for item in self.items)
         self._budget_stopped = self._skip_queued() > 0 or (running and self.on_budget == "cancel")
         if self.on_budget == "cancel":
             self._cancel_running()
@@ -532,17 +545,17 @@ class Batch:
         for item in self.items:
             if item.finished:
                 continue
-            if item.status == "placing":
+            if item.stage == "placing":
                 self.placement.cancel(item)
                 item.run.abandon("cancelled before the run started", status="cancelled")
-            elif item.status == "started":
+            elif item.stage == "started":
                 item.run.cancel()
 
     def _skip_queued(self) -> int:
         """Queued items will not run: their handles end cancelled, without a process; how many."""
-        queued = [item for item in self.items if item.status == "queued"]
+        queued = [item for item in self.items if item.stage == "queued"]
         for item in queued:
-            item.status = "skipped"
+            item.stage = "skipped"
             item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
         return len(queued)
 
@@ -566,13 +579,13 @@ class Batch:
         """
 
         def go() -> None:
-            if item.finished or item.status != "placing" or item.run.cancel_requested:
+            if item.finished or item.stage != "placing" or item.run.cancel_requested:
                 if stray is not None:
                     stray()
                 item.run.abandon("cancelled before the run started", status="cancelled")
                 return
             item.worker = worker
-            item.status = "started"
+            item.stage = "started"
             start()
             if self.cancelled or (self.budget_spent and self.on_budget == "cancel"):
                 item.run.cancel()  # it started while the batch was being cancelled
@@ -599,7 +612,7 @@ class Batch:
         """The one coalesced path: rows, holds, the queue, then the view."""
         now = time.time()
         self._update_hold(now)
-        if self._can_start(now) and any(item.status == "queued" for item in self.items):
+        if self._can_start(now) and any(item.stage == "queued" for item in self.items):
             self._pump_soon()
         if self._view is not None:
             self._syncing = True
@@ -624,7 +637,7 @@ class Batch:
         """A usage limit on any run holds the queue until the latest reset among them."""
         until = None
         for item in self.items:
-            if item.status != "started":
+            if item.stage != "started":
                 continue
             view = item.run.claude
             if view is None:
@@ -660,9 +673,9 @@ class Batch:
         if item.row is not None:
             return item.row
         run = item.run
-        if item.status in ("queued", "placing") and not run.done:
-            return Row(item.index, run.label, item.status, worker=item.worker)
-        status = "skipped" if item.status == "skipped" else run.status
+        if item.stage in ("queued", "placing") and not run.done:
+            return Row(item.index, run.label, item.stage, worker=item.worker)
+        status = item.status
         if run.state.needs_you and not run.done:
             status = "needs you"  # the slot is held until someone answers
         view = run.claude
@@ -786,12 +799,12 @@ def _record_of(item: BatchItem) -> dict[str, Any]:
     return {
         "item": item.item,
         "label": run.label,
-        "status": "skipped" if item.status == "skipped" else run.status,
+        "status": item.status,
         "exit_code": run.exit_code,
         "duration": run.duration,
         "cost_usd": run.cost_usd,
         "session_id": run.session_id,
-        "result": None if item.status == "skipped" else _result_of(run),
+        "result": None if item.stage == "skipped" else _result_of(run),
         "error": run.error,
         "worker": item.worker,
     }
