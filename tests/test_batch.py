@@ -214,8 +214,8 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
 
 def test_an_items_status_follows_its_run_to_the_end(settings: CCExec) -> None:
     """items[i].status is queued, then started while its run runs, then the run's final status."""
-    batch = cc_executor_nb.map([py("import sys, time; time.sleep(0.3); sys.exit(int(sys.argv[1]))") + " {item}"][0],
-                               ["0", "3", "0"], command=True, concurrency=1, display=False, settings=settings)
+    template = py("import sys, time; time.sleep(0.3); sys.exit(int(sys.argv[1]))") + " {item}"
+    batch = cc_executor_nb.map(template, ["0", "3", "0"], command=True, concurrency=1, display=False, settings=settings)
     eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
     assert [item.status for item in batch.items] == ["started", "queued", "queued"]
     batch.wait(scaled(30))
