@@ -100,7 +100,7 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
         async with remote as client:
             yield client
         return
-    handler = build_server(ServerSettings(heartbeat_interval=args.heartbeat))
+    handler = build_server(ServerSettings())
     await handler.start("127.0.0.1", 0)
     try:
         async with await connect(handler.url, handler.token) as client:
@@ -269,10 +269,14 @@ def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
                         help="environment variable holding the server's token")
     parser.add_argument("--cwd")
     parser.add_argument("--timeout", type=_seconds(0.0))
-    parser.add_argument("--heartbeat", type=_seconds(MIN_INTERVAL), default=DEFAULT_HEARTBEAT_INTERVAL,
-                        help="heartbeat interval (s, at least 0.1)")
-    parser.add_argument("--inactivity", type=_seconds(MIN_INTERVAL), default=DEFAULT_INACTIVITY_THRESHOLD,
-                        help="inactivity threshold (s, at least 0.1)")
+    # Sent only when given: otherwise the server's defaults apply (a standalone server's
+    # --heartbeat-interval or WEBSOCKET_HEARTBEAT_INTERVAL; the private server's 20 s and 30 s).
+    parser.add_argument("--heartbeat", type=_seconds(MIN_INTERVAL), default=None,
+                        help=f"heartbeat interval (s, at least {MIN_INTERVAL:g}; default: the server's, "
+                        f"{DEFAULT_HEARTBEAT_INTERVAL:g} for the private one)")
+    parser.add_argument("--inactivity", type=_seconds(MIN_INTERVAL), default=None,
+                        help=f"inactivity threshold (s, at least {MIN_INTERVAL:g}; default: the server's, "
+                        f"{DEFAULT_INACTIVITY_THRESHOLD:g} for the private one)")
     parser.add_argument("--capture", choices=("file", "pipe"), default=None,
                         help="how the server captures the output (default: the server's, file)")
     parser.add_argument("--quiet", action="store_true", help=quiet)

@@ -260,6 +260,24 @@ def test_terminal_client_shows_heartbeats_and_inactivity_on_stderr(token_server)
     assert "[heartbeat] alive" in proc.stderr and "[status] no output for" in proc.stderr
 
 
+def test_terminal_client_without_heartbeat_or_inactivity_keeps_the_servers_defaults() -> None:
+    """No ``--heartbeat``/``--inactivity``: the run beats at the server's WEBSOCKET_HEARTBEAT_INTERVAL and reports
+    silence after its --inactivity-threshold (the client sent its own 20 s and 30 s)."""
+    server = start_server("--token", "standalone-token", "--inactivity-threshold", "0.4",
+                          env={"WEBSOCKET_HEARTBEAT_INTERVAL": "0.3"})
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cc_executor_nb", "run", "--server", server.url, "--", *fake("silence", "1.5")],
+            capture_output=True, text=True, timeout=scaled(60), check=False,
+            env={**os.environ, "CC_EXECUTOR_TOKEN": "standalone-token"},
+        )
+    finally:
+        server.finish()
+    assert proc.returncode == 0 and proc.stdout == "before\nafter\n"
+    assert proc.stderr.count("[heartbeat] alive") >= 2, proc.stderr
+    assert "[status] no output for" in proc.stderr, proc.stderr
+
+
 def test_terminal_client_reports_signal_deaths_as_128_plus_n() -> None:
     """A child killed by SIGKILL makes the terminal client exit 137."""
     proc = subprocess.run([sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("signal", "9")],
