@@ -26,6 +26,7 @@ from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
 
 from .kernel_utils import ccexec, fake_command, py
+from .servers import start_server
 from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(60)
@@ -170,6 +171,24 @@ def test_config_values_reach_the_run(shell: InteractiveShell) -> None:
     run = magic(shell, ccexec("true", "-w", "-q", "--inactivity", "3"))
     assert (run.spec.heartbeat_interval, run.spec.inactivity_threshold) == (0.5, 3.0)
     assert run.spec.timeout is None
+
+
+def test_unset_timing_leaves_the_servers_defaults(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --heartbeat or CCExec.heartbeat_interval a remote run beats at the server's
+    WEBSOCKET_HEARTBEAT_INTERVAL (the magic sent 20 s); the in-kernel server keeps 20 s and 30 s."""
+    server = start_server("--token", "magic-token", "--inactivity-threshold", "0.4",
+                          env={"WEBSOCKET_HEARTBEAT_INTERVAL": "0.3"})
+    monkeypatch.setenv("CCX_MAGIC_TOKEN", "magic-token")
+    try:
+        run = magic(shell, ccexec(fake_command("silence", "1"), "-w", "-q", "-s", server.url,
+                                  "--token-env", "CCX_MAGIC_TOKEN"))
+    finally:
+        server.finish()
+    assert (run.spec.heartbeat_interval, run.spec.inactivity_threshold) == (None, None)
+    assert (run.state.heartbeat_interval, run.state.inactivity_threshold) == (0.3, 0.4)
+    assert run.state.heartbeat_count >= 2
+    local = magic(shell, ccexec("true", "-w", "-q"))
+    assert (local.state.heartbeat_interval, local.state.inactivity_threshold) == (20.0, 30.0)
 
 
 def test_env_and_cwd_options_reach_the_process(shell: InteractiveShell, tmp_path: Path) -> None:

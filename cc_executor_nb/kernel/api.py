@@ -374,8 +374,9 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
         cwd=options.cwd,
         env=_merge_env(options.env, extras.env),
         timeout=_seconds("timeout", options.timeout, True),
-        heartbeat_interval=_seconds("heartbeat", options.heartbeat, minimum=MIN_INTERVAL),
-        inactivity_threshold=_seconds("inactivity", options.inactivity, minimum=MIN_INTERVAL),
+        # None (neither given nor configured): the server's default.
+        heartbeat_interval=_seconds("heartbeat", options.heartbeat, True, minimum=MIN_INTERVAL),
+        inactivity_threshold=_seconds("inactivity", options.inactivity, True, minimum=MIN_INTERVAL),
         kill_grace=settings.kill_grace,
         capture=_capture(options.capture),
     )

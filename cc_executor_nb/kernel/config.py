@@ -81,13 +81,20 @@ class CCExec(Configurable):
 
     # Timing
 
+    # None leaves these to the server: a remote server's own defaults (its
+    # WEBSOCKET_HEARTBEAT_INTERVAL, say) apply unless the user chose a value.
     heartbeat_interval = Float(
-        20.0, help="Seconds between the server's heartbeats for each run's session."
+        None,
+        allow_none=True,
+        help="Seconds between the server's heartbeats for each run's session. None: the "
+        "server's default (20 for the in-kernel server).",
     ).tag(config=True)
     inactivity_threshold = Float(
-        30.0,
+        None,
+        allow_none=True,
         help="Seconds without output after which the server reports the process as "
-        "'thinking' (and again every as many seconds while the silence lasts).",
+        "'thinking' (and again every as many seconds while the silence lasts). None: the "
+        "server's default (30 for the in-kernel server).",
     ).tag(config=True)
     timeout = Float(
         None,
@@ -253,7 +260,9 @@ class CCExec(Configurable):
     ).tag(config=True)
 
     @validate("heartbeat_interval", "inactivity_threshold", "min_heartbeat_interval")
-    def _interval(self, proposal: Any) -> float:
+    def _interval(self, proposal: Any) -> float | None:
+        if proposal.value is None and proposal.trait.allow_none:
+            return None
         value = _check(proposal, allow_zero=False)
         if value < MIN_INTERVAL:
             # Shorter beats would keep a core busy for nothing.

@@ -63,11 +63,12 @@ class RunOptions:
     )
     heartbeat: float | None = option(
         None, "--heartbeat", metavar="SECONDS", type=float, config="heartbeat_interval",
-        help="seconds between heartbeats (default: CCExec.heartbeat_interval)",
+        help="seconds between heartbeats (default: CCExec.heartbeat_interval, else the server's)",
     )
     inactivity: float | None = option(
         None, "--inactivity", metavar="SECONDS", type=float, config="inactivity_threshold",
-        help="seconds of silence before the run shows as thinking (default: CCExec.inactivity_threshold)",
+        help="seconds of silence before the run shows as thinking (default: CCExec.inactivity_threshold, "
+        "else the server's)",
     )
     # Display
     quiet: bool = option(False, "-q", "--quiet", kind="switch", help="no widget: print plain text into the cell")
