@@ -58,7 +58,7 @@ from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 from .redaction import install_redactor
 
-__all__ = ["Client", "Locator", "connect", "shown_url"]
+__all__ = ["Client", "Locator", "check_server_url", "connect", "shown_url"]
 
 logger = logging.getLogger("cc_executor_nb.client")
 
@@ -673,6 +673,15 @@ def _without_user_info(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def check_server_url(server: object, name: str = "server") -> None:
+    """``server`` (None: the in-kernel server) must be a ``ws://`` or ``wss://`` URL; the error names ``name``."""
+    if server is not None and not (isinstance(server, str) and server.lower().startswith(("ws://", "wss://"))):
+        shown = shown_url(server) if isinstance(server, str) else server  # never a password or token
+        raise ValueError(f"{name} must be a ws:// or wss:// URL, not {shown!r}")
+    if isinstance(server, str) and "#" in server:  # websockets' refusal would print it whole, query and all
+        raise ValueError(f"{name} URL {shown_url(server)!r} must not have a fragment ('#...')")
 
 
 def shown_url(url: str) -> str:

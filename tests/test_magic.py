@@ -461,6 +461,22 @@ def test_settings_validate_durations() -> None:
     assert CCExec(timeout=None).timeout is None
 
 
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("default_server", "not a url", "CCExec.default_server must be a ws:// or wss:// URL, not 'not a url'"),
+    ("default_server", "http://u:pw@host:1/ws", "CCExec.default_server must be a ws:// or wss:// URL, not 'http://host:1/ws'"),
+    ("spool_dir", "/nonexistent_dir", "CCExec.spool_dir '/nonexistent_dir' is not a directory"),
+])
+def test_server_and_spool_dir_are_checked_when_set(setting: str, value: str, message: str) -> None:
+    """A default_server that is no ws:// URL and a spool_dir that is no directory are refused when set,
+    naming the setting (they were accepted and failed at run time); empty and good values pass."""
+    settings = CCExec()
+    with pytest.raises(TraitError) as refused:
+        setattr(settings, setting, value)
+    assert str(refused.value) == message and getattr(settings, setting) == ""
+    settings.default_server, settings.spool_dir = "ws://127.0.0.1:1/ws", "/tmp"
+    settings.default_server = settings.spool_dir = ""
+
+
 def test_conversation_settings_validate() -> None:
     """idle_timeout is not negative (0: never); permission_policy is a mode or a callable."""
     with pytest.raises(TraitError):

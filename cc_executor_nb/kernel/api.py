@@ -33,7 +33,7 @@ from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argument, places, refuse_host_options
 from ..claude.summary import RESULT_SUMMARY
-from ..client import shown_url
+from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
@@ -556,15 +556,6 @@ def _seconds(name: str, value: float | None, optional: bool = False, *, minimum:
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum:g} s, not {value!r}")
     return float(value)
-
-
-def check_server_url(server: object) -> None:
-    """``server`` (None: the in-kernel server) must be a ``ws://`` or ``wss://`` URL."""
-    if server is not None and not (isinstance(server, str) and server.lower().startswith(("ws://", "wss://"))):
-        shown = shown_url(server) if isinstance(server, str) else server  # never a password or token
-        raise ValueError(f"server must be a ws:// or wss:// URL, not {shown!r}")
-    if isinstance(server, str) and "#" in server:  # websockets' refusal would print it whole, query and all
-        raise ValueError(f"server URL {shown_url(server)!r} must not have a fragment ('#...')")
 
 
 def _sendable(options: RunOptions) -> RunOptions:

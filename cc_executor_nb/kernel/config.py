@@ -20,13 +20,15 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections import abc
 from typing import Any
 
 from traitlets import Bool, Callable, Enum, Float, Int, List, TraitError, Unicode, Union, validate
 from traitlets.config import Configurable
 
+from ..client import check_server_url
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL
-from ..server.config import MIN_DISK_LIMIT
+from ..server.config import MIN_DISK_LIMIT, check_spool_dir
 from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
 
 __all__ = ["OUTPUT_MODES", "CCExec", "checked_settings"]
@@ -269,6 +271,14 @@ class CCExec(Configurable):
             raise TraitError(f"CCExec.{proposal.trait.name} must be at least {MIN_INTERVAL:g} s, not {value!r}")
         return value
 
+    @validate("default_server")
+    def _server(self, proposal: Any) -> str:
+        return _checked(check_server_url, proposal, str(proposal.value) or None)
+
+    @validate("spool_dir")
+    def _spool(self, proposal: Any) -> str:
+        return _checked(check_spool_dir, proposal, str(proposal.value) or None)
+
     @validate("max_updates_per_second")
     def _positive(self, proposal: Any) -> float:
         return _check(proposal, allow_zero=False)
@@ -322,6 +332,15 @@ def _check(proposal: Any, *, allow_zero: bool) -> float:
         kind = "a non-negative" if allow_zero else "a positive"
         raise TraitError(f"CCExec.{name} must be {kind} finite number, not {value!r}")
     return value
+
+
+def _checked(check: abc.Callable[[Any, str], None], proposal: Any, value: object) -> str:
+    """``proposal.value`` once ``check(value, name)`` accepts it; its ValueError as a TraitError naming the setting."""
+    try:
+        check(value, f"CCExec.{proposal.trait.name}")
+    except ValueError as exc:
+        raise TraitError(str(exc)) from None
+    return str(proposal.value)
 
 
 _REJECTED = re.compile(r"CCExec\.(\w+)|'(\w+)' trait of a CCExec")

@@ -39,6 +39,7 @@ __all__ = [
     "MIN_DISK_LIMIT",
     "ServerSettings",
     "build_server",
+    "check_spool_dir",
 ]
 
 DEFAULT_HISTORY = "default"
@@ -122,8 +123,7 @@ class ServerSettings:
         self._check_limits()
         if self.capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be 'file' or 'pipe', not {self.capture!r}")
-        if self.spool_dir is not None and not os.path.isdir(self.spool_dir):
-            raise ValueError(f"spool_dir {self.spool_dir!r} is not a directory")
+        check_spool_dir(self.spool_dir)
         for name in ("secret_env", "keep_env", "allowed_commands", "allowed_origins"):
             _check_names(name, getattr(self, name))
         if self.token is not None and (not self.token or self.token != self.token.strip()):
@@ -179,6 +179,12 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
 def _check_names(name: str, value: object) -> None:
     if not isinstance(value, tuple) or not all(isinstance(item, str) and item for item in value):
         raise ValueError(f"{name} must be a tuple of non-empty strings, not {value!r}")
+
+
+def check_spool_dir(path: str | None, name: str = "spool_dir") -> None:
+    """``path`` (None: the system's temporary directory) must be an existing directory; the error names ``name``."""
+    if path is not None and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is not a directory")
 
 
 def build_server(settings: ServerSettings | None = None) -> EnhancedWebSocketHandler:
