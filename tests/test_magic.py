@@ -477,6 +477,14 @@ def test_server_and_spool_dir_are_checked_when_set(setting: str, value: str, mes
     settings.default_server = settings.spool_dir = ""
 
 
+def test_setting_help_stands_alone_and_names_every_policy_answer() -> None:
+    """In the alphabetical %config CCExec listing no help refers to its neighbour ("The same ..."),
+    and permission_policy's help lists the callable's 'always' that the README documents."""
+    traits = CCExec.class_traits(config=True)
+    assert not [name for name, trait in traits.items() if trait.help.lower().startswith("the same")]
+    assert "'always'" in traits["permission_policy"].help
+
+
 def test_conversation_settings_validate() -> None:
     """idle_timeout is not negative (0: never); permission_policy is a mode or a callable."""
     with pytest.raises(TraitError):

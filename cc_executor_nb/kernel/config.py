@@ -177,7 +177,9 @@ class CCExec(Configurable):
         "When reached, old replay is dropped, then a run is held until its output is read.",
     ).tag(config=True)
     session_disk_limit = Int(
-        1 << 30, help="The same for one run's session (0: no limit)."
+        1 << 30,
+        help="Bytes of temporary files the in-kernel server may keep for one run's session (0: no "
+        "limit). When reached, that run is held until its output is read.",
     ).tag(config=True)
     demo = Bool(
         False,
@@ -231,8 +233,8 @@ class CCExec(Configurable):
         default_value="ask",
         help="How Claude's permission questions are answered: 'ask' a person (the widget, "
         "or the cell's input box while the kernel is busy), 'all' (allow every call), "
-        "'none' (deny every call), or a callable(request) returning 'allow', 'deny' or "
-        "None (ask).",
+        "'none' (deny every call), or a callable(request) returning 'allow', 'always' "
+        "(allow, and the same call from now on), 'deny' or None (ask).",
     ).tag(config=True)
     idle_timeout = Float(
         600.0,
