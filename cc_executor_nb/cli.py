@@ -40,7 +40,7 @@ from .claude.options import (
     fits_one_argument,
 )
 from .client import Client, connect
-from .declare import Flag, OneLineParser, add_arguments, declared, from_values
+from .declare import Flag, OneLineParser, OptionError, add_arguments, declared, from_values
 from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.api import check_server_url
@@ -282,6 +282,14 @@ def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
     parser.add_argument("--quiet", action="store_true", help=quiet)
 
 
+_CLAUDE_FLAGS = {f.name: spec.flags[-1] for f, spec in declared(ClaudeOptions) if spec.flags}
+
+
+def _flag(name: str) -> str:
+    """How this client spells an option field in an error (``max_budget_usd`` is ``--max-budget-usd``)."""
+    return _CLAUDE_FLAGS.get(name, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m cc_executor_nb`` and the ``ccexec`` script."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -303,7 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_run(args))
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        text = exc.spelled(_flag) if isinstance(exc, OptionError) else str(exc)
+        print(f"error: {text.splitlines()[0]}", file=sys.stderr)
         return 2
     except CCExecError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -521,6 +521,24 @@ def test_api_run_accepts_an_argv_list(shell: InteractiveShell) -> None:
     assert run.stdout == "['a b']\n"
 
 
+@pytest.mark.parametrize(("options", "flag", "keyword"), [
+    (("--max-budget-usd", "-1"), "--max-budget-usd", "max_budget_usd"),
+    (("--heartbeat", "0.01"), "--heartbeat", "heartbeat"),
+    (("--timeout", "-1"), "--timeout", "timeout"),
+    (("--capture", "tty"), "--capture", "capture"),
+])
+def test_bad_values_name_the_flag_as_typed_and_the_keyword_in_the_api(
+    shell: InteractiveShell, options: tuple[str, str], flag: str, keyword: str
+) -> None:
+    """The magic's usage error starts with the flag (it said max_budget_usd, heartbeat ...); run() keeps the keyword."""
+    with pytest.raises(UsageError) as refused:
+        magic(shell, f"%ccexec {' '.join(options)} hello")
+    assert str(refused.value).startswith(f"{flag} must be "), refused.value
+    value: object = options[1] if keyword == "capture" else float(options[1])
+    with pytest.raises(ValueError, match=f"^{keyword} must be "):
+        cc_executor_nb.run("hello", **{keyword: value})
+
+
 def test_api_run_rejects_bad_input(shell: InteractiveShell) -> None:
     """run() raises ValueError for an empty command or a bad timeout."""
     with pytest.raises(ValueError, match="empty"):

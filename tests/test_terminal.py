@@ -191,6 +191,13 @@ def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:
     assert done.returncode == 2 and "must be a finite number of seconds >= 0.1, not 0.05" in done.stderr
 
 
+def test_cli_names_a_bad_budget_as_typed(tmp_path: Path) -> None:
+    """``claude --max-budget-usd -1`` is a usage error naming --max-budget-usd (it said max_budget_usd)."""
+    done = run_cli(tmp_path, "--max-budget-usd", "-1", "hi")
+    assert (done.returncode, done.stderr) == (2, "error: --max-budget-usd must be a positive number of dollars, "
+                                                 "not -1.0\n")
+
+
 def test_cli_usage_errors_are_one_line(tmp_path: Path) -> None:
     """A bad flag is one line on stderr, exit 2 (argparse printed its usage block first)."""
     done = run_command_cli(tmp_path, "--capture", "disk", "--", "true")

@@ -264,7 +264,7 @@ def check_dollars(name: str, value: object) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of dollars, not {value!r}")
+        raise OptionError("{0} must be a positive number of dollars, not {1!r}", [name], value)
 
 
 # Command line: how each option becomes arguments, in this order.

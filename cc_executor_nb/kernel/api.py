@@ -550,11 +550,11 @@ def _seconds(name: str, value: float | None, optional: bool = False, *, minimum:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+        raise OptionError("{0} must be a number of seconds, not {1!r}", [name], value)
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        raise OptionError("{0} must be a positive number of seconds, not {1!r}", [name], value)
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum:g} s, not {value!r}")
+        raise OptionError("{0} must be at least {1:g} s, not {2!r}", [name], minimum, value)
     return float(value)
 
 
@@ -594,7 +594,7 @@ def _environment(value: object) -> dict[str, str] | None:
 
 def _capture(value: str | None) -> str | None:
     if value is not None and value not in CAPTURE_MODES:
-        raise ValueError(f"capture must be 'file' or 'pipe', not {value!r}")
+        raise OptionError("{0} must be 'file' or 'pipe', not {1!r}", ["capture"], value)
     return value
 
 
