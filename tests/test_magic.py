@@ -173,6 +173,17 @@ def test_config_values_reach_the_run(shell: InteractiveShell) -> None:
     assert run.spec.timeout is None
 
 
+def test_a_run_opts_out_of_the_configured_timeout_with_zero(shell: InteractiveShell) -> None:
+    """With CCExec.timeout set, --timeout 0 and timeout=0 run without a limit (None fell back to
+    the setting, and 0 was refused: a run could not opt out)."""
+    shell.run_line_magic("config", "CCExec.timeout = 1")
+    run = magic(shell, ccexec(f"{sys.executable} -c 'import time; time.sleep(1.5)'", "-w", "-q", "--timeout", "0"))
+    assert (run.spec.timeout, run.status) == (None, "completed")
+    api = cc_executor_nb.run(["sleep", "0"], command=True, timeout=0, display=False, wait=True)
+    assert (api.spec.timeout, api.status) == (None, "completed")
+    assert magic(shell, ccexec("true", "-w", "-q")).spec.timeout == 1.0
+
+
 def test_unset_timing_leaves_the_servers_defaults(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without --heartbeat or CCExec.heartbeat_interval a remote run beats at the server's
     WEBSOCKET_HEARTBEAT_INTERVAL (the magic sent 20 s); the in-kernel server keeps 20 s and 30 s."""

@@ -373,7 +373,7 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
         what,
         cwd=options.cwd,
         env=_merge_env(options.env, extras.env),
-        timeout=_seconds("timeout", options.timeout, True),
+        timeout=None if _no_limit(options.timeout) else _seconds("timeout", options.timeout, True),
         # None (neither given nor configured): the server's default.
         heartbeat_interval=_seconds("heartbeat", options.heartbeat, True, minimum=MIN_INTERVAL),
         inactivity_threshold=_seconds("inactivity", options.inactivity, True, minimum=MIN_INTERVAL),
@@ -544,6 +544,11 @@ def _prompt_text(what: str | Sequence[str]) -> str:
     if not what.strip():
         raise ValueError("the prompt is empty")
     return what
+
+
+def _no_limit(timeout: object) -> bool:
+    """A run's ``timeout=0`` (``--timeout 0``): no limit, whatever ``CCExec.timeout`` says."""
+    return isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout == 0
 
 
 def _seconds(name: str, value: float | None, optional: bool = False, *, minimum: float = 0.0) -> float | None:

@@ -59,7 +59,7 @@ class RunOptions:
     # Timing (seconds)
     timeout: float | None = option(
         None, "--timeout", metavar="SECONDS", type=float, config="timeout",
-        help="cancel the run after this many seconds (default: no limit)",
+        help="cancel the run after this many seconds (default: CCExec.timeout, else no limit; 0: no limit)",
     )
     heartbeat: float | None = option(
         None, "--heartbeat", metavar="SECONDS", type=float, config="heartbeat_interval",
