@@ -213,11 +213,12 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
 
 
 def test_an_items_status_follows_its_run_to_the_end(settings: CCExec) -> None:
-    """items[i].status is queued, then started while its run runs, then the run's final status."""
-    template = py("import sys, time; time.sleep(0.3); sys.exit(int(sys.argv[1]))") + " {item}"
+    """items[i].status is queued, then its run's status while it runs and at its end."""
+    template = py("import sys, time; time.sleep(1.0); sys.exit(int(sys.argv[1]))") + " {item}"
     batch = cc_executor_nb.map(template, ["0", "3", "0"], command=True, concurrency=1, display=False, settings=settings)
     eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
-    assert [item.status for item in batch.items] == ["started", "queued", "queued"]
+    assert [item.status for item in batch.items] == ["running", "queued", "queued"]
+    assert [row.status for row in batch.rows()] == ["running", "queued", "queued"]  # the table's rows too
     batch.wait(scaled(30))
     assert [item.status for item in batch.items] == [run.status for run in batch.runs] == [
         "completed", "failed", "completed"]

@@ -135,12 +135,10 @@ class BatchItem:
 
     @property
     def status(self) -> str:
-        """The item's status: its ``stage`` until its run is over, then ``skipped`` or the run's status.
-
-        (``completed``, ``failed``, ``cancelled``, ... as ``runs[i].status``, never a
-        stale ``started``.)
-        """
-        if self.stage == "skipped" or not self.run.done:
+        """The item's status: ``queued`` or ``placing`` until its run starts, ``skipped`` if
+        it never will, else its run's status (``running``, ``completed``, ``cancelled`` ...,
+        as ``runs[i].status``; never a stale ``started``)."""
+        if self.stage == "skipped" or (self.stage in ("queued", "placing") and not self.run.done):
             return self.stage
         return self.run.status
 
@@ -243,8 +241,8 @@ class Batch:
     """Many runs with one queue, one view and one set of controls (see the module docstring).
 
     ``runs`` are the items' :class:`Run` handles in input order (a queued item's run has
-    not started: its status is ``starting``; ``items[i].status`` says ``queued``, then
-    ``started``, then how its run ended, or ``skipped``).
+    not started: its status is ``starting``; ``items[i].status`` says ``queued``, then its
+    run's status, or ``skipped``).
     """
 
     def __init__(
