@@ -124,6 +124,10 @@ class OptionError(ValueError):
         self.template, self.names, self.values = template, tuple(names), values
         super().__init__(self.spelled(str))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as it was made (a Dask task's error crosses processes).
+        return (type(self), (self.template, self.names, *self.values))
+
     def spelled(self, spell: Callable[[str], str]) -> str:
         """The message with each name spelled by ``spell`` (given the name as raised)."""
         return self.template.format(*(spell(name) for name in self.names), *self.values)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import re
 import shlex
 import sys
@@ -669,3 +671,12 @@ def test_text_of_keeps_the_typed_text(line: str, expected: str) -> None:
     """The prompt or command text is taken from the line as typed (a fully quoted word unquoted)."""
     tokens = [t for t in split_line(line) if not t.startswith("--")]
     assert text_of(line, tokens) == expected
+
+
+def test_an_option_error_survives_pickling_and_copying() -> None:
+    """A bad option's error crosses processes whole (a Dask task's): it raised TypeError when
+    rebuilt, as its constructor takes the template and names, not the message."""
+    with pytest.raises(ValueError) as caught:
+        ClaudeOptions(max_budget_usd=-1).check()
+    for again in (pickle.loads(pickle.dumps(caught.value)), copy.copy(caught.value)):
+        assert type(again) is type(caught.value) and str(again) == str(caught.value)
