@@ -382,6 +382,22 @@ async def test_a_run_alive_when_the_server_stops_ends_cancelled_saying_so() -> N
     assert (ended["status"], ended["error"]) == ("cancelled", "cancelled: the server stopped")
 
 
+async def test_a_run_that_exited_before_the_server_stops_keeps_its_own_end() -> None:
+    """A child that exited 0 while the server still read its output (a grandchild holds it)
+    ends completed when the server stops then, not "cancelled: the server stopped"."""
+    handler = make_handler(kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    client = await connect(handler.url, TOKEN)
+    started = await client.execute(argv=["sh", "-c", "sleep 30 & echo done"])
+    events = asyncio.create_task(collect(client))
+    await eventually_async(lambda: not psutil.pid_exists(started["pid"]) or
+                           psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE, what="sh's exit")
+    await asyncio.sleep(0.2)  # reaped by the server's watcher; its output's end waits for the grandchild
+    await handler.close()
+    ended = completed(await events).params
+    assert (ended["status"], ended["exit_code"]) == ("completed", 0)
+
+
 @pytest.mark.parametrize(
     ("holds", "message"),
     [({"disk"}, "Process is held until the client reads more of its output (disk limit)"),

@@ -199,8 +199,10 @@ class Execution:
 
     def stopped_by_shutdown(self) -> None:
         """The server stops and will terminate the group: the run ends ``cancelled``, saying
-        so, not ``failed`` with the SIGTERM's exit code 143."""
-        self.stopped_by = self.stopped_by or "shutdown"
+        so, not ``failed`` with the SIGTERM's exit code 143. A child that already exited
+        (its output still being read) keeps its own end."""
+        if self.process.returncode is None:
+            self.stopped_by = self.stopped_by or "shutdown"
 
     def fail(self, error: str) -> None:
         """The run cannot go on (its job's log cannot be written): stop the group, escapees

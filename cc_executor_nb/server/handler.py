@@ -55,7 +55,7 @@ from ..redaction import SecretRedactor, install_redactor
 from .access import WS_PATHS, check_handshake, is_loopback
 from .config import ServerSettings
 from .disk import DiskBudget, DiskUse
-from .execution import Execution, Notify
+from .execution import EOF_GRACE, Execution, Notify
 from .heartbeat import MODES, BeatPolicy
 from .jobs import Job, JobDesk, JobStore, RunOwner
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
@@ -222,16 +222,28 @@ class EnhancedWebSocketHandler:
         self._closing = True
         logger.info("x [ENHANCED] shutting down: %d sessions", len(self.sessions.sessions))
         await self.jobs.shutdown()
-        for session in self.sessions.sessions.values():
-            if session.execution is not None and session.running:
-                session.execution.stopped_by_shutdown()  # it ends "cancelled: the server stopped"
+        running = [s.execution for s in self.sessions.sessions.values() if s.execution is not None and s.running]
+        for execution in running:
+            execution.stopped_by_shutdown()  # it ends "cancelled: the server stopped"
         await self.processes.shutdown()
+        await self._ends_sent(running)
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
         for session in list(self.sessions.sessions.values()):
             await self._end_session(session)  # detached ones have no connection to close
         self.streams.close()
+
+    async def _ends_sent(self, executions: list[Execution]) -> None:
+        """Give the runs the stop ended time to read their last output and send their end
+        (a child that had exited while a grandchild held its output: its end was lost
+        with the connection, closed right after the kill)."""
+        waits = [asyncio.ensure_future(execution.finished.wait()) for execution in executions]
+        if not waits:
+            return
+        _, pending = await asyncio.wait(waits, timeout=EOF_GRACE + 1.0)
+        for task in pending:
+            task.cancel()
 
     # -- Handshake ------------------------------------------------------------------
 
