@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -353,3 +354,11 @@ def test_a_script_that_exits_right_after_a_durable_run_leaves_its_job_running(ru
     assert job_id != "None"
     again = cc_executor_nb.attach(job_id, display=False, wait=True)
     assert (again.status, again.stdout) == ("completed", "".join(f"tick {i}\n" for i in range(5)))
+
+
+def test_arun_of_a_durable_run_awaits_its_job(runtime_dir: Path) -> None:
+    """await arun(..., durable=True) follows its job to the end (it skips run()'s blocking
+    wait for the job server to take the job, which would hold the caller's loop)."""
+    done = asyncio.run(cc_executor_nb.arun(fake_command("ticker", "3", "0.05"), command=True, durable=True,
+                                           display=False))
+    assert done.job_id and (done.status, done.stdout) == ("completed", "tick 0\ntick 1\ntick 2\n")

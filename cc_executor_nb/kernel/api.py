@@ -110,6 +110,12 @@ def run(
     FileNotFoundError when a Claude prompt is given and no claude executable exists.
     """
     prepared = prepare(prompt_or_command, options, claude=claude, settings=settings, **given)
+    return _launch(prepared, accept=True)
+
+
+def _launch(prepared: Prepared, *, accept: bool) -> Run:
+    """Show and start a prepared run; ``wait`` it, or with ``accept`` let a durable one's
+    job server take it first."""
     handle, run_options = prepared.run, prepared.options
     if run_options.wait and prepared.loop.on_loop_thread():  # refused before anything starts
         raise RuntimeError("run(..., wait=True) would block the loop thread; use 'await arun(...)'")
@@ -118,7 +124,7 @@ def run(
     handle.start(prepared.loop)
     if run_options.wait:
         return wait_one_shot(handle)
-    if run_options.durable and not prepared.loop.on_loop_thread():
+    if accept and run_options.durable and not prepared.loop.on_loop_thread():
         # Returned before its job server had it, a job was lost with a script that ended
         # right after run(): the background loop is a daemon thread.
         handle.wait_accepted(DURABLE_ACCEPT_TIMEOUT)
@@ -267,7 +273,8 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     blocking the loop."""
     if "wait" in options:
         raise TypeError("arun() always waits; do not pass wait=")
-    handle = run(prompt_or_command, **options)
+    # No blocking wait for a durable job's acceptance: this awaits the whole run anyway.
+    handle = _launch(prepare(prompt_or_command, **options), accept=False)
     handle.one_shot = True
     try:
         return await handle
