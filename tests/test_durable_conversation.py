@@ -8,6 +8,7 @@ ends by itself (the job server's ``stdin_idle_timeout``) when nobody follows it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import cc_executor_nb as ccx
 from cc_executor_nb import methods
 from cc_executor_nb.claude.permissions import PermissionRequest
+from cc_executor_nb.client import Client
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
@@ -148,6 +150,28 @@ def test_a_run_attached_between_turns_lasted_what_its_job_did(runtime_dir: Path,
     before, attached, after = run.duration, other.duration, run.duration
     assert before is not None and attached is not None and after is not None
     assert before - scaled(0.3) <= attached <= after + scaled(0.3)
+
+
+def test_an_attached_run_waits_for_its_jobs_times_even_when_the_answer_comes_after_the_replay(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay can end the turn before the attach's answer (with the job's times) is read:
+    wait() returns only once those times are in (it returned with the attach's 1 ms)."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    eventually(lambda: (run.duration or 0) > scaled(1.0), what="a second of the job")
+    answered = Client.attach
+
+    async def late(self: Client, *args: Any, **kwargs: Any) -> Any:
+        answer = await answered(self, *args, **kwargs)
+        await asyncio.sleep(scaled(0.5))  # the replay is in; its answer is read later
+        return answer
+
+    monkeypatch.setattr(Client, "attach", late)
+    other = attach(run)
+    other.wait(scaled(60))
+    attached = other.duration
+    assert attached is not None and attached >= scaled(1.0) - 0.3, attached
 
 
 def test_end_from_an_attached_run_ends_the_job(runtime_dir: Path, tmp_path: Path) -> None:

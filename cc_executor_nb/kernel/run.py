@@ -228,6 +228,10 @@ class Run:
         self._idle = threading.Event()  # no turn runs: what wait() and await wait for
         self._idle_lock = threading.Lock()
         self._idle_waiters: list[concurrent.futures.Future[Run]] = []
+        # While an attach waits for its answer, the replay's "between turns" is held: the
+        # job's own times come with the answer, and wait() must not return before them.
+        self._attaching = False
+        self._held_idle: bool | None = None
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -579,6 +583,13 @@ class Run:
         # shield: cancelling the awaiting task must not cancel the run's shared outcome.
         return await asyncio.shield(asyncio.wrap_future(waiter))
 
+    def _set_turn_idle(self, idle: bool) -> None:
+        """The conversation's word on idleness (loop thread); held while an attach is answered."""
+        if self._attaching:
+            self._held_idle = idle
+            return
+        self._set_idle(idle)
+
     def _set_idle(self, idle: bool) -> None:
         """No turn runs (or the run is over): wake wait() and await; or a turn runs again."""
         if not idle:
@@ -700,10 +711,17 @@ class Run:
 
     async def _start_or_attach(self, client: Client, spec: RunSpec) -> None:
         if self.job_id is not None:
-            attached = await client.attach(self.job_id)
-            self._take_job_times(attached.get("job"))
-            if self.conversation is not None:
-                self.conversation.replayed_until(int(attached.get("last_seq") or 0))
+            self._attaching = True
+            try:
+                attached = await client.attach(self.job_id)
+                self._take_job_times(attached.get("job"))
+                if self.conversation is not None:
+                    self.conversation.replayed_until(int(attached.get("last_seq") or 0))
+            finally:
+                self._attaching = False
+                held, self._held_idle = self._held_idle, None
+                if held is not None:
+                    self._set_idle(held)
             return
         started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
@@ -728,7 +746,7 @@ class Run:
         presenter = self.presenter
         return Hooks(
             emit=lambda method, params: self._on_event(make_event(method, params)),
-            set_idle=self._set_idle,
+            set_idle=self._set_turn_idle,
             changed=presenter.refresh if presenter is not None else lambda: None,
         )
 
