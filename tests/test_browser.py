@@ -373,6 +373,8 @@ def test_quickstart_streams_the_answer_and_keeps_html_inert(
 
     xss_cell = code_cell(page, 'xss = %ccexec --demo --wait "markdown xss"')
     xss = poll(lambda: _finished(view(xss_cell)), 60, "the markdown xss run to finish")
+    # As for the story: what the page settles on holds the answer (widgets update one by one).
+    xss = poll(lambda: _answered(view(xss_cell)), 10, "the markdown xss answer on screen")
     answer = xss_cell.locator(".cc-answer")
     assert "Demo report" in xss["answer"]
     assert "<img src=x onerror=alert(1)>" in xss["answer"]  # shown as text
@@ -536,6 +538,10 @@ def _words(state: dict[str, Any]) -> int:
 
 def _with_words(state: dict[str, Any] | None, at_least: int) -> dict[str, Any] | None:
     return state if state and _words(state) >= at_least else None
+
+
+def _answered(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    return state if _finished(state) and state and state["answer"] else None
 
 
 def _finished(state: dict[str, Any] | None) -> dict[str, Any] | None:

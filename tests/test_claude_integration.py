@@ -472,6 +472,28 @@ def test_run_view_drives_the_body(comms: None) -> None:
     assert body.render_count == 1 and body.widget in view.widget.children
 
 
+def test_run_view_shows_the_end_in_the_body_before_the_badge(comms: None) -> None:
+    """The badge says "completed" only once the body holds the answer it sums up: a page
+    that reads the badge never finds a finished run without its answer."""
+    interpreter = ClaudeInterpreter()
+    view = RunView("claude", body=body_for(interpreter))
+    started = RunState()
+    started.apply("process.started", {"pid": 1, "pgid": 1, "seq": 1}, 0.0)
+    view.render(started, 0.5)
+    bodies_when_ended: list[str] = []
+
+    def badge_changed(change: dict[str, Any]) -> None:
+        if "completed" in change["new"]:
+            bodies_when_ended.append(view.body.html.value)  # type: ignore[union-attr]
+
+    view.header.observe(badge_changed, "value")
+    for line in recording("arithmetic").splitlines(keepends=True):
+        interpreter.feed("stdout", line)
+    interpreter.finish()
+    view.render(state_of("completed"), 1.0)
+    assert bodies_when_ended and all('class="cc-answer"' in body for body in bodies_when_ended)
+
+
 # Self-test core (no sockets)
 
 

@@ -117,14 +117,16 @@ class RunView:
     def render(self, state: RunState, now: float) -> None:
         """Bring every widget up to date with ``state`` at ``now`` (any thread; no asyncio)."""
         with self._lock:
+            # The body first: the badge never says a run ended before the body it sums up
+            # (the answer, the footer) is on its way to the page.
+            if self.body is not None:
+                self.body.render(state, now)
             with ExitStack() as stack:
                 for widget in self._synced:
                     stack.enter_context(widget.hold_sync())
                 self._render_status(state, now)
                 self._render_output(state)
                 self._render_buttons(state)
-            if self.body is not None:
-                self.body.render(state, now)
 
     def _header_traits(self, state: RunState, now: float) -> dict[str, Any]:
         return {
