@@ -356,6 +356,28 @@ def test_a_script_that_exits_right_after_a_durable_run_leaves_its_job_running(ru
     assert (again.status, again.stdout) == ("completed", "".join(f"tick {i}\n" for i in range(5)))
 
 
+DURABLE_BATCH = """
+import sys
+import cc_executor_nb
+batch = cc_executor_nb.map(sys.argv[1], ["a", "b", "c"], command=True, durable=True, concurrency=2, display=False)
+print(" ".join(str(run.job_id) for run in batch))
+"""
+
+
+def test_a_script_that_exits_right_after_a_durable_batch_leaves_its_started_jobs_running(runtime_dir: Path) -> None:
+    """map(durable=True) returns once the job server has the jobs of the runs it started, as
+    run() does; the item still queued never starts, and the script's exit says so."""
+    done = subprocess.run([sys.executable, "-c", DURABLE_BATCH, "sh -c 'sleep 0.5; echo {item}'"],
+                          capture_output=True, text=True, timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    first, second, third = done.stdout.split()
+    assert "None" not in (first, second) and third == "None", done.stdout
+    assert "1 item of a durable batch never started" in done.stderr, done.stderr
+    for job_id, item in ((first, "a"), (second, "b")):
+        again = cc_executor_nb.attach(job_id, display=False, wait=True)
+        assert (again.status, again.stdout) == ("completed", f"{item}\n")
+
+
 def test_arun_of_a_durable_run_awaits_its_job(runtime_dir: Path) -> None:
     """await arun(..., durable=True) follows its job to the end (it skips run()'s blocking
     wait for the job server to take the job, which would hold the caller's loop)."""

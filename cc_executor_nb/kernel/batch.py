@@ -398,6 +398,28 @@ class Batch:
             raise
         return self
 
+    def wait_accepted(self, timeout: float) -> Batch:
+        """Block until the queue has started what it may now, and the job server of each
+        durable run among them has its job (``job_id`` known), or the batch is over, at most
+        ``timeout`` s; returns self. Those jobs then outlive this process; items still
+        queued (beyond ``concurrency``) start from this process when a slot frees."""
+        deadline = time.monotonic() + timeout
+        while not self.done and time.monotonic() < deadline and not self._accepted():
+            time.sleep(0.005)
+        return self
+
+    def _accepted(self) -> bool:
+        started = [item for item in self.items if item.stage != "queued"]
+        settled = len(started) >= min(self.concurrency, len(self.items)) or not self._can_start(time.time())
+        return settled and all(
+            item.run.job_id is not None or item.run.done for item in started if item.stage == "started"
+        )
+
+    @property
+    def queued(self) -> int:
+        """How many items wait in the queue (they start from this process, when a slot frees)."""
+        return sum(1 for item in self.items if item.stage == "queued")
+
     def __await__(self) -> Generator[Any, None, Batch]:
         return asyncio.shield(asyncio.wrap_future(self._done)).__await__()
 
@@ -869,7 +891,37 @@ def map(
     batch.start()
     # Nothing to run: the loop settles the batch at once, so it is returned done.
     empty = not batch.items and not loop.on_loop_thread()
-    return batch.wait() if wait or empty else batch
+    if wait or empty:
+        return batch.wait()
+    if prepared and placement is None and prepared[0].options.durable and not loop.on_loop_thread():
+        # As run(..., durable=True): the first runs' jobs outlive a script that ends now.
+        batch.wait_accepted(api.DURABLE_ACCEPT_TIMEOUT)
+        _warn_at_exit(batch)
+    return batch
+
+
+def _warn_at_exit(batch: Batch) -> None:
+    """At the interpreter's exit, say how many items of a durable batch never started: its
+    queue lives in this process (the started ones are jobs and go on). Said before the
+    loop's own exit hook skips them."""
+    import weakref
+
+    from .loop import _register_exit_hook
+
+    ref = weakref.ref(batch)
+
+    def warn() -> None:
+        alive = ref()
+        left = alive.queued if alive is not None else 0
+        if left:
+            print(
+                f"cc_executor_nb: {left} item{'s' if left > 1 else ''} of a durable batch never started: "
+                "its queue lived in this process (its started runs go on as jobs). "
+                "End with batch.wait() to run them all, or give concurrency >= the number of items.",
+                file=sys.stderr,
+            )
+
+    _register_exit_hook(warn)
 
 
 def _texts(prompts: str | Iterable[Any], items: Iterable[Any] | None, *, command: bool) -> tuple[list[Any], list[Any]]:
