@@ -91,7 +91,7 @@ def _write(stream: TextIO, text: str, ends: LineEnds | None) -> None:
 @contextlib.asynccontextmanager
 async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
     if args.server:
-        check_server_url(args.server)
+        check_server_url(args.server, "--server")
         token = os.environ.get(args.token_env) if args.token_env else None
         try:
             remote = await connect(args.server, token)

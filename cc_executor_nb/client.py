@@ -53,6 +53,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from . import methods, protocol
+from .declare import OptionError
 from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError
 from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
@@ -679,9 +680,9 @@ def check_server_url(server: object, name: str = "server") -> None:
     """``server`` (None: the in-kernel server) must be a ``ws://`` or ``wss://`` URL; the error names ``name``."""
     if server is not None and not (isinstance(server, str) and server.lower().startswith(("ws://", "wss://"))):
         shown = shown_url(server) if isinstance(server, str) else server  # never a password or token
-        raise ValueError(f"{name} must be a ws:// or wss:// URL, not {shown!r}")
+        raise OptionError("{0} must be a ws:// or wss:// URL, not {1!r}", [name], shown)
     if isinstance(server, str) and "#" in server:  # websockets' refusal would print it whole, query and all
-        raise ValueError(f"{name} URL {shown_url(server)!r} must not have a fragment ('#...')")
+        raise OptionError("{0} URL {1!r} must not have a fragment ('#...')", [name], shown_url(server))
 
 
 def shown_url(url: str) -> str:

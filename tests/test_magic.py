@@ -534,20 +534,22 @@ def test_api_run_accepts_an_argv_list(shell: InteractiveShell) -> None:
     assert run.stdout == "['a b']\n"
 
 
-@pytest.mark.parametrize(("options", "flag", "keyword"), [
-    (("--max-budget-usd", "-1"), "--max-budget-usd", "max_budget_usd"),
-    (("--heartbeat", "0.01"), "--heartbeat", "heartbeat"),
-    (("--timeout", "-1"), "--timeout", "timeout"),
-    (("--capture", "tty"), "--capture", "capture"),
+@pytest.mark.parametrize(("options", "flag", "keyword", "value"), [
+    (("--max-budget-usd", "-1"), "--max-budget-usd", "max_budget_usd", -1.0),
+    (("--heartbeat", "0.01"), "--heartbeat", "heartbeat", 0.01),
+    (("--timeout", "-1"), "--timeout", "timeout", -1.0),
+    (("--capture", "tty"), "--capture", "capture", "tty"),
+    (("--max-turns", "0"), "--max-turns", "max_turns", 0),
+    (("--server", "localhost:8000"), "-s/--server", "server", "localhost:8000"),
 ])
 def test_bad_values_name_the_flag_as_typed_and_the_keyword_in_the_api(
-    shell: InteractiveShell, options: tuple[str, str], flag: str, keyword: str
+    shell: InteractiveShell, options: tuple[str, str], flag: str, keyword: str, value: object
 ) -> None:
-    """The magic's usage error starts with the flag (it said max_budget_usd, heartbeat ...); run() keeps the keyword."""
+    """The magic's usage error starts with the flag (it said max_budget_usd, heartbeat, max_turns,
+    server ...); run() keeps the keyword."""
     with pytest.raises(UsageError) as refused:
         magic(shell, f"%ccexec {' '.join(options)} hello")
     assert str(refused.value).startswith(f"{flag} must be "), refused.value
-    value: object = options[1] if keyword == "capture" else float(options[1])
     with pytest.raises(ValueError, match=f"^{keyword} must be "):
         cc_executor_nb.run("hello", **{keyword: value})
 

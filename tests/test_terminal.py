@@ -182,7 +182,7 @@ def test_cli_refuses_a_server_that_is_no_websocket_url_without_showing_its_secre
     """An http:// URL is a usage error (exit 2) before any connection; its password and token never show."""
     done = run_command_cli(tmp_path, "--server", "http://user:s3cret@127.0.0.1:1/ws?token=abc", "--", "true")
     assert done.returncode == 2
-    assert done.stderr == "error: server must be a ws:// or wss:// URL, not 'http://127.0.0.1:1/ws'\n"
+    assert done.stderr == "error: --server must be a ws:// or wss:// URL, not 'http://127.0.0.1:1/ws'\n"
 
 
 def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:

@@ -176,7 +176,7 @@ class ClaudeOptions:
         if bad:
             raise ValueError(f"not a tool rule: {bad[0]!r}")
         if self.approve is not None and self.approve not in APPROVE_MODES:
-            raise ValueError(f"approve must be ask, all or none, not {self.approve!r}")
+            raise OptionError("{0} must be ask, all or none, not {1!r}", ["approve"], self.approve)
         policy = self.on_permission
         if policy is not None and not callable(policy) and policy not in APPROVE_MODES:
             raise ValueError(f"on_permission must be a callable or ask, all or none, not {policy!r}")
@@ -223,7 +223,7 @@ def _check_count(name: str, value: object, *, minimum: int) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         kind = "a positive" if minimum > 0 else "a non-negative"
-        raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+        raise OptionError("{0} must be {1} integer, not {2!r}", [name], kind, value)
 
 
 def _check_idle_timeout(timeout: object) -> None:
