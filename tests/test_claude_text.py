@@ -311,6 +311,13 @@ def test_footer_leaves_out_what_was_not_reported() -> None:
     assert footer_line(view(model="m", session_id="s")) == "[result] no result yet · m · session s"
 
 
+def test_a_run_that_ended_without_a_result_does_not_say_yet() -> None:
+    """Once the process is gone no result is coming: the footer says 'no result' (it said
+    'no result yet' under a run that had ended, a lost job's included)."""
+    assert footer_line(view(model="m"), ended=True) == "[result] no result · m"
+    assert render_text(view(model="m"), ended=True).endswith("[result] no result · m\n")
+
+
 def test_final_render_happens_once() -> None:
     """After the final render nothing more comes out, whatever is passed."""
     renderer = ClaudeTextRenderer()

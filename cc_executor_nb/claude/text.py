@@ -203,15 +203,17 @@ def error_line(view: ClaudeSnapshot, *, shown: str = "") -> str:
     return f"[error] {title}: {message}"
 
 
-def footer_items(view: ClaudeSnapshot) -> list[str]:
+def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
     """Status, cost, tokens, turns, duration, model and session id, as short items.
 
-    The status is ``done``, ``interrupted``, ``failed`` or, before Claude's result, ``no result yet``.
-    Figures the CLI did not report are left out.
+    The status is ``done``, ``interrupted``, ``failed`` or, without Claude's result,
+    ``no result yet`` (``no result`` once the process ``ended``). Figures the CLI did not
+    report are left out.
     """
     result = view.result
-    ended = "interrupted" if view.interrupted else "failed" if view.is_error else "done"
-    items = ["no result yet" if result is None else ended]
+    outcome = "interrupted" if view.interrupted else "failed" if view.is_error else "done"
+    missing = "no result" if ended else "no result yet"
+    items = [missing if result is None else outcome]
     if view.cost_usd is not None:
         items.append(format_cost(view.cost_usd))
     duration = _number(result, "duration_ms") if result is not None else None
@@ -234,9 +236,10 @@ def footer_items(view: ClaudeSnapshot) -> list[str]:
     return items
 
 
-def footer_line(view: ClaudeSnapshot) -> str:
-    """``[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms · model · session ID``."""
-    return "[result] " + " · ".join(footer_items(view))
+def footer_line(view: ClaudeSnapshot, *, ended: bool = False) -> str:
+    """``[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms · model · session ID``
+    (``ended``: the process is gone, see :func:`footer_items`)."""
+    return "[result] " + " · ".join(footer_items(view, ended=ended))
 
 
 def _token_items(usage: Mapping[str, Any]) -> list[str]:
@@ -271,7 +274,7 @@ def answer_of(view: ClaudeSnapshot) -> str:
 # A whole run at once
 
 
-def render_text(view: ClaudeSnapshot) -> str:
+def render_text(view: ClaudeSnapshot, *, ended: bool = False) -> str:
     """The run as plain text at once: thinking note, retries, permissions, tools, answer, footer.
 
     The order is the widget's (what happened, then the answer, then the figures); the
@@ -290,7 +293,7 @@ def render_text(view: ClaudeSnapshot) -> str:
     parts = ["\n".join(notes)] if notes else []
     if answer:
         parts.append(answer)
-    parts.append("\n".join(filter(None, [error_line(view), footer_line(view)])))
+    parts.append("\n".join(filter(None, [error_line(view), footer_line(view, ended=ended)])))
     return "\n\n".join(parts) + "\n"
 
 
@@ -487,7 +490,7 @@ class ClaudeTextRenderer:
         if error:
             self._note(error, out)
         if self.footer:
-            self._note(footer_line(view), out)
+            self._note(footer_line(view, ended=not turn), out)
         elif self._line_open:
             out.append(Chunk("answer", "\n"))
             self._line_open = False

@@ -187,7 +187,7 @@ class Transcript:
         else:
             parts += self._answer_markdown(view)
         parts += self._no_result_markdown()
-        parts.append("---\n\n" + " · ".join(_footer_markdown(view)))
+        parts.append("---\n\n" + " · ".join(_footer_markdown(view, ended=self.state.finished)))
         return parts
 
     def _answer_markdown(self, view: ClaudeView) -> list[str]:
@@ -332,7 +332,7 @@ class Transcript:
             with self.claude.locked() as run:
                 turns = run.turn_views()
             return self._turns_text(turns)
-        text = render_text(self.view)
+        text = render_text(self.view, ended=self.state.finished)
         answer, cut = self._answer()
         if cut:
             text = text.replace(answer_of(self.view), answer + f"\n… {cut:,} more characters", 1)
@@ -367,7 +367,7 @@ class Transcript:
                 parts.append("[interrupted] the turn was interrupted")
             elif failure:
                 parts.append(f"[error] {printable(failure)}")
-        parts.append(footer_line(view))
+        parts.append(footer_line(view, ended=self.state.finished))
         return "\n\n".join(parts) + "\n"
 
     def _output_text(self) -> list[str]:
@@ -427,8 +427,8 @@ def _tool_markdown(tool: ToolCall) -> str:
     return item + f" → {lines} line{'' if lines == 1 else 's'}"
 
 
-def _footer_markdown(view: ClaudeView) -> list[str]:
-    items = footer_items(view)
+def _footer_markdown(view: ClaudeView, *, ended: bool = False) -> list[str]:
+    items = footer_items(view, ended=ended)
     rendered = []
     for item in items:
         if item.startswith("session "):
