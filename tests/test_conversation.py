@@ -8,6 +8,7 @@ in the same process, the idle end, policies, and the fall-back for a CLI without
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -411,6 +412,23 @@ def test_waiting_where_nobody_can_answer_denies_at_once(tmp_path: Path) -> None:
     ended(run)
 
 
+def test_awaiting_where_nobody_can_answer_denies_at_once(tmp_path: Path) -> None:
+    """await run with no terminal and no kernel: the question is denied at once, as wait()
+    does (the await hung: nobody was asked, and the caller had no run to answer with)."""
+    run = start("bash: touch never.txt", tmp_path)
+    question(run)
+
+    async def awaiting() -> Run:
+        return await run
+
+    awaited = asyncio.run(asyncio.wait_for(awaiting(), scaled(10)))
+    assert awaited is run
+    (decided,) = run.permission_requests
+    assert (decided.status, decided.decided_by, decided.message) == ("denied", "auto", NOBODY_MESSAGE)
+    assert not (tmp_path / "never.txt").exists()
+    ended(run)
+
+
 def test_an_interrupted_question_is_withdrawn_not_denied_for_nobody(tmp_path: Path) -> None:
     """interrupt() then wait() with nobody to ask: the question ends cancelled by the CLI (it was
     denied by "auto" for nobody before the CLI withdrew it), and wait() returns with the turn."""
@@ -708,6 +726,45 @@ def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
         assert terminal.proc.wait(scaled(30)) == 0
         shown = terminal.read_to_end()
         assert "STATUS completed | I ran `echo typed > typed.txt && cat typed.txt`. Output: typed | stdin" in shown
+        assert (tmp_path / "typed.txt").read_text() == "typed\n"
+    finally:
+        terminal.close()
+
+
+AWAITING_SCRIPT = """
+import asyncio
+import cc_executor_nb as ccx
+from cc_executor_nb.kernel.config import CCExec
+settings = CCExec(history_path="none")
+async def main():
+    ticks = 0
+    async def tick():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+    ticker = asyncio.ensure_future(tick())
+    run = await ccx.arun("bash: echo typed > typed.txt", executable={claude!r}, demo=True, settings=settings)
+    before = ticks
+    await asyncio.sleep(0.3)
+    print("STATUS", run.status, "|", run.permission_requests[0].decided_by, "| loop free", ticks > before, flush=True)
+    ticker.cancel()
+    await run.end()
+asyncio.run(main())
+"""
+
+
+def test_a_script_awaiting_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
+    """Outside a kernel, await arun(...) on a terminal asks the question there (it asked nobody and
+    hung); "y" runs the command and the await returns with the run."""
+    terminal = Terminal(AWAITING_SCRIPT.format(claude=str(CLAUDE)), tmp_path)
+    try:
+        text = terminal.read_until(b"y = allow", 60)
+        assert "Claude asks to use Bash: echo typed > typed.txt" in text
+        terminal.type("y\n")
+        shown = terminal.read_until(b"loop free", 60)
+        assert "STATUS completed | stdin | loop free True" in shown
+        assert terminal.proc.wait(scaled(30)) == 0
         assert (tmp_path / "typed.txt").read_text() == "typed\n"
     finally:
         terminal.close()

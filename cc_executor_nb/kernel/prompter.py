@@ -210,6 +210,11 @@ class Prompter:
             self._questions = [q for q in self._questions if q.is_open()] + [question]
         self._route(question)
 
+    @property
+    def asks(self) -> bool:
+        """Whether an open question waits for a person."""
+        return bool(self._open())
+
     def _open(self) -> list[Question]:
         with self._guard:
             self._questions = [q for q in self._questions if q.is_open()]
@@ -284,15 +289,17 @@ class Prompter:
 
     # Asking from the waiting thread (run.wait(): a --wait cell, or the terminal)
 
-    def while_waiting(self, deadline: float | None = None) -> None:
+    def while_waiting(self, deadline: float | None = None, *, awaited: bool = False) -> None:
         """Called by ``run.wait()`` between waits: ask the open questions here, one at a time.
 
         Only the main thread asks (a cell's, or a terminal's); other waiting threads leave
         the questions to the card, the cell's input box or code. Asking stops when the
         question is answered another way or withdrawn (an interrupt), and at ``deadline``
         (``time.monotonic()``: the caller's timeout), with the question still open.
+        ``awaited``: ``await run`` outside a kernel asks from a worker thread of the
+        awaiting loop (the loop stays free), as the main thread would.
         """
-        if threading.current_thread() is not threading.main_thread():
+        if not awaited and threading.current_thread() is not threading.main_thread():
             return
         for question in self._open():
             cell = self._cell

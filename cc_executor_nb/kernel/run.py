@@ -581,7 +581,17 @@ class Run:
             waiter: concurrent.futures.Future[Run] = concurrent.futures.Future()
             self._idle_waiters.append(waiter)
         # shield: cancelling the awaiting task must not cancel the run's shared outcome.
-        return await asyncio.shield(asyncio.wrap_future(waiter))
+        outcome = asyncio.shield(asyncio.wrap_future(waiter))
+        prompter = self.prompter
+        if prompter is None or prompter.in_kernel:
+            return await outcome  # a kernel asks in the busy cell's input box, or the card
+        # Outside a kernel nobody can click a card and ``run`` is not bound until this
+        # returns: the awaiting caller asks on the terminal, or denies, as wait() does.
+        while not outcome.done():
+            await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
+            if not outcome.done() and prompter.asks:
+                await asyncio.to_thread(prompter.while_waiting, awaited=True)
+        return outcome.result()
 
     def _set_turn_idle(self, idle: bool) -> None:
         """The conversation's word on idleness (loop thread); held while an attach is answered."""
@@ -858,6 +868,9 @@ class Run:
         self._finished.set()
         self._set_idle(True)
 
+
+_AWAIT_POLL = 0.1
+"""Seconds between looks for an open question while ``await run`` waits outside a kernel."""
 
 UNREACHABLE_CANCEL = (
     "cancelled while the server could not be reached (if it is still alive, it ends the run "
