@@ -683,6 +683,35 @@ def check_server_url(server: object, name: str = "server") -> None:
         raise OptionError("{0} must be a ws:// or wss:// URL, not {1!r}", [name], shown)
     if isinstance(server, str) and "#" in server:  # websockets' refusal would print it whole, query and all
         raise OptionError("{0} URL {1!r} must not have a fragment ('#...')", [name], shown_url(server))
+    if isinstance(server, str):
+        problem = _url_problem(server)
+        if problem:
+            raise OptionError("{0} {1!r} is not a usable URL: {2}", [name], _scheme_and_host(server), problem)
+
+
+def _url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being dialled (a bad port, no host, a broken IPv6 address), or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - reading it checks it (an int in 0-65535)
+    except ValueError as exc:
+        text = str(exc)
+        if text.startswith("Port could not be cast"):
+            return "its port is not a number"
+        if text.startswith("Port out of range"):
+            return "its port is not in 0-65535"
+        return "its IPv6 address is malformed" if "IPv6" in text else text
+    if not parts.hostname:
+        return "it names no host"
+    return None
+
+
+def _scheme_and_host(url: str) -> str:
+    """The part of a URL that may be printed when the URL does not parse: its scheme and
+    what follows up to the first '/', without user info (never the query)."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    return f"{scheme}://{netloc}"
 
 
 def shown_url(url: str) -> str:

@@ -21,7 +21,7 @@ import pytest
 from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
-from cc_executor_nb.kernel.run import UNREACHABLE_CANCEL, Run, RunSpec, Target
+from cc_executor_nb.kernel.run import UNREACHABLE_CANCEL, Run, RunSpec, Target, unreachable
 from cc_executor_nb.kernel.transcript import Transcript
 from cc_executor_nb.kernel.views import RunView
 from cc_executor_nb.server.streams import CHUNK_LIMIT
@@ -265,6 +265,18 @@ def test_a_run_with_no_server_to_reach_says_so_without_the_urls_secrets(bg: Kern
     url = f"ws://user:secret@127.0.0.1:{port}/ws?token=abc"
     run = Run(RunSpec(argv=fake("echo", "x")), Target(url, None)).start(bg).wait(scaled(20))
     assert (run.status, run.error) == ("error", f"cannot reach ws://127.0.0.1:{port}/ws: Connection refused")
+
+
+@pytest.mark.parametrize(("url", "error", "reason"), [
+    ("ws://no-such-host.invalid:1/ws", socket.gaierror(-2, "Name or service not known"),
+     "Name or service not known (is the host name right?)"),
+    ("wss://127.0.0.1:1/ws", ConnectionResetError(),
+     "the connection was reset (a wss:// URL needs a server that speaks TLS)"),
+])
+def test_a_connection_error_without_an_errno_reads_in_words(url: str, error: OSError, reason: str) -> None:
+    """A failed name lookup (whose code is no errno) and a reset TLS handshake say what happened
+    (they read "Unknown error -2" and "ConnectionResetError")."""
+    assert unreachable(url, error) == f"cannot reach {url}: {reason}"
 
 
 def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:

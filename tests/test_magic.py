@@ -477,6 +477,8 @@ def test_settings_validate_durations() -> None:
 @pytest.mark.parametrize(("setting", "value", "message"), [
     ("default_server", "not a url", "CCExec.default_server must be a ws:// or wss:// URL, not 'not a url'"),
     ("default_server", "http://u:pw@host:1/ws", "CCExec.default_server must be a ws:// or wss:// URL, not 'http://host:1/ws'"),
+    ("default_server", "ws://u:pw@host:notaport/ws?token=S",
+     "CCExec.default_server 'ws://host:notaport' is not a usable URL: its port is not a number"),
     ("spool_dir", "/nonexistent_dir", "CCExec.spool_dir '/nonexistent_dir' is not a directory"),
 ])
 def test_server_and_spool_dir_are_checked_when_set(setting: str, value: str, message: str) -> None:
@@ -577,7 +579,12 @@ def test_api_run_takes_paths_for_cwd_and_env_values(shell: InteractiveShell, tmp
      ({"label": 5}, "label must be a string, not 5"),
      ({"server": "localhost:8000"}, "server must be a ws:// or wss:// URL, not 'localhost:8000'"),
      ({"server": "http://user:s3cret@host:1/ws?token=abc"},  # the password and token never show
-      r"server must be a ws:// or wss:// URL, not 'http://host:1/ws'$")],
+      r"server must be a ws:// or wss:// URL, not 'http://host:1/ws'$"),
+     # Malformed URLs are refused up front (the run started, then ended in a ValueError of the URL parser).
+     ({"server": "ws://127.0.0.1:99999/ws"},
+      r"server 'ws://127.0.0.1:99999' is not a usable URL: its port is not in 0-65535$"),
+     ({"server": "ws://[::1/ws"}, r"server 'ws://\[::1' is not a usable URL: its IPv6 address is malformed$"),
+     ({"server": "ws:///ws"}, r"server 'ws://' is not a usable URL: it names no host$")],
 )
 def test_api_run_refuses_a_cwd_or_env_it_cannot_send(shell: InteractiveShell, options: dict, message: str) -> None:
     """A cwd or env the protocol cannot carry is a ValueError before anything starts."""

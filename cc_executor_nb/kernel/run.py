@@ -37,6 +37,7 @@ import concurrent.futures
 import contextlib
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -960,9 +961,19 @@ def unreachable(url: str, exc: Exception) -> str:
         return (f"{exc}: give the server's token, in the environment variable --token-env or "
                 "CCExec.token_env names (CC_EXECUTOR_TOKEN by default) or as token=...")
     if isinstance(exc, OSError):
-        reason = os.strerror(exc.errno) if exc.errno else str(exc) or type(exc).__name__
-        return f"cannot reach {shown_url(url)}: {reason}"
+        return f"cannot reach {shown_url(url)}: {_os_reason(url, exc)}"
     return _describe(exc)
+
+
+def _os_reason(url: str, exc: OSError) -> str:
+    """An OSError of a connection attempt in words (a name lookup's code is no errno)."""
+    if isinstance(exc, socket.gaierror):
+        return f"{exc.strerror or exc} (is the host name right?)"
+    if exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, ConnectionResetError) and url.lower().startswith("wss://"):
+        return "the connection was reset (a wss:// URL needs a server that speaks TLS)"
+    return str(exc) or type(exc).__name__
 
 
 def _log_errors(func: Callable[[], object]) -> None:
