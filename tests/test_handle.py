@@ -416,6 +416,28 @@ def test_cancel_while_the_server_cannot_be_reached_ends_the_run_here(bg: KernelL
     assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
 
 
+def test_a_cancel_made_while_reconnecting_reaches_the_server_once_it_is_back(bg: KernelLoop) -> None:
+    """cancel() while reconnecting, then the network comes back: the cancel is sent and the
+    process ends on the server (it ran on until the detach TTL, 10 min by default; a durable
+    job to its end), while the run ended cancelled here at once."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=["sleep", "60"]), Target(proxy.url(), bg.server.token)).start(bg)
+        eventually(lambda: run.state.pgid is not None, what="the run to start")
+        pgid = run.state.pgid
+        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
+        eventually(lambda: run.status == "reconnecting", what="reconnecting")
+        run.cancel().wait(scaled(5))
+        assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+        assert group_alive(pgid)
+        bg.call(_refuse_and_drop(proxy, False), timeout=scaled(5))
+        eventually(lambda: not group_alive(pgid), timeout=30, what="the process to be cancelled on the server")
+    finally:
+        bg.call(proxy.close(), timeout=scaled(10))
+    assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+
+
 def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:
     """A connection cut mid-run shows as reconnecting, then resumes with no output lost."""
     assert bg.server is not None

@@ -233,6 +233,7 @@ class Run:
         # job's own times come with the answer, and wait() must not return before them.
         self._attaching = False
         self._held_idle: bool | None = None
+        self._cancel_undelivered = False  # cancelled while reconnecting: sent once back
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -494,8 +495,9 @@ class Run:
             return  # not started yet: _drive sends a pending CANCEL itself
         if kind == "CANCEL" and self.state.status == "reconnecting":
             # The server cannot be reached (it died, or its machine or Dask worker did): the
-            # run ends here, cancelled; a server that is only unreachable kills the run
-            # when its session's detach TTL runs out.
+            # run ends here, cancelled, and the cancel goes to the server if the connection
+            # comes back (a durable job has no detach TTL to end it otherwise).
+            self._cancel_undelivered = True
             self._settle_locally(UNREACHABLE_CANCEL)
             return
         if kind == "CANCEL" and self.conversation is not None:
@@ -691,7 +693,13 @@ class Run:
         except Exception as exc:
             self._fail(_describe(exc) if client is not None else unreachable(self.target.url, exc))
         finally:
-            await _close(client)
+            if self._cancel_undelivered and client is not None and not client.closed:
+                client.remove_listener(self._on_event)  # the run is over here; the rest is the server's
+                task = asyncio.ensure_future(_cancel_when_back(client, self.label))
+                _CANCELS_IN_FLIGHT.add(task)  # held: the loop keeps only weak references to tasks
+                task.add_done_callback(_CANCELS_IN_FLIGHT.discard)
+            else:
+                await _close(client)
             self._finish()
 
     async def _execute(self, client: Client) -> None:
@@ -874,8 +882,8 @@ _AWAIT_POLL = 0.1
 """Seconds between looks for an open question while ``await run`` waits outside a kernel."""
 
 UNREACHABLE_CANCEL = (
-    "cancelled while the server could not be reached (if it is still alive, it ends the run "
-    "once the connection's detach TTL runs out)"
+    "cancelled while the server could not be reached (the cancel is sent to it if the "
+    "connection comes back)"
 )
 
 
@@ -933,6 +941,39 @@ def _epoch(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
     return None
+
+
+_CANCELS_IN_FLIGHT: set[asyncio.Future[None]] = set()
+"""Cancels made while reconnecting, waiting for the connection to come back."""
+
+
+async def _cancel_when_back(client: Client, label: str) -> None:
+    """Send a cancel made while ``client`` was reconnecting once its connection is back
+    (its process, or durable job, then ends on the server), then close it."""
+    back = asyncio.Event()
+
+    def on_event(event: Event) -> None:
+        if event.method == methods.CLIENT_RECONNECTED:
+            back.set()
+
+    client.add_listener(on_event)
+    closed = asyncio.ensure_future(_until_closed(client))
+    waiting = asyncio.ensure_future(back.wait())
+    try:
+        await asyncio.wait({closed, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if back.is_set() and not client.closed:
+            with contextlib.suppress(NoProcessRunning):
+                await client.control("CANCEL")
+            logger.info("= %s: the cancel made while the server could not be reached was sent", label)
+        else:
+            logger.warning("! %s: the server was not reached again; the cancel was never sent (%s)",
+                           label, client.close_reason or "closed")
+    except (CCExecError, OSError) as exc:
+        logger.warning("! %s: the cancel made while the server could not be reached failed: %s", label, exc)
+    finally:
+        waiting.cancel()
+        closed.cancel()
+        await _close(client)
 
 
 async def _until_closed(client: Client) -> None:
