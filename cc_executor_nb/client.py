@@ -549,7 +549,11 @@ class Client:
     def _settle(self, item: protocol.Response | protocol.ErrorResponse) -> None:
         future = self._pending.pop(item.id, None) if isinstance(item.id, int) else None
         if future is None:
-            if isinstance(item, protocol.ErrorResponse):
+            if isinstance(item, protocol.ErrorResponse) and not self._connected.done():
+                # Refused before a session (the session limit): that is why connect() fails.
+                self._connected.set_exception(protocol.remote_error(item.error))
+                self._connected.exception()  # retrieved: a caller may never ask
+            elif isinstance(item, protocol.ErrorResponse):
                 logger.warning("! server error: %s", item.error)
             return
         if future.done():

@@ -116,6 +116,19 @@ async def test_session_limit() -> None:
         await handler.close()
 
 
+async def test_a_client_refused_for_the_session_limit_says_so() -> None:
+    """connect() to a server at its session limit raises LimitReached with the server's
+    words (it read "received 1013 (try again later) ...; then sent 1013 ...")."""
+    handler = make_handler(max_sessions=1)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN):
+            with pytest.raises(errors.LimitReached, match=r"^session limit reached \(1\)$"):
+                await connect(handler.url, TOKEN)
+    finally:
+        await handler.close()
+
+
 async def test_process_limit() -> None:
     """-32000 when the running-process limit is reached."""
     handler = make_handler(max_processes=1)
