@@ -54,7 +54,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from . import methods, protocol
 from .declare import OptionError
-from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError
+from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError, UnknownSession
 from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 from .redaction import install_redactor
@@ -490,7 +490,7 @@ class Client:
                     last_seq = self.last_seq = first - 1
         except ProtocolError as exc:
             await ws.close()
-            return await self._give_up(f"resume refused: {exc}")
+            return await self._give_up(_resume_refused(exc))
         except (TimeoutError, ConnectionClosed, OSError):
             return None
         self._ws = ws
@@ -651,6 +651,14 @@ def _session_of(hello: str | bytes) -> str | None:
         if isinstance(item, protocol.Notification) and item.method == methods.CONNECTED:
             return str(item.params.get("session_id") or "") or None
     return None
+
+
+def _resume_refused(exc: ProtocolError) -> str:
+    """Why a resume was refused, in a user's terms."""
+    if isinstance(exc, UnknownSession):
+        return ("the server no longer has this session: it restarted, or the connection was away "
+                "longer than its detach TTL (either way it stopped the session's process)")
+    return f"resume refused: {exc}"
 
 
 def _describe_close(ws: ClientConnection) -> str:

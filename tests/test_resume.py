@@ -124,6 +124,24 @@ async def test_detach_ttl_zero_kills_on_disconnect() -> None:
         await handler.close()
 
 
+async def test_a_resume_of_a_session_the_server_forgot_says_what_happened() -> None:
+    """The session ended while the client was away: the client gives up naming what happened
+    to the session and its process (it said "resume refused: Unknown session or bad resume token")."""
+    handler = make_handler(detach_ttl=0, kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(handler.port).start()
+    try:
+        client = await connect(proxy.url(), TOKEN)
+        await client.execute(argv=["sleep", "30"])
+        proxy.drop()
+        await eventually_async(lambda: client.closed, timeout=5, what="the client closed")
+        assert client.close_reason is not None
+        assert client.close_reason.startswith("the server no longer has this session: it restarted, or the connection")
+    finally:
+        await proxy.close()
+        await handler.close()
+
+
 async def test_clean_close_still_ends_the_run_at_once(resumable) -> None:
     """A client that closes cleanly ends its run at once, whatever the TTL."""
     handler, proxy = resumable
