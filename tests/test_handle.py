@@ -290,6 +290,32 @@ def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFix
     assert err == "err 1\n" and "[connected]" not in out
 
 
+def test_text_mode_says_when_the_connection_drops_and_comes_back(
+    bg: KernelLoop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A text-mode run says "[reconnecting]" once per outage and "[reconnected]" after it (it
+    printed nothing, for up to the client's five minutes of reconnects)."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=fake("ticker", "30", "0.1")), Target(proxy.url(), bg.server.token))
+        run.presenter = TextPresenter(lambda: repr(run))
+        run.show()
+        run.start(bg)
+        eventually(lambda: run.state.pid is not None, what="the run to start")
+        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
+        eventually(lambda: run.status == "reconnecting", what="reconnecting")
+        time.sleep(0.5)  # several dials fail meanwhile
+        bg.call(_refuse_and_drop(proxy, False), timeout=scaled(5))
+        run.wait(scaled(30))
+    finally:
+        bg.call(proxy.close(), timeout=scaled(10))
+    out = capsys.readouterr().out
+    assert out.count("[reconnecting] the connection to the server dropped") == 1, out
+    assert out.count("[reconnected] following the run again") == 1, out
+    assert out.index("[reconnecting]") < out.index("[reconnected]") < out.index("[completed] exit 0")
+
+
 def test_text_presenter_puts_its_end_line_after_output_left_mid_line(
     bg: KernelLoop, capsys: pytest.CaptureFixture[str]
 ) -> None:

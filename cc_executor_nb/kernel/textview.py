@@ -175,6 +175,19 @@ def _text_gap(params: Mapping[str, Any]) -> str:
     return f"[gap] output lost: notifications {first}-{last} were no longer kept by the server"
 
 
+def _text_reconnecting(params: Mapping[str, Any]) -> str | None:
+    """The first attempt only: one line per outage, however many dials it takes."""
+    if params.get("attempt") != 1:
+        return None
+    reason = params.get("reason")
+    because = f" ({reason})" if isinstance(reason, str) and reason else ""
+    return f"[reconnecting] the connection to the server dropped{because}; the run goes on there"
+
+
+def _text_reconnected(params: Mapping[str, Any]) -> str:
+    return "[reconnected] following the run again, from where the connection dropped"
+
+
 def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
     return lambda params: f"[{tag}]"
 
@@ -221,6 +234,8 @@ _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     methods.PROCESS_COMPLETED: _text_completed,
     methods.PROCESS_ERROR: _text_error,
     methods.CLIENT_OUTPUT_GAP: _text_gap,
+    methods.CLIENT_RECONNECTING: _text_reconnecting,
+    methods.CLIENT_RECONNECTED: _text_reconnected,
     methods.CONVERSATION_QUESTION: _text_question,
     methods.CONVERSATION_TURN: _text_turn,
     methods.CONVERSATION_NOTICE: _text_notice,
