@@ -22,6 +22,7 @@ from traitlets.config import Config
 import cc_executor_nb
 import cc_executor_nb.demo.shared
 from cc_executor_nb.claude.options import ClaudeOptions
+from cc_executor_nb.kernel import api
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop
 from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
@@ -388,6 +389,16 @@ def test_api_refuses_conversation_options_of_a_one_shot_run(shell: InteractiveSh
         cc_executor_nb.run("hi", interactive=False, approve="all")
     with pytest.raises(ValueError, match=r"^on_permission does not apply with auto_resume=True: "):
         cc_executor_nb.run("hi", auto_resume=True, on_permission=lambda request: "allow")
+
+
+def test_api_refuses_approve_together_with_a_policy(shell: InteractiveShell, echo_claude: str) -> None:
+    """run(approve=..., on_permission=...): a ValueError naming both (approve decided every
+    question and the policy was never asked, silently); a configured policy still yields to approve."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    with pytest.raises(ValueError, match=r"^give either approve or on_permission, not both "):
+        cc_executor_nb.run("hi", approve="none", on_permission=lambda request: "allow")
+    shell.run_line_magic("config", "CCExec.permission_policy = 'all'")
+    assert api.prepare("hi", approve="none", view=False).claude.policy == "none"
 
 
 @pytest.mark.parametrize("flags", ["--resume abc --continue", "--continue --resume abc"])

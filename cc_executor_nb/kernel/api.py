@@ -336,6 +336,10 @@ def _given(cls: type, values: Mapping[str, Any]) -> list[str]:
 
 def _refuse_ignored(run_options: RunOptions, claude_options: ClaudeOptions, claude_given: Sequence[str]) -> None:
     """Options the caller gave that this run would silently ignore are an error instead."""
+    if "approve" in claude_given and "on_permission" in claude_given:
+        # approve= wins over a policy: the policy given with it would never be asked.
+        raise OptionError("give either {0} or {1}, not both ({0} would decide every question)",
+                          ["approve", "on_permission"])
     if not run_options.command:
         refuse_host_options(claude_given, claude_options)
     elif claude_given:
