@@ -223,6 +223,17 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     assert end.params["status"] == "cancelled" and not end.params.get("error")
 
 
+def test_an_interrupt_during_the_start_stops_the_first_turn_once_it_runs(tmp_path: Path) -> None:
+    """interrupt() right after run(), before the CLI is in host mode: the first turn is
+    interrupted once it runs (it was dropped silently, and all 5000 words came)."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    turn_over(run.interrupt())  # the CLI takes hundreds of ms to show host mode
+    assert run.status == "cancelled" and run.alive
+    assert run.result is not None and run.result["subtype"] == "error_during_execution"
+    assert len(run.text.split()) < 5000
+    ended(run)
+
+
 def test_a_follow_up_after_an_interrupt_is_answered(tmp_path: Path) -> None:
     """After an interrupted turn the same process takes the next prompt."""
     run = start("write a 5000 word story at 200 words per second", tmp_path)

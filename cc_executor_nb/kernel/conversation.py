@@ -160,6 +160,7 @@ class Conversation:
         # An interrupt was asked; end() was asked during a turn; cancel() was asked (the process is being stopped).
         self._interrupting = self._close_after_turn = self._cancelled = False
         self._end_when_live: str | None = None
+        self._interrupt_when_live = False
         self._idle_since: float | None = None
         self._notices: list[str] = []
         self._on_stdin: set[str] = set()
@@ -327,8 +328,12 @@ class Conversation:
     def interrupt(self) -> bool:
         """Stop the current turn (the CLI ends it with a result); False when none runs.
 
-        If no result comes within the grace, the process is cancelled (SIGTERM).
+        If no result comes within the grace, the process is cancelled (SIGTERM). During the
+        start it is sent once the CLI is in host mode (the first turn runs from the start).
         """
+        if self._mode == "starting" and not self._cancelled:
+            self._interrupt_when_live = True
+            return True
         if not self._turn_running or self._mode not in ("live", "ending"):
             return False
         if not self._interrupting:
@@ -386,6 +391,9 @@ class Conversation:
         self._cancel_timer("handshake")
         self._set_mode("live")
         held, self._held = self._held, []
+        if self._interrupt_when_live:
+            self._interrupt_when_live = False
+            self.interrupt()
         if self._end_when_live is not None:
             self.end(self._end_when_live)
         return held
