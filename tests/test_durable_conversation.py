@@ -174,6 +174,29 @@ def test_an_attached_run_waits_for_its_jobs_times_even_when_the_answer_comes_aft
     assert attached is not None and attached >= scaled(1.0) - 0.3, attached
 
 
+def test_an_attached_run_of_an_ended_job_waits_for_its_end(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attached to a conversation that already ended, wait() returns with the process's end
+    (exit code 0), not at the replayed end of its last turn (exit code None while the rest
+    of the replay was still on its way)."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    run.end()
+    eventually(lambda: run.done, timeout=30, what="the job to end")
+    delivered = Client._deliver
+
+    async def late(self: Client, event: Any) -> None:
+        if event.method == methods.PROCESS_COMPLETED:
+            await asyncio.sleep(scaled(0.5))  # the replay's end comes a moment after its last turn's
+        await delivered(self, event)
+
+    monkeypatch.setattr(Client, "_deliver", late)
+    other = attach(run)
+    other.wait(scaled(60))
+    assert (other.status, other.exit_code, other.answer, other.done) == ("completed", 0, "first", True)
+
+
 def test_end_from_an_attached_run_ends_the_job(runtime_dir: Path, tmp_path: Path) -> None:
     """end() on an attached run closes the job's input: the CLI exits 0 and both runs end completed."""
     run = start("echo: to be ended", tmp_path)

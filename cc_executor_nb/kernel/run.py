@@ -233,6 +233,7 @@ class Run:
         # job's own times come with the answer, and wait() must not return before them.
         self._attaching = False
         self._held_idle: bool | None = None
+        self._attached_to_ended_job = False  # its replayed turn ends are history
         self._cancel_undelivered = False  # cancelled while reconnecting: sent once back
 
     # -- Reading ----------------------------------------------------------------------
@@ -597,9 +598,15 @@ class Run:
         return outcome.result()
 
     def _set_turn_idle(self, idle: bool) -> None:
-        """The conversation's word on idleness (loop thread); held while an attach is answered."""
+        """The conversation's word on idleness (loop thread); held while an attach is answered.
+
+        Attached to a job that already ended, the replay's turn ends are history: wait()
+        waits for the replayed end of the process (its exit code, its status).
+        """
         if self._attaching:
             self._held_idle = idle
+            return
+        if self._attached_to_ended_job:
             return
         self._set_idle(idle)
 
@@ -733,13 +740,15 @@ class Run:
             self._attaching = True
             try:
                 attached = await client.attach(self.job_id)
-                self._take_job_times(attached.get("job"))
+                job = attached.get("job")
+                self._attached_to_ended_job = isinstance(job, Mapping) and job.get("ended_at") is not None
+                self._take_job_times(job)
                 if self.conversation is not None:
                     self.conversation.replayed_until(int(attached.get("last_seq") or 0))
             finally:
                 self._attaching = False
                 held, self._held_idle = self._held_idle, None
-                if held is not None:
+                if held is not None and not self._attached_to_ended_job:
                     self._set_idle(held)
             return
         started = await client.execute(**spec.execute_params())
