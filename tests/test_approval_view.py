@@ -179,10 +179,8 @@ def test_the_buttons_answer_the_question_shown(body: tuple[ClaudeBody, Source, C
     ]
 
 
-def test_the_follow_up_row_sends_and_empties_after_the_turn_begins(
-    body: tuple[ClaudeBody, Source, Controls],
-) -> None:
-    """Send passes the text; the box empties once the conversation counts the new turn."""
+def test_the_follow_up_row_sends_and_empties(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """Send passes the text and empties the box; Interrupt is enabled once the new turn runs."""
     widget, source, controls = body
     source.update(turn_running=False)
     widget.render(State(status="completed"), 0.0)
@@ -190,12 +188,53 @@ def test_the_follow_up_row_sends_and_empties_after_the_turn_begins(
     assert widget.interrupt_button.disabled  # no turn runs
     widget.follow_up.value = "  and now the tests  "
     widget.send_button.click()
-    assert controls.calls == [("send", "and now the tests")]
+    assert controls.calls == [("send", "and now the tests")] and widget.follow_up.value == ""
     source.update(sent=2, turn_running=True)
     widget.render(State(), 1.0)
-    assert widget.follow_up.value == "" and not widget.interrupt_button.disabled
+    assert not widget.interrupt_button.disabled
     widget.interrupt_button.click()
     assert controls.calls[-1] == ("interrupt",)
+
+
+def test_a_queued_follow_up_cannot_be_sent_twice(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """Send during a turn queues the text and empties the box: a second click sends nothing."""
+    widget, source, controls = body
+    source.update(turn_running=True)
+    widget.render(State(), 0.0)
+    widget.follow_up.value = "echo: from the box"
+    widget.send_button.click()
+    source.update(queued=1)
+    widget.render(State(), 1.0)
+    widget.send_button.click()
+    assert controls.calls == [("send", "echo: from the box")]
+
+
+def test_a_draft_typed_after_a_queued_follow_up_survives_its_turn(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """Text typed after a queued follow-up's click stays in the box when that follow-up's turn begins."""
+    widget, source, _ = body
+    source.update(turn_running=True)
+    widget.render(State(), 0.0)
+    widget.follow_up.value = "echo: from the box"
+    widget.send_button.click()
+    widget.follow_up.value = "a draft for later"
+    source.update(sent=2)
+    widget.render(State(), 1.0)
+    assert widget.follow_up.value == "a draft for later"
+
+
+def test_a_refused_follow_up_stays_in_the_box(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """A follow-up the run refuses (the conversation is over) is kept for the user, with the reason."""
+    widget, _, controls = body
+
+    def refuse(prompt: str) -> None:
+        raise RuntimeError("the conversation is over: no more input goes to this process")
+
+    controls.send = refuse  # type: ignore[method-assign]
+    widget.follow_up.value = "echo: too late"
+    widget.send_button.click()
+    assert widget.follow_up.value == "echo: too late" and "the conversation is over" in widget.note.value
 
 
 def test_a_late_click_says_why_instead_of_raising(body: tuple[ClaudeBody, Source, Controls]) -> None:

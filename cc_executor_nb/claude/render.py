@@ -742,7 +742,6 @@ class ClaudeBody:
         self.controls: Controls | None = None
         self._key: tuple[Any, ...] | None = None
         self._shown_request: str | None = None
-        self._sent_seen = 0
         self._widget = ipywidgets.HTML(value=self._html("starting", None) if show_answer else "")
         self._widget.add_class("ccx-claude-body")
         self._parts: list[Any] = []
@@ -863,10 +862,6 @@ class ClaudeBody:
         for widget in (self.follow_up, self.send_button, self.end_button):
             _set(widget, "disabled", not open_)
         _set(self.interrupt_button, "disabled", not (open_ and view.turn_running and view.mode == "live"))
-        if view.sent > self._sent_seen:
-            if self._sent_seen:  # a follow-up went out: empty the box for the next one
-                _set(self.follow_up, "value", "")
-            self._sent_seen = view.sent
         _set(self.note, "value", _follow_up_note(view, alive))
 
     def _html(
@@ -886,20 +881,26 @@ class ClaudeBody:
         self._call(lambda c: c.decide(request_id, allow, always=always, message=message, via="widget"))
 
     def _send(self) -> None:
-        text = str(self.follow_up.value).strip()
-        if text:
-            self._call(lambda c: c.send(text))
+        typed = str(self.follow_up.value)
+        text = typed.strip()
+        if text and self._call(lambda c: c.send(text)) and self.follow_up.value == typed:
+            # Emptied once the run took it (sent or queued), so a second click cannot send it
+            # again; a box already holding something else keeps it.
+            self.follow_up.value = ""
 
-    def _call(self, action: Any) -> None:
+    def _call(self, action: Any) -> bool:
+        """Call ``action`` with the controls; False when there are none or it refused."""
         controls = self.controls
         if controls is None:
-            return
+            return False
         try:
             action(controls)
         except (RuntimeError, ValueError) as exc:
             # A click that came too late (the conversation ended, the question was
             # withdrawn) says why instead of raising in the front end's comm handler.
             self._notify(str(exc))
+            return False
+        return True
 
     def _notify(self, message: str) -> None:
         note = getattr(self, "note", None)
