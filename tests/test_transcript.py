@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 
 from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
@@ -28,6 +29,7 @@ from cc_executor_nb.kernel.transcript import (
 )
 
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
+from .test_streamjson import assistant, line, result
 from .test_terminaltext import FORBIDDEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -62,6 +64,35 @@ def claude_run(name: str, prompt: str = "a prompt", **options: Any) -> SimpleNam
     return SimpleNamespace(
         label=f"claude: {prompt}", state=finished_state(), interpreter=interpreter,
         options={"prompt": prompt, **options},
+    )
+
+
+def conversation_run() -> SimpleNamespace:
+    """A finished two-turn conversation: turn 1 runs `touch one.txt` (allowed by you), the
+    follow-up `touch two.txt` (denied by you)."""
+    prompts = ("bash: touch one.txt", "bash: touch two.txt")
+    interpreter = ClaudeInterpreter(prompt=prompts[0])
+    requests = []
+    for index, prompt in enumerate(prompts, start=1):
+        interpreter.begin_turn(prompt)
+        command, tool_id = prompt.removeprefix("bash: "), f"toolu_{index}"
+        tool_result = {"type": "tool_result", "tool_use_id": tool_id, "content": "", "is_error": index == 2}
+        for each in (
+            assistant(f"m{index}", {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": command}}),
+            line(type="user", message={"role": "user", "content": [tool_result]}),
+            result(result=f"answer {index}"),
+        ):
+            interpreter.feed("stdout", each + "\n")
+        status, message = ("allowed", "") if index == 1 else ("denied", "not now")
+        requests.append(PermissionRequest(
+            f"q{index}", "Bash", {"command": command}, status=status, decided_by="widget", message=message,
+            tool_use_id=tool_id,
+        ))
+    interpreter.set_permission_requests(tuple(requests))
+    interpreter.finish()
+    return SimpleNamespace(
+        label=f"claude: {prompts[0]}", state=finished_state(), interpreter=interpreter,
+        options={"prompt": prompts[0]},
     )
 
 
@@ -117,6 +148,29 @@ def test_markdown_notes_thinking_and_retries_without_their_text() -> None:
     failed = Transcript(claude_run("error_529")).markdown()
     assert "- API overloaded (529), retry 1 of 1 in 0.6 s" in failed
     assert "**API overloaded (529): API Error: 529 Overloaded." in failed
+
+
+def test_the_markdown_record_lists_each_decision_under_its_turn() -> None:
+    """A conversation's Markdown: turn 1's decision before "Follow-up 1", the follow-up's after it
+    (every decision was listed at the top, the follow-up's section had none)."""
+    md = Transcript(conversation_run()).markdown()
+    first, second = "- Bash · touch one.txt → allowed by you", "- Bash · touch two.txt → denied by you: not now"
+    assert md.index(first) < md.index("**Follow-up 1**") < md.index(second)
+
+
+def test_the_text_record_puts_each_decision_in_its_turn() -> None:
+    """A conversation's text record: turn 1's [permission] line before "[follow-up 1]", the
+    follow-up's after it (every decision came before turn 1's tools)."""
+    text = Transcript(conversation_run()).text()
+    first, second = "[permission] Bash · touch one.txt → allowed by you", "[permission] Bash · touch two.txt → denied"
+    assert text.index(first) < text.index("[follow-up 1]") < text.index(second)
+
+
+def test_the_html_record_marks_each_decision_on_its_turns_tool() -> None:
+    """A conversation's HTML: each decision on its own tool's card, in its own turn."""
+    page = Transcript(conversation_run()).html()
+    turn_1, turn_2 = page.split('class="cc-turn cc-turn-1"')
+    assert "allowed by you" in turn_1 and "denied by you: not now" in turn_2 and "denied" not in turn_1
 
 
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:

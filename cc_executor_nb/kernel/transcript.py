@@ -175,15 +175,14 @@ class Transcript:
         if view.thinking.strip():
             parts.append(f"*{markdown_escape(thinking_line(view.thinking).removeprefix('[thinking] '))} of thinking"
                          " (in `run.thinking`)*")
+        turns = self._turn_views()
+        asked = _requests_by_turn(view, turns)
         notes = [f"- {markdown_escape(retry_text(retry))}" for retry in view.retries]
-        notes += [f"- {markdown_escape(permission_line(item).removeprefix('[permission] '))}"
-                  for item in permission_requests(view)]
+        notes += map(_permission_markdown, asked[0])
         if notes:
             parts.append("\n".join(notes))
-        if view.turns > 1 and self.claude is not None:
-            with self.claude.locked() as run:
-                turns = run.turn_views()
-            parts += self._turns_markdown(turns)
+        if turns:
+            parts += self._turns_markdown(turns, asked)
         else:
             parts += self._answer_markdown(view)
         parts += self._no_result_markdown()
@@ -208,13 +207,16 @@ class Transcript:
             parts.append(f"**{markdown_escape(error.removeprefix('[error] '))}**")
         return parts
 
-    def _turns_markdown(self, turns: list[TurnView]) -> list[str]:
-        """A conversation: each turn's follow-up prompt, tools, answer and how it ended."""
+    def _turns_markdown(self, turns: list[TurnView], asked: list[list[Any]]) -> list[str]:
+        """A conversation: each turn's follow-up prompt, permission questions (the first
+        turn's are the run's notes), tools, answer and how it ended."""
         parts: list[str] = []
         budget = self.answer_chars
         for turn in turns:
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
+                if asked[turn.index]:
+                    parts.append("\n".join(map(_permission_markdown, asked[turn.index])))
             tools = [tool for tool in turn.tools if tool.parent_tool_use_id is None]
             if tools:
                 parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
@@ -229,6 +231,13 @@ class Transcript:
             if failure:
                 parts.append(f"**{markdown_escape(failure)}**")
         return parts
+
+    def _turn_views(self) -> list[TurnView]:
+        """Each turn of a conversation; [] for a run of one turn."""
+        if self.view is None or self.view.turns <= 1 or self.claude is None:
+            return []
+        with self.claude.locked() as run:
+            return run.turn_views()
 
     def _no_result_markdown(self) -> list[str]:
         assert self.view is not None
@@ -328,9 +337,8 @@ class Transcript:
 
     def _claude_text(self) -> str:
         assert self.view is not None
-        if self.view.turns > 1 and self.claude is not None:
-            with self.claude.locked() as run:
-                turns = run.turn_views()
+        turns = self._turn_views()
+        if turns:
             return self._turns_text(turns)
         text = render_text(self.view, ended=self.state.finished)
         answer, cut = self._answer()
@@ -341,20 +349,24 @@ class Transcript:
         return text
 
     def _turns_text(self, turns: list[TurnView]) -> str:
-        """A conversation as text: the run's notes, then each turn (its follow-up prompt,
-        tools, answer and how it ended), then Claude's footer."""
+        """A conversation as text: the run's notes (with the first turn's permission
+        questions), then each turn (its follow-up prompt, permission questions, tools, answer
+        and how it ended), then Claude's footer."""
         view = self.view
         assert view is not None
+        asked = _requests_by_turn(view, turns)
         notes = [thinking_line(view.thinking)] if view.thinking.strip() else []
-        notes += [permission_line(item) for item in permission_requests(view)]
+        notes += map(permission_line, asked[0])
         parts = ["\n".join(notes)] if notes else []
         budget = self.answer_chars
         for turn in turns:
+            lines: list[str] = []
             if turn.index > 0:
                 parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
-            tools = [tool_line(tool) for tool in turn.tools if tool.parent_tool_use_id is None]
-            if tools:
-                parts.append("\n".join(tools))
+                lines += map(permission_line, asked[turn.index])
+            lines += [tool_line(tool) for tool in turn.tools if tool.parent_tool_use_id is None]
+            if lines:
+                parts.append("\n".join(lines))
             raw, failure = _turn_text_and_failure(turn)
             text = printable(raw).strip("\n")
             if budget is not None and len(text) > budget:
@@ -425,6 +437,21 @@ def _tool_markdown(tool: ToolCall) -> str:
         return item + (f" → error: {markdown_escape(cut)}" if first else " → error")
     lines = result.count("\n") + 1 if result else 0
     return item + f" → {lines} line{'' if lines == 1 else 's'}"
+
+
+def _permission_markdown(item: Any) -> str:
+    return f"- {markdown_escape(permission_line(item).removeprefix('[permission] '))}"
+
+
+def _requests_by_turn(view: ClaudeView, turns: list[TurnView]) -> list[list[Any]]:
+    """The run's permission questions, by the turn they were asked in: the one holding the
+    tool call a question is about (its ``tool_use_id``). Without turns (a run of one turn),
+    and for a question no call matches, the first turn: where a one-turn run lists them."""
+    turn_of = {tool.id: turn.index for turn in turns for tool in turn.tools}
+    asked: list[list[Any]] = [[] for _ in range(max(1, len(turns)))]
+    for request in permission_requests(view):
+        asked[turn_of.get(getattr(request, "tool_use_id", None) or "", 0)].append(request)
+    return asked
 
 
 def _footer_markdown(view: ClaudeView, *, ended: bool = False) -> list[str]:
