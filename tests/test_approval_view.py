@@ -145,6 +145,18 @@ def test_a_decided_call_says_who_decided() -> None:
     assert_inert(html)
 
 
+def test_a_tool_card_says_denied_automatically_once() -> None:
+    """A call denied for nobody reads "denied automatically: nobody could answer…" on its card
+    (it read "denied automatically: Denied automatically: …")."""
+    from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
+
+    run = ClaudeRun()
+    run.feed_line(assistant("m1", {"type": "tool_use", "id": "toolu_1", "name": "Edit", "input": {}}))
+    denied = dataclasses.replace(EDIT, status="denied", decided_by="auto", message=NOBODY_MESSAGE)
+    html = render_claude_html(run, decisions={"toolu_1": denied})
+    assert "denied automatically: nobody could answer" in html and "Denied automatically" not in html
+
+
 # The widgets
 
 

@@ -306,6 +306,36 @@ def test_a_question_answered_by_another_kernel_reads_elsewhere() -> None:
     assert line == "[permission] Bash · make → allowed elsewhere"
 
 
+def test_a_question_nobody_could_answer_says_automatically_once() -> None:
+    """Denied for nobody: "denied automatically: nobody could answer…" (it read "denied
+    automatically: Denied automatically: nobody could answer…")."""
+    from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
+
+    line = permission_line({"tool": "Bash", "input": {"command": "touch ip1.txt"}, "status": "denied",
+                            "decided_by": "auto", "message": NOBODY_MESSAGE})
+    assert line.startswith("[permission] Bash · touch ip1.txt → denied automatically: nobody could answer")
+
+
+def test_a_policys_deny_says_by_the_policy_once() -> None:
+    """The policy's own deny message is not repeated after "denied by the policy" (it read
+    "denied by the policy: Denied by the notebook's permission policy.")."""
+    from cc_executor_nb.kernel.conversation import POLICY_DENY_MESSAGE
+
+    line = permission_line({"tool": "Bash", "input": {"command": "touch p.txt"}, "status": "denied",
+                            "decided_by": "policy", "message": POLICY_DENY_MESSAGE})
+    assert line == "[permission] Bash · touch p.txt → denied by the policy"
+
+
+def test_a_deny_without_a_reason_says_by_you_once() -> None:
+    """A person's deny without a reason is not followed by the CLI's stand-in reason (it read
+    "denied by you: The user denied this tool call.")."""
+    from cc_executor_nb.claude.control import DEFAULT_DENY_MESSAGE
+
+    line = permission_line({"tool": "Bash", "input": {"command": "touch u.txt"}, "status": "denied",
+                            "decided_by": "widget", "message": DEFAULT_DENY_MESSAGE})
+    assert line == "[permission] Bash · touch u.txt → denied by you"
+
+
 def test_footer_leaves_out_what_was_not_reported() -> None:
     """Before the result only 'no result yet' (and what is known) shows: no made-up figures."""
     assert footer_line(view(model="m", session_id="s")) == "[result] no result yet · m · session s"

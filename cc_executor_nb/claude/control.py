@@ -31,6 +31,8 @@ from typing import Any
 __all__ = [
     "DEFAULT_DENY_MESSAGE",
     "HOST_ARGS",
+    "NOBODY_MESSAGE",
+    "POLICY_DENY_MESSAGE",
     "AnswerSent",
     "ControlAnswer",
     "ControlMessage",
@@ -67,6 +69,14 @@ is never passed: CLIs before 2.1.2xx reject it."""
 
 DEFAULT_DENY_MESSAGE = "The user denied this tool call."
 """What the model is told when a deny comes without a reason (the CLI requires one)."""
+NOBODY_MESSAGE = (
+    "Denied automatically: nobody could answer this question (no terminal, and no input box: "
+    "a busy kernel under nbconvert, or a script run without a terminal). Set a policy "
+    "(--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
+)
+"""What the model is told when nobody could answer a question, so it was denied."""
+POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
+"""What the model is told when the run's permission policy denies a question."""
 
 # The kinds of "don't ask again" a suggestion may carry, and the only destination we send:
 # "session" rules live in the process; the others are the user's settings files.

@@ -31,6 +31,7 @@ from markdown_it import MarkdownIt
 from ..events import FINAL_STATUSES
 from ..protocol import one_line
 from ..terminaltext import ansi_html, overwrite_lines, printable
+from .control import DEFAULT_DENY_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, readable_input
@@ -48,6 +49,8 @@ __all__ = [
     "Controls",
     "RunStatus",
     "claude_body_html",
+    "decision_reason",
+    "decision_words",
     "format_cost",
     "format_duration",
     "format_seconds",
@@ -255,13 +258,29 @@ def decision_words(status: str, decided_by: str | None, always: bool = False) ->
     return " ".join(part for part in (verb, who) if part)
 
 
+# Our deny messages (what the model is told) as a view shows them after decision_words(),
+# which already say who denied: "denied automatically: nobody could answer…", "denied by the policy".
+_SHOWN_REASONS = {
+    NOBODY_MESSAGE: NOBODY_MESSAGE.removeprefix("Denied automatically: "),
+    POLICY_DENY_MESSAGE: "",
+    DEFAULT_DENY_MESSAGE: "",
+}
+
+
+def decision_reason(message: str) -> str:
+    """A deny's message as shown after :func:`decision_words`: without what those words
+    already say when it is one of ours (``""`` for the policy's and the stand-in one)."""
+    return _SHOWN_REASONS.get(message, message)
+
+
 def _decision_html(request: PermissionRequest | None) -> str:
-    """``allowed by you`` / ``denied by the policy: reason`` after a tool's input."""
+    """``allowed by you`` / ``denied by you: reason`` after a tool's input."""
     if request is None or request.pending:
         return ""
     text = decision_words(request.status, request.decided_by, request.always)
-    if request.status == "denied" and request.message:
-        text += f": {one_line(printable(request.message), MAX_TOOL_INPUT_CHARS)}"
+    reason = decision_reason(request.message) if request.status == "denied" else ""
+    if reason:
+        text += f": {one_line(printable(reason), MAX_TOOL_INPUT_CHARS)}"
     color = "#198754" if request.status == "allowed" else "#b00020" if request.status == "denied" else "#6c757d"
     return (
         f' <span class="cc-decision cc-decision-{escape(request.status)}" style="color:{color};{_MUTED}">'

@@ -41,7 +41,15 @@ from typing import Any, Literal, Protocol
 
 from ..terminaltext import printable, terminal_text
 from .limits import UsageLimit, describe_limit
-from .render import decision_words, format_cost, format_duration, retry_text, status_name, tool_input_summary
+from .render import (
+    decision_reason,
+    decision_words,
+    format_cost,
+    format_duration,
+    retry_text,
+    status_name,
+    tool_input_summary,
+)
 from .streamjson import ApiRetry, ToolCall
 
 __all__ = [
@@ -166,8 +174,8 @@ def permission_line(item: Any) -> str:
     decided_by = _field(item, "decided_by")
     words = decision_words(status, str(decided_by) if decided_by else None, bool(_field(item, "always")))
     line = f"[permission] {what} → {printable(words)}"
-    message = _field(item, "message")
-    return line + (f": {_cut(printable(str(message)), TOOL_ERROR_CHARS)}" if message else "")
+    message = decision_reason(str(_field(item, "message") or ""))
+    return line + (f": {_cut(printable(message), TOOL_ERROR_CHARS)}" if message else "")
 
 
 def _field(item: Any, name: str) -> Any:

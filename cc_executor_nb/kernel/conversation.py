@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .. import methods
 from ..claude import control
 from ..claude.control import (
+    POLICY_DENY_MESSAGE,
     AnswerSent,
     ControlAnswer,
     InitializeSent,
@@ -92,7 +93,6 @@ CANCEL_INTERRUPT_WAIT = 2.0
 EXIT_AFTER_END = 10.0
 """After the input is closed, the process gets this long (plus the kill grace) to exit."""
 
-POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
 _WRITE_RETRY = 0.1
 
 

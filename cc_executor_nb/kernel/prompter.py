@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..claude.control import NOBODY_MESSAGE
 from ..claude.permissions import ANSWER_HELP, Answer, PermissionRequest, parse_answer, question_text
 
 __all__ = [
@@ -55,11 +56,6 @@ logger = logging.getLogger("cc_executor_nb.kernel.prompter")
 
 Route = Literal["card", "stdin", "terminal", "nobody"]
 
-NOBODY_MESSAGE = (
-    "Denied automatically: nobody could answer this question (no terminal, and no input box: "
-    "a busy kernel under nbconvert, or a script run without a terminal). Set a policy "
-    "(--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
-)
 STDIN_GRACE = 0.5
 """Seconds a new cell runs before a question is asked in its input box: a cell that
 answers the question itself (``run.approve()``) is not interrupted by a prompt."""
