@@ -245,6 +245,18 @@ def test_a_follow_up_after_an_interrupt_is_answered(tmp_path: Path) -> None:
     ended(run)
 
 
+def test_a_follow_up_after_an_interrupted_question_is_answered(tmp_path: Path) -> None:
+    """Interrupt while a question waits, then a follow-up: the demo answers the follow-up (it
+    answered "The command printed: The user doesn't want to proceed…", the rejected call's result)."""
+    run = start("bash: touch intq.txt", tmp_path)
+    question(run)
+    turn_over(run.interrupt())
+    run.send("echo: after")
+    turn_over(run)
+    assert (run.status, run.answer) == ("completed", "after")
+    ended(run)
+
+
 def test_the_markdown_record_keeps_each_turn_with_its_follow_up_prompt(tmp_path: Path) -> None:
     """transcript(): the first answer, then "Follow-up 1" with its prompt quoted and its own
     answer, in order (the answers ran together, the follow-up prompt missing)."""

@@ -230,6 +230,41 @@ def test_a_follow_up_after_an_interrupt_is_read_without_the_marker() -> None:
     assert plan_reply(request, DemoSettings()).text == "42"
 
 
+def after_an_interrupted_question(follow_up: str) -> dict[str, Any]:
+    """A request body as the CLI sends it for a follow-up after an interrupt while a Bash call
+    waited for approval: the rejected call's result, the marker and the follow-up in one message."""
+    rejected = (
+        "The user doesn't want to proceed with this tool use. The tool use was rejected (eg. if it was a "
+        "file edit, the new_string was NOT written to the file). STOP what you are doing and wait for the "
+        "user to tell you how to proceed."
+    )
+    call = {"type": "tool_use", "id": "toolu_demo_0001", "name": "Bash", "input": {"command": "touch intq.txt"}}
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "bash: touch intq.txt"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Step 1 of 1."}, call]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "content": rejected, "is_error": True, "tool_use_id": "toolu_demo_0001"},
+            {"type": "text", "text": "[Request interrupted by user for tool use]\n"},
+            {"type": "text", "text": follow_up, "cache_control": {"type": "ephemeral"}},
+        ]},
+    ]
+    return {"messages": messages, "tools": [{"name": "Bash"}]}
+
+
+def test_a_follow_up_after_an_interrupted_question_is_answered() -> None:
+    """After an interrupt during a question, the follow-up's words decide the reply, not the
+    rejected call's result (the reply was "The command printed: The user doesn't want…")."""
+    reply = plan_reply(after_an_interrupted_question("echo: after"), DemoSettings())
+    assert (reply.scenario, reply.text) == ("echo", "after")
+
+
+def test_a_bash_follow_up_after_an_interrupted_question_asks_for_its_call() -> None:
+    """A `bash:` follow-up after an interrupted question asks for its own call (the rejected one
+    counted as its step, so it concluded at once)."""
+    reply = plan_reply(after_an_interrupted_question("bash: touch other.txt"), DemoSettings())
+    assert reply.tool_call is not None and reply.tool_call.input["command"] == "touch other.txt"
+
+
 def test_side_requests_get_a_quick_fixed_answer() -> None:
     """Quota probes and tool-less side prompts never trigger a scenario."""
     quota = request_body("write a 5000 word story", stream=False, max_tokens=1)

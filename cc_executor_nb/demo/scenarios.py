@@ -223,13 +223,17 @@ def _system_text(system: Any) -> str:
 
 
 def _last_tool_result(messages: list[dict[str, Any]]) -> str | None:
-    """The text of a ``tool_result`` in the latest turn, if it holds one."""
+    """The text of a ``tool_result`` in the latest turn, if it holds one and no words of the user.
+
+    Words after the results are a new prompt: a follow-up after an interrupt comes in the
+    message that carries the rejected call's result (results always come first).
+    """
     # The CLI may append "system" turns after the user's; they do not count.
     turns = [message for message in messages if message.get("role") != "system"]
     if not turns or turns[-1].get("role") != "user":
         return None
     content = turns[-1].get("content")
-    if not isinstance(content, list):
+    if not isinstance(content, list) or _human_text(content):
         return None
     for block in content:
         if isinstance(block, dict) and block.get("type") == "tool_result":
@@ -238,17 +242,21 @@ def _last_tool_result(messages: list[dict[str, Any]]) -> str | None:
 
 
 def _turn_tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, bool]]:
-    """``(text, is_error)`` of every tool result since the user's last own words."""
+    """``(text, is_error)`` of every tool result since the user's last own words.
+
+    Results in the message holding those words came before them (an earlier, interrupted
+    turn's), so they do not count.
+    """
     found: list[tuple[str, bool]] = []
     for message in reversed(messages):
         if message.get("role") == "assistant" or message.get("role") == "system":
             continue
         content = message.get("content")
+        if _human_text(content):
+            break
         blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
         results = [b for b in blocks if b.get("type") == "tool_result"]
         found[:0] = [(_tool_result_text(b.get("content")), b.get("is_error") is True) for b in results]
-        if _human_text(content):
-            break
     return found
 
 
