@@ -212,6 +212,32 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
     assert batch.status == "cancelled" and batch.done and batch.results()[2:] == [None] * 4  # it says how it ended
 
 
+class _Unwithdrawable:
+    """A placement that keeps its items placing and cannot withdraw them (its cluster's client closed)."""
+
+    def start(self, entry: Any, batch: Batch) -> None:
+        """Hand the item over; it never starts."""
+
+    def cancel(self, entry: Any) -> None:
+        raise RuntimeError("the client is closed")
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_cancel_all_settles_every_item_when_its_placement_cannot_withdraw_one(settings: CCExec) -> None:
+    """cancel() ends every placing item cancelled although withdrawing each one raises (it stopped at the
+    first one, in a loop callback, and the batch never ended)."""
+    from cc_executor_nb.kernel.api import prepare
+
+    prepared = [prepare("echo hi", command=True, view=False, settings=settings) for _ in range(2)]
+    batch = Batch([p.run for p in prepared], ["a", "b"], prepared[0].loop, placement=_Unwithdrawable(),
+                  settings=settings, mode="text").start()
+    eventually(lambda: [item.status for item in batch.items] == ["placing"] * 2, timeout=10, what="placing")
+    batch.cancel().wait(scaled(10))
+    assert [(run.status, run.error) for run in batch.runs] == [("cancelled", "cancelled before the run started")] * 2
+
+
 def test_an_items_status_follows_its_run_to_the_end(settings: CCExec) -> None:
     """items[i].status is queued, then its run's status while it runs and at its end."""
     template = py("import sys, time; time.sleep(1.0); sys.exit(int(sys.argv[1]))") + " {item}"

@@ -255,3 +255,40 @@ def test_a_workers_task_does_not_hold_a_conversations_input_open(tmp_path: Any) 
 
     outcome = asyncio.run(scenario())
     assert outcome == {"job_id": published[0], "status": "completed", "exit_code": 0}
+
+
+def test_closing_the_client_ends_the_items_still_placing(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """Items whose tasks no worker can take (claude=3 each, workers hold 2), and one still queued, end
+    cancelled, saying why, when their Dask client closes: the batch ends instead of waiting forever."""
+    local, _client = cluster
+    client = Client(local)
+    try:
+        batch = cc_executor_nb.map(["true"] * 3, command=True, cluster=client, resources={"claude": 3},
+                                   concurrency=2, display=False, settings=settings)
+        eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=30,
+                   what="two items placing")
+    finally:
+        client.close()
+    batch.wait(scaled(30))
+    assert [(run.status, run.error) for run in batch.runs] == [
+        ("cancelled", "the Dask client was closed before it started")] * 3
+
+
+def test_withdrawing_a_task_whose_client_closed_does_not_raise() -> None:
+    """DaskPlacement.cancel of a task whose client closed meanwhile returns (it raised ClosedClientError
+    in the batch's cancel, on the loop)."""
+    from types import SimpleNamespace
+
+    from distributed.client import ClosedClientError
+
+    from cc_executor_nb.cluster.placement import DaskPlacement
+
+    class Withdrawn:
+        def cancel(self) -> None:
+            raise ClosedClientError("the client closed")
+
+    placement = DaskPlacement.__new__(DaskPlacement)
+    placement.client, placement.futures = SimpleNamespace(status="running"), {0: Withdrawn()}
+    placement.cancel(SimpleNamespace(index=0))  # type: ignore[arg-type]

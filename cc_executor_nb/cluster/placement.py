@@ -43,6 +43,7 @@ logger = logging.getLogger("cc_executor_nb.cluster")
 _PLUGINS: dict[str, tuple[str, str]] = {}
 _PLUGINS_LOCK = threading.Lock()
 META_PROMPT_CHARS = 4000
+CLIENT_CLOSED = "the Dask client was closed before it started"
 
 
 def ensure_plugin(client: Any, settings: CCExec, *, allow_plaintext: bool = False) -> tuple[str, str]:
@@ -118,6 +119,9 @@ class DaskPlacement:
     def start(self, entry: BatchItem, batch: Batch) -> None:
         """Submit the run's task; the run starts when its worker says where the job is."""
         self.batch = batch
+        if self._client_closed():
+            entry.run.abandon(CLIENT_CLOSED, status="cancelled")
+            return
         future = self.client.submit(
             run_on_worker, self.recipes[entry.index], self.plugin_name, self.topic, entry.index,
             key=f"{self.topic}-{entry.index}", pure=False, resources=self.resources,
@@ -128,8 +132,12 @@ class DaskPlacement:
     def cancel(self, entry: BatchItem) -> None:
         """Withdraw a task that has not started its run (Dask never runs it, or the job is stopped)."""
         future = self.futures.get(entry.index)
-        if future is not None:
+        if future is None or self._client_closed():
+            return  # a closed client's tasks are gone with it
+        try:
             future.cancel()
+        except Exception:  # the client closed meanwhile, or lost its scheduler
+            logger.debug("cancelling the task of item %d", entry.index, exc_info=True)
 
     def close(self) -> None:
         """The batch is over: stop listening and let Dask forget the tasks."""
@@ -179,17 +187,30 @@ class DaskPlacement:
         except LoopStopped:
             logger.warning("! could not cancel the stray job %s at %s", job_id, target.url)
 
+    def _client_closed(self) -> bool:
+        return str(getattr(self.client, "status", "")) in ("closing", "closed")
+
     def _task_done(self, entry: BatchItem, future: Any) -> None:
-        """A task that failed before its run started ends the run with the task's error."""
-        if future.status != "error" or self.batch is None:
-            return
-        try:
-            error = future.exception()
-        except Exception as exc:  # cancelled, or the client is gone
-            error = exc
-        reason = f"the Dask task failed: {type(error).__name__}: {error}"
+        """A task that ended before its run started ends the run: with the task's error, or
+        cancelled (its client closed, or someone cancelled it); a finished task's run started."""
         batch = self.batch
-        batch._on_loop(lambda: entry.run.abandon(reason) if entry.stage == "placing" else None)
+        status = str(future.status)
+        if batch is None or status == "finished":
+            return
+        ended = "error"
+        if status == "error":
+            try:
+                error = future.exception()
+            except Exception as exc:  # the client is gone
+                error = exc
+            reason = f"the Dask task failed: {type(error).__name__}: {error}"
+        elif self._client_closed():
+            reason, ended = CLIENT_CLOSED, "cancelled"
+        elif status == "cancelled":
+            reason, ended = "the Dask task was cancelled before it started", "cancelled"
+        else:
+            reason = f"the Dask task was {status} before it started"
+        batch._on_loop(lambda: entry.run.abandon(reason, status=ended) if entry.stage == "placing" else None)
 
 
 async def _cancel_job(target: Target, job_id: str) -> None:

@@ -562,14 +562,21 @@ class Batch:
         self._pump()
 
     def _cancel_running(self) -> None:
+        """Cancel each item handed over or started; one that cannot be reached never stops the others."""
         for item in self.items:
             if item.finished:
                 continue
             if item.stage == "placing":
-                self.placement.cancel(item)
+                try:
+                    self.placement.cancel(item)
+                except Exception as exc:  # the item ends cancelled here all the same
+                    logger.warning("! could not withdraw item %d from its placement: %s", item.index, _describe(exc))
                 item.run.abandon("cancelled before the run started", status="cancelled")
             elif item.stage == "started":
-                item.run.cancel()
+                try:
+                    item.run.cancel()
+                except Exception as exc:
+                    logger.warning("! could not cancel item %d of a batch: %s", item.index, _describe(exc))
 
     def _skip_queued(self) -> int:
         """Queued items will not run: their handles end cancelled, without a process; how many."""
@@ -773,6 +780,10 @@ def _check_batch(concurrency: object, budget: object, on_budget: object) -> None
     check_dollars("max_budget_usd", budget)
     if on_budget not in ON_BUDGET:
         raise ValueError(f"on_budget must be 'finish' or 'cancel', not {on_budget!r}")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _wait_event(event: threading.Event, timeout: float | None) -> bool:
