@@ -303,9 +303,12 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     (lambda s: cc_executor_nb.map(["a"], max_budget_usd=-1, settings=s), "max_budget_usd"),
     (lambda s: cc_executor_nb.map(["a"], on_budget="stop", settings=s), "on_budget"),
     (lambda s: cc_executor_nb.map(["a"], label="x", settings=s), "'label'"),
+    (lambda s: cc_executor_nb.map(["true"], command=True, resources={"claude": 1}, settings=s),
+     r"resources applies only to a batch on a cluster \(cluster=\.\.\.\)"),
 ])
 def test_bad_batch_arguments_are_refused(settings: CCExec, call: Any, message: str) -> None:
-    """A string without items, items without a template, bad limits and per-run display keywords: clear errors."""
+    """A string without items, items without a template, bad limits, per-run display keywords and resources
+    without a cluster: clear errors."""
     with pytest.raises((TypeError, ValueError), match=message):
         call(settings)
 
@@ -461,6 +464,8 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
     # (it named map()'s max_budget_usd, which reads as the per-run --max-budget-usd)
     ("--each names --batch-budget-usd -2 -c echo {item}",
      r"^--batch-budget-usd must be a positive number of dollars, not -2.0$"),
+    ("--each names --cluster names --durable -c echo {item}",
+     r"^a batch on a cluster \(--cluster\) takes no --durable:"),
 ])
 def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> None:
     """A missing or non-iterable name, batch flags without --each, --each with --jobs: one-line usage errors."""

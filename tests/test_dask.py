@@ -91,10 +91,35 @@ def test_a_worker_gets_the_env_as_strings(settings: CCExec, tmp_path: Any) -> No
     assert (recipe.execute["env"], recipe.execute["cwd"]) == ({"DATA": str(tmp_path / "data")}, str(tmp_path))
 
 
+def test_a_workers_recipe_keeps_the_runs_capture(settings: CCExec) -> None:
+    """capture="pipe" reaches the job the worker starts (the recipe dropped it: the worker's default was used)."""
+    from cc_executor_nb.cluster.placement import recipe_of
+    from cc_executor_nb.kernel.api import prepare
+
+    prepared = prepare(["true"], command=True, capture="pipe", settings=settings, view=False)
+    assert recipe_of(prepared, "true", settings, batch="b").execute_params()["capture"] == "pipe"
+
+
 def test_a_cluster_that_is_no_client_is_refused() -> None:
     """An address or a cluster object is a TypeError saying what to pass (not "'str' has no attribute 'id'")."""
     with pytest.raises(TypeError, match=r"cluster must be a dask.distributed Client, e\.g\. .* not str"):
         cc_executor_nb.map(["echo a"], command=True, cluster="tcp://127.0.0.1:8786", display=False)
+
+
+@pytest.mark.parametrize(("given", "named"), [
+    ({"durable": True}, "durable=True"),
+    ({"server": "ws://127.0.0.1:18003/ws"}, "server"),
+    ({"token_env": "CCX_TOKEN"}, "token_env"),
+])
+def test_a_cluster_batch_refuses_where_options_its_runs_would_not_use(
+    cluster: tuple[LocalCluster, Client], settings: CCExec, given: dict[str, Any], named: str
+) -> None:
+    """durable, server and token_env choose where a run goes; a cluster's runs go to its workers' handlers,
+    so map(cluster=...) refuses them (a ValueError naming them) rather than ignoring them."""
+    _local, client = cluster
+    with pytest.raises(ValueError, match=rf"a batch on a cluster \(cluster=\.\.\.\) takes no {named}:"):
+        cc_executor_nb.map("echo {item}", ["a"], command=True, cluster=client, display=False, settings=settings,
+                           **given)
 
 
 def test_a_batch_of_8_spreads_over_both_workers_and_streams_live(

@@ -73,7 +73,7 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
     execute = {
         "cwd": spec.cwd, "env": dict(prepared.options.env) if prepared.options.env else None,
         "timeout": spec.timeout, "heartbeat_interval": spec.heartbeat_interval,
-        "inactivity_threshold": spec.inactivity_threshold, "kill_grace": spec.kill_grace,
+        "inactivity_threshold": spec.inactivity_threshold, "kill_grace": spec.kill_grace, "capture": spec.capture,
     }
     meta: dict[str, Any] = {"kind": "command", "batch": batch}
     if prepared.options.command:

@@ -154,7 +154,7 @@ class Recipe:
     command: str | None = None
     argv: list[str] | None = None
     execute: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace."""
+    """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace, capture."""
     label: str = ""
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     interactive: bool = False

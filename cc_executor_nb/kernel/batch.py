@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import methods
-from ..claude.options import check_dollars
+from ..claude.options import check_dollars, places
+from ..declare import OptionError
 from ..events import Event
 from ..terminaltext import terminal_text
 from . import api
@@ -774,6 +775,28 @@ def _check_cluster(cluster: object) -> None:
         )
 
 
+_CLUSTERED = "cluster=..."
+"""How errors name a batch's ``cluster`` (the magic spells it ``--cluster``)."""
+_WHERE_KEYWORDS = ("server", "token", "token_env")
+"""Where a run goes, and its server's token: a cluster's runs go to its workers' handlers."""
+
+
+def _refuse_unused(cluster: object, resources: Mapping[str, float] | None, run_keywords: Mapping[str, Any]) -> None:
+    """Options that the batch's runs would not use are an OptionError (a ValueError), never ignored."""
+    if cluster is None:
+        if resources:
+            raise OptionError("{0} applies only to a batch on a cluster ({1}): without one, nothing holds them",
+                              ["resources", _CLUSTERED])
+        return
+    if run_keywords.get("durable"):
+        raise OptionError("a batch on a cluster ({0}) takes no {1}: each run is already a durable job of its "
+                          "Dask worker's handler", [_CLUSTERED, "durable=True"])
+    where = [name for name in _WHERE_KEYWORDS if run_keywords.get(name)]
+    if where:
+        raise OptionError("a batch on a cluster ({0}) takes no " + places(1, len(where)) + ": its runs go to the "
+                          "handlers on the Dask workers, with the cluster's own token", [_CLUSTERED, *where])
+
+
 def _check_batch(concurrency: object, budget: object, on_budget: object) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
@@ -884,6 +907,7 @@ def map(
         run_keywords["max_budget_usd"] = run_max_budget_usd
     concurrency = settings.batch_concurrency if concurrency is None else concurrency
     _check_batch(concurrency, max_budget_usd, on_budget)
+    _refuse_unused(cluster, resources, run_keywords)
     prepared = [api.prepare(text, settings=settings, view=False, **run_keywords) for text in texts]
     loop = prepared[0].loop if prepared else shared_loop()
     placement: Placement | None = None

@@ -115,6 +115,7 @@ _OPTION_FLAGS = {
 _OPTION_NAMES = tuple(_OPTION_FLAGS)
 # What --attach and --jobs use; every other run flag is refused there rather than ignored.
 _FOLLOW_NAMES = frozenset({"server", "token_env", "quiet", "wait"})
+_BATCH_FLAGS = {f.name: "/".join(spec.flags) for f, spec in declared(BatchOptions) if spec.flags}
 _BATCH_NAMES = tuple(f.name for f, spec in declared(BatchOptions) if spec.flags and f.name != "each")
 
 
@@ -295,7 +296,7 @@ def _usage_error(exc: Exception) -> UsageError:
 def _flag(name: str) -> str:
     """How the magic spells an option field (``interactive=False`` is ``--no-interactive``)."""
     field = name.partition("=")[0]
-    return _OPTION_FLAGS.get(field, field)
+    return _OPTION_FLAGS.get(field) or _BATCH_FLAGS.get(field, field)
 
 
 # A command body in shell words: quoted strings (a newline in them stays in the argument), a
