@@ -317,3 +317,16 @@ def test_withdrawing_a_task_whose_client_closed_does_not_raise() -> None:
     placement = DaskPlacement.__new__(DaskPlacement)
     placement.client, placement.futures = SimpleNamespace(status="running"), {0: Withdrawn()}
     placement.cancel(SimpleNamespace(index=0))  # type: ignore[arg-type]
+
+
+def test_a_command_that_cannot_start_on_a_worker_ends_as_it_does_locally(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A missing program: the run ends error with the local batch's one-line reason (the worker's task
+    returned it rather than raising it, so Dask logged no traceback), not "the Dask task failed: ..."."""
+    _local, client = cluster
+    local = cc_executor_nb.map(["/no/such/cmd"], command=True, display=False, settings=settings, wait=True)
+    placed = cc_executor_nb.map(["/no/such/cmd"], command=True, cluster=client, display=False, settings=settings)
+    placed.wait(scaled(60))
+    assert (placed.runs[0].status, placed.runs[0].error) == (local.runs[0].status, local.runs[0].error) == (
+        "error", "could not start '/no/such/cmd': No such file or directory")

@@ -191,14 +191,22 @@ class DaskPlacement:
         return str(getattr(self.client, "status", "")) in ("closing", "closed")
 
     def _task_done(self, entry: BatchItem, future: Any) -> None:
-        """A task that ended before its run started ends the run: with the task's error, or
-        cancelled (its client closed, or someone cancelled it); a finished task's run started."""
+        """A task that ended before its run started ends the run: ``error`` with why it could not
+        start (the worker's one line) or with the task's error, or ``cancelled`` (its client
+        closed, or someone cancelled it). A task whose run started leaves it to its job."""
         batch = self.batch
         status = str(future.status)
-        if batch is None or status == "finished":
+        if batch is None:
             return
         ended = "error"
-        if status == "error":
+        if status == "finished":
+            if entry.stage != "placing":
+                return  # its run started (and follows the job)
+            outcome = _outcome(future)
+            if outcome.get("job_id") is not None or not outcome.get("error"):
+                return  # its run started (and follows the job)
+            reason = str(outcome["error"])  # it could not start: the worker said why, as a local run would
+        elif status == "error":
             try:
                 error = future.exception()
             except Exception as exc:  # the client is gone
@@ -211,6 +219,15 @@ class DaskPlacement:
         else:
             reason = f"the Dask task was {status} before it started"
         batch._on_loop(lambda: entry.run.abandon(reason, status=ended) if entry.stage == "placing" else None)
+
+
+def _outcome(future: Any) -> dict[str, Any]:
+    """A finished task's outcome (see :func:`~.worker.run_on_worker`); empty if it cannot be read."""
+    try:
+        outcome = future.result(timeout=30)
+    except Exception:  # the client closed meanwhile
+        return {}
+    return outcome if isinstance(outcome, dict) else {}
 
 
 async def _cancel_job(target: Target, job_id: str) -> None:

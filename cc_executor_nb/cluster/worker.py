@@ -20,7 +20,10 @@ handler's watchdog.
 (its own claude executable, its own Python), starts it as a durable job on the local
 handler, logs a Dask event ``{"index", "job_id", "url", "worker"}`` on the batch's topic
 so the notebook attaches to the job, then follows the job to its end and returns its
-outcome. The task, and with it the worker resources it holds, lives as long as the run.
+outcome. A run that cannot start (the handler refuses it, a missing program for
+instance) is an outcome too, with ``job_id`` None and the handler's one-line error: a
+task's exception would print a ``distributed`` traceback in the notebook's output. The
+task, and with it the worker resources it holds, lives as long as the run.
 A Claude conversation (``Recipe.interactive``) runs the CLI in host mode with its stdin
 piped: the notebook's run writes the prompt and the answers once attached, and the task
 watches the job in the job list instead of following it (a following connection would
@@ -45,6 +48,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.options import ClaudeOptions
 from ..client import connect
+from ..errors import ProtocolError
 from ..events import Completed, ProcessError
 from ..kernel.loop import KernelLoop
 from ..server.access import is_loopback
@@ -194,8 +198,17 @@ def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> d
         worker.log_event(topic, {"index": index, "job_id": job_id, "url": state.url, "worker": worker.address,
                                  "pid": pid})
 
-    outcome = state.loop.call(_start_and_follow(state.url, token, recipe.execute_params(), publish, state.ssl))
+    try:
+        params = recipe.execute_params()
+    except (ValueError, FileNotFoundError) as exc:  # no claude executable here, a bad option
+        return {**_not_started(str(exc)), "worker": worker.address, "index": index}
+    outcome = state.loop.call(_start_and_follow(state.url, token, params, publish, state.ssl))
     return {**outcome, "worker": worker.address, "index": index}
+
+
+def _not_started(error: str) -> dict[str, Any]:
+    """The outcome of a run whose job never started: the notebook's run ends ``error`` with ``error``."""
+    return {"job_id": None, "status": "error", "exit_code": None, "error": error}
 
 
 async def _start_and_follow(url: str, token: str, params: dict[str, Any], publish: Any, ssl: Any) -> dict[str, Any]:
@@ -206,7 +219,10 @@ async def _start_and_follow(url: str, token: str, params: dict[str, Any], publis
     notebook gone) its ``stdin_idle_timeout`` must close it so the CLI ends by itself.
     """
     async with await connect(url, token, ssl=ssl) as client:
-        started = await client.execute(**params)
+        try:
+            started = await client.execute(**params)
+        except ProtocolError as exc:  # the handler refused it (a program that does not exist): an outcome,
+            return _not_started(str(exc))  # said in one line as a local run says it, not a task's traceback
         job_id = str(started["job_id"])
         publish(job_id, started.get("pid"))
         if params.get("stdin") != "pipe":
