@@ -403,6 +403,23 @@ def test_on_budget_cancel_cancels_the_running_runs(settings: CCExec) -> None:
 
 
 @pytest.mark.claude
+def test_a_batch_cancel_leaves_a_run_that_has_its_result_to_end_completed(settings: CCExec, tmp_path: Path) -> None:
+    """A run whose turn has its result (its input already closed, the process about to exit: here its
+    CLI's wrapper lingers 3 s) ends completed after cancel(): its paid-for answer is not reported cancelled."""
+    from cc_executor_nb.claude.executable import find_claude
+
+    lingering = tmp_path / "claude"
+    lingering.write_text(f'#!/bin/sh\n{shlex.quote(find_claude())} "$@"\ncode=$?\nsleep 3\nexit $code\n')
+    lingering.chmod(0o755)
+    batch = cc_executor_nb.map(["what is 2+2"], demo=True, executable=str(lingering), display=False,
+                               settings=settings)
+    run = batch.runs[0]
+    eventually(lambda: run.state.between_turns, timeout=30, what="the turn's result")
+    batch.cancel().wait(scaled(30))
+    assert (run.status, run.text, run.exit_code) == ("completed", "4", 0)
+
+
+@pytest.mark.claude
 def test_a_budget_crossed_by_the_last_run_stops_nothing_and_the_batch_ends_done(settings: CCExec) -> None:
     """The only run spends past the budget as it ends: nothing was kept from running, so ``done``."""
     batch = cc_executor_nb.map(["what is 1+1"], demo=True, max_budget_usd=0.001, display=False, settings=settings,

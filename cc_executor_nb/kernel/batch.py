@@ -549,7 +549,8 @@ class Batch:
         if self.max_budget_usd is None or self.budget_spent or self.cost_usd < self.max_budget_usd:
             return
         self.budget_spent = True
-        running = any(not item.finished and item.stage != "queued" for item in self.items)
+        running = any(not item.finished and item.stage != "queued" and not _ends_by_itself(item.run)
+                      for item in self.items)
         self._budget_stopped = self._skip_queued() > 0 or (running and self.on_budget == "cancel")
         if self.on_budget == "cancel":
             self._cancel_running()
@@ -563,9 +564,11 @@ class Batch:
         self._pump()
 
     def _cancel_running(self) -> None:
-        """Cancel each item handed over or started; one that cannot be reached never stops the others."""
+        """Cancel each item handed over or started; one that cannot be reached never stops the
+        others. A run whose turn already has its result, and was told to end, is left to end
+        by itself: its work is done (and paid for), so it ends ``completed``, not cancelled."""
         for item in self.items:
-            if item.finished:
+            if item.finished or _ends_by_itself(item.run):
                 continue
             if item.stage == "placing":
                 try:
@@ -803,6 +806,13 @@ def _check_batch(concurrency: object, budget: object, on_budget: object) -> None
     check_dollars("max_budget_usd", budget)
     if on_budget not in ON_BUDGET:
         raise ValueError(f"on_budget must be 'finish' or 'cancel', not {on_budget!r}")
+
+
+def _ends_by_itself(run: Run) -> bool:
+    """Whether a conversation's turn has its result and its input is closed: the process exits on its own
+    (a batch ends each run after its first turn; the conversation cancels one that does not exit)."""
+    state = run.state
+    return run.conversation is not None and state.between_turns and state.ending
 
 
 def _describe(exc: BaseException) -> str:
