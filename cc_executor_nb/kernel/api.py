@@ -185,10 +185,8 @@ def prepare(
     )
     if view:
         handle.presenter = _presenter(handle, settings, quiet=run_options.quiet)
-    if conversation is not None:
-        conversation.on_turn_end = lambda: _remember_session(settings, handle)
     if not run_options.command:
-        handle.add_done_callback(lambda done: _remember_session(settings, done))
+        _remember_sessions(settings, handle, conversation)
     return Prepared(handle, kernel_loop, run_options, claude_options)
 
 
@@ -258,10 +256,8 @@ def follow_job(
         prompter=conversation.prompter if conversation is not None else None,
     )
     handle.presenter = _presenter(handle, settings, quiet=quiet)
-    if conversation is not None:
-        conversation.on_turn_end = lambda: _remember_session(settings, handle)
     if extras.interpreter is not None:
-        handle.add_done_callback(lambda done: _remember_session(settings, done))
+        _remember_sessions(settings, handle, conversation)
     if display:
         handle.show()
     handle.start(shared_loop())
@@ -403,6 +399,21 @@ def _with_session(settings: CCExec, options: ClaudeOptions) -> ClaudeOptions:
     if options.continue_session and resume:
         return dataclasses.replace(options, resume=resume, continue_session=False)
     return options
+
+
+def _remember_sessions(settings: CCExec, handle: Run, conversation: Conversation | None) -> None:
+    """``--continue`` resumes the session last used: remembered at each turn's end, or at
+    the run's end for a run that never ended a turn (a one-shot run, a cancelled start).
+    A conversation ended later than another was used is not "used" by its end."""
+    turns_ended: list[bool] = []
+
+    def turn_ended() -> None:
+        turns_ended.append(True)
+        _remember_session(settings, handle)
+
+    if conversation is not None:
+        conversation.on_turn_end = turn_ended
+    handle.add_done_callback(lambda done: None if turns_ended else _remember_session(settings, done))
 
 
 def _remember_session(settings: CCExec, done: Run) -> None:
