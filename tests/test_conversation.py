@@ -77,11 +77,10 @@ def settings() -> CCExec:
 
 
 def start(prompt: str, cwd: Path, **options: Any) -> Run:
-    """An interactive Claude run against the demo API, shown nowhere."""
+    """An interactive Claude run against the demo API, shown nowhere (``settings``: shared ones)."""
     options.setdefault("heartbeat", 1.0)
-    return ccx.run(
-        prompt, executable=str(CLAUDE), demo=True, display=False, cwd=str(cwd), settings=settings(), **options
-    )
+    options.setdefault("settings", settings())
+    return ccx.run(prompt, executable=str(CLAUDE), demo=True, display=False, cwd=str(cwd), **options)
 
 
 def question(run: Run, timeout: float = 30.0) -> PermissionRequest:
@@ -223,6 +222,18 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     assert end.params["status"] == "cancelled" and not end.params.get("error")
 
 
+def test_continue_resumes_the_conversation_used_last_not_the_one_ended_last(tmp_path: Path) -> None:
+    """Two conversations; the second is used last, then the first is ended last: --continue
+    resumes the second (the first's exit overwrote the session to continue)."""
+    shared = settings()
+    first = turn_over(start("echo: one", tmp_path, settings=shared))
+    second = turn_over(start("echo: two", tmp_path, settings=shared))
+    assert shared.last_session_id == second.session_id != first.session_id
+    ended(second)
+    ended(first)
+    assert shared.last_session_id == second.session_id
+
+
 def test_an_interrupt_during_the_start_stops_the_first_turn_once_it_runs(tmp_path: Path) -> None:
     """interrupt() right after run(), before the CLI is in host mode: the first turn is
     interrupted once it runs (it was dropped silently, and all 5000 words came)."""
@@ -325,8 +336,13 @@ def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path
     assert (run.status, run.exit_code, run.answer) == ("completed", 0, "still here")
     assert run.conversation is not None
     assert any("without a follow-up" in notice for notice in run.conversation.view().notices)
-    with pytest.raises(RuntimeError, match="over"):
+    with pytest.raises(RuntimeError) as refused:
         run.send("too late")
+    # Why, and how to go on (it said only "the conversation is over").
+    assert str(refused.value) == (
+        "the conversation is over (ended after its idle timeout without a follow-up): no more input goes to "
+        f"this process; follow up in a new run with --resume {run.session_id} (resume='{run.session_id}')"
+    )
 
 
 def test_cancel_interrupts_the_turn_first(tmp_path: Path) -> None:

@@ -158,9 +158,9 @@ class Conversation:
         self._sent = 0
         self._turn_running = False
         # An interrupt was asked; end() was asked during a turn; cancel() was asked (the process is being stopped).
-        self._interrupting = self._close_after_turn = self._cancelled = False
+        self._interrupting = self._close_after_turn = self._cancelled = self._interrupt_when_live = False
         self._end_when_live: str | None = None
-        self._interrupt_when_live = False
+        self._ended_because: str | None = None  # the reason end() was given ("idle": the timeout)
         self._idle_since: float | None = None
         self._notices: list[str] = []
         self._on_stdin: set[str] = set()
@@ -318,12 +318,21 @@ class Conversation:
         if self._cancelled:
             raise RuntimeError("the run was cancelled: no more input goes to this process")
         if self._mode not in ("starting", "live"):
-            raise RuntimeError(f"the conversation is {self._mode}: no more input goes to this process")
+            raise RuntimeError(self._over_words())
         if self._turn_running or self._mode == "starting":
             self._queue.append(prompt)
             self._publish()
             return
         self._begin_turn(prompt)
+
+    def _over_words(self) -> str:
+        """Why a follow-up is refused once the conversation ended, and how to go on."""
+        why = " (ended after its idle timeout without a follow-up)" if self._ended_because == "idle" else ""
+        words = f"the conversation is {self._mode}{why}: no more input goes to this process"
+        session = self.interpreter.snapshot().session_id
+        if session:
+            words += f"; follow up in a new run with --resume {session} (resume='{session}')"
+        return words
 
     def interrupt(self) -> bool:
         """Stop the current turn (the CLI ends it with a result); False when none runs.
@@ -350,6 +359,7 @@ class Conversation:
             return
         if self._mode != "live":
             return
+        self._ended_because = reason
         dropped = len(self._queue)
         self._queue.clear()
         self._set_mode("ending")
