@@ -346,6 +346,12 @@ def test_save_refuses_another_suffix(tmp_path: Path) -> None:
     assert not (tmp_path / "run.txt").exists()
 
 
+def test_save_to_a_directory_says_it_wants_a_file_name(tmp_path: Path) -> None:
+    """save(a directory): a ValueError saying a file name is wanted (it said "not 'a name without suffix'")."""
+    with pytest.raises(ValueError, match=r"^save\(\) takes a file name ending \.md or \.html, not the directory "):
+        Transcript(command_run()).save(tmp_path)
+
+
 # Markdown helpers
 
 

@@ -409,6 +409,8 @@ class Transcript:
         ``path`` (``~`` is your home, as in a shell)."""
         target = Path(path).expanduser()
         kind = _SUFFIXES.get(target.suffix.lower())
+        if target.is_dir():
+            raise ValueError(f"save() takes a file name ending .md or .html, not the directory {str(target)!r}")
         if kind is None:
             raise ValueError(f"save() writes .md or .html files, not {target.suffix or 'a name without suffix'!r}")
         content = self.markdown() if kind == "markdown" else self.document()
