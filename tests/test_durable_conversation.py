@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import cc_executor_nb as ccx
 from cc_executor_nb import methods
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.client import Client
+from cc_executor_nb.events import Completed
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
@@ -224,6 +226,27 @@ def test_a_conversation_nobody_follows_ends_by_itself(runtime_dir: Path, tmp_pat
     closed = [i for i in inputs(again) if i.get("closed")]
     assert [i.get("reason") for i in closed] == ["stdin_idle_timeout"]
     assert [r.status for r in again.permission_requests] == ["cancelled"]
+
+
+def test_attaching_with_wait_to_an_ended_conversation_returns_at_its_end(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay of an ended job ends a turn before it reaches the job's end: wait=True
+    returns only at the end (it returned between the two, completed with no exit code)."""
+    run = start("echo: over", tmp_path)
+    run.wait(scaled(60))
+    run.end()
+    eventually(lambda: run.done, timeout=60, what="the job's end")
+    folded = Run._on_event
+
+    def late(self: Run, event: Any) -> None:
+        if self.attached and isinstance(event, Completed):
+            time.sleep(scaled(0.5))  # the replay's end is read a moment after its turn's end
+        folded(self, event)
+
+    monkeypatch.setattr(Run, "_on_event", late)
+    other = ccx.attach(run.job_id or "", display=False, wait=True, settings=settings())
+    assert (other.status, other.exit_code, other.done, other.answer) == ("completed", 0, True, "over")
 
 
 def _finished(job_id: str | None) -> Run | None:

@@ -554,8 +554,10 @@ class Conversation:
             return
         self._go_idle()
         self._publish()
-        if not self._cancelled:
-            self._set_idle(True)  # (cancelled: idle once the process is gone)
+        # (cancelled: idle once the process is gone; in an attach's replay: once it is read,
+        # a turn it ends is history and the job may have ended after it)
+        if not self._cancelled and self._caught_up:
+            self._set_idle(True)
 
     def _go_idle(self) -> None:
         if self._mode == "live" and self._caught_up:
@@ -714,9 +716,9 @@ class Conversation:
     def _catch_up(self) -> None:
         """An attached conversation has read the job's replay: ask what is still pending."""
         self._caught_up = True
-        if not self._turn_running:
+        if not self._turn_running and self._mode != "over":
             self._go_idle()
-            self._set_idle(True)  # wait() returns at once: no turn runs
+            self._set_idle(True)  # wait() returns at once: no turn runs (an ended job's: once the run is over)
         for request in list(self._requests.values()):
             if request.pending:
                 self._question_changed(request)
