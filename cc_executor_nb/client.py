@@ -201,14 +201,17 @@ class Client:
         """
         self._closing = True
         self._room.set()  # a reader waiting for room in the queue parks what it holds
-        if self._reconnecting:
-            self._reader.cancel()  # no connection to close: stop dialling (a new one is aborted)
-        else:
-            await self._ws.close()
         reader = self._reader
         try:
+            if self._reconnecting:
+                self._reader.cancel()  # no connection to close: stop dialling (a new one is aborted)
+            else:
+                await self._ws.close()
             await asyncio.wait((reader,))
         except asyncio.CancelledError:
+            # Cancelled half-way through the closing handshake: the socket is closed here,
+            # not left open for the garbage collector (an unclosed-socket ResourceWarning).
+            self._ws.transport.abort()
             reader.cancel()
             raise
         if not reader.cancelled():

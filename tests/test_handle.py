@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import gc
 import re
 import signal
 import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -208,6 +210,41 @@ def test_stopping_the_loop_cancels_a_live_run(bg: KernelLoop) -> None:
     bg.stop()
     assert run.done and run.status == "cancelled"
     assert pgid is not None and group_alive(pgid) == []
+
+
+def test_stopping_the_loop_while_a_run_closes_its_connection_ends_the_run_and_the_socket(
+    bg: KernelLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop stopped while an ended run waits for its connection's closing handshake: the
+    run is done and its socket closed (the close was cancelled half-way: the run never became
+    done, and its socket was left open, an unclosed-socket ResourceWarning at the next GC)."""
+    assert bg.server is not None
+    proxies = KernelLoop(thread_name="ccx-proxy-loop").start()
+    runner = KernelLoop(thread_name="ccx-runner-loop").start()
+    proxy = proxies.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    folded = Run._on_event
+
+    def freeze_at_the_end(self: Run, event: Any) -> None:
+        if event.method == "process.completed":
+            proxy.freeze()  # the close frame that follows gets no answer
+        folded(self, event)
+
+    monkeypatch.setattr(Run, "_on_event", freeze_at_the_end)
+    try:
+        run = Run(RunSpec(argv=fake("echo", "x")), Target(proxy.url(), bg.server.token)).start(runner)
+        eventually(lambda: run._client is not None and run._client._closing, what="the run closing its connection")
+        client = run._client
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runner.stop()
+            gc.collect()
+    finally:
+        runner.stop()
+        proxies.call(proxy.close(), timeout=scaled(10))
+        proxies.stop()
+    assert run.done and (run.status, run.exit_code) == ("completed", 0)
+    assert client is not None and client._ws.transport.is_closing()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 class Recorder:

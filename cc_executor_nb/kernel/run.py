@@ -700,14 +700,16 @@ class Run:
         except Exception as exc:
             self._fail(_describe(exc) if client is not None else unreachable(self.target.url, exc))
         finally:
-            if self._cancel_undelivered and client is not None and not client.closed:
-                client.remove_listener(self._on_event)  # the run is over here; the rest is the server's
-                task = asyncio.ensure_future(_cancel_when_back(client, self.label))
-                _CANCELS_IN_FLIGHT.add(task)  # held: the loop keeps only weak references to tasks
-                task.add_done_callback(_CANCELS_IN_FLIGHT.discard)
-            else:
-                await _close(client)
-            self._finish()
+            try:
+                if self._cancel_undelivered and client is not None and not client.closed:
+                    client.remove_listener(self._on_event)  # the run is over here; the rest is the server's
+                    task = asyncio.ensure_future(_cancel_when_back(client, self.label))
+                    _CANCELS_IN_FLIGHT.add(task)  # held: the loop keeps only weak references to tasks
+                    task.add_done_callback(_CANCELS_IN_FLIGHT.discard)
+                else:
+                    await _close(client)
+            finally:
+                self._finish()  # also when the loop's stop cancels the close: the run is over
 
     async def _execute(self, client: Client) -> None:
         self._on_event(await client.wait_connected())
