@@ -312,15 +312,20 @@ def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
 
     run = start("bash: touch stale.txt", tmp_path, on_permission=lambda request: "allow")
     job_id = eventually(lambda: run.job_id, timeout=30, what="the job id")
-    stale = next(job for job in list_jobs(settings=settings()) if job.job_id == job_id)
     run.wait(scaled(60))
     assert (tmp_path / "stale.txt").exists()
     asked_at = next(e.seq for e in run.events
                     if e.method == methods.PROCESS_OUTPUT and '"can_use_tool"' in e.params["data"])
-    assert asked_at is not None and stale.wire["last_seq"] < asked_at  # the list predates the question
+    assert asked_at is not None
+    # The job's entry as a list read just before the question shows it: its log then ended
+    # before the question. (A list read right after the start was that only if it came
+    # before the CLI asked: under load it came after, at seq 16 for a question at 13.)
+    listed = next(job for job in list_jobs(settings=settings()) if job.job_id == job_id)
+    assert listed.status == "running" and listed.wire["last_seq"] > asked_at
+    stale = {**listed.wire, "last_seq": asked_at - 1}
     asked_here: list[PermissionRequest] = []
     other_settings = settings(permission_policy=asked_here.append)
-    other = api.follow_job(stale.wire, _target(other_settings, None, None), settings=other_settings, display=False)
+    other = api.follow_job(stale, _target(other_settings, None, None), settings=other_settings, display=False)
     other.wait(scaled(60))
     assert [(r.status, r.decided_by) for r in other.permission_requests] == [("allowed", "elsewhere")]
     assert other.pending is None and asked_here == [] and other.status == "completed" and other.alive
