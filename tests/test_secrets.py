@@ -132,5 +132,5 @@ def test_a_server_url_with_a_fragment_is_one_line_without_its_secrets() -> None:
     done = subprocess.run([sys.executable, "-m", "cc_executor_nb", "run", "--server", FRAGMENT_URL, "--", "true"],
                           capture_output=True, text=True, timeout=scaled(30), check=False,
                           env={**os.environ, "CC_EXECUTOR_TOKEN": "x"})
-    assert (done.returncode, done.stderr) == (2, "error: server URL 'ws://127.0.0.1:9/ws' must not have a fragment "
+    assert (done.returncode, done.stderr) == (2, "error: --server URL 'ws://127.0.0.1:9/ws' must not have a fragment "
                                                  "('#...')\n")
