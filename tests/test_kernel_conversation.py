@@ -96,7 +96,11 @@ def test_a_question_while_another_cell_runs_is_asked_in_that_cell(kernel: Kernel
     # The process lives on for a follow-up; a front end with an input box keeps the widget,
     # and the one display update of the turn's end carries the record under it.
     assert kernel.value("r.alive") is True
-    [update] = [m for m in kernel.log if m.type == "update_display_data" and m.parent_id == shown[0]]
+    # The update is sent just after the status the cell waited for: read IOPub until it is in.
+    [update] = kernel.until(
+        lambda: [m for m in kernel.log if m.type == "update_display_data" and m.parent_id == shown[0]],
+        what="the turn's display update",
+    )
     assert WIDGET in update.content["data"] and "Output: busy" in update.content["data"]["text/markdown"]
     assert kernel.value("[(q.status, q.decided_by, q.always) for q in r.permission_requests]") == [
         ("allowed", "stdin", True)]
