@@ -21,6 +21,7 @@ from cc_executor_nb.claude.permissions import (
     question_text,
     readable_input,
 )
+from cc_executor_nb.claude.render import permission_card_html
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -257,6 +258,20 @@ def test_a_long_command_is_asked_whole_with_its_padding_shown() -> None:
     (it showed 'du -sh .      …', and approving it ran the hidden part)."""
     text = question_text(PermissionRequest("r", "Bash", {"command": PADDED}))
     assert text == "Claude asks to use Bash: du -sh .⟨420 blanks⟩; echo HIDDEN > /tmp/x"
+
+
+def test_invisible_characters_in_a_command_are_shown() -> None:
+    """A zero-width space, a line separator and tag characters (text a program reads and a
+    person cannot see) are named in the question, so what is approved reads as it runs."""
+    tags = "".join(chr(0xE0000 + ord(c)) for c in "rm")
+    text = question_text(PermissionRequest("r", "Bash", {"command": f"ls\u200b -la\u2028{tags}"}))
+    assert text == "Claude asks to use Bash: ls⟨U+200B⟩ -la⟨U+2028⟩⟨U+E0072⟩⟨U+E006D⟩"
+
+
+def test_the_card_names_invisible_characters_too() -> None:
+    """The widget's card shows the same markers as the terminal question."""
+    html = permission_card_html(PermissionRequest("r", "Bash", {"command": "echo\ufeffok\u2060"}))
+    assert "$ echo⟨U+FEFF⟩ok⟨U+2060⟩" in html and "\ufeff" not in html
 
 
 def test_every_line_of_a_long_command_is_in_the_question() -> None:

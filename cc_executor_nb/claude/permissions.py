@@ -275,11 +275,20 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_LINE_CHARS else text[: MAX_LINE_CHARS - 1] + "…"
 
 
+# Characters that take no room or break the line where they should not: zero-width
+# spaces and joiners, the word joiner and invisible operators, the soft hyphen, the BOM,
+# the line and paragraph separators, and the tag characters (text a person cannot see
+# but a program reads). In a question they could hide part of what Claude asks to run.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2028\u2029\u2060-\u2064\ufeff\U000e0000-\U000e007f]")
+
+
 def printable(text: str) -> str:
-    """Control characters shown as ``\\xNN`` and bidi controls as ``⟨U+202E⟩``: a model's
-    command must not drive the terminal nor reorder what a person reads (an escape sequence
-    or an override could hide what it asks to run)."""
-    return reveal_bidi(CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text))
+    """Control characters shown as ``\\xNN``, bidi controls and invisible characters as
+    ``⟨U+202E⟩``: a model's command must not drive the terminal nor hide or reorder what a
+    person reads (an escape sequence, an override or a zero-width character could hide what
+    it asks to run)."""
+    shown = reveal_bidi(CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text))
+    return _INVISIBLE.sub(lambda match: f"⟨U+{ord(match.group()):04X}⟩", shown)
 
 
 # The question as text (terminal, the cell's input box)
