@@ -9,6 +9,7 @@ in the same process, the idle end, policies, and the fall-back for a CLI without
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import time
@@ -423,6 +424,27 @@ def test_a_policy_returning_none_asks_a_person(tmp_path: Path) -> None:
     run.approve(asked)
     turn_over(run)
     assert (tmp_path / "asked.txt").read_text() == "Hello from the cc_executor_nb demo.\n"
+    ended(run)
+
+
+def test_a_failing_policy_is_one_line_and_asks_a_person(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A policy that raises is said in one line (the error and where it was raised), not a
+    traceback, and its question goes to people."""
+    def strict_policy(request: PermissionRequest) -> str:
+        return {"Read": "allow"}[request.tool]
+
+    with caplog.at_level(logging.WARNING, logger="cc_executor_nb"):
+        run = start("write: failed-policy.txt", tmp_path, on_permission=strict_policy)
+        asked = question(run)
+        eventually(lambda: len(pending_questions(run)) == 2, timeout=10, what="the question handed to people")
+    failed = [r for r in caplog.records if "policy failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None
+    assert failed[0].getMessage() == (
+        "! the permission policy failed on Write: KeyError: 'Write' (test_conversation.py:"
+        f"{strict_policy.__code__.co_firstlineno + 1} in strict_policy); asking a person"
+    )
+    run.deny(asked)
+    turn_over(run)
     ended(run)
 
 

@@ -41,8 +41,10 @@ import json
 import logging
 import re
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import methods
@@ -480,8 +482,9 @@ class Conversation:
         loop = asyncio.get_running_loop()
         try:
             verdict = await loop.run_in_executor(None, _call_policy, policy, request)
-        except Exception:
-            logger.exception("! the permission policy failed on %s; asking a person", request.tool)
+        except Exception as exc:
+            logger.warning("! the permission policy failed on %s: %s; asking a person", request.tool, _failure(exc))
+            logger.debug("the permission policy's traceback", exc_info=exc)
             verdict = None
         answer = _policy_answer(verdict)
         if answer is not None:
@@ -864,6 +867,14 @@ def _call_policy(policy: Callable[[PermissionRequest], Any], request: Permission
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
+
+
+def _failure(exc: BaseException) -> str:
+    """One line for a failed callable: the exception and the line that raised it
+    (``ZeroDivisionError: division by zero (policy.py:3 in decide)``)."""
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    place = f" ({Path(where[0].filename).name}:{where[0].lineno} in {where[0].name})" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}" if str(exc) else f"{type(exc).__name__}{place}"
 
 
 def _policy_answer(verdict: Any) -> Answer | None:
