@@ -28,6 +28,7 @@ from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
 from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
+from cc_executor_nb.kernel.runstate import inactive_for
 from cc_executor_nb.kernel.transcript import markdown_escape
 from cc_executor_nb.server.jobs import LOST_ERROR
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, is_job_server, read_runtime_file, stop_job_server
@@ -243,6 +244,24 @@ def test_a_run_attached_to_a_running_job_counts_from_the_jobs_start(runtime_dir)
     eventually(lambda: "tick 20" in again.stdout, what="the replay")
     assert again.duration is not None and again.duration > 1.0
     assert again.duration == pytest.approx(run.duration, abs=scaled(0.5))
+    run.cancel()
+    run.wait(scaled(20))
+    again.wait(scaled(20))
+
+
+def test_a_run_attached_to_a_silent_job_counts_its_silence_from_the_jobs_last_output(runtime_dir) -> None:
+    """"No output for N s" of an attached run is the job's silence: its replayed output is as
+    old as the job's last output (it counted from the attach)."""
+    script = "import time; print('hello', flush=True); time.sleep(60)"
+    run = cc_executor_nb.run(shlex.join([sys.executable, "-c", script]), command=True, durable=True, display=False)
+    eventually(lambda: run.job_id is not None and "hello" in run.stdout, what="the job's one line")
+    printed = time.monotonic()
+    time.sleep(2.0)
+    again = cc_executor_nb.attach(run.job_id, display=False)
+    eventually(lambda: "hello" in again.stdout, what="the replay")
+    silent = inactive_for(again.state, time.monotonic())
+    assert silent is not None and silent >= 2.0
+    assert silent == pytest.approx(time.monotonic() - printed, abs=scaled(0.5))
     run.cancel()
     run.wait(scaled(20))
     again.wait(scaled(20))

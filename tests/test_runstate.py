@@ -330,6 +330,22 @@ def test_inactive_for_counts_from_start_then_last_output() -> None:
     assert inactive_for(state, 20.0) == 7.0
 
 
+@pytest.mark.parametrize("silence_first", [True, False])
+def test_replayed_output_of_an_attached_job_is_as_old_as_its_last_output(silence_first: bool) -> None:
+    """The attach says when the job last had output (at 4.0); the replay (seqs up to 3) folded
+    at 10.0 keeps that time, before or after the attach's answer; live output (seq 4) is new."""
+    state = started(now=10.0)
+    if silence_first:
+        state.take_job_silence(4.0, 3)
+    output(state, "stdout", "a", 10.0)
+    output(state, "stdout", "b", 10.0)
+    if not silence_first:
+        state.take_job_silence(4.0, 3)
+    assert inactive_for(state, 12.0) == 8.0
+    output(state, "stdout", "c", 13.0)
+    assert inactive_for(state, 14.0) == 1.0
+
+
 def test_inactive_for_is_none_once_finished() -> None:
     """A finished run has no inactivity timer."""
     state = started()

@@ -745,6 +745,7 @@ class Run:
                 job = attached.get("job")
                 self._attached_to_ended_job = isinstance(job, Mapping) and job.get("ended_at") is not None
                 self._take_job_times(job)
+                self._take_job_silence(job, attached.get("last_seq"))
                 if self.conversation is not None:
                     self.conversation.replayed_until(int(attached.get("last_seq") or 0))
             finally:
@@ -769,6 +770,13 @@ class Run:
         )
         if self.presenter is not None:
             self.presenter.refresh()
+
+    def _take_job_silence(self, job: object, last_seq: object) -> None:
+        """A running job's silence (``inactive_seconds`` of its entry) dates its replayed output."""
+        silent = job.get("inactive_seconds") if isinstance(job, Mapping) else None
+        if isinstance(silent, (int, float)) and not isinstance(silent, bool) and silent >= 0:
+            seq = last_seq if isinstance(last_seq, int) and not isinstance(last_seq, bool) else 0
+            self.state.take_job_silence(time.monotonic() - float(silent), seq)
 
     def _hooks(self) -> Any:
         from .conversation import Hooks

@@ -159,6 +159,9 @@ class RunState:
     """When the server last spoke before the connection dropped (while reconnecting)."""
     _job_started_at: float | None = field(default=None, init=False, repr=False)
     _job_ended_at: float | None = field(default=None, init=False, repr=False)
+    _job_output_at: float | None = field(default=None, init=False, repr=False)
+    """When a followed job last had output, from the attach (its replayed output is older)."""
+    _replayed_until: int = field(default=0, init=False, repr=False)
 
     # Reading the output
 
@@ -246,6 +249,14 @@ class RunState:
             if self.ended_at is not None:
                 self.ended_at = ended_at
 
+    def take_job_silence(self, output_at: float | None, replayed_until: int) -> None:
+        """When a followed job last had output (this state's clock), and the last seq of its
+        replay: replayed output is as old as the job's last output, not the attach's time, so
+        "no output for N s" counts the job's silence. Either order works, as for the times."""
+        self._job_output_at, self._replayed_until = output_at, replayed_until
+        if output_at is not None and self.last_output_at is not None:
+            self.last_output_at = output_at
+
     def mark_gap(self, missing_from: object, missing_to: object) -> None:
         """Notifications ``missing_from``..``missing_to`` were lost while the connection was down."""
         first, last = _int(missing_from), _int(missing_to)
@@ -320,7 +331,8 @@ class RunState:
         stream = "stderr" if params.get("type") == "stderr" else "stdout"
         self.output.append(stream, data)
         self.output_chars += len(data)
-        self.last_output_at = now
+        replayed = self._job_output_at is not None and (_int(params.get("seq")) or 0) <= self._replayed_until
+        self.last_output_at = self._job_output_at if replayed else now
         if self.status == "thinking":
             self.status = "running"
 

@@ -300,7 +300,9 @@ class Job:
         record.pop("format", None)
         if self.scanner is not None and not self.finished:
             record["summary"] = self.scanner.summary
-        return {**record, "last_seq": self.last_seq, "log_bytes": self.log.size, "attached": self.followers}
+        silent = round(self.execution.inactive_seconds(), 3) if self.running and self.execution else None
+        return {**record, "last_seq": self.last_seq, "log_bytes": self.log.size, "attached": self.followers,
+                "inactive_seconds": silent}
 
     def save(self) -> None:
         """Write the record (atomically: a reader never sees half of it)."""
