@@ -808,7 +808,7 @@ async def main():
     run = await ccx.arun("bash: echo typed > typed.txt", executable={claude!r}, demo=True, settings=settings)
     before = ticks
     await asyncio.sleep(0.3)
-    print("STATUS", run.status, "|", run.permission_requests[0].decided_by, "| loop free", ticks > before, flush=True)
+    print("STATUS", run.status, "|", run.permission_requests[0].decided_by, "| loop free", ticks > before, "|", flush=True)
     ticker.cancel()
     await run.end()
 asyncio.run(main())
@@ -823,8 +823,8 @@ def test_a_script_awaiting_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
         text = terminal.read_until(b"y = allow", 60)
         assert "Claude asks to use Bash: echo typed > typed.txt" in text
         terminal.type("y\n")
-        shown = terminal.read_until(b"loop free", 60)
-        assert "STATUS completed | stdin | loop free True" in shown
+        shown = terminal.read_until(b"loop free True |", 60)  # the whole line (it was read in pieces)
+        assert "STATUS completed | stdin | loop free True |" in shown
         assert terminal.proc.wait(scaled(30)) == 0
         assert (tmp_path / "typed.txt").read_text() == "typed\n"
     finally:
