@@ -45,7 +45,7 @@ from .errors import CCExecError
 from .events import Completed, Event, Output
 from .kernel.api import check_server_url
 from .kernel.claudetext import ClaudeTextView
-from .kernel.run import judged, unreachable
+from .kernel.run import judged, token_from_env, unreachable
 from .kernel.textview import LineEnds, LineRenderer, TextView
 from .protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL, one_line
 from .server.config import ServerSettings, build_server
@@ -53,6 +53,8 @@ from .server.config import ServerSettings, build_server
 __all__ = ["exit_status", "main", "render_event"]
 
 LABEL_CHARS = 80
+DEFAULT_TOKEN_ENV = "CC_EXECUTOR_TOKEN"
+"""The variable a remote server's token is read from without --token-env."""
 
 
 def exit_status(event: Completed) -> int:
@@ -92,11 +94,11 @@ def _write(stream: TextIO, text: str, ends: LineEnds | None) -> None:
 async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
     if args.server:
         check_server_url(args.server, "--server")
-        token = os.environ.get(args.token_env) if args.token_env else None
+        token = _token(args.token_env)
         try:
             remote = await connect(args.server, token)
         except (OSError, CCExecError, TimeoutError) as exc:
-            raise CCExecError(unreachable(args.server, exc)) from None
+            raise CCExecError(unreachable(args.server, exc, token_hint=_token_hint(args.token_env))) from None
         async with remote as client:
             yield client
         return
@@ -107,6 +109,22 @@ async def _session(args: argparse.Namespace) -> AsyncIterator[Client]:
             yield client
     finally:
         await handler.close()
+
+
+def _token(name: str | None) -> str | None:
+    """The token of ``--token-env NAME`` (a usage error when NAME is not set), else of CC_EXECUTOR_TOKEN."""
+    if name is None:
+        return os.environ.get(DEFAULT_TOKEN_ENV)
+    return token_from_env(name, f"--token-env {name}")
+
+
+def _token_hint(name: str | None) -> str:
+    """Where this client's token comes from, for a server that refused it."""
+    if name is not None:
+        return f"give the server's token in the environment variable {name} (--token-env)"
+    unset = "" if DEFAULT_TOKEN_ENV in os.environ else ", which is not set"
+    return (f"give the server's token in the environment variable {DEFAULT_TOKEN_ENV}{unset}, "
+            "or name another with --token-env")
 
 
 @dataclasses.dataclass
@@ -265,8 +283,8 @@ def _refused(args: argparse.Namespace) -> str | None:
 
 def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
     parser.add_argument("--server", help="ws://HOST:PORT/ws of a running server (default: private)")
-    parser.add_argument("--token-env", default="CC_EXECUTOR_TOKEN",
-                        help="environment variable holding the server's token")
+    parser.add_argument("--token-env", default=None, metavar="NAME",
+                        help=f"environment variable holding the server's token (default: {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--cwd")
     parser.add_argument("--timeout", type=_seconds(0.0))
     # Sent only when given: otherwise the server's defaults apply (a standalone server's

@@ -700,3 +700,21 @@ def test_an_option_error_survives_pickling_and_copying() -> None:
         ClaudeOptions(max_budget_usd=-1).check()
     for again in (pickle.loads(pickle.dumps(caught.value)), copy.copy(caught.value)):
         assert type(again) is type(caught.value) and str(again) == str(caught.value)
+
+
+def test_a_token_env_that_is_not_set_is_a_usage_error(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--token-env naming an unset variable is refused up front, naming the flag and the variable (the run
+    connected without a token and got the generic HTTP 401 hint)."""
+    monkeypatch.delenv("CCX_NO_SUCH_TOKEN", raising=False)
+    with pytest.raises(UsageError, match=r"^--token-env CCX_NO_SUCH_TOKEN: the environment variable "
+                                         r"CCX_NO_SUCH_TOKEN is not set$"):
+        magic(shell, ccexec("true", "-q", "-s", "ws://127.0.0.1:9/ws", "--token-env", "CCX_NO_SUCH_TOKEN"))
+
+
+def test_run_refuses_a_token_env_that_is_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run(token_env=NAME) naming an unset variable: a ValueError naming it, before any connection."""
+    monkeypatch.delenv("CCX_NO_SUCH_TOKEN", raising=False)
+    with pytest.raises(ValueError, match=r"token_env='CCX_NO_SUCH_TOKEN': the environment variable "
+                                         r"CCX_NO_SUCH_TOKEN is not set"):
+        cc_executor_nb.run(["true"], command=True, server="ws://127.0.0.1:9/ws", token_env="CCX_NO_SUCH_TOKEN",
+                           display=False)

@@ -331,3 +331,30 @@ def test_terminal_ipython_draws_background_output_above_its_prompt(tmp_path: Pat
     assert any(re.fullmatch(r"\[completed\] exit 0 in [\d.]+ s", line) for line in shown), shown
     assert not [line for line in shown
                 if line.startswith("In [3]:") and line.rstrip() not in ("In [3]:", "In [3]: exit")], shown
+
+
+def test_cli_refuses_a_token_env_that_is_not_set(tmp_path: Path) -> None:
+    """``--token-env NAME`` naming an unset variable: exit 2 naming the flag and the variable, before any
+    connection (it connected without a token and got the generic HTTP 401 hint)."""
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    done = run_command_cli(tmp_path, "--server", url, "--token-env", "CCX_NO_SUCH_TOKEN", "--", "true")
+    assert (done.returncode, done.stderr) == (
+        2, "error: --token-env CCX_NO_SUCH_TOKEN: the environment variable CCX_NO_SUCH_TOKEN is not set\n")
+
+
+def test_cli_says_which_of_its_own_flags_gives_the_token_a_server_refused(tmp_path: Path) -> None:
+    """A wrong token: the 401 line names --token-env and the variable it read (it named CCExec.token_env
+    and token=..., which are the notebook's)."""
+    from .servers import start_server
+
+    server = start_server("--token", "the-right-token")
+    try:
+        argv = [sys.executable, "-m", "cc_executor_nb", "run", "--server", server.url, "--", "true"]
+        env = {**environment(tmp_path), "CC_EXECUTOR_TOKEN": "a-wrong-token"}
+        done = subprocess.run(argv, check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=scaled(60))
+    finally:
+        server.finish()
+    assert done.returncode == 1 and done.stderr.startswith(f"error: {server.url} refused the connection: HTTP 401")
+    assert "--token-env" in done.stderr and "CC_EXECUTOR_TOKEN" in done.stderr
+    assert "CCExec" not in done.stderr and "token=" not in done.stderr and "a-wrong-token" not in done.stderr

@@ -45,7 +45,7 @@ from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
 from .prompter import prompter_for
-from .run import Interpreter, Run, RunSpec, Target
+from .run import Interpreter, Run, RunSpec, Target, token_from_env
 from .textview import LineRenderer, TextView
 from .transcript import MAX_RECORD_ANSWER_CHARS, Transcript
 
@@ -319,10 +319,19 @@ def resolve_options(
     configured = lambda name: getattr(settings, name)  # noqa: E731 - a one-line reader
     run_values = _values(options) | {k: v for k, v in given.items() if k in _RUN_KEYWORDS}
     claude_values = _values(claude) | {k: v for k, v in given.items() if k in _CLAUDE_KEYWORDS}
+    _check_token_env(run_values)
     run_options = from_values(RunOptions, run_values, defaults=configured)
     claude_options = from_values(ClaudeOptions, claude_values, defaults=configured)
     _refuse_ignored(run_options, claude_options, _given(ClaudeOptions, claude_values))
     return run_options, dataclasses.replace(claude_options, remote=bool(run_options.server))
+
+
+def _check_token_env(run_values: Mapping[str, Any]) -> None:
+    """A ``token_env`` given (not the configured one) must name a variable that is set: an unset
+    one would connect without a token and read as a wrong token."""
+    name = run_values.get("token_env")
+    if name and not run_values.get("token"):
+        token_from_env(name, f"token_env={name!r}")
 
 
 def _given(cls: type, values: Mapping[str, Any]) -> list[str]:

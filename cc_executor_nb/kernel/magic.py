@@ -206,6 +206,8 @@ class CCExecMagics(Magics):
             raise UsageError(f"{action} takes no {_OPTION_FLAGS[ignored[0]]} (it applies to a run that starts)")
         if action and args.each:
             raise UsageError(f"{action} takes no --each")
+        if args.token_env and args.token_env not in os.environ:
+            raise UsageError(f"--token-env {args.token_env}: the environment variable {args.token_env} is not set")
         given = [name for name in _BATCH_NAMES if getattr(args, name) is not None]
         if given and not args.each:
             raise UsageError(f"--{given[0].replace('_', '-')} needs --each NAME")

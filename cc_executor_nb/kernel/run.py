@@ -64,7 +64,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["Interpreter", "Run", "RunSpec", "Target", "judged", "unreachable"]
+__all__ = [
+    "TOKEN_HINT", "Interpreter", "Run", "RunSpec", "Target", "judged", "os_reason", "token_from_env", "unreachable",
+]
 
 logger = logging.getLogger("cc_executor_nb.kernel.run")
 
@@ -1015,17 +1017,33 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def unreachable(url: str, exc: Exception) -> str:
-    """Why a connection to ``url`` could not be opened, and what to check (no secret of the URL)."""
+TOKEN_HINT = ("give the server's token, in the environment variable --token-env or CCExec.token_env names "
+              "(CC_EXECUTOR_TOKEN by default) or as token=...")
+"""What a notebook, IPython or the Python API gives a server that refused its token."""
+
+
+def unreachable(url: str, exc: Exception, *, token_hint: str = TOKEN_HINT) -> str:
+    """Why a connection to ``url`` could not be opened, and what to check (no secret of the URL).
+
+    ``token_hint`` says where the token comes from, in the words of the caller's front end.
+    """
     if isinstance(exc, HandshakeRefused) and exc.status == 401:
-        return (f"{exc}: give the server's token, in the environment variable --token-env or "
-                "CCExec.token_env names (CC_EXECUTOR_TOKEN by default) or as token=...")
+        return f"{exc}: {token_hint}"
     if isinstance(exc, OSError):
-        return f"cannot reach {shown_url(url)}: {_os_reason(url, exc)}"
+        return f"cannot reach {shown_url(url)}: {os_reason(url, exc)}"
     return _describe(exc)
 
 
-def _os_reason(url: str, exc: OSError) -> str:
+def token_from_env(name: str, spelled: str) -> str:
+    """The token in the environment variable ``name``, which the user gave as ``spelled``
+    (e.g. ``--token-env NAME``); a ValueError naming both when it is not set."""
+    value = os.environ.get(name)
+    if value is None:
+        raise ValueError(f"{spelled}: the environment variable {name} is not set")
+    return value
+
+
+def os_reason(url: str, exc: OSError) -> str:
     """An OSError of a connection attempt in words (a name lookup's code is no errno)."""
     if isinstance(exc, socket.gaierror):
         return f"{exc.strerror or exc} (is the host name right?)"
