@@ -29,13 +29,13 @@ from typing import Any
 
 from ..claude.summary import cost_of, session_of
 from ..client import connect, shown_url
-from ..errors import CCExecError
+from ..errors import CCExecError, HandshakeRefused
 from . import api
 from .config import CCExec
 from .jobserver import job_server, job_server_locator, notebook_key, stop_server
 from .jobsview import jobs_html, jobs_text, rows_of
 from .loop import shared_loop
-from .run import Run, Target
+from .run import Run, Target, os_reason, unreachable
 
 __all__ = ["MIN_PREFIX", "JobInfo", "JobsAPI", "JobsTable", "attach", "jobs", "list_jobs", "pick_job"]
 
@@ -269,8 +269,11 @@ def _target(settings: CCExec, server: str | None, token: str | None) -> Target:
 async def _fetch(target: Target) -> list[JobInfo]:
     try:
         client = await connect(target.url, target.token, auto_reconnect=False)
+    except HandshakeRefused as exc:
+        raise CCExecError(unreachable(target.url, exc)) from None
     except OSError as exc:
-        raise CCExecError(f"cannot reach the job server at {shown_url(target.url)}: {exc}") from None
+        reason = os_reason(target.url, exc)
+        raise CCExecError(f"cannot reach the job server at {shown_url(target.url)}: {reason}") from None
     async with client:
         return [JobInfo.from_wire(job) for job in await client.jobs()]
 
