@@ -445,7 +445,7 @@ class Client:
             try:
                 ws = await self._dialer.dial()
             except HandshakeRefused as exc:
-                return await self._give_up(f"reconnect refused: HTTP {exc.status}")
+                return await self._give_up(self._refused_again(exc))
             except Exception as exc:  # network errors of every kind: try again
                 if time.monotonic() > deadline:
                     return await self._give_up(f"reconnect failed: {exc}")
@@ -461,6 +461,15 @@ class Client:
             if time.monotonic() > deadline:
                 return await self._give_up("reconnect timed out")
         return False
+
+    def _refused_again(self, exc: HandshakeRefused) -> str:
+        """Why a reconnect the server refused gives up, and how to go on."""
+        if exc.status != 401:
+            return f"reconnect refused: HTTP {exc.status}"
+        how = (f"attach to job {self.job_id} with the server's new token" if self.job_id is not None
+               else "a run that was not durable ended with that server: run it again with the new token")
+        return ("reconnect refused: the server no longer accepts this run's token (HTTP 401; "
+                f"it may have restarted with a new one): {how}")
 
     def _relocate(self) -> None:
         """A job follower dials wherever ``locate`` says the server is now (a resumed

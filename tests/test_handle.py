@@ -517,3 +517,28 @@ def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:
     assert run.stdout == "".join(f"tick {i}\n" for i in range(30))
     methods = [e.method for e in run.events]
     assert "client.reconnecting" in methods and "client.reconnected" in methods
+
+
+def test_a_run_whose_server_restarted_with_a_new_token_says_so(bg: KernelLoop) -> None:
+    """The remote server restarts on its port with another token: the run ends saying the server no longer
+    accepts its token and how to go on (it ended "reconnect refused: HTTP 401")."""
+    from urllib.parse import urlsplit
+
+    from .servers import start_server
+
+    first = start_server("--token", "the-first-token")
+    port = str(urlsplit(first.url).port)
+    run = Run(RunSpec(argv=fake("ticker", "600", "0.1")), Target(first.url, "the-first-token")).start(bg)
+    second = None
+    try:
+        eventually(lambda: "tick" in run.stdout, timeout=scaled(20), what="the run's first output")
+        first.finish()
+        second = start_server("--token", "the-second-token", "--port", port)
+        run.wait(scaled(30))
+    finally:
+        run.cancel()
+        if second is not None:
+            second.finish()
+    assert run.status == "error" and run.error is not None
+    assert "no longer accepts this run's token" in run.error and "restarted with a new one" in run.error
+    assert "the-first-token" not in run.error and "the-second-token" not in run.error
