@@ -106,6 +106,14 @@ def test_a_token_given_is_used_and_never_written_to_a_missing_token_file(
     (["--port", "70000"], "argument --port: port must be 0..65535, not 70000"),
     (["--detach"], "--detach needs --jobs or --runtime-file (readiness is read from the runtime file)"),
     (["stop", "--timeout", "soon"], "argument --timeout: not a number of seconds: 'soon'"),
+    (["--allowed-origins", "notaurl"], "argument --allowed-origins: 'notaurl' is not an origin (scheme://host[:port], "
+                                       "as a browser sends it: e.g. http://localhost:8888)"),
+    (["--allowed-origins", "http://localhost:8888,http://localhost:8888/lab"],
+     "argument --allowed-origins: 'http://localhost:8888/lab' is not an origin: it has a path "
+     "(scheme://host[:port], as a browser sends it: e.g. http://localhost:8888)"),
+    (["--allowed-origins", "*"], "argument --allowed-origins: '*' is not an origin: every origin is refused unless "
+                                 "listed, there is no wildcard (scheme://host[:port], as a browser sends it: "
+                                 "e.g. http://localhost:8888)"),
 ])
 def test_a_bad_flag_is_one_line(argv: list[str], message: str) -> None:
     """A bad flag prints one line, exit 2 (argparse printed its 36-line usage block before it)."""
@@ -283,3 +291,9 @@ def test_terminal_client_reports_signal_deaths_as_128_plus_n() -> None:
     proc = subprocess.run([sys.executable, "-m", "cc_executor_nb", "run", "--", *fake("signal", "9")],
                           capture_output=True, text=True, timeout=scaled(60), check=False)
     assert proc.returncode == 137
+
+
+def test_allowed_origins_as_a_browser_sends_them_are_kept() -> None:
+    """Origins in the form a browser's Origin header has (scheme://host[:port]) are accepted as given."""
+    args = parse_args(["--allowed-origins", "http://localhost:8888, https://hub.example.org,http://[::1]:8888"])
+    assert args.settings.allowed_origins == ("http://localhost:8888", "https://hub.example.org", "http://[::1]:8888")

@@ -28,11 +28,13 @@ import contextlib
 import logging
 import math
 import os
+import re
 import secrets
 import signal
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,6 +83,39 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds, not {text!r}")
     return value
+
+
+_ORIGIN_FORM = "(scheme://host[:port], as a browser sends it: e.g. http://localhost:8888)"
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Comma-separated origins, each as a browser's ``Origin`` header spells it (it is matched exactly)."""
+    origins = _names(text)
+    for origin in origins:
+        problem = _origin_problem(origin)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{origin!r} is not an origin{problem} {_ORIGIN_FORM}")
+    return origins
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why ``origin`` can never equal a browser's ``Origin`` header ("" for no form at all), or None."""
+    if origin == "*":
+        return ": every origin is refused unless listed, there is no wildcard"
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return ""
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*", parts.scheme) or not parts.hostname or "://" not in origin:
+        return ""
+    if parts.path or parts.query or parts.fragment or origin.endswith(("/", "?", "#")):
+        return ": it has a path"
+    if parts.username is not None or parts.password is not None:
+        return ": it has user info"
+    if parts.netloc != parts.netloc.lower() or port == 0:
+        return ": a browser sends the host in lower case and a port from 1 to 65535"
+    return None
 
 
 def _port(text: str) -> int:
@@ -150,8 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-history", action="store_true", help="keep no run history")
     add("--allowed-commands", default="",
         help="comma-separated programs allowed as argv[0] (default: all); see the README")
-    add("--allowed-origins", default="",
-        help="comma-separated browser origins allowed to connect (default: none)")
+    add("--allowed-origins", type=_origins, default=(),
+        help="comma-separated browser origins allowed to connect, each scheme://host[:port] as a browser "
+        "sends it (default: none)")
     add("--secret-env", default=",".join(DEFAULT_SECRET_ENV),
         help="comma-separated patterns of variables never passed to a child (default: see the README)")
     add("--keep-env", default=",".join(DEFAULT_KEEP_ENV),
@@ -255,7 +291,7 @@ def settings_from(args: argparse.Namespace, token: str | None) -> ServerSettings
         metrics_interval=args.metrics_interval,
         token=token,
         allow_no_token=args.no_token,
-        allowed_origins=_names(args.allowed_origins),
+        allowed_origins=args.allowed_origins,
         kill_grace=args.kill_grace,
         allowed_commands=_names(args.allowed_commands),
         secret_env=_names(args.secret_env),
