@@ -330,3 +330,26 @@ def test_a_command_that_cannot_start_on_a_worker_ends_as_it_does_locally(
     placed.wait(scaled(60))
     assert (placed.runs[0].status, placed.runs[0].error) == (local.runs[0].status, local.runs[0].error) == (
         "error", "could not start '/no/such/cmd': No such file or directory")
+
+
+@pytest.mark.parametrize("configured", [{"durable": True}, {"default_server": "ws://127.0.0.1:9/ws"}])
+def test_a_cluster_batch_leaves_the_configured_server_and_durability_aside(
+    cluster: tuple[LocalCluster, Client], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, configured: dict[str, Any]
+) -> None:
+    """CCExec.durable and CCExec.default_server choose where a run goes when map() is not told; a cluster
+    batch's runs go to the workers, so neither applies: no local job server is started (one was, for
+    nothing) and the runs are neither durable here nor remote (they were marked so)."""
+    from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    _local, client = cluster
+    configured_settings = CCExec(history_path="none", output_mode="text", kill_grace=1.0, **configured)
+    try:
+        batch = cc_executor_nb.map(["true"], command=True, cluster=client, display=False,
+                                   settings=configured_settings)
+        batch.wait(scaled(60))
+        assert [run.status for run in batch.runs] == ["completed"]
+        assert not (tmp_path / RUNTIME_FILE_NAME).exists()
+        assert [(run.options["server"], run.options["durable"]) for run in batch.runs] == [(None, False)]
+    finally:
+        stop_job_server(tmp_path / RUNTIME_FILE_NAME, timeout=scaled(60))

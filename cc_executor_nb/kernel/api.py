@@ -26,7 +26,7 @@ import asyncio
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
@@ -145,6 +145,7 @@ def prepare(
     claude: ClaudeOptions | None = None,
     settings: CCExec | None = None,
     view: bool = True,
+    unconfigured: Collection[str] = (),
     **given: Any,
 ) -> Prepared:
     """Build a run as :func:`run` would, without showing or starting it.
@@ -152,9 +153,11 @@ def prepare(
     ``view=False`` makes no view at all (no widget is created, nothing is sent to a front
     end): the caller sets ``run.presenter`` itself (a batch does, and adds a widget later
     with :func:`widget_presenter`). Start it with ``prepared.run.start(prepared.loop)``.
+    ``unconfigured`` names ``CCExec`` settings whose configured value does not apply to
+    this run (a batch on a cluster leaves ``durable`` and ``default_server`` aside).
     """
     settings = settings or current_settings()
-    run_options, claude_options = resolve_options(settings, options, claude, given)
+    run_options, claude_options = resolve_options(settings, options, claude, given, unconfigured=unconfigured)
     run_options = _sendable(run_options)
     remote, durable = bool(run_options.server), run_options.durable
     if run_options.command:
@@ -305,18 +308,20 @@ def resolve_options(
     options: RunOptions | None,
     claude: ClaudeOptions | None,
     given: Mapping[str, Any],
+    *,
+    unconfigured: Collection[str] = (),
 ) -> tuple[RunOptions, ClaudeOptions]:
     """Both option sets from whole values, keywords and the configured defaults.
 
     Keywords override the whole values; a value still unset takes its ``CCExec``
-    default. Raises TypeError for a keyword neither set declares, and
+    default, except for the settings ``unconfigured`` names. Raises TypeError for a keyword neither set declares, and
     :class:`~cc_executor_nb.declare.OptionError` (a ValueError) for options given that the
     run would ignore: Claude's for a command, a conversation's for a one-shot Claude run.
     """
     unknown = set(given) - _RUN_KEYWORDS - _CLAUDE_KEYWORDS
     if unknown:
         raise TypeError(f"run() got an unexpected keyword argument {sorted(unknown)[0]!r}")
-    configured = lambda name: getattr(settings, name)  # noqa: E731 - a one-line reader
+    configured = lambda name: None if name in unconfigured else getattr(settings, name)  # noqa: E731 - a one-line reader
     run_values = _values(options) | {k: v for k, v in given.items() if k in _RUN_KEYWORDS}
     claude_values = _values(claude) | {k: v for k, v in given.items() if k in _CLAUDE_KEYWORDS}
     _check_token_env(run_values)

@@ -782,6 +782,9 @@ _CLUSTERED = "cluster=..."
 """How errors name a batch's ``cluster`` (the magic spells it ``--cluster``)."""
 _WHERE_KEYWORDS = ("server", "token", "token_env")
 """Where a run goes, and its server's token: a cluster's runs go to its workers' handlers."""
+_CLUSTER_UNCONFIGURED = ("durable", "default_server", "token_env")
+"""The settings that choose where a run goes when it is not told: a cluster batch's runs go to
+its workers, so their configured values do not apply there (no local job server is started)."""
 
 
 def _refuse_unused(cluster: object, resources: Mapping[str, float] | None, run_keywords: Mapping[str, Any]) -> None:
@@ -903,7 +906,8 @@ def map(
     running ones; default ``"finish"`` lets them finish); ``run_max_budget_usd`` is each
     run's own ``--max-budget-usd``. ``cluster`` (a ``dask.distributed.Client``) places
     the runs on Dask workers (``resources``, e.g. ``{"claude": 1}``, are what each run
-    holds there). ``wait`` blocks until all are over; ``display=False`` shows nothing
+    holds there; the configured ``CCExec.durable``, ``default_server`` and ``token_env``
+    do not apply to them). ``wait`` blocks until all are over; ``display=False`` shows nothing
     (``display(batch)`` later); ``quiet`` prints text lines instead of the widget. Every
     other keyword is a keyword of :func:`~cc_executor_nb.kernel.api.run` for each run
     (``command``, ``demo``, ``model``, ``auto_resume``, ``timeout``, ...).
@@ -918,7 +922,9 @@ def map(
     concurrency = settings.batch_concurrency if concurrency is None else concurrency
     _check_batch(concurrency, max_budget_usd, on_budget)
     _refuse_unused(cluster, resources, run_keywords)
-    prepared = [api.prepare(text, settings=settings, view=False, **run_keywords) for text in texts]
+    unconfigured = _CLUSTER_UNCONFIGURED if cluster is not None else ()
+    prepared = [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)
+                for text in texts]
     loop = prepared[0].loop if prepared else shared_loop()
     placement: Placement | None = None
     if cluster is not None:
