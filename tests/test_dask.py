@@ -353,3 +353,24 @@ def test_a_cluster_batch_leaves_the_configured_server_and_durability_aside(
         assert [(run.options["server"], run.options["durable"]) for run in batch.runs] == [(None, False)]
     finally:
         stop_job_server(tmp_path / RUNTIME_FILE_NAME, timeout=scaled(60))
+
+
+def test_resources_no_worker_offers_are_named_while_the_items_wait(
+    cluster: tuple[LocalCluster, Client], settings: CCExec, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """resources={"claude": 3} where each worker holds 2: the batch says at once that no worker offers them
+    and what the workers offer, in its output and on each placing row (it showed "placing" forever, no hint);
+    the items still wait, as a worker with them may join."""
+    _local, client = cluster
+    batch = cc_executor_nb.map(["true"] * 2, command=True, cluster=client, resources={"claude": 3},
+                               settings=settings)
+    try:
+        eventually(lambda: [item.status for item in batch.items] == ["placing", "placing"], timeout=30,
+                   what="both items placing")
+        warning = ("no Dask worker offers claude=3 (the 2 workers offer claude=2): the items stay placing "
+                   "until a worker with them joins")
+        assert f"[batch] {warning}\n" in capsys.readouterr().out
+        assert [row.last_line for row in batch.rows()] == [warning] * 2
+    finally:
+        batch.cancel().wait(scaled(30))
+    assert [run.status for run in batch.runs] == ["cancelled"] * 2

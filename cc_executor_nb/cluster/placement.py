@@ -92,6 +92,44 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
                   execute=execute, label=run.label, meta=meta, interactive=conversation is not None)
 
 
+def unoffered(client: Any, resources: Mapping[str, float] | None) -> str | None:
+    """A warning when no current worker of ``client`` offers ``resources`` (a task asking for them
+    waits until one that does joins), else None. None too when the workers cannot be read."""
+    if not resources:
+        return None
+    workers = _worker_resources(client)
+    if workers is None or any(all(offer.get(name, 0) >= amount for name, amount in resources.items())
+                              for offer in workers):
+        return None
+    offers = "; ".join(sorted({_resources_text(offer) for offer in workers}))
+    found = ("no worker yet" if not workers else f"the worker offers {offers}" if len(workers) == 1
+             else f"the {len(workers)} workers offer {offers}")
+    return (f"no Dask worker offers {_resources_text(resources)} ({found}): "
+            "the items stay placing until a worker with them joins")
+
+
+def _worker_resources(client: Any) -> list[Mapping[str, float]] | None:
+    """Each current worker's resources, or None when they cannot be read (an asynchronous client
+    has no per-worker information at hand)."""
+    if getattr(client, "asynchronous", False):
+        return None
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # an older distributed: every worker, and no n_workers
+        info = client.scheduler_info()
+    except Exception:  # the scheduler is out of reach: the batch will say so itself
+        logger.debug("reading the workers' resources", exc_info=True)
+        return None
+    workers = info.get("workers") if isinstance(info, Mapping) else None
+    if not isinstance(workers, Mapping):
+        return None
+    return [dict(worker.get("resources") or {}) for worker in workers.values() if isinstance(worker, Mapping)]
+
+
+def _resources_text(resources: Mapping[str, float]) -> str:
+    return ", ".join(f"{name}={amount:g}" for name, amount in sorted(resources.items())) or "no resources"
+
+
 class DaskPlacement:
     """Places a batch's runs on a Dask cluster (see the module docstring)."""
 
@@ -112,6 +150,8 @@ class DaskPlacement:
         self.plugin_name, self.token = ensure_plugin(client, settings)
         self.ssl = client_ssl(client)
         self.resources = dict(resources) if resources else None
+        self.warning = unoffered(client, self.resources)
+        """Why the runs may wait (no current worker offers their resources), else None."""
         self.futures: dict[int, Any] = {}
         self.batch: Batch | None = None
         client.subscribe_topic(self.topic, self._on_event)

@@ -275,6 +275,9 @@ class Batch:
         """The budget kept runs from starting (or cancelled them): the batch ends ``budget``."""
         self.hold_until: float | None = None
         """While a usage limit holds the queue: when it resets (epoch seconds)."""
+        self.placing_note: str | None = getattr(self.placement, "warning", None)
+        """Why its items may wait ``placing`` (no Dask worker offers their resources), if so: said
+        once in the batch's text and on each placing row."""
         self._finished = threading.Event()
         self._done: concurrent.futures.Future[Batch] = concurrent.futures.Future()
         self._done.set_running_or_notify_cancel()
@@ -487,6 +490,9 @@ class Batch:
 
     def start(self) -> Batch:
         """Start the queue on the loop; returns at once."""
+        if self.placing_note:
+            logger.warning("! batch: %s", self.placing_note)
+            self._say(f"[batch] {self.placing_note}")
         self.coalescer.attach(self.loop.loop)
         self._on_loop(self._pump)
         return self
@@ -705,7 +711,8 @@ class Batch:
             return item.row
         run = item.run
         if item.stage in ("queued", "placing") and not run.done:
-            return Row(item.index, run.label, item.stage, worker=item.worker)
+            note = self.placing_note if item.stage == "placing" else None
+            return Row(item.index, run.label, item.stage, worker=item.worker, last_line=note or "")
         status = item.status
         if run.state.needs_you and not run.done:
             status = "needs you"  # the slot is held until someone answers
