@@ -374,3 +374,27 @@ def test_resources_no_worker_offers_are_named_while_the_items_wait(
     finally:
         batch.cancel().wait(scaled(30))
     assert [run.status for run in batch.runs] == ["cancelled"] * 2
+
+
+def test_a_run_whose_worker_dies_ends_at_once_saying_so(settings: CCExec) -> None:
+    """The worker process running an item is killed: the item ends error within seconds, its one-line reason
+    naming the worker that left (it reconnected for 5 minutes, then ended with a raw socket error)."""
+    import os
+    import signal
+
+    local = LocalCluster(n_workers=1, processes=True, threads_per_worker=1, dashboard_address=":0")
+    client = Client(local)
+    try:
+        batch = cc_executor_nb.map([py("import time; time.sleep(120)")], command=True, cluster=client,
+                                   display=False, settings=settings)
+        run = batch.runs[0]
+        eventually(lambda: run.status == "running", timeout=60, what="the run")
+        worker = batch.items[0].worker
+        (pid,) = cluster_pids(local)
+        os.kill(pid, signal.SIGKILL)
+        batch.wait(scaled(30))
+        assert (run.status, run.error) == (
+            "error", f"its Dask worker {worker} left the cluster (it died or was stopped), and the run with it")
+    finally:
+        client.close()
+        local.close()

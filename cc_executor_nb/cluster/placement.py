@@ -17,6 +17,7 @@ token); the handlers come up on every current and future worker.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
@@ -44,6 +45,8 @@ _PLUGINS: dict[str, tuple[str, str]] = {}
 _PLUGINS_LOCK = threading.Lock()
 META_PROMPT_CHARS = 4000
 CLIENT_CLOSED = "the Dask client was closed before it started"
+WORKER_CHECK_INTERVAL = 1.0
+"""Seconds between looks at the cluster's workers while a run reconnects to one."""
 
 
 def ensure_plugin(client: Any, settings: CCExec, *, allow_plaintext: bool = False) -> tuple[str, str]:
@@ -109,21 +112,28 @@ def unoffered(client: Any, resources: Mapping[str, float] | None) -> str | None:
 
 
 def _worker_resources(client: Any) -> list[Mapping[str, float]] | None:
-    """Each current worker's resources, or None when they cannot be read (an asynchronous client
-    has no per-worker information at hand)."""
-    if getattr(client, "asynchronous", False):
-        return None
-    try:
-        info = client.scheduler_info(n_workers=-1)
-    except TypeError:  # an older distributed: every worker, and no n_workers
-        info = client.scheduler_info()
-    except Exception:  # the scheduler is out of reach: the batch will say so itself
-        logger.debug("reading the workers' resources", exc_info=True)
-        return None
-    workers = info.get("workers") if isinstance(info, Mapping) else None
-    if not isinstance(workers, Mapping):
+    """Each current worker's resources, or None when they cannot be read."""
+    workers = _scheduler_workers(client)
+    if workers is None:
         return None
     return [dict(worker.get("resources") or {}) for worker in workers.values() if isinstance(worker, Mapping)]
+
+
+def _scheduler_workers(client: Any) -> Mapping[str, Any] | None:
+    """The scheduler's current workers by address, or None when they cannot be read (the client
+    closed, the scheduler out of reach; an asynchronous client has no per-worker information)."""
+    if getattr(client, "asynchronous", False) or str(getattr(client, "status", "")) in ("closing", "closed"):
+        return None
+    try:
+        try:
+            info = client.scheduler_info(n_workers=-1)
+        except TypeError:  # an older distributed: every worker, and no n_workers
+            info = client.scheduler_info()
+    except Exception:  # the batch says so itself when it matters
+        logger.debug("reading the cluster's workers", exc_info=True)
+        return None
+    workers = info.get("workers") if isinstance(info, Mapping) else None
+    return workers if isinstance(workers, Mapping) else None
 
 
 def _resources_text(resources: Mapping[str, float]) -> str:
@@ -154,6 +164,9 @@ class DaskPlacement:
         """Why the runs may wait (no current worker offers their resources), else None."""
         self.futures: dict[int, Any] = {}
         self.batch: Batch | None = None
+        self._followed: list[BatchItem] = []
+        """The items whose runs follow a job on a worker (checked for their worker's loss)."""
+        self._watcher: asyncio.Future[None] | None = None
         client.subscribe_topic(self.topic, self._on_event)
 
     def start(self, entry: BatchItem, batch: Batch) -> None:
@@ -180,7 +193,9 @@ class DaskPlacement:
             logger.debug("cancelling the task of item %d", entry.index, exc_info=True)
 
     def close(self) -> None:
-        """The batch is over: stop listening and let Dask forget the tasks."""
+        """The batch is over: stop listening and watching, and let Dask forget the tasks."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         try:
             self.client.unsubscribe_topic(self.topic)
         except Exception:  # the client may be closed already
@@ -219,6 +234,30 @@ class DaskPlacement:
         run.start(self.loop)
         if conversation is not None:
             run.end()  # as for a local batch run: the process exits once the first turn has its result
+        self._followed.append(entry)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.ensure_future(self._watch_workers())
+
+    async def _watch_workers(self) -> None:
+        """End a run whose worker left the cluster: its handler and job went with the worker, so
+        its reconnects could only give up, after minutes, with a socket error. Looked at only
+        while a run reconnects (its connection dropped), every :data:`WORKER_CHECK_INTERVAL`."""
+        while True:
+            await asyncio.sleep(WORKER_CHECK_INTERVAL)
+            self._followed = [entry for entry in self._followed if not entry.run.done]
+            if not self._followed:
+                return
+            cut = [entry for entry in self._followed if entry.run.status == "reconnecting" and entry.worker]
+            if not cut:
+                continue
+            workers = await asyncio.get_running_loop().run_in_executor(None, _scheduler_workers, self.client)
+            if workers is None:
+                continue
+            for entry in cut:
+                if entry.worker not in workers:
+                    self.cancel(entry)  # Dask would run the task again elsewhere: a second job for an ended item
+                    entry.run.lose(f"its Dask worker {entry.worker} left the cluster (it died or was stopped), "
+                                   "and the run with it")
 
     def _stop_stray(self, target: Target, job_id: str) -> None:
         """A job nobody waits for any more (its item was cancelled, or Dask ran the task again): cancel it."""

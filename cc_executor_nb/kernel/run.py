@@ -483,6 +483,19 @@ class Run:
         self._finish()
         return self
 
+    def lose(self, reason: str) -> Run:
+        """End a started run whose server is gone for good (its Dask worker left the cluster):
+        ``error`` with ``reason``, without waiting for its reconnects to give up. Returns self;
+        no-op before the start and once over. For owners that know more than the connection."""
+        loop = self._kernel_loop
+        if loop is None or self.done:
+            return self
+        loop.submit(self._lose(reason))
+        return self
+
+    async def _lose(self, reason: str) -> None:
+        self._fail(reason)  # the run's drive sees its end and closes the connection, its reconnects too
+
     def _control(self, kind: str, timeout: float | None) -> Run:
         loop = self._kernel_loop
         if loop is None or self.done:
