@@ -223,6 +223,22 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     assert end.params["status"] == "cancelled" and not end.params.get("error")
 
 
+def test_an_interrupt_between_turns_says_there_is_nothing_to_interrupt(tmp_path: Path) -> None:
+    """interrupt() with no turn running: a notice says nothing was interrupted and why (it did
+    nothing, silently); the turn's status stays, and the next turn runs uninterrupted."""
+    run = turn_over(start("echo: one", tmp_path))
+    assert run.conversation is not None
+    assert run._converse(lambda c: c.interrupt()) is False
+    run.interrupt()
+    notice = "Nothing to interrupt: no turn is running (the conversation waits for a follow-up)."
+    assert run.conversation.view().notices == (notice,)  # said once, however often asked
+    assert [e.params["message"] for e in run.events if e.method == "conversation.notice"] == [notice]
+    assert (run.status, run.answer, run.alive) == ("completed", "one", True)
+    turn_over(run.send("echo: two"))
+    assert (run.status, run.answer) == ("completed", "two")
+    ended(run)
+
+
 def test_continue_resumes_the_conversation_used_last_not_the_one_ended_last(tmp_path: Path) -> None:
     """Two conversations; the second is used last, then the first is ended last: --continue
     resumes the second (the first's exit overwrote the session to continue)."""

@@ -117,6 +117,9 @@ class Conversation:
     the loop thread; :class:`~cc_executor_nb.kernel.run.Run` hops there.
     """
 
+    _interrupt_noted: tuple[int, str] | None = None
+    """The turn after which "nothing to interrupt" was said, and the words (said once a turn)."""
+
     def __init__(
         self,
         prompt: str,
@@ -341,7 +344,20 @@ class Conversation:
 
         If no result comes within the grace, the process is cancelled (SIGTERM). During the
         start it is sent once the CLI is in host mode (the first turn runs from the start).
+        Between turns nothing is sent and a notice says so (the run's view, text mode, its
+        ``conversation.notice`` event), once between two turns however often it is asked.
         """
+        if self._interrupt_turn():
+            return True
+        if self._mode in ("live", "ending") and not self._cancelled:
+            why = "the conversation waits for a follow-up" if self._mode == "live" else "the conversation is ending"
+            words = f"Nothing to interrupt: no turn is running ({why})."
+            if self._interrupt_noted != (self._sent, words):
+                self._interrupt_noted = (self._sent, words)
+                self._notice(words)
+        return False
+
+    def _interrupt_turn(self) -> bool:
         if self._mode == "starting" and not self._cancelled:
             self._interrupt_when_live = True
             return True
@@ -392,7 +408,7 @@ class Conversation:
         # send() is refused: a follow-up would go to a process being stopped.
         self._cancelled = True
         self._set_idle(False)
-        if self.interrupt():
+        if self._interrupt_turn():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._turn_ended.wait(), CANCEL_INTERRUPT_WAIT)
         await self._control_cancel()
@@ -405,7 +421,7 @@ class Conversation:
         held, self._held = self._held, []
         if self._interrupt_when_live:
             self._interrupt_when_live = False
-            self.interrupt()
+            self._interrupt_turn()
         if self._end_when_live is not None:
             self.end(self._end_when_live)
         return held

@@ -408,7 +408,8 @@ class Run:
     def interrupt(self) -> Run:
         """Stop the current turn gracefully: it ends with a result, the process stays.
 
-        SIGTERM follows only if no result comes within the kill grace. Returns self.
+        SIGTERM follows only if no result comes within the kill grace. Between turns there
+        is nothing to interrupt: nothing is sent and a notice says so. Returns self.
         """
         self._converse(lambda c: c.interrupt())
         return self
