@@ -214,13 +214,17 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     record = run.transcript()
     assert run.text.split("\n")[0] in record and "**Interrupted**" in record and "ede_diagnostic" not in record
     ended(run, timeout=10)
-    assert run.exit_code in (0, 1) and run.status == "cancelled"  # exited by itself: never signalled
+    # Ended by end(): a normal end (it read "cancelled, exit 1"); the CLI's exit code is kept as it
+    # is (1 after an interrupted last turn), and it is no failure: text mode read "[failed] exit 1
+    # ...: exited with code 1", and run.error said so.
+    assert run.exit_code in (0, 1) and run.status == "completed"  # exited by itself: never signalled
     assert not any(e.method == "process.cancelled" for e in run.events)
-    # The CLI's exit 1 for the interrupted turn is no failure: text mode read "[failed] exit 1 ...:
-    # exited with code 1", and run.error said so.
     assert run.error is None
     (end,) = [e for e in run.events if e.method == "process.completed"]
-    assert end.params["status"] == "cancelled" and not end.params.get("error")
+    assert end.params["status"] == "completed" and not end.params.get("error")
+    # The interrupted turn is still recorded as interrupted.
+    assert run.claude.interrupted and "**Interrupted**" in run.transcript()
+    assert run.transcript().split("\n")[2].startswith("**completed**")
 
 
 def test_an_interrupt_between_turns_says_there_is_nothing_to_interrupt(tmp_path: Path) -> None:
@@ -360,6 +364,22 @@ def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path
         "the conversation is over (ended after its idle timeout without a follow-up): no more input goes to "
         f"this process; follow up in a new run with --resume {run.session_id} (resume='{run.session_id}')"
     )
+
+
+def test_an_idle_end_after_an_interrupted_turn_is_a_normal_end(tmp_path: Path) -> None:
+    """Interrupted, then nobody follows up: the idle timeout ends the conversation as completed
+    (it read "cancelled, exit 1"), the turn still reads "Interrupted" in its record."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path, idle_timeout=1.0)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=30, what="the story to stream")
+    turn_over(run.interrupt())
+    assert run.status == "cancelled" and run.alive  # the turn's status, between turns
+    eventually(lambda: run.done, timeout=15, what="the idle process to end")
+    assert (run.status, run.error) == ("completed", None) and run.exit_code in (0, 1)
+    assert run.claude is not None and run.claude.interrupted
+    record = run.transcript()
+    assert record.split("\n")[2].startswith("**completed**") and "**Interrupted**" in record
+    (turn,) = [e.params for e in run.events if e.method == "conversation.turn" and e.params["status"] != "running"]
+    assert turn["status"] == "cancelled"
 
 
 def test_cancel_interrupts_the_turn_first(tmp_path: Path) -> None:

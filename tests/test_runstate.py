@@ -491,13 +491,24 @@ def test_a_follow_up_runs_again_and_counts_turns() -> None:
 
 
 def test_an_ended_conversation_takes_its_last_turn_status() -> None:
-    """After conversation.ending, exit code 1 after an interrupted turn reads as that turn's status."""
+    """After conversation.ending, exit code 1 after a failed turn reads as that turn's status."""
+    state = started()
+    turn(state, "running")
+    turn(state, "failed")
+    state.apply("conversation.ending", {"reason": "end"}, 2.0)
+    completion(state, 1)
+    assert (state.status, state.exit_code, state.alive, state.finished) == ("failed", 1, False, True)
+
+
+def test_a_conversation_ended_after_an_interrupted_turn_is_completed() -> None:
+    """After conversation.ending, exit code 1 after an interrupted turn is a normal end (it read
+    cancelled): the conversation was ended as asked; the exit code stays the CLI's."""
     state = started()
     turn(state, "running")
     turn(state, "cancelled")
-    state.apply("conversation.ending", {"reason": "end"}, 2.0)
+    state.apply("conversation.ending", {"reason": "idle"}, 2.0)
     completion(state, 1)
-    assert (state.status, state.exit_code, state.alive, state.finished) == ("cancelled", 1, False, True)
+    assert (state.status, state.exit_code, state.alive, state.finished) == ("completed", 1, False, True)
 
 
 def test_a_process_that_dies_unasked_keeps_the_servers_status() -> None:

@@ -950,12 +950,15 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
 def ended_after_interrupt(event: Event, state: RunState) -> Event:
     """A conversation we ended after an interrupted turn: the CLI exits 1 for that turn.
 
-    That is how the interrupted turn ended, not a failure of the process: the run ends
-    ``cancelled`` (as its turn did) without "exited with code 1" (it read ``[failed]``).
+    That is how the interrupted turn ended, not a failure of the process, and the
+    conversation was ended as asked (``end()``, the idle timeout): the run ends
+    ``completed`` without "exited with code 1" (it read ``[failed]``, then ``cancelled``).
+    The exit code stays the CLI's; the turn stays ``cancelled`` (its record says
+    "Interrupted").
     """
     if (isinstance(event, Completed) and state.ending and state.turn_status == "cancelled"
             and event.exit_code == 1 and event.status == "failed"):
-        return make_event(event.method, {**event.params, "status": "cancelled", "error": None})
+        return make_event(event.method, {**event.params, "status": "completed", "error": None})
     return event
 
 

@@ -364,10 +364,10 @@ class RunState:
     def _on_completed(self, params: Mapping[str, Any], now: float) -> None:
         self.exit_code = _int(params.get("exit_code"))
         status = _completion_status(params.get("status"), self.exit_code)
-        # A conversation we ended: the CLI's exit code follows its last turn (1 after an
-        # interrupted one), so that turn's status is the run's.
+        # A conversation we ended: the CLI's exit code follows its last turn, so that turn's
+        # status is the run's; but an interrupted last turn (exit 1) was ended as asked.
         if self.ending and self.turn_status is not None and status in ("completed", "failed"):
-            status = self.turn_status
+            status = "completed" if self.turn_status == "cancelled" else self.turn_status
         self.status = status
         self.alive, self.pending_questions, self.waiting_since = False, 0, None
         self.between_turns = False
