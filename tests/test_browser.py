@@ -625,7 +625,8 @@ def test_the_record_survives_save_close_and_reopen_without_kernel(
     print(f"\nreopened without a kernel: {state}\nscreenshot: {path}")
     assert api(kernelless_lab, "kernels") == [] and api(lab, "kernels") == []
     assert all(line in state["answer"] for line in HAIKU_LINES), state
-    assert re.search(r"\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn · .+ · session [0-9a-f-]{36}", state["footer"])
+    footer = r"\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 agent turn · .+ · session [0-9a-f-]{36}"
+    assert re.search(footer, state["footer"])
     assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
     tool = view(code_cell(page, 'tool = %ccexec --demo --wait "tool"'))
     assert tool is not None and tool["answer"] == "The command printed: hi", tool

@@ -472,7 +472,7 @@ def test_footer_fields() -> None:
              usage=usage, num_turns=2, duration_ms=4567),
     )  # fmt: skip
     html = render_footer_html(run)
-    parts = ["$0.0123", "1,200 in / 34 out tokens", "cache 5,000 read", "2 turns", "4.6 s",
+    parts = ["$0.0123", "1,200 in / 34 out tokens", "cache 5,000 read", "2 agent turns", "4.6 s",
              "claude-sonnet-4-5", "session abc-123"]  # fmt: skip
     assert [part for part in parts if part not in html] == []
 

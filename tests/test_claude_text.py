@@ -81,7 +81,7 @@ def test_haikus_come_out_as_the_answer_with_the_footer() -> None:
     result = result_of("haiku")
     assert notes(chunks) == [footer_line(interpreter.snapshot())]
     footer = notes(chunks)[0]
-    assert footer.startswith("[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms")
+    assert footer.startswith("[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 agent turn · 102 ms")
     assert footer.endswith(f"claude-opus-5-5 · session {result['session_id']}")
 
 

@@ -306,7 +306,31 @@ def test_the_markdown_record_keeps_each_turn_with_its_follow_up_prompt(tmp_path:
     first, follow_up = text.index("\n4\n"), text.index("[follow-up 1]\n> write 3 haikus about the sea")
     assert first < follow_up < text.index(haikus(3).splitlines()[0])
     footer = text.strip().splitlines()[-1]
-    assert footer.startswith("[result] done · $") and " · 2 turns · last turn " in footer
+    assert footer.startswith("[result] done · $") and " · 2 conversation turns · last turn " in footer
+
+
+def footers(run: Run) -> dict[str, str]:
+    """Claude's footer in each form of the record: text (text mode's line), Markdown, HTML."""
+    record = Transcript(run)
+    html = re.search(r'class="cc-footer"[^>]*>([^<]*)<', record.html())
+    assert html is not None
+    return {"text": record.text().strip().splitlines()[-1], "markdown": record.markdown().strip().splitlines()[-1],
+            "html": html.group(1)}
+
+
+def test_the_footer_tells_the_clis_turns_from_the_conversations(tmp_path: Path) -> None:
+    """One prompt: the CLI's num_turns reads "N agent turns"; after a follow-up the count of
+    prompts reads "N conversation turns" (both read "N turns", in every form of the record)."""
+    run = turn_over(start("what is 2+2", tmp_path))
+    assert run.num_turns is not None
+    agent = f" · {run.num_turns} agent turn{'s' if run.num_turns != 1 else ''} · "
+    assert all(agent in footer for footer in footers(run).values()), footers(run)
+    run.send("echo: again")
+    turn_over(run)
+    assert all(" · 2 conversation turns · last turn " in footer for footer in footers(run).values()), footers(run)
+    assert not any(re.search(r"\d turns? ·", footer.replace("agent turn", "").replace("conversation turn", ""))
+                   for footer in footers(run).values())
+    ended(run)
 
 
 def test_a_failed_turn_reads_as_a_failure_in_the_records(tmp_path: Path) -> None:

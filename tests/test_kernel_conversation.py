@@ -232,7 +232,7 @@ def test_the_record_follows_each_turn_under_the_widget(kernel: KernelHarness) ->
     for mime in ("text/markdown", "text/plain", "text/html"):
         assert "first answer" in second[mime] and "second answer" in second[mime]
     # The footer says which figures are the last turn's (the cost is the session's so far).
-    assert all(" · 2 turns · last turn " in second[mime] for mime in ("text/plain", "text/html"))
+    assert all(" · 2 conversation turns · last turn " in second[mime] for mime in ("text/plain", "text/html"))
     kernel.drain(1.0)
     assert len(run_updates(kernel, cell)) == 2, "no update while a turn runs, one at its end"
     assert kernel.value("(r.alive, r.state.turns)") == (True, 2)

@@ -111,16 +111,16 @@ def test_the_executed_notebook_keeps_haikus_and_footer_as_text_and_html(sea: Exe
     assert output["output_type"] == "display_data" and WIDGET not in data
     assert haikus(3) in data["text/plain"] and haikus(3) in data["text/markdown"]
     assert all(f"{line}<br>" in data["text/html"] or f"{line}</p>" in data["text/html"] for line in HAIKU_LINES)
-    assert re.search(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn · \d+ ms · "
+    assert re.search(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 agent turn · \d+ ms · "
                      r"claude-opus-5-5 · session [0-9a-f-]{36}", data["text/plain"])
-    assert re.search(r'class="cc-footer"[^>]*>\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn', data["text/html"])
+    assert re.search(r'class="cc-footer"[^>]*>\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 agent turn', data["text/html"])
 
 
 def test_the_html_export_shows_haikus_and_footer(sea: Executed) -> None:
     """nbconvert --to html of the executed notebook shows every haiku line and the footer."""
     _, page = sea
     assert all(line in page for line in HAIKU_LINES)
-    assert re.search(r'class="cc-footer"[^>]*>\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn · \d+ ms · '
+    assert re.search(r'class="cc-footer"[^>]*>\$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 agent turn · \d+ ms · '
                      r"claude-opus-5-5 · session [0-9a-f-]{36}<", page)
 
 

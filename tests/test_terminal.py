@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
-FOOTER = re.compile(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 turn · \d+ ms · "
+FOOTER = re.compile(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens · 1 agent turn · \d+ ms · "
                     r"claude-opus-5-5 · session [0-9a-f-]{36}")
 
 

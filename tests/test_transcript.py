@@ -123,7 +123,7 @@ def test_markdown_of_a_claude_run_has_title_status_answer_and_footer() -> None:
     assert md.startswith("### claude: write 3 haikus\n\n**completed** · exit code 0 · took 1.5 s\n\n")
     assert haikus(3) in md
     footer = md.rstrip("\n").rsplit("\n", 1)[-1]
-    assert footer.startswith(r"done · \$0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms · claude-opus-5-5")
+    assert footer.startswith(r"done · \$0.0092 · 2,004 in / 61 out tokens · 1 agent turn · 102 ms · claude-opus-5-5")
     assert re.search(r"session `[0-9a-f-]{36}`$", footer)
 
 

@@ -448,13 +448,13 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
         latest.append(format_duration(facts["duration_ms"]))
     if len(run.turns) > 1:
         # A conversation: the cost is the session's so far, the tokens and time the last turn's.
-        items.append(f"{len(run.turns)} turns")
+        items.append(f"{len(run.turns)} conversation turns")
         if latest:
             items.append("last turn " + ", ".join(latest))
     else:
         items.extend(_token_items(facts))
         if facts["turns"] is not None:
-            items.append(f"{facts['turns']} turn{_plural(facts['turns'])}")
+            items.append(f"{facts['turns']} agent turn{_plural(facts['turns'])}")  # the CLI's num_turns
         if facts["duration_ms"] is not None:
             items.append(format_duration(facts["duration_ms"]))
     if facts["model"]:

@@ -216,7 +216,9 @@ def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
 
     The status is ``done``, ``interrupted``, ``failed`` or, without Claude's result,
     ``no result yet`` (``no result`` once the process ``ended``). Figures the CLI did not
-    report are left out.
+    report are left out. Turns are named for what they count: the CLI's ``num_turns`` for
+    one prompt ("3 agent turns"), the prompts of a conversation after a follow-up
+    ("2 conversation turns").
     """
     result = view.result
     outcome = "interrupted" if view.interrupted else "failed" if view.is_error else "done"
@@ -229,13 +231,13 @@ def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
     turns = getattr(view, "turns", 0)
     if turns > 1:
         # A conversation: the cost is the session's so far, the tokens and time the last turn's.
-        items.append(f"{turns} turns")
+        items.append(f"{turns} conversation turns")
         if tokens or took:
             items.append("last turn " + ", ".join(tokens + took))
     else:
         items += tokens
         if view.num_turns is not None:
-            items.append(f"{view.num_turns} turn{_plural(view.num_turns)}")
+            items.append(f"{view.num_turns} agent turn{_plural(view.num_turns)}")  # the CLI's num_turns
         items += took
     if view.model:
         items.append(printable(view.model))
@@ -245,7 +247,7 @@ def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
 
 
 def footer_line(view: ClaudeSnapshot, *, ended: bool = False) -> str:
-    """``[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 turn · 102 ms · model · session ID``
+    """``[result] done · $0.0092 · 2,004 in / 61 out tokens · 1 agent turn · 102 ms · model · session ID``
     (``ended``: the process is gone, see :func:`footer_items`)."""
     return "[result] " + " · ".join(footer_items(view, ended=ended))
 
