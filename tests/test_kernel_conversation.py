@@ -288,3 +288,20 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_kernel_interrupt_while_wait_asks_shows_no_input_box_again(kernel: KernelHarness) -> None:
+    """A kernel interrupt while --wait asks in the input box: the run is cancelled and no input
+    box comes again (the worker thread waiting for the box claimed the question before the
+    cancel closed it, and asked it once more)."""
+    msg_id, started = kernel.submit('%ccexec --demo --wait -o r "bash: touch never.txt"', allow_stdin=True)
+    kernel.input_request(timeout=scaled(60))
+    time.sleep(1.0)  # past the worker thread's grace: it waits for the input box to be free
+    kernel.manager.interrupt_kernel()
+    execution = kernel.finish(msg_id, started, timeout=scaled(30))
+    assert execution.error is not None and execution.error[0] == "KeyboardInterrupt"
+    with pytest.raises(TimeoutError):
+        again = kernel.input_request(timeout=scaled(2))
+        pytest.fail(f"an input box came after the interrupt: {again['content']['prompt']!r}")
+    assert kernel.value("(r.status, r.done)") == ("cancelled", True)
+    assert kernel.value("[q.status for q in r.permission_requests]") == ["cancelled"]

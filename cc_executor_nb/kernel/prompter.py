@@ -198,6 +198,12 @@ class Prompter:
     def _cell_finished(self, result: object = None) -> None:
         self._cell = None
 
+    def cell_interrupted(self) -> None:
+        """The running cell was interrupted (a KeyboardInterrupt in ``run.wait()``): it asks
+        nothing more, so no input box comes between the interrupt and the cell's end (the run
+        is being cancelled: its questions are about to be withdrawn). The card still answers."""
+        self._cell = None
+
     # Questions (the conversation's loop thread)
 
     def offer(self, question: Question) -> None:
@@ -246,7 +252,9 @@ class Prompter:
             if not self._still(question, cell):
                 return
         try:
-            if question.claim():
+            # Checked under the lock: a waiting thread interrupted while it asked stops the
+            # cell before it lets go of stdin, so this thread never asks again after it.
+            if self._still(question, cell) and question.claim():
                 try:
                     self._ask_until_answered(question, lambda prompt: self._stdin_request(prompt, question, cell))
                 finally:
@@ -320,6 +328,9 @@ class Prompter:
             if question.claim():
                 try:
                     self._ask_until_answered(question, read)
+                except KeyboardInterrupt:
+                    self.cell_interrupted()  # before stdin is free for a worker thread to ask
+                    raise
                 finally:
                     question.release()
         finally:

@@ -547,6 +547,8 @@ class Run:
             if not self._wait_idle(timeout):
                 raise TimeoutError(f"run still {self.status} after {timeout} s")
         except KeyboardInterrupt:
+            if self.prompter is not None:
+                self.prompter.cell_interrupted()  # no input box while the run is cancelled
             self._cancel_after_interrupt()
             raise
         return self
