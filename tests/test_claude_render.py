@@ -336,6 +336,14 @@ def test_tool_card_shows_name_input_and_folded_result() -> None:
     assert all(part in html for part in expected)
 
 
+def test_tool_card_counts_the_lines_the_tool_printed() -> None:
+    """The folded result says how many lines the tool printed, and "no output" for the CLI's
+    stand-in for none (it said 1 line)."""
+    assert "result · 2 lines</summary>" in render_tool_cards_html(tool_run("ls", "a.txt\nb.txt\n"))
+    silent = tool_run("touch a", "(Bash completed with no output)")
+    assert "result · no output</summary>" in render_tool_cards_html(silent)
+
+
 def test_tool_card_marks_pending_and_error() -> None:
     """A pending call is marked running and a failed one error."""
     pending = render_tool_cards_html(tool_run("sleep 9", None))

@@ -186,6 +186,19 @@ def test_a_note_ends_an_unfinished_answer_line_first() -> None:
     assert join_chunks(chunks) == "four\n[tool] Read · /etc/hosts → ok, 2 lines\n"
 
 
+@pytest.mark.parametrize(("result", "outcome"), [
+    ("(Bash completed with no output)", "ok, no output"),
+    ("", "ok, no output"),
+    ("one\n", "ok, 1 line"),
+    ("one\ntwo", "ok, 2 lines"),
+])
+def test_a_tool_line_counts_the_lines_the_tool_printed(result: str, outcome: str) -> None:
+    """The CLI's stand-in for no output is no output (it read "ok, 1 line"), and a final
+    newline ends the last line without starting another (it read "ok, 2 lines")."""
+    tool = ToolCall("t1", "Bash", {"command": "touch a.txt"}, result=result, status="done")
+    assert tool_line(tool) == f"[tool] Bash · touch a.txt → {outcome}"
+
+
 def test_terminal_escapes_in_model_and_tool_text_are_removed() -> None:
     """Control characters (an escape sequence that would retitle the terminal) never reach the output."""
     tool = ToolCall("t1", "Bash\x1b[31m", {"command": "ls\x07"}, result="\x1b]0;pwned\x07x", status="done")
@@ -202,7 +215,7 @@ def test_bidi_controls_in_tool_lines_and_the_answer_are_shown() -> None:
     """A tool's name and input and the answer show an override or isolate as ⟨U+202E⟩ (right-to-left
     letters stay): the line reads as the command runs."""
     tool = ToolCall("t1", "Bash\u2067", {"command": "echo \u202e; rm x"}, result="", status="done")
-    assert tool_line(tool) == "[tool] Bash⟨U+2067⟩ · echo ⟨U+202E⟩; rm x → ok, 0 lines"
+    assert tool_line(tool) == "[tool] Bash⟨U+2067⟩ · echo ⟨U+202E⟩; rm x → ok, no output"
     chunks = ClaudeTextRenderer().render(view(text="שלום \u202eevil\n", phase="done", result={}), final=True)
     assert "שלום ⟨U+202E⟩evil\n" in join_chunks(chunks)
 

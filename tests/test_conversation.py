@@ -868,7 +868,8 @@ async def main():
     run = await ccx.arun("bash: echo typed > typed.txt", executable={claude!r}, demo=True, settings=settings)
     before = ticks
     await asyncio.sleep(0.3)
-    print("STATUS", run.status, "|", run.permission_requests[0].decided_by, "| loop free", ticks > before, "|", flush=True)
+    decided = run.permission_requests[0].decided_by
+    print("STATUS", run.status, "|", decided, "| loop free", ticks > before, "|", flush=True)
     ticker.cancel()
     await run.end()
 asyncio.run(main())

@@ -297,10 +297,11 @@ def _tool_state(tool: ToolCall) -> tuple[str, str]:
 def _tool_result(tool: ToolCall) -> str:
     if tool.result is None:
         return ""
-    lines = tool.result.count("\n") + 1 if tool.result else 0
+    lines = tool.output_lines
     label = "error" if tool.is_error else "result"
+    size = f"{lines} line{_plural(lines)}" if lines else "no output"
     return (
-        f'<details><summary style="{_MUTED}">{label} · {lines} line{_plural(lines)}</summary>'
+        f'<details><summary style="{_MUTED}">{label} · {size}</summary>'
         f'<pre style="{_PRE}">{ansi_html(overwrite_lines(_head(tool.result, MAX_TOOL_RESULT_CHARS)))}</pre></details>'
     )
 

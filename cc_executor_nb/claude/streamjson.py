@@ -127,6 +127,19 @@ class ToolCall:
     turn: int = 0
     """The conversation turn the call belongs to (0 for the first)."""
 
+    @property
+    def output_lines(self) -> int:
+        """The lines of the tool's output: 0 for none, or for the CLI's stand-in for none
+        (``(Bash completed with no output)``); a final newline ends a line, it starts none."""
+        result = self.result or ""
+        if not result.strip() or _NO_OUTPUT.fullmatch(result.strip()):
+            return 0
+        return len(result.rstrip("\n").split("\n"))
+
+
+_NO_OUTPUT = re.compile(r"\(\w+ completed with no output\)")
+"""What the CLI puts in a tool's result when the tool printed nothing."""
+
 
 @dataclass(frozen=True)
 class TurnEnded:

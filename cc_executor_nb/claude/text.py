@@ -154,8 +154,8 @@ def _tool_outcome(tool: ToolCall) -> str:
     if tool.is_error:
         first = next((line.strip() for line in result.splitlines() if line.strip()), "")
         return f"error: {_cut(first, TOOL_ERROR_CHARS)}" if first else "error"
-    lines = result.count("\n") + 1 if result else 0
-    return f"ok, {lines} line{_plural(lines)}"
+    lines = tool.output_lines
+    return f"ok, {lines} line{_plural(lines)}" if lines else "ok, no output"
 
 
 def permission_line(item: Any) -> str:
