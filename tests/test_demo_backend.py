@@ -194,6 +194,14 @@ def test_a_refused_call_is_quoted_back() -> None:
     assert done.text == "The command was not run: Not today"
 
 
+def test_a_command_that_ran_and_failed_is_not_called_refused() -> None:
+    """The CLI's result of a failing command (``Exit code 128`` and its output) reads as a run
+    that failed (it read "The command was not run")."""
+    result = ("Exit code 128\nfatal: not a git repository", True)
+    done = plan_reply(conversation_so_far("bash: git status", result), DemoSettings())
+    assert done.text == "I ran `git status`. It failed with exit code 128. Output: fatal: not a git repository"
+
+
 def test_bash_twice_asks_the_same_call_again_with_a_new_id() -> None:
     """bash twice: the second call repeats the command with an id new to the conversation."""
     second = plan_reply(conversation_so_far("bash twice: touch x", ("ok", False)), DemoSettings())

@@ -32,7 +32,8 @@ matches wins, in this order:
     (at the start) replies exactly ``TEXT``.
 ``bash: COMMAND``
     (at the start) a Bash ``tool_use`` running ``COMMAND``; once its result comes
-    back, ``I ran `COMMAND`. Output: ...``, or, when the call was refused,
+    back, ``I ran `COMMAND`. Output: ...`` (``It failed with exit code N.`` before the
+    output when it failed), or, when the call was refused,
     ``The command was not run: REASON`` (the deny message, quoted). A command that
     writes (``touch x``, ``echo hi > f``) makes the CLI ask for approval.
 ``bash twice: COMMAND``

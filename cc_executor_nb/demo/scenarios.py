@@ -388,10 +388,18 @@ def _approval_calls(prompt: str) -> _Calls | None:
     return None
 
 
+_EXIT = re.compile(r"Exit code (?P<code>-?\d+)\s*(?P<output>.*)", re.DOTALL)
+"""How the CLI words the result of a command that ran and failed (a refusal has its reason)."""
+
+
 def _conclude_bash(command: str, results: list[tuple[str, bool]]) -> str:
     lines = []
     for text, is_error in results:
-        if is_error:
+        failed = _EXIT.match(text.strip()) if is_error else None
+        if failed:
+            output = failed.group("output").strip() or "(none)"
+            lines.append(f"I ran `{command}`. It failed with exit code {failed.group('code')}. Output: {output}")
+        elif is_error:
             lines.append(f"The command was not run: {text.strip()}")
         else:
             lines.append(f"I ran `{command}`. Output: {text.strip() or '(none)'}")
