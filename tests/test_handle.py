@@ -327,6 +327,29 @@ def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFix
     assert err == "err 1\n" and "[connected]" not in out
 
 
+def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside a kernel two runs share the terminal: the first note of a run that comes after
+    another run's lines names its run (the end of a conversation read as the next run's); the
+    notes that follow its own lines do not."""
+    first = Run(RunSpec(argv=fake("silence", "30")), target(bg), label="first job")
+    first.presenter = TextPresenter(lambda: repr(first), label="first job")
+    first.show()
+    first.start(bg)
+    eventually(lambda: "before" in first.stdout, what="the first run's output")
+    second = Run(RunSpec(argv=fake("interleave", "1")), target(bg), label="second job")
+    second.presenter = TextPresenter(lambda: repr(second), label="second job")
+    second.show()
+    second.start(bg).wait(scaled(20))
+    first.cancel()
+    first.wait(scaled(20))
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    second_ended = next(i for i, line in enumerate(notes) if line.startswith("[completed] exit 0"))
+    assert "job" not in " ".join(notes[: second_ended + 1])
+    assert notes[second_ended + 1].endswith(" · first job")
+    assert [line for line in notes if "first job" in line] == [notes[second_ended + 1]]
+    assert notes[-1].startswith("[cancelled]")
+
+
 def test_text_mode_says_when_the_connection_drops_and_comes_back(
     bg: KernelLoop, capsys: pytest.CaptureFixture[str]
 ) -> None:

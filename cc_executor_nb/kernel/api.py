@@ -700,7 +700,7 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> T
 
 def _presenter(handle: Run, settings: CCExec, *, quiet: bool) -> Presenter:
     if output_mode(settings, quiet) == "text":
-        return TextPresenter(lambda: repr(handle), view=_text_view(handle))
+        return TextPresenter(lambda: repr(handle), view=_text_view(handle), label=handle.label)
     return _widget_presenter(handle, settings, record=True)
 
 

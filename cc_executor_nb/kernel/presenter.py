@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
 from ..events import Event, Output
+from ..protocol import one_line
 from .coalescer import Coalescer
 from .display import RunDisplay
 from .runstate import RunState
@@ -221,8 +222,11 @@ class TextPresenter:
     of output: the run itself keeps all of it (``run.stdout``, ``run.output``).
     """
 
-    def __init__(self, describe: Callable[[], str], *, view: LineRenderer | None = None) -> None:
+    def __init__(
+        self, describe: Callable[[], str], *, view: LineRenderer | None = None, label: str = "",
+    ) -> None:
         self._describe = describe
+        self._label = label
         self.view: LineRenderer = view or TextView(heartbeats=False)
         self._lock = threading.Lock()
         self._backlog: list[Event] = []
@@ -277,7 +281,7 @@ class TextPresenter:
         with self._lock:
             if self._sink is not None:
                 return
-            self._sink = _Sink.capture()
+            self._sink = _Sink.capture(self._label)
             skipped = self._skipped_chars if isinstance(self.view, TextView) else 0
             for event in self._backlog:
                 if skipped and isinstance(event, Output):
@@ -310,18 +314,34 @@ def _over_prompt(stream: TextIO) -> TextIO:
     return stream
 
 
-class _Sink:
-    """The caller's stdout/stderr and, in a kernel, the parent header to write under."""
+LABEL_CHARS = 60
+"""The most of a run's label a note names it with."""
 
-    def __init__(self, out: TextIO, err: TextIO, parent: Mapping[str, Any] | None) -> None:
+
+class _Sink:
+    """The caller's stdout/stderr and, in a kernel, the parent header to write under.
+
+    Outside a kernel every run writes to the same terminal: a note written after another
+    run's lines, by a run that wrote before, names its run
+    (``[completed] exit 0 in 0.5 s · claude: what is 2+2``), or it would read as the other
+    run's (a conversation ends when ``end()`` is called, often after the next run started).
+    In a kernel each run writes into its own cell.
+    """
+
+    _last_shared: _Sink | None = None
+    """The sink that last wrote to the shared streams (outside a kernel)."""
+
+    def __init__(self, out: TextIO, err: TextIO, parent: Mapping[str, Any] | None, label: str = "") -> None:
         self.out, self.err, self.parent = out, err, parent
+        self.label = one_line(label, LABEL_CHARS) if label else ""
+        self.wrote = False
         self.ends = LineEnds()
 
     @classmethod
-    def capture(cls) -> _Sink:
+    def capture(cls, label: str = "") -> _Sink:
         """The current streams and the current cell's parent header (call on the cell's thread)."""
         parent = getattr(sys.stdout, "parent_header", None)
-        return cls(sys.stdout, sys.stderr, dict(parent) if parent else None)
+        return cls(sys.stdout, sys.stderr, dict(parent) if parent else None, label)
 
     def write_event(self, view: LineRenderer, event: Event) -> None:
         if event.method == methods.CONNECTED:
@@ -333,11 +353,16 @@ class _Sink:
                 self.write(self.err if line.kind == "stderr" else self.out, line.text)
 
     def note(self, text: str) -> None:
-        """A line of its own on stdout."""
+        """A line of its own on stdout (naming the run after another run's lines)."""
+        if self.parent is None and self.label and self.wrote and _Sink._last_shared is not self:
+            text = f"{text} · {self.label}"
         self.write(self.out, self.ends.before_note(self.out) + text + "\n")
 
     def write(self, stream: TextIO, text: str) -> None:
         self.ends.wrote(stream, text)
+        self.wrote = True
+        if self.parent is None:
+            _Sink._last_shared = self
         setter = getattr(stream, "set_thread_parent", None)
         if self.parent is None or setter is None:
             target = _over_prompt(stream)
