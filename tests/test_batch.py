@@ -238,13 +238,21 @@ def test_cancel_all_settles_every_item_when_its_placement_cannot_withdraw_one(se
     assert [(run.status, run.error) for run in batch.runs] == [("cancelled", "cancelled before the run started")] * 2
 
 
-def test_an_items_status_follows_its_run_to_the_end(settings: CCExec) -> None:
+def test_an_items_status_follows_its_run_to_the_end(settings: CCExec, tmp_path: Path) -> None:
     """items[i].status is queued, then its run's status while it runs and at its end."""
-    template = py("import sys, time; time.sleep(1.0); sys.exit(int(sys.argv[1]))") + " {item}"
+    # Each run waits for the gate file, so the first is still running when the statuses are
+    # read (it slept 1 s: a test stalled that long under load saw it completed).
+    gate = tmp_path / "gate"
+    template = py(
+        "import os, sys, time; deadline = time.monotonic() + 60\n"
+        f"while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline: time.sleep(0.01)\n"
+        "sys.exit(int(sys.argv[1]))"
+    ) + " {item}"
     batch = cc_executor_nb.map(template, ["0", "3", "0"], command=True, concurrency=1, display=False, settings=settings)
     eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
     assert [item.status for item in batch.items] == ["running", "queued", "queued"]
     assert [row.status for row in batch.rows()] == ["running", "queued", "queued"]  # the table's rows too
+    gate.touch()
     batch.wait(scaled(30))
     assert [item.status for item in batch.items] == [run.status for run in batch.runs] == [
         "completed", "failed", "completed"]
