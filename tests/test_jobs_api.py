@@ -159,13 +159,18 @@ def test_a_durable_run_gets_this_kernels_cwd_and_environment_but_no_secrets(runt
     assert cwd.stdout == f"{tmp_path}\n"
 
 
-def test_the_job_table_widget_follows_a_running_job_to_its_end(shell) -> None:
+def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: Path) -> None:
     """In widget mode the table updates itself while a job runs, then stops asking."""
     shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
-    run = line(shell, f"--durable -c {fake_command('ticker', '5', '0.2')!r} -o job")
+    # The job ends once the gate file exists, so it still runs when the table is made (it
+    # ran for 1 s: a test stalled that long under load read a table of an ended job).
+    gate = tmp_path / "gate"
+    job = fake_command("flood", "100", str(tmp_path / "hash"), "0", str(gate))
+    run = line(shell, f"--durable -c {job!r} -o job")
     eventually(lambda: run.job_id is not None, what="the job's id")
     table = line(shell, "--jobs")
     assert isinstance(table, JobsTable) and table.live
+    gate.touch()
     eventually(lambda: not table.live, timeout=20, what="the table's updates ending")
     assert table.jobs[0].status == "completed" and "completed" in table._widget.value
     assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
