@@ -354,12 +354,14 @@ def test_a_failed_turn_reads_as_a_failure_in_the_records(tmp_path: Path) -> None
 
 def test_a_follow_up_sent_during_a_turn_runs_after_it(tmp_path: Path) -> None:
     """send() while a turn runs: queued, then its own turn once the first has its result."""
-    run = start("write a 300 word story at 300 words per second", tmp_path)
+    # The story streams for 5 s, the window for send() to find the turn still running (it
+    # streamed for 1 s: a test stalled that long under load sent after the turn's end).
+    run = start("write a 1500 word story at 300 words per second", tmp_path)
     eventually(lambda: run.text, timeout=30, what="the story to start")
     run.send("echo: queued")
     assert run.conversation is not None and run.conversation.view().queued == 1
     eventually(lambda: run.answer == "queued" and run.status == "completed", timeout=30, what="the queued turn")
-    assert len(run.text.split()) >= 300 and run.state.turns == 2
+    assert len(run.text.split()) >= 1500 and run.state.turns == 2
     ended(run)
 
 
