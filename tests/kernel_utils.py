@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,6 +89,13 @@ class Execution:
     @property
     def seconds(self) -> float:
         return self.ended - self.started
+
+    @property
+    def kernel_seconds(self) -> float:
+        """From the request's send to the kernel's idle status, by the stamps in that status
+        message: the test's own lag in reading IOPub (it reads every message) is left out."""
+        idle = next(r for r in reversed(self.own) if r.type == "status" and r.content["execution_state"] == "idle")
+        return (_stamp(idle.msg["header"]["date"]) - _stamp(idle.msg["parent_header"]["date"])).total_seconds()
 
     def stream(self, name: str = "stdout") -> str:
         return "".join(
@@ -268,6 +276,11 @@ class KernelHarness:
     def wait_until(self, expression: str, timeout: float = 30.0) -> None:
         """Poll ``expression`` in the kernel until it is true (within ``scaled(timeout)`` s)."""
         self.until(lambda: self.value(f"bool({expression})"), timeout, what=expression)
+
+
+def _stamp(date: datetime | str) -> datetime:
+    """A message header's date (jupyter_client parses it; a string when it did not)."""
+    return date if isinstance(date, datetime) else datetime.fromisoformat(date)
 
 
 def _is_idle(received: Received, msg_id: str) -> bool:

@@ -41,7 +41,9 @@ def test_200_runs_stay_within_the_widget_cap_and_the_kernel_answers_meanwhile(ke
     ids = set(kernel.value(BATCH_IDS))
     latencies: list[float] = []
     while True:
-        latencies.append(kernel.ok("1+1").seconds)
+        # Timed by the kernel's own stamps: the test reads every widget message too, and its
+        # lag in reading the idle status (up to 0.4 s under load) read as the kernel's.
+        latencies.append(kernel.ok("1+1").kernel_seconds)
         if len(latencies) % 10 == 0 and kernel.value("b.done"):
             break
         assert len(latencies) < 5000, "the batch did not end"

@@ -73,10 +73,10 @@ def test_wait_runs_to_completion_and_the_run_reads_back(kernel: KernelHarness) -
 def test_magic_returns_at_once_and_the_kernel_stays_free(kernel: KernelHarness) -> None:
     """Without --wait the magic returns well under a second and other cells run while the process does."""
     execution = kernel.ok(ccexec(py("import time; time.sleep(3)"), "-o", "bg"))
-    print(f"\nnon-blocking %ccexec returned in {execution.seconds * 1000:.0f} ms")
-    assert execution.seconds < scaled(0.5)
+    print(f"\nnon-blocking %ccexec returned in {execution.kernel_seconds * 1000:.0f} ms")
+    assert execution.kernel_seconds < scaled(0.5)  # the kernel's own stamps, without the test's reading lag
     other = kernel.ok("print(6 * 7)")
-    assert other.stream() == "42\n" and other.seconds < scaled(0.5)
+    assert other.stream() == "42\n" and other.kernel_seconds < scaled(0.5)
     assert kernel.value("bg.status") == "running"
     kernel.wait_until("bg.done", timeout=20)
     assert kernel.value("(bg.status, bg.exit_code)") == ("completed", 0)
