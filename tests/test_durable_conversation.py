@@ -302,7 +302,7 @@ def test_a_durable_run_of_a_cli_without_host_mode_says_to_run_it_one_shot(runtim
 
 
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
-    runtime_dir: Path, tmp_path: Path
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Attached from a job list read before the question was asked and answered (a jobs table
     a second old): the replay runs to the attach reply's last seq, so the question is history
@@ -323,11 +323,26 @@ def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     listed = next(job for job in list_jobs(settings=settings()) if job.job_id == job_id)
     assert listed.status == "running" and listed.wire["last_seq"] > asked_at
     stale = {**listed.wire, "last_seq": asked_at - 1}
+    # Each frame is read on a loop turn of its own (as over a slow link), so the attach
+    # reply is taken before its replay is read. When the whole replay came in one read, it
+    # was all read before the reply was taken, and a run that ended its replay at the
+    # list's stale seq (not the reply's) passed as well.
+    dispatch = Client._dispatch
+
+    async def one_frame_a_turn(self: Client, frame: str | bytes) -> None:
+        await dispatch(self, frame)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(Client, "_dispatch", one_frame_a_turn)
     asked_here: list[PermissionRequest] = []
     other_settings = settings(permission_policy=asked_here.append)
     other = api.follow_job(stale, _target(other_settings, None, None), settings=other_settings, display=False)
     other.wait(scaled(60))
     assert [(r.status, r.decided_by) for r in other.permission_requests] == [("allowed", "elsewhere")]
     assert other.pending is None and asked_here == [] and other.status == "completed" and other.alive
+    # The question was read as history (as news it would carry "policy" and no "replay"):
+    # the policy is called on a worker thread, so asked_here alone can be read too early.
+    questions = [e.params for e in other.events if e.method == methods.CONVERSATION_QUESTION]
+    assert questions and all(q.get("replay") is True and "policy" not in q for q in questions)
     other.end()
     eventually(lambda: run.done, timeout=60, what="the job's end")
