@@ -108,7 +108,7 @@ def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> N
         line(shell, text)
 
 
-def test_an_unreachable_job_server_is_named_without_its_secrets() -> None:
+def test_an_unreachable_job_server_is_named_without_its_secrets(runtime_dir) -> None:  # it stops the loop
     """jobs.list(server=...) that cannot connect names the URL without user info or query, and the reason in
     run()'s words (it said "[Errno 111] Connect call failed ('127.0.0.1', PORT)")."""
     with socket.socket() as probe:
@@ -424,7 +424,7 @@ def token_job_server(tmp_path: Path) -> Iterator[ServerProcess]:
     lambda url: cc_executor_nb.jobs(server=url, token="a-wrong-token", quiet=True),
     lambda url: cc_executor_nb.attach("last", server=url, token="a-wrong-token"),
 ])
-def test_job_calls_refused_for_their_token_say_what_to_give(token_job_server, call) -> None:
+def test_job_calls_refused_for_their_token_say_what_to_give(runtime_dir, token_job_server, call) -> None:
     """jobs() and attach() with a wrong token give run()'s hint: where the token comes from (they gave the
     bare "refused the connection: HTTP 401"), never the token."""
     with pytest.raises(CCExecError) as info:
