@@ -432,3 +432,26 @@ def test_job_calls_refused_for_their_token_say_what_to_give(runtime_dir, token_j
     text = str(info.value)
     assert text.startswith(f"{token_job_server.url} refused the connection: HTTP 401")
     assert "give the server's token" in text and "CC_EXECUTOR_TOKEN" in text and "a-wrong-token" not in text
+
+
+def test_jobs_and_attach_read_the_token_from_token_env(token_job_server, runtime_dir, monkeypatch) -> None:
+    """jobs(), jobs.list() and attach() take token_env= as run() does (they raised TypeError): the token is
+    read from that variable; one that is not set is refused before connecting; token= wins over it."""
+    url = token_job_server.url
+    monkeypatch.setenv("CCX_JOBS_TOKEN", "the-right-token")
+    monkeypatch.delenv("CCX_NO_SUCH_TOKEN", raising=False)
+    done = cc_executor_nb.run("echo by token_env", command=True, server=url, token_env="CCX_JOBS_TOKEN",
+                              durable=True, wait=True, display=False)
+    assert done.status == "completed" and done.job_id
+    assert done.job_id in [job.job_id for job in cc_executor_nb.jobs.list(server=url, token_env="CCX_JOBS_TOKEN")]
+    assert done.job_id in repr(cc_executor_nb.jobs(server=url, token_env="CCX_JOBS_TOKEN", quiet=True, live=False))
+    again = cc_executor_nb.attach(done.job_id, server=url, token_env="CCX_JOBS_TOKEN", wait=True, display=False)
+    assert (again.status, again.stdout) == ("completed", "by token_env\n")
+    for call in (lambda: cc_executor_nb.jobs.list(server=url, token_env="CCX_NO_SUCH_TOKEN"),
+                 lambda: cc_executor_nb.jobs(server=url, token_env="CCX_NO_SUCH_TOKEN", quiet=True),
+                 lambda: cc_executor_nb.attach("last", server=url, token_env="CCX_NO_SUCH_TOKEN")):
+        with pytest.raises(ValueError, match=r"^token_env='CCX_NO_SUCH_TOKEN': the environment variable "
+                                             r"CCX_NO_SUCH_TOKEN is not set$"):
+            call()
+    listed = cc_executor_nb.jobs.list(server=url, token="the-right-token", token_env="CCX_NO_SUCH_TOKEN")
+    assert done.job_id in [job.job_id for job in listed]

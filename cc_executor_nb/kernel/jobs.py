@@ -35,7 +35,7 @@ from .config import CCExec
 from .jobserver import job_server, job_server_locator, notebook_key, stop_server
 from .jobsview import jobs_html, jobs_text, rows_of
 from .loop import shared_loop
-from .run import Run, Target, os_reason, unreachable
+from .run import Run, Target, os_reason, token_from_env, unreachable
 
 __all__ = ["MIN_PREFIX", "JobInfo", "JobsAPI", "JobsTable", "attach", "jobs", "list_jobs", "pick_job"]
 
@@ -98,9 +98,19 @@ class JobInfo:
         return self.status in _ACTIVE
 
 
-def list_jobs(*, server: str | None = None, token: str | None = None, settings: CCExec | None = None) -> list[JobInfo]:
-    """The jobs of the user's job server (or of ``server``), newest first."""
-    target = _target(settings or api.current_settings(), server, token)
+def list_jobs(
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    token_env: str | None = None,
+    settings: CCExec | None = None,
+) -> list[JobInfo]:
+    """The jobs of the user's job server (or of ``server``), newest first.
+
+    ``token`` and ``token_env`` are :func:`~cc_executor_nb.kernel.api.run`'s: a remote
+    server's token, or the variable it is read from (default ``CCExec.token_env``).
+    """
+    target = _target(settings or api.current_settings(), server, token, token_env)
     return shared_loop().call(_fetch(target), _CALL_TIMEOUT)
 
 
@@ -130,6 +140,7 @@ def attach(
     *,
     server: str | None = None,
     token: str | None = None,
+    token_env: str | None = None,
     wait: bool = False,
     quiet: bool = False,
     display: bool = True,
@@ -139,12 +150,13 @@ def attach(
 
     Pause, Resume and Cancel act on the job; for a Claude job the Run reads the answer,
     cost and session id as for a fresh run. ``wait`` blocks until the job ends (a
-    KeyboardInterrupt cancels it, as for any run). Raises ValueError when no job matches.
+    KeyboardInterrupt cancels it, as for any run). ``server``, ``token`` and ``token_env``
+    are :func:`~cc_executor_nb.kernel.api.run`'s. Raises ValueError when no job matches.
     """
     if not isinstance(job_id, str) or not job_id.strip():
         raise ValueError(f'attach takes "last", a job id or a prefix of one, not {job_id!r}')
     settings = settings or api.current_settings()
-    target = _target(settings, server, token)
+    target = _target(settings, server, token, token_env)
     listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
     job = pick_job(listing, job_id, notebook_key())
     run = api.follow_job(job.wire, target, settings=settings, quiet=quiet, display=display)
@@ -213,13 +225,14 @@ def show_jobs(
     *,
     server: str | None = None,
     token: str | None = None,
+    token_env: str | None = None,
     live: bool = True,
     quiet: bool = False,
     settings: CCExec | None = None,
 ) -> JobsTable:
     """The job table (a widget in a Jupyter front end unless ``quiet``; text otherwise)."""
     settings = settings or api.current_settings()
-    target = _target(settings, server, token)
+    target = _target(settings, server, token, token_env)
     listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
     return JobsTable(target, listing, widget=api.output_mode(settings, quiet) == "widget", live=live)
 
@@ -232,12 +245,13 @@ class JobsAPI:
         *,
         server: str | None = None,
         token: str | None = None,
+        token_env: str | None = None,
         live: bool = True,
         quiet: bool = False,
         settings: CCExec | None = None,
     ) -> JobsTable:
         """The job table (see :func:`show_jobs`)."""
-        return show_jobs(server=server, token=token, live=live, quiet=quiet, settings=settings)
+        return show_jobs(server=server, token=token, token_env=token_env, live=live, quiet=quiet, settings=settings)
 
     list = staticmethod(list_jobs)
     attach = staticmethod(attach)
@@ -256,11 +270,14 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _target(settings: CCExec, server: str | None, token: str | None) -> Target:
+def _target(settings: CCExec, server: str | None, token: str | None, token_env: str | None) -> Target:
     api.check_server_url(server or None)
+    if token_env and not token:
+        # As run(): an unset variable would connect without a token and read as a wrong one.
+        token_from_env(token_env, f"token_env={token_env!r}")
     url = server or settings.default_server
     if url:
-        name = settings.token_env
+        name = token_env or settings.token_env
         return Target(url, token or (os.environ.get(name) if name else None))
     info = job_server(settings)
     return Target(info.url, info.token, locate=job_server_locator())

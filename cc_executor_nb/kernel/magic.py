@@ -264,14 +264,17 @@ class CCExecMagics(Magics):
 
     def _jobs(self, args: Any) -> JobsTable:
         try:
-            return show_jobs(server=args.server, token=_token(args), quiet=bool(args.quiet), settings=self.settings)
-        except (CCExecError, TimeoutError) as exc:
+            return show_jobs(
+                server=args.server, token_env=args.token_env, quiet=bool(args.quiet), settings=self.settings
+            )
+        except (ValueError, CCExecError, TimeoutError) as exc:
             raise _usage_error(exc) from None
 
     def _attach(self, args: Any) -> Run:
         try:
             return attach(
-                args.attach, server=args.server, token=_token(args), quiet=bool(args.quiet), settings=self.settings
+                args.attach, server=args.server, token_env=args.token_env, quiet=bool(args.quiet),
+                settings=self.settings,
             )
         except (ValueError, CCExecError, TimeoutError) as exc:
             raise _usage_error(exc) from None
@@ -321,11 +324,6 @@ def one_command(body: str) -> str:
             )
         parts.append("" if match.group(1) == "\n" else match.group())
     return "".join(parts)
-
-
-def _token(args: Any) -> str | None:
-    """The token ``--token-env`` names (None: the configured variable is read later)."""
-    return os.environ.get(args.token_env) if args.token_env else None
 
 
 def _env_pairs(pairs: Sequence[str]) -> dict[str, str] | None:
