@@ -431,7 +431,29 @@ def test_job_calls_refused_for_their_token_say_what_to_give(runtime_dir, token_j
         call(token_job_server.url)
     text = str(info.value)
     assert text.startswith(f"{token_job_server.url} refused the connection: HTTP 401")
-    assert "give the server's token" in text and "CC_EXECUTOR_TOKEN" in text and "a-wrong-token" not in text
+    assert text.endswith("the token was given as token=: give the server's token") and "a-wrong-token" not in text
+
+
+def test_job_calls_refused_for_their_token_name_its_variable(
+    token_job_server, shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """%ccexec --jobs/--attach with --token-env, and jobs()/attach() reading CCExec.token_env, say which
+    variable the refused token came from (they gave run()'s generic hint)."""
+    url = token_job_server.url
+    monkeypatch.setenv("CCX_BAD_TOKEN", "nope")
+    monkeypatch.delenv("CC_EXECUTOR_TOKEN", raising=False)
+    named = "the token was read from CCX_BAD_TOKEN (--token-env, token_env=): give the server's token there"
+    for action in ("--jobs", "--attach abcd"):
+        with pytest.raises(UsageError) as info:
+            line(shell, f"{action} -q -s {url} --token-env CCX_BAD_TOKEN")
+        assert str(info.value) == f"{url} refused the connection: HTTP 401 (Unauthorized: missing or wrong bearer " \
+                                  f"token): {named}"
+    for call in (lambda: cc_executor_nb.jobs.list(server=url), lambda: cc_executor_nb.attach("abcd", server=url)):
+        with pytest.raises(CCExecError) as caught:
+            call()
+        assert str(caught.value).endswith("the token was read from CC_EXECUTOR_TOKEN (CCExec.token_env), which is "
+                                          "not set: give the server's token there, or name another variable with "
+                                          "--token-env (token_env=)")
 
 
 def test_jobs_and_attach_read_the_token_from_token_env(token_job_server, runtime_dir, monkeypatch) -> None:

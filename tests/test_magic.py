@@ -718,3 +718,31 @@ def test_run_refuses_a_token_env_that_is_not_set(monkeypatch: pytest.MonkeyPatch
                                          r"CCX_NO_SUCH_TOKEN is not set"):
         cc_executor_nb.run(["true"], command=True, server="ws://127.0.0.1:9/ws", token_env="CCX_NO_SUCH_TOKEN",
                            display=False)
+
+
+def test_a_refused_token_says_where_it_came_from(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server refusing the token: the error names where this run read it (the variable --token-env or
+    token_env= named, the configured one and whether it is set, or token=); it gave one generic hint."""
+    server = start_server("--token", "the-right-token")
+    monkeypatch.setenv("CCX_BAD_TOKEN", "nope")
+    monkeypatch.delenv("CC_EXECUTOR_TOKEN", raising=False)
+    refused = f"{server.url} refused the connection: HTTP 401 (Unauthorized: missing or wrong bearer token): "
+    named = "the token was read from CCX_BAD_TOKEN (--token-env, token_env=): give the server's token there"
+    configured = ("the token was read from CC_EXECUTOR_TOKEN (CCExec.token_env){}: give the server's token there, "
+                  "or name another variable with --token-env (token_env=)")
+    try:
+        by_flag = magic(shell, ccexec("echo x", "-w", "-q", "-s", server.url, "--token-env", "CCX_BAD_TOKEN"))
+        by_keyword = cc_executor_nb.run("echo x", command=True, server=server.url, token_env="CCX_BAD_TOKEN",
+                                        wait=True, display=False)
+        unset = cc_executor_nb.run("echo x", command=True, server=server.url, wait=True, display=False)
+        monkeypatch.setenv("CC_EXECUTOR_TOKEN", "nope")
+        wrong = cc_executor_nb.run("echo x", command=True, server=server.url, wait=True, display=False)
+        given = cc_executor_nb.run("echo x", command=True, server=server.url, token="nope", token_env="CCX_BAD_TOKEN",
+                                   wait=True, display=False)
+    finally:
+        server.finish()
+    assert by_flag.error == by_keyword.error == refused + named
+    assert unset.error == refused + configured.format(", which is not set")
+    assert wrong.error == refused + configured.format("")
+    assert given.error == refused + "the token was given as token=: give the server's token"
+    assert all(run.status == "error" and "nope" not in (run.error or "") for run in (by_flag, unset, wrong, given))

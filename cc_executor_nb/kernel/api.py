@@ -45,7 +45,7 @@ from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
 from .prompter import prompter_for
-from .run import Interpreter, Run, RunSpec, Target, token_from_env
+from .run import Interpreter, Run, RunSpec, Target, token_from_env, token_hint
 from .textview import LineRenderer, TextView
 from .transcript import MAX_RECORD_ANSWER_CHARS, Transcript
 
@@ -61,6 +61,7 @@ __all__ = [
     "in_kernel_server_settings",
     "output_mode",
     "prepare",
+    "remote_target",
     "resolve_options",
     "resume_settings",
     "run",
@@ -176,7 +177,7 @@ def prepare(
     kernel_loop = _kernel_loop(settings, remote=remote or durable)
     handle = Run(
         spec,
-        _target(kernel_loop, settings, run_options),
+        _target(kernel_loop, settings, run_options, _values(options).get("token_env") or given.get("token_env")),
         label=label,
         options=extras.options | {
             "quiet": run_options.quiet, "wait": run_options.wait, "server": run_options.server, "durable": durable,
@@ -685,10 +686,19 @@ def _history_path(settings: CCExec) -> str | None:
     return path or DEFAULT_HISTORY
 
 
-def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions) -> Target:
+def remote_target(url: str, token: str | None, named: str | None, configured: str | None) -> Target:
+    """A remote server's target: ``token``, else the one in the variable ``named`` (given with
+    ``--token-env`` / ``token_env=``), else in ``configured`` (``CCExec.token_env``); it says
+    where the token came from, should the server refuse it."""
+    name = named or configured
+    value = token or (os.environ.get(name) if name else None)
+    return Target(url, value, token_hint=token_hint(token=token, named=named, configured=configured))
+
+
+def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions, named: str | None) -> Target:
+    """Where the run goes; ``named`` is the token's variable if the caller gave one (not the configured one)."""
     if options.server:
-        name = options.token_env or settings.token_env
-        return Target(options.server, options.token or (os.environ.get(name) if name else None))
+        return remote_target(options.server, options.token, named, settings.token_env)
     if options.durable:
         info = job_server(settings)
         return Target(info.url, info.token, locate=job_server_locator())

@@ -21,7 +21,6 @@ job's ``meta``, so nothing else is kept on this side.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -277,8 +276,7 @@ def _target(settings: CCExec, server: str | None, token: str | None, token_env: 
         token_from_env(token_env, f"token_env={token_env!r}")
     url = server or settings.default_server
     if url:
-        name = token_env or settings.token_env
-        return Target(url, token or (os.environ.get(name) if name else None))
+        return api.remote_target(url, token, token_env, settings.token_env)
     info = job_server(settings)
     return Target(info.url, info.token, locate=job_server_locator())
 
@@ -287,7 +285,7 @@ async def _fetch(target: Target) -> list[JobInfo]:
     try:
         client = await connect(target.url, target.token, auto_reconnect=False)
     except HandshakeRefused as exc:
-        raise CCExecError(unreachable(target.url, exc)) from None
+        raise CCExecError(unreachable(target.url, exc, token_hint=target.token_hint)) from None
     except OSError as exc:
         reason = os_reason(target.url, exc)
         raise CCExecError(f"cannot reach the job server at {shown_url(target.url)}: {reason}") from None

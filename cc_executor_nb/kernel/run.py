@@ -65,7 +65,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
-    "TOKEN_HINT", "Interpreter", "Run", "RunSpec", "Target", "judged", "os_reason", "token_from_env", "unreachable",
+    "TOKEN_HINT", "Interpreter", "Run", "RunSpec", "Target", "judged", "os_reason", "token_from_env", "token_hint",
+    "unreachable",
 ]
 
 logger = logging.getLogger("cc_executor_nb.kernel.run")
@@ -154,6 +155,30 @@ class RunSpec:
         }
 
 
+TOKEN_HINT = ("give the server's token, in the environment variable --token-env or CCExec.token_env names "
+              "(CC_EXECUTOR_TOKEN by default) or as token=...")
+"""What a notebook, IPython or the Python API gives a server that refused its token."""
+
+
+def token_hint(*, token: str | None, named: str | None, configured: str | None) -> str:
+    """Where a notebook, IPython or API run's token came from, for a server that refused it.
+
+    ``token`` is a ``token=`` given, ``named`` a variable given with ``--token-env`` /
+    ``token_env=``, ``configured`` the variable ``CCExec.token_env`` names (read otherwise).
+    Whether that one is set is read now, when the token is.
+    """
+    if token:
+        return "the token was given as token=: give the server's token"
+    if named:
+        return f"the token was read from {named} (--token-env, token_env=): give the server's token there"
+    if not configured:
+        return ("no token was sent (CCExec.token_env is empty): give the server's token in a variable "
+                "named with --token-env (token_env=), or as token=")
+    unset = "" if configured in os.environ else ", which is not set"
+    return (f"the token was read from {configured} (CCExec.token_env){unset}: give the server's token there, "
+            "or name another variable with --token-env (token_env=)")
+
+
 @dataclass(frozen=True)
 class Target:
     """Where a run goes: a server URL and its token (never shown in reprs)."""
@@ -165,6 +190,8 @@ class Target:
     locate: Locator | None = field(default=None, repr=False, compare=False)
     """Where the server is now, asked before each reconnect of a run following a job: set
     for the user's job server, whose address and token change when it is started again."""
+    token_hint: str = field(default=TOKEN_HINT, repr=False, compare=False)
+    """What to give a server that refuses the token: where it came from (see :func:`token_hint`)."""
 
 
 def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
@@ -716,7 +743,8 @@ class Run:
             self._settle_locally("cancelled: the background loop was stopped")
             raise
         except Exception as exc:
-            self._fail(_describe(exc) if client is not None else unreachable(self.target.url, exc))
+            hint = self.target.token_hint
+            self._fail(_describe(exc) if client is not None else unreachable(self.target.url, exc, token_hint=hint))
         finally:
             try:
                 if self._cancel_undelivered and client is not None and not client.closed:
@@ -1034,11 +1062,6 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, CCExecError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-TOKEN_HINT = ("give the server's token, in the environment variable --token-env or CCExec.token_env names "
-              "(CC_EXECUTOR_TOKEN by default) or as token=...")
-"""What a notebook, IPython or the Python API gives a server that refused its token."""
 
 
 def unreachable(url: str, exc: Exception, *, token_hint: str = TOKEN_HINT) -> str:
