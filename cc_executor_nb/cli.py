@@ -152,7 +152,7 @@ async def _run(args: argparse.Namespace) -> int:
             argv=launch.argv,
             cwd=args.cwd,
             env=launch.env,
-            timeout=args.timeout,
+            timeout=args.timeout or None,  # --timeout 0: no limit, as in the notebook
             heartbeat_interval=args.heartbeat,
             inactivity_threshold=args.inactivity,
             capture=args.capture,
@@ -209,7 +209,7 @@ def _prompt(words: Sequence[str]) -> str:
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
-    """An argparse type: a finite number of seconds of at least ``minimum`` (0 excluded)."""
+    """An argparse type: a finite number of seconds of at least ``minimum`` (above 0)."""
 
     def parse(text: str) -> float:
         try:
@@ -221,6 +221,17 @@ def _seconds(minimum: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def _timeout(text: str) -> float:
+    """An argparse type: ``--timeout``'s seconds, 0 for no limit."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or a positive number of seconds, not {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -286,7 +297,7 @@ def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
     parser.add_argument("--token-env", default=None, metavar="NAME",
                         help=f"environment variable holding the server's token (default: {DEFAULT_TOKEN_ENV})")
     parser.add_argument("--cwd")
-    parser.add_argument("--timeout", type=_seconds(0.0))
+    parser.add_argument("--timeout", type=_timeout, help="cancel the run after this many seconds (0: no limit)")
     # Sent only when given: otherwise the server's defaults apply (a standalone server's
     # --heartbeat-interval or WEBSOCKET_HEARTBEAT_INTERVAL; the private server's 20 s and 30 s).
     parser.add_argument("--heartbeat", type=_seconds(MIN_INTERVAL), default=None,

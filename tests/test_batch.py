@@ -307,9 +307,9 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
 @pytest.mark.parametrize(("call", "message"), [
     (lambda s: cc_executor_nb.map("echo hi", command=True, settings=s), "list of prompts"),
     (lambda s: cc_executor_nb.map(["a"], ["b"], settings=s), "template string"),
-    (lambda s: cc_executor_nb.map(["a"], concurrency=0, settings=s), "concurrency"),
+    (lambda s: cc_executor_nb.map(["a"], concurrency=0, settings=s), "^concurrency must be a positive integer"),
     (lambda s: cc_executor_nb.map(["a"], max_budget_usd=-1, settings=s), "max_budget_usd"),
-    (lambda s: cc_executor_nb.map(["a"], on_budget="stop", settings=s), "on_budget"),
+    (lambda s: cc_executor_nb.map(["a"], on_budget="stop", settings=s), "^on_budget must be 'finish' or 'cancel'"),
     (lambda s: cc_executor_nb.map(["a"], label="x", settings=s), "'label'"),
     (lambda s: cc_executor_nb.map(["true"], command=True, resources={"claude": 1}, settings=s),
      r"resources applies only to a batch on a cluster \(cluster=\.\.\.\)"),
@@ -497,6 +497,10 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
      r"^--batch-budget-usd must be a positive number of dollars, not -2.0$"),
     ("--each names --cluster names --durable -c echo {item}",
      r"^a batch on a cluster \(--cluster\) takes no --durable:"),
+    # (they named map()'s on_budget and concurrency)
+    ("--each names --on-budget maybe --batch-budget-usd 1 --demo {item}",
+     r"^--on-budget must be 'finish' or 'cancel', not 'maybe'$"),
+    ("-c 'echo hi' --concurrency 0 --each names", r"^--concurrency must be a positive integer, not 0$"),
 ])
 def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> None:
     """A missing or non-iterable name, batch flags without --each, --each with --jobs: one-line usage errors."""

@@ -179,7 +179,7 @@ def test_help_shows_the_options(kernel: KernelHarness) -> None:
     ("line", "message"),
     [
         ("%ccexec --nope -c true", "unrecognized arguments: --nope"),
-        ("%ccexec --timeout -2 -c true", "timeout must be a positive number"),
+        ("%ccexec --timeout -2 -c true", "--timeout must be 0 (no limit) or a positive number"),
         ("%ccexec", "needs a prompt"),
     ],
 )

@@ -323,7 +323,7 @@ def test_missing_claude_is_a_usage_error(shell: InteractiveShell) -> None:
     ("line", "message"),
     [
         ("--bogus -c true", "unrecognized arguments: --bogus"),
-        ("--timeout -1 -c true", "timeout must be a positive number"),
+        ("--timeout -1 -c true", "timeout must be 0 \\(no limit\\) or a positive number"),
         ("--timeout soon -c true", "invalid float value"),
         ("--heartbeat 0 -c true", "heartbeat must be a positive number"),
         ("", "needs a prompt"),
@@ -565,6 +565,16 @@ def test_bad_values_name_the_flag_as_typed_and_the_keyword_in_the_api(
     assert str(refused.value).startswith(f"{flag} must be "), refused.value
     with pytest.raises(ValueError, match=f"^{keyword} must be "):
         cc_executor_nb.run("hello", **{keyword: value})
+
+
+def test_a_negative_timeout_says_that_0_means_no_limit(shell: InteractiveShell) -> None:
+    """--timeout -1 / timeout=-1 say 0 is allowed (no limit): "must be a positive number" read as if 0 were not."""
+    with pytest.raises(UsageError, match=r"^--timeout must be 0 \(no limit\) or a positive number of seconds, "
+                                         r"not -1.0$"):
+        magic(shell, ccexec("echo hi", "--timeout", "-1"))
+    with pytest.raises(ValueError, match=r"^timeout must be 0 \(no limit\) or a positive number of seconds, not -1$"):
+        cc_executor_nb.run("echo hi", command=True, timeout=-1)
+    assert magic(shell, ccexec("true", "-w", "-q", "--timeout", "0")).status == "completed"
 
 
 def test_api_run_rejects_bad_input(shell: InteractiveShell) -> None:

@@ -191,6 +191,17 @@ def test_cli_names_the_interval_it_refuses(tmp_path: Path) -> None:
     assert done.returncode == 2 and "must be a finite number of seconds >= 0.1, not 0.05" in done.stderr
 
 
+def test_cli_timeout_0_means_no_limit_and_a_negative_one_says_so(tmp_path: Path) -> None:
+    """``--timeout 0`` runs without a limit, as in the notebook (it was refused: "must be ... >= 0, not 0");
+    ``--timeout -1`` says 0 is allowed."""
+    done = run_command_cli(tmp_path, "--timeout", "0", "--", sys.executable, "-c", "print('ran')")
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
+    done = run_command_cli(tmp_path, "--timeout", "-1", "--", "true")
+    assert done.returncode == 2
+    assert done.stderr == ("error: argument --timeout: must be 0 (no limit) or a positive number of seconds, "
+                           "not -1 (see --help)\n")
+
+
 def test_cli_names_a_bad_budget_as_typed(tmp_path: Path) -> None:
     """``claude --max-budget-usd -1`` is a usage error naming --max-budget-usd (it said max_budget_usd)."""
     done = run_cli(tmp_path, "--max-budget-usd", "-1", "hi")

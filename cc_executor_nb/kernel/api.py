@@ -395,7 +395,7 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
         what,
         cwd=options.cwd,
         env=_merge_env(options.env, extras.env),
-        timeout=None if _no_limit(options.timeout) else _seconds("timeout", options.timeout, True),
+        timeout=None if _no_limit(options.timeout) else _seconds("timeout", options.timeout, True, no_limit=True),
         # None (neither given nor configured): the server's default.
         heartbeat_interval=_seconds("heartbeat", options.heartbeat, True, minimum=MIN_INTERVAL),
         inactivity_threshold=_seconds("inactivity", options.inactivity, True, minimum=MIN_INTERVAL),
@@ -588,13 +588,17 @@ def _no_limit(timeout: object) -> bool:
     return isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout == 0
 
 
-def _seconds(name: str, value: float | None, optional: bool = False, *, minimum: float = 0.0) -> float | None:
+def _seconds(
+    name: str, value: float | None, optional: bool = False, *, minimum: float = 0.0, no_limit: bool = False
+) -> float | None:
+    """``value`` as seconds, checked; ``no_limit``: 0 (taken before) means no limit, and the error says so."""
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise OptionError("{0} must be a number of seconds, not {1!r}", [name], value)
     if not math.isfinite(value) or value <= 0:
-        raise OptionError("{0} must be a positive number of seconds, not {1!r}", [name], value)
+        zero = "0 (no limit) or " if no_limit else ""
+        raise OptionError("{0} must be " + zero + "a positive number of seconds, not {1!r}", [name], value)
     if value < minimum:
         raise OptionError("{0} must be at least {1:g} s, not {2!r}", [name], minimum, value)
     return float(value)

@@ -811,11 +811,12 @@ def _refuse_unused(cluster: object, resources: Mapping[str, float] | None, run_k
 
 
 def _check_batch(concurrency: object, budget: object, on_budget: object) -> None:
+    # OptionErrors: the magic names its flags (--concurrency, --on-budget), the API its keywords.
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(f"concurrency must be a positive integer, not {concurrency!r}")
+        raise OptionError("{0} must be a positive integer, not {1!r}", ["concurrency"], concurrency)
     check_dollars("max_budget_usd", budget)
     if on_budget not in ON_BUDGET:
-        raise ValueError(f"on_budget must be 'finish' or 'cancel', not {on_budget!r}")
+        raise OptionError("{0} must be 'finish' or 'cancel', not {1!r}", ["on_budget"], on_budget)
 
 
 def _ends_by_itself(run: Run) -> bool:
