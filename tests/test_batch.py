@@ -311,6 +311,9 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     (lambda s: cc_executor_nb.map(["a"], max_budget_usd=-1, settings=s), "max_budget_usd"),
     (lambda s: cc_executor_nb.map(["a"], on_budget="stop", settings=s), "^on_budget must be 'finish' or 'cancel'"),
     (lambda s: cc_executor_nb.map(["a"], label="x", settings=s), "'label'"),
+    # (accepted, and on_budget then did nothing)
+    (lambda s: cc_executor_nb.map(["true"], command=True, on_budget="cancel", settings=s),
+     r"^on_budget='cancel' needs max_budget_usd: without a batch budget it never acts$"),
     (lambda s: cc_executor_nb.map(["true"], command=True, resources={"claude": 1}, settings=s),
      r"resources applies only to a batch on a cluster \(cluster=\.\.\.\)"),
 ])
@@ -501,6 +504,9 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
     ("--each names --on-budget maybe --batch-budget-usd 1 --demo {item}",
      r"^--on-budget must be 'finish' or 'cancel', not 'maybe'$"),
     ("-c 'echo hi' --concurrency 0 --each names", r"^--concurrency must be a positive integer, not 0$"),
+    # (accepted, and --on-budget then did nothing)
+    ("--each names --on-budget cancel -c 'echo {item}' --wait",
+     r"^--on-budget needs --batch-budget-usd: without a batch budget it never acts$"),
 ])
 def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> None:
     """A missing or non-iterable name, batch flags without --each, --each with --jobs: one-line usage errors."""

@@ -894,7 +894,7 @@ def map(
     *,
     concurrency: int | None = None,
     max_budget_usd: float | None = None,
-    on_budget: str = "finish",
+    on_budget: str | None = None,
     cluster: Any = None,
     resources: Mapping[str, float] | None = None,
     run_max_budget_usd: float | None = None,
@@ -911,7 +911,8 @@ def map(
     only inside a shell's ``-c`` script: see :func:`fill`). ``concurrency`` runs at most that many at once
     (default ``CCExec.batch_concurrency``, 4); ``max_budget_usd`` stops starting new runs
     once the runs' reported costs reach it (``on_budget="cancel"`` also cancels the
-    running ones; default ``"finish"`` lets them finish); ``run_max_budget_usd`` is each
+    running ones; default ``"finish"`` lets them finish; given without ``max_budget_usd``, a
+    ValueError: it would never act); ``run_max_budget_usd`` is each
     run's own ``--max-budget-usd``. ``cluster`` (a ``dask.distributed.Client``) places
     the runs on Dask workers (``resources``, e.g. ``{"claude": 1}``, are what each run
     holds there; the configured ``CCExec.durable``, ``default_server`` and ``token_env``
@@ -928,7 +929,11 @@ def map(
     if run_max_budget_usd is not None:
         run_keywords["max_budget_usd"] = run_max_budget_usd
     concurrency = settings.batch_concurrency if concurrency is None else concurrency
-    _check_batch(concurrency, max_budget_usd, on_budget)
+    _check_batch(concurrency, max_budget_usd, "finish" if on_budget is None else on_budget)
+    if on_budget is not None and max_budget_usd is None:
+        raise OptionError("{0} needs {1}: without a batch budget it never acts",
+                          [f"on_budget={on_budget!r}", "max_budget_usd"])
+    on_budget = on_budget or "finish"
     _refuse_unused(cluster, resources, run_keywords)
     unconfigured = _CLUSTER_UNCONFIGURED if cluster is not None else ()
     prepared = [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)

@@ -211,6 +211,9 @@ class CCExecMagics(Magics):
         given = [name for name in _BATCH_NAMES if getattr(args, name) is not None]
         if given and not args.each:
             raise UsageError(f"--{given[0].replace('_', '-')} needs --each NAME")
+        if args.on_budget is not None and args.batch_budget_usd is None:
+            # Checked here: map() names its budget max_budget_usd, which the magic spells --max-budget-usd.
+            raise UsageError("--on-budget needs --batch-budget-usd: without a batch budget it never acts")
         if not text.strip() and not action:
             what = "command line" if args.command else "prompt"
             raise UsageError(f"%ccexec needs a {what} (see %ccexec?)")
@@ -246,7 +249,7 @@ class CCExecMagics(Magics):
             return batch_map(
                 text, self._user_value(args.each, "--each"),
                 concurrency=args.concurrency, max_budget_usd=args.batch_budget_usd,
-                on_budget=args.on_budget or "finish",
+                on_budget=args.on_budget,
                 cluster=self._user_value(args.cluster, "--cluster") if args.cluster else None,
                 quiet=bool(args.quiet), settings=self.settings, **values,
             )
