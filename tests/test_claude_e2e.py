@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from cc_executor_nb.demo.texts import huge_text
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
 
 from .conftest import TOKEN
+from .servers import start_server
 from .util import scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -178,3 +180,22 @@ def test_selftest_passes_offline() -> None:
             rf"^\| {re.escape(case.name)}\s+\| PASS ", completed.stdout, re.MULTILINE
         ), case.name
     assert "5 passed, 0 failed" in completed.stdout
+
+
+def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks() -> None:
+    """Against a server that refuses the token, a case shows its one failure: it printed FAIL "cannot
+    connect" and then "ok no error" for the same case, a check of output that never came."""
+    server = start_server("--token", "the-right-token")
+    env = {name: value for name, value in os.environ.items() if name != "CC_EXECUTOR_TOKEN"}
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-m", "cc_executor_nb.selftest", "--test", "Math Question", "--demo",
+             "--server", server.url],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=scaled(55), check=False,
+        )
+    finally:
+        server.finish()
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    checks = [line for line in completed.stdout.splitlines() if line.startswith("  ")]
+    assert len(checks) == 1 and checks[0].startswith(f"  FAIL  cannot connect to {server.url}: "), completed.stdout
+    assert "HTTP 401" in checks[0] and "0 passed, 1 failed" in completed.stdout

@@ -105,6 +105,11 @@ class Observation:
         return next((t.event for t in self.events if isinstance(t.event, Completed)), None)
 
     @property
+    def started(self) -> bool:
+        """Whether the process started (``process.started`` came)."""
+        return any(t.event.method == methods.PROCESS_STARTED for t in self.events)
+
+    @property
     def during_run(self) -> list[TimedEvent]:
         """The events from ``process.started`` on."""
         start = next(
@@ -232,7 +237,11 @@ class Outcome:
 
 
 def evaluate(case: Case, observation: Observation, demo: bool) -> Outcome:
-    """Run the common checks and the case's own."""
+    """Run the common checks and the case's own; a run that never started (it could not
+    connect, the server refused it) has only its failure: checks of its output would read
+    as if there had been some ("ok no error")."""
+    if observation.error is not None and not observation.started:
+        return Outcome(case, observation, (Check(observation.error, False),))
     checks = [*_common_checks(observation), *case.check(observation, demo)]
     return Outcome(case, observation, tuple(checks))
 
