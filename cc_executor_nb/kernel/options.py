@@ -99,7 +99,8 @@ class BatchOptions:
     )
     on_budget: str | None = option(
         None, "--on-budget", metavar="finish|cancel",
-        help="when the batch budget is spent, let running runs finish (default) or cancel them",
+        help="when the batch budget (--batch-budget-usd, which it needs) is spent, let running runs "
+        "finish (default) or cancel them",
     )
     cluster: str | None = option(
         None, "--cluster", metavar="NAME",
