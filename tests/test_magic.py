@@ -730,6 +730,23 @@ def test_run_refuses_a_token_env_that_is_not_set(monkeypatch: pytest.MonkeyPatch
                            display=False)
 
 
+@pytest.mark.parametrize("keyword", ["token", "token_env"])
+def test_run_refuses_a_token_without_a_remote_server(keyword: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token for a run that goes to the in-kernel server or the job server would be ignored (each
+    has its own): run() refuses it, naming what is missing (it was accepted and unused)."""
+    monkeypatch.setenv("CCX_SOME_TOKEN", "t")
+    value = "t" if keyword == "token" else "CCX_SOME_TOKEN"
+    with pytest.raises(ValueError, match=rf"^{keyword} applies to a remote server only: give server too"):
+        cc_executor_nb.run(["true"], command=True, display=False, **{keyword: value})
+
+
+def test_the_magic_refuses_a_token_env_without_a_server(shell: InteractiveShell, monkeypatch) -> None:
+    """%ccexec --token-env without --server names both flags."""
+    monkeypatch.setenv("CCX_SOME_TOKEN", "t")
+    with pytest.raises(UsageError, match=r"^--token-env applies to a remote server only: give -s/--server too"):
+        magic(shell, ccexec("true", "-q", "--token-env", "CCX_SOME_TOKEN"))
+
+
 def test_a_refused_token_says_where_it_came_from(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server refusing the token: the error names where this run read it (the variable --token-env or
     token_env= named, the configured one and whether it is set, or token=); it gave one generic hint."""
