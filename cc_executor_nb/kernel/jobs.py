@@ -269,7 +269,7 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _target(settings: CCExec, server: str | None, token: str | None, token_env: str | None) -> Target:
+def _target(settings: CCExec, server: str | None, token: str | None, token_env: str | None = None) -> Target:
     api.check_server_url(server or None)
     if token_env and not token:
         # As run(): an unset variable would connect without a token and read as a wrong one.
