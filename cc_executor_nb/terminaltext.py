@@ -76,43 +76,71 @@ def reveal_bidi(text: str) -> str:
     return _BIDI.sub(lambda match: f"⟨U+{ord(match.group()):04X}⟩", text)
 
 
-def overwrite_lines(text: str) -> str:
-    """Each line as a terminal leaves it after its carriage returns.
+_REDRAW = re.compile(r"[\r\b]|\x1b\[\d*[KDCG]")
+"""What moves the cursor back or erases within a line: carriage return, backspace, erase in
+line (EL), cursor back/forward (CUB, CUF) and to a column (CHA)."""
+_MOVE = re.compile(r"\x1b\[(\d*)([KDCG])")
 
-    ``"50%\\r100%"`` is ``"100%"``; ``"abcdef\\rXY"`` is ``"XYcdef"``; escapes take no
-    column, so a coloured bar redrawn overwrites its visible characters only.
+
+def overwrite_lines(text: str) -> str:
+    """Each line as a terminal leaves it after its carriage returns, backspaces, erases and
+    moves within the line.
+
+    ``"50%\\r100%"`` is ``"100%"``; ``"abcdef\\rXY"`` is ``"XYcdef"``; ``"100%\\r\\x1b[2KDone"``
+    is ``"Done"``; ``"abc\\bX"`` is ``"abX"``; escapes take no column, so a coloured bar
+    redrawn overwrites its visible characters only. Moves to other lines (cursor up) are
+    not followed: each line is drawn on its own.
     """
-    if "\r" not in text:
+    if _REDRAW.search(text) is None:
         return text
     lines = text.replace("\r\n", "\n").split("\n")
-    return "\n".join(_overwritten(line) if "\r" in line else line for line in lines)
+    return "\n".join(_overwritten(line) if _REDRAW.search(line) else line for line in lines)
 
 
 def _overwritten(line: str) -> str:
+    """One line drawn by a cursor: one entry per column, each with the escapes before it."""
     shown: list[str] = []
-    for segment in line.split("\r"):
-        cells = _cells(segment)
-        shown = cells + shown[len(cells) :]
+    col, pending = 0, ""
+    for match in _ESCAPE_OR_CHAR.finditer(line):
+        token = match.group()
+        move = _MOVE.fullmatch(token)
+        if pending and 0 < col <= len(shown) and (token in "\r\b" or move is not None):
+            shown[col - 1] += pending  # escapes after a character belong to it (a colour reset)
+            pending = ""
+        if token == "\r":
+            col = 0
+        elif token == "\b":
+            col = max(0, col - 1)
+        elif move is not None:
+            shown, col = _moved(shown, col, move.group(2), int(move.group(1) or 0))
+        elif token.startswith("\x1b"):
+            pending += token  # a colour: it goes with the next character
+        else:
+            shown += [" "] * (col - len(shown))
+            shown[col : col + 1] = [pending + token]
+            col, pending = col + 1, ""
+    if pending:  # escapes after the last character: they belong to it (a colour reset)
+        if shown:
+            shown[-1] += pending
+        else:
+            shown.append(pending)
     return "".join(shown)
 
 
-def _cells(segment: str) -> list[str]:
-    """One entry per visible character, each with the escapes that precede it."""
-    cells: list[str] = []
-    pending = ""
-    for match in _ESCAPE_OR_CHAR.finditer(segment):
-        token = match.group()
-        if token.startswith("\x1b"):
-            pending += token
-        else:
-            cells.append(pending + token)
-            pending = ""
-    if pending:  # escapes after the last character: they belong to it (a colour reset)
-        if cells:
-            cells[-1] += pending
-        else:
-            cells.append(pending)
-    return cells
+def _moved(shown: list[str], col: int, kind: str, count: int) -> tuple[list[str], int]:
+    """The line and column after an erase (K: 0 to the end, 1 from the start, 2 all) or a
+    move (D back, C forward, G to column ``count``)."""
+    if kind == "K":
+        if count == 0:
+            return shown[:col], col
+        if count == 1:
+            return [" "] * min(col + 1, len(shown)) + shown[col + 1 :], col
+        return [], col
+    if kind == "D":
+        return shown, max(0, col - max(count, 1))
+    if kind == "C":
+        return shown, col + max(count, 1)
+    return shown, max(count, 1) - 1
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,25 @@ def test_escapes_take_no_column_when_a_coloured_bar_is_redrawn() -> None:
     assert drawn == f"{RED} 20%{RESET}"
 
 
+@pytest.mark.parametrize(("written", "shown"), [
+    ("Downloading 100%\r\x1b[2KDone\n", "Done\n"),  # erase the line, then write (it read "Doneloading 100%")
+    ("long line here\r\x1b[Kshort", "short"),  # erase to the end
+    ("long line here\r\x1b[0Kshort", "short"),
+    ("abcdef\x1b[4G\x1b[1KX", "   Xef"),  # erase from the start to the cursor, then write
+    ("abc\bX", "abX"),  # backspace
+    ("abcdef\x1b[3Dxy", "abcxyf"),  # cursor back
+    ("ab\x1b[2Cc", "ab  c"),  # cursor forward
+    ("abcdef\x1b[2GX", "aXcdef"),  # to a column
+])
+def test_erases_backspaces_and_moves_in_a_line_draw_as_a_terminal_leaves_them(written: str, shown: str) -> None:
+    assert overwrite_lines(written) == shown
+
+
+def test_moves_to_other_lines_leave_each_line_as_drawn() -> None:
+    """Cursor up is not followed (each line on its own); its escape is left for the escape filter."""
+    assert strip_escapes(overwrite_lines("bar 10%\n\x1b[1A\rbar 99%\n")) == "bar 10%\nbar 99%\n"
+
+
 def test_strip_escapes_removes_csi_osc_two_byte_and_cut_off_sequences() -> None:
     text = "\x1b]0;title\x07a\x1b[1;31mb\x1b[0m\x1b[2Kc\x1b7d\x1b8\x1b(Be\x1b]8;;http://x\x1b\\f\x1b[3"
     assert strip_escapes(text) == "abcdef"
