@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import gc
+import io
 import re
 import signal
 import socket
@@ -348,6 +349,22 @@ def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: p
     assert notes[second_ended + 1].endswith(" · first job")
     assert [line for line in notes if "first job" in line] == [notes[second_ended + 1]]
     assert notes[-1].startswith("[cancelled]")
+
+
+def test_a_run_that_never_started_names_itself_after_another_runs_lines() -> None:
+    """A run cancelled before it started (the loop stopped at exit) has no [started] line: its
+    one note names it, or it read as the end of the run printed before it."""
+    from cc_executor_nb.kernel.presenter import _Sink
+
+    out = io.StringIO()
+    earlier, never = _Sink(out, out, None, "echo first"), _Sink(out, out, None, "sleep 1; echo late")
+    earlier.note("[started] pid 1 echo first")
+    earlier.note("[completed] exit 0 in 0.0 s")
+    never.note("[cancelled] the background loop was stopped")
+    assert out.getvalue().splitlines() == [
+        "[started] pid 1 echo first", "[completed] exit 0 in 0.0 s",
+        "[cancelled] the background loop was stopped · sleep 1; echo late",
+    ]
 
 
 def test_text_mode_says_when_the_connection_drops_and_comes_back(

@@ -322,9 +322,9 @@ class _Sink:
     """The caller's stdout/stderr and, in a kernel, the parent header to write under.
 
     Outside a kernel every run writes to the same terminal: a note written after another
-    run's lines, by a run that wrote before, names its run
-    (``[completed] exit 0 in 0.5 s · claude: what is 2+2``), or it would read as the other
-    run's (a conversation ends when ``end()`` is called, often after the next run started).
+    run's lines names its run (``[completed] exit 0 in 0.5 s · claude: what is 2+2``; a
+    ``[started]`` line names its command already), or it would read as the other run's (a
+    conversation ends when ``end()`` is called, often after the next run started).
     In a kernel each run writes into its own cell.
     """
 
@@ -354,7 +354,9 @@ class _Sink:
 
     def note(self, text: str) -> None:
         """A line of its own on stdout (naming the run after another run's lines)."""
-        if self.parent is None and self.label and self.wrote and _Sink._last_shared is not self:
+        if self.parent is None and self.label and _Sink._last_shared not in (None, self) and (
+            self.wrote or not text.startswith("[started]")  # a run that never started says which it is
+        ):
             text = f"{text} · {self.label}"
         self.write(self.out, self.ends.before_note(self.out) + text + "\n")
 
