@@ -302,6 +302,15 @@ def test_only_the_tail_of_a_long_output_is_kept() -> None:
     assert "(the last 50 of 504 characters)" in md and md.count("x") < 60 and "END" in md
 
 
+def test_the_tail_of_a_long_output_starts_at_a_line() -> None:
+    """A tail that would start in the middle of a line starts at the next line instead (it began
+    with the end of a cut line, 'y' alone on its line); a long single line is kept as cut."""
+    lines = "".join(f"{i:04d} yyyy\n" for i in range(100))  # 10 characters a line
+    record = Transcript(command_run(("stdout", lines), status="completed", exit_code=0), output_chars=25)
+    assert "[stdout] (the last 20 of 1,000 characters)\n0098 yyyy\n0099 yyyy" in record.text()
+    assert "(the last 20 of 1,000 characters)" in record.markdown()
+
+
 def test_the_record_of_a_huge_output_reads_only_its_tail(monkeypatch: pytest.MonkeyPatch) -> None:
     """Markdown, text and HTML records never read a stream's whole text (a GiB run stays cheap)."""
     run = command_run(("stdout", "y" * 100 + "\n"), ("stderr", "oops\n"), ("stdout", "x" * 500 + "END\n"))

@@ -393,10 +393,15 @@ class Transcript:
         return parts or ["[no output]"]
 
     def _stream_tail(self, stream: str) -> tuple[str, int]:
-        """(the last ``output_chars`` characters of ``stream``, its length): read from the
-        end of the run's output, never the whole of a huge one."""
+        """(the last ``output_chars`` characters of ``stream``, from a line's start; its
+        length): read from the end of the run's output, never the whole of a huge one."""
         output = self.state.output
-        return output.last(self.output_chars, stream), output.chars[stream]
+        tail = output.last(self.output_chars + 1, stream)
+        if len(tail) <= self.output_chars:
+            return tail, output.chars[stream]
+        before, tail = tail[0], tail[1:]
+        start = 0 if before == "\n" else tail.find("\n") + 1  # a cut line's end is no line
+        return (tail[start:] if 0 < start < len(tail) else tail), output.chars[stream]
 
     # All of it
 
