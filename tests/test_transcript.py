@@ -29,7 +29,7 @@ from cc_executor_nb.kernel.transcript import (
 )
 
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
-from .test_streamjson import assistant, line, result
+from .test_streamjson import assistant, line, result, streamed_text
 from .test_terminaltext import FORBIDDEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,6 +125,22 @@ def test_markdown_of_a_claude_run_has_title_status_answer_and_footer() -> None:
     footer = md.rstrip("\n").rsplit("\n", 1)[-1]
     assert footer.startswith(r"done · \$0.0092 · 2,004 in / 61 out tokens · 1 agent turn · 102 ms · claude-opus-5-5")
     assert re.search(r"session `[0-9a-f-]{36}`$", footer)
+
+
+def test_a_failed_run_keeps_the_text_claude_wrote_before_the_failure() -> None:
+    """A story cut by the budget: the Markdown and text records keep what Claude wrote, then the
+    failure (they kept only the failure; the HTML kept the text)."""
+    interpreter = ClaudeInterpreter(prompt="write a story")
+    lines = [*streamed_text("m1", "Once upon a time, ", "an old notebook"),
+             result(subtype="error_max_budget_usd", is_error=True, result="Reached maximum budget ($0.001)")]
+    interpreter.feed("stdout", "".join(each + "\n" for each in lines))
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: write a story", state=finished_state("failed", 1), interpreter=interpreter,
+                          options={"prompt": "write a story"})
+    record = Transcript(run)
+    for form in (record.markdown(), record.text()):
+        assert "Once upon a time, an old notebook" in form and "Reached maximum budget" in form
+        assert form.index("Once upon a time") < form.index("Reached maximum budget")
 
 
 def test_markdown_lists_the_tool_calls_before_the_answer() -> None:

@@ -270,14 +270,17 @@ def _number(data: Mapping[str, Any], key: str) -> float | None:
 
 
 def answer_of(view: ClaudeSnapshot) -> str:
-    """The answer to show: Claude's result text once it came, else the text so far ("" on error).
+    """The answer to show: Claude's result text once it came, else the text so far.
 
-    A conversation of several turns: every turn's text.
+    A conversation of several turns: every turn's text. A failed run: the text Claude wrote
+    before the failure (a story cut by the budget is paid for), but "" when that text is the
+    failure itself (the CLI sends an API error as the assistant's text too).
     """
     if getattr(view, "turns", 0) > 1 or view.interrupted:
         return view.text  # (an interrupted turn: what came before the interrupt)
     if view.is_error:
-        return ""
+        message, written = " ".join(view.answer.split()), " ".join(view.text.split())
+        return "" if message and written.endswith(message) else view.text
     return view.answer if view.result is not None else view.text
 
 
