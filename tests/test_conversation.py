@@ -227,6 +227,17 @@ def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     assert run.transcript().split("\n")[2].startswith("**completed**")
 
 
+def test_a_conversation_ended_after_a_failed_turn_keeps_the_turns_reason(tmp_path: Path) -> None:
+    """A turn that failed (the turn limit), then end(): the run's error is still the turn's reason
+    (it became "exited with code 1", which says nothing of why)."""
+    run = turn_over(start("bash: echo hi > hi.txt", tmp_path, max_turns=1, approve="all"))
+    assert run.status == "failed" and run.error == "Reached maximum number of turns (1)"
+    ended(run)
+    assert (run.status, run.exit_code, run.error) == ("failed", 1, "Reached maximum number of turns (1)")
+    (end,) = [e for e in run.events if e.method == "process.completed"]
+    assert end.params["error"] == "Reached maximum number of turns (1)"
+
+
 def test_an_interrupt_between_turns_says_there_is_nothing_to_interrupt(tmp_path: Path) -> None:
     """interrupt() with no turn running: a notice says nothing was interrupted and why (it did
     nothing, silently); the turn's status stays, and the next turn runs uninterrupted."""

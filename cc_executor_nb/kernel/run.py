@@ -283,10 +283,13 @@ class Run:
         turns of a conversation, why its latest turn failed (Claude's message)."""
         state = self.state
         if state.error is None and state.between_turns and state.turn_status == "failed":
-            view = self.claude  # a failed turn's answer is its error in plain words
-            message = view.answer.strip() if view is not None and view.is_error else ""
-            return message or "the turn failed"
+            return self._turn_failure() or "the turn failed"  # a failed turn's answer is its error
         return state.error
+
+    def _turn_failure(self) -> str:
+        """Why the latest Claude turn failed, in Claude's words ("" if it did not)."""
+        view = self.claude
+        return view.answer.strip() if view is not None and view.is_error else ""
 
     @property
     def stdout(self) -> str:
@@ -894,6 +897,7 @@ class Run:
         """Fold one event into the state, the interpreter and the view."""
         if isinstance(event, Completed) and self.interpreter is not None:
             event = ended_after_interrupt(judged(event, self.interpreter), self.state)
+            event = ended_after_failed_turn(event, self.state, self._turn_failure())
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
         self.events.append(self.state.output.keep(event))  # output text lives in the store
@@ -989,6 +993,16 @@ def ended_after_interrupt(event: Event, state: RunState) -> Event:
     if (isinstance(event, Completed) and state.ending and state.turn_status == "cancelled"
             and event.exit_code == 1 and event.status == "failed"):
         return make_event(event.method, {**event.params, "status": "completed", "error": None})
+    return event
+
+
+def ended_after_failed_turn(event: Event, state: RunState, failure: str) -> Event:
+    """A conversation we ended after a failed turn: the CLI exits 1 for that turn, and the
+    run's error is the turn's (``Reached maximum number of turns (1)``), not "exited with
+    code 1", which says nothing of why."""
+    if (isinstance(event, Completed) and state.ending and state.turn_status == "failed" and failure
+            and event.status == "failed" and event.exit_code == 1 and not event.params.get("incomplete")):
+        return make_event(event.method, {**event.params, "error": failure})
     return event
 
 
