@@ -289,7 +289,10 @@ class Run:
     def _turn_failure(self) -> str:
         """Why the latest Claude turn failed, in Claude's words ("" if it did not)."""
         view = self.claude
-        return view.answer.strip() if view is not None and view.is_error else ""
+        if view is None or getattr(view, "is_error", False) is not True:
+            return ""
+        answer = getattr(view, "answer", "")
+        return answer.strip() if isinstance(answer, str) else ""
 
     @property
     def stdout(self) -> str:
@@ -897,7 +900,7 @@ class Run:
         """Fold one event into the state, the interpreter and the view."""
         if isinstance(event, Completed) and self.interpreter is not None:
             event = ended_after_interrupt(judged(event, self.interpreter), self.state)
-            event = ended_after_failed_turn(event, self.state, self._turn_failure())
+            event = ended_after_failed_turn(event, self.state, self._turn_failure)
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
         self.events.append(self.state.output.keep(event))  # output text lives in the store
@@ -996,14 +999,15 @@ def ended_after_interrupt(event: Event, state: RunState) -> Event:
     return event
 
 
-def ended_after_failed_turn(event: Event, state: RunState, failure: str) -> Event:
+def ended_after_failed_turn(event: Event, state: RunState, failure: Callable[[], str]) -> Event:
     """A conversation we ended after a failed turn: the CLI exits 1 for that turn, and the
-    run's error is the turn's (``Reached maximum number of turns (1)``), not "exited with
-    code 1", which says nothing of why."""
-    if (isinstance(event, Completed) and state.ending and state.turn_status == "failed" and failure
+    run's error is the turn's (``failure()``: ``Reached maximum number of turns (1)``), not
+    "exited with code 1", which says nothing of why. ``failure`` is asked only then."""
+    if not (isinstance(event, Completed) and state.ending and state.turn_status == "failed"
             and event.status == "failed" and event.exit_code == 1 and not event.params.get("incomplete")):
-        return make_event(event.method, {**event.params, "error": failure})
-    return event
+        return event
+    reason = failure()
+    return make_event(event.method, {**event.params, "error": reason}) if reason else event
 
 
 def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
