@@ -7,14 +7,13 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from cc_executor_nb.demo.texts import THINK_ANSWER
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file, stop_job_server
 
 from .kernel_utils import KernelHarness, ccexec, fake_command
-from .util import scaled
+from .util import gone, scaled
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -65,8 +64,7 @@ def test_a_durable_run_survives_a_kernel_restart_and_attach_replays_it_exactly(k
     pid = kernel.value("job.state.pid")
     kernel.wait_until("job.duration is not None and job.duration >= 5", timeout=30)
     kernel.restart()
-    alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    assert alive, "the job died with the kernel"
+    assert not gone(pid), "the job died with the kernel"
     load(kernel)
     kernel.ok("%ccexec --attach last -o again")
     kernel.wait_until("again.done", timeout=60)

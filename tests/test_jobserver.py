@@ -30,7 +30,7 @@ from cc_executor_nb.server.runtime import (
 
 from .conftest import collect, fake, group_alive
 from .servers import SERVER
-from .util import eventually, scaled
+from .util import eventually, gone, scaled
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,14 +48,6 @@ def detach(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m cc_executor_nb.server --jobs --detach ARGS`` in the current environment."""
     return subprocess.run([*SERVER, "--jobs", "--detach", "--no-history", *args],
                           capture_output=True, text=True, timeout=scaled(60), check=False)
-
-
-def gone(pid: int) -> bool:
-    """No such process, or only a zombie."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def info_of(runtime_dir: Path) -> RuntimeInfo:

@@ -8,13 +8,12 @@ import sys
 import threading
 import time
 
-import psutil
 import pytest
 
 from cc_executor_nb.kernel import loop as kernel_loop
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, KernelLoop, LoopStopped
 
-from .util import scaled
+from .util import gone, scaled
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -201,4 +200,4 @@ def test_interpreter_exit_kills_running_children(tmp_path) -> None:
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert time.monotonic() - began < scaled(10)
     pid = int(done.stdout.strip())
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)

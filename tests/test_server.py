@@ -26,7 +26,7 @@ from .conftest import (
     make_handler,
     output_of,
 )
-from .util import eventually_async, scaled
+from .util import eventually_async, gone, scaled
 
 
 async def test_echo_streams_output_and_completes(client) -> None:
@@ -390,8 +390,7 @@ async def test_a_run_that_exited_before_the_server_stops_keeps_its_own_end() -> 
     client = await connect(handler.url, TOKEN)
     started = await client.execute(argv=["sh", "-c", "sleep 30 & echo done"])
     events = asyncio.create_task(collect(client))
-    await eventually_async(lambda: not psutil.pid_exists(started["pid"]) or
-                           psutil.Process(started["pid"]).status() == psutil.STATUS_ZOMBIE, what="sh's exit")
+    await eventually_async(lambda: gone(started["pid"]), what="sh's exit")
     await asyncio.sleep(0.2)  # reaped by the server's watcher; its output's end waits for the grandchild
     await handler.close()
     ended = completed(await events).params

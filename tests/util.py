@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psutil
+
 __all__ = ["TIME_SCALE", "eventually", "eventually_async", "scaled"]
 
 T = TypeVar("T")
@@ -73,3 +75,11 @@ async def eventually_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} did not happen within {scaled(timeout):g} s (last: {value!r})")
         await asyncio.sleep(interval)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie (it may vanish between two looks: never an error)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
