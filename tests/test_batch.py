@@ -464,6 +464,26 @@ def test_a_usage_limit_holds_the_queue_until_its_reset(settings: CCExec) -> None
     assert started_at >= reset - time.time() + time.monotonic()
 
 
+
+@pytest.mark.claude
+def test_a_refused_run_holds_the_queue_with_a_slot_free(settings: CCExec) -> None:
+    """A run that ends refused by a 3 s usage limit (no auto_resume) frees its slot, yet the
+    next item waits for the reset: the hold, not the concurrency, keeps it queued."""
+    batch = cc_executor_nb.map(
+        ["usage limit reset in 3 s, then what is 1+1", "what is 3+3"], demo=True, auto_resume=False,
+        concurrency=1, display=False, settings=settings,
+    )
+    batch.wait(scaled(60))
+    assert [run.status for run in batch.runs] == ["failed", "completed"]
+    reset = batch.runs[0].claude.usage_limit.resets_at
+    ended_at = batch.runs[0].state.ended_at
+    started_at = batch.runs[1].state.started_at
+    assert reset is not None and ended_at is not None and started_at is not None
+    # The slot was free from the first run's end, seconds before the reset.
+    assert ended_at < reset - time.time() + time.monotonic() - 1
+    assert started_at >= reset - time.time() + time.monotonic()
+
+
 # The magic
 
 
