@@ -154,6 +154,21 @@ def test_a_run_attached_between_turns_lasted_what_its_job_did(runtime_dir: Path,
     assert before - scaled(0.3) <= attached <= after + scaled(0.3)
 
 
+def test_a_run_attached_between_turns_has_waited_since_the_turn_ended(runtime_dir: Path, tmp_path: Path) -> None:
+    """"Waiting for a follow-up for N s" of an attached run counts from the job's turn end,
+    not from the attach (it read 0 s after 2 s of waiting)."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    ended = run.state.turn_ended_at
+    assert ended is not None
+    time.sleep(2.0)
+    other = attach(run)
+    other.wait(scaled(60))
+    waited = eventually(lambda: other.state.between_turns and other.state.turn_ended_at, what="the replayed turn's end")
+    assert time.monotonic() - waited >= 2.0
+    assert waited == pytest.approx(ended, abs=scaled(0.5))
+
+
 def test_an_attached_run_waits_for_its_jobs_times_even_when_the_answer_comes_after_the_replay(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -598,3 +598,23 @@ def test_a_run_whose_reconnects_give_up_ended_when_the_server_last_spoke() -> No
     state.mark_reconnecting()
     state.apply("process.error", {"error": "connection lost: reconnect failed"}, 300.0)
     assert state.status == "error" and elapsed(state, 400.0) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("silence_first", [True, False])
+def test_a_turn_ended_in_an_attached_jobs_replay_waits_since_the_jobs_last_output(silence_first: bool) -> None:
+    """An attached conversation whose replayed turn ended (the job's last output at 4.0,
+    folded at 10.0) has waited for a follow-up since 4.0, not since the attach; a live turn
+    after it counts from its own end."""
+    state = started(now=10.0)
+    if silence_first:
+        state.take_job_silence(4.0, 2)
+    turn(state, "running", 10.0)
+    output(state, "stdout", "the answer", 10.0)
+    turn(state, "completed", 10.0)
+    if not silence_first:
+        state.take_job_silence(4.0, 2)
+    assert state.between_turns and state.turn_ended_at == 4.0
+    turn(state, "running", 13.0)
+    output(state, "stdout", "c", 13.0)
+    turn(state, "completed", 14.0)
+    assert state.turn_ended_at == 14.0

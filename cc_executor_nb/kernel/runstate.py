@@ -256,6 +256,13 @@ class RunState:
         self._job_output_at, self._replayed_until = output_at, replayed_until
         if output_at is not None and self.last_output_at is not None:
             self.last_output_at = output_at
+        if output_at is not None and self.between_turns and self.turn_ended_at is not None:
+            # A turn that ended in the replay ended before the job's last output, not at the attach.
+            self.turn_ended_at = min(self.turn_ended_at, output_at)
+
+    def _replaying(self) -> bool:
+        """The latest output folded is a followed job's replay (dated by its last output)."""
+        return self._job_output_at is not None and self.last_output_at == self._job_output_at
 
     def mark_gap(self, missing_from: object, missing_to: object) -> None:
         """Notifications ``missing_from``..``missing_to`` were lost while the connection was down."""
@@ -408,7 +415,7 @@ class RunState:
         elif self.alive:
             self.turn_status = status
             self.between_turns = True
-            self.turn_ended_at = now
+            self.turn_ended_at = self._job_output_at if self._replaying() else now
         if self.alive:
             self._set_live_status(status)
 
