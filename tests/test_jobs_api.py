@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import shlex
@@ -22,7 +21,7 @@ from traitlets.config import Config
 
 import cc_executor_nb
 from cc_executor_nb.errors import CCExecError
-from cc_executor_nb.kernel import run as run_module
+from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.html import header_html
 from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
 from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
@@ -176,9 +175,11 @@ def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: 
     assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
 
 
-def ticking_job() -> Run:
+def ticking_job(settings: CCExec | None = None) -> Run:
     """A durable command run that prints a line every 10 ms for 30 s, once it has printed."""
-    run = cc_executor_nb.run(fake_command("ticker", "3000", "0.01"), command=True, durable=True, display=False)
+    run = cc_executor_nb.run(
+        fake_command("ticker", "3000", "0.01"), command=True, durable=True, display=False, settings=settings,
+    )
     eventually(lambda: run.job_id is not None and "tick 20" in run.stdout, what="the durable run streaming")
     return run
 
@@ -212,18 +213,24 @@ def test_a_follower_finds_the_restarted_job_server_and_ends_as_its_job_did(runti
     assert run.duration == pytest.approx(job_duration(job), abs=scaled(0.5))
 
 
-def test_a_follower_that_gives_up_ends_with_the_run_time_it_knew(runtime_dir, monkeypatch) -> None:
+def test_a_follower_that_gives_up_ends_with_the_run_time_it_knew(runtime_dir) -> None:
     """No job server comes back: the run ends error when its reconnects give up, and its duration is
     the run's up to the last message it had, not that plus the reconnect wait."""
-    # The client's reconnect limit (5 minutes) is no setting: the run's connect gets 2 s here.
-    monkeypatch.setattr(run_module, "connect", functools.partial(run_module.connect, reconnect_timeout=2.0))
-    run = ticking_job()
+    # The client's reconnect limit (5 minutes by default) is CCExec.reconnect_timeout: 2 s here.
+    settings = CCExec()
+    settings.history_path = "none"
+    settings.reconnect_timeout = 2.0
+    run = ticking_job(settings)
+    follower = cc_executor_nb.attach(run.job_id, display=False, settings=settings)  # the setting holds for attach too
+    eventually(lambda: "tick 20" in follower.stdout, what="the attached run streaming")
     kill_job_server(runtime_dir)
     killed = run.duration
     assert killed is not None
     eventually(lambda: run.status == "reconnecting", what="the run reconnecting")
     run.wait(scaled(20))
+    follower.wait(scaled(20))
     assert run.status == "error" and "reconnect failed" in (run.error or "")
+    assert follower.status == "error" and "reconnect failed" in (follower.error or "")
     assert run.duration is not None and killed - scaled(0.5) <= run.duration <= killed + scaled(0.5)
 
 

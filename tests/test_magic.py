@@ -485,6 +485,13 @@ def test_settings_validate_durations() -> None:
     assert CCExec(timeout=None).timeout is None
 
 
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
+def test_a_reconnect_limit_must_be_a_positive_number_of_seconds(value: float) -> None:
+    """CCExec.reconnect_timeout of 0, a negative number or NaN is refused, naming the setting."""
+    with pytest.raises(TraitError, match=r"CCExec\.reconnect_timeout must be a positive finite number"):
+        CCExec(reconnect_timeout=value)
+
+
 @pytest.mark.parametrize(("setting", "value", "message"), [
     ("default_server", "not a url", "CCExec.default_server must be a ws:// or wss:// URL, not 'not a url'"),
     ("default_server", "http://u:pw@host:1/ws", "CCExec.default_server must be a ws:// or wss:// URL, not 'http://host:1/ws'"),

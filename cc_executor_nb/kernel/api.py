@@ -177,7 +177,10 @@ def prepare(
     kernel_loop = _kernel_loop(settings, remote=remote or durable)
     handle = Run(
         spec,
-        _target(kernel_loop, settings, run_options, _values(options).get("token_env") or given.get("token_env")),
+        _with_settings(
+            _target(kernel_loop, settings, run_options, _values(options).get("token_env") or given.get("token_env")),
+            settings,
+        ),
         label=label,
         options=extras.options | {
             "quiet": run_options.quiet, "wait": run_options.wait, "server": run_options.server, "durable": durable,
@@ -250,7 +253,7 @@ def follow_job(
     conversation = extras.conversation
     handle = Run(
         RunSpec(argv=argv, cwd=job.get("cwd")),
-        target,
+        _with_settings(target, settings),
         label=str(job.get("label") or extras.label),
         options=extras.options | {"quiet": quiet, "attached": True},
         interpreter=extras.interpreter,
@@ -720,6 +723,11 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions, name
     if local is None:
         raise RuntimeError("the in-kernel server is not running")
     return Target(local.url, local.token)
+
+
+def _with_settings(target: Target, settings: CCExec) -> Target:
+    """``target`` with the settings a run's client takes (how long it reconnects)."""
+    return dataclasses.replace(target, reconnect_timeout=settings.reconnect_timeout)
 
 
 def _presenter(handle: Run, settings: CCExec, *, quiet: bool) -> Presenter:

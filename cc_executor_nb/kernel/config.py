@@ -124,6 +124,11 @@ class CCExec(Configurable):
         help="Seconds between SIGTERM and SIGKILL when a run is cancelled "
         "(in-kernel server only).",
     ).tag(config=True)
+    reconnect_timeout = Float(
+        300.0,
+        help="Seconds a run goes on reconnecting to a server it lost (a restarted job "
+        "server, a remote server's outage) before it ends 'error'.",
+    ).tag(config=True)
 
     # What may run
 
@@ -304,7 +309,7 @@ class CCExec(Configurable):
             raise TraitError(f"CCExec.idle_timeout must be 0 (never) or at least {MIN_INTERVAL:g} s, not {value!r}")
         return value
 
-    @validate("timeout", "max_budget_usd")
+    @validate("timeout", "max_budget_usd", "reconnect_timeout")
     def _timeout(self, proposal: Any) -> float | None:
         return None if proposal.value is None else _check(proposal, allow_zero=False)
 

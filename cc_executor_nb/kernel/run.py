@@ -192,6 +192,8 @@ class Target:
     for the user's job server, whose address and token change when it is started again."""
     token_hint: str = field(default=TOKEN_HINT, repr=False, compare=False)
     """What to give a server that refuses the token: where it came from (see :func:`token_hint`)."""
+    reconnect_timeout: float = field(default=300.0, repr=False, compare=False)
+    """How long a run's client goes on reconnecting before the run ends ``error`` (``CCExec.reconnect_timeout``)."""
 
 
 def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
@@ -739,7 +741,10 @@ class Run:
         client: Client | None = None
         try:
             target = self.target
-            client = await connect(target.url, target.token, buffer_events=False, ssl=target.ssl, locate=target.locate)
+            client = await connect(
+                target.url, target.token, buffer_events=False, ssl=target.ssl, locate=target.locate,
+                reconnect_timeout=target.reconnect_timeout,
+            )
             await self._execute(client)
         except asyncio.CancelledError:
             if self.durable:
