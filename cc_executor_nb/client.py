@@ -445,6 +445,8 @@ class Client:
             try:
                 ws = await self._dialer.dial()
             except HandshakeRefused as exc:
+                if self._may_be_stale(exc) and time.monotonic() <= deadline:
+                    continue  # the job server's next one may not have said where it is yet
                 return await self._give_up(self._refused_again(exc))
             except Exception as exc:  # network errors of every kind: try again
                 if time.monotonic() > deadline:
@@ -461,6 +463,11 @@ class Client:
             if time.monotonic() > deadline:
                 return await self._give_up("reconnect timed out")
         return False
+
+    def _may_be_stale(self, exc: HandshakeRefused) -> bool:
+        """A job follower's token refused: a restarted job server can listen on the old port
+        before its runtime file names its new token, so the follower looks again."""
+        return exc.status == 401 and self._locate is not None and self.job_id is not None
 
     def _refused_again(self, exc: HandshakeRefused) -> str:
         """Why a reconnect the server refused gives up, and how to go on."""

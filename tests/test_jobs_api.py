@@ -213,6 +213,28 @@ def test_a_follower_finds_the_restarted_job_server_and_ends_as_its_job_did(runti
     assert run.duration == pytest.approx(job_duration(job), abs=scaled(0.5))
 
 
+def test_a_follower_refused_on_the_old_port_finds_the_next_job_server(runtime_dir) -> None:
+    """A restarted job server may listen on the old port before its runtime file names its new
+    token: a follower refused there (HTTP 401) looks again and attaches once the file is
+    written (it gave up at the first 401, "the server no longer accepts this run's token")."""
+    run = ticking_job()
+    old = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert old is not None
+    kill_job_server(runtime_dir)
+    eventually(lambda: run.status == "reconnecting", what="the run reconnecting")
+    port = old.url.rsplit(":", 1)[1].split("/")[0]
+    stand_in = start_server("--port", port, "--token", "not-the-old-token")
+    try:
+        eventually(lambda: "refused" in stand_in.output() and "401" in stand_in.output(),
+                   timeout=30, what="the follower refused on the old port")
+    finally:
+        stand_in.finish()
+    job = {job.job_id: job for job in cc_executor_nb.jobs.list()}[run.job_id]  # starts the next server
+    assert job.status == "lost"
+    run.wait(scaled(20))
+    assert (run.status, run.error) == ("error", LOST_ERROR)
+
+
 def test_a_follower_that_gives_up_ends_with_the_run_time_it_knew(runtime_dir) -> None:
     """No job server comes back: the run ends error when its reconnects give up, and its duration is
     the run's up to the last message it had, not that plus the reconnect wait."""
