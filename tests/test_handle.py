@@ -367,6 +367,20 @@ def test_a_run_that_never_started_names_itself_after_another_runs_lines() -> Non
     ]
 
 
+def test_a_started_line_after_another_runs_lines_names_its_command_once() -> None:
+    """A [started] line names its command: written after another run's lines, by a run that
+    already wrote (cancelled at exit while its start was under way), it is not named again
+    (it read "[started] pid 2 · claude: hi · claude: hi")."""
+    from cc_executor_nb.kernel.presenter import _Sink
+
+    out = io.StringIO()
+    late, other = _Sink(out, out, None, "claude: hi"), _Sink(out, out, None, "claude: ho")
+    late.note("[cancelled] the background loop was stopped")
+    other.note("[cancelled] the background loop was stopped")
+    late.note("[started] pid 2 · claude: hi")
+    assert out.getvalue().splitlines()[-1] == "[started] pid 2 · claude: hi"
+
+
 def test_text_mode_says_when_the_connection_drops_and_comes_back(
     bg: KernelLoop, capsys: pytest.CaptureFixture[str]
 ) -> None:

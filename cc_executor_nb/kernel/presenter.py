@@ -355,7 +355,7 @@ class _Sink:
     def note(self, text: str) -> None:
         """A line of its own on stdout (naming the run after another run's lines)."""
         if self.parent is None and self.label and _Sink._last_shared not in (None, self) and (
-            self.wrote or not text.startswith("[started]")  # a run that never started says which it is
+            not text.startswith("[started]")  # that line names its command already
         ):
             text = f"{text} · {self.label}"
         self.write(self.out, self.ends.before_note(self.out) + text + "\n")
