@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -384,6 +386,42 @@ def test_end_during_a_turn_lets_it_finish_then_exits(tmp_path: Path) -> None:
     run.wait(scaled(30))  # after end(), wait() waits for the exit
     assert run.done and (run.status, run.exit_code) == ("completed", 0)
     assert len(run.answer.split()) == 200
+
+
+@pytest.mark.parametrize("ended_first", [False, True])
+def test_exiting_with_a_conversation_whose_cli_hangs_on_its_closed_input_is_quick(
+    tmp_path: Path, ended_first: bool
+) -> None:
+    """A script exits while its conversation waits for a follow-up (or was just ended), and the
+    CLI does not exit when its input is closed (as an unlogged CLI after a failed turn): the
+    process is cancelled within seconds and the exit is quiet (it waited 15 s for the exit,
+    then said "could not confirm the end"; on a loaded machine the loop's stop timed out with
+    a traceback)."""
+    wrapper = tmp_path / "hanging-claude"
+    wrapper.write_text(f'#!/bin/sh\n"{CLAUDE}" "$@"\nexec sleep 60\n')
+    wrapper.chmod(0o755)
+    script = (
+        "import cc_executor_nb as ccx\n"
+        "from cc_executor_nb.kernel.config import CCExec\n"
+        "s = CCExec(history_path='none', kill_grace=2.0)\n"
+        f"r = ccx.run('echo: first', executable={str(wrapper)!r}, demo=True, display=False, settings=s)\n"
+        "r.wait(60)\n"
+        f"{'r.end()' if ended_first else 'pass'}\n"
+        "print(r.status, r.alive, flush=True)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, cwd=tmp_path)
+    try:
+        assert child.stdout is not None and child.stdout.readline().split() == ["completed", "True"]
+        turned = time.monotonic()
+        _, stderr = child.communicate(timeout=scaled(40))
+        took = time.monotonic() - turned
+    finally:
+        child.kill()
+        child.wait()
+    assert child.returncode == 0
+    assert took < scaled(8), f"the exit took {took:.1f} s"
+    assert "Traceback" not in stderr and "could not confirm" not in stderr, stderr
 
 
 def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path) -> None:

@@ -161,6 +161,33 @@ def test_stop_cancels_tracked_tasks(private_loop: KernelLoop) -> None:
     assert cleaned.is_set() and future.cancelled()
 
 
+def test_a_shutdown_that_overruns_is_one_warning_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A task that outlasts the stop timeout (its clean-up waits) gives one warning line naming
+    the timeout, and stop() still returns (it logged a TimeoutError traceback)."""
+    slow = KernelLoop(FakeServer, thread_name="ccx-test-loop", stop_timeout=scaled(0.5))
+    slow.start()
+    began = threading.Event()
+
+    async def stubborn() -> None:
+        began.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.shield(asyncio.sleep(scaled(2)))  # a clean-up that takes its time
+
+    slow.submit(stubborn())
+    assert began.wait(scaled(5))
+    thread = slow.thread
+    with caplog.at_level("WARNING", logger="cc_executor_nb"):
+        slow.stop()
+    overruns = [r for r in caplog.records if "shutdown took over" in r.getMessage()]
+    assert len(overruns) == 1 and overruns[0].exc_info is None
+    assert not slow.running
+    assert thread is not None
+    thread.join(scaled(10))  # the clean-up ends: no thread is left to the next test
+    assert not thread.is_alive()
+
+
 def test_the_loop_restarts_after_stop(private_loop: KernelLoop) -> None:
     """A stopped loop can start again with a fresh thread."""
     private_loop.start()

@@ -95,6 +95,10 @@ CANCEL_INTERRUPT_WAIT = 2.0
 EXIT_AFTER_END = 10.0
 """After the input is closed, the process gets this long (plus the kill grace) to exit."""
 
+SHUTDOWN_EXIT_WAIT = 2.0
+"""When the kernel goes away, the process gets this long to exit after its input is
+closed, then it is cancelled: a CLI that hangs on its closed input does not hold up the exit."""
+
 _WRITE_RETRY = 0.1
 
 
@@ -119,6 +123,8 @@ class Conversation:
 
     _interrupt_noted: tuple[int, str] | None = None
     """The turn after which "nothing to interrupt" was said, and the words (said once a turn)."""
+    _exit_wait: float | None = None
+    """How long the process gets to exit once its input is closed (None: the usual wait)."""
 
     def __init__(
         self,
@@ -393,9 +399,13 @@ class Conversation:
     async def close(self, reason: str) -> None:
         """Stop the conversation for good (the kernel goes away): between turns its input
         is closed and the CLI exits by itself; during a turn, see :meth:`cancel`."""
+        self._exit_wait = SHUTDOWN_EXIT_WAIT
         if self._mode == "live" and not self._turn_running:
             self.end(reason)
-        elif self._mode not in ("ending", "over"):
+        elif self._mode == "ending" and not self._turn_running:
+            if "exit" in self._timers:  # end() was called before: its wait is shortened
+                self._timer("exit", SHUTDOWN_EXIT_WAIT, self._exit_expired)
+        elif self._mode != "over":
             await self.cancel()
 
     async def cancel(self) -> None:
@@ -626,7 +636,8 @@ class Conversation:
     def _close_input(self) -> None:
         self._close_after_turn = False
         self._outbox.put_nowait(None)
-        self._timer("exit", EXIT_AFTER_END + self.grace, self._exit_expired)
+        wait = EXIT_AFTER_END + self.grace if self._exit_wait is None else self._exit_wait
+        self._timer("exit", wait, self._exit_expired)
 
     def _idle_expired(self) -> None:
         if self._mode == "live" and not self._turn_running:

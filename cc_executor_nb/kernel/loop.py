@@ -169,6 +169,10 @@ class KernelLoop:
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
         try:
             future.result(self.stop_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            logger.warning("! the background loop's shutdown took over %g s: what is left is stopped with it",
+                           self.stop_timeout)
         except Exception:
             logger.exception("! shutting the background loop down failed")
 
