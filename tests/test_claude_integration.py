@@ -409,6 +409,29 @@ def test_body_renders_the_conversation(comms: None) -> None:
     assert "mathjax_ignore" in value
 
 
+def test_body_shows_the_text_claude_wrote_before_a_tool_call(comms: None) -> None:
+    """The widget's answer is "I will run a command." (written before the tool call), then the final
+    text once (it showed only the result's text, the last message)."""
+    body = body_for(fed("tool"))
+    body.render(state_of("completed"), 1.0)
+    value = body.widget.value
+    assert value.index("I will run a command.") < value.index("The command printed: hi")
+    assert value.count("The command printed: hi") == 1
+
+
+def test_body_shows_each_turns_text_before_its_tool_call(comms: None) -> None:
+    """A conversation's widget shows each turn's "Step 1 of 1." and then its answer once (it showed the
+    answers alone)."""
+    from .test_transcript import stepped_conversation_run
+
+    body = body_for(stepped_conversation_run().interpreter)
+    body.render(state_of("completed"), 1.0)
+    value = body.widget.value
+    assert value.count("Step 1 of 1.") == 2 and value.count("answer 1") == 1 and value.count("answer 2") == 1
+    first_step = value.index("Step 1 of 1.")
+    assert first_step < value.index("answer 1") < value.index("Step 1 of 1.", first_step + 1) < value.index("answer 2")
+
+
 def test_body_escapes_hostile_markdown(comms: None) -> None:
     """Script and image payloads in the answer never become tags."""
     body = body_for(fed("markdown_xss"))

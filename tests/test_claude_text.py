@@ -14,6 +14,7 @@ from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.claude.text import (
     Chunk,
     ClaudeTextRenderer,
+    answer_of,
     footer_line,
     join_chunks,
     permission_line,
@@ -153,6 +154,31 @@ def test_the_whole_run_at_once_lists_tools_before_the_answer() -> None:
     interpreter.finish()
     text = render_text(interpreter.snapshot())
     assert text.index("[tool] Bash · echo hi") < text.index("The command printed: hi") < text.index("[result]")
+
+
+def test_the_whole_run_at_once_keeps_the_text_written_before_a_tool_call() -> None:
+    """render_text (the text record) has what Claude wrote before its tool call, then the final text once
+    (it had only the result's text: "I will run a command." was lost)."""
+    interpreter = ClaudeInterpreter()
+    interpreter.feed("stdout", recording("tool"))
+    interpreter.finish()
+    text = render_text(interpreter.snapshot())
+    assert text.index("I will run a command.") < text.index("The command printed: hi") < text.index("[result]")
+    assert text.count("The command printed: hi") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "result", "shown"),
+    [("Step 1 of 1.\n\nDone.", "Done.", "Step 1 of 1.\n\nDone."),
+     ("Step 1 of 1.\n\nDone.", "  Done.\n", "Step 1 of 1.\n\nDone."),
+     ("", "Done.", "Done."),
+     ("Step 1 of 1.", "Done.", "Step 1 of 1.\n\nDone."),
+     ("Step 1 of 1.", "", "Step 1 of 1.")],
+)
+def test_the_answer_is_all_the_text_then_the_result_once(text: str, result: str, shown: str) -> None:
+    """answer_of a finished run: every text Claude wrote in order, then the result's text unless the
+    text already ends with it (it was the result's text alone)."""
+    assert answer_of(view(text=text, answer=result or text, result={"result": result}, phase="done")) == shown
 
 
 # Made-up snapshots

@@ -150,6 +150,47 @@ def test_markdown_lists_the_tool_calls_before_the_answer() -> None:
     assert md.index("**Tools**") < md.index("The command printed: hi")
 
 
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
+def test_every_record_keeps_the_text_claude_wrote_before_a_tool_call(form: str) -> None:
+    """The tool run: each record has "I will run a command." (written before the call), then the final
+    text once (they had only the result's text, the last message)."""
+    record = getattr(Transcript(claude_run("tool")), form)()
+    assert record.index("I will run a command.") < record.index("The command printed: hi")
+    assert record.count("The command printed: hi") == 1
+
+
+def stepped_conversation_run() -> SimpleNamespace:
+    """A finished two-turn conversation whose turns each write "Step 1 of 1." before their tool call
+    and "answer N" after it (as the demo's approval scenarios do)."""
+    interpreter = ClaudeInterpreter(prompt="bash: touch one.txt")
+    for index in (1, 2):
+        interpreter.begin_turn(f"bash: touch {index}.txt")
+        tool_id = f"toolu_{index}"
+        tool_result = {"type": "tool_result", "tool_use_id": tool_id, "content": "", "is_error": False}
+        for each in (
+            assistant(f"m{index}", {"type": "text", "text": "Step 1 of 1."},
+                      {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "touch"}}),
+            line(type="user", message={"role": "user", "content": [tool_result]}),
+            assistant(f"m{index}b", {"type": "text", "text": f"answer {index}"}),
+            result(result=f"answer {index}"),
+        ):
+            interpreter.feed("stdout", each + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: bash: touch one.txt", state=finished_state(), interpreter=interpreter,
+                           options={"prompt": "bash: touch one.txt"})
+
+
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
+def test_every_record_of_a_conversation_keeps_each_turns_text_before_its_tool_call(form: str) -> None:
+    """Each turn's record has its "Step 1 of 1." then its answer once (it had only the answer)."""
+    record = getattr(Transcript(stepped_conversation_run()), form)()
+    assert record.count("Step 1 of 1.") == 2
+    assert record.count("answer 1") == 1 and record.count("answer 2") == 1
+    first_step = record.index("Step 1 of 1.")
+    second_step = record.index("Step 1 of 1.", first_step + 1)
+    assert first_step < record.index("answer 1") < second_step < record.index("answer 2")
+
+
 def test_a_long_tool_error_is_cut_with_an_ellipsis() -> None:
     """A failed tool's first line is cut at 100 characters and says so with "…" (it was cut silently)."""
     tool = ToolCall("t1", "Bash", {"command": "make"}, result="E" * 150 + "\nmore", status="done", is_error=True)

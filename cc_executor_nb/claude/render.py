@@ -36,7 +36,7 @@ from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, readable_input
 from .permissions import printable as visible_controls
-from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary
+from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary, text_and_result
 
 _nh3: ModuleType | None
 try:
@@ -509,7 +509,7 @@ def render_claude_html(
         elif run.is_error:
             parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
         else:
-            parts.append(render_answer_html(run.answer))
+            parts.append(render_answer_html(text_and_result(run.text, run.answer)))
     parts += [render_retries_html(run), render_footer_html(run, process_ended)]
     return '<div class="cc-run">' + "".join(parts) + "</div>"
 
@@ -541,7 +541,7 @@ def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
         body += [render_answer_html(turn.text if turn.text.strip() != message.strip() else ""),
                  f'<div class="cc-error" style="color:#b00020">{escape(printable(message))}</div>']
     else:
-        body.append(render_answer_html(turn.answer))
+        body.append(render_answer_html(turn.full_answer))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "TurnEnded",
     "TurnView",
     "summary",
+    "text_and_result",
 ]
 
 Phase = Literal["starting", "thinking", "writing", "tool", "done"]
@@ -171,6 +172,12 @@ class TurnView:
         return text or self.text
 
     @property
+    def full_answer(self) -> str:
+        """Everything the turn wrote, then its result text unless that text ends with it
+        (see :func:`text_and_result`); when the turn did not succeed, its text so far."""
+        return text_and_result(self.text, self.answer)
+
+    @property
     def is_error(self) -> bool:
         """Whether the turn ended with an error (an interrupt counts as one)."""
         return self.result is not None and _is_error_result(self.result)
@@ -181,6 +188,21 @@ class TurnView:
         if not self.is_error or self.result is None:
             return ""
         return "Interrupted." if self.interrupted else _error_of_result(self.result) or "The turn failed."
+
+
+def text_and_result(text: str, result_text: str) -> str:
+    """The answer to show: all of the assistant's ``text`` (before, between and after tool calls),
+    then ``result_text`` unless the text already ends with it.
+
+    The CLI's result text is its last message's text, so the text usually ends with it: it is
+    not said twice. A result that came without streamed text is the whole answer. Whitespace
+    is ignored in the comparison (the CLI may trim the result).
+    """
+    if not text.strip():
+        return result_text
+    if "".join(text.split()).endswith("".join(result_text.split())):
+        return text
+    return f"{text.rstrip()}\n\n{result_text.lstrip()}"
 
 
 @dataclass

@@ -50,7 +50,7 @@ from .render import (
     status_name,
     tool_input_summary,
 )
-from .streamjson import ApiRetry, ToolCall
+from .streamjson import ApiRetry, ToolCall, text_and_result
 
 __all__ = [
     "FLUSH_CHARS",
@@ -270,7 +270,8 @@ def _number(data: Mapping[str, Any], key: str) -> float | None:
 
 
 def answer_of(view: ClaudeSnapshot) -> str:
-    """The answer to show: Claude's result text once it came, else the text so far.
+    """The answer to show: all of Claude's text (before, between and after its tool calls),
+    then the result's text unless the text ends with it (:func:`text_and_result`).
 
     A conversation of several turns: every turn's text. A failed run: the text Claude wrote
     before the failure (a story cut by the budget is paid for), but "" when that text is the
@@ -281,7 +282,7 @@ def answer_of(view: ClaudeSnapshot) -> str:
     if view.is_error:
         message, written = " ".join(view.answer.split()), " ".join(view.text.split())
         return "" if message and written.endswith(message) else view.text
-    return view.answer if view.result is not None else view.text
+    return text_and_result(view.text, view.answer) if view.result is not None else view.text
 
 
 # A whole run at once

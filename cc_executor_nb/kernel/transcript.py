@@ -484,7 +484,7 @@ def _turn_text_and_failure(turn: TurnView) -> tuple[str, str]:
     then shown once, as the failure, never as if it were Claude's answer.
     """
     if not turn.is_error:
-        return turn.answer, ""
+        return turn.full_answer, ""
     if turn.result is None:
         return turn.text, ""
     if turn.interrupted:
