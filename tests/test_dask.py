@@ -332,6 +332,17 @@ def test_a_command_that_cannot_start_on_a_worker_ends_as_it_does_locally(
         "error", "could not start '/no/such/cmd': No such file or directory")
 
 
+def test_a_cluster_runs_reconnect_limit_is_the_setting(cluster: tuple[LocalCluster, Client]) -> None:
+    """CCExec.reconnect_timeout reaches the runs a cluster batch follows on its workers (they kept
+    the client's 5 minutes)."""
+    _local, client = cluster
+    config = CCExec(history_path="none", reconnect_timeout=7.0)
+    placed = cc_executor_nb.map(["true"], command=True, cluster=client, display=False, settings=config)
+    placed.wait(scaled(60))
+    assert placed.runs[0].status == "completed"
+    assert placed.runs[0].target.reconnect_timeout == 7.0
+
+
 @pytest.mark.parametrize("configured", [{"durable": True}, {"default_server": "ws://127.0.0.1:9/ws"}])
 def test_a_cluster_batch_leaves_the_configured_server_and_durability_aside(
     cluster: tuple[LocalCluster, Client], tmp_path: Any, monkeypatch: pytest.MonkeyPatch, configured: dict[str, Any]

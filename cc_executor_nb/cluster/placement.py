@@ -159,6 +159,7 @@ class DaskPlacement:
         self.recipes = [recipe_of(p, text, settings, batch=self.topic) for p, text in zip(prepared, texts, strict=True)]
         self.plugin_name, self.token = ensure_plugin(client, settings)
         self.ssl = client_ssl(client)
+        self.reconnect_timeout = settings.reconnect_timeout
         self.resources = dict(resources) if resources else None
         self.warning = unoffered(client, self.resources)
         """Why the runs may wait (no current worker offers their resources), else None."""
@@ -211,7 +212,7 @@ class DaskPlacement:
             return
         index = int(message["index"])
         entry = batch.items[index]
-        target = Target(str(message["url"]), self.token, ssl=self.ssl)
+        target = Target(str(message["url"]), self.token, ssl=self.ssl, reconnect_timeout=self.reconnect_timeout)
         job_id = str(message["job_id"])
         batch.placed(
             entry,
