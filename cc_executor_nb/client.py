@@ -42,11 +42,12 @@ import itertools
 import logging
 import re
 import ssl as ssl_module
+import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -62,6 +63,8 @@ from .redaction import install_redactor
 __all__ = ["Client", "Locator", "check_server_url", "connect", "shown_url"]
 
 logger = logging.getLogger("cc_executor_nb.client")
+
+T = TypeVar("T")
 
 Listener = Callable[[Event], None]
 Locator = Callable[[], tuple[str, str | None] | None]
@@ -441,7 +444,7 @@ class Client:
         for attempt in itertools.count(1):
             await self._notify_local(methods.CLIENT_RECONNECTING, {"attempt": attempt, "reason": self.close_reason})
             await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
-            self._relocate()
+            await self._relocate()
             try:
                 ws = await self._dialer.dial()
             except HandshakeRefused as exc:
@@ -478,13 +481,14 @@ class Client:
         return ("reconnect refused: the server no longer accepts this run's token (HTTP 401; "
                 f"it may have restarted with a new one): {how}")
 
-    def _relocate(self) -> None:
+    async def _relocate(self) -> None:
         """A job follower dials wherever ``locate`` says the server is now (a resumed
-        session lives in one server process only, so only a job is looked for elsewhere)."""
+        session lives in one server process only, so only a job is looked for elsewhere).
+        The locator runs off the loop: it may start the next job server."""
         if self._locate is None or self.job_id is None or self._dialer is None:
             return
         try:
-            found = self._locate()
+            found = await _off_loop(self._locate)
         except Exception:  # a locator that fails leaves the last known address
             logger.exception("! finding the job server again failed")
             return
@@ -763,6 +767,32 @@ def _refused(url: str, exc: InvalidStatus) -> HandshakeRefused:
     lines = (response.body or b"").decode("utf-8", "replace").strip().splitlines()
     reason = lines[0] if lines else response.reason_phrase
     return HandshakeRefused(url, response.status_code, _CONTROLS.sub("", reason)[:200])
+
+
+async def _off_loop(call: Callable[[], T]) -> T:
+    """``call()`` on a daemon thread of its own, awaited: a slow one never holds the loop, nor
+    its stop (the default executor is waited for when a loop closes)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(cast(T, result))
+
+    def work() -> None:
+        try:
+            result, error = call(), None
+        except Exception as exc:
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=work, name="cc_executor_nb-locate", daemon=True).start()
+    return await future
 
 
 async def connect(

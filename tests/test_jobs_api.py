@@ -21,6 +21,7 @@ from traitlets.config import Config
 
 import cc_executor_nb
 from cc_executor_nb.errors import CCExecError
+from cc_executor_nb.kernel import jobserver
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.html import header_html
 from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
@@ -213,10 +214,31 @@ def test_a_follower_finds_the_restarted_job_server_and_ends_as_its_job_did(runti
     assert run.duration == pytest.approx(job_duration(job), abs=scaled(0.5))
 
 
-def test_a_follower_refused_on_the_old_port_finds_the_next_job_server(runtime_dir) -> None:
+def test_a_follower_starts_the_next_job_server_itself_and_ends_as_its_job_did(runtime_dir) -> None:
+    """The job server SIGKILLed under a followed job and nobody starts another: the run starts the
+    next one itself, which marks the job lost, and ends saying so within seconds (it reconnected
+    until its limit, 5 minutes, then ended "reconnect failed")."""
+    run = ticking_job()
+    kill_job_server(runtime_dir)
+    run.wait(scaled(30))
+    assert (run.status, run.error) == ("error", LOST_ERROR)
+    server = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert server is not None and is_job_server(server.pid)
+
+
+def no_restart_by_followers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Followers cannot start the next job server (as if it failed to start); jobs() still can."""
+    def refuse(settings: object = None) -> None:
+        raise jobserver.JobServerError("not started by followers in this test")
+
+    monkeypatch.setattr(jobserver, "job_server", refuse)
+
+
+def test_a_follower_refused_on_the_old_port_finds_the_next_job_server(runtime_dir, monkeypatch) -> None:
     """A restarted job server may listen on the old port before its runtime file names its new
     token: a follower refused there (HTTP 401) looks again and attaches once the file is
     written (it gave up at the first 401, "the server no longer accepts this run's token")."""
+    no_restart_by_followers(monkeypatch)  # the next server is started below, on the old port first
     run = ticking_job()
     old = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
     assert old is not None
@@ -235,9 +257,10 @@ def test_a_follower_refused_on_the_old_port_finds_the_next_job_server(runtime_di
     assert (run.status, run.error) == ("error", LOST_ERROR)
 
 
-def test_a_follower_that_gives_up_ends_with_the_run_time_it_knew(runtime_dir) -> None:
+def test_a_follower_that_gives_up_ends_with_the_run_time_it_knew(runtime_dir, monkeypatch) -> None:
     """No job server comes back: the run ends error when its reconnects give up, and its duration is
     the run's up to the last message it had, not that plus the reconnect wait."""
+    no_restart_by_followers(monkeypatch)
     # The client's reconnect limit (5 minutes by default) is CCExec.reconnect_timeout: 2 s here.
     settings = CCExec()
     settings.history_path = "none"

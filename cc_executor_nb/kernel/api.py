@@ -718,7 +718,7 @@ def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions, name
         return remote_target(options.server, options.token, named, settings.token_env)
     if options.durable:
         info = job_server(settings)
-        return Target(info.url, info.token, locate=job_server_locator())
+        return Target(info.url, info.token, locate=job_server_locator(settings))
     local = kernel_loop.server
     if local is None:
         raise RuntimeError("the in-kernel server is not running")

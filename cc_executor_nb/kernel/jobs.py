@@ -278,7 +278,7 @@ def _target(settings: CCExec, server: str | None, token: str | None, token_env: 
     if url:
         return api.remote_target(url, token, token_env, settings.token_env)
     info = job_server(settings)
-    return Target(info.url, info.token, locate=job_server_locator())
+    return Target(info.url, info.token, locate=job_server_locator(settings))
 
 
 async def _fetch(target: Target) -> list[JobInfo]:

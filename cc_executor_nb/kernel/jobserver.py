@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import subprocess
 import sys
@@ -52,6 +53,8 @@ __all__ = [
     "stop_server",
 ]
 
+logger = logging.getLogger(__name__)
+
 START_TIMEOUT = 60.0
 """Seconds to wait for the start lock and for a new server to listen."""
 EXIT_BUSY = 3
@@ -74,14 +77,28 @@ def job_server(settings: CCExec | None = None) -> RuntimeInfo:
         return _await_answer(runtime)
 
 
-def job_server_locator() -> Callable[[], tuple[str, str] | None]:
+def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str, str] | None]:
     """Where the user's job server listens now, read from its runtime file at each call
     (None while there is no file): what a run following a job asks before each reconnect,
-    since a job server that died and was started again has another port and token."""
+    since a job server that died and was started again has another port and token.
+
+    With ``settings``, a follower whose job server is gone (no file, or its process is no
+    job server) starts the next one itself, once: that server marks the job ``lost`` and
+    the run ends saying so, rather than reconnecting until its limit. It blocks (call it
+    off the loop).
+    """
     runtime = default_runtime_file()  # this kernel's runtime directory, as when the run began
+    tried = False
 
     def locate() -> tuple[str, str] | None:
+        nonlocal tried
         info = read_runtime_file(runtime)
+        if settings is not None and not tried and (info is None or not is_job_server(info.pid)):
+            tried = True  # once: a server that cannot start is not started again at every attempt
+            try:
+                info = job_server(settings)
+            except JobServerError as exc:
+                logger.warning("! the job server is gone and could not be started again: %s", exc)
         return (info.url, info.token) if info is not None else None
 
     return locate
