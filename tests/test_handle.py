@@ -279,6 +279,39 @@ def test_interpreter_is_fed_every_output_piece(bg: KernelLoop) -> None:
     assert run.model is None and run.tool_calls == []
 
 
+class BrokenAtTheEnd(Recorder):
+    """An interpreter whose judgement of the run's end raises."""
+
+    def incomplete(self) -> str | None:
+        raise ValueError("the end is broken")
+
+
+class PresenterBrokenAtTheEnd(TextPresenter):
+    """A text presenter whose update for the run's end raises (it keeps every other event)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: "run")
+        self.seen: list[Any] = []
+
+    def update(self, event: Any) -> None:
+        if event.method == "process.completed":
+            raise RuntimeError("cannot draw the end")
+        self.seen.append(event)
+
+
+@pytest.mark.parametrize("broken", ["interpreter", "presenter"])
+def test_an_error_while_taking_the_runs_end_ends_it_in_error(bg: KernelLoop, broken: str) -> None:
+    """An exception while the end is folded in ends the run ``error`` saying what went wrong, and wait() returns."""
+    kwargs: dict[str, Any] = {"interpreter": BrokenAtTheEnd()} if broken == "interpreter" else {
+        "presenter": PresenterBrokenAtTheEnd()}
+    run = start(bg, fake("echo", "hi"), **kwargs).wait(scaled(20))
+    reason = "ValueError: the end is broken" if broken == "interpreter" else "RuntimeError: cannot draw the end"
+    assert run.status == "error" and run.done
+    assert run.error == f"could not take in the run's end ({reason}); the process ended completed, exit code 0"
+    if broken == "presenter":  # the view is told of the error the run ended with
+        assert kwargs["presenter"].seen[-1].params == {"error": run.error}
+
+
 def test_claude_fields_are_empty_without_an_interpreter(bg: KernelLoop) -> None:
     """Without an interpreter the Claude fields read None (tool_calls: empty)."""
     run = start(bg, fake("echo", "x")).wait(scaled(20))

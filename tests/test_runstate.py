@@ -232,6 +232,18 @@ def test_process_error_records_message() -> None:
     )
 
 
+@pytest.mark.parametrize("end", [None, "completed"])
+def test_break_off_ends_the_run_in_error_whatever_it_read(end: str | None) -> None:
+    """break_off() ends a running or completed run ``error`` with its message, dead and finished."""
+    state = started()
+    if end is not None:
+        state.apply("process.completed", {"status": end, "exit_code": 0, "seq": 2}, 3.0)
+    state.break_off("could not take in the run's end", 4.0)
+    assert (state.status, state.error, state.alive, state.finished) == (
+        "error", "could not take in the run's end", False, True)
+    assert state.ended_at == (3.0 if end else 4.0)
+
+
 def test_unknown_method_only_proves_the_connection_alive() -> None:
     """An unknown method changes nothing but the time of the last message from the server."""
     state = started()

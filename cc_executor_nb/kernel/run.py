@@ -892,14 +892,35 @@ class Run:
         A conversation may hold the process's first output back (until it proves host
         mode) and acts on each event once it is folded in.
         """
+        ending = isinstance(event, (Completed, ProcessError))
+        try:
+            self._take(event)
+        except Exception as exc:
+            if not ending:
+                raise
+            self._break_off(event, exc)
+        if ending and self._ended is not None:
+            self._ended.set()
+
+    def _take(self, event: Event) -> None:
         conversation = self.conversation
         admitted = conversation.admit(event) if conversation is not None else [event]
         for item in admitted:
             self._fold(item)
             if conversation is not None:
                 conversation.react(item)
-        if isinstance(event, (Completed, ProcessError)) and self._ended is not None:
-            self._ended.set()
+
+    def _break_off(self, event: Event, exc: Exception) -> None:
+        """Taking in the run's end raised (a custom interpreter or view): the run ends
+        ``error`` saying so and how the process ended, rather than ``running`` for ever."""
+        logger.exception("! could not take in the end of %s", self.label)
+        message = f"could not take in the run's end ({_describe(exc)}); {_ending_words(event)}"
+        self.state.break_off(message, time.monotonic())
+        failure = make_event(methods.PROCESS_ERROR, {"error": message})
+        self.events.append(failure)
+        presenter = self.presenter
+        if presenter is not None:
+            _log_errors(lambda: presenter.update(failure))
 
     def _fold(self, event: Event) -> None:
         """Fold one event into the state, the interpreter and the view."""
@@ -1013,6 +1034,13 @@ def ended_after_failed_turn(event: Event, state: RunState, failure: Callable[[],
         return event
     reason = failure()
     return make_event(event.method, {**event.params, "error": reason}) if reason else event
+
+
+def _ending_words(event: Event) -> str:
+    """How the process ended, as its end event says."""
+    if isinstance(event, Completed):
+        return f"the process ended {event.status}, exit code {event.exit_code}"
+    return f"the run ended with the error: {event.params.get('error')}"
 
 
 def _fold_connection_event(state: RunState, event: Event, now: float) -> None:

@@ -284,6 +284,14 @@ class RunState:
             self.status, self.error = "detached", reason
             self.ended_at = now
 
+    def break_off(self, error: str, now: float) -> None:
+        """End the run ``error`` whatever it read: its end could not be taken in."""
+        self.alive, self.pending_questions, self.waiting_since = False, 0, None
+        self.between_turns = False
+        self.status, self.error = "error", error
+        if self.ended_at is None:
+            self.ended_at = self._known_end(now)
+
     def _is_replay(self, params: Mapping[str, Any]) -> bool:
         seq = _int(params.get("seq"))
         if seq is None:
