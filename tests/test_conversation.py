@@ -256,6 +256,20 @@ def test_an_interrupt_between_turns_says_there_is_nothing_to_interrupt(tmp_path:
     ended(run)
 
 
+def test_an_interrupt_after_the_conversation_is_over_says_so(tmp_path: Path) -> None:
+    """interrupt() once the conversation is over: a notice says it is over (it said nothing),
+    once however often asked; the run's end stays as it was."""
+    run = ended(turn_over(start("echo: one", tmp_path)))
+    assert run.conversation is not None
+    before = (run.status, run.exit_code, run.error)
+    run.interrupt()
+    run.interrupt()
+    notice = "Nothing to interrupt: the conversation is over."
+    assert run.conversation.view().notices == (notice,)
+    assert [e.params["message"] for e in run.events if e.method == "conversation.notice"] == [notice]
+    assert (run.status, run.exit_code, run.error) == before and run.done
+
+
 def test_continue_resumes_the_conversation_used_last_not_the_one_ended_last(tmp_path: Path) -> None:
     """Two conversations; the second is used last, then the first is ended last: --continue
     resumes the second (the first's exit overwrote the session to continue)."""

@@ -350,18 +350,26 @@ class Conversation:
 
         If no result comes within the grace, the process is cancelled (SIGTERM). During the
         start it is sent once the CLI is in host mode (the first turn runs from the start).
-        Between turns nothing is sent and a notice says so (the run's view, text mode, its
-        ``conversation.notice`` event), once between two turns however often it is asked.
+        Between turns, or once the conversation is over, nothing is sent and a notice says
+        so (the run's view, text mode, its ``conversation.notice`` event), once between two
+        turns (once when over) however often it is asked.
         """
         if self._interrupt_turn():
             return True
-        if self._mode in ("live", "ending") and not self._cancelled:
-            why = "the conversation waits for a follow-up" if self._mode == "live" else "the conversation is ending"
-            words = f"Nothing to interrupt: no turn is running ({why})."
-            if self._interrupt_noted != (self._sent, words):
-                self._interrupt_noted = (self._sent, words)
-                self._notice(words)
+        words = self._nothing_to_interrupt()
+        if words is not None and self._interrupt_noted != (self._sent, words):
+            self._interrupt_noted = (self._sent, words)
+            self._notice(words)
         return False
+
+    def _nothing_to_interrupt(self) -> str | None:
+        """Why an interrupt finds no turn, in the notice's words (None: say nothing)."""
+        if self._mode == "over":
+            return "Nothing to interrupt: the conversation is over."
+        if self._mode not in ("live", "ending") or self._cancelled:
+            return None
+        why = "the conversation waits for a follow-up" if self._mode == "live" else "the conversation is ending"
+        return f"Nothing to interrupt: no turn is running ({why})."
 
     def _interrupt_turn(self) -> bool:
         if self._mode == "starting" and not self._cancelled:

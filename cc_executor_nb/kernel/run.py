@@ -443,8 +443,9 @@ class Run:
     def interrupt(self) -> Run:
         """Stop the current turn gracefully: it ends with a result, the process stays.
 
-        SIGTERM follows only if no result comes within the kill grace. Between turns there
-        is nothing to interrupt: nothing is sent and a notice says so. Returns self.
+        SIGTERM follows only if no result comes within the kill grace. Between turns, or
+        once the conversation is over, there is nothing to interrupt: nothing is sent and a
+        notice says so. Returns self.
         """
         self._converse(lambda c: c.interrupt())
         return self
