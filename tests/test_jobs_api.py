@@ -508,6 +508,30 @@ def test_job_calls_refused_for_their_token_name_its_variable(
                                           "--token-env (token_env=)")
 
 
+@pytest.mark.parametrize("keyword", ["token", "token_env"])
+def test_jobs_and_attach_refuse_a_token_without_a_remote_server(keyword, runtime_dir, monkeypatch) -> None:
+    """jobs(), jobs.list() and attach() with a token and no server refuse it as run() does (they used the
+    job server's own token and ignored it), and start no job server for it."""
+    monkeypatch.setenv("CCX_SOME_TOKEN", "t")
+    given = {keyword: "t" if keyword == "token" else "CCX_SOME_TOKEN"}
+    for call in (lambda: cc_executor_nb.jobs.list(**given),
+                 lambda: cc_executor_nb.jobs(quiet=True, **given),
+                 lambda: cc_executor_nb.attach("last", **given)):
+        with pytest.raises(ValueError, match=rf"^{keyword} applies to a remote server only: give server too "
+                                             r"\(or set CCExec.default_server\)$"):
+            call()
+    assert not (runtime_dir / RUNTIME_FILE_NAME).exists()
+
+
+@pytest.mark.parametrize("action", ["--jobs", "--attach last"])
+def test_the_jobs_magics_refuse_a_token_env_without_a_server(action, shell, runtime_dir, monkeypatch) -> None:
+    """%ccexec --jobs / --attach with --token-env and no server name both flags, as %ccexec does for a run."""
+    monkeypatch.setenv("CCX_SOME_TOKEN", "t")
+    with pytest.raises(UsageError, match=r"^--token-env applies to a remote server only: give -s/--server too"):
+        line(shell, f"{action} --token-env CCX_SOME_TOKEN --quiet")
+    assert not (runtime_dir / RUNTIME_FILE_NAME).exists()
+
+
 def test_jobs_and_attach_read_the_token_from_token_env(token_job_server, runtime_dir, monkeypatch) -> None:
     """jobs(), jobs.list() and attach() take token_env= as run() does (they raised TypeError): the token is
     read from that variable; one that is not set is refused before connecting; token= wins over it."""

@@ -61,6 +61,7 @@ __all__ = [
     "in_kernel_server_settings",
     "output_mode",
     "prepare",
+    "refuse_token_without_server",
     "remote_target",
     "resolve_options",
     "resume_settings",
@@ -332,15 +333,16 @@ def resolve_options(
     run_options = from_values(RunOptions, run_values, defaults=configured)
     claude_options = from_values(ClaudeOptions, claude_values, defaults=configured)
     _refuse_ignored(run_options, claude_options, _given(ClaudeOptions, claude_values))
-    _refuse_token_without_server(run_options, run_values)
+    refuse_token_without_server(run_options.server, run_values)
     return run_options, dataclasses.replace(claude_options, remote=bool(run_options.server))
 
 
-def _refuse_token_without_server(run_options: RunOptions, run_values: Mapping[str, Any]) -> None:
-    """A token given for a run that goes to no remote server (the in-kernel server, the job
-    server: each has its own) would be ignored: an error instead."""
-    given = [name for name in ("token", "token_env") if run_values.get(name)]
-    if given and not run_options.server:
+def refuse_token_without_server(server: str | None, values: Mapping[str, Any]) -> None:
+    """A ``token`` or ``token_env`` among ``values`` for a call that goes to no remote server
+    (``server`` empty: the in-kernel server, the job server, each with its own token) would be
+    ignored: an :class:`~cc_executor_nb.declare.OptionError` instead."""
+    given = [name for name in ("token", "token_env") if values.get(name)]
+    if given and not server:
         raise OptionError("{0} applies to a remote server only: give {1} too (or set CCExec.default_server)",
                           [given[0], "server"])
 

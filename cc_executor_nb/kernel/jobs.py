@@ -275,6 +275,7 @@ def _target(settings: CCExec, server: str | None, token: str | None, token_env: 
         # As run(): an unset variable would connect without a token and read as a wrong one.
         token_from_env(token_env, f"token_env={token_env!r}")
     url = server or settings.default_server
+    api.refuse_token_without_server(url, {"token": token, "token_env": token_env})
     if url:
         return api.remote_target(url, token, token_env, settings.token_env)
     info = job_server(settings)
