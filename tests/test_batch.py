@@ -309,6 +309,11 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     (lambda s: cc_executor_nb.map(["a"], ["b"], settings=s), "template string"),
     (lambda s: cc_executor_nb.map(["a"], concurrency=0, settings=s), "^concurrency must be a positive integer"),
     (lambda s: cc_executor_nb.map(["a"], max_budget_usd=-1, settings=s), "max_budget_usd"),
+    # (it said max_budget_usd, map()'s batch budget)
+    (lambda s: cc_executor_nb.map(["a"], run_max_budget_usd=-1, settings=s),
+     r"^run_max_budget_usd must be a positive number of dollars, not -1$"),
+    (lambda s: cc_executor_nb.map(["true"], command=True, run_max_budget_usd=1, settings=s),
+     r"^a command \(command=True\) takes no Claude option: run_max_budget_usd$"),
     (lambda s: cc_executor_nb.map(["a"], on_budget="stop", settings=s), "^on_budget must be 'finish' or 'cancel'"),
     (lambda s: cc_executor_nb.map(["a"], label="x", settings=s), "'label'"),
     # (accepted, and on_budget then did nothing)
@@ -524,6 +529,8 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
     ("--each names --on-budget maybe --batch-budget-usd 1 --demo {item}",
      r"^--on-budget must be 'finish' or 'cancel', not 'maybe'$"),
     ("-c 'echo hi' --concurrency 0 --each names", r"^--concurrency must be a positive integer, not 0$"),
+    ("--each names --max-budget-usd -1 --demo {item}",
+     r"^--max-budget-usd must be a positive number of dollars, not -1.0$"),
     # (accepted, and --on-budget then did nothing)
     ("--each names --on-budget cancel -c 'echo {item}' --wait",
      r"^--on-budget needs --batch-budget-usd: without a batch budget it never acts$"),

@@ -39,7 +39,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -936,8 +936,7 @@ def map(
     on_budget = on_budget or "finish"
     _refuse_unused(cluster, resources, run_keywords)
     unconfigured = _CLUSTER_UNCONFIGURED if cluster is not None else ()
-    prepared = [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)
-                for text in texts]
+    prepared = _prepare(texts, settings, unconfigured, run_keywords)
     loop = prepared[0].loop if prepared else shared_loop()
     placement: Placement | None = None
     if cluster is not None:
@@ -962,6 +961,23 @@ def map(
         batch.wait_accepted(api.DURABLE_ACCEPT_TIMEOUT)
         _warn_at_exit(batch)
     return batch
+
+
+def _prepare(
+    texts: list[str], settings: CCExec, unconfigured: Collection[str], run_keywords: dict[str, Any],
+) -> list[api.Prepared]:
+    """Each text's run, prepared; an option error names map()'s keywords (``run_max_budget_usd``
+    for each run's budget: ``max_budget_usd`` is the batch's)."""
+    try:
+        return [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)
+                for text in texts]
+    except OptionError as exc:
+        raise OptionError(exc.template, [_map_keyword(name) for name in exc.names], *exc.values) from None
+
+
+def _map_keyword(name: str) -> str:
+    """A run's option name (maybe with its value) as map() takes it."""
+    return f"run_{name}" if name.partition("=")[0] == "max_budget_usd" else name
 
 
 def _warn_at_exit(batch: Batch) -> None:

@@ -304,6 +304,8 @@ def _usage_error(exc: Exception) -> UsageError:
 def _flag(name: str) -> str:
     """How the magic spells an option field (``interactive=False`` is ``--no-interactive``)."""
     field = name.partition("=")[0]
+    if field == "run_max_budget_usd":  # map()'s keyword for each run's --max-budget-usd
+        field = "max_budget_usd"
     return _OPTION_FLAGS.get(field) or _BATCH_FLAGS.get(field, field)
 
 
