@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import shlex
@@ -21,7 +22,7 @@ from traitlets.config import Config
 
 import cc_executor_nb
 from cc_executor_nb.errors import CCExecError
-from cc_executor_nb.kernel import jobserver
+from cc_executor_nb.kernel import api, jobserver
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.html import header_html
 from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
@@ -484,6 +485,19 @@ def test_job_calls_refused_for_their_token_say_what_to_give(runtime_dir, token_j
     text = str(info.value)
     assert text.startswith(f"{token_job_server.url} refused the connection: HTTP 401")
     assert text.endswith("the token was given as token=: give the server's token") and "a-wrong-token" not in text
+
+
+def test_a_live_job_table_refused_for_its_token_says_what_to_give(runtime_dir, token_job_server) -> None:
+    """A live table whose server refuses the token at its next update (e.g. restarted with a new one) stops
+    and says why with run()'s hint, under the table and in ``error`` (its update failed unseen, bare)."""
+    url = token_job_server.url
+    running = JobInfo.from_wire({"job_id": "j1", "status": "running", "started_at": time.time()})
+    table = JobsTable(api.remote_target(url, "a-wrong-token", None, None), [running], widget=True, live=True)
+    eventually(lambda: not table.live, timeout=scaled(20), what="the table's updates ending")
+    assert table.error is not None and table.error.startswith(f"{url} refused the connection: HTTP 401")
+    assert table.error.endswith("the token was given as token=: give the server's token")
+    assert "a-wrong-token" not in table.error and "updates stopped: " + html.escape(table.error) in table._widget.value
+    assert repr(table).endswith(f"updates stopped: {table.error}") and table.jobs == [running]
 
 
 def test_job_calls_refused_for_their_token_name_its_variable(

@@ -21,13 +21,14 @@ job's ``meta``, so nothing else is kept on this side.
 from __future__ import annotations
 
 import asyncio
+import html
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..claude.summary import cost_of, session_of
-from ..client import connect, shown_url
+from ..client import Client, connect, shown_url
 from ..errors import CCExecError, HandshakeRefused
 from . import api
 from .config import CCExec
@@ -167,12 +168,15 @@ class JobsTable:
 
     ``jobs`` holds the latest :class:`JobInfo` list. A live table asks the server again
     every second while a job runs, then stops; :meth:`refresh` asks once more and
-    :meth:`stop` ends the updates.
+    :meth:`stop` ends the updates. An error that stops them (a refused token, a lost
+    server) is kept in ``error`` and shown under the table.
     """
 
     def __init__(self, target: Target, jobs: list[JobInfo], *, widget: bool, live: bool) -> None:
         self.target = target
         self.jobs = jobs
+        self.error: str | None = None
+        """Why the live updates stopped, if an error stopped them (a refused token, a lost server)."""
         self._widget: Any = None
         self._task: Any = None
         if widget:
@@ -200,19 +204,29 @@ class JobsTable:
     def _show(self, jobs: list[JobInfo]) -> None:
         self.jobs = jobs
         if self._widget is not None:
-            self._widget.value = jobs_html(rows_of(jobs), time.time())
+            note = "" if self.error is None else f"<div><em>updates stopped: {html.escape(self.error)}</em></div>"
+            self._widget.value = jobs_html(rows_of(jobs), time.time()) + note
 
     async def _follow(self) -> None:
-        async with await connect(self.target.url, self.target.token, auto_reconnect=False) as client:
-            while True:
-                await asyncio.sleep(REFRESH_SECONDS)
-                jobs = [JobInfo.from_wire(job) for job in await client.jobs()]
-                self._show(jobs)
-                if not any(job.active for job in jobs):
-                    return
+        try:
+            async with await _connect(self.target) as client:
+                while True:
+                    await asyncio.sleep(REFRESH_SECONDS)
+                    jobs = [JobInfo.from_wire(job) for job in await client.jobs()]
+                    self._show(jobs)
+                    if not any(job.active for job in jobs):
+                        return
+        except CCExecError as exc:
+            self._stopped(str(exc))
+
+    def _stopped(self, reason: str) -> None:
+        """The updates stopped on an error: the table says why under the last listing."""
+        self.error = reason
+        self._show(self.jobs)
 
     def __repr__(self) -> str:
-        return jobs_text(rows_of(self.jobs), time.time())
+        text = jobs_text(rows_of(self.jobs), time.time())
+        return text if self.error is None else f"{text}\nupdates stopped: {self.error}"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         if self._widget is None:
@@ -283,13 +297,18 @@ def _target(settings: CCExec, server: str | None, token: str | None, token_env: 
 
 
 async def _fetch(target: Target) -> list[JobInfo]:
+    async with await _connect(target) as client:
+        return [JobInfo.from_wire(job) for job in await client.jobs()]
+
+
+async def _connect(target: Target) -> Client:
+    """A connection to the job server; a refusal or an unreachable server is a CCExecError in
+    run()'s words (a refused token: where it came from)."""
     try:
-        client = await connect(target.url, target.token, auto_reconnect=False)
+        return await connect(target.url, target.token, auto_reconnect=False)
     except HandshakeRefused as exc:
         raise CCExecError(unreachable(target.url, exc, token_hint=target.token_hint)) from None
     except OSError as exc:
         reason = os_reason(target.url, exc)
         raise CCExecError(f"cannot reach the job server at {shown_url(target.url)}: {reason}") from None
-    async with client:
-        return [JobInfo.from_wire(job) for job in await client.jobs()]
 
