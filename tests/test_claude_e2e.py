@@ -182,15 +182,24 @@ def test_selftest_passes_offline() -> None:
     assert "5 passed, 0 failed" in completed.stdout
 
 
-def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks() -> None:
+@pytest.mark.parametrize(("given", "hint"), [
+    ([], "give the server's token in the environment variable CC_EXECUTOR_TOKEN, which is not set, "
+         "or name another with --token-env"),
+    # (the failure ended at "HTTP 401 (...)", where the rest says where the token came from)
+    (["--token-env", "CCX_BAD_TOKEN"], "give the server's token in the environment variable CCX_BAD_TOKEN, "
+                                       "or name another with --token-env"),
+])
+def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks(given: list[str], hint: str) -> None:
     """Against a server that refuses the token, a case shows its one failure: it printed FAIL "cannot
-    connect" and then "ok no error" for the same case, a check of output that never came."""
+    connect" and then "ok no error" for the same case, a check of output that never came. The failure
+    says where the token came from, as the terminal client does."""
     server = start_server("--token", "the-right-token")
     env = {name: value for name, value in os.environ.items() if name != "CC_EXECUTOR_TOKEN"}
+    env["CCX_BAD_TOKEN"] = "a-wrong-token"
     try:
         completed = subprocess.run(
             [sys.executable, "-m", "cc_executor_nb.selftest", "--test", "Math Question", "--demo",
-             "--server", server.url],
+             "--server", server.url, *given],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=scaled(55), check=False,
         )
     finally:
@@ -199,3 +208,4 @@ def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks() -> None:
     checks = [line for line in completed.stdout.splitlines() if line.startswith("  ")]
     assert len(checks) == 1 and checks[0].startswith(f"  FAIL  cannot connect to {server.url}: "), completed.stdout
     assert "HTTP 401" in checks[0] and "0 passed, 1 failed" in completed.stdout
+    assert checks[0].endswith(f": {hint}") and "a-wrong-token" not in completed.stdout, completed.stdout

@@ -45,7 +45,7 @@ from ..claude.options import ClaudeOptions, claude_argv, claude_environment
 from ..claude.streamjson import ClaudeRun
 from ..client import Client, connect
 from ..declare import OneLineParser
-from ..errors import CCExecError
+from ..errors import CCExecError, HandshakeRefused
 from ..events import Completed, Event, Output, ProcessError
 from .shared import demo_backend, stop_demo
 
@@ -492,21 +492,21 @@ async def observe_run(
     inactivity_threshold: float | None = None,
     timeout: float | None = None,
     wait: float = DEFAULT_TIMEOUT,
+    token_hint: str = "",
 ) -> Observation:
     """Run ``argv`` in a new session of the server at ``url``; return what happened.
 
     Every notification is time-stamped on arrival. ``timeout`` is the server-side
     limit; ``wait`` the client's: past it the run is cancelled and the observation
-    carries an error. Never raises for a failing run or server.
+    carries an error. Never raises for a failing run or server. ``token_hint`` ends
+    the error of a server that refuses the token (where it came from).
     """
     events: list[TimedEvent] = []
     started = time.monotonic()
     try:
         client = await connect(url, token)
     except (OSError, CCExecError, WebSocketException) as exc:  # TimeoutError is an OSError
-        return Observation(
-            (), time.monotonic() - started, f"cannot connect to {url}: {_describe(exc)}"
-        )
+        return Observation((), time.monotonic() - started, _connect_failure(url, exc, token_hint))
     reader = asyncio.ensure_future(_collect(client, events, started))
     try:
         params = {
@@ -555,10 +555,25 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _connect_failure(url: str, exc: BaseException, token_hint: str) -> str:
+    words = f"cannot connect to {url}: {_describe(exc)}"
+    if token_hint and isinstance(exc, HandshakeRefused) and exc.status == 401:
+        words += f": {token_hint}"
+    return words
+
+
+def _token_hint(name: str) -> str:
+    """Where the ``--server`` token comes from (``--token-env NAME``), for a server that refused
+    it: in the terminal client's words."""
+    unset = "" if name in os.environ else ", which is not set"
+    return f"give the server's token in the environment variable {name}{unset}, or name another with --token-env"
+
+
 async def run_case(
-    case: Case, url: str, token: str | None, options: ClaudeOptions, *, cwd: str | None, wait: float
+    case: Case, url: str, token: str | None, options: ClaudeOptions, *, cwd: str | None, wait: float,
+    token_hint: str = "",
 ) -> Outcome:
-    """Run one case against the server and check it."""
+    """Run one case against the server and check it (``token_hint``: see :func:`observe_run`)."""
     observation = await observe_run(
         url,
         token,
@@ -569,6 +584,7 @@ async def run_case(
         inactivity_threshold=case.inactivity_threshold,
         timeout=wait,
         wait=wait + CANCEL_GRACE,
+        token_hint=token_hint,
     )
     return evaluate(case, observation, options.demo)
 
@@ -594,12 +610,13 @@ async def run_cases(
 ) -> list[Outcome]:
     """Run the cases one after another, printing each table as it ends."""
     outcomes: list[Outcome] = []
+    hint = _token_hint(args.token_env) if args.server else ""  # an in-process server: its own token
     async with _server(args.server, args.token_env) as (url, token):
         print(_banner(cases, options, url), flush=True)
         with _workdir(args) as cwd:
             for case in cases:
                 print(f"\nrunning {case.name} ...", flush=True)
-                outcome = await run_case(case, url, token, options, cwd=cwd, wait=args.timeout)
+                outcome = await run_case(case, url, token, options, cwd=cwd, wait=args.timeout, token_hint=hint)
                 print(format_case(outcome), flush=True)
                 outcomes.append(outcome)
     return outcomes
