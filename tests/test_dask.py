@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import multiprocessing.resource_tracker
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import psutil
@@ -13,9 +16,10 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 
 import cc_executor_nb
+from cc_executor_nb.cluster import placement
 from cc_executor_nb.cluster.worker import HandlerPlugin
 from cc_executor_nb.kernel.config import CCExec
-from cc_executor_nb.kernel.loop import stop_shared_loop
+from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 
 from .conftest import group_alive
 from .kernel_utils import py
@@ -385,6 +389,46 @@ def test_resources_no_worker_offers_are_named_while_the_items_wait(
     finally:
         batch.cancel().wait(scaled(30))
     assert [run.status for run in batch.runs] == ["cancelled"] * 2
+
+
+class HungScheduler:
+    """A Dask client whose scheduler never answers ``scheduler_info`` (until released)."""
+
+    status = "running"
+
+    def __init__(self) -> None:
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def scheduler_info(self, **kwargs: Any) -> dict[str, Any]:
+        self.asked.set()
+        self.release.wait(120)
+        return {"workers": {}}
+
+
+def test_a_hung_scheduler_holds_up_neither_the_worker_check_nor_the_loops_stop(monkeypatch) -> None:
+    """A look at the workers whose scheduler never answers gives up after WORKER_CHECK_TIMEOUT (a second look
+    is not started meanwhile), and the loop stops at once (it ran on the loop's default thread pool, whose
+    shutdown waited for it: stop() gave up after its timeout, the loop thread left hanging)."""
+    monkeypatch.setattr(placement, "WORKER_CHECK_INTERVAL", 0.01)
+    monkeypatch.setattr(placement, "WORKER_CHECK_TIMEOUT", 0.2)
+    client = HungScheduler()
+    entry = SimpleNamespace(run=SimpleNamespace(done=False, status="reconnecting"), worker="tcp://w:1")
+    owner = SimpleNamespace(client=client, _followed=[entry], _workers=placement.WorkersReader(client))
+    loop = KernelLoop(None, thread_name="ccx-hung-scheduler", stop_timeout=scaled(10))
+    loop.start()
+    try:
+        watcher = loop.submit(placement.DaskPlacement._watch_workers(owner))  # type: ignore[arg-type]
+        assert client.asked.wait(scaled(10))
+        time.sleep(0.5)  # a few checks' worth: each finds the first look still waiting
+        assert [t.name for t in threading.enumerate()].count("ccx-dask-workers") <= 1
+        thread, started = loop._thread, time.monotonic()
+        assert thread is not None
+        loop.stop()
+        assert not thread.is_alive() and time.monotonic() - started < scaled(5)
+        assert watcher.cancelled()
+    finally:
+        client.release.set()
+        loop.stop()
 
 
 def test_a_run_whose_worker_dies_ends_at_once_saying_so(settings: CCExec) -> None:

@@ -18,6 +18,7 @@ token); the handlers come up on every current and future worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -47,6 +48,9 @@ META_PROMPT_CHARS = 4000
 CLIENT_CLOSED = "the Dask client was closed before it started"
 WORKER_CHECK_INTERVAL = 1.0
 """Seconds between looks at the cluster's workers while a run reconnects to one."""
+WORKER_CHECK_TIMEOUT = 10.0
+"""Seconds a look at the cluster's workers may take: a scheduler that has not answered by then
+is taken as unread (looked at again once that look is over)."""
 
 
 def ensure_plugin(client: Any, settings: CCExec, *, allow_plaintext: bool = False) -> tuple[str, str]:
@@ -136,6 +140,45 @@ def _scheduler_workers(client: Any) -> Mapping[str, Any] | None:
     return workers if isinstance(workers, Mapping) else None
 
 
+class WorkersReader:
+    """Reads the scheduler's workers (:func:`_scheduler_workers`, which blocks) on a daemon
+    thread of its own, one look at a time, waited for at most :data:`WORKER_CHECK_TIMEOUT`.
+
+    Not on the loop's default thread pool: closing the loop waits for that pool's threads,
+    so a scheduler that never answers would hold up the loop's stop.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._thread: threading.Thread | None = None
+
+    async def read(self) -> Mapping[str, Any] | None:
+        """The workers by address; None when they cannot be read, or not in time, or the
+        last look still waits for the scheduler."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Mapping[str, Any] | None] = loop.create_future()
+        self._thread = threading.Thread(target=self._look, args=(loop, answer), name="ccx-dask-workers",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            return await asyncio.wait_for(answer, WORKER_CHECK_TIMEOUT)
+        except TimeoutError:
+            logger.debug("the Dask scheduler did not say its workers within %s s", WORKER_CHECK_TIMEOUT)
+            return None
+
+    def _look(self, loop: asyncio.AbstractEventLoop, answer: asyncio.Future[Mapping[str, Any] | None]) -> None:
+        workers = _scheduler_workers(self.client)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(_settle, answer, workers)
+
+
+def _settle(answer: asyncio.Future[Mapping[str, Any] | None], workers: Mapping[str, Any] | None) -> None:
+    if not answer.done():
+        answer.set_result(workers)
+
+
 def _resources_text(resources: Mapping[str, float]) -> str:
     return ", ".join(f"{name}={amount:g}" for name, amount in sorted(resources.items())) or "no resources"
 
@@ -168,6 +211,7 @@ class DaskPlacement:
         self._followed: list[BatchItem] = []
         """The items whose runs follow a job on a worker (checked for their worker's loss)."""
         self._watcher: asyncio.Future[None] | None = None
+        self._workers = WorkersReader(client)
         client.subscribe_topic(self.topic, self._on_event)
 
     def start(self, entry: BatchItem, batch: Batch) -> None:
@@ -251,7 +295,7 @@ class DaskPlacement:
             cut = [entry for entry in self._followed if entry.run.status == "reconnecting" and entry.worker]
             if not cut:
                 continue
-            workers = await asyncio.get_running_loop().run_in_executor(None, _scheduler_workers, self.client)
+            workers = await self._workers.read()
             if workers is None:
                 continue
             for entry in cut:
