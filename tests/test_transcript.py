@@ -215,6 +215,30 @@ def test_the_markdown_record_lists_each_decision_under_its_turn() -> None:
     assert md.index(first) < md.index("**Follow-up 1**") < md.index(second)
 
 
+def test_the_markdown_record_labels_its_retries_and_permission_questions() -> None:
+    """The retries and the decisions are lists under a label saying what they are (they were
+    bare bullets, with nothing to tell a retry list from a list of approvals)."""
+    retried = Transcript(claude_run("error_529")).markdown()
+    assert "**Retries**\n\n- API overloaded (529), retry 1 of 1 in 0.6 s" in retried
+    md = Transcript(conversation_run()).markdown()
+    assert "**Permission questions**\n\n- Bash · touch one.txt → allowed by you" in md
+    assert "**Permission questions**\n\n- Bash · touch two.txt → denied by you: not now" in md
+
+
+def test_the_markdown_records_figures_keep_no_needless_backslash() -> None:
+    """A footer's duration reads "1.3 s", not "1\\.3 s" (each item was escaped as if it began a
+    line, where "1." starts a list); a figure that does begin a line is still escaped."""
+    interpreter = ClaudeInterpreter(prompt="p")
+    interpreter.feed("stdout", result(result="ok", duration_ms=1300, total_cost_usd=0.5) + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: p", state=finished_state(), interpreter=interpreter, options={"prompt": "p"})
+    footer = Transcript(run).markdown().rstrip("\n").rsplit("\n", 1)[-1]
+    assert " · 1.3 s" in footer and "\\." not in footer
+    assert r"\$0.5000" in footer  # a dollar sign still cannot open math
+    assert markdown_escape("1. not a list") == r"1\. not a list"
+    assert markdown_escape("1. <b>", line_start=False) == r"1. \<b\>"
+
+
 def test_the_text_record_puts_each_decision_in_its_turn() -> None:
     """A conversation's text record: turn 1's [permission] line before "[follow-up 1]", the
     follow-up's after it (every decision came before turn 1's tools)."""

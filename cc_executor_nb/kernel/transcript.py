@@ -164,9 +164,9 @@ class Transcript:
 
     def _status_markdown(self) -> str:
         items = self._status_items()
-        line = " · ".join([f"**{markdown_escape(items[0])}**", *map(markdown_escape, items[1:])])
+        line = " · ".join([f"**{markdown_escape(items[0])}**", *map(_inline_escape, items[1:])])
         error = self.state.error
-        return line + (f" · {markdown_escape(error)}" if error else "")
+        return line + (f" · {_inline_escape(error)}" if error else "")
 
     def _claude_markdown(self) -> list[str]:
         view = self.view
@@ -177,10 +177,10 @@ class Transcript:
                          " (in `run.thinking`)*")
         turns = self._turn_views()
         asked = _requests_by_turn(view, turns)
-        notes = [f"- {markdown_escape(retry_text(retry))}" for retry in view.retries]
-        notes += map(_permission_markdown, asked[0])
-        if notes:
-            parts.append("\n".join(notes))
+        if view.retries:
+            parts.append("**Retries**\n\n" + "\n".join(f"- {markdown_escape(retry_text(r))}" for r in view.retries))
+        if asked[0]:
+            parts.append(_permissions_markdown(asked[0]))
         if turns:
             parts += self._turns_markdown(turns, asked)
         else:
@@ -216,7 +216,7 @@ class Transcript:
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
                 if asked[turn.index]:
-                    parts.append("\n".join(map(_permission_markdown, asked[turn.index])))
+                    parts.append(_permissions_markdown(asked[turn.index]))
             tools = [tool for tool in turn.tools if tool.parent_tool_use_id is None]
             if tools:
                 parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
@@ -446,6 +446,11 @@ def _tool_markdown(tool: ToolCall) -> str:
     return item + f" → {lines} line{'' if lines == 1 else 's'}"
 
 
+def _permissions_markdown(items: list[Any]) -> str:
+    """Permission questions and how each was answered, as a list under its label."""
+    return "**Permission questions**\n\n" + "\n".join(map(_permission_markdown, items))
+
+
 def _permission_markdown(item: Any) -> str:
     return f"- {markdown_escape(permission_line(item).removeprefix('[permission] '))}"
 
@@ -464,11 +469,11 @@ def _requests_by_turn(view: ClaudeView, turns: list[TurnView]) -> list[list[Any]
 def _footer_markdown(view: ClaudeView, *, ended: bool = False) -> list[str]:
     items = footer_items(view, ended=ended)
     rendered = []
-    for item in items:
+    for index, item in enumerate(items):
         if item.startswith("session "):
             rendered.append("session " + code_span(item.removeprefix("session ")))
         else:
-            rendered.append(markdown_escape(item))
+            rendered.append(markdown_escape(item, line_start=index == 0))
     return rendered
 
 
@@ -503,10 +508,22 @@ _MD_INLINE = re.compile(r"([\\`*_\[\]<>&$~|])")
 _MD_LINE_START = re.compile(r"^([#>+=-]|\d+[.)])")
 
 
-def markdown_escape(text: str) -> str:
-    """``text`` as literal inline Markdown on one line (what would format or link is escaped)."""
+def markdown_escape(text: str, *, line_start: bool = True) -> str:
+    """``text`` as literal inline Markdown on one line (what would format or link is escaped).
+
+    ``line_start``: the text may begin a line, where ``#``, ``>``, ``-`` or ``1.`` would
+    start a heading, quote or list; False for text that follows others on its line, where
+    they are literal (a duration ``1.3 s`` then keeps no backslash).
+    """
     flat = _MD_INLINE.sub(r"\\\1", " ".join(printable(text).split()))
+    if not line_start:
+        return flat
     return _MD_LINE_START.sub(lambda m: m.group(1)[:-1] + "\\" + m.group(1)[-1], flat)
+
+
+def _inline_escape(text: str) -> str:
+    """:func:`markdown_escape` for text after others on its line."""
+    return markdown_escape(text, line_start=False)
 
 
 def code_span(text: str) -> str:
