@@ -150,14 +150,23 @@ def test_rows_and_bar_are_escaped() -> None:
 
 def test_summary_and_row_text() -> None:
     """The text forms carry the counts, cost, queue state and each row's status, time, cost, label and last line."""
-    summary = Summary(20, 12, 4, 4, 1, 0, 0.1234, None, 12.0, "held", "a usage limit resets in 3 s", 1.0)
+    summary = Summary(20, 12, 4, 4, 1, 0, 0.1234, None, 12.0, "held", "a usage limit resets in 3 s", 1.0, completed=11)
     assert summary_text(summary) == (
-        "[batch] 12/20 · 12 done · 4 running · 4 queued · 1 failed · $0.1234 of $1.0000 budget · ETA 12 s · "
-        "held: a usage limit resets in 3 s"
+        "[batch] 12/20 · 12 done (11 completed, 1 failed) · 4 running · 4 queued · $0.1234 of $1.0000 budget"
+        " · ETA 12 s · held: a usage limit resets in 3 s"
     )
     assert row_text(Row(3, "claude: write\na haiku", "completed", 1.2, 0.0081, "the end")) == (
         "#3 completed · 1.2 s · $0.0081 · claude: write a haiku → the end"
     )
+
+
+def test_the_done_count_says_how_the_runs_ended() -> None:
+    """"5 done" counted failed and skipped runs as if done meant completed: the count now
+    names each end, in the bar and the text alike."""
+    summary = Summary(6, 5, 1, 0, 1, 1, None, None, None, "running", completed=3)
+    assert summary_text(summary) == "[batch] 5/6 · 5 done (3 completed, 1 failed, 1 skipped) · 1 running · 0 queued"
+    assert "<span>5 done (3 completed, 1 failed, 1 skipped) · 1 running · 0 queued</span>" in batch_html(summary, [])
+    assert summary_text(Summary(2, 0, 2, 0, 0, 0, None, None, None)).startswith("[batch] 0/2 · 0 done · 2 running")
 
 
 def test_row_text_carries_no_control_characters() -> None:
@@ -276,8 +285,18 @@ def test_text_mode_prints_each_end_and_the_total(settings: CCExec, capsys: pytes
     batch = cc_executor_nb.map(["echo one", "echo two"], command=True, settings=settings, wait=True)
     out = capsys.readouterr().out
     assert "#0 completed" in out and "echo one → one" in out and "#1 completed" in out
-    assert out.rstrip().splitlines()[-1].startswith("[batch] 2/2 · 2 done")
-    assert "2 done" in repr(batch)
+    assert out.rstrip().splitlines()[-1].startswith("[batch] 2/2 · 2 done (2 completed)")
+    assert "2 done (2 completed)" in repr(batch)
+
+
+def test_a_batchs_record_and_text_name_its_failed_runs(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch with a failing run says "2 done (1 completed, 1 failed)" in its last line, its repr
+    and its record (its "2 done" read as if both had succeeded)."""
+    batch = cc_executor_nb.map(["true", "false"], command=True, settings=settings, wait=True)
+    counts = "2 done (1 completed, 1 failed)"
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith(f"[batch] 2/2 · {counts} ·")
+    record = batch._record()
+    assert counts in repr(batch) and counts in record["text/plain"] and counts in record["text/html"]
 
 
 def test_text_mode_prints_a_cancelled_batchs_totals_once(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:

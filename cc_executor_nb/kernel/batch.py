@@ -740,6 +740,8 @@ class Batch:
             queued=queued,
             failed=sum(1 for row in done if row.status in ("failed", "error", "timeout")),
             skipped=sum(1 for row in done if row.status == "skipped"),
+            completed=sum(1 for row in done if row.status == "completed"),
+            cancelled=sum(1 for row in done if row.status == "cancelled"),
             cost_usd=self.cost_usd if any(run.cost_usd is not None for run in self.runs) else None,
             cost_note=self.cost_note,
             eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency),

@@ -54,6 +54,7 @@ class Summary:
 
     total: int
     done: int
+    """The runs that are over, however they ended (``failed`` and ``skipped`` among them)."""
     running: int
     queued: int
     failed: int
@@ -67,6 +68,9 @@ class Summary:
     """running, paused, held (a usage limit), budget (spent), cancelled or done."""
     message: str = ""
     budget_usd: float | None = None
+    completed: int = 0
+    """Of the ``done`` runs, those that completed (the others failed, were cancelled or skipped)."""
+    cancelled: int = 0
 
 
 def _cost(value: float | None) -> str:
@@ -74,12 +78,16 @@ def _cost(value: float | None) -> str:
 
 
 def _counts(summary: Summary) -> str:
-    parts = [f"{summary.done} done", f"{summary.running} running", f"{summary.queued} queued"]
-    if summary.failed:
-        parts.append(f"{summary.failed} failed")
-    if summary.skipped:
-        parts.append(f"{summary.skipped} skipped")
-    return " · ".join(parts)
+    return " · ".join([_done_text(summary), f"{summary.running} running", f"{summary.queued} queued"])
+
+
+def _done_text(summary: Summary) -> str:
+    """``5 done (3 completed, 1 failed, 1 skipped)``: the runs that are over, and how they ended."""
+    ended = (summary.completed, summary.failed, summary.cancelled, summary.skipped)
+    other = summary.done - sum(ended)  # e.g. detached: not one of the named ends
+    kinds = zip((*ended, other), ("completed", "failed", "cancelled", "skipped", "other"), strict=True)
+    named = [f"{count} {kind}" for count, kind in kinds if count > 0]
+    return f"{summary.done} done" + (f" ({', '.join(named)})" if named else "")
 
 
 def _cost_text(summary: Summary) -> str:
@@ -94,7 +102,8 @@ def _cost_text(summary: Summary) -> str:
 
 
 def summary_text(summary: Summary) -> str:
-    """``[batch] 12/20 · 12 done · 4 running · 4 queued · $0.1234 · ETA 12 s`` (and the queue's state)."""
+    """``[batch] 12/20 · 12 done (11 completed, 1 failed) · 4 running · 4 queued · $0.1234 · ETA 12 s``
+    (and the queue's state)."""
     parts = [f"[batch] {summary.done}/{summary.total}", _counts(summary), _cost_text(summary)]
     parts = [part for part in parts if part]
     if summary.eta_seconds is not None and summary.state in ("running", "held"):
