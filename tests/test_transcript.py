@@ -254,6 +254,26 @@ def test_the_html_record_marks_each_decision_on_its_turns_tool() -> None:
     assert "allowed by you" in turn_1 and "denied by you: not now" in turn_2 and "denied" not in turn_1
 
 
+def test_a_conversation_between_turns_records_how_long_its_turn_took() -> None:
+    """A `--wait` run whose process waits for a follow-up: every form's header says how long
+    the turn took (it had no time at all: "completed · exit code ..." with no "took"); a
+    follow-up's header counts that turn alone."""
+    state = RunState()
+    state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["claude"], "seq": 1}, now=0.0)
+    state.apply(methods.CONVERSATION_TURN, {"status": "running", "turn": 1}, now=0.2)
+    state.apply(methods.CONVERSATION_TURN, {"status": "completed", "turn": 1}, now=5.1)
+    run = SimpleNamespace(label="claude: p", state=state, interpreter=ClaudeInterpreter(prompt="p"),
+                          options={"prompt": "p"})
+    assert state.between_turns and not state.finished
+    record = Transcript(run)
+    assert record.markdown().startswith("### claude: p\n\n**completed** · took 5.1 s\n")
+    assert record.text().splitlines()[1] == "completed · took 5.1 s"
+    assert '<span class="ccx-clock">took 5.1 s</span>' in record.html()
+    state.apply(methods.CONVERSATION_TURN, {"status": "running", "turn": 2}, now=60.0)
+    state.apply(methods.CONVERSATION_TURN, {"status": "completed", "turn": 2}, now=63.2)
+    assert Transcript(run).text().splitlines()[1] == "completed · turn 2 took 3.2 s"
+
+
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:
     """When the label does not show the whole prompt, the record quotes it (escaped)."""
     prompt = "write 3 haikus\n<b>about</b> the sea"

@@ -23,6 +23,7 @@ from .runstate import (
     inactive_for,
     next_beat_in,
     took_words,
+    turn_took_text,
 )
 
 __all__ = [
@@ -98,7 +99,7 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     inactivity timer; the progress bar with ETA (only with an estimate); CPU and
     memory (while live); after the run, exit code and error. ``record``: for a saved
     record, where a conversation between turns shows no live parts (no heartbeat,
-    measures or running clock: its footer has the turn's time).
+    measures or running clock) but how long its latest turn took.
     """
     idle_turn = record and state.between_turns
     live = not state.finished and not idle_turn
@@ -110,8 +111,8 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     if live:
         beat, health = heartbeat_html(state, now)
         parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
-    if not idle_turn:
-        parts.append(f'<span class="ccx-clock">{html.escape(_clock_text(state, now))}</span>')
+    clock = turn_took_text(state) if idle_turn else _clock_text(state, now)
+    parts.append(f'<span class="ccx-clock">{html.escape(clock)}</span>')
     if state.job_id:
         parts.append(f'<span class="ccx-job">job {html.escape(printable(state.job_id))}</span>')
     silence = _silence_text(state, now)

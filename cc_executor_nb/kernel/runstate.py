@@ -44,6 +44,7 @@ __all__ = [
     "heartbeat_health",
     "inactive_for",
     "next_beat_in",
+    "turn_took_text",
 ]
 
 Status = Literal[
@@ -149,6 +150,8 @@ class RunState:
     """The conversation's input is being closed: the process is expected to exit."""
     between_turns: bool = False
     """A turn ended and the process waits for a follow-up: the status is final, the run is not."""
+    turn_started_at: float | None = None
+    """When the latest turn began (a conversation)."""
     turn_ended_at: float | None = None
     """When the latest turn ended (the process then waits for a follow-up)."""
     lost_notifications: int = 0
@@ -420,6 +423,7 @@ class RunState:
             self.turns += 1
             self.turn_status = None
             self.between_turns = False
+            self.turn_started_at = now
         elif self.alive:
             self.turn_status = status
             self.between_turns = True
@@ -535,6 +539,20 @@ def elapsed(state: RunState, now: float) -> float | None:
         return None
     end = state.ended_at if state.ended_at is not None else now
     return max(0.0, end - state.started_at)
+
+
+def turn_took_text(state: RunState) -> str:
+    """How long the latest turn took, for a conversation between turns: ``took 5.1 s`` for the
+    first (from the start, as a run of one prompt counts), ``turn 2 took 3.2 s`` for a
+    follow-up; "" when no turn has ended."""
+    if state.turn_ended_at is None:
+        return ""
+    first = state.turns <= 1 or state.turn_started_at is None
+    start = state.started_at if first else state.turn_started_at
+    if start is None:
+        return ""
+    seconds = format_duration(max(0.0, state.turn_ended_at - start))
+    return f"took {seconds}" if first else f"turn {state.turns} took {seconds}"
 
 
 def took_words(state: RunState) -> str:

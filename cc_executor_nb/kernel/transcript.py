@@ -57,7 +57,7 @@ from ..claude.text import (
 )
 from ..terminaltext import terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html
-from .runstate import RunState, elapsed, format_duration, took_words
+from .runstate import RunState, elapsed, format_duration, took_words, turn_took_text
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -126,8 +126,10 @@ class Transcript:
         if state.exit_code is not None:
             items.append(f"exit code {state.exit_code}")
         seconds = elapsed(state, time.monotonic())
-        # Between the turns of a conversation the process lives on: the footer has the turn's time.
-        if seconds is not None and not state.between_turns:
+        # Between the turns of a conversation the process lives on: the turn's time, not a clock.
+        if state.between_turns:
+            items += [turn_took_text(state)] if state.turn_ended_at is not None else []
+        elif seconds is not None:
             items.append(f"{took_words(state) if state.finished else 'running for'} {format_duration(seconds)}")
         if state.job_id:
             items.append(f"job {state.job_id}")
