@@ -13,7 +13,11 @@ line break) and colours became ``[31m`` litter. Here:
   characters removed, bidi controls made visible (:func:`reveal_bidi`);
 - :func:`ansi_html`: escaped HTML in which SGR colours and weights become ``<span
   style>`` from a fixed palette (the style never holds text from the output), every other
-  escape removed, and the text between them :func:`printable`.
+  escape removed, and the text between them :func:`printable`;
+- :class:`ColourFilter`: a stream's text, piece by piece, with its SGR colours kept and
+  every other escape sequence and control character removed, for output a notebook saves
+  (a stream output that JupyterLab renders: it understands colours, carriage returns and
+  backspaces, and nothing else).
 
 ``run.stdout`` keeps the bytes as they came; only what is shown changes. Pure functions.
 """
@@ -25,12 +29,28 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["CONTROL", "ansi_html", "overwrite_lines", "printable", "reveal_bidi", "strip_escapes", "terminal_text"]
+__all__ = [
+    "CONTROL",
+    "ColourFilter",
+    "ansi_html",
+    "keep_colours",
+    "overwrite_lines",
+    "printable",
+    "reveal_bidi",
+    "strip_escapes",
+    "terminal_text",
+]
 
-# CSI (ESC [ parameters intermediates final), OSC (ESC ] ... BEL or ST, or cut off at the
-# end), and the other two-byte escapes (ESC and one byte from 0 to _, like ESC 7, or a
-# charset pick); a sequence cut off at the end of the text is removed too.
-_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[()][0-9A-Za-z]?|[0-?@-Z\\-_]?)")
+# CSI (ESC [ parameters intermediates final), the strings (OSC ESC ], DCS ESC P, SOS ESC X,
+# PM ESC ^, APC ESC _: up to BEL or ST, or cut off at the end), and the other two-byte
+# escapes (ESC and one byte from 0 to _, like ESC 7, or a charset pick); a sequence cut
+# off at the end of the text is removed too.
+# Each kind as (its start, its end): the end is optional where a cut-off sequence counts.
+_KINDS = ((r"\[[0-?]*[ -/]*", "[@-~]"), (r"[\]PX^_][^\x07\x1b]*", r"(?:\x07|\x1b\\)"), ("[()]", "[0-9A-Za-z]"),
+          ("", r"(?![\]PX^_])[0-?@-Z\\-_]"))
+_ESCAPE = re.compile(r"\x1b(?:" + "|".join(f"{start}{end}?" for start, end in _KINDS) + ")")
+_WHOLE_ESCAPE = re.compile(r"\x1b(?:" + "|".join(start + end for start, end in _KINDS) + ")")
+"""An escape sequence that is complete (not cut off by the end of a piece)."""
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 """C0 controls but tab and newline, DEL, and the C1 controls (U+009B is a CSI, U+009D an OSC)."""
 # Embeddings, overrides and isolates reorder the text that follows them on screen, so a
@@ -41,6 +61,8 @@ _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _UNSAFE = re.compile(CONTROL.pattern[:-1] + _BIDI.pattern[1:])
 """Any character :func:`printable` changes (ESC is a C0 control)."""
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
+_ESCAPE_OR_CONTROL = re.compile(_ESCAPE.pattern + r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
+"""Any escape sequence, or a control character but tab, newline, carriage return and backspace."""
 _ESCAPE_OR_CHAR = re.compile(_ESCAPE.pattern + r"|.", re.DOTALL)
 
 _PALETTE = (
@@ -238,3 +260,42 @@ def _colour_256(number: int) -> str:
         return f"rgb({red},{green},{blue})"
     grey = 8 + 10 * (min(number, 255) - 232)
     return f"rgb({grey},{grey},{grey})"
+
+
+class ColourFilter:
+    """One stream's text, piece by piece, with SGR colours kept and every other escape
+    sequence (cursor moves, window titles, clipboard writes, hyperlinks, DCS, APC and PM
+    strings) and control character but tab, newline, carriage return and backspace removed.
+
+    A sequence cut by the end of a piece is held until the next piece completes it (a
+    clipboard write split in two must not leave its second half as text); what a stream
+    ends on is only ever such an unfinished sequence, so nothing needs flushing.
+    """
+
+    HOLD_CHARS = 65536
+    """The most of an unfinished sequence held: past it, only its introducer is kept."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` (after what was held) that can be shown now, filtered."""
+        text = self._held + text
+        self._held = ""
+        start = text.rfind("\x1b")
+        if start >= 0:
+            match = _ESCAPE.match(text, start)
+            if match is not None and match.end() == len(text) and not _WHOLE_ESCAPE.fullmatch(match.group()):
+                held = text[start:]
+                # A huge unfinished string: its body is dropped as it comes, its end still ends it.
+                self._held = held if len(held) <= self.HOLD_CHARS else held[:2]
+                text = text[:start]
+        return keep_colours(text)
+
+
+def keep_colours(text: str) -> str:
+    """``text`` with its SGR colours, and every other escape sequence and control character
+    but tab, newline, carriage return and backspace removed."""
+    if _ESCAPE_OR_CONTROL.search(text) is None:
+        return text
+    return _ESCAPE_OR_CONTROL.sub(lambda m: m.group() if _SGR.fullmatch(m.group()) else "", text)

@@ -414,6 +414,34 @@ def test_a_started_line_after_another_runs_lines_names_its_command_once() -> Non
     assert out.getvalue().splitlines()[-1] == "[started] pid 2 · claude: hi"
 
 
+class _SavedStream(io.StringIO):
+    """An ipykernel ``OutStream`` as the sink sees it: a stream with a thread parent."""
+
+    def set_thread_parent(self, parent: object) -> object:
+        return None
+
+    def reset_thread_parent(self, token: object) -> None:
+        pass
+
+
+def test_a_kernels_text_output_keeps_colours_and_a_terminals_all_of_it() -> None:
+    """Output a notebook saves (an OutStream) loses its title, clipboard and hyperlink
+    escapes and keeps its colours, even when a sequence is split between two events; a
+    terminal gets the output as it is, as the README says."""
+    from cc_executor_nb.kernel.presenter import _Sink
+    from cc_executor_nb.kernel.textview import TextView
+
+    pieces = ["\x1b]0;title\x07\x1b[31mred\x1b[0m \x1b]52;c;UFdO", "RUQ=\x07\x1b]8;;http://x\x1b\\link\n"]
+    events = [Output("process.output", {"type": "stdout", "data": piece, "seq": i}) for i, piece in enumerate(pieces)]
+    saved, terminal = _SavedStream(), io.StringIO()
+    for stream, parent in ((saved, {"msg_id": "m"}), (terminal, None)):
+        sink = _Sink(stream, stream, parent)
+        for event in events:
+            sink.write_event(TextView(), event)
+    assert saved.getvalue() == "\x1b[31mred\x1b[0m link\n"
+    assert terminal.getvalue() == "".join(pieces)
+
+
 def test_text_mode_says_when_the_connection_drops_and_comes_back(
     bg: KernelLoop, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from cc_executor_nb.demo.texts import haikus
 
-from .kernel_utils import Execution, KernelHarness, Received, ccexec, fake_command
+from .kernel_utils import Execution, KernelHarness, Received, ccexec, fake_command, py
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(120)]
 
@@ -135,6 +135,16 @@ def test_quiet_claude_run_prints_the_answer_and_footer_not_json(kernel: KernelHa
     # The process stays for a follow-up, so the turn's end closes the text (no exit code yet).
     assert lines[-2].startswith("[result] done · $0.0") and lines[-1].startswith("[turn 1 completed] run.send(")
     assert not displays(execution)
+
+
+def test_quiet_output_in_a_kernel_keeps_colours_and_no_other_escape(kernel: KernelHarness) -> None:
+    """-q in a kernel: the stream output the notebook saves keeps the child's colours but not
+    its title, clipboard write or hyperlink (they were saved raw)."""
+    code = (r"import sys; w = sys.stdout.write; w('\x1b]0;title\x07\x1b[31mred\x1b[0m '); sys.stdout.flush(); "
+            r"w('\x1b]52;c;UFdORUQ=\x07\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\\n')")
+    lines = kernel.ok(ccexec(py(code), "-w", "-q")).stream().splitlines(keepends=True)
+    assert lines[0].startswith("[started]") and lines[2].startswith("[completed] exit 0")
+    assert lines[1] == "\x1b[31mred\x1b[0m link\n"  # the [started] line quotes the code: not asserted on
 
 
 def test_text_mode_setting_reads_claude_runs_too(kernel: KernelHarness) -> None:

@@ -13,7 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cc_executor_nb
-from cc_executor_nb.terminaltext import ansi_html, overwrite_lines, printable, strip_escapes, terminal_text
+from cc_executor_nb.terminaltext import (
+    ColourFilter,
+    ansi_html,
+    keep_colours,
+    overwrite_lines,
+    printable,
+    strip_escapes,
+    terminal_text,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,6 +73,36 @@ def test_moves_to_other_lines_leave_each_line_as_drawn() -> None:
 def test_strip_escapes_removes_csi_osc_two_byte_and_cut_off_sequences() -> None:
     text = "\x1b]0;title\x07a\x1b[1;31mb\x1b[0m\x1b[2Kc\x1b7d\x1b8\x1b(Be\x1b]8;;http://x\x1b\\f\x1b[3"
     assert strip_escapes(text) == "abcdef"
+
+
+def test_dcs_apc_pm_and_sos_strings_are_removed_whole() -> None:
+    """A DCS, APC, PM or SOS string goes with its body (only its introducer went: the body,
+    a sixel image or a terminal query, was left as text)."""
+    assert strip_escapes("a\x1bPq#0;2;0\x1b\\b\x1b_apc\x1b\\c\x1b^pm\x07d\x1bXsos\x1b\\e\x1bPcut") == "abcde"
+
+
+def test_keep_colours_keeps_sgr_and_drops_every_other_escape_and_control() -> None:
+    """What a notebook's stream output may keep: colours, tabs, newlines, carriage returns and
+    backspaces (JupyterLab draws those); titles, clipboard writes, hyperlinks, cursor moves,
+    BEL, NUL and C1 controls go."""
+    text = f"{HOSTILE}a{RED}red{RESET}\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ \x1bPq\x1b\\\x1b[Hb\t10%\r\b\x07\n"
+    # (A C1 CSI or OSC goes, its parameters stay as inert text, as printable() leaves them.)
+    assert keep_colours(text) == f"2J0;Ta{RED}red{RESET}link b\t10%\r\b\n"
+
+
+def test_a_colour_filter_holds_a_sequence_cut_between_pieces() -> None:
+    """A clipboard write or a colour split across two pieces is removed or kept whole: its
+    second half never shows as text."""
+    pieces = ["ok \x1b]52;c;UFdO", "Rk\x07done ", "\x1b", "[31mred\x1b[", "0m \x1b]", "0;t\x07 \x1bP", "q\x1b\\.\n"]
+    colour = ColourFilter()
+    assert [colour.feed(piece) for piece in pieces] == ["ok ", "done ", "", f"{RED}red", f"{RESET} ", " ", ".\n"]
+
+
+def test_a_colour_filter_drops_the_body_of_a_huge_unfinished_string() -> None:
+    """An endless OSC is not held without bound: its body goes as it comes, and its end ends it."""
+    colour = ColourFilter()
+    assert colour.feed("a\x1b]52;c;" + "Q" * (ColourFilter.HOLD_CHARS + 10)) == "a"
+    assert colour.feed("Q" * 100 + "\x07b") == "b"
 
 
 def test_terminal_text_is_what_a_terminal_leaves_as_plain_text() -> None:

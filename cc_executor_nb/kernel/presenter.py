@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from .. import methods
 from ..events import Event, Output
 from ..protocol import one_line
+from ..terminaltext import ColourFilter, keep_colours
 from .coalescer import Coalescer
 from .display import RunDisplay
 from .runstate import RunState
@@ -314,6 +315,11 @@ def _over_prompt(stream: TextIO) -> TextIO:
     return stream
 
 
+def _saved(stream: TextIO) -> bool:
+    """Whether text written to ``stream`` is saved in a notebook (ipykernel's ``OutStream``)."""
+    return hasattr(stream, "set_thread_parent")
+
+
 LABEL_CHARS = 60
 """The most of a run's label a note names it with."""
 
@@ -336,6 +342,10 @@ class _Sink:
         self.label = one_line(label, LABEL_CHARS) if label else ""
         self.wrote = False
         self.ends = LineEnds()
+        # A kernel's stream output is saved in the notebook, where JupyterLab renders SGR
+        # colours only: every other escape (a title, a clipboard write, a hyperlink) is
+        # dropped, as in the widget and the record. A terminal gets the output as it is.
+        self.filters = {"stdout": ColourFilter(), "stderr": ColourFilter()} if _saved(out) else None
 
     @classmethod
     def capture(cls, label: str = "") -> _Sink:
@@ -350,7 +360,9 @@ class _Sink:
             if line.kind == "note":
                 self.note(line.text)
             else:
-                self.write(self.err if line.kind == "stderr" else self.out, line.text)
+                text = line.text if self.filters is None else self.filters[line.kind].feed(line.text)
+                if text:
+                    self.write(self.err if line.kind == "stderr" else self.out, text)
 
     def note(self, text: str) -> None:
         """A line of its own on stdout (naming the run after another run's lines)."""
@@ -358,6 +370,8 @@ class _Sink:
             not text.startswith("[started]")  # that line names its command already
         ):
             text = f"{text} · {self.label}"
+        if self.filters is not None:
+            text = keep_colours(text)  # a note can quote a child (an error, a question's command)
         self.write(self.out, self.ends.before_note(self.out) + text + "\n")
 
     def write(self, stream: TextIO, text: str) -> None:
