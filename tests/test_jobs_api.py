@@ -332,6 +332,22 @@ def info(job_id: str, notebook: str, started: float, **more: object) -> JobInfo:
     return JobInfo(job_id=job_id, notebook=notebook, started_at=started, **(fields | more))  # type: ignore[arg-type]
 
 
+def test_a_shown_job_table_widget_holds_the_rows_its_text_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shown again 5 s later, a table that no longer follows (live=False, or its updates
+    ended) renders its widget from the rows and the time its text/plain has: the widget
+    state a notebook saves said "running 0.0 s" (its first render) under a current text."""
+    from cc_executor_nb.kernel import jobs as jobs_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(jobs_module, "time", type("Clock", (), {"time": staticmethod(lambda: clock[0])}))
+    table = JobsTable(None, [info("abcd1111", "me", 1000.0, status="running")], widget=True, live=False)  # type: ignore[arg-type]
+    assert "0.0 s" in table._widget.value
+    clock[0] = 1005.0
+    bundle = table._repr_mimebundle_()
+    assert "running" in bundle["text/plain"] and "5.0 s" in bundle["text/plain"]
+    assert "5.0 s" in table._widget.value and "0.0 s" not in table._widget.value
+
+
 def test_pick_job_by_last_of_this_notebook_by_id_and_by_unique_prefix() -> None:
     """'last' is this notebook's newest; an id or a prefix of 4+ characters that names one job."""
     jobs = [info("abcd1111", "me", 3.0), info("abcd2222", "other", 9.0), info("zzzz0000", "me", 5.0)]

@@ -203,9 +203,13 @@ class JobsTable:
 
     def _show(self, jobs: list[JobInfo]) -> None:
         self.jobs = jobs
+        self._render(time.time())
+
+    def _render(self, now: float) -> None:
+        """Set the widget's value (the state a notebook saves) to the rows at ``now``."""
         if self._widget is not None:
             note = "" if self.error is None else f"<div><em>updates stopped: {html.escape(self.error)}</em></div>"
-            self._widget.value = jobs_html(rows_of(jobs), time.time()) + note
+            self._widget.value = jobs_html(rows_of(self.jobs), now) + note
 
     async def _follow(self) -> None:
         try:
@@ -225,13 +229,21 @@ class JobsTable:
         self._show(self.jobs)
 
     def __repr__(self) -> str:
-        text = jobs_text(rows_of(self.jobs), time.time())
+        return self._text(time.time())
+
+    def _text(self, now: float) -> str:
+        text = jobs_text(rows_of(self.jobs), now)
         return text if self.error is None else f"{text}\nupdates stopped: {self.error}"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        now = time.time()
+        text = self._text(now)
         if self._widget is None:
-            return {"text/plain": repr(self)}
-        return {**self._widget._repr_mimebundle_(**kwargs), "text/plain": repr(self)}
+            return {"text/plain": text}
+        # The widget shows what the text does: a table that no longer follows (its jobs
+        # ended, or live=False) kept its last render, e.g. "running 0.0 s", under a current text.
+        self._render(now)
+        return {**self._widget._repr_mimebundle_(**kwargs), "text/plain": text}
 
 
 def show_jobs(
