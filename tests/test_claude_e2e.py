@@ -182,6 +182,20 @@ def test_selftest_passes_offline() -> None:
     assert "5 passed, 0 failed" in completed.stdout
 
 
+def test_a_selftest_with_an_unset_token_variable_is_refused_up_front() -> None:
+    """--token-env NAME with NAME unset exits 2 saying so, as the terminal client does (it connected
+    without a token and failed each case with a refused token)."""
+    env = {name: value for name, value in os.environ.items() if name != "CCX_UNSET_TOKEN"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "cc_executor_nb.selftest", "--test", "Math Question", "--demo",
+         "--server", "ws://127.0.0.1:9/ws", "--token-env", "CCX_UNSET_TOKEN"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=scaled(55), check=False,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert completed.stderr.strip() == (
+        "selftest: --token-env CCX_UNSET_TOKEN: the environment variable CCX_UNSET_TOKEN is not set")
+
+
 @pytest.mark.parametrize(("given", "hint"), [
     ([], "give the server's token in the environment variable CC_EXECUTOR_TOKEN, which is not set, "
          "or name another with --token-env"),

@@ -735,6 +735,9 @@ def _options(args: argparse.Namespace) -> ClaudeOptions:
         )
     if args.timeout <= 0:
         raise ValueError("--timeout must be positive")
+    if args.server and args.token_env != DEFAULT_TOKEN_ENV and args.token_env not in os.environ:
+        # As the terminal client: an unset variable would connect without a token.
+        raise ValueError(f"--token-env {args.token_env}: the environment variable {args.token_env} is not set")
     options = ClaudeOptions(executable=args.claude, model=args.model, demo=args.demo)
     claude_argv("", options)  # FileNotFoundError with install advice when there is no CLI
     return options
