@@ -427,9 +427,18 @@ def test_retries_html_shows_latest_while_live() -> None:
     assert "retry 3 of 10 in 4 s" in html and "retry 1 of" not in html
 
 
-def test_retries_html_hidden_when_done() -> None:
-    """A finished run shows no retry line."""
-    run = run_of(retry_line(1), line(type="result", subtype="success", is_error=False, result="ok"))
+def test_retries_html_are_a_collapsed_list_when_done() -> None:
+    """A finished run shows no live retry line but every retry in a collapsed list, as the Markdown
+    and text records keep them (the HTML record dropped them)."""
+    run = run_of(retry_line(1), retry_line(3), line(type="result", subtype="success", is_error=False, result="ok"))
+    html = render_retries_html(run)
+    assert "⟳" not in html and "<details" in html and "2 API retries</summary>" in html
+    assert html.index("retry 1 of 10 in 4 s") < html.index("retry 3 of 10 in 4 s")
+
+
+def test_retries_html_is_empty_without_retries() -> None:
+    """A run without retries has no retry part, live or done."""
+    run = run_of(line(type="result", subtype="success", is_error=False, result="ok"))
     assert render_retries_html(run) == ""
 
 

@@ -225,6 +225,13 @@ def test_the_markdown_record_labels_its_retries_and_permission_questions() -> No
     assert "**Permission questions**\n\n- Bash · touch two.txt → denied by you: not now" in md
 
 
+def test_the_html_record_keeps_the_retries_the_markdown_does() -> None:
+    """The HTML record of a finished run lists its retries, collapsed (it had none: the retry
+    line is only drawn while the run is live)."""
+    html = Transcript(claude_run("error_529")).html()
+    assert "1 API retry</summary>" in html and "API overloaded (529), retry 1 of 1 in 0.6 s" in html
+
+
 def test_the_markdown_records_figures_keep_no_needless_backslash() -> None:
     """A footer's duration reads "1.3 s", not "1\\.3 s" (each item was escaped as if it began a
     line, where "1." starts a list); a figure that does begin a line is still escaped."""

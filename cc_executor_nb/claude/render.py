@@ -359,11 +359,19 @@ def retry_text(retry: ApiRetry) -> str:
 
 
 def render_retries_html(run: ClaudeRun) -> str:
-    """The latest API retry while the run is live; ``""`` once it is done."""
-    if not run.retries or run.phase == "done":
+    """The latest API retry while the run is live; once it is done, every retry in a
+    collapsed list (as the Markdown and text records keep them); ``""`` without any."""
+    if not run.retries:
         return ""
+    if run.phase != "done":
+        return (
+            f'<div class="cc-retry" style="color:#a66a00">⟳ {escape(printable(retry_text(run.retries[-1])))}</div>'
+        )
+    count = len(run.retries)
+    items = "".join(f"<li>{escape(printable(retry_text(retry)))}</li>" for retry in run.retries)
     return (
-        f'<div class="cc-retry" style="color:#a66a00">⟳ {escape(printable(retry_text(run.retries[-1])))}</div>'
+        f'<details class="cc-retries"><summary style="opacity:0.75;font-size:smaller">'
+        f'{count} API retr{"ies" if count > 1 else "y"}</summary><ul style="margin:0">{items}</ul></details>'
     )
 
 
