@@ -473,7 +473,9 @@ def test_approval_card_shows_the_diff_and_allow_completes_the_run(lab: Lab, page
     _controls_stay_whole_in_a_narrow_window(page, cell, artifacts)
     cell.locator(".ccx-approval button").filter(has_text=re.compile(r"^\s*Allow\s*$")).click()
     final = poll(lambda: _answered(view(cell)), 60, "the edit run to finish its turn")
-    assert final["status"] == "completed" and final["answer"].startswith("I edited notes.txt"), final
+    # The answer is all of Claude's text: its steps before the edit, then what it says of it.
+    assert final["status"] == "completed", final
+    assert final["answer"].startswith("Step 1 of 2.\nStep 2 of 2.\nI edited notes.txt"), final
     assert not card.is_visible()
     assert "allowed by you" in cell.locator(".cc-decision").inner_text()
     assert (lab.root / "notes.txt").read_text() == "goodbye world\nsecond line\n"
@@ -629,7 +631,8 @@ def test_the_record_survives_save_close_and_reopen_without_kernel(
     assert re.search(footer, state["footer"])
     assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
     tool = view(code_cell(page, 'tool = %ccexec --demo --wait "tool"'))
-    assert tool is not None and tool["answer"] == "The command printed: hi", tool
+    # The answer is all of Claude's text: what it wrote before the tool call, then its final text.
+    assert tool is not None and tool["answer"] == "I will run a command.\nThe command printed: hi", tool
     xss = code_cell(page, 'xss = %ccexec --demo --wait "markdown xss"')
     assert "<img src=x onerror=alert(1)>" in (view(xss) or {}).get("answer", "")
     assert xss.locator(".cc-answer img, .cc-answer script").count() == 0
