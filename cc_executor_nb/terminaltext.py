@@ -61,8 +61,9 @@ _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _UNSAFE = re.compile(CONTROL.pattern[:-1] + _BIDI.pattern[1:])
 """Any character :func:`printable` changes (ESC is a C0 control)."""
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
-_ESCAPE_OR_CONTROL = re.compile(_ESCAPE.pattern + r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
-"""Any escape sequence, or a control character but tab, newline, carriage return and backspace."""
+_ESCAPE_OR_CONTROL = re.compile(_ESCAPE.pattern + r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]|" + _BIDI.pattern)
+"""Any escape sequence, a control character but tab, newline, carriage return and backspace,
+or a bidi control."""
 _ESCAPE_OR_CHAR = re.compile(_ESCAPE.pattern + r"|.", re.DOTALL)
 
 _PALETTE = (
@@ -294,8 +295,16 @@ class ColourFilter:
 
 
 def keep_colours(text: str) -> str:
-    """``text`` with its SGR colours, and every other escape sequence and control character
-    but tab, newline, carriage return and backspace removed."""
+    """``text`` with its SGR colours, every other escape sequence and control character but
+    tab, newline, carriage return and backspace removed, and bidi controls shown as
+    ``⟨U+202E⟩`` (:func:`reveal_bidi`), as the widget shows them."""
     if _ESCAPE_OR_CONTROL.search(text) is None:
         return text
-    return _ESCAPE_OR_CONTROL.sub(lambda m: m.group() if _SGR.fullmatch(m.group()) else "", text)
+    return _ESCAPE_OR_CONTROL.sub(_kept, text)
+
+
+def _kept(match: re.Match[str]) -> str:
+    found = match.group()
+    if _SGR.fullmatch(found):
+        return found
+    return reveal_bidi(found) if _BIDI.fullmatch(found) else ""

@@ -81,6 +81,12 @@ def test_dcs_apc_pm_and_sos_strings_are_removed_whole() -> None:
     assert strip_escapes("a\x1bPq#0;2;0\x1b\\b\x1b_apc\x1b\\c\x1b^pm\x07d\x1bXsos\x1b\\e\x1bPcut") == "abcde"
 
 
+def test_keep_colours_shows_bidi_controls_as_the_widget_does() -> None:
+    """A right-to-left override in a kernel's text-mode output is shown as a marker, as the
+    widget and the records show it (it reordered the saved line: "Trojan source")."""
+    assert keep_colours(f"{RED}a\u202eb\u2066c{RESET}") == f"{RED}a⟨U+202E⟩b⟨U+2066⟩c{RESET}"
+
+
 def test_keep_colours_keeps_sgr_and_drops_every_other_escape_and_control() -> None:
     """What a notebook's stream output may keep: colours, tabs, newlines, carriage returns and
     backspaces (JupyterLab draws those); titles, clipboard writes, hyperlinks, cursor moves,
