@@ -315,6 +315,22 @@ def test_an_empty_batch_is_done_when_map_returns(settings: CCExec) -> None:
     assert (batch.status, batch.done, batch.results()) == ("done", True, [])
 
 
+@pytest.mark.parametrize(("keywords", "message"), [
+    ({"run_max_budget_usd": -1}, r"^run_max_budget_usd must be a positive number of dollars, not -1$"),
+    ({"command": True, "model": "x"}, r"^a command \(command=True\) takes no Claude option: model$"),
+    ({"no_such_option": 1}, "no_such_option"),
+    ({"command": True, "timeout": -1}, "timeout"),
+    ({"command": True, "heartbeat": 0}, "heartbeat"),
+])
+def test_an_empty_batch_checks_its_options_all_the_same(
+    settings: CCExec, keywords: dict[str, Any], message: str
+) -> None:
+    """map() of no items refuses options every run would refuse (they were accepted: the check was
+    each run's, and there was none), so a bad call fails before its items come."""
+    with pytest.raises((TypeError, ValueError), match=message):
+        cc_executor_nb.map("echo {item}", [], display=False, settings=settings, **keywords)
+
+
 def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     """The DataFrame has the items, statuses, exit codes and results in input order."""
     batch = cc_executor_nb.map("echo {item}", ["a", "b"], command=True, display=False, settings=settings, wait=True)

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Prepared",
     "arun",
+    "check_run_options",
     "check_server_url",
     "current_settings",
     "follow_job",
@@ -402,6 +403,17 @@ class _Extras:
         self.label, self.options, self.env = label, options, env
         self.interpreter = interpreter
         self.conversation = conversation
+
+
+def check_run_options(settings: CCExec, keywords: Mapping[str, Any], *, unconfigured: Collection[str] = ()) -> None:
+    """Raise as :func:`prepare` would for ``keywords`` (``run()``'s keywords, with ``options=``
+    and ``claude=`` as whole values), without preparing a run: for a batch of no items."""
+    given = {name: value for name, value in keywords.items() if name not in ("options", "claude")}
+    run_options, claude_options = resolve_options(
+        settings, keywords.get("options"), keywords.get("claude"), given, unconfigured=unconfigured)
+    if not run_options.command:
+        claude_options.check()
+    _complete(RunSpec(argv=["true"]), settings, run_options, _Extras("", {}))
 
 
 def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Extras) -> RunSpec:

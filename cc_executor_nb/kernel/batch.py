@@ -971,6 +971,8 @@ def _prepare(
     """Each text's run, prepared; an option error names map()'s keywords (``run_max_budget_usd``
     for each run's budget: ``max_budget_usd`` is the batch's)."""
     try:
+        if not texts:  # no run to prepare: the options are checked all the same
+            api.check_run_options(settings, run_keywords, unconfigured=unconfigured)
         return [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)
                 for text in texts]
     except OptionError as exc:
