@@ -773,8 +773,8 @@ def test_host_mode_takes_a_prompt_too_long_for_a_command_line(tmp_path: Path) ->
         run.end().wait(scaled(30))
 
 
-def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
-    """A claude that rejects the host-mode flags: one-shot run instead, with a clear note."""
+def cli_without_host_mode(tmp_path: Path) -> Path:
+    """A claude that rejects the host-mode flags (as one too old for them)."""
     fake = tmp_path / "claude"
     fake.write_text(
         "#!/bin/sh\n"
@@ -783,6 +783,12 @@ def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
         f'exec {CLAUDE} "$@"\n'
     )
     fake.chmod(0o755)
+    return fake
+
+
+def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
+    """A claude that rejects the host-mode flags: one-shot run instead, with a clear note."""
+    fake = cli_without_host_mode(tmp_path)
     run = ccx.run("echo: from an old cli", executable=str(fake), demo=True, display=False, cwd=str(tmp_path),
                   settings=settings(), wait=True)
     assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "from an old cli")
@@ -794,6 +800,31 @@ def test_a_cli_without_host_mode_falls_back_to_one_shot(tmp_path: Path) -> None:
     assert sum(e.method == "process.started" for e in run.events) == 2
     with pytest.raises(RuntimeError, match="one-shot"):
         run.send("more")
+
+
+def test_an_interrupt_of_a_run_fallen_back_to_one_shot_is_refused_as_send_is(tmp_path: Path) -> None:
+    """A run that fell back to one-shot has no control channel: interrupt() says so and what stops it
+    (it returned, did nothing and said nothing)."""
+    fake = cli_without_host_mode(tmp_path)
+    run = ccx.run("a 2000 word story at 100 words per second", executable=str(fake), demo=True, display=False,
+                  cwd=str(tmp_path), settings=settings())
+    try:
+        eventually(lambda: run.text, timeout=30, what="the one-shot story to start")
+        with pytest.raises(RuntimeError, match=r"one-shot \(no host mode\): it cannot be interrupted; cancel\(\)"):
+            run.interrupt()
+    finally:
+        run.cancel().wait(scaled(30))
+
+
+def test_an_interrupt_while_cancelling_says_so(tmp_path: Path) -> None:
+    """interrupt() after cancel() while the process is still exiting says there is nothing to interrupt
+    (it said nothing)."""
+    run = start("echo: to cancel", tmp_path)
+    turn_over(run)
+    run.cancel()
+    run.interrupt()
+    run.wait(scaled(30))
+    assert "Nothing to interrupt: the run is being cancelled." in run.conversation.view().notices
 
 
 def test_a_follow_up_that_is_no_text_is_refused_as_such(tmp_path: Path) -> None:

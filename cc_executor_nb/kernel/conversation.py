@@ -350,10 +350,13 @@ class Conversation:
 
         If no result comes within the grace, the process is cancelled (SIGTERM). During the
         start it is sent once the CLI is in host mode (the first turn runs from the start).
-        Between turns, or once the conversation is over, nothing is sent and a notice says
-        so (the run's view, text mode, its ``conversation.notice`` event), once between two
-        turns (once when over) however often it is asked.
+        Between turns, once the conversation is over, or while it is being cancelled, nothing
+        is sent and a notice says so (the run's view, text mode, its ``conversation.notice``
+        event), once between two turns (once when over) however often it is asked. A run that
+        fell back to one-shot (no host mode) cannot be interrupted: RuntimeError, as ``send()``.
         """
+        if self._one_shot:
+            raise RuntimeError("this run is one-shot (no host mode): it cannot be interrupted; cancel() stops it")
         if self._interrupt_turn():
             return True
         words = self._nothing_to_interrupt()
@@ -366,7 +369,9 @@ class Conversation:
         """Why an interrupt finds no turn, in the notice's words (None: say nothing)."""
         if self._mode == "over":
             return "Nothing to interrupt: the conversation is over."
-        if self._mode not in ("live", "ending") or self._cancelled:
+        if self._cancelled:
+            return "Nothing to interrupt: the run is being cancelled."
+        if self._mode not in ("live", "ending"):
             return None
         why = "the conversation waits for a follow-up" if self._mode == "live" else "the conversation is ending"
         return f"Nothing to interrupt: no turn is running ({why})."
