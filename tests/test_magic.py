@@ -24,7 +24,7 @@ import cc_executor_nb.demo.shared
 from cc_executor_nb.claude.options import ClaudeOptions
 from cc_executor_nb.kernel import api
 from cc_executor_nb.kernel.config import CCExec
-from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop
+from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop, stop_shared_loop
 from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
 
@@ -41,6 +41,9 @@ def shell() -> Iterator[InteractiveShell]:
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
     ipython = InteractiveShell.instance(config=config)
+    # A shared loop another test module left running is not this extension's doing: the
+    # tests here count the loop threads the magic starts and stops (one failed once so).
+    stop_shared_loop()
     ipython.run_line_magic("load_ext", "cc_executor_nb")
     yield ipython
     ipython.run_line_magic("unload_ext", "cc_executor_nb")
