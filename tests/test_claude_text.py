@@ -181,6 +181,16 @@ def test_the_answer_is_all_the_text_then_the_result_once(text: str, result: str,
     assert answer_of(view(text=text, answer=result or text, result={"result": result}, phase="done")) == shown
 
 
+def test_a_result_the_streamed_text_does_not_end_with_is_printed_too() -> None:
+    """Text mode prints the result's text when the streamed text does not end with it, as the records
+    show it (it printed "Step 1 of 1." only; "Done." was in every record but not here)."""
+    done = view(text="Step 1 of 1.", answer="Done.", result={"result": "Done."}, phase="done")
+    text = join_chunks(ClaudeTextRenderer(footer=False).render(done, final=True))
+    assert text.index("Step 1 of 1.") < text.index("Done.") and text.count("Done.") == 1
+    same = view(text="Step 1 of 1.\n\nDone.", answer="Done.", result={"result": "Done."}, phase="done")
+    assert join_chunks(ClaudeTextRenderer(footer=False).render(same, final=True)).count("Done.") == 1
+
+
 # Made-up snapshots
 
 

@@ -497,9 +497,12 @@ class ClaudeTextRenderer:
         if self._footer_at is not None and self._footer_at == self._consumed and not out:
             return  # the last turn's footer is already written and nothing came since
         self._footer_at = self._consumed if turn else None
-        if not self._consumed and answer_of(view).strip():
+        answer = answer_of(view)
+        if not self._consumed and answer.strip():
             # The answer came whole in the result, never as streamed text.
-            self._write(answer_of(view), out)
+            self._write(answer, out)
+        else:
+            self._write_result_beyond_text(view, answer, out)
         error = error_line(view, shown=view.text[: self._consumed])
         if error:
             self._note(error, out)
@@ -508,6 +511,19 @@ class ClaudeTextRenderer:
         elif self._line_open:
             out.append(Chunk("answer", "\n"))
             self._line_open = False
+
+    def _write_result_beyond_text(self, view: ClaudeSnapshot, answer: str, out: list[Chunk]) -> None:
+        """The result's text, when the streamed text does not end with it (as the records
+        show it, :func:`~.streamjson.text_and_result`): it was never printed."""
+        streamed = view.text.rstrip()
+        if view.is_error or not answer.startswith(streamed):
+            return
+        extra = answer[len(streamed):]
+        if extra.strip():
+            if self._line_open:
+                out.append(Chunk("answer", "\n"))
+                self._line_open = False
+            self._write(extra.lstrip("\n") + "\n", out)
 
 
 def _cut_point(pending: str, flush_chars: int) -> int:
