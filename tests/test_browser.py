@@ -700,3 +700,43 @@ def test_batch_table_updates_live_and_its_pause_button_holds_the_queue(lab: Lab,
     assert final["bar"].startswith("6/6"), final
     print(f"\nbatch: paused with {held} queued, then {final['bar']!r}")
     screenshot(page, cell, "92-batch-done.png")
+
+
+STALE_CELLS = [
+    '%load_ext cc_executor_nb\nimport os, pathlib\npathlib.Path("kernel.pid").write_text(str(os.getpid()))',
+    'run = %ccexec -c "sleep 300"',
+]
+STALE_NOTE = "Not live: no update from the kernel for over 15 s."
+
+
+def _stale_shown(cell: Any) -> bool:
+    note = cell.locator(".ccx-stale")
+    return note.count() == 1 and note.is_visible()
+
+
+def test_a_live_widget_says_it_is_not_live_once_its_kernel_died(lab: Lab, page: Any, artifacts: Path) -> None:
+    """While the run streams, the widget never shows its stale note (20 s of looks); once the kernel
+    is killed (as the OOM killer would) nothing updates it, and 15 s later the note says it is not live.
+
+    A restart through Jupyter shuts the kernel down gracefully: the run is cancelled and its record
+    takes the widget's place, so only a crash leaves a live widget behind."""
+    write_notebook(lab.root / "93_stale.ipynb", STALE_CELLS)
+    open_and_run_all(page, lab, "93_stale.ipynb")
+    cell = code_cell(page, "sleep 300")
+    poll(lambda: (view(cell) or {}).get("status") == "running" or None, 60, "the sleep run to be running")
+    looked = time.monotonic()
+    while time.monotonic() - looked < 20:
+        assert not _stale_shown(cell), view(cell)
+        time.sleep(1)
+    screenshot(page, cell, "93-live.png")
+    os.kill(int((lab.root / "kernel.pid").read_text()), signal.SIGKILL)
+    killed = time.monotonic()
+    poll(lambda: _stale_shown(cell) or None, 40, "the stale note after the kernel died")
+    waited = time.monotonic() - killed
+    note = cell.locator(".ccx-stale").inner_text()
+    screenshot(page, cell, "93-not-live.png")
+    print(f"\nthe note showed {waited:.1f} s after the kernel was killed: {note!r}")
+    assert STALE_NOTE in note and "%ccexec --attach" in note, note
+    assert waited >= 13, waited  # not before the widget had had no update for 15 s (1 s ticks)
+    assert (view(cell) or {}).get("status") == "running"  # the frozen view it warns about
+    shut_down_kernels(lab)

@@ -818,3 +818,53 @@ def test_heartbeat_text_after_the_beat_is_due_counts_from_the_last_message(make_
     emit(state, "process.output", 22.0, type="stdout", data="x\n")
     view.render(state, 23.0)
     assert "next in ~19 s" in view.header.value
+
+
+# A live view that stops getting updates (the kernel restarted, the page lost its connection)
+
+
+def _stale_note(value: str) -> str | None:
+    match = re.search(r'<div class="ccx-stale" data-tick="(\d+)" style="([^"]*)">([^<]*)</div>', value)
+    return None if match is None else f"{match.group(1)}|{match.group(2)}|{match.group(3)}"
+
+
+def test_a_live_header_carries_a_hidden_note_that_shows_after_15_s_without_updates(make_view) -> None:
+    """The note is hidden, and a CSS animation shows it 15 s after the HTML was last replaced."""
+    view = make_view()
+    view.render(running(), 3.0)
+    note = _stale_note(view.header.value)
+    assert note is not None, view.header.value
+    _tick, style, text = note.split("|")
+    assert "visibility:hidden" in style and "max-height:0" in style
+    assert "animation:ccx-stale 0s linear 15s forwards" in style
+    assert "@keyframes ccx-stale{to{max-height:6em;visibility:visible}}" in view.header.value
+    assert text.startswith("&#9888; Not live: no update from the kernel for over 15 s.")
+
+
+def test_a_live_header_changes_every_second_even_when_its_clock_reads_the_same(
+    make_view, comms: list[DummyComm]
+) -> None:
+    """Past an hour the clock reads "1 h 02 min" for a minute; the stamp still changes each tick,
+    so the note's animation restarts while the kernel is alive."""
+    view, state = make_view(), running()
+    view.render(state, 3725.2)
+    first, before = view.header.value, sent(comms)
+    view.render(state, 3726.2)
+    assert "elapsed 1 h 02 min" in first and "elapsed 1 h 02 min" in view.header.value
+    assert view.header.value != first and sent(comms) == before + 1
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+def test_a_finished_header_has_no_stale_note(make_view, status: str) -> None:
+    """The run is over: nothing more is expected, so the view never says it is not live."""
+    view = make_view()
+    view.render(in_status(status), 30.0)
+    assert "ccx-stale" not in view.header.value
+
+
+def test_the_record_of_a_live_run_has_no_stale_note() -> None:
+    """A record (run.transcript(), run.save()) is a snapshot, not a live view."""
+    from cc_executor_nb.kernel.html import header_html
+
+    assert "ccx-stale" not in header_html(running(), 3.0, "demo", record=True)
+    assert "ccx-stale" in header_html(running(), 3.0, "demo")

@@ -29,6 +29,7 @@ from .runstate import (
 __all__ = [
     "HEALTH_COLORS",
     "NO_MATH_CLASSES",
+    "STALE_AFTER",
     "STATUS_COLORS",
     "STDERR_STYLE",
     "badge_html",
@@ -63,6 +64,19 @@ HEALTH_COLORS: dict[str, str] = {
 STDERR_STYLE = "color:#b00020;background:#fff0f0"
 # MathJax typesets HTML widget content; these classes make it leave child output alone.
 NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
+STALE_AFTER = 15
+"""Seconds without an update after which a live view says it is no longer live.
+
+A live header changes every second (its clock, and :func:`stale_html`'s stamp), and each
+change replaces its HTML, which restarts the note's CSS animation; a view whose kernel
+restarted, stopped or lost its page's connection gets no more changes, so the note shows.
+The page needs no script for it: a saved notebook reopened shows it too.
+"""
+STALE_TEXT = (
+    f"Not live: no update from the kernel for over {STALE_AFTER} s. It may have restarted or "
+    "stopped, or this page lost its connection; a durable job can be followed again with "
+    "%ccexec --attach."
+)
 
 
 def badge_html(state: RunState) -> str:
@@ -122,7 +136,23 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     if live:
         parts.append(_measures_html(state))
     parts.append(_summary_html(state))
+    if live and not record:
+        parts.append(stale_html(now))
     return "".join(parts)
+
+
+def stale_html(now: float) -> str:
+    """The hidden note a live view shows once it has had no update for :data:`STALE_AFTER` s.
+
+    ``now`` stamps it, so the header's value changes at every tick, even when its clock
+    reads the same (``1 h 02 min``).
+    """
+    return (
+        "<style>@keyframes ccx-stale{to{max-height:6em;visibility:visible}}</style>"
+        f'<div class="ccx-stale" data-tick="{int(now)}" style="max-height:0;overflow:hidden;'
+        f"visibility:hidden;animation:ccx-stale 0s linear {STALE_AFTER}s forwards;"
+        f'color:#9a3412;font-size:90%">&#9888; {html.escape(STALE_TEXT)}</div>'
+    )
 
 
 def _measures_html(state: RunState) -> str:
