@@ -11,7 +11,9 @@ and Claude's footer (status, cost, tokens, turns, duration, model, session id) a
 notes on stderr. ``--raw`` prints the stream-json lines instead. The run is one-shot:
 nobody is asked for permission and there is no follow-up, so the flags of a conversation
 (``--approve``, ``--idle-timeout``, ``--no-interactive``) are refused; ``--auto-resume``
-wraps the CLI in its supervisor as in the notebook.
+wraps the CLI in its supervisor as in the notebook. With ``--demo`` the CLI's config lasts
+across invocations (:func:`~cc_executor_nb.demo.shared.keep_demo_config`), so ``--resume``
+finds a session an earlier invocation made.
 
 Both exit with the child's exit code (128 + N when killed by signal N).
 """
@@ -185,6 +187,12 @@ def _claude_run(args: argparse.Namespace) -> _Launch:
     prompt = _prompt(args.prompt)
     values = {f.name: getattr(args, f.name) for f, spec in declared(ClaudeOptions) if spec.flags}
     options = dataclasses.replace(from_values(ClaudeOptions, values), remote=bool(args.server))
+    if options.demo:
+        # Each invocation is a process of its own: a temporary demo config would take the
+        # session with it, and --resume in the next invocation would find nothing.
+        from .demo.shared import keep_demo_config
+
+        keep_demo_config()
     if fits_one_argument(prompt):
         (argv, env), stdin_text = claude_command(prompt, options), None
     elif options.auto_resume:

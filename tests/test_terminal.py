@@ -10,6 +10,7 @@ import io
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,35 @@ def test_cli_rejects_an_empty_prompt(tmp_path: Path) -> None:
     """No prompt is a usage error (exit 2) with a one-line message, and nothing runs."""
     done = run_cli(tmp_path)
     assert done.returncode == 2 and done.stderr == "error: the prompt is empty\n"
+
+
+SESSION = re.compile(r"· session ([0-9a-f-]{36})")
+
+
+def test_cli_demo_resumes_a_session_of_an_earlier_invocation(tmp_path: Path) -> None:
+    """Two invocations of ``claude --demo``: the second resumes the first's session (it read "No
+    conversation found with session ID": each invocation had a config directory of its own, removed
+    at its exit). The session lives in a lasting 0700 demo config under the cache directory, never in
+    the user's ~/.claude."""
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    env = {**environment(tmp_path), "XDG_CACHE_HOME": str(cache), "HOME": str(home)}
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo"]
+
+    def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*argv, *args], check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=scaled(90))
+
+    first = invoke("echo: the first turn")
+    assert first.returncode == 0 and first.stdout == "the first turn\n", first.stderr
+    session = SESSION.search(first.stderr).group(1)
+    second = invoke("--resume", session, "echo: the second turn")
+    assert second.returncode == 0 and second.stdout == "the second turn\n", second.stderr
+    assert SESSION.search(second.stderr).group(1) == session
+    config = cache / "cc_executor_nb" / "demo-claude-config"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o700
+    [transcript] = config.glob(f"projects/*/{session}.jsonl")
+    assert "the first turn" in transcript.read_text() and "the second turn" in transcript.read_text()
+    assert not (home / ".claude").exists() and not (home / ".claude.json").exists()
 
 
 def free_port() -> int:

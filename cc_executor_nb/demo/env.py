@@ -4,7 +4,10 @@ against `DemoBackend`.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -86,7 +89,9 @@ def write_demo_config(config_dir: str, *, trusted_dirs: Iterable[str] = ()) -> P
     """Create ``config_dir/.claude.json`` with first-run prompts answered.
 
     Keys the CLI wrote there before (it keeps state in the same file) are
-    preserved. Returns the path of the file.
+    preserved. The file is replaced whole, and only when it changes: a lasting
+    config directory is shared by processes whose CLIs may be reading it.
+    Returns the path of the file.
     """
     directory = Path(config_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -96,8 +101,24 @@ def write_demo_config(config_dir: str, *, trusted_dirs: Iterable[str] = ()) -> P
     projects = config.setdefault("projects", {})
     for trusted in trusted_dirs:
         projects.setdefault(str(Path(trusted).resolve()), {})["hasTrustDialogAccepted"] = True
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    _replace_text(path, json.dumps(config, indent=2) + "\n")
     return path
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new), unless it holds it."""
+    with contextlib.suppress(OSError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _first_run_answers(config: dict[str, Any]) -> dict[str, Any]:
