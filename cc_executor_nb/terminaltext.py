@@ -10,7 +10,7 @@ line break) and colours became ``[31m`` litter. Here:
 - :func:`strip_escapes`: every escape sequence removed (CSI, OSC, the two-byte ones);
 - :func:`printable`: untrusted text made safe to show anywhere (a terminal, a page, a
   record that ``cat`` or ``nbconvert --stdout`` prints): escapes and the other control
-  characters removed, bidi controls made visible (:func:`reveal_bidi`);
+  characters removed, bidi controls and hidden characters made visible (:func:`reveal`);
 - :func:`ansi_html`: escaped HTML in which SGR colours and weights become ``<span
   style>`` from a fixed palette (the style never holds text from the output), every other
   escape removed, and the text between them :func:`printable`;
@@ -36,6 +36,7 @@ __all__ = [
     "keep_colours",
     "overwrite_lines",
     "printable",
+    "reveal",
     "reveal_bidi",
     "strip_escapes",
     "terminal_text",
@@ -58,12 +59,24 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 # marks (LRM, RLM, ALM) only steer neutral characters, and right-to-left letters need no
 # control at all: both stay.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
-_UNSAFE = re.compile(CONTROL.pattern[:-1] + _BIDI.pattern[1:])
+# Characters that take no room and do nothing a reader needs: the zero-width space, the word
+# joiner and the invisible operators, the BOM (U+FEFF, also inside text), and the tag
+# characters. In untrusted text they hide what is read: a command copied from a record runs
+# otherwise than it reads ("rm\u200b" is not "rm"), and tag characters carry a whole ASCII
+# text no reader sees but a model reading the record does. ZWJ and ZWNJ stay (emoji
+# sequences, Arabic and Indic scripts need them), and so do the tags of a flag emoji
+# (U+1F3F4, tags, U+E007F: the flags of England, Scotland, Wales).
+_HIDDEN = "\u200b\u2060-\u2064\ufeff\U000e0000-\U000e007f"
+_FLAG = "\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f"
+_REVEALED = re.compile(f"({_FLAG})|[\u202a-\u202e\u2066-\u2069{_HIDDEN}]")
+"""A character :func:`reveal` shows as a marker, or (group 1) a flag emoji it keeps."""
+_UNSAFE = re.compile(CONTROL.pattern[:-1] + _BIDI.pattern[1:-1] + _HIDDEN + "]")
 """Any character :func:`printable` changes (ESC is a C0 control)."""
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
-_ESCAPE_OR_CONTROL = re.compile(_ESCAPE.pattern + r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]|" + _BIDI.pattern)
+_ESCAPE_OR_CONTROL = re.compile(_ESCAPE.pattern + r"|[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]|"
+                                + _REVEALED.pattern)
 """Any escape sequence, a control character but tab, newline, carriage return and backspace,
-or a bidi control."""
+a bidi control or a hidden character (or a flag emoji, kept)."""
 _ESCAPE_OR_CHAR = re.compile(_ESCAPE.pattern + r"|.", re.DOTALL)
 
 _PALETTE = (
@@ -85,18 +98,34 @@ def strip_escapes(text: str) -> str:
 
 def printable(text: str) -> str:
     """Untrusted ``text`` safe to show: escape sequences and control characters removed
-    (tabs and newlines stay, ``\\r\\n`` becomes ``\\n``), bidi controls made visible.
+    (tabs and newlines stay, ``\\r\\n`` becomes ``\\n``), bidi controls and hidden
+    characters made visible (:func:`reveal`).
 
-    ``"a\\x1b]0;title\\x07b\\x9b2J"`` is ``"ab2J"``; ``"x\\u202ey"`` is ``"x⟨U+202E⟩y"``.
+    ``"a\\x1b]0;title\\x07b\\x9b2J"`` is ``"ab2J"``; ``"x\\u202ey"`` is ``"x⟨U+202E⟩y"``;
+    ``"r\\u200bm"`` is ``"r⟨U+200B⟩m"``.
     """
     if _UNSAFE.search(text) is None:  # the usual case: one scan instead of three passes
         return text
-    return reveal_bidi(CONTROL.sub("", strip_escapes(text)))
+    return reveal(CONTROL.sub("", strip_escapes(text)))
 
 
 def reveal_bidi(text: str) -> str:
     """Each bidi embedding, override or isolate control shown as ``⟨U+202E⟩`` instead of acting."""
-    return _BIDI.sub(lambda match: f"⟨U+{ord(match.group()):04X}⟩", text)
+    return _BIDI.sub(_marker, text)
+
+
+def reveal(text: str) -> str:
+    """:func:`reveal_bidi`, and each hidden character (zero-width space, word joiner, invisible
+    operator, BOM, tag character outside a flag emoji) shown as ``⟨U+200B⟩``; ZWJ and ZWNJ stay."""
+    return _REVEALED.sub(_revealed, text)
+
+
+def _revealed(match: re.Match[str]) -> str:
+    return match.group(1) or _marker(match)
+
+
+def _marker(match: re.Match[str]) -> str:
+    return "".join(f"⟨U+{ord(char):04X}⟩" for char in match.group())
 
 
 _REDRAW = re.compile(r"[\r\b]|\x1b\[\d*[KDCG]")
@@ -296,8 +325,8 @@ class ColourFilter:
 
 def keep_colours(text: str) -> str:
     """``text`` with its SGR colours, every other escape sequence and control character but
-    tab, newline, carriage return and backspace removed, and bidi controls shown as
-    ``⟨U+202E⟩`` (:func:`reveal_bidi`), as the widget shows them."""
+    tab, newline, carriage return and backspace removed, and bidi controls and hidden
+    characters shown as ``⟨U+202E⟩`` (:func:`reveal`), as the widget shows them."""
     if _ESCAPE_OR_CONTROL.search(text) is None:
         return text
     return _ESCAPE_OR_CONTROL.sub(_kept, text)
@@ -307,4 +336,4 @@ def _kept(match: re.Match[str]) -> str:
     found = match.group()
     if _SGR.fullmatch(found):
         return found
-    return reveal_bidi(found) if _BIDI.fullmatch(found) else ""
+    return reveal(found) if _REVEALED.fullmatch(found) else ""

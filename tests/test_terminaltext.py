@@ -167,6 +167,26 @@ def test_printable_drops_escapes_and_controls_and_shows_bidi_controls() -> None:
     assert printable(BIDI) == "".join(f"⟨U+{ord(char):04X}⟩" for char in BIDI)
 
 
+FLAG = "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f"  # England's flag
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # man ZWJ woman ZWJ girl
+
+
+def test_printable_shows_zero_width_and_tag_characters_as_markers() -> None:
+    """A zero-width space, a word joiner, a BOM inside text and tag characters (hidden ASCII)
+    are shown as markers, as bidi controls are (they passed unmarked: "r\u200bm" read as "rm")."""
+    assert printable("r\u200bm -rf") == "r⟨U+200B⟩m -rf"
+    assert printable("a\u2060b\ufeffc\u2062d") == "a⟨U+2060⟩b⟨U+FEFF⟩c⟨U+2062⟩d"
+    assert printable("see\U000e0041\U000e0042") == "see⟨U+E0041⟩⟨U+E0042⟩"
+    assert keep_colours(f"{RED}r\u200bm{RESET}") == f"{RED}r⟨U+200B⟩m{RESET}"
+
+
+def test_printable_keeps_emoji_sequences_and_the_joiners_scripts_need() -> None:
+    """ZWJ (emoji sequences), ZWNJ (Persian, Indic scripts) and a flag emoji's tags stay as they are."""
+    for text in (FAMILY, "می\u200cخواهم", f"go {FLAG}!", "\u0915\u094d\u200d\u0937"):
+        assert printable(text) == text and keep_colours(text) == text
+    assert printable(f"{FLAG}\U000e0041") == f"{FLAG}⟨U+E0041⟩"  # a tag outside the flag is shown
+
+
 def test_printable_keeps_right_to_left_text_and_its_marks() -> None:
     """Ordinary RTL text (Hebrew, Arabic) and the LRM/RLM/ALM marks are no controls: they stay as they are."""
     text = "שלום עולם \u200f(1)\u200e مرحبا\u061c بالعالم"

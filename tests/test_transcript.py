@@ -385,6 +385,16 @@ def test_a_command_record_has_status_exit_code_and_output_tails() -> None:
     assert "to &lt;stderr&gt;" in html_record and "<stderr>" not in html_record
 
 
+def test_a_command_record_shows_zero_width_characters_and_keeps_emoji_sequences() -> None:
+    """A zero-width space and hidden tag text in a command's output read as markers in every
+    form of its record (they passed unmarked, hiding text); an emoji ZWJ sequence stays whole."""
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    run = command_run(("stdout", f"r\u200bm -rf {family}\n"), ("stderr", "ok\U000e0041\n"))
+    for form in Transcript(run).bundle().values():
+        assert "r⟨U+200B⟩m -rf" in form and family in form and "ok⟨U+E0041⟩" in form, form
+        assert "\u200b" not in form and "\U000e0041" not in form
+
+
 def test_a_command_records_html_has_no_c1_control_or_nul() -> None:
     """C1 controls (CSI, OSC, ST as U+009B, U+009D, U+009C) and NUL in a command's output leave
     its HTML record; colours, the last redraw of a line, tabs and newlines stay."""

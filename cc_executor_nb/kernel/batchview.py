@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import one_line
-from ..terminaltext import printable, reveal_bidi
+from ..terminaltext import printable, reveal
 from .html import NO_MATH_CLASSES, STATUS_COLORS
 from .runstate import format_duration
 
@@ -129,7 +129,7 @@ def row_text(row: Row) -> str:
 def _one_line(text: str) -> str:
     """A label or a child's last line (untrusted text) on one line, inert (controls dropped,
     bidi controls visible)."""
-    return one_line(reveal_bidi(text), LAST_LINE_CHARS)
+    return one_line(reveal(text), LAST_LINE_CHARS)
 
 
 def batch_html(summary: Summary, rows: Sequence[Row], *, now: float = 0.0) -> str:

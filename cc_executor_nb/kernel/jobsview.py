@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..protocol import one_line
-from ..terminaltext import printable, reveal_bidi
+from ..terminaltext import printable, reveal
 from .html import STATUS_COLORS
 from .runstate import format_duration
 
@@ -48,7 +48,7 @@ def _started(when: float, now: float) -> str:
 
 
 def _cells(row: JobRow, now: float) -> list[str]:
-    label = one_line(reveal_bidi(row.label), _LABEL_CHARS)  # a prompt or a command line: untrusted, maybe many lines
+    label = one_line(reveal(row.label), _LABEL_CHARS)  # a prompt or a command line: untrusted, maybe many lines
     return [
         row.job_id,
         row.status,
