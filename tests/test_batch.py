@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import sys
 import threading
@@ -403,9 +404,15 @@ def test_the_pause_button_says_resume_while_the_queue_is_paused(settings: CCExec
     eventually(lambda: batch.status == "paused" and view.pause_button.description == "Resume queue",
                timeout=10, what="the paused batch and its Resume label")
     assert view.pause_button.icon == "play"
+    # A paused table still changes every second: its note that it is not live stays hidden while the kernel lives.
+    stamp = re.search(r'class="ccx-stale" data-tick="(\d+)"', view.table.value)
+    assert stamp is not None, view.table.value
+    eventually(lambda: f'data-tick="{stamp.group(1)}"' not in view.table.value, timeout=5,
+               what="the paused table's next tick")
     view.pause_button.value = False
     batch.wait(scaled(30))
     assert batch.status == "done" and view.pause_button.description == "Pause queue"
+    assert "ccx-stale" not in view.table.value  # done: no more updates are due
 
 
 # The real CLI against the demo backend

@@ -171,9 +171,12 @@ def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: 
     eventually(lambda: run.job_id is not None, what="the job's id")
     table = line(shell, "--jobs")
     assert isinstance(table, JobsTable) and table.live
+    # While it follows, it carries the note a page shows once the updates stop coming (a crashed kernel).
+    eventually(lambda: 'class="ccx-stale"' in table._widget.value, timeout=10, what="the live table's stale note")
     gate.touch()
     eventually(lambda: not table.live, timeout=20, what="the table's updates ending")
     assert table.jobs[0].status == "completed" and "completed" in table._widget.value
+    assert "ccx-stale" not in table._widget.value  # its last update: nothing more is due
     assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
 
 

@@ -53,6 +53,7 @@ from .batchview import BatchView, Row, Summary, batch_html, eta, row_text, summa
 from .coalescer import Coalescer
 from .config import CCExec
 from .display import RunDisplay
+from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
 from .run import Run, _current_cell
 from .textview import TextView
@@ -654,7 +655,9 @@ class Batch:
         if self._view is not None:
             self._syncing = True
             try:
-                self._view.render(self._html(now), finished=self.done or self._all_finished(), paused=self.paused)
+                finished = self.done or self._all_finished()
+                live = "" if finished else stale_html(now)  # a crashed kernel's table says it is not live
+                self._view.render(self._html(now) + live, finished=finished, paused=self.paused)
             finally:
                 self._syncing = False
         state = self._state(now)

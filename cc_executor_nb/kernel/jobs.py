@@ -32,6 +32,7 @@ from ..client import Client, connect, shown_url
 from ..errors import CCExecError, HandshakeRefused
 from . import api
 from .config import CCExec
+from .html import stale_html
 from .jobserver import job_server, job_server_locator, notebook_key, stop_server
 from .jobsview import jobs_html, jobs_text, rows_of
 from .loop import shared_loop
@@ -209,7 +210,13 @@ class JobsTable:
         """Set the widget's value (the state a notebook saves) to the rows at ``now``."""
         if self._widget is not None:
             note = "" if self.error is None else f"<div><em>updates stopped: {html.escape(self.error)}</em></div>"
+            if self._following():
+                note = stale_html(now)  # a table that updates every second says when it no longer does
             self._widget.value = jobs_html(rows_of(self.jobs), now) + note
+
+    def _following(self) -> bool:
+        """Whether more updates are due: the live task runs and a job is still active."""
+        return self.error is None and self.live and any(job.active for job in self.jobs)
 
     async def _follow(self) -> None:
         try:
