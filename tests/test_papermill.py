@@ -52,6 +52,11 @@ def parametrized_notebook(path: Path) -> None:
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[nbformat.NotebookNode, Path]:
     """The notebook executed by papermill with ``greeting`` and ``topic`` injected."""
     tmp = tmp_path_factory.mktemp("papermill")
+    return execute(tmp), tmp
+
+
+def execute(tmp: Path, **options: Any) -> nbformat.NotebookNode:
+    """``CELLS`` executed by papermill in ``tmp`` with ``greeting`` and ``topic`` injected."""
     parametrized_notebook(tmp / "in.ipynb")
     with pytest.MonkeyPatch.context() as patch:
         # The kernel papermill starts inherits this environment: this checkout on its path,
@@ -62,9 +67,9 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[nbformat.Noteboo
         papermill.execute_notebook(
             str(tmp / "in.ipynb"), str(tmp / "out.ipynb"), kernel_name="python3", cwd=str(tmp),
             parameters={"greeting": "hello-from-papermill", "topic": "the sea"},
-            progress_bar=False, execution_timeout=int(scaled(120)),
+            progress_bar=False, execution_timeout=int(scaled(120)), **options,
         )
-    return nbformat.read(tmp / "out.ipynb", as_version=4), tmp
+    return nbformat.read(tmp / "out.ipynb", as_version=4)
 
 
 def cell_outputs(notebook: nbformat.NotebookNode, source: str) -> list[dict[str, Any]]:
@@ -119,3 +124,16 @@ def test_no_traceback_and_no_error_output(executed: tuple[nbformat.NotebookNode,
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert not [o for o in outputs if o.get("name") == "stderr"], outputs
     assert "Traceback" not in json.dumps(outputs)
+
+
+def test_widget_state_is_left_out_as_the_readme_says(
+    executed: tuple[nbformat.NotebookNode, Path], tmp_path: Path
+) -> None:
+    """papermill keeps nbclient's widget state unless told ``store_widget_state=False`` (README);
+    told so, the notebook has none and the records stand as before."""
+    notebook, _ = executed
+    assert "widgets" in notebook.metadata
+    lean = execute(tmp_path, store_widget_state=False)
+    assert "widgets" not in lean.metadata
+    assert all("hello-from-papermill" in record(lean, CELLS[2][1])[mime] for mime in MIMES)
+    assert haikus(3) in record(lean, CELLS[3][1])["text/plain"]
