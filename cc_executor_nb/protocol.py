@@ -31,6 +31,7 @@ from .errors import (
 from .targets import Target, target_from_wire
 
 __all__ = [
+    "CANCELLED_BY_CLIENT",
     "CAPTURE_MODES",
     "CONTROL_TYPES",
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -84,6 +85,8 @@ PROTOCOL_VERSION = "1"
 DEFAULT_HEARTBEAT_INTERVAL = 20.0
 DEFAULT_INACTIVITY_THRESHOLD = 30.0
 DEFAULT_KILL_GRACE = 5.0
+CANCELLED_BY_CLIENT = "cancelled by the client"
+"""``process.completed``'s ``error`` for a run its client cancelled (``control`` CANCEL)."""
 MIN_INTERVAL = 0.1
 """The shortest heartbeat interval or inactivity threshold a server accepts."""
 # Limits on what we agree to parse: anything deeper or longer is a parse error, so a

@@ -231,6 +231,8 @@ def test_unload_ext_leaves_no_thread_and_no_child(fresh_kernel: KernelHarness) -
     fresh_kernel.ok("%unload_ext cc_executor_nb")
     assert fresh_kernel.value(LOOP_THREADS) == 0
     assert fresh_kernel.value("u.status") == "cancelled"
+    # Why, in its record: not the server's "cancelled by the client", which read as a person's cancel.
+    assert fresh_kernel.value("u.error") == "cancelled: the background loop was stopped"
     assert_gone(pid)
     children = psutil.Process(fresh_kernel.pid).children(recursive=True)
     assert [c for c in children if c.status() != psutil.STATUS_ZOMBIE] == []

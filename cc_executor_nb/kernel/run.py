@@ -50,7 +50,7 @@ from ..claude.permissions import Answer, PermissionRequest
 from ..client import Client, Locator, connect, shown_url
 from ..errors import CCExecError, ConnectionLost, HandshakeRefused, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
-from ..protocol import FROM_ARGUMENTS, command_line
+from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
 from .loop import KernelLoop
 from .output import OutputStore
@@ -72,6 +72,8 @@ __all__ = [
 logger = logging.getLogger("cc_executor_nb.kernel.run")
 
 CONTROL_TIMEOUT = 10.0
+LOOP_STOPPED = "cancelled: the background loop was stopped"
+"""Why a run ends when the loop stops under it (a kernel's shutdown, ``%unload_ext``)."""
 # Notifications that carry the server's progress figures: the interpreter's take over.
 _MEASURED = frozenset({methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PROCESS_COMPLETED})
 
@@ -266,6 +268,7 @@ class Run:
         self._held_idle: bool | None = None
         self._attached_to_ended_job = False  # its replayed turn ends are history
         self._cancel_undelivered = False  # cancelled while reconnecting: sent once back
+        self._loop_stopping = False  # cancelled by us because the loop stops: its end says so
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -752,7 +755,7 @@ class Run:
                 self._detach("the background loop was stopped; the job goes on in the job server")
                 raise
             await self._cancel_on_shutdown(client)
-            self._settle_locally("cancelled: the background loop was stopped")
+            self._settle_locally(LOOP_STOPPED)
             raise
         except Exception as exc:
             hint = self.target.token_hint
@@ -872,6 +875,7 @@ class Run:
         """
         if client is None or self._client is None or self.state.finished:
             return
+        self._loop_stopping = True
         try:
             await asyncio.wait_for(self._stop_and_settle(client), self.settle_timeout)
         except (TimeoutError, CCExecError) as exc:
@@ -928,6 +932,8 @@ class Run:
         if isinstance(event, Completed) and self.interpreter is not None:
             event = ended_after_interrupt(judged(event, self.interpreter), self.state)
             event = ended_after_failed_turn(event, self.state, self._turn_failure)
+        if self._loop_stopping:
+            event = cancelled_as_the_loop_stopped(event)
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
         self.events.append(self.state.output.keep(event))  # output text lives in the store
@@ -1009,6 +1015,16 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
         return event
     error = f"{reason} (exit code {event.exit_code})"
     return make_event(event.method, {**event.params, "status": "failed", "error": error, "incomplete": True})
+
+
+def cancelled_as_the_loop_stopped(event: Event) -> Event:
+    """A run we cancelled because the loop stopped (a kernel's shutdown, ``%unload_ext``): the
+    server's "cancelled by the client" read as a person's cancel; it says why, as a run the
+    server never answered does (:data:`LOOP_STOPPED`)."""
+    cancelled = isinstance(event, Completed) and event.status == "cancelled"
+    if cancelled and event.params.get("error") == CANCELLED_BY_CLIENT:
+        return make_event(event.method, {**event.params, "error": LOOP_STOPPED})
+    return event
 
 
 def ended_after_interrupt(event: Event, state: RunState) -> Event:

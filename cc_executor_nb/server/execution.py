@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import methods
+from ..protocol import CANCELLED_BY_CLIENT
 from ..targets import Progress
 from .disk import DiskUse
 from .progress import ProgressEstimator
@@ -61,7 +62,7 @@ def _exit_error(exit_code: int, stopped_by: str | None, timeout: float | None) -
     if stopped_by == "timeout":
         return f"timed out after {timeout:g} s"
     if stopped_by == "cancelled":
-        return "cancelled by the client"
+        return CANCELLED_BY_CLIENT
     if stopped_by == "shutdown":
         return "cancelled: the server stopped"
     if exit_code < 0:
