@@ -222,6 +222,21 @@ class KernelHarness:
         """Type ``value`` into the input box and press Enter (an ``input_reply``)."""
         self.client.input(value)
 
+    def answer_box(self, request: Message, value: str) -> None:
+        """Type ``value`` into the box of ``request`` (JupyterLab's ``input_reply``, which
+        names the request it answers as its parent), whenever that is."""
+        reply = self.client.session.msg("input_reply", {"value": value}, parent=request)
+        self.client.stdin_channel.send(reply)
+
+    def input_requests(self, seconds: float) -> list[Message]:
+        """Every ``input_request`` the kernel sends on the stdin channel in the next ``seconds``."""
+        requests = []
+        while True:
+            try:
+                requests.append(self.input_request(timeout=seconds))
+            except TimeoutError:
+                return requests
+
     # Widgets
 
     def click(self, model_id: str) -> None:

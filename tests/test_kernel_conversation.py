@@ -305,3 +305,49 @@ def test_a_kernel_interrupt_while_wait_asks_shows_no_input_box_again(kernel: Ker
         pytest.fail(f"an input box came after the interrupt: {again['content']['prompt']!r}")
     assert kernel.value("(r.status, r.done)") == ("cancelled", True)
     assert kernel.value("[q.status for q in r.permission_requests]") == ["cancelled"]
+
+
+# An input box still open when its cell stops asking: its answer counts, whenever it comes
+
+WAIT_BRIEFLY = (
+    "import time\n"
+    "while r.pending is None: time.sleep(0.05)\n"
+    "for _ in range({times}):\n"
+    "    try:\n"
+    "        r.wait(timeout={seconds})\n"
+    "    except TimeoutError:\n"
+    "        print('timed out')"
+)
+
+
+def test_an_answer_typed_after_its_cell_ended_decides_the_question(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A box left open by a cell that stopped waiting, answered later: the next wait() takes
+    that answer and sends no second box (the answer was dropped and the question asked again)."""
+    kernel.ok('r = %ccexec --demo "bash: touch late.txt"')
+    msg_id, started = kernel.submit(WAIT_BRIEFLY.format(times=1, seconds=scaled(2)), allow_stdin=True)
+    request = kernel.input_request(timeout=scaled(60))
+    assert request["parent_header"]["msg_id"] == msg_id
+    first = kernel.finish(msg_id, started, timeout=scaled(30))
+    assert first.ok and first.stream() == "timed out\n", first.error
+    kernel.answer_box(request, "y")
+    wait_then_status = WAIT_BRIEFLY.format(times=1, seconds=scaled(20)) + "\nprint(r.status)"
+    msg_id, started = kernel.submit(wait_then_status, allow_stdin=True)
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert [r["content"]["prompt"] for r in kernel.input_requests(scaled(1))] == []
+    assert execution.ok and execution.stream() == "completed\n", execution.error
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "stdin")]
+    assert (tmp_path / "late.txt").exists()
+
+
+def test_waiting_twice_in_a_cell_asks_in_one_box(kernel: KernelHarness) -> None:
+    """wait(timeout=...) twice in one cell while the question is open: one input_request, the
+    second wait polls the box the first one opened (two boxes for one question before)."""
+    kernel.ok('r = %ccexec --demo "bash: touch twice.txt"')
+    msg_id, started = kernel.submit(WAIT_BRIEFLY.format(times=2, seconds=scaled(1.5)), allow_stdin=True)
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok and execution.stream() == "timed out\ntimed out\n", execution.error
+    requests = kernel.input_requests(scaled(1))
+    assert [r["parent_header"]["msg_id"] for r in requests] == [msg_id]
+    kernel.answer_box(requests[0], "n")
+    person(kernel, "r.wait()")
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("denied", "stdin")]

@@ -22,6 +22,14 @@ script)                                (``run.wait()``); without a terminal, den
 :class:`Prompter` tracks the running cell with IPython's ``pre_run_cell`` and
 ``post_run_cell`` events, asks at most one question on stdin at a time, and stops asking
 when the question was answered another way. :func:`route` is the pure decision.
+
+An input box outlives the asking: a cell that stops waiting (``run.wait(timeout=...)``,
+the cell's end) leaves it open, and the front end sends its reply whenever it is typed.
+So each box sent is remembered while its question is open: a later ask in the same cell
+polls that box instead of sending another, and the replies waiting on the stdin socket
+are read before any new box is sent, in any later cell; a reply to an open question
+answers it, a reply to a closed one is dropped with an INFO log line. Nothing reads the
+socket between cells.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -126,6 +134,14 @@ class CellContext:
     started: float
 
 
+@dataclass(frozen=True)
+class _Box:
+    """An input_request sent and not answered yet: its reply may come late, in a later cell."""
+
+    question: Question
+    cell: CellContext
+
+
 def route(*, kernel: bool, cell: CellContext | None, waiting: bool, tty: bool) -> Route:
     """Where a person can answer now (see the module's table).
 
@@ -151,6 +167,11 @@ class Prompter:
         self._guard = threading.Lock()
         self._cell: CellContext | None = None
         self._registered = False
+        # Boxes sent and not answered, by input_request msg_id, while their question is
+        # open (guarded by _guard); the last one sent takes a reply that names no parent
+        # (the classic Notebook's, jupyter_client's ``input()``).
+        self._boxes: dict[str, _Box] = {}
+        self._last_box: str | None = None
 
     @property
     def in_kernel(self) -> bool:
@@ -181,6 +202,8 @@ class Prompter:
                     self._shell.events.unregister(name, callback)
             self._registered = False
         self._cell = None
+        with self._guard:
+            self._boxes.clear()
 
     def _cell_started(self, info: object = None) -> None:
         kernel = self._kernel
@@ -220,6 +243,7 @@ class Prompter:
     def _open(self) -> list[Question]:
         with self._guard:
             self._questions = [q for q in self._questions if q.is_open()]
+            self._boxes = {msg_id: box for msg_id, box in self._boxes.items() if box.question.is_open()}
             return list(self._questions)
 
     def _route(self, question: Question) -> None:
@@ -268,27 +292,75 @@ class Prompter:
     def _stdin_request(
         self, prompt: str, question: Question, cell: CellContext, deadline: float | None = None
     ) -> str | None:
-        """Send an input_request for ``cell`` and poll for the reply while the question is open.
+        """The answer typed for ``question`` in an input box of ``cell``, or None once the
+        question is answered elsewhere, the cell finishes or ``deadline`` passes.
 
-        ipykernel's own ``raw_input`` routes by the calling thread's context and waits
-        forever; here the cell's identity was taken when it started, and the wait ends
-        when the question is answered elsewhere, the cell finishes or ``deadline``
-        (``time.monotonic()``) passes.
+        A reply already waiting (typed late into an earlier box) is the answer; else the
+        box this cell already shows for the question is polled, or a new one is sent.
+        ipykernel's own ``raw_input`` routes by the calling thread's context, drops
+        earlier replies and waits forever; here the cell's identity was taken when it
+        started. Called with the ``_stdin`` lock held.
         """
         import zmq
 
-        kernel = self._kernel
-        session, socket = kernel.session, kernel.stdin_socket  # type: ignore[union-attr]
-        _drain(socket, zmq)
-        _flush_output()
-        content = {"prompt": prompt, "password": False}
-        session.send(socket, "input_request", content, cell.parent, ident=cell.ident)
+        late = self._read_replies(question, zmq)
+        if late is not None:
+            return late
+        if not self._shows(question, cell):
+            self._send_box(prompt, question, cell)
+        socket = self._kernel.stdin_socket  # type: ignore[union-attr]
         while self._still(question, cell) and not _past(deadline):
             if socket.poll(int(_POLL * 1000)):
-                _ident, reply = session.recv(socket, mode=zmq.NOBLOCK)
-                if reply is not None:
-                    value = reply.get("content", {}).get("value", "")
-                    return value if isinstance(value, str) else ""
+                text = self._read_replies(question, zmq)
+                if text is not None:
+                    return text
+        return None
+
+    def _shows(self, question: Question, cell: CellContext) -> bool:
+        with self._guard:
+            return any(box.question is question and box.cell is cell for box in self._boxes.values())
+
+    def _send_box(self, prompt: str, question: Question, cell: CellContext) -> None:
+        kernel = self._kernel
+        _flush_output()
+        content = {"prompt": prompt, "password": False}
+        msg = kernel.session.send(  # type: ignore[union-attr]
+            kernel.stdin_socket, "input_request", content, cell.parent, ident=cell.ident  # type: ignore[union-attr]
+        )
+        with self._guard:
+            self._last_box = msg["header"]["msg_id"]
+            self._boxes[self._last_box] = _Box(question, cell)
+
+    def _read_replies(self, question: Question, zmq: Any) -> str | None:
+        """Read the waiting replies until one answers ``question`` (its text); the others
+        answer their own open question, or are dropped."""
+        for reply in self._waiting_replies(zmq):
+            text = self._take(reply, question)
+            if text is not None:
+                return text
+        return None
+
+    def _waiting_replies(self, zmq: Any) -> Iterator[dict[str, Any]]:
+        kernel = self._kernel
+        while True:
+            _ident, reply = kernel.session.recv(kernel.stdin_socket, mode=zmq.NOBLOCK)  # type: ignore[union-attr]
+            if reply is None:
+                return
+            yield reply
+
+    def _take(self, reply: dict[str, Any], question: Question) -> str | None:
+        """The reply's text if it answers ``question``; a reply to another open question
+        answers that one, a reply to a closed (forgotten) one is dropped."""
+        value = reply.get("content", {}).get("value", "")
+        text = value if isinstance(value, str) else ""
+        with self._guard:
+            box = self._boxes.pop(reply.get("parent_header", {}).get("msg_id") or self._last_box or "", None)
+        if box is None or not box.question.is_open():
+            logger.info("< an input box was answered after its question was decided: the answer is dropped")
+            return None
+        if box.question is question:
+            return text
+        _answer_late(box.question, text)
         return None
 
     # Asking from the waiting thread (run.wait(): a --wait cell, or the terminal)
@@ -427,13 +499,13 @@ def _stdin_refused() -> tuple[type[BaseException], ...]:
     return (StdinNotImplementedError, NotImplementedError)
 
 
-def _drain(socket: Any, zmq: Any) -> None:
-    """Drop stale input replies (a box answered after its question was decided)."""
-    while True:
-        try:
-            socket.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            return
+def _answer_late(question: Question, text: str) -> None:
+    """A late reply to ``question``, read while another question was asked."""
+    answer = parse_answer(text)
+    if answer is None:
+        logger.info("< an unclear late answer to %s's question: it stays open", question.request.tool)
+        return
+    question.answer(answer, "stdin")
 
 
 # One prompter per shell (it follows that shell's cells); made on first use.

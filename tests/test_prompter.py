@@ -1,0 +1,126 @@
+"""The prompter's input boxes over a fake stdin socket: late replies, kept boxes, drops.
+
+The kernel's stdin channel is faked (a session that records what it sends and a socket
+whose replies the test queues), so no kernel and no ZMQ are involved; the real kernel's
+conversations are in ``test_kernel_conversation.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import zmq
+
+from cc_executor_nb.claude.permissions import Answer, PermissionRequest
+from cc_executor_nb.kernel.prompter import CellContext, Prompter, Question
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeStdin:
+    """The kernel's stdin socket and session: boxes sent are recorded, replies are queued."""
+
+    def __init__(self) -> None:
+        self.replies: deque[dict[str, Any]] = deque()
+        self.sent: list[dict[str, Any]] = []
+
+    def poll(self, milliseconds: int) -> int:
+        if not self.replies:
+            time.sleep(milliseconds / 1000)
+        return len(self.replies)
+
+    def send(self, socket: object, msg_type: str, content: dict[str, Any], parent: object, ident: object) -> Any:
+        msg = {"header": {"msg_id": f"box{len(self.sent)}", "msg_type": msg_type}, "content": content}
+        self.sent.append(msg)
+        return msg
+
+    def recv(self, socket: object, mode: int = 0) -> tuple[None, dict[str, Any] | None]:
+        return None, (self.replies.popleft() if self.replies else None)
+
+    def recv_multipart(self, flags: int = 0) -> list[bytes]:
+        """A raw read, as a ZMQ socket has (what ipykernel drains stale replies with)."""
+        if not self.replies:
+            raise zmq.Again
+        self.replies.popleft()
+        return [b"reply"]
+
+    def reply(self, box: dict[str, Any], value: str) -> None:
+        self.replies.append({"parent_header": {"msg_id": box["header"]["msg_id"]}, "content": {"value": value}})
+
+
+class Asked:
+    """A question and the answers it was given (open until one is given or it is closed)."""
+
+    def __init__(self, tool: str) -> None:
+        self.answers: list[tuple[Answer, str]] = []
+        self.closed = False
+        self.question = Question(PermissionRequest(tool, tool, {}), self._answer, self._is_open)
+
+    def _answer(self, answer: Answer, via: str) -> None:
+        self.answers.append((answer, via))
+
+    def _is_open(self) -> bool:
+        return not self.closed and not self.answers
+
+
+def prompter_in_a_cell(stdin: FakeStdin) -> Prompter:
+    kernel = SimpleNamespace(session=stdin, stdin_socket=stdin)
+    prompter = Prompter(SimpleNamespace(kernel=kernel))
+    prompter._cell = new_cell()  # a busy cell with an input box (no cell events here)
+    return prompter
+
+
+def new_cell() -> CellContext:
+    return CellContext(ident=[b"front end"], parent={}, allow_stdin=True, started=time.monotonic())
+
+
+def wait_briefly(prompter: Prompter) -> None:
+    prompter.while_waiting(time.monotonic() + 0.3)
+
+
+def offered(prompter: Prompter, *tools: str) -> list[Asked]:
+    asked = [Asked(tool) for tool in tools]
+    cell, prompter._cell = prompter._cell, None  # offered while idle: no worker thread asks
+    for one in asked:
+        prompter.offer(one.question)
+    prompter._cell = cell
+    return asked
+
+
+def test_a_late_reply_to_another_open_question_answers_that_question() -> None:
+    """Two boxes left open; the second's reply, read while the first is asked again in a
+    later cell, answers the second question, and the first box is read, not sent again."""
+    stdin = FakeStdin()
+    prompter = prompter_in_a_cell(stdin)
+    first, second = offered(prompter, "Bash", "Write")
+    wait_briefly(prompter)
+    assert [box["header"]["msg_id"] for box in stdin.sent] == ["box0", "box1"]
+    stdin.reply(stdin.sent[1], "n: not there")
+    wait_briefly(prompter)  # the same cell: its boxes are polled
+    assert second.answers == [(Answer(False, message="not there"), "stdin")]
+    assert first.answers == [] and len(stdin.sent) == 2
+
+
+def test_a_reply_to_a_decided_question_is_dropped_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A box answered after its question was decided elsewhere: the reply decides nothing
+    (not even the question asked now) and an INFO line says it was dropped."""
+    stdin = FakeStdin()
+    prompter = prompter_in_a_cell(stdin)
+    [decided] = offered(prompter, "Bash")
+    wait_briefly(prompter)
+    decided.closed = True  # answered on the card
+    stdin.reply(stdin.sent[0], "y")
+    [asked] = offered(prompter, "Write")
+    prompter._cell = new_cell()
+    with caplog.at_level(logging.INFO, logger="cc_executor_nb.kernel.prompter"):
+        wait_briefly(prompter)
+    assert asked.answers == [] and decided.answers == []
+    assert [box["content"]["prompt"].splitlines()[0] for box in stdin.sent] == [
+        "Claude asks to use Bash", "Claude asks to use Write"]
+    assert any("after its question was decided" in r.message and r.levelno == logging.INFO for r in caplog.records)
+    assert list(prompter._boxes) == ["box1"]  # the decided question's box is forgotten
