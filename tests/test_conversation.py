@@ -1058,3 +1058,48 @@ def test_a_terminal_question_keeps_its_prompt_line_while_nobody_answers(tmp_path
         assert "STATUS completed" in terminal.read_to_end()
     finally:
         terminal.close()
+
+
+CANCELLED_AWAIT_SCRIPT = """
+import asyncio
+import time
+import cc_executor_nb as ccx
+from cc_executor_nb.kernel.config import CCExec
+settings = CCExec(history_path="none")
+run = ccx.run("bash: echo typed > typed.txt", executable={claude!r}, demo=True, settings=settings, quiet=True)
+def asking():
+    return bool(run.conversation.view().asked_on_stdin)
+async def awaiting():
+    await run
+async def until(condition, seconds):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+async def main():
+    task = asyncio.ensure_future(awaiting())
+    await until(asking, {seconds!r})
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await until(lambda: not asking(), {seconds!r})
+    print("ASKING", asking(), "| PENDING", run.pending is not None, "|", flush=True)
+    run.approve()
+asyncio.run(main())
+run.wait()
+print("STATUS", run.status, [(r.status, r.decided_by) for r in run.permission_requests], "END", flush=True)
+run.end().wait()
+"""
+
+
+def test_a_cancelled_await_on_a_terminal_stops_asking(tmp_path: Path) -> None:
+    """await run on a terminal, cancelled while it asks: the asking thread stops (it asked until
+    the question was decided), the question stays open and code can still answer it."""
+    terminal = Terminal(CANCELLED_AWAIT_SCRIPT.format(claude=str(CLAUDE), seconds=scaled(10)), tmp_path)
+    try:
+        text = terminal.read_until(b"PENDING", 60)
+        assert "y = allow" in text
+        assert "ASKING False | PENDING True |" in terminal.read_until(b"PENDING True |", 10)
+        text = terminal.read_until(b" END", 60)
+        assert "STATUS completed [('allowed', 'code')] END" in text, text
+        assert terminal.proc.wait(scaled(30)) == 0
+    finally:
+        terminal.close()

@@ -365,7 +365,9 @@ class Prompter:
 
     # Asking from the waiting thread (run.wait(): a --wait cell, or the terminal)
 
-    def while_waiting(self, deadline: float | None = None, *, awaited: bool = False) -> None:
+    def while_waiting(
+        self, deadline: float | None = None, *, awaited: bool = False, stop: threading.Event | None = None
+    ) -> None:
         """Called by ``run.wait()`` between waits: ask the open questions here, one at a time.
 
         Only the main thread asks (a cell's, or a terminal's); other waiting threads leave
@@ -373,28 +375,34 @@ class Prompter:
         question is answered another way or withdrawn (an interrupt), and at ``deadline``
         (``time.monotonic()``: the caller's timeout), with the question still open.
         ``awaited``: ``await run`` outside a kernel asks from a worker thread of the
-        awaiting loop (the loop stays free), as the main thread would.
+        awaiting loop (the loop stays free), as the main thread would; ``stop``, once set
+        (the awaiting task was cancelled), ends the asking on the terminal with the
+        question still open.
         """
         if not awaited and threading.current_thread() is not threading.main_thread():
             return
         for question in self._open():
+            if stop is not None and stop.is_set():
+                return
             cell = self._cell
             where = route(kernel=self.in_kernel, cell=cell, waiting=True, tty=_is_tty())
             if where == "nobody":
                 question.deny_for_nobody()
             elif where in ("stdin", "terminal"):
-                self._ask_here(question, cell, deadline)
+                self._ask_here(question, cell, deadline, stop)
             # "card": the kernel is not busy with this thread's cell (a thread other
             # than the main one waits); the card or code answers.
 
-    def _ask_here(self, question: Question, cell: CellContext | None, deadline: float | None) -> None:
+    def _ask_here(
+        self, question: Question, cell: CellContext | None, deadline: float | None, stop: threading.Event | None
+    ) -> None:
         if not self._stdin.acquire(blocking=False):
             return
 
         def read(prompt: str) -> str | None:
             if cell is not None:
                 return self._stdin_request(prompt, question, cell, deadline)
-            return _terminal_answer(prompt, question, deadline)
+            return _terminal_answer(prompt, question, deadline, stop)
 
         try:
             if question.claim():
@@ -449,8 +457,11 @@ def _flush_output() -> None:
                 stream.flush()
 
 
-def _terminal_answer(prompt: str, question: Question, deadline: float | None) -> str | None:
-    """Ask on the terminal; None once the question closes or ``deadline`` passes unanswered.
+def _terminal_answer(
+    prompt: str, question: Question, deadline: float | None, stop: threading.Event | None = None
+) -> str | None:
+    """Ask on the terminal; None once the question closes, ``deadline`` passes unanswered
+    or ``stop`` is set.
 
     Like ``input()``, but it polls: a question answered from code or withdrawn by the CLI
     (an interrupt) stops being asked, and the caller's timeout is kept. What was typed
@@ -461,7 +472,7 @@ def _terminal_answer(prompt: str, question: Question, deadline: float | None) ->
     out, stdin = sys.stdout, sys.stdin
     out.write(prompt)
     out.flush()
-    while question.is_open() and not _past(deadline):
+    while question.is_open() and not _past(deadline) and not (stop is not None and stop.is_set()):
         if select.select([stdin], [], [], _POLL)[0]:
             line = stdin.readline()
             if not line:

@@ -648,10 +648,15 @@ class Run:
             return await outcome  # a kernel asks in the busy cell's input box, or the card
         # Outside a kernel nobody can click a card and ``run`` is not bound until this
         # returns: the awaiting caller asks on the terminal, or denies, as wait() does.
-        while not outcome.done():
-            await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
-            if not outcome.done() and prompter.asks:
-                await asyncio.to_thread(prompter.while_waiting, awaited=True)
+        # Cancelling the await cancels only the wait for the thread: ``stop`` ends its asking.
+        stop = threading.Event()
+        try:
+            while not outcome.done():
+                await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
+                if not outcome.done() and prompter.asks:
+                    await asyncio.to_thread(prompter.while_waiting, awaited=True, stop=stop)
+        finally:
+            stop.set()
         return outcome.result()
 
     def _set_turn_idle(self, idle: bool) -> None:
