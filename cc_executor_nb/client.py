@@ -45,7 +45,7 @@ import ssl as ssl_module
 import threading
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
@@ -342,15 +342,20 @@ class Client:
         """SIGTERM, then SIGKILL after the grace, the run's process group."""
         return await self.control("CANCEL")
 
-    async def input(self, data: str) -> dict[str, Any]:
+    async def input(self, data: str, *, ok_exit_codes: Sequence[int] | None = None) -> dict[str, Any]:
         """Queue ``data`` for the running process's stdin (the run needs ``stdin="pipe"``).
 
         Text longer than the protocol's per-request limit goes in several requests, in
-        order; the result is the last one's.
+        order; the result is the last one's. ``ok_exit_codes`` (sent with the last piece)
+        tells a durable job which exit codes, once its input is closed, are an end as asked.
         """
         result: dict[str, Any] = {}
-        for piece in _input_pieces(data):
-            result = dict(await self.call(methods.INPUT, {"data": piece}))
+        pieces = _input_pieces(data)
+        for index, piece in enumerate(pieces):
+            params: dict[str, Any] = {"data": piece}
+            if ok_exit_codes is not None and index == len(pieces) - 1:
+                params["ok_exit_codes"] = list(ok_exit_codes)
+            result = dict(await self.call(methods.INPUT, params))
         return result
 
     async def close_input(self) -> dict[str, Any]:

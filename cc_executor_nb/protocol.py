@@ -385,6 +385,9 @@ class InputParams:
     """Validated params of ``input``: the text to write to the child's stdin."""
 
     data: bytes
+    ok_exit_codes: frozenset[int] | None = None
+    """Exit codes that end a durable job ``completed`` once its input was closed (None: as
+    before); an ``input`` that carries them replaces what the last one set."""
 
 
 @dataclass(frozen=True)
@@ -570,7 +573,17 @@ def validate_input(params: Any, max_bytes: int = MAX_INPUT_BYTES) -> InputParams
         raise InvalidParams("data contains a lone surrogate (not valid Unicode)", "data") from None
     if len(encoded) > max_bytes:
         raise InvalidParams(f"data is {len(encoded)} bytes; at most {max_bytes} per input", "data")
-    return InputParams(encoded)
+    return InputParams(encoded, _ok_exit_codes(obj.get("ok_exit_codes")))
+
+
+def _ok_exit_codes(value: Any) -> frozenset[int] | None:
+    """``ok_exit_codes`` of ``input``: absent (None), or a list of at most 8 exit codes."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) > 8
+            or not all(isinstance(code, int) and not isinstance(code, bool) and 0 <= code <= 255 for code in value)):
+        raise InvalidParams("ok_exit_codes must be a list of at most 8 exit codes (0-255)", "ok_exit_codes")
+    return frozenset(value)
 
 
 def _progress_target(params: dict[str, Any]) -> Target | Any | None:

@@ -361,3 +361,40 @@ def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     assert questions and all(q.get("replay") is True and "policy" not in q for q in questions)
     other.end()
     eventually(lambda: run.done, timeout=60, what="the job's end")
+
+
+def _listed(job_id: str | None) -> tuple[str, int | None, str | None]:
+    """The job's status, exit code and error as the job server lists them."""
+    info = next(j for j in ccx.jobs.list() if j.job_id == job_id)
+    return info.status, info.exit_code, info.error
+
+
+def test_a_job_ended_after_an_interrupted_turn_is_listed_completed(runtime_dir: Path, tmp_path: Path) -> None:
+    """Interrupted, then ended: the job server lists the job as the run reads it, completed with the
+    CLI's exit 1 and no error (it listed it failed, "exited with code 1")."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=60, what="the story to stream")
+    run.interrupt()
+    run.wait(scaled(30))
+    assert run.status == "cancelled" and run.alive
+    run.end()
+    eventually(lambda: run.done, timeout=60, what="the process to exit")
+    assert (run.status, run.exit_code, run.error) == ("completed", 1, None)
+    assert _listed(run.job_id) == ("completed", 1, None)
+
+
+def test_a_job_nobody_follows_ended_after_an_interrupted_turn_is_listed_completed(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """Interrupted, then left (the job server's idle timeout closes its input): listed completed, as a
+    run attached afterwards reads it (it was listed failed)."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path, idle_timeout=scaled(2.0))
+    eventually(lambda: len(run.text.split()) >= 20, timeout=60, what="the story to stream")
+    run.interrupt()
+    run.wait(scaled(30))
+    job_id = run.job_id
+    stop_shared_loop()
+    again = eventually(lambda: _finished(job_id), timeout=120, what="the job to end by itself")
+    assert (again.status, again.exit_code) == ("completed", 1)
+    assert _listed(job_id) == ("completed", 1, None)
+

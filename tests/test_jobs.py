@@ -186,6 +186,61 @@ def _outputs(server: EnhancedWebSocketHandler, job_id: str) -> list[dict[str, ob
     return [line["params"] for line in lines if line["method"] == methods.PROCESS_OUTPUT]
 
 
+EXIT_1_AT_EOF = [sys.executable, "-c", "import sys\nsys.stdin.read()\nsys.exit(1)"]
+EXIT_1_AFTER_A_LINE = [sys.executable, "-c", "import sys\nsys.stdin.readline()\nsys.exit(1)"]
+
+
+async def _ended_listed(client: Client, job_id: str) -> tuple[str, int | None, str | None, str]:
+    """The job's listed status, exit code and error, and its logged process.completed status, at its end."""
+    logged = completed(await collect(client)).params["status"]
+    job = {job["job_id"]: job for job in await client.jobs()}[job_id]
+    return job["status"], job["exit_code"], job["error"], logged
+
+
+async def test_an_exit_the_client_called_ok_after_the_input_closed_is_listed_completed(jobs_server) -> None:
+    """input's ok_exit_codes [1], then input.close: the child's exit 1 is listed completed with no error
+    (as a claude conversation ended after an interrupted turn; it was listed failed); the log keeps the
+    process's own failed."""
+    client, job_id = await started_job(jobs_server, EXIT_1_AT_EOF, stdin="pipe")
+    await client.input("stop\n", ok_exit_codes=[1])
+    await client.close_input()
+    assert await _ended_listed(client, job_id) == ("completed", 1, None, "failed")
+    await client.close()
+
+
+async def test_a_later_input_replaces_the_ok_exit_codes(jobs_server) -> None:
+    """ok_exit_codes [1] then [] (the next turn): exit 1 after the close is listed failed again."""
+    client, job_id = await started_job(jobs_server, EXIT_1_AT_EOF, stdin="pipe")
+    await client.input("stop\n", ok_exit_codes=[1])
+    await client.input("next turn\n", ok_exit_codes=[])
+    await client.input("an answer\n")  # without the field: the last word stands
+    await client.close_input()
+    status, code, error, _ = await _ended_listed(client, job_id)
+    assert (status, code) == ("failed", 1) and error
+    await client.close()
+
+
+async def test_an_ok_exit_code_before_the_input_closed_is_still_a_failure(jobs_server) -> None:
+    """ok_exit_codes speak of an end after the input's close: a child that exits 1 on its own is failed."""
+    client, job_id = await started_job(jobs_server, EXIT_1_AFTER_A_LINE, stdin="pipe")
+    await client.input("stop\n", ok_exit_codes=[1])
+    status, code, error, _ = await _ended_listed(client, job_id)
+    assert (status, code) == ("failed", 1) and error
+    await client.close()
+
+
+@pytest.mark.parametrize("codes", ["1", [True], [256], [-1], list(range(9)), [1.0]])
+async def test_malformed_ok_exit_codes_are_invalid(jobs_server, codes) -> None:
+    """ok_exit_codes must be a list of at most 8 exit codes (0-255): else -32602 naming it, nothing written."""
+    client, _ = await started_job(jobs_server, ECHO_STDIN, stdin="pipe")
+    with pytest.raises(errors.ProtocolError) as info:
+        await client.call(methods.INPUT, {"data": "x\n", "ok_exit_codes": codes})
+    assert (info.value.code, (info.value.data or {}).get("field")) == (-32602, "ok_exit_codes")
+    await client.close_input()
+    assert output_of(await collect(client)) == "eof\n"
+    await client.close()
+
+
 async def test_jobs_list_shows_each_job_with_its_summary(jobs_server) -> None:
     """jobs.list gives id, label, status, exit code, times, meta and the summary kept from a JSON line."""
     code = (

@@ -182,7 +182,7 @@ class Conversation:
         self._client: Client | None = None
         self._hooks: Hooks | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, tuple[int, ...] | None] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -385,7 +385,9 @@ class Conversation:
         if not self._interrupting:
             self._interrupting = True
             self.interpreter.note_interrupt()
-            self._write(control.interrupt(self._next_id("interrupt")))
+            # The CLI exits 1 after an interrupted last turn: the job server is told that,
+            # once the input is closed, this is an end as asked (until the next turn).
+            self._write(control.interrupt(self._next_id("interrupt")), ok_exit_codes=(1,))
             self._timer("interrupt", self.grace, self._interrupt_expired)
         return True
 
@@ -631,7 +633,7 @@ class Conversation:
     # -- Turns and input -------------------------------------------------------------------
 
     def _begin_turn(self, prompt: str) -> None:
-        self._write(control.user_message(prompt))
+        self._write(control.user_message(prompt), ok_exit_codes=())
         self._turn_begun(prompt)
 
     def _turn_begun(self, prompt: str) -> None:
@@ -675,11 +677,13 @@ class Conversation:
         with contextlib.suppress(NoProcessRunning, ConnectionLost):
             await client.cancel()
 
-    def _write(self, message: Mapping[str, Any]) -> None:
+    def _write(self, message: Mapping[str, Any], ok_exit_codes: tuple[int, ...] | None = None) -> None:
+        """Queue one line for the CLI; ``ok_exit_codes``: what a durable job is told an exit
+        after its input's close means from this line on (see ``Client.input``)."""
         text = control.line(message)
         if self.durable:
             self._echoes.append(text.rstrip("\n"))  # the job's process.input will show it
-        self._outbox.put_nowait(text)
+        self._outbox.put_nowait((text, ok_exit_codes if self.durable else None))
 
     # -- What a durable job's stdin was sent (process.input) -------------------------------
 
@@ -777,7 +781,8 @@ class Conversation:
             if item is None:
                 await self._deliver(client.close_input)
                 return
-            await self._deliver(functools.partial(client.input, item))
+            text, ok_exit_codes = item
+            await self._deliver(functools.partial(client.input, text, ok_exit_codes=ok_exit_codes))
 
     async def _deliver(self, call: Callable[[], Any]) -> None:
         client = self._client

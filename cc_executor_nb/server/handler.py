@@ -576,9 +576,12 @@ class EnhancedWebSocketHandler:
         return {"status": "cancelled"}
 
     def _input(self, link: _Link, session: RunOwner, params: Any) -> dict[str, Any]:
-        data = protocol.validate_input(params).data
+        given = protocol.validate_input(params)
+        data = given.data
         stdin = self._piped_input(session)
         queued = stdin.write(data)
+        if link.job is not None and given.ok_exit_codes is not None:
+            link.job.ok_exit_codes = given.ok_exit_codes
         if link.job is not None and data:
             # Logged before the child can read it: whatever it answers comes later in the log.
             link.job.record_input(data.decode("utf-8"))

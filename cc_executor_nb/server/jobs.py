@@ -173,6 +173,10 @@ class Job:
         self.scanner: SummaryScanner | None = None
         self.input_at = time.monotonic()
         """When the job's stdin was last written to (or the job started, or was last followed)."""
+        self.ok_exit_codes: frozenset[int] = frozenset()
+        """Exit codes that end the job ``completed`` once its input was closed (``input``'s
+        ``ok_exit_codes``: claude exits 1 after an interrupted last turn, an end as asked)."""
+        self.input_closed = False
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -241,6 +245,7 @@ class Job:
     def record_input_closed(self, reason: str) -> None:
         """Log that the job's stdin is being closed (``input.close``, or the idle timeout)."""
         self.input_at = time.monotonic()
+        self.input_closed = True
         self.append(methods.PROCESS_INPUT, {"data": "", "closed": True, "reason": reason})
 
     async def close_input_when_unattended(self, timeout: float) -> None:
@@ -291,8 +296,16 @@ class Job:
         record.status = str(params.get("status", "failed"))
         record.exit_code = params.get("exit_code")
         record.error = params.get("error")
+        if self._ended_as_asked(record):
+            record.status, record.error = "completed", None
         record.duration_seconds = params.get("duration_seconds")
         record.ended_at = time.time()
+
+    def _ended_as_asked(self, record: JobRecord) -> bool:
+        """The process exited with a code its client called normal after its input was closed
+        (the log keeps the process's own ``failed``; the record says how the job ended)."""
+        return (record.status == "failed" and self.input_closed
+                and record.exit_code in self.ok_exit_codes)
 
     def info(self) -> dict[str, Any]:
         """The job as ``jobs.list`` shows it."""
