@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
+from cc_executor_nb.client import Client
 from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
@@ -359,6 +360,41 @@ def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFix
     out, err = capsys.readouterr()
     assert "[started]" in out and "out 0\n" in out and "[completed] exit 0" in out
     assert err == "err 1\n" and "[connected]" not in out
+
+
+def test_a_run_ended_by_the_loops_stop_while_starting_ends_on_its_cancelled_line(
+    bg: KernelLoop, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop stopped while the start was under way: the run ends here, cancelled, and the
+    server's process.started that comes after is not taken (it printed "[started] pid N" after
+    "[cancelled] the background loop was stopped" and made the run "running" again)."""
+    original = Client.execute
+    held: list[Any] = []
+
+    async def late_start(self: Client, *args: Any, **params: Any) -> dict[str, Any]:
+        # The process starts, but its process.started reaches the run only after the loop's
+        # stop ended it (the execute reply never comes in time).
+        listeners = self._listeners
+        self._listeners = [held.append]
+        try:
+            await original(self, *args, **params)
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self._listeners = listeners
+            asyncio.get_running_loop().call_soon(lambda: [each(e) for e in held for each in listeners])
+            raise
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(Client, "execute", late_start)
+    run = Run(RunSpec(argv=["sleep", "30"]), target(bg))
+    run.presenter = TextPresenter(lambda: repr(run))
+    run.show()
+    run.start(bg)
+    eventually(lambda: any(e.method == "process.started" for e in held), what="the process's start (held)")
+    bg.stop()
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert notes == ["[cancelled] the background loop was stopped"], notes
+    assert (run.status, run.done) == ("cancelled", True)
 
 
 def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:

@@ -269,6 +269,7 @@ class Run:
         self._attached_to_ended_job = False  # its replayed turn ends are history
         self._cancel_undelivered = False  # cancelled while reconnecting: sent once back
         self._loop_stopping = False  # cancelled by us because the loop stops: its end says so
+        self._settled_here = False  # ended here without the server's word: it says nothing more
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -768,7 +769,7 @@ class Run:
         finally:
             try:
                 if self._cancel_undelivered and client is not None and not client.closed:
-                    client.remove_listener(self._on_event)  # the run is over here; the rest is the server's
+                    client.remove_listener(self._from_server)  # the run is over here; the rest is the server's
                     task = asyncio.ensure_future(_cancel_when_back(client, self.label))
                     _CANCELS_IN_FLIGHT.add(task)  # held: the loop keeps only weak references to tasks
                     task.add_done_callback(_CANCELS_IN_FLIGHT.discard)
@@ -779,7 +780,7 @@ class Run:
 
     async def _execute(self, client: Client) -> None:
         self._on_event(await client.wait_connected())
-        client.add_listener(self._on_event)
+        client.add_listener(self._from_server)
         closed = asyncio.ensure_future(_until_closed(client))
         try:
             if self._cancel_requested.is_set() and not self.attached:
@@ -971,10 +972,22 @@ class Run:
             self._on_event(make_event(methods.CLIENT_DETACHED, {"job_id": self.job_id, "reason": message}))
 
     def _settle_locally(self, message: str) -> None:
-        """End the run as cancelled without the server's word (it never started, or is gone)."""
+        """End the run as cancelled without the server's word (it never started, or is gone).
+
+        The server's later notifications are not taken: a stop of the loop while the start
+        was under way ended the run before its ``process.started`` came, which printed
+        ``[started]`` after ``[cancelled]`` and made the run ``running`` again.
+        """
         if not self.state.finished:
+            self._settled_here = True
             params = {"status": "cancelled", "exit_code": None, "error": message}
             self._on_event(make_event(methods.PROCESS_COMPLETED, params))
+
+    def _from_server(self, event: Event) -> None:
+        """A notification of the run's connection (the client's listener), unless the run was
+        ended here (:meth:`_settle_locally`): its end is then the last word."""
+        if not self._settled_here:
+            self._on_event(event)
 
     def _finish(self) -> None:
         interpreter = self.interpreter
