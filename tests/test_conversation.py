@@ -270,6 +270,23 @@ def test_an_interrupt_after_the_conversation_is_over_says_so(tmp_path: Path) -> 
     assert (run.status, run.exit_code, run.error) == before and run.done
 
 
+def test_an_interrupt_of_a_run_shown_nowhere_prints_its_notice_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run shown nowhere (display=False): interrupt()'s notice is printed where it was called, once
+    however often asked (it went only to run.events)."""
+    run = turn_over(start("echo: one", tmp_path))
+    capsys.readouterr()
+    run.interrupt()
+    run.interrupt()
+    between = "[note] Nothing to interrupt: no turn is running (the conversation waits for a follow-up).\n"
+    assert capsys.readouterr().out == between
+    ended(run)
+    run.interrupt()
+    run.interrupt()
+    assert capsys.readouterr().out == "[note] Nothing to interrupt: the conversation is over.\n"
+
+
 def test_continue_resumes_the_conversation_used_last_not_the_one_ended_last(tmp_path: Path) -> None:
     """Two conversations; the second is used last, then the first is ended last: --continue
     resumes the second (the first's exit overwrote the session to continue)."""

@@ -264,6 +264,21 @@ def test_a_waited_run_shown_again_shows_its_record_not_the_widget(kernel: Kernel
     assert kernel.value("r.alive") is True
 
 
+def test_an_interrupt_with_no_widget_to_say_it_is_printed_in_its_cell_once(kernel: KernelHarness) -> None:
+    """interrupt() once the conversation is over (its record took the widget's place): the notice is
+    printed in the calling cell, once (it went only to run.events, which nobody sees); between turns,
+    with the widget live, the widget says it and the cell prints nothing."""
+    person(kernel, 'r = %ccexec --demo "echo: one"')
+    kernel.wait_until("r.status == 'completed'", timeout=60)
+    between = kernel.ok("r.interrupt()")
+    assert between.stream() == ""
+    kernel.ok("r.end()")
+    kernel.wait_until("r.done", timeout=60)
+    over = kernel.ok("r.interrupt()")
+    assert over.stream() == "[note] Nothing to interrupt: the conversation is over.\n"
+    assert kernel.ok("r.interrupt()").stream() == ""
+
+
 def test_unload_ends_a_live_conversation_cleanly(kernel: KernelHarness) -> None:
     """%unload_ext: a conversation between turns is ended (its input closed), the CLI exits 0, nothing is left."""
     kernel.ok('%ccexec --demo --wait -o r "echo: then unload"')

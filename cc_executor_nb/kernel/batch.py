@@ -234,6 +234,10 @@ class _RowPresenter:
 
             display(self.batch.expand(self.index))  # type: ignore[no-untyped-call]
 
+    def shows_notices(self) -> bool:
+        """While the run's own widget is expanded in the batch's view (it shows them)."""
+        return self.inner is not None
+
     def mimebundle(self) -> dict[str, Any]:
         """Text: the run's one-line summary."""
         return {"text/plain": repr(self.batch.items[self.index].run)}

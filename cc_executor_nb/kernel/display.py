@@ -68,6 +68,7 @@ class RunDisplay:
         self._publisher: Any = None
         self._person = False  # a cell that showed the run came from a front end with an input box
         self._replaced = False  # the record alone stands in the cells (the widget was taken away)
+        self._shown = False
         self.finished = False
 
     def bundle(self, live: Mapping[str, Any] | None = None) -> Bundle:
@@ -86,6 +87,7 @@ class RunDisplay:
             bundle = self.bundle(live)
             # IPython's display() carries no annotations.
             display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+            self._shown = True
             self._remember_cell()
 
     def _remember_cell(self) -> None:
@@ -97,6 +99,11 @@ class RunDisplay:
         parent = getattr(publisher, "parent_header", None)
         if isinstance(parent, dict) and parent and parent not in self._parents:
             self._parents.append(dict(parent))
+
+    @property
+    def widget_shown(self) -> bool:
+        """Whether a cell shows the live widget now (not the record in its place)."""
+        return self._shown and not self.finished and not self._replaced
 
     def finish(self) -> None:
         """Replace the run's output in every cell that showed it with the final record (any thread)."""

@@ -81,6 +81,10 @@ class Presenter(Protocol):
         """The run's MIME bundle for ``_repr_mimebundle_``."""
         ...
 
+    def shows_notices(self) -> bool:
+        """Whether a notice of the run (``conversation.notice``) reaches a person now."""
+        ...
+
 
 def kernel_has_widgets(shell: object | None) -> bool:
     """Whether ``shell`` runs inside a Jupyter kernel, where widgets can reach a front end."""
@@ -123,6 +127,7 @@ class WidgetPresenter:
         self.coalescer = Coalescer(self._render, max_rate)
         self.display = RunDisplay(record) if record is not None else None
         self.keep_widget = keep_widget
+        self._shown = False  # shown without a record (with one, the display knows)
         self._render()
 
     def _render(self) -> None:
@@ -181,6 +186,13 @@ class WidgetPresenter:
 
         # IPython's display() carries no annotations.
         display(self.view.widget)  # type: ignore[no-untyped-call]
+        self._shown = True
+
+    def shows_notices(self) -> bool:
+        """While a cell shows the widget: not before it is shown, nor once the record took its place."""
+        if self.display is None:
+            return self._shown
+        return self.display.widget_shown
 
     def mimebundle(self) -> dict[str, Any]:
         """The widget's bundle with the record while live; the record alone once the run ended."""
@@ -292,6 +304,10 @@ class TextPresenter:
                 self._sink.write_event(self.view, event)
             self._backlog.clear()
             self._backlog_chars = self._skipped_chars = 0
+
+    def shows_notices(self) -> bool:
+        """Once shown: every note is printed as it comes (``[note] ...``)."""
+        return self._sink is not None
 
     def mimebundle(self) -> dict[str, Any]:
         """A one-line text summary of the run."""

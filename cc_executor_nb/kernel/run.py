@@ -449,9 +449,13 @@ class Run:
 
         SIGTERM follows only if no result comes within the kill grace. Between turns, or
         once the conversation is over, there is nothing to interrupt: nothing is sent and a
-        notice says so. Returns self.
+        notice says so, once: in the run's view, or printed here (``[note] ...``) when no
+        view shows it (the widget was never shown, or its record took its place). Returns self.
         """
-        self._converse(lambda c: c.interrupt())
+        said = self._converse(_interrupt_saying)
+        presenter = self.presenter
+        if said is not None and (presenter is None or not presenter.shows_notices()):
+            print(f"[note] {said}", flush=True)
         return self
 
     def end(self) -> Run:
@@ -1016,6 +1020,14 @@ def _request_id(request: PermissionRequest | str | None) -> str | None:
     if isinstance(request, PermissionRequest):
         return request.id
     raise TypeError(f"not a permission request: {request!r}")
+
+
+def _interrupt_saying(conversation: Conversation) -> str | None:
+    """Interrupt the conversation; the notice this said (None: it interrupted, or said it before)."""
+    before = len(conversation.view().notices)
+    conversation.interrupt()
+    notices = conversation.view().notices
+    return notices[-1] if len(notices) > before else None
 
 
 def judged(event: Completed, interpreter: Interpreter) -> Event:
