@@ -310,6 +310,30 @@ def test_an_interrupt_during_the_start_stops_the_first_turn_once_it_runs(tmp_pat
     ended(run)
 
 
+def test_a_cancel_while_the_start_is_under_way_ends_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cancel() while the execute request waits for the server's answer: once the process is
+    up, the cancel reaches it. It was lost (the conversation had no connection yet, and the
+    prompt was never written): the CLI waited on its input for ever, the run ``running``."""
+    from cc_executor_nb.client import Client
+
+    execute, runs = Client.execute, []
+
+    async def cancel_first(self: Client, *args: Any, **kwargs: Any) -> Any:
+        while not runs:
+            await asyncio.sleep(0.01)
+        runs[0].cancel(timeout=None)  # the request is in flight: nothing to send it to yet
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "execute", cancel_first)
+    runs.append(start("echo: hi", tmp_path))
+    eventually(lambda: runs[0].done, timeout=20, what="the cancelled run to end")
+    run = runs[0]
+    assert run.status == "cancelled" and not run.alive, (run.status, run.error)
+    assert run.state.pid is not None  # it did start, and was stopped
+
+
 def test_a_follow_up_after_an_interrupt_is_answered(tmp_path: Path) -> None:
     """After an interrupted turn the same process takes the next prompt."""
     run = start("write a 5000 word story at 200 words per second", tmp_path)

@@ -798,6 +798,11 @@ class Run:
                 await self._start_or_attach(client, spec)
                 self._client = client
                 if self._cancel_requested.is_set():
+                    if conversation is not None:
+                        # Cancelled while the start was under way: the conversation never
+                        # started, but its cancel needs the connection (it was lost, and the
+                        # CLI waited on its input for ever).
+                        conversation.bind(client, self._hooks())
                     await self._send_control("CANCEL")
                 elif conversation is not None and conversation.interactive and not conversation.attached:
                     conversation.start(client, self._hooks())
