@@ -124,6 +124,21 @@ async def test_command_run_three_times_gets_an_eta_on_the_fourth(started, tmp_pa
     assert any(0 < p["fraction"] < 1 and p["eta_seconds"] > 0 for p in samples)
 
 
+async def test_a_run_fed_on_stdin_gets_no_estimate_from_history(started, tmp_path) -> None:
+    """stdin "pipe": what the run does depends on what it is sent, so no history estimate.
+
+    Every Claude conversation shares one argv (its prompts go to stdin): a bash prompt
+    waiting for a follow-up read "99% · about 0 s left · from earlier runs of this command"."""
+    _, client = await started(history_path=str(tmp_path / "history.sqlite3"), metrics_interval=0.2)
+    bases = []
+    for _ in range(4):
+        await client.execute(argv=fake("silence", "1.0"), stdin="pipe")
+        events = await collect(client)
+        assert completed(events).params["status"] == "completed"
+        bases.append({m.params["progress"]["basis"] for m in metrics(events)})
+    assert bases == [{"none"}] * 4
+
+
 async def test_corrupt_history_means_no_estimate_never_a_failure(started, tmp_path) -> None:
     """A corrupt database gives basis none and the run completes."""
     path = tmp_path / "history.sqlite3"

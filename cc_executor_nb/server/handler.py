@@ -502,7 +502,10 @@ class EnhancedWebSocketHandler:
         # a millisecond) delayed the start; alongside, its worker thread held the GIL the
         # spawn needed (up to a 5 ms switch interval).
         key = fingerprint(spec.argv, spec.cwd)
-        past = await asyncio.to_thread(self.history.durations, key) if self.history else []
+        # A run fed on stdin does what it is sent, not what its argv says (every Claude
+        # conversation shares one argv), so earlier runs of that argv predict nothing.
+        history = self.history if spec.stdin != "pipe" else None
+        past = await asyncio.to_thread(history.durations, key) if history else []
         return Execution(
             process,
             output,
@@ -511,7 +514,7 @@ class EnhancedWebSocketHandler:
             chunk_limit=self.streams.chunk_limit,
             timeout=spec.timeout,
             estimator=ProgressEstimator(spec.argv, past, spec.progress_target),
-            on_success=self._recorder(key),
+            on_success=self._recorder(key) if history else None,
             settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin, "capture": capture},
             stdin=stdin,
             disk=disk,
