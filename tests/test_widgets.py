@@ -267,11 +267,14 @@ def test_stderr_is_told_apart(make_view: Callable[..., RunView]) -> None:
 
 
 def test_long_output_shows_tail_and_cut_line(make_view: Callable[..., RunView]) -> None:
-    """Output over max_chars shows only the tail and says how many characters were left out."""
+    """Output over max_chars shows only the tail and says how many characters were left out.
+
+    The count has thousands separators, as Claude's cut note has ("… 268,894 earlier
+    characters", where a 50,000-line command read "… 268894")."""
     view, state = make_view(max_chars=100), running()
     emit(state, "process.output", 0.1, type="stdout", data="A" * 1000 + "Z" * 100)
     view.render(state, 0.1)
-    assert "… 1000 earlier characters not shown (full output in run.stdout)" in view.output.value
+    assert "… 1,000 earlier characters not shown (full output in run.stdout)" in view.output.value
     assert "Z" * 100 in view.output.value and "A" not in view.output.value.split("<pre")[1]
 
 
