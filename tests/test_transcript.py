@@ -374,6 +374,16 @@ def test_the_displayed_answer_is_cut_with_a_note() -> None:
 # Commands
 
 
+def test_a_command_record_says_its_exit_code_once() -> None:
+    """The Markdown and text records read "exit code 3", not "exit code 3 · ... · exited with code 3"."""
+    run = command_run(("stdout", "out\n"))
+    run.state.error = "exited with code 3"
+    assert "**failed** · exit code 3 · took 1.5 s\n" in Transcript(run).markdown()
+    assert Transcript(run).text().splitlines()[1] == "failed · exit code 3 · took 1.5 s"
+    run.state.error = "timed out after 2 s"
+    assert "**failed** · exit code 3 · took 1.5 s · timed out after 2 s\n" in Transcript(run).markdown()
+
+
 def test_a_command_record_has_status_exit_code_and_output_tails() -> None:
     """A command: status and exit code, stdout and stderr tails as fenced blocks."""
     run = command_run(("stdout", "to stdout\n"), ("stderr", "to <stderr>\n"))

@@ -424,6 +424,20 @@ def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
     assert "ccx-heartbeat" not in view.header.value
 
 
+def test_an_exit_code_is_said_once(make_view: Callable[..., RunView]) -> None:
+    """A run whose only error is its exit code reads "exit code 3", not "exit code 3 · exited with code 3"."""
+    view, state = make_view(), running()
+    emit(state, "process.completed", 1.3, status="failed", exit_code=3, duration_seconds=1.2,
+         error="exited with code 3")
+    view.render(state, 1.3)
+    assert '<div class="ccx-summary">exit code 3</div>' in view.header.value
+    timed_out = running()
+    emit(timed_out, "process.completed", 1.3, status="timeout", exit_code=-15, duration_seconds=2.0,
+         error="timed out after 2 s")
+    view.render(timed_out, 1.3)
+    assert "exit code -15 · <span" in view.header.value and "timed out after 2 s</span>" in view.header.value
+
+
 def test_error_message_is_escaped(make_view: Callable[..., RunView]) -> None:
     """A server error shown in the summary is escaped."""
     view, state = make_view(), running()

@@ -38,6 +38,7 @@ __all__ = [
     "output_html",
     "progress_text",
     "resources_text",
+    "shown_error",
     "sparkline",
 ]
 
@@ -292,11 +293,20 @@ def _silence_text(state: RunState, now: float) -> str:
     return f"no output for {format_duration(silent, whole=True)}"
 
 
+def shown_error(state: RunState) -> str | None:
+    """The run's error to show beside its exit code: None when it only restates that code.
+
+    "exit code 3 · exited with code 3" says the same thing twice."""
+    if state.exit_code is not None and state.error == f"exited with code {state.exit_code}":
+        return None
+    return state.error
+
+
 def _summary_html(state: RunState) -> str:
     if not state.finished:
         return ""
     parts = [] if state.exit_code is None else [f"exit code {state.exit_code}"]
-    for problem in (state.error, state.lost_note):
+    for problem in (shown_error(state), state.lost_note):
         if problem:
             parts.append(f'<span style="{STDERR_STYLE}">{html.escape(printable(problem))}</span>')
     return '<div class="ccx-summary">' + " · ".join(parts) + "</div>"

@@ -56,7 +56,7 @@ from ..claude.text import (
     tool_line,
 )
 from ..terminaltext import terminal_text
-from .html import NO_MATH_CLASSES, header_html, output_html
+from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
 from .runstate import RunState, elapsed, format_duration, took_words, turn_took_text
 
 __all__ = [
@@ -167,7 +167,7 @@ class Transcript:
     def _status_markdown(self) -> str:
         items = self._status_items()
         line = " · ".join([f"**{markdown_escape(items[0])}**", *map(_inline_escape, items[1:])])
-        error = self.state.error
+        error = shown_error(self.state)
         return line + (f" · {_inline_escape(error)}" if error else "")
 
     def _claude_markdown(self) -> list[str]:
@@ -327,8 +327,9 @@ class Transcript:
     def text(self) -> str:
         """The record as plain text: a title line, the status, then the answer and notes or the output."""
         lines = [printable(self.run.label), " · ".join(self._status_items())]
-        if self.state.error:
-            lines[-1] += f" · {printable(self.state.error)}"
+        error = shown_error(self.state)
+        if error:
+            lines[-1] += f" · {printable(error)}"
         prompt = self._prompt()
         body = [f"> {printable(prompt)}"] if prompt is not None else []
         if self.view is not None:
