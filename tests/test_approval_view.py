@@ -288,7 +288,7 @@ def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
     state = RunState()
     state.apply("process.started", {"pid": 1, "pgid": 1, "argv": ["claude"], "seq": 1}, 0.0)
     state.apply("conversation.question", {"pending": 1}, 10.0)
-    assert ">needs you<" in badge_html(state) and "#e8590c" in badge_html(state)
+    assert ">needs you<" in badge_html(state) and "#c2410c" in badge_html(state)
     assert "waiting for you for 25 s" in header_html(state, 35.0)
     state.apply("conversation.question", {"pending": 0}, 40.0)
     assert ">running<" in badge_html(state)

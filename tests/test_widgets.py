@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import pytest
 
 from cc_executor_nb.kernel.coalescer import Coalescer
-from cc_executor_nb.kernel.html import output_html
+from cc_executor_nb.kernel.html import STATUS_COLORS, output_html
 from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.textview import TextView
 from cc_executor_nb.kernel.views import RunView
@@ -422,6 +422,23 @@ def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
     assert '<div class="ccx-summary">exit code 2</div>' in view.header.value
     assert '<span class="ccx-clock">took 1.2 s</span>' in view.header.value
     assert "ccx-heartbeat" not in view.header.value
+
+
+def _contrast_with_white(color: str) -> float:
+    """WCAG 2 contrast ratio of white text on ``color`` (#rrggbb)."""
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def test_every_status_badge_is_readable() -> None:
+    """A badge's white text has at least WCAG AA contrast (4.5:1) on its colour.
+
+    "paused" (#fd7e14) read at 2.6:1, "reconnecting" at 3.2:1 and "needs you" at 3.6:1."""
+    low = {status: round(_contrast_with_white(color), 2) for status, color in STATUS_COLORS.items()
+           if _contrast_with_white(color) < 4.5}
+    assert low == {}
 
 
 def test_an_exit_code_is_said_once(make_view: Callable[..., RunView]) -> None:

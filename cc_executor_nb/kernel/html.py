@@ -46,15 +46,15 @@ STATUS_COLORS: dict[str, str] = {
     "starting": "#6c757d",
     "running": "#0d6efd",
     "thinking": "#6f42c1",
-    "paused": "#fd7e14",
+    "paused": "#b45309",
     "completed": "#198754",
     "failed": "#dc3545",
     "cancelled": "#495057",
     "timeout": "#d63384",
-    "reconnecting": "#b58900",
+    "reconnecting": "#8a6d00",
     "error": "#dc3545",
     "detached": "#6c757d",
-    "needs you": "#e8590c",
+    "needs you": "#c2410c",
 }
 HEALTH_COLORS: dict[str, str] = {
     "ok": "#dc3545",
