@@ -30,6 +30,7 @@ from .kernel_utils import py
 from .test_terminaltext import FORBIDDEN
 from .test_widgets import (
     DummyComm,
+    _contrast_with_white,
     comms,  # noqa: F401 - a fixture, requested by name
     sent,
 )
@@ -650,3 +651,13 @@ def test_cancel_all_of_demo_prompts_leaves_no_process(settings: CCExec) -> None:
     assert [item.status for item in batch.items].count("skipped") == 4 and len(groups) == 4
     eventually(lambda: all(group_alive(pgid) == [] for pgid in groups) and not any(_alive(pid) for pid in family),
                timeout=15, what="every process of the batch gone")
+
+
+@pytest.mark.parametrize("status", ["queued", "placing", "skipped", "waiting", "running", "completed", "failed"])
+def test_every_row_badge_is_readable(status: str) -> None:
+    """A row's badge has white text at WCAG AA contrast (4.5:1) at least: "queued" and "skipped"
+    (#adb5bd) read at 2.1:1."""
+    row = Row(index=0, label="x", status=status, elapsed=None, cost_usd=None, last_line="")
+    summary = Summary(total=1, done=0, running=0, queued=1, failed=0, skipped=0, cost_usd=None)
+    color = re.search(r"ccx-badge[^>]*background:(#[0-9a-f]{6})", batch_html(summary, [row]))
+    assert color is not None and _contrast_with_white(color.group(1)) >= 4.5, color

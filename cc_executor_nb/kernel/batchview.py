@@ -26,7 +26,8 @@ __all__ = ["BatchView", "Row", "Summary", "batch_html", "row_text", "summary_tex
 MAX_ROWS_SHOWN = 500
 """Rows the table shows at most (active ones first); the rest are counted in a note."""
 LAST_LINE_CHARS = 120
-_EXTRA_COLORS = {"queued": "#adb5bd", "placing": "#6c757d", "skipped": "#adb5bd", "waiting": "#a66a00"}
+# White text on each of them reads at WCAG AA (4.5:1) at least, as on the run's badges.
+_EXTRA_COLORS = {"queued": "#6c757d", "placing": "#6c757d", "skipped": "#6c757d", "waiting": "#8a5a00"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def batch_html(summary: Summary, rows: Sequence[Row], *, now: float = 0.0) -> st
 
 def _bar_html(summary: Summary) -> str:
     fraction = summary.done / summary.total if summary.total else 1.0
-    color = {"held": "#a66a00", "budget": "#dc3545", "cancelled": "#495057", "paused": "#fd7e14"}.get(
+    color = {"held": "#8a5a00", "budget": "#dc3545", "cancelled": "#495057", "paused": STATUS_COLORS["paused"]}.get(
         summary.state, "#198754" if summary.state == "done" else "#0d6efd"
     )
     items = [item for item in (_counts(summary), _cost_text(summary)) if item]
