@@ -586,3 +586,16 @@ def test_jobs_and_attach_read_the_token_from_token_env(token_job_server, runtime
             call()
     listed = cc_executor_nb.jobs.list(server=url, token="the-right-token", token_env="CCX_NO_SUCH_TOKEN")
     assert done.job_id in [job.job_id for job in listed]
+
+
+def test_attach_to_an_unknown_job_on_a_remote_server_names_that_server(token_job_server, shell, runtime_dir,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """%ccexec --attach ID -s URL with no such job names URL and the listing to read there (it said "no job
+    'zzzz' on the job server (see %ccexec --jobs)": that lists this user's local job server, starting one)."""
+    url = token_job_server.url
+    monkeypatch.setenv("CCX_JOBS_TOKEN", "the-right-token")
+    for wanted, said in (("zzzz", "no job 'zzzz'"), ("last", "no job of this notebook")):
+        with pytest.raises(UsageError) as info:
+            line(shell, f"--attach {wanted} -q -s {url} --token-env CCX_JOBS_TOKEN")
+        assert str(info.value).startswith(f"{said}") and f"on {url} (see %ccexec --jobs -s {url})" in str(info.value)
+    assert not (runtime_dir / RUNTIME_FILE_NAME).exists()

@@ -99,6 +99,10 @@ class JobInfo:
         return self.status in _ACTIVE
 
 
+#: The user's own job server, in messages.
+_LOCAL = "the job server (see %ccexec --jobs)"
+
+
 def list_jobs(
     *,
     server: str | None = None,
@@ -115,15 +119,15 @@ def list_jobs(
     return shared_loop().call(_fetch(target), _CALL_TIMEOUT)
 
 
-def pick_job(jobs: Sequence[JobInfo], wanted: str, notebook: str) -> JobInfo:
+def pick_job(jobs: Sequence[JobInfo], wanted: str, notebook: str, where: str = _LOCAL) -> JobInfo:
     """The job ``wanted`` names: "last" (this notebook's newest), an id, or a unique id prefix.
 
-    Raises ValueError saying what matched instead.
+    Raises ValueError saying what matched instead, and ``where`` the jobs were listed.
     """
     if wanted == "last":
         mine = [job for job in jobs if job.notebook == notebook]
         if not mine:
-            raise ValueError(f"no job of this notebook ({notebook}) on the job server")
+            raise ValueError(f"no job of this notebook ({notebook}) on {where}")
         return max(mine, key=lambda job: job.started_at)
     exact = [job for job in jobs if job.job_id == wanted]
     if not exact and len(wanted) < MIN_PREFIX:
@@ -132,7 +136,7 @@ def pick_job(jobs: Sequence[JobInfo], wanted: str, notebook: str) -> JobInfo:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ValueError(f"no job {wanted!r} on the job server (see %ccexec --jobs)")
+        raise ValueError(f"no job {wanted!r} on {where}")
     raise ValueError(f"{wanted!r} matches {len(found)} jobs: give more of the id")
 
 
@@ -159,7 +163,7 @@ def attach(
     settings = settings or api.current_settings()
     target = _target(settings, server, token, token_env)
     listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
-    job = pick_job(listing, job_id, notebook_key())
+    job = pick_job(listing, job_id, notebook_key(), _where(server or settings.default_server))
     run = api.follow_job(job.wire, target, settings=settings, quiet=quiet, display=display)
     return run.wait() if wait else run
 
@@ -300,6 +304,11 @@ jobs = JobsAPI()
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _where(remote: str | None) -> str:
+    """Where the jobs were listed, and how to list them again, for a message."""
+    return f"{shown_url(remote)} (see %ccexec --jobs -s {shown_url(remote)})" if remote else _LOCAL
 
 
 def _target(settings: CCExec, server: str | None, token: str | None, token_env: str | None = None) -> Target:
