@@ -461,3 +461,14 @@ def test_a_question_announced_by_the_run_gets_no_second_waiting_line() -> None:
                                                                              "decided_by": "stdin"},))
     lines = text_view.render("process.output", {"type": "stdout", "data": "(a line)\n"})
     assert [line.text for line in lines] == ["[permission] Bash · make → allowed by you"]
+
+
+def test_a_run_refused_before_it_started_shows_its_error_and_no_footer() -> None:
+    """A Claude run whose server refused it (no process.started) ends on its error alone (text mode printed
+    "[result] no result" first, as if Claude had run); one that started keeps its footer."""
+    refused = {"error": "ws://h:1/ws refused the connection: HTTP 401 (Unauthorized: missing or wrong bearer token)"}
+    lines = ClaudeTextView(_Source(view(model="m"))).render("process.error", refused)
+    assert [line.text for line in lines] == [f"[error] {refused['error']}"]
+    started = ClaudeTextView(_Source(view(model="m")))
+    started.render("process.started", {"pid": 7})
+    assert "[result] no result · m" in [line.text for line in started.render("process.error", refused)]

@@ -56,6 +56,8 @@ class ClaudeTextView:
         self.notices = notices
         self.text_view = TextView(heartbeats=heartbeats, notices=notices)
         self.renderer = ClaudeTextRenderer(footer=notices)
+        self.started = False
+        """Whether the run's process started: a run refused before it has no answer or footer to show."""
 
     def render(self, method: str, params: Mapping[str, Any]) -> list[Line]:
         """The lines one notification adds, in order: the answer as ``stdout``, notes, the CLI's ``stderr``."""
@@ -63,8 +65,12 @@ class ClaudeTextView:
             return self._output(params)
         if method in (methods.PROCESS_COMPLETED, methods.PROCESS_ERROR):
             self.interpreter.finish()  # every byte of output came before this notification
+            if not self.started:
+                return self._notice(method, params)
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), final=True))
             return lines + self._notice(method, params)
+        if method == methods.PROCESS_STARTED:
+            self.started = True
         if method == methods.PROCESS_STATUS and asks_now(self.interpreter.snapshot()):
             # Claude is silent because it waits for an answer, which the notes above ask
             # for; on a terminal this note would land on the question's prompt line.
