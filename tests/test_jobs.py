@@ -612,3 +612,14 @@ def test_a_job_id_never_starts_with_a_dash(monkeypatch) -> None:
     monkeypatch.setattr(jobs_module.secrets, "token_urlsafe", lambda size: next(draws))
     assert jobs_module.new_job_id() == "CVfjPK8hWj8LMEOl7SZxw"
 
+
+
+async def test_a_server_without_jobs_names_both_ways_to_keep_them(raw) -> None:
+    """The refusal names --jobs-dir DIR as well as --jobs (it said only "start it with --jobs", which makes
+    the user's own job server on a random port: a server shared over the network keeps jobs with --jobs-dir)."""
+    said = "this server keeps no durable jobs (start it with --jobs, or --jobs-dir DIR)"
+    message = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
+                                           "params": {"argv": ["true"], "durable": True}}))
+    assert message["error"]["message"] == said
+    message = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "jobs.list"}))
+    assert message["error"]["message"] == said

@@ -71,6 +71,8 @@ logger = logging.getLogger("cc_executor_nb.server.jobs")
 JOB_METHODS = (methods.JOBS_LIST, methods.JOBS_ATTACH)
 ACTIVE_STATUSES = frozenset({"running", "paused"})
 LOST_ERROR = "the job server stopped while this job ran (its processes were killed)"
+#: The refusal of a durable job, or of jobs.*, by a server that keeps none.
+NO_JOBS = "this server keeps no durable jobs (start it with --jobs, or --jobs-dir DIR)"
 _READ_BUDGET = 1 << 20
 _RECORD_FORMAT = 1
 
@@ -600,12 +602,12 @@ class JobDesk:
 
     def _store(self) -> JobStore:
         if self.store is None:
-            raise MethodNotFound("this server keeps no durable jobs (start it with --jobs)")
+            raise MethodNotFound(NO_JOBS)
         return self.store
 
     async def _execute(self, link: Window, params: Any, deferred: Deferred) -> dict[str, Any]:
         if self.store is None:
-            raise InvalidParams("this server keeps no durable jobs (start it with --jobs)", "durable")
+            raise InvalidParams(NO_JOBS, "durable")
         spec = protocol.validate_execute(params, self._min_interval)
         request = protocol.validate_job_request(params)
         _check_fresh(link)
