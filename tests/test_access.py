@@ -153,6 +153,14 @@ async def test_unknown_path_is_404(server) -> None:
     assert await handshake_status(url, Authorization=f"Bearer {TOKEN}") == 404
 
 
+async def test_a_url_without_the_websocket_path_is_told_the_path(server) -> None:
+    """A client dialling ws://HOST:PORT (the path forgotten) learns where the WebSocket is (it got a bare
+    "HTTP 404 (Not Found)")."""
+    with pytest.raises(HandshakeRefused) as info:
+        await connect(server.url.removesuffix("/ws"), TOKEN)
+    assert str(info.value).endswith("refused the connection: HTTP 404 (Not Found: this server's WebSocket is at /ws)")
+
+
 async def test_non_loopback_bind_without_token_refuses_to_start() -> None:
     """Serving without a token is loopback-only."""
     handler = make_handler(token=None, allow_no_token=True)

@@ -250,7 +250,9 @@ class EnhancedWebSocketHandler:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path not in (*WS_PATHS, "/health"):
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+            # Said in the body, which clients show: a URL without its path is the usual slip.
+            where = f"Not Found: this server's WebSocket is at {WS_PATHS[0]}\n"
+            return connection.respond(http.HTTPStatus.NOT_FOUND, where)
         try:
             refusal = check_handshake(
                 request.headers,
