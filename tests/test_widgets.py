@@ -768,6 +768,13 @@ def test_coalescer_drives_run_view_from_loop(
         ("process.paused", {"status": "paused"}, "[paused]"),
         ("process.cancelled", {"status": "cancelled", "pid": 7}, "[cancelling]"),
         ("process.error", {"error": "reader crashed"}, "[error] reader crashed"),
+        (  # (it said "the run goes on there" also when the server had died, taking the run with it)
+            "client.reconnecting",
+            {"attempt": 1, "reason": "no close frame received or sent"},
+            "[reconnecting] the connection to the server dropped (no close frame received or sent); "
+            "the run goes on there unless the server itself went down",
+        ),
+        ("client.reconnecting", {"attempt": 2, "reason": "refused"}, None),
         ("process.unknown", {}, None),
     ],
 )

@@ -181,7 +181,9 @@ def _text_reconnecting(params: Mapping[str, Any]) -> str | None:
         return None
     reason = params.get("reason")
     because = f" ({reason})" if isinstance(reason, str) and reason else ""
-    return f"[reconnecting] the connection to the server dropped{because}; the run goes on there"
+    # Only the server's end says whether it lived: a server that died took the run with it.
+    return (f"[reconnecting] the connection to the server dropped{because}; "
+            "the run goes on there unless the server itself went down")
 
 
 def _text_reconnected(params: Mapping[str, Any]) -> str:
