@@ -223,3 +223,17 @@ def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks(given: list[str
     assert len(checks) == 1 and checks[0].startswith(f"  FAIL  cannot connect to {server.url}: "), completed.stdout
     assert "HTTP 401" in checks[0] and "0 passed, 1 failed" in completed.stdout
     assert checks[0].endswith(f": {hint}") and "a-wrong-token" not in completed.stdout, completed.stdout
+
+
+def test_the_selftest_against_a_server_names_the_executable_for_that_servers_path(tmp_path, monkeypatch) -> None:
+    """With --server the self-test sends "claude" (or --claude as given) for the server to find, as %ccexec -s
+    and the terminal client do, and needs no claude here (it sent this machine's absolute path, e.g.
+    /home/me/proj/node_modules/.bin/claude, which a server on another machine does not have)."""
+    from cc_executor_nb.demo.selftest import _options, build_parser
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no claude on this machine
+    options = _options(build_parser().parse_args(["--demo", "--server", "ws://gpu:8003/ws"]))
+    assert claude_argv("hi", options)[0] == "claude"
+    given = _options(build_parser().parse_args(["--demo", "--server", "ws://gpu:8003/ws", "--claude", "/opt/c/claude"]))
+    assert claude_argv("hi", given)[0] == "/opt/c/claude"

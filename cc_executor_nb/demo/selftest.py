@@ -738,8 +738,9 @@ def _options(args: argparse.Namespace) -> ClaudeOptions:
     if args.server and args.token_env != DEFAULT_TOKEN_ENV and args.token_env not in os.environ:
         # As the terminal client: an unset variable would connect without a token.
         raise ValueError(f"--token-env {args.token_env}: the environment variable {args.token_env} is not set")
-    options = ClaudeOptions(executable=args.claude, model=args.model, demo=args.demo)
-    claude_argv("", options)  # FileNotFoundError with install advice when there is no CLI
+    # A server elsewhere has its own file system: it finds the executable on its own PATH.
+    options = ClaudeOptions(executable=args.claude, model=args.model, demo=args.demo, remote=bool(args.server))
+    claude_argv("", options)  # FileNotFoundError with install advice when there is no CLI here
     return options
 
 
