@@ -240,6 +240,7 @@ class Client:
         request_id = next(self._ids)
         # Encoded first: params JSON cannot hold (a TypeError) leave no answer pending.
         frame = protocol.dumps(protocol.request(request_id, method, params))
+        _check_utf8(method, frame)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
@@ -703,6 +704,18 @@ def _keep_out_of_logs(token: str | None) -> None:
     if key not in _REDACTING:
         install_redactor(token)
         _REDACTING.add(key)
+
+
+def _check_utf8(method: str, frame: str) -> None:
+    """ValueError when ``frame`` cannot be a text frame: websockets' own encoding would fail
+    mid-send and drop the connection. A byte that was not UTF-8 (in an argument, a file
+    name, a prompt read from stdin) reaches Python as a lone surrogate."""
+    try:
+        frame.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = ord(exc.object[exc.start])
+        byte = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"U+{char:04X}"
+        raise ValueError(f"{method}: its text is not valid UTF-8 ({byte}); the protocol carries UTF-8 text") from None
 
 
 def _without_user_info(url: str) -> str:

@@ -399,3 +399,13 @@ def test_cli_says_which_of_its_own_flags_gives_the_token_a_server_refused(tmp_pa
     assert done.returncode == 1 and done.stderr.startswith(f"error: {server.url} refused the connection: HTTP 401")
     assert "--token-env" in done.stderr and "CC_EXECUTOR_TOKEN" in done.stderr
     assert "CCExec" not in done.stderr and "token=" not in done.stderr and "a-wrong-token" not in done.stderr
+
+
+def test_cli_refuses_text_that_is_not_utf8_in_one_line(tmp_path: Path) -> None:
+    """An argument or prompt holding a byte that is not UTF-8 (Python reads it as a lone surrogate) is a
+    one-line error, exit 2 (the send failed inside websockets: a traceback, "unexpected internal error"
+    and "error: no close frame received or sent", exit 1)."""
+    for done in (run_command_cli(tmp_path, "--", "echo", "a\udcffb"), run_cli(tmp_path, "what is \udcff 2+2")):
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert "not valid UTF-8" in done.stderr and "0xff" in done.stderr, done.stderr
