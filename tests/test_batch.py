@@ -282,6 +282,18 @@ def test_pause_queue_lets_running_runs_finish_and_starts_nothing(settings: CCExe
     assert [run.status for run in batch.runs] == ["completed"] * 3
 
 
+def test_controls_have_acted_when_they_return(settings: CCExec) -> None:
+    """pause(), resume() and cancel() return once the queue has acted: the status read just after says so
+    (it read "running" after pause() and after cancel(), the call only queued for the loop)."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)")] * 3, command=True, concurrency=1,
+                               display=False, settings=settings)
+    assert batch.pause().status == "paused"
+    assert batch.resume().status == "running"
+    assert batch.cancel().status == "cancelled"
+    assert [item.status for item in batch.items[1:]] == ["skipped", "skipped"]
+    batch.wait(scaled(30))
+
+
 def test_text_mode_prints_each_end_and_the_total(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:
     """In text mode a line per finished run, then the summary line."""
     batch = cc_executor_nb.map(["echo one", "echo two"], command=True, settings=settings, wait=True)

@@ -55,7 +55,7 @@ from .config import CCExec
 from .display import RunDisplay
 from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
-from .run import Run, _current_cell
+from .run import CONTROL_TIMEOUT, Run, _current_cell
 from .textview import TextView
 
 if TYPE_CHECKING:
@@ -375,18 +375,20 @@ class Batch:
     # -- Control (any thread) -----------------------------------------------------------
 
     def cancel(self) -> Batch:
-        """Cancel all: no new run starts, running ones are cancelled (their processes killed)."""
-        self._on_loop(self._cancel_all)
+        """Cancel all: no new run starts, running ones are cancelled (their processes killed).
+        Returns self once the queue has acted (``status`` reads ``cancelled``)."""
+        self._control(self._cancel_all)
         return self
 
     def pause(self) -> Batch:
-        """Pause the queue: running runs go on, no new one starts until :meth:`resume`."""
-        self._on_loop(lambda: self._set_paused(True))
+        """Pause the queue: running runs go on, no new one starts until :meth:`resume`.
+        Returns self once the queue has acted (``status`` reads ``paused``)."""
+        self._control(lambda: self._set_paused(True))
         return self
 
     def resume(self) -> Batch:
-        """Resume the queue."""
-        self._on_loop(lambda: self._set_paused(False))
+        """Resume the queue; returns self once the queue has acted."""
+        self._control(lambda: self._set_paused(False))
         return self
 
     def wait(self, timeout: float | None = None) -> Batch:
@@ -504,14 +506,30 @@ class Batch:
 
     # -- The queue (loop thread) ----------------------------------------------------------
 
-    def _on_loop(self, func: Callable[[], object]) -> None:
+    def _on_loop(self, func: Callable[[], object]) -> bool:
+        """Call ``func`` on the loop (now when on it); whether it was called or scheduled."""
         if self.loop.on_loop_thread():
             func()
-            return
+            return True
         try:
             self.loop.loop.call_soon_threadsafe(func)
         except (LoopStopped, RuntimeError):
             logger.warning("! the background loop is gone: the batch cannot act any more")
+            return False
+        return True
+
+    def _control(self, func: Callable[[], object]) -> None:
+        """Call ``func`` on the loop and return once it ran (at most CONTROL_TIMEOUT s)."""
+        acted = threading.Event()
+
+        def act() -> None:
+            try:
+                func()
+            finally:
+                acted.set()
+
+        if self._on_loop(act) and not acted.wait(CONTROL_TIMEOUT):
+            logger.warning("! the background loop did not act on a batch control within %s s", CONTROL_TIMEOUT)
 
     def _poke(self) -> None:
         self.coalescer.poke()
