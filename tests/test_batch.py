@@ -356,6 +356,9 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
 @pytest.mark.parametrize(("call", "message"), [
     (lambda s: cc_executor_nb.map("echo hi", command=True, settings=s), "list of prompts"),
     (lambda s: cc_executor_nb.map(["a"], ["b"], settings=s), "template string"),
+    # (a string of items ran once per character: 3 runs of echo a, b, c)
+    (lambda s: cc_executor_nb.map("echo {item}", "abc", command=True, settings=s),
+     r"^the items are one string \('abc'\): give a list of items \(\['abc'\] for one\)$"),
     (lambda s: cc_executor_nb.map(["a"], concurrency=0, settings=s), "^concurrency must be a positive integer"),
     (lambda s: cc_executor_nb.map(["a"], max_budget_usd=-1, settings=s), "max_budget_usd"),
     # (it said max_budget_usd, map()'s batch budget)

@@ -1042,5 +1042,8 @@ def _texts(prompts: str | Iterable[Any], items: Iterable[Any] | None, *, command
         return given, given
     if not isinstance(prompts, str):
         raise TypeError("with items, the first argument is a template string with {item}")
+    if isinstance(items, (str, bytes)):  # it would run once per character
+        shown = f"{items!r:.40}"
+        raise TypeError(f"the items are one string ({shown}): give a list of items ([{shown}] for one)")
     values = list(items)
     return values, [fill(prompts, value, index, command=command) for index, value in enumerate(values)]
