@@ -356,6 +356,9 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
 @pytest.mark.parametrize(("call", "message"), [
     (lambda s: cc_executor_nb.map("echo hi", command=True, settings=s), "list of prompts"),
     (lambda s: cc_executor_nb.map(["a"], ["b"], settings=s), "template string"),
+    # (a template without a placeholder ran the same prompt once per item: a typo paid N times)
+    (lambda s: cc_executor_nb.map("Summarise {file}", ["a", "b"], settings=s),
+     r"^the template 'Summarise \{file\}' has no \{item\} or \{index\}: every run would be the same$"),
     # (a string of items ran once per character: 3 runs of echo a, b, c)
     (lambda s: cc_executor_nb.map("echo {item}", "abc", command=True, settings=s),
      r"^the items are one string \('abc'\): give a list of items \(\['abc'\] for one\)$"),
@@ -586,7 +589,7 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
     # (they named map()'s on_budget and concurrency)
     ("--each names --on-budget maybe --batch-budget-usd 1 --demo {item}",
      r"^--on-budget must be 'finish' or 'cancel', not 'maybe'$"),
-    ("-c 'echo hi' --concurrency 0 --each names", r"^--concurrency must be a positive integer, not 0$"),
+    ("-c 'echo {item}' --concurrency 0 --each names", r"^--concurrency must be a positive integer, not 0$"),
     ("--each names --max-budget-usd -1 --demo {item}",
      r"^--max-budget-usd must be a positive number of dollars, not -1.0$"),
     # (accepted, and --on-budget then did nothing)

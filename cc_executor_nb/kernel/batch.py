@@ -1045,5 +1045,7 @@ def _texts(prompts: str | Iterable[Any], items: Iterable[Any] | None, *, command
     if isinstance(items, (str, bytes)):  # it would run once per character
         shown = f"{items!r:.40}"
         raise TypeError(f"the items are one string ({shown}): give a list of items ([{shown}] for one)")
+    if not _PLACEHOLDER.search(prompts):  # a typo ("{file}") would pay for the same run once per item
+        raise ValueError(f"the template {prompts!r:.60} has no {{item}} or {{index}}: every run would be the same")
     values = list(items)
     return values, [fill(prompts, value, index, command=command) for index, value in enumerate(values)]
