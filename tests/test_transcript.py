@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -565,3 +566,17 @@ def test_code_span_and_fence_hold_any_backticks() -> None:
     assert PERMISSIVE.render(code_span("a `` b")) == "<p><code>a `` b</code></p>\n"
     block = fenced("x\n```\n<b>y</b>")
     assert PERMISSIVE.render(block) == "<pre><code>x\n```\n&lt;b&gt;y&lt;/b&gt;\n</code></pre>\n"
+
+
+def test_the_html_record_stays_one_html_block_in_a_markdown_export() -> None:
+    """``nbconvert --to markdown`` pastes the ``text/html`` record into Markdown, where a blank
+    line ends an HTML block: the record has none, so a child's or a prompt's blank line cannot
+    turn the text after it into Markdown (a heading, emphasis), yet reads the same in a browser."""
+    stdout = "line one\n\n# Not a heading\n \n*emph* [x](javascript:alert(1))\n\n"
+    prompt = "write 3 haikus\n\n# about the sea\n\n*now*"
+    for run, text in ((command_run(("stdout", stdout)), stdout), (claude_run("haiku", prompt), prompt)):
+        run.label = run.label[:20] + "…"
+        record = Transcript(run).html()
+        for renderer in (PERMISSIVE.render, MISTUNE):
+            assert str(renderer(record)).strip() == record, "the Markdown parser left the HTML block"
+        assert text.strip("\n") in html.unescape(re.sub(r"<[^>]+>", "", record))

@@ -278,7 +278,7 @@ class Transcript:
             )
         parts.append(self._claude_html() if self.claude is not None else self._output_html())
         parts.append("</div>")
-        return "".join(parts)
+        return without_blank_lines("".join(parts))
 
     def _output_html(self) -> str:
         if not self.state.output_chars:
@@ -431,6 +431,16 @@ _PAGE_STYLE = (
     "margin:2em auto;padding:0 1em;line-height:1.45}"
     "pre,code{font-family:ui-monospace,monospace}pre{background:#f6f8fa;padding:.5em}"
 )
+
+
+_BLANK_LINE_AHEAD = re.compile(r"\n(?=[ \t]*\n)")
+
+
+def without_blank_lines(fragment: str) -> str:
+    """``fragment`` with each newline that starts a blank line written ``&#10;``: the same HTML
+    to a browser, but one HTML block to a Markdown parser (``nbconvert --to markdown`` pastes
+    the record into Markdown, where a blank line would end the block and parse the rest)."""
+    return _BLANK_LINE_AHEAD.sub("&#10;", fragment)
 
 
 def _tool_markdown(tool: ToolCall) -> str:
