@@ -580,3 +580,13 @@ def test_the_html_record_stays_one_html_block_in_a_markdown_export() -> None:
         for renderer in (PERMISSIVE.render, MISTUNE):
             assert str(renderer(record)).strip() == record, "the Markdown parser left the HTML block"
         assert text.strip("\n") in html.unescape(re.sub(r"<[^>]+>", "", record))
+
+
+def test_dollar_signs_in_an_answer_are_not_math_in_the_markdown_record() -> None:
+    """JupyterLab's and GitHub's Markdown typeset ``$...$`` as math, so ``costs $5 and $10``
+    would lose its dollars; the answer's ``$`` outside code is escaped (the HTML record does not
+    typeset math either), and code keeps its ``$`` as written."""
+    md = safe_markdown("costs $5 and $10, run `echo $HOME`\n\n```sh\necho $PATH\n```\n")
+    assert "costs \\$5 and \\$10" in md and "`echo $HOME`" in md and "echo $PATH" in md
+    rendered = PERMISSIVE.render(md)
+    assert "costs $5 and $10" in rendered and "<code>echo $HOME</code>" in rendered

@@ -573,9 +573,10 @@ def safe_markdown(text: str) -> str:
 
     Outside code (fenced blocks, and code spans on one line) ``<`` becomes ``&lt;``, so no
     renderer sees a tag, a comment or an autolink; ``![`` becomes ``\\![`` (a link, not
-    an image fetched on sight); a link or reference whose target has a scheme other than
-    http, https or mailto (after decoding entities and escapes, as renderers do) loses
-    its link syntax. Code is left as written: renderers escape it themselves.
+    an image fetched on sight); ``$`` becomes ``\\$`` (no math typeset); a link or
+    reference whose target has a scheme other than http, https or mailto (after decoding
+    entities and escapes, as renderers do) loses its link syntax. Code is left as written:
+    renderers escape it themselves.
 
     The result is then parsed by a CommonMark parser that lets raw HTML through; if it
     still finds raw HTML, an image or an unsafe link (the line-by-line reading above can
@@ -677,11 +678,12 @@ def _closing_backticks(line: str, start: int, run: int) -> int:
 
 
 def _safe_inline(text: str) -> str:
-    """Prose outside code: no tag can open, no image loads, no unsafe link stays a link."""
+    """Prose outside code: no tag can open, no image loads, no unsafe link stays a link, and
+    no ``$`` pair is typeset as math (JupyterLab, GitHub), as the HTML record typesets none."""
     pieces = _ESCAPED.split(text)
     # split() keeps the escaped pairs at odd positions: those stay as they are.
     for position in range(0, len(pieces), 2):
-        pieces[position] = pieces[position].replace("<", "&lt;").replace("![", "\\![")
+        pieces[position] = pieces[position].replace("<", "&lt;").replace("![", "\\![").replace("$", "\\$")
     return _LINK_DEST.sub(_neutralize_link, "".join(pieces))
 
 
