@@ -590,3 +590,28 @@ def test_dollar_signs_in_an_answer_are_not_math_in_the_markdown_record() -> None
     assert "costs \\$5 and \\$10" in md and "`echo $HOME`" in md and "echo $PATH" in md
     rendered = PERMISSIVE.render(md)
     assert "costs $5 and $10" in rendered and "<code>echo $HOME</code>" in rendered
+
+
+def retried_conversation_run() -> SimpleNamespace:
+    """A finished two-turn conversation whose follow-up met an API retry (529) before its answer."""
+    retry = line(type="system", subtype="api_retry", attempt=1, max_retries=1, retry_delay_ms=584,
+                 error_status=529, error="overloaded")
+    interpreter = ClaudeInterpreter(prompt="write a story")
+    for index, prompt in enumerate(("write a story", "and another"), start=1):
+        interpreter.begin_turn(prompt)
+        feed = [retry] if index == 2 else []
+        for each in (*feed, assistant(f"m{index}", {"type": "text", "text": f"story {index}"}),
+                     result(result=f"story {index}")):
+            interpreter.feed("stdout", each + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: write a story", state=finished_state(), interpreter=interpreter,
+                           options={"prompt": "write a story"})
+
+
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
+def test_a_conversations_retries_are_not_put_in_its_first_turn(form: str) -> None:
+    """A follow-up's API retry is listed after the turns in every form (the Markdown put it above
+    the first turn's answer, as if that turn had met it, and the text record left it out)."""
+    record = getattr(Transcript(retried_conversation_run()), form)()
+    assert "API overloaded (529), retry 1 of 1 in 0.6 s" in record
+    assert record.index("story 1") < record.index("story 2") < record.index("API overloaded (529), retry")

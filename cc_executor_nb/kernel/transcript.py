@@ -179,12 +179,13 @@ class Transcript:
                          " (in `run.thinking`)*")
         turns = self._turn_views()
         asked = _requests_by_turn(view, turns)
-        if view.retries:
-            parts.append("**Retries**\n\n" + "\n".join(f"- {markdown_escape(retry_text(r))}" for r in view.retries))
+        # A retry names no turn: a conversation's are listed after its turns, as in the HTML.
+        retries = _retries_markdown(view)
+        parts += [] if turns else retries
         if asked[0]:
             parts.append(_permissions_markdown(asked[0]))
         if turns:
-            parts += self._turns_markdown(turns, asked)
+            parts += self._turns_markdown(turns, asked) + retries
         else:
             parts += self._answer_markdown(view)
         parts += self._no_result_markdown()
@@ -382,6 +383,8 @@ class Transcript:
                 parts.append("[interrupted] the turn was interrupted")
             elif failure:
                 parts.append(f"[error] {printable(failure)}")
+        if view.retries:
+            parts.append("\n".join(f"[retry] {retry_text(retry)}" for retry in view.retries))
         parts.append(footer_line(view, ended=self.state.finished))
         return "\n\n".join(parts) + "\n"
 
@@ -457,6 +460,13 @@ def _tool_markdown(tool: ToolCall) -> str:
         return item + (f" → error: {markdown_escape(cut)}" if first else " → error")
     lines = result.count("\n") + 1 if result else 0
     return item + f" → {lines} line{'' if lines == 1 else 's'}"
+
+
+def _retries_markdown(view: ClaudeView) -> list[str]:
+    """The API retries as a list under its label; [] for none."""
+    if not view.retries:
+        return []
+    return ["**Retries**\n\n" + "\n".join(f"- {markdown_escape(retry_text(r))}" for r in view.retries)]
 
 
 def _permissions_markdown(items: list[Any]) -> str:
