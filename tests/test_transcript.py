@@ -615,3 +615,18 @@ def test_a_conversations_retries_are_not_put_in_its_first_turn(form: str) -> Non
     record = getattr(Transcript(retried_conversation_run()), form)()
     assert "API overloaded (529), retry 1 of 1 in 0.6 s" in record
     assert record.index("story 1") < record.index("story 2") < record.index("API overloaded (529), retry")
+
+
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
+def test_a_command_record_keeps_the_whole_command_line_its_title_cuts(form: str) -> None:
+    """A long command line is cut in the title ("…"): the record shows it whole below (it had
+    only the cut title, so the record could not tell what ran); a title that shows it all is
+    not repeated."""
+    command = "python train.py --epochs 30 --learning-rate 0.0003 --data /srv/corpus --out runs/7"
+    run = command_run(("stdout", "ok\n"), status="completed", exit_code=0)
+    run.options, run.label = {"command": command}, command[:59] + "…"
+    record = getattr(Transcript(run), form)()
+    assert "--out runs/7" in record
+    argv_run = command_run(("stdout", "ok\n"))
+    argv_run.options = {"command": ["sh", "-c", "make test"]}
+    assert getattr(Transcript(argv_run), form)().count("make test") == 1

@@ -700,8 +700,9 @@ class Run:
 
         For Claude: the prompt, a note on the thinking, the tool log, retries, the answer
         and the footer (status, cost, tokens, turns, duration, model, session id). For a
-        command: status, exit code and the output tail. Model and child text is made
-        inert (see :func:`~cc_executor_nb.kernel.transcript.safe_markdown`).
+        command: its whole line (when the label cuts it), status, exit code and the output
+        tail. Model and child text is made inert (see
+        :func:`~cc_executor_nb.kernel.transcript.safe_markdown`).
         """
         from .transcript import Transcript
 

@@ -4,7 +4,8 @@ A :class:`Transcript` reads a run (its label, :class:`~cc_executor_nb.kernel.run
 options and, for Claude, its interpreter) and writes what a saved notebook, a file or a
 terminal should show without a kernel or widget state: for Claude the answer, the thinking
 note, the tool log, retries, permission questions and the footer (status, cost, tokens,
-turns, duration, model, session id); for a command its status, exit code and output tail.
+turns, duration, model, session id); for a command its whole line (when the label cuts
+it), status, exit code and output tail.
 
 - :meth:`Transcript.markdown` is ``run.transcript()``; :meth:`Transcript.document` is the
   page ``run.save("x.html")`` writes.
@@ -55,6 +56,7 @@ from ..claude.text import (
     thinking_line,
     tool_line,
 )
+from ..protocol import command_line
 from ..terminaltext import terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
 from .runstate import RunState, elapsed, format_duration, took_words, turn_took_text
@@ -144,6 +146,14 @@ class Transcript:
             return None
         return None if self.run.label == f"claude: {prompt}" else prompt
 
+    def _command(self) -> str | None:
+        """A command's whole line when the label cuts it (or folds its lines), else None."""
+        command = self.run.options.get("command")
+        if self.claude is not None or not command:
+            return None
+        line = command if isinstance(command, str) else command_line(list(command))
+        return None if self.run.label == line else printable(line)
+
     def _answer(self) -> tuple[str, int]:
         """The answer to record and how many characters were left out."""
         assert self.view is not None
@@ -161,6 +171,8 @@ class Transcript:
         prompt = self._prompt()
         if prompt is not None:
             parts.append(_quote(prompt))
+        command = self._command()
+        parts += ["**command**", fenced(command)] if command is not None else []
         parts += self._claude_markdown() if self.view is not None else self._output_markdown()
         return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -277,6 +289,10 @@ class Transcript:
                 '<blockquote class="ccx-prompt" style="white-space:pre-wrap;margin:4px 0 4px 1em">'
                 f"{html.escape(printable(prompt))}</blockquote>"
             )
+        command = self._command()
+        if command is not None:
+            style = "white-space:pre-wrap;margin:4px 0;font-family:monospace"
+            parts.append(f'<pre class="ccx-command" style="{style}">{html.escape(command)}</pre>')
         parts.append(self._claude_html() if self.claude is not None else self._output_html())
         parts.append("</div>")
         return without_blank_lines("".join(parts))
@@ -333,6 +349,8 @@ class Transcript:
             lines[-1] += f" · {printable(error)}"
         prompt = self._prompt()
         body = [f"> {printable(prompt)}"] if prompt is not None else []
+        command = self._command()
+        body += [f"[command]\n{command}"] if command is not None else []
         if self.view is not None:
             body.append(self._claude_text())
         else:
