@@ -630,3 +630,14 @@ def test_a_command_record_keeps_the_whole_command_line_its_title_cuts(form: str)
     argv_run = command_run(("stdout", "ok\n"))
     argv_run.options = {"command": ["sh", "-c", "make test"]}
     assert getattr(Transcript(argv_run), form)().count("make test") == 1
+
+
+@pytest.mark.parametrize("fence", ["```python", "~~~~"])
+def test_an_answer_cut_inside_a_code_block_does_not_swallow_the_rest_of_the_record(fence: str) -> None:
+    """An answer interrupted (or cut) inside a fenced block is closed: what the record adds after
+    it (the "Interrupted" note, the next turn, the footer) stays outside the code (it was code)."""
+    md = safe_markdown(f"see this\n\n{fence}\nprint(1)") + "\n\n**Interrupted**\n\n---\n\ndone · 1 agent turn"
+    rendered = PERMISSIVE.render(md)
+    assert "print(1)\n</code></pre>" in rendered
+    assert "<strong>Interrupted</strong>" in rendered and "<hr />" in rendered
+    assert "<p>done · 1 agent turn</p>" in rendered

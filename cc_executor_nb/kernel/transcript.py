@@ -634,7 +634,12 @@ def _neutralize(text: str) -> str:
         else:
             prose.append(line)
     out.append(_safe_prose("".join(prose)))
-    return "".join(out)
+    neutral = "".join(out)
+    if fence is None:
+        return neutral
+    # Cut or interrupted inside a code block: closed here, or what follows it in the record
+    # (the next turn, the footer) would be read as code too.
+    return neutral + ("" if neutral.endswith("\n") else "\n") + fence
 
 
 class _Checker(MarkdownIt):
