@@ -31,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "CONTROL",
+    "MONOSPACE",
     "ColourFilter",
     "ansi_html",
     "keep_colours",
@@ -219,6 +220,12 @@ _FLAGS: dict[int, dict[str, Any]] = {
     1: {"bold": True}, 2: {"dim": True}, 3: {"italic": True}, 4: {"underline": True},
     22: {"bold": False, "dim": False}, 23: {"italic": False}, 24: {"underline": False},
 }
+
+
+MONOSPACE = "font-family:var(--jp-code-font-family,monospace)"
+"""The inline style of a block of terminal text: JupyterLab's code font, else the browser's
+monospace (JupyterLab's and nbconvert's output CSS make a ``<pre>`` inherit the page's
+proportional font, which breaks columns, tables and progress bars)."""
 
 
 def ansi_html(text: str) -> str:

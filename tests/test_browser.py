@@ -662,6 +662,20 @@ def test_the_xss_answer_runs_nowhere_in_saved_and_exported_html(
     poll(lambda: page.evaluate("window.__xss") == 1, 10, "the control handler to run")
 
 
+def test_an_exported_records_output_is_in_a_monospace_font(chromium: str, page: Any, tmp_path: Path) -> None:
+    """nbconvert's HTML of a command run: its output keeps a monospace font (nbconvert's CSS
+    makes an output's <pre> inherit the page's proportional font; columns and bars broke)."""
+    from .test_nbconvert import execute, export_html
+
+    execute(tmp_path, "cols", "%ccexec -c \"printf 'a    b\\nccc  d\\n'\" --wait")
+    export_html(tmp_path, "cols")
+    page.goto((tmp_path / "cols.out.html").as_uri(), wait_until="load")
+    output = page.locator(".ccx-output pre").first
+    assert "ccc  d" in output.inner_text()
+    font = output.evaluate("pre => getComputedStyle(pre).fontFamily")
+    assert "mono" in font.lower(), font
+
+
 BATCH_CELLS = [
     "%load_ext cc_executor_nb\nimport cc_executor_nb as ccx",
     'batch = ccx.map("sleep {item}", ["2"] * 6, command=True, concurrency=2)',

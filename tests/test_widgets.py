@@ -909,3 +909,12 @@ def test_the_record_of_a_live_run_has_no_stale_note() -> None:
 
     assert "ccx-stale" not in header_html(running(), 3.0, "demo", record=True)
     assert "ccx-stale" in header_html(running(), 3.0, "demo")
+
+
+def test_command_output_is_in_the_code_font(make_view) -> None:
+    """Terminal text keeps its columns: the output's <pre> names JupyterLab's code font, else
+    monospace (JupyterLab's and nbconvert's CSS make a <pre> inherit the page's proportional font)."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 1.0, type="stdout", data="col1  col2\n")
+    view.render(state, 1.0)
+    assert "font-family:var(--jp-code-font-family,monospace)" in view.output.value

@@ -30,7 +30,7 @@ from markdown_it import MarkdownIt
 
 from ..events import FINAL_STATUSES
 from ..protocol import one_line
-from ..terminaltext import ansi_html, overwrite_lines, printable
+from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
 from .control import DEFAULT_DENY_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
@@ -113,7 +113,7 @@ _CATEGORY_NAMES = {
 # without a stylesheet.
 _MUTED = "opacity:0.75;font-size:smaller"
 _CARD = "border:1px solid #8884;border-radius:4px;padding:2px 6px;margin:2px 0"
-_PRE = "white-space:pre-wrap;margin:0;max-height:20em;overflow:auto"
+_PRE = f"white-space:pre-wrap;margin:0;max-height:20em;overflow:auto;{MONOSPACE}"
 
 
 # Answer
@@ -625,7 +625,7 @@ def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: 
         title += f" with exit code {exit_code}"
     detail = "\n".join([*run.raw_lines, stderr.strip()]).strip()[-_NOTE_CHARS:]
     body = (
-        f'<pre style="white-space:pre-wrap;margin:0">{escape(printable(detail))}</pre>' if detail else ""
+        f'<pre style="white-space:pre-wrap;margin:0;{MONOSPACE}">{escape(printable(detail))}</pre>' if detail else ""
     )
     return (
         f'<div class="cc-no-result" style="color:#b00020"><strong>{escape(title)}</strong>'

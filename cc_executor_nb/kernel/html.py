@@ -13,7 +13,7 @@ import html
 import math
 
 from ..protocol import command_line
-from ..terminaltext import ansi_html, overwrite_lines, printable
+from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
 from .runstate import (
     Health,
     RunState,
@@ -192,7 +192,7 @@ def output_html(state: RunState, max_chars: int = 20000, *, height: str = "24em"
     return (
         f'<div class="ccx-output {NO_MATH_CLASSES}" style="max-height:{html.escape(height)};'
         'overflow:auto;display:flex;flex-direction:column-reverse"><div>'
-        f'{note}<pre style="margin:0;white-space:pre-wrap;word-break:break-word">{body}</pre>'
+        f'{note}<pre style="margin:0;white-space:pre-wrap;word-break:break-word;{MONOSPACE}">{body}</pre>'
         "</div></div>"
     )
 

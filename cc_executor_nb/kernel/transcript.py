@@ -57,7 +57,7 @@ from ..claude.text import (
     tool_line,
 )
 from ..protocol import command_line
-from ..terminaltext import terminal_text
+from ..terminaltext import MONOSPACE, terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
 from .runstate import RunState, elapsed, format_duration, took_words, turn_took_text
 
@@ -291,7 +291,7 @@ class Transcript:
             )
         command = self._command()
         if command is not None:
-            style = "white-space:pre-wrap;margin:4px 0;font-family:monospace"
+            style = f"white-space:pre-wrap;margin:4px 0;{MONOSPACE}"
             parts.append(f'<pre class="ccx-command" style="{style}">{html.escape(command)}</pre>')
         parts.append(self._claude_html() if self.claude is not None else self._output_html())
         parts.append("</div>")
