@@ -137,6 +137,16 @@ def test_quiet_claude_run_prints_the_answer_and_footer_not_json(kernel: KernelHa
     assert not displays(execution)
 
 
+def test_a_quiet_run_shown_again_shows_its_summary(kernel: KernelHarness) -> None:
+    """A -q run named again in a later cell (or display()ed) shows its one-line summary there:
+    it showed nothing at all, while a run with a widget shows its record again."""
+    kernel.ok(ccexec(fake_command("echo", "quietly", "done"), "--wait", "-q", "-o", "hushed"))
+    for cell in ("hushed", "display(hushed)"):
+        [shown] = displays(kernel.ok(cell))
+        text = shown.content["data"]["text/plain"]
+        assert text.startswith("<Run ") and "completed" in text, text
+
+
 def test_quiet_output_in_a_kernel_keeps_colours_and_no_other_escape(kernel: KernelHarness) -> None:
     """-q in a kernel: the stream output the notebook saves keeps the child's colours but not
     its title, clipboard write or hyperlink (they were saved raw)."""

@@ -91,6 +91,16 @@ def kernel_has_widgets(shell: object | None) -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def _summary_again(summary: str) -> None:
+    """Display ``summary`` in the current cell; in terminal IPython :func:`name_in_terminal` does."""
+    from IPython import get_ipython
+    from IPython.display import display
+
+    shell = get_ipython()
+    if shell is not None and not type(shell).__module__.startswith("IPython.terminal."):
+        display({"text/plain": summary}, raw=True)  # type: ignore[no-untyped-call]
+
+
 def name_in_terminal(obj: object) -> None:
     """In terminal IPython, print ``repr(obj)``: a displayed run or batch streams its text
     as it comes, so the ``Out[n]:`` prompt would otherwise stand alone."""
@@ -290,9 +300,13 @@ class TextPresenter:
                 self._sink.flush()
 
     def show(self) -> None:
-        """Bind output to the current cell, write what came so far, then follow live."""
+        """Bind output to the current cell, write what came so far, then follow live.
+
+        Shown again (its text already went to an earlier cell): its one-line summary here, as
+        a run shown with a widget shows its record again (it showed nothing at all)."""
         with self._lock:
             if self._sink is not None:
+                _summary_again(self._describe())
                 return
             self._sink = _Sink.capture(self._label)
             skipped = self._skipped_chars if isinstance(self.view, TextView) else 0
