@@ -436,6 +436,18 @@ def test_no_silence_note_while_a_question_waits() -> None:
     assert [line.text for line in text_view.render("process.status", status)] == ["[status] no output for 30 s"]
 
 
+def test_no_silence_note_between_turns_of_a_conversation() -> None:
+    """A conversation waiting for a follow-up is not silent work: no "[status] no output for 30 s" every
+    30 s above the terminal's prompt (there was one per interval until the idle end), as the widget shows
+    none; a follow-up's silence is noted again."""
+    text_view = ClaudeTextView(_Source(view(text="hi\n", result={}, phase="done")))
+    status = {"status": "running", "inactive_seconds": 30.0}
+    text_view.render("conversation.turn", {"status": "completed", "turn": 1, "last": False})
+    assert text_view.render("process.status", status) == []
+    text_view.render("conversation.turn", {"status": "running", "turn": 2})
+    assert [line.text for line in text_view.render("process.status", status)] == ["[status] no output for 30 s"]
+
+
 def test_a_note_follows_the_answer_text_that_came_before_it() -> None:
     """An unfinished answer line held back (no newline yet) is written before a note, not after it."""
     text_view = ClaudeTextView(_Source(view(text="Step 1 of 1.", phase="writing")))

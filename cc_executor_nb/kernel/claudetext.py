@@ -7,8 +7,8 @@ per thinking block, retry, permission question and tool call, and Claude's foote
 (:mod:`cc_executor_nb.claude.text`); the run's own notices (start, silence, end) and
 the CLI's stderr are the TextView's, except that a silence is not noted while a
 permission question waits (the question is why; on a terminal the note would land on
-its prompt line). ``--raw`` runs keep the plain TextView and show
-the JSON lines.
+its prompt line) nor between a conversation's turns (it waits for a follow-up).
+``--raw`` runs keep the plain TextView and show the JSON lines.
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ class ClaudeTextView:
         self.renderer = ClaudeTextRenderer(footer=notices)
         self.started = False
         """Whether the run's process started: a run refused before it has no answer or footer to show."""
+        self.between_turns = False
+        """Whether a conversation's turn ended and it waits for a follow-up (its silence is no news)."""
 
     def render(self, method: str, params: Mapping[str, Any]) -> list[Line]:
         """The lines one notification adds, in order: the answer as ``stdout``, notes, the CLI's ``stderr``."""
@@ -71,10 +73,12 @@ class ClaudeTextView:
             return lines + self._notice(method, params)
         if method == methods.PROCESS_STARTED:
             self.started = True
-        if method == methods.PROCESS_STATUS and asks_now(self.interpreter.snapshot()):
+        if method == methods.PROCESS_STATUS and (self.between_turns or asks_now(self.interpreter.snapshot())):
             # Claude is silent because it waits for an answer, which the notes above ask
-            # for; on a terminal this note would land on the question's prompt line.
+            # for, or for a follow-up: on a terminal this note would land on a prompt line.
             return []
+        if method == methods.CONVERSATION_TURN:
+            self.between_turns = params.get("status") != "running"
         if method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last"):
             # A conversation's turn ended (the process lives on): its answer and footer now.
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), turn=True))
