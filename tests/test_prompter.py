@@ -124,3 +124,29 @@ def test_a_reply_to_a_decided_question_is_dropped_and_logged(caplog: pytest.LogC
         "Claude asks to use Bash", "Claude asks to use Write"]
     assert any("after its question was decided" in r.message and r.levelno == logging.INFO for r in caplog.records)
     assert list(prompter._boxes) == ["box1"]  # the decided question's box is forgotten
+
+
+def test_ctrl_c_at_a_terminal_question_ends_its_prompt_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at the terminal's question ends the prompt's line before the interrupt goes on, so the
+    run's next note ('[permission] ... cancelled', '[cancelled] ...') starts a line of its own (it was
+    written after the echoed '^C', on the prompt's line)."""
+    import io
+    import os
+    import select
+    import sys
+
+    from cc_executor_nb.kernel.prompter import _terminal_answer
+
+    def interrupted(*args: object) -> object:
+        raise KeyboardInterrupt
+
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end) as stdin:
+        out = io.StringIO()
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stdin", stdin)
+        monkeypatch.setattr(select, "select", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _terminal_answer("y/n > ", SimpleNamespace(is_open=lambda: True), None)  # type: ignore[arg-type]
+    os.close(write_end)
+    assert out.getvalue() == "y/n > \n"

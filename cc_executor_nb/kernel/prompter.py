@@ -472,25 +472,34 @@ def _terminal_answer(
     out, stdin = sys.stdout, sys.stdin
     out.write(prompt)
     out.flush()
-    while question.is_open() and not _past(deadline) and not (stop is not None and stop.is_set()):
-        if select.select([stdin], [], [], _POLL)[0]:
-            line = stdin.readline()
-            if not line:
-                raise EOFError
-            return line.rstrip("\r\n")
+    try:
+        while question.is_open() and not _past(deadline) and not (stop is not None and stop.is_set()):
+            if select.select([stdin], [], [], _POLL)[0]:
+                line = stdin.readline()
+                if not line:
+                    raise EOFError
+                return line.rstrip("\r\n")
+    except KeyboardInterrupt:
+        _end_prompt_line(out, stdin)  # the run's next note would follow the echoed ^C
+        raise
+    _end_prompt_line(out, stdin)
+    return None
+
+
+def _end_prompt_line(out: Any, stdin: Any) -> None:
     out.write("\n")
     out.flush()
     _discard_typed(stdin)
-    return None
 
 
 def _discard_typed(stdin: Any) -> None:
     try:
         import termios
-
+    except ImportError:
+        return
+    # termios.error is no OSError: a stdin that is no terminal raises it.
+    with contextlib.suppress(termios.error, OSError, ValueError, AttributeError):
         termios.tcflush(stdin.fileno(), termios.TCIFLUSH)
-    except (ImportError, OSError, ValueError, AttributeError):
-        pass
 
 
 def _is_tty() -> bool:
