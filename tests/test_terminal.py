@@ -409,3 +409,28 @@ def test_cli_refuses_text_that_is_not_utf8_in_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
         assert "not valid UTF-8" in done.stderr and "0xff" in done.stderr, done.stderr
+
+
+def test_ctrl_c_during_await_arun_stops_asking_on_the_terminal(tmp_path: Path) -> None:
+    """Ctrl-C while ``await arun(...)`` asks a question in terminal IPython stops the asking: the next
+    line typed is IPython's (the worker thread went on reading the terminal and took it as a bad answer,
+    'Please answer y = allow, ...', so ``6*7`` and even ``exit`` never reached IPython)."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
+    )
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('r = await cc_executor_nb.arun("bash: touch x.txt", demo=True)')
+        child.expect(r"tells Claude\) > ")
+        child.sendintr()
+        child.expect(r"KeyboardInterrupt")
+        child.expect(r"In \[3\]")
+        child.sendline("6*7")
+        child.expect(r"Out\[3\]: (\x1b\[0m)?42", timeout=scaled(10))
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)

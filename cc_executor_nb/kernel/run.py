@@ -654,7 +654,7 @@ class Run:
         # Outside a kernel nobody can click a card and ``run`` is not bound until this
         # returns: the awaiting caller asks on the terminal, or denies, as wait() does.
         # Cancelling the await cancels only the wait for the thread: ``stop`` ends its asking.
-        stop = threading.Event()
+        stop = _LoopStop(asyncio.get_running_loop())
         try:
             while not outcome.done():
                 await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
@@ -1013,6 +1013,20 @@ class Run:
 
 _AWAIT_POLL = 0.1
 """Seconds between looks for an open question while ``await run`` waits outside a kernel."""
+
+
+class _LoopStop(threading.Event):
+    """Set, or the awaiting loop no longer runs: a Ctrl-C in terminal IPython's ``await``
+    stops its loop without cancelling the task (no ``finally`` runs), and a thread that
+    went on asking would take the lines typed at IPython's prompt as answers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+
+    def is_set(self) -> bool:
+        return super().is_set() or not self.loop.is_running()
+
 
 UNREACHABLE_CANCEL = (
     "cancelled while the server could not be reached (the cancel is sent to it if the "
