@@ -150,3 +150,24 @@ def test_ctrl_c_at_a_terminal_question_ends_its_prompt_line(monkeypatch: pytest.
             _terminal_answer("y/n > ", SimpleNamespace(is_open=lambda: True), None)  # type: ignore[arg-type]
     os.close(write_end)
     assert out.getvalue() == "y/n > \n"
+
+
+def test_ctrl_d_at_a_terminal_question_ends_its_prompt_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-D (end of file) at the terminal's question ends the prompt's line: the question asked
+    again after it starts a line of its own (it was glued to the old prompt: '... (n: why, Claude asks
+    to use Bash: ...')."""
+    import io
+    import os
+    import sys
+
+    from cc_executor_nb.kernel.prompter import _terminal_answer
+
+    read_end, write_end = os.pipe()
+    os.close(write_end)  # at end of file, as a terminal after Ctrl-D
+    with os.fdopen(read_end) as stdin:
+        out = io.StringIO()
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stdin", stdin)
+        with pytest.raises(EOFError):
+            _terminal_answer("y/n > ", SimpleNamespace(is_open=lambda: True), None)  # type: ignore[arg-type]
+    assert out.getvalue() == "y/n > \n"

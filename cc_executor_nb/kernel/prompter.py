@@ -479,8 +479,8 @@ def _terminal_answer(
                 if not line:
                     raise EOFError
                 return line.rstrip("\r\n")
-    except KeyboardInterrupt:
-        _end_prompt_line(out, stdin)  # the run's next note would follow the echoed ^C
+    except (KeyboardInterrupt, EOFError):
+        _end_prompt_line(out, stdin)  # the run's next note, or prompt, would follow the ^C or ^D
         raise
     _end_prompt_line(out, stdin)
     return None
