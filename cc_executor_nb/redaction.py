@@ -18,6 +18,7 @@ _AUTH_HEADER = re.compile(
 _CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest)(\s+)[^\s,;]+")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:access_token|token|auth|key|api_key|apikey|password)=)[^&\s#]*")
 _REDACTED = "[redacted]"
+_FORMATTER = logging.Formatter()
 # websockets' DEBUG line for a data frame: "< TEXT '{...}' [172 bytes]". The payload is
 # requests (an execute's env: API keys) and output (whatever a child printed).
 _FRAME_PAYLOAD = re.compile(r"(?s)^([<>] (?:TEXT|BINARY|CONT)) .*( \[[^\]]*\])$")
@@ -43,7 +44,21 @@ class SecretRedactor(logging.Filter):
         cleaned = self.redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
+        self._redact_traceback(record)
         return True
+
+    def _redact_traceback(self, record: logging.LogRecord) -> None:
+        """Redact the exception text a handler would print (websockets' "! no valid HTTP
+        request" traceback quotes a malformed header line, credentials and all).
+
+        Formatters use ``record.exc_text`` when it is set, so it is filled here, redacted.
+        """
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
 
     def redact(self, text: str) -> str:
         """``text`` with every credential replaced by ``[redacted]``."""

@@ -134,3 +134,19 @@ def test_a_server_url_with_a_fragment_is_one_line_without_its_secrets() -> None:
                           env={**os.environ, "CC_EXECUTOR_TOKEN": "x"})
     assert (done.returncode, done.stderr) == (2, "error: --server URL 'ws://127.0.0.1:9/ws' must not have a fragment "
                                                  "('#...')\n")
+
+
+def test_the_redactor_blanks_credentials_in_a_logged_traceback() -> None:
+    """websockets logs a malformed handshake at DEBUG with its traceback, whose message quotes
+    the header line: ``Authorization: Bearer <token>`` plus a stray control character printed
+    the token in full (the filter redacted the message but not the exception text)."""
+    try:
+        raise ValueError("invalid HTTP header value: Bearer super-secret\x00")
+    except ValueError:
+        record = logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "! no valid HTTP request",
+                                   (), sys.exc_info())
+    record.stack_info = "Stack (most recent call last):\n  token super-secret"
+    SecretRedactor({"super-secret"}).filter(record)
+    text = logging.Formatter().format(record)
+    assert "super-secret" not in text
+    assert "ValueError: invalid HTTP header value: Bearer [redacted]" in text
