@@ -102,6 +102,26 @@ def test_a_token_given_is_used_and_never_written_to_a_missing_token_file(
     assert written == str(path) and path.read_text() == token + "\n"
 
 
+def test_a_token_file_others_can_read_is_used_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --token-file of mode 0644 (or not ours) was used silently: anyone on the machine could
+    read the token, or plant a file in a shared folder to choose it. It is still used (no
+    setup breaks), with a warning naming the file and its mode; a 0600 file gets none."""
+    monkeypatch.delenv("CC_EXECUTOR_TOKEN", raising=False)
+    path = tmp_path / "token"
+    path.write_text("shared-token\n")
+    path.chmod(0o644)
+    assert _resolve_token(parse_args(["--token-file", str(path)])) == ("shared-token", None)
+    assert capsys.readouterr().err == (
+        f"warning: the token file {path} is not private (mode 0644, owner uid {os.getuid()}): "
+        "others may read or set the token; chmod 600 it\n"
+    )
+    path.chmod(0o600)
+    assert _resolve_token(parse_args(["--token-file", str(path)])) == ("shared-token", None)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--port", "70000"], "argument --port: port must be 0..65535, not 70000"),
     (["--detach"], "--detach needs --jobs or --runtime-file (readiness is read from the runtime file)"),

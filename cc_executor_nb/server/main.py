@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -348,6 +349,19 @@ def _read_token_file(path: str) -> str | None:
     return token or None
 
 
+def _warn_if_shared(path: str) -> None:
+    """Warn when a token file others could read or write holds the token (like ssh's key check)."""
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        if info.st_mode & 0o077 or info.st_uid != os.getuid():
+            print(
+                f"warning: the token file {path} is not private (mode {stat.S_IMODE(info.st_mode):04o}, "
+                f"owner uid {info.st_uid}): others may read or set the token; chmod 600 it",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
 def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """(token, path of a token file we generated, or None).
 
@@ -362,6 +376,7 @@ def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.token_file:
         token = _read_token_file(args.token_file)
         if token:
+            _warn_if_shared(args.token_file)
             return token, None
     token = args.token or os.environ.get(TOKEN_ENV)
     if token:
