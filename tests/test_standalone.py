@@ -88,6 +88,21 @@ def test_a_token_file_that_cannot_be_used_is_a_usage_error(tmp_path: Path, kind:
     assert re.fullmatch(rf"error: cannot (read|write) the token file {re.escape(str(path))}: [^\n]+\n", done.stderr)
 
 
+def test_a_token_file_that_is_a_symbolic_link_is_never_written_through(tmp_path: Path) -> None:
+    """--token-file naming a symbolic link (one planted in a shared folder): refused in one
+    line, exit 2; the file it points at is untouched (the token was written into it)."""
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("")
+    link = tmp_path / "token.txt"
+    link.symlink_to(target)
+    argv = [sys.executable, "-m", "cc_executor_nb.server", "--port", "0", "--token-file", str(link)]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=scaled(30),
+                          env={**os.environ, "CC_EXECUTOR_TOKEN": ""})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: cannot write the token file {link}: "), done.stderr
+    assert target.read_text() == ""
+
+
 def test_a_token_given_is_used_and_never_written_to_a_missing_token_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

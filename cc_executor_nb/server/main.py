@@ -329,7 +329,9 @@ def write_token_file(token: str, path: str | None = None) -> str:
     if path is None:
         fd, path = tempfile.mkstemp(prefix="cc_executor_token-", suffix=".txt")
     else:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Never through a symbolic link: one planted in a shared folder would have the token
+        # written (and the file it points at truncated) wherever it points.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
