@@ -519,6 +519,26 @@ def test_a_live_job_table_refused_for_its_token_says_what_to_give(runtime_dir, t
     assert repr(table).endswith(f"updates stopped: {table.error}") and table.jobs == [running]
 
 
+def test_a_live_job_table_whose_server_stops_says_its_statuses_may_be_out_of_date(
+    runtime_dir, token_job_server
+) -> None:
+    """A live table whose job server stops under it (stop_server(), a SIGKILL) stops updating and says so
+    in words: it said only the socket's "received 1001 (going away); then sent 1001 (going away)" or "no
+    close frame received or sent", under rows still reading "running"."""
+    url = token_job_server.url
+    job = cc_executor_nb.run(fake_command("ticker", "1000", "0.1"), command=True, durable=True, server=url,
+                             token="the-right-token", display=False)
+    running = JobInfo.from_wire({"job_id": job.job_id, "status": "running", "started_at": time.time()})
+    table = JobsTable(api.remote_target(url, "the-right-token", None, None), [running], widget=True, live=True)
+    eventually(lambda: table.jobs is not None and table.jobs[0].wire.get("label"), timeout=scaled(20),
+               what="the table's first update")
+    token_job_server.finish(signal.SIGTERM)
+    eventually(lambda: not table.live, timeout=scaled(20), what="the table's updates ending")
+    assert table.error is not None and table.error.startswith("the job server closed the connection (")
+    assert table.error.endswith("the statuses above may be out of date: list the jobs again (%ccexec --jobs)")
+    assert repr(table).endswith(f"updates stopped: {table.error}")
+
+
 def test_job_calls_refused_for_their_token_name_its_variable(
     token_job_server, shell, monkeypatch: pytest.MonkeyPatch
 ) -> None:

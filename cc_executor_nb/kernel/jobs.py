@@ -29,7 +29,7 @@ from typing import Any
 
 from ..claude.summary import cost_of, session_of
 from ..client import Client, connect, shown_url
-from ..errors import CCExecError, HandshakeRefused
+from ..errors import CCExecError, ConnectionLost, HandshakeRefused
 from . import api
 from .config import CCExec
 from .html import stale_html
@@ -98,6 +98,9 @@ class JobInfo:
         """Whether the job's process still runs (or is paused)."""
         return self.status in _ACTIVE
 
+
+#: What a live table whose server went away says of the rows it still shows.
+_STALE_STATUSES = "the statuses above may be out of date: list the jobs again (%ccexec --jobs)"
 
 #: The user's own job server, in messages.
 _LOCAL = "the job server (see %ccexec --jobs)"
@@ -231,6 +234,8 @@ class JobsTable:
                     self._show(jobs)
                     if not any(job.active for job in jobs):
                         return
+        except ConnectionLost as exc:  # the server stopped or died: its jobs may have ended with it
+            self._stopped(f"the job server closed the connection ({exc}); {_STALE_STATUSES}")
         except CCExecError as exc:
             self._stopped(str(exc))
 
