@@ -102,6 +102,8 @@ def test_a_durable_runs_text_and_record_name_its_job(shell, capsys) -> None:
     ('--attach ""', 'attach takes "last", a job id or a prefix of one'),  # (it said "needs a prompt")
     ("--jobs --attach last", "give either --jobs"),  # (--attach was dropped: the table came back)
     ("--attach last --jobs", "give either --jobs"),
+    ("--jobs --wait", r"--jobs takes no --wait \(the table does not end"),  # (it returned the table at once)
+    ("--jobs -w -o table", r"--jobs takes no --wait"),
 ])
 def test_magic_job_actions_refuse_what_makes_no_sense(shell, text, message) -> None:
     """--jobs with a prompt, --attach with --durable or a run's flag, an unknown job: one-line usage errors."""

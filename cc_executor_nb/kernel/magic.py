@@ -119,6 +119,15 @@ _BATCH_FLAGS = {f.name: "/".join(spec.flags) for f, spec in declared(BatchOption
 _BATCH_NAMES = tuple(f.name for f, spec in declared(BatchOptions) if spec.flags and f.name != "each")
 
 
+def _refuse_run_flags(args: Any, action: str) -> None:
+    """A flag of a run that starts, given to --jobs or --attach, is a usage error rather than ignored."""
+    ignored = [name for name in _OPTION_NAMES if name not in _FOLLOW_NAMES and getattr(args, name) is not None]
+    if ignored:
+        raise UsageError(f"{action} takes no {_OPTION_FLAGS[ignored[0]]} (it applies to a run that starts)")
+    if action == "--jobs" and args.wait:
+        raise UsageError("--jobs takes no --wait (the table does not end; --attach ID --wait waits for a job)")
+
+
 @magics_class
 class CCExecMagics(Magics):
     """Run Claude Code prompts and long CLI jobs from the notebook, streamed live.
@@ -201,9 +210,8 @@ class CCExecMagics(Magics):
             raise UsageError(f"{action} takes no prompt or command")
         if action == "--attach" and args.durable:
             raise UsageError("--attach follows a job that exists; --durable starts one")
-        ignored = [name for name in _OPTION_NAMES if name not in _FOLLOW_NAMES and getattr(args, name) is not None]
-        if action and ignored:
-            raise UsageError(f"{action} takes no {_OPTION_FLAGS[ignored[0]]} (it applies to a run that starts)")
+        if action:
+            _refuse_run_flags(args, action)
         if action and args.each:
             raise UsageError(f"{action} takes no --each")
         if args.token_env and args.token_env not in os.environ:
