@@ -621,3 +621,27 @@ def test_attach_to_an_unknown_job_on_a_remote_server_names_that_server(token_job
             line(shell, f"--attach {wanted} -q -s {url} --token-env CCX_JOBS_TOKEN")
         assert str(info.value).startswith(f"{said}") and f"on {url} (see %ccexec --jobs -s {url})" in str(info.value)
     assert not (runtime_dir / RUNTIME_FILE_NAME).exists()
+
+
+def test_a_durable_run_with_an_allow_list_runs_an_allowed_command(runtime_dir) -> None:
+    """With CCExec.allowed_commands, the job server this kernel starts has the list, and a durable
+    run of a listed program completes: every one failed, 'env may not set PATH while the server has
+    an allow-list' (the kernel's own PATH went with it)."""
+    settings = CCExec()
+    settings.allowed_commands = ["echo"]
+    echoed = cc_executor_nb.run("echo allowed", command=True, durable=True, display=False, wait=True, settings=settings)
+    assert (echoed.status, echoed.stdout, echoed.error) == ("completed", "allowed\n", None)
+    with pytest.raises(ValueError, match=r"^command 'ls' \(.*\) is not allowed .*\(CCExec.allowed_commands\)$"):
+        cc_executor_nb.run("ls /", command=True, durable=True, display=False, settings=settings)
+
+
+def test_a_durable_run_keeps_this_kernels_allow_list_on_a_server_started_without_it(runtime_dir) -> None:
+    """The job server keeps the settings of the kernel that started it: one started with no
+    allow-list ran `ls` durable although this kernel's CCExec.allowed_commands was ['echo']."""
+    cc_executor_nb.jobs.server()  # started without an allow-list
+    settings = CCExec()
+    settings.allowed_commands = ["echo"]
+    with pytest.raises(ValueError, match=r"^command 'ls' \(.*\) is not allowed .*\(CCExec.allowed_commands\)$"):
+        cc_executor_nb.run("ls /", command=True, durable=True, display=False, settings=settings)
+    echoed = cc_executor_nb.run("echo allowed", command=True, durable=True, display=False, wait=True, settings=settings)
+    assert echoed.stdout == "allowed\n"

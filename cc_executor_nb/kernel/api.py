@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import math
 import os
+import shlex
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,10 @@ from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argumen
 from ..claude.summary import RESULT_SUMMARY
 from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
+from ..errors import CommandNotAllowed, SpawnFailed
 from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
+from ..server.supervisor import GUARDED_ENV, ProcessManager
 from .claudetext import ClaudeTextView
 from .config import CCExec, checked_settings
 from .conversation import Conversation
@@ -580,8 +583,36 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
         job["stdin_idle_timeout"] = conversation.idle_timeout
     if not local:
         return dataclasses.replace(spec, job=job)
-    env = durable_environment(spec.env, settings.secret_env, settings.keep_env)
-    return dataclasses.replace(spec, cwd=spec.cwd or os.getcwd(), env=env, job=job)
+    # With an allow-list, a server refuses a request that sets PATH, LD_* and the like: the
+    # kernel's own are left to the job server's (every durable run failed so).
+    guarded = GUARDED_ENV if settings.allowed_commands else ()
+    env = durable_environment(spec.env, settings.secret_env, settings.keep_env, guarded)
+    cwd = spec.cwd or os.getcwd()
+    _check_allowed(spec.argv or _split(spec.command or ""), env, cwd, settings.allowed_commands)
+    return dataclasses.replace(spec, cwd=cwd, env=env, job=job)
+
+
+def _split(command: str) -> list[str]:
+    """The words of a command line as the server splits it (shlex); [] when it cannot be split
+    (the server says why)."""
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return []
+
+
+def _check_allowed(argv: Sequence[str], env: Mapping[str, str], cwd: str, allowed: Sequence[str]) -> None:
+    """This kernel's ``allowed_commands`` for a job of the user's job server, which keeps the
+    list of the kernel that started it (none, maybe): ValueError for a program off the list.
+    A program that does not exist is left to the server to report, as for any run."""
+    if not allowed or not argv:
+        return
+    try:
+        ProcessManager(allowed_commands=allowed).check_allowed(list(argv), env, cwd)
+    except CommandNotAllowed as exc:
+        raise ValueError(f"{exc} (CCExec.allowed_commands)") from None
+    except SpawnFailed:
+        pass
 
 
 def _body_of(handle: Run) -> Body | None:

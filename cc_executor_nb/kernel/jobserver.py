@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import logging
 import os
 import subprocess
@@ -138,11 +139,15 @@ def durable_environment(
     extra: Mapping[str, str] | None,
     secret: Iterable[str] = DEFAULT_SECRET_ENV,
     keep: Iterable[str] = DEFAULT_KEEP_ENV,
+    guarded: Iterable[str] = (),
 ) -> dict[str, str]:
     """The environment a durable run asks for: this kernel's, minus secrets (the patterns
-    of ``secret`` not matched by ``keep``, as for any run), plus ``extra``."""
-    secret, keep = tuple(secret), tuple(keep)
-    own = {k: v for k, v in os.environ.items() if not is_secret(k, secret, keep)}
+    of ``secret`` not matched by ``keep``, as for any run) and the variables ``guarded``
+    names (those a server with an allow-list refuses: the job server keeps its own), plus
+    ``extra`` (the run's own ``env``, sent as given)."""
+    secret, keep, guarded = tuple(secret), tuple(keep), tuple(guarded)
+    own = {k: v for k, v in os.environ.items()
+           if not is_secret(k, secret, keep) and not any(fnmatch.fnmatchcase(k, p) for p in guarded)}
     return {**own, **(extra or {})}
 
 
