@@ -345,7 +345,14 @@ def test_an_answer_typed_after_its_cell_ended_decides_the_question(kernel: Kerne
     first = kernel.finish(msg_id, started, timeout=scaled(30))
     assert first.ok and first.stream() == "timed out\n", first.error
     kernel.answer_box(request, "y")
-    wait_then_status = WAIT_BRIEFLY.format(times=1, seconds=scaled(20)) + "\nprint(r.status)"
+    # The next cell does not spin on r.pending (the late answer may decide the question before it
+    # looks: the hang CI met). It starts late on purpose, so the cell's asking thread (after its
+    # half-second grace) is the one that finds the answer waiting, as on a loaded machine.
+    wait_then_status = (
+        "import time\ntime.sleep(1.5)\n"
+        f"try:\n    r.wait(timeout={scaled(20)})\nexcept TimeoutError:\n    print('timed out')\n"
+        "print(r.status)"
+    )
     msg_id, started = kernel.submit(wait_then_status, allow_stdin=True)
     execution = kernel.finish(msg_id, started, timeout=scaled(60))
     assert [r["content"]["prompt"] for r in kernel.input_requests(scaled(1))] == []
