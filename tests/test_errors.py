@@ -529,3 +529,21 @@ def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) ->
                 assert item["error"]["code"] in DOCUMENTED - {-32603}
             else:
                 assert "result" in item
+
+
+@pytest.mark.parametrize("name", ["GIT_PROXY_COMMAND", "GIT_EXTERNAL_DIFF", "GIT_TEMPLATE_DIR",
+                                  "PYTHONWARNINGS", "PYTHONBREAKPOINT", "HOME", "XDG_CONFIG_HOME",
+                                  "npm_config_script_shell"])
+async def test_an_allow_list_refuses_env_that_makes_git_python_npm_or_rc_files_run_code(name) -> None:
+    """With an allow-list, these variables are refused in a request's env (-32001, field env):
+    each can make an allowed git, python or npm start other code, or point a program at
+    start-up files of the client's choosing. Before, all eight were passed to the child."""
+    handler = make_handler(allowed_commands=["echo"])
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            with pytest.raises(errors.CommandNotAllowed, match=f"env may not set {name} ") as caught:
+                await client.execute(argv=["echo", "x"], env={name: "/tmp/elsewhere"})
+            assert caught.value.data == {"field": "env"}
+    finally:
+        await handler.close()
