@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -1031,6 +1032,7 @@ def test_a_script_awaiting_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
 
 WAITING_SCRIPT = """
 import time
+import traceback
 import cc_executor_nb as ccx
 from cc_executor_nb.kernel.config import CCExec
 settings = CCExec(history_path="none")
@@ -1104,6 +1106,7 @@ def test_a_terminal_question_keeps_its_prompt_line_while_nobody_answers(tmp_path
 CANCELLED_AWAIT_SCRIPT = """
 import asyncio
 import time
+import traceback
 import cc_executor_nb as ccx
 from cc_executor_nb.kernel.config import CCExec
 settings = CCExec(history_path="none")
@@ -1144,3 +1147,17 @@ def test_a_cancelled_await_on_a_terminal_stops_asking(tmp_path: Path) -> None:
         assert terminal.proc.wait(scaled(30)) == 0
     finally:
         terminal.close()
+
+
+def test_a_refused_follow_up_or_answer_shows_the_callers_frames_only(tmp_path: Path) -> None:
+    """send() after the end, or approve() with no question: the traceback ends in the Run
+    method called, with the reason; it went on through concurrent.futures and the
+    background loop's frames (loop.py, the lambda), which say nothing to the user."""
+    run = ended(turn_over(start("echo: done", tmp_path)))
+    for refused in (lambda: run.send("too late"), lambda: run.approve()):
+        with pytest.raises((RuntimeError, ValueError)) as caught:
+            refused()
+        files = [os.path.basename(frame.filename) for frame in traceback.extract_tb(caught.value.__traceback__)]
+        ours = [name for name in files if name != "test_conversation.py"]
+        assert files[:len(files) - len(ours)] == ["test_conversation.py"] * 2 and set(ours) == {"run.py"}, files
+        assert caught.value.__suppress_context__ and caught.value.__cause__ is None

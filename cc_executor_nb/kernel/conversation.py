@@ -69,7 +69,7 @@ from ..client import Client
 from ..errors import CCExecError, ConnectionLost, InvalidParams, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError
 from .prompter import Prompter, Question
-from .runstate import format_duration
+from .runstate import format_duration, refusal
 
 if TYPE_CHECKING:
     from .run import RunSpec
@@ -100,7 +100,6 @@ SHUTDOWN_EXIT_WAIT = 2.0
 closed, then it is cancelled: a CLI that hangs on its closed input does not hold up the exit."""
 
 _WRITE_RETRY = 0.1
-
 
 @dataclasses.dataclass
 class Hooks:
@@ -304,7 +303,7 @@ class Conversation:
             return None
         if not request.pending:
             if strict:
-                raise ValueError(f"the question {request.id} was already {request.status}")
+                raise refusal(ValueError, f"the question {request.id} was already {request.status}")
             return None
         if answer.allow:
             rules = (
@@ -323,13 +322,13 @@ class Conversation:
     def send(self, prompt: str) -> None:
         """A follow-up turn: sent now, or after the current turn's result."""
         if self._one_shot:
-            raise RuntimeError(
-                "this run is one-shot (no host mode): start a new run with --continue to follow up"
+            raise refusal(
+                RuntimeError, "this run is one-shot (no host mode): start a new run with --continue to follow up"
             )
         if self._cancelled:
-            raise RuntimeError("the run was cancelled: no more input goes to this process")
+            raise refusal(RuntimeError, "the run was cancelled: no more input goes to this process")
         if self._mode not in ("starting", "live"):
-            raise RuntimeError(self._over_words())
+            raise refusal(RuntimeError, self._over_words())
         if self._turn_running or self._mode == "starting":
             self._queue.append(prompt)
             self._publish()
@@ -356,7 +355,9 @@ class Conversation:
         fell back to one-shot (no host mode) cannot be interrupted: RuntimeError, as ``send()``.
         """
         if self._one_shot:
-            raise RuntimeError("this run is one-shot (no host mode): it cannot be interrupted; cancel() stops it")
+            raise refusal(
+                RuntimeError, "this run is one-shot (no host mode): it cannot be interrupted; cancel() stops it"
+            )
         if self._interrupt_turn():
             return True
         words = self._nothing_to_interrupt()
@@ -808,11 +809,11 @@ class Conversation:
         if request_id is None:
             request = next((r for r in self._requests.values() if r.pending), None)
             if request is None and strict:
-                raise ValueError("no permission question is pending")
+                raise refusal(ValueError, "no permission question is pending")
             return request
         request = self._requests.get(request_id)
         if request is None and strict:
-            raise ValueError(f"no permission question {request_id!r} in this run")
+            raise refusal(ValueError, f"no permission question {request_id!r} in this run")
         return request
 
     def _update_request(self, request: PermissionRequest) -> None:

@@ -54,7 +54,7 @@ from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
 from .loop import KernelLoop
 from .output import OutputStore
-from .runstate import RunState, elapsed, format_duration
+from .runstate import RunState, elapsed, format_duration, is_refusal
 
 if TYPE_CHECKING:
     from .conversation import Conversation
@@ -484,7 +484,12 @@ class Run:
         async def act() -> T:
             return action(conversation)
 
-        return loop.submit(act()).result(timeout)
+        try:
+            return loop.submit(act()).result(timeout)
+        except Exception as exc:
+            if is_refusal(exc):
+                raise exc.with_traceback(None) from None
+            raise
 
     # -- Starting (caller's thread) -----------------------------------------------------
 

@@ -611,3 +611,19 @@ def _num(value: object, default: float | None) -> float | None:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+_REFUSAL = "_cc_executor_refusal"
+
+
+def refusal(kind: type[Exception], words: str) -> Exception:
+    """A refusal of the caller's request (``kind(words)``), marked as such: the caller's
+    thread raises it again without the loop's frames, which say nothing to the user."""
+    exc = kind(words)
+    setattr(exc, _REFUSAL, True)
+    return exc
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` was made by :func:`refusal`."""
+    return getattr(exc, _REFUSAL, False) is True
