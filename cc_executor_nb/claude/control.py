@@ -71,7 +71,8 @@ DEFAULT_DENY_MESSAGE = "The user denied this tool call."
 """What the model is told when a deny comes without a reason (the CLI requires one)."""
 NOBODY_MESSAGE = (
     "Denied automatically: nobody could answer this question (no terminal, and no input box: "
-    "a busy kernel under nbconvert, or a script run without a terminal). Set a policy "
+    "a busy kernel whose client allows no input, as nbconvert and papermill, or a script run "
+    "without a terminal). Set a policy "
     "(--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
 )
 """What the model is told when nobody could answer a question, so it was denied."""
