@@ -361,6 +361,25 @@ def test_an_answer_typed_after_its_cell_ended_decides_the_question(kernel: Kerne
     assert (tmp_path / "late.txt").exists()
 
 
+def test_a_late_answer_decides_the_question_in_a_cell_without_input_boxes(
+    kernel: KernelHarness, tmp_path: Path
+) -> None:
+    """The late answer waits on stdin; the next cell allows no input (allow_stdin off, as a
+    client that runs cells without boxes): it reads that answer instead of denying the
+    question for nobody (it was denied: "nobody could answer")."""
+    kernel.ok('r = %ccexec --demo "bash: touch late2.txt"')
+    msg_id, started = kernel.submit(WAIT_BRIEFLY.format(times=1, seconds=scaled(2)), allow_stdin=True)
+    request = kernel.input_request(timeout=scaled(60))
+    first = kernel.finish(msg_id, started, timeout=scaled(30))
+    assert first.ok and first.stream() == "timed out\n", first.error
+    kernel.answer_box(request, "y")
+    msg_id, started = kernel.submit("r.wait()\nprint(r.status)", allow_stdin=False)
+    execution = kernel.finish(msg_id, started, timeout=scaled(60))
+    assert execution.ok and execution.stream() == "completed\n", execution.error
+    assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("allowed", "stdin")]
+    assert (tmp_path / "late2.txt").exists()
+
+
 def test_waiting_twice_in_a_cell_asks_in_one_box(kernel: KernelHarness) -> None:
     """wait(timeout=...) twice in one cell while the question is open: one input_request, the
     second wait polls the box the first one opened (two boxes for one question before)."""

@@ -268,7 +268,7 @@ class Prompter:
                 return
             time.sleep(_POLL)
         if nobody:
-            if self._still(question, cell):
+            if self._still(question, cell) and not self._answered_late(question):
                 question.deny_for_nobody()
             return
         # Another question may be on stdin (two runs ask at once): wait for our turn.
@@ -285,6 +285,24 @@ class Prompter:
                     question.release()
         finally:
             self._stdin.release()
+
+    def _answered_late(self, question: Question) -> bool:
+        """Whether a reply typed late into an earlier box of ``question`` (it waits on
+        stdin) answers it: a cell without input boxes reads it instead of denying."""
+        with self._guard:
+            if not any(box.question is question for box in self._boxes.values()):
+                return False
+        import zmq
+
+        if not self._stdin.acquire(timeout=1.0):  # another thread asks on stdin
+            return False
+        try:
+            text = self._read_replies(question, zmq)
+        finally:
+            self._stdin.release()
+        if text is not None:
+            _answer_late(question, text)
+        return not question.is_open()
 
     def _still(self, question: Question, cell: CellContext) -> bool:
         return question.is_open() and self._cell is cell
@@ -387,7 +405,8 @@ class Prompter:
             cell = self._cell
             where = route(kernel=self.in_kernel, cell=cell, waiting=True, tty=_is_tty())
             if where == "nobody":
-                question.deny_for_nobody()
+                if not self._answered_late(question):
+                    question.deny_for_nobody()
             elif where in ("stdin", "terminal"):
                 self._ask_here(question, cell, deadline, stop)
             # "card": the kernel is not busy with this thread's cell (a thread other
