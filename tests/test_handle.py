@@ -32,6 +32,7 @@ from cc_executor_nb.server.streams import CHUNK_LIMIT
 
 from .conftest import fake, group_alive, make_handler
 from .proxy import FaultyProxy
+from .servers import start_server
 from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(60)
@@ -395,6 +396,36 @@ def test_a_run_ended_by_the_loops_stop_while_starting_ends_on_its_cancelled_line
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
     assert notes == ["[cancelled] the background loop was stopped"], notes
     assert (run.status, run.done) == ("cancelled", True)
+
+
+def test_a_remote_process_started_while_the_loop_stops_is_ended_there(
+    bg: KernelLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop stopped while an execute to a standalone server was in flight (the process
+    started there, its reply not yet taken, so no CANCEL is sent): the connection's clean
+    close ends the session on the server and its process with it; it is not kept, detached,
+    for the server's detach TTL (600 s) as after a drop."""
+    original = Client.execute
+
+    async def reply_held(self: Client, *args: Any, **params: Any) -> dict[str, Any]:
+        await original(self, *args, **params)
+        await asyncio.Event().wait()  # the reply is still on its way when the loop stops
+        raise AssertionError("unreachable")
+
+    server = start_server("--token", "remote-token", "--kill-grace", "1")
+    try:
+        monkeypatch.setattr(Client, "execute", reply_held)
+        run = Run(RunSpec(argv=["sleep", "60"]), Target(server.url, "remote-token"))
+        run.start(bg)
+        started = eventually(lambda: next((e for e in run.events if e.method == "process.started"), None),
+                             what="the process's start on the server")
+        process = psutil.Process(started.params["pid"])
+        bg.stop()
+        eventually(lambda: not process.is_running() or process.status() == psutil.STATUS_ZOMBIE,
+                   timeout=scaled(10), what="the server to end the process")
+        assert (run.status, run.done) == ("cancelled", True)
+    finally:
+        server.finish()
 
 
 def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:
