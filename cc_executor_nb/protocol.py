@@ -497,6 +497,18 @@ def _optional_seconds(params: dict[str, Any], name: str, minimum: float = 0.0) -
     return float(value)
 
 
+def _timeout(params: dict[str, Any]) -> float | None:
+    """``timeout``: a positive number of seconds, or null/absent for no limit.
+
+    0 is refused rather than read: on the wire it would end the run at once, while the
+    magic's and the terminal client's ``--timeout 0`` means no limit (they omit it).
+    """
+    value = _optional_seconds(params, "timeout")
+    if value is not None and value <= 0:
+        raise InvalidParams("timeout must be a positive number of seconds; omit it for no limit", "timeout")
+    return value
+
+
 def _optional_str(params: dict[str, Any], name: str) -> str | None:
     value = params.get(name)
     if value is not None and not isinstance(value, str):
@@ -525,7 +537,7 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         argv=_argv_from(obj),
         cwd=_optional_str(obj, "cwd"),
         env=_optional_env(obj),
-        timeout=_optional_seconds(obj, "timeout"),
+        timeout=_timeout(obj),
         heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval),
         inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
         kill_grace=_optional_seconds(obj, "kill_grace"),

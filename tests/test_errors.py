@@ -85,6 +85,21 @@ async def test_bad_params_name_the_field(client) -> None:
     await collect(client)
 
 
+@pytest.mark.parametrize("timeout", [0, 0.0, -0.0])
+async def test_a_timeout_of_zero_is_refused_not_an_instant_end(raw, timeout) -> None:
+    """``timeout: 0`` is -32602 saying to omit it for no limit (it ended the run at once,
+    while the magic's ``--timeout 0`` means no limit); nothing starts."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["true"], "timeout": timeout}}
+    message = await reply(raw, json.dumps(request))
+    assert message["error"] == {
+        "code": -32602,
+        "message": "timeout must be a positive number of seconds; omit it for no limit",
+        "data": {"field": "timeout"},
+    }
+    status = await reply(raw, '{"jsonrpc":"2.0","id":2,"method":"status"}')
+    assert status["result"]["state"] == "idle"
+
+
 async def test_internal_fault_is_generic(server, client, monkeypatch, caplog) -> None:
     """-32603 hides the details from the client and logs them on the server."""
 

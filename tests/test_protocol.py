@@ -145,6 +145,7 @@ def test_execute_command_is_split_with_shlex() -> None:
         ({"argv": ["ls"], "timeout": -1}, "timeout"),
         ({"argv": ["ls"], "timeout": "10"}, "timeout"),
         ({"argv": ["ls"], "timeout": True}, "timeout"),
+        ({"argv": ["ls"], "timeout": 0}, "timeout"),
         ({"argv": ["ls"], "cwd": 3}, "cwd"),
         ({"argv": ["ls"], "env": {"A": 1}}, "env"),
         ({"argv": ["ls"], "env": ["A"]}, "env"),
