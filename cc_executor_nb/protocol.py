@@ -39,8 +39,11 @@ __all__ = [
     "DEFAULT_KILL_GRACE",
     "FROM_ARGUMENTS",
     "MAX_DEPTH",
+    "MAX_HEARTBEAT_INTERVAL",
     "MAX_INPUT_BYTES",
     "MAX_INT_DIGITS",
+    "MAX_KILL_GRACE",
+    "MAX_TIMEOUT",
     "MIN_INTERVAL",
     "PROTOCOL_VERSION",
     "STDIN_MODES",
@@ -93,6 +96,11 @@ MIN_INTERVAL = 0.1
 # hostile frame cannot exhaust the stack or burn CPU on a million-digit integer.
 MAX_DEPTH = 64
 MAX_INT_DIGITS = 40
+# Upper bounds of execute's durations: past them a value is a mistake (or a probe: 1e308
+# overflows the event loop's timers), refused with -32602 rather than taken.
+MAX_TIMEOUT = 30 * 86400.0
+MAX_HEARTBEAT_INTERVAL = 3600.0
+MAX_KILL_GRACE = 3600.0
 CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
 STDIN_MODES = ("null", "pipe")
 CAPTURE_MODES = ("file", "pipe")
@@ -484,7 +492,9 @@ def _argv_from(params: dict[str, Any]) -> list[str]:
     return [_no_nul(arg, "argv") for arg in argv]
 
 
-def _optional_seconds(params: dict[str, Any], name: str, minimum: float = 0.0) -> float | None:
+def _optional_seconds(
+    params: dict[str, Any], name: str, minimum: float = 0.0, maximum: float | None = None
+) -> float | None:
     value = params.get(name)
     if value is None:
         return None
@@ -494,7 +504,18 @@ def _optional_seconds(params: dict[str, Any], name: str, minimum: float = 0.0) -
         raise InvalidParams(f"{name} must not be negative", name)
     if value < minimum:
         raise InvalidParams(f"{name} must be at least {minimum} s", name)
+    if maximum is not None and value > maximum:
+        raise InvalidParams(f"{name} must be at most {maximum:.10g} s ({_readable(maximum)})", name)
     return float(value)
+
+
+def _readable(seconds: float) -> str:
+    """A bound in words: ``30 days``, ``1 hour``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds:g} seconds"
 
 
 def _timeout(params: dict[str, Any]) -> float | None:
@@ -503,7 +524,7 @@ def _timeout(params: dict[str, Any]) -> float | None:
     0 is refused rather than read: on the wire it would end the run at once, while the
     magic's and the terminal client's ``--timeout 0`` means no limit (they omit it).
     """
-    value = _optional_seconds(params, "timeout")
+    value = _optional_seconds(params, "timeout", maximum=MAX_TIMEOUT)
     if value is not None and value <= 0:
         raise InvalidParams("timeout must be a positive number of seconds; omit it for no limit", "timeout")
     return value
@@ -538,9 +559,9 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         cwd=_optional_str(obj, "cwd"),
         env=_optional_env(obj),
         timeout=_timeout(obj),
-        heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval),
+        heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval, MAX_HEARTBEAT_INTERVAL),
         inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
-        kill_grace=_optional_seconds(obj, "kill_grace"),
+        kill_grace=_optional_seconds(obj, "kill_grace", maximum=MAX_KILL_GRACE),
         progress_target=_progress_target(obj),
         stdin=_stdin_mode(obj),
         capture=_capture_mode(obj),

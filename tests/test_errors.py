@@ -100,6 +100,24 @@ async def test_a_timeout_of_zero_is_refused_not_an_instant_end(raw, timeout) -> 
     assert status["result"]["state"] == "idle"
 
 
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("timeout", 1e308, "timeout must be at most 2592000 s (30 days)"),
+    ("timeout", 30 * 86400 + 1, "timeout must be at most 2592000 s (30 days)"),
+    ("heartbeat_interval", 1e308, "heartbeat_interval must be at most 3600 s (1 hour)"),
+    ("heartbeat_interval", 3600.5, "heartbeat_interval must be at most 3600 s (1 hour)"),
+    ("kill_grace", 1e308, "kill_grace must be at most 3600 s (1 hour)"),
+    ("kill_grace", 10**30, "kill_grace must be at most 3600 s (1 hour)"),
+])
+async def test_durations_past_their_bound_are_refused_naming_it(raw, name, value, message) -> None:
+    """``timeout`` (30 days), ``heartbeat_interval`` and ``kill_grace`` (1 hour) past their
+    bound are -32602 naming the param and the bound (up to 1e308 was taken); nothing starts."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["true"], name: value}}
+    answer = await reply(raw, json.dumps(request))
+    assert answer["error"] == {"code": -32602, "message": message, "data": {"field": name}}
+    status = await reply(raw, '{"jsonrpc":"2.0","id":2,"method":"status"}')
+    assert status["result"]["state"] == "idle"
+
+
 async def test_internal_fault_is_generic(server, client, monkeypatch, caplog) -> None:
     """-32603 hides the details from the client and logs them on the server."""
 

@@ -168,6 +168,13 @@ def test_execute_params_as_array_are_invalid() -> None:
         protocol.validate_execute(["ls"])
 
 
+def test_durations_at_their_bound_are_accepted() -> None:
+    """The bounds are inclusive: 30 days of timeout, an hour of heartbeat or kill grace."""
+    spec = protocol.validate_execute({"argv": ["ls"], "timeout": protocol.MAX_TIMEOUT,
+                                      "heartbeat_interval": 3600, "kill_grace": 3600})
+    assert (spec.timeout, spec.heartbeat_interval, spec.kill_grace) == (30 * 86400.0, 3600.0, 3600.0)
+
+
 def test_timeout_null_means_no_limit() -> None:
     """``timeout: null`` and an absent timeout both mean no limit."""
     assert protocol.validate_execute({"argv": ["ls"], "timeout": None}).timeout is None
