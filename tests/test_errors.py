@@ -225,6 +225,47 @@ async def test_control_on_idle_session(client) -> None:
         await client.pause()
 
 
+async def _answer_and_notices(ws, request: dict) -> tuple[dict, list[str]]:
+    """Send ``request``; return its answer and the methods of the notifications before it."""
+    await ws.send(json.dumps(request))
+    seen: list[str] = []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
+        if "method" not in message:
+            return message, seen
+        seen.append(message["method"])
+
+
+async def test_pause_and_resume_in_the_wrong_state_are_refused_and_do_nothing(raw) -> None:
+    """RESUME of a running process and PAUSE of a paused one are -32602 (field ``type``) and
+    send no ``process.resumed`` / ``process.paused`` (RESUME said ``resumed`` and notified)."""
+    def control(id_: int, kind: str) -> dict:
+        return {"jsonrpc": "2.0", "id": id_, "method": "control", "params": {"type": kind}}
+
+    await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["sleep", "30"]}}))
+    answer, _ = await _answer_and_notices(raw, control(2, "resume"))
+    assert answer["error"] == {"code": -32602, "message": "the process is not paused", "data": {"field": "type"}}
+    assert (await reply(raw, json.dumps(control(3, "PAUSE"))))["result"] == {"status": "paused"}
+    answer, _ = await _answer_and_notices(raw, control(4, "PAUSE"))
+    assert answer["error"] == {"code": -32602, "message": "the process is already paused", "data": {"field": "type"}}
+    assert (await reply(raw, json.dumps(control(5, "RESUME"))))["result"] == {"status": "resumed"}
+    await reply(raw, json.dumps(control(6, "CANCEL")))
+    seen: list[str] = []
+    while "process.completed" not in seen:
+        seen.append(json.loads(await asyncio.wait_for(raw.recv(), scaled(10))).get("method"))
+    assert (await _answer_and_notices(raw, control(7, "RESUME")))[0]["error"]["code"] == -32002
+
+
+async def test_a_refused_resume_sends_no_notification(raw) -> None:
+    """The refused RESUME is silent: the only ``process.*`` notification before the next
+    answer is the run's own start, never ``process.resumed``."""
+    await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["sleep", "30"]}}))
+    await raw.send('{"jsonrpc":"2.0","method":"control","params":{"type":"RESUME"}}')
+    _, seen = await _answer_and_notices(raw, {"jsonrpc": "2.0", "id": 2, "method": "status"})
+    assert "process.resumed" not in seen and "process.started" in seen
+    await reply(raw, '{"jsonrpc":"2.0","id":3,"method":"control","params":{"type":"CANCEL"}}')
+
+
 async def test_resume_of_unknown_session_or_bad_token(client, server) -> None:
     """-32006 for an unknown session id and for a wrong resume token."""
     connected = await client.wait_connected()

@@ -122,6 +122,20 @@ def test_pause_and_resume(bg: KernelLoop) -> None:
     assert methods.index("process.paused") < methods.index("process.resumed")
 
 
+def test_resume_of_a_running_run_and_a_second_pause_are_quiet_no_ops(bg: KernelLoop) -> None:
+    """run.resume() while running and run.pause() while paused do nothing and raise nothing
+    (the server refuses them now; they said "resumed" / "paused" again before)."""
+    run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
+    eventually(lambda: run.status == "running", what="the run running")
+    assert run.resume() is run
+    run.pause()
+    eventually(lambda: run.status == "paused", what="status paused")
+    assert run.pause() is run
+    run.cancel().wait(scaled(20))
+    methods = [e.method for e in run.events]
+    assert "process.resumed" not in methods and methods.count("process.paused") == 1
+
+
 def test_cancel_before_start_never_spawns(bg: KernelLoop) -> None:
     """A run cancelled before it starts ends cancelled without a process."""
     spec = RunSpec(argv=[sys.executable, "-c", "print('should not run')"])

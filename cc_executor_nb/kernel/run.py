@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from .. import methods
 from ..claude.permissions import Answer, PermissionRequest
 from ..client import Client, Locator, connect, shown_url
-from ..errors import CCExecError, ConnectionLost, HandshakeRefused, NoProcessRunning
+from ..errors import CCExecError, ConnectionLost, HandshakeRefused, InvalidParams, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
@@ -569,8 +569,15 @@ class Run:
         if kind == "CANCEL" and self.conversation is not None:
             await self.conversation.cancel()  # interrupts the turn first
             return
-        with contextlib.suppress(NoProcessRunning, ConnectionLost):
+        try:
             await client.control(kind)
+        except (NoProcessRunning, ConnectionLost):
+            pass
+        except InvalidParams as exc:
+            # PAUSE of a paused run, RESUME of a running one: it already is as asked.
+            if kind == "CANCEL":
+                raise
+            logger.debug("control %s: %s", kind, exc)
 
     # -- Waiting ---------------------------------------------------------------------
 

@@ -572,9 +572,11 @@ class EnhancedWebSocketHandler:
         if execution is None or not session.running:
             raise NoProcessRunning()
         if kind == "PAUSE":
+            _require_state(execution, "running", "the process is already paused")
             await execution.pause()
             return {"status": "paused"}
         if kind == "RESUME":
+            _require_state(execution, "paused", "the process is not paused")
             await execution.resume()
             return {"status": "resumed"}
         await execution.cancel()
@@ -717,6 +719,13 @@ class EnhancedWebSocketHandler:
                         **await self._measures(execution),
                     },
                 )
+
+
+def _require_state(execution: Execution, state: str, refusal: str) -> None:
+    """PAUSE needs a running process, RESUME a paused one: otherwise nothing is done or
+    told (no second ``process.paused``, no ``process.resumed`` of a running process)."""
+    if execution.state != state:
+        raise InvalidParams(refusal, "type")
 
 
 def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float, holds: Collection[str] = ()) -> str:
