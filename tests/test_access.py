@@ -10,7 +10,7 @@ from websockets.exceptions import InvalidStatus
 
 from cc_executor_nb.client import connect, shown_url
 from cc_executor_nb.errors import HandshakeRefused
-from cc_executor_nb.server.access import check_handshake, host_name, is_loopback, token_matches
+from cc_executor_nb.server.access import Refusal, check_handshake, host_name, is_loopback, token_matches
 
 from .conftest import TOKEN, make_handler
 from .util import scaled
@@ -68,12 +68,13 @@ async def handshake_status(url: str, **headers: str) -> int:
         return exc.response.status_code
 
 
-async def raw_handshake(port: int, host_header: str) -> bytes:
-    """Send a handshake by hand with the given Host header; return the status line."""
+async def raw_handshake(port: int, host_header: str | None) -> bytes:
+    """Send a handshake by hand with the given Host header (None: none); return the status line."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    host = "" if host_header is None else f"Host: {host_header}\r\n"
     writer.write(
         (
-            f"GET /ws HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET /ws HTTP/1.1\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
             f"Authorization: Bearer {TOKEN}\r\n\r\n"
         ).encode()
@@ -145,6 +146,14 @@ async def test_foreign_host_header_is_403(server) -> None:
     """On a loopback bind a Host that is not loopback is refused (DNS rebinding)."""
     assert b" 403 " in await raw_handshake(server.port, "evil.example:80")
     assert b" 101 " in await raw_handshake(server.port, f"localhost:{server.port}")
+
+
+async def test_a_handshake_without_host_is_400(server) -> None:
+    """A handshake with no Host header is refused with 400 (it was accepted: the loopback
+    Host check had nothing to check), on a loopback bind and on any other."""
+    assert b" 400 " in await raw_handshake(server.port, None)
+    refusal = check_handshake({"Authorization": f"Bearer {TOKEN}"}, token=TOKEN, loopback_bind=False)
+    assert refusal == Refusal(400, "Bad Request: no Host header")
 
 
 async def test_unknown_path_is_404(server) -> None:

@@ -69,8 +69,8 @@ def check_handshake(
 ) -> Refusal | None:
     """Return why a WebSocket handshake must be refused, or None to accept it.
 
-    Order: a header of :data:`SINGLE_HEADERS` given twice (400), a foreign Host on a
-    loopback bind (403, DNS rebinding), a browser Origin not on the allow-list (403),
+    Order: a header of :data:`SINGLE_HEADERS` given twice (400), no Host (400), a
+    foreign Host on a loopback bind (403, DNS rebinding), a browser Origin not on the allow-list (403),
     then the bearer token (401).
     """
     get_all = getattr(headers, "get_all", None)
@@ -79,7 +79,10 @@ def check_handshake(
             if len(get_all(name)) > 1:
                 return Refusal(400, f"Bad Request: more than one {name} header")
     host = headers.get("Host")
-    if loopback_bind and host is not None and not is_loopback(host_name(host)):
+    if host is None:
+        # HTTP/1.1 requires it; without one the loopback check below would pass unchecked.
+        return Refusal(400, "Bad Request: no Host header")
+    if loopback_bind and not is_loopback(host_name(host)):
         return Refusal(403, "Forbidden: Host is not a loopback name")
     origin = headers.get("Origin")
     if origin is not None and origin not in allowed_origins:
