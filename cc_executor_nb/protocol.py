@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_INACTIVITY_THRESHOLD",
     "DEFAULT_KILL_GRACE",
     "FROM_ARGUMENTS",
+    "MAX_BATCH",
     "MAX_DEPTH",
     "MAX_HEARTBEAT_INTERVAL",
     "MAX_INPUT_BYTES",
@@ -101,6 +102,9 @@ MAX_INT_DIGITS = 40
 MAX_TIMEOUT = 30 * 86400.0
 MAX_HEARTBEAT_INTERVAL = 3600.0
 MAX_KILL_GRACE = 3600.0
+MAX_BATCH = 100
+"""The most requests one batch may hold: a longer one is a single -32600 (a 1 MiB frame of
+340,000 empty objects made a 34 MB reply and held the loop for seconds)."""
 CONTROL_TYPES = ("PAUSE", "RESUME", "CANCEL")
 STDIN_MODES = ("null", "pipe")
 CAPTURE_MODES = ("file", "pipe")
@@ -293,6 +297,8 @@ def parse_incoming(text: str | bytes) -> Incoming:
         return Incoming([_parse_request(value)])
     if not value:
         return Incoming([_invalid("empty batch")])
+    if len(value) > MAX_BATCH:
+        return Incoming([_invalid(f"batch too long (at most {MAX_BATCH} requests)")])
     return Incoming([_parse_request(item) for item in value], batch=True)
 
 

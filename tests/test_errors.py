@@ -366,6 +366,20 @@ async def test_batch_gets_one_response_per_request_with_id(raw) -> None:
     assert message[2]["error"]["code"] == -32600 and message[2]["id"] is None
 
 
+async def test_a_batch_past_the_cap_is_one_invalid_request(raw) -> None:
+    """A batch of more than 100 requests is answered with one -32600 error and runs none of
+    them (340,000 empty objects made a 34 MB reply and held the loop for seconds);
+    100 requests are still answered one by one."""
+    status = {"jsonrpc": "2.0", "id": 1, "method": "status"}
+    message = await reply(raw, json.dumps([status] * 101))
+    assert message == {"jsonrpc": "2.0", "id": None,
+                       "error": {"code": -32600, "message": "Invalid Request: batch too long (at most 100 requests)"}}
+    message = await reply(raw, "[" + ",".join(["{}"] * 340_000) + "]")
+    assert message["error"]["code"] == -32600
+    message = await reply(raw, json.dumps([status] * 100))
+    assert isinstance(message, list) and len(message) == 100
+
+
 async def test_batch_of_notifications_gets_nothing(raw) -> None:
     """A batch with only notifications gets no response at all."""
     await raw.send('[{"jsonrpc":"2.0","method":"pong"},{"jsonrpc":"2.0","method":"nope"}]')
