@@ -232,16 +232,27 @@ def dumps(value: Any) -> str:
 def dumps_bytes(value: Any) -> bytes:
     """Serialize to UTF-8 bytes for a text frame, fast (the server's hot path).
 
-    Values orjson refuses (lone surrogates from a client's escapes, integers beyond
-    64 bits) fall back to the standard library with ASCII escapes, which is still valid
-    UTF-8 and the same JSON.
+    Values orjson refuses (integers beyond 64 bits, lone surrogates from a client's
+    ``\\ud800`` escapes) fall back to the standard library, with each lone surrogate
+    replaced by U+FFFD: echoed text (an unknown method's name) stays valid UTF-8 JSON that
+    a strict parser (orjson, our own client's) reads.
     """
     if _ORJSON:
         try:
             return orjson.dumps(value)
         except (TypeError, orjson.JSONEncodeError):
             pass
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+# Python strings hold a valid pair as one character: any surrogate left is a lone one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(text: str) -> bool:
+    """Whether ``text`` holds no lone surrogate (it encodes as UTF-8)."""
+    return _LONE_SURROGATE.search(text) is None
 
 
 def _loads_trusted(text: str | bytes) -> Any:
@@ -276,6 +287,8 @@ def _parse_request(obj: Any) -> Request | ErrorResponse:
     id_ = obj.get("id")
     if has_id and not _valid_id(id_):
         return _invalid("id must be a string, a number or null")
+    if isinstance(id_, str) and not _valid_unicode(id_):
+        return _invalid("id must be valid Unicode (no lone surrogate)")
     if obj.get("jsonrpc") != "2.0":
         return _invalid('jsonrpc must be "2.0"', id_)
     method = obj.get("method")
@@ -732,7 +745,12 @@ def _job_meta(obj: dict[str, Any]) -> dict[str, Any]:
         return {}
     if not isinstance(meta, dict):
         raise InvalidParams("meta must be an object", "meta")
-    if len(dumps_bytes(meta)) > MAX_META_BYTES:
+    try:
+        size = len(dumps(meta).encode("utf-8"))
+    except UnicodeEncodeError:
+        # It would be returned as given (jobs.list, the job's record): refused, not mangled.
+        raise InvalidParams("meta must be valid Unicode (no lone surrogate)", "meta") from None
+    if size > MAX_META_BYTES:
         raise InvalidParams(f"meta is larger than {MAX_META_BYTES} bytes", "meta")
     return dict(meta)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -337,6 +338,36 @@ async def test_already_running(client) -> None:
     await collect(client)
 
 
+def strict_json(frame: bytes) -> object:
+    """A frame as a strict peer reads it: UTF-8, JSON, no lone surrogate (orjson refuses one)."""
+    value = json.loads(frame.decode("utf-8"))
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate raises here
+    return value
+
+
+async def strict_reply(ws, text: str) -> Any:
+    """Send a frame; the next answer (notifications skipped), read strictly."""
+    await ws.send(text)
+    while True:
+        message = strict_json(await asyncio.wait_for(ws.recv(decode=False), scaled(10)))
+        if isinstance(message, list) or "method" not in message:
+            return message
+
+
+async def test_lone_surrogates_are_never_echoed(raw) -> None:
+    """A lone surrogate (a ``\\ud800`` escape) in a method name comes back as U+FFFD, and one
+    in an ``id`` is -32600 with id null: every answer is valid UTF-8 JSON a strict parser
+    reads (they were echoed as ``\\ud800`` escapes, which orjson, our own client, refuses)."""
+    message = await strict_reply(raw, '{"jsonrpc":"2.0","id":1,"method":"x\\ud800y"}')
+    assert message["error"] == {"code": -32601, "message": "Method not found: x\ufffdy"}
+    message = await strict_reply(raw, '{"jsonrpc":"2.0","id":"a\\udc00","method":"status"}')
+    assert message["id"] is None and message["error"]["code"] == -32600
+    assert message["error"]["message"] == "Invalid Request: id must be valid Unicode (no lone surrogate)"
+    batch = '[{"jsonrpc":"2.0","id":2,"method":"\\udfff"},{"jsonrpc":"2.0","id":"\\ud800","method":"status"}]'
+    answers = await strict_reply(raw, batch)
+    assert [a["error"]["code"] for a in answers] == [-32601, -32600]
+
+
 async def test_notifications_never_get_a_response(raw) -> None:
     """A request without id gets no response, not even an error."""
     await raw.send('{"jsonrpc":"2.0","method":"nope"}')
@@ -599,10 +630,10 @@ frames = (
 def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) -> None:
     """Arbitrary frames fed to the dispatcher give only documented errors, never a crash."""
     handler = make_handler(allowed_commands=["no-such-allowed-program"])
-    sent: list[str] = []
+    sent: list[str | bytes] = []
 
-    async def send(text: str) -> None:
-        sent.append(text)
+    async def send(data: str | bytes, text: bool | None = None) -> None:
+        sent.append(data)
 
     async def feed() -> None:
         session = Session(send, heartbeat_interval=20, inactivity_threshold=30)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 from cc_executor_nb import errors, methods
 from cc_executor_nb.client import Client, connect
@@ -55,6 +56,19 @@ async def follow(server: EnhancedWebSocketHandler, job_id: str, last_seq: int = 
     async with await connect(server.url, TOKEN) as client:
         await client.attach(job_id, last_seq)
         return await collect(client)
+
+
+async def test_a_lone_surrogate_in_meta_is_refused_not_stored(jobs_server) -> None:
+    """``meta`` with a lone surrogate is -32602 naming ``meta`` (it was kept and echoed in
+    jobs.list as a ``\\ud800`` escape, which a strict parser refuses); no job starts."""
+    async with ws_connect(jobs_server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
+        await ws.recv()  # connected
+        params = '{"argv":["true"],"durable":true,"meta":{"note":"a\\udc80b"}}'
+        answer = await reply(ws, '{"jsonrpc":"2.0","id":1,"method":"execute","params":' + params + "}")
+        assert answer["error"] == {"code": -32602, "message": "meta must be valid Unicode (no lone surrogate)",
+                                   "data": {"field": "meta"}}
+        listing = await reply(ws, '{"jsonrpc":"2.0","id":2,"method":"jobs.list"}')
+        assert listing["result"]["jobs"] == []
 
 
 def seq_of(events: list[Event]) -> list[int]:

@@ -756,7 +756,7 @@ class _Link:
         if self.session.connection is self.ws:
             await self.session.send(message)
         else:
-            await self.ws.send(protocol.dumps(message))
+            await self.ws.send(protocol.dumps_bytes(message), text=True)
 
 
 _DELIBERATE_CLOSES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY})
