@@ -429,6 +429,22 @@ def test_an_idle_timeout_below_the_minimum_is_a_usage_error(
         CCExec(idle_timeout=0.01)
 
 
+@pytest.mark.parametrize("setting", ["kill_grace", "timeout", "heartbeat_interval"])
+def test_a_setting_past_the_protocols_bound_is_refused_when_set(setting: str) -> None:
+    """CCExec's durations past what an execute may carry are refused by %config: accepted,
+    they failed every later run ("kill_grace must be at most 3600 s" from the server)."""
+    with pytest.raises(TraitError, match=rf"^CCExec.{setting} must be at most \d+ s \(the protocol's bound\)"):
+        CCExec(**{setting: 3e6})
+
+
+@pytest.mark.parametrize("option", ["timeout", "heartbeat"])
+def test_a_run_option_past_the_protocols_bound_is_refused_before_it_is_sent(option: str) -> None:
+    """ccx.run(timeout=1e9) and heartbeat=1e9 say so at the call; the run failed on the server."""
+    refusal = rf"^{option} must be at most \d+ s \(the protocol's bound\), not 1000000000\.0$"
+    with pytest.raises(ValueError, match=refusal):
+        cc_executor_nb.run("hi", display=False, **{option: 1e9})
+
+
 def test_a_multi_line_command_cell_is_a_usage_error(shell: InteractiveShell) -> None:
     """%%ccexec -c runs one command: a second line is refused (its words were added to the first line's)."""
     with pytest.raises(UsageError, match="runs one command, without a shell") as info:

@@ -37,7 +37,7 @@ from ..claude.summary import RESULT_SUMMARY
 from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
 from ..errors import CommandNotAllowed, SpawnFailed
-from ..protocol import CAPTURE_MODES, MIN_INTERVAL, command_line, one_line
+from ..protocol import CAPTURE_MODES, MAX_HEARTBEAT_INTERVAL, MAX_TIMEOUT, MIN_INTERVAL, command_line, one_line
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from ..server.supervisor import GUARDED_ENV, ProcessManager
 from .claudetext import ClaudeTextView
@@ -425,9 +425,13 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
         what,
         cwd=options.cwd,
         env=_merge_env(options.env, extras.env),
-        timeout=None if _no_limit(options.timeout) else _seconds("timeout", options.timeout, True, no_limit=True),
+        timeout=None if _no_limit(options.timeout) else _seconds(
+            "timeout", options.timeout, True, maximum=MAX_TIMEOUT, no_limit=True
+        ),
         # None (neither given nor configured): the server's default.
-        heartbeat_interval=_seconds("heartbeat", options.heartbeat, True, minimum=MIN_INTERVAL),
+        heartbeat_interval=_seconds(
+            "heartbeat", options.heartbeat, True, minimum=MIN_INTERVAL, maximum=MAX_HEARTBEAT_INTERVAL
+        ),
         inactivity_threshold=_seconds("inactivity", options.inactivity, True, minimum=MIN_INTERVAL),
         kill_grace=settings.kill_grace,
         capture=_capture(options.capture),
@@ -647,7 +651,13 @@ def _no_limit(timeout: object) -> bool:
 
 
 def _seconds(
-    name: str, value: float | None, optional: bool = False, *, minimum: float = 0.0, no_limit: bool = False
+    name: str,
+    value: float | None,
+    optional: bool = False,
+    *,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+    no_limit: bool = False,
 ) -> float | None:
     """``value`` as seconds, checked; ``no_limit``: 0 (taken before) means no limit, and the error says so."""
     if value is None and optional:
@@ -659,6 +669,8 @@ def _seconds(
         raise OptionError("{0} must be " + zero + "a positive number of seconds, not {1!r}", [name], value)
     if value < minimum:
         raise OptionError("{0} must be at least {1:g} s, not {2!r}", [name], minimum, value)
+    if maximum is not None and value > maximum:
+        raise OptionError("{0} must be at most {1:.0f} s (the protocol's bound), not {2!r}", [name], maximum, value)
     return float(value)
 
 

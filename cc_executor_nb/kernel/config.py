@@ -27,7 +27,7 @@ from traitlets import Bool, Callable, Enum, Float, Int, List, TraitError, Unicod
 from traitlets.config import Configurable
 
 from ..client import check_server_url
-from ..protocol import CAPTURE_MODES, MIN_INTERVAL
+from ..protocol import CAPTURE_MODES, MAX_HEARTBEAT_INTERVAL, MAX_KILL_GRACE, MAX_TIMEOUT, MIN_INTERVAL
 from ..server.config import MIN_DISK_LIMIT, check_spool_dir
 from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
 
@@ -332,12 +332,20 @@ class CCExec(Configurable):
         return int(proposal.value)
 
 
+# What the protocol accepts in an ``execute`` (-32602 beyond): refused here, when set,
+# rather than in every run.
+_MAXIMA = {"timeout": MAX_TIMEOUT, "heartbeat_interval": MAX_HEARTBEAT_INTERVAL, "kill_grace": MAX_KILL_GRACE}
+
+
 def _check(proposal: Any, *, allow_zero: bool) -> float:
     value = float(proposal.value)
     name = proposal.trait.name
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         kind = "a non-negative" if allow_zero else "a positive"
         raise TraitError(f"CCExec.{name} must be {kind} finite number, not {value!r}")
+    maximum = _MAXIMA.get(name)
+    if maximum is not None and value > maximum:
+        raise TraitError(f"CCExec.{name} must be at most {maximum:.0f} s (the protocol's bound), not {value!r}")
     return value
 
 
