@@ -17,6 +17,7 @@ from markdown_it import MarkdownIt
 from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
+from cc_executor_nb.claude.render import render_tool_cards_html
 from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
@@ -197,6 +198,41 @@ def test_a_long_tool_error_is_cut_with_an_ellipsis() -> None:
     tool = ToolCall("t1", "Bash", {"command": "make"}, result="E" * 150 + "\nmore", status="done", is_error=True)
     line = _tool_markdown(tool)
     assert line.endswith(" → error: " + "E" * 99 + "…")
+
+
+def edit_call(old: str, new: str, **more: Any) -> ToolCall:
+    change = {"file_path": "/w/notes.txt", "old_string": old, "new_string": new, **more}
+    return ToolCall("t1", "Edit", change, result="The file has been updated.", status="done")
+
+
+def test_the_markdown_record_shows_an_edits_change_as_a_diff_under_its_call() -> None:
+    """An Edit's record gives its change (it said only the file and "1 line"): a diff block
+    under the call, with the lines added and removed; the list stays one list."""
+    item = _tool_markdown(edit_call("beta\ngamma", "BETA\ngamma"))
+    assert item.startswith("- ✓ **Edit** `/w/notes.txt` → 1 line · change +1 −1\n\n  ```diff\n")
+    tokens = MarkdownIt("commonmark").parse(item)
+    fences = [token for token in tokens if token.type == "fence"]
+    assert [(fence.info, fence.content) for fence in fences] == [("diff", "@@ -1,2 +1,2 @@\n-beta\n+BETA\n gamma\n")]
+    assert [token.type for token in tokens].count("bullet_list_open") == 1
+
+
+def test_an_edits_change_cannot_break_out_of_its_block() -> None:
+    """Backticks and HTML in the edited text stay inside the diff block (Markdown) and are
+    escaped (HTML); a change of 500 lines shows its first 60 and says how many more."""
+    hostile = edit_call("x", "```\n<img src=x onerror=alert(1)>\n# heading")
+    assert_inert(PERMISSIVE.render(_tool_markdown(hostile)))
+    html_card = render_tool_cards_html(SimpleNamespace(tool_calls=[hostile]))
+    assert "<img" not in html_card and "&lt;img src=x onerror=alert(1)&gt;" in html_card
+    long = _tool_markdown(edit_call("", "\n".join(f"line {n}" for n in range(500))))
+    assert "+line 58\n" in long and "+line 59\n" not in long and "… 441 more lines not shown" in long
+    assert "change +500 −0" in long
+
+
+def test_the_html_record_folds_an_edits_change_under_its_call() -> None:
+    """The tool card of an Edit carries its diff, folded: ``change · +1 −1``."""
+    html_card = render_tool_cards_html(SimpleNamespace(tool_calls=[edit_call("beta", "BETA")]))
+    assert '<details class="cc-tool-change"><summary' in html_card and "change · +1 −1</summary>" in html_card
+    assert re.search(r'cc-line-remove"[^>]*>-beta</div>.*cc-line-add"[^>]*>\+BETA</div>', html_card)
 
 
 def test_markdown_notes_thinking_and_retries_without_their_text() -> None:

@@ -158,6 +158,11 @@ def readable_input(tool: str, tool_input: Mapping[str, Any]) -> Readable:
     return Readable(_clip(summary), tuple(lines[:MAX_LINES]), max(0, len(lines) - MAX_LINES))
 
 
+def input_lines(tool: str, tool_input: Mapping[str, Any]) -> list[Line]:
+    """Every line of :func:`readable_input` (each still clipped), none left out."""
+    return _READERS.get(tool, _other)(tool_input)[1]
+
+
 def _bash(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
     parts = [command_text(part) for part in _lines(_text(tool_input, "command"))]
     return parts[0] if parts else "", [Line("command", part) for part in parts or [""]]

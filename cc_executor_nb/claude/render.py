@@ -34,7 +34,7 @@ from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
 from .control import DEFAULT_DENY_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
-from .permissions import ConversationView, Line, PermissionRequest, readable_input
+from .permissions import ConversationView, Line, PermissionRequest, input_lines, readable_input
 from .permissions import printable as visible_controls
 from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary, text_and_result
 
@@ -236,7 +236,39 @@ def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None) -> str
         f'<code class="cc-tool-input">{escape(tool_input_summary(tool.input))}</code>'
         f"{_decision_html(decision)}"
     )
-    return f'<div class="cc-tool cc-tool-{state}" style="{_CARD}">{head}{_tool_result(tool)}</div>'
+    body = _tool_change_html(tool) + _tool_result(tool)
+    return f'<div class="cc-tool cc-tool-{state}" style="{_CARD}">{head}{body}</div>'
+
+
+MAX_CHANGE_LINES = 60
+"""Lines of an edit's change shown under its tool call (the approval card shows 200)."""
+_CHANGE_TOOLS = frozenset({"Edit", "MultiEdit", "Write", "NotebookEdit"})
+
+
+def tool_change(tool: ToolCall) -> tuple[list[Line], int, str] | None:
+    """The change an editing tool call makes, for the record: its first diff lines, how
+    many more are not shown, and ``+N −M`` (lines added and removed); None for other tools."""
+    if tool.name not in _CHANGE_TOOLS or not isinstance(tool.input, dict):
+        return None
+    lines = [line for line in input_lines(tool.name, tool.input) if line.kind != "path"]
+    if not lines:
+        return None
+    counts = f"+{sum(line.kind == 'add' for line in lines)} −{sum(line.kind == 'remove' for line in lines)}"
+    return lines[:MAX_CHANGE_LINES], max(0, len(lines) - MAX_CHANGE_LINES), counts
+
+
+def _tool_change_html(tool: ToolCall) -> str:
+    change = tool_change(tool)
+    if change is None:
+        return ""
+    lines, more, counts = change
+    shown = "".join(_card_line(line) for line in lines)
+    if more:
+        shown += _card_line(Line("note", f"… {more:,} more lines not shown"))
+    return (
+        f'<details class="cc-tool-change"><summary style="{_MUTED}">change · {escape(counts)}</summary>'
+        f'<pre style="{_PRE}">{shown}</pre></details>'
+    )
 
 
 _DECIDED_BY = {

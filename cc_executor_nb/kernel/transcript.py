@@ -40,6 +40,7 @@ from ..claude.render import (
     render_thinking_html,
     render_tool_cards_html,
     retry_text,
+    tool_change,
     tool_input_summary,
 )
 from ..claude.streamjson import ToolCall, TurnView
@@ -465,6 +466,17 @@ def without_blank_lines(fragment: str) -> str:
 
 
 def _tool_markdown(tool: ToolCall) -> str:
+    """One list item: the call and its outcome, then an edit's change as a diff under it."""
+    change = tool_change(tool)
+    if change is None:
+        return _tool_item(tool)
+    lines, more, counts = change
+    text = "\n".join(line.text for line in lines) + (f"\n… {more:,} more lines not shown" if more else "")
+    block = "\n".join("  " + line for line in fenced(text, "diff").split("\n"))
+    return f"{_tool_item(tool)} · change {counts}\n\n{block}\n"
+
+
+def _tool_item(tool: ToolCall) -> str:
     mark = "…" if tool.status != "done" else "✗" if tool.is_error else "✓"
     name = markdown_escape(printable(tool.name or "tool"))
     summary = printable(tool_input_summary(tool.input))
