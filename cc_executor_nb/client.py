@@ -327,6 +327,11 @@ class Client:
         """The server's durable jobs, newest first."""
         return list((await self.call(methods.JOBS_LIST))["jobs"])
 
+    async def removed_jobs(self) -> list[dict[str, Any]]:
+        """The jobs the server deleted lately (``job_id``, ``ended_at``, ``removed_at``,
+        ``reason``), newest first: what it remembers of them since it started."""
+        return list((await self.call(methods.JOBS_LIST, {"removed": True})).get("removed", []))
+
     async def control(self, kind: str) -> dict[str, Any]:
         """PAUSE, RESUME or CANCEL the running process."""
         return dict(await self.call(methods.CONTROL, {"type": kind}))

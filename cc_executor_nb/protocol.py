@@ -772,9 +772,13 @@ def _summary_spec(value: Any) -> SummarySpec | None:
     return SummarySpec(dict(match), tuple(fields))
 
 
-def validate_jobs_list(params: Any) -> None:
-    """Validate ``jobs.list`` params (none are needed; an array is refused)."""
-    _params_object(params)
+def validate_jobs_list(params: Any) -> bool:
+    """Validate ``jobs.list`` params; return whether the removed jobs are asked for too
+    (``removed: true``; other members are ignored, an array is refused)."""
+    removed = _params_object(params).get("removed", False)
+    if not isinstance(removed, bool):
+        raise InvalidParams("removed must be a boolean", "removed")
+    return removed
 
 
 def validate_job_attach(params: Any) -> JobAttachParams:

@@ -385,6 +385,37 @@ async def test_finished_jobs_go_after_the_retention_and_oldest_first_past_the_si
         store.close()
 
 
+async def test_attaching_to_a_job_removed_by_retention_says_so(jobs_server) -> None:
+    """A job pruned by retention is -32007 "removed by retention (finished N ago ...)", not "no job";
+    jobs.list with removed: true lists it (it said "no job 'ID' on this server" like a typo)."""
+    client, job_id = await started_job(jobs_server, fake("echo", "bye"))
+    await collect(client)
+    await client.close()
+    store = jobs_server.jobs.store
+    await eventually_async(lambda: store.get(job_id) is not None and not store.get(job_id).followers)
+    store.retention = 0
+    assert store.prune(time.time() + 1) == [job_id]
+    async with await connect(jobs_server.url, TOKEN) as other:
+        with pytest.raises(errors.UnknownJob, match=rf"job '{job_id}' was removed by retention "
+                           r"\(finished \d+ s ago; CCExec.job_retention\)"):
+            await other.attach(job_id)
+    async with await connect(jobs_server.url, TOKEN) as other:
+        removed = await other.removed_jobs()
+        assert [(gone["job_id"], gone["reason"]) for gone in removed] == [(job_id, "retention")]
+        with pytest.raises(errors.UnknownJob, match="no job 'neverthere' on this server"):
+            await other.attach("neverthere")
+
+
+async def test_the_removed_job_ids_kept_are_bounded(tmp_path) -> None:
+    """The store remembers the last TOMBSTONES removed ids only, and says "storage limit" when that removed one."""
+    store = JobStore(tmp_path / "jobs", retention=3600, storage_limit=0)
+    for number in range(jobs_module.TOMBSTONES + 5):
+        store._bury(jobs_module.Tombstone(f"job{number:05d}", 1.0, 2.0, "storage limit"))
+    assert len(store.removed) == jobs_module.TOMBSTONES
+    assert "job00004" not in store.removed and "job00005" in store.removed
+    assert "(finished 2 h 00 min ago; CCExec.job_storage_limit)" in str(store.unknown("job00005", 7201.0))
+
+
 async def test_a_running_job_is_never_pruned(jobs_server) -> None:
     """Even at a zero storage limit a running job and its log stay."""
     client, job_id = await started_job(jobs_server, fake("ticker", "3", "0.2"))
@@ -439,6 +470,7 @@ async def test_the_client_reattaches_after_a_dropped_connection(tmp_path) -> Non
 
 MALFORMED = [
     ("jobs.list", [1], -32602, "params"),
+    ("jobs.list", {"removed": "yes"}, -32602, "removed"),
     ("jobs.attach", None, -32602, "job_id"),
     ("jobs.attach", {"job_id": 7}, -32602, "job_id"),
     ("jobs.attach", {"job_id": "../../etc/passwd"}, -32602, "job_id"),

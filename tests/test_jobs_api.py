@@ -92,6 +92,22 @@ def test_a_durable_runs_text_and_record_name_its_job(shell, capsys) -> None:
     assert f'<span class="ccx-job">job {run.job_id}</span>' in header_html(run.state, time.monotonic())
 
 
+def test_attaching_to_a_job_removed_by_retention_says_so(shell) -> None:
+    """--attach of a job the job server removed by retention names that, by id or prefix (it said
+    "no job 'ID' on the job server", as for a typo)."""
+    shell.run_line_magic("config", "CCExec.job_retention = 0")
+    run = line(shell, "--durable -c 'echo short-lived' --wait --quiet")
+    assert isinstance(run, Run) and run.status == "completed"
+    # Pruned once no connection follows it (listing prunes): the run's own goes when it ends.
+    eventually(lambda: all(job.job_id != run.job_id for job in cc_executor_nb.jobs.list()), what="the pruning")
+    said = rf"^job '{run.job_id}' was removed by retention \(finished \d+ s ago; CCExec.job_retention\)$"
+    for wanted in (run.job_id, run.job_id[:6]):
+        with pytest.raises(UsageError, match=said):
+            line(shell, f"--attach {wanted} --quiet")
+    with pytest.raises(UsageError, match="no job 'nosuchjob1'"):
+        line(shell, "--attach nosuchjob1 --quiet")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("--jobs echo hi", "--jobs takes no prompt"),
     ("--attach last --durable", "--durable starts one"),

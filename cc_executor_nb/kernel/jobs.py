@@ -30,6 +30,7 @@ from typing import Any
 from ..claude.summary import cost_of, session_of
 from ..client import Client, connect, shown_url
 from ..errors import CCExecError, ConnectionLost, HandshakeRefused
+from ..server.jobs import removed_message
 from . import api
 from .config import CCExec
 from .html import stale_html
@@ -166,7 +167,10 @@ def attach(
     settings = settings or api.current_settings()
     target = _target(settings, server, token, token_env)
     listing = shared_loop().call(_fetch(target), _CALL_TIMEOUT)
-    job = pick_job(listing, job_id, notebook_key(), _where(server or settings.default_server))
+    try:
+        job = pick_job(listing, job_id, notebook_key(), _where(server or settings.default_server))
+    except ValueError as exc:
+        raise _removed_error(target, listing, job_id) or exc from None
     run = api.follow_job(job.wire, target, settings=settings, quiet=quiet, display=display)
     return run.wait() if wait else run
 
@@ -332,6 +336,25 @@ def _target(settings: CCExec, server: str | None, token: str | None, token_env: 
 async def _fetch(target: Target) -> list[JobInfo]:
     async with await _connect(target) as client:
         return [JobInfo.from_wire(job) for job in await client.jobs()]
+
+
+def _removed_error(target: Target, listing: Sequence[JobInfo], wanted: str) -> ValueError | None:
+    """Why ``wanted`` (an id or a prefix) names no job when the server removed it lately: the
+    job went by retention or the storage limit. None when it names a listed job, or no
+    removed one either."""
+    if wanted == "last" or len(wanted) < MIN_PREFIX or any(job.job_id.startswith(wanted) for job in listing):
+        return None
+    removed = shared_loop().call(_fetch_removed(target), _CALL_TIMEOUT)
+    found = [gone for gone in removed if str(gone.get("job_id", "")).startswith(wanted)]
+    if len(found) != 1:
+        return None
+    gone = found[0]
+    return ValueError(removed_message(str(gone["job_id"]), float(gone["ended_at"]), str(gone["reason"]), time.time()))
+
+
+async def _fetch_removed(target: Target) -> list[dict[str, Any]]:
+    async with await _connect(target) as client:
+        return await client.removed_jobs()
 
 
 async def _connect(target: Target) -> Client:

@@ -56,14 +56,17 @@ from .session import Session
 __all__ = [
     "ACTIVE_STATUSES",
     "JOB_METHODS",
+    "TOMBSTONES",
     "Job",
     "JobDesk",
     "JobRecord",
     "JobStore",
     "JobsDirBusy",
     "RunOwner",
+    "Tombstone",
     "Window",
     "new_job_id",
+    "removed_message",
 ]
 
 logger = logging.getLogger("cc_executor_nb.server.jobs")
@@ -74,6 +77,8 @@ LOST_ERROR = "the job server stopped while this job ran (its processes were kill
 #: The refusal of a durable job, or of jobs.*, by a server that keeps none.
 NO_JOBS = "this server keeps no durable jobs (start it with --jobs, or --jobs-dir DIR)"
 _READ_BUDGET = 1 << 20
+#: How many removed job ids a server remembers (in memory: a new server knows none).
+TOMBSTONES = 1000
 _RECORD_FORMAT = 1
 
 
@@ -161,6 +166,40 @@ class JobRecord:
         if not isinstance(record.job_id, str) or not isinstance(record.argv, list):
             raise TypeError("not a job record")
         return record
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A job the store deleted: enough to say why an id is no longer there."""
+
+    job_id: str
+    ended_at: float
+    """When the job ended (seconds since the epoch)."""
+    removed_at: float
+    reason: str
+    """"retention" or "storage limit"."""
+
+
+#: The setting behind each reason for removing a job, in messages.
+_REMOVAL_SETTINGS = {"retention": "CCExec.job_retention", "storage limit": "CCExec.job_storage_limit"}
+
+
+def removed_message(job_id: str, ended_at: float, reason: str, now: float) -> str:
+    """``job 'ID' was removed by retention (finished 3 h 05 min ago; CCExec.job_retention)``."""
+    setting = _REMOVAL_SETTINGS.get(reason, "CCExec.job_retention")
+    return f"job {job_id!r} was removed by {reason} (finished {_age(now - ended_at)} ago; {setting})"
+
+
+def _age(seconds: float) -> str:
+    """A whole age for people: "45 s", "12 min", "3 h 05 min", "2 d 04 h"."""
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60} min"
+    if total < 86400:
+        return f"{total // 3600} h {total % 3600 // 60:02d} min"
+    return f"{total // 86400} d {total % 86400 // 3600:02d} h"
 
 
 class Job:
@@ -397,6 +436,8 @@ class JobStore:
         self.retention = retention
         self.storage_limit = storage_limit
         self.jobs: dict[str, Job] = {}
+        self.removed: dict[str, Tombstone] = {}
+        """The last TOMBSTONES jobs deleted by :meth:`prune`, oldest first (in memory only)."""
         self._lock_fd: int | None = None
 
     # -- Lifecycle -------------------------------------------------------------------
@@ -498,13 +539,28 @@ class JobStore:
         for job in idle:
             ended = job.record.ended_at or job.record.started_at
             if ended < now - self.retention or total > self.storage_limit:
+                reason = "retention" if ended < now - self.retention else "storage limit"
                 total -= job.log.size
                 self.jobs.pop(job.id, None)
                 job.delete()
+                self._bury(Tombstone(job.id, ended, now, reason))
                 deleted.append(job.id)
         if deleted:
             logger.info("x [JOBS] deleted %d finished jobs (retention or storage limit)", len(deleted))
         return deleted
+
+    def _bury(self, tombstone: Tombstone) -> None:
+        """Remember a deleted job, forgetting the oldest beyond TOMBSTONES."""
+        self.removed[tombstone.job_id] = tombstone
+        while len(self.removed) > TOMBSTONES:
+            del self.removed[next(iter(self.removed))]
+
+    def unknown(self, job_id: str, now: float) -> UnknownJob:
+        """The error for an id the store does not hold: removed (and why), or never known."""
+        gone = self.removed.get(job_id)
+        if gone is None:
+            return UnknownJob(f"no job {job_id!r} on this server (finished jobs are kept a while only)")
+        return UnknownJob(removed_message(job_id, gone.ended_at, gone.reason, now))
 
 
 class JobDesk:
@@ -554,9 +610,12 @@ class JobDesk:
             return await self._execute(link, params, deferred)
         store = self._store()
         if method == methods.JOBS_LIST:
-            protocol.validate_jobs_list(params)
+            removed = protocol.validate_jobs_list(params)
             store.prune(time.time())
-            return {"jobs": [job.info() for job in store.listing()]}
+            listing: dict[str, Any] = {"jobs": [job.info() for job in store.listing()]}
+            if removed:
+                listing["removed"] = [asdict(gone) for gone in reversed(store.removed.values())]
+            return listing
         return self._attach(link, store, params, deferred)
 
     def status_fields(self, link: Window) -> dict[str, Any]:
@@ -637,7 +696,7 @@ class JobDesk:
         spec = protocol.validate_job_attach(params)
         job = store.get(spec.job_id)
         if job is None:
-            raise UnknownJob(f"no job {spec.job_id!r} on this server (finished jobs are kept a while only)")
+            raise store.unknown(spec.job_id, time.time())
         if spec.last_seq > job.last_seq:
             raise InvalidParams("last_seq is ahead of the job", "last_seq")
         _check_fresh(link)
