@@ -74,6 +74,7 @@ def test_detach_starts_a_job_server_that_the_stop_command_stops(runtime_dir) -> 
     assert server.ppid() != os.getpid() and os.getsid(info.pid) == info.pid  # detached, own session
     stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
     assert stop.returncode == 0 and f"pid {info.pid}" in stop.stdout
+    assert stop.stdout == f"stopped the job server at {info.url} (pid {info.pid}); no jobs were running\n"
     assert gone(info.pid) and not (runtime_dir / RUNTIME_FILE_NAME).exists()
     again = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
     assert again.returncode == 1 and "no job server runs" in again.stdout
@@ -98,6 +99,17 @@ def test_stopping_the_job_server_cancels_its_jobs_and_leaves_no_process(runtime_
     assert not group_alive(pgid) and gone(info.pid)
     record = json.loads((runtime_dir / "cc_executor_nb-jobs" / f"{job_id}.json").read_text())
     assert record["status"] == "cancelled"
+
+
+def test_the_stop_command_says_how_many_jobs_it_cancelled(runtime_dir) -> None:
+    """stop names the server and the running jobs it cancelled (it said only "stopped the job server (pid N)")."""
+    assert detach("--kill-grace", "0.5").returncode == 0
+    info = info_of(runtime_dir)
+    started = [asyncio.run(start_job(info, fake("ticker", "600", "0.1"))) for _ in range(2)]
+    stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout == f"stopped the job server at {info.url} (pid {info.pid}); cancelled 2 running jobs\n"
+    assert all(not group_alive(pgid) for _, pgid in started) and gone(info.pid)
 
 
 def test_the_job_server_exits_when_idle_and_not_before(runtime_dir) -> None:

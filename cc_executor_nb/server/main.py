@@ -41,6 +41,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..declare import OneLineParser
+from ..errors import CCExecError
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, DEFAULT_KILL_GRACE
 from .config import (
     DEFAULT_HISTORY,
@@ -50,7 +51,7 @@ from .config import (
     build_server,
 )
 from .handler import EnhancedWebSocketHandler
-from .jobs import JobsDirBusy
+from .jobs import ACTIVE_STATUSES, JobsDirBusy
 from .replay import MEMORY_TAIL
 from .runtime import (
     RuntimeInfo,
@@ -561,13 +562,40 @@ def stop_main(argv: Sequence[str]) -> int:
     parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for it (default 60)")
     args = parser.parse_args(argv)
     path = args.runtime_file or str(default_runtime_file())
+    info = read_runtime_file(path)
+    active = _active_jobs(info) if info is not None else None
     try:
         pid = stop_job_server(path, args.timeout)
     except TimeoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if pid is None:
+    if pid is None or info is None:
         print(f"no job server runs ({path})")
         return 1
-    print(f"stopped the job server (pid {pid})")
+    print(f"stopped the job server at {info.url} (pid {pid}); {_cancelled(active)}")
     return 0
+
+
+def _active_jobs(info: RuntimeInfo) -> int | None:
+    """How many jobs the server runs (or holds paused) now: those stopping it cancels.
+    None when it does not answer within a few seconds."""
+    from ..client import connect  # the server itself never needs the client
+
+    async def count() -> int:
+        async with await connect(info.url, info.token, auto_reconnect=False) as client:
+            return sum(1 for job in await client.jobs() if job.get("status") in ACTIVE_STATUSES)
+
+    try:
+        return asyncio.run(asyncio.wait_for(count(), 5.0))
+    except (OSError, TimeoutError, CCExecError) as exc:
+        logger.debug("could not list the job server's jobs: %r", exc)
+        return None
+
+
+def _cancelled(active: int | None) -> str:
+    """What stopping cancelled, for the stop command's line."""
+    if active is None:
+        return "it cancelled its running jobs (it did not say how many)"
+    if active == 0:
+        return "no jobs were running"
+    return f"cancelled {active} running job{'s' if active != 1 else ''}"
