@@ -282,6 +282,18 @@ def test_pause_queue_lets_running_runs_finish_and_starts_nothing(settings: CCExe
     assert [run.status for run in batch.runs] == ["completed"] * 3
 
 
+def test_a_paused_batch_has_no_eta(settings: CCExec) -> None:
+    """summary().eta_seconds is None while the queue is paused, a number again once resumed
+    (it counted down as if the queued runs would start)."""
+    batch = cc_executor_nb.map([py("print('x')"), py("import time; time.sleep(60)"), py("print('y')")],
+                               command=True, concurrency=1, display=False, settings=settings)
+    eventually(lambda: batch.runs[0].done and batch.summary().running == 1, timeout=20, what="the second run")
+    assert isinstance(batch.summary().eta_seconds, int)
+    assert batch.pause().summary().eta_seconds is None and batch.summary().state == "paused"
+    assert isinstance(batch.resume().summary().eta_seconds, int)
+    batch.cancel().wait(scaled(30))
+
+
 def test_controls_have_acted_when_they_return(settings: CCExec) -> None:
     """pause(), resume() and cancel() return once the queue has acted: the status read just after says so
     (it read "running" after pause() and after cancel(), the call only queued for the loop)."""

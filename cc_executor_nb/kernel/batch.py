@@ -68,6 +68,8 @@ logger = logging.getLogger("cc_executor_nb.kernel.batch")
 ON_BUDGET = ("finish", "cancel")
 _BATCH_KEYWORDS = frozenset({"wait", "display", "quiet", "label"})
 _ACTIVE = frozenset({"running", "thinking", "paused", "starting", "reconnecting"})
+#: The queue states with an ETA: a paused, cancelled, spent or finished queue starts nothing.
+_MOVING = frozenset({"running", "held"})
 _PLACEHOLDER = re.compile(r"\{item\}|\{index\}")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
 """The shells whose ``-c`` script gets the item shell-quoted (see :func:`fill`)."""
@@ -769,7 +771,8 @@ class Batch:
             cancelled=sum(1 for row in done if row.status == "cancelled"),
             cost_usd=self.cost_usd if any(run.cost_usd is not None for run in self.runs) else None,
             cost_note=self.cost_note,
-            eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency),
+            eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency)
+            if state in _MOVING else None,
             state=state,
             message=message,
             budget_usd=self.max_budget_usd,

@@ -65,6 +65,8 @@ class Summary:
     cost_note: str | None = None
     """Why the total is an estimate (``custom endpoint``, ``subscription``), if it is one."""
     eta_seconds: float | None = None
+    """Seconds until the batch is done, from the mean duration of its completed runs; None
+    before one completed, and while the queue does not move (paused, cancelled, over budget, done)."""
     state: str = "running"
     """running, paused, held (a usage limit), budget (spent), cancelled or done."""
     message: str = ""
