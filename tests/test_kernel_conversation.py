@@ -7,6 +7,7 @@ end (``allow_stdin`` as JupyterLab sets it, or off as nbconvert does).
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -392,3 +393,31 @@ def test_waiting_twice_in_a_cell_asks_in_one_box(kernel: KernelHarness) -> None:
     kernel.answer_box(requests[0], "n")
     person(kernel, "r.wait()")
     assert kernel.value("[(q.status, q.decided_by) for q in r.permission_requests]") == [("denied", "stdin")]
+
+
+def test_demo_resume_finds_the_session_of_a_kernel_before_a_restart(tmp_path: Path) -> None:
+    """%ccexec --demo --resume ID in a new kernel resumes a session an earlier kernel made (it read
+    "No conversation found with session ID": each kernel had a temporary demo config of its own,
+    removed at its exit); the config is the terminal client's lasting 0700 one, never ~/.claude."""
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    env = {"XDG_CACHE_HOME": str(cache), "HOME": str(home)}
+    setup = f"%load_ext cc_executor_nb\n%config CCExec.claude_command = {str(CLAUDE)!r}\n" \
+            "%config CCExec.history_path = 'none'"
+    answers = []
+    for turn in ("first", "second"):
+        harness = KernelHarness.start(tmp_path, env=env)
+        try:
+            harness.ok(setup)
+            resume = f"--resume {answers[0][1]} " if answers else ""
+            harness.ok(f'%ccexec --demo --no-interactive --wait --quiet {resume}-o r "echo: the {turn} turn"',
+                       timeout=scaled(90))
+            answers.append(harness.value("(r.status, r.session_id, r.text, r.error)"))
+        finally:
+            harness.shutdown()
+    session = answers[0][1]
+    assert answers == [("completed", session, "the first turn", None), ("completed", session, "the second turn", None)]
+    config = cache / "cc_executor_nb" / "demo-claude-config"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o700
+    [transcript] = config.glob(f"projects/*/{session}.jsonl")
+    assert "the first turn" in transcript.read_text() and "the second turn" in transcript.read_text()
+    assert not (home / ".claude").exists() and not (home / ".claude.json").exists()

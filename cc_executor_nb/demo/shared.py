@@ -4,7 +4,9 @@ One :class:`~cc_executor_nb.demo.server.DemoBackend` and one private config dire
 per process, thread-safe. :func:`stop_demo` stops it (the extension's unload hook; it
 is also registered with :mod:`atexit` when the backend first starts). The config
 directory is a temporary one, removed on stop, unless :func:`keep_demo_config` named a
-lasting one (the terminal client's, so that one invocation resumes another's session).
+lasting one until then: the terminal client and the kernel's runs name the user's
+(:func:`default_demo_config_dir`), so one invocation, or a kernel after a restart, resumes
+another's session.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class _SharedDemo:
         with self._lock:
             backend, root = self._backend, self._root
             self._backend, self._root, self._base_env = None, None, {}
+            # Back to the first state: whoever starts the next backend says where its config lives.
+            self._kept_config = None
         if backend is not None:
             backend.stop()
         if root is not None:
@@ -106,8 +110,10 @@ def default_demo_config_dir() -> Path:
 def keep_demo_config(directory: Path | None = None) -> None:
     """Keep the demo CLI's config (its sessions) in ``directory``, kept after stop.
 
-    Default: :func:`default_demo_config_dir`. It takes effect when the backend next starts;
-    the directory is created 0700 then. The user's own ``~/.claude`` is still never used.
+    Default: :func:`default_demo_config_dir`. It takes effect when the backend next starts
+    (a running one keeps its config) and lasts until :func:`stop_demo`; the directory is
+    created 0700 then, and refused unless it is this user's. The user's own ``~/.claude``
+    is still never used.
     """
     _SHARED.keep_config(directory or default_demo_config_dir())
 

@@ -490,6 +490,8 @@ def _claude(
     # wrappers with its own python3.
     python = "python3" if options.remote else None
     own_demo = durable and local
+    if options.demo and not own_demo:
+        _keep_demo_sessions()
     argv, env = claude_command(prompt, options, resume=resume_settings(settings), own_demo=own_demo, python=python)
     # auto_resume wraps the one-shot CLI in its supervisor (claude/autoresume.py): one-shot.
     interactive = options.interactive and not options.auto_resume
@@ -511,6 +513,14 @@ def _claude(
         extras.conversation.fallback = one_shot
     host = claude_host_command(options, own_demo=own_demo, python=python)
     return RunSpec(argv=host, progress_target=None, stdin="pipe"), extras
+
+
+def _keep_demo_sessions() -> None:
+    """The demo CLI keeps its sessions in the user's lasting demo config (the terminal
+    client's), not one per kernel: ``--resume ID`` after a kernel restart finds them."""
+    from ..demo.shared import keep_demo_config
+
+    keep_demo_config()
 
 
 def _check_one_argument(prompt: str) -> None:
