@@ -450,6 +450,22 @@ def test_the_pause_button_says_resume_while_the_queue_is_paused(settings: CCExec
 
 
 @pytest.mark.claude
+def test_a_failed_claude_run_has_no_result(settings: CCExec) -> None:
+    """results() and the frame's result are None for a run that failed (an API error); its error
+    stays on the run (results() gave "API Error: 529 Overloaded ..." where an answer would be)."""
+    batch = cc_executor_nb.map(["error 529", "what is 2+2"], demo=True, display=False, settings=settings)
+    batch.wait(scaled(60))
+    assert [run.status for run in batch.runs] == ["failed", "completed"]
+    assert batch.results() == [None, "4"]
+    assert (batch.runs[0].error or "").startswith("API Error: 529") and batch.summary().failed == 1
+    pandas = pytest.importorskip("pandas")
+    frame = batch.to_dataframe()
+    assert frame["result"].isna().tolist() == [True, False] and frame["result"][1] == "4"
+    assert frame["error"][0] == batch.runs[0].error
+    assert isinstance(frame, pandas.DataFrame)
+
+
+@pytest.mark.claude
 def test_twenty_demo_prompts_with_concurrency_4(settings: CCExec) -> None:
     """20 demo prompts, concurrency 4: all complete, at most 4 alive at once, results in order, total = sum."""
     prompts = [f"what is {n}+{n}" for n in range(20)]

@@ -68,6 +68,8 @@ logger = logging.getLogger("cc_executor_nb.kernel.batch")
 ON_BUDGET = ("finish", "cancel")
 _BATCH_KEYWORDS = frozenset({"wait", "display", "quiet", "label"})
 _ACTIVE = frozenset({"running", "thinking", "paused", "starting", "reconnecting"})
+#: The statuses of a run that failed (the bar's "failed" count).
+_FAILED = frozenset({"failed", "error", "timeout"})
 #: The queue states with an ETA: a paused, cancelled, spent or finished queue starts nothing.
 _MOVING = frozenset({"running", "held"})
 _PLACEHOLDER = re.compile(r"\{item\}|\{index\}")
@@ -340,7 +342,8 @@ class Batch:
         return self._state(time.time())
 
     def results(self) -> list[str | None]:
-        """Each item's result in input order: Claude's text, or a command's stdout; None if it never ran."""
+        """Each item's result in input order: Claude's answer (None if the run failed: its
+        ``error`` says why), or a command's stdout; None if it never ran."""
         return [None if item.stage == "skipped" else _result_of(item.run) for item in self.items]
 
     def to_dataframe(self) -> Any:
@@ -765,7 +768,7 @@ class Batch:
             done=len(done),
             running=len(running),
             queued=queued,
-            failed=sum(1 for row in done if row.status in ("failed", "error", "timeout")),
+            failed=sum(1 for row in done if row.status in _FAILED),
             skipped=sum(1 for row in done if row.status == "skipped"),
             completed=sum(1 for row in done if row.status == "completed"),
             cancelled=sum(1 for row in done if row.status == "cancelled"),
@@ -872,9 +875,13 @@ def _wait_event(event: threading.Event, timeout: float | None) -> bool:
 
 
 def _result_of(run: Run) -> str | None:
+    """Claude's answer (None when the run failed: its text is then the error, which stays in
+    ``run.error``), or a command's stdout; None for a run that never started."""
     if run.state.started_at is None:
         return None  # never started (queued, skipped, or its placement failed)
-    return str(run.text or "") if run.interpreter is not None else run.stdout
+    if run.interpreter is None:
+        return run.stdout
+    return None if run.status in _FAILED else str(run.text or "")
 
 
 def _last_line(run: Run, now: float) -> str:
