@@ -398,3 +398,20 @@ def test_a_job_nobody_follows_ended_after_an_interrupted_turn_is_listed_complete
     assert (again.status, again.exit_code) == ("completed", 1)
     assert _listed(job_id) == ("completed", 1, None)
 
+
+
+def test_a_durable_demo_session_is_resumed_by_a_later_demo_run(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--demo --resume ID of a durable demo job's session finds it: the job's runner kept the
+    sessions in a temporary config, removed when the job ended ("No conversation found")."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = start("echo: kept by the job", tmp_path)
+    assert first.wait(scaled(60)).answer == "kept by the job"
+    session = first.session_id
+    first.end()
+    eventually(lambda: first.done, timeout=60, what="the job's end")
+    later = ccx.run("echo: found again", executable=str(CLAUDE), demo=True, display=False, cwd=str(tmp_path),
+                    resume=session, settings=settings())
+    later.wait(scaled(60))
+    assert (later.status, later.session_id, later.answer) == ("completed", session, "found again"), later.error

@@ -28,6 +28,7 @@ from types import FrameType
 from ..declare import OneLineParser
 from .env import demo_environment
 from .server import DemoBackend
+from .shared import default_demo_config_dir, private_directory
 
 __all__ = ["main", "runner_argv"]
 
@@ -63,12 +64,23 @@ def _run(command: list[str], max_retries: int) -> int:
     root = tempfile.mkdtemp(prefix="cc-executor-demo-")
     try:
         with DemoBackend() as backend:
-            env = {**os.environ, **demo_environment(backend.url, f"{root}/config", max_retries=max_retries)}
+            config = _config_directory(root)
+            env = {**os.environ, **demo_environment(backend.url, config, max_retries=max_retries)}
             child = subprocess.Popen(command, env=env)
             _forward_signals(child)
             return child.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _config_directory(root: str) -> str:
+    """The user's lasting demo config (a later ``--demo --resume ID`` finds the session, as
+    for kernels and the terminal client); a temporary one under ``root`` if it is refused."""
+    try:
+        return str(private_directory(default_demo_config_dir()))
+    except (OSError, ValueError) as exc:
+        print(f"[demo] {exc}: this run's sessions are not kept", file=sys.stderr)
+        return f"{root}/config"
 
 
 def _forward_signals(child: subprocess.Popen[bytes]) -> None:

@@ -22,7 +22,14 @@ from pathlib import Path
 from .env import demo_environment
 from .server import DemoBackend
 
-__all__ = ["default_demo_config_dir", "demo_backend", "demo_environment_for", "keep_demo_config", "stop_demo"]
+__all__ = [
+    "default_demo_config_dir",
+    "demo_backend",
+    "demo_environment_for",
+    "keep_demo_config",
+    "private_directory",
+    "stop_demo",
+]
 
 
 class _SharedDemo:
@@ -71,7 +78,7 @@ class _SharedDemo:
     def _config_directory(self) -> tuple[str, str | None]:
         """The config directory, and the temporary root to remove on stop (None for a kept one)."""
         if self._kept_config is not None:
-            return str(_private_directory(self._kept_config)), None
+            return str(private_directory(self._kept_config)), None
         root = tempfile.mkdtemp(prefix="cc-executor-demo-")
         return f"{root}/config", root
 
@@ -87,7 +94,7 @@ class _SharedDemo:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _private_directory(directory: Path) -> Path:
+def private_directory(directory: Path) -> Path:
     """``directory``, created 0700 (and made 0700 if it was looser); refused unless it is ours."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.lstat()
