@@ -142,7 +142,23 @@ class _Launch:
     """Text for the child's stdin, which is then closed (a prompt too long for argv)."""
 
 
-async def _run(args: argparse.Namespace) -> int:
+@dataclasses.dataclass
+class _Progress:
+    """How far ``_run`` got, for what Ctrl-C says."""
+
+    started: bool = False
+    """Whether the run was asked for (a Ctrl-C after that stops it on the server)."""
+
+
+def _interrupted(progress: _Progress) -> str:
+    """The line Ctrl-C leaves: the run it stopped, if any (the connection's clean close, or the
+    private server's shutdown, ended it before this is printed)."""
+    if progress.started:
+        return "[cancelled] by Ctrl-C; the run was stopped on the server"
+    return "[cancelled] by Ctrl-C before the run started"
+
+
+async def _run(args: argparse.Namespace, progress: _Progress) -> int:
     """Run ``args.command`` (a command) or ``args.claude`` (a prompt), rendered to the terminal."""
     if args.action == "claude":
         launch = _claude_run(args)
@@ -150,6 +166,7 @@ async def _run(args: argparse.Namespace) -> int:
         launch = _Launch(args.command, None, TextView(heartbeats=not args.quiet, notices=not args.quiet))
     interpreter, feed = launch.interpreter, launch.stdin_text
     async with _session(args) as client:
+        progress.started = True
         events = client.run_events(
             argv=launch.argv,
             cwd=args.cwd,
@@ -345,8 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.command:
             print("error: give a command after --", file=sys.stderr)
             return 2
+    progress = _Progress()
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, progress))
     except (ValueError, FileNotFoundError) as exc:
         text = exc.spelled(_flag) if isinstance(exc, OptionError) else str(exc)
         print(f"error: {text.splitlines()[0]}", file=sys.stderr)
@@ -355,5 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(_interrupted(progress), file=sys.stderr)
         return 130
 

@@ -9,10 +9,12 @@ import argparse
 import io
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -22,6 +24,7 @@ from cc_executor_nb import cli
 from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
+from .servers import start_server
 from .util import scaled
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
@@ -434,3 +437,39 @@ def test_ctrl_c_during_await_arun_stops_asking_on_the_terminal(tmp_path: Path) -
         # exit (the interrupted await's task stays pending in its loop), reported separately.
     finally:
         child.close(force=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("remote", [False, True], ids=["private-server", "remote-server"])
+def test_ctrl_c_of_the_cli_says_the_run_was_cancelled_and_stops_it(tmp_path: Path, remote: bool) -> None:
+    """SIGINT to ``python -m cc_executor_nb run`` while its command runs: exit 130 with one line on
+    stderr saying the run was cancelled (it exited 130 saying nothing), and the command is gone."""
+    server = start_server("--token", "t0k") if remote else None
+    given = ["--server", server.url] if server is not None else []
+    env = {**environment(tmp_path), "CC_EXECUTOR_TOKEN": "t0k"}
+    script = f"echo $$ > {tmp_path / 'pid'}; echo ready; exec sleep 60"
+    argv = [sys.executable, "-m", "cc_executor_nb", "run", "--quiet", *given, "--", "sh", "-c", script]
+    client = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline() == "ready\n"
+        child = int((tmp_path / "pid").read_text())
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=scaled(30))
+        assert (client.returncode, err) == (130, "[cancelled] by Ctrl-C; the run was stopped on the server\n")
+        deadline = time.monotonic() + scaled(10)
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the command outlived the cancelled run"
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        if server is not None:
+            server.finish()
