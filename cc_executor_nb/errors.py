@@ -178,7 +178,13 @@ class HandshakeRefused(CCExecError):
 
     def __init__(self, url: str, status: int, reason: str) -> None:
         self.url, self.status, self.reason = url, status, reason
-        super().__init__(f"{url} refused the connection: HTTP {status}" + (f" ({reason})" if reason else ""))
+        super().__init__(f"{url} {self.refusal}")
+
+    @property
+    def refusal(self) -> str:
+        """The refusal without the URL (``refused the connection: HTTP 401 (...)``), for a
+        message that names the URL already."""
+        return f"refused the connection: HTTP {self.status}" + (f" ({self.reason})" if self.reason else "")
 
 
 _BY_CODE: dict[int, type[ProtocolError]] = {

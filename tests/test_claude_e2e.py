@@ -222,6 +222,8 @@ def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks(given: list[str
     checks = [line for line in completed.stdout.splitlines() if line.startswith("  ")]
     assert len(checks) == 1 and checks[0].startswith(f"  FAIL  cannot connect to {server.url}: "), completed.stdout
     assert "HTTP 401" in checks[0] and "0 passed, 1 failed" in completed.stdout
+    # The URL once (it read "cannot connect to URL: URL refused the connection: HTTP 401 ...").
+    assert checks[0].count(server.url) == 1 and ": the server refused the connection: HTTP 401" in checks[0]
     assert checks[0].endswith(f": {hint}") and "a-wrong-token" not in completed.stdout, completed.stdout
 
 

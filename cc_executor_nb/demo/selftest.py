@@ -556,7 +556,9 @@ def _describe(exc: BaseException) -> str:
 
 
 def _connect_failure(url: str, exc: BaseException, token_hint: str) -> str:
-    words = f"cannot connect to {url}: {_describe(exc)}"
+    """``cannot connect to URL: why``, the URL said once (a refusal's own text names it too)."""
+    reason = f"the server {exc.refusal}" if isinstance(exc, HandshakeRefused) else _describe(exc)
+    words = f"cannot connect to {url}: {reason}"
     if token_hint and isinstance(exc, HandshakeRefused) and exc.status == 401:
         words += f": {token_hint}"
     return words
