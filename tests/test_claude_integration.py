@@ -371,6 +371,13 @@ def test_run_handle_forwards_the_claude_fields() -> None:
     assert handle.result is not None and handle.result["api_error_status"] == 529
 
 
+def test_a_run_the_cli_refused_has_its_error_as_the_answer_and_no_text() -> None:
+    """"Prompt is too long" (a synthetic assistant message, then an is_error result) is the run's
+    error, not Claude's text: ``run.text`` (a batch record's result) read "Prompt is too long"."""
+    handle = Run(RunSpec(argv=["claude"]), Target("ws://127.0.0.1:1/ws"), interpreter=fed("prompt_too_long"))
+    assert (handle.is_error, handle.text, handle.answer) == (True, "", "Prompt is too long")
+
+
 def test_reads_from_another_thread_see_whole_lines() -> None:
     """Reading while the loop thread feeds never sees a half-applied state."""
     text = recording("story")

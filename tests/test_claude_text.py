@@ -125,11 +125,14 @@ def test_a_tool_call_in_one_batch_with_the_text_after_it_stays_between_the_texts
 
 
 def test_an_api_error_shows_the_retry_the_error_and_a_failed_footer() -> None:
-    """error_529: a retry note, the error once (not repeated after the same text), a 'failed' footer."""
+    """error_529: a retry note, the error once, a 'failed' footer. The error's words are in the error
+    line (they were written as the answer, the CLI's synthetic message, and the line said only
+    "[error] API overloaded (529)")."""
     chunks, _ = stream("error_529")
     found = notes(chunks)
     assert found[0] == "[retry] API overloaded (529), retry 1 of 1 in 0.6 s"
-    assert found[1] == "[error] API overloaded (529)"
+    assert found[1].startswith("[error] API overloaded (529): API Error: 529 Overloaded.")
+    assert answer_text(chunks) == ""
     assert found[2].startswith("[result] failed · $0.0000")
     assert join_chunks(chunks).count("API Error: 529 Overloaded") == 1
 
@@ -484,3 +487,14 @@ def test_a_run_refused_before_it_started_shows_its_error_and_no_footer() -> None
     started = ClaudeTextView(_Source(view(model="m")))
     started.render("process.started", {"pid": 7})
     assert "[result] no result · m" in [line.text for line in started.render("process.error", refused)]
+
+
+def test_an_error_the_cli_sends_as_text_is_shown_as_the_error_not_as_the_answer() -> None:
+    """A prompt too long for the model: the CLI sends "Prompt is too long" as a synthetic assistant
+    message (is_api_error_message) and as the result with is_error. It was written as the answer and
+    then "[error] Claude run failed" said nothing more; it is the error line now, and no answer."""
+    chunks, interpreter = stream("prompt_too_long")
+    assert answer_text(chunks) == ""
+    assert "[error] Claude run failed: Prompt is too long" in notes(chunks)
+    view = interpreter.snapshot()
+    assert (view.is_error, view.text, answer_of(view), view.answer) == (True, "", "", "Prompt is too long")

@@ -473,3 +473,14 @@ def test_ctrl_c_of_the_cli_says_the_run_was_cancelled_and_stops_it(tmp_path: Pat
             client.wait()
         if server is not None:
             server.finish()
+
+
+def test_cli_shows_a_prompt_the_cli_refused_as_the_error_not_as_the_answer(tmp_path: Path) -> None:
+    """A 3 MB prompt: the CLI answers "Prompt is too long". It was printed on stdout as the answer,
+    then "[error] Claude run failed"; now stdout is empty and the error line says why."""
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "-"]
+    done = subprocess.run(argv, check=False, cwd=tmp_path, env=environment(tmp_path),
+                          input="echo: " + "z" * 3_000_000, capture_output=True, text=True, timeout=scaled(90))
+    assert done.returncode == 1, done.stderr[-500:]
+    assert done.stdout == ""
+    assert "[error] Claude run failed: Prompt is too long\n" in done.stderr, done.stderr[-500:]

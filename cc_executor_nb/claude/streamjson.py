@@ -18,7 +18,10 @@ Two rules come from how the CLI behaves:
   retries without streaming, so partial deltas of a message that is never
   confirmed are dropped as soon as a different message starts or arrives.
 * An API failure arrives as a ``result`` with ``subtype: "success"`` and
-  ``is_error: true``; :attr:`ClaudeRun.is_error` looks at both.
+  ``is_error: true``; :attr:`ClaudeRun.is_error` looks at both. The CLI also sends
+  the error's text as an ``assistant`` message of its own (``is_api_error_message:
+  true``, model ``<synthetic>``): that is no text of Claude's and is not kept as
+  such; the result carries the error.
 
 In host mode (:mod:`cc_executor_nb.claude.control`) one process holds a conversation:
 each user message is a *turn* that ends with its own ``result`` (``system``/``init``
@@ -363,7 +366,6 @@ class ClaudeRun:
         self._joined: tuple[int, str, str] = (0, "", "")
         self.turns: list[_Turn] = []
         self.signals: deque[Signal] = deque(maxlen=self.MAX_SIGNALS)
-        self._synthetic: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -634,8 +636,8 @@ class ClaudeRun:
         message_id = _get_str(message, "id")
         if not parent:
             self._drop_unconfirmed(keep=message_id)
-        if event.get("is_api_error_message") is True and message_id is not None:
-            self._synthetic.add(message_id)
+        if event.get("is_api_error_message") is True and not parent:
+            return  # The CLI's own error message: the (is_error) result says it, as the error.
         for block in content:
             if _KIND_BY_TYPE.get(_get_str(block, "type") or "") == "tool_use":
                 self._confirm_tool(block, parent)
@@ -720,17 +722,10 @@ class ClaudeRun:
             self.waiting_until = None
             self.usage_limit = None
             self.resume_note = _get_str(event, "message")
-            self._forget_synthetic()
             self.phase = "starting"
         elif subtype == "auto_resume_stopped":
             self.waiting_until = None
             self.resume_note = _get_str(event, "message")
-
-    def _forget_synthetic(self) -> None:
-        """The CLI's own error messages (``is_api_error_message``) are not part of a resumed answer."""
-        for message_id in self._synthetic:
-            self._messages.pop(message_id, None)
-        self._synthetic.clear()
 
     # control lines (host mode)
 
