@@ -799,10 +799,19 @@ def test_no_interactive_is_the_one_shot_argv_mode(tmp_path: Path) -> None:
 LONG_PROMPT = "echo: " + "long " * 40_000  # 200,006 bytes: more than one argument may hold
 
 
-def test_a_one_shot_run_refuses_a_prompt_too_long_for_its_command_line(tmp_path: Path) -> None:
-    """interactive=False passes the prompt as an argument: 200 KB is refused up front, with the way out."""
-    with pytest.raises(ValueError, match=r"200,006 bytes.*131,071 bytes; host mode \(the default\) sends it on stdin"):
-        start(LONG_PROMPT, tmp_path, interactive=False)
+def test_a_one_shot_run_sends_a_prompt_too_long_for_its_command_line_on_stdin(tmp_path: Path) -> None:
+    """interactive=False with 200 KB (more than one argument may hold): the prompt goes to the CLI's
+    stdin, as the terminal client sends it (it was refused up front), and comes back whole."""
+    run = start(LONG_PROMPT, tmp_path, interactive=False, wait=True)
+    assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip())
+    assert run.conversation is None and "--" not in (run.state.argv or [])
+
+
+def test_auto_resume_refuses_a_prompt_too_long_for_its_command_line(tmp_path: Path) -> None:
+    """--auto-resume resends its prompt on a command line: 200 KB is refused up front, with the way out."""
+    with pytest.raises(ValueError, match=r"200,006 bytes.*131,071 bytes.*--auto-resume cannot send it on stdin; "
+                                         r"host mode \(the default\) sends it on stdin"):
+        start(LONG_PROMPT, tmp_path, auto_resume=True)
 
 
 def test_host_mode_takes_a_prompt_too_long_for_a_command_line(tmp_path: Path) -> None:

@@ -277,6 +277,22 @@ def test_no_interactive_runs_the_one_shot_command_line(shell: InteractiveShell, 
     assert run.conversation is None and not run.interactive and run.options["interactive"] is False
 
 
+@pytest.mark.skipif(
+    not Path("node_modules/.bin/claude").exists(), reason="node_modules/.bin/claude is absent: run npm ci"
+)
+def test_no_interactive_sends_a_prompt_too_long_for_a_command_line_on_stdin(shell: InteractiveShell) -> None:
+    """--no-interactive with a 200 KiB prompt (more than one argument may hold): it goes to the CLI's
+    stdin, as the terminal client sends it, and comes back whole (the magic refused it)."""
+    words = "z" * (200 * 1024)
+    try:
+        # The cell magic: IPython expands variables in a line magic's line, slowly for 200 KiB.
+        run = shell.run_cell_magic("ccexec", "--demo --no-interactive -w -q", f"echo: {words}")
+        assert (run.status, run.text) == ("completed", words), run.error
+        assert run.conversation is None and "--" not in run.state.argv and "--input-format" not in run.state.argv
+    finally:
+        cc_executor_nb.demo.shared.stop_demo()
+
+
 def test_conversation_flags_reach_the_conversation(shell: InteractiveShell, echo_claude: str) -> None:
     """--approve and --idle-timeout shape the conversation; host mode is asked for with stdin piped."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")

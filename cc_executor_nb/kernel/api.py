@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
-from ..claude.options import MAX_ARGUMENT_BYTES, ClaudeOptions, fits_one_argument, places, refuse_host_options
+from ..claude.options import (
+    MAX_ARGUMENT_BYTES,
+    ClaudeOptions,
+    claude_stdin_argv,
+    fits_one_argument,
+    places,
+    refuse_host_options,
+)
 from ..claude.summary import RESULT_SUMMARY
 from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
@@ -505,8 +512,9 @@ def _claude(
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
     one_shot = RunSpec(argv=argv, progress_target=None)
     if extras.conversation is None:
-        _check_one_argument(prompt)
-        return one_shot, extras
+        if fits_one_argument(prompt):
+            return one_shot, extras
+        return _one_shot_on_stdin(prompt, options, durable=durable), extras
     if not durable and fits_one_argument(prompt):
         # A durable job cannot be started again on its connection: it has no fall-back
         # (nor has a prompt that the one-shot command line cannot hold).
@@ -523,15 +531,19 @@ def _keep_demo_sessions() -> None:
     keep_demo_config()
 
 
-def _check_one_argument(prompt: str) -> None:
-    """A one-shot run passes the prompt as one argument: refuse one that exec cannot take."""
-    if not fits_one_argument(prompt):
+def _one_shot_on_stdin(prompt: str, options: ClaudeOptions, *, durable: bool) -> RunSpec:
+    """A one-shot run of a prompt too long to be one argument: the CLI reads it on stdin, as the
+    terminal client sends it. Refused where nobody could send it again: ``--auto-resume``
+    resends its prompt on a command line, and a durable job outlives this kernel."""
+    if options.auto_resume or durable:
         size = len(prompt.encode("utf-8", "surrogatepass"))
+        what = "--auto-resume" if options.auto_resume else "a durable one-shot run"
         raise ValueError(
-            f"the prompt is {size:,} bytes: a one-shot run (--no-interactive, --auto-resume) passes it as "
-            f"one command-line argument, which Linux limits to {MAX_ARGUMENT_BYTES:,} bytes; "
+            f"the prompt is {size:,} bytes, more than one command-line argument may hold "
+            f"({MAX_ARGUMENT_BYTES:,} bytes), and {what} cannot send it on stdin; "
             "host mode (the default) sends it on stdin and has no such limit"
         )
+    return RunSpec(argv=claude_stdin_argv(options), progress_target=None, stdin="pipe", input=prompt)
 
 
 def resume_settings(settings: CCExec) -> ResumeSettings:

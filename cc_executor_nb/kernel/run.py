@@ -129,6 +129,9 @@ class RunSpec:
     """``"file"`` or ``"pipe"``: how the server captures the output (None: its default)."""
     job: Mapping[str, Any] | None = None
     """A durable job's ``label``, ``meta`` and ``summary``; None: an ordinary run."""
+    input: str | None = None
+    """Text written to the process's stdin once it started, which is then closed (needs
+    ``stdin="pipe"``): a one-shot prompt too long to be an argument. Not an execute param."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -845,6 +848,9 @@ class Run:
             return
         started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
+        if spec.input is not None:
+            await client.input(spec.input)
+            await client.close_input()
 
     def _take_job_times(self, job: object) -> None:
         """The job's start and end (a ``jobs.list`` entry, times since the epoch) become
