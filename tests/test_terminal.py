@@ -484,3 +484,37 @@ def test_cli_shows_a_prompt_the_cli_refused_as_the_error_not_as_the_answer(tmp_p
     assert done.returncode == 1, done.stderr[-500:]
     assert done.stdout == ""
     assert "[error] Claude run failed: Prompt is too long\n" in done.stderr, done.stderr[-500:]
+
+
+def test_a_waiting_magic_on_a_terminal_asks_there_without_the_run_approve_hint(tmp_path: Path) -> None:
+    """``%ccexec --wait`` in terminal IPython asks at the terminal right away: the question comes once,
+    as that prompt (a "[needs you] ... (answer with run.approve() ...)" line came just before it)."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
+    )
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline("%ccexec --demo -w bash: touch x.txt")
+        child.expect(r"tells Claude\) > ")
+        asked = screen_text(child.before)
+        child.sendline("y")
+        child.expect(r"In \[3\]")
+        after = screen_text(child.before)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "[needs you]" not in asked and "run.approve()" not in asked, asked
+    assert asked.count("Claude asks to use Bash: touch x.txt") == 1, asked
+    assert "[permission] Bash · touch x.txt → allowed by you" in after and (tmp_path / "x.txt").exists(), after
+
+
+def test_a_run_nobody_waits_for_on_a_terminal_keeps_the_run_approve_hint(tmp_path: Path) -> None:
+    """Without --wait nothing asks at the terminal: the "[needs you]" line says how to answer."""
+    shown, after = ipython_session(tmp_path, "r = %ccexec --demo bash: touch y.txt", "r.approve(); r.wait()")
+    both = shown + after
+    assert "[needs you] Claude asks to use Bash: touch y.txt (answer with run.approve()" in both, both
+    assert (tmp_path / "y.txt").exists(), both

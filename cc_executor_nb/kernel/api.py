@@ -846,8 +846,14 @@ def _text_view(handle: Run) -> LineRenderer:
     """Claude runs read as their answer and notes; commands (and ``raw``) as their output."""
     interpreter = handle.interpreter
     if isinstance(interpreter, ClaudeInterpreter) and not handle.options.get("raw"):
-        return ClaudeTextView(interpreter, label=handle.label)
+        return ClaudeTextView(interpreter, label=handle.label, asked_here=lambda: _asks_on_terminal(handle))
     return TextView(heartbeats=False)
+
+
+def _asks_on_terminal(handle: Run) -> bool:
+    """Whether the run's questions are asked on the terminal right away (a caller waits there)."""
+    prompter = handle.prompter
+    return prompter is not None and prompter.asks_on_terminal
 
 
 def _record(handle: Run, settings: CCExec) -> Callable[[], dict[str, Any]]:

@@ -13,7 +13,7 @@ its prompt line) nor between a conversation's turns (it waits for a follow-up).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .. import methods
@@ -41,6 +41,9 @@ class ClaudeTextView:
     ``interpreter`` is read on each stdout piece, after the piece was fed to it; at the
     run's end it is told the output is complete. ``label`` names the run in the start
     line. With ``notices=False`` only the answer (and the CLI's stderr) is rendered.
+    ``asked_here`` says whether a question is asked on the terminal right away (the
+    caller waits there): its ``[needs you]`` line, with how to answer from code, is then
+    left out, since the terminal's prompt that follows says it.
     """
 
     def __init__(
@@ -50,8 +53,10 @@ class ClaudeTextView:
         label: str = "claude",
         heartbeats: bool = False,
         notices: bool = True,
+        asked_here: Callable[[], bool] | None = None,
     ) -> None:
         self.interpreter = interpreter
+        self.asked_here = asked_here
         self.label = label
         self.notices = notices
         self.text_view = TextView(heartbeats=heartbeats, notices=notices)
@@ -86,6 +91,8 @@ class ClaudeTextView:
         lines = self._notice(method, params)
         if method == methods.CONVERSATION_QUESTION and lines:
             self._asked(params.get("request"))
+            if self.asked_here is not None and self.asked_here():
+                return lines[:-1]  # the terminal's prompt asks it now (the answer's line is ended still)
         return lines
 
     def _asked(self, request: object) -> None:

@@ -172,6 +172,7 @@ class Prompter:
         # (the classic Notebook's, jupyter_client's ``input()``).
         self._boxes: dict[str, _Box] = {}
         self._last_box: str | None = None
+        self._askers = 0  # callers waiting that ask open questions themselves (guarded by _guard)
 
     @property
     def in_kernel(self) -> bool:
@@ -239,6 +240,27 @@ class Prompter:
     def asks(self) -> bool:
         """Whether an open question waits for a person."""
         return bool(self._open())
+
+    @contextlib.contextmanager
+    def waiting(self, *, awaited: bool = False) -> Iterator[None]:
+        """A caller waits for the run and asks its questions (``while_waiting``) meanwhile:
+        the main thread, or ``await run`` outside a kernel (``awaited``)."""
+        asker = awaited or threading.current_thread() is threading.main_thread()
+        with self._guard:
+            self._askers += asker
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._askers -= asker
+
+    @property
+    def asks_on_terminal(self) -> bool:
+        """Whether a question offered now is asked on the terminal right away (outside a
+        kernel, by a caller that waits, with a terminal on stdin): its prompt says it all."""
+        with self._guard:
+            askers = self._askers
+        return askers > 0 and not self.in_kernel and _is_tty()
 
     def _open(self) -> list[Question]:
         with self._guard:

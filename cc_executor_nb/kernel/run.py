@@ -603,7 +603,9 @@ class Run:
         if self._kernel_loop.on_loop_thread():
             raise RuntimeError("Run.wait() would block the loop thread; use 'await run'")
         try:
-            if not self._wait_idle(timeout):
+            with self.prompter.waiting() if self.prompter is not None else contextlib.nullcontext():
+                idle = self._wait_idle(timeout)
+            if not idle:
                 raise TimeoutError(f"run still {self.status} after {timeout} s")
         except KeyboardInterrupt:
             if self.prompter is not None:
@@ -671,10 +673,11 @@ class Run:
         # Cancelling the await cancels only the wait for the thread: ``stop`` ends its asking.
         stop = _LoopStop(asyncio.get_running_loop())
         try:
-            while not outcome.done():
-                await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
-                if not outcome.done() and prompter.asks:
-                    await asyncio.to_thread(prompter.while_waiting, awaited=True, stop=stop)
+            with prompter.waiting(awaited=True):
+                while not outcome.done():
+                    await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
+                    if not outcome.done() and prompter.asks:
+                        await asyncio.to_thread(prompter.while_waiting, awaited=True, stop=stop)
         finally:
             stop.set()
         return outcome.result()
