@@ -21,6 +21,7 @@ import cc_executor_nb as ccx
 from cc_executor_nb import methods
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.client import Client
+from cc_executor_nb.demo.shared import stop_demo
 from cc_executor_nb.events import Completed
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
@@ -406,6 +407,7 @@ def test_a_durable_demo_session_is_resumed_by_a_later_demo_run(
     """--demo --resume ID of a durable demo job's session finds it: the job's runner kept the
     sessions in a temporary config, removed when the job ended ("No conversation found")."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    stop_demo()  # this process's demo backend, if an earlier test started it, has another config
     first = start("echo: kept by the job", tmp_path)
     assert first.wait(scaled(60)).answer == "kept by the job"
     session = first.session_id
@@ -414,4 +416,5 @@ def test_a_durable_demo_session_is_resumed_by_a_later_demo_run(
     later = ccx.run("echo: found again", executable=str(CLAUDE), demo=True, display=False, cwd=str(tmp_path),
                     resume=session, settings=settings())
     later.wait(scaled(60))
+    stop_demo()  # its config is this test's
     assert (later.status, later.session_id, later.answer) == ("completed", session, "found again"), later.error
