@@ -12,6 +12,7 @@ from cc_executor_nb.kernel.runstate import (
     RunState,
     elapsed,
     format_duration,
+    format_took,
     heartbeat_health,
     inactive_for,
     next_beat_in,
@@ -457,6 +458,12 @@ def test_tail_is_the_last_characters(pieces: list[tuple[str, str]], max_chars: i
 def test_format_duration(seconds: float, text: str) -> None:
     """Durations read as seconds, minutes and seconds, or hours and minutes."""
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.078, "78 ms"), (0.9996, "1.0 s"), (12.34, "12.3 s"), (-1, "0 ms")])
+def test_format_took_counts_as_claudes_footer(seconds: float, text: str) -> None:
+    """How long a run took reads as Claude's footer writes its duration: milliseconds under a second."""
+    assert format_took(seconds) == text
 
 
 def test_format_duration_whole_drops_tenths() -> None:

@@ -48,13 +48,15 @@ MARKDOWN_TAGS = {
 }  # fmt: skip
 
 
-def finished_state(status: str = "completed", exit_code: int = 0, pieces: tuple[tuple[str, str], ...] = ()) -> RunState:
+def finished_state(
+    status: str = "completed", exit_code: int = 0, pieces: tuple[tuple[str, str], ...] = (), duration: float = 1.5,
+) -> RunState:
     state = RunState()
     state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["x"], "seq": 1}, now=0.0)
     for seq, (stream, data) in enumerate(pieces, start=2):
         state.apply(methods.PROCESS_OUTPUT, {"type": stream, "data": data, "seq": seq}, now=0.5)
-    params = {"status": status, "exit_code": exit_code, "duration_seconds": 1.5, "seq": 100}
-    state.apply(methods.PROCESS_COMPLETED, params, now=1.5)
+    params = {"status": status, "exit_code": exit_code, "duration_seconds": duration, "seq": 100}
+    state.apply(methods.PROCESS_COMPLETED, params, now=duration)
     return state
 
 
@@ -316,6 +318,24 @@ def test_a_conversation_between_turns_records_how_long_its_turn_took() -> None:
     state.apply(methods.CONVERSATION_TURN, {"status": "running", "turn": 2}, now=60.0)
     state.apply(methods.CONVERSATION_TURN, {"status": "completed", "turn": 2}, now=63.2)
     assert Transcript(run).text().splitlines()[1] == "completed · turn 2 took 3.2 s"
+
+
+def test_a_short_run_or_turn_records_milliseconds_as_the_footer_does() -> None:
+    """A run of 78 ms reads "took 78 ms" in every form (it read "took 0.0 s" above a footer's
+    "102 ms"), and so does a follow-up turn of 78 ms."""
+    run = claude_run("haiku", "write 3 haikus")
+    run.state = finished_state(duration=0.078)
+    record = Transcript(run)
+    assert record.markdown().startswith("### claude: write 3 haikus\n\n**completed** · exit code 0 · took 78 ms\n")
+    assert record.text().splitlines()[1] == "completed · exit code 0 · took 78 ms"
+    assert '<span class="ccx-clock">took 78 ms</span>' in record.html()
+    state = RunState()
+    state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["claude"], "seq": 1}, now=0.0)
+    for turn, (start, end) in enumerate([(0.1, 0.5), (60.0, 60.078)], start=1):
+        state.apply(methods.CONVERSATION_TURN, {"status": "running", "turn": turn}, now=start)
+        state.apply(methods.CONVERSATION_TURN, {"status": "completed", "turn": turn}, now=end)
+    run.state = state
+    assert Transcript(run).text().splitlines()[1] == "completed · turn 2 took 78 ms"
 
 
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:

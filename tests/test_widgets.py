@@ -424,6 +424,14 @@ def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
     assert "ccx-heartbeat" not in view.header.value
 
 
+def test_a_short_run_says_it_took_milliseconds(make_view: Callable[..., RunView]) -> None:
+    """A run of 78 ms reads "took 78 ms" in the header, as Claude's footer counts (it read "took 0.0 s")."""
+    view, state = make_view(), running()
+    emit(state, "process.completed", 1.1, status="completed", exit_code=0, duration_seconds=0.078, error=None)
+    view.render(state, 1.1)
+    assert '<span class="ccx-clock">took 78 ms</span>' in view.header.value
+
+
 def _contrast_with_white(color: str) -> float:
     """WCAG 2 contrast ratio of white text on ``color`` (#rrggbb)."""
     channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
@@ -744,6 +752,11 @@ def test_coalescer_drives_run_view_from_loop(
             "process.completed",
             {"status": "completed", "exit_code": 0, "duration_seconds": 1.2, "seq": 6},
             "[completed] exit 0 in 1.2 s",
+        ),
+        (
+            "process.completed",
+            {"status": "completed", "exit_code": 0, "duration_seconds": 0.078, "seq": 6},
+            "[completed] exit 0 in 78 ms",
         ),
         (
             "process.completed",

@@ -19,6 +19,7 @@ from .runstate import (
     RunState,
     elapsed,
     format_duration,
+    format_took,
     heartbeat_health,
     inactive_for,
     next_beat_in,
@@ -273,7 +274,7 @@ def _clock_text(state: RunState, now: float) -> str:
     if seconds is None:
         return ""
     if state.ended_at is not None:
-        return f"{took_words(state)} {format_duration(seconds)}"
+        return f"{took_words(state)} {format_took(seconds)}"
     if state.between_turns and state.turn_ended_at is not None:
         # The turn is over ("completed"): a clock still counting would read as a stuck run.
         return f"waiting for a follow-up for {format_duration(max(0.0, now - state.turn_ended_at), whole=True)}"

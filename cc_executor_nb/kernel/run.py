@@ -54,7 +54,7 @@ from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
 from .loop import KernelLoop
 from .output import OutputStore
-from .runstate import RunState, elapsed, format_duration, is_refusal
+from .runstate import RunState, elapsed, format_duration, format_took, is_refusal
 
 if TYPE_CHECKING:
     from .conversation import Conversation
@@ -764,7 +764,7 @@ class Run:
             parts.append(f"exit {self.exit_code}")
         duration = self.duration
         if duration is not None:
-            parts.append(format_duration(duration))
+            parts.append(format_took(duration) if self.state.finished else format_duration(duration))
         return ", ".join(parts) + ">"
 
     # -- Driving (loop thread) ----------------------------------------------------------

@@ -28,6 +28,7 @@ from itertools import groupby
 from typing import Any, Literal, NamedTuple
 
 from .. import methods
+from ..claude.render import format_duration as format_milliseconds
 from ..events import ACTIVE_STATUSES, FINAL_STATUSES
 from .output import OutputStore
 
@@ -41,6 +42,7 @@ __all__ = [
     "Tail",
     "elapsed",
     "format_duration",
+    "format_took",
     "heartbeat_health",
     "inactive_for",
     "next_beat_in",
@@ -551,7 +553,7 @@ def turn_took_text(state: RunState) -> str:
     start = state.started_at if first else state.turn_started_at
     if start is None:
         return ""
-    seconds = format_duration(max(0.0, state.turn_ended_at - start))
+    seconds = format_took(state.turn_ended_at - start)
     return f"took {seconds}" if first else f"turn {state.turns} took {seconds}"
 
 
@@ -580,6 +582,13 @@ def format_duration(seconds: float, *, whole: bool = False) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, rest = divmod(total, 3600)
     return f"{hours} h {rest // 60:02d} min"
+
+
+def format_took(seconds: float) -> str:
+    """How long a run or a turn took, as Claude's footer writes its own duration: ``78 ms``,
+    ``12.3 s``, ``2 min 05 s``, ``1 h 02 min``. One formatter for both, so a header never
+    reads ``took 0.0 s`` above a footer's ``78 ms``."""
+    return format_milliseconds(max(0.0, seconds) * 1000)
 
 
 # Private helpers

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol, TextIO
 
 from .. import methods
 from ..protocol import command_line
-from .runstate import format_duration
+from .runstate import format_duration, format_took
 
 __all__ = ["Line", "LineEnds", "LineRenderer", "TextView"]
 
@@ -162,7 +162,7 @@ def _text_completed(params: Mapping[str, Any]) -> str:
     line = f"[{status}] exit {code}"
     duration = params.get("duration_seconds")
     if isinstance(duration, (int, float)):
-        line += f" in {format_duration(duration)}"
+        line += f" in {format_took(duration)}"
     return line + (f": {error}" if error else "")
 
 

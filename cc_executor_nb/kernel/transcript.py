@@ -60,7 +60,7 @@ from ..claude.text import (
 from ..protocol import command_line
 from ..terminaltext import MONOSPACE, terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
-from .runstate import RunState, elapsed, format_duration, took_words, turn_took_text
+from .runstate import RunState, elapsed, format_duration, format_took, took_words, turn_took_text
 
 __all__ = [
     "MAX_OUTPUT_CHARS",
@@ -133,12 +133,18 @@ class Transcript:
         if state.between_turns:
             items += [turn_took_text(state)] if state.turn_ended_at is not None else []
         elif seconds is not None:
-            items.append(f"{took_words(state) if state.finished else 'running for'} {format_duration(seconds)}")
+            items.append(self._clock_item(seconds))
         if state.job_id:
             items.append(f"job {state.job_id}")
         if state.lost_note:
             items.append(state.lost_note)
         return items
+
+    def _clock_item(self, seconds: float) -> str:
+        """``took 78 ms`` as Claude's footer counts, or ``running for 3.1 s`` while it runs."""
+        if self.state.finished:
+            return f"{took_words(self.state)} {format_took(seconds)}"
+        return f"running for {format_duration(seconds)}"
 
     def _prompt(self) -> str | None:
         """The full prompt when the label does not already show it."""
