@@ -359,6 +359,23 @@ def test_a_follow_up_after_an_interrupted_question_is_answered(tmp_path: Path) -
     ended(run)
 
 
+def test_a_failed_follow_ups_error_is_recorded_once_with_its_turn(tmp_path: Path) -> None:
+    """A follow-up fails (API error 500) and the conversation is ended: run.error is Claude's
+    message, and every form of the record shows it once, under the follow-up (it read a second
+    time in the status line, beside "exit code 1")."""
+    run = start("what is 2+2", tmp_path)
+    turn_over(run)
+    run.send("error 500")
+    turn_over(run)
+    ended(run)
+    assert run.status == "failed" and (run.error or "").startswith("API Error: 500"), (run.status, run.error)
+    record = Transcript(run)
+    for form in (record.markdown(), record.text(), record.html()):
+        assert form.count("500 Internal server error") == 1, form
+        assert form.index("error 500") < form.index("500 Internal server error")
+    assert record.text().splitlines()[1].startswith("failed · exit code 1 · took ")
+
+
 def test_the_markdown_record_keeps_each_turn_with_its_follow_up_prompt(tmp_path: Path) -> None:
     """transcript(): the first answer, then "Follow-up 1" with its prompt quoted and its own
     answer, in order (the answers ran together, the follow-up prompt missing)."""

@@ -637,3 +637,14 @@ def test_a_turn_ended_in_an_attached_jobs_replay_waits_since_the_jobs_last_outpu
     output(state, "stdout", "c", 13.0)
     turn(state, "completed", 14.0)
     assert state.turn_ended_at == 14.0
+
+
+def test_a_server_error_after_a_turns_failure_is_no_longer_the_turns() -> None:
+    """A run ended with its last turn's error (shown with that turn), then a server error:
+    the new error is the run's own, so the record shows it beside the exit code again."""
+    state = RunState()
+    state.apply("process.completed", {"status": "failed", "exit_code": 1, "error": "API Error", "turn_error": True,
+                                      "seq": 1}, now=1.0)
+    assert state.turn_error
+    state.apply("process.error", {"error": "the job's log could not be written", "seq": 2}, now=2.0)
+    assert (state.error, state.turn_error) == ("the job's log could not be written", False)

@@ -295,10 +295,12 @@ def _silence_text(state: RunState, now: float) -> str:
 
 
 def shown_error(state: RunState) -> str | None:
-    """The run's error to show beside its exit code: None when it only restates that code.
-
-    "exit code 3 · exited with code 3" says the same thing twice."""
+    """The run's error to show beside its exit code: None when it only restates that code
+    ("exit code 3 · exited with code 3" says the same thing twice), or when it is the failed
+    last turn's own, which the body shows with that turn (below its follow-up prompt)."""
     if state.exit_code is not None and state.error == f"exited with code {state.exit_code}":
+        return None
+    if state.turn_error:
         return None
     return state.error
 

@@ -1116,12 +1116,14 @@ def ended_after_interrupt(event: Event, state: RunState) -> Event:
 def ended_after_failed_turn(event: Event, state: RunState, failure: Callable[[], str]) -> Event:
     """A conversation we ended after a failed turn: the CLI exits 1 for that turn, and the
     run's error is the turn's (``failure()``: ``Reached maximum number of turns (1)``), not
-    "exited with code 1", which says nothing of why. ``failure`` is asked only then."""
+    "exited with code 1", which says nothing of why. ``failure`` is asked only then.
+    ``turn_error`` marks it as the turn's, which the record shows with that turn (it read a
+    second time beside the exit code)."""
     if not (isinstance(event, Completed) and state.ending and state.turn_status == "failed"
             and event.status == "failed" and event.exit_code == 1 and not event.params.get("incomplete")):
         return event
     reason = failure()
-    return make_event(event.method, {**event.params, "error": reason}) if reason else event
+    return make_event(event.method, {**event.params, "error": reason, "turn_error": True}) if reason else event
 
 
 def _ending_words(event: Event) -> str:

@@ -108,6 +108,9 @@ class RunState:
     argv: list[str] | None = None
     exit_code: int | None = None
     error: str | None = None
+    turn_error: bool = False
+    """The error is a conversation's last turn's own (Claude's message): a record shows it
+    once, with that turn, not again beside the exit code."""
     started_at: float | None = None
     ended_at: float | None = None
     duration: float | None = None
@@ -393,12 +396,13 @@ class RunState:
         self.between_turns = False
         self.duration = _num(params.get("duration_seconds"), None)
         self.error = _str(params.get("error")) or self.error
+        self.turn_error = params.get("turn_error") is True
         self.ended_at = now if self._job_ended_at is None else self._job_ended_at
 
     def _on_error(self, params: Mapping[str, Any], now: float) -> None:
         self.alive, self.pending_questions, self.waiting_since = False, 0, None
         self.between_turns = False
-        self.error = _str(params.get("error")) or "unknown server error"
+        self.error, self.turn_error = _str(params.get("error")) or "unknown server error", False
         if self.ended_at is None:
             self.ended_at = self._known_end(now)
         if self.status not in _COMPLETION_STATUSES:
