@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,9 @@ __all__ = [
     "Resumed",
     "Started",
     "StatusUpdate",
+    "exit_words",
     "make_event",
+    "stopping_signal",
 ]
 
 
@@ -30,6 +33,31 @@ __all__ = [
 ACTIVE_STATUSES: frozenset[str] = frozenset({"running", "thinking", "paused"})
 #: Statuses after which a run will not produce anything more worth showing.
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timeout", "error", "detached"})
+
+
+def stopping_signal(exit_code: int, status: str | None = None) -> str | None:
+    """The signal that ended a run, as ``SIGTERM``, or None for a plain exit.
+
+    A negative exit code is the signal the process died of (-15). A run we stopped
+    (``cancelled``, ``timeout``) whose process caught the signal and exited with the shell's
+    128 + n (the claude CLI: 143) was ended by the same signal: both read ``SIGTERM``."""
+    if exit_code < 0:
+        number = -exit_code
+    elif status in ("cancelled", "timeout") and 128 < exit_code < 128 + signal.NSIG:
+        number = exit_code - 128
+    else:
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def exit_words(exit_code: int, status: str | None = None) -> str:
+    """How a run's end reads beside its status: ``exit code 3``, or ``killed by SIGTERM``
+    (for -15, and for 143 from a run we stopped; :attr:`Completed.exit_code` keeps the number)."""
+    name = stopping_signal(exit_code, status)
+    return f"exit code {exit_code}" if name is None else f"killed by {name}"
 
 
 @dataclass(frozen=True)

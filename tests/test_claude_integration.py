@@ -591,5 +591,5 @@ def test_remote_runs_name_the_executable_instead_of_a_local_path() -> None:
 def test_a_run_that_ended_without_result_is_not_shown_running() -> None:
     """After a timeout the footer drops "running…" and the note says the run timed out."""
     page = claude_body_html(ClaudeRun(), status="timeout", exit_code=-15)
-    assert "running…" not in page and "the run timed out with exit code -15" in page
+    assert "running…" not in page and "the run timed out, killed by SIGTERM" in page
     assert "running…" in claude_body_html(ClaudeRun(), status="running")

@@ -545,6 +545,26 @@ def test_cancel_interrupts_the_turn_first(tmp_path: Path) -> None:
     assert turn_end < methods.index("process.cancelled")
 
 
+def test_a_cancelled_command_and_a_cancelled_claude_run_read_the_same(tmp_path: Path) -> None:
+    """A cancelled `sleep 30` (exit code -15) and a cancelled Claude run (143: the CLI exits
+    128 + 15) both read "killed by SIGTERM" in their records (they read "exit code -15" and
+    "exit code 143"); run.exit_code keeps each number."""
+    command = ccx.run("sleep 30", command=True, display=False, settings=settings(), cwd=str(tmp_path))
+    eventually(lambda: command.state.pid is not None, timeout=20, what="sleep to start")
+    claude = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(claude.text.split()) >= 5, timeout=30, what="the story to stream")
+    for run in (command, claude):
+        run.cancel()
+        eventually(lambda run=run: run.done, timeout=15, what="the cancelled run to end")  # type: ignore[misc]
+    assert (command.exit_code, claude.exit_code) == (-15, 143)
+    for run in (command, claude):
+        record = Transcript(run)
+        assert record.text().splitlines()[1].startswith("cancelled · killed by SIGTERM · took "), record.text()
+        assert record.markdown().splitlines()[2].startswith("**cancelled** · killed by SIGTERM · took ")
+        assert '<div class="ccx-summary">killed by SIGTERM · ' in record.html()
+        assert "exit code" not in record.text().splitlines()[1]
+
+
 def test_after_cancel_wait_waits_for_the_process_and_send_is_refused(tmp_path: Path) -> None:
     """cancel() then wait(): wait returns once the process is gone (it returned at the turn's
     end, the process still alive); a send() after cancel() is a RuntimeError, never lost."""

@@ -460,7 +460,23 @@ def test_an_exit_code_is_said_once(make_view: Callable[..., RunView]) -> None:
     emit(timed_out, "process.completed", 1.3, status="timeout", exit_code=-15, duration_seconds=2.0,
          error="timed out after 2 s")
     view.render(timed_out, 1.3)
-    assert "exit code -15 · <span" in view.header.value and "timed out after 2 s</span>" in view.header.value
+    assert "killed by SIGTERM · <span" in view.header.value and "timed out after 2 s</span>" in view.header.value
+
+
+def test_a_signal_is_named_once_whichever_way_the_exit_code_says_it(make_view: Callable[..., RunView]) -> None:
+    """A cancelled command (-15) and a cancelled Claude run (143: the CLI exits 128 + 15) both
+    read "killed by SIGTERM" (they read "exit code -15" and "exit code 143"); a process a signal
+    killed unasked reads "killed by SIGKILL" once (not beside "killed by signal 9"); a command
+    that exits 143 by itself keeps its code."""
+    cases = [("cancelled", -15, "cancelled by the client", "killed by SIGTERM · "),
+             ("cancelled", 143, "cancelled by the client", "killed by SIGTERM · "),
+             ("failed", -9, "killed by signal 9", "killed by SIGKILL</div>"),
+             ("failed", 143, "exited with code 143", "exit code 143</div>")]
+    for status, code, error, shown in cases:
+        view, state = make_view(), running()
+        emit(state, "process.completed", 1.3, status=status, exit_code=code, duration_seconds=1.2, error=error)
+        view.render(state, 1.3)
+        assert f'<div class="ccx-summary">{shown}' in view.header.value, (code, view.header.value)
 
 
 def test_error_message_is_escaped(make_view: Callable[..., RunView]) -> None:
@@ -757,6 +773,11 @@ def test_coalescer_drives_run_view_from_loop(
             "process.completed",
             {"status": "completed", "exit_code": 0, "duration_seconds": 0.078, "seq": 6},
             "[completed] exit 0 in 78 ms",
+        ),
+        (
+            "process.completed",
+            {"status": "cancelled", "exit_code": 143, "duration_seconds": 2, "error": "cancelled by the client"},
+            "[cancelled] killed by SIGTERM in 2.0 s: cancelled by the client",
         ),
         (
             "process.completed",

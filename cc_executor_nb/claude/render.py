@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from markdown_it import MarkdownIt
 
-from ..events import FINAL_STATUSES
+from ..events import FINAL_STATUSES, exit_words
 from ..protocol import one_line
 from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
 from .control import DEFAULT_DENY_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
@@ -654,7 +654,8 @@ def _waiting_html(run: ClaudeRun, status: str) -> str:
 def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: str) -> str:
     title = f"No result from Claude: the run {_ENDINGS.get(status, status)}"
     if exit_code is not None:
-        title += f" with exit code {exit_code}"
+        words = exit_words(exit_code, status)
+        title += f" with {words}" if words.startswith("exit code") else f", {words}"
     detail = "\n".join([*run.raw_lines, stderr.strip()]).strip()[-_NOTE_CHARS:]
     body = (
         f'<pre style="white-space:pre-wrap;margin:0;{MONOSPACE}">{escape(printable(detail))}</pre>' if detail else ""

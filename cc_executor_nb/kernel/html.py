@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import math
 
+from ..events import exit_words
 from ..protocol import command_line
 from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
 from .runstate import (
@@ -298,7 +299,8 @@ def shown_error(state: RunState) -> str | None:
     """The run's error to show beside its exit code: None when it only restates that code
     ("exit code 3 · exited with code 3" says the same thing twice), or when it is the failed
     last turn's own, which the body shows with that turn (below its follow-up prompt)."""
-    if state.exit_code is not None and state.error == f"exited with code {state.exit_code}":
+    code = state.exit_code
+    if code is not None and state.error in (f"exited with code {code}", f"killed by signal {-code}"):
         return None
     if state.turn_error:
         return None
@@ -308,7 +310,7 @@ def shown_error(state: RunState) -> str | None:
 def _summary_html(state: RunState) -> str:
     if not state.finished:
         return ""
-    parts = [] if state.exit_code is None else [f"exit code {state.exit_code}"]
+    parts = [] if state.exit_code is None else [exit_words(state.exit_code, state.status)]
     for problem in (shown_error(state), state.lost_note):
         if problem:
             parts.append(f'<span style="{STDERR_STYLE}">{html.escape(printable(problem))}</span>')

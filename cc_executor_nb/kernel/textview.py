@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO
 
 from .. import methods
+from ..events import stopping_signal
 from ..protocol import command_line
 from .runstate import format_duration, format_took
 
@@ -159,7 +160,8 @@ def _text_completed(params: Mapping[str, Any]) -> str:
     if code is None:  # settled here, never exited under our eyes: "[cancelled] the loop was stopped"
         reason = str(error).removeprefix(f"{status}: ") if error else ""
         return f"[{status}] {reason}".rstrip()
-    line = f"[{status}] exit {code}"
+    signal_name = stopping_signal(code, status) if isinstance(code, int) else None
+    line = f"[{status}] " + (f"exit {code}" if signal_name is None else f"killed by {signal_name}")
     duration = params.get("duration_seconds")
     if isinstance(duration, (int, float)):
         line += f" in {format_took(duration)}"

@@ -57,6 +57,7 @@ from ..claude.text import (
     thinking_line,
     tool_line,
 )
+from ..events import exit_words
 from ..protocol import command_line
 from ..terminaltext import MONOSPACE, terminal_text
 from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
@@ -127,7 +128,7 @@ class Transcript:
         state = self.state
         items: list[str] = [state.status]
         if state.exit_code is not None:
-            items.append(f"exit code {state.exit_code}")
+            items.append(exit_words(state.exit_code, state.status))
         seconds = elapsed(state, time.monotonic())
         # Between the turns of a conversation the process lives on: the turn's time, not a clock.
         if state.between_turns:
