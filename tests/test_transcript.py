@@ -338,6 +338,25 @@ def test_a_short_run_or_turn_records_milliseconds_as_the_footer_does() -> None:
     assert Transcript(run).text().splitlines()[1] == "completed · turn 2 took 78 ms"
 
 
+def test_an_interrupted_turns_footer_keeps_its_cost_without_zero_tokens() -> None:
+    """An interrupted turn's result reports 0 in / 0 out tokens and a cost: every footer (HTML,
+    Markdown, text) keeps the cost and drops the zeros (they read "$0.0042 · 0 in / 0 out
+    tokens"); a turn with tokens keeps them."""
+    interpreter = ClaudeInterpreter(prompt="p")
+    interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, total_cost_usd=0.0042,
+                                      usage={"input_tokens": 0, "output_tokens": 0}, duration_ms=300) + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: p", state=finished_state(), interpreter=interpreter, options={"prompt": "p"})
+    record = Transcript(run)
+    for form in (record.html(), record.markdown(), record.text()):
+        assert "0.0042 · " in form and "out tokens" not in form, form
+    spent = ClaudeInterpreter(prompt="p")
+    spent.feed("stdout", result(usage={"input_tokens": 0, "output_tokens": 7}) + "\n")
+    spent.finish()
+    run.interpreter = spent
+    assert "0 in / 7 out tokens" in Transcript(run).markdown()
+
+
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:
     """When the label does not show the whole prompt, the record quotes it (escaped)."""
     prompt = "write 3 haikus\n<b>about</b> the sea"

@@ -516,7 +516,8 @@ def _status_label(status: str) -> str:
 
 def _token_items(facts: dict[str, Any]) -> list[str]:
     items = []
-    if facts["input_tokens"] is not None or facts["output_tokens"] is not None:
+    # An interrupted turn's result says 0 in / 0 out: noise beside its cost, so left out.
+    if facts["input_tokens"] or facts["output_tokens"]:
         items.append(
             f"{facts['input_tokens'] or 0:,} in / {facts['output_tokens'] or 0:,} out tokens"
         )

@@ -255,7 +255,8 @@ def footer_line(view: ClaudeSnapshot, *, ended: bool = False) -> str:
 def _token_items(usage: Mapping[str, Any]) -> list[str]:
     tokens_in, tokens_out = _number(usage, "input_tokens"), _number(usage, "output_tokens")
     items = []
-    if tokens_in is not None or tokens_out is not None:
+    # An interrupted turn's result says 0 in / 0 out: noise beside its cost, so left out.
+    if tokens_in or tokens_out:
         items.append(f"{round(tokens_in or 0):,} in / {round(tokens_out or 0):,} out tokens")
     read = _number(usage, "cache_read_input_tokens") or 0
     written = _number(usage, "cache_creation_input_tokens") or 0
