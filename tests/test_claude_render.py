@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -349,6 +352,28 @@ def test_tool_card_marks_pending_and_error() -> None:
     pending = render_tool_cards_html(tool_run("sleep 9", None))
     failed = render_tool_cards_html(tool_run("false", "exit 1", is_error=True))
     assert "cc-tool-running" in pending and "cc-tool-error" in failed
+
+
+def test_tool_and_limit_icons_are_glyphs_of_ordinary_fonts() -> None:
+    """A pending tool and a limit's countdown are marked "○", as ✓ and ✗ mark the others: the
+    "⏳" they had is an emoji, an empty box in a browser without an emoji font. Where fontconfig
+    is installed, each icon is in one of its fonts."""
+    run = ClaudeRun()
+    limit_info = {"status": "rejected", "resetsAt": 1010.0, "rateLimitType": "five_hour", "isUsingOverage": False}
+    run.feed(line(type="rate_limit_event", rate_limit_info=limit_info, session_id="s1", uuid="u") + "\n")
+    tools = {"pending": tool_run("sleep 9", None), "ok": tool_run("true", ""),
+             "error": tool_run("false", "1", is_error=True)}
+    cards = {name: render_tool_cards_html(tool) for name, tool in tools.items()}
+    icons = {name: re.search(r'class="cc-tool-status">(.*?)</span>', html).group(1)  # type: ignore[union-attr]
+             for name, html in cards.items()}
+    limit = claude_render.render_limit_html(run, 1000.0)
+    assert icons == {"pending": "○", "ok": "✓", "error": "✗"}
+    assert re.search(r'class="cc-limit"[^>]*>○ 5-hour usage limit', limit), limit
+    if shutil.which("fc-list"):
+        for icon in icons.values():
+            fonts = subprocess.run(["fc-list", f":charset={ord(icon):x}", "family"], capture_output=True, text=True,
+                                   timeout=30, check=True).stdout
+            assert fonts.strip(), f"no installed font has {icon!r}"
 
 
 def test_tool_input_is_truncated() -> None:

@@ -320,9 +320,14 @@ def _decision_html(request: PermissionRequest | None) -> str:
     )
 
 
+# Status glyphs that ordinary fonts have (DejaVu, Liberation): an emoji such as ⏳ drew an
+# empty box in a browser without an emoji font (a headless Debian).
+WAITING_ICON = "○"
+
+
 def _tool_state(tool: ToolCall) -> tuple[str, str]:
     if tool.status == "pending":
-        return "running", "⏳"
+        return "running", WAITING_ICON
     return ("error", "✗") if tool.is_error else ("ok", "✓")
 
 
@@ -423,7 +428,7 @@ def render_limit_html(run: ClaudeRun, now: float, *, ended: bool = False) -> str
             text += f" · resume with --resume {run.session_id}"
     else:
         return ""
-    return f'<div class="cc-limit" style="color:#a66a00">⏳ {escape(printable(text))}</div>'
+    return f'<div class="cc-limit" style="color:#a66a00">{WAITING_ICON} {escape(printable(text))}</div>'
 
 
 def render_error_html(run: ClaudeRun) -> str:
