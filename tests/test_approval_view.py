@@ -4,6 +4,7 @@ row, the turns, the badge and the text lines (widgets through a dummy comm)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +82,19 @@ def body(comms: list[DummyComm]) -> Iterator[tuple[ClaudeBody, Source, Controls]
     made.bind(controls)
     yield made, source, controls
     made.widget.close()
+
+
+def test_a_long_answer_scrolls_in_the_live_widget_and_not_in_the_record(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """The live conversation's widget stops at 40em and scrolls (a 1,500-word answer made a cell
+    2,898 px tall); the HTML it holds, which the record shares, sets no height of its own."""
+    made, _source, _controls = body
+    assert (made.html.layout.max_height, made.html.layout.overflow) == ("40em", "auto")
+    made.interpreter.feed("stdout", result(result="word " * 1500) + "\n")
+    made.render(State(status="completed", alive=False), 0.0)
+    answer = re.search(r'<div class="cc-answer"[^>]*>', made.html.value)
+    assert answer is not None and answer.group(0) == '<div class="cc-answer">'
 
 
 # The card's HTML

@@ -534,6 +534,32 @@ def _answered(state: dict[str, Any] | None) -> dict[str, Any] | None:
     return state if state and state["status"] in ("completed", "failed") and state["answer"] else None
 
 
+# The live widget's size, and the answer's in the body: [shown height, whole height] in px.
+BODY_HEIGHTS = """cell => {
+  const body = cell.querySelector('.ccx-run .ccx-claude-body');
+  const answer = body && body.querySelector('.cc-answer');
+  return body && answer ? [body.clientHeight, body.scrollHeight, answer.scrollHeight] : null;
+}"""
+
+
+def test_a_long_answer_scrolls_inside_the_live_widget(lab: Lab, page: Any, artifacts: Path) -> None:
+    """A 1,500-word answer: the live widget's conversation stops at 40em and scrolls (the cell
+    grew to 2,898 px), and it can be scrolled to its end."""
+    cells = ["%load_ext cc_executor_nb", 'story = %ccexec --demo "write a 1500 word story at 3000 words per second"']
+    write_notebook(lab.root / "92_long_answer.ipynb", cells)
+    open_and_run_all(page, lab, "92_long_answer.ipynb")
+    cell = code_cell(page, "story = %ccexec")
+    poll(lambda: _with_words(_finished(view(cell)), 1500), 90, "the whole story on screen")
+    shown, whole, answer = cell.evaluate(BODY_HEIGHTS)
+    font = float(cell.locator(".ccx-claude-body").evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    print(f"\nlong answer: body {shown} px shown of {whole} px, answer {answer} px, font {font} px")
+    assert shown <= 40 * font + 1 and whole > 2 * shown and answer > shown, (shown, whole, answer, font)
+    body = cell.locator(".ccx-claude-body")
+    body.evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    assert body.evaluate("e => e.scrollTop + e.clientHeight >= e.scrollHeight - 1")
+    screenshot(page, cell, "92-long-answer-scrolled.png")
+
+
 def _words(state: dict[str, Any]) -> int:
     return len((state.get("answer") or "").split())
 

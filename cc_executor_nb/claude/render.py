@@ -783,6 +783,10 @@ class ConversationSource(Protocol):
         ...
 
 
+#: How tall the live widget's conversation grows before it scrolls.
+LIVE_ANSWER_HEIGHT = "40em"
+
+
 class ClaudeBody:
     """A :class:`~cc_executor_nb.kernel.views.Body`: the conversation as widgets.
 
@@ -809,7 +813,12 @@ class ClaudeBody:
         self.controls: Controls | None = None
         self._key: tuple[Any, ...] | None = None
         self._shown_request: str | None = None
-        self._widget = ipywidgets.HTML(value=self._html("starting", None) if show_answer else "")
+        # A long answer scrolls inside the live widget (a 1,500-word answer made a cell
+        # 2,898 px tall). The widget's own element scrolls, not a box in its HTML, so a
+        # re-render keeps the place a person scrolled to. The record and exports, which are
+        # HTML of their own, keep the whole answer.
+        layout = ipywidgets.Layout(max_height=LIVE_ANSWER_HEIGHT, overflow="auto")
+        self._widget = ipywidgets.HTML(value=self._html("starting", None) if show_answer else "", layout=layout)
         self._widget.add_class("ccx-claude-body")
         self._parts: list[Any] = []
         self._box = self._widget
