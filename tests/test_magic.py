@@ -352,6 +352,8 @@ def test_missing_claude_is_a_usage_error(shell: InteractiveShell) -> None:
         ("-c ''", "needs a command line"),
         ("--approve maybe hello", "--approve: takes ask, all or none, not 'maybe'"),
         ("--idle-timeout -1 hello", "--idle-timeout must be a non-negative number"),
+        ("--help", r"^%ccexec has no --help option: %ccexec\? shows every option$"),
+        ("-c true -h", r"^%ccexec has no -h option: %ccexec\? shows every option$"),
     ],
 )
 def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str, message: str) -> None:

@@ -197,6 +197,7 @@ class CCExecMagics(Magics):
         tokens = split_line(line)
         # Everything after a "--" word is text, however much it looks like options.
         cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
+        _refuse_help(tokens[:cut])
         args = self.ccexec.parser.parse_intermixed_args(tokens[:cut])
         text = text_of(line, [*args.text, *tokens[cut + 1 :]])
         if cell is not None and cell.strip():
@@ -301,6 +302,13 @@ class CCExecMagics(Magics):
         for configurable in (self.settings, self):
             if configurable in configurables:
                 configurables.remove(configurable)
+
+
+def _refuse_help(tokens: list[Token]) -> None:
+    """Point ``-h``/``--help`` to ``%ccexec?``: a magic's parser has no help option of its own."""
+    asked = next((t.raw for t in tokens if t.raw in ("-h", "--help")), None)
+    if asked is not None:
+        raise UsageError(f"%ccexec has no {asked} option: %ccexec? shows every option")
 
 
 def _usage_error(exc: Exception) -> UsageError:
