@@ -184,6 +184,9 @@ class CCExecMagics(Magics):
         argument); in the script of ``sh``/``bash``/``dash``/``zsh``/``ksh -c`` the item is
         shell-quoted (``bash -c 'wc -c {item}'``).
         """
+        if _asks_help(line):
+            print(self.ccexec.parser.format_help().removeprefix("::\n\n"))
+            return None
         args, text = self._parse(line, cell)
         result = self._act(args, text)
         if args.out:
@@ -197,7 +200,6 @@ class CCExecMagics(Magics):
         tokens = split_line(line)
         # Everything after a "--" word is text, however much it looks like options.
         cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
-        _refuse_help(tokens[:cut])
         args = self.ccexec.parser.parse_intermixed_args(tokens[:cut])
         text = text_of(line, [*args.text, *tokens[cut + 1 :]])
         if cell is not None and cell.strip():
@@ -304,11 +306,12 @@ class CCExecMagics(Magics):
                 configurables.remove(configurable)
 
 
-def _refuse_help(tokens: list[Token]) -> None:
-    """Point ``-h``/``--help`` to ``%ccexec?``: a magic's parser has no help option of its own."""
-    asked = next((t.raw for t in tokens if t.raw in ("-h", "--help")), None)
-    if asked is not None:
-        raise UsageError(f"%ccexec has no {asked} option: %ccexec? shows every option")
+def _asks_help(line: str) -> bool:
+    """Whether ``-h`` or ``--help`` is among the options (before any ``--``): a magic's
+    parser has no help option of its own, so it said "unrecognized arguments: --help"."""
+    tokens = split_line(line)
+    cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
+    return any(t.raw in ("-h", "--help") for t in tokens[:cut])
 
 
 def _usage_error(exc: Exception) -> UsageError:
