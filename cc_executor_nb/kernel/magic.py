@@ -152,7 +152,7 @@ class CCExecMagics(Magics):
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
     @line_cell_magic
-    def ccexec(self, line: str, cell: str | None = None) -> Run | JobsTable | Batch:
+    def ccexec(self, line: str, cell: str | None = None) -> Run | JobsTable | Batch | None:
         """Run a Claude prompt, or with -c a command line, and show it live.
 
         The magic returns at once (unless -w) and the kernel stays free while the run
