@@ -40,7 +40,9 @@ import collections
 import contextlib
 import itertools
 import logging
+import os
 import re
+import socket
 import ssl as ssl_module
 import threading
 import time
@@ -60,7 +62,7 @@ from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 from .redaction import install_redactor
 
-__all__ = ["Client", "Locator", "check_server_url", "connect", "shown_url"]
+__all__ = ["Client", "Locator", "check_server_url", "connect", "os_reason", "shown_url"]
 
 logger = logging.getLogger("cc_executor_nb.client")
 
@@ -858,3 +860,14 @@ async def connect(
         client._abandon()
         raise
     return client
+
+
+def os_reason(url: str, exc: OSError) -> str:
+    """An OSError of a connection attempt in words (a name lookup's code is no errno)."""
+    if isinstance(exc, socket.gaierror):
+        return f"{exc.strerror or exc} (is the host name right?)"
+    if exc.errno:
+        return os.strerror(exc.errno)
+    if isinstance(exc, ConnectionResetError) and url.lower().startswith("wss://"):
+        return "the connection was reset (a wss:// URL needs a server that speaks TLS)"
+    return str(exc) or type(exc).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import re
 import subprocess
 import sys
@@ -225,6 +226,20 @@ def test_a_selftest_case_that_cannot_connect_prints_no_ok_checks(given: list[str
     # The URL once (it read "cannot connect to URL: URL refused the connection: HTTP 401 ...").
     assert checks[0].count(server.url) == 1 and ": the server refused the connection: HTTP 401" in checks[0]
     assert checks[0].endswith(f": {hint}") and "a-wrong-token" not in completed.stdout, completed.stdout
+
+
+def test_a_selftest_against_a_closed_port_says_connection_refused() -> None:
+    """Nothing listens: the failure reads as the terminal client's (``Connection refused``); it
+    read "[Errno 111] Connect call failed ('127.0.0.1', PORT)", the address a second time."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{probe.getsockname()[1]}/ws"  # bound, never listening: refused
+        completed = subprocess.run(
+            [sys.executable, "-m", "cc_executor_nb.selftest", "--test", "Math Question", "--demo", "--server", url],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=scaled(55), check=False,
+        )
+    checks = [line for line in completed.stdout.splitlines() if line.startswith("  ")]
+    assert checks == [f"  FAIL  cannot connect to {url}: Connection refused"], completed.stdout + completed.stderr
 
 
 def test_the_selftest_against_a_server_names_the_executable_for_that_servers_path(tmp_path, monkeypatch) -> None:

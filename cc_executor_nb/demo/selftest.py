@@ -43,7 +43,7 @@ from websockets.exceptions import WebSocketException
 from .. import methods
 from ..claude.options import ClaudeOptions, claude_argv, claude_environment
 from ..claude.streamjson import ClaudeRun
-from ..client import Client, connect
+from ..client import Client, connect, os_reason
 from ..declare import OneLineParser
 from ..errors import CCExecError, HandshakeRefused
 from ..events import Completed, Event, Output, ProcessError
@@ -557,7 +557,10 @@ def _describe(exc: BaseException) -> str:
 
 def _connect_failure(url: str, exc: BaseException, token_hint: str) -> str:
     """``cannot connect to URL: why``, the URL said once (a refusal's own text names it too)."""
-    reason = f"the server {exc.refusal}" if isinstance(exc, HandshakeRefused) else _describe(exc)
+    if isinstance(exc, HandshakeRefused):
+        reason = f"the server {exc.refusal}"
+    else:
+        reason = os_reason(url, exc) if isinstance(exc, OSError) else _describe(exc)
     words = f"cannot connect to {url}: {reason}"
     if token_hint and isinstance(exc, HandshakeRefused) and exc.status == 401:
         words += f": {token_hint}"

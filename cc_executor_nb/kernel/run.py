@@ -37,7 +37,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -47,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import methods
 from ..claude.permissions import Answer, PermissionRequest
-from ..client import Client, Locator, connect, shown_url
+from ..client import Client, Locator, connect, os_reason, shown_url
 from ..errors import CCExecError, ConnectionLost, HandshakeRefused, InvalidParams, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
@@ -1224,17 +1223,6 @@ def token_from_env(name: str, spelled: str) -> str:
     if value is None:
         raise ValueError(f"{spelled}: the environment variable {name} is not set")
     return value
-
-
-def os_reason(url: str, exc: OSError) -> str:
-    """An OSError of a connection attempt in words (a name lookup's code is no errno)."""
-    if isinstance(exc, socket.gaierror):
-        return f"{exc.strerror or exc} (is the host name right?)"
-    if exc.errno:
-        return os.strerror(exc.errno)
-    if isinstance(exc, ConnectionResetError) and url.lower().startswith("wss://"):
-        return "the connection was reset (a wss:// URL needs a server that speaks TLS)"
-    return str(exc) or type(exc).__name__
 
 
 def _log_errors(func: Callable[[], object]) -> None:
