@@ -400,7 +400,20 @@ def test_the_job_table_escapes_what_it_shows() -> None:
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     text = jobs_text(rows, now).splitlines()
     assert text[0].split() == ["job", "status", "started", "duration", "exit", "cost", "label"]
-    assert "$0.0123" in text[1] and "-9" in text[2] and text[1].index("running") == text[2].index("lost")
+    assert "$0.0123" in text[1] and "SIGKILL" in text[2] and text[1].index("running") == text[2].index("lost")
+
+
+def test_the_job_table_says_a_jobs_end_as_its_record_does() -> None:
+    """A finished job's duration reads as the record's (``78 ms``, it read ``0.0 s``) and a
+    signal by name: -15 and a cancelled CLI's 143 read ``SIGTERM``; a plain 143 stays 143."""
+    now = time.time()
+    rows = [JobRow("id1", "completed", "echo", now - 0.078, now, 0, None, 0),
+            JobRow("id2", "cancelled", "sleep 9", now - 2, now, -15, None, 0),
+            JobRow("id3", "cancelled", "claude: hi", now - 2, now, 143, None, 0),
+            JobRow("id4", "failed", "sh -c 'exit 143'", now - 2, now, 143, None, 0)]
+    text = jobs_text(rows, now).splitlines()
+    assert " 78 ms " in text[1] and "0.0 s" not in text[1]
+    assert [line.split()[5] for line in text[2:]] == ["SIGTERM", "SIGTERM", "143"]  # duration: 2 words
 
 
 def test_the_job_table_keeps_each_job_on_one_inert_line() -> None:

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..events import stopping_signal
 from ..protocol import one_line
 from ..terminaltext import printable, reveal
 from .html import STATUS_COLORS
-from .runstate import format_duration
+from .runstate import format_duration, format_took
 
 __all__ = ["HEADERS", "JobRow", "jobs_html", "jobs_text", "rows_of"]
 
@@ -53,11 +54,19 @@ def _cells(row: JobRow, now: float) -> list[str]:
         row.job_id,
         row.status,
         _started(row.started_at, now),
-        format_duration(row.duration(now)),
-        "" if row.exit_code is None else str(row.exit_code),
+        format_duration(row.duration(now)) if row.ended_at is None else format_took(row.duration(now)),
+        _exit_cell(row),
         "" if row.cost_usd is None else f"${row.cost_usd:.4f}",
         label,
     ]
+
+
+def _exit_cell(row: JobRow) -> str:
+    """The exit code, or the signal that ended the job (``SIGTERM`` for -15, and for the
+    CLI's 143 when the job was cancelled), as the run's record says it."""
+    if row.exit_code is None:
+        return ""
+    return stopping_signal(row.exit_code, row.status) or str(row.exit_code)
 
 
 HEADERS = ["job", "status", "started", "duration", "exit", "cost", "label"]
