@@ -579,7 +579,7 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         env=_optional_env(obj),
         timeout=_timeout(obj),
         heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval, MAX_HEARTBEAT_INTERVAL),
-        inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval),
+        inactivity_threshold=_optional_seconds(obj, "inactivity_threshold", min_interval, MAX_TIMEOUT),
         kill_grace=_optional_seconds(obj, "kill_grace", maximum=MAX_KILL_GRACE),
         progress_target=_progress_target(obj),
         stdin=_stdin_mode(obj),
@@ -589,7 +589,7 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
 
 
 def _stdin_idle_timeout(params: dict[str, Any]) -> float | None:
-    value = _optional_seconds(params, "stdin_idle_timeout", MIN_INTERVAL)
+    value = _optional_seconds(params, "stdin_idle_timeout", MIN_INTERVAL, MAX_TIMEOUT)
     if value is None:
         return None
     if params.get("stdin") != "pipe":

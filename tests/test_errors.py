@@ -108,6 +108,7 @@ async def test_a_timeout_of_zero_is_refused_not_an_instant_end(raw, timeout) -> 
     ("heartbeat_interval", 3600.5, "heartbeat_interval must be at most 3600 s (1 hour)"),
     ("kill_grace", 1e308, "kill_grace must be at most 3600 s (1 hour)"),
     ("kill_grace", 10**30, "kill_grace must be at most 3600 s (1 hour)"),
+    ("inactivity_threshold", 1e308, "inactivity_threshold must be at most 2592000 s (30 days)"),
 ])
 async def test_durations_past_their_bound_are_refused_naming_it(raw, name, value, message) -> None:
     """``timeout`` (30 days), ``heartbeat_interval`` and ``kill_grace`` (1 hour) past their

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..declare import OptionError, option
-from ..protocol import MIN_INTERVAL
+from ..protocol import MAX_TIMEOUT, MIN_INTERVAL
 from .control import HOST_ARGS
 from .executable import find_claude
 
@@ -235,6 +235,9 @@ def _check_idle_timeout(timeout: object) -> None:
     if 0 < timeout < MIN_INTERVAL:
         template = "{0} must be 0 (never) or at least {1:g} s, not {2!r}"
         raise OptionError(template, ["idle_timeout"], MIN_INTERVAL, timeout)
+    if timeout > MAX_TIMEOUT:
+        template = "{0} must be at most {1:.0f} s (the protocol's bound), not {2!r}"
+        raise OptionError(template, ["idle_timeout"], MAX_TIMEOUT, timeout)
 
 
 def refuse_host_options(given: Collection[str], options: ClaudeOptions) -> None:

@@ -439,7 +439,9 @@ def _complete(what: RunSpec, settings: CCExec, options: RunOptions, extras: _Ext
         heartbeat_interval=_seconds(
             "heartbeat", options.heartbeat, True, minimum=MIN_INTERVAL, maximum=MAX_HEARTBEAT_INTERVAL
         ),
-        inactivity_threshold=_seconds("inactivity", options.inactivity, True, minimum=MIN_INTERVAL),
+        inactivity_threshold=_seconds(
+            "inactivity", options.inactivity, True, minimum=MIN_INTERVAL, maximum=MAX_TIMEOUT
+        ),
         kill_grace=settings.kill_grace,
         capture=_capture(options.capture),
     )

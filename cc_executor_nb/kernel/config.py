@@ -334,7 +334,13 @@ class CCExec(Configurable):
 
 # What the protocol accepts in an ``execute`` (-32602 beyond): refused here, when set,
 # rather than in every run.
-_MAXIMA = {"timeout": MAX_TIMEOUT, "heartbeat_interval": MAX_HEARTBEAT_INTERVAL, "kill_grace": MAX_KILL_GRACE}
+_MAXIMA = {
+    "timeout": MAX_TIMEOUT,
+    "heartbeat_interval": MAX_HEARTBEAT_INTERVAL,
+    "kill_grace": MAX_KILL_GRACE,
+    "inactivity_threshold": MAX_TIMEOUT,
+    "idle_timeout": MAX_TIMEOUT,
+}
 
 
 def _check(proposal: Any, *, allow_zero: bool) -> float:
