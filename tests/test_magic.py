@@ -462,7 +462,9 @@ def test_an_idle_timeout_below_the_minimum_is_a_usage_error(
         CCExec(idle_timeout=0.01)
 
 
-@pytest.mark.parametrize("setting", ["kill_grace", "timeout", "heartbeat_interval", "inactivity_threshold", "idle_timeout"])
+@pytest.mark.parametrize(
+    "setting", ["kill_grace", "timeout", "heartbeat_interval", "inactivity_threshold", "idle_timeout"]
+)
 def test_a_setting_past_the_protocols_bound_is_refused_when_set(setting: str) -> None:
     """CCExec's durations past what an execute may carry are refused by %config: accepted,
     they failed every later run ("kill_grace must be at most 3600 s" from the server)."""
