@@ -667,3 +667,19 @@ async def test_an_allow_list_refuses_env_that_makes_git_python_npm_or_rc_files_r
             assert caught.value.data == {"field": "env"}
     finally:
         await handler.close()
+
+
+@pytest.mark.parametrize("name", ["Npm_Config_Script_Shell", "NPM_config_script_shell", "npm_CONFIG_prefix"])
+async def test_an_allow_list_refuses_npm_config_in_any_case(name) -> None:
+    """npm reads /^npm_config_/i: with an allow-list, a request's Npm_Config_Script_Shell is
+    refused as npm_config_script_shell is (-32001, field env); before, it reached the child,
+    and an allowed npm ran its scripts through the client's shell."""
+    handler = make_handler(allowed_commands=["echo"])
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            with pytest.raises(errors.CommandNotAllowed, match=f"env may not set {name} ") as caught:
+                await client.execute(argv=["echo", "x"], env={name: "/tmp/elsewhere"})
+            assert caught.value.data == {"field": "env"}
+    finally:
+        await handler.close()

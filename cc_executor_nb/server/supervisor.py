@@ -89,6 +89,9 @@ GUARDED_ENV = (
 )
 """Variables a request's ``env`` may not set while an allow-list is set: each one can
 make an allowed program load or start other code."""
+# npm (and pnpm, through it) reads every variable named /^npm_config_/i as its own
+# setting, whatever the case of its letters: Npm_Config_Script_Shell sets script-shell.
+_GUARDED_ANY_CASE = ("NPM_CONFIG_*",)
 # Every child carries this variable so that processes which leave the group (setsid)
 # can still be recognised as ours.
 RUN_MARKER_ENV = "CC_EXECUTOR_RUN_ID"
@@ -127,6 +130,11 @@ def child_environment(
 def is_secret(name: str, secret: Iterable[str] = DEFAULT_SECRET_ENV, keep: Iterable[str] = DEFAULT_KEEP_ENV) -> bool:
     """Whether a variable named ``name`` must stay out of a child's environment."""
     return _matches(name, tuple(secret)) and not _matches(name, tuple(keep))
+
+
+def _is_guarded(name: str) -> bool:
+    """Whether a request's ``env`` may not set ``name`` while an allow-list is set."""
+    return _matches(name, GUARDED_ENV) or _matches(name.upper(), _GUARDED_ANY_CASE)
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -358,7 +366,7 @@ class ProcessManager:
         """
         if self.allowed_commands is None:
             return argv[0]
-        guarded = sorted(name for name in env or {} if _matches(name, GUARDED_ENV))
+        guarded = sorted(name for name in env or {} if _is_guarded(name))
         if guarded:
             raise CommandNotAllowed(
                 f"env may not set {guarded[0]} while the server has an allow-list", {"field": "env"}
