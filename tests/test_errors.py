@@ -683,3 +683,18 @@ async def test_an_allow_list_refuses_npm_config_in_any_case(name) -> None:
             assert caught.value.data == {"field": "env"}
     finally:
         await handler.close()
+
+
+async def test_an_allow_list_refuses_pythonuserbase() -> None:
+    """With an allow-list, a request's PYTHONUSERBASE is refused (-32001, field env): Python
+    runs the .pth files and usercustomize under it at start-up, as it would PYTHONPATH's
+    sitecustomize; before, it reached the child."""
+    handler = make_handler(allowed_commands=["echo"])
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            with pytest.raises(errors.CommandNotAllowed, match="env may not set PYTHONUSERBASE ") as caught:
+                await client.execute(argv=["echo", "x"], env={"PYTHONUSERBASE": "/tmp/elsewhere"})
+            assert caught.value.data == {"field": "env"}
+    finally:
+        await handler.close()

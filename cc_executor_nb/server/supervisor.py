@@ -85,7 +85,7 @@ GUARDED_ENV = (
     "GIT_EXEC_PATH", "GIT_ASKPASS", "SSH_ASKPASS", "GIT_CONFIG_*", "GIT_EDITOR", "GIT_PAGER",
     "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "BROWSER", "GIT_PROXY_COMMAND",
     "GIT_EXTERNAL_DIFF", "GIT_SEQUENCE_EDITOR", "GIT_TEMPLATE_DIR", "PYTHONWARNINGS",
-    "PYTHONBREAKPOINT", "HOME", "XDG_CONFIG_HOME", "ZDOTDIR", "NPM_CONFIG_*", "npm_config_*",
+    "PYTHONBREAKPOINT", "PYTHONUSERBASE", "HOME", "XDG_CONFIG_HOME", "ZDOTDIR", "NPM_CONFIG_*", "npm_config_*",
 )
 """Variables a request's ``env`` may not set while an allow-list is set: each one can
 make an allowed program load or start other code."""
