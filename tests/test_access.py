@@ -37,6 +37,16 @@ def test_host_header_parsing(header: str, host: str) -> None:
     assert host_name(header) == host
 
 
+@pytest.mark.parametrize("header", ["[::1]evil.com", "[::1]:x:y", "[::1", "[::1]:80a", "localhost:x", "127.0.0.1:80/"])
+async def test_a_malformed_host_header_is_not_loopback(server, header: str) -> None:
+    """A Host that is not host[:port] is refused with 403 on a loopback bind, whatever
+    loopback name it holds: '[::1]evil.com', '[::1' and 'localhost:x' were read as ::1 and
+    localhost, and the handshake was accepted (101)."""
+    assert host_name(header) == ""
+    assert b" 403 " in await raw_handshake(server.port, header)
+    assert b" 101 " in await raw_handshake(server.port, f"[::1]:{server.port}")
+
+
 def test_token_compare() -> None:
     """Only the exact bearer token matches."""
     assert token_matches(f"Bearer {TOKEN}", TOKEN)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -45,12 +46,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# What may follow the host in a Host header: nothing, or a port (digits, maybe none).
+_PORT = re.compile(r"(:[0-9]*)?")
+
+
 def host_name(header: str) -> str:
-    """The host part of a Host header (``[::1]:8003`` gives ``::1``)."""
+    """The host part of a Host header (``[::1]:8003`` gives ``::1``).
+
+    "" (no loopback name) when the header is not ``host[:port]``: ``[::1]evil.com``,
+    ``[::1`` and ``localhost:x`` are not read as the loopback names in them.
+    """
     header = header.strip()
     if header.startswith("["):
-        return header[1 : header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+        host, bracket, rest = header[1:].partition("]")
+        return host if bracket and _PORT.fullmatch(rest) else ""
+    if header.count(":") == 1:
+        host, _, port = header.partition(":")
+        return host if _PORT.fullmatch(":" + port) else ""
+    return header
 
 
 def token_matches(header: str | None, token: str) -> bool:
