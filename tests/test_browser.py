@@ -461,7 +461,8 @@ def test_approval_card_shows_the_diff_and_allow_completes_the_run(lab: Lab, page
     cell = code_cell(page, "edit = %ccexec")
     card = cell.locator(".ccx-approval")
     poll(lambda: card.is_visible() and "Claude wants to use Edit" in card.inner_text(), 90, "the approval card")
-    removed, added = cell.locator(".cc-line-remove"), cell.locator(".cc-line-add")
+    # The card's own diff (the Edit's tool card folds the same change under it since ce5ec8f).
+    removed, added = card.locator(".cc-line-remove"), card.locator(".cc-line-add")
     assert removed.inner_text().strip() == "-hello world" and removed.is_visible()
     assert added.inner_text().strip() == "+goodbye world" and added.is_visible()
     state = view(cell)
