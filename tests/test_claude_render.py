@@ -376,6 +376,31 @@ def test_tool_and_limit_icons_are_glyphs_of_ordinary_fonts() -> None:
             assert fonts.strip(), f"no installed font has {icon!r}"
 
 
+def _installed_font_has(glyph: str) -> bool:
+    fonts = subprocess.run(["fc-list", f":charset={ord(glyph):x}", "family"], capture_output=True, text=True,
+                           timeout=30, check=True).stdout
+    return bool(fonts.strip())
+
+
+def test_an_interrupted_turn_is_marked_with_a_glyph_of_ordinary_fonts() -> None:
+    """An interrupted turn reads "■ Interrupted", in one turn and in a conversation: the "⏹" it
+    had is an emoji, an empty box in a browser without an emoji font (a cancelled story's record
+    in JupyterLab on a headless Debian). Where fontconfig is installed, a font has the mark."""
+    from .test_streamjson import conversation, result, streamed_text
+
+    interrupted = [*streamed_text("m2", "Once upon"), result(subtype="error_during_execution", is_error=True)]
+    single = conversation(("story", []))
+    several = conversation(("hi", [*streamed_text("m1", "hello"), result(result="hello")]), ("story", []))
+    for run in (single, several):
+        run.note_interrupt()
+        for each in interrupted:
+            run.feed_line(each)
+        mark = re.search(r'class="cc-interrupted"[^>]*>(.) Interrupted<', render_claude_html(run, True))
+        assert mark and mark.group(1) == "■", render_claude_html(run, True)
+        if shutil.which("fc-list"):
+            assert _installed_font_has(mark.group(1)), f"no installed font has {mark.group(1)!r}"
+
+
 def test_tool_input_is_truncated() -> None:
     """A long input is cut to 120 characters ending with an ellipsis."""
     summary = tool_input_summary({"command": "x" * 500})

@@ -320,9 +320,10 @@ def _decision_html(request: PermissionRequest | None) -> str:
     )
 
 
-# Status glyphs that ordinary fonts have (DejaVu, Liberation): an emoji such as ⏳ drew an
-# empty box in a browser without an emoji font (a headless Debian).
+# Status glyphs that ordinary fonts have (DejaVu, Liberation): an emoji such as ⏳ or ⏹ drew
+# an empty box in a browser without an emoji font (a headless Debian).
 WAITING_ICON = "○"
+INTERRUPTED_ICON = "■"
 
 
 def _tool_state(tool: ToolCall) -> tuple[str, str]:
@@ -560,7 +561,7 @@ def render_claude_html(
     return '<div class="cc-run">' + "".join(parts) + "</div>"
 
 
-_INTERRUPTED = f'<div class="cc-interrupted" style="{_MUTED}">⏹ Interrupted</div>'
+_INTERRUPTED = f'<div class="cc-interrupted" style="{_MUTED}">{INTERRUPTED_ICON} Interrupted</div>'
 _PROMPT_STYLE = (
     "border-left:3px solid #0d6efd;padding:2px 8px;margin:8px 0 4px;white-space:pre-wrap;"
     "background:#0d6efd0d"
