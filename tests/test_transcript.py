@@ -237,6 +237,50 @@ def test_the_html_record_folds_an_edits_change_under_its_call() -> None:
     assert re.search(r'cc-line-remove"[^>]*>-beta</div>.*cc-line-add"[^>]*>\+BETA</div>', html_card)
 
 
+# A theme's text and background, where the HTML sets none: JupyterLab's light and dark.
+THEMES = {"light": ((0, 0, 0), (255, 255, 255)), "dark": ((255, 255, 255), (17, 17, 17))}
+
+
+def _style(element: str, name: str) -> str | None:
+    found = re.search(rf'style="[^"]*(?<![-\w]){name}:([^;"]+)', element)
+    return found.group(1).strip() if found else None
+
+
+def _rgb(value: str | None, unset: tuple[int, int, int]) -> tuple[int, int, int]:
+    if value is None:
+        return unset
+    digits = value[1:] if len(value) == 7 else "".join(2 * digit for digit in value[1:4])  # #fff
+    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
+
+
+def _contrast(text: tuple[float, ...], background: tuple[float, ...]) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours."""
+    def luminance(rgb: tuple[float, ...]) -> float:
+        linear = [v / 3294.6 if v <= 10.0164 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    light, dark = sorted([luminance(text), luminance(background)], reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_an_edits_change_is_readable_in_a_light_and_a_dark_theme() -> None:
+    """Each line of the folded change (hunk, removed, added, context, "… more lines") has a
+    contrast of 4.5:1 or more in JupyterLab's light and dark themes: in the dark one the hunk
+    line's #0550ae sat on the theme's near-black at 2:1, as the block set no background."""
+    change = edit_call("\n".join(f"old {n}" for n in range(70)), "\n".join(f"new {n}" for n in range(70)) + "\nsame")
+    card = render_tool_cards_html(SimpleNamespace(tool_calls=[change]))
+    block = re.search(r'<details class="cc-tool-change">.*?<pre [^>]*>', card)
+    assert block, card
+    lines = re.findall(r'<div class="cc-line cc-line-\w+"[^>]*>', card)
+    assert {"hunk", "remove", "note"} <= {re.search(r"cc-line-(\w+)", each).group(1) for each in lines}  # type: ignore[union-attr]
+    for theme, (text, background) in THEMES.items():
+        pre_text, pre_ground = _rgb(_style(block[0], "color"), text), _rgb(_style(block[0], "background"), background)
+        for each in lines:
+            ground, own = _rgb(_style(each, "background"), pre_ground), _rgb(_style(each, "color"), pre_text)
+            opacity = float(_style(each, "opacity") or 1)
+            colour = tuple(opacity * c + (1 - opacity) * g for c, g in zip(own, ground, strict=True))
+            assert _contrast(colour, ground) >= 4.5, (theme, each, _contrast(colour, ground))
+
+
 def test_markdown_notes_thinking_and_retries_without_their_text() -> None:
     """Thinking is a one-line note; an API retry and the error are named."""
     think = Transcript(claude_run("think")).markdown()

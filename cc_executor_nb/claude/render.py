@@ -267,8 +267,13 @@ def _tool_change_html(tool: ToolCall) -> str:
         shown += _card_line(Line("note", f"… {more:,} more lines not shown"))
     return (
         f'<details class="cc-tool-change"><summary style="{_MUTED}">change · {escape(counts)}</summary>'
-        f'<pre style="{_PRE}">{shown}</pre></details>'
+        f'<pre style="{_PRE};{_CHANGE_COLOURS}">{shown}</pre></details>'
     )
+
+
+# The diff's own text and background, as the approval card has: its line colours are chosen
+# for a light background (the hunk line's blue on a dark theme's near-black read at 2:1).
+_CHANGE_COLOURS = "background:#fff;color:#1f2328"
 
 
 _DECIDED_BY = {
