@@ -281,6 +281,28 @@ def test_an_edits_change_is_readable_in_a_light_and_a_dark_theme() -> None:
             assert _contrast(colour, ground) >= 4.5, (theme, each, _contrast(colour, ground))
 
 
+def test_a_claude_error_is_readable_in_a_light_and_a_dark_theme() -> None:
+    """A failed run's error, a failed follow-up's and the note of a run that ended without a
+    result have a contrast of 4.5:1 or more in both themes: their #b00020 on the dark theme's
+    near-black read at 2.6:1 ("No result from Claude: the run was cancelled")."""
+    from cc_executor_nb.claude.render import claude_body_html, render_claude_html, render_error_html
+    from cc_executor_nb.claude.streamjson import ClaudeRun
+
+    from .test_claude_render import error_run
+    from .test_streamjson import conversation
+
+    failed_turn = result(subtype="error_during_execution", is_error=True, errors=["boom"])
+    follow_up = conversation(("hi", [*streamed_text("m1", "hello"), result(result="hello")]), ("again", [failed_turn]))
+    rendered = {"error": render_error_html(error_run()), "follow-up": render_claude_html(follow_up, True),
+                "no result": claude_body_html(ClaudeRun(), status="cancelled", exit_code=-15)}
+    for name, html_text in rendered.items():
+        element = re.search(r'<div class="cc-(?:error|no-result)"[^>]*>', html_text)
+        assert element, (name, html_text)
+        for theme, (text, background) in THEMES.items():
+            colour, ground = _rgb(_style(element[0], "color"), text), _rgb(_style(element[0], "background"), background)
+            assert _contrast(colour, ground) >= 4.5, (name, theme, element[0], _contrast(colour, ground))
+
+
 def test_markdown_notes_thinking_and_retries_without_their_text() -> None:
     """Thinking is a one-line note; an API retry and the error are named."""
     think = Transcript(claude_run("think")).markdown()

@@ -112,6 +112,9 @@ _CATEGORY_NAMES = {
 # Inline styles are ours, never the model's: they keep the fragments readable
 # without a stylesheet.
 _MUTED = "opacity:0.75;font-size:smaller"
+# An error's red on its own pale background, as stderr has it: the red alone read at 2.6:1 on
+# a dark theme's near-black.
+_ERROR = "color:#b00020;background:#fff0f0"
 _CARD = "border:1px solid #8884;border-radius:4px;padding:2px 6px;margin:2px 0"
 _PRE = f"white-space:pre-wrap;margin:0;max-height:20em;overflow:auto;{MONOSPACE}"
 
@@ -447,7 +450,7 @@ def render_error_html(run: ClaudeRun) -> str:
     else:
         title = f"Claude run failed ({run.subtype or 'error'})"
     return (
-        f'<div class="cc-error" style="color:#b00020"><strong>{escape(printable(title))}</strong>'
+        f'<div class="cc-error" style="{_ERROR}"><strong>{escape(printable(title))}</strong>'
         f'<div style="white-space:pre-wrap">{escape(printable(run.error_message))}</div></div>'
     )
 
@@ -591,7 +594,7 @@ def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
         body += [render_answer_html(turn.text if turn.text.strip() != message.strip() else ""),
-                 f'<div class="cc-error" style="color:#b00020">{escape(printable(message))}</div>']
+                 f'<div class="cc-error" style="{_ERROR}">{escape(printable(message))}</div>']
     else:
         body.append(render_answer_html(turn.full_answer))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
@@ -673,7 +676,7 @@ def _no_result_html(run: ClaudeRun, status: str, exit_code: int | None, stderr: 
         f'<pre style="white-space:pre-wrap;margin:0;{MONOSPACE}">{escape(printable(detail))}</pre>' if detail else ""
     )
     return (
-        f'<div class="cc-no-result" style="color:#b00020"><strong>{escape(title)}</strong>'
+        f'<div class="cc-no-result" style="{_ERROR}"><strong>{escape(title)}</strong>'
         f"{body}</div>"
     )
 
@@ -987,7 +990,7 @@ class ClaudeBody:
     def _notify(self, message: str) -> None:
         note = getattr(self, "note", None)
         if note is not None:
-            note.value = f'<div class="cc-notice" style="color:#b00020">{escape(printable(message))}</div>'
+            note.value = f'<div class="cc-notice" style="{_ERROR}">{escape(printable(message))}</div>'
 
 
 def _decisions(view: ConversationView | None) -> dict[str, PermissionRequest]:
