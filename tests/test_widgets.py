@@ -817,6 +817,19 @@ def test_text_view_lines(method: str, params: dict[str, Any], line: str | None) 
     assert TextView().render_event(method, params) == line
 
 
+def test_text_view_end_line_does_not_restate_the_exit_code() -> None:
+    """A run whose only error is its exit code or signal ends on "[failed] exit 3 in 500 ms", as the
+    widget and the records read it; it read "[failed] exit 3 in 2 ms: exited with code 3" (and
+    "killed by SIGTERM in 0 ms: killed by signal 15"), the same thing twice."""
+    def ended(code: int, error: str) -> str | None:
+        params = {"status": "failed", "exit_code": code, "duration_seconds": 0.5, "error": error}
+        return TextView().render_event("process.completed", params)
+
+    assert ended(3, "exited with code 3") == "[failed] exit 3 in 500 ms"
+    assert ended(-15, "killed by signal 15") == "[failed] killed by SIGTERM in 500 ms"
+    assert ended(1, "Prompt is too long") == "[failed] exit 1 in 500 ms: Prompt is too long"
+
+
 def test_text_view_can_mute_heartbeats() -> None:
     """heartbeats=False drops heartbeat lines."""
     assert TextView(heartbeats=False).render_event("heartbeat", {"status": "alive"}) is None

@@ -165,7 +165,12 @@ def _text_completed(params: Mapping[str, Any]) -> str:
     duration = params.get("duration_seconds")
     if isinstance(duration, (int, float)):
         line += f" in {format_took(duration)}"
-    return line + (f": {error}" if error else "")
+    return line + (f": {error}" if error and not _restates(error, code) else "")
+
+
+def _restates(error: object, code: object) -> bool:
+    """The server's error only restates the exit code or signal the line already shows."""
+    return isinstance(code, int) and error in (f"exited with code {code}", f"killed by signal {-code}")
 
 
 def _text_error(params: Mapping[str, Any]) -> str:
