@@ -148,6 +148,8 @@ class _Progress:
 
     started: bool = False
     """Whether the run was asked for (a Ctrl-C after that stops it on the server)."""
+    ends: LineEnds = dataclasses.field(default_factory=LineEnds)
+    """Where the run's output left the terminal mid-line (what Ctrl-C says starts a line)."""
 
 
 def _interrupted(progress: _Progress) -> str:
@@ -179,7 +181,7 @@ async def _run(args: argparse.Namespace, progress: _Progress) -> int:
             **({"progress_target": None} if args.action == "claude" else {}),
             **({"stdin": "pipe"} if feed is not None else {}),
         )
-        ends = LineEnds()
+        ends = progress.ends
         async for received in events:
             if feed is not None:  # the run has started: run_events awaited execute first
                 await client.input(feed)
@@ -373,6 +375,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(_interrupted(progress), file=sys.stderr)
+        print(progress.ends.before_note(sys.stderr) + _interrupted(progress), file=sys.stderr)
         return 130
 

@@ -475,6 +475,23 @@ def test_ctrl_c_of_the_cli_says_the_run_was_cancelled_and_stops_it(tmp_path: Pat
             server.finish()
 
 
+def test_ctrl_c_of_the_cli_after_output_cut_mid_line_says_so_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """SIGINT while the command's last output has no newline: the cancellation starts a line of
+    its own, as "[failed] exit 3" does (it read "partial[cancelled] by Ctrl-C; ...")."""
+    argv = [sys.executable, "-m", "cc_executor_nb", "run", "--quiet", "--", "sh", "-c", "printf partial; exec sleep 60"]
+    client = subprocess.Popen(argv, cwd=tmp_path, env=environment(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    try:
+        assert client.stdout is not None and client.stdout.read(7) == b"partial"
+        client.send_signal(signal.SIGINT)
+        rest, _ = client.communicate(timeout=scaled(30))
+        assert (client.returncode, rest) == (130, b"\n[cancelled] by Ctrl-C; the run was stopped on the server\n")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
 def test_cli_shows_a_prompt_the_cli_refused_as_the_error_not_as_the_answer(tmp_path: Path) -> None:
     """A 3 MB prompt: the CLI answers "Prompt is too long". It was printed on stdout as the answer,
     then "[error] Claude run failed"; now stdout is empty and the error line says why."""
