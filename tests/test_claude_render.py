@@ -563,7 +563,7 @@ def test_footer_escapes_model_name() -> None:
 @pytest.mark.parametrize(
     ("value", "text"),
     [(850, "850 ms"), (12_345, "12.3 s"), (125_000, "2 min 05 s"), (3_725_000, "1 h 02 min"),
-     (999.6, "1.0 s"), (59_960, "1 min 00 s")],
+     (999.6, "1.0 s"), (59_960, "1 min 00 s"), (0.3, "< 1 ms"), (0.5, "< 1 ms"), (0.6, "1 ms"), (0, "0 ms")],
 )
 def test_format_duration(value: float, text: str) -> None:
     """Durations read naturally from milliseconds to hours."""

@@ -473,7 +473,10 @@ def format_seconds(seconds: float) -> str:
 
 
 def format_duration(ms: float) -> str:
-    """A run's duration: ``850 ms``, ``12.3 s``, ``2 min 05 s``, ``1 h 02 min``."""
+    """A run's duration: ``850 ms``, ``12.3 s``, ``2 min 05 s``, ``1 h 02 min``; ``< 1 ms``
+    for what rounds to none (it read ``0 ms``, as if nothing ran)."""
+    if ms > 0 and round(ms) == 0:
+        return "< 1 ms"
     if round(ms) < 1000:  # 999.6 ms is "1.0 s", not "1000 ms"
         return f"{round(ms)} ms"
     if round(ms / 100) < 600:  # 59.96 s is "1 min 00 s", not "60.0 s"
