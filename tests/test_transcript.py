@@ -303,6 +303,26 @@ def test_a_claude_error_is_readable_in_a_light_and_a_dark_theme() -> None:
             assert _contrast(colour, ground) >= 4.5, (name, theme, element[0], _contrast(colour, ground))
 
 
+def test_a_tools_decision_is_readable_in_a_light_and_a_dark_theme() -> None:
+    """The words after a tool ("allowed by the policy", "denied by you: no", "cancelled") have a
+    contrast of 4.5:1 or more in both themes: their colour at opacity 0.75 on the dark theme's
+    near-black read at 2.9:1 (allowed) and 1.9:1 (denied)."""
+    decided = {"allowed": "policy", "denied": "widget", "cancelled": "cli"}
+    calls = [ToolCall(f"t-{status}", "Bash", {"command": "ls"}) for status in decided]
+    decisions = {f"t-{status}": PermissionRequest(f"q-{status}", "Bash", {"command": "ls"}, status=status,
+                                                  decided_by=who, message="no", tool_use_id=f"t-{status}")
+                 for status, who in decided.items()}
+    cards = render_tool_cards_html(SimpleNamespace(tool_calls=calls), decisions)
+    words = re.findall(r'<span class="cc-decision cc-decision-\w+"[^>]*>', cards)
+    assert len(words) == 3, cards
+    for theme, (text, background) in THEMES.items():
+        for each in words:
+            ground, own = _rgb(_style(each, "background"), background), _rgb(_style(each, "color"), text)
+            opacity = float(_style(each, "opacity") or 1)
+            colour = tuple(opacity * c + (1 - opacity) * g for c, g in zip(own, ground, strict=True))
+            assert _contrast(colour, ground) >= 4.5, (theme, each, _contrast(colour, ground))
+
+
 def test_markdown_notes_thinking_and_retries_without_their_text() -> None:
     """Thinking is a one-line note; an API retry and the error are named."""
     think = Transcript(claude_run("think")).markdown()

@@ -313,6 +313,17 @@ def decision_reason(message: str) -> str:
     return _SHOWN_REASONS.get(message, message)
 
 
+# A decision's words carry their own pale background and no opacity: a colour that reads on
+# white cannot read on a dark theme's near-black, and the muted green at opacity 0.75 read at
+# 3.0:1 on white, the red at 1.9:1 on JupyterLab's dark theme.
+_DECISION_COLOURS = {
+    "allowed": "color:#146c43;background:#e8f5ee",
+    "denied": _ERROR,
+    "cancelled": "color:#57606a;background:#f6f8fa",
+}
+_DECISION = "font-size:smaller;padding:0 3px;border-radius:3px"
+
+
 def _decision_html(request: PermissionRequest | None) -> str:
     """``allowed by you`` / ``denied by you: reason`` after a tool's input."""
     if request is None or request.pending:
@@ -321,9 +332,9 @@ def _decision_html(request: PermissionRequest | None) -> str:
     reason = decision_reason(request.message) if request.status == "denied" else ""
     if reason:
         text += f": {one_line(printable(reason), MAX_TOOL_INPUT_CHARS)}"
-    color = "#198754" if request.status == "allowed" else "#b00020" if request.status == "denied" else "#6c757d"
+    colours = _DECISION_COLOURS.get(request.status, _DECISION_COLOURS["cancelled"])
     return (
-        f' <span class="cc-decision cc-decision-{escape(request.status)}" style="color:{color};{_MUTED}">'
+        f' <span class="cc-decision cc-decision-{escape(request.status)}" style="{colours};{_DECISION}">'
         f"{escape(text)}</span>"
     )
 
