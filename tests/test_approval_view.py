@@ -88,9 +88,12 @@ def test_a_long_answer_scrolls_in_the_live_widget_and_not_in_the_record(
     body: tuple[ClaudeBody, Source, Controls],
 ) -> None:
     """The live conversation's widget stops at 40em and scrolls (a 1,500-word answer made a cell
-    2,898 px tall); the HTML it holds, which the record shares, sets no height of its own."""
+    2,898 px tall), as a reversed flex column whose scroll the browser anchors at the bottom (the
+    newest text and the footer stay in view; it kept the top); the HTML it holds, which the
+    record shares, sets no height of its own."""
     made, _source, _controls = body
     assert (made.html.layout.max_height, made.html.layout.overflow) == ("40em", "auto")
+    assert made.html.layout.flex_flow == "column-reverse"
     made.interpreter.feed("stdout", result(result="word " * 1500) + "\n")
     made.render(State(status="completed", alive=False), 0.0)
     answer = re.search(r'<div class="cc-answer"[^>]*>', made.html.value)

@@ -543,21 +543,59 @@ BODY_HEIGHTS = """cell => {
 }"""
 
 
+# Where the person looks in the live widget's conversation: whether the answer's last
+# character and the footer are inside the scroll box, and the answer's top relative to it.
+BODY_VIEW = """cell => {
+  const body = cell.querySelector('.ccx-run .ccx-claude-body');
+  const answer = body && body.querySelector('.cc-answer');
+  if (!answer) return null;
+  const box = body.getBoundingClientRect();
+  const inside = rect => rect.height > 0 && rect.top >= box.top - 1 && rect.bottom <= box.bottom + 1;
+  const walker = document.createTreeWalker(answer, NodeFilter.SHOW_TEXT);
+  let last = null;
+  while (walker.nextNode()) if (walker.currentNode.textContent.trim()) last = walker.currentNode;
+  const range = document.createRange();
+  const end = last.textContent.trimEnd().length;
+  range.setStart(last, end - 1);
+  range.setEnd(last, end);
+  const footer = body.querySelector('.cc-footer');
+  return {end: inside(range.getBoundingClientRect()), footer: footer ? inside(footer.getBoundingClientRect()) : null,
+          top: answer.getBoundingClientRect().top - box.top, words: answer.textContent.split(/\\s+/).length};
+}"""
+
+
 def test_a_long_answer_scrolls_inside_the_live_widget(lab: Lab, page: Any, artifacts: Path) -> None:
     """A 1,500-word answer: the live widget's conversation stops at 40em and scrolls (the cell
-    grew to 2,898 px), and it can be scrolled to its end."""
-    cells = ["%load_ext cc_executor_nb", 'story = %ccexec --demo "write a 1500 word story at 3000 words per second"']
+    grew to 2,898 px). Like a terminal it shows the newest text while it streams and the end and
+    footer once done (it kept the top in view); scrolled up, it keeps the place while text comes."""
+    cells = ["%load_ext cc_executor_nb", 'story = %ccexec --demo "write a 1500 word story at 250 words per second"']
     write_notebook(lab.root / "92_long_answer.ipynb", cells)
     open_and_run_all(page, lab, "92_long_answer.ipynb")
     cell = code_cell(page, "story = %ccexec")
-    poll(lambda: _with_words(_finished(view(cell)), 1500), 90, "the whole story on screen")
-    shown, whole, answer = cell.evaluate(BODY_HEIGHTS)
-    font = float(cell.locator(".ccx-claude-body").evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
-    print(f"\nlong answer: body {shown} px shown of {whole} px, answer {answer} px, font {font} px")
-    assert shown <= 40 * font + 1 and whole > 2 * shown and answer > shown, (shown, whole, answer, font)
+    streaming = poll(lambda: (s := cell.evaluate(BODY_VIEW)) and s["words"] > 400 and s, 90, "a long answer streaming")
+    screenshot(page, cell, "92-long-answer-streaming.png")
+    assert streaming["end"], streaming  # the newest words are in view
     body = cell.locator(".ccx-claude-body")
-    body.evaluate("e => { e.scrollTop = e.scrollHeight; }")
-    assert body.evaluate("e => e.scrollTop + e.clientHeight >= e.scrollHeight - 1")
+    body.evaluate("e => { e.scrollTop -= 200; }")  # the person scrolls up to read
+    before = cell.evaluate(BODY_VIEW)
+    later = poll(lambda: (s := cell.evaluate(BODY_VIEW)) and s["words"] > before["words"] + 100 and s, 30,
+                 "more of the answer while scrolled up")
+    screenshot(page, cell, "92-long-answer-scrolled-up.png")
+    assert abs(later["top"] - before["top"]) <= 1 and not later["end"], (before, later)
+    body.evaluate("e => { e.scrollTop = e.scrollHeight; }")  # back to the end: it follows again
+    poll(lambda: _with_words(_finished(view(cell)), 1500), 60, "the whole story on screen")
+    final = poll(lambda: (s := cell.evaluate(BODY_VIEW)) and s["footer"] and s, 10, "the footer in view")
+    screenshot(page, cell, "92-long-answer-final.png")
+    print(f"\nlong answer: streaming {streaming}, scrolled up {before} then {later}, final {final}")
+    assert final["end"], final
+    shown, whole, answer = cell.evaluate(BODY_HEIGHTS)
+    font = float(body.evaluate("e => parseFloat(getComputedStyle(e).fontSize)"))
+    print(f"long answer: body {shown} px shown of {whole} px, answer {answer} px, font {font} px")
+    assert shown <= 40 * font + 1 and whole > 2 * shown and answer > shown, (shown, whole, answer, font)
+    body.evaluate("e => { e.scrollTop = -e.scrollHeight; }")  # to the top (negative: a reversed box)
+    assert 0 <= cell.evaluate(BODY_VIEW)["top"] < shown  # the answer's first line in view
+    body.evaluate("e => { e.scrollTop = e.scrollHeight; }")  # and back to the end
+    assert cell.evaluate(BODY_VIEW)["end"]
     screenshot(page, cell, "92-long-answer-scrolled.png")
 
 

@@ -838,9 +838,12 @@ class ClaudeBody:
         self._shown_request: str | None = None
         # A long answer scrolls inside the live widget (a 1,500-word answer made a cell
         # 2,898 px tall). The widget's own element scrolls, not a box in its HTML, so a
-        # re-render keeps the place a person scrolled to. The record and exports, which are
+        # re-render keeps the place a person scrolled to. As a reversed flex column its
+        # scroll is anchored at the bottom: like a terminal it follows the newest text and
+        # ends on the footer unless the person scrolled up (it kept the top in view, so a
+        # finished run showed "completed" over old text). The record and exports, which are
         # HTML of their own, keep the whole answer.
-        layout = ipywidgets.Layout(max_height=LIVE_ANSWER_HEIGHT, overflow="auto")
+        layout = ipywidgets.Layout(max_height=LIVE_ANSWER_HEIGHT, overflow="auto", flex_flow="column-reverse")
         self._widget = ipywidgets.HTML(value=self._html("starting", None) if show_answer else "", layout=layout)
         self._widget.add_class("ccx-claude-body")
         self._parts: list[Any] = []
