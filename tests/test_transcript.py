@@ -453,6 +453,19 @@ def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:
     assert "<b>" not in Transcript(run).html()
 
 
+def test_a_long_prompt_scrolls_in_its_own_box_in_the_html_record_and_is_kept_whole() -> None:
+    """A 260-line prompt made the exported record cell 6,463 px tall, nearly all prompt: its
+    quote is now a 12em scroll box; every line is still there (and whole in the Markdown)."""
+    prompt = "\n".join(f"line {n} of a pasted file" for n in range(260))
+    run = claude_run("haiku", prompt)
+    run.label = "claude: line 0 of a pasted file…"
+    page = Transcript(run).html()
+    quote = re.search(r'<blockquote class="ccx-prompt" style="([^"]*)">(.*?)</blockquote>', page, re.DOTALL)
+    assert quote is not None and "max-height:12em;overflow:auto" in quote.group(1)
+    assert quote.group(2).count("of a pasted file") == 260
+    assert Transcript(run).markdown().count("of a pasted file") == 261  # and once in the title
+
+
 def test_the_html_record_is_the_widgets_conversation_under_its_header() -> None:
     """The HTML has the header (title, badge, time), the rendered answer and the footer."""
     page = Transcript(claude_run("haiku", "write 3 haikus")).html()

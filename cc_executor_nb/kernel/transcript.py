@@ -294,7 +294,10 @@ class Transcript:
         prompt = self._prompt()
         if prompt is not None:
             parts.append(
-                '<blockquote class="ccx-prompt" style="white-space:pre-wrap;margin:4px 0 4px 1em">'
+                # A long prompt (a pasted file) scrolls in its own box: it made a record cell
+                # 6,463 px tall, nearly all prompt. Nothing is cut; the Markdown keeps it whole.
+                '<blockquote class="ccx-prompt" style="white-space:pre-wrap;margin:4px 0 4px 1em;'
+                'max-height:12em;overflow:auto">'
                 f"{html.escape(printable(prompt))}</blockquote>"
             )
         command = self._command()
