@@ -170,6 +170,18 @@ def test_a_claude_demo_batch_runs_on_the_workers(cluster: tuple[LocalCluster, Cl
     assert batch.results() == ["4", "6"] and batch.cost_usd > 0 and all(item.worker for item in batch.items)
 
 
+def test_a_one_shot_prompt_too_long_for_a_command_line_is_refused_up_front(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A one-shot prompt over one argument's limit is a ValueError from map() saying why (it was sent to a
+    worker and ended error there: "could not start '.../python': Argument list too long")."""
+    _local, client = cluster
+    big = "x" * (200 * 1024) + " what is 2+2"
+    with pytest.raises(ValueError, match=r"the prompt is 204,812 bytes, .* a one-shot run on a Dask worker cannot "
+                                         r"send it on stdin; host mode \(the default\) sends it on stdin"):
+        cc_executor_nb.map([big], demo=True, interactive=False, cluster=client, display=False, settings=settings)
+
+
 def test_closing_the_cluster_leaves_no_orphans(settings: CCExec) -> None:
     """A run still going when the cluster closes is cancelled with its group; no process of the cluster remains."""
     local = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0")
