@@ -317,7 +317,7 @@ def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
         ("conversation.question",
          {"pending": 1, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}},
          "[needs you] Claude asks to use Bash: touch x (answer with run.approve(), "
-         "run.approve(always=True) or run.deny('why'))"),
+         "run.approve(always=True) or run.deny(message='why'))"),
         ("conversation.question",  # the run's policy answers it: nobody is asked
          {"pending": 1, "policy": True, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}},
          None),
@@ -335,6 +335,22 @@ def test_the_badge_says_needs_you_and_the_timer_counts_the_wait() -> None:
 def test_conversation_events_as_text(method: str, params: dict[str, Any], line: str | None) -> None:
     """Terminals and --quiet get one line per question, decision, turn end and notice."""
     assert TextView().render_event(method, params) == line
+
+
+def test_the_questions_hint_denies_with_its_text_as_the_message() -> None:
+    """The deny call the [needs you] line shows passes its text as the message (run.deny('why') took 'why' as
+    a question's id: "ValueError: no permission question 'why' in this run")."""
+    import inspect
+
+    from cc_executor_nb.kernel.run import Run
+
+    params = {"pending": 1, "request": {"tool": "Bash", "summary": "touch x", "status": "pending"}}
+    line = TextView().render_event("conversation.question", params) or ""
+    call = re.search(r"run\.deny\((.*?)\)\)$", line)
+    assert call is not None, line
+    bound = eval(f"(lambda *a, **k: (a, k))({call.group(1)})")  # our own hint's arguments, never user text
+    arguments = inspect.signature(Run.deny).bind(None, *bound[0], **bound[1]).arguments
+    assert (arguments.get("request"), arguments.get("message")) == (None, "why")
 
 
 # Text mode and the record of a conversation

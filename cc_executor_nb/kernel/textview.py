@@ -203,7 +203,7 @@ def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
 
 # A conversation's local events (interactive Claude runs)
 
-_ANSWER_HINT = "answer with run.approve(), run.approve(always=True) or run.deny('why')"
+_ANSWER_HINT = "answer with run.approve(), run.approve(always=True) or run.deny(message='why')"
 
 
 def _text_question(params: Mapping[str, Any]) -> str | None:
