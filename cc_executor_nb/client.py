@@ -466,7 +466,7 @@ class Client:
                 return await self._give_up(self._refused_again(exc))
             except Exception as exc:  # network errors of every kind: try again
                 if time.monotonic() > deadline:
-                    return await self._give_up(f"reconnect failed: {exc}")
+                    return await self._give_up(f"reconnect failed: {self._unreached(exc)}")
                 continue
             try:
                 outcome = await self._resume_on(ws)
@@ -479,6 +479,13 @@ class Client:
             if time.monotonic() > deadline:
                 return await self._give_up("reconnect timed out")
         return False
+
+    def _unreached(self, exc: Exception) -> str:
+        """Why the last reconnect failed, in words: the URL, the reason, the time tried."""
+        assert self._dialer is not None
+        url = self._dialer.url
+        reason = os_reason(url, exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+        return f"cannot reach {shown_url(url)} for {self.reconnect_timeout:g} s: {reason}"
 
     def _may_be_stale(self, exc: HandshakeRefused) -> bool:
         """A job follower's token refused: a restarted job server can listen on the old port

@@ -698,3 +698,27 @@ async def test_an_allow_list_refuses_pythonuserbase() -> None:
             assert caught.value.data == {"field": "env"}
     finally:
         await handler.close()
+
+
+async def test_reconnects_that_give_up_say_which_server_they_could_not_reach_and_for_how_long() -> None:
+    """A server gone for good (killed, never back) ends the reconnects with the URL, the reason in
+    words and the time tried (it was "reconnect failed: [Errno 111] Connect call failed
+    ('127.0.0.1', PORT)", no URL, no wait, an errno for a reason)."""
+    from websockets.asyncio.server import serve
+
+    async def peer_that_drops(ws) -> None:
+        hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
+        await ws.send(protocol.dumps(protocol.notification("connected", hello)))
+        await ws.recv()
+        ws.transport.abort()
+
+    async with serve(peer_that_drops, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", reconnect_timeout=0.5)
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), scaled(10))
+    await eventually_async(lambda: "reconnect failed" in (client.close_reason or ""), timeout=20)
+    assert client.close_reason == (
+        f"reconnect failed: cannot reach ws://127.0.0.1:{port}/ws for 0.5 s: Connection refused"
+    )
+    await asyncio.wait_for(client.close(), scaled(10))
