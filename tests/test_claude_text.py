@@ -478,6 +478,23 @@ def test_a_question_announced_by_the_run_gets_no_second_waiting_line() -> None:
     assert [line.text for line in lines] == ["[permission] Bash · make → allowed by you"]
 
 
+def test_a_question_the_policy_answers_gets_no_waiting_line() -> None:
+    """A question handed to a callable policy (answered on a worker thread, so the stream shows it
+    pending first) prints no '[permission] ... waiting for an answer' line: nobody waits for a person;
+    only the policy's answer gets its line."""
+    ask = {"id": "p1", "tool": "Bash", "input": {"command": "make"}, "status": "pending"}
+    source = _Source(view(phase="tool"))
+    text_view = ClaudeTextView(source)
+    question = {"request": {"id": "p1", "tool": "Bash", "summary": "make", "status": "pending"}, "policy": True}
+    assert text_view.render("conversation.question", question) == []
+    source.snapshot_now = InteractiveView(phase="tool", permission_requests=(ask,))
+    assert text_view.render("process.output", {"type": "stdout", "data": "(a line)\n"}) == []
+    source.snapshot_now = InteractiveView(phase="tool", permission_requests=({**ask, "status": "denied",
+                                                                             "decided_by": "policy"},))
+    lines = text_view.render("process.output", {"type": "stdout", "data": "(a line)\n"})
+    assert [line.text for line in lines] == ["[permission] Bash · make → denied by the policy"]
+
+
 def test_a_run_refused_before_it_started_shows_its_error_and_no_footer() -> None:
     """A Claude run whose server refused it (no process.started) ends on its error alone (text mode printed
     "[result] no result" first, as if Claude had run); one that started keeps its footer."""

@@ -89,6 +89,10 @@ class ClaudeTextView:
             lines = self._lines(self.renderer.render(self.interpreter.snapshot(), turn=True))
             return lines + self._notice(method, params)
         lines = self._notice(method, params)
+        if method == methods.CONVERSATION_QUESTION and params.get("policy"):
+            # The run's policy answers it (a callable one on a worker thread, so the stream
+            # shows it pending meanwhile): nobody waits for a person, only the answer gets a line.
+            self._asked(params.get("request"))
         if method == methods.CONVERSATION_QUESTION and lines:
             self._asked(params.get("request"))
             if self.asked_here is not None and self.asked_here():
