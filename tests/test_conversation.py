@@ -735,6 +735,22 @@ def test_a_policy_answering_a_number_asks_a_person(tmp_path: Path, verdict: floa
     ended(run)
 
 
+def test_a_policy_answering_an_unknown_word_says_so_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A policy's answer that is not one (``"yes"``) is warned about as the failing policy is: the
+    tool, and that a person is asked (the line ended ": asking" and named no tool)."""
+    with caplog.at_level(logging.WARNING, logger="cc_executor_nb"):
+        run = start("bash: touch worded.txt", tmp_path, on_permission=lambda request: "yes")
+        asked = question(run)
+        eventually(lambda: len(pending_questions(run)) == 2, timeout=10, what="the question handed to people")
+    said = [r.getMessage() for r in caplog.records if "policy answered" in r.getMessage()]
+    assert said == ["! the permission policy answered 'yes' on Bash (not allow, always, deny or None); asking a person"]
+    run.deny(asked)
+    turn_over(run)
+    ended(run)
+
+
 def test_a_cancelled_turn_offers_no_follow_up(tmp_path: Path) -> None:
     """cancel() during a turn: its turn event is the last one (text mode said "run.send('...')
     follows up" although send() is refused after a cancel)."""

@@ -528,7 +528,7 @@ class Conversation:
             logger.warning("! the permission policy failed on %s: %s; asking a person", request.tool, _failure(exc))
             logger.debug("the permission policy's traceback", exc_info=exc)
             verdict = None
-        answer = _policy_answer(verdict)
+        answer = _policy_answer(verdict, request.tool)
         if answer is not None:
             self.decide(request.id, answer, via="policy", strict=False)
         elif self._requests[request.id].pending:
@@ -923,7 +923,7 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{place}" if str(exc) else f"{type(exc).__name__}{place}"
 
 
-def _policy_answer(verdict: Any) -> Answer | None:
+def _policy_answer(verdict: Any, tool: str) -> Answer | None:
     # Compared by identity and type: 1 == True and 0 == False must not pass for answers.
     if verdict is True or (isinstance(verdict, str) and verdict == "allow"):
         return Answer(True)
@@ -932,7 +932,10 @@ def _policy_answer(verdict: Any) -> Answer | None:
     if verdict is False or (isinstance(verdict, str) and verdict == "deny"):
         return Answer(False, message=POLICY_DENY_MESSAGE)
     if verdict is not None:
-        logger.warning("! the permission policy answered %r (not allow, always, deny or None): asking", verdict)
+        logger.warning(
+            "! the permission policy answered %r on %s (not allow, always, deny or None); asking a person",
+            verdict, tool,
+        )
     return None
 
 
