@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cc_executor_nb import methods
 from cc_executor_nb.kernel.runstate import (
     RunState,
     elapsed,
@@ -137,6 +138,18 @@ def test_status_makes_running_thinking() -> None:
         1,
         30.0,
     )
+
+
+def test_a_silence_while_a_question_waits_is_not_thinking() -> None:
+    """30 s into an unanswered question the run read "thinking": it is waiting for a person
+    (the badge says "needs you"); it stays "running", and thinks again once answered."""
+    state = started()
+    state.apply(methods.CONVERSATION_QUESTION, {"pending": 1, "request": {"id": "q1"}}, now=1.0)
+    silence(state, 30.0)
+    assert (state.status, state.needs_you, state.inactive_seconds) == ("running", True, 30.0)
+    state.apply(methods.CONVERSATION_QUESTION, {"pending": 0, "request": {"id": "q1"}}, now=40.0)
+    silence(state, 70.0)
+    assert state.status == "thinking"
 
 
 def test_output_after_thinking_returns_to_running() -> None:

@@ -363,7 +363,9 @@ class RunState:
         self.status_count += 1
         inactive = params.get("inactive_seconds", params.get("no_output_for"))
         self.inactive_seconds = _num(inactive, None)
-        if self.status == "running" and params.get("status", "running") == "running":
+        # A silence while a question waits is the person's, not Claude's thinking: the run
+        # stays "running" (it read "thinking" 30 s into a question; the badge says "needs you").
+        if self.status == "running" and params.get("status", "running") == "running" and not self.pending_questions:
             self.status = "thinking"
 
     def _on_paused(self, params: Mapping[str, Any], now: float) -> None:
