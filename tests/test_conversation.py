@@ -169,7 +169,8 @@ def test_a_question_pending_a_minute_keeps_heartbeats_and_never_times_out(tmp_pa
     beats_before = run.state.heartbeat_count
     time.sleep(60)  # the subject of the test: a person takes a minute to answer
     waited = time.monotonic() - asked_at
-    assert run.pending is not None and run.status == "running" and run.state.needs_you  # not "thinking": a person is asked
+    # "running", not "thinking": the silence is the person's
+    assert run.pending is not None and run.status == "running" and run.state.needs_you
     assert run.state.heartbeat_count - beats_before >= 50, (waited, run.state.heartbeat_count)
     assert not any(e.method == "process.completed" for e in run.events)
     run.approve()
