@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from cc_executor_nb.client import connect
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.jobserver import job_server, server_arguments, stop_server
 from cc_executor_nb.server.config import ServerSettings
-from cc_executor_nb.server.main import parse_args
+from cc_executor_nb.server.main import parse_args, stop_main
 from cc_executor_nb.server.runtime import (
     RUNTIME_FILE_NAME,
     RuntimeInfo,
@@ -110,6 +112,33 @@ def test_the_stop_command_says_how_many_jobs_it_cancelled(runtime_dir) -> None:
     assert stop.returncode == 0, stop.stderr
     assert stop.stdout == f"stopped the job server at {info.url} (pid {info.pid}); cancelled 2 running jobs\n"
     assert all(not group_alive(pgid) for _, pgid in started) and gone(info.pid)
+
+
+def test_stop_with_a_stale_runtime_file_on_a_port_another_service_took(runtime_dir, capsys) -> None:
+    """stop, when the file's server is gone and another (non-WebSocket) service holds its port,
+    says no job server runs and removes the file (it died with websockets' InvalidMessage)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer_garbage() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = runtime_dir / RUNTIME_FILE_NAME
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    write_runtime_file(path, RuntimeInfo(url=url, token="t" * 32, pid=dead.pid))
+    try:
+        assert stop_main(["--runtime-file", str(path)]) == 1
+    finally:
+        listener.close()
+    assert capsys.readouterr().out == f"no job server runs ({path})\n"
+    assert not path.exists()
 
 
 def test_the_job_server_exits_when_idle_and_not_before(runtime_dir) -> None:

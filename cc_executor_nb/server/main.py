@@ -39,6 +39,8 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from websockets.exceptions import WebSocketException
+
 from .. import __version__
 from ..declare import OneLineParser
 from ..errors import CCExecError
@@ -57,6 +59,7 @@ from .runtime import (
     RuntimeInfo,
     default_jobs_dir,
     default_runtime_file,
+    is_job_server,
     read_runtime_file,
     remove_runtime_file,
     stop_job_server,
@@ -563,7 +566,8 @@ def stop_main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     path = args.runtime_file or str(default_runtime_file())
     info = read_runtime_file(path)
-    active = _active_jobs(info) if info is not None else None
+    # Only a live job server is asked: a stale file's port may be another service's now.
+    active = _active_jobs(info) if info is not None and is_job_server(info.pid) else None
     try:
         pid = stop_job_server(path, args.timeout)
     except TimeoutError as exc:
@@ -587,7 +591,7 @@ def _active_jobs(info: RuntimeInfo) -> int | None:
 
     try:
         return asyncio.run(asyncio.wait_for(count(), 5.0))
-    except (OSError, TimeoutError, CCExecError) as exc:
+    except (OSError, TimeoutError, CCExecError, WebSocketException) as exc:
         logger.debug("could not list the job server's jobs: %r", exc)
         return None
 
