@@ -25,6 +25,7 @@ import pytest
 
 import cc_executor_nb as ccx
 from cc_executor_nb.claude.permissions import PermissionRequest
+from cc_executor_nb.client import Client
 from cc_executor_nb.demo.shared import stop_demo
 from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.kernel.config import CCExec
@@ -859,6 +860,33 @@ def test_a_one_shot_run_sends_a_prompt_too_long_for_its_command_line_on_stdin(tm
     run = start(LONG_PROMPT, tmp_path, interactive=False, wait=True)
     assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip())
     assert run.conversation is None and "--" not in (run.state.argv or [])
+
+
+def test_a_one_shot_cli_that_exits_before_its_long_prompt_is_written_fails_with_its_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long one-shot prompt goes to stdin once the CLI started; a CLI that exited first (a bad
+    option, no login) fails with its exit code and stderr, not as an 'error' of the input's
+    refusal ("the process's input is closed", exit code None)."""
+    # The CLI stops reading at once (its input closed) and exits a moment later.
+    closed = tmp_path / "stdin-closed"
+    executable = tmp_path / "claude"
+    executable.write_text(f"#!/bin/sh\nexec 0<&-\ntouch '{closed}'\nsleep 0.5\n"
+                          "echo 'error: unknown option' >&2\nexit 2\n")
+    executable.chmod(0o755)
+    real_input = Client.input
+
+    async def input_once_closed(self: Client, data: str, **kwargs: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + scaled(30)
+        while not closed.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await real_input(self, data, **kwargs)
+
+    monkeypatch.setattr(Client, "input", input_once_closed)
+    run = ccx.run(LONG_PROMPT, executable=str(executable), interactive=False, display=False,
+                  cwd=str(tmp_path), settings=settings(), wait=True)
+    assert (run.status, run.exit_code) == ("failed", 2), run.error
+    assert "unknown option" in run.stderr
 
 
 def test_auto_resume_refuses_a_prompt_too_long_for_its_command_line(tmp_path: Path) -> None:

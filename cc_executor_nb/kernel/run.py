@@ -851,8 +851,11 @@ class Run:
         started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
         if spec.input is not None:
-            await client.input(spec.input)
-            await client.close_input()
+            # A CLI that exited (or closed its input) before reading says why by its exit
+            # code and stderr: the refused write is no error of the run.
+            with contextlib.suppress(NoProcessRunning):
+                await client.input(spec.input)
+                await client.close_input()
 
     def _take_job_times(self, job: object) -> None:
         """The job's start and end (a ``jobs.list`` entry, times since the epoch) become
