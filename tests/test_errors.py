@@ -507,19 +507,7 @@ async def test_a_reconnect_that_does_not_resume_closes_the_connection_it_opened(
 async def test_close_while_reconnecting_stops_the_reconnects() -> None:
     """close() during the reconnect attempts to a server that is gone ends them: the client is closed
     (it used to go on dialling until reconnect_timeout, holding a loop's shutdown that long)."""
-    from websockets.asyncio.server import serve
-
-    async def peer_that_drops(ws) -> None:
-        hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
-        await ws.send(protocol.dumps(protocol.notification("connected", hello)))
-        await ws.recv()
-        ws.transport.abort()
-
-    async with serve(peer_that_drops, "127.0.0.1", 0) as peer:
-        port = peer.sockets[0].getsockname()[1]
-        client = await connect(f"ws://127.0.0.1:{port}/ws", reconnect_timeout=300)
-        with pytest.raises(errors.ConnectionLost):
-            await asyncio.wait_for(client.call("status"), scaled(10))
+    client, _ = await _client_of_a_server_gone(reconnect_timeout=300)
     await asyncio.wait_for(_reconnecting(client), scaled(10))
     closing = asyncio.ensure_future(client.close())
     await asyncio.wait([closing], timeout=scaled(10))  # no cancel on timeout: that would end the reconnects
@@ -597,6 +585,25 @@ async def test_a_caller_cancelled_while_close_waits_is_cancelled(server) -> None
     closing.cancel()
     await asyncio.wait([closing])
     assert closing.cancelled() and stuck.cancelled()
+
+
+async def _client_of_a_server_gone(reconnect_timeout: float):
+    """A client whose server said ``connected``, dropped it and stopped listening (it
+    reconnects now), and the port that server had."""
+    from websockets.asyncio.server import serve
+
+    async def peer_that_drops(ws) -> None:
+        hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
+        await ws.send(protocol.dumps(protocol.notification("connected", hello)))
+        await ws.recv()
+        ws.transport.abort()
+
+    async with serve(peer_that_drops, "127.0.0.1", 0) as peer:
+        port = peer.sockets[0].getsockname()[1]
+        client = await connect(f"ws://127.0.0.1:{port}/ws", reconnect_timeout=reconnect_timeout)
+        with pytest.raises(errors.ConnectionLost):
+            await asyncio.wait_for(client.call("status"), scaled(10))
+    return client, port
 
 
 async def _reconnecting(client) -> None:
@@ -704,19 +711,7 @@ async def test_reconnects_that_give_up_say_which_server_they_could_not_reach_and
     """A server gone for good (killed, never back) ends the reconnects with the URL, the reason in
     words and the time tried (it was "reconnect failed: [Errno 111] Connect call failed
     ('127.0.0.1', PORT)", no URL, no wait, an errno for a reason)."""
-    from websockets.asyncio.server import serve
-
-    async def peer_that_drops(ws) -> None:
-        hello = {"session_id": "s", "resume_token": "r", "capabilities": ["resume"]}
-        await ws.send(protocol.dumps(protocol.notification("connected", hello)))
-        await ws.recv()
-        ws.transport.abort()
-
-    async with serve(peer_that_drops, "127.0.0.1", 0) as peer:
-        port = peer.sockets[0].getsockname()[1]
-        client = await connect(f"ws://127.0.0.1:{port}/ws", reconnect_timeout=0.5)
-        with pytest.raises(errors.ConnectionLost):
-            await asyncio.wait_for(client.call("status"), scaled(10))
+    client, port = await _client_of_a_server_gone(reconnect_timeout=0.5)
     await eventually_async(lambda: "reconnect failed" in (client.close_reason or ""), timeout=20)
     assert client.close_reason == (
         f"reconnect failed: cannot reach ws://127.0.0.1:{port}/ws for 0.5 s: Connection refused"
