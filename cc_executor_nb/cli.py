@@ -43,7 +43,7 @@ from .claude.options import (
 )
 from .client import Client, connect
 from .declare import Flag, OneLineParser, OptionError, add_arguments, declared, from_values
-from .errors import CCExecError
+from .errors import CCExecError, NoProcessRunning
 from .events import Completed, Event, Output
 from .kernel.api import check_server_url
 from .kernel.claudetext import ClaudeTextView
@@ -184,8 +184,11 @@ async def _run(args: argparse.Namespace, progress: _Progress) -> int:
         ends = progress.ends
         async for received in events:
             if feed is not None:  # the run has started: run_events awaited execute first
-                await client.input(feed)
-                await client.close_input()
+                # A CLI that exited (or closed its input) before reading says why by its exit
+                # code and stderr: the refused write is no error of the run.
+                with contextlib.suppress(NoProcessRunning):
+                    await client.input(feed)
+                    await client.close_input()
                 feed = None
             event = received
             if interpreter is not None and isinstance(received, Output):

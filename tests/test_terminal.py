@@ -6,6 +6,7 @@ The real CLI against the demo backend.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import os
 import re
@@ -155,6 +156,36 @@ def test_cli_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_path: Path)
                           input=f"echo: {words}", capture_output=True, text=True, timeout=scaled(90))
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout == words + "\n"
+
+
+def test_cli_a_claude_that_exits_before_its_long_prompt_is_written_fails_with_its_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prompt too long for argv goes to stdin once the CLI started; a CLI that exited first (a
+    bad option, no login) ends with its exit code and stderr, not "error: the process's input is
+    closed" (exit 1), the refusal of the write."""
+    from cc_executor_nb.claude import options as options_module
+    from cc_executor_nb.client import Client
+
+    closed, executable = tmp_path / "stdin-closed", tmp_path / "claude"
+    executable.write_text(f"#!/bin/sh\nexec 0<&-\ntouch '{closed}'\nsleep 0.5\n"
+                          "echo 'error: unknown option' >&2\nexit 2\n")
+    executable.chmod(0o755)
+    real_input = Client.input
+
+    async def input_once_closed(self: Client, data: str, **kwargs: object) -> dict[str, object]:
+        deadline = time.monotonic() + scaled(30)
+        while not closed.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return await real_input(self, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(options_module, "find_claude", lambda configured=None: str(executable))
+    monkeypatch.setattr(Client, "input", input_once_closed)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("z" * 200_000))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--quiet", "-"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown option" in err and "input is closed" not in err, err
 
 
 def test_cli_rejects_an_empty_prompt(tmp_path: Path) -> None:
