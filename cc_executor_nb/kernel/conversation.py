@@ -101,6 +101,7 @@ closed, then it is cancelled: a CLI that hangs on its closed input does not hold
 
 _WRITE_RETRY = 0.1
 
+
 @dataclasses.dataclass
 class Hooks:
     """What the conversation may do to its run (all called on the loop thread)."""
