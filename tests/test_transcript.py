@@ -466,6 +466,15 @@ def test_a_long_prompt_scrolls_in_its_own_box_in_the_html_record_and_is_kept_who
     assert Transcript(run).markdown().count("of a pasted file") == 261  # and once in the title
 
 
+def test_the_text_record_quotes_every_line_of_a_long_prompt() -> None:
+    """The plain-text record marked only a prompt's first line with '> ', so a pasted prompt
+    with a blank line ran into the answer; every line is quoted, as a follow-up's are."""
+    run = claude_run("haiku", "first line\n\nthe file goes on")
+    run.label = "claude: first line…"
+    text = Transcript(run).text()
+    assert "> first line\n> \n> the file goes on\n" in text
+
+
 def test_the_html_record_is_the_widgets_conversation_under_its_header() -> None:
     """The HTML has the header (title, badge, time), the rendered answer and the footer."""
     page = Transcript(claude_run("haiku", "write 3 haikus")).html()

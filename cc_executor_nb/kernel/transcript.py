@@ -359,7 +359,7 @@ class Transcript:
         if error:
             lines[-1] += f" · {printable(error)}"
         prompt = self._prompt()
-        body = [f"> {printable(prompt)}"] if prompt is not None else []
+        body = ["> " + "\n> ".join(printable(prompt).splitlines())] if prompt is not None else []
         command = self._command()
         body += [f"[command]\n{command}"] if command is not None else []
         if self.view is not None:
