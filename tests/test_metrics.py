@@ -235,3 +235,19 @@ async def test_silence_status_carries_progress_and_resources(started) -> None:
     statuses = [e for e in await collect(client) if e.method == "process.status"]
     assert statuses and all("progress" in s.params and "resources" in s.params for s in statuses)
     assert statuses[0].params["resources"]["num_processes"] >= 1
+
+
+async def test_a_runs_duration_counts_from_its_spawn_not_from_the_history_lookup(started, tmp_path) -> None:
+    """A run's duration started when its history had been read, after the spawn: with a
+    lookup that takes 0.3 s, `sleep 0.5` recorded about 0.2 s (and `sleep 0.05` 49.7 ms with
+    a fast one); the clock now starts before the spawn, so it is never shorter than the child."""
+    handler, client = await started(history_path=str(tmp_path / "history.sqlite3"))
+    durations = handler.history.durations
+
+    def slow_durations(key: str, limit: int = 20) -> list[float]:
+        time.sleep(0.3)
+        return durations(key, limit)
+
+    handler.history.durations = slow_durations
+    await client.execute(argv=["sleep", "0.5"])
+    assert completed(await collect(client)).params["duration_seconds"] >= 0.5

@@ -87,6 +87,7 @@ class Execution:
         settings: Mapping[str, Any] | None = None,
         stdin: ChildInput | None = None,
         disk: DiskUse | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.process = process
         self.settings = dict(settings or {})
@@ -100,7 +101,8 @@ class Execution:
         self.kill_grace = kill_grace
         self.chunk_limit = chunk_limit
         self.timeout = timeout
-        self.started_at = time.monotonic()
+        self.started_at = time.monotonic() if started_at is None else started_at
+        """When the spawn began (monotonic): the run's duration counts from it."""
         self.stopped_by: str | None = None
         self.failure: str | None = None
         """Why the run's owner stopped it (see :meth:`fail`), the error it ends with."""

@@ -491,6 +491,9 @@ class EnhancedWebSocketHandler:
         (a session's; None for a durable job, bounded by the job storage limit).
         """
         capture = spec.capture or self.streams.capture
+        # The run's clock starts here: the output files, stdin and the history lookup below
+        # happen while the child already runs (a slow lookup made `sleep 0.5` read 0.2 s).
+        spawning = time.monotonic()
         process = await self.processes.spawn(
             spec.argv,
             spec.cwd,
@@ -520,6 +523,7 @@ class EnhancedWebSocketHandler:
             settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin, "capture": capture},
             stdin=stdin,
             disk=disk,
+            started_at=spawning,
         )
 
     def _ack(self, link: _Link, params: Any) -> dict[str, Any]:
