@@ -186,6 +186,16 @@ def test_the_batch_table_carries_no_terminal_or_bidi_control() -> None:
     assert "title='claude: a⟨U+202E⟩b'" in page and "x⟨U+2066⟩y" in page
 
 
+def test_the_batch_tables_cells_are_left_aligned_under_their_headings() -> None:
+    """Jupyter's stylesheet right-aligns table cells in an output (and so in an nbconvert
+    HTML export): the headings were left-aligned, the labels and last lines under them
+    right-aligned. Every cell now says text-align:left, as its heading does."""
+    row = Row(0, "claude: what is 2+2", "completed", 0.5, 0.008, "4")
+    page = batch_html(Summary(1, 1, 0, 0, 0, 0, 0.0, None, None, "done"), [row])
+    cells = re.findall(r"<t([dh]) style='([^']*)'", page)
+    assert len(cells) == 12 and all("text-align:left" in style for _, style in cells), cells
+
+
 def test_eta_from_the_mean_of_finished_runs() -> None:
     """Queued work plus what running runs have left, spread over the slots; None before any finished."""
     assert eta(10.0, queued=4, running_elapsed=[2.0, 9.0], slots=2) == 25

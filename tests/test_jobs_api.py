@@ -6,6 +6,7 @@ import asyncio
 import html
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -389,6 +390,16 @@ def test_a_prefix_shorter_than_the_minimum_is_named_as_such() -> None:
     with pytest.raises(ValueError, match=r"^a job id prefix needs at least 4 characters, not 'z' "):
         pick_job(jobs, "z", "me")
     assert MIN_PREFIX == 4
+
+
+def test_the_job_tables_cells_are_left_aligned_under_their_headings() -> None:
+    """Jupyter's stylesheet right-aligns table cells in an output (and in an HTML export)
+    under left-aligned headings; every cell now says text-align:left, as its heading does."""
+    now = time.time()
+    page = jobs_html([JobRow("id1", "running", "python train.py", now - 5, None, None, None, 1)], now)
+    cells = re.findall(r"<t([dh]) style='([^']*)'", page)
+    assert cells and {kind for kind, _ in cells} == {"d", "h"}
+    assert all("text-align:left" in style for _, style in cells), cells
 
 
 def test_the_job_table_escapes_what_it_shows() -> None:

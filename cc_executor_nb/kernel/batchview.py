@@ -202,7 +202,7 @@ def _row_html(row: Row) -> str:
         f"<span title='{html.escape(printable(row.label), quote=True)}'>{html.escape(label)}</span>{where}",
         f"<code style='white-space:pre'>{html.escape(_one_line(row.last_line))}</code>",
     ]
-    return "<tr>" + "".join(f"<td style='padding:1px 6px'>{cell}</td>" for cell in cells) + "</tr>"
+    return "<tr>" + "".join(f"<td style='text-align:left;padding:1px 6px'>{cell}</td>" for cell in cells) + "</tr>"
 
 
 def eta(mean_seconds: float | None, queued: int, running_elapsed: Sequence[float], slots: int) -> float | None:

@@ -105,7 +105,7 @@ def _row_html(row: JobRow, now: float) -> str:
         f"border-radius:4px;padding:0 6px'>{cells[1]}</span>"
     )
     cells[-1] = f"<span title='{html.escape(printable(row.label), quote=True)}'>{cells[-1]}</span>"
-    return "<tr>" + "".join(f"<td style='padding:2px 8px'>{cell}</td>" for cell in cells) + "</tr>"
+    return "<tr>" + "".join(f"<td style='text-align:left;padding:2px 8px'>{cell}</td>" for cell in cells) + "</tr>"
 
 
 def rows_of(jobs: Sequence[Any]) -> list[JobRow]:
