@@ -188,7 +188,8 @@ def output_html(state: RunState, max_chars: int = 20000, *, height: str = "24em"
     if tail.cut:
         note = (
             '<div class="ccx-cut" style="color:#6c757d;font-style:italic">'
-            f"… {tail.cut_chars:,} earlier characters not shown (full output in run.stdout)</div>"
+            f"… {tail.cut_chars:,} earlier characters not shown "
+            "(the whole output is in run.stdout while this kernel runs)</div>"
         )
     # A column-reverse flex box starts scrolled to its end, so new output stays in view.
     return (
