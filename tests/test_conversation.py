@@ -34,6 +34,7 @@ from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
 from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.kernel.transcript import Transcript
 
+from .fake_cli import cli_that_exits_before_reading
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
 from .util import eventually, scaled
@@ -868,21 +869,7 @@ def test_a_one_shot_cli_that_exits_before_its_long_prompt_is_written_fails_with_
     """A long one-shot prompt goes to stdin once the CLI started; a CLI that exited first (a bad
     option, no login) fails with its exit code and stderr, not as an 'error' of the input's
     refusal ("the process's input is closed", exit code None)."""
-    # The CLI stops reading at once (its input closed) and exits a moment later.
-    closed = tmp_path / "stdin-closed"
-    executable = tmp_path / "claude"
-    executable.write_text(f"#!/bin/sh\nexec 0<&-\ntouch '{closed}'\nsleep 0.5\n"
-                          "echo 'error: unknown option' >&2\nexit 2\n")
-    executable.chmod(0o755)
-    real_input = Client.input
-
-    async def input_once_closed(self: Client, data: str, **kwargs: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + scaled(30)
-        while not closed.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return await real_input(self, data, **kwargs)
-
-    monkeypatch.setattr(Client, "input", input_once_closed)
+    executable = cli_that_exits_before_reading(tmp_path, monkeypatch)
     run = ccx.run(LONG_PROMPT, executable=str(executable), interactive=False, display=False,
                   cwd=str(tmp_path), settings=settings(), wait=True)
     assert (run.status, run.exit_code) == ("failed", 2), run.error

@@ -660,27 +660,14 @@ def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) ->
 
 @pytest.mark.parametrize("name", ["GIT_PROXY_COMMAND", "GIT_EXTERNAL_DIFF", "GIT_TEMPLATE_DIR",
                                   "PYTHONWARNINGS", "PYTHONBREAKPOINT", "HOME", "XDG_CONFIG_HOME",
-                                  "npm_config_script_shell"])
+                                  "npm_config_script_shell", "Npm_Config_Script_Shell",
+                                  "NPM_config_script_shell", "npm_CONFIG_prefix"])
 async def test_an_allow_list_refuses_env_that_makes_git_python_npm_or_rc_files_run_code(name) -> None:
     """With an allow-list, these variables are refused in a request's env (-32001, field env):
     each can make an allowed git, python or npm start other code, or point a program at
-    start-up files of the client's choosing. Before, all eight were passed to the child."""
-    handler = make_handler(allowed_commands=["echo"])
-    await handler.start("127.0.0.1", 0)
-    try:
-        async with await connect(handler.url, TOKEN) as client:
-            with pytest.raises(errors.CommandNotAllowed, match=f"env may not set {name} ") as caught:
-                await client.execute(argv=["echo", "x"], env={name: "/tmp/elsewhere"})
-            assert caught.value.data == {"field": "env"}
-    finally:
-        await handler.close()
-
-
-@pytest.mark.parametrize("name", ["Npm_Config_Script_Shell", "NPM_config_script_shell", "npm_CONFIG_prefix"])
-async def test_an_allow_list_refuses_npm_config_in_any_case(name) -> None:
-    """npm reads /^npm_config_/i: with an allow-list, a request's Npm_Config_Script_Shell is
-    refused as npm_config_script_shell is (-32001, field env); before, it reached the child,
-    and an allowed npm ran its scripts through the client's shell."""
+    start-up files of the client's choosing. Before, all were passed to the child. npm reads
+    /^npm_config_/i, so its settings are refused in any case (an allowed npm ran its scripts
+    through a client's Npm_Config_Script_Shell)."""
     handler = make_handler(allowed_commands=["echo"])
     await handler.start("127.0.0.1", 0)
     try:

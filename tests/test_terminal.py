@@ -6,7 +6,6 @@ The real CLI against the demo backend.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import os
 import re
@@ -25,6 +24,7 @@ from cc_executor_nb import cli
 from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
+from .fake_cli import cli_that_exits_before_reading
 from .servers import start_server
 from .util import scaled
 
@@ -165,22 +165,9 @@ def test_cli_a_claude_that_exits_before_its_long_prompt_is_written_fails_with_it
     bad option, no login) ends with its exit code and stderr, not "error: the process's input is
     closed" (exit 1), the refusal of the write."""
     from cc_executor_nb.claude import options as options_module
-    from cc_executor_nb.client import Client
 
-    closed, executable = tmp_path / "stdin-closed", tmp_path / "claude"
-    executable.write_text(f"#!/bin/sh\nexec 0<&-\ntouch '{closed}'\nsleep 0.5\n"
-                          "echo 'error: unknown option' >&2\nexit 2\n")
-    executable.chmod(0o755)
-    real_input = Client.input
-
-    async def input_once_closed(self: Client, data: str, **kwargs: object) -> dict[str, object]:
-        deadline = time.monotonic() + scaled(30)
-        while not closed.exists() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return await real_input(self, data, **kwargs)  # type: ignore[arg-type]
-
+    executable = cli_that_exits_before_reading(tmp_path, monkeypatch)
     monkeypatch.setattr(options_module, "find_claude", lambda configured=None: str(executable))
-    monkeypatch.setattr(Client, "input", input_once_closed)
     monkeypatch.setattr(sys, "stdin", io.StringIO("z" * 200_000))
     monkeypatch.chdir(tmp_path)
     code = cli.main(["claude", "--quiet", "-"])
