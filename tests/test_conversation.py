@@ -34,7 +34,7 @@ from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
 from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.kernel.transcript import Transcript
 
-from .fake_cli import cli_that_exits_before_reading
+from .closed_input_cli import cli_that_exits_before_reading
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
 from .util import eventually, scaled

@@ -24,7 +24,7 @@ from cc_executor_nb import cli
 from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
-from .fake_cli import cli_that_exits_before_reading
+from .closed_input_cli import cli_that_exits_before_reading
 from .servers import start_server
 from .util import scaled
 
