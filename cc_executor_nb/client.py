@@ -75,6 +75,9 @@ _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ACK_EVERY = 1 << 20
+UNREACHED_NOTE_AFTER = 30.0
+"""Seconds a reconnecting client fails to reach its server before it says, once, that the
+server may be gone (``still_unreached`` on ``client.reconnecting``)."""
 """Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
 
 
@@ -146,6 +149,7 @@ class Client:
         self._reconnecting = False
         self.auto_reconnect = auto_reconnect and dialer is not None
         self.reconnect_timeout = reconnect_timeout
+        self.unreached_note_after = UNREACHED_NOTE_AFTER
         self.heartbeat_interval: float | None = None
         self.last_seq = 0
         self.job_id: str | None = None
@@ -453,9 +457,16 @@ class Client:
     async def _reconnect(self) -> bool:
         """Dial again with backoff and resume; False when it gave up."""
         assert self._dialer is not None
-        deadline = time.monotonic() + self.reconnect_timeout
+        started = time.monotonic()
+        deadline = started + self.reconnect_timeout
+        unreached: str | None = None
+        noted = False
         for attempt in itertools.count(1):
-            await self._notify_local(methods.CLIENT_RECONNECTING, {"attempt": attempt, "reason": self.close_reason})
+            params: dict[str, Any] = {"attempt": attempt, "reason": self.close_reason}
+            if unreached is not None:
+                params.update(self._unreached_params(unreached, started, deadline, noted))
+                noted = noted or bool(params.get("still_unreached"))
+            await self._notify_local(methods.CLIENT_RECONNECTING, params)
             await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
             await self._relocate()
             try:
@@ -467,6 +478,7 @@ class Client:
             except Exception as exc:  # network errors of every kind: try again
                 if time.monotonic() > deadline:
                     return await self._give_up(f"reconnect failed: {self._unreached(exc)}")
+                unreached = self._reason(exc)
                 continue
             try:
                 outcome = await self._resume_on(ws)
@@ -483,9 +495,24 @@ class Client:
     def _unreached(self, exc: Exception) -> str:
         """Why the last reconnect failed, in words: the URL, the reason, the time tried."""
         assert self._dialer is not None
-        url = self._dialer.url
-        reason = os_reason(url, exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
-        return f"cannot reach {shown_url(url)} for {self.reconnect_timeout:g} s: {reason}"
+        return f"cannot reach {shown_url(self._dialer.url)} for {self.reconnect_timeout:g} s: {self._reason(exc)}"
+
+    def _reason(self, exc: Exception) -> str:
+        """A failed dial's reason in words ("Connection refused")."""
+        assert self._dialer is not None
+        return os_reason(self._dialer.url, exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+
+    def _unreached_params(self, reason: str, started: float, deadline: float, noted: bool) -> dict[str, Any]:
+        """What ``client.reconnecting`` says of a server the last dial could not reach: the
+        reason, how long it has been down, how long the client goes on trying; and, once it
+        has been unreachable for ``unreached_note_after`` seconds, ``still_unreached`` (once)."""
+        assert self._dialer is not None
+        now = time.monotonic()
+        params: dict[str, Any] = {"unreachable": reason, "url": shown_url(self._dialer.url),
+                                  "down_for": now - started, "gives_up_in": max(0.0, deadline - now)}
+        if not noted and now - started >= self.unreached_note_after:
+            params["still_unreached"] = True
+        return params
 
     def _may_be_stale(self, exc: HandshakeRefused) -> bool:
         """A job follower's token refused: a restarted job server can listen on the old port

@@ -694,6 +694,32 @@ async def test_an_allow_list_refuses_pythonuserbase() -> None:
         await handler.close()
 
 
+async def test_reconnects_say_once_that_a_server_unreachable_for_a_while_may_be_gone() -> None:
+    """A client that cannot reach its server for ``unreached_note_after`` seconds says so once
+    (``still_unreached``, with the reason, the URL and how long it goes on trying), and keeps
+    trying; before, five minutes of dials said nothing more than the first drop."""
+    client, port = await _client_of_a_server_gone(reconnect_timeout=60)
+    client.unreached_note_after = 0.5
+    seen: list[dict] = []
+
+    async def watch() -> None:
+        async for event in client.events():
+            if event.method == "client.reconnecting":
+                seen.append(dict(event.params))
+                if sum(1 for params in seen if params.get("still_unreached")) and len(seen) >= 8:
+                    return
+
+    await asyncio.wait_for(watch(), scaled(30))
+    noted = [params for params in seen if params.get("still_unreached")]
+    assert len(noted) == 1, seen
+    assert noted[0]["unreachable"] == "Connection refused"
+    assert noted[0]["url"] == f"ws://127.0.0.1:{port}/ws"
+    assert noted[0]["down_for"] >= 0.5 and 0 < noted[0]["gives_up_in"] < 60
+    assert all("unreachable" not in params for params in seen[:1])  # the first dial had not failed yet
+    assert client.close_reason is None or "reconnect failed" not in client.close_reason  # still trying
+    await asyncio.wait_for(client.close(), scaled(10))
+
+
 async def test_reconnects_that_give_up_say_which_server_they_could_not_reach_and_for_how_long() -> None:
     """A server gone for good (killed, never back) ends the reconnects with the URL, the reason in
     words and the time tried (it was "reconnect failed: [Errno 111] Connect call failed

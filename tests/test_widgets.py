@@ -397,6 +397,24 @@ def test_inactivity_timer_shown_while_silent(make_view: Callable[..., RunView]) 
     assert "ccx-inactivity" not in view.header.value
 
 
+def test_a_reconnecting_run_says_why_the_server_is_unreachable_and_when_it_gives_up(
+    make_view: Callable[..., RunView],
+) -> None:
+    """While reconnecting to a server a dial could not reach, the header says why and how long
+    the client goes on (it showed only the badge, for up to five minutes); back, it goes."""
+    view, state = make_view(), running(now=0.0)
+    state.mark_reconnecting({"attempt": 1, "reason": "no close frame received or sent"}, 1.0)
+    view.render(state, 1.5)
+    assert "cannot reach" not in view.header.value  # no dial has failed yet
+    state.mark_reconnecting({"attempt": 9, "unreachable": "Connection refused", "gives_up_in": 280.0}, 20.0)
+    view.render(state, 32.4)
+    assert ('<span class="ccx-inactivity">cannot reach the server: Connection refused; gives up in 4 min 27 s</span>'
+            in view.header.value)
+    state.apply("connected", {"session_id": "s1"}, 33.0)
+    view.render(state, 33.5)
+    assert "cannot reach" not in view.header.value
+
+
 def test_inactivity_timer_hidden_while_paused(
     make_view: Callable[..., RunView],
 ) -> None:
@@ -810,6 +828,14 @@ def test_coalescer_drives_run_view_from_loop(
             "the run goes on there unless the server itself went down",
         ),
         ("client.reconnecting", {"attempt": 2, "reason": "refused"}, None),
+        ("client.reconnecting", {"attempt": 14, "unreachable": "Connection refused", "down_for": 30.4}, None),
+        (  # (a server gone for good was followed for five minutes without a word)
+            "client.reconnecting",
+            {"attempt": 15, "unreachable": "Connection refused", "url": "ws://h:1/ws", "down_for": 31.2,
+             "gives_up_in": 268.8, "still_unreached": True},
+            "[reconnecting] ws://h:1/ws has not answered for 31 s (Connection refused): the server may be "
+            "gone; still trying for 4 min 28 s more",
+        ),
         ("process.unknown", {}, None),
     ],
 )

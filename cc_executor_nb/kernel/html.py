@@ -290,10 +290,21 @@ def _silence_text(state: RunState, now: float) -> str:
     """
     if state.needs_you and state.waiting_since is not None:
         return f"waiting for you for {format_duration(max(0.0, now - state.waiting_since), whole=True)}"
+    if state.status == "reconnecting" and state.unreachable:
+        return _unreachable_text(state, now)
     silent = inactive_for(state, now)
     if state.status not in ("running", "thinking") or silent is None or silent < 1:
         return ""
     return f"no output for {format_duration(silent, whole=True)}"
+
+
+def _unreachable_text(state: RunState, now: float) -> str:
+    """While reconnecting to a server the last dial could not reach: why, and for how long
+    the client goes on trying ('cannot reach the server: Connection refused; gives up in 4 min 12 s')."""
+    text = f"cannot reach the server: {state.unreachable}"
+    if state.reconnect_gives_up_at is not None:
+        text += f"; gives up in {format_duration(max(0.0, state.reconnect_gives_up_at - now), whole=True)}"
+    return text
 
 
 def shown_error(state: RunState) -> str | None:

@@ -1138,7 +1138,7 @@ def _ending_words(event: Event) -> str:
 def _fold_connection_event(state: RunState, event: Event, now: float) -> None:
     """The client's own events: a dropped connection being re-established, or back."""
     if event.method == "client.reconnecting":
-        state.mark_reconnecting()
+        state.mark_reconnecting(event.params, now)
     elif event.method == "client.reconnected":
         state.apply(methods.CONNECTED, {"session_id": event.params.get("session_id")}, now)
     elif event.method == methods.CLIENT_DETACHED:

@@ -161,6 +161,10 @@ class RunState:
     """When the latest turn ended (the process then waits for a follow-up)."""
     lost_notifications: int = 0
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
+    unreachable: str | None = None
+    """While reconnecting: why the last dial failed ("Connection refused"), None before one did."""
+    reconnect_gives_up_at: float | None = None
+    """While reconnecting, once a dial failed: when the client stops trying."""
     _status_before_reconnect: Status | None = field(default=None, init=False, repr=False)
     _status_before_pause: Status | None = field(default=None, init=False, repr=False)
     _heard_before_drop: float | None = field(default=None, init=False, repr=False)
@@ -235,12 +239,20 @@ class RunState:
             if cpu is not None:
                 self.cpu_history = [*self.cpu_history[-(HISTORY - 1) :], cpu]
 
-    def mark_reconnecting(self) -> None:
-        """Record that the connection dropped; the next ``connected`` restores the status."""
+    def mark_reconnecting(self, params: Mapping[str, Any] | None = None, now: float = 0.0) -> None:
+        """Record that the connection dropped; the next ``connected`` restores the status.
+
+        ``params`` of a later ``client.reconnecting`` say why the server could not be
+        reached (``unreachable``) and for how long the client goes on (``gives_up_in``)."""
         if self.status != "reconnecting" and not self.finished:
             self._status_before_reconnect = self.status
             self._heard_before_drop = self.last_message_at
             self.status = "reconnecting"
+        reason = (params or {}).get("unreachable")
+        if isinstance(reason, str) and reason:
+            self.unreachable = reason
+            left = _num((params or {}).get("gives_up_in"), None)
+            self.reconnect_gives_up_at = None if left is None else now + left
 
     def take_job_times(self, started_at: float | None, ended_at: float | None) -> None:
         """A followed job's own start and, once it ended, its end (in this state's clock).
@@ -322,6 +334,7 @@ class RunState:
         if self.status == "reconnecting":
             self.status = self._status_before_reconnect or "starting"
             self._status_before_reconnect = None
+        self.unreachable = self.reconnect_gives_up_at = None
 
     def _on_heartbeat(self, params: Mapping[str, Any], now: float) -> None:
         self.last_heartbeat_at = now

@@ -183,7 +183,10 @@ def _text_gap(params: Mapping[str, Any]) -> str:
 
 
 def _text_reconnecting(params: Mapping[str, Any]) -> str | None:
-    """The first attempt only: one line per outage, however many dials it takes."""
+    """The first attempt's line, and one more once the server has not answered for a while
+    (``still_unreached``): at most two lines per outage, however many dials it takes."""
+    if params.get("still_unreached"):
+        return _text_still_unreached(params)
     if params.get("attempt") != 1:
         return None
     reason = params.get("reason")
@@ -191,6 +194,14 @@ def _text_reconnecting(params: Mapping[str, Any]) -> str | None:
     # Only the server's end says whether it lived: a server that died took the run with it.
     return (f"[reconnecting] the connection to the server dropped{because}; "
             "the run goes on there unless the server itself went down")
+
+
+def _text_still_unreached(params: Mapping[str, Any]) -> str:
+    down, left = params.get("down_for"), params.get("gives_up_in")
+    down_words = format_duration(down, whole=True) if isinstance(down, (int, float)) else "a while"
+    left_words = f" for {format_duration(left, whole=True)} more" if isinstance(left, (int, float)) else ""
+    return (f"[reconnecting] {params.get('url') or 'the server'} has not answered for {down_words} "
+            f"({params.get('unreachable')}): the server may be gone; still trying{left_words}")
 
 
 def _text_reconnected(params: Mapping[str, Any]) -> str:
