@@ -624,6 +624,13 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
      r"^--batch-budget-usd must be a positive number of dollars, not -2.0$"),
     ("--each names --cluster names --durable -c echo {item}",
      r"^a batch on a cluster \(--cluster\) takes no --durable:"),
+    ("--each names --resources claude=1 -c echo {item}",
+     r"^--resources applies only to a batch on a cluster \(--cluster\): without one, nothing holds them$"),
+    ("--resources claude=1 -c echo hi", "--resources needs --each"),
+    ("--each names --cluster names --resources claude -c echo {item}",
+     r"^--resources needs NAME=N\[,NAME=N\] with N a positive number, not 'claude'$"),
+    ("--each names --cluster names --resources claude=1,gpu=-2 -c echo {item}",
+     r"^--resources needs NAME=N\[,NAME=N\] with N a positive number, not 'gpu=-2'$"),
     # (they named map()'s on_budget and concurrency)
     ("--each names --on-budget maybe --batch-budget-usd 1 --demo {item}",
      r"^--on-budget must be 'finish' or 'cancel', not 'maybe'$"),

@@ -403,6 +403,35 @@ def test_resources_no_worker_offers_are_named_while_the_items_wait(
     assert [run.status for run in batch.runs] == ["cancelled"] * 2
 
 
+def test_the_magics_resources_reach_the_dask_tasks(
+    cluster: tuple[LocalCluster, Client], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``%%ccexec --each NAME --cluster CLIENT --resources claude=3`` asks each task for claude=3, as
+    map(resources=...) does (the magic had no --resources: a magic batch could not hold a worker resource)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    _local, client = cluster
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "cc_executor_nb")
+    try:
+        shell.run_line_magic("config", "CCExec.history_path = 'none'")
+        shell.user_ns.update(items=["a", "b"], dask_client=client)
+        batch = shell.run_cell_magic("ccexec", "-c --each items --cluster dask_client --resources claude=3",
+                                     "echo {item}")
+        try:
+            eventually(lambda: [item.status for item in batch.items] == ["placing", "placing"], timeout=30,
+                       what="both items placing")
+            assert "[batch] no Dask worker offers claude=3 (the 2 workers offer claude=2)" in capsys.readouterr().out
+        finally:
+            batch.cancel().wait(scaled(30))
+    finally:
+        shell.run_line_magic("unload_ext", "cc_executor_nb")
+        shell.config.pop("CCExec", None)
+
+
 class HungScheduler:
     """A Dask client whose scheduler never answers ``scheduler_info`` (until released)."""
 

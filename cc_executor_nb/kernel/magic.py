@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import math
 import os
 import re
 import shlex
@@ -262,6 +263,7 @@ class CCExecMagics(Magics):
                 concurrency=args.concurrency, max_budget_usd=args.batch_budget_usd,
                 on_budget=args.on_budget,
                 cluster=self._user_value(args.cluster, "--cluster") if args.cluster else None,
+                resources=_resource_pairs(args.resources),
                 quiet=bool(args.quiet), settings=self.settings, **values,
             )
         except (ValueError, TypeError, FileNotFoundError) as exc:
@@ -348,6 +350,28 @@ def one_command(body: str) -> str:
             )
         parts.append("" if match.group(1) == "\n" else match.group())
     return "".join(parts)
+
+
+def _resource_pairs(text: str | None) -> dict[str, float] | None:
+    """``--resources claude=1,gpu=0.5`` as map()'s ``resources`` (None when not given)."""
+    if text is None:
+        return None
+    resources: dict[str, float] = {}
+    for pair in text.split(","):
+        name, sep, value = (part.strip() for part in pair.partition("="))
+        amount = _positive_number(value) if sep and name else None
+        if amount is None:
+            raise UsageError(f"--resources needs NAME=N[,NAME=N] with N a positive number, not {pair.strip()!r}")
+        resources[name] = amount
+    return resources
+
+
+def _positive_number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _env_pairs(pairs: Sequence[str]) -> dict[str, str] | None:

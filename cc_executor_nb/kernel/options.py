@@ -106,3 +106,8 @@ class BatchOptions:
         None, "--cluster", metavar="NAME",
         help="a dask.distributed Client in the user namespace: the batch runs on its workers",
     )
+    resources: str | None = option(
+        None, "--resources", metavar="NAME=N[,NAME=N]",
+        help="Dask worker resources each run of a --cluster batch holds while it runs, e.g. claude=1 "
+        "(map(resources={'claude': 1}))",
+    )
