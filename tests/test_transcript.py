@@ -214,7 +214,7 @@ def test_the_markdown_record_shows_an_edits_change_as_a_diff_under_its_call() ->
     assert item.startswith("- ✓ **Edit** `/w/notes.txt` → 1 line · change +1 −1\n\n  ```diff\n")
     tokens = MarkdownIt("commonmark").parse(item)
     fences = [token for token in tokens if token.type == "fence"]
-    assert [(fence.info, fence.content) for fence in fences] == [("diff", "@@ -1,2 +1,2 @@\n-beta\n+BETA\n gamma\n")]
+    assert [(fence.info, fence.content) for fence in fences] == [("diff", "@@ edit @@\n-beta\n+BETA\n gamma\n")]
     assert [token.type for token in tokens].count("bullet_list_open") == 1
 
 
@@ -228,6 +228,24 @@ def test_an_edits_change_cannot_break_out_of_its_block() -> None:
     long = _tool_markdown(edit_call("", "\n".join(f"line {n}" for n in range(500))))
     assert "+line 58\n" in long and "+line 59\n" not in long and "… 441 more lines not shown" in long
     assert "change +500 −0" in long
+
+
+def test_an_edits_hunk_headers_carry_no_line_numbers_that_read_as_the_files() -> None:
+    """The tool input says what is replaced, not where: a change of the file's line 40 read
+    ``@@ -1 +1 @@`` (lines of the snippet). Now an edit's first hunk reads ``@@ edit @@``,
+    a MultiEdit's ``@@ edit 2 of 2 @@``, a later hunk ``@@ … @@``, in Markdown and HTML."""
+    far = [f"line {n}" for n in range(12)]
+    changed = [*far[:1], "LINE 1", *far[2:10], "LINE 10", *far[11:]]
+    multi = ToolCall("t2", "MultiEdit", {"file_path": "/w/a.py", "edits": [
+        {"old_string": "a", "new_string": "b"}, {"old_string": "c", "new_string": "d"}]},
+        result="ok", status="done")
+    tools = [edit_call("\n".join(far), "\n".join(changed)), multi]
+    markdown = "\n".join(map(_tool_markdown, tools))
+    html_cards = render_tool_cards_html(SimpleNamespace(tool_calls=tools))
+    headers = ["@@ edit @@", "@@ … @@", "@@ edit 1 of 2 @@", "@@ edit 2 of 2 @@"]
+    assert re.findall(r"@@ [^@]* @@", markdown) == headers
+    assert re.findall(r"@@ [^@]* @@", html_cards) == headers
+    assert not re.search(r"@@ -\d", markdown + html_cards)
 
 
 def test_the_html_record_folds_an_edits_change_under_its_call() -> None:

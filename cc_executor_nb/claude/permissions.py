@@ -185,7 +185,7 @@ def _path_only(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
 
 def _edit(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
     path = _text(tool_input, "file_path")
-    lines = [Line("path", path), *_diff(_text(tool_input, "old_string"), _text(tool_input, "new_string"))]
+    lines = [Line("path", path), *_diff(_text(tool_input, "old_string"), _text(tool_input, "new_string"), "edit")]
     if tool_input.get("replace_all") is True:
         lines.append(Line("note", "every occurrence is replaced"))
     return path, lines
@@ -194,10 +194,11 @@ def _edit(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
 def _multi_edit(tool_input: Mapping[str, Any]) -> tuple[str, list[Line]]:
     path = _text(tool_input, "file_path")
     lines = [Line("path", path)]
-    edits = tool_input.get("edits")
-    for edit in edits if isinstance(edits, list) else []:
-        if isinstance(edit, Mapping):
-            lines += _diff(_text(edit, "old_string"), _text(edit, "new_string"))
+    given = tool_input.get("edits")
+    edits = [edit for edit in (given if isinstance(given, list) else []) if isinstance(edit, Mapping)]
+    for number, edit in enumerate(edits, start=1):
+        title = f"edit {number} of {len(edits)}" if len(edits) > 1 else "edit"
+        lines += _diff(_text(edit, "old_string"), _text(edit, "new_string"), title)
     return path, lines
 
 
@@ -246,16 +247,22 @@ _READERS = {
 }
 
 
-def _diff(old: str, new: str) -> list[Line]:
-    """A unified diff of two snippets, without file headers."""
+def _diff(old: str, new: str, title: str) -> list[Line]:
+    """A unified diff of two snippets, without file headers, its first hunk headed
+    ``@@ title @@`` and each later one ``@@ … @@`` (unchanged lines left out).
+
+    The tool input says what text is replaced, not where in the file: difflib's ``@@ -1,2
+    +1,2 @@`` would count lines of the snippet and read as the file's line numbers.
+    """
     lines: list[Line] = []
     diff = difflib.unified_diff(_lines(old), _lines(new), lineterm="", n=3)
     for text in diff:
         if text.startswith(("---", "+++")):
             continue
-        kind: LineKind = "hunk" if text.startswith("@@") else "add" if text.startswith("+") else (
-            "remove" if text.startswith("-") else "context"
-        )
+        if text.startswith("@@"):
+            lines.append(Line("hunk", "@@ … @@" if lines else f"@@ {title} @@"))
+            continue
+        kind: LineKind = "add" if text.startswith("+") else "remove" if text.startswith("-") else "context"
         lines.append(Line(kind, _clip(text)))
     return lines
 
