@@ -461,6 +461,28 @@ def test_an_interrupted_turns_footer_keeps_its_cost_without_zero_tokens() -> Non
     assert "0 in / 7 out tokens" in Transcript(run).markdown()
 
 
+def test_a_cancelled_runs_footer_leaves_out_the_clis_turn_count() -> None:
+    """A story cancelled in its first answer read "interrupted · $0.0090 · 2 agent turns": after
+    an interrupt the CLI's num_turns counts no turn that happened. Every footer (HTML, Markdown,
+    text) now leaves it out; a completed run keeps "1 agent turn"."""
+    interpreter = ClaudeInterpreter(prompt="story")
+    interpreter.begin_turn("story")
+    interpreter.feed("stdout", "".join(each + "\n" for each in streamed_text("m1", "Once upon")))
+    interpreter.note_interrupt()
+    interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, total_cost_usd=0.009,
+                                      num_turns=2) + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: story", state=finished_state("cancelled", 143), interpreter=interpreter,
+                          options={"prompt": "story"})
+    record = Transcript(run)
+    footers = [re.search(r'class="cc-footer"[^>]*>([^<]*)<', record.html()).group(1),  # type: ignore[union-attr]
+               record.markdown().rstrip().splitlines()[-1], record.text().rstrip().splitlines()[-1]]
+    for footer in footers:
+        assert "interrupted" in footer and "0.0090" in footer and "agent turn" not in footer, footer
+    completed = Transcript(claude_run("haiku"))
+    assert all("· 1 agent turn ·" in form for form in (completed.html(), completed.markdown(), completed.text()))
+
+
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:
     """When the label does not show the whole prompt, the record quotes it (escaped)."""
     prompt = "write 3 haikus\n<b>about</b> the sea"

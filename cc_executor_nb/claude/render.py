@@ -522,7 +522,9 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
             items.append("last turn " + ", ".join(latest))
     else:
         items.extend(_token_items(facts))
-        if facts["turns"] is not None:
+        # After an interrupt (and so a cancel) the CLI's count is no count of what happened:
+        # a turn stopped in its first answer reads "2 agent turns".
+        if facts["turns"] is not None and status != "interrupted":
             items.append(f"{facts['turns']} agent turn{_plural(facts['turns'])}")  # the CLI's num_turns
         if facts["duration_ms"] is not None:
             items.append(format_duration(facts["duration_ms"]))

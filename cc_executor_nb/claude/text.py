@@ -218,7 +218,7 @@ def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
     ``no result yet`` (``no result`` once the process ``ended``). Figures the CLI did not
     report are left out. Turns are named for what they count: the CLI's ``num_turns`` for
     one prompt ("3 agent turns"), the prompts of a conversation after a follow-up
-    ("2 conversation turns").
+    ("2 conversation turns"); an interrupted (or cancelled) turn's ``num_turns`` is left out.
     """
     result = view.result
     outcome = "interrupted" if view.interrupted else "failed" if view.is_error else "done"
@@ -236,7 +236,9 @@ def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
             items.append("last turn " + ", ".join(tokens + took))
     else:
         items += tokens
-        if view.num_turns is not None:
+        # After an interrupt (and so a cancel) the CLI's count is no count of what happened:
+        # a turn stopped in its first answer reads "2 agent turns".
+        if view.num_turns is not None and not view.interrupted:
             items.append(f"{view.num_turns} agent turn{_plural(view.num_turns)}")  # the CLI's num_turns
         items += took
     if view.model:
