@@ -506,6 +506,27 @@ def test_a_long_prompt_scrolls_in_its_own_box_in_the_html_record_and_is_kept_who
     assert Transcript(run).markdown().count("of a pasted file") == 261  # and once in the title
 
 
+def test_a_long_answer_scrolls_in_its_own_box_in_the_html_record_and_is_kept_whole() -> None:
+    """A 1,500-word answer made an exported record cell thousands of px tall (the live widget
+    scrolls at 40em, the record did not): in the HTML each answer, of one prompt, of a
+    conversation's turns and cut at the display's bound, is a 40em scroll box that keeps all
+    of its text; the Markdown and text have no box and every word."""
+    words = " ".join(f"word{n}" for n in range(1500))
+    interpreter = ClaudeInterpreter(prompt="long")
+    interpreter.feed("stdout", "".join(each + "\n" for each in [*streamed_text("m1", words), result(result=words)]))
+    interpreter.finish()
+    one = SimpleNamespace(label="claude: long", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": "long"})
+    forms = {"one": Transcript(one).html(), "turns": Transcript(conversation_run()).html(),
+             "cut": Transcript(one, answer_chars=100).html()}
+    for name, page in forms.items():
+        boxes = re.findall(r'<div class="cc-answer"([^>]*)>', page)
+        assert boxes and all(box == ' style="max-height:40em;overflow:auto"' for box in boxes), (name, boxes)
+    assert forms["one"].count("word") == 1500
+    assert all(form.count("word") == 1500 and "max-height" not in form
+               for form in (Transcript(one).markdown(), Transcript(one).text()))
+
+
 def test_the_text_record_quotes_every_line_of_a_long_prompt() -> None:
     """The plain-text record marked only a prompt's first line with '> ', so a pasted prompt
     with a blank line ran into the answer; every line is quoted, as a follow-up's are."""

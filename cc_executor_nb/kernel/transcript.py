@@ -33,6 +33,7 @@ from markdown_it import MarkdownIt
 
 from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
+    LIVE_ANSWER_HEIGHT,
     claude_body_html,
     render_answer_html,
     render_error_html,
@@ -304,7 +305,7 @@ class Transcript:
         if command is not None:
             style = f"white-space:pre-wrap;margin:4px 0;{MONOSPACE}"
             parts.append(f'<pre class="ccx-command" style="{style}">{html.escape(command)}</pre>')
-        parts.append(self._claude_html() if self.claude is not None else self._output_html())
+        parts.append(_scrolled_answers(self._claude_html()) if self.claude is not None else self._output_html())
         parts.append("</div>")
         return without_blank_lines("".join(parts))
 
@@ -463,6 +464,20 @@ _PAGE_STYLE = (
     "margin:2em auto;padding:0 1em;line-height:1.45}"
     "pre,code{font-family:ui-monospace,monospace}pre{background:#f6f8fa;padding:.5em}"
 )
+
+
+_ANSWER_OPEN = '<div class="cc-answer">'
+_SCROLLED_ANSWER_OPEN = f'<div class="cc-answer" style="max-height:{LIVE_ANSWER_HEIGHT};overflow:auto">'
+
+
+def _scrolled_answers(body: str) -> str:
+    """Claude's HTML with each answer in a box that scrolls past the live widget's height.
+
+    A 1,500-word answer made an exported record cell thousands of px tall; nothing is cut,
+    and the Markdown and text keep every answer unscrolled. Only the renderer writes this
+    tag: the model's text reaches it escaped (no raw HTML), so no answer can match it.
+    """
+    return body.replace(_ANSWER_OPEN, _SCROLLED_ANSWER_OPEN)
 
 
 _BLANK_LINE_AHEAD = re.compile(r"\n(?=[ \t]*\n)")
