@@ -5,6 +5,7 @@ Claude runs use the real CLI against the demo backend.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cc_executor_nb.demo.texts import haikus
+from cc_executor_nb.kernel.transcript import IN_PROGRESS_NOTE
 
 from .kernel_utils import Execution, KernelHarness, Received, ccexec, fake_command, py
 
@@ -61,6 +63,18 @@ def test_a_run_shows_its_widget_with_its_record_then_the_final_record_alone(kern
     assert re.search(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens", data["text/plain"])
     assert re.search(r'class="cc-footer"[^>]*>\$0\.\d{4} · ', data["text/html"])
     assert all('{"type":' not in json.dumps(r.content) for r in (shown, final))
+
+
+def test_the_record_saved_while_a_run_is_live_says_it_is_not_the_final_one(kernel: KernelHarness) -> None:
+    """What a notebook saved mid-run keeps (the first display's record) read "starting" or
+    "running · no result yet" in an export, as if that were how the run went: it now says the
+    run was still running and this is not its final record; the final record does not."""
+    execution = kernel.ok(HAIKUS)
+    [shown] = displays(execution)
+    [final] = updates(execution.own, display_id(shown))
+    for mime in sorted(RECORD):
+        assert IN_PROGRESS_NOTE in html.unescape(shown.content["data"][mime]), mime
+        assert IN_PROGRESS_NOTE not in html.unescape(final.content["data"][mime]), mime
 
 
 def test_the_record_reaches_a_cell_that_already_finished(kernel: KernelHarness) -> None:

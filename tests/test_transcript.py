@@ -22,6 +22,7 @@ from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.transcript import (
+    IN_PROGRESS_NOTE,
     Transcript,
     _tool_markdown,
     code_span,
@@ -481,6 +482,23 @@ def test_a_cancelled_runs_footer_leaves_out_the_clis_turn_count() -> None:
         assert "interrupted" in footer and "0.0090" in footer and "agent turn" not in footer, footer
     completed = Transcript(claude_run("haiku"))
     assert all("· 1 agent turn ·" in form for form in (completed.html(), completed.markdown(), completed.text()))
+
+
+def test_a_live_runs_record_says_it_is_not_the_final_one() -> None:
+    """A record made while the run is live (what a notebook saved mid-run keeps) read
+    "starting · no output", as if the command had printed nothing: every form now says the run
+    was still running and this is not its final record, and "no output yet"; once it ended,
+    neither."""
+    state = RunState()
+    state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["x"], "seq": 1}, now=0.0)
+    live = Transcript(SimpleNamespace(label="sleep 30", state=state, interpreter=None, options={"command": "sleep 30"}))
+    text, markdown, page = live.text(), live.markdown(), html.unescape(live.html())
+    assert f"[in progress] {IN_PROGRESS_NOTE}" in text and "[no output yet]" in text
+    assert f"*{markdown_escape(IN_PROGRESS_NOTE)}*" in markdown and "*no output yet*" in markdown
+    assert IN_PROGRESS_NOTE in page and "<em>no output yet</em>" in page
+    ended = Transcript(command_run())
+    assert not any(IN_PROGRESS_NOTE in html.unescape(form) or "output yet" in form
+                   for form in (ended.text(), ended.markdown(), ended.html()))
 
 
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:

@@ -65,6 +65,7 @@ from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
 from .runstate import RunState, elapsed, format_duration, format_took, took_words, turn_took_text
 
 __all__ = [
+    "IN_PROGRESS_NOTE",
     "MAX_OUTPUT_CHARS",
     "MAX_RECORD_ANSWER_CHARS",
     "Recordable",
@@ -79,6 +80,11 @@ MAX_OUTPUT_CHARS = 20_000
 """How much of a command's output (the tail) a transcript keeps, as the widget shows."""
 MAX_RECORD_ANSWER_CHARS = 200_000
 """How much of Claude's answer the display's record carries; ``run.transcript()`` has all."""
+
+IN_PROGRESS_NOTE = "Still running when this record was made: this is not the run's final record."
+"""What a record of a live run says: a notebook saved before the run ended keeps the record
+its display had at the start (see :mod:`cc_executor_nb.kernel.display`), and an export of it
+read "starting · no output" as if that were how the run went."""
 
 _SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 
@@ -142,6 +148,11 @@ class Transcript:
             items.append(state.lost_note)
         return items
 
+    @property
+    def in_progress(self) -> bool:
+        """Whether the run is live (a conversation between turns is not: its turns so far are done)."""
+        return not self.state.finished and not self.state.between_turns
+
     def _clock_item(self, seconds: float) -> str:
         """``took 78 ms`` as Claude's footer counts, or ``running for 3.1 s`` while it runs."""
         if self.state.finished:
@@ -177,6 +188,7 @@ class Transcript:
     def markdown(self) -> str:
         """The record as Markdown (``run.transcript()``)."""
         parts = [f"### {markdown_escape(self.run.label)}", self._status_markdown()]
+        parts += [f"*{markdown_escape(IN_PROGRESS_NOTE)}*"] if self.in_progress else []
         prompt = self._prompt()
         if prompt is not None:
             parts.append(_quote(prompt))
@@ -279,7 +291,7 @@ class Transcript:
                 cut = total > len(tail)
                 heading = f"**{stream}**" + (f" (the last {len(tail):,} of {total:,} characters)" if cut else "")
                 parts += [heading, fenced(printable(terminal_text(tail)))]
-        return parts or ["*no output*"]
+        return parts or ["*no output yet*" if self.in_progress else "*no output*"]
 
     # HTML
 
@@ -292,6 +304,9 @@ class Transcript:
             header_html(state, time.monotonic(), self.run.label, record=True),
             "</div>",
         ]
+        if self.in_progress:
+            note = html.escape(IN_PROGRESS_NOTE)
+            parts.append(f'<div class="ccx-in-progress" style="font-style:italic">{note}</div>')
         prompt = self._prompt()
         if prompt is not None:
             parts.append(
@@ -311,7 +326,8 @@ class Transcript:
 
     def _output_html(self) -> str:
         if not self.state.output_chars:
-            return '<div class="ccx-output" style="opacity:0.75"><em>no output</em></div>'
+            words = "no output yet" if self.in_progress else "no output"
+            return f'<div class="ccx-output" style="opacity:0.75"><em>{words}</em></div>'
         return output_html(self.state, self.output_chars)
 
     def _claude_html(self) -> str:
@@ -359,6 +375,7 @@ class Transcript:
         error = shown_error(self.state)
         if error:
             lines[-1] += f" · {printable(error)}"
+        lines += [f"[in progress] {IN_PROGRESS_NOTE}"] if self.in_progress else []
         prompt = self._prompt()
         body = ["> " + "\n> ".join(printable(prompt).splitlines())] if prompt is not None else []
         command = self._command()
@@ -426,7 +443,7 @@ class Transcript:
                 cut = total > len(tail)
                 note = f" (the last {len(tail):,} of {total:,} characters)" if cut else ""
                 parts.append(f"[{stream}]{note}\n{printable(terminal_text(tail))}")
-        return parts or ["[no output]"]
+        return parts or ["[no output yet]" if self.in_progress else "[no output]"]
 
     def _stream_tail(self, stream: str) -> tuple[str, int]:
         """(the last ``output_chars`` characters of ``stream``, from a line's start; its
