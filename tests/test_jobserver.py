@@ -114,6 +114,27 @@ def test_the_stop_command_says_how_many_jobs_it_cancelled(runtime_dir) -> None:
     assert all(not group_alive(pgid) for _, pgid in started) and gone(info.pid)
 
 
+async def start_paused_job(info: RuntimeInfo, argv: list[str]) -> int:
+    """Start a durable job, pause it and leave; returns its process group."""
+    async with await connect(info.url, info.token) as client:
+        started = await client.execute(argv=argv, durable=True)
+        await client.pause()
+        return int(started["pgid"])
+
+
+def test_the_stop_command_counts_paused_jobs_apart_from_running_ones(runtime_dir) -> None:
+    """stop names paused jobs as paused (it said "cancelled 2 running jobs" for one running, one paused)."""
+    assert detach("--kill-grace", "0.5").returncode == 0
+    info = info_of(runtime_dir)
+    _, running = asyncio.run(start_job(info, fake("ticker", "600", "0.1")))
+    paused = asyncio.run(start_paused_job(info, fake("ticker", "600", "0.1")))
+    stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
+    assert stop.returncode == 0, stop.stderr
+    expected = f"stopped the job server at {info.url} (pid {info.pid}); cancelled 2 jobs (1 running, 1 paused)\n"
+    assert stop.stdout == expected
+    assert not group_alive(running) and not group_alive(paused) and gone(info.pid)
+
+
 def test_stop_with_a_stale_runtime_file_on_a_port_another_service_took(runtime_dir, capsys) -> None:
     """stop, when the file's server is gone and another (non-WebSocket) service holds its port,
     says no job server runs and removes the file (it died with websockets' InvalidMessage)."""

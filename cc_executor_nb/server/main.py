@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -580,14 +581,15 @@ def stop_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _active_jobs(info: RuntimeInfo) -> int | None:
-    """How many jobs the server runs (or holds paused) now: those stopping it cancels.
-    None when it does not answer within a few seconds."""
+def _active_jobs(info: RuntimeInfo) -> Counter[str] | None:
+    """How many jobs the server runs and holds paused now (by status): those stopping it
+    cancels. None when it does not answer within a few seconds."""
     from ..client import connect  # the server itself never needs the client
 
-    async def count() -> int:
+    async def count() -> Counter[str]:
         async with await connect(info.url, info.token, auto_reconnect=False) as client:
-            return sum(1 for job in await client.jobs() if job.get("status") in ACTIVE_STATUSES)
+            return Counter(str(job.get("status")) for job in await client.jobs()
+                           if job.get("status") in ACTIVE_STATUSES)
 
     try:
         return asyncio.run(asyncio.wait_for(count(), 5.0))
@@ -596,10 +598,16 @@ def _active_jobs(info: RuntimeInfo) -> int | None:
         return None
 
 
-def _cancelled(active: int | None) -> str:
-    """What stopping cancelled, for the stop command's line."""
+def _cancelled(active: Counter[str] | None) -> str:
+    """What stopping cancelled, for the stop command's line: paused jobs are named as such,
+    never counted among the running ones."""
     if active is None:
-        return "it cancelled its running jobs (it did not say how many)"
-    if active == 0:
+        return "it cancelled its running and paused jobs (it did not say how many)"
+    running, paused = active["running"], active["paused"]
+    if running + paused == 0:
         return "no jobs were running"
-    return f"cancelled {active} running job{'s' if active != 1 else ''}"
+    if paused == 0:
+        return f"cancelled {running} running job{'s' if running != 1 else ''}"
+    if running == 0:
+        return f"cancelled {paused} paused job{'s' if paused != 1 else ''}"
+    return f"cancelled {running + paused} jobs ({running} running, {paused} paused)"
