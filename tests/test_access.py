@@ -28,6 +28,19 @@ def test_foreign_names(host: str) -> None:
     assert not is_loopback(host)
 
 
+@pytest.mark.parametrize("host", ["localhost.", "127.0.0.1.", "a.localhost.", "LOCALHOST."])
+def test_a_trailing_dot_is_the_same_loopback_name(host: str) -> None:
+    """A fully qualified name's trailing dot changes nothing, for a name as for an address
+    ('localhost.' was accepted while '127.0.0.1.' and 'a.localhost.' were refused)."""
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1..", ".", "evil.com.", "localhost.evil.com."])
+def test_only_one_trailing_dot_of_a_loopback_name_is_loopback(host: str) -> None:
+    """Two dots, a lone dot or a foreign name with its dot are still foreign."""
+    assert not is_loopback(host)
+
+
 @pytest.mark.parametrize(
     "header, host",
     [("127.0.0.1:8003", "127.0.0.1"), ("[::1]:8003", "::1"), ("localhost", "localhost"), ("evil.com:80", "evil.com")],

@@ -36,9 +36,10 @@ class Refusal:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost names and loopback addresses (v4 127/8, v6 ::1)."""
-    host = host.strip("[]").lower()
-    if host in ("localhost", "localhost.", "ip6-localhost") or host.endswith(".localhost"):
+    """True for localhost names and loopback addresses (v4 127/8, v6 ::1), with or without
+    the trailing dot of a fully qualified name (``localhost.``, ``127.0.0.1.``)."""
+    host = host.strip("[]").lower().removesuffix(".")
+    if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
