@@ -525,7 +525,9 @@ def _optional_seconds(
         raise InvalidParams(f"{name} must be at least {minimum} s", name)
     if maximum is not None and value > maximum:
         raise InvalidParams(f"{name} must be at most {maximum:.10g} s ({_readable(maximum)})", name)
-    return float(value)
+    # -0.0 (also what -1e-400 parses to) is zero, not a negative: it is read as 0.0, so
+    # nothing downstream carries or prints a "-0".
+    return float(value) + 0.0
 
 
 def _readable(seconds: float) -> str:
@@ -769,15 +771,21 @@ def _summary_spec(value: Any) -> SummarySpec | None:
         raise InvalidParams(f"summary.fields must be an array of 1 to {MAX_SUMMARY_FIELDS} names", "summary")
     if not all(isinstance(f, str) and 0 < len(f) <= MAX_FIELD_NAME_CHARS for f in fields):
         raise InvalidParams(f"summary.fields must be names of 1 to {MAX_FIELD_NAME_CHARS} characters", "summary")
+    # They are kept in the job's record and echoed by jobs.list: refused, not mangled (as meta).
+    texts = [*match, *(v for v in match.values() if isinstance(v, str)), *fields]
+    if not all(_valid_unicode(text) for text in texts):
+        raise InvalidParams("summary must be valid Unicode (no lone surrogate)", "summary")
     return SummarySpec(dict(match), tuple(fields))
 
 
 def validate_jobs_list(params: Any) -> bool:
     """Validate ``jobs.list`` params; return whether the removed jobs are asked for too
     (``removed: true``; other members are ignored, an array is refused)."""
-    removed = _params_object(params).get("removed", False)
+    removed = _params_object(params).get("removed")
+    if removed is None:  # null means the default (false), as for every optional member
+        return False
     if not isinstance(removed, bool):
-        raise InvalidParams("removed must be a boolean", "removed")
+        raise InvalidParams("removed must be a boolean or null", "removed")
     return removed
 
 

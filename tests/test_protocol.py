@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -173,6 +174,36 @@ def test_durations_at_their_bound_are_accepted() -> None:
     spec = protocol.validate_execute({"argv": ["ls"], "timeout": protocol.MAX_TIMEOUT,
                                       "heartbeat_interval": 3600, "kill_grace": 3600})
     assert (spec.timeout, spec.heartbeat_interval, spec.kill_grace) == (30 * 86400.0, 3600.0, 3600.0)
+
+
+@pytest.mark.parametrize("raw", ["-0.0", "-1e-400", "1e-400", "0"])
+def test_a_zero_kill_grace_reads_as_plain_zero(raw: str) -> None:
+    """kill_grace -0.0 (and -1e-400, which JSON parses to -0.0) is 0, not a negative zero
+    carried on (it was kept as -0.0 and printed "outlived -0.0 s grace")."""
+    spec = protocol.validate_execute(protocol.loads('{"argv":["ls"],"kill_grace":' + raw + "}"))
+    assert spec.kill_grace == 0.0 and math.copysign(1.0, spec.kill_grace) == 1.0
+
+
+@pytest.mark.parametrize(("params", "removed"), [(None, False), ({}, False), ({"removed": None}, False),
+                                                 ({"removed": False}, False), ({"removed": True}, True)])
+def test_jobs_list_removed_null_means_the_default(params: dict | None, removed: bool) -> None:
+    """jobs.list's removed: null is the default (false), as null is for every optional member
+    (it was -32602 "removed must be a boolean")."""
+    assert protocol.validate_jobs_list(params) is removed
+
+
+@pytest.mark.parametrize("summary", [
+    {"match": {"type": "a\udc80"}, "fields": ["cost"]},
+    {"match": {"ty\ud800pe": "result"}, "fields": ["cost"]},
+    {"match": {"type": "result"}, "fields": ["co\udfffst"]},
+])
+def test_a_lone_surrogate_in_a_job_summary_is_refused(summary: dict) -> None:
+    """summary.match and summary.fields with a lone surrogate are -32602 naming summary, as meta
+    is (they were accepted, kept in the job's record and echoed as a \\ud800 escape)."""
+    params = {"argv": ["ls"], "durable": True, "summary": summary}
+    with pytest.raises(errors.InvalidParams, match="no lone surrogate") as caught:
+        protocol.validate_job_request(params)
+    assert caught.value.data == {"field": "summary"}
 
 
 def test_timeout_null_means_no_limit() -> None:
