@@ -661,13 +661,16 @@ def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) ->
 @pytest.mark.parametrize("name", ["GIT_PROXY_COMMAND", "GIT_EXTERNAL_DIFF", "GIT_TEMPLATE_DIR",
                                   "PYTHONWARNINGS", "PYTHONBREAKPOINT", "HOME", "XDG_CONFIG_HOME",
                                   "npm_config_script_shell", "Npm_Config_Script_Shell",
-                                  "NPM_config_script_shell", "npm_CONFIG_prefix"])
+                                  "NPM_config_script_shell", "npm_CONFIG_prefix",
+                                  "GIT_DIR", "GIT_COMMON_DIR", "GIT_WORK_TREE", "GIT_CONFIG", "GIT_ALLOW_PROTOCOL"])
 async def test_an_allow_list_refuses_env_that_makes_git_python_npm_or_rc_files_run_code(name) -> None:
     """With an allow-list, these variables are refused in a request's env (-32001, field env):
     each can make an allowed git, python or npm start other code, or point a program at
     start-up files of the client's choosing. Before, all were passed to the child. npm reads
     /^npm_config_/i, so its settings are refused in any case (an allowed npm ran its scripts
-    through a client's Npm_Config_Script_Shell)."""
+    through a client's Npm_Config_Script_Shell). GIT_DIR and GIT_COMMON_DIR name a repository
+    whose config git obeys (its core.fsmonitor ran on git status), GIT_ALLOW_PROTOCOL=ext lets
+    an ext:: remote run its command; all five reached the child before."""
     handler = make_handler(allowed_commands=["echo"])
     await handler.start("127.0.0.1", 0)
     try:

@@ -86,6 +86,9 @@ GUARDED_ENV = (
     "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "BROWSER", "GIT_PROXY_COMMAND",
     "GIT_EXTERNAL_DIFF", "GIT_SEQUENCE_EDITOR", "GIT_TEMPLATE_DIR", "PYTHONWARNINGS",
     "PYTHONBREAKPOINT", "PYTHONUSERBASE", "HOME", "XDG_CONFIG_HOME", "ZDOTDIR", "NPM_CONFIG_*", "npm_config_*",
+    # A repository of the client's choosing brings its own config (core.fsmonitor, hooks:
+    # commands git runs, for the git status an allowed claude runs too); ext:: URLs are commands.
+    "GIT_DIR", "GIT_COMMON_DIR", "GIT_WORK_TREE", "GIT_CONFIG", "GIT_ALLOW_PROTOCOL",
 )
 """Variables a request's ``env`` may not set while an allow-list is set: each one can
 make an allowed program load or start other code."""
