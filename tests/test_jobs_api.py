@@ -27,7 +27,7 @@ from cc_executor_nb.kernel import api, jobserver
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.html import header_html
 from cc_executor_nb.kernel.jobs import MIN_PREFIX, JobInfo, JobsTable, pick_job
-from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text
+from cc_executor_nb.kernel.jobsview import JobRow, jobs_html, jobs_text, rows_of
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.kernel.runstate import inactive_for
@@ -425,6 +425,19 @@ def test_the_job_table_says_a_jobs_end_as_its_record_does() -> None:
     text = jobs_text(rows, now).splitlines()
     assert " 78 ms " in text[1] and "0.0 s" not in text[1]
     assert [line.split()[5] for line in text[2:]] == ["SIGTERM", "SIGTERM", "143"]  # duration: 2 words
+
+
+def test_the_job_table_says_the_processs_own_duration_as_the_runs_end_line_does() -> None:
+    """An ended job's duration is the process's own (``duration_seconds``, what "exit 4 in 2 ms"
+    says), not the server's start-to-end span (it read ``57 ms``); a lost job, which has none,
+    keeps the span."""
+    now = time.time()
+    ended = {"job_id": "id1", "status": "failed", "exit_code": 4, "started_at": now - 0.057, "ended_at": now,
+             "duration_seconds": 0.002}
+    lost = {"job_id": "id2", "status": "lost", "started_at": now - 0.057, "ended_at": now, "duration_seconds": None}
+    text = jobs_text(rows_of([JobInfo.from_wire(ended), JobInfo.from_wire(lost)]), now).splitlines()
+    assert " 2 ms " in text[1] and "57 ms" not in text[1]
+    assert text[2].split()[3:5] == ["57", "ms"]
 
 
 def test_the_job_table_keeps_each_job_on_one_inert_line() -> None:

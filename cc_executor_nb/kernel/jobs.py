@@ -73,6 +73,8 @@ class JobInfo:
     """Connections following the job now."""
     wire: Mapping[str, Any] = field(repr=False, compare=False)
     """Everything the server said."""
+    duration_seconds: float | None = None
+    """The process's own duration once it ended (None while it runs, and for a lost job)."""
 
     @classmethod
     def from_wire(cls, job: Mapping[str, Any]) -> JobInfo:
@@ -92,6 +94,7 @@ class JobInfo:
             session_id=session_of(summary),
             attached=int(job.get("attached") or 0),
             wire=job,
+            duration_seconds=_seconds_or_none(job.get("duration_seconds")),
         )
 
     @property
@@ -313,6 +316,10 @@ jobs = JobsAPI()
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _seconds_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _where(remote: str | None) -> str:

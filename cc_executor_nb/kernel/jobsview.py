@@ -36,9 +36,14 @@ class JobRow:
     exit_code: int | None
     cost_usd: float | None
     attached: int
+    duration_seconds: float | None = None
+    """The process's own duration, once it ended (the record's ``duration_seconds``)."""
 
     def duration(self, now: float) -> float:
-        """Seconds the job ran (so far)."""
+        """Seconds the job ran (so far): once it ended, the process's own duration, as its
+        run's end line says it; the server's start-to-end span when it has none (a lost job)."""
+        if self.ended_at is not None and self.duration_seconds is not None:
+            return max(0.0, self.duration_seconds)
         return max(0.0, (self.ended_at or now) - self.started_at)
 
 
@@ -111,6 +116,7 @@ def _row_html(row: JobRow, now: float) -> str:
 def rows_of(jobs: Sequence[Any]) -> list[JobRow]:
     """Rows from :class:`~cc_executor_nb.kernel.jobs.JobInfo` values (anything with their fields)."""
     return [
-        JobRow(j.job_id, j.status, j.label, j.started_at, j.ended_at, j.exit_code, j.cost_usd, j.attached)
+        JobRow(j.job_id, j.status, j.label, j.started_at, j.ended_at, j.exit_code, j.cost_usd, j.attached,
+               j.duration_seconds)
         for j in jobs
     ]
