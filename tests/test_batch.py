@@ -233,6 +233,20 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
     assert batch.status == "cancelled" and batch.done and batch.results()[2:] == [None] * 4  # it says how it ended
 
 
+def test_a_batch_whose_loop_stops_ends_its_queued_runs(settings: CCExec) -> None:
+    """The background loop stopped under a batch: its queued items end cancelled, "skipped" with a
+    reason, and wait() returns (they stayed "starting" for good, batch.done False, while the
+    items and summary() said skipped)."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)")] * 3, command=True, concurrency=1,
+                               display=False, settings=settings)
+    eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
+    stop_shared_loop()
+    assert batch.wait(scaled(30)) is batch and batch.done
+    assert [run.status for run in batch.runs] == ["cancelled"] * 3
+    assert [item.status for item in batch.items] == ["cancelled", "skipped", "skipped"]
+    assert [run.error for run in batch.runs[1:]] == ["skipped: the background loop was stopped"] * 2
+
+
 class _Unwithdrawable:
     """A placement that keeps its items placing and cannot withdraw them (its cluster's client closed)."""
 
