@@ -795,7 +795,9 @@ def validate_job_attach(params: Any) -> JobAttachParams:
     job_id = obj.get("job_id")
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise InvalidParams("job_id must be a job id (8 to 64 letters, digits, - or _)", "job_id")
-    last_seq = obj.get("last_seq", 0)
+    last_seq = obj.get("last_seq")
+    if last_seq is None:  # null means the default (0: the whole log), as for every optional member
+        last_seq = 0
     if isinstance(last_seq, bool) or not isinstance(last_seq, int) or last_seq < 0:
         raise InvalidParams("last_seq must be a non-negative integer", "last_seq")
     return JobAttachParams(job_id, last_seq)

@@ -192,6 +192,14 @@ def test_jobs_list_removed_null_means_the_default(params: dict | None, removed: 
     assert protocol.validate_jobs_list(params) is removed
 
 
+@pytest.mark.parametrize(("params", "last_seq"), [({"job_id": "abcdefgh"}, 0), ({"job_id": "abcdefgh", "last_seq": None}, 0),
+                                                  ({"job_id": "abcdefgh", "last_seq": 7}, 7)])
+def test_jobs_attach_last_seq_null_means_the_default(params: dict, last_seq: int) -> None:
+    """jobs.attach's last_seq: null is the default (0, the whole log), as null is for every
+    optional member (it was -32602 "last_seq must be a non-negative integer")."""
+    assert protocol.validate_job_attach(params).last_seq == last_seq
+
+
 @pytest.mark.parametrize("summary", [
     {"match": {"type": "a\udc80"}, "fields": ["cost"]},
     {"match": {"ty\ud800pe": "result"}, "fields": ["cost"]},
