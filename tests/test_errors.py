@@ -662,7 +662,8 @@ def test_dispatcher_answers_any_frame_with_documented_errors_only(frame: str) ->
                                   "PYTHONWARNINGS", "PYTHONBREAKPOINT", "HOME", "XDG_CONFIG_HOME",
                                   "npm_config_script_shell", "Npm_Config_Script_Shell",
                                   "NPM_config_script_shell", "npm_CONFIG_prefix",
-                                  "GIT_DIR", "GIT_COMMON_DIR", "GIT_WORK_TREE", "GIT_CONFIG", "GIT_ALLOW_PROTOCOL"])
+                                  "GIT_DIR", "GIT_COMMON_DIR", "GIT_WORK_TREE", "GIT_CONFIG", "GIT_ALLOW_PROTOCOL",
+                                  "MANPAGER", "MANOPT"])
 async def test_an_allow_list_refuses_env_that_makes_git_python_npm_or_rc_files_run_code(name) -> None:
     """With an allow-list, these variables are refused in a request's env (-32001, field env):
     each can make an allowed git, python or npm start other code, or point a program at

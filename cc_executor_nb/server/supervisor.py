@@ -89,6 +89,8 @@ GUARDED_ENV = (
     # A repository of the client's choosing brings its own config (core.fsmonitor, hooks:
     # commands git runs, for the git status an allowed claude runs too); ext:: URLs are commands.
     "GIT_DIR", "GIT_COMMON_DIR", "GIT_WORK_TREE", "GIT_CONFIG", "GIT_ALLOW_PROTOCOL",
+    # `git help` runs man, which starts MANPAGER (and MANOPT's -P pager) as a command.
+    "MANPAGER", "MANOPT",
 )
 """Variables a request's ``env`` may not set while an allow-list is set: each one can
 make an allowed program load or start other code."""
