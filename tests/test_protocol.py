@@ -192,7 +192,8 @@ def test_jobs_list_removed_null_means_the_default(params: dict | None, removed: 
     assert protocol.validate_jobs_list(params) is removed
 
 
-@pytest.mark.parametrize(("params", "last_seq"), [({"job_id": "abcdefgh"}, 0), ({"job_id": "abcdefgh", "last_seq": None}, 0),
+@pytest.mark.parametrize(("params", "last_seq"), [({"job_id": "abcdefgh"}, 0),
+                                                  ({"job_id": "abcdefgh", "last_seq": None}, 0),
                                                   ({"job_id": "abcdefgh", "last_seq": 7}, 7)])
 def test_jobs_attach_last_seq_null_means_the_default(params: dict, last_seq: int) -> None:
     """jobs.attach's last_seq: null is the default (0, the whole log), as null is for every
