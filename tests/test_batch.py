@@ -359,6 +359,18 @@ def test_text_mode_prints_a_cancelled_batchs_totals_once(settings: CCExec, capsy
     assert len(totals) == 1 and totals[0].endswith("· cancelled"), totals
 
 
+def test_a_cancelled_batchs_line_counts_no_item_still_queued(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:
+    """The line a cancel prints says every queued item skipped (it read "1 done (1 skipped) · 1
+    running · 1 queued · cancelled": rendered while the queue was half skipped)."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(30)")] * 3, command=True, concurrency=1, settings=settings)
+    eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
+    time.sleep(0.5)  # the view is idle: the first change renders at once
+    batch.cancel().wait(scaled(30))
+    cancelled = [line for line in capsys.readouterr().out.splitlines()
+                 if line.startswith("[batch]") and line.endswith("· cancelled")]
+    assert cancelled and all("· 0 queued ·" in line for line in cancelled), cancelled
+
+
 def test_an_empty_batch_is_done_when_map_returns(settings: CCExec) -> None:
     """No items: nothing to wait for, so map() returns the batch already done (not "running" for a moment)."""
     batch = cc_executor_nb.map([], command=True, settings=settings, display=False)

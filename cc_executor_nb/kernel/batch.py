@@ -619,8 +619,9 @@ class Batch:
     def _skip_queued(self) -> int:
         """Queued items will not run: their handles end cancelled, without a process; how many."""
         queued = [item for item in self.items if item.stage == "queued"]
-        for item in queued:
+        for item in queued:  # all of them first: each abandon() may render the batch's line
             item.stage = "skipped"
+        for item in queued:
             item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
         return len(queued)
 
