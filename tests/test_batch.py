@@ -359,7 +359,9 @@ def test_text_mode_prints_a_cancelled_batchs_totals_once(settings: CCExec, capsy
     assert len(totals) == 1 and totals[0].endswith("· cancelled"), totals
 
 
-def test_a_cancelled_batchs_line_counts_no_item_still_queued(settings: CCExec, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_cancelled_batchs_line_counts_no_item_still_queued(
+    settings: CCExec, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The line a cancel prints says every queued item skipped (it read "1 done (1 skipped) · 1
     running · 1 queued · cancelled": rendered while the queue was half skipped)."""
     batch = cc_executor_nb.map([py("import time; time.sleep(30)")] * 3, command=True, concurrency=1, settings=settings)
