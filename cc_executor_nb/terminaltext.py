@@ -31,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "CONTROL",
+    "MAX_COLUMN",
     "MONOSPACE",
     "ColourFilter",
     "ansi_html",
@@ -133,6 +134,19 @@ _REDRAW = re.compile(r"[\r\b]|\x1b\[\d*[KDCG]")
 """What moves the cursor back or erases within a line: carriage return, backspace, erase in
 line (EL), cursor back/forward (CUB, CUF) and to a column (CHA)."""
 _MOVE = re.compile(r"\x1b\[(\d*)([KDCG])")
+MAX_COLUMN = 1000
+"""The farthest a cursor move goes past the end of a line's text: a terminal stops at its
+right margin, and so does a move here (``ESC [ 100000000 G`` from a child would otherwise
+pad the line with a hundred million spaces)."""
+_MAX_PARAMETER = 999_999
+"""A CSI parameter's largest value read: longer numbers mean as much, and ``int()`` refuses
+one of more than 4300 digits."""
+
+
+def _parameter(digits: str) -> int:
+    """A CSI parameter's value, at most ``_MAX_PARAMETER`` (0 when empty)."""
+    significant = digits.lstrip("0")
+    return _MAX_PARAMETER if len(significant) > 6 else int(significant or 0)
 
 
 def overwrite_lines(text: str) -> str:
@@ -165,7 +179,7 @@ def _overwritten(line: str) -> str:
         elif token == "\b":
             col = max(0, col - 1)
         elif move is not None:
-            shown, col = _moved(shown, col, move.group(2), int(move.group(1) or 0))
+            shown, col = _moved(shown, col, move.group(2), _parameter(move.group(1)))
         elif token.startswith("\x1b"):
             pending += token  # a colour: it goes with the next character
         else:
@@ -191,9 +205,11 @@ def _moved(shown: list[str], col: int, kind: str, count: int) -> tuple[list[str]
         return [], col
     if kind == "D":
         return shown, max(0, col - max(count, 1))
+    # Forward and to a column stop at the margin: the end of the text or MAX_COLUMN, the farther.
+    margin = max(len(shown), MAX_COLUMN)
     if kind == "C":
-        return shown, col + max(count, 1)
-    return shown, max(count, 1) - 1
+        return shown, min(col + max(count, 1), margin)
+    return shown, min(max(count, 1) - 1, margin)
 
 
 @dataclass(frozen=True)
@@ -255,7 +271,7 @@ def _span(style: _Style, text: str) -> str:
 
 
 def _apply(style: _Style, parameters: str) -> _Style:
-    codes = [int(code) if code.isdigit() else 0 for code in re.split("[;:]", parameters)] if parameters else [0]
+    codes = [_parameter(code) for code in re.split("[;:]", parameters)] if parameters else [0]
     index = 0
     while index < len(codes):
         code = codes[index]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import cc_executor_nb
 from cc_executor_nb.terminaltext import (
+    MAX_COLUMN,
     ColourFilter,
     ansi_html,
     keep_colours,
@@ -63,6 +64,25 @@ def test_escapes_take_no_column_when_a_coloured_bar_is_redrawn() -> None:
 ])
 def test_erases_backspaces_and_moves_in_a_line_draw_as_a_terminal_leaves_them(written: str, shown: str) -> None:
     assert overwrite_lines(written) == shown
+
+
+@pytest.mark.parametrize("move", ["\x1b[100000000G", "\x1b[100000000C", "\x1b[" + "9" * 5000 + "G"])
+def test_a_move_far_past_the_end_of_a_line_stops_at_a_terminals_width(move: str) -> None:
+    """A child's cursor move to column 10**8 (or a 5000-digit one) stops at MAX_COLUMN: no huge line, no error."""
+    drawn = overwrite_lines(f"a{move}b")
+    assert drawn.startswith("a") and drawn.endswith("b") and len(drawn) <= MAX_COLUMN + 1
+
+
+def test_a_move_within_a_line_longer_than_a_terminals_width_still_lands() -> None:
+    """The cap is past the text: a move to a column of a long line reaches it."""
+    line = "x" * (MAX_COLUMN + 50)
+    assert overwrite_lines(f"{line}\x1b[{MAX_COLUMN + 10}GY") == line[: MAX_COLUMN + 9] + "Y" + line[MAX_COLUMN + 10 :]
+
+
+def test_a_colour_parameter_thousands_of_digits_long_is_ignored_not_raised() -> None:
+    """int() refuses more than 4300 digits: a child's SGR with 5000 of them still renders its text."""
+    drawn = ansi_html("\x1b[38;2;" + "9" * 5000 + ";1;1mhi\x1b[" + "3" * 5000 + "mthere")
+    assert re.sub("<[^>]*>", "", drawn) == "hithere"
 
 
 def test_moves_to_other_lines_leave_each_line_as_drawn() -> None:
