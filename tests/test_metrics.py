@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from typing import Any
 
@@ -164,6 +166,18 @@ def test_locked_history_is_skipped(tmp_path) -> None:
         holder.rollback()
         holder.close()
     assert store.durations("k") == [1.0]
+
+
+def test_the_history_is_the_owners_alone_whatever_the_umask(tmp_path) -> None:
+    """A new history database is 0600 in a folder made 0700, even under umask 000."""
+    path = tmp_path / "cache" / "cc_executor_nb" / "h.sqlite3"
+    previous = os.umask(0)
+    try:
+        HistoryStore(path).record("k", 1.0, 1)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_no_estimate_without_a_basis() -> None:

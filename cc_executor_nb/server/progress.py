@@ -17,6 +17,7 @@ Bases, best first:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -78,10 +79,21 @@ class HistoryStore:
         )
         return [float(row[0]) for row in rows]
 
+    def _create(self) -> None:
+        """Make the file, the owner's alone (0600 in a 0700 folder), if it is missing.
+
+        Its fingerprints confirm a guessed command, and its times say when the user ran
+        what: no reason for other users to read it (sqlite would make it 0644). SQLite's
+        journal files take the database's mode.
+        """
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
     def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         db = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create()
             db = sqlite3.connect(self.path, timeout=0.2)
             db.execute(
                 "CREATE TABLE IF NOT EXISTS runs "
