@@ -44,12 +44,19 @@ class Target:
         return {"count": self.count, "unit": self.unit}
 
 
+_MAX_DIGITS = 9
+"""The longest count read as a target (999,999,999): a prompt may hold any text."""
+
+
 def prompt_target(texts: list[str]) -> Target | None:
     """The last "N words/items/haikus/lines" among ``texts`` (later ones win), if any."""
     for text in reversed(texts):
         match = _TARGET.search(text)
         if match:
-            count = int(match.group(1).replace(",", ""))
+            digits = match.group(1).replace(",", "")
+            if len(digits) > _MAX_DIGITS:  # no real target; and int() refuses 4300 digits
+                return None
+            count = int(digits)
             unit = match.group(2).lower().rstrip("s")
             return Target(count, unit) if count > 0 else None
     return None

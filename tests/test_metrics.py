@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import sys
 import time
 from typing import Any
 
@@ -77,6 +78,21 @@ def test_prompt_targets_are_found() -> None:
     assert prompt_target(["x", "list 12 items please"]).unit == "item"
     assert prompt_target(["echo", "hello"]) is None
     assert prompt_target(["x", "version 2.5 words"]) is None
+
+
+def test_a_count_of_thousands_of_digits_is_no_target() -> None:
+    """"1,000,000,… words" with 4501 digits is no target (int() refused it: ValueError)."""
+    assert prompt_target(["x", "write 1" + ",000" * 1500 + " words"]) is None
+    assert prompt_target(["x", "write 999,999,999 words"]).count == 999_999_999
+
+
+async def test_an_argument_with_a_huge_count_runs_as_any_other(started) -> None:
+    """Such an argument was an Internal error (-32603) after the spawn, its child left running unwatched."""
+    _, client = await started(metrics_interval=0)
+    await client.execute(argv=[sys.executable, "-c", "print('ran')", "write 1" + ",000" * 1500 + " words"])
+    events = await collect(client)
+    assert completed(events).params["status"] == "completed"
+    assert "ran" in "".join(e.data for e in events if isinstance(e, Output))
 
 
 def test_units_are_counted() -> None:
