@@ -141,6 +141,16 @@ def test_scenario_is_chosen_from_keywords(prompt: str, scenario: str) -> None:
     assert plan_reply(request, DemoSettings()).scenario == scenario
 
 
+@pytest.mark.parametrize(("prompt", "scenario"), [
+    ("write a " + "9" * 5000 + " word story", "story"),
+    ("huge reply of " + "9" * 5000 + " bytes", "huge"),
+    (f"write {'9' * 5000} haikus", "haiku"),
+])
+def test_a_count_of_thousands_of_digits_is_bounded_not_raised(prompt: str, scenario: str) -> None:
+    """A 5000-digit count is the scenario's limit (int() refused it: the backend's handler raised)."""
+    assert plan_reply(request_body(prompt, stream=True), DemoSettings()).scenario == scenario
+
+
 def test_prompt_skips_system_reminders() -> None:
     """Only the user's own text decides: CLI reminder blocks are ignored."""
     content = [

@@ -487,7 +487,11 @@ def _plan_arithmetic(prompt: str, lowered: str, settings: DemoSettings) -> Reply
 
 def _bounded_int(pattern: re.Pattern[str], text: str, default: int, limit: int) -> int:
     match = pattern.search(text)
-    value = int(match.group(1)) if match else default
+    if match is None:
+        return default
+    digits = match.group(1).lstrip("0") or "0"
+    # Longer than the limit is over it: int() of a prompt's 5000 digits would raise.
+    value = limit if len(digits) > len(str(limit)) else int(digits)
     return max(1, min(value, limit))
 
 
