@@ -134,6 +134,39 @@ async def test_internal_fault_is_generic(server, client, monkeypatch, caplog) ->
     assert (await client.status())["state"] == "idle"
 
 
+@pytest.mark.parametrize("stdin", ["null", "pipe"])
+async def test_a_run_that_fails_after_its_spawn_leaves_no_child_behind(server, client, monkeypatch, stdin) -> None:
+    """A fault after the spawn (here, the progress estimator) is -32603 and kills the child's
+    group at once: it ran on unsupervised, with nothing to stop it, until the server stopped."""
+    import psutil
+
+    from cc_executor_nb.server import handler as handler_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("estimator fault")
+
+    monkeypatch.setattr(handler_module, "ProgressEstimator", broken)
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    with pytest.raises(errors.InternalError):
+        await client.execute(argv=["sleep", "30"], stdin=stdin)
+
+    def sleepers() -> list[int]:
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.pid not in before and "sleep" in " ".join(child.cmdline()) and child.status() != "zombie":
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+        return found
+
+    await eventually_async(lambda: not sleepers(), timeout=scaled(5))
+    assert not server.processes.running
+    monkeypatch.undo()
+    done = await client.execute(argv=fake("echo", "after"))  # the server goes on
+    assert done["status"] == "started"
+
+
 async def test_session_limit() -> None:
     """-32000 when the session limit is reached; the first session is unaffected."""
     handler = make_handler(max_sessions=1)

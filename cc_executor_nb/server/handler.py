@@ -63,8 +63,8 @@ from .replay import MEMORY_TAIL, ReplayLog, TailPool
 from .resources import ResourceSampler
 from .session import Session, SessionManager
 from .stdin import ChildInput
-from .streams import StreamHandler
-from .supervisor import ProcessManager
+from .streams import RunOutput, StreamHandler
+from .supervisor import ManagedProcess, ProcessManager
 
 __all__ = ["CAPABILITIES", "EnhancedWebSocketHandler", "SecretRedactor"]
 
@@ -501,30 +501,38 @@ class EnhancedWebSocketHandler:
             output=lambda: self.streams.child_output(capture),
             stdin_pipe=spec.stdin == "pipe",
         )
-        output = await self.streams.open(process.output, disk)
-        stdin = await _open_input(process.stdin_fd)
-        # The run history is read once the child is on its way. Before, the lookup (about
-        # a millisecond) delayed the start; alongside, its worker thread held the GIL the
-        # spawn needed (up to a 5 ms switch interval).
-        key = fingerprint(spec.argv, spec.cwd)
-        # A run fed on stdin does what it is sent, not what its argv says (every Claude
-        # conversation shares one argv), so earlier runs of that argv predict nothing.
-        history = self.history if spec.stdin != "pipe" else None
-        past = await asyncio.to_thread(history.durations, key) if history else []
-        return Execution(
-            process,
-            output,
-            notify,
-            kill_grace=self.processes.kill_grace if spec.kill_grace is None else spec.kill_grace,
-            chunk_limit=self.streams.chunk_limit,
-            timeout=spec.timeout,
-            estimator=ProgressEstimator(spec.argv, past, spec.progress_target),
-            on_success=self._recorder(key) if history else None,
-            settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin, "capture": capture},
-            stdin=stdin,
-            disk=disk,
-            started_at=spawning,
-        )
+        output: RunOutput | None = None
+        stdin: ChildInput | None = None
+        try:
+            output = await self.streams.open(process.output, disk)
+            stdin = await _open_input(process.stdin_fd)
+            # The run history is read once the child is on its way. Before, the lookup (about
+            # a millisecond) delayed the start; alongside, its worker thread held the GIL the
+            # spawn needed (up to a 5 ms switch interval).
+            key = fingerprint(spec.argv, spec.cwd)
+            # A run fed on stdin does what it is sent, not what its argv says (every Claude
+            # conversation shares one argv), so earlier runs of that argv predict nothing.
+            history = self.history if spec.stdin != "pipe" else None
+            past = await asyncio.to_thread(history.durations, key) if history else []
+            return Execution(
+                process,
+                output,
+                notify,
+                kill_grace=self.processes.kill_grace if spec.kill_grace is None else spec.kill_grace,
+                chunk_limit=self.streams.chunk_limit,
+                timeout=spec.timeout,
+                estimator=ProgressEstimator(spec.argv, past, spec.progress_target),
+                on_success=self._recorder(key) if history else None,
+                settings={**announce, "timeout": spec.timeout, "stdin": spec.stdin, "capture": capture},
+                stdin=stdin,
+                disk=disk,
+                started_at=spawning,
+            )
+        except BaseException:
+            # Nothing will follow or stop this child: it must not outlive the failed start
+            # (it ran on, unsupervised, until the server stopped).
+            await _abandon_launch(process, output, stdin)
+            raise
 
     def _ack(self, link: _Link, params: Any) -> dict[str, Any]:
         """Forget what the client holds; a job's follower changes nothing (a job keeps its log)."""
@@ -783,6 +791,28 @@ def _text_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
         await ws.send(data, text=True)
 
     return send
+
+
+async def _abandon_launch(process: ManagedProcess, output: RunOutput | None, stdin: ChildInput | None) -> None:
+    """Undo a spawn whose run could not be set up: kill its group at once, reap it and
+    release its output files and input pipe (shielded: a cancelled start cleans up too)."""
+    logger.warning("! the run of pid %d could not be set up: killing its process group", process.pid)
+
+    async def undo() -> None:
+        await process.terminate(0.0)
+        await process.wait()
+        if stdin is not None:
+            await stdin.aclose()
+        elif process.stdin_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(process.stdin_fd)
+        if output is not None:
+            output.close()
+        else:
+            process.output.close()
+
+    with contextlib.suppress(Exception):
+        await asyncio.shield(undo())
 
 
 async def _open_input(fd: int | None) -> ChildInput | None:
