@@ -880,6 +880,29 @@ def test_a_conversations_retries_are_not_put_in_its_first_turn(form: str) -> Non
 
 
 @pytest.mark.parametrize("form", ["markdown", "text", "html"])
+def test_a_conversations_retry_names_the_turn_it_came_in(form: str) -> None:
+    """Listed after the turns, a conversation's retry says which turn met it (it named none:
+    the reader could not tell the first prompt's from a follow-up's)."""
+    record = getattr(Transcript(retried_conversation_run()), form)()
+    assert "API overloaded (529), retry 1 of 1 in 0.6 s (follow-up 1)" in record
+
+
+def test_a_one_prompt_runs_retry_names_no_turn() -> None:
+    """A run of one prompt has one turn: its retries carry no turn label."""
+    retry = line(type="system", subtype="api_retry", attempt=1, max_retries=1, retry_delay_ms=584,
+                 error_status=529, error="overloaded")
+    interpreter = ClaudeInterpreter(prompt="write a story")
+    for each in (retry, assistant("m1", {"type": "text", "text": "story"}), result(result="story")):
+        interpreter.feed("stdout", each + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: write a story", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": "write a story"})
+    for form in ("markdown", "text", "html"):
+        record = getattr(Transcript(run), form)()
+        assert "retry 1 of 1 in 0.6 s" in record and "retry 1 of 1 in 0.6 s (" not in record, form
+
+
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
 def test_a_command_record_keeps_the_whole_command_line_its_title_cuts(form: str) -> None:
     """A long command line is cut in the title ("…"): the record shows it whole below (it had
     only the cut title, so the record could not tell what ran); a title that shows it all is

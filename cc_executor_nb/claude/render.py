@@ -401,8 +401,10 @@ def status_name(status: int | None, category: str = "") -> str:
     return "request error" if status is not None and 400 <= status < 500 else "error"
 
 
-def retry_text(retry: ApiRetry) -> str:
-    """One line such as ``API overloaded (529), retry 3 of 10 in 4 s``."""
+def retry_text(retry: ApiRetry, turns: int = 1) -> str:
+    """One line such as ``API overloaded (529), retry 3 of 10 in 4 s``; in a conversation of
+    ``turns`` turns, the turn it came in follows (``... in 4 s (follow-up 2)``): a record lists
+    a conversation's retries after its turns."""
     text = f"API {status_name(retry.error_status, retry.message)}"
     if retry.error_status is not None:
         text += f" ({retry.error_status})"
@@ -412,6 +414,8 @@ def retry_text(retry: ApiRetry) -> str:
             text += f" of {retry.max_retries}"
     if retry.delay_seconds is not None:
         text += f" in {format_seconds(retry.delay_seconds)}"
+    if turns > 1:
+        text += " (the first prompt)" if retry.turn == 0 else f" (follow-up {retry.turn})"
     return text
 
 
@@ -425,7 +429,8 @@ def render_retries_html(run: ClaudeRun) -> str:
             f'<div class="cc-retry" style="color:#a66a00">⟳ {escape(printable(retry_text(run.retries[-1])))}</div>'
         )
     count = len(run.retries)
-    items = "".join(f"<li>{escape(printable(retry_text(retry)))}</li>" for retry in run.retries)
+    turns = len(run.turns)
+    items = "".join(f"<li>{escape(printable(retry_text(retry, turns)))}</li>" for retry in run.retries)
     return (
         f'<details class="cc-retries"><summary style="opacity:0.75;font-size:smaller">'
         f'{count} API retr{"ies" if count > 1 else "y"}</summary><ul style="margin:0">{items}</ul></details>'

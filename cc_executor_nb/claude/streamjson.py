@@ -45,7 +45,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .control import ControlMessage, parse_control
@@ -232,6 +232,8 @@ class ApiRetry:
     message: str
     at: float | None = field(default=None, compare=False)
     """When the notice was read (epoch seconds), if the parser has a clock; not part of equality."""
+    turn: int = field(default=0, compare=False)
+    """The turn it came in (0: the first prompt's, N: the N-th follow-up's)."""
 
 
 @dataclass
@@ -543,7 +545,7 @@ class ClaudeRun:
         if subtype == "init":
             self._on_init(event)
         elif subtype == "api_retry":
-            retry = _parse_retry(event, self._now())
+            retry = replace(_parse_retry(event, self._now()), turn=self._turn_index)
             self.retries.append(retry)
             self._note_limit(limit_from_retry(retry.error_status, retry.delay_seconds, retry.at, retry.message))
         elif subtype == "thinking_tokens":

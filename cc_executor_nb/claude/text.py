@@ -127,6 +127,8 @@ class ClaudeSnapshot(Protocol):
     @property
     def num_turns(self) -> int | None: ...
     @property
+    def turns(self) -> int: ...
+    @property
     def phase(self) -> str: ...
 
 
@@ -300,7 +302,7 @@ def render_text(view: ClaudeSnapshot, *, ended: bool = False) -> str:
     notes: list[str] = []
     if view.thinking.strip():
         notes.append(thinking_line(view.thinking))
-    notes += [f"[retry] {retry_text(retry)}" for retry in view.retries]
+    notes += [f"[retry] {retry_text(retry, view.turns)}" for retry in view.retries]
     limit = _limit_of(view)
     if limit is not None:
         notes.append(limit_line(limit, time.time()))

@@ -212,7 +212,7 @@ class Transcript:
                          " (in `run.thinking`)*")
         turns = self._turn_views()
         asked = _requests_by_turn(view, turns)
-        # A retry names no turn: a conversation's are listed after its turns, as in the HTML.
+        # A conversation's retries are listed after its turns, as in the HTML, each naming its turn.
         retries = _retries_markdown(view)
         parts += [] if turns else retries
         if asked[0]:
@@ -431,7 +431,7 @@ class Transcript:
             elif failure:
                 parts.append(f"[error] {printable(failure)}")
         if view.retries:
-            parts.append("\n".join(f"[retry] {retry_text(retry)}" for retry in view.retries))
+            parts.append("\n".join(f"[retry] {retry_text(retry, view.turns)}" for retry in view.retries))
         parts.append(footer_line(view, ended=self.state.finished))
         return "\n\n".join(parts) + "\n"
 
@@ -538,7 +538,7 @@ def _retries_markdown(view: ClaudeView) -> list[str]:
     """The API retries as a list under its label; [] for none."""
     if not view.retries:
         return []
-    return ["**Retries**\n\n" + "\n".join(f"- {markdown_escape(retry_text(r))}" for r in view.retries)]
+    return ["**Retries**\n\n" + "\n".join(f"- {markdown_escape(retry_text(r, view.turns))}" for r in view.retries)]
 
 
 def _permissions_markdown(items: list[Any]) -> str:
