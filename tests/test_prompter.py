@@ -153,9 +153,9 @@ def test_ctrl_c_at_a_terminal_question_ends_its_prompt_line(monkeypatch: pytest.
 
 
 def test_ctrl_d_at_a_terminal_question_ends_its_prompt_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-D (end of file) at the terminal's question ends the prompt's line: the question asked
-    again after it starts a line of its own (it was glued to the old prompt: '... (n: why, Claude asks
-    to use Bash: ...')."""
+    """Ctrl-D (end of file) at the terminal's question ends the prompt's line: what follows (the
+    question's denial, '[permission] ... denied by you: end of input (Ctrl-D)') starts a line of its own
+    (the question asked again was glued to the old prompt: '... (n: why, Claude asks to use Bash: ...')."""
     import io
     import os
     import sys
@@ -171,3 +171,38 @@ def test_ctrl_d_at_a_terminal_question_ends_its_prompt_line(monkeypatch: pytest.
         with pytest.raises(EOFError):
             _terminal_answer("y/n > ", SimpleNamespace(is_open=lambda: True), None)  # type: ignore[arg-type]
     assert out.getvalue() == "y/n > \n"
+
+
+class EndsOfInput:
+    """A terminal's stdin at which the person pressed Ctrl-D ``times`` times, then typed ``y``."""
+
+    def __init__(self, times: int) -> None:
+        self.lines = [""] * times + ["y\n"]
+
+    def readline(self) -> str:
+        return self.lines.pop(0)
+
+    def fileno(self) -> int:
+        raise OSError("no terminal to flush")
+
+
+def test_ctrl_d_at_a_terminal_question_denies_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-D at the terminal's question denies it, once, saying why (end of input): it asked the
+    question again after every Ctrl-D, so a person pressing it three times, then 'y', allowed it."""
+    import io
+    import select
+    import sys
+
+    from cc_executor_nb.claude.control import END_OF_INPUT_MESSAGE
+    from cc_executor_nb.kernel import prompter as prompter_module
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stdin", EndsOfInput(3))
+    monkeypatch.setattr(select, "select", lambda readers, *rest: (readers, [], []))
+    monkeypatch.setattr(prompter_module, "_is_tty", lambda: True)
+    prompter = Prompter(None)
+    [asked] = offered(prompter, "Bash")
+    prompter.while_waiting()
+    assert asked.answers == [(Answer(False, message=END_OF_INPUT_MESSAGE), "stdin")]
+    assert out.getvalue().count("Claude asks to use Bash") == 1

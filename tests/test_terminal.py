@@ -553,3 +553,38 @@ def test_a_run_nobody_waits_for_on_a_terminal_keeps_the_run_approve_hint(tmp_pat
     both = shown + after
     assert "[needs you] Claude asks to use Bash: touch y.txt (answer with run.approve()" in both, both
     assert (tmp_path / "y.txt").exists(), both
+
+
+def answered_at_the_terminal(tmp: Path, press: str) -> str:
+    """``%ccexec --demo -w bash: ...`` in terminal IPython, ``press`` sent at its question: what showed
+    after the question up to the next prompt, and the question's status and decider."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp), cwd=str(tmp), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
+    )
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline("%ccexec --demo -w -o r bash: touch x.txt")
+        child.expect(r"tells Claude\) > ")
+        child.sendintr() if press == "Ctrl-C" else child.sendeof()
+        child.expect(r"In \[3\]")
+        shown = screen_text(child.before)
+        child.sendline("print('DECIDED', [(q.status, q.decided_by) for q in r.permission_requests])")
+        child.expect(r"In \[4\]")
+        shown += screen_text(child.before)
+    finally:
+        child.close(force=True)
+    return shown
+
+
+def test_ctrl_d_at_a_terminal_question_denies_it_saying_so(tmp_path: Path) -> None:
+    """Ctrl-D at the question denies it, by you, for end of input; the turn goes on (it asked again
+    after every Ctrl-D, without end)."""
+    shown = answered_at_the_terminal(tmp_path, "Ctrl-D")
+    assert "Claude asks to use Bash" not in shown, shown  # not asked again
+    assert "[permission] Bash · touch x.txt → denied by you: end of input (Ctrl-D)" in shown, shown
+    assert "[turn 1 completed]" in shown and "DECIDED [('denied', 'stdin')]" in shown, shown
+    assert not (tmp_path / "x.txt").exists()
+

@@ -30,6 +30,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_DENY_MESSAGE",
+    "END_OF_INPUT_MESSAGE",
     "HOST_ARGS",
     "NOBODY_MESSAGE",
     "POLICY_DENY_MESSAGE",
@@ -76,6 +77,8 @@ NOBODY_MESSAGE = (
     "(--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
 )
 """What the model is told when nobody could answer a question, so it was denied."""
+END_OF_INPUT_MESSAGE = "The user denied this tool call: they ended the input (Ctrl-D) instead of answering."
+"""What the model is told when the person asked on the terminal pressed Ctrl-D (end of input)."""
 POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
 """What the model is told when the run's permission policy denies a question."""
 

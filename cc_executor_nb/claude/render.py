@@ -31,7 +31,7 @@ from markdown_it import MarkdownIt
 from ..events import FINAL_STATUSES, exit_words
 from ..protocol import one_line
 from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
-from .control import DEFAULT_DENY_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
+from .control import DEFAULT_DENY_MESSAGE, END_OF_INPUT_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, input_lines, readable_input
@@ -302,6 +302,7 @@ def decision_words(status: str, decided_by: str | None, always: bool = False) ->
 # which already say who denied: "denied automatically: nobody could answer…", "denied by the policy".
 _SHOWN_REASONS = {
     NOBODY_MESSAGE: NOBODY_MESSAGE.removeprefix("Denied automatically: "),
+    END_OF_INPUT_MESSAGE: "end of input (Ctrl-D)",
     POLICY_DENY_MESSAGE: "",
     DEFAULT_DENY_MESSAGE: "",
 }

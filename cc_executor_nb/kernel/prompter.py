@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..claude.control import NOBODY_MESSAGE
+from ..claude.control import END_OF_INPUT_MESSAGE, NOBODY_MESSAGE
 from ..claude.permissions import ANSWER_HELP, Answer, PermissionRequest, parse_answer, question_text
 
 __all__ = [
@@ -472,7 +472,10 @@ class Prompter:
             try:
                 text = read(prompt)
             except EOFError:
-                text = None
+                # Ctrl-D: the person has no more to say. Asking again (as it did) met every
+                # Ctrl-D with the same prompt, without end; a denial lets the turn go on.
+                question.answer(Answer(False, message=END_OF_INPUT_MESSAGE), "stdin")
+                return
             except _stdin_refused() as exc:
                 logger.info("no input box here (%s): the question is denied", exc)
                 question.deny_for_nobody()
