@@ -27,6 +27,7 @@ from cc_executor_nb.kernel.loop import stop_shared_loop
 
 from .conftest import group_alive
 from .kernel_utils import py
+from .test_handle import sigint_raises  # noqa: F401 - a fixture, requested by name
 from .test_terminaltext import FORBIDDEN
 from .test_widgets import (
     DummyComm,
@@ -245,6 +246,21 @@ def test_a_batch_whose_loop_stops_ends_its_queued_runs(settings: CCExec) -> None
     assert [run.status for run in batch.runs] == ["cancelled"] * 3
     assert [item.status for item in batch.items] == ["cancelled", "skipped", "skipped"]
     assert [run.error for run in batch.runs[1:]] == ["skipped: the background loop was stopped"] * 2
+
+
+@pytest.mark.usefixtures("sigint_raises")
+def test_an_interrupted_batch_wait_shows_in_one_line_in_ipython(settings: CCExec) -> None:
+    """Ctrl-C in batch.wait() cancels the batch, and IPython shows the interrupt as one line saying
+    so (its _render_traceback_ hook), not the frames of the wait."""
+    import _thread
+
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)")], command=True, display=False, settings=settings)
+    eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the run running")
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        batch.wait()
+    assert batch.status == "cancelled"
+    assert interrupted.value._render_traceback_() == ["KeyboardInterrupt: the batch was cancelled"]
 
 
 class _Unwithdrawable:

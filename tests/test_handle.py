@@ -170,6 +170,19 @@ def test_keyboard_interrupt_during_wait_cancels_the_run(bg: KernelLoop) -> None:
     assert time.monotonic() - began < scaled(10)
 
 
+@pytest.mark.usefixtures("sigint_raises")
+def test_keyboard_interrupt_during_wait_shows_in_one_line_in_ipython(bg: KernelLoop) -> None:
+    """The interrupt wait() lets through renders itself for IPython (its _render_traceback_ hook) as
+    one line saying the run was cancelled: IPython showed every frame of the wait, down to a
+    select() or a lock. It stays a KeyboardInterrupt."""
+    run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
+    eventually(lambda: run.status == "running", what="the run running")
+    threading.Timer(0.2, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        run.wait()
+    assert interrupted.value._render_traceback_() == ["KeyboardInterrupt: the run was cancelled"]
+
+
 async def test_await_does_not_block_the_awaiting_loop(bg: KernelLoop) -> None:
     """await run finishes with the run while the awaiting loop keeps running other tasks."""
     run = start(bg, fake("ticker", "5", "0.1"))

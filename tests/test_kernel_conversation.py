@@ -321,6 +321,8 @@ def test_a_kernel_interrupt_while_wait_asks_shows_no_input_box_again(kernel: Ker
         pytest.fail(f"an input box came after the interrupt: {again['content']['prompt']!r}")
     assert kernel.value("(r.status, r.done)") == ("cancelled", True)
     assert kernel.value("[q.status for q in r.permission_requests]") == ["cancelled"]
+    # The person asked interrupted: the question reads cancelled by them, not by Claude (the CLI's withdrawal).
+    assert kernel.value("[q.decided_by for q in r.permission_requests]") == ["stdin"]
 
 
 # An input box still open when its cell stops asking: its answer counts, whenever it comes

@@ -588,3 +588,14 @@ def test_ctrl_d_at_a_terminal_question_denies_it_saying_so(tmp_path: Path) -> No
     assert "[turn 1 completed]" in shown and "DECIDED [('denied', 'stdin')]" in shown, shown
     assert not (tmp_path / "x.txt").exists()
 
+
+def test_ctrl_c_at_a_terminal_question_cancels_the_run_in_one_line(tmp_path: Path) -> None:
+    """Ctrl-C at the question cancels the run; the question reads cancelled by you (it read "cancelled
+    by Claude", the CLI's withdrawal), and the interrupt is one line (its traceback ran through eight
+    library frames down to select.select)."""
+    shown = answered_at_the_terminal(tmp_path, "Ctrl-C")
+    assert "[permission] Bash · touch x.txt → cancelled by you: interrupted" in shown, shown
+    assert "DECIDED [('cancelled', 'stdin')]" in shown, shown
+    assert "\nKeyboardInterrupt: the run was cancelled\n" in shown, shown
+    assert "Traceback" not in shown and "select" not in shown, shown
+    assert not (tmp_path / "x.txt").exists()

@@ -56,6 +56,7 @@ from .display import RunDisplay
 from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
 from .run import CONTROL_TIMEOUT, Run, _current_cell
+from .runstate import shown_in_one_line
 from .textview import TextView
 
 if TYPE_CHECKING:
@@ -408,9 +409,10 @@ class Batch:
         try:
             if not _wait_event(self._finished, timeout):
                 raise TimeoutError(f"batch still {self.status} after {timeout} s")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             self.cancel()
             _wait_event(self._finished, self.settings.kill_grace + 30.0)
+            shown_in_one_line(interrupt, "the batch was cancelled")
             raise
         return self
 

@@ -563,11 +563,23 @@ class Conversation:
         def asking(on: bool) -> None:
             on_loop(lambda: self._mark_stdin(request.id, on))
 
-        self.prompter.offer(Question(request, answer, is_open, asking))
+        def interrupted(via: str) -> None:
+            on_loop(lambda: self._interrupted_while_asked(request.id, via))
+
+        self.prompter.offer(Question(request, answer, is_open, asking, interrupted))
 
     def _mark_stdin(self, request_id: str, on: bool) -> None:
         (self._on_stdin.add if on else self._on_stdin.discard)(request_id)
         self._publish()
+
+    def _interrupted_while_asked(self, request_id: str, via: str) -> None:
+        """The person asked pressed Ctrl-C (or interrupted the kernel) instead of answering: the
+        run is cancelled next, and the CLI's withdrawal of the question that follows would read
+        ``cancelled by Claude``; it reads cancelled by the person."""
+        request = self._requests.get(request_id)
+        if request is not None and request.pending:
+            self._update_request(dataclasses.replace(request, status="cancelled", decided_by=via,
+                                                     message="interrupted"))
 
     def _withdrawn(self, request_id: str) -> None:
         request = self._requests.get(request_id)

@@ -76,7 +76,8 @@ _POLL = 0.1
 class Question:
     """One question offered to people: claimed by one asker at a time, answered once.
 
-    ``answer(answer, via)`` and ``is_open()`` are the conversation's (thread-safe).
+    ``answer(answer, via)``, ``is_open()`` and ``interrupted(via)`` are the conversation's
+    (thread-safe).
     """
 
     def __init__(
@@ -85,11 +86,13 @@ class Question:
         answer: Callable[[Answer, str], object],
         is_open: Callable[[], bool],
         asking: Callable[[bool], object] | None = None,
+        interrupted: Callable[[str], object] | None = None,
     ) -> None:
         self.request = request
         self._answer = answer
         self._is_open = is_open
         self._asking = asking
+        self._interrupted = interrupted
         self._lock = threading.Lock()
         self._claimed = False
 
@@ -105,6 +108,11 @@ class Question:
             self._claimed = True
             return True
 
+    @property
+    def claimed(self) -> bool:
+        """Whether an asker asks this question now (on stdin: an input box, the terminal)."""
+        return self._claimed
+
     def release(self) -> None:
         """Stop asking (the question may be asked elsewhere again)."""
         with self._lock:
@@ -118,6 +126,12 @@ class Question:
         """The question is (no longer) shown in an input box: the card says so."""
         if self._asking is not None:
             self._asking(on)
+
+    def interrupt(self, via: str) -> None:
+        """The person asked interrupted instead of answering (Ctrl-C at the terminal, a kernel
+        interrupt): the run is being cancelled, and the question reads cancelled by them."""
+        if self._interrupted is not None:
+            self._interrupted(via)
 
     def deny_for_nobody(self) -> None:
         """Nobody can answer: deny with :data:`NOBODY_MESSAGE`."""
@@ -225,8 +239,14 @@ class Prompter:
     def cell_interrupted(self) -> None:
         """The running cell was interrupted (a KeyboardInterrupt in ``run.wait()``): it asks
         nothing more, so no input box comes between the interrupt and the cell's end (the run
-        is being cancelled: its questions are about to be withdrawn). The card still answers."""
+        is being cancelled: its questions are about to be withdrawn). The card still answers.
+
+        A question asked on stdin meanwhile (by this thread or a worker) was interrupted by
+        the person asked: it reads cancelled by them, not withdrawn by Claude."""
         self._cell = None
+        for question in self._open():
+            if question.claimed:
+                question.interrupt("stdin")
 
     # Questions (the conversation's loop thread)
 

@@ -53,7 +53,7 @@ from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
 from .loop import KernelLoop, LoopStopped
 from .output import OutputStore
-from .runstate import RunState, elapsed, format_duration, format_took, is_refusal
+from .runstate import RunState, elapsed, format_duration, format_took, is_refusal, shown_in_one_line
 
 if TYPE_CHECKING:
     from .conversation import Conversation
@@ -612,10 +612,11 @@ class Run:
                 idle = self._wait_idle(timeout)
             if not idle:
                 raise TimeoutError(f"run still {self.status} after {timeout} s")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             if self.prompter is not None:
                 self.prompter.cell_interrupted()  # no input box while the run is cancelled
             self._cancel_after_interrupt()
+            shown_in_one_line(interrupt, "the run was cancelled")
             raise
         return self
 

@@ -652,6 +652,15 @@ def refusal(kind: type[Exception], words: str) -> Exception:
     return exc
 
 
+def shown_in_one_line(interrupt: KeyboardInterrupt, words: str) -> None:
+    """Let IPython show ``interrupt`` as the line ``KeyboardInterrupt: words``, without the
+    frames of the wait it stopped (down to a ``select`` or a lock, they say nothing to the
+    person who pressed Ctrl-C or interrupted the kernel). ``_render_traceback_`` is IPython's
+    hook for exceptions that render themselves; the type stays KeyboardInterrupt, and a
+    plain script prints the whole traceback as usual."""
+    vars(interrupt)["_render_traceback_"] = lambda: [f"KeyboardInterrupt: {words}"]
+
+
 def is_refusal(exc: BaseException) -> bool:
     """Whether ``exc`` was made by :func:`refusal`."""
     return getattr(exc, _REFUSAL, False) is True
