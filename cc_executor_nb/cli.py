@@ -146,18 +146,38 @@ class _Launch:
 class _Progress:
     """How far ``_run`` got, for what Ctrl-C says."""
 
+    asked: bool = False
+    """Whether the run may have been asked for: ``execute`` is about to be sent, or was (a
+    Ctrl-C from then on ends the connection, and the server stops the run if it started)."""
     started: bool = False
-    """Whether the run was asked for (a Ctrl-C after that stops it on the server)."""
+    """Whether the run has started (its first event came: the server answered ``execute``)."""
     ends: LineEnds = dataclasses.field(default_factory=LineEnds)
     """Where the run's output left the terminal mid-line (what Ctrl-C says starts a line)."""
 
 
 def _interrupted(progress: _Progress) -> str:
     """The line Ctrl-C leaves: the run it stopped, if any (the connection's clean close, or the
-    private server's shutdown, ended it before this is printed)."""
+    private server's shutdown, ended it before this is printed). During the ``execute`` round
+    trip nobody here knows whether the server got the request: a server that did handles it
+    before it reads the close, which then stops the run."""
     if progress.started:
         return "[cancelled] by Ctrl-C; the run was stopped on the server"
+    if progress.asked:
+        return "[cancelled] by Ctrl-C while the run was starting; the server stops it if it started"
     return "[cancelled] by Ctrl-C before the run started"
+
+
+def _interrupted_line(progress: _Progress, err: TextIO) -> str:
+    """The Ctrl-C line with what starts it on a line of its own: a newline after output that
+    stopped mid-line, or after the ``^C`` a terminal echoes where the cursor stood."""
+    return (progress.ends.before_note(err) or ("\n" if _is_terminal(err) else "")) + _interrupted(progress)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed, or no file at all
+        return False
 
 
 async def _run(args: argparse.Namespace, progress: _Progress) -> int:
@@ -168,7 +188,7 @@ async def _run(args: argparse.Namespace, progress: _Progress) -> int:
         launch = _Launch(args.command, None, TextView(heartbeats=not args.quiet, notices=not args.quiet))
     interpreter, feed = launch.interpreter, launch.stdin_text
     async with _session(args) as client:
-        progress.started = True
+        progress.asked = True
         events = client.run_events(
             argv=launch.argv,
             cwd=args.cwd,
@@ -183,6 +203,7 @@ async def _run(args: argparse.Namespace, progress: _Progress) -> int:
         )
         ends = progress.ends
         async for received in events:
+            progress.started = True  # run_events awaited execute's answer first
             if feed is not None:  # the run has started: run_events awaited execute first
                 # A CLI that exited (or closed its input) before reading says why by its exit
                 # code and stderr: the refused write is no error of the run.
@@ -378,6 +399,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(progress.ends.before_note(sys.stderr) + _interrupted(progress), file=sys.stderr)
+        print(_interrupted_line(progress, sys.stderr), file=sys.stderr)
         return 130
 

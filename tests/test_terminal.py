@@ -599,3 +599,38 @@ def test_ctrl_c_at_a_terminal_question_cancels_the_run_in_one_line(tmp_path: Pat
     assert "\nKeyboardInterrupt: the run was cancelled\n" in shown, shown
     assert "Traceback" not in shown and "select" not in shown, shown
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_ctrl_c_of_the_cli_on_a_terminal_starts_its_line_after_the_echoed_ctrl_c(tmp_path: Path) -> None:
+    """Ctrl-C pressed at a terminal: the '[cancelled] ...' line starts a line of its own (the
+    terminal's echo '^C' was glued to it: '^C[cancelled] by Ctrl-C; ...')."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cc_executor_nb", "run", "--quiet", "--", "sh", "-c", "echo ready; exec sleep 60"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60),
+    )
+    try:
+        child.expect("ready\r\n")
+        child.sendintr()
+        child.expect(pexpect.EOF)
+        shown = screen_text(child.before)
+    finally:
+        child.close(force=True)
+    assert shown.endswith("\n[cancelled] by Ctrl-C; the run was stopped on the server\n"), repr(shown)
+    assert child.exitstatus == 130
+
+
+def test_ctrl_c_of_the_cli_during_execute_does_not_claim_the_run_was_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while ``execute`` is under way (the server may or may not have the request): the line
+    says so (it said "the run was stopped on the server" before anything had run)."""
+    from cc_executor_nb.client import Client
+
+    async def interrupted(self: Client, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "execute", interrupted)
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["run", "--quiet", "--", "true"])
+    assert (code, capsys.readouterr().err) == (
+        130, "[cancelled] by Ctrl-C while the run was starting; the server stops it if it started\n")
