@@ -56,10 +56,12 @@ class FakeStdin:
 class Asked:
     """A question and the answers it was given (open until one is given or it is closed)."""
 
-    def __init__(self, tool: str) -> None:
+    def __init__(self, tool: str, owner: object = None) -> None:
         self.answers: list[tuple[Answer, str]] = []
+        self.interrupted: list[str] = []
         self.closed = False
-        self.question = Question(PermissionRequest(tool, tool, {}), self._answer, self._is_open)
+        self.question = Question(PermissionRequest(tool, tool, {}), self._answer, self._is_open,
+                                 interrupted=self.interrupted.append, owner=owner)
 
     def _answer(self, answer: Answer, via: str) -> None:
         self.answers.append((answer, via))
@@ -206,3 +208,32 @@ def test_ctrl_d_at_a_terminal_question_denies_it(monkeypatch: pytest.MonkeyPatch
     prompter.while_waiting()
     assert asked.answers == [(Answer(False, message=END_OF_INPUT_MESSAGE), "stdin")]
     assert out.getvalue().count("Claude asks to use Bash") == 1
+
+
+@pytest.mark.parametrize(("cancelled", "interrupted"), [("this run", ["stdin"]), ("another run", [])])
+def test_ctrl_c_at_a_terminal_question_marks_it_only_when_its_run_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch, cancelled: str, interrupted: list[str]
+) -> None:
+    """Ctrl-C while a run's question is asked at the terminal: the question reads interrupted by the
+    person asked when the interrupt cancels its run; when the wait that asked it was another run's
+    (wait() asks every run's questions), it stays open, to be answered later."""
+    import io
+    import select
+    import sys
+
+    from cc_executor_nb.kernel import prompter as prompter_module
+
+    def ctrl_c(*args: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setattr(sys, "stdin", EndsOfInput(0))
+    monkeypatch.setattr(select, "select", ctrl_c)
+    monkeypatch.setattr(prompter_module, "_is_tty", lambda: True)
+    prompter, this_run = Prompter(None), object()
+    asked = Asked("Bash", owner=this_run)
+    prompter.offer(asked.question)
+    with pytest.raises(KeyboardInterrupt):
+        prompter.while_waiting()
+    prompter.cell_interrupted(owner=this_run if cancelled == "this run" else object())
+    assert asked.interrupted == interrupted and asked.answers == []

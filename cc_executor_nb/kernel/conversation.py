@@ -566,7 +566,7 @@ class Conversation:
         def interrupted(via: str) -> None:
             on_loop(lambda: self._interrupted_while_asked(request.id, via))
 
-        self.prompter.offer(Question(request, answer, is_open, asking, interrupted))
+        self.prompter.offer(Question(request, answer, is_open, asking=asking, interrupted=interrupted, owner=self))
 
     def _mark_stdin(self, request_id: str, on: bool) -> None:
         (self._on_stdin.add if on else self._on_stdin.discard)(request_id)

@@ -85,10 +85,15 @@ class Question:
         request: PermissionRequest,
         answer: Callable[[Answer, str], object],
         is_open: Callable[[], bool],
+        *,
         asking: Callable[[bool], object] | None = None,
         interrupted: Callable[[str], object] | None = None,
+        owner: object = None,
     ) -> None:
         self.request = request
+        self.owner = owner
+        """Whose question it is (the run's conversation): an interrupt that cancels that run
+        marks it interrupted, and no other run's question."""
         self._answer = answer
         self._is_open = is_open
         self._asking = asking
@@ -187,6 +192,7 @@ class Prompter:
         self._boxes: dict[str, _Box] = {}
         self._last_box: str | None = None
         self._askers = 0  # callers waiting that ask open questions themselves (guarded by _guard)
+        self._interrupted_asking: Question | None = None  # asked here when an interrupt came (guarded)
 
     @property
     def in_kernel(self) -> bool:
@@ -236,16 +242,24 @@ class Prompter:
     def _cell_finished(self, result: object = None) -> None:
         self._cell = None
 
-    def cell_interrupted(self) -> None:
+    def cell_interrupted(self, owner: object = None) -> None:
         """The running cell was interrupted (a KeyboardInterrupt in ``run.wait()``): it asks
         nothing more, so no input box comes between the interrupt and the cell's end (the run
         is being cancelled: its questions are about to be withdrawn). The card still answers.
 
-        A question asked on stdin meanwhile (by this thread or a worker) was interrupted by
-        the person asked: it reads cancelled by them, not withdrawn by Claude."""
+        ``owner``: the conversation of the run the interrupt cancels. Its question asked on
+        stdin when the interrupt came (by this thread or a worker) was interrupted by the
+        person asked: it reads cancelled by them, not withdrawn by Claude. Another run's
+        question stays open (that run goes on).
+        """
         self._cell = None
-        for question in self._open():
-            if question.claimed:
+        if owner is None:
+            return
+        with self._guard:
+            asked, self._interrupted_asking = self._interrupted_asking, None
+        claimed = [question for question in self._open() if question.claimed]
+        for question in ([asked] if asked is not None else []) + claimed:
+            if question.owner is owner and question.is_open():
                 question.interrupt("stdin")
 
     # Questions (the conversation's loop thread)
@@ -470,6 +484,8 @@ class Prompter:
                 try:
                     self._ask_until_answered(question, read)
                 except KeyboardInterrupt:
+                    with self._guard:
+                        self._interrupted_asking = question  # for the waiting run's cell_interrupted()
                     self.cell_interrupted()  # before stdin is free for a worker thread to ask
                     raise
                 finally:

@@ -614,7 +614,8 @@ class Run:
                 raise TimeoutError(f"run still {self.status} after {timeout} s")
         except KeyboardInterrupt as interrupt:
             if self.prompter is not None:
-                self.prompter.cell_interrupted()  # no input box while the run is cancelled
+                # No input box while the run is cancelled; its question asked now reads cancelled by you.
+                self.prompter.cell_interrupted(owner=self.conversation)
             self._cancel_after_interrupt()
             shown_in_one_line(interrupt, "the run was cancelled")
             raise
