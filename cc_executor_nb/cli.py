@@ -180,12 +180,19 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-async def _run(args: argparse.Namespace, progress: _Progress) -> int:
-    """Run ``args.command`` (a command) or ``args.claude`` (a prompt), rendered to the terminal."""
+def _launch(args: argparse.Namespace) -> _Launch:
+    """What ``args`` runs: ``args.command`` (a command) or ``args.prompt`` (a Claude prompt).
+
+    Called before the event loop runs: a prompt read from a terminal (``-``) is read with
+    Python's own Ctrl-C; inside ``asyncio.run`` the first Ctrl-C only cancelled the task
+    blocked in that read, and a second one was needed."""
     if args.action == "claude":
-        launch = _claude_run(args)
-    else:
-        launch = _Launch(args.command, None, TextView(heartbeats=not args.quiet, notices=not args.quiet))
+        return _claude_run(args)
+    return _Launch(args.command, None, TextView(heartbeats=not args.quiet, notices=not args.quiet))
+
+
+async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -> int:
+    """Run ``launch``, rendered to the terminal."""
     interpreter, feed = launch.interpreter, launch.stdin_text
     async with _session(args) as client:
         progress.asked = True
@@ -390,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     progress = _Progress()
     try:
-        return asyncio.run(_run(args, progress))
+        return asyncio.run(_run(args, _launch(args), progress))
     except (ValueError, FileNotFoundError) as exc:
         text = exc.spelled(_flag) if isinstance(exc, OptionError) else str(exc)
         print(f"error: {text.splitlines()[0]}", file=sys.stderr)

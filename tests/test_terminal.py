@@ -26,7 +26,7 @@ from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .closed_input_cli import cli_that_exits_before_reading
 from .servers import start_server
-from .util import scaled
+from .util import eventually, scaled
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
 
@@ -634,3 +634,32 @@ def test_ctrl_c_of_the_cli_during_execute_does_not_claim_the_run_was_stopped(
     code = cli.main(["run", "--quiet", "--", "true"])
     assert (code, capsys.readouterr().err) == (
         130, "[cancelled] by Ctrl-C while the run was starting; the server stops it if it started\n")
+
+
+def reading_its_stdin(pid: int) -> bool:
+    """Whether process ``pid`` is blocked in read() of its stdin (Linux's /proc/PID/syscall)."""
+    read = {"x86_64": "0", "aarch64": "63"}.get(os.uname().machine)
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == [read, "0x0"]
+
+
+def test_one_ctrl_c_stops_the_cli_while_it_reads_a_prompt_from_the_terminal(tmp_path: Path) -> None:
+    """``claude -`` reading the prompt from a terminal: one Ctrl-C ends it, exit 130 (the first one
+    was swallowed: it only cancelled the event loop's task blocked in the read; a second was needed)."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "cc_executor_nb", "claude", "--demo", "-"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60),
+    )
+    try:
+        eventually(lambda: reading_its_stdin(child.pid), timeout=scaled(30), what="the client reading the prompt")
+        child.send("half a prompt")
+        child.sendintr()
+        child.expect(pexpect.EOF, timeout=scaled(20))
+        shown = screen_text(child.before)
+    finally:
+        child.close(force=True)
+    assert shown.endswith("^C\n[cancelled] by Ctrl-C before the run started\n"), repr(shown)
+    assert child.exitstatus == 130
