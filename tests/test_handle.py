@@ -69,6 +69,22 @@ def test_wait_returns_the_finished_run(bg: KernelLoop) -> None:
     assert run.duration is not None and run.duration >= 0 and run.done
 
 
+def live_clients() -> int:
+    """How many Client objects this process holds now."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, Client))
+
+
+def test_finished_runs_hold_no_connection(bg: KernelLoop) -> None:
+    """20 finished runs kept alive (as IPython's Out cache keeps a magic's runs) hold no
+    Client: the count of live clients is back to its start (each kept its closed client,
+    with its websocket connection, queues and futures: ~18 KB a run)."""
+    before = live_clients()
+    runs = [start(bg, fake("echo", str(i))).wait(scaled(20)) for i in range(20)]
+    assert all(run.status == "completed" for run in runs)
+    eventually(lambda: live_clients() == before, what="the finished runs' clients to be collected")
+
+
 def test_events_are_kept_in_order(bg: KernelLoop) -> None:
     """events holds connected, started, output... and completed, with increasing seq."""
     run = start(bg, fake("echo", "hi")).wait(scaled(20))

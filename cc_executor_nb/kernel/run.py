@@ -806,6 +806,7 @@ class Run:
                 else:
                     await _close(client)
             finally:
+                self._client = None  # a finished run holds no connection (the output cache keeps runs)
                 self._finish()  # also when the loop's stop cancels the close: the run is over
 
     async def _execute(self, client: Client) -> None:
