@@ -9,6 +9,7 @@ in the same process, the idle end, policies, and the fall-back for a CLI without
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import os
@@ -463,6 +464,20 @@ def test_end_during_a_turn_lets_it_finish_then_exits(tmp_path: Path) -> None:
     run.wait(scaled(30))  # after end(), wait() waits for the exit
     assert run.done and (run.status, run.exit_code) == ("completed", 0)
     assert len(run.answer.split()) == 200
+
+
+def test_ended_conversations_hold_no_connection(tmp_path: Path) -> None:
+    """Three ended conversations kept alive (as IPython's Out cache keeps a magic's runs) hold
+    no Client: the count of live clients is back to its start (each conversation kept its
+    closed client, with its websocket connection, queues and futures)."""
+    def live_clients() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, Client))
+
+    before = live_clients()
+    runs = [ended(turn_over(start(f"echo: {i}", tmp_path))) for i in range(3)]
+    assert [run.answer for run in runs] == ["0", "1", "2"]
+    eventually(lambda: live_clients() == before, what="the ended conversations' clients to be collected")
 
 
 @pytest.mark.parametrize("ended_first", [False, True])

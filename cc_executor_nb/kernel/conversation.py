@@ -223,6 +223,13 @@ class Conversation:
         self._loop = asyncio.get_running_loop()
         self._writer = asyncio.ensure_future(self._write_all())
 
+    def release(self) -> None:
+        """The run is over: drop the connection (a finished run, which IPython's output cache
+        may keep, holds no client); nothing more is written."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+        self._client = None
+
     def start(self, client: Client, hooks: Hooks) -> None:
         """The process runs: send ``initialize`` and the prompt; wait for a sign of host mode."""
         self.bind(client, hooks)

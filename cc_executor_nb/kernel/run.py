@@ -807,6 +807,8 @@ class Run:
                     await _close(client)
             finally:
                 self._client = None  # a finished run holds no connection (the output cache keeps runs)
+                if self.conversation is not None:
+                    self.conversation.release()
                 self._finish()  # also when the loop's stop cancels the close: the run is over
 
     async def _execute(self, client: Client) -> None:
