@@ -533,6 +533,24 @@ def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path
     )
 
 
+def test_past_max_idle_conversations_the_longest_waiting_one_ends(tmp_path: Path) -> None:
+    """max_idle_conversations=1: a second conversation waiting for a follow-up ends the first
+    (its CLI process exits; every live conversation kept its ~190 MiB CLI for the idle
+    timeout, 600 s, so 100 prompts in 10 min meant 100 CLIs); its answer is kept."""
+    config = settings()
+    config.max_idle_conversations = 1
+    first = turn_over(start("echo: first", tmp_path, settings=config))
+    second = turn_over(start("echo: second", tmp_path, settings=config))
+    eventually(lambda: first.done, timeout=15, what="the first conversation to end")
+    assert (first.status, first.exit_code, first.answer) == ("completed", 0, "first")
+    assert first.conversation is not None
+    assert any("max_idle_conversations" in notice for notice in first.conversation.view().notices)
+    with pytest.raises(RuntimeError, match=r"more conversations than max_idle_conversations"):
+        first.send("too late")
+    assert second.alive
+    ended(second)
+
+
 def test_an_idle_end_after_an_interrupted_turn_is_a_normal_end(tmp_path: Path) -> None:
     """Interrupted, then nobody follows up: the idle timeout ends the conversation as completed
     (it read "cancelled, exit 1"), the turn still reads "Interrupted" in its record."""

@@ -583,6 +583,14 @@ def test_conversation_settings_validate() -> None:
     assert CCExec().permission_policy == "ask" and CCExec().interactive is True
 
 
+def test_max_idle_conversations_is_not_negative() -> None:
+    """max_idle_conversations is 0 (no limit) or more, 8 by default; negative is refused."""
+    with pytest.raises(TraitError):
+        CCExec(max_idle_conversations=-1)
+    assert CCExec(max_idle_conversations=0).max_idle_conversations == 0
+    assert CCExec().max_idle_conversations == 8
+
+
 def test_every_setting_has_help() -> None:
     """Each configurable trait carries help text for %config and ipython_config.py."""
     for name, trait in CCExec.class_traits(config=True).items():

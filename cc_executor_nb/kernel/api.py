@@ -589,6 +589,7 @@ def _conversation(
         interpreter,
         policy=options.policy,
         idle_timeout=options.idle_timeout,
+        max_idle=settings.max_idle_conversations or None,
         grace=settings.kill_grace,
         prompter=_prompter(),
         durable=durable,

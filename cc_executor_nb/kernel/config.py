@@ -246,6 +246,12 @@ class CCExec(Configurable):
         help="Seconds a live Claude conversation waits for a follow-up before it ends by "
         "itself (0: never). Nothing is lost: the run keeps everything it received.",
     ).tag(config=True)
+    max_idle_conversations = Int(
+        8,
+        help="How many live Claude conversations may wait for a follow-up at once (0: no "
+        "limit); one more ends the one that waited longest, as its idle timeout would. "
+        "Each holds a CLI process (~190 MiB).",
+    ).tag(config=True)
 
     # Display
 
@@ -325,7 +331,7 @@ class CCExec(Configurable):
             raise TraitError("CCExec.batch_concurrency must be at least 1")
         return int(proposal.value)
 
-    @validate("max_output_chars", "job_storage_limit", "max_resumes")
+    @validate("max_output_chars", "job_storage_limit", "max_resumes", "max_idle_conversations")
     def _chars(self, proposal: Any) -> int:
         if proposal.value < 0:
             raise TraitError(f"CCExec.{proposal.trait.name} must not be negative")

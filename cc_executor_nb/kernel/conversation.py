@@ -42,6 +42,7 @@ import logging
 import re
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -133,6 +134,7 @@ class Conversation:
         *,
         policy: Policy = "ask",
         idle_timeout: float | None = 600.0,
+        max_idle: int | None = None,
         grace: float = 5.0,
         fallback: RunSpec | None = None,
         prompter: Prompter | None = None,
@@ -144,7 +146,8 @@ class Conversation:
         self.prompt = prompt
         self.interpreter = interpreter
         self.policy = policy
-        self.idle_timeout = idle_timeout or None
+        # max_idle: how many conversations of this loop may wait for a follow-up at once (None: any).
+        self.idle_timeout, self.max_idle = idle_timeout or None, max_idle
         self.grace = grace
         self.fallback = fallback
         self.prompter = prompter
@@ -345,7 +348,7 @@ class Conversation:
 
     def _over_words(self) -> str:
         """Why a follow-up is refused once the conversation ended, and how to go on."""
-        why = " (ended after its idle timeout without a follow-up)" if self._ended_because == "idle" else ""
+        why = _ENDED_BECAUSE.get(self._ended_because or "", "")
         words = f"the conversation is {self._mode}{why}: no more input goes to this process"
         session = self.interpreter.snapshot().session_id
         if session:
@@ -412,6 +415,7 @@ class Conversation:
         self._queue.clear()
         self._set_mode("ending")
         self._cancel_timer("idle")
+        self._stop_waiting()
         self._emit(methods.CONVERSATION_ENDING, {"reason": reason})
         if dropped:
             self._notice(f"{dropped} follow-up{'s' if dropped > 1 else ''} not sent: the conversation was ended")
@@ -629,6 +633,22 @@ class Conversation:
             self._idle_since = time.monotonic()
             if self.idle_timeout:
                 self._timer("idle", self.idle_timeout, self._idle_expired)
+            if not self.durable and self._loop is not None:
+                _waiting(self._loop)[self] = None
+                _end_longest_waiting(self._loop, self.max_idle)
+
+    def _stop_waiting(self) -> None:
+        if self._loop is not None:
+            _waiting(self._loop).pop(self, None)
+
+    def _too_many_waiting(self, limit: int) -> None:
+        self._stop_waiting()
+        self._notice(
+            f"Ended: more than {limit} conversation{'s' if limit > 1 else ''} waited for a follow-up "
+            "(max_idle_conversations); everything is kept."
+        )
+        self.end("idle")
+        self._ended_because = "max_idle"  # the words say which limit ended it
 
     def _call_turn_end(self) -> None:
         if self.on_turn_end is not None:
@@ -641,6 +661,7 @@ class Conversation:
         if self._mode == "over":
             return
         self._set_mode("over")
+        self._stop_waiting()
         self._turn_running = False
         for name in list(self._timers):
             self._cancel_timer(name)
@@ -665,6 +686,7 @@ class Conversation:
         self._turn_ended.clear()
         self._idle_since = None
         self._cancel_timer("idle")
+        self._stop_waiting()
         self._set_idle(False)
         self._emit(methods.CONVERSATION_TURN, {"status": "running", "turn": self._sent})
         self._publish()
@@ -769,6 +791,7 @@ class Conversation:
         self._queue.clear()
         self._set_mode("ending")
         self._cancel_timer("idle")
+        self._stop_waiting()
         self._emit(methods.CONVERSATION_ENDING, {"reason": reason})
 
     def replayed_until(self, last_seq: int) -> None:
@@ -957,6 +980,27 @@ def _policy_answer(verdict: Any, tool: str) -> Answer | None:
             verdict, tool,
         )
     return None
+
+
+_ENDED_BECAUSE = {
+    "idle": " (ended after its idle timeout without a follow-up)",
+    "max_idle": " (ended: more conversations than max_idle_conversations waited for a follow-up)",
+}
+"""What a refused follow-up says of why the conversation ended, by the reason end() was given."""
+
+_WAITING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Conversation, None]] = weakref.WeakKeyDictionary()
+"""Per loop, its conversations that wait for a follow-up, longest-waiting first."""
+
+
+def _waiting(loop: asyncio.AbstractEventLoop) -> dict[Conversation, None]:
+    return _WAITING.setdefault(loop, {})
+
+
+def _end_longest_waiting(loop: asyncio.AbstractEventLoop, limit: int | None) -> None:
+    """End the longest-waiting conversations beyond ``limit`` (each holds a CLI process)."""
+    waiting = _waiting(loop)
+    while limit and len(waiting) > limit:
+        next(iter(waiting))._too_many_waiting(limit)
 
 
 _NAMED_OPTION = re.compile(r"option '(--[A-Za-z0-9-]+)")
