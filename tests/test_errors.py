@@ -346,6 +346,38 @@ async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
     assert info.value.data["errno"] == 13
 
 
+async def test_a_script_whose_interpreter_is_missing_names_the_interpreter(client, tmp_path) -> None:
+    """A script whose #! names a missing program: -32004 names that interpreter, not the
+    script (it read "could not start './x.sh': No such file or directory" for a file that is there)."""
+    script = tmp_path / "x.sh"
+    script.write_text("#!/no/such/interpreter -e\necho hi\n")
+    script.chmod(0o755)
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=[str(script)])
+    assert info.value.data["errno"] == 2
+    assert info.value.message == (
+        f"could not start {str(script)!r}: its interpreter '/no/such/interpreter': " + os.strerror(2)
+    )
+
+
+async def test_a_program_that_is_a_directory_or_has_no_format_says_so(client, tmp_path) -> None:
+    """A directory reads "is a directory", an executable text file without #! says it has none
+    (they read only "Permission denied" and "Exec format error")."""
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=[str(tmp_path)])
+    assert info.value.data["errno"] == 13
+    assert info.value.message == f"could not start {str(tmp_path)!r}: it is a directory: " + os.strerror(13)
+    script = tmp_path / "y.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o755)
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=[str(script)])
+    assert info.value.data["errno"] == 8
+    assert info.value.message == (
+        f"could not start {str(script)!r}: it has no #! line (run it as `sh {script}`): " + os.strerror(8)
+    )
+
+
 async def test_a_claude_missing_on_the_servers_path_says_how_to_install_it(client, tmp_path) -> None:
     """A remote server without claude: -32004 says where it is missing and how to install it
     (the notebook could only say "No such file or directory")."""

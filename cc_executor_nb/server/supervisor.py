@@ -156,13 +156,32 @@ def _resolve(argv0: str, env: Mapping[str, str], cwd: str | None) -> str:
         path = os.path.abspath(os.path.join(cwd or os.getcwd(), argv0))
         if not os.path.exists(path):
             raise _spawn_error(errno.ENOENT, argv0)
-        if os.path.isdir(path) or not os.access(path, os.X_OK):
+        if os.path.isdir(path):
+            raise _spawn_error(errno.EACCES, argv0, "it is a directory")
+        if not os.access(path, os.X_OK):
             raise _spawn_error(errno.EACCES, argv0)
         return path
     found = shutil.which(argv0, path=env.get("PATH", os.defpath))
     if found is None:
         raise _spawn_error(errno.ENOENT, argv0)
     return found
+
+
+def _program_fault(path: str, code: int) -> str | None:
+    """Where an exec of the file at ``path`` failed when the file itself is there: the
+    interpreter its ``#!`` line names (missing or not executable), or the ``#!`` line it
+    lacks. None when its first bytes say nothing (a binary, an unreadable file)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(256)  # what the kernel reads of a #! line
+    except OSError:
+        return None
+    if code == errno.ENOEXEC and not head.startswith(b"#!"):
+        return f"it has no #! line (run it as `sh {path}`)"
+    words = head[2:].split(b"\n", 1)[0].split() if head.startswith(b"#!") else []
+    if words and code in (errno.ENOENT, errno.EACCES):
+        return f"its interpreter {os.fsdecode(words[0])!r}"
+    return None
 
 
 def _spawn_error(code: int, what: str, where: str | None = None) -> SpawnFailed:
@@ -512,7 +531,7 @@ async def _start(
         code = exc.errno or errno.EIO
         if cwd is not None and exc.filename == cwd:
             raise _spawn_error(code, name, f"its working directory {cwd!r}") from None
-        raise _spawn_error(code, name) from None
+        raise _spawn_error(code, name, _program_fault(argv[0], code)) from None
     except BaseException:
         _abandon(output, ours)
         raise
