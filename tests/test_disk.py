@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cc_executor_nb.errors import OutputGap
-from cc_executor_nb.server.disk import DiskBudget, DiskUse, high_mark, low_mark
+from cc_executor_nb.server.disk import DISK_WINDOW, DiskBudget, DiskUse, high_mark, limit_reached, low_mark
 from cc_executor_nb.server.replay import ReplayLog
 from cc_executor_nb.server.streams import OutputSpool
 
@@ -96,12 +96,41 @@ def test_the_server_limit_drops_the_oldest_replay_of_any_session() -> None:
 
 
 def test_the_free_space_reserve_counts_as_a_limit(tmp_path) -> None:
-    """A file system with less free space than the reserve is a limit reached ("disk")."""
+    """A file system with less free space than the reserve is a limit reached ("disk") once a
+    window of output waits on disk (replay alone, which can be dropped, holds nothing)."""
     budget = DiskBudget(spool_dir=str(tmp_path), reserve=1 << 62)
-    _use, replay, calls = session(budget)
+    use, replay, calls = session(budget)
     replay.append(1, b"z" * 1024)
+    assert calls.held == []
+    spool = OutputSpool(memory_limit=0, disk=use)
+    spool.append("stdout", "z" * DISK_WINDOW)
     assert calls.held == ["disk"]
+    spool.close()
 
+
+def test_a_disk_under_its_reserve_holds_a_run_only_while_its_output_waits_there(tmp_path) -> None:
+    """Less free space than the reserve: a run goes on until a window of its output waits on
+    disk, is held, and goes on once the client has read it all (it was held at its first
+    output and never released: a spool directory with under 512 MiB free froze every run)."""
+    budget = DiskBudget(spool_dir=str(tmp_path), reserve=1 << 62)
+    use, _replay, calls = session(budget)
+    spool = OutputSpool(memory_limit=64 << 10, disk=use)
+    piece = "y" * (64 << 10)
+    spool.append("stdout", piece)
+    spool.append("stdout", piece)
+    assert calls.held == [] and use.used > 0
+    while not calls.held:
+        spool.append("stdout", piece)
+    assert calls.held == ["disk"] and use.used >= DISK_WINDOW
+    while not spool.empty:
+        spool.pop(len(piece))
+    assert len(calls.released_at) == 1 and use.held is None
+    spool.close()
+
+def test_a_notice_names_the_limit_reached_in_words() -> None:
+    """The free-space reserve reads as such (a notice said "the disk disk limit is reached")."""
+    assert limit_reached("disk") == "the spool directory's disk has less than 256 MiB free"
+    assert limit_reached("session") == "the session disk limit is reached"
 
 def test_a_segment_dropped_during_a_replay_is_a_gap_not_a_skip() -> None:
     """The budget drops a segment while a resume is reading it: OutputGap, never a silent skip."""

@@ -31,14 +31,35 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["FREE_SPACE_RESERVE", "HEADROOM", "DiskBudget", "DiskUse", "Replay", "high_mark", "low_mark"]
+__all__ = [
+    "DISK_WINDOW",
+    "FREE_SPACE_RESERVE",
+    "HEADROOM",
+    "DiskBudget",
+    "DiskUse",
+    "Replay",
+    "high_mark",
+    "limit_reached",
+    "low_mark",
+]
 
 HEADROOM = 48 << 20
 """At least this much of a limit (up to half of it) is kept free for what a child writes
 before it stops: a flood of 500 MB/s fills it in about 0.1 s of the server not running."""
 FREE_SPACE_RESERVE = 256 << 20
 """Free bytes the spool directory's file system keeps whatever the limits say."""
+DISK_WINDOW = 16 << 20
+"""With less than the reserve free, how much output a run may have waiting on disk before
+it is held (it goes on once the client has read all of it). Holding it until the disk has
+room again instead froze it for good when that room was taken by something else."""
 _FREE_SPACE_TTL = 0.5
+
+
+def limit_reached(scope: str) -> str:
+    """What a notice says of the limit ``scope`` ("session", "server" or "disk") reached."""
+    if scope == "disk":
+        return f"the spool directory's disk has less than {FREE_SPACE_RESERVE >> 20} MiB free"
+    return f"the {scope} disk limit is reached"
 
 
 def high_mark(limit: int) -> int:
@@ -199,6 +220,8 @@ class DiskBudget:
             low = self._over(use, "low")
         _tell(dropped)
         scope = self._over(use, "high")
+        if scope == "disk" and _unread(use) < DISK_WINDOW:
+            return
         if scope is not None and use.held is None and use.hold is not None:
             use.held = scope
             use.hold(scope)
@@ -213,13 +236,19 @@ class DiskBudget:
 
     def _release_held(self) -> None:
         for use in list(self.uses):
-            if use.held is None or self._over(use, "low", soft=False) is not None:
+            if use.held is None or not self._may_go_on(use, soft=False):
                 continue
             self._shed(use)
-            if self._over(use, "low") is None:
+            if self._may_go_on(use):
                 use.held = None
                 if use.release is not None:
                     use.release()
+
+    def _may_go_on(self, use: DiskUse, *, soft: bool = True) -> bool:
+        """Whether a held ``use`` is under every low mark, or only the disk is short of
+        free space and the client has read all the run wrote (holding it frees nothing)."""
+        scope = self._over(use, "low", soft=soft)
+        return scope is None or (scope == "disk" and _unread(use) == 0)
 
     def _shed(self, use: DiskUse) -> None:
         """Drop replay (the newest segment too) until ``use`` is under the low mark."""
@@ -249,6 +278,11 @@ class DiskBudget:
 
 def _replay_size(use: DiskUse) -> int:
     return use.replay.size if use.replay is not None else 0
+
+
+def _unread(use: DiskUse) -> int:
+    """Bytes of ``use`` that cannot be dropped: output the client has not read yet."""
+    return use.used - _replay_size(use)
 
 
 def _segments(use: DiskUse) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from .. import methods
 from ..protocol import CANCELLED_BY_CLIENT
 from ..targets import Progress
-from .disk import DiskUse
+from .disk import DiskUse, limit_reached
 from .progress import ProgressEstimator
 from .stdin import ChildInput
 from .streams import RunOutput, coalesce
@@ -167,7 +167,7 @@ class Execution:
                 "kind": "disk_limit",
                 "action": "held",
                 "scope": scope,
-                "message": f"the {scope} disk limit is reached: the process is stopped "
+                "message": f"{limit_reached(scope)}: the process is stopped "
                 "until the client has read more of its output",
             }
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import methods, protocol
 from ..errors import LimitReached
-from .disk import DiskUse
+from .disk import DiskUse, limit_reached
 from .execution import Execution
 from .replay import ReplayLog
 
@@ -133,7 +133,7 @@ class Session:
                 "action": "replay_dropped",
                 "scope": scope,
                 "first_available_seq": first_available,
-                "message": f"the {scope} disk limit is reached: notifications before seq "
+                "message": f"{limit_reached(scope)}: notifications before seq "
                 f"{first_available} are no longer kept for resume",
                 **pids,
             },
