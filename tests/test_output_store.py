@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
 import pytest
 
 from cc_executor_nb.events import Output, make_event
+from cc_executor_nb.kernel import output as output_module
 from cc_executor_nb.kernel.output import RECENT_CHARS, OutputStore
 from cc_executor_nb.kernel.runstate import RunState
 
@@ -128,3 +130,32 @@ def test_run_state_reads_its_output_from_the_store() -> None:
     assert (state.stdout, state.stderr) == ("a\n" + "b" * 40 + "\n", "warn\n")
     assert state.pieces == [("stdout", "a\n"), ("stderr", "warn\n"), ("stdout", "b" * 40 + "\n")]
     assert state.tail(5).pieces == [("stdout", "bbbb\n")] and state.tail(5).cut_chars == state.output_chars - 5
+
+
+def _disk_full_after(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """Make the store's file writes fail with ENOSPC once ``room`` bytes were written."""
+    write = os.write
+    left = [room]
+
+    def full(fd: int, data: bytes | memoryview) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        done = write(fd, bytes(data[: left[0]]))
+        left[0] -= done
+        return done
+
+    monkeypatch.setattr(output_module.os, "write", full)
+
+
+@pytest.mark.parametrize("room", [0, 3000])
+def test_a_full_disk_loses_no_output_and_says_why(monkeypatch: pytest.MonkeyPatch, room: int) -> None:
+    """No room for the file (or the disk fills after the move): what does not fit stays in
+    memory, every read gives the whole output, and ``disk_error`` says why (the append raised
+    ENOSPC into the event listener for every later piece, and all but the first MiB was lost)."""
+    _disk_full_after(monkeypatch, room)
+    store, out, err = filled()
+    assert store.text("stdout") == out and store.text("stderr") == err
+    assert store.tail(3, "stdout") == "".join(out.splitlines(keepends=True)[-3:])
+    assert store.last(50) == (store.text())[-50:]
+    assert isinstance(store.disk_error, OSError) and store.disk_error.errno == errno.ENOSPC
+    store.close()

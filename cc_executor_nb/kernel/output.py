@@ -6,7 +6,8 @@ as one append-only UTF-8 log: in memory up to ``memory_limit`` bytes, then in a 
 or the process exits. An index of stream switches (one entry per change of stream,
 not per piece) tells the streams apart, and the latest output stays in memory for
 views. So a 5 GB build log costs the kernel a few MiB, and ``run.stdout`` still
-returns the whole text when asked::
+returns the whole text when asked. When the file cannot be written (a full disk), what
+does not fit stays in memory: nothing is lost, and ``disk_error`` says why::
 
     run.output.tail(20)                        # the last 20 lines (both streams)
     for chunk in run.output.iter_chunks("stdout"):
@@ -23,6 +24,7 @@ import atexit
 import codecs
 import collections
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +36,8 @@ from typing import Any
 from ..events import Event, Output
 
 __all__ = ["CHUNK_BYTES", "MEMORY_LIMIT", "RECENT_CHARS", "OutputStore"]
+
+logger = logging.getLogger(__name__)
 
 MEMORY_LIMIT = 4 << 20
 """Bytes of output a store keeps in memory before it moves everything to a file."""
@@ -69,6 +73,11 @@ class OutputStore:
         self._recent_chars = 0
         self._last: tuple[str, int, int] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._stored = 0
+        """Bytes of the log in the file; the rest (``_overflow``) waits in memory."""
+        self._overflow = bytearray()
+        self.disk_error: OSError | None = None
+        """Why output past the memory limit is held in memory (a full disk), or None."""
 
     def __repr__(self) -> str:
         where = self._path or "memory"
@@ -105,26 +114,49 @@ class OutputStore:
         return Output(event.method, _StoredParams(self, event.params, last[1], last[2]))
 
     def _write(self, data: bytes) -> None:
-        if self._memory is not None and self.size + len(data) <= self.memory_limit:
+        if self._memory is not None and (self.disk_error or self.size + len(data) <= self.memory_limit):
             self._memory += data
             return
         if self._fd is None:
-            self._spill()
-        assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+            try:
+                self._spill()
+            except OSError as exc:
+                self._disk_failed(exc)
+                self._memory = (self._memory or bytearray()) + data
+                return
+        self._overflow += data
+        self._store_overflow()
 
     def _spill(self) -> None:
-        """Move the log from memory to a file (first write past the memory limit)."""
+        """Move the log from memory to a file (first write past the memory limit); on
+        OSError the log stays in memory and no file is left."""
         directory = self._directory or _private_directory()
         fd, path = tempfile.mkstemp(prefix="run-", suffix=".log", dir=directory)
-        self._fd, self._path = fd, path
+        try:
+            _write_all(fd, self._memory or b"")
+        except OSError:
+            _remove(fd, path)
+            raise
+        self._fd, self._path, self._stored = fd, path, len(self._memory or b"")
         self._finalizer = weakref.finalize(self, _remove, fd, path)
-        memory, self._memory = self._memory or bytearray(), None
-        view = memoryview(memory)
-        while view:
-            view = view[os.write(fd, view) :]
+        self._memory = None
+
+    def _store_overflow(self) -> None:
+        """Append what waits in memory to the file, as far as the disk lets it."""
+        assert self._fd is not None
+        try:
+            while self._overflow:
+                done = os.write(self._fd, self._overflow)
+                del self._overflow[:done]
+                self._stored += done
+        except OSError as exc:
+            self._disk_failed(exc)
+
+    def _disk_failed(self, exc: OSError) -> None:
+        if self.disk_error is None:
+            where = self._path or self._directory or tempfile.gettempdir()
+            logger.warning("! run output past %d bytes stays in memory: cannot write %s: %s", self.size, where, exc)
+        self.disk_error = exc
 
     def _remember(self, stream: str, text: str) -> None:
         self._recent.append((stream, text))
@@ -217,11 +249,16 @@ class OutputStore:
     def path(self) -> str:
         """A file holding the whole output (both streams, in order); made on first use.
 
+        OSError when the disk has no room for it (``disk_error``).
+
         It is removed when the store goes (with its run) or the process exits.
         """
         with self._lock:
             if self._path is None:
                 self._spill()
+            self._store_overflow()
+            if self._overflow and self.disk_error is not None:
+                raise self.disk_error  # the file would lack the output's end
             assert self._path is not None
             return self._path
 
@@ -235,7 +272,7 @@ class OutputStore:
         with self._lock:
             if self._finalizer is not None:
                 self._finalizer()
-            self._fd, self._memory = None, bytearray()
+            self._fd, self._memory, self._overflow = None, bytearray(), bytearray()
 
     # Helpers (hold the lock)
 
@@ -246,7 +283,8 @@ class OutputStore:
             return bytes(self._memory[start:end])
         if self._fd is None:
             return b""
-        return os.pread(self._fd, end - start, start)
+        stored = os.pread(self._fd, min(end, self._stored) - start, start) if start < self._stored else b""
+        return stored + bytes(self._overflow[max(start - self._stored, 0) : max(end - self._stored, 0)])
 
     def _spans(self, stream: str | None) -> list[tuple[int, int]]:
         """Byte ranges of ``stream`` in the log (the whole log for None)."""
@@ -325,6 +363,12 @@ class _Directory:
 
 
 _private_directory = _Directory()
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _remove(fd: int, path: str) -> None:
