@@ -54,6 +54,24 @@ async def test_file_capture_is_the_default_and_announced(client: Client) -> None
     assert output_of(events, "stderr") == "err 1\nerr 3\nerr 5\n"
 
 
+
+async def test_a_nearly_full_disk_captures_through_pipes_unless_asked() -> None:
+    """With under FILE_CAPTURE_ROOM free a run not asking for a capture gets pipes, which hold a
+    child on a full disk (a capture file gave it ENOSPC: its output, and the traceback saying
+    so, were cut at the disk's size); one that asks for files still gets them."""
+    handler = make_handler()
+    handler.disk.room_for_files = lambda: False  # type: ignore[method-assign]
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            for asked, used in ((None, "pipe"), ("file", "file")):
+                await client.execute(argv=fake("echo", "hi"), capture=asked)
+                events = await collect(client)
+                started = next(e for e in events if isinstance(e, Started))
+                assert (started.params["capture"], output_of(events)) == (used, "hi\n")
+    finally:
+        await handler.close()
+
 @pytest.mark.parametrize(("capture", "complete"), [("file", True), ("pipe", False)])
 async def test_a_writer_that_drops_on_a_full_pipe_loses_nothing_with_file_capture(
     client: Client, capture: str, complete: bool

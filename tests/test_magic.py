@@ -28,6 +28,7 @@ from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, current_shared_loop, stop_shared_loop
 from cc_executor_nb.kernel.magic import CCExecMagics, split_line, text_of
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
+from cc_executor_nb.server.disk import DiskBudget
 
 from .kernel_utils import ccexec, fake_command, py
 from .servers import start_server
@@ -615,6 +616,18 @@ def test_api_run_accepts_an_argv_list(shell: InteractiveShell) -> None:
     )
     assert run.stdout == "['a b']\n"
 
+
+def test_a_run_on_a_nearly_full_disk_captures_through_pipes_unless_asked(
+    shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no --capture and no CCExec.capture, the server chooses: pipes on a disk short of
+    space (the kernel always asked for files, so a child on a full /tmp got ENOSPC and a 6 MB
+    run read back 1 MiB, "failed", with no word why); --capture file still gets files."""
+    monkeypatch.setattr(DiskBudget, "room_for_files", lambda self: False)
+    for options, used in (((), "pipe"), (("--capture", "file"), "file")):
+        run = magic(shell, ccexec("echo hi", "-w", "-q", *options))
+        started = next(event for event in run.events if event.method == "process.started")
+        assert (started.params["capture"], run.stdout) == (used, "hi\n")
 
 @pytest.mark.parametrize(("options", "flag", "keyword", "value"), [
     (("--max-budget-usd", "-1"), "--max-budget-usd", "max_budget_usd", -1.0),

@@ -770,7 +770,7 @@ def in_kernel_server_settings(settings: CCExec) -> ServerSettings:
         allowed_commands=tuple(settings.allowed_commands),
         secret_env=tuple(settings.secret_env),
         keep_env=tuple(settings.keep_env),
-        capture=settings.capture,
+        capture=settings.capture or "file",
         spool_dir=settings.spool_dir or None,
         disk_limit=settings.disk_limit or None,
         session_disk_limit=settings.session_disk_limit or None,

@@ -165,11 +165,13 @@ class CCExec(Configurable):
     # Output and disk
 
     capture = Enum(
-        CAPTURE_MODES,
-        default_value="file",
+        ("", *CAPTURE_MODES),
+        default_value="",
         help="How a run's stdout and stderr reach the server: 'file' (regular files the server "
-        "follows: no output can be lost, whatever the reader's delays) or 'pipe' (for programs "
-        "that reopen /dev/stdout with truncation, e.g. 'echo x > /dev/stdout').",
+        "follows: no output can be lost, whatever the reader's delays), 'pipe' (for programs "
+        "that reopen /dev/stdout with truncation, e.g. 'echo x > /dev/stdout') or '' (the "
+        "server's choice: 'file', or 'pipe' while its temporary directory has under 32 MiB free, "
+        "where a child would get ENOSPC writing to a file).",
     ).tag(config=True)
     spool_dir = Unicode(
         "",

@@ -49,8 +49,9 @@ class RunOptions:
     cwd: str | None = option(None, "--cwd", metavar="DIR", help="working directory of the process")
     capture: str | None = option(
         None, "--capture", metavar="file|pipe", config="capture",
-        help="how the server captures the output: file (default: nothing can be lost) or pipe "
-        "(for scripts that reopen /dev/stdout with truncation)",
+        help="how the server captures the output: file (default: nothing can be lost; pipe while "
+        "the server's temporary directory has under 32 MiB free) or pipe (for scripts that "
+        "reopen /dev/stdout with truncation)",
     )
     env: Mapping[str, str] | None = option(
         None, "-e", "--env", metavar="NAME=VALUE", kind="repeat",

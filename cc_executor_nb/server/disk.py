@@ -33,6 +33,7 @@ from typing import Protocol
 
 __all__ = [
     "DISK_WINDOW",
+    "FILE_CAPTURE_ROOM",
     "FREE_SPACE_RESERVE",
     "HEADROOM",
     "DiskBudget",
@@ -52,6 +53,10 @@ DISK_WINDOW = 16 << 20
 """With less than the reserve free, how much output a run may have waiting on disk before
 it is held (it goes on once the client has read all of it). Holding it until the disk has
 room again instead froze it for good when that room was taken by something else."""
+FILE_CAPTURE_ROOM = 2 * DISK_WINDOW
+"""Free bytes under which a run not asking for a capture gets pipes: a capture file could
+fill the disk before the run is held, and its child would get ENOSPC (output cut, and the
+error saying so with it); a pipe holds the child instead."""
 _FREE_SPACE_TTL = 0.5
 
 
@@ -261,6 +266,11 @@ class DiskBudget:
             dropped[victim] = scope
             scope = self._over(use, "low")
         _tell(dropped)
+
+    def room_for_files(self) -> bool:
+        """Whether the spool's file system has FILE_CAPTURE_ROOM free (or cannot tell)."""
+        self._space_low("high")  # refreshes the cached figure
+        return self._free is None or self._free >= FILE_CAPTURE_ROOM
 
     def _space_low(self, mark: str) -> bool:
         """Whether the spool's file system has less than the reserve free (cached briefly)."""

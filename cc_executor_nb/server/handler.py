@@ -491,6 +491,10 @@ class EnhancedWebSocketHandler:
         (a session's; None for a durable job, bounded by the job storage limit).
         """
         capture = spec.capture or self.streams.capture
+        if spec.capture is None and capture == "file" and not self.disk.room_for_files():
+            # A child writing to a capture file on a full disk gets ENOSPC and its output
+            # (and the error saying so) is cut; a pipe holds it until the server has room.
+            capture = "pipe"
         # The run's clock starts here: the output files, stdin and the history lookup below
         # happen while the child already runs (a slow lookup made `sleep 0.5` read 0.2 s).
         spawning = time.monotonic()
