@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from cc_executor_nb.errors import OutputGap
+from cc_executor_nb.server import streams as streams_module
 from cc_executor_nb.server.disk import DISK_WINDOW, DiskBudget, DiskUse, high_mark, limit_reached, low_mark
 from cc_executor_nb.server.replay import ReplayLog
 from cc_executor_nb.server.streams import OutputSpool
@@ -143,3 +147,27 @@ def test_a_segment_dropped_during_a_replay_is_a_gap_not_a_skip() -> None:
     with pytest.raises(OutputGap):
         list(reading)
     replay.close()
+
+
+def test_a_spool_on_a_full_disk_keeps_its_records_in_order_and_holds_the_run(monkeypatch) -> None:
+    """A spool whose file write fails (ENOSPC) keeps what it could not write in memory, in
+    order, holds the run until it has drained, and then lets it go on (the OSError went up
+    into the pipe reader, and the records being written were lost)."""
+
+    def full(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(streams_module, "pwritev_all", full)
+    budget = DiskBudget(reserve=0)
+    use, _replay, calls = session(budget)
+    spool = OutputSpool(memory_limit=64 << 10, disk=use)
+    pieces = [(("stdout", "stderr")[i % 2], f"{i:05d}" * 2000) for i in range(40)]
+    for stream, text in pieces:
+        spool.append(stream, text)
+    assert calls.held == ["disk"] and isinstance(spool.disk_error, OSError)
+    popped = []
+    while not spool.empty:
+        popped += spool.pop(1 << 20)
+    assert popped == pieces
+    assert len(calls.released_at) == 1 and use.held is None
+    spool.close()

@@ -128,6 +128,13 @@ class DiskUse:
         self.used += delta
         self.budget.changed(self, delta)
 
+    def out_of_space(self) -> None:
+        """A write of this session's failed for want of space: hold its run; it goes on
+        once it has nothing unread on disk (see :meth:`DiskBudget.changed`)."""
+        if self.held is None and self.hold is not None:
+            self.held = "disk"
+            self.hold("disk")
+
     def run_ended(self) -> None:
         """The run is over: forget its hooks (its process is gone)."""
         self.hold = self.release = None

@@ -170,6 +170,9 @@ class OutputSpool:
         self._read_back = 0
         self._can_punch = True
         self.spilled_bytes = 0
+        self.disk_error: OSError | None = None
+        """Why the last write to the file failed (a full disk), or None."""
+        self._retry_chars = 0
         self.disk_bytes = 0
         """Bytes written to the file and not yet taken back."""
 
@@ -219,11 +222,13 @@ class OutputSpool:
         self._account(-self.disk_bytes)
 
     def _gather(self, stream: str, text: str) -> None:
-        if self._tail_chars + len(text) > self.batch_chars:
+        # After a failed write the batch waits in memory and is tried again at twice its size.
+        goal = max(self.batch_chars, self._retry_chars)
+        if self._tail_chars + len(text) > goal:
             self._write_tail()
         self._tail.append((stream, text))
         self._tail_chars += len(text)
-        if self._tail_chars >= self.batch_chars:
+        if self._tail_chars >= goal:
             self._write_tail()
 
     def _write_tail(self) -> None:
@@ -232,13 +237,26 @@ class OutputSpool:
         if self._file is None:
             self._file = anonymous_file("ccexec-spool-", self.spool_dir)
         bodies = [text.encode("utf-8", "surrogatepass") for _, text in self._tail]
-        written = pwritev_all(self._file, bodies, self._write_pos)
+        try:
+            written = pwritev_all(self._file, bodies, self._write_pos)
+        except OSError as exc:  # a full disk: keep the batch, and stop the writer
+            self._write_failed(exc)
+            return
+        self._retry_chars = 0
         sizes = [(STREAMS.index(stream), len(body)) for (stream, _), body in zip(self._tail, bodies, strict=True)]
         self._batches.append((self._write_pos, sizes))
         self._write_pos += written
         self.spilled_bytes += written
         self._tail, self._tail_chars = [], 0
         self._account(written)
+
+    def _write_failed(self, exc: OSError) -> None:
+        if self.disk_error is None:
+            logger.warning("! spool write failed, its output waits in memory: %s", exc)
+        self.disk_error = exc
+        self._retry_chars = 2 * self._tail_chars
+        if self.disk is not None:
+            self.disk.out_of_space()
 
     def _refill(self) -> None:
         """Memory ran dry: bring back the oldest batch from the file, or the gathering one."""
@@ -257,7 +275,9 @@ class OutputSpool:
         elif self._tail:
             self._memory.extend(self._tail)
             self._memory_chars += self._tail_chars
-            self._tail, self._tail_chars = [], 0
+            self._tail, self._tail_chars, self._retry_chars = [], 0, 0
+            if self.disk is not None and self.disk.held:
+                self.disk.change(0)  # nothing waits on disk: a run held for want of space goes on
 
     def _taken_back(self, end: int) -> None:
         """Everything up to ``end`` was read back: give its blocks back (in steps)."""
