@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from cc_executor_nb import errors, protocol
 from cc_executor_nb.client import connect
 from cc_executor_nb.server.handler import _Link
 from cc_executor_nb.server.session import Session
+from cc_executor_nb.server.supervisor import ProcessManager
 
 from .conftest import TOKEN, collect, completed, fake, make_handler, output_of, reply
 from .util import eventually_async, scaled
@@ -377,6 +379,20 @@ async def test_a_program_that_is_a_directory_or_has_no_format_says_so(client, tm
         f"could not start {str(script)!r}: it has no #! line (run it as `sh {script}`): " + os.strerror(8)
     )
 
+
+
+async def test_a_watchdog_that_cannot_start_is_a_spawn_failure(client, monkeypatch) -> None:
+    """The first run at the descriptor limit, where the watchdog cannot start: -32004 naming
+    argv[0] and EMFILE (it was -32603 "Internal error" and a traceback in the server's log)."""
+
+    def no_descriptors(self: ProcessManager) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), "/dev/null")
+
+    monkeypatch.setattr(ProcessManager, "_ensure_watchdog", no_descriptors)
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=["echo", "hi"])
+    assert info.value.data["errno"] == errno.EMFILE
+    assert info.value.message == "could not start 'echo': " + os.strerror(errno.EMFILE)
 
 async def test_a_claude_missing_on_the_servers_path_says_how_to_install_it(client, tmp_path) -> None:
     """A remote server without claude: -32004 says where it is missing and how to install it

@@ -439,7 +439,10 @@ class ProcessManager:
         child_env[SERVER_MARKER_ENV] = self.server_id
         _resolve(argv[0], child_env, cwd)
         exec_argv = unbuffered_argv([program, *argv[1:]], self._stdbuf)
-        self._ensure_watchdog()
+        try:
+            self._ensure_watchdog()
+        except OSError as exc:  # no descriptor or process left for it: no run without it
+            raise _spawn_error(exc.errno or errno.EIO, argv[0]) from None
         process, child_output, in_fd = await _start(
             exec_argv, cwd, env=child_env, make_output=output, stdin_pipe=stdin_pipe, name=argv[0]
         )
