@@ -54,6 +54,7 @@ from typing import Any, TypeVar, cast
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.frames import CloseCode
 
 from . import methods, protocol
 from .declare import OptionError
@@ -418,7 +419,7 @@ class Client:
                 if self._unacked_bytes >= ACK_EVERY:
                     await self._ack()
         except ConnectionClosed as exc:
-            self.close_reason = str(exc)
+            self.close_reason = _closed_reason(exc)
         finally:
             watchdog.cancel()
         self.close_reason = self.close_reason or _describe_close(self._ws)
@@ -729,6 +730,14 @@ def _resume_refused(exc: ProtocolError) -> str:
         return ("the server no longer has this session: it restarted, or the connection was away "
                 "longer than its detach TTL (either way it stopped the session's process)")
     return f"resume refused: {exc}"
+
+
+def _closed_reason(exc: ConnectionClosed) -> str:
+    """Why the connection closed, in a user's terms where websockets' are obscure."""
+    if exc.rcvd is not None and exc.rcvd.code == CloseCode.MESSAGE_TOO_BIG:
+        return (f"the server refused a message too big for it ({exc.rcvd.reason or 'code 1009'}): pass "
+                "large data in a file or on stdin, not in the arguments or the environment")
+    return str(exc)
 
 
 def _describe_close(ws: ClientConnection) -> str:

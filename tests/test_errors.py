@@ -394,6 +394,24 @@ async def test_a_watchdog_that_cannot_start_is_a_spawn_failure(client, monkeypat
     assert info.value.data["errno"] == errno.EMFILE
     assert info.value.message == "could not start 'echo': " + os.strerror(errno.EMFILE)
 
+
+async def test_a_request_over_the_message_limit_says_so_in_words() -> None:
+    """An execute bigger than the server's message limit (a 1.2 MB argument) fails saying what
+    to do (it read "received 1009 (message too big) frame with 1200090 bytes exceeds limit
+    of 1048576 bytes; then sent 1009 ...")."""
+    handler = make_handler(max_message_size=64 << 10)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN, auto_reconnect=False) as client:
+            with pytest.raises(errors.ConnectionLost) as info:
+                await client.execute(argv=["echo", "x" * (100 << 10)])
+        assert str(info.value).startswith("the server refused a message too big for it (")
+        assert str(info.value).endswith(
+            "): pass large data in a file or on stdin, not in the arguments or the environment"
+        )
+    finally:
+        await handler.close()
+
 async def test_a_claude_missing_on_the_servers_path_says_how_to_install_it(client, tmp_path) -> None:
     """A remote server without claude: -32004 says where it is missing and how to install it
     (the notebook could only say "No such file or directory")."""
