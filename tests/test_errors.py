@@ -412,6 +412,23 @@ async def test_a_request_over_the_message_limit_says_so_in_words() -> None:
     finally:
         await handler.close()
 
+
+async def test_an_argument_or_variable_over_the_kernels_limit_is_named(client) -> None:
+    """E2BIG names the string over Linux's limit of 128 KiB a string (it read "Argument list too long"
+    for an environment variable, leaving the user to search the arguments)."""
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=["echo", "hi"], env={"BIG": "x" * (200 << 10)})
+    assert info.value.data["errno"] == errno.E2BIG
+    assert info.value.message == (
+        "could not start 'echo': its environment variable BIG (204804 bytes; at most 131071 each): "
+        + os.strerror(errno.E2BIG)
+    )
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=["echo", "hi", "y" * (130 << 10)])
+    assert info.value.message == (
+        "could not start 'echo': its argument 2 (133120 bytes; at most 131071 each): " + os.strerror(errno.E2BIG)
+    )
+
 async def test_a_claude_missing_on_the_servers_path_says_how_to_install_it(client, tmp_path) -> None:
     """A remote server without claude: -32004 says where it is missing and how to install it
     (the notebook could only say "No such file or directory")."""

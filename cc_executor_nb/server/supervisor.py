@@ -184,6 +184,22 @@ def _program_fault(path: str, code: int) -> str | None:
     return None
 
 
+_MAX_ARG_STRLEN = 131072
+"""Linux's limit on one argument or environment string, its final NUL included."""
+
+
+def _too_long(argv: list[str], env: Mapping[str, str]) -> str:
+    """What made an exec fail with E2BIG: the first string over the limit, else the total."""
+    strings = [(f"argument {index}", arg) for index, arg in enumerate(argv)]
+    strings += [(f"environment variable {name}", f"{name}={value}") for name, value in env.items()]
+    for what, text in strings:
+        size = len(os.fsencode(text))
+        if size >= _MAX_ARG_STRLEN:
+            return f"its {what} ({size} bytes; at most {_MAX_ARG_STRLEN - 1} each)"
+    total = sum(len(os.fsencode(text)) + 1 for _, text in strings)
+    return f"its arguments and environment ({total} bytes together)"
+
+
 def _spawn_error(code: int, what: str, where: str | None = None) -> SpawnFailed:
     """-32004 naming the program, and ``where`` the failure lies when it is not the program."""
     strerror = os.strerror(code)
@@ -443,9 +459,14 @@ class ProcessManager:
             self._ensure_watchdog()
         except OSError as exc:  # no descriptor or process left for it: no run without it
             raise _spawn_error(exc.errno or errno.EIO, argv[0]) from None
-        process, child_output, in_fd = await _start(
-            exec_argv, cwd, env=child_env, make_output=output, stdin_pipe=stdin_pipe, name=argv[0]
-        )
+        try:
+            process, child_output, in_fd = await _start(
+                exec_argv, cwd, env=child_env, make_output=output, stdin_pipe=stdin_pipe, name=argv[0]
+            )
+        except SpawnFailed as exc:
+            if exc.data.get("errno") == errno.E2BIG:
+                raise _spawn_error(errno.E2BIG, argv[0], _too_long(argv, child_env)) from None
+            raise
         managed = ManagedProcess(argv, exec_argv, process, child_output, run_id, stdin_fd=in_fd)
         self.running.add(managed)
         self._tell_watchdog(f"+{managed.pgid}")
