@@ -629,6 +629,19 @@ def test_a_run_on_a_nearly_full_disk_captures_through_pipes_unless_asked(
         started = next(event for event in run.events if event.method == "process.started")
         assert (started.params["capture"], run.stdout) == (used, "hi\n")
 
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), ValueError("bad")])
+def test_a_done_callback_that_raises_leaves_the_loop_running(shell: InteractiveShell, error: BaseException) -> None:
+    """A done callback raising SystemExit or KeyboardInterrupt on the loop thread is logged, and
+    the loop goes on (it ended the loop thread: this run's wait() and every later run hung)."""
+
+    def fail(_run: Run) -> None:
+        raise error
+
+    first = cc_executor_nb.run("sleep 0.2", command=True, quiet=True)
+    first.add_done_callback(fail)
+    assert first.wait(timeout=scaled(30)).status == "completed"
+    assert magic(shell, ccexec("echo ok", "-w", "-q")).stdout == "ok\n"
+
 @pytest.mark.parametrize(("options", "flag", "keyword", "value"), [
     (("--max-budget-usd", "-1"), "--max-budget-usd", "max_budget_usd", -1.0),
     (("--heartbeat", "0.01"), "--heartbeat", "heartbeat", 0.01),

@@ -55,7 +55,7 @@ from .config import CCExec
 from .display import RunDisplay
 from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
-from .run import CONTROL_TIMEOUT, Run, _current_cell
+from .run import CONTROL_TIMEOUT, Run, _current_cell, call_back
 from .runstate import shown_in_one_line
 from .textview import TextView
 
@@ -442,8 +442,8 @@ class Batch:
         return asyncio.shield(asyncio.wrap_future(self._done)).__await__()
 
     def add_done_callback(self, callback: Callable[[Batch], object]) -> None:
-        """Call ``callback(batch)`` once every item is over."""
-        self._done.add_done_callback(lambda future: callback(future.result()))
+        """Call ``callback(batch)`` once every item is over; what it raises is logged."""
+        self._done.add_done_callback(lambda future: call_back(callback, future.result()))
 
     # -- Display (caller's thread) -------------------------------------------------------
 

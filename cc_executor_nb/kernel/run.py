@@ -64,8 +64,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
-    "TOKEN_HINT", "Interpreter", "Run", "RunSpec", "Target", "judged", "os_reason", "token_from_env", "token_hint",
-    "unreachable",
+    "TOKEN_HINT", "Interpreter", "Run", "RunSpec", "Target", "call_back", "judged", "os_reason", "token_from_env",
+    "token_hint", "unreachable",
 ]
 
 logger = logging.getLogger("cc_executor_nb.kernel.run")
@@ -209,6 +209,15 @@ def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
         return list(value or ()) if sequence else value
 
     return property(read, doc=doc)
+
+
+def call_back(callback: Callable[[T], object], value: T) -> None:
+    """Call a user's done callback, logging whatever it raises: it runs on the background
+    loop thread, which a SystemExit or KeyboardInterrupt ended (every run then hung)."""
+    try:
+        callback(value)
+    except BaseException:
+        logger.exception("! a done callback raised (ignored)")
 
 
 class Run:
@@ -715,8 +724,8 @@ class Run:
                 waiter.set_result(self)
 
     def add_done_callback(self, callback: Callable[[Run], object]) -> None:
-        """Call ``callback(run)`` once the run is over (at once if it is)."""
-        self._done.add_done_callback(lambda future: callback(future.result()))
+        """Call ``callback(run)`` once the run is over (at once if it is); what it raises is logged."""
+        self._done.add_done_callback(lambda future: call_back(callback, future.result()))
 
     # -- The record --------------------------------------------------------------------
 
