@@ -169,6 +169,43 @@ async def test_a_run_that_fails_after_its_spawn_leaves_no_child_behind(server, c
     assert done["status"] == "started"
 
 
+async def test_a_run_whose_input_pipe_fails_to_open_closes_it_once(server, client, monkeypatch) -> None:
+    """A failed start closes the child's input pipe once: _open_input closes it when it
+    fails, and a second close (the clean-up's) could close a descriptor opened meanwhile
+    under the same number (another run's pipe or file)."""
+    from cc_executor_nb.server import handler as handler_module
+
+    class BrokenInput(handler_module.ChildInput):
+        async def open(self, fd: int) -> None:
+            raise OSError("no pipe today")
+
+    closes: list[int] = []
+
+    class RecordingOs:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def close(self, fd: int) -> None:
+            closes.append(fd)
+            os.close(fd)
+
+    spawned: list[int | None] = []
+    spawn = server.processes.spawn
+
+    async def recording_spawn(*args: Any, **kwargs: Any) -> Any:
+        process = await spawn(*args, **kwargs)
+        spawned.append(process.stdin_fd)
+        return process
+
+    monkeypatch.setattr(handler_module, "ChildInput", BrokenInput)
+    monkeypatch.setattr(handler_module, "os", RecordingOs())
+    monkeypatch.setattr(server.processes, "spawn", recording_spawn)
+    with pytest.raises(errors.InternalError):
+        await client.execute(argv=["sleep", "30"], stdin="pipe")
+    [fd] = spawned
+    assert fd is not None and closes.count(fd) == 1
+
+
 async def test_session_limit() -> None:
     """-32000 when the session limit is reached; the first session is unaffected."""
     handler = make_handler(max_sessions=1)

@@ -507,9 +507,11 @@ class EnhancedWebSocketHandler:
         )
         output: RunOutput | None = None
         stdin: ChildInput | None = None
+        input_fd = process.stdin_fd  # ours to close until _open_input takes it (it closes it on failure)
         try:
             output = await self.streams.open(process.output, disk)
-            stdin = await _open_input(process.stdin_fd)
+            taken, input_fd = input_fd, None  # _open_input owns it from here, even when it fails
+            stdin = await _open_input(taken)
             # The run history is read once the child is on its way. Before, the lookup (about
             # a millisecond) delayed the start; alongside, its worker thread held the GIL the
             # spawn needed (up to a 5 ms switch interval).
@@ -535,7 +537,7 @@ class EnhancedWebSocketHandler:
         except BaseException:
             # Nothing will follow or stop this child: it must not outlive the failed start
             # (it ran on, unsupervised, until the server stopped).
-            await _abandon_launch(process, output, stdin)
+            await _abandon_launch(process, output, stdin, input_fd)
             raise
 
     def _ack(self, link: _Link, params: Any) -> dict[str, Any]:
@@ -797,9 +799,15 @@ def _text_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
     return send
 
 
-async def _abandon_launch(process: ManagedProcess, output: RunOutput | None, stdin: ChildInput | None) -> None:
+async def _abandon_launch(
+    process: ManagedProcess, output: RunOutput | None, stdin: ChildInput | None, input_fd: int | None
+) -> None:
     """Undo a spawn whose run could not be set up: kill its group at once, reap it and
-    release its output files and input pipe (shielded: a cancelled start cleans up too)."""
+    release its output files and input pipe (shielded: a cancelled start cleans up too).
+
+    ``input_fd``: the input pipe's descriptor while nothing else owns it (None once
+    ``_open_input`` took it: it closes it itself when it fails, and a second close could
+    close a descriptor another run has opened under the same number meanwhile)."""
     logger.warning("! the run of pid %d could not be set up: killing its process group", process.pid)
 
     async def undo() -> None:
@@ -807,9 +815,9 @@ async def _abandon_launch(process: ManagedProcess, output: RunOutput | None, std
         await process.wait()
         if stdin is not None:
             await stdin.aclose()
-        elif process.stdin_fd is not None:
+        elif input_fd is not None:
             with contextlib.suppress(OSError):
-                os.close(process.stdin_fd)
+                os.close(input_fd)
         if output is not None:
             output.close()
         else:
