@@ -76,10 +76,10 @@ _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ACK_EVERY = 1 << 20
+"""Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
 UNREACHED_NOTE_AFTER = 30.0
 """Seconds a reconnecting client fails to reach its server before it says, once, that the
 server may be gone (``still_unreached`` on ``client.reconnecting``)."""
-"""Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
 
 
 @dataclass(frozen=True)
