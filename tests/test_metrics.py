@@ -196,6 +196,17 @@ def test_the_history_is_the_owners_alone_whatever_the_umask(tmp_path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
+def test_a_history_made_by_an_earlier_version_becomes_the_owners_alone(tmp_path) -> None:
+    """A database an earlier version left 0644 (sqlite's default) is made 0600 when it is
+    next used: every existing history stayed readable to every local user."""
+    path = tmp_path / "cc_executor_nb" / "h.sqlite3"
+    path.parent.mkdir()
+    HistoryStore(path).record("k", 1.0, 1)
+    path.chmod(0o644)
+    assert HistoryStore(path).durations("k") == [1.0]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 def test_no_estimate_without_a_basis() -> None:
     """Without a target or history, fraction and ETA are null (no fake bar)."""
     estimate = ProgressEstimator(["sleep", "1"]).estimate(0.5, 0.5)

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import statistics
 import time
 from pathlib import Path
@@ -80,15 +81,21 @@ class HistoryStore:
         return [float(row[0]) for row in rows]
 
     def _create(self) -> None:
-        """Make the file, the owner's alone (0600 in a 0700 folder), if it is missing.
+        """Make the file, the owner's alone (0600 in a 0700 folder), if it is missing; one
+        that others may read (an earlier version's: 0644) is made the owner's alone.
 
         Its fingerprints confirm a guessed command, and its times say when the user ran
         what: no reason for other users to read it (sqlite would make it 0644). SQLite's
         journal files take the database's mode.
         """
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except FileExistsError:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+            if mode & 0o077:
+                with contextlib.suppress(OSError):  # not ours to change: it is still read
+                    os.chmod(self.path, mode & 0o700)
 
     def _run(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         db = None
