@@ -474,6 +474,7 @@ class Client:
                 ws = await self._dialer.dial()
             except HandshakeRefused as exc:
                 if self._may_be_stale(exc) and time.monotonic() <= deadline:
+                    unreached = None  # it answered: reachable, only not yet ready for us
                     continue  # the job server's next one may not have said where it is yet
                 return await self._give_up(self._refused_again(exc))
             except Exception as exc:  # network errors of every kind: try again
@@ -481,6 +482,7 @@ class Client:
                     return await self._give_up(f"reconnect failed: {self._unreached(exc)}")
                 unreached = self._reason(exc)
                 continue
+            unreached = None  # reached: a resume that fails next is no unreachable server
             try:
                 outcome = await self._resume_on(ws)
             except BaseException:  # cancelled mid-resume (the loop is stopping): the new connection too

@@ -206,6 +206,41 @@ async def test_a_run_whose_input_pipe_fails_to_open_closes_it_once(server, clien
     assert fd is not None and closes.count(fd) == 1
 
 
+async def test_a_failed_start_releases_its_output_even_when_the_kill_fails(server, client, monkeypatch) -> None:
+    """The clean-up of a failed start releases the output files when killing the child raised
+    (it stopped at the first failing step: the capture files stayed open)."""
+    from cc_executor_nb.server import handler as handler_module
+    from cc_executor_nb.server.supervisor import ManagedProcess
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("estimator fault")
+
+    closed: list[bool] = []
+    spawn = server.processes.spawn
+
+    async def recording_spawn(*args: Any, **kwargs: Any) -> Any:
+        process = await spawn(*args, **kwargs)
+        output_close = process.output.close
+
+        def close() -> None:
+            closed.append(True)
+            output_close()
+
+        process.output.close = close
+        return process
+
+    async def failing_terminate(self, grace: float, *, escapees: bool = True) -> str:
+        os.killpg(self.pgid, 9)  # the child goes; the step itself fails
+        raise RuntimeError("psutil fault")
+
+    monkeypatch.setattr(handler_module, "ProgressEstimator", broken)
+    monkeypatch.setattr(server.processes, "spawn", recording_spawn)
+    monkeypatch.setattr(ManagedProcess, "terminate", failing_terminate)
+    with pytest.raises(errors.InternalError):
+        await client.execute(argv=["sleep", "30"])
+    assert closed  # the capture files were released (RunOutput.close or the child's output's)
+
+
 async def test_session_limit() -> None:
     """-32000 when the session limit is reached; the first session is unaffected."""
     handler = make_handler(max_sessions=1)
@@ -874,6 +909,34 @@ async def test_reconnects_say_once_that_a_server_unreachable_for_a_while_may_be_
     assert noted[0]["down_for"] >= 0.5 and 0 < noted[0]["gives_up_in"] < 60
     assert all("unreachable" not in params for params in seen[:1])  # the first dial had not failed yet
     assert client.close_reason is None or "reconnect failed" not in client.close_reason  # still trying
+    await asyncio.wait_for(client.close(), scaled(10))
+
+
+async def test_a_server_reached_again_is_no_longer_said_unreachable() -> None:
+    """Once a dial reaches the server again (here one that closes at once, so the resume fails
+    and the client dials on), the next notices carry no ``unreachable``: the widget said "cannot
+    reach the server: Connection refused" of a server that answered."""
+    from websockets.asyncio.server import serve
+
+    client, port = await _client_of_a_server_gone(reconnect_timeout=60)
+    seen: list[dict] = []
+
+    async def watch_until(done) -> None:
+        async for event in client.events():
+            if event.method == "client.reconnecting":
+                seen.append(dict(event.params))
+                if done():
+                    return
+
+    await asyncio.wait_for(watch_until(lambda: any("unreachable" in params for params in seen)), scaled(20))
+
+    async def closes_at_once(ws) -> None:
+        await ws.close()
+
+    async with serve(closes_at_once, "127.0.0.1", port):
+        mark = len(seen)
+        await asyncio.wait_for(watch_until(lambda: len(seen) >= mark + 2), scaled(20))
+    assert "unreachable" not in seen[-1], seen[-3:]
     await asyncio.wait_for(client.close(), scaled(10))
 
 

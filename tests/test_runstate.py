@@ -314,6 +314,16 @@ def test_reconnecting_is_undone_by_connected() -> None:
     assert state.status == "thinking"
 
 
+def test_a_reconnect_notice_without_unreachable_clears_the_last_reason() -> None:
+    """A later notice whose dial reached the server (no ``unreachable``) clears the reason the
+    header shows: it kept saying "cannot reach the server" of one that answered."""
+    state = started()
+    state.mark_reconnecting({"attempt": 3, "unreachable": "Connection refused", "gives_up_in": 200.0}, 10.0)
+    assert (state.unreachable, state.reconnect_gives_up_at) == ("Connection refused", 210.0)
+    state.mark_reconnecting({"attempt": 4}, 12.0)
+    assert (state.status, state.unreachable, state.reconnect_gives_up_at) == ("reconnecting", None, None)
+
+
 # Heartbeat health
 
 

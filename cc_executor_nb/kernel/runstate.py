@@ -248,11 +248,12 @@ class RunState:
             self._status_before_reconnect = self.status
             self._heard_before_drop = self.last_message_at
             self.status = "reconnecting"
-        reason = (params or {}).get("unreachable")
-        if isinstance(reason, str) and reason:
-            self.unreachable = reason
-            left = _num((params or {}).get("gives_up_in"), None)
-            self.reconnect_gives_up_at = None if left is None else now + left
+        if params is None:
+            return
+        reason, left = params.get("unreachable"), _num(params.get("gives_up_in"), None)
+        # Each notice says what the last dial met: none unreachable (yet, or any more) clears it.
+        self.unreachable = reason if isinstance(reason, str) and reason else None
+        self.reconnect_gives_up_at = None if self.unreachable is None or left is None else now + left
 
     def take_job_times(self, started_at: float | None, ended_at: float | None) -> None:
         """A followed job's own start and, once it ended, its end (in this state's clock).
