@@ -811,17 +811,21 @@ async def _abandon_launch(
     logger.warning("! the run of pid %d could not be set up: killing its process group", process.pid)
 
     async def undo() -> None:
-        await process.terminate(0.0)
-        await process.wait()
-        if stdin is not None:
-            await stdin.aclose()
-        elif input_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(input_fd)
-        if output is not None:
-            output.close()
-        else:
-            process.output.close()
+        try:
+            await process.terminate(0.0)
+            await process.wait()
+        finally:  # released even when the kill or the reaping failed
+            try:
+                if stdin is not None:
+                    await stdin.aclose()
+                elif input_fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(input_fd)
+            finally:
+                if output is not None:
+                    output.close()
+                else:
+                    process.output.close()
 
     with contextlib.suppress(Exception):
         await asyncio.shield(undo())
