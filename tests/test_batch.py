@@ -705,6 +705,29 @@ def test_abandon_ends_a_never_started_run_without_a_process(settings: CCExec) ->
     assert ran.abandon("too late").status == "completed" and ran.error is None
 
 
+def test_a_run_whose_view_fails_to_attach_can_still_be_abandoned(settings: CCExec) -> None:
+    """A start that fails before the run is driven (its view's attach raised) leaves the run
+    unstarted, so its owner can still end it (a batch's item stayed "starting" for good)."""
+    from cc_executor_nb.kernel.api import prepare
+
+    class BrokenPresenter:
+        def attach(self, loop: object) -> None:
+            raise RuntimeError("no view today")
+
+        def update(self, event: object) -> None:
+            pass
+
+        def finish(self) -> None:
+            pass
+
+    prepared = prepare("echo hi", command=True, view=False, settings=settings)
+    prepared.run.presenter = BrokenPresenter()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="no view today"):
+        prepared.run.start(prepared.loop)
+    ended = prepared.run.abandon("the start failed")
+    assert (ended.done, ended.status, ended.error) == (True, "error", "the start failed")
+
+
 @pytest.mark.claude
 def test_approvals_apply_to_batch_runs(settings: CCExec, tmp_path: Path) -> None:
     """Batch runs are conversations: a policy answers their questions, or code answers a pending one."""

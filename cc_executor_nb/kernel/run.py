@@ -51,7 +51,7 @@ from ..errors import CCExecError, ConnectionLost, HandshakeRefused, InvalidParam
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
-from .loop import KernelLoop, LoopStopped
+from .loop import KernelLoop
 from .output import OutputStore
 from .runstate import RunState, elapsed, format_duration, format_took, is_refusal, shown_in_one_line
 
@@ -509,13 +509,14 @@ class Run:
         if self._kernel_loop is not None:
             raise RuntimeError("this run was already started")
         self._kernel_loop = kernel_loop
-        if self.presenter is not None:
-            self.presenter.attach(kernel_loop.loop)
         try:
+            if self.presenter is not None:
+                self.presenter.attach(kernel_loop.loop)
             kernel_loop.submit(self._drive())
-        except LoopStopped:
-            # Nothing was started: its owner can still end it with abandon() (a batch's
-            # queue does), which a run marked started ignored, leaving it "starting" for good.
+        except Exception:
+            # Nothing was started (the loop stopped, or the view failed to attach): its owner
+            # can still end it with abandon() (a batch's queue does), which a run marked
+            # started ignored, leaving it "starting" for good.
             self._kernel_loop = None
             raise
         return self
