@@ -35,7 +35,7 @@ from .test_widgets import (
     comms,  # noqa: F401 - a fixture, requested by name
     sent,
 )
-from .util import eventually, scaled
+from .util import eventually, interrupt_main_once_in, scaled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,11 +252,9 @@ def test_a_batch_whose_loop_stops_ends_its_queued_runs(settings: CCExec) -> None
 def test_an_interrupted_batch_wait_shows_in_one_line_in_ipython(settings: CCExec) -> None:
     """Ctrl-C in batch.wait() cancels the batch, and IPython shows the interrupt as one line saying
     so (its _render_traceback_ hook), not the frames of the wait."""
-    import _thread
-
     batch = cc_executor_nb.map([py("import time; time.sleep(60)")], command=True, display=False, settings=settings)
     eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the run running")
-    threading.Timer(0.2, _thread.interrupt_main).start()
+    interrupt_main_once_in("wait")
     with pytest.raises(KeyboardInterrupt) as interrupted:
         batch.wait()
     assert batch.status == "cancelled"

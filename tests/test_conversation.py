@@ -9,7 +9,6 @@ in the same process, the idle end, policies, and the fall-back for a CLI without
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import os
@@ -38,7 +37,7 @@ from cc_executor_nb.kernel.transcript import Transcript
 from .closed_input_cli import cli_that_exits_before_reading
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
-from .util import eventually, scaled
+from .util import all_objects, eventually, new_objects, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = Path(os.environ.get("CCX_TEST_CLAUDE") or REPO_ROOT / "node_modules" / ".bin" / "claude")
@@ -468,16 +467,12 @@ def test_end_during_a_turn_lets_it_finish_then_exits(tmp_path: Path) -> None:
 
 def test_ended_conversations_hold_no_connection(tmp_path: Path) -> None:
     """Three ended conversations kept alive (as IPython's Out cache keeps a magic's runs) hold
-    no Client: the count of live clients is back to its start (each conversation kept its
-    closed client, with its websocket connection, queues and futures)."""
-    def live_clients() -> int:
-        gc.collect()
-        return sum(1 for o in gc.get_objects() if isinstance(o, Client))
-
-    before = live_clients()
+    no Client: every client made for them is collected (each conversation kept its closed
+    client, with its websocket connection, queues and futures)."""
+    before = all_objects(Client)
     runs = [ended(turn_over(start(f"echo: {i}", tmp_path))) for i in range(3)]
     assert [run.answer for run in runs] == ["0", "1", "2"]
-    eventually(lambda: live_clients() == before, what="the ended conversations' clients to be collected")
+    eventually(lambda: not new_objects(Client, before), what="the ended conversations' clients to be collected")
 
 
 @pytest.mark.parametrize("ended_first", [False, True])

@@ -33,7 +33,7 @@ from cc_executor_nb.server.streams import CHUNK_LIMIT
 from .conftest import fake, group_alive, make_handler
 from .proxy import FaultyProxy
 from .servers import start_server
-from .util import eventually, scaled
+from .util import all_objects, eventually, interrupt_main_once_in, new_objects, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,20 +69,14 @@ def test_wait_returns_the_finished_run(bg: KernelLoop) -> None:
     assert run.duration is not None and run.duration >= 0 and run.done
 
 
-def live_clients() -> int:
-    """How many Client objects this process holds now."""
-    gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, Client))
-
-
 def test_finished_runs_hold_no_connection(bg: KernelLoop) -> None:
     """20 finished runs kept alive (as IPython's Out cache keeps a magic's runs) hold no
-    Client: the count of live clients is back to its start (each kept its closed client,
-    with its websocket connection, queues and futures: ~18 KB a run)."""
-    before = live_clients()
+    Client: every client made for them is collected (each kept its closed client, with its
+    websocket connection, queues and futures: ~18 KB a run)."""
+    before = all_objects(Client)
     runs = [start(bg, fake("echo", str(i))).wait(scaled(20)) for i in range(20)]
     assert all(run.status == "completed" for run in runs)
-    eventually(lambda: live_clients() == before, what="the finished runs' clients to be collected")
+    eventually(lambda: not new_objects(Client, before), what="the finished runs' clients to be collected")
 
 
 def test_events_are_kept_in_order(bg: KernelLoop) -> None:
@@ -193,7 +187,7 @@ def test_keyboard_interrupt_during_wait_shows_in_one_line_in_ipython(bg: KernelL
     select() or a lock. It stays a KeyboardInterrupt."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])
     eventually(lambda: run.status == "running", what="the run running")
-    threading.Timer(0.2, _thread.interrupt_main).start()
+    interrupt_main_once_in("wait")
     with pytest.raises(KeyboardInterrupt) as interrupted:
         run.wait()
     assert interrupted.value._render_traceback_() == ["KeyboardInterrupt: the run was cancelled"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -83,3 +84,52 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def new_objects(kind: type, old: list[object]) -> list[object]:
+    """The ``kind`` objects alive now (after a collection) that are not in ``old``: those made
+    since ``old`` was listed. ``old`` holds the earlier ones, so none of them can be collected
+    meanwhile and change a count."""
+    import gc
+
+    gc.collect()
+    known = {id(obj) for obj in old}
+    return [obj for obj in gc.get_objects() if isinstance(obj, kind) and id(obj) not in known]
+
+
+def all_objects(kind: type) -> list[object]:
+    """Every ``kind`` object alive now (after a collection)."""
+    import gc
+
+    gc.collect()
+    return [obj for obj in gc.get_objects() if isinstance(obj, kind)]
+
+
+def interrupt_main_once_in(name: str, timeout: float = 30.0) -> threading.Thread:
+    """A thread that sends the main thread a KeyboardInterrupt once the main thread runs a
+    function called ``name`` (``wait``): a fixed delay could fire before the call was entered."""
+    import _thread
+    import sys as _sys
+
+    main = threading.main_thread().ident
+
+    def inside() -> bool:
+        frame = _sys._current_frames().get(main or 0)
+        while frame is not None:
+            if frame.f_code.co_name == name:
+                return True
+            frame = frame.f_back
+        return False
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if inside():
+                time.sleep(0.05)  # into its blocking wait
+                _thread.interrupt_main()
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
