@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,10 +35,23 @@ class Calls:
         self.released_at.append(self.use.used)
 
 
+_REPLAYS: list[ReplayLog] = []
+"""The replay logs session() made, closed after each test (their files stayed open: a later
+test that counts this process's temporary files saw them)."""
+
+
+@pytest.fixture(autouse=True)
+def close_replays() -> Iterator[None]:
+    yield
+    while _REPLAYS:
+        _REPLAYS.pop().close()
+
+
 def session(budget: DiskBudget, replay_limit: int = 256 * MIB) -> tuple[DiskUse, ReplayLog, Calls]:
     use = budget.use()
     limits = [limit for limit in (budget.session_limit, budget.limit) if limit is not None]
     replay = ReplayLog(replay_limit, segment_limit=min(limits, default=None), disk=use)
+    _REPLAYS.append(replay)
     use.replay = replay
     return use, replay, Calls(use)
 
