@@ -114,6 +114,22 @@ def test_call_propagates_exceptions(private_loop: KernelLoop) -> None:
         private_loop.call(boom(), timeout=scaled(5))
 
 
+@pytest.mark.parametrize("kind", [SystemExit, KeyboardInterrupt])
+def test_a_system_exit_raised_on_the_loop_leaves_it_running(private_loop: KernelLoop, kind: type) -> None:
+    """A SystemExit (or KeyboardInterrupt) raised by code on the loop (a callback's
+    sys.exit()) is logged and the loop goes on: it ended the loop thread, and every run
+    waited on hung for good."""
+    private_loop.start()
+    private_loop.loop.call_soon_threadsafe(lambda: (_ for _ in ()).throw(kind(3)))
+
+    async def answer() -> int:
+        return 42
+
+    time.sleep(0.2)
+    assert private_loop.running and private_loop.thread is not None and private_loop.thread.is_alive()
+    assert private_loop.call(answer(), timeout=scaled(5)) == 42
+
+
 def test_call_times_out(private_loop: KernelLoop) -> None:
     """call() gives up after its timeout with TimeoutError."""
     private_loop.start()

@@ -240,7 +240,16 @@ class KernelLoop:
             return
         ready.set_result(loop)
         try:
-            loop.run_forever()
+            while True:
+                try:
+                    loop.run_forever()
+                except (SystemExit, KeyboardInterrupt) as exc:
+                    # Raised by code run on this loop (a callback's sys.exit()): it would end
+                    # the thread, and every run waited on would hang. Logged; the loop goes on.
+                    logger.error("! %s raised on the background loop was ignored: the loop goes on",
+                                 type(exc).__name__, exc_info=True)
+                    continue
+                return  # stop() stopped it
         finally:
             _close_loop(loop)
 
