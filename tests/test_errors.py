@@ -420,35 +420,38 @@ async def test_spawn_failure_carries_errno(client, tmp_path) -> None:
     assert info.value.data["errno"] == 13
 
 
+def executable(path, text: str):
+    """``path`` written with ``text`` and made executable."""
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+async def refused_start(client, program) -> tuple[int, str]:
+    """The errno and message of the -32004 that starting ``program`` gets."""
+    with pytest.raises(errors.SpawnFailed) as info:
+        await client.execute(argv=[str(program)])
+    return info.value.data["errno"], info.value.message
+
+
 async def test_a_script_whose_interpreter_is_missing_names_the_interpreter(client, tmp_path) -> None:
     """A script whose #! names a missing program: -32004 names that interpreter, not the
     script (it read "could not start './x.sh': No such file or directory" for a file that is there)."""
-    script = tmp_path / "x.sh"
-    script.write_text("#!/no/such/interpreter -e\necho hi\n")
-    script.chmod(0o755)
-    with pytest.raises(errors.SpawnFailed) as info:
-        await client.execute(argv=[str(script)])
-    assert info.value.data["errno"] == 2
-    assert info.value.message == (
-        f"could not start {str(script)!r}: its interpreter '/no/such/interpreter': " + os.strerror(2)
+    script = executable(tmp_path / "x.sh", "#!/no/such/interpreter -e\necho hi\n")
+    assert await refused_start(client, script) == (
+        2, f"could not start {str(script)!r}: its interpreter '/no/such/interpreter': " + os.strerror(2)
     )
 
 
 async def test_a_program_that_is_a_directory_or_has_no_format_says_so(client, tmp_path) -> None:
     """A directory reads "is a directory", an executable text file without #! says it has none
     (they read only "Permission denied" and "Exec format error")."""
-    with pytest.raises(errors.SpawnFailed) as info:
-        await client.execute(argv=[str(tmp_path)])
-    assert info.value.data["errno"] == 13
-    assert info.value.message == f"could not start {str(tmp_path)!r}: it is a directory: " + os.strerror(13)
-    script = tmp_path / "y.sh"
-    script.write_text("echo hi\n")
-    script.chmod(0o755)
-    with pytest.raises(errors.SpawnFailed) as info:
-        await client.execute(argv=[str(script)])
-    assert info.value.data["errno"] == 8
-    assert info.value.message == (
-        f"could not start {str(script)!r}: it has no #! line (run it as `sh {script}`): " + os.strerror(8)
+    assert await refused_start(client, tmp_path) == (
+        13, f"could not start {str(tmp_path)!r}: it is a directory: " + os.strerror(13)
+    )
+    script = executable(tmp_path / "y.sh", "echo hi\n")
+    assert await refused_start(client, script) == (
+        8, f"could not start {str(script)!r}: it has no #! line (run it as `sh {script}`): " + os.strerror(8)
     )
 
 

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pexpect
@@ -36,6 +37,16 @@ FOOTER = re.compile(r"\[result\] done · \$0\.\d{4} · [\d,]+ in / 61 out tokens
                     r"claude-opus-5-5 · session [0-9a-f-]{36}")
 
 
+def terminal_ipython(tmp: Path, env: Mapping[str, str] | None = None) -> pexpect.spawn:
+    """Terminal IPython in a pty (no banner, no colours, no exit prompt), working in ``tmp``
+    with the tests' environment (and ``env`` over it)."""
+    return pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env={**environment(tmp), **(env or {})}, cwd=str(tmp), encoding="utf-8", timeout=scaled(60),
+        dimensions=(50, 220),
+    )
+
+
 def environment(tmp: Path) -> dict[str, str]:
     return {
         **os.environ,
@@ -53,10 +64,7 @@ def screen_text(raw: str) -> str:
 
 def ipython_session(tmp: Path, run_line: str, then: str, **env: str) -> tuple[str, str]:
     """Terminal IPython on a pty: load the extension, enter ``run_line``, then ``then``; what each showed."""
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env={**environment(tmp), **env}, cwd=str(tmp), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
-    )
+    child = terminal_ipython(tmp, env)
     try:
         child.expect(r"In \[1\]")
         child.sendline("%load_ext cc_executor_nb")
@@ -371,10 +379,7 @@ def test_terminal_ipython_draws_background_output_above_its_prompt(tmp_path: Pat
     """Text of a run that goes on after its cell (no --wait) appears on lines of its own above
     the prompt; it was written where the cursor stood, on the prompt's line (``In [3]: late``)."""
     seen = io.StringIO()
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
-    )
+    child = terminal_ipython(tmp_path)
     child.logfile_read = seen
     try:
         child.expect(r"In \[1\]")
@@ -436,10 +441,7 @@ def test_ctrl_c_during_await_arun_stops_asking_on_the_terminal(tmp_path: Path) -
     """Ctrl-C while ``await arun(...)`` asks a question in terminal IPython stops the asking: the next
     line typed is IPython's (the worker thread went on reading the terminal and took it as a bad answer,
     'Please answer y = allow, ...', so ``6*7`` and even ``exit`` never reached IPython)."""
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
-    )
+    child = terminal_ipython(tmp_path)
     try:
         child.expect(r"In \[1\]")
         child.sendline("import cc_executor_nb")
@@ -524,10 +526,7 @@ def test_cli_shows_a_prompt_the_cli_refused_as_the_error_not_as_the_answer(tmp_p
 def test_a_waiting_magic_on_a_terminal_asks_there_without_the_run_approve_hint(tmp_path: Path) -> None:
     """``%ccexec --wait`` in terminal IPython asks at the terminal right away: the question comes once,
     as that prompt (a "[needs you] ... (answer with run.approve() ...)" line came just before it)."""
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
-    )
+    child = terminal_ipython(tmp_path)
     try:
         child.expect(r"In \[1\]")
         child.sendline("%load_ext cc_executor_nb")
@@ -558,10 +557,7 @@ def test_a_run_nobody_waits_for_on_a_terminal_keeps_the_run_approve_hint(tmp_pat
 def answered_at_the_terminal(tmp: Path, press: str) -> str:
     """``%ccexec --demo -w bash: ...`` in terminal IPython, ``press`` sent at its question: what showed
     after the question up to the next prompt, and the question's status and decider."""
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp), cwd=str(tmp), encoding="utf-8", timeout=scaled(60), dimensions=(50, 220),
-    )
+    child = terminal_ipython(tmp)
     try:
         child.expect(r"In \[1\]")
         child.sendline("%load_ext cc_executor_nb")
