@@ -124,8 +124,20 @@ class OutputStore:
                 self._disk_failed(exc)
                 self._memory = (self._memory or bytearray()) + data
                 return
-        self._overflow += data
-        self._store_overflow()
+        if self._overflow:  # an earlier write failed: keep the order, try the file again
+            self._overflow += data
+            self._store_overflow()
+            return
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                done = os.write(self._fd, view)
+                view = view[done:]
+                self._stored += done
+        except OSError as exc:
+            self._overflow += view  # what the file did not take waits in memory
+            self._disk_failed(exc)
 
     def _spill(self) -> None:
         """Move the log from memory to a file (first write past the memory limit); on
