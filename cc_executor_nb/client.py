@@ -55,6 +55,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
+from websockets.typing import Subprotocol
 
 from . import methods, protocol
 from .declare import OptionError
@@ -103,6 +104,7 @@ class _Dialer:
             return await ws_connect(
                 _without_user_info(self.url),  # websockets would send it as a second Authorization
                 additional_headers=headers,
+                subprotocols=[Subprotocol(protocol.BINARY_OUTPUT)],
                 **tls,
                 compression=None,
                 max_size=self.max_size,
@@ -411,10 +413,9 @@ class Client:
         watchdog = asyncio.ensure_future(self._watch_heartbeats(self._ws))
         try:
             while True:
-                # Text frames as raw UTF-8 bytes: the JSON parser validates them itself.
-                frame = await self._ws.recv(decode=False)
+                frame, binary = await _receive(self._ws)
                 self._last_frame_at = time.monotonic()
-                await self._dispatch(frame)
+                await self._dispatch(frame, binary)
                 self._unacked_bytes += len(frame)
                 if self._unacked_bytes >= ACK_EVERY:
                     await self._ack()
@@ -596,7 +597,8 @@ class Client:
         self._pending[request_id] = future
         await ws.send(protocol.dumps(protocol.request(request_id, method, params)))
         while not future.done():
-            await self._dispatch(await ws.recv())
+            frame = await ws.recv()  # text frames as str: bytes are binary frames
+            await self._dispatch(frame, isinstance(frame, bytes))
         return dict(future.result())
 
     async def _give_up(self, reason: str) -> bool:
@@ -607,7 +609,14 @@ class Client:
     async def _notify_local(self, method: str, params: dict[str, Any]) -> None:
         await self._deliver(make_event(method, params))
 
-    async def _dispatch(self, frame: str | bytes) -> None:
+    async def _dispatch(self, frame: str | bytes, binary: bool = False) -> None:
+        if binary:
+            output = protocol.parse_output_frame(cast(bytes, frame))
+            if output is None:
+                logger.warning("! ignoring an unreadable binary frame from the server")
+                return
+            await self._deliver(make_event(output.method, output.params))
+            return
         try:
             items = protocol.parse_server_message(frame)
         except ProtocolError:
@@ -685,6 +694,18 @@ class Client:
 
 INPUT_FRAME_BUDGET = 768 << 10
 """The most bytes an ``input`` piece may take as a JSON string (the frame limit is 1 MiB)."""
+
+
+async def _receive(ws: ClientConnection) -> tuple[str | bytes, bool]:
+    """The next frame, and whether it is a binary output frame.
+
+    Without the ``ccx.binary-output`` subprotocol, text frames come as raw UTF-8 bytes
+    (the JSON parser validates them itself); with it, text frames come as ``str`` so that
+    bytes are the binary frames."""
+    if ws.subprotocol == protocol.BINARY_OUTPUT:
+        frame = await ws.recv()
+        return frame, isinstance(frame, bytes)
+    return await ws.recv(decode=False), False
 
 
 def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:

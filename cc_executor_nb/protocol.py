@@ -31,6 +31,7 @@ from .errors import (
 from .targets import Target, target_from_wire
 
 __all__ = [
+    "BINARY_OUTPUT",
     "CANCELLED_BY_CLIENT",
     "CAPTURE_MODES",
     "CONTROL_TYPES",
@@ -64,10 +65,14 @@ __all__ = [
     "dumps",
     "dumps_bytes",
     "error_response",
+    "is_output_frame",
     "loads",
     "notification",
     "one_line",
+    "output_frame",
+    "output_frame_as_text",
     "parse_incoming",
+    "parse_output_frame",
     "parse_server_message",
     "remote_error",
     "request",
@@ -370,6 +375,57 @@ def _parse_server_item(obj: Any) -> Response | ErrorResponse | Notification | No
     if "error" in obj:
         return ErrorResponse(obj.get("id"), obj["error"])
     return None
+
+
+# -- Binary output frames (the "ccx.binary-output" subprotocol) -----------------------
+
+BINARY_OUTPUT = "ccx.binary-output"
+"""The WebSocket subprotocol a client offers to receive ``process.output`` as binary frames."""
+OUTPUT_HEADER_MAX = 4096
+"""A binary output frame's header is shorter than this (its params are a few fields)."""
+
+
+def output_frame(method: str, params: dict[str, Any]) -> bytes | None:
+    """``params`` (with their ``data`` text) as one binary frame: the notification without
+    ``data`` as compact JSON, a newline, then ``data`` as UTF-8. Compact JSON never holds a
+    raw newline, so the first one ends the header. None when ``data`` is not valid Unicode
+    (then the notification goes as JSON text, with its lone surrogates replaced)."""
+    try:
+        payload = params["data"].encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    header = dumps_bytes(notification(method, {key: value for key, value in params.items() if key != "data"}))
+    return b"".join((header, b"\n", payload))
+
+
+def is_output_frame(frame: bytes) -> bool:
+    """Whether ``frame`` (a serialized message) is a binary output frame, not JSON text."""
+    return frame.find(b"\n", 0, OUTPUT_HEADER_MAX) != -1
+
+
+def output_frame_as_text(frame: bytes) -> bytes:
+    """A binary output frame as the JSON text frame it stands for (for a client without
+    the subprotocol that resumes a session whose replay holds binary frames)."""
+    header, _, payload = frame.partition(b"\n")
+    message = _loads_trusted(header)
+    message["params"]["data"] = payload.decode("utf-8", "replace")
+    return dumps_bytes(message)
+
+
+def parse_output_frame(frame: bytes) -> Notification | None:
+    """A binary frame from the server as its notification (None when unreadable)."""
+    end = frame.find(b"\n", 0, OUTPUT_HEADER_MAX)
+    if end == -1:
+        return None
+    try:
+        header = _loads_trusted(frame[:end])
+    except ParseError:
+        return None
+    item = _parse_server_item(header)
+    if not isinstance(item, Notification):
+        return None
+    item.params["data"] = str(memoryview(frame)[end + 1 :], "utf-8", "replace")
+    return item
 
 
 def parse_server_message(

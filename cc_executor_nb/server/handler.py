@@ -27,7 +27,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from ssl import SSLContext
 from typing import Any
 
@@ -36,6 +36,7 @@ from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close, CloseCode
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from .. import __version__, methods, protocol
 from ..errors import (
@@ -187,6 +188,7 @@ class EnhancedWebSocketHandler:
                 host,
                 port,
                 process_request=self._process_request,
+                select_subprotocol=_select_subprotocol,
                 compression=None,
                 max_size=self.max_message_size,
                 open_timeout=self.open_timeout,
@@ -332,7 +334,7 @@ class EnhancedWebSocketHandler:
             )
         try:
             session = self.sessions.create(
-                _text_sender(ws),
+                _frame_sender(ws),
                 heartbeat_interval=self.heartbeat_interval,
                 inactivity_threshold=self.inactivity_threshold,
                 replay=replay,
@@ -342,6 +344,7 @@ class EnhancedWebSocketHandler:
             disk.close()
             raise
         session.connection = ws
+        session.binary_output = _speaks_binary_output(ws)
         session.tasks = [
             asyncio.ensure_future(self._heartbeat_loop(session)),
             asyncio.ensure_future(self._activity_loop(session)),
@@ -577,7 +580,8 @@ class EnhancedWebSocketHandler:
 
     async def _replay(self, link: _Link, session: Session, last_seq: int) -> None:
         try:
-            count = await session.attach(_text_sender(link.ws), link.ws, last_seq)
+            session.binary_output = _speaks_binary_output(link.ws)
+            count = await session.attach(_frame_sender(link.ws), link.ws, last_seq)
         except OutputGap as exc:
             # The log moved on between the check and the replay: say so, never skip.
             await link.ws.send(protocol.dumps(protocol.error_response(None, exc)))
@@ -790,13 +794,31 @@ def _closed_on_purpose(close: Close | None) -> bool:
     return close is not None and close.code in _DELIBERATE_CLOSES
 
 
-def _text_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
-    """Send serialized JSON (UTF-8 bytes) as a text frame, without a decode round trip."""
+def _frame_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
+    """Send serialized JSON (UTF-8 bytes) as a text frame, without a decode round trip, and
+    a binary output frame as a binary frame (as JSON text to a client without the
+    subprotocol: a session's replay may hold frames made for the connection before)."""
+    binary = _speaks_binary_output(ws)
 
     async def send(data: bytes) -> None:
+        if protocol.is_output_frame(data):
+            if binary:
+                await ws.send(data, text=False)
+                return
+            data = protocol.output_frame_as_text(data)
         await ws.send(data, text=True)
 
     return send
+
+
+def _speaks_binary_output(ws: ServerConnection) -> bool:
+    return ws.subprotocol == protocol.BINARY_OUTPUT
+
+
+def _select_subprotocol(_ws: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    """Binary output frames for a client that offers them; no subprotocol for the others
+    (websockets' default would refuse a client that offers none)."""
+    return Subprotocol(protocol.BINARY_OUTPUT) if protocol.BINARY_OUTPUT in offered else None
 
 
 async def _abandon_launch(

@@ -28,7 +28,9 @@ __all__ = ["Session", "SessionManager"]
 logger = logging.getLogger("cc_executor_nb.server.session")
 
 Send = Callable[[bytes], Awaitable[None]]
-"""Sends one serialized message (UTF-8 JSON) as a text frame."""
+"""Sends one serialized message: UTF-8 JSON as a text frame, a binary output frame
+(``protocol.output_frame``) as a binary frame, or as JSON text to a client without the
+subprotocol."""
 
 
 class Session:
@@ -56,6 +58,9 @@ class Session:
         """Set once the session is being ended: it can no longer be resumed."""
         self.settings_changed = asyncio.Event()
         self.connection: Any = None
+        self.binary_output = False
+        """Whether output is serialized as binary frames (the connection that carries the
+        session, or carried it last, speaks the ``ccx.binary-output`` subprotocol)."""
         self.tasks: list[asyncio.Task[Any]] = []
         self.disk = disk
         """This session's share of the server's disk budget (replay, spool, capture)."""
@@ -104,7 +109,7 @@ class Session:
         async with self._lock:
             self.last_seq += 1
             seq = self.last_seq
-            text = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq}))
+            text = self._serialize(method, {**params, "seq": seq})
             if self.replay is None:
                 await self._send_text(text)
             else:
@@ -112,6 +117,15 @@ class Session:
                 self.replay.append(seq, text)
                 await self._send_kept(text)
         return seq
+
+    def _serialize(self, method: str, params: dict[str, Any]) -> bytes:
+        """A notification as its frame: output as a binary frame for a client that speaks
+        the ``ccx.binary-output`` subprotocol, everything else as JSON text."""
+        if self.binary_output and method == methods.PROCESS_OUTPUT:
+            frame = protocol.output_frame(method, params)
+            if frame is not None:
+                return frame
+        return protocol.dumps_bytes(protocol.notification(method, params))
 
     def post(self, method: str, params: dict[str, Any]) -> None:
         """Send a notification soon, from code that must not wait (or is inside a send)."""
