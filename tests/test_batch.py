@@ -248,6 +248,20 @@ def test_a_batch_whose_loop_stops_ends_its_queued_runs(settings: CCExec) -> None
     assert [run.error for run in batch.runs[1:]] == ["skipped: the background loop was stopped"] * 2
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_batch_whose_loop_stops_ends_cancelled_not_done(settings: CCExec, concurrency: int) -> None:
+    """The background loop stopped under a batch (one item running and one queued, or both running):
+    the batch reads cancelled, in status and summary() (it read "done", as if every item had run to
+    its end)."""
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)")] * 2, command=True, concurrency=concurrency,
+                               display=False, settings=settings)
+    eventually(lambda: sum(run.status == "running" for run in batch.runs) == concurrency, timeout=20,
+               what="the runs running")
+    stop_shared_loop()
+    assert batch.wait(scaled(30)) is batch
+    assert (batch.status, batch.summary().state) == ("cancelled", "cancelled")
+
+
 @pytest.mark.usefixtures("sigint_raises")
 def test_an_interrupted_batch_wait_shows_in_one_line_in_ipython(settings: CCExec) -> None:
     """Ctrl-C in batch.wait() cancels the batch, and IPython shows the interrupt as one line saying

@@ -55,7 +55,7 @@ from .config import CCExec
 from .display import RunDisplay
 from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
-from .run import CONTROL_TIMEOUT, Run, _current_cell, call_back
+from .run import CONTROL_TIMEOUT, LOOP_STOPPED, Run, _current_cell, call_back
 from .runstate import shown_in_one_line
 from .textview import TextView
 
@@ -569,13 +569,14 @@ class Batch:
         try:
             self.placement.start(item, self)
         except LoopStopped:
-            item.stage = "skipped"
-            item.run.abandon("skipped: the background loop was stopped", status="cancelled")
+            self._loop_stopped(item)
         except Exception as exc:
             logger.exception("! could not start item %d of a batch", item.index)
             item.run.abandon(f"could not start: {type(exc).__name__}: {exc}")
 
     def _ended(self, item: BatchItem) -> None:
+        if item.run.error == LOOP_STOPPED and not self._complete:
+            self._loop_stopped()
         item.row = self._row(item, time.time())
         self._say_row(item.row)
         self._check_budget()
@@ -617,6 +618,17 @@ class Batch:
                     item.run.cancel()
                 except Exception as exc:
                     logger.warning("! could not cancel item %d of a batch: %s", item.index, _describe(exc))
+
+    def _loop_stopped(self, failed: BatchItem | None = None) -> None:
+        """The loop stops under the batch (``failed`` could not start for it): the batch ends
+        ``cancelled`` (it read ``done``, as if every item had run to its end), and its queued
+        items are skipped."""
+        self.cancelled = True
+        waiting = [item for item in self.items if item is failed or item.stage == "queued"]
+        for item in waiting:  # all of them first: each abandon() may render the batch's line
+            item.stage = "skipped"
+        for item in waiting:
+            item.run.abandon("skipped: the background loop was stopped", status="cancelled")
 
     def _skip_queued(self) -> int:
         """Queued items will not run: their handles end cancelled, without a process; how many."""
