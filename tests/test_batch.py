@@ -301,6 +301,39 @@ def test_cancel_all_settles_every_item_when_its_placement_cannot_withdraw_one(se
     assert [(run.status, run.error) for run in batch.runs] == [("cancelled", "cancelled before the run started")] * 2
 
 
+class _Placed:
+    """A placement that hands its items over (they stay placing) and withdraws them when asked."""
+
+    def __init__(self) -> None:
+        self.withdrawn: list[int] = []
+
+    def start(self, entry: Any, batch: Batch) -> None:
+        """Hand the item over; it never starts."""
+
+    def cancel(self, entry: Any) -> None:
+        self.withdrawn.append(entry.index)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_an_item_cancelled_while_placing_reads_skipped(settings: CCExec) -> None:
+    """cancel() while an item is placing (handed to its cluster, not started): the item reads skipped, as
+    the README says of one that never started, and counts as skipped (it read "cancelled")."""
+    from cc_executor_nb.kernel.api import prepare
+
+    prepared = [prepare("echo hi", command=True, view=False, settings=settings) for _ in range(3)]
+    placement = _Placed()
+    batch = Batch([p.run for p in prepared], ["a", "b", "c"], prepared[0].loop, concurrency=2, placement=placement,
+                  settings=settings, mode="text").start()
+    eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=10,
+               what="two placing")
+    batch.cancel().wait(scaled(10))
+    assert placement.withdrawn == [0, 1]
+    assert [item.status for item in batch.items] == ["skipped"] * 3
+    assert batch.summary().skipped == 3 and batch.results() == [None] * 3
+
+
 def test_an_items_status_follows_its_run_to_the_end(settings: CCExec, tmp_path: Path) -> None:
     """items[i].status is queued, then its run's status while it runs and at its end."""
     # Each run waits for the gate file, so the first is still running when the statuses are

@@ -610,8 +610,9 @@ class Batch:
             if item.stage == "placing":
                 try:
                     self.placement.cancel(item)
-                except Exception as exc:  # the item ends cancelled here all the same
+                except Exception as exc:  # the item ends here all the same
                     logger.warning("! could not withdraw item %d from its placement: %s", item.index, _describe(exc))
+                item.stage = "skipped"  # its run never started here: a job that starts meanwhile is stopped
                 item.run.abandon("cancelled before the run started", status="cancelled")
             elif item.stage == "started":
                 try:
