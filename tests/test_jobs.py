@@ -406,6 +406,25 @@ async def test_attaching_to_a_job_removed_by_retention_says_so(jobs_server) -> N
             await other.attach("neverthere")
 
 
+async def test_expired_jobs_go_without_any_request(tmp_path) -> None:
+    """A job that ends with nobody following it is deleted once its retention passes, by the server's
+    own timer: no job ends and no jobs.list comes (an idle server kept expired jobs until one did)."""
+    handler = make_handler(jobs_dir=str(tmp_path / "jobs"), kill_grace=1.0, job_retention=1.0)
+    await handler.start("127.0.0.1", 0)
+    try:
+        client, job_id = await started_job(handler, fake("ticker", "2", "0.2"))
+        await client.close()  # nobody follows it when it ends, nor after
+        store = handler.jobs.store
+        assert store is not None
+        await eventually_async(lambda: store.get(job_id) is not None and store.get(job_id).finished,
+                               what="the job's end")
+        await eventually_async(lambda: store.get(job_id) is None, what="the expired job deleted")
+        assert sorted(p.name for p in store.directory.iterdir() if p.name != ".lock") == []
+        assert [gone.reason for gone in store.removed.values()] == ["retention"]
+    finally:
+        await handler.close()
+
+
 async def test_the_removed_job_ids_kept_are_bounded(tmp_path) -> None:
     """The store remembers the last TOMBSTONES removed ids only, and says "storage limit" when that removed one."""
     store = JobStore(tmp_path / "jobs", retention=3600, storage_limit=0)

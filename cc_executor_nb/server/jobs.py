@@ -20,7 +20,8 @@ dies)::
 
     .lock      ID.json  (the job's record)      ID.log  (its notifications)
 
-Finished jobs are kept ``retention`` seconds, and only while all logs together fit in
+Finished jobs are kept ``retention`` seconds (a timer deletes them as they expire, and each
+job's end and ``jobs.list`` check), and only while all logs together fit in
 ``storage_limit`` bytes: the oldest finished jobs are deleted first; a running job and
 a job someone follows are never deleted. A job still marked running when a server opens
 the directory was left by a server that died (its watchdog killed the processes): it
@@ -79,6 +80,8 @@ NO_JOBS = "this server keeps no durable jobs (start it with --jobs, or --jobs-di
 _READ_BUDGET = 1 << 20
 #: How many removed job ids a server remembers (in memory: a new server knows none).
 TOMBSTONES = 1000
+PRUNE_RECHECK = 86400.0
+"""The longest the retention timer sleeps (a day): it wakes when the next finished job expires, or then."""
 _RECORD_FORMAT = 1
 
 
@@ -549,6 +552,12 @@ class JobStore:
             logger.info("x [JOBS] deleted %d finished jobs (retention or storage limit)", len(deleted))
         return deleted
 
+    def next_expiry(self) -> float | None:
+        """When the first finished job nobody follows passes the retention (epoch seconds), if any."""
+        ends = [job.record.ended_at or job.record.started_at for job in self.jobs.values()
+                if job.finished and not job.running and not job.followers]
+        return min(ends) + self.retention if ends else None
+
     def _bury(self, tombstone: Tombstone) -> None:
         """Remember a deleted job, forgetting the oldest beyond TOMBSTONES."""
         self.removed[tombstone.job_id] = tombstone
@@ -589,6 +598,8 @@ class JobDesk:
         self._min_interval = min_interval
         self._stop_grace = stop_grace
         self._followers: dict[Window, asyncio.Task[None]] = {}
+        self._prune_timer: asyncio.TimerHandle | None = None
+        self._shutting_down = False
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -611,7 +622,7 @@ class JobDesk:
         store = self._store()
         if method == methods.JOBS_LIST:
             removed = protocol.validate_jobs_list(params)
-            store.prune(time.time())
+            self._prune()
             listing: dict[str, Any] = {"jobs": [job.info() for job in store.listing()]}
             if removed:
                 listing["removed"] = [asdict(gone) for gone in reversed(store.removed.values())]
@@ -634,17 +645,42 @@ class JobDesk:
             job.followers -= 1
             if job.finished and not job.followers:
                 job.log.close()
+                self._schedule_prune()  # it may expire now that nobody follows it
 
     def open(self) -> None:
-        """Take the jobs directory (raises JobsDirBusy)."""
+        """Take the jobs directory (raises JobsDirBusy); on a running loop, start the retention timer."""
         if self.store is not None:
             self.store.open()
+            self._shutting_down = False
+            self._schedule_prune()
+
+    def _prune(self) -> None:
+        """Apply the retention and the storage limit now; the timer then waits for the next expiry."""
+        if self.store is not None:
+            self.store.prune(time.time())
+            self._schedule_prune()
+
+    def _schedule_prune(self) -> None:
+        """Wake when the next finished job expires (at most :data:`PRUNE_RECHECK` s on), so expired
+        jobs go without any request: an idle server kept them until a job ended or ``jobs.list``."""
+        self._cancel_prune()
+        expiry = self.store.next_expiry() if self.store is not None else None
+        if expiry is None or self._shutting_down:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a store opened outside a loop (tests): pruned on requests only
+            return
+        delay = min(max(expiry - time.time(), 0.0) + 0.01, PRUNE_RECHECK)  # prune() wants it strictly past
+        self._prune_timer = loop.call_later(delay, self._prune)
 
     async def shutdown(self) -> None:
         """Cancel every running job, wait for their ends to be logged, release the directory."""
         store = self.store
         if store is None:
             return
+        self._shutting_down = True  # the jobs' ends set no new timer: the directory is released
+        self._cancel_prune()
         running = [job for job in store.jobs.values() if job.running]
         if running:
             logger.info("x [JOBS] stopping: cancelling %d running jobs", len(running))
@@ -656,6 +692,11 @@ class JobDesk:
             task.cancel()
         await asyncio.gather(*self._followers.values(), return_exceptions=True)
         store.close()
+
+    def _cancel_prune(self) -> None:
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
 
     # -- Methods -----------------------------------------------------------------------
 
@@ -724,8 +765,7 @@ class JobDesk:
         if not job.followers:
             job.log.close()
         logger.info("[JOBS] job %s %s", job.id, job.record.status)
-        if self.store is not None:
-            self.store.prune(time.time())
+        self._prune()
 
 
 def _check_fresh(link: Window) -> None:
