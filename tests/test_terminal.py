@@ -9,6 +9,7 @@ import argparse
 import io
 import os
 import re
+import shlex
 import signal
 import socket
 import stat
@@ -435,6 +436,32 @@ def test_cli_refuses_text_that_is_not_utf8_in_one_line(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
         assert "not valid UTF-8" in done.stderr and "0xff" in done.stderr, done.stderr
+
+
+QUESTION_SCRIPT = """
+import cc_executor_nb
+run = cc_executor_nb.run("bash: touch y.txt", demo=True)
+run.wait()
+print("STATUS", run.status)
+"""
+
+
+def test_a_script_whose_stdout_is_redirected_asks_its_question_on_the_terminal(tmp_path: Path) -> None:
+    """``python script.py > out.txt`` at a terminal: the permission question is asked on the terminal
+    (as getpass asks), and answered there; it went into out.txt, unseen, while the terminal waited."""
+    (tmp_path / "script.py").write_text(QUESTION_SCRIPT)
+    child = pexpect.spawn("sh", ["-c", f"{shlex.quote(sys.executable)} script.py > out.txt"], cwd=str(tmp_path),
+                          env=environment(tmp_path), encoding="utf-8", timeout=scaled(60))
+    try:
+        child.expect(r"tells Claude\) > ")
+        assert "Claude asks to use Bash: touch y.txt" in screen_text(child.before)
+        child.sendline("y")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    out = (tmp_path / "out.txt").read_text()
+    assert "STATUS completed" in out and "allowed by you" in out
+    assert "Claude asks to use" not in out and (tmp_path / "y.txt").exists()
 
 
 def test_ctrl_c_during_await_arun_stops_asking_on_the_terminal(tmp_path: Path) -> None:

@@ -549,21 +549,48 @@ def _terminal_answer(
     """
     import select
 
-    out, stdin = sys.stdout, sys.stdin
-    out.write(prompt)
-    out.flush()
-    try:
-        while question.is_open() and not _past(deadline) and not (stop is not None and stop.is_set()):
-            if select.select([stdin], [], [], _POLL)[0]:
-                line = stdin.readline()
-                if not line:
-                    raise EOFError
-                return line.rstrip("\r\n")
-    except (KeyboardInterrupt, EOFError):
-        _end_prompt_line(out, stdin)  # the run's next note, or prompt, would follow the ^C or ^D
-        raise
-    _end_prompt_line(out, stdin)
+    stdin = sys.stdin
+    with _question_stream() as out:
+        out.write(prompt)
+        out.flush()
+        try:
+            while question.is_open() and not _past(deadline) and not (stop is not None and stop.is_set()):
+                if select.select([stdin], [], [], _POLL)[0]:
+                    line = stdin.readline()
+                    if not line:
+                        raise EOFError
+                    return line.rstrip("\r\n")
+        except (KeyboardInterrupt, EOFError):
+            _end_prompt_line(out, stdin)  # the run's next note, or prompt, would follow the ^C or ^D
+            raise
+        _end_prompt_line(out, stdin)
     return None
+
+
+@contextlib.contextmanager
+def _question_stream() -> Iterator[Any]:
+    """Where a terminal question is written: stdout, unless stdout is redirected while stdin is a
+    terminal (``script.py > out.txt``); then, as ``getpass`` does, the controlling terminal
+    (``/dev/tty``), else stderr. The question went into the redirected file, unseen, while the
+    terminal waited for its answer."""
+    out = sys.stdout
+    if out is not None and (_isatty(out) or not _isatty(sys.stdin)):
+        yield out
+        return
+    try:
+        terminal = open("/dev/tty", "w", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+    except OSError:
+        yield sys.stderr
+        return
+    with terminal:
+        yield terminal
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return stream is not None and bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _end_prompt_line(out: Any, stdin: Any) -> None:
@@ -583,11 +610,7 @@ def _discard_typed(stdin: Any) -> None:
 
 
 def _is_tty() -> bool:
-    stdin = sys.stdin
-    try:
-        return stdin is not None and stdin.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return _isatty(sys.stdin)
 
 
 def _stdin_refused() -> tuple[type[BaseException], ...]:
