@@ -486,6 +486,27 @@ def test_ctrl_c_during_await_arun_stops_asking_on_the_terminal(tmp_path: Path) -
         child.close(force=True)
 
 
+def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path) -> None:
+    """Ctrl-C at ``r = await arun(...)`` in terminal IPython leaves ``r`` unassigned, so nobody holds
+    the run: it is cancelled, as a Ctrl-C in ``run.wait()`` cancels its run (it went on, its question
+    open, its claude process alive, and no handle reached it)."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('r = await cc_executor_nb.arun("bash: touch y.txt", demo=True)')
+        child.expect(r"\[started\] pid (\d+)")
+        pid = int(child.match.group(1))
+        child.expect(r"tells Claude\) > ")
+        child.sendintr()
+        child.expect(r"\[cancelled\] killed by SIGTERM", timeout=scaled(20))
+        eventually(lambda: not _alive(pid), timeout=10, what="the run's process gone")  # IPython still up
+    finally:
+        child.close(force=True)
+    assert not (tmp_path / "y.txt").exists()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 import shlex
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -291,11 +292,41 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     # No blocking wait for a durable job's acceptance: this awaits the whole run anyway.
     handle = _launch(prepare(prompt_or_command, **options), accept=False)
     handle.one_shot = True
+    awaited = threading.Event()
+    prompter = handle.prompter
+    if prompter is None or not prompter.in_kernel:
+        _cancel_if_abandoned(handle, asyncio.get_running_loop(), awaited)
     try:
         return await handle
     except asyncio.CancelledError:
         handle.cancel()  # nobody else holds this run: a cancelled (or timed out) arun() stops it
         raise
+    finally:
+        awaited.set()
+
+
+ABANDON_POLL = 0.1
+"""Seconds between the looks of :func:`_cancel_if_abandoned` at the awaiting loop."""
+
+
+def _cancel_if_abandoned(handle: Run, loop: asyncio.AbstractEventLoop, awaited: threading.Event) -> None:
+    """Cancel ``handle`` if ``loop`` stops while ``arun()`` awaits it (until ``awaited`` is set).
+
+    A Ctrl-C at terminal IPython's ``await`` stops its loop by a KeyboardInterrupt without
+    cancelling the awaiting task: no ``except`` or ``finally`` of arun() runs, the result is
+    never assigned, and the run went on (its question open) with no handle to reach it. A
+    thread watches the loop instead, and cancels the run as a Ctrl-C in ``run.wait()`` does.
+    """
+
+    def watch() -> None:
+        while not awaited.wait(ABANDON_POLL):
+            if handle.done:
+                return
+            if not loop.is_running():
+                handle.cancel(timeout=None)
+                return
+
+    threading.Thread(target=watch, name="cc_executor_nb-arun-watch", daemon=True).start()
 
 
 DURABLE_ACCEPT_TIMEOUT = 60.0
