@@ -401,6 +401,7 @@ def test_resources_no_worker_offers_are_named_while_the_items_wait(
     finally:
         batch.cancel().wait(scaled(30))
     assert [run.status for run in batch.runs] == ["cancelled"] * 2
+    assert [item.status for item in batch.items] == ["skipped"] * 2  # they never started
 
 
 def test_the_magics_resources_reach_the_dask_tasks(
