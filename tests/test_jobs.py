@@ -425,6 +425,39 @@ async def test_expired_jobs_go_without_any_request(tmp_path) -> None:
         await handler.close()
 
 
+async def test_a_job_whose_files_cannot_be_deleted_stops_no_expiry(tmp_path, monkeypatch) -> None:
+    """Pruning meets an expired job whose log cannot be removed: the server says so and goes on, so
+    jobs.list is answered and the next expired job still goes, by the timer (the error failed the
+    request, and left the other job until the next one)."""
+    directory = tmp_path / "jobs"
+    directory.mkdir()
+    now = time.time()
+    for name, ended in (("stuck000", now - 20), ("other000", now - 10)):
+        record = JobRecord(name, name, ["true"], None, ended - 1, 20.0, 30.0, status="completed", ended_at=ended)
+        (directory / f"{name}.json").write_text(json.dumps(record.__dict__))
+        (directory / f"{name}.log").write_text("x\n")
+    handler = make_handler(jobs_dir=str(directory), kill_grace=1.0, job_retention=3600.0)
+    await handler.start("127.0.0.1", 0)
+    try:
+        store = handler.jobs.store
+        assert store is not None and set(store.jobs) == {"stuck000", "other000"}
+        delete = JobLog.delete
+
+        def refuse(log: JobLog) -> None:
+            if log.path.name == "stuck000.log":
+                raise PermissionError(errno.EACCES, "Permission denied", str(log.path))
+            delete(log)
+
+        monkeypatch.setattr(JobLog, "delete", refuse)
+        store.retention = 1.0  # both expired now
+        async with await connect(handler.url, TOKEN) as client:
+            assert isinstance(await client.jobs(), list)
+        await eventually_async(lambda: not store.jobs, what="both expired jobs gone from the store")
+        assert not (directory / "other000.log").exists()
+    finally:
+        await handler.close()
+
+
 async def test_the_removed_job_ids_kept_are_bounded(tmp_path) -> None:
     """The store remembers the last TOMBSTONES removed ids only, and says "storage limit" when that removed one."""
     store = JobStore(tmp_path / "jobs", retention=3600, storage_limit=0)

@@ -656,9 +656,13 @@ class JobDesk:
 
     def _prune(self) -> None:
         """Apply the retention and the storage limit now; the timer then waits for the next expiry."""
-        if self.store is not None:
+        if self.store is None:
+            return
+        try:
             self.store.prune(time.time())
-            self._schedule_prune()
+        except OSError as exc:  # a file that cannot be removed: the job is forgotten, the timer goes on
+            logger.warning("! [JOBS] could not delete an expired job's files: %s", exc)
+        self._schedule_prune()
 
     def _schedule_prune(self) -> None:
         """Wake when the next finished job expires (at most :data:`PRUNE_RECHECK` s on), so expired
