@@ -334,6 +334,23 @@ def test_an_item_cancelled_while_placing_reads_skipped(settings: CCExec) -> None
     assert batch.summary().skipped == 3 and batch.results() == [None] * 3
 
 
+def test_a_batch_whose_loop_stops_while_its_items_are_placing_ends(settings: CCExec) -> None:
+    """The background loop stopped while items were placing (handed to a cluster, not started): they are
+    withdrawn and skipped, and the batch ends cancelled (wait() hung for good: nothing on the loop was
+    left to settle them)."""
+    from cc_executor_nb.kernel.api import prepare
+
+    prepared = [prepare("echo hi", command=True, view=False, settings=settings) for _ in range(3)]
+    placement = _Placed()
+    batch = Batch([p.run for p in prepared], ["a", "b", "c"], prepared[0].loop, concurrency=2, placement=placement,
+                  settings=settings, mode="text").start()
+    eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=10,
+               what="two placing")
+    stop_shared_loop()
+    assert batch.wait(scaled(10)) is batch and batch.status == "cancelled"
+    assert [item.status for item in batch.items] == ["skipped"] * 3 and placement.withdrawn == [0, 1]
+
+
 def test_an_items_status_follows_its_run_to_the_end(settings: CCExec, tmp_path: Path) -> None:
     """items[i].status is queued, then its run's status while it runs and at its end."""
     # Each run waits for the gate file, so the first is still running when the statuses are

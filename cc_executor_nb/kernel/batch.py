@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import re
@@ -301,6 +302,8 @@ class Batch:
         self._expanded: dict[int, WidgetPresenter] = {}
         self._syncing = False
         self._complete = False
+        self._over: asyncio.Future[None] | None = None
+        """Set once the batch is over (its loop's task then ends without stopping it)."""
         self._shown_in: object = None
         for item, presenter in zip(self.items, self._presenters, strict=True):
             item.run.presenter = presenter
@@ -509,7 +512,23 @@ class Batch:
             self._say(f"[batch] {self.placing_note}")
         self.coalescer.attach(self.loop.loop)
         self._on_loop(self._pump)
+        with contextlib.suppress(LoopStopped):  # the queue could not start either: _on_loop said so
+            self.loop.submit(self._until_the_loop_stops())
         return self
+
+    async def _until_the_loop_stops(self) -> None:
+        """A task of the loop's while the batch is not over: the loop's stop cancels it, and the batch
+        ends then (items placing on a cluster waited for good: nothing on the loop could settle them)."""
+        over = asyncio.get_running_loop().create_future()
+        self._over = over
+        if self._complete:
+            return
+        try:
+            await over
+        except asyncio.CancelledError:
+            if not self._complete:
+                self._loop_stopped()
+            raise
 
     # -- The queue (loop thread) ----------------------------------------------------------
 
@@ -608,10 +627,7 @@ class Batch:
             if item.finished or _ends_by_itself(item.run):
                 continue
             if item.stage == "placing":
-                try:
-                    self.placement.cancel(item)
-                except Exception as exc:  # the item ends here all the same
-                    logger.warning("! could not withdraw item %d from its placement: %s", item.index, _describe(exc))
+                self._withdraw(item)
                 item.stage = "skipped"  # its run never started here: a job that starts meanwhile is stopped
                 item.run.abandon("cancelled before the run started", status="cancelled")
             elif item.stage == "started":
@@ -620,13 +636,23 @@ class Batch:
                 except Exception as exc:
                     logger.warning("! could not cancel item %d of a batch: %s", item.index, _describe(exc))
 
+    def _withdraw(self, item: BatchItem) -> None:
+        """Take a placing item back from its placement; one that cannot be reached is said and left."""
+        try:
+            self.placement.cancel(item)
+        except Exception as exc:  # the item ends here all the same
+            logger.warning("! could not withdraw item %d from its placement: %s", item.index, _describe(exc))
+
     def _loop_stopped(self, failed: BatchItem | None = None) -> None:
         """The loop stops under the batch (``failed`` could not start for it): the batch ends
         ``cancelled`` (it read ``done``, as if every item had run to its end), and its queued
-        items are skipped."""
+        items, and those placing on a cluster (withdrawn), are skipped."""
         self.cancelled = True
-        waiting = [item for item in self.items if item is failed or item.stage == "queued"]
+        waiting = [item for item in self.items
+                   if item is failed or (item.stage in ("queued", "placing") and not item.finished)]
         for item in waiting:  # all of them first: each abandon() may render the batch's line
+            if item.stage == "placing":
+                self._withdraw(item)
             item.stage = "skipped"
         for item in waiting:
             item.run.abandon("skipped: the background loop was stopped", status="cancelled")
@@ -678,6 +704,8 @@ class Batch:
         if self._complete or not all(item.finished for item in self.items):
             return
         self._complete = True
+        if self._over is not None and not self._over.done():
+            self._over.set_result(None)
         self.coalescer.detach()
         self.coalescer.flush()
         self.placement.close()
