@@ -596,6 +596,23 @@ def test_a_cancelled_command_and_a_cancelled_claude_run_read_the_same(tmp_path: 
         assert "exit code" not in record.text().splitlines()[1]
 
 
+def test_a_cancel_after_an_interrupted_turn_reads_as_your_cancel(tmp_path: Path) -> None:
+    """A turn interrupted cleanly, then the conversation cancelled: its end read "killed by
+    SIGTERM · took 713 ms · cancelled by the client", the server's words for any client; a
+    cancel asked from this kernel now reads "cancelled by you" in run.error and every record."""
+    run = start("write a 5000 word story at 200 words per second", tmp_path)
+    eventually(lambda: len(run.text.split()) >= 20, timeout=30, what="the story to stream")
+    turn_over(run.interrupt())
+    run.cancel()
+    run.wait(scaled(20))
+    assert (run.status, run.error) == ("cancelled", "cancelled by you")
+    record = Transcript(run)
+    assert record.text().splitlines()[1].endswith(" · cancelled by you"), record.text()
+    assert record.markdown().splitlines()[2].endswith(" · cancelled by you")
+    assert ">cancelled by you</span></div>" in record.html()
+    assert not any("by the client" in form for form in (record.text(), record.markdown(), record.html()))
+
+
 def test_after_cancel_wait_waits_for_the_process_and_send_is_refused(tmp_path: Path) -> None:
     """cancel() then wait(): wait returns once the process is gone (it returned at the turn's
     end, the process still alive); a send() after cancel() is a RuntimeError, never lost."""

@@ -73,6 +73,8 @@ logger = logging.getLogger("cc_executor_nb.kernel.run")
 CONTROL_TIMEOUT = 10.0
 LOOP_STOPPED = "cancelled: the background loop was stopped"
 """Why a run ends when the loop stops under it (a kernel's shutdown, ``%unload_ext``)."""
+CANCELLED_BY_YOU = "cancelled by you"
+"""Why a run ends that this handle's :meth:`Run.cancel` (a button, a kernel interrupt) cancelled."""
 # Notifications that carry the server's progress figures: the interpreter's take over.
 _MEASURED = frozenset({methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PROCESS_COMPLETED})
 
@@ -992,7 +994,9 @@ class Run:
         if isinstance(event, Completed) and self.interpreter is not None:
             event = ended_after_interrupt(judged(event, self.interpreter), self.state)
             event = ended_after_failed_turn(event, self.state, self._turn_failure)
-        if self._loop_stopping:
+        if self._cancel_requested.is_set():
+            event = cancelled_as_you_asked(event)
+        elif self._loop_stopping:
             event = cancelled_as_the_loop_stopped(event)
         now = time.monotonic()
         self.state.apply(event.method, event.params, now)
@@ -1109,6 +1113,16 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
         return event
     error = f"{reason} (exit code {event.exit_code})"
     return make_event(event.method, {**event.params, "status": "failed", "error": error, "incomplete": True})
+
+
+def cancelled_as_you_asked(event: Event) -> Event:
+    """A run cancelled from this handle: the server's "cancelled by the client" (its words for
+    any client, another kernel's too) beside "killed by SIGTERM" read as a kill, not the cancel
+    you asked for; it reads :data:`CANCELLED_BY_YOU`."""
+    cancelled = isinstance(event, Completed) and event.status == "cancelled"
+    if cancelled and event.params.get("error") == CANCELLED_BY_CLIENT:
+        return make_event(event.method, {**event.params, "error": CANCELLED_BY_YOU})
+    return event
 
 
 def cancelled_as_the_loop_stopped(event: Event) -> Event:
