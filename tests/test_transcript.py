@@ -484,6 +484,27 @@ def test_a_cancelled_runs_footer_leaves_out_the_clis_turn_count() -> None:
     assert all("· 1 agent turn ·" in form for form in (completed.html(), completed.markdown(), completed.text()))
 
 
+def test_an_interrupted_runs_footer_says_its_time_is_the_turns() -> None:
+    """A cancelled run's header read "took 845 ms" and its footer "interrupted · $0.0090 ·
+    253 ms" (the CLI's time to the interrupt): two times for one run. Every footer now says
+    whose time it is, "interrupted after 253 ms", and gives it once."""
+    interpreter = ClaudeInterpreter(prompt="story")
+    interpreter.begin_turn("story")
+    interpreter.feed("stdout", "".join(each + "\n" for each in streamed_text("m1", "Once upon")))
+    interpreter.note_interrupt()
+    interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, total_cost_usd=0.009,
+                                      duration_ms=253) + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: story", state=finished_state("cancelled", 143, duration=0.845),
+                          interpreter=interpreter, options={"prompt": "story"})
+    record = Transcript(run)
+    footers = [re.search(r'class="cc-footer"[^>]*>([^<]*)<', record.html()).group(1),  # type: ignore[union-attr]
+               record.markdown().rstrip().splitlines()[-1], record.text().rstrip().splitlines()[-1]]
+    for footer in footers:
+        assert "interrupted after 253 ms · " in footer and footer.count("253 ms") == 1, footer
+    assert "took 845 ms" in record.text()
+
+
 def test_a_live_runs_record_says_it_is_not_the_final_one() -> None:
     """A record made while the run is live (what a notebook saved mid-run keeps) read
     "starting · no output", as if the command had printed nothing: every form now says the run

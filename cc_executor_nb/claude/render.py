@@ -532,7 +532,9 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
         # a turn stopped in its first answer reads "2 agent turns".
         if facts["turns"] is not None and status != "interrupted":
             items.append(f"{facts['turns']} agent turn{_plural(facts['turns'])}")  # the CLI's num_turns
-        if facts["duration_ms"] is not None:
+        if facts["duration_ms"] is not None and status == "interrupted":
+            items[0] = f"interrupted after {format_duration(facts['duration_ms'])}"  # as footer_items says
+        elif facts["duration_ms"] is not None:
             items.append(format_duration(facts["duration_ms"]))
     if facts["model"]:
         items.append(facts["model"])

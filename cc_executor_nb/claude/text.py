@@ -242,6 +242,10 @@ def footer_items(view: ClaudeSnapshot, *, ended: bool = False) -> list[str]:
         # a turn stopped in its first answer reads "2 agent turns".
         if view.num_turns is not None and not view.interrupted:
             items.append(f"{view.num_turns} agent turn{_plural(view.num_turns)}")  # the CLI's num_turns
+        if view.interrupted and took and result is not None:
+            # The CLI's time to the interrupt, not the run's: "253 ms" beside the header's
+            # "took 845 ms" (a cancel ends the process after its turn) read as two times for one run.
+            items[0] = f"interrupted after {took.pop()}"
         items += took
     if view.model:
         items.append(printable(view.model))
