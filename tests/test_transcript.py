@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -520,6 +521,23 @@ def test_a_live_runs_record_says_it_is_not_the_final_one() -> None:
     ended = Transcript(command_run())
     assert not any(IN_PROGRESS_NOTE in html.unescape(form) or "output yet" in form
                    for form in (ended.text(), ended.markdown(), ended.html()))
+
+
+def test_a_live_runs_html_record_has_no_live_only_indicators() -> None:
+    """A record saved mid-run showed "○ waiting for heartbeat", "elapsed 3 s", "no output for
+    2 s" and the CPU and memory figures: a live widget's indicators, frozen in a saved page
+    beside the note that the run was still running. It now says how long the run had been
+    running, as the Markdown does, and nothing live."""
+    state, now = RunState(), time.monotonic() - 3
+    state.apply(methods.CONNECTED, {"session_id": "s", "heartbeat_interval": 20, "inactivity_threshold": 1}, now=now)
+    state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["x"], "seq": 1}, now=now)
+    resources = {"cpu_percent": 97.0, "rss_bytes": 2_000_000, "num_processes": 1}
+    state.apply(methods.PROCESS_METRICS, {"resources": resources, "seq": 2}, now=now + 1)
+    live = Transcript(SimpleNamespace(label="sleep 30", state=state, interpreter=None, options={"command": "sleep 30"}))
+    page = live.html()
+    assert IN_PROGRESS_NOTE in html.unescape(page) and "running for " in page
+    for indicator in ("ccx-heartbeat", "heartbeat", "elapsed", "ccx-resources", "CPU", "ccx-inactivity", "ccx-stale"):
+        assert indicator not in page, indicator
 
 
 def test_a_long_prompt_is_quoted_in_full_when_the_label_cuts_it() -> None:

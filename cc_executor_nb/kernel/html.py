@@ -115,33 +115,44 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     Title; status badge, heartbeat indicator (while live), elapsed time and the
     inactivity timer; the progress bar with ETA (only with an estimate); CPU and
     memory (while live); after the run, exit code and error. ``record``: for a saved
-    record, where a conversation between turns shows no live parts (no heartbeat,
-    measures or running clock) but how long its latest turn took.
+    record, which shows no live-only parts (no heartbeat, measures, silence timer or
+    ticking clock): a conversation between turns says how long its latest turn took, a
+    live run how long it had been running (as the Markdown record says).
     """
     idle_turn = record and state.between_turns
     live = not state.finished and not idle_turn
+    live_view = live and not record
     parts = [
         _title_html(label, state),
         "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
         badge_html(state),
     ]
-    if live:
+    if live_view:
         beat, health = heartbeat_html(state, now)
         parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
-    clock = turn_took_text(state) if idle_turn else _clock_text(state, now)
-    parts.append(f'<span class="ccx-clock">{html.escape(clock)}</span>')
+    parts.append(f'<span class="ccx-clock">{html.escape(_header_clock(state, now, record=record))}</span>')
     if state.job_id:
         parts.append(f'<span class="ccx-job">job {html.escape(printable(state.job_id))}</span>')
-    silence = _silence_text(state, now)
+    silence = _silence_text(state, now) if live_view else ""
     if silence:
         parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
     parts.append("</div>")
-    if live:
+    if live_view:
         parts.append(_measures_html(state))
-    parts.append(_summary_html(state))
-    if live and not record:
         parts.append(stale_html(now))
+    parts.append(_summary_html(state))
     return "".join(parts)
+
+
+def _header_clock(state: RunState, now: float, *, record: bool) -> str:
+    """The widget's clock, or a record's: the latest turn's time between turns, and "running
+    for 3.1 s" for a live run (a saved "elapsed 3 s" read as a counter that stopped)."""
+    if record and state.between_turns:
+        return turn_took_text(state)
+    seconds = elapsed(state, now)
+    if record and not state.finished and seconds is not None:
+        return f"running for {format_duration(seconds)}"
+    return _clock_text(state, now)
 
 
 def stale_html(now: float) -> str:
