@@ -819,3 +819,18 @@ def test_a_live_widget_says_it_is_not_live_once_its_kernel_died(lab: Lab, page: 
     assert waited >= 13, waited  # not before the widget had had no update for 15 s (1 s ticks)
     assert (view(cell) or {}).get("status") == "running"  # the frozen view it warns about
     shut_down_kernels(lab)
+
+
+def test_a_saved_html_page_shows_a_long_answer_and_prompt_in_full(page: Any, tmp_path: Path) -> None:
+    """run.save("x.html") of a 1,500-word answer to a 260-line prompt: in Chromium each sat in
+    a scroll box (40em, 12em), as in the notebook; the page now shows both whole, its own
+    scroll bar the only one."""
+    from .test_transcript import claude_run_answering
+
+    saved = claude_run_answering(" ".join(f"word{n}" for n in range(1500)),
+                                 "\n".join(f"line {n} of a pasted file" for n in range(260))).save(tmp_path / "x.html")
+    page.goto(saved.as_uri())
+    boxes = page.eval_on_selector_all(
+        ".cc-answer, .ccx-prompt", "els => els.map(e => [e.className, e.scrollHeight, e.clientHeight])")
+    assert len(boxes) == 2 and all(scroll <= client for _, scroll, client in boxes), boxes
+    assert min(client for _, _, client in boxes) > 1000, boxes  # taller than either box was

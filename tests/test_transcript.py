@@ -584,6 +584,36 @@ def test_a_long_answer_scrolls_in_its_own_box_in_the_html_record_and_is_kept_who
                for form in (Transcript(one).markdown(), Transcript(one).text()))
 
 
+def claude_run_answering(answer: str, prompt: str) -> Any:
+    """A finished one-prompt Claude run whose answer is ``answer``, its title cutting ``prompt``."""
+    interpreter = ClaudeInterpreter(prompt=prompt)
+    interpreter.feed("stdout", "".join(each + "\n" for each in [*streamed_text("m1", answer), result(result=answer)]))
+    interpreter.finish()
+    return Transcript(SimpleNamespace(label="claude: " + prompt.partition("\n")[0] + "…", state=finished_state(),
+                                      interpreter=interpreter, options={"prompt": prompt}))
+
+
+def test_a_saved_html_page_shows_long_answers_prompts_and_output_in_full(tmp_path: Path) -> None:
+    """run.save("x.html") boxed a 1,500-word answer at 40em (and a long prompt at 12em, a
+    command's output at 24em): the notebook's scroll boxes, in a page of its own where the
+    page itself scrolls. The page's style now lifts every such box (its !important beats
+    their inline style), so each shows in full; the notebook's record keeps its boxes
+    (test_browser measures it in Chromium)."""
+    one = claude_run_answering(" ".join(f"word{n}" for n in range(1500)),
+                               "\n".join(f"line {n} of a pasted file" for n in range(260)))
+    command = command_run(("stdout", "".join(f"line {n}\n" for n in range(500))))
+    for record in (one, Transcript(conversation_run()), Transcript(command)):
+        page = record.save(tmp_path / "x.html").read_text(encoding="utf-8")
+        (style,) = re.findall(r"<style>(.*?)</style>", page.split("<body>")[0], re.DOTALL)
+        lifted = re.search(r"([^{}]*)\{max-height:none!important;overflow:visible!important\}", style)
+        assert lifted is not None, style
+        boxed = set(re.findall(r'class="((?:cc-answer|ccx-prompt|ccx-output)\b)[^"]*" style="[^"]*max-height', page))
+        assert boxed and boxed <= {name.strip(" .") for name in lifted.group(1).split(",")}, (boxed, lifted.group(1))
+    assert "max-height:none" not in one.html()  # the notebook's record keeps its boxes
+    page = one.document()
+    assert page.count("word") == 1500 and page.count("of a pasted file") == 262  # and in <title> and header
+
+
 def test_the_text_record_quotes_every_line_of_a_long_prompt() -> None:
     """The plain-text record marked only a prompt's first line with '> ', so a pasted prompt
     with a blank line ran into the answer; every line is quoted, as a follow-up's are."""

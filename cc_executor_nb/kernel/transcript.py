@@ -355,7 +355,8 @@ class Transcript:
     def document(self) -> str:
         """A standalone HTML page of the record (what ``run.save("x.html")`` writes).
 
-        Its Content-Security-Policy allows no script, no image and no remote load.
+        Its Content-Security-Policy allows no script, no image and no remote load. Long
+        answers, prompts and output are shown in full: the page scrolls, not boxes in it.
         """
         title = html.escape(printable(self.run.label))
         return (
@@ -480,6 +481,10 @@ _PAGE_STYLE = (
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60em;"
     "margin:2em auto;padding:0 1em;line-height:1.45}"
     "pre,code{font-family:ui-monospace,monospace}pre{background:#f6f8fa;padding:.5em}"
+    # A page of its own scrolls as a whole: the notebook's scroll boxes (an answer at 40em, a
+    # prompt at 12em, output at 24em) would box a long answer in it. !important beats their
+    # inline styles, so the page keeps the record's HTML as the notebook has it.
+    ".cc-answer,.ccx-prompt,.ccx-output{max-height:none!important;overflow:visible!important}"
 )
 
 
