@@ -234,6 +234,24 @@ def test_cancel_all_kills_running_runs_and_skips_the_queue(settings: CCExec) -> 
     assert batch.status == "cancelled" and batch.done and batch.results()[2:] == [None] * 4  # it says how it ended
 
 
+def test_a_queued_runs_record_says_it_has_not_started(settings: CCExec) -> None:
+    """A run waiting in the queue read "starting" and "Still running when this record was
+    made": every form of its record now says it is queued and has not started."""
+    from cc_executor_nb.kernel.transcript import QUEUED_NOTE, Transcript
+
+    batch = cc_executor_nb.map([py("import time; time.sleep(60)")] * 2, command=True, concurrency=1,
+                               display=False, settings=settings)
+    eventually(lambda: batch.runs[0].status == "running", timeout=20, what="the first run")
+    record = Transcript(batch.runs[1])
+    text, markdown, page = record.text(), record.markdown(), record.html()
+    assert text.splitlines()[1] == "queued" and f"[queued] {QUEUED_NOTE}" in text
+    assert markdown.splitlines()[2] == "**queued**" and QUEUED_NOTE in markdown
+    assert ">queued</span>" in page and QUEUED_NOTE in page.replace("&#x27;", "'")
+    assert not any("Still running" in form or "starting" in form for form in (text, markdown, page))
+    assert "Still running" in Transcript(batch.runs[0]).text()
+    batch.cancel().wait(scaled(30))
+
+
 def test_a_batch_whose_loop_stops_ends_its_queued_runs(settings: CCExec) -> None:
     """The background loop stopped under a batch: its queued items end cancelled, "skipped" with a
     reason, and wait() returns (they stayed "starting" for good, batch.done False, while the

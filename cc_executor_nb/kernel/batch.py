@@ -307,6 +307,7 @@ class Batch:
         self._shown_in: object = None
         for item, presenter in zip(self.items, self._presenters, strict=True):
             item.run.presenter = presenter
+            item.run.enqueue()  # its record says queued until it starts
             self._watch(item)
         self.coalescer = Coalescer(self._refresh, self.settings.max_updates_per_second)
 

@@ -46,6 +46,7 @@ __all__ = [
 
 STATUS_COLORS: dict[str, str] = {
     "starting": "#6c757d",
+    "queued": "#6c757d",
     "running": "#0d6efd",
     "thinking": "#6f42c1",
     "paused": "#b45309",
@@ -82,10 +83,11 @@ STALE_TEXT = (
 )
 
 
-def badge_html(state: RunState) -> str:
+def badge_html(state: RunState, status: str | None = None) -> str:
     """The status badge: escaped status text on a colour per status ("needs you" while a
-    permission question waits for a person)."""
-    label = "needs you" if state.needs_you else state.status
+    permission question waits for a person); ``status`` in place of the state's (a record's
+    ``queued``)."""
+    label = "needs you" if state.needs_you else status or state.status
     color = STATUS_COLORS.get(label, "#6c757d")
     text = html.escape(label)
     css = html.escape(label.replace(" ", "-"))
@@ -109,7 +111,9 @@ def heartbeat_html(state: RunState, now: float) -> tuple[str, Health]:
     ), health
 
 
-def header_html(state: RunState, now: float, label: str | None = None, *, record: bool = False) -> str:
+def header_html(
+    state: RunState, now: float, label: str | None = None, *, record: bool = False, status: str | None = None
+) -> str:
     """Everything but the output in one HTML value, so a render is one message.
 
     Title; status badge, heartbeat indicator (while live), elapsed time and the
@@ -117,7 +121,8 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     memory (while live); after the run, exit code and error. ``record``: for a saved
     record, which shows no live-only parts (no heartbeat, measures, silence timer or
     ticking clock): a conversation between turns says how long its latest turn took, a
-    live run how long it had been running (as the Markdown record says).
+    live run how long it had been running (as the Markdown record says). ``status``: the
+    badge's, in place of the state's.
     """
     idle_turn = record and state.between_turns
     live = not state.finished and not idle_turn
@@ -125,7 +130,7 @@ def header_html(state: RunState, now: float, label: str | None = None, *, record
     parts = [
         _title_html(label, state),
         "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
-        badge_html(state),
+        badge_html(state, status),
     ]
     if live_view:
         beat, health = heartbeat_html(state, now)

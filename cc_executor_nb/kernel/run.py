@@ -256,6 +256,7 @@ class Run:
         self.view: RunView | None = None
         self.presenter: Presenter | None = None
         self._kernel_loop: KernelLoop | None = None
+        self._queued = False  # waits in a queue until start() (enqueue())
         self._client: Client | None = None
         self._cancel_requested = threading.Event()  # set by any thread, read on the loop
         self._ended: asyncio.Event | None = None
@@ -345,6 +346,11 @@ class Run:
     def done(self) -> bool:
         """Whether the run is over and its handle will not change any more."""
         return self._done.done()
+
+    @property
+    def queued(self) -> bool:
+        """Whether the run waits in a queue to be started (:meth:`enqueue`; a batch's queue)."""
+        return self._queued and self._kernel_loop is None and not self.done
 
     @property
     def cancel_requested(self) -> bool:
@@ -505,6 +511,12 @@ class Run:
             raise
 
     # -- Starting (caller's thread) -----------------------------------------------------
+
+    def enqueue(self) -> Run:
+        """Mark the run as waiting in a queue until :meth:`start` (a batch's queue does): its
+        record then says it is queued, not running. Returns self."""
+        self._queued = True
+        return self
 
     def start(self, kernel_loop: KernelLoop) -> Run:
         """Drive the run on ``kernel_loop``; returns at once."""

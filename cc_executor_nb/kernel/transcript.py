@@ -68,6 +68,7 @@ __all__ = [
     "IN_PROGRESS_NOTE",
     "MAX_OUTPUT_CHARS",
     "MAX_RECORD_ANSWER_CHARS",
+    "QUEUED_NOTE",
     "Recordable",
     "Transcript",
     "code_span",
@@ -85,6 +86,10 @@ IN_PROGRESS_NOTE = "Still running when this record was made: this is not the run
 """What a record of a live run says: a notebook saved before the run ended keeps the record
 its display had at the start (see :mod:`cc_executor_nb.kernel.display`), and an export of it
 read "starting · no output" as if that were how the run went."""
+
+QUEUED_NOTE = "Queued when this record was made: the run had not started."
+"""What the record of a run that waits its turn (a batch's queue) says: it read "starting" and
+"Still running when this record was made", as if it ran."""
 
 _SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 
@@ -133,7 +138,7 @@ class Transcript:
     def _status_items(self) -> list[str]:
         """``completed``, ``exit code 0``, ``took 3.1 s`` and the error, if any."""
         state = self.state
-        items: list[str] = [state.status]
+        items: list[str] = [self.status]
         if state.exit_code is not None:
             items.append(exit_words(state.exit_code, state.status))
         seconds = elapsed(state, time.monotonic())
@@ -149,9 +154,24 @@ class Transcript:
         return items
 
     @property
+    def queued(self) -> bool:
+        """Whether the run waits to be started (a batch's queued run), so nothing of it ran."""
+        return bool(getattr(self.run, "queued", False)) and not self.state.finished
+
+    @property
+    def status(self) -> str:
+        """The run's status, or ``queued`` for one that waits to be started (its state says ``starting``)."""
+        return "queued" if self.queued else self.state.status
+
+    @property
     def in_progress(self) -> bool:
-        """Whether the run is live (a conversation between turns is not: its turns so far are done)."""
-        return not self.state.finished and not self.state.between_turns
+        """Whether the run is live (a conversation between turns is not: its turns so far are
+        done; nor is a queued run: it has not started)."""
+        return not self.state.finished and not self.state.between_turns and not self.queued
+
+    def _notes(self) -> list[str]:
+        """What the record says of a run that is not over: in progress, or queued."""
+        return [IN_PROGRESS_NOTE] if self.in_progress else [QUEUED_NOTE] if self.queued else []
 
     def _clock_item(self, seconds: float) -> str:
         """``took 78 ms`` as Claude's footer counts, or ``running for 3.1 s`` while it runs."""
@@ -188,7 +208,7 @@ class Transcript:
     def markdown(self) -> str:
         """The record as Markdown (``run.transcript()``)."""
         parts = [f"### {markdown_escape(self.run.label)}", self._status_markdown()]
-        parts += [f"*{markdown_escape(IN_PROGRESS_NOTE)}*"] if self.in_progress else []
+        parts += [f"*{markdown_escape(note)}*" for note in self._notes()]
         prompt = self._prompt()
         if prompt is not None:
             parts.append(_quote(prompt))
@@ -291,7 +311,7 @@ class Transcript:
                 cut = total > len(tail)
                 heading = f"**{stream}**" + (f" (the last {len(tail):,} of {total:,} characters)" if cut else "")
                 parts += [heading, fenced(printable(terminal_text(tail)))]
-        return parts or ["*no output yet*" if self.in_progress else "*no output*"]
+        return parts or ["*no output yet*" if self.in_progress or self.queued else "*no output*"]
 
     # HTML
 
@@ -300,13 +320,13 @@ class Transcript:
         state = self.state
         parts = [
             f'<div class="ccx-record ccx-run {NO_MATH_CLASSES}">',
-            f'<div class="ccx-header ccx-status-{html.escape(state.status)}">',
-            header_html(state, time.monotonic(), self.run.label, record=True),
+            f'<div class="ccx-header ccx-status-{html.escape(self.status)}">',
+            header_html(state, time.monotonic(), self.run.label, record=True, status=self.status),
             "</div>",
         ]
-        if self.in_progress:
-            note = html.escape(IN_PROGRESS_NOTE)
-            parts.append(f'<div class="ccx-in-progress" style="font-style:italic">{note}</div>')
+        for note in self._notes():
+            kind = "ccx-in-progress" if note == IN_PROGRESS_NOTE else "ccx-queued"
+            parts.append(f'<div class="{kind}" style="font-style:italic">{html.escape(note)}</div>')
         prompt = self._prompt()
         if prompt is not None:
             parts.append(
@@ -326,7 +346,7 @@ class Transcript:
 
     def _output_html(self) -> str:
         if not self.state.output_chars:
-            words = "no output yet" if self.in_progress else "no output"
+            words = "no output yet" if self.in_progress or self.queued else "no output"
             return f'<div class="ccx-output" style="opacity:0.75"><em>{words}</em></div>'
         return output_html(self.state, self.output_chars)
 
@@ -377,6 +397,7 @@ class Transcript:
         if error:
             lines[-1] += f" · {printable(error)}"
         lines += [f"[in progress] {IN_PROGRESS_NOTE}"] if self.in_progress else []
+        lines += [f"[queued] {QUEUED_NOTE}"] if self.queued else []
         prompt = self._prompt()
         body = ["> " + "\n> ".join(printable(prompt).splitlines())] if prompt is not None else []
         command = self._command()
@@ -444,7 +465,7 @@ class Transcript:
                 cut = total > len(tail)
                 note = f" (the last {len(tail):,} of {total:,} characters)" if cut else ""
                 parts.append(f"[{stream}]{note}\n{printable(terminal_text(tail))}")
-        return parts or ["[no output yet]" if self.in_progress else "[no output]"]
+        return parts or ["[no output yet]" if self.in_progress or self.queued else "[no output]"]
 
     def _stream_tail(self, stream: str) -> tuple[str, int]:
         """(the last ``output_chars`` characters of ``stream``, from a line's start; its
