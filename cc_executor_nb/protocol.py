@@ -614,6 +614,14 @@ def _optional_str(params: dict[str, Any], name: str) -> str | None:
     return None if value is None else _no_nul(value, name)
 
 
+def _cwd(params: dict[str, Any]) -> str | None:
+    """``cwd``: absent or null for the server's own; "" is no directory (the spawn failed on it)."""
+    cwd = _optional_str(params, "cwd")
+    if cwd == "":
+        raise InvalidParams("cwd is empty: give a directory or leave it out", "cwd")
+    return cwd
+
+
 def _optional_env(params: dict[str, Any]) -> dict[str, str] | None:
     env = params.get("env")
     if env is None:
@@ -633,7 +641,7 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
     obj = _params_object(params)
     return ExecuteParams(
         argv=_argv_from(obj),
-        cwd=_optional_str(obj, "cwd"),
+        cwd=_cwd(obj),
         env=_optional_env(obj),
         timeout=_timeout(obj),
         heartbeat_interval=_optional_seconds(obj, "heartbeat_interval", min_interval, MAX_HEARTBEAT_INTERVAL),

@@ -708,6 +708,15 @@ def test_api_run_refuses_a_cwd_or_env_it_cannot_send(shell: InteractiveShell, op
         cc_executor_nb.run(["true"], command=True, quiet=True, **options)
 
 
+def test_an_empty_cwd_is_refused_naming_the_option(shell: InteractiveShell) -> None:
+    """cwd="" (or --cwd '') started the run, which failed "its working directory '': No such
+    file or directory"; it is refused before anything starts, named as typed."""
+    with pytest.raises(UsageError, match=r"^--cwd is empty: give a directory or leave it unset$"):
+        shell.run_line_magic("ccexec", "-c -q --cwd '' true")
+    with pytest.raises(ValueError, match=r"^cwd is empty: give a directory or leave it unset$"):
+        cc_executor_nb.run(["true"], command=True, quiet=True, cwd="")
+
+
 def test_api_run_without_wait_returns_at_once(shell: InteractiveShell) -> None:
     """run() without wait returns a live run; cancel() ends it."""
     run = cc_executor_nb.run(py("import time; time.sleep(30)"), command=True, quiet=True)

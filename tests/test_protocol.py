@@ -163,6 +163,14 @@ def test_bad_execute_params_name_the_field(params: dict, field: str) -> None:
     assert info.value.code == -32602 and info.value.data == {"field": field}
 
 
+def test_an_empty_cwd_is_refused_naming_it() -> None:
+    """cwd "" was taken, and the spawn failed: "its working directory '': No such file or
+    directory". It is -32602 for the field cwd, saying what to do."""
+    with pytest.raises(errors.InvalidParams, match=r"^cwd is empty: give a directory or leave it out$") as info:
+        protocol.validate_execute({"argv": ["ls"], "cwd": ""})
+    assert info.value.code == -32602 and info.value.data == {"field": "cwd"}
+
+
 def test_execute_params_as_array_are_invalid() -> None:
     """Positional params are not accepted for execute."""
     with pytest.raises(errors.InvalidParams):

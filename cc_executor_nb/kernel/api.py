@@ -744,6 +744,8 @@ def _directory(value: object) -> str | None:
         return None
     if isinstance(value, (str, os.PathLike)):
         path = os.fspath(value)
+        if path == "":
+            raise OptionError("{0} is empty: give a directory or leave it unset", ["cwd"])
         if isinstance(path, str):
             return path
     raise ValueError(f"cwd must be a path (str or os.PathLike), not {value!r}")
