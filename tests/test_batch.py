@@ -639,6 +639,8 @@ def test_on_budget_cancel_cancels_the_running_runs(settings: CCExec) -> None:
     assert batch.runs[1].status == "completed" and batch.runs[0].status == "cancelled"
     assert batch.runs[0].duration is not None and batch.runs[0].duration < 25
     assert batch.status == "budget"
+    # Why, in its record: the budget, not "cancelled by you" (nor the server's "by the client").
+    assert batch.runs[0].error == "cancelled: the batch budget ($0.001) was spent"
 
 
 @pytest.mark.claude

@@ -56,7 +56,7 @@ from .config import CCExec
 from .display import RunDisplay
 from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
-from .run import CONTROL_TIMEOUT, LOOP_STOPPED, Run, _current_cell, call_back
+from .run import CANCELLED_BY_YOU, CONTROL_TIMEOUT, LOOP_STOPPED, Run, _current_cell, call_back
 from .runstate import shown_in_one_line
 from .textview import TextView
 
@@ -610,7 +610,7 @@ class Batch:
                       for item in self.items)
         self._budget_stopped = self._skip_queued() > 0 or (running and self.on_budget == "cancel")
         if self.on_budget == "cancel":
-            self._cancel_running()
+            self._cancel_running(f"cancelled: the batch budget (${self.max_budget_usd:g}) was spent")
 
     def _cancel_all(self) -> None:
         if self.done:
@@ -620,7 +620,7 @@ class Batch:
         self._cancel_running()
         self._pump()
 
-    def _cancel_running(self) -> None:
+    def _cancel_running(self, reason: str = CANCELLED_BY_YOU) -> None:
         """Cancel each item handed over or started; one that cannot be reached never stops the
         others. A run whose turn already has its result, and was told to end, is left to end
         by itself: its work is done (and paid for), so it ends ``completed``, not cancelled."""
@@ -633,7 +633,7 @@ class Batch:
                 item.run.abandon("cancelled before the run started", status="cancelled")
             elif item.stage == "started":
                 try:
-                    item.run.cancel()
+                    item.run.cancel(reason=reason)
                 except Exception as exc:
                     logger.warning("! could not cancel item %d of a batch: %s", item.index, _describe(exc))
 

@@ -259,6 +259,7 @@ class Run:
         self._queued = False  # waits in a queue until start() (enqueue())
         self._client: Client | None = None
         self._cancel_requested = threading.Event()  # set by any thread, read on the loop
+        self._cancel_reason = CANCELLED_BY_YOU  # the first cancel()'s reason: its end says it
         self._ended: asyncio.Event | None = None
         self._done: concurrent.futures.Future[Run] = concurrent.futures.Future()
         self._done.set_running_or_notify_cancel()  # nobody may cancel the run's outcome
@@ -537,8 +538,14 @@ class Run:
 
     # -- Control (any thread but the loop's) ---------------------------------------------
 
-    def cancel(self, timeout: float | None = CONTROL_TIMEOUT) -> Run:
-        """Cancel the run (SIGTERM, then SIGKILL after the grace). Returns self."""
+    def cancel(self, timeout: float | None = CONTROL_TIMEOUT, *, reason: str = CANCELLED_BY_YOU) -> Run:
+        """Cancel the run (SIGTERM, then SIGKILL after the grace). Returns self.
+
+        ``reason``: why, as ``run.error`` and its record say it once it ended (for owners that
+        cancel on their own account, as a batch whose budget is spent).
+        """
+        if not self._cancel_requested.is_set():
+            self._cancel_reason = reason
         self._cancel_requested.set()
         return self._control("CANCEL", timeout)
 
@@ -1007,7 +1014,7 @@ class Run:
             event = ended_after_interrupt(judged(event, self.interpreter), self.state)
             event = ended_after_failed_turn(event, self.state, self._turn_failure)
         if self._cancel_requested.is_set():
-            event = cancelled_as_you_asked(event)
+            event = cancelled_as_asked(event, self._cancel_reason)
         elif self._loop_stopping:
             event = cancelled_as_the_loop_stopped(event)
         now = time.monotonic()
@@ -1127,13 +1134,13 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
     return make_event(event.method, {**event.params, "status": "failed", "error": error, "incomplete": True})
 
 
-def cancelled_as_you_asked(event: Event) -> Event:
+def cancelled_as_asked(event: Event, reason: str) -> Event:
     """A run cancelled from this handle: the server's "cancelled by the client" (its words for
     any client, another kernel's too) beside "killed by SIGTERM" read as a kill, not the cancel
-    you asked for; it reads :data:`CANCELLED_BY_YOU`."""
+    you asked for; it reads ``reason`` (:data:`CANCELLED_BY_YOU` unless its canceller said why)."""
     cancelled = isinstance(event, Completed) and event.status == "cancelled"
     if cancelled and event.params.get("error") == CANCELLED_BY_CLIENT:
-        return make_event(event.method, {**event.params, "error": CANCELLED_BY_YOU})
+        return make_event(event.method, {**event.params, "error": reason})
     return event
 
 
