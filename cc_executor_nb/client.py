@@ -64,7 +64,7 @@ from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
 from .redaction import install_redactor
 
-__all__ = ["Client", "Locator", "check_server_url", "connect", "os_reason", "shown_url"]
+__all__ = ["Client", "Locator", "Opened", "check_server_url", "connect", "dial", "os_reason", "shown_url"]
 
 logger = logging.getLogger("cc_executor_nb.client")
 
@@ -132,8 +132,11 @@ class Client:
         auto_reconnect: bool = True,
         reconnect_timeout: float = 300.0,
         locate: Locator | None = None,
+        received: Sequence[str | bytes] = (),
     ) -> None:
         self._ws = ws
+        self._received = list(received)
+        """Frames of ``ws`` read before this client had it (an :class:`Opened`'s ``connected``)."""
         self._dialer = dialer
         self._locate = locate
         self._ids = itertools.count(1)
@@ -412,6 +415,9 @@ class Client:
         """Read until the connection closes; True when it closed cleanly."""
         watchdog = asyncio.ensure_future(self._watch_heartbeats(self._ws))
         try:
+            received, self._received = self._received, []
+            for frame in received:
+                await self._dispatch(frame)
             while True:
                 frame, binary = await _receive(self._ws)
                 self._last_frame_at = time.monotonic()
@@ -886,6 +892,63 @@ async def _off_loop(call: Callable[[], T]) -> T:
     return await future
 
 
+class Opened:
+    """A connection dialled ahead of its use (:func:`dial`): the server made its session and
+    sent ``connected``, which is kept; what the idle session is sent meanwhile (heartbeats)
+    is read and dropped, so the connection stays healthy however long it waits. Give it to
+    :func:`connect` (``opened=``), or :meth:`close` it unused."""
+
+    def __init__(self, ws: ClientConnection, dialer: _Dialer) -> None:
+        self._ws = ws
+        self.dialer = dialer
+        self._hello: asyncio.Future[str | bytes] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.ensure_future(self._read())
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is gone (or handed over, or closed)."""
+        return self._reader.done()
+
+    async def _read(self) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            self._hello.set_result(await self._ws.recv(decode=False))
+            while True:
+                await self._ws.recv(decode=False)  # an idle session's heartbeat
+
+    async def hand_over(self, timeout: float) -> tuple[ClientConnection, list[str | bytes]]:
+        """Stop reading: the connection and the frames kept (the server's first). Raises
+        ConnectionLost when it closed before the server's first frame came."""
+        await asyncio.wait((self._hello, self._reader), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        self._reader.cancel()  # recv() is cancellation-safe: nothing unread is lost
+        await asyncio.wait((self._reader,))
+        if not self._hello.done():
+            self._ws.transport.abort()
+            raise ConnectionLost("the connection dialled ahead closed before the server's first message")
+        return self._ws, [self._hello.result()]
+
+    async def close(self) -> None:
+        """Close it unused."""
+        self._reader.cancel()
+        await asyncio.wait((self._reader,))
+        await self._ws.close()
+
+
+async def dial(
+    url: str,
+    token: str | None = None,
+    *,
+    open_timeout: float = 10.0,
+    max_size: int | None = 64 << 20,
+    ping_interval: float | None = 20.0,
+    ping_timeout: float | None = 20.0,
+    ssl: ssl_module.SSLContext | None = None,
+) -> Opened:
+    """Open a connection ahead of its use; :func:`connect` takes it (``opened=``) without
+    dialling. Raises as :func:`connect` does for a server that refuses or cannot be reached."""
+    dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout, ssl)
+    return Opened(await dialer.dial(), dialer)
+
+
 async def connect(
     url: str,
     token: str | None = None,
@@ -900,6 +963,7 @@ async def connect(
     reconnect_timeout: float = 300.0,
     ssl: ssl_module.SSLContext | None = None,
     locate: Locator | None = None,
+    opened: Opened | None = None,
 ) -> Client:
     """Open a session. ``token`` goes in ``Authorization: Bearer``; no Origin is sent.
 
@@ -908,11 +972,18 @@ async def connect(
     of a client that follows a job and returns the server's ``(url, token)`` now (or None:
     try the last one again). Raises :class:`~cc_executor_nb.errors.HandshakeRefused`
     when the server answers with an HTTP error (401: no or a wrong token), ``OSError``
-    when it cannot be reached.
+    when it cannot be reached. Given ``opened`` (:func:`dial` to the same ``url``), that
+    connection is the session's, and its dial's settings are the reconnects'.
     """
-    dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout, ssl)
+    if opened is None:
+        dialer = _Dialer(url, token, open_timeout, max_size, ping_interval, ping_timeout, ssl)
+        ws, received = await dialer.dial(), list[str | bytes]()
+    else:
+        dialer = opened.dialer
+        ws, received = await opened.hand_over(open_timeout)
     client = Client(
-        await dialer.dial(),
+        ws,
+        received=received,
         dialer=dialer,
         max_events=max_events,
         buffer_events=buffer_events,

@@ -12,8 +12,10 @@ every asyncio thing this package does in a kernel runs on one daemon thread,
   coroutine on the loop and returns a :class:`concurrent.futures.Future`;
   :meth:`KernelLoop.call` waits for it. Submitted tasks are tracked.
 - :meth:`KernelLoop.stop` is idempotent: it cancels the tracked tasks (runs
-  cancel their process on the way out), closes the server, which kills every
-  remaining process group, stops the loop and joins the thread.
+  cancel their process on the way out), closes the spare connection and the server,
+  which kills every remaining process group, stops the loop and joins the thread.
+- The loop keeps at most one spare connection to its server for the next run
+  (:mod:`cc_executor_nb.kernel.spare`): closed when the server changes or the loop stops.
 
 :func:`shared_loop` holds the process-wide instance that the magic and the API
 use; :func:`stop_shared_loop` stops it (``%unload_ext``, ``%reload_ext`` and
@@ -32,6 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from ..errors import CCExecError
+from .spare import Spare
 
 __all__ = [
     "LOOP_THREAD_NAME",
@@ -102,6 +105,8 @@ class KernelLoop:
         self.server: Server | None = None
         self._server_key: object = None
         self._retired: set[asyncio.Task[None]] = set()
+        self.spare = Spare()
+        """A session dialled ahead to ``server`` for the next run (loop thread only)."""
 
     # -- State ------------------------------------------------------------------------
 
@@ -186,6 +191,7 @@ class KernelLoop:
         for task in retired:
             task.cancel()
         await asyncio.gather(*retired, return_exceptions=True)
+        await self.spare.close()
         if self.server is not None:
             await self.server.close()
 
@@ -208,6 +214,13 @@ class KernelLoop:
             self.submit(self._retire(current))
         return server
 
+    def refill_spare(self) -> None:
+        """Dial a spare connection to the current server in the background (loop thread);
+        no-op without a server or while stopping."""
+        server = self.server
+        if server is not None and not self._stopping:
+            self.spare.fill(server.url, server.token)
+
     async def _start_server(self, factory: Callable[[], Server]) -> Server:
         server = factory()
         await server.start("127.0.0.1", 0)
@@ -220,6 +233,7 @@ class KernelLoop:
         # stop() closes the server instead of abandoning it half-way.
         self._tasks.discard(task)
         self._retired.add(task)
+        await self.spare.close(server.url, server.token)  # its session would hold the retired server open
         try:
             await server.wait_idle()
         finally:

@@ -812,7 +812,7 @@ class Run:
         client: Client | None = None
         try:
             target = self.target
-            client = await connect(
+            client = await self._spare(target) or await connect(
                 target.url, target.token, buffer_events=False, ssl=target.ssl, locate=target.locate,
                 reconnect_timeout=target.reconnect_timeout,
             )
@@ -841,6 +841,22 @@ class Run:
                 if self.conversation is not None:
                     self.conversation.release()
                 self._finish()  # also when the loop's stop cancels the close: the run is over
+                kernel_loop = self._kernel_loop
+                if kernel_loop is not None and self._in_kernel(self.target):
+                    kernel_loop.refill_spare()  # for the next run
+
+    def _in_kernel(self, target: Target) -> bool:
+        """Whether ``target`` is the in-kernel server of the loop this run is driven on."""
+        server = self._kernel_loop.server if self._kernel_loop is not None else None
+        return (server is not None and target.ssl is None and target.locate is None
+                and (target.url, target.token) == (server.url, server.token))
+
+    async def _spare(self, target: Target) -> Client | None:
+        """The loop's spare connection, when ``target`` is its server (None: dial one)."""
+        if not self._in_kernel(target):
+            return None
+        assert self._kernel_loop is not None
+        return await self._kernel_loop.spare.take(target.url, target.token, reconnect_timeout=target.reconnect_timeout)
 
     async def _execute(self, client: Client) -> None:
         self._on_event(await client.wait_connected())
