@@ -1,6 +1,6 @@
 """The claude CLI's control protocol in host mode, as pure functions: lines in, values out.
 
-Started as ``claude -p --input-format stream-json --output-format stream-json --verbose
+Started as ``claude --input-format stream-json --output-format stream-json --verbose
 --include-partial-messages --permission-prompt-tool stdio`` (:data:`HOST_ARGS`), the CLI
 reads one JSON object per line on stdin and writes its events, and its questions, on
 stdout. This module builds every line we write and reads every control line it writes::
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 HOST_ARGS = (
-    "-p",
     "--input-format", "stream-json",
     "--output-format", "stream-json",
     "--verbose",
@@ -66,7 +65,10 @@ HOST_ARGS = (
 )  # fmt: skip
 """What puts the CLI in host mode, right after the executable. ``--permission-prompt-tool
 stdio`` (hidden from ``--help``) is what sends the questions to us; ``--permission-prompts``
-is never passed: CLIs before 2.1.2xx reject it."""
+is never passed: CLIs before 2.1.2xx reject it. No ``-p``, as the Agent SDKs start it:
+``--input-format stream-json`` with a stdin that is no terminal is what makes it
+non-interactive (the pinned CLI and 2.1.197 alike), and ``-p`` made it start later (the
+first text about 4.7 ms later, paired over 10 rounds, from a plain pipe reader)."""
 
 DEFAULT_DENY_MESSAGE = "The user denied this tool call."
 """What the model is told when a deny comes without a reason (the CLI requires one)."""
