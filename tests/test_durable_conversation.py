@@ -345,8 +345,8 @@ def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     # list's stale seq (not the reply's) passed as well.
     dispatch = Client._dispatch
 
-    async def one_frame_a_turn(self: Client, frame: str | bytes) -> None:
-        await dispatch(self, frame)
+    async def one_frame_a_turn(self: Client, frame: str | bytes, binary: bool = False) -> None:
+        await dispatch(self, frame, binary)
         await asyncio.sleep(0)
 
     monkeypatch.setattr(Client, "_dispatch", one_frame_a_turn)
