@@ -335,9 +335,8 @@ class _Placed:
         """Nothing to release."""
 
 
-def test_an_item_cancelled_while_placing_reads_skipped(settings: CCExec) -> None:
-    """cancel() while an item is placing (handed to its cluster, not started): the item reads skipped, as
-    the README says of one that never started, and counts as skipped (it read "cancelled")."""
+def _two_placing(settings: CCExec) -> tuple[Batch, _Placed]:
+    """A started batch of three commands, two of them placing (handed to ``_Placed``), one queued."""
     from cc_executor_nb.kernel.api import prepare
 
     prepared = [prepare("echo hi", command=True, view=False, settings=settings) for _ in range(3)]
@@ -346,6 +345,13 @@ def test_an_item_cancelled_while_placing_reads_skipped(settings: CCExec) -> None
                   settings=settings, mode="text").start()
     eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=10,
                what="two placing")
+    return batch, placement
+
+
+def test_an_item_cancelled_while_placing_reads_skipped(settings: CCExec) -> None:
+    """cancel() while an item is placing (handed to its cluster, not started): the item reads skipped, as
+    the README says of one that never started, and counts as skipped (it read "cancelled")."""
+    batch, placement = _two_placing(settings)
     batch.cancel().wait(scaled(10))
     assert placement.withdrawn == [0, 1]
     assert [item.status for item in batch.items] == ["skipped"] * 3
@@ -356,14 +362,7 @@ def test_a_batch_whose_loop_stops_while_its_items_are_placing_ends(settings: CCE
     """The background loop stopped while items were placing (handed to a cluster, not started): they are
     withdrawn and skipped, and the batch ends cancelled (wait() hung for good: nothing on the loop was
     left to settle them)."""
-    from cc_executor_nb.kernel.api import prepare
-
-    prepared = [prepare("echo hi", command=True, view=False, settings=settings) for _ in range(3)]
-    placement = _Placed()
-    batch = Batch([p.run for p in prepared], ["a", "b", "c"], prepared[0].loop, concurrency=2, placement=placement,
-                  settings=settings, mode="text").start()
-    eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=10,
-               what="two placing")
+    batch, placement = _two_placing(settings)
     stop_shared_loop()
     assert batch.wait(scaled(10)) is batch and batch.status == "cancelled"
     assert [item.status for item in batch.items] == ["skipped"] * 3 and placement.withdrawn == [0, 1]
