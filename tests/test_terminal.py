@@ -507,6 +507,28 @@ def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path
     assert not (tmp_path / "y.txt").exists()
 
 
+def test_an_arun_task_awaited_in_a_later_terminal_ipython_cell_is_not_cancelled(tmp_path: Path) -> None:
+    """``t = asyncio.ensure_future(arun(...))`` in one terminal IPython cell and ``await t`` in a
+    later one: IPython's loop stops between cells, which is no Ctrl-C, and the task is the
+    caller's handle; the run goes on (it was cancelled, reading "cancelled by you")."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import asyncio, time, cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('t = asyncio.ensure_future(cc_executor_nb.arun(["sh", "-c", "sleep 2; echo fin''ished"], '
+                       'command=True)); await asyncio.sleep(0.3)')
+        child.expect(r"\[started\] pid")
+        child.expect(r"In \[3\]")
+        child.sendline("time.sleep(1)")  # the loop stays stopped while the run goes on
+        child.expect(r"In \[4\]")
+        child.sendline('r = await t; print("status:", r.status, r.stdout.strip())')
+        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
+    finally:
+        child.close(force=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

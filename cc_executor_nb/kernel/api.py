@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import math
 import os
 import shlex
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
@@ -294,7 +296,7 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     handle.one_shot = True
     awaited = threading.Event()
     prompter = handle.prompter
-    if prompter is None or not prompter.in_kernel:
+    if (prompter is None or not prompter.in_kernel) and not _own_task(inspect.currentframe()):
         _cancel_if_abandoned(handle, asyncio.get_running_loop(), awaited)
     try:
         return await handle
@@ -303,6 +305,15 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         raise
     finally:
         awaited.set()
+
+
+def _own_task(frame: FrameType | None) -> bool:
+    """Whether the coroutine running ``frame`` is its task's own (``ensure_future(arun(...))``,
+    ``create_task``): that task is then its creator's handle, to await or cancel, and a loop
+    that stops while it waits (terminal IPython's between two cells) abandons nothing."""
+    task = asyncio.current_task()
+    coro = task.get_coro() if task is not None else None
+    return frame is not None and getattr(coro, "cr_frame", None) is frame
 
 
 ABANDON_POLL = 0.1
