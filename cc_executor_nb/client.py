@@ -918,9 +918,14 @@ class Opened:
     async def hand_over(self, timeout: float) -> tuple[ClientConnection, list[str | bytes]]:
         """Stop reading: the connection and the frames kept (the server's first). Raises
         ConnectionLost when it closed before the server's first frame came."""
-        await asyncio.wait((self._hello, self._reader), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        self._reader.cancel()  # recv() is cancellation-safe: nothing unread is lost
-        await asyncio.wait((self._reader,))
+        try:
+            await asyncio.wait((self._hello, self._reader), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            self._reader.cancel()  # recv() is cancellation-safe: nothing unread is lost
+            await asyncio.wait((self._reader,))
+        except BaseException:  # cancelled: nobody would hold the connection, nor read it
+            self._reader.cancel()
+            self._ws.transport.abort()
+            raise
         if not self._hello.done():
             self._ws.transport.abort()
             raise ConnectionLost("the connection dialled ahead closed before the server's first message")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from cc_executor_nb.client import connect, dial
 from cc_executor_nb.events import Connected
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.run import Run, RunSpec, Target
@@ -154,3 +155,19 @@ async def test_a_taken_spare_is_a_working_session(server: EnhancedWebSocketHandl
     await client.execute(argv=fake("echo", "hi"))
     await eventually_async(lambda: any(e.method == "process.completed" for e in events), what="the run's end")
     await client.close()
+
+
+async def test_a_connect_cancelled_while_it_takes_a_dialled_connection_leaves_none_open(
+    server: EnhancedWebSocketHandler,
+) -> None:
+    """connect(opened=...) cancelled while it takes the connection over (the loop stopping under
+    a run that takes the spare): the connection is dropped, not left open, read by nobody's
+    reader, its session on the server for good."""
+    opened = await dial(server.url, TOKEN)
+    await eventually_async(lambda: len(sessions(server)) == 1, what="the dialled session")
+    taking = asyncio.ensure_future(connect(server.url, TOKEN, opened=opened))
+    await asyncio.sleep(0)  # it is handing over
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    await eventually_async(lambda: not sessions(server), what="the dialled session to end")
