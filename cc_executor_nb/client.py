@@ -422,7 +422,9 @@ class Client:
                 frame, binary = await _receive(self._ws)
                 self._last_frame_at = time.monotonic()
                 await self._dispatch(frame, binary)
-                self._unacked_bytes += len(frame)
+                # Bytes, as the server's window counts them (text frames come as str with
+                # the binary-output subprotocol: characters would undercount non-ASCII).
+                self._unacked_bytes += len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
                 if self._unacked_bytes >= ACK_EVERY:
                     await self._ack()
         except ConnectionClosed as exc:

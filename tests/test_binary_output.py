@@ -163,3 +163,24 @@ async def test_output_that_is_not_valid_unicode_goes_as_json_text() -> None:
     await session.notify("process.output", {"type": "stdout", "data": "fine", "truncated": False})
     assert not protocol.is_output_frame(sent[0]) and json.loads(sent[0])["params"]["data"] == "ok \ufffd"
     assert protocol.is_output_frame(sent[1])
+
+
+async def test_text_frames_count_toward_the_next_ack_by_their_bytes() -> None:
+    """With the subprotocol, text frames come as str: a non-ASCII one counts its UTF-8 bytes
+    toward the ack due every MiB (700,000 characters, 1.4 MB: by characters, no ack yet)."""
+    connected = {"session_id": "s", "protocol_version": "1", "capabilities": ["ack"], "heartbeat_interval": 20}
+    acked: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+    async def serve_one(ws) -> None:
+        await ws.send(json.dumps(protocol.notification("connected", connected)))
+        output = {"type": "stdout", "truncated": False, "seq": 1, "data": "é" * 700_000}
+        await ws.send(json.dumps(protocol.notification("process.output", output), ensure_ascii=False))
+        async for message in ws:
+            if json.loads(message).get("method") == "ack" and not acked.done():
+                acked.set_result(json.loads(message)["params"])
+
+    select = lambda _ws, offered: BINARY if BINARY in offered else None  # noqa: E731
+    async with serve(serve_one, "127.0.0.1", 0, select_subprotocol=select) as fake_server:
+        port = fake_server.sockets[0].getsockname()[1]
+        async with await connect(f"ws://127.0.0.1:{port}/ws", auto_reconnect=False):
+            assert await asyncio.wait_for(acked, scaled(5)) == {"seq": 1}
