@@ -279,6 +279,24 @@ def test_no_interactive_runs_the_one_shot_command_line(shell: InteractiveShell, 
     assert run.conversation is None and not run.interactive and run.options["interactive"] is False
 
 
+@pytest.mark.timeout(60)
+def test_a_200_kib_line_is_expanded_and_run(shell: InteractiveShell) -> None:
+    """A 200 KiB %ccexec line with a name and an expression: IPython's own expansion took
+    minutes before the magic was even called; the magic's fills them in and runs the line."""
+    shell.user_ns["first"] = "A1"
+    run = magic(shell, "-c -w -q echo $first " + "word " * 40_000 + "{2 * 21}")
+    assert run.status == "completed", run.error
+    assert run.stdout == "A1 " + "word " * 40_000 + "42\n"
+
+
+def test_a_line_magic_called_in_a_function_sees_its_locals(shell: InteractiveShell) -> None:
+    """``$name`` comes from the calling function's locals first, then the user namespace."""
+    shell.user_ns.update(word="global", other="kept")
+    word = "local"  # noqa: F841 (read by the magic from this frame)
+    run = shell.run_line_magic("ccexec", "-c -w -q echo $word $other {len(word)}")
+    assert isinstance(run, Run) and run.stdout == "local kept 5\n", run.error
+
+
 @pytest.mark.skipif(
     not Path("node_modules/.bin/claude").exists(), reason="node_modules/.bin/claude is absent: run npm ci"
 )
@@ -287,7 +305,7 @@ def test_no_interactive_sends_a_prompt_too_long_for_a_command_line_on_stdin(shel
     stdin, as the terminal client sends it, and comes back whole (the magic refused it)."""
     words = "z" * (200 * 1024)
     try:
-        # The cell magic: IPython expands variables in a line magic's line, slowly for 200 KiB.
+        # The cell magic: its body is sent as written.
         run = shell.run_cell_magic("ccexec", "--demo --no-interactive -w -q", f"echo: {words}")
         assert (run.status, run.text) == ("completed", words), run.error
         assert run.conversation is None and "--" not in run.state.argv and "--input-format" not in run.state.argv

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets.config import Configurable
 
@@ -28,6 +28,7 @@ from ..declare import OptionError, declared
 from ..errors import CCExecError
 from . import api
 from .config import CCExec, checked_settings
+from .expand import expand
 from .jobs import MIN_PREFIX, JobsTable, attach, show_jobs
 from .loop import stop_shared_loop
 from .options import BatchOptions, RunOptions
@@ -152,8 +153,12 @@ class CCExecMagics(Magics):
               f"(an id, a unique prefix of one of {MIN_PREFIX}+ characters, or 'last': this notebook's newest)")
     @argument("text", nargs="*",
               help="the prompt (or with -c the command line); with %%%%ccexec, the cell body")
+    @no_var_expand
+    @needs_local_scope
     @line_cell_magic
-    def ccexec(self, line: str, cell: str | None = None) -> Run | JobsTable | Batch | None:
+    def ccexec(
+        self, line: str, cell: str | None = None, local_ns: dict[str, Any] | None = None
+    ) -> Run | JobsTable | Batch | None:
         """Run a Claude prompt, or with -c a command line, and show it live.
 
         The magic returns at once (unless -w) and the kernel stays free while the run
@@ -185,6 +190,7 @@ class CCExecMagics(Magics):
         argument); in the script of ``sh``/``bash``/``dash``/``zsh``/``ksh -c`` the item is
         shell-quoted (``bash -c 'wc -c {item}'``).
         """
+        line = self._expand(line, local_ns)
         if _asks_help(line):
             print(self.ccexec.parser.format_help().removeprefix("::\n\n"))
             return None
@@ -196,6 +202,12 @@ class CCExecMagics(Magics):
         if args.wait and isinstance(result, Run):
             return api.wait_one_shot(result)
         return result.wait() if args.wait and not isinstance(result, JobsTable) else result
+
+    def _expand(self, line: str, local_ns: dict[str, Any] | None) -> str:
+        """``$name`` and ``{expression}`` filled in as IPython would (in linear time, see
+        :mod:`~cc_executor_nb.kernel.expand`), from the caller's namespace."""
+        assert self.shell is not None, "a magic is only called through its shell"
+        return expand(line, {**self.shell.user_ns, **(local_ns or {})})
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
