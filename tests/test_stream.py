@@ -79,6 +79,32 @@ def test_pieces_concatenate_to_the_decoded_input(data: bytes, cuts: list[int], l
     assert all(len(piece) <= limit for piece in pieces)
 
 
+class _Decoding(LineAligner):
+    """The aligner without its ASCII path: every read decoded, joined and cut as text."""
+
+    def _feed_ascii(self, data: bytes) -> list[str]:
+        return self._feed_text(data)
+
+
+_READS = st.lists(
+    st.one_of(st.text(alphabet="ab\n", max_size=60).map(str.encode), st.binary(max_size=8)), max_size=20
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_READS, st.integers(1, 12), st.lists(st.booleans(), max_size=20))
+def test_ascii_reads_are_cut_as_decoded_text_would_be(reads: list[bytes], limit: int, flushes: list[bool]) -> None:
+    """The ASCII path (a read of ASCII, no character pending) gives exactly the pieces and
+    partial line of decoding the read first, also between reads of other bytes."""
+    fast, slow = LineAligner(limit=limit), _Decoding(limit=limit)
+    for index, data in enumerate(reads):
+        assert fast.feed(data) == slow.feed(data)
+        assert fast.partial == slow.partial
+        if index < len(flushes) and flushes[index]:
+            assert fast.flush() == slow.flush()
+    assert fast.finish() == slow.finish()
+
+
 def test_spool_is_fifo_in_memory() -> None:
     """Records come out in the order they went in."""
     spool = OutputSpool(memory_limit=1000)

@@ -110,6 +110,12 @@ class LineAligner:
 
     def feed(self, data: bytes) -> list[str]:
         """Decode ``data`` and return the complete pieces it finishes."""
+        if data.isascii() and not self._decoder.getstate()[0]:
+            return self._feed_ascii(data)
+        return self._feed_text(data)
+
+    def _feed_text(self, data: bytes) -> list[str]:
+        """``feed`` for any bytes: decode, join to the partial line, cut."""
         text = self.partial + self._decoder.decode(data)
         cut = text.rfind("\n") + 1
         pieces = _pieces(text, self.limit, cut) if cut else []
@@ -118,6 +124,35 @@ class LineAligner:
         pieces.extend(text[i : i + self.limit] for i in range(cut, whole, self.limit))
         self.partial = text[whole:] if whole < len(text) else ""
         return pieces
+
+    def _feed_ascii(self, data: bytes) -> list[str]:
+        """``feed`` for ASCII with no character pending: the same pieces, each decoded
+        straight from ``data`` (a character is a byte), without first decoding, joining and
+        slicing the whole read (three copies of it, where this makes one)."""
+        partial, limit = self.partial, self.limit
+        view, before = memoryview(data), len(partial)  # position p of the text is data[p - before]
+        size = before + len(data)
+        cut = data.rfind(b"\n") + 1
+        cut = cut + before if cut else 0
+        pieces, start = [], 0
+        while cut - start > limit:  # as _pieces: at the last newline within the limit, if any
+            newline = data.rfind(b"\n", max(start - before, 0), start + limit - before) + 1
+            end = newline + before if newline else start + limit
+            pieces.append(self._ascii(partial, view, start, end))
+            start = end
+        if start < cut:
+            pieces.append(self._ascii(partial, view, start, cut))
+        whole = cut + (size - cut) // limit * limit  # whole pieces of a too-long last line
+        pieces.extend(self._ascii(partial, view, i, i + limit) for i in range(cut, whole, limit))
+        self.partial = self._ascii(partial, view, whole, size) if whole < size else ""
+        return pieces
+
+    @staticmethod
+    def _ascii(partial: str, view: memoryview, start: int, end: int) -> str:
+        """Characters ``start:end`` of ``partial`` followed by the ASCII bytes of ``view``."""
+        if start >= len(partial):
+            return str(view[start - len(partial) : end - len(partial)], "ascii")
+        return partial[start:end] + str(view[: max(end - len(partial), 0)], "ascii")
 
     def flush(self) -> list[str]:
         """Give up the partial line now (the reader has read all there is)."""
