@@ -53,7 +53,7 @@ from typing import Any, TypeVar, cast
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus, InvalidURI
 from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
@@ -117,6 +117,15 @@ class _Dialer:
             raise _refused(shown_url(self.url), exc) from None
         except InvalidURI as exc:  # its message is the whole URL, a query's token too
             raise ValueError(f"{shown_url(self.url)} is not a valid server URL: {exc.msg}") from None
+        except InvalidMessage:
+            raise ConnectionError(_no_http_answer(self.url)) from None
+
+
+def _no_http_answer(url: str) -> str:
+    """Why the handshake got no HTTP answer, in words (a ws:// URL to a TLS server gets none)."""
+    if url.lower().startswith("ws://"):
+        return "no valid HTTP answer to the handshake (a server that speaks TLS needs a wss:// URL)"
+    return "no valid HTTP answer to the handshake (is it a cc_executor_nb server?)"
 
 
 class Client:
@@ -1010,6 +1019,11 @@ def os_reason(url: str, exc: OSError) -> str:
     """An OSError of a connection attempt in words (a name lookup's code is no errno)."""
     if isinstance(exc, socket.gaierror):
         return f"{exc.strerror or exc} (is the host name right?)"
+    if isinstance(exc, ssl_module.SSLCertVerificationError):
+        return (f"the server's TLS certificate is not trusted ({exc.verify_message}): "
+                "set SSL_CERT_FILE to its certificate or its CA's")
+    if isinstance(exc, ssl_module.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
     if exc.errno:
         return os.strerror(exc.errno)
     if isinstance(exc, ConnectionResetError) and url.lower().startswith("wss://"):

@@ -59,7 +59,7 @@ def start_server(*args: str, env: dict[str, str] | None = None, launcher: list[s
         if not line:
             raise AssertionError("the server exited")
         lines.append(line.rstrip("\n"))
-        match = re.match(r"listening on (ws://\S+)", line)
+        match = re.match(r"listening on (wss?://\S+)", line)
         return match.group(1) if match else None
 
     try:

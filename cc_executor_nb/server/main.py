@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import stat
 import sys
 import tempfile
@@ -46,6 +47,7 @@ from .. import __version__
 from ..declare import OneLineParser
 from ..errors import CCExecError
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, DEFAULT_KILL_GRACE
+from .access import is_loopback
 from .config import (
     DEFAULT_HISTORY,
     DEFAULT_JOB_RETENTION,
@@ -68,7 +70,17 @@ from .runtime import (
 )
 from .supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
 
-__all__ = ["HEARTBEAT_ENV", "TOKEN_ENV", "build_handler", "main", "parse_args", "settings_from", "write_token_file"]
+__all__ = [
+    "HEARTBEAT_ENV",
+    "TOKEN_ENV",
+    "build_handler",
+    "cleartext_warning",
+    "main",
+    "parse_args",
+    "settings_from",
+    "tls_context",
+    "write_token_file",
+]
 
 logger = logging.getLogger("cc_executor_nb.server")
 
@@ -174,6 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--token", help=f"bearer token (visible in ps; prefer env {TOKEN_ENV} or --token-file)")
     add("--token-file", help="read the token from this file if it exists, else write a generated one there (0600)")
     add("--no-token", action="store_true", help="serve without a token (loopback only)")
+    add("--certfile", metavar="PATH",
+        help="serve wss:// (TLS) with this PEM certificate chain (and its key, unless --keyfile)")
+    add("--keyfile", metavar="PATH", help="the certificate's private key (PEM, not encrypted), if not in --certfile")
     add("--heartbeat-interval", type=_seconds, default=None,
         help=f"seconds between heartbeats (default {DEFAULT_HEARTBEAT_INTERVAL:g}, env {HEARTBEAT_ENV})")
     add("--inactivity-threshold", type=_seconds, default=DEFAULT_INACTIVITY_THRESHOLD,
@@ -262,6 +277,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"{HEARTBEAT_ENV}: {exc}")
     if args.no_token and (args.token or args.token_file):
         parser.error("--no-token excludes --token and --token-file")
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile (the certificate it is the key of)")
     _apply_job_defaults(args)
     if args.no_token and args.runtime_file:
         parser.error("a job server needs a token: --no-token excludes --jobs and --runtime-file")
@@ -395,6 +412,43 @@ def _resolve_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
         raise ValueError(f"cannot write the token file {args.token_file}: {exc.strerror or exc}") from None
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password() -> str:
+    raise _EncryptedKey  # never ask on a terminal: the server may run unattended
+
+
+def tls_context(certfile: str | None, keyfile: str | None = None) -> ssl.SSLContext | None:
+    """The server-side TLS context of ``--certfile``/``--keyfile`` (None without a certificate).
+
+    Raises ValueError, naming the file, when they cannot be loaded.
+    """
+    if certfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    files = f"{certfile} (key {keyfile})" if keyfile else certfile
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_no_password)
+    except _EncryptedKey:
+        raise ValueError(f"cannot load the TLS certificate {files}: its key is encrypted") from None
+    except OSError as exc:  # ssl.SSLError is one: not PEM, no key, a key that does not match
+        reason = re.sub(r" \(_ssl\.c:\d+\)$", "", exc.strerror or str(exc))
+        raise ValueError(f"cannot load the TLS certificate {files}: {reason}") from None
+    return context
+
+
+def cleartext_warning(host: str, tls: bool) -> str | None:
+    """What to tell the user who serves plain ``ws://`` beyond this machine."""
+    if tls or is_loopback(host):
+        return None
+    return (
+        f"warning: serving ws:// on {host}: the token and every run's output cross the network unencrypted; "
+        "give --certfile (wss://) or reach a loopback server through an SSH tunnel"
+    )
+
+
 async def _serve(args: argparse.Namespace) -> int:
     try:
         token, written = _resolve_token(args)
@@ -412,8 +466,9 @@ async def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
+        context = tls_context(args.certfile, args.keyfile)
         handler = build_handler(args, token)
-        await handler.start(args.host, args.port)
+        await handler.start(args.host, args.port, ssl=context)
     except JobsDirBusy as exc:
         print(f"error: {exc}{_running_server(args.runtime_file)}", file=sys.stderr)
         _remove(token_path)
@@ -428,6 +483,9 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     if written:
         print(f"token written to {written}", flush=True)
+    warning = cleartext_warning(args.host, handler.tls)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     if args.runtime_file:
         info = RuntimeInfo(handler.url, handler.token or "", os.getpid(), args.jobs_dir, __version__, time.time())
         write_runtime_file(args.runtime_file, info)
