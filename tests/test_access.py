@@ -10,7 +10,15 @@ from websockets.exceptions import InvalidStatus
 
 from cc_executor_nb.client import connect, shown_url
 from cc_executor_nb.errors import HandshakeRefused
-from cc_executor_nb.server.access import Refusal, check_handshake, host_name, is_loopback, token_matches
+from cc_executor_nb.server.access import (
+    FailureTable,
+    Refusal,
+    address_key,
+    check_handshake,
+    host_name,
+    is_loopback,
+    token_matches,
+)
 
 from .conftest import TOKEN, make_handler
 from .util import scaled
@@ -215,3 +223,55 @@ async def test_default_handler_generates_a_token() -> None:
     """Without a token argument the handler makes a random one (secure by default)."""
     handler = make_handler(token=None)
     assert handler.token and len(handler.token) >= 32
+
+
+def test_failures_in_a_row_from_one_source_cost_more_up_to_a_cap() -> None:
+    """The first wrong token is answered at once, each further one from the same source
+    waits twice as long, never past the cap; another source starts afresh."""
+    table = FailureTable(base=0.25, cap=2.0)
+    delays = [table.fail("10.0.0.1", now=float(i)) for i in range(6)]
+    assert delays == [0.0, 0.25, 0.5, 1.0, 2.0, 2.0]
+    assert table.fail("10.0.0.2", now=6.0) == 0.0
+
+
+def test_a_source_quiet_for_the_forget_time_starts_afresh() -> None:
+    """Failures far apart are not 'in a row': the count restarts after ``forget`` seconds."""
+    table = FailureTable(base=0.25, forget=60.0)
+    table.fail("a", now=0.0)
+    assert table.fail("a", now=1.0) == 0.25
+    assert table.fail("a", now=100.0) == 0.0
+
+
+def test_the_failure_table_stays_bounded() -> None:
+    """A flood of sources keeps at most ``size`` entries, dropping the longest quiet one."""
+    table = FailureTable(size=100)
+    table.fail("kept", now=0.0)
+    for i in range(10_000):
+        table.fail(f"10.{i // 256}.{i % 256}.1", now=1.0 + i)
+        table.fail("kept", now=1.0 + i)
+    assert len(table) == 100
+    assert table.fail("kept", now=10_001.0) > 0
+
+
+def test_ipv6_sources_count_per_64() -> None:
+    """Addresses of one IPv6 /64 are one source; an IPv4-mapped address is its IPv4 one."""
+    assert address_key("2001:db8::1") == address_key("2001:db8::2:3") == "2001:db8::/64"
+    assert address_key("::ffff:10.0.0.1") == "10.0.0.1"
+    assert address_key("127.0.0.1") == "127.0.0.1"
+
+
+async def test_wrong_tokens_in_a_row_are_answered_later_and_a_right_one_at_once(server) -> None:
+    """Before, every 401 came at once, so a client could try tokens as fast as it liked:
+    now each further wrong token from an address waits longer, a right one right after
+    is accepted without any wait."""
+    waits: list[float] = []
+
+    async def record(delay: float) -> None:
+        waits.append(delay)
+
+    server._refusal_wait = record
+    for _ in range(4):
+        assert await handshake_status(server.url, Authorization="Bearer wrong") == 401
+    assert waits == [0.25, 0.5, 1.0]
+    assert await handshake_status(server.url, Authorization=f"Bearer {TOKEN}") == 101
+    assert waits == [0.25, 0.5, 1.0]

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 __all__ = [
     "SINGLE_HEADERS",
     "WS_PATHS",
+    "FailureTable",
     "Refusal",
+    "address_key",
     "check_handshake",
     "host_name",
     "is_loopback",
@@ -104,3 +107,52 @@ def check_handshake(
     if token is not None and not token_matches(headers.get("Authorization"), token):
         return Refusal(401, "Unauthorized: missing or wrong bearer token")
     return None
+
+
+def address_key(address: str) -> str:
+    """The source a failure counts against: the address, or an IPv6 address's /64 (one
+    host usually holds a whole /64, so its addresses are one source)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and not ip.is_loopback and getattr(ip, "ipv4_mapped", None) is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
+
+
+class FailureTable:
+    """Consecutive authentication failures per source, and what the next one costs.
+
+    The first failure of a source is answered at once (a typo); each further one waits
+    ``base`` seconds, doubled per failure up to ``cap``. A source is forgotten once it
+    failed nothing for ``forget`` seconds. At most ``size`` sources are kept: a new one
+    pushes out the one that failed longest ago. Success is not recorded: a right token is
+    never delayed, and does not clear what a guesser on the same address has run up.
+    Pure: the caller passes the clock.
+    """
+
+    def __init__(self, *, base: float = 0.25, cap: float = 5.0, forget: float = 300.0, size: int = 4096) -> None:
+        self.base = base
+        self.cap = cap
+        self.forget = forget
+        self.size = size
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def fail(self, source: str, now: float) -> float:
+        """Record a failure of ``source`` at ``now``; return the seconds its answer waits."""
+        count, last = self._failures.pop(source, (0, now))
+        count = 1 if now - last > self.forget else count + 1
+        self._failures[source] = (count, now)
+        while len(self._failures) > self.size:
+            self._failures.popitem(last=False)
+        return self.delay(count)
+
+    def delay(self, count: int) -> float:
+        """What the ``count``-th failure in a row waits."""
+        if count <= 1:
+            return 0.0
+        return min(self.cap, self.base * 2.0 ** min(count - 2, 64))

@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from ..redaction import SecretRedactor, install_redactor
-from .access import WS_PATHS, check_handshake, is_loopback
+from .access import WS_PATHS, FailureTable, address_key, check_handshake, is_loopback
 from .config import ServerSettings
 from .disk import DiskBudget, DiskUse
 from .execution import EOF_GRACE, Execution, Notify
@@ -152,6 +152,10 @@ class EnhancedWebSocketHandler:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self.processes.add_secret(self.token)
+        # A wrong token's 401 waits longer per failure in a row from its source (never past
+        # half the handshake timeout, which would drop it unanswered).
+        self.auth_failures = FailureTable(cap=min(5.0, open_timeout / 2))
+        self._refusal_wait: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.jobs = JobDesk(
             jobs,
             launch=self._launch,
@@ -249,7 +253,7 @@ class EnhancedWebSocketHandler:
 
     # -- Handshake ------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path not in (*WS_PATHS, "/health"):
             # Said in the body, which clients show: a URL without its path is the usual slip.
@@ -268,6 +272,8 @@ class EnhancedWebSocketHandler:
             return connection.respond(http.HTTPStatus.BAD_REQUEST, f"Bad Request: duplicate {exc} header\n")
         if refusal is not None:
             logger.info("! [ENHANCED] refused %s: %d", path, refusal.status)
+            if refusal.status == http.HTTPStatus.UNAUTHORIZED:
+                await self._slow_down(connection)
             return connection.respond(refusal.status, refusal.reason + "\n")
         if path == "/health":
             return self._health()
@@ -275,6 +281,15 @@ class EnhancedWebSocketHandler:
             logger.info("! [ENHANCED] refused %s: 503 (more than %d connections)", path, self.max_connections)
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections\n")
         return None
+
+    async def _slow_down(self, connection: ServerConnection) -> None:
+        """Make a wrong token cost its sender: the answer waits (see :class:`FailureTable`)."""
+        peer = connection.remote_address
+        source = address_key(str(peer[0])) if peer else "?"
+        delay = self.auth_failures.fail(source, time.monotonic())
+        if delay > 0:
+            logger.info("! [ENHANCED] %s: wrong token again, answered in %g s", source, delay)
+            await self._refusal_wait(delay)
 
     def _too_many_connections(self) -> bool:
         if self.max_connections is None or self.server is None:
