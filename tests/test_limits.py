@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -13,6 +15,8 @@ from cc_executor_nb.server.config import MIN_DISK_LIMIT, ServerSettings
 from cc_executor_nb.server.main import _size, parse_args, settings_from
 
 from .conftest import TOKEN, make_handler
+from .test_access import handshake_status
+from .util import eventually_async, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,5 +72,62 @@ async def test_past_the_connection_cap_a_handshake_gets_503() -> None:
             assert info.value.response.status_code == 503
         async with await connect(handler.url, TOKEN) as again:  # room again once the first left
             await again.wait_connected()
+    finally:
+        await handler.close()
+
+
+async def _silent_connections(handler, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``count`` TCP connections that never send a request, once the server holds them all."""
+    held = [await asyncio.open_connection("127.0.0.1", handler.port) for _ in range(count)]
+    await eventually_async(lambda: len(handler.server.handler_tasks) == count, what="the server holding them")
+    return held
+
+
+async def test_silent_handshakes_do_not_keep_a_client_with_the_token_out() -> None:
+    """Connections that send nothing filled --max-connections until the handshake timeout,
+    and a client with the right token got 503: now it takes the place of the oldest one,
+    whose connection is closed."""
+    handler = make_handler(max_connections=2)
+    await handler.start("127.0.0.1", 0)
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        held = await _silent_connections(handler, 2)
+        assert await handshake_status(handler.url, Authorization=f"Bearer {TOKEN}") == 101
+        assert await asyncio.wait_for(held[0][0].read(), scaled(10)) == b""
+    finally:
+        for _, writer in held:
+            writer.close()
+        await handler.close()
+
+
+async def test_held_wrong_token_answers_do_not_keep_a_client_with_the_token_out() -> None:
+    """Wrong tokens whose 401 is being delayed do not fill the server either: a client with
+    the right token is let in and a held refusal is dropped, while a client without the
+    token still gets 503 when the server is full of clients with it."""
+    handler = make_handler(max_connections=2)
+    never = asyncio.Event()
+
+    async def hold(_delay: float) -> None:
+        await never.wait()
+
+    handler._refusal_wait = hold
+    await handler.start("127.0.0.1", 0)
+    try:
+        handler.auth_failures.fail("127.0.0.1", time.monotonic())  # the next failures are delayed
+        wrong = [asyncio.ensure_future(handshake_status(handler.url, Authorization="Bearer wrong")) for _ in range(2)]
+        await eventually_async(lambda: len(handler.server.handler_tasks) == 2, what="two held refusals")
+        async with await connect(handler.url, TOKEN) as first:
+            await first.wait_connected()
+            done, _ = await asyncio.wait(wrong, timeout=scaled(10), return_when=asyncio.FIRST_COMPLETED)
+            assert done
+            async with await connect(handler.url, TOKEN) as second:
+                await second.wait_connected()
+                with pytest.raises(InvalidStatus) as info:
+                    async with ws_connect(handler.url, additional_headers={"Authorization": f"Bearer {TOKEN}"},
+                                          proxy=None):
+                        pass
+                assert info.value.response.status_code == 503
+        for task in wrong:
+            task.cancel()
     finally:
         await handler.close()

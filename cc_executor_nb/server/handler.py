@@ -54,6 +54,7 @@ from ..errors import (
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
 from ..redaction import SecretRedactor, install_redactor
 from .access import WS_PATHS, FailureTable, address_key, check_handshake, is_loopback
+from .admission import Admission
 from .config import ServerSettings
 from .disk import DiskBudget, DiskUse
 from .execution import EOF_GRACE, Execution, Notify
@@ -156,6 +157,7 @@ class EnhancedWebSocketHandler:
         # half the handshake timeout, which would drop it unanswered).
         self.auth_failures = FailureTable(cap=min(5.0, open_timeout / 2))
         self._refusal_wait: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.admission = Admission()
         self.jobs = JobDesk(
             jobs,
             launch=self._launch,
@@ -202,6 +204,7 @@ class EnhancedWebSocketHandler:
                 close_timeout=self.close_timeout,
                 server_header=f"cc_executor_nb/{__version__}",
                 ssl=ssl,
+                create_connection=self.admission.connection_class(),
             )
         except BaseException:
             await self.jobs.shutdown()  # releases the jobs directory
@@ -275,9 +278,10 @@ class EnhancedWebSocketHandler:
             if refusal.status == http.HTTPStatus.UNAUTHORIZED:
                 await self._slow_down(connection)
             return connection.respond(refusal.status, refusal.reason + "\n")
+        self.admission.prove(connection)
         if path == "/health":
             return self._health()
-        if self._too_many_connections():
+        if self._too_many_connections(connection):
             logger.info("! [ENHANCED] refused %s: 503 (more than %d connections)", path, self.max_connections)
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections\n")
         return None
@@ -289,15 +293,23 @@ class EnhancedWebSocketHandler:
         delay = self.auth_failures.fail(source, time.monotonic())
         if delay > 0:
             logger.info("! [ENHANCED] %s: wrong token again, answered in %g s", source, delay)
-            await self._refusal_wait(delay)
+            # Stop waiting once the connection is gone (the client left, or a client with
+            # the token took its place): it holds a connection slot while it waits.
+            wait = asyncio.ensure_future(self._refusal_wait(delay))
+            await asyncio.wait([wait, connection.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+            wait.cancel()
 
-    def _too_many_connections(self) -> bool:
+    def _too_many_connections(self, connection: ServerConnection) -> bool:
         if self.max_connections is None or self.server is None:
             return False
         # Handshakes under way count too (each holds a descriptor): websockets keeps one
-        # handler task per connection from its accept, this one's included.
+        # handler task per connection from its accept, this one's included. Past the cap,
+        # this connection (which showed the token) takes the place of unproven ones.
         tasks = getattr(self.server, "handler_tasks", None)
         count = len(tasks) if isinstance(tasks, set) else len(self.server.connections) + 1
+        while count > self.max_connections and self.admission.evict_oldest(keep=connection):
+            logger.info("! [ENHANCED] full: dropped a handshake without the token for one with it")
+            count -= 1
         return count > self.max_connections
 
     def _health(self) -> Response:
