@@ -40,6 +40,7 @@ class SecretRedactor(logging.Filter):
         self.secrets = {value for value in secrets_ if value}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        _fold_refusal(record)
         message = record.getMessage()
         cleaned = self.redact(message)
         if cleaned != message:
@@ -68,6 +69,18 @@ class SecretRedactor(logging.Filter):
         text = _AUTH_HEADER.sub(rf"\1\2{_REDACTED}", text)
         text = _CREDENTIAL.sub(rf"\1\2{_REDACTED}", text)
         return _QUERY_SECRET.sub(rf"\1{_REDACTED}", text)
+
+
+def _fold_refusal(record: logging.LogRecord) -> None:
+    """One line for a handshake websockets refuses: "! invalid protocol: unsupported HTTP
+    version: HTTP/1.0" instead of the line and a traceback (a client's bad request, such
+    as HTTP/1.0 or a plain GET, is no fault of the server's)."""
+    if record.name != "websockets.server" or not record.exc_info or not isinstance(record.msg, str):
+        return
+    if not record.msg.startswith("! invalid "):
+        return
+    record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", ()
+    record.exc_info, record.exc_text = None, None
 
 
 _LOGGER_PREFIXES = ("cc_executor_nb", "websockets")

@@ -275,3 +275,30 @@ async def test_wrong_tokens_in_a_row_are_answered_later_and_a_right_one_at_once(
     assert waits == [0.25, 0.5, 1.0]
     assert await handshake_status(server.url, Authorization=f"Bearer {TOKEN}") == 101
     assert waits == [0.25, 0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    "request_head, status, says",
+    [
+        ("GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", b" 505 ", "unsupported HTTP version"),
+        ("GET /ws HTTP/1.1\r\n", b" 426 ", "missing Connection header"),
+    ],
+)
+async def test_a_request_websockets_refuses_is_one_log_line_without_traceback(
+    server, caplog, request_head: str, status: bytes, says: str
+) -> None:
+    """An HTTP/1.0 request (505), or a plain GET without the upgrade (426), logged a
+    traceback at DEBUG: now one line that says why."""
+    caplog.set_level("DEBUG", logger="websockets.server")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        (
+            f"{request_head}Host: 127.0.0.1\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        ).encode()
+    )
+    assert status in await asyncio.wait_for(reader.readline(), scaled(10))
+    writer.close()
+    invalid = [record for record in caplog.records if record.getMessage().startswith("! invalid")]
+    assert len(invalid) == 1 and says in invalid[0].getMessage()
+    assert "Traceback" not in caplog.text and invalid[0].exc_info is None
