@@ -28,7 +28,7 @@ from cc_executor_nb.server.jobs import LOST_ERROR, JobRecord, JobsDirBusy, JobSt
 
 from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of, reply
 from .proxy import FaultyProxy
-from .util import eventually_async
+from .util import eventually_async, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -721,3 +721,30 @@ async def test_a_server_without_jobs_names_both_ways_to_keep_them(raw) -> None:
     assert message["error"]["message"] == said
     message = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "jobs.list"}))
     assert message["error"]["message"] == said
+
+
+async def _frames_until(ws, method: str) -> list[dict]:
+    """Every frame up to and including the first notification ``method``."""
+    frames: list[dict] = []
+    while not frames or frames[-1].get("method") != method:
+        frames.append(json.loads(await asyncio.wait_for(ws.recv(), scaled(10))))
+    return frames
+
+
+@pytest.mark.parametrize("durable", [False, True])
+async def test_a_control_request_is_answered_before_its_notification(jobs_server, durable: bool) -> None:
+    """A single PAUSE, RESUME or CANCEL is answered first and notified after, as a batch's
+    requests are, for a plain run as for a durable job (a plain run's process.paused came
+    before the answer, a job's after it)."""
+    async with ws_connect(jobs_server.url, additional_headers={"Authorization": f"Bearer {TOKEN}"}, proxy=None) as ws:
+        await ws.recv()  # connected
+        params = {"argv": ["sleep", "30"], **({"durable": True} if durable else {})}
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": params}))
+        await _frames_until(ws, "process.started")
+        for number, (kind, caused) in enumerate(
+            [("PAUSE", "process.paused"), ("RESUME", "process.resumed"), ("CANCEL", "process.cancelled")], 2
+        ):
+            request = {"jsonrpc": "2.0", "id": number, "method": "control", "params": {"type": kind}}
+            await ws.send(json.dumps(request))
+            frames = [frame for frame in await _frames_until(ws, caused) if frame.get("method") != "heartbeat"]
+            assert [frame.get("id", frame.get("method")) for frame in frames] == [number, caused]

@@ -427,6 +427,7 @@ class EnhancedWebSocketHandler:
         session = link.session
         if incoming.batch:
             session.hold(deferred)  # what the batch causes is told after its response
+        session.answered.clear()
         try:
             for item in incoming.items:
                 reply = await self._answer(link, item, deferred)
@@ -438,6 +439,7 @@ class EnhancedWebSocketHandler:
             # Even when the reply could not be sent (the connection dropped): a run
             # that was started must begin, or it would never end.
             session.unhold()
+            session.answered.set()
             await _run_all(deferred)
 
     async def _answer(
@@ -479,7 +481,7 @@ class EnhancedWebSocketHandler:
                 raise AlreadyRunning(f"this connection follows job {link.job.id}; execute on another")
             return await self._execute(session, request.params, deferred)
         if method == methods.CONTROL:
-            return await self._control(owner, request.params)
+            return await self._control(owner, request.params, deferred)
         if method == methods.STATUS:
             return await self._status(owner) | self.jobs.status_fields(link)
         if method == methods.INPUT:
@@ -615,11 +617,21 @@ class EnhancedWebSocketHandler:
             return
         logger.info("= [ENHANCED] session %s replayed %d notifications", session.id, count)
 
-    async def _control(self, session: RunOwner, params: Any) -> dict[str, Any]:
+    async def _control(
+        self, session: RunOwner, params: Any, deferred: list[Callable[[], Awaitable[Any]]]
+    ) -> dict[str, Any]:
         kind = protocol.validate_control(params).type
         execution = session.execution
         if execution is None or not session.running:
             raise NoProcessRunning()
+        if isinstance(session, Session):
+            # The notification (process.paused...) is told after this answer, as a job's is.
+            with session.deferring(deferred):
+                return await self._signal(execution, kind)
+        return await self._signal(execution, kind)
+
+    @staticmethod
+    async def _signal(execution: Execution, kind: str) -> dict[str, Any]:
         if kind == "PAUSE":
             _require_state(execution, "running", "the process is already paused")
             await execution.pause()

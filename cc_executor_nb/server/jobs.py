@@ -792,6 +792,8 @@ async def _follow(link: Window, job: Job, after: int) -> None:
                 # cancel it for the others.
                 await asyncio.shield(grew)
                 continue
+            # What a request on this connection made the job log is sent after its answer.
+            await link.session.answered.wait()
             for line in lines:
                 await link.ws.send(line[:-1], text=True)
             cursor += len(lines)

@@ -14,7 +14,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from .. import methods, protocol
@@ -73,6 +73,10 @@ class Session:
         self.acking = False
         """True once the client sent an ``ack``: it is then sent at most a window ahead."""
         self._acked = asyncio.Event()
+        self.answered = asyncio.Event()
+        """Set unless a request of this session's connection is being answered: what a
+        followed job logs meanwhile is sent after the answer (see ``jobs._follow``)."""
+        self.answered.set()
 
     @property
     def attached(self) -> bool:
@@ -95,6 +99,23 @@ class Session:
     def unhold(self) -> None:
         """Stop queueing; the holder sends what was queued, in order."""
         self._held = None
+
+    @contextlib.contextmanager
+    def deferring(self, queue: list[Callable[[], Awaitable[Any]]]) -> Iterator[None]:
+        """Hold the notifications sent within into ``queue``, unless a batch holds them already.
+
+        For what a single request causes (``control``'s ``process.paused``): told after the
+        request's response, as in a batch. Only for code that does not yield while it holds,
+        so no output of the run is caught in the queue.
+        """
+        if self._held is not None:
+            yield
+            return
+        self.hold(queue)
+        try:
+            yield
+        finally:
+            self.unhold()
 
     async def notify(self, method: str, params: dict[str, Any]) -> int:
         """Send a run-related notification with the next ``seq``; return that seq (0: held)."""
