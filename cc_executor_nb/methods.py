@@ -99,4 +99,5 @@ CONVERSATION_QUESTION: Final = "conversation.question"
 CONVERSATION_NOTICE: Final = "conversation.notice"
 """``{"message": str}``: something the person should know (a fall-back, an automatic deny)."""
 CONVERSATION_ENDING: Final = "conversation.ending"
-"""``{"reason": "end"|"idle"|"cancel"}``: the conversation's input is being closed."""
+"""``{"reason": "end"|"idle"|"max_idle_conversations"|"cancel"}``: the conversation's input is
+being closed (``idle``: its idle timeout; ``max_idle_conversations``: more conversations waited)."""

@@ -546,6 +546,18 @@ def test_past_max_idle_conversations_the_longest_waiting_one_ends(tmp_path: Path
     ended(second)
 
 
+def test_a_conversation_ended_by_max_idle_conversations_says_so_in_its_ending(tmp_path: Path) -> None:
+    """The conversation.ending of a conversation ended by max_idle_conversations names that
+    limit (it said reason "idle", as an idle timeout's does); an idle timeout's says "idle"."""
+    config = settings()
+    config.max_idle_conversations = 1
+    first = turn_over(start("echo: first", tmp_path, settings=config))
+    second = turn_over(start("echo: second", tmp_path, settings=config, idle_timeout=0.5))
+    eventually(lambda: first.done and second.done, timeout=15, what="both conversations to end")
+    reasons = [[e.params["reason"] for e in run.events if e.method == "conversation.ending"] for run in (first, second)]
+    assert reasons == [["max_idle_conversations"], ["idle"]]
+
+
 def test_an_idle_end_after_an_interrupted_turn_is_a_normal_end(tmp_path: Path) -> None:
     """Interrupted, then nobody follows up: the idle timeout ends the conversation as completed
     (it read "cancelled, exit 1"), the turn still reads "Interrupted" in its record."""

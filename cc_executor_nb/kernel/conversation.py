@@ -647,8 +647,7 @@ class Conversation:
             f"Ended: more than {limit} conversation{'s' if limit > 1 else ''} waited for a follow-up "
             "(max_idle_conversations); everything is kept."
         )
-        self.end("idle")
-        self._ended_because = "max_idle"  # the words say which limit ended it
+        self.end("max_idle_conversations")
 
     def _call_turn_end(self) -> None:
         if self.on_turn_end is not None:
@@ -984,7 +983,7 @@ def _policy_answer(verdict: Any, tool: str) -> Answer | None:
 
 _ENDED_BECAUSE = {
     "idle": " (ended after its idle timeout without a follow-up)",
-    "max_idle": " (ended: more conversations than max_idle_conversations waited for a follow-up)",
+    "max_idle_conversations": " (ended: more conversations than max_idle_conversations waited for a follow-up)",
 }
 """What a refused follow-up says of why the conversation ended, by the reason end() was given."""
 
