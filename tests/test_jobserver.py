@@ -18,8 +18,10 @@ import psutil
 import pytest
 
 from cc_executor_nb.client import connect
+from cc_executor_nb.kernel import jobserver
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.jobserver import job_server, server_arguments, stop_server
+from cc_executor_nb.server import runtime
 from cc_executor_nb.server.config import ServerSettings
 from cc_executor_nb.server.main import parse_args, stop_main
 from cc_executor_nb.server.runtime import (
@@ -241,3 +243,75 @@ def test_bad_job_flags_are_usage_errors(argv, message, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_runtime_file_others_could_have_written_is_not_trusted(tmp_path: Path) -> None:
+    """A runtime file writable by group or others, or a symbolic link, is not read (it was
+    trusted: whoever wrote it chose the URL and token a kernel sends its runs to)."""
+    path = tmp_path / RUNTIME_FILE_NAME
+    write_runtime_file(path, RuntimeInfo(url="ws://127.0.0.1:1/ws", token="t" * 32, pid=1))
+    assert read_runtime_file(path) is not None
+    path.chmod(0o622)
+    assert read_runtime_file(path) is None
+    path.chmod(0o600)
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    assert read_runtime_file(link) is None
+
+
+def test_a_runtime_file_of_another_user_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runtime file owned by another user is not read (as if we were another user here)."""
+    path = tmp_path / RUNTIME_FILE_NAME
+    write_runtime_file(path, RuntimeInfo(url="ws://127.0.0.1:1/ws", token="t" * 32, pid=1))
+    monkeypatch.setattr(runtime, "_our_uid", lambda: os.getuid() + 1)
+    assert read_runtime_file(path) is None
+
+
+@pytest.fixture
+def server_lookalike() -> Iterator[subprocess.Popen[bytes]]:
+    """A process of ours whose command line names the server module (as a job server's does)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cc_executor_nb.server"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_another_users_process_is_no_job_server_of_ours(
+    tmp_path: Path, server_lookalike: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale runtime file whose pid now belongs to another user's server process is not
+    our job server: stop does not signal it (it sent SIGTERM: EPERM, or as root a kill)."""
+    path = tmp_path / RUNTIME_FILE_NAME
+    write_runtime_file(path, RuntimeInfo(url="ws://127.0.0.1:1/ws", token="t" * 32, pid=server_lookalike.pid))
+    assert runtime.is_job_server(server_lookalike.pid)
+    monkeypatch.setattr(runtime, "_our_uid", lambda: os.getuid() + 1)  # the process is now another user's
+    assert not runtime.is_job_server(server_lookalike.pid)
+    assert stop_job_server(path, timeout=scaled(10)) is None
+    assert server_lookalike.poll() is None
+
+
+def test_the_token_goes_only_to_the_port_the_named_server_listens_on(
+    tmp_path: Path, server_lookalike: subprocess.Popen[bytes]
+) -> None:
+    """A runtime file whose pid is a server of ours that does not listen on the file's port
+    (a stale file, the pid reused, the port another program's) is not probed: the token
+    was sent to whatever listened there."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(scaled(5))
+    received: list[bytes] = []
+
+    def record() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                received.append(conn.recv(65536))
+
+    thread = threading.Thread(target=record, daemon=True)
+    thread.start()
+    info = RuntimeInfo(url=f"ws://127.0.0.1:{listener.getsockname()[1]}/ws", token="s" * 32, pid=server_lookalike.pid)
+    try:
+        assert not jobserver._answers(info)
+    finally:
+        listener.close()
+        thread.join(scaled(10))
+    assert not any(b"s" * 32 in data for data in received)

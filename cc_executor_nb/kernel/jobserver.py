@@ -38,6 +38,7 @@ from ..server.runtime import (
     default_runtime_file,
     is_job_server,
     read_runtime_file,
+    serves,
     stop_job_server,
 )
 from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, is_secret
@@ -231,8 +232,9 @@ def _await_answer(runtime: Path) -> RuntimeInfo:
 
 
 def _answers(info: RuntimeInfo) -> bool:
-    """Whether the named process is a job server that accepts the token."""
-    if not is_job_server(info.pid):
+    """Whether the named process is a job server of ours, listening on the file's port,
+    that accepts the token (the token goes nowhere else)."""
+    if not serves(info):
         return False
     install_redactor(info.token)  # websockets logs the Authorization header and frames at DEBUG
     try:

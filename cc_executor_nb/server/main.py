@@ -62,9 +62,9 @@ from .runtime import (
     RuntimeInfo,
     default_jobs_dir,
     default_runtime_file,
-    is_job_server,
     read_runtime_file,
     remove_runtime_file,
+    serves,
     stop_job_server,
     write_runtime_file,
 )
@@ -626,7 +626,7 @@ def stop_main(argv: Sequence[str]) -> int:
     path = args.runtime_file or str(default_runtime_file())
     info = read_runtime_file(path)
     # Only a live job server is asked: a stale file's port may be another service's now.
-    active = _active_jobs(info) if info is not None and is_job_server(info.pid) else None
+    active = _active_jobs(info) if info is not None and serves(info) else None
     try:
         pid = stop_job_server(path, args.timeout)
     except TimeoutError as exc:

@@ -6,15 +6,23 @@ owner can read (0600, written whole with a rename), by default
 ``jupyter_runtime_dir()/cc_executor_nb-jobserver.json``, once it listens, and removes
 it when it exits (if the file still names it). A server that died by SIGKILL leaves
 the file behind: readers check the pid and the server itself before trusting it.
+
+What is trusted: a file that is ours and that no one else could have written (not a
+symbolic link, owned by our user, not writable by group or others); a pid that is a
+server process of our user; and a URL whose port that very process listens on, so the
+token is never sent to whatever took the port of a server that died.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
+import stat
 import time
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +38,7 @@ __all__ = [
     "read_runtime_file",
     "remove_runtime_file",
     "runtime_dir",
+    "serves",
     "stop_job_server",
     "write_runtime_file",
 ]
@@ -37,6 +46,7 @@ __all__ = [
 RUNTIME_FILE_NAME = "cc_executor_nb-jobserver.json"
 JOBS_DIR_NAME = "cc_executor_nb-jobs"
 _SERVER_MODULE = "cc_executor_nb.server"
+logger = logging.getLogger("cc_executor_nb.server")
 
 
 @dataclass(frozen=True)
@@ -80,14 +90,32 @@ def write_runtime_file(path: str | os.PathLike[str], info: RuntimeInfo) -> None:
 
 
 def read_runtime_file(path: str | os.PathLike[str]) -> RuntimeInfo | None:
-    """The file's contents, or None when it is missing or unreadable."""
+    """The file's contents, or None when it is missing, unreadable or not to be trusted
+    (a symbolic link, another user's, or writable by group or others)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read_private(Path(path)))
         info = RuntimeInfo(**{name: data[name] for name in RuntimeInfo.__dataclass_fields__ if name in data})
     except (OSError, ValueError, TypeError):
         return None
     valid = isinstance(info.url, str) and isinstance(info.token, str) and isinstance(info.pid, int)
     return info if valid else None
+
+
+def _read_private(path: Path) -> str:
+    """The text of ``path``, if it is a regular file of ours that only we can write."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, encoding="utf-8") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode) or status.st_uid != _our_uid():
+            raise PermissionError(f"{path} is not a file of ours")
+        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            logger.warning("! %s is writable by others: not trusted (chmod 600 it, or remove it)", path)
+            raise PermissionError(f"{path} is writable by others")
+        return handle.read()
+
+
+def _our_uid() -> int:
+    return os.getuid()
 
 
 def remove_runtime_file(path: str | os.PathLike[str], pid: int) -> None:
@@ -99,12 +127,30 @@ def remove_runtime_file(path: str | os.PathLike[str], pid: int) -> None:
 
 
 def is_job_server(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) ``python -m cc_executor_nb.server`` process."""
+    """Whether ``pid`` is a live (non-zombie) ``python -m cc_executor_nb.server`` process
+    of our user (a stale file's pid may be another user's server now)."""
     try:
         proc = psutil.Process(pid)
+        if proc.uids().real != _our_uid():
+            return False
         return proc.status() != psutil.STATUS_ZOMBIE and _SERVER_MODULE in proc.cmdline()
     except psutil.Error:
         return False
+
+
+def serves(info: RuntimeInfo) -> bool:
+    """Whether the file's pid is a job server of ours that listens on the file's port:
+    only then may the token go to that URL."""
+    if not is_job_server(info.pid):
+        return False
+    try:
+        port = urllib.parse.urlsplit(info.url).port
+        listening = psutil.Process(info.pid).net_connections(kind="inet")
+    except psutil.AccessDenied:
+        return True  # a system that hides even our own process's sockets: the pid check alone
+    except (ValueError, psutil.Error):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in listening)
 
 
 def stop_job_server(path: str | os.PathLike[str], timeout: float = 30.0) -> int | None:
