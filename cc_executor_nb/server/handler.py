@@ -296,8 +296,10 @@ class EnhancedWebSocketHandler:
             # Stop waiting once the connection is gone (the client left, or a client with
             # the token took its place): it holds a connection slot while it waits.
             wait = asyncio.ensure_future(self._refusal_wait(delay))
-            await asyncio.wait([wait, connection.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
-            wait.cancel()
+            try:
+                await asyncio.wait([wait, connection.connection_lost_waiter], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                wait.cancel()  # also when the handshake timeout cancels us
 
     def _too_many_connections(self, connection: ServerConnection) -> bool:
         if self.max_connections is None or self.server is None:
