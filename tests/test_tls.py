@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -220,3 +221,17 @@ def test_a_notebook_run_trusts_ssl_cert_file(
     assert (trusted.status, trusted.stdout) == ("completed", "over wss\n"), trusted.error
     assert untrusted.status != "completed" and untrusted.error is not None
     assert "the server's TLS certificate is not trusted (self-signed certificate)" in untrusted.error
+
+
+@pytest.mark.parametrize(("token", "warned"), [("t0k", True), ("fifteen-chars-x", True), ("sixteen-chars-xy", False)])
+def test_a_short_token_is_warned_about(token: str, warned: bool) -> None:
+    """A token of fewer than 16 characters can be guessed: the server says so on stderr."""
+    server = start_server(env={"CC_EXECUTOR_TOKEN": token})
+    server.finish(signal.SIGTERM)
+    warnings = [line for line in server.lines if "the token has only" in line]
+    assert len(warnings) == (1 if warned else 0), server.lines
+    if warned:
+        assert warnings[0] == (
+            f"warning: the token has only {len(token)} characters: it can be guessed; give 16 or more random "
+            "characters, or let the server generate one"
+        )

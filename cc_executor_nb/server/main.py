@@ -78,6 +78,7 @@ __all__ = [
     "main",
     "parse_args",
     "settings_from",
+    "short_token_warning",
     "tls_context",
     "write_token_file",
 ]
@@ -439,6 +440,21 @@ def tls_context(certfile: str | None, keyfile: str | None = None) -> ssl.SSLCont
     return context
 
 
+SHORT_TOKEN = 16
+"""A token shorter than this many characters is warned about (a generated one has 64)."""
+
+
+def short_token_warning(token: str | None) -> str | None:
+    """What to tell the user whose token is short enough to guess (and to redact from logs
+    wherever those characters appear)."""
+    if token is None or len(token) >= SHORT_TOKEN:
+        return None
+    return (
+        f"warning: the token has only {len(token)} characters: it can be guessed; give {SHORT_TOKEN} or more "
+        "random characters, or let the server generate one"
+    )
+
+
 def cleartext_warning(host: str, tls: bool) -> str | None:
     """What to tell the user who serves plain ``ws://`` beyond this machine."""
     if tls or is_loopback(host):
@@ -483,9 +499,9 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     if written:
         print(f"token written to {written}", flush=True)
-    warning = cleartext_warning(args.host, handler.tls)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
+    for warning in (short_token_warning(token), cleartext_warning(args.host, handler.tls)):
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     if args.runtime_file:
         info = RuntimeInfo(handler.url, handler.token or "", os.getpid(), args.jobs_dir, __version__, time.time())
         write_runtime_file(args.runtime_file, info)
