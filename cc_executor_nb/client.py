@@ -121,6 +121,10 @@ class _Dialer:
             raise ConnectionError(_no_http_answer(self.url)) from None
 
 
+_NO_JOB_SERVER = "no job server of ours runs (its runtime file names none that is alive and listening)"
+"""Why a job follower does not dial: its locator found no server to give the token to."""
+
+
 def _no_http_answer(url: str) -> str:
     """Why the handshake got no HTTP answer, in words (a ws:// URL to a TLS server gets none)."""
     if url.lower().startswith("ws://"):
@@ -487,7 +491,11 @@ class Client:
                 noted = noted or bool(params.get("still_unreached"))
             await self._notify_local(methods.CLIENT_RECONNECTING, params)
             await asyncio.sleep(_BACKOFF[min(attempt - 1, len(_BACKOFF) - 1)])
-            await self._relocate()
+            if not await self._relocate():
+                if time.monotonic() > deadline:
+                    return await self._give_up(f"reconnect failed for {self.reconnect_timeout:g} s: {_NO_JOB_SERVER}")
+                unreached = _NO_JOB_SERVER
+                continue
             try:
                 ws = await self._dialer.dial()
             except HandshakeRefused as exc:
@@ -549,20 +557,27 @@ class Client:
         return ("reconnect refused: the server no longer accepts this run's token (HTTP 401; "
                 f"it may have restarted with a new one): {how}")
 
-    async def _relocate(self) -> None:
+    async def _relocate(self) -> bool:
         """A job follower dials wherever ``locate`` says the server is now (a resumed
         session lives in one server process only, so only a job is looked for elsewhere).
-        The locator runs off the loop: it may start the next job server."""
+        The locator runs off the loop: it may start the next job server.
+
+        False when the locator names no server: then nothing is dialled, since whatever
+        took the port of a job server that died would be given its token.
+        """
         if self._locate is None or self.job_id is None or self._dialer is None:
-            return
+            return True
         try:
             found = await _off_loop(self._locate)
         except Exception:  # a locator that fails leaves the last known address
             logger.exception("! finding the job server again failed")
-            return
-        if found is not None and found != (self._dialer.url, self._dialer.token):
+            return True
+        if found is None:
+            return False
+        if found != (self._dialer.url, self._dialer.token):
             logger.info("= the job server is now at %s", shown_url(found[0]))
             self._dialer = replace(self._dialer, url=found[0], token=found[1])
+        return True
 
     async def _resume_on(self, ws: ClientConnection) -> bool | None:
         """Resume on a fresh connection: True resumed, False fatal, None retry later."""

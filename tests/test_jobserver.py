@@ -315,3 +315,16 @@ def test_the_token_goes_only_to_the_port_the_named_server_listens_on(
         listener.close()
         thread.join(scaled(10))
     assert not any(b"s" * 32 in data for data in received)
+
+
+def test_the_locator_names_no_server_for_a_file_whose_server_does_not_listen_there(
+    runtime_dir: Path, server_lookalike: subprocess.Popen[bytes]
+) -> None:
+    """A followed job's locator reads the runtime file before each reconnect: a file whose pid
+    does not listen on its port (the server died; the port may be anybody's) gives no address,
+    so the follower dials nothing (it gave the file's URL and token)."""
+    write_runtime_file(
+        runtime_dir / RUNTIME_FILE_NAME,
+        RuntimeInfo(url="ws://127.0.0.1:9/ws", token="t" * 32, pid=server_lookalike.pid),
+    )
+    assert jobserver.job_server_locator()() is None

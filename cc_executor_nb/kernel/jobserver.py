@@ -36,7 +36,6 @@ from ..redaction import install_redactor
 from ..server.runtime import (
     RuntimeInfo,
     default_runtime_file,
-    is_job_server,
     read_runtime_file,
     serves,
     stop_job_server,
@@ -81,8 +80,9 @@ def job_server(settings: CCExec | None = None) -> RuntimeInfo:
 
 def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str, str] | None]:
     """Where the user's job server listens now, read from its runtime file at each call
-    (None while there is no file): what a run following a job asks before each reconnect,
-    since a job server that died and was started again has another port and token.
+    (None while the file names no live server of ours listening there): what a run
+    following a job asks before each reconnect, since a job server that died and was
+    started again has another port and token (and the follower dials nothing while None).
 
     With ``settings``, a follower whose job server is gone (no file, or its process is no
     job server) starts the next one itself, once: that server marks the job ``lost`` and
@@ -95,7 +95,9 @@ def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str
     def locate() -> tuple[str, str] | None:
         nonlocal tried
         info = read_runtime_file(runtime)
-        if settings is not None and not tried and (info is None or not is_job_server(info.pid)):
+        if info is not None and not serves(info):
+            info = None  # a stale file: its port may be anybody's now, never given the token
+        if settings is not None and not tried and info is None:
             tried = True  # once: a server that cannot start is not started again at every attempt
             try:
                 info = job_server(settings)
