@@ -71,13 +71,17 @@ class SecretRedactor(logging.Filter):
         return _QUERY_SECRET.sub(rf"\1{_REDACTED}", text)
 
 
+_REFUSALS = ("! invalid ", "! no valid HTTP request", "! request line too long", "! header fields too large")
+"""How websockets' DEBUG lines for a request it refuses begin (each with a traceback)."""
+
+
 def _fold_refusal(record: logging.LogRecord) -> None:
     """One line for a handshake websockets refuses: "! invalid protocol: unsupported HTTP
     version: HTTP/1.0" instead of the line and a traceback (a client's bad request, such
     as HTTP/1.0 or a plain GET, is no fault of the server's)."""
     if record.name != "websockets.server" or not record.exc_info or not isinstance(record.msg, str):
         return
-    if not record.msg.startswith("! invalid "):
+    if not record.msg.startswith(_REFUSALS):
         return
     record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", ()
     record.exc_info, record.exc_text = None, None

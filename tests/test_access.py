@@ -302,3 +302,16 @@ async def test_a_request_websockets_refuses_is_one_log_line_without_traceback(
     invalid = [record for record in caplog.records if record.getMessage().startswith("! invalid")]
     assert len(invalid) == 1 and says in invalid[0].getMessage()
     assert "Traceback" not in caplog.text and invalid[0].exc_info is None
+
+
+async def test_a_request_that_is_no_http_is_one_log_line_without_traceback(server, caplog) -> None:
+    """Bytes that are no HTTP request: websockets' "! no valid HTTP request" came with a
+    traceback at DEBUG; now one line that says why."""
+    caplog.set_level("DEBUG", logger="websockets.server")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"garbage\r\n\r\n")
+    assert await asyncio.wait_for(reader.read(), scaled(20)) == b""  # closed without an answer
+    writer.close()
+    refused = [record for record in caplog.records if record.getMessage().startswith("! no valid HTTP request")]
+    assert [record.getMessage() for record in refused] == ["! no valid HTTP request: invalid HTTP request line: garbage"]
+    assert "Traceback" not in caplog.text and refused[0].exc_info is None
