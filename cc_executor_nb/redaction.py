@@ -76,14 +76,15 @@ _REFUSALS = ("! invalid ", "! no valid HTTP request", "! request line too long",
 
 
 def _fold_refusal(record: logging.LogRecord) -> None:
-    """One line for a handshake websockets refuses: "! invalid protocol: unsupported HTTP
-    version: HTTP/1.0" instead of the line and a traceback (a client's bad request, such
+    """One line for a handshake websockets refuses: "! invalid protocol: InvalidMessage:
+    unsupported HTTP version: HTTP/1.0" instead of the line and a traceback (a client's bad request, such
     as HTTP/1.0 or a plain GET, is no fault of the server's)."""
     if record.name != "websockets.server" or not record.exc_info or not isinstance(record.msg, str):
         return
     if not record.msg.startswith(_REFUSALS):
         return
-    record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", ()
+    error = record.exc_info[1]
+    record.msg, record.args = f"{record.getMessage()}: {type(error).__name__}: {error}", ()
     record.exc_info, record.exc_text = None, None
 
 
