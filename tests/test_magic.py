@@ -297,6 +297,20 @@ def test_a_line_magic_called_in_a_function_sees_its_locals(shell: InteractiveShe
     assert isinstance(run, Run) and run.stdout == "local kept 5\n", run.error
 
 
+def test_an_alias_of_the_magic_expands_its_line_once(shell: InteractiveShell) -> None:
+    """Through ``%alias_magic`` IPython has expanded the line already (the alias does not opt
+    out): the magic does not expand it again, so ``{{x}}`` and ``$$x`` stay ``{x}`` and ``$x``
+    and a value's own braces are never evaluated (they were: "5 5 5")."""
+    shell.user_ns.update(x=5, text="{x}")
+    shell.run_line_magic("alias_magic", "ccexec_alias ccexec")
+    try:
+        run = shell.run_line_magic("ccexec_alias", "-c -w -q echo {{x}} $$x $text")
+    finally:
+        shell.magics_manager.magics["line"].pop("ccexec_alias", None)
+        shell.magics_manager.magics["cell"].pop("ccexec_alias", None)
+    assert isinstance(run, Run) and run.stdout == "{x} $x {x}\n", run.error
+
+
 @pytest.mark.skipif(
     not Path("node_modules/.bin/claude").exists(), reason="node_modules/.bin/claude is absent: run npm ci"
 )

@@ -205,9 +205,17 @@ class CCExecMagics(Magics):
 
     def _expand(self, line: str, local_ns: dict[str, Any] | None) -> str:
         """``$name`` and ``{expression}`` filled in as IPython would (in linear time, see
-        :mod:`~cc_executor_nb.kernel.expand`), from the caller's namespace."""
+        :mod:`~cc_executor_nb.kernel.expand`), from the caller's namespace.
+
+        IPython passes ``local_ns`` whenever it skipped its own expansion for this magic;
+        without it the magic was called otherwise (through ``%alias_magic``, whose alias
+        IPython has expanded already, or directly from Python): the line is taken as given,
+        never expanded twice (a value's own braces would be evaluated).
+        """
+        if local_ns is None:
+            return line
         assert self.shell is not None, "a magic is only called through its shell"
-        return expand(line, {**self.shell.user_ns, **(local_ns or {})})
+        return expand(line, {**self.shell.user_ns, **local_ns})
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
