@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 import cc_executor_nb
 from cc_executor_nb.client import connect
 from cc_executor_nb.errors import CCExecError
+from cc_executor_nb.kernel.jobserver import JobServerError, job_server
 from cc_executor_nb.kernel.run import unreachable
 from cc_executor_nb.server.main import cleartext_warning
 
@@ -235,3 +236,24 @@ def test_a_short_token_is_warned_about(token: str, warned: bool) -> None:
             f"warning: the token has only {len(token)} characters: it can be guessed; give 16 or more random "
             "characters, or let the server generate one"
         )
+
+
+def test_a_job_server_whose_certificate_is_not_trusted_is_named_at_once(
+    certificate: _Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job server the user started with ``--jobs --certfile``, whose certificate the kernel
+    does not trust: a durable run says so and how to trust it, where it waited the whole
+    start timeout (60 s) and said only "no job server answers ... see its .log"."""
+    cert_file, key_file, _ = certificate
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = start_server("--jobs", "--certfile", str(cert_file), "--keyfile", str(key_file))
+    try:
+        with pytest.raises(JobServerError) as refused:
+            job_server()
+    finally:
+        server.finish(signal.SIGTERM)
+    assert str(refused.value) == (
+        f"the job server at {server.url} cannot be used: the server's TLS certificate is not trusted "
+        "(self-signed certificate): set SSL_CERT_FILE to its certificate or its CA's"
+    )

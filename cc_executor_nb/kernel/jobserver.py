@@ -22,6 +22,7 @@ import fcntl
 import fnmatch
 import logging
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect as sync_connect
 
+from ..client import os_reason
 from ..errors import CCExecError
 from ..redaction import install_redactor
 from ..server.runtime import (
@@ -235,7 +237,8 @@ def _await_answer(runtime: Path) -> RuntimeInfo:
 
 def _answers(info: RuntimeInfo) -> bool:
     """Whether the named process is a job server of ours, listening on the file's port,
-    that accepts the token (the token goes nowhere else)."""
+    that accepts the token (the token goes nowhere else). Raises JobServerError, saying
+    why, when it is one whose TLS certificate is not trusted."""
     if not serves(info):
         return False
     install_redactor(info.token)  # websockets logs the Authorization header and frames at DEBUG
@@ -248,6 +251,10 @@ def _answers(info: RuntimeInfo) -> bool:
             compression=None,
         ) as ws:
             ws.recv(timeout=_PROBE_TIMEOUT)  # the "connected" notification
+    except ssl.SSLCertVerificationError as exc:
+        # A job server started with --certfile whose certificate this kernel does not trust:
+        # it is ours and listening, so another cannot start (its jobs directory is taken).
+        raise JobServerError(f"the job server at {info.url} cannot be used: {os_reason(info.url, exc)}") from None
     except (OSError, TimeoutError, WebSocketException):
         return False
     return True
