@@ -259,6 +259,23 @@ def test_a_runtime_file_others_could_have_written_is_not_trusted(tmp_path: Path)
     assert read_runtime_file(link) is None
 
 
+def test_a_runtime_file_others_could_write_is_warned_about_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A kernel reads the runtime file every 50 ms while it waits for a job server: a
+    group-writable one was warned about at each read (1180 identical lines in the 60 s
+    wait); now once, until the file changes."""
+    path = tmp_path / RUNTIME_FILE_NAME
+    write_runtime_file(path, RuntimeInfo(url="ws://127.0.0.1:1/ws", token="t" * 32, pid=1))
+    path.chmod(0o620)
+    with caplog.at_level("WARNING", logger="cc_executor_nb.server"):
+        assert [read_runtime_file(path) for _ in range(3)] == [None, None, None]
+        path.chmod(0o602)
+        assert read_runtime_file(path) is None
+    warned = [record.getMessage() for record in caplog.records if "writable by others" in record.getMessage()]
+    assert warned == [f"! {path} is writable by others: not trusted (chmod 600 it, or remove it)"] * 2
+
+
 def test_a_runtime_file_of_another_user_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A runtime file owned by another user is not read (as if we were another user here)."""
     path = tmp_path / RUNTIME_FILE_NAME

@@ -109,13 +109,26 @@ def _read_private(path: Path) -> str:
         if not stat.S_ISREG(status.st_mode) or status.st_uid != _our_uid():
             raise PermissionError(f"{path} is not a file of ours")
         if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            logger.warning("! %s is writable by others: not trusted (chmod 600 it, or remove it)", path)
+            _warn_once(status, "! %s is writable by others: not trusted (chmod 600 it, or remove it)", path)
             raise PermissionError(f"{path} is writable by others")
         return handle.read()
 
 
 def _our_uid() -> int:
     return os.getuid()
+
+
+_warned: set[tuple[int, int, int]] = set()
+"""The files (device, inode, change time) already warned about: a kernel waiting for a job
+server reads the runtime file every 50 ms, and said the same line at each read."""
+
+
+def _warn_once(status: os.stat_result, message: str, path: Path) -> None:
+    """Warn about a file once, until it changes (a new file, a write, a chmod)."""
+    key = (status.st_dev, status.st_ino, status.st_ctime_ns)
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, path)
 
 
 def remove_runtime_file(path: str | os.PathLike[str], pid: int) -> None:
