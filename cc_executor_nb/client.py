@@ -126,9 +126,11 @@ _NO_JOB_SERVER = "no job server of ours runs (its runtime file names none that i
 
 
 def _no_http_answer(url: str) -> str:
-    """Why the handshake got no HTTP answer, in words (a ws:// URL to a TLS server gets none)."""
+    """Why the handshake got no HTTP answer, in words: the connection was closed (a TLS
+    server closes a ws:// URL's, a full server may close one) or the answer was no HTTP."""
     if url.lower().startswith("ws://"):
-        return "no valid HTTP answer to the handshake (a server that speaks TLS needs a wss:// URL)"
+        return ("the connection closed without an HTTP answer to the handshake "
+                "(a server that speaks TLS needs a wss:// URL; a full server may close it too)")
     return "no valid HTTP answer to the handshake (is it a cc_executor_nb server?)"
 
 
