@@ -130,6 +130,27 @@ def test_a_finished_runs_widgets_are_closed(kernel: KernelHarness, line: str) ->
     assert set(shown.content["data"]) == RECORD
 
 
+@pytest.mark.parametrize("line", [ccexec(fake_command("echo", "done", "kept"), "--wait", "-o", "kept"),
+                                  '%ccexec --demo --no-interactive --wait -o kept "write 3 haikus about the sea"'])
+def test_a_finished_run_kept_in_a_variable_keeps_no_widget_alive(kernel: KernelHarness, line: str) -> None:
+    """A finished run held by a variable (or Out) kept its closed widget tree, about 40 KB a run,
+    for good: once the record took its place no widget object stays reachable, and what users
+    read (text, result, save()) still works."""
+    kernel.ok("import gc, ipywidgets")
+    kernel.ok("_widgets = lambda: sum(isinstance(o, ipywidgets.Widget) for o in gc.get_objects())")
+    kernel.ok("gc.collect(); _count = _widgets()")
+    kernel.ok(line)
+    kernel.wait_until("kept.done")
+    kernel.drain(0.5)
+    assert kernel.value("gc.collect() >= 0 and _widgets() - _count") == 0
+    assert kernel.value("kept.view") is None
+    assert kernel.value("kept.status") == "completed"
+    expected = haikus(3) if "--demo" in line else "done kept\n"
+    assert expected in kernel.value("kept.text if kept.result is not None else kept.stdout")
+    kernel.ok("import tempfile, os; _saved = kept.save(os.path.join(tempfile.mkdtemp(), 'kept.md'))")
+    assert kernel.value("os.path.getsize(_saved) > 0") is True
+
+
 def test_raw_runs_record_their_json_lines(kernel: KernelHarness) -> None:
     """With --raw the record is the stream-json output itself."""
     execution = kernel.ok('%ccexec --demo --wait --raw "echo: raw please"')

@@ -882,6 +882,7 @@ def _widget_presenter(handle: Run, settings: CCExec, *, record: bool) -> WidgetP
         handle.state, view, max_rate=settings.max_updates_per_second,
         record=_record(handle, settings) if record else None,
         keep_widget=lambda: not handle.one_shot,
+        on_release=lambda: setattr(handle, "view", None),
     )
     bind = getattr(body, "bind", None)
     if callable(bind):

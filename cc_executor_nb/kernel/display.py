@@ -101,6 +101,11 @@ class RunDisplay:
             self._parents.append(dict(parent))
 
     @property
+    def in_cells(self) -> bool:
+        """Whether the run was shown in a kernel's cell, where :meth:`finish` puts the record in the widget's place."""
+        return bool(self._parents)
+
+    @property
     def widget_shown(self) -> bool:
         """Whether a cell shows the live widget now (not the record in its place)."""
         return self._shown and not self.finished and not self._replaced

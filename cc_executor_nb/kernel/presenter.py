@@ -121,6 +121,8 @@ class WidgetPresenter:
     view when the run ends (:class:`~cc_executor_nb.kernel.display.RunDisplay`).
     ``keep_widget`` says whether the view stays above the record between turns (False:
     a run used one-shot, whose record takes the view's place at each turn's end).
+    ``on_release`` is called when the run ended and its record took the view's place in
+    the cells: the presenter then lets go of the closed view (see :meth:`finish`).
     """
 
     def __init__(
@@ -131,17 +133,32 @@ class WidgetPresenter:
         max_rate: float = 10.0,
         record: Callable[[], dict[str, Any]] | None = None,
         keep_widget: Callable[[], bool] = lambda: True,
+        on_release: Callable[[], object] = lambda: None,
     ) -> None:
         self.state = state
-        self.view = view
+        self._view: RunView | None = view
         self.coalescer = Coalescer(self._render, max_rate)
         self.display = RunDisplay(record) if record is not None else None
         self.keep_widget = keep_widget
+        self.on_release = on_release
         self._shown = False  # shown without a record (with one, the display knows)
         self._render()
 
+    @property
+    def view(self) -> RunView:
+        """The live view; RuntimeError once the run's record took its place (:attr:`released`)."""
+        if self._view is None:
+            raise RuntimeError("the run ended and its record took the widget's place: the widget is gone")
+        return self._view
+
+    @property
+    def released(self) -> bool:
+        """Whether the view was closed and let go at the run's end."""
+        return self._view is None
+
     def _render(self) -> None:
-        self.view.render(self.state, time.monotonic())
+        if self._view is not None:
+            self._view.render(self.state, time.monotonic())
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the coalescer's ticker and deferred renders on ``loop``."""
@@ -155,6 +172,8 @@ class WidgetPresenter:
         starts, the view comes back where the record had taken its place
         (:meth:`RunDisplay.turn_started`).
         """
+        if self._view is None:
+            return  # the run ended: nothing is live to update
         if self.display is not None and _turn_ended(event):
             self.coalescer.flush()
             self.display.turn_ended(self._live() if self.keep_widget() else None)
@@ -178,14 +197,22 @@ class WidgetPresenter:
         self.coalescer.poke()
 
     def finish(self) -> None:
-        """Stop the ticker, render the final state at once, then put the record in its place."""
+        """Stop the ticker, render the final state at once, then put the record in its place.
+
+        Where the record took the widget's place in the cells, the closed view is let go
+        too: a finished run kept in ``Out`` or a variable held its whole widget tree
+        (about 40 KB a run) for nothing anybody could show again.
+        """
         self.coalescer.detach()
         self.coalescer.flush()
-        if self.display is not None:
+        if self.display is not None and self._view is not None:
             self.display.finish()
             # The record took the widget's place in every cell: its models would only
             # linger in the kernel and in a saved notebook's widget state.
-            self.view.close(body=True)
+            self._view.close(body=True)
+            if self.display.in_cells:
+                self._view = None
+                self.on_release()
 
     def show(self) -> None:
         """Display the view (one more synchronised view of the same widgets), with the record."""
@@ -206,7 +233,7 @@ class WidgetPresenter:
 
     def mimebundle(self) -> dict[str, Any]:
         """The widget's bundle with the record while live; the record alone once the run ended."""
-        if self.display is not None and self.display.finished:
+        if self.display is not None and (self.display.finished or self._view is None):
             return self.display.bundle()  # the record alone (the widgets are closed)
         live = dict(self.view._repr_mimebundle_())
         return self.display.bundle(live) if self.display is not None else live
