@@ -6,6 +6,7 @@ The real CLI against the demo backend.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import os
 import re
@@ -18,12 +19,17 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 
 import pexpect
 import pytest
+from prompt_toolkit.application.current import create_app_session
+from prompt_toolkit.output.plain_text import PlainTextOutput
+from prompt_toolkit.patch_stdout import StdoutProxy
 
 from cc_executor_nb import cli
 from cc_executor_nb.demo.texts import haikus
+from cc_executor_nb.kernel.presenter import _Sink
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .closed_input_cli import cli_that_exits_before_reading
@@ -399,6 +405,33 @@ def test_terminal_ipython_draws_background_output_above_its_prompt(tmp_path: Pat
     assert any(re.fullmatch(r"\[completed\] exit 0 in [\d.]+ s", line) for line in shown), shown
     assert not [line for line in shown
                 if line.startswith("In [3]:") and line.rstrip() not in ("In [3]:", "In [3]: exit")], shown
+
+
+def test_text_for_the_prompt_keeps_its_order_when_the_prompt_ends_before_drawing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--attach last`` then ``run.wait()`` at once printed the job's replay before its
+    ``[started]``: that line, written while the prompt showed, went to prompt_toolkit's proxy,
+    which handed it to the prompt's loop; the prompt ended first (Enter), so it waited for the
+    next prompt while the replay was written at once. What the prompt did not draw now comes first."""
+    terminal = io.StringIO()
+    prompt_loop = asyncio.new_event_loop()  # never run: the prompt ends before it draws anything
+    try:
+        with create_app_session(output=PlainTextOutput(terminal)) as session:
+            monkeypatch.setattr(sys, "__stdout__", terminal)
+            session.app = SimpleNamespace(loop=prompt_loop)  # type: ignore[assignment]  # the prompt is shown
+            with StdoutProxy(raw=True) as proxy:
+                monkeypatch.setattr(sys, "stdout", proxy)
+                sink = _Sink(terminal, terminal, None)
+                sink.note("[started] pid 1 · job 1")
+                # The text is handed to the prompt's loop (by the proxy's thread, before the fix).
+                eventually(lambda: prompt_loop._ready, what="text handed to the prompt's loop")  # type: ignore[attr-defined]
+                monkeypatch.setattr(sys, "stdout", terminal)  # Enter: the prompt ended
+                session.app = None
+            sink.write(terminal, "tick 0\n")
+    finally:
+        prompt_loop.close()
+    assert terminal.getvalue() == "[started] pid 1 · job 1\ntick 0\n"
 
 
 def test_cli_refuses_a_token_env_that_is_not_set(tmp_path: Path) -> None:

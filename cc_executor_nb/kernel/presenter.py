@@ -355,21 +355,76 @@ class TextPresenter:
         return {"text/plain": self._describe()}
 
 
-def _over_prompt(stream: TextIO) -> TextIO:
-    """Where text for ``stream`` goes now: prompt_toolkit's proxy while terminal IPython waits at its prompt.
+class _AbovePrompt:
+    """Text for the terminal while terminal IPython waits at its prompt, drawn above it in
+    the order written.
 
-    Terminal IPython replaces ``sys.stdout`` and ``sys.stderr`` by a ``StdoutProxy``
-    (``patch_stdout``) only while it shows its prompt. A run's sink holds the terminal's
-    own stream, captured while the cell ran; written to straight, its text would land on
-    the prompt's line (``In [3]: [completed] exit 0``). The proxy draws it above the
-    prompt instead, in the order written.
+    Terminal IPython replaces ``sys.stdout`` and ``sys.stderr`` by prompt_toolkit's
+    ``StdoutProxy`` (``patch_stdout``) only while it shows its prompt. A run's sink holds
+    the terminal's own stream, captured while the cell ran; written to straight, its text
+    would land on the prompt's line (``In [3]: [completed] exit 0``). Text is drawn above
+    the prompt instead, on the prompt's loop (``run_in_terminal``). The proxy itself cannot
+    be used for that: the text it handed to the prompt's loop waits for the next prompt
+    when this one ends first (Enter pressed), while what comes next is written at once,
+    so ``run.wait()`` right after ``--attach last`` printed the job's replay before its
+    ``[started]``. Here the text waits in :attr:`_pending`, and whatever the prompt did
+    not draw is written first by the next write that goes straight to the terminal.
     """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[TextIO, str]] = []
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+
+    def write(self, stream: TextIO, text: str) -> None:
+        """Write ``text`` to ``stream`` (a terminal's): above the prompt if one is shown, else now."""
+        loop = _prompt_loop(stream)
+        with self._lock:
+            if loop is None:
+                self._write_now([*self._take(), (stream, text)])
+                return
+            self._pending.append((stream, text))
+            if self._scheduled is loop:
+                return  # the prompt draws it with what waits already
+            self._scheduled = loop
+        try:
+            loop.call_soon_threadsafe(self._draw)
+        except RuntimeError:  # the prompt's loop is closed: nobody would draw it
+            self.drain()
+
+    def drain(self) -> None:
+        """Write what waits now."""
+        with self._lock:
+            self._write_now(self._take())
+
+    def _draw(self) -> None:
+        """On the prompt's loop: erase the prompt, write what waits, draw the prompt again."""
+        from prompt_toolkit.application import run_in_terminal
+
+        run_in_terminal(self.drain, in_executor=False)
+
+    def _take(self) -> list[tuple[TextIO, str]]:
+        pending, self._pending, self._scheduled = self._pending, [], None
+        return pending
+
+    @staticmethod
+    def _write_now(pieces: list[tuple[TextIO, str]]) -> None:
+        for stream, text in pieces:
+            stream.write(text)
+            stream.flush()
+
+
+def _prompt_loop(stream: TextIO) -> asyncio.AbstractEventLoop | None:
+    """The loop of terminal IPython's prompt if it is shown now and ``stream`` is the terminal's."""
     current = sys.stdout
-    if current is stream or type(current).__name__ != "StdoutProxy":
-        return stream
-    if stream is sys.__stdout__ or stream is sys.__stderr__:
-        return current
-    return stream
+    if type(current).__name__ != "StdoutProxy" or stream not in (sys.__stdout__, sys.__stderr__):
+        return None
+    app = getattr(getattr(current, "app_session", None), "app", None)
+    loop = getattr(app, "loop", None)
+    return loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+
+
+_above_prompt = _AbovePrompt()
 
 
 def _saved(stream: TextIO) -> bool:
@@ -438,9 +493,7 @@ class _Sink:
             _Sink._last_shared = self
         setter = getattr(stream, "set_thread_parent", None)
         if self.parent is None or setter is None:
-            target = _over_prompt(stream)
-            target.write(text)
-            target.flush()
+            _above_prompt.write(stream, text)
             return
         # ipykernel's OutStream buffers per parent header and flushes on its IO thread.
         token = setter(self.parent)
