@@ -317,6 +317,26 @@ def test_closing_the_client_ends_the_items_still_placing(
         ("cancelled", "the Dask client was closed before it started")] * 3
 
 
+def test_items_the_closing_client_kept_from_starting_read_skipped(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """Items that never started because their Dask client closed read ``skipped``, as one cancelled while
+    placing does (they read ``cancelled``), and count as skipped; their runs say why."""
+    local, _client = cluster
+    client = Client(local)
+    try:
+        batch = cc_executor_nb.map(["true"] * 3, command=True, cluster=client, resources={"claude": 3},
+                                   concurrency=2, display=False, settings=settings)
+        eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=30,
+                   what="two items placing")
+    finally:
+        client.close()
+    batch.wait(scaled(30))
+    assert [item.status for item in batch.items] == ["skipped"] * 3
+    assert batch.summary().skipped == 3 and batch.summary().cancelled == 0 and batch.results() == [None] * 3
+    assert [run.error for run in batch.runs] == ["the Dask client was closed before it started"] * 3
+
+
 def test_withdrawing_a_task_whose_client_closed_does_not_raise() -> None:
     """DaskPlacement.cancel of a task whose client closed meanwhile returns (it raised ClosedClientError
     in the batch's cancel, on the loop)."""

@@ -234,7 +234,7 @@ class DaskPlacement:
         """Submit the run's task; the run starts when its worker says where the job is."""
         self.batch = batch
         if self._client_closed():
-            entry.run.abandon(CLIENT_CLOSED, status="cancelled")
+            _skip(entry, CLIENT_CLOSED)
             return
         future = self.client.submit(
             run_on_worker, self.recipes[entry.index], self.plugin_name, self.topic, entry.index,
@@ -332,8 +332,9 @@ class DaskPlacement:
 
     def _task_done(self, entry: BatchItem, future: Any) -> None:
         """A task that ended before its run started ends the run: ``error`` with why it could not
-        start (the worker's one line) or with the task's error, or ``cancelled`` (its client
-        closed, or someone cancelled it). A task whose run started leaves it to its job."""
+        start (the worker's one line) or with the task's error, or ``cancelled`` with its item
+        ``skipped`` (its client closed, or someone cancelled it). A task whose run started
+        leaves it to its job."""
         batch = self.batch
         status = str(future.status)
         if batch is None:
@@ -358,7 +359,24 @@ class DaskPlacement:
             reason, ended = "the Dask task was cancelled before it started", "cancelled"
         else:
             reason = f"the Dask task was {status} before it started"
-        batch._on_loop(lambda: entry.run.abandon(reason, status=ended) if entry.stage == "placing" else None)
+        batch._on_loop(lambda: _never_started(entry, reason, ended))
+
+
+def _never_started(entry: BatchItem, reason: str, ended: str) -> None:
+    """End a run whose task ended before it started (loop thread): ``error``, or ``cancelled`` and
+    the item ``skipped``, as the batch's own cancel leaves an item that never started."""
+    if entry.stage != "placing":
+        return  # the batch settled it meanwhile (or its run started)
+    if ended == "cancelled":
+        _skip(entry, reason)
+    else:
+        entry.run.abandon(reason, status=ended)
+
+
+def _skip(entry: BatchItem, reason: str) -> None:
+    """The item never starts: it reads ``skipped``, its run ``cancelled`` with ``reason``."""
+    entry.stage = "skipped"
+    entry.run.abandon(reason, status="cancelled")
 
 
 def _outcome(future: Any) -> dict[str, Any]:
