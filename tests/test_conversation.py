@@ -1285,6 +1285,18 @@ def test_a_cancelled_await_on_a_terminal_stops_asking(tmp_path: Path) -> None:
         terminal.close()
 
 
+def test_a_refused_call_is_raised_from_the_run_method_called(tmp_path: Path) -> None:
+    """send(), approve() or deny() refused: the traceback's last frame is the method the user
+    called, whose line is the last thing above the message (it ended on the raise in the private
+    _converse, an internal frame the user cannot act on)."""
+    run = ended(turn_over(start("echo: done", tmp_path)))
+    for name, refused in (("send", lambda: run.send("too late")), ("approve", run.approve), ("deny", run.deny)):
+        with pytest.raises((RuntimeError, ValueError)) as caught:
+            refused()
+        frames = traceback.extract_tb(caught.value.__traceback__)
+        assert frames[-1].name == name, [frame.name for frame in frames]
+
+
 def test_a_refused_follow_up_or_answer_shows_the_callers_frames_only(tmp_path: Path) -> None:
     """send() after the end, or approve() with no question: the traceback ends in the Run
     method called, with the reason; it went on through concurrent.futures and the

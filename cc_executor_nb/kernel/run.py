@@ -419,12 +419,22 @@ class Run:
         again", kept in the process, never in your settings). ValueError when nothing
         is pending or the question was already decided.
         """
-        self.decide(_request_id(request), True, always=always, via="code", strict=True)
+        try:
+            self.decide(_request_id(request), True, always=always, via="code", strict=True)
+        except Exception as exc:
+            if is_refusal(exc):  # from here: the caller's frames end on the method called
+                raise exc.with_traceback(None) from None
+            raise
         return self
 
     def deny(self, request: PermissionRequest | str | None = None, message: str = "") -> Run:
         """Refuse a question (default: the first pending one); ``message`` reaches the model."""
-        self.decide(_request_id(request), False, message=message, via="code", strict=True)
+        try:
+            self.decide(_request_id(request), False, message=message, via="code", strict=True)
+        except Exception as exc:
+            if is_refusal(exc):
+                raise exc.with_traceback(None) from None
+            raise
         return self
 
     def decide(
@@ -442,7 +452,12 @@ class Run:
         Not strict (the default): a question already decided is ignored (a late click).
         """
         answer = Answer(allow, always=always, message=message)
-        return self._converse(lambda c: c.decide(request_id, answer, via=via, strict=strict))
+        try:
+            return self._converse(lambda c: c.decide(request_id, answer, via=via, strict=strict))
+        except Exception as exc:
+            if is_refusal(exc):
+                raise exc.with_traceback(None) from None
+            raise
 
     def send(self, prompt: str) -> Run:
         """A follow-up in the same process (same Claude session): a new turn. Returns self.
@@ -458,9 +473,11 @@ class Run:
         self._idle.clear()
         try:
             self._converse(lambda c: c.send(prompt))
-        except BaseException:
+        except BaseException as exc:
             if was_idle:
                 self._idle.set()
+            if is_refusal(exc):
+                raise exc.with_traceback(None) from None
             raise
         return self
 
@@ -472,7 +489,12 @@ class Run:
         notice says so, once: in the run's view, or printed here (``[note] ...``) when no
         view shows it (the widget was never shown, or its record took its place). Returns self.
         """
-        said = self._converse(_interrupt_saying)
+        try:
+            said = self._converse(_interrupt_saying)
+        except Exception as exc:
+            if is_refusal(exc):
+                raise exc.with_traceback(None) from None
+            raise
         presenter = self.presenter
         if said is not None and (presenter is None or not presenter.shows_notices()):
             print(f"[note] {said}", flush=True)
@@ -491,7 +513,11 @@ class Run:
         return self
 
     def _converse(self, action: Callable[[Conversation], T], timeout: float | None = CONTROL_TIMEOUT) -> T:
-        """Run ``action`` on the conversation, on the loop thread."""
+        """Run ``action`` on the conversation, on the loop thread.
+
+        A refusal (:func:`~cc_executor_nb.kernel.runstate.refusal`) comes without the loop's
+        frames; each public method raises it again from its own frame, so that a traceback
+        ends on the method the user called, not on this one."""
         conversation = self.conversation
         if conversation is None:
             raise RuntimeError("this run has no conversation (a command, or a one-shot Claude run)")
