@@ -18,7 +18,7 @@ from markdown_it import MarkdownIt
 from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
-from cc_executor_nb.claude.render import render_tool_cards_html
+from cc_executor_nb.claude.render import claude_body_html, render_tool_cards_html
 from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
@@ -504,6 +504,27 @@ def test_an_interrupted_runs_footer_says_its_time_is_the_turns() -> None:
     for footer in footers:
         assert "interrupted after 253 ms · " in footer and footer.count("253 ms") == 1, footer
     assert "took 845 ms" in record.text()
+
+
+def test_an_interrupted_run_killed_before_its_result_says_no_result_in_every_footer() -> None:
+    """Interrupted, then killed before Claude's result: the text and Markdown footers read "no result
+    · model · session", while the widget's and the HTML record's had no status at all ("claude-test ·
+    session s1"). Every form now says "no result" first, and none "interrupted after" a time it lacks."""
+    interpreter = ClaudeInterpreter(prompt="story")
+    interpreter.begin_turn("story")
+    interpreter.feed("stdout", "".join(each + "\n" for each in streamed_text("m1", "Once upon")))
+    interpreter.note_interrupt()
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: story", state=finished_state("cancelled", -15, duration=0.845),
+                          interpreter=interpreter, options={"prompt": "story"})
+    record = Transcript(run)
+    with interpreter.locked() as claude:  # as the widget's body renders it
+        widget = claude_body_html(claude, status="cancelled", exit_code=-15)
+    footers = [re.search(r'class="cc-footer"[^>]*>([^<]*)<', page).group(1)  # type: ignore[union-attr]
+               for page in (widget, record.html())]
+    footers += [record.markdown().rstrip().splitlines()[-1], record.text().rstrip().splitlines()[-2]]
+    for footer in footers:
+        assert re.sub(r"[`\\]", "", footer).endswith("no result · claude-test · session s1"), footers
 
 
 def test_a_live_runs_record_says_it_is_not_the_final_one() -> None:

@@ -509,13 +509,14 @@ def render_footer_html(run: ClaudeRun, process_ended: bool = False) -> str:
     """Cost, tokens, turns, duration, model and session id in one muted line.
 
     ``process_ended``: the process is gone, so a run without a result is no longer
-    "running…" (the note about the missing result says what happened).
+    "running…" but "no result", as the text and Markdown footers say (the note about the
+    missing result says what happened).
     """
     facts = summary(run)
     status = facts["status"]
     if status == "error" and run.turns and run.turns[-1].interrupted:
         status = "interrupted"  # as the badge, the text footer and the Markdown say (not "failed")
-    items = [_status_label("" if process_ended and status == "running" else status)]
+    items = ["no result" if process_ended and status == "running" else _status_label(status)]
     if facts["cost_usd"] is not None:
         items.append(format_cost(facts["cost_usd"]))
     latest = _token_items(facts)
