@@ -75,3 +75,19 @@ def test_each_magic_runs_a_batch_in_the_kernel(kernel: KernelHarness) -> None:
     assert len(displays) == 1 and "application/vnd.jupyter.widget-view+json" in displays[0].content["data"]
     assert updates and "3/3" in updates[-1].content["data"]["text/html"]
     assert "application/vnd.jupyter.widget-view+json" not in updates[-1].content["data"]
+
+
+def test_a_finished_batch_kept_in_a_variable_keeps_no_widget_alive(kernel: KernelHarness) -> None:
+    """A finished batch held by a variable kept its widget (18 models, open, a run expanded in it too)
+    for good, after its record had taken its place: none stays, and shown again it is its record."""
+    kernel.ok("import gc, ipywidgets, cc_executor_nb")
+    kernel.ok("_widgets = lambda: sum(isinstance(o, ipywidgets.Widget) for o in gc.get_objects())")
+    kernel.ok("gc.collect(); _count = _widgets()")
+    kernel.ok("b = cc_executor_nb.map(\"sh -c 'sleep 1; echo {item}'\", ['x', 'y'], command=True)")
+    kernel.ok("b._view.selector.value = 1")  # a run expanded in the batch's widget, as a click does
+    kernel.wait_until("b.done")
+    kernel.drain(0.5)
+    assert kernel.value("gc.collect() >= 0 and _widgets() - _count") == 0
+    shown = [r for r in kernel.ok("display(b)").own if r.type == "display_data"]
+    assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" not in shown[0].content["data"]
+    assert "2/2" in shown[0].content["data"]["text/html"] and kernel.value("b.results()") == ["x\n", "y\n"]

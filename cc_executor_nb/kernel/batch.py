@@ -463,6 +463,9 @@ class Batch:
             if self._sink is None:
                 self._sink = _Sink.capture()
             return
+        if self._display is not None and self._view is None:
+            self._display.show()  # its widget was let go at its end: the record alone
+            return
         if self._view is None:
             self._view = BatchView(
                 [item.run.label for item in self.items],
@@ -497,12 +500,15 @@ class Batch:
         return presenter.view.widget
 
     def collapse(self, index: int) -> None:
-        """Stop the widget of run ``index`` (its renders) and close it."""
+        """Stop the widget of run ``index`` (its renders), close it and let go of it (``run.view`` None)."""
         presenter = self._expanded.pop(index, None)
         self._presenters[index].inner = None
         if presenter is not None:
             presenter.coalescer.detach()
             presenter.view.close(body=True)
+            run = self.items[index].run
+            if run.view is presenter.view:
+                run.view = None
 
     # -- Starting (caller's thread) --------------------------------------------------------
 
@@ -712,9 +718,21 @@ class Batch:
         self.placement.close()
         if self._display is not None:
             self._display.finish()
+            if self._display.in_cells:
+                self._release_view()
         self._say(summary_text(self.summary()))
         self._done.set_result(self)
         self._finished.set()
+
+    def _release_view(self) -> None:
+        """The record took the widget's place in the cells: close the widget (a run expanded in it
+        too) and let go of it. A finished batch kept in a variable or ``Out`` held its open
+        widgets (18 models) for good, in the kernel and in a saved notebook's widget state."""
+        for index in list(self._expanded):
+            self.collapse(index)
+        view, self._view = self._view, None
+        if view is not None:
+            view.close()
 
     # -- Rendering (loop thread) -----------------------------------------------------------
 
@@ -848,8 +866,10 @@ class Batch:
             sink.write(sink.out, line + "\n")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        if self._view is None or self._display is None:
+        if self._display is None:
             return {"text/plain": repr(self)}
+        if self._view is None:
+            return self._display.bundle()  # the record alone: the widget was let go at the end
         return self._display.bundle(self._view._repr_mimebundle_())
 
 

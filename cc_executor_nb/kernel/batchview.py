@@ -272,9 +272,10 @@ class BatchView:
         self.expanded.children = [self._expand(index)] if index >= 0 else []
 
     def close(self) -> None:
-        """Close every widget this view made."""
-        for widget in (self.table, self.cancel_button, self.pause_button, self.selector, self.expanded, self.widget):
-            widget.close()
+        """Close every widget this view made, layouts and styles included."""
+        from .views import close_tree
+
+        close_tree(self.widget)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -22,7 +22,7 @@ from ..events import ACTIVE_STATUSES
 from .html import header_html, output_html
 from .runstate import RunState
 
-__all__ = ["Body", "Callback", "RunView"]
+__all__ = ["Body", "Callback", "RunView", "close_tree"]
 
 Callback = Callable[[], object]
 
@@ -177,17 +177,17 @@ class RunView:
     def close(self, *, body: bool = False) -> None:
         """Close every widget the view made, layouts and styles included; the body's too with ``body``."""
         keep = self.body.widget if self.body is not None and not body else None
-        _close_tree(self.widget, keep)
+        close_tree(self.widget, keep)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-def _close_tree(widget: widgets.Widget, keep: widgets.Widget | None) -> None:
+def close_tree(widget: widgets.Widget, keep: widgets.Widget | None = None) -> None:
     """Close a widget, its layout and style, and its children except ``keep``."""
     for child in getattr(widget, "children", ()):
         if child is not keep:
-            _close_tree(child, keep)
+            close_tree(child, keep)
     for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
         if isinstance(part, widgets.Widget):
             part.close()
