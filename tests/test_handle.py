@@ -113,6 +113,18 @@ def test_cancel_ends_the_run_cancelled(bg: KernelLoop) -> None:
     assert run.state.pgid is not None and group_alive(run.state.pgid) == []
 
 
+def test_a_run_cancelled_with_a_reason_before_its_start_reads_that_reason(bg: KernelLoop) -> None:
+    """cancel(reason=...) (a batch whose budget was spent) of a run whose start was still under way:
+    it read "cancelled before it started", not why its owner cancelled it; a plain cancel() still does."""
+    reason = "cancelled: the batch budget ($0.01) was spent"
+    sleeper = RunSpec(argv=[sys.executable, "-c", "import time; time.sleep(30)"])
+    run = Run(sleeper, target(bg)).cancel(reason=reason)  # asked before the start reached the server
+    run.start(bg).wait(scaled(20))
+    assert (run.status, run.error, run.state.pid) == ("cancelled", reason, None)
+    plain = Run(sleeper, target(bg)).cancel().start(bg).wait(scaled(20))
+    assert (plain.status, plain.error, plain.state.pid) == ("cancelled", "cancelled before it started", None)
+
+
 def test_pause_and_resume(bg: KernelLoop) -> None:
     """pause() and resume() move the run to paused and back to running."""
     run = start(bg, fake("ticker", "100", "0.05"))

@@ -890,7 +890,9 @@ class Run:
         closed = asyncio.ensure_future(_until_closed(client))
         try:
             if self._cancel_requested.is_set() and not self.attached:
-                self._settle_locally("cancelled before it started")
+                # An owner's reason (a batch's spent budget) says why; a plain cancel, when.
+                reason = self._cancel_reason
+                self._settle_locally("cancelled before it started" if reason == CANCELLED_BY_YOU else reason)
                 return
             conversation = self.conversation
             if conversation is not None and conversation.attached:
