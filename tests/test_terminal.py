@@ -434,6 +434,29 @@ def test_text_for_the_prompt_keeps_its_order_when_the_prompt_ends_before_drawing
     assert terminal.getvalue() == "[started] pid 1 · job 1\ntick 0\n"
 
 
+def test_text_for_a_prompt_that_ended_before_drawing_it_comes_without_further_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same, with nothing written after (``run.wait()`` on a run gone quiet): the line the prompt did
+    not draw waited for the next prompt; it comes by itself."""
+    terminal = io.StringIO()
+    prompt_loop = asyncio.new_event_loop()  # never run: the prompt ends before it draws anything
+    try:
+        with create_app_session(output=PlainTextOutput(terminal)) as session:
+            monkeypatch.setattr(sys, "__stdout__", terminal)
+            session.app = SimpleNamespace(loop=prompt_loop)  # type: ignore[assignment]  # the prompt is shown
+            with StdoutProxy(raw=True) as proxy:
+                monkeypatch.setattr(sys, "stdout", proxy)
+                _Sink(terminal, terminal, None).note("[started] pid 1 · job 1")
+                # The text is handed to the prompt's loop (by the proxy's thread, before the fix).
+                eventually(lambda: prompt_loop._ready, what="text handed to the prompt's loop")  # type: ignore[attr-defined]
+                monkeypatch.setattr(sys, "stdout", terminal)  # Enter: the prompt ended
+                session.app = None
+            eventually(lambda: terminal.getvalue() == "[started] pid 1 · job 1\n", timeout=5, what="the line shown")
+    finally:
+        prompt_loop.close()
+
+
 def test_cli_refuses_a_token_env_that_is_not_set(tmp_path: Path) -> None:
     """``--token-env NAME`` naming an unset variable: exit 2 naming the flag and the variable, before any
     connection (it connected without a token and got the generic HTTP 401 hint)."""

@@ -368,7 +368,9 @@ class _AbovePrompt:
     when this one ends first (Enter pressed), while what comes next is written at once,
     so ``run.wait()`` right after ``--attach last`` printed the job's replay before its
     ``[started]``. Here the text waits in :attr:`_pending`, and whatever the prompt did
-    not draw is written first by the next write that goes straight to the terminal.
+    not draw is written first by the next write that goes straight to the terminal, or
+    after :data:`PROMPT_GRACE` seconds when the prompt is gone by then and nothing else
+    came (``run.wait()`` on a run gone quiet would show nothing).
     """
 
     def __init__(self) -> None:
@@ -391,6 +393,15 @@ class _AbovePrompt:
             loop.call_soon_threadsafe(self._draw)
         except RuntimeError:  # the prompt's loop is closed: nobody would draw it
             self.drain()
+            return
+        timer = threading.Timer(PROMPT_GRACE, self._drain_if_no_prompt, args=(stream,))
+        timer.daemon = True
+        timer.start()
+
+    def _drain_if_no_prompt(self, stream: TextIO) -> None:
+        """What the prompt did not draw before it ended, written now (a timer's thread)."""
+        if _prompt_loop(stream) is None:
+            self.drain()
 
     def drain(self) -> None:
         """Write what waits now."""
@@ -412,6 +423,10 @@ class _AbovePrompt:
         for stream, text in pieces:
             stream.write(text)
             stream.flush()
+
+
+PROMPT_GRACE = 0.5
+"""Seconds text for terminal IPython's prompt may wait for it, once the prompt is gone."""
 
 
 def _prompt_loop(stream: TextIO) -> asyncio.AbstractEventLoop | None:
