@@ -563,31 +563,6 @@ def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path
     assert not (tmp_path / "y.txt").exists()
 
 
-def test_ctrl_c_at_await_arun_in_terminal_ipython_says_so_in_one_line(tmp_path: Path) -> None:
-    """Ctrl-C at ``r = await arun(...)`` in terminal IPython: one line, ``KeyboardInterrupt: the run was
-    cancelled`` (it printed the frames of asyncio's loop down to selectors' poll), and the run is cancelled."""
-    seen = io.StringIO()
-    ticker = shlex.join([sys.executable, str(ROOT / "tests" / "fake_cli.py"), "ticker", "300", "0.1"])
-    child = terminal_ipython(tmp_path)
-    child.logfile_read = seen
-    try:
-        child.expect(r"In \[1\]")
-        child.sendline("import cc_executor_nb")
-        child.expect(r"In \[2\]")
-        child.sendline(f"r = await cc_executor_nb.arun({ticker!r}, command=True)")
-        child.expect(r"tick 2")
-        child.sendintr()
-        child.expect(r"\[cancelled\] killed by SIGTERM", timeout=scaled(20))
-        child.expect(r"In \[3\]")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    shown = screen_text(seen.getvalue())
-    assert "KeyboardInterrupt: the run was cancelled\n" in shown, shown
-    assert "Traceback" not in shown and "base_events.py" not in shown, shown
-
-
 def test_an_arun_task_awaited_in_a_later_terminal_ipython_cell_is_not_cancelled(tmp_path: Path) -> None:
     """``t = asyncio.ensure_future(arun(...))`` in one terminal IPython cell and ``await t`` in a
     later one: IPython's loop stops between cells, which is no Ctrl-C, and the task is the

@@ -28,7 +28,6 @@ import inspect
 import math
 import os
 import shlex
-import signal
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import FrameType
@@ -60,7 +59,6 @@ from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
 from .prompter import prompter_for
 from .run import Interpreter, Run, RunSpec, Target, token_from_env, token_hint
-from .runstate import shown_in_one_line
 from .textview import LineRenderer, TextView
 from .transcript import MAX_RECORD_ANSWER_CHARS, Transcript
 
@@ -298,10 +296,8 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     handle.one_shot = True
     awaited = threading.Event()
     prompter = handle.prompter
-    restore: Callable[[], None] = lambda: None  # noqa: E731 - nothing to restore
     if (prompter is None or not prompter.in_kernel) and not _own_task(inspect.currentframe()):
         _cancel_if_abandoned(handle, asyncio.get_running_loop(), awaited)
-        restore = _interrupt_in_one_line(handle, awaited)
     try:
         return await handle
     except asyncio.CancelledError:
@@ -309,7 +305,6 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         raise
     finally:
         awaited.set()
-        restore()
 
 
 def _own_task(frame: FrameType | None) -> bool:
@@ -343,41 +338,6 @@ def _cancel_if_abandoned(handle: Run, loop: asyncio.AbstractEventLoop, awaited: 
                 return
 
     threading.Thread(target=watch, name="cc_executor_nb-arun-watch", daemon=True).start()
-
-
-def _interrupt_in_one_line(handle: Run, awaited: threading.Event) -> Callable[[], None]:
-    """While ``arun()`` awaits ``handle`` on the main thread (terminal IPython's ``await``), a
-    Ctrl-C shows as ``KeyboardInterrupt: the run was cancelled``; returns what puts the previous
-    SIGINT handler back.
-
-    The KeyboardInterrupt stops terminal IPython's loop from inside its ``select``: IPython
-    printed the frames of asyncio and selectors, which say nothing to the person who pressed
-    Ctrl-C, while :func:`_cancel_if_abandoned` cancels the run. Only Python's own handler is
-    replaced (an ``asyncio.run()`` has its own, which cancels the awaiting task instead). The
-    interrupt stays a KeyboardInterrupt: only IPython's rendering of it changes. The handler
-    puts the previous one back when it is called, since no ``finally`` of an arun() stopped
-    that way runs; a Ctrl-C after the run (never the case when it returns) is Python's own.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:
-        return lambda: None
-
-    def interrupted(signum: int, frame: FrameType | None) -> None:
-        put_back()
-        if awaited.is_set() or handle.done:
-            signal.default_int_handler(signum, frame)
-        interrupt = KeyboardInterrupt()
-        shown_in_one_line(interrupt, "the run was cancelled")
-        raise interrupt
-
-    def put_back() -> None:
-        if signal.getsignal(signal.SIGINT) is interrupted:
-            signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, interrupted)
-    return put_back
 
 
 DURABLE_ACCEPT_TIMEOUT = 60.0
