@@ -585,6 +585,100 @@ def test_an_arun_task_awaited_in_a_later_terminal_ipython_cell_is_not_cancelled(
         child.close(force=True)
 
 
+def test_an_arun_in_a_coroutine_of_your_own_run_as_a_task_goes_on_between_cells(tmp_path: Path) -> None:
+    """``arun(...)`` awaited inside a coroutine of your own that runs as a task (``t =
+    asyncio.ensure_future(main())``), ``await t`` in a later cell: the loop stopping at the end of
+    the cell that started it is no Ctrl-C, and ``t`` still wants the run, which goes on (it was
+    cancelled, ``status: cancelled``)."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import asyncio, time, cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('async def main(): return await cc_executor_nb.arun(["sh", "-c", "sleep 2; echo fin''ished"], '
+                       'command=True)')
+        child.expect(r"In \[3\]")
+        child.sendline("t = asyncio.ensure_future(main()); await asyncio.sleep(0.3)")
+        child.expect(r"\[started\] pid")
+        child.expect(r"In \[4\]")
+        child.sendline("time.sleep(1)")  # the loop stays stopped while the run goes on
+        child.expect(r"In \[5\]")
+        child.sendline('r = await t; print(f"status: {r.status} {r.stdout.strip()}")')  # one write
+        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
+    finally:
+        child.close(force=True)
+
+
+def test_ctrl_c_at_a_cell_that_awaits_something_else_leaves_a_background_arun_running(tmp_path: Path) -> None:
+    """A Ctrl-C at a cell that does not await the run (``await asyncio.sleep(...)`` while ``t =
+    asyncio.ensure_future(main())`` runs ``arun(...)``) leaves the run to ``t``: it goes on."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import asyncio, cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('async def main(): return await cc_executor_nb.arun(["sh", "-c", "sleep 2; echo fin''ished"], '
+                       'command=True)')
+        child.expect(r"In \[3\]")
+        child.sendline("t = asyncio.ensure_future(main()); await asyncio.sleep(60)")
+        child.expect(r"\[started\] pid")
+        child.sendintr()
+        child.expect(r"KeyboardInterrupt")
+        child.expect(r"In \[4\]")
+        child.sendline('r = await t; print(f"status: {r.status} {r.stdout.strip()}")')  # one write
+        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
+    finally:
+        child.close(force=True)
+
+
+def test_ctrl_c_at_await_of_an_arun_task_a_former_cell_started_leaves_its_run_to_the_task(tmp_path: Path) -> None:
+    """Ctrl-C at ``r = await t`` in a later cell than ``t = asyncio.ensure_future(arun(...))``: ``t``
+    is still yours, and its run goes on, to be awaited again."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import asyncio, cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('t = asyncio.ensure_future(cc_executor_nb.arun(["sh", "-c", "sleep 3; echo fin''ished"], '
+                       'command=True)); await asyncio.sleep(0.3)')
+        child.expect(r"\[started\] pid")
+        child.expect(r"In \[3\]")
+        child.sendline('print("await" "ing"); r = await t')
+        child.expect(r"awaiting")
+        child.sendintr()
+        child.expect(r"KeyboardInterrupt")
+        child.expect(r"In \[4\]")
+        child.sendline('r = await t; print(f"status: {r.status} {r.stdout.strip()}")')  # one write
+        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
+    finally:
+        child.close(force=True)
+
+
+def test_ctrl_c_at_await_gather_of_aruns_in_terminal_ipython_cancels_their_runs(tmp_path: Path) -> None:
+    """Ctrl-C at ``r = await asyncio.gather(arun(a), arun(b))``: gather makes each ``arun()`` a task
+    of its own that nobody else holds, and ``r`` stays unbound; both runs are cancelled, as a
+    plain ``r = await arun(...)``'s is (both went on, with no handle to reach them)."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import asyncio, cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('r = await asyncio.gather(*(cc_executor_nb.arun(["sleep", "60"], command=True) for _ in "ab"))')
+        child.expect(r"\[started\] pid (\d+)")
+        first = int(child.match.group(1))
+        child.expect(r"\[started\] pid (\d+)")
+        second = int(child.match.group(1))
+        child.sendintr()
+        child.expect(r"KeyboardInterrupt")
+        eventually(lambda: not _alive(first) and not _alive(second), timeout=20,
+                   what="both runs' processes gone")  # IPython still up, at its prompt
+    finally:
+        child.close(force=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

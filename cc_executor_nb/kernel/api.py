@@ -296,8 +296,10 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     handle.one_shot = True
     awaited = threading.Event()
     prompter = handle.prompter
-    if (prompter is None or not prompter.in_kernel) and not _own_task(inspect.currentframe()):
-        _cancel_if_abandoned(handle, asyncio.get_running_loop(), awaited)
+    cell = _run_until(inspect.currentframe())
+    task = asyncio.current_task()
+    if (prompter is None or not prompter.in_kernel) and cell is not None and task is not None:
+        _cancel_if_abandoned(handle, asyncio.get_running_loop(), cell, task, awaited)
     try:
         return await handle
     except asyncio.CancelledError:
@@ -307,34 +309,65 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         awaited.set()
 
 
-def _own_task(frame: FrameType | None) -> bool:
-    """Whether the coroutine running ``frame`` is its task's own (``ensure_future(arun(...))``,
-    ``create_task``): that task is then its creator's handle, to await or cancel, and a loop
-    that stops while it waits (terminal IPython's between two cells) abandons nothing."""
-    task = asyncio.current_task()
-    coro = task.get_coro() if task is not None else None
-    return frame is not None and getattr(coro, "cr_frame", None) is frame
+def _run_until(frame: FrameType | None) -> asyncio.Future[Any] | None:
+    """The future that the ``loop.run_until_complete()`` running ``frame`` runs until (terminal
+    IPython's cell, ``asyncio.run()``'s main task), found up the stack; None if there is none (a
+    loop run by ``run_forever()``, or one whose ``run_until_complete`` is no Python code)."""
+    while frame is not None and frame.f_code is not _RUN_UNTIL_COMPLETE:
+        frame = frame.f_back
+    future = frame.f_locals.get("future") if frame is not None else None
+    return future if isinstance(future, asyncio.Future) else None
+
+
+_RUN_UNTIL_COMPLETE = asyncio.BaseEventLoop.run_until_complete.__code__
+
+
+def _waits_for(waiter: asyncio.Future[Any], task: asyncio.Future[Any]) -> bool:
+    """Whether cancelling ``waiter`` cancels ``task`` there and then, as asyncio passes a cancel
+    on: a task to the future it awaits, ``gather()``'s future to its children. These links are
+    asyncio's own attributes (``_fut_waiter``, ``_children``, there since Python 3.4); were they
+    gone, a task reached only through them would read as not awaited, and its run would go on."""
+    seen: set[int] = set()
+    pending: list[Any] = [waiter]
+    while pending:
+        future = pending.pop()
+        if future is task:
+            return True
+        if future is None or id(future) in seen:
+            continue
+        seen.add(id(future))
+        pending.extend([getattr(future, "_fut_waiter", None), *getattr(future, "_children", ())])
+    return False
 
 
 ABANDON_POLL = 0.1
 """Seconds between the looks of :func:`_cancel_if_abandoned` at the awaiting loop."""
 
 
-def _cancel_if_abandoned(handle: Run, loop: asyncio.AbstractEventLoop, awaited: threading.Event) -> None:
-    """Cancel ``handle`` if ``loop`` stops while ``arun()`` awaits it (until ``awaited`` is set).
+def _cancel_if_abandoned(
+    handle: Run, loop: asyncio.AbstractEventLoop, cell: asyncio.Future[Any], task: asyncio.Future[Any],
+    awaited: threading.Event,
+) -> None:
+    """Cancel ``handle`` if ``loop`` is interrupted while ``cell`` awaits ``task``, the task in which
+    ``arun()`` awaits the run (until ``awaited`` is set).
 
     A Ctrl-C at terminal IPython's ``await`` stops its loop by a KeyboardInterrupt without
-    cancelling the awaiting task: no ``except`` or ``finally`` of arun() runs, the result is
+    cancelling the cell's task: no ``except`` or ``finally`` of arun() runs, the result is
     never assigned, and the run went on (its question open) with no handle to reach it. A
-    thread watches the loop instead, and cancels the run as a Ctrl-C in ``run.wait()`` does.
+    thread watches the loop instead. The loop stopping before ``cell`` is done is the
+    interrupt (at the end of a cell it stops after); the run is then cancelled, as a Ctrl-C
+    in ``run.wait()`` cancels it, if the cell awaited ``task`` (itself, or through an awaited
+    task or ``gather()``), which is what a kernel's interrupt, cancelling the cell, would cancel.
+    Once ``cell`` is done, the run is a task's that someone holds, and the watch ends.
     """
 
     def watch() -> None:
         while not awaited.wait(ABANDON_POLL):
-            if handle.done:
+            if handle.done or cell.done():
                 return
             if not loop.is_running():
-                handle.cancel(timeout=None)
+                if not cell.done() and _waits_for(cell, task):
+                    handle.cancel(timeout=None)
                 return
 
     threading.Thread(target=watch, name="cc_executor_nb-arun-watch", daemon=True).start()
