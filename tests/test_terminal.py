@@ -633,6 +633,25 @@ def test_ctrl_c_at_a_cell_that_awaits_something_else_leaves_a_background_arun_ru
         child.close(force=True)
 
 
+def test_ctrl_c_at_await_of_an_arun_task_its_own_cell_started_cancels_its_run(tmp_path: Path) -> None:
+    """Ctrl-C at ``t = asyncio.ensure_future(arun(...)); r = await t``: the cell awaited the task it
+    started, and its run is cancelled, as a kernel's interrupt (cancelling the cell, and the task it
+    awaits) cancels it (it went on)."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import asyncio, cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('t = asyncio.ensure_future(cc_executor_nb.arun(["sleep", "60"], command=True)); r = await t')
+        child.expect(r"\[started\] pid (\d+)")
+        pid = int(child.match.group(1))
+        child.sendintr()
+        child.expect(r"KeyboardInterrupt")
+        eventually(lambda: not _alive(pid), timeout=20, what="the run's process gone")
+    finally:
+        child.close(force=True)
+
+
 def test_ctrl_c_at_await_of_an_arun_task_a_former_cell_started_leaves_its_run_to_the_task(tmp_path: Path) -> None:
     """Ctrl-C at ``r = await t`` in a later cell than ``t = asyncio.ensure_future(arun(...))``: ``t``
     is still yours, and its run goes on, to be awaited again."""
