@@ -352,8 +352,9 @@ def _cancel_if_abandoned(
     ``arun()`` awaits the run (until ``awaited`` is set).
 
     A Ctrl-C at terminal IPython's ``await`` stops its loop by a KeyboardInterrupt without
-    cancelling the cell's task: no ``except`` or ``finally`` of arun() runs, the result is
-    never assigned, and the run went on (its question open) with no handle to reach it. A
+    cancelling the cell's task: no ``except`` or ``finally`` of arun() runs, the result is not
+    assigned (not until a later cell runs the loop again), and the run went on (its question
+    open) with no handle to reach it. A
     thread watches the loop instead. The loop stopping before ``cell`` is done is the
     interrupt (at the end of a cell it stops after); the run is then cancelled, as a Ctrl-C
     in ``run.wait()`` cancels it, if the cell awaited ``task`` (itself, or through an awaited
