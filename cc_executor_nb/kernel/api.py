@@ -302,8 +302,10 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         _cancel_if_abandoned(handle, asyncio.get_running_loop(), cell, task, awaited)
     try:
         return await handle
-    except asyncio.CancelledError:
-        handle.cancel()  # nobody else holds this run: a cancelled (or timed out) arun() stops it
+    except BaseException:
+        # Nobody else holds this run: an arun() cancelled (or timed out), or interrupted (a
+        # Ctrl-C's KeyboardInterrupt raised in this await), stops it.
+        handle.cancel()
         raise
     finally:
         awaited.set()
