@@ -579,7 +579,7 @@ def test_an_arun_task_awaited_in_a_later_terminal_ipython_cell_is_not_cancelled(
         child.sendline("time.sleep(1)")  # the loop stays stopped while the run goes on
         child.expect(r"In \[4\]")
         child.sendline('r = await t; print("status:", r.status, r.stdout.strip())')
-        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        child.expect(r"status: (\w+) (\w*)\r?\n", timeout=scaled(20))
         assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
     finally:
         child.close(force=True)
@@ -604,7 +604,7 @@ def test_an_arun_in_a_coroutine_of_your_own_run_as_a_task_goes_on_between_cells(
         child.sendline("time.sleep(1)")  # the loop stays stopped while the run goes on
         child.expect(r"In \[5\]")
         child.sendline('r = await t; print(f"status: {r.status} {r.stdout.strip()}")')  # one write
-        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        child.expect(r"status: (\w+) (\w*)\r?\n", timeout=scaled(20))
         assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
     finally:
         child.close(force=True)
@@ -627,7 +627,7 @@ def test_ctrl_c_at_a_cell_that_awaits_something_else_leaves_a_background_arun_ru
         child.expect(r"KeyboardInterrupt")
         child.expect(r"In \[4\]")
         child.sendline('r = await t; print(f"status: {r.status} {r.stdout.strip()}")')  # one write
-        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        child.expect(r"status: (\w+) (\w*)\r?\n", timeout=scaled(20))
         assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
     finally:
         child.close(force=True)
@@ -670,7 +670,7 @@ def test_ctrl_c_at_await_of_an_arun_task_a_former_cell_started_leaves_its_run_to
         child.expect(r"KeyboardInterrupt")
         child.expect(r"In \[4\]")
         child.sendline('r = await t; print(f"status: {r.status} {r.stdout.strip()}")')  # one write
-        child.expect(r"status: (\w+) (\w*)", timeout=scaled(20))
+        child.expect(r"status: (\w+) (\w*)\r?\n", timeout=scaled(20))
         assert (child.match.group(1), child.match.group(2)) == ("completed", "finished")
     finally:
         child.close(force=True)
