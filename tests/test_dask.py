@@ -18,6 +18,7 @@ from distributed.security import Security
 import cc_executor_nb
 from cc_executor_nb.cluster import placement
 from cc_executor_nb.cluster.worker import HandlerPlugin
+from cc_executor_nb.kernel.batch import Batch
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 
@@ -298,11 +299,9 @@ def test_a_workers_task_does_not_hold_a_conversations_input_open(tmp_path: Any) 
     assert outcome == {"job_id": published[0], "status": "completed", "exit_code": 0}
 
 
-def test_closing_the_client_ends_the_items_still_placing(
-    cluster: tuple[LocalCluster, Client], settings: CCExec
-) -> None:
-    """Items whose tasks no worker can take (claude=3 each, workers hold 2), and one still queued, end
-    cancelled, saying why, when their Dask client closes: the batch ends instead of waiting forever."""
+def _batch_whose_client_closed_while_placing(cluster: tuple[LocalCluster, Client], settings: CCExec) -> Batch:
+    """Three items on a Dask client of their own, two placing (claude=3 each, workers hold 2) and
+    one queued, when that client closes; the batch once it ended."""
     local, _client = cluster
     client = Client(local)
     try:
@@ -313,6 +312,15 @@ def test_closing_the_client_ends_the_items_still_placing(
     finally:
         client.close()
     batch.wait(scaled(30))
+    return batch
+
+
+def test_closing_the_client_ends_the_items_still_placing(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """Items whose tasks no worker can take (claude=3 each, workers hold 2), and one still queued, end
+    cancelled, saying why, when their Dask client closes: the batch ends instead of waiting forever."""
+    batch = _batch_whose_client_closed_while_placing(cluster, settings)
     assert [(run.status, run.error) for run in batch.runs] == [
         ("cancelled", "the Dask client was closed before it started")] * 3
 
@@ -322,16 +330,7 @@ def test_items_the_closing_client_kept_from_starting_read_skipped(
 ) -> None:
     """Items that never started because their Dask client closed read ``skipped``, as one cancelled while
     placing does (they read ``cancelled``), and count as skipped; their runs say why."""
-    local, _client = cluster
-    client = Client(local)
-    try:
-        batch = cc_executor_nb.map(["true"] * 3, command=True, cluster=client, resources={"claude": 3},
-                                   concurrency=2, display=False, settings=settings)
-        eventually(lambda: [item.status for item in batch.items] == ["placing", "placing", "queued"], timeout=30,
-                   what="two items placing")
-    finally:
-        client.close()
-    batch.wait(scaled(30))
+    batch = _batch_whose_client_closed_while_placing(cluster, settings)
     assert [item.status for item in batch.items] == ["skipped"] * 3
     assert batch.summary().skipped == 3 and batch.summary().cancelled == 0 and batch.results() == [None] * 3
     assert [run.error for run in batch.runs] == ["the Dask client was closed before it started"] * 3
