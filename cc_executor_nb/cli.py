@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TextIO
 
 from . import methods
-from .claude.command import claude_command
+from .claude.command import ResumeSettings, claude_command
 from .claude.interpreter import ClaudeInterpreter
 from .claude.options import (
     HOST_MODE_OPTIONS,
@@ -316,11 +316,19 @@ def _claude_parser() -> argparse.ArgumentParser:
         "(allow tools up front with --allowed-tools or --permission-mode) and there is no follow-up.",
     )
     _common_arguments(parser, quiet="only the answer (no notes, no footer)")
-    add_arguments(parser, ClaudeOptions, skip=CONVERSATION_OPTIONS)
+    add_arguments(parser, ClaudeOptions, skip=CONVERSATION_OPTIONS, helps=_CLAUDE_HELPS)
     _refused_arguments(parser)
     parser.add_argument("prompt", nargs="*", help="the prompt (words are joined by spaces; - reads stdin)")
     return parser
 
+
+# The declared help speaks of the kernel and its CCExec settings; here there are none.
+_CLAUDE_HELPS = {
+    "model": "the Claude model (default: the CLI's)",
+    "continue_session": "follow up the CLI's latest session in the working directory (the CLI's --continue)",
+    "auto_resume": "when a usage or rate limit stops the run, wait for the reset and resume the same Claude "
+    f"session (--resume SESSION_ID with the prompt {ResumeSettings.prompt!r})",
+}
 
 CONVERSATION_OPTIONS = ("interactive", *HOST_MODE_OPTIONS)
 """Options of a conversation (host mode), which a one-shot run cannot have."""
@@ -354,7 +362,7 @@ def _common_arguments(parser: argparse.ArgumentParser, *, quiet: str) -> None:
     parser.add_argument("--server", help="ws://HOST:PORT/ws of a running server (default: private)")
     parser.add_argument("--token-env", default=None, metavar="NAME",
                         help=f"environment variable holding the server's token (default: {DEFAULT_TOKEN_ENV})")
-    parser.add_argument("--cwd")
+    parser.add_argument("--cwd", metavar="DIR", help="working directory of the process (default: this one)")
     parser.add_argument("--timeout", type=_timeout, help="cancel the run after this many seconds (0: no limit)")
     # Sent only when given: otherwise the server's defaults apply (a standalone server's
     # --heartbeat-interval or WEBSOCKET_HEARTBEAT_INTERVAL; the private server's 20 s and 30 s).

@@ -91,11 +91,20 @@ def keywords(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: Collection[str] = ()) -> None:
-    """Add every declared flag of ``cls`` but the fields in ``skip`` to ``parser`` (``dest`` is the field name)."""
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, skip: Collection[str] = (), helps: Mapping[str, str] | None = None,
+) -> None:
+    """Add every declared flag of ``cls`` but the fields in ``skip`` to ``parser`` (``dest`` is the field name).
+
+    ``helps`` replaces the help of the fields it names: a front end where the declared
+    text is not true (no kernel, no ``CCExec``) says what the flag does there.
+    """
     for f, spec in declared(cls):
         if spec.flags and f.name not in skip:
-            parser.add_argument(*spec.flags, **spec.argparse_kwargs(f.name))
+            kwargs = spec.argparse_kwargs(f.name)
+            if helps and f.name in helps:
+                kwargs["help"] = helps[f.name]
+            parser.add_argument(*spec.flags, **kwargs)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -325,6 +325,18 @@ def test_the_readme_synopses_list_the_flags_help_lists() -> None:
     assert readme_synopsis_flags("claude") | run_flags == help_flags(cli._claude_parser())
 
 
+def test_the_claude_help_names_no_kernel_or_ccexec_setting() -> None:
+    """``claude --help`` said --model defaults to CCExec.model, --continue follows this kernel's
+    last run and --auto-resume resumes with CCExec.resume_prompt: the terminal client reads no
+    CCExec setting and has no kernel; each option now says what it does there."""
+    text = " ".join(cli._claude_parser().format_help().split())
+    assert "CCExec" not in text and "kernel" not in text, text
+    assert "the Claude model (default: the CLI's)" in text
+    assert "follow up the CLI's latest session in the working directory" in text
+    assert "with the prompt 'Continue where you left off.'" in text
+    assert "--cwd DIR working directory of the process" in text
+
+
 CONTINUE_SCRIPT = """
 import cc_executor_nb as ccx
 first = ccx.run("what is 2+2", demo=True, wait=True, quiet=True)
