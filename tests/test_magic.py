@@ -579,6 +579,15 @@ def test_a_reconnect_limit_must_be_a_positive_number_of_seconds(value: float) ->
         CCExec(reconnect_timeout=value)
 
 
+@pytest.mark.parametrize("setting", ["timeout", "max_budget_usd"])
+def test_a_refused_zero_limit_says_none_means_no_limit(setting: str) -> None:
+    """``%config CCExec.timeout = 0`` (as ``--timeout 0`` means no limit) was refused with only
+    "must be a positive finite number, not 0.0": the error now says that None is no limit."""
+    with pytest.raises(TraitError) as refused:
+        CCExec(**{setting: 0})
+    assert str(refused.value) == f"CCExec.{setting} must be a positive finite number (None: no limit), not 0.0"
+
+
 @pytest.mark.parametrize(("setting", "value", "message"), [
     ("default_server", "not a url", "CCExec.default_server must be a ws:// or wss:// URL, not 'not a url'"),
     ("default_server", "http://u:pw@host:1/ws", "CCExec.default_server must be a ws:// or wss:// URL, not 'http://host:1/ws'"),

@@ -351,12 +351,18 @@ _MAXIMA = {
 }
 
 
+# The settings whose None is no limit (a run's 0 is, for the same option).
+_NONE_IS_NO_LIMIT = frozenset({"timeout", "max_budget_usd"})
+
+
 def _check(proposal: Any, *, allow_zero: bool) -> float:
     value = float(proposal.value)
     name = proposal.trait.name
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         kind = "a non-negative" if allow_zero else "a positive"
-        raise TraitError(f"CCExec.{name} must be {kind} finite number, not {value!r}")
+        # A run's --timeout 0 is no limit; the setting's no limit is None: say so.
+        unset = " (None: no limit)" if name in _NONE_IS_NO_LIMIT else ""
+        raise TraitError(f"CCExec.{name} must be {kind} finite number{unset}, not {value!r}")
     maximum = _MAXIMA.get(name)
     if maximum is not None and value > maximum:
         raise TraitError(f"CCExec.{name} must be at most {maximum:.0f} s (the protocol's bound), not {value!r}")
