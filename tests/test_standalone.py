@@ -157,6 +157,21 @@ def test_a_bad_flag_is_one_line(argv: list[str], message: str) -> None:
     assert (done.returncode, done.stderr) == (2, f"error: {message} (see --help)\n")
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--max-sessions", "-1"], "--max-sessions must be an integer of at least 1, not -1"),
+    (["--handshake-timeout", "0"], "--handshake-timeout must be at least 0.1 s, not 0.0"),
+])
+def test_a_value_the_settings_refuse_names_the_flag_as_typed(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--max-sessions -1`` said "max_sessions must be ...", the settings' field rather than the
+    flag the user typed: the one line, exit 2, now starts with the flag."""
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {message} (see --help)\n"
+
+
 def test_a_debug_log_shows_no_secret_a_request_carried() -> None:
     """At DEBUG, websockets logs every frame: an execute's env value (an API key) and the output are not in it."""
     server = start_server("--log-level", "DEBUG", "--token", "standalone-token")

@@ -288,8 +288,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         args.settings = settings_from(args, token=None)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(_as_typed(str(exc), parser))
     return args
+
+
+def _as_typed(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with a leading settings field (``max_sessions must ...``) spelled as its flag."""
+    field, _, rest = message.partition(" ")
+    flag = "--" + field.replace("_", "-")
+    return f"{flag} {rest}" if flag in parser._option_string_actions else message
 
 
 def _apply_job_defaults(args: argparse.Namespace) -> None:
