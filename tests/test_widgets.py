@@ -857,6 +857,21 @@ def test_text_view_end_line_does_not_restate_the_exit_code() -> None:
     assert ended(1, "Prompt is too long") == "[failed] exit 1 in 500 ms: Prompt is too long"
 
 
+@pytest.mark.parametrize(("kind", "message"), [
+    ("capture_reopened", 'the process reopened its own stdout by path for writing (e.g. "echo x > /dev/stdout"): '
+                         'with capture "file" that truncates it, and output not yet read is lost; run it with '
+                         'capture "pipe"'),
+    ("disk_limit", "the process continues"),
+])
+def test_text_view_says_a_process_notice(kind: str, message: str) -> None:
+    """A ``process.notice`` (output lost to a reopened capture file, a run held by the disk limit)
+    printed nothing in text mode or the terminal client, only the server's log line "the child
+    reopened its stdout by path for writing", which says neither what was lost nor what to do."""
+    params = {"kind": kind, "message": message, "pid": 7, "pgid": 7, "seq": 3}
+    assert TextView().render_event("process.notice", params) == f"[note] {message}"
+    assert TextView(notices=False).render_event("process.notice", params) is None
+
+
 def test_text_view_can_mute_heartbeats() -> None:
     """heartbeats=False drops heartbeat lines."""
     assert TextView(heartbeats=False).render_event("heartbeat", {"status": "alive"}) is None

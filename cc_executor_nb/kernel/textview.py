@@ -253,6 +253,7 @@ _TEXT_FORMATTERS: dict[str, Callable[[Mapping[str, Any]], str | None]] = {
     methods.PROCESS_CANCELLED: _text_tag("cancelling"),  # stopping; the end line follows
     methods.PROCESS_COMPLETED: _text_completed,
     methods.PROCESS_ERROR: _text_error,
+    methods.PROCESS_NOTICE: _text_notice,  # the server's word on lost or held output
     methods.CLIENT_OUTPUT_GAP: _text_gap,
     methods.CLIENT_RECONNECTING: _text_reconnecting,
     methods.CLIENT_RECONNECTED: _text_reconnected,
