@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sqlite3
 import stat
 import sys
@@ -17,7 +19,8 @@ from cc_executor_nb.events import Completed, Event, Heartbeat, Output
 from cc_executor_nb.server.progress import HistoryStore, ProgressEstimator
 from cc_executor_nb.targets import Target, count_units, progress_toward, prompt_target
 
-from .conftest import TOKEN, collect, completed, fake, make_handler
+from .conftest import TOKEN, collect, completed, fake, make_handler, output_of
+from .util import scaled
 
 
 @pytest.fixture
@@ -276,6 +279,38 @@ async def test_silence_status_carries_progress_and_resources(started) -> None:
     statuses = [e for e in await collect(client) if e.method == "process.status"]
     assert statuses and all("progress" in s.params and "resources" in s.params for s in statuses)
     assert statuses[0].params["resources"]["num_processes"] >= 1
+
+
+async def test_a_child_stopped_by_someone_elses_sigstop_is_reported_stopped(started) -> None:
+    """A child stopped by a SIGSTOP not of ours was reported "thinking" ('no output for 1 min 00 s');
+    its process.status now carries stopped: true and says so, and after a SIGCONT it runs on."""
+    _, client = await started(metrics_interval=0)
+    code = "import os, signal; print('stopping', flush=True); os.kill(os.getpid(), signal.SIGSTOP); print('back')"
+    await client.execute(argv=[sys.executable, "-c", code], inactivity_threshold=0.2)
+    events: list[Event] = []
+
+    async def follow() -> None:
+        async for event in client.events():
+            events.append(event)
+            if event.method == "process.status" and event.params["stopped"]:
+                os.kill(event.params["pid"], signal.SIGCONT)
+            if isinstance(event, Completed):
+                return
+
+    await asyncio.wait_for(follow(), scaled(30))
+    stopped = [e.params for e in events if e.method == "process.status" and e.params["stopped"]]
+    assert stopped and stopped[0]["status"] == "running"
+    assert stopped[0]["message"].startswith("Process is stopped (SIGSTOP/SIGTSTP), no output for ")
+    assert "back" in output_of(events)
+
+
+async def test_a_silent_child_that_runs_is_not_reported_stopped(started) -> None:
+    """``stopped`` is false for a child that is only silent (sleeping, state S)."""
+    _, client = await started(metrics_interval=0)
+    await client.execute(argv=fake("silence", "1.5"), inactivity_threshold=0.3)
+    statuses = [e.params for e in await collect(client) if e.method == "process.status"]
+    assert statuses and not any(s["stopped"] for s in statuses)
+    assert statuses[0]["message"].startswith("Process is thinking...")
 
 
 async def test_a_runs_duration_counts_from_its_spawn_not_from_the_history_lookup(started, tmp_path) -> None:

@@ -397,6 +397,32 @@ def test_inactivity_timer_shown_while_silent(make_view: Callable[..., RunView]) 
     assert "ccx-inactivity" not in view.header.value
 
 
+def test_a_run_stopped_by_a_signal_says_stopped_not_just_silent(make_view: Callable[..., RunView]) -> None:
+    """A process stopped by someone's SIGSTOP read 'no output for 1 min 00 s' as if thinking; the
+    header and the text now say it is stopped, until it writes again."""
+    view, state = make_view(), running(now=0.0)
+    emit(state, "process.status", 60.0, status="running", inactive_seconds=60.0, stopped=True)
+    view.render(state, 60.0)
+    assert ('<span class="ccx-inactivity">stopped (SIGSTOP/SIGTSTP), no output for 1 min 00 s</span>'
+            in view.header.value)
+    line = TextView().render_event("process.status", {"status": "running", "inactive_seconds": 60.0, "stopped": True})
+    assert line == "[status] stopped (SIGSTOP/SIGTSTP), no output for 1 min 00 s"
+    emit(state, "process.output", 61.0, type="stdout", data="x")
+    view.render(state, 63.0)
+    assert '<span class="ccx-inactivity">no output for 2 s</span>' in view.header.value
+
+
+def test_a_stopped_run_that_continues_silently_is_no_longer_stopped_at_the_next_metrics(
+    make_view: Callable[..., RunView],
+) -> None:
+    """``process.metrics`` carries ``stopped`` too: a SIGCONT without output shows within a metrics interval."""
+    view, state = make_view(), running(now=0.0)
+    emit(state, "process.status", 5.0, status="running", inactive_seconds=5.0, stopped=True)
+    emit(state, "process.metrics", 7.0, status="running", inactive_seconds=7.0, stopped=False)
+    view.render(state, 7.0)
+    assert '<span class="ccx-inactivity">no output for 7 s</span>' in view.header.value
+
+
 def test_a_reconnecting_run_says_why_the_server_is_unreachable_and_when_it_gives_up(
     make_view: Callable[..., RunView],
 ) -> None:

@@ -16,6 +16,7 @@ from ..events import exit_words
 from ..protocol import command_line
 from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
 from .runstate import (
+    STOPPED_WORDS,
     Health,
     RunState,
     elapsed,
@@ -311,7 +312,8 @@ def _silence_text(state: RunState, now: float) -> str:
     silent = inactive_for(state, now)
     if state.status not in ("running", "thinking") or silent is None or silent < 1:
         return ""
-    return f"no output for {format_duration(silent, whole=True)}"
+    stopped = f"{STOPPED_WORDS}, " if state.stopped else ""
+    return f"{stopped}no output for {format_duration(silent, whole=True)}"
 
 
 def _unreachable_text(state: RunState, now: float) -> str:

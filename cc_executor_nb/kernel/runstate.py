@@ -35,6 +35,7 @@ from .output import OutputStore
 __all__ = [
     "ACTIVE_STATUSES",
     "FINAL_STATUSES",
+    "STOPPED_WORDS",
     "Health",
     "RunState",
     "Status",
@@ -69,6 +70,9 @@ _COMPLETION_STATUSES = frozenset({"completed", "failed", "cancelled", "timeout"}
 _TURN_STATUSES = frozenset({"running", "completed", "failed", "cancelled"})
 # Events made on this side (the client's, a conversation's): they prove nothing about the server.
 _LOCAL_PREFIXES = ("client.", "conversation.")
+
+STOPPED_WORDS = "stopped (SIGSTOP/SIGTSTP)"
+"""How a silence is said while the process is stopped by a signal not of ours."""
 
 # Heartbeat thresholds, in heartbeat intervals.
 OVERDUE_AFTER = 1.5
@@ -128,6 +132,9 @@ class RunState:
     """How many ``process.status`` (silence) notifications were seen."""
     inactive_seconds: float | None = None
     """The server's silence figure from the latest ``process.status``."""
+    stopped: bool = False
+    """The server's latest ``process.status`` or ``process.metrics`` found the process
+    stopped by a signal not of ours (``kill -STOP``, Ctrl-Z): it is not thinking."""
     last_seq: int = 0
     output: OutputStore = field(default_factory=OutputStore, repr=False, compare=False)
     """The full output, in arrival order: memory first, a file past a few MiB."""
@@ -370,6 +377,7 @@ class RunState:
         self.output_chars += len(data)
         replayed = self._job_output_at is not None and (_int(params.get("seq")) or 0) <= self._replayed_until
         self.last_output_at = self._job_output_at if replayed else now
+        self.stopped = False  # it wrote: it runs
         if self.status == "thinking":
             self.status = "running"
 
@@ -377,10 +385,15 @@ class RunState:
         self.status_count += 1
         inactive = params.get("inactive_seconds", params.get("no_output_for"))
         self.inactive_seconds = _num(inactive, None)
+        self._take_stopped(params)
         # A silence while a question waits is the person's, not Claude's thinking: the run
         # stays "running" (it read "thinking" 30 s into a question; the badge says "needs you").
         if self.status == "running" and params.get("status", "running") == "running" and not self.pending_questions:
             self.status = "thinking"
+
+    def _take_stopped(self, params: Mapping[str, Any], now: float = 0.0) -> None:
+        """``stopped`` of a ``process.status`` or ``process.metrics`` (absent: an older server's, not stopped)."""
+        self.stopped = params.get("stopped") is True
 
     def _on_paused(self, params: Mapping[str, Any], now: float) -> None:
         if not self.finished and self.status != "paused":
@@ -486,7 +499,7 @@ _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
     methods.PROCESS_CANCELLED: RunState._on_cancelled,
     methods.PROCESS_COMPLETED: RunState._on_completed,
     methods.PROCESS_ERROR: RunState._on_error,
-    methods.PROCESS_METRICS: lambda state, params, now: None,  # measures only (taken by apply)
+    methods.PROCESS_METRICS: RunState._take_stopped,  # and the measures (taken by apply)
     methods.CONVERSATION_TURN: RunState._on_turn,
     methods.CONVERSATION_QUESTION: RunState._on_question,
     methods.CONVERSATION_ENDING: RunState._on_ending,

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, TextIO
 from .. import methods
 from ..events import stopping_signal
 from ..protocol import command_line
-from .runstate import format_duration, format_took
+from .runstate import STOPPED_WORDS, format_duration, format_took
 
 __all__ = ["Line", "LineEnds", "LineRenderer", "TextView"]
 
@@ -146,6 +146,8 @@ def _text_output(params: Mapping[str, Any]) -> str | None:
 def _text_status(params: Mapping[str, Any]) -> str:
     silent = params.get("inactive_seconds", params.get("no_output_for"))
     paused = "paused, " if params.get("status") == "paused" else ""
+    if params.get("stopped") is True:
+        paused = f"{STOPPED_WORDS}, "
     if not isinstance(silent, (int, float)):
         return f"[status] {paused}no output yet"
     # One line per status, never redrawn: tenths under ten seconds, as the server's message

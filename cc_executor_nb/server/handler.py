@@ -750,7 +750,8 @@ class EnhancedWebSocketHandler:
     async def _report_silence(self, session: RunOwner, execution: Execution) -> None:
         inactive = round(execution.inactive_seconds(), 3)
         paused = execution.state == "paused"
-        logger.info("[ACTIVITY] pid %d silent for %.1f s", execution.process.pid, inactive)
+        stopped = execution.process.stopped
+        logger.info("[ACTIVITY] pid %d silent for %.1f s%s", execution.process.pid, inactive, " (stopped)" * stopped)
         await session.notify(
             methods.PROCESS_STATUS,
             {
@@ -758,8 +759,11 @@ class EnhancedWebSocketHandler:
                 **execution.pid_fields,
                 "inactive_seconds": inactive,
                 "no_output_for": inactive,
+                "stopped": stopped,
                 "elapsed_seconds": round(execution.elapsed_seconds(), 3),
-                "message": _silence_message(paused, execution.output.bytes_read, inactive, execution.process.holds),
+                "message": _silence_message(
+                    paused, execution.output.bytes_read, inactive, execution.process.holds, stopped
+                ),
                 **await self._measures(execution),
             },
         )
@@ -779,6 +783,7 @@ class EnhancedWebSocketHandler:
                         **execution.pid_fields,
                         "elapsed_seconds": round(execution.elapsed_seconds(), 3),
                         "inactive_seconds": round(execution.inactive_seconds(), 3),
+                        "stopped": execution.process.stopped,
                         **await self._measures(execution),
                     },
                 )
@@ -791,7 +796,9 @@ def _require_state(execution: Execution, state: str, refusal: str) -> None:
         raise InvalidParams(refusal, "type")
 
 
-def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float, holds: Collection[str] = ()) -> str:
+def _silence_message(
+    paused: bool, bytes_read: dict[str, int], inactive: float, holds: Collection[str] = (), stopped: bool = False
+) -> str:
     if paused:
         return "Process is paused"
     if "disk" in holds:
@@ -799,10 +806,11 @@ def _silence_message(paused: bool, bytes_read: dict[str, int], inactive: float, 
     if holds:  # a backlog: the child wrote far more than the client has taken yet
         return "Process is held until the client reads more of its output"
     if not any(bytes_read.values()):
-        return "Process is thinking... (no output yet)"
-    return f"Process is thinking... (no output for {inactive:.1f} s)" if inactive < 10 else (
-        f"Process is thinking... (no output for {inactive:.0f} s)"
-    )
+        silence = "no output yet"
+    else:
+        silence = f"no output for {inactive:.1f} s" if inactive < 10 else f"no output for {inactive:.0f} s"
+    # Someone else's SIGSTOP: the process is not thinking, it cannot run until a SIGCONT.
+    return f"Process is stopped (SIGSTOP/SIGTSTP), {silence}" if stopped else f"Process is thinking... ({silence})"
 
 
 class _Link:

@@ -43,6 +43,7 @@ __all__ = [
     "group_members",
     "is_secret",
     "kill_escapees",
+    "process_stopped",
     "signal_group",
     "unbuffered_argv",
 ]
@@ -225,6 +226,14 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether ``pid`` is stopped by a signal (state T in ``/proc/PID/stat``); False once gone."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_STOPPED)
+    except psutil.Error:
+        return False
+
+
 def group_members(pgid: int) -> list[psutil.Process]:
     """Live (non-zombie) processes of a group.
 
@@ -287,6 +296,12 @@ class ManagedProcess:
     async def wait(self) -> int:
         """Wait for the child to exit and return its code (always reaped)."""
         return await self.process.wait()
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped by a SIGSTOP or SIGTSTP not of ours (someone's ``kill -STOP``): not
+        paused by the client nor held by the server, yet in state T."""
+        return not (self.paused or self.holds) and process_stopped(self.pid)
 
     def pause(self) -> None:
         """SIGSTOP the whole group."""
