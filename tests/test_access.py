@@ -49,6 +49,24 @@ def test_only_one_trailing_dot_of_a_loopback_name_is_loopback(host: str) -> None
     assert not is_loopback(host)
 
 
+@pytest.mark.parametrize("host", ["::ffff:127.0.0.1", "[::ffff:127.0.0.1]", "::FFFF:7f00:1", "::ffff:127.9.8.7"])
+def test_an_ipv4_mapped_loopback_address_is_loopback(host: str) -> None:
+    """127/8 mapped into IPv6 (how a dual-stack socket names a v4 peer) is loopback: it was not,
+    so '--host ::ffff:127.0.0.1' was warned about as cleartext beyond the machine."""
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["::ffff:10.0.0.1", "::ffff:0.0.0.0", "::ffff:192.0.2.7"])
+def test_an_ipv4_mapped_foreign_address_is_not_loopback(host: str) -> None:
+    """Only a mapped 127/8 address is loopback."""
+    assert not is_loopback(host)
+
+
+async def test_a_host_header_with_an_ipv4_mapped_loopback_address_is_accepted(server) -> None:
+    """'[::ffff:127.0.0.1]:PORT' names this loopback server: accepted (it was refused with 403)."""
+    assert b" 101 " in await raw_handshake(server.port, f"[::ffff:127.0.0.1]:{server.port}")
+
+
 @pytest.mark.parametrize(
     "header, host",
     [("127.0.0.1:8003", "127.0.0.1"), ("[::1]:8003", "::1"), ("localhost", "localhost"), ("evil.com:80", "evil.com")],

@@ -197,7 +197,8 @@ def test_a_keyfile_without_a_certificate_is_a_usage_error() -> None:
 @pytest.mark.parametrize(
     ("host", "tls", "warned"),
     [("0.0.0.0", False, True), ("192.0.2.7", False, True), ("0.0.0.0", True, False),
-     ("127.0.0.1", False, False), ("::1", False, False), ("localhost", False, False)],
+     ("127.0.0.1", False, False), ("::1", False, False), ("localhost", False, False),
+     ("::ffff:127.0.0.1", False, False), ("::ffff:192.0.2.7", False, True)],
 )
 def test_plain_ws_beyond_loopback_is_warned_about(host: str, tls: bool, warned: bool) -> None:
     """Serving ``ws://`` on an address other machines reach: a warning that names the way out."""

@@ -39,15 +39,18 @@ class Refusal:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost names and loopback addresses (v4 127/8, v6 ::1), with or without
-    the trailing dot of a fully qualified name (``localhost.``, ``127.0.0.1.``)."""
+    """True for localhost names and loopback addresses (v4 127/8, v6 ::1, and 127/8 mapped
+    into v6: ``::ffff:127.0.0.1``), with or without the trailing dot of a fully qualified
+    name (``localhost.``, ``127.0.0.1.``). Every loopback decision of the package is this one."""
     host = host.strip("[]").lower().removesuffix(".")
     if host in ("localhost", "ip6-localhost") or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False
+    # Python before 3.13 says an IPv4-mapped address is not loopback: ask of the v4 address.
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
 
 
 # What may follow the host in a Host header: nothing, or a port (digits, maybe none).
