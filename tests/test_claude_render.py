@@ -33,6 +33,7 @@ from cc_executor_nb.claude.render import (
     tool_input_summary,
 )
 from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun
+from cc_executor_nb.terminaltext import printable
 
 from .test_terminaltext import FORBIDDEN
 
@@ -285,6 +286,49 @@ def test_table_and_strikethrough_render(sanitizer: str) -> None:
     """GFM tables and ~~strikethrough~~ are enabled."""
     html = render_answer_html("| a | b |\n|---|---|\n| 1 | 2 |\n\n~~gone~~")
     assert "<table>" in html and "<s>gone</s>" in html
+
+
+def markdown_table(columns: int, rows: int, cell: str = "x") -> str:
+    """A GFM table of ``columns`` columns and ``rows`` body rows."""
+    def row(text: str) -> str:
+        return "|" + "|".join(text for _ in range(columns)) + "|\n"
+
+    return row("h") + row("-") + row(cell) * rows
+
+
+def test_a_table_wider_than_the_bound_is_text_made_of_a_handful_of_tokens(sanitizer: str) -> None:
+    """A 5000-column table became three tokens and an inline parse per cell (250,000 cells for
+    50 rows: 3.4 s a render, again on every frame while it streamed); wider than
+    MAX_TABLE_COLUMNS it is one code block of its lines, escaped, every character kept."""
+    text = "Here:\n\n" + markdown_table(5000, 50, "<b>x</b>") + "\nafter"
+    assert len(claude_render._markdown().parse(printable(text))) <= 10
+    html = render_answer_html(text)
+    assert "<td" not in html and "<th" not in html and "<b>" not in html
+    assert html.count("&lt;b&gt;x&lt;/b&gt;") == 5000 * 50 and "<p>after</p>" in html
+
+
+def test_a_table_of_more_cells_than_the_bound_is_text(sanitizer: str) -> None:
+    """Many rows count too: past MAX_TABLE_CELLS cells a narrow table is text as well."""
+    columns = 10
+    html = render_answer_html(markdown_table(columns, claude_render.MAX_TABLE_CELLS // columns))
+    assert "<pre><code>|h|" in html and "<td" not in html
+
+
+def test_a_table_at_the_bounds_is_still_a_table(sanitizer: str) -> None:
+    """A table of MAX_TABLE_COLUMNS columns and MAX_TABLE_CELLS cells (its header's among them)
+    renders as a table."""
+    columns = claude_render.MAX_TABLE_COLUMNS
+    html = render_answer_html(markdown_table(columns, claude_render.MAX_TABLE_CELLS // columns - 1))
+    assert html.count("<th>") == columns and html.count("<td>") == claude_render.MAX_TABLE_CELLS - columns
+
+
+def test_a_big_table_inside_a_list_or_a_quote_stays_there_as_text() -> None:
+    """The code block replaces the table where it stands: in a list item, in a quote."""
+    table = markdown_table(claude_render.MAX_TABLE_COLUMNS + 1, 2)
+    quoted = render_answer_html("".join(f"> {line}\n" for line in table.splitlines()) + "\nafter")
+    assert quoted.startswith('<div class="cc-answer"><blockquote>\n<pre><code>|h|') and "<p>after</p>" in quoted
+    listed = render_answer_html("- item\n\n" + "".join(f"  {line}\n" for line in table.splitlines()) + "- next")
+    assert "<li>\n<p>item</p>\n<pre><code>|h|" in listed and "<p>next</p>\n</li>" in listed
 
 
 def test_blank_answer_renders_nothing() -> None:

@@ -27,6 +27,9 @@ from types import ModuleType
 from typing import Any, Protocol
 
 from markdown_it import MarkdownIt
+from markdown_it.rules_block.state_block import StateBlock
+from markdown_it.rules_block.table import getLine as _line_text
+from markdown_it.rules_block.table import table as _gfm_table
 
 from ..events import FINAL_STATUSES, exit_words
 from ..protocol import one_line
@@ -73,6 +76,12 @@ __all__ = [
 MAX_THINKING_CHARS = 50_000
 MAX_TOOL_RESULT_CHARS = 5_000
 MAX_TOOL_INPUT_CHARS = 120
+# A table wider or bigger than this is shown as text (a code block of its lines): markdown-it
+# makes three tokens and an inline parse per cell, about 12 µs a cell, and the widget renders
+# the whole answer again on every frame while it streams. A 5000-column table of 50 rows took
+# 3.4 s a frame; as text it takes milliseconds.
+MAX_TABLE_COLUMNS = 100
+MAX_TABLE_CELLS = 10_000
 
 _SAFE_SCHEMES = ("http:", "https:", "mailto:")
 _ALLOWED_TAGS = {
@@ -136,10 +145,44 @@ def _markdown() -> MarkdownIt:
     # lines), as chat front ends show it, not a space.
     md = _SafeMarkdown("commonmark", {"html": False, "breaks": True})
     md.enable(["table", "strikethrough"], ignoreInvalid=True)
+    md.block.ruler.before("table", "big_table", _big_table, {"alt": ["paragraph", "reference"]})
     # Remote images would be fetched by the browser as soon as they render.
     md.disable("image")
     md.add_render_rule("link_open", _render_link_open)
     return md
+
+
+def _big_table(state: StateBlock, start: int, end: int, silent: bool) -> bool:
+    """A GFM table over :data:`MAX_TABLE_COLUMNS` columns or :data:`MAX_TABLE_CELLS` cells (its
+    header's counted), as a code block of its lines; any other is left to markdown-it's table
+    rule that follows."""
+    if not _gfm_table(state, start, end, True):
+        return False
+    delimiter = _line_text(state, start + 1)
+    columns = sum(1 for cell in delimiter.split("|") if cell.strip())
+    last = _table_end(state, start, end)
+    if columns <= MAX_TABLE_COLUMNS and columns * (last - start - 1) <= MAX_TABLE_CELLS:
+        return False
+    if not silent:
+        token = state.push("code_block", "code", 0)
+        token.content = state.getLines(start, last, state.blkIndent, True)
+        token.map = [start, last]
+        state.line = last
+    return True
+
+
+def _table_end(state: StateBlock, start: int, end: int) -> int:
+    """The line after a table's last row, found as markdown-it's table rule finds it (a blank
+    line, a line indented less, or the start of another block ends it), without its cells."""
+    terminators = state.md.block.ruler.getRules("blockquote")
+    line = start + 2
+    while line < end and state.sCount[line] >= state.blkIndent:
+        if any(rule(state, line, end, True) for rule in terminators):
+            break
+        if not _line_text(state, line).strip() or state.is_code_block(line):
+            break
+        line += 1
+    return line
 
 
 def _render_link_open(self: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
