@@ -358,6 +358,18 @@ def test_an_item_cancelled_while_placing_reads_skipped(settings: CCExec) -> None
     assert batch.summary().skipped == 3 and batch.results() == [None] * 3
 
 
+def test_an_item_placed_after_its_batch_was_cancelled_is_stopped_as_a_stray_not_started(settings: CCExec) -> None:
+    """A placement that reports an item placed once the batch was cancelled (a Dask worker started its
+    job meanwhile) gets stray() called, to cancel that job; the run is not started (placed() no longer
+    has a branch that started it and then cancelled only the run, leaving the worker's job)."""
+    batch, _ = _two_placing(settings)
+    batch.cancel().wait(scaled(10))
+    calls: list[str] = []
+    batch.placed(batch.items[0], start=lambda: calls.append("start"), worker="w1", stray=lambda: calls.append("stray"))
+    eventually(lambda: calls == ["stray"], timeout=10, what="the stray stopped")
+    assert batch.items[0].status == "skipped" and batch.items[0].worker is None
+
+
 def test_a_batch_whose_loop_stops_while_its_items_are_placing_ends(settings: CCExec) -> None:
     """The background loop stopped while items were placing (handed to a cluster, not started): they are
     withdrawn and skipped, and the batch ends cancelled (wait() hung for good: nothing on the loop was

@@ -693,6 +693,10 @@ class Batch:
         """
 
         def go() -> None:
+            # A batch cancelled (or its budget spent, with on_budget="cancel", or its loop
+            # stopped) has already turned each placing item "skipped", on this same loop
+            # thread, and places no new one: a placement that reports such an item lands
+            # here, and its job is stopped as a stray.
             if item.finished or item.stage != "placing" or item.run.cancel_requested:
                 if stray is not None:
                     stray()
@@ -701,8 +705,6 @@ class Batch:
             item.worker = worker
             item.stage = "started"
             start()
-            if self.cancelled or (self.budget_spent and self.on_budget == "cancel"):
-                item.run.cancel()  # it started while the batch was being cancelled
             self._poke()
 
         self._on_loop(go)
