@@ -140,12 +140,36 @@ def test_text_mode_is_automatic_outside_a_kernel(shell: InteractiveShell) -> Non
     assert run.view is None
 
 
-def test_widget_mode_can_be_forced(shell: InteractiveShell) -> None:
+def gated(gate: Path) -> str:
+    """A command line that runs until ``gate`` exists."""
+    return py(f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.01)\nprint('through')")
+
+
+def test_widget_mode_can_be_forced(shell: InteractiveShell, tmp_path: Path) -> None:
     """CCExec.output_mode = 'widget' gives the run a widget view that ends completed."""
     shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
-    run = magic(shell, ccexec("true", "-w"))
-    assert run.view is not None and "completed" in run.view.header.value
-    run.view.close()
+    run = magic(shell, ccexec(gated(tmp_path / "gate")))
+    view = run.view  # read while the run lives: a finished run lets its view go (see below)
+    (tmp_path / "gate").touch()
+    run.wait(scaled(30))
+    assert view is not None and "completed" in view.header.value
+
+
+def test_a_forced_widget_run_outside_a_kernel_lets_its_view_go_and_prints_its_final_record(
+    shell: InteractiveShell, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside a kernel a forced widget run kept run.view (a closed widget tree) after its end, and
+    the last word printed was the record made at its start ('[in progress]', '[result] no result yet'), for
+    good; as in a kernel, where the final record takes the widget's place, the final record is now
+    printed and the view let go."""
+    shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
+    run = magic(shell, ccexec(gated(tmp_path / "gate")))
+    assert run.view is not None and "[in progress]" in capsys.readouterr().out
+    (tmp_path / "gate").touch()
+    run.wait(scaled(30))
+    out = capsys.readouterr().out
+    assert "completed · exit code 0" in out and "through" in out and "[in progress]" not in out
+    assert run.view is None
 
 
 def test_out_binds_the_run_in_the_user_namespace(shell: InteractiveShell) -> None:

@@ -67,6 +67,7 @@ class RunDisplay:
         self._parents: list[dict[str, Any]] = []
         self._publisher: Any = None
         self._person = False  # a cell that showed the run came from a front end with an input box
+        self._terminal = False  # shown in IPython without a kernel: what was printed stays printed
         self._replaced = False  # the record alone stands in the cells (the widget was taken away)
         self._shown = False
         self.finished = False
@@ -93,7 +94,8 @@ class RunDisplay:
     def _remember_cell(self) -> None:
         publisher = _kernel_display_publisher()
         if publisher is None:
-            return  # a terminal: what was printed stays printed
+            self._terminal = _in_ipython()  # a terminal: what was printed stays printed
+            return
         self._publisher = publisher
         self._person = self._person or _front_end_has_stdin()
         parent = getattr(publisher, "parent_header", None)
@@ -106,16 +108,30 @@ class RunDisplay:
         return bool(self._parents)
 
     @property
+    def record_stands(self) -> bool:
+        """Whether the final record stands where the run was shown once it :attr:`finished`: in a
+        kernel's cells (in the widget's place), or printed below it in IPython without a kernel."""
+        return self.finished and (self.in_cells or self._terminal)
+
+    @property
     def widget_shown(self) -> bool:
         """Whether a cell shows the live widget now (not the record in its place)."""
         return self._shown and not self.finished and not self._replaced
 
     def finish(self) -> None:
-        """Replace the run's output in every cell that showed it with the final record (any thread)."""
+        """Replace the run's output in every cell that showed it with the final record (any thread).
+
+        Shown in IPython without a kernel (a terminal, ``output_mode='widget'`` forced), where
+        nothing printed can be replaced, the final record is printed: the last word was the
+        record printed at the start, "[result] no result yet", for good.
+        """
         with self._lock:
             if self.finished:
                 return
             self.finished = True
+            terminal = self._terminal
+        if terminal:
+            _print(self.record())
         self._publish_record()
 
     def turn_ended(self, live: Mapping[str, Any] | None) -> None:
@@ -160,6 +176,24 @@ def _kernel_display_publisher() -> Any:
     shell = get_ipython()
     publisher = getattr(shell, "display_pub", None)
     return publisher if hasattr(publisher, "set_thread_parent") else None
+
+
+def _in_ipython() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return get_ipython() is not None
+
+
+def _print(bundle: Bundle) -> None:
+    """Show ``bundle`` where no display can be replaced (IPython prints its text)."""
+    from IPython.display import display
+
+    try:
+        display(bundle, raw=True)  # type: ignore[no-untyped-call]
+    except Exception:  # the shell is going away: the record printed at the start stays
+        logger.exception("! could not print the record of a run")
 
 
 def _front_end_has_stdin() -> bool:

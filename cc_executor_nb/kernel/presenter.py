@@ -199,9 +199,9 @@ class WidgetPresenter:
     def finish(self) -> None:
         """Stop the ticker, render the final state at once, then put the record in its place.
 
-        Where the record took the widget's place in the cells, the closed view is let go
-        too: a finished run kept in ``Out`` or a variable held its whole widget tree
-        (about 40 KB a run) for nothing anybody could show again.
+        Where the record took the widget's place in the cells (or, without a kernel, was
+        printed), the closed view is let go too: a finished run kept in ``Out`` or a variable
+        held its whole widget tree (about 40 KB a run) for nothing anybody could show again.
         """
         self.coalescer.detach()
         self.coalescer.flush()
@@ -210,7 +210,7 @@ class WidgetPresenter:
             # The record took the widget's place in every cell: its models would only
             # linger in the kernel and in a saved notebook's widget state.
             self._view.close(body=True)
-            if self.display.in_cells:
+            if self.display.record_stands:
                 self._view = None
                 self.on_release()
 
