@@ -423,6 +423,19 @@ def test_a_stopped_run_that_continues_silently_is_no_longer_stopped_at_the_next_
     assert '<span class="ccx-inactivity">no output for 7 s</span>' in view.header.value
 
 
+def test_a_stopped_run_is_not_called_thinking() -> None:
+    """A silence report of a process stopped by a signal turned the run's status (and badge)
+    "thinking"; a stopped process thinks nothing: the run stays "running" while the footer says
+    it is stopped, and a silence after the SIGCONT is thinking again."""
+    state = running(now=0.0)
+    emit(state, "process.status", 30.0, status="running", inactive_seconds=30.0, stopped=True)
+    assert state.status == "running"
+    emit(state, "process.status", 60.0, status="running", inactive_seconds=60.0, stopped=False)
+    assert state.status == "thinking"
+    emit(state, "process.status", 90.0, status="running", inactive_seconds=90.0, stopped=True)
+    assert state.status == "running"
+
+
 def test_a_reconnecting_run_says_why_the_server_is_unreachable_and_when_it_gives_up(
     make_view: Callable[..., RunView],
 ) -> None:

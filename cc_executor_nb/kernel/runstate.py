@@ -388,7 +388,12 @@ class RunState:
         self._take_stopped(params)
         # A silence while a question waits is the person's, not Claude's thinking: the run
         # stays "running" (it read "thinking" 30 s into a question; the badge says "needs you").
-        if self.status == "running" and params.get("status", "running") == "running" and not self.pending_questions:
+        # Nor does a process stopped by a signal think: it stays "running" (the footer says stopped).
+        if self.stopped and self.status == "thinking":
+            self.status = "running"
+        elif self.status == "running" and params.get("status", "running") == "running" and not (
+            self.pending_questions or self.stopped
+        ):
             self.status = "thinking"
 
     def _take_stopped(self, params: Mapping[str, Any], now: float = 0.0) -> None:
