@@ -356,6 +356,28 @@ def test_continue_session_in_a_script_resumes_the_scripts_last_claude_run(tmp_pa
     assert resumed == session and len(session) > 8
 
 
+WIDGET_SCRIPT = """
+import cc_executor_nb as ccx
+from cc_executor_nb.kernel.config import CCExec
+settings = CCExec()
+settings.output_mode = "widget"
+run = ccx.run("echo hi-from-the-child", command=True, settings=settings)
+run.wait(60)
+print("VIEW", run.view)
+"""
+
+
+def test_a_plain_script_with_widget_mode_forced_shows_text(tmp_path: Path) -> None:
+    """With no IPython there is nothing to show a widget: output_mode='widget' forced in a plain
+    script printed the run's record bundle as a raw dict ({'text/plain': ...}) and kept its view;
+    it is shown as text, as output_mode='auto' shows it there."""
+    done = subprocess.run([sys.executable, "-c", WIDGET_SCRIPT], check=False, cwd=tmp_path,
+                          env=environment(tmp_path), capture_output=True, text=True, timeout=scaled(120))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "hi-from-the-child" in done.stdout and "'text/plain'" not in done.stdout
+    assert "VIEW None" in done.stdout
+
+
 
 CSI = re.compile(r"\x1b\[([0-9;?]*)([ -/]*[@-~])")
 

@@ -67,7 +67,7 @@ class RunDisplay:
         self._parents: list[dict[str, Any]] = []
         self._publisher: Any = None
         self._person = False  # a cell that showed the run came from a front end with an input box
-        self._terminal = False  # shown in IPython without a kernel: what was printed stays printed
+        self._terminal = False  # shown without a kernel (terminal IPython, a script): what was printed stays printed
         self._replaced = False  # the record alone stands in the cells (the widget was taken away)
         self._shown = False
         self.finished = False
@@ -86,15 +86,18 @@ class RunDisplay:
 
         with self._lock:
             bundle = self.bundle(live)
-            # IPython's display() carries no annotations.
-            display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+            if _in_ipython():
+                # IPython's display() carries no annotations.
+                display(bundle, raw=True, display_id=self.display_id)  # type: ignore[no-untyped-call]
+            else:  # a plain script: display() would print the bundle's dict
+                print(bundle.get("text/plain", ""))
             self._shown = True
             self._remember_cell()
 
     def _remember_cell(self) -> None:
         publisher = _kernel_display_publisher()
         if publisher is None:
-            self._terminal = _in_ipython()  # a terminal: what was printed stays printed
+            self._terminal = True  # a terminal or a plain script: what was printed stays printed
             return
         self._publisher = publisher
         self._person = self._person or _front_end_has_stdin()
@@ -121,7 +124,7 @@ class RunDisplay:
     def finish(self) -> None:
         """Replace the run's output in every cell that showed it with the final record (any thread).
 
-        Shown in IPython without a kernel (a terminal, ``output_mode='widget'`` forced), where
+        Shown without a kernel (terminal IPython or a plain script, ``output_mode='widget'`` forced), where
         nothing printed can be replaced, the final record is printed: the last word was the
         record printed at the start, "[result] no result yet", for good.
         """
@@ -190,6 +193,9 @@ def _print(bundle: Bundle) -> None:
     """Show ``bundle`` where no display can be replaced (IPython prints its text)."""
     from IPython.display import display
 
+    if not _in_ipython():
+        print(bundle.get("text/plain", ""))
+        return
     try:
         display(bundle, raw=True)  # type: ignore[no-untyped-call]
     except Exception:  # the shell is going away: the record printed at the start stays
