@@ -112,7 +112,10 @@ class Execution:
         self._terminating: asyncio.Task[str] | None = None
         self.survivors: list[int] = []
         """Processes outside the group that held the output when the run ended."""
-        output.on_rewritten = self._rewritten
+        self._begun = False
+        self._early_notices: list[dict[str, Any]] = []
+        self._notices: set[asyncio.Task[Any]] = set()
+        output.tell_rewrites(self._rewritten)
         output.on_backlog = self._backlog
         self.disk = disk
         if disk is not None:
@@ -153,6 +156,10 @@ class Execution:
                 methods.PROCESS_STARTED, {**started, "exec_argv": self.process.exec_argv, **self.settings}
             )
         finally:
+            self._begun = True
+            for params in self._early_notices:
+                self.post_notice(params)
+            self._early_notices.clear()
             self._spawn(self._run())
             if self.timeout is not None:
                 loop = asyncio.get_running_loop()
@@ -181,8 +188,20 @@ class Execution:
         self.post_notice({"kind": "disk_limit", "action": "released", "message": "the process continues"})
 
     def post_notice(self, params: dict[str, Any]) -> None:
-        """Send a ``process.notice`` soon (never from inside another send)."""
-        self._spawn(self._notify(methods.PROCESS_NOTICE, {**params, **self.pid_fields}))
+        """Send a ``process.notice`` soon (never from inside another send): after
+        ``process.started`` (one seen before waits for it) and before ``process.completed``
+        (which waits for it)."""
+        if not self._begun:
+            self._early_notices.append(params)
+            return
+        task = self._spawn(self._notify(methods.PROCESS_NOTICE, {**params, **self.pid_fields}))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _notices_sent(self) -> None:
+        """Wait until every notice posted so far was sent (or failed with the connection)."""
+        while self._notices:
+            await asyncio.gather(*self._notices, return_exceptions=True)
 
     async def pause(self) -> None:
         """SIGSTOP the group and tell the client."""
@@ -390,6 +409,9 @@ class Execution:
             "[PROCESS COMPLETED] pid %d status %s exit %d in %.2f s",
             self.process.pid, status, exit_code, duration,
         )
+        # A notice about the output (posted from the reader, as late as its last read)
+        # must not lose the race to the end it belongs to.
+        await self._notices_sent()
         await self._notify(
             methods.PROCESS_COMPLETED,
             {

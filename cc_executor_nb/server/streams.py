@@ -567,9 +567,9 @@ class RunOutput:
         self.on_backlog: Callable[[str, bool], None] | None = None
         """Called with the stream's name and True when its capture file has more than
         BACKLOG_LIMIT unread bytes, and False once the reader caught up."""
-        self.on_rewritten: Callable[[str, bool], None] | None = None
-        """Called with the stream's name (and whether a truncation was seen) when the
-        child reopened its capture file by path for writing (output may be lost)."""
+        self._on_rewritten: Callable[[str, bool], None] | None = None
+        self._rewrites: list[tuple[str, bool]] = []
+        """Reopens seen before anyone listened (see :meth:`tell_rewrites`)."""
 
     @property
     def mode(self) -> str:
@@ -720,9 +720,21 @@ class RunOutput:
         self._settle.pop(name, None)
         self._push(name, self._aligners[name].flush())
 
+    def tell_rewrites(self, listener: Callable[[str, bool], None]) -> None:
+        """Call ``listener`` with the stream's name (and whether a truncation was seen)
+        when the child reopens its capture file by path for writing (output may be lost),
+        at once for each reopen seen before: the readers start with the child, so a short
+        one is often done before its run listens."""
+        self._on_rewritten = listener
+        rewrites, self._rewrites = self._rewrites, []
+        for name, truncated in rewrites:
+            listener(name, truncated)
+
     def _rewritten(self, name: str, truncated: bool) -> None:
-        if self.on_rewritten is not None:
-            self.on_rewritten(name, truncated)
+        if self._on_rewritten is None:
+            self._rewrites.append((name, truncated))
+        else:
+            self._on_rewritten(name, truncated)
 
     def _closed(self, name: str) -> None:
         """Nothing can write to ``name`` any more (what was written may still be unread)."""
