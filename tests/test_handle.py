@@ -642,6 +642,21 @@ def test_widget_updates_stay_under_the_rate_cap(bg: KernelLoop) -> None:
     view.close()
 
 
+def test_a_reopened_capture_is_said_in_the_widget_and_every_record(bg: KernelLoop) -> None:
+    """`echo a; echo x > /dev/stdout; echo b` under file capture loses "a": the widget and the
+    records said nothing of it (only text mode printed the server's notice). They now do."""
+    run = Run(RunSpec(argv=["sh", "-c", "echo a; echo x > /dev/stdout; echo b"]), target(bg))
+    view = RunView("reopen", on_cancel=run.cancel)
+    run.presenter = WidgetPresenter(run.state, view, max_rate=10.0)
+    run.start(bg).wait(scaled(30))
+    view.close()
+    said = "the process reopened its own stdout by path for writing"
+    assert run.status == "completed" and f"note: {said}" in view.header.value
+    record = Transcript(run)
+    assert f"note: {said}" in record.html() and f"*note: {said}" in record.markdown()
+    assert f"[note] {said}" in record.text()
+
+
 def test_repr_names_the_command_and_status(bg: KernelLoop) -> None:
     """repr(run) shows the label, status and exit code."""
     run = start(bg, ["true"]).wait(scaled(20))

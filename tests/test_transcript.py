@@ -1016,3 +1016,25 @@ def test_an_answer_cut_inside_a_code_block_does_not_swallow_the_rest_of_the_reco
     assert "print(1)\n</code></pre>" in rendered
     assert "<strong>Interrupted</strong>" in rendered and "<hr />" in rendered
     assert "<p>done · 1 agent turn</p>" in rendered
+
+
+REOPENED = ('the process reopened its own stdout by path for writing (e.g. "echo x > /dev/stdout"): '
+            'with capture "file" that truncates it, and output not yet read is lost; run it with capture "pipe"')
+
+
+def test_every_form_of_the_record_says_what_the_server_noticed() -> None:
+    """A ``process.notice`` (output lost to a reopened capture file, a run held by the disk
+    limit) was in no record: the run read "completed" with half its output gone. Each form now
+    says it after the status line, as text mode does, once per message, and escaped."""
+    run = command_run(("stdout", "x\nb\n"), status="completed", exit_code=0)
+    for seq, message in enumerate((REOPENED, "held <b>x</b>\n*y*", REOPENED), start=101):
+        run.state.apply(methods.PROCESS_NOTICE, {"kind": "capture_reopened", "message": message, "seq": seq}, now=1.0)
+    record = Transcript(run)
+    assert record.text().splitlines()[2:4] == [f"[note] {REOPENED}", "[note] held <b>x</b> *y*"]
+    md = record.markdown()
+    assert md.count("*note: the process reopened its own stdout by path") == 1
+    assert "*note: held \\<b\\>x\\</b\\> \\*y\\**" in md
+    assert_inert(PERMISSIVE.render(md))
+    page = record.html()
+    assert page.count('class="ccx-notice"') == 2 and "note: held &lt;b&gt;x&lt;/b&gt;" in page
+    assert html.escape(REOPENED) in page and "<b>x" not in page

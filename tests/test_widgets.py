@@ -911,6 +911,22 @@ def test_text_view_says_a_process_notice(kind: str, message: str) -> None:
     assert TextView(notices=False).render_event("process.notice", params) is None
 
 
+def test_the_widget_shows_a_process_notice_as_an_escaped_note_line(make_view) -> None:
+    """A ``process.notice`` (output lost to `echo b > /dev/stdout` under file capture, a run held
+    by the disk limit) left the widget as it was: its user was never told output was lost. The
+    header now has a "note:" line per message, escaped, while the run goes on and after it."""
+    view, state = make_view(), running()
+    message = 'the process reopened its own stdout <b>by path</b> ("echo x > /dev/stdout")\u202e'
+    emit(state, "process.notice", 1.0, kind="capture_reopened", message=message)
+    view.render(state, 1.0)
+    line = ('<div class="ccx-notice" style="color:#a66a00">note: the process reopened its own stdout '
+            "&lt;b&gt;by path&lt;/b&gt; (&quot;echo x &gt; /dev/stdout&quot;)⟨U+202E⟩</div>")
+    assert view.header.value.count(line) == 1
+    emit(state, "process.completed", 2.0, status="completed", exit_code=0, duration_seconds=2.0)
+    view.render(state, 2.0)
+    assert view.header.value.count(line) == 1
+
+
 def test_text_view_can_mute_heartbeats() -> None:
     """heartbeats=False drops heartbeat lines."""
     assert TextView(heartbeats=False).render_event("heartbeat", {"status": "alive"}) is None

@@ -31,6 +31,7 @@ from .runstate import (
 
 __all__ = [
     "HEALTH_COLORS",
+    "NOTICE_COLOR",
     "NO_MATH_CLASSES",
     "STALE_AFTER",
     "STATUS_COLORS",
@@ -38,6 +39,7 @@ __all__ = [
     "badge_html",
     "header_html",
     "heartbeat_html",
+    "notices_html",
     "output_html",
     "progress_text",
     "resources_text",
@@ -67,6 +69,8 @@ HEALTH_COLORS: dict[str, str] = {
     "lost": "#6c757d",
 }
 STDERR_STYLE = "color:#b00020;background:#fff0f0"
+NOTICE_COLOR = "#a66a00"
+"""A notice's colour (as a Claude conversation's notices)."""
 # MathJax typesets HTML widget content; these classes make it leave child output alone.
 NO_MATH_CLASSES = "tex2jax_ignore mathjax_ignore"
 STALE_AFTER = 15
@@ -143,11 +147,20 @@ def header_html(
     if silence:
         parts.append(f'<span class="ccx-inactivity">{html.escape(silence)}</span>')
     parts.append("</div>")
+    parts.append(notices_html(state))
     if live_view:
         parts.append(_measures_html(state))
         parts.append(stale_html(now))
     parts.append(_summary_html(state))
     return "".join(parts)
+
+
+def notices_html(state: RunState) -> str:
+    """The server's notices of lost or held output, one ``note:`` line each (escaped), or ""."""
+    return "".join(
+        f'<div class="ccx-notice" style="color:{NOTICE_COLOR}">note: {html.escape(printable(message))}</div>'
+        for message in state.notices
+    )
 
 
 def _header_clock(state: RunState, now: float, *, record: bool) -> str:

@@ -168,6 +168,9 @@ class RunState:
     """When the latest turn ended (the process then waits for a follow-up)."""
     lost_notifications: int = 0
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
+    notices: list[str] = field(default_factory=list)
+    """What the server said of the run's output being lost or held (``process.notice``
+    messages, untrusted text), each once, in the order first said."""
     unreachable: str | None = None
     """While reconnecting: why the last dial failed ("Connection refused"), None before one did."""
     reconnect_gives_up_at: float | None = None
@@ -305,6 +308,13 @@ class RunState:
         if not count:
             return ""
         return f"output incomplete: {count:,} notification{'s' if count > 1 else ''} lost while disconnected"
+
+    def _on_notice(self, params: Mapping[str, Any], now: float) -> None:
+        # Once each: a run held and released by the disk limit again and again says so twice,
+        # not once a time.
+        message = _str(params.get("message"))
+        if message and message not in self.notices:
+            self.notices.append(message)
 
     def mark_detached(self, reason: str, now: float) -> None:
         """This handle stopped following a durable job that goes on elsewhere (final here)."""
@@ -504,6 +514,7 @@ _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
     methods.PROCESS_CANCELLED: RunState._on_cancelled,
     methods.PROCESS_COMPLETED: RunState._on_completed,
     methods.PROCESS_ERROR: RunState._on_error,
+    methods.PROCESS_NOTICE: RunState._on_notice,
     methods.PROCESS_METRICS: RunState._take_stopped,  # and the measures (taken by apply)
     methods.CONVERSATION_TURN: RunState._on_turn,
     methods.CONVERSATION_QUESTION: RunState._on_question,

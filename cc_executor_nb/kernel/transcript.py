@@ -209,6 +209,7 @@ class Transcript:
         """The record as Markdown (``run.transcript()``)."""
         parts = [f"### {markdown_escape(self.run.label)}", self._status_markdown()]
         parts += [f"*{markdown_escape(note)}*" for note in self._notes()]
+        parts += [f"*note: {_inline_escape(message)}*" for message in self.state.notices]
         prompt = self._prompt()
         if prompt is not None:
             parts.append(_quote(prompt))
@@ -398,6 +399,7 @@ class Transcript:
             lines[-1] += f" · {printable(error)}"
         lines += [f"[in progress] {IN_PROGRESS_NOTE}"] if self.in_progress else []
         lines += [f"[queued] {QUEUED_NOTE}"] if self.queued else []
+        lines += [f"[note] {' '.join(printable(message).split())}" for message in self.state.notices]
         prompt = self._prompt()
         body = ["> " + "\n> ".join(printable(prompt).splitlines())] if prompt is not None else []
         command = self._command()
