@@ -172,6 +172,18 @@ def test_a_value_the_settings_refuse_names_the_flag_as_typed(
     assert capsys.readouterr().err == f"error: {message} (see --help)\n"
 
 
+def test_a_replay_limit_of_0_is_refused_saying_why(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--replay-limit 0`` was accepted, and its log kept only the newest notification: a resume
+    after a drop got client.output_gap for the rest of what was in flight. One line, exit 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--replay-limit", "0"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: --replay-limit must be more than 0: 0 keeps only the newest notification, so a resume loses "
+        "the output in flight (--detach-ttl 0 turns resume off) (see --help)\n"
+    )
+
+
 def test_a_debug_log_shows_no_secret_a_request_carried() -> None:
     """At DEBUG, websockets logs every frame: an execute's env value (an API key) and the output are not in it."""
     server = start_server("--log-level", "DEBUG", "--token", "standalone-token")

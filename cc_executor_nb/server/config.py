@@ -144,7 +144,7 @@ class ServerSettings:
 
     def _check_limits(self) -> None:
         _check_count("max_message_size", self.max_message_size, minimum=1024)
-        _check_count("replay_limit", self.replay_limit, minimum=0)
+        _check_count("replay_limit", self.replay_limit, minimum=1)  # 0 kept the newest notification only
         _check_count("replay_memory", self.replay_memory, minimum=0)
         _check_count("chunk_limit", self.chunk_limit, minimum=1)
         _check_count("output_memory_limit", self.output_memory_limit, minimum=1)

@@ -285,6 +285,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("a job server needs a token: --no-token excludes --jobs and --runtime-file")
     if args.detach and not args.runtime_file:
         parser.error("--detach needs --jobs or --runtime-file (readiness is read from the runtime file)")
+    if args.replay_limit == 0:
+        # Not "keep nothing": the log keeps its newest notification, so a resume lost all the
+        # output in flight at the drop but that one (client.output_gap), each notification
+        # was written to a file of its own, and a detached client's output waited at once.
+        parser.error("--replay-limit must be more than 0: 0 keeps only the newest notification, so a "
+                     "resume loses the output in flight (--detach-ttl 0 turns resume off)")
     try:
         args.settings = settings_from(args, token=None)
     except ValueError as exc:
