@@ -292,8 +292,8 @@ def _timeout(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m cc_executor_nb")
+def _parser(prog: str | None = None) -> argparse.ArgumentParser:
+    parser = OneLineParser(prog=prog)
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run a command and stream its output to the terminal")
     _common_arguments(run, quiet="only the child's output")
@@ -304,12 +304,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _script_name() -> str:
+    """The script's name as argparse takes it for ``prog`` (``ccexec``)."""
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "ccexec"
+
+
 _CLAUDE_HELP = "run a Claude prompt and show its answer, tool calls and footer"
 
 
-def _claude_parser() -> argparse.ArgumentParser:
+def _claude_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(
-        prog="python -m cc_executor_nb claude",
+        prog=f"{prog or _script_name()} claude",
         description="Run a Claude prompt one-shot (claude -p) and show it readably: the answer on "
         "stdout as it grows, notes (thinking, tool calls, retries, the footer with cost and session "
         "id) on stderr. --raw prints the stream-json lines instead. Nobody is asked for permission "
@@ -385,18 +390,19 @@ def _flag(name: str) -> str:
     return _CLAUDE_FLAGS.get(name, name)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m cc_executor_nb`` and the ``ccexec`` script."""
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Entry point of ``python -m cc_executor_nb`` and the ``ccexec`` script. ``prog`` is the
+    command that ran it, for --help (None: the script's name, as argparse takes it)."""
     words = list(sys.argv[1:] if argv is None else argv)
     if words[:1] == ["claude"]:
-        args = _claude_parser().parse_intermixed_args(words[1:])
+        args = _claude_parser(prog).parse_intermixed_args(words[1:])
         args.action = "claude"
         refused = _refused(args)
         if refused is not None:
             print(f"error: {refused}", file=sys.stderr)
             return 2
     else:
-        args = _parser().parse_args(words)
+        args = _parser(prog).parse_args(words)
     if args.action == "run":
         if args.command[:1] == ["--"]:
             args.command = args.command[1:]

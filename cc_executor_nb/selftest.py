@@ -6,4 +6,4 @@ import sys
 from .demo.selftest import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m cc_executor_nb.selftest"))

@@ -971,3 +971,20 @@ def test_one_ctrl_c_stops_the_cli_while_it_reads_a_prompt_from_the_terminal(tmp_
         child.close(force=True)
     assert shown.endswith("^C\n[cancelled] by Ctrl-C before the run started\n"), repr(shown)
     assert child.exitstatus == 130
+
+
+@pytest.mark.parametrize(("command", "usage"), [
+    (["ccexec"], "usage: ccexec [-h] {run,claude} ..."),
+    (["ccexec", "claude"], "usage: ccexec claude [-h]"),
+    ([sys.executable, "-m", "cc_executor_nb"], "usage: python -m cc_executor_nb [-h] {run,claude} ..."),
+    ([sys.executable, "-m", "cc_executor_nb.selftest"], "usage: python -m cc_executor_nb.selftest [-h]"),
+    ([sys.executable, "-m", "cc_executor_nb.demo.selftest"], "usage: python -m cc_executor_nb.demo.selftest [-h]"),
+])
+def test_help_names_the_command_that_was_typed(tmp_path: Path, command: list[str], usage: str) -> None:
+    """`ccexec --help` said "usage: python -m cc_executor_nb" and `python -m cc_executor_nb.selftest
+    --help` "usage: python -m cc_executor_nb.demo.selftest": each now names what was typed."""
+    if command[0] == "ccexec":
+        command = [str(Path(sys.executable).with_name("ccexec")), *command[1:]]
+    done = subprocess.run([*command, "--help"], check=False, cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=scaled(60))
+    assert done.returncode == 0 and done.stdout.startswith(usage), done.stdout[:200]

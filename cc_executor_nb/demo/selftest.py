@@ -650,10 +650,10 @@ def _banner(cases: Sequence[Case], options: ClaudeOptions, url: str) -> str:
 # Command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command-line interface."""
+def build_parser(prog: str = "python -m cc_executor_nb.demo.selftest") -> argparse.ArgumentParser:
+    """The command-line interface, its usage naming ``prog`` (the command that was typed)."""
     parser = OneLineParser(
-        prog="python -m cc_executor_nb.demo.selftest",
+        prog=prog,
         description=(
             "Run the claude CLI end to end through the executor's WebSocket server and "
             "client, check each case and print a table per case and a summary."
@@ -701,9 +701,9 @@ def has_credentials(environ: Mapping[str, str]) -> bool:
     return any(environ.get(name) for name in CREDENTIAL_VARIABLES)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the self-test; return the exit status."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m cc_executor_nb.demo.selftest") -> int:
+    """Run the self-test; return the exit status. ``prog`` is the command that ran it, for --help."""
+    args = build_parser(prog).parse_args(argv)
     _tolerate_narrow_terminals()
     if args.list:
         print("\n".join(f"{c.slug:10} {c.name}" for c in CASES))
