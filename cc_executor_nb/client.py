@@ -299,6 +299,7 @@ class Client:
         meta: dict[str, Any] | None = None,
         summary: dict[str, Any] | None = None,
         stdin_idle_timeout: float | None = None,
+        input: str | None = None,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
@@ -309,6 +310,8 @@ class Client:
         describe it; see the README's protocol section); the result then carries its
         ``job_id``. ``stdin_idle_timeout`` (a durable job with ``stdin="pipe"``): its stdin
         closes after that many seconds without input while nobody follows the job.
+        ``input`` (with ``stdin="pipe"``): text the server writes to the process's stdin
+        once it started and then closes it, whatever becomes of this connection.
         """
         params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
         optional = {
@@ -320,6 +323,7 @@ class Client:
             "kill_grace": kill_grace,
             "stdin": stdin,
             "capture": capture,
+            "input": input,
         }
         params.update({k: v for k, v in optional.items() if v is not None})
         if progress_target is not FROM_ARGUMENTS:

@@ -41,6 +41,7 @@ __all__ = [
     "FROM_ARGUMENTS",
     "MAX_BATCH",
     "MAX_DEPTH",
+    "MAX_EXECUTE_INPUT_BYTES",
     "MAX_HEARTBEAT_INTERVAL",
     "MAX_INPUT_BYTES",
     "MAX_INT_DIGITS",
@@ -119,6 +120,9 @@ MAX_INPUT_BYTES = 256 << 10
 """The largest ``input`` a server accepts in one request (UTF-8 bytes). Well under the
 default 1 MiB frame limit even when every character needs a JSON escape; the client
 splits longer text into several requests."""
+MAX_EXECUTE_INPUT_BYTES = 8 << 20
+"""The largest ``input`` of ``execute`` (UTF-8 bytes): what a run may have queued for its
+stdin. The server's frame limit (``--max-message-size``, 1 MiB by default) bounds it first."""
 
 Id = str | int | float | None
 
@@ -461,6 +465,9 @@ class ExecuteParams:
     stdin_idle_timeout: float | None = None
     """A durable job's stdin closes after this many seconds without input while no
     connection follows the job (None: never)."""
+    input: bytes | None = None
+    """Written to the child's stdin (``stdin`` "pipe") by the server once it started, which
+    then closes it: as an ``input`` and an ``input.close`` that cannot be lost with the client."""
 
 
 @dataclass(frozen=True)
@@ -651,7 +658,17 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         stdin=_stdin_mode(obj),
         capture=_capture_mode(obj),
         stdin_idle_timeout=_stdin_idle_timeout(obj),
+        input=_execute_input(obj),
     )
+
+
+def _execute_input(params: dict[str, Any]) -> bytes | None:
+    """``input`` of ``execute``: absent, or text for a run with stdin "pipe"."""
+    if params.get("input") is None:
+        return None
+    if params.get("stdin") != "pipe":
+        raise InvalidParams('input needs stdin "pipe"', "input")
+    return _utf8_text(params["input"], "input", MAX_EXECUTE_INPUT_BYTES, "at most {0} in execute")
 
 
 def _stdin_idle_timeout(params: dict[str, Any]) -> float | None:
@@ -682,16 +699,21 @@ def _stdin_mode(params: dict[str, Any]) -> str:
 def validate_input(params: Any, max_bytes: int = MAX_INPUT_BYTES) -> InputParams:
     """Validate ``input`` params; the text must be valid Unicode and at most ``max_bytes``."""
     obj = _params_object(params)
-    data = obj.get("data")
-    if not isinstance(data, str):
-        raise InvalidParams("data must be a string", "data")
-    try:
-        encoded = data.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidParams("data contains a lone surrogate (not valid Unicode)", "data") from None
-    if len(encoded) > max_bytes:
-        raise InvalidParams(f"data is {len(encoded)} bytes; at most {max_bytes} per input", "data")
+    encoded = _utf8_text(obj.get("data"), "data", max_bytes, "at most {0} per input")
     return InputParams(encoded, _ok_exit_codes(obj.get("ok_exit_codes")))
+
+
+def _utf8_text(value: Any, name: str, max_bytes: int, bound: str) -> bytes:
+    """``value`` as UTF-8: a string of valid Unicode of at most ``max_bytes``; InvalidParams naming ``name``."""
+    if not isinstance(value, str):
+        raise InvalidParams(f"{name} must be a string", name)
+    try:
+        encoded = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParams(f"{name} contains a lone surrogate (not valid Unicode)", name) from None
+    if len(encoded) > max_bytes:
+        raise InvalidParams(f"{name} is {len(encoded)} bytes; {bound.format(max_bytes)}", name)
+    return encoded
 
 
 def _ok_exit_codes(value: Any) -> frozenset[int] | None:

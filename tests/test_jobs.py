@@ -162,6 +162,20 @@ async def test_a_jobs_input_is_logged_for_whoever_attaches_later(jobs_server) ->
         assert [e.params.get("reason") for e in events if e.params.get("closed")] == ["input.close"]
 
 
+async def test_a_jobs_execute_input_is_written_by_the_server_whoever_stays(jobs_server) -> None:
+    """execute's ``input``: the server writes it and closes the job's stdin, though the starting
+    connection was cut at once; the log has it as process.input and its close, after process.started."""
+    client, job_id = await started_job(jobs_server, ECHO_STDIN, stdin="pipe", input="first\nsecond\n")
+    client._ws.transport.abort()
+    events = await follow(jobs_server, job_id)
+    assert output_of(events) == "got first\ngot second\neof\n" and completed(events).params["exit_code"] == 0
+    inputs = [(e.params.get("data"), e.params.get("reason")) for e in events if e.method == methods.PROCESS_INPUT]
+    assert inputs == [("first\nsecond\n", None), ("", "input.close")]
+    logged = [e.method for e in events if e.seq is not None]
+    assert logged[:3] == [methods.PROCESS_STARTED, methods.PROCESS_INPUT, methods.PROCESS_INPUT], logged
+    await client.close()
+
+
 async def test_stdin_idle_timeout_closes_the_input_only_while_nobody_follows(jobs_server) -> None:
     """stdin_idle_timeout: kept open while a connection follows the job; closed once nobody did for that long."""
     client, job_id = await started_job(jobs_server, ECHO_STDIN, stdin="pipe", stdin_idle_timeout=0.3)

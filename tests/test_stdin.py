@@ -122,6 +122,26 @@ async def test_a_lone_surrogate_in_input_is_invalid_params(raw: ClientConnection
     assert closed["result"]["status"] == "closing"  # type: ignore[index]
 
 
+async def test_execute_input_is_written_then_the_input_closed(client: Client) -> None:
+    """execute's ``input``: the server writes it to the child's stdin and closes it, no input request needed."""
+    await client.execute(argv=CAT, stdin="pipe", input="one\ntwo\n")
+    events = await collect(client)
+    assert output_of(events) == "got one\ngot two\neof\n" and completed(events).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [({"argv": CAT, "input": "x"}, 'input needs stdin "pipe"'),
+     ({"argv": CAT, "stdin": "pipe", "input": 3}, "input must be a string")],
+    ids=["no pipe", "not a string"],
+)
+async def test_a_bad_execute_input_is_invalid_params(client: Client, params: dict[str, object], message: str) -> None:
+    """execute's ``input`` needs stdin "pipe" and a string: else -32602 naming ``input``, and nothing starts."""
+    with pytest.raises(InvalidParams, match=message) as info:
+        await client.call("execute", params)
+    assert info.value.data == {"field": "input"} and (await client.status())["state"] == "idle"
+
+
 async def test_bad_stdin_mode_is_invalid_params(client: Client) -> None:
     """execute with stdin other than "null" or "pipe" is -32602 naming stdin."""
     with pytest.raises(InvalidParams) as info:

@@ -546,6 +546,11 @@ class EnhancedWebSocketHandler:
             output = await self.streams.open(process.output, disk)
             taken, input_fd = input_fd, None  # _open_input owns it from here, even when it fails
             stdin = await _open_input(taken)
+            if stdin is not None and spec.input is not None:
+                # Queued now, by the server that owns the child: it does not depend on the
+                # client staying connected (a durable job outlives its kernel).
+                stdin.write(spec.input)
+                stdin.close()
             # The run history is read once the child is on its way. Before, the lookup (about
             # a millisecond) delayed the start; alongside, its worker thread held the GIL the
             # spawn needed (up to a 5 ms switch interval).

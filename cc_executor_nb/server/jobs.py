@@ -10,7 +10,8 @@ attached connection has a follower task that reads the log back, so the job neve
 waits for a slow reader and two readers never wait for each other. A connection
 attached to a job controls it: ``control``, ``status``, ``input`` and ``input.close``
 act on the job. What the job's stdin is sent is logged too (``process.input``), so a
-connection that attaches later knows what was written, whoever wrote it. A job run with
+connection that attaches later knows what was written, whoever wrote it (``execute``'s
+``input`` too, which the server writes and closes at the start). A job run with
 ``stdin_idle_timeout`` closes its stdin once it had no input for that long while no
 connection followed it, so a process that waits for input nobody will send ends.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -733,6 +735,8 @@ class JobDesk:
         logger.info("= [JOBS] job %s started: pid %d", job.id, execution.process.pid)
         self._follow(link, job, 0, deferred)
         deferred.append(execution.begin)
+        if spec.input is not None:
+            deferred.append(functools.partial(_record_execute_input, job, spec.input))
         return {"status": "started", **execution.pid_fields, "job_id": job.id}
 
     def _attach(
@@ -816,3 +820,11 @@ def new_job_id() -> str:
         job_id = secrets.token_urlsafe(16)
         if job_id[0].isalnum():
             return job_id
+
+
+async def _record_execute_input(job: Job, data: bytes) -> None:
+    """Log ``execute``'s ``input``, which the server wrote and closed at the start, as an
+    ``input`` and an ``input.close`` are logged (after ``process.started``)."""
+    if data:
+        job.record_input(data.decode("utf-8"))
+    job.record_input_closed("input.close")
