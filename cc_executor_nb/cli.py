@@ -37,9 +37,6 @@ from .claude.options import (
     HOST_MODE_OPTIONS,
     ONE_SHOT,
     ClaudeOptions,
-    claude_environment,
-    claude_stdin_argv,
-    fits_one_argument,
 )
 from .client import Client, connect
 from .declare import Flag, OneLineParser, OptionError, add_arguments, declared, from_values
@@ -232,7 +229,7 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
 def _claude_run(args: argparse.Namespace) -> _Launch:
     """How a Claude prompt runs: its argv, environment, interpreter (None with --raw) and view.
 
-    A prompt too long to be one argument goes to the CLI's stdin instead.
+    The prompt goes to the CLI's stdin (``stdin_text``), whatever its length.
     """
     prompt = _prompt(args.prompt)
     values = {f.name: getattr(args, f.name) for f, spec in declared(ClaudeOptions) if spec.flags}
@@ -243,13 +240,8 @@ def _claude_run(args: argparse.Namespace) -> _Launch:
         from .demo.shared import keep_demo_config
 
         keep_demo_config()
-    if fits_one_argument(prompt):
-        (argv, env), stdin_text = claude_command(prompt, options), None
-    elif options.auto_resume:
-        raise ValueError("a prompt longer than one command-line argument goes to the CLI's stdin, "
-                         "which --auto-resume cannot resend: give a shorter prompt or no --auto-resume")
-    else:
-        argv, env, stdin_text = claude_stdin_argv(options), claude_environment(options), prompt
+    # The prompt goes to the CLI's stdin, never on its command line (``ps`` shows that to all).
+    (argv, env), stdin_text = claude_command(options), prompt
     if options.raw:
         return _Launch(argv, env, TextView(heartbeats=not args.quiet, notices=not args.quiet), stdin_text=stdin_text)
     interpreter = ClaudeInterpreter(prompt=prompt)

@@ -143,6 +143,47 @@ def test_the_supervisor_dies_of_the_signal_that_killed_the_cli() -> None:
     assert lines(done.stdout)[0]["session_id"] == "s-9"
 
 
+# A stand-in CLI that reads its prompt on stdin: the first call, one line, and is refused by a
+# limit resetting at once; a call with --resume reads stdin to its end and says what it got.
+READER = r"""
+import json, sys, time
+args = sys.argv[1:]
+def out(**e): print(json.dumps(e), flush=True)
+if "--resume" in args:
+    read = sys.stdin.read()
+    out(type="system", subtype="init", session_id="s-1")
+    out(type="result", subtype="success", is_error=False, result="resumed, stdin " + repr(read), session_id="s-1")
+    sys.exit(0)
+prompt = sys.stdin.readline().strip()
+out(type="system", subtype="init", session_id="s-1")
+out(type="rate_limit_event", rate_limit_info={"status": "rejected", "resetsAt": time.time() + 0.2,
+    "rateLimitType": "five_hour"})
+out(type="result", subtype="success", is_error=True, api_error_status=429, session_id="s-1", result="no: " + prompt)
+sys.exit(1)
+"""
+
+
+def test_the_first_cli_reads_the_prompt_on_stdin_and_a_resume_reads_nothing() -> None:
+    """The supervisor's stdin (the prompt) is the first CLI's; a resume reads /dev/null, so it never
+    waits on an input left open (inheriting it, the resume read on for ever)."""
+    fake = [sys.executable, "-c", READER]
+    argv = autoresume_argv(fake, [*fake, "--resume", SESSION_PLACEHOLDER, "--", "go on"], margin=0.0)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b"the prompt\n")
+        proc.stdin.flush()  # and left open
+        assert proc.wait(scaled(30)) == 0
+        results = [e["result"] for e in lines(proc.stdout.read()) if e["type"] == "result"]
+        assert results == ["no: the prompt", "resumed, stdin ''"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
 def test_a_malformed_spec_is_a_usage_error() -> None:
     """Exit 2 with a message for a spec that is not one."""
     done = subprocess.run([sys.executable, "-m", "cc_executor_nb.claude.autoresume", "{}"], capture_output=True,
@@ -151,15 +192,17 @@ def test_a_malformed_spec_is_a_usage_error() -> None:
 
 
 def test_auto_resume_wraps_the_cli_and_resumes_with_the_configured_prompt(tmp_path: Path) -> None:
-    """claude_command with auto_resume: the supervisor runs the CLI; the resume line has --resume and the prompt."""
+    """claude_command with auto_resume: the supervisor runs the CLI (its prompt on stdin); the resume line
+    has --resume and the resume prompt."""
     exe = tmp_path / "claude"
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     options = ClaudeOptions(executable=str(exe), auto_resume=True, model="sonnet")
-    argv, env = claude_command("hello", options, resume=ResumeSettings("Go on.", 2, 60.0))
+    argv, env = claude_command(options, resume=ResumeSettings("Go on.", 2, 60.0))
     assert argv[1:3] == ["-m", "cc_executor_nb.claude.autoresume"] and env is None
     loaded = ResumeSpec.from_json(argv[3])
-    assert loaded.argv[-2:] == ["--", "hello"] and (loaded.max_resumes, loaded.max_wait) == (2, 60.0)
+    # The first CLI reads the prompt on stdin: no "--", no prompt on its command line.
+    assert "-p" in loaded.argv and "--" not in loaded.argv and (loaded.max_resumes, loaded.max_wait) == (2, 60.0)
     assert loaded.resume_command("S")[-4:] == ["--resume", "S", "--", "Go on."]
     assert "--model" in loaded.resume_argv
 

@@ -171,3 +171,23 @@ def test_with_pipe_capture_a_cut_reply_is_failed_never_completed(
             assert status == "failed" and "output was incomplete" in (error or "") and not has_result
     if version == "2.1.197":
         assert not all(exact), "2.1.197 with pipes lost nothing: the GIL hold did not bite"
+
+
+def one_shot_output(cli: Path, env: dict[str, str], cwd: Path, prompt: str, *, on_stdin: bool) -> bytes:
+    """The stream-json of ``claude -p`` with ``prompt`` after ``--``, or on its stdin (no prompt in argv)."""
+    argv = [str(cli), *STREAM_ARGS, *([] if on_stdin else ["--", prompt])]
+    done = subprocess.run(argv, input=prompt.encode() if on_stdin else None, capture_output=True,
+                          env={**os.environ, **env}, cwd=cwd, timeout=120, check=True,
+                          stdin=None if on_stdin else subprocess.DEVNULL)
+    return done.stdout
+
+
+@pytest.mark.parametrize("version", ["pinned", "2.1.197"])
+def test_a_prompt_on_stdin_gives_the_run_its_argv_gives(version: str, backend: dict[str, str], tmp_path: Path) -> None:
+    """``claude -p`` with no prompt reads it on stdin, as every one-shot run sends it: its
+    stream-json equals that of the prompt after ``--`` but for ids and timings."""
+    cli, prompt = _cli(version), "echo: one -p run, the prompt\nover two lines"
+    on_argv = one_shot_output(cli, backend, tmp_path, prompt, on_stdin=False)
+    on_stdin = one_shot_output(cli, backend, tmp_path, prompt, on_stdin=True)
+    assert b'"one -p run, the prompt\\nover two lines"' in on_stdin
+    assert normalized(on_stdin) == normalized(on_argv)

@@ -37,7 +37,7 @@ from cc_executor_nb.kernel.transcript import Transcript
 from .closed_input_cli import cli_that_exits_before_reading
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
-from .util import all_objects, eventually, new_objects, scaled
+from .util import all_objects, cmdlines_with_a_cli, eventually, new_objects, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = Path(os.environ.get("CCX_TEST_CLAUDE") or REPO_ROOT / "node_modules" / ".bin" / "claude")
@@ -900,11 +900,12 @@ def test_a_one_shot_run_still_ends_after_the_idle_timeout(tmp_path: Path) -> Non
 # One-shot mode
 
 
-def test_no_interactive_is_the_one_shot_argv_mode(tmp_path: Path) -> None:
-    """interactive=False: the prompt on the command line, the process ends with the answer."""
+def test_no_interactive_is_the_one_shot_mode(tmp_path: Path) -> None:
+    """interactive=False: the prompt on the CLI's stdin (not its command line), the process ends with the answer."""
     run = start("echo: one shot", tmp_path, interactive=False, wait=True)
     assert run.done and (run.status, run.exit_code, run.answer) == ("completed", 0, "one shot")
-    assert run.state.argv is not None and run.state.argv[-2:] == ["--", "echo: one shot"]
+    assert run.state.argv is not None and "-p" in run.state.argv
+    assert "--" not in run.state.argv and "echo: one shot" not in run.state.argv
     with pytest.raises(RuntimeError, match="no conversation"):
         run.send("more")
 
@@ -933,19 +934,39 @@ def test_a_one_shot_cli_that_exits_before_its_long_prompt_is_written_fails_with_
     assert "unknown option" in run.stderr
 
 
-def test_auto_resume_refuses_a_prompt_too_long_for_its_command_line(tmp_path: Path) -> None:
-    """--auto-resume resends its prompt on a command line: 200 KB is refused up front, with the way out."""
-    with pytest.raises(ValueError, match=r"200,006 bytes.*131,071 bytes.*--auto-resume cannot send it on stdin; "
-                                         r"host mode \(the default\) sends it on stdin"):
-        start(LONG_PROMPT, tmp_path, auto_resume=True)
+def test_auto_resume_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_path: Path) -> None:
+    """--auto-resume with 200 KB (more than one argument may hold): the supervisor's first CLI reads it
+    on stdin and it comes back whole (it was refused up front: "... cannot send it on stdin")."""
+    run = start(LONG_PROMPT, tmp_path, auto_resume=True, wait=True)
+    assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip()), run.error
+
+
+PRIVATE = "private-7f3a9c"
+SLOW_PRIVATE_PROMPT = f"story 40 words at 8 words per second, {PRIVATE}"
+"""About 5 s of answer: long enough to read the command lines of the live run's processes."""
+
+
+@pytest.mark.parametrize("mode", [{"interactive": False}, {"auto_resume": True}])
+def test_a_one_shot_prompt_is_in_no_command_line_of_the_run(tmp_path: Path, mode: dict[str, bool]) -> None:
+    """A one-shot run (interactive=False, auto_resume) sends its prompt on the CLI's stdin: while it
+    runs, no process of its tree (supervisor, CLI) shows it to ``ps`` (the prompt was the CLI's last
+    argument, readable by every local user in /proc/PID/cmdline)."""
+    run = start(SLOW_PRIVATE_PROMPT, tmp_path, **mode)
+    try:
+        lines = eventually(lambda: cmdlines_with_a_cli(run.state.pid), timeout=30, what="the live CLI")
+        assert not [line for line in lines if any(PRIVATE in arg for arg in line)], lines
+    finally:
+        run.wait(scaled(60))
+    assert run.status == "completed" and len(run.answer.split()) == 40, run.error
 
 
 def test_host_mode_takes_a_prompt_too_long_for_a_command_line(tmp_path: Path) -> None:
-    """The default sends the prompt on stdin: 200 KB comes back whole, and no one-shot fall-back is kept
-    (its command line could not hold the prompt)."""
+    """The default sends the prompt on stdin: 200 KB comes back whole, and the one-shot fall-back kept
+    sends it on stdin too (none was kept: its command line could not hold the prompt)."""
     run = start(LONG_PROMPT, tmp_path, wait=True)
     try:
-        assert run.conversation is not None and run.conversation.fallback is None
+        assert run.conversation is not None and run.conversation.fallback is not None
+        assert run.conversation.fallback.input == LONG_PROMPT and "--" not in (run.conversation.fallback.argv or [])
         assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip())
     finally:
         run.end().wait(scaled(30))

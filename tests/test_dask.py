@@ -24,7 +24,7 @@ from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 
 from .conftest import group_alive
 from .kernel_utils import py
-from .util import eventually, scaled
+from .util import cmdlines_with_a_cli, eventually, scaled
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -171,16 +171,32 @@ def test_a_claude_demo_batch_runs_on_the_workers(cluster: tuple[LocalCluster, Cl
     assert batch.results() == ["4", "6"] and batch.cost_usd > 0 and all(item.worker for item in batch.items)
 
 
-def test_a_one_shot_prompt_too_long_for_a_command_line_is_refused_up_front(
+def test_a_one_shot_prompt_too_long_for_a_command_line_runs_on_a_worker(
     cluster: tuple[LocalCluster, Client], settings: CCExec
 ) -> None:
-    """A one-shot prompt over one argument's limit is a ValueError from map() saying why (it was sent to a
-    worker and ended error there: "could not start '.../python': Argument list too long")."""
+    """A one-shot prompt over one argument's limit goes to the worker's CLI on stdin (the worker's handler
+    writes it) and is answered (map() refused it: "... a one-shot run on a Dask worker cannot send it on stdin")."""
     _local, client = cluster
     big = "x" * (200 * 1024) + " what is 2+2"
-    with pytest.raises(ValueError, match=r"the prompt is 204,812 bytes, .* a one-shot run on a Dask worker cannot "
-                                         r"send it on stdin; host mode \(the default\) sends it on stdin"):
-        cc_executor_nb.map([big], demo=True, interactive=False, cluster=client, display=False, settings=settings)
+    batch = cc_executor_nb.map([big], demo=True, interactive=False, cluster=client, display=False, settings=settings,
+                               wait=True)
+    assert batch.results() == ["4"], batch.runs[0].error
+
+
+def test_a_one_shot_prompt_is_in_no_command_line_on_the_worker(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A one-shot run on a worker: while it runs, no process of its job (demo runner, CLI) shows the
+    prompt to ``ps`` on the worker's machine (it was the CLI's last argument)."""
+    _local, client = cluster
+    private = "private-7f3a9c"
+    batch = cc_executor_nb.map([f"story 40 words at 8 words per second, {private}"], demo=True, interactive=False,
+                               cluster=client, display=False, settings=settings)
+    run = batch.runs[0]
+    lines = eventually(lambda: cmdlines_with_a_cli(run.state.pid), timeout=60, what="the worker's live CLI")
+    assert not [line for line in lines if any(private in arg for arg in line)], lines
+    batch.wait(scaled(90))
+    assert run.status == "completed" and len(run.answer.split()) == 40, run.error
 
 
 def test_closing_the_cluster_leaves_no_orphans(settings: CCExec) -> None:

@@ -28,7 +28,7 @@ from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
-from .util import eventually, scaled
+from .util import cmdlines_with_a_cli, eventually, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
@@ -315,6 +315,32 @@ def test_a_durable_run_of_a_cli_without_host_mode_says_to_run_it_one_shot(runtim
     one_shot = ccx.run("echo: from an old cli", executable=str(fake), demo=True, durable=True, display=False,
                        cwd=str(tmp_path), settings=settings(), interactive=False, wait=True)
     assert one_shot.done and (one_shot.status, one_shot.answer) == ("completed", "from an old cli")
+
+
+PRIVATE = "private-7f3a9c"
+LONG_PROMPT = "echo: " + "long " * 40_000  # 200,006 bytes: more than one argument may hold
+
+
+def test_a_durable_one_shot_prompt_is_in_no_command_line_of_its_job(runtime_dir: Path, tmp_path: Path) -> None:
+    """A durable one-shot job gets its prompt on the CLI's stdin from the job server: while it runs, no
+    process of the job (demo runner, CLI) shows it to ``ps`` (it was the CLI's last argument)."""
+    run = start(f"story 40 words at 8 words per second, {PRIVATE}", tmp_path, interactive=False)
+    try:
+        lines = eventually(lambda: cmdlines_with_a_cli(run.state.pid), timeout=60, what="the job's live CLI")
+        assert not [line for line in lines if any(PRIVATE in arg for arg in line)], lines
+    finally:
+        run.wait(scaled(90))
+    assert run.status == "completed" and len(run.answer.split()) == 40, run.error
+
+
+@pytest.mark.parametrize("mode", [{"interactive": False}, {"auto_resume": True}])
+def test_a_durable_one_shot_job_runs_a_prompt_too_long_for_a_command_line(
+    runtime_dir: Path, tmp_path: Path, mode: dict[str, bool]
+) -> None:
+    """200 KB (more than one argument may hold) as a durable one-shot job, plain or with auto_resume: the
+    job server writes it to the CLI's stdin and it comes back whole (it was refused up front)."""
+    run = start(LONG_PROMPT, tmp_path, wait=True, **mode)
+    assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip()), run.error
 
 
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(

@@ -64,9 +64,11 @@ def magic(shell: InteractiveShell, line: str) -> Run:
 
 @pytest.fixture
 def echo_claude(tmp_path: Path) -> str:
-    """A stand-in 'claude' executable that prints each argument on its own line."""
+    """A stand-in 'claude' executable that prints each argument on its own line, then, one-shot
+    (``-p``), ``stdin: `` and what it reads there (the prompt)."""
     script = tmp_path / "claude"
-    script.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
+    script.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n"
+                      'for a in "$@"; do if [ "$a" = -p ]; then printf "stdin: "; cat; break; fi; done\n')
     script.chmod(0o755)
     return str(script)
 
@@ -243,24 +245,24 @@ def test_env_and_cwd_options_reach_the_process(shell: InteractiveShell, tmp_path
 
 
 def test_prompt_goes_to_claude_verbatim(shell: InteractiveShell, echo_claude: str) -> None:
-    """A prompt, apostrophes and quotes included, reaches claude -p exactly as typed."""
+    """A prompt, apostrophes and quotes included, reaches claude -p exactly as typed (on its stdin)."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
     run = magic(shell, """What's "this" repo? -w -q --model opus""")
     argv = run.stdout.splitlines()
-    assert argv[-1] == """What's "this" repo?""" and "-p" in argv and "stream-json" in argv
+    assert argv[-1] == """stdin: What's "this" repo?""" and "-p" in argv and "stream-json" in argv
     assert argv[argv.index("--model") + 1] == "opus"
     assert run.options["prompt"] == """What's "this" repo?""" and run.options["model"] == "opus"
 
 
 def test_claude_options_reach_the_cli(shell: InteractiveShell, echo_claude: str) -> None:
-    """Every Claude option of the magic lands before the "--" that precedes the prompt."""
+    """Every Claude option of the magic reaches the CLI's argv; the prompt, its stdin."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
     line = ("--resume abc --allowed-tools 'Bash(git:*)' --allowed-tools Read --permission-mode plan "
             "--max-turns 3 --append-system-prompt 'be brief' --claude-arg=--effort --max-retries 1 "
             "-w -q -- -starts with a dash")
     argv = magic(shell, line).stdout.splitlines()
-    cut = argv.index("--")
-    assert argv[cut + 1:] == ["-starts with a dash"]
+    cut = argv.index("stdin: -starts with a dash")
+    assert cut == len(argv) - 1 and "--" not in argv
     head = argv[:cut]
     assert head[head.index("--resume") + 1] == "abc"
     assert head[head.index("--allowed-tools") + 1 : head.index("--allowed-tools") + 3] == ["Bash(git:*)", "Read"]
@@ -274,7 +276,7 @@ def test_continue_without_history_asks_the_cli_for_its_latest(shell: Interactive
     """--continue before any Claude run in this kernel passes --continue to the CLI."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
     argv = magic(shell, "--continue -w -q follow up").stdout.splitlines()
-    assert "--continue" in argv[: argv.index("--")] and "--resume" not in argv
+    assert "--continue" in argv[: argv.index("stdin: follow up")] and "--resume" not in argv
 
 
 @pytest.mark.claude
@@ -295,11 +297,11 @@ def test_continue_resumes_the_last_claude_session(shell: InteractiveShell) -> No
 
 
 def test_no_interactive_runs_the_one_shot_command_line(shell: InteractiveShell, echo_claude: str) -> None:
-    """--no-interactive: the prompt after "--" on the command line, no conversation, no stdin."""
+    """--no-interactive: claude -p with the prompt on its stdin (not its command line), no conversation."""
     shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
     run = magic(shell, "--no-interactive -w -q say hi")
     argv = run.stdout.splitlines()
-    assert argv[-2:] == ["--", "say hi"] and "--input-format" not in argv
+    assert argv[-1] == "stdin: say hi" and "say hi" not in argv and "--" not in argv and "--input-format" not in argv
     assert run.conversation is None and not run.interactive and run.options["interactive"] is False
 
 

@@ -34,7 +34,7 @@ from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .closed_input_cli import cli_that_exits_before_reading
 from .servers import start_server
-from .util import eventually, scaled
+from .util import cmdlines_with_a_cli, eventually, scaled
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
 
@@ -171,6 +171,44 @@ def test_cli_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_path: Path)
                           input=f"echo: {words}", capture_output=True, text=True, timeout=scaled(90))
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout == words + "\n"
+
+
+def test_cli_auto_resume_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_path: Path) -> None:
+    """--auto-resume with 200 KB: the supervisor's CLI reads it on stdin and it comes back whole (it was
+    refused: "... which --auto-resume cannot resend")."""
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "--quiet", "--auto-resume", "-"]
+    words = "z" * 200_000
+    done = subprocess.run(argv, check=False, cwd=tmp_path, env=environment(tmp_path),
+                          input=f"echo: {words}", capture_output=True, text=True, timeout=scaled(90))
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout == words + "\n"
+
+
+@pytest.mark.parametrize("flags", [[], ["--auto-resume"]])
+def test_cli_a_prompt_is_in_no_command_line_of_its_run(tmp_path: Path, flags: list[str]) -> None:
+    """``claude -`` (the prompt on the client's stdin): while the run is live, no process of the client's
+    tree (server-side supervisor, CLI) shows the prompt to ``ps`` (it was the CLI's last argument)."""
+    private = "private-7f3a9c"
+    argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "--quiet", *flags, "-"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=environment(tmp_path), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(f"story 40 words at 8 words per second, {private}")
+        proc.stdin.close()
+        lines = eventually(lambda: cmdlines_with_a_cli(proc.pid), timeout=60, what="the live CLI")
+        assert not [line for line in lines if any(private in arg for arg in line)], lines
+        code = proc.wait(scaled(90))  # a few hundred bytes of output: the pipes never fill
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert code == 0 and len(out.split()) == 40, err
 
 
 def test_cli_a_claude_that_exits_before_its_long_prompt_is_written_fails_with_its_exit_code(

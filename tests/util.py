@@ -86,6 +86,25 @@ def gone(pid: int) -> bool:
         return True
 
 
+def cmdlines_with_a_cli(pid: int | None) -> list[list[str]] | None:
+    """The command lines of ``pid`` and its descendants once a one-shot claude CLI (``-p``,
+    stream-json) is among them, else None: what ``ps`` shows every local user of a live run."""
+    if pid is None:
+        return None
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    lines = []
+    for process in tree:
+        try:
+            lines.append(process.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return lines if any("-p" in line and "stream-json" in line for line in lines) else None
+
+
 def new_objects(kind: type, old: list[object]) -> list[object]:
     """The ``kind`` objects alive now (after a collection) that are not in ``old``: those made
     since ``old`` was listed. ``old`` holds the earlier ones, so none of them can be collected

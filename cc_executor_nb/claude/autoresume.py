@@ -5,9 +5,11 @@ inside the run's own process group::
 
     python -m cc_executor_nb.claude.autoresume SPEC_JSON
 
-``SPEC_JSON`` holds the first command line (``argv``), the one that resumes the session
-(``resume_argv``, whose element ``session_index`` is replaced by the session id; it runs
-``claude ... --resume SESSION_ID -- RESUME_PROMPT``) and the limits below. The
+``SPEC_JSON`` holds the first command line (``argv``, ``claude -p ...`` with no prompt: the
+first CLI inherits the supervisor's stdin and reads the prompt there), the one that resumes
+the session (``resume_argv``, whose element ``session_index`` is replaced by the session id;
+it runs ``claude ... --resume SESSION_ID -- RESUME_PROMPT`` with its stdin on /dev/null, so
+it never waits on an input that is not closed or reads the prompt again) and the limits below. The
 supervisor passes the CLI's output through byte for byte and reads it with the same
 parser as the notebook (:class:`~cc_executor_nb.claude.streamjson.ClaudeRun`). When the
 CLI ends refused by a usage or rate limit (:mod:`.limits`), it prints one line of its
@@ -191,7 +193,7 @@ class Chain:
         argv, resumes = self.spec.argv, 0
         while True:
             parser = ClaudeRun(clock=self.clock)
-            code = self._run_once(argv, parser)
+            code = self._run_once(argv, parser, first=resumes == 0)
             if code < 0:
                 return code  # killed (cancelled, timed out): nothing to resume
             decision = decide(parser, self.spec, resumes, self.clock())
@@ -205,8 +207,10 @@ class Chain:
             self._say("auto_resume", session_id=parser.session_id, attempt=resumes,
                       message=f"resuming session {parser.session_id} (resume {resumes} of {self.spec.max_resumes})")
 
-    def _run_once(self, argv: list[str], parser: ClaudeRun) -> int:
-        self.child = child = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    def _run_once(self, argv: list[str], parser: ClaudeRun, *, first: bool) -> int:
+        # The first CLI reads the prompt on our stdin; a resume has its prompt in argv.
+        stdin = None if first else subprocess.DEVNULL
+        self.child = child = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE)
         assert child.stdout is not None
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         fd = child.stdout.fileno()

@@ -2,13 +2,14 @@
 
 ::
 
-    argv, env = claude_command("Summarise README.md", ClaudeOptions(auto_resume=True, demo=True))
+    argv, env = claude_command(ClaudeOptions(auto_resume=True, demo=True))  # the prompt goes to its stdin
 
 One place builds it for every placement: the kernel (in-kernel server, job server,
 remote server) and a Dask worker, which builds it again in its own environment (its
 own claude executable and Python). Layers, innermost first:
 
-- the CLI (:func:`~.options.claude_argv`);
+- the CLI (:func:`~.options.claude_stdin_argv`): a one-shot run reads its prompt on
+  stdin, never from its command line, which every local user can read (``ps``);
 - with ``auto_resume``, the supervisor that waits out usage limits and resumes the
   session (:mod:`.autoresume`);
 - with ``own_demo`` and ``demo``, the demo runner that carries its own demo API
@@ -22,7 +23,14 @@ import dataclasses
 from dataclasses import dataclass
 
 from .autoresume import SESSION_PLACEHOLDER, autoresume_argv
-from .options import DEMO_MAX_RETRIES, ClaudeOptions, claude_argv, claude_environment, claude_host_argv
+from .options import (
+    DEMO_MAX_RETRIES,
+    ClaudeOptions,
+    claude_argv,
+    claude_environment,
+    claude_host_argv,
+    claude_stdin_argv,
+)
 
 __all__ = ["ResumeSettings", "claude_command", "claude_host_command"]
 
@@ -37,19 +45,19 @@ class ResumeSettings:
 
 
 def claude_command(
-    prompt: str,
     options: ClaudeOptions,
     *,
     resume: ResumeSettings | None = None,
     own_demo: bool = False,
     python: str | None = None,
 ) -> tuple[list[str], dict[str, str] | None]:
-    """The argv and extra environment of a Claude run of ``prompt``.
+    """The argv and extra environment of a one-shot Claude run whose prompt is written to
+    its stdin (then closed): the wrappers pass their stdin on to the first CLI.
 
     ``python`` is the interpreter that runs the wrappers (default: this one). Raises
     like :func:`~.options.claude_argv`.
     """
-    argv = claude_argv(prompt, options)
+    argv = claude_stdin_argv(options)
     if options.auto_resume:
         settings = resume or ResumeSettings()
         resuming = dataclasses.replace(options, resume=SESSION_PLACEHOLDER, continue_session=False)

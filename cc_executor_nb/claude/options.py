@@ -5,13 +5,15 @@ Each field of :class:`ClaudeOptions` is declared with :func:`~cc_executor_nb.dec
 
     options = ClaudeOptions(model="sonnet", demo=True)
     argv = claude_host_argv(options)                     # host mode: the prompt goes on stdin
-    argv = claude_argv("Summarise README.md", options)   # one-shot: [claude, "-p", ..., "--", prompt]
+    argv = claude_stdin_argv(options)                    # one-shot: [claude, "-p", ...], the prompt on stdin
     env = claude_environment(options)                    # demo: points the CLI at the mock
 
 In host mode (``interactive``, the default) the CLI's permission questions come to the
 notebook and follow-ups go to the same process (:mod:`cc_executor_nb.claude.control`).
-In the one-shot mode options come first and the prompt last, after ``--``, as one argv
-element: it is never shell text, and a prompt that starts with a dash is taken literally.
+A one-shot run's prompt goes to the CLI's stdin too: a command line is readable by every
+local user. :func:`claude_argv` (options first, the prompt last after ``--`` as one argv
+element, never shell text) is for prompts that are not the user's: an ``auto_resume``
+resume's, the self-test's.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class ClaudeOptions:
     # The conversation (host mode)
     interactive: bool = option(
         True, "--no-interactive", kind="off", config="interactive",
-        help="one-shot mode: the prompt goes on the command line, no permission question "
+        help="one-shot mode: claude -p with the prompt on its stdin, no permission question "
         "reaches the notebook and there are no follow-ups (for CLIs without host mode)",
     )
     approve: str | None = option(
@@ -310,8 +312,8 @@ def fits_one_argument(prompt: str) -> bool:
 
 def claude_stdin_argv(options: ClaudeOptions) -> list[str]:
     """The argv of a one-shot run whose prompt comes on stdin (``claude -p`` reads it there
-    when no prompt follows): for prompts too long to be an argument. Raises like
-    :func:`claude_argv`."""
+    when no prompt follows): every one-shot run's, since a command line is readable by every
+    local user (``ps``). Raises like :func:`claude_argv`."""
     return [_executable(options), *STREAM_ARGS, *claude_option_args(options)]
 
 

@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..claude.options import MAX_ARGUMENT_BYTES, fits_one_argument
 from ..client import connect
 from ..errors import CCExecError
 from ..kernel.api import Prepared, resume_settings
@@ -90,8 +89,6 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
     prompt = str(text)
     meta |= {"kind": "claude", "prompt": prompt[:META_PROMPT_CHARS], "raw": bool(prepared.claude.raw)}
     conversation = run.conversation
-    if conversation is None:
-        _check_one_shot_prompt(prompt)
     if conversation is not None:
         # Host mode on the worker; this notebook writes the prompt and answers the questions
         # once it attached (nobody attached for the idle timeout: the job's input closes).
@@ -100,19 +97,6 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
             execute["stdin_idle_timeout"] = conversation.idle_timeout
     return Recipe("claude", prompt=prompt, options=options, resume=dataclasses.asdict(resume_settings(settings)),
                   execute=execute, label=run.label, meta=meta, interactive=conversation is not None)
-
-
-def _check_one_shot_prompt(prompt: str) -> None:
-    """A worker starts a one-shot run with its prompt as one argument after ``--``: one too long
-    for that would fail there ("Argument list too long"), so it is refused before anything starts."""
-    if fits_one_argument(prompt):
-        return
-    size = len(prompt.encode("utf-8", "surrogatepass"))
-    raise ValueError(
-        f"the prompt is {size:,} bytes, more than one command-line argument may hold "
-        f"({MAX_ARGUMENT_BYTES:,} bytes), and a one-shot run on a Dask worker cannot send it on stdin; "
-        "host mode (the default) sends it on stdin and has no such limit"
-    )
 
 
 def unoffered(client: Any, resources: Mapping[str, float] | None) -> str | None:

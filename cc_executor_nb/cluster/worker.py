@@ -170,10 +170,14 @@ class Recipe:
         if self.kind == "claude":
             options = ClaudeOptions(**{**(self.options or {}), "remote": False})
             resume = ResumeSettings(**self.resume) if self.resume else None
-            argv, env = claude_command(self.prompt or "", options, resume=resume, own_demo=True, python=sys.executable)
+            argv, env = claude_command(options, resume=resume, own_demo=True, python=sys.executable)
+            params["stdin"] = "pipe"
             if self.interactive:
                 argv = claude_host_command(options, own_demo=True, python=sys.executable)
-                params["stdin"] = "pipe"
+            else:
+                # One-shot: the handler writes the prompt to the CLI's stdin and closes it
+                # (never on the command line, which every local user can read).
+                params["input"] = self.prompt or ""
             params.update(argv=argv, env={**(env or {}), **(params.get("env") or {})} or None, progress_target=None)
         elif self.argv is not None:
             params["argv"] = list(self.argv)
@@ -225,7 +229,7 @@ async def _start_and_follow(url: str, token: str, params: dict[str, Any], publis
             return _not_started(str(exc))  # said in one line as a local run says it, not a task's traceback
         job_id = str(started["job_id"])
         publish(job_id, started.get("pid"))
-        if params.get("stdin") != "pipe":
+        if "input" in params or params.get("stdin") != "pipe":  # input given: closed at the start
             return await _follow(client, job_id)
     return await _watch(url, token, ssl, job_id)
 

@@ -36,10 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import (
-    MAX_ARGUMENT_BYTES,
     ClaudeOptions,
-    claude_stdin_argv,
-    fits_one_argument,
     places,
     refuse_host_options,
 )
@@ -579,7 +576,7 @@ def _claude(
     own_demo = durable and local
     if options.demo and not own_demo:
         _keep_demo_sessions()
-    argv, env = claude_command(prompt, options, resume=resume_settings(settings), own_demo=own_demo, python=python)
+    argv, env = claude_command(options, resume=resume_settings(settings), own_demo=own_demo, python=python)
     # auto_resume wraps the one-shot CLI in its supervisor (claude/autoresume.py): one-shot.
     interactive = options.interactive and not options.auto_resume
     extras = _claude_extras(
@@ -590,14 +587,12 @@ def _claude(
     )
     extras.env = env
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
-    one_shot = RunSpec(argv=argv, progress_target=None)
+    # The prompt goes to the CLI's stdin, never on its command line (``ps`` shows that to all).
+    one_shot = RunSpec(argv=argv, progress_target=None, stdin="pipe", input=prompt)
     if extras.conversation is None:
-        if fits_one_argument(prompt):
-            return one_shot, extras
-        return _one_shot_on_stdin(prompt, options, durable=durable), extras
-    if not durable and fits_one_argument(prompt):
-        # A durable job cannot be started again on its connection: it has no fall-back
-        # (nor has a prompt that the one-shot command line cannot hold).
+        return one_shot, extras
+    if not durable:
+        # A durable job cannot be started again on its connection: it has no fall-back.
         extras.conversation.fallback = one_shot
     host = claude_host_command(options, own_demo=own_demo, python=python)
     return RunSpec(argv=host, progress_target=None, stdin="pipe"), extras
@@ -609,21 +604,6 @@ def _keep_demo_sessions() -> None:
     from ..demo.shared import keep_demo_config
 
     keep_demo_config()
-
-
-def _one_shot_on_stdin(prompt: str, options: ClaudeOptions, *, durable: bool) -> RunSpec:
-    """A one-shot run of a prompt too long to be one argument: the CLI reads it on stdin, as the
-    terminal client sends it. Refused where nobody could send it again: ``--auto-resume``
-    resends its prompt on a command line, and a durable job outlives this kernel."""
-    if options.auto_resume or durable:
-        size = len(prompt.encode("utf-8", "surrogatepass"))
-        what = "--auto-resume" if options.auto_resume else "a durable one-shot run"
-        raise ValueError(
-            f"the prompt is {size:,} bytes, more than one command-line argument may hold "
-            f"({MAX_ARGUMENT_BYTES:,} bytes), and {what} cannot send it on stdin; "
-            "host mode (the default) sends it on stdin and has no such limit"
-        )
-    return RunSpec(argv=claude_stdin_argv(options), progress_target=None, stdin="pipe", input=prompt)
 
 
 def resume_settings(settings: CCExec) -> ResumeSettings:

@@ -232,7 +232,7 @@ class CCExec(Configurable):
         True,
         help="Run claude in host mode: its permission questions come to the notebook, "
         "follow-ups (run.send) go to the same process, interrupts keep the session. "
-        "False: the one-shot mode (prompt on the command line, no questions), also what "
+        "False: the one-shot mode (claude -p, the prompt on its stdin, no questions), also what "
         "a CLI without host mode falls back to.",
     ).tag(config=True)
     permission_policy = Union(

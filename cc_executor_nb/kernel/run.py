@@ -132,7 +132,9 @@ class RunSpec:
     """A durable job's ``label``, ``meta`` and ``summary``; None: an ordinary run."""
     input: str | None = None
     """Text written to the process's stdin once it started, which is then closed (needs
-    ``stdin="pipe"``): a one-shot prompt too long to be an argument. Not an execute param."""
+    ``stdin="pipe"``): a one-shot prompt, never on the command line. A durable job's goes
+    in ``execute`` (its server writes it: the job outlives this kernel); a run's, in
+    ``input`` requests after the start (any length: ``execute`` is one frame)."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -158,6 +160,7 @@ class RunSpec:
             "stdin": self.stdin,
             "capture": self.capture,
             **({"durable": True, **self.job} if self.job is not None else {}),
+            **({"input": self.input} if self.job is not None and self.input is not None else {}),
         }
 
 
@@ -936,7 +939,7 @@ class Run:
             return
         started = await client.execute(**spec.execute_params())
         self.job_id = started.get("job_id")
-        if spec.input is not None:
+        if spec.input is not None and spec.job is None:
             # A CLI that exited (or closed its input) before reading says why by its exit
             # code and stderr: the refused write is no error of the run.
             with contextlib.suppress(NoProcessRunning):
