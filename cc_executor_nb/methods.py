@@ -23,6 +23,7 @@ __all__ = [
     "CONVERSATION_QUESTION",
     "CONVERSATION_TURN",
     "EXECUTE",
+    "EXECUTE_INPUT",
     "HEARTBEAT",
     "INPUT",
     "INPUT_CLOSE",
@@ -50,6 +51,9 @@ CONTROL: Final = "control"
 STATUS: Final = "status"
 RESUME: Final = "resume"
 PONG: Final = "pong"
+EXECUTE_INPUT: Final = "execute.input"
+"""*(added)* Not a method: in ``capabilities``, this server's ``execute`` takes ``input``
+(an older one would ignore it, and a job would wait on its stdin for ever)."""
 INPUT: Final = "input"
 """*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
 INPUT_CLOSE: Final = "input.close"

@@ -941,6 +941,27 @@ def test_auto_resume_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_pat
     assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip()), run.error
 
 
+# A job server of an earlier version: its execute takes no input (and ignores one given).
+OLD_SERVER = [sys.executable, "-c", (
+    "import sys\nfrom cc_executor_nb import methods, protocol\nfrom cc_executor_nb.server import handler\n"
+    "handler.CAPABILITIES.remove(methods.EXECUTE_INPUT)\nprotocol._execute_input = lambda params: None\n"
+    "from cc_executor_nb.server.main import main\nsys.exit(main())"
+)]
+
+
+def test_a_durable_one_shot_prompt_goes_to_a_server_without_execute_input_in_input_requests(tmp_path: Path) -> None:
+    """A job server whose capabilities lack execute.input (an earlier version, still running) would ignore
+    execute's input and its job would wait on its stdin for ever: the kernel writes the prompt there itself."""
+    server = start_server("--token", REMOTE_TOKEN, "--jobs-dir", str(tmp_path / "jobs"), launcher=OLD_SERVER)
+    try:
+        run = start("echo: to an old job server", tmp_path, interactive=False, durable=True,
+                    server=server.url, token=REMOTE_TOKEN)
+        run.wait(scaled(60))
+        assert (run.status, run.answer) == ("completed", "to an old job server"), run.error
+    finally:
+        server.finish()
+
+
 PRIVATE = "private-7f3a9c"
 SLOW_PRIVATE_PROMPT = f"story 40 words at 8 words per second, {PRIVATE}"
 """About 5 s of answer: long enough to read the command lines of the live run's processes."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from cc_executor_nb import methods
 from cc_executor_nb.client import Client
 from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
 from cc_executor_nb.events import Started
@@ -127,6 +128,11 @@ async def test_execute_input_is_written_then_the_input_closed(client: Client) ->
     await client.execute(argv=CAT, stdin="pipe", input="one\ntwo\n")
     events = await collect(client)
     assert output_of(events) == "got one\ngot two\neof\n" and completed(events).exit_code == 0
+
+
+async def test_the_server_says_its_execute_takes_input(client: Client) -> None:
+    """``execute.input`` is in the capabilities of ``connected`` (an older server's client writes the input)."""
+    assert methods.EXECUTE_INPUT in (await client.wait_connected()).capabilities
 
 
 @pytest.mark.parametrize(

@@ -133,8 +133,9 @@ class RunSpec:
     input: str | None = None
     """Text written to the process's stdin once it started, which is then closed (needs
     ``stdin="pipe"``): a one-shot prompt, never on the command line. A durable job's goes
-    in ``execute`` (its server writes it: the job outlives this kernel); a run's, in
-    ``input`` requests after the start (any length: ``execute`` is one frame)."""
+    in ``execute`` (its server writes it: the job outlives this kernel) when the server
+    offers ``execute.input``; a run's, in ``input`` requests after the start (any length:
+    ``execute`` is one frame)."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -160,7 +161,6 @@ class RunSpec:
             "stdin": self.stdin,
             "capture": self.capture,
             **({"durable": True, **self.job} if self.job is not None else {}),
-            **({"input": self.input} if self.job is not None and self.input is not None else {}),
         }
 
 
@@ -937,9 +937,16 @@ class Run:
                 if held is not None and not self._attached_to_ended_job:
                     self._set_idle(held)
             return
-        started = await client.execute(**spec.execute_params())
+        params = spec.execute_params()
+        # A job's server writes its input (the job outlives this kernel); one too old to
+        # take it in execute gets it from here, as a run does.
+        server_writes = spec.input is not None and spec.job is not None and \
+            methods.EXECUTE_INPUT in (await client.wait_connected()).capabilities
+        if server_writes:
+            params["input"] = spec.input
+        started = await client.execute(**params)
         self.job_id = started.get("job_id")
-        if spec.input is not None and spec.job is None:
+        if spec.input is not None and not server_writes:
             # A CLI that exited (or closed its input) before reading says why by its exit
             # code and stderr: the refused write is no error of the run.
             with contextlib.suppress(NoProcessRunning):
