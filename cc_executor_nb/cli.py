@@ -28,7 +28,7 @@ import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from . import methods
 from .claude.command import ResumeSettings, claude_command
@@ -193,6 +193,11 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
     interpreter, feed = launch.interpreter, launch.stdin_text
     async with _session(args) as client:
         progress.asked = True
+        stdin: dict[str, Any] = {}
+        if feed is not None:
+            stdin["stdin"] = "pipe"
+            if await client.takes_input_in_execute(feed):  # the server writes it at the start
+                stdin["input"], feed = feed, None
         events = client.run_events(
             argv=launch.argv,
             cwd=args.cwd,
@@ -203,7 +208,7 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
             capture=args.capture,
             # A Claude run's answer is counted by nobody here: the server counts nothing.
             **({"progress_target": None} if args.action == "claude" else {}),
-            **({"stdin": "pipe"} if feed is not None else {}),
+            **stdin,
         )
         ends = progress.ends
         async for received in events:

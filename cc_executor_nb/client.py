@@ -395,6 +395,15 @@ class Client:
             result = dict(await self.call(methods.INPUT, params))
         return result
 
+    async def takes_input_in_execute(self, text: str, *, durable: bool = False) -> bool:
+        """Whether ``execute`` should carry ``text`` as its ``input``: the server offers it
+        (``execute.input``) and the text fits one request (a durable job's always goes: its
+        server must write it). The server then writes it at the start, whatever this client
+        does meanwhile (``claude -p`` waits only 3 s for its stdin, then fails)."""
+        if methods.EXECUTE_INPUT not in (await self.wait_connected()).capabilities:
+            return False
+        return durable or len(_input_pieces(text)) == 1  # one piece: it fits the frame once escaped
+
     async def close_input(self) -> dict[str, Any]:
         """Close the running process's stdin after everything sent before was written."""
         return dict(await self.call(methods.INPUT_CLOSE))

@@ -941,6 +941,21 @@ def test_auto_resume_sends_a_prompt_too_long_for_a_command_line_on_stdin(tmp_pat
     assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip()), run.error
 
 
+def test_a_one_shot_prompt_does_not_wait_on_a_late_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server writes a one-shot prompt at the start (execute's input): input requests that would come
+    4 s late (a cell holding the GIL, a slow link) change nothing, where the CLI, which waits 3 s for its
+    stdin, failed ("no stdin data received in 3s ... Input must be provided ...")."""
+    send = Client.input
+
+    async def late(self: Client, data: str, **more: Any) -> dict[str, Any]:
+        await asyncio.sleep(4)  # the lateness under test
+        return await send(self, data, **more)
+
+    monkeypatch.setattr(Client, "input", late)
+    run = start("echo: on time", tmp_path, interactive=False, wait=True)
+    assert (run.status, run.answer) == ("completed", "on time"), (run.error, run.stderr)
+
+
 # A job server of an earlier version: its execute takes no input (and ignores one given).
 OLD_SERVER = [sys.executable, "-c", (
     "import sys\nfrom cc_executor_nb import methods, protocol\nfrom cc_executor_nb.server import handler\n"

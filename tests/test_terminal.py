@@ -211,6 +211,27 @@ def test_cli_a_prompt_is_in_no_command_line_of_its_run(tmp_path: Path, flags: li
     assert code == 0 and len(out.split()) == 40, err
 
 
+def test_cli_a_prompt_does_not_wait_on_a_late_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server writes the prompt at the start (execute's input): input requests that would come 4 s
+    late change nothing, where the CLI, which waits 3 s for its stdin, failed ("no stdin data received")."""
+    from cc_executor_nb.client import Client
+
+    send = Client.input
+
+    async def late(self: Client, data: str, **more: object) -> dict[str, object]:
+        await asyncio.sleep(4)  # the lateness under test
+        return await send(self, data, **more)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Client, "input", late)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("echo: on time"))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--demo", "--quiet", "-"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, "on time\n"), err
+
+
 def test_cli_a_claude_that_exits_before_its_long_prompt_is_written_fails_with_its_exit_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -134,8 +134,8 @@ class RunSpec:
     """Text written to the process's stdin once it started, which is then closed (needs
     ``stdin="pipe"``): a one-shot prompt, never on the command line. A durable job's goes
     in ``execute`` (its server writes it: the job outlives this kernel) when the server
-    offers ``execute.input``; a run's, in ``input`` requests after the start (any length:
-    ``execute`` is one frame)."""
+    offers ``execute.input``, and so does a run's up to one request's size; a longer one's
+    goes in ``input`` requests after the start (``execute`` is one frame)."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -938,10 +938,11 @@ class Run:
                     self._set_idle(held)
             return
         params = spec.execute_params()
-        # A job's server writes its input (the job outlives this kernel); one too old to
-        # take it in execute gets it from here, as a run does.
-        server_writes = spec.input is not None and spec.job is not None and \
-            methods.EXECUTE_INPUT in (await client.wait_connected()).capabilities
+        # The server writes the input at the start: a job's (it outlives this kernel), and a
+        # run's that fits one request (the CLI fails when its stdin stays empty 3 s, e.g. while
+        # a cell holds the GIL). A server too old for it, or a longer run's, gets it from here.
+        server_writes = spec.input is not None and await client.takes_input_in_execute(
+            spec.input, durable=spec.job is not None)
         if server_writes:
             params["input"] = spec.input
         started = await client.execute(**params)
