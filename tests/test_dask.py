@@ -183,6 +183,18 @@ def test_a_one_shot_prompt_too_long_for_a_command_line_runs_on_a_worker(
     assert batch.results() == ["4"], batch.runs[0].error
 
 
+def test_a_one_shot_prompt_too_big_for_the_workers_start_request_is_refused_up_front(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A one-shot prompt over what the worker's handler takes in one message is a ValueError from map()
+    saying why (the task failed: "ConnectionLost: the server refused a message too big for it ...")."""
+    _local, client = cluster
+    big = "x" * (1200 * 1024) + " what is 2+2"
+    with pytest.raises(ValueError, match=r"^the prompt is 1,228,814 bytes JSON-escaped, .* a one-shot run on a Dask "
+                                         r"worker can send .*; host mode \(the default\) sends it in pieces"):
+        cc_executor_nb.map([big], demo=True, interactive=False, cluster=client, display=False, settings=settings)
+
+
 def test_a_one_shot_prompt_is_in_no_command_line_on_the_worker(
     cluster: tuple[LocalCluster, Client], settings: CCExec
 ) -> None:
