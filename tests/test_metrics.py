@@ -160,6 +160,22 @@ async def test_a_run_fed_on_stdin_gets_no_estimate_from_history(started, tmp_pat
     assert bases == [{"none"}] * 4
 
 
+async def test_a_run_given_its_whole_input_in_execute_gets_an_estimate_from_runs_of_the_same_input(
+    started, tmp_path
+) -> None:
+    """``execute``'s ``input`` is all the run is sent (its stdin closes after it): the same argv
+    and input is the same run, as a one-shot Claude prompt is (it went on the command line, and
+    had its estimate, before it went to stdin); another input is another run."""
+    _, client = await started(history_path=str(tmp_path / "history.sqlite3"), metrics_interval=0.2)
+    bases = []
+    for text in ["the same prompt"] * 4 + ["another prompt"]:
+        await client.execute(argv=fake("silence", "1.0"), stdin="pipe", input=text)
+        events = await collect(client)
+        assert completed(events).params["status"] == "completed"
+        bases.append({m.params["progress"]["basis"] for m in metrics(events)})
+    assert bases == [{"none"}] * 3 + [{"history"}, {"none"}]
+
+
 async def test_corrupt_history_means_no_estimate_never_a_failure(started, tmp_path) -> None:
     """A corrupt database gives basis none and the run completes."""
     path = tmp_path / "history.sqlite3"

@@ -554,10 +554,11 @@ class EnhancedWebSocketHandler:
             # The run history is read once the child is on its way. Before, the lookup (about
             # a millisecond) delayed the start; alongside, its worker thread held the GIL the
             # spawn needed (up to a 5 ms switch interval).
-            key = fingerprint(spec.argv, spec.cwd)
+            key = fingerprint(spec.argv, spec.cwd, spec.input)
             # A run fed on stdin does what it is sent, not what its argv says (every Claude
-            # conversation shares one argv), so earlier runs of that argv predict nothing.
-            history = self.history if spec.stdin != "pipe" else None
+            # conversation shares one argv), so earlier runs of that argv predict nothing;
+            # unless execute's input is all it is sent (a one-shot prompt): it is in the key.
+            history = self.history if spec.stdin != "pipe" or spec.input is not None else None
             past = await asyncio.to_thread(history.durations, key) if history else []
             return Execution(
                 process,

@@ -45,9 +45,13 @@ logger = logging.getLogger("cc_executor_nb.progress")
 MIN_HISTORY = 3
 
 
-def fingerprint(argv: list[str], cwd: str | None) -> str:
-    """A stable key for "the same command" (argv and working directory)."""
-    return hashlib.sha256(json.dumps([argv, cwd or ""]).encode()).hexdigest()
+def fingerprint(argv: list[str], cwd: str | None, given: bytes | None = None) -> str:
+    """A stable key for "the same command" (argv and working directory, and ``given``: the
+    whole input of a run whose stdin is only that, ``execute``'s ``input``)."""
+    key: list[object] = [argv, cwd or ""]
+    if given is not None:
+        key.append(hashlib.sha256(given).hexdigest())
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
 def default_history_path() -> Path:
