@@ -395,14 +395,16 @@ class Client:
             result = dict(await self.call(methods.INPUT, params))
         return result
 
-    async def takes_input_in_execute(self, text: str, *, durable: bool = False) -> bool:
+    async def takes_input_in_execute(self, text: str) -> bool:
         """Whether ``execute`` should carry ``text`` as its ``input``: the server offers it
-        (``execute.input``) and the text fits one request (a durable job's always goes: its
-        server must write it). The server then writes it at the start, whatever this client
-        does meanwhile (``claude -p`` waits only 3 s for its stdin, then fails)."""
+        (``execute.input``) and the text fits one request. The server then writes it at the
+        start, whatever this client does meanwhile (``claude -p`` waits only 3 s for its stdin,
+        then fails; a durable job outlives its kernel). A longer text goes in ``input``
+        requests right after the start, as host mode sends its prompts (``execute`` is one
+        frame: a 1.2 MB one was refused as too big)."""
         if methods.EXECUTE_INPUT not in (await self.wait_connected()).capabilities:
             return False
-        return durable or len(_input_pieces(text)) == 1  # one piece: it fits the frame once escaped
+        return len(_input_pieces(text)) == 1  # one piece: it fits the frame once escaped
 
     async def close_input(self) -> dict[str, Any]:
         """Close the running process's stdin after everything sent before was written."""

@@ -343,6 +343,15 @@ def test_a_durable_one_shot_job_runs_a_prompt_too_long_for_a_command_line(
     assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip()), run.error
 
 
+def test_a_durable_one_shot_prompt_over_one_request_goes_in_input_requests(runtime_dir: Path, tmp_path: Path) -> None:
+    """1.2 MB as a durable one-shot job: more than execute's one frame may carry (it failed with
+    "the server refused a message too big for it ... pass large data ... on stdin"), so it goes in
+    input requests after the start, as host mode sends its prompts; it comes back whole."""
+    prompt = "echo: " + "y" * (1200 * 1024)
+    run = start(prompt, tmp_path, wait=True, interactive=False)
+    assert (run.status, run.answer) == ("completed", prompt.removeprefix("echo: ")), run.error
+
+
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

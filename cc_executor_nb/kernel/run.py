@@ -132,10 +132,10 @@ class RunSpec:
     """A durable job's ``label``, ``meta`` and ``summary``; None: an ordinary run."""
     input: str | None = None
     """Text written to the process's stdin once it started, which is then closed (needs
-    ``stdin="pipe"``): a one-shot prompt, never on the command line. A durable job's goes
-    in ``execute`` (its server writes it: the job outlives this kernel) when the server
-    offers ``execute.input``, and so does a run's up to one request's size; a longer one's
-    goes in ``input`` requests after the start (``execute`` is one frame)."""
+    ``stdin="pipe"``): a one-shot prompt, never on the command line. Up to one request's
+    size it goes in ``execute`` when the server offers ``execute.input`` (its server writes
+    it: a durable job outlives this kernel); a longer one goes in ``input`` requests right
+    after the start (``execute`` is one frame), as host mode sends its prompts."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -938,11 +938,10 @@ class Run:
                     self._set_idle(held)
             return
         params = spec.execute_params()
-        # The server writes the input at the start: a job's (it outlives this kernel), and a
-        # run's that fits one request (the CLI fails when its stdin stays empty 3 s, e.g. while
-        # a cell holds the GIL). A server too old for it, or a longer run's, gets it from here.
-        server_writes = spec.input is not None and await client.takes_input_in_execute(
-            spec.input, durable=spec.job is not None)
+        # The server writes an input that fits one request at the start (a job outlives this
+        # kernel; the CLI fails when its stdin stays empty 3 s, e.g. while a cell holds the
+        # GIL). A server too old for it, or a longer input, gets it from here.
+        server_writes = spec.input is not None and await client.takes_input_in_execute(spec.input)
         if server_writes:
             params["input"] = spec.input
         started = await client.execute(**params)
