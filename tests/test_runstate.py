@@ -671,3 +671,22 @@ def test_a_server_error_after_a_turns_failure_is_no_longer_the_turns() -> None:
     assert state.turn_error
     state.apply("process.error", {"error": "the job's log could not be written", "seq": 2}, now=2.0)
     assert (state.error, state.turn_error) == ("the job's log could not be written", False)
+
+
+def test_replay_dropped_notices_keep_one_line_with_the_newest_seq() -> None:
+    """Each ``replay_dropped`` notice names a new first seq, so keeping each message once kept
+    them all: a run whose replay was dropped 500 times had 500 ``note:`` lines in its widget
+    header and every record. The session's drop is one line per scope, saying the newest seq;
+    other notices are kept as before."""
+    state = started()
+    for seq in range(2, 502):
+        first = seq * 1000
+        state.apply(methods.PROCESS_NOTICE, {
+            "kind": "disk_limit", "action": "replay_dropped", "scope": "session", "first_available_seq": first,
+            "message": f"session disk limit reached: notifications before seq {first} are no longer kept for resume",
+            "seq": seq,
+        }, 1.0)
+    state.apply(methods.PROCESS_NOTICE, {"kind": "disk_limit", "action": "held", "message": "held", "seq": 600}, 1.0)
+    assert state.notices == [
+        "session disk limit reached: notifications before seq 501000 are no longer kept for resume", "held",
+    ]

@@ -170,7 +170,10 @@ class RunState:
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
     notices: list[str] = field(default_factory=list)
     """What the server said of the run's output being lost or held (``process.notice``
-    messages, untrusted text), each once, in the order first said."""
+    messages, untrusted text), each once, in the order first said; of the session's
+    ``replay_dropped`` (a new seq each time) only the newest, in the first one's place."""
+    _dropped_notice: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Where in :attr:`notices` each scope's ``replay_dropped`` message is."""
     unreachable: str | None = None
     """While reconnecting: why the last dial failed ("Connection refused"), None before one did."""
     reconnect_gives_up_at: float | None = None
@@ -313,8 +316,17 @@ class RunState:
         # Once each: a run held and released by the disk limit again and again says so twice,
         # not once a time.
         message = _str(params.get("message"))
-        if message and message not in self.notices:
-            self.notices.append(message)
+        if not message or message in self.notices:
+            return
+        if params.get("action") == "replay_dropped":
+            # Each names a newer first seq: one line per scope, the newest (not one per drop).
+            key = f"replay_dropped:{params.get('scope')}"
+            at = self._dropped_notice.get(key)
+            if at is not None:
+                self.notices[at] = message
+                return
+            self._dropped_notice[key] = len(self.notices)
+        self.notices.append(message)
 
     def mark_detached(self, reason: str, now: float) -> None:
         """This handle stopped following a durable job that goes on elsewhere (final here)."""
