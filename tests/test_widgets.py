@@ -436,6 +436,18 @@ def test_a_stopped_run_is_not_called_thinking() -> None:
     assert state.status == "running"
 
 
+def test_a_thinking_run_found_stopped_by_metrics_is_running_again() -> None:
+    """A run gone "thinking" and then stopped by someone's SIGSTOP: the next ``process.metrics``
+    (every few seconds) said stopped, and the footer with it, while the badge read "thinking"
+    until the next silence report, up to a threshold (30 s) later. A stopped process thinks
+    nothing, whichever report says so."""
+    state = running(now=0.0)
+    emit(state, "process.status", 30.0, status="running", inactive_seconds=30.0, stopped=False)
+    assert state.status == "thinking"
+    emit(state, "process.metrics", 32.0, status="running", inactive_seconds=32.0, stopped=True)
+    assert (state.stopped, state.status) == (True, "running")
+
+
 def test_a_reconnecting_run_says_why_the_server_is_unreachable_and_when_it_gives_up(
     make_view: Callable[..., RunView],
 ) -> None:

@@ -411,16 +411,17 @@ class RunState:
         # A silence while a question waits is the person's, not Claude's thinking: the run
         # stays "running" (it read "thinking" 30 s into a question; the badge says "needs you").
         # Nor does a process stopped by a signal think: it stays "running" (the footer says stopped).
-        if self.stopped and self.status == "thinking":
-            self.status = "running"
-        elif self.status == "running" and params.get("status", "running") == "running" and not (
+        if self.status == "running" and params.get("status", "running") == "running" and not (
             self.pending_questions or self.stopped
         ):
             self.status = "thinking"
 
     def _take_stopped(self, params: Mapping[str, Any], now: float = 0.0) -> None:
-        """``stopped`` of a ``process.status`` or ``process.metrics`` (absent: an older server's, not stopped)."""
+        """``stopped`` of a ``process.status`` or ``process.metrics`` (absent: an older server's,
+        not stopped); a stopped process thinks nothing: a "thinking" run is "running" again."""
         self.stopped = params.get("stopped") is True
+        if self.stopped and self.status == "thinking":
+            self.status = "running"
 
     def _on_paused(self, params: Mapping[str, Any], now: float) -> None:
         if not self.finished and self.status != "paused":
