@@ -1074,3 +1074,28 @@ def test_command_output_is_in_the_code_font(make_view) -> None:
     emit(state, "process.output", 1.0, type="stdout", data="col1  col2\n")
     view.render(state, 1.0)
     assert "font-family:var(--jp-code-font-family,monospace)" in view.output.value
+
+
+def test_a_kernel_that_cannot_target_a_cell_gets_no_final_record_from_the_run_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ipykernel 6 (the test extra allows 6.25) has no ``set_thread_parent``, so its cells cannot be
+    targeted; a run shown there was taken for one shown in terminal IPython, and its end called
+    display() from the run's thread, which puts the final record in whatever cell runs then
+    (or the last one run), and let the view go. In a kernel what was shown stays shown."""
+    import IPython
+    import IPython.display
+
+    from cc_executor_nb.kernel.display import RunDisplay
+
+    class Kernel6Shell:
+        kernel = object()
+        display_pub = object()  # ipykernel 6's ZMQDisplayPublisher: set_parent only
+
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython, "get_ipython", Kernel6Shell)
+    monkeypatch.setattr(IPython.display, "display", lambda bundle, **kwargs: shown.append(bundle))
+    display = RunDisplay(lambda: {"text/plain": "[completed] exit 0"})
+    display.show()
+    display.finish()
+    assert len(shown) == 1 and not display.record_stands

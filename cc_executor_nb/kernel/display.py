@@ -97,7 +97,10 @@ class RunDisplay:
     def _remember_cell(self) -> None:
         publisher = _kernel_display_publisher()
         if publisher is None:
-            self._terminal = True  # a terminal or a plain script: what was printed stays printed
+            # A terminal or a plain script: what was printed stays printed, and the final
+            # record is printed at the end. A kernel whose cells cannot be targeted (ipykernel
+            # 6) would put that in whatever cell runs then: there, what was shown stays.
+            self._terminal = not _in_kernel()
             return
         self._publisher = publisher
         self._person = self._person or _front_end_has_stdin()
@@ -187,6 +190,14 @@ def _in_ipython() -> bool:
     except ImportError:
         return False
     return get_ipython() is not None
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
 
 
 def _print(bundle: Bundle) -> None:
