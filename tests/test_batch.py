@@ -553,12 +553,16 @@ def test_the_widget_renders_one_html_message_per_render_and_expands_a_run_lazily
     batch = cc_executor_nb.map([py("print('hi')")] * 3, command=True, display=False, settings=settings)
     batch.show()
     made = len(made_comms)
-    batch.wait(scaled(30))
+    # Read while the batch lives: a finished batch lets its view go (and closing its widgets drops their comms).
     view = batch._view
-    assert view is not None and "3/3" in view.table.value
+    assert view is not None
+    table_comm = view.table.comm
+    other_comms = [w.comm for w in (view.cancel_button, view.pause_button, view.selector, view.expanded)]
+    batch.wait(scaled(30))
+    assert "3/3" in view.table.value
     assert len(made_comms) == made, "no run made a widget of its own"
-    table_messages = len(view.table.comm.messages)
-    other = sum(len(w.comm.messages) for w in (view.cancel_button, view.pause_button, view.selector, view.expanded))
+    table_messages = len(table_comm.messages)
+    other = sum(len(comm.messages) for comm in other_comms)
     print(f"\n{batch.coalescer.render_count} renders: {table_messages} table messages, {other} others")
     assert 1 <= table_messages <= batch.coalescer.render_count and other <= 2
     widget = batch.expand(1)
@@ -589,6 +593,38 @@ def test_the_pause_button_says_resume_while_the_queue_is_paused(settings: CCExec
     batch.wait(scaled(30))
     assert batch.status == "done" and view.pause_button.description == "Pause queue"
     assert "ccx-stale" not in view.table.value  # done: no more updates are due
+
+
+@pytest.fixture
+def kernelless_shell() -> Iterator[InteractiveShell]:
+    """An IPython shell without a kernel, as terminal IPython is (cleared after, if this made it)."""
+    made = not InteractiveShell.initialized()
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    yield InteractiveShell.instance(config=config)
+    if made:
+        InteractiveShell.clear_instance()
+
+
+def test_a_forced_widget_batch_outside_a_kernel_lets_its_view_go_and_prints_its_final_record_once(
+    settings: CCExec, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside a kernel (here an IPython shell without one) a forced widget batch kept batch._view (its
+    closed widgets, a run expanded in it too) after its end, where a run lets its view go; now, as a run,
+    it prints its final record once and lets the view go."""
+    request.getfixturevalue("comms")
+    request.getfixturevalue("kernelless_shell")
+    settings.output_mode = "widget"
+    batch = cc_executor_nb.map([py("import time; time.sleep(0.5); print('hi')")] * 2, command=True,
+                               display=False, settings=settings)
+    batch.show()
+    batch.expand(1)
+    assert batch._view is not None and "[batch] 0/2" in capsys.readouterr().out
+    batch.wait(scaled(30))
+    out = capsys.readouterr().out
+    assert out.count("[batch] 2/2") == 1 and "#1 completed" in out
+    assert batch._view is None and batch._expanded == {}
+    assert batch.runs[1].view is None
 
 
 # The real CLI against the demo backend

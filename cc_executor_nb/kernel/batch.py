@@ -720,16 +720,17 @@ class Batch:
         self.placement.close()
         if self._display is not None:
             self._display.finish()
-            if self._display.in_cells:
+            if self._display.record_stands:  # in the cells, or printed without a kernel: as a run's
                 self._release_view()
         self._say(summary_text(self.summary()))
         self._done.set_result(self)
         self._finished.set()
 
     def _release_view(self) -> None:
-        """The record took the widget's place in the cells: close the widget (a run expanded in it
-        too) and let go of it. A finished batch kept in a variable or ``Out`` held its open
-        widgets (18 models) for good, in the kernel and in a saved notebook's widget state."""
+        """The record took the widget's place in the cells (or, without a kernel, was printed):
+        close the widget (a run expanded in it too) and let go of it. A finished batch kept in a
+        variable or ``Out`` held its open widgets (18 models) for good, in the kernel and in a
+        saved notebook's widget state."""
         for index in list(self._expanded):
             self.collapse(index)
         view, self._view = self._view, None
