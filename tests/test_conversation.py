@@ -863,6 +863,36 @@ def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path
         helper.stop()
 
 
+def test_a_forced_widget_conversation_outside_a_kernel_prints_each_turns_record_and_its_end_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside a kernel (here a plain script) a forced widget conversation printed nothing at a turn's end:
+    its answer came only with the final record, at run.end() or the idle end (10 min later). Each turn's end
+    now prints the record so far, as a kernel's cell then shows it; the end, with no turn since, prints only
+    the record's head (its status), not the same turns again."""
+    config = settings()
+    config.output_mode = "widget"
+    run = ccx.run("echo: first answer", executable=str(CLAUDE), demo=True, cwd=str(tmp_path), settings=config)
+    printed: list[str] = []
+
+    def seen(text: str) -> str | None:
+        printed.append(capsys.readouterr().out)
+        return text if text in "".join(printed) else None
+
+    turn_over(run)
+    eventually(lambda: seen("[result] done"), what="the first turn's record")
+    assert "first answer" in "".join(printed)
+    run.send("echo: second answer")
+    turn_over(run)
+    eventually(lambda: seen("second answer"), what="the second turn's record")
+    ended(run)
+    eventually(lambda: seen("completed · exit code 0"), what="the end's record")
+    out = "".join(printed)
+    assert out.count("\nsecond answer\n") == 1 and out.count("[follow-up 1]") == 1
+    end = out[out.index("completed · exit code 0"):]
+    assert "first answer" not in end and "[result]" not in end
+
+
 # One-shot use of an interactive run
 
 

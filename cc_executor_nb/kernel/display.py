@@ -70,6 +70,7 @@ class RunDisplay:
         self._terminal = False  # shown without a kernel (terminal IPython, a script): what was printed stays printed
         self._replaced = False  # the record alone stands in the cells (the widget was taken away)
         self._shown = False
+        self._printed: str | None = None  # without a kernel: the text of the record a turn's end printed
         self.finished = False
 
     def bundle(self, live: Mapping[str, Any] | None = None) -> Bundle:
@@ -129,27 +130,42 @@ class RunDisplay:
 
         Shown without a kernel (terminal IPython or a plain script, ``output_mode='widget'`` forced), where
         nothing printed can be replaced, the final record is printed: the last word was the
-        record printed at the start, "[result] no result yet", for good.
+        record printed at the start, "[result] no result yet", for good. Where a turn's end
+        printed the same turns already (a conversation ended between turns), only the
+        record's head is printed: its status, how long it took, its notes.
         """
         with self._lock:
             if self.finished:
                 return
             self.finished = True
-            terminal = self._terminal
+            terminal, printed = self._terminal, self._printed
         if terminal:
-            _print(self.record())
+            _print(_news(self.record(), printed))
         self._publish_record()
 
     def turn_ended(self, live: Mapping[str, Any] | None) -> None:
         """A conversation's turn ended and its process lives on: the cells get the record
         so far, under the widget (``live``, its bundle) where a person can use it, else in
-        its place (``live`` None: a run used one-shot; or a headless runner). Any thread."""
+        its place (``live`` None: a run used one-shot; or a headless runner). Any thread.
+
+        Without a kernel, where nothing can be updated in place, the record so far is printed,
+        as a kernel's cells then show it.
+        """
         with self._lock:
             if self.finished:
                 return
             keep = live is not None and self._person
             self._replaced = not keep
+            terminal = self._terminal
+        if terminal:
+            self._print_turns()
         self._publish_record(live if keep else None)
+
+    def _print_turns(self) -> None:
+        record = self.record()
+        _print(record)
+        with self._lock:
+            self._printed = record.get("text/plain")
 
     def turn_started(self, live: Mapping[str, Any]) -> None:
         """A follow-up turn starts: where the record took the widget's place, a person gets
@@ -211,6 +227,18 @@ def _print(bundle: Bundle) -> None:
         display(bundle, raw=True)  # type: ignore[no-untyped-call]
     except Exception:  # the shell is going away: the record printed at the start stays
         logger.exception("! could not print the record of a run")
+
+
+def _news(record: Bundle, printed: str | None) -> Bundle:
+    """``record``, or only its head (the lines before its body) where its body is the one in
+    ``printed``: the turns printed already need not be printed again."""
+    text = record.get("text/plain")
+    if not isinstance(text, str) or printed is None:
+        return record
+    head, _, body = text.partition("\n\n")
+    if body != printed.partition("\n\n")[2]:
+        return record
+    return {"text/plain": head + "\n"}
 
 
 def _front_end_has_stdin() -> bool:
