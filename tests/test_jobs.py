@@ -288,6 +288,35 @@ async def test_jobs_list_shows_each_job_with_its_summary(jobs_server) -> None:
     await client.close()
 
 
+async def test_jobs_list_counts_the_connections_that_follow_each_job(jobs_server) -> None:
+    """``followers`` is how many connections follow the job now: its starter and an attached
+    one read 2, then 1 once the attached one closed, then 0 once the starter closed too (a
+    connection that only lists jobs follows none)."""
+    starter, job_id = await started_job(jobs_server, ["cat"], stdin="pipe")
+    attached = await connect(jobs_server.url, TOKEN)
+    await attached.attach(job_id)
+    async with await connect(jobs_server.url, TOKEN) as observer:
+        assert await listed_followers(observer, job_id) == [2]
+        await attached.close()
+        assert await listed_followers(observer, job_id, until=1) in ([1], [2, 1])
+        await starter.close()
+        assert await listed_followers(observer, job_id, until=0) in ([0], [1, 0])
+
+
+async def listed_followers(client: Client, job_id: str, until: int | None = None) -> list[int]:
+    """The job's ``followers`` as jobs.list gives it, asked until it reads ``until`` (changes
+    only: a close reaches the server a moment after the client returns)."""
+    deadline = time.monotonic() + scaled(10)
+    seen: list[int] = []
+    while True:
+        count = {job["job_id"]: job for job in await client.jobs()}[job_id]["followers"]
+        if not seen or seen[-1] != count:
+            seen.append(count)
+        if until is None or count == until or time.monotonic() >= deadline:
+            return seen
+        await asyncio.sleep(0.02)
+
+
 async def test_stopping_the_server_cancels_its_jobs_and_the_next_server_replays_them(tmp_path) -> None:
     """close() cancels running jobs (their groups die, their end says the server stopped); a new server replays them."""
     directory = str(tmp_path / "jobs")

@@ -216,6 +216,7 @@ class Job:
         self.directory = directory
         self.execution: Execution | None = None
         self.followers = 0
+        """How many connections follow the job now (they started or attached it and are still open)."""
         self.scanner: SummaryScanner | None = None
         self.input_at = time.monotonic()
         """When the job's stdin was last written to (or the job started, or was last followed)."""
@@ -361,7 +362,7 @@ class Job:
             record["summary"] = self.scanner.summary
         silent = round(self.execution.inactive_seconds(), 3) if self.running and self.execution else None
         return {**record, "last_seq": self.last_seq, "log_bytes": self.log.size, "attached": self.followers,
-                "inactive_seconds": silent}
+                "followers": self.followers, "inactive_seconds": silent}
 
     def save(self) -> None:
         """Write the record (atomically: a reader never sees half of it)."""
