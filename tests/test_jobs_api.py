@@ -199,6 +199,29 @@ def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: 
     assert "application/vnd.jupyter.widget-view+json" in table._repr_mimebundle_()
 
 
+def test_the_job_table_counts_the_runs_that_follow_a_job(shell) -> None:
+    """A job started by a durable run and attached by another run of this process is followed
+    by 2 connections: jobs.list() reads 2 and the table's "attached" column says 2, in its
+    widget and its text; once both runs ended, it reads 0 and the column "-"."""
+    shell.run_line_magic("config", "CCExec.output_mode = 'widget'")
+    run = ticking_job()
+    again = cc_executor_nb.attach(run.job_id, display=False)
+    eventually(lambda: "tick 20" in again.stdout, what="the attached run's replay")
+    assert {job.job_id: job.followers for job in cc_executor_nb.jobs.list()} == {run.job_id: 2}
+    table = cc_executor_nb.jobs(live=False)
+    text = repr(table).splitlines()
+    column = text[0].index("attached")
+    assert text[0].split()[-2:] == ["attached", "label"] and text[1][column:].split()[0] == "2"
+    assert re.search(r"<th [^>]*>attached</th><th [^>]*>label</th>", table._widget.value)
+    assert re.search(r"<td [^>]*>2</td><td [^>]*><span title=", table._widget.value)
+    run.cancel()
+    run.wait(scaled(20))
+    again.wait(scaled(20))
+    eventually(lambda: [job.followers for job in cc_executor_nb.jobs.list()] == [0], what="no follower left")
+    ended = cc_executor_nb.jobs(live=False)
+    assert re.search(r"<td [^>]*>-</td><td [^>]*><span title=", ended._widget.value)
+
+
 def ticking_job(settings: CCExec | None = None) -> Run:
     """A durable command run that prints a line every 10 ms for 30 s, once it has printed."""
     run = cc_executor_nb.run(
@@ -412,7 +435,7 @@ def test_the_job_table_escapes_what_it_shows() -> None:
     page = jobs_html(rows, now)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     text = jobs_text(rows, now).splitlines()
-    assert text[0].split() == ["job", "status", "started", "duration", "exit", "cost", "label"]
+    assert text[0].split() == ["job", "status", "started", "duration", "exit", "cost", "attached", "label"]
     assert "$0.0123" in text[1] and "SIGKILL" in text[2] and text[1].index("running") == text[2].index("lost")
 
 
@@ -440,6 +463,34 @@ def test_the_job_table_says_the_processs_own_duration_as_the_runs_end_line_does(
     text = jobs_text(rows_of([JobInfo.from_wire(ended), JobInfo.from_wire(lost)]), now).splitlines()
     assert " 2 ms " in text[1] and "57 ms" not in text[1]
     assert text[2].split()[3:5] == ["57", "ms"]
+
+
+def test_a_listing_without_a_follower_count_reads_unknown_not_nobody() -> None:
+    """A job listed with neither ``followers`` nor ``attached`` (a server that does not say) has
+    ``followers`` None and "?" in the table's "attached" column, not the "-" of a job nobody
+    follows (it read as 0 attached: an orphan, for all the user could tell)."""
+    now = time.time()
+    unknown = JobInfo.from_wire({"job_id": "id1", "status": "running", "started_at": now - 5})
+    nobody = JobInfo.from_wire({"job_id": "id2", "status": "running", "started_at": now - 5, "followers": 0})
+    assert (unknown.followers, nobody.followers) == (None, 0)
+    text = jobs_text(rows_of([unknown, nobody]), now).splitlines()
+    column = text[0].index("attached")
+    assert [row[column] for row in text[1:]] == ["?", "-"]
+    page = jobs_html(rows_of([unknown, nobody]), now)
+    assert re.findall(r"<td [^>]*>([?-])</td><td [^>]*><span title=", page) == ["?", "-"]
+
+
+def test_a_listing_from_a_job_server_before_followers_reads_its_attached_count() -> None:
+    """A job server that predates ``followers`` (it outlives an upgrade of this package) sends the
+    same count as ``attached``: that is the count; ``followers``, when given, wins."""
+    now = time.time()
+    older = JobInfo.from_wire({"job_id": "id1", "status": "running", "started_at": now, "attached": 3})
+    newer = JobInfo.from_wire({"job_id": "id2", "status": "running", "started_at": now, "attached": 3,
+                               "followers": 1})
+    assert (older.followers, newer.followers) == (3, 1)
+    text = jobs_text(rows_of([older, newer]), now).splitlines()
+    column = text[0].index("attached")
+    assert [row[column] for row in text[1:]] == ["3", "1"]
 
 
 def test_the_job_table_keeps_each_job_on_one_inert_line() -> None:

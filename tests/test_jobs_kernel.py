@@ -97,6 +97,21 @@ def test_two_kernels_attach_to_one_running_job_and_see_the_same_output(kernels, 
     assert second.value("seen.attached") and not first.value("job.attached")
 
 
+def test_the_kernels_job_table_says_how_many_follow_each_job(kernels) -> None:
+    """A kernel's job table (the widget and its text) has an "attached" column: 1 for the job
+    this kernel's durable run follows."""
+    kernel = kernels("a.ipynb")
+    kernel.ok(ccexec(fake_command("ticker", "600", "0.1"), "--durable", "--quiet", "-o", "job"))
+    job_id_of(kernel, "job")
+    kernel.ok("table = cc_executor_nb.jobs(live=False)")
+    page = kernel.value("table._widget.value")
+    assert re.search(r"<th [^>]*>attached</th><th [^>]*>label</th>", page)
+    assert re.search(r"<td [^>]*>1</td><td [^>]*><span title=", page)
+    text = kernel.value("repr(table)").splitlines()
+    assert text[1][text[0].index("attached"):].split()[0] == "1"
+    kernel.ok("job.cancel()")
+
+
 def test_a_durable_claude_run_survives_a_restart_with_its_answer_cost_and_session(kernels) -> None:
     """A durable demo Claude run outlives a restart; after attach its answer, cost and session id read as usual
     once its turn ended (the conversation lives on for a follow-up: the run is alive, not done)."""

@@ -70,11 +70,15 @@ class JobInfo:
     session_id: str | None
     """Claude's session id, for Claude jobs that finished."""
     attached: int
-    """Connections following the job now."""
+    """Connections following the job now (0 also when the server did not say: see ``followers``)."""
     wire: Mapping[str, Any] = field(repr=False, compare=False)
     """Everything the server said."""
     duration_seconds: float | None = None
     """The process's own duration once it ended (None while it runs, and for a lost job)."""
+    followers: int | None = None
+    """Connections (kernels, clients) following the job now: 0 when nobody will answer its
+    questions; None when the server did not say (its listing had neither ``followers`` nor
+    ``attached``)."""
 
     @classmethod
     def from_wire(cls, job: Mapping[str, Any]) -> JobInfo:
@@ -95,6 +99,7 @@ class JobInfo:
             attached=int(job.get("attached") or 0),
             wire=job,
             duration_seconds=_seconds_or_none(job.get("duration_seconds")),
+            followers=_followers_of(job),
         )
 
     @property
@@ -316,6 +321,17 @@ jobs = JobsAPI()
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _count_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _followers_of(job: Mapping[str, Any]) -> int | None:
+    """The listing's ``followers``; from a job server that predates it, its ``attached`` (the
+    same count), which a server that lives on through an upgrade of this package still sends."""
+    followers = _count_or_none(job.get("followers"))
+    return followers if followers is not None else _count_or_none(job.get("attached"))
 
 
 def _seconds_or_none(value: object) -> float | None:

@@ -35,7 +35,8 @@ class JobRow:
     ended_at: float | None
     exit_code: int | None
     cost_usd: float | None
-    attached: int
+    attached: int | None
+    """Connections following the job now (None: the server did not say)."""
     duration_seconds: float | None = None
     """The process's own duration, once it ended (the record's ``duration_seconds``)."""
 
@@ -62,6 +63,7 @@ def _cells(row: JobRow, now: float) -> list[str]:
         format_duration(row.duration(now)) if row.ended_at is None else format_took(row.duration(now)),
         _exit_cell(row),
         "" if row.cost_usd is None else f"${row.cost_usd:.4f}",
+        _attached_cell(row.attached),
         label,
     ]
 
@@ -74,7 +76,15 @@ def _exit_cell(row: JobRow) -> str:
     return stopping_signal(row.exit_code, row.status) or str(row.exit_code)
 
 
-HEADERS = ["job", "status", "started", "duration", "exit", "cost", "label"]
+def _attached_cell(count: int | None) -> str:
+    """How many connections follow the job: "-" for none (an orphan: nobody answers its
+    questions), "?" when the server did not say."""
+    if count is None:
+        return "?"
+    return str(count) if count else "-"
+
+
+HEADERS = ["job", "status", "started", "duration", "exit", "cost", "attached", "label"]
 
 
 def jobs_text(rows: Sequence[JobRow], now: float) -> str:
@@ -116,7 +126,7 @@ def _row_html(row: JobRow, now: float) -> str:
 def rows_of(jobs: Sequence[Any]) -> list[JobRow]:
     """Rows from :class:`~cc_executor_nb.kernel.jobs.JobInfo` values (anything with their fields)."""
     return [
-        JobRow(j.job_id, j.status, j.label, j.started_at, j.ended_at, j.exit_code, j.cost_usd, j.attached,
+        JobRow(j.job_id, j.status, j.label, j.started_at, j.ended_at, j.exit_code, j.cost_usd, j.followers,
                j.duration_seconds)
         for j in jobs
     ]
