@@ -289,7 +289,7 @@ async def test_jobs_list_shows_each_job_with_its_summary(jobs_server) -> None:
 
 
 async def test_jobs_list_counts_the_connections_that_follow_each_job(jobs_server) -> None:
-    """``followers`` is how many connections follow the job now: its starter and an attached
+    """``attached`` is how many connections follow the job now: its starter and an attached
     one read 2, then 1 once the attached one closed, then 0 once the starter closed too (a
     connection that only lists jobs follows none)."""
     starter, job_id = await started_job(jobs_server, ["cat"], stdin="pipe")
@@ -304,12 +304,12 @@ async def test_jobs_list_counts_the_connections_that_follow_each_job(jobs_server
 
 
 async def listed_followers(client: Client, job_id: str, until: int | None = None) -> list[int]:
-    """The job's ``followers`` as jobs.list gives it, asked until it reads ``until`` (changes
+    """The job's ``attached`` as jobs.list gives it, asked until it reads ``until`` (changes
     only: a close reaches the server a moment after the client returns)."""
     deadline = time.monotonic() + scaled(10)
     seen: list[int] = []
     while True:
-        count = {job["job_id"]: job for job in await client.jobs()}[job_id]["followers"]
+        count = {job["job_id"]: job for job in await client.jobs()}[job_id]["attached"]
         if not seen or seen[-1] != count:
             seen.append(count)
         if until is None or count == until or time.monotonic() >= deadline:

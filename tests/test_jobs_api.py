@@ -207,7 +207,7 @@ def test_the_job_table_counts_the_runs_that_follow_a_job(shell) -> None:
     run = ticking_job()
     again = cc_executor_nb.attach(run.job_id, display=False)
     eventually(lambda: "tick 20" in again.stdout, what="the attached run's replay")
-    assert {job.job_id: job.followers for job in cc_executor_nb.jobs.list()} == {run.job_id: 2}
+    assert {job.job_id: job.attached for job in cc_executor_nb.jobs.list()} == {run.job_id: 2}
     table = cc_executor_nb.jobs(live=False)
     text = repr(table).splitlines()
     column = text[0].index("attached")
@@ -217,7 +217,7 @@ def test_the_job_table_counts_the_runs_that_follow_a_job(shell) -> None:
     run.cancel()
     run.wait(scaled(20))
     again.wait(scaled(20))
-    eventually(lambda: [job.followers for job in cc_executor_nb.jobs.list()] == [0], what="no follower left")
+    eventually(lambda: [job.attached for job in cc_executor_nb.jobs.list()] == [0], what="no follower left")
     ended = cc_executor_nb.jobs(live=False)
     assert re.search(r"<td [^>]*>-</td><td [^>]*><span title=", ended._widget.value)
 
@@ -465,32 +465,19 @@ def test_the_job_table_says_the_processs_own_duration_as_the_runs_end_line_does(
     assert text[2].split()[3:5] == ["57", "ms"]
 
 
-def test_a_listing_without_a_follower_count_reads_unknown_not_nobody() -> None:
-    """A job listed with neither ``followers`` nor ``attached`` (a server that does not say) has
-    ``followers`` None and "?" in the table's "attached" column, not the "-" of a job nobody
-    follows (it read as 0 attached: an orphan, for all the user could tell)."""
+def test_the_attached_column_says_the_count_or_a_dash_for_nobody() -> None:
+    """The listing's ``attached`` is the column: the count, "-" for a job nobody follows (nobody
+    answers its questions); a malformed count reads as nobody (``int("many")`` raised ValueError
+    and the whole table failed)."""
     now = time.time()
-    unknown = JobInfo.from_wire({"job_id": "id1", "status": "running", "started_at": now - 5})
-    nobody = JobInfo.from_wire({"job_id": "id2", "status": "running", "started_at": now - 5, "followers": 0})
-    assert (unknown.followers, nobody.followers) == (None, 0)
-    text = jobs_text(rows_of([unknown, nobody]), now).splitlines()
+    jobs = [JobInfo.from_wire({"job_id": f"id{n}", "status": "running", "started_at": now - 5, "attached": count})
+            for n, count in enumerate([3, 0, "many"])]
+    assert [job.attached for job in jobs] == [3, 0, 0]
+    text = jobs_text(rows_of(jobs), now).splitlines()
     column = text[0].index("attached")
-    assert [row[column] for row in text[1:]] == ["?", "-"]
-    page = jobs_html(rows_of([unknown, nobody]), now)
-    assert re.findall(r"<td [^>]*>([?-])</td><td [^>]*><span title=", page) == ["?", "-"]
-
-
-def test_a_listing_from_a_job_server_before_followers_reads_its_attached_count() -> None:
-    """A job server that predates ``followers`` (it outlives an upgrade of this package) sends the
-    same count as ``attached``: that is the count; ``followers``, when given, wins."""
-    now = time.time()
-    older = JobInfo.from_wire({"job_id": "id1", "status": "running", "started_at": now, "attached": 3})
-    newer = JobInfo.from_wire({"job_id": "id2", "status": "running", "started_at": now, "attached": 3,
-                               "followers": 1})
-    assert (older.followers, newer.followers) == (3, 1)
-    text = jobs_text(rows_of([older, newer]), now).splitlines()
-    column = text[0].index("attached")
-    assert [row[column] for row in text[1:]] == ["3", "1"]
+    assert [row[column] for row in text[1:]] == ["3", "-", "-"]
+    page = jobs_html(rows_of(jobs), now)
+    assert re.findall(r"<td [^>]*>([0-9-])</td><td [^>]*><span title=", page) == ["3", "-", "-"]
 
 
 def test_the_job_table_keeps_each_job_on_one_inert_line() -> None:

@@ -70,15 +70,12 @@ class JobInfo:
     session_id: str | None
     """Claude's session id, for Claude jobs that finished."""
     attached: int
-    """Connections following the job now (0 also when the server did not say: see ``followers``)."""
+    """Connections (kernels, clients) following the job now: 0 when nobody does, so nobody
+    will answer its questions (also when the listing did not say)."""
     wire: Mapping[str, Any] = field(repr=False, compare=False)
     """Everything the server said."""
     duration_seconds: float | None = None
     """The process's own duration once it ended (None while it runs, and for a lost job)."""
-    followers: int | None = None
-    """Connections (kernels, clients) following the job now: 0 when nobody will answer its
-    questions; None when the server did not say (its listing had neither ``followers`` nor
-    ``attached``)."""
 
     @classmethod
     def from_wire(cls, job: Mapping[str, Any]) -> JobInfo:
@@ -96,10 +93,9 @@ class JobInfo:
             notebook=meta.get("notebook") if isinstance(meta.get("notebook"), str) else None,
             cost_usd=cost_of(summary),
             session_id=session_of(summary),
-            attached=int(job.get("attached") or 0),
+            attached=_count(job.get("attached")),
             wire=job,
             duration_seconds=_seconds_or_none(job.get("duration_seconds")),
-            followers=_followers_of(job),
         )
 
     @property
@@ -323,15 +319,9 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _count_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _followers_of(job: Mapping[str, Any]) -> int | None:
-    """The listing's ``followers``; from a job server that predates it, its ``attached`` (the
-    same count), which a server that lives on through an upgrade of this package still sends."""
-    followers = _count_or_none(job.get("followers"))
-    return followers if followers is not None else _count_or_none(job.get("attached"))
+def _count(value: object) -> int:
+    """A count of the listing: a non-negative integer, else 0 (``int("many")`` raised)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _seconds_or_none(value: object) -> float | None:

@@ -35,8 +35,8 @@ class JobRow:
     ended_at: float | None
     exit_code: int | None
     cost_usd: float | None
-    attached: int | None
-    """Connections following the job now (None: the server did not say)."""
+    attached: int
+    """Connections following the job now."""
     duration_seconds: float | None = None
     """The process's own duration, once it ended (the record's ``duration_seconds``)."""
 
@@ -76,11 +76,8 @@ def _exit_cell(row: JobRow) -> str:
     return stopping_signal(row.exit_code, row.status) or str(row.exit_code)
 
 
-def _attached_cell(count: int | None) -> str:
-    """How many connections follow the job: "-" for none (an orphan: nobody answers its
-    questions), "?" when the server did not say."""
-    if count is None:
-        return "?"
+def _attached_cell(count: int) -> str:
+    """How many connections follow the job: "-" for none (an orphan: nobody answers its questions)."""
     return str(count) if count else "-"
 
 
@@ -126,7 +123,7 @@ def _row_html(row: JobRow, now: float) -> str:
 def rows_of(jobs: Sequence[Any]) -> list[JobRow]:
     """Rows from :class:`~cc_executor_nb.kernel.jobs.JobInfo` values (anything with their fields)."""
     return [
-        JobRow(j.job_id, j.status, j.label, j.started_at, j.ended_at, j.exit_code, j.cost_usd, j.followers,
+        JobRow(j.job_id, j.status, j.label, j.started_at, j.ended_at, j.exit_code, j.cost_usd, j.attached,
                j.duration_seconds)
         for j in jobs
     ]

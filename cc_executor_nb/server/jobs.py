@@ -362,7 +362,7 @@ class Job:
             record["summary"] = self.scanner.summary
         silent = round(self.execution.inactive_seconds(), 3) if self.running and self.execution else None
         return {**record, "last_seq": self.last_seq, "log_bytes": self.log.size, "attached": self.followers,
-                "followers": self.followers, "inactive_seconds": silent}
+                "inactive_seconds": silent}
 
     def save(self) -> None:
         """Write the record (atomically: a reader never sees half of it)."""
