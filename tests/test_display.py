@@ -36,3 +36,33 @@ def test_the_end_after_a_turn_not_printed_prints_the_whole_record(capsys: pytest
     capsys.readouterr()
     display.finish()
     assert capsys.readouterr().out == records[-1] + "\n"
+
+
+def test_each_turns_end_prints_only_what_the_record_gained(capsys: pytest.CaptureFixture[str]) -> None:
+    """A second turn's end printed the whole record so far, the first turn's answer again (a
+    conversation of n turns printed its first answer n times); it prints the record's head and
+    the turns since, as text mode prints each turn once."""
+    first = "label\ncompleted · took 1 s\n\nfirst answer\n\n[result] done · $0.01\n"
+    second = ("label\ncompleted · turn 2 took 1 s\n\nfirst answer\n\n"
+              "[follow-up 1]\n> more\n\nsecond answer\n\n[result] done · $0.02\n")
+    records = ["label\nstarting\n\n[result] no result yet\n", first]
+    display = shown(records)
+    display.turn_ended(None)
+    records.append(second)
+    capsys.readouterr()
+    display.turn_ended(None)
+    assert capsys.readouterr().out == (
+        "label\ncompleted · turn 2 took 1 s\n\n[follow-up 1]\n> more\n\nsecond answer\n\n[result] done · $0.02\n\n"
+    )
+
+
+def test_a_turns_end_after_a_record_that_does_not_go_on_prints_it_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Where the record so far does not go on from what the last turn's end printed (its body
+    changed), the whole record is printed: nothing is left out."""
+    records = ["label\nstarting\n\n[result] no result yet\n", "label\ncompleted\n\nfirst answer\n\n[result] done\n"]
+    display = shown(records)
+    display.turn_ended(None)
+    records.append("label\ncompleted\n\nthe first answer, redrawn\n\n[result] done\n")
+    capsys.readouterr()
+    display.turn_ended(None)
+    assert capsys.readouterr().out == records[-1] + "\n"

@@ -149,7 +149,8 @@ class RunDisplay:
         its place (``live`` None: a run used one-shot; or a headless runner). Any thread.
 
         Without a kernel, where nothing can be updated in place, the record so far is printed,
-        as a kernel's cells then show it.
+        as a kernel's cells then show it: after an earlier turn's end, only its head and the
+        turns since (the earlier ones were printed then).
         """
         with self._lock:
             if self.finished:
@@ -163,9 +164,9 @@ class RunDisplay:
 
     def _print_turns(self) -> None:
         record = self.record()
-        _print(record)
         with self._lock:
-            self._printed = record.get("text/plain")
+            printed, self._printed = self._printed, record.get("text/plain")
+        _print(_since(record, printed))
 
     def turn_started(self, live: Mapping[str, Any]) -> None:
         """A follow-up turn starts: where the record took the widget's place, a person gets
@@ -239,6 +240,20 @@ def _news(record: Bundle, printed: str | None) -> Bundle:
     if body != printed.partition("\n\n")[2]:
         return record
     return {"text/plain": head + "\n"}
+
+
+def _since(record: Bundle, printed: str | None) -> Bundle:
+    """``record`` less the turns in ``printed`` (the record a turn's end printed): its head and
+    what its body gained since, or all of it where its body does not go on from that one."""
+    text = record.get("text/plain")
+    if not isinstance(text, str) or printed is None:
+        return record
+    head, _, body = text.partition("\n\n")
+    # Less its last paragraph: the footer ("[result] ..."), which the next turn's replaces.
+    seen = printed.partition("\n\n")[2].rpartition("\n\n")[0]
+    if not seen or not body.startswith(seen + "\n\n"):
+        return record
+    return {"text/plain": f"{head}\n\n{body[len(seen) + 2:]}"}
 
 
 def _front_end_has_stdin() -> bool:
