@@ -154,6 +154,10 @@ def test_execute_command_is_split_with_shlex() -> None:
         ({"argv": ["ls"], "env": {"A": "b\x00"}}, "env"),
         ({"argv": ["ls"], "heartbeat_interval": 0.01}, "heartbeat_interval"),
         ({"argv": ["ls"], "inactivity_threshold": -2}, "inactivity_threshold"),
+        ({"argv": ["ls"], "input": "x"}, "input"),
+        ({"argv": ["ls"], "stdin": "pipe", "input": 3}, "input"),
+        ({"argv": ["ls"], "stdin": "pipe", "input": "\ud800"}, "input"),
+        ({"argv": ["ls"], "stdin": "pipe", "input": "x" * (protocol.MAX_EXECUTE_INPUT_BYTES + 1)}, "input"),
     ],
 )
 def test_bad_execute_params_name_the_field(params: dict, field: str) -> None:
