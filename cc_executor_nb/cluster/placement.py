@@ -47,11 +47,11 @@ _PLUGINS: dict[str, tuple[str, str]] = {}
 _PLUGINS_LOCK = threading.Lock()
 META_PROMPT_CHARS = 4000
 CLIENT_CLOSED = "the Dask client was closed before it started"
-WORKER_CHECK_INTERVAL = 1.0
 ONE_SHOT_PROMPT_BYTES = 960 << 10
 """The most a one-shot prompt may take, JSON-escaped, on its way to a worker: its handler
 gets it in the job's ``execute`` request, one message of at most 1 MiB (the rest is room
 for the argv and the environment)."""
+WORKER_CHECK_INTERVAL = 1.0
 """Seconds between looks at the cluster's workers while a run reconnects to one."""
 WORKER_CHECK_TIMEOUT = 10.0
 """Seconds a look at the cluster's workers may take: a scheduler that has not answered by then
