@@ -28,7 +28,8 @@ def test_the_end_after_a_printed_turn_prints_only_the_records_head(capsys: pytes
 
 
 def test_the_end_after_a_turn_not_printed_prints_the_whole_record(capsys: pytest.CaptureFixture[str]) -> None:
-    """A last turn (ended with the process) after a printed one: the whole final record is printed."""
+    """A final record that does not go on from the printed one (here no footer to set aside): the whole
+    final record is printed, a last turn (ended with the process) with it."""
     records = ["label\nstarting\n\n[result] no result yet\n", "label\ncompleted\n\nthe answer\n"]
     display = shown(records)
     display.turn_ended(None)
@@ -66,3 +67,19 @@ def test_a_turns_end_after_a_record_that_does_not_go_on_prints_it_whole(capsys: 
     capsys.readouterr()
     display.turn_ended(None)
     assert capsys.readouterr().out == records[-1] + "\n"
+
+
+def test_the_end_after_a_printed_turn_and_a_last_one_prints_only_the_last(capsys: pytest.CaptureFixture[str]) -> None:
+    """A last turn ended with the process (run.send() then run.end()) after a printed turn: the final
+    record printed the first turn's answer again; it prints its head and the last turn."""
+    records = ["label\nstarting\n\n[result] no result yet\n",
+               "label\ncompleted\n\nfirst answer\n\n[result] done · $0.01\n"]
+    display = shown(records)
+    display.turn_ended(None)
+    records.append("label\ncompleted · exit code 0\n\nfirst answer\n\n"
+                   "[follow-up 1]\n> more\n\nmore\n\n[result] done · $0.02\n")
+    capsys.readouterr()
+    display.finish()
+    assert capsys.readouterr().out == (
+        "label\ncompleted · exit code 0\n\n[follow-up 1]\n> more\n\nmore\n\n[result] done · $0.02\n\n"
+    )

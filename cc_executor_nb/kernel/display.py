@@ -132,7 +132,8 @@ class RunDisplay:
         nothing printed can be replaced, the final record is printed: the last word was the
         record printed at the start, "[result] no result yet", for good. Where a turn's end
         printed the same turns already (a conversation ended between turns), only the
-        record's head is printed: its status, how long it took, its notes.
+        record's head is printed: its status, how long it took, its notes; with the turns since
+        where a last one ended with the process.
         """
         with self._lock:
             if self.finished:
@@ -232,13 +233,13 @@ def _print(bundle: Bundle) -> None:
 
 def _news(record: Bundle, printed: str | None) -> Bundle:
     """``record``, or only its head (the lines before its body) where its body is the one in
-    ``printed``: the turns printed already need not be printed again."""
+    ``printed``: the turns printed already need not be printed again (a turn since: see :func:`_since`)."""
     text = record.get("text/plain")
     if not isinstance(text, str) or printed is None:
         return record
     head, _, body = text.partition("\n\n")
     if body != printed.partition("\n\n")[2]:
-        return record
+        return _since(record, printed)
     return {"text/plain": head + "\n"}
 
 
