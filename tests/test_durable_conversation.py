@@ -20,8 +20,9 @@ import pytest
 import cc_executor_nb as ccx
 from cc_executor_nb import methods
 from cc_executor_nb.claude.permissions import PermissionRequest
-from cc_executor_nb.client import Client
+from cc_executor_nb.client import Client, _input_pieces
 from cc_executor_nb.demo.shared import stop_demo
+from cc_executor_nb.errors import ConnectionLost
 from cc_executor_nb.events import Completed
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
@@ -350,6 +351,28 @@ def test_a_durable_one_shot_prompt_over_one_request_goes_in_input_requests(runti
     prompt = "echo: " + "y" * (1200 * 1024)
     run = start(prompt, tmp_path, wait=True, interactive=False)
     assert (run.status, run.answer) == ("completed", prompt.removeprefix("echo: ")), run.error
+
+
+def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt over one input request goes from the kernel after the start: a connection lost after its
+    first piece failed the run ("connection lost") and left the job "running" for ever, its CLI waiting for
+    the rest (a one-shot job has no idle timeout). The job is cancelled, and the run's error says so."""
+    send = Client.input
+
+    async def cut_off(self: Client, data: str, **more: Any) -> dict[str, Any]:
+        await send(self, _input_pieces(data)[0])
+        self._ws.transport.abort()  # the fault under test
+        raise ConnectionLost("connection lost: the server went away")
+
+    monkeypatch.setattr(Client, "input", cut_off)
+    run = start("echo: " + "y" * (600 * 1024), tmp_path, interactive=False)
+    run.wait(scaled(60))
+    assert run.status == "error" and "its job was cancelled" in (run.error or ""), run.error
+    [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
+                       timeout=30, what="the job's end")
+    assert (job.job_id, job.status) == (run.job_id, "cancelled")
 
 
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(

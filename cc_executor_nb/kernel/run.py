@@ -947,11 +947,25 @@ class Run:
         started = await client.execute(**params)
         self.job_id = started.get("job_id")
         if spec.input is not None and not server_writes:
+            await self._write_input(client, spec.input)
+
+    async def _write_input(self, client: Client, text: str) -> None:
+        """Write ``text`` to the started process's stdin and close it.
+
+        A durable job cut off from it by a lost connection has at most part of it and would
+        wait for the rest for ever (a one-shot job has no idle timeout): it is cancelled.
+        """
+        try:
             # A CLI that exited (or closed its input) before reading says why by its exit
             # code and stderr: the refused write is no error of the run.
             with contextlib.suppress(NoProcessRunning):
-                await client.input(spec.input)
+                await client.input(text)
                 await client.close_input()
+        except ConnectionLost as exc:
+            if self.job_id is None:
+                raise  # the session's process ends with the session
+            done = await _cancel_job(self.target, self.job_id)
+            raise ConnectionLost(f"{exc}; its input was cut off: its job {done}") from exc
 
     def _take_job_times(self, job: object) -> None:
         """The job's start and end (a ``jobs.list`` entry, times since the epoch) become
@@ -1293,6 +1307,22 @@ async def _cancel_when_back(client: Client, label: str) -> None:
         waiting.cancel()
         closed.cancel()
         await _close(client)
+
+
+async def _cancel_job(target: Target, job_id: str) -> str:
+    """Cancel ``job_id`` from a connection of its own; what became of it, in words."""
+    client: Client | None = None
+    try:
+        client = await connect(target.url, target.token, ssl=target.ssl, locate=target.locate, auto_reconnect=False)
+        await client.attach(job_id)
+        await client.control("CANCEL")
+    except NoProcessRunning:
+        return "had ended"
+    except (CCExecError, OSError) as exc:
+        return f"could not be cancelled ({exc}): cancel it with cc_executor_nb.attach({job_id!r}).cancel()"
+    finally:
+        await _close(client)
+    return "was cancelled"
 
 
 async def _until_closed(client: Client) -> None:
