@@ -17,12 +17,10 @@ import pytest
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.options import (
     DEMO_MAX_RETRIES,
-    MAX_ARGUMENT_BYTES,
     ClaudeOptions,
     claude_argv,
     claude_environment,
     claude_stdin_argv,
-    fits_one_argument,
 )
 from cc_executor_nb.claude.render import ClaudeBody, claude_body_html
 from cc_executor_nb.claude.streamjson import ClaudeRun
@@ -157,13 +155,6 @@ def test_leading_dash_prompt_follows_the_separator(exe: str, prompt: str) -> Non
     argv = claude_argv(prompt, ClaudeOptions(executable=exe))
     assert argv[-2:] == ["--", prompt]
     assert argv.index("--") == len(argv) - 2
-
-
-def test_a_prompt_fits_one_argument_up_to_linux_limit() -> None:
-    """MAX_ARG_STRLEN: 131,071 bytes of UTF-8 fit in one argument, one more does not (counted in bytes)."""
-    assert fits_one_argument("x" * MAX_ARGUMENT_BYTES) and not fits_one_argument("x" * (MAX_ARGUMENT_BYTES + 1))
-    euros = "€" * (MAX_ARGUMENT_BYTES // 3 + 1)  # 3 bytes each: 131,073 bytes in 43,691 characters
-    assert not fits_one_argument(euros) and fits_one_argument(euros[:-1])
 
 
 def test_a_prompt_on_stdin_leaves_the_argv_without_one(exe: str) -> None:

@@ -34,7 +34,6 @@ __all__ = [
     "APPROVE_MODES",
     "DEMO_MAX_RETRIES",
     "HOST_MODE_OPTIONS",
-    "MAX_ARGUMENT_BYTES",
     "ONE_SHOT",
     "STREAM_ARGS",
     "ClaudeOptions",
@@ -45,7 +44,6 @@ __all__ = [
     "claude_host_argv",
     "claude_option_args",
     "claude_stdin_argv",
-    "fits_one_argument",
     "places",
     "refuse_host_options",
 ]
@@ -55,10 +53,6 @@ APPROVE_MODES = ("ask", "all", "none")
 
 STREAM_ARGS = ("-p", "--output-format", "stream-json", "--verbose", "--include-partial-messages")
 """What makes a run non-interactive and streaming, right after the executable."""
-
-MAX_ARGUMENT_BYTES = 32 * 4096 - 1
-"""The longest single argument Linux execs (``MAX_ARG_STRLEN``, 32 pages with the NUL):
-a one-shot prompt longer than this in UTF-8 cannot be the argument after ``--``."""
 
 DEMO_MAX_RETRIES = 2
 """API retries in demo mode unless the options say otherwise: error scenarios end fast."""
@@ -303,11 +297,6 @@ def claude_argv(prompt: str, options: ClaudeOptions) -> list[str]:
     """
     option_args = claude_option_args(options)
     return [_executable(options), *STREAM_ARGS, *option_args, "--", prompt]
-
-
-def fits_one_argument(prompt: str) -> bool:
-    """Whether ``prompt`` can be one argument of a command line (see ``MAX_ARGUMENT_BYTES``)."""
-    return len(prompt) <= MAX_ARGUMENT_BYTES // 4 or len(prompt.encode("utf-8", "surrogatepass")) <= MAX_ARGUMENT_BYTES
 
 
 def claude_stdin_argv(options: ClaudeOptions) -> list[str]:
