@@ -37,7 +37,7 @@ from cc_executor_nb.kernel.transcript import Transcript
 from .closed_input_cli import cli_that_exits_before_reading
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
-from .util import all_objects, cmdlines_with_a_cli, eventually, new_objects, scaled
+from .util import all_objects, assert_no_command_line_shows, eventually, new_objects, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = Path(os.environ.get("CCX_TEST_CLAUDE") or REPO_ROOT / "node_modules" / ".bin" / "claude")
@@ -1019,8 +1019,7 @@ def test_a_one_shot_prompt_is_in_no_command_line_of_the_run(tmp_path: Path, mode
     argument, readable by every local user in /proc/PID/cmdline)."""
     run = start(SLOW_PRIVATE_PROMPT, tmp_path, **mode)
     try:
-        lines = eventually(lambda: cmdlines_with_a_cli(run.state.pid), timeout=30, what="the live CLI")
-        assert not [line for line in lines if any(PRIVATE in arg for arg in line)], lines
+        assert_no_command_line_shows(lambda: run.state.pid, PRIVATE, timeout=30)
     finally:
         run.wait(scaled(60))
     assert run.status == "completed" and len(run.answer.split()) == 40, run.error

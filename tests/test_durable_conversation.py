@@ -29,7 +29,7 @@ from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
-from .util import cmdlines_with_a_cli, eventually, scaled
+from .util import assert_no_command_line_shows, eventually, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
@@ -327,8 +327,7 @@ def test_a_durable_one_shot_prompt_is_in_no_command_line_of_its_job(runtime_dir:
     process of the job (demo runner, CLI) shows it to ``ps`` (it was the CLI's last argument)."""
     run = start(f"story 40 words at 8 words per second, {PRIVATE}", tmp_path, interactive=False)
     try:
-        lines = eventually(lambda: cmdlines_with_a_cli(run.state.pid), timeout=60, what="the job's live CLI")
-        assert not [line for line in lines if any(PRIVATE in arg for arg in line)], lines
+        assert_no_command_line_shows(lambda: run.state.pid, PRIVATE, timeout=60)
     finally:
         run.wait(scaled(90))
     assert run.status == "completed" and len(run.answer.split()) == 40, run.error

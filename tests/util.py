@@ -105,6 +105,13 @@ def cmdlines_with_a_cli(pid: int | None) -> list[list[str]] | None:
     return lines if any("-p" in line and "stream-json" in line for line in lines) else None
 
 
+def assert_no_command_line_shows(pid: Callable[[], int | None], text: str, timeout: float) -> None:
+    """Once the run whose pid ``pid()`` gives has its one-shot CLI live, no process of its tree
+    has ``text`` in its command line (what ``ps`` shows every local user)."""
+    lines = eventually(lambda: cmdlines_with_a_cli(pid()), timeout=timeout, what="the live CLI")
+    assert not [line for line in lines if any(text in arg for arg in line)], lines
+
+
 def new_objects(kind: type, old: list[object]) -> list[object]:
     """The ``kind`` objects alive now (after a collection) that are not in ``old``: those made
     since ``old`` was listed. ``old`` holds the earlier ones, so none of them can be collected
