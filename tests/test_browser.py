@@ -704,6 +704,67 @@ def test_the_record_survives_save_close_and_reopen_without_kernel(
     assert page.evaluate("window.__xss") is None and page.dialogs == []
 
 
+# `echo b > /dev/stdout` under file capture truncates the capture file: the server says so.
+NOTICE_CELLS = [
+    "%load_ext cc_executor_nb",
+    "run = %ccexec -c \"sh -c 'sleep 0.2; seq 1 1000; sleep 0.3; echo b > /dev/stdout; sleep 3; echo c'\"",
+]
+NOTICE_NOTE = ('note: the process reopened its own stdout by path for writing (e.g. "echo x > /dev/stdout"): '
+               'with capture "file" that truncates it, and output not yet read is lost; run it with capture "pipe"')
+# The cell's run view (widget or record) and its note lines, as shown: innerText is what is drawn.
+NOTICE_VIEW = """cell => {
+  const run = cell.querySelector('.ccx-run');
+  if (!run) return null;
+  const notes = [...run.querySelectorAll('.ccx-notice')];
+  const badge = run.querySelector('span.ccx-badge');
+  return {record: run.classList.contains('ccx-record'), status: badge ? badge.textContent.trim() : null,
+          notes: notes.map(n => n.innerText.trim()),
+          shown: notes.map(n => n.checkVisibility({opacityProperty: true, visibilityProperty: true})
+                             && n.getBoundingClientRect().height > 0),
+          text: run.innerText};
+}"""
+
+
+def _noted(cell: Any, *, record: bool) -> dict[str, Any] | None:
+    """The run view (the record, or the live widget while running) once it shows its note line."""
+    state = cell.evaluate(NOTICE_VIEW)
+    if not state or state["record"] != record or not state["notes"]:
+        return None
+    return state if record or state["status"] == "running" else None
+
+
+def test_a_lost_output_notice_shows_live_in_the_record_and_reopened_without_kernel(
+    lab: Lab, kernelless_lab: Lab, page: Any, artifacts: Path
+) -> None:
+    """A command that reopens its stdout by path loses output under file capture: the live widget
+    shows the server's note line while the run goes on, the record that takes its place once it ends
+    shows it too, and so does the saved notebook reopened where no kernel can start."""
+    name = "94_notice.ipynb"
+    write_notebook(lab.root / name, NOTICE_CELLS)
+    open_and_run_all(page, lab, name)
+    cell = code_cell(page, "run = %ccexec")
+    live = poll(lambda: _noted(cell, record=False), 60, "the live widget's note line")
+    screenshot(page, cell, "94-notice-live.png")
+    assert live["notes"] == [NOTICE_NOTE] and live["shown"] == [True], live
+    final = poll(lambda: _noted(cell, record=True), 30, "the record's note line")
+    screenshot(page, cell, "94-notice-record.png")
+    assert final["status"] == "completed" and "exit code 0" in final["text"], final
+    assert final["notes"] == [NOTICE_NOTE] and final["shown"] == [True], final
+    assert cell.locator(".ccx-run").count() == 1  # the record in the widget's place
+    shut_down_kernels(lab)
+    save_notebook(page, lab, name, "note: the process reopened its own stdout")
+    poll(lambda: page.evaluate("() => document.querySelectorAll('.jp-mod-dirty').length === 0") or None, 20,
+         "the notebook to be saved")
+
+    page.goto(kernelless_lab.notebook_url(name))
+    choose_no_kernel(page)
+    reopened = poll(lambda: _noted(code_cell(page, "run = %ccexec"), record=True), 60, "the saved record's note line")
+    path = screenshot(page, code_cell(page, "run = %ccexec"), "94-notice-reopened-without-kernel.png")
+    print(f"\nreopened without a kernel: {reopened['notes']}\nscreenshot: {path}")
+    assert reopened["notes"] == [NOTICE_NOTE] and reopened["shown"] == [True], reopened
+    assert reopened["status"] == "completed" and api(kernelless_lab, "kernels") == [], reopened
+
+
 def test_the_xss_answer_runs_nowhere_in_saved_and_exported_html(
     chromium: str, page: Any, tmp_path: Path, artifacts: Path
 ) -> None:
