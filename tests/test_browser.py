@@ -765,6 +765,26 @@ def test_a_lost_output_notice_shows_live_in_the_record_and_reopened_without_kern
     assert reopened["status"] == "completed" and api(kernelless_lab, "kernels") == [], reopened
 
 
+def test_a_lost_output_notice_is_said_by_the_run_alone_not_by_a_server_log_line_in_the_cell(
+    lab: Lab, page: Any, artifacts: Path
+) -> None:
+    """The in-kernel server logged the reopen as a WARNING, which Python's last-resort handler
+    wrote to the kernel's stderr: the cell showed a pink "! [ENHANCED] the child reopened its
+    stdout by path for writing" under the record (and the notebook saved it). The run's note
+    line is what says it; the cell holds the run's view alone."""
+    name = "95_notice_once.ipynb"
+    write_notebook(lab.root / name, NOTICE_CELLS)
+    open_and_run_all(page, lab, name)
+    cell = code_cell(page, "run = %ccexec")
+    poll(lambda: _noted(cell, record=True), 60, "the record's note line")
+    wait_for_all_cells(page, 30)
+    screenshot(page, cell, "95-notice-once.png")
+    outputs = cell.locator(".jp-OutputArea-output")
+    shown = [(o.get_attribute("data-mime-type"), o.inner_text()[:120]) for o in outputs.all()]
+    assert len(shown) == 1 and cell.locator(".jp-OutputArea-output .ccx-record").count() == 1, shown
+    shut_down_kernels(lab)
+
+
 def test_the_xss_answer_runs_nowhere_in_saved_and_exported_html(
     chromium: str, page: Any, tmp_path: Path, artifacts: Path
 ) -> None:

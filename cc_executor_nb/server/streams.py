@@ -475,7 +475,10 @@ class _FileReader:
             capture.restart()  # what is there now was written after the truncation
         if (truncated or capture.rewritten) and not self._told:
             self._told = True
-            logger.warning("! [ENHANCED] the child reopened its %s by path for writing", capture.name)
+            # INFO: the run's client is told (process.notice); a WARNING reached a notebook's
+            # cell through the kernel's stderr (Python's last-resort handler) as a second,
+            # cryptic line under the run's own note.
+            logger.info("[ENHANCED] the child reopened its %s by path for writing", capture.name)
             self._on_rewritten(truncated)
         budget, size = READ_BUDGET, FIRST_READ_SIZE
         while budget > 0:
