@@ -87,6 +87,13 @@ class Connected(Event):
         """What the server supports (e.g. ``"resume"``)."""
         return list(self.params.get("capabilities") or [])
 
+    @property
+    def max_message_size(self) -> int | None:
+        """The largest frame the server takes, in bytes (None: an older server, which does
+        not say)."""
+        value = self.params.get("max_message_size")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
 
 class Heartbeat(Event):
     """``heartbeat``: the server is alive."""

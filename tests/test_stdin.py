@@ -6,18 +6,19 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection
 
 from cc_executor_nb import methods
-from cc_executor_nb.client import Client
+from cc_executor_nb.client import Client, connect
 from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
-from cc_executor_nb.events import Started
+from cc_executor_nb.events import Connected, Started
 from cc_executor_nb.protocol import MAX_INPUT_BYTES
 
-from .conftest import collect, completed, output_of, reply
+from .conftest import TOKEN, collect, completed, make_handler, output_of, reply
 from .util import eventually_async, scaled
 
 # Children that wait for a gate file, so that a request the test sends reaches them alive
@@ -197,6 +198,32 @@ async def test_a_child_that_exits_without_reading_ends_normally(client: Client, 
     gate.touch()  # the input is queued: now the child exits without reading it
     events = await collect(client)
     assert output_of(events) == "bye\n" and completed(events).exit_code == 0
+
+
+SMALL_LIMIT = 200_000
+"""A server's ``--max-message-size`` under the 256 KiB of one ``input`` request."""
+
+
+@pytest.fixture
+async def small_client() -> AsyncIterator[Client]:
+    """A client of a server started with a frame limit of ``SMALL_LIMIT`` bytes."""
+    handler = make_handler(max_message_size=SMALL_LIMIT)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN, auto_reconnect=False) as client:
+            yield client
+    finally:
+        await handler.close()
+
+
+async def test_connected_says_the_servers_message_limit(small_client: Client) -> None:
+    """``connected`` carries ``max_message_size``: the server's frame limit, in bytes."""
+    assert (await small_client.wait_connected()).max_message_size == SMALL_LIMIT
+
+
+def test_a_server_that_does_not_say_its_limit_has_none() -> None:
+    """An older server's ``connected`` has no ``max_message_size``: the client keeps its defaults."""
+    assert Connected("connected", {"session_id": "s", "capabilities": []}).max_message_size is None
 
 
 def _open_fds() -> int:

@@ -338,9 +338,8 @@ class EnhancedWebSocketHandler:
             return
         link = _Link(ws, session)
         try:
-            await session.send(
-                protocol.notification(methods.CONNECTED, session.connected_params(__version__, self.capabilities))
-            )
+            hello = session.connected_params(__version__, self.capabilities, self.max_message_size)
+            await session.send(protocol.notification(methods.CONNECTED, hello))
             async for frame in ws:
                 await self._handle_frame(link, frame)
         except ConnectionClosed:

@@ -267,8 +267,9 @@ class Session:
             # interval must not push the next beat back (up to two intervals late).
             self.settings_changed.set()
 
-    def connected_params(self, version: str, capabilities: list[str]) -> dict[str, Any]:
-        """The params of the ``connected`` notification."""
+    def connected_params(self, version: str, capabilities: list[str], max_message_size: int) -> dict[str, Any]:
+        """The params of the ``connected`` notification (``max_message_size``: the largest
+        frame the server takes, in bytes, so that a client sizes its requests to fit)."""
         return {
             "session_id": self.id,
             "version": version,
@@ -277,6 +278,7 @@ class Session:
             "heartbeat_interval": self.heartbeat_interval,
             "inactivity_threshold": self.inactivity_threshold,
             "resume_token": self.resume_token,
+            "max_message_size": max_message_size,
         }
 
     async def _send_text(self, text: bytes) -> None:
