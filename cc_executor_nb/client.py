@@ -382,12 +382,13 @@ class Client:
     async def input(self, data: str, *, ok_exit_codes: Sequence[int] | None = None) -> dict[str, Any]:
         """Queue ``data`` for the running process's stdin (the run needs ``stdin="pipe"``).
 
-        Text longer than the protocol's per-request limit goes in several requests, in
+        Text longer than the protocol's per-request limit (256 KiB), or than fits the
+        server's frame limit (its ``connected`` says how big), goes in several requests, in
         order; the result is the last one's. ``ok_exit_codes`` (sent with the last piece)
         tells a durable job which exit codes, once its input is closed, are an end as asked.
         """
         result: dict[str, Any] = {}
-        pieces = _input_pieces(data)
+        pieces = _input_pieces(data, budget=self._input_budget(ok_exit_codes))
         for index, piece in enumerate(pieces):
             params: dict[str, Any] = {"data": piece}
             if ok_exit_codes is not None and index == len(pieces) - 1:
@@ -405,6 +406,18 @@ class Client:
         if methods.EXECUTE_INPUT not in (await self.wait_connected()).capabilities:
             return False
         return len(_input_pieces(text)) == 1  # one piece: it fits the frame once escaped
+
+    def _input_budget(self, ok_exit_codes: Sequence[int] | None) -> int:
+        """The most bytes an ``input`` piece may take as a JSON string: what the server's frame
+        limit leaves beside the rest of the request (``ok_exit_codes`` rides on the last one)."""
+        done = self._connected.done() and not self._connected.exception()
+        limit = self._connected.result().max_message_size if done else None
+        if limit is None:
+            return INPUT_FRAME_BUDGET  # an older server: its default frame limit
+        params: dict[str, Any] = {"data": ""}
+        if ok_exit_codes is not None:
+            params["ok_exit_codes"] = list(ok_exit_codes)
+        return limit - _request_bytes(methods.INPUT, params) + len('""')
 
     async def close_input(self) -> dict[str, Any]:
         """Close the running process's stdin after everything sent before was written."""
@@ -742,7 +755,8 @@ class Client:
 
 
 INPUT_FRAME_BUDGET = 768 << 10
-"""The most bytes an ``input`` piece may take as a JSON string (the frame limit is 1 MiB)."""
+"""The most bytes an ``input`` piece may take as a JSON string on a server that does not say
+its frame limit (an older one: 1 MiB by default)."""
 
 
 async def _receive(ws: ClientConnection) -> tuple[str | bytes, bool]:
@@ -757,31 +771,43 @@ async def _receive(ws: ClientConnection) -> tuple[str | bytes, bool]:
     return await ws.recv(decode=False), False
 
 
-def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES) -> list[str]:
+def _input_pieces(data: str, limit: int = MAX_INPUT_BYTES, budget: int = INPUT_FRAME_BUDGET) -> list[str]:
     """``data`` in pieces of at most ``limit`` UTF-8 bytes, never splitting a character, and
-    each small enough once JSON-escaped (a control character takes 6 bytes) to fit the
-    server's default 1 MiB frame."""
+    each small enough once JSON-escaped (a control character takes 6 bytes) to take at most
+    ``budget`` bytes as a JSON string (the default: what the server's default 1 MiB frame
+    leaves)."""
     try:
         raw = data.encode("utf-8")
     except UnicodeEncodeError:
         return [data]  # not valid Unicode: the server names the problem (-32602)
+    limit = max(4, min(limit, budget - len('""')))  # plain text needs no halving; 4: a character
     pieces: list[str] = []
     start = 0
     while start < len(raw) or not pieces:
         end = min(start + limit, len(raw))
         while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # a continuation byte
             end -= 1
-        pieces += _escaped_within(raw[start:end].decode("utf-8"))
+        pieces += _escaped_within(raw[start:end].decode("utf-8"), budget)
         start = end
     return pieces
 
 
-def _escaped_within(piece: str, budget: int = INPUT_FRAME_BUDGET) -> list[str]:
+def _escaped_within(piece: str, budget: int) -> list[str]:
     """``piece``, halved until each part's JSON string takes at most ``budget`` bytes."""
     if len(piece) < 2 or len(protocol.dumps_bytes(piece)) <= budget:
         return [piece]
     middle = len(piece) // 2
     return _escaped_within(piece[:middle], budget) + _escaped_within(piece[middle:], budget)
+
+
+_WIDEST_ID = 1 << 53
+"""A request id at least as long as any this client sends (they count up from 1)."""
+
+
+def _request_bytes(method: str, params: dict[str, Any]) -> int:
+    """The bytes of the text frame a request of ``method`` with ``params`` takes."""
+    frame = protocol.dumps(protocol.request(_WIDEST_ID, method, params))
+    return len(frame.encode("utf-8", "surrogatepass"))
 
 
 def _session_of(hello: str | bytes) -> str | None:

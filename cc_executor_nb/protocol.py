@@ -119,7 +119,8 @@ byte can be dropped by a writer that exits early) or pipes."""
 MAX_INPUT_BYTES = 256 << 10
 """The largest ``input`` a server accepts in one request (UTF-8 bytes). Well under the
 default 1 MiB frame limit even when every character needs a JSON escape; the client
-splits longer text into several requests."""
+splits longer text, or text a server's smaller frame limit (``max_message_size`` of
+``connected``) cannot hold, into several requests."""
 MAX_EXECUTE_INPUT_BYTES = 8 << 20
 """The largest ``input`` of ``execute`` (UTF-8 bytes): what a run may have queued for its
 stdin. The server's frame limit (``--max-message-size``, 1 MiB by default) bounds it first."""

@@ -202,6 +202,24 @@ def test_a_follow_up_continues_the_same_process_and_session(tmp_path: Path, wher
     assert (run.status, run.exit_code) == ("completed", 0)
 
 
+def test_prompts_bigger_than_the_servers_message_limit_arrive_whole(tmp_path: Path) -> None:
+    """A server started with --max-message-size 200000: a 230 KB first prompt and follow-up go in
+    input requests sized to the limit its ``connected`` gives, and come back whole (one request
+    was refused: "the server refused a message too big for it (...)", and the run failed)."""
+    server = start_server("--token", REMOTE_TOKEN, "--max-message-size", "200000")
+    try:
+        first, second = "y" * 230_000, "z" * 230_000
+        run = start(f"echo: {first}", tmp_path, server=server.url, token=REMOTE_TOKEN)
+        turn_over(run)
+        assert (run.status, run.answer) == ("completed", first), run.error
+        run.send(f"echo: {second}")
+        turn_over(run)
+        assert (run.status, run.answer) == ("completed", second), run.error
+        ended(run)
+    finally:
+        server.finish()
+
+
 def test_interrupt_ends_the_turn_with_a_result_and_the_process_exits_cleanly(
     tmp_path: Path, where: dict[str, Any]
 ) -> None:

@@ -202,6 +202,7 @@ async def test_a_child_that_exits_without_reading_ends_normally(client: Client, 
 
 SMALL_LIMIT = 200_000
 """A server's ``--max-message-size`` under the 256 KiB of one ``input`` request."""
+ECHO = [sys.executable, "-c", "import sys; sys.stdout.write(sys.stdin.read())"]
 
 
 @pytest.fixture
@@ -224,6 +225,16 @@ async def test_connected_says_the_servers_message_limit(small_client: Client) ->
 def test_a_server_that_does_not_say_its_limit_has_none() -> None:
     """An older server's ``connected`` has no ``max_message_size``: the client keeps its defaults."""
     assert Connected("connected", {"session_id": "s", "capabilities": []}).max_message_size is None
+
+
+async def test_a_host_mode_prompt_bigger_than_the_limit_arrives_whole(small_client: Client) -> None:
+    """``input`` of 240 KB (under the 256 KiB a request may carry) on a server that takes
+    200,000-byte frames: it goes in pieces that fit, every byte arrives (one piece was refused)."""
+    text = "z" * 240_000 + "\n"
+    await small_client.execute(argv=ECHO, stdin="pipe")
+    await small_client.input(text)
+    await small_client.close_input()
+    assert output_of(await collect(small_client)) == text
 
 
 def _open_fds() -> int:
