@@ -193,23 +193,22 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
     interpreter, feed = launch.interpreter, launch.stdin_text
     async with _session(args) as client:
         progress.asked = True
-        stdin: dict[str, Any] = {}
-        if feed is not None:
-            stdin["stdin"] = "pipe"
-            if await client.takes_input_in_execute(feed):  # the server writes it at the start
-                stdin["input"], feed = feed, None
-        events = client.run_events(
-            argv=launch.argv,
-            cwd=args.cwd,
-            env=launch.env,
-            timeout=args.timeout or None,  # --timeout 0: no limit, as in the notebook
-            heartbeat_interval=args.heartbeat,
-            inactivity_threshold=args.inactivity,
-            capture=args.capture,
+        execute: dict[str, Any] = {
+            "argv": launch.argv,
+            "cwd": args.cwd,
+            "env": launch.env,
+            "timeout": args.timeout or None,  # --timeout 0: no limit, as in the notebook
+            "heartbeat_interval": args.heartbeat,
+            "inactivity_threshold": args.inactivity,
+            "capture": args.capture,
             # A Claude run's answer is counted by nobody here: the server counts nothing.
             **({"progress_target": None} if args.action == "claude" else {}),
-            **stdin,
-        )
+        }
+        if feed is not None:
+            execute["stdin"] = "pipe"
+            if await client.takes_input_in_execute(feed, **execute):  # the server writes it at the start
+                execute["input"], feed = feed, None
+        events = client.run_events(**execute)
         ends = progress.ends
         async for received in events:
             progress.started = True  # run_events awaited execute's answer first

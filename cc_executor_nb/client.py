@@ -313,24 +313,12 @@ class Client:
         ``input`` (with ``stdin="pipe"``): text the server writes to the process's stdin
         once it started and then closes it, whatever becomes of this connection.
         """
-        params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
-        optional = {
-            "cwd": cwd,
-            "env": env,
-            "timeout": timeout,
-            "heartbeat_interval": heartbeat_interval,
-            "inactivity_threshold": inactivity_threshold,
-            "kill_grace": kill_grace,
-            "stdin": stdin,
-            "capture": capture,
-            "input": input,
-        }
-        params.update({k: v for k, v in optional.items() if v is not None})
-        if progress_target is not FROM_ARGUMENTS:
-            params["progress_target"] = progress_target
-        if durable:
-            job = {"label": label, "meta": meta, "summary": summary, "stdin_idle_timeout": stdin_idle_timeout}
-            params.update({"durable": True, **{k: v for k, v in job.items() if v is not None}})
+        params = _execute_params(
+            command, argv=argv, progress_target=progress_target, durable=durable, label=label, meta=meta,
+            summary=summary, stdin_idle_timeout=stdin_idle_timeout, cwd=cwd, env=env, timeout=timeout,
+            heartbeat_interval=heartbeat_interval, inactivity_threshold=inactivity_threshold,
+            kill_grace=kill_grace, stdin=stdin, capture=capture, input=input,
+        )
         result = dict(await self.call(methods.EXECUTE, params))
         if heartbeat_interval is not None:
             self.heartbeat_interval = heartbeat_interval
@@ -396,16 +384,23 @@ class Client:
             result = dict(await self.call(methods.INPUT, params))
         return result
 
-    async def takes_input_in_execute(self, text: str) -> bool:
+    async def takes_input_in_execute(self, text: str, **execute: Any) -> bool:
         """Whether ``execute`` should carry ``text`` as its ``input``: the server offers it
-        (``execute.input``) and the text fits one request. The server then writes it at the
-        start, whatever this client does meanwhile (``claude -p`` waits only 3 s for its stdin,
-        then fails; a durable job outlives its kernel). A longer text goes in ``input``
+        (``execute.input``) and the whole request, ``text`` with the other arguments of that
+        ``execute`` (``execute``), fits the server's frame limit (its ``connected`` says it;
+        an older server's: the text fits one ``input`` request). The server then writes it at
+        the start, whatever this client does meanwhile (``claude -p`` waits only 3 s for its
+        stdin, then fails; a durable job outlives its kernel). A longer text goes in ``input``
         requests right after the start, as host mode sends its prompts (``execute`` is one
-        frame: a 1.2 MB one was refused as too big)."""
-        if methods.EXECUTE_INPUT not in (await self.wait_connected()).capabilities:
+        frame: a 1.2 MB one was refused as too big, and a 150 KiB prompt by a server started
+        with ``--max-message-size 200000``)."""
+        connected = await self.wait_connected()
+        if methods.EXECUTE_INPUT not in connected.capabilities:
             return False
-        return len(_input_pieces(text)) == 1  # one piece: it fits the frame once escaped
+        if connected.max_message_size is None:
+            return len(_input_pieces(text)) == 1  # one piece: it fits the default frame once escaped
+        request = _execute_params(**{**execute, "input": text})
+        return _request_bytes(methods.EXECUTE, request) <= connected.max_message_size
 
     def _input_budget(self, ok_exit_codes: Sequence[int] | None) -> int:
         """The most bytes an ``input`` piece may take as a JSON string: what the server's frame
@@ -808,6 +803,30 @@ def _request_bytes(method: str, params: dict[str, Any]) -> int:
     """The bytes of the text frame a request of ``method`` with ``params`` takes."""
     frame = protocol.dumps(protocol.request(_WIDEST_ID, method, params))
     return len(frame.encode("utf-8", "surrogatepass"))
+
+
+def _execute_params(
+    command: str | None = None,
+    *,
+    argv: list[str] | None = None,
+    progress_target: Any = FROM_ARGUMENTS,
+    durable: bool = False,
+    label: str | None = None,
+    meta: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+    stdin_idle_timeout: float | None = None,
+    **optional: Any,
+) -> dict[str, Any]:
+    """The params of an ``execute`` request from :meth:`Client.execute`'s arguments
+    (``optional``: the fields sent only when not None, as ``cwd`` or ``input``)."""
+    params: dict[str, Any] = {"command": command} if command is not None else {"argv": argv}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if progress_target is not FROM_ARGUMENTS:
+        params["progress_target"] = progress_target
+    if durable:
+        job = {"label": label, "meta": meta, "summary": summary, "stdin_idle_timeout": stdin_idle_timeout}
+        params.update({"durable": True, **{k: v for k, v in job.items() if v is not None}})
+    return params
 
 
 def _session_of(hello: str | bytes) -> str | None:

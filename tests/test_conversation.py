@@ -969,6 +969,19 @@ def test_a_one_shot_run_sends_a_prompt_too_long_for_its_command_line_on_stdin(tm
     assert run.conversation is None and "--" not in (run.state.argv or [])
 
 
+def test_a_one_shot_prompt_bigger_than_the_servers_message_limit_comes_back_whole(tmp_path: Path) -> None:
+    """interactive=False, 230 KB, a server started with --max-message-size 200000: the execute that would
+    carry the prompt does not fit, so it goes in input requests that do (the execute was refused, "the
+    server refused a message too big for it (...)", and the run failed)."""
+    server = start_server("--token", REMOTE_TOKEN, "--max-message-size", "200000")
+    try:
+        words = "y" * 230_000
+        run = start(f"echo: {words}", tmp_path, interactive=False, wait=True, server=server.url, token=REMOTE_TOKEN)
+        assert (run.status, run.answer) == ("completed", words), run.error
+    finally:
+        server.finish()
+
+
 def test_a_one_shot_cli_that_exits_before_its_long_prompt_is_written_fails_with_its_exit_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

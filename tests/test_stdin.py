@@ -227,6 +227,34 @@ def test_a_server_that_does_not_say_its_limit_has_none() -> None:
     assert Connected("connected", {"session_id": "s", "capabilities": []}).max_message_size is None
 
 
+async def test_a_one_shot_prompt_bigger_than_the_limit_arrives_whole(small_client: Client) -> None:
+    """A 230 KB prompt on a server that takes 200,000-byte frames: the execute that would carry
+    it does not fit, so it goes in ``input`` requests that do (the execute was refused, "the
+    server refused a message too big for it (...): pass large data in a file or on stdin")."""
+    text = "y" * 230_000 + "\n"
+    execute = {"argv": ECHO, "stdin": "pipe"}
+    if await small_client.takes_input_in_execute(text, **execute):
+        await small_client.execute(**execute, input=text)
+    else:
+        await small_client.execute(**execute)
+        await small_client.input(text)
+        await small_client.close_input()
+    assert output_of(await collect(small_client)) == text
+
+
+async def test_a_prompt_that_fits_the_limit_goes_in_execute(small_client: Client) -> None:
+    """A prompt whose execute fits the server's frame limit goes in it (the server writes it at the start)."""
+    assert await small_client.takes_input_in_execute("y" * 1000, argv=ECHO, stdin="pipe")
+
+
+async def test_a_prompt_that_fits_alone_but_not_beside_the_other_arguments_goes_in_input(
+    small_client: Client,
+) -> None:
+    """The whole execute counts: 100 KB of prompt beside 150 KB of environment does not fit 200,000 bytes."""
+    execute = {"argv": ECHO, "stdin": "pipe", "env": {"BIG": "x" * 150_000}}
+    assert not await small_client.takes_input_in_execute("y" * 100_000, **execute)
+
+
 async def test_a_host_mode_prompt_bigger_than_the_limit_arrives_whole(small_client: Client) -> None:
     """``input`` of 240 KB (under the 256 KiB a request may carry) on a server that takes
     200,000-byte frames: it goes in pieces that fit, every byte arrives (one piece was refused)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import os
 import re
@@ -230,6 +231,23 @@ def test_cli_a_prompt_does_not_wait_on_a_late_client(
     code = cli.main(["claude", "--demo", "--quiet", "-"])
     out, err = capsys.readouterr()
     assert (code, out) == (0, "on time\n"), err
+
+
+def test_cli_a_prompt_bigger_than_the_servers_message_limit_comes_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server started with --max-message-size 200000 and a 230 KB prompt: the client sizes its requests
+    to the limit its ``connected`` gives, and the demo CLI echoes the prompt whole (the execute carrying it
+    was refused: "the server refused a message too big for it (...): pass large data in a file or on stdin")."""
+    from cc_executor_nb.server.config import ServerSettings
+
+    monkeypatch.setattr(cli, "ServerSettings", functools.partial(ServerSettings, max_message_size=200_000))
+    words = "z" * 230_000
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"echo: {words}"))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--demo", "--quiet", "-"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, words + "\n"), err[-500:]
 
 
 def test_cli_a_claude_that_exits_before_its_long_prompt_is_written_fails_with_its_exit_code(

@@ -940,8 +940,9 @@ class Run:
         params = spec.execute_params()
         # The server writes an input that fits one request at the start (a job outlives this
         # kernel; the CLI fails when its stdin stays empty 3 s, e.g. while a cell holds the
-        # GIL). A server too old for it, or a longer input, gets it from here.
-        server_writes = spec.input is not None and await client.takes_input_in_execute(spec.input)
+        # GIL). A server too old for it, or an input the request cannot hold within the
+        # server's frame limit, gets it from here.
+        server_writes = spec.input is not None and await client.takes_input_in_execute(spec.input, **params)
         if server_writes:
             params["input"] = spec.input
         started = await client.execute(**params)
