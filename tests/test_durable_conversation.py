@@ -355,9 +355,10 @@ def test_a_durable_one_shot_prompt_over_one_request_goes_in_input_requests(runti
 def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A prompt over one input request goes from the kernel after the start: a connection lost after its
-    first piece failed the run ("connection lost") and left the job "running" for ever, its CLI waiting for
-    the rest (a one-shot job has no idle timeout). The job is cancelled, and the run's error says so."""
+    """A prompt bigger than execute's one message (the server's frame limit, 1 MiB) goes from the kernel
+    after the start: a connection lost after its first piece failed the run ("connection lost") and left the
+    job "running" for ever, its CLI waiting for the rest (a one-shot job has no idle timeout). The job is
+    cancelled, and the run's error says so."""
     send = Client.input
 
     async def cut_off(self: Client, data: str, **more: Any) -> dict[str, Any]:
@@ -366,7 +367,7 @@ def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
         raise ConnectionLost("connection lost: the server went away")
 
     monkeypatch.setattr(Client, "input", cut_off)
-    run = start("echo: " + "y" * (600 * 1024), tmp_path, interactive=False)
+    run = start("echo: " + "y" * (1200 * 1024), tmp_path, interactive=False)
     run.wait(scaled(60))
     assert run.status == "error" and "its job was cancelled" in (run.error or ""), run.error
     [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
