@@ -61,7 +61,7 @@ from . import methods, protocol
 from .declare import OptionError
 from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError, UnknownSession
 from .events import Completed, Connected, Event, make_event
-from .protocol import FROM_ARGUMENTS, MAX_INPUT_BYTES
+from .protocol import FROM_ARGUMENTS, MAX_EXECUTE_INPUT_BYTES, MAX_INPUT_BYTES
 from .redaction import install_redactor
 
 __all__ = ["Client", "Locator", "Opened", "check_server_url", "connect", "dial", "os_reason", "shown_url"]
@@ -397,6 +397,8 @@ class Client:
         connected = await self.wait_connected()
         if methods.EXECUTE_INPUT not in connected.capabilities:
             return False
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_EXECUTE_INPUT_BYTES:
+            return False  # execute's own bound, whatever frames the server takes
         if connected.max_message_size is None:
             return len(_input_pieces(text)) == 1  # one piece: it fits the default frame once escaped
         request = _execute_params(**{**execute, "input": text})

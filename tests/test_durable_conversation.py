@@ -22,7 +22,7 @@ from cc_executor_nb import methods
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.client import Client, _input_pieces
 from cc_executor_nb.demo.shared import stop_demo
-from cc_executor_nb.errors import ConnectionLost
+from cc_executor_nb.errors import ConnectionLost, LimitReached
 from cc_executor_nb.events import Completed
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
@@ -343,7 +343,9 @@ def test_a_durable_one_shot_job_runs_a_prompt_too_long_for_a_command_line(
     assert (run.status, run.answer) == ("completed", LONG_PROMPT.removeprefix("echo: ").rstrip()), run.error
 
 
-def test_a_durable_one_shot_prompt_over_one_request_goes_in_input_requests(runtime_dir: Path, tmp_path: Path) -> None:
+def test_a_durable_one_shot_prompt_bigger_than_executes_message_goes_in_input_requests(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
     """1.2 MB as a durable one-shot job: more than execute's one frame may carry (it failed with
     "the server refused a message too big for it ... pass large data ... on stdin"), so it goes in
     input requests after the start, as host mode sends its prompts; it comes back whole."""
@@ -370,6 +372,29 @@ def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
     run = start("echo: " + "y" * (1200 * 1024), tmp_path, interactive=False)
     run.wait(scaled(60))
     assert run.status == "error" and "its job was cancelled" in (run.error or ""), run.error
+    [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
+                       timeout=30, what="the job's end")
+    assert (job.job_id, job.status) == (run.job_id, "cancelled")
+
+
+def test_a_durable_one_shot_job_whose_prompt_was_refused_midway_is_cancelled(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A piece of the prompt refused after the start (the job's input queue full: 8 MiB unread)
+    failed the run and left the job "running" with part of its prompt, for ever (only a lost
+    connection cancelled it). The job is cancelled, and the run's end says why."""
+    send = Client.input
+
+    async def refused(self: Client, data: str, **more: Any) -> dict[str, Any]:
+        await send(self, _input_pieces(data)[0])
+        raise LimitReached("input queue full: 8388608 bytes not yet read by the process (limit 8388608)")
+
+    monkeypatch.setattr(Client, "input", refused)
+    run = start("echo: " + "y" * (1200 * 1024), tmp_path, interactive=False)
+    run.wait(scaled(60))
+    assert run.status == "cancelled", run.error
+    assert run.error == ("input queue full: 8388608 bytes not yet read by the process (limit 8388608); "
+                         "its input was cut off, so its job was cancelled")
     [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
                        timeout=30, what="the job's end")
     assert (job.job_id, job.status) == (run.job_id, "cancelled")

@@ -255,6 +255,20 @@ async def test_a_prompt_that_fits_alone_but_not_beside_the_other_arguments_goes_
     assert not await small_client.takes_input_in_execute("y" * 100_000, **execute)
 
 
+async def test_an_execute_input_over_its_own_bound_goes_in_input_even_where_the_frame_would_take_it() -> None:
+    """``execute``'s ``input`` is at most 8 MiB whatever the frame limit: on a server started with
+    16 MiB frames a 9 MiB prompt went in execute and was refused (-32602 "input is 9437184 bytes;
+    at most 8388608 in execute"); it goes in input requests."""
+    handler = make_handler(max_message_size=16 << 20)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN, auto_reconnect=False) as client:
+            assert await client.takes_input_in_execute("y" * (8 << 20), argv=ECHO, stdin="pipe")
+            assert not await client.takes_input_in_execute("y" * (9 << 20), argv=ECHO, stdin="pipe")
+    finally:
+        await handler.close()
+
+
 async def test_a_host_mode_prompt_bigger_than_the_limit_arrives_whole(small_client: Client) -> None:
     """``input`` of 240 KB (under the 256 KiB a request may carry) on a server that takes
     200,000-byte frames: it goes in pieces that fit, every byte arrives (one piece was refused)."""

@@ -953,8 +953,9 @@ class Run:
     async def _write_input(self, client: Client, text: str) -> None:
         """Write ``text`` to the started process's stdin and close it.
 
-        A durable job cut off from it by a lost connection has at most part of it and would
-        wait for the rest for ever (a one-shot job has no idle timeout): it is cancelled.
+        A durable job cut off from it (a lost connection, a piece refused: its input queue
+        full) has at most part of it and would wait for the rest for ever (a one-shot job has
+        no idle timeout): it is cancelled.
         """
         try:
             # A CLI that exited (or closed its input) before reading says why by its exit
@@ -967,6 +968,14 @@ class Run:
                 raise  # the session's process ends with the session
             done = await _cancel_job(self.target, self.job_id)
             raise ConnectionLost(f"{exc}; its input was cut off: its job {done}") from exc
+        except CCExecError as exc:
+            if self.job_id is None:
+                raise  # the session's process ends with the session
+            # Still connected: cancel it here, the reason its end's error.
+            if not self._cancel_requested.is_set():
+                self._cancel_reason = f"{exc}; its input was cut off, so its job was cancelled"
+            self._cancel_requested.set()
+            await client.control("CANCEL")
 
     def _take_job_times(self, job: object) -> None:
         """The job's start and end (a ``jobs.list`` entry, times since the epoch) become
