@@ -11,6 +11,7 @@ from cc_executor_nb.kernel.display import RunDisplay
 pytestmark = pytest.mark.timeout(30)
 
 STARTING = "label\nstarting\n\n[result] no result yet\n"
+HINT = "[turn ended] run.send('...') follows up; run.end() ends the conversation\n"
 
 
 def shown(records: list[str]) -> RunDisplay:
@@ -65,6 +66,7 @@ def test_each_turns_end_prints_only_what_the_record_gained(capsys: pytest.Captur
               "[follow-up 1]\n> more\n\nsecond answer\n\n[result] done · $0.02\n")
     assert printed_after_a_turn(first, second, next_turn, capsys) == (
         "label\ncompleted · turn 2 took 1 s\n\n[follow-up 1]\n> more\n\nsecond answer\n\n[result] done · $0.02\n\n"
+        f"{HINT}\n"
     )
 
 
@@ -73,7 +75,7 @@ def test_a_turns_end_after_a_record_that_does_not_go_on_prints_it_whole(capsys: 
     changed), the whole record is printed: nothing is left out."""
     redrawn = "label\ncompleted\n\nthe first answer, redrawn\n\n[result] done\n"
     out = printed_after_a_turn("label\ncompleted\n\nfirst answer\n\n[result] done\n", redrawn, next_turn, capsys)
-    assert out == redrawn + "\n"
+    assert out == f"{redrawn}\n{HINT}\n"
 
 
 def test_the_end_after_a_printed_turn_and_a_last_one_prints_only_the_last(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,3 +85,20 @@ def test_the_end_after_a_printed_turn_and_a_last_one_prints_only_the_last(capsys
              "[follow-up 1]\n> more\n\nmore\n\n[result] done · $0.02\n")
     out = printed_after_a_turn("label\ncompleted\n\nfirst answer\n\n[result] done · $0.01\n", final, the_end, capsys)
     assert out == "label\ncompleted · exit code 0\n\n[follow-up 1]\n> more\n\nmore\n\n[result] done · $0.02\n\n"
+
+
+def test_a_turns_end_printed_without_a_kernel_says_how_to_go_on(capsys: pytest.CaptureFixture[str]) -> None:
+    """Printed, a turn's record has no follow-up box: it ends with what text mode's turn line
+    says, run.send() follows up and run.end() ends the conversation."""
+    display = shown([STARTING, "label\ncompleted\n\nthe answer\n\n[result] done\n"])
+    capsys.readouterr()
+    display.turn_ended(None)
+    assert capsys.readouterr().out == f"label\ncompleted\n\nthe answer\n\n[result] done\n\n{HINT}\n"
+
+
+def test_the_runs_end_printed_without_a_kernel_has_no_follow_up_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    """The conversation is over at the run's end: no line says to follow up."""
+    display = shown([STARTING, "label\ncompleted · exit code 0\n\nthe answer\n"])
+    capsys.readouterr()
+    display.finish()
+    assert "follows up" not in capsys.readouterr().out

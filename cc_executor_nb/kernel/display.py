@@ -44,6 +44,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .textview import FOLLOW_UP_HINT
+
 __all__ = ["WIDGET_MIME", "RunDisplay"]
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -167,7 +169,7 @@ class RunDisplay:
         record = self.record()
         with self._lock:
             printed, self._printed = self._printed, record.get("text/plain")
-        _print(_since(record, printed))
+        _print(_with_follow_up_hint(_since(record, printed)))
 
     def turn_started(self, live: Mapping[str, Any]) -> None:
         """A follow-up turn starts: where the record took the widget's place, a person gets
@@ -241,6 +243,15 @@ def _news(record: Bundle, printed: str | None) -> Bundle:
     if body != printed.partition("\n\n")[2]:
         return _since(record, printed)
     return {"text/plain": head + "\n"}
+
+
+def _with_follow_up_hint(bundle: Bundle) -> Bundle:
+    """``bundle`` with a last line saying how to go on, as text mode's turn line says it: a
+    printed record has no follow-up box."""
+    text = bundle.get("text/plain")
+    if not isinstance(text, str):
+        return bundle
+    return {**bundle, "text/plain": f"{text.rstrip(chr(10))}\n\n[turn ended] {FOLLOW_UP_HINT}\n"}
 
 
 def _since(record: Bundle, printed: str | None) -> Bundle:

@@ -217,6 +217,8 @@ def _text_tag(tag: str) -> Callable[[Mapping[str, Any]], str]:
 # A conversation's local events (interactive Claude runs)
 
 _ANSWER_HINT = "answer with run.approve(), run.approve(always=True) or run.deny(message='why')"
+FOLLOW_UP_HINT = "run.send('...') follows up; run.end() ends the conversation"
+"""What a person may do once a turn ended and its process lives on."""
 
 
 def _text_question(params: Mapping[str, Any]) -> str | None:
@@ -237,7 +239,7 @@ def _text_turn(params: Mapping[str, Any]) -> str | None:
         return None  # the conversation ends with this turn: the process's end says the rest
     if status == "running":
         return f"[turn {turn}] follow-up sent" if isinstance(turn, int) and turn > 1 else None
-    return f"[turn {turn} {status}] run.send('...') follows up; run.end() ends the conversation"
+    return f"[turn {turn} {status}] {FOLLOW_UP_HINT}"
 
 
 def _text_notice(params: Mapping[str, Any]) -> str:
