@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -122,11 +122,17 @@ class KernelHarness:
 
     @classmethod
     def start(
-        cls, cwd: Path, *, ready_timeout: float = 60.0, env: dict[str, str] | None = None
+        cls, cwd: Path, *, ready_timeout: float = 60.0, env: dict[str, str] | None = None,
+        stderr: IO[bytes] | None = None, capture_fd: bool = False,
     ) -> KernelHarness:
+        """``stderr``: where the kernel process's own stderr goes (default: nowhere).
+        ``capture_fd``: ipykernel sends fd 2 to the running cell, as in a notebook (it
+        does not under pytest, which it finds by PYTEST_CURRENT_TEST)."""
         manager = KernelManager(kernel_name="python3")
         env = {**os.environ, "PYTHONWARNINGS": "ignore", "IPYTHONDIR": str(cwd / ".ipython"), **(env or {})}
-        manager.start_kernel(cwd=str(cwd), env=env)
+        if capture_fd:
+            env.pop("PYTEST_CURRENT_TEST", None)
+        manager.start_kernel(cwd=str(cwd), env=env, **({"stderr": stderr} if stderr is not None else {}))
         client = manager.client()
         client.start_channels()
         client.wait_for_ready(timeout=scaled(ready_timeout))
