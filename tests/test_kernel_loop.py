@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from cc_executor_nb.kernel import loop as kernel_loop
 from cc_executor_nb.kernel.loop import LOOP_THREAD_NAME, KernelLoop, LoopStopped
 
+from .conftest import FAKE_CLI
 from .util import gone, scaled
 
 pytestmark = pytest.mark.timeout(30)
@@ -244,3 +249,81 @@ def test_interpreter_exit_kills_running_children(tmp_path) -> None:
     assert time.monotonic() - began < scaled(10)
     pid = int(done.stdout.strip())
     assert gone(pid)
+
+
+# Where the package's log lines go while the shared loop runs
+
+SERVER_LOGGER = "cc_executor_nb.server.execution"
+
+
+@pytest.fixture
+def process_stderr(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[], Path]]:
+    """Logging as in a fresh kernel (no handler on root) and ``sys.stderr`` a file, whose
+    path this returns; the shared loop stopped at the end. Call it in the test body:
+    pytest puts its own root handlers and ``sys.stderr`` in place when the call begins."""
+    path = tmp_path / "stderr.txt"
+    with path.open("w") as stderr:
+
+        def set_up() -> Path:
+            monkeypatch.setattr(logging.root, "handlers", [])
+            monkeypatch.setattr(sys, "stderr", stderr)
+            return path
+
+        try:
+            yield set_up
+        finally:
+            kernel_loop.stop_shared_loop()
+
+
+def our_handlers() -> list[logging.Handler]:
+    return logging.getLogger("cc_executor_nb").handlers
+
+
+def test_while_the_shared_loop_runs_a_server_warning_is_one_line_on_the_process_stderr(
+    process_stderr: Callable[[], Path],
+) -> None:
+    """A server WARNING while the shared loop runs is written once to the process's
+    stderr, naming its logger (not also by logging's last resort)."""
+    path = process_stderr()
+    kernel_loop.shared_loop(FakeServer)
+    logging.getLogger(SERVER_LOGGER).warning("! a server warning")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 and re.fullmatch(rf"\[W \d\d:\d\d:\d\d {SERVER_LOGGER}\] ! a server warning", lines[0])
+
+
+def test_stopping_the_shared_loop_removes_its_log_handler_and_a_restart_adds_one(
+    process_stderr: Callable[[], Path],
+) -> None:
+    """stop_shared_loop() leaves the package's logger without a handler; started again, it has one."""
+    process_stderr()
+    kernel_loop.shared_loop(FakeServer)
+    kernel_loop.stop_shared_loop()
+    assert our_handlers() == []
+    kernel_loop.shared_loop(FakeServer)
+    assert len(our_handlers()) == 1
+
+
+def test_the_shared_loop_leaves_logging_the_user_configured_alone(process_stderr: Callable[[], Path]) -> None:
+    """With a handler on root (the user's logging.basicConfig), the shared loop adds none."""
+    process_stderr()
+    logging.root.addHandler(logging.NullHandler())
+    kernel_loop.shared_loop(FakeServer)
+    assert our_handlers() == []
+
+
+def test_in_terminal_ipython_a_server_warning_is_printed_once(tmp_path: Path) -> None:
+    """In terminal IPython, where stderr is the terminal, the server's warning about a run
+    that left a setsid'd process comes out once, naming its logger."""
+    code = (
+        "%load_ext cc_executor_nb\n"
+        "import cc_executor_nb\n"
+        f"r = cc_executor_nb.run({[sys.executable, FAKE_CLI, 'daemon']!r}, command=True, wait=True, display=False)\n"
+        "print(r.status)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=NoColor", "-c", code],
+        capture_output=True, text=True, timeout=scaled(40), cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("completed"), done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if "left processes outside its group" in line]
+    assert len(lines) == 1 and lines[0].startswith("[W ") and " cc_executor_nb.server.execution] ! " in lines[0]

@@ -19,7 +19,9 @@ every asyncio thing this package does in a kernel runs on one daemon thread,
 
 :func:`shared_loop` holds the process-wide instance that the magic and the API
 use; :func:`stop_shared_loop` stops it (``%unload_ext``, ``%reload_ext`` and
-interpreter exit, so no child outlives a kernel shutdown).
+interpreter exit, so no child outlives a kernel shutdown). While it runs, the
+package's log lines (the in-kernel server's among them) go to the process's own
+stderr rather than to whichever cell runs (:mod:`cc_executor_nb.kernel.serverlog`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from ..errors import CCExecError
+from . import serverlog
 from .spare import Spare
 
 __all__ = [
@@ -335,13 +338,19 @@ class _SharedLoop:
         self._lock = threading.Lock()
         self.loop: KernelLoop | None = None
         self._atexit_registered = False
+        self._log_handler: logging.Handler | None = None
 
     def get(self, server_factory: Callable[[], Server] | None) -> KernelLoop:
         with self._lock:
             if self.loop is None:
                 candidate = KernelLoop(server_factory)
-                candidate.start()
-                self.loop = candidate
+                handler = serverlog.attach()
+                try:
+                    candidate.start()
+                except BaseException:
+                    serverlog.detach(handler)
+                    raise
+                self.loop, self._log_handler = candidate, handler
                 if not self._atexit_registered:
                     _register_exit_hook(stop_shared_loop)
                     self._atexit_registered = True
@@ -350,9 +359,11 @@ class _SharedLoop:
     def stop(self) -> None:
         with self._lock:
             loop, self.loop = self.loop, None
+            handler, self._log_handler = self._log_handler, None
         if loop is not None:
             with contextlib.suppress(RuntimeError):
                 loop.stop()
+        serverlog.detach(handler)  # after the stop, whose clean-up may still log
 
 
 _SHARED = _SharedLoop()
