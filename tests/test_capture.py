@@ -9,16 +9,19 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
+from cc_executor_nb import methods
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.errors import InvalidParams
 from cc_executor_nb.events import Completed, Output, Started
 from cc_executor_nb.server import execution as execution_module
 from cc_executor_nb.server.capture import Follower
 from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+from cc_executor_nb.server.session import Session
 from cc_executor_nb.server.streams import BACKLOG_LIMIT
 from cc_executor_nb.server.supervisor import ManagedProcess
 
@@ -121,6 +124,34 @@ async def test_reopening_stdout_by_path_is_reported_with_file_capture(client: Cl
     notices = [e.params for e in events if e.method == "process.notice"]
     assert [n["kind"] for n in notices] == ["capture_reopened"] and notices[0]["stream"] == "stdout"
     assert output_of(events).endswith("b\nc\n") and output_of(events) != SEQ + "b\nc\n"
+
+
+async def test_a_disk_release_as_the_run_ends_sends_no_notice_after_its_end(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk budget may release a run while its process.completed waits for the session
+    (behind an output frame a slow client has not taken): the "released" notice then came
+    after the run's end, to a client that had stopped listening. None follows the end."""
+    ending: list[execution_module.Execution] = []
+    notices_sent, notify = execution_module.Execution._notices_sent, Session.notify
+
+    async def last_notices_sent(self: execution_module.Execution) -> None:
+        await notices_sent(self)
+        ending.append(self)
+
+    async def completed_meets_a_release(self: Session, method: str, params: dict[str, Any]) -> int:
+        if method == methods.PROCESS_COMPLETED and ending:
+            ending.pop().release()  # the budget, while the end waits its turn
+        return await notify(self, method, params)
+
+    monkeypatch.setattr(execution_module.Execution, "_notices_sent", last_notices_sent)
+    monkeypatch.setattr(Session, "notify", completed_meets_a_release)
+    await client.execute(argv=["sh", "-c", "echo a"])
+    first = await collect(client)
+    await client.execute(argv=["sh", "-c", "echo b"])  # what the first run still sent comes before
+    second = await collect(client)
+    pid = completed(first).params["pid"]
+    assert [e.params for e in second if e.method == "process.notice" and e.params.get("pid") == pid] == []
 
 
 async def test_a_reopen_as_the_run_ends_is_told_before_process_completed(client: Client) -> None:

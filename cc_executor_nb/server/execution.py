@@ -115,6 +115,8 @@ class Execution:
         self._begun = False
         self._early_notices: list[dict[str, Any]] = []
         self._notices: set[asyncio.Task[Any]] = set()
+        self._ending = False
+        """The run's last notices are sent and its end is on its way: no notice may follow it."""
         output.tell_rewrites(self._rewritten)
         output.on_backlog = self._backlog
         self.disk = disk
@@ -181,8 +183,8 @@ class Execution:
 
     def release(self) -> None:
         """The disk budget has room again: continue the group, and say so."""
-        if self.finished.is_set():
-            return
+        if self._ending or self.finished.is_set():
+            return  # the process is gone: nothing to continue, and its end is said
         self.process.release("disk")
         logger.info("[ENHANCED] pid %d released: the disk budget has room again", self.process.pid)
         self.post_notice({"kind": "disk_limit", "action": "released", "message": "the process continues"})
@@ -193,6 +195,9 @@ class Execution:
         (which waits for it)."""
         if not self._begun:
             self._early_notices.append(params)
+            return
+        if self._ending:
+            logger.debug("[ENHANCED] pid %d: notice after the end not sent: %s", self.process.pid, params)
             return
         task = self._spawn(self._notify(methods.PROCESS_NOTICE, {**params, **self.pid_fields}))
         self._notices.add(task)
@@ -412,6 +417,7 @@ class Execution:
         # A notice about the output (posted from the reader, as late as its last read)
         # must not lose the race to the end it belongs to.
         await self._notices_sent()
+        self._ending = True
         await self._notify(
             methods.PROCESS_COMPLETED,
             {
