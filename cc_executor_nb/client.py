@@ -59,7 +59,7 @@ from websockets.typing import Subprotocol
 
 from . import methods, protocol
 from .declare import OptionError
-from .errors import ConnectionLost, HandshakeRefused, OutputGap, ProtocolError, UnknownSession
+from .errors import ConnectionLost, HandshakeRefused, LimitReached, OutputGap, ProtocolError, UnknownSession
 from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_EXECUTE_INPUT_BYTES, MAX_INPUT_BYTES
 from .redaction import install_redactor
@@ -75,6 +75,9 @@ Locator = Callable[[], tuple[str, str | None] | None]
 """Where the server is now, ``(url, token)``, or None when that is not known."""
 _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+_INPUT_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.5)
+"""Seconds before an ``input`` piece refused for a full queue is sent again: the process
+reads on meanwhile, so the wait stays short (each retry resends the piece, at most 256 KiB)."""
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ACK_EVERY = 1 << 20
 """Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
@@ -374,6 +377,10 @@ class Client:
         server's frame limit (its ``connected`` says how big), goes in several requests, in
         order; the result is the last one's. ``ok_exit_codes`` (sent with the last piece)
         tells a durable job which exit codes, once its input is closed, are an end as asked.
+        A piece the server refuses because the process has not yet read what it holds (its
+        input queue full, -32000) is sent again once it has read some, however long that
+        takes: only the process's end (NoProcessRunning) or the connection's (ConnectionLost)
+        stops it.
         """
         result: dict[str, Any] = {}
         pieces = _input_pieces(data, budget=self._input_budget(ok_exit_codes))
@@ -381,8 +388,18 @@ class Client:
             params: dict[str, Any] = {"data": piece}
             if ok_exit_codes is not None and index == len(pieces) - 1:
                 params["ok_exit_codes"] = list(ok_exit_codes)
-            result = dict(await self.call(methods.INPUT, params))
+            result = await self._input_piece(params)
         return result
+
+    async def _input_piece(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One ``input`` request, sent again with backoff while the process's queue is full."""
+        attempt = 0
+        while True:
+            try:
+                return dict(await self.call(methods.INPUT, params))
+            except LimitReached:
+                await asyncio.sleep(_INPUT_BACKOFF[min(attempt, len(_INPUT_BACKOFF) - 1)])
+                attempt += 1
 
     async def takes_input_in_execute(self, text: str, **execute: Any) -> bool:
         """Whether ``execute`` should carry ``text`` as its ``input``: the server offers it

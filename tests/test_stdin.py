@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -162,13 +163,56 @@ async def test_a_child_that_never_reads_fills_the_queue_but_cancel_still_works(c
     chunk = "x" * MAX_INPUT_BYTES
     with pytest.raises(LimitReached, match="input queue full"):
         for _ in range(64):  # 64 MiB: far past the pipe and the 8 MiB queue
-            await client.input(chunk)
+            await client.call(methods.INPUT, {"data": chunk})  # the request itself: Client.input waits
     loop = asyncio.get_running_loop()
     asked = loop.time()
     await asyncio.wait_for(client.cancel(), scaled(5))
     assert loop.time() - asked < scaled(2)
     done = completed(await collect(client))
     assert done.params["status"] == "cancelled"
+
+
+SLOW_READER = [sys.executable, "-c", (
+    "import hashlib, sys, time\n"
+    "digest, count = hashlib.sha256(), 0\n"
+    "while chunk := sys.stdin.buffer.read(1 << 20):\n"
+    "    digest.update(chunk); count += len(chunk); time.sleep(0.05)\n"
+    "print(count, digest.hexdigest())"
+)]
+"""A child that reads its stdin 1 MiB at a time, 0.05 s apart, and prints its length and sha256."""
+
+
+def length_and_digest(text: str) -> str:
+    """What ``SLOW_READER`` prints for ``text``."""
+    data = text.encode("utf-8")
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}\n"
+
+
+async def test_input_past_the_queue_limit_waits_for_the_child_and_arrives_whole(client: Client) -> None:
+    """11 MiB of input for a child that reads it slowly: a piece refused while 8 MiB were unread
+    in its queue failed the whole input (LimitReached "input queue full: 8388608 bytes not yet
+    read by the process"); it is sent again as the child reads, and every byte arrives."""
+    text = "y" * (11 << 20)
+    await client.execute(argv=SLOW_READER, stdin="pipe")
+    await client.input(text)
+    await client.close_input()
+    assert output_of(await collect(client)) == length_and_digest(text)
+
+
+async def test_input_waiting_for_room_ends_when_the_process_does(client: Client) -> None:
+    """Input waiting for a child that never reads (its queue full) is refused as soon as the
+    process ends (here: cancelled), NoProcessRunning; it does not wait for ever."""
+    await client.execute(argv=[sys.executable, "-c", "import time; time.sleep(60)"], stdin="pipe")
+    sending = asyncio.ensure_future(client.input("x" * (12 << 20)))
+    deadline = asyncio.get_running_loop().time() + scaled(10)
+    while (await client.call(methods.INPUT, {"data": ""}))["queued_bytes"] + MAX_INPUT_BYTES <= 8 << 20:
+        assert asyncio.get_running_loop().time() < deadline, "the input queue did not fill"
+        await asyncio.sleep(0.02)
+    assert not sending.done()  # the next piece has no room: it waits
+    await client.cancel()
+    with pytest.raises(NoProcessRunning):
+        await asyncio.wait_for(sending, scaled(10))
+    assert completed(await collect(client)).params["status"] == "cancelled"
 
 
 async def test_long_input_goes_in_pieces_whole_characters_kept(client: Client) -> None:

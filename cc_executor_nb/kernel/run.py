@@ -953,9 +953,10 @@ class Run:
     async def _write_input(self, client: Client, text: str) -> None:
         """Write ``text`` to the started process's stdin and close it.
 
-        A durable job cut off from it (a lost connection, a piece refused: its input queue
-        full) has at most part of it and would wait for the rest for ever (a one-shot job has
-        no idle timeout): it is cancelled.
+        A durable job cut off from it (a lost connection, a piece refused for good) has at
+        most part of it and would wait for the rest for ever (a one-shot job has no idle
+        timeout): it is cancelled. A piece refused while the CLI has not read the 8 MiB its
+        queue holds is no cut: ``Client.input`` sends it again as the CLI reads.
         """
         try:
             # A CLI that exited (or closed its input) before reading says why by its exit

@@ -1,0 +1,114 @@
+"""Prompts bigger than the server's 8 MiB input queue, sent to a CLI that reads them slowly:
+wherever a prompt is sent (a one-shot run, a durable one-shot job, host mode, the terminal
+client) the client waits for room as the CLI reads, and the CLI gets every byte."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import cc_executor_nb as ccx
+from cc_executor_nb import cli
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.loop import stop_shared_loop
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+
+from .util import scaled
+
+pytestmark = pytest.mark.timeout(60)
+
+PROMPT = "y" * (11 << 20)
+"""11 MiB: 3 MiB more than the server queues unread for a process."""
+SLOW_CLI = Path(__file__).with_name("big_prompt_cli.py")
+
+
+def length_and_digest(text: str) -> str:
+    """What the slow CLI answers when it read ``text``."""
+    data = text.encode("utf-8")
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+@pytest.fixture
+def slow_claude(tmp_path: Path) -> Path:
+    """An executable ``claude`` that reads its stdin slowly (``big_prompt_cli.py``)."""
+    executable = tmp_path / "claude"
+    executable.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{SLOW_CLI}" "$@"\n')
+    executable.chmod(0o755)
+    return executable
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private Jupyter runtime directory; the loop and its job server are stopped afterwards."""
+    directory = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
+    yield directory
+    stop_shared_loop()
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
+
+
+def settings() -> CCExec:
+    """Settings for tests: no history file, a short kill grace."""
+    config = CCExec()
+    config.history_path = "none"
+    config.kill_grace = 2.0
+    return config
+
+
+def run(executable: Path, tmp_path: Path, **options: Any) -> ccx.Run:
+    """``PROMPT`` run by ``executable``, shown nowhere, waited for."""
+    return ccx.run(PROMPT, executable=str(executable), display=False, cwd=str(tmp_path), settings=settings(),
+                   wait=True, **options)
+
+
+def test_a_one_shot_prompt_past_the_input_queue_arrives_whole(
+    runtime_dir: Path, slow_claude: Path, tmp_path: Path
+) -> None:
+    """An 11 MiB one-shot prompt (``%ccexec``, ``run()``): it failed, "input queue full: 8388608
+    bytes not yet read by the process (limit 8388608)"; the CLI now reads all of it."""
+    done = run(slow_claude, tmp_path, interactive=False)
+    assert (done.status, done.answer) == ("completed", length_and_digest(PROMPT)), done.error
+
+
+def test_a_durable_one_shot_prompt_past_the_input_queue_arrives_whole(
+    runtime_dir: Path, slow_claude: Path, tmp_path: Path
+) -> None:
+    """An 11 MiB durable one-shot job's prompt: the job was cancelled ("input queue full ...;
+    its input was cut off, so its job was cancelled"); its CLI now reads all of it."""
+    done = run(slow_claude, tmp_path, interactive=False, durable=True)
+    assert (done.status, done.answer) == ("completed", length_and_digest(PROMPT)), done.error
+
+
+def test_a_host_mode_prompt_past_the_input_queue_arrives_whole(
+    runtime_dir: Path, slow_claude: Path, tmp_path: Path
+) -> None:
+    """An 11 MiB prompt in host mode (the first user message): its writer failed ("! writing to
+    claude's input failed": input queue full ...) and the run stayed running for ever; the CLI
+    now reads the whole message and answers."""
+    started = ccx.run(PROMPT, executable=str(slow_claude), display=False, cwd=str(tmp_path), settings=settings())
+    started.wait(scaled(30))
+    assert started.answer == length_and_digest(PROMPT), started.error
+    started.end().wait(scaled(30))
+    assert started.status == "completed", started.error
+
+
+def test_the_terminal_clients_prompt_past_the_input_queue_arrives_whole(
+    slow_claude: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An 11 MiB prompt on the terminal client's stdin (``claude -``): it ended "input queue full
+    ..."; the CLI now reads all of it and its answer is printed."""
+    from cc_executor_nb.claude import options as options_module
+
+    monkeypatch.setattr(options_module, "find_claude", lambda configured=None: str(slow_claude))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--quiet", "-"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, length_and_digest(PROMPT) + "\n"), err
