@@ -181,6 +181,9 @@ class Client:
         self.reconnects = 0
         self.acked = 0
         """The highest seq this client acknowledged to the server."""
+        self._max_message_size: int | None = None
+        """The frame limit of the server on the connection now, as its ``connected`` said
+        (None: it said none): a reconnect may reach a server started again with another."""
         self._unacked_bytes = 0
         self._last_frame_at = time.monotonic()
         self._reader = asyncio.ensure_future(self._run())
@@ -416,16 +419,15 @@ class Client:
             return False
         if len(text.encode("utf-8", "surrogatepass")) > MAX_EXECUTE_INPUT_BYTES:
             return False  # execute's own bound, whatever frames the server takes
-        if connected.max_message_size is None:
+        if self._max_message_size is None:
             return len(_input_pieces(text)) == 1  # one piece: it fits the default frame once escaped
         request = _execute_params(**{**execute, "input": text})
-        return _request_bytes(methods.EXECUTE, request) <= connected.max_message_size
+        return _request_bytes(methods.EXECUTE, request) <= self._max_message_size
 
     def _input_budget(self, ok_exit_codes: Sequence[int] | None) -> int:
         """The most bytes an ``input`` piece may take as a JSON string: what the server's frame
         limit leaves beside the rest of the request (``ok_exit_codes`` rides on the last one)."""
-        done = self._connected.done() and not self._connected.exception()
-        limit = self._connected.result().max_message_size if done else None
+        limit = self._max_message_size
         if limit is None:
             return INPUT_FRAME_BUDGET  # an older server: its default frame limit
         params: dict[str, Any] = {"data": ""}
@@ -644,6 +646,7 @@ class Client:
         except (TimeoutError, ConnectionClosed, OSError):
             return None
         self._ws = ws
+        self._max_message_size = _frame_limit_of(hello)  # this server's, which may be another
         self._last_frame_at = time.monotonic()
         self.reconnects += 1
         reconnected = {"session_id": result.get("session_id"), "last_seq": last_seq}
@@ -731,6 +734,7 @@ class Client:
             if self._connected.done():
                 return
             self._connected.set_result(event)
+            self._max_message_size = event.max_message_size
             self.heartbeat_interval = float(event.params.get("heartbeat_interval") or 20.0)
         elif event.method == methods.HEARTBEAT and isinstance(event.params.get("interval"), (int, float)):
             self.heartbeat_interval = float(event.params["interval"])
@@ -848,16 +852,28 @@ def _execute_params(
     return params
 
 
-def _session_of(hello: str | bytes) -> str | None:
-    """The session id from a ``connected`` frame (None if it is something else)."""
+def _connected_of(hello: str | bytes) -> Connected | None:
+    """The ``connected`` notification of a server's first frame (None if it is something else)."""
     try:
         items = protocol.parse_server_message(hello)
     except ProtocolError:
         return None
     for item in items:
         if isinstance(item, protocol.Notification) and item.method == methods.CONNECTED:
-            return str(item.params.get("session_id") or "") or None
+            return Connected(item.method, item.params)
     return None
+
+
+def _session_of(hello: str | bytes) -> str | None:
+    """The session id from a ``connected`` frame (None if it is something else)."""
+    connected = _connected_of(hello)
+    return str(connected.params.get("session_id") or "") or None if connected is not None else None
+
+
+def _frame_limit_of(hello: str | bytes) -> int | None:
+    """The frame limit a ``connected`` frame gives (None: it gives none, or is no ``connected``)."""
+    connected = _connected_of(hello)
+    return connected.max_message_size if connected is not None else None
 
 
 def _resume_refused(exc: ProtocolError) -> str:

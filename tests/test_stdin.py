@@ -14,12 +14,13 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from cc_executor_nb import methods
-from cc_executor_nb.client import Client, connect
+from cc_executor_nb.client import Client, _frame_limit_of, connect
 from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
-from cc_executor_nb.events import Connected, Started
+from cc_executor_nb.events import Connected, Event, Started
 from cc_executor_nb.protocol import MAX_INPUT_BYTES
 
 from .conftest import TOKEN, collect, completed, make_handler, output_of, reply
+from .proxy import FaultyProxy
 from .util import eventually_async, scaled
 
 # Children that wait for a gate file, so that a request the test sends reaches them alive
@@ -351,3 +352,57 @@ async def test_lone_surrogates_are_invalid_params_and_leak_nothing(
     await eventually_async(lambda: _open_fds() <= before, what="descriptors back to their count")
     good = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 2, "method": "execute", "params": {"argv": ["true"]}}))
     assert good["result"]["status"] == "started"  # type: ignore[index]
+
+
+async def test_the_frame_limit_is_the_latest_servers_after_a_reconnect(tmp_path: Path) -> None:
+    """A client following a job reconnects to a job server started again with a smaller
+    ``--max-message-size`` (4 MiB, then 200,000 bytes). It kept the first ``connected``'s limit:
+    a 1 MiB text would go in ``execute``, and 230,000 bytes of ``input`` went in one request,
+    which the new server refused by closing the connection ("the server refused a message too
+    big for it (frame with 230062 bytes exceeds limit of 200000 bytes)"). Its limit is the new
+    ``connected``'s: the pieces fit, and the server answers that the job's process is gone."""
+    jobs = str(tmp_path / "jobs")
+    first = make_handler(jobs_dir=jobs, max_message_size=4 << 20)
+    await first.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(first.port).start()
+    client = await connect(proxy.url(), TOKEN)
+    second = make_handler(jobs_dir=jobs, max_message_size=SMALL_LIMIT)
+    try:
+        await client.execute(argv=["true"], durable=True, stdin="pipe")
+        assert completed(await collect(client)).exit_code == 0
+        reconnected = _future_event(client, methods.CLIENT_RECONNECTED)
+        proxy.refusing = True
+        proxy.drop()  # no close frame: the client reconnects
+        await first.close()
+        await second.start("127.0.0.1", 0)
+        proxy.target_port, proxy.refusing = second.port, False
+        await asyncio.wait_for(reconnected, scaled(20))
+        assert not await client.takes_input_in_execute("y" * (1 << 20), argv=ECHO, stdin="pipe")
+        with pytest.raises(NoProcessRunning):
+            await client.input("y" * 230_000)
+        assert not client.closed
+    finally:
+        await client.close()
+        await proxy.close()
+        await second.close()
+
+
+def test_a_server_that_says_no_limit_on_a_reconnect_gives_the_default() -> None:
+    """The limit a reconnect takes is its ``connected``'s; an older server's says none (None:
+    the client sizes for its default 1 MiB frames), whatever the first server said."""
+    hello = {"jsonrpc": "2.0", "method": "connected", "params": {"session_id": "s"}}
+    assert _frame_limit_of(json.dumps(hello)) is None
+    hello["params"]["max_message_size"] = SMALL_LIMIT
+    assert _frame_limit_of(json.dumps(hello)) == SMALL_LIMIT
+
+
+def _future_event(client: Client, method: str) -> asyncio.Future[Event]:
+    """A future set to the client's next event of ``method``."""
+    future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+
+    def listener(event: Event) -> None:
+        if event.method == method and not future.done():
+            future.set_result(event)
+
+    client.add_listener(listener)
+    return future
