@@ -380,7 +380,8 @@ def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
 def test_a_durable_one_shot_job_whose_prompt_was_refused_midway_is_cancelled(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A piece of the prompt refused after the start (the job's input queue full: 8 MiB unread)
+    """A piece of the prompt refused for good after the start (here an error raised past
+    ``Client.input``, which itself waits out a full input queue: tests/test_big_prompt.py)
     failed the run and left the job "running" with part of its prompt, for ever (only a lost
     connection cancelled it). The job is cancelled, and the run's end says why."""
     send = Client.input
