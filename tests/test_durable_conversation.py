@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -354,27 +354,42 @@ def test_a_durable_one_shot_prompt_bigger_than_executes_message_goes_in_input_re
     assert (run.status, run.answer) == ("completed", prompt.removeprefix("echo: ")), run.error
 
 
-def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
-    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A prompt bigger than execute's one message (the server's frame limit, 1 MiB) goes from the kernel
-    after the start: a connection lost after its first piece failed the run ("connection lost") and left the
-    job "running" for ever, its CLI waiting for the rest (a one-shot job has no idle timeout). The job is
-    cancelled, and the run's error says so."""
+def prompt_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: Callable[[Client], Exception]) -> Run:
+    """A durable one-shot run whose 1.2 MB prompt (bigger than execute's one message, the
+    server's frame limit: it goes from the kernel after the start) stops after its first
+    piece with ``fault``'s exception; the run, once over."""
     send = Client.input
 
     async def cut_off(self: Client, data: str, **more: Any) -> dict[str, Any]:
         await send(self, _input_pieces(data)[0])
-        self._ws.transport.abort()  # the fault under test
-        raise ConnectionLost("connection lost: the server went away")
+        raise fault(self)
 
     monkeypatch.setattr(Client, "input", cut_off)
     run = start("echo: " + "y" * (1200 * 1024), tmp_path, interactive=False)
     run.wait(scaled(60))
-    assert run.status == "error" and "its job was cancelled" in (run.error or ""), run.error
+    return run
+
+
+def its_job_is_cancelled(run: Run) -> None:
     [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
                        timeout=30, what="the job's end")
     assert (job.job_id, job.status) == (run.job_id, "cancelled")
+
+
+def test_a_durable_one_shot_job_whose_prompt_was_cut_off_is_cancelled(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection lost after the prompt's first piece failed the run ("connection lost") and left
+    the job "running" for ever, its CLI waiting for the rest (a one-shot job has no idle timeout).
+    The job is cancelled, and the run's error says so."""
+
+    def lost(client: Client) -> Exception:
+        client._ws.transport.abort()  # the fault under test
+        return ConnectionLost("connection lost: the server went away")
+
+    run = prompt_cut_off(tmp_path, monkeypatch, lost)
+    assert run.status == "error" and "its job was cancelled" in (run.error or ""), run.error
+    its_job_is_cancelled(run)
 
 
 def test_a_durable_one_shot_job_whose_prompt_was_refused_midway_is_cancelled(
@@ -384,21 +399,15 @@ def test_a_durable_one_shot_job_whose_prompt_was_refused_midway_is_cancelled(
     ``Client.input``, which itself waits out a full input queue: tests/test_big_prompt.py)
     failed the run and left the job "running" with part of its prompt, for ever (only a lost
     connection cancelled it). The job is cancelled, and the run's end says why."""
-    send = Client.input
 
-    async def refused(self: Client, data: str, **more: Any) -> dict[str, Any]:
-        await send(self, _input_pieces(data)[0])
-        raise LimitReached("input queue full: 8388608 bytes not yet read by the process (limit 8388608)")
+    def refused(client: Client) -> Exception:
+        return LimitReached("input queue full: 8388608 bytes not yet read by the process (limit 8388608)")
 
-    monkeypatch.setattr(Client, "input", refused)
-    run = start("echo: " + "y" * (1200 * 1024), tmp_path, interactive=False)
-    run.wait(scaled(60))
+    run = prompt_cut_off(tmp_path, monkeypatch, refused)
     assert run.status == "cancelled", run.error
     assert run.error == ("input queue full: 8388608 bytes not yet read by the process (limit 8388608); "
                          "its input was cut off, so its job was cancelled")
-    [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
-                       timeout=30, what="the job's end")
-    assert (job.job_id, job.status) == (run.job_id, "cancelled")
+    its_job_is_cancelled(run)
 
 
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
