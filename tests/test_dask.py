@@ -16,13 +16,16 @@ from distributed import Client, LocalCluster
 from distributed.security import Security
 
 import cc_executor_nb
-from cc_executor_nb.cluster import placement
+from cc_executor_nb.client import Client as RunClient
+from cc_executor_nb.client import _input_pieces
+from cc_executor_nb.cluster import placement, worker
 from cc_executor_nb.cluster.worker import HandlerPlugin
+from cc_executor_nb.errors import LimitReached
 from cc_executor_nb.kernel.batch import Batch
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 
-from .conftest import group_alive
+from .conftest import TOKEN, group_alive, make_handler
 from .kernel_utils import py
 from .util import cmdlines_with_a_cli, eventually, scaled
 
@@ -183,16 +186,43 @@ def test_a_one_shot_prompt_too_long_for_a_command_line_runs_on_a_worker(
     assert batch.results() == ["4"], batch.runs[0].error
 
 
-def test_a_one_shot_prompt_too_big_for_the_workers_start_request_is_refused_up_front(
+def test_a_one_shot_prompt_too_big_for_the_workers_start_request_runs_on_a_worker(
     cluster: tuple[LocalCluster, Client], settings: CCExec
 ) -> None:
-    """A one-shot prompt over what the worker's handler takes in one message is a ValueError from map()
-    saying why (the task failed: "ConnectionLost: the server refused a message too big for it ...")."""
+    """A one-shot prompt over what the worker's handler takes in one message (1 MiB) goes to the job's
+    stdin in pieces after the start, as a kernel's does (map() refused it: "the prompt is 1,228,814 bytes
+    JSON-escaped, more than a one-shot run on a Dask worker can send in its start request ...")."""
     _local, client = cluster
     big = "x" * (1200 * 1024) + " what is 2+2"
-    with pytest.raises(ValueError, match=r"^the prompt is 1,228,814 bytes JSON-escaped, .* a one-shot run on a Dask "
-                                         r"worker can send .*; host mode \(the default\) sends it in pieces"):
-        cc_executor_nb.map([big], demo=True, interactive=False, cluster=client, display=False, settings=settings)
+    batch = cc_executor_nb.map([big], demo=True, interactive=False, cluster=client, display=False, settings=settings,
+                               wait=True)
+    assert batch.results() == ["4"], batch.runs[0].error
+
+
+async def test_a_workers_one_shot_prompt_refused_midway_cancels_its_job(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A piece of a worker's big one-shot prompt refused for good (an error past ``Client.input``,
+    which waits out a full queue itself) would leave the job waiting for the rest for ever (a
+    one-shot job has no idle timeout): the job is cancelled and the task's outcome says why."""
+    send = RunClient.input
+
+    async def refused(self: RunClient, data: str, **more: Any) -> dict[str, Any]:
+        await send(self, _input_pieces(data)[0])
+        raise LimitReached("refused for the test")
+
+    monkeypatch.setattr(RunClient, "input", refused)
+    handler = make_handler(jobs_dir=str(tmp_path / "jobs"), kill_grace=1.0)
+    await handler.start("127.0.0.1", 0)
+    try:
+        reader = "import sys; print(len(sys.stdin.read()))"
+        params = {"argv": [sys.executable, "-c", reader], "stdin": "pipe", "input": "x" * (1200 * 1024),
+                  "durable": True, "label": "", "meta": {}}
+        outcome = await worker._start_and_follow(handler.url, TOKEN, params, lambda job_id, pid: None, None)
+    finally:
+        await handler.close()
+    assert (outcome["status"], outcome["error"]) == (
+        "cancelled", "refused for the test; its input was cut off, so its job was cancelled")
 
 
 def test_a_one_shot_prompt_is_in_no_command_line_on_the_worker(

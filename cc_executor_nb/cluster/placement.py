@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import protocol
 from ..client import connect
 from ..errors import CCExecError
 from ..kernel.api import Prepared, resume_settings
@@ -47,10 +46,6 @@ _PLUGINS: dict[str, tuple[str, str]] = {}
 _PLUGINS_LOCK = threading.Lock()
 META_PROMPT_CHARS = 4000
 CLIENT_CLOSED = "the Dask client was closed before it started"
-ONE_SHOT_PROMPT_BYTES = 960 << 10
-"""The most a one-shot prompt may take, JSON-escaped, on its way to a worker: its handler
-gets it in the job's ``execute`` request, one message of at most 1 MiB (the rest is room
-for the argv and the environment)."""
 WORKER_CHECK_INTERVAL = 1.0
 """Seconds between looks at the cluster's workers while a run reconnects to one."""
 WORKER_CHECK_TIMEOUT = 10.0
@@ -94,8 +89,6 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
     prompt = str(text)
     meta |= {"kind": "claude", "prompt": prompt[:META_PROMPT_CHARS], "raw": bool(prepared.claude.raw)}
     conversation = run.conversation
-    if conversation is None:
-        _check_one_shot_prompt(prompt)
     if conversation is not None:
         # Host mode on the worker; this notebook writes the prompt and answers the questions
         # once it attached (nobody attached for the idle timeout: the job's input closes).
@@ -104,19 +97,6 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
             execute["stdin_idle_timeout"] = conversation.idle_timeout
     return Recipe("claude", prompt=prompt, options=options, resume=dataclasses.asdict(resume_settings(settings)),
                   execute=execute, label=run.label, meta=meta, interactive=conversation is not None)
-
-
-def _check_one_shot_prompt(prompt: str) -> None:
-    """A one-shot prompt goes to the worker's handler in one message, which writes it to the
-    CLI's stdin: one too big for that message is refused before anything starts (the task
-    failed with "ConnectionLost: the server refused a message too big for it ...")."""
-    size = len(protocol.dumps(prompt).encode("utf-8", "surrogatepass"))
-    if size > ONE_SHOT_PROMPT_BYTES:
-        raise ValueError(
-            f"the prompt is {size:,} bytes JSON-escaped, more than a one-shot run on a Dask worker can "
-            f"send in its start request ({ONE_SHOT_PROMPT_BYTES:,} bytes); host mode (the default) "
-            "sends it in pieces and has no such limit"
-        )
 
 
 def unoffered(client: Any, resources: Mapping[str, float] | None) -> str | None:

@@ -33,6 +33,7 @@ keep the job's ``stdin_idle_timeout`` from closing an input nobody writes any mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import shutil
@@ -48,7 +49,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.options import ClaudeOptions
 from ..client import connect
-from ..errors import ProtocolError
+from ..errors import CCExecError, ConnectionLost, NoProcessRunning, ProtocolError
 from ..events import Completed, ProcessError
 from ..kernel.loop import KernelLoop
 from ..server.access import is_loopback
@@ -222,16 +223,44 @@ async def _start_and_follow(url: str, token: str, params: dict[str, Any], publis
     following connection would keep its input open, while with nobody attached (the
     notebook gone) its ``stdin_idle_timeout`` must close it so the CLI ends by itself.
     """
+    one_shot = "input" in params or params.get("stdin") != "pipe"  # its input is written and closed here
     async with await connect(url, token, ssl=ssl) as client:
+        prompt = params.pop("input", None)
+        if prompt is not None and await client.takes_input_in_execute(prompt, **params):
+            params["input"], prompt = prompt, None  # the handler writes it at the start
         try:
             started = await client.execute(**params)
         except ProtocolError as exc:  # the handler refused it (a program that does not exist): an outcome,
             return _not_started(str(exc))  # said in one line as a local run says it, not a task's traceback
         job_id = str(started["job_id"])
         publish(job_id, started.get("pid"))
-        if "input" in params or params.get("stdin") != "pipe":  # input given: closed at the start
+        if prompt is not None:
+            cut_off = await _write_prompt(client, prompt)
+            if cut_off is not None:
+                return {**await _follow(client, job_id), "error": cut_off}
+        if one_shot:
             return await _follow(client, job_id)
     return await _watch(url, token, ssl, job_id)
+
+
+async def _write_prompt(client: Any, prompt: str) -> str | None:
+    """Write a one-shot prompt too big for the start request to the job's stdin, in pieces, and
+    close it; None once written (or the CLI ended first: its end says why), else why not, the
+    job then cancelled (it would wait for the rest for ever: a one-shot job has no idle timeout).
+
+    A lost connection raises: the handler is this worker's own, gone with its jobs.
+    """
+    try:
+        with contextlib.suppress(NoProcessRunning):
+            await client.input(prompt)
+            await client.close_input()
+    except ConnectionLost:
+        raise
+    except CCExecError as exc:
+        with contextlib.suppress(CCExecError):
+            await client.control("CANCEL")
+        return f"{exc}; its input was cut off, so its job was cancelled"
+    return None
 
 
 async def _follow(client: Any, job_id: str) -> dict[str, Any]:
