@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -407,6 +408,27 @@ def test_a_durable_one_shot_job_whose_prompt_was_refused_midway_is_cancelled(
     assert run.status == "cancelled", run.error
     assert run.error == ("input queue full: 8388608 bytes not yet read by the process (limit 8388608); "
                          "its input was cut off, so its job was cancelled")
+    its_job_is_cancelled(run)
+
+
+def test_a_durable_one_shot_job_whose_prompt_was_still_being_sent_when_the_loop_stopped_is_cancelled(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel went away (its exit, a restart, ``%reload_ext``: the loop stops) while the
+    prompt was still being sent after the start (a big one that the CLI reads slowly): the
+    job stayed "running" for ever with part of its prompt, nobody attached. It is cancelled."""
+    send, sending = Client.input, threading.Event()
+
+    async def first_piece_then_waiting(self: Client, data: str, **more: Any) -> dict[str, Any]:
+        await send(self, _input_pieces(data)[0])
+        sending.set()
+        await asyncio.Event().wait()  # the rest waits for room in the CLI's input queue
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(Client, "input", first_piece_then_waiting)
+    run = start("echo: " + "y" * (1200 * 1024), tmp_path, interactive=False)
+    eventually(sending.is_set, timeout=30, what="the prompt's first piece sent")
+    stop_shared_loop()
     its_job_is_cancelled(run)
 
 

@@ -956,7 +956,9 @@ class Run:
         A durable job cut off from it (a lost connection, a piece refused for good) has at
         most part of it and would wait for the rest for ever (a one-shot job has no idle
         timeout): it is cancelled. A piece refused while the CLI has not read the 8 MiB its
-        queue holds is no cut: ``Client.input`` sends it again as the CLI reads.
+        queue holds is no cut: ``Client.input`` sends it again as the CLI reads. So is a
+        write stopped by the loop's stop (the kernel's exit or restart, ``%reload_ext``)
+        before all of it was sent and the input closed: the job is cancelled on the way out.
         """
         try:
             # A CLI that exited (or closed its input) before reading says why by its exit
@@ -964,6 +966,11 @@ class Run:
             with contextlib.suppress(NoProcessRunning):
                 await client.input(text)
                 await client.close_input()
+        except asyncio.CancelledError:
+            if self.job_id is not None:
+                with contextlib.suppress(CCExecError, TimeoutError):
+                    await asyncio.wait_for(client.control("CANCEL"), CONTROL_TIMEOUT)
+            raise
         except ConnectionLost as exc:
             if self.job_id is None:
                 raise  # the session's process ends with the session
