@@ -7,6 +7,7 @@ warning is a real one: a run that leaves a setsid'd process behind.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +68,21 @@ def test_a_server_warning_goes_to_the_kernel_process_stderr_naming_its_logger(
     assert len(lines) == 1
     assert re.fullmatch(r"\[W \d\d:\d\d:\d\d cc_executor_nb\.server\.execution\] ! \[ENHANCED\] pid \d+ "
                         + re.escape(WARNING) + r": \[\d+\]", lines[0])
+
+
+def test_a_server_warning_with_the_kernel_process_stderr_gone_reaches_no_cell(tmp_path: Path) -> None:
+    """The kernel process's stderr is a pipe nobody reads any more (the Jupyter server or the
+    terminal that started the kernel went away, the kernel lives on): the warning is lost
+    with it. It put a "--- Logging error ---" traceback of 30 lines (BrokenPipeError) into
+    the running cell."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as stderr:
+        harness = KernelHarness.start(tmp_path, stderr=stderr, capture_fd=True)
+    os.close(read_end)
+    try:
+        harness.ok("%load_ext cc_executor_nb")
+        warn_during_a_run(harness)
+        streams = [r.content["text"] for r in harness.log if r.type == "stream"]
+        assert not [text for text in streams if "Logging error" in text or WARNING in text]
+    finally:
+        harness.shutdown()

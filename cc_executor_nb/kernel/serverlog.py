@@ -53,9 +53,14 @@ class ProcessStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + "\n"
-            os.write(self.fd, line.encode("utf-8", "backslashreplace"))
         except Exception:
             self.handleError(record)
+            return
+        # A stderr nobody reads any more (the Jupyter server or terminal that started the
+        # kernel went away) loses the line, as it loses any other: logging's report of the
+        # failure would go to sys.stderr, in a kernel the running cell.
+        with contextlib.suppress(OSError):
+            os.write(self.fd, line.encode("utf-8", "backslashreplace"))
 
     def close(self) -> None:
         self.acquire()  # not while a record is being written
