@@ -432,6 +432,31 @@ def test_a_durable_one_shot_job_whose_prompt_was_still_being_sent_when_the_loop_
     its_job_is_cancelled(run)
 
 
+def test_a_durable_one_shot_job_whose_whole_prompt_was_sent_when_the_loop_stopped_runs_it(
+    runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop stopped once the whole prompt was sent, its input not yet closed: the job's
+    input is closed on the way out (not the job cancelled), and the CLI answers the prompt."""
+    close, closing = Client.close_input, threading.Event()
+
+    async def first_close_stalls(self: Client) -> dict[str, Any]:
+        if not closing.is_set():
+            closing.set()
+            await asyncio.Event().wait()  # the kernel goes away before the answer comes
+        return await close(self)
+
+    monkeypatch.setattr(Client, "close_input", first_close_stalls)
+    prompt = "echo: " + "y" * (1200 * 1024)
+    run = start(prompt, tmp_path, interactive=False)
+    eventually(closing.is_set, timeout=30, what="the prompt sent")
+    stop_shared_loop()
+    [job] = eventually(lambda: [j for j in ccx.jobs.list(settings=settings()) if j.status != "running"],
+                       timeout=30, what="the job's end")
+    assert (job.job_id, job.status) == (run.job_id, "completed"), job.error
+    done = ccx.attach(job.job_id, display=False, settings=settings()).wait(scaled(30))
+    assert done.answer == prompt.removeprefix("echo: ")
+
+
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

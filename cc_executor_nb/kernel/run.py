@@ -960,16 +960,17 @@ class Run:
         write stopped by the loop's stop (the kernel's exit or restart, ``%reload_ext``)
         before all of it was sent and the input closed: the job is cancelled on the way out.
         """
+        sent = False
         try:
             # A CLI that exited (or closed its input) before reading says why by its exit
             # code and stderr: the refused write is no error of the run.
             with contextlib.suppress(NoProcessRunning):
                 await client.input(text)
+                sent = True
                 await client.close_input()
         except asyncio.CancelledError:
             if self.job_id is not None:
-                with contextlib.suppress(CCExecError, TimeoutError):
-                    await asyncio.wait_for(client.control("CANCEL"), CONTROL_TIMEOUT)
+                await _end_input_on_the_way_out(client, sent)
             raise
         except ConnectionLost as exc:
             if self.job_id is None:
@@ -1325,6 +1326,15 @@ async def _cancel_when_back(client: Client, label: str) -> None:
         waiting.cancel()
         closed.cancel()
         await _close(client)
+
+
+async def _end_input_on_the_way_out(client: Client, sent: bool) -> None:
+    """The loop stops while a durable job's input is written: its input closed if all of
+    it was sent (asking again is harmless), else the job cancelled (its CLI would wait for
+    the rest for ever). Best effort, within CONTROL_TIMEOUT."""
+    step = client.close_input() if sent else client.control("CANCEL")
+    with contextlib.suppress(CCExecError, TimeoutError):
+        await asyncio.wait_for(step, CONTROL_TIMEOUT)
 
 
 async def _cancel_job(target: Target, job_id: str) -> str:
