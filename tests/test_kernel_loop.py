@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import subprocess
@@ -309,6 +310,20 @@ def test_the_shared_loop_leaves_logging_the_user_configured_alone(process_stderr
     logging.root.addHandler(logging.NullHandler())
     kernel_loop.shared_loop(FakeServer)
     assert our_handlers() == []
+
+
+def test_logging_the_user_configured_after_the_loop_started_gets_a_server_warning_alone(
+    process_stderr: Callable[[], Path],
+) -> None:
+    """logging.basicConfig() once the shared loop runs: a server WARNING went both to the
+    process's stderr and to the user's handler (twice on a script's terminal); now the
+    user's handler alone writes it, as when they configured logging before the start."""
+    path = process_stderr()
+    kernel_loop.shared_loop(FakeServer)
+    theirs = io.StringIO()
+    logging.root.addHandler(logging.StreamHandler(theirs))
+    logging.getLogger(SERVER_LOGGER).warning("! a server warning")
+    assert (path.read_text(), theirs.getvalue()) == ("", "! a server warning\n")
 
 
 def test_in_terminal_ipython_a_server_warning_is_printed_once(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ Jupyter server's own logs go, the terminal or log file of the kernel process.
 
 :func:`attach` gives the ``cc_executor_nb`` logger a handler writing to that stderr,
 unless the user configured logging themselves (a handler on the logger or its
-ancestors, root included); :func:`detach` removes it. The level is left alone:
+ancestors, root included); configured later, the handler leaves each record to that
+configuration; :func:`detach` removes it. The level is left alone:
 WARNING and up by default, more with
 ``logging.getLogger("cc_executor_nb").setLevel(logging.INFO)``.
 """
@@ -51,6 +52,8 @@ class ProcessStderrHandler(logging.Handler):
         self.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if _handled_elsewhere(record.name, self):
+            return  # logging configured since the start (logging.basicConfig()): it is left to that
         try:
             line = self.format(record) + "\n"
         except Exception:
@@ -70,6 +73,16 @@ class ProcessStderrHandler(logging.Handler):
         finally:
             self.release()
         super().close()
+
+
+def _handled_elsewhere(name: str, mine: logging.Handler) -> bool:
+    """Whether a record of logger ``name`` reaches a handler other than ``mine``."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        if any(handler is not mine for handler in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
 
 
 def attach() -> ProcessStderrHandler | None:
