@@ -721,6 +721,8 @@ NOTICE_VIEW = """cell => {
           notes: notes.map(n => n.innerText.trim()),
           shown: notes.map(n => n.checkVisibility({opacityProperty: true, visibilityProperty: true})
                              && n.getBoundingClientRect().height > 0),
+          lineHeights: notes.map(n => { const css = getComputedStyle(n);
+                                        return (parseFloat(css.lineHeight) / parseFloat(css.fontSize)).toFixed(2); }),
           text: run.innerText};
 }"""
 
@@ -750,6 +752,9 @@ def test_a_lost_output_notice_shows_live_in_the_record_and_reopened_without_kern
     screenshot(page, cell, "94-notice-record.png")
     assert final["status"] == "completed" and "exit code 0" in final["text"], final
     assert final["notes"] == [NOTICE_NOTE] and final["shown"] == [True], final
+    # A note that wraps is spaced alike live and in the record, in lines of its font size (the widget's
+    # HTML box set 28 px lines: 2.15 of its 13 px font, against 1.6 in the record).
+    assert live["lineHeights"] == final["lineHeights"], (live["lineHeights"], final["lineHeights"])
     assert cell.locator(".ccx-run").count() == 1  # the record in the widget's place
     shut_down_kernels(lab)
     save_notebook(page, lab, name, "note: the process reopened its own stdout")

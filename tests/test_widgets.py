@@ -931,7 +931,8 @@ def test_the_widget_shows_a_process_notice_as_an_escaped_note_line(make_view) ->
     message = 'the process reopened its own stdout <b>by path</b> ("echo x > /dev/stdout")\u202e'
     emit(state, "process.notice", 1.0, kind="capture_reopened", message=message)
     view.render(state, 1.0)
-    line = ('<div class="ccx-notice" style="color:#a66a00">note: the process reopened its own stdout '
+    line = ('<div class="ccx-notice" style="color:#a66a00;line-height:var(--jp-content-line-height,1.6)">'
+            "note: the process reopened its own stdout "
             "&lt;b&gt;by path&lt;/b&gt; (&quot;echo x &gt; /dev/stdout&quot;)⟨U+202E⟩</div>")
     assert view.header.value.count(line) == 1
     emit(state, "process.completed", 2.0, status="completed", exit_code=0, duration_seconds=2.0)

@@ -155,10 +155,15 @@ def header_html(
     return "".join(parts)
 
 
+_TEXT_LINE_HEIGHT = "line-height:var(--jp-content-line-height,1.6)"
+"""A note that wraps is spaced as text in the record is: the live widget's HTML box sets 28 px lines."""
+
+
 def notices_html(state: RunState) -> str:
     """The server's notices of lost or held output, one ``note:`` line each (escaped), or ""."""
     return "".join(
-        f'<div class="ccx-notice" style="color:{NOTICE_COLOR}">note: {html.escape(printable(message))}</div>'
+        f'<div class="ccx-notice" style="color:{NOTICE_COLOR};{_TEXT_LINE_HEIGHT}">'
+        f"note: {html.escape(printable(message))}</div>"
         for message in state.notices
     )
 
