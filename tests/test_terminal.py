@@ -674,6 +674,41 @@ def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path
     assert not (tmp_path / "y.txt").exists()
 
 
+def _interrupt_a_thread_other_than_the_main_one(pid: int) -> None:
+    """SIGINT to one thread of ``pid`` that is not its main thread (tgkill), as the kernel may
+    deliver a Ctrl-C when the main thread cannot take it at that moment."""
+    import ctypes
+
+    tid = next(int(task) for task in sorted(os.listdir(f"/proc/{pid}/task")) if int(task) != pid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.syscall(234, pid, tid, signal.SIGINT) == 0, os.strerror(ctypes.get_errno())  # 234: tgkill, x86-64
+
+
+def test_a_ctrl_c_taken_by_another_thread_at_await_arun_still_cancels_the_run(tmp_path: Path) -> None:
+    """A Ctrl-C that the kernel hands to a thread other than the main one (it may: any thread that
+    does not block SIGINT can take it) only flags the interrupt, which the main thread raises once
+    it runs Python again. While ``await arun(...)`` waited for the thread asking on the terminal,
+    terminal IPython's loop slept in its selector with nothing to wake it: the ^C was echoed and
+    nothing else happened (CI, under load: no "[cancelled]" within 60 s). It is raised within the
+    loop's poll, and the run is cancelled."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("import cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('r = await cc_executor_nb.arun("bash: touch z.txt", demo=True)')
+        child.expect(r"\[started\] pid (\d+)")
+        pid = int(child.match.group(1))
+        child.expect(r"tells Claude\) > ")
+        time.sleep(0.5)  # the main thread waits for the asking thread
+        _interrupt_a_thread_other_than_the_main_one(child.pid)
+        child.expect(r"\[cancelled\] killed by SIGTERM", timeout=scaled(20))
+        eventually(lambda: not _alive(pid), timeout=10, what="the run's process gone")
+    finally:
+        child.close(force=True)
+    assert not (tmp_path / "z.txt").exists()
+
+
 def test_an_arun_task_awaited_in_a_later_terminal_ipython_cell_is_not_cancelled(tmp_path: Path) -> None:
     """``t = asyncio.ensure_future(arun(...))`` in one terminal IPython cell and ``await t`` in a
     later one: IPython's loop stops between cells, which is no Ctrl-C, and the task is the

@@ -734,7 +734,7 @@ class Run:
         outcome = asyncio.shield(asyncio.wrap_future(waiter))
         prompter = self.prompter
         if prompter is None or prompter.in_kernel:
-            return await outcome  # a kernel asks in the busy cell's input box, or the card
+            return await _woken(outcome)  # a kernel asks in the busy cell's input box, or the card
         # Outside a kernel nobody can click a card and ``run`` is not bound until this
         # returns: the awaiting caller asks on the terminal, or denies, as wait() does.
         # Cancelling the await cancels only the wait for the thread: ``stop`` ends its asking.
@@ -744,7 +744,8 @@ class Run:
                 while not outcome.done():
                     await asyncio.wait({outcome}, timeout=_AWAIT_POLL)
                     if not outcome.done() and prompter.asks:
-                        await asyncio.to_thread(prompter.while_waiting, awaited=True, stop=stop)
+                        await _woken(asyncio.ensure_future(
+                            asyncio.to_thread(prompter.while_waiting, awaited=True, stop=stop)))
         finally:
             stop.set()
         return outcome.result()
@@ -1167,6 +1168,21 @@ class Run:
 
 _AWAIT_POLL = 0.1
 """Seconds between looks for an open question while ``await run`` waits outside a kernel."""
+
+
+async def _woken(future: asyncio.Future[T]) -> T:
+    """``await future``, the loop waking every ``_AWAIT_POLL`` meanwhile (cancelling this leaves
+    ``future`` alone).
+
+    A Ctrl-C that the kernel hands to a thread other than the main one (any thread may take a
+    process's SIGINT) only flags the interrupt; the main thread raises it when it next runs
+    Python. Terminal IPython's loop has no wakeup fd: with nothing else scheduled it slept in
+    its selector, and the interrupt (and the run's cancel) waited for the run's end, or for ever
+    while a question was asked.
+    """
+    while not future.done():
+        await asyncio.wait({future}, timeout=_AWAIT_POLL)
+    return future.result()
 
 
 class _LoopStop(threading.Event):
