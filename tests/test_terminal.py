@@ -678,10 +678,12 @@ def _interrupt_a_thread_other_than_the_main_one(pid: int) -> None:
     """SIGINT to one thread of ``pid`` that is not its main thread (tgkill), as the kernel may
     deliver a Ctrl-C when the main thread cannot take it at that moment."""
     import ctypes
+    import platform
 
     tid = next(int(task) for task in sorted(os.listdir(f"/proc/{pid}/task")) if int(task) != pid)
+    tgkill = {"x86_64": 234, "aarch64": 131}[platform.machine()]  # the system call's number
     libc = ctypes.CDLL(None, use_errno=True)
-    assert libc.syscall(234, pid, tid, signal.SIGINT) == 0, os.strerror(ctypes.get_errno())  # 234: tgkill, x86-64
+    assert libc.syscall(tgkill, pid, tid, signal.SIGINT) == 0, os.strerror(ctypes.get_errno())
 
 
 def test_a_ctrl_c_taken_by_another_thread_at_await_arun_still_cancels_the_run(tmp_path: Path) -> None:
