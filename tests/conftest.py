@@ -174,3 +174,18 @@ async def reply(ws: ClientConnection, text: str | bytes) -> object:
         message = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
         if isinstance(message, list) or "method" not in message:
             return message
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private Jupyter runtime directory (never the user's) and notebook name; the shared loop
+    and the job server are stopped afterwards. (Modules that need less define their own.)"""
+    from cc_executor_nb.kernel.loop import stop_shared_loop
+    from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+
+    directory = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
+    yield directory
+    stop_shared_loop()
+    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,6 @@ import pytest
 import cc_executor_nb as ccx
 from cc_executor_nb import cli
 from cc_executor_nb.kernel.config import CCExec
-from cc_executor_nb.kernel.loop import stop_shared_loop
-from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .util import scaled
 
@@ -41,17 +38,6 @@ def slow_claude(tmp_path: Path) -> Path:
     executable.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{SLOW_CLI}" "$@"\n')
     executable.chmod(0o755)
     return executable
-
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private Jupyter runtime directory; the loop and its job server are stopped afterwards."""
-    directory = tmp_path / "runtime"
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
-    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
-    yield directory
-    stop_shared_loop()
-    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
 
 
 def settings() -> CCExec:

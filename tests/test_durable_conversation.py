@@ -12,7 +12,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from cc_executor_nb.events import Completed
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
-from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .util import assert_no_command_line_shows, eventually, scaled
 
@@ -40,17 +39,6 @@ pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.skipif(not CLAUDE.exists(), reason=f"{CLAUDE} is absent: run `npm ci` in the project root"),
 ]
-
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private Jupyter runtime directory; the loop and its job server are stopped afterwards."""
-    directory = tmp_path / "runtime"
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
-    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
-    yield directory
-    stop_shared_loop()
-    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
 
 
 def settings(**more: Any) -> CCExec:

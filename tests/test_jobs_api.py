@@ -33,7 +33,7 @@ from cc_executor_nb.kernel.run import Run
 from cc_executor_nb.kernel.runstate import inactive_for
 from cc_executor_nb.kernel.transcript import markdown_escape
 from cc_executor_nb.server.jobs import LOST_ERROR
-from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, is_job_server, read_runtime_file, stop_job_server
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, is_job_server, read_runtime_file
 
 from .kernel_utils import fake_command
 from .servers import ServerProcess, start_server
@@ -41,17 +41,6 @@ from .test_terminaltext import FORBIDDEN
 from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private Jupyter runtime directory; its job server is stopped afterwards."""
-    directory = tmp_path / "runtime"
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(directory))
-    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "this.ipynb"))
-    yield directory
-    stop_shared_loop()
-    stop_job_server(directory / RUNTIME_FILE_NAME, timeout=scaled(60))
 
 
 @pytest.fixture
