@@ -18,7 +18,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -653,10 +653,9 @@ def test_ctrl_c_during_await_arun_stops_asking_on_the_terminal(tmp_path: Path) -
         child.close(force=True)
 
 
-def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path) -> None:
-    """Ctrl-C at ``r = await arun(...)`` in terminal IPython leaves ``r`` unassigned, so nobody holds
-    the run: it is cancelled, as a Ctrl-C in ``run.wait()`` cancels its run (it went on, its question
-    open, its claude process alive, and no handle reached it)."""
+def _await_arun_asking_then(tmp_path: Path, interrupt: Callable[[pexpect.spawn], None]) -> None:
+    """``r = await arun(...)`` in terminal IPython, its question asked on the terminal, then
+    ``interrupt(child)``: the run is cancelled, its process gone (IPython still up), its tool never run."""
     child = terminal_ipython(tmp_path)
     try:
         child.expect(r"In \[1\]")
@@ -666,12 +665,19 @@ def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path
         child.expect(r"\[started\] pid (\d+)")
         pid = int(child.match.group(1))
         child.expect(r"tells Claude\) > ")
-        child.sendintr()
+        interrupt(child)
         child.expect(r"\[cancelled\] killed by SIGTERM", timeout=scaled(20))
-        eventually(lambda: not _alive(pid), timeout=10, what="the run's process gone")  # IPython still up
+        eventually(lambda: not _alive(pid), timeout=10, what="the run's process gone")
     finally:
         child.close(force=True)
     assert not (tmp_path / "y.txt").exists()
+
+
+def test_ctrl_c_at_await_arun_in_terminal_ipython_cancels_the_run(tmp_path: Path) -> None:
+    """Ctrl-C at ``r = await arun(...)`` in terminal IPython leaves ``r`` unassigned, so nobody holds
+    the run: it is cancelled, as a Ctrl-C in ``run.wait()`` cancels its run (it went on, its question
+    open, its claude process alive, and no handle reached it)."""
+    _await_arun_asking_then(tmp_path, lambda child: child.sendintr())
 
 
 def _interrupt_a_thread_other_than_the_main_one(pid: int) -> None:
@@ -693,22 +699,12 @@ def test_a_ctrl_c_taken_by_another_thread_at_await_arun_still_cancels_the_run(tm
     terminal IPython's loop slept in its selector with nothing to wake it: the ^C was echoed and
     nothing else happened (CI, under load: no "[cancelled]" within 60 s). It is raised within the
     loop's poll, and the run is cancelled."""
-    child = terminal_ipython(tmp_path)
-    try:
-        child.expect(r"In \[1\]")
-        child.sendline("import cc_executor_nb")
-        child.expect(r"In \[2\]")
-        child.sendline('r = await cc_executor_nb.arun("bash: touch z.txt", demo=True)')
-        child.expect(r"\[started\] pid (\d+)")
-        pid = int(child.match.group(1))
-        child.expect(r"tells Claude\) > ")
+
+    def interrupt(child: pexpect.spawn) -> None:
         time.sleep(0.5)  # the main thread waits for the asking thread
         _interrupt_a_thread_other_than_the_main_one(child.pid)
-        child.expect(r"\[cancelled\] killed by SIGTERM", timeout=scaled(20))
-        eventually(lambda: not _alive(pid), timeout=10, what="the run's process gone")
-    finally:
-        child.close(force=True)
-    assert not (tmp_path / "z.txt").exists()
+
+    _await_arun_asking_then(tmp_path, interrupt)
 
 
 def test_an_arun_task_awaited_in_a_later_terminal_ipython_cell_is_not_cancelled(tmp_path: Path) -> None:
