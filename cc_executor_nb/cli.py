@@ -210,24 +210,60 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
                 execute["input"], feed = feed, None
         events = client.run_events(**execute)
         ends = progress.ends
-        async for received in events:
-            progress.started = True  # run_events awaited execute's answer first
-            if feed is not None:  # the run has started: run_events awaited execute first
-                # A CLI that exited (or closed its input) before reading says why by its exit
-                # code and stderr: the refused write is no error of the run.
-                with contextlib.suppress(NoProcessRunning):
-                    await client.input(feed)
-                    await client.close_input()
-                feed = None
-            event = received
-            if interpreter is not None and isinstance(received, Output):
-                interpreter.feed(received.stream, received.data)
-            if interpreter is not None and isinstance(received, Completed):
-                event = judged(received, interpreter)  # no result event: failed, never completed
-            render_event(event, launch.view, sys.stdout, sys.stderr, notes=not args.quiet, ends=ends)
-            if isinstance(event, Completed):
-                return exit_status(event)
+        feeder: asyncio.Task[None] | None = None
+        try:
+            async for received in events:
+                progress.started = True  # run_events awaited execute's answer first
+                if feed is not None:  # the run has started: its output shows while the feed goes in
+                    feeder, feed = asyncio.create_task(_feed(client, feed)), None
+                event = received
+                if interpreter is not None and isinstance(received, Output):
+                    interpreter.feed(received.stream, received.data)
+                if isinstance(received, Completed):
+                    _check_fed(feeder)
+                    if interpreter is not None:
+                        event = judged(received, interpreter)  # no result event: failed, never completed
+                render_event(event, launch.view, sys.stdout, sys.stderr, notes=not args.quiet, ends=ends)
+                if isinstance(event, Completed):
+                    return exit_status(event)
+        finally:
+            await _stop_feeding(feeder)
     return 1
+
+
+async def _feed(client: Client, text: str) -> None:
+    """Write ``text`` to the run's stdin, then close it, while ``_run`` shows the run's events: a
+    prompt that did not fit ``execute`` goes in pieces as the child reads them, and what the child
+    prints before it reads is shown meanwhile. A prompt that could not be written whole cancels
+    the run, so the child never answers a cut prompt (``_check_fed`` then raises why)."""
+    try:
+        # A CLI that exited (or closed its input) before reading says why by its exit code and
+        # stderr: the refused write is no error of the run.
+        with contextlib.suppress(NoProcessRunning):
+            await client.input(text)
+            await client.close_input()
+    except Exception:
+        with contextlib.suppress(CCExecError):  # a lost connection: the server stops the run itself
+            await client.cancel()
+        raise
+
+
+def _check_fed(feeder: asyncio.Task[None] | None) -> None:
+    """Raise what stopped ``_feed`` before the whole text was written, if anything did."""
+    if feeder is not None and feeder.done() and not feeder.cancelled():
+        failure = feeder.exception()
+        if failure is not None:
+            raise failure
+
+
+async def _stop_feeding(feeder: asyncio.Task[None] | None) -> None:
+    """The run is over (or ``_run`` is leaving on an error): a feed still going is stopped; one
+    that failed has said so already (``_check_fed``), or matters less than what ends ``_run``."""
+    if feeder is None:
+        return
+    feeder.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await feeder
 
 
 def _claude_run(args: argparse.Namespace) -> _Launch:

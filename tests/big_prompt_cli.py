@@ -4,12 +4,17 @@
 One-shot (``-p``): it hashes all of stdin. Host mode (``--input-format stream-json``): it
 answers ``initialize`` and hashes the first user message's text. Either way it prints a
 stream-json ``result`` whose text is ``"BYTES SHA256"`` of what it read.
+
+With ``BIG_PROMPT_CLI_SEEN=PATH`` (one-shot) it first says ``waiting to be seen`` (an assistant
+message) and reads nothing until PATH exists: a caller that shows output only once its prompt
+is all sent never lets it go on. After 20 s without PATH it answers ``nobody saw me`` unread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -28,7 +33,24 @@ def chunks() -> Iterator[bytes]:
 
 
 def one_shot() -> None:
+    seen = os.environ.get("BIG_PROMPT_CLI_SEEN")
+    if seen and not shown_and_seen(seen):
+        print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "result": "nobody saw me"}),
+              flush=True)
+        return
     result(b"".join(chunks()))
+
+
+def shown_and_seen(path: str) -> bool:
+    """Say ``waiting to be seen``, then wait (20 s at most) until ``path`` exists."""
+    message = {"role": "assistant", "content": [{"type": "text", "text": "waiting to be seen\n"}]}
+    print(json.dumps({"type": "assistant", "message": message}), flush=True)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def host_mode() -> None:

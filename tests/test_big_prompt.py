@@ -98,3 +98,54 @@ def test_the_terminal_clients_prompt_past_the_input_queue_arrives_whole(
     code = cli.main(["claude", "--quiet", "-"])
     out, err = capsys.readouterr()
     assert (code, out) == (0, length_and_digest(PROMPT) + "\n"), err
+
+
+class _Watched(io.StringIO):
+    """A stdout that makes ``seen`` when the slow CLI's first words are written to it."""
+
+    def __init__(self, seen: Path) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def write(self, text: str) -> int:
+        if "waiting to be seen" in text:
+            self.seen.touch()
+        return super().write(text)
+
+
+def test_the_terminal_client_shows_the_cli_output_while_its_prompt_goes_in(
+    slow_claude: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI prints before it reads its 11 MiB prompt, and reads only once that was shown: the
+    terminal client showed nothing until the whole prompt was sent, so the CLI answered
+    "nobody saw me" after 20 s; now its words show at once and it reads the prompt whole."""
+    from cc_executor_nb.claude import options as options_module
+
+    monkeypatch.setattr(options_module, "find_claude", lambda configured=None: str(slow_claude))
+    monkeypatch.setenv("BIG_PROMPT_CLI_SEEN", str(tmp_path / "seen"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT))
+    monkeypatch.setattr(sys, "stdout", _Watched(tmp_path / "seen"))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--quiet", "-"])
+    assert (code, sys.stdout.getvalue()) == (0, "waiting to be seen\n" + length_and_digest(PROMPT) + "\n")
+
+
+def test_a_terminal_prompt_that_cannot_be_sent_whole_cancels_the_run(
+    slow_claude: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prompt whose sending fails ends the terminal client with that error, and the CLI, which
+    got none of it, is stopped instead of answering a cut prompt."""
+    from cc_executor_nb.claude import options as options_module
+    from cc_executor_nb.client import Client
+    from cc_executor_nb.errors import CCExecError
+
+    async def refused(self: Client, data: str, **options: Any) -> dict[str, Any]:
+        raise CCExecError("the piece was refused")
+
+    monkeypatch.setattr(options_module, "find_claude", lambda configured=None: str(slow_claude))
+    monkeypatch.setattr(Client, "input", refused)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PROMPT))
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--quiet", "-"])
+    out, err = capsys.readouterr()
+    assert (code, out, err.splitlines()[-1:]) == (1, "", ["error: the piece was refused"])
