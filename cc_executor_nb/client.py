@@ -184,6 +184,9 @@ class Client:
         self._max_message_size: int | None = None
         """The frame limit of the server on the connection now, as its ``connected`` said
         (None: it said none): a reconnect may reach a server started again with another."""
+        self._capabilities: frozenset[str] = frozenset()
+        """The ``capabilities`` of the server on the connection now, as its ``connected`` said:
+        a reconnect may reach a server started again as another version."""
         self._unacked_bytes = 0
         self._last_frame_at = time.monotonic()
         self._reader = asyncio.ensure_future(self._run())
@@ -414,8 +417,8 @@ class Client:
         requests right after the start, as host mode sends its prompts (``execute`` is one
         frame: a 1.2 MB one was refused as too big, and a 150 KiB prompt by a server started
         with ``--max-message-size 200000``)."""
-        connected = await self.wait_connected()
-        if methods.EXECUTE_INPUT not in connected.capabilities:
+        await self.wait_connected()
+        if methods.EXECUTE_INPUT not in self._capabilities:
             return False
         if len(text.encode("utf-8", "surrogatepass")) > MAX_EXECUTE_INPUT_BYTES:
             return False  # execute's own bound, whatever frames the server takes
@@ -504,7 +507,7 @@ class Client:
 
     def _may_ack(self) -> bool:
         done = self._connected.done() and not self._connected.exception()
-        return done and methods.ACK in self._connected.result().capabilities
+        return done and methods.ACK in self._capabilities
 
     async def _watch_heartbeats(self, ws: ClientConnection) -> None:
         """Three missed heartbeats count as a dropped connection."""
@@ -521,7 +524,7 @@ class Client:
         if not self.auto_reconnect or self._closing or not self._connected.done():
             return False
         needed = methods.JOBS_ATTACH if self.job_id is not None else methods.RESUME
-        return not self._connected.exception() and needed in self._connected.result().capabilities
+        return not self._connected.exception() and needed in self._capabilities
 
     async def _reconnect(self) -> bool:
         """Dial again with backoff and resume; False when it gave up."""
@@ -646,7 +649,7 @@ class Client:
         except (TimeoutError, ConnectionClosed, OSError):
             return None
         self._ws = ws
-        self._max_message_size = _frame_limit_of(hello)  # this server's, which may be another
+        self._hello(_connected_of(hello))  # this server's, which may be another
         self._last_frame_at = time.monotonic()
         self.reconnects += 1
         reconnected = {"session_id": result.get("session_id"), "last_seq": last_seq}
@@ -724,6 +727,12 @@ class Client:
         else:
             future.set_exception(protocol.remote_error(item.error))
 
+    def _hello(self, connected: Connected | None) -> None:
+        """Take the frame limit and the capabilities of the server just reached (none from a
+        frame that is no ``connected``)."""
+        self._max_message_size = connected.max_message_size if connected is not None else None
+        self._capabilities = frozenset(connected.capabilities if connected is not None else ())
+
     async def _deliver(self, event: Event) -> None:
         seq = event.seq
         if seq is not None:
@@ -734,7 +743,7 @@ class Client:
             if self._connected.done():
                 return
             self._connected.set_result(event)
-            self._max_message_size = event.max_message_size
+            self._hello(event)
             self.heartbeat_interval = float(event.params.get("heartbeat_interval") or 20.0)
         elif event.method == methods.HEARTBEAT and isinstance(event.params.get("interval"), (int, float)):
             self.heartbeat_interval = float(event.params["interval"])
@@ -868,12 +877,6 @@ def _session_of(hello: str | bytes) -> str | None:
     """The session id from a ``connected`` frame (None if it is something else)."""
     connected = _connected_of(hello)
     return str(connected.params.get("session_id") or "") or None if connected is not None else None
-
-
-def _frame_limit_of(hello: str | bytes) -> int | None:
-    """The frame limit a ``connected`` frame gives (None: it gives none, or is no ``connected``)."""
-    connected = _connected_of(hello)
-    return connected.max_message_size if connected is not None else None
 
 
 def _resume_refused(exc: ProtocolError) -> str:

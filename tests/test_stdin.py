@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from cc_executor_nb import methods
-from cc_executor_nb.client import Client, _frame_limit_of, connect
+from cc_executor_nb.client import Client, _connected_of, connect
 from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
 from cc_executor_nb.events import Connected, Event, Started
 from cc_executor_nb.protocol import MAX_INPUT_BYTES
@@ -387,13 +387,49 @@ async def test_the_frame_limit_is_the_latest_servers_after_a_reconnect(tmp_path:
         await second.close()
 
 
+async def test_the_capabilities_are_the_latest_servers_after_a_reconnect(tmp_path: Path) -> None:
+    """A client following a job reconnects to a job server that came back as an older version,
+    without ``execute.input``. It kept the first ``connected``'s capabilities and would put a
+    prompt in an ``execute`` that server cannot take; it now takes the new ``connected``'s."""
+    jobs = str(tmp_path / "jobs")
+    first = make_handler(jobs_dir=jobs)
+    await first.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(first.port).start()
+    client = await connect(proxy.url(), TOKEN)
+    older = make_handler(jobs_dir=jobs)
+    older.capabilities.remove(methods.EXECUTE_INPUT)
+    try:
+        await client.execute(argv=["true"], durable=True, stdin="pipe")
+        assert completed(await collect(client)).exit_code == 0
+        assert await client.takes_input_in_execute("hello", argv=ECHO, stdin="pipe")
+        reconnected = _future_event(client, methods.CLIENT_RECONNECTED)
+        proxy.refusing = True
+        proxy.drop()  # no close frame: the client reconnects
+        await first.close()
+        await older.start("127.0.0.1", 0)
+        proxy.target_port, proxy.refusing = older.port, False
+        await asyncio.wait_for(reconnected, scaled(20))
+        assert not await client.takes_input_in_execute("hello", argv=ECHO, stdin="pipe")
+    finally:
+        await client.close()
+        await proxy.close()
+        await older.close()
+
+
 def test_a_server_that_says_no_limit_on_a_reconnect_gives_the_default() -> None:
     """The limit a reconnect takes is its ``connected``'s; an older server's says none (None:
     the client sizes for its default 1 MiB frames), whatever the first server said."""
     hello = {"jsonrpc": "2.0", "method": "connected", "params": {"session_id": "s"}}
-    assert _frame_limit_of(json.dumps(hello)) is None
+    assert _limit_taken_from(json.dumps(hello)) is None
     hello["params"]["max_message_size"] = SMALL_LIMIT
-    assert _frame_limit_of(json.dumps(hello)) == SMALL_LIMIT
+    assert _limit_taken_from(json.dumps(hello)) == SMALL_LIMIT
+
+
+def _limit_taken_from(hello: str) -> int | None:
+    """The frame limit the client takes on a reconnect whose first frame is ``hello``."""
+    connected = _connected_of(hello)
+    assert connected is not None
+    return connected.max_message_size
 
 
 def _future_event(client: Client, method: str) -> asyncio.Future[Event]:
