@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ from cc_executor_nb.client import Client, _connected_of, connect
 from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
 from cc_executor_nb.events import Connected, Event, Started
 from cc_executor_nb.protocol import MAX_INPUT_BYTES
+from cc_executor_nb.server import EnhancedWebSocketHandler
 
 from .conftest import TOKEN, collect, completed, make_handler, output_of, reply
 from .proxy import FaultyProxy
@@ -354,6 +356,42 @@ async def test_lone_surrogates_are_invalid_params_and_leak_nothing(
     assert good["result"]["status"] == "started"  # type: ignore[index]
 
 
+class _Follower:
+    """A client that followed a durable job to its end on ``server``, through a proxy that can
+    move it to another server on the same jobs directory."""
+
+    def __init__(self, server: EnhancedWebSocketHandler, proxy: FaultyProxy, client: Client) -> None:
+        self.server, self.proxy, self.client = server, proxy, client
+
+    async def move_to(self, other: EnhancedWebSocketHandler) -> None:
+        """Drop the connection (no close frame), stop the server, start ``other`` in its place,
+        and wait until the client has reconnected to it."""
+        reconnected = _future_event(self.client, methods.CLIENT_RECONNECTED)
+        self.proxy.refusing = True
+        self.proxy.drop()
+        await self.server.close()
+        await other.start("127.0.0.1", 0)
+        self.server = other
+        self.proxy.target_port, self.proxy.refusing = other.port, False
+        await asyncio.wait_for(reconnected, scaled(20))
+
+
+@contextlib.asynccontextmanager
+async def _job_follower(server: EnhancedWebSocketHandler) -> AsyncIterator[_Follower]:
+    """A :class:`_Follower` of a job that ran ``true`` on ``server``."""
+    await server.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(server.port).start()
+    follower = _Follower(server, proxy, await connect(proxy.url(), TOKEN))
+    try:
+        await follower.client.execute(argv=["true"], durable=True, stdin="pipe")
+        assert completed(await collect(follower.client)).exit_code == 0
+        yield follower
+    finally:
+        await follower.client.close()
+        await proxy.close()
+        await follower.server.close()
+
+
 async def test_the_frame_limit_is_the_latest_servers_after_a_reconnect(tmp_path: Path) -> None:
     """A client following a job reconnects to a job server started again with a smaller
     ``--max-message-size`` (4 MiB, then 200,000 bytes). It kept the first ``connected``'s limit:
@@ -362,29 +400,13 @@ async def test_the_frame_limit_is_the_latest_servers_after_a_reconnect(tmp_path:
     big for it (frame with 230062 bytes exceeds limit of 200000 bytes)"). Its limit is the new
     ``connected``'s: the pieces fit, and the server answers that the job's process is gone."""
     jobs = str(tmp_path / "jobs")
-    first = make_handler(jobs_dir=jobs, max_message_size=4 << 20)
-    await first.start("127.0.0.1", 0)
-    proxy = await FaultyProxy(first.port).start()
-    client = await connect(proxy.url(), TOKEN)
-    second = make_handler(jobs_dir=jobs, max_message_size=SMALL_LIMIT)
-    try:
-        await client.execute(argv=["true"], durable=True, stdin="pipe")
-        assert completed(await collect(client)).exit_code == 0
-        reconnected = _future_event(client, methods.CLIENT_RECONNECTED)
-        proxy.refusing = True
-        proxy.drop()  # no close frame: the client reconnects
-        await first.close()
-        await second.start("127.0.0.1", 0)
-        proxy.target_port, proxy.refusing = second.port, False
-        await asyncio.wait_for(reconnected, scaled(20))
+    async with _job_follower(make_handler(jobs_dir=jobs, max_message_size=4 << 20)) as follower:
+        await follower.move_to(make_handler(jobs_dir=jobs, max_message_size=SMALL_LIMIT))
+        client = follower.client
         assert not await client.takes_input_in_execute("y" * (1 << 20), argv=ECHO, stdin="pipe")
         with pytest.raises(NoProcessRunning):
             await client.input("y" * 230_000)
         assert not client.closed
-    finally:
-        await client.close()
-        await proxy.close()
-        await second.close()
 
 
 async def test_the_capabilities_are_the_latest_servers_after_a_reconnect(tmp_path: Path) -> None:
@@ -392,28 +414,12 @@ async def test_the_capabilities_are_the_latest_servers_after_a_reconnect(tmp_pat
     without ``execute.input``. It kept the first ``connected``'s capabilities and would put a
     prompt in an ``execute`` that server cannot take; it now takes the new ``connected``'s."""
     jobs = str(tmp_path / "jobs")
-    first = make_handler(jobs_dir=jobs)
-    await first.start("127.0.0.1", 0)
-    proxy = await FaultyProxy(first.port).start()
-    client = await connect(proxy.url(), TOKEN)
     older = make_handler(jobs_dir=jobs)
     older.capabilities.remove(methods.EXECUTE_INPUT)
-    try:
-        await client.execute(argv=["true"], durable=True, stdin="pipe")
-        assert completed(await collect(client)).exit_code == 0
-        assert await client.takes_input_in_execute("hello", argv=ECHO, stdin="pipe")
-        reconnected = _future_event(client, methods.CLIENT_RECONNECTED)
-        proxy.refusing = True
-        proxy.drop()  # no close frame: the client reconnects
-        await first.close()
-        await older.start("127.0.0.1", 0)
-        proxy.target_port, proxy.refusing = older.port, False
-        await asyncio.wait_for(reconnected, scaled(20))
-        assert not await client.takes_input_in_execute("hello", argv=ECHO, stdin="pipe")
-    finally:
-        await client.close()
-        await proxy.close()
-        await older.close()
+    async with _job_follower(make_handler(jobs_dir=jobs)) as follower:
+        assert await follower.client.takes_input_in_execute("hello", argv=ECHO, stdin="pipe")
+        await follower.move_to(older)
+        assert not await follower.client.takes_input_in_execute("hello", argv=ECHO, stdin="pipe")
 
 
 def test_a_server_that_says_no_limit_on_a_reconnect_gives_the_default() -> None:
