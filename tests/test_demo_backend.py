@@ -413,6 +413,15 @@ def test_think_sends_nothing_before_the_delay(backend: DemoBackend) -> None:
     assert kinds == ["thinking_delta", "signature_delta", "text_delta"]
 
 
+def test_the_backend_keeps_only_its_newest_requests() -> None:
+    """A long-lived backend (a kernel's, all day) keeps the newest ``keep_requests`` records, not all."""
+    with DemoBackend(settings=DemoSettings(words_per_second=100_000), keep_requests=3) as small:
+        for n in range(5):
+            message(small.url, f"echo: {n}")
+        assert [record.prompt for record in small.requests] == ["echo: 2", "echo: 3", "echo: 4"]
+    assert DemoBackend().keep_requests == 256
+
+
 def test_requests_are_served_concurrently(backend: DemoBackend) -> None:
     """A slow request does not hold up a quick one."""
     slow = threading.Thread(target=stream, args=(backend.url, f"think for {scaled(1.0):g} seconds"))

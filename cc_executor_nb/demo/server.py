@@ -8,6 +8,7 @@ writes the result at the planned times. Log lines use ``<`` for received,
 
 from __future__ import annotations
 
+import collections
 import json
 import socket
 import sys
@@ -259,6 +260,7 @@ class DemoBackend:
         *,
         settings: DemoSettings | None = None,
         log: Logger | None = None,
+        keep_requests: int = 256,
     ) -> None:
         self._address = (host, port)
         self.settings = settings or DemoSettings()
@@ -269,7 +271,10 @@ class DemoBackend:
         self._lock = threading.Lock()
         self._counters = {"msg": 0, "req": 0}
         self._in_flight = 0
-        self._records: list[RequestRecord] = []
+        self.keep_requests = keep_requests
+        """How many of the newest requests :attr:`requests` keeps: a kernel's shared
+        backend answers every demo turn of the day, and each record holds its prompt."""
+        self._records: collections.deque[RequestRecord] = collections.deque(maxlen=keep_requests)
         self.limits = LimitWindows()
         """The account's usage and rate limit windows (see :mod:`.limits`)."""
 
@@ -331,7 +336,7 @@ class DemoBackend:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A copy of the requests answered so far, oldest first."""
+        """A copy of the newest ``keep_requests`` requests answered, oldest first."""
         with self._lock:
             return list(self._records)
 
