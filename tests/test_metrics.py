@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import stat
+import subprocess
 import sys
 import time
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Event, Heartbeat, Output
 from cc_executor_nb.server.progress import HistoryStore, ProgressEstimator
+from cc_executor_nb.server.resources import ResourceSampler
 from cc_executor_nb.targets import Target, count_units, progress_toward, prompt_target
 
 from .conftest import TOKEN, collect, completed, fake, make_handler, output_of
@@ -343,3 +345,18 @@ async def test_a_runs_duration_counts_from_its_spawn_not_from_the_history_lookup
     handler.history.durations = slow_durations
     await client.execute(argv=["sleep", "0.5"])
     assert completed(await collect(client)).params["duration_seconds"] >= 0.5
+
+
+async def test_a_group_found_empty_is_no_longer_watched() -> None:
+    """The sampler forgets a group once a sample finds it empty (its run ended): a long-lived
+    server watched every group it ever ran, one more per run, for good."""
+    sampler = ResourceSampler(max_age=0)
+    ended = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert (await sampler.figures(ended.pid))["num_processes"] == 1
+    finally:
+        ended.kill()
+        ended.wait()
+    ours = os.getpgid(0)
+    assert (await sampler.figures(ours))["num_processes"] >= 1
+    assert sampler.watched == {ours}

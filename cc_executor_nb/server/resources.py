@@ -3,7 +3,8 @@
 One sampler serves every run: a single walk of the process table (in a worker thread)
 yields the figures of all watched groups at once, so a hundred runs cost one scan, not
 a hundred. ``cpu_percent`` is measured between two samples of the same process, as
-psutil does, so the first sample of a new process reads 0.
+psutil does, so the first sample of a new process reads 0. A group found empty is no
+longer watched (asked about again, it is watched again).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class ResourceSampler:
             if time.monotonic() - self._taken_at > self.max_age or pgid not in self._latest:
                 self._latest = await asyncio.to_thread(self.sample, set(self.watched))
                 self._taken_at = time.monotonic()
+                # A group found empty ended with its run: nothing forgets it otherwise, and
+                # every later sample of a long-lived server would carry every group it ever ran.
+                self.watched -= {group for group, entry in self._latest.items() if not entry["num_processes"]}
         return dict(self._latest.get(pgid) or empty_resources())
 
     def forget(self, pgid: int) -> None:
