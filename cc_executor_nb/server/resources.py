@@ -48,11 +48,6 @@ class ResourceSampler:
                 self.watched -= {group for group, entry in self._latest.items() if not entry["num_processes"]}
         return dict(self._latest.get(pgid) or empty_resources())
 
-    def forget(self, pgid: int) -> None:
-        """Stop watching a group."""
-        self.watched.discard(pgid)
-        self._latest.pop(pgid, None)
-
     def sample(self, pgids: set[int]) -> dict[int, dict[str, Any]]:
         """One walk of the process table (blocking)."""
         figures = {pgid: empty_resources() for pgid in pgids}
