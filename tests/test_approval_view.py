@@ -100,6 +100,17 @@ def test_a_long_answer_scrolls_in_the_live_widget_and_not_in_the_record(
     assert answer is not None and answer.group(0) == '<div class="cc-answer">'
 
 
+def test_the_body_says_how_much_html_its_last_render_sent(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """What a presenter paces by: the conversation HTML a render replaced, and 0 for a render
+    that changed nothing."""
+    made, _source, _controls = body
+    made.interpreter.feed("stdout", result(result="word " * 1500) + "\n")
+    made.render(State(), 0.0)
+    assert made.sent_chars == len(made.html.value) > 7500
+    made.render(State(), 0.5)
+    assert made.sent_chars == 0
+
+
 # The card's HTML
 
 

@@ -699,6 +699,41 @@ def test_flush_renders_regardless_of_rate() -> None:
     assert (render.calls, coalescer.dirty) == (2, False)
 
 
+def test_a_render_that_sent_much_makes_the_next_wait_longer() -> None:
+    """With ``pace`` asking 0.5 s, a poke 0.2 s after a render waits until 0.5 s, not the 0.1 s
+    of max_rate 10."""
+    coalescer, render, clock, timers = fake_coalescer(max_rate=10.0, pace=lambda: 0.5)
+    coalescer.poke()
+    clock.now = 0.2
+    coalescer.poke()
+    assert (render.calls, coalescer.due()) == (1, pytest.approx(0.3))
+    clock.now = 0.49
+    timers.fire_due()
+    assert render.calls == 1
+    clock.now = 0.5
+    timers.fire_due()
+    assert (render.calls, coalescer.dirty) == (2, False)
+
+
+def test_the_live_widget_paces_its_renders_by_the_html_they_send(comms: list[DummyComm]) -> None:
+    """A live view that re-sends 300,000 characters of output waits 0.6 s before its next
+    render (500,000 characters a second), where the rate alone allowed one after 0.1 s; a
+    render that sent nothing lets the next come at the rate."""
+    from cc_executor_nb.kernel.presenter import LIVE_CHARS_PER_SECOND, WidgetPresenter
+
+    state = running()
+    view = RunView("big", state=state, now=0.0, max_chars=400_000)
+    presenter = WidgetPresenter(state, view, max_rate=10.0)
+    emit(state, "process.output", 0.5, type="stdout", data="x" * 300_000)
+    view.render(state, 0.5)
+    assert view.sent_chars >= 300_000
+    assert presenter.coalescer.interval == pytest.approx(view.sent_chars / LIVE_CHARS_PER_SECOND)
+    assert presenter.coalescer.interval >= 0.6
+    view.render(state, 0.5)
+    assert (view.sent_chars, presenter.coalescer.interval) == (0, pytest.approx(0.1))
+    view.close()
+
+
 def test_run_due_drives_deferred_render_without_scheduler() -> None:
     """Without a scheduler or loop, the owner's run_due() performs the deferred render."""
     clock, render = FakeClock(), Counter()

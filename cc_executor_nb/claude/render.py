@@ -887,6 +887,8 @@ class ClaudeBody:
         self.conversation = conversation
         self.show_answer = show_answer
         self.render_count = 0
+        self.sent_chars = 0
+        """Characters of conversation HTML the last :meth:`render` sent (0: it sent none)."""
         self.controls: Controls | None = None
         self._key: tuple[Any, ...] | None = None
         self._shown_request: str | None = None
@@ -978,6 +980,7 @@ class ClaudeBody:
         limited = snapshot.usage_limit is not None or snapshot.waiting_until is not None
         tick = int(time.time()) if limited else None
         key = (self.interpreter.version, state.status, state.exit_code, view.version if view else None, alive, tick)
+        self.sent_chars = 0
         if key == self._key:
             return
         self._key = key
@@ -986,6 +989,7 @@ class ClaudeBody:
             value = self._html(state.status, state.exit_code, decisions)
             if value != self._widget.value:
                 self._widget.value = value
+                self.sent_chars = len(value)
         if view is not None:
             self._render_conversation(view, alive)
         self.render_count += 1

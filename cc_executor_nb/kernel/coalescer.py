@@ -31,6 +31,10 @@ class Coalescer:
     loop given to :meth:`attach`). Without either, the owner drives deferred
     renders with :meth:`run_due` or :meth:`tick`. All methods may be called from
     any thread; renders never overlap.
+
+    ``pace`` (optional) says how long, in seconds, the last render's work should be
+    spread over: the next render waits that long when it is more than ``1 / max_rate``
+    (a render that sends much waits longer before the next).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class Coalescer:
         *,
         tick_interval: float = 1.0,
         schedule: Scheduler | None = None,
+        pace: Callable[[], float] | None = None,
     ) -> None:
         if max_rate <= 0:
             raise ValueError("max_rate must be positive")
@@ -49,6 +54,7 @@ class Coalescer:
         self.tick_interval = tick_interval
         self._clock = clock
         self._schedule = schedule
+        self._pace = pace
         self._lock = threading.RLock()
         self._render_lock = threading.RLock()
         self._dirty = False
@@ -73,7 +79,12 @@ class Coalescer:
             if self._last_render is None:
                 return 0.0
             now = self._clock() if now is None else now
-            return max(0.0, self._last_render + self.min_interval - now)
+            return max(0.0, self._last_render + self.interval - now)
+
+    @property
+    def interval(self) -> float:
+        """Seconds from one render to the next: ``1 / max_rate``, or what ``pace`` asks if longer."""
+        return max(self.min_interval, self._pace()) if self._pace is not None else self.min_interval
 
     def poke(self) -> None:
         """Note a change: render now if the rate allows, else make sure one render follows."""

@@ -46,12 +46,20 @@ if TYPE_CHECKING:
     from .views import RunView
 
 __all__ = [
+    "LIVE_CHARS_PER_SECOND",
     "Presenter",
     "TextPresenter",
     "WidgetPresenter",
     "kernel_has_widgets",
     "name_in_terminal",
 ]
+
+
+LIVE_CHARS_PER_SECOND = 500_000
+"""At most about this many characters of HTML a second for one run's live widget: a render
+waits ``sent / LIVE_CHARS_PER_SECOND`` seconds after one that sent ``sent`` characters, when
+that is longer than the rate allows. A long conversation re-sends every turn at each render
+(123 KB at 100 turns): its widget updates less often instead of flooding the page."""
 
 
 class Presenter(Protocol):
@@ -137,7 +145,7 @@ class WidgetPresenter:
     ) -> None:
         self.state = state
         self._view: RunView | None = view
-        self.coalescer = Coalescer(self._render, max_rate)
+        self.coalescer = Coalescer(self._render, max_rate, pace=self._pace)
         self.display = RunDisplay(record) if record is not None else None
         self.keep_widget = keep_widget
         self.on_release = on_release
@@ -159,6 +167,10 @@ class WidgetPresenter:
     def _render(self) -> None:
         if self._view is not None:
             self._view.render(self.state, time.monotonic())
+
+    def _pace(self) -> float:
+        """Seconds the last render's HTML should be spread over (see ``LIVE_CHARS_PER_SECOND``)."""
+        return self._view.sent_chars / LIVE_CHARS_PER_SECOND if self._view is not None else 0.0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the coalescer's ticker and deferred renders on ``loop``."""

@@ -92,6 +92,9 @@ class RunView:
         self.resume_button = _button("Resume", "play", "", on_resume, enabled.get("resume", False))
         self.cancel_button = _button("Cancel", "stop", "danger", on_cancel, enabled.get("cancel", False))
         self.widget = self._assemble()
+        self.sent_chars = 0
+        """Characters of HTML the last :meth:`render` sent to the page (the values it replaced,
+        the body's included): what a presenter paces its renders by."""
 
     def _build_widgets(self, state: RunState | None, now: float) -> None:
         # Two synced widgets: a render changes at most the header and the output, so it
@@ -117,6 +120,7 @@ class RunView:
     def render(self, state: RunState, now: float) -> None:
         """Bring every widget up to date with ``state`` at ``now`` (any thread; no asyncio)."""
         with self._lock:
+            before = (self.header.value, self.output.value)
             # The body first: the badge never says a run ended before the body it sums up
             # (the answer, the footer) is on its way to the page.
             if self.body is not None:
@@ -127,6 +131,9 @@ class RunView:
                 self._render_status(state, now)
                 self._render_output(state)
                 self._render_buttons(state)
+            after = (self.header.value, self.output.value)
+            self.sent_chars = sum(len(new) for new, old in zip(after, before, strict=True) if new != old)
+            self.sent_chars += int(getattr(self.body, "sent_chars", 0))
 
     def _header_traits(self, state: RunState, now: float) -> dict[str, Any]:
         return {
