@@ -27,6 +27,9 @@ Modes:
                           dropped, exit 0 at once (a pipe nobody drains loses the tail)
   late BYTES DELAY        print "a"; a child in the group writes BYTES "x" and a newline
                           DELAY s after the leader has exited
+  old-claude UNKNOWN ARGS...  a claude CLI too old for the options in UNKNOWN (comma-separated):
+                          the first of ARGS among them is refused as Commander does, exit 1
+                          (captured from 0.2.126, 1.0.60, 1.0.128); else exit 0, printing nothing
 """
 
 from __future__ import annotations
@@ -228,6 +231,16 @@ def late(size: str, delay: str) -> None:
         os._exit(0)
 
 
+def old_claude(unknown: str, *args: str) -> None:
+    refused = next((arg for arg in args if arg in unknown.split(",")), None)
+    if refused is None:
+        return
+    # 0.2.126 adds a hint for --input-format; the rest print the first line alone.
+    hint = "(Did you mean --output-format?)\n" if refused == "--input-format" else ""
+    _out(f"error: unknown option '{refused}'\n{hint}".encode(), sys.stderr.buffer)
+    sys.exit(1)
+
+
 MODES = {
     "echo": echo,
     "interleave": interleave,
@@ -250,6 +263,7 @@ MODES = {
     "argv": argv,
     "hasty": hasty,
     "late": late,
+    "old-claude": old_claude,
 }
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..targets import Progress, Target, progress_toward, prompt_target
+from .compat import too_old_for
 from .limits import UsageLimit
 from .permissions import PermissionRequest
 from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
@@ -227,6 +228,15 @@ class ClaudeInterpreter:
             if self._run.result is not None:
                 return None
         return "the output was incomplete: Claude's stream ended without a result event"
+
+    def refused(self) -> str | None:
+        """Why the CLI refused to run, when it was too old for an option it was given
+        (:func:`~cc_executor_nb.claude.compat.too_old_for`); None otherwise."""
+        with self._lock:
+            if self._run.result is not None:
+                return None
+            stderr = "".join(self._stderr)
+        return too_old_for(stderr)
 
     def progress(self, now: float, finished: bool) -> Progress | None:
         """Progress of the answer toward the prompt's target; None without a target."""

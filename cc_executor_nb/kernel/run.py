@@ -88,7 +88,9 @@ class Interpreter(Protocol):
     understood (``run.claude``); ``progress`` an estimate toward a target the
     interpreter knows (None when it knows none). An interpreter may also have
     ``incomplete() -> str | None``: why the output it read cannot be whole (a Claude
-    stream without its ``result``), which turns a ``completed`` run into a ``failed`` one.
+    stream without its ``result``), which turns a ``completed`` run into a ``failed`` one;
+    and ``refused() -> str | None``: why the program refused to run (a claude CLI too old
+    for an option), the error of a run that failed with only its exit code to say.
     """
 
     def feed(self, stream: str, text: str) -> object:
@@ -1225,7 +1227,11 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
 
     The interpreter is finished first (a last line without a newline counts); its
     ``incomplete()`` (when it has one) gives the reason, put in ``error`` with the exit code.
+    A ``failed`` one whose error only restates its exit code takes the interpreter's
+    ``refused()`` instead, when it has one that says why (a claude CLI too old for an option).
     """
+    if event.status == "failed":
+        return _refusal_explained(event, interpreter)
     incomplete = getattr(interpreter, "incomplete", None)
     if event.status != "completed" or incomplete is None:
         return event
@@ -1235,6 +1241,14 @@ def judged(event: Completed, interpreter: Interpreter) -> Event:
         return event
     error = f"{reason} (exit code {event.exit_code})"
     return make_event(event.method, {**event.params, "status": "failed", "error": error, "incomplete": True})
+
+
+def _refusal_explained(event: Completed, interpreter: Interpreter) -> Event:
+    refused = getattr(interpreter, "refused", None)
+    if refused is None or event.params.get("error") != f"exited with code {event.exit_code}":
+        return event
+    reason = refused()
+    return make_event(event.method, {**event.params, "error": reason}) if isinstance(reason, str) else event
 
 
 def cancelled_as_asked(event: Event, reason: str) -> Event:
