@@ -17,6 +17,7 @@ import pytest
 
 from cc_executor_nb.demo import DemoBackend, DemoSettings, demo_environment, find_claude
 from cc_executor_nb.demo.arithmetic import ExpressionError, evaluate
+from cc_executor_nb.demo.limits import LimitWindows
 from cc_executor_nb.demo.record import claude_argv, normalize, run_claude
 from cc_executor_nb.demo.scenarios import plan_reply
 from cc_executor_nb.demo.texts import huge_text
@@ -339,6 +340,24 @@ def test_usage_is_deterministic(backend: DemoBackend) -> None:
     """The same request gives the same usage every time, so costs are stable."""
     first = message(backend.url, "write 2 haikus")["usage"]
     assert message(backend.url, "write 2 haikus")["usage"] == first
+
+
+def test_a_limit_window_without_a_session_id_opens_once_for_a_prompt_merged_into_its_message(
+    backend: DemoBackend
+) -> None:
+    """A CLI that sends no session id and merges the next prompt into the refused one's message
+    (2.0.77: a follow-up, auto-resume's "Continue where you left off.") is answered once the reset
+    passed: the merged text opened a new window each time (the resumes of `--demo --auto-resume
+    "usage limit reset in 3 s, then what is 2+2"` were all refused, five, a minute apart)."""
+    clock = [1000.0]
+    backend.limits = LimitWindows(lambda: clock[0])
+    limit = "usage limit reset in 3 s, then what is 2+2"
+    first = {"role": "user", "content": [{"type": "text", "text": limit}]}
+    merged = {"role": "user", "content": [*first["content"], {"type": "text", "text": "Continue where you left off."}]}
+    assert post(backend.url, request_body("", stream=False, messages=[first]))[0] == 429
+    clock[0] = 1004.0  # past the reset
+    status, raw = post(backend.url, request_body("", stream=False, messages=[merged]))
+    assert status == 200, raw
 
 
 def test_count_tokens_matches_message_usage(backend: DemoBackend) -> None:

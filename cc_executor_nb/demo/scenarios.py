@@ -22,6 +22,7 @@ __all__ = [
     "DemoSettings",
     "Reply",
     "ToolCall",
+    "conversation_name",
     "is_auxiliary",
     "plan_reply",
     "prompt_text",
@@ -188,6 +189,24 @@ def prompt_text(messages: list[dict[str, Any]]) -> str:
         text = _human_text(message.get("content"))
         if text:
             return text
+    return ""
+
+
+def conversation_name(messages: list[dict[str, Any]]) -> str:
+    """What names a conversation when the CLI sends no session id (2.0.77, 1.0.128): the first
+    text a person wrote in it. It stays when a CLI merges a later prompt into that message (2.0.77
+    does after a turn with no answer, such as one a limit refused: a follow-up, a resume's prompt),
+    where the last prompt, the text of the whole message, changed with each."""
+    for message in messages:
+        if message.get("role") != "user":
+            continue
+        content = message.get("content")
+        texts = [content] if isinstance(content, str) else [
+            block.get("text") for block in content or [] if isinstance(block, dict) and block.get("type") == "text"
+        ]
+        written = next((text for text in texts if isinstance(text, str) and text and not _is_reminder(text)), None)
+        if written is not None:
+            return written
     return ""
 
 

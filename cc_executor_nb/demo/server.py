@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from .limits import LimitRefusal, LimitWindows
 from .messages import Step, count_tokens, message_json, stream_steps
-from .scenarios import ApiError, DemoSettings, Reply, is_auxiliary, plan_reply, prompt_text
+from .scenarios import ApiError, DemoSettings, Reply, conversation_name, is_auxiliary, plan_reply, prompt_text
 
 __all__ = ["DemoBackend", "RequestRecord"]
 
@@ -156,10 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _limit_refusal(self, backend: DemoBackend, request: dict[str, Any]) -> LimitRefusal | None:
         if is_auxiliary(request):
             return None
-        prompt = prompt_text(request.get("messages") or [])
+        messages = request.get("messages") or []
         # The CLI names its session in every request; a resumed session keeps the name.
-        conversation = self.headers.get("X-Claude-Code-Session-Id") or prompt
-        return backend.limits.check(conversation, prompt)
+        conversation = self.headers.get("X-Claude-Code-Session-Id") or conversation_name(messages)
+        return backend.limits.check(conversation, prompt_text(messages))
 
     def _refuse(self, refusal: LimitRefusal, request: dict[str, Any]) -> None:
         prompt = prompt_text(request.get("messages") or [])
