@@ -28,6 +28,7 @@ from cc_executor_nb.demo.shared import demo_backend, stop_demo
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
 
+from .conftest import FAKE_CLI
 from .util import scaled
 
 pytestmark = pytest.mark.timeout(60)
@@ -124,6 +125,17 @@ def test_chain_passes_output_through_waits_and_resumes_the_session() -> None:
     ]
     assert events[4]["session_id"] == "s-1" and events[5]["session_id"] == "s-1"
     assert events[6]["message"] == {"id": "m2", "content": [{"type": "text", "text": "resumed: go on"}]}
+
+
+def test_chain_keeps_all_of_a_cli_that_writes_without_waiting() -> None:
+    """A CLI that writes 300 KB to a non-blocking stdout and exits at once, as the older Node CLIs do
+    (the fake CLI's ``hasty``): all of it passes through (the 64 KiB pipe refused the rest, so the
+    200 KB answer of an auto-resumed run on 2.0.77 or 1.0.128 came cut and the run failed as incomplete)."""
+    hasty = [sys.executable, str(FAKE_CLI), "hasty", "300000", "0"]
+    out = io.BytesIO()
+    assert Chain(ResumeSpec(hasty, hasty, 0), out).run() == 0
+    data = out.getvalue()
+    assert data.endswith(b"END\n") and len(data) == 300_004, len(data)
 
 
 def test_chain_gives_up_on_a_reset_beyond_the_wait_limit() -> None:

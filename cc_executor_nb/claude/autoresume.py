@@ -32,6 +32,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -52,6 +53,19 @@ SESSION_PLACEHOLDER = "\x00SESSION_ID\x00"
 """Stands for the session id in ``resume_argv`` until it is known."""
 DEFAULTS = {"max_resumes": 5, "max_wait": 6 * 3600.0, "fallback_wait": 60.0, "margin": 1.0}
 _READ = 1 << 16
+PIPE_BYTES = 1 << 20
+"""The CLI's stdout pipe, widened from Linux's 64 KiB to the 1 MiB any process may ask for
+(``/proc/sys/fs/pipe-max-size``): a claude CLI that writes its stdout without waiting
+(2.0.77, 1.0.128, 2.1.197) drops what a full pipe refuses, and a 200 KB answer came to
+the supervisor cut (its run failed as incomplete). A bigger burst can still be cut."""
+
+
+def widen_pipe(fd: int) -> None:
+    """Make the pipe ``fd`` hold :data:`PIPE_BYTES` where the system allows it (Linux)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is not None:
+        with contextlib.suppress(OSError):  # over a user's pipe quota: the default size
+            fcntl.fcntl(fd, set_size, PIPE_BYTES)
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -210,17 +224,25 @@ class Chain:
     def _run_once(self, argv: list[str], parser: ClaudeRun, *, first: bool) -> int:
         # The first CLI reads the prompt on our stdin; a resume has its prompt in argv.
         stdin = None if first else subprocess.DEVNULL
-        self.child = child = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE)
-        assert child.stdout is not None
+        fd, write_end = os.pipe()
+        try:
+            widen_pipe(fd)  # before the CLI can write
+            self.child = child = subprocess.Popen(argv, stdin=stdin, stdout=write_end)
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.close(write_end)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        fd = child.stdout.fileno()
-        while chunk := os.read(fd, _READ):
-            self.out.write(chunk)
-            self.out.flush()
-            parser.feed(decoder.decode(chunk))
+        try:
+            while chunk := os.read(fd, _READ):
+                self.out.write(chunk)
+                self.out.flush()
+                parser.feed(decoder.decode(chunk))
+        finally:
+            os.close(fd)
         parser.feed(decoder.decode(b"", final=True))
         parser.feed_eof()
-        child.stdout.close()
         code = child.wait()
         self.child = None
         return code
