@@ -27,7 +27,7 @@ from .conftest import FAKE_CLI
 
 # Each CLI's refusal, exactly as it printed it (exit code 1 each time).
 CLI_0_2_126_HOST = "error: unknown option '--input-format'\n(Did you mean --output-format?)\n"
-CLI_1_0_60 = "error: unknown option '--include-partial-messages'\n"  # 0.2.126's one-shot says the same
+CLI_1_0_60 = "error: unknown option '--include-partial-messages'\n"  # up to 1.0.108; 0.2.126's one-shot too
 CLI_1_0_128_BUDGET = "error: unknown option '--max-budget-usd'\n"
 UPDATE = "update it: `npm install -g @anthropic-ai/claude-code`"
 

@@ -7,9 +7,9 @@ code 1". :func:`too_old_for` turns that refusal, for an option cc_executor_nb pu
 command line, into what it means and what to do. An option the user added (``--claude-arg``)
 keeps the CLI's own words: a typo is no version problem.
 
-Seen (h27): 1.0.60 and older lack ``--include-partial-messages`` (every run passes it),
-0.2.x also ``--input-format`` (host mode), 1.0.x ``--max-budget-usd``; 1.0.128 and 2.0.77
-run everything else.
+Seen: 1.0.108 and older lack ``--include-partial-messages`` (every run passes it; 1.0.109
+is the first to know it), 0.2.x also ``--input-format`` (host mode), 1.0.x
+``--max-budget-usd``; 1.0.109, 1.0.128 and 2.0.77 run everything else.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def too_old_for(stderr: str) -> str | None:
     option = match.group(1) if match else None
     if option in _EVERY_RUN:
         return (f"this claude CLI is too old for cc_executor_nb: it does not know {option}, which every "
-                f"Claude run passes (1.0.128 and later know it); {UPDATE}")
+                f"Claude run passes (1.0.109 and later know it); {UPDATE}")
     if option in _HOST_ONLY:
         return (f"this claude CLI is too old for host mode: it does not know {option}; {UPDATE}, or run "
                 "it one-shot with --no-interactive (interactive=False, CCExec.interactive = False)")
