@@ -27,6 +27,7 @@ import dataclasses
 import math
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TextIO
 
@@ -52,6 +53,10 @@ from .server.config import ServerSettings, build_server
 __all__ = ["exit_status", "main", "render_event"]
 
 LABEL_CHARS = 80
+CANCEL_WAIT = 10.0
+"""Seconds a failed prompt feed tries to cancel its run over a connection being dialled again."""
+FEED_SETTLE = 1.0
+"""Seconds the end of a run's events waits for a failing prompt feed to say why it failed."""
 DEFAULT_TOKEN_ENV = "CC_EXECUTOR_TOKEN"
 """The variable a remote server's token is read from without --token-env."""
 
@@ -226,6 +231,9 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
                 render_event(event, launch.view, sys.stdout, sys.stderr, notes=not args.quiet, ends=ends)
                 if isinstance(event, Completed):
                     return exit_status(event)
+        except CCExecError:
+            await _failed_feed(feeder)  # a failed feed closed the connection: its failure says why
+            raise
         finally:
             await _stop_feeding(feeder)
     return 1
@@ -235,7 +243,9 @@ async def _feed(client: Client, text: str) -> None:
     """Write ``text`` to the run's stdin, then close it, while ``_run`` shows the run's events: a
     prompt that did not fit ``execute`` goes in pieces as the child reads them, and what the child
     prints before it reads is shown meanwhile. A prompt that could not be written whole cancels
-    the run, so the child never answers a cut prompt (``_check_fed`` then raises why)."""
+    the run, so the child never answers a cut prompt nor waits for the rest for ever, and closes
+    the connection, which ends the events ``_run`` reads (``_check_fed`` or ``_failed_feed``
+    then raise why)."""
     try:
         # A CLI that exited (or closed its input) before reading says why by its exit code and
         # stderr: the refused write is no error of the run.
@@ -243,9 +253,28 @@ async def _feed(client: Client, text: str) -> None:
             await client.input(text)
             await client.close_input()
     except Exception:
-        with contextlib.suppress(CCExecError):  # a lost connection: the server stops the run itself
-            await client.cancel()
+        await _cancel_run(client)
+        # Closing the connection ends the run's events here (a reconnected client's too).
+        with contextlib.suppress(Exception):
+            await client.close()
         raise
+
+
+async def _cancel_run(client: Client) -> None:
+    """Ask the server to cancel the run, once more while a dropped connection is being dialled
+    again (a session left detached would keep the run, waiting for its prompt, for the
+    server's ``--detach-ttl``), for at most ``CANCEL_WAIT`` seconds."""
+    deadline = time.monotonic() + CANCEL_WAIT
+    while not client.closed:
+        try:
+            await client.cancel()
+            return
+        except NoProcessRunning:
+            return
+        except CCExecError:
+            if time.monotonic() >= deadline:
+                return
+            await asyncio.sleep(0.1)
 
 
 def _check_fed(feeder: asyncio.Task[None] | None) -> None:
@@ -256,14 +285,24 @@ def _check_fed(feeder: asyncio.Task[None] | None) -> None:
             raise failure
 
 
+async def _failed_feed(feeder: asyncio.Task[None] | None) -> None:
+    """The run's events ended on an error: raise the feed's failure if that is what closed the
+    connection (the feed ends right after its close: it is waited for a moment)."""
+    if feeder is not None:
+        await asyncio.wait({feeder}, timeout=FEED_SETTLE)
+        _check_fed(feeder)
+
+
 async def _stop_feeding(feeder: asyncio.Task[None] | None) -> None:
     """The run is over (or ``_run`` is leaving on an error): a feed still going is stopped; one
-    that failed has said so already (``_check_fed``), or matters less than what ends ``_run``."""
+    that failed has said so already (``_check_fed``), or matters less than what ends ``_run``.
+    A cancel of ``_run`` itself (Ctrl-C) meanwhile goes through."""
     if feeder is None:
         return
     feeder.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await feeder
+    await asyncio.wait({feeder})
+    if not feeder.cancelled():
+        feeder.exception()  # retrieved: asyncio would log it as never retrieved
 
 
 def _claude_run(args: argparse.Namespace) -> _Launch:

@@ -4,6 +4,7 @@ client) the client waits for room as the CLI reads, and the CLI gets every byte.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import sys
@@ -149,3 +150,43 @@ def test_a_terminal_prompt_that_cannot_be_sent_whole_cancels_the_run(
     code = cli.main(["claude", "--quiet", "-"])
     out, err = capsys.readouterr()
     assert (code, out, err.splitlines()[-1:]) == (1, "", ["error: the piece was refused"])
+
+
+async def test_a_terminal_prompt_feed_cut_by_a_lost_connection_ends_the_client_and_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 12 MiB prompt still going in (the CLI reads nothing yet) when the connection drops with a
+    piece in flight (written or not: nobody knows): the client reconnected and followed the run,
+    whose CLI would wait for the rest of its prompt for ever, and the client with it; now the
+    client ends with the lost connection, and the server stops the run."""
+    from cc_executor_nb.errors import ConnectionLost
+    from cc_executor_nb.kernel.textview import TextView
+
+    from .conftest import TOKEN, make_handler
+    from .proxy import FaultyProxy
+    from .util import eventually_async, gone
+
+    server = make_handler()
+    await server.start("127.0.0.1", 0)
+    proxy = await FaultyProxy(server.port).start()
+    monkeypatch.setenv("CC_EXECUTOR_TOKEN", TOKEN)
+    pid_file = tmp_path / "pid"
+    child = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)"
+    args = cli._parser().parse_args(["run", "--server", proxy.url(), "--", "x"])
+    launch = cli._Launch([sys.executable, "-c", child], None, TextView(), stdin_text="y" * (12 << 20))
+    ended = asyncio.ensure_future(cli._run(args, launch, cli._Progress()))
+    try:
+        await eventually_async(lambda: pid_file.exists() and pid_file.read_text(), what="the child started")
+        await asyncio.sleep(1.0)  # the feed now waits for room in the server's full input queue
+        proxy.freeze()  # its next try (every 0.5 s at most) is in flight when the connection drops
+        await asyncio.sleep(1.5)
+        proxy.thaw()
+        proxy.drop()
+        with pytest.raises(ConnectionLost):
+            await asyncio.wait_for(ended, scaled(20))
+        pid = int(pid_file.read_text())
+        await eventually_async(lambda: gone(pid), timeout=20, what="the run's process stopped")
+    finally:
+        ended.cancel()
+        await proxy.close()
+        await server.close()
