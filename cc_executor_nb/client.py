@@ -728,10 +728,11 @@ class Client:
             future.set_exception(protocol.remote_error(item.error))
 
     def _hello(self, connected: Connected | None) -> None:
-        """Take the frame limit and the capabilities of the server just reached (none from a
-        frame that is no ``connected``)."""
-        self._max_message_size = connected.max_message_size if connected is not None else None
-        self._capabilities = frozenset(connected.capabilities if connected is not None else ())
+        """Take the frame limit and the capabilities of the server just reached (a frame that is
+        no ``connected`` changes nothing: every server sends it first)."""
+        if connected is not None:
+            self._max_message_size = connected.max_message_size
+            self._capabilities = frozenset(connected.capabilities)
 
     async def _deliver(self, event: Event) -> None:
         seq = event.seq

@@ -65,8 +65,13 @@ def run_with(executable: Path, tmp_path: Path, **options: Any) -> ccx.Run:
     [
         (CLI_1_0_60, "this claude CLI is too old for cc_executor_nb: it does not know --include-partial-messages, "
                      "which every Claude run passes"),
-        (CLI_0_2_126_HOST, "this claude CLI is too old for host mode: it does not know --input-format"),
+        # 0.2.x lacks --include-partial-messages too: one-shot (--no-interactive) is no way out.
+        (CLI_0_2_126_HOST, "this claude CLI is too old for cc_executor_nb: it does not know --input-format"),
+        ("error: unknown option '--permission-prompt-tool'\n",
+         "this claude CLI is too old for host mode: it does not know --permission-prompt-tool; "),
         (CLI_1_0_128_BUDGET, "this claude CLI is too old for --max-budget-usd: it does not know the option"),
+        ("error: unknown option '--max-budget-usd=1'\n",
+         "this claude CLI is too old for --max-budget-usd: it does not know the option"),
     ],
 )
 def test_a_refused_option_that_cc_executor_nb_passes_reads_as_a_cli_too_old(stderr: str, start: str) -> None:

@@ -734,6 +734,20 @@ def test_the_live_widget_paces_its_renders_by_the_html_they_send(comms: list[Dum
     view.close()
 
 
+def test_a_huge_render_makes_the_next_wait_two_seconds_at_most(comms: list[DummyComm]) -> None:
+    """5,000,000 characters would ask 10 s: the live widget's next render (a question's card, the
+    timers) waits ``MAX_PACE``, 2 s."""
+    from cc_executor_nb.kernel.presenter import MAX_PACE, WidgetPresenter
+
+    state = running()
+    view = RunView("huge", state=state, now=0.0, max_chars=6_000_000)
+    presenter = WidgetPresenter(state, view, max_rate=10.0)
+    emit(state, "process.output", 0.5, type="stdout", data="x" * 5_000_000)
+    view.render(state, 0.5)
+    assert (MAX_PACE, presenter.coalescer.interval) == (2.0, 2.0)
+    view.close()
+
+
 def test_run_due_drives_deferred_render_without_scheduler() -> None:
     """Without a scheduler or loop, the owner's run_due() performs the deferred render."""
     clock, render = FakeClock(), Counter()

@@ -30,9 +30,12 @@ OPTION_FLAGS = (
 UPDATE = "update it: `npm install -g @anthropic-ai/claude-code` (or `npm ci` in the cc_executor_nb project)"
 """What to do about a CLI too old for cc_executor_nb."""
 
-_UNKNOWN_OPTION = re.compile(r"^error: unknown option '(--[A-Za-z0-9-]+)'", re.MULTILINE)
-_HOST_ONLY = frozenset(arg for arg in HOST_ARGS if arg.startswith("--")) - set(STREAM_ARGS)
-_EVERY_RUN = frozenset(arg for arg in STREAM_ARGS if arg.startswith("--"))
+_UNKNOWN_OPTION = re.compile(r"^error: unknown option '(--[A-Za-z0-9-]+)(?:=[^']*)?'", re.MULTILINE)
+_EVERY_RUN = frozenset(arg for arg in STREAM_ARGS if arg.startswith("--")) | {"--input-format"}
+"""Options a CLI without which cc_executor_nb cannot run Claude at all: those of every run, and
+``--input-format``, which only CLIs that also lack ``--include-partial-messages`` refuse (0.2.x),
+so the one-shot mode is no way out for them."""
+_HOST_ONLY = frozenset(arg for arg in HOST_ARGS if arg.startswith("--")) - set(STREAM_ARGS) - _EVERY_RUN
 
 
 def too_old_for(stderr: str) -> str | None:

@@ -60,6 +60,9 @@ LIVE_CHARS_PER_SECOND = 500_000
 waits ``sent / LIVE_CHARS_PER_SECOND`` seconds after one that sent ``sent`` characters, when
 that is longer than the rate allows. A long conversation re-sends every turn at each render
 (123 KB at 100 turns): its widget updates less often instead of flooding the page."""
+MAX_PACE = 2.0
+"""The longest wait ``LIVE_CHARS_PER_SECOND`` makes between two renders: a question's card, the
+buttons and the timers never wait longer than that behind a huge render."""
 
 
 class Presenter(Protocol):
@@ -170,7 +173,8 @@ class WidgetPresenter:
 
     def _pace(self) -> float:
         """Seconds the last render's HTML should be spread over (see ``LIVE_CHARS_PER_SECOND``)."""
-        return self._view.sent_chars / LIVE_CHARS_PER_SECOND if self._view is not None else 0.0
+        view = self._view  # finish() may let go of it meanwhile (another thread may ask)
+        return min(view.sent_chars / LIVE_CHARS_PER_SECOND, MAX_PACE) if view is not None else 0.0
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the coalescer's ticker and deferred renders on ``loop``."""
