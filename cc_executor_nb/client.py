@@ -62,7 +62,7 @@ from .declare import OptionError
 from .errors import ConnectionLost, HandshakeRefused, LimitReached, OutputGap, ProtocolError, UnknownSession
 from .events import Completed, Connected, Event, make_event
 from .protocol import FROM_ARGUMENTS, MAX_EXECUTE_INPUT_BYTES, MAX_INPUT_BYTES
-from .redaction import install_redactor
+from .redaction import keep_out_of_logs
 
 __all__ = ["Client", "Locator", "Opened", "check_server_url", "connect", "dial", "os_reason", "shown_url"]
 
@@ -99,7 +99,7 @@ class _Dialer:
     ssl: ssl_module.SSLContext | None = None
 
     async def dial(self) -> ClientConnection:
-        _keep_out_of_logs(self.token)
+        keep_out_of_logs(self.token)  # websockets logs the Authorization header and frames at DEBUG
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         # websockets refuses ssl=None for wss:// (it means "no TLS"): leave it out then.
         tls: dict[str, Any] = {"ssl": self.ssl} if self.ssl is not None else {}
@@ -899,17 +899,6 @@ def _closed_reason(exc: ConnectionClosed) -> str:
 def _describe_close(ws: ClientConnection) -> str:
     code = ws.close_code
     return f"connection closed (code {code}: {ws.close_reason or 'no reason'})"
-
-
-_REDACTING: set[str] = set()
-
-
-def _keep_out_of_logs(token: str | None) -> None:
-    """websockets logs the Authorization header and every frame at DEBUG: redact them (once per token)."""
-    key = token or ""
-    if key not in _REDACTING:
-        install_redactor(token)
-        _REDACTING.add(key)
 
 
 def _check_utf8(method: str, frame: str) -> None:

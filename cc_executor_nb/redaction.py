@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Collection
 
-__all__ = ["SecretRedactor", "install_redactor"]
+__all__ = ["SecretRedactor", "hold_secret", "install_redactor", "keep_out_of_logs", "release_secret"]
 
 _AUTH_HEADER = re.compile(
     r"(?im)^([<>] (?:(?:proxy-)?authorization|cookie|set-cookie|[\w-]*(?:token|secret|api-key)[\w-]*))(: ).*$"
@@ -103,3 +104,49 @@ def install_redactor(secret: str | None) -> None:
             target.addFilter(redactor)
         if secret:
             redactor.secrets.add(secret)
+
+
+_KEPT_OUT: set[str] = set()
+"""The secrets :func:`keep_out_of_logs` has installed (a client dials often: the loggers
+are walked once per secret, not per dial)."""
+
+
+def keep_out_of_logs(secret: str | None) -> None:
+    """:func:`install_redactor`, once per secret."""
+    key = secret or ""
+    if key not in _KEPT_OUT:
+        install_redactor(secret)
+        _KEPT_OUT.add(key)
+
+
+_HELD: Counter[str] = Counter()
+"""How many live servers of this process use each secret (:func:`hold_secret`)."""
+
+
+def hold_secret(secret: str | None) -> None:
+    """:func:`install_redactor` for a server's token, until :func:`release_secret`."""
+    install_redactor(secret)
+    if secret:
+        _HELD[secret] += 1
+
+
+def release_secret(secret: str | None) -> None:
+    """A server stopped: its token is forgotten once no other server of this process uses
+    it, so that a kernel's ``%reload_ext`` after ``%reload_ext`` does not leave every log
+    record to scan for one more dead token. Credentials in headers stay redacted by their
+    form, whatever the secret."""
+    if not secret or not _HELD[secret]:
+        return
+    _HELD[secret] -= 1
+    if not _HELD[secret]:
+        del _HELD[secret]
+        _forget(secret)
+
+
+def _forget(secret: str) -> None:
+    _KEPT_OUT.discard(secret)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            for found in logger.filters:
+                if isinstance(found, SecretRedactor):
+                    found.secrets.discard(secret)

@@ -17,7 +17,7 @@ from pytest_timeout import get_env_settings
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-import cc_executor_nb.client as client_module
+import cc_executor_nb.redaction as redaction_module
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Completed, Event
 from cc_executor_nb.redaction import SecretRedactor
@@ -77,10 +77,13 @@ def _redactor_secrets_per_test() -> Iterator[None]:
         if isinstance(f, SecretRedactor)
     ]
     before = [set(r.secrets) for r in redactors]
-    redacting = set(client_module._REDACTING)  # the client installs each token once
+    kept_out = set(redaction_module._KEPT_OUT)  # a client installs each token once
+    held = redaction_module._HELD.copy()  # servers hold theirs until they close
     yield
-    client_module._REDACTING.clear()
-    client_module._REDACTING.update(redacting)
+    redaction_module._HELD.clear()
+    redaction_module._HELD.update(held)
+    redaction_module._KEPT_OUT.clear()
+    redaction_module._KEPT_OUT.update(kept_out)
     for redactor, secrets in zip(redactors, before, strict=True):
         redactor.secrets = secrets
     for logger in logging.Logger.manager.loggerDict.values():

@@ -32,7 +32,7 @@ from cc_executor_nb.server.disk import DiskBudget
 
 from .kernel_utils import ccexec, fake_command, py
 from .servers import start_server
-from .util import eventually, scaled
+from .util import eventually, redacted_secrets, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -102,6 +102,17 @@ def test_reload_ext_twice_leaves_one_loop_thread(shell: InteractiveShell) -> Non
     assert loop_threads() == 0
     assert magic(shell, ccexec("true", "-w", "-q")).status == "completed"
     assert loop_threads() == 1
+
+
+def test_reload_ext_leaves_no_dead_token_in_the_log_redactors(shell: InteractiveShell) -> None:
+    """Each reload's in-kernel server has a new token; the stopped ones' are forgotten (every
+    log record was scanned for one more dead token per reload)."""
+    magic(shell, ccexec("true", "-w", "-q"))
+    after_one = len(redacted_secrets())
+    for _ in range(3):
+        shell.run_line_magic("reload_ext", "cc_executor_nb")
+        assert magic(shell, ccexec("true", "-w", "-q")).status == "completed"
+    assert len(redacted_secrets()) == after_one
 
 
 def test_reload_ext_keeps_config_settings(shell: InteractiveShell) -> None:

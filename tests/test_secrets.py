@@ -16,7 +16,7 @@ from cc_executor_nb.server.handler import SecretRedactor
 from cc_executor_nb.server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, child_environment
 
 from .conftest import TOKEN, collect, fake, make_handler, output_of
-from .util import scaled
+from .util import redacted_secrets, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -150,3 +150,31 @@ def test_the_redactor_blanks_credentials_in_a_logged_traceback() -> None:
     text = logging.Formatter().format(record)
     assert "super-secret" not in text
     assert "ValueError: invalid HTTP header value: Bearer [redacted]" in text
+
+
+async def test_a_stopped_servers_token_is_no_longer_scanned_for() -> None:
+    """A kernel's ``%reload_ext`` starts a server with a new token each time: every token
+    stayed in the redactors for good (one more scan of every log record per reload)."""
+    tokens = [f"tok-{n}-{os.getpid()}" for n in range(3)]
+    for token in tokens:
+        handler = make_handler(token=token)
+        await handler.start("127.0.0.1", 0)
+        async with await connect(handler.url, token) as client:
+            await client.execute(argv=fake("echo", "hi"))
+            await collect(client)
+        assert token in redacted_secrets()
+        await handler.close()
+    assert not set(tokens) & redacted_secrets()
+
+
+async def test_a_token_two_servers_share_is_kept_until_both_stop() -> None:
+    """Forgetting is per server: the first of two servers with one token to stop leaves it redacted."""
+    token = f"shared-{os.getpid()}"
+    first, second = make_handler(token=token), make_handler(token=token)
+    await first.start("127.0.0.1", 0)
+    await second.start("127.0.0.1", 0)
+    await first.close()
+    await first.close()  # idempotent: it does not release twice
+    assert token in redacted_secrets()
+    await second.close()
+    assert token not in redacted_secrets()

@@ -13,6 +13,7 @@ silent for 2 s, a reader that stalls), with any tolerance around it ``scaled()``
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import TypeVar
 
 import psutil
 
-__all__ = ["TIME_SCALE", "eventually", "eventually_async", "scaled"]
+__all__ = ["TIME_SCALE", "eventually", "eventually_async", "redacted_secrets", "scaled"]
 
 T = TypeVar("T")
 
@@ -159,3 +160,17 @@ def interrupt_main_once_in(name: str, timeout: float = 30.0) -> threading.Thread
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
     return thread
+
+
+def redacted_secrets() -> set[str]:
+    """Every secret some log redactor (on a logger of ours or of websockets) scans for."""
+    from cc_executor_nb.redaction import SecretRedactor
+
+    return {
+        secret
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+        for found in logger.filters
+        if isinstance(found, SecretRedactor)
+        for secret in found.secrets
+    }

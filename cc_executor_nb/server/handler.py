@@ -52,7 +52,7 @@ from ..errors import (
     UnknownSession,
 )
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, MIN_INTERVAL
-from ..redaction import SecretRedactor, install_redactor
+from ..redaction import SecretRedactor, hold_secret, release_secret
 from .access import WS_PATHS, FailureTable, address_key, check_handshake, is_loopback
 from .admission import Admission
 from .config import ServerSettings
@@ -175,6 +175,7 @@ class EnhancedWebSocketHandler:
         self.tls = False
         """Whether the server speaks TLS (``wss://``)."""
         self._closing = False
+        self._secret_held = False
 
     # -- Lifecycle ------------------------------------------------------------------
 
@@ -184,9 +185,11 @@ class EnhancedWebSocketHandler:
         With ``ssl`` (a server-side TLS context) the server speaks ``wss://``.
         """
         self._loopback = is_loopback(host)
-        install_redactor(self.token)
         if self.token is None and not self._loopback:
             raise ValueError("refusing to serve without a token on a non-loopback address")
+        if not self._secret_held:
+            hold_secret(self.token)
+            self._secret_held = True
         self.jobs.open()
         try:
             self.server = await serve(
@@ -242,6 +245,9 @@ class EnhancedWebSocketHandler:
         for session in list(self.sessions.sessions.values()):
             await self._end_session(session)  # detached ones have no connection to close
         self.streams.close()
+        if self._secret_held:
+            release_secret(self.token)  # a dead token: no log record need scan for it
+            self._secret_held = False
 
     async def _ends_sent(self, executions: list[Execution]) -> None:
         """Give the runs the stop ended time to read their last output and send their end
