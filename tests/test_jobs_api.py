@@ -201,14 +201,19 @@ def test_the_job_table_counts_the_runs_that_follow_a_job(shell) -> None:
     text = repr(table).splitlines()
     column = text[0].index("attached")
     assert text[0].split()[-2:] == ["attached", "label"] and text[1][column:].split()[0] == "2"
-    assert re.search(r"<th [^>]*>attached</th><th [^>]*>label</th>", table._widget.value)
-    assert re.search(r"<td [^>]*>2</td><td [^>]*><span title=", table._widget.value)
+    assert re.search(r"<th [^>]*>attached</th><th [^>]*>label</th>", html_of(table))
+    assert re.search(r"<td [^>]*>2</td><td [^>]*><span title=", html_of(table))
     run.cancel()
     run.wait(scaled(20))
     again.wait(scaled(20))
     eventually(lambda: [job.attached for job in cc_executor_nb.jobs.list()] == [0], what="no follower left")
     ended = cc_executor_nb.jobs(live=False)
-    assert re.search(r"<td [^>]*>-</td><td [^>]*><span title=", ended._widget.value)
+    assert re.search(r"<td [^>]*>-</td><td [^>]*><span title=", html_of(ended))
+
+
+def html_of(table: JobsTable) -> str:
+    """The HTML a Jupyter front end shows of a table that does not follow (no widget)."""
+    return str(table._repr_mimebundle_()["text/html"])
 
 
 def ticking_job(settings: CCExec | None = None) -> Run:
@@ -368,20 +373,34 @@ def info(job_id: str, notebook: str, started: float, **more: object) -> JobInfo:
     return JobInfo(job_id=job_id, notebook=notebook, started_at=started, **(fields | more))  # type: ignore[arg-type]
 
 
-def test_a_shown_job_table_widget_holds_the_rows_its_text_shows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shown again 5 s later, a table that no longer follows (live=False, or its updates
-    ended) renders its widget from the rows and the time its text/plain has: the widget
-    state a notebook saves said "running 0.0 s" (its first render) under a current text."""
+def test_a_shown_job_table_holds_the_rows_its_text_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shown again 5 s later, a table that does not follow (live=False) renders its HTML from
+    the rows and the time its text/plain has: the widget state a notebook saves said
+    "running 0.0 s" (its first render) under a current text."""
     from cc_executor_nb.kernel import jobs as jobs_module
 
     clock = [1000.0]
     monkeypatch.setattr(jobs_module, "time", type("Clock", (), {"time": staticmethod(lambda: clock[0])}))
     table = JobsTable(None, [info("abcd1111", "me", 1000.0, status="running")], widget=True, live=False)  # type: ignore[arg-type]
-    assert "0.0 s" in table._widget.value
+    assert "0.0 s" in html_of(table)
     clock[0] = 1005.0
     bundle = table._repr_mimebundle_()
     assert "running" in bundle["text/plain"] and "5.0 s" in bundle["text/plain"]
-    assert "5.0 s" in table._widget.value and "0.0 s" not in table._widget.value
+    assert "5.0 s" in bundle["text/html"] and "0.0 s" not in bundle["text/html"]
+
+
+@pytest.mark.parametrize("status, live", [("completed", True), ("running", False)])
+def test_a_job_table_that_does_not_follow_keeps_no_widget(status: str, live: bool) -> None:
+    """A listing with no job running, or with live=False, is plain HTML: each such table kept
+    a widget (3 comms and its HTML, 37 KB with 60 jobs) in the kernel until the kernel ended."""
+    from ipywidgets.widgets.widget import _instances
+
+    before = set(_instances)
+    table = JobsTable(None, [info("abcd1111", "me", 1000.0, status=status)], widget=True, live=live)  # type: ignore[arg-type]
+    bundle = table._repr_mimebundle_()
+    assert set(_instances) == before
+    assert "application/vnd.jupyter.widget-view+json" not in bundle
+    assert "<code>abcd1111</code>" in bundle["text/html"] and "abcd1111" in bundle["text/plain"]
 
 
 def test_pick_job_by_last_of_this_notebook_by_id_and_by_unique_prefix() -> None:

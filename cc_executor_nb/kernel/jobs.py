@@ -180,7 +180,8 @@ def attach(
 
 
 class JobsTable:
-    """The jobs as a table: a live widget in a Jupyter front end, plain text elsewhere.
+    """The jobs as a table: in a Jupyter front end a widget while a job runs (plain HTML when
+    none does, or with ``live=False``), plain text elsewhere.
 
     ``jobs`` holds the latest :class:`JobInfo` list. A live table asks the server again
     every second while a job runs, then stops; :meth:`refresh` asks once more and
@@ -193,14 +194,17 @@ class JobsTable:
         self.jobs = jobs
         self.error: str | None = None
         """Why the live updates stopped, if an error stopped them (a refused token, a lost server)."""
+        self._html = widget
+        """Whether it shows as HTML (a Jupyter front end): a widget while it follows, else plain HTML."""
         self._widget: Any = None
         self._task: Any = None
-        if widget:
+        if widget and live and any(job.active for job in jobs):
+            # Only a table that updates itself needs a widget: one for every listing of
+            # ended jobs kept its comms and HTML in the kernel until the kernel ended.
             import ipywidgets
 
-            self._widget = ipywidgets.HTML(value=jobs_html(rows_of(jobs), time.time()))
-            if live and any(job.active for job in jobs):
-                self._task = shared_loop().submit(self._follow())
+            self._widget = ipywidgets.HTML(value=self._html_at(time.time()))
+            self._task = shared_loop().submit(self._follow())
 
     @property
     def live(self) -> bool:
@@ -208,7 +212,8 @@ class JobsTable:
         return self._task is not None and not self._task.done()
 
     def refresh(self) -> JobsTable:
-        """Ask the server once more and show the answer. Returns self."""
+        """Ask the server once more: a live table's widget shows the answer. Returns self
+        (the last expression of a cell: shown anew)."""
         self._show(shared_loop().call(_fetch(self.target), _CALL_TIMEOUT))
         return self
 
@@ -224,10 +229,13 @@ class JobsTable:
     def _render(self, now: float) -> None:
         """Set the widget's value (the state a notebook saves) to the rows at ``now``."""
         if self._widget is not None:
-            note = "" if self.error is None else f"<div><em>updates stopped: {html.escape(self.error)}</em></div>"
-            if self._following():
-                note = stale_html(now)  # a table that updates every second says when it no longer does
-            self._widget.value = jobs_html(rows_of(self.jobs), now) + note
+            self._widget.value = self._html_at(now)
+
+    def _html_at(self, now: float) -> str:
+        note = "" if self.error is None else f"<div><em>updates stopped: {html.escape(self.error)}</em></div>"
+        if self._following():
+            note = stale_html(now)  # a table that updates every second says when it no longer does
+        return jobs_html(rows_of(self.jobs), now) + note
 
     def _following(self) -> bool:
         """Whether more updates are due: the live task runs and a job is still active."""
@@ -263,7 +271,7 @@ class JobsTable:
         now = time.time()
         text = self._text(now)
         if self._widget is None:
-            return {"text/plain": text}
+            return {"text/html": self._html_at(now), "text/plain": text} if self._html else {"text/plain": text}
         # The widget shows what the text does: a table that no longer follows (its jobs
         # ended, or live=False) kept its last render, e.g. "running 0.0 s", under a current text.
         self._render(now)
