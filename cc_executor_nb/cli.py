@@ -401,6 +401,8 @@ def _claude_parser(prog: str | None = None) -> argparse.ArgumentParser:
 # The declared help speaks of the kernel and its CCExec settings; here there are none.
 _CLAUDE_HELPS = {
     "model": "the Claude model (default: the CLI's)",
+    "executable": "path or name of the claude executable (default: node_modules/.bin/claude of this "
+    "project or of the working directory, then claude on PATH)",
     "continue_session": "follow up the CLI's latest session in the working directory (the CLI's --continue)",
     "auto_resume": "when a usage or rate limit stops the run, wait for the reset and resume the same Claude "
     f"session (--resume SESSION_ID with the prompt {ResumeSettings.prompt!r})",

@@ -144,3 +144,26 @@ def test_the_terminal_client_says_a_cli_is_too_old(
     code = cli.main(["claude", "hello"])
     err = capsys.readouterr().err
     assert code == 1 and f": {too_old_for(CLI_1_0_60)}\n" in err, err
+
+
+def test_the_terminal_client_runs_the_cli_claude_command_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--claude-command PATH`` picks the CLI: a source checkout's client always took its
+    ``node_modules/.bin/claude``, so an older CLI elsewhere could not be tried with it."""
+    executable = old_claude(tmp_path, "--include-partial-messages")
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["claude", "--claude-command", str(executable), "hello"])
+    err = capsys.readouterr().err
+    assert code == 1 and f": {too_old_for(CLI_1_0_60)}\n" in err, err
+
+
+def test_a_magic_run_takes_its_claude_command(tmp_path: Path) -> None:
+    """``%ccexec --claude-command PATH`` runs that CLI, whatever ``CCExec.claude_command`` says."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "cc_executor_nb")
+    executable = old_claude(tmp_path, "--include-partial-messages")
+    run = shell.run_line_magic("ccexec", f"-w -q --cwd {tmp_path} --claude-command {executable} hello")
+    assert (run.status, run.error) == ("failed", too_old_for(CLI_1_0_60)), run.stderr

@@ -85,8 +85,9 @@ class ClaudeOptions:
 
     # The executable and the backend
     executable: str | None = option(
-        None, help="path or name of the claude executable (default: node_modules/.bin/claude, "
-        "then claude on PATH)", config="claude_command",
+        None, "--claude-command", metavar="PATH",
+        help="path or name of the claude executable (default: CCExec.claude_command, else "
+        "node_modules/.bin/claude, then claude on PATH)", config="claude_command",
     )
     demo: bool = option(
         False, "--demo", kind="switch", config="demo",
