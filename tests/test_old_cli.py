@@ -164,6 +164,9 @@ def test_a_magic_run_takes_its_claude_command(tmp_path: Path) -> None:
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "cc_executor_nb")
-    executable = old_claude(tmp_path, "--include-partial-messages")
-    run = shell.run_line_magic("ccexec", f"-w -q --cwd {tmp_path} --claude-command {executable} hello")
+    try:
+        executable = old_claude(tmp_path, "--include-partial-messages")
+        run = shell.run_line_magic("ccexec", f"-w -q --cwd {tmp_path} --claude-command {executable} hello")
+    finally:
+        shell.run_line_magic("unload_ext", "cc_executor_nb")
     assert (run.status, run.error) == ("failed", too_old_for(CLI_1_0_60)), run.stderr
