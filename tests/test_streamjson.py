@@ -887,6 +887,18 @@ def test_answer_follows_the_open_turn() -> None:
     assert not run.turn_open and run.answer == "new" and summary(run)["status"] == "success"
 
 
+
+def test_the_open_turns_answer_is_its_turn_views_text() -> None:
+    """The answer of a running third turn (read without building the other turns) is its turn
+    view's text: its messages around a tool call, none of the earlier turns'."""
+    run = conversation(
+        ("a", [*streamed_text("m1", "one"), assistant("m1", text("one")), result(result="one")]),
+        ("b", [*streamed_text("m2", "two"), assistant("m2", text("two")), result(result="two")]),
+        ("c", [*streamed_text("m3", "before"), assistant("m3", text("before")), *tool_stream("toolu_c"),
+               *streamed_text("m4", "af", "ter")]),
+    )
+    assert run.answer == run.turn_views()[-1].text == "before\n\nafter"
+
 def test_an_interrupted_turn_is_marked() -> None:
     """note_interrupt marks the open turn; its error result keeps the partial text."""
     run = conversation(("story", streamed_text("m1", "Once upon")))

@@ -429,15 +429,25 @@ class ClaudeRun:
             texts[min(message.turn, count - 1)] += [
                 text for kind, text in _message_blocks(message) if kind == "text" and text.strip()
             ]
-        tools = self.tool_calls
+        tools: list[list[ToolCall]] = [[] for _ in range(count)]
+        for tool in self.tool_calls:  # one pass: looking through every call for each turn was quadratic
+            tools[min(tool.turn, count - 1)].append(tool)
         views = []
         for index in range(count):
             turn = self.turns[index] if index < len(self.turns) else _Turn("", self.result)
             views.append(TurnView(
-                index, turn.prompt, "\n\n".join(texts[index]),
-                tuple(t for t in tools if min(t.turn, count - 1) == index), turn.result, turn.interrupted,
+                index, turn.prompt, "\n\n".join(texts[index]), tuple(tools[index]), turn.result, turn.interrupted,
             ))
         return views
+
+    def _last_turn_text(self) -> str:
+        """``turn_views()[-1].text`` without building the other turns (a snapshot reads it at each
+        render of a conversation's widget)."""
+        last = max(1, len(self.turns)) - 1
+        return "\n\n".join(
+            text for message in self._messages.values() if message.turn >= last
+            for kind, text in _message_blocks(message) if kind == "text" and text.strip()
+        )
 
     def feed_line(self, line: str) -> None:
         """Apply one line of output; blank lines are ignored. Never raises."""
@@ -494,7 +504,7 @@ class ClaudeRun:
         In a conversation: the latest turn's (while it runs, its text so far).
         """
         if len(self.turns) > 1 and (self.turn_open or self.interrupted):
-            return self.turn_views()[-1].text
+            return self._last_turn_text()
         if self.interrupted:
             return self.text  # what came before the interrupt, not the CLI's diagnostic
         if self.is_error:
