@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cc_executor_nb.claude import streamjson
 from cc_executor_nb.claude.control import ControlAnswer, PermissionAsked, RequestWithdrawn
 from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun, LineSplitter, TurnEnded, summary
 
@@ -898,6 +899,29 @@ def test_the_open_turns_answer_is_its_turn_views_text() -> None:
                *streamed_text("m4", "af", "ter")]),
     )
     assert run.answer == run.turn_views()[-1].text == "before\n\nafter"
+
+
+def test_after_a_delta_only_the_message_that_grew_is_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conversation's text and turns are read at each render of its widget: after one more
+    delta, or the confirmation of the streaming message, only that message's blocks are read
+    again (every message's were), and the text has the change."""
+    run = conversation(*[
+        (f"p{i}", [*streamed_text(f"m{i}", f"answer {i}"), assistant(f"m{i}", text(f"answer {i}")),
+                   result(result=f"answer {i}")])
+        for i in range(5)
+    ])
+    run.begin_turn("last")
+    for each in streamed_text("live", "part"):
+        run.feed_line(each)
+    assert run.turn_views()[-1].text == "part" and run.text.endswith("answer 4\n\npart")
+    read: list[str] = []
+    blocks = streamjson._message_blocks
+    monkeypatch.setattr(streamjson, "_message_blocks", lambda message: read.append(message.id) or blocks(message))
+    run.feed_line(delta(0, "text_delta", text="ly"))
+    assert run.text.endswith("\n\npartly") and run.turn_views()[-1].text == "partly"
+    run.feed_line(assistant("live", text("partly done")))
+    assert run.text.endswith("\n\npartly done") and run.answer == "partly done"
+    assert read == ["live", "live"]
 
 def test_an_interrupted_turn_is_marked() -> None:
     """note_interrupt marks the open turn; its error result keeps the partial text."""

@@ -257,6 +257,19 @@ class _Message:
     live: dict[int, _Block] = field(default_factory=dict)
     final: list[dict[str, Any]] = field(default_factory=list)
     turn: int = 0
+    _blocks: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
+
+    def blocks(self) -> list[tuple[str, str]]:
+        """``(kind, text)`` for each block (:func:`_message_blocks`), kept until :meth:`changed`:
+        the text and the turns of a long conversation are read at each render, while only the
+        latest message changes."""
+        if self._blocks is None:
+            self._blocks = _message_blocks(self)
+        return self._blocks
+
+    def changed(self) -> None:
+        """A block started or grew, or the message was confirmed: :meth:`blocks` reads it again."""
+        self._blocks = None
 
 
 _KIND_BY_TYPE = {
@@ -427,7 +440,7 @@ class ClaudeRun:
         texts: list[list[str]] = [[] for _ in range(count)]
         for message in self._messages.values():
             texts[min(message.turn, count - 1)] += [
-                text for kind, text in _message_blocks(message) if kind == "text" and text.strip()
+                text for kind, text in message.blocks() if kind == "text" and text.strip()
             ]
         tools: list[list[ToolCall]] = [[] for _ in range(count)]
         for tool in self.tool_calls:  # one pass: looking through every call for each turn was quadratic
@@ -446,7 +459,7 @@ class ClaudeRun:
         last = max(1, len(self.turns)) - 1
         return "\n\n".join(
             text for message in self._messages.values() if message.turn >= last
-            for kind, text in _message_blocks(message) if kind == "text" and text.strip()
+            for kind, text in message.blocks() if kind == "text" and text.strip()
         )
 
     def feed_line(self, line: str) -> None:
@@ -602,6 +615,7 @@ class ClaudeRun:
         if kind == "tool_use":
             live.tool_id = self._start_tool(block)
         message.live[self._block_index(inner, message)] = live
+        message.changed()
         self.phase = _PHASE_BY_KIND.get(kind, self.phase)
 
     def _on_block_delta(self, inner: dict[str, Any]) -> None:
@@ -611,6 +625,7 @@ class ClaudeRun:
         if piece is None:
             return  # signature_delta, citations_delta: nothing to show.
         message = self._streaming_message()
+        message.changed()
         index = self._block_index(inner, message)
         block = message.live.get(index)
         if block is None or block.kind != kind:
@@ -657,6 +672,7 @@ class ClaudeRun:
             return  # A subagent's text is not part of the main answer.
         target = self._message(message_id)
         target.final = _merge_content(target.final, content)
+        target.changed()
         self._note_model(message)
         if content:
             last_kind = _KIND_BY_TYPE.get(_get_str(content[-1], "type") or "", "")
@@ -791,7 +807,7 @@ class ClaudeRun:
             texts: list[str] = []
             thoughts: list[str] = []
             for message in self._messages.values():
-                for kind, text in _message_blocks(message):
+                for kind, text in message.blocks():
                     if text.strip():
                         (texts if kind == "text" else thoughts).append(text)
             self._joined = (self.version, "\n\n".join(texts), "\n\n".join(thoughts))
