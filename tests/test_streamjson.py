@@ -923,6 +923,24 @@ def test_after_a_delta_only_the_message_that_grew_is_read_again(monkeypatch: pyt
     assert run.text.endswith("\n\npartly done") and run.answer == "partly done"
     assert read == ["live", "live"]
 
+
+def test_an_interrupted_turns_words_stay_with_it_when_the_next_turn_streams() -> None:
+    """The CLI never confirms a message it was interrupted in: its streamed words stay in their
+    turn (they vanished from it, and from the page, once the next turn's first message began)."""
+    run = conversation(("first", [*streamed_text("m1", "one"), assistant("m1", text("one")), result(result="one")]))
+    run.begin_turn("second")
+    for each in streamed_text("m2", "partial words"):
+        run.feed_line(each)
+    run.note_interrupt()
+    run.feed_line(result(subtype="error_during_execution", is_error=True, result=None))
+    run.begin_turn("third")
+    for each in streamed_text("m3", "three"):
+        run.feed_line(each)
+    views = run.turn_views()
+    assert [view.text for view in views] == ["one", "partial words", "three"]
+    assert views[1].interrupted and "partial words" in run.text
+
+
 def test_an_interrupted_turn_is_marked() -> None:
     """note_interrupt marks the open turn; its error result keeps the partial text."""
     run = conversation(("story", streamed_text("m1", "Once upon")))

@@ -257,6 +257,8 @@ class _Message:
     live: dict[int, _Block] = field(default_factory=dict)
     final: list[dict[str, Any]] = field(default_factory=list)
     turn: int = 0
+    settled: bool = False
+    """Never confirmed, and kept as streamed: its turn ended (interrupted) before it was."""
     _blocks: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
 
     def blocks(self) -> list[tuple[str, str]]:
@@ -781,15 +783,20 @@ class ClaudeRun:
         return self._current
 
     def _drop_unconfirmed(self, keep: str | None = None) -> None:
-        """Forget streamed messages that no ``assistant`` event confirmed."""
-        doomed = [m for m in self._messages.values() if not m.final and m.id != keep]
+        """Forget streamed messages of this turn that no ``assistant`` event confirmed, and the
+        unconfirmed tool calls of any. An earlier turn's words stay with it: the CLI never
+        confirms the message it was interrupted in."""
+        doomed = [m for m in self._messages.values() if not m.final and not m.settled and m.id != keep]
         for message in doomed:
-            del self._messages[message.id]
             for block in message.live.values():
                 if block.tool_id is not None:
                     self._forget_tool(block.tool_id)
             if self._current is message:
                 self._current = None
+            if message.turn < self._turn_index:
+                message.settled = True
+            else:
+                del self._messages[message.id]
 
     def _note_model(self, message: dict[str, Any]) -> None:
         model = _get_str(message, "model")
