@@ -34,6 +34,7 @@ __all__ = [
     "HOST_ARGS",
     "NOBODY_MESSAGE",
     "POLICY_DENY_MESSAGE",
+    "UNREACHABLE_MESSAGE",
     "AnswerSent",
     "ControlAnswer",
     "ControlMessage",
@@ -83,6 +84,12 @@ END_OF_INPUT_MESSAGE = "The user denied this tool call: they ended the input (Ct
 """What the model is told when the person asked on the terminal pressed Ctrl-D (end of input)."""
 POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
 """What the model is told when the run's permission policy denies a question."""
+UNREACHABLE_MESSAGE = (
+    "Denied automatically: nobody can answer this question any more (the run was not shown "
+    "and its handle was dropped). Keep the run (r = cc_executor_nb.run(...)), show it, or set a "
+    "policy (--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
+)
+"""What the model is told when nobody can reach the run to answer it (see ``Conversation.nobody_left``)."""
 
 # The kinds of "don't ask again" a suggestion may carry, and the only destination we send:
 # "session" rules live in the process; the others are the user's settings files.

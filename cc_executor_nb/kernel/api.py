@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -128,13 +129,15 @@ def run(
 
 def _launch(prepared: Prepared, *, accept: bool) -> Run:
     """Show and start a prepared run; ``wait`` it, or with ``accept`` let a durable one's
-    job server take it first."""
-    handle, run_options = prepared.run, prepared.options
+    job server take it first. Returns the user's handle (:meth:`Run.user_handle`): once it is
+    dropped and no widget shows the run, nobody can answer the run any more."""
+    driven, run_options = prepared.run, prepared.options  # the object the loop holds
     if run_options.wait and prepared.loop.on_loop_thread():  # refused before anything starts
         raise RuntimeError("run(..., wait=True) would block the loop thread; use 'await arun(...)'")
     if run_options.display:
-        handle.show()
-    handle.start(prepared.loop)
+        driven.show()
+    driven.start(prepared.loop)
+    handle = driven.user_handle(functools.partial(_shows_widget, driven))
     if run_options.wait:
         return wait_one_shot(handle)
     if accept and run_options.durable and not prepared.loop.on_loop_thread():
@@ -142,6 +145,12 @@ def _launch(prepared: Prepared, *, accept: bool) -> Run:
         # right after run(): the background loop is a daemon thread.
         handle.wait_accepted(DURABLE_ACCEPT_TIMEOUT)
     return handle
+
+
+def _shows_widget(driven: Run) -> bool:
+    """Whether a cell shows the run's live widget, whose card and follow-up box answer it."""
+    presenter = driven.presenter
+    return isinstance(presenter, WidgetPresenter) and presenter.shows_notices()
 
 
 class Prepared:

@@ -52,6 +52,7 @@ from .. import methods
 from ..claude import control
 from ..claude.control import (
     POLICY_DENY_MESSAGE,
+    UNREACHABLE_MESSAGE,
     AnswerSent,
     ControlAnswer,
     InitializeSent,
@@ -126,6 +127,8 @@ class Conversation:
     """The turn after which "nothing to interrupt" was said, and the words (said once a turn)."""
     _exit_wait: float | None = None
     """How long the process gets to exit once its input is closed (None: the usual wait)."""
+    _nobody_left = False
+    """Nobody can reach the run any more: its questions are denied (:meth:`nobody_left`)."""
 
     def __init__(
         self,
@@ -177,7 +180,8 @@ class Conversation:
         self._ended_because: str | None = None  # the reason end() was given ("idle": the timeout)
         self._idle_since: float | None = None
         self._notices: list[str] = []
-        self._on_stdin: set[str] = set()
+        # Questions asked in an input box now; questions offered to people (not in a policy's hands)
+        self._on_stdin, self._with_people = set[str](), set[str]()
         self._view = ConversationView(idle_timeout=self.idle_timeout)
         self._ids = itertools.count(1)
         self._init_id = ""
@@ -424,6 +428,25 @@ class Conversation:
         else:
             self._close_input()
 
+    def nobody_left(self) -> None:
+        """Nobody can answer a question or send a follow-up any more: the run was shown in no
+        widget and its handle is gone. An open question is denied (``auto``), so is any that
+        comes later, and the conversation ends after its current turn as an idle one does (its
+        CLI exits). A durable one is left alone: any kernel may attach to its job and answer."""
+        if self.durable or self._nobody_left or self._mode in ("over", "fallback", "one-shot"):
+            return
+        self._nobody_left = True
+        logger.info("= a conversation nobody can answer any more (its handle was dropped, no widget shows it) ends")
+        for request in list(self._requests.values()):
+            if request.pending and request.id in self._with_people:
+                self._deny_unreachable(request)
+        self._notice("Ended: nobody can answer or follow up this run any more (it was not shown and its handle "
+                     "was dropped); everything is kept.")
+        self.end("unreachable")
+
+    def _deny_unreachable(self, request: PermissionRequest) -> None:
+        self.decide(request.id, Answer(False, message=UNREACHABLE_MESSAGE), via="auto", strict=False)
+
     async def close(self, reason: str) -> None:
         """Stop the conversation for good (the kernel goes away): between turns its input
         is closed and the CLI exits by itself; during a turn, see :meth:`cancel`."""
@@ -548,6 +571,10 @@ class Conversation:
             self._ask_people(self._requests[request.id])
 
     def _ask_people(self, request: PermissionRequest) -> None:
+        if self._nobody_left:
+            self._deny_unreachable(request)
+            return
+        self._with_people.add(request.id)
         if self.prompter is None:
             return  # answered from code (run.approve / run.deny) or the card
         loop = self._loop
@@ -984,6 +1011,7 @@ def _policy_answer(verdict: Any, tool: str) -> Answer | None:
 _ENDED_BECAUSE = {
     "idle": " (ended after its idle timeout without a follow-up)",
     "max_idle_conversations": " (ended: more conversations than max_idle_conversations waited for a follow-up)",
+    "unreachable": " (ended: it was not shown and its handle was dropped, so nobody could answer it)",
 }
 """What a refused follow-up says of why the conversation ended, by the reason end() was given."""
 

@@ -39,6 +39,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from ..errors import CCExecError, ConnectionLost, HandshakeRefused, InvalidParam
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
-from .loop import KernelLoop
+from .loop import KernelLoop, LoopStopped
 from .output import OutputStore
 from .runstate import RunState, elapsed, format_duration, format_took, is_refusal, shown_in_one_line
 
@@ -542,6 +543,35 @@ class Run:
                 raise exc.with_traceback(None) from None
             raise
 
+    # -- The user's handle -------------------------------------------------------------
+
+    def user_handle(self, widget_shown: Callable[[], bool]) -> Run:
+        """This run as an object the background loop never holds, to give its user.
+
+        It is the same run in every respect (its class; its attributes are this object's),
+        so the loop's own references do not keep it alive and its loss can be seen: once the
+        last reference to it is gone and no widget shows the run (``widget_shown()``, asked on
+        the loop thread), nobody can answer its questions or follow it up any more, and an
+        interactive conversation that is not durable ends (:meth:`Conversation.nobody_left`).
+        """
+        handle = object.__new__(type(self))
+        handle.__dict__ = self.__dict__
+        weakref.finalize(handle, self._handle_dropped, widget_shown).atexit = False
+        return handle
+
+    def _handle_dropped(self, widget_shown: Callable[[], bool]) -> None:
+        """The user's handle is gone (on whichever thread let go of it): judge on the loop."""
+        loop = self._kernel_loop
+        if loop is None or self.done or self.conversation is None or self.durable:
+            return
+        with contextlib.suppress(LoopStopped):
+            loop.submit(self._nobody_holds(widget_shown))
+
+    async def _nobody_holds(self, widget_shown: Callable[[], bool]) -> None:
+        conversation = self.conversation
+        if conversation is not None and not self.state.finished and not widget_shown():
+            conversation.nobody_left()
+
     # -- Starting (caller's thread) -----------------------------------------------------
 
     def enqueue(self) -> Run:
@@ -736,7 +766,8 @@ class Run:
         outcome = asyncio.shield(asyncio.wrap_future(waiter))
         prompter = self.prompter
         if prompter is None or prompter.in_kernel:
-            return await _woken(outcome)  # a kernel asks in the busy cell's input box, or the card
+            await _woken(outcome)  # a kernel asks in the busy cell's input box, or the card
+            return self
         # Outside a kernel nobody can click a card and ``run`` is not bound until this
         # returns: the awaiting caller asks on the terminal, or denies, as wait() does.
         # Cancelling the await cancels only the wait for the thread: ``stop`` ends its asking.
@@ -750,7 +781,8 @@ class Run:
                             asyncio.to_thread(prompter.while_waiting, awaited=True, stop=stop)))
         finally:
             stop.set()
-        return outcome.result()
+        outcome.result()
+        return self  # the handle awaited (the loop's own object is not the user's: see user_handle)
 
     def _set_turn_idle(self, idle: bool) -> None:
         """The conversation's word on idleness (loop thread); held while an attach is answered.

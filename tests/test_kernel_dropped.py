@@ -1,0 +1,120 @@
+"""A conversation nobody can answer any more: its handle dropped, no widget showing it.
+
+In a real kernel with the real claude CLI against the demo API. A question of a run shown
+nowhere (``display=False``) whose handle was dropped can be answered by nobody: it is denied
+and the conversation ends, so its CLI process goes. A run still held, or shown in a widget,
+keeps waiting for its person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .kernel_utils import KernelHarness
+from .util import eventually, scaled
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.claude,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not CLAUDE.exists(), reason="node_modules/.bin/claude is absent: run `npm ci`"),
+]
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[KernelHarness]:
+    """A kernel of its own (cwd: a fresh folder) with the extension and the project's claude."""
+    harness = KernelHarness.start(tmp_path)
+    harness.ok("%load_ext cc_executor_nb")
+    harness.ok(f"%config CCExec.claude_command = {str(CLAUDE)!r}\n%config CCExec.history_path = 'none'")
+    harness.ok("import gc\nimport cc_executor_nb as ccx")
+    yield harness
+    harness.shutdown()
+
+
+def _asking(kernel: KernelHarness, name: str, file: str, *, display: bool = False) -> int:
+    """Start a demo run named ``name`` that asks to write ``file``; its claude pid once it asks."""
+    kernel.ok(f'{name} = ccx.run("bash: echo 1 > {file}", demo=True, display={display})')
+    kernel.wait_until(f"{name}.pending is not None", timeout=scaled(60))
+    return int(kernel.value(f"{name}.state.pid"))
+
+
+def _drop(kernel: KernelHarness, name: str) -> None:
+    """Keep the run's conversation and events as ``{name}_talk`` and ``{name}_events`` (they
+    hold no handle), then drop the handle."""
+    kernel.ok(f"{name}_talk, {name}_events = {name}.conversation, {name}.events\ndel {name}\ngc.collect()")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _gone(pid: int) -> None:
+    eventually(lambda: not _alive(pid), timeout=30, what=f"claude process {pid} to end")
+
+
+def test_a_dropped_unshown_run_has_its_question_denied_and_its_process_ended(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """display=False and the handle dropped while a question waits: it is denied ('auto'), the CLI exits."""
+    pid = _asking(kernel, "r", "dropped.txt")
+    _drop(kernel, "r")
+    _gone(pid)
+    assert kernel.value("[(q.status, q.decided_by) for q in r_talk.view().requests]") == [("denied", "auto")]
+    endings = "[e.params['reason'] for e in r_events if e.method == 'conversation.ending']"
+    assert kernel.value(endings) == ["unreachable"]
+    assert not (tmp_path / "dropped.txt").exists()
+
+
+def test_a_held_unshown_run_still_waits_after_a_dropped_one_ended(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A display=False run whose handle is held keeps its question open: answered later, it runs."""
+    _asking(kernel, "held", "held.txt")
+    dropped = _asking(kernel, "r", "dropped.txt")
+    _drop(kernel, "r")
+    _gone(dropped)
+    assert kernel.value("held.pending is not None and held.alive") is True
+    kernel.ok("held.approve()")
+    kernel.wait_until("held.status == 'completed'", timeout=scaled(60))
+    assert (tmp_path / "held.txt").read_text() == "1\n"
+
+
+def test_a_dropped_run_shown_in_a_widget_still_waits_for_a_click(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A widget that shows the run can still answer it: its dropped handle changes nothing."""
+    _asking(kernel, "s", "shown.txt", display=True)
+    kernel.ok("allow = s.view.body.allow_button.model_id")
+    _drop(kernel, "s")
+    dropped = _asking(kernel, "r", "dropped.txt")
+    _drop(kernel, "r")
+    _gone(dropped)
+    assert kernel.value("[q.status for q in s_talk.view().requests]") == ["pending"]
+    kernel.click(kernel.value("allow"))
+    kernel.wait_until("(tk := s_talk.view()).requests[0].status == 'allowed' and not tk.turn_running",
+                      timeout=scaled(60))
+    assert (tmp_path / "shown.txt").read_text() == "1\n"
+
+
+def test_a_dropped_unshown_run_between_turns_ends_at_once(kernel: KernelHarness) -> None:
+    """No follow-up can come to a run nobody holds: between turns it ends without its idle timeout."""
+    kernel.ok('r = ccx.run("echo: then drop it", demo=True, display=False, idle_timeout=600)')
+    kernel.wait_until("r.status == 'completed' and r.alive", timeout=scaled(60))
+    pid = int(kernel.value("r.state.pid"))
+    _drop(kernel, "r")
+    _gone(pid)
+    endings = "[e.params['reason'] for e in r_events if e.method == 'conversation.ending']"
+    assert kernel.value(endings) == ["unreachable"]
+
+
+def test_awaiting_a_run_gives_back_the_users_handle(kernel: KernelHarness) -> None:
+    """`await r` is `r` itself, so a run kept only as `await`'s result is still held."""
+    kernel.ok('r = ccx.run("echo: awaited", demo=True, display=False)\nr2 = await r')
+    assert kernel.value("r2 is r") is True
