@@ -291,6 +291,7 @@ class Run:
         self._cancel_undelivered = False  # cancelled while reconnecting: sent once back
         self._loop_stopping = False  # cancelled by us because the loop stops: its end says so
         self._settled_here = False  # ended here without the server's word: it says nothing more
+        self._user: weakref.ref[Run] | None = None  # the user's handle (user_handle), never held here
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -556,8 +557,14 @@ class Run:
         """
         handle = object.__new__(type(self))
         handle.__dict__ = self.__dict__
+        self._user = weakref.ref(handle)
         weakref.finalize(handle, self._handle_dropped, widget_shown).atexit = False
         return handle
+
+    def _for_user(self) -> Run:
+        """The user's handle on this run while it lives (what callbacks are given), else this object."""
+        handle = self._user() if self._user is not None else None
+        return handle if handle is not None else self
 
     def _handle_dropped(self, widget_shown: Callable[[], bool]) -> None:
         """The user's handle is gone (on whichever thread let go of it): judge on the loop."""
@@ -811,7 +818,7 @@ class Run:
 
     def add_done_callback(self, callback: Callable[[Run], object]) -> None:
         """Call ``callback(run)`` once the run is over (at once if it is); what it raises is logged."""
-        self._done.add_done_callback(lambda future: call_back(callback, future.result()))
+        self._done.add_done_callback(lambda future: call_back(callback, future.result()._for_user()))
 
     # -- The record --------------------------------------------------------------------
 
