@@ -118,3 +118,27 @@ def test_awaiting_a_run_gives_back_the_users_handle(kernel: KernelHarness) -> No
     """`await r` is `r` itself, so a run kept only as `await`'s result is still held."""
     kernel.ok('r = ccx.run("echo: awaited", demo=True, display=False)\nr2 = await r')
     assert kernel.value("r2 is r") is True
+
+
+def test_a_question_in_a_policys_hands_is_the_policys_after_the_drop(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A policy still deciding can answer: the drop leaves its question to it, then the run ends."""
+    kernel.ok("import threading\ngo = threading.Event()\n"
+              'r = ccx.run("bash: echo 1 > policy.txt", demo=True, display=False,'
+              " on_permission=lambda request: 'allow' if go.wait() else None)")
+    kernel.wait_until("r.pending is not None", timeout=scaled(60))
+    pid = int(kernel.value("r.state.pid"))
+    _drop(kernel, "r")
+    kernel.ok("go.set()")
+    _gone(pid)
+    assert kernel.value("[(q.status, q.decided_by) for q in r_talk.view().requests]") == [("allowed", "policy")]
+    assert (tmp_path / "policy.txt").read_text() == "1\n"
+
+
+def test_a_dropped_run_shown_as_text_ends_too(kernel: KernelHarness) -> None:
+    """Text (--quiet) shows no card to click: its dropped handle was the last way to answer."""
+    kernel.ok('r = ccx.run("bash: echo 1 > text.txt", demo=True, quiet=True)')
+    kernel.wait_until("r.pending is not None", timeout=scaled(60))
+    pid = int(kernel.value("r.state.pid"))
+    _drop(kernel, "r")
+    _gone(pid)
+    assert kernel.value("[(q.status, q.decided_by) for q in r_talk.view().requests]") == [("denied", "auto")]
