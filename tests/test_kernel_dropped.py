@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
+
 from .kernel_utils import KernelHarness
 from .util import eventually, scaled
 
@@ -31,7 +33,11 @@ pytestmark = [
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[KernelHarness]:
     """A kernel of its own (cwd: a fresh folder) with the extension and the project's claude."""
-    harness = KernelHarness.start(tmp_path)
+    yield from _kernel(tmp_path)
+
+
+def _kernel(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[KernelHarness]:
+    harness = KernelHarness.start(tmp_path, env=env)
     harness.ok("%load_ext cc_executor_nb")
     harness.ok(f"%config CCExec.claude_command = {str(CLAUDE)!r}\n%config CCExec.history_path = 'none'")
     harness.ok("import gc\nimport cc_executor_nb as ccx")
@@ -142,3 +148,33 @@ def test_a_dropped_run_shown_as_text_ends_too(kernel: KernelHarness) -> None:
     _drop(kernel, "r")
     _gone(pid)
     assert kernel.value("[(q.status, q.decided_by) for q in r_talk.view().requests]") == [("denied", "auto")]
+
+
+@pytest.fixture
+def kernel_with_jobs(tmp_path: Path) -> Iterator[KernelHarness]:
+    """A kernel whose job server lives in a private runtime directory (stopped afterwards)."""
+    runtime = tmp_path / "runtime"
+    yield from _kernel(tmp_path, {"JUPYTER_RUNTIME_DIR": str(runtime), "JPY_SESSION_NAME": str(tmp_path / "a.ipynb")})
+    stop_job_server(runtime / RUNTIME_FILE_NAME, timeout=scaled(60))
+
+
+def test_a_dropped_durable_run_leaves_its_question_to_any_kernel_that_attaches(
+    kernel_with_jobs: KernelHarness, tmp_path: Path,
+) -> None:
+    """A durable job's question stays open when its handle is dropped: attach() still answers it."""
+    kernel = kernel_with_jobs
+    kernel.ok('r = ccx.run("bash: echo 1 > durable.txt", demo=True, display=False, durable=True)')
+    kernel.wait_until("r.job_id is not None and r.pending is not None", timeout=scaled(60))
+    kernel.ok("job_id = r.job_id")
+    _drop(kernel, "r")
+    dropped = _asking(kernel, "other", "dropped.txt")
+    _drop(kernel, "other")
+    _gone(dropped)
+    assert kernel.value("[q.status for q in r_talk.view().requests]") == ["pending"]
+    kernel.ok("again = ccx.attach(job_id, display=False)")
+    kernel.wait_until("again.pending is not None", timeout=scaled(60))
+    kernel.ok("again.approve()")
+    kernel.wait_until("again.status == 'completed'", timeout=scaled(60))
+    assert (tmp_path / "durable.txt").read_text() == "1\n"
+    kernel.ok("again.end()")
+    kernel.wait_until("again.done", timeout=scaled(60))
