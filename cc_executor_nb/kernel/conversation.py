@@ -24,7 +24,8 @@ once the replay is read asks the questions still pending.
 Turns: the run is ``running`` while a turn runs and ``completed`` (``failed``,
 ``cancelled`` when interrupted) after its result, while the process stays alive for a
 follow-up; a follow-up sent during a turn waits for its end. Nothing here has a timeout
-on a question; a process idle between turns is ended after ``idle_timeout`` seconds.
+on a question; a process idle between turns is ended after ``idle_timeout`` seconds, and
+one nobody can reach any more (:meth:`Conversation.nobody_left`) has its questions denied and ends.
 Everything written goes through one ordered writer (``Client.input``), only after the
 CLI's last result is its input closed (older CLIs lose buffered output otherwise).
 """

@@ -24,6 +24,11 @@ and takes follow-ups (``run.send()``) until ``run.end()``. :meth:`Run.wait` and
 ``await run`` return when the current turn ends; the process may live on
 (``run.alive``), and ``run.done`` becomes true only when it is gone.
 
+The loop holds the Run it drives; ``run()`` gives its user another object of the same run
+(:meth:`Run.user_handle`, the same attributes), which the loop never holds: when it is gone
+and no widget shows the run, nobody can answer the run's questions any more, and its
+conversation ends (:meth:`Conversation.nobody_left`).
+
 For Claude runs an optional *interpreter* (see :class:`Interpreter`) is fed every
 output piece; the fields ``text``, ``result``, ``cost_usd``, ``usage``,
 ``session_id``, ``model``, ``tool_calls`` and ``is_error`` read from it and are
