@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -443,6 +446,37 @@ def test_a_durable_one_shot_job_whose_whole_prompt_was_sent_when_the_loop_stoppe
     assert (job.job_id, job.status) == (run.job_id, "completed"), job.error
     done = ccx.attach(job.job_id, display=False, settings=settings()).wait(scaled(30))
     assert done.answer == prompt.removeprefix("echo: ")
+
+
+FIRE_AND_FORGET = """
+import asyncio
+import sys
+import cc_executor_nb
+from cc_executor_nb.client import Client
+
+send = Client.input
+
+async def slow_input(self, data, **more):
+    await asyncio.sleep(0.5)  # a slow link or a busy loop: the prompt leaves well after the job's start
+    return await send(self, data, **more)
+
+Client.input = slow_input
+run = cc_executor_nb.run(sys.argv[1], executable=sys.argv[2], cwd=sys.argv[3], demo=True, durable=True, display=False)
+print(run.job_id)
+"""
+
+
+def test_a_script_that_exits_right_after_a_durable_claude_run_leaves_its_prompt_with_the_job(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """run(durable=True) of a prompt returns once its job has the prompt, not only the job: a
+    script that ended at once left a job "running" with no prompt, its first turn never asked."""
+    done = subprocess.run([sys.executable, "-c", FIRE_AND_FORGET, "what is 2+2", str(CLAUDE), str(tmp_path)],
+                          capture_output=True, text=True, timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    again = ccx.attach(done.stdout.strip(), display=False, settings=settings())
+    assert again.wait(scaled(60)).answer == "4", again.status
+    again.end().wait(scaled(30))
 
 
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(

@@ -434,7 +434,7 @@ class Batch:
         started = [item for item in self.items if item.stage != "queued"]
         settled = len(started) >= min(self.concurrency, len(self.items)) or not self._can_start(time.time())
         return settled and all(
-            item.run.job_id is not None or item.run.done for item in started if item.stage == "started"
+            item.run.accepted or item.run.done for item in started if item.stage == "started"
         )
 
     @property

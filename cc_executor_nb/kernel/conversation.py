@@ -130,6 +130,10 @@ class Conversation:
     """How long the process gets to exit once its input is closed (None: the usual wait)."""
     _nobody_left = False
     """Nobody can reach the run any more: its questions are denied (:meth:`nobody_left`)."""
+    _queued = _written = 0
+    """Lines queued for the CLI, and lines the writer handed to the server (or gave up on)."""
+    _start_lines: int | None = None
+    """How many lines start() had queued (``initialize`` and the prompt): see :attr:`prompt_sent`."""
 
     def __init__(
         self,
@@ -217,6 +221,14 @@ class Conversation:
         return self._view
 
     @property
+    def prompt_sent(self) -> bool:
+        """Whether ``initialize`` and the prompt reached the server (or never will: the writer
+        gave up); a durable job then runs its first turn without this process (any thread)."""
+        if self.attached:
+            return True  # it writes nothing at start: its job's starter sent the prompt
+        return self._start_lines is not None and self._written >= self._start_lines
+
+    @property
     def interactive(self) -> bool:
         """False once the run fell back to the one-shot mode."""
         return not self._one_shot
@@ -244,6 +256,7 @@ class Conversation:
         self._init_id = self._next_id("init")
         self._write(control.initialize(self._init_id))
         self._begin_turn(self.prompt)
+        self._start_lines = self._queued
         self._timer("handshake", self.handshake_timeout, self._handshake_expired)
 
     def admit(self, event: Event) -> list[Event]:
@@ -753,6 +766,7 @@ class Conversation:
         text = control.line(message)
         if self.durable:
             self._echoes.append(text.rstrip("\n"))  # the job's process.input will show it
+        self._queued += 1
         self._outbox.put_nowait((text, ok_exit_codes if self.durable else None))
 
     # -- What a durable job's stdin was sent (process.input) -------------------------------
@@ -854,6 +868,7 @@ class Conversation:
                 return
             text, ok_exit_codes = item
             await self._deliver(functools.partial(client.input, text, ok_exit_codes=ok_exit_codes))
+            self._written += 1
 
     async def _deliver(self, call: Callable[[], Any]) -> None:
         client = self._client

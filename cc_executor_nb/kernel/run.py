@@ -726,14 +726,22 @@ class Run:
         return self
 
     def wait_accepted(self, timeout: float) -> Run:
-        """Block until a durable run's job server has its job (``job_id`` known) or the run
-        is over, at most ``timeout`` s; returns self. From then on the job outlives this
-        process: a script may exit at once. Polls (the start takes milliseconds, or a job
-        server's start)."""
+        """Block until a durable run's job server has its job (``job_id`` known) and, for a
+        conversation, its prompt, or the run is over, at most ``timeout`` s; returns self.
+        From then on the job outlives this process: a script may exit at once. Polls (the
+        start takes milliseconds, or a job server's start)."""
         deadline = time.monotonic() + timeout
-        while self.job_id is None and not self.done and time.monotonic() < deadline:
+        while not self.accepted and not self.done and time.monotonic() < deadline:
             time.sleep(0.005)
         return self
+
+    @property
+    def accepted(self) -> bool:
+        """Whether a durable run's job has all it needs from this process: the job server has
+        it (``job_id`` known) and a conversation's prompt reached it (host mode sends the
+        prompt after the start)."""
+        conversation = self.conversation
+        return self.job_id is not None and (conversation is None or conversation.prompt_sent)
 
     def _wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
