@@ -68,6 +68,14 @@ def test_a_line_that_fails_to_expand_is_sent_as_written() -> None:
     assert expand("$x and {missing + 1}", {"x": 1}) == "$x and {missing + 1}"
 
 
+def test_a_dollar_with_an_odd_number_of_quotes_after_it_is_left_as_written() -> None:
+    """As the README says: inside single quotes (an odd number of ' after it on the line)
+    neither $name nor $$ is touched, so a bash -c script keeps its own $ and $$."""
+    line = "bash -c 'for i in 1 2; do echo $i $$i; done' $$x $x"
+    assert expand(line, {"x": 5, "i": 7}) == "bash -c 'for i in 1 2; do echo $i $$i; done' $x 5"
+    assert expand("summarise $x, it's long", {"x": 5}) == "summarise $x, it's long"
+
+
 def test_a_200_kib_line_is_expanded_in_one_pass() -> None:
     """A 200 KiB line with a name at each end: IPython's pattern took minutes; this takes one pass."""
     line = "$first " + "word " * 40_000 + "{last}"
