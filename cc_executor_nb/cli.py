@@ -365,7 +365,7 @@ def _timeout(text: str) -> float:
 
 def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = OneLineParser(prog=prog)
-    sub = parser.add_subparsers(dest="action", required=True)
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{run,claude}")
     run = sub.add_parser("run", help="run a command and stream its output to the terminal")
     _common_arguments(run, quiet="only the child's output")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")

@@ -345,6 +345,18 @@ def test_cli_timeout_0_means_no_limit_and_a_negative_one_says_so(tmp_path: Path)
                            "not -1 (see --help)\n")
 
 
+@pytest.mark.parametrize(("words", "message"), [
+    ([], "error: the following arguments are required: {run,claude} (see --help)\n"),
+    (["claud", "hi"], "error: argument {run,claude}: invalid choice: 'claud' (choose from 'run', 'claude') "
+                      "(see --help)\n"),
+])
+def test_cli_names_its_actions_when_none_or_a_wrong_one_is_given(words, message, capsys) -> None:
+    """No action, or a misspelt one, names the choices as the usage line does (it said "argument action")."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(words)
+    assert (exited.value.code, capsys.readouterr().err) == (2, message)
+
+
 def test_cli_names_a_bad_budget_as_typed(tmp_path: Path) -> None:
     """``claude --max-budget-usd -1`` is a usage error naming --max-budget-usd (it said max_budget_usd)."""
     done = run_cli(tmp_path, "--max-budget-usd", "-1", "hi")
