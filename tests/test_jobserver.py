@@ -276,6 +276,28 @@ def test_a_runtime_file_others_could_write_is_warned_about_once(
     assert warned == [f"! {path} is writable by others: not trusted (chmod 600 it, or remove it)"] * 2
 
 
+def test_a_running_job_servers_untrusted_runtime_file_is_named_at_once(
+    runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job server runs but its runtime file is group-writable: no other can start (the
+    server owns the jobs directory), and job_server() waited its whole start timeout (60 s)
+    to say "no job server answers"; it now says at once which file is not trusted and why."""
+    first = job_server(CCExec(history_path="none"))
+    path = runtime_dir / RUNTIME_FILE_NAME
+    path.chmod(0o620)
+    monkeypatch.setattr(jobserver, "START_TIMEOUT", scaled(10))  # what the test waits at most before the fix
+    try:
+        with pytest.raises(jobserver.JobServerError) as refused:
+            job_server(CCExec(history_path="none"))
+    finally:
+        path.chmod(0o600)  # so that the fixture stops the server
+    assert str(refused.value) == (
+        f"the job server's runtime file {path} is not trusted (it is writable by group or others) and a job "
+        "server owns its jobs directory, so no other can start: chmod 600 the file if it is yours, or end "
+        "that server")
+    assert not gone(first.pid)
+
+
 def test_a_runtime_file_of_another_user_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A runtime file owned by another user is not read (as if we were another user here)."""
     path = tmp_path / RUNTIME_FILE_NAME

@@ -41,6 +41,7 @@ from ..server.runtime import (
     read_runtime_file,
     serves,
     stop_job_server,
+    untrusted_because,
 )
 from ..server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, is_secret
 from .config import CCExec
@@ -76,7 +77,13 @@ def job_server(settings: CCExec | None = None) -> RuntimeInfo:
         info = read_runtime_file(runtime)
         if info is not None and _answers(info):
             return info
-        _start(settings or CCExec(), runtime)
+        if _start(settings or CCExec(), runtime) and (why := untrusted_because(runtime)) is not None:
+            # A server owns the jobs directory (ours refused to start), but its file is not
+            # read: waiting would not change that, and the fix is the person's.
+            raise JobServerError(
+                f"the job server's runtime file {runtime} is not trusted ({why}) and a job server owns its jobs "
+                "directory, so no other can start: chmod 600 the file if it is yours, or end that server"
+            )
         return _await_answer(runtime)
 
 
@@ -203,7 +210,8 @@ def _start_lock(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _start(settings: CCExec, runtime: Path) -> None:
+def _start(settings: CCExec, runtime: Path) -> bool:
+    """Start a job server detached; True when it found another owning the jobs directory."""
     argv = [
         sys.executable, "-m", "cc_executor_nb.server", *server_arguments(settings),
         "--runtime-file", str(runtime), "--detach",
@@ -222,6 +230,7 @@ def _start(settings: CCExec, runtime: Path) -> None:
     if proc.returncode not in (0, EXIT_BUSY):
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise JobServerError("the job server did not start: " + (detail[-1] if detail else f"exit {proc.returncode}"))
+    return proc.returncode == EXIT_BUSY
 
 
 def _await_answer(runtime: Path) -> RuntimeInfo:

@@ -40,6 +40,7 @@ __all__ = [
     "runtime_dir",
     "serves",
     "stop_job_server",
+    "untrusted_because",
     "write_runtime_file",
 ]
 
@@ -99,6 +100,22 @@ def read_runtime_file(path: str | os.PathLike[str]) -> RuntimeInfo | None:
         return None
     valid = isinstance(info.url, str) and isinstance(info.token, str) and isinstance(info.pid, int)
     return info if valid else None
+
+
+def untrusted_because(path: str | os.PathLike[str]) -> str | None:
+    """Why :func:`read_runtime_file` does not read ``path`` although it exists (None when it
+    reads it, or there is no file)."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(status.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISREG(status.st_mode) or status.st_uid != _our_uid():
+        return "it is not a file of ours"
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "it is writable by group or others"
+    return None
 
 
 def _read_private(path: Path) -> str:
