@@ -62,6 +62,19 @@ def test_tail_gives_the_last_lines_of_a_stream_or_of_both() -> None:
     assert store.tail(0) == ""
 
 
+@pytest.mark.parametrize("read", [
+    lambda store: store.tail(2, "both"), lambda store: store.last(10, "both"), lambda store: store.text("both"),
+    lambda store: next(store.iter_chunks("both")),
+])
+def test_a_stream_that_is_not_one_is_named_in_the_error(read) -> None:
+    """tail(2, "both") and the other readers said "tuple.index(x): x not in tuple"; the
+    error now names the streams there are, and None for both."""
+    store, _, _ = filled()
+    with pytest.raises(ValueError) as refused:
+        read(store)
+    assert str(refused.value) == "stream must be 'stdout', 'stderr' or None (both), not 'both'"
+
+
 def test_the_view_tail_holds_the_latest_characters_in_order() -> None:
     """tail_pieces(n) keeps the last n characters, streams told apart, from memory or disk."""
     store, _, _ = filled()

@@ -302,6 +302,8 @@ class OutputStore:
         """Byte ranges of ``stream`` in the log (the whole log for None)."""
         if stream is None:
             return [(0, self.size)] if self.size else []
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be 'stdout', 'stderr' or None (both), not {stream!r}")
         kind = STREAMS.index(stream)
         return [(start, end) for start, end, k in self._runs() if k == kind]
 
