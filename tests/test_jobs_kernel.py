@@ -98,13 +98,13 @@ def test_two_kernels_attach_to_one_running_job_and_see_the_same_output(kernels, 
 
 
 def test_the_kernels_job_table_says_how_many_follow_each_job(kernels) -> None:
-    """A kernel's job table (the widget and its text) has an "attached" column: 1 for the job
+    """A kernel's job table (its HTML and its text) has an "attached" column: 1 for the job
     this kernel's durable run follows."""
     kernel = kernels("a.ipynb")
     kernel.ok(ccexec(fake_command("ticker", "600", "0.1"), "--durable", "--quiet", "-o", "job"))
     job_id_of(kernel, "job")
     kernel.ok("table = cc_executor_nb.jobs(live=False)")
-    page = kernel.value("table._widget.value")
+    page = kernel.value("table._repr_mimebundle_()['text/html']")  # live=False: plain HTML, no widget
     assert re.search(r"<th [^>]*>attached</th><th [^>]*>label</th>", page)
     assert re.search(r"<td [^>]*>1</td><td [^>]*><span title=", page)
     text = kernel.value("repr(table)").splitlines()
