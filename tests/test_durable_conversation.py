@@ -479,6 +479,40 @@ def test_a_script_that_exits_right_after_a_durable_claude_run_leaves_its_prompt_
     again.end().wait(scaled(30))
 
 
+FIRE_AND_FORGET_ONE_SHOT = """
+import asyncio
+import sys
+import cc_executor_nb
+from cc_executor_nb.client import Client
+
+send = Client.input
+
+async def slow_input(self, data, **more):
+    await asyncio.sleep(0.5)  # a slow link or a busy loop: the prompt leaves well after the job's start
+    return await send(self, data, **more)
+
+Client.input = slow_input
+prompt = "echo: " + "y" * (1200 * 1024)  # more than execute's one message: sent after the start
+run = cc_executor_nb.run(prompt, executable=sys.argv[1], cwd=sys.argv[2], demo=True, durable=True,
+                         interactive=False, display=False)
+print(run.job_id)
+"""
+
+
+def test_a_script_that_exits_right_after_a_durable_one_shot_run_of_a_long_prompt_leaves_it_running(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """A one-shot prompt too big for execute goes in input requests after the start: run(durable=True)
+    returned once the job was taken, and the script's exit cancelled the job half-fed (its
+    loop's stop), so the prompt never ran. It returns once the whole prompt is with the job."""
+    done = subprocess.run([sys.executable, "-c", FIRE_AND_FORGET_ONE_SHOT, str(CLAUDE), str(tmp_path)],
+                          capture_output=True, text=True, timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    again = ccx.attach(done.stdout.strip(), display=False, settings=settings())
+    again.wait(scaled(60))
+    assert (again.status, len(again.answer or "")) == ("completed", 1200 * 1024), again.error
+
+
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

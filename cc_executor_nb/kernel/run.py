@@ -297,6 +297,7 @@ class Run:
         self._loop_stopping = False  # cancelled by us because the loop stops: its end says so
         self._settled_here = False  # ended here without the server's word: it says nothing more
         self._user: weakref.ref[Run] | None = None  # the user's handle (user_handle), never held here
+        self._writing_input = False  # a one-shot input goes from here after the start (see accepted)
 
     # -- Reading ----------------------------------------------------------------------
 
@@ -726,8 +727,8 @@ class Run:
         return self
 
     def wait_accepted(self, timeout: float) -> Run:
-        """Block until a durable run's job server has its job (``job_id`` known) and, for a
-        conversation, its prompt, or the run is over, at most ``timeout`` s; returns self.
+        """Block until a durable run's job server has its job (``job_id`` known) and its
+        prompt (:attr:`accepted`), or the run is over, at most ``timeout`` s; returns self.
         From then on the job outlives this process: a script may exit at once. Polls (the
         start takes milliseconds, or a job server's start)."""
         deadline = time.monotonic() + timeout
@@ -738,10 +739,12 @@ class Run:
     @property
     def accepted(self) -> bool:
         """Whether a durable run's job has all it needs from this process: the job server has
-        it (``job_id`` known) and a conversation's prompt reached it (host mode sends the
-        prompt after the start)."""
+        it (``job_id`` known) and its prompt reached it: a conversation's (host mode sends the
+        prompt after the start), or a one-shot input too big for ``execute`` (sent after the
+        start, then closed)."""
         conversation = self.conversation
-        return self.job_id is not None and (conversation is None or conversation.prompt_sent)
+        return (self.job_id is not None and not self._writing_input
+                and (conversation is None or conversation.prompt_sent))
 
     def _wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -1000,10 +1003,16 @@ class Run:
         server_writes = spec.input is not None and await client.takes_input_in_execute(spec.input, **params)
         if server_writes:
             params["input"] = spec.input
-        started = await client.execute(**params)
-        self.job_id = started.get("job_id")
-        if spec.input is not None and not server_writes:
-            await self._write_input(client, spec.input)
+        # Set before job_id: a durable run is not accepted (a script may not exit) while its
+        # job's input still goes from here; the loop's stop would cancel the job half-fed.
+        self._writing_input = spec.input is not None and not server_writes
+        try:
+            started = await client.execute(**params)
+            self.job_id = started.get("job_id")
+            if self._writing_input:
+                await self._write_input(client, spec.input or "")
+        finally:
+            self._writing_input = False
 
     async def _write_input(self, client: Client, text: str) -> None:
         """Write ``text`` to the started process's stdin and close it.
