@@ -63,7 +63,10 @@ class SecretRedactor(logging.Filter):
             record.stack_info = self.redact(record.stack_info)
 
     def redact(self, text: str) -> str:
-        """``text`` with every credential replaced by ``[redacted]``."""
+        """``text`` with every credential replaced by ``[redacted]``.
+
+        Any thread may log while a server starts or stops on another: ``secrets`` is replaced
+        then, never changed in place, so a scan goes through the set it began with."""
         for value in self.secrets:
             text = text.replace(value, _REDACTED)
         text = _FRAME_PAYLOAD.sub(rf"\1 {_REDACTED}\2", text)
@@ -103,7 +106,8 @@ def install_redactor(secret: str | None) -> None:
             redactor = SecretRedactor()
             target.addFilter(redactor)
         if secret:
-            redactor.secrets.add(secret)
+            # A new set, never the one a scan on another thread may be going through (see redact).
+            redactor.secrets = redactor.secrets | {secret}
 
 
 _KEPT_OUT: set[str] = set()
@@ -149,4 +153,4 @@ def _forget(secret: str) -> None:
         if isinstance(logger, logging.Logger):
             for found in logger.filters:
                 if isinstance(found, SecretRedactor):
-                    found.secrets.discard(secret)
+                    found.secrets = found.secrets - {secret}  # a new set, as install_redactor makes

@@ -12,6 +12,7 @@ from websockets.frames import Frame, Opcode
 
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.kernel.api import check_server_url
+from cc_executor_nb.redaction import hold_secret, release_secret
 from cc_executor_nb.server.handler import SecretRedactor
 from cc_executor_nb.server.supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV, child_environment
 
@@ -178,3 +179,18 @@ async def test_a_token_two_servers_share_is_kept_until_both_stop() -> None:
     assert token in redacted_secrets()
     await second.close()
     assert token not in redacted_secrets()
+
+
+@pytest.mark.parametrize("change", [hold_secret, release_secret])
+def test_a_token_held_or_released_while_a_record_is_redacted_leaves_that_scan_alone(change) -> None:
+    """A server starts or stops on the loop thread while another thread's log record is being
+    redacted: the redactor's set changed under that scan, and the log call raised "RuntimeError:
+    Set changed size during iteration" into its caller. The scan reads the set it began with."""
+    token = f"held-{os.getpid()}"
+    hold_secret(token)
+    redactor = next(f for f in logging.getLogger("cc_executor_nb").filters if isinstance(f, SecretRedactor))
+    scanning = iter(redactor.secrets)  # as SecretRedactor.redact iterates, interrupted here
+    change(f"other-{os.getpid()}" if change is hold_secret else token)
+    assert token in list(scanning)
+    release_secret(f"other-{os.getpid()}")
+    release_secret(token)
