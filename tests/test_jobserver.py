@@ -298,6 +298,30 @@ def test_a_running_job_servers_untrusted_runtime_file_is_named_at_once(
     assert not gone(first.pid)
 
 
+def test_a_running_job_servers_runtime_file_made_a_link_is_not_told_to_be_chmodded(
+    runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error for a runtime file that is a symbolic link said "chmod 600 the file", which
+    changes the file it points to and leaves the link as untrusted as before; it says what
+    makes it trusted: the file in the link's place."""
+    first = job_server(CCExec(history_path="none"))
+    path = runtime_dir / RUNTIME_FILE_NAME
+    real = path.with_name("elsewhere.json")
+    path.rename(real)
+    path.symlink_to(real)
+    monkeypatch.setattr(jobserver, "START_TIMEOUT", scaled(10))  # what the test waits at most otherwise
+    try:
+        with pytest.raises(jobserver.JobServerError) as refused:
+            job_server(CCExec(history_path="none"))
+    finally:
+        real.replace(path)  # so that the fixture stops the server
+    assert str(refused.value) == (
+        f"the job server's runtime file {path} is not trusted (it is a symbolic link) and a job server owns its "
+        "jobs directory, so no other can start: put the file it points to in its place if that is yours, or "
+        "end that server")
+    assert not gone(first.pid)
+
+
 def test_a_runtime_file_of_another_user_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A runtime file owned by another user is not read (as if we were another user here)."""
     path = tmp_path / RUNTIME_FILE_NAME

@@ -77,12 +77,13 @@ def job_server(settings: CCExec | None = None) -> RuntimeInfo:
         info = read_runtime_file(runtime)
         if info is not None and _answers(info):
             return info
-        if _start(settings or CCExec(), runtime) and (why := untrusted_because(runtime)) is not None:
+        if _start(settings or CCExec(), runtime) and (untrusted := untrusted_because(runtime)) is not None:
             # A server owns the jobs directory (ours refused to start), but its file is not
             # read: waiting would not change that, and the fix is the person's.
+            why, fix = untrusted
             raise JobServerError(
                 f"the job server's runtime file {runtime} is not trusted ({why}) and a job server owns its jobs "
-                "directory, so no other can start: chmod 600 the file if it is yours, or end that server"
+                f"directory, so no other can start: {f'{fix}, or ' if fix else ''}end that server"
             )
         return _await_answer(runtime)
 

@@ -102,19 +102,20 @@ def read_runtime_file(path: str | os.PathLike[str]) -> RuntimeInfo | None:
     return info if valid else None
 
 
-def untrusted_because(path: str | os.PathLike[str]) -> str | None:
-    """Why :func:`read_runtime_file` does not read ``path`` although it exists (None when it
-    reads it, or there is no file)."""
+def untrusted_because(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """Why :func:`read_runtime_file` does not read ``path`` although it exists, and what makes
+    it trusted ("" when nothing does: end the server that wrote it); None when it reads it, or
+    there is no file."""
     try:
         status = os.lstat(path)
     except OSError:
         return None
-    if stat.S_ISLNK(status.st_mode):
-        return "it is a symbolic link"
+    if stat.S_ISLNK(status.st_mode):  # chmod would change the file it points to, not the link
+        return "it is a symbolic link", "put the file it points to in its place if that is yours"
     if not stat.S_ISREG(status.st_mode) or status.st_uid != _our_uid():
-        return "it is not a file of ours"
+        return "it is not a file of ours", ""  # nothing of ours to repair: only ending that server helps
     if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return "it is writable by group or others"
+        return "it is writable by group or others", "chmod 600 the file if it is yours"
     return None
 
 
