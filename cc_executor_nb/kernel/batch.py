@@ -422,7 +422,7 @@ class Batch:
 
     def wait_accepted(self, timeout: float) -> Batch:
         """Block until the queue has started what it may now, and the job server of each
-        durable run among them has its job (``job_id`` known), or the batch is over, at most
+        durable run among them has its job and its prompt (:attr:`Run.accepted`), or the batch is over, at most
         ``timeout`` s; returns self. Those jobs then outlive this process; items still
         queued (beyond ``concurrency``) start from this process when a slot frees."""
         deadline = time.monotonic() + timeout
