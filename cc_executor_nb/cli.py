@@ -466,7 +466,15 @@ def _flag(name: str) -> str:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Entry point of ``python -m cc_executor_nb`` and the ``ccexec`` script. ``prog`` is the
     command that ran it, for --help (None: the script's name, as argparse takes it)."""
-    words = list(sys.argv[1:] if argv is None else argv)
+    progress = _Progress()
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv), prog, progress)
+    except KeyboardInterrupt:  # from the arguments' parse to the end of the run
+        print(_interrupted_line(progress, sys.stderr), file=sys.stderr)
+        return 130
+
+
+def _main(words: list[str], prog: str | None, progress: _Progress) -> int:
     if words[:1] == ["claude"]:
         args = _claude_parser(prog).parse_intermixed_args(words[1:])
         args.action = "claude"
@@ -482,7 +490,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         if not args.command:
             print("error: give a command after --", file=sys.stderr)
             return 2
-    progress = _Progress()
     try:
         return asyncio.run(_run(args, _launch(args), progress))
     except (ValueError, FileNotFoundError) as exc:
@@ -492,7 +499,3 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     except CCExecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(_interrupted_line(progress, sys.stderr), file=sys.stderr)
-        return 130
-

@@ -929,6 +929,76 @@ def test_ctrl_c_of_the_cli_says_the_run_was_cancelled_and_stops_it(tmp_path: Pat
             server.finish()
 
 
+# Raises SIGINT in the client's own process as it loads the modules of the server it starts
+# (cli imports them), then runs the client as ENTRY does: a Ctrl-C at a known point of start-up.
+CTRL_C_WHILE_LOADING = """
+import importlib.abc, signal, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "cc_executor_nb.server.config":
+            signal.raise_signal(signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+ENTRY
+"""
+BEFORE_START = "[cancelled] by Ctrl-C before the run started\n"
+ANY_CTRL_C_LINE = re.compile(
+    r"(\[started\] pid \d+ sleep 60\n)?\[cancelled\] by Ctrl-C( before the run started|"
+    r" while the run was starting; the server stops it if it started|; the run was stopped on the server)\n")
+
+
+@pytest.mark.parametrize("entry", [
+    "import runpy; runpy.run_module('cc_executor_nb', run_name='__main__', alter_sys=True)",
+    "from cc_executor_nb.__main__ import entry; sys.exit(entry())",
+], ids=["python-m", "ccexec-script"])
+def test_ctrl_c_while_the_cli_loads_says_the_run_had_not_started(tmp_path: Path, entry: str) -> None:
+    """Ctrl-C while the terminal client's modules load (``python -m cc_executor_nb`` and the
+    ``ccexec`` script): exit 130 with the one line before the run started (it printed a
+    ``KeyboardInterrupt`` traceback and died of the signal); its text is the one cli gives."""
+    script = CTRL_C_WHILE_LOADING.replace("ENTRY", entry)
+    done = subprocess.run([sys.executable, "-c", script, "run", "--", "sleep", "60"], check=False, cwd=tmp_path,
+                          env=environment(tmp_path), capture_output=True, text=True, timeout=scaled(60))
+    assert (done.returncode, done.stderr) == (130, BEFORE_START)
+    assert cli._interrupted(cli._Progress()) + "\n" == BEFORE_START
+
+
+def test_ctrl_c_while_the_cli_reads_its_arguments_says_the_run_had_not_started(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C while the arguments are parsed (before ``asyncio.run``) ends as one before the run
+    started does: 130 and its line (it was a ``KeyboardInterrupt`` out of ``main``)."""
+    def interrupted(prog: str | None) -> argparse.ArgumentParser:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted)
+    assert cli.main(["run", "--", "true"]) == 130
+    assert capsys.readouterr().err == BEFORE_START
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3, 0.5])
+def test_ctrl_c_at_any_point_of_the_clis_start_up_gives_its_line_never_a_traceback(
+        tmp_path: Path, delay: float) -> None:
+    """SIGINT ``delay`` seconds after the client's entry is loaded (as the ``ccexec`` script
+    loads it), while its modules load, its server starts or the run starts: exit 130 with one of
+    the Ctrl-C lines the README gives, whichever fits the moment it lands (before ~0.3 s it was a
+    ``KeyboardInterrupt`` traceback). Earlier than that is Python's own start-up."""
+    script = "import sys; from cc_executor_nb.__main__ import entry; print('up', flush=True); sys.exit(entry())"
+    argv = [sys.executable, "-c", script, "run", "--", "sleep", "60"]
+    client = subprocess.Popen(argv, cwd=tmp_path, env=environment(tmp_path), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None and client.stdout.readline() == "up\n"
+        time.sleep(delay)  # not to synchronise: where the Ctrl-C lands is what varies
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=scaled(30))
+        assert client.returncode == 130 and ANY_CTRL_C_LINE.fullmatch(err), (client.returncode, err)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
 def test_ctrl_c_of_the_cli_after_output_cut_mid_line_says_so_on_a_line_of_its_own(tmp_path: Path) -> None:
     """SIGINT while the command's last output has no newline: the cancellation starts a line of
     its own, as "[failed] exit 3" does (it read "partial[cancelled] by Ctrl-C; ...")."""
