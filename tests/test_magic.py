@@ -564,6 +564,22 @@ def test_a_command_cell_joins_continued_lines_and_keeps_quoted_newlines(shell: I
     assert isinstance(run, Run) and run.stdout == "'a'\n'b'\n'c\\nd'\n"
 
 
+@pytest.mark.parametrize(("line", "body", "message"), [
+    ("", "\n", "%%ccexec needs a prompt"),
+    ("--demo", "\n  \n", "%%ccexec needs a prompt"),
+    ("-c", "\n", "%%ccexec -c needs a command line"),
+    ("-c -w", " \n\n", "%%ccexec -c needs a command line"),
+])
+def test_an_empty_cell_names_the_cell_magic_and_what_it_needs(
+        shell: InteractiveShell, line: str, body: str, message: str) -> None:
+    """%%ccexec with an empty cell body says %%ccexec (it said "%ccexec needs a command line", the
+    line magic's words) and what goes in the cell: a prompt, or with -c a command line. (A body
+    of no characters at all IPython refuses itself, before the magic is called.)"""
+    with pytest.raises(UsageError) as info:
+        shell.run_cell_magic("ccexec", line, body)
+    assert str(info.value) == f"{message}: write it in the cell, below the %%ccexec line (see %ccexec?)"
+
+
 def test_prompt_on_line_and_in_cell_is_a_usage_error(shell: InteractiveShell) -> None:
     """%%ccexec refuses a prompt given both on the line and in the cell."""
     with pytest.raises(UsageError, match="either"):

@@ -247,8 +247,7 @@ class CCExecMagics(Magics):
             # Checked here: map() names its budget max_budget_usd, which the magic spells --max-budget-usd.
             raise UsageError("--on-budget needs --batch-budget-usd: without a batch budget it never acts")
         if not text.strip() and not action:
-            what = "command line" if args.command else "prompt"
-            raise UsageError(f"%ccexec needs a {what} (see %ccexec?)")
+            raise UsageError(_nothing_to_run(bool(args.command), cell is not None))
         if args.out and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             raise UsageError(f"-o/--out needs a Python name, not {args.out!r}")
         return args, text
@@ -353,6 +352,16 @@ def _flag(name: str) -> str:
 # A command body in shell words: quoted strings (a newline in them stays in the argument), a
 # backslash and the character it escapes (a newline: the line continues), an unquoted newline.
 _BODY_PART = re.compile(r"""'[^']*'?|"(?:\\.|[^"\\])*"?|\\(.?)|(\n)|[^'"\\\n]+""", re.DOTALL)
+
+
+def _nothing_to_run(command: bool, cell: bool) -> str:
+    """What the magic says when it has no prompt (or with -c, no command line): the cell form
+    names itself and where the text goes, the line form what to write after it."""
+    what = "command line" if command else "prompt"
+    if cell:
+        magic = "%%ccexec -c" if command else "%%ccexec"
+        return f"{magic} needs a {what}: write it in the cell, below the %%ccexec line (see %ccexec?)"
+    return f"%ccexec needs a {what} (see %ccexec?)"
 
 
 def one_command(body: str) -> str:
