@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import shlex
 import sys
@@ -24,6 +25,7 @@ from cc_executor_nb.kernel.batch import Batch, fill
 from cc_executor_nb.kernel.batchview import Row, Summary, batch_html, eta, row_text, summary_text
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
+from cc_executor_nb.kernel.runstate import format_took
 
 from .conftest import group_alive
 from .kernel_utils import py
@@ -172,10 +174,30 @@ def test_the_done_count_says_how_the_runs_ended() -> None:
     assert summary_text(Summary(2, 0, 2, 0, 0, 0, None, None, None)).startswith("[batch] 0/2 · 0 done · 2 running")
 
 
+@pytest.mark.parametrize(("seconds", "took"), [(0.015, "15 ms"), (0.0004, "< 1 ms"), (0.9996, "1.0 s"),
+                                             (1.25, "1.2 s"), (125.0, "2 min 05 s")])
+def test_a_finished_rows_time_reads_as_the_runs_records_do(seconds: float, took: str) -> None:
+    """A finished run's time in the batch table and its text row is written as its records write
+    it (format_took): a 15 ms run read "0.0 s" in the table, "15 ms" in its records."""
+    row = Row(0, "echo hi", "completed", seconds, None, "hi")
+    assert format_took(seconds) == took
+    page = batch_html(Summary(1, 1, 0, 0, 0, 0, None, None, None, "done"), [row])
+    assert f"<td style='text-align:left;padding:1px 6px'>{html.escape(took)}</td>" in page
+    assert row_text(row) == f"#0 completed · {took} · echo hi → hi"
+
+
+def test_a_running_rows_time_stays_a_timer() -> None:
+    """A running row's time still counts like a timer: whole seconds in the table, tenths in text."""
+    row = Row(0, "sleep 9", "running", 2.46, None, "")
+    page = batch_html(Summary(1, 0, 1, 0, 0, 0, None, None, None), [row])
+    assert "<td style='text-align:left;padding:1px 6px'>2 s</td>" in page
+    assert row_text(row) == "#0 running · 2.5 s · sleep 9"
+
+
 def test_row_text_carries_no_control_characters() -> None:
     """A batch item's escape sequences and a child's carriage return never reach the terminal through a row."""
     row = Row(1, "echo 'b\x1b[31mred'", "completed", 0.1, None, "\x1b[2Jwiped\rover\x07")
-    assert row_text(row) == "#1 completed · 0.1 s · echo 'b[31mred' → [2Jwiped over"  # inert without its ESC
+    assert row_text(row) == "#1 completed · 100 ms · echo 'b[31mred' → [2Jwiped over"  # inert without its ESC
 
 
 def test_the_batch_table_carries_no_terminal_or_bidi_control() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from ..protocol import one_line
 from ..terminaltext import printable, reveal
 from .html import NO_MATH_CLASSES, STATUS_COLORS
-from .runstate import format_duration
+from .runstate import format_duration, format_took
 
 __all__ = ["BatchView", "Row", "Summary", "batch_html", "row_text", "summary_text"]
 
@@ -120,7 +120,7 @@ def row_text(row: Row) -> str:
     """``#3 completed · 1.2 s · $0.0081 · claude: write a haiku → last line``."""
     parts = [f"#{row.index} {row.status}"]
     if row.elapsed is not None:
-        parts.append(format_duration(row.elapsed))
+        parts.append(_elapsed_text(row.elapsed, row.finished, whole=False))
     if row.cost_usd is not None:
         parts.append(_cost(row.cost_usd))
     if row.worker:
@@ -188,6 +188,12 @@ def _rows_shown(rows: Sequence[Row]) -> list[Row]:
     return sorted(keep[:MAX_ROWS_SHOWN], key=lambda row: row.index)
 
 
+def _elapsed_text(seconds: float, finished: bool, *, whole: bool) -> str:
+    """A row's time: a finished run's as its records write it (``15 ms``, ``1.2 s``: it read
+    ``0.0 s`` under a second), a running one's as a timer (``whole``: changing once a second)."""
+    return format_took(seconds) if finished else format_duration(seconds, whole=whole)
+
+
 def _row_html(row: Row) -> str:
     color = STATUS_COLORS.get(row.status) or _EXTRA_COLORS.get(row.status, "#6c757d")
     status = html.escape(row.status)
@@ -197,7 +203,7 @@ def _row_html(row: Row) -> str:
         str(row.index),
         f"<span class='ccx-badge ccx-status-{status}' style='background:{color};color:#fff;border-radius:4px;"
         f"padding:0 6px'>{status}</span>",
-        "" if row.elapsed is None else html.escape(format_duration(row.elapsed, whole=not row.finished)),
+        "" if row.elapsed is None else html.escape(_elapsed_text(row.elapsed, row.finished, whole=True)),
         html.escape(_cost(row.cost_usd)),
         f"<span title='{html.escape(printable(row.label), quote=True)}'>{html.escape(label)}</span>{where}",
         f"<code style='white-space:pre'>{html.escape(_one_line(row.last_line))}</code>",
