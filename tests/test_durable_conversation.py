@@ -513,6 +513,41 @@ def test_a_script_that_exits_right_after_a_durable_one_shot_run_of_a_long_prompt
     assert (again.status, len(again.answer or "")) == ("completed", 1200 * 1024), again.error
 
 
+STARTER_DIES = """
+import os
+import sys
+import cc_executor_nb
+from cc_executor_nb.client import Client
+
+async def dies(self, data, **more):
+    os._exit(0)  # the starter dies between the job's start and its first input (initialize, the prompt)
+
+Client.input = dies
+cc_executor_nb.run(sys.argv[1], executable=sys.argv[2], cwd=sys.argv[3], demo=True, durable=True, display=False)
+"""
+
+
+def test_an_attached_job_that_never_got_its_prompt_says_so_and_takes_one(runtime_dir: Path, tmp_path: Path) -> None:
+    """A durable Claude job whose starter died before its prompt was sent: an attached run's
+    wait() returned at once, "running" with answer '' and not a word why. The run now says the
+    job has had no prompt and how to go on; run.send() then runs the turn, run.end() ends it."""
+    done = subprocess.run([sys.executable, "-c", STARTER_DIES, "what is 2+2", str(CLAUDE), str(tmp_path)],
+                          capture_output=True, text=True, timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    (job,) = ccx.jobs.list(settings=settings())
+    assert job.status == "running"
+    again = ccx.attach(job.job_id, display=False, settings=settings())
+    again.wait(scaled(60))  # no turn runs: it returns at once, as for a job between turns
+    notice = ("This job has had no prompt: its starter stopped before sending it (or is still sending it). "
+              "run.send(prompt) sends one; run.end() ends the job; left so, it ends after 10 min 00 s (idle_timeout).")
+    assert (again.status, again.answer, again.conversation.view().notices) == ("running", "", (notice,))
+    assert [e.params["message"] for e in again.events if e.method == methods.CONVERSATION_NOTICE] == [notice]
+    again.send("what is 2+2")
+    assert again.wait(scaled(60)).answer == "4", again.status
+    again.end().wait(scaled(30))
+    assert (again.status, again.exit_code) == ("completed", 0)
+
+
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

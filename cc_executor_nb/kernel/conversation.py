@@ -851,11 +851,22 @@ class Conversation:
         if not self._turn_running and self._mode != "over":
             self._go_idle()
             self._set_idle(True)  # wait() returns at once: no turn runs (an ended job's: once the run is over)
+        if self._mode == "live" and self._sent == 0:
+            self._notice(self._no_prompt_words())
         for request in list(self._requests.values()):
             if request.pending:
                 self._question_changed(request)
                 self._offer(request)
         self._publish()
+
+    def _no_prompt_words(self) -> str:
+        """What an attached run says of a job whose log holds no turn: nothing runs and nothing
+        will until someone sends a prompt (its starter died between the job's start and the prompt)."""
+        words = ("This job has had no prompt: its starter stopped before sending it (or is still sending "
+                 "it). run.send(prompt) sends one; run.end() ends the job")
+        if self.idle_timeout:
+            words += f"; left so, it ends after {format_duration(self.idle_timeout, whole=True)} (idle_timeout)"
+        return words + "."
 
     async def _write_all(self) -> None:
         """The one writer: lines in order, then (None) closing the input."""
