@@ -194,3 +194,15 @@ def test_a_token_held_or_released_while_a_record_is_redacted_leaves_that_scan_al
     assert token in list(scanning)
     release_secret(f"other-{os.getpid()}")
     release_secret(token)
+
+
+async def test_a_server_that_could_not_bind_leaves_no_token_held() -> None:
+    """A start that fails (its port taken) is never closed: its token stayed held for good."""
+    token = f"unbound-{os.getpid()}"
+    first = make_handler()
+    await first.start("127.0.0.1", 0)
+    second = make_handler(token=token)
+    with pytest.raises(OSError):
+        await second.start("127.0.0.1", first.port)
+    await first.close()
+    assert token not in redacted_secrets()

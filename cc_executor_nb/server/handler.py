@@ -187,9 +187,6 @@ class EnhancedWebSocketHandler:
         self._loopback = is_loopback(host)
         if self.token is None and not self._loopback:
             raise ValueError("refusing to serve without a token on a non-loopback address")
-        if not self._secret_held:
-            hold_secret(self.token)
-            self._secret_held = True
         self.jobs.open()
         try:
             self.server = await serve(
@@ -212,6 +209,9 @@ class EnhancedWebSocketHandler:
         except BaseException:
             await self.jobs.shutdown()  # releases the jobs directory
             raise
+        if not self._secret_held:  # held once serving (a start that failed never closes)
+            hold_secret(self.token)
+            self._secret_held = True
         self.host, self.port = self.server.sockets[0].getsockname()[:2]
         self.tls = ssl is not None
         logger.info("[ENHANCED] listening on %s", self.url)
