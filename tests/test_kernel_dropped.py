@@ -82,6 +82,22 @@ def test_a_dropped_unshown_run_has_its_question_denied_and_its_process_ended(
     assert not (tmp_path / "dropped.txt").exists()
 
 
+def test_a_run_ended_then_dropped_has_its_question_denied_without_a_second_ending(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """``r.end()`` then ``del r`` with a question open: the question is denied and the CLI exits,
+    and the run says only that it was ended (it also said nobody could answer it, an ending of
+    its own, although the user had ended it)."""
+    pid = _asking(kernel, "r", "ended.txt")
+    kernel.ok("r.end()\npass")  # not the cell's value: Out would hold the handle end() returns
+    _drop(kernel, "r")
+    _gone(pid)
+    assert kernel.value("[(q.status, q.decided_by) for q in r_talk.view().requests]") == [("denied", "auto")]
+    endings = "[e.params['reason'] for e in r_events if e.method == 'conversation.ending']"
+    assert kernel.value(endings) == ["end"]
+    assert not any("nobody can answer" in notice for notice in kernel.value("list(r_talk.view().notices)"))
+
+
 def test_a_held_unshown_run_still_waits_after_a_dropped_one_ended(kernel: KernelHarness, tmp_path: Path) -> None:
     """A display=False run whose handle is held keeps its question open: answered later, it runs."""
     _asking(kernel, "held", "held.txt")

@@ -454,6 +454,8 @@ class Conversation:
         for request in list(self._requests.values()):
             if request.pending and request.id in self._with_people:
                 self._deny_unreachable(request)
+        if self._mode == "ending" or self._end_when_live is not None:
+            return  # ended already (run.end()): only its questions were left to deny
         self._notice("Ended: nobody can answer or follow up this run any more (it was not shown and its handle "
                      "was dropped); everything is kept.")
         self.end("unreachable")
