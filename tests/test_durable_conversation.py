@@ -448,7 +448,7 @@ def test_a_durable_one_shot_job_whose_whole_prompt_was_sent_when_the_loop_stoppe
     assert done.answer == prompt.removeprefix("echo: ")
 
 
-FIRE_AND_FORGET = """
+SLOW_INPUT = """
 import asyncio
 import sys
 import cc_executor_nb
@@ -461,6 +461,10 @@ async def slow_input(self, data, **more):
     return await send(self, data, **more)
 
 Client.input = slow_input
+"""
+"""A script's beginning: its client's input requests leave 0.5 s late."""
+
+FIRE_AND_FORGET = SLOW_INPUT + """
 run = cc_executor_nb.run(sys.argv[1], executable=sys.argv[2], cwd=sys.argv[3], demo=True, durable=True, display=False)
 print(run.job_id)
 """
@@ -479,19 +483,7 @@ def test_a_script_that_exits_right_after_a_durable_claude_run_leaves_its_prompt_
     again.end().wait(scaled(30))
 
 
-FIRE_AND_FORGET_ONE_SHOT = """
-import asyncio
-import sys
-import cc_executor_nb
-from cc_executor_nb.client import Client
-
-send = Client.input
-
-async def slow_input(self, data, **more):
-    await asyncio.sleep(0.5)  # a slow link or a busy loop: the prompt leaves well after the job's start
-    return await send(self, data, **more)
-
-Client.input = slow_input
+FIRE_AND_FORGET_ONE_SHOT = SLOW_INPUT + """
 prompt = "echo: " + "y" * (1200 * 1024)  # more than execute's one message: sent after the start
 run = cc_executor_nb.run(prompt, executable=sys.argv[1], cwd=sys.argv[2], demo=True, durable=True,
                          interactive=False, display=False)

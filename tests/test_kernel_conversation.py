@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from .kernel_utils import KernelHarness, Received
-from .util import eventually, scaled
+from .util import alive, eventually, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
@@ -287,23 +287,16 @@ def test_unload_ends_a_live_conversation_cleanly(kernel: KernelHarness) -> None:
     assert psutil.pid_exists(pid) and kernel.value("r.alive")
     kernel.ok("%unload_ext cc_executor_nb")
     assert kernel.value("(r.status, r.exit_code, r.alive, r.done)") == ("completed", 0, False, True)
-    assert not _alive(pid)
+    assert not alive(pid)
 
 
 def test_a_kernel_shutdown_leaves_no_claude_process(kernel: KernelHarness) -> None:
     """Shutting the kernel down (as a front end does) ends its live conversations: no claude process is left."""
     kernel.ok('%ccexec --demo --wait -o r "echo: then shut down"')
     pid = kernel.value("r.state.pid")
-    assert _alive(pid)
+    assert alive(pid)
     kernel.shutdown()
-    eventually(lambda: not _alive(pid), timeout=30, what="the claude process to end with the kernel")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    eventually(lambda: not alive(pid), timeout=30, what="the claude process to end with the kernel")
 
 
 def test_a_kernel_interrupt_while_wait_asks_shows_no_input_box_again(kernel: KernelHarness) -> None:

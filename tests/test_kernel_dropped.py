@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .kernel_utils import KernelHarness
-from .util import eventually, scaled
+from .util import alive, eventually, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
@@ -45,9 +44,10 @@ def _kernel(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[Kerne
     harness.shutdown()
 
 
-def _asking(kernel: KernelHarness, name: str, file: str, *, display: bool = False) -> int:
-    """Start a demo run named ``name`` that asks to write ``file``; its claude pid once it asks."""
-    kernel.ok(f'{name} = ccx.run("bash: echo 1 > {file}", demo=True, display={display})')
+def _asking(kernel: KernelHarness, name: str, file: str, options: str = "display=False") -> int:
+    """Start a demo run named ``name`` (with ``options``, Python keywords) that asks to write
+    ``file``; its claude pid once it asks."""
+    kernel.ok(f'{name} = ccx.run("bash: echo 1 > {file}", demo=True, {options})')
     kernel.wait_until(f"{name}.pending is not None", timeout=scaled(60))
     return int(kernel.value(f"{name}.state.pid"))
 
@@ -58,15 +58,15 @@ def _drop(kernel: KernelHarness, name: str) -> None:
     kernel.ok(f"{name}_talk, {name}_events = {name}.conversation, {name}.events\ndel {name}\ngc.collect()")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def _one_dropped_run_ended(kernel: KernelHarness, name: str = "other") -> None:
+    """Start, drop and see ended a run nobody can reach: the checks of the others come after it."""
+    pid = _asking(kernel, name, "dropped.txt")
+    _drop(kernel, name)
+    _gone(pid)
 
 
 def _gone(pid: int) -> None:
-    eventually(lambda: not _alive(pid), timeout=30, what=f"claude process {pid} to end")
+    eventually(lambda: not alive(pid), timeout=30, what=f"claude process {pid} to end")
 
 
 def test_a_dropped_unshown_run_has_its_question_denied_and_its_process_ended(
@@ -101,9 +101,7 @@ def test_a_run_ended_then_dropped_has_its_question_denied_without_a_second_endin
 def test_a_held_unshown_run_still_waits_after_a_dropped_one_ended(kernel: KernelHarness, tmp_path: Path) -> None:
     """A display=False run whose handle is held keeps its question open: answered later, it runs."""
     _asking(kernel, "held", "held.txt")
-    dropped = _asking(kernel, "r", "dropped.txt")
-    _drop(kernel, "r")
-    _gone(dropped)
+    _one_dropped_run_ended(kernel)
     assert kernel.value("held.pending is not None and held.alive") is True
     kernel.ok("held.approve()")
     kernel.wait_until("held.status == 'completed'", timeout=scaled(60))
@@ -112,12 +110,10 @@ def test_a_held_unshown_run_still_waits_after_a_dropped_one_ended(kernel: Kernel
 
 def test_a_dropped_run_shown_in_a_widget_still_waits_for_a_click(kernel: KernelHarness, tmp_path: Path) -> None:
     """A widget that shows the run can still answer it: its dropped handle changes nothing."""
-    _asking(kernel, "s", "shown.txt", display=True)
+    _asking(kernel, "s", "shown.txt", "display=True")
     kernel.ok("allow = s.view.body.allow_button.model_id")
     _drop(kernel, "s")
-    dropped = _asking(kernel, "r", "dropped.txt")
-    _drop(kernel, "r")
-    _gone(dropped)
+    _one_dropped_run_ended(kernel)
     assert kernel.value("[q.status for q in s_talk.view().requests]") == ["pending"]
     kernel.click(kernel.value("allow"))
     kernel.wait_until("(tk := s_talk.view()).requests[0].status == 'allowed' and not tk.turn_running",
@@ -144,11 +140,8 @@ def test_awaiting_a_run_gives_back_the_users_handle(kernel: KernelHarness) -> No
 
 def test_a_question_in_a_policys_hands_is_the_policys_after_the_drop(kernel: KernelHarness, tmp_path: Path) -> None:
     """A policy still deciding can answer: the drop leaves its question to it, then the run ends."""
-    kernel.ok("import threading\ngo = threading.Event()\n"
-              'r = ccx.run("bash: echo 1 > policy.txt", demo=True, display=False,'
-              " on_permission=lambda request: 'allow' if go.wait() else None)")
-    kernel.wait_until("r.pending is not None", timeout=scaled(60))
-    pid = int(kernel.value("r.state.pid"))
+    kernel.ok("import threading\ngo = threading.Event()\npolicy = lambda request: 'allow' if go.wait() else None")
+    pid = _asking(kernel, "r", "policy.txt", "display=False, on_permission=policy")
     _drop(kernel, "r")
     kernel.ok("go.set()")
     _gone(pid)
@@ -158,9 +151,7 @@ def test_a_question_in_a_policys_hands_is_the_policys_after_the_drop(kernel: Ker
 
 def test_a_dropped_run_shown_as_text_ends_too(kernel: KernelHarness) -> None:
     """Text (--quiet) shows no card to click: its dropped handle was the last way to answer."""
-    kernel.ok('r = ccx.run("bash: echo 1 > text.txt", demo=True, quiet=True)')
-    kernel.wait_until("r.pending is not None", timeout=scaled(60))
-    pid = int(kernel.value("r.state.pid"))
+    pid = _asking(kernel, "r", "text.txt", "quiet=True")
     _drop(kernel, "r")
     _gone(pid)
     assert kernel.value("[(q.status, q.decided_by) for q in r_talk.view().requests]") == [("denied", "auto")]
@@ -183,9 +174,7 @@ def test_a_dropped_durable_run_leaves_its_question_to_any_kernel_that_attaches(
     kernel.wait_until("r.job_id is not None and r.pending is not None", timeout=scaled(60))
     kernel.ok("job_id = r.job_id")
     _drop(kernel, "r")
-    dropped = _asking(kernel, "other", "dropped.txt")
-    _drop(kernel, "other")
-    _gone(dropped)
+    _one_dropped_run_ended(kernel)
     assert kernel.value("[q.status for q in r_talk.view().requests]") == ["pending"]
     kernel.ok("again = ccx.attach(job_id, display=False)")
     kernel.wait_until("again.pending is not None", timeout=scaled(60))

@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import psutil
 
-__all__ = ["TIME_SCALE", "eventually", "eventually_async", "redacted_secrets", "scaled"]
+__all__ = ["TIME_SCALE", "alive", "eventually", "eventually_async", "redacted_secrets", "scaled"]
 
 T = TypeVar("T")
 
@@ -174,3 +174,11 @@ def redacted_secrets() -> set[str]:
         if isinstance(found, SecretRedactor)
         for secret in found.secrets
     }
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
