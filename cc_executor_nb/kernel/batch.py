@@ -25,6 +25,10 @@ expanded.
 
 Scheduling happens on the loop thread only; the public methods may be called from any
 other thread (a cell, a button).
+
+:func:`map` returns :meth:`Batch.user_handle`, an object the loop never holds, whose runs are
+their own user handles (:meth:`Run.user_handle`): once nobody holds the batch or one of its runs
+and no widget shows it, that run's questions are denied and, queued, it never starts.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -40,6 +45,7 @@ import statistics
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -305,6 +311,8 @@ class Batch:
         self._over: asyncio.Future[None] | None = None
         """Set once the batch is over (its loop's task then ends without stopping it)."""
         self._shown_in: object = None
+        self._user: weakref.ref[Batch] | None = None  # the user's handle (user_handle), never held here
+        self._user_runs: list[weakref.ref[Run]] | None = None  # its runs' handles, held by it alone
         for item, presenter in zip(self.items, self._presenters, strict=True):
             item.run.presenter = presenter
             item.run.enqueue()  # its record says queued until it starts
@@ -318,8 +326,12 @@ class Batch:
 
     @property
     def runs(self) -> list[Run]:
-        """Every item's run, in input order."""
-        return [item.run for item in self.items]
+        """Every item's run, in input order (the user's handle on each: see :meth:`user_handle`)."""
+        return [self._run_for_user(item) for item in self.items]
+
+    def _run_for_user(self, item: BatchItem) -> Run:
+        handle = self._user_runs[item.index]() if self._user_runs is not None else None
+        return handle if handle is not None else item.run
 
     @property
     def done(self) -> bool:
@@ -329,13 +341,13 @@ class Batch:
     @property
     def cost_usd(self) -> float:
         """The sum of the runs' reported costs so far (see ``cost_note``)."""
-        return float(sum(cost for run in self.runs if (cost := run.cost_usd) is not None))
+        return float(sum(cost for item in self.items if (cost := item.run.cost_usd) is not None))
 
     @property
     def cost_note(self) -> str | None:
         """Why the total is an estimate rather than the bill (``custom endpoint``, ``subscription``), if so."""
-        for run in self.runs:
-            view = run.claude
+        for item in self.items:
+            view = item.run.claude
             reason = getattr(view, "cost_estimate_reason", None) if view is not None else None
             if reason:
                 return str(reason)
@@ -374,7 +386,7 @@ class Batch:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Run:
-        return self.items[index].run
+        return self._run_for_user(self.items[index])
 
     def __iter__(self) -> Iterator[Run]:
         return iter(self.runs)
@@ -443,11 +455,56 @@ class Batch:
         return sum(1 for item in self.items if item.stage == "queued")
 
     def __await__(self) -> Generator[Any, None, Batch]:
-        return asyncio.shield(asyncio.wrap_future(self._done)).__await__()
+        yield from asyncio.shield(asyncio.wrap_future(self._done)).__await__()
+        return self  # the handle awaited (the loop's own object is not the user's: see user_handle)
 
     def add_done_callback(self, callback: Callable[[Batch], object]) -> None:
         """Call ``callback(batch)`` once every item is over; what it raises is logged."""
-        self._done.add_done_callback(lambda future: call_back(callback, future.result()))
+        self._done.add_done_callback(lambda future: call_back(callback, future.result()._for_user()))
+
+    # -- The user's handle -------------------------------------------------------------
+
+    def user_handle(self) -> Batch:
+        """This batch as an object the background loop never holds, to give its user, as
+        :meth:`Run.user_handle` gives a run's: the same batch, its attributes shared.
+
+        Its runs (``runs``, ``batch[i]``) are their own user handles, which this one holds:
+        once the batch's handle is gone, a run whose handle is gone too (``r = batch.runs[0]``
+        keeps one) and that no widget shows (the batch's, or the run's expanded) is a run
+        nobody can reach: its questions are denied and its conversation ends
+        (:meth:`Conversation.nobody_left`), and, queued, it never starts (``skipped``), unless
+        it is durable (its job may be attached from anywhere).
+        """
+        runs = [item.run.user_handle(functools.partial(self._shows_widget, item.index)) for item in self.items]
+        self._user_runs = [weakref.ref(run) for run in runs]
+        for run in runs:  # a queued run nobody can reach any more is skipped by the next pump
+            weakref.finalize(run, self._pump_soon_threadsafe).atexit = False
+        handle = object.__new__(type(self))
+        handle.__dict__ = self.__dict__
+        self._user = weakref.ref(handle)
+        weakref.finalize(handle, runs.clear).atexit = False  # the runs' handles go with it, unless held
+        return handle
+
+    def _for_user(self) -> Batch:
+        """The user's handle on this batch while it lives (what callbacks are given), else this object."""
+        handle = self._user() if self._user is not None else None
+        return handle if handle is not None else self
+
+    def _shows_widget(self, index: int) -> bool:
+        """Whether a widget shows the batch (its rows answer nothing, but expand a run that does) or run ``index``."""
+        return self._view is not None or index in self._expanded
+
+    def _unreachable(self, item: BatchItem) -> bool:
+        """Whether nobody can reach ``item``'s run any more (its handle, and so the batch's, is gone)."""
+        runs = self._user_runs
+        return (runs is not None and runs[item.index]() is None and not item.run.durable
+                and not self._shows_widget(item.index))
+
+    def _pump_soon_threadsafe(self) -> None:
+        # A finalizer may run on the loop thread in the middle of the queue's work: never pump inline.
+        if not self._complete:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs any more
+                self.loop.loop.call_soon_threadsafe(self._pump)
 
     # -- Display (caller's thread) -------------------------------------------------------
 
@@ -580,6 +637,7 @@ class Batch:
     def _pump(self) -> None:
         """Start queued items while the queue allows."""
         now = time.time()
+        self._skip_unreachable()
         self._update_hold(now)  # a limit that just came holds the queue before anything starts
         for item in self.items:
             if item.stage != "queued":
@@ -672,6 +730,16 @@ class Batch:
         for item in queued:
             item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
         return len(queued)
+
+    def _skip_unreachable(self) -> None:
+        """Queued items nobody can reach any more never start: nobody could answer them, see
+        their results or cancel them (:meth:`user_handle`)."""
+        dropped = [item for item in self.items if item.stage == "queued" and self._unreachable(item)]
+        for item in dropped:  # all of them first: each abandon() may render the batch's line
+            item.stage = "skipped"
+        for item in dropped:
+            item.run.abandon("skipped: nobody holds the batch or this run any more, and no widget shows it",
+                             status="cancelled")
 
     def _set_paused(self, paused: bool) -> None:
         if self.paused != paused:
@@ -838,7 +906,7 @@ class Batch:
             skipped=sum(1 for row in done if row.status == "skipped"),
             completed=sum(1 for row in done if row.status == "completed"),
             cancelled=sum(1 for row in done if row.status == "cancelled"),
-            cost_usd=self.cost_usd if any(run.cost_usd is not None for run in self.runs) else None,
+            cost_usd=self.cost_usd if any(item.run.cost_usd is not None for item in self.items) else None,
             cost_note=self.cost_note,
             eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency)
             if state in _MOVING else None,
@@ -1054,18 +1122,19 @@ def map(
         concurrency=concurrency, max_budget_usd=max_budget_usd, on_budget=on_budget,
         placement=placement, settings=settings, mode=api.output_mode(settings, quiet),
     )
+    handle = batch.user_handle()  # the loop holds ``batch``; once nobody holds this, nobody can reach it
     if display:
-        batch.show()
+        handle.show()
     batch.start()
     # Nothing to run: the loop settles the batch at once, so it is returned done.
     empty = not batch.items and not loop.on_loop_thread()
     if wait or empty:
-        return batch.wait()
+        return handle.wait()
     if prepared and placement is None and prepared[0].options.durable and not loop.on_loop_thread():
         # As run(..., durable=True): the first runs' jobs outlive a script that ends now.
-        batch.wait_accepted(api.DURABLE_ACCEPT_TIMEOUT)
+        handle.wait_accepted(api.DURABLE_ACCEPT_TIMEOUT)
         _warn_at_exit(batch)
-    return batch
+    return handle
 
 
 def _prepare(

@@ -1,0 +1,131 @@
+"""A batch nobody can reach any more: its handle (and its runs' handles) dropped, no widget showing it.
+
+In a real kernel with the real claude CLI against the demo API. As for a single run
+(tests/test_kernel_dropped.py): a started run's open question is denied and its CLI exits,
+and an item still queued never starts. A batch still held, one of its runs held, or a batch
+shown in a widget keeps waiting for its person.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .kernel_utils import KernelHarness
+from .util import eventually, scaled
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
+
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.claude,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not CLAUDE.exists(), reason="node_modules/.bin/claude is absent: run `npm ci`"),
+]
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[KernelHarness]:
+    """A kernel of its own (cwd: a fresh folder) with the extension and the project's claude."""
+    harness = KernelHarness.start(tmp_path)
+    harness.ok("%load_ext cc_executor_nb")
+    harness.ok(f"%config CCExec.claude_command = {str(CLAUDE)!r}\n%config CCExec.history_path = 'none'")
+    harness.ok("import gc\nimport cc_executor_nb as ccx")
+    yield harness
+    harness.shutdown()
+
+
+def _asking(kernel: KernelHarness, name: str, *, display: bool = False) -> int:
+    """A batch ``name`` of two items, one at a time, each asking to write ``{name}{item}.txt``;
+    its first run's claude pid once it asks. ``{name}_items`` keeps its items (they hold no
+    handle), ``{name}_over`` the batch's status once it is over."""
+    kernel.ok(f'{name} = ccx.map("bash: echo {{item}} > {name}{{item}}.txt", ["1", "2"], demo=True, '
+              f"concurrency=1, display={display})\n"
+              f"{name}_items, {name}_over = {name}.items, []\n"
+              f"{name}.add_done_callback(lambda batch: {name}_over.append(batch.status))")
+    kernel.wait_until(f"{name}.runs[0].pending is not None", timeout=scaled(60))
+    return int(kernel.value(f"{name}.runs[0].state.pid"))
+
+
+def _drop(kernel: KernelHarness, name: str) -> None:
+    kernel.ok(f"del {name}\ngc.collect()")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _gone(pid: int) -> None:
+    eventually(lambda: not _alive(pid), timeout=30, what=f"claude process {pid} to end")
+
+
+def _questions(kernel: KernelHarness, name: str) -> object:
+    return kernel.value(f"[(q.status, q.decided_by) for q in {name}_items[0].run.conversation.view().requests]")
+
+
+def test_a_dropped_unshown_batch_denies_its_question_ends_its_run_and_starts_nothing_more(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """display=False and the batch dropped while its run asks: denied ('auto'), the CLI exits, the queued item skips."""
+    pid = _asking(kernel, "b")
+    _drop(kernel, "b")
+    _gone(pid)
+    assert _questions(kernel, "b") == [("denied", "auto")]
+    kernel.wait_until("b_over == ['done']", timeout=scaled(30))
+    assert kernel.value("[item.status for item in b_items]") == ["completed", "skipped"]
+    assert not list(tmp_path.glob("b*.txt"))
+
+
+def test_a_run_held_alone_keeps_its_question_after_its_batch_is_dropped(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """r = batch.runs[0] still answers after `del batch`: approved later, it runs (the unheld queued item skips)."""
+    _asking(kernel, "b")
+    kernel.ok("r = b.runs[0]")
+    _drop(kernel, "b")
+    dropped = _asking(kernel, "other")  # a batch dropped after it, whose end shows the drop was seen
+    _drop(kernel, "other")
+    _gone(dropped)
+    assert kernel.value("r.pending is not None and r.alive") is True
+    kernel.ok("r.approve()")
+    kernel.wait_until("b_over == ['done']", timeout=scaled(60))
+    assert kernel.value("[item.status for item in b_items]") == ["completed", "skipped"]
+    assert (tmp_path / "b1.txt").read_text() == "1\n"
+
+
+def test_a_dropped_batch_shown_in_a_widget_still_waits(kernel: KernelHarness, tmp_path: Path) -> None:
+    """A widget that shows the batch can still answer its runs: its dropped handle changes nothing."""
+    _asking(kernel, "s", display=True)
+    _drop(kernel, "s")
+    dropped = _asking(kernel, "other")
+    _drop(kernel, "other")
+    _gone(dropped)
+    assert _questions(kernel, "s") == [("pending", None)]
+    kernel.ok("s_items[0].run.approve()")
+    kernel.wait_until("s_items[1].run.pending is not None", timeout=scaled(60))
+    kernel.ok("s_items[1].run.approve()")
+    kernel.wait_until("s_over == ['done']", timeout=scaled(60))
+    assert [(tmp_path / f"s{n}.txt").read_text() for n in (1, 2)] == ["1\n", "2\n"]
+
+
+def test_a_held_batch_still_waits_after_a_dropped_one_ended(kernel: KernelHarness) -> None:
+    """A display=False batch that is held keeps its run's question open."""
+    _asking(kernel, "held")
+    dropped = _asking(kernel, "other")
+    _drop(kernel, "other")
+    _gone(dropped)
+    assert kernel.value("held.runs[0].pending is not None and held.runs[0].alive") is True
+    assert kernel.value("held.items[1].status") == "queued"
+
+
+def test_a_batchs_runs_and_awaiting_it_give_back_the_users_handles(kernel: KernelHarness) -> None:
+    """`await b` is `b`, and `b.runs[i]`, `b[i]`, `list(b)` give the same run each time."""
+    kernel.ok('b = ccx.map(["echo: one", "echo: two"], demo=True, display=False)\nb2 = await b')
+    assert kernel.value("b2 is b and b.runs[0] is b[0] is list(b)[0] and b.runs[1] is b[1]") is True
