@@ -308,6 +308,7 @@ class Client:
         meta: dict[str, Any] | None = None,
         summary: dict[str, Any] | None = None,
         stdin_idle_timeout: float | None = None,
+        stdin_close_on_summary: bool = False,
         input: str | None = None,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
@@ -318,13 +319,15 @@ class Client:
         ``durable`` makes it a job the server keeps (``label``, ``meta`` and ``summary``
         describe it; see the README's protocol section); the result then carries its
         ``job_id``. ``stdin_idle_timeout`` (a durable job with ``stdin="pipe"``): its stdin
-        closes after that many seconds without input while nobody follows the job.
+        closes after that many seconds without input while nobody follows the job;
+        ``stdin_close_on_summary``: once a stdout line matches ``summary``.
         ``input`` (with ``stdin="pipe"``): text the server writes to the process's stdin
         once it started and then closes it, whatever becomes of this connection.
         """
         params = _execute_params(
             command, argv=argv, progress_target=progress_target, durable=durable, label=label, meta=meta,
-            summary=summary, stdin_idle_timeout=stdin_idle_timeout, cwd=cwd, env=env, timeout=timeout,
+            summary=summary, stdin_idle_timeout=stdin_idle_timeout,
+            stdin_close_on_summary=stdin_close_on_summary, cwd=cwd, env=env, timeout=timeout,
             heartbeat_interval=heartbeat_interval, inactivity_threshold=inactivity_threshold,
             kill_grace=kill_grace, stdin=stdin, capture=capture, input=input,
         )
@@ -848,6 +851,7 @@ def _execute_params(
     meta: dict[str, Any] | None = None,
     summary: dict[str, Any] | None = None,
     stdin_idle_timeout: float | None = None,
+    stdin_close_on_summary: bool = False,
     **optional: Any,
 ) -> dict[str, Any]:
     """The params of an ``execute`` request from :meth:`Client.execute`'s arguments
@@ -857,7 +861,8 @@ def _execute_params(
     if progress_target is not FROM_ARGUMENTS:
         params["progress_target"] = progress_target
     if durable:
-        job = {"label": label, "meta": meta, "summary": summary, "stdin_idle_timeout": stdin_idle_timeout}
+        job = {"label": label, "meta": meta, "summary": summary, "stdin_idle_timeout": stdin_idle_timeout,
+               "stdin_close_on_summary": stdin_close_on_summary or None}
         params.update({"durable": True, **{k: v for k, v in job.items() if v is not None}})
     return params
 

@@ -802,6 +802,9 @@ class JobRequest:
     meta: dict[str, Any] = field(default_factory=dict)
     """The client's own notes (an object of at most 16 KiB), returned as given."""
     summary: SummarySpec | None = None
+    stdin_close_on_summary: bool = False
+    """*(added)* Close the job's stdin once a stdout line matches ``summary`` (a Claude job's
+    first result: a conversation that takes no follow-up ends without its client)."""
 
 
 @dataclass(frozen=True)
@@ -825,7 +828,21 @@ def validate_job_request(params: Any) -> JobRequest:
     label = _optional_str(obj, "label")
     if label is not None and len(label) > MAX_LABEL_CHARS:
         raise InvalidParams(f"label is longer than {MAX_LABEL_CHARS} characters", "label")
-    return JobRequest(label, _job_meta(obj), _summary_spec(obj.get("summary")))
+    summary = _summary_spec(obj.get("summary"))
+    return JobRequest(label, _job_meta(obj), summary, _stdin_close_on_summary(obj, summary))
+
+
+def _stdin_close_on_summary(params: dict[str, Any], summary: SummarySpec | None) -> bool:
+    value = params.get("stdin_close_on_summary")
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise InvalidParams("stdin_close_on_summary must be a boolean or null", "stdin_close_on_summary")
+    if params.get("stdin") != "pipe":
+        raise InvalidParams('stdin_close_on_summary needs stdin "pipe"', "stdin_close_on_summary")
+    if summary is None:
+        raise InvalidParams("stdin_close_on_summary needs a summary (its match says when)", "stdin_close_on_summary")
+    return True
 
 
 def _job_meta(obj: dict[str, Any]) -> dict[str, Any]:

@@ -540,6 +540,48 @@ def test_an_attached_job_that_never_got_its_prompt_says_so_and_takes_one(runtime
     assert (again.status, again.exit_code) == ("completed", 0)
 
 
+DURABLE_BATCH = """
+import sys
+import cc_executor_nb
+batch = cc_executor_nb.map("what is {item}", ["2+2", "3+3"], executable=sys.argv[1], cwd=sys.argv[2], demo=True,
+                           durable=True, quiet=True)
+print("jobs:", " ".join(str(run.job_id) for run in batch))
+"""
+
+
+def _durable_batch_script(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-c", DURABLE_BATCH, str(CLAUDE), str(tmp_path)],
+                          capture_output=True, text=True, timeout=scaled(60), check=False, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_durable_batch_from_a_script_that_ended_ends_its_jobs_after_their_first_result(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """A batch takes no follow-up: its jobs close their input after their first result themselves
+    (the job's stdin_close_on_summary), so their CLIs exit; they waited the idle timeout (600 s)
+    for the script's loop to close it."""
+    done = _durable_batch_script(tmp_path)
+    job_ids = done.stdout.split("jobs:")[1].splitlines()[0].split()
+
+    def statuses() -> list[str]:
+        listed = {job.job_id: job.status for job in ccx.jobs.list()}
+        return [listed[job_id] for job_id in job_ids]
+
+    eventually(lambda: statuses() == ["completed", "completed"], timeout=30, what="the batch's jobs to complete")
+    for job_id, answer in zip(job_ids, ("4", "6"), strict=True):
+        assert ccx.attach(job_id, display=False, settings=settings()).wait(scaled(30)).answer == answer
+
+
+def test_a_durable_batch_from_a_script_that_ended_says_its_jobs_go_on(runtime_dir: Path, tmp_path: Path) -> None:
+    """The script's last line says the batch's runs went on as jobs; it said '2 done (2 other) · cancelled'."""
+    done = _durable_batch_script(tmp_path)
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("[batch] 2/2 · 2 done (2 detached)"), done.stdout
+    assert last.endswith("detached: its 2 jobs go on in the job server"), done.stdout
+
+
 def test_a_question_answered_after_the_job_list_was_read_is_not_asked_on_attach(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -227,6 +227,29 @@ def test_a_lone_surrogate_in_a_job_summary_is_refused(summary: dict) -> None:
     assert caught.value.data == {"field": "summary"}
 
 
+_SUMMARY = {"match": {"type": "result"}, "fields": ["cost"]}
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    ({"stdin": "pipe", "summary": _SUMMARY, "stdin_close_on_summary": 1}, "must be a boolean or null"),
+    ({"summary": _SUMMARY, "stdin_close_on_summary": True}, 'needs stdin "pipe"'),
+    ({"stdin": "pipe", "stdin_close_on_summary": True}, "needs a summary"),
+])
+def test_stdin_close_on_summary_is_refused_when_it_cannot_act(extra: dict, why: str) -> None:
+    """stdin_close_on_summary is a boolean that needs a stdin to close and a summary to match: -32602 naming it."""
+    with pytest.raises(errors.InvalidParams, match=re.escape(why)) as caught:
+        protocol.validate_job_request({"argv": ["ls"], "durable": True, **extra})
+    assert caught.value.data == {"field": "stdin_close_on_summary"}
+
+
+def test_stdin_close_on_summary_null_or_absent_is_false() -> None:
+    """Absent and null leave the stdin to its client; true with a pipe and a summary is kept."""
+    job = {"argv": ["ls"], "durable": True, "stdin": "pipe", "summary": _SUMMARY}
+    assert [protocol.validate_job_request({**job, "stdin_close_on_summary": value}).stdin_close_on_summary
+            for value in (None, False, True)] == [False, False, True]
+    assert protocol.validate_job_request(job).stdin_close_on_summary is False
+
+
 def test_timeout_null_means_no_limit() -> None:
     """``timeout: null`` and an absent timeout both mean no limit."""
     assert protocol.validate_execute({"argv": ["ls"], "timeout": None}).timeout is None

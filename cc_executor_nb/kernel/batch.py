@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -355,7 +356,7 @@ class Batch:
 
     @property
     def status(self) -> str:
-        """running, paused, held, budget, cancelled or done."""
+        """running, paused, held, budget, cancelled, done, or detached (over: its durable runs go on as jobs)."""
         return self._state(time.time())
 
     def results(self) -> list[str | None]:
@@ -858,7 +859,10 @@ class Batch:
 
     def _state(self, now: float) -> str:
         if self._complete:
-            # How it ended stays readable: a cancelled batch, or one whose budget stopped runs.
+            # How it ended stays readable: runs that go on as jobs without us (this process's
+            # loop stopped: a script ended), a cancelled batch, or one whose budget stopped runs.
+            if self._detached():
+                return "detached"
             return "cancelled" if self.cancelled else "budget" if self._budget_stopped else "done"
         if self.cancelled:
             return "cancelled"
@@ -869,6 +873,10 @@ class Batch:
         if self.hold_until is not None and now < self.hold_until:
             return "held"
         return "running"
+
+    def _detached(self) -> int:
+        """How many runs went on as durable jobs that this process no longer follows."""
+        return sum(1 for item in self.items if item.run.status == "detached")
 
     def _row(self, item: BatchItem, now: float) -> Row:
         if item.row is not None:
@@ -897,6 +905,9 @@ class Batch:
             message = f"a usage limit resets in {max(0, round(self.hold_until - now))} s"
         elif state == "budget":
             message = "no new runs"
+        elif state == "detached":
+            jobs = self._detached()
+            message = f"its {jobs} job{'s go' if jobs > 1 else ' goes'} on in the job server"
         return Summary(
             total=len(rows),
             done=len(done),
@@ -906,6 +917,7 @@ class Batch:
             skipped=sum(1 for row in done if row.status == "skipped"),
             completed=sum(1 for row in done if row.status == "completed"),
             cancelled=sum(1 for row in done if row.status == "cancelled"),
+            detached=sum(1 for row in done if row.status == "detached"),
             cost_usd=self.cost_usd if any(item.run.cost_usd is not None for item in self.items) else None,
             cost_note=self.cost_note,
             eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency)
@@ -1145,10 +1157,22 @@ def _prepare(
     try:
         if not texts:  # no run to prepare: the options are checked all the same
             api.check_run_options(settings, run_keywords, unconfigured=unconfigured)
-        return [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)
-                for text in texts]
+        prepared = [api.prepare(text, settings=settings, view=False, unconfigured=unconfigured, **run_keywords)
+                    for text in texts]
     except OptionError as exc:
         raise OptionError(exc.template, [_map_keyword(name) for name in exc.names], *exc.values) from None
+    for each in prepared:
+        _close_after_first_result(each.run)
+    return prepared
+
+
+def _close_after_first_result(run: Run) -> None:
+    """A durable conversation's job closes its own input after its first result: the batch
+    ends each run after its first turn (:class:`LocalPlacement`), and it must also when the
+    process that started it is gone (a script that ended: its CLI waited the idle timeout)."""
+    job = run.spec.job
+    if job is not None and run.conversation is not None:
+        run.spec = dataclasses.replace(run.spec, job={**job, "stdin_close_on_summary": True})
 
 
 def _map_keyword(name: str) -> str:

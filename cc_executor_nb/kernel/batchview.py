@@ -68,12 +68,15 @@ class Summary:
     """Seconds until the batch is done, from the mean duration of its completed runs; None
     before one completed, and while the queue does not move (paused, cancelled, over budget, done)."""
     state: str = "running"
-    """running, paused, held (a usage limit), budget (spent), cancelled or done."""
+    """running, paused, held (a usage limit), budget (spent), cancelled, done, or detached (its
+    process stopped following runs that go on as durable jobs)."""
     message: str = ""
     budget_usd: float | None = None
     completed: int = 0
     """Of the ``done`` runs, those that completed (the others failed, were cancelled or skipped)."""
     cancelled: int = 0
+    detached: int = 0
+    """Of the ``done`` runs, those this process stopped following: durable jobs that go on."""
 
 
 def _cost(value: float | None) -> str:
@@ -86,9 +89,9 @@ def _counts(summary: Summary) -> str:
 
 def _done_text(summary: Summary) -> str:
     """``5 done (3 completed, 1 failed, 1 skipped)``: the runs that are over, and how they ended."""
-    ended = (summary.completed, summary.failed, summary.cancelled, summary.skipped)
-    other = summary.done - sum(ended)  # e.g. detached: not one of the named ends
-    kinds = zip((*ended, other), ("completed", "failed", "cancelled", "skipped", "other"), strict=True)
+    ended = (summary.completed, summary.failed, summary.cancelled, summary.skipped, summary.detached)
+    other = summary.done - sum(ended)  # not one of the named ends
+    kinds = zip((*ended, other), ("completed", "failed", "cancelled", "skipped", "detached", "other"), strict=True)
     named = [f"{count} {kind}" for count, kind in kinds if count > 0]
     return f"{summary.done} done" + (f" ({', '.join(named)})" if named else "")
 

@@ -13,7 +13,9 @@ act on the job. What the job's stdin is sent is logged too (``process.input``), 
 connection that attaches later knows what was written, whoever wrote it (``execute``'s
 ``input`` too, which the server writes and closes at the start). A job run with
 ``stdin_idle_timeout`` closes its stdin once it had no input for that long while no
-connection followed it, so a process that waits for input nobody will send ends.
+connection followed it, so a process that waits for input nobody will send ends; one
+run with ``stdin_close_on_summary`` closes it right after the first stdout line its
+``summary`` matches (a batch's Claude job after its first result).
 
 The jobs directory (0700, files 0600) is owned by one server at a time (``.lock``,
 held with ``flock`` while the server lives, released by the kernel however the server
@@ -224,6 +226,8 @@ class Job:
         """Exit codes that end the job ``completed`` once its input was closed (``input``'s
         ``ok_exit_codes``: claude exits 1 after an interrupted last turn, an end as asked)."""
         self.input_closed = False
+        self.close_on_summary = False
+        """Close the stdin once a stdout line matched the summary (``stdin_close_on_summary``)."""
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -276,6 +280,8 @@ class Job:
             grew.set_result(None)
         if not failed and self.log.error is not None:
             self._log_failed(self.log.error)
+        if method == methods.PROCESS_OUTPUT and self.close_on_summary and self._summary_matched():
+            self._close_input_on_summary()  # after the line that matched is logged and its followers woken
         return seq
 
     def grew(self) -> asyncio.Future[None]:
@@ -294,6 +300,20 @@ class Job:
         self.input_at = time.monotonic()
         self.input_closed = True
         self.append(methods.PROCESS_INPUT, {"data": "", "closed": True, "reason": reason})
+
+    def _summary_matched(self) -> bool:
+        return self.scanner is not None and self.scanner.summary is not None
+
+    def _close_input_on_summary(self) -> None:
+        """The summary matched (a Claude job's first result): close the stdin, once."""
+        self.close_on_summary = False
+        execution = self.execution
+        stdin = execution.stdin if execution is not None else None
+        if stdin is None or stdin.closing:
+            return
+        logger.info("x [JOBS] job %s: its output matched its summary: closing its stdin", self.id)
+        self.record_input_closed("stdin_close_on_summary")
+        stdin.close()
 
     async def close_input_when_unattended(self, timeout: float) -> None:
         """Close the run's stdin once it had no input for ``timeout`` s while no connection
@@ -515,6 +535,7 @@ class JobStore:
         job = Job(record, JobLog(self.directory / f"{job_id}.log", fresh=True), self.directory)
         if request.summary is not None:
             job.scanner = SummaryScanner(request.summary)
+        job.close_on_summary = request.stdin_close_on_summary
         self.jobs[job_id] = job
         return job
 
