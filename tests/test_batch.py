@@ -942,3 +942,19 @@ def test_every_row_badge_is_readable(status: str) -> None:
     summary = Summary(total=1, done=0, running=0, queued=1, failed=0, skipped=0, cost_usd=None)
     color = re.search(r"ccx-badge[^>]*background:(#[0-9a-f]{6})", batch_html(summary, [row]))
     assert color is not None and _contrast_with_white(color.group(1)) >= 4.5, color
+
+
+def test_a_dropped_batch_has_started_its_first_runs_and_skips_the_queued_ones(settings: CCExec) -> None:
+    """map() returns with its first `concurrency` runs started: dropped at once, those run to their
+    end and only the items still queued never start (the first one was skipped too when the loop
+    had not started it yet)."""
+    import gc
+
+    batch = cc_executor_nb.map(["echo one", "echo two"], command=True, concurrency=1, display=False,
+                               settings=settings)
+    items, over = batch.items, list[str]()
+    batch.add_done_callback(lambda done: over.append(done.status))
+    del batch
+    gc.collect()
+    eventually(lambda: over, timeout=30, what="the dropped batch to end")
+    assert [(item.status, item.run.stdout) for item in items] == [("completed", "one\n"), ("skipped", "")]

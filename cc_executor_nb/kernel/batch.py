@@ -571,12 +571,16 @@ class Batch:
     # -- Starting (caller's thread) --------------------------------------------------------
 
     def start(self) -> Batch:
-        """Start the queue on the loop; returns at once."""
+        """Start the queue on the loop; returns once its first runs started (at most
+        CONTROL_TIMEOUT s; a durable run's job may not be taken yet: see :meth:`wait_accepted`)."""
         if self.placing_note:
             logger.warning("! batch: %s", self.placing_note)
             self._say(f"[batch] {self.placing_note}")
         self.coalescer.attach(self.loop.loop)
-        self._on_loop(self._pump)
+        # Returns once the first runs started (up to ``concurrency``), as run() returns with its
+        # run started: "queued" then means only what waits for a slot (and what a batch nobody
+        # holds any more never starts).
+        self._control(self._pump)
         with contextlib.suppress(LoopStopped):  # the queue could not start either: _on_loop said so
             self.loop.submit(self._until_the_loop_stops())
         return self
