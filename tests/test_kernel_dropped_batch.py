@@ -39,12 +39,12 @@ def kernel(tmp_path: Path) -> Iterator[KernelHarness]:
     harness.shutdown()
 
 
-def _asking(kernel: KernelHarness, name: str, *, display: bool = False) -> int:
+def _asking(kernel: KernelHarness, name: str, *, display: bool = False, quiet: bool = False) -> int:
     """A batch ``name`` of two items, one at a time, each asking to write ``{name}{item}.txt``;
     its first run's claude pid once it asks. ``{name}_items`` keeps its items (they hold no
     handle), ``{name}_over`` the batch's status once it is over."""
     kernel.ok(f'{name} = ccx.map("bash: echo {{item}} > {name}{{item}}.txt", ["1", "2"], demo=True, '
-              f"concurrency=1, display={display})\n"
+              f"concurrency=1, display={display}, quiet={quiet})\n"
               f"{name}_items, {name}_over = {name}.items, []\n"
               f"{name}.add_done_callback(lambda batch: {name}_over.append(batch.status))")
     kernel.wait_until(f"{name}.runs[0].pending is not None", timeout=scaled(60))
@@ -129,3 +129,11 @@ def test_a_batchs_runs_and_awaiting_it_give_back_the_users_handles(kernel: Kerne
     """`await b` is `b`, and `b.runs[i]`, `b[i]`, `list(b)` give the same run each time."""
     kernel.ok('b = ccx.map(["echo: one", "echo: two"], demo=True, display=False)\nb2 = await b')
     assert kernel.value("b2 is b and b.runs[0] is b[0] is list(b)[0] and b.runs[1] is b[1]") is True
+
+
+def test_a_dropped_batch_shown_as_text_ends_too(kernel: KernelHarness) -> None:
+    """Text (quiet=True) shows no card to click: the dropped handle was the last way to answer."""
+    pid = _asking(kernel, "q", display=True, quiet=True)
+    _drop(kernel, "q")
+    _gone(pid)
+    assert _questions(kernel, "q") == [("denied", "auto")]

@@ -492,8 +492,10 @@ class Batch:
         return handle if handle is not None else self
 
     def _shows_widget(self, index: int) -> bool:
-        """Whether a widget shows the batch (its rows answer nothing, but expand a run that does) or run ``index``."""
-        return self._view is not None or index in self._expanded
+        """Whether a cell shows the batch's live widget (its rows expand a run, whose widget answers it)
+        or run ``index``'s own."""
+        display = self._display
+        return (display is not None and display.widget_shown) or index in self._expanded
 
     def _unreachable(self, item: BatchItem) -> bool:
         """Whether nobody can reach ``item``'s run any more (its handle, and so the batch's, is gone)."""
