@@ -2,8 +2,9 @@
 
 In a real kernel with the real claude CLI against the demo API. As for a single run
 (tests/test_kernel_dropped.py): a started run's open question is denied and its CLI exits,
-and an item still queued never starts. A batch still held, one of its runs held, or a batch
-shown in a widget keeps waiting for its person.
+and an item still queued starts and has its questions denied as they come (a batch of
+commands, or of prompts with a policy, does its work unattended). A batch still held, one of
+its runs held, or a batch shown in a widget keeps waiting for its person.
 """
 
 from __future__ import annotations
@@ -66,27 +67,30 @@ def _gone(pid: int) -> None:
     eventually(lambda: not _alive(pid), timeout=30, what=f"claude process {pid} to end")
 
 
-def _questions(kernel: KernelHarness, name: str) -> object:
-    return kernel.value(f"[(q.status, q.decided_by) for q in {name}_items[0].run.conversation.view().requests]")
+def _questions(kernel: KernelHarness, name: str, index: int = 0) -> object:
+    return kernel.value(f"[(q.status, q.decided_by) for q in {name}_items[{index}].run.conversation.view().requests]")
 
 
-def test_a_dropped_unshown_batch_denies_its_question_ends_its_run_and_starts_nothing_more(
+def test_a_dropped_unshown_batch_denies_its_questions_and_ends_its_runs(
     kernel: KernelHarness, tmp_path: Path,
 ) -> None:
-    """display=False and the batch dropped while its run asks: denied ('auto'), the CLI exits, the queued item skips."""
+    """display=False and the batch dropped while its run asks: denied ('auto'), the CLI exits; the
+    queued item still runs, its question denied as it comes."""
     pid = _asking(kernel, "b")
     _drop(kernel, "b")
     _gone(pid)
     assert _questions(kernel, "b") == [("denied", "auto")]
-    kernel.wait_until("b_over == ['done']", timeout=scaled(30))
-    assert kernel.value("[item.status for item in b_items]") == ["completed", "skipped"]
+    kernel.wait_until("b_over == ['done']", timeout=scaled(60))
+    assert kernel.value("[item.status for item in b_items]") == ["completed", "completed"]
+    assert _questions(kernel, "b", 1) == [("denied", "auto")]
     assert not list(tmp_path.glob("b*.txt"))
 
 
 def test_a_run_held_alone_keeps_its_question_after_its_batch_is_dropped(
     kernel: KernelHarness, tmp_path: Path,
 ) -> None:
-    """r = batch.runs[0] still answers after `del batch`: approved later, it runs (the unheld queued item skips)."""
+    """r = batch.runs[0] still answers after `del batch`: approved later, it runs (the unheld
+    queued item runs with its question denied)."""
     _asking(kernel, "b")
     kernel.ok("r = b.runs[0]")
     _drop(kernel, "b")
@@ -96,8 +100,9 @@ def test_a_run_held_alone_keeps_its_question_after_its_batch_is_dropped(
     assert kernel.value("r.pending is not None and r.alive") is True
     kernel.ok("r.approve()")
     kernel.wait_until("b_over == ['done']", timeout=scaled(60))
-    assert kernel.value("[item.status for item in b_items]") == ["completed", "skipped"]
-    assert (tmp_path / "b1.txt").read_text() == "1\n"
+    assert kernel.value("[item.status for item in b_items]") == ["completed", "completed"]
+    assert _questions(kernel, "b", 1) == [("denied", "auto")]
+    assert (tmp_path / "b1.txt").read_text() == "1\n" and not (tmp_path / "b2.txt").exists()
 
 
 def test_a_dropped_batch_shown_in_a_widget_still_waits(kernel: KernelHarness, tmp_path: Path) -> None:

@@ -473,13 +473,12 @@ class Batch:
         once the batch's handle is gone, a run whose handle is gone too (``r = batch.runs[0]``
         keeps one) and that no widget shows (the batch's, or the run's expanded) is a run
         nobody can reach: its questions are denied and its conversation ends
-        (:meth:`Conversation.nobody_left`), and, queued, it never starts (``skipped``), unless
+        (:meth:`Conversation.nobody_left`), from its start when it was queued then (it still
+        runs: a batch of commands, or of prompts with a policy, does its work unattended), unless
         it is durable (its job may be attached from anywhere).
         """
         runs = [item.run.user_handle(functools.partial(self._shows_widget, item.index)) for item in self.items]
         self._user_runs = [weakref.ref(run) for run in runs]
-        for run in runs:  # a queued run nobody can reach any more is skipped by the next pump
-            weakref.finalize(run, self._pump_soon_threadsafe).atexit = False
         handle = object.__new__(type(self))
         handle.__dict__ = self.__dict__
         self._user = weakref.ref(handle)
@@ -502,12 +501,6 @@ class Batch:
         runs = self._user_runs
         return (runs is not None and runs[item.index]() is None and not item.run.durable
                 and not self._shows_widget(item.index))
-
-    def _pump_soon_threadsafe(self) -> None:
-        # A finalizer may run on the loop thread in the middle of the queue's work: never pump inline.
-        if not self._complete:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs any more
-                self.loop.loop.call_soon_threadsafe(self._pump)
 
     # -- Display (caller's thread) -------------------------------------------------------
 
@@ -644,7 +637,6 @@ class Batch:
     def _pump(self) -> None:
         """Start queued items while the queue allows."""
         now = time.time()
-        self._skip_unreachable()
         self._update_hold(now)  # a limit that just came holds the queue before anything starts
         for item in self.items:
             if item.stage != "queued":
@@ -659,6 +651,8 @@ class Batch:
         item.stage = "placing"
         try:
             self.placement.start(item, self)
+            if self._unreachable(item):  # its handle went while it was queued, before it could be judged
+                item.run.nobody_holds(functools.partial(self._shows_widget, item.index))
         except LoopStopped:
             self._loop_stopped(item)
         except Exception as exc:
@@ -737,16 +731,6 @@ class Batch:
         for item in queued:
             item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
         return len(queued)
-
-    def _skip_unreachable(self) -> None:
-        """Queued items nobody can reach any more never start: nobody could answer them, see
-        their results or cancel them (:meth:`user_handle`)."""
-        dropped = [item for item in self.items if item.stage == "queued" and self._unreachable(item)]
-        for item in dropped:  # all of them first: each abandon() may render the batch's line
-            item.stage = "skipped"
-        for item in dropped:
-            item.run.abandon("skipped: nobody holds the batch or this run any more, and no widget shows it",
-                             status="cancelled")
 
     def _set_paused(self, paused: bool) -> None:
         if self.paused != paused:

@@ -564,7 +564,7 @@ class Run:
         handle = object.__new__(type(self))
         handle.__dict__ = self.__dict__
         self._user = weakref.ref(handle)
-        weakref.finalize(handle, self._handle_dropped, widget_shown).atexit = False
+        weakref.finalize(handle, self.nobody_holds, widget_shown).atexit = False
         return handle
 
     def _for_user(self) -> Run:
@@ -572,8 +572,10 @@ class Run:
         handle = self._user() if self._user is not None else None
         return handle if handle is not None else self
 
-    def _handle_dropped(self, widget_shown: Callable[[], bool]) -> None:
-        """The user's handle is gone (on whichever thread let go of it): judge on the loop."""
+    def nobody_holds(self, widget_shown: Callable[[], bool]) -> None:
+        """The user's handle is gone (on whichever thread let go of it): judge on the loop
+        whether anyone can still reach the run (a started one: a batch asks again at the start
+        of a run whose handle went while it was queued)."""
         loop = self._kernel_loop
         if loop is None or self.done or self.conversation is None or self.durable:
             return
