@@ -392,6 +392,30 @@ def test_an_item_placed_after_its_batch_was_cancelled_is_stopped_as_a_stray_not_
     assert batch.items[0].status == "skipped" and batch.items[0].worker is None
 
 
+@pytest.mark.claude
+def test_a_run_placed_after_its_batch_was_dropped_has_its_question_denied(settings: CCExec, tmp_path: Path) -> None:
+    """A placement (Dask) starts an item's run only once its worker reports the job: a batch nobody held
+    any more by then kept that run's question open for good (the run was judged when handed over, not
+    started yet, so nothing was judged); now it is judged when it starts: denied 'auto', its CLI exits."""
+    import gc
+
+    from cc_executor_nb.kernel.api import prepare
+
+    prepared = [prepare("bash: touch asked.txt", demo=True, cwd=str(tmp_path), view=False, settings=settings)]
+    batch = Batch([p.run for p in prepared], ["a"], prepared[0].loop, placement=_Placed(), settings=settings,
+                  mode="text")
+    handle = batch.user_handle()
+    batch.start()
+    item, run = batch.items[0], batch.items[0].run  # the loop's own objects: no user handle
+    assert item.status == "placing"
+    del handle
+    gc.collect()
+    batch.placed(item, start=lambda: (run.start(batch.loop), run.end()), worker="w1")  # as DaskPlacement._attach
+    batch.wait(scaled(60))
+    assert [(q.status, q.decided_by) for q in run.permission_requests] == [("denied", "auto")]
+    assert item.status == "completed" and not (tmp_path / "asked.txt").exists()
+
+
 def test_a_batch_whose_loop_stops_while_its_items_are_placing_ends(settings: CCExec) -> None:
     """The background loop stopped while items were placing (handed to a cluster, not started): they are
     withdrawn and skipped, and the batch ends cancelled (wait() hung for good: nothing on the loop was

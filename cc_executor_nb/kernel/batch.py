@@ -502,6 +502,12 @@ class Batch:
         return (runs is not None and runs[item.index]() is None and not item.run.durable
                 and not self._shows_widget(item.index))
 
+    def _judge_at_start(self, item: BatchItem) -> None:
+        """A run whose handle went while it was queued or placing could not be judged then (not
+        started): judge it now it started (here, or on a Dask worker once it reported its job)."""
+        if self._unreachable(item):
+            item.run.nobody_holds(functools.partial(self._shows_widget, item.index))
+
     # -- Display (caller's thread) -------------------------------------------------------
 
     def show(self) -> None:
@@ -651,8 +657,7 @@ class Batch:
         item.stage = "placing"
         try:
             self.placement.start(item, self)
-            if self._unreachable(item):  # its handle went while it was queued, before it could be judged
-                item.run.nobody_holds(functools.partial(self._shows_widget, item.index))
+            self._judge_at_start(item)
         except LoopStopped:
             self._loop_stopped(item)
         except Exception as exc:
@@ -764,6 +769,7 @@ class Batch:
             item.worker = worker
             item.stage = "started"
             start()
+            self._judge_at_start(item)
             self._poke()
 
         self._on_loop(go)
