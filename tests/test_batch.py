@@ -416,6 +416,24 @@ def test_a_run_placed_after_its_batch_was_dropped_has_its_question_denied(settin
     assert item.status == "completed" and not (tmp_path / "asked.txt").exists()
 
 
+def test_a_batch_shown_in_a_widget_lets_go_of_its_handle(settings: CCExec) -> None:
+    """The widget's buttons were bound to the user's handle and the loop's batch keeps the widget: a
+    dropped handle of a batch shown in a widget never went, so its runs waited whether or not a widget
+    showed them (test_a_dropped_batch_shown_in_a_widget_still_waits passed with that check removed)."""
+    import gc
+    import weakref
+
+    batch = cc_executor_nb.map(["sleep 30"], command=True, display=True,
+                               settings=CCExec(history_path="none", output_mode="widget", kill_grace=1.0))
+    run, handle = batch.items[0].run, weakref.ref(batch)
+    del batch
+    gc.collect()
+    try:
+        assert handle() is None
+    finally:
+        run.cancel()
+
+
 def test_a_batch_whose_loop_stops_while_its_items_are_placing_ends(settings: CCExec) -> None:
     """The background loop stopped while items were placing (handed to a cluster, not started): they are
     withdrawn and skipped, and the batch ends cancelled (wait() hung for good: nothing on the loop was

@@ -313,6 +313,9 @@ class Batch:
         """Set once the batch is over (its loop's task then ends without stopping it)."""
         self._shown_in: object = None
         self._user: weakref.ref[Batch] | None = None  # the user's handle (user_handle), never held here
+        self._own: Batch = self
+        """The loop's own object (a user's handle shares this dict): what the view's callbacks are
+        bound to, so that the view this batch keeps never holds the handle."""
         self._user_runs: list[weakref.ref[Run]] | None = None  # its runs' handles, held by it alone
         for item, presenter in zip(self.items, self._presenters, strict=True):
             item.run.presenter = presenter
@@ -526,15 +529,16 @@ class Batch:
             self._display.show()  # its widget was let go at its end: the record alone
             return
         if self._view is None:
+            own = self._own  # ``self`` may be the user's handle, which the view must not hold
             self._view = BatchView(
                 [item.run.label for item in self.items],
-                on_cancel=self.cancel,
-                on_pause=self._on_pause_button,
-                expand=self.expand,
-                collapse=self.collapse,
+                on_cancel=own.cancel,
+                on_pause=own._on_pause_button,
+                expand=own.expand,
+                collapse=own.collapse,
                 html_value=self._html(time.time()),
             )
-            self._display = RunDisplay(self._record)
+            self._display = RunDisplay(own._record)
         assert self._display is not None
         self._display.show(self._view._repr_mimebundle_())
 
