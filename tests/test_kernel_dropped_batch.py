@@ -12,32 +12,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
+from . import test_kernel_dropped as single
 from .kernel_utils import KernelHarness
-from .util import eventually, scaled
+from .util import scaled
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CLAUDE = REPO_ROOT / "node_modules" / ".bin" / "claude"
-
-pytestmark = [
-    pytest.mark.kernel,
-    pytest.mark.claude,
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(not CLAUDE.exists(), reason="node_modules/.bin/claude is absent: run `npm ci`"),
-]
+pytestmark = single.pytestmark  # a real kernel and the project's claude, as for a single run
 
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[KernelHarness]:
     """A kernel of its own (cwd: a fresh folder) with the extension and the project's claude."""
-    harness = KernelHarness.start(tmp_path)
-    harness.ok("%load_ext cc_executor_nb")
-    harness.ok(f"%config CCExec.claude_command = {str(CLAUDE)!r}\n%config CCExec.history_path = 'none'")
-    harness.ok("import gc\nimport cc_executor_nb as ccx")
-    yield harness
-    harness.shutdown()
+    yield from single._kernel(tmp_path)
 
 
 def _asking(kernel: KernelHarness, name: str, *, display: bool = False, quiet: bool = False) -> int:
@@ -56,17 +43,6 @@ def _drop(kernel: KernelHarness, name: str) -> None:
     kernel.ok(f"del {name}\ngc.collect()")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _gone(pid: int) -> None:
-    eventually(lambda: not _alive(pid), timeout=30, what=f"claude process {pid} to end")
-
-
 def _questions(kernel: KernelHarness, name: str, index: int = 0) -> object:
     return kernel.value(f"[(q.status, q.decided_by) for q in {name}_items[{index}].run.conversation.view().requests]")
 
@@ -78,7 +54,7 @@ def test_a_dropped_unshown_batch_denies_its_questions_and_ends_its_runs(
     queued item still runs, its question denied as it comes."""
     pid = _asking(kernel, "b")
     _drop(kernel, "b")
-    _gone(pid)
+    single._gone(pid)
     assert _questions(kernel, "b") == [("denied", "auto")]
     kernel.wait_until("b_over == ['done']", timeout=scaled(60))
     assert kernel.value("[item.status for item in b_items]") == ["completed", "completed"]
@@ -96,7 +72,7 @@ def test_a_run_held_alone_keeps_its_question_after_its_batch_is_dropped(
     _drop(kernel, "b")
     dropped = _asking(kernel, "other")  # a batch dropped after it, whose end shows the drop was seen
     _drop(kernel, "other")
-    _gone(dropped)
+    single._gone(dropped)
     assert kernel.value("r.pending is not None and r.alive") is True
     kernel.ok("r.approve()")
     kernel.wait_until("b_over == ['done']", timeout=scaled(60))
@@ -111,7 +87,7 @@ def test_a_dropped_batch_shown_in_a_widget_still_waits(kernel: KernelHarness, tm
     _drop(kernel, "s")
     dropped = _asking(kernel, "other")
     _drop(kernel, "other")
-    _gone(dropped)
+    single._gone(dropped)
     assert _questions(kernel, "s") == [("pending", None)]
     kernel.ok("s_items[0].run.approve()")
     kernel.wait_until("s_items[1].run.pending is not None", timeout=scaled(60))
@@ -125,7 +101,7 @@ def test_a_held_batch_still_waits_after_a_dropped_one_ended(kernel: KernelHarnes
     _asking(kernel, "held")
     dropped = _asking(kernel, "other")
     _drop(kernel, "other")
-    _gone(dropped)
+    single._gone(dropped)
     assert kernel.value("held.runs[0].pending is not None and held.runs[0].alive") is True
     assert kernel.value("held.items[1].status") == "queued"
 
@@ -140,5 +116,5 @@ def test_a_dropped_batch_shown_as_text_ends_too(kernel: KernelHarness) -> None:
     """Text (quiet=True) shows no card to click: the dropped handle was the last way to answer."""
     pid = _asking(kernel, "q", display=True, quiet=True)
     _drop(kernel, "q")
-    _gone(pid)
+    single._gone(pid)
     assert _questions(kernel, "q") == [("denied", "auto")]
