@@ -101,7 +101,9 @@ async def test_two_connections_following_one_job_get_the_same_notifications(jobs
     client, job_id = await started_job(jobs_server, fake("ticker", "10", "0.05"))
     first, second = await asyncio.gather(follow(jobs_server, job_id), follow(jobs_server, job_id))
     numbered = [[(e.method, dict(e.params)) for e in events if e.seq is not None] for events in (first, second)]
-    assert numbered[0] == numbered[1] and len(numbered[0]) >= 12
+    assert numbered[0] == numbered[1]
+    # The whole job, start to end (two ticks may share one output notification on a busy machine).
+    assert [numbered[0][0][0], numbered[0][-1][0]] == ["process.started", "process.completed"]
     assert output_of(first) == "".join(f"tick {i}\n" for i in range(10))
     await client.close()
 
