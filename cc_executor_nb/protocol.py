@@ -647,6 +647,7 @@ def _optional_env(params: dict[str, Any]) -> dict[str, str] | None:
 def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> ExecuteParams:
     """Validate ``execute`` params; raise InvalidParams naming the field."""
     obj = _params_object(params)
+    _job_only(obj, "stdin_close_on_summary")
     return ExecuteParams(
         argv=_argv_from(obj),
         cwd=_cwd(obj),
@@ -661,6 +662,13 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         stdin_idle_timeout=_stdin_idle_timeout(obj),
         input=_execute_input(obj),
     )
+
+
+def _job_only(params: dict[str, Any], name: str) -> None:
+    """Refuse a durable-only action asked of an ordinary run: ignored, it would silently not
+    happen (a ``label`` or ``summary`` there only describes, so they are not checked)."""
+    if params.get(name) not in (None, False) and not wants_job(params):
+        raise InvalidParams(f"{name} applies to durable jobs (durable: true)", name)
 
 
 def _execute_input(params: dict[str, Any]) -> bytes | None:
@@ -678,8 +686,7 @@ def _stdin_idle_timeout(params: dict[str, Any]) -> float | None:
         return None
     if params.get("stdin") != "pipe":
         raise InvalidParams('stdin_idle_timeout needs stdin "pipe"', "stdin_idle_timeout")
-    if not wants_job(params):
-        raise InvalidParams("stdin_idle_timeout applies to durable jobs (durable: true)", "stdin_idle_timeout")
+    _job_only(params, "stdin_idle_timeout")
     return value
 
 

@@ -210,6 +210,17 @@ async def test_stdin_idle_timeout_needs_a_durable_job_with_a_piped_stdin(jobs_se
     assert not jobs_server.jobs.store.jobs
 
 
+async def test_stdin_close_on_summary_on_an_ordinary_run_is_refused_and_nothing_runs(jobs_server) -> None:
+    """An ordinary execute asking for stdin_close_on_summary is -32602 naming it, before a process starts."""
+    params = {"argv": ["cat"], "stdin": "pipe", "summary": {"match": {"type": "result"}, "fields": ["cost"]},
+              "stdin_close_on_summary": True}
+    async with await connect(jobs_server.url, TOKEN) as client:
+        with pytest.raises(errors.InvalidParams) as info:
+            await client.call("execute", params)
+        assert (info.value.data or {}).get("field") == "stdin_close_on_summary"
+        assert not jobs_server.processes.running
+
+
 def _outputs(server: EnhancedWebSocketHandler, job_id: str) -> list[dict[str, object]]:
     job = server.jobs.store.get(job_id)
     lines = [json.loads(line) for line in job.log.read(0, 1 << 20)]

@@ -242,6 +242,16 @@ def test_stdin_close_on_summary_is_refused_when_it_cannot_act(extra: dict, why: 
     assert caught.value.data == {"field": "stdin_close_on_summary"}
 
 
+def test_stdin_close_on_summary_on_an_ordinary_run_is_refused() -> None:
+    """An ordinary run has no job to end after its summary: asking for it is -32602 naming the
+    field, as stdin_idle_timeout is (it was ignored, so the stdin silently stayed open)."""
+    params = {"argv": ["ls"], "stdin": "pipe", "summary": _SUMMARY, "stdin_close_on_summary": True}
+    with pytest.raises(errors.InvalidParams, match=re.escape("applies to durable jobs")) as caught:
+        protocol.validate_execute(params)
+    assert caught.value.data == {"field": "stdin_close_on_summary"}
+    assert protocol.validate_execute({**params, "stdin_close_on_summary": False}).argv == ["ls"]
+
+
 def test_stdin_close_on_summary_null_or_absent_is_false() -> None:
     """Absent and null leave the stdin to its client; true with a pipe and a summary is kept."""
     job = {"argv": ["ls"], "durable": True, "stdin": "pipe", "summary": _SUMMARY}
