@@ -860,10 +860,14 @@ def _execute_params(
     params.update({k: v for k, v in optional.items() if v is not None})
     if progress_target is not FROM_ARGUMENTS:
         params["progress_target"] = progress_target
+    # The durable-only actions go even without ``durable``, so that the server refuses them
+    # by name rather than the run going on without them; a label or summary only describes.
+    job: dict[str, Any] = {
+        "stdin_idle_timeout": stdin_idle_timeout, "stdin_close_on_summary": stdin_close_on_summary or None,
+    }
     if durable:
-        job = {"label": label, "meta": meta, "summary": summary, "stdin_idle_timeout": stdin_idle_timeout,
-               "stdin_close_on_summary": stdin_close_on_summary or None}
-        params.update({"durable": True, **{k: v for k, v in job.items() if v is not None}})
+        job.update(durable=True, label=label, meta=meta, summary=summary)
+    params.update({k: v for k, v in job.items() if v is not None})
     return params
 
 

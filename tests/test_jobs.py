@@ -221,6 +221,19 @@ async def test_stdin_close_on_summary_on_an_ordinary_run_is_refused_and_nothing_
         assert not jobs_server.processes.running
 
 
+@pytest.mark.parametrize("asked", [{"stdin_idle_timeout": 5}, {"stdin_close_on_summary": True}])
+async def test_the_client_passes_a_durable_only_action_of_an_ordinary_run_for_the_server_to_refuse(
+        jobs_server, asked: dict) -> None:
+    """Client.execute without durable=True sends stdin_idle_timeout and stdin_close_on_summary
+    anyway, so the server's -32602 names them (they were dropped, and the run went on without)."""
+    summary = {"match": {"type": "result"}, "fields": ["cost"]}
+    async with await connect(jobs_server.url, TOKEN) as client:
+        with pytest.raises(errors.InvalidParams) as info:
+            await client.execute(argv=["cat"], stdin="pipe", summary=summary, **asked)
+        assert (info.value.data or {}).get("field") == next(iter(asked))
+        assert not jobs_server.processes.running
+
+
 def _outputs(server: EnhancedWebSocketHandler, job_id: str) -> list[dict[str, object]]:
     job = server.jobs.store.get(job_id)
     lines = [json.loads(line) for line in job.log.read(0, 1 << 20)]
