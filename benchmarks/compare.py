@@ -42,7 +42,7 @@ measure_here(int(sys.argv[2]), sys.argv[3])
 """
 
 COLUMNS = {
-    "throughput": ("MB/s", "ratio", "server busy", "client busy"),
+    "throughput": ("MB/s", "ratio", "server busy", "client busy", "server ms/MB", "client ms/MB"),
     "latency": ("p50 ms", "p99 ms", "pipe p50 ms", "pipe p99 ms"),
 }
 
@@ -68,7 +68,8 @@ async def _runs(size: int) -> list[dict[str, float]]:
             _, seconds = await read_pipe(producer("lines", str(size)))
             run = await stack_throughput(server, size)
             runs.append({"MB/s": run.rate, "ratio": run.rate / (size / MB / seconds),
-                         "server busy": run.server_busy, "client busy": run.client_busy})
+                         "server busy": run.server_busy, "client busy": run.client_busy,
+                         "server ms/MB": run.server_ms_per_mb, "client ms/MB": run.client_ms_per_mb})
     return runs
 
 
@@ -97,7 +98,8 @@ def _run_tree(tree: Path, amount: int, workload: str) -> list[dict[str, float]]:
 
 def _shown(run: dict[str, float], workload: str) -> str:
     if workload == "throughput":
-        return f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f}"
+        return (f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f} "
+                f"server {run['server ms/MB']:.2f} client {run['client ms/MB']:.2f} ms/MB")
     return f"p50 {run['p50 ms']:.3f} ms p99 {run['p99 ms']:.3f} ms (pipe p50 {run['pipe p50 ms']:.3f} ms)"
 
 

@@ -129,6 +129,16 @@ class ThroughputRun:
     client_busy: float
     """This process's CPU seconds per second."""
 
+    @property
+    def server_ms_per_mb(self) -> float:
+        """Server CPU milliseconds per MB of output: less sensitive to outside load than the rate."""
+        return 1000 * self.server_busy / self.rate
+
+    @property
+    def client_ms_per_mb(self) -> float:
+        """This process's CPU milliseconds per MB of output."""
+        return 1000 * self.client_busy / self.rate
+
 
 async def stack_throughput(server: ServerProcess, size: int) -> ThroughputRun:
     """``size`` bytes of 80-byte lines through server and client (raises unless all arrive)."""

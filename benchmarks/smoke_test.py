@@ -12,6 +12,7 @@ import pytest
 from benchmarks.__main__ import BENCHMARKS
 from benchmarks.harness import producer, run_server
 from benchmarks.profiler import summarize_collapsed
+from benchmarks.server_bench import ThroughputRun
 from benchmarks.variants import VARIANTS
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Output
@@ -43,6 +44,8 @@ def test_compare_measures_each_tree_and_prints_its_medians() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rounds = [line for line in proc.stdout.splitlines() if line.startswith("# round 1 ")]
     assert len(rounds) == 2 and all("MB/s ratio" in line for line in rounds), proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("tree "))
+    assert header.split()[-4:] == ["server", "ms/MB", "client", "ms/MB"], header
     medians = [line for line in proc.stdout.splitlines() if line.startswith(str(ROOT)[-40:])]
     assert len(medians) == 2 and all(float(line.split()[1]) > 0 for line in medians), proc.stdout
 
@@ -70,6 +73,12 @@ def test_experiment_runs_every_variant_and_prints_its_medians() -> None:
     for name in VARIANTS:
         row = next((line.split() for line in lines if line.split()[:1] == [name]), None)
         assert row is not None and row[1] == "1" and float(row[2]) > 0, f"{name}\n{proc.stdout}"
+
+
+def test_a_throughput_run_gives_cpu_per_mb_of_server_and_client() -> None:
+    """CPU per MB is the share of a core busy over the rate, in milliseconds."""
+    run = ThroughputRun(rate=500.0, server_busy=0.6, client_busy=0.4)
+    assert run.server_ms_per_mb == pytest.approx(1.2) and run.client_ms_per_mb == pytest.approx(0.8)
 
 
 async def _largest_piece(variant: str, size: int) -> int:

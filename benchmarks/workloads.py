@@ -34,7 +34,8 @@ def _no_flags(mode: Mode) -> list[str]:
 
 async def _throughput(server: ServerProcess, mode: Mode) -> Figures:
     run = await stack_throughput(server, mode.throughput_bytes)
-    return {"MB/s": run.rate, "server busy": run.server_busy, "client busy": run.client_busy}
+    return {"MB/s": run.rate, "server busy": run.server_busy, "client busy": run.client_busy,
+            "server ms/MB": run.server_ms_per_mb, "client ms/MB": run.client_ms_per_mb}
 
 
 async def _latency(server: ServerProcess, mode: Mode) -> Figures:
