@@ -98,7 +98,7 @@ def test_a_long_answer_scrolls_in_the_live_widget_and_not_in_the_record(
     assert made.html.layout.flex_flow == "column-reverse"
     made.interpreter.feed("stdout", result(result="word " * 1500) + "\n")
     made.render(State(status="completed", alive=False), 0.0)
-    answer = re.search(r'<div class="cc-answer"[^>]*>', made.html.value)
+    answer = re.search(r'<div class="cc-answer"[^>]*>', made.value)
     assert answer is not None and answer.group(0) == '<div class="cc-answer">'
 
 
@@ -108,7 +108,7 @@ def test_the_body_says_how_much_html_its_last_render_sent(body: tuple[ClaudeBody
     made, _source, _controls = body
     made.interpreter.feed("stdout", result(result="word " * 1500) + "\n")
     made.render(State(), 0.0)
-    assert made.sent_chars == len(made.html.value) > 7500
+    assert made.sent_chars == len(made.value) > 7500
     made.render(State(), 0.5)
     assert made.sent_chars == 0
 
@@ -344,7 +344,7 @@ def converse(made: ClaudeBody, source: Source, prompts: range) -> None:
         for each in tool_turn_lines(index, f"## Turn {index}\n\n- **bold** `code`\n- [a link](https://x.org/{index})"):
             made.interpreter.feed("stdout", each + "\n")
             made.render(State(), 0.0)
-            assert made.html.value == fresh_html(made, source, State())
+            assert made.value == fresh_html(made, source, State())
 
 
 def test_the_live_widget_shows_a_long_conversation_as_a_fresh_build_does(
@@ -365,8 +365,8 @@ def test_the_live_widget_shows_a_long_conversation_as_a_fresh_build_does(
     made.interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, result=None) + "\n")
     for state in (State(), State(status="completed", exit_code=0, alive=False)):
         made.render(state, 0.0)
-        assert made.html.value == fresh_html(made, source, state)
-    assert made.html.value.count('class="cc-turn ') == 12 and "allowed by you" in made.html.value
+        assert made.value == fresh_html(made, source, state)
+    assert made.value.count('class="cc-turn ') == 12 and "allowed by you" in made.value
 
 
 def test_a_finished_turn_is_not_built_again_at_a_later_render(
@@ -387,7 +387,7 @@ def test_a_finished_turn_is_not_built_again_at_a_later_render(
     made.interpreter.feed("stdout", delta(0, "text_delta", text=" on") + "\n")
     made.render(State(), 0.0)
     assert built == [3]
-    assert made.html.value == fresh_html(made, source, State())
+    assert made.value == fresh_html(made, source, State())
 
 
 def test_a_change_to_a_finished_turn_shows_at_the_next_render(body: tuple[ClaudeBody, Source, Controls]) -> None:
@@ -397,11 +397,91 @@ def test_a_change_to_a_finished_turn_shows_at_the_next_render(body: tuple[Claude
     pending = dataclasses.replace(EDIT, id="q1", tool_use_id="toolu_1")
     source.update(requests=(pending,))
     converse(made, source, range(3))
-    assert "cc-decision" not in made.html.value
+    assert "cc-decision" not in made.value
     source.update(requests=(dataclasses.replace(pending, status="cancelled", message="the turn ended"),))
     made.render(State(), 0.0)
-    assert made.html.value.count("cc-decision-cancelled") == 1
-    assert made.html.value == fresh_html(made, source, State())
+    assert made.value.count("cc-decision-cancelled") == 1
+    assert made.value == fresh_html(made, source, State())
+
+
+def sent_values(recorded: list[DummyComm], since: list[int]) -> str:
+    """Every HTML ``value`` the widgets sent after ``since`` (each comm's message count then), joined."""
+    starts = since + [0] * (len(recorded) - len(since))  # a comm made since then: all its messages
+    messages = [m for c, start in zip(recorded, starts, strict=True) for m in c.messages[start:]]
+    return "".join(str(m.get("state", {}).get("value", "")) for m in messages if isinstance(m, dict))
+
+
+def test_a_render_while_a_turn_streams_sends_no_finished_turns_html(
+    body: tuple[ClaudeBody, Source, Controls], comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """Twenty turns finished and a twenty-first streaming: a render sends that turn and the footer,
+    not the finished turns' HTML again (every render sent the whole conversation: 102.7 K
+    characters at 100 turns, up to several renders a second)."""
+    made, _source, _ = body
+    for index in range(20):
+        made.interpreter.begin_turn(f"prompt {index}")
+        for each in tool_turn_lines(index, f"## Turn {index}\n\n- **bold** `code`"):
+            made.interpreter.feed("stdout", each + "\n")
+            made.render(State(), 0.0)
+    made.interpreter.begin_turn("the live one")
+    for each in streamed_text("live", "streaming"):
+        made.interpreter.feed("stdout", each + "\n")
+    made.render(State(), 0.0)
+    made.interpreter.feed("stdout", delta(0, "text_delta", text=" on") + "\n")
+    since = [len(c.messages) for c in comms]
+    made.render(State(), 0.0)
+    sent = sent_values(comms, since)
+    assert "streaming on" in sent and 'class="cc-turn cc-turn-20"' in sent and "cc-footer" in sent
+    assert [index for index in range(20) if f'class="cc-turn cc-turn-{index}"' in sent] == []
+    assert made.sent_chars == len(sent) < 2000
+
+
+def pieces_of(made: ClaudeBody) -> list[Any]:
+    """The HTML widgets the conversation is shown in, top to bottom."""
+    (column,) = made.html.children
+    return list(column.children)
+
+
+def test_each_piece_of_the_live_widget_is_whole_html_and_finished_turns_go_ten_to_a_piece(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """At every render of a 23-turn conversation the widgets join into a fresh build (see
+    converse()), each holds whole HTML inside the elements a turn sits in (so MathJax skips it and
+    the page's structure is the record's), and the 22 finished turns are in three widgets."""
+    made, source, _ = body
+    converse(made, source, range(23))
+    opening, closing = claude_render.TURN_CONTEXT
+    head, *blocks, live = [piece.value for piece in pieces_of(made)]
+    assert head.startswith(opening[: opening.index('<div class="cc-run">')]) and head.endswith(closing)
+    assert all(block.startswith(opening) and block.endswith(closing) for block in blocks)
+    assert live.startswith(opening + '<div class="cc-turn cc-turn-22">') and live.endswith("</div>")
+    for value in (head, *blocks, live):
+        assert value.count("<div") == value.count("</div>")
+    assert [block.count('class="cc-turn ') for block in blocks] == [10, 10, 2]
+
+
+def test_a_finished_turns_piece_is_sent_again_only_when_a_turn_joins_it_or_changes(
+    body: tuple[ClaudeBody, Source, Controls], comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """A turn's end sends the piece it joins once; a decision on a finished turn's tool call
+    (a question cancelled after its turn) sends that turn's piece, and no other."""
+    made, source, _ = body
+    pending = dataclasses.replace(EDIT, id="q1", tool_use_id="toolu_1")
+    source.update(requests=(pending,))
+    converse(made, source, range(14))
+    since = [len(c.messages) for c in comms]
+    made.interpreter.begin_turn("prompt 14")
+    made.render(State(), 0.0)
+    sent = sent_values(comms, since)
+    assert sent.count('class="cc-turn cc-turn-13"') == 1 and 'class="cc-turn cc-turn-10"' in sent
+    assert 'class="cc-turn cc-turn-9"' not in sent
+    since = [len(c.messages) for c in comms]
+    source.update(requests=(dataclasses.replace(pending, status="cancelled", message="the turn ended"),))
+    made.render(State(), 0.0)
+    sent = sent_values(comms, since)
+    assert "cc-decision-cancelled" in sent and 'class="cc-turn cc-turn-9"' in sent
+    assert 'class="cc-turn cc-turn-10"' not in sent and 'class="cc-turn cc-turn-13"' not in sent
+    assert made.value == fresh_html(made, source, State())
 
 
 # Badge, header and text

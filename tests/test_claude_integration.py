@@ -396,12 +396,12 @@ def test_reads_from_another_thread_see_whole_lines() -> None:
 
 
 def test_body_renders_the_conversation(comms: None) -> None:
-    """The body's HTML widget shows the answer and the footer's facts."""
+    """The body's widget shows the answer and the footer's facts."""
     interpreter = fed("haiku")
     body = body_for(interpreter)
     body.render(state_of("completed"), 1.0)
-    assert isinstance(body.widget, ipywidgets.HTML)
-    value = body.widget.value
+    assert isinstance(body.widget, ipywidgets.Box)
+    value = body.value
     assert "Morning kernel wakes" in value and "cc-footer" in value
     assert f"session {interpreter.snapshot().session_id}" in value
     assert "mathjax_ignore" in value
@@ -412,7 +412,7 @@ def test_body_shows_the_text_claude_wrote_before_a_tool_call(comms: None) -> Non
     text once (it showed only the result's text, the last message)."""
     body = body_for(fed("tool"))
     body.render(state_of("completed"), 1.0)
-    value = body.widget.value
+    value = body.value
     assert value.index("I will run a command.") < value.index("The command printed: hi")
     assert value.count("The command printed: hi") == 1
 
@@ -424,7 +424,7 @@ def test_body_shows_each_turns_text_before_its_tool_call(comms: None) -> None:
 
     body = body_for(stepped_conversation_run().interpreter)
     body.render(state_of("completed"), 1.0)
-    value = body.widget.value
+    value = body.value
     assert value.count("Step 1 of 1.") == 2 and value.count("answer 1") == 1 and value.count("answer 2") == 1
     first_step = value.index("Step 1 of 1.")
     assert first_step < value.index("answer 1") < value.index("Step 1 of 1.", first_step + 1) < value.index("answer 2")
@@ -434,7 +434,7 @@ def test_body_escapes_hostile_markdown(comms: None) -> None:
     """Script and image payloads in the answer never become tags."""
     body = body_for(fed("markdown_xss"))
     body.render(state_of("completed"), 1.0)
-    value = body.widget.value.lower()
+    value = body.value.lower()
     assert "<script" not in value and "<img" not in value
     assert "&lt;img src=x onerror=alert(1)&gt;" in value
 
@@ -443,15 +443,15 @@ def test_body_shows_an_api_error_plainly(comms: None) -> None:
     """An API 529 is shown as an error with its status, not as an answer."""
     body = body_for(fed("error_529"))
     body.render(state_of("failed", 1), 1.0)
-    assert 'class="cc-error"' in body.widget.value
-    assert "529" in body.widget.value and "overloaded" in body.widget.value
+    assert 'class="cc-error"' in body.value
+    assert "529" in body.value and "overloaded" in body.value
 
 
 def test_body_shows_thinking_collapsed(comms: None) -> None:
     """A thinking block is folded into a details element."""
     body = body_for(fed("think"))
     body.render(state_of("completed"), 1.0)
-    assert '<details class="cc-thinking">' in body.widget.value
+    assert '<details class="cc-thinking">' in body.value
 
 
 def test_body_rerenders_only_on_change(comms: None) -> None:
@@ -473,7 +473,7 @@ def test_body_explains_a_run_without_result(comms: None) -> None:
     interpreter.feed("stderr", "<b>Error: boom</b>\n")
     body = body_for(interpreter)
     body.render(state_of("failed", 1), 1.0)
-    value = body.widget.value
+    value = body.value
     assert "No result from Claude: the run failed with exit code 1" in value
     assert "&lt;b&gt;Error: boom&lt;/b&gt;" in value and "<b>" not in value
 
@@ -505,7 +505,7 @@ def test_run_view_shows_the_end_in_the_body_before_the_badge(comms: None) -> Non
 
     def badge_changed(change: dict[str, Any]) -> None:
         if "completed" in change["new"]:
-            bodies_when_ended.append(view.body.html.value)  # type: ignore[union-attr]
+            bodies_when_ended.append(view.body.value)  # type: ignore[union-attr]
 
     view.header.observe(badge_changed, "value")
     for line in recording("arithmetic").splitlines(keepends=True):

@@ -19,6 +19,7 @@ buttons call the run's controls; every widget change still happens in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -48,11 +49,14 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
     _nh3 = None
 
 __all__ = [
+    "TURN_CONTEXT",
+    "BodyPieces",
     "ClaudeBody",
     "Controls",
     "RunStatus",
     "TurnCache",
     "claude_body_html",
+    "claude_body_pieces",
     "decision_reason",
     "decision_words",
     "format_cost",
@@ -629,18 +633,64 @@ def render_claude_html(
     A conversation of several turns shows each turn (see :func:`render_turns_html`; ``turns``
     keeps each turn's HTML between calls).
     """
+    return _run_pieces(run, process_ended, decisions, turns).html
+
+
+def _run_pieces(
+    run: ClaudeRun,
+    process_ended: bool,
+    decisions: dict[str, PermissionRequest] | None,
+    turns: TurnCache | None,
+) -> BodyPieces:
+    """:func:`render_claude_html` cut before the turns and before the last one."""
+    end = render_retries_html(run) + render_footer_html(run, process_ended) + "</div>"
     if len(run.turns) > 1:
-        parts = [render_thinking_html(run), render_turns_html(run, decisions, turns=turns)]
+        build = turns.html if turns is not None else _turn_html
+        built = [build(turn, decisions or {}) for turn in run.turn_views()]
+        head = _RUN_OPEN + render_thinking_html(run) + _TURNS_OPEN
+        return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + end)
+    parts = [render_thinking_html(run), render_tool_cards_html(run, decisions)]
+    if run.is_error and run.turns and run.turns[-1].interrupted:
+        parts += [render_answer_html(run.text), _INTERRUPTED]
+    elif run.is_error:
+        parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
     else:
-        parts = [render_thinking_html(run), render_tool_cards_html(run, decisions)]
-        if run.is_error and run.turns and run.turns[-1].interrupted:
-            parts += [render_answer_html(run.text), _INTERRUPTED]
-        elif run.is_error:
-            parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
-        else:
-            parts.append(render_answer_html(text_and_result(run.text, run.answer)))
-    parts += [render_retries_html(run), render_footer_html(run, process_ended)]
-    return '<div class="cc-run">' + "".join(parts) + "</div>"
+        parts.append(render_answer_html(text_and_result(run.text, run.answer)))
+    return BodyPieces("", (), _RUN_OPEN + "".join(parts) + end)
+
+
+_BODY_OPEN = '<div class="ccx-claude tex2jax_ignore mathjax_ignore">'
+_RUN_OPEN = '<div class="cc-run">'
+_TURNS_OPEN = '<div class="cc-turns">'
+TURN_CONTEXT = (_BODY_OPEN + _RUN_OPEN + _TURNS_OPEN, "</div>" * 3)
+"""The elements a conversation's turn sits in, opened and closed: what makes a piece of the
+live widget that holds turns well-formed HTML in the same places as the whole."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyPieces:
+    """The body's HTML (:func:`claude_body_html`) cut where the live widget cuts it.
+
+    ``head + "".join(turns) + tail`` is the whole. In a conversation of several turns, ``head``
+    is everything before the first turn (it ends inside :data:`TURN_CONTEXT`), ``turns`` each
+    turn but the last and ``tail`` the last turn and what follows it (it starts inside
+    :data:`TURN_CONTEXT`). A run of one prompt is one ``tail``.
+    """
+
+    head: str
+    turns: tuple[str, ...]
+    tail: str
+
+    @property
+    def html(self) -> str:
+        """The whole HTML."""
+        return self.head + "".join(self.turns) + self.tail
+
+    @property
+    def context(self) -> tuple[str, str]:
+        """What opens and closes around a piece of turns: :data:`TURN_CONTEXT`, or nothing for
+        a run of one prompt (its ``tail`` is whole)."""
+        return TURN_CONTEXT if self.head else ("", "")
 
 
 _INTERRUPTED = f'<div class="cc-interrupted" style="{_MUTED}">{INTERRUPTED_ICON} Interrupted</div>'
@@ -660,7 +710,7 @@ def render_turns_html(
     """
     build = turns.html if turns is not None else _turn_html
     parts = [build(turn, decisions or {}) for turn in run.turn_views()]
-    return '<div class="cc-turns">' + "".join(parts) + "</div>"
+    return _TURNS_OPEN + "".join(parts) + "</div>"
 
 
 class TurnCache:
@@ -762,14 +812,34 @@ def claude_body_html(
     ``now`` (epoch seconds, default the clock's) counts down to a usage limit's reset.
     ``turns``: a conversation's turns kept from an earlier call (the live widget's).
     """
+    return claude_body_pieces(
+        run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns
+    ).html
+
+
+def claude_body_pieces(
+    run: ClaudeRun,
+    *,
+    status: str = "running",
+    exit_code: int | None = None,
+    stderr: str = "",
+    decisions: dict[str, PermissionRequest] | None = None,
+    now: float | None = None,
+    turns: TurnCache | None = None,
+) -> BodyPieces:
+    """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
+    sends a conversation's finished turns once and then only the turn that changes."""
     ended = status in FINAL_STATUSES
     limit = render_limit_html(run, time.time() if now is None else now, ended=ended)
-    body = render_claude_html(run, process_ended=ended, decisions=decisions, turns=turns)
-    parts = [_waiting_html(run, status), body, limit]
-    if status in FINAL_STATUSES and run.result is None:
-        parts.append(_no_result_html(run, status, exit_code, stderr))
+    body = _run_pieces(run, ended, decisions, turns)
+    end = limit
+    if ended and run.result is None:
+        end += _no_result_html(run, status, exit_code, stderr)
     # MathJax would typeset "$" pairs in model text; these classes make it skip the body.
-    return f'<div class="ccx-claude tex2jax_ignore mathjax_ignore">{"".join(parts)}</div>'
+    head = _BODY_OPEN + _waiting_html(run, status) + body.head
+    if not body.head:
+        return BodyPieces("", (), head + body.tail + end + "</div>")
+    return BodyPieces(head, body.turns, body.tail + end + "</div>")
 
 
 _ENDINGS = {"timeout": "timed out", "cancelled": "was cancelled", "error": "failed"}
@@ -911,16 +981,23 @@ class ConversationSource(Protocol):
 
 #: How tall the live widget's conversation grows before it scrolls.
 LIVE_ANSWER_HEIGHT = "40em"
+#: How many finished turns of a conversation one HTML widget of the live view holds.
+TURNS_PER_PIECE = 10
 
 
 class ClaudeBody:
     """A :class:`~cc_executor_nb.kernel.views.Body`: the conversation as widgets.
 
-    The rendered conversation is one ``HTML`` widget. With a conversation (host mode)
-    come an approval card (shown while a question waits) and a follow-up row; their
-    buttons call :meth:`bind`'s controls. :meth:`render` re-renders only when the
-    interpreter's version, the conversation's or the process's status changed; the
-    presenter already limits how often it is called.
+    The rendered conversation is a column of ``HTML`` widgets in a box that scrolls: what
+    comes before the turns, the finished turns :data:`TURNS_PER_PIECE` to a widget, and the
+    last turn with what follows it (:class:`BodyPieces`, each piece wrapped in
+    :data:`TURN_CONTEXT`); a run of one prompt is all in the last. A render sends only the
+    pieces that changed: while a turn streams, that turn and the footer, not the finished
+    turns again (the whole conversation went at every frame, 102.7 K characters at 100
+    turns). With a conversation (host mode) come an approval card (shown while a question
+    waits) and a follow-up row; their buttons call :meth:`bind`'s controls. :meth:`render`
+    re-renders only when the interpreter's version, the conversation's or the process's
+    status changed; the presenter already limits how often it is called.
     """
 
     def __init__(
@@ -942,15 +1019,33 @@ class ClaudeBody:
         self._key: tuple[Any, ...] | None = None
         self._turns = TurnCache()
         self._shown_request: str | None = None
+        # The pieces share one layout and one style (a comm each, not one per piece) and have
+        # no margin: they read as the one HTML they join into. Each is made with its first
+        # value, which goes in its comm's opening message.
+        self._ipywidgets = ipywidgets
+        first = self._pieces("starting", None) if show_answer else BodyPieces("", (), "")
+        opening, closing = self._context = first.context
+        self._head = ipywidgets.HTML(value=first.head + closing, layout=ipywidgets.Layout(margin="0"))
+        self._live = self._piece(opening + first.tail)
+        self._blocks: list[Any] = []
+        self._shown: list[tuple[str, ...]] = []
+        # The column does not shrink in the scrolling box: it would scroll itself, from the top.
+        self._column = ipywidgets.VBox(
+            [self._head, self._live], layout=ipywidgets.Layout(flex="0 0 auto", overflow="visible")
+        )
+        self._show(first)
         # A long answer scrolls inside the live widget (a 1,500-word answer made a cell
-        # 2,898 px tall). The widget's own element scrolls, not a box in its HTML, so a
+        # 2,898 px tall). The box around the HTML scrolls, not a box in the HTML, so a
         # re-render keeps the place a person scrolled to. As a reversed flex column its
         # scroll is anchored at the bottom: like a terminal it follows the newest text and
         # ends on the footer unless the person scrolled up (it kept the top in view, so a
         # finished run showed "completed" over old text). The record and exports, which are
         # HTML of their own, keep the whole answer.
-        layout = ipywidgets.Layout(max_height=LIVE_ANSWER_HEIGHT, overflow="auto", flex_flow="column-reverse")
-        self._widget = ipywidgets.HTML(value=self._html("starting", None) if show_answer else "", layout=layout)
+        layout = ipywidgets.Layout(
+            max_height=LIVE_ANSWER_HEIGHT, overflow="auto", flex_flow="column-reverse",
+            margin="var(--jp-widgets-margin)",  # the single HTML widget's margin, which a box has not
+        )
+        self._widget = ipywidgets.Box([self._column], layout=layout)
         self._widget.add_class("ccx-claude-body")
         self._parts: list[Any] = []
         self._box = self._widget
@@ -1016,8 +1111,15 @@ class ClaudeBody:
 
     @property
     def html(self) -> Any:
-        """The HTML widget holding the rendered conversation."""
+        """The box the rendered conversation scrolls in (its pieces' ``HTML`` widgets)."""
         return self._widget
+
+    @property
+    def value(self) -> str:
+        """The conversation's HTML as the widgets hold it, joined: :func:`claude_body_html`'s."""
+        opening, closing = self._context
+        blocks = "".join(block.value.removeprefix(opening).removesuffix(closing) for block in self._blocks)
+        return str(self._head.value).removesuffix(closing) + blocks + str(self._live.value).removeprefix(opening)
 
     # Rendering (the presenter's rate)
 
@@ -1036,10 +1138,7 @@ class ClaudeBody:
         self._key = key
         decisions = _decisions(view)
         if self.show_answer:
-            value = self._html(state.status, state.exit_code, decisions)
-            if value != self._widget.value:
-                self._widget.value = value
-                self.sent_chars = len(value)
+            self.sent_chars = self._show(self._pieces(state.status, state.exit_code, decisions))
         if view is not None:
             self._render_conversation(view, alive)
         self.render_count += 1
@@ -1074,14 +1173,41 @@ class ClaudeBody:
         _set(self.interrupt_button, "disabled", not (open_ and view.turn_running and view.mode == "live"))
         _set(self.note, "value", _follow_up_note(view, alive))
 
-    def _html(
+    def _pieces(
         self, status: str, exit_code: int | None, decisions: dict[str, PermissionRequest] | None = None
-    ) -> str:
+    ) -> BodyPieces:
         stderr = self.interpreter.snapshot().stderr
         with self.interpreter.locked() as run:
-            return claude_body_html(
+            return claude_body_pieces(
                 run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, turns=self._turns
             )
+
+    def _piece(self, value: str) -> Any:
+        return self._ipywidgets.HTML(value=value, layout=self._head.layout, style=self._head.style)
+
+    def _show(self, pieces: BodyPieces) -> int:
+        """Put ``pieces`` in the widgets, setting only the values that changed; the characters sent.
+
+        A group of finished turns is joined and compared only when one of its turns' HTML
+        is another string (the turn cache hands back the same one while a turn is unchanged).
+        """
+        opening, closing = self._context = pieces.context
+        sent = _put(self._head, pieces.head + closing)
+        groups = [pieces.turns[at : at + TURNS_PER_PIECE] for at in range(0, len(pieces.turns), TURNS_PER_PIECE)]
+        for block in self._blocks[len(groups):]:
+            block.close()  # turns are never taken away; this keeps the widgets true if they were
+        del self._blocks[len(groups):], self._shown[len(groups):]
+        for index, group in enumerate(groups):
+            if index == len(self._blocks):
+                value = opening + "".join(group) + closing
+                self._blocks.append(self._piece(value))  # its value goes in its comm's opening
+                self._shown.append(group)
+                sent += len(value)
+            elif group != self._shown[index]:
+                self._shown[index] = group
+                sent += _put(self._blocks[index], opening + "".join(group) + closing)
+        _set(self._column, "children", (self._head, *self._blocks, self._live))
+        return sent + _put(self._live, opening + pieces.tail)
 
     # Buttons (the kernel's main thread)
 
@@ -1124,6 +1250,14 @@ def _decisions(view: ConversationView | None) -> dict[str, PermissionRequest]:
     if view is None:
         return {}
     return {r.tool_use_id: r for r in view.requests if r.tool_use_id}
+
+
+def _put(widget: Any, value: str) -> int:
+    """Set an HTML widget's value; the characters that sends (0 when it was the same)."""
+    if widget.value == value:
+        return 0
+    widget.value = value
+    return len(value)
 
 
 def _set(widget: Any, name: str, value: object) -> None:
