@@ -599,6 +599,43 @@ def test_a_long_answer_scrolls_inside_the_live_widget(lab: Lab, page: Any, artif
     screenshot(page, cell, "92-long-answer-scrolled.png")
 
 
+# A conversation in the live widget: its turns in order, whether the first turn's tool result is
+# open, how far the second turn's answer got, and whether its last words are in view.
+CONVERSATION_VIEW = """cell => {
+  const body = cell.querySelector('.ccx-run .ccx-claude-body');
+  if (!body) return null;
+  const result = body.querySelector('.cc-turn-0 .cc-tool details');
+  const answer = body.querySelector('.cc-turn-1 .cc-answer');
+  const box = body.getBoundingClientRect(), end = answer && answer.getBoundingClientRect();
+  return {turns: [...body.querySelectorAll('.cc-turn')].map(turn => turn.className),
+          open: result ? result.open : null, footers: body.querySelectorAll('.cc-footer').length,
+          words: answer ? answer.textContent.split(/\\s+/).length : 0,
+          end: end ? end.bottom <= box.bottom + 1 && end.bottom >= box.top : null};
+}"""
+
+
+def test_a_finished_turn_stays_as_opened_while_the_next_one_streams(lab: Lab, page: Any, artifacts: Path) -> None:
+    """A conversation's first turn ran a command; while a follow-up's story streams, a person opens
+    that command's result: it stays open (each render replaced the whole conversation's HTML, so it
+    closed at the next frame), the turns show once each in order, and the newest words stay in view."""
+    cells = ["%load_ext cc_executor_nb", 'chat = %ccexec --demo --allowed-tools "Bash" "use a tool"',
+             'chat.send("write a 600 word story at 40 words per second")']
+    write_notebook(lab.root / "93_conversation.ipynb", cells)
+    open_and_run_all(page, lab, "93_conversation.ipynb")
+    cell = code_cell(page, "chat = %ccexec")
+    poll(lambda: (s := cell.evaluate(CONVERSATION_VIEW)) and s["words"] > 60 and s, 90,
+         "the follow-up's story streaming")
+    cell.locator(".ccx-claude-body .cc-turn-0 .cc-tool details > summary").click()
+    opened = cell.evaluate(CONVERSATION_VIEW)
+    later = poll(lambda: (s := cell.evaluate(CONVERSATION_VIEW)) and s["words"] > opened["words"] + 60 and s, 30,
+                 "more of the story after the click")
+    screenshot(page, cell, "93-conversation-opened-result.png")
+    print(f"\nconversation: opened {opened}, later {later}")
+    assert opened["open"] is True and later["open"] is True, (opened, later)
+    assert later["turns"] == ["cc-turn cc-turn-0", "cc-turn cc-turn-1"] and later["footers"] == 1, later
+    assert later["end"], later
+
+
 def _words(state: dict[str, Any]) -> int:
     return len((state.get("answer") or "").split())
 
