@@ -993,11 +993,12 @@ class ClaudeBody:
     last turn with what follows it (:class:`BodyPieces`, each piece wrapped in
     :data:`TURN_CONTEXT`); a run of one prompt is all in the last. A render sends only the
     pieces that changed: while a turn streams, that turn and the footer, not the finished
-    turns again (the whole conversation went at every frame, 102.7 K characters at 100
-    turns). With a conversation (host mode) come an approval card (shown while a question
-    waits) and a follow-up row; their buttons call :meth:`bind`'s controls. :meth:`render`
-    re-renders only when the interpreter's version, the conversation's or the process's
-    status changed; the presenter already limits how often it is called.
+    turns again (the whole conversation went at every frame: 102.7 K characters at 100 turns
+    in a soak, up to several frames a second). With a conversation (host mode) come an
+    approval card (shown while a question waits) and a follow-up row; their buttons call
+    :meth:`bind`'s controls. :meth:`render` re-renders only when the interpreter's version,
+    the conversation's or the process's status changed; the presenter already limits how
+    often it is called.
     """
 
     def __init__(
@@ -1186,17 +1187,24 @@ class ClaudeBody:
         return self._ipywidgets.HTML(value=value, layout=self._head.layout, style=self._head.style)
 
     def _show(self, pieces: BodyPieces) -> int:
-        """Put ``pieces`` in the widgets, setting only the values that changed; the characters sent.
-
-        A group of finished turns is joined and compared only when one of its turns' HTML
-        is another string (the turn cache hands back the same one while a turn is unchanged).
-        """
+        """Put ``pieces`` in the widgets, setting only the values that changed; the characters sent."""
         opening, closing = self._context = pieces.context
         sent = _put(self._head, pieces.head + closing)
-        groups = [pieces.turns[at : at + TURNS_PER_PIECE] for at in range(0, len(pieces.turns), TURNS_PER_PIECE)]
-        for block in self._blocks[len(groups):]:
+        sent += self._show_turns(pieces.turns, opening, closing)
+        _set(self._column, "children", (self._head, *self._blocks, self._live))
+        return sent + _put(self._live, opening + pieces.tail)
+
+    def _show_turns(self, turns: tuple[str, ...], opening: str, closing: str) -> int:
+        """The finished turns, :data:`TURNS_PER_PIECE` to a widget; the characters sent.
+
+        A group is joined and compared only when one of its turns' HTML is another string (the
+        turn cache hands back the same one while a turn is unchanged).
+        """
+        groups = [turns[at : at + TURNS_PER_PIECE] for at in range(0, len(turns), TURNS_PER_PIECE)]
+        for block in self._blocks[len(groups) :]:
             block.close()  # turns are never taken away; this keeps the widgets true if they were
-        del self._blocks[len(groups):], self._shown[len(groups):]
+        del self._blocks[len(groups) :], self._shown[len(groups) :]
+        sent = 0
         for index, group in enumerate(groups):
             if index == len(self._blocks):
                 value = opening + "".join(group) + closing
@@ -1206,8 +1214,7 @@ class ClaudeBody:
             elif group != self._shown[index]:
                 self._shown[index] = group
                 sent += _put(self._blocks[index], opening + "".join(group) + closing)
-        _set(self._column, "children", (self._head, *self._blocks, self._live))
-        return sent + _put(self._live, opening + pieces.tail)
+        return sent
 
     # Buttons (the kernel's main thread)
 
