@@ -436,6 +436,15 @@ def test_a_render_while_a_turn_streams_sends_no_finished_turns_html(
     assert made.sent_chars == len(sent) < 2000
 
 
+def test_the_scrolling_box_still_reads_as_the_html_shown(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """``view.body.html.value`` (the quickstart's way to read the HTML the browser gets, when
+    ``html`` was one HTML widget) is still the whole conversation's HTML, now joined from its pieces."""
+    made, source, _ = body
+    converse(made, source, range(12))
+    assert made.html.value == made.value
+    assert 'class="cc-turn cc-turn-0"' in made.html.value and 'class="cc-turn cc-turn-11"' in made.html.value
+
+
 def pieces_of(made: ClaudeBody) -> list[Any]:
     """The HTML widgets the conversation is shown in, top to bottom."""
     (column,) = made.html.children

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import time
+import weakref
 from html import escape
 from types import ModuleType
 from typing import Any, Protocol
@@ -1046,7 +1047,8 @@ class ClaudeBody:
             max_height=LIVE_ANSWER_HEIGHT, overflow="auto", flex_flow="column-reverse",
             margin="var(--jp-widgets-margin)",  # the single HTML widget's margin, which a box has not
         )
-        self._widget = ipywidgets.Box([self._column], layout=layout)
+        self._widget = _scroll_box_class()([self._column], layout=layout)
+        self._widget.body = weakref.ref(self)
         self._widget.add_class("ccx-claude-body")
         self._parts: list[Any] = []
         self._box = self._widget
@@ -1257,6 +1259,24 @@ def _decisions(view: ConversationView | None) -> dict[str, PermissionRequest]:
     if view is None:
         return {}
     return {r.tool_use_id: r for r in view.requests if r.tool_use_id}
+
+
+@functools.cache
+def _scroll_box_class() -> type[Any]:
+    """The ``Box`` a conversation scrolls in, with the read-only ``value`` of the one ``HTML``
+    widget it replaced: notebooks read ``run.view.body.html.value`` for the HTML shown."""
+    import ipywidgets
+
+    class ScrollBox(ipywidgets.Box):  # type: ignore[misc]
+        body: weakref.ref[ClaudeBody] | None = None
+
+        @property
+        def value(self) -> str:
+            """The conversation's HTML, joined (:attr:`ClaudeBody.value`)."""
+            body = self.body() if self.body is not None else None
+            return body.value if body is not None else ""
+
+    return ScrollBox
 
 
 def _put(widget: Any, value: str) -> int:
