@@ -183,3 +183,23 @@ def test_a_dropped_durable_run_leaves_its_question_to_any_kernel_that_attaches(
     assert (tmp_path / "durable.txt").read_text() == "1\n"
     kernel.ok("again.end()")
     kernel.wait_until("again.done", timeout=scaled(60))
+
+
+def test_a_dropped_durable_run_shown_nowhere_is_let_go_so_its_jobs_idle_timeout_counts(
+    kernel_with_jobs: KernelHarness,
+) -> None:
+    """``del r`` of a durable run no widget shows: this kernel stops following its job (``attached``
+    0, so the job's stdin idle timeout counts), the job goes on, and the run ends ``detached``."""
+    kernel = kernel_with_jobs
+    kernel.ok('r = ccx.run("echo: hi", demo=True, durable=True, display=False)')
+    kernel.wait_until("r.status == 'completed' and r.alive", timeout=scaled(60))
+    kernel.ok("job_id = r.job_id\nfollowers = lambda: [j.attached for j in ccx.jobs.list() if j.job_id == job_id]")
+    assert kernel.value("followers()") == [1]
+    _drop(kernel, "r")
+    kernel.wait_until("followers() == [0]", timeout=scaled(60))
+    assert kernel.value("[j.status for j in ccx.jobs.list() if j.job_id == job_id]") == ["running"]
+    assert kernel.value("[e.method for e in r_events if e.method == 'client.detached']") == ["client.detached"]
+    kernel.ok("again = ccx.attach(job_id, display=False)")
+    kernel.wait_until("again.status == 'completed' and again.alive", timeout=scaled(60))
+    kernel.ok("again.end()")
+    kernel.wait_until("again.done", timeout=scaled(60))

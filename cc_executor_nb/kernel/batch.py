@@ -480,7 +480,10 @@ class Batch:
         runs: a batch of commands, or of prompts with a policy, does its work unattended), unless
         it is durable (its job may be attached from anywhere).
         """
-        runs = [item.run.user_handle(functools.partial(self._shows_widget, item.index)) for item in self.items]
+        # A durable run stays followed (let_go=False): the queue counts it until its job ends, and let
+        # go it would free its slot at once, so a dropped batch would start all its items together.
+        runs = [item.run.user_handle(functools.partial(self._shows_widget, item.index), let_go=False)
+                for item in self.items]
         self._user_runs = [weakref.ref(run) for run in runs]
         handle = object.__new__(type(self))
         handle.__dict__ = self.__dict__

@@ -250,6 +250,15 @@ class Conversation:
             self._writer.cancel()
         self._client = None
 
+    def stop_following(self) -> None:
+        """This kernel lets go of a durable job (nobody holds or shows its run): no timer of its
+        own runs any more and nothing more is written; its questions and its input are the job
+        server's (its ``stdin_idle_timeout``) and those of any kernel that attaches."""
+        self._stop_waiting()
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        self.release()
+
     def start(self, client: Client, hooks: Hooks) -> None:
         """The process runs: send ``initialize`` and the prompt; wait for a sign of host mode."""
         self.bind(client, hooks)

@@ -27,7 +27,8 @@ and takes follow-ups (``run.send()``) until ``run.end()``. :meth:`Run.wait` and
 The loop holds the Run it drives; ``run()`` gives its user another object of the same run
 (:meth:`Run.user_handle`, the same attributes), which the loop never holds: when it is gone
 and no widget shows the run, nobody can answer the run's questions any more, and its
-conversation ends (:meth:`Conversation.nobody_left`).
+conversation ends (:meth:`Conversation.nobody_left`); a durable one's job is let go instead
+(this kernel stops following it; any kernel may attach to it).
 
 For Claude runs an optional *interpreter* (see :class:`Interpreter`) is fed every
 output piece; the fields ``text``, ``result``, ``cost_usd``, ``usage``,
@@ -78,6 +79,8 @@ logger = logging.getLogger("cc_executor_nb.kernel.run")
 
 CONTROL_TIMEOUT = 10.0
 LOOP_STOPPED = "cancelled: the background loop was stopped"
+NOBODY_FOLLOWS = "nobody held or showed this run any more; its job goes on in the job server (attach to it)"
+"""Why a durable run nobody can reach any more stopped following its job (``run.error``)."""
 """Why a run ends when the loop stops under it (a kernel's shutdown, ``%unload_ext``)."""
 CANCELLED_BY_YOU = "cancelled by you"
 """Why a run ends that this handle's :meth:`Run.cancel` (a button, a kernel interrupt) cancelled."""
@@ -552,7 +555,7 @@ class Run:
 
     # -- The user's handle -------------------------------------------------------------
 
-    def user_handle(self, widget_shown: Callable[[], bool]) -> Run:
+    def user_handle(self, widget_shown: Callable[[], bool], *, let_go: bool = True) -> Run:
         """This run as an object the background loop never holds, to give its user.
 
         It is the same run in every respect (its class; its attributes are this object's),
@@ -560,11 +563,13 @@ class Run:
         last reference to it is gone and no widget shows the run (``widget_shown()``, asked on
         the loop thread), nobody can answer its questions or follow it up any more, and an
         interactive conversation that is not durable ends (:meth:`Conversation.nobody_left`).
+        A durable one is let go (``let_go``): this kernel stops following its job, which goes
+        on in the job server (its idle timeout counts from then), for any kernel to attach to.
         """
         handle = object.__new__(type(self))
         handle.__dict__ = self.__dict__
         self._user = weakref.ref(handle)
-        weakref.finalize(handle, self.nobody_holds, widget_shown).atexit = False
+        weakref.finalize(handle, self.nobody_holds, widget_shown, let_go=let_go).atexit = False
         return handle
 
     def _for_user(self) -> Run:
@@ -572,20 +577,37 @@ class Run:
         handle = self._user() if self._user is not None else None
         return handle if handle is not None else self
 
-    def nobody_holds(self, widget_shown: Callable[[], bool]) -> None:
+    def nobody_holds(self, widget_shown: Callable[[], bool], *, let_go: bool = True) -> None:
         """The user's handle is gone (on whichever thread let go of it): judge on the loop
         whether anyone can still reach the run (a started one: a batch asks again at the start
-        of a run whose handle went while it was queued)."""
+        of a run whose handle went while it was queued). A durable one is let go if ``let_go``."""
         loop = self._kernel_loop
-        if loop is None or self.done or self.conversation is None or self.durable:
+        if loop is None or self.done or self.conversation is None or (self.durable and not let_go):
             return
         with contextlib.suppress(LoopStopped):
             loop.submit(self._nobody_holds(widget_shown))
 
     async def _nobody_holds(self, widget_shown: Callable[[], bool]) -> None:
         conversation = self.conversation
-        if conversation is not None and not self.state.finished and not widget_shown():
+        if conversation is None or self.state.finished or widget_shown():
+            return
+        if self.durable:
+            await self._stop_following(conversation)
+        else:
             conversation.nobody_left()
+
+    async def _stop_following(self, conversation: Conversation) -> None:
+        """Stop following a durable job nobody here can reach: its connection closes, so the
+        job server counts one follower less (at none its ``stdin_idle_timeout`` counts), and
+        the run ends ``detached``. A job still being handed its prompt is let go once it has it."""
+        while not (self.accepted or self.state.finished):
+            await asyncio.sleep(_ACCEPT_POLL)
+        client = self._client
+        if self.state.finished or client is None:
+            return
+        self._detach(NOBODY_FOLLOWS)
+        conversation.stop_following()
+        await _close(client)
 
     # -- Starting (caller's thread) -----------------------------------------------------
 
@@ -1230,6 +1252,9 @@ class Run:
         self._finished.set()
         self._set_idle(True)
 
+
+_ACCEPT_POLL = 0.05
+"""Seconds between looks at whether a durable run nobody holds has handed its job its prompt."""
 
 _AWAIT_POLL = 0.1
 """Seconds between looks for an open question while ``await run`` waits outside a kernel."""
