@@ -406,7 +406,7 @@ def test_a_run_placed_after_its_batch_was_dropped_has_its_question_denied(settin
                   mode="text")
     handle = batch.user_handle()
     batch.start()
-    item, run = batch.items[0], batch.items[0].run  # the loop's own objects: no user handle
+    item, run = batch.items[0], batch.items[0].driven  # the loop's own objects: no user handle
     assert item.status == "placing"
     del handle
     gc.collect()
@@ -425,7 +425,7 @@ def test_a_batch_shown_in_a_widget_lets_go_of_its_handle(settings: CCExec) -> No
 
     batch = cc_executor_nb.map(["sleep 30"], command=True, display=True,
                                settings=CCExec(history_path="none", output_mode="widget", kill_grace=1.0))
-    run, handle = batch.items[0].run, weakref.ref(batch)
+    run, handle = batch.items[0].driven, weakref.ref(batch)
     del batch
     gc.collect()
     try:

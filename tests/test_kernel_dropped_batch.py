@@ -118,3 +118,25 @@ def test_a_dropped_batch_shown_as_text_ends_too(kernel: KernelHarness) -> None:
     _drop(kernel, "q")
     single._gone(pid)
     assert _questions(kernel, "q") == [("denied", "auto")]
+
+
+def test_a_run_held_through_its_item_keeps_its_question_after_its_batch_is_dropped(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """r = batch.items[0].run holds the run as batch.runs[0] does: approved after `del batch`, it runs."""
+    _asking(kernel, "b")
+    kernel.ok("r = b.items[0].run")
+    _drop(kernel, "b")
+    dropped = _asking(kernel, "other")  # a batch dropped after it, whose end shows the drop was seen
+    _drop(kernel, "other")
+    single._gone(dropped)
+    assert kernel.value("r.pending is not None and r.alive") is True
+    kernel.ok("r.approve()")
+    kernel.wait_until("b_over == ['done']", timeout=scaled(60))
+    assert (tmp_path / "b1.txt").read_text() == "1\n" and not (tmp_path / "b2.txt").exists()
+
+
+def test_an_items_run_is_the_batchs_run_handle(kernel: KernelHarness) -> None:
+    """`b.items[i].run` is `b.runs[i]`, the user's handle, not the loop's own object."""
+    kernel.ok('b = ccx.map(["echo: one", "echo: two"], demo=True, display=False)')
+    assert kernel.value("[b.items[i].run is b.runs[i] for i in (0, 1)]") == [True, True]

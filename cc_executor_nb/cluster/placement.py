@@ -269,7 +269,7 @@ class DaskPlacement:
         # With a job id the run attaches to the job. It is not marked ``attached`` (following
         # someone else's job): the batch started it, so a kernel shutdown cancels it like a
         # local run, rather than leaving a job nobody holds the token of.
-        run = entry.run
+        run = entry.driven
         run.target, run.job_id = target, job_id
         conversation = run.conversation
         if conversation is not None:
@@ -289,10 +289,10 @@ class DaskPlacement:
         while a run reconnects (its connection dropped), every :data:`WORKER_CHECK_INTERVAL`."""
         while True:
             await asyncio.sleep(WORKER_CHECK_INTERVAL)
-            self._followed = [entry for entry in self._followed if not entry.run.done]
+            self._followed = [entry for entry in self._followed if not entry.driven.done]
             if not self._followed:
                 return
-            cut = [entry for entry in self._followed if entry.run.status == "reconnecting" and entry.worker]
+            cut = [entry for entry in self._followed if entry.driven.status == "reconnecting" and entry.worker]
             if not cut:
                 continue
             workers = await self._workers.read()
@@ -301,7 +301,7 @@ class DaskPlacement:
             for entry in cut:
                 if entry.worker not in workers:
                     self.cancel(entry)  # Dask would run the task again elsewhere: a second job for an ended item
-                    entry.run.lose(f"its Dask worker {entry.worker} left the cluster (it died or was stopped), "
+                    entry.driven.lose(f"its Dask worker {entry.worker} left the cluster (it died or was stopped), "
                                    "and the run with it")
 
     def _stop_stray(self, target: Target, job_id: str) -> None:
@@ -354,13 +354,13 @@ def _never_started(entry: BatchItem, reason: str, ended: str) -> None:
     if ended == "cancelled":
         _skip(entry, reason)
     else:
-        entry.run.abandon(reason, status=ended)
+        entry.driven.abandon(reason, status=ended)
 
 
 def _skip(entry: BatchItem, reason: str) -> None:
     """The item never starts: it reads ``skipped``, its run ``cancelled`` with ``reason``."""
     entry.stage = "skipped"
-    entry.run.abandon(reason, status="cancelled")
+    entry.driven.abandon(reason, status="cancelled")
 
 
 def _outcome(future: Any) -> dict[str, Any]:

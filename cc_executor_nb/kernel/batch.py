@@ -139,7 +139,9 @@ class BatchItem:
 
     index: int
     item: Any
-    run: Run
+    driven: Run
+    """The run as the batch's queue drives it, which the loop holds: holding it keeps nobody's
+    question waiting (see :attr:`run`)."""
     stage: str = "queued"
     """The queue's own record: queued, placing (handed to a cluster, not started yet),
     started (it stays so once the run is over) or skipped (never started)."""
@@ -147,20 +149,33 @@ class BatchItem:
     """Where the run runs (a Dask worker's address), when not here."""
     row: Row | None = None
     """The final row, once the run is over."""
+    _handle: weakref.ref[Run] | None = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def run(self) -> Run:
+        """The item's run: the user's handle on it (``batch.runs[i]``) while the batch's handle
+        holds it or someone does (see :meth:`Batch.user_handle`), else the run the queue drives."""
+        handle = self._handle() if self._handle is not None else None
+        return handle if handle is not None else self.driven
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether the user had a handle on the run and nobody holds it any more."""
+        return self._handle is not None and self._handle() is None
 
     @property
     def status(self) -> str:
         """The item's status: ``queued`` or ``placing`` until its run starts, ``skipped`` if
         it never will, else its run's status (``running``, ``completed``, ``cancelled`` ...,
         as ``runs[i].status``; never a stale ``started``)."""
-        if self.stage == "skipped" or (self.stage in ("queued", "placing") and not self.run.done):
+        if self.stage == "skipped" or (self.stage in ("queued", "placing") and not self.driven.done):
             return self.stage
-        return self.run.status
+        return self.driven.status
 
     @property
     def finished(self) -> bool:
         """Whether nothing more will happen to this item."""
-        return self.run.done
+        return self.driven.done
 
 
 class Placement(Protocol):
@@ -188,11 +203,11 @@ class LocalPlacement:
     def start(self, entry: BatchItem, batch: Batch) -> None:
         """Start the run at once; a conversation (host mode) ends with its first turn."""
         entry.stage = "started"
-        entry.run.start(self.loop)
-        if entry.run.conversation is not None:
+        entry.driven.start(self.loop)
+        if entry.driven.conversation is not None:
             # Questions still come, and the process exits once the first turn has its
             # result, so the run frees its slot (unlike wait=True, which leaves it alive).
-            entry.run.end()
+            entry.driven.end()
 
     def cancel(self, entry: BatchItem) -> None:
         """Nothing is ever placed without starting."""
@@ -253,7 +268,7 @@ class _RowPresenter:
 
     def mimebundle(self) -> dict[str, Any]:
         """Text: the run's one-line summary."""
-        return {"text/plain": repr(self.batch.items[self.index].run)}
+        return {"text/plain": repr(self.batch.items[self.index].driven)}
 
 
 class Batch:
@@ -316,26 +331,21 @@ class Batch:
         self._own: Batch = self
         """The loop's own object (a user's handle shares this dict): what the view's callbacks are
         bound to, so that the view this batch keeps never holds the handle."""
-        self._user_runs: list[weakref.ref[Run]] | None = None  # its runs' handles, held by it alone
         for item, presenter in zip(self.items, self._presenters, strict=True):
-            item.run.presenter = presenter
-            item.run.enqueue()  # its record says queued until it starts
+            item.driven.presenter = presenter
+            item.driven.enqueue()  # its record says queued until it starts
             self._watch(item)
         self.coalescer = Coalescer(self._refresh, self.settings.max_updates_per_second)
 
     def _watch(self, item: BatchItem) -> None:
-        item.run.add_done_callback(lambda _run: self._on_loop(lambda: self._ended(item)))
+        item.driven.add_done_callback(lambda _run: self._on_loop(lambda: self._ended(item)))
 
     # -- Reading ---------------------------------------------------------------------
 
     @property
     def runs(self) -> list[Run]:
         """Every item's run, in input order (the user's handle on each: see :meth:`user_handle`)."""
-        return [self._run_for_user(item) for item in self.items]
-
-    def _run_for_user(self, item: BatchItem) -> Run:
-        handle = self._user_runs[item.index]() if self._user_runs is not None else None
-        return handle if handle is not None else item.run
+        return [item.run for item in self.items]
 
     @property
     def done(self) -> bool:
@@ -345,13 +355,13 @@ class Batch:
     @property
     def cost_usd(self) -> float:
         """The sum of the runs' reported costs so far (see ``cost_note``)."""
-        return float(sum(cost for item in self.items if (cost := item.run.cost_usd) is not None))
+        return float(sum(cost for item in self.items if (cost := item.driven.cost_usd) is not None))
 
     @property
     def cost_note(self) -> str | None:
         """Why the total is an estimate rather than the bill (``custom endpoint``, ``subscription``), if so."""
         for item in self.items:
-            view = item.run.claude
+            view = item.driven.claude
             reason = getattr(view, "cost_estimate_reason", None) if view is not None else None
             if reason:
                 return str(reason)
@@ -365,7 +375,7 @@ class Batch:
     def results(self) -> list[str | None]:
         """Each item's result in input order: Claude's answer (None if the run failed: its
         ``error`` says why), or a command's stdout; None if it never ran."""
-        return [None if item.stage == "skipped" else _result_of(item.run) for item in self.items]
+        return [None if item.stage == "skipped" else _result_of(item.driven) for item in self.items]
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame, one row per item (pandas must be installed; it is not a dependency)."""
@@ -390,7 +400,7 @@ class Batch:
         return len(self.items)
 
     def __getitem__(self, index: int) -> Run:
-        return self._run_for_user(self.items[index])
+        return self.items[index].run
 
     def __iter__(self) -> Iterator[Run]:
         return iter(self.runs)
@@ -450,7 +460,7 @@ class Batch:
         started = [item for item in self.items if item.stage != "queued"]
         settled = len(started) >= min(self.concurrency, len(self.items)) or not self._can_start(time.time())
         return settled and all(
-            item.run.accepted or item.run.done for item in started if item.stage == "started"
+            item.driven.accepted or item.driven.done for item in started if item.stage == "started"
         )
 
     @property
@@ -482,9 +492,10 @@ class Batch:
         """
         # A durable run stays followed (let_go=False): the queue counts it until its job ends, and let
         # go it would free its slot at once, so a dropped batch would start all its items together.
-        runs = [item.run.user_handle(functools.partial(self._shows_widget, item.index), let_go=False)
+        runs = [item.driven.user_handle(functools.partial(self._shows_widget, item.index), let_go=False)
                 for item in self.items]
-        self._user_runs = [weakref.ref(run) for run in runs]
+        for item, run in zip(self.items, runs, strict=True):
+            item._handle = weakref.ref(run)  # items[i].run gives it, as runs[i] does
         handle = object.__new__(type(self))
         handle.__dict__ = self.__dict__
         self._user = weakref.ref(handle)
@@ -504,15 +515,13 @@ class Batch:
 
     def _unreachable(self, item: BatchItem) -> bool:
         """Whether nobody can reach ``item``'s run any more (its handle, and so the batch's, is gone)."""
-        runs = self._user_runs
-        return (runs is not None and runs[item.index]() is None and not item.run.durable
-                and not self._shows_widget(item.index))
+        return item.unreachable and not item.driven.durable and not self._shows_widget(item.index)
 
     def _judge_at_start(self, item: BatchItem) -> None:
         """A run whose handle went while it was queued or placing could not be judged then (not
         started): judge it now it started (here, or on a Dask worker once it reported its job)."""
         if self._unreachable(item):
-            item.run.nobody_holds(functools.partial(self._shows_widget, item.index))
+            item.driven.nobody_holds(functools.partial(self._shows_widget, item.index))
 
     # -- Display (caller's thread) -------------------------------------------------------
 
@@ -534,7 +543,7 @@ class Batch:
         if self._view is None:
             own = self._own  # ``self`` may be the user's handle, which the view must not hold
             self._view = BatchView(
-                [item.run.label for item in self.items],
+                [item.driven.label for item in self.items],
                 on_cancel=own.cancel,
                 on_pause=own._on_pause_button,
                 expand=own.expand,
@@ -555,7 +564,7 @@ class Batch:
         """The full widget of run ``index`` (made now, then kept live until :meth:`collapse`)."""
         presenter = self._expanded.get(index)
         if presenter is None:
-            run = self.items[index].run
+            run = self.items[index].driven
             presenter = api.widget_presenter(run, self.settings)
             self._expanded[index] = presenter
             self._presenters[index].inner = presenter
@@ -572,7 +581,7 @@ class Batch:
         if presenter is not None:
             presenter.coalescer.detach()
             presenter.view.close(body=True)
-            run = self.items[index].run
+            run = self.items[index].driven
             if run.view is presenter.view:
                 run.view = None
 
@@ -669,10 +678,10 @@ class Batch:
             self._loop_stopped(item)
         except Exception as exc:
             logger.exception("! could not start item %d of a batch", item.index)
-            item.run.abandon(f"could not start: {type(exc).__name__}: {exc}")
+            item.driven.abandon(f"could not start: {type(exc).__name__}: {exc}")
 
     def _ended(self, item: BatchItem) -> None:
-        if item.run.error == LOOP_STOPPED and not self._complete:
+        if item.driven.error == LOOP_STOPPED and not self._complete:
             self._loop_stopped()
         item.row = self._row(item, time.time())
         self._say_row(item.row)
@@ -683,7 +692,7 @@ class Batch:
         if self.max_budget_usd is None or self.budget_spent or self.cost_usd < self.max_budget_usd:
             return
         self.budget_spent = True
-        running = any(not item.finished and item.stage != "queued" and not _ends_by_itself(item.run)
+        running = any(not item.finished and item.stage != "queued" and not _ends_by_itself(item.driven)
                       for item in self.items)
         self._budget_stopped = self._skip_queued() > 0 or (running and self.on_budget == "cancel")
         if self.on_budget == "cancel":
@@ -702,15 +711,15 @@ class Batch:
         others. A run whose turn already has its result, and was told to end, is left to end
         by itself: its work is done (and paid for), so it ends ``completed``, not cancelled."""
         for item in self.items:
-            if item.finished or _ends_by_itself(item.run):
+            if item.finished or _ends_by_itself(item.driven):
                 continue
             if item.stage == "placing":
                 self._withdraw(item)
                 item.stage = "skipped"  # its run never started here: a job that starts meanwhile is stopped
-                item.run.abandon("cancelled before the run started", status="cancelled")
+                item.driven.abandon("cancelled before the run started", status="cancelled")
             elif item.stage == "started":
                 try:
-                    item.run.cancel(reason=reason)
+                    item.driven.cancel(reason=reason)
                 except Exception as exc:
                     logger.warning("! could not cancel item %d of a batch: %s", item.index, _describe(exc))
 
@@ -733,7 +742,7 @@ class Batch:
                 self._withdraw(item)
             item.stage = "skipped"
         for item in waiting:
-            item.run.abandon("skipped: the background loop was stopped", status="cancelled")
+            item.driven.abandon("skipped: the background loop was stopped", status="cancelled")
 
     def _skip_queued(self) -> int:
         """Queued items will not run: their handles end cancelled, without a process; how many."""
@@ -741,7 +750,7 @@ class Batch:
         for item in queued:  # all of them first: each abandon() may render the batch's line
             item.stage = "skipped"
         for item in queued:
-            item.run.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
+            item.driven.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
         return len(queued)
 
     def _set_paused(self, paused: bool) -> None:
@@ -768,10 +777,10 @@ class Batch:
             # stopped) has already turned each placing item "skipped", on this same loop
             # thread, and places no new one: a placement that reports such an item lands
             # here, and its job is stopped as a stray.
-            if item.finished or item.stage != "placing" or item.run.cancel_requested:
+            if item.finished or item.stage != "placing" or item.driven.cancel_requested:
                 if stray is not None:
                     stray()
-                item.run.abandon("cancelled before the run started", status="cancelled")
+                item.driven.abandon("cancelled before the run started", status="cancelled")
                 return
             item.worker = worker
             item.stage = "started"
@@ -844,7 +853,7 @@ class Batch:
         for item in self.items:
             if item.stage != "started":
                 continue
-            view = item.run.claude
+            view = item.driven.claude
             if view is None:
                 continue
             for moment in (getattr(view.usage_limit, "resets_at", None), view.waiting_until):
@@ -879,12 +888,12 @@ class Batch:
 
     def _detached(self) -> int:
         """How many runs went on as durable jobs that this process no longer follows."""
-        return sum(1 for item in self.items if item.run.status == "detached")
+        return sum(1 for item in self.items if item.driven.status == "detached")
 
     def _row(self, item: BatchItem, now: float) -> Row:
         if item.row is not None:
             return item.row
-        run = item.run
+        run = item.driven
         if item.stage in ("queued", "placing") and not run.done:
             note = self.placing_note if item.stage == "placing" else None
             return Row(item.index, run.label, item.stage, worker=item.worker, last_line=note or "")
@@ -921,7 +930,7 @@ class Batch:
             completed=sum(1 for row in done if row.status == "completed"),
             cancelled=sum(1 for row in done if row.status == "cancelled"),
             detached=sum(1 for row in done if row.status == "detached"),
-            cost_usd=self.cost_usd if any(item.run.cost_usd is not None for item in self.items) else None,
+            cost_usd=self.cost_usd if any(item.driven.cost_usd is not None for item in self.items) else None,
             cost_note=self.cost_note,
             eta_seconds=eta(mean, queued, [row.elapsed or 0.0 for row in running], self.concurrency)
             if state in _MOVING else None,
@@ -1058,7 +1067,7 @@ def _last_of(text: str) -> str:
 
 
 def _record_of(item: BatchItem) -> dict[str, Any]:
-    run = item.run
+    run = item.driven
     return {
         "item": item.item,
         "label": run.label,
