@@ -121,6 +121,21 @@ def test_a_dropped_run_shown_in_a_widget_still_waits_for_a_click(kernel: KernelH
     assert (tmp_path / "shown.txt").read_text() == "1\n"
 
 
+def test_a_dropped_run_whose_view_the_user_displayed_still_waits_for_a_click(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """display(r.view) of a display=False run shows its card: its dropped handle changes nothing."""
+    _asking(kernel, "s", "viewed.txt")
+    kernel.ok("display(s.view)\nallow = s.view.body.allow_button.model_id")
+    _drop(kernel, "s")
+    _one_dropped_run_ended(kernel)
+    assert kernel.value("[q.status for q in s_talk.view().requests]") == ["pending"]
+    kernel.click(kernel.value("allow"))
+    kernel.wait_until("(tk := s_talk.view()).requests[0].status == 'allowed' and not tk.turn_running",
+                      timeout=scaled(60))
+    assert (tmp_path / "viewed.txt").read_text() == "1\n"
+
+
 def test_a_dropped_unshown_run_between_turns_ends_at_once(kernel: KernelHarness) -> None:
     """No follow-up can come to a run nobody holds: between turns it ends without its idle timeout."""
     kernel.ok('r = ccx.run("echo: then drop it", demo=True, display=False, idle_timeout=600)')

@@ -301,6 +301,17 @@ def test_title_and_badge_escape_text(comms: list[DummyComm]) -> None:
         view.close()
 
 
+def test_a_view_counts_as_displayed_only_when_ipython_displays_it(comms: list[DummyComm]) -> None:
+    """The run's own display takes ``bundle()`` (not counted); ``display(view)`` asks ``_repr_mimebundle_``."""
+    view = RunView("shown")
+    try:
+        model = view.bundle()["application/vnd.jupyter.widget-view+json"]["model_id"]
+        assert not view.displayed and model == view.widget.model_id
+        assert view._repr_mimebundle_() == view.bundle() and view.displayed
+    finally:
+        view.close()
+
+
 def test_title_falls_back_to_argv(comms: list[DummyComm]) -> None:
     """Without a label the title is the shell-quoted argv."""
     view = RunView()

@@ -199,7 +199,7 @@ class WidgetPresenter:
         self.coalescer.poke()
 
     def _live(self) -> dict[str, Any]:
-        return dict(self.view._repr_mimebundle_())
+        return dict(self.view.bundle())
 
     def _live_or_none(self) -> dict[str, Any] | None:
         """The widget's bundle, or None when the run's end closed the widgets meanwhile."""
@@ -242,16 +242,17 @@ class WidgetPresenter:
         self._shown = True
 
     def shows_notices(self) -> bool:
-        """While a cell shows the widget: not before it is shown, nor once the record took its place."""
-        if self.display is None:
-            return self._shown
-        return self.display.widget_shown
+        """While a cell shows the widget: not before it is shown, nor once the record took its place;
+        or while the view that the user displayed (``display(run.view)``) is live."""
+        shown = self._shown if self.display is None else self.display.widget_shown
+        view = self._view
+        return shown or (view is not None and view.displayed and not self.state.finished)
 
     def mimebundle(self) -> dict[str, Any]:
         """The widget's bundle with the record while live; the record alone once the run ended."""
         if self.display is not None and (self.display.finished or self._view is None):
             return self.display.bundle()  # the record alone (the widgets are closed)
-        live = dict(self.view._repr_mimebundle_())
+        live = dict(self.view.bundle())
         return self.display.bundle(live) if self.display is not None else live
 
 

@@ -92,6 +92,10 @@ class RunView:
         self.resume_button = _button("Resume", "play", "", on_resume, enabled.get("resume", False))
         self.cancel_button = _button("Cancel", "stop", "danger", on_cancel, enabled.get("cancel", False))
         self.widget = self._assemble()
+        self.displayed = False
+        """Whether IPython displayed this view itself (``display(run.view)``, or the view as a
+        cell's value), apart from the run's own display: a cell shows its live widgets then.
+        ``display(view.widget)``, or the widget inside a container of the user's, is not seen."""
         self.sent_chars = 0
         """Characters of HTML the last :meth:`render` sent to the page (the values it replaced,
         the body's included): what a presenter paces its renders by."""
@@ -186,7 +190,12 @@ class RunView:
         keep = self.body.widget if self.body is not None and not body else None
         close_tree(self.widget, keep)
 
+    def bundle(self) -> Any:
+        """The widget's MIME bundle for the run's own display (not counted in :attr:`displayed`)."""
+        return self.widget._repr_mimebundle_()
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        self.displayed = True  # only IPython's display asks for it: the run's own display takes bundle()
         return self.widget._repr_mimebundle_(**kwargs)
 
 
