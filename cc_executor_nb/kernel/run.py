@@ -79,9 +79,9 @@ logger = logging.getLogger("cc_executor_nb.kernel.run")
 
 CONTROL_TIMEOUT = 10.0
 LOOP_STOPPED = "cancelled: the background loop was stopped"
+"""Why a run ends when the loop stops under it (a kernel's shutdown, ``%unload_ext``)."""
 NOBODY_FOLLOWS = "nobody held or showed this run any more; its job goes on in the job server (attach to it)"
 """Why a durable run nobody can reach any more stopped following its job (``run.error``)."""
-"""Why a run ends when the loop stops under it (a kernel's shutdown, ``%unload_ext``)."""
 CANCELLED_BY_YOU = "cancelled by you"
 """Why a run ends that this handle's :meth:`Run.cancel` (a button, a kernel interrupt) cancelled."""
 # Notifications that carry the server's progress figures: the interpreter's take over.
@@ -599,8 +599,9 @@ class Run:
     async def _stop_following(self, conversation: Conversation) -> None:
         """Stop following a durable job nobody here can reach: its connection closes, so the
         job server counts one follower less (at none its ``stdin_idle_timeout`` counts), and
-        the run ends ``detached``. A job still being handed its prompt is let go once it has it."""
-        while not (self.accepted or self.state.finished):
+        the run ends ``detached``. A job still being handed its prompt, or being attached to, is
+        let go once it has it, or is followed."""
+        while not ((self.accepted and self._client is not None) or self.state.finished):
             await asyncio.sleep(_ACCEPT_POLL)
         client = self._client
         if self.state.finished or client is None:
