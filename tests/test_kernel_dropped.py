@@ -218,3 +218,22 @@ def test_a_dropped_durable_run_shown_nowhere_is_let_go_so_its_jobs_idle_timeout_
     kernel.wait_until("again.status == 'completed' and again.alive", timeout=scaled(60))
     kernel.ok("again.end()")
     kernel.wait_until("again.done", timeout=scaled(60))
+
+
+def test_a_dropped_attached_run_shown_nowhere_lets_its_job_go(kernel_with_jobs: KernelHarness) -> None:
+    """attach() gives a handle as run() does: ``del again`` of an attached run no widget shows stops
+    this kernel's following of the job through it (one follower less); the run that started it goes on."""
+    kernel = kernel_with_jobs
+    kernel.ok('r = ccx.run("echo: hi", demo=True, durable=True, display=False)')
+    kernel.wait_until("r.status == 'completed' and r.alive", timeout=scaled(60))
+    kernel.ok("job_id = r.job_id\nfollowers = lambda: [j.attached for j in ccx.jobs.list() if j.job_id == job_id]\n"
+              "again = ccx.attach(job_id, display=False)")
+    kernel.wait_until("again.status == 'completed' and again.alive", timeout=scaled(60))
+    assert kernel.value("followers()") == [2]
+    kernel.ok("again_events = again.events\ndel again\ngc.collect()")
+    kernel.wait_until("followers() == [1]", timeout=scaled(60))
+    assert kernel.value("[e.method for e in again_events if e.method == 'client.detached']") == ["client.detached"]
+    kernel.ok("r.send('echo: still here')")
+    kernel.wait_until("r.status == 'completed' and r.answer == 'still here'", timeout=scaled(60))
+    kernel.ok("r.end()")
+    kernel.wait_until("r.done", timeout=scaled(60))

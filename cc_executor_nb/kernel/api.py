@@ -254,7 +254,9 @@ def follow_job(
     It is built as a fresh run of the same kind would be: a Claude job gets the Claude
     interpreter and view, so ``text``, ``cost_usd`` and ``session_id`` read the same; a
     Claude job in host mode gets its conversation (questions still pending after the
-    replay are asked here, with this kernel's policy; ``send()``, ``end()`` ...).
+    replay are asked here, with this kernel's policy; ``send()``, ``end()`` ...). Returns the
+    user's handle (:meth:`Run.user_handle`): once it is dropped and no widget shows the run, this
+    kernel stops following a Claude conversation's job.
     """
     settings = settings or current_settings()
     given = job.get("meta")
@@ -289,7 +291,7 @@ def follow_job(
     if display:
         handle.show()
     handle.start(shared_loop())
-    return handle
+    return handle.user_handle(functools.partial(_shows_widget, handle))  # ``handle`` is the loop's
 
 
 async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
