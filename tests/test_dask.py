@@ -531,7 +531,7 @@ def test_a_hung_scheduler_holds_up_neither_the_worker_check_nor_the_loops_stop(m
     monkeypatch.setattr(placement, "WORKER_CHECK_INTERVAL", 0.01)
     monkeypatch.setattr(placement, "WORKER_CHECK_TIMEOUT", 0.2)
     client = HungScheduler()
-    entry = SimpleNamespace(run=SimpleNamespace(done=False, status="reconnecting"), worker="tcp://w:1")
+    entry = SimpleNamespace(driven=SimpleNamespace(done=False, status="reconnecting"), worker="tcp://w:1")
     owner = SimpleNamespace(client=client, _followed=[entry], _workers=placement.WorkersReader(client))
     loop = KernelLoop(None, thread_name="ccx-hung-scheduler", stop_timeout=scaled(10))
     loop.start()
