@@ -20,7 +20,7 @@ from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.textview import TextView
 
 from .test_claude_render import assert_inert
-from .test_streamjson import assistant, delta, result, streamed_text, text
+from .test_streamjson import assistant, block_start, delta, result, start, streamed_text, text
 from .test_streamjson import line as json_line
 from .test_terminaltext import FORBIDDEN
 from .test_widgets import DummyComm, comms  # noqa: F401 - the fixture is used by name
@@ -434,6 +434,99 @@ def test_a_render_while_a_turn_streams_sends_no_finished_turns_html(
     assert "streaming on" in sent and 'class="cc-turn cc-turn-20"' in sent and "cc-footer" in sent
     assert [index for index in range(20) if f'class="cc-turn cc-turn-{index}"' in sent] == []
     assert made.sent_chars == len(sent) < 2000
+
+
+def thinking_lines(message_id: str, *pieces: str) -> list[str]:
+    """A message that streams one thinking block made of ``pieces`` (not confirmed yet)."""
+    deltas = [delta(0, "thinking_delta", thinking=piece) for piece in pieces]
+    return [start(message_id), block_start(0, {"type": "thinking", "thinking": ""}), *deltas]
+
+
+def think_then_answer(made: ClaudeBody, index: int, thought: str) -> None:
+    """A turn that streams ``thought`` as thinking, then answers ``answer {index}``."""
+    made.interpreter.begin_turn(f"prompt {index}")
+    lines = [*thinking_lines(f"t{index}", thought),
+             assistant(f"t{index}", {"type": "thinking", "thinking": thought}),
+             assistant(f"a{index}", text(f"answer {index}")), result(result=f"answer {index}")]
+    for each in lines:
+        made.interpreter.feed("stdout", each + "\n")
+        made.render(State(), 0.0)
+
+
+def turn_of(html: str, index: int) -> str:
+    """The HTML from turn ``index``'s opening tag to the next turn's (or the end)."""
+    begin = html.index(f'<div class="cc-turn cc-turn-{index}">')
+    after = html.find('<div class="cc-turn cc-turn-', begin + 1)
+    return html[begin : after if after >= 0 else len(html)]
+
+
+def test_a_turns_thinking_is_shown_inside_that_turn(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """Five turns of which the third thinks: its thinking is folded inside the third turn, not
+    above the first one (the whole run's thinking was one block above turn 0)."""
+    made, source, _ = body
+    for index in range(5):
+        if index == 2:
+            think_then_answer(made, index, "weighing the third prompt")
+        else:
+            converse(made, source, range(index, index + 1))
+    html = made.value
+    assert "weighing the third prompt" not in html[: html.index('<div class="cc-turn cc-turn-0">')]
+    third = turn_of(html, 2)
+    assert third.count("weighing the third prompt") == 1 and html.count("weighing the third prompt") == 1
+    assert '<details class="cc-thinking"><summary' in third and ">Thinking</summary>" in third
+    assert made.value == fresh_html(made, source, State())
+
+
+def test_a_thinking_delta_sends_the_live_turn_alone(
+    body: tuple[ClaudeBody, Source, Controls], comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """Three finished turns, the second with 20,000 characters of thinking, and a fourth thinking
+    live: a thinking delta sends the live turn and the footer, no finished turn's HTML, and
+    under 2,000 characters (the whole run's thinking went again with each delta)."""
+    made, source, _ = body
+    converse(made, source, range(1))
+    think_then_answer(made, 1, "deep " * 4000)
+    converse(made, source, range(2, 3))
+    made.interpreter.begin_turn("the live one")
+    for each in thinking_lines("live", "hmm"):
+        made.interpreter.feed("stdout", each + "\n")
+    made.render(State(), 0.0)
+    assert ">Thinking…</summary>" in turn_of(made.value, 3)
+    made.interpreter.feed("stdout", delta(0, "thinking_delta", thinking=", let me see") + "\n")
+    since = [len(c.messages) for c in comms]
+    made.render(State(), 0.0)
+    sent = sent_values(comms, since)
+    assert "hmm, let me see" in sent and 'class="cc-turn cc-turn-3"' in sent
+    assert [index for index in range(3) if f'class="cc-turn cc-turn-{index}"' in sent] == []
+    assert "deep deep" not in sent and made.sent_chars == len(sent) < 2000
+    assert made.value == fresh_html(made, source, State())
+
+
+def test_a_conversation_that_thinks_is_shown_as_a_fresh_build_does_and_its_head_holds_no_thinking(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """Turns with and without thinking, each line followed by a render: the widgets join into
+    the HTML built from nothing, and the piece above the turns never holds thinking."""
+    made, source, _ = body
+    for index in range(12):
+        if index % 3 == 1:
+            think_then_answer(made, index, f"thought {index}")
+            assert made.value == fresh_html(made, source, State())
+        else:
+            converse(made, source, range(index, index + 1))
+        assert "cc-thinking" not in pieces_of(made)[0].value
+    assert made.value.count('<details class="cc-thinking">') == 4
+
+
+def test_a_one_prompt_run_shows_its_thinking_above_its_answer_as_before() -> None:
+    """A run of one prompt keeps its one thinking block first, before its tools and answer."""
+    run = ClaudeRun()
+    for each in [*thinking_lines("t", "first, think"), assistant("t", {"type": "thinking", "thinking": "first, think"}),
+                 assistant("a", text("the answer")), result(result="the answer")]:
+        run.feed_line(each)
+    html = claude_body_html(run, status="completed", exit_code=0)
+    assert html.index('<details class="cc-thinking">') < html.index("the answer")
+    assert "cc-turn" not in html and html.count("first, think") == 1
 
 
 def test_the_scrolling_box_still_reads_as_the_html_shown(body: tuple[ClaudeBody, Source, Controls]) -> None:

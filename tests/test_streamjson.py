@@ -876,6 +876,21 @@ def test_turn_views_split_text_and_tools_by_turn() -> None:
     assert (second.prompt, second.text, second.tools, second.answer) == ("now count", "three", (), "three")
 
 
+def test_turn_views_split_thinking_by_turn_and_mark_the_live_one() -> None:
+    """Each turn has its own thinking; the turn thinking now carries the CLI's estimate, the
+    others None; ``run.thinking`` is still every turn's thinking joined."""
+    thought = {"type": "thinking", "thinking": "first thought"}
+    run = conversation(
+        ("a", [assistant("t0", thought), assistant("m0", text("one")), result(result="one")]),
+        ("b", [assistant("m1", text("two")), result(result="two")]),
+        ("c", [line(type="system", subtype="thinking_tokens", estimated_tokens=42), start("t2"),
+               block_start(0, {"type": "thinking", "thinking": ""}), delta(0, "thinking_delta", thinking="now")]),
+    )
+    views = run.turn_views()
+    assert [(v.thinking, v.thinking_estimate) for v in views] == [("first thought", None), ("", None), ("now", 42)]
+    assert run.thinking == "first thought\n\nnow"
+
+
 def test_answer_follows_the_open_turn() -> None:
     """While a later turn runs, the answer is that turn's text so far, not the last result."""
     run = conversation(("a", [*streamed_text("m1", "old"), assistant("m1", text("old")), result(result="old")]))

@@ -234,12 +234,17 @@ def _line_feeds(text: str) -> str:
 
 def render_thinking_html(run: ClaudeRun) -> str:
     """The thinking as a collapsed ``<details>`` block; ``""`` if there is none."""
-    thinking = run.thinking
     live = run.phase == "thinking"
+    return _thinking_html(run.thinking, (run.thinking_tokens or 0) if live else None)
+
+
+def _thinking_html(thinking: str, estimate: int | None) -> str:
+    """``thinking`` folded; ``estimate``: the thinking goes on (tokens the CLI counted so far),
+    None once it stopped. While it goes on without text, the estimate alone."""
+    live = estimate is not None
     if not thinking:
-        if live and run.thinking_tokens:
-            estimate = f"Thinking… (~{run.thinking_tokens:,} tokens)"
-            return f'<div class="cc-thinking" style="{_MUTED}">{estimate}</div>'
+        if estimate:
+            return f'<div class="cc-thinking" style="{_MUTED}">Thinking… (~{estimate:,} tokens)</div>'
         return ""
     label = "Thinking…" if live else "Thinking"
     return (
@@ -648,7 +653,7 @@ def _run_pieces(
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
         built = [build(turn, decisions or {}) for turn in run.turn_views()]
-        head = _RUN_OPEN + render_thinking_html(run) + _TURNS_OPEN
+        head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + end)
     parts = [render_thinking_html(run), render_tool_cards_html(run, decisions)]
     if run.is_error and run.turns and run.turns[-1].interrupted:
@@ -753,7 +758,7 @@ def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
     prompt = ""
     if turn.index > 0:
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
-    body = [prompt, _tool_cards(turn.tools, decisions)]
+    body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate), _tool_cards(turn.tools, decisions)]
     if turn.interrupted and turn.result is not None:
         body += [render_answer_html(turn.text), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:

@@ -166,6 +166,10 @@ class TurnView:
     tools: tuple[ToolCall, ...]
     result: dict[str, Any] | None
     interrupted: bool
+    thinking: str = ""
+    """The turn's thinking, its blocks joined by blank lines (:attr:`ClaudeRun.thinking` is every turn's)."""
+    thinking_estimate: int | None = None
+    """While the turn is thinking, the CLI's estimate of the thinking tokens (0 without one); else None."""
 
     @property
     def answer(self) -> str:
@@ -440,10 +444,12 @@ class ClaudeRun:
         """Every turn with its own text, tool calls and result (at least one)."""
         count = max(1, len(self.turns))
         texts: list[list[str]] = [[] for _ in range(count)]
+        thoughts: list[list[str]] = [[] for _ in range(count)]
         for message in self._messages.values():
-            texts[min(message.turn, count - 1)] += [
-                text for kind, text in message.blocks() if kind == "text" and text.strip()
-            ]
+            at = min(message.turn, count - 1)
+            for kind, text in message.blocks():
+                if text.strip():
+                    (texts if kind == "text" else thoughts)[at].append(text)  # as _texts() sorts them
         tools: list[list[ToolCall]] = [[] for _ in range(count)]
         for tool in self.tool_calls:  # one pass: looking through every call for each turn was quadratic
             tools[min(tool.turn, count - 1)].append(tool)
@@ -452,7 +458,10 @@ class ClaudeRun:
             turn = self.turns[index] if index < len(self.turns) else _Turn("", self.result)
             views.append(TurnView(
                 index, turn.prompt, "\n\n".join(texts[index]), tuple(tools[index]), turn.result, turn.interrupted,
+                "\n\n".join(thoughts[index]),
             ))
+        if self.phase == "thinking":
+            views[-1] = replace(views[-1], thinking_estimate=self.thinking_tokens or 0)
         return views
 
     def _last_turn_text(self) -> str:
