@@ -529,6 +529,43 @@ def test_a_one_prompt_run_shows_its_thinking_above_its_answer_as_before() -> Non
     assert "cc-turn" not in html and html.count("first, think") == 1
 
 
+def announce_run_and_report(message: str) -> list[str]:
+    """A turn as the demo's tool prompt streams it: ``I will run a command.``, the Bash call
+    (in the same message), its output, then ``The command printed: hi``."""
+    call = {"type": "tool_use", "id": f"toolu_{message}", "name": "Bash", "input": {"command": "echo hi"}}
+    output = {"type": "tool_result", "tool_use_id": f"toolu_{message}", "content": "hi"}
+    return [
+        *streamed_text(message, "I will run a command."), assistant(message, text("I will run a command."), call),
+        json_line(type="user", message={"role": "user", "content": [output]}),
+        *streamed_text(f"{message}-after", "The command printed: hi"),
+        assistant(f"{message}-after", text("The command printed: hi")), result(result="The command printed: hi"),
+    ]
+
+
+def in_stream_order(html: str) -> bool:
+    """Whether the announcement, the tool card and the report read top to bottom in that order."""
+    where = [html.index(mark) for mark in ("I will run a command.", 'class="cc-tool ', "The command printed: hi")]
+    return where == sorted(where)
+
+
+def test_a_turns_text_and_tool_cards_read_in_the_order_they_came(body: tuple[ClaudeBody, Source, Controls]) -> None:
+    """A turn that says "I will run a command.", runs it and reports: the sentence is above the
+    tool card and the report below it, as they streamed (the card came first, the sentence
+    below the command's result)."""
+    made, source, _ = body
+    made.interpreter.begin_turn("use a tool")
+    for each in announce_run_and_report("m0"):
+        made.interpreter.feed("stdout", each + "\n")
+        made.render(State(), 0.0)
+    assert in_stream_order(made.value)
+    made.interpreter.begin_turn("a follow-up")
+    for each in streamed_text("m1", "streaming"):
+        made.interpreter.feed("stdout", each + "\n")
+    made.render(State(), 0.0)
+    assert in_stream_order(turn_of(made.value, 0)) and made.value.count("The command printed: hi") == 1
+    assert made.value == fresh_html(made, source, State())
+
+
 def test_the_scrolling_box_still_reads_as_the_html_shown(body: tuple[ClaudeBody, Source, Controls]) -> None:
     """``view.body.html.value`` (the quickstart's way to read the HTML the browser gets, when
     ``html`` was one HTML widget) is still the whole conversation's HTML, now joined from its pieces."""

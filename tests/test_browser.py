@@ -67,6 +67,8 @@ VIEW_STATE = """cell => {
     const node = run.querySelector(selector);
     return node ? node.textContent.trim() : null;
   };
+  // A turn's text stands among its tool cards, in as many answer boxes as it has parts.
+  const answers = [...run.querySelectorAll('.cc-answer')].map(node => node.textContent.trim());
   const heart = run.querySelector('.ccx-heart');
   const silence = (run.textContent.match(/no output for (?:\\d+ (?:h|min) )?\\d+ (?:s|min)/) || [null])[0];
   return {
@@ -74,7 +76,7 @@ VIEW_STATE = """cell => {
     heart: heart ? `${heart.className} ${heart.textContent}` : null,
     heartbeat: text('.ccx-hb-text'),
     silence: silence,
-    answer: text('.cc-answer'),
+    answer: answers.length ? answers.join('\\n') : null,
     footer: text('.cc-footer'),
   };
 }"""

@@ -351,6 +351,19 @@ def test_thinking_is_collapsed_and_escaped() -> None:
     assert html.startswith('<details class="cc-thinking">') and "&lt;b&gt;hm&lt;/b&gt;" in html
 
 
+def test_a_result_not_in_the_text_is_said_once_after_the_last_tool_card() -> None:
+    """Text, a tool call, then a result whose text the stream did not carry: the text above the
+    card, the result's text below it, each once."""
+    call = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+    run = run_of(
+        line(type="assistant", message={"id": "m1", "content": [{"type": "text", "text": "Looking."}, call]}),
+        line(type="result", subtype="success", is_error=False, result="Found two files."),
+    )
+    html = render_claude_html(run)
+    assert html.index("Looking.") < html.index('class="cc-tool ') < html.index("Found two files.")
+    assert html.count("Looking.") == html.count("Found two files.") == 1
+
+
 def test_no_thinking_renders_nothing() -> None:
     """A run without thinking renders no thinking block."""
     assert render_thinking_html(ClaudeRun()) == ""

@@ -891,6 +891,23 @@ def test_turn_views_split_thinking_by_turn_and_mark_the_live_one() -> None:
     assert run.thinking == "first thought\n\nnow"
 
 
+def test_turn_views_place_each_tool_call_among_the_turns_text() -> None:
+    """A call stands after the text blocks that came before it in the stream (its message's
+    earlier blocks and earlier messages'), a subagent's call where the call before it stands."""
+    call = {"type": "tool_use", "id": "toolu_a", "name": "Task", "input": {}}
+    inner = {"type": "tool_use", "id": "toolu_sub", "name": "Bash", "input": {}}
+    run = conversation(("go", [
+        assistant("m0", text("first"), call), assistant("s0", inner, parent="toolu_a"),
+        assistant("m1", text("second")), assistant("m2", text("third"),
+                                                   {"type": "tool_use", "id": "toolu_b", "name": "Bash", "input": {}}),
+        assistant("m3", text("last")), result(result="last"),
+    ]))
+    (view,) = run.turn_views()
+    assert view.texts == ("first", "second", "third", "last")
+    assert [(tool.id, place) for tool, place in zip(view.tools, view.tool_places, strict=True)] == [
+        ("toolu_a", 1), ("toolu_sub", 1), ("toolu_b", 3)]
+
+
 def test_answer_follows_the_open_turn() -> None:
     """While a later turn runs, the answer is that turn's text so far, not the last result."""
     run = conversation(("a", [*streamed_text("m1", "old"), assistant("m1", text("old")), result(result="old")]))

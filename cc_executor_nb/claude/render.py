@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import time
 import weakref
@@ -655,14 +656,38 @@ def _run_pieces(
         built = [build(turn, decisions or {}) for turn in run.turn_views()]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + end)
-    parts = [render_thinking_html(run), render_tool_cards_html(run, decisions)]
+    (view,) = run.turn_views()
+    shown = decisions or {}
+    parts = [render_thinking_html(run)]
     if run.is_error and run.turns and run.turns[-1].interrupted:
-        parts += [render_answer_html(run.text), _INTERRUPTED]
+        parts += [_in_order(view, shown), _INTERRUPTED]
     elif run.is_error:
-        parts += [render_answer_html(_text_besides_error(run)), render_error_html(run)]
+        parts += [_in_order(view, shown, said=bool(_text_besides_error(run))), render_error_html(run)]
     else:
-        parts.append(render_answer_html(text_and_result(run.text, run.answer)))
+        parts.append(_in_order(view, shown, run.answer))
     return BodyPieces("", (), _RUN_OPEN + "".join(parts) + end)
+
+
+def _in_order(turn: TurnView, decisions: dict[str, PermissionRequest], result_text: str = "", *,
+              said: bool = True) -> str:
+    """A turn's text and tool cards in the order they came (a text before a call above its card,
+    not all of it below the cards), then ``result_text`` unless the text ends with it (as
+    :func:`text_and_result` says it once). ``said``: False leaves the text out (it only repeats
+    the error shown below it)."""
+    texts = turn.texts if said else ()
+    whole = "\n\n".join(texts)
+    extra = "" if text_and_result(whole, result_text) == whole else result_text
+    places = turn.tool_places + (0,) * (len(turn.tools) - len(turn.tool_places))
+    parts, done = [], 0
+    for place, group in itertools.groupby(zip(turn.tools, places, strict=True), key=lambda pair: pair[1]):
+        if place > done:
+            parts.append(render_answer_html("\n\n".join(texts[done:place])))
+            done = place
+        parts.append(_tool_cards([tool for tool, _place in group], decisions))
+    rest = "\n\n".join(texts[done:])
+    last = f"{rest.rstrip()}\n\n{extra.lstrip()}" if rest.strip() and extra else rest or extra
+    parts.append(render_answer_html(last))
+    return "".join(parts)
 
 
 _BODY_OPEN = '<div class="ccx-claude tex2jax_ignore mathjax_ignore">'
@@ -758,15 +783,15 @@ def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
     prompt = ""
     if turn.index > 0:
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
-    body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate), _tool_cards(turn.tools, decisions)]
+    body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate)]
     if turn.interrupted and turn.result is not None:
-        body += [render_answer_html(turn.text), _INTERRUPTED]
+        body += [_in_order(turn, decisions), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
-        body += [render_answer_html(turn.text if turn.text.strip() != message.strip() else ""),
+        body += [_in_order(turn, decisions, said=turn.text.strip() != message.strip()),
                  f'<div class="cc-error" style="{_ERROR}">{escape(printable(message))}</div>']
     else:
-        body.append(render_answer_html(turn.full_answer))
+        body.append(_in_order(turn, decisions, turn.answer))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
 
 

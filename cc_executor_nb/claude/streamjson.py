@@ -170,6 +170,10 @@ class TurnView:
     """The turn's thinking, its blocks joined by blank lines (:attr:`ClaudeRun.thinking` is every turn's)."""
     thinking_estimate: int | None = None
     """While the turn is thinking, the CLI's estimate of the thinking tokens (0 without one); else None."""
+    texts: tuple[str, ...] = ()
+    """The turn's text blocks in the order they came (:attr:`text` joins them by blank lines)."""
+    tool_places: tuple[int, ...] = ()
+    """For each of :attr:`tools`, how many of :attr:`texts` came before it (where it shows among them)."""
 
     @property
     def answer(self) -> str:
@@ -263,10 +267,10 @@ class _Message:
     turn: int = 0
     settled: bool = False
     """Never confirmed, and kept as streamed: its turn ended (interrupted) before it was."""
-    _blocks: list[tuple[str, str]] | None = field(default=None, repr=False, compare=False)
+    _blocks: list[tuple[str, str, str | None]] | None = field(default=None, repr=False, compare=False)
 
-    def blocks(self) -> list[tuple[str, str]]:
-        """``(kind, text)`` for each block (:func:`_message_blocks`), kept until :meth:`changed`:
+    def blocks(self) -> list[tuple[str, str, str | None]]:
+        """``(kind, text, tool id)`` for each block (:func:`_message_blocks`), kept until :meth:`changed`:
         the text and the turns of a long conversation are read at each render, while only the
         latest message changes."""
         if self._blocks is None:
@@ -445,10 +449,13 @@ class ClaudeRun:
         count = max(1, len(self.turns))
         texts: list[list[str]] = [[] for _ in range(count)]
         thoughts: list[list[str]] = [[] for _ in range(count)]
+        texts_before: dict[str, int] = {}  # by tool id: how many of its turn's text blocks came before the call
         for message in self._messages.values():
             at = min(message.turn, count - 1)
-            for kind, text in message.blocks():
-                if text.strip():
+            for kind, text, tool_id in message.blocks():
+                if tool_id is not None:
+                    texts_before[tool_id] = len(texts[at])
+                elif text.strip():
                     (texts if kind == "text" else thoughts)[at].append(text)  # as _texts() sorts them
         tools: list[list[ToolCall]] = [[] for _ in range(count)]
         for tool in self.tool_calls:  # one pass: looking through every call for each turn was quadratic
@@ -458,7 +465,8 @@ class ClaudeRun:
             turn = self.turns[index] if index < len(self.turns) else _Turn("", self.result)
             views.append(TurnView(
                 index, turn.prompt, "\n\n".join(texts[index]), tuple(tools[index]), turn.result, turn.interrupted,
-                "\n\n".join(thoughts[index]),
+                "\n\n".join(thoughts[index]), texts=tuple(texts[index]),
+                tool_places=_places(tools[index], texts_before),
             ))
         if self.phase == "thinking":
             views[-1] = replace(views[-1], thinking_estimate=self.thinking_tokens or 0)
@@ -470,7 +478,7 @@ class ClaudeRun:
         last = max(1, len(self.turns)) - 1
         return "\n\n".join(
             text for message in self._messages.values() if message.turn >= last
-            for kind, text in message.blocks() if kind == "text" and text.strip()
+            for kind, text, _tool in message.blocks() if kind == "text" and text.strip()
         )
 
     def feed_line(self, line: str) -> None:
@@ -823,7 +831,7 @@ class ClaudeRun:
             texts: list[str] = []
             thoughts: list[str] = []
             for message in self._messages.values():
-                for kind, text in message.blocks():
+                for kind, text, _tool in message.blocks():
                     if text.strip():
                         (texts if kind == "text" else thoughts).append(text)
             self._joined = (self.version, "\n\n".join(texts), "\n\n".join(thoughts))
@@ -1011,9 +1019,20 @@ def _merge_content(
     return final + content
 
 
-def _message_blocks(message: _Message) -> list[tuple[str, str]]:
-    """``(kind, text)`` for each block: confirmed where known, else streamed."""
-    blocks = []
+def _places(tools: list[ToolCall], texts_before: dict[str, int]) -> tuple[int, ...]:
+    """Where each tool call of a turn stands among the turn's text blocks: as its message has it;
+    a call no message of the turn holds (a subagent's) stands where the call before it does."""
+    places: list[int] = []
+    for tool in tools:
+        before = places[-1] if places else 0
+        places.append(max(before, texts_before.get(tool.id, before)))
+    return tuple(places)
+
+
+def _message_blocks(message: _Message) -> list[tuple[str, str, str | None]]:
+    """``(kind, text, tool id)`` for each block: confirmed where known, else streamed (the id
+    only for a tool call's block)."""
+    blocks: list[tuple[str, str, str | None]] = []
     for index, block in enumerate(message.final):
         kind = _KIND_BY_TYPE.get(_get_str(block, "type") or "", "other")
         text = (_get_str(block, kind) or "") if kind in ("text", "thinking") else ""
@@ -1021,10 +1040,10 @@ def _message_blocks(message: _Message) -> list[tuple[str, str]]:
         # Some models confirm thinking with an empty text after streaming it.
         if not text and kind == "thinking" and live is not None and live.kind == kind:
             text = "".join(live.pieces)
-        blocks.append((kind, text))
+        blocks.append((kind, text, _get_str(block, "id") if kind == "tool_use" else None))
     for index in sorted(i for i in message.live if i >= len(message.final)):
         live = message.live[index]
-        blocks.append((live.kind, "".join(live.pieces)))
+        blocks.append((live.kind, "".join(live.pieces), live.tool_id))
     return blocks
 
 
