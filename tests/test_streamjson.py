@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 
 from cc_executor_nb.claude import streamjson
 from cc_executor_nb.claude.control import ControlAnswer, PermissionAsked, RequestWithdrawn
-from cc_executor_nb.claude.streamjson import ApiRetry, ClaudeRun, LineSplitter, TurnEnded, summary
+from cc_executor_nb.claude.streamjson import (
+    AnswerBudget,
+    ApiRetry,
+    ClaudeRun,
+    Cut,
+    LineSplitter,
+    ToolCall,
+    TurnEnded,
+    summary,
+)
 
 RECORDINGS = Path(__file__).parent / "data" / "streamjson"
 
@@ -906,6 +915,17 @@ def test_turn_views_place_each_tool_call_among_the_turns_text() -> None:
     assert view.texts == ("first", "second", "third", "last")
     assert [(tool.id, place) for tool, place in zip(view.tools, view.tool_places, strict=True)] == [
         ("toolu_a", 1), ("toolu_sub", 1), ("toolu_b", 3)]
+
+
+def test_an_answer_budget_cuts_the_text_in_reading_order_and_keeps_every_tool_call() -> None:
+    """A budget of 7 over "first", a call, "second", a call, "last" then a turn "next": "first",
+    the call, "se" and a cut of the 8 characters left of the turn ("cond" and "last"), the
+    later call; the next turn is all cut."""
+    one, two = ToolCall("a", "Bash", {}), ToolCall("b", "Bash", {})
+    budget = AnswerBudget(7)
+    assert budget.spend(["first", (one,), "second", (two,), "last"]) == ["first", (one,), "se", Cut(8), (two,)]
+    assert budget.spend(["next"]) == ["", Cut(4)]
+    assert AnswerBudget(None).spend(["first", (one,)]) == ["first", (one,)]
 
 
 def test_answer_follows_the_open_turn() -> None:

@@ -197,6 +197,89 @@ def test_every_record_of_a_conversation_keeps_each_turns_text_before_its_tool_ca
     assert first_step < record.index("answer 1") < second_step < record.index("answer 2")
 
 
+TOOL_MARK = {"markdown": "**Bash**", "text": "[tool] Bash", "html": 'class="cc-tool-name">Bash'}
+
+
+@pytest.mark.parametrize("form", ["markdown", "text"])
+def test_the_markdown_and_text_records_put_a_tool_call_where_it_came(form: str) -> None:
+    """The tool run: "I will run a command.", then the Bash call, then "The command printed: hi", as
+    the stream had them and the HTML shows them (the tools were listed above all of the text)."""
+    record = getattr(Transcript(claude_run("tool")), form)()
+    said = record.index("I will run a command.")
+    assert said < record.index(TOOL_MARK[form]) < record.index("The command printed: hi")
+
+
+@pytest.mark.parametrize("form", ["markdown", "text"])
+def test_each_turn_of_a_conversations_record_puts_its_tool_call_where_it_came(form: str) -> None:
+    """Each turn's "Step 1 of 1.", its Bash call, then its answer (the call came above the step)."""
+    record = getattr(Transcript(stepped_conversation_run()), form)()
+    at, places = 0, []
+    for piece in ("Step 1 of 1.", TOOL_MARK[form], "answer 1", "Step 1 of 1.", TOOL_MARK[form], "answer 2"):
+        at = record.index(piece, at)
+        places.append(at)
+    assert places == sorted(places)
+
+
+def thinking_conversation_run() -> SimpleNamespace:
+    """A finished two-turn conversation whose follow-up alone thinks ("weigh it carefully") before
+    it writes "Step 1 of 1.", runs Bash and answers "answer 2"."""
+    interpreter = ClaudeInterpreter(prompt="bash: touch one.txt")
+    for index in (1, 2):
+        interpreter.begin_turn(f"bash: touch {index}.txt")
+        tool_id = f"toolu_{index}"
+        thought = [{"type": "thinking", "thinking": "weigh it carefully"}] if index == 2 else []
+        tool_result = {"type": "tool_result", "tool_use_id": tool_id, "content": "", "is_error": False}
+        for each in (
+            assistant(f"m{index}", *thought, {"type": "text", "text": "Step 1 of 1."},
+                      {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "touch"}}),
+            line(type="user", message={"role": "user", "content": [tool_result]}),
+            assistant(f"m{index}b", {"type": "text", "text": f"answer {index}"}),
+            result(result=f"answer {index}"),
+        ):
+            interpreter.feed("stdout", each + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: bash: touch one.txt", state=finished_state(), interpreter=interpreter,
+                           options={"prompt": "bash: touch one.txt"})
+
+
+@pytest.mark.parametrize(("form", "note", "follow_up"), [
+    ("markdown", "*3 words of thinking (in `run.thinking`)*", "**Follow-up 1**"),
+    ("text", "[thinking] 3 words", "[follow-up 1]"),
+])
+def test_a_conversations_record_notes_each_turns_thinking_in_that_turn(form: str, note: str, follow_up: str) -> None:
+    """The follow-up's thinking is noted once, in the follow-up, above its text (it was one note for
+    the whole run above the first turn, as the HTML had it before each turn showed its own)."""
+    record = getattr(Transcript(thinking_conversation_run()), form)()
+    assert record.count(note) == 1
+    second_step = record.index("Step 1 of 1.", record.index("Step 1 of 1.") + 1)
+    assert record.index(follow_up) < record.index(note) < second_step
+    assert "carefully" not in record
+
+
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
+def test_a_cut_answer_keeps_the_streams_order_up_to_the_cut(form: str) -> None:
+    """answer_chars of 21 (the length of "I will run a command."): every record says that text, then
+    the Bash call, then that the 23 characters of "The command printed: hi" are left out (the HTML
+    showed the card above all of the text, the Markdown and text the tools above it)."""
+    record = getattr(Transcript(claude_run("tool"), answer_chars=len("I will run a command.")), form)()
+    said = record.index("I will run a command.")
+    assert said < record.index(TOOL_MARK[form]) < record.index("23 more characters")
+    assert "The command printed" not in record
+
+
+def test_a_cut_conversations_html_record_shows_its_turns_and_each_turns_thinking() -> None:
+    """A conversation whose answer is cut: the HTML record still has each turn, the follow-up's
+    prompt and its thinking inside it, its text before its card, and the cut note (it was the
+    whole run's thinking, all cards, then the answer's head, with no turns)."""
+    cut = len("Step 1 of 1.answer 1Step 1 of 1.")
+    page = Transcript(thinking_conversation_run(), answer_chars=cut).html()
+    first, second = page.split('class="cc-turn cc-turn-1"')
+    assert 'class="cc-turn cc-turn-0"' in first and "cc-thinking" not in first
+    assert "bash: touch 2.txt" in second and '<details class="cc-thinking">' in second
+    assert second.index("cc-thinking") < second.index("Step 1 of 1.") < second.index(TOOL_MARK["html"])
+    assert "answer 2" not in page and "8 more characters" in second
+
+
 def test_a_long_tool_error_is_cut_with_an_ellipsis() -> None:
     """A failed tool's first line is cut at 100 characters and says so with "…" (it was cut silently)."""
     tool = ToolCall("t1", "Bash", {"command": "make"}, result="E" * 150 + "\nmore", status="done", is_error=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import time
 import weakref
@@ -42,7 +41,7 @@ from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, input_lines, readable_input
 from .permissions import printable as visible_controls
-from .streamjson import ApiRetry, ClaudeRun, ToolCall, TurnView, summary, text_and_result
+from .streamjson import AnswerBudget, ApiRetry, ClaudeRun, Cut, ToolCall, TurnPart, TurnView, summary
 
 _nh3: ModuleType | None
 try:
@@ -648,11 +647,15 @@ def _run_pieces(
     process_ended: bool,
     decisions: dict[str, PermissionRequest] | None,
     turns: TurnCache | None,
+    budget: AnswerBudget | None = None,
 ) -> BodyPieces:
-    """:func:`render_claude_html` cut before the turns and before the last one."""
+    """:func:`render_claude_html` cut before the turns and before the last one; ``budget``: a
+    bounded record's (its turns are built afresh)."""
     end = render_retries_html(run) + render_footer_html(run, process_ended) + "</div>"
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
+        if budget is not None:  # a bounded record: each turn spends what is left, built afresh
+            build = functools.partial(_turn_html, budget=budget)
         built = [build(turn, decisions or {}) for turn in run.turn_views()]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + end)
@@ -660,34 +663,31 @@ def _run_pieces(
     shown = decisions or {}
     parts = [render_thinking_html(run)]
     if run.is_error and run.turns and run.turns[-1].interrupted:
-        parts += [_in_order(view, shown), _INTERRUPTED]
+        parts += [_in_order(view, shown, budget=budget), _INTERRUPTED]
     elif run.is_error:
-        parts += [_in_order(view, shown, said=bool(_text_besides_error(run))), render_error_html(run)]
+        parts += [_in_order(view, shown, said=bool(_text_besides_error(run)), budget=budget), render_error_html(run)]
     else:
-        parts.append(_in_order(view, shown, run.answer))
+        parts.append(_in_order(view, shown, run.answer, budget=budget))
     return BodyPieces("", (), _RUN_OPEN + "".join(parts) + end)
 
 
 def _in_order(turn: TurnView, decisions: dict[str, PermissionRequest], result_text: str = "", *,
-              said: bool = True) -> str:
-    """A turn's text and tool cards in the order they came (a text before a call above its card,
-    not all of it below the cards), then ``result_text`` unless the text ends with it (as
-    :func:`text_and_result` says it once). ``said``: False leaves the text out (it only repeats
-    the error shown below it)."""
-    texts = turn.texts if said else ()
-    whole = "\n\n".join(texts)
-    extra = "" if text_and_result(whole, result_text) == whole else result_text
-    places = turn.tool_places + (0,) * (len(turn.tools) - len(turn.tool_places))
-    parts, done = [], 0
-    for place, group in itertools.groupby(zip(turn.tools, places, strict=True), key=lambda pair: pair[1]):
-        if place > done:
-            parts.append(render_answer_html("\n\n".join(texts[done:place])))
-            done = place
-        parts.append(_tool_cards([tool for tool, _place in group], decisions))
-    rest = "\n\n".join(texts[done:])
-    last = f"{rest.rstrip()}\n\n{extra.lstrip()}" if rest.strip() and extra else rest or extra
-    parts.append(render_answer_html(last))
-    return "".join(parts)
+              said: bool = True, budget: AnswerBudget | None = None) -> str:
+    """A turn's text and tool cards in the order they came (:meth:`TurnView.parts`: a text before
+    a call above its card, not all of it below the cards), then ``result_text`` unless the text
+    ends with it. ``said``: False leaves the text out (it only repeats the error shown below
+    it). ``budget``: a bounded record's, which cuts the text where it runs out, with a note."""
+    parts = turn.parts(result_text, said=said)
+    return "".join(_part_html(part, decisions) for part in (budget.spend(parts) if budget else parts))
+
+
+def _part_html(part: TurnPart | Cut, decisions: dict[str, PermissionRequest]) -> str:
+    if isinstance(part, str):
+        return render_answer_html(part)
+    if isinstance(part, Cut):
+        return (f'<div class="cc-cut" style="{_MUTED}"><em>… {part.chars:,} more characters of the answer: '
+                "<code>run.transcript()</code> has all of it</em></div>")
+    return _tool_cards(part, decisions)
 
 
 _BODY_OPEN = '<div class="ccx-claude tex2jax_ignore mathjax_ignore">'
@@ -779,19 +779,19 @@ def _turn_key(turn: TurnView, decisions: dict[str, PermissionRequest]) -> tuple[
     return fields, tools, tuple(decisions.get(tool.id) for tool in turn.tools)
 
 
-def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest]) -> str:
+def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest], budget: AnswerBudget | None = None) -> str:
     prompt = ""
     if turn.index > 0:
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
     body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate)]
     if turn.interrupted and turn.result is not None:
-        body += [_in_order(turn, decisions), _INTERRUPTED]
+        body += [_in_order(turn, decisions, budget=budget), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
-        body += [_in_order(turn, decisions, said=turn.text.strip() != message.strip()),
+        body += [_in_order(turn, decisions, said=turn.text.strip() != message.strip(), budget=budget),
                  f'<div class="cc-error" style="{_ERROR}">{escape(printable(message))}</div>']
     else:
-        body.append(_in_order(turn, decisions, turn.answer))
+        body.append(_in_order(turn, decisions, turn.answer, budget=budget))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
 
 
@@ -835,6 +835,7 @@ def claude_body_html(
     decisions: dict[str, PermissionRequest] | None = None,
     now: float | None = None,
     turns: TurnCache | None = None,
+    answer_chars: int | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
@@ -842,9 +843,12 @@ def claude_body_html(
     shown, escaped, only in that note. ``decisions``: permission requests by tool_use_id.
     ``now`` (epoch seconds, default the clock's) counts down to a usage limit's reset.
     ``turns``: a conversation's turns kept from an earlier call (the live widget's).
+    ``answer_chars``: show that many characters of Claude's text at most (a record's bound; None:
+    all), read in order: the text is cut where they run out, with a note of how much is left out.
     """
     return claude_body_pieces(
-        run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns
+        run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
+        answer_chars=answer_chars,
     ).html
 
 
@@ -857,12 +861,14 @@ def claude_body_pieces(
     decisions: dict[str, PermissionRequest] | None = None,
     now: float | None = None,
     turns: TurnCache | None = None,
+    answer_chars: int | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
     sends a conversation's finished turns once and then only the turn that changes."""
     ended = status in FINAL_STATUSES
     limit = render_limit_html(run, time.time() if now is None else now, ended=ended)
-    body = _run_pieces(run, ended, decisions, turns)
+    budget = AnswerBudget(answer_chars) if answer_chars is not None else None
+    body = _run_pieces(run, ended, decisions, turns, budget)
     end = limit
     if ended and run.result is None:
         end += _no_result_html(run, status, exit_code, stderr)

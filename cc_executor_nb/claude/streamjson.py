@@ -40,11 +40,12 @@ several processes of the same Claude session, one after another.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -52,14 +53,17 @@ from .control import ControlMessage, parse_control
 from .limits import UsageLimit, cost_estimate_reason, limit_from_event, limit_from_result, limit_from_retry
 
 __all__ = [
+    "AnswerBudget",
     "ApiRetry",
     "ClaudeRun",
+    "Cut",
     "LineSplitter",
     "Phase",
     "Signal",
     "ToolCall",
     "ToolStatus",
     "TurnEnded",
+    "TurnPart",
     "TurnView",
     "summary",
     "text_and_result",
@@ -156,6 +160,11 @@ Signal = ControlMessage | TurnEnded
 """What :meth:`ClaudeRun.take_signals` hands to the conversation's driver."""
 
 
+TurnPart = str | tuple[ToolCall, ...]
+"""A piece of a turn as it reads (:meth:`TurnView.parts`): a text, or the tool calls made at one
+place among its texts."""
+
+
 @dataclass(frozen=True)
 class TurnView:
     """One turn of a conversation as the renderer shows it."""
@@ -188,6 +197,26 @@ class TurnView:
         (see :func:`text_and_result`); when the turn did not succeed, its text so far."""
         return text_and_result(self.text, self.answer)
 
+    def parts(self, result_text: str = "", *, said: bool = True) -> list[TurnPart]:
+        """The turn as it reads: its texts and tool calls in the order they came (the calls made at
+        one place among the texts together), then ``result_text`` unless the texts end with it
+        (said once, as :func:`text_and_result` does). The last part is a text, maybe ``""``.
+        ``said``: False leaves the texts out (they only repeat the error shown instead)."""
+        texts = self.texts if said else ()
+        whole = "\n\n".join(texts)
+        extra = "" if text_and_result(whole, result_text) == whole else result_text
+        places = self.tool_places + (0,) * (len(self.tools) - len(self.tool_places))
+        parts: list[TurnPart] = []
+        done = 0
+        for place, group in itertools.groupby(zip(self.tools, places, strict=True), key=lambda pair: pair[1]):
+            if place > done:
+                parts.append("\n\n".join(texts[done:place]))
+                done = place
+            parts.append(tuple(tool for tool, _place in group))
+        rest = "\n\n".join(texts[done:])
+        parts.append(f"{rest.rstrip()}\n\n{extra.lstrip()}" if rest.strip() and extra else rest or extra)
+        return parts
+
     @property
     def is_error(self) -> bool:
         """Whether the turn ended with an error (an interrupt counts as one)."""
@@ -199,6 +228,40 @@ class TurnView:
         if not self.is_error or self.result is None:
             return ""
         return "Interrupted." if self.interrupted else _error_of_result(self.result) or "The turn failed."
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a bounded record stops a turn's text: ``chars`` more characters of it are left out."""
+
+    chars: int
+
+
+@dataclass
+class AnswerBudget:
+    """How many characters of Claude's text a bounded record still shows (None: all of it),
+    spent turn after turn in the order they are read."""
+
+    chars: int | None = None
+
+    def spend(self, parts: Iterable[TurnPart]) -> list[TurnPart | Cut]:
+        """A turn's ``parts`` as the record shows them: the text that overruns the budget is cut
+        there and a :class:`Cut` after it counts what is left out of the turn's texts (the later
+        ones too); its tool calls all stay."""
+        shown: list[TurnPart | Cut] = []
+        cut_at, left_out = -1, 0
+        for part in parts:
+            if isinstance(part, tuple) or self.chars is None:
+                shown.append(part)
+            elif cut_at >= 0:
+                left_out += len(part)
+            elif len(part) > self.chars:
+                shown.append(part[: self.chars])
+                cut_at, left_out, self.chars = len(shown), len(part) - self.chars, 0
+            else:
+                shown.append(part)
+                self.chars -= len(part)
+        return shown if cut_at < 0 else [*shown[:cut_at], Cut(left_out), *shown[cut_at:]]
 
 
 def text_and_result(text: str, result_text: str) -> str:

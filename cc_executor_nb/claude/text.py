@@ -50,7 +50,7 @@ from .render import (
     status_name,
     tool_input_summary,
 )
-from .streamjson import ApiRetry, ToolCall, text_and_result
+from .streamjson import ApiRetry, Cut, ToolCall, TurnPart, text_and_result
 
 __all__ = [
     "FLUSH_CHARS",
@@ -65,6 +65,7 @@ __all__ = [
     "footer_line",
     "join_chunks",
     "limit_line",
+    "parts_text",
     "permission_line",
     "printable",
     "render_text",
@@ -297,11 +298,16 @@ def answer_of(view: ClaudeSnapshot) -> str:
 # A whole run at once
 
 
-def render_text(view: ClaudeSnapshot, *, ended: bool = False) -> str:
-    """The run as plain text at once: thinking note, retries, permissions, tools, answer, footer.
+def render_text(
+    view: ClaudeSnapshot, *, ended: bool = False, parts: Sequence[TurnPart | Cut] | None = None
+) -> str:
+    """The run as plain text at once: thinking note, retries, permissions, then the text and
+    tools, then the footer.
 
-    The order is the widget's (what happened, then the answer, then the figures); the
-    :class:`ClaudeTextRenderer` keeps the order things happened in instead.
+    ``parts``: the text and tool calls in the order they came, maybe cut
+    (:meth:`~cc_executor_nb.claude.streamjson.TurnView.parts`); without them, the view's tool
+    calls, then its answer (a snapshot does not know where each call came among the text). The
+    :class:`ClaudeTextRenderer` writes things as they happen instead.
     """
     notes: list[str] = []
     if view.thinking.strip():
@@ -311,13 +317,29 @@ def render_text(view: ClaudeSnapshot, *, ended: bool = False) -> str:
     if limit is not None:
         notes.append(limit_line(limit, time.time()))
     notes += [permission_line(item) for item in permission_requests(view)]
-    notes += [tool_line(tool) for tool in view.tool_calls if tool.parent_tool_use_id is None]
-    answer = printable(answer_of(view)).strip("\n")
-    parts = ["\n".join(notes)] if notes else []
-    if answer:
-        parts.append(answer)
-    parts.append("\n".join(filter(None, [error_line(view), footer_line(view, ended=ended)])))
-    return "\n\n".join(parts) + "\n"
+    shown: Sequence[TurnPart | Cut] = parts if parts is not None else [tuple(view.tool_calls), answer_of(view)]
+    blocks = ["\n".join(notes)] if notes else []
+    blocks += parts_text(shown)
+    blocks.append("\n".join(filter(None, [error_line(view), footer_line(view, ended=ended)])))
+    return "\n\n".join(blocks) + "\n"
+
+
+def parts_text(parts: Iterable[TurnPart | Cut]) -> list[str]:
+    """A turn's text and tool calls in order as blocks of text: each text, the calls made at one
+    place as ``[tool]`` lines (a subagent's left out), a cut as ``… N more characters`` under
+    the text it cuts."""
+    blocks: list[str] = []
+    previous: TurnPart | Cut | None = None
+    for part in parts:
+        if isinstance(part, Cut):
+            text = blocks.pop() if isinstance(previous, str) else ""
+            blocks.append(f"{text}\n… {part.chars:,} more characters".lstrip("\n"))
+        elif isinstance(part, str):
+            blocks.append(printable(part).strip("\n"))
+        else:
+            blocks.append("\n".join(tool_line(tool) for tool in part if tool.parent_tool_use_id is None))
+        previous = part
+    return [block for block in blocks if block]
 
 
 def permission_requests(view: object) -> tuple[Any, ...]:

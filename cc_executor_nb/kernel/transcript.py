@@ -2,8 +2,10 @@
 
 A :class:`Transcript` reads a run (its label, :class:`~cc_executor_nb.kernel.runstate.RunState`,
 options and, for Claude, its interpreter) and writes what a saved notebook, a file or a
-terminal should show without a kernel or widget state: for Claude the answer, the thinking
-note, the tool log, retries, permission questions and the footer (status, cost, tokens,
+terminal should show without a kernel or widget state: for Claude the thinking note (each
+turn's in a conversation), the answer and the tool log in the stream's order (as the widget
+shows them: :meth:`~cc_executor_nb.claude.streamjson.TurnView.parts`), retries, permission
+questions and the footer (status, cost, tokens,
 turns, duration, model, session id); for a command its whole line (when the label cuts
 it), status, exit code and output tail.
 
@@ -35,28 +37,23 @@ from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
     LIVE_ANSWER_HEIGHT,
     claude_body_html,
-    render_answer_html,
-    render_error_html,
-    render_footer_html,
-    render_thinking_html,
-    render_tool_cards_html,
     retry_text,
     tool_change,
     tool_input_summary,
 )
-from ..claude.streamjson import ToolCall, TurnView
+from ..claude.streamjson import AnswerBudget, Cut, ToolCall, TurnPart, TurnView
 from ..claude.text import (
     TOOL_ERROR_CHARS,
     answer_of,
     error_line,
     footer_items,
     footer_line,
+    parts_text,
     permission_line,
     permission_requests,
     printable,
     render_text,
     thinking_line,
-    tool_line,
 )
 from ..events import exit_words
 from ..protocol import command_line
@@ -127,7 +124,12 @@ class Transcript:
         interpreter = run.interpreter
         raw = bool(run.options.get("raw"))
         self.claude = interpreter if isinstance(interpreter, ClaudeInterpreter) and not raw else None
-        self.view: ClaudeView | None = self.claude.snapshot() if self.claude is not None else None
+        self.view: ClaudeView | None = None
+        self.turns: list[TurnView] = []
+        """Claude's turns as the view has them (one for a run of one prompt)."""
+        if self.claude is not None:
+            with self.claude.locked() as claude_run:  # the view and its turns at the same moment
+                self.view, self.turns = self.claude.snapshot(), claude_run.turn_views()
 
     # Facts shared by every form
 
@@ -194,14 +196,19 @@ class Transcript:
         line = command if isinstance(command, str) else command_line(list(command))
         return None if self.run.label == line else printable(line)
 
-    def _answer(self) -> tuple[str, int]:
-        """The answer to record and how many characters were left out."""
+    def _parts(self) -> list[list[TurnPart | Cut]]:
+        """Each turn's text and tool calls in the order they came (as the HTML has them), its
+        text bounded by ``answer_chars`` in reading order."""
         assert self.view is not None
-        answer = answer_of(self.view)
-        limit = self.answer_chars
-        if limit is None or len(answer) <= limit:
-            return answer, 0
-        return answer[:limit], len(answer) - limit
+        budget = AnswerBudget(self.answer_chars)
+        if not self._conversation:
+            return [budget.spend(_one_turn_parts(self.view, self.turns[0]))]
+        return [budget.spend(_turn_parts(turn)) for turn in self.turns]
+
+    @property
+    def _conversation(self) -> bool:
+        """Whether the run is a conversation of several turns (the record shows each)."""
+        return self.view is not None and self.view.turns > 1 and len(self.turns) > 1
 
     # Markdown
 
@@ -227,36 +234,22 @@ class Transcript:
     def _claude_markdown(self) -> list[str]:
         view = self.view
         assert view is not None
-        parts: list[str] = []
-        if view.thinking.strip():
-            parts.append(f"*{markdown_escape(thinking_line(view.thinking).removeprefix('[thinking] '))} of thinking"
-                         " (in `run.thinking`)*")
-        turns = self._turn_views()
-        asked = _requests_by_turn(view, turns)
+        asked = _requests_by_turn(view, self.turns if self._conversation else [])
+        parts_by_turn = self._parts()
         # A conversation's retries are listed after its turns, as in the HTML, each naming its turn.
         retries = _retries_markdown(view)
-        parts += [] if turns else retries
-        if asked[0]:
-            parts.append(_permissions_markdown(asked[0]))
-        if turns:
-            parts += self._turns_markdown(turns, asked) + retries
+        if not self._conversation:
+            parts = [_thinking_markdown(view.thinking), *retries, _permissions_markdown(asked[0])]
+            parts += self._answer_markdown(view, parts_by_turn[0])
         else:
-            parts += self._answer_markdown(view)
+            parts = self._turns_markdown(parts_by_turn, asked) + retries
         parts += self._no_result_markdown()
         parts.append("---\n\n" + " · ".join(_footer_markdown(view, ended=self.state.finished)))
         return parts
 
-    def _answer_markdown(self, view: ClaudeView) -> list[str]:
-        """One turn: its tools, the answer (cut to ``answer_chars``) and how it failed."""
-        parts = []
-        tools = [tool for tool in view.tool_calls if tool.parent_tool_use_id is None]
-        if tools:
-            parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
-        answer, cut = self._answer()
-        if answer.strip():
-            parts.append(_answer_text(answer))
-        if cut:
-            parts.append(f"*… {cut:,} more characters of the answer: `run.transcript()` has all of it*")
+    def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut]) -> list[str]:
+        """One turn: its text and tools in order (the text cut to ``answer_chars``) and how it failed."""
+        parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it")
         error = error_line(view)
         if view.interrupted:
             parts.append("**Interrupted**")
@@ -264,37 +257,19 @@ class Transcript:
             parts.append(f"**{markdown_escape(error.removeprefix('[error] '))}**")
         return parts
 
-    def _turns_markdown(self, turns: list[TurnView], asked: list[list[Any]]) -> list[str]:
-        """A conversation: each turn's follow-up prompt, permission questions (the first
-        turn's are the run's notes), tools, answer and how it ended."""
+    def _turns_markdown(self, parts_by_turn: list[list[TurnPart | Cut]], asked: list[list[Any]]) -> list[str]:
+        """A conversation: each turn's follow-up prompt, thinking note, permission questions, text
+        and tools in the order they came, and how it ended."""
         parts: list[str] = []
-        budget = self.answer_chars
-        for turn in turns:
+        for turn, shown in zip(self.turns, parts_by_turn, strict=True):
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
-                if asked[turn.index]:
-                    parts.append(_permissions_markdown(asked[turn.index]))
-            tools = [tool for tool in turn.tools if tool.parent_tool_use_id is None]
-            if tools:
-                parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
-            text, failure = _turn_text_and_failure(turn)
-            if budget is not None and len(text) > budget:
-                parts.append(_answer_text(text[:budget]))
-                parts.append(f"*… {len(text) - budget:,} more characters of this answer: `run.text` has all of it*")
-                budget = 0
-            elif text.strip():
-                parts.append(_answer_text(text))
-                budget = None if budget is None else budget - len(text)
+            parts += [_thinking_markdown(turn.thinking), _permissions_markdown(asked[turn.index])]
+            parts += _parts_markdown(shown, "of this answer: `run.text` has all of it")
+            failure = _turn_failure(turn)
             if failure:
                 parts.append(f"**{markdown_escape(failure)}**")
         return parts
-
-    def _turn_views(self) -> list[TurnView]:
-        """Each turn of a conversation; [] for a run of one turn."""
-        if self.view is None or self.view.turns <= 1 or self.claude is None:
-            return []
-        with self.claude.locked() as run:
-            return run.turn_views()
 
     def _no_result_markdown(self) -> list[str]:
         assert self.view is not None
@@ -355,22 +330,12 @@ class Transcript:
         assert self.claude is not None
         state = self.state
         stderr = self.claude.snapshot().stderr[-self.output_chars :]
+        requests = self.view.permission_requests if self.view is not None else ()
+        decisions = {r.tool_use_id: r for r in requests if r.tool_use_id}
         with self.claude.locked() as run:
-            answer, cut = self._answer()
-            if not cut:
-                requests = self.view.permission_requests if self.view is not None else ()
-                decisions = {r.tool_use_id: r for r in requests if r.tool_use_id}
-                return claude_body_html(
-                    run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions
-                )
-            # The answer is cut: the same pieces as the widget's, with the head of the answer.
-            note = (f'<div style="opacity:0.75"><em>… {cut:,} more characters of the answer: '
-                    "<code>run.transcript()</code> has all of it</em></div>")
-            return (
-                f'<div class="ccx-claude {NO_MATH_CLASSES}"><div class="cc-run">'
-                + render_thinking_html(run) + render_tool_cards_html(run) + render_answer_html(answer) + note
-                + render_error_html(run) + render_footer_html(run, process_ended=state.finished)
-                + "</div></div>"
+            return claude_body_html(
+                run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
+                answer_chars=self.answer_chars,
             )
 
     def document(self) -> str:
@@ -412,44 +377,28 @@ class Transcript:
 
     def _claude_text(self) -> str:
         assert self.view is not None
-        turns = self._turn_views()
-        if turns:
-            return self._turns_text(turns)
-        text = render_text(self.view, ended=self.state.finished)
-        answer, cut = self._answer()
-        if cut:
-            text = text.replace(answer_of(self.view), answer + f"\n… {cut:,} more characters", 1)
+        if self._conversation:
+            return self._turns_text()
+        text = render_text(self.view, ended=self.state.finished, parts=self._parts()[0])
         if self.view.result is None and self.state.finished:
             text += f"[no result] the run ended {self.state.status} without Claude's result\n"
         return text
 
-    def _turns_text(self, turns: list[TurnView]) -> str:
-        """A conversation as text: the run's notes (with the first turn's permission
-        questions), then each turn (its follow-up prompt, permission questions, tools, answer
-        and how it ended), then Claude's footer."""
+    def _turns_text(self) -> str:
+        """A conversation as text: each turn (its follow-up prompt, thinking note, permission
+        questions, text and tools in the order they came, and how it ended), the retries, then
+        Claude's footer."""
         view = self.view
         assert view is not None
-        asked = _requests_by_turn(view, turns)
-        notes = [thinking_line(view.thinking)] if view.thinking.strip() else []
-        notes += map(permission_line, asked[0])
-        parts = ["\n".join(notes)] if notes else []
-        budget = self.answer_chars
-        for turn in turns:
-            lines: list[str] = []
+        asked = _requests_by_turn(view, self.turns)
+        parts: list[str] = []
+        for turn, shown in zip(self.turns, self._parts(), strict=True):
             if turn.index > 0:
                 parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
-                lines += map(permission_line, asked[turn.index])
-            lines += [tool_line(tool) for tool in turn.tools if tool.parent_tool_use_id is None]
-            if lines:
-                parts.append("\n".join(lines))
-            raw, failure = _turn_text_and_failure(turn)
-            text = printable(raw).strip("\n")
-            if budget is not None and len(text) > budget:
-                text, budget = text[:budget] + f"\n… {len(text) - budget:,} more characters", 0
-            elif budget is not None:
-                budget -= len(text)
-            if text:
-                parts.append(text)
+            notes = [thinking_line(turn.thinking)] if turn.thinking.strip() else []
+            parts += ["\n".join([*notes, *map(permission_line, asked[turn.index])])]
+            parts += parts_text(shown)
+            failure = _turn_failure(turn)
             if turn.interrupted and turn.result is not None:
                 parts.append("[interrupted] the turn was interrupted")
             elif failure:
@@ -457,7 +406,7 @@ class Transcript:
         if view.retries:
             parts.append("\n".join(f"[retry] {retry_text(retry, view.turns)}" for retry in view.retries))
         parts.append(footer_line(view, ended=self.state.finished))
-        return "\n\n".join(parts) + "\n"
+        return "\n\n".join(part for part in parts if part) + "\n"
 
     def _output_text(self) -> list[str]:
         parts = []
@@ -570,7 +519,9 @@ def _retries_markdown(view: ClaudeView) -> list[str]:
 
 
 def _permissions_markdown(items: list[Any]) -> str:
-    """Permission questions and how each was answered, as a list under its label."""
+    """Permission questions and how each was answered, as a list under its label; "" for none."""
+    if not items:
+        return ""
     return "**Permission questions**\n\n" + "\n".join(map(_permission_markdown, items))
 
 
@@ -605,20 +556,57 @@ def _answer_text(text: str) -> str:
     return safe_markdown(printable(text).strip("\n"))
 
 
-def _turn_text_and_failure(turn: TurnView) -> tuple[str, str]:
-    """A turn's text for the record, and the line that says how it failed ("" if it did not).
+def _one_turn_parts(view: ClaudeView, turn: TurnView) -> list[TurnPart]:
+    """A run of one prompt in the order it came, saying what :func:`answer_of` says: the text so
+    far when interrupted, none when it is only the failure, else the result's text once."""
+    if view.interrupted:
+        return turn.parts()
+    if view.is_error:
+        return turn.parts(said=bool(answer_of(view)))
+    return turn.parts(view.answer if view.result is not None else "")
+
+
+def _turn_parts(turn: TurnView) -> list[TurnPart]:
+    """A conversation's turn in the order it came.
 
     A failed turn's text is often the failure itself (a usage limit, an API error): it is
-    then shown once, as the failure, never as if it were Claude's answer.
+    then shown once, as the failure (:func:`_turn_failure`), never as if it were Claude's answer.
     """
     if not turn.is_error:
-        return turn.full_answer, ""
-    if turn.result is None:
-        return turn.text, ""
+        return turn.parts(turn.answer)
+    if turn.result is None or turn.interrupted:
+        return turn.parts()
+    return turn.parts(said=turn.text.strip() != _turn_failure(turn).strip())
+
+
+def _turn_failure(turn: TurnView) -> str:
+    """The line that says how a conversation's turn failed (\"\" if it did not)."""
+    if not turn.is_error or turn.result is None:
+        return ""
     if turn.interrupted:
-        return turn.text, turn.error_message.rstrip(".") or "Interrupted"
-    message = turn.error_message or "The turn failed."
-    return ("" if turn.text.strip() == message.strip() else turn.text), message
+        return turn.error_message.rstrip(".") or "Interrupted"
+    return turn.error_message or "The turn failed."
+
+
+def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str) -> list[str]:
+    """A turn's text and tools in order: each text as inert Markdown, the calls at one place as a
+    list under **Tools**, a cut as the note ``… N more characters {cut_words}``."""
+    parts = []
+    for part in shown:
+        if isinstance(part, Cut):
+            parts.append(f"*… {part.chars:,} more characters {cut_words}*")
+        elif isinstance(part, str):
+            parts.append(_answer_text(part) if part.strip() else "")
+        elif tools := [tool for tool in part if tool.parent_tool_use_id is None]:
+            parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
+    return parts
+
+
+def _thinking_markdown(thinking: str) -> str:
+    """The note that stands for thinking (its words counted, its text left out); "" for none."""
+    if not thinking.strip():
+        return ""
+    return f"*{markdown_escape(thinking_line(thinking).removeprefix('[thinking] '))} of thinking (in `run.thinking`)*"
 
 
 def _quote(text: str) -> str:
