@@ -237,3 +237,38 @@ def test_a_dropped_attached_run_shown_nowhere_lets_its_job_go(kernel_with_jobs: 
     kernel.wait_until("r.status == 'completed' and r.answer == 'still here'", timeout=scaled(60))
     kernel.ok("r.end()")
     kernel.wait_until("r.done", timeout=scaled(60))
+
+
+def test_a_follow_up_queued_before_a_durable_run_is_dropped_still_reaches_its_job(
+    kernel_with_jobs: KernelHarness, tmp_path: Path,
+) -> None:
+    """``r.send(...)`` during a turn, then ``del r``: the follow-up the user asked for is not lost
+    when this kernel lets the job go (it was queued here and dropped with the connection)."""
+    kernel = kernel_with_jobs
+    kernel.ok('r = ccx.run("bash: echo 1 > queued.txt", demo=True, display=False, durable=True)')
+    kernel.wait_until("r.job_id is not None and r.pending is not None", timeout=scaled(60))
+    kernel.ok("job_id = r.job_id\nr.send('echo: the follow-up') and None  # not kept in Out")
+    _drop(kernel, "r")
+    kernel.ok("again = ccx.attach(job_id, display=False)")
+    kernel.wait_until("again.pending is not None", timeout=scaled(60))
+    kernel.ok("again.approve()")
+    kernel.wait_until("again.status == 'completed' and again.answer == 'the follow-up'", timeout=scaled(60))
+    kernel.ok("again.end()")
+    kernel.wait_until("again.done", timeout=scaled(60))
+
+
+def test_an_end_asked_before_a_durable_run_is_dropped_still_closes_its_jobs_input(
+    kernel_with_jobs: KernelHarness,
+) -> None:
+    """``r.end()`` during a turn, then ``del r``: the job's input still closes after that turn, so
+    its CLI exits (it was left open, the job waiting for its stdin idle timeout)."""
+    kernel = kernel_with_jobs
+    kernel.ok('r = ccx.run("bash: echo 1 > ended.txt", demo=True, display=False, durable=True)')
+    kernel.wait_until("r.job_id is not None and r.pending is not None", timeout=scaled(60))
+    kernel.ok("job_id = r.job_id\nr.end() and None  # not kept in Out")
+    _drop(kernel, "r")
+    kernel.ok("again = ccx.attach(job_id, display=False)")
+    kernel.wait_until("again.pending is not None", timeout=scaled(60))
+    kernel.ok("again.approve() and None")
+    kernel.wait_until("again.done", timeout=scaled(60))
+    assert kernel.value("again.status") == "completed"

@@ -132,6 +132,8 @@ class Conversation:
     """Nobody can reach the run any more: its questions are denied (:meth:`nobody_left`)."""
     _queued = _written = 0
     """Lines queued for the CLI, and lines the writer handed to the server (or gave up on)."""
+    _input_close_queued = False
+    """Whether the writer was handed the input's close (see :attr:`owes_the_job`)."""
     _start_lines: int | None = None
     """How many lines start() had queued (``initialize`` and the prompt): see :attr:`prompt_sent`."""
 
@@ -249,6 +251,18 @@ class Conversation:
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
         self._client = None
+
+    @property
+    def owes_the_job(self) -> bool:
+        """Whether something asked here has not reached a durable job's input yet: a follow-up
+        queued for the turn's end (``send()`` during a turn), the input's close after the turn
+        (``end()`` during it), or a line the writer has not handed to the server. Letting go of
+        the job before would lose it: this kernel's queue and writer go with its connection (a
+        user message written during a turn is no turn of its own for the CLI)."""
+        closing = self._close_after_turn or (
+            self._input_close_queued and self._writer is not None and not self._writer.done()
+        )
+        return bool(self._queue) or closing or self._written < self._queued
 
     def stop_following(self) -> None:
         """This kernel lets go of a durable job (nobody holds or shows its run): no timer of its
@@ -744,6 +758,7 @@ class Conversation:
 
     def _close_input(self) -> None:
         self._close_after_turn = False
+        self._input_close_queued = True
         self._outbox.put_nowait(None)
         wait = EXIT_AFTER_END + self.grace if self._exit_wait is None else self._exit_wait
         self._timer("exit", wait, self._exit_expired)

@@ -600,8 +600,11 @@ class Run:
         """Stop following a durable job nobody here can reach: its connection closes, so the
         job server counts one follower less (at none its ``stdin_idle_timeout`` counts), and
         the run ends ``detached``. A job still being handed its prompt, or being attached to, is
-        let go once it has it, or is followed."""
-        while not ((self.accepted and self._client is not None) or self.state.finished):
+        let go once it has it, or is followed. So is one that owes its job something asked here
+        (:attr:`Conversation.owes_the_job`: a follow-up queued for the turn's end, ``end()``'s
+        close of the input, a line not yet written): once the job has it."""
+        while not ((self.accepted and self._client is not None and not conversation.owes_the_job)
+                   or self.state.finished):
             await asyncio.sleep(_ACCEPT_POLL)
         client = self._client
         if self.state.finished or client is None:
