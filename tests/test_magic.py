@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets import TraitError
@@ -899,6 +901,31 @@ def test_text_of_keeps_the_typed_text(line: str, expected: str) -> None:
     """The prompt or command text is taken from the line as typed (a fully quoted word unquoted)."""
     tokens = [t for t in split_line(line) if not t.startswith("--")]
     assert text_of(line, tokens) == expected
+
+
+def _shlex_word(raw: str) -> str:
+    try:
+        words = shlex.split(raw)
+    except ValueError:
+        return raw
+    return words[0] if len(words) == 1 else raw
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="ab \\'\"\n\t\r\x0b\u00a0$", max_size=16))
+def test_a_word_of_the_line_is_unquoted_as_shlex_unquotes_it(raw: str) -> None:
+    """Each word's value is the one word shlex.split makes of it (else the word as typed)."""
+    assert magic_module._unquote(raw) == _shlex_word(raw)
+
+
+def test_a_prompt_of_megabytes_in_the_line_is_split_at_once() -> None:
+    """A 4 MB quoted prompt in a %ccexec line is read within the test's timeout: shlex, which
+    grows a word a character at a time, held the kernel for minutes on 2 MB."""
+    prompt = "summarise: " + "word " * 800_000
+    line = f'--demo "{prompt}" --wait'
+    tokens = split_line(line)
+    assert [str(token) for token in tokens] == ["--demo", prompt, "--wait"]
+    assert text_of(line, tokens[1:2]) == prompt
 
 
 def test_an_option_error_survives_pickling_and_copying() -> None:

@@ -14,7 +14,6 @@ import keyword
 import math
 import os
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -48,7 +47,7 @@ __all__ = [
 
 # A token is a run of non-blank characters and quoted strings; a lone quote is a
 # literal (prompts are full of apostrophes).
-_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:\\.|[^"\\])*"|'[^']*'|["'])+""")
+_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'])+""")
 
 
 class Token(str):
@@ -71,12 +70,40 @@ def split_line(line: str) -> list[Token]:
     return [Token(m.group(), m.start(), i) for i, m in enumerate(_TOKEN.finditer(line))]
 
 
+# One word as POSIX shlex reads it: bare text, a backslash escaping the next character,
+# '...' taken as written, "..." where a backslash escapes only " and \\; shlex's blanks (space, tab, CR, LF) between.
+_PART = re.compile(r'''([ \t\r\n]+)|[^ \t\r\n\\'"]+|\\(.)|'([^']*)'|"((?:[^"\\]++|\\.)*+)"''', re.DOTALL)
+_QUOTED_ESCAPE = re.compile(r'\\(["\\])')
+
+
 def _unquote(raw: str) -> str:
-    try:
-        words = shlex.split(raw)
-    except ValueError:
-        return raw
-    return words[0] if len(words) == 1 else raw
+    """The word ``shlex.split`` makes of ``raw``, or ``raw`` itself when it makes no single
+    word (none, several, a lone quote, a trailing backslash). Linear, where shlex grows its
+    word a character at a time: a 2 MB prompt in the line took it minutes."""
+    parts: list[str] = []
+    words, in_word, at = 0, False, 0
+    while at < len(raw):
+        match = _PART.match(raw, at)
+        if match is None:
+            return raw
+        blank = match.group(1) is not None
+        words += not blank and not in_word
+        in_word = not blank
+        if not blank:
+            parts.append(_part_text(match))
+        at = match.end()
+    return "".join(parts) if words == 1 else raw
+
+
+def _part_text(match: re.Match[str]) -> str:
+    _, escaped, single, double = match.groups()
+    if escaped is not None:
+        return escaped
+    if single is not None:
+        return single
+    if double is not None:
+        return _QUOTED_ESCAPE.sub(r"\1", double)
+    return match.group()
 
 
 def text_of(line: str, tokens: Sequence[Token]) -> str:
