@@ -902,6 +902,8 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     if exc.rcvd is not None and exc.rcvd.code == CloseCode.MESSAGE_TOO_BIG:
         return (f"the server refused a message too big for it ({exc.rcvd.reason or 'code 1009'}): pass "
                 "large data in a file or on stdin, not in the arguments or the environment")
+    if exc.rcvd is not None and exc.rcvd.code == CloseCode.GOING_AWAY:
+        return "the server is shutting down (close code 1001, going away)"
     return str(exc)
 
 

@@ -470,6 +470,20 @@ async def test_a_watchdog_that_cannot_start_is_a_spawn_failure(client, monkeypat
     assert info.value.message == "could not start 'echo': " + os.strerror(errno.EMFILE)
 
 
+async def test_a_run_asked_of_a_server_shutting_down_says_so_in_words() -> None:
+    """A run asked for on a connection the server closed as it shut down (a batch's next run
+    as the server got SIGTERM) fails saying the server is shutting down (it read
+    "received 1001 (going away); then sent 1001 (going away)")."""
+    handler = make_handler()
+    await handler.start("127.0.0.1", 0)
+    async with await connect(handler.url, TOKEN, auto_reconnect=False) as client:
+        await handler.close()
+        await eventually_async(lambda: client.closed, what="the client to see the close")
+        with pytest.raises(errors.ConnectionLost) as info:
+            await client.execute(argv=["echo", "hi"])
+    assert str(info.value) == "the server is shutting down (close code 1001, going away)"
+
+
 async def test_a_request_over_the_message_limit_says_so_in_words() -> None:
     """An execute bigger than the server's message limit (a 1.2 MB argument) fails saying what
     to do (it read "received 1009 (message too big) frame with 1200090 bytes exceeds limit
