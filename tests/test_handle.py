@@ -747,6 +747,62 @@ def test_a_cancel_made_while_reconnecting_reaches_the_server_once_it_is_back(bg:
     assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
 
 
+async def _freeze(proxy: FaultyProxy) -> None:
+    proxy.freeze()
+
+
+async def _thaw(proxy: FaultyProxy) -> None:
+    proxy.thaw()
+
+
+async def _cut_and_thaw(proxy: FaultyProxy) -> None:
+    proxy.drop()  # what the frozen path held (the cancel's frame) is gone with it
+    proxy.thaw()
+
+
+def test_a_cancel_in_flight_when_the_connection_is_lost_reaches_the_server_once_it_is_back(bg: KernelLoop) -> None:
+    """cancel() on a connection that is found dead before the server answers (a frozen server,
+    kill -STOP): the run ends cancelled here, and the cancel is sent again once the connection is
+    back (it was dropped: the run went on "running" after the reconnect, its process too)."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=["sleep", "60"], heartbeat_interval=0.2), Target(proxy.url(), bg.server.token))
+        run.start(bg)
+        eventually(lambda: run.state.pgid is not None, what="the run to start")
+        pgid = run.state.pgid
+        bg.call(_freeze(proxy), timeout=scaled(5))
+        run.cancel(timeout=scaled(10))  # returns once three heartbeats were missed
+        assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+        assert group_alive(pgid)
+        bg.call(_cut_and_thaw(proxy), timeout=scaled(5))
+        eventually(lambda: not group_alive(pgid), timeout=30, what="the process to be cancelled on the server")
+    finally:
+        bg.call(proxy.close(), timeout=scaled(10))
+    assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+
+
+def test_a_cancel_the_server_does_not_answer_in_time_says_why_and_goes_on(bg: KernelLoop) -> None:
+    """cancel(timeout=...) on a frozen server raises a TimeoutError that says what happened (it
+    had no message at all), and the cancel still reaches the server once it answers again."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=["sleep", "60"]), Target(proxy.url(), bg.server.token)).start(bg)
+        eventually(lambda: run.state.pgid is not None, what="the run to start")
+        bg.call(_freeze(proxy), timeout=scaled(5))
+        with pytest.raises(TimeoutError) as info:
+            run.cancel(timeout=0.5)
+        assert str(info.value) == (
+            f"cancel: {proxy.url()} did not answer within 0.5 s (a frozen or unreachable server?); the "
+            "request is still on its way, and a cancel ends the run here once the connection is found lost")
+        bg.call(_thaw(proxy), timeout=scaled(5))
+        run.wait(scaled(20))
+    finally:
+        bg.call(proxy.close(), timeout=scaled(10))
+    assert (run.status, run.error) == ("cancelled", "cancelled by you")
+
+
 def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:
     """A connection cut mid-run shows as reconnecting, then resumes with no output lost."""
     assert bg.server is not None

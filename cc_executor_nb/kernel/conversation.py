@@ -496,10 +496,14 @@ class Conversation:
             if "exit" in self._timers:  # end() was called before: its wait is shortened
                 self._timer("exit", SHUTDOWN_EXIT_WAIT, self._exit_expired)
         elif self._mode != "over":
-            await self.cancel()
+            with contextlib.suppress(ConnectionLost):
+                await self.cancel()
 
     async def cancel(self) -> None:
-        """Interrupt the turn (if one runs), give it a moment to end, then cancel the process."""
+        """Interrupt the turn (if one runs), give it a moment to end, then cancel the process.
+
+        Raises ConnectionLost when the connection is lost before the server answers the cancel.
+        """
         if self._mode in ("over", "fallback"):
             return
         self.fallback = None  # a cancelled start is not a CLI without host mode
@@ -511,7 +515,11 @@ class Conversation:
         if self._interrupt_turn():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._turn_ended.wait(), CANCEL_INTERRUPT_WAIT)
-        await self._control_cancel()
+        client = self._client
+        if client is not None:
+            # ConnectionLost goes to the run, which sends the cancel again once reconnected.
+            with contextlib.suppress(NoProcessRunning):
+                await client.cancel()
 
     # -- The handshake --------------------------------------------------------------------
 

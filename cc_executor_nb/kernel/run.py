@@ -693,7 +693,10 @@ class Run:
             return self
         future = loop.submit(self._send_control(kind))
         if not loop.on_loop_thread():
-            future.result(timeout)
+            try:
+                future.result(timeout)
+            except TimeoutError:
+                raise TimeoutError(_unanswered(kind, shown_url(self.target.url), timeout)) from None
         return self
 
     async def _send_control(self, kind: str) -> None:
@@ -701,24 +704,32 @@ class Run:
         if client is None or self.done:
             return  # not started yet: _drive sends a pending CANCEL itself
         if kind == "CANCEL" and self.state.status == "reconnecting":
-            # The server cannot be reached (it died, or its machine or Dask worker did): the
-            # run ends here, cancelled, and the cancel goes to the server if the connection
-            # comes back (a durable job has no detach TTL to end it otherwise).
-            self._cancel_undelivered = True
-            self._settle_locally(UNREACHABLE_CANCEL)
-            return
-        if kind == "CANCEL" and self.conversation is not None:
-            await self.conversation.cancel()  # interrupts the turn first
+            self._cancel_when_back()
             return
         try:
-            await client.control(kind)
-        except (NoProcessRunning, ConnectionLost):
+            if kind == "CANCEL" and self.conversation is not None:
+                await self.conversation.cancel()  # interrupts the turn first
+            else:
+                await client.control(kind)
+        except NoProcessRunning:
             pass
+        except ConnectionLost:
+            # Lost before the server answered (a frozen server found dead meanwhile): it may
+            # never have had the cancel. While the client reconnects, as above.
+            if kind == "CANCEL" and not client.closed:
+                self._cancel_when_back()
         except InvalidParams as exc:
             # PAUSE of a paused run, RESUME of a running one: it already is as asked.
             if kind == "CANCEL":
                 raise
             logger.debug("control %s: %s", kind, exc)
+
+    def _cancel_when_back(self) -> None:
+        """The server cannot be reached (it died, froze, or its machine or Dask worker did):
+        the run ends here, cancelled, and the cancel goes to the server if the connection
+        comes back (a durable job has no detach TTL to end it otherwise)."""
+        self._cancel_undelivered = True
+        self._settle_locally(UNREACHABLE_CANCEL)
 
     # -- Waiting ---------------------------------------------------------------------
 
@@ -1290,6 +1301,13 @@ class _LoopStop(threading.Event):
 
     def is_set(self) -> bool:
         return super().is_set() or not self.loop.is_running()
+
+
+def _unanswered(kind: str, url: str, timeout: float | None) -> str:
+    """Why a control call timed out: the request is not withdrawn, only no longer waited for."""
+    return (f"{kind.lower()}: {url} did not answer within {timeout:g} s (a frozen or unreachable "
+            "server?); the request is still on its way, and a cancel ends the run here once the "
+            "connection is found lost")
 
 
 UNREACHABLE_CANCEL = (
