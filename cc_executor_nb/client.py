@@ -680,10 +680,15 @@ class Client:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        await ws.send(protocol.dumps(protocol.request(request_id, method, params)))
-        while not future.done():
-            frame = await ws.recv()  # text frames as str: bytes are binary frames
-            await self._dispatch(frame, isinstance(frame, bytes))
+        try:
+            await ws.send(protocol.dumps(protocol.request(request_id, method, params)))
+            while not future.done():
+                frame = await ws.recv()  # text frames as str: bytes are binary frames
+                await self._dispatch(frame, isinstance(frame, bytes))
+        finally:
+            # Lost with its connection, it is no request of the next one: left pending, it
+            # was failed at the next close with nobody waiting ("never retrieved").
+            self._pending.pop(request_id, None)
         return dict(future.result())
 
     async def _give_up(self, reason: str) -> bool:

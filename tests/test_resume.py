@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
+import logging
 import time
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed
@@ -256,3 +259,29 @@ async def test_resume_with_last_seq_ahead_is_invalid(client) -> None:
         await client.call("resume", {"session_id": connected.session_id,
                                      "resume_token": connected.params["resume_token"], "last_seq": 99})
     assert info.value.data == {"field": "last_seq"}
+
+
+class _DyingConnection:
+    """A fresh connection that dies before the server answers the resume sent on it."""
+
+    async def send(self, frame: str) -> None:
+        pass
+
+    async def recv(self) -> str:
+        raise ConnectionClosed(None, None)
+
+
+async def test_a_resume_whose_connection_dies_leaves_no_request_behind(resumable, caplog) -> None:
+    """A resume lost with its connection (a frozen server's next dial) is forgotten: it stayed
+    among the pending requests, failed at the next close with nobody waiting, and asyncio wrote
+    "Future exception was never retrieved ... ConnectionLost" into the user's cell."""
+    handler, _proxy = resumable
+    client = await connect(handler.url, TOKEN)
+    try:
+        with pytest.raises(ConnectionClosed):
+            await client._call_on(_DyingConnection(), "resume", {})  # type: ignore[arg-type]
+    finally:
+        await client.close()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+    assert "never retrieved" not in caplog.text
