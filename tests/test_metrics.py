@@ -322,6 +322,31 @@ async def test_a_child_stopped_by_someone_elses_sigstop_is_reported_stopped(star
     assert "back" in output_of(events)
 
 
+@pytest.mark.parametrize("capture", ["file", "pipe"])
+async def test_output_written_while_the_server_was_stopped_is_no_silence(started, capture) -> None:
+    """A server stopped (kill -STOP) for longer than the threshold while its child prints on:
+    on waking it reported "Process is thinking... (no output for 8.0 s)" of a child that had
+    printed all along (it read its silence from before the stop)."""
+    _, client = await started(metrics_interval=0)
+    await client.execute(argv=fake("ticker", "60", "0.05"), inactivity_threshold=0.5, capture=capture)
+    events: list[Event] = []
+    holder = None
+
+    async def follow() -> None:
+        nonlocal holder
+        async for event in client.events():
+            events.append(event)
+            if event.method == "process.output" and holder is None:
+                stop = f"sleep 0.1; kill -STOP {os.getpid()}; sleep 1.5; kill -CONT {os.getpid()}"
+                holder = subprocess.Popen(["sh", "-c", stop])  # this process, the server in it, is stopped
+            if isinstance(event, Completed):
+                return
+
+    await asyncio.wait_for(follow(), scaled(30))
+    assert holder is not None and holder.wait() == 0
+    assert [e.params["message"] for e in events if e.method == "process.status"] == []
+
+
 async def test_a_silent_child_that_runs_is_not_reported_stopped(started) -> None:
     """``stopped`` is false for a child that is only silent (sleeping, state S)."""
     _, client = await started(metrics_interval=0)

@@ -752,6 +752,9 @@ class EnhancedWebSocketHandler:
                 silent_since = max(execution.output.last_output_at, last_report)
                 wait = silent_since + session.inactivity_threshold - time.monotonic()
                 if wait <= 0:
+                    execution.output.notice_unread()
+                    if execution.output.last_output_at > silent_since:
+                        continue  # not silent: the child wrote while the server did not run
                     await self._report_silence(session, execution)
                     last_report = time.monotonic()
                     continue

@@ -15,13 +15,16 @@ for the disk budget):
 
 from __future__ import annotations
 
+import array
 import asyncio
 import codecs
 import collections
 import contextlib
+import fcntl
 import functools
 import logging
 import os
+import termios
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -539,6 +542,17 @@ class _FileReader:
             self.allocated = 0
 
 
+def _pipe_unread(transport: asyncio.BaseTransport) -> bool:
+    """Whether the pipe of ``transport`` holds bytes not read yet (FIONREAD)."""
+    pipe = transport.get_extra_info("pipe")
+    unread = array.array("i", [0])
+    try:
+        fcntl.ioctl(pipe.fileno(), termios.FIONREAD, unread)
+    except (AttributeError, OSError, ValueError):  # no pipe, or closed meanwhile
+        return False
+    return unread[0] > 0
+
+
 class RunOutput:
     """The live output of one run: two pipes or two capture files, read into one spool.
 
@@ -628,6 +642,14 @@ class RunOutput:
             with contextlib.suppress(ValueError, OSError):
                 fds.append(pipe.fileno())
         return sorted({pid for fd in fds for pid in holders_of(fd)})
+
+    def notice_unread(self) -> None:
+        """Output the child wrote that the server has not read yet counts as output now: a
+        server stopped by SIGSTOP first wakes with no I/O event (epoll_wait is not restarted
+        after a stop), so its silence check would see only what it read before the stop."""
+        files = any(reader.capture.usage()[1] > 0 for reader in self._readers if not reader.done)
+        if files or any(_pipe_unread(transport) for transport in self._transports):
+            self.last_output_at = time.monotonic()
 
     def check_capture(self) -> None:
         """Account for the capture files now and hold a child far ahead of the reader
