@@ -108,10 +108,15 @@ def test_a_held_unshown_run_still_waits_after_a_dropped_one_ended(kernel: Kernel
     assert (tmp_path / "held.txt").read_text() == "1\n"
 
 
-def test_a_dropped_run_shown_in_a_widget_still_waits_for_a_click(kernel: KernelHarness, tmp_path: Path) -> None:
-    """A widget that shows the run can still answer it: its dropped handle changes nothing."""
-    _asking(kernel, "s", "shown.txt", "display=True")
-    kernel.ok("allow = s.view.body.allow_button.model_id")
+@pytest.mark.parametrize(("options", "shows"), [("display=True", ""), ("display=False", "display(s.view)\n")],
+                         ids=["its-own-widget", "display-of-its-view"])
+def test_a_dropped_run_shown_in_a_widget_still_waits_for_a_click(
+    kernel: KernelHarness, tmp_path: Path, options: str, shows: str,
+) -> None:
+    """A widget that shows the run can still answer it, its own or ``display(r.view)`` of a
+    display=False run: its dropped handle changes nothing."""
+    _asking(kernel, "s", "shown.txt", options)
+    kernel.ok(f"{shows}allow = s.view.body.allow_button.model_id")
     _drop(kernel, "s")
     _one_dropped_run_ended(kernel)
     assert kernel.value("[q.status for q in s_talk.view().requests]") == ["pending"]
@@ -119,21 +124,6 @@ def test_a_dropped_run_shown_in_a_widget_still_waits_for_a_click(kernel: KernelH
     kernel.wait_until("(tk := s_talk.view()).requests[0].status == 'allowed' and not tk.turn_running",
                       timeout=scaled(60))
     assert (tmp_path / "shown.txt").read_text() == "1\n"
-
-
-def test_a_dropped_run_whose_view_the_user_displayed_still_waits_for_a_click(
-    kernel: KernelHarness, tmp_path: Path,
-) -> None:
-    """display(r.view) of a display=False run shows its card: its dropped handle changes nothing."""
-    _asking(kernel, "s", "viewed.txt")
-    kernel.ok("display(s.view)\nallow = s.view.body.allow_button.model_id")
-    _drop(kernel, "s")
-    _one_dropped_run_ended(kernel)
-    assert kernel.value("[q.status for q in s_talk.view().requests]") == ["pending"]
-    kernel.click(kernel.value("allow"))
-    kernel.wait_until("(tk := s_talk.view()).requests[0].status == 'allowed' and not tk.turn_running",
-                      timeout=scaled(60))
-    assert (tmp_path / "viewed.txt").read_text() == "1\n"
 
 
 def test_a_dropped_unshown_run_between_turns_ends_at_once(kernel: KernelHarness) -> None:
@@ -245,13 +235,7 @@ def test_a_follow_up_queued_before_a_durable_run_is_dropped_still_reaches_its_jo
     """``r.send(...)`` during a turn, then ``del r``: the follow-up the user asked for is not lost
     when this kernel lets the job go (it was queued here and dropped with the connection)."""
     kernel = kernel_with_jobs
-    kernel.ok('r = ccx.run("bash: echo 1 > queued.txt", demo=True, display=False, durable=True)')
-    kernel.wait_until("r.job_id is not None and r.pending is not None", timeout=scaled(60))
-    kernel.ok("job_id = r.job_id\nr.send('echo: the follow-up') and None  # not kept in Out")
-    _drop(kernel, "r")
-    kernel.ok("again = ccx.attach(job_id, display=False)")
-    kernel.wait_until("again.pending is not None", timeout=scaled(60))
-    kernel.ok("again.approve()")
+    _ask_drop_and_approve_elsewhere(kernel, "queued.txt", "r.send('echo: the follow-up')")
     kernel.wait_until("again.status == 'completed' and again.answer == 'the follow-up'", timeout=scaled(60))
     kernel.ok("again.end()")
     kernel.wait_until("again.done", timeout=scaled(60))
@@ -263,12 +247,18 @@ def test_an_end_asked_before_a_durable_run_is_dropped_still_closes_its_jobs_inpu
     """``r.end()`` during a turn, then ``del r``: the job's input still closes after that turn, so
     its CLI exits (it was left open, the job waiting for its stdin idle timeout)."""
     kernel = kernel_with_jobs
-    kernel.ok('r = ccx.run("bash: echo 1 > ended.txt", demo=True, display=False, durable=True)')
+    _ask_drop_and_approve_elsewhere(kernel, "ended.txt", "r.end()")
+    kernel.wait_until("again.done", timeout=scaled(60))
+    assert kernel.value("again.status") == "completed"
+
+
+def _ask_drop_and_approve_elsewhere(kernel: KernelHarness, file: str, asked: str) -> None:
+    """A durable run waiting on a question is asked ``asked``, then dropped; ``again``, an
+    attach of its job, approves the question."""
+    kernel.ok(f'r = ccx.run("bash: echo 1 > {file}", demo=True, display=False, durable=True)')
     kernel.wait_until("r.job_id is not None and r.pending is not None", timeout=scaled(60))
-    kernel.ok("job_id = r.job_id\nr.end() and None  # not kept in Out")
+    kernel.ok(f"job_id = r.job_id\n{asked} and None  # not kept in Out")
     _drop(kernel, "r")
     kernel.ok("again = ccx.attach(job_id, display=False)")
     kernel.wait_until("again.pending is not None", timeout=scaled(60))
     kernel.ok("again.approve() and None")
-    kernel.wait_until("again.done", timeout=scaled(60))
-    assert kernel.value("again.status") == "completed"

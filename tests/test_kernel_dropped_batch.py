@@ -62,13 +62,14 @@ def test_a_dropped_unshown_batch_denies_its_questions_and_ends_its_runs(
     assert not list(tmp_path.glob("b*.txt"))
 
 
+@pytest.mark.parametrize("held", ["b.runs[0]", "b.items[0].run"])
 def test_a_run_held_alone_keeps_its_question_after_its_batch_is_dropped(
-    kernel: KernelHarness, tmp_path: Path,
+    kernel: KernelHarness, tmp_path: Path, held: str,
 ) -> None:
-    """r = batch.runs[0] still answers after `del batch`: approved later, it runs (the unheld
-    queued item runs with its question denied)."""
+    """r = batch.runs[0], or batch.items[0].run (the same handle), still answers after `del batch`:
+    approved later, it runs (the unheld queued item runs with its question denied)."""
     _asking(kernel, "b")
-    kernel.ok("r = b.runs[0]")
+    kernel.ok(f"r = {held}")
     _drop(kernel, "b")
     dropped = _asking(kernel, "other")  # a batch dropped after it, whose end shows the drop was seen
     _drop(kernel, "other")
@@ -118,22 +119,6 @@ def test_a_dropped_batch_shown_as_text_ends_too(kernel: KernelHarness) -> None:
     _drop(kernel, "q")
     single._gone(pid)
     assert _questions(kernel, "q") == [("denied", "auto")]
-
-
-def test_a_run_held_through_its_item_keeps_its_question_after_its_batch_is_dropped(
-    kernel: KernelHarness, tmp_path: Path,
-) -> None:
-    """r = batch.items[0].run holds the run as batch.runs[0] does: approved after `del batch`, it runs."""
-    _asking(kernel, "b")
-    kernel.ok("r = b.items[0].run")
-    _drop(kernel, "b")
-    dropped = _asking(kernel, "other")  # a batch dropped after it, whose end shows the drop was seen
-    _drop(kernel, "other")
-    single._gone(dropped)
-    assert kernel.value("r.pending is not None and r.alive") is True
-    kernel.ok("r.approve()")
-    kernel.wait_until("b_over == ['done']", timeout=scaled(60))
-    assert (tmp_path / "b1.txt").read_text() == "1\n" and not (tmp_path / "b2.txt").exists()
 
 
 def test_an_items_run_is_the_batchs_run_handle(kernel: KernelHarness) -> None:

@@ -165,16 +165,17 @@ def test_every_record_keeps_the_text_claude_wrote_before_a_tool_call(form: str) 
     assert record.count("The command printed: hi") == 1
 
 
-def stepped_conversation_run() -> SimpleNamespace:
+def stepped_conversation_run(thinks_in: int | None = None) -> SimpleNamespace:
     """A finished two-turn conversation whose turns each write "Step 1 of 1." before their tool call
-    and "answer N" after it (as the demo's approval scenarios do)."""
+    and "answer N" after it (as the demo's approval scenarios do); turn ``thinks_in`` thinks first."""
     interpreter = ClaudeInterpreter(prompt="bash: touch one.txt")
     for index in (1, 2):
         interpreter.begin_turn(f"bash: touch {index}.txt")
         tool_id = f"toolu_{index}"
+        thought = [{"type": "thinking", "thinking": "weigh it carefully"}] if index == thinks_in else []
         tool_result = {"type": "tool_result", "tool_use_id": tool_id, "content": "", "is_error": False}
         for each in (
-            assistant(f"m{index}", {"type": "text", "text": "Step 1 of 1."},
+            assistant(f"m{index}", *thought, {"type": "text", "text": "Step 1 of 1."},
                       {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "touch"}}),
             line(type="user", message={"role": "user", "content": [tool_result]}),
             assistant(f"m{index}b", {"type": "text", "text": f"answer {index}"}),
@@ -223,23 +224,7 @@ def test_each_turn_of_a_conversations_record_puts_its_tool_call_where_it_came(fo
 def thinking_conversation_run() -> SimpleNamespace:
     """A finished two-turn conversation whose follow-up alone thinks ("weigh it carefully") before
     it writes "Step 1 of 1.", runs Bash and answers "answer 2"."""
-    interpreter = ClaudeInterpreter(prompt="bash: touch one.txt")
-    for index in (1, 2):
-        interpreter.begin_turn(f"bash: touch {index}.txt")
-        tool_id = f"toolu_{index}"
-        thought = [{"type": "thinking", "thinking": "weigh it carefully"}] if index == 2 else []
-        tool_result = {"type": "tool_result", "tool_use_id": tool_id, "content": "", "is_error": False}
-        for each in (
-            assistant(f"m{index}", *thought, {"type": "text", "text": "Step 1 of 1."},
-                      {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "touch"}}),
-            line(type="user", message={"role": "user", "content": [tool_result]}),
-            assistant(f"m{index}b", {"type": "text", "text": f"answer {index}"}),
-            result(result=f"answer {index}"),
-        ):
-            interpreter.feed("stdout", each + "\n")
-    interpreter.finish()
-    return SimpleNamespace(label="claude: bash: touch one.txt", state=finished_state(), interpreter=interpreter,
-                           options={"prompt": "bash: touch one.txt"})
+    return stepped_conversation_run(thinks_in=2)
 
 
 @pytest.mark.parametrize(("form", "note", "follow_up"), [
