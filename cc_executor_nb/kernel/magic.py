@@ -22,6 +22,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_loca
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets.config import Configurable
 
+from .. import shellwords
 from ..claude.options import ClaudeOptions, check_dollars
 from ..declare import OptionError, declared
 from ..errors import CCExecError
@@ -70,40 +71,15 @@ def split_line(line: str) -> list[Token]:
     return [Token(m.group(), m.start(), i) for i, m in enumerate(_TOKEN.finditer(line))]
 
 
-# One word as POSIX shlex reads it: bare text, a backslash escaping the next character,
-# '...' taken as written, "..." where a backslash escapes only " and \\; shlex's blanks (space, tab, CR, LF) between.
-_PART = re.compile(r'''([ \t\r\n]+)|[^ \t\r\n\\'"]+|\\(.)|'([^']*)'|"((?:[^"\\]++|\\.)*+)"''', re.DOTALL)
-_QUOTED_ESCAPE = re.compile(r'\\(["\\])')
-
-
 def _unquote(raw: str) -> str:
     """The word ``shlex.split`` makes of ``raw``, or ``raw`` itself when it makes no single
-    word (none, several, a lone quote, a trailing backslash). Linear, where shlex grows its
-    word a character at a time: a 2 MB prompt in the line took it minutes."""
-    parts: list[str] = []
-    words, in_word, at = 0, False, 0
-    while at < len(raw):
-        match = _PART.match(raw, at)
-        if match is None:
-            return raw
-        blank = match.group(1) is not None
-        words += not blank and not in_word
-        in_word = not blank
-        if not blank:
-            parts.append(_part_text(match))
-        at = match.end()
-    return "".join(parts) if words == 1 else raw
-
-
-def _part_text(match: re.Match[str]) -> str:
-    _, escaped, single, double = match.groups()
-    if escaped is not None:
-        return escaped
-    if single is not None:
-        return single
-    if double is not None:
-        return _QUOTED_ESCAPE.sub(r"\1", double)
-    return match.group()
+    word (none, several, a lone quote, a trailing backslash). Linear (see
+    :mod:`cc_executor_nb.shellwords`): a 2 MB prompt in the line took shlex minutes."""
+    try:
+        words = shellwords.split(raw)
+    except ValueError:
+        return raw
+    return words[0] if len(words) == 1 else raw
 
 
 def text_of(line: str, tokens: Sequence[Token]) -> str:
