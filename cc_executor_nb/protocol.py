@@ -21,6 +21,7 @@ try:  # orjson serializes several times faster; the standard library is the fall
 except ImportError:  # pragma: no cover - orjson is a dependency
     _ORJSON = False
 
+from . import shellwords
 from .errors import (
     InvalidParams,
     InvalidRequest,
@@ -561,7 +562,7 @@ def _argv_from(params: dict[str, Any]) -> list[str]:
         if not isinstance(command, str):
             raise InvalidParams("command must be a string", "command")
         try:
-            argv = shlex.split(_no_nul(command, "command"))
+            argv = shellwords.split(_no_nul(command, "command"))
         except ValueError as exc:
             raise InvalidParams(f"command cannot be split: {exc}", "command") from None
         if not argv:

@@ -129,6 +129,22 @@ def test_execute_command_is_split_with_shlex() -> None:
 
 
 @pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("echo 'open", "No closing quotation"),
+        ('echo "open\\', "No escaped character"),
+        ("echo end\\", "No escaped character"),
+    ],
+)
+def test_a_command_that_cannot_be_split_says_why_as_shlex_does(command: str, why: str) -> None:
+    """An unclosed quote or a final backslash is -32602 naming ``command`` with shlex's reason."""
+    with pytest.raises(errors.InvalidParams) as info:
+        protocol.validate_execute({"command": command})
+    assert str(info.value) == f"command cannot be split: {why}"
+    assert info.value.data == {"field": "command"}
+
+
+@pytest.mark.parametrize(
     "params, field",
     [
         ({}, "command"),

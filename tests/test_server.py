@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from cc_executor_nb.client import connect
+from cc_executor_nb.errors import SpawnFailed
 from cc_executor_nb.events import Heartbeat, Output, Started, StatusUpdate
 from cc_executor_nb.server.handler import _silence_message
 
@@ -127,6 +128,30 @@ async def test_idle_session_still_gets_heartbeats(server) -> None:
             if beats == 3:
                 break
     assert beats == 3
+
+
+@pytest.mark.timeout(60)
+async def test_a_command_of_megabytes_holds_up_no_other_session() -> None:
+    """A 4 MB ``command`` (on a server taking 8 MiB messages) is split while another session's
+    run goes on streaming: the split ran shlex on the event loop, quadratic in a word's length
+    (4.9 s for 600 KB, minutes for this, every session's output and heartbeats stopped); the
+    test's timeout is the bound. The word is then too long for exec, which the reply says."""
+    handler = make_handler(max_message_size=8 << 20)
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as other, await connect(handler.url, TOKEN) as big:
+            await other.execute(argv=fake("ticker", "3000", "0.02"))
+            request = asyncio.create_task(big.execute(command='echo "' + "x" * 4_000_000 + '"'))
+            ticks = 0
+            async for event in other.events():
+                ticks += isinstance(event, Output)
+                if ticks == 5:
+                    break
+            with pytest.raises(SpawnFailed, match="argument 1 \\(4000000 bytes"):
+                await request
+            await other.cancel()
+    finally:
+        await handler.close()
 
 
 async def test_pause_stops_output_until_resume(client) -> None:

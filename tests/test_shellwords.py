@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cc_executor_nb import shellwords
+from cc_executor_nb import protocol, shellwords
+from cc_executor_nb.kernel import api, batch, magic
 
 # A test here that ran shlex's quadratic split would take minutes: the timeout is the bound.
 pytestmark = pytest.mark.timeout(60)
@@ -65,3 +66,19 @@ def test_an_unclosed_quote_before_megabytes_of_blanks_is_found_at_once() -> None
     with pytest.raises(ValueError, match="No closing quotation"):
         shellwords.split('echo "' + " " * 4_000_000)
 
+
+_WORD = "x" * 8_000_000
+_SPLITS: dict[str, Callable[[str], object]] = {
+    "server": lambda line: protocol.validate_execute({"command": line}).argv,
+    "kernel": api._split,
+    "batch": lambda line: shellwords.split(batch.fill(line, "i", 0, command=True)),
+    "magic": lambda line: [magic._unquote(line)],
+}
+
+
+@pytest.mark.parametrize("where", _SPLITS)
+def test_every_split_of_a_command_takes_megabytes_at_once(where: str) -> None:
+    """The server's split of ``command``, the kernel's (a durable run's allow-list check), a
+    batch template's and a magic word's: each takes an 8 MB quoted word within the test's
+    timeout (the first three ran shlex.split, minutes for this)."""
+    assert _SPLITS[where](f'"{_WORD}"') == [_WORD]

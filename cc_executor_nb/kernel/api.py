@@ -28,12 +28,12 @@ import functools
 import inspect
 import math
 import os
-import shlex
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .. import shellwords
 from ..claude.command import ResumeSettings, claude_command, claude_host_command
 from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import (
@@ -694,7 +694,7 @@ def _split(command: str) -> list[str]:
     """The words of a command line as the server splits it (shlex); [] when it cannot be split
     (the server says why)."""
     try:
-        return shlex.split(command)
+        return shellwords.split(command)
     except ValueError:
         return []
 

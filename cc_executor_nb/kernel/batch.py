@@ -51,7 +51,7 @@ from collections.abc import Callable, Collection, Generator, Iterable, Iterator,
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import methods
+from .. import methods, shellwords
 from ..claude.options import check_dollars, places
 from ..declare import OptionError
 from ..events import Event
@@ -102,7 +102,7 @@ def fill(template: str, item: Any, index: int, *, command: bool = False) -> str:
     if not command:
         return _fill_word(template, text, number)
     try:
-        words = shlex.split(template)
+        words = shellwords.split(template)
     except ValueError as exc:
         raise ValueError(f"the command template cannot be split: {exc}: {template!r}") from None
     script = _script_index(words)
