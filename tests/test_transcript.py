@@ -18,12 +18,13 @@ from markdown_it import MarkdownIt
 from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
-from cc_executor_nb.claude.render import claude_body_html, render_tool_cards_html
+from cc_executor_nb.claude.render import MAX_THINKING_CHARS, claude_body_html, render_tool_cards_html
 from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.transcript import (
     IN_PROGRESS_NOTE,
+    MAX_RECORD_ANSWER_CHARS,
     Transcript,
     _tool_markdown,
     code_span,
@@ -32,6 +33,7 @@ from cc_executor_nb.kernel.transcript import (
     safe_markdown,
 )
 
+from .test_approval_view import turn_of
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
 from .test_streamjson import assistant, line, result, streamed_text
 from .test_terminaltext import FORBIDDEN
@@ -263,6 +265,52 @@ def test_a_cut_conversations_html_record_shows_its_turns_and_each_turns_thinking
     assert "bash: touch 2.txt" in second and '<details class="cc-thinking">' in second
     assert second.index("cc-thinking") < second.index("Step 1 of 1.") < second.index(TOOL_MARK["html"])
     assert "answer 2" not in page and "8 more characters" in second
+
+
+THOUGHT = "∴"  # a character no markup holds: counting it counts the thinking a record shows
+
+
+def long_thinking_conversation_run(turns: int, chars: int) -> SimpleNamespace:
+    """A finished conversation of ``turns`` turns, each thinking ``chars`` characters, then answering "ok"."""
+    interpreter = ClaudeInterpreter(prompt="prompt 0")
+    for index in range(turns):
+        interpreter.begin_turn(f"prompt {index}")
+        thought = {"type": "thinking", "thinking": THOUGHT * chars}
+        for each in (assistant(f"m{index}", thought, {"type": "text", "text": "ok"}), result(result="ok")):
+            interpreter.feed("stdout", each + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: prompt 0", state=finished_state(), interpreter=interpreter,
+                           options={"prompt": "prompt 0"})
+
+
+def test_a_records_thinking_is_bounded_in_total() -> None:
+    """Ten turns of 60,000 characters of thinking: the displayed record shows MAX_THINKING_CHARS of
+    thinking in all and is under MAX_THINKING_CHARS + 10,000 characters (each turn showed its own
+    50,000: 500,000 characters of thinking, a record of 506,201)."""
+    page = Transcript(long_thinking_conversation_run(10, 60_000), answer_chars=MAX_RECORD_ANSWER_CHARS).html()
+    assert page.count(THOUGHT) == MAX_THINKING_CHARS
+    assert len(page) < MAX_THINKING_CHARS + 10_000
+
+
+def test_a_records_thinking_goes_to_the_first_turns_and_each_cut_turn_says_what_is_left_out() -> None:
+    """Three turns of 30,000 characters of thinking: the first shows all of its thinking, the second
+    its last 20,000 after a note of the 10,000 earlier ones, the third a note of its 30,000; each
+    note says run.thinking has all of it (every turn showed 30,000, with no note)."""
+    page = Transcript(long_thinking_conversation_run(3, 30_000)).html()
+    first, second, third = (turn_of(page, index) for index in range(3))
+    assert first.count(THOUGHT) == 30_000 and "not shown" not in first
+    assert second.count(THOUGHT) == 20_000
+    assert "… 10,000 earlier characters not shown: run.thinking has all of it …" in second
+    assert third.count(THOUGHT) == 0
+    assert "Thinking: 30,000 characters not shown: run.thinking has all of it" in third
+
+
+def test_a_one_prompt_records_thinking_keeps_its_end_and_says_where_the_rest_is() -> None:
+    """A run of one prompt with 60,000 characters of thinking: its record shows the last 50,000
+    after a note of the 10,000 before them that says run.thinking has all of it."""
+    page = Transcript(long_thinking_conversation_run(1, 60_000)).html()
+    assert page.count(THOUGHT) == MAX_THINKING_CHARS
+    assert "… 10,000 earlier characters not shown: run.thinking has all of it …" in page
 
 
 def test_a_long_tool_error_is_cut_with_an_ellipsis() -> None:

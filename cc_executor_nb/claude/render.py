@@ -41,7 +41,17 @@ from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, input_lines, readable_input
 from .permissions import printable as visible_controls
-from .streamjson import AnswerBudget, ApiRetry, ClaudeRun, Cut, ToolCall, TurnPart, TurnView, summary
+from .streamjson import (
+    AnswerBudget,
+    ApiRetry,
+    ClaudeRun,
+    Cut,
+    ThinkingBudget,
+    ToolCall,
+    TurnPart,
+    TurnView,
+    summary,
+)
 
 _nh3: ModuleType | None
 try:
@@ -232,26 +242,40 @@ def _line_feeds(text: str) -> str:
 # Thinking
 
 
-def render_thinking_html(run: ClaudeRun) -> str:
-    """The thinking as a collapsed ``<details>`` block; ``""`` if there is none."""
+def render_thinking_html(run: ClaudeRun, budget: ThinkingBudget | None = None) -> str:
+    """The thinking as a collapsed ``<details>`` block; ``""`` if there is none. ``budget``: a
+    bounded record's (None: the last :data:`MAX_THINKING_CHARS`, as the live widget shows)."""
     live = run.phase == "thinking"
-    return _thinking_html(run.thinking, (run.thinking_tokens or 0) if live else None)
+    return _thinking_html(run.thinking, (run.thinking_tokens or 0) if live else None, budget)
 
 
-def _thinking_html(thinking: str, estimate: int | None) -> str:
+def _thinking_html(thinking: str, estimate: int | None, budget: ThinkingBudget | None = None) -> str:
     """``thinking`` folded; ``estimate``: the thinking goes on (tokens the CLI counted so far),
-    None once it stopped. While it goes on without text, the estimate alone."""
+    None once it stopped. While it goes on without text, the estimate alone. ``budget``: a
+    bounded record's, which shows what it has left of the thinking's end, with a note."""
     live = estimate is not None
     if not thinking:
         if estimate:
             return f'<div class="cc-thinking" style="{_MUTED}">Thinking… (~{estimate:,} tokens)</div>'
         return ""
     label = "Thinking…" if live else "Thinking"
+    if budget is None:
+        shown = _tail(thinking, MAX_THINKING_CHARS)
+    else:
+        kept, left_out = budget.spend(thinking)
+        if not kept:  # nothing to unfold: the note alone
+            return f'<div class="cc-thinking" style="{_MUTED}">{label}: {_thinking_cut(left_out, "")}</div>'
+        shown = f"… {_thinking_cut(left_out, ' earlier')} …\n{kept}" if left_out else kept
     return (
         f'<details class="cc-thinking"><summary style="{_MUTED}">{label}</summary>'
-        f'<div style="{_PRE};{_MUTED}">{escape(printable(_tail(thinking, MAX_THINKING_CHARS)))}</div>'
+        f'<div style="{_PRE};{_MUTED}">{escape(printable(shown))}</div>'
         "</details>"
     )
+
+
+def _thinking_cut(left_out: int, which: str) -> str:
+    """What a bounded record says of the thinking it leaves out."""
+    return f"{left_out:,}{which} characters not shown: run.thinking has all of it"
 
 
 def _tail(text: str, limit: int) -> str:
@@ -647,21 +671,23 @@ def _run_pieces(
     process_ended: bool,
     decisions: dict[str, PermissionRequest] | None,
     turns: TurnCache | None,
+    *,
     budget: AnswerBudget | None = None,
+    thinking: ThinkingBudget | None = None,
 ) -> BodyPieces:
-    """:func:`render_claude_html` cut before the turns and before the last one; ``budget``: a
-    bounded record's (its turns are built afresh)."""
+    """:func:`render_claude_html` cut before the turns and before the last one; ``budget`` and
+    ``thinking``: a bounded record's (its turns are built afresh)."""
     end = render_retries_html(run) + render_footer_html(run, process_ended) + "</div>"
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
-        if budget is not None:  # a bounded record: each turn spends what is left, built afresh
-            build = functools.partial(_turn_html, budget=budget)
+        if budget is not None or thinking is not None:  # a bounded record: each turn spends what is left
+            build = functools.partial(_turn_html, budget=budget, thinking=thinking)
         built = [build(turn, decisions or {}) for turn in run.turn_views()]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + end)
     (view,) = run.turn_views()
     shown = decisions or {}
-    parts = [render_thinking_html(run)]
+    parts = [render_thinking_html(run, thinking)]
     if run.is_error and run.turns and run.turns[-1].interrupted:
         parts += [_in_order(view, shown, budget=budget), _INTERRUPTED]
     elif run.is_error:
@@ -779,11 +805,14 @@ def _turn_key(turn: TurnView, decisions: dict[str, PermissionRequest]) -> tuple[
     return fields, tools, tuple(decisions.get(tool.id) for tool in turn.tools)
 
 
-def _turn_html(turn: TurnView, decisions: dict[str, PermissionRequest], budget: AnswerBudget | None = None) -> str:
+def _turn_html(
+    turn: TurnView, decisions: dict[str, PermissionRequest], budget: AnswerBudget | None = None,
+    thinking: ThinkingBudget | None = None,
+) -> str:
     prompt = ""
     if turn.index > 0:
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
-    body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate)]
+    body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate, thinking)]
     if turn.interrupted and turn.result is not None:
         body += [_in_order(turn, decisions, budget=budget), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
@@ -836,6 +865,7 @@ def claude_body_html(
     now: float | None = None,
     turns: TurnCache | None = None,
     answer_chars: int | None = None,
+    thinking_chars: int | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
@@ -845,10 +875,13 @@ def claude_body_html(
     ``turns``: a conversation's turns kept from an earlier call (the live widget's).
     ``answer_chars``: show that many characters of Claude's text at most (a record's bound; None:
     all), read in order: the text is cut where they run out, with a note of how much is left out.
+    ``thinking_chars``: show that many characters of thinking at most, in all (a record's bound; None:
+    the last :data:`MAX_THINKING_CHARS` of each turn's, as the live widget shows), spent in the same
+    order (:class:`~cc_executor_nb.claude.streamjson.ThinkingBudget`), with a note where it is cut.
     """
     return claude_body_pieces(
         run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
-        answer_chars=answer_chars,
+        answer_chars=answer_chars, thinking_chars=thinking_chars,
     ).html
 
 
@@ -862,13 +895,15 @@ def claude_body_pieces(
     now: float | None = None,
     turns: TurnCache | None = None,
     answer_chars: int | None = None,
+    thinking_chars: int | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
     sends a conversation's finished turns once and then only the turn that changes."""
     ended = status in FINAL_STATUSES
     limit = render_limit_html(run, time.time() if now is None else now, ended=ended)
     budget = AnswerBudget(answer_chars) if answer_chars is not None else None
-    body = _run_pieces(run, ended, decisions, turns, budget)
+    thinking = ThinkingBudget(thinking_chars) if thinking_chars is not None else None
+    body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking)
     end = limit
     if ended and run.result is None:
         end += _no_result_html(run, status, exit_code, stderr)

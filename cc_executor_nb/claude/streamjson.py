@@ -60,6 +60,7 @@ __all__ = [
     "LineSplitter",
     "Phase",
     "Signal",
+    "ThinkingBudget",
     "ToolCall",
     "ToolStatus",
     "TurnEnded",
@@ -262,6 +263,25 @@ class AnswerBudget:
                 shown.append(part)
                 self.chars -= len(part)
         return shown if cut_at < 0 else [*shown[:cut_at], Cut(left_out), *shown[cut_at:]]
+
+
+@dataclass
+class ThinkingBudget:
+    """How many characters of thinking a bounded record still shows, spent turn after turn in the
+    order they are read, as :class:`AnswerBudget` spends the text: the first turns' thinking whole,
+    the end of the turn's where it runs out (what led to its answer), none after.
+
+    Reading order keeps the thinking beside the answers the record keeps, and the record made at a
+    turn's end shows the earlier turns' thinking as the one made at theirs did.
+    """
+
+    chars: int
+
+    def spend(self, thinking: str) -> tuple[str, int]:
+        """(The end of ``thinking`` the record shows, how many characters before it are left out)."""
+        kept = min(len(thinking), self.chars)
+        self.chars -= kept
+        return thinking[len(thinking) - kept :], len(thinking) - kept
 
 
 def text_and_result(text: str, result_text: str) -> str:

@@ -36,6 +36,7 @@ from markdown_it import MarkdownIt
 from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
     LIVE_ANSWER_HEIGHT,
+    MAX_THINKING_CHARS,
     claude_body_html,
     retry_text,
     tool_change,
@@ -108,7 +109,10 @@ class Transcript:
     """The record of one run at this moment, as Markdown, HTML or plain text.
 
     ``output_chars`` bounds a command's output tail (and the Claude CLI's stderr note);
-    ``answer_chars`` bounds Claude's answer (None: all of it).
+    ``answer_chars`` bounds Claude's answer (None: all of it); ``thinking_chars`` the thinking the
+    HTML shows, in all turns together (the widget shows up to :data:`MAX_THINKING_CHARS` of each
+    turn's: a record of many turns grew without bound; None: that). The Markdown and the text
+    note the thinking without its text.
     """
 
     def __init__(
@@ -117,10 +121,12 @@ class Transcript:
         *,
         output_chars: int = MAX_OUTPUT_CHARS,
         answer_chars: int | None = None,
+        thinking_chars: int | None = MAX_THINKING_CHARS,
     ) -> None:
         self.run = run
         self.output_chars = output_chars
         self.answer_chars = answer_chars
+        self.thinking_chars = thinking_chars
         interpreter = run.interpreter
         raw = bool(run.options.get("raw"))
         self.claude = interpreter if isinstance(interpreter, ClaudeInterpreter) and not raw else None
@@ -335,7 +341,7 @@ class Transcript:
         with self.claude.locked() as run:
             return claude_body_html(
                 run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
-                answer_chars=self.answer_chars,
+                answer_chars=self.answer_chars, thinking_chars=self.thinking_chars,
             )
 
     def document(self) -> str:
