@@ -502,6 +502,33 @@ def test_a_thinking_delta_sends_the_live_turn_alone(
     assert made.value == fresh_html(made, source, State())
 
 
+def test_the_live_widget_keeps_each_turns_thinking_cap_and_sends_a_thinking_delta_alone(
+    body: tuple[ClaudeBody, Source, Controls], comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """Two finished turns of 60,000 characters of thinking (more than a record shows in all) and a
+    third thinking live: each finished turn shows the last MAX_THINKING_CHARS of its own thinking
+    (the record's total budget is not the widget's), and a thinking delta sends the live turn alone,
+    under 2,000 characters."""
+    made, source, _ = body
+    for index in range(2):
+        think_then_answer(made, index, f"{index}" * 60_000)
+    made.interpreter.begin_turn("the live one")
+    for each in thinking_lines("live", "hmm"):
+        made.interpreter.feed("stdout", each + "\n")
+    made.render(State(), 0.0)
+    for index in range(2):
+        shown = turn_of(made.value, index)
+        assert shown.count(f"{index}" * 1000) == claude_render.MAX_THINKING_CHARS // 1000
+        assert "… 10,000 earlier characters not shown …" in shown
+    made.interpreter.feed("stdout", delta(0, "thinking_delta", thinking=", let me see") + "\n")
+    since = [len(c.messages) for c in comms]
+    made.render(State(), 0.0)
+    sent = sent_values(comms, since)
+    assert "hmm, let me see" in sent and [index for index in range(2) if f"cc-turn-{index}" in sent] == []
+    assert made.sent_chars == len(sent) < 2000
+    assert made.value == fresh_html(made, source, State())
+
+
 def test_a_conversation_that_thinks_is_shown_as_a_fresh_build_does_and_its_head_holds_no_thinking(
     body: tuple[ClaudeBody, Source, Controls],
 ) -> None:
