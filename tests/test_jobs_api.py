@@ -168,17 +168,6 @@ def test_a_durable_run_gets_this_kernels_cwd_and_environment_but_no_secrets(runt
     assert cwd.stdout == f"{tmp_path}\n"
 
 
-def test_a_durable_demo_run_on_a_remote_server_carries_its_own_demo_api(runtime_dir, monkeypatch) -> None:
-    """A remote durable --demo job runs the demo runner under the server's python3 and needs
-    nothing of this kernel, whose demo API would go with it (the job then failed ECONNREFUSED)."""
-    monkeypatch.setenv("CC_EXECUTOR_TOKEN", "a-token-of-sixteen-chars")
-    for interactive in (True, False):
-        spec = api.prepare("hi", demo=True, durable=True, interactive=interactive,
-                           server="ws://127.0.0.1:9/ws", view=False).run.spec
-        assert spec.argv is not None and spec.argv[:3] == ["python3", "-m", "cc_executor_nb.demo.runner"]
-        assert "ANTHROPIC_BASE_URL" not in (spec.env or {})
-
-
 def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: Path) -> None:
     """In widget mode the table updates itself while a job runs, then stops asking."""
     shell.run_line_magic("config", "CCExec.output_mode = 'widget'")

@@ -187,7 +187,7 @@ def prepare(
     else:
         prompt = _prompt_text(prompt_or_command)
         claude_options = _with_session(settings, claude_options)
-        what, extras = _claude(prompt, claude_options, settings, durable=durable)
+        what, extras = _claude(prompt, claude_options, settings, durable=durable, local=not remote)
     spec = _complete(what, settings, run_options, extras)
     conversation = extras.conversation
     if conversation is not None and conversation.fallback is not None:
@@ -578,13 +578,13 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
 
 
 def _claude(
-    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False
+    prompt: str, options: ClaudeOptions, settings: CCExec, *, durable: bool = False, local: bool = True
 ) -> tuple[RunSpec, _Extras]:
-    # A durable job outlives the kernel's demo backend: it carries its own (own_demo), on a
-    # remote server too, where the kernel's backend would be gone with the kernel (and is
-    # out of reach from another machine). A remote server runs the wrappers with its own python3.
+    # A durable job outlives the kernel's demo backend: it carries its own (own_demo; a
+    # durable run on a remote server uses that server's demo). A remote server runs the
+    # wrappers with its own python3.
     python = "python3" if options.remote else None
-    own_demo = durable
+    own_demo = durable and local
     if options.demo and not own_demo:
         _keep_demo_sessions()
     argv, env = claude_command(options, resume=resume_settings(settings), own_demo=own_demo, python=python)
