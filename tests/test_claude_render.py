@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cc_executor_nb.claude import render as claude_render
+from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.render import (
     claude_body_html,
     format_cost,
@@ -402,6 +403,21 @@ def test_tool_card_counts_the_lines_the_tool_printed() -> None:
     assert "result · 2 lines</summary>" in render_tool_cards_html(tool_run("ls", "a.txt\nb.txt\n"))
     silent = tool_run("touch a", "(Bash completed with no output)")
     assert "result · no output</summary>" in render_tool_cards_html(silent)
+
+
+def test_a_card_without_its_body_keeps_its_decision_and_outcome() -> None:
+    """A bounded record with no tool budget left: a failed call denied by you keeps its name, input,
+    decision and outcome ("✗ Bash rm -rf x denied by you error · 1 line") without its result, and a
+    note counts it (the card showed its result, whatever the budget)."""
+    denied = PermissionRequest("q1", "Bash", {"command": "rm -rf x"}, tool_use_id="t1", status="denied",
+                               decided_by="widget")
+    html = claude_body_html(tool_run("rm -rf x", "no such file", is_error=True), decisions={"t1": denied},
+                            tool_chars=0)
+    card = html[html.index('<div class="cc-tool cc-tool-error"') : html.index("cc-tools-cut")]
+    for part in ("✗", ">Bash</strong>", ">rm -rf x</code>", "denied by you", "error · 1 line"):
+        assert part in card
+    assert "no such file" not in html and "<details" not in card
+    assert "the results and changes of 1 tool call not shown: <code>run.tool_calls</code> has all of them" in html
 
 
 def test_tool_card_marks_pending_and_error() -> None:

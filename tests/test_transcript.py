@@ -25,6 +25,7 @@ from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.transcript import (
     IN_PROGRESS_NOTE,
     MAX_RECORD_ANSWER_CHARS,
+    MAX_RECORD_TOOL_CHARS,
     Transcript,
     _tool_markdown,
     code_span,
@@ -311,6 +312,94 @@ def test_a_one_prompt_records_thinking_keeps_its_end_and_says_where_the_rest_is(
     page = Transcript(long_thinking_conversation_run(1, 60_000)).html()
     assert page.count(THOUGHT) == MAX_THINKING_CHARS
     assert "… 10,000 earlier characters not shown: run.thinking has all of it …" in page
+
+
+CHANGE = {"file_path": "/w/x.txt", "old_string": "\n".join(["o" * 200] * 100),
+          "new_string": "\n".join(["n" * 200] * 100)}
+
+
+def feed_tool_calls(interpreter: ClaudeInterpreter, calls: range, *, edits: bool = True, failed: int = -1) -> None:
+    """Tool calls, Bash and (with ``edits``) an edit of 100 lines of 200 characters by turns, each
+    printing 10,000 characters (the call ``failed`` fails), then the turn's result."""
+    for index in calls:
+        tool_id = f"toolu_{index}"
+        name, given = ("Edit", CHANGE) if edits and index % 2 else ("Bash", {"command": f"echo {index}"})
+        call = {"type": "tool_use", "id": tool_id, "name": name, "input": given}
+        output = {"type": "tool_result", "tool_use_id": tool_id, "content": "r" * 10_000, "is_error": index == failed}
+        for each in (assistant(f"m{index}", call), line(type="user", message={"role": "user", "content": [output]})):
+            interpreter.feed("stdout", each + "\n")
+    interpreter.feed("stdout", result(result="done") + "\n")
+
+
+def many_tools_run(calls: int, failed: int = -1) -> SimpleNamespace:
+    """A finished run of one prompt that makes ``calls`` tool calls (:func:`feed_tool_calls`)."""
+    interpreter = ClaudeInterpreter(prompt="p")
+    feed_tool_calls(interpreter, range(calls), failed=failed)
+    interpreter.finish()
+    return SimpleNamespace(label="claude: p", state=finished_state(), interpreter=interpreter, options={"prompt": "p"})
+
+
+CUT_CARD_CHARS = 500
+"""The most a record's card without its body may take (its tool, input summary and outcome)."""
+
+
+@pytest.mark.parametrize("form", ["html", "markdown", "text"])
+def test_a_records_tool_cards_are_bounded_in_total(form: str) -> None:
+    """200 tool calls (Bash and 100-line edits by turns, each printing 10,000 characters): each form
+    of the displayed record is under MAX_RECORD_TOOL_CHARS + CUT_CARD_CHARS a card (the HTML was
+    2,822,024 characters, the Markdown 1,218,159: each card's body was capped, their number not;
+    the text, 7,241, has no bodies: a guard)."""
+    record = getattr(Transcript(many_tools_run(200), answer_chars=MAX_RECORD_ANSWER_CHARS), form)()
+    assert len(record) < MAX_RECORD_TOOL_CHARS + 200 * CUT_CARD_CHARS
+    assert "echo 198" in record
+
+
+def test_a_records_cards_past_its_tool_budget_keep_their_tool_input_and_outcome() -> None:
+    """The same 200 calls, the last failing: the first cards show their bodies whole, every later
+    card its tool, input and outcome ("✗ Edit /w/x.txt change · +100 −100 · error · 1 line") and
+    no body, and one note after the turns counts the bodies left out and says run.tool_calls has
+    them (every card showed its body)."""
+    page = Transcript(many_tools_run(200, failed=199)).html()
+    cards = page.split('<div class="cc-tool cc-tool-')[1:]
+    whole = [index for index, card in enumerate(cards) if "<details" in card]
+    assert len(cards) == 200 and 0 < len(whole) < 200 and whole == list(range(len(whole)))
+    bash, edit = cards[-2], cards[-1]
+    assert '<strong class="cc-tool-name">Bash</strong>' in bash and ">echo 198</code>" in bash
+    assert "✓" in bash and "result · 1 line" in bash and "rrr" not in bash
+    assert edit.startswith('error"') and "✗" in edit and '<strong class="cc-tool-name">Edit</strong>' in edit
+    assert ">/w/x.txt</code>" in edit and "change · +100 −100 · error · 1 line" in edit and "rrr" not in edit
+    note = (f"… the results and changes of {200 - len(whole)} tool calls not shown: <code>run.tool_calls</code> "
+            "has all of them")
+    assert page.count("cc-tools-cut") == 1 and note in page
+
+
+def test_a_markdown_records_edits_past_its_tool_budget_keep_their_call_and_change_counts() -> None:
+    """The same 200 calls in the Markdown (run.transcript()): the first edits show their diffs, every
+    later one its call, outcome and change counts without the diff, and one note counts the diffs
+    left out and says run.tool_calls has them (all 100 diffs were shown)."""
+    record = Transcript(many_tools_run(200, failed=199)).markdown()
+    diffs = record.count("```diff")
+    assert 0 < diffs < 100 and len(record) < MAX_RECORD_TOOL_CHARS + 200 * CUT_CARD_CHARS
+    items = [item for item in record.splitlines() if item.startswith("- ")]
+    assert len(items) == 200 and items[-1] == f"- ✗ **Edit** `/w/x.txt` → error: {'r' * 99}… · change +100 −100"
+    assert record.count(f"*… the changes of {100 - diffs} tool calls not shown: `run.tool_calls` has all of them*") == 1
+
+
+def test_a_conversations_record_shows_earlier_turns_cards_as_it_did_at_their_end() -> None:
+    """Four turns of 30 Bash calls each printing 10,000 characters: the record made at the end of the
+    fourth shows the first two turns as the one made at the end of the third did (the budget is
+    spent in reading order: the first turn's results whole, the second's first ones, none after)."""
+    interpreter = ClaudeInterpreter(prompt="prompt 0")
+    run = SimpleNamespace(label="claude: prompt 0", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": "prompt 0"})
+    pages = []
+    for index in range(4):
+        interpreter.begin_turn(f"prompt {index}")
+        feed_tool_calls(interpreter, range(30 * index, 30 * index + 30), edits=False)
+        pages.append(Transcript(run).html())
+    assert [turn_of(pages[3], index) for index in range(2)] == [turn_of(pages[2], index) for index in range(2)]
+    assert [turn_of(pages[3], index).count("<details") for index in range(3)][::2] == [30, 0]
+    assert 0 < turn_of(pages[3], 1).count("<details") < 30
 
 
 def test_a_long_tool_error_is_cut_with_an_ellipsis() -> None:

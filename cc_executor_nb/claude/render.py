@@ -47,6 +47,7 @@ from .streamjson import (
     ClaudeRun,
     Cut,
     ThinkingBudget,
+    ToolBudget,
     ToolCall,
     TurnPart,
     TurnView,
@@ -86,6 +87,7 @@ __all__ = [
     "retry_text",
     "status_name",
     "tool_input_summary",
+    "tools_cut_words",
 ]
 
 # Limits: how much untrusted text one render may carry to the browser.
@@ -303,13 +305,17 @@ def render_tool_cards_html(
     return _tool_cards(run.tool_calls, decisions or {})
 
 
-def _tool_cards(tools: list[ToolCall] | tuple[ToolCall, ...], decisions: dict[str, PermissionRequest]) -> str:
+def _tool_cards(
+    tools: list[ToolCall] | tuple[ToolCall, ...], decisions: dict[str, PermissionRequest],
+    budget: ToolBudget | None = None,
+) -> str:
     if not tools:
         return ""
-    return '<div class="cc-tools">' + "".join(_tool_card(t, decisions.get(t.id)) for t in tools) + "</div>"
+    return '<div class="cc-tools">' + "".join(_tool_card(t, decisions.get(t.id), budget) for t in tools) + "</div>"
 
 
-def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None) -> str:
+def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None, budget: ToolBudget | None = None) -> str:
+    """``budget``: a bounded record's; a card whose body it leaves out says its outcome alone."""
     state, icon = _tool_state(tool)
     head = (
         f'<span class="cc-tool-status">{icon}</span> '
@@ -318,6 +324,8 @@ def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None) -> str
         f"{_decision_html(decision)}"
     )
     body = _tool_change_html(tool) + _tool_result(tool)
+    if budget is not None and not budget.spend(body):
+        body = _tool_outcome_html(tool)
     return f'<div class="cc-tool cc-tool-{state}" style="{_CARD}">{head}{body}</div>'
 
 
@@ -336,6 +344,30 @@ def tool_change(tool: ToolCall) -> tuple[list[Line], int, str] | None:
         return None
     counts = f"+{sum(line.kind == 'add' for line in lines)} −{sum(line.kind == 'remove' for line in lines)}"
     return lines[:MAX_CHANGE_LINES], max(0, len(lines) - MAX_CHANGE_LINES), counts
+
+
+def _tool_outcome_html(tool: ToolCall) -> str:
+    """What a card whose body a bounded record leaves out says in its place: the summaries that
+    fold its change and its result (``change · +3 −1 · result · 2 lines``), unfolding nothing."""
+    change = tool_change(tool)
+    words = [f"change · {change[2]}"] if change is not None else []
+    words += [_result_words(tool)] if tool.result is not None else []
+    return f' <span class="cc-tool-outcome" style="{_MUTED}">{escape(" · ".join(words))}</span>' if words else ""
+
+
+def tools_cut_words(left_out: int, what: str = "results and changes") -> str:
+    """What a bounded record says of the tool cards' bodies it leaves out (``run.tool_calls`` has
+    them all: each form says so in its own markup)."""
+    return f"the {what} of {left_out:,} tool call{_plural(left_out)} not shown"
+
+
+def _tools_cut_html(budget: ToolBudget | None) -> str:
+    """The note after a bounded record's turns; ``""`` when it left nothing out."""
+    if budget is None or not budget.left_out:
+        return ""
+    words = escape(tools_cut_words(budget.left_out))
+    where = "<code>run.tool_calls</code> has all of them"
+    return f'<div class="cc-tools-cut" style="{_MUTED}"><em>… {words}: {where}</em></div>'
 
 
 def _tool_change_html(tool: ToolCall) -> str:
@@ -433,13 +465,17 @@ def _tool_state(tool: ToolCall) -> tuple[str, str]:
 def _tool_result(tool: ToolCall) -> str:
     if tool.result is None:
         return ""
-    lines = tool.output_lines
-    label = "error" if tool.is_error else "result"
-    size = f"{lines} line{_plural(lines)}" if lines else "no output"
     return (
-        f'<details><summary style="{_MUTED}">{label} · {size}</summary>'
+        f'<details><summary style="{_MUTED}">{_result_words(tool)}</summary>'
         f'<pre style="{_PRE}">{ansi_html(overwrite_lines(_head(tool.result, MAX_TOOL_RESULT_CHARS)))}</pre></details>'
     )
+
+
+def _result_words(tool: ToolCall) -> str:
+    """``result · 3 lines``, ``error · 1 line``, ``result · no output``."""
+    lines = tool.output_lines
+    size = f"{lines} line{_plural(lines)}" if lines else "no output"
+    return f"{'error' if tool.is_error else 'result'} · {size}"
 
 
 _SUMMARY_KEYS = (
@@ -674,46 +710,49 @@ def _run_pieces(
     *,
     budget: AnswerBudget | None = None,
     thinking: ThinkingBudget | None = None,
+    tools: ToolBudget | None = None,
 ) -> BodyPieces:
-    """:func:`render_claude_html` cut before the turns and before the last one; ``budget`` and
-    ``thinking``: a bounded record's (its turns are built afresh)."""
+    """:func:`render_claude_html` cut before the turns and before the last one; ``budget``,
+    ``thinking`` and ``tools``: a bounded record's (its turns are built afresh)."""
     end = render_retries_html(run) + render_footer_html(run, process_ended) + "</div>"
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
-        if budget is not None or thinking is not None:  # a bounded record: each turn spends what is left
-            build = functools.partial(_turn_html, budget=budget, thinking=thinking)
+        if budget is not None or thinking is not None or tools is not None:  # a bounded record
+            build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools)
         built = [build(turn, decisions or {}) for turn in run.turn_views()]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
-        return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + end)
+        return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + _tools_cut_html(tools) + end)
     (view,) = run.turn_views()
     shown = decisions or {}
     parts = [render_thinking_html(run, thinking)]
     if run.is_error and run.turns and run.turns[-1].interrupted:
-        parts += [_in_order(view, shown, budget=budget), _INTERRUPTED]
+        parts += [_in_order(view, shown, budget=budget, tools=tools), _INTERRUPTED]
     elif run.is_error:
-        parts += [_in_order(view, shown, said=bool(_text_besides_error(run)), budget=budget), render_error_html(run)]
+        said = bool(_text_besides_error(run))
+        parts += [_in_order(view, shown, said=said, budget=budget, tools=tools), render_error_html(run)]
     else:
-        parts.append(_in_order(view, shown, run.answer, budget=budget))
-    return BodyPieces("", (), _RUN_OPEN + "".join(parts) + end)
+        parts.append(_in_order(view, shown, run.answer, budget=budget, tools=tools))
+    return BodyPieces("", (), _RUN_OPEN + "".join(parts) + _tools_cut_html(tools) + end)
 
 
 def _in_order(turn: TurnView, decisions: dict[str, PermissionRequest], result_text: str = "", *,
-              said: bool = True, budget: AnswerBudget | None = None) -> str:
+              said: bool = True, budget: AnswerBudget | None = None, tools: ToolBudget | None = None) -> str:
     """A turn's text and tool cards in the order they came (:meth:`TurnView.parts`: a text before
     a call above its card, not all of it below the cards), then ``result_text`` unless the text
     ends with it. ``said``: False leaves the text out (it only repeats the error shown below
-    it). ``budget``: a bounded record's, which cuts the text where it runs out, with a note."""
+    it). ``budget``: a bounded record's, which cuts the text where it runs out, with a note;
+    ``tools``: its cards' bodies'."""
     parts = turn.parts(result_text, said=said)
-    return "".join(_part_html(part, decisions) for part in (budget.spend(parts) if budget else parts))
+    return "".join(_part_html(part, decisions, tools) for part in (budget.spend(parts) if budget else parts))
 
 
-def _part_html(part: TurnPart | Cut, decisions: dict[str, PermissionRequest]) -> str:
+def _part_html(part: TurnPart | Cut, decisions: dict[str, PermissionRequest], tools: ToolBudget | None = None) -> str:
     if isinstance(part, str):
         return render_answer_html(part)
     if isinstance(part, Cut):
         return (f'<div class="cc-cut" style="{_MUTED}"><em>… {part.chars:,} more characters of the answer: '
                 "<code>run.transcript()</code> has all of it</em></div>")
-    return _tool_cards(part, decisions)
+    return _tool_cards(part, decisions, tools)
 
 
 _BODY_OPEN = '<div class="ccx-claude tex2jax_ignore mathjax_ignore">'
@@ -807,20 +846,21 @@ def _turn_key(turn: TurnView, decisions: dict[str, PermissionRequest]) -> tuple[
 
 def _turn_html(
     turn: TurnView, decisions: dict[str, PermissionRequest], budget: AnswerBudget | None = None,
-    thinking: ThinkingBudget | None = None,
+    thinking: ThinkingBudget | None = None, tools: ToolBudget | None = None,
 ) -> str:
     prompt = ""
     if turn.index > 0:
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
     body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate, thinking)]
     if turn.interrupted and turn.result is not None:
-        body += [_in_order(turn, decisions, budget=budget), _INTERRUPTED]
+        body += [_in_order(turn, decisions, budget=budget, tools=tools), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
-        body += [_in_order(turn, decisions, said=turn.text.strip() != message.strip(), budget=budget),
+        said = turn.text.strip() != message.strip()
+        body += [_in_order(turn, decisions, said=said, budget=budget, tools=tools),
                  f'<div class="cc-error" style="{_ERROR}">{escape(printable(message))}</div>']
     else:
-        body.append(_in_order(turn, decisions, turn.answer, budget=budget))
+        body.append(_in_order(turn, decisions, turn.answer, budget=budget, tools=tools))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
 
 
@@ -866,6 +906,7 @@ def claude_body_html(
     turns: TurnCache | None = None,
     answer_chars: int | None = None,
     thinking_chars: int | None = None,
+    tool_chars: int | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
@@ -878,10 +919,14 @@ def claude_body_html(
     ``thinking_chars``: show that many characters of thinking at most, in all (a record's bound; None:
     the last :data:`MAX_THINKING_CHARS` of each turn's, as the live widget shows), spent in the same
     order (:class:`~cc_executor_nb.claude.streamjson.ThinkingBudget`), with a note where it is cut.
+    ``tool_chars``: show that many characters of the tool cards' bodies (results, changes) at most, in
+    all (a record's bound; None: each card's, as the live widget shows), spent in the same order
+    (:class:`~cc_executor_nb.claude.streamjson.ToolBudget`); each later card keeps its tool, input and
+    outcome, and a note after the turns counts the bodies left out.
     """
     return claude_body_pieces(
         run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
-        answer_chars=answer_chars, thinking_chars=thinking_chars,
+        answer_chars=answer_chars, thinking_chars=thinking_chars, tool_chars=tool_chars,
     ).html
 
 
@@ -896,6 +941,7 @@ def claude_body_pieces(
     turns: TurnCache | None = None,
     answer_chars: int | None = None,
     thinking_chars: int | None = None,
+    tool_chars: int | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
     sends a conversation's finished turns once and then only the turn that changes."""
@@ -903,7 +949,8 @@ def claude_body_pieces(
     limit = render_limit_html(run, time.time() if now is None else now, ended=ended)
     budget = AnswerBudget(answer_chars) if answer_chars is not None else None
     thinking = ThinkingBudget(thinking_chars) if thinking_chars is not None else None
-    body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking)
+    tools = ToolBudget(tool_chars) if tool_chars is not None else None
+    body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking, tools=tools)
     end = limit
     if ended and run.result is None:
         end += _no_result_html(run, status, exit_code, stderr)

@@ -61,6 +61,7 @@ __all__ = [
     "Phase",
     "Signal",
     "ThinkingBudget",
+    "ToolBudget",
     "ToolCall",
     "ToolStatus",
     "TurnEnded",
@@ -282,6 +283,30 @@ class ThinkingBudget:
         kept = min(len(thinking), self.chars)
         self.chars -= kept
         return thinking[len(thinking) - kept :], len(thinking) - kept
+
+
+@dataclass
+class ToolBudget:
+    """How many characters of tool cards' bodies (results, changes) a bounded record still shows,
+    spent card after card in the order they are read: the first cards' bodies whole, none from
+    the first that does not fit on. A card without its body keeps its tool, input and outcome.
+
+    Whole bodies, not cut ones: each is already capped (a result's first characters, a change's
+    first lines). Reading order, as :class:`AnswerBudget`: the record made at a turn's end shows
+    the earlier turns' cards as the one made at theirs did.
+    """
+
+    chars: int
+    left_out: int = 0
+    """How many cards' bodies the record left out so far."""
+
+    def spend(self, body: str) -> bool:
+        """Whether the record shows ``body`` (as it is written in the record); counted if so."""
+        if len(body) > self.chars:
+            self.chars, self.left_out = 0, self.left_out + 1
+            return False
+        self.chars -= len(body)
+        return True
 
 
 def text_and_result(text: str, result_text: str) -> str:

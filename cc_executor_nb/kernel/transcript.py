@@ -41,8 +41,9 @@ from ..claude.render import (
     retry_text,
     tool_change,
     tool_input_summary,
+    tools_cut_words,
 )
-from ..claude.streamjson import AnswerBudget, Cut, ToolCall, TurnPart, TurnView
+from ..claude.streamjson import AnswerBudget, Cut, ToolBudget, ToolCall, TurnPart, TurnView
 from ..claude.text import (
     TOOL_ERROR_CHARS,
     answer_of,
@@ -66,6 +67,7 @@ __all__ = [
     "IN_PROGRESS_NOTE",
     "MAX_OUTPUT_CHARS",
     "MAX_RECORD_ANSWER_CHARS",
+    "MAX_RECORD_TOOL_CHARS",
     "QUEUED_NOTE",
     "Recordable",
     "Transcript",
@@ -79,6 +81,10 @@ MAX_OUTPUT_CHARS = 20_000
 """How much of a command's output (the tail) a transcript keeps, as the widget shows."""
 MAX_RECORD_ANSWER_CHARS = 200_000
 """How much of Claude's answer the display's record carries; ``run.transcript()`` has all."""
+MAX_RECORD_TOOL_CHARS = 200_000
+"""How much of its tool cards' bodies (results, changes) a record carries in all; ``run.tool_calls``
+has all. As much as the answer may take: 40 results at the widget's cap of 5,000 characters each,
+more than most runs' tools print, while 200 calls made a record of 1.1 million characters."""
 
 IN_PROGRESS_NOTE = "Still running when this record was made: this is not the run's final record."
 """What a record of a live run says: a notebook saved before the run ended keeps the record
@@ -112,7 +118,10 @@ class Transcript:
     ``answer_chars`` bounds Claude's answer (None: all of it); ``thinking_chars`` the thinking the
     HTML shows, in all turns together (the widget shows up to :data:`MAX_THINKING_CHARS` of each
     turn's: a record of many turns grew without bound; None: that). The Markdown and the text
-    note the thinking without its text.
+    note the thinking without its text. ``tool_chars`` bounds the tool cards' bodies (the HTML's
+    results and changes, the Markdown's changes; the text has none) in all, in reading order: each
+    card keeps its tool, input and outcome, and one note counts the bodies left out (None: each
+    card's, as the widget shows).
     """
 
     def __init__(
@@ -122,11 +131,13 @@ class Transcript:
         output_chars: int = MAX_OUTPUT_CHARS,
         answer_chars: int | None = None,
         thinking_chars: int | None = MAX_THINKING_CHARS,
+        tool_chars: int | None = MAX_RECORD_TOOL_CHARS,
     ) -> None:
         self.run = run
         self.output_chars = output_chars
         self.answer_chars = answer_chars
         self.thinking_chars = thinking_chars
+        self.tool_chars = tool_chars
         interpreter = run.interpreter
         raw = bool(run.options.get("raw"))
         self.claude = interpreter if isinstance(interpreter, ClaudeInterpreter) and not raw else None
@@ -242,20 +253,25 @@ class Transcript:
         assert view is not None
         asked = _requests_by_turn(view, self.turns if self._conversation else [])
         parts_by_turn = self._parts()
+        tools = ToolBudget(self.tool_chars) if self.tool_chars is not None else None
         # A conversation's retries are listed after its turns, as in the HTML, each naming its turn.
         retries = _retries_markdown(view)
         if not self._conversation:
             parts = [_thinking_markdown(view.thinking), *retries, _permissions_markdown(asked[0])]
-            parts += self._answer_markdown(view, parts_by_turn[0])
+            parts += self._answer_markdown(view, parts_by_turn[0], tools)
         else:
-            parts = self._turns_markdown(parts_by_turn, asked) + retries
+            parts = self._turns_markdown(parts_by_turn, asked, tools) + retries
+        if tools is not None and tools.left_out:
+            words = markdown_escape(tools_cut_words(tools.left_out, "changes"))
+            parts.append(f"*… {words}: `run.tool_calls` has all of them*")
         parts += self._no_result_markdown()
         parts.append("---\n\n" + " · ".join(_footer_markdown(view, ended=self.state.finished)))
         return parts
 
-    def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut]) -> list[str]:
-        """One turn: its text and tools in order (the text cut to ``answer_chars``) and how it failed."""
-        parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it")
+    def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut], tools: ToolBudget | None) -> list[str]:
+        """One turn: its text and tools in order (the text cut to ``answer_chars``, the changes to
+        ``tools``) and how it failed."""
+        parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it", tools)
         error = error_line(view)
         if view.interrupted:
             parts.append("**Interrupted**")
@@ -263,7 +279,9 @@ class Transcript:
             parts.append(f"**{markdown_escape(error.removeprefix('[error] '))}**")
         return parts
 
-    def _turns_markdown(self, parts_by_turn: list[list[TurnPart | Cut]], asked: list[list[Any]]) -> list[str]:
+    def _turns_markdown(
+        self, parts_by_turn: list[list[TurnPart | Cut]], asked: list[list[Any]], tools: ToolBudget | None,
+    ) -> list[str]:
         """A conversation: each turn's follow-up prompt, thinking note, permission questions, text
         and tools in the order they came, and how it ended."""
         parts: list[str] = []
@@ -271,7 +289,7 @@ class Transcript:
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
             parts += [_thinking_markdown(turn.thinking), _permissions_markdown(asked[turn.index])]
-            parts += _parts_markdown(shown, "of this answer: `run.text` has all of it")
+            parts += _parts_markdown(shown, "of this answer: `run.text` has all of it", tools)
             failure = _turn_failure(turn)
             if failure:
                 parts.append(f"**{markdown_escape(failure)}**")
@@ -341,7 +359,7 @@ class Transcript:
         with self.claude.locked() as run:
             return claude_body_html(
                 run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
-                answer_chars=self.answer_chars, thinking_chars=self.thinking_chars,
+                answer_chars=self.answer_chars, thinking_chars=self.thinking_chars, tool_chars=self.tool_chars,
             )
 
     def document(self) -> str:
@@ -490,15 +508,17 @@ def without_blank_lines(fragment: str) -> str:
     return _BLANK_LINE_AHEAD.sub("&#10;", fragment)
 
 
-def _tool_markdown(tool: ToolCall) -> str:
-    """One list item: the call and its outcome, then an edit's change as a diff under it."""
+def _tool_markdown(tool: ToolCall, budget: ToolBudget | None = None) -> str:
+    """One list item: the call and its outcome, then an edit's change as a diff under it, unless
+    ``budget`` (a bounded record's) leaves it out."""
     change = tool_change(tool)
     if change is None:
         return _tool_item(tool)
     lines, more, counts = change
     text = "\n".join(line.text for line in lines) + (f"\n… {more:,} more lines not shown" if more else "")
     block = "\n".join("  " + line for line in fenced(text, "diff").split("\n"))
-    return f"{_tool_item(tool)} · change {counts}\n\n{block}\n"
+    item = f"{_tool_item(tool)} · change {counts}"
+    return item if budget is not None and not budget.spend(block) else f"{item}\n\n{block}\n"
 
 
 def _tool_item(tool: ToolCall) -> str:
@@ -594,17 +614,18 @@ def _turn_failure(turn: TurnView) -> str:
     return turn.error_message or "The turn failed."
 
 
-def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str) -> list[str]:
+def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, budget: ToolBudget | None = None) -> list[str]:
     """A turn's text and tools in order: each text as inert Markdown, the calls at one place as a
-    list under **Tools**, a cut as the note ``… N more characters {cut_words}``."""
+    list under **Tools** (their changes spending ``budget``), a cut as the note ``… N more
+    characters {cut_words}``."""
     parts = []
     for part in shown:
         if isinstance(part, Cut):
             parts.append(f"*… {part.chars:,} more characters {cut_words}*")
         elif isinstance(part, str):
             parts.append(_answer_text(part) if part.strip() else "")
-        elif tools := [tool for tool in part if tool.parent_tool_use_id is None]:
-            parts.append("**Tools**\n\n" + "\n".join(map(_tool_markdown, tools)))
+        elif calls := [tool for tool in part if tool.parent_tool_use_id is None]:
+            parts.append("**Tools**\n\n" + "\n".join(_tool_markdown(tool, budget) for tool in calls))
     return parts
 
 
