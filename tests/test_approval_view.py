@@ -529,6 +529,47 @@ def test_the_live_widget_keeps_each_turns_thinking_cap_and_sends_a_thinking_delt
     assert made.value == fresh_html(made, source, State())
 
 
+def big_tool_turn_lines(index: int, calls: int) -> list[str]:
+    """A turn of ``calls`` Bash calls, each printing 10,000 characters, then its result."""
+    lines = []
+    for number in range(calls):
+        tool_id = f"toolu_{index}_{number}"
+        call = {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": f"echo {index}.{number}"}}
+        output = {"type": "tool_result", "tool_use_id": tool_id, "content": "r" * 10_000}
+        lines += [assistant(f"m{index}.{number}", call),
+                  json_line(type="user", message={"role": "user", "content": [output]})]
+    return [*lines, result(result="done")]
+
+
+def test_the_live_widget_keeps_each_cards_result_and_a_tool_call_sends_the_live_turn_alone(
+    body: tuple[ClaudeBody, Source, Controls], comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """Two finished turns of 30 calls each printing 10,000 characters (more than a record shows of
+    tool results in all) and a third running a tool: every finished card shows its result's first
+    MAX_TOOL_RESULT_CHARS (the record's total budget is not the widget's), and the live turn's tool
+    result sends that turn alone, under 12,000 characters."""
+    made, source, _ = body
+    for index in range(2):
+        made.interpreter.begin_turn(f"prompt {index}")
+        for each in big_tool_turn_lines(index, 30):
+            made.interpreter.feed("stdout", each + "\n")
+    made.interpreter.begin_turn("the live one")
+    *calls, _ = big_tool_turn_lines(2, 2)
+    for each in calls[:3]:
+        made.interpreter.feed("stdout", each + "\n")
+    made.render(State(), 0.0)
+    for index in range(2):
+        shown = turn_of(made.value, index)
+        assert shown.count("<details>") == 30 and shown.count("r" * claude_render.MAX_TOOL_RESULT_CHARS) == 30
+    made.interpreter.feed("stdout", calls[3] + "\n")
+    since = [len(c.messages) for c in comms]
+    made.render(State(), 0.0)
+    sent = sent_values(comms, since)
+    assert "echo 2.1" in sent and [index for index in range(2) if f"cc-turn-{index}" in sent] == []
+    assert made.sent_chars == len(sent) < 12_000
+    assert made.value == fresh_html(made, source, State())
+
+
 def test_a_conversation_that_thinks_is_shown_as_a_fresh_build_does_and_its_head_holds_no_thinking(
     body: tuple[ClaudeBody, Source, Controls],
 ) -> None:
