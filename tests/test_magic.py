@@ -928,6 +928,35 @@ def test_a_prompt_of_megabytes_in_the_line_is_split_at_once() -> None:
     assert text_of(line, tokens[1:2]) == prompt
 
 
+def test_a_prompt_of_escaped_quotes_after_a_lone_quote_is_split_at_once() -> None:
+    """A line whose quotes after a lone one are all escaped (a quoted JSON or log text pasted in
+    the prompt) is split within the test's timeout: each escaped quote began a quoted string
+    that ran to the end of the line and failed (quadratic: 16 s for 40,000 of them)."""
+    line = '--demo summarise: " ' + 'say \\"hi\\" ' * 200_000 + "--wait"
+    tokens = split_line(line)
+    assert [token.raw for token in tokens] == line.split()
+
+
+_WORD_REGEX = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]|\\.)*"|'[^']*'|["'])+""", re.DOTALL)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="ab \\'\"\n\t\u00a0", max_size=24))
+def test_the_line_is_split_where_the_word_regex_splits_it(line: str) -> None:
+    """The linear split finds the words the word regex (tried at every quote) finds."""
+    assert [(t.raw, t.start) for t in split_line(line)] == [(m.group(), m.start()) for m in _WORD_REGEX.finditer(line)]
+
+
+def test_a_backslash_before_a_line_break_inside_quotes_stays_in_the_word() -> None:
+    """A quoted prompt holding a line that ends in a backslash (a shell or Python line
+    continuation in expanded code) is one word, as shlex reads it: it was cut in two at the
+    line break, so the prompt kept its quotes."""
+    line = '--demo "fix: x = 1 + \\\n    2"'
+    tokens = split_line(line)
+    assert [str(token) for token in tokens] == shlex.split(line)
+    assert text_of(line, tokens[1:]) == "fix: x = 1 + \\\n    2"
+
+
 def test_an_option_error_survives_pickling_and_copying() -> None:
     """A bad option's error crosses processes whole (a Dask task's): it raised TypeError when
     rebuilt, as its constructor takes the template and names, not the message."""

@@ -47,8 +47,13 @@ __all__ = [
 ]
 
 # A token is a run of non-blank characters and quoted strings; a lone quote is a
-# literal (prompts are full of apostrophes).
-_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'])+""")
+# literal (prompts are full of apostrophes). In "...", a backslash escapes any character,
+# a line break too (shlex keeps both).
+_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'])+""", re.DOTALL)
+# Everything up to the first double quote that closes nowhere: once one does not, no later one
+# does (its string ran to the end of the line through every later one, each escaped), so
+# _TOKEN need not try each again to the end of the line (quadratic).
+_UNTIL_LONE_QUOTE = re.compile(r"""(?:[^"']++|"(?:[^"\\]++|\\.)*+"|'[^']*+'|')*+(?=")""", re.DOTALL)
 
 
 class Token(str):
@@ -67,8 +72,12 @@ class Token(str):
 
 
 def split_line(line: str) -> list[Token]:
-    """Split a magic line like a POSIX shell, keeping each word's place in the line."""
-    return [Token(m.group(), m.start(), i) for i, m in enumerate(_TOKEN.finditer(line))]
+    """Split a magic line like a POSIX shell, keeping each word's place in the line. Linear:
+    the words are found in a copy where every double quote from the first that closes nowhere
+    on is a plain character, as _TOKEN would find each of them to be."""
+    lone = _UNTIL_LONE_QUOTE.match(line)
+    shadow = line if lone is None else line[: lone.end()] + line[lone.end() :].replace('"', "\0")
+    return [Token(line[m.start() : m.end()], m.start(), i) for i, m in enumerate(_TOKEN.finditer(shadow))]
 
 
 def _unquote(raw: str) -> str:
