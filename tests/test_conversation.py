@@ -881,6 +881,53 @@ def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path
         helper.stop()
 
 
+async def _freeze(proxy: FaultyProxy) -> None:
+    proxy.freeze()
+
+
+async def _cut_and_thaw(proxy: FaultyProxy) -> None:
+    proxy.drop()  # what the frozen path held (the cancel's frame) is gone with it
+    proxy.thaw()
+
+
+def test_a_cancel_of_the_conversations_own_timer_lost_with_its_connection_is_sent_once_it_is_back(
+    tmp_path: Path, remote: ServerProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The handshake's timeout cancels a CLI that never answers in host mode (so do an interrupt
+    with no result and an end the CLI does not exit after). That cancel, lost with a connection
+    found dead before the server answered (a frozen server), was dropped: after the reconnect the
+    CLI lived on and the run stayed running with nothing left to end it. It is sent again once
+    the connection is back, and the run goes one-shot as after any handshake timeout."""
+    from cc_executor_nb.kernel import conversation
+
+    monkeypatch.setattr(conversation, "HANDSHAKE_TIMEOUT", scaled(4.0))
+    fake = tmp_path / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do if [ "$a" = "--input-format" ]; then exec sleep 300; fi; done\n'
+        f'exec {CLAUDE} "$@"\n'
+    )
+    fake.chmod(0o755)
+    helper = KernelLoop(thread_name="proxy-loop").start()
+    proxy = FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        helper.call(proxy.start())
+        run = ccx.run("echo: after a frozen start", executable=str(fake), demo=True, display=False,
+                      cwd=str(tmp_path), settings=settings(), heartbeat=0.5, server=proxy.url(), token=REMOTE_TOKEN)
+        eventually(lambda: run.state.pgid is not None, what="the CLI to start")
+        helper.call(_freeze(proxy))
+        eventually(lambda: run.state.status == "reconnecting" and "did not answer in host mode" in caplog.text,
+                   timeout=30, what="the handshake's timeout, and the connection found lost")
+        helper.call(_cut_and_thaw(proxy))
+        run.wait(scaled(40))
+        assert (run.status, run.answer) == ("completed", "after a frozen start")
+    finally:  # failed or not, the proxy's connections are closed before its loop is
+        if not run.done:
+            run.cancel(timeout=None)
+        helper.call(proxy.close(), scaled(30))
+        helper.stop()
+
+
 def test_a_forced_widget_conversation_outside_a_kernel_prints_each_turns_record_and_its_end_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -788,11 +788,13 @@ class Conversation:
             self._spawn(self._control_cancel())
 
     async def _control_cancel(self) -> None:
+        """The cancel of this conversation's own timers (handshake, interrupt, exit): one lost
+        with its connection (a frozen server found dead) is sent again once the client has
+        reconnected, as a line of input is; nothing else would end that process."""
         client = self._client
         if client is None:
             return
-        with contextlib.suppress(NoProcessRunning, ConnectionLost):
-            await client.cancel()
+        await self._deliver(client.cancel)
 
     def _write(self, message: Mapping[str, Any], ok_exit_codes: tuple[int, ...] | None = None) -> None:
         """Queue one line for the CLI; ``ok_exit_codes``: what a durable job is told an exit
