@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from cc_executor_nb.client import Client
+from cc_executor_nb.errors import ConnectionLost
 from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
@@ -780,6 +781,26 @@ def test_a_cancel_in_flight_when_the_connection_is_lost_reaches_the_server_once_
     finally:
         bg.call(proxy.close(), timeout=scaled(10))
     assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+
+
+def test_a_pause_lost_with_its_connection_says_so(bg: KernelLoop) -> None:
+    """pause() on a connection found dead before the server answers (a frozen server) returned
+    as if it had paused the run: after the reconnect the process ran on, not paused. It raises
+    ConnectionLost saying the pause may not have reached the server."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=["sleep", "60"], heartbeat_interval=0.2), Target(proxy.url(), bg.server.token))
+        run.start(bg)
+        eventually(lambda: run.state.pgid is not None, what="the run to start")
+        bg.call(_freeze(proxy), timeout=scaled(5))
+        with pytest.raises(ConnectionLost, match=r"^pause: the connection was lost before the server answered \(.+\); "
+                           r"the pause may not have reached the server: ask again once the run is back$"):
+            run.pause(timeout=scaled(10))  # raises once three heartbeats were missed
+        bg.call(_cut_and_thaw(proxy), timeout=scaled(5))
+    finally:
+        run.cancel(timeout=None)
+        bg.call(proxy.close(), timeout=scaled(10))
 
 
 def test_a_cancel_the_server_does_not_answer_in_time_says_why_and_goes_on(bg: KernelLoop) -> None:

@@ -713,10 +713,13 @@ class Run:
                 await client.control(kind)
         except NoProcessRunning:
             pass
-        except ConnectionLost:
+        except ConnectionLost as exc:
             # Lost before the server answered (a frozen server found dead meanwhile): it may
-            # never have had the cancel. While the client reconnects, as above.
-            if kind == "CANCEL" and not client.closed:
+            # never have had the request. A cancel, while the client reconnects, as above; a
+            # pause or resume is not done for the caller, who is told.
+            if kind != "CANCEL":
+                raise ConnectionLost(_lost(kind, exc)) from None
+            if not client.closed:
                 self._cancel_when_back()
         except InvalidParams as exc:
             # PAUSE of a paused run, RESUME of a running one: it already is as asked.
@@ -1308,6 +1311,12 @@ def _unanswered(kind: str, url: str, timeout: float | None) -> str:
     return (f"{kind.lower()}: {url} did not answer within {timeout:g} s (a frozen or unreachable "
             "server?); the request is still on its way, and a cancel ends the run here once the "
             "connection is found lost")
+
+
+def _lost(kind: str, exc: ConnectionLost) -> str:
+    """Why a pause or resume failed: its connection was lost before the answer."""
+    return (f"{kind.lower()}: the connection was lost before the server answered ({exc}); the "
+            f"{kind.lower()} may not have reached the server: ask again once the run is back")
 
 
 UNREACHABLE_CANCEL = (
