@@ -687,8 +687,11 @@ class Client:
                 await self._dispatch(frame, isinstance(frame, bytes))
         finally:
             # Lost with its connection, it is no request of the next one: left pending, it
-            # was failed at the next close with nobody waiting ("never retrieved").
+            # was failed at the next close with nobody waiting ("never retrieved"). Failed by a
+            # close while it waited, its error is read here: the connection's own goes up.
             self._pending.pop(request_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()
         return dict(future.result())
 
     async def _give_up(self, reason: str) -> bool:

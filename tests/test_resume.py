@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import time
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect as ws_connect
@@ -282,6 +283,33 @@ async def test_a_resume_whose_connection_dies_leaves_no_request_behind(resumable
             await client._call_on(_DyingConnection(), "resume", {})  # type: ignore[arg-type]
     finally:
         await client.close()
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        gc.collect()
+    assert "never retrieved" not in caplog.text
+
+
+class _ClosedUnderTheResume:
+    """A fresh connection on which the client is closed (the run ends) while the resume waits."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def send(self, frame: str) -> None:
+        pass
+
+    async def recv(self) -> str:
+        await self.client.close()  # fails every pending request, the resume's too
+        raise ConnectionClosed(None, None)
+
+
+async def test_a_resume_failed_by_a_close_while_it_waits_leaves_no_exception_unretrieved(resumable, caplog) -> None:
+    """A resume whose request the client's close failed while it waited on its connection: its
+    exception was never retrieved (the connection's own ConnectionClosed went up instead), and
+    asyncio wrote "Future exception was never retrieved ... ConnectionLost" into the user's cell."""
+    handler, _proxy = resumable
+    client = await connect(handler.url, TOKEN)
+    with pytest.raises(ConnectionClosed):
+        await client._call_on(_ClosedUnderTheResume(client), "resume", {})  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         gc.collect()
     assert "never retrieved" not in caplog.text
