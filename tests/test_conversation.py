@@ -31,10 +31,11 @@ from cc_executor_nb.demo.texts import haikus
 from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import KernelLoop, stop_shared_loop
 from cc_executor_nb.kernel.prompter import NOBODY_MESSAGE
-from cc_executor_nb.kernel.run import Run
+from cc_executor_nb.kernel.run import UNREACHABLE_CANCEL, Run
 from cc_executor_nb.kernel.transcript import Transcript
 
 from .closed_input_cli import cli_that_exits_before_reading
+from .conftest import group_alive
 from .proxy import FaultyProxy
 from .servers import ServerProcess, start_server
 from .util import all_objects, assert_no_command_line_shows, eventually, new_objects, scaled
@@ -924,6 +925,38 @@ def test_a_cancel_of_the_conversations_own_timer_lost_with_its_connection_is_sen
     finally:  # failed or not, the proxy's connections are closed before its loop is
         if not run.done:
             run.cancel(timeout=None)
+        helper.call(proxy.close(), scaled(30))
+        helper.stop()
+
+
+def test_a_conversations_cancel_in_flight_when_its_connection_is_lost_reaches_the_server_once_it_is_back(
+    tmp_path: Path, remote: ServerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.cancel() of a conversation whose connection is found dead before the server answers
+    (a frozen server): the run ends cancelled here, and the cancel is sent again once the
+    connection is back, so the CLI ends there too (Conversation.cancel lets ConnectionLost
+    through to the run)."""
+    from cc_executor_nb.kernel import conversation
+
+    monkeypatch.setattr(conversation, "HANDSHAKE_TIMEOUT", 300.0)
+    fake = tmp_path / "claude"
+    fake.write_text('#!/bin/sh\nexec sleep 300\n')
+    fake.chmod(0o755)
+    helper = KernelLoop(thread_name="proxy-loop").start()
+    proxy = FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        helper.call(proxy.start())
+        run = ccx.run("echo: never answered", executable=str(fake), demo=True, display=False,
+                      cwd=str(tmp_path), settings=settings(), heartbeat=0.5, server=proxy.url(), token=REMOTE_TOKEN)
+        eventually(lambda: run.state.pgid is not None, what="the CLI to start")
+        pgid = run.state.pgid
+        assert pgid is not None
+        helper.call(_freeze(proxy))
+        run.cancel(timeout=scaled(10))  # returns once three heartbeats were missed
+        assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+        helper.call(_cut_and_thaw(proxy))
+        eventually(lambda: not group_alive(pgid), timeout=30, what="the CLI to be cancelled on the server")
+    finally:  # failed or not, the proxy's connections are closed before its loop is
         helper.call(proxy.close(), scaled(30))
         helper.stop()
 
