@@ -726,6 +726,26 @@ def test_cancel_while_the_server_cannot_be_reached_ends_the_run_here(bg: KernelL
     assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
 
 
+def test_an_owners_cancel_made_while_reconnecting_keeps_its_reason(bg: KernelLoop) -> None:
+    """A cancel with an owner's reason (a batch whose budget is spent) made while the server
+    cannot be reached: the run's error said only that the server could not be reached, not why
+    it was cancelled. It says both."""
+    assert bg.server is not None
+    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
+    try:
+        run = Run(RunSpec(argv=["sleep", "60"]), Target(proxy.url(), bg.server.token)).start(bg)
+        eventually(lambda: run.state.pgid is not None, what="the run to start")
+        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
+        eventually(lambda: run.status == "reconnecting", what="reconnecting")
+        run.cancel(reason="cancelled: the batch budget ($1) was spent").wait(scaled(5))
+        assert (run.status, run.error) == ("cancelled", "cancelled: the batch budget ($1) was spent, while the "
+                                           "server could not be reached (the cancel is sent to it if the connection "
+                                           "comes back)")
+        bg.call(_refuse_and_drop(proxy, False), timeout=scaled(5))
+    finally:
+        bg.call(proxy.close(), timeout=scaled(10))
+
+
 def test_a_cancel_made_while_reconnecting_reaches_the_server_once_it_is_back(bg: KernelLoop) -> None:
     """cancel() while reconnecting, then the network comes back: the cancel is sent and the
     process ends on the server (it ran on until the detach TTL, 10 min by default; a durable

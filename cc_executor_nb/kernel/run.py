@@ -732,7 +732,8 @@ class Run:
         the run ends here, cancelled, and the cancel goes to the server if the connection
         comes back (a durable job has no detach TTL to end it otherwise)."""
         self._cancel_undelivered = True
-        self._settle_locally(UNREACHABLE_CANCEL)
+        reason = self._cancel_reason  # an owner's (a batch's spent budget) is kept: why, then how
+        self._settle_locally(UNREACHABLE_CANCEL if reason == CANCELLED_BY_YOU else f"{reason}, {_UNREACHABLE}")
 
     # -- Waiting ---------------------------------------------------------------------
 
@@ -1319,10 +1320,8 @@ def _lost(kind: str, exc: ConnectionLost) -> str:
             f"{kind.lower()} may not have reached the server: ask again once the run is back")
 
 
-UNREACHABLE_CANCEL = (
-    "cancelled while the server could not be reached (the cancel is sent to it if the "
-    "connection comes back)"
-)
+_UNREACHABLE = "while the server could not be reached (the cancel is sent to it if the connection comes back)"
+UNREACHABLE_CANCEL = f"cancelled {_UNREACHABLE}"
 
 
 def _request_id(request: PermissionRequest | str | None) -> str | None:
