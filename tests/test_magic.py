@@ -937,7 +937,7 @@ def test_a_prompt_of_escaped_quotes_after_a_lone_quote_is_split_at_once() -> Non
     assert [token.raw for token in tokens] == line.split()
 
 
-_WORD_REGEX = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]|\\.)*"|'[^']*'|["'])+""", re.DOTALL)
+_WORD_REGEX = re.compile(r"""(?:[^ \t\r\n"']+|"(?:[^"\\]|\\.)*"|'[^']*'|["'])+""", re.DOTALL)
 
 
 @settings(max_examples=2000, deadline=None)
@@ -945,6 +945,15 @@ _WORD_REGEX = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]|\\.)*"|'[^']*'|["'])+""", re
 def test_the_line_is_split_where_the_word_regex_splits_it(line: str) -> None:
     """The linear split finds the words the word regex (tried at every quote) finds."""
     assert [(t.raw, t.start) for t in split_line(line)] == [(m.group(), m.start()) for m in _WORD_REGEX.finditer(line)]
+
+
+@pytest.mark.parametrize("blank", ["\u00a0", "\u3000", "\x0b", "\x0c", "\u2028"])
+def test_a_blank_that_is_no_shell_blank_stays_in_its_word(blank: str) -> None:
+    """Words are split at a space, tab or line break, as shlex (and a POSIX shell) splits them:
+    a no-break space (a path pasted from a web page), an ideographic space or a form feed in a
+    word split it, so '--cwd my<NBSP>dir hi' ran in 'my' with the prompt 'dir hi'."""
+    line = f"--cwd my{blank}dir hi"
+    assert [str(token) for token in split_line(line)] == shlex.split(line) == ["--cwd", f"my{blank}dir", "hi"]
 
 
 def test_a_backslash_before_a_line_break_inside_quotes_stays_in_the_word() -> None:

@@ -47,9 +47,10 @@ __all__ = [
 ]
 
 # A token is a run of non-blank characters and quoted strings; a lone quote is a
-# literal (prompts are full of apostrophes). In "...", a backslash escapes any character,
-# a line break too (shlex keeps both).
-_TOKEN = re.compile(r"""(?:[^\s"']+|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'])+""", re.DOTALL)
+# literal (prompts are full of apostrophes). Blanks are shlex's (a POSIX shell's): space,
+# tab, CR, LF; a no-break space is part of a word. In "...", a backslash escapes any
+# character, a line break too (shlex keeps both).
+_TOKEN = re.compile(r"""(?:[^ \t\r\n"']+|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'])+""", re.DOTALL)
 # Everything up to the first double quote that closes nowhere: once one does not, no later one
 # does (its string ran to the end of the line through every later one, each escaped), so
 # _TOKEN need not try each again to the end of the line (quadratic).
