@@ -937,7 +937,7 @@ def test_a_prompt_of_escaped_quotes_after_a_lone_quote_is_split_at_once() -> Non
     assert [token.raw for token in tokens] == line.split()
 
 
-_WORD_REGEX = re.compile(r"""(?:[^ \t\r\n"']+|"(?:[^"\\]|\\.)*"|'[^']*'|["'])+""", re.DOTALL)
+_WORD_REGEX = re.compile(r"""(?:[^ \t\r\n"'\\]+|\\.|"(?:[^"\\]|\\.)*"|'[^']*'|["'\\])+""", re.DOTALL)
 
 
 @settings(max_examples=2000, deadline=None)
@@ -954,6 +954,30 @@ def test_a_blank_that_is_no_shell_blank_stays_in_its_word(blank: str) -> None:
     word split it, so '--cwd my<NBSP>dir hi' ran in 'my' with the prompt 'dir hi'."""
     line = f"--cwd my{blank}dir hi"
     assert [str(token) for token in split_line(line)] == shlex.split(line) == ["--cwd", f"my{blank}dir", "hi"]
+
+
+def _shlex_words(line: str) -> list[str] | None:
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="ab \\'\"\n\t", max_size=20))
+def test_a_line_shlex_can_split_is_split_into_shlexs_words(line: str) -> None:
+    """Where shlex splits the line (no quote left open, no backslash at its end), the words are
+    shlex's: a backslash escapes a blank or a quote outside quotes too."""
+    words = _shlex_words(line)
+    if words is not None:
+        assert [str(token) for token in split_line(line)] == words
+
+
+def test_a_backslash_escapes_a_blank_or_a_quote_outside_quotes() -> None:
+    """'--cwd my\\ dir' gives the directory 'my dir', as a shell does: the backslash ended a word
+    ('my\\'), and the prompt began with 'dir'; \\' opened a quoted string."""
+    line = "--cwd my\\ dir don\\'t say 'hi'"
+    assert [str(token) for token in split_line(line)] == ["--cwd", "my dir", "don't", "say", "hi"]
 
 
 def test_a_backslash_before_a_line_break_inside_quotes_stays_in_the_word() -> None:

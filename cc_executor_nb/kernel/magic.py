@@ -46,15 +46,16 @@ __all__ = [
     "unload_ipython_extension",
 ]
 
-# A token is a run of non-blank characters and quoted strings; a lone quote is a
-# literal (prompts are full of apostrophes). Blanks are shlex's (a POSIX shell's): space,
-# tab, CR, LF; a no-break space is part of a word. In "...", a backslash escapes any
-# character, a line break too (shlex keeps both).
-_TOKEN = re.compile(r"""(?:[^ \t\r\n"']+|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'])+""", re.DOTALL)
+# A token is a run of non-blank characters, backslash escapes and quoted strings; a lone
+# quote (or a backslash at the end) is a literal (prompts are full of apostrophes). Blanks are
+# shlex's (a POSIX shell's): space, tab, CR, LF; a no-break space is part of a word. A
+# backslash escapes the next character, a blank or a quote too (in "...", a line break too:
+# shlex keeps both).
+_TOKEN = re.compile(r"""(?:[^ \t\r\n"'\\]++|\\.|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'\\])+""", re.DOTALL)
 # Everything up to the first double quote that closes nowhere: once one does not, no later one
 # does (its string ran to the end of the line through every later one, each escaped), so
 # _TOKEN need not try each again to the end of the line (quadratic).
-_UNTIL_LONE_QUOTE = re.compile(r"""(?:[^"']++|"(?:[^"\\]++|\\.)*+"|'[^']*+'|')*+(?=")""", re.DOTALL)
+_UNTIL_LONE_QUOTE = re.compile(r"""(?:[^"'\\]++|\\.|"(?:[^"\\]++|\\.)*+"|'[^']*+'|'|\\)*+(?=")""", re.DOTALL)
 
 
 class Token(str):
