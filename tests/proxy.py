@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class FaultyProxy:
@@ -43,6 +44,11 @@ class FaultyProxy:
     def thaw(self) -> None:
         self.frozen.clear()
 
+    def cut_and_thaw(self) -> None:
+        """Drop every connection, then forward again: what the frozen path held is gone with it."""
+        self.drop()
+        self.thaw()
+
     async def close(self) -> None:
         self.thaw()
         if self._server is not None:
@@ -81,3 +87,8 @@ class FaultyProxy:
                 await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()  # pass a clean half-close on
+
+
+async def on_loop(action: Callable[[], None]) -> None:
+    """Run ``action`` (a proxy's ``freeze``, ``thaw``, ``drop`` ...) on the loop that awaits this."""
+    action()

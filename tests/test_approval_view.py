@@ -520,12 +520,21 @@ def test_the_live_widget_keeps_each_turns_thinking_cap_and_sends_a_thinking_delt
         shown = turn_of(made.value, index)
         assert shown.count(f"{index}" * 1000) == claude_render.MAX_THINKING_CHARS // 1000
         assert "… 10,000 earlier characters not shown …" in shown
-    made.interpreter.feed("stdout", delta(0, "thinking_delta", thinking=", let me see") + "\n")
+    line = delta(0, "thinking_delta", thinking=", let me see")
+    sends_the_live_turn_alone(made, source, comms, line, "hmm, let me see", finished=2, bound=2000)
+
+
+def sends_the_live_turn_alone(
+    made: ClaudeBody, source: Source, comms: list[DummyComm], line: str, shown: str, *, finished: int, bound: int,  # noqa: F811
+) -> None:
+    """Feeding ``line`` to the live turn, a render sends ``shown`` and none of the ``finished``
+    turns, fewer than ``bound`` characters in all, and the widget still equals a fresh build."""
+    made.interpreter.feed("stdout", line + "\n")
     since = [len(c.messages) for c in comms]
     made.render(State(), 0.0)
     sent = sent_values(comms, since)
-    assert "hmm, let me see" in sent and [index for index in range(2) if f"cc-turn-{index}" in sent] == []
-    assert made.sent_chars == len(sent) < 2000
+    assert shown in sent and [index for index in range(finished) if f"cc-turn-{index}" in sent] == []
+    assert made.sent_chars == len(sent) < bound
     assert made.value == fresh_html(made, source, State())
 
 
@@ -561,13 +570,7 @@ def test_the_live_widget_keeps_each_cards_result_and_a_tool_call_sends_the_live_
     for index in range(2):
         shown = turn_of(made.value, index)
         assert shown.count("<details>") == 30 and shown.count("r" * claude_render.MAX_TOOL_RESULT_CHARS) == 30
-    made.interpreter.feed("stdout", calls[3] + "\n")
-    since = [len(c.messages) for c in comms]
-    made.render(State(), 0.0)
-    sent = sent_values(comms, since)
-    assert "echo 2.1" in sent and [index for index in range(2) if f"cc-turn-{index}" in sent] == []
-    assert made.sent_chars == len(sent) < 12_000
-    assert made.value == fresh_html(made, source, State())
+    sends_the_live_turn_alone(made, source, comms, calls[3], "echo 2.1", finished=2, bound=12_000)
 
 
 def test_a_conversation_that_thinks_is_shown_as_a_fresh_build_does_and_its_head_holds_no_thinking(

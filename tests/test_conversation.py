@@ -9,6 +9,7 @@ in the same process, the idle end, policies, and the fall-back for a CLI without
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -36,7 +37,7 @@ from cc_executor_nb.kernel.transcript import Transcript
 
 from .closed_input_cli import cli_that_exits_before_reading
 from .conftest import group_alive
-from .proxy import FaultyProxy
+from .proxy import FaultyProxy, on_loop
 from .servers import ServerProcess, start_server
 from .util import all_objects, assert_no_command_line_shows, eventually, new_objects, scaled
 
@@ -882,15 +883,6 @@ def test_a_dropped_connection_resumes_and_the_question_stays_answerable(tmp_path
         helper.stop()
 
 
-async def _freeze(proxy: FaultyProxy) -> None:
-    proxy.freeze()
-
-
-async def _cut_and_thaw(proxy: FaultyProxy) -> None:
-    proxy.drop()  # what the frozen path held (the cancel's frame) is gone with it
-    proxy.thaw()
-
-
 def test_a_cancel_of_the_conversations_own_timer_lost_with_its_connection_is_sent_once_it_is_back(
     tmp_path: Path, remote: ServerProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -902,29 +894,39 @@ def test_a_cancel_of_the_conversations_own_timer_lost_with_its_connection_is_sen
     from cc_executor_nb.kernel import conversation
 
     monkeypatch.setattr(conversation, "HANDSHAKE_TIMEOUT", scaled(4.0))
+    no_host_mode = 'for a in "$@"; do if [ "$a" = "--input-format" ]; then exec sleep 300; fi; done\n'
+    with _run_through_proxy(tmp_path, remote, no_host_mode + f'exec {CLAUDE} "$@"\n',
+                            "echo: after a frozen start") as (run, proxy, helper):
+        helper.call(on_loop(proxy.freeze))
+        eventually(lambda: run.state.status == "reconnecting" and "did not answer in host mode" in caplog.text,
+                   timeout=30, what="the handshake's timeout, and the connection found lost")
+        helper.call(on_loop(proxy.cut_and_thaw))
+        run.wait(scaled(40))
+        assert (run.status, run.answer) == ("completed", "after a frozen start")
+
+
+@contextlib.contextmanager
+def _run_through_proxy(
+    tmp_path: Path, remote: ServerProcess, script: str, prompt: str
+) -> Iterator[tuple[Run, FaultyProxy, KernelLoop]]:
+    """A started run of ``prompt`` whose CLI is ``script`` (a shell script as ``claude``), with
+    heartbeats every 0.5 s, through a proxy the test may freeze or cut (on ``helper``'s loop)."""
     fake = tmp_path / "claude"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'for a in "$@"; do if [ "$a" = "--input-format" ]; then exec sleep 300; fi; done\n'
-        f'exec {CLAUDE} "$@"\n'
-    )
+    fake.write_text("#!/bin/sh\n" + script)
     fake.chmod(0o755)
     helper = KernelLoop(thread_name="proxy-loop").start()
     proxy = FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0]))
     try:
         helper.call(proxy.start())
-        run = ccx.run("echo: after a frozen start", executable=str(fake), demo=True, display=False,
-                      cwd=str(tmp_path), settings=settings(), heartbeat=0.5, server=proxy.url(), token=REMOTE_TOKEN)
-        eventually(lambda: run.state.pgid is not None, what="the CLI to start")
-        helper.call(_freeze(proxy))
-        eventually(lambda: run.state.status == "reconnecting" and "did not answer in host mode" in caplog.text,
-                   timeout=30, what="the handshake's timeout, and the connection found lost")
-        helper.call(_cut_and_thaw(proxy))
-        run.wait(scaled(40))
-        assert (run.status, run.answer) == ("completed", "after a frozen start")
+        run = ccx.run(prompt, executable=str(fake), demo=True, display=False, cwd=str(tmp_path),
+                      settings=settings(), heartbeat=0.5, server=proxy.url(), token=REMOTE_TOKEN)
+        try:
+            eventually(lambda: run.state.pgid is not None, what="the CLI to start")
+            yield run, proxy, helper
+        finally:
+            if not run.done:
+                run.cancel(timeout=None)
     finally:  # failed or not, the proxy's connections are closed before its loop is
-        if not run.done:
-            run.cancel(timeout=None)
         helper.call(proxy.close(), scaled(30))
         helper.stop()
 
@@ -939,26 +941,14 @@ def test_a_conversations_cancel_in_flight_when_its_connection_is_lost_reaches_th
     from cc_executor_nb.kernel import conversation
 
     monkeypatch.setattr(conversation, "HANDSHAKE_TIMEOUT", 300.0)
-    fake = tmp_path / "claude"
-    fake.write_text('#!/bin/sh\nexec sleep 300\n')
-    fake.chmod(0o755)
-    helper = KernelLoop(thread_name="proxy-loop").start()
-    proxy = FaultyProxy(int(remote.url.rsplit(":", 1)[1].split("/")[0]))
-    try:
-        helper.call(proxy.start())
-        run = ccx.run("echo: never answered", executable=str(fake), demo=True, display=False,
-                      cwd=str(tmp_path), settings=settings(), heartbeat=0.5, server=proxy.url(), token=REMOTE_TOKEN)
-        eventually(lambda: run.state.pgid is not None, what="the CLI to start")
+    with _run_through_proxy(tmp_path, remote, "exec sleep 300\n", "echo: never answered") as (run, proxy, helper):
         pgid = run.state.pgid
         assert pgid is not None
-        helper.call(_freeze(proxy))
+        helper.call(on_loop(proxy.freeze))
         run.cancel(timeout=scaled(10))  # returns once three heartbeats were missed
         assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
-        helper.call(_cut_and_thaw(proxy))
+        helper.call(on_loop(proxy.cut_and_thaw))
         eventually(lambda: not group_alive(pgid), timeout=30, what="the CLI to be cancelled on the server")
-    finally:  # failed or not, the proxy's connections are closed before its loop is
-        helper.call(proxy.close(), scaled(30))
-        helper.stop()
 
 
 def test_a_forced_widget_conversation_outside_a_kernel_prints_each_turns_record_and_its_end_once(
@@ -1325,6 +1315,7 @@ def test_a_script_on_a_terminal_is_asked_there(tmp_path: Path) -> None:
 
 AWAITING_SCRIPT = """
 import asyncio
+import contextlib
 import cc_executor_nb as ccx
 from cc_executor_nb.kernel.config import CCExec
 settings = CCExec(history_path="none")
@@ -1438,6 +1429,7 @@ def test_a_terminal_question_keeps_its_prompt_line_while_nobody_answers(tmp_path
 
 CANCELLED_AWAIT_SCRIPT = """
 import asyncio
+import contextlib
 import time
 import traceback
 import cc_executor_nb as ccx

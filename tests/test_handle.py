@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import gc
 import io
 import re
@@ -32,7 +33,7 @@ from cc_executor_nb.kernel.views import RunView
 from cc_executor_nb.server.streams import CHUNK_LIMIT
 
 from .conftest import fake, group_alive, make_handler
-from .proxy import FaultyProxy
+from .proxy import FaultyProxy, on_loop
 from .servers import start_server
 from .util import all_objects, eventually, interrupt_main_once_in, new_objects, scaled
 
@@ -713,93 +714,73 @@ def test_output_lost_while_disconnected_is_said_in_text_and_record(
 def test_cancel_while_the_server_cannot_be_reached_ends_the_run_here(bg: KernelLoop) -> None:
     """cancel() while reconnecting (a dead server or Dask worker): the run ends cancelled at once
     (it stayed "reconnecting" for the client's five minutes, then ended "error")."""
+    with _unreachable_run(bg) as (run, _proxy):
+        run.cancel().wait(scaled(5))
+    assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+
+
+@contextlib.contextmanager
+def _proxied_run(bg: KernelLoop, heartbeat_interval: float | None = None) -> Iterator[tuple[Run, FaultyProxy]]:
+    """A started ``sleep 60`` run through a proxy (closed afterwards) that the test may cut or freeze."""
     assert bg.server is not None
     proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
     try:
-        run = Run(RunSpec(argv=["sleep", "30"]), Target(proxy.url(), bg.server.token)).start(bg)
-        eventually(lambda: run.state.pid is not None, what="the run to start")
-        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
-        eventually(lambda: run.status == "reconnecting", what="reconnecting")
-        run.cancel().wait(scaled(5))
+        spec = RunSpec(argv=["sleep", "60"], heartbeat_interval=heartbeat_interval)
+        run = Run(spec, Target(proxy.url(), bg.server.token)).start(bg)
+        eventually(lambda: run.state.pgid is not None, what="the run to start")
+        yield run, proxy
     finally:
         bg.call(proxy.close(), timeout=scaled(10))
-    assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
+
+
+@contextlib.contextmanager
+def _unreachable_run(bg: KernelLoop) -> Iterator[tuple[Run, FaultyProxy]]:
+    """A :func:`_proxied_run` whose proxy then refuses and drops its connections: the run is
+    ``reconnecting`` (the server unreachable)."""
+    with _proxied_run(bg) as (run, proxy):
+        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
+        eventually(lambda: run.status == "reconnecting", what="reconnecting")
+        yield run, proxy
 
 
 def test_an_owners_cancel_made_while_reconnecting_keeps_its_reason(bg: KernelLoop) -> None:
     """A cancel with an owner's reason (a batch whose budget is spent) made while the server
     cannot be reached: the run's error said only that the server could not be reached, not why
     it was cancelled. It says both."""
-    assert bg.server is not None
-    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
-    try:
-        run = Run(RunSpec(argv=["sleep", "60"]), Target(proxy.url(), bg.server.token)).start(bg)
-        eventually(lambda: run.state.pgid is not None, what="the run to start")
-        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
-        eventually(lambda: run.status == "reconnecting", what="reconnecting")
+    with _unreachable_run(bg) as (run, proxy):
         run.cancel(reason="cancelled: the batch budget ($1) was spent").wait(scaled(5))
         assert (run.status, run.error) == ("cancelled", "cancelled: the batch budget ($1) was spent, while the "
                                            "server could not be reached (the cancel is sent to it if the connection "
                                            "comes back)")
         bg.call(_refuse_and_drop(proxy, False), timeout=scaled(5))
-    finally:
-        bg.call(proxy.close(), timeout=scaled(10))
 
 
 def test_a_cancel_made_while_reconnecting_reaches_the_server_once_it_is_back(bg: KernelLoop) -> None:
     """cancel() while reconnecting, then the network comes back: the cancel is sent and the
     process ends on the server (it ran on until the detach TTL, 10 min by default; a durable
     job to its end), while the run ended cancelled here at once."""
-    assert bg.server is not None
-    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
-    try:
-        run = Run(RunSpec(argv=["sleep", "60"]), Target(proxy.url(), bg.server.token)).start(bg)
-        eventually(lambda: run.state.pgid is not None, what="the run to start")
+    with _unreachable_run(bg) as (run, proxy):
         pgid = run.state.pgid
-        bg.call(_refuse_and_drop(proxy, True), timeout=scaled(5))
-        eventually(lambda: run.status == "reconnecting", what="reconnecting")
         run.cancel().wait(scaled(5))
         assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
         assert group_alive(pgid)
         bg.call(_refuse_and_drop(proxy, False), timeout=scaled(5))
         eventually(lambda: not group_alive(pgid), timeout=30, what="the process to be cancelled on the server")
-    finally:
-        bg.call(proxy.close(), timeout=scaled(10))
     assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
-
-
-async def _freeze(proxy: FaultyProxy) -> None:
-    proxy.freeze()
-
-
-async def _thaw(proxy: FaultyProxy) -> None:
-    proxy.thaw()
-
-
-async def _cut_and_thaw(proxy: FaultyProxy) -> None:
-    proxy.drop()  # what the frozen path held (the cancel's frame) is gone with it
-    proxy.thaw()
 
 
 def test_a_cancel_in_flight_when_the_connection_is_lost_reaches_the_server_once_it_is_back(bg: KernelLoop) -> None:
     """cancel() on a connection that is found dead before the server answers (a frozen server,
     kill -STOP): the run ends cancelled here, and the cancel is sent again once the connection is
     back (it was dropped: the run went on "running" after the reconnect, its process too)."""
-    assert bg.server is not None
-    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
-    try:
-        run = Run(RunSpec(argv=["sleep", "60"], heartbeat_interval=0.2), Target(proxy.url(), bg.server.token))
-        run.start(bg)
-        eventually(lambda: run.state.pgid is not None, what="the run to start")
+    with _proxied_run(bg, heartbeat_interval=0.2) as (run, proxy):
         pgid = run.state.pgid
-        bg.call(_freeze(proxy), timeout=scaled(5))
+        bg.call(on_loop(proxy.freeze), timeout=scaled(5))
         run.cancel(timeout=scaled(10))  # returns once three heartbeats were missed
         assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
         assert group_alive(pgid)
-        bg.call(_cut_and_thaw(proxy), timeout=scaled(5))
+        bg.call(on_loop(proxy.cut_and_thaw), timeout=scaled(5))
         eventually(lambda: not group_alive(pgid), timeout=30, what="the process to be cancelled on the server")
-    finally:
-        bg.call(proxy.close(), timeout=scaled(10))
     assert (run.status, run.error) == ("cancelled", UNREACHABLE_CANCEL)
 
 
@@ -807,40 +788,29 @@ def test_a_pause_lost_with_its_connection_says_so(bg: KernelLoop) -> None:
     """pause() on a connection found dead before the server answers (a frozen server) returned
     as if it had paused the run: after the reconnect the process ran on, not paused. It raises
     ConnectionLost saying the pause may not have reached the server."""
-    assert bg.server is not None
-    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
-    try:
-        run = Run(RunSpec(argv=["sleep", "60"], heartbeat_interval=0.2), Target(proxy.url(), bg.server.token))
-        run.start(bg)
-        eventually(lambda: run.state.pgid is not None, what="the run to start")
-        bg.call(_freeze(proxy), timeout=scaled(5))
-        with pytest.raises(ConnectionLost, match=r"^pause: the connection was lost before the server answered \(.+\); "
-                           r"the pause may not have reached the server: ask again once the run is back$"):
-            run.pause(timeout=scaled(10))  # raises once three heartbeats were missed
-        bg.call(_cut_and_thaw(proxy), timeout=scaled(5))
-    finally:
-        run.cancel(timeout=None)
-        bg.call(proxy.close(), timeout=scaled(10))
+    with _proxied_run(bg, heartbeat_interval=0.2) as (run, proxy):
+        try:
+            bg.call(on_loop(proxy.freeze), timeout=scaled(5))
+            with pytest.raises(ConnectionLost, match=r"^pause: the connection was lost before the server answered "
+                               r"\(.+\); the pause may not have reached the server: ask again once the run is back$"):
+                run.pause(timeout=scaled(10))  # raises once three heartbeats were missed
+            bg.call(on_loop(proxy.cut_and_thaw), timeout=scaled(5))
+        finally:
+            run.cancel(timeout=None)
 
 
 def test_a_cancel_the_server_does_not_answer_in_time_says_why_and_goes_on(bg: KernelLoop) -> None:
     """cancel(timeout=...) on a frozen server raises a TimeoutError that says what happened (it
     had no message at all), and the cancel still reaches the server once it answers again."""
-    assert bg.server is not None
-    proxy = bg.call(FaultyProxy(bg.server.port).start(), timeout=scaled(5))
-    try:
-        run = Run(RunSpec(argv=["sleep", "60"]), Target(proxy.url(), bg.server.token)).start(bg)
-        eventually(lambda: run.state.pgid is not None, what="the run to start")
-        bg.call(_freeze(proxy), timeout=scaled(5))
+    with _proxied_run(bg) as (run, proxy):
+        bg.call(on_loop(proxy.freeze), timeout=scaled(5))
         with pytest.raises(TimeoutError) as info:
             run.cancel(timeout=0.5)
         assert str(info.value) == (
             f"cancel: {proxy.url()} did not answer within 0.5 s (a frozen or unreachable server?); the "
             "request is still on its way, and a cancel ends the run here once the connection is found lost")
-        bg.call(_thaw(proxy), timeout=scaled(5))
+        bg.call(on_loop(proxy.thaw), timeout=scaled(5))
         run.wait(scaled(20))
-    finally:
-        bg.call(proxy.close(), timeout=scaled(10))
     assert (run.status, run.error) == ("cancelled", "cancelled by you")
 
 
