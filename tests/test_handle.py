@@ -799,6 +799,22 @@ def test_a_pause_lost_with_its_connection_says_so(bg: KernelLoop) -> None:
             run.cancel(timeout=None)
 
 
+def test_a_pause_the_server_does_not_answer_in_time_says_what_to_do_not_what_a_cancel_does(bg: KernelLoop) -> None:
+    """pause(timeout=...) on a frozen server says to look at run.status before asking again (its
+    message spoke of what a cancel does: "a cancel ends the run here ...")."""
+    with _proxied_run(bg) as (run, proxy):
+        try:
+            bg.call(on_loop(proxy.freeze), timeout=scaled(5))
+            with pytest.raises(TimeoutError) as info:
+                run.pause(timeout=0.5)
+            assert str(info.value) == (
+                f"pause: {proxy.url()} did not answer within 0.5 s (a frozen or unreachable server?); the "
+                "request is still on its way, so look at run.status before asking again")
+            bg.call(on_loop(proxy.thaw), timeout=scaled(5))
+        finally:
+            run.cancel(timeout=None)
+
+
 def test_a_cancel_the_server_does_not_answer_in_time_says_why_and_goes_on(bg: KernelLoop) -> None:
     """cancel(timeout=...) on a frozen server raises a TimeoutError that says what happened (it
     had no message at all), and the cancel still reaches the server once it answers again."""

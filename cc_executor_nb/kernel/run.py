@@ -1309,9 +1309,10 @@ class _LoopStop(threading.Event):
 
 def _unanswered(kind: str, url: str, timeout: float | None) -> str:
     """Why a control call timed out: the request is not withdrawn, only no longer waited for."""
+    then = ("and a cancel ends the run here once the connection is found lost" if kind == "CANCEL"
+            else "so look at run.status before asking again")
     return (f"{kind.lower()}: {url} did not answer within {timeout:g} s (a frozen or unreachable "
-            "server?); the request is still on its way, and a cancel ends the run here once the "
-            "connection is found lost")
+            f"server?); the request is still on its way, {then}")
 
 
 def _lost(kind: str, exc: ConnectionLost) -> str:
