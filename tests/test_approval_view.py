@@ -670,6 +670,26 @@ def test_each_piece_of_the_live_widget_is_whole_html_and_finished_turns_go_ten_t
     assert [block.count('class="cc-turn ') for block in blocks] == [10, 10, 2]
 
 
+def test_a_turn_that_joins_its_group_hides_its_copy_in_the_live_piece_with_the_same_message(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """A turn moves from the live piece into its group when the next turn starts: two widgets, two
+    messages, and the browser drew the turn twice between them. The group's piece carries, in the
+    value that brings the turn, a style that hides that turn in this conversation's live piece
+    (scoped to this body: another conversation's turn 11 stays shown)."""
+    made, source, _ = body
+    converse(made, source, range(13))
+    *_, last_group, live = pieces_of(made)
+    scope = next(name for name in made.html._dom_classes if name.startswith("ccx-body-"))
+    assert "ccx-live-piece" in live._dom_classes
+    rule = re.search(r"<style>(.*?)\{display:none\}</style>", last_group.value)
+    assert rule is not None
+    assert rule.group(1).split(",") == [f".{scope} .ccx-live-piece .cc-turn-{n}" for n in (10, 11)]
+    other = ClaudeBody(ClaudeInterpreter(), Source(ConversationView(mode="live", sent=1)))
+    assert scope not in other.html._dom_classes
+    other.widget.close()
+
+
 def test_a_finished_turns_piece_is_sent_again_only_when_a_turn_joins_it_or_changes(
     body: tuple[ClaudeBody, Source, Controls], comms: list[DummyComm],  # noqa: F811
 ) -> None:

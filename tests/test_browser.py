@@ -638,6 +638,40 @@ def test_a_finished_turn_stays_as_opened_while_the_next_one_streams(lab: Lab, pa
     assert later["end"], later
 
 
+# Every frame the page draws, the turns each conversation shows (those laid out, not hidden):
+# a frame that showed one twice is kept, with the most turns ever shown.
+TWICE_SHOWN = """() => {
+  window.__twice = []; window.__most = 0;
+  const look = () => {
+    for (const body of document.querySelectorAll('.ccx-run .ccx-claude-body')) {
+      const shown = [...body.querySelectorAll('.cc-turn')].filter(turn => turn.getClientRects().length)
+        .map(turn => turn.className.match(/cc-turn-(\\d+)/)[1]);
+      window.__most = Math.max(window.__most, shown.length);
+      if (new Set(shown).size !== shown.length && window.__twice.length < 50) window.__twice.push(shown.join(','));
+    }
+    requestAnimationFrame(look);
+  };
+  requestAnimationFrame(look);
+}"""
+
+
+def test_no_frame_shows_a_turn_twice_as_it_joins_its_group(lab: Lab, page: Any, artifacts: Path) -> None:
+    """Twelve follow-ups: at each turn's start the turn before moves from the live piece into its
+    group's widget, two messages the browser may draw between; it showed that turn twice for a
+    frame at about half the starts of a 25-turn conversation (turns "0,1,2,2"). No frame does."""
+    cells = ["%load_ext cc_executor_nb", 'chat = %ccexec --demo "what is 1+1"',
+             'for n in range(2, 14):\n    chat.send(f"what is {n}+{n}")\n    chat.wait()']
+    write_notebook(lab.root / "96_turns_once.ipynb", cells)
+    page.add_init_script(f"({TWICE_SHOWN})()")  # from the page's load: no frame goes unseen
+    open_and_run_all(page, lab, "96_turns_once.ipynb")
+    wait_for_all_cells(page, 120)
+    cell = code_cell(page, "chat = %ccexec")
+    poll(lambda: page.evaluate("window.__most") >= 13 or None, 20, "the thirteen turns on screen")
+    screenshot(page, cell, "96-turns-once.png")
+    assert page.evaluate("window.__twice") == []
+    shut_down_kernels(lab)
+
+
 def _words(state: dict[str, Any]) -> int:
     return len((state.get("answer") or "").split())
 

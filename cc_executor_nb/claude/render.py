@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import time
+import uuid
 import weakref
 from html import escape
 from types import ModuleType
@@ -1102,6 +1103,7 @@ class ConversationSource(Protocol):
 LIVE_ANSWER_HEIGHT = "40em"
 #: How many finished turns of a conversation one HTML widget of the live view holds.
 TURNS_PER_PIECE = 10
+_LIVE_PIECE = "ccx-live-piece"
 
 
 class ClaudeBody:
@@ -1110,7 +1112,8 @@ class ClaudeBody:
     The rendered conversation is a column of ``HTML`` widgets in a box that scrolls: what
     comes before the turns, the finished turns :data:`TURNS_PER_PIECE` to a widget, and the
     last turn with what follows it (:class:`BodyPieces`, each piece wrapped in
-    :data:`TURN_CONTEXT`); a run of one prompt is all in the last. A render sends only the
+    :data:`TURN_CONTEXT`); a run of one prompt is all in the last. A group's piece hides, in
+    the live piece, the turns it holds: a turn joins its group before the live piece lets it go. A render sends only the
     pieces that changed: while a turn streams, that turn and the footer, not the finished
     turns again (the whole conversation went at every frame: 102.7 K characters at 100 turns
     in a soak, up to several frames a second). With a conversation (host mode) come an
@@ -1143,10 +1146,13 @@ class ClaudeBody:
         # no margin: they read as the one HTML they join into. Each is made with its first
         # value, which goes in its comm's opening message.
         self._ipywidgets = ipywidgets
+        # The class that scopes the styles this conversation's pieces carry (see _hiding).
+        self._scope = f"ccx-body-{uuid.uuid4().hex}"
         first = self._pieces("starting", None) if show_answer else BodyPieces("", (), "")
         opening, closing = self._context = first.context
         self._head = ipywidgets.HTML(value=first.head + closing, layout=ipywidgets.Layout(margin="0"))
         self._live = self._piece(opening + first.tail)
+        self._live.add_class(_LIVE_PIECE)
         self._blocks: list[Any] = []
         self._shown: list[tuple[str, ...]] = []
         # The column does not shrink in the scrolling box: it would scroll itself, from the top.
@@ -1168,6 +1174,7 @@ class ClaudeBody:
         self._widget = _scroll_box_class()([self._column], layout=layout)
         self._widget.body = weakref.ref(self)
         self._widget.add_class("ccx-claude-body")
+        self._widget.add_class(self._scope)
         self._parts: list[Any] = []
         self._box = self._widget
         if conversation is not None:
@@ -1239,7 +1246,10 @@ class ClaudeBody:
     def value(self) -> str:
         """The conversation's HTML as the widgets hold it, joined: :func:`claude_body_html`'s."""
         opening, closing = self._context
-        blocks = "".join(block.value.removeprefix(opening).removesuffix(closing) for block in self._blocks)
+        blocks = "".join(
+            block.value.removeprefix(opening).removesuffix(closing).removesuffix(self._hiding(index, group))
+            for index, (block, group) in enumerate(zip(self._blocks, self._shown, strict=True))
+        )
         return str(self._head.value).removesuffix(closing) + blocks + str(self._live.value).removeprefix(opening)
 
     # Rendering (the presenter's rate)
@@ -1327,14 +1337,25 @@ class ClaudeBody:
         sent = 0
         for index, group in enumerate(groups):
             if index == len(self._blocks):
-                value = opening + "".join(group) + closing
+                value = opening + "".join(group) + self._hiding(index, group) + closing
                 self._blocks.append(self._piece(value))  # its value goes in its comm's opening
                 self._shown.append(group)
                 sent += len(value)
             elif group != self._shown[index]:
                 self._shown[index] = group
-                sent += _put(self._blocks[index], opening + "".join(group) + closing)
+                sent += _put(self._blocks[index], opening + "".join(group) + self._hiding(index, group) + closing)
         return sent
+
+    def _hiding(self, index: int, group: tuple[str, ...]) -> str:
+        """A style, sent with the group's turns, that hides this conversation's live piece's copy of them.
+
+        A turn moves from the live piece into its group when the next one starts: two widgets, two
+        messages, which the browser may draw between (the turn showed twice for a frame at about
+        half the turns' starts of a 25-turn conversation).
+        """
+        first = index * TURNS_PER_PIECE
+        turns = ",".join(f".{self._scope} .{_LIVE_PIECE} .cc-turn-{n}" for n in range(first, first + len(group)))
+        return f"<style>{turns}{{display:none}}</style>"
 
     # Buttons (the kernel's main thread)
 
