@@ -23,6 +23,7 @@ from cc_executor_nb.claude.streamjson import (
     TurnEnded,
     summary,
 )
+from cc_executor_nb.targets import Progress
 
 RECORDINGS = Path(__file__).parent / "data" / "streamjson"
 
@@ -1036,6 +1037,35 @@ def test_an_interrupted_story_keeps_its_real_progress() -> None:
     interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, result=None) + "\n")
     progress = interpreter.progress(time.time(), True)
     assert progress is not None and progress.fraction is not None and progress.fraction < 0.01
+
+
+def test_an_interrupted_story_has_no_time_left() -> None:
+    """A story interrupted half way: its bar keeps its fraction but not its time left (the widget
+    read "47% · about 13 s left" under "Interrupted" until the conversation ended)."""
+    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+
+    interpreter = ClaudeInterpreter(prompt="write a 12 word story")
+    interpreter.begin_turn("write a 12 word story")
+    for line in streamed_text("m1", "Once upon a time there was"):
+        interpreter.feed("stdout", line + "\n")
+    interpreter.note_interrupt()
+    interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, result=None) + "\n")
+    progress = interpreter.progress(time.monotonic() + 60, True)
+    assert progress is not None and progress.fraction == 0.5 and progress.eta_seconds is None
+
+
+def test_a_follow_up_without_a_target_has_no_progress_of_the_turn_before() -> None:
+    """A follow-up that asks for no count ("what is 6*7") after a 1,500-word story: no estimate,
+    so the widget's bar goes (it kept the story's "47% · about 13 s left" under the new answer)."""
+    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+
+    interpreter = ClaudeInterpreter(prompt="write a 1500 word story")
+    interpreter.begin_turn("write a 1500 word story")
+    for line in streamed_text("m1", "Once upon a time"):
+        interpreter.feed("stdout", line + "\n")
+    interpreter.feed("stdout", result(result="Once upon a time") + "\n")
+    interpreter.begin_turn("what is 6*7")
+    assert interpreter.progress(time.monotonic(), False) == Progress()
 
 
 def test_interrupt_without_an_open_turn_changes_nothing() -> None:

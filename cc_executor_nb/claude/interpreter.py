@@ -239,18 +239,23 @@ class ClaudeInterpreter:
         return too_old_for(stderr)
 
     def progress(self, now: float, finished: bool) -> Progress | None:
-        """Progress of the answer toward the prompt's target; None without a target."""
-        if self.target is None:
-            return None
+        """Progress of the answer toward the prompt's target; None without a target.
+
+        A later turn without a target has no estimate (``Progress()``): the bar of the turn
+        before is not this one's. An answer cut short has no time left.
+        """
         with self._lock:
-            run = self._run
+            run, target = self._run, self.target
+            if target is None:
+                return Progress() if len(run.turns) > 1 else None
             # In a conversation the answer is the current turn's text, or its result.
             text = run.answer if len(run.turns) > 1 or run.result is not None else run.text
             first = self._first_answer_at
             # Only an answer that ended well is all its prompt asked for: an interrupted or
             # failed one keeps its real fraction (a story stopped at 4 % read 100 %).
             complete = finished and not run.is_error
-        return progress_toward(self.target, text, first_output_at=first, now=now, finished=complete)
+        progress = progress_toward(target, text, first_output_at=first, now=now, finished=complete)
+        return replace(progress, eta_seconds=None) if finished and not complete else progress
 
     @contextmanager
     def locked(self) -> Iterator[ClaudeRun]:
