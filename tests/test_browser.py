@@ -672,6 +672,32 @@ def test_no_frame_shows_a_turn_twice_as_it_joins_its_group(lab: Lab, page: Any, 
     shut_down_kernels(lab)
 
 
+# The answer's first paragraph as drawn: [font size, line height, live widget or record].
+ANSWER_TYPE = """cell => {
+  const p = cell.querySelector('.ccx-run .cc-answer p');
+  if (!p) return null;
+  const css = getComputedStyle(p);
+  return [css.fontSize, css.lineHeight, p.closest('.ccx-record') ? 'record' : 'live'];
+}"""
+
+
+def test_the_record_sets_the_answer_in_the_type_of_the_live_widget(lab: Lab, page: Any, artifacts: Path) -> None:
+    """An answer read in 13 px type on 28 px lines in the live widget (the ipywidgets HTML box's),
+    in 14 px on 22.4 px lines in the record that replaces it: the text jumped and reflowed as the
+    run ended. Both now use JupyterLab's content type."""
+    cells = ["%load_ext cc_executor_nb", 'story = %ccexec --demo "write a 200 word story"']
+    write_notebook(lab.root / "97_answer_type.ipynb", cells)
+    open_and_run_all(page, lab, "97_answer_type.ipynb")
+    cell = code_cell(page, "story = %ccexec")
+    live = poll(lambda: _answered(view(cell)) and cell.evaluate(ANSWER_TYPE), 90, "the live answer")
+    screenshot(page, cell, "97-answer-live.png")
+    cell.locator(".ccx-follow-up button").filter(has_text=re.compile(r"^\s*End\s*$")).click()
+    record = poll(lambda: (s := cell.evaluate(ANSWER_TYPE)) and s[2] == "record" and s, 60, "the record")
+    screenshot(page, cell, "97-answer-record.png")
+    assert live[2] == "live" and live[:2] == record[:2], (live, record)
+    shut_down_kernels(lab)
+
+
 def _words(state: dict[str, Any]) -> int:
     return len((state.get("answer") or "").split())
 

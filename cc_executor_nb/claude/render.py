@@ -756,7 +756,12 @@ def _part_html(part: TurnPart | Cut, decisions: dict[str, PermissionRequest], to
     return _tool_cards(part, decisions, tools)
 
 
-_BODY_OPEN = '<div class="ccx-claude tex2jax_ignore mathjax_ignore">'
+# JupyterLab's content type, which the record has from the page: in the live widget the
+# ipywidgets HTML box's (13 px on 28 px lines) made the text jump as the record replaced it.
+_BODY_OPEN = (
+    '<div class="ccx-claude tex2jax_ignore mathjax_ignore" style="font-size:var(--jp-content-font-size1,14px);'
+    'line-height:var(--jp-content-line-height,1.6)">'
+)
 _RUN_OPEN = '<div class="cc-run">'
 _TURNS_OPEN = '<div class="cc-turns">'
 TURN_CONTEXT = (_BODY_OPEN + _RUN_OPEN + _TURNS_OPEN, "</div>" * 3)
