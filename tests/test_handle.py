@@ -799,35 +799,32 @@ def test_a_pause_lost_with_its_connection_says_so(bg: KernelLoop) -> None:
             run.cancel(timeout=None)
 
 
-def test_a_pause_the_server_does_not_answer_in_time_says_what_to_do_not_what_a_cancel_does(bg: KernelLoop) -> None:
-    """pause(timeout=...) on a frozen server says to look at run.status before asking again (its
-    message spoke of what a cancel does: "a cancel ends the run here ...")."""
+@pytest.mark.parametrize(("kind", "then"), [
+    ("cancel", "and a cancel ends the run here once the connection is found lost"),
+    ("pause", "so look at run.status before asking again"),
+])
+def test_a_control_the_server_does_not_answer_in_time_says_why_and_goes_on(
+    bg: KernelLoop, kind: str, then: str,
+) -> None:
+    """cancel(timeout=...) or pause(timeout=...) on a frozen server raises a TimeoutError that says
+    what happened and what follows (it had no message at all; a pause's then spoke of what a cancel
+    does), and the request still reaches the server once it answers again."""
     with _proxied_run(bg) as (run, proxy):
         try:
             bg.call(on_loop(proxy.freeze), timeout=scaled(5))
             with pytest.raises(TimeoutError) as info:
-                run.pause(timeout=0.5)
+                getattr(run, kind)(timeout=0.5)
             assert str(info.value) == (
-                f"pause: {proxy.url()} did not answer within 0.5 s (a frozen or unreachable server?); the "
-                "request is still on its way, so look at run.status before asking again")
+                f"{kind}: {proxy.url()} did not answer within 0.5 s (a frozen or unreachable server?); the "
+                f"request is still on its way, {then}")
             bg.call(on_loop(proxy.thaw), timeout=scaled(5))
+            if kind == "cancel":
+                run.wait(scaled(20))
+                assert (run.status, run.error) == ("cancelled", "cancelled by you")
+            else:
+                eventually(lambda: run.status == "paused", what="the pause to reach the server")
         finally:
             run.cancel(timeout=None)
-
-
-def test_a_cancel_the_server_does_not_answer_in_time_says_why_and_goes_on(bg: KernelLoop) -> None:
-    """cancel(timeout=...) on a frozen server raises a TimeoutError that says what happened (it
-    had no message at all), and the cancel still reaches the server once it answers again."""
-    with _proxied_run(bg) as (run, proxy):
-        bg.call(on_loop(proxy.freeze), timeout=scaled(5))
-        with pytest.raises(TimeoutError) as info:
-            run.cancel(timeout=0.5)
-        assert str(info.value) == (
-            f"cancel: {proxy.url()} did not answer within 0.5 s (a frozen or unreachable server?); the "
-            "request is still on its way, and a cancel ends the run here once the connection is found lost")
-        bg.call(on_loop(proxy.thaw), timeout=scaled(5))
-        run.wait(scaled(20))
-    assert (run.status, run.error) == ("cancelled", "cancelled by you")
 
 
 def test_a_dropped_connection_resumes_without_loss(bg: KernelLoop) -> None:

@@ -1024,33 +1024,32 @@ def test_an_interrupted_runs_html_footer_says_interrupted_not_failed() -> None:
     assert ">interrupted · " in footer and "failed" not in footer
 
 
-def test_an_interrupted_story_keeps_its_real_progress() -> None:
-    """A 3000-word story interrupted after a few words: its progress stays a few words' worth
-    at its end (it read 100 %: any end counted as all the prompt asked for)."""
+def interrupted_story(words: int) -> Any:
+    """An interpreter whose "write a WORDS word story" was interrupted after six words."""
     from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 
-    interpreter = ClaudeInterpreter(prompt="write a 3000 word story")
-    interpreter.begin_turn("write a 3000 word story")
+    interpreter = ClaudeInterpreter(prompt=f"write a {words} word story")
+    interpreter.begin_turn(f"write a {words} word story")
     for line in streamed_text("m1", "Once upon a time there was"):
         interpreter.feed("stdout", line + "\n")
     interpreter.note_interrupt()
     interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, result=None) + "\n")
-    progress = interpreter.progress(time.time(), True)
+    return interpreter
+
+
+def test_an_interrupted_story_keeps_its_real_progress() -> None:
+    """A 3000-word story interrupted after a few words: its progress stays a few words' worth
+    at its end (it read 100 %: any end counted as all the prompt asked for)."""
+
+    progress = interrupted_story(3000).progress(time.time(), True)
     assert progress is not None and progress.fraction is not None and progress.fraction < 0.01
 
 
 def test_an_interrupted_story_has_no_time_left() -> None:
     """A story interrupted half way: its bar keeps its fraction but not its time left (the widget
     read "47% · about 13 s left" under "Interrupted" until the conversation ended)."""
-    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 
-    interpreter = ClaudeInterpreter(prompt="write a 12 word story")
-    interpreter.begin_turn("write a 12 word story")
-    for line in streamed_text("m1", "Once upon a time there was"):
-        interpreter.feed("stdout", line + "\n")
-    interpreter.note_interrupt()
-    interpreter.feed("stdout", result(subtype="error_during_execution", is_error=True, result=None) + "\n")
-    progress = interpreter.progress(time.monotonic() + 60, True)
+    progress = interrupted_story(12).progress(time.monotonic() + 60, True)
     assert progress is not None and progress.fraction == 0.5 and progress.eta_seconds is None
 
 
