@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cc_executor_nb"
-PURE_CORE = ("protocol.py", "errors.py", "events.py", "methods.py", "targets.py", "declare.py")
+PURE_CORE = ("protocol.py", "errors.py", "events.py", "methods.py", "targets.py", "declare.py", "shellwords.py")
 
 
 def imports_of(path: Path) -> set[str]:
