@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TextIO
 
 from . import methods
-from .claude.command import ResumeSettings, claude_command
+from .claude.command import ResumeSettings, claude_command, runs_a_wrapper
 from .claude.interpreter import ClaudeInterpreter
 from .claude.options import (
     HOST_MODE_OPTIONS,
@@ -142,6 +142,9 @@ class _Launch:
     """The Claude run's interpreter (None for a command, and with --raw)."""
     stdin_text: str | None = None
     """Text for the child's stdin, which is then closed (a prompt too long for argv)."""
+    server_python: bool = False
+    """``argv`` is ``python3 -m`` a wrapper of this package, which a remote server runs with
+    its own interpreter (``execute``'s ``server_python``)."""
 
 
 @dataclasses.dataclass
@@ -206,6 +209,7 @@ async def _run(args: argparse.Namespace, launch: _Launch, progress: _Progress) -
             "heartbeat_interval": args.heartbeat,
             "inactivity_threshold": args.inactivity,
             "capture": args.capture,
+            "server_python": launch.server_python,
             # A Claude run's answer is counted by nobody here: the server counts nothing.
             **({"progress_target": None} if args.action == "claude" else {}),
         }
@@ -320,13 +324,18 @@ def _claude_run(args: argparse.Namespace) -> _Launch:
 
         keep_demo_config()
     # The prompt goes to the CLI's stdin, never on its command line (``ps`` shows that to all).
-    (argv, env), stdin_text = claude_command(options), prompt
+    # A remote server runs the wrappers (--auto-resume's supervisor) with its own interpreter:
+    # this one's path means nothing there.
+    python = "python3" if options.remote else None
+    (argv, env), stdin_text = claude_command(options, python=python), prompt
+    own = python is not None and runs_a_wrapper(argv)
     if options.raw:
-        return _Launch(argv, env, TextView(heartbeats=not args.quiet, notices=not args.quiet), stdin_text=stdin_text)
+        return _Launch(argv, env, TextView(heartbeats=not args.quiet, notices=not args.quiet), stdin_text=stdin_text,
+                       server_python=own)
     interpreter = ClaudeInterpreter(prompt=prompt)
     label = one_line(f"claude: {prompt}", LABEL_CHARS)
     return _Launch(argv, env, ClaudeTextView(interpreter, label=label, heartbeats=not args.quiet), interpreter,
-                   stdin_text)
+                   stdin_text, own)
 
 
 def _prompt(words: Sequence[str]) -> str:

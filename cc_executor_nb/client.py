@@ -310,6 +310,7 @@ class Client:
         stdin_idle_timeout: float | None = None,
         stdin_close_on_summary: bool = False,
         input: str | None = None,
+        server_python: bool = False,
     ) -> dict[str, Any]:
         """Start a process: give ``command`` (split with shlex) or ``argv``.
 
@@ -323,6 +324,9 @@ class Client:
         ``stdin_close_on_summary``: once a stdout line matches ``summary``.
         ``input`` (with ``stdin="pipe"``): text the server writes to the process's stdin
         once it started and then closes it, whatever becomes of this connection.
+        ``server_python``: ``argv`` is ``PYTHON -m`` one of this package's wrappers
+        (``protocol.SERVER_PYTHON_MODULES``), and the server runs it with its own interpreter
+        (a server that does not offer ``execute.server_python`` runs ``argv[0]`` as given).
         """
         params = _execute_params(
             command, argv=argv, progress_target=progress_target, durable=durable, label=label, meta=meta,
@@ -330,6 +334,7 @@ class Client:
             stdin_close_on_summary=stdin_close_on_summary, cwd=cwd, env=env, timeout=timeout,
             heartbeat_interval=heartbeat_interval, inactivity_threshold=inactivity_threshold,
             kill_grace=kill_grace, stdin=stdin, capture=capture, input=input,
+            server_python=server_python or None,
         )
         result = dict(await self.call(methods.EXECUTE, params))
         if heartbeat_interval is not None:

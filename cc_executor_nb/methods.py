@@ -42,6 +42,7 @@ __all__ = [
     "PROCESS_STARTED",
     "PROCESS_STATUS",
     "RESUME",
+    "SERVER_PYTHON",
     "STATUS",
 ]
 
@@ -54,6 +55,9 @@ PONG: Final = "pong"
 EXECUTE_INPUT: Final = "execute.input"
 """*(added)* Not a method: in ``capabilities``, this server's ``execute`` takes ``input``
 (an older one would ignore it, and a job would wait on its stdin for ever)."""
+SERVER_PYTHON: Final = "execute.server_python"
+"""*(added)* Not a method: in ``capabilities``, this server's ``execute`` takes
+``server_python`` (an older one ignores it and runs ``argv[0]`` as given)."""
 INPUT: Final = "input"
 """*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
 INPUT_CLOSE: Final = "input.close"

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_TIMEOUT",
     "MIN_INTERVAL",
     "PROTOCOL_VERSION",
+    "SERVER_PYTHON_MODULES",
     "STDIN_MODES",
     "ControlParams",
     "ErrorResponse",
@@ -470,6 +472,9 @@ class ExecuteParams:
     input: bytes | None = None
     """Written to the child's stdin (``stdin`` "pipe") by the server once it started, which
     then closes it: as an ``input`` and an ``input.close`` that cannot be lost with the client."""
+    server_python: bool = False
+    """``argv[0]`` was replaced by the server's own interpreter (``server_python``): argv is
+    one of this package's wrappers (:data:`SERVER_PYTHON_MODULES`)."""
 
 
 @dataclass(frozen=True)
@@ -645,12 +650,14 @@ def _optional_env(params: dict[str, Any]) -> dict[str, str] | None:
     return dict(env)
 
 
-def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> ExecuteParams:
-    """Validate ``execute`` params; raise InvalidParams naming the field."""
+def validate_execute(params: Any, min_interval: float = MIN_INTERVAL, *, python: str | None = None) -> ExecuteParams:
+    """Validate ``execute`` params; raise InvalidParams naming the field. ``python`` is the
+    server's own interpreter (default: this one), which ``server_python`` puts in ``argv[0]``."""
     obj = _params_object(params)
     _job_only(obj, "stdin_close_on_summary")
+    argv, own = _server_python(obj, _argv_from(obj), python or sys.executable)
     return ExecuteParams(
-        argv=_argv_from(obj),
+        argv=argv,
         cwd=_cwd(obj),
         env=_optional_env(obj),
         timeout=_timeout(obj),
@@ -662,7 +669,29 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL) -> Execute
         capture=_capture_mode(obj),
         stdin_idle_timeout=_stdin_idle_timeout(obj),
         input=_execute_input(obj),
+        server_python=own,
     )
+
+
+SERVER_PYTHON_MODULES = ("cc_executor_nb.claude.autoresume", "cc_executor_nb.demo.runner")
+"""The package's wrappers a client may ask the server to run with its own interpreter."""
+
+
+def _server_python(params: dict[str, Any], argv: list[str], python: str) -> tuple[list[str], bool]:
+    """``argv`` with the server's interpreter in ``argv[0]`` when ``server_python`` asks for it:
+    the client cannot know which ``python3`` of the server has this package (a server in a
+    venv runs the venv's). Only for the package's wrappers, ``ANY -m MODULE ...``."""
+    value = params.get("server_python")
+    if value is None or value is False:
+        return argv, False
+    if value is not True:
+        raise InvalidParams("server_python must be a boolean or null", "server_python")
+    if len(argv) < 3 or argv[1] != "-m" or argv[2] not in SERVER_PYTHON_MODULES:
+        raise InvalidParams(
+            f"server_python runs this package's wrappers only: argv must be PYTHON -m "
+            f"{' | '.join(SERVER_PYTHON_MODULES)} ...", "server_python",
+        )
+    return [python, *argv[1:]], True
 
 
 def _job_only(params: dict[str, Any], name: str) -> None:

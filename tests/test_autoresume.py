@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
 
 from .conftest import FAKE_CLI
+from .servers import start_server
 from .util import scaled
 
 pytestmark = pytest.mark.timeout(60)
@@ -285,3 +287,31 @@ def test_max_budget_usd_stops_the_cli(demo: None) -> None:
     assert run.result["subtype"] == "error_max_budget_usd"
     assert "budget" in run.answer.lower()
     assert run.claude.cost_estimate_reason == "custom endpoint"
+
+
+@pytest.mark.claude
+def test_a_remote_server_runs_the_supervisor_with_its_own_python(
+    demo: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto_resume on a remote server: the supervisor runs with that server's interpreter, not the
+    ``python3`` first on its PATH, which a server installed in a venv does not have this package in
+    (the run failed at once, exit 1, ``No module named cc_executor_nb``)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrong = bin_dir / "python3"
+    wrong.write_text("#!/bin/sh\necho 'the python3 of PATH ran' >&2\nexit 97\n")
+    wrong.chmod(0o755)
+    claude_bin = Path("node_modules/.bin").resolve()
+    work = tmp_path / "work"  # not the checkout: `python -m` there would find the package in it
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = f"{bin_dir}:{claude_bin}:{os.environ['PATH']}"
+    server = start_server("--token", "remote-token", env={"PATH": path})
+    try:
+        run = cc_executor_nb.run("what is 2+2", demo=True, auto_resume=True, server=server.url,
+                                 token="remote-token", display=False, settings=SETTINGS)
+        run.wait(scaled(45))
+        assert (run.status, run.exit_code, run.text) == ("completed", 0, "4"), (run.error, run.stderr)
+        assert run.state.argv[:3] == [sys.executable, "-m", "cc_executor_nb.claude.autoresume"]
+    finally:
+        server.finish()

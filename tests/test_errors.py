@@ -300,6 +300,20 @@ async def test_command_not_allowed() -> None:
         await handler.close()
 
 
+async def test_server_python_does_not_pass_an_allow_list() -> None:
+    """``server_python`` runs the server's own interpreter, which an allow-list without it refuses
+    (the wrapper would run any command it is given): -32001, as for ``python3`` itself."""
+    handler = make_handler(allowed_commands=["echo"])
+    await handler.start("127.0.0.1", 0)
+    try:
+        async with await connect(handler.url, TOKEN) as client:
+            with pytest.raises(errors.CommandNotAllowed, match="is not allowed"):
+                await client.execute(argv=["echo", "-m", "cc_executor_nb.demo.runner", "--", "echo", "x"],
+                                     server_python=True)
+    finally:
+        await handler.close()
+
+
 def _script(path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!/bin/sh\necho {text}\n")

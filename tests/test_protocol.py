@@ -174,6 +174,10 @@ def test_a_command_that_cannot_be_split_says_why_as_shlex_does(command: str, why
         ({"argv": ["ls"], "stdin": "pipe", "input": 3}, "input"),
         ({"argv": ["ls"], "stdin": "pipe", "input": "\ud800"}, "input"),
         ({"argv": ["ls"], "stdin": "pipe", "input": "x" * (protocol.MAX_EXECUTE_INPUT_BYTES + 1)}, "input"),
+        ({"argv": ["python3", "-m", "cc_executor_nb.demo.runner"], "server_python": "yes"}, "server_python"),
+        ({"argv": ["python3", "-c", "print(1)"], "server_python": True}, "server_python"),
+        ({"argv": ["python3", "-m", "http.server"], "server_python": True}, "server_python"),
+        ({"command": "python3 -m", "server_python": True}, "server_python"),
     ],
 )
 def test_bad_execute_params_name_the_field(params: dict, field: str) -> None:
@@ -189,6 +193,22 @@ def test_an_empty_cwd_is_refused_naming_it() -> None:
     with pytest.raises(errors.InvalidParams, match=r"^cwd is empty: give a directory or leave it out$") as info:
         protocol.validate_execute({"argv": ["ls"], "cwd": ""})
     assert info.value.code == -32602 and info.value.data == {"field": "cwd"}
+
+
+@pytest.mark.parametrize("module", protocol.SERVER_PYTHON_MODULES)
+def test_server_python_puts_the_servers_interpreter_in_argv_0(module: str) -> None:
+    """``server_python``: the package's wrapper runs with the server's own interpreter, whatever
+    ``argv[0]`` the client guessed; the rest of argv is untouched."""
+    spec = protocol.validate_execute({"argv": ["python3", "-m", module, "--", "claude"], "server_python": True},
+                                     python="/srv/venv/bin/python")
+    assert spec.argv == ["/srv/venv/bin/python", "-m", module, "--", "claude"] and spec.server_python
+
+
+@pytest.mark.parametrize("value", [False, None])
+def test_without_server_python_argv_is_run_as_given(value: bool | None) -> None:
+    spec = protocol.validate_execute({"argv": ["python3", "-m", "cc_executor_nb.demo.runner"], "server_python": value},
+                                     python="/srv/venv/bin/python")
+    assert spec.argv[0] == "python3" and not spec.server_python
 
 
 def test_execute_params_as_array_are_invalid() -> None:

@@ -140,6 +140,11 @@ async def test_the_server_says_its_execute_takes_input(client: Client) -> None:
     assert methods.EXECUTE_INPUT in (await client.wait_connected()).capabilities
 
 
+async def test_the_server_says_its_execute_takes_server_python(client: Client) -> None:
+    """``execute.server_python`` is in the capabilities of ``connected`` (an older server runs argv[0] as given)."""
+    assert methods.SERVER_PYTHON in (await client.wait_connected()).capabilities
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [({"argv": CAT, "input": "x"}, 'input needs stdin "pipe"'),

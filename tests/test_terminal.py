@@ -1180,3 +1180,36 @@ def test_help_names_the_command_that_was_typed(tmp_path: Path, command: list[str
     done = subprocess.run([*command, "--help"], check=False, cwd=tmp_path, env=environment(tmp_path),
                           capture_output=True, text=True, timeout=scaled(60))
     assert done.returncode == 0 and done.stdout.startswith(usage), done.stdout[:200]
+
+
+def test_cli_auto_resume_on_a_server_names_no_python_of_this_machine() -> None:
+    """``claude --auto-resume --server URL``: the supervisor is ``python3 -m ...`` with
+    ``server_python``, for the server to run with its own interpreter (it was this machine's
+    interpreter path, which a server elsewhere does not have)."""
+    def launch(*words: str) -> cli._Launch:
+        return cli._claude_run(cli._claude_parser(None).parse_intermixed_args(["--auto-resume", *words, "hi"]))
+
+    remote = launch("--server", "ws://gpu:8003/ws")
+    assert remote.argv[:3] == ["python3", "-m", "cc_executor_nb.claude.autoresume"] and remote.server_python
+    local = launch()
+    assert local.argv[0] == sys.executable and not local.server_python
+
+
+@pytest.mark.claude
+def test_cli_auto_resume_on_a_server_runs_with_that_servers_python(tmp_path: Path) -> None:
+    """The same through a real server whose PATH's ``python3`` is not one with this package: answered."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/sh\necho 'the python3 of PATH ran' >&2\nexit 97\n")
+    (bin_dir / "python3").chmod(0o755)
+    path = f"{bin_dir}:{(ROOT / 'node_modules' / '.bin')}:{os.environ['PATH']}"
+    server = start_server("--token", "t0k", env={"PATH": path})
+    try:
+        argv = [sys.executable, "-m", "cc_executor_nb", "claude", "--demo", "--quiet", "--auto-resume",
+                "--server", server.url, "what is 2+2"]
+        env = {**environment(tmp_path), "CC_EXECUTOR_TOKEN": "t0k"}
+        done = subprocess.run(argv, check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=scaled(90))
+    finally:
+        server.finish()
+    assert (done.returncode, done.stdout) == (0, "4\n"), done.stderr

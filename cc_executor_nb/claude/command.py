@@ -20,8 +20,10 @@ own claude executable and Python). Layers, innermost first:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..protocol import SERVER_PYTHON_MODULES
 from .autoresume import SESSION_PLACEHOLDER, autoresume_argv
 from .options import (
     DEMO_MAX_RETRIES,
@@ -32,7 +34,7 @@ from .options import (
     claude_stdin_argv,
 )
 
-__all__ = ["ResumeSettings", "claude_command", "claude_host_command"]
+__all__ = ["ResumeSettings", "claude_command", "claude_host_command", "runs_a_wrapper"]
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,10 @@ def claude_host_command(options: ClaudeOptions, *, own_demo: bool = False, pytho
         retries = DEMO_MAX_RETRIES if options.max_retries is None else options.max_retries
         argv = runner_argv(argv, retries, python=python)
     return argv
+
+
+def runs_a_wrapper(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` is ``PYTHON -m`` one of the package's wrappers (the ``auto_resume``
+    supervisor, the demo runner): a remote server runs it with its own interpreter
+    (``server_python``), since its ``python3`` may lack this package."""
+    return len(argv) > 2 and argv[1] == "-m" and argv[2] in SERVER_PYTHON_MODULES

@@ -34,7 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .. import shellwords
-from ..claude.command import ResumeSettings, claude_command, claude_host_command
+from ..claude.command import ResumeSettings, claude_command, claude_host_command, runs_a_wrapper
 from ..claude.interpreter import ClaudeInterpreter
 from ..claude.options import (
     ClaudeOptions,
@@ -599,14 +599,18 @@ def _claude(
     extras.env = env
     # The interpreter counts the answer against the prompt's target; the server counts nothing.
     # The prompt goes to the CLI's stdin, never on its command line (``ps`` shows that to all).
-    one_shot = RunSpec(argv=argv, progress_target=None, stdin="pipe", input=prompt)
+    # A remote server runs the package's wrappers with its own interpreter (server_python).
+    one_shot = RunSpec(argv=argv, progress_target=None, stdin="pipe", input=prompt,
+                       server_python=python is not None and runs_a_wrapper(argv))
     if extras.conversation is None:
         return one_shot, extras
     if not durable:
         # A durable job cannot be started again on its connection: it has no fall-back.
         extras.conversation.fallback = one_shot
     host = claude_host_command(options, own_demo=own_demo, python=python)
-    return RunSpec(argv=host, progress_target=None, stdin="pipe"), extras
+    return RunSpec(argv=host, progress_target=None, stdin="pipe",
+                   server_python=python is not None and runs_a_wrapper(host)), extras
+
 
 
 def _keep_demo_sessions() -> None:

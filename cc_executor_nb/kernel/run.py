@@ -147,6 +147,9 @@ class RunSpec:
     size it goes in ``execute`` when the server offers ``execute.input`` (its server writes
     it: a durable job outlives this kernel); a longer one goes in ``input`` requests right
     after the start (``execute`` is one frame), as host mode sends its prompts."""
+    server_python: bool = False
+    """``argv`` is ``python3 -m`` one of the package's wrappers, which a remote server runs
+    with its own interpreter (its ``python3`` on ``PATH`` may lack this package)."""
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.argv is None):
@@ -171,6 +174,7 @@ class RunSpec:
             "progress_target": self.progress_target,
             "stdin": self.stdin,
             "capture": self.capture,
+            **({"server_python": True} if self.server_python else {}),
             **({"durable": True, **self.job} if self.job is not None else {}),
         }
 

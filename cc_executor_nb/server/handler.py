@@ -75,7 +75,7 @@ logger = logging.getLogger("cc_executor_nb.server")
 CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
-    methods.PROCESS_NOTICE, methods.ACK, methods.EXECUTE_INPUT,
+    methods.PROCESS_NOTICE, methods.ACK, methods.EXECUTE_INPUT, methods.SERVER_PYTHON,
 ]
 _DEFAULT = "default"
 
