@@ -416,3 +416,35 @@ def test_demo_resume_finds_the_session_of_a_kernel_before_a_restart(tmp_path: Pa
     [transcript] = config.glob(f"projects/*/{session}.jsonl")
     assert "the first turn" in transcript.read_text() and "the second turn" in transcript.read_text()
     assert not (home / ".claude").exists() and not (home / ".claude.json").exists()
+
+
+# Each render of the live widget, kept in the kernel: the footer's words, the follow-up row's note.
+RECORD_RENDERS = """
+import re
+body = r.view.body
+renders = []
+def recorded(state, now, render=body.render):
+    render(state, now)
+    footer = body.value.rsplit('class="cc-footer"', 1)[-1]
+    renders.append((re.sub(r"<[^>]+>", " ", footer.split(">", 1)[-1]).split("·")[0].strip(),
+                    re.sub(r"<[^>]+>", " ", body.note.value).strip()))
+body.render = recorded
+"""
+
+
+def test_the_follow_up_row_says_the_turn_is_over_in_the_render_whose_footer_does(kernel: KernelHarness) -> None:
+    """At a turn's end the footer said it was over while the follow-up row still said "Claude is
+    working" for one render (180-200 ms in JupyterLab): the widget rendered on the turn's end before
+    the conversation published it. No render shows the one without the other."""
+    kernel.ok('r = %ccexec --demo "echo: one"')
+    kernel.wait_until("r.status == 'completed'", timeout=scaled(60))
+    kernel.ok(RECORD_RENDERS)
+    kernel.ok('r.send("write a 60 word story at 60 words per second")')
+    kernel.wait_until("r.state.turns == 2 and r.status == 'completed'", timeout=scaled(60))
+    kernel.wait_until("renders and not renders[-1][1].startswith('Claude is working')", timeout=scaled(10))
+    renders = kernel.value("renders")
+    print(f"\n{len(renders)} renders: {renders}")
+    assert any(footer.startswith("running") for footer, _note in renders), renders  # it saw the turn run
+    mixed = [(footer, note) for footer, note in renders
+             if not footer.startswith("running") and note.startswith("Claude is working")]
+    assert mixed == [], renders

@@ -682,6 +682,9 @@ class Conversation:
         self._interrupting = False
         self._cancel_pending("the turn ended")
         last = self._close_after_turn or self._mode == "ending" or self._cancelled  # no follow-up after a cancel
+        # Published before the turn's end is announced: the widget renders at once on it, and
+        # its follow-up row read "Claude is working" under the turn's footer until the next render.
+        self._publish()
         self._emit(methods.CONVERSATION_TURN, {"status": status, "turn": self._sent, "last": last})
         self._turn_ended.set()
         self._call_turn_end()
