@@ -966,6 +966,52 @@ def test_batch_table_updates_live_and_its_pause_button_holds_the_queue(lab: Lab,
     screenshot(page, cell, "92-batch-done.png")
 
 
+LONG_PROMPT = (
+    "echo: the lighthouse keeper counts the ships that pass at night, names each one after a friend "
+    "and writes it down in a book that nobody else has ever read"
+)
+WIDE_BATCH_CELLS = [
+    "%load_ext cc_executor_nb\nimport cc_executor_nb as ccx",
+    f"batch = ccx.map([{LONG_PROMPT!r}, 'write a 60 word story at 20 words per second'], demo=True, concurrency=1)",
+]
+# The batch table's columns as drawn: each header's width, and the lines of the first row's run.
+BATCH_COLUMNS = """cell => {
+  const table = cell.querySelector('.ccx-batch-table');
+  if (!table) return null;
+  const run = document.createRange();  // its text's line boxes, one rectangle each
+  run.selectNodeContents(table.querySelector('tbody tr td:nth-child(5) span'));
+  return {widths: Object.fromEntries([...table.querySelectorAll('th')].map(
+            th => [th.textContent, Math.round(th.getBoundingClientRect().width)])),
+          table: Math.round(table.getBoundingClientRect().width),
+          box: Math.round(table.parentElement.getBoundingClientRect().width),
+          runLines: run.getClientRects().length,
+          overflowing: [...table.querySelectorAll('td:not(:last-child)')].filter(
+            td => td.scrollWidth > td.clientWidth + 1).map(td => td.textContent),
+          rows: [...table.querySelectorAll('tbody .ccx-badge')].map(b => b.innerText.trim()),
+          live: !!cell.querySelector('.ccx-batch-view')};
+}"""
+
+
+def test_a_batch_table_gives_its_run_column_room_beside_a_long_last_line(
+    lab: Lab, page: Any, artifacts: Path
+) -> None:
+    """A long prompt's run wrapped over 8 lines at 1280 px: the last line column (one unbreakable
+    line of up to 120 characters) took the table's width. The run reads in two lines at most, the
+    table fits its output area and no other cell overflows, live and in the record."""
+    write_notebook(lab.root / "94_wide_batch.ipynb", WIDE_BATCH_CELLS)
+    open_and_run_all(page, lab, "94_wide_batch.ipynb")
+    cell = code_cell(page, "batch = ccx.map")
+    live = poll(lambda: (s := cell.evaluate(BATCH_COLUMNS)) and s["live"] and s["rows"][0] == "completed" and s, 90,
+                "the long prompt's run completed while the story runs")
+    screenshot(page, cell, "94-wide-batch-live.png")
+    record = poll(lambda: (s := cell.evaluate(BATCH_COLUMNS)) and not s["live"] and s, 60, "the batch's record")
+    screenshot(page, cell, "94-wide-batch-record.png")
+    print(f"\nbatch table: live {live}\nrecord {record}")
+    for shown in (live, record):
+        assert shown["runLines"] <= 2 and shown["table"] <= shown["box"] and shown["overflowing"] == [], shown
+    shut_down_kernels(lab)
+
+
 STALE_CELLS = [
     '%load_ext cc_executor_nb\nimport os, pathlib\npathlib.Path("kernel.pid").write_text(str(os.getpid()))',
     'run = %ccexec -c "sleep 300"',

@@ -166,18 +166,27 @@ def _bar_html(summary: Summary) -> str:
     )
 
 
-_HEADERS = ("#", "status", "elapsed", "cost", "run", "last line")
+# Each heading and how wide its column is. The last line is one line of up to LAST_LINE_CHARS
+# characters that cannot wrap: as wide as it needed, it took the table's width and a long prompt's
+# run wrapped over 9 lines at 1280 px. It takes 35% of the table (its cells' max-width:0 lets the
+# column shrink to that share), cut with an ellipsis (the cell's title has it whole); the number,
+# status, time and cost are as wide as they need (1%: no more), and the run has the rest, to read
+# in a line or two. JupyterLab lays out a record's tables as fixed (the first row's widths): the
+# table says auto.
+_NARROW = ";width:1%;white-space:nowrap"
+_HEADERS = (("#", _NARROW), ("status", _NARROW), ("elapsed", _NARROW), ("cost", _NARROW),
+            ("run", ";min-width:12em"), ("last line", ";width:35%"))
 
 
 def _table_html(rows: Sequence[Row]) -> str:
     shown = _rows_shown(rows)
-    head = "".join(f"<th style='text-align:left;padding:1px 6px'>{name}</th>" for name in _HEADERS)
+    head = "".join(f"<th style='text-align:left;padding:1px 6px{width}'>{name}</th>" for name, width in _HEADERS)
     body = "".join(_row_html(row) for row in shown)
     more = len(rows) - len(shown)
     note = f"<div><em>{more} more rows not shown</em></div>" if more > 0 else ""
     return (
         "<div style='max-height:24em;overflow:auto'><table class='ccx-batch-table' style='border-collapse:collapse;"
-        f"font-size:90%'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</div>"
+        f"font-size:90%;width:100%;table-layout:auto'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}</div>"
     )
 
 
@@ -202,16 +211,26 @@ def _row_html(row: Row) -> str:
     status = html.escape(row.status)
     label = _one_line(row.label)
     where = f" <small style='opacity:.7'>@{html.escape(row.worker)}</small>" if row.worker else ""
+    last = _one_line(row.last_line)
     cells = [
-        str(row.index),
-        f"<span class='ccx-badge ccx-status-{status}' style='background:{color};color:#fff;border-radius:4px;"
-        f"padding:0 6px'>{status}</span>",
-        "" if row.elapsed is None else html.escape(_elapsed_text(row.elapsed, row.finished, whole=True)),
-        html.escape(_cost(row.cost_usd)),
-        f"<span title='{html.escape(printable(row.label), quote=True)}'>{html.escape(label)}</span>{where}",
-        f"<code style='white-space:pre'>{html.escape(_one_line(row.last_line))}</code>",
+        _cell(str(row.index)),
+        _cell(f"<span class='ccx-badge ccx-status-{status}' style='background:{color};color:#fff;border-radius:4px;"
+              f"padding:0 6px'>{status}</span>"),
+        _cell("" if row.elapsed is None else html.escape(_elapsed_text(row.elapsed, row.finished, whole=True))),
+        _cell(html.escape(_cost(row.cost_usd))),
+        _cell(f"<span title='{html.escape(printable(row.label), quote=True)}'>{html.escape(label)}</span>{where}"),
+        _cell(f"<code style='white-space:pre'>{html.escape(last)}</code>", _LAST_LINE_CELL, title=last),
     ]
-    return "<tr>" + "".join(f"<td style='text-align:left;padding:1px 6px'>{cell}</td>" for cell in cells) + "</tr>"
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+_LAST_LINE_CELL = "max-width:0;overflow:hidden;text-overflow:ellipsis;white-space:pre"
+
+
+def _cell(content: str, style: str = "", *, title: str | None = None) -> str:
+    """A ``<td>`` left-aligned as its heading is (Jupyter's stylesheet right-aligns cells in an output)."""
+    hint = f" title='{html.escape(title, quote=True)}'" if title else ""
+    return f"<td style='text-align:left;padding:1px 6px{';' + style if style else ''}'{hint}>{content}</td>"
 
 
 def eta(mean_seconds: float | None, queued: int, running_elapsed: Sequence[float], slots: int) -> float | None:
