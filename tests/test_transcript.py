@@ -36,7 +36,8 @@ from cc_executor_nb.kernel.transcript import (
 
 from .test_approval_view import turn_of
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
-from .test_streamjson import assistant, line, result, streamed_text
+from .test_streamjson import assistant, block_start, delta, line, result, streamed_text
+from .test_streamjson import start as message_start
 from .test_terminaltext import FORBIDDEN
 
 pytestmark = pytest.mark.timeout(60)
@@ -304,6 +305,21 @@ def test_a_records_thinking_goes_to_the_first_turns_and_each_cut_turn_says_what_
     assert "… 10,000 earlier characters not shown: run.thinking has all of it …" in second
     assert third.count(THOUGHT) == 0
     assert "Thinking: 30,000 characters not shown: run.thinking has all of it" in third
+
+
+def test_a_record_made_while_a_turn_thinks_past_the_budget_says_it_still_thinks() -> None:
+    """A follow-up thinks (1,000 characters so far) after a turn whose 60,000 spent the record's
+    budget: its note read "Thinking…: 1,000 characters not shown"; it says Claude still thinks."""
+    run = long_thinking_conversation_run(1, 60_000)
+    run.interpreter.begin_turn("prompt 1")
+    thinking = [message_start("m1"), block_start(0, {"type": "thinking", "thinking": ""}),
+                delta(0, "thinking_delta", thinking=THOUGHT * 1_000)]
+    run.interpreter.feed("stdout", "".join(each + "\n" for each in thinking))
+    run.state = RunState()
+    run.state.apply(methods.PROCESS_STARTED, {"pid": 7, "pgid": 7, "argv": ["x"], "seq": 1}, now=0.0)
+    second = turn_of(Transcript(run).html(), 1)
+    assert second.count(THOUGHT) == 0
+    assert "Still thinking: 1,000 characters so far not shown: run.thinking has all of it" in second, second
 
 
 def test_a_one_prompt_records_thinking_keeps_its_end_and_says_where_the_rest_is() -> None:

@@ -266,9 +266,11 @@ def _thinking_html(thinking: str, estimate: int | None, budget: ThinkingBudget |
         shown = _tail(thinking, MAX_THINKING_CHARS)
     else:
         kept, left_out = budget.spend(thinking)
-        if not kept:  # nothing to unfold: the note alone
-            return f'<div class="cc-thinking" style="{_MUTED}">{label}: {_thinking_cut(left_out, "")}</div>'
-        shown = f"… {_thinking_cut(left_out, ' earlier')} …\n{kept}" if left_out else kept
+        if not kept:  # nothing to unfold: the note alone (it read "Thinking…: N characters" while live)
+            note = f"Still thinking: {_thinking_cut(f'{left_out:,} characters so far')}" if live else (
+                f"Thinking: {_thinking_cut(f'{left_out:,} characters')}")
+            return f'<div class="cc-thinking" style="{_MUTED}">{note}</div>'
+        shown = f"… {_thinking_cut(f'{left_out:,} earlier characters')} …\n{kept}" if left_out else kept
     return (
         f'<details class="cc-thinking"><summary style="{_MUTED}">{label}</summary>'
         f'<div style="{_PRE};{_MUTED}">{escape(printable(shown))}</div>'
@@ -276,9 +278,9 @@ def _thinking_html(thinking: str, estimate: int | None, budget: ThinkingBudget |
     )
 
 
-def _thinking_cut(left_out: int, which: str) -> str:
-    """What a bounded record says of the thinking it leaves out."""
-    return f"{left_out:,}{which} characters not shown: run.thinking has all of it"
+def _thinking_cut(characters: str) -> str:
+    """What a bounded record says of the thinking it leaves out (``characters``: how many, in words)."""
+    return f"{characters} not shown: run.thinking has all of it"
 
 
 def _tail(text: str, limit: int) -> str:
