@@ -637,6 +637,65 @@ def test_a_turns_text_and_tool_cards_read_in_the_order_they_came(body: tuple[Cla
     assert made.value == fresh_html(made, source, State())
 
 
+def think_run_think_answer(message: str, first: str = "first, run it", second: str = "then, read it") -> list[str]:
+    """A turn as "think, then use a tool" streams it: thinking ``first``, the Bash call, its output,
+    then thinking ``second`` (streamed, then confirmed) and the answer ``It printed hi``."""
+    call = {"type": "tool_use", "id": f"toolu_{message}", "name": "Bash", "input": {"command": "echo hi"}}
+    output = {"type": "tool_result", "tool_use_id": f"toolu_{message}", "content": "hi"}
+    return [
+        assistant(message, {"type": "thinking", "thinking": first}, call),
+        json_line(type="user", message={"role": "user", "content": [output]}),
+        *thinking_lines(f"{message}-after", second),
+        assistant(f"{message}-after", {"type": "thinking", "thinking": second}, text("It printed hi")),
+        result(result="It printed hi"),
+    ]
+
+
+def thought_where_it_came(html: str, first: str = "first, run it", second: str = "then, read it") -> bool:
+    """Whether the first thinking, the tool card, the second thinking and the answer read top to
+    bottom in that order, each thinking in a block of its own."""
+    where = [html.index(mark) for mark in (first, 'class="cc-tool ', second, "It printed hi")]
+    return where == sorted(where) and html.count('<details class="cc-thinking">') == 2
+
+
+def test_a_turns_thinking_stands_where_it_came_among_its_tool_cards(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """A turn that thinks, runs a command, thinks again and answers: each thinking is folded where
+    it came, the first above the card and the second below it (both were one block at the turn's
+    top); while the second streams it alone says Thinking…, and a record built afresh is the same."""
+    made, source, _ = body
+    made.interpreter.begin_turn("think, then use a tool")
+    lines = think_run_think_answer("m0")
+    for index, each in enumerate(lines):
+        made.interpreter.feed("stdout", each + "\n")
+        made.render(State(), 0.0)
+        if index == 4:  # the second thinking has streamed, not confirmed yet
+            assert made.value.count(">Thinking…</summary>") == 1 and made.value.count(">Thinking</summary>") == 1
+            assert made.value.index(">Thinking</summary>") < made.value.index(">Thinking…</summary>")
+    assert thought_where_it_came(made.value), made.value
+    made.interpreter.begin_turn("a follow-up")
+    made.render(State(), 0.0)
+    assert thought_where_it_came(turn_of(made.value, 0))
+    assert made.value == fresh_html(made, source, State())
+
+
+def test_a_turns_thinking_at_two_places_keeps_the_widgets_cap_for_the_turn(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """A turn that thinks 30,000 characters, runs a command and thinks 30,000 more: the widget shows
+    the turn's last MAX_THINKING_CHARS, the second thinking whole and the first's end after a note
+    of the 10,000 characters before it."""
+    made, _, _ = body
+    made.interpreter.begin_turn("think, then use a tool")
+    for each in think_run_think_answer("m0", "∴" * 30_000, "∵" * 30_000):
+        made.interpreter.feed("stdout", each + "\n")
+    made.render(State(), 0.0)
+    html = made.value
+    assert (html.count("∴"), html.count("∵")) == (claude_render.MAX_THINKING_CHARS - 30_000, 30_000)
+    assert html.index("… 10,000 earlier characters not shown …") < html.index("∴") < html.index("∵")
+
+
 def test_the_scrolling_box_still_reads_as_the_html_shown(body: tuple[ClaudeBody, Source, Controls]) -> None:
     """``view.body.html.value`` (the quickstart's way to read the HTML the browser gets, when
     ``html`` was one HTML widget) is still the whole conversation's HTML, now joined from its pieces."""

@@ -20,7 +20,7 @@ from cc_executor_nb.demo.arithmetic import ExpressionError, evaluate
 from cc_executor_nb.demo.limits import LimitWindows
 from cc_executor_nb.demo.record import claude_argv, normalize, run_claude
 from cc_executor_nb.demo.scenarios import plan_reply
-from cc_executor_nb.demo.texts import huge_text
+from cc_executor_nb.demo.texts import AFTER_TOOL_THINKING, TOOL_THINKING, huge_text
 
 from .util import eventually, scaled
 
@@ -173,6 +173,19 @@ def test_tool_result_is_found_behind_system_turns() -> None:
     ]
     reply = plan_reply({"messages": messages, "tools": [{"name": "Bash"}]}, DemoSettings())
     assert (reply.tool_call, reply.text) == (None, "The command printed: hi")
+
+
+def test_think_then_use_a_tool_thinks_before_the_call_and_again_before_the_answer() -> None:
+    """"think, then use a tool": a thinking block before the Bash call, another before the answer
+    (thinking between tool calls); "use a tool" alone does not think."""
+    first = plan_reply({"messages": [{"role": "user", "content": "think, then use a tool"}]}, DemoSettings())
+    result = {"type": "tool_result", "tool_use_id": "toolu_demo_0001", "content": "hi"}
+    messages = [{"role": "user", "content": "think, then use a tool"}, {"role": "user", "content": [result]}]
+    after = plan_reply({"messages": messages}, DemoSettings())
+    plain = plan_reply({"messages": [{"role": "user", "content": "use a tool"}]}, DemoSettings())
+    assert (first.thinking, first.tool_call is not None) == (TOOL_THINKING, True)
+    assert (after.thinking, after.text) == (AFTER_TOOL_THINKING, "The command printed: hi")
+    assert plain.thinking is None
 
 
 # Scenarios that need approval (host mode)

@@ -19,6 +19,7 @@ from cc_executor_nb.claude.streamjson import (
     ClaudeRun,
     Cut,
     LineSplitter,
+    Thought,
     ToolCall,
     TurnEnded,
     summary,
@@ -1088,3 +1089,22 @@ def test_signals_are_bounded() -> None:
     for i in range(ClaudeRun.MAX_SIGNALS + 5):
         run.feed_line(question(f"q{i}"))
     assert len(run.signals) == ClaudeRun.MAX_SIGNALS
+
+
+def test_a_turns_parts_put_each_thinking_where_it_came() -> None:
+    """Thinking, a tool call, thinking, text: the turn's parts in that order, each thinking a part of
+    its own (the thinking was only the turn's whole, with no place among its parts)."""
+    call = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "echo hi"}}
+    output = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "hi"}
+    run = ClaudeRun()
+    for each in [assistant("m1", {"type": "thinking", "thinking": "first"}, call),
+                 line(type="user", message={"role": "user", "content": [output]}),
+                 assistant("m2", {"type": "thinking", "thinking": "second"}, {"type": "thinking", "thinking": "more"},
+                           text("the answer")),
+                 result(result="the answer")]:
+        run.feed_line(each)
+    (view,) = run.turn_views()
+    parts = view.parts(view.answer)
+    assert [type(part).__name__ for part in parts] == ["Thought", "tuple", "Thought", "str"]
+    assert (parts[0], parts[2], parts[3]) == (Thought("first"), Thought("second\n\nmore"), "the answer")
+    assert view.thinking == "first\n\nsecond\n\nmore"

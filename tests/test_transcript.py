@@ -34,7 +34,7 @@ from cc_executor_nb.kernel.transcript import (
     safe_markdown,
 )
 
-from .test_approval_view import turn_of
+from .test_approval_view import think_run_think_answer, turn_of
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
 from .test_streamjson import assistant, block_start, delta, line, result, streamed_text
 from .test_streamjson import start as message_start
@@ -267,6 +267,51 @@ def test_a_cut_conversations_html_record_shows_its_turns_and_each_turns_thinking
     assert "bash: touch 2.txt" in second and '<details class="cc-thinking">' in second
     assert second.index("cc-thinking") < second.index("Step 1 of 1.") < second.index(TOOL_MARK["html"])
     assert "answer 2" not in page and "8 more characters" in second
+
+
+def think_run_think_answer_run(first: str = "first, run it", second: str = "then, read it") -> SimpleNamespace:
+    """A finished run of one prompt that thinks ``first``, runs a command, thinks ``second`` and answers."""
+    interpreter = ClaudeInterpreter(prompt="think, then use a tool")
+    interpreter.feed("stdout", "".join(each + "\n" for each in think_run_think_answer("m0", first, second)))
+    interpreter.finish()
+    return SimpleNamespace(label="claude: think, then use a tool", state=finished_state(), interpreter=interpreter,
+                           options={"prompt": "think, then use a tool"})
+
+
+FOLLOW_UP_MARK = {"markdown": "**Follow-up 1**", "text": "[follow-up 1]"}
+THINKING_MARK = {"markdown": ("*3 words of thinking", "*3 words of thinking"),
+                 "text": ("[thinking] 3 words", "[thinking] 3 words"), "html": ("first, run it", "then, read it")}
+
+
+@pytest.mark.parametrize("form", ["markdown", "text", "html"])
+@pytest.mark.parametrize("conversation", [False, True])
+def test_a_records_thinking_stands_where_it_came_among_the_tool_calls(form: str, conversation: bool) -> None:
+    """A turn that thinks, runs a command, thinks again and answers: every record has the first
+    thinking above the call and the second between the call and the answer, in a run of one prompt
+    and in a conversation's turn (each turn's thinking was one note or block at its top)."""
+    run = think_run_think_answer_run()
+    if conversation:
+        run.interpreter.begin_turn("think, then use a tool")  # the first prompt's turn, then a follow-up
+        run.interpreter.begin_turn("and again")
+        run.interpreter.feed("stdout", "".join(each + "\n" for each in think_run_think_answer("m1")))
+    record = getattr(Transcript(run), form)()
+    body = record
+    if conversation:  # the follow-up's turn
+        body = turn_of(record, 1) if form == "html" else record[record.index(FOLLOW_UP_MARK[form]):]
+    first, second = THINKING_MARK[form]
+    where = [body.index(first), body.index(TOOL_MARK[form]), body.index(second, body.index(first) + 1),
+             body.index("It printed hi")]
+    assert where == sorted(where), body
+
+
+def test_a_records_thinking_budget_keeps_the_end_of_a_turn_that_thought_at_two_places() -> None:
+    """A turn thinks 30,000 characters, runs a command and thinks 30,000 more: the record shows the
+    last 50,000 of them, the second thinking whole and the first's end after a note of the 10,000
+    before it that says run.thinking has all of it."""
+    page = Transcript(think_run_think_answer_run("∴" * 30_000, "∵" * 30_000)).html()
+    assert (page.count("∴"), page.count("∵")) == (MAX_THINKING_CHARS - 30_000, 30_000)
+    note = "… 10,000 earlier characters not shown: run.thinking has all of it …"
+    assert page.index(note) < page.index("∴") < page.index(TOOL_MARK["html"]) < page.index("∵")
 
 
 THOUGHT = "∴"  # a character no markup holds: counting it counts the thinking a record shows

@@ -25,6 +25,7 @@ import json
 import time
 import uuid
 import weakref
+from collections.abc import Sequence
 from html import escape
 from types import ModuleType
 from typing import Any, Protocol
@@ -48,6 +49,7 @@ from .streamjson import (
     ClaudeRun,
     Cut,
     ThinkingBudget,
+    Thought,
     ToolBudget,
     ToolCall,
     TurnPart,
@@ -246,36 +248,14 @@ def _line_feeds(text: str) -> str:
 
 
 def render_thinking_html(run: ClaudeRun, budget: ThinkingBudget | None = None) -> str:
-    """The thinking as a collapsed ``<details>`` block; ``""`` if there is none. ``budget``: a
-    bounded record's (None: the last :data:`MAX_THINKING_CHARS`, as the live widget shows)."""
+    """The run's thinking as one collapsed ``<details>`` block; ``""`` if there is none. ``budget``:
+    a bounded record's (None: the last :data:`MAX_THINKING_CHARS`, as the live widget shows). (The
+    widget and the records show each turn's thinking where it came among its text and tool cards.)"""
     live = run.phase == "thinking"
-    return _thinking_html(run.thinking, (run.thinking_tokens or 0) if live else None, budget)
-
-
-def _thinking_html(thinking: str, estimate: int | None, budget: ThinkingBudget | None = None) -> str:
-    """``thinking`` folded; ``estimate``: the thinking goes on (tokens the CLI counted so far),
-    None once it stopped. While it goes on without text, the estimate alone. ``budget``: a
-    bounded record's, which shows what it has left of the thinking's end, with a note."""
-    live = estimate is not None
-    if not thinking:
-        if estimate:
-            return f'<div class="cc-thinking" style="{_MUTED}">Thinking… (~{estimate:,} tokens)</div>'
-        return ""
-    label = "Thinking…" if live else "Thinking"
-    if budget is None:
-        shown = _tail(thinking, MAX_THINKING_CHARS)
-    else:
-        kept, left_out = budget.spend(thinking)
-        if not kept:  # nothing to unfold: the note alone (it read "Thinking…: N characters" while live)
-            note = f"Still thinking: {_thinking_cut(f'{left_out:,} characters so far')}" if live else (
-                f"Thinking: {_thinking_cut(f'{left_out:,} characters')}")
-            return f'<div class="cc-thinking" style="{_MUTED}">{note}</div>'
-        shown = f"… {_thinking_cut(f'{left_out:,} earlier characters')} …\n{kept}" if left_out else kept
-    return (
-        f'<details class="cc-thinking"><summary style="{_MUTED}">{label}</summary>'
-        f'<div style="{_PRE};{_MUTED}">{escape(printable(shown))}</div>'
-        "</details>"
-    )
+    if not run.thinking:
+        return _thinking_estimate_html(run.thinking_tokens or 0) if live else ""
+    ((kept, left_out),) = (budget or ThinkingBudget(MAX_THINKING_CHARS)).spend_turn([run.thinking])
+    return _thought_html(kept, left_out, live=live, bounded=budget is not None)
 
 
 def _thinking_cut(characters: str) -> str:
@@ -283,10 +263,27 @@ def _thinking_cut(characters: str) -> str:
     return f"{characters} not shown: run.thinking has all of it"
 
 
-def _tail(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return f"… {len(text) - limit:,} earlier characters not shown …\n{text[-limit:]}"
+def _thought_html(kept: str, left_out: int, *, live: bool, bounded: bool) -> str:
+    """One place's thinking folded: ``kept``, what is shown of its end, after a note of the
+    ``left_out`` characters before it (the turn's budget went to its later thinking); a note alone
+    when nothing is kept. ``live``: the turn thinks there now. ``bounded``: a record's, whose notes
+    say where all of it is."""
+    where = ": run.thinking has all of it" if bounded else ""
+    if not kept:
+        return (f'<div class="cc-thinking" style="{_MUTED}">'
+                + (f"Still thinking: {left_out:,} characters so far" if live else f"Thinking: {left_out:,} characters")
+                + f" not shown{where}</div>")
+    shown = f"… {left_out:,} earlier characters not shown{where} …\n{kept}" if left_out else kept
+    return (
+        f'<details class="cc-thinking"><summary style="{_MUTED}">{"Thinking…" if live else "Thinking"}</summary>'
+        f'<div style="{_PRE};{_MUTED}">{escape(printable(shown))}</div>'
+        "</details>"
+    )
+
+
+def _thinking_estimate_html(estimate: int) -> str:
+    """The turn thinks now, its text not shown (yet): the CLI's count of its tokens so far."""
+    return f'<div class="cc-thinking" style="{_MUTED}">Thinking… (~{estimate:,} tokens)</div>' if estimate else ""
 
 
 def _head(text: str, limit: int) -> str:
@@ -727,29 +724,51 @@ def _run_pieces(
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + _tools_cut_html(tools) + end)
     (view,) = run.turn_views()
     shown = decisions or {}
-    parts = [render_thinking_html(run, thinking)]
+    parts: list[str] = []
     if run.is_error and run.turns and run.turns[-1].interrupted:
-        parts += [_in_order(view, shown, budget=budget, tools=tools), _INTERRUPTED]
+        parts += [_in_order(view, shown, budget=budget, tools=tools, thinking=thinking), _INTERRUPTED]
     elif run.is_error:
         said = bool(_text_besides_error(run))
-        parts += [_in_order(view, shown, said=said, budget=budget, tools=tools), render_error_html(run)]
+        parts += [_in_order(view, shown, said=said, budget=budget, tools=tools, thinking=thinking),
+                  render_error_html(run)]
     else:
-        parts.append(_in_order(view, shown, run.answer, budget=budget, tools=tools))
+        parts.append(_in_order(view, shown, run.answer, budget=budget, tools=tools, thinking=thinking))
     return BodyPieces("", (), _RUN_OPEN + "".join(parts) + _tools_cut_html(tools) + end)
 
 
 def _in_order(turn: TurnView, decisions: dict[str, PermissionRequest], result_text: str = "", *,
-              said: bool = True, budget: AnswerBudget | None = None, tools: ToolBudget | None = None) -> str:
-    """A turn's text and tool cards in the order they came (:meth:`TurnView.parts`: a text before
-    a call above its card, not all of it below the cards), then ``result_text`` unless the text
-    ends with it. ``said``: False leaves the text out (it only repeats the error shown below
-    it). ``budget``: a bounded record's, which cuts the text where it runs out, with a note;
-    ``tools``: its cards' bodies'."""
+              said: bool = True, budget: AnswerBudget | None = None, tools: ToolBudget | None = None,
+              thinking: ThinkingBudget | None = None) -> str:
+    """A turn's thinking, text and tool cards in the order they came (:meth:`TurnView.parts`: a
+    text before a call above its card, thinking between two calls between their cards), then
+    ``result_text`` unless the text ends with it. ``said``: False leaves the text out (it only
+    repeats the error shown below it). ``budget``: a bounded record's, which cuts the text where
+    it runs out, with a note; ``tools``: its cards' bodies'; ``thinking``: its thinking's (None:
+    the last :data:`MAX_THINKING_CHARS` of the turn's, as the live widget shows). While the turn
+    thinks, its last thinking says so, or the CLI's estimate stands at its end."""
     parts = turn.parts(result_text, said=said)
-    return "".join(_part_html(part, decisions, tools) for part in (budget.spend(parts) if budget else parts))
+    shown = budget.spend(parts) if budget else parts
+    thoughts = [part.text for part in shown if isinstance(part, Thought)]
+    live = turn.thinking_estimate is not None and _ends_thinking(shown)
+    cuts = (thinking or ThinkingBudget(MAX_THINKING_CHARS)).spend_turn(thoughts)
+    folded = iter([
+        _thought_html(kept, left_out, live=live and index == len(cuts) - 1, bounded=thinking is not None)
+        for index, (kept, left_out) in enumerate(cuts)
+    ])
+    html = "".join(next(folded) if isinstance(part, Thought) else _part_html(part, decisions, tools) for part in shown)
+    thinks_unseen = turn.thinking_estimate is not None and not live
+    return html + (_thinking_estimate_html(turn.thinking_estimate or 0) if thinks_unseen else "")
 
 
-def _part_html(part: TurnPart | Cut, decisions: dict[str, PermissionRequest], tools: ToolBudget | None = None) -> str:
+def _ends_thinking(parts: Sequence[TurnPart | Cut]) -> bool:
+    """Whether the last of ``parts`` that shows anything is thinking."""
+    shown = [part for part in parts if not (isinstance(part, str) and not part.strip())]
+    return bool(shown) and isinstance(shown[-1], Thought)
+
+
+def _part_html(
+    part: str | tuple[ToolCall, ...] | Cut, decisions: dict[str, PermissionRequest], tools: ToolBudget | None = None,
+) -> str:
     if isinstance(part, str):
         return render_answer_html(part)
     if isinstance(part, Cut):
@@ -859,16 +878,16 @@ def _turn_html(
     prompt = ""
     if turn.index > 0:
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
-    body = [prompt, _thinking_html(turn.thinking, turn.thinking_estimate, thinking)]
+    body = [prompt]
     if turn.interrupted and turn.result is not None:
-        body += [_in_order(turn, decisions, budget=budget, tools=tools), _INTERRUPTED]
+        body += [_in_order(turn, decisions, budget=budget, tools=tools, thinking=thinking), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
         said = turn.text.strip() != message.strip()
-        body += [_in_order(turn, decisions, said=said, budget=budget, tools=tools),
+        body += [_in_order(turn, decisions, said=said, budget=budget, tools=tools, thinking=thinking),
                  f'<div class="cc-error" style="{_ERROR}">{escape(printable(message))}</div>']
     else:
-        body.append(_in_order(turn, decisions, turn.answer, budget=budget, tools=tools))
+        body.append(_in_order(turn, decisions, turn.answer, budget=budget, tools=tools, thinking=thinking))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
 
 

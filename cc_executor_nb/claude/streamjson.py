@@ -40,12 +40,12 @@ several processes of the same Claude session, one after another.
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import json
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -61,6 +61,7 @@ __all__ = [
     "Phase",
     "Signal",
     "ThinkingBudget",
+    "Thought",
     "ToolBudget",
     "ToolCall",
     "ToolStatus",
@@ -162,9 +163,17 @@ Signal = ControlMessage | TurnEnded
 """What :meth:`ClaudeRun.take_signals` hands to the conversation's driver."""
 
 
-TurnPart = str | tuple[ToolCall, ...]
-"""A piece of a turn as it reads (:meth:`TurnView.parts`): a text, or the tool calls made at one
-place among its texts."""
+@dataclass(frozen=True)
+class Thought:
+    """A piece of a turn's thinking (its blocks that came together, joined by blank lines), where it
+    came among the turn's texts and tool calls (:meth:`TurnView.parts`)."""
+
+    text: str
+
+
+TurnPart = str | tuple[ToolCall, ...] | Thought
+"""A piece of a turn as it reads (:meth:`TurnView.parts`): a text, the tool calls made at one place
+among its texts, or the thinking that came there."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +194,10 @@ class TurnView:
     """The turn's text blocks in the order they came (:attr:`text` joins them by blank lines)."""
     tool_places: tuple[int, ...] = ()
     """For each of :attr:`tools`, how many of :attr:`texts` came before it (where it shows among them)."""
+    thoughts: tuple[str, ...] = ()
+    """The turn's thinking blocks in the order they came (:attr:`thinking` joins them by blank lines)."""
+    thought_places: tuple[tuple[int, int], ...] = ()
+    """For each of :attr:`thoughts`, how many of :attr:`texts` and of :attr:`tools` came before it."""
 
     @property
     def answer(self) -> str:
@@ -200,24 +213,39 @@ class TurnView:
         return text_and_result(self.text, self.answer)
 
     def parts(self, result_text: str = "", *, said: bool = True) -> list[TurnPart]:
-        """The turn as it reads: its texts and tool calls in the order they came (the calls made at
-        one place among the texts together), then ``result_text`` unless the texts end with it
-        (said once, as :func:`text_and_result` does). The last part is a text, maybe ``""``.
-        ``said``: False leaves the texts out (they only repeat the error shown instead)."""
+        """The turn as it reads: its texts, thinking and tool calls in the order they came (texts,
+        thinking blocks or calls that came together in one part each), then ``result_text`` unless
+        the texts end with it (said once, as :func:`text_and_result` does). The last part is a
+        text, maybe ``""``. ``said``: False leaves the texts out (they only repeat the error shown
+        instead)."""
         texts = self.texts if said else ()
         whole = "\n\n".join(texts)
         extra = "" if text_and_result(whole, result_text) == whole else result_text
-        places = self.tool_places + (0,) * (len(self.tools) - len(self.tool_places))
         parts: list[TurnPart] = []
-        done = 0
-        for place, group in itertools.groupby(zip(self.tools, places, strict=True), key=lambda pair: pair[1]):
-            if place > done:
-                parts.append("\n\n".join(texts[done:place]))
-                done = place
-            parts.append(tuple(tool for tool, _place in group))
-        rest = "\n\n".join(texts[done:])
+        for item in self._stream(texts):
+            joined = _joined(parts[-1], item) if parts else None
+            if joined is not None:
+                parts[-1] = joined
+            else:
+                parts.append((item,) if isinstance(item, ToolCall) else item)
+        last = parts.pop() if parts else ""
+        rest = last if isinstance(last, str) else ""
+        parts += [] if isinstance(last, str) else [last]
         parts.append(f"{rest.rstrip()}\n\n{extra.lstrip()}" if rest.strip() and extra else rest or extra)
         return parts
+
+    def _stream(self, texts: tuple[str, ...]) -> list[str | ToolCall | Thought]:
+        """``texts``, the tool calls and the thinking blocks in the order they came, sorted by how
+        many texts and calls came before each: a thought before what came after it at its place."""
+        places = self.tool_places + (0,) * (len(self.tools) - len(self.tool_places))
+        keyed: list[tuple[tuple[int, int, int], str | ToolCall | Thought]] = [
+            ((place, index, 1), tool) for index, (tool, place) in enumerate(zip(self.tools, places, strict=True))
+        ]
+        ordered = sorted(places)  # how many calls came before text i: those placed at i or before
+        keyed += [((index, bisect.bisect_right(ordered, index), 2), text) for index, text in enumerate(texts)]
+        keyed += [((texts_before, tools_before, 0), Thought(thought))
+                  for thought, (texts_before, tools_before) in zip(self.thoughts, self.thought_places, strict=True)]
+        return [item for _key, item in sorted(keyed, key=lambda pair: pair[0])]
 
     @property
     def is_error(self) -> bool:
@@ -230,6 +258,16 @@ class TurnView:
         if not self.is_error or self.result is None:
             return ""
         return "Interrupted." if self.interrupted else _error_of_result(self.result) or "The turn failed."
+
+
+def _joined(part: TurnPart, item: str | ToolCall | Thought) -> TurnPart | None:
+    """``part`` with ``item`` that came right after it, when they are of a kind (texts joined by a
+    blank line, as thinking blocks; calls made at one place); None when ``item`` starts a part."""
+    if isinstance(item, ToolCall):
+        return (*part, item) if isinstance(part, tuple) else None
+    if isinstance(item, Thought):
+        return Thought(f"{part.text}\n\n{item.text}") if isinstance(part, Thought) else None
+    return f"{part}\n\n{item}" if isinstance(part, str) else None
 
 
 @dataclass(frozen=True)
@@ -253,7 +291,7 @@ class AnswerBudget:
         shown: list[TurnPart | Cut] = []
         cut_at, left_out = -1, 0
         for part in parts:
-            if isinstance(part, tuple) or self.chars is None:
+            if not isinstance(part, str) or self.chars is None:
                 shown.append(part)
             elif cut_at >= 0:
                 left_out += len(part)
@@ -283,6 +321,19 @@ class ThinkingBudget:
         kept = min(len(thinking), self.chars)
         self.chars -= kept
         return thinking[len(thinking) - kept :], len(thinking) - kept
+
+    def spend_turn(self, thoughts: Sequence[str]) -> list[tuple[str, int]]:
+        """:meth:`spend` for a turn that thought at several places: the end of the turn's thinking
+        is kept, so its last ``thoughts`` whole and the end of the one where the budget runs out.
+        For each thought, what the record shows of it and how many characters before are left out."""
+        left = self.chars
+        shown: list[tuple[str, int]] = []
+        for thought in reversed(thoughts):
+            kept = min(len(thought), left)
+            left -= kept
+            shown.append((thought[len(thought) - kept :], len(thought) - kept))
+        self.chars = left
+        return shown[::-1]
 
 
 @dataclass
@@ -557,14 +608,22 @@ class ClaudeRun:
         count = max(1, len(self.turns))
         texts: list[list[str]] = [[] for _ in range(count)]
         thoughts: list[list[str]] = [[] for _ in range(count)]
+        thought_places: list[list[tuple[int, int]]] = [[] for _ in range(count)]  # (texts, calls) before each
+        calls = [0] * count  # how many of the turn's calls its messages held so far
         texts_before: dict[str, int] = {}  # by tool id: how many of its turn's text blocks came before the call
         for message in self._messages.values():
             at = min(message.turn, count - 1)
             for kind, text, tool_id in message.blocks():
                 if tool_id is not None:
                     texts_before[tool_id] = len(texts[at])
-                elif text.strip():
-                    (texts if kind == "text" else thoughts)[at].append(text)  # as _texts() sorts them
+                    calls[at] += 1
+                elif not text.strip():
+                    continue
+                elif kind == "text":  # as _texts() sorts them
+                    texts[at].append(text)
+                else:
+                    thoughts[at].append(text)
+                    thought_places[at].append((len(texts[at]), calls[at]))
         tools: list[list[ToolCall]] = [[] for _ in range(count)]
         for tool in self.tool_calls:  # one pass: looking through every call for each turn was quadratic
             tools[min(tool.turn, count - 1)].append(tool)
@@ -574,7 +633,8 @@ class ClaudeRun:
             views.append(TurnView(
                 index, turn.prompt, "\n\n".join(texts[index]), tuple(tools[index]), turn.result, turn.interrupted,
                 "\n\n".join(thoughts[index]), texts=tuple(texts[index]),
-                tool_places=_places(tools[index], texts_before),
+                tool_places=_places(tools[index], texts_before), thoughts=tuple(thoughts[index]),
+                thought_places=tuple(thought_places[index]),
             ))
         if self.phase == "thinking":
             views[-1] = replace(views[-1], thinking_estimate=self.thinking_tokens or 0)

@@ -50,7 +50,7 @@ from .render import (
     status_name,
     tool_input_summary,
 )
-from .streamjson import ApiRetry, Cut, ToolCall, TurnPart, text_and_result
+from .streamjson import ApiRetry, Cut, Thought, ToolCall, TurnPart, text_and_result
 
 __all__ = [
     "FLUSH_CHARS",
@@ -301,16 +301,16 @@ def answer_of(view: ClaudeSnapshot) -> str:
 def render_text(
     view: ClaudeSnapshot, *, ended: bool = False, parts: Sequence[TurnPart | Cut] | None = None
 ) -> str:
-    """The run as plain text at once: thinking note, retries, permissions, then the text and
+    """The run as plain text at once: retries, permissions, then the thinking notes, text and
     tools, then the footer.
 
-    ``parts``: the text and tool calls in the order they came, maybe cut
-    (:meth:`~cc_executor_nb.claude.streamjson.TurnView.parts`); without them, the view's tool
-    calls, then its answer (a snapshot does not know where each call came among the text). The
-    :class:`ClaudeTextRenderer` writes things as they happen instead.
+    ``parts``: the thinking, text and tool calls in the order they came, maybe cut
+    (:meth:`~cc_executor_nb.claude.streamjson.TurnView.parts`); without them, a thinking note, the
+    view's tool calls, then its answer (a snapshot does not know where each came among the text).
+    The :class:`ClaudeTextRenderer` writes things as they happen instead.
     """
     notes: list[str] = []
-    if view.thinking.strip():
+    if parts is None and view.thinking.strip():
         notes.append(thinking_line(view.thinking))
     notes += [f"[retry] {retry_text(retry, view.turns)}" for retry in view.retries]
     limit = _limit_of(view)
@@ -325,9 +325,9 @@ def render_text(
 
 
 def parts_text(parts: Iterable[TurnPart | Cut]) -> list[str]:
-    """A turn's text and tool calls in order as blocks of text: each text, the calls made at one
-    place as ``[tool]`` lines (a subagent's left out), a cut as ``… N more characters`` under
-    the text it cuts."""
+    """A turn's thinking, text and tool calls in order as blocks of text: each text, the thinking
+    at one place as its ``[thinking]`` note, the calls made at one place as ``[tool]`` lines (a
+    subagent's left out), a cut as ``… N more characters`` under the text it cuts."""
     blocks: list[str] = []
     previous: TurnPart | Cut | None = None
     for part in parts:
@@ -336,6 +336,8 @@ def parts_text(parts: Iterable[TurnPart | Cut]) -> list[str]:
             blocks.append(f"{text}\n… {part.chars:,} more characters".lstrip("\n"))
         elif isinstance(part, str):
             blocks.append(printable(part).strip("\n"))
+        elif isinstance(part, Thought):
+            blocks.append(thinking_line(part.text))
         else:
             blocks.append("\n".join(tool_line(tool) for tool in part if tool.parent_tool_use_id is None))
         previous = part

@@ -56,7 +56,9 @@ matches wins, in this order:
 ``tool``
     A Bash ``tool_use`` running ``echo hi``; after the tool result comes back,
     ``The command printed: hi``. The CLI counts ``echo`` as read-only and runs
-    it even in the default permission mode, so no extra flag is needed.
+    it even in the default permission mode, so no extra flag is needed. With
+    ``think`` as well (``think, then use a tool``), a thinking block comes before
+    the call and another before the answer: thinking between tool calls.
 ``haiku`` / ``haikus``
     ``N haikus`` (``write 3 haikus``; default 1), numbered and deterministic.
 ``think`` / ``thinking``

@@ -357,6 +357,7 @@ def _plan_tool(prompt: str, lowered: str, settings: DemoSettings) -> Reply | Non
     )
     return Reply(
         text_chunks=("I will run a command.",),
+        thinking=texts.TOOL_THINKING if _THINK.search(lowered) else None,
         tool_call=call,
         scenario="tool",
         prompt=prompt,
@@ -433,7 +434,9 @@ def _conclude_file(done: str, path: str, results: list[tuple[str, bool]]) -> str
 
 
 def _after_tool(prompt: str, result: str) -> Reply:
-    return _text_reply("tool", prompt, f"The command printed: {result.strip()}")
+    reply = _text_reply("tool", prompt, f"The command printed: {result.strip()}")
+    # "think, then use a tool" thinks again once the result is back: thinking between two calls.
+    return replace(reply, thinking=texts.AFTER_TOOL_THINKING) if _THINK.search(prompt.lower()) else reply
 
 
 def _plan_haiku(prompt: str, lowered: str, settings: DemoSettings) -> Reply | None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 __all__ = [
+    "AFTER_TOOL_THINKING",
     "GREETING",
     "MARKDOWN_XSS",
     "THINKING_TEXT",
     "THINK_ANSWER",
+    "TOOL_THINKING",
     "haikus",
     "huge_text",
     "story_chunks",
@@ -22,6 +24,8 @@ GREETING = "Hello! This is the cc_executor_nb demo backend."
 
 THINKING_TEXT = "The user asked me to take my time. Considering the question carefully."
 THINK_ANSWER = "Done thinking. The answer is 42."
+TOOL_THINKING = "To answer this I should run a command first and read what it prints."
+AFTER_TOOL_THINKING = "The command printed hi, which is all I needed to know."
 
 # Markdown with two classic HTML-injection payloads: a renderer must show them
 # as text, never run them.

@@ -43,7 +43,7 @@ from ..claude.render import (
     tool_input_summary,
     tools_cut_words,
 )
-from ..claude.streamjson import AnswerBudget, Cut, ToolBudget, ToolCall, TurnPart, TurnView
+from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolBudget, ToolCall, TurnPart, TurnView
 from ..claude.text import (
     TOOL_ERROR_CHARS,
     answer_of,
@@ -257,7 +257,7 @@ class Transcript:
         # A conversation's retries are listed after its turns, as in the HTML, each naming its turn.
         retries = _retries_markdown(view)
         if not self._conversation:
-            parts = [_thinking_markdown(view.thinking), *retries, _permissions_markdown(asked[0])]
+            parts = [*retries, _permissions_markdown(asked[0])]
             parts += self._answer_markdown(view, parts_by_turn[0], tools)
         else:
             parts = self._turns_markdown(parts_by_turn, asked, tools) + retries
@@ -288,7 +288,7 @@ class Transcript:
         for turn, shown in zip(self.turns, parts_by_turn, strict=True):
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
-            parts += [_thinking_markdown(turn.thinking), _permissions_markdown(asked[turn.index])]
+            parts.append(_permissions_markdown(asked[turn.index]))
             parts += _parts_markdown(shown, "of this answer: `run.text` has all of it", tools)
             failure = _turn_failure(turn)
             if failure:
@@ -419,8 +419,7 @@ class Transcript:
         for turn, shown in zip(self.turns, self._parts(), strict=True):
             if turn.index > 0:
                 parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
-            notes = [thinking_line(turn.thinking)] if turn.thinking.strip() else []
-            parts += ["\n".join([*notes, *map(permission_line, asked[turn.index])])]
+            parts.append("\n".join(map(permission_line, asked[turn.index])))
             parts += parts_text(shown)
             failure = _turn_failure(turn)
             if turn.interrupted and turn.result is not None:
@@ -615,15 +614,17 @@ def _turn_failure(turn: TurnView) -> str:
 
 
 def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, budget: ToolBudget | None = None) -> list[str]:
-    """A turn's text and tools in order: each text as inert Markdown, the calls at one place as a
-    list under **Tools** (their changes spending ``budget``), a cut as the note ``… N more
-    characters {cut_words}``."""
+    """A turn's thinking, text and tools in order: each text as inert Markdown, the thinking at one
+    place as its note, the calls at one place as a list under **Tools** (their changes spending
+    ``budget``), a cut as the note ``… N more characters {cut_words}``."""
     parts = []
     for part in shown:
         if isinstance(part, Cut):
             parts.append(f"*… {part.chars:,} more characters {cut_words}*")
         elif isinstance(part, str):
             parts.append(_answer_text(part) if part.strip() else "")
+        elif isinstance(part, Thought):
+            parts.append(_thinking_markdown(part.text))
         elif calls := [tool for tool in part if tool.parent_tool_use_id is None]:
             parts.append("**Tools**\n\n" + "\n".join(_tool_markdown(tool, budget) for tool in calls))
     return parts
