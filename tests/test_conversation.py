@@ -548,6 +548,18 @@ def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path
     )
 
 
+def test_a_conversation_the_cli_refused_at_its_start_suggests_no_resume(tmp_path: Path) -> None:
+    """A CLI that refused its arguments (--resume of no session) kept no session: a refused
+    follow-up does not tell you to --resume the id its error result named (that run fails
+    with 'No conversation found with session ID: ...')."""
+    run = start("what is 2+2", tmp_path, resume="notauuid")
+    eventually(lambda: run.done, timeout=30, what="the CLI to exit")
+    assert run.status == "failed" and run.session_id  # the error result names an id all the same
+    with pytest.raises(RuntimeError) as refused:
+        run.send("what is 3+3")
+    assert str(refused.value) == "the conversation is over: no more input goes to this process"
+
+
 def test_past_max_idle_conversations_the_longest_waiting_one_ends(tmp_path: Path) -> None:
     """max_idle_conversations=1: a second conversation waiting for a follow-up ends the first
     (its CLI process exits; every live conversation kept its ~190 MiB CLI for the idle

@@ -50,6 +50,10 @@ class ClaudeView:
     """Token usage from the result."""
     session_id: str | None = None
     """Claude's session id (for ``--resume``)."""
+    session_begun: bool = False
+    """Whether the CLI began the session (its ``system``/``init`` came), so ``--resume`` finds
+    it: a CLI that refused its arguments (a ``--resume`` of no session) names a session id in
+    its error result that it never kept."""
     model: str | None = None
     """The model the CLI reported."""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -197,6 +201,7 @@ class ClaudeInterpreter:
             cost_usd=run.cost_usd,
             usage=dict(run.usage),
             session_id=run.session_id,
+            session_begun=run.init is not None,
             model=run.model,
             tool_calls=tuple(replace(call) for call in run.tool_calls),
             is_error=run.is_error,

@@ -391,9 +391,9 @@ class Conversation:
         """Why a follow-up is refused once the conversation ended, and how to go on."""
         why = _ENDED_BECAUSE.get(self._ended_because or "", "")
         words = f"the conversation is {self._mode}{why}: no more input goes to this process"
-        session = self.interpreter.snapshot().session_id
-        if session:
-            words += f"; follow up in a new run with --resume {session} (resume='{session}')"
+        view = self.interpreter.snapshot()
+        if view.session_id and view.session_begun:
+            words += f"; follow up in a new run with --resume {view.session_id} (resume='{view.session_id}')"
         return words
 
     def interrupt(self) -> bool:
