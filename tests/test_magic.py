@@ -1060,3 +1060,12 @@ def test_a_refused_token_says_where_it_came_from(shell: InteractiveShell, monkey
     assert wrong.error == refused + configured.format("")
     assert given.error == refused + "the token was given as token=: give the server's token"
     assert all(run.status == "error" and "nope" not in (run.error or "") for run in (by_flag, unset, wrong, given))
+
+
+@pytest.mark.parametrize("command", [b"echo hi", ["echo", b"hi"], bytearray(b"echo hi")])
+def test_api_run_refuses_a_command_of_bytes(shell: InteractiveShell, command: object) -> None:
+    """A command of bytes is refused before anything starts: b"echo hi" was a sequence of
+    numbers, so it ran a program named '101' (words '101 99 104 ...'), and an argv item b"hi"
+    became the text "b'hi'"."""
+    with pytest.raises(ValueError, match="a command is text, not bytes: decode it first"):
+        cc_executor_nb.run(command, command=True, quiet=True)  # type: ignore[arg-type]

@@ -566,11 +566,18 @@ def _remember_session(settings: CCExec, done: Run) -> None:
         settings.last_session_id = done.session_id
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
 def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     if isinstance(what, str):
         if not what.strip():
             raise ValueError("the command is empty")
         return RunSpec(command=what), _Extras(one_line(what, LABEL_CHARS), {"command": what})
+    # Bytes are a sequence of numbers: b"echo hi" ran a program named '101' (its words
+    # '101 99 104 ...'), and an argument b"hi" became the text "b'hi'".
+    if isinstance(what, _BYTES) or any(isinstance(arg, _BYTES) for arg in what):
+        raise ValueError("a command is text, not bytes: decode it first (command.decode())")
     argv = [str(arg) for arg in what]
     if not argv:
         raise ValueError("the command is empty")
