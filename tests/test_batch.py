@@ -574,6 +574,16 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     assert list(frame["result"]) == ["a\n", "b\n"] and list(frame["exit_code"]) == [0, 0]
 
 
+def test_the_dataframe_of_an_empty_batch_has_the_columns(settings: CCExec) -> None:
+    """map() of no items gives a DataFrame with no rows and the usual columns (it had none, so
+    frame[frame.status == "failed"] raised AttributeError, and frame["status"] KeyError)."""
+    batch = cc_executor_nb.map("echo {item}", [], command=True, display=False, settings=settings, wait=True)
+    frame = batch.to_dataframe()
+    assert len(frame) == 0 and list(frame.columns) == [
+        "item", "label", "status", "exit_code", "duration", "cost_usd", "session_id", "result", "error", "worker"]
+    assert frame[frame.status == "failed"].empty
+
+
 @pytest.mark.parametrize(("call", "message"), [
     (lambda s: cc_executor_nb.map("echo hi", command=True, settings=s), "list of prompts"),
     (lambda s: cc_executor_nb.map(["a"], ["b"], settings=s), "template string"),

@@ -383,7 +383,9 @@ class Batch:
             import pandas
         except ImportError:
             raise ImportError("Batch.to_dataframe() needs pandas: pip install pandas") from None
-        return pandas.DataFrame([_record_of(item) for item in self.items])
+        # The columns are named even for no items: a frame without them made
+        # ``frame[frame.status == "failed"]`` an AttributeError for an empty batch.
+        return pandas.DataFrame([_record_of(item) for item in self.items], columns=list(_RECORD_COLUMNS))
 
     def rows(self, now: float | None = None) -> list[Row]:
         """The table's rows as they are now."""
@@ -1064,6 +1066,11 @@ def _last_of(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+_RECORD_COLUMNS = ("item", "label", "status", "exit_code", "duration", "cost_usd", "session_id", "result", "error",
+                   "worker")
+"""The columns of :meth:`Batch.to_dataframe`, in order (the keys of each item's record)."""
 
 
 def _record_of(item: BatchItem) -> dict[str, Any]:
