@@ -605,6 +605,9 @@ def test_the_dataframe_of_an_empty_batch_has_the_columns(settings: CCExec) -> No
     # (accepted, and on_budget then did nothing)
     (lambda s: cc_executor_nb.map(["true"], command=True, on_budget="cancel", settings=s),
      r"^on_budget='cancel' needs max_budget_usd: without a batch budget it never acts$"),
+    # (accepted, and the budget never acted: a command reports no cost)
+    (lambda s: cc_executor_nb.map(["true"], command=True, max_budget_usd=1, settings=s),
+     r"^max_budget_usd needs Claude runs: a command reports no cost, so the budget never acts$"),
     (lambda s: cc_executor_nb.map(["true"], command=True, resources={"claude": 1}, settings=s),
      r"resources applies only to a batch on a cluster \(cluster=\.\.\.\)"),
 ])
@@ -887,6 +890,9 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
     # (accepted, and --on-budget then did nothing)
     ("--each names --on-budget cancel -c 'echo {item}' --wait",
      r"^--on-budget needs --batch-budget-usd: without a batch budget it never acts$"),
+    # (accepted, and the budget never acted: '$0 of $5.0000 budget')
+    ("--each names --batch-budget-usd 5 -c 'echo {item}' --wait",
+     r"^--batch-budget-usd needs Claude runs: a command \(-c/--command\) reports no cost, so the budget never acts$"),
 ])
 def test_each_usage_errors(shell: InteractiveShell, line: str, message: str) -> None:
     """A missing or non-iterable name, batch flags without --each, --each with --jobs: one-line usage errors."""

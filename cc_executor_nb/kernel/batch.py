@@ -1116,7 +1116,8 @@ def map(
     (default ``CCExec.batch_concurrency``, 4); ``max_budget_usd`` stops starting new runs
     once the runs' reported costs reach it (``on_budget="cancel"`` also cancels the
     running ones; default ``"finish"`` lets them finish; given without ``max_budget_usd``, a
-    ValueError: it would never act); ``run_max_budget_usd`` is each
+    ValueError: it would never act, as ``max_budget_usd`` with ``command=True`` would: a
+    command reports no cost); ``run_max_budget_usd`` is each
     run's own ``--max-budget-usd``. ``cluster`` (a ``dask.distributed.Client``) places
     the runs on Dask workers (``resources``, e.g. ``{"claude": 1}``, are what each run
     holds there; the configured ``CCExec.durable``, ``default_server`` and ``token_env``
@@ -1137,6 +1138,9 @@ def map(
     if on_budget is not None and max_budget_usd is None:
         raise OptionError("{0} needs {1}: without a batch budget it never acts",
                           [f"on_budget={on_budget!r}", "max_budget_usd"])
+    if max_budget_usd is not None and run_keywords.get("command"):
+        raise OptionError("{0} needs Claude runs: a command reports no cost, so the budget never acts",
+                          ["max_budget_usd"])
     on_budget = on_budget or "finish"
     _refuse_unused(cluster, resources, run_keywords)
     unconfigured = _CLUSTER_UNCONFIGURED if cluster is not None else ()

@@ -291,6 +291,9 @@ class CCExecMagics(Magics):
         values["run_max_budget_usd"] = values.pop("max_budget_usd")
         try:
             check_dollars("--batch-budget-usd", args.batch_budget_usd)  # map() would name its max_budget_usd
+            if args.command and args.batch_budget_usd is not None:
+                raise UsageError("--batch-budget-usd needs Claude runs: a command (-c/--command) reports no cost, "
+                                 "so the budget never acts")
             return batch_map(
                 text, self._user_value(args.each, "--each"),
                 concurrency=args.concurrency, max_budget_usd=args.batch_budget_usd,
