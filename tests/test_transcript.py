@@ -1058,6 +1058,24 @@ def test_the_tail_of_a_long_output_starts_at_a_line() -> None:
     assert "(the last 20 of 1,000 characters)" in record.markdown()
 
 
+@pytest.mark.parametrize("form", ["text", "markdown"])
+def test_the_tail_keeps_a_progress_bar_redrawn_past_its_start(form: str) -> None:
+    """A progress bar redrawn with \r is one line longer than the tail (tqdm's, under a training
+    loop): the record shows its last redraw, as a terminal leaves it. It dropped the cut line
+    whole, so the record read 'done' alone ('the last 5 of 23,406 characters')."""
+    bar = "".join(f"\rprogress {i:04d} " + "x" * 60 for i in range(300)) + "\ndone\n"
+    record = Transcript(command_run(("stdout", bar), status="completed", exit_code=0), output_chars=1000)
+    assert "progress 0299 " + "x" * 60 + "\ndone\n" in getattr(record, form)()
+    assert "0298" not in getattr(record, form)()
+
+
+def test_the_tail_ends_no_line_at_a_cut_lines_crlf() -> None:
+    """A cut line ended by \r\n is dropped as any cut line (its \r is no redraw)."""
+    lines = "".join(f"{i:04d} yyyy\r\n" for i in range(100))  # 11 characters a line
+    record = Transcript(command_run(("stdout", lines), status="completed", exit_code=0), output_chars=27)
+    assert "[stdout] (the last 22 of 1,100 characters)\n0098 yyyy\n0099 yyyy" in record.text()
+
+
 def test_the_record_of_a_huge_output_reads_only_its_tail(monkeypatch: pytest.MonkeyPatch) -> None:
     """Markdown, text and HTML records never read a stream's whole text (a GiB run stays cheap)."""
     run = command_run(("stdout", "y" * 100 + "\n"), ("stderr", "oops\n"), ("stdout", "x" * 500 + "END\n"))

@@ -449,8 +449,7 @@ class Transcript:
         if len(tail) <= self.output_chars:
             return tail, output.chars[stream]
         before, tail = tail[0], tail[1:]
-        start = 0 if before == "\n" else tail.find("\n") + 1  # a cut line's end is no line
-        return (tail[start:] if 0 < start < len(tail) else tail), output.chars[stream]
+        return (tail if before == "\n" else _from_a_line_start(tail)), output.chars[stream]
 
     # All of it
 
@@ -836,3 +835,13 @@ def _unsafe_target(target: str) -> bool:
     scheme = _SCHEME.match(decoded.lower())
     return scheme is not None and scheme.group(1) not in _SAFE_SCHEMES
 
+
+def _from_a_line_start(tail: str) -> str:
+    """``tail`` (the end of a stream, cut in a line) from where a terminal starts a line: past
+    the cut line, or at its last redraw. A progress bar redrawn with ``\r`` is one line of
+    every redraw (tqdm's: megabytes), longer than the tail: dropped whole, the record lost the
+    bar (``done`` alone under a finished training loop); its last redraw starts at column 0."""
+    end = tail.find("\n")
+    redraw = tail[: max(end, 0)].rstrip("\r").rfind("\r")  # "\r\n" ends a line: no redraw
+    start = redraw + 1 if redraw >= 0 else end + 1
+    return tail[start:] if 0 < start < len(tail) else tail
