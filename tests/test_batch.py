@@ -864,6 +864,19 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
                                                          f"{sys.executable} -c 'print(1)' bob"]
 
 
+@pytest.mark.parametrize("each", ["--each names", "--each=names", "--eac names"])
+def test_a_batch_line_keeps_its_placeholders_whatever_the_namespace_holds(shell: InteractiveShell, each: str) -> None:
+    """{item} and {index} in a %ccexec --each line are the batch's, not the line's expansion: with
+    item and index in the namespace (a for loop leaves them), the line read 'echo OOPS 99' and
+    was refused ('has no {item} or {index}'), and with item alone every run was 'echo OOPS N'."""
+    shell.user_ns.update(names=["a", "b"], item="OOPS", index=99, word="hi")
+    batch = shell.run_line_magic("ccexec", f"{each} -c 'echo {{item}} {{index}} {{word}}' -q --wait")
+    assert [run.stdout for run in batch.runs] == ["a 0 hi\n", "b 1 hi\n"]
+    del shell.user_ns["index"]
+    batch = shell.run_line_magic("ccexec", f"{each} -c 'echo {{item}} {{index}}' -q --wait")
+    assert [run.stdout for run in batch.runs] == ["a 0\n", "b 1\n"]
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("--each missing -c echo {item}", "no such name"),
     ("--each text -c echo {item}", "not an iterable"),

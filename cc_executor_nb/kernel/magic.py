@@ -58,6 +58,26 @@ _TOKEN = re.compile(r"""(?:[^ \t\r\n"'\\]++|\\.|"(?:[^"\\]++|\\.)*+"|'[^']*'|["'
 _UNTIL_LONE_QUOTE = re.compile(r"""(?:[^"'\\]++|\\.|"(?:[^"\\]++|\\.)*+"|'[^']*+'|'|\\)*+(?=")""", re.DOTALL)
 
 
+_PLACEHOLDER = re.compile(r"\{(?:item|index)\W")
+"""A batch template's placeholder, ``{item}`` or ``{index}`` (``{item!r}``, ``{item:>5}`` too)."""
+
+
+class _Placeholder:
+    """A batch placeholder the line's expansion leaves as written (``{item}``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __format__(self, spec: str) -> str:
+        return f"{{{self.name}:{spec}}}" if spec else f"{{{self.name}}}"
+
+    def __str__(self) -> str:
+        return f"{{{self.name}}}"
+
+    def __repr__(self) -> str:
+        return f"{{{self.name}!r}}"
+
+
 class Token(str):
     """A word of the magic's line: its unquoted value, and where it sits in the line."""
 
@@ -229,7 +249,23 @@ class CCExecMagics(Magics):
         if local_ns is None:
             return line
         assert self.shell is not None, "a magic is only called through its shell"
-        return expand(line, {**self.shell.user_ns, **local_ns})
+        namespace = {**self.shell.user_ns, **local_ns}
+        if _PLACEHOLDER.search(line) and self._names_each(line):
+            # A batch's {item} and {index} are its own: a notebook's item (a for loop leaves
+            # one) made the template 'echo OOPS', refused, or every run 'echo OOPS N'.
+            namespace.update((name, _Placeholder(name)) for name in ("item", "index"))
+        return expand(line, namespace)
+
+    def _names_each(self, line: str) -> bool:
+        """Whether the line's options hold --each (or a prefix of it only, as argparse takes)."""
+        tokens = split_line(line)
+        cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
+        flags = self.ccexec.parser._option_string_actions
+        for token in tokens[:cut]:
+            flag = token.partition("=")[0]
+            if flag.startswith("--") and [name for name in flags if name.startswith(flag)] == ["--each"]:
+                return True
+        return False
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
