@@ -168,6 +168,19 @@ def test_a_durable_run_gets_this_kernels_cwd_and_environment_but_no_secrets(runt
     assert cwd.stdout == f"{tmp_path}\n"
 
 
+def test_a_durable_runs_relative_cwd_is_this_kernels(runtime_dir, tmp_path, monkeypatch) -> None:
+    """cwd="sub" is a directory under this process's cwd, as for a run of the in-kernel server;
+    the job server, started elsewhere, failed it: "its working directory 'sub': No such file or
+    directory". A cwd of ~ stays the server's to expand."""
+    cc_executor_nb.jobs.server()
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    sub = cc_executor_nb.run(fake_command("cwd"), command=True, durable=True, cwd="sub", display=False, wait=True)
+    assert (sub.status, sub.stdout) == ("completed", f"{tmp_path / 'sub'}\n")
+    home = cc_executor_nb.run(fake_command("cwd"), command=True, durable=True, cwd="~", display=False, wait=True)
+    assert home.stdout == f"{Path.home()}\n"
+
+
 def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: Path) -> None:
     """In widget mode the table updates itself while a job runs, then stops asking."""
     shell.run_line_magic("config", "CCExec.output_mode = 'widget'")

@@ -696,7 +696,9 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
     # kernel's own are left to the job server's (every durable run failed so).
     guarded = GUARDED_ENV if settings.allowed_commands else ()
     env = durable_environment(spec.env, settings.secret_env, settings.keep_env, guarded)
-    cwd = spec.cwd or os.getcwd()
+    # A relative cwd is under this kernel's, as for a run of the in-kernel server (the job
+    # server's own is elsewhere); ~ is the server's to expand, as for any run.
+    cwd = os.getcwd() if not spec.cwd else spec.cwd if spec.cwd.startswith("~") else os.path.join(os.getcwd(), spec.cwd)
     _check_allowed(spec.argv or _split(spec.command or ""), env, cwd, settings.allowed_commands)
     return dataclasses.replace(spec, cwd=cwd, env=env, job=job)
 
