@@ -181,6 +181,16 @@ def test_a_durable_runs_relative_cwd_is_this_kernels(runtime_dir, tmp_path, monk
     assert home.stdout == f"{Path.home()}\n"
 
 
+def test_a_durable_runs_long_label_is_cut_to_a_jobs(runtime_dir) -> None:
+    """label= longer than a job's 1000 characters is cut (the run failed: "label is longer than
+    1000 characters"), on one line as the job table shows it."""
+    run = cc_executor_nb.run(fake_command("cwd"), command=True, durable=True, label="L" * 2000 + "\nmore",
+                             display=False, wait=True)
+    assert (run.status, run.error) == ("completed", None)
+    (job,) = [job for job in cc_executor_nb.jobs.list() if job.job_id == run.job_id]
+    assert job.label == "L" * 999 + "…"
+
+
 def test_the_job_table_widget_follows_a_running_job_to_its_end(shell, tmp_path: Path) -> None:
     """In widget mode the table updates itself while a job runs, then stops asking."""
     shell.run_line_magic("config", "CCExec.output_mode = 'widget'")

@@ -45,7 +45,15 @@ from ..claude.summary import RESULT_SUMMARY
 from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
 from ..errors import CommandNotAllowed, SpawnFailed
-from ..protocol import CAPTURE_MODES, MAX_HEARTBEAT_INTERVAL, MAX_TIMEOUT, MIN_INTERVAL, command_line, one_line
+from ..protocol import (
+    CAPTURE_MODES,
+    MAX_HEARTBEAT_INTERVAL,
+    MAX_LABEL_CHARS,
+    MAX_TIMEOUT,
+    MIN_INTERVAL,
+    command_line,
+    one_line,
+)
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
 from ..server.supervisor import GUARDED_ENV, ProcessManager
 from .claudetext import ClaudeTextView
@@ -683,7 +691,11 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
     meta: dict[str, Any] = {"kind": "claude" if claude else "command", "notebook": notebook_key()}
     if claude:
         meta |= {"prompt": str(extras.options.get("prompt", ""))[:META_PROMPT_CHARS], "raw": extras.options.get("raw")}
-    job: dict[str, Any] = {"label": label, "meta": meta, "summary": RESULT_SUMMARY if claude else None}
+    # A label of yours may be longer than a job's (the job failed: "label is longer than 1000
+    # characters"); the job table shows it on one line anyway.
+    job: dict[str, Any] = {
+        "label": one_line(label, MAX_LABEL_CHARS), "meta": meta, "summary": RESULT_SUMMARY if claude else None,
+    }
     conversation = extras.conversation
     if conversation is not None:
         # Any kernel that attaches takes the conversation over; nobody attached for the
