@@ -548,6 +548,22 @@ def test_an_idle_conversation_ends_by_itself_and_keeps_everything(tmp_path: Path
     )
 
 
+def test_a_conversation_whose_timeout_passes_between_turns_ends_completed(tmp_path: Path) -> None:
+    """timeout: the answer came and the process waited for a follow-up when the timeout ended it.
+    Nothing was cut, so the run reads completed with a note (it read timeout, "timed out after
+    N s", under the whole answer); a timeout that cuts a turn stays a timeout."""
+    run = start("echo: still here", tmp_path, timeout=scaled(5))
+    turn_over(run)
+    eventually(lambda: run.done, timeout=scaled(20), what="the timeout to end the process")
+    assert (run.status, run.error, run.answer) == ("completed", None, "still here")
+    assert run.conversation is not None
+    (notice,) = run.conversation.view().notices
+    assert notice.startswith("Ended at its timeout (") and notice.endswith(") without a follow-up; everything is kept.")
+    cut = start("think for 30 seconds, then answer", tmp_path, timeout=scaled(2))
+    eventually(lambda: cut.done, timeout=scaled(20), what="the timeout to end the turn")
+    assert (cut.status, cut.error) == ("timeout", f"timed out after {scaled(2):g} s")
+
+
 def test_a_conversation_the_cli_refused_at_its_start_suggests_no_resume(tmp_path: Path) -> None:
     """A CLI that refused its arguments (--resume of no session) kept no session: a refused
     follow-up does not tell you to --resume the id its error result named (that run fails

@@ -780,6 +780,11 @@ class Conversation:
             self._notice(f"Ended after {spent} without a follow-up (idle_timeout); everything is kept.")
             self.end("idle")
 
+    def ended_at_timeout(self, timeout: float | None) -> None:
+        """The run's timeout ended the process while it waited for a follow-up: say so."""
+        spent = f" ({format_duration(timeout, whole=True)})" if timeout else ""
+        self._notice(f"Ended at its timeout{spent} without a follow-up; everything is kept.")
+
     def _interrupt_expired(self) -> None:
         if self._turn_running and self._interrupting:
             self._notice(f"No result {self.grace:g} s after the interrupt: the process was cancelled.")

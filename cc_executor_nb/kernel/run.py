@@ -1211,6 +1211,7 @@ class Run:
         if isinstance(event, Completed) and self.interpreter is not None:
             event = ended_after_interrupt(judged(event, self.interpreter), self.state)
             event = ended_after_failed_turn(event, self.state, self._turn_failure)
+            event = self._timed_out_between_turns(event)
         if self._cancel_requested.is_set():
             event = cancelled_as_asked(event, self._cancel_reason)
         elif self._loop_stopping:
@@ -1229,6 +1230,19 @@ class Run:
                 self._take_progress(interpreter, now)
         if self.presenter is not None:
             self.presenter.update(event)
+
+    def _timed_out_between_turns(self, event: Event) -> Event:
+        """A conversation whose timeout passed while it waited for a follow-up, its last turn
+        answered: nothing was cut, so it ends ``completed`` with a note, as an idle end does. It
+        read ``timeout``, "timed out after 3 s", under a whole answer (``--timeout`` bounds the
+        run; the process lives on between turns). The exit code stays the CLI's (143)."""
+        # (The server's process.cancelled came first and ended between_turns; turn_status stays
+        # the latest turn's until a next one begins.)
+        if not (isinstance(event, Completed) and event.status == "timeout" and self.state.turn_status == "completed"):
+            return event
+        if self.conversation is not None:
+            self.conversation.ended_at_timeout(self.spec.timeout)
+        return make_event(event.method, {**event.params, "status": "completed", "error": None})
 
     def _take_progress(self, interpreter: Interpreter, now: float) -> None:
         """The interpreter's estimate, when it has one, replaces the server's."""
