@@ -574,6 +574,15 @@ def test_to_dataframe_has_one_row_per_item(settings: CCExec) -> None:
     assert list(frame["result"]) == ["a\n", "b\n"] and list(frame["exit_code"]) == [0, 0]
 
 
+def test_batch_wait_refuses_a_timeout_of_nan(settings: CCExec) -> None:
+    """batch.wait(nan) waited for the whole batch, as wait(None) does: a ValueError now."""
+    batch = cc_executor_nb.map("sleep {item}", ["2"], command=True, display=False, settings=settings)
+    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds or None, not nan$"):
+        batch.wait(float("nan"))
+    assert not batch.done
+    batch.cancel().wait(scaled(20))
+
+
 def test_the_dataframe_of_an_empty_batch_has_the_columns(settings: CCExec) -> None:
     """map() of no items gives a DataFrame with no rows and the usual columns (it had none, so
     frame[frame.status == "failed"] raised AttributeError, and frame["status"] KeyError)."""

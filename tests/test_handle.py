@@ -106,6 +106,17 @@ def test_wait_timeout_raises_and_the_run_goes_on(bg: KernelLoop) -> None:
     run.cancel().wait(scaled(20))
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), "1", True])
+def test_wait_refuses_a_timeout_that_is_no_number_of_seconds(bg: KernelLoop, timeout: Any) -> None:
+    """wait(nan) waited for ever, as wait(None) does (no deadline compares with NaN), "1" was a
+    TypeError of the arithmetic and True one second: each is a ValueError; the run goes on."""
+    run = start(bg, fake("ticker", "30", "0.1"))
+    with pytest.raises(ValueError, match=r"^timeout must be a number of seconds or None, not "):
+        run.wait(timeout)
+    assert not run.done
+    run.cancel().wait(scaled(20))
+
+
 def test_cancel_ends_the_run_cancelled(bg: KernelLoop) -> None:
     """cancel() makes the run end with status cancelled and kills its group."""
     run = start(bg, [sys.executable, "-c", "import time; time.sleep(30)"])

@@ -64,7 +64,7 @@ from .display import RunDisplay
 from .html import stale_html
 from .loop import KernelLoop, LoopStopped, shared_loop
 from .run import CANCELLED_BY_YOU, CONTROL_TIMEOUT, LOOP_STOPPED, Run, _current_cell, call_back
-from .runstate import shown_in_one_line
+from .runstate import shown_in_one_line, wait_seconds
 from .textview import TextView
 
 if TYPE_CHECKING:
@@ -436,6 +436,7 @@ class Batch:
         KeyboardInterrupt (a kernel interrupt) cancels the batch, waits for it, then
         propagates.
         """
+        timeout = wait_seconds(timeout)
         if self.loop.on_loop_thread():
             raise RuntimeError("Batch.wait() would block the loop thread; use 'await batch'")
         try:

@@ -60,7 +60,15 @@ from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
 from ..targets import Progress
 from .loop import KernelLoop, LoopStopped
 from .output import OutputStore
-from .runstate import RunState, elapsed, format_duration, format_took, is_refusal, shown_in_one_line
+from .runstate import (
+    RunState,
+    elapsed,
+    format_duration,
+    format_took,
+    is_refusal,
+    shown_in_one_line,
+    wait_seconds,
+)
 
 if TYPE_CHECKING:
     from .conversation import Conversation
@@ -751,6 +759,7 @@ class Run:
         A KeyboardInterrupt (a kernel interrupt) cancels the run, waits for it to
         end, then propagates.
         """
+        timeout = wait_seconds(timeout)
         if self._kernel_loop is None:
             if self.done:  # ended without starting (abandon)
                 return self

@@ -22,6 +22,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -685,6 +687,16 @@ def _str(value: object) -> str | None:
 
 
 _REFUSAL = "_cc_executor_refusal"
+
+
+def wait_seconds(timeout: object) -> float | None:
+    """A ``wait(timeout)``'s seconds (None: no limit), checked: NaN, which no deadline compares
+    with, waited for ever as None did; it, a bool and what is no number are a ValueError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(timeout):  # numpy's too
+        raise ValueError(f"timeout must be a number of seconds or None, not {timeout!r}")
+    return float(timeout)
 
 
 def refusal(kind: type[Exception], words: str) -> Exception:
