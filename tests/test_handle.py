@@ -491,9 +491,9 @@ def test_a_remote_process_started_while_the_loop_stops_is_ended_there(
 
 
 def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: pytest.CaptureFixture[str]) -> None:
-    """Outside a kernel two runs share the terminal: the first note of a run that comes after
-    another run's lines names its run (the end of a conversation read as the next run's); the
-    notes that follow its own lines do not."""
+    """Outside a kernel two runs share the terminal: the first unlabelled note of a run that comes
+    after another run's lines names its run (the end of a conversation read as the next run's);
+    the notes that follow its own lines do not."""
     first = Run(RunSpec(argv=fake("silence", "30")), target(bg), label="first job")
     first.presenter = TextPresenter(lambda: repr(first), label="first job")
     first.show()
@@ -505,12 +505,12 @@ def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: p
     second.start(bg).wait(scaled(20))
     first.cancel()
     first.wait(scaled(20))
-    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    second_ended = next(i for i, line in enumerate(notes) if line.startswith("[completed] exit 0"))
-    assert "job" not in " ".join(notes[: second_ended + 1])
-    assert notes[second_ended + 1].endswith(" · first job")
-    assert [line for line in notes if "first job" in line] == [notes[second_ended + 1]]
-    assert notes[-1].startswith("[cancelled]")
+    lines = capsys.readouterr().out.splitlines()
+    # While both printed, their lines were labelled (the first named by its [run] line).
+    second_ended = next(i for i, line in enumerate(lines) if line.startswith("2│ [completed] exit 0"))
+    assert lines[second_ended + 1].endswith(" · first job")
+    assert [line for line in lines if "job" in line] == ["1│ [run] first job", lines[second_ended + 1]]
+    assert lines[-1].startswith("[cancelled]")
 
 
 def test_a_run_that_never_started_names_itself_after_another_runs_lines() -> None:

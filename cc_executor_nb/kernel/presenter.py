@@ -40,7 +40,7 @@ from ..terminaltext import ColourFilter, keep_colours
 from .coalescer import Coalescer
 from .display import RunDisplay
 from .runstate import RunState
-from .textview import LineEnds, LineRenderer, TextView
+from .textview import LineRenderer, Piece, SharedLines, TextView, destination
 
 if TYPE_CHECKING:
     from .views import RunView
@@ -300,6 +300,7 @@ class TextPresenter:
         self._backlog_chars = 0
         self._skipped_chars = 0
         self._sink: _Sink | None = None
+        self._finished = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: text is written as events come."""
@@ -309,8 +310,12 @@ class TextPresenter:
         with self._lock:
             if self._sink is None:
                 self._keep(event)
-            else:
-                self._sink.write_event(self.view, event)
+                return
+            if _follow_up_started(event):
+                self._sink.printing(True)
+            self._sink.write_event(self.view, event)
+            if _turn_ended(event):
+                self._sink.printing(False)  # it waits for a follow-up: other runs' lines go unlabelled
 
     def _keep(self, event: Event) -> None:
         self._backlog.append(event)
@@ -340,7 +345,9 @@ class TextPresenter:
     def finish(self) -> None:
         """Make sure everything written so far leaves the process."""
         with self._lock:
+            self._finished = True
             if self._sink is not None:
+                self._sink.leave()
                 self._sink.flush()
 
     def show(self) -> None:
@@ -353,6 +360,7 @@ class TextPresenter:
                 _summary_again(self._describe())
                 return
             self._sink = _Sink.capture(self._label)
+            self._sink.printing(not self._finished)
             skipped = self._skipped_chars if isinstance(self.view, TextView) else 0
             for event in self._backlog:
                 if skipped and isinstance(event, Output):
@@ -362,6 +370,8 @@ class TextPresenter:
                 self._sink.write_event(self.view, event)
             self._backlog.clear()
             self._backlog_chars = self._skipped_chars = 0
+            if self._finished:
+                self._sink.leave()
 
     def shows_notices(self) -> bool:
         """Once shown: every note is printed as it comes (``[note] ...``)."""
@@ -467,15 +477,21 @@ def _saved(stream: TextIO) -> bool:
 LABEL_CHARS = 60
 """The most of a run's label a note names it with."""
 
+_places: dict[object, SharedLines] = {}
+"""The places runs print to (the terminal, a notebook cell), each with its shared lines."""
+_places_lock = threading.Lock()
+
 
 class _Sink:
     """The caller's stdout/stderr and, in a kernel, the parent header to write under.
 
-    Outside a kernel every run writes to the same terminal: a note written after another
-    run's lines names its run (``[completed] exit 0 in 0.5 s · claude: what is 2+2``; a
-    ``[started]`` line names its command already), or it would read as the other run's (a
-    conversation ends when ``end()`` is called, often after the next run started).
-    In a kernel each run writes into its own cell.
+    Runs that write to the same place (the terminal outside a kernel, one cell in a kernel)
+    share its lines through one :class:`~cc_executor_nb.kernel.textview.SharedLines`: while
+    more than one prints, each line starts with its run's label (``2│ ``) and only whole
+    lines are written. Outside a kernel, a note written unlabelled after another run's lines
+    names its run (``[completed] exit 0 in 0.5 s · claude: what is 2+2``; a ``[started]``
+    line names its command already), or it would read as the other run's (a conversation
+    ends when ``end()`` is called, often after the next run started).
     """
 
     _last_shared: _Sink | None = None
@@ -484,12 +500,12 @@ class _Sink:
     def __init__(self, out: TextIO, err: TextIO, parent: Mapping[str, Any] | None, label: str = "") -> None:
         self.out, self.err, self.parent = out, err, parent
         self.label = one_line(label, LABEL_CHARS) if label else ""
-        self.wrote = False
-        self.ends = LineEnds()
         # A kernel's stream output is saved in the notebook, where JupyterLab renders SGR
         # colours only: every other escape (a title, a clipboard write, a hyperlink) is
         # dropped, as in the widget and the record. A terminal gets the output as it is.
         self.filters = {"stdout": ColourFilter(), "stderr": ColourFilter()} if _saved(out) else None
+        self._place_key: object = ("cell", parent.get("msg_id")) if parent else destination(out)
+        self._token: int | None = None
 
     @classmethod
     def capture(cls, label: str = "") -> _Sink:
@@ -509,18 +525,52 @@ class _Sink:
                     self.write(self.err if line.kind == "stderr" else self.out, text)
 
     def note(self, text: str) -> None:
-        """A line of its own on stdout (naming the run after another run's lines)."""
-        if self.parent is None and self.label and _Sink._last_shared not in (None, self) and (
-            not text.startswith("[started]")  # that line names its command already
-        ):
-            text = f"{text} · {self.label}"
-        if self.filters is not None:
-            text = keep_colours(text)  # a note can quote a child (an error, a question's command)
-        self.write(self.out, self.ends.before_note(self.out) + text + "\n")
+        """A line of its own on stdout (labelled, or naming the run after another run's lines)."""
+        with _places_lock:
+            place, token = self._joined()
+            if not place.labelled(token) and self.parent is None and self.label and (
+                _Sink._last_shared not in (None, self) and not text.startswith("[started]")  # names its command
+            ):
+                text = f"{text} · {self.label}"
+            if self.filters is not None:
+                text = keep_colours(text)  # a note can quote a child (an error, a question's command)
+            dest = destination(self.out)
+            self._emit(place.line_start(token, self.out, dest) + place.write(token, self.out, dest, text + "\n"))
 
     def write(self, stream: TextIO, text: str) -> None:
-        self.ends.wrote(stream, text)
-        self.wrote = True
+        """Write ``text`` (output, or whole lines) to ``stream``, as the place's other runs allow."""
+        with _places_lock:
+            place, token = self._joined()
+            self._emit(place.write(token, stream, destination(stream), text))
+
+    def printing(self, active: bool) -> None:
+        """Whether the run prints now (see :meth:`SharedLines.printing`)."""
+        with _places_lock:
+            place, token = self._joined()
+            self._emit(place.printing(token, active))
+
+    def leave(self) -> None:
+        """The run ended: its held partial lines are written; the place forgets it."""
+        with _places_lock:
+            if self._token is None:
+                return
+            place, token = self._joined()
+            self._token = None
+            self._emit(place.leave(token))
+            if place.empty():
+                del _places[self._place_key]
+
+    def _joined(self) -> tuple[SharedLines, int]:
+        place = _places.setdefault(self._place_key, SharedLines())
+        if self._token is None:
+            self._token = place.join(self.label)
+        return place, self._token
+
+    def _emit(self, pieces: list[Piece]) -> None:
+        for stream, text in pieces:
+            self._emit_one(stream, text)
+
+    def _emit_one(self, stream: TextIO, text: str) -> None:
         if self.parent is None:
             _Sink._last_shared = self
         setter = getattr(stream, "set_thread_parent", None)

@@ -6,9 +6,10 @@ presenter in a kernel use the same renderer.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TextIO
 
 from .. import methods
@@ -16,7 +17,7 @@ from ..events import stopping_signal
 from ..protocol import command_line
 from .runstate import STOPPED_WORDS, format_duration, format_took
 
-__all__ = ["Line", "LineEnds", "LineRenderer", "TextView"]
+__all__ = ["Line", "LineEnds", "LineRenderer", "Piece", "SharedLines", "TextView", "destination"]
 
 LineKind = Literal["stdout", "stderr", "note"]
 
@@ -57,7 +58,7 @@ class LineEnds:
         """Note where ``text``, just written to ``stream``, left its destination."""
         if not text:
             return
-        key = _destination(stream)
+        key = destination(stream)
         if text.endswith("\n"):
             self._open.discard(key)
         else:
@@ -65,14 +66,163 @@ class LineEnds:
 
     def before_note(self, stream: TextIO) -> str:
         """What to write before a note on ``stream``: a newline if its destination is mid-line."""
-        key = _destination(stream)
+        key = destination(stream)
         if key not in self._open:
             return ""
         self._open.discard(key)
         return "\n"
 
 
-def _destination(stream: TextIO) -> object:
+Piece = tuple[Any, str]
+"""Text to write and the stream (as the writer named it) to write it to."""
+
+LABEL_MARK = "│"
+"""What ends a run's label at the start of its lines (``2│ ``)."""
+
+
+@dataclass
+class _Writer:
+    name: str
+    active: bool = False
+    label: str = ""
+    introduced: bool = False
+    held: dict[Any, str] = field(default_factory=dict)
+    """Per stream, the start of a line held until its end (written while others printed)."""
+    dests: dict[Any, Any] = field(default_factory=dict)
+    """Per stream the writer wrote to, its dest."""
+
+
+class SharedLines:
+    """The text of several runs that print to one place (a terminal, a notebook cell).
+
+    A run printing alone writes its text as it comes, partial lines too. Once another run
+    prints there as well, every line names its run with a short label (``2│ ``) and only
+    whole lines are written: a run's partial line waits for its end, so no line is cut by
+    another run's text. A run labelled after it printed alone is named once by a
+    ``[run] NAME`` line (a run labelled from its start is named by its ``[started]``
+    line). Text from one writer never glues onto another's unfinished line. No I/O:
+    each call returns the pieces to write, in order.
+
+    ``dest`` keys say which streams share a line (a terminal's stdout and stderr).
+    """
+
+    def __init__(self) -> None:
+        self._writers: dict[int, _Writer] = {}
+        self._open: dict[Any, int] = {}  # dest -> the writer whose text left it mid-line
+        self._tokens = itertools.count(1)
+
+    def join(self, name: str) -> int:
+        """A new writer (not printing yet, see :meth:`printing`); its token. A writer without a
+        ``name`` writes lines that name themselves (a batch's rows): they are never labelled."""
+        token = next(self._tokens)
+        self._writers[token] = _Writer(name)
+        return token
+
+    def printing(self, token: int, active: bool) -> list[Piece]:
+        """Whether the writer prints now (a run from its display to its end, not between a
+        conversation's turns); a writer left alone writes the line it held."""
+        self._writers[token].active = active
+        return self._introduced() + self._alone_flushed()
+
+    def leave(self, token: int) -> list[Piece]:
+        """The writer is done: its held partial lines end here."""
+        writer = self._writers[token]
+        writer.active = False
+        pieces: list[Piece] = []
+        for stream in list(writer.held):
+            pieces += self.write(token, stream, writer.dests[stream], "\n")
+        del self._writers[token]
+        self._open = {dest: who for dest, who in self._open.items() if who != token}
+        return pieces + self._alone_flushed()
+
+    def empty(self) -> bool:
+        """Whether no writer is left (the place can be forgotten)."""
+        return not self._writers
+
+    def labelled(self, token: int) -> bool:
+        """Whether the writer's lines are labelled now: another writer is printing."""
+        return bool(self._writers[token].name) and any(w.active for t, w in self._writers.items() if t != token)
+
+    def write(self, token: int, stream: Any, dest: Any, text: str) -> list[Piece]:
+        """The pieces that write ``text`` of this writer to ``stream``."""
+        writer = self._writers[token]
+        writer.dests[stream] = dest
+        text = writer.held.pop(stream, "") + text
+        if not self.labelled(token):
+            return self._straight(token, stream, dest, text)
+        cut = text.rfind("\n") + 1
+        if cut < len(text):
+            writer.held[stream] = text[cut:]
+        return self._labelled(token, stream, dest, text[:cut]) if cut else []
+
+    def line_start(self, token: int, stream: Any, dest: Any) -> list[Piece]:
+        """What makes the writer's next text start a line (a note): its held line ended, or a newline."""
+        held = self._writers[token].held.pop(stream, "")
+        if held:
+            return self.write(token, stream, dest, held + "\n")
+        return [(stream, "\n")] if self._open.pop(dest, None) is not None else []
+
+    def _straight(self, token: int, stream: Any, dest: Any, text: str) -> list[Piece]:
+        pieces: list[Piece] = []
+        if self._open.get(dest, token) != token:
+            pieces.append((stream, "\n"))  # another writer's unfinished line
+        pieces.append((stream, text))
+        if text.endswith("\n"):
+            self._open.pop(dest, None)
+        else:
+            self._open[dest] = token
+        return pieces
+
+    def _labelled(self, token: int, stream: Any, dest: Any, lines: str) -> list[Piece]:
+        writer = self._writers[token]
+        if not writer.label:
+            writer.label = self._free_label()
+        text = "".join(writer.label + line for line in lines.splitlines(keepends=True))
+        if not writer.introduced and not lines.startswith("[started]"):
+            text = f"{writer.label}[run] {writer.name}\n{text}"
+        writer.introduced = True
+        pieces: list[Piece] = [(stream, "\n")] if self._open.pop(dest, None) is not None else []
+        return [*pieces, (stream, text)]
+
+    def _introduced(self) -> list[Piece]:
+        """Once two or more print, the runs that printed unlabelled get their labels, in the order
+        they joined, and those that printed already a ``[run] NAME`` line each that says which
+        label is theirs."""
+        active = [w for w in self._writers.values() if w.active]
+        if len(active) < 2:
+            return []
+        pieces: list[Piece] = []
+        for writer in active:
+            if writer.name and not writer.label:
+                writer.label = self._free_label()
+            if writer.name and writer.dests and not writer.introduced:
+                stream, dest = next(iter(writer.dests.items()))
+                opened = [(stream, "\n")] if self._open.pop(dest, None) is not None else []
+                pieces += [*opened, (stream, f"{writer.label}[run] {writer.name}\n")]
+                writer.introduced = True
+        return pieces
+
+    def _free_label(self) -> str:
+        """The smallest number no writer here holds: labels stay short, a run's number is its own
+        while it lasts and is given again once it ended."""
+        taken = {writer.label for writer in self._writers.values()}
+        return next(label for n in itertools.count(1) if (label := f"{n}{LABEL_MARK} ") not in taken)
+
+    def _alone_flushed(self) -> list[Piece]:
+        """A writer printing alone now writes what it held (unlabelled, as it will go on)."""
+        active = [(t, w) for t, w in self._writers.items() if w.active]
+        if len(active) != 1:
+            return []
+        token, writer = active[0]
+        pieces: list[Piece] = []
+        for stream, text in list(writer.held.items()):
+            del writer.held[stream]
+            pieces += self._straight(token, stream, writer.dests[stream], text)
+        return pieces
+
+
+def destination(stream: TextIO) -> object:
+    """Which place ``stream`` writes to: streams to one terminal share lines."""
     if hasattr(stream, "set_thread_parent"):  # ipykernel's OutStream: an output area of its own
         return id(stream)
     try:

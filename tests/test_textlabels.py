@@ -1,0 +1,254 @@
+"""Runs printing as plain text at the same time: each line says its run, and no line is cut.
+
+Real runs in a plain script, in terminal IPython on a pty and in a kernel executed by
+nbconvert; the line-sharing rules themselves with strings alone.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pexpect
+import pytest
+
+from cc_executor_nb.kernel.textview import SharedLines
+
+from .util import scaled
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELLED = re.compile(r"^(?:In \[\d+\]:)?(\d+)│ (.*)$")  # on a pty, after the prompt drawn then erased
+
+# Two runs whose output the files ``go1`` and ``go2`` pace: both print once both are shown;
+# the first leaves a line unfinished until the second has ended.
+TWO_RUNS = textwrap.dedent('''
+    import pathlib, sys, time
+    import cc_executor_nb as ccx
+
+    def waiting_for(name):
+        return f"while not pathlib.Path({name!r}).exists(): time.sleep(0.02)\\n"
+
+    slow = ("import pathlib, time\\n" + waiting_for("go1") + "print('slow 0')\\n"
+            "print('slow half', end='', flush=True)\\n" + waiting_for("go2")
+            + "print(' and its end')\\nprint('slow alone')\\nprint('slow tail', end='')\\n")
+    fast = "import pathlib, time\\n" + waiting_for("go1") + "print('fast 0')\\nprint('fast 1')\\n"
+    a = ccx.run([sys.executable, "-u", "-c", slow], command=True{options})
+    b = ccx.run([sys.executable, "-u", "-c", fast], command=True{options})
+    pathlib.Path("go1").touch()
+    while "slow half" not in a.stdout:
+        time.sleep(0.02)
+    b.wait()
+    pathlib.Path("go2").touch()
+    a.wait()
+    ccx.run(["echo", "alone"], command=True{options}).wait()
+''')
+
+
+def environment(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "IPYTHONDIR": str(tmp / "ipython"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "jupyter"),
+        "PYTHONWARNINGS": "ignore",
+        "TERM": "xterm",
+    }
+
+
+def by_label(lines: list[str]) -> dict[str, list[str]]:
+    """The labelled lines, per label, without it."""
+    runs: dict[str, list[str]] = {}
+    for line in lines:
+        match = LABELLED.match(line)
+        if match:
+            runs.setdefault(match[1], []).append(match[2])
+    return runs
+
+
+def assert_two_runs_shown(text: str) -> None:
+    """What TWO_RUNS printed: labelled whole lines while both ran, the rest as it was."""
+    lines = text.splitlines()
+    runs = by_label(lines)
+    assert sorted(runs) == ["1", "2"], text
+    slow, fast = runs["1"], runs["2"]
+    assert slow[0].startswith("[started] pid ") and "slow 0" in slow[0] and slow[1:] == ["slow 0"], text
+    assert fast[0].startswith("[started] pid ") and fast[1:3] == ["fast 0", "fast 1"], text
+    assert fast[3].startswith("[completed] exit 0") and len(fast) == 4, text
+    alone = lines[max(i for i, line in enumerate(lines) if LABELLED.match(line)) + 1:]
+    assert alone[:3] == ["slow half and its end", "slow alone", "slow tail"], text
+    assert alone[3].startswith("[completed] exit 0"), text
+    assert alone[4].startswith("[started] pid ") and alone[5] == "alone", text
+    assert alone[6].startswith("[completed] exit 0") and len(alone) == 7, text
+
+
+@pytest.mark.parametrize("options", ["", ", quiet=True"])
+def test_a_scripts_two_runs_label_their_lines_while_both_print(tmp_path: Path, options: str) -> None:
+    """A plain script with two runs going at once: each line of either names its run (``1│``),
+    a line one of them left unfinished is written whole once it ends, and a run printing
+    alone is not labelled (before the fix the lines were mixed, unlabelled)."""
+    (tmp_path / "two.py").write_text(TWO_RUNS.replace("{options}", options), encoding="utf-8")
+    done = subprocess.run([sys.executable, "two.py"], check=False, cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=scaled(90))
+    assert done.returncode == 0, done.stderr
+    assert_two_runs_shown(done.stdout)
+
+
+@pytest.mark.kernel
+@pytest.mark.timeout(180)
+def test_two_text_runs_in_one_cell_of_an_executed_notebook_label_their_lines(tmp_path: Path) -> None:
+    """``jupyter nbconvert --execute``: two text-mode runs of one cell print into that cell,
+    each line labelled while both print (before the fix they were mixed, unlabelled)."""
+    notebook = nbformat.v4.new_notebook()
+    cells = ["%load_ext cc_executor_nb", TWO_RUNS.replace("{options}", ", quiet=True")]
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "two.ipynb")
+    argv = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "two.ipynb", "--output", "out.ipynb"]
+    done = subprocess.run(argv, check=False, cwd=tmp_path, env=environment(tmp_path), capture_output=True,
+                          text=True, timeout=scaled(150))
+    assert done.returncode == 0, done.stderr[-3000:]
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    outputs = executed.cells[1].outputs
+    assert {output.get("name") for output in outputs} == {"stdout"}, outputs
+    assert_two_runs_shown("".join(output["text"] for output in outputs))
+
+
+def test_two_runs_started_in_terminal_ipython_label_their_lines(tmp_path: Path) -> None:
+    """Terminal IPython: a run started in one cell and another in the next, both printing
+    above the prompt, each line labelled while both print; the first names itself once
+    labelling starts (``1│ [run] ...``), having printed unlabelled alone before."""
+    for name in ("slow.py", "fast.py"):
+        (tmp_path / name).write_text(textwrap.dedent(f"""
+            import pathlib, time
+            print("{name[:4]} before")
+            while not pathlib.Path("go-{name}").exists():
+                time.sleep(0.02)
+            print("{name[:4]} after")
+        """), encoding="utf-8")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
+    )
+    child.logfile_read = session = io.StringIO()
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline(f"a = %ccexec -c '{sys.executable} -u slow.py'")
+        child.expect("slow before")
+        child.sendline(f"b = %ccexec -c '{sys.executable} -u fast.py'")
+        child.expect("fast before")
+        child.sendline("import pathlib; pathlib.Path('go-fast.py').touch(); b.wait(); "
+                       "pathlib.Path('go-slow.py').touch(); a.wait()")
+        child.expect(r"In \[5\]")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    lines = [line for line in shown.splitlines() if line.strip()]
+    runs = by_label(lines)
+    assert runs["1"][0].startswith("[run] ") and runs["1"][0].endswith(" -u slow.py"), shown
+    assert runs["2"][0].startswith("[started] pid ") and runs["2"][1:3] == ["fast before", "fast after"], shown
+    assert runs["2"][3].startswith("[completed] exit 0") and len(runs["2"]) == 4, shown
+    assert len(runs["1"]) == 1, shown  # its further lines come once it prints alone
+    after = lines[max(i for i, line in enumerate(lines) if LABELLED.match(line)) + 1:]
+    assert "slow after" in after and "[started]" not in shown.split("slow after")[1], shown
+
+
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
+
+
+def written(pieces: list[tuple[object, str]]) -> str:
+    return "".join(text for _stream, text in pieces)
+
+
+def test_a_run_printing_alone_writes_as_it_comes() -> None:
+    """One writer: its text unchanged, partial lines at once, no label."""
+    place = SharedLines()
+    one = place.join("echo hi")
+    place.printing(one, True)
+    assert written(place.write(one, "out", "tty", "work") + place.write(one, "out", "tty", "ing\n")) == "working\n"
+
+
+def test_a_partial_line_waits_for_its_end_while_another_run_prints() -> None:
+    """Two writers: a partial line is held, then written whole with its label."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.printing(two, True)
+    assert written(place.write(one, "out", "tty", "half")) == ""
+    assert written(place.write(two, "out", "tty", "[started] two\nline\n")) == "2│ [started] two\n2│ line\n"
+    assert written(place.write(one, "out", "tty", " done\n")) == "1│ [run] one\n1│ half done\n"
+
+
+def test_a_held_line_is_written_once_its_writer_prints_alone() -> None:
+    """When the other run ends, the held partial line is written unlabelled (a prompt such as
+    ``Password: `` is seen), and the run goes on unlabelled."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.printing(two, True)
+    place.write(one, "out", "tty", "[started] one\nPassword: ")
+    assert written(place.leave(two)) == "Password: "
+    assert written(place.write(one, "out", "tty", "ok\n")) == "ok\n"
+
+
+def test_text_never_glues_onto_another_writers_unfinished_line() -> None:
+    """A run that wrote ``50%`` alone and then has company: the other's text starts a new line."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.write(one, "out", "tty", "50%")
+    assert written(place.printing(two, True)) == "\n1│ [run] one\n"
+    assert written(place.write(two, "out", "tty", "[started] two\n")) == "2│ [started] two\n"
+
+
+def test_a_conversation_between_turns_does_not_label_anothers_lines() -> None:
+    """A writer that is not printing (a conversation waiting for a follow-up) leaves another's lines unlabelled."""
+    place = SharedLines()
+    talk, other = place.join("claude: hi"), place.join("ls")
+    place.printing(talk, True)
+    place.printing(talk, False)
+    place.printing(other, True)
+    assert written(place.write(other, "out", "tty", "a\n")) == "a\n"
+
+
+def test_a_note_after_another_runs_unfinished_line_starts_one_line_below() -> None:
+    """A note after another writer's partial line: one newline before it, not a blank line."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.write(one, "out", "tty", "Password: ")
+    pieces = place.line_start(two, "out", "tty") + place.write(two, "out", "tty", "[completed] exit 0\n")
+    assert written(pieces) == "\n[completed] exit 0\n"
+
+
+def test_a_batchs_rows_are_never_labelled_and_label_no_other_run() -> None:
+    """A writer without a name (a batch's rows, which name their item) writes unlabelled, on a line
+    of its own, and a run printing beside it stays unlabelled."""
+    place = SharedLines()
+    run, batch = place.join("sleep 9"), place.join("")
+    place.printing(run, True)
+    place.write(run, "out", "tty", "tick")
+    assert written(place.write(batch, "out", "tty", "#0 completed · echo a → a\n")) == "\n#0 completed · echo a → a\n"
+    assert written(place.write(run, "out", "tty", " 2\n")) == " 2\n"
+
+
+def test_a_label_is_given_again_once_its_run_ended() -> None:
+    """Labels are the smallest numbers free: a run's number is its own while it lasts, then free."""
+    place = SharedLines()
+    talk, first = place.join("claude: hi"), place.join("sleep 1")
+    place.printing(talk, True)
+    place.printing(first, True)
+    place.leave(first)
+    later = place.join("ls")
+    place.printing(later, True)
+    assert written(place.write(later, "out", "tty", "[started] ls\n")) == "2│ [started] ls\n"
