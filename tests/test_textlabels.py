@@ -16,11 +16,12 @@ from pathlib import Path
 
 import nbformat
 import pexpect
+import psutil
 import pytest
 
 from cc_executor_nb.kernel.textview import SharedLines
 
-from .util import scaled
+from .util import eventually, scaled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -252,3 +253,47 @@ def test_a_label_is_given_again_once_its_run_ended() -> None:
     later = place.join("ls")
     place.printing(later, True)
     assert written(place.write(later, "out", "tty", "[started] ls\n")) == "2│ [started] ls\n"
+
+
+@pytest.mark.claude
+def test_another_runs_lines_wait_while_a_question_is_asked_on_the_terminal(tmp_path: Path) -> None:
+    """A run printing in the background while a conversation asks on the terminal: its lines
+    landed on the question's line, where the answer is typed (``tells Claude) > 2│ tick``);
+    they now wait for the answer and come after it."""
+    (tmp_path / "paced.py").write_text(textwrap.dedent("""
+        import pathlib, time
+        print("tick before")
+        while not pathlib.Path("go").exists():
+            time.sleep(0.02)
+        print("tick during")
+    """), encoding="utf-8")
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
+    )
+    child.logfile_read = session = io.StringIO()
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline(f"a = %ccexec -c '{sys.executable} -u paced.py'")
+        child.expect(r"\[started\] pid (\d+)")
+        pid = int(child.match[1])
+        child.expect("tick before")
+        child.sendline('run = %ccexec --demo --wait "bash: echo hi > notes.txt"')
+        child.expect(r"tells Claude\) > ")
+        (tmp_path / "go").touch()
+        eventually(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                   what="the background run's process to print and end")
+        # Its line travels on to the terminal now: give it the time it took before the fix.
+        child.expect([r"tick during", pexpect.TIMEOUT], timeout=scaled(2))
+        child.sendline("y")
+        child.expect(r"In \[4\]")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    asked = next(line for line in shown.splitlines() if "tells Claude) > " in line)
+    assert asked.endswith("tells Claude) > y"), shown
+    assert shown.index("tick during") > shown.index("tells Claude) > y"), shown

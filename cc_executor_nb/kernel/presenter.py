@@ -27,10 +27,11 @@ thread, right after folding it into its :class:`~cc_executor_nb.kernel.runstate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .. import methods
@@ -52,6 +53,7 @@ __all__ = [
     "WidgetPresenter",
     "kernel_has_widgets",
     "name_in_terminal",
+    "terminal_held",
 ]
 
 
@@ -404,11 +406,16 @@ class _AbovePrompt:
         self._lock = threading.Lock()
         self._pending: list[tuple[TextIO, str]] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._held = 0
 
     def write(self, stream: TextIO, text: str) -> None:
-        """Write ``text`` to ``stream`` (a terminal's): above the prompt if one is shown, else now."""
+        """Write ``text`` to ``stream`` (a terminal's): above the prompt if one is shown, else now
+        (after a question asked on the terminal, while one is: see :meth:`holding`)."""
         loop = _prompt_loop(stream)
         with self._lock:
+            if self._held:
+                self._pending.append((stream, text))
+                return
             if loop is None:
                 self._write_now([*self._take(), (stream, text)])
                 return
@@ -430,10 +437,24 @@ class _AbovePrompt:
         if _prompt_loop(stream) is None:
             self.drain()
 
-    def drain(self) -> None:
-        """Write what waits now."""
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """While a question is asked on the terminal, the runs' text waits and comes after it:
+        written at once, it landed on the question's line, where the answer is typed."""
         with self._lock:
-            self._write_now(self._take())
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+            self.drain()  # a question is asked while its caller waits: no IPython prompt is shown
+
+    def drain(self) -> None:
+        """Write what waits now (unless a question holds it)."""
+        with self._lock:
+            if not self._held:
+                self._write_now(self._take())
 
     def _draw(self) -> None:
         """On the prompt's loop: erase the prompt, write what waits, draw the prompt again."""
@@ -467,6 +488,11 @@ def _prompt_loop(stream: TextIO) -> asyncio.AbstractEventLoop | None:
 
 
 _above_prompt = _AbovePrompt()
+
+
+def terminal_held() -> contextlib.AbstractContextManager[None]:
+    """Hold the runs' text for the terminal while a question is asked there (see :meth:`_AbovePrompt.holding`)."""
+    return _above_prompt.holding()
 
 
 def _saved(stream: TextIO) -> bool:

@@ -549,8 +549,10 @@ def _terminal_answer(
     """
     import select
 
+    from .presenter import terminal_held
+
     stdin = sys.stdin
-    with _question_stream() as out:
+    with terminal_held(), _question_stream() as out:
         out.write(prompt)
         out.flush()
         try:
