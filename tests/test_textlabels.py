@@ -28,8 +28,8 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = re.compile(r"^(?:In \[\d+\]:)?(\d+)│ (.*)$")  # on a pty, after the prompt drawn then erased
 
-# Two runs whose output the files ``go1`` and ``go2`` pace: both print once both are shown;
-# the first leaves a line unfinished until the second has ended.
+# Two runs whose output the files ``go1``, ``go-fast`` and ``go2`` pace: both print once both
+# are shown; the first leaves a line unfinished until the second has ended.
 TWO_RUNS = textwrap.dedent('''
     import pathlib, sys, time
     import cc_executor_nb as ccx
@@ -40,12 +40,14 @@ TWO_RUNS = textwrap.dedent('''
     slow = ("import pathlib, time\\n" + waiting_for("go1") + "print('slow 0')\\n"
             "print('slow half', end='', flush=True)\\n" + waiting_for("go2")
             + "print(' and its end')\\nprint('slow alone')\\nprint('slow tail', end='')\\n")
-    fast = "import pathlib, time\\n" + waiting_for("go1") + "print('fast 0')\\nprint('fast 1')\\n"
+    fast = ("import pathlib, time\\n" + waiting_for("go1") + "print('fast 0')\\n" + waiting_for("go-fast")
+            + "print('fast 1')\\n")
     a = ccx.run([sys.executable, "-u", "-c", slow], command=True{options})
     b = ccx.run([sys.executable, "-u", "-c", fast], command=True{options})
     pathlib.Path("go1").touch()
     while "slow half" not in a.stdout:
         time.sleep(0.02)
+    pathlib.Path("go-fast").touch()
     b.wait()
     pathlib.Path("go2").touch()
     a.wait()
@@ -297,3 +299,29 @@ def test_another_runs_lines_wait_while_a_question_is_asked_on_the_terminal(tmp_p
     asked = next(line for line in shown.splitlines() if "tells Claude) > " in line)
     assert asked.endswith("tells Claude) > y"), shown
     assert shown.index("tick during") > shown.index("tells Claude) > y"), shown
+
+
+def test_ctrl_c_of_a_waiting_run_in_terminal_ipython_starts_its_lines_after_the_echoed_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C at ``%ccexec ... --wait`` in terminal IPython: the terminal echoes ``^C`` where the
+    cursor stood; the run's notes followed it on that line (``^C[cancelling]``)."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
+    )
+    child.logfile_read = session = io.StringIO()
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline("w = %ccexec -c \"bash -c 'echo hi; sleep 30'\" --wait")
+        child.expect("hi\r\n")
+        child.sendintr()
+        child.expect(r"In \[3\]")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    assert "\n[cancelling]\n[cancelled] killed by SIGTERM" in shown, shown

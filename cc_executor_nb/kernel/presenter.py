@@ -54,6 +54,7 @@ __all__ = [
     "kernel_has_widgets",
     "name_in_terminal",
     "terminal_held",
+    "terminal_interrupted",
 ]
 
 
@@ -488,6 +489,25 @@ def _prompt_loop(stream: TextIO) -> asyncio.AbstractEventLoop | None:
 
 
 _above_prompt = _AbovePrompt()
+
+
+def terminal_interrupted() -> None:
+    """A Ctrl-C typed at the terminal: the ``^C`` it echoed left the cursor mid-line, so the runs'
+    next text there starts a line of its own (``[cancelling]`` followed it on its line)."""
+    stream = sys.__stdout__
+    if stream is None or not (_isatty(stream) and _isatty(sys.__stdin__)):
+        return
+    with _places_lock:
+        place = _places.get(destination(stream))
+        if place is not None:
+            place.mid_line(destination(stream))
+
+
+def _isatty(stream: TextIO | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # closed, or no file at all
+        return False
 
 
 def terminal_held() -> contextlib.AbstractContextManager[None]:

@@ -777,6 +777,9 @@ class Run:
             if self.prompter is not None:
                 # No input box while the run is cancelled; its question asked now reads cancelled by you.
                 self.prompter.cell_interrupted(owner=self.conversation)
+            from .presenter import terminal_interrupted
+
+            terminal_interrupted()
             self._cancel_after_interrupt()
             shown_in_one_line(interrupt, "the run was cancelled")
             raise

@@ -135,6 +135,11 @@ class SharedLines:
         self._open = {dest: who for dest, who in self._open.items() if who != token}
         return pieces + self._alone_flushed()
 
+    def mid_line(self, dest: Any) -> None:
+        """Something no writer wrote left ``dest`` mid-line (the ``^C`` a terminal echoes): the next
+        text starts a line."""
+        self._open[dest] = 0
+
     def empty(self) -> bool:
         """Whether no writer is left (the place can be forgotten)."""
         return not self._writers
