@@ -325,3 +325,47 @@ def test_ctrl_c_of_a_waiting_run_in_terminal_ipython_starts_its_lines_after_the_
         child.close(force=True)
     shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
     assert "\n[cancelling]\n[cancelled] killed by SIGTERM" in shown, shown
+
+
+def test_a_line_printed_in_pieces_above_terminal_ipythons_prompt_is_drawn_whole(tmp_path: Path) -> None:
+    """A run printing ``working`` and then dots while terminal IPython shows its prompt: each
+    piece was drawn before the prompt, which then wrote over it (the screen kept only ``done``).
+    An unfinished line now waits for its end above the prompt and is drawn whole."""
+    (tmp_path / "dots.py").write_text(textwrap.dedent("""
+        import pathlib, sys, time
+        print("working", end="", flush=True)
+        for dot in range(3):
+            while not pathlib.Path(f"dot{dot}").exists():
+                time.sleep(0.02)
+            print(".", end="", flush=True)
+            pathlib.Path(f"printed{dot}").touch()
+        while not pathlib.Path("end").exists():
+            time.sleep(0.02)
+        print("done")
+    """), encoding="utf-8")
+    # No cursor position requests: prompt_toolkit waited for the answer, which pexpect never
+    # sends, and drew every piece at once, after it gave up.
+    env = {**environment(tmp_path), "PROMPT_TOOLKIT_NO_CPR": "1"}
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=env, cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
+    )
+    child.logfile_read = session = io.StringIO()
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline(f"r = %ccexec -c '{sys.executable} -u dots.py'")
+        child.expect(r"In \[3\]")
+        for dot in range(3):
+            (tmp_path / f"dot{dot}").touch()
+            eventually(lambda dot=dot: (tmp_path / f"printed{dot}").exists(), what=f"dot {dot} printed")
+        (tmp_path / "end").touch()
+        child.expect(r"\[completed\] exit 0")
+        child.expect(r"In \[3\]")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    assert "working...done\n" in shown, shown

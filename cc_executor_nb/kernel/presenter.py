@@ -461,7 +461,24 @@ class _AbovePrompt:
         """On the prompt's loop: erase the prompt, write what waits, draw the prompt again."""
         from prompt_toolkit.application import run_in_terminal
 
-        run_in_terminal(self.drain, in_executor=False)
+        run_in_terminal(self._drain_lines, in_executor=False)
+
+    def _drain_lines(self) -> None:
+        """Above the prompt: write what waits up to its last line end. An unfinished line waits
+        for its end (or for a write once the prompt is gone): the prompt, drawn after it, wrote
+        over it, and a run's ``working...`` vanished dot by dot."""
+        with self._lock:
+            if self._held:
+                return
+            pending = self._take()
+            last = max((i for i, (_stream, text) in enumerate(pending) if "\n" in text), default=-1)
+            if last < 0:
+                self._pending = pending
+                return
+            stream, text = pending[last]
+            end = text.rindex("\n") + 1
+            self._pending = [(stream, text[end:])] * (end < len(text)) + pending[last + 1:]
+            self._write_now([*pending[:last], (stream, text[:end])])
 
     def _take(self) -> list[tuple[TextIO, str]]:
         pending, self._pending, self._scheduled = self._pending, [], None
