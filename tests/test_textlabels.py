@@ -19,7 +19,7 @@ import pexpect
 import psutil
 import pytest
 
-from cc_executor_nb.kernel.textview import SharedLines
+from cc_executor_nb.kernel.textview import HELD_CHARS, SharedLines
 
 from .util import eventually, scaled
 
@@ -369,3 +369,28 @@ def test_a_line_printed_in_pieces_above_terminal_ipythons_prompt_is_drawn_whole(
         child.close(force=True)
     shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
     assert "working...done\n" in shown, shown
+
+
+def test_an_unfinished_line_longer_than_the_limit_is_written_rather_than_held() -> None:
+    """A partial line held while another run prints is written (ended by a newline) once it is
+    longer than HELD_CHARS: a progress bar redrawn with ``\\r`` for hours, or a megabyte JSON
+    line in pieces, grew without bound (and was copied whole at every piece)."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.printing(two, True)
+    place.write(one, "out", "tty", "[started] one\n")
+    frames = "".join(f"\r{n:5d}%" for n in range(HELD_CHARS // 7 + 1))
+    assert written(place.write(one, "out", "tty", frames)) == "1│ " + frames.replace("\r", "\r1│ ") + "\n"
+    assert written(place.write(one, "out", "tty", "\rdone\n")) == "1│ \r1│ done\n"
+
+
+def test_a_label_is_drawn_again_after_a_carriage_return_and_no_other_line_break() -> None:
+    """Labelled lines are cut at newlines alone (a form feed or U+2028 in a line gave it a label
+    in its middle); after a carriage return the label comes again, as the line is redrawn."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.printing(two, True)
+    place.write(one, "out", "tty", "[started] one\n")
+    assert written(place.write(one, "out", "tty", "a\x0cb\u2028c\r 50%\n")) == "1│ a\x0cb\u2028c\r1│  50%\n"

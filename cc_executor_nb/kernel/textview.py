@@ -17,7 +17,7 @@ from ..events import stopping_signal
 from ..protocol import command_line
 from .runstate import STOPPED_WORDS, format_duration, format_took
 
-__all__ = ["Line", "LineEnds", "LineRenderer", "Piece", "SharedLines", "TextView", "destination"]
+__all__ = ["HELD_CHARS", "Line", "LineEnds", "LineRenderer", "Piece", "SharedLines", "TextView", "destination"]
 
 LineKind = Literal["stdout", "stderr", "note"]
 
@@ -75,6 +75,10 @@ class LineEnds:
 
 Piece = tuple[Any, str]
 """Text to write and the stream (as the writer named it) to write it to."""
+
+HELD_CHARS = 8192
+"""The longest unfinished line held for its end while other runs print; a longer one is
+written, ended by a newline (a progress bar redrawn with carriage returns never ends its line)."""
 
 LABEL_MARK = "│"
 """What ends a run's label at the start of its lines (``2│ ``)."""
@@ -156,6 +160,8 @@ class SharedLines:
         if not self.labelled(token):
             return self._straight(token, stream, dest, text)
         cut = text.rfind("\n") + 1
+        if len(text) - cut > HELD_CHARS:  # too long to wait for its end: written, ended here
+            text, cut = text + "\n", len(text) + 1
         if cut < len(text):
             writer.held[stream] = text[cut:]
         return self._labelled(token, stream, dest, text[:cut]) if cut else []
@@ -182,7 +188,7 @@ class SharedLines:
         writer = self._writers[token]
         if not writer.label:
             writer.label = self._free_label()
-        text = "".join(writer.label + line for line in lines.splitlines(keepends=True))
+        text = _with_label(writer.label, lines)
         if not writer.introduced and not lines.startswith("[started]"):
             text = f"{writer.label}[run] {writer.name}\n{text}"
         writer.introduced = True
@@ -224,6 +230,12 @@ class SharedLines:
             del writer.held[stream]
             pieces += self._straight(token, stream, writer.dests[stream], text)
         return pieces
+
+
+def _with_label(label: str, lines: str) -> str:
+    """``lines`` (ending with a newline) with ``label`` at the start of each, and after each
+    carriage return, where a progress bar redraws its line from its start."""
+    return "".join(f"{label}{line.replace(chr(13), chr(13) + label)}\n" for line in lines[:-1].split("\n"))
 
 
 def destination(stream: TextIO) -> object:
