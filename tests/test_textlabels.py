@@ -19,6 +19,7 @@ import pexpect
 import psutil
 import pytest
 
+from cc_executor_nb.kernel.presenter import _AbovePrompt
 from cc_executor_nb.kernel.textview import HELD_CHARS, SharedLines
 
 from .util import eventually, scaled
@@ -394,3 +395,18 @@ def test_a_label_is_drawn_again_after_a_carriage_return_and_no_other_line_break(
     place.printing(two, True)
     place.write(one, "out", "tty", "[started] one\n")
     assert written(place.write(one, "out", "tty", "a\x0cb\u2028c\r 50%\n")) == "1│ a\x0cb\u2028c\r1│  50%\n"
+
+
+def test_an_unfinished_line_above_terminal_ipythons_prompt_waits_only_up_to_the_limit() -> None:
+    """Above the prompt an unfinished line waits for its end, but not past HELD_CHARS: a progress
+    bar redrawn with carriage returns at the prompt for hours was kept, all of it, in memory."""
+    terminal = io.StringIO()
+    above = _AbovePrompt()
+    frames = "".join(f"\r{n:5d}%" for n in range(HELD_CHARS // 7 + 1))
+    above._pending = [(terminal, "[started] bar\n"), (terminal, frames[:70])]
+    above._drain_lines()
+    assert terminal.getvalue() == "[started] bar\n"
+    above._pending.append((terminal, frames[70:]))
+    above._drain_lines()
+    assert terminal.getvalue() == "[started] bar\n" + frames + "\n"
+    assert above._pending == []

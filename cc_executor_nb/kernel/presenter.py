@@ -41,7 +41,7 @@ from ..terminaltext import ColourFilter, keep_colours
 from .coalescer import Coalescer
 from .display import RunDisplay
 from .runstate import RunState
-from .textview import LineRenderer, Piece, SharedLines, TextView, destination
+from .textview import HELD_CHARS, LineRenderer, Piece, SharedLines, TextView, destination
 
 if TYPE_CHECKING:
     from .views import RunView
@@ -472,6 +472,11 @@ class _AbovePrompt:
                 return
             pending = self._take()
             last = max((i for i, (_stream, text) in enumerate(pending) if "\n" in text), default=-1)
+            if sum(len(text) for _stream, text in pending[last + 1:]) > HELD_CHARS:
+                # Too long to wait for its end (a progress bar redrawn with carriage returns
+                # never ends its line): written, ended by a newline, so the prompt keeps off it.
+                self._write_now([*pending, (pending[-1][0], "\n")])
+                return
             if last < 0:
                 self._pending = pending
                 return
