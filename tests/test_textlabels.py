@@ -410,3 +410,21 @@ def test_an_unfinished_line_above_terminal_ipythons_prompt_waits_only_up_to_the_
     above._drain_lines()
     assert terminal.getvalue() == "[started] bar\n" + frames + "\n"
     assert above._pending == []
+
+
+@pytest.mark.claude
+def test_a_conversation_shown_between_its_turns_does_not_label_the_next_runs_lines(tmp_path: Path) -> None:
+    """A conversation run with ``display=False`` and shown once its turn ended waits for a
+    follow-up: it does not print, so the run after it is not labelled (it was: ``2│ x``)."""
+    (tmp_path / "late.py").write_text(textwrap.dedent("""
+        import cc_executor_nb as ccx
+        talk = ccx.run("what is 2+2", demo=True, display=False)
+        talk.wait()
+        talk.show()
+        ccx.run(["echo", "x"], command=True).wait()
+        talk.end()
+    """), encoding="utf-8")
+    done = subprocess.run([sys.executable, "late.py"], check=False, cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=scaled(90))
+    assert done.returncode == 0, done.stderr
+    assert "\nx\n" in done.stdout and "│" not in done.stdout, done.stdout

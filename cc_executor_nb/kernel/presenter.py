@@ -304,6 +304,7 @@ class TextPresenter:
         self._skipped_chars = 0
         self._sink: _Sink | None = None
         self._finished = False
+        self._between_turns = False  # a conversation waiting for a follow-up does not print
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: text is written as events come."""
@@ -311,6 +312,7 @@ class TextPresenter:
     def update(self, event: Event) -> None:
         """Write the event's text now if the run is shown, else keep it for ``show``."""
         with self._lock:
+            self._between_turns = _turn_ended(event) or (self._between_turns and not _follow_up_started(event))
             if self._sink is None:
                 self._keep(event)
                 return
@@ -363,7 +365,7 @@ class TextPresenter:
                 _summary_again(self._describe())
                 return
             self._sink = _Sink.capture(self._label)
-            self._sink.printing(not self._finished)
+            self._sink.printing(not (self._finished or self._between_turns))
             skipped = self._skipped_chars if isinstance(self.view, TextView) else 0
             for event in self._backlog:
                 if skipped and isinstance(event, Output):
