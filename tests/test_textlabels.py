@@ -428,3 +428,21 @@ def test_a_conversation_shown_between_its_turns_does_not_label_the_next_runs_lin
                           capture_output=True, text=True, timeout=scaled(90))
     assert done.returncode == 0, done.stderr
     assert "\nx\n" in done.stdout and "│" not in done.stdout, done.stdout
+
+
+@pytest.mark.claude
+def test_a_claude_run_shown_after_its_turn_prints_its_started_line_before_its_answer(tmp_path: Path) -> None:
+    """A Claude run with ``display=False`` shown once its answer came: the answer so far was
+    written before the ``[started]`` line (the whole answer, read at that line)."""
+    (tmp_path / "late.py").write_text(textwrap.dedent("""
+        import cc_executor_nb as ccx
+        talk = ccx.run("what is 2+2", demo=True, display=False)
+        talk.wait()
+        talk.show()
+        talk.end()
+    """), encoding="utf-8")
+    done = subprocess.run([sys.executable, "late.py"], check=False, cwd=tmp_path, env=environment(tmp_path),
+                          capture_output=True, text=True, timeout=scaled(90))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("[started] pid ") and lines[1] == "4", done.stdout

@@ -120,6 +120,10 @@ class ClaudeTextView:
             text = self.text_view.render_event(method, params)
         if text is None:
             return []
+        if method == methods.PROCESS_STARTED:
+            # Nothing of the answer comes before the start; the snapshot is read now, which for
+            # a run shown late (display=False, then show()) holds the whole answer already.
+            return [Line("note", text)]
         return [*self._lines(self.renderer.end_line(self.interpreter.snapshot())), Line("note", text)]
 
     @staticmethod
