@@ -6,12 +6,14 @@ nbconvert; the line-sharing rules themselves with strings alone.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -65,6 +67,38 @@ def environment(tmp: Path) -> dict[str, str]:
         "PYTHONWARNINGS": "ignore",
         "TERM": "xterm",
     }
+
+
+class Screen:
+    """What a terminal IPython session showed, roughly: escape sequences removed, lines ended with \\n."""
+
+    def __init__(self) -> None:
+        self.log = io.StringIO()
+
+    def text(self) -> str:
+        return ANSI.sub("", self.log.getvalue()).replace("\r\n", "\n").replace("\r", "")
+
+
+@contextlib.contextmanager
+def terminal_ipython(tmp_path: Path, env: dict[str, str] | None = None) -> Iterator[tuple[pexpect.spawn, Screen]]:
+    """Terminal IPython on a pty in ``tmp_path`` with the extension loaded, at its second prompt; it
+    exits at the end of the block (killed if the block failed)."""
+    child = pexpect.spawn(
+        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
+        env=env or environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60),
+        dimensions=(50, 200),
+    )
+    screen = Screen()
+    child.logfile_read = screen.log
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        yield child, screen
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
 
 
 def by_label(lines: list[str]) -> dict[str, list[str]]:
@@ -137,15 +171,7 @@ def test_two_runs_started_in_terminal_ipython_label_their_lines(tmp_path: Path) 
                 time.sleep(0.02)
             print("{name[:4]} after")
         """), encoding="utf-8")
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
-    )
-    child.logfile_read = session = io.StringIO()
-    try:
-        child.expect(r"In \[1\]")
-        child.sendline("%load_ext cc_executor_nb")
-        child.expect(r"In \[2\]")
+    with terminal_ipython(tmp_path) as (child, screen):
         child.sendline(f"a = %ccexec -c '{sys.executable} -u slow.py'")
         child.expect("slow before")
         child.sendline(f"b = %ccexec -c '{sys.executable} -u fast.py'")
@@ -153,11 +179,7 @@ def test_two_runs_started_in_terminal_ipython_label_their_lines(tmp_path: Path) 
         child.sendline("import pathlib; pathlib.Path('go-fast.py').touch(); b.wait(); "
                        "pathlib.Path('go-slow.py').touch(); a.wait()")
         child.expect(r"In \[5\]")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    shown = screen.text()
     lines = [line for line in shown.splitlines() if line.strip()]
     runs = by_label(lines)
     assert runs["1"][0].startswith("[run] ") and runs["1"][0].endswith(" -u slow.py"), shown
@@ -270,15 +292,7 @@ def test_another_runs_lines_wait_while_a_question_is_asked_on_the_terminal(tmp_p
             time.sleep(0.02)
         print("tick during")
     """), encoding="utf-8")
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
-    )
-    child.logfile_read = session = io.StringIO()
-    try:
-        child.expect(r"In \[1\]")
-        child.sendline("%load_ext cc_executor_nb")
-        child.expect(r"In \[2\]")
+    with terminal_ipython(tmp_path) as (child, screen):
         child.sendline(f"a = %ccexec -c '{sys.executable} -u paced.py'")
         child.expect(r"\[started\] pid (\d+)")
         pid = int(child.match[1])
@@ -292,11 +306,7 @@ def test_another_runs_lines_wait_while_a_question_is_asked_on_the_terminal(tmp_p
         child.expect([r"tick during", pexpect.TIMEOUT], timeout=scaled(2))
         child.sendline("y")
         child.expect(r"In \[4\]")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    shown = screen.text()
     asked = next(line for line in shown.splitlines() if "tells Claude) > " in line)
     assert asked.endswith("tells Claude) > y"), shown
     assert shown.index("tick during") > shown.index("tells Claude) > y"), shown
@@ -307,24 +317,12 @@ def test_ctrl_c_of_a_waiting_run_in_terminal_ipython_starts_its_lines_after_the_
 ) -> None:
     """Ctrl-C at ``%ccexec ... --wait`` in terminal IPython: the terminal echoes ``^C`` where the
     cursor stood; the run's notes followed it on that line (``^C[cancelling]``)."""
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=environment(tmp_path), cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
-    )
-    child.logfile_read = session = io.StringIO()
-    try:
-        child.expect(r"In \[1\]")
-        child.sendline("%load_ext cc_executor_nb")
-        child.expect(r"In \[2\]")
+    with terminal_ipython(tmp_path) as (child, screen):
         child.sendline("w = %ccexec -c \"bash -c 'echo hi; sleep 30'\" --wait")
         child.expect("hi\r\n")
         child.sendintr()
         child.expect(r"In \[3\]")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    shown = screen.text()
     assert "\n[cancelling]\n[cancelled] killed by SIGTERM" in shown, shown
 
 
@@ -347,15 +345,7 @@ def test_a_line_printed_in_pieces_above_terminal_ipythons_prompt_is_drawn_whole(
     # No cursor position requests: prompt_toolkit waited for the answer, which pexpect never
     # sends, and drew every piece at once, after it gave up.
     env = {**environment(tmp_path), "PROMPT_TOOLKIT_NO_CPR": "1"}
-    child = pexpect.spawn(
-        sys.executable, ["-m", "IPython", "--no-banner", "--colors=NoColor", "--no-confirm-exit"],
-        env=env, cwd=str(tmp_path), encoding="utf-8", timeout=scaled(60), dimensions=(50, 200),
-    )
-    child.logfile_read = session = io.StringIO()
-    try:
-        child.expect(r"In \[1\]")
-        child.sendline("%load_ext cc_executor_nb")
-        child.expect(r"In \[2\]")
+    with terminal_ipython(tmp_path, env) as (child, screen):
         child.sendline(f"r = %ccexec -c '{sys.executable} -u dots.py'")
         child.expect(r"In \[3\]")
         for dot in range(3):
@@ -364,11 +354,7 @@ def test_a_line_printed_in_pieces_above_terminal_ipythons_prompt_is_drawn_whole(
         (tmp_path / "end").touch()
         child.expect(r"\[completed\] exit 0")
         child.expect(r"In \[3\]")
-        child.sendline("exit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
-    shown = ANSI.sub("", session.getvalue()).replace("\r\n", "\n").replace("\r", "")
+    shown = screen.text()
     assert "working...done\n" in shown, shown
 
 
