@@ -65,6 +65,7 @@ __all__ = [
     "Response",
     "ResumeParams",
     "SummarySpec",
+    "check_utf8",
     "command_line",
     "dumps",
     "dumps_bytes",
@@ -266,6 +267,18 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 def _valid_unicode(text: str) -> bool:
     """Whether ``text`` holds no lone surrogate (it encodes as UTF-8)."""
     return _LONE_SURROGATE.search(text) is None
+
+
+def check_utf8(name: str, text: str) -> None:
+    """ValueError naming ``name`` and where its bad character is when ``text`` is not valid
+    UTF-8: it holds a lone surrogate (``"\\ud800"``, or a byte that was not UTF-8, which
+    Python reads as U+DC80..U+DCFF), which no text frame can carry."""
+    found = _LONE_SURROGATE.search(text)
+    if found is None:
+        return
+    char = ord(found.group())
+    what = f"byte 0x{char - 0xDC00:02x}" if 0xDC80 <= char <= 0xDCFF else f"U+{char:04X}, a lone surrogate"
+    raise ValueError(f"{name} is not valid UTF-8 ({what} at index {found.start()}); the protocol carries UTF-8 text")
 
 
 def _loads_trusted(text: str | bytes) -> Any:

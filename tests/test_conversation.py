@@ -1231,6 +1231,38 @@ def test_a_follow_up_that_is_no_text_is_refused_as_such(tmp_path: Path) -> None:
         run.end().wait(scaled(30))
 
 
+@pytest.mark.parametrize("interactive", [True, False])
+def test_a_prompt_that_is_not_utf8_is_refused_before_anything_starts(tmp_path: Path, interactive: bool) -> None:
+    """run() with a lone surrogate in the prompt raises a ValueError naming where it is, in both modes (an
+    interactive run sent U+FFFD in its place; a one-shot one ended 'error' as its execute failed)."""
+    with pytest.raises(ValueError, match=r"^the prompt is not valid UTF-8 \(U\+D800, a lone surrogate at index 7\)"):
+        start("echo: x\ud800y", tmp_path, interactive=interactive)
+
+
+def test_a_command_or_option_that_is_not_utf8_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    """A byte that was not UTF-8 in a command, its cwd or a Claude option is a ValueError naming it, not a run
+    that ends 'error'."""
+    with pytest.raises(ValueError, match=r"^the command's argument 1 is not valid UTF-8 \(byte 0xff at index 1\)"):
+        ccx.run(["echo", "a\udcffb"], command=True, display=False, settings=settings())
+    with pytest.raises(ValueError, match=r"^cwd is not valid UTF-8 \(byte 0xff at index 4\)"):
+        ccx.run("echo hi", command=True, cwd="/tmp\udcff", display=False, settings=settings())
+    with pytest.raises(ValueError, match=r"^argument \d+ of the command the run starts is not valid UTF-8"):
+        start("echo: hi", tmp_path, append_system_prompt="be \udcff brief")
+
+
+def test_a_follow_up_that_is_not_utf8_is_refused_and_the_conversation_goes_on(tmp_path: Path) -> None:
+    """send() with a lone surrogate raises a ValueError naming where it is (it sent U+FFFD in its place);
+    the conversation takes the next follow-up."""
+    run = start("what is 2+2", tmp_path, wait=True)
+    try:
+        refused = r"^the follow-up is not valid UTF-8 \(U\+D800, a lone surrogate at index 2\)"
+        with pytest.raises(ValueError, match=refused):
+            run.send("a \ud800 b")
+        assert run.send("what is 3+3").wait(scaled(30)).answer.endswith("6")
+    finally:
+        run.end().wait(scaled(30))
+
+
 def test_an_option_both_modes_pass_fails_the_run_without_a_one_shot_retry(tmp_path: Path) -> None:
     """The real CLI refusing a bad --permission-mode value is no missing host mode: one attempt, its error shown."""
     run = ccx.run("echo: never", executable=str(CLAUDE), demo=True, display=False, cwd=str(tmp_path),

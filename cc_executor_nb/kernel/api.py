@@ -51,6 +51,7 @@ from ..protocol import (
     MAX_LABEL_CHARS,
     MAX_TIMEOUT,
     MIN_INTERVAL,
+    check_utf8,
     command_line,
     one_line,
 )
@@ -197,6 +198,7 @@ def prepare(
         claude_options = _with_session(settings, claude_options)
         what, extras = _claude(prompt, claude_options, settings, durable=durable, local=not remote)
     spec = _complete(what, settings, run_options, extras)
+    _check_text(spec, run_options.label)
     conversation = extras.conversation
     if conversation is not None and conversation.fallback is not None:
         conversation.fallback = _complete(conversation.fallback, settings, run_options, extras)
@@ -581,6 +583,7 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     if isinstance(what, str):
         if not what.strip():
             raise ValueError("the command is empty")
+        check_utf8("the command", what)
         return RunSpec(command=what), _Extras(one_line(what, LABEL_CHARS), {"command": what})
     # Bytes are a sequence of numbers: b"echo hi" ran a program named '101' (its words
     # '101 99 104 ...'), and an argument b"hi" became the text "b'hi'".
@@ -589,6 +592,8 @@ def _command(what: str | Sequence[str]) -> tuple[RunSpec, _Extras]:
     argv = [str(arg) for arg in what]
     if not argv:
         raise ValueError("the command is empty")
+    for index, arg in enumerate(argv):
+        check_utf8(f"the command's argument {index}", arg)
     return RunSpec(argv=argv), _Extras(one_line(command_line(argv), LABEL_CHARS), {"command": argv})
 
 
@@ -761,7 +766,20 @@ def _prompt_text(what: str | Sequence[str]) -> str:
         raise ValueError("a Claude prompt must be a string (pass command=True for an argv list)")
     if not what.strip():
         raise ValueError("the prompt is empty")
+    check_utf8("the prompt", what)
     return what
+
+
+def _check_text(spec: RunSpec, label: str | None) -> None:
+    """ValueError before anything starts when text the run sends is not valid UTF-8 (an
+    option that becomes an argument, ``cwd``, ``env``, ``label``): its ``execute`` failed."""
+    for index, arg in enumerate(spec.argv or ()):
+        check_utf8(f"argument {index} of the command the run starts", arg)
+    check_utf8("cwd", spec.cwd or "")
+    for name, value in (spec.env or {}).items():
+        check_utf8("a name in env", name)
+        check_utf8(f"env[{name!r}]", value)
+    check_utf8("label", label or "")
 
 
 def _no_limit(timeout: object) -> bool:

@@ -56,7 +56,7 @@ from ..claude.permissions import Answer, PermissionRequest
 from ..client import Client, Locator, connect, os_reason, shown_url
 from ..errors import CCExecError, ConnectionLost, HandshakeRefused, InvalidParams, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError, make_event
-from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, command_line
+from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, check_utf8, command_line
 from ..targets import Progress
 from .loop import KernelLoop, LoopStopped
 from .output import OutputStore
@@ -497,6 +497,7 @@ class Run:
             raise ValueError(f"a follow-up must be a string, not {prompt!r}")
         if not prompt.strip():
             raise ValueError("the follow-up is empty")
+        check_utf8("the follow-up", prompt)
         was_idle = self._idle.is_set()
         self._idle.clear()
         try:
