@@ -519,6 +519,32 @@ def test_resume_with_continue_is_a_usage_error(shell: InteractiveShell, echo_cla
         cc_executor_nb.run("follow up", resume="abc", continue_session=True)
 
 
+@pytest.mark.parametrize(
+    ("flag", "name", "what"),
+    [("--model", "model", "a model name"), ("--resume", "resume", "a session id"),
+     ("--permission-mode", "permission_mode", "a mode"),
+     ("--claude-command", "executable", "a path or command name")],
+)
+def test_an_empty_option_that_would_run_the_default_is_a_usage_error(
+    shell: InteractiveShell, echo_claude: str, flag: str, name: str, what: str
+) -> None:
+    """--model "" (and resume, permission mode, executable) is refused naming the option: it ran the default
+    unnoticed. run(model="") is a ValueError naming the keyword."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    with pytest.raises(UsageError, match=f"^{flag} is empty: give {what}, or leave it unset$"):
+        shell.run_line_magic("ccexec", f"{flag} '' --demo -w -q what is 2+2")
+    with pytest.raises(ValueError, match=f"^{name} is empty: give {what}, or leave it unset$"):
+        cc_executor_nb.run("what is 2+2", display=False, **{name: " "})
+
+
+def test_an_empty_append_system_prompt_appends_nothing(shell: InteractiveShell, echo_claude: str) -> None:
+    """--append-system-prompt '' is taken as given, not refused: the CLI gets no --append-system-prompt."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    run = magic(shell, "--append-system-prompt '' --no-interactive -w -q what is 2+2")
+    lines = run.stdout.splitlines()
+    assert "-p" in lines and "--append-system-prompt" not in lines and lines[-1] == "stdin: what is 2+2"
+
+
 @pytest.mark.parametrize("durable", ["", "--durable "])
 def test_an_idle_timeout_below_the_minimum_is_a_usage_error(
     shell: InteractiveShell, echo_claude: str, durable: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

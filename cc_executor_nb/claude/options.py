@@ -79,8 +79,10 @@ def approve_mode(text: str) -> str:
 class ClaudeOptions:
     """What shapes a claude run besides its prompt.
 
-    Empty strings count as "not given". Giving both ``resume`` and ``continue_session``
-    is an error (:meth:`check` raises ValueError).
+    An empty ``executable``, ``model``, ``resume`` or ``permission_mode`` is an error (it
+    would silently run the default); an empty ``append_system_prompt`` appends nothing.
+    Giving both ``resume`` and ``continue_session`` is an error (:meth:`check` raises
+    ValueError).
     """
 
     # The executable and the backend
@@ -164,6 +166,7 @@ class ClaudeOptions:
     def check(self) -> None:
         """Raise ValueError for contradictory or malformed options."""
         _check_types(self)
+        _check_not_empty(self)
         if self.resume and self.continue_session:
             raise OptionError("give either {0} (a session id) or {1}, not both", ["resume", "continue_session"])
         _check_count("max_turns", self.max_turns, minimum=1)
@@ -213,6 +216,22 @@ def _check_types(options: ClaudeOptions) -> None:
         bad = [] if isinstance(words, str) else [word for word in words if not isinstance(word, str)]
         if bad:
             raise ValueError(f"{name} must hold strings, not {bad[0]!r}")
+
+
+_NAMED_OPTIONS = {
+    "executable": "a path or command name", "model": "a model name", "resume": "a session id",
+    "permission_mode": "a mode",
+}
+"""Options whose empty value would silently run the default, with what to give instead. An
+empty ``append_system_prompt`` is what it says: nothing appended."""
+
+
+def _check_not_empty(options: ClaudeOptions) -> None:
+    """``model=""`` (``--model ""``, a variable left empty) ran the default model unnoticed."""
+    for name, what in _NAMED_OPTIONS.items():
+        value = getattr(options, name)
+        if isinstance(value, str) and not value.strip():
+            raise OptionError("{0} is empty: give {1}, or leave it unset", [name], what)
 
 
 def _check_count(name: str, value: object, *, minimum: int) -> None:
