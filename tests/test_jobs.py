@@ -655,6 +655,21 @@ async def test_a_connection_follows_one_job_and_runs_nothing_else(jobs_server) -
     await client.close()
 
 
+async def test_attach_on_a_connection_that_cannot_attach_is_32005_before_the_jobs_existence(jobs_server) -> None:
+    """jobs.attach to an unknown id on a connection that ran a process, or follows a job, is -32005 (the
+    connection), not -32007 (no such job): the connection is checked first, as the README orders them."""
+    client, _ = await started_job(jobs_server, fake("ticker", "3", "0.1"))
+    async with await connect(jobs_server.url, TOKEN) as plain:
+        await plain.execute(argv=["true"])
+        await collect(plain)
+        for connection in (plain, client):
+            with pytest.raises(errors.ProtocolError) as info:
+                await connection.attach("neverthere")
+            assert info.value.code == -32005, info.value
+    await collect(client)
+    await client.close()
+
+
 async def test_a_server_without_jobs_refuses_them(raw) -> None:
     """Without a jobs directory, durable execute is -32602 (durable) and jobs.* are -32601."""
     message = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",

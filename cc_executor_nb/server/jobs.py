@@ -765,12 +765,15 @@ class JobDesk:
         self, link: Window, store: JobStore, params: Any, deferred: Deferred
     ) -> dict[str, Any]:
         spec = protocol.validate_job_attach(params)
+        # The connection first, then the job, as a durable execute checks it before starting
+        # one: -32007 says the job is gone, which a client must not read on a connection that
+        # could attach to nothing at all (-32005: use another).
+        _check_fresh(link)
         job = store.get(spec.job_id)
         if job is None:
             raise store.unknown(spec.job_id, time.time())
         if spec.last_seq > job.last_seq:
             raise InvalidParams("last_seq is ahead of the job", "last_seq")
-        _check_fresh(link)
         self._follow(link, job, spec.last_seq, deferred)
         logger.info("= [JOBS] session %s attached to job %s after seq %d", link.session.id, job.id, spec.last_seq)
         return {"status": "attached", "job_id": job.id, "last_seq": job.last_seq, "job": job.info()}
