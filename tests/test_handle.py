@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import io
+import os
 import re
 import signal
 import socket
@@ -423,6 +424,52 @@ def test_text_presenter_prints_the_run(bg: KernelLoop, capsys: pytest.CaptureFix
     out, err = capsys.readouterr()
     assert "[started]" in out and "out 0\n" in out and "[completed] exit 0" in out
     assert err == "err 1\n" and "[connected]" not in out
+
+
+# A real child that calls setsid: its grandchild leaves the run's group, prints its pid, then sleeps.
+ESCAPING = [sys.executable, "-c", (
+    "import os, sys, time\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid(); print(os.getpid(), flush=True)\n"
+    "    devnull = os.open(os.devnull, os.O_RDWR)\n"
+    "    for fd in (0, 1, 2): os.dup2(devnull, fd)\n"
+    "    time.sleep(60); os._exit(0)\n"
+    "time.sleep(float(sys.argv[1]))\n"
+)]
+
+
+def test_a_run_whose_child_escaped_its_group_names_it_in_its_record(
+    bg: KernelLoop, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A child that calls setsid and outlives the run: run.escaped_pids names it, and the live text and
+    the record say it may still run (only the server's log said so)."""
+    run = Run(RunSpec(argv=[*ESCAPING, "0"]), target(bg))
+    run.presenter = TextPresenter(lambda: repr(run))
+    run.show()
+    run.start(bg).wait(scaled(20))
+    escaped = int(run.stdout.split()[0])
+    try:
+        assert run.status == "completed" and run.escaped_pids == [escaped]
+        note = (f"pid {escaped} left the run's process group (setsid), so the run's end did not stop it: "
+                f"it may still be running (kill {escaped}).")
+        assert f"[note] {note}" in Transcript(run).text().splitlines()
+        assert f"*note: {note}*" in Transcript(run).markdown()
+        assert f"[note] {note}\n" in capsys.readouterr().out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(escaped, signal.SIGKILL)
+
+
+def test_a_cancelled_run_says_its_escaped_child_was_killed_with_it(bg: KernelLoop) -> None:
+    """Cancelled, a run kills what left its group: the record names the pid as killed with the run."""
+    run = start(bg, [*ESCAPING, "30"])
+    eventually(lambda: run.stdout.endswith("\n"), what="the escaped child's pid")
+    escaped = int(run.stdout.split()[0])
+    run.cancel().wait(scaled(20))
+    assert run.status == "cancelled" and run.escaped_pids == [escaped]
+    note = f"pid {escaped} left the run's process group (setsid) and was killed with the run."
+    assert f"[note] {note}" in Transcript(run).text().splitlines()
+    assert not psutil.pid_exists(escaped) or psutil.Process(escaped).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_run_ended_by_the_loops_stop_while_starting_ends_on_its_cancelled_line(

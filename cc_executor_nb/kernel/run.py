@@ -327,6 +327,12 @@ class Run:
         return self.state.exit_code
 
     @property
+    def escaped_pids(self) -> list[int]:
+        """Processes that left the run's process group (``setsid``), named by the server at
+        the end ([] until then, and for none); a notice in the record says whether they still run."""
+        return list(self.state.escaped_pids)
+
+    @property
     def error(self) -> str | None:
         """Why the run failed or stopped early, if the server or the client said; between the
         turns of a conversation, why its latest turn failed (Claude's message)."""

@@ -44,6 +44,7 @@ __all__ = [
     "Stream",
     "Tail",
     "elapsed",
+    "escaped_note",
     "format_duration",
     "format_took",
     "heartbeat_health",
@@ -168,6 +169,9 @@ class RunState:
     """When the latest turn began (a conversation)."""
     turn_ended_at: float | None = None
     """When the latest turn ended (the process then waits for a follow-up)."""
+    escaped_pids: list[int] = field(default_factory=list)
+    """Processes that left the run's group (``setsid``), from ``process.completed``: the
+    run's end did not stop them unless it was cancelled or timed out (a notice says so)."""
     lost_notifications: int = 0
     """Notifications the server no longer kept when the client resumed (``client.output_gap``)."""
     notices: list[str] = field(default_factory=list)
@@ -457,6 +461,14 @@ class RunState:
         self.error = _str(params.get("error")) or self.error
         self.turn_error = params.get("turn_error") is True
         self.ended_at = now if self._job_ended_at is None else self._job_ended_at
+        self._take_escaped(params.get("escaped_pids"))
+
+    def _take_escaped(self, pids: object) -> None:
+        """The server named them in its log only: the run's record says so too."""
+        self.escaped_pids = escaped_pids(pids)
+        note = escaped_note(self.escaped_pids, self.status)
+        if note and note not in self.notices:
+            self.notices.append(note)
 
     def _on_error(self, params: Mapping[str, Any], now: float) -> None:
         self.alive, self.pending_questions, self.waiting_since = False, 0, None
@@ -670,6 +682,25 @@ def _completion_status(value: object, exit_code: int | None) -> Status:
     if isinstance(value, str) and value in _COMPLETION_STATUSES:
         return value  # type: ignore[return-value]
     return "completed" if exit_code == 0 else "failed"
+
+
+def escaped_pids(value: object) -> list[int]:
+    """The ``escaped_pids`` of a ``process.completed`` (an older server sends none)."""
+    return [pid for pid in value if _int(pid) is not None] if isinstance(value, list) else []
+
+
+def escaped_note(pids: list[int], status: str) -> str:
+    """What a run says of processes that left its group (``setsid``), "" for none. The server
+    kills them on a cancel or a timeout; any other end leaves them running."""
+    if not pids:
+        return ""
+    one = len(pids) == 1
+    named = ("pid " if one else "pids ") + ", ".join(map(str, pids))
+    if status in ("cancelled", "timeout"):
+        return f"{named} left the run's process group (setsid) and {'was' if one else 'were'} killed with the run."
+    them, they = ("it", "it") if one else ("them", "they")
+    return (f"{named} left the run's process group (setsid), so the run's end did not stop {them}: "
+            f"{they} may still be running (kill {' '.join(map(str, pids))}).")
 
 
 def _int(value: object) -> int | None:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, TextIO
 from .. import methods
 from ..events import stopping_signal
 from ..protocol import command_line
-from .runstate import STOPPED_WORDS, format_duration, format_took
+from .runstate import STOPPED_WORDS, escaped_note, escaped_pids, format_duration, format_took
 
 __all__ = ["HELD_CHARS", "Line", "LineEnds", "LineRenderer", "Piece", "SharedLines", "TextView", "destination"]
 
@@ -334,7 +334,9 @@ def _text_completed(params: Mapping[str, Any]) -> str:
     duration = params.get("duration_seconds")
     if isinstance(duration, (int, float)):
         line += f" in {format_took(duration)}"
-    return line + (f": {error}" if error and not _restates(error, code) else "")
+    line += f": {error}" if error and not _restates(error, code) else ""
+    note = escaped_note(escaped_pids(params.get("escaped_pids")), str(status))
+    return line + (f"\n[note] {note}" if note else "")
 
 
 def _restates(error: object, code: object) -> bool:
