@@ -147,6 +147,19 @@ def test_deny_with_a_message_writes_nothing_and_the_model_quotes_it(tmp_path: Pa
     ended(run)
 
 
+def test_a_deny_message_that_is_not_utf8_is_refused_and_the_question_waits(tmp_path: Path) -> None:
+    """deny(message=...) with a lone surrogate raises a ValueError naming where it is (the model got U+FFFD
+    in its place); the question stays pending and a valid message then reaches the model."""
+    run = start("bash: touch denied.txt", tmp_path)
+    question(run)
+    with pytest.raises(ValueError, match=r"^the message is not valid UTF-8 \(U\+D800, a lone surrogate at index 3\)"):
+        run.deny(message="no \ud800 way")
+    assert [request.status for request in run.permission_requests] == ["pending"]
+    run.deny(message="no way")
+    assert turn_over(run).answer == "The command was not run: no way"
+    ended(run)
+
+
 def test_always_answers_the_second_identical_call_without_asking(tmp_path: Path, where: dict[str, Any]) -> None:
     """Always allow: the same command a second time runs without a second question."""
     run = start("bash twice: touch twice.txt", tmp_path, **where)

@@ -462,7 +462,11 @@ class Run:
         return self
 
     def deny(self, request: PermissionRequest | str | None = None, message: str = "") -> Run:
-        """Refuse a question (default: the first pending one); ``message`` reaches the model."""
+        """Refuse a question (default: the first pending one); ``message`` reaches the model.
+
+        ValueError, the question left pending, when ``message`` is not valid UTF-8."""
+        if isinstance(message, str):
+            check_utf8("the message", message)
         try:
             self.decide(_request_id(request), False, message=message, via="code", strict=True)
         except Exception as exc:
