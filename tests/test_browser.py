@@ -392,10 +392,11 @@ def test_quickstart_streams_the_answer_and_keeps_html_inert(
 def test_long_thinking_widget_ticks_while_another_cell_keeps_the_kernel_busy(
     lab: Lab, page: Any, artifacts: Path
 ) -> None:
-    """02_long_thinking: heartbeat and silence timer change between screenshots while time.sleep(5) runs."""
+    """02_long_thinking: heartbeat and silence timer change between screenshots while time.sleep(10) runs
+    (with 5 s the sleep could end before a CLI slow to start on a loaded machine went silent)."""
     open_and_run_all(page, lab, "02_long_thinking.ipynb")
     think = code_cell(page, '"think for 8 seconds"')
-    sleeper = code_cell(page, "time.sleep(5)")
+    sleeper = code_cell(page, "time.sleep(10)")
 
     def busy_and_silent() -> dict[str, Any] | None:
         state = view(think)
