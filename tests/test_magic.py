@@ -414,6 +414,29 @@ def test_help_prints_every_option_and_runs_nothing(
     assert printed.startswith("  %ccexec [-c] [-w]") and "--attach ID" in printed and "--approve" in printed
 
 
+def test_a_quoted_prompt_that_starts_with_a_dash_is_the_prompt(shell: InteractiveShell, echo_claude: str) -> None:
+    """``-w -q "-what is 2+2"`` sends the quoted words as the prompt: argparse read them as
+    ``-w`` with the argument ``hat is 2+2`` and refused the line."""
+    shell.run_line_magic("config", f"CCExec.claude_command = {echo_claude!r}")
+    run = magic(shell, '-w -q "-what is 2+2" --model opus')
+    argv = run.stdout.splitlines()
+    assert argv[-1] == "stdin: -what is 2+2" and argv[argv.index("--model") + 1] == "opus"
+
+
+def test_a_quoted_option_value_that_starts_with_a_dash_is_the_value(shell: InteractiveShell) -> None:
+    """A quoted word after an option that takes a value is that value, as written (``-e '-X=1'``)."""
+    args, text = shell.magics_manager.registry["CCExecMagics"]._parse("-e X=1 -e '-Y=2' --timeout '-5' hi", None)
+    assert args.env == ["X=1", "-Y=2"] and args.timeout == -5.0 and text == "hi"
+
+
+def test_an_unquoted_prompt_that_starts_with_a_dash_says_to_quote_it(shell: InteractiveShell) -> None:
+    """``-q -what is 2+2`` is refused with argparse's reason and what to write instead."""
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("ccexec", "--demo -q -what is 2+2")
+    assert str(info.value) == ("argument -w/--wait: ignored explicit argument 'hat' "
+                               "(if the prompt starts with '-what', put it in quotes or after --)")
+
+
 def test_help_after_the_double_dash_is_text() -> None:
     """After ``--`` a ``--help`` word is the command's own (``-c -- grep --help``)."""
     assert not magic_module._asks_help("-c -- grep --help")

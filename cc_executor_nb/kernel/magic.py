@@ -271,7 +271,7 @@ class CCExecMagics(Magics):
         tokens = split_line(line)
         # Everything after a "--" word is text, however much it looks like options.
         cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
-        args = self.ccexec.parser.parse_intermixed_args(tokens[:cut])
+        args = self._parse_options(tokens[:cut])
         text = text_of(line, [*args.text, *tokens[cut + 1 :]])
         if cell is not None and cell.strip():
             if text:
@@ -301,6 +301,27 @@ class CCExecMagics(Magics):
         if args.out and (not args.out.isidentifier() or keyword.iskeyword(args.out)):
             raise UsageError(f"-o/--out needs a Python name, not {args.out!r}")
         return args, text
+
+    def _parse_options(self, tokens: list[Token]) -> Any:
+        """The words before ``--`` parsed, a quoted word that starts with ``-`` taken as text.
+
+        argparse reads ``"-what is 2+2"`` as ``-w`` with ``hat is 2+2``: the quotes are gone by
+        then, but the line shows the word was quoted, so it goes to argparse shielded (a leading
+        space: not an option, and still a number to ``float``) and comes back as it was.
+        """
+        parser = self.ccexec.parser
+        try:
+            args = parser.parse_intermixed_args([_Shielded(t) if _quoted_dash(t) else t for t in tokens])
+        except UsageError as exc:
+            flags = parser._option_string_actions
+            unknown = [t for t in tokens if t.raw.startswith("-") and t.partition("=")[0] not in flags]
+            if unknown:
+                raise UsageError(f"{exc} (if the prompt starts with {unknown[0].raw!r}, put it in quotes "
+                                 "or after --)") from None
+            raise
+        for name, value in vars(args).items():
+            setattr(args, name, _unshielded(value))
+        return args
 
     def _start(self, args: Any, text: str) -> Run:
         values = {name: getattr(args, name) for name in _OPTION_NAMES}
@@ -378,6 +399,29 @@ class CCExecMagics(Magics):
         for configurable in (self.settings, self):
             if configurable in configurables:
                 configurables.remove(configurable)
+
+
+class _Shielded(str):
+    """A quoted word that starts with ``-``, as argparse sees it: with a space before it."""
+
+    token: Token
+
+    def __new__(cls, token: Token) -> _Shielded:
+        shielded = super().__new__(cls, " " + token)
+        shielded.token = token
+        return shielded
+
+
+def _quoted_dash(token: Token) -> bool:
+    """Whether the word starts with ``-`` only once unquoted (``"-what"``, ``'--'``): it is text."""
+    return token.startswith("-") and not token.raw.startswith("-")
+
+
+def _unshielded(value: Any) -> Any:
+    """An option's parsed value with each shielded word back as the word it was."""
+    if isinstance(value, list):
+        return [_unshielded(v) for v in value]
+    return value.token if isinstance(value, _Shielded) else value
 
 
 def _asks_help(line: str) -> bool:
