@@ -89,7 +89,8 @@ def start(prompt: str, cwd: Path, **options: Any) -> Run:
     """An interactive Claude run against the demo API, shown nowhere (``settings``: shared ones)."""
     options.setdefault("heartbeat", 1.0)
     options.setdefault("settings", settings())
-    return ccx.run(prompt, executable=str(CLAUDE), demo=True, display=False, cwd=str(cwd), **options)
+    options.setdefault("display", False)
+    return ccx.run(prompt, executable=str(CLAUDE), demo=True, cwd=str(cwd), **options)
 
 
 def question(run: Run, timeout: float = 30.0) -> PermissionRequest:
@@ -587,6 +588,18 @@ def test_a_conversation_the_cli_refused_at_its_start_suggests_no_resume(tmp_path
     with pytest.raises(RuntimeError) as refused:
         run.send("what is 3+3")
     assert str(refused.value) == "the conversation is over: no more input goes to this process"
+
+
+def test_a_conversation_the_cli_refused_at_its_start_prints_no_follow_up_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In text mode the refused start's turn line is bare: it said "run.send('...') follows up"
+    just before the process exited, where no follow-up can go."""
+    run = start("what is 2+2", tmp_path, resume="notauuid", display=True)
+    eventually(lambda: run.done, timeout=30, what="the CLI to exit")
+    out = capsys.readouterr().out
+    assert run.status == "failed" and "\n[turn 1 failed]\n" in out and "follows up" not in out
+    assert out.rstrip("\n").splitlines()[-1].startswith("[failed] exit 1")
 
 
 def test_past_max_idle_conversations_the_longest_waiting_one_ends(tmp_path: Path) -> None:

@@ -85,9 +85,7 @@ class ClaudeTextView:
         if method == methods.CONVERSATION_TURN:
             self.between_turns = params.get("status") != "running"
         if method == methods.CONVERSATION_TURN and params.get("status") != "running" and not params.get("last"):
-            # A conversation's turn ended (the process lives on): its answer and footer now.
-            lines = self._lines(self.renderer.render(self.interpreter.snapshot(), turn=True))
-            return lines + self._notice(method, params)
+            return self._turn_ended(method, params)
         lines = self._notice(method, params)
         if method == methods.CONVERSATION_QUESTION and params.get("policy"):
             # The run's policy answers it (a callable one on a worker thread, so the stream
@@ -98,6 +96,16 @@ class ClaudeTextView:
             if self.asked_here is not None and self.asked_here():
                 return lines[:-1]  # the terminal's prompt asks it now (the answer's line is ended still)
         return lines
+
+    def _turn_ended(self, method: str, params: Mapping[str, Any]) -> list[Line]:
+        """A conversation's turn ended (the process lives on): its answer and footer, then how to go on."""
+        snapshot = self.interpreter.snapshot()
+        lines = self._lines(self.renderer.render(snapshot, turn=True))
+        if not snapshot.session_begun:
+            # The CLI refused its arguments (a --resume of no session) and exits now: no follow-up
+            # can go to it, so the turn's line says no run.send() (the end line follows).
+            return [*lines, Line("note", f"[turn {params.get('turn')} {params.get('status')}]")]
+        return lines + self._notice(method, params)
 
     def _asked(self, request: object) -> None:
         """The ``[needs you]`` notice said it: no ``[permission] ... waiting`` line as well."""
