@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import cc_executor_nb as ccx
-from cc_executor_nb.claude.permissions import PermissionRequest
+from cc_executor_nb.claude.permissions import Answer, PermissionRequest
 from cc_executor_nb.client import Client
 from cc_executor_nb.demo.shared import stop_demo
 from cc_executor_nb.demo.texts import haikus
@@ -158,6 +158,34 @@ def test_a_deny_message_that_is_not_utf8_is_refused_and_the_question_waits(tmp_p
     assert [request.status for request in run.permission_requests] == ["pending"]
     run.deny(message="no way")
     assert turn_over(run).answer == "The command was not run: no way"
+    ended(run)
+
+
+def test_a_decide_message_that_is_not_utf8_is_refused_and_the_question_waits(tmp_path: Path) -> None:
+    """run.decide(..., message=...) (what the widget's card calls) refuses a lone surrogate as deny()
+    does (the model got U+FFFD in its place); the question stays pending."""
+    run = start("bash: touch denied.txt", tmp_path)
+    asked = question(run)
+    with pytest.raises(ValueError, match=r"^the message is not valid UTF-8 \(U\+D800, a lone surrogate at index 3\)"):
+        run.decide(asked.id, False, message="no \ud800 way", via="widget")
+    assert [request.status for request in run.permission_requests] == ["pending"]
+    run.deny(message="no way")
+    assert turn_over(run).answer == "The command was not run: no way"
+    ended(run)
+
+
+def test_a_typed_reason_that_is_not_utf8_is_denied_with_a_clear_note(tmp_path: Path) -> None:
+    """A reason that reaches the conversation by another way than code (a prompt that read bytes of
+    another encoding) is not sent mangled: the question is denied, and the model told the reason
+    could not be passed on."""
+    run = start("bash: touch denied.txt", tmp_path)
+    asked = question(run)
+    answer = Answer(False, message="no \udcff way")
+    run._converse(lambda c: c.decide(asked.id, answer, via="stdin", strict=False))
+    note = ("Denied; the reason given could not be passed on: the reason given is not valid UTF-8 "
+            "(byte 0xff at index 3).")
+    assert turn_over(run).answer == f"The command was not run: {note}"
+    assert [(r.status, r.message) for r in run.permission_requests] == [("denied", note)]
     ended(run)
 
 

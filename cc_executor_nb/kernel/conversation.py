@@ -71,6 +71,7 @@ from ..claude.streamjson import LineSplitter, Signal, TurnEnded
 from ..client import Client
 from ..errors import CCExecError, ConnectionLost, InvalidParams, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError
+from ..protocol import check_utf8
 from .prompter import Prompter, Question
 from .runstate import format_duration, refusal
 
@@ -365,7 +366,7 @@ class Conversation:
             self._write(control.allow(request.id, request.input, rules))
             decided = dataclasses.replace(request, status="allowed", decided_by=via, always=answer.always)
         else:
-            message = answer.message.strip() or control.DEFAULT_DENY_MESSAGE
+            message = _passable(answer.message.strip() or control.DEFAULT_DENY_MESSAGE)
             self._write(control.deny(request.id, message))
             decided = dataclasses.replace(request, status="denied", decided_by=via, message=message)
         self._update_request(decided)
@@ -1037,6 +1038,18 @@ def _has_stream_json(lines: list[str]) -> bool:
         if isinstance(event, dict) and isinstance(event.get("type"), str):
             return True
     return False
+
+
+def _passable(message: str) -> str:
+    """A denial's message as it can reach the model: a reason that is not valid UTF-8 (typed
+    at a prompt that read bytes of another encoding) would reach it with U+FFFD in place of
+    each bad character, so the denial says that instead. Code's run.decide() and run.deny()
+    refuse such a message before it comes here."""
+    try:
+        check_utf8("the reason given", message)
+    except ValueError as exc:
+        return f"Denied; the reason given could not be passed on: {str(exc).partition(';')[0]}."
+    return message
 
 
 def _is_error(result: Mapping[str, Any]) -> bool:

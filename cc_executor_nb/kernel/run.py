@@ -488,7 +488,11 @@ class Run:
         """Answer a question on behalf of a front end (``via``: who answered).
 
         Not strict (the default): a question already decided is ignored (a late click).
+        ValueError, the question left pending, when ``message`` is not valid UTF-8 (the
+        widget's card shows it).
         """
+        if isinstance(message, str):
+            check_utf8("the message", message)
         answer = Answer(allow, always=always, message=message)
         try:
             return self._converse(lambda c: c.decide(request_id, answer, via=via, strict=strict))
