@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
 from .harness import BENCH_DIR, MB, median, percentile, producer, run_server
 from .pipe_reference import read_pipe
 from .server_bench import pipe_latency, stack_latency, stack_throughput
 
-__all__ = ["main", "measure_here"]
+__all__ = ["TREE_TIMEOUT", "main", "measure_here", "stop_tree"]
+
+TREE_TIMEOUT = 600.0
+"""Seconds a tree's round may take before it is given up (``--tree-timeout``)."""
 
 # Run in the tree (its directory first on the path), so that cc_executor_nb is the
 # tree's; only then is this checkout's directory put in front, for benchmarks.
@@ -84,16 +91,68 @@ async def _latency_runs(lines: int) -> list[dict[str, float]]:
     return runs
 
 
-def _run_tree(tree: Path, amount: int, workload: str) -> list[dict[str, float]]:
+def _run_tree(tree: Path, amount: int, workload: str, timeout: float = TREE_TIMEOUT) -> list[dict[str, float]]:
     # The server child inherits the working directory and PYTHONPATH: the tree's too.
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(
+    # In a session of its own, so that its server (and the server's runs) can be stopped
+    # with it whatever happens: a run that never completes, a crash, a Ctrl-C here.
+    child = subprocess.Popen(
         [sys.executable, "-c", _ONE_TREE, str(BENCH_DIR.parent), str(amount), workload], cwd=tree, env=env,
-        capture_output=True, text=True, check=False, timeout=600,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        start_new_session=True,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"{tree}: {done.stderr.strip()[-2000:]}")
-    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{tree}: no result in {timeout:g} s (--tree-timeout); its server was stopped") from None
+    finally:
+        stop_tree(child)
+    if child.returncode != 0:
+        raise RuntimeError(f"{tree}: {err.strip()[-2000:]}")
+    return list(json.loads(out.strip().splitlines()[-1]))
+
+
+def stop_tree(child: subprocess.Popen[str], grace: float = 10.0) -> None:
+    """Stop a tree's interpreter and everything it started, and reap it.
+
+    SIGTERM goes to its process group (the interpreter and its server, even one the
+    interpreter left behind when it died) and to each of its descendants (the server's
+    runs, in groups of their own); SIGKILL to what is left after ``grace`` seconds.
+    """
+    family = _descendants(child.pid) if child.poll() is None else []
+    _signal_all(child.pid, family, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(grace)
+    _, alive = psutil.wait_procs(family, timeout=grace)
+    if child.poll() is None or alive or _group_alive(child.pid):
+        _signal_all(child.pid, alive, signal.SIGKILL)
+    child.wait()
+    for stream in (child.stdout, child.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def _signal_all(group: int, processes: list[psutil.Process], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, sig)
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.send_signal(sig)
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _shown(run: dict[str, float], workload: str) -> str:
@@ -111,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=200, help="MB per throughput run")
     parser.add_argument("--workload", choices=list(COLUMNS), default="throughput")
     parser.add_argument("--lines", type=int, default=500, help="stamped lines per latency run (10 ms apart)")
+    parser.add_argument("--tree-timeout", type=float, default=TREE_TIMEOUT, metavar="SECONDS",
+                        help="give a tree's round up after this long (its server is stopped)")
     args = parser.parse_args(argv)
     columns = COLUMNS[args.workload]
     trees = [tree.resolve() for tree in args.trees]
@@ -119,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for round_number in range(1, args.rounds + 1):
         for tree, kept in zip(trees, results, strict=True):
             amount = args.size * MB if args.workload == "throughput" else args.lines
-            runs = _run_tree(tree, amount, args.workload)
+            runs = _run_tree(tree, amount, args.workload, args.tree_timeout)
             kept.extend(runs)
             shown = "  ".join(_shown(run, args.workload) for run in runs)
             print(f"# round {round_number} {tree}: {shown}", flush=True)

@@ -38,7 +38,7 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _block(width: int) -> bytes:
+def block(width: int) -> bytes:
     """About 1 MiB of distinct WIDTH-byte lines, numbered within the block."""
     count = max(1, BLOCK // width)
     if width < 9:
@@ -49,26 +49,26 @@ def _block(width: int) -> bytes:
 
 def lines(total: str, width: str = "80", seconds: str = "0") -> None:
     """Write TOTAL bytes of WIDTH-byte lines, as fast as the reader takes them or paced."""
-    remaining, block = int(total), _block(int(width))
+    remaining, lines_block = int(total), block(int(width))
     if float(seconds) > 0:
-        _paced(remaining, int(width), float(seconds), block)
+        _paced(remaining, int(width), float(seconds), lines_block)
         return
     while remaining > 0:
-        piece = block if remaining >= len(block) else block[:remaining]
+        piece = lines_block if remaining >= len(lines_block) else lines_block[:remaining]
         _write_all(1, piece)
         remaining -= len(piece)
 
 
-def _paced(total: int, width: int, seconds: float, block: bytes) -> None:
+def _paced(total: int, width: int, seconds: float, lines_block: bytes) -> None:
     """Whole lines every 10 ms so that TOTAL bytes take SECONDS."""
     slices = max(1, int(seconds / 0.01))
     per_slice = max(width, total // slices // width * width)
     next_at, offset, remaining = time.monotonic(), 0, total
     while remaining > 0:
         size = min(per_slice, remaining)
-        if offset + size > len(block):
+        if offset + size > len(lines_block):
             offset = 0
-        _write_all(1, block[offset : offset + size])
+        _write_all(1, lines_block[offset : offset + size])
         offset, remaining = offset + size, remaining - size
         next_at += 0.01
         delay = next_at - time.monotonic()

@@ -44,10 +44,12 @@ from .harness import (
     run_server,
 )
 from .pipe_reference import producer_alone, read_pipe
+from .producer import block as lines_block
 
 __all__ = [
     "CONCURRENCY_INTERVAL",
     "ConcurrentRun",
+    "ProducedLines",
     "ThroughputRun",
     "concurrency",
     "concurrency_flags",
@@ -140,24 +142,72 @@ class ThroughputRun:
         return 1000 * self.client_busy / self.rate
 
 
+class ProducedLines:
+    """Checks that the text received is the producer's ``lines`` output, as it was sent.
+
+    The producer repeats one block of numbered lines, so a piece is compared, in place (no
+    copy, no hashing), with the same stretch of that block written twice (a piece may wrap
+    around its end). Every piece's first and last ``width`` bytes are compared, which
+    catches a piece lost, repeated or out of order, and every ``sample``-th piece whole, so
+    that the check costs the client little CPU (figures in benchmarks/README.md).
+    """
+
+    def __init__(self, width: int = 80, sample: int = 16) -> None:
+        block = lines_block(width).decode("ascii")
+        self._period, self._twice, self._width, self._sample = len(block), block * 2, width, sample
+        self.received = 0
+        self.pieces = 0
+        self.first_difference: int | None = None
+        """The offset of the first byte found to differ from what was sent, None while none does."""
+
+    def feed(self, data: str) -> None:
+        """Take the next piece of stdout."""
+        if self.first_difference is None:
+            whole = self.pieces % self._sample == 0
+            ends = ((0, len(data)),) if whole or len(data) <= 2 * self._width else (
+                (0, self._width), (len(data) - self._width, len(data)))
+            for first, last in ends:
+                self._compare(data, first, last)
+        self.pieces += 1
+        self.received += len(data)  # ASCII: characters are bytes
+
+    def _compare(self, data: str, first: int, last: int) -> None:
+        at = first
+        while at < last and self.first_difference is None:
+            start = (self.received + at) % self._period
+            length = min(last - at, self._period)
+            piece = data if length == len(data) else data[at : at + length]
+            if not self._twice.startswith(piece, start):
+                sent = self._twice[start : start + length]
+                self.first_difference = self.received + at + _same_until(piece, sent)
+            at += length
+
+    def check(self, size: int) -> None:
+        """RuntimeError unless exactly ``size`` bytes came and none checked differs from the one sent."""
+        if self.received != size:
+            raise RuntimeError(f"client got {self.received} of {size} bytes")
+        if self.first_difference is not None:
+            raise RuntimeError(f"client got other bytes than were sent, from byte {self.first_difference}")
+
+
+def _same_until(received: str, sent: str) -> int:
+    """The index of the first character where ``received`` and ``sent`` differ (on a failure only)."""
+    return next((i for i, (a, b) in enumerate(zip(received, sent, strict=False)) if a != b), len(received))
+
+
 async def stack_throughput(server: ServerProcess, size: int) -> ThroughputRun:
-    """``size`` bytes of 80-byte lines through server and client (raises unless all arrive)."""
-    received = 0
-
-    def count(data: str) -> None:
-        nonlocal received
-        received += len(data)  # ASCII: characters are bytes
-
+    """``size`` bytes of 80-byte lines through server and client (raises unless they all
+    arrive, each the byte sent)."""
+    lines = ProducedLines()
     async with await _open(server) as client:
         cpu_server, cpu_client = server.cpu_seconds(), _own_cpu()
         started = time.perf_counter()
-        done = await asyncio.wait_for(_drain_run(client, producer("lines", str(size)), count), RUN_TIMEOUT)
+        done = await asyncio.wait_for(_drain_run(client, producer("lines", str(size)), lines.feed), RUN_TIMEOUT)
         seconds = time.perf_counter() - started
         cpu_server, cpu_client = server.cpu_seconds() - cpu_server, _own_cpu() - cpu_client
     if done.status != "completed":
         raise RuntimeError(f"throughput run ended {done.status}")
-    if received != size:
-        raise RuntimeError(f"client got {received} of {size} bytes")
+    lines.check(size)
     return ThroughputRun(size / MB / seconds, cpu_server / seconds, cpu_client / seconds)
 
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from benchmarks.__main__ import BENCHMARKS
+from benchmarks.compare import stop_tree
 from benchmarks.harness import producer, run_server
 from benchmarks.profiler import summarize_collapsed
-from benchmarks.server_bench import ThroughputRun
+from benchmarks.server_bench import ProducedLines, ThroughputRun
 from benchmarks.variants import VARIANTS
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed, Output
@@ -48,6 +54,76 @@ def test_compare_measures_each_tree_and_prints_its_medians() -> None:
     assert header.split()[-4:] == ["server", "ms/MB", "client", "ms/MB"], header
     medians = [line for line in proc.stdout.splitlines() if line.startswith(str(ROOT)[-40:])]
     assert len(medians) == 2 and all(float(line.split()[1]) > 0 for line in medians), proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_compare_gives_a_tree_up_at_its_timeout_and_stops_its_server() -> None:
+    """A tree whose round does not end in ``--tree-timeout`` is given up and every process it
+    started is gone when compare exits (after 600 s its server was left running)."""
+    marker = f"polish-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", str(ROOT), "--rounds", "1", "--size", "100000",
+         "--tree-timeout", "5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+        env={**os.environ, "CCEXEC_COMPARE_TEST": marker},
+    )
+    assert proc.returncode != 0 and f"{ROOT}: no result in 5 s (--tree-timeout)" in proc.stderr, proc.stderr
+    assert _processes_with(marker) == []
+
+
+def _processes_with(marker: str) -> list[str]:
+    """The command lines of this user's processes whose environment holds ``marker``."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get("CCEXEC_COMPARE_TEST") == marker and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(" ".join(process.info["cmdline"] or []))
+    return found
+
+
+def test_stop_tree_stops_the_group_and_the_descendants_that_left_it() -> None:
+    """stop_tree ends a tree's interpreter, a child in its group and a grandchild in a session of its own."""
+    script = ("import os, subprocess, sys, time\n"
+              "a = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "b = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+              "print(a.pid, b.pid, flush=True); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    assert child.stdout is not None
+    pids = [int(pid) for pid in child.stdout.readline().split()]
+    stop_tree(child, grace=5)
+    assert child.returncode is not None
+    alive = [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    assert alive == []
+
+
+def test_produced_lines_takes_the_producers_output_in_any_pieces() -> None:
+    """The producer's real ``lines`` output, cut anywhere (a piece longer than its 1 MiB block too), checks out."""
+    size = 3_000_007
+    sent = subprocess.run(producer("lines", str(size)), capture_output=True, check=True).stdout.decode("ascii")
+    for width in (1, 65_536, 2_000_000):
+        lines = ProducedLines(sample=1)
+        for at in range(0, size, width):
+            lines.feed(sent[at : at + width])
+        lines.check(size)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda text: text[:1000] + "Y" + text[1001:], "other bytes than were sent, from byte 1000"),
+    # The second piece is not compared whole: its last line tells (its number is another).
+    (lambda text: text[:70_000] + text[135_536:] + "x" * 65_536, "other bytes than were sent, from byte 131023"),
+    (lambda text: text[:-1], "client got 2999999 of 3000000 bytes"),
+])
+def test_produced_lines_names_what_differs(change: Any, message: str) -> None:
+    """A changed byte, a piece lost (its place taken later), a byte short: check() says which."""
+    size = 3_000_000
+    sent = subprocess.run(producer("lines", str(size)), capture_output=True, check=True).stdout.decode("ascii")
+    received = change(sent)
+    lines = ProducedLines()
+    for at in range(0, len(received), 65_536):
+        lines.feed(received[at : at + 65_536])
+    with pytest.raises(RuntimeError, match=message):
+        lines.check(size)
 
 
 @pytest.mark.timeout(120)
