@@ -630,6 +630,25 @@ def test_a_conversation_the_cli_refused_at_its_start_prints_no_follow_up_hint(
     assert out.rstrip("\n").splitlines()[-1].startswith("[failed] exit 1")
 
 
+def test_a_claude_run_whose_tool_escaped_its_group_says_so_on_its_text_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text mode: a Claude run whose Bash call left a process outside the run's group (setsid) ends
+    with the same [note] line as a command, under its end line, not only in its record."""
+    run = turn_over(start("bash: setsid -f sleep 60 >/dev/null 2>&1", tmp_path, approve="all", display=True))
+    ended(run)
+    try:
+        (escaped,) = run.escaped_pids
+        out = capsys.readouterr().out.splitlines()
+        note = (f"[note] pid {escaped} left the run's process group (setsid), so the run's end did not stop it: "
+                f"it may still be running (kill {escaped}).")
+        assert out[-2].startswith("[completed] exit 0") and out[-1] == note
+    finally:
+        for pid in run.escaped_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+
+
 def test_past_max_idle_conversations_the_longest_waiting_one_ends(tmp_path: Path) -> None:
     """max_idle_conversations=1: a second conversation waiting for a follow-up ends the first
     (its CLI process exits; every live conversation kept its ~190 MiB CLI for the idle
