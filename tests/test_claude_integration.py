@@ -204,7 +204,8 @@ def test_prompt_is_one_literal_element(exe: str) -> None:
         ({"max_turns": 3}, ["--max-turns", "3"]),
         ({"append_system_prompt": "-be brief"}, ["--append-system-prompt", "-be brief"]),
         ({"claude_args": ("--effort", "high")}, ["--effort", "high"]),
-        ({"model": "", "resume": "", "permission_mode": "", "allowed_tools": ""}, []),
+        ({"allowed_tools": ""}, []),
+        ({"append_system_prompt": ""}, []),
     ],
 )
 def test_each_option_goes_before_the_separator(
@@ -213,6 +214,14 @@ def test_each_option_goes_before_the_separator(
     """Every option becomes its CLI flag between the fixed flags and `--`."""
     argv = claude_argv("p", ClaudeOptions(executable=exe, **options))
     assert argv == [exe, *HEAD, *expected, "--", "p"]
+
+
+@pytest.mark.parametrize("name", ["model", "resume", "permission_mode"])
+def test_an_empty_option_that_would_run_the_default_is_refused(exe: str, name: str) -> None:
+    """An empty model, resume or permission mode is refused (it was left out: the default ran
+    unnoticed); the case above held them with the empty allowed_tools until c7eab53."""
+    with pytest.raises(ValueError, match=f"{name} is empty"):
+        claude_argv("p", ClaudeOptions(executable=exe, **{name: ""}))
 
 
 def test_all_options_in_order(exe: str) -> None:
