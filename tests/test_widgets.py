@@ -1160,3 +1160,33 @@ def test_a_kernel_that_cannot_target_a_cell_gets_no_final_record_from_the_run_th
     display.show()
     display.finish()
     assert len(shown) == 1 and not display.record_stands
+
+
+def front_end_value(widget: widgets.Widget) -> Any:
+    """The ``value`` a front end holds after the widget's update messages (None: never sent one)."""
+    value = None
+    for message in widget.comm.messages:
+        value = message.get("state", {}).get("value", value)
+    return value
+
+
+def test_an_emptied_view_holds_no_output_in_the_front_end_but_keeps_it_here(make_view) -> None:
+    """empty_in_front_ends() leaves the front ends (and so a saved widget state) no output; the view keeps it."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
+    view.render(state, 0.2)
+    view.empty_in_front_ends()
+    assert front_end_value(view.output) == "" and "secret answer" in view.output.value
+    assert view.widget.comm.messages[-1]["state"] == {"children": []}
+
+
+def test_a_refilled_view_holds_its_output_in_the_front_end_again(make_view) -> None:
+    """refill_front_ends() after empty_in_front_ends() gives the front ends every widget's state back."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
+    view.render(state, 0.2)
+    view.empty_in_front_ends()
+    view.refill_front_ends()
+    assert "secret answer" in front_end_value(view.output)
+    children = [f"IPY_MODEL_{child.model_id}" for child in view.widget.children]
+    assert view.widget.comm.messages[-1]["state"]["children"] == children

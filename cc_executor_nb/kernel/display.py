@@ -146,7 +146,7 @@ class RunDisplay:
             _print(_news(self.record(), printed))
         self._publish_record()
 
-    def turn_ended(self, live: Mapping[str, Any] | None) -> None:
+    def turn_ended(self, live: Mapping[str, Any] | None) -> bool:
         """A conversation's turn ended and its process lives on: the cells get the record
         so far, under the widget (``live``, its bundle) where a person can use it, else in
         its place (``live`` None: a run used one-shot; or a headless runner). Any thread.
@@ -154,16 +154,19 @@ class RunDisplay:
         Without a kernel, where nothing can be updated in place, the record so far is printed,
         as a kernel's cells then show it: after an earlier turn's end, only its head and the
         turns since (the earlier ones were printed then).
+
+        Returns whether the record took the widget's place in the cells.
         """
         with self._lock:
             if self.finished:
-                return
+                return False
             keep = live is not None and self._person
             self._replaced = not keep
             terminal = self._terminal
         if terminal:
             self._print_turns()
         self._publish_record(live if keep else None)
+        return not keep and bool(self._parents)
 
     def _print_turns(self) -> None:
         record = self.record()
@@ -171,13 +174,15 @@ class RunDisplay:
             printed, self._printed = self._printed, record.get("text/plain")
         _print(_with_follow_up_hint(_since(record, printed)))
 
-    def turn_started(self, live: Mapping[str, Any]) -> None:
+    def turn_started(self, live: Mapping[str, Any], before: Callable[[], object] = lambda: None) -> None:
         """A follow-up turn starts: where the record took the widget's place, a person gets
-        the widget back (its approval card, its follow-up box). Any thread."""
+        the widget back (its approval card, its follow-up box), ``before`` called just before
+        it comes. Any thread."""
         with self._lock:
             if self.finished or not self._replaced or not self._person:
                 return
             self._replaced = False
+        before()
         self._publish_record(live)
 
     def _publish_record(self, live: Mapping[str, Any] | None = None) -> None:

@@ -195,10 +195,13 @@ class WidgetPresenter:
             return  # the run ended: nothing is live to update
         if self.display is not None and _turn_ended(event):
             self.coalescer.flush()
-            self.display.turn_ended(self._live() if self.keep_widget() else None)
+            if self.display.turn_ended(self._live() if self.keep_widget() else None):
+                # No cell shows the widget now: its answer would only linger in the widget
+                # state nbclient (nbconvert --execute, papermill) or JupyterLab saves.
+                self._view.empty_in_front_ends()
             return
         if self.display is not None and _follow_up_started(event):
-            self.display.turn_started(self._live())
+            self.display.turn_started(self._live(), before=self._view.refill_front_ends)
         self.coalescer.poke()
 
     def _live(self) -> dict[str, Any]:

@@ -190,6 +190,15 @@ class RunView:
         keep = self.body.widget if self.body is not None and not body else None
         close_tree(self.widget, keep)
 
+    def empty_in_front_ends(self) -> None:
+        """Empty every widget of the view in the front ends, keeping it open (see :func:`empty_tree`)."""
+        empty_tree(self.widget)
+
+    def refill_front_ends(self) -> None:
+        """Send the front ends every widget's whole state again (after :meth:`empty_in_front_ends`)."""
+        for widget in _tree(self.widget):
+            widget.send_state()
+
     def bundle(self) -> Any:
         """The widget's MIME bundle for the run's own display (not counted in :attr:`displayed`)."""
         return self.widget._repr_mimebundle_()
@@ -200,14 +209,49 @@ class RunView:
 
 
 def close_tree(widget: widgets.Widget, keep: widgets.Widget | None = None) -> None:
-    """Close a widget, its layout and style, and its children except ``keep``."""
+    """Close a widget, its layout and style, and its children except ``keep``, each emptied
+    in the front ends first (:func:`empty_in_front_ends`)."""
     for child in getattr(widget, "children", ()):
         if child is not keep:
             close_tree(child, keep)
     for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
         if isinstance(part, widgets.Widget):
             part.close()
+    empty_in_front_ends(widget)
     widget.close()
+
+
+def empty_tree(widget: widgets.Widget) -> None:
+    """:func:`empty_in_front_ends` for a widget and its children, all of them left open."""
+    for part in _tree(widget):
+        empty_in_front_ends(part)
+
+
+def _tree(widget: widgets.Widget) -> list[widgets.Widget]:
+    """A widget and its children, theirs and so on (not layouts nor styles)."""
+    return [widget, *(part for child in getattr(widget, "children", ()) for part in _tree(child))]
+
+
+def empty_in_front_ends(widget: widgets.Widget) -> None:
+    """Tell the front ends that ``widget`` holds no text (a string ``value``) and no children.
+
+    Sent when no cell shows it any more: just before it closes, or while the record stands
+    in its place between a conversation's turns. A closed model's views are gone, but
+    nbclient (``nbconvert --execute``, papermill) saves the last state of every model it saw,
+    closed or not, in the notebook's metadata: a conversation's HTML pieces kept the whole
+    answer there (2 MB of a 2.7 MB notebook whose record is 600 KB). The widget keeps its
+    values here (a kept ``run.view`` still reads them; :meth:`RunView.refill_front_ends`).
+    """
+    comm = widget.comm
+    if comm is None:
+        return
+    state: dict[str, Any] = {}
+    if "value" in widget.keys and isinstance(widget.value, str) and widget.value:
+        state["value"] = ""
+    if "children" in widget.keys and widget.children:
+        state["children"] = []
+    if state:
+        comm.send(data={"method": "update", "state": state, "buffer_paths": []})
 
 
 def _button(
