@@ -11,6 +11,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -253,6 +254,29 @@ def test_wait_puts_the_record_in_the_widgets_place_and_a_follow_up_brings_the_wi
     assert WIDGET in back.content["data"]
     assert WIDGET not in again.content["data"]
     assert all(text in again.content["data"]["text/markdown"] for text in ("waited for", "then more"))
+
+
+def front_end_texts(received: list[Received]) -> str:
+    """Every widget's text values as a front end holds them after ``received`` (open and update messages)."""
+    states: dict[str, dict[str, Any]] = {}
+    for message in received:
+        if message.type in ("comm_open", "comm_msg"):
+            state = message.content.get("data", {}).get("state", {})
+            states.setdefault(message.content["comm_id"], {}).update(state)
+    return "\n".join(str(state.get("value", "")) for state in states.values())
+
+
+def test_a_widget_the_record_replaced_holds_no_answer_until_a_follow_up_brings_it_back(
+    kernel: KernelHarness,
+) -> None:
+    """--wait: once the record took the widget's place the front end's widget state holds no answer (what
+    nbclient saves); the follow-up's widget comes back with the first answer in it."""
+    cell = person(kernel, '%ccexec --demo --wait -o r "echo: waited for"')
+    assert "waited for" not in front_end_texts(kernel.log)
+    person(kernel, 'r.send("echo: then more").wait()')
+    back = run_updates(kernel, cell)[1]
+    assert WIDGET in back.content["data"]
+    assert "waited for" in front_end_texts(kernel.log[: kernel.log.index(back)])
 
 
 def test_a_waited_run_shown_again_shows_its_record_not_the_widget(kernel: KernelHarness) -> None:
