@@ -1190,3 +1190,26 @@ def test_a_refilled_view_holds_its_output_in_the_front_end_again(make_view) -> N
     assert "secret answer" in front_end_value(view.output)
     children = [f"IPY_MODEL_{child.model_id}" for child in view.widget.children]
     assert view.widget.comm.messages[-1]["state"]["children"] == children
+
+
+def test_a_view_shown_again_after_it_was_emptied_is_whole_in_the_front_end(make_view) -> None:
+    """display(run.view) after the record took the widget's place (a --wait run's turn end emptied it
+    in the front ends): the cell shows the whole view, not a blank one."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
+    view.render(state, 0.2)
+    view.empty_in_front_ends()
+    view._repr_mimebundle_()
+    assert "secret answer" in front_end_value(view.output)
+
+
+def test_a_view_the_user_displayed_is_not_emptied(make_view) -> None:
+    """A view IPython displayed in a cell of the user's stays whole in the front ends when the record
+    takes the run's own widget's place: that cell still shows it."""
+    view, state = make_view(), running()
+    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
+    view.render(state, 0.2)
+    view._repr_mimebundle_()
+    view.empty_in_front_ends()
+    assert "secret answer" in front_end_value(view.output)
+

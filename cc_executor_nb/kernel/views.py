@@ -96,6 +96,7 @@ class RunView:
         """Whether IPython displayed this view itself (``display(run.view)``, or the view as a
         cell's value), apart from the run's own display: a cell shows its live widgets then.
         ``display(view.widget)``, or the widget inside a container of the user's, is not seen."""
+        self._emptied = False  # the front ends hold none of its text (empty_in_front_ends)
         self.sent_chars = 0
         """Characters of HTML the last :meth:`render` sent to the page (the values it replaced,
         the body's included): what a presenter paces its renders by."""
@@ -191,11 +192,16 @@ class RunView:
         close_tree(self.widget, keep)
 
     def empty_in_front_ends(self) -> None:
-        """Empty every widget of the view in the front ends, keeping it open (see :func:`empty_tree`)."""
+        """Empty every widget of the view in the front ends, keeping it open (see :func:`empty_tree`),
+        unless IPython displayed the view itself (:attr:`displayed`: a cell of the user's shows it)."""
+        if self.displayed:
+            return
+        self._emptied = True
         empty_tree(self.widget)
 
     def refill_front_ends(self) -> None:
         """Send the front ends every widget's whole state again (after :meth:`empty_in_front_ends`)."""
+        self._emptied = False
         for widget in _tree(self.widget):
             widget.send_state()
 
@@ -205,6 +211,8 @@ class RunView:
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         self.displayed = True  # only IPython's display asks for it: the run's own display takes bundle()
+        if self._emptied:  # a view the record replaced is shown again: whole, not blank
+            self.refill_front_ends()
         return self.widget._repr_mimebundle_(**kwargs)
 
 
