@@ -1170,11 +1170,17 @@ def front_end_value(widget: widgets.Widget) -> Any:
     return value
 
 
-def test_an_emptied_view_holds_no_output_in_the_front_end_but_keeps_it_here(make_view) -> None:
-    """empty_in_front_ends() leaves the front ends (and so a saved widget state) no output; the view keeps it."""
+def answered_view(make_view: Callable[..., RunView]) -> RunView:
+    """A view that rendered a run's output line, "secret answer"."""
     view, state = make_view(), running()
     emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
     view.render(state, 0.2)
+    return view
+
+
+def test_an_emptied_view_holds_no_output_in_the_front_end_but_keeps_it_here(make_view) -> None:
+    """empty_in_front_ends() leaves the front ends (and so a saved widget state) no output; the view keeps it."""
+    view = answered_view(make_view)
     view.empty_in_front_ends()
     assert front_end_value(view.output) == "" and "secret answer" in view.output.value
     assert view.widget.comm.messages[-1]["state"] == {"children": []}
@@ -1182,9 +1188,7 @@ def test_an_emptied_view_holds_no_output_in_the_front_end_but_keeps_it_here(make
 
 def test_a_refilled_view_holds_its_output_in_the_front_end_again(make_view) -> None:
     """refill_front_ends() after empty_in_front_ends() gives the front ends every widget's state back."""
-    view, state = make_view(), running()
-    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
-    view.render(state, 0.2)
+    view = answered_view(make_view)
     view.empty_in_front_ends()
     view.refill_front_ends()
     assert "secret answer" in front_end_value(view.output)
@@ -1195,9 +1199,7 @@ def test_a_refilled_view_holds_its_output_in_the_front_end_again(make_view) -> N
 def test_a_view_shown_again_after_it_was_emptied_is_whole_in_the_front_end(make_view) -> None:
     """display(run.view) after the record took the widget's place (a --wait run's turn end emptied it
     in the front ends): the cell shows the whole view, not a blank one."""
-    view, state = make_view(), running()
-    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
-    view.render(state, 0.2)
+    view = answered_view(make_view)
     view.empty_in_front_ends()
     view._repr_mimebundle_()
     assert "secret answer" in front_end_value(view.output)
@@ -1206,9 +1208,7 @@ def test_a_view_shown_again_after_it_was_emptied_is_whole_in_the_front_end(make_
 def test_a_view_the_user_displayed_is_not_emptied(make_view) -> None:
     """A view IPython displayed in a cell of the user's stays whole in the front ends when the record
     takes the run's own widget's place: that cell still shows it."""
-    view, state = make_view(), running()
-    emit(state, "process.output", 0.1, type="stdout", data="secret answer\n")
-    view.render(state, 0.2)
+    view = answered_view(make_view)
     view._repr_mimebundle_()
     view.empty_in_front_ends()
     assert "secret answer" in front_end_value(view.output)
