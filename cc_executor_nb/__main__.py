@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 __all__ = ["entry"]
 
@@ -11,12 +15,33 @@ def entry(prog: str | None = None) -> int:
     """Run the terminal client (:func:`cc_executor_nb.cli.main`) with ``sys.argv``.
 
     The client's modules take a quarter of a second and more to load: a Ctrl-C then ends as
-    one before the run started does (exit 130, one line), not with a traceback."""
+    one before the run started does (exit 130, one line), not with a traceback. The Ctrl-C
+    is held until they are loaded: a ``KeyboardInterrupt`` raised inside an extension
+    module's initialisation can crash the interpreter (orjson's did, with SIGSEGV)."""
+    pending: list[int] = []
     try:
-        from .cli import main
-    except KeyboardInterrupt:
+        with _sigint_held(pending):
+            from .cli import main
+    except KeyboardInterrupt:  # held only in the main thread, with Python's own handler
+        return _interrupted_while_loading()
+    if pending:
         return _interrupted_while_loading()
     return main(prog=prog)
+
+
+@contextlib.contextmanager
+def _sigint_held(pending: list[int]) -> Iterator[None]:
+    """SIGINT appends to ``pending`` instead of raising, while the block runs (in the main
+    thread, where Python's default handler is installed; elsewhere nothing changes)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _interrupted_while_loading() -> int:
