@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,6 +32,13 @@ from .util import scaled
 # that cancels a run) leaves the lock behind: each later shell would wait pyenv's 60 s for
 # it. Waiting 2 s bounds that to a delay; the rehash itself is not needed by any test.
 os.environ.setdefault("PYENV_REHASH_TIMEOUT", "2")
+
+# A suite started in the background of a shell without job control (`pytest ... &` in a
+# script) inherits SIGINT ignored, and every child it starts would too: the tests that send a
+# Ctrl-C to a client or a terminal IPython would fail for that reason alone (23 of
+# test_terminal.py did). Its children get the signal's default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FAKE_CLI = str(Path(__file__).with_name("fake_cli.py"))
 TOKEN = "test-token-0123456789"
