@@ -606,6 +606,9 @@ def test_a_conversation_whose_timeout_passes_between_turns_ends_completed(tmp_pa
     assert (cut.status, cut.error) == ("timeout", f"timed out after {scaled(2):g} s")
 
 
+REFUSED_START = "the conversation is over (the CLI refused its start): no more input goes to this process"
+
+
 def test_a_conversation_the_cli_refused_at_its_start_suggests_no_resume(tmp_path: Path) -> None:
     """A CLI that refused its arguments (--resume of no session) kept no session: a refused
     follow-up does not tell you to --resume the id its error result named (that run fails
@@ -615,7 +618,31 @@ def test_a_conversation_the_cli_refused_at_its_start_suggests_no_resume(tmp_path
     assert run.status == "failed" and run.session_id  # the error result names an id all the same
     with pytest.raises(RuntimeError) as refused:
         run.send("what is 3+3")
-    assert str(refused.value) == "the conversation is over: no more input goes to this process"
+    assert str(refused.value) == REFUSED_START
+
+
+def test_a_follow_up_right_after_a_refused_start_is_refused_not_lost(tmp_path: Path) -> None:
+    """A follow-up sent once the refused start's error result came (wait=True returns then, the
+    CLI not gone yet) raises as after the process's end: it went nowhere and no turn 2 began."""
+    run = start("what is 2+2", tmp_path, resume="notauuid", wait=True)
+    with pytest.raises(RuntimeError) as refused:
+        run.send("what is 3+3")
+    assert str(refused.value) == REFUSED_START
+    eventually(lambda: run.done, timeout=30, what="the CLI to exit")
+    turns = [event.params["turn"] for event in run.events if event.method == "conversation.turn"]
+    assert run.status == "failed" and set(turns) == {1}
+
+
+def test_a_follow_up_queued_during_a_refused_start_is_dropped_with_a_notice(tmp_path: Path) -> None:
+    """A follow-up sent during the start waits for the first turn; when the CLI refuses its start
+    it is not written to the exiting process: a notice says it was not sent."""
+    run = start("what is 2+2", tmp_path, resume="notauuid")
+    run.send("what is 3+3")
+    eventually(lambda: run.done, timeout=30, what="the CLI to exit")
+    assert run.conversation is not None
+    assert run.conversation.view().notices == ("1 follow-up not sent: the CLI refused its start",)
+    turns = [event.params["turn"] for event in run.events if event.method == "conversation.turn"]
+    assert run.status == "failed" and set(turns) == {1}
 
 
 def test_a_conversation_the_cli_refused_at_its_start_prints_no_follow_up_hint(
@@ -626,8 +653,30 @@ def test_a_conversation_the_cli_refused_at_its_start_prints_no_follow_up_hint(
     run = start("what is 2+2", tmp_path, resume="notauuid", display=True)
     eventually(lambda: run.done, timeout=30, what="the CLI to exit")
     out = capsys.readouterr().out
-    assert run.status == "failed" and "\n[turn 1 failed]\n" in out and "follows up" not in out
+    assert run.status == "failed" and "[turn" not in out and "follows up" not in out
     assert out.rstrip("\n").splitlines()[-1].startswith("[failed] exit 1")
+
+
+def test_a_refused_starts_turn_is_its_last(tmp_path: Path) -> None:
+    """The refused start's turn is announced as the conversation's last (as a turn end() was asked
+    during): what follows it (a widget's follow-up box, a printed record's hint) is not offered."""
+    run = start("what is 2+2", tmp_path, resume="notauuid")
+    eventually(lambda: run.done, timeout=30, what="the CLI to exit")
+    turns = [event.params for event in run.events if event.method == "conversation.turn"]
+    assert turns[-1] == {"status": "failed", "turn": 1, "last": True}
+
+
+def test_a_refused_start_in_widget_mode_without_a_kernel_prints_no_follow_up_hint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """output_mode='widget' where no kernel shows widgets prints the record: at the refused start's
+    turn it ended "[turn ended] run.send('...') follows up", where no follow-up can go."""
+    config = settings()
+    config.output_mode = "widget"
+    run = start("what is 2+2", tmp_path, resume="notauuid", display=True, settings=config)
+    eventually(lambda: run.done, timeout=30, what="the CLI to exit")
+    out = capsys.readouterr().out
+    assert run.status == "failed" and "[result] failed" in out and "follows up" not in out
 
 
 def test_a_claude_run_whose_tool_escaped_its_group_says_so_on_its_text_lines(

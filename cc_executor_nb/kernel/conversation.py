@@ -185,7 +185,7 @@ class Conversation:
         # An interrupt was asked; end() was asked during a turn; cancel() was asked (the process is being stopped).
         self._interrupting = self._close_after_turn = self._cancelled = self._interrupt_when_live = False
         self._end_when_live: str | None = None
-        self._ended_because: str | None = None  # the reason end() was given ("idle": the timeout)
+        self._ended_because: str | None = None  # the reason end() was given ("idle": the timeout; "refused": the start)
         self._idle_since: float | None = None
         self._notices: list[str] = []
         # Questions asked in an input box now; questions offered to people (not in a policy's hands)
@@ -391,7 +391,8 @@ class Conversation:
     def _over_words(self) -> str:
         """Why a follow-up is refused once the conversation ended, and how to go on."""
         why = _ENDED_BECAUSE.get(self._ended_because or "", "")
-        words = f"the conversation is {self._mode}{why}: no more input goes to this process"
+        mode = "over" if self._ended_because == "refused" else self._mode  # it exits now
+        words = f"the conversation is {mode}{why}: no more input goes to this process"
         view = self.interpreter.snapshot()
         if view.session_id and view.session_begun:
             words += f"; follow up in a new run with --resume {view.session_id} (resume='{view.session_id}')"
@@ -682,6 +683,10 @@ class Conversation:
         status = "cancelled" if self._interrupting and failed else "failed" if failed else "completed"
         self._interrupting = False
         self._cancel_pending("the turn ended")
+        # (read from an attached job's replay, it is history: nothing is written to that job)
+        refused = self._mode == "live" and self._caught_up and not self.interpreter.snapshot().session_begun
+        if refused:
+            self._refused_at_start()
         last = self._close_after_turn or self._mode == "ending" or self._cancelled  # no follow-up after a cancel
         # Published before the turn's end is announced: the widget renders at once on it, and
         # its follow-up row read "Claude is working" under the turn's footer until the next render.
@@ -695,8 +700,8 @@ class Conversation:
         if self._queue and self._mode == "live":
             self._begin_turn(self._queue.popleft())
             return
-        if self._close_after_turn:
-            self._close_input()  # end() was asked during the turn: wait() waits for the exit
+        if self._close_after_turn or refused:
+            self._close_input()  # end() was asked during the turn (or the CLI exits): wait() waits for the exit
             self._publish()
             return
         self._go_idle()
@@ -705,6 +710,18 @@ class Conversation:
         # a turn it ends is history and the job may have ended after it)
         if not self._cancelled and self._caught_up:
             self._set_idle(True)
+
+    def _refused_at_start(self) -> None:
+        """The CLI refused its arguments (a --resume of no session): it began no session and
+        exits after this error result, so its only turn is the last one and nothing more may
+        go to it (a follow-up written now would be lost without a word): the conversation is
+        ending (no follow-up box, no hint), and the follow-ups that waited are dropped, saying so."""
+        self._ended_because = "refused"
+        self._mode = "ending"
+        dropped = len(self._queue)
+        self._queue.clear()
+        if dropped:
+            self._notice(f"{dropped} follow-up{'s' if dropped > 1 else ''} not sent: the CLI refused its start")
 
     def _go_idle(self) -> None:
         if self._mode == "live" and self._caught_up:
@@ -1093,6 +1110,7 @@ def _policy_answer(verdict: Any, tool: str) -> Answer | None:
 
 
 _ENDED_BECAUSE = {
+    "refused": " (the CLI refused its start)",
     "idle": " (ended after its idle timeout without a follow-up)",
     "max_idle_conversations": " (ended: more conversations than max_idle_conversations waited for a follow-up)",
     "unreachable": " (ended: it was not shown and its handle was dropped, so nobody could answer it)",
