@@ -23,7 +23,7 @@ from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.jobserver import job_server, server_arguments, stop_server
 from cc_executor_nb.server import runtime
 from cc_executor_nb.server.config import ServerSettings
-from cc_executor_nb.server.main import parse_args, stop_main
+from cc_executor_nb.server.main import LOG_ROTATE_BYTES, parse_args, stop_main
 from cc_executor_nb.server.runtime import (
     RUNTIME_FILE_NAME,
     RuntimeInfo,
@@ -91,6 +91,28 @@ def test_a_second_job_server_exits_3_naming_the_first(runtime_dir) -> None:
     second = detach()
     assert second.returncode == 3 and f"pid {first.pid}" in second.stderr
     assert info_of(runtime_dir) == first and not gone(first.pid)
+
+
+def test_a_second_job_server_leaves_the_first_ones_log_alone(runtime_dir) -> None:
+    """The second --detach's refusal (exit 3) is on its own stderr only: it was appended to the
+    running server's log too, which it also rotated away from it when that log was large."""
+    assert detach().returncode == 0
+    log = runtime_dir / "cc_executor_nb-jobserver.log"
+    os.truncate(log, LOG_ROTATE_BYTES + 1)  # a log due for rotation at the next start
+    before = log.stat()
+    second = detach()
+    assert second.returncode == 3 and second.stderr.startswith("error: another job server owns ")
+    assert not log.with_name(log.name + ".1").exists()
+    assert (log.stat().st_ino, log.stat().st_size) == (before.st_ino, before.st_size)
+
+
+def test_a_detached_servers_log_opens_with_what_it_said_before_it_listened(runtime_dir) -> None:
+    """What the server writes before it owns the jobs directory waits in a file of --detach's: once it
+    listens, those lines (here the --token warning) open its log, as they did when it wrote there at once."""
+    assert detach("--token", "detach-test-token-0123456789abcdef").returncode == 0
+    text = (runtime_dir / "cc_executor_nb-jobserver.log").read_text()
+    assert text.startswith("warning: --token shows the token") and text.rstrip().endswith("listening on "
+                                                                                           + info_of(runtime_dir).url)
 
 
 def test_stopping_the_job_server_cancels_its_jobs_and_leaves_no_process(runtime_dir) -> None:

@@ -40,6 +40,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from websockets.exceptions import WebSocketException
 
@@ -262,7 +263,11 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--detach", action="store_true",
                       help="start in the background (own session; log to --log-file) and exit once it listens")
     jobs.add_argument("--log-file", metavar="PATH",
-                      help="the detached server's log (default: the runtime file with .log)")
+                      help="where the server's output goes once it listens (what comes before, such as "
+                      "a refusal to start, stays on stderr); with --detach the default is the runtime "
+                      "file with .log")
+    # --detach's child: what it wrote before it listened (to a file --detach reads) opens its log.
+    jobs.add_argument("--log-early-output", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -506,6 +511,10 @@ async def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         _remove(token_path)
         return 2
+    if args.log_file and not _logs_to(Path(args.log_file), early=args.log_early_output):
+        await handler.close()
+        _remove(token_path)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -586,31 +595,77 @@ def _detach(words: list[str], args: argparse.Namespace) -> int:
     The server is spawned by this short-lived process, which exits once the server is
     ready: the server is then nobody's child but init's (or the subreaper's), so no
     caller has to reap it, and it lives on when the caller (a kernel) goes.
+
+    Until it owns the jobs directory and listens, its output goes to a file of this
+    process's, printed here if it exits: a server refused at its start (another job server
+    owns the directory, exit 3) says so on this stderr and leaves the running server's log
+    alone (it appended its refusal there, and could rotate that log away from it). From
+    then on it writes to its log itself (``--log-file``, see :func:`_output_to`).
     """
     runtime = Path(args.runtime_file)
     log_path = Path(args.log_file) if args.log_file else runtime.with_suffix(".log")
+    words = [word for word in words if word != "--detach"] + ["--log-early-output"]
+    if not args.log_file:
+        words += ["--log-file", str(log_path)]
+    argv = [sys.executable, "-m", "cc_executor_nb.server", *words]
+    with tempfile.TemporaryFile() as early:
+        null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fds = ((null_fd, 0), (early.fileno(), 1), (early.fileno(), 2))
+            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in fds]
+            pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        finally:
+            os.close(null_fd)
+        return _await_ready(pid, runtime, log_path, early)
+
+
+def _logs_to(log_path: Path, *, early: bool) -> bool:
+    """:func:`_output_to`, or False when the log cannot be written (the error printed)."""
+    try:
+        _output_to(log_path, early=early)
+    except OSError as exc:
+        print(f"error: the log file {log_path}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _output_to(log_path: Path, *, early: bool = False) -> None:
+    """From here on the server's output (stdout, stderr, its log lines) goes to ``log_path``,
+    rotated first when it grew past ``LOG_ROTATE_BYTES``. Called once the server owns its jobs
+    directory and listens: a server that could not start never touches the log (another's).
+
+    ``early`` (a --detach child): its stderr is the file --detach gave it, whose lines so far
+    (its start, a ``--token`` warning) are copied into the log first, as they belonged there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     _rotate(log_path)
-    argv = [sys.executable, "-m", "cc_executor_nb.server", *(word for word in words if word != "--detach")]
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    log_start = os.fstat(log_fd).st_size
-    null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        actions = [(os.POSIX_SPAWN_DUP2, fd, target) for fd, target in ((null_fd, 0), (log_fd, 1), (log_fd, 2))]
-        pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
+        if early:
+            _copy_from_start(2, log_fd)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
     finally:
         os.close(log_fd)
-        os.close(null_fd)
-    return _await_ready(pid, runtime, log_path, log_start)
 
 
-def _await_ready(pid: int, runtime: Path, log_path: Path, log_start: int) -> int:
+def _copy_from_start(source: int, target: int) -> None:
+    """Append what the file open as ``source`` holds, from its start, to ``target``."""
+    offset = 0
+    while chunk := os.pread(source, 65536, offset):
+        os.write(target, chunk)
+        offset += len(chunk)
+
+
+def _await_ready(pid: int, runtime: Path, log_path: Path, early: IO[bytes]) -> int:
     deadline = time.monotonic() + DETACH_TIMEOUT
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             code = os.waitstatus_to_exitcode(status)
-            print(_tail(log_path, log_start) or f"error: the server exited with status {code}", file=sys.stderr)
+            said = _tail(early) or f"error: the server exited with status {code} (see {log_path})"
+            print(said, file=sys.stderr)
             return code if code > 0 else 2
         info = read_runtime_file(runtime)
         if info is not None and info.pid == pid:
@@ -630,14 +685,10 @@ def _rotate(log_path: Path) -> None:
             os.replace(log_path, log_path.with_name(log_path.name + ".1"))
 
 
-def _tail(log_path: Path, start: int, lines: int = 5) -> str:
-    """The last lines the server wrote to its log from offset ``start``."""
-    try:
-        with open(log_path, "rb") as handle:
-            handle.seek(start)
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+def _tail(early: IO[bytes], lines: int = 5) -> str:
+    """The last lines the server wrote before it wrote to its log."""
+    early.seek(0)
+    text = early.read().decode("utf-8", errors="replace")
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
