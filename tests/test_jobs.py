@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 from cc_executor_nb import errors, methods
 from cc_executor_nb.client import Client, connect
 from cc_executor_nb.events import Event
+from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.protocol import SummarySpec
 from cc_executor_nb.server import files
 from cc_executor_nb.server import jobs as jobs_module
@@ -28,7 +29,7 @@ from cc_executor_nb.server.jobs import LOST_ERROR, JobRecord, JobsDirBusy, JobSt
 
 from .conftest import TOKEN, collect, completed, fake, group_alive, make_handler, output_of, reply
 from .proxy import FaultyProxy
-from .util import eventually_async, scaled
+from .util import eventually_async, gone, scaled
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -708,6 +709,23 @@ async def test_a_job_whose_log_cannot_be_written_ends_failed_naming_the_cause(jo
     assert [e.params["error"] for e in events if e.method == methods.PROCESS_ERROR] == [LOG_FULL]
     assert (completed(events).params["status"], completed(events).params["error"]) == ("failed", LOG_FULL)
     assert not group_alive(jobs_server.jobs.store.get(job_id).record.pgid)
+    await client.close()
+
+
+ESCAPING_TICKER = "setsid -f sleep 60 >/dev/null 2>&1; while :; do echo tick; sleep 0.01; done"
+
+
+async def test_a_job_whose_log_failed_says_its_escaped_processes_were_killed(jobs_server, monkeypatch) -> None:
+    """The server kills the processes that left the job's group when its log fails, and says so
+    (escaped_killed): the run's note said they "may still be running (kill N)", as after a normal end."""
+    disk_with_room(monkeypatch, 4096)
+    client, _ = await started_job(jobs_server, ["bash", "-c", ESCAPING_TICKER])
+    end = completed(await collect(client)).params
+    (pid,) = end["escaped_pids"]
+    assert (end["status"], end["error"], end["escaped_killed"]) == ("failed", LOG_FULL, True) and gone(pid)
+    state = RunState()
+    state.apply(methods.PROCESS_COMPLETED, end, now=1.0)
+    assert state.notices == [f"pid {pid} left the run's process group (setsid) and was killed with the run."]
     await client.close()
 
 

@@ -461,12 +461,12 @@ class RunState:
         self.error = _str(params.get("error")) or self.error
         self.turn_error = params.get("turn_error") is True
         self.ended_at = now if self._job_ended_at is None else self._job_ended_at
-        self._take_escaped(params.get("escaped_pids"))
+        self._take_escaped(params.get("escaped_pids"), params.get("escaped_killed"))
 
-    def _take_escaped(self, pids: object) -> None:
+    def _take_escaped(self, pids: object, killed: object) -> None:
         """The server named them in its log only: the run's record says so too."""
         self.escaped_pids = escaped_pids(pids)
-        note = escaped_note(self.escaped_pids, self.status)
+        note = escaped_note(self.escaped_pids, self.status, killed)
         if note and note not in self.notices:
             self.notices.append(note)
 
@@ -689,14 +689,17 @@ def escaped_pids(value: object) -> list[int]:
     return [pid for pid in value if _int(pid) is not None] if isinstance(value, list) else []
 
 
-def escaped_note(pids: list[int], status: str) -> str:
-    """What a run says of processes that left its group (``setsid``), "" for none. The server
-    kills them on a cancel or a timeout; any other end leaves them running."""
+def escaped_note(pids: list[int], status: str, killed: object = None) -> str:
+    """What a run says of processes that left its group (``setsid``), "" for none.
+
+    ``killed``: the ``escaped_killed`` of the ``process.completed`` (the server killed them: it
+    stopped the run, on a cancel, a timeout, its shutdown or a job's log it could not write);
+    an older server sends none, and kills them on a cancel or a timeout only."""
     if not pids:
         return ""
     one = len(pids) == 1
     named = ("pid " if one else "pids ") + ", ".join(map(str, pids))
-    if status in ("cancelled", "timeout"):
+    if killed is True or (not isinstance(killed, bool) and status in ("cancelled", "timeout")):
         return f"{named} left the run's process group (setsid) and {'was' if one else 'were'} killed with the run."
     them, they = ("it", "it") if one else ("them", "they")
     return (f"{named} left the run's process group (setsid), so the run's end did not stop {them}: "

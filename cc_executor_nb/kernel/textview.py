@@ -335,7 +335,7 @@ def _text_completed(params: Mapping[str, Any]) -> str:
     if isinstance(duration, (int, float)):
         line += f" in {format_took(duration)}"
     line += f": {error}" if error and not _restates(error, code) else ""
-    note = escaped_note(escaped_pids(params.get("escaped_pids")), str(status))
+    note = escaped_note(escaped_pids(params.get("escaped_pids")), str(status), params.get("escaped_killed"))
     return line + (f"\n[note] {note}" if note else "")
 
 

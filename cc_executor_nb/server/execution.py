@@ -427,6 +427,8 @@ class Execution:
                 "duration_seconds": round(duration, 6),
                 "error": self.failure or _exit_error(exit_code, self.stopped_by, self.timeout),
                 "escaped_pids": escaped,
+                # Stopped by us (cancel, timeout, shutdown, a job's unwritable log): they were killed.
+                "escaped_killed": bool(escaped) and self.stopped_by is not None,
             },
         )
         self._release_disk()
