@@ -774,7 +774,7 @@ def test_a_cancelled_command_and_a_cancelled_claude_run_read_the_same(tmp_path: 
         record = Transcript(run)
         assert record.text().splitlines()[1].startswith("cancelled · killed by SIGTERM · took "), record.text()
         assert record.markdown().splitlines()[2].startswith("**cancelled** · killed by SIGTERM · took ")
-        assert '<div class="ccx-summary">killed by SIGTERM · ' in record.html()
+        assert '<span class="ccx-exit">killed by SIGTERM</span>' in record.html()
         assert "exit code" not in record.text().splitlines()[1]
 
 

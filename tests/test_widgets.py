@@ -500,9 +500,19 @@ def test_finished_run_shows_outcome(make_view: Callable[..., RunView]) -> None:
     )
     view.render(state, 1.3)
     assert ">failed<" in view.header.value
-    assert '<div class="ccx-summary">exit code 2</div>' in view.header.value
-    assert '<span class="ccx-clock">took 1.2 s</span>' in view.header.value
+    assert '<span class="ccx-exit">exit code 2</span><span class="ccx-clock">took 1.2 s</span>' in view.header.value
     assert "ccx-heartbeat" not in view.header.value
+
+
+def test_a_finished_runs_exit_code_is_on_its_status_line(make_view: Callable[..., RunView]) -> None:
+    """The widget's header says "completed · exit code 0 · took 1.2 s" on one line, as the text and
+    Markdown records do: the exit code sat on a line of its own under the status and the time."""
+    view, state = make_view(), running()
+    emit(state, "process.completed", 1.3, status="completed", exit_code=0, duration_seconds=1.2, error=None)
+    view.render(state, 1.3)
+    status_line = view.header.value.split("<div class='ccx-status-line'", 1)[1].split("</div>", 1)[0]
+    assert '<span class="ccx-exit">exit code 0</span><span class="ccx-clock">took 1.2 s</span>' in status_line
+    assert "ccx-summary" not in view.header.value
 
 
 def test_a_short_run_says_it_took_milliseconds(make_view: Callable[..., RunView]) -> None:
@@ -536,12 +546,13 @@ def test_an_exit_code_is_said_once(make_view: Callable[..., RunView]) -> None:
     emit(state, "process.completed", 1.3, status="failed", exit_code=3, duration_seconds=1.2,
          error="exited with code 3")
     view.render(state, 1.3)
-    assert '<div class="ccx-summary">exit code 3</div>' in view.header.value
+    assert '<span class="ccx-exit">exit code 3</span>' in view.header.value and "ccx-summary" not in view.header.value
     timed_out = running()
     emit(timed_out, "process.completed", 1.3, status="timeout", exit_code=-15, duration_seconds=2.0,
          error="timed out after 2 s")
     view.render(timed_out, 1.3)
-    assert "killed by SIGTERM · <span" in view.header.value and "timed out after 2 s</span>" in view.header.value
+    assert '<span class="ccx-exit">killed by SIGTERM</span>' in view.header.value
+    assert '<div class="ccx-summary"><span' in view.header.value and "timed out after 2 s</span>" in view.header.value
 
 
 def test_a_signal_is_named_once_whichever_way_the_exit_code_says_it(make_view: Callable[..., RunView]) -> None:
@@ -549,15 +560,17 @@ def test_a_signal_is_named_once_whichever_way_the_exit_code_says_it(make_view: C
     read "killed by SIGTERM" (they read "exit code -15" and "exit code 143"); a process a signal
     killed unasked reads "killed by SIGKILL" once (not beside "killed by signal 9"); a command
     that exits 143 by itself keeps its code."""
-    cases = [("cancelled", -15, "cancelled by the client", "killed by SIGTERM · "),
-             ("cancelled", 143, "cancelled by the client", "killed by SIGTERM · "),
-             ("failed", -9, "killed by signal 9", "killed by SIGKILL</div>"),
-             ("failed", 143, "exited with code 143", "exit code 143</div>")]
-    for status, code, error, shown in cases:
+    cases = [("cancelled", -15, "cancelled by the client", "killed by SIGTERM", True),
+             ("cancelled", 143, "cancelled by the client", "killed by SIGTERM", True),
+             ("failed", -9, "killed by signal 9", "killed by SIGKILL", False),
+             ("failed", 143, "exited with code 143", "exit code 143", False)]
+    for status, code, error, shown, error_shown in cases:
         view, state = make_view(), running()
         emit(state, "process.completed", 1.3, status=status, exit_code=code, duration_seconds=1.2, error=error)
         view.render(state, 1.3)
-        assert f'<div class="ccx-summary">{shown}' in view.header.value, (code, view.header.value)
+        assert view.header.value.count(shown) == 1, (code, view.header.value)
+        assert f'<span class="ccx-exit">{shown}</span>' in view.header.value, (code, view.header.value)
+        assert (error in view.header.value) == error_shown, (code, view.header.value)
 
 
 def test_error_message_is_escaped(make_view: Callable[..., RunView]) -> None:

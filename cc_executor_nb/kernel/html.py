@@ -123,7 +123,8 @@ def header_html(
 
     Title; status badge, heartbeat indicator (while live), elapsed time and the
     inactivity timer; the progress bar with ETA (only with an estimate); CPU and
-    memory (while live); after the run, exit code and error. ``record``: for a saved
+    memory (while live); after the run, its exit code (on the status line, before the time)
+    and its error (a line of its own). ``record``: for a saved
     record, which shows no live-only parts (no heartbeat, measures, silence timer or
     ticking clock): a conversation between turns says how long its latest turn took, a
     live run how long it had been running (as the Markdown record says). ``status``: the
@@ -137,6 +138,9 @@ def header_html(
         "<div class='ccx-status-line' style='display:flex;gap:1em;flex-wrap:wrap'>",
         badge_html(state, status),
     ]
+    if state.finished and state.exit_code is not None:
+        # Where the text and Markdown records say it: "completed · exit code 0 · took 1.9 s".
+        parts.append(f'<span class="ccx-exit">{html.escape(exit_words(state.exit_code, state.status))}</span>')
     if live_view:
         beat, health = heartbeat_html(state, now)
         parts.append(f'<span class="ccx-heartbeat ccx-hb-{health}">{beat}</span>')
@@ -356,10 +360,12 @@ def shown_error(state: RunState) -> str | None:
 
 
 def _summary_html(state: RunState) -> str:
+    """The finished run's error and lost note, in red on a line of their own (an error can be
+    long; the status line above it says the status, exit code and time)."""
     if not state.finished:
         return ""
-    parts = [] if state.exit_code is None else [exit_words(state.exit_code, state.status)]
-    for problem in (shown_error(state), state.lost_note):
-        if problem:
-            parts.append(f'<span style="{STDERR_STYLE}">{html.escape(printable(problem))}</span>')
-    return '<div class="ccx-summary">' + " · ".join(parts) + "</div>"
+    problems = [problem for problem in (shown_error(state), state.lost_note) if problem]
+    if not problems:
+        return ""
+    spans = [f'<span style="{STDERR_STYLE}">{html.escape(printable(problem))}</span>' for problem in problems]
+    return '<div class="ccx-summary">' + " · ".join(spans) + "</div>"
