@@ -556,7 +556,8 @@ def test_a_note_after_another_runs_lines_names_its_run(bg: KernelLoop, capsys: p
     # While both printed, their lines were labelled (the first named by its [run] line).
     second_ended = next(i for i, line in enumerate(lines) if line.startswith("2│ [completed] exit 0"))
     assert lines[second_ended + 1].endswith(" · first job")
-    assert [line for line in lines if "job" in line] == ["1│ [run] first job", lines[second_ended + 1]]
+    introduced = f"1│ [run] pid {first.state.pid} · first job"
+    assert [line for line in lines if "job" in line] == [introduced, lines[second_ended + 1]]
     assert lines[-1].startswith("[cancelled]")
 
 

@@ -182,7 +182,7 @@ def test_two_runs_started_in_terminal_ipython_label_their_lines(tmp_path: Path) 
     shown = screen.text()
     lines = [line for line in shown.splitlines() if line.strip()]
     runs = by_label(lines)
-    assert runs["1"][0].startswith("[run] ") and runs["1"][0].endswith(" -u slow.py"), shown
+    assert re.match(r"\[run\] pid \d+ · ", runs["1"][0]) and runs["1"][0].endswith(" -u slow.py"), shown
     assert runs["2"][0].startswith("[started] pid ") and runs["2"][1:3] == ["fast before", "fast after"], shown
     assert runs["2"][3].startswith("[completed] exit 0") and len(runs["2"]) == 4, shown
     assert len(runs["1"]) == 1, shown  # its further lines come once it prints alone
@@ -259,13 +259,56 @@ def test_a_note_after_another_runs_unfinished_line_starts_one_line_below() -> No
 
 def test_a_batchs_rows_are_never_labelled_and_label_no_other_run() -> None:
     """A writer without a name (a batch's rows, which name their item) writes unlabelled, on a line
-    of its own, and a run printing beside it stays unlabelled."""
+    of its own (after the line another left unfinished), and a run printing beside it stays unlabelled."""
     place = SharedLines()
     run, batch = place.join("sleep 9"), place.join("")
     place.printing(run, True)
     place.write(run, "out", "tty", "tick")
-    assert written(place.write(batch, "out", "tty", "#0 completed · echo a → a\n")) == "\n#0 completed · echo a → a\n"
-    assert written(place.write(run, "out", "tty", " 2\n")) == " 2\n"
+    assert written(place.write(batch, "out", "tty", "#0 completed · echo a → a\n")) == ""
+    assert written(place.write(run, "out", "tty", " 2\n")) == " 2\n#0 completed · echo a → a\n"
+    assert written(place.write(run, "out", "tty", "tick 3\n")) == "tick 3\n"
+
+
+def test_a_batchs_rows_wait_for_the_end_of_a_lone_runs_half_line() -> None:
+    """A batch's rows written while a run printing alone had half a line out cut it (``tick half``,
+    the rows, then `` and its end`` on a line of its own); they come after the line's end."""
+    place = SharedLines()
+    run, batch = place.join("ticker"), place.join("")
+    place.printing(run, True)
+    pieces = place.write(run, "out", "tty", "tick half")
+    pieces += place.write(batch, "out", "tty", "#0 completed · echo a → a\n")
+    pieces += place.write(batch, "out", "tty", "#1 completed · echo b → b\n")
+    pieces += place.write(run, "out", "tty", " and its end\n")
+    assert written(pieces) == "tick half and its end\n#0 completed · echo a → a\n#1 completed · echo b → b\n"
+
+
+def test_a_batchs_rows_wait_for_a_half_line_only_so_long() -> None:
+    """A line that never ends (a progress bar redrawn with carriage returns, a prompt) holds the rows
+    back for at most HELD_CHARS more characters of it, or until its run ends."""
+    place = SharedLines()
+    run, batch = place.join("progress"), place.join("")
+    place.printing(run, True)
+    place.write(run, "out", "tty", "\r 1%")
+    assert written(place.write(batch, "out", "tty", "#0 completed\n")) == ""
+    bar = "\r" + "#" * HELD_CHARS
+    assert written(place.write(run, "out", "tty", bar)) == bar + "\n#0 completed\n"
+    place.leave(run)
+    prompt = place.join("asks")
+    place.printing(prompt, True)
+    place.write(prompt, "out", "tty", "Password: ")
+    assert written(place.write(batch, "out", "tty", "#1 completed\n")) == ""
+    assert written(place.leave(prompt)) == "\n#1 completed\n"
+
+
+def test_a_runs_introduction_names_its_pid() -> None:
+    """A run named once labelling starts (``1│ [run] ...``) says its pid, as its ``[started]`` line
+    did: two runs of one command were told apart only by going back to those lines."""
+    place = SharedLines()
+    one, two = place.join("sleep 9"), place.join("sleep 9")
+    place.started(one, 4242)
+    place.printing(one, True)
+    place.write(one, "out", "tty", "a\n")
+    assert written(place.printing(two, True)) == "1│ [run] pid 4242 · sleep 9\n"
 
 
 def test_a_label_is_given_again_once_its_run_ended() -> None:

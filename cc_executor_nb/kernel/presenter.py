@@ -589,6 +589,10 @@ class _Sink:
     def write_event(self, view: LineRenderer, event: Event) -> None:
         if event.method == methods.CONNECTED:
             return  # session bookkeeping, not news to the reader
+        if event.method == methods.PROCESS_STARTED and isinstance(event.params.get("pid"), int):
+            with _places_lock:
+                place, token = self._joined()
+                place.started(token, event.params["pid"])
         for line in view.render(event.method, event.params):
             if line.kind == "note":
                 self.note(line.text)

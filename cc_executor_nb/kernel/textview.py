@@ -90,10 +90,16 @@ class _Writer:
     active: bool = False
     label: str = ""
     introduced: bool = False
+    pid: int | None = None
     held: dict[Any, str] = field(default_factory=dict)
     """Per stream, the start of a line held until its end (written while others printed)."""
     dests: dict[Any, Any] = field(default_factory=dict)
     """Per stream the writer wrote to, its dest."""
+
+    def introduction(self) -> str:
+        """The line that says which label is this run's: ``2│ [run] pid 1234 · NAME``."""
+        pid = f"pid {self.pid} · " if self.pid is not None else ""
+        return f"{self.label}[run] {pid}{self.name}\n"
 
 
 class SharedLines:
@@ -107,6 +113,10 @@ class SharedLines:
     line). Text from one writer never glues onto another's unfinished line. No I/O:
     each call returns the pieces to write, in order.
 
+    A writer without a name (a batch's rows) writes whole lines that never cut another's:
+    while a run's line is unfinished there (``tick half``), they wait for its end, or for
+    :data:`HELD_CHARS` more characters of it.
+
     ``dest`` keys say which streams share a line (a terminal's stdout and stderr).
     """
 
@@ -114,6 +124,10 @@ class SharedLines:
         self._writers: dict[int, _Writer] = {}
         self._open: dict[Any, int] = {}  # dest -> the writer whose text left it mid-line
         self._tokens = itertools.count(1)
+        # dest -> the lines of writers without a name that wait for its open line's end, and
+        # how many characters that line has grown by since
+        self._waiting: dict[Any, list[Piece]] = {}
+        self._waited: dict[Any, int] = {}
 
     def join(self, name: str) -> int:
         """A new writer (not printing yet, see :meth:`printing`); its token. A writer without a
@@ -122,11 +136,16 @@ class SharedLines:
         self._writers[token] = _Writer(name)
         return token
 
+    def started(self, token: int, pid: int) -> None:
+        """The writer's process started as ``pid``: its ``[run]`` line names it (``[run] pid 12 · ls``),
+        as its ``[started]`` line does, so two runs of one command are told apart."""
+        self._writers[token].pid = pid
+
     def printing(self, token: int, active: bool) -> list[Piece]:
         """Whether the writer prints now (a run from its display to its end, not between a
         conversation's turns); a writer left alone writes the line it held."""
         self._writers[token].active = active
-        return self._introduced() + self._alone_flushed()
+        return self._introduced() + self._alone_flushed() + self._released()
 
     def leave(self, token: int) -> list[Piece]:
         """The writer is done: its held partial lines end here."""
@@ -136,8 +155,11 @@ class SharedLines:
         for stream in list(writer.held):
             pieces += self.write(token, stream, writer.dests[stream], "\n")
         del self._writers[token]
+        # Rows that waited for a line it left unfinished start on a line of their own.
+        pieces += [(self._waiting[dest][0][0], "\n") for dest, who in self._open.items()
+                   if who == token and dest in self._waiting]
         self._open = {dest: who for dest, who in self._open.items() if who != token}
-        return pieces + self._alone_flushed()
+        return pieces + self._alone_flushed() + self._released()
 
     def mid_line(self, dest: Any) -> None:
         """Something no writer wrote left ``dest`` mid-line (the ``^C`` a terminal echoes): the next
@@ -157,21 +179,27 @@ class SharedLines:
         writer = self._writers[token]
         writer.dests[stream] = dest
         text = writer.held.pop(stream, "") + text
+        if not writer.name and self._open.get(dest, token) not in (token, 0):
+            self._waiting.setdefault(dest, []).append((stream, text))  # another's line is unfinished
+            self._waited.setdefault(dest, 0)
+            return []
+        if dest in self._waited:
+            self._waited[dest] += len(text)
         if not self.labelled(token):
-            return self._straight(token, stream, dest, text)
+            return self._straight(token, stream, dest, text) + self._released()
         cut = text.rfind("\n") + 1
         if len(text) - cut > HELD_CHARS:  # too long to wait for its end: written, ended here
             text, cut = text + "\n", len(text) + 1
         if cut < len(text):
             writer.held[stream] = text[cut:]
-        return self._labelled(token, stream, dest, text[:cut]) if cut else []
+        return (self._labelled(token, stream, dest, text[:cut]) if cut else []) + self._released()
 
     def line_start(self, token: int, stream: Any, dest: Any) -> list[Piece]:
         """What makes the writer's next text start a line (a note): its held line ended, or a newline."""
         held = self._writers[token].held.pop(stream, "")
         if held:
             return self.write(token, stream, dest, held + "\n")
-        return [(stream, "\n")] if self._open.pop(dest, None) is not None else []
+        return ([(stream, "\n")] if self._open.pop(dest, None) is not None else []) + self._released()
 
     def _straight(self, token: int, stream: Any, dest: Any, text: str) -> list[Piece]:
         pieces: list[Piece] = []
@@ -190,7 +218,7 @@ class SharedLines:
             writer.label = self._free_label()
         text = _with_label(writer.label, lines)
         if not writer.introduced and not lines.startswith("[started]"):
-            text = f"{writer.label}[run] {writer.name}\n{text}"
+            text = writer.introduction() + text
         writer.introduced = True
         pieces: list[Piece] = [(stream, "\n")] if self._open.pop(dest, None) is not None else []
         return [*pieces, (stream, text)]
@@ -209,7 +237,7 @@ class SharedLines:
             if writer.name and writer.dests and not writer.introduced:
                 stream, dest = next(iter(writer.dests.items()))
                 opened = [(stream, "\n")] if self._open.pop(dest, None) is not None else []
-                pieces += [*opened, (stream, f"{writer.label}[run] {writer.name}\n")]
+                pieces += [*opened, (stream, writer.introduction())]
                 writer.introduced = True
         return pieces
 
@@ -218,6 +246,22 @@ class SharedLines:
         while it lasts and is given again once it ended."""
         taken = {writer.label for writer in self._writers.values()}
         return next(label for n in itertools.count(1) if (label := f"{n}{LABEL_MARK} ") not in taken)
+
+    def _released(self) -> list[Piece]:
+        """The waiting lines of writers without a name whose place's line ended (or its writer
+        left), or grew by more than :data:`HELD_CHARS`: they are written then, ending it."""
+        pieces: list[Piece] = []
+        for dest in list(self._waiting):
+            opener = self._open.get(dest)
+            ended = opener is None or opener not in self._writers
+            if not ended and self._waited[dest] <= HELD_CHARS:
+                continue
+            lines = self._waiting.pop(dest)
+            del self._waited[dest]
+            if self._open.pop(dest, None) is not None:
+                pieces.append((lines[0][0], "\n"))  # too long to wait for: cut, as text that never ends
+            pieces += lines
+        return pieces
 
     def _alone_flushed(self) -> list[Piece]:
         """A writer printing alone now writes what it held (unlabelled, as it will go on)."""
