@@ -683,8 +683,9 @@ class Conversation:
         status = "cancelled" if self._interrupting and failed else "failed" if failed else "completed"
         self._interrupting = False
         self._cancel_pending("the turn ended")
-        # (read from an attached job's replay, it is history: nothing is written to that job)
-        refused = self._mode == "live" and self._caught_up and not self.interpreter.snapshot().session_begun
+        # An error result with no session begun (no init line): the CLI refused its arguments.
+        # (Read from an attached job's replay, it is history: nothing is written to that job.)
+        refused = failed and self._mode == "live" and self._caught_up and not self.interpreter.snapshot().session_begun
         if refused:
             self._refused_at_start()
         last = self._close_after_turn or self._mode == "ending" or self._cancelled  # no follow-up after a cancel
