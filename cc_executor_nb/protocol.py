@@ -415,8 +415,13 @@ def output_frame(method: str, params: dict[str, Any]) -> bytes | None:
         payload = params["data"].encode("utf-8")
     except UnicodeEncodeError:
         return None
-    header = dumps_bytes(notification(method, {key: value for key, value in params.items() if key != "data"}))
-    return b"".join((header, b"\n", payload))
+    return b"".join((output_header(method, params), payload))
+
+
+def output_header(method: str, params: dict[str, Any]) -> bytes:
+    """The start of a binary output frame: the notification without ``data`` as compact
+    JSON, and the newline that ends it (the frame's payload follows)."""
+    return dumps_bytes(notification(method, {key: value for key, value in params.items() if key != "data"})) + b"\n"
 
 
 def is_output_frame(frame: bytes) -> bool:

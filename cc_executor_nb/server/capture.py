@@ -28,6 +28,7 @@ and reported; such programs can ask for ``capture="pipe"``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -54,6 +55,7 @@ __all__ = [
     "FileOutput",
     "Follower",
     "PipeOutput",
+    "Span",
 ]
 
 logger = logging.getLogger("cc_executor_nb.server.capture")
@@ -66,6 +68,51 @@ POLL_INTERVAL = 0.025
 """Seconds between two looks at a capture file that inotify does not watch."""
 _WATCH = IN_MODIFY | IN_OPEN | IN_CLOSE_WRITE | IN_CLOSE_NOWRITE
 _PAGE = 4096
+SPAN_LOOK = 4096
+"""Bytes at the end of a span's window searched for its last newline: a window whose last
+SPAN_LOOK bytes hold none is read as before (a long line)."""
+
+
+class Span:
+    """Whole lines of a capture file, not read: (offset, length), sent from the file.
+
+    While a span is held (from its cut until the client acknowledged it, or it was read
+    or copied out) the capture file is not punched from its offset on: a socket that
+    ``sendfile``s it refers to the file's pages until the client has read them.
+    """
+
+    __slots__ = ("capture", "length", "offset", "released")
+
+    def __init__(self, capture: CaptureFile, offset: int, length: int) -> None:
+        self.capture = capture
+        self.offset = offset
+        self.length = length
+        self.released = False
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self) -> bytes:
+        """The span's bytes (a copy; the span stays held)."""
+        return self.capture.read_span(self)
+
+    def read_from(self, start: int) -> bytes:
+        """The span's bytes from ``start`` on (a copy; the span stays held)."""
+        return self.capture.read_span(Span(self.capture, self.offset + start, self.length - start))
+
+    def release(self, *, punch: bool = True) -> None:
+        """Nobody needs the span's bytes in the file any more: it may be punched (``punch``
+        False: not yet, a socket may still refer to its pages until the client read them)."""
+        if not self.released:
+            self.released = True
+            self.capture.span_released(punch=punch)
+
+    def take_text(self) -> str:
+        """The span's bytes as text (UTF-8 with replacement, as the line aligner decodes whole
+        lines), released."""
+        text = str(self.read(), "utf-8", "replace")
+        self.release()
+        return text
 
 
 class ChildOutput:
@@ -157,6 +204,9 @@ class CaptureFile:
         self.wd: int | None = None
         self.listener: Callable[[], None] | None = None
         """Called when the file may have changed (the reader attaches it)."""
+        self.held: collections.deque[Span] = collections.deque()
+        """Spans cut and not yet released, in order: nothing from the first one's offset on
+        is punched."""
 
     def wake(self) -> None:
         """Something happened to the file: let the reader look."""
@@ -176,6 +226,45 @@ class CaptureFile:
         self.offset += len(data)
         return data
 
+    def line_span(self, limit: int) -> Span | None:
+        """Whole lines from where the last read stopped, not read: up to ``limit`` bytes, cut
+        after the last newline of the window's last SPAN_LOOK bytes (so never inside a
+        character); None when there is nothing, no such newline, or the file was reopened."""
+        if self.reopened or self.read_fd < 0:
+            return None
+        size = min(os.fstat(self.read_fd).st_size - self.offset, limit)
+        if size <= 0:
+            return None
+        look = min(size, SPAN_LOOK)
+        newline = os.pread(self.read_fd, look, self.offset + size - look).rfind(b"\n")
+        if newline < 0:
+            return None
+        span = Span(self, self.offset, size - look + newline + 1)
+        self.offset += span.length
+        self.held.append(span)
+        return span
+
+    def read_span(self, span: Span) -> bytes:
+        """The bytes of ``span`` (never punched while it is held)."""
+        chunks, at, end = [], span.offset, span.offset + span.length
+        while at < end:
+            chunk = os.pread(self.read_fd, end - at, at)
+            if not chunk:
+                raise OSError(f"capture file ends inside a span at {at}")
+            chunks.append(chunk)
+            at += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def span_released(self, *, punch: bool = True) -> None:
+        """A span was released: forget the released ones at the front; punch behind."""
+        held = self.held
+        while held and held[0].released:
+            held.popleft()
+        if punch:
+            self.punch_behind()
+        else:
+            self.can_punch = False  # nothing more is punched: the file is closing
+
     def truncated(self) -> bool:
         """Whether the file is now shorter than what we read (a reopen with O_TRUNC)."""
         return os.fstat(self.read_fd).st_size < self.offset
@@ -193,9 +282,11 @@ class CaptureFile:
         return info.st_blocks * 512, max(info.st_size - self.offset, 0)
 
     def punch_behind(self) -> None:
-        """Give back the disk blocks of what was read, every ``PUNCH_EVERY`` bytes."""
-        end = self.offset - self.offset % _PAGE
-        if not self.can_punch or end - self.punched < PUNCH_EVERY:
+        """Give back the disk blocks of what was read, every ``PUNCH_EVERY`` bytes, never
+        from the first held span on."""
+        end = self.held[0].offset if self.held else self.offset
+        end -= end % _PAGE
+        if not self.can_punch or self.read_fd < 0 or end - self.punched < PUNCH_EVERY:
             return
         try:
             self.can_punch = punch_hole(self.read_fd, self.punched, end - self.punched)

@@ -22,6 +22,7 @@ from typing import Any
 from .. import methods
 from ..protocol import CANCELLED_BY_CLIENT
 from ..targets import Progress
+from .capture import Span
 from .disk import DiskUse, limit_reached
 from .progress import ProgressEstimator
 from .stdin import ChildInput
@@ -117,11 +118,33 @@ class Execution:
         self._notices: set[asyncio.Task[Any]] = set()
         self._ending = False
         """The run's last notices are sent and its end is on its way: no notice may follow it."""
+        self._send_span: Callable[[str, Span], Awaitable[bool]] | None = None
+        self._copy_out: Callable[[], None] | None = None
         output.tell_rewrites(self._rewritten)
         output.on_backlog = self._backlog
         self.disk = disk
         if disk is not None:
             disk.hold, disk.release = self.hold, self.release
+
+    def send_spans(
+        self,
+        send: Callable[[str, Span], Awaitable[bool]],
+        takes: Callable[[], bool],
+        copy_out: Callable[[], None],
+    ) -> None:
+        """Let whole lines of the capture files go as spans, sent from the files, whenever
+        ``takes()`` says the session can (``send`` may still refuse one: its text is sent
+        instead). ``copy_out`` is called before the files close. Not when the server reads
+        the output itself (a progress target counts it)."""
+        if self.estimator.target is not None:
+            return
+        self._send_span, self._copy_out = send, copy_out
+        self.output.spans = takes
+
+    def _close_output(self) -> None:
+        if self._copy_out is not None:
+            self._copy_out()  # what still refers to the capture files is copied out first
+        self.output.close()
 
     @property
     def state(self) -> str:
@@ -255,7 +278,7 @@ class Execution:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._close_input()
         self._release_disk()
-        self.output.close()
+        self._close_output()
 
     def _release_disk(self) -> None:
         if self.disk is not None:
@@ -370,7 +393,14 @@ class Execution:
     async def _pump(self) -> None:
         while (records := await self.output.next_batch(self.chunk_limit * 4)) is not None:
             now = time.monotonic()
-            for stream, text in coalesce(records, self.chunk_limit):
+            for stream, piece in coalesce(records, self.chunk_limit):
+                if isinstance(piece, Span):
+                    if self._send_span is not None and await self._send_span(stream, piece):
+                        self.output.check_capture()
+                        continue
+                    text = piece.take_text()  # the session cannot send it from the file now
+                else:
+                    text = piece
                 await self._notify(
                     methods.PROCESS_OUTPUT, {"type": stream, "data": text, "truncated": False}
                 )
@@ -432,5 +462,5 @@ class Execution:
             },
         )
         self._release_disk()
-        self.output.close()
+        self._close_output()
         self.finished.set()

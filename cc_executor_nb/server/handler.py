@@ -55,15 +55,17 @@ from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD,
 from ..redaction import SecretRedactor, hold_secret, release_secret
 from .access import WS_PATHS, FailureTable, address_key, check_handshake, is_loopback
 from .admission import Admission
+from .capture import Span
 from .config import ServerSettings
 from .disk import DiskBudget, DiskUse
 from .execution import EOF_GRACE, Execution, Notify
 from .heartbeat import MODES, BeatPolicy
 from .jobs import Job, JobDesk, JobStore, RunOwner
+from .linuxio import sendfile_some
 from .progress import HistoryStore, ProgressEstimator, default_history_path, fingerprint
 from .replay import MEMORY_TAIL, ReplayLog, TailPool
 from .resources import ResourceSampler
-from .session import Session, SessionManager
+from .session import SendSpan, Session, SessionManager
 from .stdin import ChildInput
 from .streams import RunOutput, StreamHandler
 from .supervisor import ManagedProcess, ProcessManager
@@ -379,6 +381,7 @@ class EnhancedWebSocketHandler:
             raise
         session.connection = ws
         session.binary_output = _speaks_binary_output(ws)
+        session.send_span = _span_sender(ws)
         session.tasks = [
             asyncio.ensure_future(self._heartbeat_loop(session)),
             asyncio.ensure_future(self._activity_loop(session)),
@@ -513,6 +516,8 @@ class EnhancedWebSocketHandler:
             "inactivity_threshold": session.inactivity_threshold,
         }
         execution = await self._launch(spec, session.notify, timing, session.disk)
+        if session.replay is not None:
+            execution.send_spans(session.notify_span, session.takes_spans, session.replay.copy_out_spans)
         session.execution = execution
         deferred.append(execution.begin)
         return {"status": "started", **execution.pid_fields}
@@ -623,7 +628,7 @@ class EnhancedWebSocketHandler:
     async def _replay(self, link: _Link, session: Session, last_seq: int) -> None:
         try:
             session.binary_output = _speaks_binary_output(link.ws)
-            count = await session.attach(_frame_sender(link.ws), link.ws, last_seq)
+            count = await session.attach(_frame_sender(link.ws), link.ws, last_seq, _span_sender(link.ws))
         except OutputGap as exc:
             # The log moved on between the check and the replay: say so, never skip.
             await link.ws.send(protocol.dumps(protocol.error_response(None, exc)))
@@ -872,6 +877,42 @@ def _frame_sender(ws: ServerConnection) -> Callable[[bytes], Awaitable[None]]:
         await ws.send(data, text=True)
 
     return send
+
+
+def _span_sender(ws: ServerConnection) -> SendSpan | None:
+    """How a plain connection with binary output frames sends a span of a capture file: as one
+    binary frame, its header written to the transport, then the span ``sendfile``d from the
+    file while the transport holds nothing (what the socket does not take is read and
+    written), in one step, inside websockets' ``send_context`` (its own frames are whole
+    writes). None for TLS (the bytes must pass through Python) or without the subprotocol."""
+    transport = ws.transport
+    sock = transport.get_extra_info("socket")
+    if not _speaks_binary_output(ws) or transport.get_extra_info("sslcontext") is not None or sock is None:
+        return None
+    sock_fd = sock.fileno()
+
+    async def send(header: bytes, span: Span) -> int:
+        async with ws.send_context():
+            if transport.is_closing():
+                raise ConnectionResetError("the connection is closing")
+            transport.write(_binary_frame_head(len(header) + span.length) + header)
+            sent = 0
+            if transport.get_write_buffer_size() == 0:
+                sent = sendfile_some(sock_fd, span.capture.read_fd, span.offset, span.length)
+            if sent < span.length:
+                transport.write(span.capture.read_span(span) if sent == 0 else span.read_from(sent))
+        return sent
+
+    return send
+
+
+def _binary_frame_head(size: int) -> bytes:
+    """The head of one unmasked, final binary WebSocket frame of ``size`` bytes (RFC 6455)."""
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 1 << 16:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big")
+    return bytes((0x82, 127)) + size.to_bytes(8, "big")
 
 
 def _speaks_binary_output(ws: ServerConnection) -> bool:

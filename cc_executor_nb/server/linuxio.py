@@ -1,4 +1,5 @@
-"""Linux file primitives through ctypes: inotify, hole punching, and who holds a file.
+"""Linux file primitives through ctypes: inotify, hole punching, and who holds a file;
+``sendfile`` from a file to a socket.
 
 Each has a portable way out that the caller chooses: :class:`Inotify` raises OSError
 where inotify is missing (the caller then polls), :func:`punch_hole` returns False
@@ -25,6 +26,7 @@ __all__ = [
     "Inotify",
     "holders_of",
     "punch_hole",
+    "sendfile_some",
 ]
 
 IN_MODIFY = 0x002
@@ -118,6 +120,26 @@ def punch_hole(fd: int, offset: int, length: int) -> bool:
     if code in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
         return False
     raise OSError(code, os.strerror(code))
+
+
+def sendfile_some(out_fd: int, in_fd: int, offset: int, count: int) -> int:
+    """Send up to ``count`` bytes of file ``in_fd`` from ``offset`` to the non-blocking socket
+    ``out_fd``, without reading them: as much as the socket takes now (0 when it is full or
+    ``sendfile`` cannot be used here; the caller writes the rest itself)."""
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(out_fd, in_fd, offset + sent, count - sent)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                break  # not for this file or socket: the caller writes it all
+            raise
+        if n == 0:
+            break
+        sent += n
+    return sent
 
 
 def holders_of(fd: int) -> list[int]:

@@ -25,6 +25,7 @@ from ..errors import OutputGap
 from .files import anonymous_file, pwritev_all, release
 
 if TYPE_CHECKING:
+    from .capture import Span
     from .disk import DiskUse
 
 __all__ = ["MEMORY_TAIL", "SERVER_MEMORY_TAIL", "WINDOW_MIN", "ReplayLog", "TailPool"]
@@ -99,7 +100,10 @@ class _MemoryTail:
         self.size = 0
         self._pool = pool
         self._blocks: collections.deque[_Block] = collections.deque()
-        self._entries: collections.deque[tuple[int, _Block, int, int]] = collections.deque()  # seq, block, at, n
+        # seq, block, at, n, and the span of a capture file that follows those n bytes (or None)
+        self._entries: collections.deque[tuple[int, _Block, int, int, Span | None]] = collections.deque()
+        self.spans = 0
+        """How many entries refer to a span of a capture file."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -108,22 +112,38 @@ class _MemoryTail:
     def first_seq(self) -> int:
         return self._entries[0][0]
 
-    def push(self, seq: int, body: bytes) -> None:
+    def push(self, seq: int, body: bytes, span: Span | None = None) -> None:
+        """Keep ``body`` (followed by the bytes of ``span``, which stay in the capture file)."""
         size = len(body)
         block = self._blocks[-1] if self._blocks else None
         if block is None or len(block.data) - block.used < size:
             block = _Block(self._pool.take(size))
             self._blocks.append(block)
         block.data[block.used : block.used + size] = body
-        self._entries.append((seq, block, block.used, size))
+        self._entries.append((seq, block, block.used, size, span))
         block.used += size
         block.live += 1
-        self._grow(size)
+        self._grow(size, span)
 
-    def pop(self) -> tuple[int, memoryview]:
-        """The oldest notification; its view stays valid until the next ``push``."""
-        seq, block, at, size = self._entries.popleft()
-        self._grow(-size)
+    def pop(self) -> tuple[int, memoryview | bytes]:
+        """The oldest notification; its view stays valid until the next ``push`` (a span's
+        bytes are read from its capture file, and the span released)."""
+        seq, view, span = self._take()
+        if span is None:
+            return seq, view
+        body = b"".join((view, span.read()))
+        span.release()
+        return seq, body
+
+    def drop(self) -> None:
+        """Forget the oldest notification (a span is released, never read)."""
+        _, _, span = self._take()
+        if span is not None:
+            span.release()
+
+    def _take(self) -> tuple[int, memoryview, Span | None]:
+        seq, block, at, size, span = self._entries.popleft()
+        self._grow(-size, span, -1)
         block.live -= 1
         view = memoryview(block.data)[at : at + size]
         if block.live == 0:
@@ -133,21 +153,44 @@ class _MemoryTail:
             else:
                 self._blocks.append(block)  # the only block: fill it again from its start
                 block.used = 0
-        return seq, view
+        return seq, view, span
 
     def copies(self) -> list[tuple[int, bytes]]:
         """Every notification kept, as its own bytes (for a replay)."""
-        return [(seq, bytes(block.data[at : at + size])) for seq, block, at, size in self._entries]
+        return [
+            (seq, bytes(block.data[at : at + size]) + (span.read() if span is not None else b""))
+            for seq, block, at, size, span in self._entries
+        ]
+
+    def materialize(self) -> int:
+        """Read every span into memory (the entries stay, in order); returns the bytes read."""
+        if not self.spans:
+            return 0
+        spans = [span for *_, span in self._entries if span is not None]
+        kept = self.copies()
+        for span in spans:
+            # Not punched: the socket may still refer to their pages (the file's close
+            # does not clear them, a punch does).
+            span.release(punch=False)
+        self.clear()
+        for seq, body in kept:
+            self.push(seq, body)
+        return sum(span.length for span in spans)
 
     def clear(self) -> None:
         while self._entries:
-            self.pop()
+            self.drop()
         while self._blocks:
             self._pool.give(self._blocks.popleft().data)
 
-    def _grow(self, change: int) -> None:
-        self.size += change
+    def _grow(self, change: int, span: Span | None = None, sign: int = 1) -> None:
+        """The tail's size counts a span's bytes (what the client has in flight); the memory
+        pool only what is in memory."""
         self._pool.used += change
+        if span is not None:
+            change += sign * span.length
+            self.spans += sign
+        self.size += change
 
 
 @dataclass(eq=False)
@@ -255,6 +298,26 @@ class ReplayLog:
         elif self._tail.size > self.memory_limit:
             self._spill(self._tail.size - self.memory_limit + min(SPILL_BATCH, self.memory_limit // 2))
 
+    def append_span(self, seq: int, header: bytes, span: Span) -> None:
+        """Record a notification made of ``header`` and the bytes of ``span``, which stay in
+        their capture file (held there until the entry is acknowledged, spilled or copied
+        out). Only with a memory tail."""
+        assert self.memory_limit > 0
+        self.last_seq = seq
+        self._tail.push(seq, header, span)
+        if self._pool.full:
+            self._spill(len(header) + span.length)
+        elif self._tail.size > self.memory_limit:
+            self._spill(self._tail.size - self.memory_limit + min(SPILL_BATCH, self.memory_limit // 2))
+
+    def copy_out_spans(self) -> None:
+        """The capture files are closing: the bytes of every span still kept are copied into
+        the memory tail (its size does not change: it counted them already); a server whose
+        tails are full spills as much."""
+        read = self._tail.materialize()
+        if read and self._pool.full:
+            self._spill(read)
+
     def ack(self, seq: int) -> None:
         """The client holds everything up to ``seq``: forget it (never beyond ``last_seq``)."""
         seq = min(seq, self.last_seq)
@@ -262,7 +325,7 @@ class ReplayLog:
             return
         self.acked = seq
         while self._tail and self._tail.first_seq <= seq:
-            self._tail.pop()
+            self._tail.drop()
         while self._segments and self._segments[0].entries and self._segments[0].entries[-1][0] <= seq:
             self._drop(self._segments.popleft())
 

@@ -15,13 +15,16 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import methods, protocol
 from ..errors import LimitReached
 from .disk import DiskUse, limit_reached
 from .execution import Execution
 from .replay import ReplayLog
+
+if TYPE_CHECKING:
+    from .capture import Span
 
 __all__ = ["Session", "SessionManager"]
 
@@ -31,6 +34,10 @@ Send = Callable[[bytes], Awaitable[None]]
 """Sends one serialized message: UTF-8 JSON as a text frame, a binary output frame
 (``protocol.output_frame``) as a binary frame, or as JSON text to a client without the
 subprotocol."""
+SendSpan = Callable[[bytes, "Span"], Awaitable[int]]
+"""Sends one binary output frame made of a header (JSON and newline) and the bytes of a
+span of a capture file, sent from the file (``sendfile``); returns how many of the span's
+bytes the socket took that way (the rest was read and written)."""
 
 
 class Session:
@@ -61,6 +68,15 @@ class Session:
         self.binary_output = False
         """Whether output is serialized as binary frames (the connection that carries the
         session, or carried it last, speaks the ``ccx.binary-output`` subprotocol)."""
+        self.send_span: SendSpan | None = None
+        """How the connection sends a span from its capture file: set for a plain (not TLS)
+        connection with the ``ccx.binary-output`` subprotocol, None otherwise."""
+        self.spans_sent = 0
+        """Output notifications sent as spans (see :meth:`notify_span`)."""
+        self.span_bytes = 0
+        """Bytes of output sent as spans."""
+        self.bytes_sendfiled = 0
+        """Bytes of those spans the socket took by ``sendfile`` (the rest was read and written)."""
         self.tasks: list[asyncio.Task[Any]] = []
         self.disk = disk
         """This session's share of the server's disk budget (replay, spool, capture)."""
@@ -139,6 +155,44 @@ class Session:
                 await self._send_kept(text)
         return seq
 
+    def takes_spans(self) -> bool:
+        """Whether output may now go as spans sent from the capture file: an attached plain
+        connection with binary frames, a client that acknowledges (a span stays in the
+        capture file, unpunched, until its ``ack``), a replay log with a memory tail."""
+        return (
+            self.send_span is not None
+            and self.acking
+            and not self.ending
+            and self._held is None
+            and self.replay is not None
+            and self.replay.memory_limit > 0
+        )
+
+    async def notify_span(self, stream: str, span: Span) -> bool:
+        """Send whole lines of a capture file as one ``process.output`` binary frame, from the
+        file; False (nothing sent, the caller sends the text) when the session cannot."""
+        if not self.takes_spans():
+            return False
+        await self._within_window()
+        async with self._lock:
+            if not self.takes_spans():
+                return False
+            assert self.replay is not None and self.send_span is not None
+            self.last_seq += 1
+            seq = self.last_seq
+            header = protocol.output_header(
+                methods.PROCESS_OUTPUT, {"type": stream, "truncated": False, "seq": seq}
+            )
+            self.replay.append_span(seq, header, span)  # kept first, as in notify
+            try:
+                self.bytes_sendfiled += await self.send_span(header, span)
+                self.spans_sent += 1
+                self.span_bytes += span.length
+                self.last_sent_at = time.monotonic()
+            except Exception:
+                self._send = self.send_span = None  # the handler detaches the session
+        return True
+
     def _serialize(self, method: str, params: dict[str, Any]) -> bytes:
         """A notification as its frame: output as a binary frame for a client that speaks
         the ``ccx.binary-output`` subprotocol, everything else as JSON text."""
@@ -182,7 +236,7 @@ class Session:
 
     def detach(self) -> None:
         """The connection is gone: keep running, keep recording, send nothing."""
-        self._send = None
+        self._send = self.send_span = None
         self.connection = None
         self.detached_at = time.monotonic()
         self._acked.set()  # an output waiting for acks looks again, with the detached window
@@ -192,7 +246,7 @@ class Session:
         self.ending = True
         self._acked.set()
 
-    async def attach(self, send: Send, connection: Any, last_seq: int) -> int:
+    async def attach(self, send: Send, connection: Any, last_seq: int, send_span: SendSpan | None = None) -> int:
         """Carry on over a new connection: replay everything after ``last_seq``.
 
         Raises OutputGap when part of it is no longer kept. Returns how many
@@ -206,7 +260,7 @@ class Session:
             for text in texts:
                 await send(text)
                 count += 1
-            self._send = send
+            self._send, self.send_span = send, send_span
             self.connection = connection
             self.detached_at = None
         self._acked.set()  # an output held while detached goes on
@@ -292,7 +346,7 @@ class Session:
         except Exception:
             # The connection died mid-send; the text is in the replay log and the
             # connection handler detaches the session.
-            self._send = None
+            self._send = self.send_span = None
 
 
 class SessionManager:

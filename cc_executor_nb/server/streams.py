@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .capture import CAPTURE_MODES, CaptureFile, ChildOutput, FileOutput, Follower, PipeOutput
+from .capture import CAPTURE_MODES, CaptureFile, ChildOutput, FileOutput, Follower, PipeOutput, Span
 from .files import anonymous_file, pread_all, pwritev_all, release
 from .linuxio import holders_of, punch_hole
 
@@ -73,8 +73,11 @@ line: ``print()`` in an unbuffered Python child writes the text and the newline 
 writes, which a reader woken at once would otherwise send as two pieces."""
 SPOOL_PUNCH_EVERY = 1 << 20
 """Bytes of spool file taken back between two hole punches."""
+SPANS_OFF, SPANS_TAKE, SPANS_ALIGN = 0, 1, 2
+"""What a capture file's reader does with whole lines (see ``_FileReader``)."""
 
-Record = tuple[str, str]
+Record = tuple[str, "str | Span"]
+"""(stream, piece): text, or whole lines left in the capture file (see ``RunOutput.spans``)."""
 
 
 def _pieces(text: str, limit: int, stop: int | None = None) -> list[str]:
@@ -157,6 +160,11 @@ class LineAligner:
             return str(view[start - len(partial) : end - len(partial)], "ascii")
         return partial[start:end] + str(view[: max(end - len(partial), 0)], "ascii")
 
+    @property
+    def idle(self) -> bool:
+        """Whether nothing waits in the aligner (no partial line, no character begun)."""
+        return not self.partial and not self._decoder.getstate()[0]
+
     def flush(self) -> list[str]:
         """Give up the partial line now (the reader has read all there is)."""
         partial, self.partial = self.partial, ""
@@ -199,7 +207,7 @@ class OutputSpool:
         self.batch_chars = max(min(1 << 18, memory_limit // 8), 1)
         self._memory: collections.deque[Record] = collections.deque()
         self._memory_chars = 0
-        self._tail: list[Record] = []
+        self._tail: list[tuple[str, str]] = []
         self._tail_chars = 0
         self._file: int | None = None
         self._batches: collections.deque[tuple[int, list[tuple[int, int]]]] = collections.deque()
@@ -229,13 +237,14 @@ class OutputSpool:
         """Whether memory holds the limit or more (a non-spilling writer waits)."""
         return self.memory_chars >= self.memory_limit
 
-    def append(self, stream: str, text: str) -> None:
-        """Queue one record."""
-        if self.spill and (
-            self._batches or self._tail or self._memory_chars + len(text) > self.memory_limit - self.batch_chars
-        ):
-            self._gather(stream, text)
-            return
+    def append(self, stream: str, text: str | Span) -> None:
+        """Queue one record (a span only into a spool that does not spill)."""
+        if self.spill:
+            if isinstance(text, Span):
+                text = text.take_text()
+            if self._batches or self._tail or self._memory_chars + len(text) > self.memory_limit - self.batch_chars:
+                self._gather(stream, text)
+                return
         self._memory.append((stream, text))
         self._memory_chars += len(text)
 
@@ -349,8 +358,14 @@ def coalesce(records: list[Record], limit: int) -> list[Record]:
     """Join neighbouring records of the same stream into pieces of at most ``limit``."""
     merged: list[Record] = []
     for stream, text in records:
-        if merged and merged[-1][0] == stream and len(merged[-1][1]) + len(text) <= limit:
-            merged[-1] = (stream, merged[-1][1] + text)
+        last = merged[-1][1] if merged else None
+        if (
+            isinstance(last, str)
+            and isinstance(text, str)
+            and merged[-1][0] == stream
+            and len(last) + len(text) <= limit
+        ):
+            merged[-1] = (stream, last + text)
         else:
             merged.append((stream, text))
     return merged
@@ -404,8 +419,17 @@ class _FileReader:
         on_rewritten: Callable[[bool], None],
         on_disk: Callable[[int], None],
         on_backlog: Callable[[bool], None],
+        spans: Callable[[], int] | None = None,
+        on_span: Callable[[Span], None] | None = None,
+        span_limit: int = CHUNK_LIMIT,
     ) -> None:
         self.capture = capture
+        self._spans = spans
+        """SPANS_OFF, SPANS_TAKE (whole lines are taken as spans) or SPANS_ALIGN (spans
+        are wanted, but the aligner holds part of a line: a read stops after its first
+        newline, so that the next one can be a span)."""
+        self._on_span = on_span
+        self._span_limit = span_limit
         self._loop = loop
         self._room = room
         self._on_data = on_data
@@ -488,13 +512,27 @@ class _FileReader:
             if not self._room():
                 self._pause()
                 return
+            spans = self._spans() if self._spans is not None else SPANS_OFF
+            if spans == SPANS_TAKE and self._on_span is not None:
+                span = capture.line_span(self._span_limit)
+                if span is not None:
+                    self._on_span(span)
+                    budget -= span.length
+                    capture.punch_behind()
+                    self._account()
+                    continue
             data = capture.read(size)
+            full = len(data) == size
+            if spans == SPANS_ALIGN:
+                kept = self._to_first_newline(data)
+                full = full or len(kept) < len(data)  # the rest is still to read
+                data = kept
             if data:
                 self._on_data(data)
                 budget -= len(data)
                 capture.punch_behind()
                 self._account()  # a child far ahead is held at once, not after the step
-            if len(data) < size:
+            if not full:
                 break
             size = FILE_READ_SIZE
         else:
@@ -506,6 +544,14 @@ class _FileReader:
             self._check_writers()
             self.done = True
             self._on_eof()
+
+    def _to_first_newline(self, data: bytes) -> bytes:
+        """``data`` up to its first newline; what follows is left in the file (read again)."""
+        cut = data.find(b"\n") + 1
+        if 0 < cut < len(data):
+            self.capture.offset -= len(data) - cut
+            return data[:cut]
+        return data
 
     def _pause(self) -> None:
         """The consumer is full: leave the rest in the file (a held child goes on)."""
@@ -587,6 +633,9 @@ class RunOutput:
         self._on_rewritten: Callable[[str, bool], None] | None = None
         self._rewrites: list[tuple[str, bool]] = []
         """Reopens seen before anyone listened (see :meth:`tell_rewrites`)."""
+        self.spans: Callable[[], bool] | None = None
+        """Whether the consumer takes spans now (whole lines of a capture file, left in the
+        file and sent from it): set by the run for a connection that can ``sendfile``."""
 
     @property
     def mode(self) -> str:
@@ -705,7 +754,21 @@ class RunOutput:
             on_rewritten=functools.partial(self._rewritten, name),
             on_disk=self._capture_disk,
             on_backlog=functools.partial(self._backlog, name),
+            spans=functools.partial(self._span_state, name),
+            on_span=functools.partial(self._on_span, name),
+            span_limit=self._handler.chunk_limit,
         )
+
+    def _span_state(self, name: str) -> int:
+        if self.spans is None or not self.spans():
+            return SPANS_OFF
+        return SPANS_TAKE if self._aligners[name].idle else SPANS_ALIGN
+
+    def _on_span(self, name: str, span: Span) -> None:
+        self.last_output_at = time.monotonic()
+        self.bytes_read[name] += span.length
+        self.spool.append(name, span)
+        self._ready.set()
 
     def _room(self) -> bool:
         return not self.spool.full
