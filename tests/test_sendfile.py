@@ -90,9 +90,9 @@ async def test_what_the_socket_does_not_take_is_written_after_the_sendfile(serve
     assert 0 < session.bytes_sendfiled < session.span_bytes
 
 
-async def _read_outputs(ws: ClientConnection, ack_after: int | None) -> tuple[bytes, int]:
+async def _read_outputs(ws: ClientConnection, ack_after: int | None, *, once: bool = False) -> tuple[bytes, int]:
     """Every output payload (as UTF-8 bytes) up to ``process.completed`` and the last seq;
-    one ``ack`` once ``ack_after`` bytes came (None: never)."""
+    an ``ack`` after every ``ack_after`` bytes (None: never; ``once``: only the first)."""
     pieces, last, received, acked = [], 0, 0, False
     while True:
         frame = await asyncio.wait_for(ws.recv(), scaled(30))
@@ -107,8 +107,8 @@ async def _read_outputs(ws: ClientConnection, ack_after: int | None) -> tuple[by
                 pieces.append(params["data"].encode())
         last = params.get("seq", last)
         received += len(frame)
-        if ack_after is not None and not acked and received >= ack_after:
-            acked = True
+        if ack_after is not None and not (once and acked) and received >= ack_after:
+            acked, received = True, 0
             await ws.send(json.dumps({"jsonrpc": "2.0", "method": "ack", "params": {"seq": last}}))
         if isinstance(frame, str) and '"process.completed"' in frame:
             return b"".join(pieces), last
@@ -185,7 +185,7 @@ async def test_spans_unacknowledged_when_the_run_ends_are_still_replayed_exact(s
         connected = json.loads(await ws.recv())["params"]
         argv = fake("flood", str(6 << 20), str(sha))
         await ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": argv}}))
-        data, last = await _read_outputs(ws, ACK_EVERY)
+        data, last = await _read_outputs(ws, ACK_EVERY, once=True)
         session = server.sessions.get(connected["session_id"])
         replay = session.replay
         await eventually_async(lambda: session.execution is not None and session.execution.finished.is_set())

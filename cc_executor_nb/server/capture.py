@@ -284,7 +284,7 @@ class CaptureFile:
     def punch_behind(self) -> None:
         """Give back the disk blocks of what was read, every ``PUNCH_EVERY`` bytes, never
         from the first held span on."""
-        end = self.held[0].offset if self.held else self.offset
+        end = min(self.held[0].offset, self.offset) if self.held else self.offset
         end -= end % _PAGE
         if not self.can_punch or self.read_fd < 0 or end - self.punched < PUNCH_EVERY:
             return
