@@ -245,3 +245,31 @@ async def test_a_replayed_span_is_a_notification_methods_accept(server, client, 
     assert _session(server, client).spans_sent > 0
     assert seqs == list(range(1, len(seqs) + 1))
     assert [e.method for e in events].count(methods.PROCESS_COMPLETED) == 1
+
+
+TRUNCATING_CHILD = r"""
+import os, time
+block = b"".join(b"%07d %s\n" % (i, b"x" * 71) for i in range(13107))
+for _ in range(10):
+    os.write(1, block)
+time.sleep(1)  # the client has acknowledged: what follows goes as spans
+for _ in range(20):
+    os.write(1, block)
+fd = os.open("/proc/self/fd/1", os.O_WRONLY | os.O_TRUNC)  # truncates the capture file
+os.write(fd, b"after\n")
+"""
+
+
+async def test_a_child_that_truncates_its_capture_file_under_held_spans_still_ends(server, client) -> None:
+    """Spans cut, then the child reopens its stdout by path with O_TRUNC: what it wrote before
+    is lost (as with the text path; the run is told), and the run still ends, its session
+    talking: a span whose bytes are gone is sent as what is left of it."""
+    got: list[object] = []
+    client.add_listener(got.append)
+    await client.execute(argv=[sys.executable, "-c", TRUNCATING_CHILD])
+    events = await collect(client, timeout=60)
+    session = _session(server, client)
+    assert completed(events).params["status"] == "completed"
+    assert session.spans_sent > 0
+    assert any(getattr(e, "params", {}).get("kind") == "capture_reopened" for e in got)
+    assert "after\n" in output_of(events)

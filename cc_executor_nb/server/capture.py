@@ -93,12 +93,14 @@ class Span:
         return self.length
 
     def read(self) -> bytes:
-        """The span's bytes (a copy; the span stays held)."""
+        """The span's bytes (a copy; the span stays held); fewer when the child truncated
+        its capture file meanwhile (a reopen by path: that output is lost, and reported)."""
         return self.capture.read_span(self)
 
     def read_from(self, start: int) -> bytes:
-        """The span's bytes from ``start`` on (a copy; the span stays held)."""
-        return self.capture.read_span(Span(self.capture, self.offset + start, self.length - start))
+        """The span's bytes from ``start`` on, exactly as many as it holds (for a frame whose
+        length is already written): what a truncation lost comes as NUL bytes."""
+        return self.capture.read_span(Span(self.capture, self.offset + start, self.length - start), pad=True)
 
     def release(self, *, punch: bool = True) -> None:
         """Nobody needs the span's bytes in the file any more: it may be punched (``punch``
@@ -244,13 +246,16 @@ class CaptureFile:
         self.held.append(span)
         return span
 
-    def read_span(self, span: Span) -> bytes:
-        """The bytes of ``span`` (never punched while it is held)."""
+    def read_span(self, span: Span, *, pad: bool = False) -> bytes:
+        """The bytes of ``span`` (never punched while it is held). A file that ends inside it
+        (truncated by a reopen) gives fewer, or with ``pad`` NUL bytes for the rest."""
         chunks, at, end = [], span.offset, span.offset + span.length
         while at < end:
             chunk = os.pread(self.read_fd, end - at, at)
             if not chunk:
-                raise OSError(f"capture file ends inside a span at {at}")
+                if pad:
+                    chunks.append(bytes(end - at))
+                break
             chunks.append(chunk)
             at += len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)

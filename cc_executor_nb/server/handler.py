@@ -900,7 +900,7 @@ def _span_sender(ws: ServerConnection) -> SendSpan | None:
             if transport.get_write_buffer_size() == 0:
                 sent = sendfile_some(sock_fd, span.capture.read_fd, span.offset, span.length)
             if sent < span.length:
-                transport.write(span.capture.read_span(span) if sent == 0 else span.read_from(sent))
+                transport.write(span.read_from(sent))
         return sent
 
     return send

@@ -170,8 +170,9 @@ class Session:
 
     async def notify_span(self, stream: str, span: Span) -> bool:
         """Send whole lines of a capture file as one ``process.output`` binary frame, from the
-        file; False (nothing sent, the caller sends the text) when the session cannot."""
-        if not self.takes_spans():
+        file; False (nothing sent, the caller sends the text) when the session cannot, or
+        the child reopened the file by path (it may have truncated it under the span)."""
+        if not self.takes_spans() or span.capture.reopened:
             return False
         await self._within_window()
         async with self._lock:
