@@ -236,11 +236,24 @@ async def test_an_ack_lets_the_capture_file_be_punched(server, client, tmp_path)
     assert session.span_bytes > (24 << 20) and 0 < peak < (24 << 20)
 
 
+PAUSING_CHILD = r"""
+import os, time
+block = b"".join(b"%07d %s\n" % (i, b"x" * 71) for i in range(13107))
+for _ in range(10):
+    os.write(1, block)
+time.sleep(1)
+for _ in range(10):
+    os.write(1, block)
+"""
+
+
 async def test_a_replayed_span_is_a_notification_methods_accept(server, client, tmp_path) -> None:
     """Spans are ``process.output`` binary frames like any other: numbered without a gap."""
     seqs: list[int] = []
     client.add_listener(lambda e: seqs.append(e.seq) if e.seq is not None else None)
-    await client.execute(argv=fake("flood", str(4 << 20), str(tmp_path / "sha")))
+    # A pause once the client has had enough to acknowledge: what follows goes as spans (all of
+    # a 4 MiB flood could be read before the first ack, and go as text).
+    await client.execute(argv=[sys.executable, "-c", PAUSING_CHILD])
     events = await collect(client, timeout=60)
     assert _session(server, client).spans_sent > 0
     assert seqs == list(range(1, len(seqs) + 1))
