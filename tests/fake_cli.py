@@ -161,10 +161,13 @@ def kill_self(sig: str) -> None:
     time.sleep(5)
 
 
-def flood(size: str, hash_file: str, rate: str = "0", gate: str = "") -> None:
-    """SIZE bytes of text at RATE bytes/s (0: flat out); then, given GATE, wait for that file to exist."""
+def flood(size: str, hash_file: str, rate: str = "0", gate: str = "", start_gate: str = "") -> None:
+    """SIZE bytes of text at RATE bytes/s (0: flat out); then, given GATE, wait for that file to exist.
+    Given START_GATE, wait for that file once the first FLOOD_START bytes are written (the pace
+    counts from then)."""
     rng = random.Random(1234)
     pace, started, sent = float(rate), time.monotonic(), 0
+    waiting = bool(start_gate)
     # Random bytes mapped onto letters, digits, spaces and about one newline in 64.
     alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 ABCDEFGHIJKLMNOPQRSTUVWXYZ-_.,;:!?"
     table = bytes(alphabet[i % len(alphabet)] if i % 64 else 10 for i in range(256))
@@ -175,12 +178,25 @@ def flood(size: str, hash_file: str, rate: str = "0", gate: str = "") -> None:
         _out(piece)
         total -= len(piece)
         sent += len(piece)
+        if waiting and sent >= FLOOD_START:
+            waiting = False
+            _wait_for(start_gate)
+            started, sent = time.monotonic(), 0
         if pace > 0:
             time.sleep(max(0.0, started + sent / pace - time.monotonic()))
     with open(hash_file, "w") as handle:
         handle.write(digest.hexdigest())
+    if gate:
+        _wait_for(gate)
+
+
+FLOOD_START = 2 << 20
+"""What ``flood`` writes before it waits for its START_GATE."""
+
+
+def _wait_for(path: str) -> None:
     deadline = time.monotonic() + 60
-    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+    while not os.path.exists(path) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 
