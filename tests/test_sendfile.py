@@ -268,13 +268,16 @@ async def test_an_ack_lets_the_capture_file_be_punched(server, client, tmp_path)
     assert session.span_bytes > (24 << 20) and 0 < peak < (24 << 20)
 
 
-PAUSING_CHILD = r"""
+# 10 MB of 80-byte lines, then a wait for the file argv[1]: the children below go on from there.
+SPANS_THEN = r"""
 import os, sys, time
 block = b"".join(b"%07d %s\n" % (i, b"x" * 71) for i in range(13107))
 for _ in range(10):
     os.write(1, block)
 while not os.path.exists(sys.argv[1]):  # the session takes spans: what follows goes as spans
     time.sleep(0.01)
+"""
+PAUSING_CHILD = SPANS_THEN + r"""
 for _ in range(10):
     os.write(1, block)
     time.sleep(0.05)
@@ -295,13 +298,7 @@ async def test_a_replayed_span_is_a_notification_methods_accept(server, client, 
     assert [e.method for e in events].count(methods.PROCESS_COMPLETED) == 1
 
 
-TRUNCATING_CHILD = r"""
-import os, sys, time
-block = b"".join(b"%07d %s\n" % (i, b"x" * 71) for i in range(13107))
-for _ in range(10):
-    os.write(1, block)
-while not os.path.exists(sys.argv[1]):  # the session takes spans: what follows goes as spans
-    time.sleep(0.01)
+TRUNCATING_CHILD = SPANS_THEN + r"""
 for _ in range(3):  # less than the window: a client slowed by a loaded machine still takes spans
     os.write(1, block)
 while not os.path.exists(sys.argv[2]):  # some of them went as spans, not all acknowledged
