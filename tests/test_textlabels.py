@@ -36,6 +36,11 @@ LABELLED = re.compile(r"^(?:In \[\d+\]:)?(\d+)│ (.*)$")  # on a pty, after the
 TWO_RUNS = textwrap.dedent('''
     import pathlib, sys, time
     import cc_executor_nb as ccx
+    import cc_executor_nb.kernel.presenter
+
+    # "slow half" waits for its end while the other run prints, however slow the machine: not
+    # shown early because its run went quiet (that is test_a_prompt_shows_...'s part).
+    cc_executor_nb.kernel.presenter.HELD_QUIET = 3600.0
 
     def waiting_for(name):
         return f"while not pathlib.Path({name!r}).exists(): time.sleep(0.02)\\n"
@@ -190,6 +195,46 @@ def test_two_runs_started_in_terminal_ipython_label_their_lines(tmp_path: Path) 
     assert "slow after" in after and "[started]" not in shown.split("slow after")[1], shown
 
 
+def test_a_prompt_shows_in_terminal_ipython_while_another_run_prints(tmp_path: Path) -> None:
+    """Terminal IPython, a run ticking lines and another asking ``Password: `` (no newline, then
+    waiting): the prompt was held until its run ended, so nobody knew it waited. Once its run
+    went quiet it shows, labelled, while the other still ticks; the answer's line follows under
+    the same label."""
+    (tmp_path / "ticker.py").write_text(textwrap.dedent("""
+        import pathlib, time
+        n = 0
+        while not pathlib.Path("stop").exists():
+            print(f"tick {n}")
+            n += 1
+            time.sleep(0.1)
+    """), encoding="utf-8")
+    (tmp_path / "asks.py").write_text(textwrap.dedent("""
+        import pathlib, sys, time
+        sys.stdout.write("Password: ")
+        sys.stdout.flush()
+        while not pathlib.Path("answer").exists():
+            time.sleep(0.02)
+        print("ok")
+    """), encoding="utf-8")
+    with terminal_ipython(tmp_path) as (child, screen):
+        child.sendline(f"a = %ccexec -c '{sys.executable} -u ticker.py'")
+        child.expect("tick 1")
+        child.sendline(f"b = %ccexec -c '{sys.executable} -u asks.py'")
+        child.expect("2│ Password: \r\n", timeout=scaled(20))
+        child.expect("1│ tick")  # the other run still prints
+        (tmp_path / "answer").touch()
+        child.expect("2│ ok")
+        (tmp_path / "stop").touch()
+        child.sendline("a.wait(); b.wait()")
+        child.expect(r"In \[5\]")
+    shown = screen.text()
+    labelled = [match.groups() for line in shown.splitlines() if (match := LABELLED.match(line))]
+    asked = labelled.index(("2", "Password: "))
+    assert any(label == "1" and text.startswith("tick") for label, text in labelled[asked + 1:]), shown
+    runs = by_label(shown.splitlines())
+    assert runs["2"][0].startswith("[started] pid ") and runs["2"][1:3] == ["Password: ", "ok"], shown
+
+
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 
 
@@ -226,6 +271,31 @@ def test_a_held_line_is_written_once_its_writer_prints_alone() -> None:
     place.write(one, "out", "tty", "[started] one\nPassword: ")
     assert written(place.leave(two)) == "Password: "
     assert written(place.write(one, "out", "tty", "ok\n")) == "ok\n"
+
+
+def test_a_held_line_is_written_labelled_once_its_writer_went_quiet() -> None:
+    """A prompt (``Password: ``) held while another run prints is written, labelled and ended, when
+    its run went quiet (it was hidden until that run ended); its rest comes on a line of its own."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.printing(two, True)
+    place.write(one, "out", "tty", "[started] one\n")
+    assert written(place.write(one, "out", "tty", "Password: ")) == ""
+    assert place.holds(one)
+    assert written(place.quiet(one)) == "1│ Password: \n"
+    assert not place.holds(one)
+    assert written(place.write(one, "out", "tty", "ok\n")) == "1│ ok\n"
+
+
+def test_a_run_printing_alone_holds_nothing_for_quiet_to_write() -> None:
+    """A lone run's partial line is written at once: nothing is held, and quiet writes nothing."""
+    place = SharedLines()
+    one = place.join("one")
+    place.printing(one, True)
+    assert written(place.write(one, "out", "tty", "Password: ")) == "Password: "
+    assert not place.holds(one)
+    assert place.quiet(one) == []
 
 
 def test_text_never_glues_onto_another_writers_unfinished_line() -> None:

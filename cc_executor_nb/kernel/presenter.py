@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .views import RunView
 
 __all__ = [
+    "HELD_QUIET",
     "LIVE_CHARS_PER_SECOND",
     "Presenter",
     "TextPresenter",
@@ -308,9 +309,15 @@ class TextPresenter:
         self._sink: _Sink | None = None
         self._finished = False
         self._between_turns = False  # a conversation waiting for a follow-up does not print
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Nothing to start: text is written as events come."""
+        """Keep ``loop``: a partial line held while other runs print is shown from it once the run
+        went quiet (see :data:`HELD_QUIET`)."""
+        with self._lock:
+            self._loop = loop
+            if self._sink is not None:
+                self._sink.loop = loop
 
     def update(self, event: Event) -> None:
         """Write the event's text now if the run is shown, else keep it for ``show``."""
@@ -368,6 +375,7 @@ class TextPresenter:
                 _summary_again(self._describe())
                 return
             self._sink = _Sink.capture(self._label)
+            self._sink.loop = self._loop
             self._sink.printing(not (self._finished or self._between_turns))
             skipped = self._skipped_chars if isinstance(self.view, TextView) else 0
             for event in self._backlog:
@@ -547,6 +555,11 @@ def _saved(stream: TextIO) -> bool:
     return hasattr(stream, "set_thread_parent")
 
 
+HELD_QUIET = 0.5
+"""Seconds a run may write nothing before the partial line it holds while other runs print is
+written (labelled, ended by a newline): a prompt (``Password: ``) waiting for an answer, a
+progress bar between two redraws, a half-written line, were hidden until the run's next line."""
+
 LABEL_CHARS = 60
 """The most of a run's label a note names it with."""
 
@@ -579,6 +592,10 @@ class _Sink:
         self.filters = {"stdout": ColourFilter(), "stderr": ColourFilter()} if _saved(out) else None
         self._place_key: object = ("cell", parent.get("msg_id")) if parent else destination(out)
         self._token: int | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop that shows a held partial line once the run went quiet (none: never)."""
+        self._wrote_at = 0.0
+        self._quiet_armed = False
 
     @classmethod
     def capture(cls, label: str = "") -> _Sink:
@@ -613,12 +630,48 @@ class _Sink:
                 text = keep_colours(text)  # a note can quote a child (an error, a question's command)
             dest = destination(self.out)
             self._emit(place.line_start(token, self.out, dest) + place.write(token, self.out, dest, text + "\n"))
+            self._watch_held(place, token)
 
     def write(self, stream: TextIO, text: str) -> None:
         """Write ``text`` (output, or whole lines) to ``stream``, as the place's other runs allow."""
         with _places_lock:
             place, token = self._joined()
             self._emit(place.write(token, stream, destination(stream), text))
+            self._watch_held(place, token)
+
+    def _watch_held(self, place: SharedLines, token: int) -> None:
+        """Just wrote (with the places' lock held): if a partial line is held now, it is shown once
+        the run wrote nothing for :data:`HELD_QUIET` seconds (one timer, pushed on by each write)."""
+        self._wrote_at = time.monotonic()
+        if self._quiet_armed or self.loop is None or not place.holds(token):
+            return
+        self._quiet_armed = self._call_later(HELD_QUIET)
+
+    def _call_later(self, delay: float) -> bool:
+        """Arm :meth:`_when_quiet` on the loop (from any thread); False if the loop is closed."""
+        loop = self.loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(loop.call_later, delay, self._when_quiet)
+        except RuntimeError:  # the loop is closed: nothing runs on it any more
+            return False
+        return True
+
+    def _when_quiet(self) -> None:
+        """On the loop: the held partial lines are written if the run stayed quiet, else the timer
+        waits on for the rest of the quiet time since its last write."""
+        with _places_lock:
+            self._quiet_armed = False
+            if self._token is None:
+                return  # the run ended: its held lines were written then
+            place, token = self._joined()
+            if not place.holds(token):
+                return  # its line ended meanwhile (or it printed alone again)
+            left = self._wrote_at + HELD_QUIET - time.monotonic()
+            if left > 0:
+                self._quiet_armed = self._call_later(left)
+            else:
+                self._emit(place.quiet(token))
 
     def printing(self, active: bool) -> None:
         """Whether the run prints now (see :meth:`SharedLines.printing`)."""

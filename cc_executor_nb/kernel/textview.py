@@ -108,10 +108,10 @@ class SharedLines:
     A run printing alone writes its text as it comes, partial lines too. Once another run
     prints there as well, every line names its run with a short label (``2│ ``) and only
     whole lines are written: a run's partial line waits for its end, so no line is cut by
-    another run's text. A run labelled after it printed alone is named once by a
-    ``[run] NAME`` line (a run labelled from its start is named by its ``[started]``
-    line). Text from one writer never glues onto another's unfinished line. No I/O:
-    each call returns the pieces to write, in order.
+    another run's text, or for :meth:`quiet` (its run went quiet: a prompt is seen). A run
+    labelled after it printed alone is named once by a ``[run] NAME`` line (a run labelled
+    from its start is named by its ``[started]`` line). Text from one writer never glues
+    onto another's unfinished line. No I/O: each call returns the pieces to write, in order.
 
     A writer without a name (a batch's rows) writes whole lines that never cut another's:
     while a run's line is unfinished there (``tick half``), they wait for its end, or for
@@ -151,15 +151,31 @@ class SharedLines:
         """The writer is done: its held partial lines end here."""
         writer = self._writers[token]
         writer.active = False
-        pieces: list[Piece] = []
-        for stream in list(writer.held):
-            pieces += self.write(token, stream, writer.dests[stream], "\n")
+        pieces = self._held_ended(token)
         del self._writers[token]
         # Rows that waited for a line it left unfinished start on a line of their own.
         pieces += [(self._waiting[dest][0][0], "\n") for dest, who in self._open.items()
                    if who == token and dest in self._waiting]
         self._open = {dest: who for dest, who in self._open.items() if who != token}
         return pieces + self._alone_flushed() + self._released()
+
+    def holds(self, token: int) -> bool:
+        """Whether the writer holds a partial line (it waits for its end while others print)."""
+        return bool(self._writers[token].held)
+
+    def quiet(self, token: int) -> list[Piece]:
+        """The writer has written nothing for a while: the partial lines it holds are written now,
+        labelled and ended by a newline, as :data:`HELD_CHARS` ends a long one. A prompt
+        (``Password: ``) waiting for an answer is seen while other runs print; what the writer
+        writes next comes on a line of its own."""
+        return self._held_ended(token)
+
+    def _held_ended(self, token: int) -> list[Piece]:
+        writer = self._writers[token]
+        pieces: list[Piece] = []
+        for stream in list(writer.held):
+            pieces += self.write(token, stream, writer.dests[stream], "\n")
+        return pieces
 
     def mid_line(self, dest: Any) -> None:
         """Something no writer wrote left ``dest`` mid-line (the ``^C`` a terminal echoes): the next
