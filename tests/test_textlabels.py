@@ -298,6 +298,17 @@ def test_a_run_printing_alone_holds_nothing_for_quiet_to_write() -> None:
     assert place.quiet(one) == []
 
 
+def test_a_writers_label_is_told_only_while_its_lines_carry_it() -> None:
+    """``label`` (what a question asked for the run starts its lines with) is ``''`` while the run
+    prints alone, and its lines' label once another prints too."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    assert place.label(one) == ""
+    place.printing(two, True)
+    assert (place.label(one), place.label(two)) == ("1│ ", "2│ ")
+
+
 def test_text_never_glues_onto_another_writers_unfinished_line() -> None:
     """A run that wrote ``50%`` alone and then has company: the other's text starts a new line."""
     place = SharedLines()
@@ -423,6 +434,32 @@ def test_another_runs_lines_wait_while_a_question_is_asked_on_the_terminal(tmp_p
     asked = next(line for line in shown.splitlines() if "tells Claude) > " in line)
     assert asked.endswith("tells Claude) > y"), shown
     assert shown.index("tick during") > shown.index("tells Claude) > y"), shown
+
+
+@pytest.mark.claude
+def test_a_question_asked_on_the_terminal_carries_its_runs_label(tmp_path: Path) -> None:
+    """A conversation asking on the terminal while another run prints: its answer's lines were
+    labelled (``2│ ``) and its question's lines, written by the prompter, were not."""
+    (tmp_path / "paced.py").write_text(textwrap.dedent("""
+        import pathlib, time
+        print("tick before")
+        while not pathlib.Path("go").exists():
+            time.sleep(0.02)
+    """), encoding="utf-8")
+    with terminal_ipython(tmp_path) as (child, screen):
+        child.sendline(f"a = %ccexec -c '{sys.executable} -u paced.py'")
+        child.expect("tick before")
+        child.sendline('run = %ccexec --demo --wait "bash: echo hi > notes.txt"')
+        child.expect(r"tells Claude\) > ")
+        child.sendline("y")
+        child.expect(r"In \[4\]")
+        (tmp_path / "go").touch()
+        child.sendline("a.wait()")
+        child.expect(r"In \[5\]")
+    lines = screen.text().splitlines()
+    first = next(i for i, line in enumerate(lines) if "Claude asks to use" in line)
+    asked = next(i for i, line in enumerate(lines) if "tells Claude) > " in line)
+    assert all(line.startswith("2│ ") for line in lines[first:asked + 1]), "\n".join(lines)
 
 
 def test_ctrl_c_of_a_waiting_run_in_terminal_ipython_starts_its_lines_after_the_echoed_ctrl_c(

@@ -928,7 +928,10 @@ def _with_settings(target: Target, settings: CCExec) -> Target:
 
 def _presenter(handle: Run, settings: CCExec, *, quiet: bool) -> Presenter:
     if output_mode(settings, quiet) == "text":
-        return TextPresenter(lambda: repr(handle), view=_text_view(handle), label=handle.label)
+        text = TextPresenter(lambda: repr(handle), view=_text_view(handle), label=handle.label)
+        if handle.conversation is not None:
+            handle.conversation.line_label = text.line_label  # its questions carry its lines' label
+        return text
     return _widget_presenter(handle, settings, record=True)
 
 

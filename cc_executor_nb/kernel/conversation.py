@@ -137,6 +137,9 @@ class Conversation:
     """Whether the writer was handed the input's close (see :attr:`owes_the_job`)."""
     _start_lines: int | None = None
     """How many lines start() had queued (``initialize`` and the prompt): see :attr:`prompt_sent`."""
+    line_label: Callable[[], str] | None = None
+    """The label that starts the run's text lines now (``2│ ``, text mode): its questions
+    asked on the terminal or in a cell's input box carry it too."""
 
     def __init__(
         self,
@@ -653,7 +656,9 @@ class Conversation:
         def interrupted(via: str) -> None:
             on_loop(lambda: self._interrupted_while_asked(request.id, via))
 
-        self.prompter.offer(Question(request, answer, is_open, asking=asking, interrupted=interrupted, owner=self))
+        self.prompter.offer(Question(
+            request, answer, is_open, asking=asking, interrupted=interrupted, owner=self, label=self.line_label,
+        ))
 
     def _mark_stdin(self, request_id: str, on: bool) -> None:
         (self._on_stdin.add if on else self._on_stdin.discard)(request_id)

@@ -393,6 +393,11 @@ class TextPresenter:
         """Once shown: every note is printed as it comes (``[note] ...``)."""
         return self._sink is not None
 
+    def line_label(self) -> str:
+        """The label that starts the run's lines now (``2│ ``), or ``''`` (unlabelled, or not shown)."""
+        with self._lock:
+            return self._sink.line_label() if self._sink is not None else ""
+
     def mimebundle(self) -> dict[str, Any]:
         """A one-line text summary of the run."""
         return {"text/plain": self._describe()}
@@ -672,6 +677,12 @@ class _Sink:
                 self._quiet_armed = self._call_later(left)
             else:
                 self._emit(place.quiet(token))
+
+    def line_label(self) -> str:
+        """The label that starts the run's lines now (see :meth:`SharedLines.label`)."""
+        with _places_lock:
+            place = _places.get(self._place_key)
+            return place.label(self._token) if place is not None and self._token is not None else ""
 
     def printing(self, active: bool) -> None:
         """Whether the run prints now (see :meth:`SharedLines.printing`)."""

@@ -89,9 +89,13 @@ class Question:
         asking: Callable[[bool], object] | None = None,
         interrupted: Callable[[str], object] | None = None,
         owner: object = None,
+        label: Callable[[], str] | None = None,
     ) -> None:
         self.request = request
         self.owner = owner
+        self.label = label
+        """What starts each line of the question where it is asked: its run's label while its
+        text lines carry one (``2│ ``, text mode beside other runs), else ``''``."""
         """Whose question it is (the run's conversation): an interrupt that cancels that run
         marks it interrupted, and no other run's question."""
         self._answer = answer
@@ -503,7 +507,7 @@ class Prompter:
             question.asking(False)
 
     def _read_answer(self, question: Question, read: Callable[[str], str | None]) -> None:
-        prompt = f"{question_text(question.request)}\n{ANSWER_HELP} > "
+        prompt = _labelled(question, f"{question_text(question.request)}\n{ANSWER_HELP} > ")
         while question.is_open():
             try:
                 text = read(prompt)
@@ -522,7 +526,13 @@ class Prompter:
             if answer is not None:
                 question.answer(answer, "stdin")
                 return
-            prompt = f"Please answer {ANSWER_HELP} > "
+            prompt = _labelled(question, f"Please answer {ANSWER_HELP} > ")
+
+
+def _labelled(question: Question, text: str) -> str:
+    """``text`` with the question's label at the start of each of its lines."""
+    label = question.label() if question.label is not None else ""
+    return "".join(label + line for line in text.splitlines(keepends=True))
 
 
 def _past(deadline: float | None) -> bool:

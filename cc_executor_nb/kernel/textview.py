@@ -190,6 +190,11 @@ class SharedLines:
         """Whether the writer's lines are labelled now: another writer is printing."""
         return bool(self._writers[token].name) and any(w.active for t, w in self._writers.items() if t != token)
 
+    def label(self, token: int) -> str:
+        """What starts the writer's lines now (``2│ ``), or ``''`` while they are unlabelled: text
+        written for it elsewhere (a question asked on the terminal) carries it too."""
+        return self._writers[token].label if self.labelled(token) else ""
+
     def write(self, token: int, stream: Any, dest: Any, text: str) -> list[Piece]:
         """The pieces that write ``text`` of this writer to ``stream``."""
         writer = self._writers[token]
