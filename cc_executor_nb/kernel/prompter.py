@@ -93,11 +93,11 @@ class Question:
     ) -> None:
         self.request = request
         self.owner = owner
+        """Whose question it is (the run's conversation): an interrupt that cancels that run
+        marks it interrupted, and no other run's question."""
         self.label = label
         """What starts each line of the question where it is asked: its run's label while its
         text lines carry one (``2│ ``, text mode beside other runs), else ``''``."""
-        """Whose question it is (the run's conversation): an interrupt that cancels that run
-        marks it interrupted, and no other run's question."""
         self._answer = answer
         self._is_open = is_open
         self._asking = asking
