@@ -10,8 +10,10 @@ The measuring code is this checkout's for every tree, so each is measured the sa
 every tree once, in turn, in its own interpreter whose ``cc_executor_nb`` is the tree's:
 two throughput runs through server and client, each after a plain pipe read of the same
 output (``--workload latency``: two runs of stamped lines 10 ms apart, each after the
-same through a plain pipe read). Interleaving spreads bursts of outside load over all trees; the medians per tree
-are printed at the end. Give the same tree twice to see the noise (an A/A run).
+same through a plain pipe read, with the CPU server and client spend per line once the run
+is under way: from its ``CPU_WARMUP``-th line to its last). Interleaving spreads bursts of
+outside load over all trees; the medians per tree are printed at the end. Give the same tree
+twice to see the noise (an A/A run).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import psutil
 
 from .harness import BENCH_DIR, MB, median, percentile, producer, run_server
 from .pipe_reference import read_pipe
-from .server_bench import pipe_latency, stack_latency, stack_throughput
+from .server_bench import LineCpu, pipe_latency, stack_latency, stack_throughput
 
 __all__ = ["TREE_TIMEOUT", "main", "measure_here", "stop_tree"]
 
@@ -50,7 +52,7 @@ measure_here(int(sys.argv[2]), sys.argv[3])
 
 COLUMNS = {
     "throughput": ("MB/s", "ratio", "server busy", "client busy", "server ms/MB", "client ms/MB"),
-    "latency": ("p50 ms", "p99 ms", "pipe p50 ms", "pipe p99 ms"),
+    "latency": ("p50 ms", "p99 ms", "pipe p50 ms", "pipe p99 ms", "server us/line", "client us/line"),
 }
 
 
@@ -85,9 +87,12 @@ async def _latency_runs(lines: int) -> list[dict[str, float]]:
     with run_server() as server:
         for _ in range(2):
             direct = await pipe_latency(lines)
-            samples = await stack_latency(server, lines)
+            cpu = LineCpu()
+            samples = await stack_latency(server, lines, cpu)
+            server_us, client_us = cpu.per_line_us()
             runs.append({"p50 ms": percentile(samples, 50), "p99 ms": percentile(samples, 99),
-                         "pipe p50 ms": percentile(direct, 50), "pipe p99 ms": percentile(direct, 99)})
+                         "pipe p50 ms": percentile(direct, 50), "pipe p99 ms": percentile(direct, 99),
+                         "server us/line": server_us, "client us/line": client_us})
     return runs
 
 
@@ -159,7 +164,8 @@ def _shown(run: dict[str, float], workload: str) -> str:
     if workload == "throughput":
         return (f"{run['MB/s']:.0f} MB/s ratio {run['ratio']:.3f} "
                 f"server {run['server ms/MB']:.2f} client {run['client ms/MB']:.2f} ms/MB")
-    return f"p50 {run['p50 ms']:.3f} ms p99 {run['p99 ms']:.3f} ms (pipe p50 {run['pipe p50 ms']:.3f} ms)"
+    return (f"p50 {run['p50 ms']:.3f} ms p99 {run['p99 ms']:.3f} ms (pipe p50 {run['pipe p50 ms']:.3f} ms) "
+            f"server {run['server us/line']:.0f} client {run['client us/line']:.0f} us/line")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

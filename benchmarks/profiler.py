@@ -1,7 +1,7 @@
 """Profile the server (and optionally the client) under one workload.
 
     python -m benchmarks.profiler throughput|latency|concurrency [--tool py-spy|pyinstrument]
-                                  [--variant NAME] [--repeats 3] [--smoke] [--out DIR] [--client]
+                                  [--variant NAME] [--repeats 3] [--rate 250] [--smoke] [--out DIR] [--client]
 
 Workloads are those of ``benchmarks/workloads.py`` (full sizes: 200 MB of lines; 500
 stamped lines 10 ms apart; 100 sessions x 5 MB), repeated on one server. The server runs
@@ -67,11 +67,11 @@ async def _workload(name: str, server: ServerProcess, mode: Mode, repeats: int) 
     return f"{name}: " + "; ".join(runs) + f" ({time.perf_counter() - started:.1f} s under the profiler)"
 
 
-def _prefix(tool: str, out: Path, name: str) -> tuple[list[str], Path]:
+def _prefix(tool: str, out: Path, name: str, rate: int = 250) -> tuple[list[str], Path]:
     if tool == "py-spy":
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         target = out / f"server-{name}.collapsed"
-        return [py_spy, "record", "--nonblocking", "--rate", "250", "--format", "raw", "--output", str(target),
+        return [py_spy, "record", "--nonblocking", "--rate", str(rate), "--format", "raw", "--output", str(target),
                 "--", sys.executable], target
     target = out / f"server-{name}.pyinstrument.txt"
     return [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--show-all",
@@ -80,7 +80,7 @@ def _prefix(tool: str, out: Path, name: str) -> tuple[list[str], Path]:
 
 async def _profile(name: str, args: argparse.Namespace, out: Path) -> None:
     label = name if args.variant is None else f"{name}-{args.variant}"
-    prefix, target = _prefix(args.tool, out, label)
+    prefix, target = _prefix(args.tool, out, label, args.rate)
     mode = SMOKE if args.smoke else FULL
     server = ServerProcess(*WORKLOADS[name].flags(mode), prefix=prefix, variant=args.variant)
     profiler = None
@@ -110,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tool", choices=("py-spy", "pyinstrument"), default="py-spy")
     parser.add_argument("--variant", choices=list(VARIANTS), help="profile this variant of the server")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the workload on the one server")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy's samples per second")
     parser.add_argument("--smoke", action="store_true", help="smoke sizes: checks that profiling works")
     parser.add_argument("--out", default="benchmarks/profiles", help="directory for the reports")
     parser.add_argument("--client", action="store_true", help="also profile the client (pyinstrument)")

@@ -49,6 +49,7 @@ from .producer import block as lines_block
 __all__ = [
     "CONCURRENCY_INTERVAL",
     "ConcurrentRun",
+    "LineCpu",
     "ProducedLines",
     "ThroughputRun",
     "concurrency",
@@ -240,13 +241,49 @@ async def throughput(mode: Mode) -> list[Row]:
 # -- Latency ------------------------------------------------------------------------
 
 
-async def stack_latency(server: ServerProcess, lines: int) -> list[float]:
-    """A stamped line every 10 ms through server and client: each line's latency, ms."""
+CPU_WARMUP = 100
+"""Stamped lines a latency run lets pass before its CPU clock starts (the run's start)."""
+
+
+@dataclass
+class LineCpu:
+    """CPU seconds of server and client between the CPU_WARMUP-th and the last line."""
+
+    lines: int = 0
+    server: float = 0.0
+    client: float = 0.0
+    _start: tuple[float, float] | None = None
+
+    def mark(self, server: ServerProcess, seen: int, total: int) -> None:
+        """Called with the count of lines received so far: starts and stops the clocks."""
+        if self._start is None and seen >= CPU_WARMUP:
+            self._start = (_cpu_of(server.ps), _own_cpu())
+            self.lines = -seen
+        elif self._start is not None and seen >= total and self.lines <= 0:
+            self.server = _cpu_of(server.ps) - self._start[0]
+            self.client = _own_cpu() - self._start[1]
+            self.lines += seen
+
+    def per_line_us(self) -> tuple[float, float]:
+        """(server, client) microseconds of CPU per line in the steady state."""
+        return 1e6 * self.server / max(self.lines, 1), 1e6 * self.client / max(self.lines, 1)
+
+
+def _cpu_of(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+async def stack_latency(server: ServerProcess, lines: int, cpu: LineCpu | None = None) -> list[float]:
+    """A stamped line every 10 ms through server and client: each line's latency, ms
+    (``cpu``: also the CPU both spend per line once the run is under way)."""
     samples: list[float] = []
 
     def on_event(event: Event) -> None:
         if isinstance(event, Output):
             _stamps(event.data, time.monotonic_ns(), samples)
+            if cpu is not None and lines > CPU_WARMUP:
+                cpu.mark(server, len(samples), lines)
 
     async with await _open(server) as client:
         client.add_listener(on_event)
