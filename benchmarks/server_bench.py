@@ -257,11 +257,11 @@ class LineCpu:
     def mark(self, server: ServerProcess, seen: int, total: int) -> None:
         """Called with the count of lines received so far: starts and stops the clocks."""
         if self._start is None and seen >= CPU_WARMUP:
-            self._start = (_cpu_of(server.ps), _own_cpu())
+            self._start = (_cpu_of(server.ps), _cpu_of(psutil.Process()))
             self.lines = -seen
         elif self._start is not None and seen >= total and self.lines <= 0:
             self.server = _cpu_of(server.ps) - self._start[0]
-            self.client = _own_cpu() - self._start[1]
+            self.client = _cpu_of(psutil.Process()) - self._start[1]
             self.lines += seen
 
     def per_line_us(self) -> tuple[float, float]:
@@ -270,8 +270,22 @@ class LineCpu:
 
 
 def _cpu_of(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """CPU seconds of ``process``: to the nanosecond from its threads' ``schedstat`` (Linux;
+    ``cpu_times`` counts clock ticks, 10 ms: 20 us a line over 500 lines), else psutil's."""
+    try:
+        tasks = os.listdir(f"/proc/{process.pid}/task")
+        return sum(_schedstat(process.pid, task) for task in tasks) / 1e9
+    except OSError:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+
+def _schedstat(pid: int, task: str) -> int:
+    try:
+        with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+            return int(stat.read().split()[0])
+    except FileNotFoundError:
+        return 0  # the thread ended meanwhile
 
 
 async def stack_latency(server: ServerProcess, lines: int, cpu: LineCpu | None = None) -> list[float]:
