@@ -10,11 +10,13 @@ import logging
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import serve
+from websockets.frames import Frame, Opcode
 from websockets.typing import Subprotocol
 
 from cc_executor_nb import protocol
 from cc_executor_nb.client import connect
 from cc_executor_nb.events import Completed
+from cc_executor_nb.server.handler import _frame_head
 from cc_executor_nb.server.session import Session
 
 from .conftest import TOKEN, collect, fake, output_of
@@ -184,3 +186,13 @@ async def test_text_frames_count_toward_the_next_ack_by_their_bytes() -> None:
         port = fake_server.sockets[0].getsockname()[1]
         async with await connect(f"ws://127.0.0.1:{port}/ws", auto_reconnect=False):
             assert await asyncio.wait_for(acked, scaled(5)) == {"seq": 1}
+
+
+def test_the_frames_written_to_the_transport_are_those_websockets_would_write() -> None:
+    """The head the server writes before a frame it puts on the transport itself (a line's
+    output, a span's header) is websockets' own head for that frame, at every length form."""
+    for opcode in (Opcode.TEXT, Opcode.BINARY):
+        for size in (0, 1, 125, 126, 65535, 65536, 1 << 20):
+            payload = b"x" * size
+            expected = Frame(opcode, payload).serialize(mask=False, extensions=[])
+            assert _frame_head(opcode.value, size) + payload == expected, (opcode, size)
