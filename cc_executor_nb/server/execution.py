@@ -393,11 +393,10 @@ class Execution:
     async def _pump(self) -> None:
         while (records := await self.output.next_batch(self.chunk_limit * 4)) is not None:
             now = time.monotonic()
-            pieces = coalesce(records, self.chunk_limit)
-            for left, (stream, piece) in enumerate(pieces, 1 - len(pieces)):
+            for stream, piece in coalesce(records, self.chunk_limit):
                 if isinstance(piece, Span):
                     if self._send_span is not None and await self._send_span(stream, piece):
-                        self._between_sends(left)
+                        self.output.check_capture()
                         continue
                     text = piece.take_text()  # the session cannot send it from the file now
                 else:
@@ -408,15 +407,7 @@ class Execution:
                 # After the send: for Claude the estimator parses stream-json, which must
                 # not stand between the CLI's output and the client.
                 self.estimator.feed(stream, text, now)
-                self._between_sends(left)
-
-    def _between_sends(self, left: int) -> None:
-        """Look at the capture files between two sends (``left``: minus the pieces of the batch
-        still to send), so that a child far ahead is held while the sender keeps the loop
-        busy. After the last piece with nothing queued, the pump waits on the loop next, whose
-        wake-ups (inotify, the poll timer) account the files: no look (two ``fstat`` a line)."""
-        if left or not self.output.spool.empty:
-            self.output.check_capture()
+                self.output.check_capture()
 
     def _backlog(self, stream: str, behind: bool) -> None:
         """The child writes faster than its capture is read: hold it, as a full pipe would."""
