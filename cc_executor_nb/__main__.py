@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import threading
-from collections.abc import Iterator
+
+from .interrupts import sigint_held
 
 __all__ = ["entry"]
 
@@ -20,28 +18,13 @@ def entry(prog: str | None = None) -> int:
     module's initialisation can crash the interpreter (orjson's did, with SIGSEGV)."""
     pending: list[int] = []
     try:
-        with _sigint_held(pending):
+        with sigint_held(pending):
             from .cli import main
     except KeyboardInterrupt:  # held only in the main thread, with Python's own handler
         return _interrupted_while_loading()
     if pending:
         return _interrupted_while_loading()
     return main(prog=prog)
-
-
-@contextlib.contextmanager
-def _sigint_held(pending: list[int]) -> Iterator[None]:
-    """SIGINT appends to ``pending`` instead of raising, while the block runs (in the main
-    thread, where Python's default handler is installed; elsewhere nothing changes)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
-        return
-    signal.signal(signal.SIGINT, lambda number, frame: pending.append(number))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _interrupted_while_loading() -> int:

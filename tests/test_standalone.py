@@ -359,3 +359,76 @@ def test_allowed_origins_as_a_browser_sends_them_are_kept() -> None:
     """Origins in the form a browser's Origin header has (scheme://host[:port]) are accepted as given."""
     args = parse_args(["--allowed-origins", "http://localhost:8888, https://hub.example.org,http://[::1]:8888"])
     assert args.settings.allowed_origins == ("http://localhost:8888", "https://hub.example.org", "http://[::1]:8888")
+
+
+# Runs ``python -m cc_executor_nb.server`` with the words after ``-c SCRIPT``; raises SIGINT
+# as the server starts to load the modules of its protocol, then goes on with Python work in
+# that import, and says at exit whether that work ended and the server's module loaded.
+CTRL_C_WHILE_THE_SERVER_LOADS = """
+import atexit, importlib.abc, runpy, signal, sys, time
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "cc_executor_nb.protocol":
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.2)
+            print("loading went on", flush=True)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+atexit.register(lambda: print("loaded" if "cc_executor_nb.server.main" in sys.modules else "not loaded"))
+runpy.run_module("cc_executor_nb.server", run_name="__main__", alter_sys=True)
+"""
+
+# The same with SIGINT raised once the modules are loaded, as the server starts to listen.
+CTRL_C_WHILE_THE_SERVER_STARTS = """
+import asyncio, runpy, signal
+from cc_executor_nb.server.handler import EnhancedWebSocketHandler
+
+start = EnhancedWebSocketHandler.start
+
+async def start_after_a_ctrl_c(self, *args, **kwargs):
+    signal.raise_signal(signal.SIGINT)
+    await asyncio.sleep(0.2)
+    print("starting went on", flush=True)
+    return await start(self, *args, **kwargs)
+
+EnhancedWebSocketHandler.start = start_after_a_ctrl_c
+runpy.run_module("cc_executor_nb.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def run_script(script: str, *words: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path), "CC_EXECUTOR_TOKEN": ""}
+    return subprocess.run([sys.executable, "-c", script, *words], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=scaled(60), check=False)
+
+
+@pytest.mark.parametrize("words", [["--port", "0"], ["--jobs"]], ids=["server", "jobs"])
+def test_a_ctrl_c_while_the_server_loads_stops_it_once_started_as_any_ctrl_c(tmp_path: Path,
+                                                                            words: list[str]) -> None:
+    """A Ctrl-C while the server's modules load is held until they are loaded (raised inside
+    orjson's initialisation it could crash it with SIGSEGV), then stops the server as soon as
+    it listens, as a later Ctrl-C does: exit 0, its ``stopped`` line, no traceback."""
+    done = run_script(CTRL_C_WHILE_THE_SERVER_LOADS, *words, tmp_path=tmp_path)
+    assert (done.returncode, done.stdout.startswith("loading went on\n"), done.stdout.endswith("loaded\n")) == (
+        0, True, True), done.stderr
+    assert "listening on ws://" in done.stdout and "Traceback" not in done.stderr
+    assert done.stderr.rstrip().endswith("x [ENHANCED] stopped")
+
+
+def test_a_ctrl_c_while_the_server_starts_stops_it_once_started_as_any_ctrl_c(tmp_path: Path) -> None:
+    """A Ctrl-C after the modules loaded but before the server's loop took SIGINT over (while
+    it binds) is held too: the server starts, then stops as at a later Ctrl-C (exit 0)."""
+    done = run_script(CTRL_C_WHILE_THE_SERVER_STARTS, "--port", "0", tmp_path=tmp_path)
+    assert (done.returncode, done.stdout.startswith("starting went on\n"), "Traceback" in done.stderr) == (
+        0, True, False), done.stderr
+    assert "listening on ws://" in done.stdout and done.stderr.rstrip().endswith("x [ENHANCED] stopped")
+
+
+def test_a_ctrl_c_while_stop_loads_ends_it_before_it_acts(tmp_path: Path) -> None:
+    """``stop`` given a Ctrl-C while its modules load does nothing and says so in one line (130)."""
+    done = run_script(CTRL_C_WHILE_THE_SERVER_LOADS, "stop", "--runtime-file", str(tmp_path / "none.json"),
+                      tmp_path=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        130, "loading went on\nloaded\n", "[cancelled] by Ctrl-C before the command started\n")

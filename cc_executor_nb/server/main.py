@@ -47,6 +47,7 @@ from websockets.exceptions import WebSocketException
 from .. import __version__
 from ..declare import OneLineParser
 from ..errors import CCExecError
+from ..interrupts import sigint_held
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, DEFAULT_KILL_GRACE
 from .access import is_loopback
 from .config import (
@@ -483,7 +484,8 @@ def cleartext_warning(host: str, tls: bool) -> str | None:
     )
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, sigint: Sequence[int] = ()) -> int:
+    """Serve until SIGINT or SIGTERM; ``sigint``: Ctrl-Cs held until the loop took SIGINT over."""
     try:
         token, written = _resolve_token(args)
     except ValueError as exc:
@@ -516,9 +518,7 @@ async def _serve(args: argparse.Namespace) -> int:
         _remove(token_path)
         return 2
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    _stop_on_signals(stop, sigint)
     if written:
         print(f"token written to {written}", flush=True)
     for warning in (short_token_warning(token), cleartext_warning(args.host, handler.tls)):
@@ -539,6 +539,16 @@ async def _serve(args: argparse.Namespace) -> int:
             remove_runtime_file(args.runtime_file, os.getpid())
     logger.info("x [ENHANCED] stopped")
     return 0
+
+
+def _stop_on_signals(stop: asyncio.Event, sigint: Sequence[int]) -> None:
+    """SIGINT and SIGTERM set ``stop`` from now on; a Ctrl-C held while the server started
+    (``sigint``) sets it at once, so the server stops as at any later one."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if sigint:
+        stop.set()
 
 
 async def _exit_when_idle(handler: EnhancedWebSocketHandler, seconds: float, stop: asyncio.Event) -> None:
@@ -570,20 +580,28 @@ def _remove(path: str | None) -> None:
             os.unlink(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server until SIGINT or SIGTERM (or ``stop`` the job server)."""
-    words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["stop"]:
-        return stop_main(words[1:])
-    args = parse_args(words)
-    if args.detach:
-        return _detach(words, args)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    return asyncio.run(_serve(args))
+def main(argv: Sequence[str] | None = None, *, sigint: list[int] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM (or ``stop`` the job server).
+
+    A Ctrl-C before the server's loop takes SIGINT over is held (see :mod:`..interrupts`;
+    ``sigint`` holds those of ``python -m``'s start, while the modules loaded): the server
+    then stops as soon as it has started, as at a later Ctrl-C (exit 0); ``stop`` and
+    ``--detach`` end before they act, with one line (exit 130)."""
+    pending = [] if sigint is None else sigint
+    with sigint_held(pending):
+        words = list(sys.argv[1:] if argv is None else argv)
+        args = None if words[:1] == ["stop"] else parse_args(words)
+        if args is not None and not args.detach:
+            logging.basicConfig(
+                level=args.log_level,
+                format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                stream=sys.stderr,
+            )
+            return asyncio.run(_serve(args, pending))
+    if pending:
+        print("[cancelled] by Ctrl-C before the command started", file=sys.stderr)
+        return 130
+    return stop_main(words[1:]) if args is None else _detach(words, args)
 
 
 # The job server in the background, and stopping it
