@@ -309,6 +309,7 @@ class Client:
         summary: dict[str, Any] | None = None,
         stdin_idle_timeout: float | None = None,
         stdin_close_on_summary: bool = False,
+        summary_ends_turn: bool = False,
         input: str | None = None,
         server_python: bool = False,
     ) -> dict[str, Any]:
@@ -322,6 +323,8 @@ class Client:
         ``job_id``. ``stdin_idle_timeout`` (a durable job with ``stdin="pipe"``): its stdin
         closes after that many seconds without input while nobody follows the job;
         ``stdin_close_on_summary``: once a stdout line matches ``summary``.
+        ``summary_ends_turn``: a line matching ``summary`` ends a turn, an ``input`` begins
+        one, and a ``timeout`` between turns lists the job ``completed``.
         ``input`` (with ``stdin="pipe"``): text the server writes to the process's stdin
         once it started and then closes it, whatever becomes of this connection.
         ``server_python``: ``argv`` is ``PYTHON -m`` one of this package's wrappers
@@ -330,8 +333,8 @@ class Client:
         """
         params = _execute_params(
             command, argv=argv, progress_target=progress_target, durable=durable, label=label, meta=meta,
-            summary=summary, stdin_idle_timeout=stdin_idle_timeout,
-            stdin_close_on_summary=stdin_close_on_summary, cwd=cwd, env=env, timeout=timeout,
+            summary=summary, stdin_idle_timeout=stdin_idle_timeout, stdin_close_on_summary=stdin_close_on_summary,
+            summary_ends_turn=summary_ends_turn, cwd=cwd, env=env, timeout=timeout,
             heartbeat_interval=heartbeat_interval, inactivity_threshold=inactivity_threshold,
             kill_grace=kill_grace, stdin=stdin, capture=capture, input=input,
             server_python=server_python or None,
@@ -865,6 +868,7 @@ def _execute_params(
     summary: dict[str, Any] | None = None,
     stdin_idle_timeout: float | None = None,
     stdin_close_on_summary: bool = False,
+    summary_ends_turn: bool = False,
     **optional: Any,
 ) -> dict[str, Any]:
     """The params of an ``execute`` request from :meth:`Client.execute`'s arguments
@@ -877,6 +881,7 @@ def _execute_params(
     # by name rather than the run going on without them; a label or summary only describes.
     job: dict[str, Any] = {
         "stdin_idle_timeout": stdin_idle_timeout, "stdin_close_on_summary": stdin_close_on_summary or None,
+        "summary_ends_turn": summary_ends_turn or None,
     }
     if durable:
         job.update(durable=True, label=label, meta=meta, summary=summary)

@@ -673,6 +673,7 @@ def validate_execute(params: Any, min_interval: float = MIN_INTERVAL, *, python:
     server's own interpreter (default: this one), which ``server_python`` puts in ``argv[0]``."""
     obj = _params_object(params)
     _job_only(obj, "stdin_close_on_summary")
+    _job_only(obj, "summary_ends_turn")
     argv, own = _server_python(obj, _argv_from(obj), python or sys.executable)
     return ExecuteParams(
         argv=argv,
@@ -860,6 +861,9 @@ class JobRequest:
     stdin_close_on_summary: bool = False
     """*(added)* Close the job's stdin once a stdout line matches ``summary`` (a Claude job's
     first result: a conversation that takes no follow-up ends without its client)."""
+    summary_ends_turn: bool = False
+    """*(added)* A stdout line matching ``summary`` ends a turn and an ``input`` begins the
+    next: a ``timeout`` that passes between turns ends the job ``completed`` (nothing was cut)."""
 
 
 @dataclass(frozen=True)
@@ -884,7 +888,19 @@ def validate_job_request(params: Any) -> JobRequest:
     if label is not None and len(label) > MAX_LABEL_CHARS:
         raise InvalidParams(f"label is longer than {MAX_LABEL_CHARS} characters", "label")
     summary = _summary_spec(obj.get("summary"))
-    return JobRequest(label, _job_meta(obj), summary, _stdin_close_on_summary(obj, summary))
+    return JobRequest(label, _job_meta(obj), summary, _stdin_close_on_summary(obj, summary),
+                      _summary_ends_turn(obj, summary))
+
+
+def _summary_ends_turn(params: dict[str, Any], summary: SummarySpec | None) -> bool:
+    value = params.get("summary_ends_turn")
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise InvalidParams("summary_ends_turn must be a boolean or null", "summary_ends_turn")
+    if summary is None:
+        raise InvalidParams("summary_ends_turn needs a summary (its match ends a turn)", "summary_ends_turn")
+    return True
 
 
 def _stdin_close_on_summary(params: dict[str, Any], summary: SummarySpec | None) -> bool:

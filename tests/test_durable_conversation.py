@@ -666,6 +666,18 @@ def test_a_job_nobody_follows_ended_after_an_interrupted_turn_is_listed_complete
 
 
 
+def test_a_job_whose_timeout_passed_between_turns_is_listed_as_the_run_reads_it(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """The run's timeout passed while the conversation waited for a follow-up, its answer whole:
+    the job server lists the job completed with no error, as the run reads it (it listed timeout,
+    "timed out after N s", while the run said completed)."""
+    run = start("echo: still here", tmp_path, timeout=scaled(8))
+    eventually(lambda: run.done, timeout=scaled(60), what="the timeout to end the process")
+    assert (run.status, run.error, run.answer) == ("completed", None, "still here")
+    assert _listed(run.job_id) == ("completed", run.exit_code, None)
+
+
 def test_a_durable_demo_session_is_resumed_by_a_later_demo_run(
     runtime_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

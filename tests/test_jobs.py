@@ -850,3 +850,52 @@ async def test_a_control_request_is_answered_before_its_notification(jobs_server
             await ws.send(json.dumps(request))
             frames = [frame for frame in await _frames_until(ws, caused) if frame.get("method") != "heartbeat"]
             assert [frame.get("id", frame.get("method")) for frame in frames] == [number, caused]
+
+
+# A conversation in miniature: each line read is a turn, answered by a line matching RESULT,
+# but "hang", a turn that never ends.
+TURNS = [sys.executable, "-c", "import json, sys, time\nfor line in sys.stdin:\n"
+         "    if line.strip() == 'hang': time.sleep(120)\n"
+         "    print(json.dumps({'type': 'result', 'turn': line.strip()}), flush=True)\n"]
+
+
+async def timed_out_turns(server: EnhancedWebSocketHandler, turns: list[str], **job: object) -> dict[str, object]:
+    """The listed job of TURNS given ``turns``, once its timeout ended it, each turn but a hung one answered."""
+    client, job_id = await started_job(server, TURNS, stdin="pipe", summary=RESULT, timeout=scaled(3), **job)
+    for turn in turns:
+        await client.input(f"{turn}\n")
+        if turn != "hang":
+            await eventually_async(lambda turn=turn: any(f'"turn": "{turn}"' in str(e.get("data"))
+                                                         for e in _outputs(server, job_id)))
+    assert completed(await collect(client)).params["status"] == "timeout"  # the log keeps the process's end
+    listed = {job["job_id"]: job for job in await client.jobs()}
+    await client.close()
+    return listed[job_id]
+
+
+async def test_a_job_whose_timeout_passed_between_turns_is_listed_completed(jobs_server) -> None:
+    """summary_ends_turn: the timeout passed after a turn's result line, before an input began the
+    next: nothing was cut, so the job is listed completed, no error, as its run reads it (it was
+    listed timeout, "timed out after 3 s")."""
+    job = await timed_out_turns(jobs_server, ["one", "two"], summary_ends_turn=True)
+    assert (job["status"], job["error"]) == ("completed", None)
+
+
+@pytest.mark.parametrize("turns, asked", [(["one", "hang"], True), (["one"], False)], ids=["cut", "not asked"])
+async def test_a_job_whose_timeout_cut_a_turn_or_that_did_not_ask_is_listed_timeout(
+        jobs_server, turns: list[str], asked: bool) -> None:
+    """A timeout that passes during a turn (an input after the last result line) stays a timeout,
+    and so does one between turns of a job that did not ask for summary_ends_turn."""
+    job = await timed_out_turns(jobs_server, turns, summary_ends_turn=asked)
+    assert (job["status"], job["error"]) == ("timeout", f"timed out after {scaled(3):g} s")
+
+
+async def test_summary_ends_turn_without_a_summary_or_durable_is_refused(jobs_server) -> None:
+    """summary_ends_turn needs a summary (its match ends a turn) and a durable job: -32602 naming it."""
+    async with await connect(jobs_server.url, TOKEN) as client:
+        for params in ({"argv": ["cat"], "durable": True, "summary_ends_turn": True},
+                       {"argv": ["cat"], "summary": {"match": {"type": "result"}, "fields": ["x"]},
+                        "summary_ends_turn": True}):
+            with pytest.raises(errors.InvalidParams) as info:
+                await client.call(methods.EXECUTE, params)
+            assert (info.value.data or {}).get("field") == "summary_ends_turn"

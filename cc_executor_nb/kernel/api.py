@@ -707,6 +707,8 @@ def _durable(spec: RunSpec, label: str, extras: _Extras, *, local: bool, setting
         # idle timeout: the job server closes its input (the CLI then ends by itself).
         meta["interactive"] = True
         job["stdin_idle_timeout"] = conversation.idle_timeout
+        # Its timeout passing between turns cut nothing: the job is listed completed, as the run reads it.
+        job["summary_ends_turn"] = True
     if not local:
         return dataclasses.replace(spec, job=job)
     # With an allow-list, a server refuses a request that sets PATH, LD_* and the like: the

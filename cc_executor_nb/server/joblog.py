@@ -164,6 +164,8 @@ class SummaryScanner:
     def __init__(self, spec: SummarySpec) -> None:
         self.spec = spec
         self.summary: dict[str, Any] | None = None
+        self.matches = 0
+        """How many lines matched so far."""
         self._needles = [protocol.dumps(v) for v in spec.match.values() if isinstance(v, str)]
         self._parts: list[str] = []
         self._chars = 0
@@ -201,6 +203,7 @@ class SummaryScanner:
             found = self._summarize(line)
             if found is not None:
                 self.summary = found
+                self.matches += 1
 
     def _summarize(self, line: str) -> dict[str, Any] | None:
         try:

@@ -228,6 +228,9 @@ class Job:
         self.input_closed = False
         self.close_on_summary = False
         """Close the stdin once a stdout line matched the summary (``stdin_close_on_summary``)."""
+        self.summary_ends_turn = False
+        """A line matching the summary ends a turn, an input begins one (``summary_ends_turn``)."""
+        self._matches_at_input = 0
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -293,6 +296,8 @@ class Job:
     def record_input(self, text: str) -> None:
         """Log what an ``input`` request queued for the job's stdin (``process.input``)."""
         self.input_at = time.monotonic()
+        if text and self.scanner is not None:
+            self._matches_at_input = self.scanner.matches
         self.append(methods.PROCESS_INPUT, {"data": text})
 
     def record_input_closed(self, reason: str) -> None:
@@ -363,7 +368,7 @@ class Job:
         record.status = str(params.get("status", "failed"))
         record.exit_code = params.get("exit_code")
         record.error = params.get("error")
-        if self._ended_as_asked(record):
+        if self._ended_as_asked(record) or self._timed_out_between_turns(record):
             record.status, record.error = "completed", None
         record.duration_seconds = params.get("duration_seconds")
         record.ended_at = time.time()
@@ -373,6 +378,12 @@ class Job:
         (the log keeps the process's own ``failed``; the record says how the job ended)."""
         return (record.status == "failed" and self.input_closed
                 and record.exit_code in self.ok_exit_codes)
+
+    def _timed_out_between_turns(self, record: JobRecord) -> bool:
+        """(``summary_ends_turn``) The timeout passed after a line matching the summary ended a
+        turn and before an input began the next: nothing was cut (the log keeps ``timeout``)."""
+        return (record.status == "timeout" and self.summary_ends_turn and self.scanner is not None
+                and self.scanner.matches > self._matches_at_input)
 
     def info(self) -> dict[str, Any]:
         """The job as ``jobs.list`` shows it."""
@@ -536,6 +547,7 @@ class JobStore:
         if request.summary is not None:
             job.scanner = SummaryScanner(request.summary)
         job.close_on_summary = request.stdin_close_on_summary
+        job.summary_ends_turn = request.summary_ends_turn
         self.jobs[job_id] = job
         return job
 
