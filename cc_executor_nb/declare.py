@@ -25,7 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["Flag", "OneLineParser", "OptionError", "add_arguments", "declared", "from_values", "keywords", "option"]
+__all__ = [
+    "Flag", "OneLineParser", "OptionError", "abbreviation", "add_arguments", "declared", "from_values", "keywords",
+    "option",
+]
 
 Kind = Literal["value", "switch", "off", "repeat"]
 T = TypeVar("T", bound="DataclassInstance")
@@ -108,14 +111,38 @@ def add_arguments(
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage error is one line on stderr, exit 2.
+    """An ``ArgumentParser`` whose usage error is one line on stderr, exit 2, and that takes
+    long options only in full (see :func:`abbreviation`).
 
     argparse prints the whole usage block first (36 lines for the server), which buries
     the one line that says what is wrong; ``--help`` still shows the block.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see --help)\n")
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        refused = abbreviation(self, arg_string)
+        if refused is not None:
+            self.error(refused)
+        return super()._parse_optional(arg_string)
+
+
+def abbreviation(parser: argparse.ArgumentParser, word: str) -> str | None:
+    """Why ``word`` is refused when it is a long option of ``parser`` cut short (``--wa`` for
+    ``--wait``), else None. argparse would take a prefix that fits one option: the same word
+    then meant another option, or nothing, once an option was added."""
+    name = word.partition("=")[0]
+    options = parser._option_string_actions
+    if not name.startswith("--") or name == "--" or name in options:
+        return None
+    full = sorted(option for option in options if option.startswith(name))
+    if not full:
+        return None
+    return f"{name} is not an option; options are written in full: {' or '.join(full)}"
 
 
 class OptionError(ValueError):

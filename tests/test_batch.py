@@ -873,7 +873,7 @@ def test_each_runs_the_cell_once_per_item(shell: InteractiveShell) -> None:
                                                          f"{sys.executable} -c 'print(1)' bob"]
 
 
-@pytest.mark.parametrize("each", ["--each names", "--each=names", "--eac names"])
+@pytest.mark.parametrize("each", ["--each names", "--each=names"])
 def test_a_batch_line_keeps_its_placeholders_whatever_the_namespace_holds(shell: InteractiveShell, each: str) -> None:
     """{item} and {index} in a %ccexec --each line are the batch's, not the line's expansion: with
     item and index in the namespace (a for loop leaves them), the line read 'echo OOPS 99' and
@@ -884,6 +884,15 @@ def test_a_batch_line_keeps_its_placeholders_whatever_the_namespace_holds(shell:
     del shell.user_ns["index"]
     batch = shell.run_line_magic("ccexec", f"{each} -c 'echo {{item}} {{index}}' -q --wait")
     assert [run.stdout for run in batch.runs] == ["a 0\n", "b 1\n"]
+
+
+def test_a_batch_line_with_each_cut_short_is_refused_naming_it(shell: InteractiveShell) -> None:
+    """``--eac names`` ran as ``--each names`` (argparse takes a prefix); options are written in
+    full now, so it is a usage error naming --each, and nothing runs."""
+    shell.user_ns.update(names=["a", "b"])
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("ccexec", "--eac names -c 'echo {item}' -q --wait")
+    assert str(info.value) == "--eac is not an option; options are written in full: --each"
 
 
 @pytest.mark.parametrize(("line", "message"), [

@@ -473,6 +473,28 @@ def test_bad_input_is_a_one_line_usage_error(shell: InteractiveShell, line: str,
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("line", "cut", "full"), [
+    ("--claude x hello", "--claude", "--claude-arg or --claude-command"),
+    ("--claude-c x hello", "--claude-c", "--claude-command"),
+    ("--demo --wa hello", "--wa", "--wait"),
+    ("--cw=/tmp hello", "--cw", "--cwd"),
+])
+def test_a_long_option_cut_short_is_a_usage_error_naming_the_full_ones(
+        shell: InteractiveShell, line: str, cut: str, full: str) -> None:
+    """argparse takes an unambiguous prefix (``--wa`` ran as ``--wait``, ``--claude-c`` as
+    ``--claude-command``): options are written in full, the error names them, and nothing runs."""
+    with pytest.raises(UsageError) as info:
+        shell.run_line_magic("ccexec", line)
+    assert str(info.value) == f"{cut} is not an option; options are written in full: {full}"
+
+
+@pytest.mark.parametrize("line", ["--demo --wait -q -- --wa is a word", "--demo --wait -q '--wa is a word'"])
+def test_a_quoted_word_like_a_cut_short_option_is_the_prompt(shell: InteractiveShell, line: str) -> None:
+    """A quoted ``'--wa'`` (or one after ``--``) is text, as any quoted word starting with ``-``."""
+    run = shell.run_line_magic("ccexec", line)
+    assert (run.status, run.label) == ("completed", "claude: --wa is a word")
+
+
 @pytest.mark.parametrize(
     "flags",
     ["--model sonnet", "--demo", "--max-turns 3", "--allowed-tools Bash", "--auto-resume", "--raw",

@@ -157,6 +157,14 @@ def test_a_bad_flag_is_one_line(argv: list[str], message: str) -> None:
     assert (done.returncode, done.stderr) == (2, f"error: {message} (see --help)\n")
 
 
+def test_a_server_flag_cut_short_is_refused_naming_the_full_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--po 0`` bound port 0 as ``--port 0`` (argparse takes a prefix): refused, naming --port."""
+    with pytest.raises(SystemExit) as info:
+        parse_args(["--po", "0"])
+    assert (info.value.code, capsys.readouterr().err) == (
+        2, "error: --po is not an option; options are written in full: --port (see --help)\n")
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--max-sessions", "-1"], "--max-sessions must be an integer of at least 1, not -1"),
     (["--handshake-timeout", "0"], "--handshake-timeout must be at least 0.1 s, not 0.0"),

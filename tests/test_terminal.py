@@ -375,6 +375,21 @@ def test_cli_usage_errors_are_one_line(tmp_path: Path) -> None:
     assert done.stderr == "error: argument --max-turns: invalid int value: 'many' (see --help)\n"
 
 
+@pytest.mark.parametrize(("words", "message"), [
+    (["claude", "--claude", "x", "hi"], "--claude is not an option; options are written in full: "
+                                        "--claude-arg or --claude-command"),
+    (["claude", "--claude-c", "x", "hi"], "--claude-c is not an option; options are written in full: --claude-command"),
+    (["run", "--ti=3", "--", "true"], "--ti is not an option; options are written in full: --timeout"),
+])
+def test_cli_refuses_a_long_option_cut_short_naming_the_full_ones(tmp_path: Path, words: list[str],
+                                                                 message: str) -> None:
+    """argparse takes an unambiguous prefix (``--claude-c`` ran as ``--claude-command``, ``--ti``
+    as ``--timeout``): options are written in full, one line names them, exit 2, nothing runs."""
+    done = subprocess.run([sys.executable, "-m", "cc_executor_nb", *words], check=False, cwd=tmp_path,
+                          env=environment(tmp_path), capture_output=True, text=True, timeout=scaled(60))
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: {message} (see --help)\n")
+
+
 @pytest.mark.parametrize("flags", [["--approve", "all"], ["--idle-timeout", "5"], ["--no-interactive"]])
 def test_cli_refuses_the_flags_of_a_conversation_and_says_why(tmp_path: Path, flags: list[str]) -> None:
     """``claude --approve all`` ran anyway, asking nobody (the tool was denied): now one line, exit 2, nothing runs."""

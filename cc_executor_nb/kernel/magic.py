@@ -24,7 +24,7 @@ from traitlets.config import Configurable
 
 from .. import shellwords
 from ..claude.options import ClaudeOptions, check_dollars
-from ..declare import OptionError, declared
+from ..declare import OptionError, abbreviation, declared
 from ..errors import CCExecError
 from . import api
 from .config import CCExec, checked_settings
@@ -257,15 +257,10 @@ class CCExecMagics(Magics):
         return expand(line, namespace)
 
     def _names_each(self, line: str) -> bool:
-        """Whether the line's options hold --each (or a prefix of it only, as argparse takes)."""
+        """Whether the line's options hold --each (options are written in full)."""
         tokens = split_line(line)
         cut = next((i for i, t in enumerate(tokens) if t.raw == "--"), len(tokens))
-        flags = self.ccexec.parser._option_string_actions
-        for token in tokens[:cut]:
-            flag = token.partition("=")[0]
-            if flag.startswith("--") and [name for name in flags if name.startswith(flag)] == ["--each"]:
-                return True
-        return False
+        return any(token.partition("=")[0] == "--each" for token in tokens[:cut])
 
     def _parse(self, line: str, cell: str | None) -> tuple[Any, str]:
         tokens = split_line(line)
@@ -310,6 +305,10 @@ class CCExecMagics(Magics):
         space: not an option, and still a number to ``float``) and comes back as it was.
         """
         parser = self.ccexec.parser
+        # argparse would take --wa for --wait: refused, as the terminal client refuses it.
+        refused = next((found for t in tokens if not _quoted_dash(t) and (found := abbreviation(parser, t))), None)
+        if refused is not None:
+            raise UsageError(refused)
         try:
             args = parser.parse_intermixed_args([_Shielded(t) if _quoted_dash(t) else t for t in tokens])
         except UsageError as exc:
