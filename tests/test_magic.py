@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import html
 import pickle
 import re
 import shlex
@@ -1140,3 +1141,18 @@ def test_api_run_refuses_a_command_of_bytes(shell: InteractiveShell, command: ob
     became the text "b'hi'"."""
     with pytest.raises(ValueError, match="a command is text, not bytes: decode it first"):
         cc_executor_nb.run(command, command=True, quiet=True)  # type: ignore[arg-type]
+
+
+def test_a_raw_claude_records_html_and_text_show_the_same_tail(shell: InteractiveShell) -> None:
+    """``--raw``: the CLI's first line (its control response) is longer than the record's 20,000
+    characters, so the tail starts at the next line in the text; the HTML showed the last 20,000
+    from inside that line and said fewer characters were not shown. Both now hold the same lines."""
+    run = magic(shell, '%ccexec --demo --wait --raw -q "write 3 haikus about the sea"')
+    record = api._record(run, CCExec())()
+    said = re.search(r"\[stdout\] \(the last ([\d,]+) of ([\d,]+) characters\)", record["text/plain"])
+    assert said is not None, record["text/plain"][:300]
+    shown, total = (int(n.replace(",", "")) for n in said.groups())
+    assert total == len(run.stdout) and shown < 20000
+    assert f"… {total - shown:,} earlier characters not shown" in record["text/html"]
+    first_line = run.stdout[total - shown:].split("\n", 1)[0]
+    assert first_line.startswith('{"type":') and html.escape(first_line) in record["text/html"]

@@ -1058,6 +1058,25 @@ def test_the_tail_of_a_long_output_starts_at_a_line() -> None:
     assert "(the last 20 of 1,000 characters)" in record.markdown()
 
 
+def test_the_html_records_tail_starts_at_the_line_the_texts_does() -> None:
+    """The HTML record shows the tail the text and Markdown show, from a line's start, and counts
+    the rest as not shown: it began inside the cut line ('yyyy' alone) and said 975 characters
+    were not shown beside a text that said the last 20 of 1,000."""
+    lines = "".join(f"{i:04d} yyyy\n" for i in range(100))  # 10 characters a line
+    record = Transcript(command_run(("stdout", lines), status="completed", exit_code=0), output_chars=25)
+    page = record.html()
+    assert "… 980 earlier characters not shown" in page and ">0098 yyyy\n0099 yyyy\n</pre>" in page
+    exact = Transcript(command_run(("stdout", lines), status="completed", exit_code=0), output_chars=30)
+    assert "… 970 earlier characters not shown" in exact.html() and ">0097 yyyy\n" in exact.html()
+
+
+def test_the_html_records_tail_keeps_a_long_single_line_as_cut() -> None:
+    """With no line start in the tail, the HTML keeps the cut line, as the text does."""
+    record = Transcript(command_run(("stdout", "x" * 500 + "END"), status="completed", exit_code=0), output_chars=50)
+    assert "… 453 earlier characters not shown" in record.html() and ">" + "x" * 47 + "END</pre>" in record.html()
+    assert "(the last 50 of 503 characters)" in record.text()
+
+
 @pytest.mark.parametrize("form", ["text", "markdown"])
 def test_the_tail_keeps_a_progress_bar_redrawn_past_its_start(form: str) -> None:
     """A progress bar redrawn with \r is one line longer than the tail (tqdm's, under a training

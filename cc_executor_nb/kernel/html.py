@@ -19,6 +19,7 @@ from .runstate import (
     STOPPED_WORDS,
     Health,
     RunState,
+    Tail,
     elapsed,
     format_duration,
     format_took,
@@ -45,6 +46,7 @@ __all__ = [
     "resources_text",
     "shown_error",
     "sparkline",
+    "tail_html",
 ]
 
 STATUS_COLORS: dict[str, str] = {
@@ -221,7 +223,11 @@ def _measures_html(state: RunState) -> str:
 
 def output_html(state: RunState, max_chars: int = 20000, *, height: str = "24em") -> str:
     """The output tail as escaped HTML, stderr tinted, in a scroll box pinned to its end."""
-    tail = state.tail(max_chars)
+    return tail_html(state.tail(max_chars), height=height)
+
+
+def tail_html(tail: Tail, *, height: str = "24em") -> str:
+    """:func:`output_html` of a tail already taken."""
     body = "".join(_piece_html(stream, text) for stream, text in tail.pieces)
     note = ""
     if tail.cut:

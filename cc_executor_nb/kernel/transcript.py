@@ -60,8 +60,8 @@ from ..claude.text import (
 from ..events import exit_words
 from ..protocol import command_line
 from ..terminaltext import MONOSPACE, terminal_text
-from .html import NO_MATH_CLASSES, header_html, output_html, shown_error
-from .runstate import RunState, elapsed, format_duration, format_took, took_words, turn_took_text
+from .html import NO_MATH_CLASSES, header_html, shown_error, tail_html
+from .runstate import RunState, Tail, elapsed, format_duration, format_took, took_words, turn_took_text
 
 __all__ = [
     "IN_PROGRESS_NOTE",
@@ -348,7 +348,20 @@ class Transcript:
         if not self.state.output_chars:
             words = "no output yet" if self.in_progress or self.queued else "no output"
             return f'<div class="ccx-output" style="opacity:0.75"><em>{words}</em></div>'
-        return output_html(self.state, self.output_chars)
+        return tail_html(self._output_tail())
+
+    def _output_tail(self) -> Tail:
+        """The output's last ``output_chars`` characters, from a line's start as the text and
+        Markdown have them: the HTML began inside a cut line (a ``--raw`` run's 17 KB JSON line)
+        and so showed, and counted as not shown, other characters than the text beside it."""
+        tail = self.state.tail(self.output_chars + 1)
+        shown = sum(len(text) for _, text in tail.pieces)
+        if shown <= self.output_chars or not tail.pieces:
+            return tail
+        (stream, first), rest = tail.pieces[0], tail.pieces[1:]
+        before, first = first[0], first[1:]
+        kept = first if before == "\n" else _from_a_line_start(first)
+        return Tail([(stream, kept), *rest], tail.cut_chars + 1 + len(first) - len(kept))
 
     def _claude_html(self) -> str:
         assert self.claude is not None
