@@ -413,3 +413,33 @@ def test_the_locator_names_no_server_for_a_file_whose_server_does_not_listen_the
         RuntimeInfo(url="ws://127.0.0.1:9/ws", token="t" * 32, pid=server_lookalike.pid),
     )
     assert jobserver.job_server_locator()() is None
+
+
+# ``--jobs --detach`` given a Ctrl-C as it starts to wait for the server it spawned; prints that
+# server's pid first.
+CTRL_C_WHILE_DETACH_WAITS = """
+import runpy, signal
+from cc_executor_nb.server import main
+
+wait = main._await_ready
+
+def ctrl_c_then_wait(pid, *args):
+    print(pid, flush=True)
+    signal.raise_signal(signal.SIGINT)
+    return wait(pid, *args)
+
+main._await_ready = ctrl_c_then_wait
+runpy.run_module("cc_executor_nb.server", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_ctrl_c_while_detach_waits_stops_the_server_it_started(tmp_path: Path) -> None:
+    """A Ctrl-C while ``--detach`` waits for its server: one line, exit 130, and that server is
+    stopped (it was a traceback, and the server went on starting, unseen)."""
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", CTRL_C_WHILE_DETACH_WAITS, "--jobs", "--detach"], env=env,
+                          capture_output=True, text=True, timeout=scaled(60), check=False)
+    pid = int(done.stdout.split()[0])
+    assert (done.returncode, done.stderr) == (
+        130, f"[cancelled] by Ctrl-C: the job server being started (pid {pid}) was stopped\n")
+    eventually(lambda: gone(pid), timeout=30, what="the started server to stop")

@@ -634,7 +634,20 @@ def _detach(words: list[str], args: argparse.Namespace) -> int:
             pid = os.posix_spawn(sys.executable, argv, dict(os.environ), file_actions=actions, setsid=True)
         finally:
             os.close(null_fd)
-        return _await_ready(pid, runtime, log_path, early)
+        try:
+            return _await_ready(pid, runtime, log_path, early)
+        except KeyboardInterrupt:
+            return _cancel_start(pid)
+
+
+def _cancel_start(pid: int) -> int:
+    """A Ctrl-C while --detach waits: the server it started is stopped (as at a start that took
+    too long), not left to start unseen after a traceback."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    start = "\n" if sys.stderr.isatty() else ""  # after the ^C a terminal echoes
+    print(f"{start}[cancelled] by Ctrl-C: the job server being started (pid {pid}) was stopped", file=sys.stderr)
+    return 130
 
 
 def _logs_to(log_path: Path, *, early: bool) -> bool:
