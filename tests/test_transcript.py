@@ -18,7 +18,13 @@ from markdown_it import MarkdownIt
 from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
-from cc_executor_nb.claude.render import MAX_THINKING_CHARS, claude_body_html, render_tool_cards_html
+from cc_executor_nb.claude.render import (
+    MAX_RECORD_TOOL_CARDS,
+    MAX_THINKING_CHARS,
+    claude_body_html,
+    render_tool_cards_html,
+    tool_plan,
+)
 from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
 from cc_executor_nb.kernel.runstate import RunState
@@ -379,23 +385,31 @@ CHANGE = {"file_path": "/w/x.txt", "old_string": "\n".join(["o" * 200] * 100),
           "new_string": "\n".join(["n" * 200] * 100)}
 
 
-def feed_tool_calls(interpreter: ClaudeInterpreter, calls: range, *, edits: bool = True, failed: int = -1) -> None:
+def feed_tool_calls(
+    interpreter: ClaudeInterpreter, calls: range, *, edits: bool = True, failed: int = -1, printed: int = 10_000,
+) -> None:
     """Tool calls, Bash and (with ``edits``) an edit of 100 lines of 200 characters by turns, each
-    printing 10,000 characters (the call ``failed`` fails), then the turn's result."""
+    printing ``printed`` characters (the call ``failed`` fails), then the turn's result."""
+    lines = []
     for index in calls:
         tool_id = f"toolu_{index}"
         name, given = ("Edit", CHANGE) if edits and index % 2 else ("Bash", {"command": f"echo {index}"})
         call = {"type": "tool_use", "id": tool_id, "name": name, "input": given}
-        output = {"type": "tool_result", "tool_use_id": tool_id, "content": "r" * 10_000, "is_error": index == failed}
-        for each in (assistant(f"m{index}", call), line(type="user", message={"role": "user", "content": [output]})):
-            interpreter.feed("stdout", each + "\n")
-    interpreter.feed("stdout", result(result="done") + "\n")
+        output = {"type": "tool_result", "tool_use_id": tool_id, "content": "r" * printed, "is_error": index == failed}
+        lines += [assistant(f"m{index}", call), line(type="user", message={"role": "user", "content": [output]})]
+    interpreter.feed("stdout", "\n".join([*lines, result(result="done")]) + "\n")
 
 
-def many_tools_run(calls: int, failed: int = -1) -> SimpleNamespace:
-    """A finished run of one prompt that makes ``calls`` tool calls (:func:`feed_tool_calls`)."""
+def many_tools_run(calls: int, failed: int = -1, *, turns: int = 1, printed: int = 10_000) -> SimpleNamespace:
+    """A finished run that makes ``calls`` tool calls (:func:`feed_tool_calls`), a conversation of
+    ``turns`` turns (the calls shared out among them) when more than one."""
     interpreter = ClaudeInterpreter(prompt="p")
-    feed_tool_calls(interpreter, range(calls), failed=failed)
+    each = calls // turns
+    for turn in range(turns):
+        if turns > 1:
+            interpreter.begin_turn(f"prompt {turn}")
+        feed_tool_calls(interpreter, range(turn * each, calls if turn == turns - 1 else (turn + 1) * each),
+                        failed=failed, printed=printed)
     interpreter.finish()
     return SimpleNamespace(label="claude: p", state=finished_state(), interpreter=interpreter, options={"prompt": "p"})
 
@@ -444,6 +458,74 @@ def test_a_markdown_records_edits_past_its_tool_budget_keep_their_call_and_chang
     items = [item for item in record.splitlines() if item.startswith("- ")]
     assert len(items) == 200 and items[-1] == f"- ✗ **Edit** `/w/x.txt` → error: {'r' * 99}… · change +100 −100"
     assert record.count(f"*… the changes of {100 - diffs} tool calls not shown: `run.tool_calls` has all of them*") == 1
+
+
+TOOL_RECORD_BOUND = MAX_RECORD_TOOL_CHARS + MAX_RECORD_TOOL_CARDS * CUT_CARD_CHARS
+"""The most a record of any number of tool calls takes, in any form: the bodies' budget and its cards."""
+
+
+@pytest.mark.parametrize("turns", [1, 40])
+def test_a_records_size_is_bounded_whatever_the_number_of_tool_calls(turns: int) -> None:
+    """2,000 tool calls (Bash and edits by turns, each printing 1,000 characters), in one turn or
+    spread over a conversation of 40: each form of the record is under TOOL_RECORD_BOUND (each card
+    past the body budget still took about 470 characters: 5,000 calls made an HTML record of 1.9 MB),
+    and it shows the first call and the last."""
+    transcript = Transcript(many_tools_run(2_000, turns=turns, printed=1_000), answer_chars=MAX_RECORD_ANSWER_CHARS)
+    for record in (transcript.html(), transcript.markdown(), transcript.text()):
+        assert len(record) < TOOL_RECORD_BOUND
+        assert "echo 0" in record and "echo 1998" in record and "echo 1000" not in record
+
+
+def shown_calls(record: str, form: str) -> list[str]:
+    """The calls a record shows, in order: ``Bash echo 12`` or ``Edit`` (and ``+`` when it shows
+    the edit's change), and ``gap`` for the line of the calls it leaves out."""
+    if form == "html":
+        cards = re.split(r'(?=<div class="cc-tool cc-tool-|<div class="cc-tools-gap")', record)[1:]
+        return ["gap" if card.startswith('<div class="cc-tools-gap"') else card_call(card) for card in cards]
+    items = re.split(r"\n(?=- )", record)
+    if form == "markdown":
+        return ["gap" if item.startswith("- *…") else f"Bash {item.split('`')[1]}" if "**Bash**" in item
+                else "Edit" + "+" * ("```diff" in item) for item in items if item.startswith("- ")]
+    lines = record.splitlines()
+    return ["gap" if item.startswith("[tools]") else f"Bash {item.split(' · ')[1].split(' →')[0]}"
+            if item.startswith("[tool] Bash") else "Edit" for item in lines if item.startswith("[tool")]
+
+
+def card_call(card: str) -> str:
+    """An HTML card's call as :func:`shown_calls` names it."""
+    name = re.search(r'cc-tool-name">(\w+)<', card)
+    given = re.search(r'cc-tool-input">([^<]*)<', card)
+    assert name is not None and given is not None
+    return f"Bash {given.group(1)}" if name.group(1) == "Bash" else "Edit" + "+" * ("cc-tool-change" in card)
+
+
+def test_a_records_forms_show_the_same_calls_and_count_the_ones_left_out_exactly() -> None:
+    """1,000 calls, the last Edit failing: the HTML, the Markdown and the text show the same calls
+    (the first 100 and the last 100), the HTML and the Markdown the same edits' changes (each spent
+    its own budget by its own markup: the Markdown showed diffs the HTML left out), and where the
+    101st stood one line in each counts the 800 left out by tool and outcome."""
+    transcript = Transcript(many_tools_run(1_000, failed=999))
+    html_calls, markdown_calls = shown_calls(transcript.html(), "html"), shown_calls(transcript.markdown(), "markdown")
+    half = MAX_RECORD_TOOL_CARDS // 2
+    assert len(html_calls) == MAX_RECORD_TOOL_CARDS + 1 and html_calls[half] == "gap"
+    assert html_calls[0] == "Bash echo 0" and html_calls[half + 1] == "Bash echo 900"
+    assert html_calls[-2] == "Bash echo 998"
+    assert markdown_calls == html_calls and 0 < html_calls.count("Edit+") < half
+    assert shown_calls(transcript.text(), "text") == [call.rstrip("+") for call in html_calls]
+    words = "800 tool calls not shown (Bash ✓ 400 · Edit ✓ 400)"
+    assert transcript.plan is not None and transcript.plan.gap_words() == words
+    assert f"… {words}: <code>run.tool_calls</code> has all of them …" in transcript.html()
+    assert f"- *… {words}: `run.tool_calls` has all of them …*" in transcript.markdown()
+    assert f"[tools] {words}: run.tool_calls has all of them" in transcript.text()
+
+
+def test_the_line_of_calls_left_out_names_a_dozen_kinds_and_counts_the_rest() -> None:
+    """Calls of 30 tools (the model names them: there may be any number), five of each: the line
+    names the 12 most frequent kinds and counts the others together, their names on one line."""
+    tools = [ToolCall(f"t{n}", f"tool\n{n % 30}", {}, result="x", status="done") for n in range(150)]
+    words = tool_plan(tools, None, 0).gap_words()
+    assert words.startswith("150 tool calls not shown (tool 0 ✓ 5 · tool 1 ✓ 5 · ")
+    assert words.endswith("tool 11 ✓ 5 · 90 of 18 other kinds)") and words.count("·") == 12
 
 
 def test_a_conversations_record_shows_earlier_turns_cards_as_it_did_at_their_end() -> None:

@@ -52,6 +52,7 @@ from .streamjson import (
     Thought,
     ToolBudget,
     ToolCall,
+    ToolPlan,
     TurnPart,
     TurnView,
     summary,
@@ -64,6 +65,7 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
     _nh3 = None
 
 __all__ = [
+    "MAX_RECORD_TOOL_CARDS",
     "TURN_CONTEXT",
     "BodyPieces",
     "ClaudeBody",
@@ -89,7 +91,9 @@ __all__ = [
     "render_turns_html",
     "retry_text",
     "status_name",
+    "tool_body_html",
     "tool_input_summary",
+    "tool_plan",
     "tools_cut_words",
 ]
 
@@ -97,6 +101,9 @@ __all__ = [
 MAX_THINKING_CHARS = 50_000
 MAX_TOOL_RESULT_CHARS = 5_000
 MAX_TOOL_INPUT_CHARS = 120
+MAX_RECORD_TOOL_CARDS = 200
+"""How many tool calls a bounded record shows as cards: the first half and the last half, in
+reading order (a user reads the start and the end); one line counts the ones between."""
 # A table wider or bigger than this is shown as text (a code block of its lines): markdown-it
 # makes three tokens and an inline parse per cell, about 12 µs a cell, and the widget renders
 # the whole answer again on every frame while it streams. A 5000-column table of 50 rows took
@@ -307,15 +314,42 @@ def render_tool_cards_html(
 
 def _tool_cards(
     tools: list[ToolCall] | tuple[ToolCall, ...], decisions: dict[str, PermissionRequest],
-    budget: ToolBudget | None = None,
+    plan: ToolPlan | None = None,
 ) -> str:
-    if not tools:
+    """The cards of the calls made at one place; ``plan``: a bounded record's, which shows some
+    of them without their bodies and leaves some out, one line standing for those."""
+    cards = "".join(_planned_card(tool, decisions.get(tool.id), plan) for tool in tools)
+    return f'<div class="cc-tools">{cards}</div>' if cards else ""
+
+
+def _planned_card(tool: ToolCall, decision: PermissionRequest | None, plan: ToolPlan | None) -> str:
+    state = plan.state(tool) if plan is not None else "whole"
+    if state == "hidden":
         return ""
-    return '<div class="cc-tools">' + "".join(_tool_card(t, decisions.get(t.id), budget) for t in tools) + "</div>"
+    if state == "gap" and plan is not None:
+        words = escape(printable(plan.gap_words()))
+        return (f'<div class="cc-tools-gap" style="{_MUTED}"><em>… {words}: '
+                "<code>run.tool_calls</code> has all of them …</em></div>")
+    return _tool_card(tool, decision, bare=state == "bare")
 
 
-def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None, budget: ToolBudget | None = None) -> str:
-    """``budget``: a bounded record's; a card whose body it leaves out says its outcome alone."""
+def tool_body_html(tool: ToolCall) -> str:
+    """A card's body (its change and its result, each folded): what a record's tool budget counts."""
+    return _tool_change_html(tool) + _tool_result(tool)
+
+
+def tool_plan(tools: Sequence[ToolCall], body_chars: int | None, cards: int | None) -> ToolPlan:
+    """The :class:`~cc_executor_nb.claude.streamjson.ToolPlan` of a bounded record whose calls in
+    reading order are ``tools``: ``body_chars`` characters of bodies in all (None: every one's),
+    ``cards`` cards at most (None: all). Bodies count as the HTML writes them, the largest form;
+    every form reads this plan, so all leave out the same calls and bodies."""
+    shown = len(tools) if cards is None else cards
+    budget = ToolBudget(body_chars) if body_chars is not None else None
+    return ToolPlan(tools, budget, tool_body_html, first=(shown + 1) // 2, last=shown // 2)
+
+
+def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None, *, bare: bool = False) -> str:
+    """``bare``: a bounded record leaves the card's body out; it says its outcome alone."""
     state, icon = _tool_state(tool)
     head = (
         f'<span class="cc-tool-status">{icon}</span> '
@@ -323,9 +357,7 @@ def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None, budget
         f'<code class="cc-tool-input">{escape(tool_input_summary(tool.input))}</code>'
         f"{_decision_html(decision)}"
     )
-    body = _tool_change_html(tool) + _tool_result(tool)
-    if budget is not None and not budget.spend(body):
-        body = _tool_outcome_html(tool)
+    body = _tool_outcome_html(tool) if bare else tool_body_html(tool)
     return f'<div class="cc-tool cc-tool-{state}" style="{_CARD}">{head}{body}</div>'
 
 
@@ -361,11 +393,11 @@ def tools_cut_words(left_out: int, what: str = "results and changes") -> str:
     return f"the {what} of {left_out:,} tool call{_plural(left_out)} not shown"
 
 
-def _tools_cut_html(budget: ToolBudget | None) -> str:
-    """The note after a bounded record's turns; ``""`` when it left nothing out."""
-    if budget is None or not budget.left_out:
+def _tools_cut_html(plan: ToolPlan | None) -> str:
+    """The note after a bounded record's turns; ``""`` when it left no body out."""
+    if plan is None or not plan.bodies_left_out:
         return ""
-    words = escape(tools_cut_words(budget.left_out))
+    words = escape(tools_cut_words(plan.bodies_left_out))
     where = "<code>run.tool_calls</code> has all of them"
     return f'<div class="cc-tools-cut" style="{_MUTED}"><em>… {words}: {where}</em></div>'
 
@@ -710,19 +742,25 @@ def _run_pieces(
     *,
     budget: AnswerBudget | None = None,
     thinking: ThinkingBudget | None = None,
-    tools: ToolBudget | None = None,
+    tool_chars: int | None = None,
+    tool_cards: int | None = None,
+    plan: ToolPlan | None = None,
 ) -> BodyPieces:
     """:func:`render_claude_html` cut before the turns and before the last one; ``budget``,
-    ``thinking`` and ``tools``: a bounded record's (its turns are built afresh)."""
+    ``thinking``, ``tool_chars`` and ``tool_cards``: a bounded record's (its turns are built afresh)."""
     end = render_retries_html(run) + render_footer_html(run, process_ended) + "</div>"
+    views = run.turn_views()
+    tools = plan
+    if tools is None and (tool_chars is not None or tool_cards is not None):
+        tools = tool_plan([tool for view in views for tool in view.tools], tool_chars, tool_cards)
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
         if budget is not None or thinking is not None or tools is not None:  # a bounded record
             build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools)
-        built = [build(turn, decisions or {}) for turn in run.turn_views()]
+        built = [build(turn, decisions or {}) for turn in views]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + _tools_cut_html(tools) + end)
-    (view,) = run.turn_views()
+    (view,) = views
     shown = decisions or {}
     parts: list[str] = []
     if run.is_error and run.turns and run.turns[-1].interrupted:
@@ -737,7 +775,7 @@ def _run_pieces(
 
 
 def _in_order(turn: TurnView, decisions: dict[str, PermissionRequest], result_text: str = "", *,
-              said: bool = True, budget: AnswerBudget | None = None, tools: ToolBudget | None = None,
+              said: bool = True, budget: AnswerBudget | None = None, tools: ToolPlan | None = None,
               thinking: ThinkingBudget | None = None) -> str:
     """A turn's thinking, text and tool cards in the order they came (:meth:`TurnView.parts`: a
     text before a call above its card, thinking between two calls between their cards), then
@@ -767,7 +805,7 @@ def _ends_thinking(parts: Sequence[TurnPart | Cut]) -> bool:
 
 
 def _part_html(
-    part: str | tuple[ToolCall, ...] | Cut, decisions: dict[str, PermissionRequest], tools: ToolBudget | None = None,
+    part: str | tuple[ToolCall, ...] | Cut, decisions: dict[str, PermissionRequest], tools: ToolPlan | None = None,
 ) -> str:
     if isinstance(part, str):
         return render_answer_html(part)
@@ -873,7 +911,7 @@ def _turn_key(turn: TurnView, decisions: dict[str, PermissionRequest]) -> tuple[
 
 def _turn_html(
     turn: TurnView, decisions: dict[str, PermissionRequest], budget: AnswerBudget | None = None,
-    thinking: ThinkingBudget | None = None, tools: ToolBudget | None = None,
+    thinking: ThinkingBudget | None = None, tools: ToolPlan | None = None,
 ) -> str:
     prompt = ""
     if turn.index > 0:
@@ -934,6 +972,8 @@ def claude_body_html(
     answer_chars: int | None = None,
     thinking_chars: int | None = None,
     tool_chars: int | None = None,
+    tool_cards: int | None = None,
+    plan: ToolPlan | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
@@ -950,10 +990,16 @@ def claude_body_html(
     all (a record's bound; None: each card's, as the live widget shows), spent in the same order
     (:class:`~cc_executor_nb.claude.streamjson.ToolBudget`); each later card keeps its tool, input and
     outcome, and a note after the turns counts the bodies left out.
+    ``tool_cards``: show that many tool calls at most (a record's bound; None: all), the first half
+    and the last half in reading order; one line where the first left out stood counts the ones
+    between by tool and outcome. Both bounds make a :func:`tool_plan`, which the Markdown and text
+    records read too: every form leaves out the same calls and bodies. ``plan``: one made already
+    (a record's, which its Markdown and text read), in place of those two.
     """
     return claude_body_pieces(
         run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
-        answer_chars=answer_chars, thinking_chars=thinking_chars, tool_chars=tool_chars,
+        answer_chars=answer_chars, thinking_chars=thinking_chars, tool_chars=tool_chars, tool_cards=tool_cards,
+        plan=plan,
     ).html
 
 
@@ -969,6 +1015,8 @@ def claude_body_pieces(
     answer_chars: int | None = None,
     thinking_chars: int | None = None,
     tool_chars: int | None = None,
+    tool_cards: int | None = None,
+    plan: ToolPlan | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
     sends a conversation's finished turns once and then only the turn that changes."""
@@ -976,8 +1024,8 @@ def claude_body_pieces(
     limit = render_limit_html(run, time.time() if now is None else now, ended=ended)
     budget = AnswerBudget(answer_chars) if answer_chars is not None else None
     thinking = ThinkingBudget(thinking_chars) if thinking_chars is not None else None
-    tools = ToolBudget(tool_chars) if tool_chars is not None else None
-    body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking, tools=tools)
+    body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking, tool_chars=tool_chars,
+                       tool_cards=tool_cards, plan=plan)
     end = limit
     if ended and run.result is None:
         end += _no_result_html(run, status, exit_code, stderr)

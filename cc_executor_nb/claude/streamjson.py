@@ -64,10 +64,12 @@ __all__ = [
     "Thought",
     "ToolBudget",
     "ToolCall",
+    "ToolPlan",
     "ToolStatus",
     "TurnEnded",
     "TurnPart",
     "TurnView",
+    "outcome_mark",
     "summary",
     "text_and_result",
 ]
@@ -358,6 +360,76 @@ class ToolBudget:
             return False
         self.chars -= len(body)
         return True
+
+
+CardState = Literal["whole", "bare", "gap", "hidden"]
+"""What a bounded record shows of one tool call (:class:`ToolPlan`): its card with its body, its card
+without it (tool, input and outcome), the one line that counts the calls left out (this call the
+first of them), or nothing (a later call left out)."""
+
+MAX_GAP_KINDS = 12
+"""How many kinds of call (tool and outcome) the line of the calls a record leaves out names; the
+rest it counts together (a tool's name is the model's: their number is not bounded)."""
+
+
+class ToolPlan:
+    """Which tool calls a bounded record shows, and how: every form of the record (HTML, Markdown,
+    text) reads the same plan, so they leave out the same calls.
+
+    ``tools`` in reading order: the first ``first`` and the last ``last`` are shown, their bodies
+    spending ``budget`` in that order (None: all shown; ``body``: a call's body as the record writes it, the HTML's,
+    the largest form), the ones between are left out, and where the first of them stood one line
+    counts them by tool and outcome. A record then grows with neither the number of calls nor of
+    turns: a call past its budget still took a card of about 470 characters (5,000 calls: 2.3 MB).
+    """
+
+    def __init__(
+        self, tools: Sequence[ToolCall], budget: ToolBudget | None, body: Callable[[ToolCall], str], *,
+        first: int, last: int,
+    ) -> None:
+        gap = range(first, len(tools) - last) if len(tools) > first + last else range(0)
+        self._states: dict[int, CardState] = {}
+        kinds: dict[tuple[str, str], int] = {}
+        for index, tool in enumerate(tools):
+            if index in gap:
+                self._states[id(tool)] = "gap" if index == gap.start else "hidden"
+                kind = (tool.name or "tool", outcome_mark(tool))
+                kinds[kind] = kinds.get(kind, 0) + 1
+            else:
+                self._states[id(tool)] = "whole" if budget is None or budget.spend(body(tool)) else "bare"
+        self.left_out = len(gap)
+        """How many calls the record leaves out (counted in one line)."""
+        self.bodies_left_out = budget.left_out if budget is not None else 0
+        """How many of the calls it shows it shows without their bodies."""
+        self.kinds = tuple(sorted(kinds.items(), key=lambda item: -item[1]))
+        """The calls left out by (tool, outcome mark), the most frequent first."""
+
+    def state(self, tool: ToolCall) -> CardState:
+        """What the record shows of ``tool`` (a call the plan did not see, made since: its card whole)."""
+        return self._states.get(id(tool), "whole")
+
+    def gap_words(self) -> str:
+        """The line of the calls left out, without where they are: ``4,800 tool calls not shown
+        (Bash ✓ 2,400 · Edit ✓ 2,399 · Edit ✗ 1)``."""
+        named = [f"{_one_line_name(name)} {mark} {count:,}" for (name, mark), count in self.kinds[:MAX_GAP_KINDS]]
+        rest = self.kinds[MAX_GAP_KINDS:]
+        if rest:
+            named.append(f"{sum(count for _kind, count in rest):,} of {len(rest):,} other kinds")
+        calls = "call" if self.left_out == 1 else "calls"
+        return f"{self.left_out:,} tool {calls} not shown ({' · '.join(named)})"
+
+
+def outcome_mark(tool: ToolCall) -> str:
+    """A call's outcome as the records mark it: ✓ done, ✗ failed, ○ no result (yet)."""
+    if tool.status != "done":
+        return "○"
+    return "✗" if tool.is_error else "✓"
+
+
+def _one_line_name(name: str) -> str:
+    """A tool's name on one line, at most 40 characters (the model's: any length, any character)."""
+    flat = " ".join(name.split())
+    return flat if len(flat) <= 40 else flat[:39] + "…"
 
 
 def text_and_result(text: str, result_text: str) -> str:

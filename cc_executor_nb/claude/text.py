@@ -50,7 +50,7 @@ from .render import (
     status_name,
     tool_input_summary,
 )
-from .streamjson import ApiRetry, Cut, Thought, ToolCall, TurnPart, text_and_result
+from .streamjson import ApiRetry, Cut, Thought, ToolCall, ToolPlan, TurnPart, text_and_result
 
 __all__ = [
     "FLUSH_CHARS",
@@ -301,7 +301,8 @@ def answer_of(view: ClaudeSnapshot) -> str:
 
 
 def render_text(
-    view: ClaudeSnapshot, *, ended: bool = False, parts: Sequence[TurnPart | Cut] | None = None
+    view: ClaudeSnapshot, *, ended: bool = False, parts: Sequence[TurnPart | Cut] | None = None,
+    plan: ToolPlan | None = None,
 ) -> str:
     """The run as plain text at once: retries, permissions, then the thinking notes, text and
     tools, then the footer.
@@ -309,7 +310,8 @@ def render_text(
     ``parts``: the thinking, text and tool calls in the order they came, maybe cut
     (:meth:`~cc_executor_nb.claude.streamjson.TurnView.parts`); without them, a thinking note, the
     view's tool calls, then its answer (a snapshot does not know where each came among the text).
-    The :class:`ClaudeTextRenderer` writes things as they happen instead.
+    The :class:`ClaudeTextRenderer` writes things as they happen instead. ``plan``: a bounded
+    record's (:func:`parts_text`).
     """
     notes: list[str] = []
     if parts is None and view.thinking.strip():
@@ -321,15 +323,16 @@ def render_text(
     notes += [permission_line(item) for item in permission_requests(view)]
     shown: Sequence[TurnPart | Cut] = parts if parts is not None else [tuple(view.tool_calls), answer_of(view)]
     blocks = ["\n".join(notes)] if notes else []
-    blocks += parts_text(shown)
+    blocks += parts_text(shown, plan)
     blocks.append("\n".join(filter(None, [error_line(view), footer_line(view, ended=ended)])))
     return "\n\n".join(blocks) + "\n"
 
 
-def parts_text(parts: Iterable[TurnPart | Cut]) -> list[str]:
+def parts_text(parts: Iterable[TurnPart | Cut], plan: ToolPlan | None = None) -> list[str]:
     """A turn's thinking, text and tool calls in order as blocks of text: each text, the thinking
     at one place as its ``[thinking]`` note, the calls made at one place as ``[tool]`` lines (a
-    subagent's left out), a cut as ``… N more characters`` under the text it cuts."""
+    subagent's left out), a cut as ``… N more characters`` under the text it cuts. ``plan``: a
+    bounded record's, whose calls left out are one ``[tools]`` line where the first of them stood."""
     blocks: list[str] = []
     previous: TurnPart | Cut | None = None
     for part in parts:
@@ -341,9 +344,17 @@ def parts_text(parts: Iterable[TurnPart | Cut]) -> list[str]:
         elif isinstance(part, Thought):
             blocks.append(thinking_line(part.text))
         else:
-            blocks.append("\n".join(tool_line(tool) for tool in part if tool.parent_tool_use_id is None))
+            blocks.append("\n".join(filter(None, (_planned_line(tool, plan) for tool in part))))
         previous = part
     return [block for block in blocks if block]
+
+
+def _planned_line(tool: ToolCall, plan: ToolPlan | None) -> str:
+    """A call's ``[tool]`` line, the ``[tools]`` line of the calls ``plan`` leaves out, or ""."""
+    state = plan.state(tool) if plan is not None else "whole"
+    if state == "gap" and plan is not None:
+        return f"[tools] {printable(plan.gap_words())}: run.tool_calls has all of them"
+    return "" if state == "hidden" or tool.parent_tool_use_id is not None else tool_line(tool)
 
 
 def permission_requests(view: object) -> tuple[Any, ...]:

@@ -36,14 +36,16 @@ from markdown_it import MarkdownIt
 from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
     LIVE_ANSWER_HEIGHT,
+    MAX_RECORD_TOOL_CARDS,
     MAX_THINKING_CHARS,
     claude_body_html,
     retry_text,
     tool_change,
     tool_input_summary,
+    tool_plan,
     tools_cut_words,
 )
-from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolBudget, ToolCall, TurnPart, TurnView
+from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolCall, ToolPlan, TurnPart, TurnView
 from ..claude.text import (
     TOOL_ERROR_CHARS,
     answer_of,
@@ -121,7 +123,10 @@ class Transcript:
     note the thinking without its text. ``tool_chars`` bounds the tool cards' bodies (the HTML's
     results and changes, the Markdown's changes; the text has none) in all, in reading order: each
     card keeps its tool, input and outcome, and one note counts the bodies left out (None: each
-    card's, as the widget shows).
+    card's, as the widget shows). ``tool_cards`` bounds how many calls it shows (None: all): the
+    first half and the last half in reading order, one line counting the ones between by tool and
+    outcome. The three forms read one :func:`~cc_executor_nb.claude.render.tool_plan`, so they leave
+    out the same calls and bodies.
     """
 
     def __init__(
@@ -132,12 +137,14 @@ class Transcript:
         answer_chars: int | None = None,
         thinking_chars: int | None = MAX_THINKING_CHARS,
         tool_chars: int | None = MAX_RECORD_TOOL_CHARS,
+        tool_cards: int | None = MAX_RECORD_TOOL_CARDS,
     ) -> None:
         self.run = run
         self.output_chars = output_chars
         self.answer_chars = answer_chars
         self.thinking_chars = thinking_chars
         self.tool_chars = tool_chars
+        self.tool_cards = tool_cards
         interpreter = run.interpreter
         raw = bool(run.options.get("raw"))
         self.claude = interpreter if isinstance(interpreter, ClaudeInterpreter) and not raw else None
@@ -147,6 +154,10 @@ class Transcript:
         if self.claude is not None:
             with self.claude.locked() as claude_run:  # the view and its turns at the same moment
                 self.view, self.turns = self.claude.snapshot(), claude_run.turn_views()
+        self.plan: ToolPlan | None = None
+        """Which tool calls and bodies every form shows (None: all of them)."""
+        if self.claude is not None and (tool_chars is not None or tool_cards is not None):
+            self.plan = tool_plan([tool for turn in self.turns for tool in turn.tools], tool_chars, tool_cards)
 
     # Facts shared by every form
 
@@ -253,7 +264,7 @@ class Transcript:
         assert view is not None
         asked = _requests_by_turn(view, self.turns if self._conversation else [])
         parts_by_turn = self._parts()
-        tools = ToolBudget(self.tool_chars) if self.tool_chars is not None else None
+        tools = self.plan
         # A conversation's retries are listed after its turns, as in the HTML, each naming its turn.
         retries = _retries_markdown(view)
         if not self._conversation:
@@ -261,14 +272,23 @@ class Transcript:
             parts += self._answer_markdown(view, parts_by_turn[0], tools)
         else:
             parts = self._turns_markdown(parts_by_turn, asked, tools) + retries
-        if tools is not None and tools.left_out:
-            words = markdown_escape(tools_cut_words(tools.left_out, "changes"))
+        diffs_left_out = self._diffs_left_out()
+        if diffs_left_out:
+            words = markdown_escape(tools_cut_words(diffs_left_out, "changes"))
             parts.append(f"*… {words}: `run.tool_calls` has all of them*")
         parts += self._no_result_markdown()
         parts.append("---\n\n" + " · ".join(_footer_markdown(view, ended=self.state.finished)))
         return parts
 
-    def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut], tools: ToolBudget | None) -> list[str]:
+    def _diffs_left_out(self) -> int:
+        """How many of the edits the Markdown lists it lists without their change's diff."""
+        plan = self.plan
+        if plan is None:
+            return 0
+        calls = [tool for turn in self.turns for tool in turn.tools if tool.parent_tool_use_id is None]
+        return sum(1 for tool in calls if plan.state(tool) == "bare" and tool_change(tool) is not None)
+
+    def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut], tools: ToolPlan | None) -> list[str]:
         """One turn: its text and tools in order (the text cut to ``answer_chars``, the changes to
         ``tools``) and how it failed."""
         parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it", tools)
@@ -280,7 +300,7 @@ class Transcript:
         return parts
 
     def _turns_markdown(
-        self, parts_by_turn: list[list[TurnPart | Cut]], asked: list[list[Any]], tools: ToolBudget | None,
+        self, parts_by_turn: list[list[TurnPart | Cut]], asked: list[list[Any]], tools: ToolPlan | None,
     ) -> list[str]:
         """A conversation: each turn's follow-up prompt, thinking note, permission questions, text
         and tools in the order they came, and how it ended."""
@@ -372,7 +392,7 @@ class Transcript:
         with self.claude.locked() as run:
             return claude_body_html(
                 run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
-                answer_chars=self.answer_chars, thinking_chars=self.thinking_chars, tool_chars=self.tool_chars,
+                answer_chars=self.answer_chars, thinking_chars=self.thinking_chars, plan=self.plan,
             )
 
     def document(self) -> str:
@@ -416,7 +436,7 @@ class Transcript:
         assert self.view is not None
         if self._conversation:
             return self._turns_text()
-        text = render_text(self.view, ended=self.state.finished, parts=self._parts()[0])
+        text = render_text(self.view, ended=self.state.finished, parts=self._parts()[0], plan=self.plan)
         if self.view.result is None and self.state.finished:
             text += f"[no result] the run ended {self.state.status} without Claude's result\n"
         return text
@@ -433,7 +453,7 @@ class Transcript:
             if turn.index > 0:
                 parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
             parts.append("\n".join(map(permission_line, asked[turn.index])))
-            parts += parts_text(shown)
+            parts += parts_text(shown, self.plan)
             failure = _turn_failure(turn)
             if turn.interrupted and turn.result is not None:
                 parts.append("[interrupted] the turn was interrupted")
@@ -519,9 +539,9 @@ def without_blank_lines(fragment: str) -> str:
     return _BLANK_LINE_AHEAD.sub("&#10;", fragment)
 
 
-def _tool_markdown(tool: ToolCall, budget: ToolBudget | None = None) -> str:
+def _tool_markdown(tool: ToolCall, plan: ToolPlan | None = None) -> str:
     """One list item: the call and its outcome, then an edit's change as a diff under it, unless
-    ``budget`` (a bounded record's) leaves it out."""
+    ``plan`` (a bounded record's) leaves it out."""
     change = tool_change(tool)
     if change is None:
         return _tool_item(tool)
@@ -529,7 +549,7 @@ def _tool_markdown(tool: ToolCall, budget: ToolBudget | None = None) -> str:
     text = "\n".join(line.text for line in lines) + (f"\n… {more:,} more lines not shown" if more else "")
     block = "\n".join("  " + line for line in fenced(text, "diff").split("\n"))
     item = f"{_tool_item(tool)} · change {counts}"
-    return item if budget is not None and not budget.spend(block) else f"{item}\n\n{block}\n"
+    return item if plan is not None and plan.state(tool) == "bare" else f"{item}\n\n{block}\n"
 
 
 def _tool_item(tool: ToolCall) -> str:
@@ -625,10 +645,11 @@ def _turn_failure(turn: TurnView) -> str:
     return turn.error_message or "The turn failed."
 
 
-def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, budget: ToolBudget | None = None) -> list[str]:
+def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, plan: ToolPlan | None = None) -> list[str]:
     """A turn's thinking, text and tools in order: each text as inert Markdown, the thinking at one
-    place as its note, the calls at one place as a list under **Tools** (their changes spending
-    ``budget``), a cut as the note ``… N more characters {cut_words}``."""
+    place as its note, the calls at one place as a list under **Tools** (``plan``, a bounded
+    record's, leaves some changes and calls out: one item counts those), a cut as the note
+    ``… N more characters {cut_words}``."""
     parts = []
     for part in shown:
         if isinstance(part, Cut):
@@ -637,9 +658,17 @@ def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, budget: ToolBud
             parts.append(_answer_text(part) if part.strip() else "")
         elif isinstance(part, Thought):
             parts.append(_thinking_markdown(part.text))
-        elif calls := [tool for tool in part if tool.parent_tool_use_id is None]:
-            parts.append("**Tools**\n\n" + "\n".join(_tool_markdown(tool, budget) for tool in calls))
+        elif items := [item for item in (_planned_markdown(tool, plan) for tool in part) if item]:
+            parts.append("**Tools**\n\n" + "\n".join(items))
     return parts
+
+
+def _planned_markdown(tool: ToolCall, plan: ToolPlan | None) -> str:
+    """A call's list item, the item of the calls ``plan`` leaves out, or "" (a subagent's call)."""
+    state = plan.state(tool) if plan is not None else "whole"
+    if state == "gap" and plan is not None:
+        return f"- *… {markdown_escape(plan.gap_words(), line_start=False)}: `run.tool_calls` has all of them …*"
+    return "" if state == "hidden" or tool.parent_tool_use_id is not None else _tool_markdown(tool, plan)
 
 
 def _thinking_markdown(thinking: str) -> str:
