@@ -390,6 +390,54 @@ def test_a_finished_turn_is_not_built_again_at_a_later_render(
     assert made.value == fresh_html(made, source, State())
 
 
+def test_a_render_while_a_turn_streams_reads_none_of_the_finished_turns(
+    body: tuple[ClaudeBody, Source, Controls], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thirty turns finished and a thirty-first streaming: a render reads the last turn's messages
+    and calls alone (one turn view, one turn compared with its kept key) and copies no tool call
+    (each render built every turn's view, compared every finished turn and took a snapshot of
+    every call: 4.5 ms a render at 500 turns, 23 ms at 2,000)."""
+    made, source, _ = body
+    for index in range(30):
+        made.interpreter.begin_turn(f"prompt {index}")
+        made.interpreter.feed("stdout", "\n".join(tool_turn_lines(index, f"answer {index}")) + "\n")
+    made.interpreter.begin_turn("the live one")
+    made.interpreter.feed("stdout", "\n".join(streamed_text("live", "streaming")) + "\n")
+    made.render(State(), 0.0)
+    views: list[int] = []
+    keys: list[int] = []
+    take_views, key_of = ClaudeRun.turn_views, claude_render._turn_key
+    monkeypatch.setattr(ClaudeRun, "turn_views", lambda run, *first: views.extend(
+        view.index for view in take_views(run, *first)) or take_views(run, *first))
+    monkeypatch.setattr(claude_render, "_turn_key", lambda turn, decisions: keys.append(turn.index) or key_of(
+        turn, decisions))
+    monkeypatch.setattr(made.interpreter, "snapshot", lambda: pytest.fail("a render took a snapshot"))
+    for piece in (" on", " and on"):
+        made.interpreter.feed("stdout", delta(0, "text_delta", text=piece) + "\n")
+        made.render(State(), 0.0)
+    assert views == keys == [30, 30] and "streaming on and on" in made.value
+    monkeypatch.undo()
+    assert made.value == fresh_html(made, source, State())
+
+
+def test_a_late_result_for_a_finished_turns_call_shows_at_the_next_render(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """A call of the first turn whose result comes while the second runs (the finished turns' HTML
+    is kept while nothing of theirs changes): its card shows the result at the next render."""
+    made, source, _ = body
+    made.interpreter.begin_turn("prompt 0")
+    call = {"type": "tool_use", "id": "toolu_late", "name": "Bash", "input": {"command": "sleep 9"}}
+    for each in (assistant("call", call), result(result="started it")):
+        made.interpreter.feed("stdout", each + "\n")
+    converse(made, source, range(1, 3))
+    assert "late output" not in made.value
+    output = {"type": "tool_result", "tool_use_id": "toolu_late", "content": "late output"}
+    made.interpreter.feed("stdout", json_line(type="user", message={"role": "user", "content": [output]}) + "\n")
+    made.render(State(), 0.0)
+    assert "late output" in made.value and made.value == fresh_html(made, source, State())
+
+
 def test_a_change_to_a_finished_turn_shows_at_the_next_render(body: tuple[ClaudeBody, Source, Controls]) -> None:
     """A question still pending when its turn ended is cancelled afterwards: the finished turn's
     tool card says so at the next render, while a later turn runs."""

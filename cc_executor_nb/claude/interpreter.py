@@ -191,6 +191,12 @@ class ClaudeInterpreter:
                 self._view = self._take_view()
             return self._view
 
+    def stderr(self) -> str:
+        """The CLI's stderr as a snapshot holds it (its end), without taking a snapshot: that copies
+        every tool call, which a render of the live widget should not pay at each frame."""
+        with self._lock:
+            return "".join(self._stderr)[-MAX_STDERR_CHARS:]
+
     def _take_view(self) -> ClaudeView:
         run = self._run
         return ClaudeView(

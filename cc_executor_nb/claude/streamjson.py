@@ -45,9 +45,9 @@ import json
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Reversible, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .control import ControlMessage, parse_control
 from .limits import UsageLimit, cost_estimate_reason, limit_from_event, limit_from_result, limit_from_retry
@@ -73,6 +73,8 @@ __all__ = [
     "summary",
     "text_and_result",
 ]
+
+_T = TypeVar("_T")
 
 Phase = Literal["starting", "thinking", "writing", "tool", "done"]
 ToolStatus = Literal["pending", "done"]
@@ -612,6 +614,10 @@ class ClaudeRun:
         self.malformed_events = 0
         self.phase: Phase = "starting"
         self.version = 0
+        # Counts the changes to a turn before the current one (a late tool result, a message settled
+        # or confirmed after its turn): while it and the number of turns stand, the turns before the
+        # last show as they did, and a renderer may keep their HTML (see render.TurnCache).
+        self.past_version = 0
         self._splitter = LineSplitter()
         self._messages: dict[str, _Message] = {}
         self._current: _Message | None = None
@@ -675,16 +681,25 @@ class ClaudeRun:
     def _turn_index(self) -> int:
         return max(0, len(self.turns) - 1)
 
-    def turn_views(self) -> list[TurnView]:
-        """Every turn with its own text, tool calls and result (at least one)."""
+    def _touch(self, turn: int) -> None:
+        """Something of ``turn`` changed: counted in :attr:`past_version` when it is not the current turn."""
+        if turn < self._turn_index:
+            self.past_version += 1
+
+    def turn_views(self, first: int = 0) -> list[TurnView]:
+        """Every turn with its own text, tool calls and result (at least one); from turn ``first`` on
+        (its index), reading only those turns' messages and calls: a widget that keeps the earlier
+        turns' HTML builds the last alone, whatever the number of turns before it."""
         count = max(1, len(self.turns))
-        texts: list[list[str]] = [[] for _ in range(count)]
-        thoughts: list[list[str]] = [[] for _ in range(count)]
-        thought_places: list[list[tuple[int, int]]] = [[] for _ in range(count)]  # (texts, calls) before each
-        calls = [0] * count  # how many of the turn's calls its messages held so far
+        first = min(first, count - 1)
+        shown = count - first  # the lists below hold turns first.. at 0..
+        texts: list[list[str]] = [[] for _ in range(shown)]
+        thoughts: list[list[str]] = [[] for _ in range(shown)]
+        thought_places: list[list[tuple[int, int]]] = [[] for _ in range(shown)]  # (texts, calls) before each
+        calls = [0] * shown  # how many of the turn's calls its messages held so far
         texts_before: dict[str, int] = {}  # by tool id: how many of its turn's text blocks came before the call
-        for message in self._messages.values():
-            at = min(message.turn, count - 1)
+        for message in _since(self._messages.values(), first, lambda message: message.turn):
+            at = min(message.turn, count - 1) - first
             for kind, text, tool_id in message.blocks():
                 if tool_id is not None:
                     texts_before[tool_id] = len(texts[at])
@@ -696,17 +711,19 @@ class ClaudeRun:
                 else:
                     thoughts[at].append(text)
                     thought_places[at].append((len(texts[at]), calls[at]))
-        tools: list[list[ToolCall]] = [[] for _ in range(count)]
-        for tool in self.tool_calls:  # one pass: looking through every call for each turn was quadratic
-            tools[min(tool.turn, count - 1)].append(tool)
+        tools: list[list[ToolCall]] = [[] for _ in range(shown)]
+        self._settle_inputs()
+        for tool in _since(self._tools.values(), first, lambda tool: tool.turn):  # one pass (per turn: quadratic)
+            tools[min(tool.turn, count - 1) - first].append(tool)
         views = []
-        for index in range(count):
+        for at in range(shown):
+            index = first + at
             turn = self.turns[index] if index < len(self.turns) else _Turn("", self.result)
             views.append(TurnView(
-                index, turn.prompt, "\n\n".join(texts[index]), tuple(tools[index]), turn.result, turn.interrupted,
-                "\n\n".join(thoughts[index]), texts=tuple(texts[index]),
-                tool_places=_places(tools[index], texts_before), thoughts=tuple(thoughts[index]),
-                thought_places=tuple(thought_places[index]),
+                index, turn.prompt, "\n\n".join(texts[at]), tuple(tools[at]), turn.result, turn.interrupted,
+                "\n\n".join(thoughts[at]), texts=tuple(texts[at]),
+                tool_places=_places(tools[at], texts_before), thoughts=tuple(thoughts[at]),
+                thought_places=tuple(thought_places[at]),
             ))
         if self.phase == "thinking":
             views[-1] = replace(views[-1], thinking_estimate=self.thinking_tokens or 0)
@@ -757,12 +774,17 @@ class ClaudeRun:
     @property
     def tool_calls(self) -> list[ToolCall]:
         """Tool calls in the order they started."""
+        self._settle_inputs()
+        return list(self._tools.values())
+
+    def _settle_inputs(self) -> None:
+        """The streamed inputs of the pending calls, as far as they came."""
         for tool_id in self._dirty_inputs:
             tool = self._tools.get(tool_id)
             if tool is not None and tool.status == "pending":
                 tool.input = "".join(self._inputs.get(tool_id, ()))
+                self._touch(tool.turn)
         self._dirty_inputs.clear()
-        return list(self._tools.values())
 
     @property
     def subtype(self) -> str | None:
@@ -912,6 +934,7 @@ class ClaudeRun:
         self._dirty_inputs.discard(block.tool_id)
         if tool is not None:
             tool.input = _parse_input("".join(pieces))
+            self._touch(tool.turn)
 
     # assistant, user
 
@@ -1032,6 +1055,7 @@ class ClaudeRun:
         message = self._messages.get(message_id)
         if message is None:
             message = self._messages[message_id] = _Message(message_id, turn=self._turn_index)
+        self._touch(message.turn)  # an earlier turn's message confirmed late
         return message
 
     def _streaming_message(self) -> _Message:
@@ -1052,6 +1076,7 @@ class ClaudeRun:
                 self._current = None
             if message.turn < self._turn_index:
                 message.settled = True
+                self._touch(message.turn)
             else:
                 del self._messages[message.id]
 
@@ -1100,6 +1125,7 @@ class ClaudeRun:
             )
         tool.name = _get_str(block, "name") or tool.name
         tool.input = _get_dict(block, "input")
+        self._touch(tool.turn)
         self._inputs.pop(tool_id, None)
         self._dirty_inputs.discard(tool_id)
 
@@ -1111,10 +1137,12 @@ class ClaudeRun:
         tool.result = _tool_result_text(block.get("content"))
         tool.is_error = block.get("is_error") is True
         tool.status = "done"
+        self._touch(tool.turn)
 
     def _forget_tool(self, tool_id: str) -> None:
         tool = self._tools.get(tool_id)
         if tool is not None and tool.status == "pending":
+            self._touch(tool.turn)
             del self._tools[tool_id]
             self._inputs.pop(tool_id, None)
             self._dirty_inputs.discard(tool_id)
@@ -1257,6 +1285,19 @@ def _merge_content(
     if content[: len(final)] == final:
         return list(content)
     return final + content
+
+
+def _since(items: Reversible[_T], first: int, turn: Callable[[_T], int]) -> list[_T]:
+    """``items`` (messages or calls, made in the order of their turns) of turn ``first`` and later,
+    read from the end: the earlier turns' are not looked at."""
+    if first <= 0:
+        return list(items)
+    kept: list[_T] = []
+    for item in reversed(items):
+        if turn(item) < first:
+            break
+        kept.append(item)
+    return kept[::-1]
 
 
 def _places(tools: list[ToolCall], texts_before: dict[str, int]) -> tuple[int, ...]:
