@@ -41,6 +41,7 @@ several processes of the same Claude session, one after another.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 import re
@@ -225,13 +226,7 @@ class TurnView:
         texts = self.texts if said else ()
         whole = "\n\n".join(texts)
         extra = "" if text_and_result(whole, result_text) == whole else result_text
-        parts: list[TurnPart] = []
-        for item in self._stream(texts):
-            joined = _joined(parts[-1], item) if parts else None
-            if joined is not None:
-                parts[-1] = joined
-            else:
-                parts.append((item,) if isinstance(item, ToolCall) else item)
+        parts = [_joined(list(items)) for _kind, items in itertools.groupby(self._stream(texts), key=type)]
         last = parts.pop() if parts else ""
         rest = last if isinstance(last, str) else ""
         parts += [] if isinstance(last, str) else [last]
@@ -264,14 +259,15 @@ class TurnView:
         return "Interrupted." if self.interrupted else _error_of_result(self.result) or "The turn failed."
 
 
-def _joined(part: TurnPart, item: str | ToolCall | Thought) -> TurnPart | None:
-    """``part`` with ``item`` that came right after it, when they are of a kind (texts joined by a
-    blank line, as thinking blocks; calls made at one place); None when ``item`` starts a part."""
-    if isinstance(item, ToolCall):
-        return (*part, item) if isinstance(part, tuple) else None
-    if isinstance(item, Thought):
-        return Thought(f"{part.text}\n\n{item.text}") if isinstance(part, Thought) else None
-    return f"{part}\n\n{item}" if isinstance(part, str) else None
+def _joined(items: list[str | ToolCall | Thought]) -> TurnPart:
+    """Items of a kind that came together as one part: texts joined by a blank line, as thinking
+    blocks; calls made at one place as a tuple. Joined at once: a part grown an item at a time
+    was quadratic (20,000 calls at one place took 4.4 s to read)."""
+    if isinstance(items[0], ToolCall):
+        return tuple(item for item in items if isinstance(item, ToolCall))
+    if isinstance(items[0], Thought):
+        return Thought("\n\n".join(item.text for item in items if isinstance(item, Thought)))
+    return "\n\n".join(item for item in items if isinstance(item, str))
 
 
 @dataclass(frozen=True)
