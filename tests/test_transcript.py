@@ -20,6 +20,7 @@ from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.render import (
     MAX_RECORD_TOOL_CARDS,
+    MAX_RECORD_TURNS,
     MAX_THINKING_CHARS,
     claude_body_html,
     render_tool_cards_html,
@@ -40,7 +41,7 @@ from cc_executor_nb.kernel.transcript import (
     safe_markdown,
 )
 
-from .test_approval_view import think_run_think_answer, turn_of
+from .test_approval_view import think_run_think_answer, tool_turn_lines, turn_of
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
 from .test_streamjson import assistant, block_start, delta, line, result, streamed_text
 from .test_streamjson import start as message_start
@@ -526,6 +527,43 @@ def test_the_line_of_calls_left_out_names_a_dozen_kinds_and_counts_the_rest() ->
     words = tool_plan(tools, None, 0).gap_words()
     assert words.startswith("150 tool calls not shown (tool 0 ✓ 5 · tool 1 ✓ 5 · ")
     assert words.endswith("tool 11 ✓ 5 · 90 of 18 other kinds)") and words.count("·") == 12
+
+
+def long_conversation(turns: int) -> SimpleNamespace:
+    """A finished conversation of ``turns`` turns, each running ``echo {index}`` and answering."""
+    interpreter = ClaudeInterpreter(prompt="prompt 0")
+    for index in range(turns):
+        interpreter.begin_turn(f"prompt {index}")
+        interpreter.feed("stdout", "\n".join(tool_turn_lines(index, f"answer {index}")) + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: prompt 0", state=finished_state(), interpreter=interpreter,
+                           options={"prompt": "prompt 0"})
+
+
+def test_a_conversations_record_does_not_grow_with_its_turns() -> None:
+    """A conversation of 600 turns and one of 1,000 make records of the same size in each form, but
+    for the figures of their line of the turns left out (each turn took its prompt and frame: 5,000
+    turns made an HTML record of 1.5 MB)."""
+    small, big = Transcript(long_conversation(600)), Transcript(long_conversation(1_000))
+    for form in ("html", "markdown", "text"):
+        assert abs(len(getattr(big, form)()) - len(getattr(small, form)())) < 20
+
+
+def test_a_conversations_record_forms_show_the_same_turns_and_count_the_ones_left_out() -> None:
+    """Three hundred turns: the HTML, the Markdown and the text show the first 100 and the last 100,
+    and between them one line counts the 100 left out, which follow-ups they were and their calls."""
+    transcript = Transcript(long_conversation(300))
+    page, markdown, text = transcript.html(), transcript.markdown(), transcript.text()
+    half = MAX_RECORD_TURNS // 2
+    shown = [*range(half), *range(300 - half, 300)]
+    assert [int(n) for n in re.findall(r'class="cc-turn cc-turn-(\d+)"', page)] == shown
+    assert [int(n) for n in re.findall(r"\*\*Follow-up (\d+)\*\*", markdown)] == shown[1:]
+    assert [int(n) for n in re.findall(r"\[follow-up (\d+)\]", text)] == shown[1:]
+    words = "100 turns not shown (follow-ups 100 to 199, with 100 tool calls): "
+    assert page.count(words) == markdown.count(words) == text.count(words) == 1
+    assert page.index(words) < page.index('class="cc-turn cc-turn-200"')
+    assert markdown.index("**Follow-up 99**") < markdown.index(words) < markdown.index("**Follow-up 200**")
+    assert "echo 150" not in page + markdown + text and "echo 250" in page + markdown + text
 
 
 def test_a_conversations_record_shows_earlier_turns_cards_as_it_did_at_their_end() -> None:

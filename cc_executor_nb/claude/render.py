@@ -66,6 +66,7 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
 
 __all__ = [
     "MAX_RECORD_TOOL_CARDS",
+    "MAX_RECORD_TURNS",
     "TURN_CONTEXT",
     "BodyPieces",
     "ClaudeBody",
@@ -80,6 +81,7 @@ __all__ = [
     "format_duration",
     "format_seconds",
     "permission_card_html",
+    "record_turns",
     "render_answer_html",
     "render_claude_html",
     "render_error_html",
@@ -95,6 +97,7 @@ __all__ = [
     "tool_input_summary",
     "tool_plan",
     "tools_cut_words",
+    "turns_gap_words",
 ]
 
 # Limits: how much untrusted text one render may carry to the browser.
@@ -104,6 +107,9 @@ MAX_TOOL_INPUT_CHARS = 120
 MAX_RECORD_TOOL_CARDS = 200
 """How many tool calls a bounded record shows as cards: the first half and the last half, in
 reading order (a user reads the start and the end); one line counts the ones between."""
+MAX_RECORD_TURNS = 200
+"""How many turns of a conversation a bounded record shows: the first half and the last half; one
+line counts the ones between (each turn took its prompt and frame: 5,000 turns made 1.5 MB)."""
 # A table wider or bigger than this is shown as text (a code block of its lines): markdown-it
 # makes three tokens and an inline parse per cell, about 12 µs a cell, and the widget renders
 # the whole answer again on every frame while it streams. A 5000-column table of 50 rows took
@@ -734,6 +740,31 @@ def render_claude_html(
     return _run_pieces(run, process_ended, decisions, turns).html
 
 
+def record_turns(
+    views: Sequence[TurnView], limit: int | None
+) -> tuple[list[TurnView], list[TurnView], list[TurnView]]:
+    """A bounded record's turns: the first half of ``limit`` and the last half, and those between,
+    which it leaves out (None: all shown)."""
+    if limit is None or len(views) <= limit:
+        return list(views), [], []
+    first, last = (limit + 1) // 2, limit // 2
+    return list(views[:first]), list(views[first : len(views) - last]), list(views[len(views) - last :])
+
+
+def turns_gap_words(left_out: Sequence[TurnView]) -> str:
+    """The line of the turns a record leaves out: ``4,800 turns not shown (follow-ups 100 to 4,899,
+    with 9,600 tool calls): run.text and run.tool_calls have what they said and did``."""
+    calls = sum(len(turn.tools) for turn in left_out)
+    with_calls = f", with {calls:,} tool call{_plural(calls)}" if calls else ""
+    span = f"follow-ups {left_out[0].index:,} to {left_out[-1].index:,}"
+    return (f"{len(left_out):,} turn{_plural(len(left_out))} not shown ({span}{with_calls}): "
+            "run.text and run.tool_calls have what they said and did")
+
+
+def _turns_gap_html(left_out: Sequence[TurnView]) -> str:
+    return f'<div class="cc-turns-gap" style="{_MUTED}"><em>… {escape(turns_gap_words(left_out))} …</em></div>'
+
+
 def _run_pieces(
     run: ClaudeRun,
     process_ended: bool,
@@ -745,24 +776,29 @@ def _run_pieces(
     tool_chars: int | None = None,
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
+    max_turns: int | None = None,
 ) -> BodyPieces:
     """:func:`render_claude_html` cut before the turns and before the last one; ``budget``,
-    ``thinking``, ``tool_chars`` and ``tool_cards``: a bounded record's (its turns are built afresh)."""
+    ``thinking``, ``tool_chars``, ``tool_cards`` and ``max_turns``: a bounded record's (its turns are
+    built afresh)."""
     end = render_retries_html(run) + render_footer_html(run, process_ended) + "</div>"
     bounded = budget is not None or thinking is not None or tool_chars is not None or tool_cards is not None
+    bounded = bounded or max_turns is not None
     if len(run.turns) > 1 and turns is not None and not bounded and plan is None:
         # The live widget: the turns before the last are kept while they stand (not read again).
         finished, last = turns.conversation(run, decisions if decisions is not None else _NO_DECISIONS)
         return BodyPieces(_RUN_OPEN + _TURNS_OPEN, finished, last + "</div>" + end)
     views = run.turn_views()
+    before, left_out, after = record_turns(views, max_turns if len(run.turns) > 1 else None)
     tools = plan
     if tools is None and (tool_chars is not None or tool_cards is not None):
-        tools = tool_plan([tool for view in views for tool in view.tools], tool_chars, tool_cards)
+        tools = tool_plan([tool for view in before + after for tool in view.tools], tool_chars, tool_cards)
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
         if bounded or tools is not None:  # a bounded record
             build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools)
-        built = [build(turn, decisions or {}) for turn in views]
+        built = [build(turn, decisions or {}) for turn in before] + ([_turns_gap_html(left_out)] if left_out else [])
+        built += [build(turn, decisions or {}) for turn in after]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + _tools_cut_html(tools) + end)
     (view,) = views
@@ -1002,6 +1038,7 @@ def claude_body_html(
     tool_chars: int | None = None,
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
+    max_turns: int | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
@@ -1022,12 +1059,14 @@ def claude_body_html(
     and the last half in reading order; one line where the first left out stood counts the ones
     between by tool and outcome. Both bounds make a :func:`tool_plan`, which the Markdown and text
     records read too: every form leaves out the same calls and bodies. ``plan``: one made already
-    (a record's, which its Markdown and text read), in place of those two.
+    (a record's, which its Markdown and text read), in place of those two. ``max_turns``: show that
+    many turns of a conversation at most (a record's bound; None: all), the first half and the last
+    half; one line between counts the ones left out.
     """
     return claude_body_pieces(
         run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
         answer_chars=answer_chars, thinking_chars=thinking_chars, tool_chars=tool_chars, tool_cards=tool_cards,
-        plan=plan,
+        plan=plan, max_turns=max_turns,
     ).html
 
 
@@ -1045,6 +1084,7 @@ def claude_body_pieces(
     tool_chars: int | None = None,
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
+    max_turns: int | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
     sends a conversation's finished turns once and then only the turn that changes."""
@@ -1053,7 +1093,7 @@ def claude_body_pieces(
     budget = AnswerBudget(answer_chars) if answer_chars is not None else None
     thinking = ThinkingBudget(thinking_chars) if thinking_chars is not None else None
     body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking, tool_chars=tool_chars,
-                       tool_cards=tool_cards, plan=plan)
+                       tool_cards=tool_cards, plan=plan, max_turns=max_turns)
     end = limit
     if ended and run.result is None:
         end += _no_result_html(run, status, exit_code, stderr)

@@ -37,13 +37,16 @@ from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
     LIVE_ANSWER_HEIGHT,
     MAX_RECORD_TOOL_CARDS,
+    MAX_RECORD_TURNS,
     MAX_THINKING_CHARS,
     claude_body_html,
+    record_turns,
     retry_text,
     tool_change,
     tool_input_summary,
     tool_plan,
     tools_cut_words,
+    turns_gap_words,
 )
 from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolCall, ToolPlan, TurnPart, TurnView
 from ..claude.text import (
@@ -126,7 +129,8 @@ class Transcript:
     card's, as the widget shows). ``tool_cards`` bounds how many calls it shows (None: all): the
     first half and the last half in reading order, one line counting the ones between by tool and
     outcome. The three forms read one :func:`~cc_executor_nb.claude.render.tool_plan`, so they leave
-    out the same calls and bodies.
+    out the same calls and bodies. ``max_turns`` bounds how many turns of a conversation it shows
+    (None: all): the first half and the last half, one line between counting the ones left out.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class Transcript:
         thinking_chars: int | None = MAX_THINKING_CHARS,
         tool_chars: int | None = MAX_RECORD_TOOL_CHARS,
         tool_cards: int | None = MAX_RECORD_TOOL_CARDS,
+        max_turns: int | None = MAX_RECORD_TURNS,
     ) -> None:
         self.run = run
         self.output_chars = output_chars
@@ -145,6 +150,7 @@ class Transcript:
         self.thinking_chars = thinking_chars
         self.tool_chars = tool_chars
         self.tool_cards = tool_cards
+        self.max_turns = max_turns
         interpreter = run.interpreter
         raw = bool(run.options.get("raw"))
         self.claude = interpreter if isinstance(interpreter, ClaudeInterpreter) and not raw else None
@@ -154,12 +160,25 @@ class Transcript:
         if self.claude is not None:
             with self.claude.locked() as claude_run:  # the view and its turns at the same moment
                 self.view, self.turns = self.claude.snapshot(), claude_run.turn_views()
+        self.before, self.left_out, self.after = record_turns(self.turns, max_turns if self._conversation else None)
+        """The turns the record shows (those before the line of the turns it leaves out, and after)
+        and the ones it leaves out (:func:`~cc_executor_nb.claude.render.record_turns`)."""
         self.plan: ToolPlan | None = None
         """Which tool calls and bodies every form shows (None: all of them)."""
         if self.claude is not None and (tool_chars is not None or tool_cards is not None):
-            self.plan = tool_plan([tool for turn in self.turns for tool in turn.tools], tool_chars, tool_cards)
+            self.plan = tool_plan([tool for turn in self.shown for tool in turn.tools], tool_chars, tool_cards)
 
     # Facts shared by every form
+
+    @property
+    def shown(self) -> list[TurnView]:
+        """The turns the record shows, in order."""
+        return self.before + self.after
+
+    def _turns_gap(self, position: int) -> str:
+        """The words of the turns left out when the record's ``position``-th shown turn comes after
+        them, else ""."""
+        return turns_gap_words(self.left_out) if self.left_out and position == len(self.before) else ""
 
     @property
     def state(self) -> RunState:
@@ -231,7 +250,7 @@ class Transcript:
         budget = AnswerBudget(self.answer_chars)
         if not self._conversation:
             return [budget.spend(_one_turn_parts(self.view, self.turns[0]))]
-        return [budget.spend(_turn_parts(turn)) for turn in self.turns]
+        return [budget.spend(_turn_parts(turn)) for turn in self.shown]
 
     @property
     def _conversation(self) -> bool:
@@ -285,7 +304,7 @@ class Transcript:
         plan = self.plan
         if plan is None:
             return 0
-        calls = [tool for turn in self.turns for tool in turn.tools if tool.parent_tool_use_id is None]
+        calls = [tool for turn in self.shown for tool in turn.tools if tool.parent_tool_use_id is None]
         return sum(1 for tool in calls if plan.state(tool) == "bare" and tool_change(tool) is not None)
 
     def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut], tools: ToolPlan | None) -> list[str]:
@@ -305,7 +324,9 @@ class Transcript:
         """A conversation: each turn's follow-up prompt, thinking note, permission questions, text
         and tools in the order they came, and how it ended."""
         parts: list[str] = []
-        for turn, shown in zip(self.turns, parts_by_turn, strict=True):
+        for position, (turn, shown) in enumerate(zip(self.shown, parts_by_turn, strict=True)):
+            gap = self._turns_gap(position)
+            parts += [f"*… {markdown_escape(gap, line_start=False)} …*"] if gap else []
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
             parts.append(_permissions_markdown(asked[turn.index]))
@@ -393,6 +414,7 @@ class Transcript:
             return claude_body_html(
                 run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
                 answer_chars=self.answer_chars, thinking_chars=self.thinking_chars, plan=self.plan,
+                max_turns=self.max_turns,
             )
 
     def document(self) -> str:
@@ -449,7 +471,9 @@ class Transcript:
         assert view is not None
         asked = _requests_by_turn(view, self.turns)
         parts: list[str] = []
-        for turn, shown in zip(self.turns, self._parts(), strict=True):
+        for position, (turn, shown) in enumerate(zip(self.shown, self._parts(), strict=True)):
+            gap = self._turns_gap(position)
+            parts += [f"[turns] {gap}"] if gap else []
             if turn.index > 0:
                 parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
             parts.append("\n".join(map(permission_line, asked[turn.index])))
