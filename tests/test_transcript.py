@@ -28,6 +28,8 @@ from cc_executor_nb.claude.render import (
 )
 from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.demo.texts import MARKDOWN_XSS, haikus
+from cc_executor_nb.kernel import api
+from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.runstate import RunState
 from cc_executor_nb.kernel.transcript import (
     IN_PROGRESS_NOTE,
@@ -541,18 +543,27 @@ def long_conversation(turns: int) -> SimpleNamespace:
 
 
 def test_a_conversations_record_does_not_grow_with_its_turns() -> None:
-    """A conversation of 600 turns and one of 1,000 make records of the same size in each form, but
-    for the figures of their line of the turns left out (each turn took its prompt and frame: 5,000
-    turns made an HTML record of 1.5 MB)."""
-    small, big = Transcript(long_conversation(600)), Transcript(long_conversation(1_000))
+    """A conversation of 600 turns and one of 1,000 make displayed records of the same size in each
+    form, but for the figures of their line of the turns left out (each turn took its prompt and
+    frame: 5,000 turns made an HTML record of 1.5 MB); run.transcript() keeps every turn."""
+    small, big = (Transcript(long_conversation(turns), max_turns=MAX_RECORD_TURNS) for turns in (600, 1_000))
     for form in ("html", "markdown", "text"):
         assert abs(len(getattr(big, form)()) - len(getattr(small, form)())) < 20
+    assert Transcript(long_conversation(300)).markdown().count("**Follow-up ") == 299
+
+
+def test_the_displayed_record_of_a_conversation_shows_at_most_max_record_turns() -> None:
+    """The record a run's display carries (its text/html, text/markdown and text/plain) bounds the
+    turns; run.transcript() above keeps them all."""
+    bundle = api._record(long_conversation(300), CCExec())()  # type: ignore[arg-type]
+    assert bundle["text/markdown"].count("**Follow-up ") == MAX_RECORD_TURNS - 1
+    assert all("100 turns not shown (follow-ups 100 to 199" in form for form in bundle.values())
 
 
 def test_a_conversations_record_forms_show_the_same_turns_and_count_the_ones_left_out() -> None:
     """Three hundred turns: the HTML, the Markdown and the text show the first 100 and the last 100,
     and between them one line counts the 100 left out, which follow-ups they were and their calls."""
-    transcript = Transcript(long_conversation(300))
+    transcript = Transcript(long_conversation(300), max_turns=MAX_RECORD_TURNS)
     page, markdown, text = transcript.html(), transcript.markdown(), transcript.text()
     half = MAX_RECORD_TURNS // 2
     shown = [*range(half), *range(300 - half, 300)]

@@ -41,6 +41,7 @@ from ..claude.options import (
     places,
     refuse_host_options,
 )
+from ..claude.render import MAX_RECORD_TURNS
 from ..claude.summary import RESULT_SUMMARY
 from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
@@ -982,7 +983,8 @@ def _asks_on_terminal(handle: Run) -> bool:
 def _record(handle: Run, settings: CCExec) -> Callable[[], dict[str, Any]]:
     """The run's record for its display, bounded like the live view."""
     return lambda: Transcript(
-        handle, output_chars=settings.max_output_chars, answer_chars=MAX_RECORD_ANSWER_CHARS
+        handle, output_chars=settings.max_output_chars, answer_chars=MAX_RECORD_ANSWER_CHARS,
+        max_turns=MAX_RECORD_TURNS,
     ).bundle()
 
 

@@ -37,7 +37,6 @@ from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
     LIVE_ANSWER_HEIGHT,
     MAX_RECORD_TOOL_CARDS,
-    MAX_RECORD_TURNS,
     MAX_THINKING_CHARS,
     claude_body_html,
     record_turns,
@@ -130,7 +129,9 @@ class Transcript:
     first half and the last half in reading order, one line counting the ones between by tool and
     outcome. The three forms read one :func:`~cc_executor_nb.claude.render.tool_plan`, so they leave
     out the same calls and bodies. ``max_turns`` bounds how many turns of a conversation it shows
-    (None: all): the first half and the last half, one line between counting the ones left out.
+    (None: all, as ``run.transcript()`` and ``run.save()`` show; the display's record shows
+    :data:`~cc_executor_nb.claude.render.MAX_RECORD_TURNS`): the first half and the last half, one
+    line between counting the ones left out.
     """
 
     def __init__(
@@ -142,7 +143,7 @@ class Transcript:
         thinking_chars: int | None = MAX_THINKING_CHARS,
         tool_chars: int | None = MAX_RECORD_TOOL_CHARS,
         tool_cards: int | None = MAX_RECORD_TOOL_CARDS,
-        max_turns: int | None = MAX_RECORD_TURNS,
+        max_turns: int | None = None,
     ) -> None:
         self.run = run
         self.output_chars = output_chars
