@@ -622,6 +622,14 @@ class ClaudeRun:
         self._inputs: dict[str, list[str]] = {}
         self._dirty_inputs: set[str] = set()
         self._joined: tuple[int, str, str] = (0, "", "")
+        # len(self.text) without the join: each message's (characters, text blocks) and their
+        # sums, the messages changed since read again when asked (see _text_length).
+        self._text_stats: dict[str, tuple[int, int]] = {}
+        self._text_totals = (0, 0)
+        self._text_stale: set[str] = set()
+        # The messages neither confirmed (an assistant event's content) nor settled, in order:
+        # what _drop_unconfirmed looks at, without walking every message at each event.
+        self._unconfirmed: dict[str, _Message] = {}
         self.turns: list[_Turn] = []
         self.signals: deque[Signal] = deque(maxlen=self.MAX_SIGNALS)
 
@@ -892,7 +900,7 @@ class ClaudeRun:
         if kind == "tool_use":
             live.tool_id = self._start_tool(block)
         message.live[self._block_index(inner, message)] = live
-        message.changed()
+        self._changed(message)
         self.phase = _PHASE_BY_KIND.get(kind, self.phase)
 
     def _on_block_delta(self, inner: dict[str, Any]) -> None:
@@ -902,7 +910,7 @@ class ClaudeRun:
         if piece is None:
             return  # signature_delta, citations_delta: nothing to show.
         message = self._streaming_message()
-        message.changed()
+        self._changed(message)
         index = self._block_index(inner, message)
         block = message.live.get(index)
         if block is None or block.kind != kind:
@@ -950,7 +958,9 @@ class ClaudeRun:
             return  # A subagent's text is not part of the main answer.
         target = self._message(message_id)
         target.final = _merge_content(target.final, content)
-        target.changed()
+        if target.final:
+            self._unconfirmed.pop(target.id, None)
+        self._changed(target)
         self._note_model(message)
         if content:
             last_kind = _KIND_BY_TYPE.get(_get_str(content[-1], "type") or "", "")
@@ -1051,6 +1061,8 @@ class ClaudeRun:
         message = self._messages.get(message_id)
         if message is None:
             message = self._messages[message_id] = _Message(message_id, turn=self._turn_index)
+            self._text_stale.add(message_id)
+            self._unconfirmed[message_id] = message
         self._touch(message.turn)  # an earlier turn's message confirmed late
         return message
 
@@ -1063,8 +1075,9 @@ class ClaudeRun:
         """Forget streamed messages of this turn that no ``assistant`` event confirmed, and the
         unconfirmed tool calls of any. An earlier turn's words stay with it: the CLI never
         confirms the message it was interrupted in."""
-        doomed = [m for m in self._messages.values() if not m.final and not m.settled and m.id != keep]
+        doomed = [m for m in self._unconfirmed.values() if m.id != keep]
         for message in doomed:
+            del self._unconfirmed[message.id]
             for block in message.live.values():
                 if block.tool_id is not None:
                     self._forget_tool(block.tool_id)
@@ -1075,6 +1088,7 @@ class ClaudeRun:
                 self._touch(message.turn)
             else:
                 del self._messages[message.id]
+                self._text_stale.add(message.id)
 
     def _note_model(self, message: dict[str, Any]) -> None:
         model = _get_str(message, "model")
@@ -1086,6 +1100,28 @@ class ClaudeRun:
     def _block_index(inner: dict[str, Any], message: _Message) -> int:
         index = _get_int(inner, "index")
         return index if index is not None else max(message.live, default=-1) + 1
+
+    def _changed(self, message: _Message) -> None:
+        """A block of ``message`` started or grew, or it was confirmed."""
+        message.changed()
+        self._text_stale.add(message.id)
+
+    def _text_length(self) -> int:
+        """``len(self.text)``, without joining the text: a tool call's start asks for it, and
+        joining every message's text at each of thousands of calls was quadratic (20,000 calls
+        fed in 101 s). Only the messages changed since the last call are read again."""
+        chars, count = self._text_totals
+        for message_id in self._text_stale:
+            old_chars, old_count = self._text_stats.pop(message_id, (0, 0))
+            chars, count = chars - old_chars, count - old_count
+            message = self._messages.get(message_id)
+            if message is not None:
+                texts = [text for kind, text, _tool in message.blocks() if kind == "text" and text.strip()]
+                stat = self._text_stats[message_id] = (sum(map(len, texts)), len(texts))
+                chars, count = chars + stat[0], count + stat[1]
+        self._text_stale.clear()
+        self._text_totals = (chars, count)
+        return chars + 2 * max(count - 1, 0)  # the blank line between two messages' texts
 
     def _texts(self) -> tuple[int, str, str]:
         if self._joined[0] != self.version:
@@ -1104,7 +1140,7 @@ class ClaudeRun:
         tool_id = _get_str(block, "id") or f"\0tool-{len(self._tools) + 1}"
         if tool_id not in self._tools:
             self._tools[tool_id] = ToolCall(
-                tool_id, _get_str(block, "name") or "", turn=self._turn_index, text_offset=len(self.text)
+                tool_id, _get_str(block, "name") or "", turn=self._turn_index, text_offset=self._text_length()
             )
         self._inputs[tool_id] = []
         self._dirty_inputs.add(tool_id)
@@ -1117,7 +1153,7 @@ class ClaudeRun:
         tool = self._tools.get(tool_id)
         if tool is None:
             tool = self._tools[tool_id] = ToolCall(
-                tool_id, "", parent_tool_use_id=parent, turn=self._turn_index, text_offset=len(self.text)
+                tool_id, "", parent_tool_use_id=parent, turn=self._turn_index, text_offset=self._text_length()
             )
         tool.name = _get_str(block, "name") or tool.name
         tool.input = _get_dict(block, "input")
