@@ -102,6 +102,26 @@ def test_terminal_ipython_shows_the_answer_not_json(tmp_path: Path) -> None:
     assert re.search(r"completed 0\.009\d+\n", after)
 
 
+def test_exiting_terminal_ipython_ends_a_waiting_conversation_without_a_nobody_left_note(tmp_path: Path) -> None:
+    """``exit`` while a conversation waits for a follow-up: IPython's last reset lets go of ``run``, which
+    is no user dropping a run nobody can reach any more: it ends (``[completed]``), with no such note."""
+    child = terminal_ipython(tmp_path)
+    try:
+        child.expect(r"In \[1\]")
+        child.sendline("%load_ext cc_executor_nb")
+        child.expect(r"In \[2\]")
+        child.sendline('run = %ccexec --demo --wait "what is 2+2"')
+        child.expect(r"In \[3\]")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+        ended = screen_text(child.before)
+    finally:
+        child.close(force=True)
+    print(ended)
+    assert "[completed] exit 0" in ended
+    assert "nobody can answer" not in ended
+
+
 def test_terminal_ipython_runs_a_durable_job(tmp_path: Path) -> None:
     """%ccexec --durable in terminal IPython: the job runs in the job server and its output shows (no traceback)."""
     runtime = tmp_path / "runtime"

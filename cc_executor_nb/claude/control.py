@@ -85,7 +85,7 @@ END_OF_INPUT_MESSAGE = "The user denied this tool call: they ended the input (Ct
 POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
 """What the model is told when the run's permission policy denies a question."""
 UNREACHABLE_MESSAGE = (
-    "Denied automatically: nobody can answer this question any more (the run was not shown "
+    "Denied automatically: nobody can answer this question any more (no widget shows the run "
     "and its handle was dropped). Keep the run (r = cc_executor_nb.run(...)), show it, or set a "
     "policy (--approve all|none, on_permission=..., CCExec.permission_policy) for unattended runs."
 )

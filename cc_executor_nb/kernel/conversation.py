@@ -484,8 +484,8 @@ class Conversation:
                 self._deny_unreachable(request)
         if self._mode == "ending" or self._end_when_live is not None:
             return  # ended already (run.end()): only its questions were left to deny
-        self._notice("Ended: nobody can answer or follow up this run any more (it was not shown and its handle "
-                     "was dropped); everything is kept.")
+        self._notice("Ended: nobody can answer or follow up this run any more (no widget shows it and its "
+                     "handle was dropped); everything is kept.")
         self.end("unreachable")
 
     def _deny_unreachable(self, request: PermissionRequest) -> None:
@@ -1119,7 +1119,7 @@ _ENDED_BECAUSE = {
     "refused": " (the CLI refused its start)",
     "idle": " (ended after its idle timeout without a follow-up)",
     "max_idle_conversations": " (ended: more conversations than max_idle_conversations waited for a follow-up)",
-    "unreachable": " (ended: it was not shown and its handle was dropped, so nobody could answer it)",
+    "unreachable": " (ended: no widget showed it and its handle was dropped, so nobody could answer it)",
 }
 """What a refused follow-up says of why the conversation ended, by the reason end() was given."""
 

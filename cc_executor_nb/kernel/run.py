@@ -611,6 +611,8 @@ class Run:
         loop = self._kernel_loop
         if loop is None or self.done or self.conversation is None or (self.durable and not let_go):
             return
+        if _ipython_exiting():
+            return  # its last reset drops every handle; the loop's end closes the run, quietly
         with contextlib.suppress(LoopStopped):
             loop.submit(self._nobody_holds(widget_shown))
 
@@ -1593,6 +1595,17 @@ def _log_errors(func: Callable[[], object]) -> None:
         func()
     except Exception:
         logger.exception("! run clean-up step failed")
+
+
+def _ipython_exiting() -> bool:
+    """Whether IPython is exiting: terminal IPython clears the user's namespace once its main
+    loop ends (``_atexit_once``, its flag set first), which lets go of every handle while this
+    package's loop still runs; that is no user dropping a run nobody can reach any more."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return bool(getattr(get_ipython(), "_atexit_once_called", False))
 
 
 def _current_cell() -> object:
