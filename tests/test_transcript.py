@@ -19,6 +19,7 @@ from cc_executor_nb import methods
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.render import (
+    MAX_RECORD_PROMPT_CHARS,
     MAX_RECORD_TOOL_CARDS,
     MAX_RECORD_TURNS,
     MAX_THINKING_CHARS,
@@ -1472,3 +1473,27 @@ def test_every_form_of_the_record_says_what_the_server_noticed() -> None:
     page = record.html()
     assert page.count('class="ccx-notice"') == 2 and "note: held &lt;b&gt;x&lt;/b&gt;" in page
     assert html.escape(REOPENED) in page and "<b>x" not in page
+
+
+def test_the_displayed_record_shows_the_start_of_each_long_prompt_and_counts_the_rest() -> None:
+    """A first prompt of 50,000 characters and a follow-up of 100,000 (pasted documents): the display's
+    record shows the first MAX_RECORD_PROMPT_CHARS of each, in every form, and counts the rest (the
+    record was as big as its prompts); run.transcript() keeps them whole."""
+    first, follow = "first " * 8_333 + "ab", "follow " * 14_285 + "fine."
+    assert (len(first), len(follow)) == (50_000, 100_000)
+    interpreter = ClaudeInterpreter(prompt=first)
+    for index, prompt in enumerate((first, follow)):
+        interpreter.begin_turn(prompt)
+        interpreter.feed("stdout", "\n".join(tool_turn_lines(index, f"answer {index}")) + "\n")
+    interpreter.finish()
+    run = SimpleNamespace(label="claude: first first first …", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": first})
+    bundle = api._record(run, CCExec())()  # type: ignore[arg-type]
+    for form in ("text/plain", "text/markdown", "text/html"):
+        shown = bundle[form]
+        assert len(shown) < 4 * MAX_RECORD_PROMPT_CHARS, form
+        assert f"… {50_000 - MAX_RECORD_PROMPT_CHARS:,} more characters of this prompt not shown" in shown, form
+        assert f"… {100_000 - MAX_RECORD_PROMPT_CHARS:,} more characters of this prompt not shown" in shown, form
+    whole = Transcript(run)  # type: ignore[arg-type]
+    for form in (whole.text(), whole.markdown(), whole.html()):
+        assert first in form and follow.strip() in form and "more characters of this prompt" not in form

@@ -65,6 +65,7 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
     _nh3 = None
 
 __all__ = [
+    "MAX_RECORD_PROMPT_CHARS",
     "MAX_RECORD_TOOL_CARDS",
     "MAX_RECORD_TURNS",
     "TURN_CONTEXT",
@@ -81,6 +82,7 @@ __all__ = [
     "format_duration",
     "format_seconds",
     "permission_card_html",
+    "record_prompt",
     "record_turns",
     "render_answer_html",
     "render_claude_html",
@@ -107,6 +109,9 @@ MAX_TOOL_INPUT_CHARS = 120
 MAX_RECORD_TOOL_CARDS = 200
 """How many tool calls a bounded record shows as cards: the first half and the last half, in
 reading order (a user reads the start and the end); one line counts the ones between."""
+MAX_RECORD_PROMPT_CHARS = 4000
+"""How much of each prompt a bounded record shows (a pasted document made a record as big as
+itself, at every turn that carried one): its start, then one line counting the rest."""
 MAX_RECORD_TURNS = 200
 """How many turns of a conversation a bounded record shows: the first half and the last half; one
 line counts the ones between (each turn took its prompt and frame: 5,000 turns made 1.5 MB)."""
@@ -973,13 +978,24 @@ def _turn_key(turn: TurnView, decisions: Mapping[str, PermissionRequest]) -> tup
     return fields, tools, tuple(decisions.get(tool.id) for tool in turn.tools)
 
 
+def record_prompt(prompt: str, bounded: bool) -> str:
+    """``prompt`` as a record shows it: whole, or in a bounded record (the display's) its first
+    :data:`MAX_RECORD_PROMPT_CHARS` characters and a line counting the rest."""
+    left_out = len(prompt) - MAX_RECORD_PROMPT_CHARS
+    if not bounded or left_out <= 0:
+        return prompt
+    return f"{prompt[:MAX_RECORD_PROMPT_CHARS]}\n… {left_out:,} more characters of this prompt not shown"
+
+
 def _turn_html(
     turn: TurnView, decisions: Mapping[str, PermissionRequest], budget: AnswerBudget | None = None,
     thinking: ThinkingBudget | None = None, tools: ToolPlan | None = None,
 ) -> str:
+    """One turn; ``budget`` (a bounded record's) bounds its prompt too (:func:`record_prompt`)."""
     prompt = ""
     if turn.index > 0:
-        prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(turn.prompt))}</div>'
+        shown = record_prompt(turn.prompt, budget is not None)
+        prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(shown))}</div>'
     body = [prompt]
     if turn.interrupted and turn.result is not None:
         body += [_in_order(turn, decisions, budget=budget, tools=tools, thinking=thinking), _INTERRUPTED]

@@ -39,6 +39,7 @@ from ..claude.render import (
     MAX_RECORD_TOOL_CARDS,
     MAX_THINKING_CHARS,
     claude_body_html,
+    record_prompt,
     record_turns,
     retry_text,
     tool_change,
@@ -234,7 +235,12 @@ class Transcript:
         prompt = self.run.options.get("prompt")
         if not isinstance(prompt, str) or self.claude is None:
             return None
-        return None if self.run.label == f"claude: {prompt}" else prompt
+        return None if self.run.label == f"claude: {prompt}" else record_prompt(prompt, self._bounded)
+
+    @property
+    def _bounded(self) -> bool:
+        """Whether this is a bounded record (the display's): its prompts are cut too."""
+        return self.answer_chars is not None
 
     def _command(self) -> str | None:
         """A command's whole line when the label cuts it (or folds its lines), else None."""
@@ -329,7 +335,7 @@ class Transcript:
             gap = self._turns_gap(position)
             parts += [f"*… {markdown_escape(gap, line_start=False)} …*"] if gap else []
             if turn.index > 0:
-                parts.append(f"**Follow-up {turn.index}**\n\n{_quote(turn.prompt)}")
+                parts.append(f"**Follow-up {turn.index}**\n\n{_quote(record_prompt(turn.prompt, self._bounded))}")
             parts.append(_permissions_markdown(asked[turn.index]))
             parts += _parts_markdown(shown, "of this answer: `run.text` has all of it", tools)
             failure = _turn_failure(turn)
@@ -476,7 +482,8 @@ class Transcript:
             gap = self._turns_gap(position)
             parts += [f"[turns] {gap}"] if gap else []
             if turn.index > 0:
-                parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(printable(turn.prompt).splitlines()))
+                prompt = printable(record_prompt(turn.prompt, self._bounded))
+                parts.append(f"[follow-up {turn.index}]\n> " + "\n> ".join(prompt.splitlines()))
             parts.append("\n".join(map(permission_line, asked[turn.index])))
             parts += parts_text(shown, self.plan)
             failure = _turn_failure(turn)
