@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pytest
 
@@ -24,6 +25,8 @@ from cc_executor_nb.claude.text import (
 )
 from cc_executor_nb.demo.texts import THINKING_TEXT, haikus
 from cc_executor_nb.kernel.claudetext import ClaudeTextView
+
+from .test_streamjson import _sentence_and_call, feed_step, snapshot_steps
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -515,3 +518,60 @@ def test_an_error_the_cli_sends_as_text_is_shown_as_the_error_not_as_the_answer(
     assert "[error] Claude run failed: Prompt is too long" in notes(chunks)
     view = interpreter.snapshot()
     assert (view.is_error, view.text, answer_of(view), view.answer) == (True, "", "", "Prompt is too long")
+
+
+class _FullWalk(ClaudeTextRenderer):
+    """The renderer as it was: every call read at each render."""
+
+    def _tools_to_read(self, calls: Sequence[ToolCall]) -> list[int]:
+        return list(range(len(calls)))
+
+
+@pytest.mark.parametrize("name", [None, *NAMES])
+def test_a_render_reading_the_new_and_waiting_calls_writes_what_reading_every_call_did(name: str | None) -> None:
+    """Over a made-up conversation (calls done, pending, forgotten, a subagent's, three turns) and
+    each recording, rendered at every line: the same chunks as a renderer that reads every call."""
+    steps = snapshot_steps() if name is None else [each for each in recording(name).splitlines() if each.strip()]
+    interpreter, renderer, full = ClaudeInterpreter(), ClaudeTextRenderer(), _FullWalk()
+    for step in steps:
+        feed_step(interpreter, step)
+        turn_ended = isinstance(step, str) and '"type": "result"' in step and name is None
+        assert renderer.render(interpreter.snapshot(), turn=turn_ended) == full.render(
+            interpreter.snapshot(), turn=turn_ended)
+    interpreter.finish()
+    assert renderer.render(interpreter.snapshot(), final=True) == full.render(interpreter.snapshot(), final=True)
+
+
+class _CountedCalls(Sequence[ToolCall]):
+    """A snapshot's calls that count how many are read."""
+
+    def __init__(self, calls: Sequence[ToolCall], reads: list[int]) -> None:
+        self.calls, self.reads = calls, reads
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    @overload
+    def __getitem__(self, index: int) -> ToolCall: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ToolCall]: ...
+    def __getitem__(self, index: int | slice) -> ToolCall | Sequence[ToolCall]:
+        item = self.calls[index]
+        self.reads[0] += len(item) if isinstance(item, Sequence) else 1
+        return item
+
+
+def test_a_render_reads_the_new_calls_not_every_call() -> None:
+    """A render at each line of 300 calls reads a few calls (the new ones, the last one read before),
+    not every call: reading them all made text mode quadratic in the number of calls."""
+    interpreter, renderer, reads = ClaudeInterpreter(), ClaudeTextRenderer(), [0]
+    renders = 0
+    for index in range(300):
+        for each in _sentence_and_call(index):
+            interpreter.feed("stdout", each + "\n")
+            snapshot = interpreter.snapshot()
+            counted = _CountedCalls(snapshot.tool_calls, reads)
+            chunks = renderer.render(dataclasses.replace(snapshot, tool_calls=counted))
+            renders += 1
+    assert reads[0] <= 3 * renders
+    assert chunks[-1] == Chunk("note", tool_line(snapshot.tool_calls[-1]))

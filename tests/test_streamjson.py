@@ -1178,3 +1178,139 @@ def test_feeding_tool_calls_never_joins_the_runs_text(monkeypatch: pytest.Monkey
     assert joins == 0
     assert len(run.tool_calls) == 300
     assert run.tool_calls[-1].text_offset == len(run.text) - len("\n\nStep 299 of the plan.")
+
+
+# Snapshots (the interpreter's copies of the run, one per line in text mode)
+
+
+def _thought(message_id: str, words: str) -> list[str]:
+    """A message that streams a thinking block (never confirmed: the next one drops it, or its turn settles it)."""
+    return [start(message_id), block_start(0, {"type": "thinking", "thinking": ""}),
+            delta(0, "thinking_delta", thinking=words), stop(0)]
+
+
+def snapshot_steps() -> list[str | tuple[str, str]]:
+    """Lines of a conversation of three turns, and ``("turn", prompt)`` / ``("interrupt", "")`` between
+    them: thinking, messages streamed and confirmed, confirmed in pieces, dropped unconfirmed (their
+    calls forgotten), a subagent's text and calls, an interrupted turn whose streamed words stay, and
+    a message of an earlier turn confirmed late."""
+    sub = {"type": "tool_use", "id": "toolu_sub", "name": "Grep", "input": {}}
+    sub_done = {"type": "tool_result", "tool_use_id": "toolu_sub", "content": "found"}
+    done4 = {"type": "tool_result", "tool_use_id": "toolu_4", "content": "read", "is_error": True}
+    return [
+        ("turn", "first"), init(), *_thought("m0", "Let me think first."), *_sentence_and_call(1),
+        *_streamed_call("m2", "toolu_2", "Reading it now."), assistant("m2", text("Reading it now.")),
+        *_streamed_call("m3", "toolu_3", "A start never confirmed."),
+        *_streamed_call("m4", "toolu_4", "Then, again."),
+        assistant("m4", text("Then, again."), {"type": "tool_use", "id": "toolu_4", "name": "Read", "input": {}}),
+        assistant("sub1", text("the subagent's words"), sub, parent="toolu_4"),
+        line(type="user", message={"role": "user", "content": [sub_done]}, parent_tool_use_id="toolu_4"),
+        line(type="user", message={"role": "user", "content": [done4]}),
+        *streamed_text("m5", "Growing", " a piece", " at a time."), assistant("m5", text("Growing a piece at a time.")),
+        *_sentence_and_call(6), result(result="done"),
+        ("turn", "and then?"), *_sentence_and_call(7), *_thought("m8", "Hmm."),
+        *_streamed_call("m9", "toolu_9", "Cut short"), ("interrupt", ""),
+        result(subtype="error_during_execution", is_error=True, result=None),
+        ("turn", "go on"), *streamed_text("m10", "Going", " on."),
+        assistant("m9", text("Cut short, confirmed late.")), assistant("m10", text("Going on.")),
+        *_sentence_and_call(11), result(result="went on"),
+    ]
+
+
+def feed_step(interpreter: Any, step: str | tuple[str, str]) -> None:
+    """Feed one of :func:`snapshot_steps` to an interpreter."""
+    if isinstance(step, str):
+        interpreter.feed("stdout", step + "\n")
+    elif step[0] == "turn":
+        interpreter.begin_turn(step[1])
+    else:
+        interpreter.note_interrupt()
+
+
+def _joined_afresh(run: ClaudeRun) -> tuple[str, str]:
+    """The run's text and thinking joined from every message, as the run did at each line before
+    it kept them (the guard's reference)."""
+    texts: list[str] = []
+    thoughts: list[str] = []
+    for message in run._messages.values():
+        for kind, piece, _tool in streamjson._message_blocks(message):
+            if piece.strip():
+                (texts if kind == "text" else thoughts).append(piece)
+    return "\n\n".join(texts), "\n\n".join(thoughts)
+
+
+def _recorded_steps() -> list[list[str | tuple[str, str]]]:
+    return [[each for each in path.read_text(encoding="utf-8").splitlines() if each.strip()] for path in _RECORDED]
+
+
+@pytest.mark.parametrize("steps", [snapshot_steps(), *_recorded_steps()], ids=["made-up", *(p.stem for p in _RECORDED)])
+def test_a_snapshot_at_every_line_is_what_a_full_copy_gives(steps: list[str | tuple[str, str]]) -> None:
+    """At every line, a snapshot's calls are copies equal to the run's calls, its text and thinking
+    those of every message joined afresh, a conversation's answer its last turn's text; and an
+    earlier snapshot still holds what it held (the copies kept from one to the next never change)."""
+    from dataclasses import replace
+
+    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+
+    interpreter = ClaudeInterpreter()
+    taken = []
+    for step in steps:
+        feed_step(interpreter, step)
+        view = interpreter.snapshot()
+        with interpreter.locked() as run:
+            calls = tuple(replace(call) for call in run.tool_calls)
+            assert view.tool_calls == calls
+            assert not {id(call) for call in view.tool_calls} & {id(call) for call in run.tool_calls}
+            assert (view.text, view.thinking) == _joined_afresh(run)
+            assert run._last_turn_text() == run.turn_views()[-1].text
+        taken.append((view, calls, view.text))
+    assert all(view.tool_calls == calls and view.text == text for view, calls, text in taken)
+
+
+def test_a_snapshot_copies_only_the_calls_changed_since_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot per line of 300 calls copies each call when it starts and when it ends, not every
+    call at each line (quadratic: 4,000 calls took 55 s in text mode)."""
+    from cc_executor_nb.claude import interpreter as module
+
+    copies = 0
+    real = module.replace
+
+    def counted(obj: Any, **changes: Any) -> Any:
+        nonlocal copies
+        copies += isinstance(obj, ToolCall)
+        return real(obj, **changes)
+
+    monkeypatch.setattr(module, "replace", counted)
+    interpreter = module.ClaudeInterpreter()
+    for index in range(300):
+        for each in _sentence_and_call(index):
+            interpreter.feed("stdout", each + "\n")
+            interpreter.snapshot()
+    assert copies == 2 * 300
+    assert [call.id for call in interpreter.snapshot().tool_calls] == [f"toolu_{index}" for index in range(300)]
+
+
+def test_a_snapshot_reads_again_only_the_message_that_grew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After 300 messages, a snapshot per piece of a streamed message reads that message alone:
+    the text of the ones before is kept, not joined again from every message at each line."""
+    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+
+    interpreter = ClaudeInterpreter()
+    for index in range(300):
+        for each in _sentence_and_call(index):
+            interpreter.feed("stdout", each + "\n")
+    interpreter.snapshot()
+    read: list[str] = []
+    real = streamjson._Message.blocks
+
+    def counted(self: Any) -> Any:
+        read.append(self.id)
+        return real(self)
+
+    monkeypatch.setattr(streamjson._Message, "blocks", counted)
+    pieces = [f"word{index} " for index in range(100)]
+    for each in streamed_text("last", *pieces):
+        interpreter.feed("stdout", each + "\n")
+        interpreter.snapshot()
+    assert set(read) == {"last"}
+    assert interpreter.snapshot().text.endswith("Step 299 of the plan.\n\n" + "".join(pieces))

@@ -496,6 +496,8 @@ class _Message:
     turn: int = 0
     settled: bool = False
     """Never confirmed, and kept as streamed: its turn ended (interrupted) before it was."""
+    seq: int = 0
+    """The run's count of messages when it was made: the messages' order (see ClaudeRun._texts)."""
     _blocks: list[tuple[str, str, str | None]] | None = field(default=None, repr=False, compare=False)
 
     def blocks(self) -> list[tuple[str, str, str | None]]:
@@ -621,7 +623,13 @@ class ClaudeRun:
         self._tools: dict[str, ToolCall] = {}
         self._inputs: dict[str, list[str]] = {}
         self._dirty_inputs: set[str] = set()
-        self._joined: tuple[int, str, str] = (0, "", "")
+        # The run's text and thinking, joined, and for each message joined (in order) its (seq, turn,
+        # where its text and its thinking end): a change rejoins from the first message changed since
+        # (_join_from, a seq; None: none), the ones before it are kept (see _texts).
+        self._joined = ("", "")
+        self._join_marks: list[tuple[int, int, int, int]] = []
+        self._join_from: int | None = None
+        self._messages_made = 0
         # len(self.text) without the join: each message's (characters, text blocks) and their
         # sums, the messages changed since read again when asked (see _text_length).
         self._text_stats: dict[str, tuple[int, int]] = {}
@@ -630,6 +638,14 @@ class ClaudeRun:
         # The messages neither confirmed (an assistant event's content) nor settled, in order:
         # what _drop_unconfirmed looks at, without walking every message at each event.
         self._unconfirmed: dict[str, _Message] = {}
+        # For readers that keep copies of the calls (changed_tools): a count of the changes to calls,
+        # each call's id at the count of its last change (the latest last), each call's start number
+        # (their order), and the count when a call was last forgotten.
+        self._tool_changes = 0
+        self._tool_log: dict[str, int] = {}
+        self._tool_starts: dict[str, int] = {}
+        self._tools_started = 0
+        self._tool_forgotten_at = 0
         self.turns: list[_Turn] = []
         self.signals: deque[Signal] = deque(maxlen=self.MAX_SIGNALS)
 
@@ -734,13 +750,14 @@ class ClaudeRun:
         return views
 
     def _last_turn_text(self) -> str:
-        """``turn_views()[-1].text`` without building the other turns (a snapshot reads it at each
-        render of a conversation's widget)."""
+        """``turn_views()[-1].text`` without building the other turns, nor walking their messages:
+        the end of :attr:`text`, from where the earlier turns' text ends (a snapshot reads it at each
+        line of a conversation)."""
+        text = self.text
         last = max(1, len(self.turns)) - 1
-        return "\n\n".join(
-            text for message in self._messages.values() if message.turn >= last
-            for kind, text, _tool in message.blocks() if kind == "text" and text.strip()
-        )
+        first = bisect.bisect_left(self._join_marks, last, key=lambda mark: mark[1])
+        end = self._join_marks[first - 1][2] if first else 0
+        return text[end + 2 :] if end else text  # past the blank line after the earlier turns' text
 
     def feed_line(self, line: str) -> None:
         """Apply one line of output; blank lines are ignored. Never raises."""
@@ -788,7 +805,24 @@ class ClaudeRun:
             if tool is not None and tool.status == "pending":
                 tool.input = "".join(self._inputs.get(tool_id, ()))
                 self._touch(tool.turn)
+                self._tool_changed(tool)
         self._dirty_inputs.clear()
+
+    def changed_tools(self, since: int = 0) -> tuple[int, list[ToolCall] | None]:
+        """``(mark, calls)`` for a reader that keeps copies of the calls: the calls started or changed
+        since ``since`` (a mark given before; 0: since the run began), in the order they started, or
+        None when a call was forgotten since (read :attr:`tool_calls` again). Costs what changed,
+        not the number of calls: a snapshot per line copied every call (quadratic)."""
+        self._settle_inputs()
+        if self._tool_forgotten_at > since:
+            return self._tool_changes, None
+        changed: list[ToolCall] = []
+        for tool_id, at in reversed(self._tool_log.items()):
+            if at <= since:
+                break
+            changed.append(self._tools[tool_id])
+        changed.sort(key=lambda tool: self._tool_starts[tool.id])
+        return self._tool_changes, changed
 
     @property
     def subtype(self) -> str | None:
@@ -939,6 +973,7 @@ class ClaudeRun:
         if tool is not None:
             tool.input = _parse_input("".join(pieces))
             self._touch(tool.turn)
+            self._tool_changed(tool)
 
     # assistant, user
 
@@ -1060,9 +1095,12 @@ class ClaudeRun:
             message_id = f"\0anonymous-{self._anonymous}"
         message = self._messages.get(message_id)
         if message is None:
-            message = self._messages[message_id] = _Message(message_id, turn=self._turn_index)
+            self._messages_made += 1
+            message = _Message(message_id, turn=self._turn_index, seq=self._messages_made)
+            self._messages[message_id] = message
             self._text_stale.add(message_id)
             self._unconfirmed[message_id] = message
+            self._rejoin_from(message)
         self._touch(message.turn)  # an earlier turn's message confirmed late
         return message
 
@@ -1089,6 +1127,7 @@ class ClaudeRun:
             else:
                 del self._messages[message.id]
                 self._text_stale.add(message.id)
+                self._rejoin_from(message)
 
     def _note_model(self, message: dict[str, Any]) -> None:
         model = _get_str(message, "model")
@@ -1105,6 +1144,12 @@ class ClaudeRun:
         """A block of ``message`` started or grew, or it was confirmed."""
         message.changed()
         self._text_stale.add(message.id)
+        self._rejoin_from(message)
+
+    def _rejoin_from(self, message: _Message) -> None:
+        """``message`` was made, changed or dropped: the joined text is read again from it on."""
+        if self._join_from is None or message.seq < self._join_from:
+            self._join_from = message.seq
 
     def _text_length(self) -> int:
         """``len(self.text)``, without joining the text: a tool call's start asks for it, and
@@ -1124,24 +1169,57 @@ class ClaudeRun:
         return chars + 2 * max(count - 1, 0)  # the blank line between two messages' texts
 
     def _texts(self) -> tuple[int, str, str]:
-        if self._joined[0] != self.version:
-            texts: list[str] = []
-            thoughts: list[str] = []
-            for message in self._messages.values():
-                for kind, text, _tool in message.blocks():
-                    if text.strip():
-                        (texts if kind == "text" else thoughts).append(text)
-            self._joined = (self.version, "\n\n".join(texts), "\n\n".join(thoughts))
-        return self._joined
+        """``(version, text, thinking)``: every message's text blocks joined by blank lines, and its
+        thinking blocks. Only the messages from the first one changed since are read again, the
+        text before them kept: joining every message at each line was quadratic (a snapshot per
+        line of 4,000 calls, each after a sentence, took 55 s)."""
+        if self._join_from is not None:
+            self._rejoin(self._join_from)
+            self._join_from = None
+        return (self.version, *self._joined)
+
+    def _rejoin(self, first: int) -> None:
+        """Join the text again from the message numbered ``first`` on (the ones before it stand)."""
+        keep = bisect.bisect_left(self._join_marks, first, key=lambda mark: mark[0])
+        text_end, thinking_end = self._join_marks[keep - 1][2:] if keep else (0, 0)
+        del self._join_marks[keep:]
+        text, thinking = self._joined
+        texts = [text[:text_end]] if text_end else []
+        thoughts = [thinking[:thinking_end]] if thinking_end else []
+        for message in _since(self._messages.values(), first, lambda message: message.seq):
+            for kind, piece, _tool in message.blocks():
+                if not piece.strip():
+                    continue
+                if kind == "text":
+                    texts.append(piece)
+                    text_end += len(piece) + (2 if text_end else 0)
+                else:
+                    thoughts.append(piece)
+                    thinking_end += len(piece) + (2 if thinking_end else 0)
+            self._join_marks.append((message.seq, message.turn, text_end, thinking_end))
+        self._joined = ("\n\n".join(texts), "\n\n".join(thoughts))
 
     # Tools
+
+    def _tool_changed(self, tool: ToolCall) -> None:
+        """``tool`` started or changed (see :meth:`changed_tools`)."""
+        self._tool_changes += 1
+        self._tool_log.pop(tool.id, None)
+        self._tool_log[tool.id] = self._tool_changes
+
+    def _add_tool(self, tool: ToolCall) -> ToolCall:
+        self._tools[tool.id] = tool
+        self._tools_started += 1
+        self._tool_starts[tool.id] = self._tools_started
+        self._tool_changed(tool)
+        return tool
 
     def _start_tool(self, block: dict[str, Any]) -> str:
         tool_id = _get_str(block, "id") or f"\0tool-{len(self._tools) + 1}"
         if tool_id not in self._tools:
-            self._tools[tool_id] = ToolCall(
+            self._add_tool(ToolCall(
                 tool_id, _get_str(block, "name") or "", turn=self._turn_index, text_offset=self._text_length()
-            )
+            ))
         self._inputs[tool_id] = []
         self._dirty_inputs.add(tool_id)
         return tool_id
@@ -1152,12 +1230,13 @@ class ClaudeRun:
             return
         tool = self._tools.get(tool_id)
         if tool is None:
-            tool = self._tools[tool_id] = ToolCall(
+            tool = self._add_tool(ToolCall(
                 tool_id, "", parent_tool_use_id=parent, turn=self._turn_index, text_offset=self._text_length()
-            )
+            ))
         tool.name = _get_str(block, "name") or tool.name
         tool.input = _get_dict(block, "input")
         self._touch(tool.turn)
+        self._tool_changed(tool)
         self._inputs.pop(tool_id, None)
         self._dirty_inputs.discard(tool_id)
 
@@ -1165,17 +1244,21 @@ class ClaudeRun:
         tool_id = _get_str(block, "tool_use_id") or f"\0tool-{len(self._tools) + 1}"
         tool = self._tools.get(tool_id)
         if tool is None:
-            tool = self._tools[tool_id] = ToolCall(tool_id, "", parent_tool_use_id=parent, turn=self._turn_index)
+            tool = self._add_tool(ToolCall(tool_id, "", parent_tool_use_id=parent, turn=self._turn_index))
         tool.result = _tool_result_text(block.get("content"))
         tool.is_error = block.get("is_error") is True
         tool.status = "done"
         self._touch(tool.turn)
+        self._tool_changed(tool)
 
     def _forget_tool(self, tool_id: str) -> None:
         tool = self._tools.get(tool_id)
         if tool is not None and tool.status == "pending":
             self._touch(tool.turn)
             del self._tools[tool_id]
+            del self._tool_log[tool_id], self._tool_starts[tool_id]
+            self._tool_changes += 1
+            self._tool_forgotten_at = self._tool_changes
             self._inputs.pop(tool_id, None)
             self._dirty_inputs.discard(tool_id)
 

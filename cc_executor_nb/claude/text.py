@@ -402,6 +402,10 @@ class ClaudeTextRenderer:
         self._thinking_seen = 0
         self._retries_seen = 0
         self._tools_seen: set[str] = set()
+        # The calls read so far (how many, the id of the last) and, of those, the top-level ones
+        # not shown yet (their places): a render reads these and the new calls, not every call.
+        self._tools_read: tuple[int, str | None] = (0, None)
+        self._tools_waiting: list[int] = []
         self._permissions_seen: set[tuple[str, str]] = set()
         self._done = False
         self._footer_at: int | None = None  # _consumed when a turn's footer was written
@@ -496,13 +500,28 @@ class ClaudeTextRenderer:
                 self._note(permission_line(item), out)
 
     def _tools(self, view: ClaudeSnapshot, final: bool, out: list[Chunk]) -> None:
-        for tool in view.tool_calls:
+        calls = view.tool_calls
+        waiting, self._tools_waiting = self._tools_to_read(calls), []
+        self._tools_read = (len(calls), calls[-1].id if calls else None)
+        for index in waiting:
+            tool = calls[index]
             if tool.id in self._tools_seen or tool.parent_tool_use_id is not None:
                 continue  # a subagent's calls are its own business
             if tool.status == "done" or final:
                 self._tools_seen.add(tool.id)
                 self._flush_answer(view, out, upto=tool.text_offset)
                 self._note(tool_line(tool), out)
+            else:
+                self._tools_waiting.append(index)
+
+    def _tools_to_read(self, calls: Sequence[ToolCall]) -> list[int]:
+        """The places of the calls a render reads: those not shown yet of the ones read before, and
+        the new ones; every call when the ones read before moved (a call was forgotten). Reading
+        every call at each render was quadratic (a render per line of a run of thousands of calls)."""
+        count, last = self._tools_read
+        if len(calls) < count or (count and calls[count - 1].id != last):
+            return list(range(len(calls)))
+        return [*self._tools_waiting, *range(count, len(calls))]
 
     # The answer
 
