@@ -700,11 +700,8 @@ def _server_python(params: dict[str, Any], argv: list[str], python: str) -> tupl
     """``argv`` with the server's interpreter in ``argv[0]`` when ``server_python`` asks for it:
     the client cannot know which ``python3`` of the server has this package (a server in a
     venv runs the venv's). Only for the package's wrappers, ``ANY -m MODULE ...``."""
-    value = params.get("server_python")
-    if value is None or value is False:
+    if not _flag(params, "server_python"):
         return argv, False
-    if value is not True:
-        raise InvalidParams("server_python must be a boolean or null", "server_python")
     if len(argv) < 3 or argv[1] != "-m" or argv[2] not in SERVER_PYTHON_MODULES:
         raise InvalidParams(
             f"server_python runs this package's wrappers only: argv must be PYTHON -m "
@@ -892,23 +889,28 @@ def validate_job_request(params: Any) -> JobRequest:
                       _summary_ends_turn(obj, summary))
 
 
-def _summary_ends_turn(params: dict[str, Any], summary: SummarySpec | None) -> bool:
-    value = params.get("summary_ends_turn")
+def _flag(params: dict[str, Any], name: str) -> bool:
+    """An optional boolean member: true, or false when false, null or absent (InvalidParams names it
+    when it is anything else)."""
+    value = params.get(name)
     if value is None or value is False:
         return False
     if value is not True:
-        raise InvalidParams("summary_ends_turn must be a boolean or null", "summary_ends_turn")
+        raise InvalidParams(f"{name} must be a boolean or null", name)
+    return True
+
+
+def _summary_ends_turn(params: dict[str, Any], summary: SummarySpec | None) -> bool:
+    if not _flag(params, "summary_ends_turn"):
+        return False
     if summary is None:
         raise InvalidParams("summary_ends_turn needs a summary (its match ends a turn)", "summary_ends_turn")
     return True
 
 
 def _stdin_close_on_summary(params: dict[str, Any], summary: SummarySpec | None) -> bool:
-    value = params.get("stdin_close_on_summary")
-    if value is None or value is False:
+    if not _flag(params, "stdin_close_on_summary"):
         return False
-    if value is not True:
-        raise InvalidParams("stdin_close_on_summary must be a boolean or null", "stdin_close_on_summary")
     if params.get("stdin") != "pipe":
         raise InvalidParams('stdin_close_on_summary needs stdin "pipe"', "stdin_close_on_summary")
     if summary is None:

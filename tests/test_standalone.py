@@ -22,7 +22,7 @@ from cc_executor_nb.server.main import _resolve_token, parse_args
 
 from .conftest import collect, fake, group_alive, output_of
 from .servers import SERVER, PeakRss, ServerProcess, start_server
-from .util import eventually_async, scaled
+from .util import CTRL_C_AS_THE_PROTOCOL_LOADS, eventually_async, scaled
 
 
 @pytest.fixture
@@ -372,18 +372,7 @@ def test_allowed_origins_as_a_browser_sends_them_are_kept() -> None:
 # Runs ``python -m cc_executor_nb.server`` with the words after ``-c SCRIPT``; raises SIGINT
 # as the server starts to load the modules of its protocol, then goes on with Python work in
 # that import, and says at exit whether that work ended and the server's module loaded.
-CTRL_C_WHILE_THE_SERVER_LOADS = """
-import atexit, importlib.abc, runpy, signal, sys, time
-
-class CtrlC(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "cc_executor_nb.protocol":
-            signal.raise_signal(signal.SIGINT)
-            time.sleep(0.2)
-            print("loading went on", flush=True)
-        return None
-
-sys.meta_path.insert(0, CtrlC())
+CTRL_C_WHILE_THE_SERVER_LOADS = CTRL_C_AS_THE_PROTOCOL_LOADS + """
 atexit.register(lambda: print("loaded" if "cc_executor_nb.server.main" in sys.modules else "not loaded"))
 runpy.run_module("cc_executor_nb.server", run_name="__main__", alter_sys=True)
 """

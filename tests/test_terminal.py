@@ -35,7 +35,7 @@ from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, stop_job_server
 
 from .closed_input_cli import cli_that_exits_before_reading
 from .servers import start_server
-from .util import cmdlines_with_a_cli, eventually, scaled
+from .util import CTRL_C_AS_THE_PROTOCOL_LOADS, cmdlines_with_a_cli, eventually, scaled
 
 pytestmark = [pytest.mark.claude, pytest.mark.timeout(120)]
 
@@ -1001,18 +1001,7 @@ def test_ctrl_c_while_the_cli_loads_says_the_run_had_not_started(tmp_path: Path,
 
 # Raises SIGINT as the client starts to load the modules of its protocol, then goes on with
 # Python work in that import; at exit, says whether that work ended and the client's module loaded.
-CTRL_C_THEN_LOADING_GOES_ON = """
-import atexit, importlib.abc, signal, sys, time
-
-class CtrlC(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "cc_executor_nb.protocol":
-            signal.raise_signal(signal.SIGINT)
-            time.sleep(0.2)
-            print("loading went on", flush=True)
-        return None
-
-sys.meta_path.insert(0, CtrlC())
+CTRL_C_THEN_LOADING_GOES_ON = CTRL_C_AS_THE_PROTOCOL_LOADS + """
 atexit.register(lambda: print("cli loaded" if "cc_executor_nb.cli" in sys.modules else "cli not loaded"))
 from cc_executor_nb.__main__ import entry
 sys.exit(entry())

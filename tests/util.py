@@ -27,6 +27,24 @@ __all__ = ["TIME_SCALE", "alive", "eventually", "eventually_async", "redacted_se
 T = TypeVar("T")
 
 
+CTRL_C_AS_THE_PROTOCOL_LOADS = """
+import atexit, importlib.abc, runpy, signal, sys, time
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "cc_executor_nb.protocol":
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.2)
+            print("loading went on", flush=True)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+"""
+"""The start of a ``python -c`` script: SIGINT is raised as ``cc_executor_nb.protocol`` starts to
+load, then Python work goes on in that import (it prints ``loading went on``); the script's
+rest loads an entry point of the package and says at exit what got loaded."""
+
+
 def _scale_from_env() -> float:
     text = os.environ.get("CCX_TEST_TIME_SCALE", "1")
     try:
