@@ -128,14 +128,16 @@ def test_produced_lines_names_what_differs(change: Any, message: str) -> None:
 
 @pytest.mark.timeout(120)
 def test_compare_measures_latency_with_its_pipe_reference() -> None:
-    """``benchmarks.compare --workload latency`` prints p50 and p99 per tree, and the pipe read's."""
-    proc = _run("benchmarks.compare", str(ROOT), "--rounds", "1", "--workload", "latency", "--lines", "20",
+    """``benchmarks.compare --workload latency`` prints p50 and p99 per tree, the pipe read's, and the
+    CPU server and client spend per line from a run's 100th line on (120 lines: 20 of them)."""
+    proc = _run("benchmarks.compare", str(ROOT), "--rounds", "1", "--workload", "latency", "--lines", "120",
                 timeout=110)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rounds = [line for line in proc.stdout.splitlines() if line.startswith("# round 1 ")]
     assert len(rounds) == 1 and rounds[0].count("(pipe p50 ") == 2, proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.startswith("tree "))
-    assert header.split()[1:] == ["p50", "ms", "p99", "ms", "pipe", "p50", "ms", "pipe", "p99", "ms"], header
+    assert header.split()[1:] == ["p50", "ms", "p99", "ms", "pipe", "p50", "ms", "pipe", "p99", "ms",
+                                  "server", "us/line", "client", "us/line"], header
     medians = [line for line in proc.stdout.splitlines() if line.startswith(str(ROOT)[-40:])]
     assert len(medians) == 1 and all(float(v) > 0 for v in medians[0].split()[1:]), proc.stdout
 
