@@ -25,8 +25,9 @@ from cc_executor_nb.errors import CCExecError
 from cc_executor_nb.kernel.jobserver import JobServerError, job_server
 from cc_executor_nb.kernel.run import unreachable
 from cc_executor_nb.server.main import cleartext_warning
+from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file
 
-from .conftest import collect, output_of
+from .conftest import collect, fake, output_of
 from .servers import SERVER, ServerProcess, start_server
 from .util import scaled
 
@@ -258,4 +259,56 @@ def test_a_job_server_whose_certificate_is_not_trusted_is_named_at_once(
     assert str(refused.value) == (
         f"the job server at {server.url} cannot be used: the server's TLS certificate is not trusted "
         "(self-signed certificate): set SSL_CERT_FILE to its certificate or its CA's"
+    )
+
+
+def _stop_a_tls_job_server_running_one_job(
+    certificate: _Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, move_certificate: bool = False,
+) -> tuple[str, str]:
+    """Start ``--jobs --certfile`` with SSL_CERT_FILE unset, start a durable job there, then
+    run ``stop``: (what stop printed, what it should name: ``URL (pid N)``)."""
+    cert_file, key_file, _ = certificate
+    runtime_dir = tmp_path / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime_dir))
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = start_server("--jobs", "--certfile", str(cert_file), "--keyfile", str(key_file))
+    try:
+        info = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+        assert info is not None
+
+        async def start_job() -> None:
+            async with await connect(info.url, info.token, ssl=_trusting(cert_file), auto_reconnect=False) as client:
+                await client.execute(argv=fake("ticker", "600", "0.1"), durable=True)
+
+        asyncio.run(start_job())
+        if move_certificate:
+            cert_file.rename(cert_file.with_name("moved.crt"))
+        stop = subprocess.run([*SERVER, "stop"], capture_output=True, text=True, timeout=scaled(60), check=False)
+    finally:
+        server.finish()
+    assert stop.returncode == 0, stop.stderr
+    return stop.stdout, f"{info.url} (pid {info.pid})"
+
+
+def test_stop_counts_the_jobs_of_a_tls_job_server_without_ssl_cert_file(
+    certificate: _Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stop`` of a job server with a self-signed certificate, SSL_CERT_FILE unset, counts the
+    jobs it cancelled: it trusts the certificate the runtime file names (it could not verify
+    the server and said "it cancelled its running and paused jobs (it did not say how many)")."""
+    said, server = _stop_a_tls_job_server_running_one_job(certificate, tmp_path, monkeypatch)
+    assert said == f"stopped the job server at {server}; cancelled 1 running job\n"
+
+
+def test_stop_says_why_it_cannot_count_the_jobs_of_a_tls_job_server(
+    certificate: _Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the certificate the runtime file names is gone, ``stop`` still stops the server and
+    says why it cannot tell how many jobs it cancelled, and how to let it (it said the server
+    "did not say how many", which it never was asked)."""
+    said, server = _stop_a_tls_job_server_running_one_job(certificate, tmp_path, monkeypatch, move_certificate=True)
+    assert said == (
+        f"stopped the job server at {server}; it cancelled its running and paused jobs (how many is not "
+        "known: the server's TLS certificate is not trusted (self-signed certificate): set SSL_CERT_FILE "
+        "to its certificate or its CA's)\n"
     )

@@ -525,7 +525,9 @@ async def _serve(args: argparse.Namespace, sigint: Sequence[int] = ()) -> int:
         if warning:
             print(warning, file=sys.stderr, flush=True)
     if args.runtime_file:
-        info = RuntimeInfo(handler.url, handler.token or "", os.getpid(), args.jobs_dir, __version__, time.time())
+        certfile = os.path.abspath(args.certfile) if args.certfile else None
+        info = RuntimeInfo(handler.url, handler.token or "", os.getpid(), args.jobs_dir, __version__, time.time(),
+                           certfile)
         write_runtime_file(args.runtime_file, info)
     print(f"listening on {handler.url}", flush=True)
     idle = asyncio.ensure_future(_exit_when_idle(handler, args.settings.idle_exit, stop))
@@ -737,7 +739,7 @@ def stop_main(argv: Sequence[str]) -> int:
     path = args.runtime_file or str(default_runtime_file())
     info = read_runtime_file(path)
     # Only a live job server is asked: a stale file's port may be another service's now.
-    active = _active_jobs(info) if info is not None and serves(info) else None
+    active = _active_jobs(info) if info is not None and serves(info) else "it did not say how many"
     try:
         pid = stop_job_server(path, args.timeout)
     except TimeoutError as exc:
@@ -750,28 +752,50 @@ def stop_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _active_jobs(info: RuntimeInfo) -> Counter[str] | None:
+def _active_jobs(info: RuntimeInfo) -> Counter[str] | str:
     """How many jobs the server runs and holds paused now (by status): those stopping it
-    cancels. None when it does not answer within a few seconds."""
-    from ..client import connect  # the server itself never needs the client
+    cancels. Otherwise why that is not known: it did not answer within a few seconds, or
+    it could not be reached (its TLS certificate not trusted, said as a client says it)."""
+    from ..client import connect, os_reason  # the server itself never needs the client
+
+    context = _trusting(info) if info.url.lower().startswith("wss://") else None
 
     async def count() -> Counter[str]:
-        async with await connect(info.url, info.token, auto_reconnect=False) as client:
+        async with await connect(info.url, info.token, auto_reconnect=False, ssl=context) as client:
             return Counter(str(job.get("status")) for job in await client.jobs()
                            if job.get("status") in ACTIVE_STATUSES)
 
     try:
         return asyncio.run(asyncio.wait_for(count(), 5.0))
-    except (OSError, TimeoutError, CCExecError, WebSocketException) as exc:
+    except TimeoutError:  # before OSError, whose subclass it is
+        return "it did not say how many"
+    except OSError as exc:
         logger.debug("could not list the job server's jobs: %r", exc)
-        return None
+        return f"how many is not known: {os_reason(info.url, exc)}"
+    except (CCExecError, WebSocketException) as exc:
+        logger.debug("could not list the job server's jobs: %r", exc)
+        return "it did not say how many"
 
 
-def _cancelled(active: Counter[str] | None) -> str:
+def _trusting(info: RuntimeInfo) -> ssl.SSLContext:
+    """The system's trust store (``SSL_CERT_FILE`` extends it), and the certificate the job
+    server serves, which its runtime file names: ``stop`` counts the jobs of a job server
+    with a self-signed certificate without ``SSL_CERT_FILE`` (it said only "it did not say
+    how many")."""
+    context = ssl.create_default_context()
+    if info.certfile:
+        with contextlib.suppress(OSError):  # moved or removed since it started: the store alone
+            context.load_verify_locations(info.certfile)
+            # The served certificate itself is the anchor, whether a CA signed it or not.
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def _cancelled(active: Counter[str] | str) -> str:
     """What stopping cancelled, for the stop command's line: paused jobs are named as such,
     never counted among the running ones."""
-    if active is None:
-        return "it cancelled its running and paused jobs (it did not say how many)"
+    if isinstance(active, str):
+        return f"it cancelled its running and paused jobs ({active})"
     running, paused = active["running"], active["paused"]
     if running + paused == 0:
         return "no jobs were running"

@@ -1,7 +1,7 @@
 """The job server's runtime file: how later processes find, check and stop it.
 
 The user's job server (``python -m cc_executor_nb.server --jobs``) writes
-``{"url", "token", "pid", "jobs_dir", "version", "started_at"}`` to a file only its
+``{"url", "token", "pid", "jobs_dir", "version", "started_at", "certfile"}`` to a file only its
 owner can read (0600, written whole with a rename), by default
 ``jupyter_runtime_dir()/cc_executor_nb-jobserver.json``, once it listens, and removes
 it when it exits (if the file still names it). A server that died by SIGKILL leaves
@@ -60,6 +60,9 @@ class RuntimeInfo:
     jobs_dir: str | None = None
     version: str = ""
     started_at: float = 0.0
+    certfile: str | None = None
+    """The certificate a ``wss://`` job server serves (its ``--certfile``, absolute): what
+    ``stop`` trusts to count its jobs where the system's trust store does not."""
 
 
 def runtime_dir() -> Path:
