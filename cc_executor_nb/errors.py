@@ -17,7 +17,9 @@
     │   ├── AlreadyRunning           -32005 a process already runs in this session
     │   ├── UnknownSession           -32006 unknown session or bad resume token
     │   └── UnknownJob               -32007 no durable job with this id (added)
-    └── ConnectionLost               the client's connection closed; pending calls fail
+    ├── ConnectionLost               the client's connection closed; pending calls fail
+    ├── HandshakeRefused             the server answered the handshake with an HTTP error
+    └── UntrustedRuntimeFile         the job server's runtime file is not trusted (added)
 
 This module is pure: no asyncio, no websockets.
 """
@@ -44,6 +46,7 @@ __all__ = [
     "SpawnFailed",
     "UnknownJob",
     "UnknownSession",
+    "UntrustedRuntimeFile",
     "error_class_for",
 ]
 
@@ -185,6 +188,12 @@ class HandshakeRefused(CCExecError):
         """The refusal without the URL (``refused the connection: HTTP 401 (...)``), for a
         message that names the URL already."""
         return f"refused the connection: HTTP {self.status}" + (f" ({self.reason})" if self.reason else "")
+
+
+class UntrustedRuntimeFile(CCExecError):
+    """The job server's runtime file exists but is not trusted (a symbolic link, another
+    user's, or writable by group or others) and is not a stale one of ours that could be
+    removed: the message names the file, why, and what to do."""
 
 
 _BY_CODE: dict[int, type[ProtocolError]] = {

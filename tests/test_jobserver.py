@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -369,7 +370,9 @@ def test_another_users_process_is_no_job_server_of_ours(
     path = tmp_path / RUNTIME_FILE_NAME
     write_runtime_file(path, RuntimeInfo(url="ws://127.0.0.1:1/ws", token="t" * 32, pid=server_lookalike.pid))
     assert runtime.is_job_server(server_lookalike.pid)
-    monkeypatch.setattr(runtime, "_our_uid", lambda: os.getuid() + 1)  # the process is now another user's
+    other = os.getuid() + 1  # the process is now another user's (the file stays ours: it is read)
+    uids = type(psutil.Process().uids())
+    monkeypatch.setattr(psutil.Process, "uids", lambda self: uids(other, other, other))
     assert not runtime.is_job_server(server_lookalike.pid)
     assert stop_job_server(path, timeout=scaled(10)) is None
     assert server_lookalike.poll() is None
@@ -443,3 +446,72 @@ def test_a_ctrl_c_while_detach_waits_stops_the_server_it_started(tmp_path: Path)
     assert (done.returncode, done.stderr) == (
         130, f"[cancelled] by Ctrl-C: the job server being started (pid {pid}) was stopped\n")
     eventually(lambda: gone(pid), timeout=30, what="the started server to stop")
+
+
+def _stop_command(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SERVER, "stop", "--runtime-file", str(path)], capture_output=True, text=True,
+                          timeout=scaled(60), check=False)
+
+
+def test_stop_removes_a_stale_runtime_file_of_ours_that_is_not_trusted(runtime_dir: Path) -> None:
+    """A group-writable runtime file of ours whose server is gone was never removed: stop said
+    "no job server runs" and left it for good (a stale file is removed only when trusted). It
+    names no live job server whoever wrote it, so stop removes it and says so."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = runtime_dir / RUNTIME_FILE_NAME
+    write_runtime_file(path, RuntimeInfo(url="ws://127.0.0.1:9/ws", token="t" * 32, pid=dead.pid))
+    path.chmod(0o620)
+    stop = _stop_command(path)
+    assert (stop.returncode, stop.stdout) == (1, f"no job server runs ({path}); its stale runtime file, not trusted "
+                                                 "(it is writable by group or others), was removed\n")
+    assert not path.exists()
+
+
+def test_stop_names_an_untrusted_runtime_file_whose_server_runs(runtime_dir: Path) -> None:
+    """stop, when the runtime file of a running job server is group-writable, said "no job server
+    runs" (exit 1) and left the server and the file as they were: it now says which file is not
+    trusted, why, that the server it names runs and was not stopped, and what to do (exit 2)."""
+    assert detach().returncode == 0
+    info = info_of(runtime_dir)
+    path = runtime_dir / RUNTIME_FILE_NAME
+    path.chmod(0o620)
+    try:
+        stop = _stop_command(path)
+    finally:
+        path.chmod(0o600)  # so that the fixture stops the server
+    assert stop.returncode == 2 and stop.stderr.splitlines()[-1] == (
+        f"error: the job server's runtime file {path} is not trusted (it is writable by group or others) and "
+        f"names a job server that runs (pid {info.pid}), so nothing was stopped: chmod 600 the file if it is "
+        "yours, then stop again")
+    assert not gone(info.pid)
+
+
+def test_stop_never_removes_a_runtime_file_that_is_a_symbolic_link(runtime_dir: Path, tmp_path: Path) -> None:
+    """A runtime file that is a symbolic link (to a stale file) is neither read nor removed: stop
+    says so and what to do (it said "no job server runs", exit 1)."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    target = tmp_path / "elsewhere.json"
+    write_runtime_file(target, RuntimeInfo(url="ws://127.0.0.1:9/ws", token="t" * 32, pid=dead.pid))
+    runtime_dir.mkdir()
+    path = runtime_dir / RUNTIME_FILE_NAME
+    path.symlink_to(target)
+    stop = _stop_command(path)
+    assert stop.returncode == 2 and stop.stderr == (
+        f"error: the job server's runtime file {path} is not trusted (it is a symbolic link), so nothing was "
+        "stopped: put the file it points to in its place if that is yours, then stop again\n")
+    assert path.is_symlink() and target.exists()
+    path.unlink()  # for the fixture
+
+
+def test_a_job_server_removes_its_runtime_file_made_writable_by_others_when_it_exits(runtime_dir: Path) -> None:
+    """A job server whose runtime file became group-writable left it behind at its exit (it
+    removed only a file it trusted): the file is ours and names it, so it is removed."""
+    assert detach().returncode == 0
+    info = info_of(runtime_dir)
+    path = runtime_dir / RUNTIME_FILE_NAME
+    path.chmod(0o620)
+    os.kill(info.pid, signal.SIGTERM)
+    eventually(lambda: gone(info.pid), what="the job server's exit")
+    eventually(lambda: not path.exists(), what="its runtime file removed")

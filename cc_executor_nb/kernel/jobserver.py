@@ -121,7 +121,8 @@ def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str
 def stop_server(timeout: float = 60.0) -> bool:
     """Stop the user's job server: its jobs are cancelled and no process is left.
 
-    Returns False when none was running.
+    Returns False when none was running. Raises UntrustedRuntimeFile, naming the file, why
+    and what to do, when its runtime file is not trusted and not a stale one of ours.
     """
     return stop_job_server(default_runtime_file(), timeout) is not None
 

@@ -46,7 +46,7 @@ from websockets.exceptions import WebSocketException
 
 from .. import __version__
 from ..declare import OneLineParser
-from ..errors import CCExecError
+from ..errors import CCExecError, UntrustedRuntimeFile
 from ..interrupts import sigint_held
 from ..protocol import DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INACTIVITY_THRESHOLD, DEFAULT_KILL_GRACE
 from .access import is_loopback
@@ -68,6 +68,7 @@ from .runtime import (
     remove_runtime_file,
     serves,
     stop_job_server,
+    untrusted_because,
     write_runtime_file,
 )
 from .supervisor import DEFAULT_KEEP_ENV, DEFAULT_SECRET_ENV
@@ -740,13 +741,15 @@ def stop_main(argv: Sequence[str]) -> int:
     info = read_runtime_file(path)
     # Only a live job server is asked: a stale file's port may be another service's now.
     active = _active_jobs(info) if info is not None and serves(info) else "it did not say how many"
+    untrusted = untrusted_because(path)
     try:
         pid = stop_job_server(path, args.timeout)
-    except TimeoutError as exc:
+    except (TimeoutError, UntrustedRuntimeFile) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if pid is None or info is None:
-        print(f"no job server runs ({path})")
+        removed = f"; its stale runtime file, not trusted ({untrusted[0]}), was removed" if untrusted else ""
+        print(f"no job server runs ({path}){removed}")
         return 1
     print(f"stopped the job server at {info.url} (pid {pid}); {_cancelled(active)}")
     return 0

@@ -28,10 +28,13 @@ from pathlib import Path
 
 import psutil
 
+from ..errors import UntrustedRuntimeFile
+
 __all__ = [
     "JOBS_DIR_NAME",
     "RUNTIME_FILE_NAME",
     "RuntimeInfo",
+    "clear_untrusted",
     "default_jobs_dir",
     "default_runtime_file",
     "is_job_server",
@@ -97,9 +100,18 @@ def read_runtime_file(path: str | os.PathLike[str]) -> RuntimeInfo | None:
     """The file's contents, or None when it is missing, unreadable or not to be trusted
     (a symbolic link, another user's, or writable by group or others)."""
     try:
-        data = json.loads(_read_private(Path(path)))
+        return _parse(_read_private(Path(path)))
+    except (OSError, ValueError):
+        return None
+
+
+def _parse(text: str) -> RuntimeInfo | None:
+    """The runtime file's text as a RuntimeInfo; None when it is not one. Raises ValueError
+    for text that is not JSON."""
+    data = json.loads(text)
+    try:
         info = RuntimeInfo(**{name: data[name] for name in RuntimeInfo.__dataclass_fields__ if name in data})
-    except (OSError, ValueError, TypeError):
+    except TypeError:
         return None
     valid = isinstance(info.url, str) and isinstance(info.token, str) and isinstance(info.pid, int)
     return info if valid else None
@@ -124,15 +136,22 @@ def untrusted_because(path: str | os.PathLike[str]) -> tuple[str, str] | None:
 
 def _read_private(path: Path) -> str:
     """The text of ``path``, if it is a regular file of ours that only we can write."""
+    text, status = _read_own(path)
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        _warn_once(status, "! %s is writable by others: not trusted (chmod 600 it, or remove it)", path)
+        raise PermissionError(f"{path} is writable by others")
+    return text
+
+
+def _read_own(path: Path) -> tuple[str, os.stat_result]:
+    """The text of ``path`` and its status, if it is a regular file of ours (not a symbolic
+    link), whoever else may write to it."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, encoding="utf-8") as handle:
         status = os.fstat(handle.fileno())
         if not stat.S_ISREG(status.st_mode) or status.st_uid != _our_uid():
             raise PermissionError(f"{path} is not a file of ours")
-        if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            _warn_once(status, "! %s is writable by others: not trusted (chmod 600 it, or remove it)", path)
-            raise PermissionError(f"{path} is writable by others")
-        return handle.read()
+        return handle.read(), status
 
 
 def _our_uid() -> int:
@@ -153,11 +172,56 @@ def _warn_once(status: os.stat_result, message: str, path: Path) -> None:
 
 
 def remove_runtime_file(path: str | os.PathLike[str], pid: int) -> None:
-    """Remove the file if it still names ``pid`` (a newer server may have replaced it)."""
-    info = read_runtime_file(path)
+    """Remove the file if it still names ``pid`` (a newer server may have replaced it): a
+    regular file of ours, even one that became writable by others (it is not read for its
+    URL and token, only for the pid, and it was left behind)."""
+    try:
+        text, status = _read_own(Path(path))
+        info = _parse(text)
+    except (OSError, ValueError):
+        return
     if info is not None and info.pid == pid:
-        with contextlib.suppress(FileNotFoundError):
+        _unlink_same(Path(path), status)
+
+
+def _unlink_same(path: Path, status: os.stat_result) -> bool:
+    """Remove ``path`` if it is still the file ``status`` describes (never another put in its
+    place since it was read); True when removed."""
+    with contextlib.suppress(OSError):
+        now = os.lstat(path)
+        if (now.st_dev, now.st_ino) == (status.st_dev, status.st_ino):
             os.unlink(path)
+            return True
+    return False
+
+
+def clear_untrusted(path: str | os.PathLike[str]) -> bool:
+    """Deal with a runtime file that exists but is not trusted (see :func:`untrusted_because`).
+
+    A regular file of ours that names no live job server of ours is stale, whoever wrote
+    it: it is removed (True). Anything else raises UntrustedRuntimeFile, naming the file,
+    why it is not trusted and what to do: its server runs (nothing is signalled on the word
+    of a file others could have written), or it is a symbolic link or another user's file,
+    which is never removed. False when the file is trusted or missing.
+    """
+    untrusted = untrusted_because(path)
+    if untrusted is None:
+        return False
+    why, fix = untrusted
+    named = ""
+    with contextlib.suppress(OSError, ValueError):
+        text, status = _read_own(Path(path))
+        info = _parse(text)
+        if info is None or not is_job_server(info.pid):
+            if _unlink_same(Path(path), status):
+                logger.info("x removed the stale runtime file %s (not trusted: %s)", path, why)
+                return True
+        else:
+            named = f" and names a job server that runs (pid {info.pid})"
+    todo = (f"{fix}, then stop again" if fix
+            else "it was left alone: end the server that wrote it, or have its owner remove it")
+    raise UntrustedRuntimeFile(f"the job server's runtime file {path} is not trusted ({why}){named}, so nothing "
+                               f"was stopped: {todo}")
 
 
 def is_job_server(pid: int) -> bool:
@@ -191,11 +255,14 @@ def stop_job_server(path: str | os.PathLike[str], timeout: float = 30.0) -> int 
     """SIGTERM the server the runtime file names and wait until it is gone.
 
     The server cancels its jobs (each gets its ``kill_grace``) before it exits. Returns
-    the pid stopped, or None when no job server ran (a stale file is removed). Raises
-    TimeoutError when it is still alive after ``timeout`` seconds.
+    the pid stopped, or None when no job server ran (a stale file is removed, even one
+    not trusted if it is ours: see :func:`clear_untrusted`). Raises TimeoutError when it is
+    still alive after ``timeout`` seconds, UntrustedRuntimeFile when the file is not
+    trusted and not a stale one of ours.
     """
     info = read_runtime_file(path)
     if info is None:
+        clear_untrusted(path)
         return None
     if not is_job_server(info.pid):
         remove_runtime_file(path, info.pid)
