@@ -19,6 +19,7 @@
     │   └── UnknownJob               -32007 no durable job with this id (added)
     ├── ConnectionLost               the client's connection closed; pending calls fail
     ├── HandshakeRefused             the server answered the handshake with an HTTP error
+    ├── ServerUnresponsive           a control the server did not answer in time (added; a TimeoutError)
     └── UntrustedRuntimeFile         the job server's runtime file is not trusted (added)
 
 This module is pure: no asyncio, no websockets.
@@ -43,6 +44,7 @@ __all__ = [
     "OutputGap",
     "ParseError",
     "ProtocolError",
+    "ServerUnresponsive",
     "SpawnFailed",
     "UnknownJob",
     "UnknownSession",
@@ -188,6 +190,12 @@ class HandshakeRefused(CCExecError):
         """The refusal without the URL (``refused the connection: HTTP 401 (...)``), for a
         message that names the URL already."""
         return f"refused the connection: HTTP {self.status}" + (f" ({self.reason})" if self.reason else "")
+
+
+class ServerUnresponsive(CCExecError, TimeoutError):
+    """A ``cancel()``, ``pause()`` or ``resume()`` the server did not answer within its timeout
+    (a frozen or unreachable server): the request is not withdrawn. The message names the
+    server and what follows. A TimeoutError too, as it was before it had a class of its own."""
 
 
 class UntrustedRuntimeFile(CCExecError):

@@ -24,7 +24,7 @@ import psutil
 import pytest
 
 from cc_executor_nb.client import Client
-from cc_executor_nb.errors import ConnectionLost
+from cc_executor_nb.errors import CCExecError, ConnectionLost, ServerUnresponsive
 from cc_executor_nb.events import Output
 from cc_executor_nb.kernel.loop import KernelLoop
 from cc_executor_nb.kernel.presenter import BACKLOG_CHARS, TextPresenter, WidgetPresenter
@@ -883,6 +883,20 @@ def test_a_control_the_server_does_not_answer_in_time_says_why_and_goes_on(
             else:
                 eventually(lambda: run.status == "paused", what="the pause to reach the server")
         finally:
+            run.cancel(timeout=None)
+
+
+def test_a_control_the_server_does_not_answer_raises_an_error_of_ours(bg: KernelLoop) -> None:
+    """cancel() on a frozen server raised a bare TimeoutError: it raises ServerUnresponsive, an
+    error of the package's tree (CCExecError), still a TimeoutError for code that caught one."""
+    with _proxied_run(bg) as (run, proxy):
+        try:
+            bg.call(on_loop(proxy.freeze), timeout=scaled(5))
+            with pytest.raises(ServerUnresponsive) as info:
+                run.cancel(timeout=0.5)
+            assert isinstance(info.value, CCExecError) and isinstance(info.value, TimeoutError)
+        finally:
+            bg.call(on_loop(proxy.thaw), timeout=scaled(5))
             run.cancel(timeout=None)
 
 

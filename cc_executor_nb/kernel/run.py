@@ -54,7 +54,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 from .. import methods
 from ..claude.permissions import Answer, PermissionRequest
 from ..client import Client, Locator, connect, os_reason, shown_url
-from ..errors import CCExecError, ConnectionLost, HandshakeRefused, InvalidParams, NoProcessRunning
+from ..errors import (
+    CCExecError,
+    ConnectionLost,
+    HandshakeRefused,
+    InvalidParams,
+    NoProcessRunning,
+    ServerUnresponsive,
+)
 from ..events import Completed, Event, Output, ProcessError, make_event
 from ..protocol import CANCELLED_BY_CLIENT, FROM_ARGUMENTS, check_utf8, command_line
 from ..targets import Progress
@@ -672,6 +679,10 @@ class Run:
     def cancel(self, timeout: float | None = CONTROL_TIMEOUT, *, reason: str = CANCELLED_BY_YOU) -> Run:
         """Cancel the run (SIGTERM, then SIGKILL after the grace). Returns self.
 
+        Raises ServerUnresponsive (a TimeoutError) when the server does not answer within
+        ``timeout`` seconds: the cancel is not withdrawn, and ends the run here once the
+        connection is found lost.
+
         ``reason``: why, as ``run.error`` and its record say it once it ended (for owners that
         cancel on their own account, as a batch whose budget is spent).
         """
@@ -725,7 +736,7 @@ class Run:
             try:
                 future.result(timeout)
             except TimeoutError:
-                raise TimeoutError(_unanswered(kind, shown_url(self.target.url), timeout)) from None
+                raise ServerUnresponsive(_unanswered(kind, shown_url(self.target.url), timeout)) from None
         return self
 
     async def _send_control(self, kind: str) -> None:
