@@ -78,12 +78,40 @@ _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _INPUT_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.5)
 """Seconds before an ``input`` piece refused for a full queue is sent again: the process
 reads on meanwhile, so the wait stays short (each retry resends the piece, at most 256 KiB)."""
+INPUT_STALLED_WAIT = 5.0
+"""The longest wait before an ``input`` piece is sent again to a process that read nothing
+since the last refusal (the refusal's ``queued_bytes`` did not drop): the wait doubles up
+to it, instead of resending up to 256 KiB every 0.5 s for as long as the process stalls."""
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 ACK_EVERY = 1 << 20
 """Bytes of frames received between two ``ack`` notifications (on servers that take them)."""
 UNREACHED_NOTE_AFTER = 30.0
 """Seconds a reconnecting client fails to reach its server before it says, once, that the
 server may be gone (``still_unreached`` on ``client.reconnecting``)."""
+
+
+class _InputBackoff:
+    """How long to wait before an ``input`` piece the server refused (its queue full) is sent
+    again: short while the process reads (``_INPUT_BACKOFF``), doubling up to
+    ``INPUT_STALLED_WAIT`` while it reads nothing (two refusals in a row with as many bytes
+    queued; a server that does not say how many keeps the short schedule)."""
+
+    def __init__(self) -> None:
+        self._attempt = 0
+        self._wait = 0.0
+        self._queued: int | None = None
+
+    def after(self, refusal: Any) -> float:
+        """Seconds to wait after a refusal whose ``data`` is ``refusal``."""
+        queued = refusal.get("queued_bytes") if isinstance(refusal, dict) else None
+        stalled = isinstance(queued, int) and self._queued is not None and queued >= self._queued
+        self._queued = queued if isinstance(queued, int) else None
+        if stalled:
+            self._wait = min(self._wait * 2, INPUT_STALLED_WAIT)
+        else:
+            self._wait = _INPUT_BACKOFF[min(self._attempt, len(_INPUT_BACKOFF) - 1)]
+            self._attempt += 1
+        return self._wait
 
 
 @dataclass(frozen=True)
@@ -410,13 +438,12 @@ class Client:
 
     async def _input_piece(self, params: dict[str, Any]) -> dict[str, Any]:
         """One ``input`` request, sent again with backoff while the process's queue is full."""
-        attempt = 0
+        backoff = _InputBackoff()
         while True:
             try:
                 return dict(await self.call(methods.INPUT, params))
-            except LimitReached:
-                await asyncio.sleep(_INPUT_BACKOFF[min(attempt, len(_INPUT_BACKOFF) - 1)])
-                attempt += 1
+            except LimitReached as exc:
+                await asyncio.sleep(backoff.after(exc.data))
 
     async def takes_input_in_execute(self, text: str, **execute: Any) -> bool:
         """Whether ``execute`` should carry ``text`` as its ``input``: the server offers it

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from cc_executor_nb import methods
-from cc_executor_nb.client import Client, _connected_of, connect
+from cc_executor_nb.client import Client, _connected_of, _InputBackoff, connect
 from cc_executor_nb.errors import InvalidParams, LimitReached, NoProcessRunning
 from cc_executor_nb.events import Connected, Event, Started
 from cc_executor_nb.protocol import MAX_INPUT_BYTES
@@ -205,6 +205,50 @@ async def test_input_past_the_queue_limit_waits_for_the_child_and_arrives_whole(
     await client.input(text)
     await client.close_input()
     assert output_of(await collect(client)) == length_and_digest(text)
+
+
+STALLED_READER = [sys.executable, "-c", "import sys, time; time.sleep(8); print(len(sys.stdin.buffer.read()))"]
+"""A child that reads nothing for 8 s, then all of its stdin, and prints how many bytes."""
+
+
+async def test_input_for_a_child_that_reads_nothing_is_sent_again_ever_less_often(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 MiB for a child that reads nothing for 8 s: the piece its full queue refused was sent
+    again every 0.5 s for as long (19 refusals, 256 KiB each); now each wait doubles while the
+    child reads nothing (at most 9 refusals in 8 s), and every byte arrives once it reads."""
+    refusals = 0
+    call = client.call
+
+    async def counting(method: str, params: dict[str, object] | None = None) -> object:
+        nonlocal refusals
+        try:
+            return await call(method, params)
+        except LimitReached:
+            refusals += 1
+            raise
+
+    monkeypatch.setattr(client, "call", counting)
+    await client.execute(argv=STALLED_READER, stdin="pipe")
+    await client.input("z" * (10 << 20))
+    await client.close_input()
+    assert output_of(await collect(client)) == f"{10 << 20}\n"
+    assert 1 <= refusals <= 11
+
+
+def test_the_input_backoff_grows_only_while_the_process_reads_nothing() -> None:
+    """Refusals with as many bytes queued as the last: the wait doubles up to 5 s; refusals
+    whose queue dropped (the process reads): the short schedule, 0.5 s at most; a server that
+    does not say how many are queued: the short schedule."""
+    stalled = _InputBackoff()
+    assert [stalled.after({"queued_bytes": 100}) for _ in range(11)] == [
+        0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.0, 5.0, 5.0]
+    reading = _InputBackoff()
+    assert [reading.after({"queued_bytes": 100 - n}) for n in range(7)] == [0.02, 0.05, 0.1, 0.2, 0.5, 0.5, 0.5]
+    silent = _InputBackoff()
+    assert [silent.after(None) for _ in range(6)] == [0.02, 0.05, 0.1, 0.2, 0.5, 0.5]
+    resumed = _InputBackoff()
+    assert [resumed.after({"queued_bytes": q}) for q in (100, 100, 100, 90)] == [0.02, 0.04, 0.08, 0.05]
 
 
 async def test_input_waiting_for_room_ends_when_the_process_does(client: Client) -> None:

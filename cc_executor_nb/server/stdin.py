@@ -85,7 +85,10 @@ class ChildInput:
         if self.queued_bytes + len(data) > self.limit:
             raise LimitReached(
                 f"input queue full: {self.queued_bytes} bytes not yet read by the process "
-                f"(limit {self.limit})"
+                f"(limit {self.limit})",
+                # The client compares it between two refusals: a process that read nothing
+                # meanwhile is asked again later and later, not every 0.5 s.
+                {"queued_bytes": self.queued_bytes, "limit": self.limit},
             )
         if data:
             self._chunks.append(data)
