@@ -727,7 +727,8 @@ def _tail(early: IO[bytes], lines: int = 5) -> str:
 
 
 def stop_main(argv: Sequence[str]) -> int:
-    """``python -m cc_executor_nb.server stop``: 0 when it stopped the job server, 1 when none ran."""
+    """``python -m cc_executor_nb.server stop``: 0 when it stopped the job server, 1 when none ran,
+    2 when it could not (still alive after ``--timeout``; a runtime file not trusted)."""
     parser = OneLineParser(
         prog="python -m cc_executor_nb.server stop",
         description="Stop the user's job server: it cancels its jobs (no process is left) and exits.",
