@@ -296,7 +296,8 @@ def test_a_runtime_file_others_could_write_is_warned_about_once(
         path.chmod(0o602)
         assert read_runtime_file(path) is None
     warned = [record.getMessage() for record in caplog.records if "writable by others" in record.getMessage()]
-    assert warned == [f"! {path} is writable by others: not trusted (chmod 600 it, or remove it)"] * 2
+    assert warned == [f"! {path} is writable by others: not trusted (chmod 600 it; "
+                      "'python -m cc_executor_nb.server stop' removes it if no job server runs)"] * 2
 
 
 def test_a_running_job_servers_untrusted_runtime_file_is_named_at_once(

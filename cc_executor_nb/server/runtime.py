@@ -138,7 +138,8 @@ def _read_private(path: Path) -> str:
     """The text of ``path``, if it is a regular file of ours that only we can write."""
     text, status = _read_own(path)
     if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        _warn_once(status, "! %s is writable by others: not trusted (chmod 600 it, or remove it)", path)
+        _warn_once(status, "! %s is writable by others: not trusted (chmod 600 it; "
+                   "'python -m cc_executor_nb.server stop' removes it if no job server runs)", path)
         raise PermissionError(f"{path} is writable by others")
     return text
 
