@@ -20,6 +20,7 @@ from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.render import (
     MAX_RECORD_PROMPT_CHARS,
+    MAX_RECORD_THOUGHTS,
     MAX_RECORD_TOOL_CARDS,
     MAX_RECORD_TURNS,
     MAX_THINKING_CHARS,
@@ -383,6 +384,59 @@ def test_a_one_prompt_records_thinking_keeps_its_end_and_says_where_the_rest_is(
     page = Transcript(long_thinking_conversation_run(1, 60_000)).html()
     assert page.count(THOUGHT) == MAX_THINKING_CHARS
     assert "… 10,000 earlier characters not shown: run.thinking has all of it …" in page
+
+
+def many_thoughts_run(places: int, words: Any = lambda index: 2) -> SimpleNamespace:
+    """A finished run of one prompt that thinks at ``places`` places, the ``index``-th ``words(index)``
+    words, with a Bash call after each, then answers."""
+    lines = []
+    for index in range(places):
+        thought = {"type": "thinking", "thinking": "w " * words(index)}
+        call = {"type": "tool_use", "id": f"toolu_{index}", "name": "Bash", "input": {"command": f"echo {index}"}}
+        output = {"type": "tool_result", "tool_use_id": f"toolu_{index}", "content": "r", "is_error": False}
+        answer = line(type="user", message={"role": "user", "content": [output]})
+        lines += [assistant(f"m{index}", thought, call), answer]
+    interpreter = ClaudeInterpreter(prompt="p")
+    interpreter.feed("stdout", "\n".join([*lines, result(result="done")]) + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: p", state=finished_state(), interpreter=interpreter, options={"prompt": "p"})
+
+
+THINKING_NOTE = {"html": 'class="cc-thinking"', "markdown": " of thinking (in `run.thinking`)*", "text": "[thinking] "}
+
+
+def test_a_records_size_does_not_grow_with_its_places_of_thinking() -> None:
+    """Runs that think at 2,000 and at 4,000 places (a call after each) make displayed records of the
+    same size in each form, but for the figures of their lines of the calls and thoughts left out,
+    each with MAX_RECORD_THOUGHTS notes of thinking and one line for the rest (past the thinking
+    budget each place still took a note of its own: 20,000 places made an HTML record of 3.1 MB,
+    a Markdown one of 0.87 MB, a text one of 0.41 MB)."""
+    small, big = (Transcript(many_thoughts_run(places), answer_chars=MAX_RECORD_ANSWER_CHARS)
+                  for places in (2_000, 4_000))
+    for form in ("html", "markdown", "text"):
+        record = getattr(big, form)()
+        assert abs(len(record) - len(getattr(small, form)())) < 40, form
+        assert record.count(THINKING_NOTE[form]) == MAX_RECORD_THOUGHTS + (form == "text"), form
+        assert record.count("3,800 places of thinking not shown (7,600 words)") == 1, form
+
+
+def test_a_records_forms_show_the_same_places_of_thinking_and_count_the_ones_left_out() -> None:
+    """400 places of thinking, the n-th of n words: the Markdown and the text note the first 100 and
+    the last 100, the HTML shows those 200, and where the 101st stood one line in each counts the
+    200 left out and their words and says run.thinking has all of it (each form noted all 400)."""
+    transcript = Transcript(many_thoughts_run(400, lambda index: index + 1))
+    kept = [*range(1, 101), *range(301, 401)]
+    noted = re.findall(r"\*([\d,]+) words? of thinking", transcript.markdown())
+    assert [int(words.replace(",", "")) for words in noted] == kept
+    text = transcript.text()
+    assert [int(words.replace(",", "")) for words in re.findall(r"\[thinking\] ([\d,]+) words?\n", text)] == kept
+    page = transcript.html()
+    assert page.count('class="cc-thinking"') == 200
+    words = "200 places of thinking not shown (40,100 words)"
+    assert f"[thinking] {words}: run.thinking has all of it" in text
+    assert f"*… {words}: `run.thinking` has all of it …*" in transcript.markdown()
+    gap = page.index(f"… {words}: <code>run.thinking</code> has all of it …")
+    assert page.index(">echo 99<") < gap < page.index("200 tool calls not shown") < page.index(">echo 300<")
 
 
 CHANGE = {"file_path": "/w/x.txt", "old_string": "\n".join(["o" * 200] * 100),

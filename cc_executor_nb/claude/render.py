@@ -50,6 +50,7 @@ from .streamjson import (
     Cut,
     ThinkingBudget,
     Thought,
+    ThoughtPlan,
     ToolBudget,
     ToolCall,
     ToolPlan,
@@ -66,6 +67,7 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
 
 __all__ = [
     "MAX_RECORD_PROMPT_CHARS",
+    "MAX_RECORD_THOUGHTS",
     "MAX_RECORD_TOOL_CARDS",
     "MAX_RECORD_TURNS",
     "TURN_CONTEXT",
@@ -109,6 +111,10 @@ MAX_TOOL_INPUT_CHARS = 120
 MAX_RECORD_TOOL_CARDS = 200
 """How many tool calls a bounded record shows as cards: the first half and the last half, in
 reading order (a user reads the start and the end); one line counts the ones between."""
+MAX_RECORD_THOUGHTS = 200
+"""How many places of thinking a bounded record shows (its thinking, its note): the first half and
+the last half, in reading order; one line counts the ones between (past the thinking budget each
+place still took a note: 20,000 places made an HTML record of 3.1 MB)."""
 MAX_RECORD_PROMPT_CHARS = 4000
 """How much of each prompt a bounded record shows (a pasted document made a record as big as
 itself, at every turn that carried one): its start, then one line counting the rest."""
@@ -299,6 +305,12 @@ def _thought_html(kept: str, left_out: int, *, live: bool, bounded: bool) -> str
     )
 
 
+def _thoughts_gap_html(plan: ThoughtPlan) -> str:
+    """The line of the places of thinking a bounded record leaves out."""
+    return (f'<div class="cc-thinking-gap" style="{_MUTED}"><em>… {escape(plan.gap_words())}: '
+            "<code>run.thinking</code> has all of it …</em></div>")
+
+
 def _thinking_estimate_html(estimate: int) -> str:
     """The turn thinks now, its text not shown (yet): the CLI's count of its tokens so far."""
     return f'<div class="cc-thinking" style="{_MUTED}">Thinking… (~{estimate:,} tokens)</div>' if estimate else ""
@@ -349,14 +361,21 @@ def tool_body_html(tool: ToolCall) -> str:
     return _tool_change_html(tool) + _tool_result(tool)
 
 
-def tool_plan(tools: Sequence[ToolCall], body_chars: int | None, cards: int | None) -> ToolPlan:
+def tool_plan(
+    tools: Sequence[ToolCall], body_chars: int | None, cards: int | None, thoughts: Sequence[Thought] = (),
+    places: int | None = None,
+) -> ToolPlan:
     """The :class:`~cc_executor_nb.claude.streamjson.ToolPlan` of a bounded record whose calls in
     reading order are ``tools``: ``body_chars`` characters of bodies in all (None: every one's),
     ``cards`` cards at most (None: all). Bodies count as the HTML writes them, the largest form;
-    every form reads this plan, so all leave out the same calls and bodies."""
+    every form reads this plan, so all leave out the same calls and bodies. ``thoughts``: its places
+    of thinking in reading order, ``places`` of which it shows at most (None: all), the first half
+    and the last half."""
     shown = len(tools) if cards is None else cards
     budget = ToolBudget(body_chars) if body_chars is not None else None
-    return ToolPlan(tools, budget, tool_body_html, first=(shown + 1) // 2, last=shown // 2)
+    kept = len(thoughts) if places is None else places
+    thinking = ThoughtPlan(thoughts, first=(kept + 1) // 2, last=kept // 2)
+    return ToolPlan(tools, budget, tool_body_html, first=(shown + 1) // 2, last=shown // 2, thoughts=thinking)
 
 
 def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None, *, bare: bool = False) -> str:
@@ -831,15 +850,20 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     the last :data:`MAX_THINKING_CHARS` of the turn's, as the live widget shows). While the turn
     thinks, its last thinking says so, or the CLI's estimate stands at its end."""
     parts = turn.parts(result_text, said=said)
-    shown = budget.spend(parts) if budget else parts
-    thoughts = [part.text for part in shown if isinstance(part, Thought)]
+    plan = tools.thoughts if tools is not None else ThoughtPlan()
+    shown = [part for part in (budget.spend(parts) if budget else parts)
+             if not isinstance(part, Thought) or plan.state(part) != "hidden"]
+    thoughts = [part.text for part in shown if isinstance(part, Thought) and plan.state(part) == "shown"]
     live = turn.thinking_estimate is not None and _ends_thinking(shown)
     cuts = (thinking or ThinkingBudget(MAX_THINKING_CHARS)).spend_turn(thoughts)
     folded = iter([
         _thought_html(kept, left_out, live=live and index == len(cuts) - 1, bounded=thinking is not None)
         for index, (kept, left_out) in enumerate(cuts)
     ])
-    html = "".join(next(folded) if isinstance(part, Thought) else _part_html(part, decisions, tools) for part in shown)
+    html = "".join(
+        (_thoughts_gap_html(plan) if plan.state(part) == "gap" else next(folded)) if isinstance(part, Thought)
+        else _part_html(part, decisions, tools) for part in shown
+    )
     thinks_unseen = turn.thinking_estimate is not None and not live
     return html + (_thinking_estimate_html(turn.thinking_estimate or 0) if thinks_unseen else "")
 

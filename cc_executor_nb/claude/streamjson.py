@@ -63,6 +63,7 @@ __all__ = [
     "Signal",
     "ThinkingBudget",
     "Thought",
+    "ThoughtPlan",
     "ToolBudget",
     "ToolCall",
     "ToolPlan",
@@ -174,6 +175,9 @@ class Thought:
     came among the turn's texts and tool calls (:meth:`TurnView.parts`)."""
 
     text: str
+    key: tuple[int, int] = field(default=(0, 0), compare=False)
+    """Its turn's index and its first block's among the turn's: what a record's :class:`ThoughtPlan`
+    knows it by."""
 
 
 TurnPart = str | tuple[ToolCall, ...] | Thought
@@ -242,8 +246,9 @@ class TurnView:
         ]
         ordered = sorted(places)  # how many calls came before text i: those placed at i or before
         keyed += [((index, bisect.bisect_right(ordered, index), 2), text) for index, text in enumerate(texts)]
-        keyed += [((texts_before, tools_before, 0), Thought(thought))
-                  for thought, (texts_before, tools_before) in zip(self.thoughts, self.thought_places, strict=True)]
+        keyed += [((texts_before, tools_before, 0), Thought(thought, (self.index, index)))
+                  for index, (thought, (texts_before, tools_before))
+                  in enumerate(zip(self.thoughts, self.thought_places, strict=True))]
         return [item for _key, item in sorted(keyed, key=lambda pair: pair[0])]
 
     @property
@@ -266,7 +271,8 @@ def _joined(items: list[str | ToolCall | Thought]) -> TurnPart:
     if isinstance(items[0], ToolCall):
         return tuple(item for item in items if isinstance(item, ToolCall))
     if isinstance(items[0], Thought):
-        return Thought("\n\n".join(item.text for item in items if isinstance(item, Thought)))
+        thoughts = [item for item in items if isinstance(item, Thought)]
+        return Thought("\n\n".join(item.text for item in thoughts), thoughts[0].key)
     return "\n\n".join(item for item in items if isinstance(item, str))
 
 
@@ -379,11 +385,12 @@ class ToolPlan:
     the largest form), the ones between are left out, and where the first of them stood one line
     counts them by tool and outcome. A record then grows with neither the number of calls nor of
     turns: a call past its budget still took a card of about 470 characters (5,000 calls: 2.3 MB).
+    ``thoughts``: which places of thinking it shows (None: all), read by every form with the calls.
     """
 
     def __init__(
         self, tools: Sequence[ToolCall], budget: ToolBudget | None, body: Callable[[ToolCall], str], *,
-        first: int, last: int,
+        first: int, last: int, thoughts: ThoughtPlan | None = None,
     ) -> None:
         gap = range(first, len(tools) - last) if len(tools) > first + last else range(0)
         self._states: dict[int, CardState] = {}
@@ -401,6 +408,8 @@ class ToolPlan:
         """How many of the calls it shows it shows without their bodies."""
         self.kinds = tuple(sorted(kinds.items(), key=lambda item: -item[1]))
         """The calls left out by (tool, outcome mark), the most frequent first."""
+        self.thoughts = thoughts if thoughts is not None else ThoughtPlan()
+        """Which places of thinking the record shows (all, unless it was given a plan of them)."""
 
     def state(self, tool: ToolCall) -> CardState:
         """What the record shows of ``tool`` (a call the plan did not see, made since: its card whole)."""
@@ -415,6 +424,39 @@ class ToolPlan:
             named.append(f"{sum(count for _kind, count in rest):,} of {len(rest):,} other kinds")
         calls = "call" if self.left_out == 1 else "calls"
         return f"{self.left_out:,} tool {calls} not shown ({' · '.join(named)})"
+
+
+class ThoughtPlan:
+    """Which places of thinking (:class:`Thought`) a bounded record shows: every form of the record
+    (HTML, Markdown, text) reads the same plan (a :class:`ToolPlan`'s), so they leave out the same.
+
+    ``thoughts`` in reading order: the first ``first`` and the last ``last`` are shown, the ones
+    between are left out, and where the first of them stood one line counts them and their words.
+    Past the thinking budget each place still took a note of its own (20,000 places of thinking
+    made an HTML record of 3.1 MB, a Markdown one of 0.9 MB, a text one of 0.4 MB).
+    """
+
+    def __init__(self, thoughts: Sequence[Thought] = (), *, first: int = 0, last: int = 0) -> None:
+        gap = range(first, len(thoughts) - last) if len(thoughts) > first + last else range(0)
+        self._states: dict[tuple[int, int], Literal["gap", "hidden"]] = {
+            thoughts[index].key: "gap" if index == gap.start else "hidden" for index in gap
+        }
+        self.left_out = len(gap)
+        """How many places of thinking the record leaves out (counted in one line)."""
+        self.words = sum(len(thoughts[index].text.split()) for index in gap)
+        """How many words they hold."""
+
+    def state(self, thought: Thought) -> Literal["shown", "gap", "hidden"]:
+        """What the record shows of ``thought``: it (as the form shows thinking), the one line of the
+        places left out (it the first of them), or nothing; a place the plan did not see: it."""
+        return self._states.get(thought.key, "shown")
+
+    def gap_words(self) -> str:
+        """The line of the places left out, without where they are: ``19,800 places of thinking
+        not shown (59,400 words)``."""
+        places = "place" if self.left_out == 1 else "places"
+        words = "word" if self.words == 1 else "words"
+        return f"{self.left_out:,} {places} of thinking not shown ({self.words:,} {words})"
 
 
 def outcome_mark(tool: ToolCall) -> str:

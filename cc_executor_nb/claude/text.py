@@ -342,11 +342,19 @@ def parts_text(parts: Iterable[TurnPart | Cut], plan: ToolPlan | None = None) ->
         elif isinstance(part, str):
             blocks.append(printable(part).strip("\n"))
         elif isinstance(part, Thought):
-            blocks.append(thinking_line(part.text))
+            blocks.append(_planned_thought_line(part, plan))
         else:
             blocks.append("\n".join(filter(None, (_planned_line(tool, plan) for tool in part))))
         previous = part
     return [block for block in blocks if block]
+
+
+def _planned_thought_line(thought: Thought, plan: ToolPlan | None) -> str:
+    """A place of thinking's ``[thinking]`` note, the line of the places ``plan`` leaves out, or ""."""
+    state = plan.thoughts.state(thought) if plan is not None else "shown"
+    if state == "gap" and plan is not None:
+        return f"[thinking] {plan.thoughts.gap_words()}: run.thinking has all of it"
+    return "" if state == "hidden" else thinking_line(thought.text)
 
 
 def _planned_line(tool: ToolCall, plan: ToolPlan | None) -> str:

@@ -36,6 +36,7 @@ from markdown_it import MarkdownIt
 from ..claude.interpreter import ClaudeInterpreter, ClaudeView
 from ..claude.render import (
     LIVE_ANSWER_HEIGHT,
+    MAX_RECORD_THOUGHTS,
     MAX_RECORD_TOOL_CARDS,
     MAX_THINKING_CHARS,
     claude_body_html,
@@ -132,7 +133,9 @@ class Transcript:
     out the same calls and bodies. ``max_turns`` bounds how many turns of a conversation it shows
     (None: all, as ``run.transcript()`` and ``run.save()`` show; the display's record shows
     :data:`~cc_executor_nb.claude.render.MAX_RECORD_TURNS`): the first half and the last half, one
-    line between counting the ones left out.
+    line between counting the ones left out. ``thoughts`` bounds how many places of thinking it shows
+    (None: all): the first half and the last half in reading order, one line counting the ones
+    between and their words; the three forms read it with the plan of the calls.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class Transcript:
         tool_chars: int | None = MAX_RECORD_TOOL_CHARS,
         tool_cards: int | None = MAX_RECORD_TOOL_CARDS,
         max_turns: int | None = None,
+        thoughts: int | None = MAX_RECORD_THOUGHTS,
     ) -> None:
         self.run = run
         self.output_chars = output_chars
@@ -167,8 +171,10 @@ class Transcript:
         and the ones it leaves out (:func:`~cc_executor_nb.claude.render.record_turns`)."""
         self.plan: ToolPlan | None = None
         """Which tool calls and bodies every form shows (None: all of them)."""
-        if self.claude is not None and (tool_chars is not None or tool_cards is not None):
-            self.plan = tool_plan([tool for turn in self.shown for tool in turn.tools], tool_chars, tool_cards)
+        if self.claude is not None and (tool_chars is not None or tool_cards is not None or thoughts is not None):
+            places = [part for parts in self._parts() for part in parts if isinstance(part, Thought)]
+            self.plan = tool_plan([tool for turn in self.shown for tool in turn.tools], tool_chars, tool_cards,
+                                  places, thoughts)
 
     # Facts shared by every form
 
@@ -689,7 +695,7 @@ def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, plan: ToolPlan 
         elif isinstance(part, str):
             parts.append(_answer_text(part) if part.strip() else "")
         elif isinstance(part, Thought):
-            parts.append(_thinking_markdown(part.text))
+            parts.append(_planned_thought_markdown(part, plan))
         elif items := [item for item in (_planned_markdown(tool, plan) for tool in part) if item]:
             parts.append("**Tools**\n\n" + "\n".join(items))
     return parts
@@ -701,6 +707,14 @@ def _planned_markdown(tool: ToolCall, plan: ToolPlan | None) -> str:
     if state == "gap" and plan is not None:
         return f"- *… {markdown_escape(plan.gap_words(), line_start=False)}: `run.tool_calls` has all of them …*"
     return "" if state == "hidden" or tool.parent_tool_use_id is not None else _tool_markdown(tool, plan)
+
+
+def _planned_thought_markdown(thought: Thought, plan: ToolPlan | None) -> str:
+    """A place of thinking's note, the note of the places ``plan`` leaves out, or ""."""
+    state = plan.thoughts.state(thought) if plan is not None else "shown"
+    if state == "gap" and plan is not None:
+        return f"*… {markdown_escape(plan.thoughts.gap_words())}: `run.thinking` has all of it …*"
+    return "" if state == "hidden" else _thinking_markdown(thought.text)
 
 
 def _thinking_markdown(thinking: str) -> str:
