@@ -1198,7 +1198,7 @@ def snapshot_steps() -> list[str | tuple[str, str]]:
     sub_done = {"type": "tool_result", "tool_use_id": "toolu_sub", "content": "found"}
     done4 = {"type": "tool_result", "tool_use_id": "toolu_4", "content": "read", "is_error": True}
     return [
-        ("turn", "first"), init(), *_thought("m0", "Let me think first."), *_sentence_and_call(1),
+        ("turn", "first"), init(), _retry_line(529), *_thought("m0", "Let me think first."), *_sentence_and_call(1),
         *_streamed_call("m2", "toolu_2", "Reading it now."), assistant("m2", text("Reading it now.")),
         *_streamed_call("m3", "toolu_3", "A start never confirmed."),
         *_streamed_call("m4", "toolu_4", "Then, again."),
@@ -1208,13 +1208,19 @@ def snapshot_steps() -> list[str | tuple[str, str]]:
         line(type="user", message={"role": "user", "content": [done4]}),
         *streamed_text("m5", "Growing", " a piece", " at a time."), assistant("m5", text("Growing a piece at a time.")),
         *_sentence_and_call(6), result(result="done"),
-        ("turn", "and then?"), *_sentence_and_call(7), *_thought("m8", "Hmm."),
+        ("turn", "and then?"), *_sentence_and_call(7), _retry_line(429), *_thought("m8", "Hmm."),
         *_streamed_call("m9", "toolu_9", "Cut short"), ("interrupt", ""),
         result(subtype="error_during_execution", is_error=True, result=None),
         ("turn", "go on"), *streamed_text("m10", "Going", " on."),
         assistant("m9", text("Cut short, confirmed late.")), assistant("m10", text("Going on.")),
         *_sentence_and_call(11), result(result="went on"),
     ]
+
+
+def _retry_line(status: int) -> str:
+    """An API retry (a 429 is a usage limit too)."""
+    return line(type="system", subtype="api_retry", attempt=1, max_retries=10, retry_delay_ms=4000,
+                error_status=status, error="rate_limit" if status == 429 else "overloaded")
 
 
 def feed_step(interpreter: Any, step: str | tuple[str, str]) -> None:
@@ -1263,6 +1269,7 @@ def test_a_snapshot_at_every_line_is_what_a_full_copy_gives(steps: list[str | tu
             assert not {id(call) for call in view.tool_calls} & {id(call) for call in run.tool_calls}
             assert (view.text, view.thinking) == _joined_afresh(run)
             assert run._last_turn_text() == run.turn_views()[-1].text
+            assert (view.retries, view.usage_limits) == (tuple(run.retries), tuple(run.usage_limits))
         taken.append((view, calls, view.text))
     assert all(view.tool_calls == calls and view.text == text for view, calls, text in taken)
 
@@ -1288,6 +1295,35 @@ def test_a_snapshot_copies_only_the_calls_changed_since_the_last(monkeypatch: py
             interpreter.snapshot()
     assert copies == 2 * 300
     assert [call.id for call in interpreter.snapshot().tool_calls] == [f"toolu_{index}" for index in range(300)]
+
+
+class _CountedList(list[Any]):
+    """A list that counts how many times it is read whole (a copy reads it so)."""
+
+    reads = 0
+
+    def __iter__(self) -> Any:
+        self.reads += 1
+        return super().__iter__()
+
+
+def test_a_snapshot_copies_the_retries_and_usage_limits_only_when_they_grew() -> None:
+    """A snapshot per line of 300 calls between a 529 retry and a 429 one (a usage limit too) copies
+    the run's retries twice and its usage limits once, not at each line (both were copied at every
+    line: 602 reads each)."""
+    from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+
+    interpreter = ClaudeInterpreter()
+    with interpreter.locked() as run:
+        run.retries, run.usage_limits = _CountedList(), _CountedList()
+        retries, limits = run.retries, run.usage_limits
+    lines = [_retry_line(529), *(each for index in range(300) for each in _sentence_and_call(index)), _retry_line(429)]
+    for each in lines:
+        interpreter.feed("stdout", each + "\n")
+        interpreter.snapshot()
+    assert (retries.reads, limits.reads) == (2, 1)
+    view = interpreter.snapshot()
+    assert [retry.error_status for retry in view.retries] == [529, 429] and len(view.usage_limits) == 1
 
 
 def test_a_snapshot_reads_again_only_the_message_that_grew(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,13 +18,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from ..targets import Progress, Target, progress_toward, prompt_target
 from .compat import too_old_for
 from .limits import UsageLimit
 from .permissions import PermissionRequest
 from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
+
+_T = TypeVar("_T")
 
 __all__ = ["MAX_STDERR_CHARS", "ClaudeInterpreter", "ClaudeView"]
 
@@ -116,6 +118,9 @@ class ClaudeInterpreter:
         self._copy_at: dict[str, int] = {}
         self._copies_shown: tuple[ToolCall, ...] = ()
         self._tools_mark = 0
+        # The run's retries and usage limits as the last snapshot copied them (both lists only grow).
+        self._retries_shown: tuple[ApiRetry, ...] = ()
+        self._limits_shown: tuple[UsageLimit, ...] = ()
         self._stderr_shown = (0, "")
         self.target: Target | None = prompt_target([prompt]) if prompt else None
         self._first_answer_at: float | None = None
@@ -207,6 +212,8 @@ class ClaudeInterpreter:
 
     def _take_view(self) -> ClaudeView:
         run = self._run
+        self._retries_shown = _grown(self._retries_shown, run.retries)
+        self._limits_shown = _grown(self._limits_shown, run.usage_limits)
         return ClaudeView(
             text=run.text,
             answer=run.answer,
@@ -222,12 +229,12 @@ class ClaudeInterpreter:
             interrupted=run.interrupted,
             api_error_status=run.api_error_status,
             usage_limit=run.usage_limit,
-            usage_limits=tuple(run.usage_limits),
+            usage_limits=self._limits_shown,
             waiting_until=run.waiting_until,
             resumes=run.resumes,
             resume_note=run.resume_note,
             cost_estimate_reason=run.cost_estimate_reason,
-            retries=tuple(run.retries),
+            retries=self._retries_shown,
             num_turns=run.num_turns,
             phase=run.phase,
             stderr=self.stderr(),
@@ -307,3 +314,10 @@ class ClaudeInterpreter:
         """Grows with every applied line; unchanged means nothing new to show."""
         with self._lock:
             return self._run.version + self._stderr_version + self._requests_version
+
+
+def _grown(shown: tuple[_T, ...], items: list[_T]) -> tuple[_T, ...]:
+    """``items``, a list that only grows, as a snapshot holds it: ``shown``, the last snapshot's
+    copy, while it has not grown (a snapshot copied the run's retries and usage limits at every line)."""
+    unchanged = len(shown) == len(items) and (not items or shown[-1] is items[-1])
+    return shown if unchanged else tuple(items)
