@@ -382,8 +382,8 @@ def test_a_finished_turn_is_not_built_again_at_a_later_render(
     made.render(State(), 0.0)
     built: list[int] = []
     build = claude_render._turn_html
-    monkeypatch.setattr(claude_render, "_turn_html", lambda turn, decisions: built.append(turn.index) or build(
-        turn, decisions))
+    monkeypatch.setattr(claude_render, "_turn_html", lambda turn, decisions, **bounds: built.append(turn.index)
+                        or build(turn, decisions, **bounds))
     made.interpreter.feed("stdout", delta(0, "text_delta", text=" on") + "\n")
     made.render(State(), 0.0)
     assert built == [3]
@@ -923,3 +923,54 @@ def test_the_card_shows_a_long_command_whole() -> None:
     """The approval card shows what runs after 420 blanks (it cut the command at 400 characters)."""
     html = permission_card_html(PermissionRequest("r", "Bash", {"command": "du -sh ." + " " * 420 + "; echo HIDDEN"}))
     assert "$ du -sh .⟨420 blanks⟩; echo HIDDEN" in html
+
+
+# A long turn in the live widget
+
+
+def sentences_and_calls(calls: range) -> str:
+    """Messages of a sentence and a Bash call each, with each call's result."""
+    lines = []
+    for index in calls:
+        call = {"type": "tool_use", "id": f"toolu_{index}", "name": "Bash", "input": {"command": f"echo {index}"}}
+        output = {"type": "tool_result", "tool_use_id": f"toolu_{index}", "content": "ok"}
+        lines += [assistant(f"m{index}", text(f"Step {index} of the plan."), call),
+                  json_line(type="user", message={"role": "user", "content": [output]})]
+    return "\n".join(lines) + "\n"
+
+
+def long_turn_widget_value(calls: int, *, conversation: bool) -> str:
+    """The live widget's HTML of a run whose turn made ``calls`` calls (a sentence before each),
+    in a run of one prompt, or as the first turn of a conversation followed by a short one."""
+    interpreter = ClaudeInterpreter(prompt="p")
+    made = ClaudeBody(interpreter, Source(ConversationView(mode="live", sent=1)) if conversation else None)
+    try:
+        interpreter.begin_turn("p") if conversation else None
+        interpreter.feed("stdout", sentences_and_calls(range(calls)) + result(result="done") + "\n")
+        if conversation:
+            interpreter.begin_turn("and then?")
+            interpreter.feed("stdout", "\n".join(tool_turn_lines(calls, "ok")) + "\n")
+        made.render(State(), 0.0)
+        return str(made.value)
+    finally:
+        made.widget.close()
+
+
+@pytest.mark.parametrize("conversation", [False, True])
+def test_the_live_widget_shows_a_long_turns_start_and_end_and_counts_the_middle(
+    comms: list[DummyComm], conversation: bool,  # noqa: F811
+) -> None:
+    """A turn of 2,000 and one of 4,000 sentences and calls make live widgets of the same size but
+    for the figures of one line, which stands for the middle of the turn: its first 100 pieces
+    (sentences and cards), then the line counting the calls and texts left out, then its last 100
+    (the widget showed every card, rendered again at each frame: 20,000 calls made a value of 11 MB,
+    and 2.4 s a frame)."""
+    small, big = (long_turn_widget_value(calls, conversation=conversation) for calls in (2_000, 4_000))
+    assert abs(len(big) - len(small)) < 40
+    turn = turn_of(big, 0) if conversation else big
+    assert turn.count('class="cc-tool cc-tool-') == claude_render.MAX_LIVE_PIECES // 2
+    words = ("3,900 tool calls (Bash ✓ 3,900) and 3,901 texts (84,822 characters) of this turn not shown: "
+             "<code>run.text</code>, <code>run.thinking</code> and <code>run.tool_calls</code> have all of it")
+    gap = turn.index(f"… {words} …")
+    assert turn.index(">echo 49<") < gap < turn.index(">echo 3950<") < turn.index("Step 3951 of") < turn.index("3999<")
+    assert "Step 50 of" not in turn and ">echo 50<" not in turn and "Step 3950 of" not in turn

@@ -48,6 +48,7 @@ from .streamjson import (
     ApiRetry,
     ClaudeRun,
     Cut,
+    LiveGap,
     ThinkingBudget,
     Thought,
     ThoughtPlan,
@@ -56,6 +57,7 @@ from .streamjson import (
     ToolPlan,
     TurnPart,
     TurnView,
+    live_window,
     summary,
 )
 
@@ -66,6 +68,7 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
     _nh3 = None
 
 __all__ = [
+    "MAX_LIVE_PIECES",
     "MAX_RECORD_PROMPT_CHARS",
     "MAX_RECORD_THOUGHTS",
     "MAX_RECORD_TOOL_CARDS",
@@ -115,6 +118,10 @@ MAX_RECORD_THOUGHTS = 200
 """How many places of thinking a bounded record shows (its thinking, its note): the first half and
 the last half, in reading order; one line counts the ones between (past the thinking budget each
 place still took a note: 20,000 places made an HTML record of 3.1 MB)."""
+MAX_LIVE_PIECES = 200
+"""How many pieces of each turn the live widget shows (texts, places of thinking, tool calls, each
+call one): the first half and the last half, one line counting the ones between (it showed every
+card, rendered again at each frame: 20,000 calls made a value of 11 MB and frames of 2.4 s)."""
 MAX_RECORD_PROMPT_CHARS = 4000
 """How much of each prompt a bounded record shows (a pasted document made a record as big as
 itself, at every turn that carried one): its start, then one line counting the rest."""
@@ -827,32 +834,33 @@ def _run_pieces(
         return BodyPieces(head, tuple(built[:-1]), built[-1] + "</div>" + _tools_cut_html(tools) + end)
     (view,) = views
     shown = decisions or {}
+    window = MAX_LIVE_PIECES if turns is not None and not bounded and tools is None else None  # the widget's
+    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window)
     parts: list[str] = []
     if run.is_error and run.turns and run.turns[-1].interrupted:
-        parts += [_in_order(view, shown, budget=budget, tools=tools, thinking=thinking), _INTERRUPTED]
+        parts += [order(view, shown), _INTERRUPTED]
     elif run.is_error:
-        said = bool(_text_besides_error(run))
-        parts += [_in_order(view, shown, said=said, budget=budget, tools=tools, thinking=thinking),
-                  render_error_html(run)]
+        parts += [order(view, shown, said=bool(_text_besides_error(run))), render_error_html(run)]
     else:
-        parts.append(_in_order(view, shown, run.answer, budget=budget, tools=tools, thinking=thinking))
+        parts.append(order(view, shown, run.answer))
     return BodyPieces("", (), _RUN_OPEN + "".join(parts) + _tools_cut_html(tools) + end)
 
 
 def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result_text: str = "", *,
               said: bool = True, budget: AnswerBudget | None = None, tools: ToolPlan | None = None,
-              thinking: ThinkingBudget | None = None) -> str:
+              thinking: ThinkingBudget | None = None, window: int | None = None) -> str:
     """A turn's thinking, text and tool cards in the order they came (:meth:`TurnView.parts`: a
     text before a call above its card, thinking between two calls between their cards), then
     ``result_text`` unless the text ends with it. ``said``: False leaves the text out (it only
     repeats the error shown below it). ``budget``: a bounded record's, which cuts the text where
     it runs out, with a note; ``tools``: its cards' bodies'; ``thinking``: its thinking's (None:
     the last :data:`MAX_THINKING_CHARS` of the turn's, as the live widget shows). While the turn
-    thinks, its last thinking says so, or the CLI's estimate stands at its end."""
+    thinks, its last thinking says so, or the CLI's estimate stands at its end. ``window``: the live
+    widget's, which shows that many pieces of the turn at most (:func:`live_window`)."""
     parts = turn.parts(result_text, said=said)
     plan = tools.thoughts if tools is not None else ThoughtPlan()
-    shown = [part for part in (budget.spend(parts) if budget else parts)
-             if not isinstance(part, Thought) or plan.state(part) != "hidden"]
+    pieces = live_window(parts, window) if window is not None else budget.spend(parts) if budget else parts
+    shown = [part for part in pieces if not isinstance(part, Thought) or plan.state(part) != "hidden"]
     thoughts = [part.text for part in shown if isinstance(part, Thought) and plan.state(part) == "shown"]
     live = turn.thinking_estimate is not None and _ends_thinking(shown)
     cuts = (thinking or ThinkingBudget(MAX_THINKING_CHARS)).spend_turn(thoughts)
@@ -868,17 +876,22 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     return html + (_thinking_estimate_html(turn.thinking_estimate or 0) if thinks_unseen else "")
 
 
-def _ends_thinking(parts: Sequence[TurnPart | Cut]) -> bool:
+def _ends_thinking(parts: Sequence[TurnPart | Cut | LiveGap]) -> bool:
     """Whether the last of ``parts`` that shows anything is thinking."""
     shown = [part for part in parts if not (isinstance(part, str) and not part.strip())]
     return bool(shown) and isinstance(shown[-1], Thought)
 
 
 def _part_html(
-    part: str | tuple[ToolCall, ...] | Cut, decisions: Mapping[str, PermissionRequest], tools: ToolPlan | None = None,
+    part: str | tuple[ToolCall, ...] | Cut | LiveGap, decisions: Mapping[str, PermissionRequest],
+    tools: ToolPlan | None = None,
 ) -> str:
     if isinstance(part, str):
         return render_answer_html(part)
+    if isinstance(part, LiveGap):
+        words = escape(printable(part.words()))
+        return (f'<div class="cc-live-gap" style="{_MUTED}"><em>… {words}: <code>run.text</code>, '
+                "<code>run.thinking</code> and <code>run.tool_calls</code> have all of it …</em></div>")
     if isinstance(part, Cut):
         return (f'<div class="cc-cut" style="{_MUTED}"><em>… {part.chars:,} more characters of the answer: '
                 "<code>run.transcript()</code> has all of it</em></div>")
@@ -988,7 +1001,7 @@ class TurnCache:
         kept = self._kept.get(turn.index)
         if kept is not None and kept[0] == key:
             return kept[1]
-        html = _turn_html(turn, decisions)
+        html = _turn_html(turn, decisions, window=MAX_LIVE_PIECES)
         self._kept[turn.index] = (key, html)
         return html
 
@@ -1013,23 +1026,24 @@ def record_prompt(prompt: str, bounded: bool) -> str:
 
 def _turn_html(
     turn: TurnView, decisions: Mapping[str, PermissionRequest], budget: AnswerBudget | None = None,
-    thinking: ThinkingBudget | None = None, tools: ToolPlan | None = None,
+    thinking: ThinkingBudget | None = None, tools: ToolPlan | None = None, *, window: int | None = None,
 ) -> str:
-    """One turn; ``budget`` (a bounded record's) bounds its prompt too (:func:`record_prompt`)."""
+    """One turn; ``budget`` (a bounded record's) bounds its prompt too (:func:`record_prompt`);
+    ``window``: the live widget's (:func:`_in_order`)."""
     prompt = ""
     if turn.index > 0:
         shown = record_prompt(turn.prompt, budget is not None)
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(shown))}</div>'
     body = [prompt]
+    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window)
     if turn.interrupted and turn.result is not None:
-        body += [_in_order(turn, decisions, budget=budget, tools=tools, thinking=thinking), _INTERRUPTED]
+        body += [order(turn, decisions), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
         message = _error_of_turn(turn)
-        said = turn.text.strip() != message.strip()
-        body += [_in_order(turn, decisions, said=said, budget=budget, tools=tools, thinking=thinking),
+        body += [order(turn, decisions, said=turn.text.strip() != message.strip()),
                  f'<div class="cc-error" style="{_ERROR}">{escape(printable(message))}</div>']
     else:
-        body.append(_in_order(turn, decisions, turn.answer, budget=budget, tools=tools, thinking=thinking))
+        body.append(order(turn, decisions, turn.answer))
     return f'<div class="cc-turn cc-turn-{turn.index}">{"".join(body)}</div>'
 
 

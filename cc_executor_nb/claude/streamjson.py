@@ -59,6 +59,7 @@ __all__ = [
     "ClaudeRun",
     "Cut",
     "LineSplitter",
+    "LiveGap",
     "Phase",
     "Signal",
     "ThinkingBudget",
@@ -71,6 +72,8 @@ __all__ = [
     "TurnEnded",
     "TurnPart",
     "TurnView",
+    "kinds_words",
+    "live_window",
     "outcome_mark",
     "summary",
     "text_and_result",
@@ -418,12 +421,83 @@ class ToolPlan:
     def gap_words(self) -> str:
         """The line of the calls left out, without where they are: ``4,800 tool calls not shown
         (Bash ✓ 2,400 · Edit ✓ 2,399 · Edit ✗ 1)``."""
-        named = [f"{_one_line_name(name)} {mark} {count:,}" for (name, mark), count in self.kinds[:MAX_GAP_KINDS]]
-        rest = self.kinds[MAX_GAP_KINDS:]
-        if rest:
-            named.append(f"{sum(count for _kind, count in rest):,} of {len(rest):,} other kinds")
         calls = "call" if self.left_out == 1 else "calls"
-        return f"{self.left_out:,} tool {calls} not shown ({' · '.join(named)})"
+        return f"{self.left_out:,} tool {calls} not shown ({kinds_words(self.kinds)})"
+
+
+def kinds_words(kinds: Sequence[tuple[tuple[str, str], int]]) -> str:
+    """Calls counted by (tool, outcome mark), the most frequent first, as words: ``Bash ✓ 2,400 ·
+    Edit ✓ 2,399 · Edit ✗ 1``, the :data:`MAX_GAP_KINDS` most frequent named, the rest counted."""
+    named = [f"{_one_line_name(name)} {mark} {count:,}" for (name, mark), count in kinds[:MAX_GAP_KINDS]]
+    rest = kinds[MAX_GAP_KINDS:]
+    if rest:
+        named.append(f"{sum(count for _kind, count in rest):,} of {len(rest):,} other kinds")
+    return " · ".join(named)
+
+
+@dataclass(frozen=True)
+class LiveGap:
+    """The middle of a long turn the live widget leaves out (:func:`live_window`): what it holds."""
+
+    kinds: tuple[tuple[tuple[str, str], int], ...]
+    """Its calls by (tool, outcome mark), the most frequent first."""
+    texts: int
+    text_chars: int
+    thoughts: int
+    thought_chars: int
+
+    def words(self) -> str:
+        """``19,800 tool calls (Bash ✓ 19,800) and 19,800 texts (430,000 characters) of this turn
+        not shown``."""
+        calls = sum(count for _kind, count in self.kinds)
+        what = [f"{calls:,} tool call{_s(calls)} ({kinds_words(self.kinds)})"] if calls else []
+        what += [f"{self.texts:,} text{_s(self.texts)} ({self.text_chars:,} characters)"] if self.texts else []
+        what += ([f"{self.thoughts:,} place{_s(self.thoughts)} of thinking ({self.thought_chars:,} characters)"]
+                 if self.thoughts else [])
+        listed = ", ".join(what[:-1]) + " and " + what[-1] if len(what) > 1 else "".join(what)
+        return f"{listed} of this turn not shown"
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
+
+
+def live_window(parts: Sequence[TurnPart], keep: int) -> list[TurnPart | LiveGap]:
+    """A turn's ``parts`` as the live widget shows them: its first ``keep`` // 2 pieces (texts,
+    places of thinking, tool calls: each call one) and its last, one :class:`LiveGap` between
+    counting the ones left out; ``parts`` itself when it has ``keep`` pieces or fewer."""
+    items: list[str | ToolCall | Thought] = []
+    for part in parts:
+        items += part if isinstance(part, tuple) else [part]
+    if len(items) <= keep:
+        return list(parts)
+    first, last = (keep + 1) // 2, keep // 2
+    middle = items[first : len(items) - last]
+    kinds: dict[tuple[str, str], int] = {}
+    for item in middle:
+        if isinstance(item, ToolCall):
+            kind = (item.name or "tool", outcome_mark(item))
+            kinds[kind] = kinds.get(kind, 0) + 1
+    texts = [item for item in middle if isinstance(item, str) and item.strip()]
+    thoughts = [item.text for item in middle if isinstance(item, Thought)]
+    gap = LiveGap(tuple(sorted(kinds.items(), key=lambda item: -item[1])), len(texts), sum(map(len, texts)),
+                  len(thoughts), sum(map(len, thoughts)))
+    return [*_regrouped(items[:first]), gap, *_regrouped(items[len(items) - last :])]
+
+
+def _regrouped(items: Sequence[str | ToolCall | Thought]) -> list[TurnPart]:
+    """Pieces of a turn back in parts: the calls that come together in one tuple."""
+    parts: list[TurnPart] = []
+    calls: list[ToolCall] = []
+    for item in items:
+        if isinstance(item, ToolCall):
+            calls.append(item)
+            continue
+        if calls:
+            parts.append(tuple(calls))
+            calls = []
+        parts.append(item)
+    return [*parts, tuple(calls)] if calls else parts
 
 
 class ThoughtPlan:
