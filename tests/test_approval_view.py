@@ -974,3 +974,29 @@ def test_the_live_widget_shows_a_long_turns_start_and_end_and_counts_the_middle(
     gap = turn.index(f"… {words} …")
     assert turn.index(">echo 49<") < gap < turn.index(">echo 3950<") < turn.index("Step 3951 of") < turn.index("3999<")
     assert "Step 50 of" not in turn and ">echo 50<" not in turn and "Step 3950 of" not in turn
+
+
+def test_the_live_widget_of_a_long_turn_paces_its_renders_by_their_work(comms: list[DummyComm]) -> None:  # noqa: F811
+    """A live view of a turn of 10,000 calls: a render reads every call (0.23 s at 20,000), and the
+    next waits four times the CPU the last took (RENDER_SHARE) when that is longer than the rate
+    and the HTML sent allow (it waited 0.11 s, for the 55 KB sent: at 5 renders a second the widget
+    took the whole loop thread)."""
+    import time
+
+    from cc_executor_nb.kernel.presenter import LIVE_CHARS_PER_SECOND, MAX_PACE, RENDER_SHARE, WidgetPresenter
+    from cc_executor_nb.kernel.views import RunView
+
+    from .test_widgets import emit, running
+
+    interpreter = ClaudeInterpreter(prompt="p")
+    state = running()
+    view = RunView("claude", state=state, now=0.0, body=ClaudeBody(interpreter), show_output=False)
+    presenter = WidgetPresenter(state, view, max_rate=10.0)
+    interpreter.feed("stdout", sentences_and_calls(range(10_000)))
+    emit(state, "process.output", 0.5, type="stdout", data="x")
+    started = time.thread_time()
+    view.render(state, 0.5)
+    took = time.thread_time() - started
+    assert presenter.coalescer.interval >= min(0.99 * took / RENDER_SHARE, MAX_PACE)
+    assert presenter.coalescer.interval > view.sent_chars / LIVE_CHARS_PER_SECOND
+    view.close()

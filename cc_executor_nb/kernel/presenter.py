@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HELD_QUIET",
     "LIVE_CHARS_PER_SECOND",
+    "RENDER_SHARE",
     "Presenter",
     "TextPresenter",
     "WidgetPresenter",
@@ -64,9 +65,14 @@ LIVE_CHARS_PER_SECOND = 500_000
 waits ``sent / LIVE_CHARS_PER_SECOND`` seconds after one that sent ``sent`` characters, when
 that is longer than the rate allows. A long conversation re-sends every turn at each render
 (123 KB at 100 turns): its widget updates less often instead of flooding the page."""
+RENDER_SHARE = 0.25
+"""At most about this share of its thread's time for one run's live widget: a render waits
+``cpu / RENDER_SHARE`` seconds after one that took ``cpu`` seconds of its thread, when that is
+longer than the rate and ``LIVE_CHARS_PER_SECOND`` allow. A render reads every call of the live
+turn (0.23 s at 20,000 calls): at 5 a second it took the whole loop thread."""
 MAX_PACE = 2.0
-"""The longest wait ``LIVE_CHARS_PER_SECOND`` makes between two renders: a question's card, the
-buttons and the timers never wait longer than that behind a huge render."""
+"""The longest wait ``LIVE_CHARS_PER_SECOND`` and ``RENDER_SHARE`` make between two renders: a
+question's card, the buttons and the timers never wait longer than that behind a huge render."""
 
 
 class Presenter(Protocol):
@@ -176,9 +182,12 @@ class WidgetPresenter:
             self._view.render(self.state, time.monotonic())
 
     def _pace(self) -> float:
-        """Seconds the last render's HTML should be spread over (see ``LIVE_CHARS_PER_SECOND``)."""
+        """Seconds the last render's HTML and work should be spread over (see ``LIVE_CHARS_PER_SECOND``
+        and ``RENDER_SHARE``)."""
         view = self._view  # finish() may let go of it meanwhile (another thread may ask)
-        return min(view.sent_chars / LIVE_CHARS_PER_SECOND, MAX_PACE) if view is not None else 0.0
+        if view is None:
+            return 0.0
+        return min(max(view.sent_chars / LIVE_CHARS_PER_SECOND, view.render_seconds / RENDER_SHARE), MAX_PACE)
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the coalescer's ticker and deferred renders on ``loop``."""

@@ -100,6 +100,8 @@ class RunView:
         self.sent_chars = 0
         """Characters of HTML the last :meth:`render` sent to the page (the values it replaced,
         the body's included): what a presenter paces its renders by."""
+        self.render_seconds = 0.0
+        """The CPU time of the last :meth:`render` on its thread: what a presenter paces its renders by too."""
 
     def _build_widgets(self, state: RunState | None, now: float) -> None:
         # Two synced widgets: a render changes at most the header and the output, so it
@@ -124,6 +126,7 @@ class RunView:
 
     def render(self, state: RunState, now: float) -> None:
         """Bring every widget up to date with ``state`` at ``now`` (any thread; no asyncio)."""
+        started = time.thread_time()
         with self._lock:
             before = (self.header.value, self.output.value)
             # The body first: the badge never says a run ended before the body it sums up
@@ -139,6 +142,7 @@ class RunView:
             after = (self.header.value, self.output.value)
             self.sent_chars = sum(len(new) for new, old in zip(after, before, strict=True) if new != old)
             self.sent_chars += int(getattr(self.body, "sent_chars", 0))
+            self.render_seconds = time.thread_time() - started
 
     def _header_traits(self, state: RunState, now: float) -> dict[str, Any]:
         return {
