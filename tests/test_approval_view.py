@@ -1000,3 +1000,34 @@ def test_the_live_widget_of_a_long_turn_paces_its_renders_by_their_work(comms: l
     assert presenter.coalescer.interval >= min(0.99 * took / RENDER_SHARE, MAX_PACE)
     assert presenter.coalescer.interval > view.sent_chars / LIVE_CHARS_PER_SECOND
     view.close()
+
+
+def turns_in_widget(made: ClaudeBody, turns: range) -> None:
+    """Turns that run ``echo {index}`` and answer, a render at each one's end."""
+    for index in turns:
+        made.interpreter.begin_turn(f"prompt {index}")
+        made.interpreter.feed("stdout", "\n".join(tool_turn_lines(index, f"answer {index}")) + "\n")
+        made.render(State(), 0.0)
+
+
+def test_the_live_widget_of_a_long_conversation_keeps_its_first_and_last_turns_and_counts_the_middle(
+    comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """Conversations of 250 and 300 turns, rendered at each turn's end: each widget holds the first
+    100 turns and the last 100 (ten widgets of ten each, and the live one), one widget between
+    counting the turns left out, and the two are of the same size (every turn stayed in the page,
+    its widget state and the notebook saved: 300 turns held 36,500 characters more than 250)."""
+    values, pieces = [], []
+    for turns in (250, 300):
+        made = ClaudeBody(ClaudeInterpreter(), Source(ConversationView(mode="live", sent=1)))
+        turns_in_widget(made, range(turns))
+        values.append(made.value)
+        pieces.append([piece.value for piece in pieces_of(made)])
+        made.widget.close()
+    assert abs(len(values[1]) - len(values[0])) < 20
+    _head, *firsts, gap = pieces[1][: 1 + claude_render.MAX_LIVE_TURN_PIECES // 2 + 1]
+    assert [block.count('class="cc-turn ') for block in firsts] == [10] * 10
+    assert "100 turns not shown (follow-ups 100 to 199)" in gap and 'class="cc-turn ' not in gap
+    assert len(pieces[1]) == 1 + claude_render.MAX_LIVE_TURN_PIECES + 1 + 1
+    assert ">echo 99<" in values[1] and ">echo 100<" not in values[1] and ">echo 199<" not in values[1]
+    assert ">echo 200<" in values[1] and ">echo 299<" in values[1]

@@ -1299,6 +1299,10 @@ class ConversationSource(Protocol):
 LIVE_ANSWER_HEIGHT = "40em"
 #: How many finished turns of a conversation one HTML widget of the live view holds.
 TURNS_PER_PIECE = 10
+MAX_LIVE_TURN_PIECES = 20
+"""How many widgets of finished turns (:data:`TURNS_PER_PIECE` each) the live widget keeps: the
+first half and the last half, one line between counting the turns left out (every turn stayed in
+the page: its DOM and the notebook's widget state grew with the conversation)."""
 _LIVE_PIECE = "ccx-live-piece"
 
 
@@ -1352,8 +1356,10 @@ class ClaudeBody:
         self._head = ipywidgets.HTML(value=first.head + closing, layout=ipywidgets.Layout(margin="0"))
         self._live = self._piece(opening + first.tail)
         self._live.add_class(_LIVE_PIECE)
-        self._blocks: list[Any] = []
-        self._shown: list[tuple[str, ...]] = []
+        self._blocks: dict[int, Any] = {}  # by group: the first groups and the last (MAX_LIVE_TURN_PIECES)
+        self._shown: dict[int, tuple[str, ...]] = {}
+        self._gap: Any | None = None  # the line of the groups left out, once there are some
+        self._gap_at = 0  # the first group left out
         # The column does not shrink in the scrolling box: it would scroll itself, from the top.
         self._column = ipywidgets.VBox(
             [self._head, self._live], layout=ipywidgets.Layout(flex="0 0 auto", overflow="visible")
@@ -1443,12 +1449,17 @@ class ClaudeBody:
 
     @property
     def value(self) -> str:
-        """The conversation's HTML as the widgets hold it, joined: :func:`claude_body_html`'s."""
+        """The conversation's HTML as the widgets hold it, joined: :func:`claude_body_html`'s, but for
+        the turns a long conversation's widget leaves out (:data:`MAX_LIVE_TURN_PIECES`)."""
         opening, closing = self._context
-        blocks = "".join(
-            block.value.removeprefix(opening).removesuffix(closing).removesuffix(self._hiding(index, group))
-            for index, (block, group) in enumerate(zip(self._blocks, self._shown, strict=True))
-        )
+        values = {
+            index: block.value.removeprefix(opening).removesuffix(closing).removesuffix(
+                self._hiding(index, self._shown[index]))
+            for index, block in self._blocks.items()
+        }
+        if self._gap is not None:
+            values[self._gap_at] = str(self._gap.value).removeprefix(opening).removesuffix(closing)
+        blocks = "".join(value for _index, value in sorted(values.items()))
         return str(self._head.value).removesuffix(closing) + blocks + str(self._live.value).removeprefix(opening)
 
     # Rendering (the presenter's rate)
@@ -1528,7 +1539,7 @@ class ClaudeBody:
         opening, closing = self._context = pieces.context
         sent = _put(self._head, pieces.head + closing)
         sent += self._show_turns(pieces.turns, opening, closing)
-        _set(self._column, "children", (self._head, *self._blocks, self._live))
+        _set(self._column, "children", (self._head, *self._pieces_in_order(), self._live))
         return sent + _put(self._live, opening + pieces.tail)
 
     def _show_turns(self, turns: tuple[str, ...], opening: str, closing: str) -> int:
@@ -1537,21 +1548,48 @@ class ClaudeBody:
         A group is joined and compared only when one of its turns' HTML is another string (the
         turn cache hands back the same one while a turn is unchanged).
         """
-        groups = [turns[at : at + TURNS_PER_PIECE] for at in range(0, len(turns), TURNS_PER_PIECE)]
-        for block in self._blocks[len(groups) :]:
-            block.close()  # turns are never taken away; this keeps the widgets true if they were
-        del self._blocks[len(groups) :], self._shown[len(groups) :]
+        count = -(-len(turns) // TURNS_PER_PIECE)
+        half = MAX_LIVE_TURN_PIECES // 2
+        left_out = range(half, count - half) if count > MAX_LIVE_TURN_PIECES else range(0)
+        for index in [index for index in self._blocks if index >= count or index in left_out]:
+            self._blocks.pop(index).close()  # (turns are never taken away: a group left out goes)
+            del self._shown[index]
         sent = 0
-        for index, group in enumerate(groups):
-            if index == len(self._blocks):
+        for index in (index for index in range(count) if index not in left_out):
+            group = turns[index * TURNS_PER_PIECE : (index + 1) * TURNS_PER_PIECE]
+            if index not in self._blocks:
                 value = opening + "".join(group) + self._hiding(index, group) + closing
-                self._blocks.append(self._piece(value))  # its value goes in its comm's opening
-                self._shown.append(group)
+                self._blocks[index] = self._piece(value)  # its value goes in its comm's opening
+                self._shown[index] = group
                 sent += len(value)
             elif group != self._shown[index]:
                 self._shown[index] = group
                 sent += _put(self._blocks[index], opening + "".join(group) + self._hiding(index, group) + closing)
-        return sent
+        return sent + self._show_gap(left_out, opening, closing)
+
+    def _show_gap(self, left_out: range, opening: str, closing: str) -> int:
+        """The line of the groups of turns left out, where they stood; the characters sent."""
+        if not left_out:
+            if self._gap is not None:  # (turns are never taken away: this keeps the widgets true if they were)
+                self._gap.close()
+                self._gap = None
+            return 0
+        first, last = left_out.start * TURNS_PER_PIECE, left_out.stop * TURNS_PER_PIECE - 1
+        words = (f"{last - first + 1:,} turns not shown (follow-ups {first:,} to {last:,}): run.text and "
+                 "run.tool_calls have what they said and did; run.transcript() shows them")
+        value = f'{opening}<div class="cc-turns-gap" style="{_MUTED}"><em>… {escape(words)} …</em></div>{closing}'
+        self._gap_at = left_out.start
+        if self._gap is None:
+            self._gap = self._piece(value)
+            return len(value)
+        return _put(self._gap, value)
+
+    def _pieces_in_order(self) -> list[Any]:
+        """The widgets of the finished turns' groups, and the line of those left out, in order."""
+        pieces = sorted(self._blocks.items())
+        if self._gap is not None:
+            pieces.insert(sum(1 for index, _block in pieces if index < self._gap_at), (self._gap_at, self._gap))
+        return [piece for _index, piece in pieces]
 
     def _hiding(self, index: int, group: tuple[str, ...]) -> str:
         """A style, sent with the group's turns, that hides this conversation's live piece's copy of them.
