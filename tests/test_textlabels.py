@@ -39,8 +39,10 @@ TWO_RUNS = textwrap.dedent('''
     import cc_executor_nb.kernel.presenter
 
     # "slow half" waits for its end while the other run prints, however slow the machine: not
-    # shown early because its run went quiet (that is test_a_prompt_shows_...'s part).
+    # shown early because its run went quiet (that is test_a_prompt_shows_...'s part) or was
+    # held long (test_a_progress_bar_redrawn_...'s part).
     cc_executor_nb.kernel.presenter.HELD_QUIET = 3600.0
+    cc_executor_nb.kernel.presenter.HELD_LONGEST = 3600.0
 
     def waiting_for(name):
         return f"while not pathlib.Path({name!r}).exists(): time.sleep(0.02)\\n"
@@ -235,6 +237,43 @@ def test_a_prompt_shows_in_terminal_ipython_while_another_run_prints(tmp_path: P
     assert runs["2"][0].startswith("[started] pid ") and runs["2"][1:3] == ["Password: ", "ok"], shown
 
 
+def test_a_progress_bar_redrawn_often_shows_in_terminal_ipython_while_another_run_prints(tmp_path: Path) -> None:
+    """Terminal IPython, a run ticking lines and another redrawing a progress bar every 0.2 s: the
+    bar never went quiet, so it was held until 8,192 characters of it or its run's end. Now its
+    latest redraw shows, labelled, while the other still ticks, and again later."""
+    (tmp_path / "ticker.py").write_text(textwrap.dedent("""
+        import pathlib, time
+        n = 0
+        while not pathlib.Path("stop").exists():
+            print(f"tick {n}")
+            n += 1
+            time.sleep(0.1)
+    """), encoding="utf-8")
+    (tmp_path / "bar.py").write_text(textwrap.dedent("""
+        import pathlib, sys, time
+        n = 0
+        while not pathlib.Path("stop").exists():
+            sys.stdout.write(f"\\r{n:3d}%")
+            sys.stdout.flush()
+            n += 1
+            time.sleep(0.2)
+        print()
+    """), encoding="utf-8")
+    with terminal_ipython(tmp_path) as (child, screen):
+        child.sendline(f"a = %ccexec -c '{sys.executable} -u ticker.py'")
+        child.expect("tick 1")
+        child.sendline(f"b = %ccexec -c '{sys.executable} -u bar.py'")
+        child.expect(r"2│ +\d+%\r\n", timeout=scaled(20))
+        child.expect("1│ tick")  # the other run still prints
+        child.expect(r"2│ +\d+%\r\n", timeout=scaled(20))  # and the bar shows again
+        (tmp_path / "stop").touch()
+        child.sendline("a.wait(); b.wait()")
+        child.expect(r"In \[5\]")
+    shown = screen.text()
+    bars = [int(line.strip(" %")) for line in by_label(shown.splitlines())["2"] if re.fullmatch(r" *\d+%", line)]
+    assert len(bars) >= 2 and bars == sorted(bars), shown  # a latest redraw alone on each line, in order
+
+
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
 
 
@@ -286,6 +325,22 @@ def test_a_held_line_is_written_labelled_once_its_writer_went_quiet() -> None:
     assert written(place.quiet(one)) == "1│ Password: \n"
     assert not place.holds(one)
     assert written(place.write(one, "out", "tty", "ok\n")) == "1│ ok\n"
+
+
+def test_a_held_progress_bar_shows_its_latest_redraw_when_held_long() -> None:
+    """A progress bar redrawn too often to go quiet, held while another run prints: ``held_long``
+    writes its latest redraw alone, labelled and ended; its next redraws wait again, and its
+    line's end comes on a line of its own."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("bar")
+    place.printing(one, True)
+    place.printing(two, True)
+    place.write(two, "err", "tty", "[started] bar\n")
+    assert written(place.write(two, "err", "tty", "\r 10%") + place.write(two, "err", "tty", "\r 20%\r")) == ""
+    assert written(place.held_long(two)) == "2│  20%\n"
+    assert not place.holds(two)
+    assert written(place.write(two, "err", "tty", "\r 30%")) == ""
+    assert written(place.write(two, "err", "tty", "\r100%\n")) == "2│ \r2│  30%\r2│ 100%\n"
 
 
 def test_a_run_printing_alone_holds_nothing_for_quiet_to_write() -> None:

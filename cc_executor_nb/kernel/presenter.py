@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .views import RunView
 
 __all__ = [
+    "HELD_LONGEST",
     "HELD_QUIET",
     "LIVE_CHARS_PER_SECOND",
     "RENDER_SHARE",
@@ -574,6 +575,12 @@ HELD_QUIET = 0.5
 written (labelled, ended by a newline): a prompt (``Password: ``) waiting for an answer, a
 progress bar between two redraws, a half-written line, were hidden until the run's next line."""
 
+HELD_LONGEST = 1.0
+"""Seconds a partial line may be held while other runs print although its run never went quiet
+(a progress bar redrawn every 0.2 s): its latest redraw is then written (labelled, ended by a
+newline), and so at most once per this many seconds while the bar goes on. It was shown only at
+:data:`~cc_executor_nb.kernel.textview.HELD_CHARS` characters or at its run's end."""
+
 LABEL_CHARS = 60
 """The most of a run's label a note names it with."""
 
@@ -609,6 +616,8 @@ class _Sink:
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop that shows a held partial line once the run went quiet (none: never)."""
         self._wrote_at = 0.0
+        self._held_since: float | None = None
+        """When the partial line held now began to be held (see :data:`HELD_LONGEST`)."""
         self._quiet_armed = False
 
     @classmethod
@@ -643,21 +652,30 @@ class _Sink:
             if self.filters is not None:
                 text = keep_colours(text)  # a note can quote a child (an error, a question's command)
             dest = destination(self.out)
+            held = place.holds(token)
             self._emit(place.line_start(token, self.out, dest) + place.write(token, self.out, dest, text + "\n"))
-            self._watch_held(place, token)
+            self._watch_held(place, token, held)
 
     def write(self, stream: TextIO, text: str) -> None:
         """Write ``text`` (output, or whole lines) to ``stream``, as the place's other runs allow."""
         with _places_lock:
             place, token = self._joined()
+            held = place.holds(token)
             self._emit(place.write(token, stream, destination(stream), text))
-            self._watch_held(place, token)
+            self._watch_held(place, token, held)
 
-    def _watch_held(self, place: SharedLines, token: int) -> None:
-        """Just wrote (with the places' lock held): if a partial line is held now, it is shown once
-        the run wrote nothing for :data:`HELD_QUIET` seconds (one timer, pushed on by each write)."""
+    def _watch_held(self, place: SharedLines, token: int, held: bool) -> None:
+        """Just wrote (with the places' lock held; ``held``: a partial line was held before): if a
+        partial line is held now, it is shown once the run wrote nothing for :data:`HELD_QUIET`
+        seconds, or at the latest :data:`HELD_LONGEST` seconds after it began to be held (one
+        timer, pushed on by each write up to that bound)."""
         self._wrote_at = time.monotonic()
-        if self._quiet_armed or self.loop is None or not place.holds(token):
+        if not place.holds(token):
+            self._held_since = None
+            return
+        if not held or self._held_since is None:
+            self._held_since = self._wrote_at
+        if self._quiet_armed or self.loop is None:
             return
         self._quiet_armed = self._call_later(HELD_QUIET)
 
@@ -672,20 +690,31 @@ class _Sink:
         return True
 
     def _when_quiet(self) -> None:
-        """On the loop: the held partial lines are written if the run stayed quiet, else the timer
-        waits on for the rest of the quiet time since its last write."""
+        """On the loop: the held partial lines are written if the run stayed quiet, their latest
+        redraw if they were held :data:`HELD_LONGEST` seconds; else the timer waits on for the
+        rest of the quiet time since the run's last write, or of that bound."""
         with _places_lock:
             self._quiet_armed = False
             if self._token is None:
                 return  # the run ended: its held lines were written then
             place, token = self._joined()
             if not place.holds(token):
+                self._held_since = None
                 return  # its line ended meanwhile (or it printed alone again)
-            left = self._wrote_at + HELD_QUIET - time.monotonic()
-            if left > 0:
-                self._quiet_armed = self._call_later(left)
-            else:
+            now = time.monotonic()
+            since = now if self._held_since is None else self._held_since
+            quiet_left, long_left = self._wrote_at + HELD_QUIET - now, since + HELD_LONGEST - now
+            if quiet_left <= 0:
                 self._emit(place.quiet(token))
+            elif long_left <= 0:
+                self._emit(place.held_long(token))
+            else:
+                self._quiet_armed = self._call_later(min(quiet_left, long_left))
+                return
+            # Shown: a line held from now on (an empty redraw still held) waits its own bound.
+            self._held_since = now if place.holds(token) else None
+            if self._held_since is not None:
+                self._quiet_armed = self._call_later(min(HELD_QUIET, HELD_LONGEST))
 
     def line_label(self) -> str:
         """The label that starts the run's lines now (see :meth:`SharedLines.label`)."""

@@ -108,9 +108,10 @@ class SharedLines:
     A run printing alone writes its text as it comes, partial lines too. Once another run
     prints there as well, every line names its run with a short label (``2│ ``) and only
     whole lines are written: a run's partial line waits for its end, so no line is cut by
-    another run's text, or for :meth:`quiet` (its run went quiet: a prompt is seen). A run
-    labelled after it printed alone is named once by a ``[run] NAME`` line (a run labelled
-    from its start is named by its ``[started]`` line). Text from one writer never glues
+    another run's text, or for :meth:`quiet` (its run went quiet: a prompt is seen), or for
+    :meth:`held_long` (held a while: a progress bar's latest redraw is seen). A run labelled
+    after it printed alone is named once by a ``[run] NAME`` line (a run labelled from its
+    start is named by its ``[started]`` line). Text from one writer never glues
     onto another's unfinished line. No I/O: each call returns the pieces to write, in order.
 
     A writer without a name (a batch's rows) writes whole lines that never cut another's:
@@ -169,6 +170,20 @@ class SharedLines:
         (``Password: ``) waiting for an answer is seen while other runs print; what the writer
         writes next comes on a line of its own."""
         return self._held_ended(token)
+
+    def held_long(self, token: int) -> list[Piece]:
+        """The writer's partial lines were held long, though it never went quiet (a progress bar
+        redrawn with carriage returns faster than :meth:`quiet` comes): the latest redraw of each
+        is written, labelled and ended by a newline (the redraws before it are what a terminal
+        would have drawn over). What the writer writes next comes on a line of its own."""
+        writer = self._writers[token]
+        pieces: list[Piece] = []
+        for stream, text in list(writer.held.items()):
+            redraws = [redraw for redraw in text.split("\r") if redraw]
+            if redraws:
+                writer.held[stream] = redraws[-1]
+                pieces += self.write(token, stream, writer.dests[stream], "\n")
+        return pieces
 
     def _held_ended(self, token: int) -> list[Piece]:
         writer = self._writers[token]
