@@ -374,6 +374,45 @@ def test_text_never_glues_onto_another_writers_unfinished_line() -> None:
     assert written(place.write(two, "out", "tty", "[started] two\n")) == "2│ [started] two\n"
 
 
+def test_a_half_line_written_alone_is_written_whole_under_its_label_once_another_run_joins() -> None:
+    """A run that wrote ``Downloading... `` alone, then another joins: the half-line is ended there,
+    and its end came later as ``1│ done``, a fragment nobody could place. Its line is now written
+    whole under its label once it ends (its start again, the rest after it)."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    assert written(place.write(one, "out", "tty", "Down") + place.write(one, "out", "tty", "loading... ")) == (
+        "Downloading... ")
+    assert written(place.printing(two, True)) == "\n1│ [run] one\n"
+    assert written(place.write(two, "out", "tty", "[started] two\n")) == "2│ [started] two\n"
+    assert written(place.write(one, "out", "tty", "done\n")) == "1│ Downloading... done\n"
+
+
+def test_a_progress_bar_drawn_alone_goes_on_from_its_latest_redraw_once_labelled() -> None:
+    """A bar redrawn alone (``\\r 10%\\r 20%``), then another run joins: its line, once it ends, is
+    written labelled from its latest redraw on, not from the redraws a terminal drew over."""
+    place = SharedLines()
+    one, two = place.join("bar"), place.join("two")
+    place.printing(one, True)
+    place.write(one, "err", "tty", "done 1\n\r 10%")
+    place.write(one, "err", "tty", "\r 20%\r")
+    place.printing(two, True)
+    assert written(place.write(one, "err", "tty", " 30%\n")) == "1│  20%\r1│  30%\n"
+
+
+def test_a_half_line_ended_by_other_text_is_not_written_again() -> None:
+    """A half-line other text ended (the ``^C`` a terminal echoed) is not the start of the writer's
+    next line: that line is its own."""
+    place = SharedLines()
+    one, two = place.join("one"), place.join("two")
+    place.printing(one, True)
+    place.write(one, "out", "tty", "half")
+    place.mid_line("tty")
+    assert written(place.write(one, "out", "tty", "next")) == "\nnext"
+    place.printing(two, True)
+    assert written(place.write(one, "out", "tty", " line\n")) == "1│ next line\n"
+
+
 def test_a_conversation_between_turns_does_not_label_anothers_lines() -> None:
     """A writer that is not printing (a conversation waiting for a follow-up) leaves another's lines unlabelled."""
     place = SharedLines()

@@ -95,6 +95,9 @@ class _Writer:
     """Per stream, the start of a line held until its end (written while others printed)."""
     dests: dict[Any, Any] = field(default_factory=dict)
     """Per stream the writer wrote to, its dest."""
+    started_line: dict[Any, Piece] = field(default_factory=dict)
+    """Per dest it left mid-line while printing alone, the stream and the latest redraw of that
+    line (see :func:`latest_redraw`): its start, written again with its rest once labelled."""
 
     def introduction(self) -> str:
         """The line that says which label is this run's: ``2│ [run] pid 1234 · NAME``."""
@@ -111,7 +114,8 @@ class SharedLines:
     another run's text, or for :meth:`quiet` (its run went quiet: a prompt is seen), or for
     :meth:`held_long` (held a while: a progress bar's latest redraw is seen). A run labelled
     after it printed alone is named once by a ``[run] NAME`` line (a run labelled from its
-    start is named by its ``[started]`` line). Text from one writer never glues
+    start is named by its ``[started]`` line); a line it left unfinished then is ended, and its
+    start is held, to be written again with its rest under its label. Text from one writer never glues
     onto another's unfinished line. No I/O: each call returns the pieces to write, in order.
 
     A writer without a name (a batch's rows) writes whole lines that never cut another's:
@@ -179,9 +183,9 @@ class SharedLines:
         writer = self._writers[token]
         pieces: list[Piece] = []
         for stream, text in list(writer.held.items()):
-            redraws = [redraw for redraw in text.split("\r") if redraw]
-            if redraws:
-                writer.held[stream] = redraws[-1]
+            latest = latest_redraw(text).rstrip("\r")
+            if latest:
+                writer.held[stream] = latest
                 pieces += self.write(token, stream, writer.dests[stream], "\n")
         return pieces
 
@@ -239,13 +243,21 @@ class SharedLines:
 
     def _straight(self, token: int, stream: Any, dest: Any, text: str) -> list[Piece]:
         pieces: list[Piece] = []
-        if self._open.get(dest, token) != token:
+        opener = self._open.get(dest)
+        if opener not in (token, None):
             pieces.append((stream, "\n"))  # another writer's unfinished line
         pieces.append((stream, text))
         if text.endswith("\n"):
             self._open.pop(dest, None)
         else:
             self._open[dest] = token
+        writer = self._writers[token]
+        if writer.name:  # the start of the line it leaves unfinished, for its label to come
+            before = writer.started_line.pop(dest, (stream, ""))[1]
+            line = (before if opener == token else "") + text
+            line = latest_redraw(line[line.rfind("\n") + 1:])
+            if 0 < len(line) <= HELD_CHARS:
+                writer.started_line[dest] = (stream, line)
         return pieces
 
     def _labelled(self, token: int, stream: Any, dest: Any, lines: str) -> list[Piece]:
@@ -263,13 +275,19 @@ class SharedLines:
         """Once two or more print, the runs that printed unlabelled get their labels, in the order
         they joined, and those that printed already a ``[run] NAME`` line each that says which
         label is theirs."""
-        active = [w for w in self._writers.values() if w.active]
+        active = [(t, w) for t, w in self._writers.items() if w.active]
         if len(active) < 2:
             return []
         pieces: list[Piece] = []
-        for writer in active:
+        for token, writer in active:
             if writer.name and not writer.label:
                 writer.label = self._free_label()
+            for dest, (stream, line) in writer.started_line.items():
+                if self._open.get(dest) == token:  # its unfinished line ends here; its start is
+                    del self._open[dest]  # written again with its rest, whole, under its label
+                    pieces.append((stream, "\n"))
+                    writer.held[stream] = line
+            writer.started_line.clear()
             if writer.name and writer.dests and not writer.introduced:
                 stream, dest = next(iter(writer.dests.items()))
                 opened = [(stream, "\n")] if self._open.pop(dest, None) is not None else []
@@ -310,6 +328,13 @@ class SharedLines:
             del writer.held[stream]
             pieces += self._straight(token, stream, writer.dests[stream], text)
         return pieces
+
+
+def latest_redraw(text: str) -> str:
+    """The part of an unfinished line a terminal shows last: from its last carriage return that
+    has text after it (``\\r 10%\\r 20%`` → `` 20%``; ``10%\\r20%\\r`` → ``20%\\r``), or all of it."""
+    body = text.rstrip("\r")
+    return body[body.rfind("\r") + 1:] + text[len(body):]
 
 
 def _with_label(label: str, lines: str) -> str:
