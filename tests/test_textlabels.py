@@ -676,3 +676,23 @@ def test_a_claude_run_shown_after_its_turn_prints_its_started_line_before_its_an
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("[started] pid ") and lines[1] == "4", done.stdout
+
+
+@pytest.mark.claude
+def test_a_dropped_conversations_question_is_asked_at_terminal_ipythons_prompt(tmp_path: Path) -> None:
+    """Terminal IPython, a conversation asking with nobody waiting for it, then ``del run``: its
+    question was denied as "nobody can answer", though the terminal could ask it. It is asked at
+    the prompt now; the answer goes to Claude, and the conversation ends after that turn."""
+    with terminal_ipython(tmp_path) as (child, screen):
+        child.sendline('run = %ccexec --demo "bash: echo hi > notes.txt"')
+        child.expect(r"\[needs you\] Claude asks to use")
+        child.expect(r"In \[3\]")
+        child.sendline("del run")
+        child.expect(r"tells Claude\) > ", timeout=scaled(20))
+        child.sendline("y")
+        eventually((tmp_path / "notes.txt").exists, what="the approved command's file")
+        child.expect(r"\[completed\] exit 0", timeout=scaled(30))
+        child.sendline("print('the prompt', 'is back')")  # the prompt takes input again
+        child.expect("the prompt is back")
+    shown = screen.text()
+    assert "nobody can answer" not in shown, shown

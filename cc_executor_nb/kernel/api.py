@@ -975,9 +975,10 @@ def _text_view(handle: Run) -> LineRenderer:
 
 
 def _asks_on_terminal(handle: Run) -> bool:
-    """Whether the run's questions are asked on the terminal right away (a caller waits there)."""
+    """Whether the run's questions are asked on the terminal right away (a caller waits there, or
+    the run nobody holds any more has them asked at terminal IPython's prompt)."""
     prompter = handle.prompter
-    return prompter is not None and prompter.asks_on_terminal
+    return prompter is not None and (prompter.asks_on_terminal or prompter.at_prompt(handle.conversation))
 
 
 def _record(handle: Run, settings: CCExec) -> Callable[[], dict[str, Any]]:

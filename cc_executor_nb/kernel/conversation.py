@@ -131,6 +131,8 @@ class Conversation:
     """How long the process gets to exit once its input is closed (None: the usual wait)."""
     _nobody_left = False
     """Nobody can reach the run any more: its questions are denied (:meth:`nobody_left`)."""
+    _asked_at_prompt = False
+    """Nobody holds the run, but its questions are asked at terminal IPython's prompt (:meth:`nobody_left`)."""
     _queued = _written = 0
     """Lines queued for the CLI, and lines the writer handed to the server (or gave up on)."""
     _input_close_queued = False
@@ -478,14 +480,23 @@ class Conversation:
         if self.durable or self._nobody_left or self._mode in ("over", "fallback", "one-shot"):
             return
         self._nobody_left = True
-        logger.info("= a conversation nobody can answer any more (its handle was dropped, no widget shows it) ends")
-        for request in list(self._requests.values()):
-            if request.pending and request.id in self._with_people:
-                self._deny_unreachable(request)
+        self._asked_at_prompt = self.prompter is not None and self.prompter.asks_at_prompt(self)
+        if self._asked_at_prompt:  # terminal IPython: the terminal asks its questions, at the prompt
+            logger.info("= a conversation nobody can follow up any more (its handle was dropped) ends after its "
+                        "turn; its questions are asked at the terminal's prompt")
+        else:
+            logger.info("= a conversation nobody can answer any more (its handle was dropped, no widget shows it) ends")
+            for request in list(self._requests.values()):
+                if request.pending and request.id in self._with_people:
+                    self._deny_unreachable(request)
         if self._mode == "ending" or self._end_when_live is not None:
             return  # ended already (run.end()): only its questions were left to deny
-        self._notice("Ended: nobody can answer or follow up this run any more (no widget shows it and its "
-                     "handle was dropped); everything is kept.")
+        if self._asked_at_prompt:
+            self._notice("Ends after this turn: nobody can follow up this run any more (no widget shows it and its "
+                         "handle was dropped); its questions are asked on the terminal; everything is kept.")
+        else:
+            self._notice("Ended: nobody can answer or follow up this run any more (no widget shows it and its "
+                         "handle was dropped); everything is kept.")
         self.end("unreachable")
 
     def _deny_unreachable(self, request: PermissionRequest) -> None:
@@ -623,7 +634,7 @@ class Conversation:
             self._ask_people(self._requests[request.id])
 
     def _ask_people(self, request: PermissionRequest) -> None:
-        if self._nobody_left:
+        if self._nobody_left and not self._asked_at_prompt:
             self._deny_unreachable(request)
             return
         self._with_people.add(request.id)

@@ -56,6 +56,7 @@ __all__ = [
     "WidgetPresenter",
     "kernel_has_widgets",
     "name_in_terminal",
+    "prompt_loop",
     "terminal_held",
     "terminal_interrupted",
 ]
@@ -539,6 +540,11 @@ def _prompt_loop(stream: TextIO) -> asyncio.AbstractEventLoop | None:
 
 
 _above_prompt = _AbovePrompt()
+
+
+def prompt_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop of terminal IPython's prompt while it is shown, else None."""
+    return _prompt_loop(sys.__stdout__) if sys.__stdout__ is not None else None
 
 
 def terminal_interrupted() -> None:

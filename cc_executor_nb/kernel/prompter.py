@@ -17,6 +17,8 @@ busy in a cell without stdin           nowhere: denied with a clear message, at 
                                        that answers, ``run.approve()``, is quicker)
 not a kernel (terminal IPython, a      on the terminal while the caller waits
 script)                                (``run.wait()``); without a terminal, denied
+terminal IPython, a run nobody holds   on the terminal, at the prompt (or while any
+                                       caller waits): :meth:`Prompter.asks_at_prompt`
 =====================================  ===============================================
 
 :class:`Prompter` tracks the running cell with IPython's ``pre_run_cell`` and
@@ -34,6 +36,7 @@ socket between cells.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -197,6 +200,8 @@ class Prompter:
         self._last_box: str | None = None
         self._askers = 0  # callers waiting that ask open questions themselves (guarded by _guard)
         self._interrupted_asking: Question | None = None  # asked here when an interrupt came (guarded)
+        # The owners of runs nobody holds whose questions are asked at the prompt (guarded).
+        self._at_prompt: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
     def in_kernel(self) -> bool:
@@ -300,6 +305,25 @@ class Prompter:
             askers = self._askers
         return askers > 0 and not self.in_kernel and _is_tty()
 
+    def asks_at_prompt(self, owner: object) -> bool:
+        """Nobody holds ``owner``'s run any more (its handle was dropped, no widget shows it). In
+        terminal IPython its questions can still be answered on the terminal: they are asked at
+        the prompt (drawn again after the answer), or by a caller waiting for any run, now and
+        from now on (True). Elsewhere (a kernel, a script, no terminal) nobody could: False."""
+        if self.in_kernel or not hasattr(self._shell, "pt_app") or not _is_tty():
+            return False
+        with self._guard:
+            self._at_prompt.add(owner)
+        for question in self._open():
+            if question.owner is owner:
+                self._route(question)
+        return True
+
+    def at_prompt(self, owner: object) -> bool:
+        """Whether ``owner``'s questions are asked at terminal IPython's prompt (see :meth:`asks_at_prompt`)."""
+        with self._guard:
+            return owner is not None and owner in self._at_prompt
+
     def _open(self) -> list[Question]:
         with self._guard:
             self._questions = [q for q in self._questions if q.is_open()]
@@ -308,7 +332,10 @@ class Prompter:
 
     def _route(self, question: Question) -> None:
         if not self.in_kernel:
-            return  # outside a kernel only a waiting caller asks (while_waiting)
+            if self.at_prompt(question.owner):
+                threading.Thread(target=self._ask_at_prompt, args=(question,), name="cc_executor_nb-ask-at-prompt",
+                                 daemon=True).start()
+            return  # else outside a kernel only a waiting caller asks (while_waiting)
         cell = self._cell
         if cell is not None:  # busy: ask in that cell's input box, or deny if it has none
             worker = threading.Thread(
@@ -497,6 +524,46 @@ class Prompter:
         finally:
             self._stdin.release()
 
+    # Asking at terminal IPython's prompt (a run nobody holds: see asks_at_prompt)
+
+    def _ask_at_prompt(self, question: Question) -> None:
+        """A worker thread: while ``question`` is open, ask it whenever the prompt is shown, with
+        the prompt set aside (``run_in_terminal``: the terminal is the question's until answered).
+        While a cell runs, the question waits for the prompt (or for a caller that waits)."""
+        from .presenter import prompt_loop
+
+        while question.is_open():
+            loop = prompt_loop()
+            if loop is None or question.claimed or not self._ask_in_terminal(loop, question):
+                time.sleep(_POLL)
+
+    def _ask_in_terminal(self, loop: Any, question: Question) -> bool:
+        """Ask ``question`` on the prompt's ``loop``, the prompt set aside; False if the loop is gone."""
+        from prompt_toolkit.application import run_in_terminal
+
+        done = threading.Event()
+
+        def ask() -> None:
+            try:
+                self._ask_here(question, None, None, None)
+            except Exception:  # a thread of the pool: say it, the question stays open
+                logger.warning("! asking a question at the prompt failed", exc_info=True)
+
+        def start() -> None:
+            try:
+                asyncio.ensure_future(run_in_terminal(ask, in_executor=True)).add_done_callback(lambda _: done.set())
+            except Exception:  # no app any more (the prompt ended meanwhile)
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed
+            return False
+        while not done.wait(_POLL):
+            if loop.is_closed():
+                return False
+        return True
+
     # Both ways
 
     def _ask_until_answered(self, question: Question, read: Callable[[str], str | None]) -> None:
@@ -586,6 +653,8 @@ def _question_stream() -> Iterator[Any]:
     (``/dev/tty``), else stderr. The question went into the redirected file, unseen, while the
     terminal waited for its answer."""
     out = sys.stdout
+    if type(out).__name__ == "StdoutProxy":  # at terminal IPython's prompt, set aside for the question
+        out = sys.__stdout__
     if out is not None and (_isatty(out) or not _isatty(sys.stdin)):
         yield out
         return
