@@ -310,7 +310,8 @@ class Prompter:
         terminal IPython its questions can still be answered on the terminal: they are asked at
         the prompt (drawn again after the answer), or by a caller waiting for any run, now and
         from now on (True). Elsewhere (a kernel, a script, no terminal) nobody could: False."""
-        if self.in_kernel or not hasattr(self._shell, "pt_app") or not _is_tty():
+        # Terminal IPython with its prompt_toolkit prompt (``--simple-prompt`` has none to set aside).
+        if self.in_kernel or getattr(self._shell, "pt_app", None) is None or not _is_tty():
             return False
         with self._guard:
             self._at_prompt.add(owner)
