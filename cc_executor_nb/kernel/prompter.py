@@ -535,11 +535,13 @@ class Prompter:
 
         while question.is_open():
             loop = prompt_loop()
-            if loop is None or question.claimed or not self._ask_in_terminal(loop, question):
-                time.sleep(_POLL)
+            # Not while it, or another question, is asked elsewhere (the prompt would be redrawn for nothing).
+            if loop is not None and not question.claimed and not self._stdin.locked():
+                self._ask_in_terminal(loop, question)
+            time.sleep(_POLL)
 
-    def _ask_in_terminal(self, loop: Any, question: Question) -> bool:
-        """Ask ``question`` on the prompt's ``loop``, the prompt set aside; False if the loop is gone."""
+    def _ask_in_terminal(self, loop: Any, question: Question) -> None:
+        """Ask ``question`` on the prompt's ``loop``, the prompt set aside (until answered, or the loop is gone)."""
         from prompt_toolkit.application import run_in_terminal
 
         done = threading.Event()
@@ -559,11 +561,9 @@ class Prompter:
         try:
             loop.call_soon_threadsafe(start)
         except RuntimeError:  # the loop is closed
-            return False
-        while not done.wait(_POLL):
-            if loop.is_closed():
-                return False
-        return True
+            return
+        while not done.wait(_POLL) and not loop.is_closed():
+            pass
 
     # Both ways
 
