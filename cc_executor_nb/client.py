@@ -663,7 +663,9 @@ class Client:
             return False
         if found != (self._dialer.url, self._dialer.token):
             logger.info("= the job server is now at %s", shown_url(found[0]))
-            self._dialer = replace(self._dialer, url=found[0], token=found[1])
+            # A job server started again by a kernel speaks ws://, where no TLS context goes.
+            tls = self._dialer.ssl if found[0].lower().startswith("wss://") else None
+            self._dialer = replace(self._dialer, url=found[0], token=found[1], ssl=tls)
         return True
 
     async def _resume_on(self, ws: ClientConnection) -> bool | None:

@@ -24,12 +24,14 @@ from cc_executor_nb.client import connect
 from cc_executor_nb.errors import CCExecError
 from cc_executor_nb.kernel.jobserver import JobServerError, job_server
 from cc_executor_nb.kernel.run import unreachable
+from cc_executor_nb.server.jobs import LOST_ERROR
 from cc_executor_nb.server.main import cleartext_warning
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file
 
 from .conftest import collect, fake, output_of
+from .kernel_utils import fake_command
 from .servers import SERVER, ServerProcess, start_server
-from .util import scaled
+from .util import eventually, scaled
 
 TOKEN = "tls-token"
 _TOKEN_ENV = {"CC_EXECUTOR_TOKEN": TOKEN}
@@ -245,12 +247,14 @@ def test_a_job_server_whose_certificate_is_not_trusted_is_named_at_once(
     certificate: _Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job server the user started with ``--jobs --certfile``, whose certificate the kernel
-    does not trust: a durable run says so and how to trust it, where it waited the whole
-    start timeout (60 s) and said only "no job server answers ... see its .log"."""
+    does not trust (SSL_CERT_FILE unset, and the certificate its runtime file names moved
+    away): a durable run says so and how to trust it, where it waited the whole start
+    timeout (60 s) and said only "no job server answers ... see its .log"."""
     cert_file, key_file, _ = certificate
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     server = start_server("--jobs", "--certfile", str(cert_file), "--keyfile", str(key_file))
+    cert_file.rename(cert_file.with_name("moved.crt"))
     try:
         with pytest.raises(JobServerError) as refused:
             job_server()
@@ -260,6 +264,45 @@ def test_a_job_server_whose_certificate_is_not_trusted_is_named_at_once(
         f"the job server at {server.url} cannot be used: the server's TLS certificate is not trusted "
         "(self-signed certificate): set SSL_CERT_FILE to its certificate or its CA's"
     )
+
+
+def test_a_durable_run_trusts_the_certificate_the_job_servers_runtime_file_names(
+    certificate: _Certificate, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job server started with ``--jobs --certfile`` (self-signed), SSL_CERT_FILE unset: a
+    durable run and the job table reach it, trusting the certificate its runtime file names,
+    as ``stop`` does (job_server() refused it: the certificate was not trusted)."""
+    cert_file, key_file, _ = certificate
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = start_server("--jobs", "--certfile", str(cert_file), "--keyfile", str(key_file))
+    try:
+        assert job_server().url == server.url
+        run = cc_executor_nb.run("echo durable over wss", command=True, durable=True, wait=True, display=False)
+        listed = cc_executor_nb.jobs.list()
+    finally:
+        server.finish(signal.SIGTERM)
+    assert (run.status, run.stdout) == ("completed", "durable over wss\n"), run.error
+    assert [job.job_id for job in listed] == [run.job_id]
+
+
+def test_a_follower_of_a_tls_job_server_that_died_reaches_the_ws_one_it_starts(
+    certificate: _Certificate, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable run on a ``--certfile`` job server, which is then SIGKILLed: the run starts the
+    next job server itself (a kernel's: ``ws://``), which marks the job lost, and ends saying so
+    (it dialled ``ws://`` with the old server's TLS context, which websockets refuses)."""
+    cert_file, key_file, _ = certificate
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    server = start_server("--jobs", "--certfile", str(cert_file), "--keyfile", str(key_file))
+    try:
+        run = cc_executor_nb.run(fake_command("ticker", "3000", "0.01"), command=True, durable=True, display=False)
+        eventually(lambda: run.job_id is not None and "tick 20" in run.stdout, what="the durable run streaming")
+    finally:
+        server.finish(signal.SIGKILL)
+    run.wait(scaled(30))
+    assert (run.status, run.error) == ("error", LOST_ERROR)
+    restarted = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert restarted is not None and restarted.url.startswith("ws://")
 
 
 def _stop_a_tls_job_server_running_one_job(

@@ -57,6 +57,7 @@ from ..protocol import (
     one_line,
 )
 from ..server.config import DEFAULT_HISTORY, ServerSettings, build_server
+from ..server.runtime import client_context
 from ..server.supervisor import GUARDED_ENV, ProcessManager
 from .claudetext import ClaudeTextView
 from .config import CCExec, checked_settings
@@ -81,6 +82,7 @@ __all__ = [
     "current_settings",
     "follow_job",
     "in_kernel_server_settings",
+    "job_server_target",
     "output_mode",
     "prepare",
     "refuse_token_without_server",
@@ -911,13 +913,20 @@ def remote_target(url: str, token: str | None, named: str | None, configured: st
     return Target(url, value, token_hint=token_hint(token=token, named=named, configured=configured))
 
 
+def job_server_target(settings: CCExec) -> Target:
+    """The user's job server (started with ``settings`` if none answers) as a run's target:
+    its TLS certificate trusted as its runtime file names it, and found again before each
+    reconnect of a run that follows a job."""
+    info = job_server(settings)
+    return Target(info.url, info.token, ssl=client_context(info), locate=job_server_locator(settings))
+
+
 def _target(kernel_loop: KernelLoop, settings: CCExec, options: RunOptions, named: str | None) -> Target:
     """Where the run goes; ``named`` is the token's variable if the caller gave one (not the configured one)."""
     if options.server:
         return remote_target(options.server, options.token, named, settings.token_env)
     if options.durable:
-        info = job_server(settings)
-        return Target(info.url, info.token, locate=job_server_locator(settings))
+        return job_server_target(settings)
     local = kernel_loop.server
     if local is None:
         raise RuntimeError("the in-kernel server is not running")

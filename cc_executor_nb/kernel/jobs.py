@@ -34,7 +34,7 @@ from ..server.jobs import removed_message
 from . import api
 from .config import CCExec
 from .html import stale_html
-from .jobserver import job_server, job_server_locator, notebook_key, stop_server
+from .jobserver import job_server, notebook_key, stop_server
 from .jobsview import jobs_html, jobs_text, rows_of
 from .loop import shared_loop
 from .run import Run, Target, os_reason, token_from_env, unreachable
@@ -350,8 +350,7 @@ def _target(settings: CCExec, server: str | None, token: str | None, token_env: 
     api.refuse_token_without_server(url, {"token": token, "token_env": token_env})
     if url:
         return api.remote_target(url, token, token_env, settings.token_env)
-    info = job_server(settings)
-    return Target(info.url, info.token, locate=job_server_locator(settings))
+    return api.job_server_target(settings)
 
 
 async def _fetch(target: Target) -> list[JobInfo]:
@@ -382,7 +381,7 @@ async def _connect(target: Target) -> Client:
     """A connection to the job server; a refusal or an unreachable server is a CCExecError in
     run()'s words (a refused token: where it came from)."""
     try:
-        return await connect(target.url, target.token, auto_reconnect=False)
+        return await connect(target.url, target.token, ssl=target.ssl, auto_reconnect=False)
     except HandshakeRefused as exc:
         raise CCExecError(unreachable(target.url, exc, token_hint=target.token_hint)) from None
     except OSError as exc:

@@ -37,6 +37,7 @@ from ..errors import CCExecError
 from ..redaction import install_redactor
 from ..server.runtime import (
     RuntimeInfo,
+    client_context,
     default_runtime_file,
     read_runtime_file,
     serves,
@@ -257,13 +258,15 @@ def _answers(info: RuntimeInfo) -> bool:
         with sync_connect(
             info.url,
             additional_headers={"Authorization": f"Bearer {info.token}"},
+            ssl=client_context(info),  # None for ws:// (and the default context for wss://)
             open_timeout=_PROBE_TIMEOUT,
             proxy=None,
             compression=None,
         ) as ws:
             ws.recv(timeout=_PROBE_TIMEOUT)  # the "connected" notification
     except ssl.SSLCertVerificationError as exc:
-        # A job server started with --certfile whose certificate this kernel does not trust:
+        # A job server started with --certfile whose certificate this kernel does not trust
+        # (neither the system's store nor the certificate its runtime file names, moved since):
         # it is ours and listening, so another cannot start (its jobs directory is taken).
         raise JobServerError(f"the job server at {info.url} cannot be used: {os_reason(info.url, exc)}") from None
     except (OSError, TimeoutError, WebSocketException):

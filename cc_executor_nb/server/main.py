@@ -62,6 +62,7 @@ from .jobs import ACTIVE_STATUSES, JobsDirBusy
 from .replay import MEMORY_TAIL
 from .runtime import (
     RuntimeInfo,
+    client_context,
     default_jobs_dir,
     default_runtime_file,
     read_runtime_file,
@@ -762,7 +763,7 @@ def _active_jobs(info: RuntimeInfo) -> Counter[str] | str:
     it could not be reached (its TLS certificate not trusted, said as a client says it)."""
     from ..client import connect, os_reason  # the server itself never needs the client
 
-    context = _trusting(info) if info.url.lower().startswith("wss://") else None
+    context = client_context(info)
 
     async def count() -> Counter[str]:
         async with await connect(info.url, info.token, auto_reconnect=False, ssl=context) as client:
@@ -779,20 +780,6 @@ def _active_jobs(info: RuntimeInfo) -> Counter[str] | str:
     except (CCExecError, WebSocketException) as exc:
         logger.debug("could not list the job server's jobs: %r", exc)
         return "it did not say how many"
-
-
-def _trusting(info: RuntimeInfo) -> ssl.SSLContext:
-    """The system's trust store (``SSL_CERT_FILE`` extends it), and the certificate the job
-    server serves, which its runtime file names: ``stop`` counts the jobs of a job server
-    with a self-signed certificate without ``SSL_CERT_FILE`` (it said only "it did not say
-    how many")."""
-    context = ssl.create_default_context()
-    if info.certfile:
-        with contextlib.suppress(OSError):  # moved or removed since it started: the store alone
-            context.load_verify_locations(info.certfile)
-            # The served certificate itself is the anchor, whether a CA signed it or not.
-            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    return context
 
 
 def _cancelled(active: Counter[str] | str) -> str:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import stat
 import time
 import urllib.parse
@@ -35,6 +36,7 @@ __all__ = [
     "RUNTIME_FILE_NAME",
     "RuntimeInfo",
     "clear_untrusted",
+    "client_context",
     "default_jobs_dir",
     "default_runtime_file",
     "is_job_server",
@@ -115,6 +117,23 @@ def _parse(text: str) -> RuntimeInfo | None:
         return None
     valid = isinstance(info.url, str) and isinstance(info.token, str) and isinstance(info.pid, int)
     return info if valid else None
+
+
+def client_context(info: RuntimeInfo) -> ssl.SSLContext | None:
+    """How a client verifies the job server ``info`` names: None for a ``ws://`` URL; for
+    ``wss://``, the system's trust store (``SSL_CERT_FILE`` extends it) and the certificate
+    the server serves, which its runtime file names (a file only we could have written, as
+    the token in it): ``stop`` and the kernel reach a job server with a self-signed
+    certificate without ``SSL_CERT_FILE``."""
+    if not info.url.lower().startswith("wss://"):
+        return None
+    context = ssl.create_default_context()
+    if info.certfile:
+        with contextlib.suppress(OSError):  # moved or removed since it started (or no PEM): the store alone
+            context.load_verify_locations(info.certfile)
+            # The served certificate itself is the anchor, whether a CA signed it or not.
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
 
 
 def untrusted_because(path: str | os.PathLike[str]) -> tuple[str, str] | None:
