@@ -469,6 +469,37 @@ def test_stop_removes_a_stale_runtime_file_of_ours_that_is_not_trusted(runtime_d
     assert not path.exists()
 
 
+@pytest.mark.parametrize(("text", "why"), [("x\n", "it is not JSON"), ("\xff\n", "it is not JSON"),
+                                         ('{"url": "ws://127.0.0.1:9/ws"}', "it holds no url, token and pid")])
+def test_stop_removes_a_private_file_of_ours_that_is_no_runtime_file(runtime_dir: Path, text: str, why: str) -> None:
+    """A 0600 runtime file of ours that no job server wrote as it is (not JSON, or not its
+    fields) stayed for good: stop said "no job server runs" and left it. It removes it and
+    says so."""
+    runtime_dir.mkdir()
+    path = runtime_dir / RUNTIME_FILE_NAME
+    path.write_bytes(text.encode("latin-1"))
+    path.chmod(0o600)
+    stop = _stop_command(path)
+    assert (stop.returncode, stop.stdout) == (
+        1, f"no job server runs ({path}); the file was no job server's runtime file ({why}) and was removed\n")
+    assert not path.exists()
+
+
+def test_stop_never_removes_a_link_to_a_file_of_ours_that_is_no_runtime_file(runtime_dir: Path, tmp_path: Path) -> None:
+    """A runtime file that is a symbolic link to a private file of ours holding no JSON: neither
+    removed nor the file it points to (stop says it is not trusted, as for any link)."""
+    target = tmp_path / "notes.txt"
+    target.write_text("x\n")
+    target.chmod(0o600)
+    runtime_dir.mkdir()
+    path = runtime_dir / RUNTIME_FILE_NAME
+    path.symlink_to(target)
+    stop = _stop_command(path)
+    assert stop.returncode == 2 and "is not trusted (it is a symbolic link)" in stop.stderr
+    assert path.is_symlink() and target.read_text() == "x\n"
+    path.unlink()  # for the fixture
+
+
 def test_stop_names_an_untrusted_runtime_file_whose_server_runs(runtime_dir: Path) -> None:
     """stop, when the runtime file of a running job server is group-writable, said "no job server
     runs" (exit 1) and left the server and the file as they were: it now says which file is not

@@ -65,6 +65,7 @@ from .runtime import (
     client_context,
     default_jobs_dir,
     default_runtime_file,
+    invalid_because,
     read_runtime_file,
     remove_runtime_file,
     serves,
@@ -743,14 +744,18 @@ def stop_main(argv: Sequence[str]) -> int:
     info = read_runtime_file(path)
     # Only a live job server is asked: a stale file's port may be another service's now.
     active = _active_jobs(info) if info is not None and serves(info) else "it did not say how many"
-    untrusted = untrusted_because(path)
+    untrusted, invalid = untrusted_because(path), invalid_because(path)
     try:
         pid = stop_job_server(path, args.timeout)
     except (TimeoutError, UntrustedRuntimeFile) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if pid is None or info is None:
-        removed = f"; its stale runtime file, not trusted ({untrusted[0]}), was removed" if untrusted else ""
+        removed = ""
+        if untrusted:
+            removed = f"; its stale runtime file, not trusted ({untrusted[0]}), was removed"
+        elif invalid and not os.path.lexists(path):
+            removed = f"; the file was no job server's runtime file ({invalid}) and was removed"
         print(f"no job server runs ({path}){removed}")
         return 1
     print(f"stopped the job server at {info.url} (pid {pid}); {_cancelled(active)}")

@@ -35,10 +35,12 @@ __all__ = [
     "JOBS_DIR_NAME",
     "RUNTIME_FILE_NAME",
     "RuntimeInfo",
+    "clear_invalid",
     "clear_untrusted",
     "client_context",
     "default_jobs_dir",
     "default_runtime_file",
+    "invalid_because",
     "is_job_server",
     "read_runtime_file",
     "remove_runtime_file",
@@ -167,7 +169,8 @@ def _read_own(path: Path) -> tuple[str, os.stat_result]:
     """The text of ``path`` and its status, if it is a regular file of ours (not a symbolic
     link), whoever else may write to it."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, encoding="utf-8") as handle:
+    # Bytes that are not UTF-8 read as U+FFFD: such a file is no JSON (ValueError), not unreadable.
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as handle:
         status = os.fstat(handle.fileno())
         if not stat.S_ISREG(status.st_mode) or status.st_uid != _our_uid():
             raise PermissionError(f"{path} is not a file of ours")
@@ -244,6 +247,39 @@ def clear_untrusted(path: str | os.PathLike[str]) -> bool:
                                f"was stopped: {todo}")
 
 
+def invalid_because(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path``, a private regular file of ours (one :func:`read_runtime_file` would trust),
+    is no runtime file: "it is not JSON" or "it holds no url, token and pid". None when it is
+    one, or missing, or not trusted (see :func:`untrusted_because`)."""
+    if untrusted_because(path) is not None:
+        return None
+    try:
+        return None if _parse(_read_own(Path(path))[0]) is not None else "it holds no url, token and pid"
+    except ValueError:
+        return "it is not JSON"
+    except OSError:
+        return None
+
+
+def clear_invalid(path: str | os.PathLike[str]) -> bool:
+    """Remove ``path`` if it is a private regular file of ours that is no runtime file (see
+    :func:`invalid_because`): no job server wrote it as it is (a server writes its file whole,
+    with a rename), so none can be found or stopped through it, and it stayed for good. Never
+    a link or another user's file, nor another file put in its place meanwhile. True when removed."""
+    why = invalid_because(path)
+    if why is None:
+        return False
+    with contextlib.suppress(OSError):
+        text, status = _read_own(Path(path))
+        with contextlib.suppress(ValueError):
+            if _parse(text) is not None:
+                return False  # rewritten by a server since
+        if not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and _unlink_same(Path(path), status):
+            logger.info("x removed %s: no job server's runtime file (%s)", path, why)
+            return True
+    return False
+
+
 def is_job_server(pid: int) -> bool:
     """Whether ``pid`` is a live (non-zombie) ``python -m cc_executor_nb.server`` process
     of our user (a stale file's pid may be another user's server now)."""
@@ -276,13 +312,15 @@ def stop_job_server(path: str | os.PathLike[str], timeout: float = 30.0) -> int 
 
     The server cancels its jobs (each gets its ``kill_grace``) before it exits. Returns
     the pid stopped, or None when no job server ran (a stale file is removed, even one
-    not trusted if it is ours: see :func:`clear_untrusted`). Raises TimeoutError when it is
+    not trusted if it is ours: see :func:`clear_untrusted`; so is a private file of ours that
+    is no runtime file: see :func:`clear_invalid`). Raises TimeoutError when it is
     still alive after ``timeout`` seconds, UntrustedRuntimeFile when the file is not
     trusted and not a stale one of ours.
     """
     info = read_runtime_file(path)
     if info is None:
-        clear_untrusted(path)
+        if not clear_untrusted(path):
+            clear_invalid(path)
         return None
     if not is_job_server(info.pid):
         remove_runtime_file(path, info.pid)
