@@ -547,3 +547,34 @@ def test_a_job_server_removes_its_runtime_file_made_writable_by_others_when_it_e
     os.kill(info.pid, signal.SIGTERM)
     eventually(lambda: gone(info.pid), what="the job server's exit")
     eventually(lambda: not path.exists(), what="its runtime file removed")
+
+
+def test_a_second_kernels_settings_that_the_job_server_has_otherwise_are_named_once(
+    runtime_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job server started by one kernel keeps that kernel's settings: a durable run from a
+    kernel configured otherwise went there without a word. The kernel now says, once, which
+    of its settings the server has otherwise and how to apply them; a kernel with the same
+    settings hears nothing."""
+    from cc_executor_nb.kernel.api import job_server_target
+
+    first = CCExec(history_path="none", job_retention=3600.0)
+    second = CCExec(history_path="none", job_retention=7200.0, kill_grace=2.0, allowed_commands=["ls"])
+    job_server_target(first)
+    job_server_target(second)
+    job_server_target(second)
+    job_server_target(first)
+    info = info_of(runtime_dir)
+    assert capsys.readouterr().err == (
+        f"note: the job server (pid {info.pid}) was started with other settings than this kernel's, and keeps its "
+        "own until it stops: CCExec.job_retention (the job server's 3600, this kernel's 7200), CCExec.kill_grace "
+        "(the job server's 5, this kernel's 2), CCExec.allowed_commands (the job server's (empty), this kernel's "
+        "'ls'). To use this kernel's, stop it (cancelling its jobs: cc_executor_nb.jobs.stop_server()); the next "
+        "durable run starts one with them\n"
+    )
+
+
+def test_a_job_server_of_another_version_whose_flags_do_not_parse_differs_in_nothing_known() -> None:
+    """A job server's command line this kernel's server parser refuses (another version's flags):
+    no setting is named as differing, and nothing is printed or exits."""
+    assert jobserver.differing_settings(CCExec(), ["--jobs", "--flag-of-a-later-version", "1"]) == []

@@ -28,6 +28,7 @@ import functools
 import inspect
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import FrameType
@@ -62,7 +63,7 @@ from ..server.supervisor import GUARDED_ENV, ProcessManager
 from .claudetext import ClaudeTextView
 from .config import CCExec, checked_settings
 from .conversation import Conversation
-from .jobserver import durable_environment, job_server, job_server_locator, notebook_key
+from .jobserver import durable_environment, job_server, job_server_locator, notebook_key, settings_note
 from .loop import KernelLoop, shared_loop
 from .options import RunOptions
 from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_widgets
@@ -916,8 +917,12 @@ def remote_target(url: str, token: str | None, named: str | None, configured: st
 def job_server_target(settings: CCExec) -> Target:
     """The user's job server (started with ``settings`` if none answers) as a run's target:
     its TLS certificate trusted as its runtime file names it, and found again before each
-    reconnect of a run that follows a job."""
+    reconnect of a run that follows a job. A note on stderr names the settings of this kernel
+    that a job server started by another keeps otherwise (see :func:`.jobserver.settings_note`)."""
     info = job_server(settings)
+    note = settings_note(info, settings)
+    if note is not None:
+        print(note, file=sys.stderr)  # in the cell that asked: the kernel's log is out of sight
     return Target(info.url, info.token, ssl=client_context(info), locate=job_server_locator(settings))
 
 

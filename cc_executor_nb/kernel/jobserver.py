@@ -26,9 +26,10 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import psutil
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect as sync_connect
 
@@ -50,16 +51,19 @@ from .config import CCExec
 __all__ = [
     "START_TIMEOUT",
     "JobServerError",
+    "differing_settings",
     "durable_environment",
     "job_server",
     "job_server_locator",
     "notebook_key",
     "server_arguments",
+    "settings_note",
     "stop_server",
 ]
 
 logger = logging.getLogger(__name__)
 
+_SERVER_MODULE = "cc_executor_nb.server"
 START_TIMEOUT = 60.0
 """Seconds to wait for the start lock and for a new server to listen."""
 EXIT_BUSY = 3
@@ -148,6 +152,75 @@ def server_arguments(settings: CCExec) -> list[str]:
         args += ["--allowed-commands", ",".join(settings.allowed_commands)]
     args += ["--secret-env", ",".join(settings.secret_env), "--keep-env", ",".join(settings.keep_env)]
     return args
+
+
+_SERVER_SETTINGS = (
+    ("job_server_idle_exit", "idle_exit"),
+    ("job_retention", "job_retention"),
+    ("job_storage_limit", "job_storage_limit"),
+    ("kill_grace", "kill_grace"),
+    ("heartbeat_mode", "heartbeat_mode"),
+    ("min_heartbeat_interval", "min_heartbeat_interval"),
+    ("history_path", "history_path"),
+    ("allowed_commands", "allowed_commands"),
+    ("secret_env", "secret_env"),
+    ("keep_env", "keep_env"),
+)
+"""The CCExec settings :func:`server_arguments` gives a job server, and the server's names of them."""
+
+
+def differing_settings(settings: CCExec, server_argv: Sequence[str]) -> list[str]:
+    """The settings of ``settings`` that a job server started with the flags ``server_argv``
+    has otherwise, each as ``CCExec.NAME (the job server's X, this kernel's Y)``; none when
+    its flags do not parse (a server of another version: nothing is known)."""
+    from ..server.main import server_settings  # the kernel needs the server's parser only here
+
+    theirs, ours = server_settings(server_argv), server_settings(server_arguments(settings))
+    if theirs is None or ours is None:
+        return []
+    return [
+        f"CCExec.{trait} (the job server's {_shown(getattr(theirs, name))}, "
+        f"this kernel's {_shown(getattr(ours, name))})"
+        for trait, name in _SERVER_SETTINGS
+        if getattr(theirs, name) != getattr(ours, name)
+    ]
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return repr(",".join(value)) if value else "(empty)"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "none" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+_noted: set[tuple[int, float, str]] = set()
+"""The notes already given (job server, its start, what differs): once per kernel each."""
+
+
+def settings_note(info: RuntimeInfo, settings: CCExec) -> str | None:
+    """A note naming the settings of this kernel that the job server ``info`` names runs
+    with otherwise (another kernel, or the user, started it: it keeps its own until it
+    stops), the first time this kernel meets that server with those differences; else None."""
+    differing = differing_settings(settings, _server_argv(info.pid))
+    key = (info.pid, info.started_at, "; ".join(differing))
+    if not differing or key in _noted:
+        return None
+    _noted.add(key)
+    return (
+        f"note: the job server (pid {info.pid}) was started with other settings than this kernel's, and keeps "
+        f"its own until it stops: {', '.join(differing)}. To use this kernel's, stop it (cancelling its jobs: "
+        "cc_executor_nb.jobs.stop_server()); the next durable run starts one with them"
+    )
+
+
+def _server_argv(pid: int) -> list[str]:
+    """The flags the job server ``pid`` was started with (after ``-m cc_executor_nb.server``)."""
+    try:
+        words = psutil.Process(pid).cmdline()
+        return words[words.index(_SERVER_MODULE) + 1:]
+    except (psutil.Error, ValueError):
+        return ["--not-a-server-flag"]  # parses as nothing: no note
 
 
 def durable_environment(

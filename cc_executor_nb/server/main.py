@@ -40,7 +40,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from websockets.exceptions import WebSocketException
 
@@ -82,6 +82,7 @@ __all__ = [
     "cleartext_warning",
     "main",
     "parse_args",
+    "server_settings",
     "settings_from",
     "short_token_warning",
     "tls_context",
@@ -181,8 +182,8 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+def _parser(kind: type[OneLineParser] = OneLineParser) -> argparse.ArgumentParser:
+    parser = kind(
         prog="python -m cc_executor_nb.server",
         description="cc_executor_nb enhanced handler: run and stream CLI processes over WebSocket.",
     )
@@ -275,9 +276,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+class _Refusing(OneLineParser):
+    """A parser whose usage error raises ValueError: nothing printed, no exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(message)
+
+
+def server_settings(argv: Sequence[str]) -> ServerSettings | None:
+    """The settings of a server whose command line, after ``-m cc_executor_nb.server``, is
+    ``argv`` (defaults applied); None when it does not parse (a server of another version)."""
+    try:
+        settings: ServerSettings = parse_args(argv, parser=_parser(_Refusing)).settings
+    except ValueError:
+        return None
+    return settings
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, *, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
     """Parse the server's command line (environment defaults applied and checked here)."""
-    parser = _parser()
+    parser = parser or _parser()
     args = parser.parse_args(argv)
     if args.heartbeat_interval is None:
         env = os.environ.get(HEARTBEAT_ENV)
