@@ -7,12 +7,14 @@ import datetime
 import ipaddress
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -80,6 +82,32 @@ def tls_server(certificate: _Certificate) -> Iterator[ServerProcess]:
     server = start_server("--certfile", str(cert_file), "--keyfile", str(key_file), env=_TOKEN_ENV)
     yield server
     server.finish()
+
+
+def test_a_connection_that_never_starts_tls_is_closed_after_the_handshake_timeout(
+    certificate: _Certificate,
+) -> None:
+    """TCP connections to a ``--certfile`` server that never send a TLS ClientHello are closed
+    after ``--handshake-timeout`` (websockets passes it to asyncio as ``ssl_handshake_timeout``),
+    not held with their file descriptors for asyncio's own default of 60 s."""
+    cert_file, key_file, _ = certificate
+    server = start_server("--certfile", str(cert_file), "--keyfile", str(key_file), "--handshake-timeout", "1",
+                          env=_TOKEN_ENV)
+    try:
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        process = psutil.Process(server.proc.pid)
+        idle = process.num_fds()
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        try:
+            for connection in silent:
+                connection.settimeout(scaled(30))  # well under asyncio's 60 s
+                assert connection.recv(1) == b""  # closed by the server
+        finally:
+            for connection in silent:
+                connection.close()
+        eventually(lambda: process.num_fds() <= idle, what="the server's descriptors back to idle")
+    finally:
+        server.finish()
 
 
 def _echo_over(url: str, context: ssl.SSLContext | None) -> str:
