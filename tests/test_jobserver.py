@@ -485,6 +485,19 @@ def test_stop_removes_a_private_file_of_ours_that_is_no_runtime_file(runtime_dir
     assert not path.exists()
 
 
+def test_stop_never_removes_a_file_of_another_name_that_is_no_runtime_file(tmp_path: Path) -> None:
+    """`stop --runtime-file notes.txt` (a mistyped path) named a private file of the user's that no
+    job server wrote: stop removed it. Only a file with the runtime file's own name is taken for a
+    broken runtime file; another is left, and stop says what it is not."""
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes\n")
+    path.chmod(0o600)
+    stop = _stop_command(path)
+    assert (stop.returncode, stop.stdout) == (
+        1, f"no job server runs ({path}); the file is no job server's runtime file (it is not JSON): left as it is\n")
+    assert path.read_text() == "my notes\n"
+
+
 def test_stop_never_removes_a_link_to_a_file_of_ours_that_is_no_runtime_file(runtime_dir: Path, tmp_path: Path) -> None:
     """A runtime file that is a symbolic link to a private file of ours holding no JSON: neither
     removed nor the file it points to (stop says it is not trusted, as for any link)."""

@@ -776,6 +776,8 @@ def stop_main(argv: Sequence[str]) -> int:
             removed = f"; its stale runtime file, not trusted ({untrusted[0]}), was removed"
         elif invalid and not os.path.lexists(path):
             removed = f"; the file was no job server's runtime file ({invalid}) and was removed"
+        elif invalid:
+            removed = f"; the file is no job server's runtime file ({invalid}): left as it is"
         print(f"no job server runs ({path}){removed}")
         return 1
     print(f"stopped the job server at {info.url} (pid {pid}); {_cancelled(active)}")

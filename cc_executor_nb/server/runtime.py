@@ -265,9 +265,11 @@ def clear_invalid(path: str | os.PathLike[str]) -> bool:
     """Remove ``path`` if it is a private regular file of ours that is no runtime file (see
     :func:`invalid_because`): no job server wrote it as it is (a server writes its file whole,
     with a rename), so none can be found or stopped through it, and it stayed for good. Never
-    a link or another user's file, nor another file put in its place meanwhile. True when removed."""
+    a link or another user's file, nor another file put in its place meanwhile, nor a file of
+    another name than a runtime file's (``stop --runtime-file notes.txt`` with a mistyped path
+    removed the user's file). True when removed."""
     why = invalid_because(path)
-    if why is None:
+    if why is None or Path(path).name != RUNTIME_FILE_NAME:
         return False
     with contextlib.suppress(OSError):
         text, status = _read_own(Path(path))
