@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from cc_executor_nb import methods
+from cc_executor_nb.claude import streamjson
 from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.render import (
@@ -37,6 +38,7 @@ from cc_executor_nb.kernel.transcript import (
     IN_PROGRESS_NOTE,
     MAX_RECORD_ANSWER_CHARS,
     MAX_RECORD_TOOL_CHARS,
+    RecordCache,
     Transcript,
     _tool_markdown,
     code_span,
@@ -45,7 +47,7 @@ from cc_executor_nb.kernel.transcript import (
     safe_markdown,
 )
 
-from .test_approval_view import think_run_think_answer, tool_turn_lines, turn_of
+from .test_approval_view import sentences_and_calls, think_run_think_answer, tool_turn_lines, turn_of
 from .test_claude_render import HOSTILE, SHOWN, hostile_lines
 from .test_streamjson import assistant, block_start, delta, line, result, streamed_text
 from .test_streamjson import start as message_start
@@ -1551,3 +1553,89 @@ def test_the_displayed_record_shows_the_start_of_each_long_prompt_and_counts_the
     whole = Transcript(run)  # type: ignore[arg-type]
     for form in (whole.text(), whole.markdown(), whole.html()):
         assert first in form and follow.strip() in form and "more characters of this prompt" not in form
+
+
+# A conversation's record, built again at each turn's end
+
+
+def _conversation_turn(index: int) -> list[str]:
+    """Turn ``index`` of a made-up conversation: thinking around a call, a call and Markdown, or
+    a call and a streamed sentence that the CLI confirms late, with more words (in turn ``index + 5``)."""
+    if index % 3 == 0:
+        return think_run_think_answer(f"th{index}", f"first, run {index}", f"then, read {index}")
+    if index % 3 == 1:
+        return tool_turn_lines(index, f"**Answer {index}**: `code` and a [link](https://example.com/{index}).")
+    call = {"type": "tool_use", "id": f"toolu_late{index}", "name": "Bash", "input": {"command": f"sleep {index}"}}
+    return [assistant(f"call{index}", call), *streamed_text(f"late{index}", "Waiting ", f"on {index}."),
+            result(result="")]
+
+
+def _grow_conversation(interpreter: ClaudeInterpreter, index: int) -> None:
+    """Feed turn ``index``, after the late confirmation of turn ``index - 5``'s sentence when it had one."""
+    interpreter.begin_turn(f"follow-up {index}")
+    late = index - 5
+    confirmed = {"type": "text", "text": f"Waiting on {late}: it woke."}
+    lines = [assistant(f"late{late}", confirmed)] if late >= 0 and late % 3 == 2 else []
+    interpreter.feed("stdout", "\n".join([*lines, *_conversation_turn(index)]) + "\n")
+
+
+def test_a_record_built_again_at_each_turns_end_is_the_one_built_afresh() -> None:
+    """A conversation of thinking, tool calls and Markdown whose record leaves turns, calls,
+    thinking, text and bodies out, and whose earlier turns change late (a sentence confirmed with
+    more words five turns on): at each
+    turn's end the record built with what the earlier builds kept (RecordCache) is, in every form,
+    the one built from nothing."""
+    interpreter = ClaudeInterpreter(prompt="follow-up 0")
+    run = SimpleNamespace(label="claude: follow-up 0", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": "follow-up 0"})
+    bounds: dict[str, Any] = {"answer_chars": 120, "thinking_chars": 60, "tool_chars": 40, "tool_cards": 5,
+                              "max_turns": 8, "thoughts": 4}
+    kept = RecordCache()
+    for index in range(24):
+        _grow_conversation(interpreter, index)
+        cached = Transcript(run, texts=kept, **bounds).bundle()  # type: ignore[arg-type]
+        assert cached == Transcript(run, **bounds).bundle(), index  # type: ignore[arg-type]
+    text = cached["text/plain"]
+    assert "turns not shown" in text and "tool calls not shown" in text and "places of thinking not shown" in text
+    assert "more characters of this answer" in cached["text/markdown"]
+    assert "Waiting on 2: it woke." in text  # turn 2's sentence, confirmed in turn 7
+
+
+def _record_work(monkeypatch: pytest.MonkeyPatch, turns: int) -> tuple[int, int]:
+    """(Markdown parses, turn views built) of the display's record built at the end of the last of
+    ``turns`` like turns (four sentences and calls each), the record having been built at each
+    turn's end before."""
+    counts = {"parses": 0, "views": 0}
+
+    def parse(self: MarkdownIt, *args: Any, **kwargs: Any) -> Any:
+        counts["parses"] += 1
+        return real_parse(self, *args, **kwargs)
+
+    def view(*args: Any, **kwargs: Any) -> streamjson.TurnView:
+        counts["views"] += 1
+        return real_view(*args, **kwargs)
+
+    real_parse, real_view = MarkdownIt.parse, streamjson.TurnView
+    interpreter = ClaudeInterpreter(prompt="turn 0")
+    run = SimpleNamespace(label="claude: turn 0", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": "turn 0"})
+    record = api._record(run, CCExec())  # type: ignore[arg-type]
+    for index in range(turns):
+        interpreter.begin_turn(f"turn {index}")
+        interpreter.feed("stdout", sentences_and_calls(range(4 * index, 4 * index + 4)) + result(result="done") + "\n")
+        if index == turns - 1:
+            monkeypatch.setattr(MarkdownIt, "parse", parse)
+            monkeypatch.setattr(streamjson, "TurnView", view)
+        record()
+    return counts["parses"], counts["views"]
+
+
+def test_a_conversations_record_at_a_turns_end_parses_and_reads_only_that_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The display's record, built at each turn's end, parses the Markdown of the texts that turn
+    added and reads the turns since the last build: as many at turn 40 as at turn 4 (it parsed
+    every text shown and read every turn again: 2 parses a text, 2 views a turn)."""
+    early = _record_work(monkeypatch, 4)
+    monkeypatch.undo()
+    late = _record_work(monkeypatch, 40)
+    assert late == early
+    assert early[0] > 0 and early[1] > 0

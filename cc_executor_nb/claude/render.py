@@ -25,7 +25,7 @@ import json
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from types import MappingProxyType, ModuleType
 from typing import Any, Protocol
@@ -78,6 +78,7 @@ __all__ = [
     "ClaudeBody",
     "Controls",
     "RunStatus",
+    "TextMemo",
     "TurnCache",
     "claude_body_html",
     "claude_body_pieces",
@@ -267,6 +268,38 @@ def render_answer_html(markdown_text: str) -> str:
     if not markdown_text.strip():
         return ""
     return f'<div class="cc-answer">{_sanitize(_markdown().render(printable(_line_feeds(markdown_text))))}</div>'
+
+
+class TextMemo:
+    """What each text a record shows rendered to, kept from one build of a run's record to the next.
+
+    A conversation's record is built again at each turn's end, and its Markdown was parsed again
+    for every text it shows (8,200 texts at 200 turns of 40 calls: most of a 1 to 2.4 s build on
+    the kernel's loop thread). ``render`` is a pure function of the text (as
+    :func:`render_answer_html` is), so a text seen before renders to what was kept for it, and a
+    text that changed (an earlier turn's, late) is a new key, rendered afresh. What a build did not
+    use is let go at :meth:`settle`, so the memo holds no more than one record's texts.
+    """
+
+    def __init__(self, render: Callable[[str], str]) -> None:
+        self._render = render
+        self._kept: dict[str, str] = {}
+        self._used: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        """``render(text)``, rendered only when no build since the last :meth:`settle` but one used it."""
+        # Read with get(): the record may be built on two threads at once (a cell's display and
+        # a turn's end), and settle() swaps the dicts; a miss only renders again.
+        rendered = self._used.get(text)
+        if rendered is None:
+            rendered = self._kept.get(text)
+            rendered = self._render(text) if rendered is None else rendered
+            self._used[text] = rendered
+        return rendered
+
+    def settle(self) -> None:
+        """End a build: keep what it used, let go of the rest."""
+        self._kept, self._used = self._used, {}
 
 
 def _line_feeds(text: str) -> str:
@@ -808,6 +841,8 @@ def _run_pieces(
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
     max_turns: int | None = None,
+    answers: Callable[[str], str] = render_answer_html,
+    views: Sequence[TurnView] | None = None,
 ) -> BodyPieces:
     """:func:`render_claude_html` cut before the turns and before the last one; ``budget``,
     ``thinking``, ``tool_chars``, ``tool_cards`` and ``max_turns``: a bounded record's (its turns are
@@ -819,7 +854,7 @@ def _run_pieces(
         # The live widget: the turns before the last are kept while they stand (not read again).
         finished, last = turns.conversation(run, decisions if decisions is not None else _NO_DECISIONS)
         return BodyPieces(_RUN_OPEN + _TURNS_OPEN, finished, last + "</div>" + end)
-    views = run.turn_views()
+    views = list(views) if views is not None else run.turn_views()
     before, left_out, after = record_turns(views, max_turns if len(run.turns) > 1 else None)
     tools = plan
     if tools is None and (tool_chars is not None or tool_cards is not None):
@@ -827,7 +862,7 @@ def _run_pieces(
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
         if bounded or tools is not None:  # a bounded record
-            build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools)
+            build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools, answers=answers)
         built = [build(turn, decisions or {}) for turn in before] + ([_turns_gap_html(left_out)] if left_out else [])
         built += [build(turn, decisions or {}) for turn in after]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
@@ -835,7 +870,8 @@ def _run_pieces(
     (view,) = views
     shown = decisions or {}
     window = MAX_LIVE_PIECES if turns is not None and not bounded and tools is None else None  # the widget's
-    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window)
+    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window,
+                              answers=answers)
     parts: list[str] = []
     if run.is_error and run.turns and run.turns[-1].interrupted:
         parts += [order(view, shown), _INTERRUPTED]
@@ -848,7 +884,8 @@ def _run_pieces(
 
 def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result_text: str = "", *,
               said: bool = True, budget: AnswerBudget | None = None, tools: ToolPlan | None = None,
-              thinking: ThinkingBudget | None = None, window: int | None = None) -> str:
+              thinking: ThinkingBudget | None = None, window: int | None = None,
+              answers: Callable[[str], str] = render_answer_html) -> str:
     """A turn's thinking, text and tool cards in the order they came (:meth:`TurnView.parts`: a
     text before a call above its card, thinking between two calls between their cards), then
     ``result_text`` unless the text ends with it. ``said``: False leaves the text out (it only
@@ -856,7 +893,8 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     it runs out, with a note; ``tools``: its cards' bodies'; ``thinking``: its thinking's (None:
     the last :data:`MAX_THINKING_CHARS` of the turn's, as the live widget shows). While the turn
     thinks, its last thinking says so, or the CLI's estimate stands at its end. ``window``: the live
-    widget's, which shows that many pieces of the turn at most (:func:`live_window`)."""
+    widget's, which shows that many pieces of the turn at most (:func:`live_window`). ``answers``
+    renders each text (a record's :class:`TextMemo`)."""
     parts = turn.parts(result_text, said=said)
     plan = tools.thoughts if tools is not None else ThoughtPlan()
     pieces = live_window(parts, window) if window is not None else budget.spend(parts) if budget else parts
@@ -870,7 +908,7 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     ])
     html = "".join(
         (_thoughts_gap_html(plan) if plan.state(part) == "gap" else next(folded)) if isinstance(part, Thought)
-        else _part_html(part, decisions, tools) for part in shown
+        else _part_html(part, decisions, tools, answers) for part in shown
     )
     thinks_unseen = turn.thinking_estimate is not None and not live
     return html + (_thinking_estimate_html(turn.thinking_estimate or 0) if thinks_unseen else "")
@@ -884,10 +922,10 @@ def _ends_thinking(parts: Sequence[TurnPart | Cut | LiveGap]) -> bool:
 
 def _part_html(
     part: str | tuple[ToolCall, ...] | Cut | LiveGap, decisions: Mapping[str, PermissionRequest],
-    tools: ToolPlan | None = None,
+    tools: ToolPlan | None = None, answers: Callable[[str], str] = render_answer_html,
 ) -> str:
     if isinstance(part, str):
-        return render_answer_html(part)
+        return answers(part)
     if isinstance(part, LiveGap):
         words = escape(printable(part.words()))
         return (f'<div class="cc-live-gap" style="{_MUTED}"><em>… {words}: <code>run.text</code>, '
@@ -1027,6 +1065,7 @@ def record_prompt(prompt: str, bounded: bool) -> str:
 def _turn_html(
     turn: TurnView, decisions: Mapping[str, PermissionRequest], budget: AnswerBudget | None = None,
     thinking: ThinkingBudget | None = None, tools: ToolPlan | None = None, *, window: int | None = None,
+    answers: Callable[[str], str] = render_answer_html,
 ) -> str:
     """One turn; ``budget`` (a bounded record's) bounds its prompt too (:func:`record_prompt`);
     ``window``: the live widget's (:func:`_in_order`)."""
@@ -1035,7 +1074,8 @@ def _turn_html(
         shown = record_prompt(turn.prompt, budget is not None)
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(shown))}</div>'
     body = [prompt]
-    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window)
+    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window,
+                              answers=answers)
     if turn.interrupted and turn.result is not None:
         body += [order(turn, decisions), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
@@ -1093,6 +1133,8 @@ def claude_body_html(
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
     max_turns: int | None = None,
+    answers: Callable[[str], str] = render_answer_html,
+    views: Sequence[TurnView] | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
 
@@ -1115,12 +1157,15 @@ def claude_body_html(
     records read too: every form leaves out the same calls and bodies. ``plan``: one made already
     (a record's, which its Markdown and text read), in place of those two. ``max_turns``: show that
     many turns of a conversation at most (a record's bound; None: all), the first half and the last
-    half; one line between counts the ones left out.
+    half; one line between counts the ones left out. ``answers``: what renders each of Claude's
+    texts (a record's :class:`TextMemo`, kept between its builds; the same HTML). ``views``: the
+    run's :meth:`~ClaudeRun.turn_views` as the caller read them (a record's, which its Markdown and
+    text read too), in place of reading them again.
     """
     return claude_body_pieces(
         run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
         answer_chars=answer_chars, thinking_chars=thinking_chars, tool_chars=tool_chars, tool_cards=tool_cards,
-        plan=plan, max_turns=max_turns,
+        plan=plan, max_turns=max_turns, answers=answers, views=views,
     ).html
 
 
@@ -1139,6 +1184,8 @@ def claude_body_pieces(
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
     max_turns: int | None = None,
+    answers: Callable[[str], str] = render_answer_html,
+    views: Sequence[TurnView] | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
     sends a conversation's finished turns once and then only the turn that changes."""
@@ -1147,7 +1194,8 @@ def claude_body_pieces(
     budget = AnswerBudget(answer_chars) if answer_chars is not None else None
     thinking = ThinkingBudget(thinking_chars) if thinking_chars is not None else None
     body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking, tool_chars=tool_chars,
-                       tool_cards=tool_cards, plan=plan, max_turns=max_turns)
+                       tool_cards=tool_cards, plan=plan, max_turns=max_turns, answers=answers,
+                       views=views)
     end = limit
     if ended and run.result is None:
         end += _no_result_html(run, status, exit_code, stderr)

@@ -70,7 +70,7 @@ from .presenter import Presenter, TextPresenter, WidgetPresenter, kernel_has_wid
 from .prompter import prompter_for
 from .run import Interpreter, Run, RunSpec, Target, token_from_env, token_hint
 from .textview import LineRenderer, TextView
-from .transcript import MAX_RECORD_ANSWER_CHARS, Transcript
+from .transcript import MAX_RECORD_ANSWER_CHARS, RecordCache, Transcript
 
 if TYPE_CHECKING:
     from .views import Body
@@ -996,10 +996,12 @@ def _asks_on_terminal(handle: Run) -> bool:
 
 
 def _record(handle: Run, settings: CCExec) -> Callable[[], dict[str, Any]]:
-    """The run's record for its display, bounded like the live view."""
+    """The run's record for its display, bounded like the live view: each build (a conversation's
+    at each turn's end) renders only the texts no earlier one showed (:class:`RecordCache`)."""
+    texts = RecordCache()
     return lambda: Transcript(
         handle, output_chars=settings.max_output_chars, answer_chars=MAX_RECORD_ANSWER_CHARS,
-        max_turns=MAX_RECORD_TURNS,
+        max_turns=MAX_RECORD_TURNS, texts=texts,
     ).bundle()
 
 

@@ -28,6 +28,7 @@ import html
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,9 +40,11 @@ from ..claude.render import (
     MAX_RECORD_THOUGHTS,
     MAX_RECORD_TOOL_CARDS,
     MAX_THINKING_CHARS,
+    TextMemo,
     claude_body_html,
     record_prompt,
     record_turns,
+    render_answer_html,
     retry_text,
     tool_change,
     tool_input_summary,
@@ -49,7 +52,7 @@ from ..claude.render import (
     tools_cut_words,
     turns_gap_words,
 )
-from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolCall, ToolPlan, TurnPart, TurnView
+from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolCall, ToolPlan, TurnPart, TurnView, TurnViews
 from ..claude.text import (
     TOOL_ERROR_CHARS,
     answer_of,
@@ -75,6 +78,7 @@ __all__ = [
     "MAX_RECORD_ANSWER_CHARS",
     "MAX_RECORD_TOOL_CHARS",
     "QUEUED_NOTE",
+    "RecordCache",
     "Recordable",
     "Transcript",
     "code_span",
@@ -117,6 +121,32 @@ class Recordable(Protocol):
     def options(self) -> dict[str, Any]: ...
 
 
+class RecordCache:
+    """What a run's record read and rendered, kept from one build of the record
+    (:meth:`Transcript.bundle`) to the next: the conversation's turns
+    (:class:`~cc_executor_nb.claude.streamjson.TurnViews`) and what Claude's texts rendered to, as
+    HTML and as Markdown.
+
+    The display's record of a conversation is built again at each turn's end, on the kernel's
+    loop thread, where every run's stream waits: parsing the Markdown of every text it shows
+    again was most of the build (0.5 s of CPU at 150 turns of 40 calls), and reading every turn
+    again most of the rest past 200 turns (0.3 s at 1,000). With these, a build parses only the
+    texts no earlier build showed (about one turn's) and reads only the turns since the last.
+    Each is what a fresh read or render gives (the texts' are pure functions of the text; a turn
+    changed late is read again), so the record is the same as one built afresh.
+    """
+
+    def __init__(self) -> None:
+        self.turns = TurnViews()
+        self.html = TextMemo(render_answer_html)
+        self.markdown = TextMemo(_answer_text)
+
+    def settle(self) -> None:
+        """End a build: keep what it rendered, let go of what it no longer shows."""
+        self.html.settle()
+        self.markdown.settle()
+
+
 class Transcript:
     """The record of one run at this moment, as Markdown, HTML or plain text.
 
@@ -135,7 +165,9 @@ class Transcript:
     :data:`~cc_executor_nb.claude.render.MAX_RECORD_TURNS`): the first half and the last half, one
     line between counting the ones left out. ``thoughts`` bounds how many places of thinking it shows
     (None: all): the first half and the last half in reading order, one line counting the ones
-    between and their words; the three forms read it with the plan of the calls.
+    between and their words; the three forms read it with the plan of the calls. ``texts``: what
+    Claude's texts rendered to in this run's earlier records (the display's, built at each turn's
+    end); :meth:`bundle` keeps what it rendered there for the next.
     """
 
     def __init__(
@@ -149,8 +181,11 @@ class Transcript:
         tool_cards: int | None = MAX_RECORD_TOOL_CARDS,
         max_turns: int | None = None,
         thoughts: int | None = MAX_RECORD_THOUGHTS,
+        texts: RecordCache | None = None,
     ) -> None:
         self.run = run
+        self.texts = texts
+        self._parts_by_turn: list[list[TurnPart | Cut]] | None = None
         self.output_chars = output_chars
         self.answer_chars = answer_chars
         self.thinking_chars = thinking_chars
@@ -165,7 +200,8 @@ class Transcript:
         """Claude's turns as the view has them (one for a run of one prompt)."""
         if self.claude is not None:
             with self.claude.locked() as claude_run:  # the view and its turns at the same moment
-                self.view, self.turns = self.claude.snapshot(), claude_run.turn_views()
+                views = texts.turns.read(claude_run) if texts is not None else claude_run.turn_views()
+                self.view, self.turns = self.claude.snapshot(), views
         self.before, self.left_out, self.after = record_turns(self.turns, max_turns if self._conversation else None)
         """The turns the record shows (those before the line of the turns it leaves out, and after)
         and the ones it leaves out (:func:`~cc_executor_nb.claude.render.record_turns`)."""
@@ -258,7 +294,12 @@ class Transcript:
 
     def _parts(self) -> list[list[TurnPart | Cut]]:
         """Each turn's text and tool calls in the order they came (as the HTML has them), its
-        text bounded by ``answer_chars`` in reading order."""
+        text bounded by ``answer_chars`` in reading order (read once: every form reads them)."""
+        if self._parts_by_turn is None:
+            self._parts_by_turn = self._read_parts()
+        return self._parts_by_turn
+
+    def _read_parts(self) -> list[list[TurnPart | Cut]]:
         assert self.view is not None
         budget = AnswerBudget(self.answer_chars)
         if not self._conversation:
@@ -323,7 +364,7 @@ class Transcript:
     def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut], tools: ToolPlan | None) -> list[str]:
         """One turn: its text and tools in order (the text cut to ``answer_chars``, the changes to
         ``tools``) and how it failed."""
-        parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it", tools)
+        parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it", tools, self._answer_text)
         error = error_line(view)
         if view.interrupted:
             parts.append("**Interrupted**")
@@ -343,11 +384,15 @@ class Transcript:
             if turn.index > 0:
                 parts.append(f"**Follow-up {turn.index}**\n\n{_quote(record_prompt(turn.prompt, self._bounded))}")
             parts.append(_permissions_markdown(asked[turn.index]))
-            parts += _parts_markdown(shown, "of this answer: `run.text` has all of it", tools)
+            parts += _parts_markdown(shown, "of this answer: `run.text` has all of it", tools, self._answer_text)
             failure = _turn_failure(turn)
             if failure:
                 parts.append(f"**{markdown_escape(failure)}**")
         return parts
+
+    def _answer_text(self, text: str) -> str:
+        """Claude's ``text`` as inert Markdown (the one an earlier record of the run made, if any)."""
+        return self.texts.markdown(text) if self.texts is not None else _answer_text(text)
 
     def _no_result_markdown(self) -> list[str]:
         assert self.view is not None
@@ -427,7 +472,8 @@ class Transcript:
             return claude_body_html(
                 run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
                 answer_chars=self.answer_chars, thinking_chars=self.thinking_chars, plan=self.plan,
-                max_turns=self.max_turns,
+                max_turns=self.max_turns, answers=self.texts.html if self.texts is not None else render_answer_html,
+                views=self.turns,
             )
 
     def document(self) -> str:
@@ -526,7 +572,10 @@ class Transcript:
 
     def bundle(self) -> dict[str, str]:
         """``text/plain``, ``text/markdown`` and ``text/html`` of the record."""
-        return {"text/plain": self.text(), "text/markdown": self.markdown(), "text/html": self.html()}
+        bundle = {"text/plain": self.text(), "text/markdown": self.markdown(), "text/html": self.html()}
+        if self.texts is not None:
+            self.texts.settle()
+        return bundle
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the Markdown (``.md``, ``.markdown``) or the HTML page (``.html``, ``.htm``) to
@@ -628,9 +677,11 @@ def _requests_by_turn(view: ClaudeView, turns: list[TurnView]) -> list[list[Any]
     """The run's permission questions, by the turn they were asked in: the one holding the
     tool call a question is about (its ``tool_use_id``). Without turns (a run of one turn),
     and for a question no call matches, the first turn: where a one-turn run lists them."""
-    turn_of = {tool.id: turn.index for turn in turns for tool in turn.tools}
+    requests = permission_requests(view)
+    # Most conversations ask nothing: then no call is looked at (40,000 calls at 1,000 turns).
+    turn_of = {tool.id: turn.index for turn in turns for tool in turn.tools} if requests else {}
     asked: list[list[Any]] = [[] for _ in range(max(1, len(turns)))]
-    for request in permission_requests(view):
+    for request in requests:
         asked[turn_of.get(getattr(request, "tool_use_id", None) or "", 0)].append(request)
     return asked
 
@@ -683,17 +734,21 @@ def _turn_failure(turn: TurnView) -> str:
     return turn.error_message or "The turn failed."
 
 
-def _parts_markdown(shown: list[TurnPart | Cut], cut_words: str, plan: ToolPlan | None = None) -> list[str]:
+def _parts_markdown(
+    shown: list[TurnPart | Cut], cut_words: str, plan: ToolPlan | None = None,
+    answer_text: Callable[[str], str] | None = None,
+) -> list[str]:
     """A turn's thinking, text and tools in order: each text as inert Markdown, the thinking at one
     place as its note, the calls at one place as a list under **Tools** (``plan``, a bounded
     record's, leaves some changes and calls out: one item counts those), a cut as the note
-    ``… N more characters {cut_words}``."""
+    ``… N more characters {cut_words}``; ``answer_text`` writes each text (:func:`_answer_text`)."""
+    write = answer_text or _answer_text
     parts = []
     for part in shown:
         if isinstance(part, Cut):
             parts.append(f"*… {part.chars:,} more characters {cut_words}*")
         elif isinstance(part, str):
-            parts.append(_answer_text(part) if part.strip() else "")
+            parts.append(write(part) if part.strip() else "")
         elif isinstance(part, Thought):
             parts.append(_planned_thought_markdown(part, plan))
         elif items := [item for item in (_planned_markdown(tool, plan) for tool in part) if item]:
