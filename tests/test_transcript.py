@@ -1601,11 +1601,11 @@ def test_a_record_built_again_at_each_turns_end_is_the_one_built_afresh() -> Non
     assert "Waiting on 2: it woke." in text  # turn 2's sentence, confirmed in turn 7
 
 
-def _record_work(monkeypatch: pytest.MonkeyPatch, turns: int) -> tuple[int, int]:
-    """(Markdown parses, turn views built) of the display's record built at the end of the last of
-    ``turns`` like turns (four sentences and calls each), the record having been built at each
-    turn's end before."""
-    counts = {"parses": 0, "views": 0}
+def _record_work(monkeypatch: pytest.MonkeyPatch, turns: int) -> dict[str, int]:
+    """The Markdown parses, turn views built and turns' parts read of the display's record built at
+    the end of the last of ``turns`` like turns (four sentences and calls each), the record having
+    been built at each turn's end before."""
+    counts = {"parses": 0, "views": 0, "parts": 0}
 
     def parse(self: MarkdownIt, *args: Any, **kwargs: Any) -> Any:
         counts["parses"] += 1
@@ -1615,7 +1615,11 @@ def _record_work(monkeypatch: pytest.MonkeyPatch, turns: int) -> tuple[int, int]
         counts["views"] += 1
         return real_view(*args, **kwargs)
 
-    real_parse, real_view = MarkdownIt.parse, streamjson.TurnView
+    def parts(self: streamjson.TurnView, *args: Any, **kwargs: Any) -> list[streamjson.TurnPart]:
+        counts["parts"] += 1
+        return real_parts(self, *args, **kwargs)
+
+    real_parse, real_view, real_parts = MarkdownIt.parse, streamjson.TurnView, streamjson.TurnView.parts
     interpreter = ClaudeInterpreter(prompt="turn 0")
     run = SimpleNamespace(label="claude: turn 0", state=finished_state(), interpreter=interpreter,
                           options={"prompt": "turn 0"})
@@ -1626,16 +1630,18 @@ def _record_work(monkeypatch: pytest.MonkeyPatch, turns: int) -> tuple[int, int]
         if index == turns - 1:
             monkeypatch.setattr(MarkdownIt, "parse", parse)
             monkeypatch.setattr(streamjson, "TurnView", view)
+            monkeypatch.setattr(real_view, "parts", parts)
         record()
-    return counts["parses"], counts["views"]
+    return counts
 
 
 def test_a_conversations_record_at_a_turns_end_parses_and_reads_only_that_turn(monkeypatch: pytest.MonkeyPatch) -> None:
     """The display's record, built at each turn's end, parses the Markdown of the texts that turn
-    added and reads the turns since the last build: as many at turn 40 as at turn 4 (it parsed
-    every text shown and read every turn again: 2 parses a text, 2 views a turn)."""
+    added and reads the turns since the last build, and their parts: as many at turn 40 as at turn 4
+    (it parsed every text shown and read every turn again: 2 parses a text, 2 views and 2 reads of
+    the parts a turn)."""
     early = _record_work(monkeypatch, 4)
     monkeypatch.undo()
     late = _record_work(monkeypatch, 40)
     assert late == early
-    assert early[0] > 0 and early[1] > 0
+    assert min(early.values()) > 0

@@ -77,6 +77,7 @@ __all__ = [
     "BodyPieces",
     "ClaudeBody",
     "Controls",
+    "RenderMemo",
     "RunStatus",
     "TextMemo",
     "TurnCache",
@@ -299,6 +300,38 @@ class TextMemo:
 
     def settle(self) -> None:
         """End a build: keep what it used, let go of the rest."""
+        self._kept, self._used = self._used, {}
+
+
+class RenderMemo:
+    """What the builds of one run's record rendered and read, kept from one build to the next: the
+    HTML of each of Claude's texts (:attr:`answers`) and the parts of each turn view
+    (:meth:`parts`: a record's kept views, :class:`~cc_executor_nb.claude.streamjson.TurnViews`,
+    are the same objects from build to build, and reading a turn's parts sorted every text and call
+    of it: half of a build at 200 turns). A view is immutable and its calls are the parser's own
+    objects (updated in place), so its parts are what a fresh read gives.
+    """
+
+    def __init__(self) -> None:
+        self.answers = TextMemo(render_answer_html)
+        self._kept: dict[int, tuple[TurnView, dict[tuple[str, bool], list[TurnPart]]]] = {}
+        self._used: dict[int, tuple[TurnView, dict[tuple[str, bool], list[TurnPart]]]] = {}
+
+    def parts(self, turn: TurnView, result_text: str = "", *, said: bool = True) -> list[TurnPart]:
+        """``turn.parts(result_text, said=said)``, read once for each view (a new list each time)."""
+        entry = self._used.get(id(turn))
+        if entry is None or entry[0] is not turn:
+            kept = self._kept.get(id(turn))
+            entry = kept if kept is not None and kept[0] is turn else (turn, {})
+            self._used[id(turn)] = entry  # holds the view: its id names no other meanwhile
+        parts = entry[1].get((result_text, said))
+        if parts is None:
+            parts = entry[1][(result_text, said)] = turn.parts(result_text, said=said)
+        return list(parts)
+
+    def settle(self) -> None:
+        """End a build: keep what it used, let go of the rest."""
+        self.answers.settle()
         self._kept, self._used = self._used, {}
 
 
@@ -841,7 +874,7 @@ def _run_pieces(
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
     max_turns: int | None = None,
-    answers: Callable[[str], str] = render_answer_html,
+    memo: RenderMemo | None = None,
     views: Sequence[TurnView] | None = None,
 ) -> BodyPieces:
     """:func:`render_claude_html` cut before the turns and before the last one; ``budget``,
@@ -862,7 +895,7 @@ def _run_pieces(
     if len(run.turns) > 1:
         build = turns.html if turns is not None else _turn_html
         if bounded or tools is not None:  # a bounded record
-            build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools, answers=answers)
+            build = functools.partial(_turn_html, budget=budget, thinking=thinking, tools=tools, memo=memo)
         built = [build(turn, decisions or {}) for turn in before] + ([_turns_gap_html(left_out)] if left_out else [])
         built += [build(turn, decisions or {}) for turn in after]
         head = _RUN_OPEN + _TURNS_OPEN  # each turn shows its own thinking
@@ -870,8 +903,7 @@ def _run_pieces(
     (view,) = views
     shown = decisions or {}
     window = MAX_LIVE_PIECES if turns is not None and not bounded and tools is None else None  # the widget's
-    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window,
-                              answers=answers)
+    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window, memo=memo)
     parts: list[str] = []
     if run.is_error and run.turns and run.turns[-1].interrupted:
         parts += [order(view, shown), _INTERRUPTED]
@@ -885,7 +917,7 @@ def _run_pieces(
 def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result_text: str = "", *,
               said: bool = True, budget: AnswerBudget | None = None, tools: ToolPlan | None = None,
               thinking: ThinkingBudget | None = None, window: int | None = None,
-              answers: Callable[[str], str] = render_answer_html) -> str:
+              memo: RenderMemo | None = None) -> str:
     """A turn's thinking, text and tool cards in the order they came (:meth:`TurnView.parts`: a
     text before a call above its card, thinking between two calls between their cards), then
     ``result_text`` unless the text ends with it. ``said``: False leaves the text out (it only
@@ -893,9 +925,9 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     it runs out, with a note; ``tools``: its cards' bodies'; ``thinking``: its thinking's (None:
     the last :data:`MAX_THINKING_CHARS` of the turn's, as the live widget shows). While the turn
     thinks, its last thinking says so, or the CLI's estimate stands at its end. ``window``: the live
-    widget's, which shows that many pieces of the turn at most (:func:`live_window`). ``answers``
-    renders each text (a record's :class:`TextMemo`)."""
-    parts = turn.parts(result_text, said=said)
+    widget's, which shows that many pieces of the turn at most (:func:`live_window`). ``memo``:
+    a record's, which reads the parts and renders each text once (:class:`RenderMemo`)."""
+    parts = memo.parts(turn, result_text, said=said) if memo is not None else turn.parts(result_text, said=said)
     plan = tools.thoughts if tools is not None else ThoughtPlan()
     pieces = live_window(parts, window) if window is not None else budget.spend(parts) if budget else parts
     shown = [part for part in pieces if not isinstance(part, Thought) or plan.state(part) != "hidden"]
@@ -908,7 +940,8 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     ])
     html = "".join(
         (_thoughts_gap_html(plan) if plan.state(part) == "gap" else next(folded)) if isinstance(part, Thought)
-        else _part_html(part, decisions, tools, answers) for part in shown
+        else _part_html(part, decisions, tools, memo.answers if memo is not None else render_answer_html)
+        for part in shown
     )
     thinks_unseen = turn.thinking_estimate is not None and not live
     return html + (_thinking_estimate_html(turn.thinking_estimate or 0) if thinks_unseen else "")
@@ -1065,7 +1098,7 @@ def record_prompt(prompt: str, bounded: bool) -> str:
 def _turn_html(
     turn: TurnView, decisions: Mapping[str, PermissionRequest], budget: AnswerBudget | None = None,
     thinking: ThinkingBudget | None = None, tools: ToolPlan | None = None, *, window: int | None = None,
-    answers: Callable[[str], str] = render_answer_html,
+    memo: RenderMemo | None = None,
 ) -> str:
     """One turn; ``budget`` (a bounded record's) bounds its prompt too (:func:`record_prompt`);
     ``window``: the live widget's (:func:`_in_order`)."""
@@ -1074,8 +1107,7 @@ def _turn_html(
         shown = record_prompt(turn.prompt, budget is not None)
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(shown))}</div>'
     body = [prompt]
-    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window,
-                              answers=answers)
+    order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window, memo=memo)
     if turn.interrupted and turn.result is not None:
         body += [order(turn, decisions), _INTERRUPTED]
     elif turn.is_error and turn.result is not None:
@@ -1133,7 +1165,7 @@ def claude_body_html(
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
     max_turns: int | None = None,
-    answers: Callable[[str], str] = render_answer_html,
+    memo: RenderMemo | None = None,
     views: Sequence[TurnView] | None = None,
 ) -> str:
     """The conversation as sanitized HTML, with a note when the run ended without a result.
@@ -1157,15 +1189,15 @@ def claude_body_html(
     records read too: every form leaves out the same calls and bodies. ``plan``: one made already
     (a record's, which its Markdown and text read), in place of those two. ``max_turns``: show that
     many turns of a conversation at most (a record's bound; None: all), the first half and the last
-    half; one line between counts the ones left out. ``answers``: what renders each of Claude's
-    texts (a record's :class:`TextMemo`, kept between its builds; the same HTML). ``views``: the
+    half; one line between counts the ones left out. ``memo``: what a record's earlier builds
+    read and rendered (:class:`RenderMemo`; the same HTML). ``views``: the
     run's :meth:`~ClaudeRun.turn_views` as the caller read them (a record's, which its Markdown and
     text read too), in place of reading them again.
     """
     return claude_body_pieces(
         run, status=status, exit_code=exit_code, stderr=stderr, decisions=decisions, now=now, turns=turns,
         answer_chars=answer_chars, thinking_chars=thinking_chars, tool_chars=tool_chars, tool_cards=tool_cards,
-        plan=plan, max_turns=max_turns, answers=answers, views=views,
+        plan=plan, max_turns=max_turns, memo=memo, views=views,
     ).html
 
 
@@ -1184,7 +1216,7 @@ def claude_body_pieces(
     tool_cards: int | None = None,
     plan: ToolPlan | None = None,
     max_turns: int | None = None,
-    answers: Callable[[str], str] = render_answer_html,
+    memo: RenderMemo | None = None,
     views: Sequence[TurnView] | None = None,
 ) -> BodyPieces:
     """:func:`claude_body_html` (the same arguments) as :class:`BodyPieces`: the live widget
@@ -1194,7 +1226,7 @@ def claude_body_pieces(
     budget = AnswerBudget(answer_chars) if answer_chars is not None else None
     thinking = ThinkingBudget(thinking_chars) if thinking_chars is not None else None
     body = _run_pieces(run, ended, decisions, turns, budget=budget, thinking=thinking, tool_chars=tool_chars,
-                       tool_cards=tool_cards, plan=plan, max_turns=max_turns, answers=answers,
+                       tool_cards=tool_cards, plan=plan, max_turns=max_turns, memo=memo,
                        views=views)
     end = limit
     if ended and run.result is None:

@@ -40,11 +40,11 @@ from ..claude.render import (
     MAX_RECORD_THOUGHTS,
     MAX_RECORD_TOOL_CARDS,
     MAX_THINKING_CHARS,
+    RenderMemo,
     TextMemo,
     claude_body_html,
     record_prompt,
     record_turns,
-    render_answer_html,
     retry_text,
     tool_change,
     tool_input_summary,
@@ -124,25 +124,26 @@ class Recordable(Protocol):
 class RecordCache:
     """What a run's record read and rendered, kept from one build of the record
     (:meth:`Transcript.bundle`) to the next: the conversation's turns
-    (:class:`~cc_executor_nb.claude.streamjson.TurnViews`) and what Claude's texts rendered to, as
-    HTML and as Markdown.
+    (:class:`~cc_executor_nb.claude.streamjson.TurnViews`), their parts and what Claude's texts
+    rendered to, as HTML and as Markdown (:class:`~cc_executor_nb.claude.render.RenderMemo`).
 
     The display's record of a conversation is built again at each turn's end, on the kernel's
     loop thread, where every run's stream waits: parsing the Markdown of every text it shows
     again was most of the build (0.5 s of CPU at 150 turns of 40 calls), and reading every turn
-    again most of the rest past 200 turns (0.3 s at 1,000). With these, a build parses only the
-    texts no earlier build showed (about one turn's) and reads only the turns since the last.
+    again most of the rest past 200 turns (0.3 s at 1,000), then sorting each shown turn's texts
+    and calls in order. With these, a build parses only the texts no earlier build showed (about
+    one turn's) and reads only the turns since the last.
     Each is what a fresh read or render gives (the texts' are pure functions of the text; a turn
     changed late is read again), so the record is the same as one built afresh.
     """
 
     def __init__(self) -> None:
         self.turns = TurnViews()
-        self.html = TextMemo(render_answer_html)
+        self.html = RenderMemo()
         self.markdown = TextMemo(_answer_text)
 
     def settle(self) -> None:
-        """End a build: keep what it rendered, let go of what it no longer shows."""
+        """End a build: keep what it read and rendered, let go of what it no longer shows."""
         self.html.settle()
         self.markdown.settle()
 
@@ -302,9 +303,10 @@ class Transcript:
     def _read_parts(self) -> list[list[TurnPart | Cut]]:
         assert self.view is not None
         budget = AnswerBudget(self.answer_chars)
+        read = self.texts.html.parts if self.texts is not None else TurnView.parts
         if not self._conversation:
-            return [budget.spend(_one_turn_parts(self.view, self.turns[0]))]
-        return [budget.spend(_turn_parts(turn)) for turn in self.shown]
+            return [budget.spend(_one_turn_parts(self.view, self.turns[0], read))]
+        return [budget.spend(_turn_parts(turn, read)) for turn in self.shown]
 
     @property
     def _conversation(self) -> bool:
@@ -472,7 +474,7 @@ class Transcript:
             return claude_body_html(
                 run, status=state.status, exit_code=state.exit_code, stderr=stderr, decisions=decisions,
                 answer_chars=self.answer_chars, thinking_chars=self.thinking_chars, plan=self.plan,
-                max_turns=self.max_turns, answers=self.texts.html if self.texts is not None else render_answer_html,
+                max_turns=self.max_turns, memo=self.texts.html if self.texts is not None else None,
                 views=self.turns,
             )
 
@@ -702,27 +704,32 @@ def _answer_text(text: str) -> str:
     return safe_markdown(printable(text).strip("\n"))
 
 
-def _one_turn_parts(view: ClaudeView, turn: TurnView) -> list[TurnPart]:
+_Parts = Callable[..., list[TurnPart]]
+"""What reads a turn's parts: :meth:`TurnView.parts`, or a record's memo of them (the same arguments,
+the view first)."""
+
+
+def _one_turn_parts(view: ClaudeView, turn: TurnView, read: _Parts = TurnView.parts) -> list[TurnPart]:
     """A run of one prompt in the order it came, saying what :func:`answer_of` says: the text so
     far when interrupted, none when it is only the failure, else the result's text once."""
     if view.interrupted:
-        return turn.parts()
+        return read(turn)
     if view.is_error:
-        return turn.parts(said=bool(answer_of(view)))
-    return turn.parts(view.answer if view.result is not None else "")
+        return read(turn, said=bool(answer_of(view)))
+    return read(turn, view.answer if view.result is not None else "")
 
 
-def _turn_parts(turn: TurnView) -> list[TurnPart]:
+def _turn_parts(turn: TurnView, read: _Parts = TurnView.parts) -> list[TurnPart]:
     """A conversation's turn in the order it came.
 
     A failed turn's text is often the failure itself (a usage limit, an API error): it is
     then shown once, as the failure (:func:`_turn_failure`), never as if it were Claude's answer.
     """
     if not turn.is_error:
-        return turn.parts(turn.answer)
+        return read(turn, turn.answer)
     if turn.result is None or turn.interrupted:
-        return turn.parts()
-    return turn.parts(said=turn.text.strip() != _turn_failure(turn).strip())
+        return read(turn)
+    return read(turn, said=turn.text.strip() != _turn_failure(turn).strip())
 
 
 def _turn_failure(turn: TurnView) -> str:
