@@ -1645,3 +1645,20 @@ def test_a_conversations_record_at_a_turns_end_parses_and_reads_only_that_turn(m
     late = _record_work(monkeypatch, 40)
     assert late == early
     assert min(early.values()) > 0
+
+
+def test_the_displayed_record_past_its_turns_bound_is_the_one_built_afresh() -> None:
+    """The display's record (api._record, built at each turn's end) of a conversation past
+    MAX_RECORD_TURNS turns, some changed five turns late: around the bound and at the end it is, in
+    every form, the record a new display builds from nothing."""
+    interpreter = ClaudeInterpreter(prompt="follow-up 0")
+    run = SimpleNamespace(label="claude: follow-up 0", state=finished_state(), interpreter=interpreter,
+                          options={"prompt": "follow-up 0"})
+    record = api._record(run, CCExec())  # type: ignore[arg-type]
+    last = MAX_RECORD_TURNS + 6
+    for index in range(last):
+        _grow_conversation(interpreter, index)
+        built = record()
+        if index in (1, MAX_RECORD_TURNS - 1, MAX_RECORD_TURNS, MAX_RECORD_TURNS + 1, last - 1):
+            assert built == api._record(run, CCExec())(), index  # type: ignore[arg-type]
+    assert "6 turns not shown" in built["text/plain"] and "Waiting on 2: it woke." in built["text/plain"]
