@@ -572,3 +572,36 @@ def test_a_run_whose_worker_dies_ends_at_once_saying_so(settings: CCExec) -> Non
     finally:
         client.close()
         local.close()
+
+
+def test_a_workers_conversation_whose_timeout_passed_between_turns_ends_completed(
+    settings: CCExec, tmp_path: Any
+) -> None:
+    """A Claude conversation on a worker's handler (the job a batch's task starts, from the notebook's recipe)
+    whose --timeout passed while it waited for a follow-up, its answer whole: the task's outcome, the job as
+    the worker's handler lists it, reads completed with no error, as the notebook's run does (it read timeout,
+    while the run said completed: the recipe sent no summary, so no summary_ends_turn)."""
+    from cc_executor_nb.kernel import api
+    from cc_executor_nb.kernel.run import Target
+
+    prompt = "echo: still here"
+    prepared = api.prepare(prompt, settings=settings, view=False, demo=True, timeout=scaled(8),
+                           unconfigured=("durable", "default_server", "token_env"))
+    run = prepared.run
+    assert run.conversation is not None
+    recipe = placement.recipe_of(prepared, prompt, settings, batch="t")
+    state = HandlerPlugin(TOKEN, kill_grace=1.0)._start("tcp://127.0.0.1:1", None)
+    published: list[str] = []
+    try:
+        outcome = state.loop.submit(worker._start_and_follow(
+            state.url, TOKEN, recipe.execute_params(), lambda job_id, pid: published.append(job_id), None))
+        eventually(lambda: published, timeout=scaled(30), what="the job")
+        # As the placement attaches a batch's run, without its end(): the conversation waits for a follow-up.
+        run.target, run.job_id = Target(state.url, TOKEN), published[0]
+        run.conversation.fallback = None
+        run.start(prepared.loop)
+        eventually(lambda: run.done, timeout=scaled(60), what="the timeout to end the process")
+        assert (run.status, run.error, run.answer) == ("completed", None, "still here")
+        assert outcome.result(scaled(30)) == {"job_id": published[0], "status": "completed", "exit_code": run.exit_code}
+    finally:
+        worker._stop(state)

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..claude.summary import RESULT_SUMMARY
 from ..client import connect
 from ..errors import CCExecError
 from ..kernel.api import Prepared, resume_settings
@@ -95,6 +96,9 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
         meta["interactive"] = True
         if conversation.idle_timeout:
             execute["stdin_idle_timeout"] = conversation.idle_timeout
+        # Its timeout passing between turns cut nothing: the job is listed (and the task's outcome
+        # reads) completed, as the run reads it (a result line ends a turn, an input begins one).
+        execute |= {"summary": RESULT_SUMMARY, "summary_ends_turn": True}
     return Recipe("claude", prompt=prompt, options=options, resume=dataclasses.asdict(resume_settings(settings)),
                   execute=execute, label=run.label, meta=meta, interactive=conversation is not None)
 

@@ -159,7 +159,8 @@ class Recipe:
     command: str | None = None
     argv: list[str] | None = None
     execute: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace, capture."""
+    """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace, capture;
+    for a conversation also stdin_idle_timeout, summary and summary_ends_turn."""
     label: str = ""
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     interactive: bool = False
