@@ -82,6 +82,36 @@ def test_a_run_held_alone_keeps_its_question_after_its_batch_is_dropped(
     assert (tmp_path / "b1.txt").read_text() == "1\n" and not (tmp_path / "b2.txt").exists()
 
 
+def test_a_queued_run_taken_from_the_kept_items_after_its_batch_was_dropped_keeps_its_question(
+    kernel: KernelHarness, tmp_path: Path,
+) -> None:
+    """`r = items[1].run` after `del batch` (its items kept), while that item is queued: r holds the run, so its
+    question waits for r once it starts (items[1].run was the loop's own run, which nobody watched: the run
+    started judged unreachable and its question was denied although r held it)."""
+    _asking(kernel, "b")
+    _drop(kernel, "b")
+    kernel.ok("r = b_items[1].run")
+    kernel.wait_until("r.conversation.view().requests", timeout=scaled(60))
+    assert kernel.value("r.pending is not None and r.alive") is True
+    kernel.ok("r.approve()")
+    kernel.wait_until("b_over == ['done']", timeout=scaled(60))
+    assert _questions(kernel, "b", 1) == [("allowed", "code")]
+    assert (tmp_path / "b2.txt").read_text() == "2\n"
+
+
+def test_a_run_taken_from_the_kept_items_and_dropped_again_is_seen_as_unreachable(kernel: KernelHarness) -> None:
+    """The handle `items[1].run` gives after the batch was dropped is watched as the batch's were: once it is
+    dropped too, the run's question is denied and its CLI exits."""
+    _asking(kernel, "b")
+    _drop(kernel, "b")
+    kernel.ok("r = b_items[1].run")
+    kernel.wait_until("r.pending is not None", timeout=scaled(60))
+    pid = int(kernel.value("r.state.pid"))
+    kernel.ok("del r\ngc.collect()")
+    single._gone(pid)
+    assert _questions(kernel, "b", 1) == [("denied", "auto")]
+
+
 def test_a_dropped_batch_shown_in_a_widget_still_waits(kernel: KernelHarness, tmp_path: Path) -> None:
     """A widget that shows the batch can still answer its runs: its dropped handle changes nothing."""
     _asking(kernel, "s", display=True)

@@ -150,12 +150,20 @@ class BatchItem:
     row: Row | None = None
     """The final row, once the run is over."""
     _handle: weakref.ref[Run] | None = dataclasses.field(default=None, repr=False, compare=False)
+    _new_handle: Callable[[], Run] | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Makes a user's handle on the run again, once the last one is gone (see :attr:`run`)."""
 
     @property
     def run(self) -> Run:
         """The item's run: the user's handle on it (``batch.runs[i]``) while the batch's handle
-        holds it or someone does (see :meth:`Batch.user_handle`), else the run the queue drives."""
+        holds it or someone does (see :meth:`Batch.user_handle`). Once nobody does (the batch was
+        dropped, its items kept), a new handle, watched as the first was: holding it keeps the run
+        reachable (a queued one is not judged unreachable as it starts), letting it go is seen.
+        The run the queue drives, for a batch that gave no handles."""
         handle = self._handle() if self._handle is not None else None
+        if handle is None and self._new_handle is not None:
+            handle = self._new_handle()
+            self._handle = weakref.ref(handle)
         return handle if handle is not None else self.driven
 
     @property
@@ -495,8 +503,10 @@ class Batch:
         """
         # A durable run stays followed (let_go=False): the queue counts it until its job ends, and let
         # go it would free its slot at once, so a dropped batch would start all its items together.
-        runs = [item.driven.user_handle(functools.partial(self._shows_widget, item.index), let_go=False)
-                for item in self.items]
+        for item in self.items:
+            item._new_handle = functools.partial(item.driven.user_handle,
+                                                 functools.partial(self._shows_widget, item.index), let_go=False)
+        runs = [item._new_handle() for item in self.items if item._new_handle is not None]
         for item, run in zip(self.items, runs, strict=True):
             item._handle = weakref.ref(run)  # items[i].run gives it, as runs[i] does
         handle = object.__new__(type(self))
