@@ -605,3 +605,46 @@ def test_a_workers_conversation_whose_timeout_passed_between_turns_ends_complete
         assert outcome.result(scaled(30)) == {"job_id": published[0], "status": "completed", "exit_code": run.exit_code}
     finally:
         worker._stop(state)
+
+
+def test_a_task_withdrawn_after_its_job_started_cancels_the_job_nobody_followed(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A task Dask withdraws (its future cancelled) after it started its job, before any notebook followed
+    it, cancels that job: the re-run of a dead worker's task that began before the batch withdrew it (whose
+    event came after the batch was over: nobody stopped it) ran its job to its end, unseen."""
+    _local, client = cluster
+    name, _token = placement.ensure_plugin(client, settings)
+    topic = f"cc_executor_nb-test-{time.monotonic_ns()}"
+    events: list[dict[str, Any]] = []
+    client.subscribe_topic(topic, lambda event: events.append(event[1]))
+    try:
+        recipe = worker.Recipe("command", argv=[sys.executable, "-c", "import time; time.sleep(120)"], label="t")
+        future = client.submit(worker.run_on_worker, recipe, name, topic, 0, pure=False)
+        eventually(lambda: events, timeout=scaled(60), what="the job")
+        pid = int(events[0]["pid"])
+        assert alive(pid)
+        future.cancel()
+        eventually(lambda: not alive(pid), timeout=scaled(15), what="the withdrawn task's job gone")
+    finally:
+        client.unsubscribe_topic(topic)
+
+
+def test_closing_the_client_leaves_the_started_runs_going(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A run the notebook follows goes on to its end when the Dask client that placed it closes (its task,
+    withdrawn then, leaves a job someone follows alone)."""
+    local, _client = cluster
+    client = Client(local)
+    try:
+        batch = cc_executor_nb.map([f"{TICKER} t 16"], command=True, cluster=client, display=False,
+                                   settings=settings)
+        run = batch.runs[0]
+        eventually(lambda: "t 2" in (run.stdout or ""), timeout=scaled(60), what="the run's output")
+    finally:
+        client.close()
+    batch.wait(scaled(60))
+    assert (run.status, run.exit_code) == ("completed", 0)
+    assert (run.stdout or "").splitlines() == [f"t {i}" for i in range(16)]
+

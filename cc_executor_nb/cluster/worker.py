@@ -39,7 +39,7 @@ import logging
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -200,6 +200,8 @@ def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> d
         raise RuntimeError(f"no cc_executor_nb handler on {worker.address}: {why}")
     token = plugin.token
 
+    key = worker.get_current_task()
+
     def publish(job_id: str, pid: int | None) -> None:
         worker.log_event(topic, {"index": index, "job_id": job_id, "url": state.url, "worker": worker.address,
                                  "pid": pid})
@@ -208,8 +210,23 @@ def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> d
         params = recipe.execute_params()
     except (ValueError, FileNotFoundError) as exc:  # no claude executable here, a bad option
         return {**_not_started(str(exc)), "worker": worker.address, "index": index}
-    outcome = state.loop.call(_start_and_follow(state.url, token, params, publish, state.ssl))
+    outcome = state.loop.call(_start_and_follow(state.url, token, params, publish, state.ssl,
+                                                wanted=_wanted(worker, key)))
     return {**outcome, "worker": worker.address, "index": index}
+
+
+def _wanted(worker: Any, key: Any) -> Callable[[], bool]:
+    """Whether Dask still wants the task ``key`` run on ``worker``: a running task whose future was
+    cancelled (or whose client left) reads ``cancelled`` there, while its thread runs on."""
+
+    def wanted() -> bool:
+        tasks = getattr(getattr(worker, "state", None), "tasks", None)
+        if not isinstance(tasks, Mapping):
+            return True  # a distributed that does not say: as before, the notebook's stray check alone
+        task = tasks.get(key)
+        return task is not None and getattr(task, "state", None) != "cancelled"
+
+    return wanted
 
 
 def _not_started(error: str) -> dict[str, Any]:
@@ -217,12 +234,18 @@ def _not_started(error: str) -> dict[str, Any]:
     return {"job_id": None, "status": "error", "exit_code": None, "error": error}
 
 
-async def _start_and_follow(url: str, token: str, params: dict[str, Any], publish: Any, ssl: Any) -> dict[str, Any]:
+async def _start_and_follow(
+    url: str, token: str, params: dict[str, Any], publish: Any, ssl: Any, *, wanted: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """Start the durable job, say where, follow it to the end (on the handler's loop).
 
     A conversation's job (stdin "pipe") is watched in the job list instead of followed: a
     following connection would keep its input open, while with nobody attached (the
     notebook gone) its ``stdin_idle_timeout`` must close it so the CLI ends by itself.
+
+    Until someone else follows the job (the notebook's run attached), a task Dask no longer
+    wants (``wanted()`` false: its future was cancelled, e.g. the re-run of a dead worker's
+    task that began before the notebook withdrew it) cancels its job: nobody would.
     """
     one_shot = "input" in params or params.get("stdin") != "pipe"  # its input is written and closed here
     async with await connect(url, token, ssl=ssl) as client:
@@ -235,13 +258,51 @@ async def _start_and_follow(url: str, token: str, params: dict[str, Any], publis
             return _not_started(str(exc))  # said in one line as a local run says it, not a task's traceback
         job_id = str(started["job_id"])
         publish(job_id, started.get("pid"))
-        if prompt is not None:
-            cut_off = await _write_prompt(client, prompt)
-            if cut_off is not None:
-                return {**await _follow(client, job_id), "error": cut_off}
         if one_shot:
-            return await _follow(client, job_id)
-    return await _watch(url, token, ssl, job_id)
+            with _stopping_unwanted(url, token, ssl, job_id, wanted, own=1):  # this connection follows it
+                if prompt is not None:
+                    cut_off = await _write_prompt(client, prompt)
+                    if cut_off is not None:
+                        return {**await _follow(client, job_id), "error": cut_off}
+                return await _follow(client, job_id)
+    with _stopping_unwanted(url, token, ssl, job_id, wanted, own=0):
+        return await _watch(url, token, ssl, job_id)
+
+
+@contextlib.contextmanager
+def _stopping_unwanted(
+    url: str, token: str, ssl: Any, job_id: str, wanted: Callable[[], bool] | None, *, own: int,
+) -> Iterator[None]:
+    """While the block runs, :func:`_stop_if_unwanted` looks after the job (``own``: this task's
+    connections that follow it)."""
+    guard = asyncio.ensure_future(_stop_if_unwanted(url, token, ssl, job_id, wanted, own=own)) if wanted else None
+    try:
+        yield
+    finally:
+        if guard is not None:
+            guard.cancel()
+
+
+async def _stop_if_unwanted(url: str, token: str, ssl: Any, job_id: str, wanted: Callable[[], bool], *,
+                            own: int) -> None:
+    """Cancel the job once Dask no longer wants its task, unless someone besides this task (the
+    notebook's run) followed it first: its run then decides (a closed Dask client leaves the runs it
+    started going on). Looked at every :data:`_WATCH_INTERVAL`, on a connection that follows nothing."""
+    try:
+        async with await connect(url, token, ssl=ssl) as client:
+            while True:
+                await asyncio.sleep(_WATCH_INTERVAL)
+                job = next((j for j in await client.jobs() if j.get("job_id") == job_id), None)
+                if job is None or job.get("status") not in ("running", "paused") or int(job.get("attached") or 0) > own:
+                    return
+                if not wanted():
+                    logger.info("= the task of job %s was withdrawn before anyone followed it: cancelling it", job_id)
+                    await client.attach(job_id)
+                    with contextlib.suppress(NoProcessRunning):  # it ended meanwhile (cancelled by the notebook)
+                        await client.control("CANCEL")
+                    return
+    except CCExecError as exc:  # the handler is this worker's own; its end ends the job too
+        logger.warning("! looking after job %s: %s", job_id, exc)
 
 
 async def _write_prompt(client: Any, prompt: str) -> str | None:
