@@ -648,3 +648,29 @@ def test_closing_the_client_leaves_the_started_runs_going(
     assert (run.status, run.exit_code) == ("completed", 0)
     assert (run.stdout or "").splitlines() == [f"t {i}" for i in range(16)]
 
+
+def test_pause_takes_back_the_items_waiting_for_a_workers_slot(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """pause() holds back an item placing on the cluster (its task waited for a slot: it started as soon as one
+    freed, paused or not): it reads queued, a slot freed under the paused batch goes to another task, and the
+    item starts once the batch is resumed."""
+    _local, client = cluster
+    sleep = py("import time; time.sleep(120)")
+    batch = cc_executor_nb.map([sleep, sleep, f"{TICKER} late 2"], command=True, cluster=client,
+                               resources={"claude": 2}, concurrency=3, display=False, settings=settings)
+    try:
+        eventually(lambda: [item.status for item in batch.items] == ["running", "running", "placing"], timeout=60,
+                   what="two runs holding both workers' slots, one placing")
+        batch.pause()
+        assert batch.items[2].status == "queued"
+        batch.runs[0].cancel()
+        eventually(lambda: batch.runs[0].done, timeout=scaled(30), what="the first run's end")
+        # The freed slot takes another task asking for it: the item withdrawn did not.
+        assert client.submit(lambda: "ran", resources={"claude": 2}, pure=False).result(timeout=scaled(60)) == "ran"
+        assert (batch.items[2].status, batch.runs[2].state.pid) == ("queued", None)
+        batch.resume()
+        eventually(lambda: batch.runs[2].done, timeout=scaled(60), what="the resumed item's end")
+        assert (batch.runs[2].status, batch.runs[2].stdout) == ("completed", "late 0\nlate 1\n")
+    finally:
+        batch.cancel().wait(scaled(60))

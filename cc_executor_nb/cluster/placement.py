@@ -211,6 +211,8 @@ class DaskPlacement:
         self.warning = unoffered(client, self.resources)
         """Why the runs may wait (no current worker offers their resources), else None."""
         self.futures: dict[int, Any] = {}
+        """Each item's current task (a withdrawn one is forgotten)."""
+        self._attempts: dict[int, int] = {}
         self.batch: Batch | None = None
         self._followed: list[BatchItem] = []
         """The items whose runs follow a job on a worker (checked for their worker's loss)."""
@@ -224,16 +226,22 @@ class DaskPlacement:
         if self._client_closed():
             _skip(entry, CLIENT_CLOSED)
             return
+        attempt = self._attempts[entry.index] = self._attempts.get(entry.index, 0) + 1
+        # A withdrawn task (a paused batch's) is submitted again under a key of its own: Dask may
+        # still be releasing the old one, and its job, if it started, is told apart as a stray.
+        suffix = "" if attempt == 1 else f"-{attempt}"
         future = self.client.submit(
             run_on_worker, self.recipes[entry.index], self.plugin_name, self.topic, entry.index,
-            key=f"{self.topic}-{entry.index}", pure=False, resources=self.resources,
+            key=f"{self.topic}-{entry.index}{suffix}", pure=False, resources=self.resources,
         )
         self.futures[entry.index] = future
         future.add_done_callback(lambda done: self._task_done(entry, done))
 
     def cancel(self, entry: BatchItem) -> None:
-        """Withdraw a task that has not started its run (Dask never runs it, or the job is stopped)."""
-        future = self.futures.get(entry.index)
+        """Withdraw a task that has not started its run (Dask never runs it, or its job is stopped:
+        the task stops a job nobody followed, and one that reports later is a stray). It is
+        forgotten: what it reports from now on is not the item's."""
+        future = self.futures.pop(entry.index, None)
         if future is None or self._client_closed():
             return  # a closed client's tasks are gone with it
         try:
@@ -262,6 +270,9 @@ class DaskPlacement:
         entry = batch.items[index]
         target = Target(str(message["url"]), self.token, ssl=self.ssl, reconnect_timeout=self.reconnect_timeout)
         job_id = str(message["job_id"])
+        if not self._current(index, message.get("key")):
+            self._stop_stray(target, job_id)  # the job of a task withdrawn meanwhile
+            return
         batch.placed(
             entry,
             start=lambda: self._attach(entry, target, job_id),
@@ -308,6 +319,11 @@ class DaskPlacement:
                     entry.driven.lose(f"its Dask worker {entry.worker} left the cluster (it died or was stopped), "
                                    "and the run with it")
 
+    def _current(self, index: int, key: object) -> bool:
+        """Whether the task ``key`` (a worker's event, or a finished future) is item ``index``'s current one."""
+        future = self.futures.get(index)
+        return future is not None and str(future.key) == str(key)
+
     def _stop_stray(self, target: Target, job_id: str) -> None:
         """A job nobody waits for any more (its item was cancelled, or Dask ran the task again): cancel it."""
         try:
@@ -325,8 +341,8 @@ class DaskPlacement:
         leaves it to its job."""
         batch = self.batch
         status = str(future.status)
-        if batch is None:
-            return
+        if batch is None or not self._current(entry.index, future.key):
+            return  # withdrawn: the item no longer waits for it (its batch paused, cancelled, or its worker lost)
         ended = "error"
         if status == "finished":
             if entry.stage != "placing":
@@ -347,7 +363,11 @@ class DaskPlacement:
             reason, ended = "the Dask task was cancelled before it started", "cancelled"
         else:
             reason = f"the Dask task was {status} before it started"
-        batch._on_loop(lambda: _never_started(entry, reason, ended))
+        def settle() -> None:
+            if self._current(entry.index, future.key):  # (not withdrawn meanwhile)
+                _never_started(entry, reason, ended)
+
+        batch._on_loop(settle)
 
 
 def _never_started(entry: BatchItem, reason: str, ended: str) -> None:

@@ -18,7 +18,7 @@ handler's watchdog.
 
 :func:`run_on_worker` is the task of one run. It builds the run's command on the worker
 (its own claude executable, its own Python), starts it as a durable job on the local
-handler, logs a Dask event ``{"index", "job_id", "url", "worker"}`` on the batch's topic
+handler, logs a Dask event ``{"index", "job_id", "url", "worker", "pid", "key"}`` on the batch's topic
 so the notebook attaches to the job, then follows the job to its end and returns its
 outcome. A run that cannot start (the handler refuses it, a missing program for
 instance) is an outcome too, with ``job_id`` None and the handler's one-line error: a
@@ -204,7 +204,7 @@ def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> d
 
     def publish(job_id: str, pid: int | None) -> None:
         worker.log_event(topic, {"index": index, "job_id": job_id, "url": state.url, "worker": worker.address,
-                                 "pid": pid})
+                                 "pid": pid, "key": str(key)})
 
     try:
         params = recipe.execute_params()

@@ -427,7 +427,8 @@ class Batch:
         return self
 
     def pause(self) -> Batch:
-        """Pause the queue: running runs go on, no new one starts until :meth:`resume`.
+        """Pause the queue: running runs go on, no new one starts until :meth:`resume` (items
+        handed to a cluster that have not started are taken back: they read ``queued``).
         Returns self once the queue has acted (``status`` reads ``paused``)."""
         self._control(lambda: self._set_paused(True))
         return self
@@ -769,7 +770,18 @@ class Batch:
     def _set_paused(self, paused: bool) -> None:
         if self.paused != paused:
             self.paused = paused
+            if paused:
+                self._hold_placing()
             self._pump()
+
+    def _hold_placing(self) -> None:
+        """Take back the items handed to a cluster whose runs have not started (their tasks wait for
+        a worker's slot): they are queued again, and start from the queue once it is resumed. A job
+        such a task started meanwhile is stopped (as a stray)."""
+        for item in self.items:
+            if item.stage == "placing" and not item.finished:
+                self._withdraw(item)
+                item.stage = "queued"
 
     def _on_pause_button(self, paused: bool) -> None:
         if not self._syncing:
