@@ -674,3 +674,23 @@ def test_pause_takes_back_the_items_waiting_for_a_workers_slot(
         assert (batch.runs[2].status, batch.runs[2].stdout) == ("completed", "late 0\nlate 1\n")
     finally:
         batch.cancel().wait(scaled(60))
+
+
+def test_a_spent_budget_skips_the_items_waiting_for_a_workers_slot(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """The batch budget spent while an item's task waits for a worker's slot: the item is skipped, as a queued
+    one is (it started in the slot the spending run freed, and was paid for)."""
+    _local, client = cluster
+    batch = cc_executor_nb.map(["what is 2+2", "think for 120 seconds", "what is 3+3"], demo=True, cluster=client,
+                               resources={"claude": 2}, concurrency=3, max_budget_usd=0.000001, display=False,
+                               settings=settings)
+    try:
+        eventually(lambda: batch.items[2].status == "placing", timeout=60, what="the third item placing")
+        eventually(lambda: batch.runs[0].done, timeout=scaled(90), what="the first run's end")
+        batch.runs[1].cancel()
+        batch.wait(scaled(90))
+        assert [item.status for item in batch.items] == ["completed", "cancelled", "skipped"]
+        assert batch.results()[2] is None and batch.status == "budget"
+    finally:
+        batch.cancel().wait(scaled(60))

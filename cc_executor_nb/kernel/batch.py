@@ -708,7 +708,8 @@ class Batch:
         self.budget_spent = True
         running = any(not item.finished and item.stage != "queued" and not _ends_by_itself(item.driven)
                       for item in self.items)
-        self._budget_stopped = self._skip_queued() > 0 or (running and self.on_budget == "cancel")
+        skipped = self._skip_queued() + self._skip_placing()
+        self._budget_stopped = skipped > 0 or (running and self.on_budget == "cancel")
         if self.on_budget == "cancel":
             self._cancel_running(f"cancelled: the batch budget (${self.max_budget_usd:g}) was spent")
 
@@ -766,6 +767,17 @@ class Batch:
         for item in queued:
             item.driven.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
         return len(queued)
+
+    def _skip_placing(self) -> int:
+        """Items handed to a cluster whose runs have not started will not run (the budget is spent):
+        withdrawn, they end as queued ones do; how many."""
+        placing = [item for item in self.items if item.stage == "placing" and not item.finished]
+        for item in placing:  # all of them first: each abandon() may render the batch's line
+            self._withdraw(item)
+            item.stage = "skipped"
+        for item in placing:
+            item.driven.abandon("skipped: the batch was cancelled or its budget spent", status="cancelled")
+        return len(placing)
 
     def _set_paused(self, paused: bool) -> None:
         if self.paused != paused:
