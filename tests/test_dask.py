@@ -694,3 +694,29 @@ def test_a_spent_budget_skips_the_items_waiting_for_a_workers_slot(
         assert batch.results()[2] is None and batch.status == "budget"
     finally:
         batch.cancel().wait(scaled(60))
+
+
+def test_a_usage_limit_takes_back_the_items_waiting_for_a_workers_slot(
+    cluster: tuple[LocalCluster, Client], settings: CCExec
+) -> None:
+    """A usage limit holds the queue, and the item whose task waits for a worker's slot is taken back with it
+    (it read placing, and started in the next slot to free, into the same limit of a shared account):
+    queued until the reset, then it runs."""
+    _local, client = cluster
+    batch = cc_executor_nb.map(["usage limit reset in 20 s, then what is 1+1", "think for 120 seconds", "what is 3+3"],
+                               demo=True, auto_resume=True, cluster=client, resources={"claude": 2}, concurrency=3,
+                               display=False, settings=settings)
+    try:
+        held = eventually(lambda: batch.status == "held" and [item.status for item in batch.items], timeout=60,
+                          what="the queue held by the usage limit")
+        assert held[2] == "queued"
+        batch.runs[1].cancel()
+        eventually(lambda: batch.runs[1].done, timeout=scaled(30), what="the second run's end")
+        # The freed slot takes another task asking for it: the item taken back did not.
+        assert client.submit(lambda: "ran", resources={"claude": 2}, pure=False).result(timeout=scaled(60)) == "ran"
+        assert (batch.status, batch.items[2].status, batch.runs[2].state.pid) == ("held", "queued", None)
+        batch.wait(scaled(90))
+        assert (batch.runs[0].status, batch.results()[0]) == ("completed", "2")
+        assert (batch.runs[2].status, batch.results()[2]) == ("completed", "6")
+    finally:
+        batch.cancel().wait(scaled(60))

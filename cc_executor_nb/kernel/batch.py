@@ -788,8 +788,8 @@ class Batch:
 
     def _hold_placing(self) -> None:
         """Take back the items handed to a cluster whose runs have not started (their tasks wait for
-        a worker's slot): they are queued again, and start from the queue once it is resumed. A job
-        such a task started meanwhile is stopped (as a stray)."""
+        a worker's slot): they are queued again, and start from the queue once it is resumed (or its
+        usage limit reset). A job such a task started meanwhile is stopped (as a stray)."""
         for item in self.items:
             if item.stage == "placing" and not item.finished:
                 self._withdraw(item)
@@ -897,6 +897,8 @@ class Batch:
                 if moment is not None and moment > now:
                     until = moment if until is None else max(until, moment)
         if until != self.hold_until:
+            if until is not None:
+                self._hold_placing()  # they would start into the same limit (taken back before it reads held)
             self.hold_until = until
             if until is not None:
                 self._wake_at(until)
