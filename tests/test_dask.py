@@ -649,6 +649,13 @@ def test_closing_the_client_leaves_the_started_runs_going(
     assert (run.stdout or "").splitlines() == [f"t {i}" for i in range(16)]
 
 
+def _slots_free(client: Client) -> None:
+    """Wait until no task holds a worker's "claude" (an earlier test's tasks end a moment after their runs):
+    the first two of three tasks asking for claude=2 then take both workers, the third waits (placing)."""
+    eventually(lambda: set(client.run(lambda dask_worker: dask_worker.state.available_resources.get("claude"))
+                           .values()) == {2}, timeout=scaled(30), what="both workers' slots free")
+
+
 def test_pause_takes_back_the_items_waiting_for_a_workers_slot(
     cluster: tuple[LocalCluster, Client], settings: CCExec
 ) -> None:
@@ -656,6 +663,7 @@ def test_pause_takes_back_the_items_waiting_for_a_workers_slot(
     freed, paused or not): it reads queued, a slot freed under the paused batch goes to another task, and the
     item starts once the batch is resumed."""
     _local, client = cluster
+    _slots_free(client)
     sleep = py("import time; time.sleep(120)")
     batch = cc_executor_nb.map([sleep, sleep, f"{TICKER} late 2"], command=True, cluster=client,
                                resources={"claude": 2}, concurrency=3, display=False, settings=settings)
@@ -682,6 +690,7 @@ def test_a_spent_budget_skips_the_items_waiting_for_a_workers_slot(
     """The batch budget spent while an item's task waits for a worker's slot: the item is skipped, as a queued
     one is (it started in the slot the spending run freed, and was paid for)."""
     _local, client = cluster
+    _slots_free(client)
     batch = cc_executor_nb.map(["what is 2+2", "think for 120 seconds", "what is 3+3"], demo=True, cluster=client,
                                resources={"claude": 2}, concurrency=3, max_budget_usd=0.000001, display=False,
                                settings=settings)
@@ -703,13 +712,14 @@ def test_a_usage_limit_takes_back_the_items_waiting_for_a_workers_slot(
     (it read placing, and started in the next slot to free, into the same limit of a shared account):
     queued until the reset, then it runs."""
     _local, client = cluster
+    _slots_free(client)
     batch = cc_executor_nb.map(["usage limit reset in 20 s, then what is 1+1", "think for 120 seconds", "what is 3+3"],
                                demo=True, auto_resume=True, cluster=client, resources={"claude": 2}, concurrency=3,
                                display=False, settings=settings)
     try:
         held = eventually(lambda: batch.status == "held" and [item.status for item in batch.items], timeout=60,
                           what="the queue held by the usage limit")
-        assert held[2] == "queued"
+        assert held == ["running", "running", "queued"]
         batch.runs[1].cancel()
         eventually(lambda: batch.runs[1].done, timeout=scaled(30), what="the second run's end")
         # The freed slot takes another task asking for it: the item taken back did not.

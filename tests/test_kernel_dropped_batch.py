@@ -89,8 +89,7 @@ def test_a_queued_run_taken_from_the_kept_items_after_its_batch_was_dropped_keep
     question waits for r once it starts (items[1].run was the loop's own run, which nobody watched: the run
     started judged unreachable and its question was denied although r held it)."""
     _asking(kernel, "b")
-    _drop(kernel, "b")
-    kernel.ok("r = b_items[1].run")
+    kernel.ok("del b\ngc.collect()\nr = b_items[1].run")  # one cell: the item is still queued then
     kernel.wait_until("r.conversation.view().requests", timeout=scaled(60))
     assert kernel.value("r.pending is not None and r.alive") is True
     kernel.ok("r.approve()")
@@ -103,8 +102,7 @@ def test_a_run_taken_from_the_kept_items_and_dropped_again_is_seen_as_unreachabl
     """The handle `items[1].run` gives after the batch was dropped is watched as the batch's were: once it is
     dropped too, the run's question is denied and its CLI exits."""
     _asking(kernel, "b")
-    _drop(kernel, "b")
-    kernel.ok("r = b_items[1].run")
+    kernel.ok("del b\ngc.collect()\nr = b_items[1].run")  # one cell: the item is still queued then
     kernel.wait_until("r.pending is not None", timeout=scaled(60))
     pid = int(kernel.value("r.state.pid"))
     kernel.ok("del r\ngc.collect()")
