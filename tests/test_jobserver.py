@@ -242,6 +242,56 @@ def test_server_arguments_follow_the_settings() -> None:
     assert (value("--kill-grace"), value("--allowed-commands")) == ("1.5", "python,claude")
 
 
+def test_server_arguments_carry_the_output_and_disk_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CCExec.capture, spool_dir, disk_limit and session_disk_limit never reached the job server
+    (it ran with its defaults: a 4 GiB disk limit whatever the kernel said): its flags carry them,
+    a relative spool_dir made absolute (the server starts in the home directory), 0 as no limit."""
+    from cc_executor_nb.server.main import server_settings
+
+    (tmp_path / "spool").mkdir()
+    monkeypatch.chdir(tmp_path)
+    settings = CCExec(capture="pipe", spool_dir="spool", disk_limit=100 << 20, session_disk_limit=0)
+    server = server_settings(server_arguments(settings))
+    assert server is not None
+    assert (server.capture, server.spool_dir) == ("pipe", str(tmp_path / "spool"))
+    assert (server.disk_limit, server.session_disk_limit) == (100 << 20, None)
+
+
+def test_a_kernels_output_and_disk_settings_the_job_server_has_otherwise_are_named() -> None:
+    """The note on a job server started with other settings compared none of the output and
+    disk settings: a kernel with another disk limit or capture heard nothing."""
+    theirs = server_arguments(CCExec(history_path="none"))
+    ours = CCExec(history_path="none", capture="pipe", disk_limit=128 << 20, session_disk_limit=0)
+    assert jobserver.differing_settings(ours, theirs) == [
+        "CCExec.capture (the job server's 'file', this kernel's 'pipe')",
+        f"CCExec.disk_limit (the job server's {4 << 30}, this kernel's {128 << 20})",
+        f"CCExec.session_disk_limit (the job server's {1 << 30}, this kernel's none)",
+    ]
+    assert jobserver.differing_settings(CCExec(history_path="none", capture="file"), theirs) == []  # '' is 'file'
+
+
+def test_a_durable_run_of_a_job_server_a_kernel_started_captures_into_its_spool_dir(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """A job server started by a kernel with CCExec.spool_dir and disk_limit had neither (ps showed
+    no --disk-limit; a durable run's capture files went to the system's temporary directory):
+    its command line has them, and a durable run's stdout is a capture file in that directory."""
+    from cc_executor_nb.server.main import server_settings
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    info = job_server(CCExec(history_path="none", spool_dir=str(spool), disk_limit=100 << 20, capture="file"))
+    argv = psutil.Process(info.pid).cmdline()
+    server = server_settings(argv[argv.index("cc_executor_nb.server") + 1:])
+    assert server is not None and (server.spool_dir, server.disk_limit) == (str(spool), 100 << 20)
+    script = "import sys, time; print('up', flush=True); time.sleep(60)"
+    _, pgid = asyncio.run(start_job(info, [sys.executable, "-c", script]))
+    try:
+        assert os.readlink(f"/proc/{pgid}/fd/1").startswith(f"{spool}/")
+    finally:
+        os.killpg(pgid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"job_retention": -1.0}, "job_retention"),
     ({"idle_exit": float("nan")}, "idle_exit"),

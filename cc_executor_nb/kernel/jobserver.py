@@ -151,6 +151,14 @@ def server_arguments(settings: CCExec) -> list[str]:
     if settings.allowed_commands:
         args += ["--allowed-commands", ",".join(settings.allowed_commands)]
     args += ["--secret-env", ",".join(settings.secret_env), "--keep-env", ",".join(settings.keep_env)]
+    if settings.capture:  # '' is the server's choice, as its default is
+        args += ["--capture", settings.capture]
+    if settings.spool_dir:  # absolute: the server starts in the home directory
+        args += ["--spool-dir", os.path.abspath(settings.spool_dir)]
+    args += [
+        "--disk-limit", str(int(settings.disk_limit)),  # 0: no limit, for both
+        "--session-disk-limit", str(int(settings.session_disk_limit)),
+    ]
     return args
 
 
@@ -165,6 +173,10 @@ _SERVER_SETTINGS = (
     ("allowed_commands", "allowed_commands"),
     ("secret_env", "secret_env"),
     ("keep_env", "keep_env"),
+    ("capture", "capture"),
+    ("spool_dir", "spool_dir"),
+    ("disk_limit", "disk_limit"),
+    ("session_disk_limit", "session_disk_limit"),
 )
 """The CCExec settings :func:`server_arguments` gives a job server, and the server's names of them."""
 
