@@ -696,3 +696,25 @@ def test_a_dropped_conversations_question_is_asked_at_terminal_ipythons_prompt(t
         child.expect("the prompt is back")
     shown = screen.text()
     assert "nobody can answer" not in shown, shown
+
+
+@pytest.mark.claude
+def test_a_ctrl_c_at_a_question_asked_at_terminal_ipythons_prompt_denies_it(tmp_path: Path) -> None:
+    """A Ctrl-C at a dropped conversation's question asked at terminal IPython's prompt did not
+    stop it: the question stayed until answered, then IPython printed ``KeyboardInterrupt
+    escaped interact()``. It denies the question now (the run has no handle to answer it later),
+    with a line saying so; no traceback, and the prompt is back."""
+    with terminal_ipython(tmp_path) as (child, screen):
+        child.sendline('run = %ccexec --demo "bash: echo hi > notes.txt"')
+        child.expect(r"\[needs you\] Claude asks to use")
+        child.expect(r"In \[3\]")
+        child.sendline("del run")
+        child.expect(r"tells Claude\) > ", timeout=scaled(20))
+        child.sendintr()
+        child.expect(r"denied by you: interrupted \(Ctrl-C\)", timeout=scaled(20))
+        child.expect(r"\[completed\] exit 0", timeout=scaled(30))
+        child.sendline("print('the prompt', 'is back')")  # the prompt takes input again
+        child.expect("the prompt is back")
+    shown = screen.text()
+    assert not (tmp_path / "notes.txt").exists()
+    assert "escaped interact()" not in shown and "Traceback" not in shown and "KeyboardInterrupt" not in shown, shown

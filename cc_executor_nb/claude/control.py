@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_DENY_MESSAGE",
     "END_OF_INPUT_MESSAGE",
     "HOST_ARGS",
+    "INTERRUPT_DENY_MESSAGE",
     "NOBODY_MESSAGE",
     "POLICY_DENY_MESSAGE",
     "UNREACHABLE_MESSAGE",
@@ -82,6 +83,9 @@ NOBODY_MESSAGE = (
 """What the model is told when nobody could answer a question, so it was denied."""
 END_OF_INPUT_MESSAGE = "The user denied this tool call: they ended the input (Ctrl-D) instead of answering."
 """What the model is told when the person asked on the terminal pressed Ctrl-D (end of input)."""
+INTERRUPT_DENY_MESSAGE = "The user denied this tool call: they pressed Ctrl-C instead of answering."
+"""What the model is told when the person asked at terminal IPython's prompt (a run nobody holds,
+so nothing else could answer it later) pressed Ctrl-C."""
 POLICY_DENY_MESSAGE = "Denied by the notebook's permission policy."
 """What the model is told when the run's permission policy denies a question."""
 UNREACHABLE_MESSAGE = (

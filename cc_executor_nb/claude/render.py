@@ -38,7 +38,13 @@ from markdown_it.rules_block.table import table as _gfm_table
 from ..events import FINAL_STATUSES, exit_words
 from ..protocol import one_line
 from ..terminaltext import MONOSPACE, ansi_html, overwrite_lines, printable
-from .control import DEFAULT_DENY_MESSAGE, END_OF_INPUT_MESSAGE, NOBODY_MESSAGE, POLICY_DENY_MESSAGE
+from .control import (
+    DEFAULT_DENY_MESSAGE,
+    END_OF_INPUT_MESSAGE,
+    INTERRUPT_DENY_MESSAGE,
+    NOBODY_MESSAGE,
+    POLICY_DENY_MESSAGE,
+)
 from .interpreter import ClaudeInterpreter
 from .limits import describe_limit
 from .permissions import ConversationView, Line, PermissionRequest, input_lines, readable_input
@@ -548,6 +554,7 @@ def decision_words(status: str, decided_by: str | None, always: bool = False) ->
 _SHOWN_REASONS = {
     NOBODY_MESSAGE: NOBODY_MESSAGE.removeprefix("Denied automatically: "),
     END_OF_INPUT_MESSAGE: "end of input (Ctrl-D)",
+    INTERRUPT_DENY_MESSAGE: "interrupted (Ctrl-C)",
     POLICY_DENY_MESSAGE: "",
     DEFAULT_DENY_MESSAGE: "",
 }

@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..claude.control import END_OF_INPUT_MESSAGE, NOBODY_MESSAGE
+from ..claude.control import END_OF_INPUT_MESSAGE, INTERRUPT_DENY_MESSAGE, NOBODY_MESSAGE
 from ..claude.permissions import ANSWER_HELP, Answer, PermissionRequest, parse_answer, question_text
 
 __all__ = [
@@ -202,6 +202,9 @@ class Prompter:
         self._interrupted_asking: Question | None = None  # asked here when an interrupt came (guarded)
         # The owners of runs nobody holds whose questions are asked at the prompt (guarded).
         self._at_prompt: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Set by a Ctrl-C while a question is asked at the prompt (None while none is; guarded).
+        self._prompt_interrupt: threading.Event | None = None
+        self._catches_sigint = False  # the prompt's <sigint> binding added (on the prompt's loop)
 
     @property
     def in_kernel(self) -> bool:
@@ -544,16 +547,25 @@ class Prompter:
         """Ask ``question`` on the prompt's ``loop``, the prompt set aside (until answered, or the loop is gone)."""
         from prompt_toolkit.application import run_in_terminal
 
-        done = threading.Event()
+        done, interrupted = threading.Event(), threading.Event()
 
         def ask() -> None:
+            with self._guard:
+                self._prompt_interrupt = interrupted
             try:
-                self._ask_here(question, None, None, None)
+                self._ask_here(question, None, None, interrupted)
             except Exception:  # a thread of the pool: say it, the question stays open
                 logger.warning("! asking a question at the prompt failed", exc_info=True)
+            finally:
+                with self._guard:
+                    self._prompt_interrupt = None
+            if interrupted.is_set() and question.is_open():
+                # Nobody holds the run to answer it later (run.approve()): a Ctrl-C denies it.
+                question.answer(Answer(False, message=INTERRUPT_DENY_MESSAGE), "stdin")
 
         def start() -> None:
             try:
+                self._catch_sigint()
                 asyncio.ensure_future(run_in_terminal(ask, in_executor=True)).add_done_callback(lambda _: done.set())
             except Exception:  # no app any more (the prompt ended meanwhile)
                 done.set()
@@ -564,6 +576,36 @@ class Prompter:
             return
         while not done.wait(_POLL) and not loop.is_closed():
             pass
+
+    def _catch_sigint(self) -> None:
+        """On the prompt's loop, once: a Ctrl-C while a question is asked at the prompt is the
+        question's. The prompt is set aside then (the terminal in cooked mode), so Ctrl-C is a
+        SIGINT, which prompt_toolkit turns into its ``<sigint>`` key: the prompt's binding ended
+        the prompt with a KeyboardInterrupt once the question was answered ("KeyboardInterrupt
+        escaped interact()"). This binding, after the prompt's and only while a question is
+        asked, sets the asking's interrupt instead."""
+        if self._catches_sigint:
+            return
+        from prompt_toolkit.filters import Condition
+        from prompt_toolkit.key_binding import KeyBindings, merge_key_bindings
+
+        def asking() -> bool:
+            with self._guard:
+                return self._prompt_interrupt is not None
+
+        bindings = KeyBindings()
+
+        @bindings.add("<sigint>", filter=Condition(asking))
+        def _interrupt(event: Any) -> None:
+            with self._guard:
+                interrupt = self._prompt_interrupt
+            if interrupt is not None:
+                interrupt.set()
+
+        session = self._shell.pt_app
+        own = session.key_bindings
+        session.key_bindings = bindings if own is None else merge_key_bindings([own, bindings])
+        self._catches_sigint = True
 
     # Both ways
 
