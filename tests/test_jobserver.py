@@ -257,6 +257,19 @@ def test_server_arguments_carry_the_output_and_disk_settings(tmp_path: Path, mon
     assert (server.disk_limit, server.session_disk_limit) == (100 << 20, None)
 
 
+def test_server_arguments_make_a_relative_history_path_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative CCExec.history_path reached the job server as written, and the job server
+    (started in the home directory) used ~/hist.sqlite3 where the in-kernel server used the
+    kernel directory's file: it is given absolute, as the kernel's working directory makes it."""
+    from cc_executor_nb.server.main import server_settings
+
+    monkeypatch.chdir(tmp_path)
+    server = server_settings(server_arguments(CCExec(history_path="hist.sqlite3")))
+    assert server is not None and server.history_path == str(tmp_path / "hist.sqlite3")
+
+
 def test_a_kernels_output_and_disk_settings_the_job_server_has_otherwise_are_named() -> None:
     """The note on a job server started with other settings compared none of the output and
     disk settings: a kernel with another disk limit or capture heard nothing."""

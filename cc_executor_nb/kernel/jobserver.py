@@ -146,8 +146,8 @@ def server_arguments(settings: CCExec) -> list[str]:
     ]
     if history.lower() == "none":
         args.append("--no-history")
-    elif history:
-        args += ["--history-db", history]
+    elif history:  # absolute, as the in-kernel server opens it: the job server starts in the home directory
+        args += ["--history-db", os.path.abspath(history)]
     if settings.allowed_commands:
         args += ["--allowed-commands", ",".join(settings.allowed_commands)]
     args += ["--secret-env", ",".join(settings.secret_env), "--keep-env", ",".join(settings.keep_env)]
