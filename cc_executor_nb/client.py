@@ -415,7 +415,9 @@ class Client:
         """SIGTERM, then SIGKILL after the grace, the run's process group."""
         return await self.control("CANCEL")
 
-    async def input(self, data: str, *, ok_exit_codes: Sequence[int] | None = None) -> dict[str, Any]:
+    async def input(
+        self, data: str, *, ok_exit_codes: Sequence[int] | None = None, turn: bool = False
+    ) -> dict[str, Any]:
         """Queue ``data`` for the running process's stdin (the run needs ``stdin="pipe"``).
 
         Text longer than the protocol's per-request limit (256 KiB), or than fits the
@@ -426,15 +428,28 @@ class Client:
         input queue full, -32000) is sent again once it has read some, however long that
         takes: only the process's end (NoProcessRunning) or the connection's (ConnectionLost)
         stops it.
+
+        ``turn``: ``data`` (whole lines) begins a turn of a durable job with ``summary_ends_turn``:
+        the server holds it while a turn is under way (:attr:`holds_turns`). A text that takes
+        more than one request, or a server that does not hold turns, gets it written at once.
         """
         result: dict[str, Any] = {}
-        pieces = _input_pieces(data, budget=self._input_budget(ok_exit_codes))
+        pieces = _input_pieces(data, budget=self._input_budget(ok_exit_codes, turn))
+        held = turn and len(pieces) == 1 and self.holds_turns
         for index, piece in enumerate(pieces):
             params: dict[str, Any] = {"data": piece}
             if ok_exit_codes is not None and index == len(pieces) - 1:
                 params["ok_exit_codes"] = list(ok_exit_codes)
+            if held:
+                params["turn"] = True
             result = await self._input_piece(params)
         return result
+
+    @property
+    def holds_turns(self) -> bool:
+        """Whether the server on the connection now holds an ``input`` with ``turn`` while a
+        turn of its job is under way (its ``connected`` lists ``input.turn``)."""
+        return methods.INPUT_TURN in self._capabilities
 
     async def _input_piece(self, params: dict[str, Any]) -> dict[str, Any]:
         """One ``input`` request, sent again with backoff while the process's queue is full."""
@@ -465,7 +480,7 @@ class Client:
         request = _execute_params(**{**execute, "input": text})
         return _request_bytes(methods.EXECUTE, request) <= self._max_message_size
 
-    def _input_budget(self, ok_exit_codes: Sequence[int] | None) -> int:
+    def _input_budget(self, ok_exit_codes: Sequence[int] | None, turn: bool = False) -> int:
         """The most bytes an ``input`` piece may take as a JSON string: what the server's frame
         limit leaves beside the rest of the request (``ok_exit_codes`` rides on the last one)."""
         limit = self._max_message_size
@@ -474,6 +489,8 @@ class Client:
         params: dict[str, Any] = {"data": ""}
         if ok_exit_codes is not None:
             params["ok_exit_codes"] = list(ok_exit_codes)
+        if turn:
+            params["turn"] = True
         return limit - _request_bytes(methods.INPUT, params) + len('""')
 
     async def close_input(self) -> dict[str, Any]:

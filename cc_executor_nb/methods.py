@@ -27,6 +27,7 @@ __all__ = [
     "HEARTBEAT",
     "INPUT",
     "INPUT_CLOSE",
+    "INPUT_TURN",
     "JOBS_ATTACH",
     "JOBS_LIST",
     "PONG",
@@ -60,6 +61,10 @@ SERVER_PYTHON: Final = "execute.server_python"
 ``server_python`` (an older one ignores it and runs ``argv[0]`` as given)."""
 INPUT: Final = "input"
 """*(added)* Write text to the running process's stdin (runs executed with ``stdin: "pipe"``)."""
+INPUT_TURN: Final = "input.turn"
+"""*(added)* Not a method: in ``capabilities``, this server's ``input`` takes ``turn``: a job
+with ``summary_ends_turn`` holds such an input while a turn is under way (an older one ignores
+it and writes it at once)."""
 INPUT_CLOSE: Final = "input.close"
 """*(added)* Close the running process's stdin once everything sent before was written."""
 ACK: Final = "ack"

@@ -503,6 +503,9 @@ class InputParams:
     ok_exit_codes: frozenset[int] | None = None
     """Exit codes that end a durable job ``completed`` once its input was closed (None: as
     before); an ``input`` that carries them replaces what the last one set."""
+    turn: bool = False
+    """The text begins a turn (a user message): a job with ``summary_ends_turn`` holds it while
+    a turn is under way and writes it when that turn ends."""
 
 
 @dataclass(frozen=True)
@@ -754,7 +757,17 @@ def validate_input(params: Any, max_bytes: int = MAX_INPUT_BYTES) -> InputParams
     """Validate ``input`` params; the text must be valid Unicode and at most ``max_bytes``."""
     obj = _params_object(params)
     encoded = _utf8_text(obj.get("data"), "data", max_bytes, "at most {0} per input")
-    return InputParams(encoded, _ok_exit_codes(obj.get("ok_exit_codes")))
+    return InputParams(encoded, _ok_exit_codes(obj.get("ok_exit_codes")), _turn(obj, encoded))
+
+
+def _turn(params: dict[str, Any], data: bytes) -> bool:
+    """``turn`` of ``input``: a boolean or null, true only for whole lines (the turn's message)."""
+    if not _flag(params, "turn"):
+        return False
+    if not data.endswith(b"\n"):
+        raise InvalidParams("turn needs data that ends with a newline (the whole message that begins the turn)",
+                            "turn")
+    return True
 
 
 def _utf8_text(value: Any, name: str, max_bytes: int, bound: str) -> bytes:

@@ -899,3 +899,90 @@ async def test_summary_ends_turn_without_a_summary_or_durable_is_refused(jobs_se
             with pytest.raises(errors.InvalidParams) as info:
                 await client.call(methods.EXECUTE, params)
             assert (info.value.data or {}).get("field") == "summary_ends_turn"
+
+
+# Each line read is a turn, answered by a line matching RESULT once the gate file (argv[1]) exists;
+# "eof" is printed at the end of the input.
+GATED_TURNS = [sys.executable, "-c", "import json, os, sys, time\nfor line in sys.stdin:\n"
+               "    while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+               "    print(json.dumps({'type': 'result', 'turn': line.strip()}), flush=True)\nprint('eof')"]
+
+
+def _log_entries(server: EnhancedWebSocketHandler, job_id: str) -> list[str]:
+    """The job's log as ``input:TEXT``, ``result:TURN`` and ``closed``, in order."""
+    job = server.jobs.store.get(job_id)
+    entries = []
+    for line in (json.loads(text) for text in job.log.read(0, 1 << 20)):
+        params = line["params"]
+        if line["method"] == methods.PROCESS_INPUT:
+            entries.append("closed" if params.get("closed") else f"input:{params['data'].strip()}")
+        elif line["method"] == methods.PROCESS_OUTPUT and '"result"' in params["data"]:
+            entries += [f"result:{json.loads(text)['turn']}" for text in params["data"].splitlines()
+                        if '"result"' in text]
+    return entries
+
+
+async def gated_turns_job(server: EnhancedWebSocketHandler, gate: Path) -> tuple[Client, Client, str]:
+    """A GATED_TURNS job with summary_ends_turn, started by one client and attached by another."""
+    starter, job_id = await started_job(server, [*GATED_TURNS, str(gate)], stdin="pipe", summary=RESULT,
+                                        summary_ends_turn=True)
+    other = await connect(server.url, TOKEN)
+    await other.attach(job_id)
+    return starter, other, job_id
+
+
+async def test_inputs_that_begin_turns_are_written_one_turn_at_a_time(jobs_server, tmp_path: Path) -> None:
+    """input with turn (summary_ends_turn): while a turn is under way, such inputs from any connection
+    are held and written one after each line that ends a turn, in the order received (they reached
+    the process at once, mid-turn, where claude takes them into the turn under way)."""
+    gate = tmp_path / "gate"
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    assert starter.holds_turns and other.holds_turns
+    replies = [await starter.input("one\n", turn=True), await other.input("two\n", turn=True),
+               await starter.input("three\n", turn=True)]
+    assert [r["held"] for r in replies] == [0, 1, 2]
+    assert _log_entries(jobs_server, job_id) == ["input:one"]
+    gate.touch()
+    await eventually_async(lambda: len(_log_entries(jobs_server, job_id)) == 6, what="three turns")
+    assert _log_entries(jobs_server, job_id) == [
+        "input:one", "result:one", "input:two", "result:two", "input:three", "result:three"]
+    await starter.close_input()
+    assert output_of(await collect(other)).endswith("eof\n")
+    await starter.close()
+    await other.close()
+
+
+async def test_the_inputs_close_waits_for_the_turns_held_before_it(jobs_server, tmp_path: Path) -> None:
+    """input.close while turns are held: the input is closed after the last of them ended, so none
+    is lost (each gets its result), and a turn sent after the close is refused."""
+    gate = tmp_path / "gate"
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    await starter.input("one\n", turn=True)
+    await other.input("two\n", turn=True)
+    assert (await starter.close_input())["status"] == "closing"
+    with pytest.raises(errors.NoProcessRunning):
+        await other.input("late\n", turn=True)
+    gate.touch()
+    assert output_of(await collect(other)) == (
+        '{"type": "result", "turn": "one"}\n{"type": "result", "turn": "two"}\neof\n')
+    assert _log_entries(jobs_server, job_id) == ["input:one", "result:one", "input:two", "result:two", "closed"]
+    await starter.close()
+    await other.close()
+
+
+async def test_an_input_without_turn_is_never_held(jobs_server, tmp_path: Path) -> None:
+    """Only an input with turn waits for a turn's end: one without it (a permission answer, an
+    interrupt) is written at once, even while turns are held."""
+    gate = tmp_path / "gate"
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    await starter.input("one\n", turn=True)
+    await other.input("two\n", turn=True)
+    assert "held" not in await other.input("answer\n")
+    assert _log_entries(jobs_server, job_id) == ["input:one", "input:answer"]
+    gate.touch()
+    await starter.close_input()
+    await collect(other)
+    entries = _log_entries(jobs_server, job_id)
+    assert entries[:3] == ["input:one", "input:answer", "result:one"] and "input:two" in entries[3:]
+    await starter.close()
+    await other.close()

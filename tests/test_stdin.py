@@ -103,8 +103,13 @@ async def test_input_after_close_is_refused(client: Client, tmp_path: Path) -> N
         ({"data": 5}, "data"),
         ({}, "data"),
         ({"data": "x" * (MAX_INPUT_BYTES + 1)}, "data"),
+        ({"data": "x\n", "turn": "yes"}, "turn"),
+        ({"data": "x\n", "turn": 1}, "turn"),
+        ({"data": "x", "turn": True}, "turn"),
+        ({"data": "", "turn": True}, "turn"),
     ],
-    ids=["not a string", "missing", "too big"],
+    ids=["not a string", "missing", "too big", "turn not a boolean", "turn a number", "turn without a newline",
+         "turn without data"],
 )
 async def test_malformed_input_is_invalid_params(client: Client, params: dict[str, object], field: str) -> None:
     """Bad input params are -32602 naming the field, and the run goes on."""

@@ -78,7 +78,7 @@ logger = logging.getLogger("cc_executor_nb.server")
 CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
-    methods.PROCESS_NOTICE, methods.ACK, methods.EXECUTE_INPUT, methods.SERVER_PYTHON,
+    methods.PROCESS_NOTICE, methods.ACK, methods.EXECUTE_INPUT, methods.SERVER_PYTHON, methods.INPUT_TURN,
 ]
 _DEFAULT = "default"
 
@@ -666,6 +666,9 @@ class EnhancedWebSocketHandler:
         given = protocol.validate_input(params)
         data = given.data
         stdin = self._piped_input(session)
+        if link.job is not None and given.turn and link.job.takes_turns(stdin):
+            held = link.job.begin_turn(stdin, data, given.ok_exit_codes)
+            return {"status": "queued", "bytes": len(data), "queued_bytes": stdin.queued_bytes, "held": held}
         queued = stdin.write(data)
         if link.job is not None and given.ok_exit_codes is not None:
             link.job.ok_exit_codes = given.ok_exit_codes
@@ -676,6 +679,8 @@ class EnhancedWebSocketHandler:
 
     def _close_input(self, link: _Link, session: RunOwner) -> dict[str, Any]:
         stdin = self._piped_input(session)
+        if link.job is not None and link.job.close_after_turns(stdin):
+            return {"status": "closing", "queued_bytes": stdin.queued_bytes, "held": True}
         if link.job is not None and not stdin.closing:
             link.job.record_input_closed("input.close")
         stdin.close()

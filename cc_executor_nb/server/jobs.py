@@ -15,7 +15,10 @@ connection that attaches later knows what was written, whoever wrote it (``execu
 ``stdin_idle_timeout`` closes its stdin once it had no input for that long while no
 connection followed it, so a process that waits for input nobody will send ends; one
 run with ``stdin_close_on_summary`` closes it right after the first stdout line its
-``summary`` matches (a batch's Claude job after its first result).
+``summary`` matches (a batch's Claude job after its first result). In a job run with
+``summary_ends_turn`` an ``input`` with ``turn`` (a conversation's user message) is held while
+a turn is under way, whoever sent it, and written after the line that ends that turn, so
+follow-ups from several connections each get a turn of their own, in the order received.
 
 The jobs directory (0700, files 0600) is owned by one server at a time (``.lock``,
 held with ``flock`` while the server lives, released by the kernel however the server
@@ -44,6 +47,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,11 +56,12 @@ from typing import Any, Protocol
 from websockets.exceptions import ConnectionClosed
 
 from .. import methods, protocol
-from ..errors import AlreadyRunning, InvalidParams, MethodNotFound, UnknownJob
+from ..errors import AlreadyRunning, InvalidParams, LimitReached, MethodNotFound, NoProcessRunning, UnknownJob
 from ..protocol import ExecuteParams, JobRequest, command_line
 from .execution import Execution, Notify
 from .joblog import JobLog, SummaryScanner
 from .session import Session
+from .stdin import ChildInput
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -231,6 +236,12 @@ class Job:
         self.summary_ends_turn = False
         """A line matching the summary ends a turn, an input begins one (``summary_ends_turn``)."""
         self._matches_at_input = 0
+        self._turn_open = False
+        """A turn began with an ``input`` that carried ``turn`` and no line matched the summary since."""
+        self._held_turns: deque[tuple[bytes, frozenset[int] | None]] = deque()
+        """Inputs with ``turn`` that wait for the turn under way to end, in the order received."""
+        self._close_held = False
+        """An ``input.close`` came while turns were held: the input is closed after the last one."""
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -277,6 +288,7 @@ class Job:
         seq = self.log.last_seq + 1
         line = protocol.dumps_bytes(protocol.notification(method, {**params, "seq": seq})) + b"\n"
         self.log.append(line)
+        matches = self.scanner.matches if self.scanner is not None else 0
         self._observe(method, params)
         grew, self._grew = self._grew, None
         if grew is not None and not grew.done():
@@ -285,6 +297,8 @@ class Job:
             self._log_failed(self.log.error)
         if method == methods.PROCESS_OUTPUT and self.close_on_summary and self._summary_matched():
             self._close_input_on_summary()  # after the line that matched is logged and its followers woken
+        if self.scanner is not None and self.scanner.matches > matches:
+            self._turn_ended()  # after the line that ended the turn is logged: the next turn's input comes after it
         return seq
 
     def grew(self) -> asyncio.Future[None]:
@@ -305,6 +319,61 @@ class Job:
         self.input_at = time.monotonic()
         self.input_closed = True
         self.append(methods.PROCESS_INPUT, {"data": "", "closed": True, "reason": reason})
+
+    # -- Turns (summary_ends_turn) ---------------------------------------------------------
+
+    def takes_turns(self, stdin: ChildInput) -> bool:
+        """Whether an ``input`` with ``turn`` is held while a turn is under way (else written at once)."""
+        return self.summary_ends_turn and self.execution is not None and self.execution.stdin is stdin
+
+    def begin_turn(self, stdin: ChildInput, data: bytes, ok_exit_codes: frozenset[int] | None) -> int:
+        """An input that begins a turn: written now when no turn is under way and none waits,
+        else held until the turns before it ended. Returns how many inputs are held now."""
+        if self._turn_open or self._held_turns:
+            self._hold_turn(stdin, data, ok_exit_codes)
+        else:
+            self._write_turn(stdin, data, ok_exit_codes)
+        return len(self._held_turns)
+
+    def close_after_turns(self, stdin: ChildInput) -> bool:
+        """``input.close``: True when turns are held (the input is closed after the last one ends)."""
+        if self._held_turns and not stdin.closing:
+            self._close_held = True
+            return True
+        return False
+
+    def _hold_turn(self, stdin: ChildInput, data: bytes, ok_exit_codes: frozenset[int] | None) -> None:
+        if stdin.closed or self._close_held:
+            raise NoProcessRunning("the process's input is closed")
+        held = sum(len(text) for text, _ in self._held_turns)
+        if held + len(data) > stdin.limit:
+            raise LimitReached(f"input queue full: {held} bytes wait for the turn under way to end "
+                               f"(limit {stdin.limit})", {"queued_bytes": held, "limit": stdin.limit})
+        self._held_turns.append((data, ok_exit_codes))
+        self.input_at = time.monotonic()
+
+    def _write_turn(self, stdin: ChildInput, data: bytes, ok_exit_codes: frozenset[int] | None) -> None:
+        stdin.write(data)
+        if ok_exit_codes is not None:
+            self.ok_exit_codes = ok_exit_codes
+        self._turn_open = True
+        self.record_input(data.decode("utf-8"))  # logged before the child can read it, as any input
+
+    def _turn_ended(self) -> None:
+        """A line matched the summary: the turn under way ended; the next held input begins the next."""
+        self._turn_open = False
+        execution = self.execution
+        stdin = execution.stdin if execution is not None else None
+        if stdin is None or stdin.closed:
+            self._held_turns.clear()
+            return
+        if self._held_turns:
+            data, ok_exit_codes = self._held_turns.popleft()
+            self._write_turn(stdin, data, ok_exit_codes)
+        elif self._close_held:
+            self._close_held = False
+            self.record_input_closed("input.close")
+            stdin.close()
 
     def _summary_matched(self) -> bool:
         return self.scanner is not None and self.scanner.summary is not None
