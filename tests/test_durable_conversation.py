@@ -32,6 +32,7 @@ from cc_executor_nb.kernel.config import CCExec
 from cc_executor_nb.kernel.loop import stop_shared_loop
 from cc_executor_nb.kernel.run import Run
 
+from .servers import start_server
 from .util import assert_no_command_line_shows, eventually, scaled
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -695,3 +696,77 @@ def test_a_durable_demo_session_is_resumed_by_a_later_demo_run(
     later.wait(scaled(60))
     stop_demo()  # its config is this test's
     assert (later.status, later.session_id, later.answer) == ("completed", session, "found again"), later.error
+
+
+def _turn_ends(run: Run) -> list[tuple[int, str]]:
+    """The turns the run saw end, live (not replayed): ``(turn, status)`` in order."""
+    return [(e.params["turn"], e.params["status"]) for e in run.events
+            if e.method == methods.CONVERSATION_TURN and e.params.get("status") != "running"
+            and not e.params.get("replay")]
+
+
+def _results(run: Run) -> list[str]:
+    """The ``result`` texts of the job's stdout as the run saw them, in order."""
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    return [line.get("result", "") for line in lines if line.get("type") == "result"]
+
+
+def test_follow_ups_sent_at_once_from_two_runs_each_get_their_own_turn(runtime_dir: Path, tmp_path: Path) -> None:
+    """Two runs on one job send a follow-up at the same moment after a turn ended: each is a turn of
+    its own with its own result, in the order the server took them, and neither run hangs in a turn
+    (the second reached the CLI during the first's tool call and was taken into that turn, with no
+    result: both runs showed turn 3 running for good)."""
+    run = start("echo: first", tmp_path, on_permission=lambda request: "allow")
+    run.wait(scaled(60))
+    other = attach(run, permission_policy=lambda request: "allow")
+    other.wait(scaled(60))
+    run.send("bash: sleep 1")
+    other.send("echo: from B")
+    for each in (run, other):
+        eventually(lambda each=each: len(_results(each)) == 3 and each.state.between_turns, timeout=60,
+                   what="three results, between turns")
+    assert _results(run) == _results(other) and _results(run)[2] == "from B"
+    assert _turn_ends(run)[-2:] == _turn_ends(other)[-2:] == [(2, "completed"), (3, "completed")]
+    assert run.answer == other.answer == "from B"
+    logged = "".join(str(given.get("data")) for given in inputs(run))
+    answers = {"bash: sleep 1": "I ran `sleep 1`", "echo: from B": "from B"}
+    turns = [part for prompt in sorted(answers, key=logged.index) for part in (prompt, answers[prompt])]
+    for each in (run, other):  # each turn under its own prompt, in the job's order (B's prompt over A's turn, once)
+        assert _in_order(each.transcript(), turns), each.transcript()
+
+
+def _in_order(text: str, parts: list[str]) -> bool:
+    """Whether ``parts`` occur in ``text`` one after the other."""
+    at = 0
+    for part in parts:
+        found = text.find(part, at)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return True
+
+
+# A job server of an earlier version: its input takes no turn (and ignores one given).
+NO_TURNS_SERVER = [sys.executable, "-c", (
+    "import sys\nfrom cc_executor_nb import methods\nfrom cc_executor_nb.server import handler\n"
+    "handler.CAPABILITIES.remove(methods.INPUT_TURN)\n"
+    "from cc_executor_nb.server.main import main\nsys.exit(main())"
+)]
+
+
+def test_a_follow_up_to_a_job_server_that_holds_no_turns_begins_its_turn_at_once(tmp_path: Path) -> None:
+    """A job server without input.turn (an earlier version, still running) writes a follow-up at once:
+    the run begins its turn when it sends it, as before, and gets its answer (it waits for no
+    process.input that tells it the server wrote the follow-up)."""
+    token = "no-turns-token-0123456789abcdef"
+    server = start_server("--token", token, "--jobs-dir", str(tmp_path / "jobs"), launcher=NO_TURNS_SERVER)
+    try:
+        run = start("echo: first", tmp_path, server=server.url, token=token)
+        run.wait(scaled(60))
+        run.send("echo: second")
+        assert run.claude.turns == 2  # begun on sending, before the server's echo of it
+        assert run.wait(scaled(60)).answer == "second" and run.status == "completed"
+        run.end()
+        eventually(lambda: run.done, timeout=60, what="the job's end")
+    finally:
+        server.finish()

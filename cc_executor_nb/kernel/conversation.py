@@ -16,7 +16,10 @@ A *durable* conversation (a job of the job server) is told what the job's stdin 
 sent (``process.input``, whoever wrote it): its own lines come back and confirm its
 answers; lines from another kernel attached to the same job are followed (a turn, an
 interrupt, the input's close) and the first answer to a question in the job's log is the
-one that counts (another kernel's answer replaces ours if it came first). An *attached*
+one that counts (another kernel's answer replaces ours if it came first). Its follow-ups go
+with ``turn`` (``Client.input``): a job server that holds them (``input.turn``) writes each
+once the turn under way ends, so a follow-up begins its turn here when the job's log shows
+it written, after any turn another kernel's follow-up began first. An *attached*
 conversation (``replay_until``) starts in the middle: it writes nothing at start, follows
 the job's replay silently (up to the job's last ``seq`` as the attach reply gives it), and
 once the replay is read asks the questions still pending.
@@ -135,6 +138,9 @@ class Conversation:
     """Nobody holds the run, but its questions are asked at terminal IPython's prompt (:meth:`nobody_left`)."""
     _queued = _written = 0
     """Lines queued for the CLI, and lines the writer handed to the server (or gave up on)."""
+    _awaited = 0
+    """Follow-ups of ours a job server holds until the turn under way ends (``input`` with
+    ``turn``): each begins its turn here when the job's log shows it written (process.input)."""
     _input_close_queued = False
     """Whether the writer was handed the input's close (see :attr:`owes_the_job`)."""
     _start_lines: int | None = None
@@ -202,7 +208,7 @@ class Conversation:
         self._client: Client | None = None
         self._hooks: Hooks | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: asyncio.Queue[tuple[str, tuple[int, ...] | None] | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, tuple[int, ...] | None, bool] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -391,7 +397,7 @@ class Conversation:
             self._queue.append(prompt)
             self._publish()
             return
-        self._begin_turn(prompt)
+        self._follow_up(prompt)
 
     def _over_words(self) -> str:
         """Why a follow-up is refused once the conversation ended, and how to go on."""
@@ -715,8 +721,10 @@ class Conversation:
             self._turn_begun(self._turns_seen.popleft())  # another kernel's follow-up, already sent
             return
         if self._queue and self._mode == "live":
-            self._begin_turn(self._queue.popleft())
+            self._follow_up(self._queue.popleft())
             return
+        if self._awaited and self._mode == "live" and not self._close_after_turn:
+            return  # our follow-up the server holds is next: no wait for a follow-up in between
         if self._close_after_turn or refused:
             self._close_input()  # end() was asked during the turn (or the CLI exits): wait() waits for the exit
             self._publish()
@@ -779,6 +787,7 @@ class Conversation:
         self._cancel_pending("the process ended")
         self._turn_ended.set()
         self._queue.clear()
+        self._awaited = 0
         self._publish()
         if self._writer is not None:
             self._writer.cancel()
@@ -786,8 +795,24 @@ class Conversation:
     # -- Turns and input -------------------------------------------------------------------
 
     def _begin_turn(self, prompt: str) -> None:
-        self._write(control.user_message(prompt), ok_exit_codes=())
+        self._write(control.user_message(prompt), ok_exit_codes=(), turn=True)
         self._turn_begun(prompt)
+
+    def _follow_up(self, prompt: str) -> None:
+        """Send a follow-up. A job server that holds turns (``input.turn``) writes it once the turn
+        under way ends, whoever began that one (another kernel's follow-up may have come first):
+        its turn begins here when the job's log shows it written, in the log's order of turns."""
+        client = self._client
+        if not (self.durable and client is not None and client.holds_turns):
+            self._begin_turn(prompt)
+            return
+        self._write(control.user_message(prompt), ok_exit_codes=(), turn=True)
+        self._awaited += 1
+        self._idle_since = None
+        self._cancel_timer("idle")
+        self._stop_waiting()
+        self._set_idle(False)
+        self._publish()
 
     def _turn_begun(self, prompt: str) -> None:
         """A user message went to the CLI (from here, or seen in a durable job's input)."""
@@ -839,14 +864,17 @@ class Conversation:
             return
         await self._deliver(client.cancel)
 
-    def _write(self, message: Mapping[str, Any], ok_exit_codes: tuple[int, ...] | None = None) -> None:
+    def _write(
+        self, message: Mapping[str, Any], ok_exit_codes: tuple[int, ...] | None = None, *, turn: bool = False
+    ) -> None:
         """Queue one line for the CLI; ``ok_exit_codes``: what a durable job is told an exit
-        after its input's close means from this line on (see ``Client.input``)."""
+        after its input's close means from this line on; ``turn``: the line begins a turn (a
+        durable job's server holds it while one is under way; see ``Client.input``)."""
         text = control.line(message)
         if self.durable:
             self._echoes.append(text.rstrip("\n"))  # the job's process.input will show it
         self._queued += 1
-        self._outbox.put_nowait((text, ok_exit_codes if self.durable else None))
+        self._outbox.put_nowait((text, ok_exit_codes if self.durable else None, turn and self.durable))
 
     # -- What a durable job's stdin was sent (process.input) -------------------------------
 
@@ -870,6 +898,9 @@ class Conversation:
     def _sent_seen(self, sent: SentMessage, mine: bool) -> None:
         if isinstance(sent, AnswerSent):
             self._answer_seen(sent, mine)
+        elif mine and isinstance(sent, TurnSent) and self._awaited:
+            self._awaited -= 1  # our follow-up the server held: written now, its turn begins
+            self._turn_seen(sent.prompt)
         elif mine:
             return
         elif isinstance(sent, TurnSent):
@@ -956,8 +987,8 @@ class Conversation:
             if item is None:
                 await self._deliver(client.close_input)
                 return
-            text, ok_exit_codes = item
-            await self._deliver(functools.partial(client.input, text, ok_exit_codes=ok_exit_codes))
+            text, ok_exit_codes, turn = item
+            await self._deliver(functools.partial(client.input, text, ok_exit_codes=ok_exit_codes, turn=turn))
             self._written += 1
 
     async def _deliver(self, call: Callable[[], Any]) -> None:
@@ -1022,7 +1053,7 @@ class Conversation:
             mode=self._mode,
             requests=tuple(self._requests.values()),
             turn_running=self._turn_running,
-            queued=len(self._queue),
+            queued=len(self._queue) + self._awaited,
             sent=self._sent,
             idle_since=self._idle_since,
             idle_timeout=self.idle_timeout,
