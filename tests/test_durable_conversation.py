@@ -770,3 +770,19 @@ def test_a_follow_up_to_a_job_server_that_holds_no_turns_begins_its_turn_at_once
         eventually(lambda: run.done, timeout=60, what="the job's end")
     finally:
         server.finish()
+
+
+def test_end_right_after_a_follow_up_closes_the_input_after_its_result(runtime_dir: Path, tmp_path: Path) -> None:
+    """send() then end() at once: the job's input is closed only after the follow-up's result, as when
+    its turn runs (the follow-up waits for the job server to write it, and the close waited for
+    nothing: it came right after the follow-up, where a CLI may lose the turn's output)."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    run.send("echo: last words")
+    run.end()
+    eventually(lambda: run.done, timeout=60, what="the job's end")
+    order = [("closed" if e.params.get("closed") else "input") if e.method == methods.PROCESS_INPUT else "result"
+             for e in run.events if e.method == methods.PROCESS_INPUT
+             or (e.method == methods.PROCESS_OUTPUT and '"type":"result"' in str(e.params.get("data")))]
+    assert order[-3:] == ["input", "result", "closed"] and run.answer == "last words"
+    assert (run.status, run.exit_code) == ("completed", 0)

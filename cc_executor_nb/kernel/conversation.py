@@ -473,8 +473,8 @@ class Conversation:
         self._emit(methods.CONVERSATION_ENDING, {"reason": reason})
         if dropped:
             self._notice(f"{dropped} follow-up{'s' if dropped > 1 else ''} not sent: the conversation was ended")
-        if self._turn_running:
-            self._close_after_turn = True
+        if self._turn_running or self._awaited:
+            self._close_after_turn = True  # after the last turn's result (a follow-up the server holds: after its turn)
         else:
             self._close_input()
 
@@ -723,8 +723,8 @@ class Conversation:
         if self._queue and self._mode == "live":
             self._follow_up(self._queue.popleft())
             return
-        if self._awaited and self._mode == "live" and not self._close_after_turn:
-            return  # our follow-up the server holds is next: no wait for a follow-up in between
+        if self._awaited and self._mode in ("live", "ending") and not refused:
+            return  # our follow-up the server holds is next: no wait for a follow-up (nor a close) in between
         if self._close_after_turn or refused:
             self._close_input()  # end() was asked during the turn (or the CLI exits): wait() waits for the exit
             self._publish()
