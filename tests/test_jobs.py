@@ -912,7 +912,7 @@ def _log_entries(server: EnhancedWebSocketHandler, job_id: str) -> list[str]:
     """The job's log as ``input:TEXT``, ``result:TURN`` and ``closed``, in order."""
     job = server.jobs.store.get(job_id)
     entries = []
-    for line in (json.loads(text) for text in job.log.read(0, 1 << 20)):
+    for line in (json.loads(text) for text in job.log.read(0, 1 << 30)):
         params = line["params"]
         if line["method"] == methods.PROCESS_INPUT:
             entries.append("closed" if params.get("closed") else f"input:{params['data'].strip()}")
@@ -966,6 +966,33 @@ async def test_the_inputs_close_waits_for_the_turns_held_before_it(jobs_server, 
     assert output_of(await collect(other)) == (
         '{"type": "result", "turn": "one"}\n{"type": "result", "turn": "two"}\neof\n')
     assert _log_entries(jobs_server, job_id) == ["input:one", "result:one", "input:two", "result:two", "closed"]
+    await starter.close()
+    await other.close()
+
+
+async def test_a_held_turn_meeting_a_full_input_queue_is_written_once_it_has_room(jobs_server, tmp_path: Path) -> None:
+    """A held turn is written when the turn before it ends; if the process's input queue is full
+    then (input it has not read yet), writing it raised the queue's refusal inside the job's log
+    append, and the turn was lost. It waits for room and is written then, after what was queued."""
+    gate = tmp_path / "gate"
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    await starter.input("one\n", turn=True)
+    held = "two" + "x" * 200_000 + "\n"
+    assert (await other.input(held, turn=True))["held"] == 1
+    # 9 MiB on one line, not a turn: the process, waiting for the gate, reads none of it, so the
+    # queue fills to its 8 MiB limit (the client sends the rest again as the process reads).
+    filler = asyncio.ensure_future(starter.input("f" * (9 << 20)))
+    job = jobs_server.jobs.store.get(job_id)
+    stdin = job.execution.stdin
+    await eventually_async(lambda: stdin.queued_bytes + len(held) > stdin.limit, what="a full input queue")
+    gate.touch()
+    await asyncio.wait_for(filler, scaled(30))
+    await eventually_async(lambda: any(e.startswith("input:two") for e in _log_entries(jobs_server, job_id)),
+                           timeout=30, what="the held turn written")
+    entries = [entry[:10] for entry in _log_entries(jobs_server, job_id)]
+    assert entries.index("result:one") < entries.index("input:twox")
+    await starter.close_input()
+    assert output_of(await collect(other)).endswith("eof\n")
     await starter.close()
     await other.close()
 

@@ -63,6 +63,9 @@ from .joblog import JobLog, SummaryScanner
 from .session import Session
 from .stdin import ChildInput
 
+HELD_TURN_RETRY = 0.05
+"""Seconds between two tries to write a held turn the process's full input queue refused."""
+
 __all__ = [
     "ACTIVE_STATUSES",
     "JOB_METHODS",
@@ -242,6 +245,8 @@ class Job:
         """Inputs with ``turn`` that wait for the turn under way to end, in the order received."""
         self._close_held = False
         """An ``input.close`` came while turns were held: the input is closed after the last one."""
+        self._retry: asyncio.TimerHandle | None = None
+        """The next try to write the first held turn, which the process's full input queue refused."""
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -367,13 +372,40 @@ class Job:
         if stdin is None or stdin.closed:
             self._held_turns.clear()
             return
+        if self._retry is not None:
+            return  # the first held turn waits for room: it is written then, and no other before it
         if self._held_turns:
-            data, ok_exit_codes = self._held_turns.popleft()
-            self._write_turn(stdin, data, ok_exit_codes)
+            self._write_held(stdin)
         elif self._close_held:
             self._close_held = False
             self.record_input_closed("input.close")
             stdin.close()
+
+    def _write_held(self, stdin: ChildInput) -> None:
+        """Write the first held turn; while the process's input queue has no room for it (input it
+        has not read yet), try again every :data:`HELD_TURN_RETRY` seconds. Never raises: this
+        runs inside the log's append."""
+        data, ok_exit_codes = self._held_turns[0]
+        try:
+            self._write_turn(stdin, data, ok_exit_codes)
+        except LimitReached:
+            self._turn_open = True  # a later turn input waits behind this one
+            self._retry = asyncio.get_running_loop().call_later(HELD_TURN_RETRY, self._retry_held, stdin)
+            return
+        except NoProcessRunning:
+            self._held_turns.clear()  # its input closed meanwhile: nothing will read them
+            return
+        self._held_turns.popleft()
+
+    def _retry_held(self, stdin: ChildInput) -> None:
+        self._retry = None
+        execution = self.execution
+        if not self._held_turns or execution is None or execution.stdin is not stdin:
+            return
+        if stdin.closed:
+            self._held_turns.clear()
+            return
+        self._write_held(stdin)
 
     def _summary_matched(self) -> bool:
         return self.scanner is not None and self.scanner.summary is not None
