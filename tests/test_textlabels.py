@@ -197,19 +197,23 @@ def test_two_runs_started_in_terminal_ipython_label_their_lines(tmp_path: Path) 
     assert "slow after" in after and "[started]" not in shown.split("slow after")[1], shown
 
 
+TICKER = textwrap.dedent("""
+    import pathlib, time
+    n = 0
+    while not pathlib.Path("stop").exists():
+        print(f"tick {n}")
+        n += 1
+        time.sleep(0.1)
+""")
+"""A child printing ``tick N`` every 0.1 s until a file ``stop`` exists in its directory."""
+
+
 def test_a_prompt_shows_in_terminal_ipython_while_another_run_prints(tmp_path: Path) -> None:
     """Terminal IPython, a run ticking lines and another asking ``Password: `` (no newline, then
     waiting): the prompt was held until its run ended, so nobody knew it waited. Once its run
     went quiet it shows, labelled, while the other still ticks; the answer's line follows under
     the same label."""
-    (tmp_path / "ticker.py").write_text(textwrap.dedent("""
-        import pathlib, time
-        n = 0
-        while not pathlib.Path("stop").exists():
-            print(f"tick {n}")
-            n += 1
-            time.sleep(0.1)
-    """), encoding="utf-8")
+    (tmp_path / "ticker.py").write_text(TICKER, encoding="utf-8")
     (tmp_path / "asks.py").write_text(textwrap.dedent("""
         import pathlib, sys, time
         sys.stdout.write("Password: ")
@@ -241,14 +245,7 @@ def test_a_progress_bar_redrawn_often_shows_in_terminal_ipython_while_another_ru
     """Terminal IPython, a run ticking lines and another redrawing a progress bar every 0.2 s: the
     bar never went quiet, so it was held until 8,192 characters of it or its run's end. Now its
     latest redraw shows, labelled, while the other still ticks, and again later."""
-    (tmp_path / "ticker.py").write_text(textwrap.dedent("""
-        import pathlib, time
-        n = 0
-        while not pathlib.Path("stop").exists():
-            print(f"tick {n}")
-            n += 1
-            time.sleep(0.1)
-    """), encoding="utf-8")
+    (tmp_path / "ticker.py").write_text(TICKER, encoding="utf-8")
     (tmp_path / "bar.py").write_text(textwrap.dedent("""
         import pathlib, sys, time
         n = 0
@@ -678,17 +675,23 @@ def test_a_claude_run_shown_after_its_turn_prints_its_started_line_before_its_an
     assert lines[0].startswith("[started] pid ") and lines[1] == "4", done.stdout
 
 
+def _drop_an_asking_conversation(child: pexpect.spawn) -> None:
+    """In terminal IPython: start a demo conversation that asks to run Bash, drop its handle, and
+    wait for its question at the prompt."""
+    child.sendline('run = %ccexec --demo "bash: echo hi > notes.txt"')
+    child.expect(r"\[needs you\] Claude asks to use")
+    child.expect(r"In \[3\]")
+    child.sendline("del run")
+    child.expect(r"tells Claude\) > ", timeout=scaled(20))
+
+
 @pytest.mark.claude
 def test_a_dropped_conversations_question_is_asked_at_terminal_ipythons_prompt(tmp_path: Path) -> None:
     """Terminal IPython, a conversation asking with nobody waiting for it, then ``del run``: its
     question was denied as "nobody can answer", though the terminal could ask it. It is asked at
     the prompt now; the answer goes to Claude, and the conversation ends after that turn."""
     with terminal_ipython(tmp_path) as (child, screen):
-        child.sendline('run = %ccexec --demo "bash: echo hi > notes.txt"')
-        child.expect(r"\[needs you\] Claude asks to use")
-        child.expect(r"In \[3\]")
-        child.sendline("del run")
-        child.expect(r"tells Claude\) > ", timeout=scaled(20))
+        _drop_an_asking_conversation(child)
         child.sendline("y")
         eventually((tmp_path / "notes.txt").exists, what="the approved command's file")
         child.expect(r"\[completed\] exit 0", timeout=scaled(30))
@@ -705,11 +708,7 @@ def test_a_ctrl_c_at_a_question_asked_at_terminal_ipythons_prompt_denies_it(tmp_
     escaped interact()``. It denies the question now (the run has no handle to answer it later),
     with a line saying so; no traceback, and the prompt is back."""
     with terminal_ipython(tmp_path) as (child, screen):
-        child.sendline('run = %ccexec --demo "bash: echo hi > notes.txt"')
-        child.expect(r"\[needs you\] Claude asks to use")
-        child.expect(r"In \[3\]")
-        child.sendline("del run")
-        child.expect(r"tells Claude\) > ", timeout=scaled(20))
+        _drop_an_asking_conversation(child)
         child.sendintr()
         child.expect(r"denied by you: interrupted \(Ctrl-C\)", timeout=scaled(20))
         child.expect(r"\[completed\] exit 0", timeout=scaled(30))
