@@ -438,6 +438,46 @@ def test_a_late_result_for_a_finished_turns_call_shows_at_the_next_render(
     assert "late output" in made.value and made.value == fresh_html(made, source, State())
 
 
+def test_a_streamed_input_of_an_earlier_turns_call_shows_at_the_render_that_settles_it(
+    body: tuple[ClaudeBody, Source, Controls],
+) -> None:
+    """A call of the first turn still streams its input after the second turn began (the message
+    it is in never stopped): the render that reads the new piece shows it (the widget's guard of
+    the test below: here the footer's summary settles the input before the turns are read)."""
+    made, source, _ = body
+    made.interpreter.begin_turn("prompt 0")
+    call = {"type": "tool_use", "id": "toolu_slow", "name": "Bash", "input": {}}
+    for each in (start("m0"), block_start(0, call), delta(0, "input_json_delta", partial_json='{"command": "ec')):
+        made.interpreter.feed("stdout", each + "\n")
+    made.interpreter.begin_turn("prompt 1")
+    made.render(State(), 0.0)
+    made.render(State(), 0.0)  # the finished turn's HTML is kept now
+    made.interpreter.feed("stdout", delta(0, "input_json_delta", partial_json='ho LATE-PIECE') + "\n")
+    made.render(State(), 0.0)
+    assert "LATE-PIECE" in made.value and made.value == fresh_html(made, source, State())
+
+
+def test_the_turn_cache_shows_an_earlier_turns_input_that_reading_the_last_turn_settled() -> None:
+    """The kept HTML of the turns before the last is stamped with :attr:`ClaudeRun.past_version`
+    after the turns are read: reading the last turn's view settles a call's streamed input from an
+    earlier turn (which bumps the stamp). The stamp was read before: the cache returned the first
+    turn as before the new piece, and kept it so (the stamp it held was already the new one)."""
+    run = ClaudeRun()
+    run.begin_turn("prompt 0")
+    call = {"type": "tool_use", "id": "toolu_slow", "name": "Bash", "input": {}}
+    for each in (start("m0"), block_start(0, call), delta(0, "input_json_delta", partial_json='{"command": "ec')):
+        run.feed_line(each)
+    run.begin_turn("prompt 1")
+    cache, decisions = claude_render.TurnCache(), {}  # the same mapping at each render, as the widget's
+    cache.conversation(run, decisions)
+    cache.conversation(run, decisions)  # the first turn's HTML is kept now
+    run.feed_line(delta(0, "input_json_delta", partial_json="ho LATE-PIECE"))
+    for _ in range(2):  # the render that reads the piece, and the next one
+        (first,), _last = cache.conversation(run, decisions)
+        assert "LATE-PIECE" in first
+        assert first == claude_render._turn_html(run.turn_views()[0], {}, window=claude_render.MAX_LIVE_PIECES)
+
+
 def test_a_change_to_a_finished_turn_shows_at_the_next_render(body: tuple[ClaudeBody, Source, Controls]) -> None:
     """A question still pending when its turn ended is cancelled afterwards: the finished turn's
     tool card says so at the next render, while a later turn runs."""
