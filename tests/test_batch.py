@@ -776,6 +776,52 @@ def test_on_budget_cancel_cancels_the_running_runs(settings: CCExec) -> None:
     assert batch.runs[0].error == "cancelled: the batch budget ($0.001) was spent"
 
 
+def gated_claude(tmp_path: Path) -> Path:
+    """A ``claude`` whose process lingers after the CLI exits, until the file ``gate`` is made next to
+    it: a run that has its result (and so its cost) is not over yet."""
+    from cc_executor_nb.claude.executable import find_claude
+
+    gated = tmp_path / "claude"
+    gate = shlex.quote(str(tmp_path / "gate"))
+    gated.write_text(f'#!/bin/sh\n{shlex.quote(find_claude())} "$@"\ncode=$?\n'
+                     f"while [ ! -e {gate} ]; do sleep 0.1; done\nexit $code\n")
+    gated.chmod(0o755)
+    return gated
+
+
+@pytest.mark.claude
+def test_on_budget_cancel_acts_at_the_result_that_spends_the_budget(settings: CCExec, tmp_path: Path) -> None:
+    """The run that spends the budget has its result, and its process has not ended: the run still
+    thinking is cancelled then (the budget was checked when a run ended, so it thought on while the
+    spender's process lived: here until the gate opens)."""
+    batch = cc_executor_nb.map(["what is 1+1", "think for 30 seconds"], demo=True, concurrency=2,
+                               max_budget_usd=0.001, on_budget="cancel", executable=str(gated_claude(tmp_path)),
+                               display=False, settings=settings)
+    try:
+        eventually(lambda: batch.runs[1].done, timeout=20, what="the thinking run's end")
+        assert not batch.runs[0].done and batch.runs[0].cost_usd is not None  # the gate is shut: it lives on
+        assert batch.runs[1].status == "cancelled" and batch.status == "budget"
+    finally:
+        (tmp_path / "gate").touch()
+    batch.wait(scaled(30))
+    assert [run.status for run in batch.runs] == ["completed", "cancelled"] and batch.status == "budget"
+
+
+@pytest.mark.claude
+def test_a_spent_budget_skips_the_queue_at_the_result_that_spends_it(settings: CCExec, tmp_path: Path) -> None:
+    """One at a time: the first run's result spends the budget while its process lives on, and the
+    queued run is skipped then (it stayed queued, and the batch "running", until that process ended)."""
+    batch = cc_executor_nb.map(["what is 1+1", "what is 2+2"], demo=True, concurrency=1, max_budget_usd=0.001,
+                               executable=str(gated_claude(tmp_path)), display=False, settings=settings)
+    try:
+        eventually(lambda: batch.items[1].status == "skipped", timeout=20, what="the queued run skipped")
+        assert not batch.runs[0].done and batch.status == "budget"
+    finally:
+        (tmp_path / "gate").touch()
+    batch.wait(scaled(30))
+    assert [item.status for item in batch.items] == ["completed", "skipped"] and batch.runs[1].state.pid is None
+
+
 @pytest.mark.claude
 def test_a_batch_cancel_leaves_a_run_that_has_its_result_to_end_completed(settings: CCExec, tmp_path: Path) -> None:
     """A run whose turn has its result (its input already closed, the process about to exit: here its

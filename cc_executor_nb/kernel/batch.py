@@ -248,6 +248,8 @@ class _RowPresenter:
             asked = _QUESTIONS.render_event(event.method, event.params)  # None: the policy answers it
             if asked is not None:
                 self.batch._say(f"#{self.index} {asked} (this run is batch.runs[{self.index}])")
+        elif event.method == methods.CONVERSATION_TURN and event.params.get("status") != "running":
+            self.batch._cost_known()
         self.batch._poke()
 
     def refresh(self) -> None:
@@ -701,6 +703,14 @@ class Batch:
         self._say_row(item.row)
         self._check_budget()
         self._pump()
+
+    def _cost_known(self) -> None:
+        """A run's turn has its result, and so its cost: the budget is checked then, not when the run's
+        process ends (it exits once its input is closed, up to EXIT_AFTER_END later): meanwhile the
+        queue said running, and with on_budget="cancel" the other runs went on spending. Checked
+        soon on the loop, out of the run's event (which skipping and cancelling runs would re-enter)."""
+        with contextlib.suppress(LoopStopped, RuntimeError):
+            self.loop.loop.call_soon_threadsafe(lambda: None if self._complete else self._check_budget())
 
     def _check_budget(self) -> None:
         if self.max_budget_usd is None or self.budget_spent or self.cost_usd < self.max_budget_usd:
