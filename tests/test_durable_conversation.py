@@ -541,6 +541,80 @@ def test_an_attached_job_that_never_got_its_prompt_says_so_and_takes_one(runtime
     assert (again.status, again.exit_code) == ("completed", 0)
 
 
+SLOW_STARTER = """
+import asyncio
+import os
+import sys
+import cc_executor_nb
+from cc_executor_nb.client import Client
+
+sent = Client.input
+marks = sys.argv[4]
+
+async def slowly(self, data, **more):
+    if '"type":"user"' not in data:
+        return await sent(self, data, **more)
+    # The prompt's line: its first half, then (once the test opens the gate) the rest; or dies halfway.
+    half = len(data) // 2
+    await sent(self, data[:half])
+    open(os.path.join(marks, "half"), "w").close()
+    while not os.path.exists(os.path.join(marks, "gate")):
+        await asyncio.sleep(0.05)
+    if sys.argv[5] == "dies":
+        os._exit(0)
+    return await sent(self, data[half:], **more)
+
+Client.input = slowly
+run = cc_executor_nb.run(sys.argv[1], executable=sys.argv[2], cwd=sys.argv[3], demo=True, durable=True, display=False)
+print("answer:", run.wait(60).answer)
+"""
+
+
+def _slow_starter(tmp_path: Path, then: str) -> tuple[subprocess.Popen[str], Run]:
+    """A starter that has sent half of its prompt's line; a run attached to its job (replay read)."""
+    starter = subprocess.Popen([sys.executable, "-c", SLOW_STARTER, "what is 2+2", str(CLAUDE), str(tmp_path),
+                                str(tmp_path), then], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=os.environ.copy())
+    eventually(lambda: (tmp_path / "half").exists() or starter.poll() is not None, timeout=60, what="half a prompt")
+    assert starter.poll() is None, starter.communicate()
+    (job,) = ccx.jobs.list(settings=settings())
+    again = ccx.attach(job.job_id, display=False, settings=settings())
+    eventually(lambda: again.conversation is not None and again.conversation._caught_up, what="the replay read")
+    return starter, again
+
+
+def test_an_attached_job_whose_starter_is_still_sending_its_prompt_does_not_say_it_had_none(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """A kernel attaches while the job's starter is halfway through its prompt's line: the run said
+    the job had had no prompt (and to send one) just before the prompt came, and its wait() returned
+    at once. Half a line in the job's input is a prompt on its way: no notice, and wait() waits for
+    the turn it begins."""
+    starter, again = _slow_starter(tmp_path, "goes on")
+    try:
+        assert again.conversation.view().notices == ()
+    finally:
+        (tmp_path / "gate").touch()
+    assert again.wait(scaled(60)).answer == "4" and again.conversation.view().notices == ()
+    out, err = starter.communicate(timeout=scaled(60))
+    assert "answer: 4" in out, err
+
+
+def test_an_attached_job_whose_starter_died_halfway_through_its_prompt_says_so(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """The starter dies halfway through its prompt's line: once half a line has lain there unchanged
+    for NO_PROMPT_WAIT seconds, the attached run's wait() returns and it says the job has had no prompt."""
+    starter, again = _slow_starter(tmp_path, "dies")
+    (tmp_path / "gate").touch()
+    starter.communicate(timeout=scaled(60))
+    again.wait(scaled(60))
+    assert (again.status, again.answer) == ("running", "")
+    (notice,) = again.conversation.view().notices
+    assert notice.startswith("This job has had no prompt: its starter stopped before sending it")
+    again.end().wait(scaled(30))
+
+
 DURABLE_BATCH = """
 import sys
 import cc_executor_nb

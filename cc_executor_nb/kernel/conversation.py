@@ -102,6 +102,10 @@ CANCEL_INTERRUPT_WAIT = 2.0
 EXIT_AFTER_END = 10.0
 """After the input is closed, the process gets this long (plus the kill grace) to exit."""
 
+NO_PROMPT_WAIT = 5.0
+"""An attached job whose input holds half a line (its starter still sending the prompt) is said to
+have had no prompt once that half line has lain unchanged this long."""
+
 SHUTDOWN_EXIT_WAIT = 2.0
 """When the kernel goes away, the process gets this long to exit after its input is
 closed, then it is cancelled: a CLI that hangs on its closed input does not hold up the exit."""
@@ -958,16 +962,33 @@ class Conversation:
     def _catch_up(self) -> None:
         """An attached conversation has read the job's replay: ask what is still pending."""
         self._caught_up = True
-        if not self._turn_running and self._mode != "over":
+        if self._mode == "live" and not self._sent and self._input_lines.pending:
+            self._no_prompt_yet(-1)  # half a line: the starter is still sending the prompt (wait() waits for it)
+        elif not self._turn_running and self._mode != "over":
             self._go_idle()
             self._set_idle(True)  # wait() returns at once: no turn runs (an ended job's: once the run is over)
-        if self._mode == "live" and self._sent == 0:
-            self._notice(self._no_prompt_words())
+            if self._mode == "live" and not self._sent:
+                self._notice(self._no_prompt_words())
         for request in list(self._requests.values()):
             if request.pending:
                 self._question_changed(request)
                 self._offer(request)
         self._publish()
+
+    def _no_prompt_yet(self, seen: int) -> None:
+        """An attached job with no turn whose input holds half a line (``seen``: its length at the last
+        look) has a starter still sending the prompt, whose turn is about to begin: the run said there
+        was no prompt (and to send one) and its wait() returned. Once that half line lies unchanged for
+        :data:`NO_PROMPT_WAIT` s (a starter that died halfway), the run is idle and says so."""
+        if self._mode != "live" or self._sent:
+            return
+        pending = self._input_lines.pending
+        if pending and pending != seen:
+            self._timer("no-prompt", NO_PROMPT_WAIT, functools.partial(self._no_prompt_yet, pending))
+            return
+        self._go_idle()
+        self._set_idle(True)
+        self._notice(self._no_prompt_words())
 
     def _no_prompt_words(self) -> str:
         """What an attached run says of a job whose log holds no turn: nothing runs and nothing
