@@ -8,6 +8,15 @@ teardown, so no one's exit overlaps another's start):
            in-kernel server on the background loop (as in a notebook), host mode
   client   ``claude_agent_sdk.ClaudeSDKClient(options)`` with ``cli_path=CLI``
   query    ``claude_agent_sdk.query(prompt=..., options=...)`` with ``cli_path=CLI``
+  bare     ``ClaudeSDKClient`` with the SDK's default system prompt (first text only; see below)
+
+The CLI does the same work for every contestant that the rows compare: Claude Code's own
+system prompt, which is what ours runs with. The SDK's default is an empty system prompt
+(``--system-prompt ""``: the CLI skips building Claude Code's, a few ms of its start-up),
+so the SDK's contestants ask for Claude Code's with ``system_prompt={"type": "preset",
+"preset": "claude_code"}``, which starts the CLI with the same arguments as ours. The SDK's
+default is measured too, as ``bare``, and printed beside the first-text row: how much of a
+start-up the system prompt is, not a difference of the stacks.
 
 Each side answers the CLI's permission questions by a policy that allows everything: ours
 ``approve="all"``, the SDK's ``can_use_tool`` returning ``PermissionResultAllow()``. Both
@@ -65,6 +74,10 @@ CANCEL_PROMPT = "a 5000 word story at 200 words per second"
 FIRST_PROMPT = "echo: hello from the side-by-side"
 PAUSE = 2.0
 CONTESTANTS = ("ours", "client", "query")
+FIRST_ONLY = ("bare",)
+"""Contestants of the first-text row only."""
+CLAUDE_CODE_PROMPT: Any = {"type": "preset", "preset": "claude_code"}
+"""The SDK's way to ask for Claude Code's system prompt: the CLI's own default, as ours."""
 ROWS = [
     ("peer first text", "ms", "<= SDK"),
     ("peer 2 MB reply complete", "of tries", ">= SDK"),
@@ -214,11 +227,13 @@ def _ours(setup: Setup, prompt: str, scenario: str) -> Attempt:
 # -- The SDK ---------------------------------------------------------------------------
 
 
-def _options(setup: Setup) -> Any:
+def _options(setup: Setup, *, bare: bool = False) -> Any:
+    """The SDK's options: Claude Code's system prompt, as ours, unless ``bare`` (the SDK's default)."""
     from claude_agent_sdk import ClaudeAgentOptions
 
+    system_prompt = None if bare else CLAUDE_CODE_PROMPT
     return ClaudeAgentOptions(cli_path=setup.cli, env=setup.env, cwd=setup.cwd, include_partial_messages=True,
-                              can_use_tool=_allow_all)
+                              can_use_tool=_allow_all, system_prompt=system_prompt)
 
 
 async def _allow_all(tool_name: str, tool_input: dict[str, Any], context: Any) -> Any:
@@ -262,12 +277,12 @@ async def _consume(messages: AsyncIterator[Any], attempt: Attempt, started: floa
             return
 
 
-async def _sdk_client(setup: Setup, prompt: str, scenario: str) -> Attempt:
+async def _sdk_client(setup: Setup, prompt: str, scenario: str, *, bare: bool = False) -> Attempt:
     from claude_agent_sdk import ClaudeSDKClient
 
     attempt = Attempt()
     started = time.monotonic()
-    client = ClaudeSDKClient(_options(setup))
+    client = ClaudeSDKClient(_options(setup, bare=bare))
     try:
         await client.connect()
         await client.query(prompt)
@@ -310,8 +325,8 @@ def _complete(scenario: str, attempt: Attempt) -> bool:
 async def _one(name: str, setup: Setup, prompt: str, scenario: str) -> Attempt:
     if name == "ours":
         return await asyncio.to_thread(_ours, setup, prompt, scenario)
-    if name == "client":
-        return await _sdk_client(setup, prompt, scenario)
+    if name in ("client", "bare"):
+        return await _sdk_client(setup, prompt, scenario, bare=name == "bare")
     return await _sdk_query(setup, prompt, scenario)
 
 
@@ -325,17 +340,19 @@ async def _settle() -> None:
 async def _measure(setup: Setup, tries: int, first_tries: int) -> dict[str, Tally]:
     """``tries`` of every scenario; first text (cheap, and noisy: the CLI's start-up
     varies by tens of ms) ``first_tries`` times."""
-    tallies = {name: Tally() for name in CONTESTANTS}
+    everyone = CONTESTANTS + FIRST_ONLY
+    tallies = {name: Tally() for name in everyone}
     plan = [("first", FIRST_PROMPT), ("big", "big reply"), ("paused", PAUSED_PROMPT), ("cancel", CANCEL_PROMPT)]
-    for name in CONTESTANTS:  # warm: the CLI's caches, our background loop and server
+    for name in everyone:  # warm: the CLI's caches, our background loop and server
         await _one(name, setup, FIRST_PROMPT, "first")
         await _settle()
     for index in range(max(tries, first_tries)):
-        # Each try starts with another contestant, so what one leaves behind (a process
-        # still exiting, a cache just warmed) does not always fall on the same neighbour.
-        order = CONTESTANTS[index % len(CONTESTANTS):] + CONTESTANTS[:index % len(CONTESTANTS)]
         for scenario, prompt in plan if index < tries else plan[:1]:
-            for name in order:
+            # Each try starts with another contestant, so what one leaves behind (a process
+            # still exiting, a cache just warmed) does not always fall on the same neighbour.
+            names = everyone if scenario == "first" else CONTESTANTS
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
                 tallies[name].add(scenario, await _one(name, setup, prompt, scenario))
                 await _settle()
     return tallies
@@ -384,17 +401,18 @@ async def peers(mode: Mode) -> list[Row]:
     ours, client, query = (tallies[name].attempts for name in CONTESTANTS)
     rows = []
     first = {name: _ms(t.attempts["first"], "first") for name, t in tallies.items()}
-    paired = {name: _paired(ours["first"], tallies[name].attempts["first"]) for name in ("client", "query")}
+    paired = {name: _paired(ours["first"], tallies[name].attempts["first"]) for name in ("client", "query", "bare")}
     rows.append(Row("peer first text", first["ours"], "ms", "<= SDK",
                     f"ClaudeSDKClient {_text(first['client'])}, query {_text(first['query'])}; "
                     f"medians of {mode.peer_first_tries}; paired, ours minus each: "
-                    f"{_signed(paired['client'])} / {_signed(paired['query'])}"))
+                    f"{_signed(paired['client'])} / {_signed(paired['query'])}; the SDK's default (no "
+                    f"Claude Code system prompt) {_text(first['bare'])}, paired {_signed(paired['bare'])}"))
     for scenario, label in (("big", "peer 2 MB reply complete"), ("paused", "peer paused reader complete")):
-        done = {name: sum(_complete(scenario, a) for a in t.attempts[scenario]) for name, t in tallies.items()}
+        done = {name: sum(_complete(scenario, a) for a in tallies[name].attempts[scenario]) for name in CONTESTANTS}
         rows.append(Row(label, float(done["ours"]), "of tries", ">= SDK",
                         f"of {mode.peer_tries}: ours {done['ours']}{_why(ours[scenario])}, ClaudeSDKClient "
                         f"{done['client']}{_why(client[scenario])}, query {done['query']}{_why(query[scenario])}"))
-    gone = {name: _ms(t.attempts["cancel"], "gone") for name, t in tallies.items()}
+    gone = {name: _ms(tallies[name].attempts["cancel"], "gone") for name in CONTESTANTS}
     rows.append(Row("peer cancel to process gone", gone["ours"], "ms", "<= SDK",
                     f"ClaudeSDKClient {_text(gone['client'])}, query {_text(gone['query'])}; "
                     f"medians of {mode.peer_tries}"))
