@@ -218,7 +218,7 @@ async def test_a_workers_one_shot_prompt_refused_midway_cancels_its_job(
         reader = "import sys; print(len(sys.stdin.read()))"
         params = {"argv": [sys.executable, "-c", reader], "stdin": "pipe", "input": "x" * (1200 * 1024),
                   "durable": True, "label": "", "meta": {}}
-        outcome = await worker._start_and_follow(handler.url, TOKEN, params, lambda job_id, pid: None, None)
+        outcome = await worker._start_and_follow(handler, TOKEN, params, lambda job_id, pid: None, None)
     finally:
         await handler.close()
     assert (outcome["status"], outcome["error"]) == (
@@ -348,13 +348,31 @@ def test_a_workers_task_does_not_hold_a_conversations_input_open(tmp_path: Any) 
         handler = make_handler(jobs_dir=str(tmp_path / "jobs"), kill_grace=1.0)
         await handler.start("127.0.0.1", 0)
         try:
-            start = _start_and_follow(handler.url, TOKEN, params, lambda job_id, pid: published.append(job_id), None)
+            start = _start_and_follow(handler, TOKEN, params, lambda job_id, pid: published.append(job_id), None)
             return await asyncio.wait_for(start, scaled(30))
         finally:
             await handler.close()
 
     outcome = asyncio.run(scenario())
     assert outcome == {"job_id": published[0], "status": "completed", "exit_code": 0}
+
+
+def test_a_workers_conversation_task_returns_at_its_jobs_end_not_at_its_next_look(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task of a conversation's job returns when the job ends, not at its next look at the job list: it
+    held its worker's slot (and the batch's next run) up to a look interval longer (0.5 s, here an hour)."""
+    monkeypatch.setattr(worker, "_WATCH_INTERVAL", 3600.0)
+    reader = [sys.executable, "-c", "import sys\nfor line in sys.stdin: pass"]
+    params = {"argv": reader, "durable": True, "stdin": "pipe", "stdin_idle_timeout": 0.5}
+    state = HandlerPlugin(TOKEN, kill_grace=1.0)._start("tcp://127.0.0.1:1", None)
+    published: list[str] = []
+    try:
+        outcome = state.loop.submit(worker._start_and_follow(
+            state.server, TOKEN, params, lambda job_id, pid: published.append(job_id), None))
+        assert outcome.result(scaled(30)) == {"job_id": published[0], "status": "completed", "exit_code": 0}
+    finally:
+        worker._stop(state)
 
 
 def _batch_whose_client_closed_while_placing(cluster: tuple[LocalCluster, Client], settings: CCExec) -> Batch:
@@ -594,7 +612,7 @@ def test_a_workers_conversation_whose_timeout_passed_between_turns_ends_complete
     published: list[str] = []
     try:
         outcome = state.loop.submit(worker._start_and_follow(
-            state.url, TOKEN, recipe.execute_params(), lambda job_id, pid: published.append(job_id), None))
+            state.server, TOKEN, recipe.execute_params(), lambda job_id, pid: published.append(job_id), None))
         eventually(lambda: published, timeout=scaled(30), what="the job")
         # As the placement attaches a batch's run, without its end(): the conversation waits for a follow-up.
         run.target, run.job_id = Target(state.url, TOKEN), published[0]

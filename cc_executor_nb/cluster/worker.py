@@ -26,7 +26,7 @@ task's exception would print a ``distributed`` traceback in the notebook's outpu
 task, and with it the worker resources it holds, lives as long as the run.
 A Claude conversation (``Recipe.interactive``) runs the CLI in host mode with its stdin
 piped: the notebook's run writes the prompt and the answers once attached, and the task
-watches the job in the job list instead of following it (a following connection would
+awaits the job's end on the handler instead of following it (a following connection would
 keep the job's ``stdin_idle_timeout`` from closing an input nobody writes any more).
 """
 
@@ -60,7 +60,7 @@ __all__ = ["HandlerPlugin", "HandlerState", "Recipe", "run_on_worker"]
 logger = logging.getLogger("cc_executor_nb.cluster")
 
 _WATCH_INTERVAL = 0.5
-"""Seconds between two looks at a watched job."""
+"""Seconds between two looks at a job whose task Dask may withdraw (:func:`_stop_if_unwanted`)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def run_on_worker(recipe: Recipe, plugin_name: str, topic: str, index: int) -> d
         params = recipe.execute_params()
     except (ValueError, FileNotFoundError) as exc:  # no claude executable here, a bad option
         return {**_not_started(str(exc)), "worker": worker.address, "index": index}
-    outcome = state.loop.call(_start_and_follow(state.url, token, params, publish, state.ssl,
+    outcome = state.loop.call(_start_and_follow(state.server, token, params, publish, state.ssl,
                                                 wanted=_wanted(worker, key)))
     return {**outcome, "worker": worker.address, "index": index}
 
@@ -235,18 +235,20 @@ def _not_started(error: str) -> dict[str, Any]:
 
 
 async def _start_and_follow(
-    url: str, token: str, params: dict[str, Any], publish: Any, ssl: Any, *, wanted: Callable[[], bool] | None = None,
+    server: Any, token: str, params: dict[str, Any], publish: Any, ssl: Any, *,
+    wanted: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Start the durable job, say where, follow it to the end (on the handler's loop).
 
-    A conversation's job (stdin "pipe") is watched in the job list instead of followed: a
-    following connection would keep its input open, while with nobody attached (the
-    notebook gone) its ``stdin_idle_timeout`` must close it so the CLI ends by itself.
+    A conversation's job (stdin "pipe") is awaited on the handler (``server``, this worker's own)
+    instead of followed: a following connection would keep its input open, while with nobody
+    attached (the notebook gone) its ``stdin_idle_timeout`` must close it so the CLI ends by itself.
 
     Until someone else follows the job (the notebook's run attached), a task Dask no longer
     wants (``wanted()`` false: its future was cancelled, e.g. the re-run of a dead worker's
     task that began before the notebook withdrew it) cancels its job: nobody would.
     """
+    url = server.url
     one_shot = "input" in params or params.get("stdin") != "pipe"  # its input is written and closed here
     async with await connect(url, token, ssl=ssl) as client:
         prompt = params.pop("input", None)
@@ -266,7 +268,7 @@ async def _start_and_follow(
                         return {**await _follow(client, job_id), "error": cut_off}
                 return await _follow(client, job_id)
     with _stopping_unwanted(url, token, ssl, job_id, wanted, own=0):
-        return await _watch(url, token, ssl, job_id)
+        return await _job_end(server, job_id)
 
 
 @contextlib.contextmanager
@@ -334,13 +336,14 @@ async def _follow(client: Any, job_id: str) -> dict[str, Any]:
     return {"job_id": job_id, "status": "error", "exit_code": None, "error": "the connection to the handler closed"}
 
 
-async def _watch(url: str, token: str, ssl: Any, job_id: str) -> dict[str, Any]:
-    """Poll the job list (on a connection that follows nothing) until the job is over."""
-    async with await connect(url, token, ssl=ssl) as client:
-        while True:
-            job = next((j for j in await client.jobs() if j.get("job_id") == job_id), None)
-            if job is None:
-                return {"job_id": job_id, "status": "error", "exit_code": None, "error": "the job is gone"}
-            if job.get("status") not in ("running", "paused"):
-                return {"job_id": job_id, "status": job.get("status"), "exit_code": job.get("exit_code")}
-            await asyncio.sleep(_WATCH_INTERVAL)
+async def _job_end(server: Any, job_id: str) -> dict[str, Any]:
+    """The job's outcome, returned as soon as its process is over: awaited on the handler itself
+    (this task runs on the handler's loop), without following the job (which would keep its input
+    open) nor looking at the job list now and then (a look every 0.5 s held the worker's slot, and
+    the batch's next run, up to that long after the run's end)."""
+    store = server.jobs.store
+    job = store.get(job_id) if store is not None else None
+    if job is None:
+        return {"job_id": job_id, "status": "error", "exit_code": None, "error": "the job is gone"}
+    await job.wait_finished(None)
+    return {"job_id": job_id, "status": job.record.status, "exit_code": job.record.exit_code}

@@ -530,8 +530,8 @@ class Job:
             await asyncio.gather(*tasks, return_exceptions=True)
             on_end(self)
 
-    async def wait_finished(self, timeout: float) -> bool:
-        """Wait for the run's end; False if it did not come within ``timeout``."""
+    async def wait_finished(self, timeout: float | None) -> bool:
+        """Wait for the run's end; False if it did not come within ``timeout`` (None: no limit)."""
         if self._task is None:
             return True
         try:
