@@ -149,6 +149,20 @@ def test_a_batch_of_8_spreads_over_both_workers_and_streams_live(
     assert all(run.job_id and run.target.url.startswith("ws://127.0.0.1:") for run in batch.runs)
 
 
+def test_the_items_waiting_for_a_workers_slot_start_in_input_order(settings: CCExec, tmp_path: Any) -> None:
+    """Five items handed to a cluster with one slot (concurrency 5: four wait, placing) start in input order, as
+    the queue starts them: Dask ran the tasks waiting for the slot last submitted first (0, 4, 3, 2, 1)."""
+    started = tmp_path / "started"
+    note = py(f"import sys, time; open({str(started)!r}, 'a').write(sys.argv[1] + ' '); time.sleep(0.1)")
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=5, resources={"claude": 1},
+                      dashboard_address=":0") as local, Client(local) as client:
+        batch = cc_executor_nb.map(note + " {item}", list(range(5)), command=True, cluster=client,
+                                   resources={"claude": 1}, concurrency=5, display=False, settings=settings)
+        batch.wait(scaled(60))
+    assert [run.status for run in batch.runs] == ["completed"] * 5
+    assert started.read_text().split() == ["0", "1", "2", "3", "4"]
+
+
 def test_cancel_of_one_run_kills_its_process_on_its_worker(
     cluster: tuple[LocalCluster, Client], settings: CCExec
 ) -> None:

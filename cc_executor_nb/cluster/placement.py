@@ -233,6 +233,7 @@ class DaskPlacement:
         future = self.client.submit(
             run_on_worker, self.recipes[entry.index], self.plugin_name, self.topic, entry.index,
             key=f"{self.topic}-{entry.index}{suffix}", pure=False, resources=self.resources,
+            priority=-entry.index,  # Dask runs the tasks waiting for a slot in input order (else the last first)
         )
         self.futures[entry.index] = future
         future.add_done_callback(lambda done: self._task_done(entry, done))
