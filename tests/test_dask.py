@@ -622,11 +622,15 @@ def test_a_workers_conversation_whose_timeout_passed_between_turns_ends_complete
     run = prepared.run
     assert run.conversation is not None
     recipe = placement.recipe_of(prepared, prompt, settings, batch="t")
+    params = recipe.execute_params()
+    # Its input left open after the first result (the job then waits for a follow-up until the timeout), as
+    # the recipe made it before it closed it there: the timeout passes between turns.
+    assert params.pop("stdin_close_on_summary") is True
     state = HandlerPlugin(TOKEN, kill_grace=1.0)._start("tcp://127.0.0.1:1", None)
     published: list[str] = []
     try:
         outcome = state.loop.submit(worker._start_and_follow(
-            state.server, TOKEN, recipe.execute_params(), lambda job_id, pid: published.append(job_id), None))
+            state.server, TOKEN, params, lambda job_id, pid: published.append(job_id), None))
         eventually(lambda: published, timeout=scaled(30), what="the job")
         # As the placement attaches a batch's run, without its end(): the conversation waits for a follow-up.
         run.target, run.job_id = Target(state.url, TOKEN), published[0]
@@ -635,6 +639,54 @@ def test_a_workers_conversation_whose_timeout_passed_between_turns_ends_complete
         eventually(lambda: run.done, timeout=scaled(60), what="the timeout to end the process")
         assert (run.status, run.error, run.answer) == ("completed", None, "still here")
         assert outcome.result(scaled(30)) == {"job_id": published[0], "status": "completed", "exit_code": run.exit_code}
+    finally:
+        worker._stop(state)
+
+
+NOTEBOOK_THAT_DIES = """
+import os, sys, time
+from cc_executor_nb.kernel import api
+from cc_executor_nb.kernel.config import CCExec
+from cc_executor_nb.kernel.run import Target
+url, token, job_id, prompt = sys.argv[1:5]
+prepared = api.prepare(prompt, settings=CCExec(history_path="none", output_mode="text"), view=False, demo=True,
+                       unconfigured=("durable", "default_server", "token_env"))
+run = prepared.run
+run.target, run.job_id = Target(url, token), job_id
+run.conversation.fallback = None
+run.start(prepared.loop)
+deadline = time.monotonic() + 60
+while not run.answer and time.monotonic() < deadline:
+    time.sleep(0.02)
+print("answer:", run.answer, flush=True)
+os._exit(0)  # the notebook dies: no end(), no cancel, its connection drops
+"""
+
+
+def test_a_workers_conversation_ends_at_its_first_result_when_its_notebook_died(
+    settings: CCExec, tmp_path: Any
+) -> None:
+    """A batch's conversation on a worker whose notebook died right after the first result ends then (nobody can
+    send it a follow-up: the batch ends each run after its first turn), and frees its slot: it waited out its
+    idle timeout (here 600 s) on the worker, holding the slot, as a local batch's job does not."""
+    import subprocess
+
+    from cc_executor_nb.kernel import api
+
+    prompt = "what is 2+2"
+    prepared = api.prepare(prompt, settings=settings, view=False, demo=True, idle_timeout=600,
+                           unconfigured=("durable", "default_server", "token_env"))
+    recipe = placement.recipe_of(prepared, prompt, settings, batch="t")
+    state = HandlerPlugin(TOKEN, kill_grace=1.0)._start("tcp://127.0.0.1:1", None)
+    published: list[str] = []
+    try:
+        outcome = state.loop.submit(worker._start_and_follow(
+            state.server, TOKEN, recipe.execute_params(), lambda job_id, pid: published.append(job_id), None))
+        eventually(lambda: published, timeout=scaled(30), what="the job")
+        notebook = subprocess.run([sys.executable, "-c", NOTEBOOK_THAT_DIES, state.url, TOKEN, published[0], prompt],
+                                  capture_output=True, text=True, timeout=scaled(90), check=False)
+        assert notebook.stdout == "answer: 4\n", notebook.stderr[-2000:]
+        assert outcome.result(scaled(30)) == {"job_id": published[0], "status": "completed", "exit_code": 0}
     finally:
         worker._stop(state)
 

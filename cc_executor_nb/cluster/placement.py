@@ -99,6 +99,10 @@ def recipe_of(prepared: Prepared, text: Any, settings: CCExec, *, batch: str) ->
         # Its timeout passing between turns cut nothing: the job is listed (and the task's outcome
         # reads) completed, as the run reads it (a result line ends a turn, an input begins one).
         execute |= {"summary": RESULT_SUMMARY, "summary_ends_turn": True}
+        # The batch ends the run after its first turn (nobody can send a follow-up): the job closes
+        # its own input at its first result, so it ends and frees its slot even when the notebook
+        # died (it waited out the idle timeout on the worker), as a local batch's job does.
+        execute["stdin_close_on_summary"] = True
     return Recipe("claude", prompt=prompt, options=options, resume=dataclasses.asdict(resume_settings(settings)),
                   execute=execute, label=run.label, meta=meta, interactive=conversation is not None)
 

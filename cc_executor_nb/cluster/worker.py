@@ -160,7 +160,7 @@ class Recipe:
     argv: list[str] | None = None
     execute: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """cwd, env (the caller's own), timeout, heartbeat_interval, inactivity_threshold, kill_grace, capture;
-    for a conversation also stdin_idle_timeout, summary and summary_ends_turn."""
+    for a conversation also stdin_idle_timeout, summary, summary_ends_turn and stdin_close_on_summary."""
     label: str = ""
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     interactive: bool = False
