@@ -823,6 +823,32 @@ def test_a_spent_budget_skips_the_queue_at_the_result_that_spends_it(settings: C
 
 
 @pytest.mark.claude
+def test_a_resumed_batch_starts_nothing_once_a_one_shot_result_spent_its_budget(
+    settings: CCExec, tmp_path: Path
+) -> None:
+    """A one-shot run (no turns) has its result, which spends the budget, while its process lives on (here until the
+    gate opens), and a slot freed while the batch was paused: resume() started the queued item (the queue read the
+    budget only at a turn's end and at a run's end, not when it started one). It is skipped."""
+    batch = cc_executor_nb.map(["think for 5 seconds", "think for 60 seconds", "what is 3+3"], demo=True,
+                               interactive=False, concurrency=2, max_budget_usd=0.001,
+                               executable=str(gated_claude(tmp_path)), display=False, settings=settings)
+    try:
+        batch.pause()
+        batch.runs[1].cancel()  # a slot frees while the batch is paused, before any cost
+        eventually(lambda: batch.runs[1].done, timeout=20, what="the cancelled run's end")
+        assert batch.cost_usd == 0
+        eventually(lambda: batch.runs[0].cost_usd is not None, timeout=30, what="the spender's result")
+        assert not batch.runs[0].done  # the gate is shut: it lives on
+        batch.resume()
+        assert (batch.items[2].status, batch.status) == ("skipped", "budget")
+    finally:
+        (tmp_path / "gate").touch()
+    batch.wait(scaled(30))
+    assert [item.status for item in batch.items] == ["completed", "cancelled", "skipped"]
+    assert batch.runs[2].state.pid is None
+
+
+@pytest.mark.claude
 def test_a_batch_cancel_leaves_a_run_that_has_its_result_to_end_completed(settings: CCExec, tmp_path: Path) -> None:
     """A run whose turn has its result (its input already closed, the process about to exit: here its
     CLI's wrapper lingers 3 s) ends completed after cancel(): its paid-for answer is not reported cancelled."""

@@ -676,6 +676,9 @@ class Batch:
         """Start queued items while the queue allows."""
         now = time.time()
         self._update_hold(now)  # a limit that just came holds the queue before anything starts
+        # A cost known before its check (a one-shot run's result: no turn says it, its process may live
+        # on) stops the queue before anything starts: resume() started the next item into a spent budget.
+        self._check_budget()
         for item in self.items:
             if item.stage != "queued":
                 continue
