@@ -808,6 +808,24 @@ def test_on_budget_cancel_acts_at_the_result_that_spends_the_budget(settings: CC
 
 
 @pytest.mark.claude
+def test_on_budget_cancel_acts_at_a_one_shot_result_that_spends_the_budget(settings: CCExec, tmp_path: Path) -> None:
+    """As for a conversation's turn, a one-shot run's result (interactive=False: no turns) that spends the budget
+    cancels the run still thinking then, while the spender's process lives on (here until the gate opens): the
+    budget was checked at the spender's exit."""
+    batch = cc_executor_nb.map(["what is 1+1", "think for 30 seconds"], demo=True, interactive=False, concurrency=2,
+                               max_budget_usd=0.001, on_budget="cancel", executable=str(gated_claude(tmp_path)),
+                               display=False, settings=settings)
+    try:
+        eventually(lambda: batch.runs[1].done, timeout=20, what="the thinking run's end")
+        assert not batch.runs[0].done and batch.runs[0].cost_usd is not None  # the gate is shut: it lives on
+        assert batch.runs[1].status == "cancelled" and batch.status == "budget"
+    finally:
+        (tmp_path / "gate").touch()
+    batch.wait(scaled(30))
+    assert [run.status for run in batch.runs] == ["completed", "cancelled"] and batch.status == "budget"
+
+
+@pytest.mark.claude
 def test_a_spent_budget_skips_the_queue_at_the_result_that_spends_it(settings: CCExec, tmp_path: Path) -> None:
     """One at a time: the first run's result spends the budget while its process lives on, and the
     queued run is skipped then (it stayed queued, and the batch "running", until that process ended)."""
@@ -846,6 +864,24 @@ def test_a_resumed_batch_starts_nothing_once_a_one_shot_result_spent_its_budget(
     batch.wait(scaled(30))
     assert [item.status for item in batch.items] == ["completed", "cancelled", "skipped"]
     assert batch.runs[2].state.pid is None
+
+
+@pytest.mark.claude
+def test_a_batch_cancel_leaves_a_one_shot_run_that_has_its_result_to_end_completed(
+    settings: CCExec, tmp_path: Path
+) -> None:
+    """A one-shot run (interactive=False) whose successful result is in, its process still there (here until the
+    gate opens), ends completed after cancel(), as a conversation's does: it was cancelled, its answer paid for."""
+    batch = cc_executor_nb.map(["what is 2+2"], demo=True, interactive=False, executable=str(gated_claude(tmp_path)),
+                               display=False, settings=settings)
+    run = batch.runs[0]
+    try:
+        eventually(lambda: run.cost_usd is not None, timeout=30, what="the run's result")
+        batch.cancel()
+    finally:
+        (tmp_path / "gate").touch()
+    batch.wait(scaled(30))
+    assert (run.status, run.text, run.exit_code) == ("completed", "4", 0)
 
 
 @pytest.mark.claude

@@ -203,6 +203,12 @@ class ClaudeInterpreter:
                 self._view = self._take_view()
             return self._view
 
+    @property
+    def cost_usd(self) -> float | None:
+        """The cost the CLI last reported, without taking a snapshot (a batch reads it at each output piece)."""
+        with self._lock:
+            return self._run.cost_usd
+
     def stderr(self) -> str:
         """The CLI's stderr as a snapshot holds it (its end), without taking a snapshot."""
         with self._lock:

@@ -235,6 +235,8 @@ class _RowPresenter:
         self.batch = batch
         self.index = index
         self.inner: Presenter | None = None
+        self._cost: float | None = None
+        """The run's cost as last seen (a change is a result: the budget is checked then)."""
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Nothing to start: the batch's coalescer ticks."""
@@ -250,7 +252,14 @@ class _RowPresenter:
                 self.batch._say(f"#{self.index} {asked} (this run is batch.runs[{self.index}])")
         elif event.method == methods.CONVERSATION_TURN and event.params.get("status") != "running":
             self.batch._cost_known()
+        elif event.method == methods.PROCESS_OUTPUT and self._cost_changed():
+            self.batch._cost_known()  # a one-shot run's result (no turn says it): its process may live on
         self.batch._poke()
+
+    def _cost_changed(self) -> bool:
+        cost = getattr(self.batch.items[self.index].driven.interpreter, "cost_usd", None)
+        changed, self._cost = cost != self._cost, cost
+        return changed
 
     def refresh(self) -> None:
         """Something shown changed without an event (a conversation's question)."""
@@ -1066,9 +1075,13 @@ def _check_batch(concurrency: object, budget: object, on_budget: object) -> None
 
 def _ends_by_itself(run: Run) -> bool:
     """Whether a conversation's turn has its result and its input is closed: the process exits on its own
-    (a batch ends each run after its first turn; the conversation cancels one that does not exit)."""
+    (a batch ends each run after its first turn; the conversation cancels one that does not exit); or a
+    one-shot run has its result, a success (an error's may be a usage limit that auto-resume waits out)."""
+    if run.conversation is None:
+        view = run.claude
+        return view is not None and view.result is not None and not view.is_error
     state = run.state
-    return run.conversation is not None and state.between_turns and state.ending
+    return state.between_turns and state.ending
 
 
 def _describe(exc: BaseException) -> str:
