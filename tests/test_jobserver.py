@@ -277,8 +277,8 @@ def test_a_kernels_output_and_disk_settings_the_job_server_has_otherwise_are_nam
     ours = CCExec(history_path="none", capture="pipe", disk_limit=128 << 20, session_disk_limit=0)
     assert jobserver.differing_settings(ours, theirs) == [
         "CCExec.capture (the job server's 'file', this kernel's 'pipe')",
-        f"CCExec.disk_limit (the job server's {4 << 30}, this kernel's {128 << 20})",
-        f"CCExec.session_disk_limit (the job server's {1 << 30}, this kernel's none)",
+        "CCExec.disk_limit (the job server's 4 GiB, this kernel's 128 MiB)",
+        "CCExec.session_disk_limit (the job server's 1 GiB, this kernel's no limit)",
     ]
     assert jobserver.differing_settings(CCExec(history_path="none", capture="file"), theirs) == []  # '' is 'file'
 
@@ -648,6 +648,34 @@ def test_a_second_kernels_settings_that_the_job_server_has_otherwise_are_named_o
         "'ls'). To use this kernel's, stop it (cancelling its jobs: cc_executor_nb.jobs.stop_server()); the next "
         "durable run starts one with them\n"
     )
+
+
+def test_a_job_server_the_user_started_with_its_defaults_is_not_noted_for_them(
+    runtime_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job server started by hand without --idle-exit (its default: never) drew the note in
+    every kernel, whose CCExec.job_server_idle_exit defaults to an hour: two defaults, nobody's
+    choice. A kernel with CCExec's defaults meets it without a word."""
+    from cc_executor_nb.kernel.api import job_server_target
+
+    assert detach().returncode == 0  # python -m cc_executor_nb.server --jobs --detach --no-history
+    job_server_target(CCExec(history_path="none"))
+    assert capsys.readouterr().err == ""
+
+
+def test_a_setting_that_is_not_in_effect_is_named_and_sizes_read_as_sizes() -> None:
+    """Against a job server started by hand, a kernel's own setting that the server has
+    otherwise is named even where the server keeps its default (the kernel's 600 s idle exit is
+    not in effect), as is a flag the user gave; byte counts read as the README writes them
+    (``4294967296`` before)."""
+    theirs = ["--jobs", "--no-history", "--job-storage-limit", "512M", "--disk-limit", "1500M"]
+    ours = CCExec(history_path="none", job_server_idle_exit=600.0, job_storage_limit=2 << 30)
+    assert jobserver.differing_settings(ours, theirs) == [
+        "CCExec.job_server_idle_exit (the job server's 0, this kernel's 600)",
+        "CCExec.job_storage_limit (the job server's 512 MiB, this kernel's 2 GiB)",
+        "CCExec.disk_limit (the job server's 1.465 GiB, this kernel's 4 GiB)",
+    ]
+    assert jobserver.readable_size(100) == "100 bytes" and jobserver.readable_size(3 << 40) == "3 TiB"
 
 
 def test_a_job_server_of_another_version_whose_flags_do_not_parse_differs_in_nothing_known() -> None:

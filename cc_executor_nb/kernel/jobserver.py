@@ -56,6 +56,7 @@ __all__ = [
     "job_server",
     "job_server_locator",
     "notebook_key",
+    "readable_size",
     "server_arguments",
     "settings_note",
     "stop_server",
@@ -184,26 +185,52 @@ _SERVER_SETTINGS = (
 def differing_settings(settings: CCExec, server_argv: Sequence[str]) -> list[str]:
     """The settings of ``settings`` that a job server started with the flags ``server_argv``
     has otherwise, each as ``CCExec.NAME (the job server's X, this kernel's Y)``; none when
-    its flags do not parse (a server of another version: nothing is known)."""
+    its flags do not parse (a server of another version: nothing is known).
+
+    A difference between two defaults is not one: a job server the user started without
+    ``--idle-exit`` never exits (its default), where a kernel's would after an hour (CCExec's),
+    and neither was anybody's choice. A value that is not its side's default (a flag the user
+    gave, a kernel's setting of CCExec, which every job server a kernel starts was given) is
+    named whenever the other side has another."""
     from ..server.main import server_settings  # the kernel needs the server's parser only here
 
     theirs, ours = server_settings(server_argv), server_settings(server_arguments(settings))
-    if theirs is None or ours is None:
+    their_default, our_default = server_settings(["--jobs"]), server_settings(server_arguments(CCExec()))
+    if theirs is None or ours is None or their_default is None or our_default is None:
         return []
     return [
-        f"CCExec.{trait} (the job server's {_shown(getattr(theirs, name))}, "
-        f"this kernel's {_shown(getattr(ours, name))})"
+        f"CCExec.{trait} (the job server's {_shown(name, getattr(theirs, name))}, "
+        f"this kernel's {_shown(name, getattr(ours, name))})"
         for trait, name in _SERVER_SETTINGS
         if getattr(theirs, name) != getattr(ours, name)
+        and not (getattr(theirs, name) == getattr(their_default, name)
+                 and getattr(ours, name) == getattr(our_default, name))
     ]
 
 
-def _shown(value: object) -> str:
+_SIZES = frozenset({"job_storage_limit", "disk_limit", "session_disk_limit"})
+"""The server settings that are bytes: shown as the README writes sizes (``1 GiB``)."""
+
+
+def _shown(name: str, value: object) -> str:
     if isinstance(value, tuple):
         return repr(",".join(value)) if value else "(empty)"
+    if isinstance(value, int) and name in _SIZES:
+        return readable_size(value)
     if isinstance(value, float):
         return f"{value:g}"
+    if value is None and name in _SIZES:
+        return "no limit"
     return "none" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def readable_size(count: int) -> str:
+    """``count`` bytes in the largest unit of 1024 it reaches (``512 MiB``, ``1.5 GiB``,
+    ``100 bytes``), to four significant digits."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.4g} {unit}"
+    return f"{count} bytes"
 
 
 _noted: set[tuple[int, float, str]] = set()
