@@ -71,8 +71,9 @@ logger = logging.getLogger("cc_executor_nb.client")
 T = TypeVar("T")
 
 Listener = Callable[[Event], None]
-Locator = Callable[[], tuple[str, str | None] | None]
-"""Where the server is now, ``(url, token)``, or None when that is not known."""
+Locator = Callable[[], tuple[str, str | None, ssl_module.SSLContext | None] | None]
+"""Where the server is now, ``(url, token, tls)`` (``tls``: how to verify a ``wss://`` server,
+None for ``ws://`` or the default context), or None when that is not known."""
 _CLOSED = object()
 _BACKOFF = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 _INPUT_BACKOFF = (0.02, 0.05, 0.1, 0.2, 0.5)
@@ -678,11 +679,12 @@ class Client:
             return True
         if found is None:
             return False
-        if found != (self._dialer.url, self._dialer.token):
-            logger.info("= the job server is now at %s", shown_url(found[0]))
-            # A job server started again by a kernel speaks ws://, where no TLS context goes.
-            tls = self._dialer.ssl if found[0].lower().startswith("wss://") else None
-            self._dialer = replace(self._dialer, url=found[0], token=found[1], ssl=tls)
+        url, token, tls = found
+        if (url, token) != (self._dialer.url, self._dialer.token):
+            logger.info("= the job server is now at %s", shown_url(url))
+            # Its own TLS context: a job server started again may serve another certificate
+            # (one started by a kernel speaks ws://, where none goes).
+            self._dialer = replace(self._dialer, url=url, token=token, ssl=tls)
         return True
 
     async def _resume_on(self, ws: ClientConnection) -> bool | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import os
 import signal
@@ -331,6 +333,45 @@ def test_a_follower_of_a_tls_job_server_that_died_reaches_the_ws_one_it_starts(
     assert (run.status, run.error) == ("error", LOST_ERROR)
     restarted = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
     assert restarted is not None and restarted.url.startswith("ws://")
+
+
+def test_a_follower_of_a_tls_job_server_replaced_by_another_trusts_the_new_certificate(
+    tmp_path: Path, runtime_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable run on a ``--certfile`` job server, which is SIGKILLed and replaced by another
+    ``--certfile`` job server with its own self-signed certificate: the run follows the job
+    there and ends as the job did, ``lost`` (it dialled the new server with the first one's TLS
+    context, was refused "certificate verify failed" at every attempt and ran on, reconnecting,
+    until its reconnect timeout, 5 minutes)."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first_cert, first_key, _ = _certificate(tmp_path / "first")
+    second_cert, second_key, _ = _certificate(tmp_path / "second")
+    server = start_server("--jobs", "--certfile", str(first_cert), "--keyfile", str(first_key))
+    try:
+        run = cc_executor_nb.run(fake_command("ticker", "3000", "0.01"), command=True, durable=True, display=False)
+        eventually(lambda: run.job_id is not None and "tick 20" in run.stdout, what="the durable run streaming")
+        # The kernels' start lock, held meanwhile: the follower does not start a ws:// job server itself.
+        with _held(runtime_dir / "cc_executor_nb-jobserver.lock"):
+            server.finish(signal.SIGKILL)
+            server = start_server("--jobs", "--certfile", str(second_cert), "--keyfile", str(second_key))
+        run.wait(scaled(30))
+    finally:
+        server.finish(signal.SIGTERM)
+    assert (run.status, run.error) == ("error", LOST_ERROR)
+    assert "wss://" in server.url
+
+
+@contextlib.contextmanager
+def _held(path: Path) -> Iterator[None]:
+    """Hold the lock file ``path`` (flock) as a kernel starting the job server does."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _stop_a_tls_job_server_running_one_job(

@@ -26,14 +26,14 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psutil
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect as sync_connect
 
-from ..client import os_reason
+from ..client import Locator, os_reason
 from ..errors import CCExecError
 from ..redaction import install_redactor
 from ..server.runtime import (
@@ -94,8 +94,9 @@ def job_server(settings: CCExec | None = None) -> RuntimeInfo:
         return _await_answer(runtime)
 
 
-def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str, str] | None]:
-    """Where the user's job server listens now, read from its runtime file at each call
+def job_server_locator(settings: CCExec | None = None) -> Locator:
+    """Where the user's job server listens now, its token and how to verify its TLS
+    certificate (:func:`client_context`), read from its runtime file at each call
     (None while the file names no live server of ours listening there): what a run
     following a job asks before each reconnect, since a job server that died and was
     started again has another port and token (and the follower dials nothing while None).
@@ -108,7 +109,7 @@ def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str
     runtime = default_runtime_file()  # this kernel's runtime directory, as when the run began
     tried = False
 
-    def locate() -> tuple[str, str] | None:
+    def locate() -> tuple[str, str | None, ssl.SSLContext | None] | None:
         nonlocal tried
         info = read_runtime_file(runtime)
         if info is not None and not serves(info):
@@ -119,7 +120,7 @@ def job_server_locator(settings: CCExec | None = None) -> Callable[[], tuple[str
                 info = job_server(settings)
             except JobServerError as exc:
                 logger.warning("! the job server is gone and could not be started again: %s", exc)
-        return (info.url, info.token) if info is not None else None
+        return (info.url, info.token, client_context(info)) if info is not None else None
 
     return locate
 
