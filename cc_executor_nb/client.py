@@ -199,6 +199,9 @@ class Client:
         gives them once the queue is empty (no task waits for room, so none is left pending
         when nobody reads)."""
         self._closing = False
+        self._input_room = asyncio.Event()
+        """Set, then replaced, when the server says a run's input queue has room again
+        (``input.drained``) or the connection ends: an ``input`` waiting for room sends now."""
         self._reconnecting = False
         self.auto_reconnect = auto_reconnect and dialer is not None
         self.reconnect_timeout = reconnect_timeout
@@ -453,13 +456,26 @@ class Client:
         return methods.INPUT_TURN in self._capabilities
 
     async def _input_piece(self, params: dict[str, Any]) -> dict[str, Any]:
-        """One ``input`` request, sent again with backoff while the process's queue is full."""
+        """One ``input`` request, sent again while the process's queue is full: when the
+        server says it has room (``input.drained``), or after a backoff. A server that says
+        so is waited for up to ``INPUT_STALLED_WAIT`` (the timer only covers what it does not
+        tell: turns a job holds), others are asked again on the backoff's schedule."""
         backoff = _InputBackoff()
         while True:
+            room = self._input_room  # before the request: its answer may come after the notification
             try:
                 return dict(await self.call(methods.INPUT, params))
             except LimitReached as exc:
-                await asyncio.sleep(backoff.after(exc.data))
+                wait = backoff.after(exc.data)
+                if methods.INPUT_DRAINED in self._capabilities:
+                    wait = INPUT_STALLED_WAIT
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(room.wait(), wait)
+
+    def _wake_input(self) -> None:
+        """Every ``input`` waiting for room sends again now."""
+        self._input_room.set()
+        self._input_room = asyncio.Event()
 
     async def takes_input_in_execute(self, text: str, **execute: Any) -> bool:
         """Whether ``execute`` should carry ``text`` as its ``input``: the server offers it
@@ -526,6 +542,7 @@ class Client:
                         return
                 finally:
                     self._reconnecting = False
+                self._wake_input()  # the old connection's input.drained will not come: ask the new one
         finally:
             self._finish()
 
@@ -772,7 +789,9 @@ class Client:
             logger.warning("! ignoring an unreadable frame from the server")
             return
         for item in items:
-            if isinstance(item, protocol.Notification):
+            if isinstance(item, protocol.Notification) and item.method == methods.INPUT_DRAINED:
+                self._wake_input()  # flow control, as ``ack``: no event of the run
+            elif isinstance(item, protocol.Notification):
                 await self._deliver(make_event(item.method, item.params))
             else:
                 self._settle(item)
@@ -842,6 +861,7 @@ class Client:
         self._pending.clear()
 
     def _finish(self) -> None:
+        self._wake_input()  # it learns at once that the connection is gone
         self._fail_pending()
         if not self._connected.done():
             self._connected.set_exception(ConnectionLost(self.close_reason or "connection closed"))

@@ -27,6 +27,7 @@ __all__ = [
     "HEARTBEAT",
     "INPUT",
     "INPUT_CLOSE",
+    "INPUT_DRAINED",
     "INPUT_TURN",
     "JOBS_ATTACH",
     "JOBS_LIST",
@@ -90,6 +91,10 @@ PROCESS_ERROR: Final = "process.error"
 PROCESS_NOTICE: Final = "process.notice"
 """*(added)* Something the run must know: a disk limit reached (replay dropped, process
 held or released), a capture file truncated by the process itself."""
+INPUT_DRAINED: Final = "input.drained"
+"""*(added)* A run's input queue, which refused an ``input`` on this connection (full), has
+room again (or the input closed): the client sends the refused piece now, not at its next
+timer. Also in ``capabilities``: a server that lists it tells so (an older one does not)."""
 PROCESS_INPUT: Final = "process.input"
 """*(added)* A durable job keeps what its stdin was sent: each ``input`` (its ``data``),
 and its close (``closed: true``), so whoever attaches later knows what was written."""

@@ -159,6 +159,7 @@ async def test_a_terminal_prompt_feed_cut_by_a_lost_connection_ends_the_client_a
     piece in flight (written or not: nobody knows): the client reconnected and followed the run,
     whose CLI would wait for the rest of its prompt for ever, and the client with it; now the
     client ends with the lost connection, and the server stops the run."""
+    from cc_executor_nb import client as client_module
     from cc_executor_nb.errors import ConnectionLost
     from cc_executor_nb.kernel.textview import TextView
 
@@ -166,6 +167,9 @@ async def test_a_terminal_prompt_feed_cut_by_a_lost_connection_ends_the_client_a
     from .proxy import FaultyProxy
     from .util import eventually_async, gone
 
+    # A piece in flight at the drop is what this is about: the client tries again every 0.5 s
+    # at most (it waits up to 5 s for the server's input.drained, which never comes here).
+    monkeypatch.setattr(client_module, "INPUT_STALLED_WAIT", 0.5)
     server = make_handler()
     await server.start("127.0.0.1", 0)
     proxy = await FaultyProxy(server.port).start()

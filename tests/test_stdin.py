@@ -256,6 +256,60 @@ def test_the_input_backoff_grows_only_while_the_process_reads_nothing() -> None:
     assert [resumed.after({"queued_bytes": q}) for q in (100, 100, 100, 90)] == [0.02, 0.04, 0.08, 0.05]
 
 
+GATED_READER = "import os, sys, time" + _WAIT_FOR_GATE + "\nprint(len(sys.stdin.buffer.read()), flush=True)"
+"""A child that reads nothing until the gate file ``sys.argv[1]`` exists, then all of its stdin."""
+
+
+async def test_a_refused_connection_is_told_when_the_input_queue_has_room_again(
+    raw: ClientConnection, tmp_path: Path
+) -> None:
+    """An ``input`` refused for a full queue got no word when the child read it down: the
+    client learned it only at its next try, up to 5 s later. The refused connection now gets
+    ``input.drained`` once at most half the queue is unread (and the capability says so)."""
+    gate = tmp_path / "gate"
+    execute = {"argv": [sys.executable, "-c", GATED_READER, str(gate)], "stdin": "pipe"}
+    started = await reply(raw, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute", "params": execute}))
+    assert started["result"]["status"] == "started"  # type: ignore[index]
+    piece = "p" * MAX_INPUT_BYTES
+    for id_ in range(2, 100):
+        request = {"jsonrpc": "2.0", "id": id_, "method": "input", "params": {"data": piece}}
+        answer = await reply(raw, json.dumps(request))
+        if "error" in answer:  # type: ignore[operator]
+            break
+    assert answer["error"]["code"] == -32000, answer  # type: ignore[index]
+    gate.touch()
+    while (message := json.loads(await asyncio.wait_for(raw.recv(), scaled(10)))).get("method") != "input.drained":
+        pass
+    assert message["params"]["limit"] == 8 << 20 and message["params"]["queued_bytes"] <= 4 << 20
+
+
+async def test_input_refused_for_a_full_queue_goes_on_when_the_server_says_there_is_room(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10 MiB for a child that reads nothing until a gate opens: the refused piece waited for
+    the client's timer (0.02 s doubling up to 5 s: up to 5 s after the child read again). With
+    the timers made 10 minutes long, the input still arrives once the child reads: it is sent
+    again when the server says the queue has room (``input.drained``)."""
+    from cc_executor_nb import client as client_module
+
+    monkeypatch.setattr(client_module, "_INPUT_BACKOFF", (600.0,))
+    monkeypatch.setattr(client_module, "INPUT_STALLED_WAIT", 600.0)
+    assert methods.INPUT_DRAINED in (await client.wait_connected()).capabilities
+    gate = tmp_path / "gate"
+    await client.execute(argv=[sys.executable, "-c", GATED_READER, str(gate)], stdin="pipe")
+    sending = asyncio.ensure_future(client.input("z" * (10 << 20)))
+    deadline = asyncio.get_running_loop().time() + scaled(10)
+    while (await client.call(methods.INPUT, {"data": ""}))["queued_bytes"] + MAX_INPUT_BYTES <= 8 << 20:
+        assert asyncio.get_running_loop().time() < deadline, "the input queue did not fill"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)  # the next piece was refused: it waits
+    assert not sending.done()
+    gate.touch()
+    await asyncio.wait_for(sending, scaled(20))
+    await client.close_input()
+    assert output_of(await collect(client)) == f"{10 << 20}\n"
+
+
 async def test_input_waiting_for_room_ends_when_the_process_does(client: Client) -> None:
     """Input waiting for a child that never reads (its queue full) is refused as soon as the
     process ends (here: cancelled), NoProcessRunning; it does not wait for ever."""

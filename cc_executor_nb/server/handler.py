@@ -79,6 +79,7 @@ CAPABILITIES = [
     methods.EXECUTE, methods.CONTROL, methods.STATUS, methods.RESUME, methods.HEARTBEAT,
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
     methods.PROCESS_NOTICE, methods.ACK, methods.EXECUTE_INPUT, methods.SERVER_PYTHON, methods.INPUT_TURN,
+    methods.INPUT_DRAINED,
 ]
 _DEFAULT = "default"
 
@@ -178,6 +179,8 @@ class EnhancedWebSocketHandler:
         self.tls = False
         """Whether the server speaks TLS (``wss://``)."""
         self._closing = False
+        self._saying: set[asyncio.Task[None]] = set()
+        """``input.drained`` notifications on their way (kept from the garbage collector)."""
         self._secret_held = False
 
     # -- Lifecycle ------------------------------------------------------------------
@@ -664,8 +667,25 @@ class EnhancedWebSocketHandler:
 
     def _input(self, link: _Link, session: RunOwner, params: Any) -> dict[str, Any]:
         given = protocol.validate_input(params)
-        data = given.data
         stdin = self._piped_input(session)
+        try:
+            return self._queue_input(link, stdin, given)
+        except LimitReached:
+            if stdin.refused:  # by the process's queue (not by the turns a job holds): say when it has room
+                stdin.when_room(link, lambda: self._say_room(link, stdin))
+            raise
+
+    def _say_room(self, link: _Link, stdin: ChildInput) -> None:
+        """``input.drained`` to ``link``, an ``input`` of which the full queue of ``stdin`` refused."""
+        message = protocol.notification(
+            methods.INPUT_DRAINED, {"queued_bytes": stdin.queued_bytes, "limit": stdin.limit})
+        saying = asyncio.ensure_future(_reply_if_open(link, message))
+        self._saying.add(saying)
+        saying.add_done_callback(self._saying.discard)
+
+    @staticmethod
+    def _queue_input(link: _Link, stdin: ChildInput, given: protocol.InputParams) -> dict[str, Any]:
+        data = given.data
         if link.job is not None and given.turn and link.job.takes_turns(stdin):
             held = link.job.begin_turn(stdin, data, given.ok_exit_codes)
             return {"status": "queued", "bytes": len(data), "queued_bytes": stdin.queued_bytes, "held": held}
@@ -853,6 +873,12 @@ class _Link:
             await self.session.send(message)
         else:
             await self.ws.send(protocol.dumps_bytes(message), text=True)
+
+
+async def _reply_if_open(link: _Link, message: Any) -> None:
+    """``link.reply(message)``, or nothing once its connection is closed."""
+    with contextlib.suppress(ConnectionClosed):
+        await link.reply(message)
 
 
 _DELIBERATE_CLOSES = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY})

@@ -14,6 +14,7 @@ import collections
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 from ..errors import LimitReached, NoProcessRunning
 
@@ -60,6 +61,9 @@ class ChildInput:
         self._transport: asyncio.WriteTransport | None = None
         self._protocol: _WriteProtocol | None = None
         self._task: asyncio.Task[None] | None = None
+        self._refused = 0
+        """The largest piece refused since the queue last had room again (0: none)."""
+        self._on_room: dict[object, Callable[[], None]] = {}
 
     async def open(self, fd: int) -> None:
         """Take ownership of ``fd`` (the pipe's write end) and start the writer task."""
@@ -83,6 +87,7 @@ class ChildInput:
         if self.closed:
             raise NoProcessRunning("the process's input is closed")
         if self.queued_bytes + len(data) > self.limit:
+            self._refused = max(self._refused, len(data))
             raise LimitReached(
                 f"input queue full: {self.queued_bytes} bytes not yet read by the process "
                 f"(limit {self.limit})",
@@ -96,16 +101,42 @@ class ChildInput:
             self._ready.set()
         return self.queued_bytes
 
+    @property
+    def refused(self) -> bool:
+        """Whether a write was refused (the queue full) since the queue last had room again."""
+        return self._refused > 0
+
+    def when_room(self, key: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the queue that refused a write has room again: at most
+        half its limit queued (so that the writer that was refused can send several pieces
+        before the next refusal), and room for the largest piece refused; or when the input
+        closes. One callback per ``key`` (a connection); now, if there is room already."""
+        self._on_room[key] = callback
+        self._tell_room()
+
+    def _tell_room(self) -> None:
+        if not self._on_room:
+            return
+        mark = min(self.limit // 2, self.limit - self._refused)
+        if self.queued_bytes <= mark or self.closed:
+            callbacks = list(self._on_room.values())
+            self._on_room.clear()
+            self._refused = 0
+            for callback in callbacks:
+                callback()
+
     def close(self) -> None:
         """Close the child's stdin after everything queued so far was written."""
         self.closing = True
         self._ready.set()
+        self._tell_room()  # a writer waiting for room hears at once that the input is closed
 
     async def aclose(self) -> None:
         """Drop anything queued and close the pipe now (the run is over)."""
         self._chunks.clear()
         self.queued_bytes = 0
         self.closing = True
+        self._tell_room()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +161,8 @@ class ChildInput:
             transport.write(chunk)
             self.queued_bytes -= len(chunk)
             self.written_bytes += len(chunk)
+            self._tell_room()
+        self._tell_room()  # the child stopped reading: a writer waiting for room hears it now
         # Closing waits for the transport's buffer to flush; a vanished reader drops it.
         transport.close()
         if protocol.lost.is_set() and self._chunks:
