@@ -458,8 +458,8 @@ class Client:
     async def _input_piece(self, params: dict[str, Any]) -> dict[str, Any]:
         """One ``input`` request, sent again while the process's queue is full: when the
         server says it has room (``input.drained``), or after a backoff. A server that says
-        so is waited for up to ``INPUT_STALLED_WAIT`` (the timer only covers what it does not
-        tell: turns a job holds), others are asked again on the backoff's schedule."""
+        so is waited for up to ``INPUT_STALLED_WAIT`` (should its word be lost), others are
+        asked again on the backoff's schedule."""
         backoff = _InputBackoff()
         while True:
             room = self._input_room  # before the request: its answer may come after the notification

@@ -997,6 +997,38 @@ async def test_a_held_turn_meeting_a_full_input_queue_is_written_once_it_has_roo
     await other.close()
 
 
+async def test_a_turn_refused_for_too_much_held_goes_on_when_a_held_turn_is_written(
+    jobs_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input with turn refused because the job held 8 MiB of turns waited for the client's
+    timer (up to 5 s): the server now says when the held turns shrink (input.drained), and
+    with the client's timers made 10 minutes long the turn still goes in once the turns move."""
+    from cc_executor_nb import client as client_module
+
+    monkeypatch.setattr(client_module, "_INPUT_BACKOFF", (600.0,))
+    monkeypatch.setattr(client_module, "INPUT_STALLED_WAIT", 600.0)
+    gate = tmp_path / "gate"
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    await starter.input("one\n", turn=True)
+    turn = "t" * 250_000 + "\n"
+    with pytest.raises(errors.LimitReached, match="wait for the turn under way"):
+        for _ in range(40):  # 8 MiB: about 33 of them
+            await other.call(methods.INPUT, {"data": turn, "turn": True})
+    last = "last" + turn
+    sending = asyncio.ensure_future(other.input(last, turn=True))
+    await asyncio.sleep(0.1)
+    assert not sending.done()  # refused, it waits
+    gate.touch()
+    await asyncio.wait_for(sending, scaled(20))
+    log = jobs_server.jobs.store.get(job_id).log
+    await eventually_async(lambda: any(json.loads(line)["params"].get("data") == last for line in log.read(0, 1 << 30)),
+                           timeout=30, what="the last turn written")
+    await starter.close_input()
+    assert output_of(await collect(other)).endswith("eof\n")
+    await starter.close()
+    await other.close()
+
+
 async def test_an_input_without_turn_is_never_held(jobs_server, tmp_path: Path) -> None:
     """Only an input with turn waits for a turn's end: one without it (a permission answer, an
     interrupt) is written at once, even while turns are held."""

@@ -671,8 +671,10 @@ class EnhancedWebSocketHandler:
         try:
             return self._queue_input(link, stdin, given)
         except LimitReached:
-            if stdin.refused:  # by the process's queue (not by the turns a job holds): say when it has room
+            if stdin.refused:  # by the process's queue: say when it has room
                 stdin.when_room(link, lambda: self._say_room(link, stdin))
+            elif link.job is not None:  # by the turns the job holds: say when they shrink
+                link.job.when_room(link, lambda: self._say_room(link, stdin))
             raise
 
     def _say_room(self, link: _Link, stdin: ChildInput) -> None:

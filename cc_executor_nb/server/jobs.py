@@ -247,6 +247,8 @@ class Job:
         """An ``input.close`` came while turns were held: the input is closed after the last one."""
         self._retry: asyncio.TimerHandle | None = None
         """The next try to write the first held turn, which the process's full input queue refused."""
+        self._on_room: dict[object, Callable[[], None]] = {}
+        """Whom to tell that the held turns shrank (their ``input`` was refused: too much held)."""
         self._grew: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -357,6 +359,20 @@ class Job:
         self._held_turns.append((data, ok_exit_codes))
         self.input_at = time.monotonic()
 
+    def when_room(self, key: object, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when the held turns shrink (one is written, or they are
+        dropped): an ``input`` with ``turn`` refused for too much held may go again. One per
+        ``key`` (a connection); now, if none is held."""
+        self._on_room[key] = callback
+        if not self._held_turns:
+            self._tell_room()
+
+    def _tell_room(self) -> None:
+        callbacks = list(self._on_room.values())
+        self._on_room.clear()
+        for callback in callbacks:
+            callback()
+
     def _write_turn(self, stdin: ChildInput, data: bytes, ok_exit_codes: frozenset[int] | None) -> None:
         stdin.write(data)
         if ok_exit_codes is not None:
@@ -371,6 +387,7 @@ class Job:
         stdin = execution.stdin if execution is not None else None
         if stdin is None or stdin.closed:
             self._held_turns.clear()
+            self._tell_room()
             return
         if self._retry is not None:
             return  # the first held turn waits for room: it is written then, and no other before it
@@ -394,8 +411,10 @@ class Job:
             return
         except NoProcessRunning:
             self._held_turns.clear()  # its input closed meanwhile: nothing will read them
+            self._tell_room()
             return
         self._held_turns.popleft()
+        self._tell_room()
 
     def _retry_held(self, stdin: ChildInput) -> None:
         self._retry = None
@@ -404,6 +423,7 @@ class Job:
             return
         if stdin.closed:
             self._held_turns.clear()
+            self._tell_room()
             return
         self._write_held(stdin)
 
