@@ -93,8 +93,9 @@ PROCESS_NOTICE: Final = "process.notice"
 held or released), a capture file truncated by the process itself."""
 INPUT_DRAINED: Final = "input.drained"
 """*(added)* A run's input queue, which refused an ``input`` on this connection (full), has
-room again (or the input closed, or a job's held turns shrank): the client sends the refused piece now, not at its next
-timer. Also in ``capabilities``: a server that lists it tells so (an older one does not)."""
+room again (or the input closed, or a job's held turns shrank): the client sends the refused
+piece now, not at its next timer. Also in ``capabilities``: a server that lists it tells so
+(an older one does not)."""
 PROCESS_INPUT: Final = "process.input"
 """*(added)* A durable job keeps what its stdin was sent: each ``input`` (its ``data``),
 and its close (``closed: true``), so whoever attaches later knows what was written."""
