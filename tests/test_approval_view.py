@@ -1071,3 +1071,35 @@ def test_the_live_widget_of_a_long_conversation_keeps_its_first_and_last_turns_a
     assert len(pieces[1]) == 1 + claude_render.MAX_LIVE_TURN_PIECES + 1 + 1
     assert ">echo 99<" in values[1] and ">echo 100<" not in values[1] and ">echo 199<" not in values[1]
     assert ">echo 200<" in values[1] and ">echo 299<" in values[1]
+
+
+def long_prompts_widget_value(chars: int) -> str:
+    """The live widget's HTML of a conversation whose two follow-ups are ``chars`` characters long,
+    the first answered, the second's turn under way."""
+    made = ClaudeBody(ClaudeInterpreter(), Source(ConversationView(mode="live", sent=1)))
+    try:
+        turns_in_widget(made, range(1))
+        made.interpreter.begin_turn("F" * chars)
+        made.interpreter.feed("stdout", "\n".join(tool_turn_lines(1, "answer 1")) + "\n")
+        made.render(State(), 0.0)
+        made.interpreter.begin_turn("S" * chars)
+        made.render(State(), 0.0)
+        return str(made.value)
+    finally:
+        made.widget.close()
+
+
+def test_the_live_widget_shows_a_long_follow_ups_start_and_says_where_it_is_whole(
+    comms: list[DummyComm],  # noqa: F811
+) -> None:
+    """Follow-ups of 1 MB and of 2 MB, one answered, one whose turn runs, make live widgets of the
+    same size but for the figures of their lines: each shows its first MAX_RECORD_PROMPT_CHARS
+    characters and one line counting the rest, which says where the prompt is whole (the widget
+    showed each prompt whole, in its value and the saved notebook at each frame: 2 MB more)."""
+    small, big = (long_prompts_widget_value(chars) for chars in (1_000_000, 2_000_000))
+    assert abs(len(big) - len(small)) < 40
+    kept = claude_render.MAX_RECORD_PROMPT_CHARS
+    line = f"… {2_000_000 - kept:,} more characters of this prompt not shown: run.transcript() has it whole"
+    for index, letter in ((1, "F"), (2, "S")):
+        turn = turn_of(big, index)
+        assert letter * kept + "\n" + line in turn and letter * (kept + 1) not in turn

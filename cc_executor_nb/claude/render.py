@@ -131,8 +131,9 @@ MAX_LIVE_PIECES = 200
 call one): the first half and the last half, one line counting the ones between (it showed every
 card, rendered again at each frame: 20,000 calls made a value of 11 MB and frames of 2.4 s)."""
 MAX_RECORD_PROMPT_CHARS = 4000
-"""How much of each prompt a bounded record shows (a pasted document made a record as big as
-itself, at every turn that carried one): its start, then one line counting the rest."""
+"""How much of each prompt a bounded record and the live widget show (a pasted document made a
+record as big as itself, at every turn that carried one): its start, then one line counting the
+rest and saying where it is whole."""
 MAX_RECORD_TURNS = 200
 """How many turns of a conversation a bounded record shows: the first half and the last half; one
 line counts the ones between (each turn took its prompt and frame: 5,000 turns made 1.5 MB)."""
@@ -1094,12 +1095,14 @@ def _turn_key(turn: TurnView, decisions: Mapping[str, PermissionRequest]) -> tup
 
 
 def record_prompt(prompt: str, bounded: bool) -> str:
-    """``prompt`` as a record shows it: whole, or in a bounded record (the display's) its first
-    :data:`MAX_RECORD_PROMPT_CHARS` characters and a line counting the rest."""
+    """``prompt`` as a record shows it: whole, or in a bounded record (the display's) and the live
+    widget its first :data:`MAX_RECORD_PROMPT_CHARS` characters and a line counting the rest, which
+    says where it is whole."""
     left_out = len(prompt) - MAX_RECORD_PROMPT_CHARS
     if not bounded or left_out <= 0:
         return prompt
-    return f"{prompt[:MAX_RECORD_PROMPT_CHARS]}\n… {left_out:,} more characters of this prompt not shown"
+    return (f"{prompt[:MAX_RECORD_PROMPT_CHARS]}\n… {left_out:,} more characters of this prompt not shown: "
+            "run.transcript() has it whole")
 
 
 def _turn_html(
@@ -1108,10 +1111,11 @@ def _turn_html(
     memo: RenderMemo | None = None,
 ) -> str:
     """One turn; ``budget`` (a bounded record's) bounds its prompt too (:func:`record_prompt`);
-    ``window``: the live widget's (:func:`_in_order`)."""
+    ``window``: the live widget's (:func:`_in_order`), which bounds the prompt the same way (a
+    pasted document went whole into the widget's value, and the saved notebook, at each frame)."""
     prompt = ""
     if turn.index > 0:
-        shown = record_prompt(turn.prompt, budget is not None)
+        shown = record_prompt(turn.prompt, budget is not None or window is not None)
         prompt = f'<div class="cc-prompt" style="{_PROMPT_STYLE}">{escape(printable(shown))}</div>'
     body = [prompt]
     order = functools.partial(_in_order, budget=budget, tools=tools, thinking=thinking, window=window, memo=memo)
