@@ -21,6 +21,7 @@ from cc_executor_nb.claude.interpreter import ClaudeInterpreter
 from cc_executor_nb.claude.permissions import PermissionRequest
 from cc_executor_nb.claude.render import (
     MAX_RECORD_PROMPT_CHARS,
+    MAX_RECORD_TEXTS,
     MAX_RECORD_THOUGHTS,
     MAX_RECORD_TOOL_CARDS,
     MAX_RECORD_TURNS,
@@ -439,6 +440,57 @@ def test_a_records_forms_show_the_same_places_of_thinking_and_count_the_ones_lef
     assert f"*… {words}: `run.thinking` has all of it …*" in transcript.markdown()
     gap = page.index(f"… {words}: <code>run.thinking</code> has all of it …")
     assert page.index(">echo 99<") < gap < page.index("200 tool calls not shown") < page.index(">echo 300<")
+
+
+def many_texts_run(steps: int) -> SimpleNamespace:
+    """A finished run of one prompt that writes ``steps`` sentences, a Bash call after each, then
+    answers "done"."""
+    interpreter = ClaudeInterpreter(prompt="p")
+    interpreter.feed("stdout", sentences_and_calls(range(steps)) + result(result="done") + "\n")
+    interpreter.finish()
+    return SimpleNamespace(label="claude: p", state=finished_state(), interpreter=interpreter, options={"prompt": "p"})
+
+
+TEXTS_GAP = {"html": "… {}: <code>run.text</code> has all of them …",
+             "markdown": "*… {}: `run.text` has all of them …*", "text": "[text] {}: run.text has all of them"}
+
+
+def test_a_records_size_does_not_grow_with_its_texts() -> None:
+    """Runs of 2,000 and of 4,000 sentences (a call after each) make displayed records of the same
+    size in each form, but for the figures of their lines of the calls and texts left out, each with
+    MAX_RECORD_TEXTS texts and one line for the rest (each text took its wrapper: the HTML record of
+    4,000 grew 194,000 characters past the one of 2,000; 20,000 made 985 KB)."""
+    small, big = (Transcript(many_texts_run(steps), answer_chars=MAX_RECORD_ANSWER_CHARS, text_pieces=MAX_RECORD_TEXTS)
+                  for steps in (2_000, 4_000))
+    for form in ("html", "markdown", "text"):
+        record = getattr(big, form)()
+        assert abs(len(record) - len(getattr(small, form)())) < 40, form
+        assert record.count(" of the plan.") == MAX_RECORD_TEXTS - 1, form  # and "done"
+        assert record.count(TEXTS_GAP[form].format("3,801 texts not shown (82,722 characters)")) == 1, form
+    bundle = api._record(many_texts_run(4_000), CCExec())()  # type: ignore[arg-type]  # the display's
+    assert bundle["text/markdown"].count(" of the plan.") == MAX_RECORD_TEXTS - 1
+
+
+@pytest.mark.parametrize("form", ["html", "markdown", "text"])
+def test_a_records_forms_show_the_same_texts_and_count_the_ones_left_out(form: str) -> None:
+    """400 sentences, a call after each, then the answer: each form shows the first 100 texts and
+    the last 100 (the answer the last), and where the 101st stood one line counts the 201 left out
+    and their characters and says run.text has all of them (each form showed all 401)."""
+    record = getattr(Transcript(many_texts_run(400), text_pieces=MAX_RECORD_TEXTS), form)()
+    shown = [int(step) for step in re.findall(r"Step (\d+) of the plan\.", record)]
+    assert shown == [*range(100), *range(301, 400)]
+    gap = record.index(TEXTS_GAP[form].format("201 texts not shown (4,221 characters)"))
+    assert record.index("echo 99") < gap < record.index("200 tool calls not shown") < record.index("echo 300")
+
+
+def test_run_transcript_and_save_keep_every_text() -> None:
+    """run.transcript() and run.save() (a Transcript's defaults) show all 400 sentences: they have
+    all of the answer, where the display's record says run.text has what it leaves out."""
+    transcript = Transcript(many_texts_run(400))
+    for form in ("html", "markdown", "text"):
+        record = getattr(transcript, form)()
+        assert [int(step) for step in re.findall(r"Step (\d+) of the plan\.", record)] == list(range(400)), form
+        assert "texts not shown" not in record, form
 
 
 CHANGE = {"file_path": "/w/x.txt", "old_string": "\n".join(["o" * 200] * 100),

@@ -55,6 +55,9 @@ from .streamjson import (
     ClaudeRun,
     Cut,
     LiveGap,
+    TextGap,
+    TextKey,
+    TextPlan,
     ThinkingBudget,
     Thought,
     ThoughtPlan,
@@ -76,6 +79,7 @@ except ImportError:  # pragma: no cover - nh3 is optional at runtime.
 __all__ = [
     "MAX_LIVE_PIECES",
     "MAX_RECORD_PROMPT_CHARS",
+    "MAX_RECORD_TEXTS",
     "MAX_RECORD_THOUGHTS",
     "MAX_RECORD_TOOL_CARDS",
     "MAX_RECORD_TURNS",
@@ -126,6 +130,10 @@ MAX_RECORD_THOUGHTS = 200
 """How many places of thinking a bounded record shows (its thinking, its note): the first half and
 the last half, in reading order; one line counts the ones between (past the thinking budget each
 place still took a note: 20,000 places made an HTML record of 3.1 MB)."""
+MAX_RECORD_TEXTS = 200
+"""How many of Claude's texts a bounded record shows: the first half and the last half, in reading
+order; one line counts the ones between (each took its wrapper, past what the answer's character
+budget bounds: 20,000 sentences, a call after each, made an HTML record of 985 KB)."""
 MAX_LIVE_PIECES = 200
 """How many pieces of each turn the live widget shows (texts, places of thinking, tool calls, each
 call one): the first half and the last half, one line counting the ones between (it showed every
@@ -443,19 +451,23 @@ def tool_body_html(tool: ToolCall) -> str:
 
 def tool_plan(
     tools: Sequence[ToolCall], body_chars: int | None, cards: int | None, thoughts: Sequence[Thought] = (),
-    places: int | None = None,
+    places: int | None = None, *, texts: Sequence[tuple[TextKey, str]] = (), pieces: int | None = None,
 ) -> ToolPlan:
     """The :class:`~cc_executor_nb.claude.streamjson.ToolPlan` of a bounded record whose calls in
     reading order are ``tools``: ``body_chars`` characters of bodies in all (None: every one's),
     ``cards`` cards at most (None: all). Bodies count as the HTML writes them, the largest form;
     every form reads this plan, so all leave out the same calls and bodies. ``thoughts``: its places
     of thinking in reading order, ``places`` of which it shows at most (None: all), the first half
-    and the last half."""
+    and the last half; ``texts`` (:func:`~cc_executor_nb.claude.streamjson.text_places`) its texts,
+    ``pieces`` of which it shows at most, in the same way."""
     shown = len(tools) if cards is None else cards
     budget = ToolBudget(body_chars) if body_chars is not None else None
     kept = len(thoughts) if places is None else places
     thinking = ThoughtPlan(thoughts, first=(kept + 1) // 2, last=kept // 2)
-    return ToolPlan(tools, budget, tool_body_html, first=(shown + 1) // 2, last=shown // 2, thoughts=thinking)
+    said = len(texts) if pieces is None else pieces
+    plan = TextPlan(texts, first=(said + 1) // 2, last=said // 2)
+    return ToolPlan(tools, budget, tool_body_html, first=(shown + 1) // 2, last=shown // 2, thoughts=thinking,
+                    texts=plan)
 
 
 def _tool_card(tool: ToolCall, decision: PermissionRequest | None = None, *, bare: bool = False) -> str:
@@ -935,9 +947,10 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     thinks, its last thinking says so, or the CLI's estimate stands at its end. ``window``: the live
     widget's, which shows that many pieces of the turn at most (:func:`live_window`). ``memo``:
     a record's, which reads the parts and renders each text once (:class:`RenderMemo`)."""
-    parts = memo.parts(turn, result_text, said=said) if memo is not None else turn.parts(result_text, said=said)
+    read = memo.parts(turn, result_text, said=said) if memo is not None else turn.parts(result_text, said=said)
+    parts = tools.texts.select(turn.index, read) if tools is not None else read
     plan = tools.thoughts if tools is not None else ThoughtPlan()
-    pieces = live_window(parts, window) if window is not None else budget.spend(parts) if budget else parts
+    pieces = live_window(read, window) if window is not None else budget.spend(parts) if budget else parts
     shown = [part for part in pieces if not isinstance(part, Thought) or plan.state(part) != "hidden"]
     thoughts = [part.text for part in shown if isinstance(part, Thought) and plan.state(part) == "shown"]
     live = turn.thinking_estimate is not None and _ends_thinking(shown)
@@ -955,18 +968,21 @@ def _in_order(turn: TurnView, decisions: Mapping[str, PermissionRequest], result
     return html + (_thinking_estimate_html(turn.thinking_estimate or 0) if thinks_unseen else "")
 
 
-def _ends_thinking(parts: Sequence[TurnPart | Cut | LiveGap]) -> bool:
+def _ends_thinking(parts: Sequence[TurnPart | Cut | LiveGap | TextGap]) -> bool:
     """Whether the last of ``parts`` that shows anything is thinking."""
     shown = [part for part in parts if not (isinstance(part, str) and not part.strip())]
     return bool(shown) and isinstance(shown[-1], Thought)
 
 
 def _part_html(
-    part: str | tuple[ToolCall, ...] | Cut | LiveGap, decisions: Mapping[str, PermissionRequest],
+    part: str | tuple[ToolCall, ...] | Cut | LiveGap | TextGap, decisions: Mapping[str, PermissionRequest],
     tools: ToolPlan | None = None, answers: Callable[[str], str] = render_answer_html,
 ) -> str:
     if isinstance(part, str):
         return answers(part)
+    if isinstance(part, TextGap):
+        return (f'<div class="cc-texts-gap" style="{_MUTED}"><em>… {escape(printable(part.words))}: '
+                "<code>run.text</code> has all of them …</em></div>")
     if isinstance(part, LiveGap):
         words = escape(printable(part.words()))
         return (f'<div class="cc-live-gap" style="{_MUTED}"><em>… {words}: <code>run.text</code>, '

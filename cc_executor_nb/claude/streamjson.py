@@ -62,6 +62,9 @@ __all__ = [
     "LiveGap",
     "Phase",
     "Signal",
+    "TextGap",
+    "TextKey",
+    "TextPlan",
     "ThinkingBudget",
     "Thought",
     "ThoughtPlan",
@@ -78,6 +81,7 @@ __all__ = [
     "outcome_mark",
     "summary",
     "text_and_result",
+    "text_places",
 ]
 
 _T = TypeVar("_T")
@@ -294,11 +298,11 @@ class AnswerBudget:
 
     chars: int | None = None
 
-    def spend(self, parts: Iterable[TurnPart]) -> list[TurnPart | Cut]:
+    def spend(self, parts: Iterable[TurnPart | TextGap]) -> list[TurnPart | TextGap | Cut]:
         """A turn's ``parts`` as the record shows them: the text that overruns the budget is cut
         there and a :class:`Cut` after it counts what is left out of the turn's texts (the later
         ones too); its tool calls all stay."""
-        shown: list[TurnPart | Cut] = []
+        shown: list[TurnPart | TextGap | Cut] = []
         cut_at, left_out = -1, 0
         for part in parts:
             if not isinstance(part, str) or self.chars is None:
@@ -389,12 +393,13 @@ class ToolPlan:
     the largest form), the ones between are left out, and where the first of them stood one line
     counts them by tool and outcome. A record then grows with neither the number of calls nor of
     turns: a call past its budget still took a card of about 470 characters (5,000 calls: 2.3 MB).
-    ``thoughts``: which places of thinking it shows (None: all), read by every form with the calls.
+    ``thoughts``: which places of thinking it shows (None: all), read by every form with the calls;
+    ``texts``: which texts (:class:`TextPlan`).
     """
 
     def __init__(
         self, tools: Sequence[ToolCall], budget: ToolBudget | None, body: Callable[[ToolCall], str], *,
-        first: int, last: int, thoughts: ThoughtPlan | None = None,
+        first: int, last: int, thoughts: ThoughtPlan | None = None, texts: TextPlan | None = None,
     ) -> None:
         gap = range(first, len(tools) - last) if len(tools) > first + last else range(0)
         self._states: dict[int, CardState] = {}
@@ -414,6 +419,8 @@ class ToolPlan:
         """The calls left out by (tool, outcome mark), the most frequent first."""
         self.thoughts = thoughts if thoughts is not None else ThoughtPlan()
         """Which places of thinking the record shows (all, unless it was given a plan of them)."""
+        self.texts = texts if texts is not None else TextPlan()
+        """Which texts the record shows (all, unless it was given a plan of them)."""
 
     def state(self, tool: ToolCall) -> CardState:
         """What the record shows of ``tool`` (a call the plan did not see, made since: its card whole)."""
@@ -424,6 +431,77 @@ class ToolPlan:
         (Bash ✓ 2,400 · Edit ✓ 2,399 · Edit ✗ 1)``."""
         calls = "call" if self.left_out == 1 else "calls"
         return f"{self.left_out:,} tool {calls} not shown ({kinds_words(self.kinds)})"
+
+
+TextKey = tuple[int, int, int]
+"""A text of a record as a :class:`TextPlan` knows it: its turn's index, and how many tool calls and
+places of thinking of that turn came before it (the same whether or not the turn's error is said
+instead of its texts, and whatever result text ends it)."""
+
+
+def text_places(turn: int, parts: Iterable[TurnPart]) -> list[tuple[TextKey, str]]:
+    """The texts among turn ``turn``'s ``parts`` that show something, each with its key."""
+    calls = thoughts = 0
+    texts: list[tuple[TextKey, str]] = []
+    for part in parts:
+        if isinstance(part, tuple):
+            calls += len(part)
+        elif isinstance(part, Thought):
+            thoughts += 1
+        elif part.strip():
+            texts.append(((turn, calls, thoughts), part))
+    return texts
+
+
+@dataclass(frozen=True)
+class TextGap:
+    """Where a bounded record leaves texts out (:class:`TextPlan`): the first of them stood here."""
+
+    words: str
+    """``19,800 texts not shown (446,773 characters)``."""
+
+
+class TextPlan:
+    """Which of Claude's texts a bounded record shows: every form of the record (HTML, Markdown,
+    text) reads the same plan (a :class:`ToolPlan`'s), so they leave out the same.
+
+    ``texts`` (from :func:`text_places`) in reading order: the first ``first`` and the last ``last``
+    are shown, the ones between are left out, and where the first of them stood one line counts them
+    and their characters. The answer's character budget bounded the text, not the pieces: each piece
+    took its wrapper, and 20,000 sentences, a tool call after each, made an HTML record of 985 KB.
+    """
+
+    def __init__(self, texts: Sequence[tuple[TextKey, str]] = (), *, first: int = 0, last: int = 0) -> None:
+        gap = range(first, len(texts) - last) if len(texts) > first + last else range(0)
+        self._states: dict[TextKey, Literal["gap", "hidden"]] = {
+            texts[index][0]: "gap" if index == gap.start else "hidden" for index in gap
+        }
+        self.left_out = len(gap)
+        """How many texts the record leaves out (counted in one line)."""
+        self.chars = sum(len(texts[index][1]) for index in gap)
+        """How many characters they hold."""
+
+    def select(self, turn: int, parts: Sequence[TurnPart]) -> list[TurnPart | TextGap]:
+        """Turn ``turn``'s ``parts`` as the record shows them: the texts it leaves out gone, a
+        :class:`TextGap` where the first of them stood; ``parts`` itself when it leaves none out."""
+        if not self._states:
+            return list(parts)
+        shown: list[TurnPart | TextGap] = []
+        calls = thoughts = 0
+        for part in parts:
+            state = self._states.get((turn, calls, thoughts)) if isinstance(part, str) and part.strip() else None
+            if state == "gap":
+                shown.append(TextGap(self.gap_words()))
+            elif state is None:
+                shown.append(part)
+            calls += len(part) if isinstance(part, tuple) else 0
+            thoughts += isinstance(part, Thought)
+        return shown
+
+    def gap_words(self) -> str:
+        """The line of the texts left out, without where they are: ``19,800 texts not shown
+        (446,773 characters)``."""
+        return f"{self.left_out:,} text{_s(self.left_out)} not shown ({self.chars:,} characters)"
 
 
 def kinds_words(kinds: Sequence[tuple[tuple[str, str], int]]) -> str:

@@ -50,7 +50,7 @@ from .render import (
     status_name,
     tool_input_summary,
 )
-from .streamjson import ApiRetry, Cut, Thought, ToolCall, ToolPlan, TurnPart, text_and_result
+from .streamjson import ApiRetry, Cut, TextGap, Thought, ToolCall, ToolPlan, TurnPart, text_and_result
 
 __all__ = [
     "FLUSH_CHARS",
@@ -301,7 +301,7 @@ def answer_of(view: ClaudeSnapshot) -> str:
 
 
 def render_text(
-    view: ClaudeSnapshot, *, ended: bool = False, parts: Sequence[TurnPart | Cut] | None = None,
+    view: ClaudeSnapshot, *, ended: bool = False, parts: Sequence[TurnPart | TextGap | Cut] | None = None,
     plan: ToolPlan | None = None,
 ) -> str:
     """The run as plain text at once: retries, permissions, then the thinking notes, text and
@@ -321,26 +321,31 @@ def render_text(
     if limit is not None:
         notes.append(limit_line(limit, time.time()))
     notes += [permission_line(item) for item in permission_requests(view)]
-    shown: Sequence[TurnPart | Cut] = parts if parts is not None else [tuple(view.tool_calls), answer_of(view)]
+    shown: Sequence[TurnPart | TextGap | Cut] = (
+        parts if parts is not None else [tuple(view.tool_calls), answer_of(view)]
+    )
     blocks = ["\n".join(notes)] if notes else []
     blocks += parts_text(shown, plan)
     blocks.append("\n".join(filter(None, [error_line(view), footer_line(view, ended=ended)])))
     return "\n\n".join(blocks) + "\n"
 
 
-def parts_text(parts: Iterable[TurnPart | Cut], plan: ToolPlan | None = None) -> list[str]:
+def parts_text(parts: Iterable[TurnPart | TextGap | Cut], plan: ToolPlan | None = None) -> list[str]:
     """A turn's thinking, text and tool calls in order as blocks of text: each text, the thinking
     at one place as its ``[thinking]`` note, the calls made at one place as ``[tool]`` lines (a
-    subagent's left out), a cut as ``… N more characters`` under the text it cuts. ``plan``: a
-    bounded record's, whose calls left out are one ``[tools]`` line where the first of them stood."""
+    subagent's left out), a cut as ``… N more characters`` under the text it cuts, the texts a
+    bounded record leaves out as one ``[text]`` line. ``plan``: a bounded record's, whose calls left
+    out are one ``[tools]`` line where the first of them stood."""
     blocks: list[str] = []
-    previous: TurnPart | Cut | None = None
+    previous: TurnPart | TextGap | Cut | None = None
     for part in parts:
         if isinstance(part, Cut):
             text = blocks.pop() if isinstance(previous, str) else ""
             blocks.append(f"{text}\n… {part.chars:,} more characters".lstrip("\n"))
         elif isinstance(part, str):
             blocks.append(printable(part).strip("\n"))
+        elif isinstance(part, TextGap):
+            blocks.append(f"[text] {printable(part.words)}: run.text has all of them")
         elif isinstance(part, Thought):
             blocks.append(_planned_thought_line(part, plan))
         else:

@@ -42,7 +42,7 @@ from ..claude.options import (
     places,
     refuse_host_options,
 )
-from ..claude.render import MAX_RECORD_TURNS
+from ..claude.render import MAX_RECORD_TEXTS, MAX_RECORD_TURNS
 from ..claude.summary import RESULT_SUMMARY
 from ..client import check_server_url
 from ..declare import OptionError, from_values, keywords
@@ -1001,7 +1001,7 @@ def _record(handle: Run, settings: CCExec) -> Callable[[], dict[str, Any]]:
     texts = RecordCache()
     return lambda: Transcript(
         handle, output_chars=settings.max_output_chars, answer_chars=MAX_RECORD_ANSWER_CHARS,
-        max_turns=MAX_RECORD_TURNS, texts=texts,
+        max_turns=MAX_RECORD_TURNS, text_pieces=MAX_RECORD_TEXTS, texts=texts,
     ).bundle()
 
 

@@ -52,7 +52,18 @@ from ..claude.render import (
     tools_cut_words,
     turns_gap_words,
 )
-from ..claude.streamjson import AnswerBudget, Cut, Thought, ToolCall, ToolPlan, TurnPart, TurnView, TurnViews
+from ..claude.streamjson import (
+    AnswerBudget,
+    Cut,
+    TextGap,
+    Thought,
+    ToolCall,
+    ToolPlan,
+    TurnPart,
+    TurnView,
+    TurnViews,
+    text_places,
+)
 from ..claude.text import (
     TOOL_ERROR_CHARS,
     answer_of,
@@ -166,7 +177,11 @@ class Transcript:
     :data:`~cc_executor_nb.claude.render.MAX_RECORD_TURNS`): the first half and the last half, one
     line between counting the ones left out. ``thoughts`` bounds how many places of thinking it shows
     (None: all): the first half and the last half in reading order, one line counting the ones
-    between and their words; the three forms read it with the plan of the calls. ``texts``: what
+    between and their words; the three forms read it with the plan of the calls. ``text_pieces``
+    bounds how many of Claude's texts it shows (None: all) in the same way, one line counting the
+    ones between and their characters (the display's record shows
+    :data:`~cc_executor_nb.claude.render.MAX_RECORD_TEXTS`; ``run.transcript()`` and ``run.save()``
+    every text, as they show all of the answer). ``texts``: what
     Claude's texts rendered to in this run's earlier records (the display's, built at each turn's
     end); :meth:`bundle` keeps what it rendered there for the next.
     """
@@ -182,11 +197,13 @@ class Transcript:
         tool_cards: int | None = MAX_RECORD_TOOL_CARDS,
         max_turns: int | None = None,
         thoughts: int | None = MAX_RECORD_THOUGHTS,
+        text_pieces: int | None = None,
         texts: RecordCache | None = None,
     ) -> None:
         self.run = run
         self.texts = texts
-        self._parts_by_turn: list[list[TurnPart | Cut]] | None = None
+        self._read: list[list[TurnPart]] | None = None
+        self._parts_by_turn: list[list[TurnPart | TextGap | Cut]] | None = None
         self.output_chars = output_chars
         self.answer_chars = answer_chars
         self.thinking_chars = thinking_chars
@@ -208,10 +225,14 @@ class Transcript:
         and the ones it leaves out (:func:`~cc_executor_nb.claude.render.record_turns`)."""
         self.plan: ToolPlan | None = None
         """Which tool calls and bodies every form shows (None: all of them)."""
-        if self.claude is not None and (tool_chars is not None or tool_cards is not None or thoughts is not None):
-            places = [part for parts in self._parts() for part in parts if isinstance(part, Thought)]
+        bounds = (tool_chars, tool_cards, thoughts, text_pieces)
+        if self.claude is not None and any(bound is not None for bound in bounds):
+            read = self._read_turns()
+            places = [part for parts in read for part in parts if isinstance(part, Thought)]
+            said = [text for turn, parts in zip(self._read_shown, read, strict=True)
+                    for text in text_places(turn.index, parts)]
             self.plan = tool_plan([tool for turn in self.shown for tool in turn.tools], tool_chars, tool_cards,
-                                  places, thoughts)
+                                  places, thoughts, texts=said, pieces=text_pieces)
 
     # Facts shared by every form
 
@@ -293,20 +314,34 @@ class Transcript:
         line = command if isinstance(command, str) else command_line(list(command))
         return None if self.run.label == line else printable(line)
 
-    def _parts(self) -> list[list[TurnPart | Cut]]:
-        """Each turn's text and tool calls in the order they came (as the HTML has them), its
-        text bounded by ``answer_chars`` in reading order (read once: every form reads them)."""
+    def _parts(self) -> list[list[TurnPart | TextGap | Cut]]:
+        """Each turn's text and tool calls in the order they came (as the HTML has them), the texts
+        the plan leaves out gone, the text bounded by ``answer_chars`` in reading order (read once:
+        every form reads them)."""
         if self._parts_by_turn is None:
-            self._parts_by_turn = self._read_parts()
+            budget = AnswerBudget(self.answer_chars)
+            plan = self.plan
+            self._parts_by_turn = [
+                budget.spend(plan.texts.select(turn.index, parts) if plan is not None else parts)
+                for turn, parts in zip(self._read_shown, self._read_turns(), strict=True)
+            ]
         return self._parts_by_turn
 
-    def _read_parts(self) -> list[list[TurnPart | Cut]]:
-        assert self.view is not None
-        budget = AnswerBudget(self.answer_chars)
-        read = self.texts.html.parts if self.texts is not None else TurnView.parts
-        if not self._conversation:
-            return [budget.spend(_one_turn_parts(self.view, self.turns[0], read))]
-        return [budget.spend(_turn_parts(turn, read)) for turn in self.shown]
+    @property
+    def _read_shown(self) -> list[TurnView]:
+        """The turns whose parts :meth:`_read_turns` reads: the shown ones, or the one of a run of one prompt."""
+        return self.shown if self._conversation else self.turns[:1]
+
+    def _read_turns(self) -> list[list[TurnPart]]:
+        """Each turn's parts as read, whole (read once)."""
+        if self._read is None:
+            assert self.view is not None
+            read = self.texts.html.parts if self.texts is not None else TurnView.parts
+            if not self._conversation:
+                self._read = [_one_turn_parts(self.view, self.turns[0], read)]
+            else:
+                self._read = [_turn_parts(turn, read) for turn in self.shown]
+        return self._read
 
     @property
     def _conversation(self) -> bool:
@@ -363,7 +398,9 @@ class Transcript:
         calls = [tool for turn in self.shown for tool in turn.tools if tool.parent_tool_use_id is None]
         return sum(1 for tool in calls if plan.state(tool) == "bare" and tool_change(tool) is not None)
 
-    def _answer_markdown(self, view: ClaudeView, shown: list[TurnPart | Cut], tools: ToolPlan | None) -> list[str]:
+    def _answer_markdown(
+        self, view: ClaudeView, shown: list[TurnPart | TextGap | Cut], tools: ToolPlan | None,
+    ) -> list[str]:
         """One turn: its text and tools in order (the text cut to ``answer_chars``, the changes to
         ``tools``) and how it failed."""
         parts = _parts_markdown(shown, "of the answer: `run.transcript()` has all of it", tools, self._answer_text)
@@ -375,7 +412,7 @@ class Transcript:
         return parts
 
     def _turns_markdown(
-        self, parts_by_turn: list[list[TurnPart | Cut]], asked: list[list[Any]], tools: ToolPlan | None,
+        self, parts_by_turn: list[list[TurnPart | TextGap | Cut]], asked: list[list[Any]], tools: ToolPlan | None,
     ) -> list[str]:
         """A conversation: each turn's follow-up prompt, thinking note, permission questions, text
         and tools in the order they came, and how it ended."""
@@ -742,7 +779,7 @@ def _turn_failure(turn: TurnView) -> str:
 
 
 def _parts_markdown(
-    shown: list[TurnPart | Cut], cut_words: str, plan: ToolPlan | None = None,
+    shown: list[TurnPart | TextGap | Cut], cut_words: str, plan: ToolPlan | None = None,
     answer_text: Callable[[str], str] | None = None,
 ) -> list[str]:
     """A turn's thinking, text and tools in order: each text as inert Markdown, the thinking at one
@@ -756,6 +793,8 @@ def _parts_markdown(
             parts.append(f"*… {part.chars:,} more characters {cut_words}*")
         elif isinstance(part, str):
             parts.append(write(part) if part.strip() else "")
+        elif isinstance(part, TextGap):
+            parts.append(f"*… {markdown_escape(part.words)}: `run.text` has all of them …*")
         elif isinstance(part, Thought):
             parts.append(_planned_thought_markdown(part, plan))
         elif items := [item for item in (_planned_markdown(tool, plan) for tool in part) if item]:
