@@ -5,8 +5,11 @@ from __future__ import annotations
 import _thread
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import gc
 import io
+import json
 import os
 import re
 import signal
@@ -23,6 +26,8 @@ from typing import Any
 import psutil
 import pytest
 
+from cc_executor_nb.claude.interpreter import ClaudeInterpreter
+from cc_executor_nb.claude.streamjson import ToolCall
 from cc_executor_nb.client import Client
 from cc_executor_nb.errors import CCExecError, ConnectionLost, ServerUnresponsive
 from cc_executor_nb.events import Output
@@ -36,6 +41,8 @@ from cc_executor_nb.server.streams import CHUNK_LIMIT
 from .conftest import fake, group_alive, make_handler
 from .proxy import FaultyProxy, on_loop
 from .servers import start_server
+from .test_approval_view import sentences_and_calls
+from .test_streamjson import result as stream_result
 from .util import all_objects, eventually, interrupt_main_once_in, new_objects, scaled
 
 pytestmark = pytest.mark.timeout(60)
@@ -382,6 +389,58 @@ def test_claude_fields_are_empty_without_an_interpreter(bg: KernelLoop) -> None:
     run = start(bg, fake("echo", "x")).wait(scaled(20))
     fields = (run.text, run.result, run.cost_usd, run.usage, run.session_id, run.model, run.is_error)
     assert fields == (None,) * 7 and run.tool_calls == []
+
+
+def claude_calls_run(calls: int) -> Run:
+    """A run (never started) whose interpreter has read ``calls`` Bash calls, a sentence before each."""
+    interpreter = ClaudeInterpreter(prompt="p")
+    interpreter.feed("stdout", sentences_and_calls(range(calls)) + stream_result(result="done") + "\n")
+    return Run(RunSpec(argv=["claude"]), Target("ws://127.0.0.1:1", "t"), interpreter=interpreter)
+
+
+def test_reading_tool_calls_again_builds_nothing() -> None:
+    """Runs of 2,000 and 4,000 calls: a second read of run.tool_calls is the list the first made, not
+    a list of every call built again (a loop over run.tool_calls[i] took 6.2 s at 20,000 calls);
+    a call that comes since makes a new one, with it."""
+    for calls in (2_000, 4_000):
+        run = claude_calls_run(calls)
+        first = run.tool_calls
+        assert run.tool_calls is first and len(first) == calls and isinstance(first, list)
+        assert run.retries is run.retries
+        assert run.interpreter is not None
+        run.interpreter.feed("stdout", sentences_and_calls(range(calls, calls + 1)))
+        assert len(run.tool_calls) == calls + 1 and len(first) == calls
+
+
+def test_a_reader_cannot_change_what_the_run_records_through_tool_calls() -> None:
+    """Changing a call's input read from run.tool_calls is refused, and the run's record still shows
+    the command that ran (the input was the run's own dict: the record showed the reader's)."""
+    run = claude_calls_run(3)
+    with contextlib.suppress(TypeError):
+        run.tool_calls[1].input["command"] = "rm -rf ~"  # type: ignore[index]
+    assert run.tool_calls[1].input == {"command": "echo 1"}
+    record = Transcript(run).markdown()
+    assert "`echo 1`" in record and "rm -rf" not in record
+
+
+def test_run_tool_calls_is_a_read_only_list_of_read_only_calls() -> None:
+    """The list every read shares and its calls refuse changes, saying how to copy; list() of it is a
+    list to change; a call equals a ToolCall of the same fields, and its input is JSON and copies
+    to a plain dict."""
+    run = claude_calls_run(2)
+    calls = run.tool_calls
+    for change in (lambda: calls.append(calls[0]), lambda: calls.sort(key=str), lambda: calls.__delitem__(0),
+                   lambda: calls[0].input.update(command="x")):  # type: ignore[union-attr]
+        with pytest.raises(TypeError, match="read-only: copy it to change it"):
+            change()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        calls[0].status = "pending"
+    mine = list(run.tool_calls)
+    mine.append(mine[0])
+    assert len(mine) == 3 and len(run.tool_calls) == 2 and calls[0].status == "done"
+    assert calls[0] == ToolCall("toolu_0", "Bash", {"command": "echo 0"}, "ok", status="done", text_offset=0)
+    assert json.dumps(calls[0].input) == '{"command": "echo 0"}'
+    assert type(copy.deepcopy(calls[0].input)) is dict and dataclasses.replace(calls[0], result="r").result == "r"
 
 
 def test_a_run_refused_for_its_token_says_what_to_give(bg: KernelLoop) -> None:

@@ -1280,14 +1280,14 @@ def test_a_snapshot_copies_only_the_calls_changed_since_the_last(monkeypatch: py
     from cc_executor_nb.claude import interpreter as module
 
     copies = 0
-    real = module.replace
+    real = module.FrozenToolCall.of
 
-    def counted(obj: Any, **changes: Any) -> Any:
+    def counted(_cls: type, call: ToolCall) -> Any:
         nonlocal copies
-        copies += isinstance(obj, ToolCall)
-        return real(obj, **changes)
+        copies += isinstance(call, ToolCall)
+        return real(call)
 
-    monkeypatch.setattr(module, "replace", counted)
+    monkeypatch.setattr(module.FrozenToolCall, "of", classmethod(counted))
     interpreter = module.ClaudeInterpreter()
     for index in range(300):
         for each in _sentence_and_call(index):

@@ -24,7 +24,7 @@ from ..targets import Progress, Target, progress_toward, prompt_target
 from .compat import too_old_for
 from .limits import UsageLimit
 from .permissions import PermissionRequest
-from .streamjson import ApiRetry, ClaudeRun, Phase, Signal, ToolCall
+from .streamjson import ApiRetry, ClaudeRun, FrozenToolCall, Phase, Signal, ToolCall
 
 _T = TypeVar("_T")
 
@@ -251,7 +251,8 @@ class ClaudeInterpreter:
         )
 
     def _tool_copies(self) -> tuple[ToolCall, ...]:
-        """Copies of the run's calls (a snapshot's: the live ones change under the readers), copying
+        """Read-only copies of the run's calls (a snapshot's: the live ones change under the readers,
+        and a reader's change reached the run's records: the input was the run's own dict), copying
         only those started or changed since the last snapshot. Copying every call at each snapshot,
         taken at each line in text mode, was quadratic (4,000 calls: 55 s)."""
         mark, changed = self._run.changed_tools(self._tools_mark)
@@ -262,9 +263,9 @@ class ClaudeInterpreter:
             at = self._copy_at.get(call.id)
             if at is None:  # started since: after every call copied before
                 self._copy_at[call.id] = len(self._copies)
-                self._copies.append(replace(call))
+                self._copies.append(FrozenToolCall.of(call))
             else:
-                self._copies[at] = replace(call)
+                self._copies[at] = FrozenToolCall.of(call)
         if mark != self._tools_mark:
             self._copies_shown = tuple(self._copies)
         self._tools_mark = mark

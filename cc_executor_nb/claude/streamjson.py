@@ -41,13 +41,14 @@ several processes of the same Claude session, one after another.
 from __future__ import annotations
 
 import bisect
+import copy
 import itertools
 import json
 import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Reversible, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import FrozenInstanceError, dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 from .control import ControlMessage, parse_control
@@ -58,6 +59,9 @@ __all__ = [
     "ApiRetry",
     "ClaudeRun",
     "Cut",
+    "FrozenDict",
+    "FrozenList",
+    "FrozenToolCall",
     "LineSplitter",
     "LiveGap",
     "Phase",
@@ -76,6 +80,7 @@ __all__ = [
     "TurnPart",
     "TurnView",
     "TurnViews",
+    "frozen",
     "kinds_words",
     "live_window",
     "outcome_mark",
@@ -160,6 +165,87 @@ class ToolCall:
         if not result.strip() or _NO_OUTPUT.fullmatch(result.strip()):
             return 0
         return len(result.rstrip("\n").split("\n"))
+
+
+class FrozenToolCall(ToolCall):
+    """A :class:`ToolCall` as a snapshot holds it (``run.tool_calls``, ``run.claude.tool_calls``):
+    read-only, its input too (:func:`frozen`), so a reader cannot change what the run's records
+    and widget show, nor what a later read returns. ``dataclasses.replace`` makes another; it
+    compares equal to a :class:`ToolCall` of the same fields."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        call = ToolCall(*args, **kwargs)
+        for name in _CALL_FIELDS:
+            object.__setattr__(self, name, frozen(getattr(call, name)))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}: a run's tool calls are read-only")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}: a run's tool calls are read-only")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ToolCall):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _CALL_FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to mutable calls, which have none
+
+    @classmethod
+    def of(cls, call: ToolCall) -> FrozenToolCall:
+        """A read-only copy of ``call`` (its input copied too: the run's own call keeps changing)."""
+        return cls(**{name: getattr(call, name) for name in _CALL_FIELDS})
+
+
+_CALL_FIELDS = tuple(item.name for item in fields(ToolCall))
+
+
+def _refused(self: object, *args: object, **kwargs: object) -> Any:
+    raise TypeError(f"a run's {type(self).__name__} is read-only: copy it to change it (list(...), dict(...))")
+
+
+class FrozenList(list[Any]):
+    """A list that refuses changes (a run's, shared by every read: ``list(it)`` is a copy to change).
+    A copy (``copy.copy``, ``copy.deepcopy``) is a plain list."""
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refused
+    append = extend = insert = pop = remove = clear = sort = reverse = _refused
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return [copy.deepcopy(item, memo) for item in self]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenList, (list(self),))
+
+
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses changes (a call's input, as a snapshot holds it: ``dict(it)`` is a copy
+    to change). A copy (``copy.copy``, ``copy.deepcopy``) is a plain dict."""
+
+    __setitem__ = __delitem__ = __ior__ = _refused
+    pop = popitem = clear = setdefault = update = _refused
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return {key: copy.deepcopy(value, memo) for key, value in self.items()}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+
+def frozen(value: Any) -> Any:
+    """``value`` copied read-only: its dicts and lists (at any depth) as :class:`FrozenDict` and
+    :class:`FrozenList`; what JSON holds besides is immutable already."""
+    if isinstance(value, dict):
+        return value if type(value) is FrozenDict else FrozenDict({key: frozen(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return value if type(value) is FrozenList else FrozenList(frozen(item) for item in value)
+    return value
 
 
 _NO_OUTPUT = re.compile(r"\(\w+ completed with no output\)")

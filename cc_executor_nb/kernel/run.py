@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .. import methods
 from ..claude.permissions import Answer, PermissionRequest
+from ..claude.streamjson import FrozenList
 from ..client import Client, Locator, connect, os_reason, shown_url
 from ..errors import (
     CCExecError,
@@ -236,14 +237,26 @@ class Target:
 
 
 def _claude_field(name: str, doc: str, *, sequence: bool = False) -> Any:
-    """A read-only attribute of :class:`Run` taken from ``run.claude`` (None without one)."""
+    """A read-only attribute of :class:`Run` taken from ``run.claude`` (None without one); a
+    ``sequence`` as a read-only list (:func:`_shown_list`)."""
 
     def read(self: Run) -> Any:
         view = self.claude
         value = getattr(view, name, None) if view is not None else None
-        return list(value or ()) if sequence else value
+        return _shown_list(self._shown_lists, name, value or ()) if sequence else value
 
     return property(read, doc=doc)
+
+
+def _shown_list(kept: dict[str, tuple[tuple[Any, ...], FrozenList]], name: str, items: tuple[Any, ...]) -> FrozenList:
+    """The snapshot's ``items`` as a read-only list: the one made at an earlier read while they are
+    the same (a snapshot keeps its tuple while nothing in it changed), so reading again builds
+    nothing (each read built a list of every call: a loop over ``run.tool_calls[i]`` was quadratic).
+    Read-only since every read shares it: ``list(run.tool_calls)`` is a copy to change."""
+    shown = kept.get(name)
+    if shown is None or shown[0] is not items:
+        shown = kept[name] = (items, FrozenList(items))
+    return shown[1]
 
 
 def call_back(callback: Callable[[T], object], value: T) -> None:
@@ -319,6 +332,7 @@ class Run:
         self._loop_stopping = False  # cancelled by us because the loop stops: its end says so
         self._settled_here = False  # ended here without the server's word: it says nothing more
         self._user: weakref.ref[Run] | None = None  # the user's handle (user_handle), never held here
+        self._shown_lists: dict[str, tuple[tuple[Any, ...], FrozenList]] = {}  # see _shown_list
         self._writing_input = False  # a one-shot input goes from here after the start (see accepted)
 
     # -- Reading ----------------------------------------------------------------------
@@ -427,8 +441,11 @@ class Run:
     api_error_status = _claude_field("api_error_status", "The HTTP status of an API error Claude reported (e.g. 529).")
     thinking = _claude_field("thinking", "Claude's thinking text, when the model streamed it.")
     num_turns = _claude_field("num_turns", "Agent turns Claude took.")
-    tool_calls = _claude_field("tool_calls", "Claude's tool calls so far.", sequence=True)
-    retries = _claude_field("retries", "API retries Claude reported (attempt, delay, status).", sequence=True)
+    tool_calls = _claude_field(
+        "tool_calls", "Claude's tool calls so far: a read-only list of read-only calls, shared by every read "
+        "while no call changed (``list(run.tool_calls)`` is a copy to change).", sequence=True)
+    retries = _claude_field("retries", "API retries Claude reported (attempt, delay, status), a read-only list.",
+                            sequence=True)
 
     # -- A conversation (interactive Claude runs) ----------------------------------------
 
