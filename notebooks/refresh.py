@@ -129,6 +129,25 @@ def output_form(output: dict[str, Any], patterns: list[tuple[str, str]]) -> list
     return form
 
 
+def coalesced(outputs: list[Any]) -> list[Any]:
+    """``outputs`` with each run of stream outputs of one name joined into one, as nbval reads
+    them: the kernel sends a cell's prints in one message or in several (its flush timer cuts
+    them when the cell is slow between two), which is one text to a reader."""
+    joined: list[Any] = []
+    for output in outputs:
+        last = joined[-1] if joined else None
+        if (output.get("output_type") == "stream" and last is not None and last.get("output_type") == "stream"
+                and last.get("name") == output.get("name")):
+            joined[-1] = {**last, "text": _text(last["text"]) + _text(output["text"])}
+        else:
+            joined.append(output)
+    return joined
+
+
+def _text(value: str | list[str]) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
 def _first_difference(stored: list[str], fresh: list[str]) -> str:
     for position, (old, new) in enumerate(zip(stored, fresh, strict=False)):
         if old != new:
@@ -143,8 +162,8 @@ def stale_cells(stored: Any, fresh: Any, patterns: list[tuple[str, str]] | None 
     for index, (old, new) in enumerate(zip(stored.cells, fresh.cells, strict=True)):
         if old.cell_type != "code":
             continue
-        old_form = [item for output in old.outputs for item in output_form(output, patterns)]
-        new_form = [item for output in new.outputs for item in output_form(output, patterns)]
+        old_form = [item for output in coalesced(old.outputs) for item in output_form(output, patterns)]
+        new_form = [item for output in coalesced(new.outputs) for item in output_form(output, patterns)]
         if old_form != new_form:
             stale.append(f"cell {index}: {_first_difference(old_form, new_form)}")
     return stale

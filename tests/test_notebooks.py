@@ -103,6 +103,29 @@ def test_an_output_a_fresh_run_no_longer_makes_is_stale() -> None:
     assert refresh.stale_cells(stored, fresh) == ["cell 1: stored 6 items where a fresh run makes 3"]
 
 
+def notebook_printing(*streams: tuple[str, str]) -> Any:
+    """A notebook of one code cell whose outputs are ``streams``, each ``(name, text)``."""
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('a'); time.sleep(1); print('b')")
+    cell.outputs = [nbformat.v4.new_output("stream", name=name, text=text) for name, text in streams]
+    notebook.cells = [cell]
+    return notebook
+
+
+def test_prints_the_kernel_sent_in_two_messages_are_the_same_output_as_in_one() -> None:
+    """A cell's prints reach the notebook in one stream output or in several, as the kernel's
+    flush timer cut them (a slow cell between two prints): one text to a reader, and to nbval."""
+    stored = notebook_printing(("stdout", "cancelled\ndone\n"))
+    fresh = notebook_printing(("stdout", "cancelled\n"), ("stdout", "done\n"))
+    assert refresh.stale_cells(stored, fresh, []) == []
+
+
+def test_a_print_to_stderr_between_two_to_stdout_is_another_output() -> None:
+    stored = notebook_printing(("stdout", "cancelled\ndone\n"))
+    fresh = notebook_printing(("stdout", "cancelled\n"), ("stderr", "warning\n"), ("stdout", "done\n"))
+    assert refresh.stale_cells(stored, fresh, []) == ["cell 0: stored 'done' where a fresh run makes 'stream' (item 3)"]
+
+
 @pytest.mark.kernel
 @pytest.mark.claude
 @pytest.mark.timeout(300)
