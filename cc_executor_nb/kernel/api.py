@@ -30,7 +30,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -320,10 +320,12 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
     prompter = handle.prompter
     cell = _run_until(inspect.currentframe())
     task = asyncio.current_task()
+    awaiting: Awaitable[Run] = handle
     if (prompter is None or not prompter.in_kernel) and cell is not None and task is not None:
         _cancel_if_abandoned(handle, asyncio.get_running_loop(), cell, task, awaited)
+        awaiting = _interrupts_left_to_the_watch(handle)
     try:
-        return await handle
+        return await awaiting
     except BaseException:
         # Nobody else holds this run: an arun() cancelled (or timed out), or interrupted (a
         # Ctrl-C's KeyboardInterrupt raised in this await), stops it.
@@ -331,6 +333,31 @@ async def arun(prompt_or_command: str | Sequence[str], **options: Any) -> Run:
         raise
     finally:
         awaited.set()
+
+
+async def _interrupts_left_to_the_watch(handle: Run) -> Run:
+    """``await handle``, a Ctrl-C raised in this task's own code handed on to the loop.
+
+    Python raises a Ctrl-C's KeyboardInterrupt in whatever code the main thread runs. While
+    the loop sleeps, that is the loop: it stops, and the watch of :func:`_cancel_if_abandoned`
+    cancels the run if the interrupted cell awaited this task. While this task runs (it polls
+    every ``_AWAIT_POLL``), it was this task: arun() ended with it and cancelled the run, also
+    when the cell interrupted had not awaited it (``r = await t`` in a later cell than ``t =
+    asyncio.ensure_future(arun(...))``: ``t`` then held the KeyboardInterrupt, not the run).
+    The interrupt is raised again by the loop, as if it had come while the loop slept, and
+    this task goes on awaiting, for the watch to decide (once the cell that started this task
+    is done, the run is left to the task)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            return await handle
+        except KeyboardInterrupt:
+            loop.call_soon(_raise_keyboard_interrupt)
+        await asyncio.sleep(0)  # the loop raises it before this task awaits the run again
+
+
+def _raise_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 def _run_until(frame: FrameType | None) -> asyncio.Future[Any] | None:
