@@ -1,7 +1,8 @@
 # Two commands for a fresh machine (see README.md):
 #   make demo   set everything up, then run the main job offline (Claude CLI + demo backend)
 #   make test   set everything up, then run the whole test suite
-# `make lint` (which `make test` runs first) type-checks with mypy --strict and lints with ruff.
+# `make lint` (which `make test` runs first) type-checks with mypy --strict and lints with ruff
+# (the package, the tests, the benchmarks and the example notebooks' cells).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,7 +40,7 @@ NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with notebooks/nbval_
 
 lint: setup
 	$(PY) -m mypy
-	$(PY) -m ruff check cc_executor_nb tests benchmarks
+	$(PY) -m ruff check cc_executor_nb tests benchmarks notebooks
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

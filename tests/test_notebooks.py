@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -50,6 +52,23 @@ STATUS = "<div class='ccx-status-line'><span class=\"ccx-badge\">failed</span>"
 CLOCK = '<span class="ccx-clock">took 4 ms</span>'
 OLD_RECORD = f'<div class="ccx-record">{STATUS}{CLOCK}</div><div class="ccx-summary">exit code 3</div></div>'
 NEW_RECORD = f'<div class="ccx-record">{STATUS}<span class="ccx-exit">exit code 3</span>{CLOCK}</div></div>'
+
+
+def lint_paths() -> set[str]:
+    """The paths ``make lint`` hands to ruff."""
+    recipe = re.search(r"^\t\$\(PY\) -m ruff check (.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert recipe is not None, "no ruff step in the Makefile"
+    return set(recipe.group(1).split())
+
+
+def test_make_lint_checks_every_folder_of_python_code_and_notebooks() -> None:
+    """``make lint`` runs ruff on every tracked folder holding Python files or notebooks: the
+    example notebooks' cells went unlinted (several imports on one line, lines too long)."""
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.ipynb"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    folders = {Path(name).parts[0] for name in tracked if len(Path(name).parts) > 1}
+    assert "notebooks" in folders
+    assert folders <= lint_paths(), folders - lint_paths()
 
 
 def test_a_record_whose_exit_code_stands_on_its_own_line_is_stale() -> None:
