@@ -785,6 +785,20 @@ def _results(run: Run) -> list[str]:
     return [line.get("result", "") for line in lines if line.get("type") == "result"]
 
 
+def at_once(*sends: tuple[Run, str]) -> None:
+    """Each ``(run, prompt)`` sent in one go on the runs' loop, nothing read in between: no run has
+    seen the job's log echo another's follow-up (nor its own) when the next one is sent."""
+    first = sends[0][0]
+    loop = first._kernel_loop
+    assert loop is not None
+
+    async def send_all() -> None:
+        for run, prompt in sends:
+            run.send(prompt)
+
+    loop.call(send_all(), timeout=scaled(30))
+
+
 def test_follow_ups_sent_at_once_from_two_runs_each_get_their_own_turn(runtime_dir: Path, tmp_path: Path) -> None:
     """Two runs on one job send a follow-up at the same moment after a turn ended: each is a turn of
     its own with its own result, in the order the server took them, and neither run hangs in a turn
@@ -860,3 +874,50 @@ def test_end_right_after_a_follow_up_closes_the_input_after_its_result(runtime_d
              or (e.method == methods.PROCESS_OUTPUT and '"type":"result"' in str(e.params.get("data")))]
     assert order[-3:] == ["input", "result", "closed"] and run.answer == "last words"
     assert (run.status, run.exit_code) == ("completed", 0)
+
+
+def _notices(run: Run) -> list[str]:
+    return [e.params["message"] for e in run.events if e.method == methods.CONVERSATION_NOTICE]
+
+
+def test_a_follow_up_the_job_server_held_when_the_timeout_cut_the_turn_is_said_not_sent(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """Two follow-ups sent at once: the job server writes the first and holds the second for the next
+    turn; the run's timeout cuts the first's turn, the job's end drops the held one, and the run says
+    so, naming its start (it was dropped without a word: the run read timeout as if nothing else were owed)."""
+    run = start("echo: first", tmp_path, timeout=scaled(8))
+    run.wait(scaled(60))
+    at_once((run, "think for 30 seconds, then answer"), (run, "echo: the held follow-up\nwith a second line"))
+    eventually(lambda: run.done, timeout=60, what="the job's end")
+    logged = "".join(str(given.get("data")) for given in inputs(run))
+    assert "think for 30" in logged and "the held follow-up" not in logged
+    (notice,) = _notices(run)
+    assert "not sent" in notice and "'echo: the held follow-up with a second line'" in notice, notice
+    assert "timeout" in notice and run.status == "timeout", notice
+    assert run.conversation.view().notices == (notice,)
+
+
+def test_a_follow_up_queued_during_a_turn_the_timeout_cut_is_said_not_sent(runtime_dir: Path, tmp_path: Path) -> None:
+    """A follow-up sent during a turn waits for its end; the run's timeout cuts the turn: the run
+    says the follow-up was not sent, naming its start (it was dropped without a word)."""
+    run = start("think for 30 seconds, then answer", tmp_path, timeout=scaled(4))
+    eventually(lambda: run.state.status == "running" and run.claude.turns == 1, timeout=30, what="the first turn")
+    run.send("echo: never answered")
+    eventually(lambda: run.done, timeout=60, what="the job's end")
+    assert run.status == "timeout"
+    (notice,) = [words for words in _notices(run) if "not sent" in words]
+    assert "'echo: never answered'" in notice and "timeout" in notice, notice
+
+
+def test_a_follow_up_queued_during_a_turn_the_run_cancelled_is_said_not_sent(runtime_dir: Path, tmp_path: Path) -> None:
+    """cancel() during a turn drops the follow-up that waited for the turn's end: the run says it was
+    not sent, naming its start (it was dropped without a word)."""
+    run = start("think for 30 seconds, then answer", tmp_path)
+    eventually(lambda: run.state.status == "running" and run.claude.turns == 1, timeout=30, what="the first turn")
+    run.send("echo: cancelled before its turn")
+    run.cancel()
+    eventually(lambda: run.done, timeout=60, what="the job's end")
+    (notice,) = _notices(run)
+    assert notice.startswith("Follow-up not sent: 'echo: cancelled before its turn' (the run was cancelled"), notice
+    assert "cancelled before its turn" not in "".join(str(given.get("data")) for given in inputs(run))

@@ -74,7 +74,7 @@ from ..claude.streamjson import LineSplitter, Signal, TurnEnded
 from ..client import Client
 from ..errors import CCExecError, ConnectionLost, InvalidParams, NoProcessRunning
 from ..events import Completed, Event, Output, ProcessError
-from ..protocol import check_utf8
+from ..protocol import check_utf8, one_line
 from .prompter import Prompter, Question
 from .runstate import format_duration, refusal
 
@@ -112,6 +112,9 @@ closed, then it is cancelled: a CLI that hangs on its closed input does not hold
 
 _WRITE_RETRY = 0.1
 
+_PROMPT_START = 60
+"""How much of a follow-up a notice that it was not sent shows (one line)."""
+
 
 @dataclasses.dataclass
 class Hooks:
@@ -142,9 +145,6 @@ class Conversation:
     """Nobody holds the run, but its questions are asked at terminal IPython's prompt (:meth:`nobody_left`)."""
     _queued = _written = 0
     """Lines queued for the CLI, and lines the writer handed to the server (or gave up on)."""
-    _awaited = 0
-    """Follow-ups of ours a job server holds until the turn under way ends (``input`` with
-    ``turn``): each begins its turn here when the job's log shows it written (process.input)."""
     _input_close_queued = False
     """Whether the writer was handed the input's close (see :attr:`owes_the_job`)."""
     _start_lines: int | None = None
@@ -194,7 +194,11 @@ class Conversation:
         self._mode: ConversationMode = "live" if self.attached else "starting"
         self._one_shot = False
         self._requests: dict[str, PermissionRequest] = {}
-        self._queue: deque[str] = deque()
+        # Follow-ups sent during a turn (queued here for its end), and ours a job server holds until
+        # the turn under way ends (``input`` with ``turn``), in the order sent: each of these begins
+        # its turn here when the job's log shows it written (process.input); those still awaited
+        # when the process ends were never written.
+        self._queue, self._awaited = deque[str](), deque[str]()
         self._sent = 0
         self._turn_running = False
         # An interrupt was asked; end() was asked during a turn; cancel() was asked (the process is being stopped).
@@ -351,7 +355,7 @@ class Conversation:
         elif event.method == methods.PROCESS_INPUT and self.durable:
             self._input_seen(event.params)
         elif isinstance(event, (Completed, ProcessError)) and self._mode not in ("fallback", "starting"):
-            self._process_ended()
+            self._process_ended(str(event.params.get("status") or "error") if isinstance(event, Completed) else "error")
         self._seen_seq = max(self._seen_seq, event.seq or 0)
         if not self._caught_up and self._replay_known and self._seen_seq >= self._replay_until:
             self._catch_up()
@@ -533,6 +537,7 @@ class Conversation:
         if self._mode in ("over", "fallback"):
             return
         self.fallback = None  # a cancelled start is not a CLI without host mode
+        self._not_sent(list(self._queue), "the run was cancelled before")
         self._queue.clear()
         # From here wait() and await wait for the process's end, not the turn's, and
         # send() is refused: a follow-up would go to a process being stopped.
@@ -780,9 +785,10 @@ class Conversation:
             except Exception:
                 logger.exception("! a turn-end callback failed")
 
-    def _process_ended(self) -> None:
+    def _process_ended(self, status: str) -> None:
         if self._mode == "over":
             return
+        self._not_sent([*self._awaited, *self._queue], f"the process ended ({status}) before")
         self._set_mode("over")
         self._stop_waiting()
         self._turn_running = False
@@ -791,7 +797,7 @@ class Conversation:
         self._cancel_pending("the process ended")
         self._turn_ended.set()
         self._queue.clear()
-        self._awaited = 0
+        self._awaited.clear()
         self._publish()
         if self._writer is not None:
             self._writer.cancel()
@@ -811,7 +817,7 @@ class Conversation:
             self._begin_turn(prompt)
             return
         self._write(control.user_message(prompt), ok_exit_codes=(), turn=True)
-        self._awaited += 1
+        self._awaited.append(prompt)
         self._idle_since = None
         self._cancel_timer("idle")
         self._stop_waiting()
@@ -903,7 +909,7 @@ class Conversation:
         if isinstance(sent, AnswerSent):
             self._answer_seen(sent, mine)
         elif mine and isinstance(sent, TurnSent) and self._awaited:
-            self._awaited -= 1  # our follow-up the server held: written now, its turn begins
+            self._awaited.popleft()  # our follow-up the server held: written now, its turn begins
             self._turn_seen(sent.prompt)
         elif mine:
             return
@@ -943,6 +949,7 @@ class Conversation:
         """The job's input was closed (by another kernel, the job server's idle timeout, or us)."""
         if self._mode != "live":
             return
+        self._not_sent(list(self._queue), f"the job's input was closed ({reason}) before")
         self._queue.clear()
         self._set_mode("ending")
         self._cancel_timer("idle")
@@ -1059,6 +1066,19 @@ class Conversation:
             if request.pending:
                 self._update_request(dataclasses.replace(request, status="cancelled", message=why))
 
+    def _not_sent(self, prompts: list[str], why: str) -> None:
+        """Say which follow-ups never reached the CLI (``why``: "the process ended (timeout) before"),
+        each by its start: they were queued here for the turn's end, or held by the job server."""
+        if not prompts:
+            return
+        named = ", ".join(repr(one_line(prompt, _PROMPT_START)) for prompt in prompts)
+        count = f"{len(prompts)} follow-ups" if len(prompts) > 1 else "Follow-up"
+        words = f"{count} not sent: {named} ({why} {'their turns' if len(prompts) > 1 else 'its turn'})"
+        view = self.interpreter.snapshot()
+        if view.session_id and view.session_begun:
+            words += f"; send {'them' if len(prompts) > 1 else 'it'} in a new run with --resume {view.session_id}"
+        self._notice(words + ".")
+
     def _notice(self, message: str) -> None:
         self._notices.append(message)
         self._publish()
@@ -1074,7 +1094,7 @@ class Conversation:
             mode=self._mode,
             requests=tuple(self._requests.values()),
             turn_running=self._turn_running,
-            queued=len(self._queue) + self._awaited,
+            queued=len(self._queue) + len(self._awaited),
             sent=self._sent,
             idle_since=self._idle_since,
             idle_timeout=self.idle_timeout,
