@@ -510,9 +510,20 @@ class Client:
             params["turn"] = True
         return limit - _request_bytes(methods.INPUT, params) + len('""')
 
-    async def close_input(self) -> dict[str, Any]:
-        """Close the running process's stdin after everything sent before was written."""
-        return dict(await self.call(methods.INPUT_CLOSE))
+    async def close_input(self, *, after_turn: bool = False) -> dict[str, Any]:
+        """Close the running process's stdin after everything sent before was written.
+
+        ``after_turn``: a durable job with ``summary_ends_turn`` closes it once the turn under way,
+        and those it holds, ended; sent only to a server that lists ``input.close.after_turn``
+        (:attr:`closes_after_turn`), an older one would close at once.
+        """
+        params = {"after_turn": True} if after_turn and self.closes_after_turn else None
+        return dict(await self.call(methods.INPUT_CLOSE, params))
+
+    @property
+    def closes_after_turn(self) -> bool:
+        """Whether the server on the connection takes ``input.close``'s ``after_turn``."""
+        return methods.INPUT_CLOSE_AFTER_TURN in self._capabilities
 
     async def status(self) -> dict[str, Any]:
         """The session's state, pid, timings and resources."""

@@ -28,6 +28,7 @@ __all__ = [
     "INPUT",
     "INPUT_CLOSE",
     "INPUT_DRAINED",
+    "INPUT_CLOSE_AFTER_TURN",
     "INPUT_TURN",
     "JOBS_ATTACH",
     "JOBS_LIST",
@@ -68,6 +69,10 @@ with ``summary_ends_turn`` holds such an input while a turn is under way (an old
 it and writes it at once)."""
 INPUT_CLOSE: Final = "input.close"
 """*(added)* Close the running process's stdin once everything sent before was written."""
+INPUT_CLOSE_AFTER_TURN: Final = "input.close.after_turn"
+"""*(added)* Not a method: in ``capabilities``, this server's ``input.close`` takes ``after_turn``:
+a job with ``summary_ends_turn`` closes its input once the turn under way (and those held) ended (an
+older one ignores it and closes at once, during the turn)."""
 ACK: Final = "ack"
 """*(added)* The client holds every notification up to ``seq``: the server forgets them
 (they are no longer kept for ``resume``), so a client that keeps up costs no disk."""

@@ -86,6 +86,7 @@ __all__ = [
     "validate_control",
     "validate_execute",
     "validate_input",
+    "validate_input_close",
     "validate_job_attach",
     "validate_job_request",
     "validate_jobs_list",
@@ -758,6 +759,12 @@ def validate_input(params: Any, max_bytes: int = MAX_INPUT_BYTES) -> InputParams
     obj = _params_object(params)
     encoded = _utf8_text(obj.get("data"), "data", max_bytes, "at most {0} per input")
     return InputParams(encoded, _ok_exit_codes(obj.get("ok_exit_codes")), _turn(obj, encoded))
+
+
+def validate_input_close(params: Any) -> bool:
+    """Validate ``input.close`` params (other members, and params that are no object, are ignored,
+    as they always were): whether it closes after the turn under way (``after_turn``)."""
+    return _flag(params, "after_turn") if isinstance(params, dict) else False
 
 
 def _turn(params: dict[str, Any], data: bytes) -> bool:

@@ -970,6 +970,39 @@ async def test_the_inputs_close_waits_for_the_turns_held_before_it(jobs_server, 
     await other.close()
 
 
+async def test_an_inputs_close_after_turn_waits_for_the_turn_under_way(jobs_server, tmp_path: Path) -> None:
+    """input.close with after_turn during a turn (none held): the input is closed after that turn's end,
+    not during it (a kernel that exits hands its end() so), and a turn sent after it is refused; a
+    plain input.close closes at once, as before."""
+    gate = tmp_path / "gate"
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    assert starter.closes_after_turn
+    await starter.input("one\n", turn=True)
+    assert await starter.close_input(after_turn=True) == {"status": "closing", "queued_bytes": 0, "held": True}
+    assert _log_entries(jobs_server, job_id) == ["input:one"]
+    with pytest.raises(errors.NoProcessRunning):
+        await other.input("late\n", turn=True)
+    gate.touch()
+    assert output_of(await collect(other)) == '{"type": "result", "turn": "one"}\neof\n'
+    assert _log_entries(jobs_server, job_id) == ["input:one", "result:one", "closed"]
+    await starter.close()
+    await other.close()
+
+
+async def test_an_inputs_close_after_turn_between_turns_closes_at_once(jobs_server, tmp_path: Path) -> None:
+    """input.close with after_turn and no turn under way closes the input at once."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    starter, other, job_id = await gated_turns_job(jobs_server, gate)
+    await starter.input("one\n", turn=True)
+    await eventually_async(lambda: len(_log_entries(jobs_server, job_id)) == 2, what="the turn's end")
+    assert "held" not in await starter.close_input(after_turn=True)
+    assert output_of(await collect(other)).endswith("eof\n")
+    assert _log_entries(jobs_server, job_id) == ["input:one", "result:one", "closed"]
+    await starter.close()
+    await other.close()
+
+
 async def test_a_held_turn_meeting_a_full_input_queue_is_written_once_it_has_room(jobs_server, tmp_path: Path) -> None:
     """A held turn is written when the turn before it ends; if the process's input queue is full
     then (input it has not read yet), writing it raised the queue's refusal inside the job's log

@@ -122,6 +122,19 @@ async def test_malformed_input_is_invalid_params(client: Client, params: dict[st
     assert output_of(await collect(client)) == "got still fine\neof\n"
 
 
+@pytest.mark.parametrize("after_turn", ["yes", 1, []])
+async def test_an_input_close_with_a_malformed_after_turn_is_invalid_params(client: Client, after_turn: object) -> None:
+    """input.close's after_turn not a boolean or null is -32602 naming it, and the input stays open."""
+    assert methods.INPUT_CLOSE_AFTER_TURN in (await client.wait_connected()).capabilities
+    await client.execute(argv=CAT, stdin="pipe")
+    with pytest.raises(InvalidParams) as info:
+        await client.call("input.close", {"after_turn": after_turn})
+    assert info.value.data == {"field": "after_turn"}
+    await client.input("still open\n")
+    assert (await client.close_input(after_turn=True))["status"] == "closing"  # no job: closed at once
+    assert output_of(await collect(client)) == "got still open\neof\n"
+
+
 async def test_a_lone_surrogate_in_input_is_invalid_params(raw: ClientConnection) -> None:
     """"\\ud800" (a JSON escape no UTF-8 can carry) in input data is -32602, run unharmed."""
     execute = {"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": CAT, "stdin": "pipe"}}

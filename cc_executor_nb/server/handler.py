@@ -80,6 +80,7 @@ CAPABILITIES = [
     methods.PROCESS_STATUS, methods.PROCESS_METRICS, methods.PONG, methods.INPUT, methods.INPUT_CLOSE,
     methods.PROCESS_NOTICE, methods.ACK, methods.EXECUTE_INPUT, methods.SERVER_PYTHON, methods.INPUT_TURN,
     methods.INPUT_DRAINED,
+    methods.INPUT_CLOSE_AFTER_TURN,
 ]
 _DEFAULT = "default"
 
@@ -501,7 +502,7 @@ class EnhancedWebSocketHandler:
         if method == methods.INPUT:
             return self._input(link, owner, request.params)
         if method == methods.INPUT_CLOSE:
-            return self._close_input(link, owner)
+            return self._close_input(link, owner, request.params)
         if method == methods.PONG:
             return {"status": "ok"}
         if method == methods.ACK:
@@ -699,9 +700,10 @@ class EnhancedWebSocketHandler:
             link.job.record_input(data.decode("utf-8"))
         return {"status": "queued", "bytes": len(data), "queued_bytes": queued}
 
-    def _close_input(self, link: _Link, session: RunOwner) -> dict[str, Any]:
+    def _close_input(self, link: _Link, session: RunOwner, params: Any) -> dict[str, Any]:
+        after_turn = protocol.validate_input_close(params)
         stdin = self._piped_input(session)
-        if link.job is not None and link.job.close_after_turns(stdin):
+        if link.job is not None and link.job.close_after_turns(stdin, after_turn=after_turn):
             return {"status": "closing", "queued_bytes": stdin.queued_bytes, "held": True}
         if link.job is not None and not stdin.closing:
             link.job.record_input_closed("input.close")

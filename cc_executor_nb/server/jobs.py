@@ -342,9 +342,11 @@ class Job:
             self._write_turn(stdin, data, ok_exit_codes)
         return len(self._held_turns)
 
-    def close_after_turns(self, stdin: ChildInput) -> bool:
-        """``input.close``: True when turns are held (the input is closed after the last one ends)."""
-        if self._held_turns and not stdin.closing:
+    def close_after_turns(self, stdin: ChildInput, *, after_turn: bool = False) -> bool:
+        """``input.close``: True when turns are held, or with ``after_turn`` one is under way (the
+        input is closed after the last one ends)."""
+        waits = self._held_turns or (after_turn and self._turn_open and self.takes_turns(stdin))
+        if waits and not stdin.closing:
             self._close_held = True
             return True
         return False
