@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from cc_executor_nb import methods
 from cc_executor_nb.demo.texts import THINK_ANSWER
 from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file, stop_job_server
 
@@ -173,3 +176,72 @@ def test_the_approval_card_of_an_attached_kernel_answers_the_jobs_question(kerne
     assert second.value("[(q.status, q.decided_by) for q in seen.permission_requests]") == [("allowed", "widget")]
     first.wait_until("job.status == 'completed'", timeout=scaled(60))
     assert first.value("[(q.status, q.decided_by) for q in job.permission_requests]") == [("allowed", "elsewhere")]
+
+
+
+def _logged(runtime_dir: Path, job_id: str, prompts: tuple[str, ...]) -> list[str]:
+    """The job's log read from its file: each of ``prompts`` as its user message is written, each
+    ``result``, the input's ``closed:REASON`` and the job's ``completed:STATUS``, in order."""
+    entries = []
+    for text in (runtime_dir / "cc_executor_nb-jobs" / f"{job_id}.log").read_text().splitlines():
+        line = json.loads(text)
+        method, params = line["method"], line["params"]
+        if method == methods.PROCESS_INPUT and params.get("closed"):
+            entries.append(f"closed:{params['reason']}")
+        elif method == methods.PROCESS_INPUT:
+            entries += [prompt for prompt in prompts if prompt in params["data"]]
+        elif method == methods.PROCESS_OUTPUT and '"type":"result"' in params["data"]:
+            entries.append("result")
+        elif method == methods.PROCESS_COMPLETED:
+            entries.append(f"completed:{params['status']}")
+    return entries
+
+
+def _ended(runtime_dir: Path, job_id: str, prompts: tuple[str, ...]) -> list[str]:
+    """The job's log as :func:`_logged` reads it, once it shows the job's end (at most a minute: its
+    idle timeout, 600 s, is no end here)."""
+    deadline = time.monotonic() + scaled(60)
+    while True:
+        entries = _logged(runtime_dir, job_id, prompts)
+        if entries and entries[-1].startswith("completed:"):
+            return entries
+        assert time.monotonic() < deadline, f"the job did not end within {scaled(60):g} s: {entries}"
+        time.sleep(0.1)
+
+
+def test_a_kernel_that_exits_with_its_follow_up_held_and_its_end_asked_leaves_both_to_the_job(
+    kernels, runtime_dir: Path
+) -> None:
+    """Two follow-ups sent at once then end(), the kernel shut down at once: the job server holds the
+    second for the first's turn end, and the end asked closes the job's input after it: the job ends
+    completed after both results (the kernel's close after that turn died with it: the job lived on
+    until its idle timeout, 10 minutes, with nobody attached)."""
+    kernel = kernels("a.ipynb")
+    kernel.ok("r = cc_executor_nb.run('echo: first', demo=True, durable=True, display=False); r.wait(60)")
+    job_id = job_id_of(kernel, "r")
+    kernel.ok("async def go():\n    r.send('think for 3 seconds, then answer'); r.send('echo: held'); r.end()\n"
+              "r._kernel_loop.call(go())")
+    kernel.shutdown()
+    prompts = ("think for 3 seconds", "echo: held")
+    assert _ended(runtime_dir, job_id, prompts)[-6:] == [
+        "think for 3 seconds", "result", "echo: held", "result", "closed:input.close", "completed:completed"]
+
+
+def test_a_kernel_that_exits_with_a_follow_up_queued_during_a_turn_leaves_it_to_the_job(
+    kernels, runtime_dir: Path
+) -> None:
+    """send() during a turn, the kernel shut down during that turn: the follow-up goes to the job
+    server, which writes it at the turn's end: it gets its turn and its result (it died with the
+    kernel, unsent, and the job waited for a follow-up until its idle timeout)."""
+    kernel = kernels("a.ipynb")
+    kernel.ok("r = cc_executor_nb.run('echo: first', demo=True, durable=True, display=False); r.wait(60)")
+    job_id = job_id_of(kernel, "r")
+    kernel.ok("r.send('think for 4 seconds, then answer')")
+    kernel.wait_until("r.claude.turns == 2 and r.state.status == 'running'", timeout=30)
+    kernel.ok("r.send('echo: queued')")
+    kernel.shutdown()
+    prompts = ("echo: first", "think for 4 seconds", "echo: queued")
+    deadline = time.monotonic() + scaled(60)
+    while (entries := _logged(runtime_dir, job_id, prompts)) != [p for prompt in prompts for p in (prompt, "result")]:
+        assert time.monotonic() < deadline, f"no turn of the follow-up within {scaled(60):g} s: {entries}"
+        time.sleep(0.1)

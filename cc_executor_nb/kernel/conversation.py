@@ -112,6 +112,13 @@ closed, then it is cancelled: a CLI that hangs on its closed input does not hold
 
 _WRITE_RETRY = 0.1
 
+HAND_OVER_WAIT = 2.0
+"""When the kernel goes away, what a durable job is owed from here (:meth:`Conversation.hand_over`)
+gets this long to reach its job server."""
+
+_CLOSE_AFTER_TURN = "close-after-turn"
+"""The writer's item for ``input.close`` with ``after_turn`` (None: a plain ``input.close``)."""
+
 _PROMPT_START = 60
 """How much of a follow-up a notice that it was not sent shows (one line)."""
 
@@ -216,7 +223,7 @@ class Conversation:
         self._client: Client | None = None
         self._hooks: Hooks | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: asyncio.Queue[tuple[str, tuple[int, ...] | None, bool] | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[str, tuple[int, ...] | None, bool] | str | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -283,6 +290,43 @@ class Conversation:
             self._input_close_queued and self._writer is not None and not self._writer.done()
         )
         return bool(self._queue) or closing or self._written < self._queued
+
+    async def hand_over(self) -> None:
+        """The kernel goes away from a durable job it still owes something asked here (see
+        :attr:`owes_the_job`): its follow-ups queued for the turn's end go to the job server now,
+        which holds them for the turn under way (``input.turn``), and ``end()``'s close after the
+        turn goes as ``input.close`` with ``after_turn`` (closed once that turn, and those held,
+        ended); then waits, at most :data:`HAND_OVER_WAIT` s, for the writer to deliver them. With
+        a job server that takes neither, they are lost, as they always were: the job's idle timeout
+        closes its input."""
+        client = self._client
+        if not self.durable or client is None or self._mode not in ("starting", "live", "ending") or self._cancelled:
+            return  # (a durable conversation still starting has no one-shot retry: its CLI is in host mode)
+        if self._end_when_live is not None:
+            self._end_when_live, self._close_after_turn = None, True  # end() during the start: after the first turn
+        if self._queue and client.holds_turns:
+            for prompt in self._queue:
+                self._write(control.user_message(prompt), ok_exit_codes=(), turn=True)
+            self._queue.clear()
+        if self._close_after_turn and client.closes_after_turn:
+            self._close_after_turn = False
+            self._input_close_queued = True
+            self._outbox.put_nowait(_CLOSE_AFTER_TURN)
+        if self._queue or self._close_after_turn:
+            logger.warning("! an older job server (no input.turn or input.close.after_turn): a follow-up or end() "
+                           "asked here is lost as this kernel goes; the job ends at its idle timeout")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._delivered(), HAND_OVER_WAIT)
+
+    async def _delivered(self) -> None:
+        """Return once the writer handed every line to the server (and the input's close, if queued)."""
+        while self._written < self._queued or (self._input_close_queued and not self._outbox.empty()):
+            if self._writer is None or self._writer.done():
+                return
+            await asyncio.sleep(0.01)
+        if self._input_close_queued and self._writer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writer)
 
     def stop_following(self) -> None:
         """This kernel lets go of a durable job (nobody holds or shows its run): no timer of its
@@ -1012,8 +1056,8 @@ class Conversation:
             item = await self._outbox.get()
             client = self._client
             assert client is not None
-            if item is None:
-                await self._deliver(client.close_input)
+            if item is None or isinstance(item, str):  # the input's close (str: _CLOSE_AFTER_TURN)
+                await self._deliver(functools.partial(client.close_input, after_turn=item is not None))
                 return
             text, ok_exit_codes, turn = item
             await self._deliver(functools.partial(client.input, text, ok_exit_codes=ok_exit_codes, turn=turn))

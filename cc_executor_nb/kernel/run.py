@@ -1010,7 +1010,11 @@ class Run:
             await self._execute(client)
         except asyncio.CancelledError:
             if self.durable:
-                self._detach("the background loop was stopped; the job goes on in the job server")
+                try:
+                    if self.conversation is not None:
+                        await self.conversation.hand_over()  # what was asked of the job goes first
+                finally:
+                    self._detach("the background loop was stopped; the job goes on in the job server")
                 raise
             await self._cancel_on_shutdown(client)
             self._settle_locally(LOOP_STOPPED)
