@@ -19,6 +19,7 @@ __all__ = [
     "CONNECTED",
     "CONTROL",
     "CONVERSATION_ENDING",
+    "CONVERSATION_FOLLOW_UP",
     "CONVERSATION_NOTICE",
     "CONVERSATION_QUESTION",
     "CONVERSATION_TURN",
@@ -122,6 +123,10 @@ CONVERSATION_QUESTION: Final = "conversation.question"
 """``{"pending": N, "request": {...}}``: a permission question was asked or answered."""
 CONVERSATION_NOTICE: Final = "conversation.notice"
 """``{"message": str}``: something the person should know (a fall-back, an automatic deny)."""
+CONVERSATION_FOLLOW_UP: Final = "conversation.follow_up"
+"""``{"queued": N}``: *(added)* a follow-up went to a durable job's server, which writes it when
+no turn is under way (``input``'s ``turn``): its turn begins when the job's log shows it written;
+meanwhile the run reads ``running`` (``N``: the follow-ups it waits for, this one included)."""
 CONVERSATION_ENDING: Final = "conversation.ending"
 """``{"reason": "end"|"idle"|"max_idle_conversations"|"cancel"}``: the conversation's input is
 being closed (``idle``: its idle timeout; ``max_idle_conversations``: more conversations waited)."""

@@ -922,3 +922,21 @@ def test_a_follow_up_queued_during_a_turn_the_run_cancelled_is_said_not_sent(run
     (notice,) = _notices(run)
     assert notice.startswith("Follow-up not sent: 'echo: cancelled before its turn' (the run was cancelled"), notice
     assert "cancelled before its turn" not in "".join(str(given.get("data")) for given in inputs(run))
+
+
+def test_a_follow_up_the_job_server_has_not_written_yet_reads_running(runtime_dir: Path, tmp_path: Path) -> None:
+    """send() on a durable run: the follow-up waits for the job server to write it (its turn begins
+    when the job's log shows it), and meanwhile the run reads running, not done with its turns, as
+    when a turn begins at once (it read the last turn's completed, between turns: a loop on
+    `run.status == "running"` after send() ended at once)."""
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    loop = run._kernel_loop
+    assert loop is not None
+
+    async def send_and_look() -> tuple[str, bool, int]:
+        run.send("echo: second")  # nothing read between this and the look: the server's echo is still to come
+        return run.status, run.state.between_turns, run.claude.turns
+
+    assert loop.call(send_and_look(), timeout=scaled(30)) == ("running", False, 1)
+    assert run.wait(scaled(60)).answer == "second" and run.status == "completed" and run.claude.turns == 2

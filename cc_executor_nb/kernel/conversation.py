@@ -777,7 +777,9 @@ class Conversation:
             self._follow_up(self._queue.popleft())
             return
         if self._awaited and self._mode in ("live", "ending") and not refused:
-            return  # our follow-up the server holds is next: no wait for a follow-up (nor a close) in between
+            # Our follow-up the server holds is next: no wait for a follow-up (nor a close) in between.
+            self._emit(methods.CONVERSATION_FOLLOW_UP, {"queued": len(self._awaited)})
+            return
         if self._close_after_turn or refused:
             self._close_input()  # end() was asked during the turn (or the CLI exits): wait() waits for the exit
             self._publish()
@@ -867,6 +869,7 @@ class Conversation:
         self._stop_waiting()
         self._set_idle(False)
         self._publish()
+        self._emit(methods.CONVERSATION_FOLLOW_UP, {"queued": len(self._awaited)})
 
     def _turn_begun(self, prompt: str) -> None:
         """A user message went to the CLI (from here, or seen in a durable job's input)."""

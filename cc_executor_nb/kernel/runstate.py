@@ -525,6 +525,13 @@ class RunState:
                 self.waiting_since = None
             self.pending_questions = pending
 
+    def _on_follow_up(self, params: Mapping[str, Any], now: float) -> None:
+        """A follow-up is on its way to the CLI (a durable job's server writes it when no turn is
+        under way): the run is running again, though its turn has not begun yet."""
+        if self.alive and self.between_turns:
+            self.between_turns = False
+            self._set_live_status("running")
+
     def _on_ending(self, params: Mapping[str, Any], now: float) -> None:
         if self.alive:
             self.ending = True
@@ -546,6 +553,7 @@ _HANDLERS: dict[str, Callable[[RunState, Mapping[str, Any], float], None]] = {
     methods.CONVERSATION_TURN: RunState._on_turn,
     methods.CONVERSATION_QUESTION: RunState._on_question,
     methods.CONVERSATION_ENDING: RunState._on_ending,
+    methods.CONVERSATION_FOLLOW_UP: RunState._on_follow_up,
 }
 
 
