@@ -940,3 +940,34 @@ def test_a_follow_up_the_job_server_has_not_written_yet_reads_running(runtime_di
 
     assert loop.call(send_and_look(), timeout=scaled(30)) == ("running", False, 1)
     assert run.wait(scaled(60)).answer == "second" and run.status == "completed" and run.claude.turns == 2
+
+
+def test_a_follow_up_queued_during_a_turn_whose_input_was_closed_elsewhere_is_said_not_sent(
+    runtime_dir: Path, tmp_path: Path
+) -> None:
+    """send() during a turn, then the job's input closed by another client: the follow-up that waited
+    for the turn's end will never go, and the run says so, naming its start (dropped without a word)."""
+    from cc_executor_nb.client import connect
+    from cc_executor_nb.server.runtime import RUNTIME_FILE_NAME, read_runtime_file
+
+    run = start("echo: first", tmp_path)
+    run.wait(scaled(60))
+    run.send("think for 20 seconds, then answer")
+    eventually(lambda: run.claude.turns == 2 and run.state.status == "running", timeout=30, what="the second turn")
+    run.send("echo: after the close")
+    server = read_runtime_file(runtime_dir / RUNTIME_FILE_NAME)
+    assert server is not None and run.job_id is not None
+
+    async def close_elsewhere(job_id: str) -> None:
+        client = await connect(server.url, server.token)
+        try:
+            await client.attach(job_id)
+            await client.close_input()
+        finally:
+            await client.close()
+
+    asyncio.run(close_elsewhere(run.job_id))
+    notice = eventually(lambda: [words for words in _notices(run) if "not sent" in words], timeout=30,
+                        what="the notice")[0]
+    assert notice.startswith("Follow-up not sent: 'echo: after the close' (the job's input was closed (input.close)")
+    run.cancel()
