@@ -469,7 +469,8 @@ class Transcript:
         if prompt is not None:
             parts.append(
                 # A long prompt (a pasted file) scrolls in its own box: it made a record cell
-                # 6,463 px tall, nearly all prompt. Nothing is cut; the Markdown keeps it whole.
+                # 6,463 px tall, nearly all prompt. The display's record bounds it as every form
+                # does (record_prompt); run.transcript() and run.save() keep it whole.
                 '<blockquote class="ccx-prompt" style="white-space:pre-wrap;margin:4px 0 4px 1em;'
                 'max-height:12em;overflow:auto">'
                 f"{html.escape(printable(prompt))}</blockquote>"
