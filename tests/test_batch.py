@@ -790,31 +790,17 @@ def gated_claude(tmp_path: Path) -> Path:
 
 
 @pytest.mark.claude
-def test_on_budget_cancel_acts_at_the_result_that_spends_the_budget(settings: CCExec, tmp_path: Path) -> None:
+@pytest.mark.parametrize("interactive", [True, False], ids=["conversation", "one-shot"])
+def test_on_budget_cancel_acts_at_the_result_that_spends_the_budget(
+    settings: CCExec, tmp_path: Path, interactive: bool
+) -> None:
     """The run that spends the budget has its result, and its process has not ended: the run still
     thinking is cancelled then (the budget was checked when a run ended, so it thought on while the
-    spender's process lived: here until the gate opens)."""
-    batch = cc_executor_nb.map(["what is 1+1", "think for 30 seconds"], demo=True, concurrency=2,
-                               max_budget_usd=0.001, on_budget="cancel", executable=str(gated_claude(tmp_path)),
-                               display=False, settings=settings)
-    try:
-        eventually(lambda: batch.runs[1].done, timeout=20, what="the thinking run's end")
-        assert not batch.runs[0].done and batch.runs[0].cost_usd is not None  # the gate is shut: it lives on
-        assert batch.runs[1].status == "cancelled" and batch.status == "budget"
-    finally:
-        (tmp_path / "gate").touch()
-    batch.wait(scaled(30))
-    assert [run.status for run in batch.runs] == ["completed", "cancelled"] and batch.status == "budget"
-
-
-@pytest.mark.claude
-def test_on_budget_cancel_acts_at_a_one_shot_result_that_spends_the_budget(settings: CCExec, tmp_path: Path) -> None:
-    """As for a conversation's turn, a one-shot run's result (interactive=False: no turns) that spends the budget
-    cancels the run still thinking then, while the spender's process lives on (here until the gate opens): the
-    budget was checked at the spender's exit."""
-    batch = cc_executor_nb.map(["what is 1+1", "think for 30 seconds"], demo=True, interactive=False, concurrency=2,
-                               max_budget_usd=0.001, on_budget="cancel", executable=str(gated_claude(tmp_path)),
-                               display=False, settings=settings)
+    spender's process lived: here until the gate opens). A conversation's turn end says so; a one-shot
+    run (no turns) has only its result, whose cost the batch sees change."""
+    batch = cc_executor_nb.map(["what is 1+1", "think for 30 seconds"], demo=True, interactive=interactive,
+                               concurrency=2, max_budget_usd=0.001, on_budget="cancel",
+                               executable=str(gated_claude(tmp_path)), display=False, settings=settings)
     try:
         eventually(lambda: batch.runs[1].done, timeout=20, what="the thinking run's end")
         assert not batch.runs[0].done and batch.runs[0].cost_usd is not None  # the gate is shut: it lives on
